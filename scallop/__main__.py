@@ -1,0 +1,5 @@
+import sys
+
+from scallop.cli import main
+
+sys.exit(main())
