@@ -1,0 +1,183 @@
+"""Run the shipped segmentation model with onnxruntime alone.
+
+Everything the runtime needs to feed the model — class names, the scale each input is
+expected at, crop size, channel order, normalisation — is read from the model's own
+``metadata_props``, never from constants here. A model whose metadata is missing or
+unusable is refused with :class:`ModelError` saying what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "scallop-seg"
+SUPPORTED_VERSIONS = (1,)
+DEFAULT_MODEL_NAME = "scallop-seg.onnx"
+REQUIRED_FINDER = ("background", "core", "edge")
+REQUIRED_PARTS = ("background", "meat", "adductor", "uro")
+
+
+class ModelError(RuntimeError):
+    """The model file cannot be used (missing, corrupt, or metadata this runtime cannot use)."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How to feed one stage: input name, classes, scale (mm per pixel), normalisation."""
+
+    input: str
+    output: str
+    classes: tuple[str, ...]
+    mm_per_px: float
+    multiple: int             # spatial size must be a multiple of this (finder)
+    size: int                 # square crop side in pixels (parts); 0 = any (finder)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    version: int
+    channel_order: str        # "BGR" or "RGB"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    finder: StageSpec
+    parts: StageSpec
+    meta: dict
+
+
+def default_model_path() -> Path:
+    return Path(str(resources.files("scallop.models").joinpath(DEFAULT_MODEL_NAME)))
+
+
+def _need(meta: dict, key: str, path: str):
+    if key not in meta:
+        raise ModelError(f"{path}: model metadata lacks '{key}' (not a scallop segmentation model, or too old)")
+    return meta[key]
+
+
+def _json(meta: dict, key: str, path: str):
+    raw = _need(meta, key, path)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: model metadata '{key}' is not valid JSON: {raw[:60]!r}") from None
+
+
+def parse_metadata(meta: dict, path: str) -> ModelInfo:
+    fmt = _need(meta, "scallop.format", path)
+    if fmt != FORMAT:
+        raise ModelError(f"{path}: model format is {fmt!r}, this runtime reads {FORMAT!r}")
+    try:
+        version = int(_need(meta, "scallop.version", path))
+    except ValueError:
+        raise ModelError(f"{path}: model metadata 'scallop.version' is not an integer") from None
+    if version not in SUPPORTED_VERSIONS:
+        raise ModelError(
+            f"{path}: model format version {version} is not supported (this runtime reads "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))}); update the software or use a matching model"
+        )
+    norm = _json(meta, "scallop.normalize", path)
+    order = _need(meta, "scallop.channel_order", path)
+    if order not in ("BGR", "RGB"):
+        raise ModelError(f"{path}: channel_order {order!r} must be BGR or RGB")
+    try:
+        mean = tuple(float(v) for v in norm["mean"])
+        std = tuple(float(v) for v in norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{path}: 'scallop.normalize' must hold mean and std lists of 3 numbers") from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ModelError(f"{path}: 'scallop.normalize' must hold 3 means and 3 positive stds")
+
+    def stage(key: str, required: tuple[str, ...]) -> StageSpec:
+        d = _json(meta, key, path)
+        try:
+            spec = StageSpec(
+                input=str(d["input"]), output=str(d["output"]), classes=tuple(d["classes"]),
+                mm_per_px=float(d["mm_per_px"]), multiple=int(d.get("multiple", 1)), size=int(d.get("size", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{path}: '{key}' lacks a usable field ({e})") from None
+        if tuple(spec.classes[: len(required)]) != required:
+            raise ModelError(f"{path}: '{key}' classes {list(spec.classes)} must start with {list(required)}")
+        if not (0.05 <= spec.mm_per_px <= 10):
+            raise ModelError(f"{path}: '{key}' mm_per_px={spec.mm_per_px} is out of range 0.05..10")
+        return spec
+
+    finder = stage("scallop.finder", REQUIRED_FINDER)
+    parts = stage("scallop.parts", REQUIRED_PARTS)
+    if parts.size <= 0:
+        raise ModelError(f"{path}: 'scallop.parts' must give the crop size")
+    return ModelInfo(path=path, version=version, channel_order=order, mean=mean, std=std,
+                     finder=finder, parts=parts, meta=dict(meta))
+
+
+class SegModel:
+    """The two-stage segmentation model in one ONNX file.
+
+    ``threads``: onnxruntime intra-op threads (set explicitly: the default grabs every core,
+    which starves the capture and Modbus threads of the line).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 2):
+        import onnxruntime as ort
+
+        p = Path(path) if path is not None else default_model_path()
+        if not p.is_file():
+            raise ModelError(f"{p}: no such model file")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(1, int(threads))
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
+            raise ModelError(f"{p}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = parse_metadata(meta, str(p))
+        names = {i.name for i in self.session.get_inputs()}
+        outs = {o.name for o in self.session.get_outputs()}
+        for st in (self.info.finder, self.info.parts):
+            if st.input not in names or st.output not in outs:
+                raise ModelError(f"{p}: graph has no input {st.input!r} / output {st.output!r} named in its metadata")
+        # Per-channel affine folded once: x_norm = x * scale + offset (x in 0..255).
+        mean = np.array(self.info.mean, np.float32)
+        std = np.array(self.info.std, np.float32)
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-mean / std).astype(np.float32)
+        if self.info.channel_order == "RGB":
+            self._scale = self._scale[::-1].copy()
+            self._offset = self._offset[::-1].copy()
+        ps = self.info.parts.size
+        self._empty_crops = np.zeros((0, 3, ps, ps), np.float32)
+        m = max(self.info.finder.multiple, 16)
+        self._empty_frame = np.zeros((0, 3, m, m), np.float32)
+
+    def to_input(self, bgr: np.ndarray) -> np.ndarray:
+        """(…, H, W, 3) uint8 BGR → (…, 3, H, W) float32, normalised, in the model's channel order."""
+        x = bgr.astype(np.float32) * self._scale + self._offset
+        if self.info.channel_order == "RGB":
+            x = x[..., ::-1]
+        x = np.moveaxis(x, -1, -3)
+        return np.ascontiguousarray(x)
+
+    def run_finder(self, bgr: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 at the finder's scale, H and W multiples of ``finder.multiple``
+        → logits (C, H, W)."""
+        x = self.to_input(bgr)[None]
+        out = self.session.run([self.info.finder.output],
+                               {self.info.finder.input: x, self.info.parts.input: self._empty_crops})[0]
+        return out[0]
+
+    def run_parts(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 crops at the parts scale → logits (N, C, S, S)."""
+        if len(crops_bgr) == 0:
+            return np.zeros((0, len(self.info.parts.classes), self.info.parts.size, self.info.parts.size), np.float32)
+        x = self.to_input(crops_bgr)
+        return self.session.run([self.info.parts.output],
+                                {self.info.parts.input: x, self.info.finder.input: self._empty_frame})[0]

@@ -1,0 +1,269 @@
+"""Train the two-stage segmentation model and export it to ONNX with its metadata.
+
+Needs the optional ``train`` extra (torch). Data sets are folders in the documented
+format (docs/dataset-format.md): simulator output from ``scallop sim dataset`` and/or real
+labelled photos; every folder is read the same way.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from scallop.models.augment import photometric, recolour_background, rotate_scale_crop
+from scallop.models.dataset import Sample, iter_dataset
+from scallop.models.runtime import FORMAT
+
+FINDER_CLASSES = ("background", "core", "edge")
+PARTS_CLASSES = ("background", "meat", "adductor", "uro")
+# Data-set part labels (0 bg, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill) → parts classes.
+PART_TO_CLASS = np.array([0, 1, 1, 2, 3, 1] + [0] * 250, np.uint8)
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    finder_mm_per_px: float = 2.0
+    parts_mm_per_px: float = 0.75
+    crop: int = 128                   # parts crop side (px) → 96 mm at 0.75 mm/px
+    finder_patch: int = 160           # finder training patch side (coarse px)
+    edge_px: int = 2                  # edge band width at the finder scale (4 mm)
+    iters: int = 3000
+    batch_parts: int = 24
+    batch_finder: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    threads: int = 2
+    real_weight: float = 3.0          # oversampling of real labelled photos against sim frames
+    finder_widths: tuple[int, int, int, int] = (8, 16, 24, 32)
+    parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
+    data_description: str = ""
+    log_every: int = 100
+
+
+@dataclass
+class Prepared:
+    """Training material extracted once from the data sets (so each step only augments)."""
+
+    finder_imgs: list = field(default_factory=list)   # coarse images (h, w, 3) uint8
+    finder_tgts: list = field(default_factory=list)   # (h, w) uint8 finder classes
+    finder_w: list = field(default_factory=list)      # sampling weight per image
+    parts_imgs: list = field(default_factory=list)    # fine patches (P, P, 3) uint8
+    parts_tgts: list = field(default_factory=list)    # (P, P) uint8 parts classes
+    parts_w: list = field(default_factory=list)
+
+
+def finder_target(instances: np.ndarray, edge_px: int) -> np.ndarray:
+    """Instance map at the finder scale → 0 bg, 1 core, 2 edge (a band along every boundary,
+    including between touching scallops, which is what lets the runtime split them)."""
+    inst = instances.astype(np.uint16)
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * edge_px + 1, 2 * edge_px + 1))
+    hi = cv2.dilate(inst, k)
+    lo = cv2.erode(inst, k, borderType=cv2.BORDER_REPLICATE)
+    fg = inst > 0
+    tgt = np.zeros(inst.shape, np.uint8)
+    tgt[fg] = 1
+    tgt[fg & ((hi != inst) | (lo != inst))] = 2
+    return tgt
+
+
+def _resize(img, factor, interp):
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
+
+
+def prepare(samples: list[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+    out = into or Prepared()
+    P = int(cfg.crop * 1.5)
+    for s in samples:
+        f = s.mm_per_px / cfg.parts_mm_per_px
+        fine = _resize(s.image, f, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        parts = _resize(s.parts, f, cv2.INTER_NEAREST)
+        inst = _resize(s.instances, f, cv2.INTER_NEAREST)
+        g = cfg.parts_mm_per_px / cfg.finder_mm_per_px
+        coarse = _resize(fine, g, cv2.INTER_AREA)
+        cinst = _resize(inst, g, cv2.INTER_NEAREST)
+        out.finder_imgs.append(coarse)
+        out.finder_tgts.append(finder_target(cinst, cfg.edge_px))
+        out.finder_w.append(weight)
+        cls = PART_TO_CLASS[parts]
+        pad = P
+        fpad = cv2.copyMakeBorder(fine, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        cpad = cv2.copyMakeBorder(cls, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+        ids = [i for i in np.unique(inst) if i]
+        for i in ids:
+            ys, xs = np.nonzero(inst == i)
+            if len(xs) * cfg.parts_mm_per_px ** 2 < 200:
+                continue
+            cx, cy = int(xs.mean()) + pad, int(ys.mean()) + pad
+            x0, y0 = cx - P // 2, cy - P // 2
+            out.parts_imgs.append(fpad[y0:y0 + P, x0:x0 + P].copy())
+            out.parts_tgts.append(cpad[y0:y0 + P, x0:x0 + P].copy())
+            out.parts_w.append(weight)
+    return out
+
+
+class Batcher:
+    """Draws augmented training batches from prepared material (seeded)."""
+
+    def __init__(self, prep: Prepared, cfg: TrainConfig, rng: np.random.Generator):
+        self.p, self.cfg, self.rng = prep, cfg, rng
+        self.pw = np.asarray(prep.parts_w, np.float64) / np.sum(prep.parts_w)
+        self.fw = np.asarray(prep.finder_w, np.float64) / np.sum(prep.finder_w)
+
+    def parts(self):
+        cfg, rng, S = self.cfg, self.rng, self.cfg.crop
+        xs = np.empty((cfg.batch_parts, S, S, 3), np.uint8)
+        ys = np.empty((cfg.batch_parts, S, S), np.uint8)
+        for b, i in enumerate(rng.choice(len(self.pw), cfg.batch_parts, p=self.pw)):
+            img, tgt = self.p.parts_imgs[i], self.p.parts_tgts[i]
+            c = img.shape[0] / 2 + rng.uniform(-10, 10, size=2)
+            im, lb = rotate_scale_crop(img, tgt, (float(c[0]), float(c[1])), S, rng.uniform(0.85, 1.15),
+                                       rng.uniform(0, 360), bool(rng.random() < 0.5))
+            if rng.random() < 0.25:
+                im = recolour_background(im, lb == 0, rng)
+            xs[b] = photometric(im, rng)
+            ys[b] = lb
+        return xs, ys
+
+    def finder(self):
+        cfg, rng, T = self.cfg, self.rng, self.cfg.finder_patch
+        xs = np.empty((cfg.batch_finder, T, T, 3), np.uint8)
+        ys = np.empty((cfg.batch_finder, T, T), np.uint8)
+        for b, i in enumerate(rng.choice(len(self.fw), cfg.batch_finder, p=self.fw)):
+            img, tgt = self.p.finder_imgs[i], self.p.finder_tgts[i]
+            h, w = img.shape[:2]
+            c = (rng.uniform(0, w), rng.uniform(0, h))
+            k = int(rng.integers(0, 4))
+            im, lb = rotate_scale_crop(img, tgt, c, T, rng.uniform(0.85, 1.15), 90.0 * k, bool(rng.random() < 0.5))
+            if rng.random() < 0.25:
+                im = recolour_background(im, lb == 0, rng)
+            xs[b] = photometric(im, rng)
+            ys[b] = lb
+        return xs, ys
+
+
+def to_tensor(x: np.ndarray):
+    import torch
+
+    t = torch.from_numpy(x).float().permute(0, 3, 1, 2) / 255.0
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (t - mean) / std
+
+
+def _loss(logits, target, weights, dice_class: int | None):
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(target).long()
+    loss = F.cross_entropy(logits, t, weight=torch.tensor(weights))
+    if dice_class is not None:
+        p = logits.softmax(1)[:, dice_class]
+        g = (t == dice_class).float()
+        inter = (p * g).sum()
+        loss = loss + 1.0 - (2 * inter + 1.0) / (p.sum() + g.sum() + 1.0)
+    return loss
+
+
+def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
+    """One self-contained .onnx (weights inside, no .onnx.data) with the metadata the
+    runtime reads."""
+    import io
+
+    import onnx
+    import torch
+
+    net.eval()
+    S = cfg.crop
+    frame = torch.zeros(1, 3, 96, 160)
+    crops = torch.zeros(2, 3, S, S)
+    buf = io.BytesIO()
+    torch.onnx.export(
+        net, (frame, crops), buf, opset_version=17, dynamo=False,
+        input_names=["frame", "crops"], output_names=["finder_logits", "parts_logits"],
+        dynamic_axes={"frame": {0: "b", 2: "h", 3: "w"}, "finder_logits": {0: "b", 2: "h", 3: "w"},
+                      "crops": {0: "n"}, "parts_logits": {0: "n"}},
+    )
+    model = onnx.load_from_string(buf.getvalue())
+    meta = {
+        "scallop.format": FORMAT,
+        "scallop.version": "1",
+        "scallop.channel_order": "BGR",
+        "scallop.normalize": json.dumps({"mean": list(MEAN), "std": list(STD), "input_range": [0, 255]}),
+        "scallop.finder": json.dumps({"input": "frame", "output": "finder_logits", "classes": list(FINDER_CLASSES),
+                                      "mm_per_px": cfg.finder_mm_per_px, "multiple": 16}),
+        "scallop.parts": json.dumps({"input": "crops", "output": "parts_logits", "classes": list(PARTS_CLASSES),
+                                     "mm_per_px": cfg.parts_mm_per_px, "size": S}),
+        "scallop.seed": str(cfg.seed),
+        "scallop.train_config": json.dumps(asdict(cfg)),
+        "scallop.data": cfg.data_description,
+        "scallop.trained_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra_meta.items()})
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+    model.producer_name = "scallop-train"
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConfig,
+          init: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Train on the given data-set folders and write ``out`` (.onnx) plus ``out``.pt
+    (a checkpoint to fine-tune from). Returns the ONNX path."""
+    import torch
+
+    from scallop.models.net import ScallopNet
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    t0 = time.time()
+    prep = Prepared()
+    for d in sim_dirs:
+        prepare(list(iter_dataset(d)), cfg, 1.0, prep)
+    for d in real_dirs:
+        prepare(list(iter_dataset(d)), cfg, cfg.real_weight, prep)
+    if not prep.parts_imgs or not prep.finder_imgs:
+        raise ValueError("no training material: the data sets hold no labelled scallops")
+    log(f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s")
+    net = ScallopNet(cfg.finder_widths, cfg.parts_widths, len(FINDER_CLASSES), len(PARTS_CLASSES))
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu")["state_dict"])
+        log(f"initialised from {init}")
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iters, pct_start=0.1)
+    batcher = Batcher(prep, cfg, rng)
+    net.train()
+    run_p = run_f = 0.0
+    for it in range(1, cfg.iters + 1):
+        xp, yp = batcher.parts()
+        xf, yf = batcher.finder()
+        lf, lp = net(to_tensor(xf), to_tensor(xp))
+        loss_f = _loss(lf, yf, [1.0, 1.0, 2.0], None)
+        loss_p = _loss(lp, yp, [1.0, 1.0, 1.5, 3.0], 3)
+        opt.zero_grad()
+        (loss_f + loss_p).backward()
+        opt.step()
+        sched.step()
+        run_f = 0.95 * run_f + 0.05 * float(loss_f) if it > 1 else float(loss_f)
+        run_p = 0.95 * run_p + 0.05 * float(loss_p) if it > 1 else float(loss_p)
+        if it % cfg.log_every == 0 or it == cfg.iters:
+            log(f"iter {it}/{cfg.iters} finder loss {run_f:.3f} parts loss {run_p:.3f} ({time.time() - t0:.0f} s)")
+    out = Path(out)
+    torch.save({"state_dict": net.state_dict(), "config": asdict(cfg)}, out.with_suffix(".pt"))
+    export_onnx(net, out, cfg, {})
+    log(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {time.time() - t0:.0f} s")
+    return out
