@@ -1,0 +1,247 @@
+"""Shared fixtures.
+
+* ``no_leaked_threads`` (autouse): a test that leaves threads or asyncio tasks running fails.
+  Threads get a short grace period to finish; mark a test ``@pytest.mark.allow_leaks`` only
+  with a comment saying why.
+* ``fake_line``: a :class:`scallop.line_api.LineAPI` double for the operator screen's tests.
+* ``fast_users``: the simulator's users (operator 1111, engineer 2222) with a cheap scrypt
+  cost so tests do not spend their time hashing.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+LEAK_GRACE_S = 2.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_leaks: the test may leave threads/tasks running (say why)")
+
+
+def _pending_tasks() -> set:
+    """asyncio tasks not done whose loop is still open (any thread)."""
+    reg = getattr(asyncio.tasks, "_scheduled_tasks", None)
+    if reg is None:
+        reg = getattr(asyncio.tasks, "_all_tasks", None)
+    if reg is None:
+        return set()
+    out = set()
+    for t in list(reg):
+        try:
+            if not t.done() and not t.get_loop().is_closed():
+                out.add(t)
+        except Exception:
+            continue
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads(request):
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    threads_before = set(threading.enumerate())
+    tasks_before = _pending_tasks()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while True:
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        tasks = _pending_tasks() - tasks_before
+        if (not threads and not tasks) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    problems = []
+    if threads:
+        problems.append("threads still running: " + ", ".join(sorted(t.name for t in threads)))
+    if tasks:
+        problems.append("asyncio tasks still pending: " + ", ".join(sorted(repr(t.get_coro()) for t in tasks)))
+    if problems:
+        pytest.fail(f"{request.node.nodeid} leaked " + "; ".join(problems) +
+                    " (stop them in the test or its fixtures)", pytrace=False)
+
+
+# ---------------------------------------------------------------------------- fake line
+
+
+class FakeLine:
+    """A :class:`LineAPI` double: a small state machine whose counts the test sets directly.
+
+    Frames are 320×240 JPEGs: a magenta field with a green bar whose position moves with the
+    frame number, so a screenshot can tell "showing frames" and "showing new frames" apart.
+    Every control call is appended to ``calls`` as ``(action, user)``.
+    """
+
+    W, H = 320, 240
+    BG_BGR = (255, 0, 255)        # magenta
+    BAR_BGR = (0, 255, 0)         # green
+    BAR_W = 40
+
+    def __init__(self) -> None:
+        from scallop.line_api import ArmStatus, Recipe
+
+        self.lock = threading.Lock()
+        self.state = "stopped"
+        self.recipe = "M"
+        self.recipes_list = [
+            Recipe("S", (40.0, 50.0), 200.0, "small baby scallops"),
+            Recipe("M", (50.0, 62.0), 250.0, "standard"),
+            Recipe("L", (62.0, 75.0), 300.0, "large"),
+        ]
+        self.counts = dict(seen=0, picked=0, uro_removed=0, missed=0, adductor_hits=0, skipped=0,
+                           per_minute=0.0, removal_rate=0.0, frames=0, frames_dropped=0)
+        self.skipped_by_reason: dict[str, int] = {}
+        self.arms = [ArmStatus("left", "idle", True), ArmStatus("right", "idle", True)]
+        self.alarms: list = []
+        self.calls: list[tuple[str, str]] = []
+        self.config = {"belt": {"speed_mm_s": 250.0}, "camera": {"exposure_us": 800}}
+        self.jpeg_quality = 90
+        self._next_alarm = 1
+
+    # -- test controls
+
+    def set_counts(self, **kw) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                if k not in self.counts:
+                    raise KeyError(k)
+                self.counts[k] = v
+
+    def new_frame(self) -> int:
+        with self.lock:
+            self.counts["frames"] += 1
+            return self.counts["frames"]
+
+    def raise_alarm(self, severity: str, text: str, source: str = "line"):
+        from scallop.line_api import Alarm
+
+        with self.lock:
+            a = Alarm(self._next_alarm, time.time(), severity, source, text)
+            self._next_alarm += 1
+            self.alarms.append(a)
+            return a
+
+    @classmethod
+    def draw(cls, n: int) -> np.ndarray:
+        img = np.zeros((cls.H, cls.W, 3), np.uint8)
+        img[:] = cls.BG_BGR
+        x = cls.bar_x(n)
+        img[:, x:x + cls.BAR_W] = cls.BAR_BGR
+        return img
+
+    @classmethod
+    def bar_x(cls, n: int) -> int:
+        return (n * 70) % (cls.W - cls.BAR_W)
+
+    # -- LineAPI
+
+    def snapshot(self):
+        from scallop.line_api import LineSnapshot
+
+        with self.lock:
+            c = self.counts
+            return LineSnapshot(
+                state=self.state, recipe=self.recipe, uptime_s=12.0,
+                seen=c["seen"], picked=c["picked"], uro_removed=c["uro_removed"], missed=c["missed"],
+                adductor_hits=c["adductor_hits"], skipped=c["skipped"],
+                skipped_by_reason=dict(self.skipped_by_reason), per_minute=c["per_minute"],
+                removal_rate=c["removal_rate"], frames=c["frames"], frames_dropped=c["frames_dropped"],
+                latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},
+                arms=[replace(a) for a in self.arms], alarms=[replace(a) for a in self.alarms])
+
+    def latest_jpeg(self):
+        import cv2
+
+        with self.lock:
+            n = self.counts["frames"]
+        if n == 0:
+            return None
+        ok, buf = cv2.imencode(".jpg", self.draw(n), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        assert ok
+        return buf.tobytes()
+
+    def _move(self, action: str, user: str, allowed_from: tuple[str, ...], to: str) -> None:
+        with self.lock:
+            if self.state not in allowed_from:
+                raise RuntimeError(f"cannot {action} while the line is {self.state}")
+            self.state = to
+            self.calls.append((action, user))
+
+    def start(self, user: str) -> None:
+        self._move("start", user, ("stopped", "paused"), "running")
+
+    def pause(self, user: str) -> None:
+        self._move("pause", user, ("running",), "paused")
+
+    def stop(self, user: str) -> None:
+        self._move("stop", user, ("running", "paused", "starting"), "stopped")
+
+    def estop(self, user: str) -> None:
+        self._move("estop", user, ("stopped", "starting", "running", "paused", "stopping", "estop", "fault"), "estop")
+
+    def reset(self, user: str) -> None:
+        self._move("reset", user, ("estop", "fault"), "stopped")
+
+    def ack_alarm(self, alarm_id: int, user: str) -> None:
+        with self.lock:
+            for a in self.alarms:
+                if a.id == alarm_id:
+                    a.acked, a.acked_by = True, user
+                    self.calls.append(("ack", user))
+                    return
+        raise KeyError(f"no alarm {alarm_id}")
+
+    def recipes(self):
+        return list(self.recipes_list)
+
+    def select_recipe(self, name: str, user: str) -> None:
+        with self.lock:
+            if name not in {r.name for r in self.recipes_list}:
+                raise KeyError(f"unknown recipe {name!r}")
+            if self.state == "running":
+                raise RuntimeError("pause or stop the line before changing the recipe")
+            self.recipe = name
+            self.calls.append(("recipe", user))
+
+    def metrics_text(self) -> str:
+        from scallop.metrics import snapshot_metrics
+
+        return snapshot_metrics(self.snapshot())
+
+    def config_view(self) -> dict:
+        with self.lock:
+            return {k: dict(v) for k, v in self.config.items()}
+
+    def update_config(self, changes: dict, user: str) -> dict:
+        with self.lock:
+            for key, value in changes.items():
+                section, _, name = key.partition(".")
+                if section not in self.config or name not in self.config[section]:
+                    raise ValueError(f"{key}: unknown key; allowed: belt.speed_mm_s, camera.exposure_us")
+                if key == "belt.speed_mm_s":
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise ValueError(f"belt.speed_mm_s={value!r}: expected a number")
+                    if not 0 <= value <= 500:
+                        raise ValueError(f"belt.speed_mm_s={value} is out of range: allowed 0..500")
+            for key, value in changes.items():
+                section, _, name = key.partition(".")
+                self.config[section][name] = value
+            self.calls.append(("config", user))
+        return self.config_view()
+
+
+@pytest.fixture
+def fake_line() -> FakeLine:
+    return FakeLine()
+
+
+@pytest.fixture(scope="session")
+def fast_users():
+    from scallop.auth import UserStore
+
+    return UserStore.simulator_defaults(scrypt_n=2**8)

@@ -1,0 +1,467 @@
+"""The production record: writer thread, snapshots under a byte budget, summaries, CSV, `scallop report`."""
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import json
+import sqlite3
+import threading
+import time
+from datetime import datetime
+
+import pytest
+
+import scallop.record as record_mod
+from scallop.cli import main
+from scallop.line_api import Alarm
+from scallop.record import (
+    Record,
+    RecordError,
+    RecordWriter,
+    ScallopRecord,
+    open_db,
+    shift_range,
+)
+
+T0 = datetime(2024, 5, 1, 9, 0, 0).timestamp()   # local time: summaries are by local day
+
+
+def rec(track: int, t: float = T0, **kw) -> ScallopRecord:
+    base = dict(track_id=track, time=t, encoder_mm=1000.0 + track * 80, result="picked", arm="left",
+                x_mm=120.0, y_mm=-15.5, diameter_mm=58.0, score=0.97, uro_found=True, uro_x_mm=131.0,
+                uro_y_mm=-2.0, uro_score=0.91, grasp_x_mm=130.0, grasp_y_mm=-3.0, pull_angle_deg=75.0,
+                uro_removed=True, adductor_hit=False)
+    base.update(kw)
+    return ScallopRecord(**base)
+
+
+class Alarms:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, bool]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, key, severity, text, active):
+        with self.lock:
+            self.calls.append((key, severity, text, active))
+
+    def keys(self, active=True):
+        return [c[0] for c in self.calls if c[3] == active]
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "rec" / "record.sqlite"
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def test_scallop_row_round_trips_every_field(db):
+    r = rec(7, detail={"model": "uro-v3", "best_view_frame": 1234}, views=4)
+    with RecordWriter(db) as w:
+        assert w.scallop(r)
+    with Record(db) as rd:
+        rows = rd.scallops()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["run_id"] == w.run_id and row["track_id"] == 7
+    for k in ("time", "encoder_mm", "x_mm", "y_mm", "diameter_mm", "score", "uro_x_mm", "uro_y_mm", "uro_score",
+              "grasp_x_mm", "grasp_y_mm", "pull_angle_deg", "arm", "result", "skip_reason", "views"):
+        assert row[k] == getattr(r, k), k
+    assert (row["uro_found"], row["uro_removed"], row["adductor_hit"], row["doubtful"]) == (1, 1, 0, 0)
+    assert row["snapshot"] is None
+    assert json.loads(row["detail"]) == {"model": "uro-v3", "best_view_frame": 1234}
+
+
+def test_database_is_in_wal_mode(db):
+    RecordWriter(db).close()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == record_mod.SCHEMA_VERSION
+    con.close()
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(result="skipped", arm=""), "skip_reason='': a skipped scallop needs a reason"),
+    (dict(result="skipped", arm="", skip_reason="No Uro"), "skip_reason='No Uro'"),
+    (dict(skip_reason="border"), "skip_reason='border' given for result='picked'"),
+    (dict(arm=""), "arm='': a picked scallop names the arm"),
+    (dict(result="done"), "result='done' is not allowed: choose one of picked, failed, skipped"),
+    (dict(x_mm=float("nan")), "x_mm=nan: expected a finite number or None"),
+    (dict(encoder_mm=None), "encoder_mm=None: a scallop row needs it"),
+    (dict(track_id=True), "track_id=True: expected an integer"),
+    (dict(views=0), "views=0 is out of range: allowed 1 or more"),
+    (dict(detail={"f": object()}), "detail: not JSON-serialisable"),
+])
+def test_scallop_record_refuses_bad_values(kw, msg):
+    with pytest.raises(RecordError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        rec(1, **kw)
+
+
+def test_wants_snapshot_for_failed_or_doubtful_picks():
+    assert not rec(1).wants_snapshot
+    assert rec(1, result="failed").wants_snapshot
+    assert rec(1, doubtful=True).wants_snapshot
+    assert rec(1, uro_removed=False).wants_snapshot
+    assert rec(1, adductor_hit=True).wants_snapshot
+    assert not rec(1, uro_removed=None).wants_snapshot
+
+
+def test_each_scallop_once_per_run(db):
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        w.scallop(rec(1))
+        w.scallop(rec(1, encoder_mm=5.0))
+        w.scallop(rec(2))
+        w.flush()
+        assert w.stats()["duplicates"] == 1 and w.stats()["written"] == 2
+    assert "record.duplicate" in alarms.keys()
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [1, 2]
+    # A new run may reuse track ids.
+    with RecordWriter(db) as w2:
+        w2.scallop(rec(1))
+    with Record(db) as rd:
+        assert len(rd.scallops()) == 3
+
+
+def test_many_threads_write_every_row_exactly_once(db):
+    with RecordWriter(db, batch=64) as w:
+        def produce(k):
+            for i in range(400):
+                assert w.scallop(rec(k * 1000 + i, t=T0 + i))
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    with Record(db) as rd:
+        ids = [r["track_id"] for r in rd.scallops()]
+    assert len(ids) == 1600 and len(set(ids)) == 1600
+    assert w.stats()["written"] == 1600 and w.stats()["dropped"] == 0
+
+
+def test_close_writes_everything_queued_and_ends_the_run(db):
+    w = RecordWriter(db, wall_clock=lambda: 1234.5)
+    for i in range(2000):
+        w.scallop(rec(i))
+    w.close()
+    w.close()                                  # idempotent
+    with pytest.raises(RecordError, match="closed"):
+        w.scallop(rec(99999))
+    with Record(db) as rd:
+        assert len(rd.scallops()) == 2000
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT started, ended FROM runs").fetchall() == [(1234.5, 1234.5)]
+    con.close()
+
+
+def test_full_queue_drops_counts_and_alarms_without_blocking(db, monkeypatch):
+    gate, entered = threading.Event(), threading.Event()
+    real = RecordWriter._write_batch
+
+    def slow(self, con, items):
+        entered.set()
+        gate.wait(5)
+        return real(self, con, items)
+
+    monkeypatch.setattr(RecordWriter, "_write_batch", slow)
+    alarms = Alarms()
+    w = RecordWriter(db, queue_size=5, on_alarm=alarms)
+    try:
+        assert w.scallop(rec(0))
+        assert entered.wait(5)                 # the writer is stuck on its first batch
+        accepted = [w.scallop(rec(i)) for i in range(1, 21)]
+        assert accepted == [True] * 5 + [False] * 15
+        assert w.stats()["dropped"] == 15 and w.stats()["queued"] == 5
+        assert alarms.keys().count("record.queue_full") == 1
+        # Alarms and operator actions have their own lane: a full scallop queue does not lose them.
+        assert w.alarm(Alarm(1, 5.0, "critical", "camera", "camera stalled"))
+        assert w.event("estop", "screen")
+        gate.set()
+        assert w.flush(5)
+        assert alarms.keys(False) == ["record.queue_full"]     # cleared once the writer caught up
+    finally:
+        gate.set()
+        w.close()
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [0, 1, 2, 3, 4, 5]
+        assert [a["text"] for a in rd.alarms()] == ["camera stalled"]
+        assert [e["kind"] for e in rd.events()] == ["estop"]
+
+
+def test_database_errors_are_retried_and_alarmed(db, monkeypatch):
+    fails = {"n": 2}
+    real = RecordWriter._write_batch
+
+    def flaky(self, con, items):
+        if fails["n"] > 0:
+            fails["n"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, con, items)
+
+    monkeypatch.setattr(RecordWriter, "_write_batch", flaky)
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms, retry_s=0.01) as w:
+        for i in range(10):
+            w.scallop(rec(i))
+        assert w.flush(5)
+        assert w.stats()["db_errors"] == 2
+    assert alarms.keys(True) == ["record.database"] and alarms.keys(False) == ["record.database"]
+    assert "disk I/O error" in alarms.calls[0][2] and alarms.calls[0][1] == "critical"
+    with Record(db) as rd:
+        assert len(rd.scallops()) == 10
+
+
+def test_close_does_not_hang_on_a_dead_database(db, monkeypatch):
+    def dead(self, con, items):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(RecordWriter, "_write_batch", dead)
+    alarms = Alarms()
+    w = RecordWriter(db, on_alarm=alarms, retry_s=0.01)
+    for i in range(5):
+        w.scallop(rec(i))
+    t0 = time.monotonic()
+    w.close(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert not w._thread.is_alive()
+    assert w.stats()["lost"] == 5
+    assert alarms.keys() == ["record.database"] and "disk is full" in alarms.calls[0][2]
+
+
+# ---------------------------------------------------------------------------- alarms and events
+
+
+def test_alarm_raise_ack_clear_is_one_row(db):
+    t = {"now": 100.0}
+    with RecordWriter(db, wall_clock=lambda: t["now"]) as w:
+        a = Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected")
+        w.alarm(a)
+        t["now"] = 110.0
+        w.alarm(Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected", acked=True, acked_by="maria"))
+        t["now"] = 125.0
+        w.alarm(Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected", acked=True, acked_by="maria", active=False))
+        w.event("estop", "screen", {"why": "test"})
+    with Record(db) as rd:
+        rows = rd.alarms()
+        events = rd.events()
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["alarm_id"], r["time"], r["severity"], r["source"]) == (3, 99.0, "critical", "arm:left")
+    assert (r["acked"], r["acked_by"], r["acked_time"], r["active"], r["cleared_time"]) == (1, "maria", 110.0, 0, 125.0)
+    assert [(e["kind"], e["user"], json.loads(e["detail"])) for e in events] == [("estop", "screen", {"why": "test"})]
+
+
+# ---------------------------------------------------------------------------- snapshots
+
+
+def test_snapshots_stay_within_the_byte_budget_oldest_deleted_first(db, tmp_path):
+    snaps = tmp_path / "snaps"
+    jpeg = b"\xff\xd8" + b"x" * 998          # 1000 bytes
+    with RecordWriter(db, snapshot_dir=snaps, snapshot_budget_bytes=3500, batch=1) as w:
+        for i in range(10):
+            w.scallop(rec(i, t=T0 + i, result="failed"), snapshot_jpeg=jpeg)
+            w.flush()
+        st = w.stats()
+    files = sorted(p.name for p in snaps.iterdir())
+    assert len(files) == 3 and st["snapshot_bytes"] == 3000 <= 3500
+    assert st["snapshots_written"] == 10 and st["snapshots_deleted"] == 7
+    assert [f.split("_t")[1].split("_")[0] for f in files] == ["7", "8", "9"]   # the newest kept
+    with Record(db) as rd:
+        rows = rd.scallops()
+    kept = {r["track_id"]: r["snapshot"] for r in rows}
+    assert all(kept[i] is None for i in range(7))
+    assert sorted(kept[i] for i in (7, 8, 9)) == files
+    # A new run counts what is already on disk against the same budget.
+    with RecordWriter(db, snapshot_dir=snaps, snapshot_budget_bytes=3500, batch=1) as w2:
+        assert w2.stats()["snapshot_bytes"] == 3000
+        w2.scallop(rec(50, t=T0 + 50, result="failed"), snapshot_jpeg=jpeg)
+        w2.flush()
+        assert w2.stats()["snapshot_bytes"] == 3000 and w2.stats()["snapshots_deleted"] == 1
+    assert len(list(snaps.iterdir())) == 3
+
+
+def test_full_snapshot_disk_raises_an_alarm_and_keeps_recording(db, tmp_path, monkeypatch):
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(record_mod, "write_snapshot_file", full)
+    alarms = Alarms()
+    snaps = tmp_path / "snaps"
+    with RecordWriter(db, snapshot_dir=snaps, on_alarm=alarms) as w:
+        for i in range(5):
+            assert w.scallop(rec(i, result="failed"), snapshot_jpeg=b"\xff\xd8jpeg")
+        w.flush()
+        assert w.stats()["snapshot_failures"] == 5 and w.stats()["written"] == 5
+        assert alarms.keys() == ["record.snapshot_disk"]          # once, not per frame
+        assert "disk full" in alarms.calls[0][2] and "the line carries on" in alarms.calls[0][2]
+        monkeypatch.undo()
+        w.scallop(rec(10, result="failed"), snapshot_jpeg=b"\xff\xd8jpeg")
+        w.flush()
+    assert alarms.keys(False) == ["record.snapshot_disk"]          # cleared once frames are kept again
+    assert list(snaps.iterdir()) != []
+    with Record(db) as rd:
+        rows = rd.scallops()
+    assert len(rows) == 6 and [r["snapshot"] is None for r in rows] == [True] * 5 + [False]
+
+
+def test_without_a_callback_the_writer_records_its_own_alarms(db, tmp_path, monkeypatch):
+    monkeypatch.setattr(record_mod, "write_snapshot_file",
+                        lambda p, d: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    with RecordWriter(db, snapshot_dir=tmp_path / "s") as w:
+        w.scallop(rec(1, result="failed"), snapshot_jpeg=b"jpeg")
+        w.flush()
+    with Record(db) as rd:
+        rows = rd.alarms()
+    assert len(rows) == 1
+    assert rows[0]["alarm_id"] < 0 and rows[0]["source"] == "record" and "disk full" in rows[0]["text"]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _fill_day(db):
+    """A known day: 10 picked (8 removed, 1 adductor hit), 2 failed, 3 skipped, 1 row the next day."""
+    with RecordWriter(db) as w:
+        for i in range(10):
+            w.scallop(rec(i, t=T0 + 60 * i, arm="left" if i < 6 else "right",
+                          uro_removed=i < 8, adductor_hit=(i == 9)))
+        w.scallop(rec(20, t=T0 + 3600, result="failed", arm="right", uro_removed=None))
+        w.scallop(rec(21, t=T0 + 3660, result="failed", arm="left", uro_removed=None))
+        w.scallop(rec(30, t=T0 + 3700, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None))
+        w.scallop(rec(31, t=T0 + 3720, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None))
+        w.scallop(rec(32, t=T0 + 3740, result="skipped", arm="", skip_reason="border", uro_removed=None))
+        w.scallop(rec(40, t=T0 + 86400, arm="left"))
+        w.alarm(Alarm(1, T0 + 100, "critical", "camera", "camera stalled"))
+        w.alarm(Alarm(2, T0 + 200, "warning", "line", "belt slow", acked=True, acked_by="maria"))
+
+
+def test_shift_summary_figures(db):
+    _fill_day(db)
+    start, end, label = shift_range("2024-05-01")
+    with Record(db) as rd:
+        s = rd.summary(start, end, label)
+    assert s.label == "2024-05-01"
+    assert (s.seen, s.picked, s.failed, s.skipped) == (15, 10, 2, 3)
+    assert s.skipped_by_reason == {"no_uro": 2, "border": 1}
+    assert (s.uro_found, s.uro_removed, s.missed, s.adductor_hits) == (13, 8, 4, 1)
+    assert s.removal_rate == pytest.approx(8 / 13)
+    assert s.by_arm == {"left": {"picked": 6, "failed": 1, "uro_removed": 6, "adductor_hits": 0},
+                        "right": {"picked": 4, "failed": 1, "uro_removed": 2, "adductor_hits": 1}}
+    assert s.per_hour == [{"hour": "2024-05-01 09:00", "seen": 10, "uro_removed": 8},
+                          {"hour": "2024-05-01 10:00", "seen": 5, "uro_removed": 0}]
+    assert (s.first, s.last) == (T0, T0 + 3740)
+    assert s.per_minute == pytest.approx(15 / (3740 / 60))
+    assert (s.alarms, s.critical_alarms, s.unacked_alarms, s.runs) == (2, 1, 1, 1)
+    text = s.format()
+    assert "scallops seen           15" in text and "8   61.5 % of 13 with a uro found" in text
+    assert "no_uro" in text and "arm left" in text
+
+
+def test_empty_shift_summary(db):
+    _fill_day(db)
+    start, end, _ = shift_range("2024-04-01")
+    with Record(db) as rd:
+        s = rd.summary(start, end)
+    assert (s.seen, s.picked, s.removal_rate, s.first, s.per_minute) == (0, 0, None, None, 0.0)
+    assert "uro removed              0   - of 0 with a uro found" in s.format()
+
+
+def test_csv_export(db, tmp_path):
+    _fill_day(db)
+    start, end, _ = shift_range("2024-05-01")
+    out = tmp_path / "day.csv"
+    with Record(db) as rd:
+        n = rd.export_csv(out, start, end)
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert n == 15 and len(rows) == 15
+    assert list(rows[0]) == list(record_mod.CSV_COLUMNS)
+    assert rows[0]["track_id"] == "0" and float(rows[0]["time"]) == T0 and rows[0]["result"] == "picked"
+    assert rows[0]["time_iso"].startswith("2024-05-01T09:00:00.000")
+    skipped = [r for r in rows if r["result"] == "skipped"]
+    assert [r["skip_reason"] for r in skipped] == ["no_uro", "no_uro", "border"]
+    assert skipped[0]["uro_removed"] == "" and skipped[0]["arm"] == ""
+
+
+def test_shift_ranges_in_local_time():
+    now = datetime(2024, 5, 2, 3, 0)
+    s, e, label = shift_range("today", now=now)
+    assert (datetime.fromtimestamp(s), datetime.fromtimestamp(e), label) == (
+        datetime(2024, 5, 2), datetime(2024, 5, 3), "2024-05-02")
+    # At 03:00 with days starting at 06:00, "today" began yesterday morning.
+    s, e, label = shift_range("today", "06:00", now=now)
+    assert (datetime.fromtimestamp(s), datetime.fromtimestamp(e), label) == (
+        datetime(2024, 5, 1, 6), datetime(2024, 5, 2, 6), "2024-05-01")
+    s, _, label = shift_range("yesterday", "06:00", now=now)
+    assert datetime.fromtimestamp(s) == datetime(2024, 4, 30, 6) and label == "2024-04-30"
+    with pytest.raises(RecordError, match="shift 'last week': expected today, yesterday or a date like 2024-05-01"):
+        shift_range("last week")
+    with pytest.raises(RecordError, match="day start '25:00': expected a time like 06:00"):
+        shift_range("today", "25:00")
+
+
+def test_opening_something_that_is_not_a_record(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no production record here"):
+        Record(tmp_path / "none.sqlite")
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RecordError, match="not a production record"):
+        Record(junk)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("PRAGMA user_version=7")
+    con.execute("CREATE TABLE t (x)")
+    con.close()
+    with pytest.raises(RecordError, match="schema version 7, this program reads version 1"):
+        open_db(other, create=True)
+
+
+# ---------------------------------------------------------------------------- scallop report
+
+
+def test_report_command_prints_the_summary_and_writes_csv(db, tmp_path, capsys):
+    _fill_day(db)
+    out = tmp_path / "day.csv"
+    assert main(["report", "--db", str(db), "--shift", "2024-05-01", "--csv", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "shift 2024-05-01" in text and "picked                  10" in text
+    assert "wrote 15 scallops to" in text
+    assert len(list(csv.DictReader(out.open(newline="")))) == 15
+
+
+def test_report_json_and_csv_to_stdout(db, capsys):
+    _fill_day(db)
+    assert main(["report", "--db", str(db), "--shift", "2024-05-01", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["seen"], d["uro_removed"], d["skipped_by_reason"]) == (15, 8, {"no_uro": 2, "border": 1})
+    assert main(["report", "--db", str(db), "--shift", "2024-05-02", "--csv", "-"]) == 0
+    cap = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(cap.out)))
+    assert [r["track_id"] for r in rows] == ["40"]          # stdout is pure CSV
+    assert "shift 2024-05-02" in cap.err
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--shift", "someday"], "shift 'someday': expected today, yesterday or a date like 2024-05-01"),
+    (["--day-start", "6"], "day start '6': expected a time like 06:00"),
+    (["--csv", "/nonexistent-folder/x.csv"], "/nonexistent-folder: no such folder for the CSV file"),
+])
+def test_report_bad_input_is_one_line(db, capsys, argv, msg):
+    _fill_day(db)
+    assert main(["report", "--db", str(db)] + argv) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_report_without_a_record_is_one_line(tmp_path, capsys):
+    assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "no production record here" in err and err.count("\n") == 1
+
+
+def test_report_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "scallop report --shift yesterday --csv yesterday.csv" in capsys.readouterr().out

@@ -1,0 +1,258 @@
+"""The operator screen in a real headless chromium (Debian's chromium + chromium-driver, via Selenium).
+
+Skipped, with the reason, where chromium, its driver or selenium is missing. The browser is
+started once per module; each test gets its own fake line and server.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from scallop.web import create_app, serve
+
+CHROMIUM = os.environ.get("SCALLOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = os.environ.get("SCALLOP_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+try:
+    import selenium  # noqa: F401
+    _missing = None
+except ImportError:
+    _missing = "selenium is not installed (pip install -e '.[test]')"
+if _missing is None and not (os.path.isfile(CHROMIUM) and os.path.isfile(CHROMEDRIVER)):
+    _missing = f"no headless chromium here ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reason=_missing or "")]
+
+W, H = 1280, 800
+WAIT_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--hide-scrollbars",
+                 f"--window-size={W},{H}", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    # An explicit driver path keeps Selenium Manager from trying to download anything.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(10)
+    # --window-size includes the (invisible) browser frame; pin the page's viewport itself.
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": W, "height": H, "deviceScaleFactor": 1, "mobile": False})
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def screen(browser, fake_line, fast_users):
+    app = create_app(fake_line, fast_users, event_interval_s=0.05)
+    server = serve(app, "127.0.0.1", 0)
+    try:
+        browser.delete_all_cookies()
+        browser.get(server.url + "/")
+        wait_for(browser, lambda: browser.find_element("id", "state").text.lower() == "stopped")
+        yield browser, fake_line, server
+    finally:
+        browser.get("about:blank")        # closes the page's event stream before the server goes
+        server.stop()
+
+
+def wait_for(browser, cond, timeout: float = WAIT_S, what: str = ""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.03).until(lambda _: cond())
+    except Exception:
+        raise AssertionError(f"timed out waiting for {what or cond}") from None
+
+
+def text(browser, id_: str) -> str:
+    return browser.find_element("id", id_).text
+
+
+def visible(browser, id_: str) -> bool:
+    return browser.find_element("id", id_).is_displayed()
+
+
+def estop_on_top(browser) -> bool:
+    """Whether a press at the e-stop's centre reaches the e-stop (nothing covers it)."""
+    return browser.execute_script(
+        "const b = document.getElementById('estop'); const r = b.getBoundingClientRect();"
+        "return r.height >= 64 && document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b;")
+
+
+def enter_pin(browser, pin: str) -> None:
+    wait_for(browser, lambda: visible(browser, "pinpad"), what="PIN pad")
+    for d in pin:
+        browser.find_element("css selector", f'#pin-keys [data-key="{d}"]').click()
+    browser.find_element("id", "pin-ok").click()
+
+
+def test_page_shows_counts_that_update_live(screen):
+    browser, line, _ = screen
+    browser.execute_script("window.__same_page = 'yes'")
+    assert text(browser, "n-seen") == "0"
+    line.set_counts(seen=42, picked=40, missed=1, adductor_hits=2, skipped=2, per_minute=37.5, removal_rate=0.991)
+    line.skipped_by_reason = {"no_uro": 2}
+    line.arms[1].state, line.arms[1].connected = "disconnected", False
+    wait_for(browser, lambda: text(browser, "n-seen") == "42", what="seen=42")
+    assert text(browser, "n-per-minute") == "37.5"
+    assert text(browser, "n-removal") == "99.1%"
+    assert (text(browser, "n-picked"), text(browser, "n-missed"), text(browser, "n-adductor")) == ("40", "1", "2")
+    assert browser.find_element("css selector", '#skip-list [data-reason="no_uro"]').text.split() == ["no", "uro", "2"]
+    arm = browser.find_element("css selector", '[data-arm="right"] .arm-state')
+    assert arm.text.lower() == "disconnected"
+    line.set_counts(seen=43)
+    wait_for(browser, lambda: text(browser, "n-seen") == "43", what="seen=43")
+    assert browser.execute_script("return window.__same_page") == "yes"      # no reload happened
+    # Glove-sized controls: every button on the main screen is at least 64 px high.
+    heights = browser.execute_script(
+        "return [...document.querySelectorAll('button')].filter(b => b.offsetParent).map(b => [b.id || b.textContent, b.getBoundingClientRect().height])")
+    assert heights and all(h >= 64 for _, h in heights), heights
+    assert visible(browser, "estop")
+
+
+def test_login_with_pin_then_start_and_stop(screen):
+    browser, line, _ = screen
+    assert estop_on_top(browser)
+    browser.find_element("id", "btn-start").click()
+    wait_for(browser, lambda: visible(browser, "pinpad"), what="PIN pad")
+    assert estop_on_top(browser)        # the PIN pad does not cover the e-stop
+    enter_pin(browser, "9999")
+    wait_for(browser, lambda: visible(browser, "toast") and "wrong PIN" in text(browser, "toast"), what="wrong-PIN message")
+    assert line.calls == []
+    enter_pin(browser, "1111")          # the pad is still open; the start is retried after login
+    wait_for(browser, lambda: line.calls == [("start", "operator")], what="start reached the line")
+    wait_for(browser, lambda: text(browser, "state").lower() == "running", what="state running")
+    assert not visible(browser, "pinpad")
+    assert "operator" in text(browser, "user-name")
+    browser.find_element("id", "btn-stop").click()      # logged in now: no PIN asked
+    wait_for(browser, lambda: line.calls[-1] == ("stop", "operator"), what="stop reached the line")
+    wait_for(browser, lambda: text(browser, "state").lower() == "stopped", what="state stopped")
+
+
+def test_estop_needs_no_login(screen):
+    browser, line, _ = screen
+    line.state = "running"
+    browser.find_element("id", "estop").click()
+    wait_for(browser, lambda: line.calls == [("estop", "screen")], what="estop reached the line")
+    wait_for(browser, lambda: text(browser, "state").lower() == "estop")
+    assert not visible(browser, "pinpad")
+
+
+def test_critical_alarm_is_obvious_and_can_be_acknowledged(screen):
+    browser, line, _ = screen
+    a = line.raise_alarm("critical", "arm left does not answer", "arm:left")
+    wait_for(browser, lambda: visible(browser, "critical-banner"), what="critical banner")
+    assert "arm left does not answer" in text(browser, "critical-banner")
+    assert "critical" in browser.find_element("tag name", "body").get_attribute("class")
+    assert browser.find_element("css selector", f'#alarm-list [data-alarm="{a.id}"]').is_displayed()
+    browser.find_element("id", "critical-ack").click()
+    enter_pin(browser, "1111")
+    wait_for(browser, lambda: line.alarms[0].acked, what="alarm acked on the line")
+    assert line.alarms[0].acked_by == "operator"
+    wait_for(browser, lambda: not visible(browser, "critical-banner"), what="banner gone")
+    assert "critical" not in browser.find_element("tag name", "body").get_attribute("class")
+
+
+def test_recipe_selection(screen):
+    browser, line, _ = screen
+    browser.find_element("id", "recipe-btn").click()
+    wait_for(browser, lambda: visible(browser, "recipes"))
+    assert estop_on_top(browser)
+    browser.find_element("css selector", '#recipe-list [data-recipe="L"]').click()
+    enter_pin(browser, "1111")
+    wait_for(browser, lambda: line.recipe == "L", what="recipe L on the line")
+    wait_for(browser, lambda: text(browser, "recipe-name") == "L")
+
+
+def test_lost_connection_is_shown(screen):
+    browser, line, server = screen
+    assert not visible(browser, "conn-lost")
+    server.stop()
+    # Stale numbers must not pass for live ones: the page says so within a few seconds.
+    wait_for(browser, lambda: visible(browser, "conn-lost"), timeout=6, what="no-connection banner")
+
+
+def test_engineer_page_refuses_bad_input_with_the_servers_words(screen):
+    browser, line, _ = screen
+    browser.find_element("id", "btn-engineer").click()
+    enter_pin(browser, "1111")                      # an operator may not
+    wait_for(browser, lambda: "needs an engineer login" in text(browser, "toast"), what="403 message")
+    enter_pin(browser, "2222")                      # the pad asked again, now for an engineer
+    wait_for(browser, lambda: visible(browser, "engineer"), what="engineer panel")
+    assert '"speed_mm_s": 250' in text(browser, "config-view")
+    box = browser.find_element("id", "config-changes")
+    for changes, shown in (('{"belt.speed_mm_s": 900', "Changes are not valid JSON"),
+                           ('{"belt.speed_mm_s": 900}', "belt.speed_mm_s=900 is out of range: allowed 0..500")):
+        box.clear()
+        box.send_keys(changes)
+        browser.find_element("id", "config-apply").click()
+        wait_for(browser, lambda shown=shown: shown in text(browser, "toast"), what=shown)
+    assert line.config["belt"]["speed_mm_s"] == 250.0
+    box.clear()
+    box.send_keys('{"belt.speed_mm_s": 300}')
+    browser.find_element("id", "config-apply").click()
+    wait_for(browser, lambda: line.config["belt"]["speed_mm_s"] == 300, what="config applied")
+    wait_for(browser, lambda: '"speed_mm_s": 300' in text(browser, "config-view"))
+
+
+def _live_view(browser) -> np.ndarray:
+    """The camera picture as drawn on screen (BGR): the <img> box less object-fit's letterbox."""
+    x, y, w, h, nw, nh, dpr = browser.execute_script(
+        "const im = document.getElementById('live'); const r = im.getBoundingClientRect();"
+        "return [r.left, r.top, r.width, r.height, im.naturalWidth, im.naturalHeight, window.devicePixelRatio];")
+    scale = min(w / nw, h / nh)
+    dw, dh = nw * scale, nh * scale
+    left, top = x + (w - dw) / 2, y + (h - dh) / 2
+    shot = cv2.imdecode(np.frombuffer(browser.get_screenshot_as_png(), np.uint8), cv2.IMREAD_COLOR)
+    x0, y0, x1, y1 = (round(v * dpr) for v in (left, top, left + dw, top + dh))
+    assert 0 <= x0 < x1 <= shot.shape[1] and 0 <= y0 < y1 <= shot.shape[0], "live view is off screen"
+    return shot[y0:y1, x0:x1]
+
+
+def _bar_span(view: np.ndarray) -> tuple[float, float]:
+    """Where the fake frame's green bar is, as fractions of the picture's width."""
+    b, g, r = (view[:, :, i].astype(int) for i in range(3))
+    green = (g > 180) & (b < 90) & (r < 90)
+    cols = np.flatnonzero(green.mean(axis=0) > 0.8)
+    assert cols.size, "no green bar in the live view"
+    return cols[0] / view.shape[1], (cols[-1] + 1) / view.shape[1]
+
+
+def _magenta_share(view: np.ndarray) -> float:
+    b, g, r = (view[:, :, i].astype(int) for i in range(3))
+    return float(((b > 200) & (r > 200) & (g < 70)).mean())
+
+
+def test_screenshot_shows_live_frames(screen):
+    browser, line, _ = screen
+    assert not browser.find_element("id", "live").is_displayed() or text(browser, "no-frame")
+    views = []
+    for _ in range(2):
+        n = line.new_frame()
+        wait_for(browser, lambda n=n: browser.find_element("id", "live").get_attribute("data-frame") == str(n),
+                 what=f"frame {n} shown")
+        view = _live_view(browser)
+        assert view.shape[1] >= 400, f"live view only {view.shape[1]} px wide"
+        # The fake frame: magenta everywhere except one 40-px green bar (1/8 of the width).
+        bar = line.BAR_W / line.W
+        assert _magenta_share(view) == pytest.approx(1 - bar, abs=0.05)
+        lo, hi = _bar_span(view)
+        expect = line.bar_x(n) / line.W
+        assert lo == pytest.approx(expect, abs=0.01) and hi == pytest.approx(expect + bar, abs=0.01)
+        views.append(view)
+    assert views[0].shape == views[1].shape
+    changed = (np.abs(views[0].astype(int) - views[1].astype(int)).max(axis=2) > 60).mean()
+    # Two bars moved: each frame differs from the other where either bar is (2 × 1/8 of the picture).
+    assert changed == pytest.approx(2 * line.BAR_W / line.W, abs=0.04)
