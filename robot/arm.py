@@ -1,0 +1,668 @@
+"""The controller's side of the pick handshake with one arm (docs/robot-interface.md).
+
+The arm is the Modbus server; :class:`ArmClient` is the client. One command moves like this:
+
+1. write the whole command block in one request (function 16);
+2. write ``cmd_seq`` by itself, LAST: this is the commit;
+3. the robot program sees ``cmd_seq != ack_seq``, copies the block, sets ``ack_seq = cmd_seq``
+   and executes; when finished it sets ``result`` and then ``done_seq = cmd_seq``.
+
+At most once, also across reconnects and restarts:
+
+* the arm executes a command only when ``cmd_seq`` differs from its ``ack_seq``, and on program
+  start it sets ``ack_seq = done_seq = cmd_seq`` (whatever was committed before it started is
+  never executed);
+* the client persists its sequence counter (``state_file``, atomic replace) before every
+  commit, and on connect steps past the arm's ``cmd_seq``/``ack_seq``, so a restarted
+  controller never reuses a recent sequence number;
+* a commit cut by a timeout or a disconnect is never re-sent blindly: the client reconnects,
+  reads ``cmd_seq`` back and only if the arm does not hold it writes the *same* block and the
+  *same* sequence number again (so even a late duplicate of the first write changes nothing).
+
+Heartbeats both ways: :meth:`ArmClient.poll` increments ``ctrl_heartbeat`` every
+``heartbeat_period_s`` (the robot faults when it stalls for ``watchdog_ms``), and raises the
+:class:`HeartbeatStalled` alarm when ``arm_heartbeat`` has not changed for
+``arm_heartbeat_timeout_s``; while the alarm stands no command is sent.
+
+``poll`` never raises for a communication problem: it reports it as an event, so the
+caller's loop keeps running. ``submit`` raises typed errors (:mod:`scallop.robot.errors`)
+before anything is written when the command cannot be sent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from scallop.robot.clock import Clock, SystemClock
+from scallop.robot.config import ArmConfig
+from scallop.robot.errors import (
+    ArmBusyError,
+    ArmFaultError,
+    HeartbeatStalled,
+    ModbusExceptionError,
+    ProtocolError,
+    RobotCommError,
+    RobotConfigError,
+    RobotDisconnectedError,
+    RobotError,
+)
+from scallop.robot.planning import WAYPOINTS, PickPlan, Workspace
+from scallop.robot.registers import RegisterMap
+from scallop.robot.transport import ModbusTransport
+
+
+class ArmState(IntEnum):
+    STARTING = 0
+    IDLE = 1
+    BUSY = 2
+    FAULT = 3
+    ESTOP = 4
+
+
+class FaultCode(IntEnum):
+    NONE = 0
+    CTRL_WATCHDOG = 1
+    ESTOP = 2
+    WORKSPACE = 3
+    GRIPPER = 4
+    MOTION = 5
+    INTERNAL = 6
+
+
+class ResultCode(IntEnum):
+    NONE = 0
+    OK = 1
+    EMPTY = 2
+    LATE = 3
+    REJECTED = 4
+    ABORTED = 5
+    NOT_READY = 6
+
+
+class CommandType(IntEnum):
+    PICK = 1
+    MOVE_READY = 2
+    RESET = 3
+
+
+STATUS_FIELDS = ("interface_version", "arm_heartbeat", "arm_state", "fault_code", "ack_seq", "done_seq",
+                 "result", "arm_time_ms", "tcp_x", "tcp_y", "tcp_z", "picks_total")
+CONTROL_FIELDS = ("ctrl_heartbeat", "watchdog_ms", "cmd_seq")
+COMMAND_FIELDS = ("cmd_type", "target_id", "grip_time_ms", "belt_vx", "belt_vy", "belt_vz") + tuple(
+    f"{w}_{k}" for w in WAYPOINTS for k in ("x", "y", "z", "speed"))
+PROTOCOL_FIELDS = STATUS_FIELDS + CONTROL_FIELDS + COMMAND_FIELDS
+SEQ_MODULUS = 0xFFFF          # wire sequence numbers are 1..65535; 0 never means a command
+ARM_CLOCK_MODULUS = 1 << 32   # arm_time_ms wraps here
+
+
+def check_profile(m: RegisterMap) -> None:
+    """Refuse a profile that cannot carry the protocol (missing fields or blocks)."""
+    m.require(PROTOCOL_FIELDS)
+    for f, blk in (("ack_seq", "status"), ("cmd_seq", "control"), ("cmd_type", "command")):
+        if m.field(f).block != blk:
+            from scallop.robot.errors import ProfileError
+            raise ProfileError(f"profile {m.name!r}: field {f} must be in block {blk!r}, not {m.field(f).block!r}")
+
+
+def wire_seq(counter: int) -> int:
+    """Persisted counter (1, 2, 3, ...) -> sequence number on the wire (1..65535)."""
+    return (int(counter) - 1) % SEQ_MODULUS + 1
+
+
+@dataclass
+class ArmStatus:
+    """The arm's status block, decoded. ``t``: controller time of the read."""
+
+    t: float
+    interface_version: int
+    heartbeat: int
+    state: ArmState
+    fault_code: FaultCode
+    ack_seq: int
+    done_seq: int
+    result: ResultCode
+    arm_time_ms: int
+    tcp_mm: np.ndarray            # (3,) robot base frame
+    picks_total: int
+    cmd_seq: int | None = None    # the commit register, when the control block was read too
+
+    def as_dict(self) -> dict:
+        return {
+            "state": self.state.name, "fault": self.fault_code.name, "ack_seq": self.ack_seq,
+            "done_seq": self.done_seq, "result": self.result.name, "heartbeat": self.heartbeat,
+            "arm_time_ms": self.arm_time_ms, "tcp_mm": [round(float(v), 2) for v in self.tcp_mm],
+            "picks_total": self.picks_total, "interface_version": self.interface_version,
+            **({"cmd_seq": self.cmd_seq} if self.cmd_seq is not None else {}),
+        }
+
+
+EventKind = Literal["connected", "disconnected", "acked", "done", "alarm", "alarm_cleared", "fault",
+                    "fault_cleared", "commit_confirmed", "error"]
+
+
+@dataclass
+class ArmEvent:
+    """Something the caller's loop should know. ``plan`` is the plan of ``seq`` when known;
+    ``result`` is set for ``done`` (None when the arm moved on before its result was read)."""
+
+    kind: EventKind
+    t: float
+    seq: int = 0
+    result: ResultCode | None = None
+    plan: PickPlan | None = None
+    detail: str = ""
+
+
+@dataclass
+class _Pending:
+    seq: int
+    cmd_type: CommandType
+    plan: PickPlan | None
+    words: list[int]
+    t_commit: float
+    acked: bool = False
+
+
+class SeqStore:
+    """The controller's sequence counter, persisted with an atomic replace so a restarted
+    controller continues after the last number it may have sent."""
+
+    def __init__(self, path: str | os.PathLike | None, arm: str = "") -> None:
+        self.path = Path(path) if path else None
+        self.arm = arm
+        self._mem = 0
+
+    def load(self) -> int:
+        if self.path is None or not self.path.exists():
+            return self._mem
+        try:
+            data = json.loads(self.path.read_text())
+            counter = int(data["counter"])
+            if counter < 0:
+                raise ValueError("negative counter")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RobotConfigError(f"arm {self.arm!r}: state file {self.path} is unreadable ({e}); it holds the "
+                                   "command sequence counter: fix or remove it (removing is safe: the counter "
+                                   "then restarts after the arm's own sequence)") from None
+        return counter
+
+    def save(self, counter: int) -> None:
+        self._mem = int(counter)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"arm": self.arm, "counter": int(counter)}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+
+class ArmClient:
+    """Controller side of one arm. Not thread-safe by itself except through
+    :meth:`start_background`, which serialises with an internal lock."""
+
+    def __init__(self, config: ArmConfig, clock: Clock | None = None, transport: ModbusTransport | None = None,
+                 profile: RegisterMap | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.clock = clock or SystemClock()
+        self.map = profile or RegisterMap.load(config.profile)
+        check_profile(self.map)
+        self.transport = transport or ModbusTransport(config.transport, self.clock, config.name)
+        self.workspace = Workspace(config.workspace, config.keep_out)
+        self.seq_store = SeqStore(config.state_file or None, config.name)
+        self._counter = self.seq_store.load()
+        self.status: ArmStatus | None = None
+        self.pending: dict[int, _Pending] = {}
+        self._uncertain: _Pending | None = None
+        self._last_commit: int | None = None       # seq of our last commit the arm holds
+        self._arm_cmd_seq: int | None = None
+        self._hb = 0
+        self._hb_next = -float("inf")
+        self._arm_hb: int | None = None
+        self._arm_hb_changed = 0.0
+        self.alarm: str | None = None
+        self._was_connected = False
+        self._fault_seen = False
+        self._offsets: deque[tuple[float, float]] = deque(maxlen=20)   # (rtt, offset_s)
+        self._arm_ms_last: int | None = None
+        self._arm_ms_wraps = 0
+        self._lock = threading.RLock()
+        self._bg: threading.Thread | None = None
+        self._bg_stop = threading.Event()
+        self._bg_events: deque[ArmEvent] = deque(maxlen=1000)
+
+    # ================================================================== connection
+    def _blk(self, name: str):
+        return self.map.block(name)
+
+    def connect(self) -> ArmStatus:
+        """Connect, check the interface version, resolve an uncertain commit, arm the
+        watchdog and start the heartbeat. Raises typed errors."""
+        with self._lock:
+            self.transport.connect()
+            try:
+                return self._handshake_on_connect()
+            except RobotError:
+                # Half a connection is worse than none: the next poll() starts over.
+                self.transport.close()
+                raise
+
+    def _handshake_on_connect(self) -> ArmStatus:
+        st = self.read_status(control=True)
+        if st.interface_version != self.map.version:
+            raise ProtocolError(
+                f"arm {self.name!r} reports interface_version={st.interface_version} but profile "
+                f"{self.map.name!r} is version {self.map.version}"
+                + (" (is the robot program running?)" if st.interface_version == 0 else ""))
+        self._arm_cmd_seq = st.cmd_seq
+        # A restarted controller (or a fresh state file) continues past what the arm holds.
+        held = {s for s in (st.cmd_seq, st.ack_seq, st.done_seq) if s}
+        while wire_seq(self._counter + 1) in held:
+            self._counter += 1
+        self._hb = self._read_field("ctrl_heartbeat")
+        self.transport.write(self.map.address("watchdog_ms"), self.map.encode_field("watchdog_ms", self.config.watchdog_ms))
+        self._beat(force=True)
+        now = self.clock.now()
+        self._arm_hb, self._arm_hb_changed = st.heartbeat, now
+        if self._last_commit is None and st.cmd_seq is not None:
+            # Whatever is in cmd_seq (ours from before a restart, or another controller's)
+            # must be taken by the arm before the slot counts as free.
+            self._last_commit = st.cmd_seq if st.cmd_seq != st.ack_seq else None
+        self._was_connected = True
+        return st
+
+    def close(self) -> None:
+        self.stop_background()
+        with self._lock:
+            self.transport.close()
+
+    def __enter__(self) -> ArmClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+    def _read_field(self, name: str) -> int:
+        f = self.map.field(name)
+        return int(f.decode(self.transport.read(f.address, f.size), self.map.word_order))
+
+    def read_status(self, control: bool = False) -> ArmStatus:
+        """Read (and remember) the status block; with ``control`` also the commit register."""
+        with self._lock:
+            b = self._blk("status")
+            t0 = self.clock.now()
+            w0 = time.perf_counter()
+            words = self.transport.read(b.start, b.count)
+            rtt = time.perf_counter() - w0
+            t1 = self.clock.now()
+            v = self.map.decode_block("status", words)
+            cmd_seq = None
+            if control:
+                cmd_seq = self._read_field("cmd_seq")
+            try:
+                state, fault, result = ArmState(v["arm_state"]), FaultCode(v["fault_code"]), ResultCode(v["result"])
+            except ValueError as e:
+                raise ProtocolError(f"arm {self.name!r}: status register value outside the interface: {e}") from None
+            st = ArmStatus(t1, int(v["interface_version"]), int(v["arm_heartbeat"]), state, fault,
+                           int(v["ack_seq"]), int(v["done_seq"]), result, int(v["arm_time_ms"]),
+                           np.array([v["tcp_x"], v["tcp_y"], v["tcp_z"]], dtype=np.float64),
+                           int(v["picks_total"]), cmd_seq)
+            self._clock_sample(st.arm_time_ms, 0.5 * (t0 + t1), rtt)
+            self.status = st
+            return st
+
+    # ================================================================== arm clock
+    def _clock_sample(self, arm_ms: int, t_mid: float, rtt: float) -> None:
+        wraps = self._arm_ms_wraps
+        if self._arm_ms_last is not None and arm_ms < self._arm_ms_last - ARM_CLOCK_MODULUS // 2:
+            wraps += 1
+        # +0.5 ms: the arm reports whole milliseconds, truncated.
+        off = (arm_ms + wraps * ARM_CLOCK_MODULUS + 0.5) / 1000.0 - t_mid
+        if self._offsets and abs(off - self.clock_offset_s) > 1.0:
+            # The arm's clock jumped (robot program restarted): forget the old samples.
+            self._offsets.clear()
+            wraps = 0
+            off = (arm_ms + 0.5) / 1000.0 - t_mid
+        self._arm_ms_wraps, self._arm_ms_last = wraps, arm_ms
+        self._offsets.append((rtt, off))
+
+    @property
+    def clock_offset_s(self) -> float:
+        """Arm clock minus controller clock, seconds (from the quickest recent status read)."""
+        if not self._offsets:
+            raise ProtocolError(f"arm {self.name!r}: no status read yet, arm clock unknown")
+        best = min(r for r, _ in self._offsets)
+        # Among equally quick samples prefer the newest (drift).
+        for rtt, off in reversed(self._offsets):
+            if rtt <= best * 1.5 + 1e-4:
+                return off
+        return self._offsets[-1][1]
+
+    def arm_ms(self, t: float) -> int:
+        """Controller time -> value of the arm's ``arm_time_ms`` at that moment."""
+        return int(round((t + self.clock_offset_s) * 1000.0)) % ARM_CLOCK_MODULUS
+
+    # ================================================================== heartbeat / poll
+    def _beat(self, force: bool = False) -> None:
+        now = self.clock.now()
+        if force or now >= self._hb_next:
+            self._hb = (self._hb + 1) & 0xFFFF
+            self.transport.write(self.map.address("ctrl_heartbeat"), [self._hb])
+            self._hb_next = now + self.config.heartbeat_period_s
+
+    def heartbeat(self) -> None:
+        """Write ``ctrl_heartbeat`` if its period has passed (``poll`` does this too)."""
+        with self._lock:
+            self._beat()
+
+    def poll(self) -> list[ArmEvent]:
+        """One service step: reconnect if needed, heartbeat, read status, report what changed.
+        Never raises for communication or protocol problems (they come back as events)."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> list[ArmEvent]:
+        ev: list[ArmEvent] = []
+        now = self.clock.now()
+        if not self.transport.connected:
+            try:
+                self.connect()
+                ev.append(ArmEvent("connected", now, detail=self.transport.where))
+            except RobotError as e:
+                if self._was_connected:
+                    self._was_connected = False
+                    ev.append(ArmEvent("disconnected", now, detail=str(e)))
+                return ev
+        if self._uncertain is not None:
+            try:
+                ev.extend(self._resolve_uncertain())
+            except RobotCommError as e:
+                ev.append(ArmEvent("error", now, seq=self._uncertain.seq,
+                                   detail=f"commit of seq {self._uncertain.seq} still unresolved: {e}"))
+                return ev
+        try:
+            self._beat()
+            st = self.read_status()
+        except ModbusExceptionError as e:     # the link is fine, the arm refused this request
+            ev.append(ArmEvent("error", now, detail=str(e)))
+            return ev
+        except RobotCommError as e:
+            self._was_connected = False
+            ev.append(ArmEvent("disconnected", now, detail=str(e)))
+            return ev
+        except RobotError as e:
+            ev.append(ArmEvent("error", now, detail=str(e)))
+            return ev
+        now = st.t
+        # Arm heartbeat watchdog.
+        if st.heartbeat != self._arm_hb:
+            self._arm_hb, self._arm_hb_changed = st.heartbeat, now
+            if self.alarm:
+                self.alarm = None
+                ev.append(ArmEvent("alarm_cleared", now, detail=f"arm {self.name!r} heartbeat is back"))
+        elif now - self._arm_hb_changed > self.config.arm_heartbeat_timeout_s and not self.alarm:
+            self.alarm = (f"arm {self.name!r}: heartbeat stalled at {st.heartbeat} for "
+                          f"{now - self._arm_hb_changed:.2f} s (limit {self.config.arm_heartbeat_timeout_s:g} s); "
+                          "no new commands")
+            ev.append(ArmEvent("alarm", now, detail=self.alarm))
+        # Fault / e-stop transitions.
+        if st.state in (ArmState.FAULT, ArmState.ESTOP):
+            if not self._fault_seen:
+                self._fault_seen = True
+                ev.append(ArmEvent("fault", now, detail=f"arm {self.name!r}: {st.state.name} "
+                                                        f"({st.fault_code.name})"))
+        elif self._fault_seen:
+            self._fault_seen = False
+            ev.append(ArmEvent("fault_cleared", now, detail=f"arm {self.name!r}: {st.state.name}"))
+        ev.extend(self._track(st))
+        return ev
+
+    def _track(self, st: ArmStatus) -> list[ArmEvent]:
+        ev: list[ArmEvent] = []
+        order = list(self.pending)          # issue order
+        for seq in order:
+            p = self.pending[seq]
+            if not p.acked and (st.ack_seq == seq or st.done_seq == seq):
+                p.acked = True
+                ev.append(ArmEvent("acked", st.t, seq, plan=p.plan))
+        if st.done_seq in self.pending:
+            idx = order.index(st.done_seq)
+            # The arm executes in order: anything issued before done_seq is finished too.
+            for seq in order[:idx]:
+                p = self.pending.pop(seq)
+                ev.append(ArmEvent("done", st.t, seq, None, p.plan, "result overwritten before it was read"))
+            p = self.pending.pop(st.done_seq)
+            ev.append(ArmEvent("done", st.t, st.done_seq, st.result, p.plan))
+        return ev
+
+    # ================================================================== commands
+    @property
+    def slot_free(self) -> bool:
+        """The arm has taken our last commit (so the command block may be overwritten)."""
+        st = self.status
+        if st is None or self._uncertain is not None:
+            return False
+        if self._last_commit is None:
+            return True
+        return st.ack_seq == self._last_commit or st.done_seq == self._last_commit
+
+    @property
+    def uncertain_plan(self) -> PickPlan | None:
+        """The plan whose commit is unresolved (link broke during the commit), if any."""
+        return self._uncertain.plan if self._uncertain is not None else None
+
+    def can_accept(self) -> bool:
+        """Connected, heartbeat alive, not faulted, slot free, at most one command queued."""
+        st = self.status
+        return (self.transport.connected and self.alarm is None and st is not None
+                and st.state in (ArmState.IDLE, ArmState.BUSY) and self.slot_free
+                and sum(1 for p in self.pending.values() if not p.acked) == 0 and len(self.pending) <= 1)
+
+    @property
+    def state_name(self) -> str:
+        """For operator screens: idle, picking, disconnected, stalled, fault, estop, starting."""
+        st = self.status
+        if not self.transport.connected or st is None:
+            return "disconnected"
+        if self.alarm:
+            return "stalled"
+        return {ArmState.IDLE: "idle", ArmState.BUSY: "picking", ArmState.FAULT: "fault",
+                ArmState.ESTOP: "estop", ArmState.STARTING: "starting"}[st.state]
+
+    def _check_ready(self, allow_fault: bool = False) -> ArmStatus:
+        if not self.transport.connected:
+            raise RobotDisconnectedError(f"arm {self.name!r} ({self.config.transport.describe()}) is not connected")
+        if self.alarm:
+            raise HeartbeatStalled(self.alarm)
+        st = self.status
+        if st is None:
+            raise ProtocolError(f"arm {self.name!r}: no status read yet")
+        if not allow_fault and st.state in (ArmState.FAULT, ArmState.ESTOP):
+            raise ArmFaultError(f"arm {self.name!r} is in {st.state.name} ({st.fault_code.name}); "
+                                "clear the cause, then reset_fault()", int(st.fault_code), int(st.state))
+        if self._uncertain is not None:
+            raise ArmBusyError(f"arm {self.name!r}: the commit of seq {self._uncertain.seq} is unresolved")
+        if not self.slot_free:
+            raise ArmBusyError(f"arm {self.name!r} has not taken seq {self._last_commit} yet")
+        return st
+
+    def check_plan(self, plan: PickPlan) -> None:
+        """The workspace check again, on exactly what will be written."""
+        names = [w.name for w in plan.waypoints]
+        if tuple(names) != WAYPOINTS:
+            raise ProtocolError(f"plan for target {plan.target.id} has waypoints {names}, expected {list(WAYPOINTS)}")
+        self.workspace.check_path([(w.name, w.xyz_mm) for w in plan.waypoints])
+
+    def encode_pick(self, plan: PickPlan) -> list[int]:
+        values = plan.command_fields()
+        values["cmd_type"] = int(CommandType.PICK)
+        values["grip_time_ms"] = self.arm_ms(plan.grip_time)
+        return self.map.encode_block("command", values)
+
+    def submit(self, plan: PickPlan) -> int:
+        """Send one pick; returns its sequence number once committed. Raises (before anything
+        is written) WorkspaceViolation, HeartbeatStalled, ArmFaultError, ArmBusyError,
+        RobotDisconnectedError, RegisterValueError; raises RobotCommError when the link fails
+        and the commit could not be resolved (then :meth:`poll` resolves it later)."""
+        with self._lock:
+            self.check_plan(plan)
+            self._check_ready()
+            words = self.encode_pick(plan)
+            return self._send(CommandType.PICK, words, plan)
+
+    def reset_fault(self) -> int:
+        """Send RESET: the arm leaves FAULT/ESTOP if the cause is gone (e-stop released,
+        controller heartbeat alive). Returns the command's sequence number."""
+        with self._lock:
+            self._check_ready(allow_fault=True)
+            words = self.map.encode_block("command", {"cmd_type": int(CommandType.RESET)})
+            return self._send(CommandType.RESET, words, None)
+
+    def move_ready(self) -> int:
+        """Send MOVE_READY: go to the configured ready position."""
+        with self._lock:
+            self._check_ready()
+            r = self.config.ready_mm
+            self.workspace.check_point("ready", np.asarray(r))
+            words = self.map.encode_block("command", {
+                "cmd_type": int(CommandType.MOVE_READY), "ready_x": r[0], "ready_y": r[1], "ready_z": r[2],
+                "ready_speed": self.config.motion.speed_mm_s})
+            return self._send(CommandType.MOVE_READY, words, None)
+
+    def _next_seq(self) -> int:
+        held = {s for s in (self._arm_cmd_seq, self.status.ack_seq if self.status else None,
+                            self.status.done_seq if self.status else None) if s}
+        n = self._counter + 1
+        while wire_seq(n) in held or wire_seq(n) in self.pending:
+            n += 1
+        # Persist BEFORE the commit: a crash after the commit must not reuse the number.
+        self.seq_store.save(n)
+        self._counter = n
+        return wire_seq(n)
+
+    def _send(self, cmd_type: CommandType, words: list[int], plan: PickPlan | None) -> int:
+        blk = self._blk("command")
+        # Block first: if this fails, nothing is committed and the error is plain.
+        self.transport.write(blk.start, words)
+        seq = self._next_seq()
+        p = _Pending(seq, cmd_type, plan, words, self.clock.now())
+        try:
+            self.transport.write(self.map.address("cmd_seq"), [seq])
+        except ModbusExceptionError:
+            # An exception response means the write was not performed: nothing committed.
+            raise
+        except RobotCommError as e:
+            self._uncertain = p
+            # Resolve now if the link comes straight back; otherwise poll() will.
+            try:
+                self.transport.connect()
+            except RobotCommError:
+                raise type(e)(f"{e}; commit of seq {seq} is uncertain: it will be read back on "
+                              "reconnect and never re-sent blindly") from None
+            for event in self._resolve_uncertain():
+                self._bg_events.append(event)
+            if seq in self.pending:
+                return seq
+            raise type(e)(f"{e}; seq {seq} was not committed") from None
+        self._commit_ok(p)
+        return seq
+
+    def _commit_ok(self, p: _Pending) -> None:
+        self.pending[p.seq] = p
+        self._last_commit = p.seq
+        self._arm_cmd_seq = p.seq
+
+    def _resolve_uncertain(self) -> list[ArmEvent]:
+        """After a reconnect: read cmd_seq back; if the arm holds our seq the commit landed,
+        otherwise write the same block and the same seq again (idempotent)."""
+        p = self._uncertain
+        if p is None:
+            return []
+        now = self.clock.now()
+        held = self._read_field("cmd_seq")
+        if held == p.seq:
+            self._uncertain = None
+            self._commit_ok(p)
+            return [ArmEvent("commit_confirmed", now, p.seq, plan=p.plan,
+                             detail=f"arm {self.name!r} holds seq {p.seq}: it was committed before the link broke")]
+        # Not held: write the same block and the same seq again. Even if the first write
+        # still lands late it carries the same values, and a pick whose time has passed is
+        # answered LATE by the arm without moving: either way it runs at most once.
+        self.transport.write(self._blk("command").start, p.words)
+        self.transport.write(self.map.address("cmd_seq"), [p.seq])
+        self._uncertain = None
+        self._commit_ok(p)
+        return [ArmEvent("commit_confirmed", now, p.seq, plan=p.plan,
+                         detail=f"seq {p.seq} had not reached arm {self.name!r}; written again after reading back")]
+
+    # ================================================================== waiting helpers
+    def wait_for(self, seq: int, kind: Literal["acked", "done"] = "done", timeout_s: float = 5.0,
+                 step_s: float | None = None) -> ArmEvent:
+        """Poll until ``seq`` is acked/done (on this client's clock). Raises RobotTimeoutError,
+        or ArmFaultError when the arm faults first. Events seen meanwhile are kept in
+        :meth:`drain_events`."""
+        from scallop.robot.errors import RobotTimeoutError
+
+        step = step_s or min(0.01, self.config.heartbeat_period_s)
+        deadline = self.clock.now() + timeout_s
+        while True:
+            for e in self.poll():
+                self._bg_events.append(e)
+                if e.seq == seq and (e.kind == kind or e.kind == "done"):
+                    return e
+            if self.clock.now() >= deadline:
+                raise RobotTimeoutError(f"arm {self.name!r}: seq {seq} not {kind} within {timeout_s:g} s "
+                                        f"(state {self.state_name})")
+            self.clock.sleep(step)
+
+    def drain_events(self) -> list[ArmEvent]:
+        out = list(self._bg_events)
+        self._bg_events.clear()
+        return out
+
+    # ================================================================== background service
+    def start_background(self) -> None:
+        """Call :meth:`poll` every heartbeat period on a thread (wall-clock deployments);
+        events are collected for :meth:`drain_events`. Stopped by :meth:`close`."""
+        if self._bg is not None:
+            return
+        self._bg_stop.clear()
+
+        def loop() -> None:
+            while not self._bg_stop.is_set():
+                for e in self.poll():
+                    self._bg_events.append(e)
+                self._bg_stop.wait(self.config.heartbeat_period_s / 2)
+
+        self._bg = threading.Thread(target=loop, name=f"arm-{self.name}", daemon=True)
+        self._bg.start()
+
+    def stop_background(self) -> None:
+        if self._bg is not None:
+            self._bg_stop.set()
+            self._bg.join(timeout=5)
+            self._bg = None

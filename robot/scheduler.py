@@ -1,0 +1,218 @@
+"""Which arm picks which scallop, and when.
+
+Arms stand along the belt, each with its own connection (:class:`ArmClient`), planner and
+pick window. On every :meth:`Scheduler.step`:
+
+1. every arm is polled (heartbeat, status, acks, results);
+2. targets no arm can still reach are dropped with a :class:`SkipReason`;
+3. arms are served upstream first. An arm that can take a command gets, among the targets
+   it can still meet inside its window (intercept computed from the moment it will be free),
+   the one with the **earliest deadline** — the one leaving its window first. The upstream
+   arm thereby takes what it can reach in time; whatever it cannot reach stays queued for the
+   arms downstream.
+
+An arm accepts its next command as soon as it has acknowledged the previous one, so it
+never waits for the link between picks; the next pick is planned from where and when the
+current one ends. A pick the arm reports LATE, REJECTED or NOT_READY goes back to the
+queue for the arms downstream of it; a commit cut by a broken link is resolved by the arm
+client (read back, written again only if the arm does not hold it).
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scallop.robot.arm import ArmClient, ArmEvent, ResultCode
+from scallop.robot.clock import Clock
+from scallop.robot.errors import RobotCommError, RobotError, WorkspaceViolation
+from scallop.robot.planning import (
+    ConveyorTracker,
+    PickPlan,
+    PickPlanner,
+    PickTarget,
+    Skip,
+    SkipReason,
+)
+
+
+@dataclass
+class PickOutcome:
+    """A command the arm finished. ``result`` None: the arm moved on before it was read."""
+
+    target: PickTarget
+    arm: str
+    seq: int
+    result: ResultCode | None
+    plan: PickPlan
+    t_done: float
+
+
+@dataclass
+class _Queued:
+    target: PickTarget
+    excluded: set[str] = field(default_factory=set)
+
+
+class ArmLane:
+    """One arm as the scheduler sees it."""
+
+    def __init__(self, client: ArmClient, planner: PickPlanner | None = None) -> None:
+        self.client = client
+        self.name = client.name
+        self.config = client.config
+        self.planner = planner or PickPlanner(client.config)
+        self.inflight: dict[int, PickPlan] = {}
+        self.submitted = 0
+
+    @property
+    def window_start(self) -> float:
+        return self.config.pick_window_x_mm[0]
+
+    def free_at(self, now: float) -> tuple[float, np.ndarray]:
+        """When and where the arm will be free to start its next pick."""
+        t0 = now + self.config.motion.start_latency_s
+        if self.inflight:
+            last = max(self.inflight.values(), key=lambda p: p.t_end)
+            return max(t0, last.t_end), last.waypoint("ready").xyz_mm
+        st = self.client.status
+        pos = st.tcp_mm if st is not None else np.asarray(self.config.ready_mm)
+        return t0, pos
+
+
+class Scheduler:
+    def __init__(self, clients: list[ArmClient], tracker: ConveyorTracker, clock: Clock) -> None:
+        if not clients:
+            raise ValueError("the scheduler needs at least one arm")
+        names = [c.name for c in clients]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        self.tracker = tracker
+        self.clock = clock
+        # Upstream first (the belt runs towards +x of the belt frame).
+        self.lanes = sorted((ArmLane(c) for c in clients), key=lambda l: l.window_start)
+        self.queue: dict[int, _Queued] = {}
+        self.outcomes: list[PickOutcome] = []
+        self.skips: list[Skip] = []
+        # Recent history only: a line runs for days.
+        self.events: deque[tuple[str, ArmEvent]] = deque(maxlen=1000)
+        self.errors: deque[str] = deque(maxlen=200)
+
+    # ------------------------------------------------------------------ input
+    def add(self, targets: list[PickTarget] | tuple[PickTarget, ...]) -> None:
+        for t in targets:
+            if t.id in self.queue:
+                continue
+            if not np.all(np.isfinite(t.pull_dir)):
+                self.skips.append(Skip(t, SkipReason.NO_PULL_DIRECTION, "pull direction unknown"))
+                continue
+            if all(t.confidence < l.config.min_confidence for l in self.lanes):
+                self.skips.append(Skip(t, SkipReason.LOW_CONFIDENCE, f"confidence {t.confidence:.2f}"))
+                continue
+            self.queue[t.id] = _Queued(t)
+
+    # ------------------------------------------------------------------ the loop body
+    def step(self) -> None:
+        """Poll every arm, drop what no arm can reach, give free arms their next target."""
+        for lane in self.lanes:
+            for e in lane.client.poll():
+                self._on_event(lane, e)
+        now = self.clock.now()
+        self._expire(now)
+        for lane in self.lanes:
+            if lane.client.can_accept():
+                self._dispatch(lane, now)
+
+    def _on_event(self, lane: ArmLane, e: ArmEvent) -> None:
+        self.events.append((lane.name, e))
+        if e.kind == "done" and e.seq in lane.inflight:
+            plan = lane.inflight.pop(e.seq)
+            if e.result in (ResultCode.LATE, ResultCode.REJECTED, ResultCode.NOT_READY):
+                reason = {ResultCode.LATE: SkipReason.ARM_LATE, ResultCode.REJECTED: SkipReason.ARM_REJECTED,
+                          ResultCode.NOT_READY: SkipReason.ARM_UNAVAILABLE}[e.result]
+                self._requeue(plan.target, lane, reason, f"arm reported {e.result.name}")
+            elif e.result == ResultCode.ABORTED:
+                self.skips.append(Skip(plan.target, SkipReason.ARM_ABORTED, "stopped during the pick", lane.name))
+            else:   # OK, EMPTY, or unknown (None / NONE: the arm moved on or restarted)
+                result = e.result if e.result not in (None, ResultCode.NONE) else None
+                self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, result, plan, e.t))
+        elif e.kind == "commit_confirmed" and e.plan is not None:
+            lane.inflight[e.seq] = e.plan
+
+    def _requeue(self, target: PickTarget, lane: ArmLane, reason: SkipReason, detail: str) -> None:
+        downstream = [l for l in self.lanes if l.window_start > lane.window_start]
+        if downstream:
+            q = _Queued(target, {l.name for l in self.lanes if l.window_start <= lane.window_start})
+            self.queue[target.id] = q
+        else:
+            self.skips.append(Skip(target, reason, detail, lane.name))
+
+    def _expire(self, now: float) -> None:
+        for tid in list(self.queue):
+            q = self.queue[tid]
+            t = q.target
+            reachable = False
+            in_some_y = False
+            for lane in self.lanes:
+                if lane.name in q.excluded:
+                    continue
+                (y0, y1) = lane.config.pick_window_y_mm
+                if not y0 <= t.xy_mm[1] <= y1:
+                    continue
+                in_some_y = True
+                if self.tracker.time_at_x(t, lane.config.pick_window_x_mm[1]) > now:
+                    reachable = True
+                    break
+            if not reachable:
+                del self.queue[tid]
+                reason = SkipReason.NO_CAPACITY if in_some_y else SkipReason.OUTSIDE_WINDOW
+                self.skips.append(Skip(t, reason, "left every pick window unpicked" if in_some_y
+                                       else "outside every arm's pick window"))
+
+    def _dispatch(self, lane: ArmLane, now: float) -> None:
+        t_free, p_free = lane.free_at(now)
+        cands = [q for q in self.queue.values() if lane.name not in q.excluded
+                 and q.target.confidence >= lane.config.min_confidence]
+        x_hi = lane.config.pick_window_x_mm[1]
+        cands.sort(key=lambda q: self.tracker.time_at_x(q.target, x_hi))   # earliest deadline first
+        for q in cands:
+            res = lane.planner.plan(q.target, self.tracker, t_free, p_free)
+            if isinstance(res, Skip):
+                if res.reason == SkipReason.OUTSIDE_WINDOW:
+                    q.excluded.add(lane.name)
+                # WORKSPACE may depend on where the arm starts from: try again next time.
+                continue
+            try:
+                seq = lane.client.submit(res)
+            except WorkspaceViolation as e:      # the client's own check disagreed: never send
+                q.excluded.add(lane.name)
+                self.errors.append(str(e))
+                continue
+            except RobotCommError as e:
+                self.errors.append(str(e))
+                if lane.client.uncertain_plan is res:
+                    del self.queue[q.target.id]     # held until poll() resolves the commit
+                return
+            except RobotError as e:
+                self.errors.append(str(e))
+                return
+            del self.queue[q.target.id]
+            lane.inflight[seq] = res
+            lane.submitted += 1
+            return
+
+    # ------------------------------------------------------------------ reporting
+    def pending(self) -> int:
+        return len(self.queue) + sum(len(l.inflight) for l in self.lanes)
+
+    def summary(self) -> dict:
+        res = Counter(o.result.name if o.result is not None else "UNKNOWN" for o in self.outcomes)
+        return {
+            "picked": len(self.outcomes),
+            "results": dict(res),
+            "skipped": dict(Counter(s.reason.value for s in self.skips)),
+            "per_arm": {l.name: sum(1 for o in self.outcomes if o.arm == l.name) for l in self.lanes},
+            "queued": len(self.queue),
+            "in_flight": sum(len(l.inflight) for l in self.lanes),
+        }
