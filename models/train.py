@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -80,7 +80,7 @@ def _resize(img, factor, interp):
     return cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
 
 
-def prepare(samples: list[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+def prepare(samples: Iterable[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
     out = into or Prepared()
     P = int(cfg.crop * 1.5)
     for s in samples:
@@ -232,10 +232,11 @@ def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConf
     rng = np.random.default_rng(cfg.seed)
     t0 = time.time()
     prep = Prepared()
+    # Streamed: full-resolution frames are large, only the extracted material is kept.
     for d in sim_dirs:
-        prepare(list(iter_dataset(d)), cfg, 1.0, prep)
+        prepare(iter_dataset(d), cfg, 1.0, prep)
     for d in real_dirs:
-        prepare(list(iter_dataset(d)), cfg, cfg.real_weight, prep)
+        prepare(iter_dataset(d), cfg, cfg.real_weight, prep)
     if not prep.parts_imgs or not prep.finder_imgs:
         raise ValueError("no training material: the data sets hold no labelled scallops")
     log(f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s")
@@ -258,8 +259,8 @@ def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConf
         (loss_f + loss_p).backward()
         opt.step()
         sched.step()
-        run_f = 0.95 * run_f + 0.05 * float(loss_f) if it > 1 else float(loss_f)
-        run_p = 0.95 * run_p + 0.05 * float(loss_p) if it > 1 else float(loss_p)
+        run_f = 0.95 * run_f + 0.05 * loss_f.item() if it > 1 else loss_f.item()
+        run_p = 0.95 * run_p + 0.05 * loss_p.item() if it > 1 else loss_p.item()
         if it % cfg.log_every == 0 or it == cfg.iters:
             log(f"iter {it}/{cfg.iters} finder loss {run_f:.3f} parts loss {run_p:.3f} ({time.time() - t0:.0f} s)")
     out = Path(out)

@@ -11,8 +11,13 @@ import dataclasses
 import tomllib
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+
+from scallop.robot.config import ArmConfig
+from scallop.sim.config import SimConfig
+from scallop.vision.pipeline import PipelineConfig
 
 
 class ConfigError(ValueError):
@@ -132,3 +137,135 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text file (expected TOML)") from None
+
+
+# ---------------------------------------------------------------------------- the line
+
+
+def _check(name: str, value, lo, hi) -> None:
+    if not (lo <= value <= hi):
+        raise ValueError(f"{name}={value!r} is out of range: allowed {lo}..{hi}")
+
+
+@dataclass
+class CameraSection:
+    """source: "sim" for the built-in simulator, otherwise what OpenCV opens: a device index
+    ("0"), a video file, an RTSP/HTTP URL or a folder of images."""
+
+    source: str = "sim"
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ValueError("source is empty: use \"sim\" or a device index, file, URL or folder")
+        _check("width", self.width, 0, 10000)
+        _check("height", self.height, 0, 10000)
+        _check("fps", self.fps, 0, 1000)
+
+
+@dataclass
+class RuntimeSection:
+    """calibration: the line calibration file (required for a real camera; the simulator
+    supplies its own true calibration). tick_s: how often the arms are served.
+    frame_queue: frames waiting for inference; under overload the oldest are dropped."""
+
+    calibration: str = ""
+    tick_s: float = 0.01
+    frame_queue: int = 2
+    inference_latency_s: float = 0.02      # virtual time charged per frame on the simulator
+    stall_alarm_s: float = 2.0             # no frame for this long → camera alarm
+    snapshot_doubtful: bool = True
+
+    def __post_init__(self) -> None:
+        _check("tick_s", self.tick_s, 0.001, 0.5)
+        _check("frame_queue", self.frame_queue, 1, 64)
+        _check("inference_latency_s", self.inference_latency_s, 0.0, 1.0)
+        _check("stall_alarm_s", self.stall_alarm_s, 0.1, 60.0)
+
+
+@dataclass
+class UISection:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    open_browser: bool = True
+    users_file: str = ""                   # "" = simulator default users (see docs)
+
+    def __post_init__(self) -> None:
+        _check("port", self.port, 0, 65535)
+
+
+@dataclass
+class RecordSection:
+    path: str = ""                         # SQLite file ("" = ./scallop-record/record.sqlite)
+    snapshot_dir: str = ""                 # "" = beside the database
+    snapshot_budget_mb: float = 500.0
+
+    def __post_init__(self) -> None:
+        _check("snapshot_budget_mb", self.snapshot_budget_mb, 0.0, 1e6)
+
+
+@dataclass
+class RecipeSection:
+    name: str
+    product_size_mm: tuple[float, float] = (40.0, 75.0)
+    belt_speed_mm_s: float = 300.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("recipe name is empty")
+        lo, hi = self.product_size_mm
+        if not (10 <= lo < hi <= 200):
+            raise ValueError(f"product_size_mm={list(self.product_size_mm)} must be two sizes with 10 <= low < high <= 200")
+        _check("belt_speed_mm_s", self.belt_speed_mm_s, 0.0, 1000.0)
+
+
+def _default_recipes() -> list[RecipeSection]:
+    return [
+        RecipeSection("standard", (40.0, 75.0), 300.0, "Mixed baby scallops, 300 mm/s"),
+        RecipeSection("small", (40.0, 55.0), 250.0, "Small scallops, slower belt"),
+        RecipeSection("large", (55.0, 75.0), 350.0, "Large scallops, faster belt"),
+    ]
+
+
+@dataclass
+class LineConfig:
+    """The whole line. Every section has defaults: with no file this is the simulator."""
+
+    camera: CameraSection = field(default_factory=CameraSection)
+    vision: PipelineConfig = field(default_factory=PipelineConfig)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+    sim: SimConfig = field(default_factory=SimConfig)
+    arms: list[ArmConfig] = field(default_factory=list)
+    ui: UISection = field(default_factory=UISection)
+    record: RecordSection = field(default_factory=RecordSection)
+    recipes: list[RecipeSection] = field(default_factory=_default_recipes)
+    recipe: str = "standard"
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.recipes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recipes: names must be unique, got {names}")
+        if self.recipe not in names:
+            raise ValueError(f"recipe={self.recipe!r} is not one of the recipes: {', '.join(names)}")
+        arm_names = [a.name for a in self.arms]
+        if len(set(arm_names)) != len(arm_names):
+            raise ValueError(f"arms: names must be unique, got {arm_names}")
+
+    @property
+    def is_simulated(self) -> bool:
+        return self.camera.source == "sim"
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> LineConfig:
+    """The line's configuration from a TOML file (None: the built-in simulator line)."""
+    data = load_toml(path) if path else {}
+    if overrides:
+        data = {**data, **overrides}
+    try:
+        return build(LineConfig, data)
+    except ConfigError as e:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{e}") from None

@@ -28,6 +28,7 @@ P_BG, P_MEAT, P_ADDUCTOR, P_URO = 0, 1, 2, 3
 class PipelineConfig:
     """Thresholds in millimetres, so they hold at any camera scale."""
 
+    model: str = ""                        # ONNX file ("" = the shipped model)
     mm_per_px: float = 0.5                 # image scale when no calibration mapping is given
     threads: int = 2                       # onnxruntime intra-op threads
     min_scallop_area_mm2: float = 300.0    # smaller blobs are not scallops (meat is 40–75 mm across)
@@ -51,7 +52,9 @@ class PipelineConfig:
 class Pipeline:
     def __init__(self, model: SegModel | str | None = None, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
-        self.model = model if isinstance(model, SegModel) else SegModel(model, threads=self.config.threads)
+        if not isinstance(model, SegModel):
+            model = SegModel(model or self.config.model or None, threads=self.config.threads)
+        self.model = model
         info = self.model.info
         self.fine_mm = info.parts.mm_per_px
         self.coarse_mm = info.finder.mm_per_px

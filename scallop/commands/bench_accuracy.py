@@ -64,14 +64,15 @@ def write_metrics_into_model(path, summary: dict) -> None:
 def run(args) -> int:
     import tempfile
 
-    from scallop.sim.dataset import write_dataset
+    from scallop.sim.dataset import DatasetSettings, write_dataset
 
     t0 = time.time()
     dirs = [Path(d) for d in args.data]
     tmp = None
     if not dirs:
         tmp = tempfile.TemporaryDirectory(prefix="scallop-acc-")
-        write_dataset(Path(tmp.name), n=args.frames, seed=args.seed, mm_per_px=args.mm_per_px)
+        write_dataset(Path(tmp.name), n=args.frames, seed=args.seed, overwrite=True,
+                      settings=DatasetSettings(mm_per_px=(args.mm_per_px, args.mm_per_px)), workers=2)
         dirs = [Path(tmp.name)]
     failures: list = []
     summary = evaluate_model(args.model, dirs, failures_out=failures)

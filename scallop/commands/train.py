@@ -50,7 +50,7 @@ def run(args) -> int:
         d = work / f"sim-train-seed{args.seed}-n{args.frames}"
         if not (d / "dataset.json").is_file():
             print(f"generating {args.frames} simulator frames into {d} …", flush=True)
-            write_dataset(d, n=args.frames, seed=args.seed)
+            write_dataset(d, n=args.frames, seed=args.seed, workers=args.threads, overwrite=True)
         sim_dirs.append(d)
     desc = {
         "sim": [str(Path(d).name) for d in sim_dirs], "real": [str(Path(d).name) for d in args.real],
@@ -64,7 +64,7 @@ def run(args) -> int:
 
         vd = work / f"sim-val-seed{args.seed + 1000}-n{args.val_frames}"
         if not (vd / "dataset.json").is_file():
-            write_dataset(vd, n=args.val_frames, seed=args.seed + 1000)
+            write_dataset(vd, n=args.val_frames, seed=args.seed + 1000, workers=args.threads, overwrite=True)
         summary = evaluate_model(out, [vd])
         write_metrics_into_model(out, summary)
         print(json.dumps(summary))

@@ -1,0 +1,57 @@
+"""Per-stage latency and per-minute counts, measured all the time."""
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+
+class LatencyWindow:
+    """The last ``n`` samples of one stage (ms), with percentiles."""
+
+    def __init__(self, n: int = 2000) -> None:
+        self._d: deque[float] = deque(maxlen=n)
+        self.count = 0
+        self.total_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        self._d.append(float(ms))
+        self.count += 1
+        self.total_ms += float(ms)
+
+    def percentiles(self) -> dict[str, float]:
+        if not self._d:
+            return {}
+        a = np.fromiter(self._d, float)
+        return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+                "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3),
+                "n": int(self.count)}
+
+    def values(self) -> np.ndarray:
+        return np.fromiter(self._d, float)
+
+
+class Stats:
+    STAGES = ("capture", "inference", "tracking", "planning", "modbus", "frame_total")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.latency = {s: LatencyWindow() for s in self.STAGES}
+        self._events: deque[tuple[float, str]] = deque(maxlen=20000)
+
+    def timing(self, stage: str, ms: float) -> None:
+        with self._lock:
+            self.latency[stage].add(ms)
+
+    def event(self, t: float, kind: str) -> None:
+        with self._lock:
+            self._events.append((t, kind))
+
+    def per_minute(self, now: float, kind: str) -> float:
+        with self._lock:
+            return float(sum(1 for t, k in self._events if k == kind and now - 60.0 < t <= now))
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {s: w.percentiles() for s, w in self.latency.items() if w.count}

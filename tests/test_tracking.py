@@ -1,0 +1,86 @@
+"""Tracking across frames by belt position: one decision per scallop, best view wins."""
+import numpy as np
+import pytest
+
+from scallop.tracking import Tracker
+from scallop.vision.detections import Detections
+
+
+def dets(centres_mm, grasp_mm=None, pickable=None, reasons=None, conf=None, centres_px=None):
+    n = len(centres_mm)
+    c = np.asarray(centres_mm, float).reshape(n, 2)
+    g = np.full((n, 2), np.nan) if grasp_mm is None else np.asarray(grasp_mm, float).reshape(n, 2)
+    pk = np.ones(n, bool) if pickable is None else np.asarray(pickable, bool)
+    rs = np.array(reasons if reasons is not None else ["" if p else "no_uro" for p in pk], dtype=object)
+    cf = np.full(n, 0.9) if conf is None else np.asarray(conf, float)
+    px = np.full((n, 2), 640.0) if centres_px is None else np.asarray(centres_px, float)
+    d = Detections(xyxy=np.zeros((n, 4)), center_px=px, area_mm2=np.full(n, 2000.0), confidence=np.ones(n),
+                   uro_found=np.isfinite(g).all(1), grasp_px=g.copy(), pull_dir=np.tile([1.0, 0.0], (n, 1)),
+                   uro_confidence=cf, uro_area_mm2=np.full(n, 40.0), cut_by_border=np.zeros(n, bool),
+                   pickable=pk, reason=rs, contours=[np.zeros((3, 2), np.float32)] * n)
+    d.center_mm, d.grasp_mm, d.pull_dir_mm = c, g, np.tile([1.0, 0.0], (n, 1))
+    return d
+
+
+def make(exit_x=300.0):
+    # 10 counts per mm, direction +1: travel = count / 10.
+    return Tracker(travel_of=lambda c: c / 10.0, exit_x=exit_x, match_mm=15.0, commit_margin_mm=30.0)
+
+
+def test_same_scallop_across_frames_is_one_track_and_one_decision():
+    tr = make()
+    out = []
+    # A scallop at material u = -200: seen at x = -200, -50, 100, 250 as the belt moves 150 mm per frame.
+    for k in range(6):
+        travel = 150.0 * k
+        x = -200.0 + travel
+        d = dets([[x, 20.0]], grasp_mm=[[x + 10, 25.0]]) if x < 320 else dets([])
+        out += tr.update(d, encoder=int(travel * 10), timestamp=k * 0.5, frame_index=k, image_size=(1280, 720))
+    assert tr.total_tracks == 1
+    assert len(out) == 1
+    dec = out[0]
+    assert dec.pick and dec.reason == ""
+    assert len(dec.track.views) == 4
+    # Grasp in material coordinates: x_B - travel at that view = -190 for every view.
+    assert dec.grasp_uv == pytest.approx((-190.0, 25.0))
+
+
+def test_two_scallops_close_together_stay_two_tracks():
+    tr = make()
+    tr.update(dets([[0.0, 0.0], [0.0, 60.0]]), 0, 0.0, 0, (1280, 720))
+    tr.update(dets([[150.0, 0.5], [150.0, 59.0]]), 1500, 0.5, 1, (1280, 720))
+    assert tr.total_tracks == 2
+    assert sorted(len(t.views) for t in tr.tracks) == [2, 2]
+
+
+def test_best_view_prefers_pickable_and_confident_then_central():
+    tr = make()
+    tr.update(dets([[0.0, 0.0]], pickable=[False], reasons=["ambiguous"]), 0, 0.0, 0, (1280, 720))
+    tr.update(dets([[100.0, 0.0]], grasp_mm=[[105.0, 1.0]], conf=[0.7]), 1000, 0.3, 1, (1280, 720))
+    tr.update(dets([[200.0, 0.0]], grasp_mm=[[205.0, 2.0]], conf=[0.95]), 2000, 0.6, 2, (1280, 720))
+    (dec,) = tr.update(dets([]), 3000, 0.9, 3, (1280, 720))
+    assert dec.pick
+    assert dec.view.frame_index == 2 and dec.grasp_uv == pytest.approx((5.0, 2.0))
+
+
+def test_no_pickable_view_gives_the_agreed_reason():
+    tr = make()
+    for k, r in enumerate(["no_uro", "no_uro", "ambiguous"]):
+        tr.update(dets([[100.0 * k, 0.0]], pickable=[False], reasons=[r]), 1000 * k, 0.3 * k, k, (1280, 720))
+    (dec,) = tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+    assert not dec.pick and dec.reason == "no_uro"
+
+
+def test_flush_commits_everything_open():
+    tr = make()
+    tr.update(dets([[-100.0, 0.0], [0.0, 80.0]]), 0, 0.0, 0, (1280, 720))
+    out = tr.flush()
+    assert len(out) == 2 and not tr.tracks
+
+
+def test_detections_without_belt_coordinates_are_refused():
+    tr = make()
+    d = dets([[0.0, 0.0]])
+    d.center_mm = None
+    with pytest.raises(ValueError, match="belt coordinates"):
+        tr.update(d, 0, 0.0, 0, (1280, 720))
