@@ -1,0 +1,481 @@
+"""Labelled data sets: the simulator writes them, training and evaluation read them.
+
+The format (docs/dataset-format.md) is simple enough to produce from real labelled photos:
+a ``dataset.json`` manifest, ``images/``, ``parts/`` (uint8 part labels) and optionally
+``instances/`` (uint16) and ``labels/`` (per-image facts, JSON).
+
+Simulated frames are randomised across the whole appearance envelope, one independent
+draw per frame (camera resolution, scale, tilt and distortion; belt, lighting, blur, noise,
+JPEG; 0–10 scallops with every hard case), so a model trained on them must not learn one
+look. Frame ``i`` of seed ``s`` depends only on (s, i): a set is reproducible and can be
+written by several processes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scallop.calibration.camera_model import CameraModel
+from scallop.sim.config import ProductConfig, check_pair, check_range, check_share
+from scallop.sim.scene import (
+    PART_NAMES,
+    URO,
+    FrameTruth,
+    LookParams,
+    Placed,
+    ScallopModel,
+    ScallopSpec,
+    SceneRenderer,
+    interpolated_belt_maps,
+)
+from scallop.sim.world import _overlap_share
+
+from scallop.config import ConfigError, to_dict
+
+DATASET_FORMAT = "scallop-dataset"
+DATASET_VERSION = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DatasetError(ConfigError):
+    """A data set that cannot be read or written; the message names the file and the problem.
+    (A ConfigError, so the command line reports it as one line.)"""
+
+
+# ============================================================================ settings
+def _dataset_product() -> ProductConfig:
+    # Hard cases a little more often than on the line, so the model sees enough of them.
+    return ProductConfig(male_share=0.45, upside_down_share=0.1, no_uro_share=0.05, gill_share=0.4,
+                         hidden_uro_share=0.25)
+
+
+@dataclass
+class DatasetSettings:
+    """How simulated data-set frames are drawn (every field is a range or a share).
+
+    resolutions: camera sizes drawn uniformly. mm_per_px: scale at the image centre.
+    tilt_deg / yaw_deg: largest camera pitch / turn (either sign). distortion_share: frames
+    with lens distortion, k1 in ``k1`` and k2 up to ``max_k2``. focal_factor: focal length
+    as a multiple of the width (wide to narrow lenses). scallops: how many are placed in
+    and around the view; cut_margin: how far (share of a diameter) a centre may lie
+    outside the view, so some are cut by the border. touch_share / max_overlap: touching
+    and overlapping scallops.
+    """
+
+    resolutions: list[tuple[int, int]] = field(default_factory=lambda: [
+        (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 960), (1440, 1080), (1920, 1080)])
+    mm_per_px: tuple[float, float] = (0.3, 1.0)
+    tilt_deg: float = 15.0
+    yaw_deg: float = 5.0
+    distortion_share: float = 0.6
+    k1: tuple[float, float] = (-0.3, 0.15)
+    max_k2: float = 0.08
+    focal_factor: tuple[float, float] = (0.8, 1.8)
+    scallops: tuple[int, int] = (0, 10)
+    cut_margin: float = 0.45
+    touch_share: float = 0.3
+    max_overlap: float = 0.1
+    product: ProductConfig = field(default_factory=_dataset_product)
+
+    def __post_init__(self) -> None:
+        if not self.resolutions:
+            raise ValueError("resolutions must name at least one (width, height)")
+        for i, (w, h) in enumerate(self.resolutions):
+            check_range(f"resolutions[{i}].width", w, 640, 1920)
+            check_range(f"resolutions[{i}].height", h, 480, 1080)
+        check_pair("mm_per_px", self.mm_per_px, 0.3, 1.0)
+        check_range("tilt_deg", self.tilt_deg, 0.0, 20.0)
+        check_range("yaw_deg", self.yaw_deg, 0.0, 10.0)
+        check_share("distortion_share", self.distortion_share)
+        check_pair("k1", self.k1, -0.5, 0.5)
+        check_range("max_k2", self.max_k2, 0.0, 0.3)
+        check_pair("focal_factor", self.focal_factor, 0.5, 3.0)
+        check_pair("scallops", self.scallops, 0, 30)
+        check_range("cut_margin", self.cut_margin, 0.0, 0.6)
+        check_share("touch_share", self.touch_share)
+        check_range("max_overlap", self.max_overlap, 0.0, 0.3)
+
+
+# ============================================================================ one frame
+@dataclass
+class SimSample:
+    """One simulated frame ready to write."""
+
+    image: np.ndarray          # (H, W, 3) uint8 BGR, before JPEG
+    truth: FrameTruth
+    camera: CameraModel
+    jpeg_quality: int          # 100 = write PNG
+
+
+def random_camera(rng: np.random.Generator, st: DatasetSettings) -> CameraModel:
+    w, h = st.resolutions[int(rng.integers(len(st.resolutions)))]
+    dist = (0.0,) * 5
+    if rng.random() < st.distortion_share:
+        dist = (float(rng.uniform(*st.k1)), float(rng.uniform(-st.max_k2, st.max_k2)),
+                float(rng.uniform(-0.002, 0.002)), float(rng.uniform(-0.002, 0.002)), 0.0)
+    tilt = float(rng.uniform(-st.tilt_deg, st.tilt_deg)) if rng.random() < 0.6 else 0.0
+    return CameraModel.looking_down(
+        image_size=(int(w), int(h)), mm_per_px=float(rng.uniform(*st.mm_per_px)), tilt_deg=tilt, dist=dist,
+        focal_px=float(rng.uniform(*st.focal_factor)) * w, yaw_deg=float(rng.uniform(-st.yaw_deg, st.yaw_deg)),
+    )
+
+
+def _place_scallops(rng: np.random.Generator, st: DatasetSettings, box: tuple[float, float, float, float],
+                    travel: float) -> list[ScallopSpec]:
+    """Up to the drawn count of scallops in and around the view ``box`` (belt frame x0 x1 y0 y1),
+    some touching or overlapping (≤ max_overlap of the smaller one's area), none deeper."""
+    x0, x1, y0, y1 = box
+    lo_d, hi_d = st.product.diameter_mm
+    room = (x1 - x0) * (y1 - y0) / (math.pi * ((lo_d + hi_d) / 4) ** 2 * 2.2)
+    n = int(min(rng.integers(st.scallops[0], st.scallops[1] + 1), max(1, room)))
+    placed: list[tuple[float, float, float]] = []  # x, y (belt frame), diameter
+    specs: list[ScallopSpec] = []
+
+    def fits(x, y, d, touching):
+        for px, py, pd in placed:
+            share = _overlap_share(math.hypot(px - x, py - y), d / 2 * 1.04, pd / 2 * 1.04)
+            if share > st.max_overlap or (not touching and share > 0):
+                return False
+        return True
+
+    for _ in range(n):
+        d = float(rng.uniform(lo_d, hi_d))
+        m = st.cut_margin * d
+        for _try in range(40):
+            touching = bool(placed) and rng.random() < st.touch_share
+            if touching:
+                px, py, pd = placed[int(rng.integers(len(placed)))]
+                ang, dist = rng.uniform(0, 2 * np.pi), (pd + d) / 2 * rng.uniform(0.8, 1.0)
+                x, y = px + dist * math.cos(ang), py + dist * math.sin(ang)
+            else:
+                x, y = rng.uniform(x0 - m, x1 + m), rng.uniform(y0 - m, y1 + m)
+            if fits(x, y, d, touching):
+                break
+        else:
+            continue
+        placed.append((x, y, d))
+        sid = len(specs) + 1
+        specs.append(ScallopSpec.random(rng, sid, x - travel, y, st.product, diameter_mm=d))
+    return specs
+
+
+def random_sample(index: int, seed: int, settings: DatasetSettings | None = None) -> SimSample:
+    """Frame ``index`` of the data set with ``seed``: a fresh camera, look and scene."""
+    st = settings or DatasetSettings()
+    rng = np.random.default_rng([int(seed), int(index), 0x5CA1])
+    camera = random_camera(rng, st)
+    look = LookParams.random(rng)
+    renderer = SceneRenderer(camera, maps=interpolated_belt_maps(camera))
+    travel = float(rng.uniform(0.0, 500.0))  # the belt's hinges fall anywhere in the view
+    box = (renderer.x_lo, renderer.x_hi, renderer.y_lo, renderer.y_hi)
+    specs = _place_scallops(rng, st, box, travel)
+    models = [ScallopModel(s) for s in specs]
+    placed = [Placed(m, m.spec.id, m.spec.id) for m in models if renderer.in_canvas(m, travel)]
+    res = renderer.render(placed, travel, look, rng)
+    facts = res.scallops
+    # Number the visible scallops 1..k in drawing order (ids double as instance values).
+    lut = np.zeros(len(specs) + 2, np.uint16)
+    for k, f in enumerate(facts, start=1):
+        lut[f.instance] = k
+        f.id = f.instance = k
+    instances = lut[res.instances]
+    truth = FrameTruth(parts=res.parts, instances=instances, scallops=facts, travel_mm=travel, encoder=None,
+                       timestamp=0.0, mm_per_px=renderer.mm_per_px, look=look)
+    return SimSample(image=res.image, truth=truth, camera=camera, jpeg_quality=look.jpeg_quality)
+
+
+# ============================================================================ writing
+# Noisy photos gain little from PNG's adaptive filters and long matches, label maps are
+# long runs: these settings encode several times faster at a similar size.
+PNG_PHOTO = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
+             cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+PNG_LABELS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
+              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
+def _write_png(path: Path, img: np.ndarray, params: list[int]) -> None:
+    ok, buf = cv2.imencode(".png", img, params)
+    if not ok:  # pragma: no cover
+        raise DatasetError(f"{path}: PNG encoding failed")
+    buf.tofile(str(path))
+
+
+def write_sample(root: Path, name: str, sample: SimSample) -> dict:
+    """Write one frame's files; returns its labels record."""
+    if sample.jpeg_quality < 100:
+        img_rel = f"images/{name}.jpg"
+        ok, buf = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, int(sample.jpeg_quality)])
+        buf.tofile(str(root / img_rel))
+    else:
+        img_rel = f"images/{name}.png"
+        _write_png(root / img_rel, sample.image, PNG_PHOTO)
+    _write_png(root / "parts" / f"{name}.png", sample.truth.parts, PNG_LABELS)
+    _write_png(root / "instances" / f"{name}.png", sample.truth.instances, PNG_LABELS)
+    h, w = sample.truth.parts.shape
+    labels = {
+        "image": img_rel, "parts": f"parts/{name}.png", "instances": f"instances/{name}.png",
+        "width": int(w), "height": int(h), "mm_per_px": round(float(sample.truth.mm_per_px), 6),
+        "jpeg_quality": int(sample.jpeg_quality),
+        "camera": sample.camera.to_dict(), "look": sample.truth.look.to_dict() if sample.truth.look else None,
+        "travel_mm": round(float(sample.truth.travel_mm), 4),
+        "scallops": [f.to_dict() for f in sample.truth.scallops],
+    }
+    (root / "labels" / f"{name}.json").write_text(json.dumps(labels, indent=1))
+    return labels
+
+
+def _summary(labels: dict) -> dict:
+    sc = labels["scallops"]
+    return {"scallops": len(sc), "upside_down": sum(s["upside_down"] for s in sc),
+            "male": sum(s["gonad"] == "male" for s in sc), "cut": sum(s["cut_by_border"] for s in sc),
+            "uro_visible": sum(s["uro_present"] for s in sc), "hidden_uro": sum(s["uro_hidden"] for s in sc),
+            "gills": sum(s["gills"] for s in sc), "jpeg": int(labels["jpeg_quality"] < 100),
+            "touching": sum(s["visible_fraction"] < 0.999 and not s["cut_by_border"] for s in sc)}
+
+
+def _work(job: tuple[str, int, int, DatasetSettings]) -> dict:
+    root, index, seed, st = job
+    sample = random_sample(index, seed, st)
+    return _summary(write_sample(Path(root), f"{index:06d}", sample))
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # processes, not threads, share the cores
+
+
+@dataclass
+class DatasetReport:
+    count: int
+    seconds: float
+    totals: dict
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, settings: DatasetSettings | None = None,
+                  workers: int = 1, overwrite: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> DatasetReport:
+    """Write ``n`` simulated frames to ``out`` (created). Refuses a folder that already
+    holds a data set unless ``overwrite``."""
+    if n < 1:
+        raise DatasetError(f"n={n} is out of range: allowed 1 or more frames")
+    st = settings or DatasetSettings()
+    root = Path(out)
+    if (root / "dataset.json").exists() and not overwrite:
+        raise DatasetError(f"{root / 'dataset.json'}: a data set is already there (use --overwrite to replace it)")
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{root}: exists and is not a folder")
+    for sub in ("images", "parts", "instances", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for p in (root / sub).iterdir():
+                if p.is_file():
+                    p.unlink()
+    t0 = time.perf_counter()
+    jobs = [(str(root), i, int(seed), st) for i in range(n)]
+    totals: dict[str, int] = {}
+    if workers <= 1:
+        results: Iterator[dict] = map(_work, jobs)
+        pool = None
+    else:
+        # spawn, not fork: a forked child can inherit a locked OpenCV thread pool and hang.
+        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
+        results = pool.imap(_work, jobs, chunksize=2)
+    try:
+        for done, summ in enumerate(results, start=1):
+            for k, v in summ.items():
+                totals[k] = totals.get(k, 0) + v
+            if progress:
+                progress(done, n)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    manifest = {
+        "format": DATASET_FORMAT, "version": DATASET_VERSION, "classes": list(PART_NAMES), "count": n,
+        "source": "scallop-sim", "seed": int(seed), "generator": to_dict(st), "totals": totals,
+        "note": "per-image scale, camera and facts in labels/<name>.json; see docs/dataset-format.md",
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest, indent=1))
+    return DatasetReport(count=n, seconds=time.perf_counter() - t0, totals=totals)
+
+
+# ============================================================================ reading
+@dataclass
+class Sample:
+    """One labelled image from a data set.
+
+    image:     (H, W, 3) uint8 BGR.
+    parts:     (H, W) uint8 part labels (PART_NAMES).
+    instances: (H, W) uint16 instance values, 0 = none (derived from parts when absent).
+    mm_per_px: scale on the belt.
+    scallops:  per-scallop facts (labels/<name>.json, or derived from the maps).
+    labels:    the whole labels record ({} when the file is absent).
+    """
+
+    name: str
+    image: np.ndarray
+    parts: np.ndarray
+    instances: np.ndarray
+    mm_per_px: float
+    scallops: list[dict]
+    labels: dict
+    image_path: Path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    return data
+
+
+def _read_image(path: Path, flags: int) -> np.ndarray:
+    data = np.fromfile(str(path), np.uint8)
+    img = cv2.imdecode(data, flags) if data.size else None
+    if img is None:
+        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
+    return img
+
+
+def facts_from_maps(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
+    """Per-scallop facts derivable from the maps alone (for data sets without labels)."""
+    h, w = parts.shape
+    out = []
+    for v in np.unique(instances):
+        if v == 0:
+            continue
+        ys, xs = np.nonzero(instances == v)
+        uro = parts[ys, xs] == URO
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+        out.append({
+            "id": int(v), "instance": int(v), "bbox_px": bbox, "visible_px": len(xs),
+            "cut_by_border": bool(bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1),
+            "uro_present": bool(uro.any()), "uro_px": int(uro.sum()),
+            "uro_centroid_px": [float(xs[uro].mean()), float(ys[uro].mean())] if uro.any() else None,
+        })
+    return out
+
+
+class Dataset:
+    """A validated data-set folder; iterate it for :class:`Sample` (read lazily)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: no such data-set folder")
+        self.manifest = self._manifest()
+        self.names, self._images = self._index()
+
+    def _manifest(self) -> dict:
+        path = self.root / "dataset.json"
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (a data set starts with a dataset.json manifest)")
+        m = _read_json(path)
+        if m.get("format") != DATASET_FORMAT:
+            raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
+        if m.get("version") != DATASET_VERSION:
+            raise DatasetError(f"{path}: version {m.get('version')!r} is unknown (this software reads version "
+                               f"{DATASET_VERSION})")
+        if "classes" in m and list(m["classes"]) != list(PART_NAMES):
+            raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
+        mm = m.get("mm_per_px")
+        if mm is not None and not (isinstance(mm, (int, float)) and 0.05 <= mm <= 5.0):
+            raise DatasetError(f"{path}: mm_per_px={mm!r} is out of range: allowed 0.05..5")
+        return m
+
+    def _index(self) -> tuple[list[str], dict[str, Path]]:
+        img_dir = self.root / "images"
+        if not img_dir.is_dir():
+            raise DatasetError(f"{img_dir}: missing (images go in an images/ folder)")
+        images: dict[str, Path] = {}
+        for p in sorted(img_dir.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                if p.stem in images:
+                    raise DatasetError(f"{p}: two images named {p.stem!r} ({images[p.stem].name} too)")
+                images[p.stem] = p
+        if not images:
+            raise DatasetError(f"{img_dir}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        for name in images:
+            if not (self.root / "parts" / f"{name}.png").is_file():
+                raise DatasetError(f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)")
+        count = self.manifest.get("count")
+        if count is not None and count != len(images):
+            raise DatasetError(f"{self.root / 'dataset.json'}: count is {count} but images/ holds {len(images)}")
+        return sorted(images), images
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for name in self.names:
+            yield self.load(name)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.load(self.names[i])
+
+    def load(self, name: str) -> Sample:
+        """Read and check one sample; errors name the offending file."""
+        img_path = self._images.get(name)
+        if img_path is None:
+            raise DatasetError(f"{self.root / 'images'}: no image named {name!r}")
+        image = _read_image(img_path, cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        parts_path = self.root / "parts" / f"{name}.png"
+        parts = _read_image(parts_path, cv2.IMREAD_UNCHANGED)
+        if parts.ndim != 2 or parts.dtype != np.uint8:
+            raise DatasetError(f"{parts_path}: must be single-channel 8-bit labels, got shape {parts.shape} {parts.dtype}")
+        if parts.shape != (h, w):
+            raise DatasetError(f"{parts_path}: size {parts.shape[1]}x{parts.shape[0]} differs from its image {w}x{h}")
+        if int(parts.max()) >= len(PART_NAMES):
+            raise DatasetError(f"{parts_path}: label {int(parts.max())} is unknown (allowed 0..{len(PART_NAMES) - 1})")
+        inst_path = self.root / "instances" / f"{name}.png"
+        if inst_path.is_file():
+            inst = _read_image(inst_path, cv2.IMREAD_UNCHANGED)
+            if inst.ndim != 2 or inst.dtype not in (np.uint8, np.uint16):
+                raise DatasetError(f"{inst_path}: must be single-channel 16-bit instance values, got {inst.shape} {inst.dtype}")
+            if inst.shape != (h, w):
+                raise DatasetError(f"{inst_path}: size {inst.shape[1]}x{inst.shape[0]} differs from its image {w}x{h}")
+            inst = inst.astype(np.uint16)
+            if np.any((inst > 0) & (parts == 0)):
+                raise DatasetError(f"{inst_path}: instance pixels on background (parts label 0)")
+        else:
+            _, cc = cv2.connectedComponents((parts > 0).astype(np.uint8), connectivity=8)
+            inst = cc.astype(np.uint16)
+        labels_path = self.root / "labels" / f"{name}.json"
+        labels = _read_json(labels_path) if labels_path.is_file() else {}
+        mm = labels.get("mm_per_px", self.manifest.get("mm_per_px"))
+        if mm is None:
+            raise DatasetError(f"{labels_path}: mm_per_px missing (give it here or in dataset.json)")
+        if not isinstance(mm, (int, float)) or not (0.05 <= mm <= 5.0):
+            raise DatasetError(f"{labels_path}: mm_per_px={mm!r} is out of range: allowed 0.05..5")
+        scallops = labels.get("scallops")
+        if scallops is None:
+            scallops = facts_from_maps(parts, inst)
+        else:
+            present = set(np.unique(inst).tolist())
+            for f in scallops:
+                v = f.get("instance", f.get("id"))
+                if v not in present:
+                    raise DatasetError(f"{labels_path}: scallop {f.get('id')!r} has no pixels in {inst_path.name}")
+        return Sample(name=name, image=image, parts=parts, instances=inst, mm_per_px=float(mm),
+                      scallops=list(scallops), labels=labels, image_path=img_path)
+
+
+def load_dataset(root: str | os.PathLike) -> Dataset:
+    """Open and check a data-set folder (manifest, version, every image has its parts);
+    samples are read and checked as they are iterated."""
+    return Dataset(root)

@@ -1,0 +1,215 @@
+"""Data-set writing and reading, and the ``scallop sim`` commands."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from scallop.sim.dataset import (
+    DatasetError,
+    DatasetSettings,
+    load_dataset,
+    random_sample,
+    write_dataset,
+)
+from scallop.sim.scene import PART_NAMES, URO
+
+from scallop.cli import main
+
+# Small frames keep the tests fast; the envelope itself is exercised by random_sample.
+SMALL = DatasetSettings(resolutions=[(640, 480)], scallops=(2, 6))
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds") / "set"
+    rep = write_dataset(root, 4, seed=3, settings=SMALL)
+    return root, rep
+
+
+def test_written_set_has_the_documented_layout(small_set):
+    root, rep = small_set
+    assert rep.count == 4 and rep.frames_per_s > 0
+    man = json.loads((root / "dataset.json").read_text())
+    assert man["format"] == "scallop-dataset" and man["version"] == 1 and man["count"] == 4
+    assert man["classes"] == list(PART_NAMES) and man["seed"] == 3 and man["source"] == "scallop-sim"
+    assert man["generator"]["resolutions"] == [[640, 480]]
+    for i in range(4):
+        labels = json.loads((root / "labels" / f"{i:06d}.json").read_text())
+        img = root / labels["image"]
+        assert img.suffix == (".jpg" if labels["jpeg_quality"] < 100 else ".png") and img.is_file()
+        parts = cv2.imread(str(root / "parts" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        inst = cv2.imread(str(root / "instances" / f"{i:06d}.png"), cv2.IMREAD_UNCHANGED)
+        assert parts.dtype == np.uint8 and inst.dtype == np.uint16 and parts.shape == inst.shape == (480, 640)
+        assert 0.3 <= labels["mm_per_px"] <= 1.0
+
+
+def test_reader_round_trips_the_facts(small_set):
+    root, _ = small_set
+    ds = load_dataset(root)
+    assert len(ds) == 4 and ds.names == [f"{i:06d}" for i in range(4)]
+    total = 0
+    for sample in ds:
+        assert sample.image.shape == (480, 640, 3) and sample.parts.max() < len(PART_NAMES)
+        ids = set(np.unique(sample.instances)) - {0}
+        assert ids == {f["instance"] for f in sample.scallops}
+        for f in sample.scallops:
+            mask = sample.instances == f["instance"]
+            assert mask.sum() == f["visible_px"] and f["id"] == f["instance"]
+            uro = mask & (sample.parts == URO)
+            assert uro.sum() == f["uro_px"] and f["uro_present"] == bool(uro.any())
+            assert 0.0 <= f["visible_fraction"] <= 1.0
+        total += len(sample.scallops)
+    assert total >= 4
+
+
+def test_frames_are_reproducible_per_seed_and_index(small_set, tmp_path):
+    root, _ = small_set
+    again = tmp_path / "again"
+    write_dataset(again, 2, seed=3, settings=SMALL)
+    for i in range(2):
+        a = json.loads((root / "labels" / f"{i:06d}.json").read_text())
+        b = json.loads((again / "labels" / f"{i:06d}.json").read_text())
+        assert (root / a["image"]).read_bytes() == (again / b["image"]).read_bytes()
+        assert (root / a["parts"]).read_bytes() == (again / b["parts"]).read_bytes()
+    other = random_sample(0, 4, SMALL)
+    assert other.image.tobytes() != cv2.imread(str(root / a["image"])).tobytes()
+
+
+def test_random_samples_cover_the_envelope():
+    st = DatasetSettings()
+    samples = [random_sample(i, 11, st) for i in range(24)]
+    sizes = {s.camera.image_size for s in samples}
+    scales = [s.truth.mm_per_px for s in samples]
+    assert len(sizes) >= 4 and min(scales) < 0.45 and max(scales) > 0.85
+    assert any(np.any(s.camera.dist != 0) for s in samples) and any(np.all(s.camera.dist == 0) for s in samples)
+    facts = [f for s in samples for f in s.truth.scallops]
+    assert any(f.cut_by_border for f in facts) and any(f.gonad == "male" for f in facts)
+    assert any(not f.cut_by_border and f.visible_fraction < 0.98 for f in facts)  # touching / overlapping
+    assert {s.jpeg_quality == 100 for s in samples} == {True, False}
+    assert max(len(s.truth.scallops) for s in samples) >= 6
+    # instance values are 1..n in every frame
+    for s in samples:
+        assert sorted(f.instance for f in s.truth.scallops) == list(range(1, len(s.truth.scallops) + 1))
+
+
+def test_writer_refuses_to_overwrite_without_asking(small_set):
+    root, _ = small_set
+    with pytest.raises(DatasetError, match="a data set is already there"):
+        write_dataset(root, 1, settings=SMALL)
+
+
+# ------------------------------------------------------------------ reader errors
+def _copy(small_set, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(small_set[0], dst)
+    return dst
+
+
+def test_missing_parts_file_is_named(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    (root / "parts" / "000002.png").unlink()
+    with pytest.raises(DatasetError, match=r"parts/000002\.png: missing"):
+        load_dataset(root)
+
+
+def test_mismatched_sizes_are_named(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    cv2.imwrite(str(root / "parts" / "000001.png"), np.zeros((100, 100), np.uint8))
+    ds = load_dataset(root)
+    with pytest.raises(DatasetError, match=r"parts/000001\.png: size 100x100 differs from its image 640x480"):
+        ds.load("000001")
+
+
+def test_unknown_version_and_bad_manifest(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    man = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**man, "version": 2}))
+    with pytest.raises(DatasetError, match=r"dataset\.json: version 2 is unknown"):
+        load_dataset(root)
+    (root / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"dataset\.json: not valid JSON"):
+        load_dataset(root)
+    (root / "dataset.json").unlink()
+    with pytest.raises(DatasetError, match=r"dataset\.json: missing"):
+        load_dataset(root)
+
+
+def test_bad_labels_are_named(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    parts = cv2.imread(str(root / "parts" / "000000.png"), cv2.IMREAD_UNCHANGED)
+    parts[0, 0] = 9
+    cv2.imwrite(str(root / "parts" / "000000.png"), parts)
+    with pytest.raises(DatasetError, match=r"parts/000000\.png: label 9 is unknown"):
+        load_dataset(root).load("000000")
+    lab = json.loads((root / "labels" / "000003.json").read_text())
+    lab["scallops"].append({"id": 77, "instance": 77})
+    (root / "labels" / "000003.json").write_text(json.dumps(lab))
+    with pytest.raises(DatasetError, match=r"labels/000003\.json: scallop 77 has no pixels"):
+        load_dataset(root).load("000003")
+
+
+def test_minimal_real_photo_set(tmp_path):
+    """images + parts + a scale are enough; instances and facts are derived."""
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    (root / "parts").mkdir()
+    (root / "dataset.json").write_text(json.dumps({"format": "scallop-dataset", "version": 1, "mm_per_px": 0.4}))
+    img = np.full((120, 160, 3), 200, np.uint8)
+    parts = np.zeros((120, 160), np.uint8)
+    cv2.circle(parts, (40, 60), 25, 1, -1)
+    cv2.circle(parts, (40, 60), 10, 3, -1)
+    cv2.ellipse(parts, (55, 60), (5, 3), 0, 0, 360, 4, -1)
+    cv2.circle(parts, (150, 60), 20, 1, -1)  # cut by the right border
+    cv2.imwrite(str(root / "images" / "belt_a.jpg"), img)
+    cv2.imwrite(str(root / "parts" / "belt_a.png"), parts)
+    sample = next(iter(load_dataset(root)))
+    assert sample.name == "belt_a" and sample.mm_per_px == 0.4 and sample.labels == {}
+    assert sorted(np.unique(sample.instances)) == [0, 1, 2]
+    facts = {f["instance"]: f for f in sample.scallops}
+    assert facts[1]["uro_present"] and not facts[1]["cut_by_border"]
+    assert facts[1]["uro_centroid_px"] == pytest.approx([55.0, 60.0], abs=0.6)
+    assert facts[2]["cut_by_border"] and not facts[2]["uro_present"]
+    (root / "dataset.json").write_text(json.dumps({"format": "scallop-dataset", "version": 1}))
+    with pytest.raises(DatasetError, match="mm_per_px missing"):
+        load_dataset(root).load("belt_a")
+
+
+def test_settings_errors_name_the_field():
+    with pytest.raises(ValueError, match=r"mm_per_px\[1\]=1\.5 is out of range: allowed 0\.3\.\.1"):
+        DatasetSettings(mm_per_px=(0.3, 1.5))
+    with pytest.raises(ValueError, match=r"resolutions\[0\]\.width=4000 is out of range"):
+        DatasetSettings(resolutions=[(4000, 3000)])
+
+
+# ------------------------------------------------------------------ commands
+def test_sim_dataset_command(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["sim", "dataset", "--n", "2", "--out", str(out), "--seed", "5", "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "wrote 2 frames" in text and "frames/s" in text
+    assert len(load_dataset(out)) == 2
+    assert main(["sim", "dataset", "--n", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already there" in err[0] and "Traceback" not in err[0]
+
+
+def test_sim_dataset_command_in_parallel_matches_serial(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_dataset(a, 3, seed=9, settings=SMALL, workers=1)
+    write_dataset(b, 3, seed=9, settings=SMALL, workers=2)
+    for name in ("parts/000002.png", "labels/000001.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_sim_preview_command(tmp_path, capsys):
+    out = tmp_path / "prev"
+    assert main(["sim", "preview", "--random", "--n", "2", "--out", str(out), "--seed", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "frame_001.png", "truth_000.png",
+                                                     "truth_001.png"]
+    assert "scallops" in capsys.readouterr().out
+    assert main(["sim", "preview", "--n", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["scallop sim: error: --n 0 is out of range: allowed 1..1000"]
