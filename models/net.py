@@ -72,7 +72,7 @@ class ScallopNet(nn.Module):
     """finder(frame) and parts(crops) side by side; exported as one ONNX graph with two
     inputs. Either input may have batch size 0, so the runtime runs one stage at a time."""
 
-    def __init__(self, finder_widths=(8, 16, 24, 32), parts_widths=(16, 24, 32, 48),
+    def __init__(self, finder_widths=(12, 24, 32, 48), parts_widths=(16, 24, 32, 48),
                  n_finder: int = 3, n_parts: int = 4):
         super().__init__()
         self.finder = TinyUNet(n_finder, finder_widths)

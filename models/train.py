@@ -38,12 +38,12 @@ class TrainConfig:
     edge_px: int = 2                  # edge band width at the finder scale (4 mm)
     iters: int = 3000
     batch_parts: int = 24
-    batch_finder: int = 8
+    batch_finder: int = 12
     lr: float = 3e-3
     weight_decay: float = 1e-4
     threads: int = 2
     real_weight: float = 3.0          # oversampling of real labelled photos against sim frames
-    finder_widths: tuple[int, int, int, int] = (8, 16, 24, 32)
+    finder_widths: tuple[int, int, int, int] = (12, 24, 32, 48)
     parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
     data_description: str = ""
     log_every: int = 100
@@ -253,7 +253,8 @@ def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConf
         xp, yp = batcher.parts()
         xf, yf = batcher.finder()
         lf, lp = net(to_tensor(xf), to_tensor(xp))
-        loss_f = _loss(lf, yf, [1.0, 1.0, 2.0], None)
+        # The edge class is what splits touching scallops: weigh it up.
+        loss_f = _loss(lf, yf, [1.0, 1.0, 3.0], None)
         loss_p = _loss(lp, yp, [1.0, 1.0, 1.5, 3.0], 3)
         opt.zero_grad()
         (loss_f + loss_p).backward()

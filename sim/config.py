@@ -161,7 +161,7 @@ class ArrivalConfig:
     prefill: the view is already populated at the start.
     """
 
-    rate_per_s: float = 0.9
+    rate_per_s: float = 0.6
     pattern: Literal["steady", "bursts", "gaps"] = "steady"
     jitter: float = 0.5
     burst_size: tuple[int, int] = (2, 4)

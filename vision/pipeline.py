@@ -38,6 +38,7 @@ class PipelineConfig:
     min_uro_confidence: float = 0.55       # below: "ambiguous" rather than a guess
     second_uro_ratio: float = 0.6          # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0              # another scallop this close to the grasp → too_close
+    grip_clearance_mm: float = 2.0         # the gripper's jaw radius: grasp at least this deep in the uro
     border_margin_mm: float = 1.5          # mask within this of the frame edge → cut by border
 
     def __post_init__(self) -> None:
@@ -61,6 +62,7 @@ class Pipeline:
         self.crop = info.parts.size
         self.multiple = max(1, info.finder.multiple)
         self._k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -72,6 +74,40 @@ class Pipeline:
         interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
         return cv2.resize(img, size, interpolation=interp)
 
+    def _split_merged(self, core: np.ndarray, n: int, lab: np.ndarray, stats: np.ndarray):
+        """Split core blobs that are clearly several scallops (not convex: solidity < 0.9)
+        at their narrow necks: keep only pixels far from the blob's border (≥ 35 % of its
+        deepest point), which separates round scallops touching or overlapping by ~10 %."""
+        out = lab.copy()
+        nxt = n
+        for k in range(1, n):
+            if stats[k, cv2.CC_STAT_AREA] < 30:
+                continue
+            x, y, w, h = stats[k, :4]
+            m = (lab[y:y + h, x:x + w] == k).astype(np.uint8)
+            cnts, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            hull = cv2.contourArea(cv2.convexHull(np.concatenate(cnts)))
+            if hull <= 0 or stats[k, cv2.CC_STAT_AREA] / hull >= 0.9:
+                continue
+            dist = cv2.distanceTransform(cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
+                                         cv2.DIST_L2, 3)[1:-1, 1:-1]
+            seeds = (dist >= max(1.5, 0.35 * float(dist.max()))).astype(np.uint8)
+            ns, slab = cv2.connectedComponents(seeds, connectivity=4)
+            if ns <= 2:
+                continue
+            region = out[y:y + h, x:x + w]
+            region[m.astype(bool)] = 0
+            for j in range(1, ns):
+                region[slab == j] = nxt
+                nxt += 1
+        if nxt == n:
+            return n, lab, stats
+        out = out.astype(np.int32)
+        areas = np.bincount(out.ravel(), minlength=nxt)
+        stats2 = np.zeros((nxt, 5), np.int32)
+        stats2[:, cv2.CC_STAT_AREA] = areas
+        return nxt, out, stats2
+
     def _instances(self, logits: np.ndarray, valid_hw: tuple[int, int]):
         """Finder logits → (label map int32 at coarse scale, [(label, fg prob mean)])."""
         h, w = valid_hw
@@ -79,8 +115,12 @@ class Pipeline:
         cls = lg.argmax(0).astype(np.uint8)
         fg = cls != F_BG
         core = (cls == F_CORE).astype(np.uint8)
+        # One pixel of erosion cuts the thin bridges that join the cores of touching scallops
+        # where the finder drew the edge between them only faintly.
+        core = cv2.erode(core, self._cross)
         area_px = (self.coarse_mm ** 2)
         n, lab, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+        n, lab, stats = self._split_merged(core, n, lab, stats)
         keep = np.zeros(n, bool)
         keep[1:] = stats[1:, cv2.CC_STAT_AREA] * area_px >= self.config.min_core_area_mm2
         if not keep.any():
@@ -107,6 +147,24 @@ class Pipeline:
                 continue
             out.append((k, float(pfg[m].mean())))
         return labels, out
+
+    def _grasp_point(self, uro: np.ndarray, adductor: np.ndarray) -> tuple[int, int]:
+        """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
+        uro) and as far from the adductor as that allows — the uro touches the adductor at
+        one end, and a gripper closing on that end pinches the meat.
+
+        Candidates are the pixels at least ``grip_clearance_mm`` inside the uro (or 80 % of
+        the deepest point's depth for a thin uro); among them the one farthest from the
+        adductor wins."""
+        du = cv2.distanceTransform(cv2.copyMakeBorder(uro, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
+                                   cv2.DIST_L2, 5)[1:-1, 1:-1]
+        deepest = float(du.max())
+        if not adductor.any():
+            return np.unravel_index(int(du.argmax()), du.shape)
+        need = min(self.config.grip_clearance_mm / self.fine_mm, 0.8 * deepest)
+        da = cv2.distanceTransform((~adductor).astype(np.uint8), cv2.DIST_L2, 5)
+        score = np.where(du >= need, da + 0.01 * du, -1.0)
+        return np.unravel_index(int(score.argmax()), score.shape)
 
     # ------------------------------------------------------------------ main
     def detect(self, image: np.ndarray, mm_per_px: float | None = None,
@@ -195,15 +253,12 @@ class Pipeline:
                 order = np.argsort(areas)[::-1]
                 best = order[0] + 1
                 comp = (ulab == best).astype(np.uint8)
-                # The most interior point: a centroid can fall outside a bent (kidney) uro.
-                dist = cv2.distanceTransform(cv2.copyMakeBorder(comp, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
-                                             cv2.DIST_L2, 5)[1:-1, 1:-1]
-                py, px = np.unravel_index(int(dist.argmax()), dist.shape)
+                add = (cls == P_ADDUCTOR) & own
+                py, px = self._grasp_point(comp, add)
                 lg = logits[i][:, comp.astype(bool)]
                 e = np.exp(lg - lg.max(0, keepdims=True))
                 uconf = float((e[P_URO] / e.sum(0)).mean())
                 row.update(grasp=(px + x0, py + y0), uconf=uconf, uarea=float(areas[order[0]]))
-                add = (cls == P_ADDUCTOR) & own
                 if add.sum() * mm2 >= cfg.min_adductor_area_mm2:
                     ay, ax = np.nonzero(add)
                     v = np.array([px - ax.mean(), py - ay.mean()])

@@ -1,0 +1,106 @@
+"""``scallop run``: run the line (the built-in simulator when no config is given)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the line and serve the operator screen",
+        description=(
+            "Run the line: camera → vision → tracking → arms, with the operator screen.\n"
+            "With no --config it runs on the built-in simulator (simulated camera, belt and\n"
+            "arm on 127.0.0.1), in real time, so what the screen shows is what a line does.\n\n"
+            "examples:\n"
+            "  scallop run                                  # simulator, screen at http://127.0.0.1:8080/\n"
+            "  scallop run --duration 30 --no-browser       # 30 s, then a JSON summary on stdout\n"
+            "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", help="line configuration (TOML); default: the built-in simulator")
+    p.add_argument("--host", help="address of the operator screen (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port of the operator screen (default 8080; 0 = any free port)")
+    p.add_argument("--duration", type=float, help="run this many seconds, stop cleanly, print a JSON summary")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
+    p.add_argument("--record", help="production record database (default from the config)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.set_defaults(func=run)
+
+
+def build_line(config, record_path=None, seed: int = 0, clock=None, users_required: bool = True):
+    """The line for ``config`` with its record writer (shared with tests and the scenario bench)."""
+    from pathlib import Path
+
+    from scallop.backends import HardwareBackend, SimBackend
+    from scallop.record import RecordWriter, default_db_path
+    from scallop.runtime import Line
+
+    backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
+    path = Path(record_path or config.record.path or default_db_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
+    line = None
+
+    def on_alarm(key, severity, text, active):
+        if line is not None:
+            if active:
+                line.alarms.raise_(key, severity, "record", text)
+            else:
+                line.alarms.clear(key)
+
+    writer = RecordWriter(path, snapshot_dir=snap_dir,
+                          snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6), on_alarm=on_alarm)
+    line = Line(config, backend, record=writer)
+    return line
+
+
+def run(args) -> int:
+    from scallop.auth import UserStore
+    from scallop.config import load_config
+    from scallop.robot.clock import SystemClock
+    from scallop.web import create_app, serve
+
+    cfg = load_config(args.config)
+    host = args.host or cfg.ui.host
+    port = cfg.ui.port if args.port is None else args.port
+    # The screen is a live view: the simulator runs on wall time here (scenario runs on
+    # virtual time are `scallop sim run`).
+    line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
+    users = UserStore.load(cfg.ui.users_file) if cfg.ui.users_file else UserStore.simulator_defaults()
+    try:
+        line.open()
+        line.start("system")
+        line.run_threaded()
+        app = create_app(line, users, audit=line.record.event if line.record else None)
+        server = serve(app, host, port)
+    except BaseException:
+        line.close()
+        raise
+    print(f"operator screen: {server.url}  (simulator PINs: operator 1111, engineer 2222)"
+          if cfg.is_simulated else f"operator screen: {server.url}", file=sys.stderr, flush=True)
+    if not args.no_browser and cfg.ui.open_browser and args.duration is None:
+        try:
+            import webbrowser
+
+            webbrowser.open(server.url)
+        except Exception:
+            pass
+    try:
+        if args.duration is not None:
+            time.sleep(max(0.0, args.duration))
+        else:
+            while True:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping …", file=sys.stderr)
+    finally:
+        server.stop()
+        line.close()
+    if args.duration is not None:
+        print(json.dumps(line.summary()))
+    return 0
