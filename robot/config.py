@@ -251,7 +251,7 @@ class ArmConfig:
     watchdog_ms: int = 1000                        # written to the arm: its controller-heartbeat timeout
     robot_from_belt: Pose = field(default_factory=_default_pose)
     pick_window_x_mm: tuple[float, float] = (450.0, 1050.0)    # along the belt, belt frame
-    pick_window_y_mm: tuple[float, float] = (-140.0, 140.0)   # across the belt, belt frame
+    pick_window_y_mm: tuple[float, float] = (-170.0, 170.0)   # across the belt, belt frame
     workspace: Box = field(default_factory=lambda: Box((100.0, -420.0, -20.0), (720.0, 420.0, 400.0), "workspace"))
     keep_out: list[Box] = field(default_factory=list)
     motion: MotionConfig = field(default_factory=MotionConfig)

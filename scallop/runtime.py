@@ -614,7 +614,6 @@ class Line:
                     if on_tick is not None:
                         on_tick(self)
                     self.clock.sleep(tick)
-                    t_next = cam.next_exposure_time()
                 # A frame due after t_end belongs to the next call: reading it now would leave
                 # the arms unserved until its exposure.
                 if self.clock.now() >= t_end or t_next > t_end:

@@ -162,19 +162,26 @@ def test_arm_disconnect_and_return(tmp_path):
     assert s["picked"] > 5
 
 
-def test_snapshot_disk_full_alarms_but_line_goes_on(tmp_path):
-    blocker = tmp_path / "snaps"
-    blocker.write_text("not a folder")       # snapshots cannot be written anywhere below it
-    line = make_line(tmp_path, overrides={"record": {"snapshot_dir": str(blocker / "x")},
-                                          "vision": {"min_uro_confidence": 0.999}})
+def test_snapshot_disk_full_alarms_but_line_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    import scallop.record
+
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(scallop.record, "write_snapshot_file", full_disk)
+    # Every uro is "ambiguous" at this threshold, so every scallop is doubtful and wants a snapshot.
+    line = make_line(tmp_path, overrides={"vision": {"min_uro_confidence": 0.999}})
     try:
         line.start("t")
         line.run_stepped(20.0)
+        line.record.flush(5.0)
+        assert any(a.source == "record" and "disk full" in a.text for a in line.alarms.visible())
     finally:
         line.close()
     s = line.summary()
     assert s["seen"] > 5
-    assert any(a.source == "record" and "snapshot" in a.text.lower() for a in line.alarms.visible())
     # Every scallop is still in the record, without its frame.
     assert len(rows(tmp_path)) == s["seen"]
 
