@@ -90,6 +90,13 @@ def run(args) -> int:
             webbrowser.open(server.url)
         except Exception:
             pass
+    # A service manager stops the line with SIGTERM: same clean stop as Ctrl-C.
+    import signal
+
+    def _term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
     try:
         if args.duration is not None:
             time.sleep(max(0.0, args.duration))
