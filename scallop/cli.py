@@ -60,6 +60,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("scallop.calibration.errors", "CalibrationError"),
         ("scallop.robot.errors", "RobotError"),
         ("scallop.models.runtime", "ModelError"),
+        ("scallop.models.dataset", "DatasetError"),
+        ("scallop.record", "RecordError"),
+        ("scallop.auth", "UserFileError"),
+        ("scallop.web", "WebError"),
     ):
         try:
             errs.append(getattr(importlib.import_module(modname), attr))

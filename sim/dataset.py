@@ -115,7 +115,29 @@ class SimSample:
     jpeg_quality: int          # 100 = write PNG
 
 
+def _usable(camera: CameraModel) -> bool:
+    """Every border pixel sees the belt and maps back onto itself: strong barrel distortion
+    with a wide lens can fold the image edge, which no real lens in the envelope does."""
+    w, h = camera.image_size
+    u = np.linspace(0, w - 1, 17)
+    v = np.linspace(0, h - 1, 11)
+    border = np.concatenate([np.column_stack([u, np.zeros_like(u)]), np.column_stack([u, np.full_like(u, h - 1)]),
+                             np.column_stack([np.zeros_like(v), v]), np.column_stack([np.full_like(v, w - 1), v])])
+    try:
+        back = camera.project_belt(camera.pixel_to_belt(border))
+    except ValueError:
+        return False
+    return bool(np.all(np.isfinite(back)) and np.abs(back - border).max() < 0.5)
+
+
 def random_camera(rng: np.random.Generator, st: DatasetSettings) -> CameraModel:
+    while True:
+        camera = _draw_camera(rng, st)
+        if _usable(camera):
+            return camera
+
+
+def _draw_camera(rng: np.random.Generator, st: DatasetSettings) -> CameraModel:
     w, h = st.resolutions[int(rng.integers(len(st.resolutions)))]
     dist = (0.0,) * 5
     if rng.random() < st.distortion_share:
