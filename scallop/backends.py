@@ -101,6 +101,10 @@ class HardwareBackend(Backend):
         self.camera = cam
         cal = load_calibration(cfg.runtime.calibration, image_size=cam.resolution,
                                require=("intrinsics", "belt", "encoder"), arms=[a.name for a in cfg.arms])
+        d = cal.travel_dir
+        if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
+            raise ConfigError(f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
+                              f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align")
         self.mapping = BeltMapping(cal.camera, cal.counts_per_mm, cal.count_sign)
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix()))

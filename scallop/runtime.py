@@ -90,6 +90,7 @@ class Line:
         self.outcomes: dict[int, ScallopOutcome] = {}
         self._pending: dict[int, ScallopOutcome] = {}   # sent to the scheduler, not resolved
         self._consumed_outcomes = 0
+        self._busy: dict[str, deque] = {}               # arm → (t_done, seconds of motion)
         self._consumed_skips = 0
         self.frames = 0
         self.frames_dropped = 0
@@ -231,6 +232,7 @@ class Line:
         while self._consumed_outcomes < len(sch.outcomes):
             o: PickOutcome = sch.outcomes[self._consumed_outcomes]
             self._consumed_outcomes += 1
+            self._busy.setdefault(o.arm, deque(maxlen=500)).append((o.t_done, o.plan.duration_s))
             oc = self._pending.pop(o.target.id, None)
             if oc is None:
                 continue
@@ -244,6 +246,7 @@ class Line:
         if len(sch.outcomes) > 5000:
             del sch.outcomes[: self._consumed_outcomes]
             self._consumed_outcomes = 0
+        self._busy: dict[str, deque] = {}               # arm → (t_done, seconds of motion)
         if len(sch.skips) > 5000:
             del sch.skips[: self._consumed_skips]
             self._consumed_skips = 0
@@ -471,8 +474,10 @@ class Line:
                 n = sum(1 for o in self.outcomes.values() if o.arm == cl.name and o.result == "picked")
                 r = sum(1 for o in self.outcomes.values() if o.arm == cl.name and o.grade == "uro_removed")
                 last = next((o for o in reversed(list(self.outcomes.values())) if o.arm == cl.name), None)
+                busy = sum(d for t, d in self._busy.get(cl.name, ()) if now - 60.0 < t <= now)
                 arms.append(ArmStatus(name=cl.name, state=cl.state_name, connected=cl.connected, picks=n,
-                                      uro_removed=r, last_result=(last.grade or last.result) if last else ""))
+                                      uro_removed=r, last_result=(last.grade or last.result) if last else "",
+                                      utilisation=min(1.0, busy / 60.0)))
             with_uro = c["picked"] + c["failed"] + sum(v for k, v in self.skip_reasons.items() if k != "no_uro")
             return LineSnapshot(
                 state=self.state, recipe=self.recipe,
