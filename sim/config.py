@@ -7,7 +7,7 @@ Field types are plain (int, float, bool, str, Literal, tuples, lists, nested dat
 so the TOML loader can build them.
 
 The defaults describe a sensible line: a 1280×720 camera at 0.5 mm/px over a white belt
-running 300 mm/s, 0.9 scallops per second, an encoder with 10 counts per mm.
+running 300 mm/s, 0.6 scallops per second (about 90 % of one arm's capacity), an encoder with 10 counts per mm.
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"belt\.profile\[1\]: speed_mm_s=-5"):
         build(SimConfig, {"belt": {"profile": [{"duration_s": 1, "speed_mm_s": 100},
                                                {"duration_s": 1, "speed_mm_s": -5}]}})
-    with pytest.raises(ValueError, match=r"rate_per_s=0\.9 needs belt\.speed_mm_s > 0"):
+    with pytest.raises(ValueError, match=r"rate_per_s=0\.6 needs belt\.speed_mm_s > 0"):
         SimConfig(belt=BeltConfig(speed_mm_s=0.0))
 
 
@@ -69,7 +69,7 @@ def test_config_builds_from_toml_tables():
 def test_default_config_is_the_documented_line():
     cfg = SimConfig()
     assert (cfg.camera.width, cfg.camera.height, cfg.camera.mm_per_px) == (1280, 720, 0.5)
-    assert cfg.belt.speed_mm_s == 300 and cfg.arrivals.rate_per_s == 0.9 and cfg.encoder.counts_per_mm == 10
+    assert cfg.belt.speed_mm_s == 300 and cfg.arrivals.rate_per_s == 0.6 and cfg.encoder.counts_per_mm == 10
 
 
 # ------------------------------------------------------------------ belt and encoder
