@@ -36,7 +36,7 @@ class TrainConfig:
     crop: int = 128                   # parts crop side (px) → 96 mm at 0.75 mm/px
     finder_patch: int = 160           # finder training patch side (coarse px)
     edge_px: int = 2                  # edge band width at the finder scale (4 mm)
-    iters: int = 3000
+    iters: int = 2500
     batch_parts: int = 24
     batch_finder: int = 12
     lr: float = 3e-3

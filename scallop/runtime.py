@@ -100,6 +100,7 @@ class Line:
         self._stop_evt = threading.Event()
         self._crash: str | None = None
         self._last_frame_t: float | None = None
+        self._scale = 0.5
         self.pipeline: Pipeline | None = None
         self.tracker: Tracker | None = None
         self.conveyor: ConveyorTracker | None = None
@@ -114,8 +115,9 @@ class Line:
         self.backend.open()
         self.pipeline = Pipeline(config=self.config.vision)
         m = self.backend.mapping
-        lo, hi = m.view_x_range()
-        self.tracker = Tracker(travel_of=m.travel_of, exit_x=hi)
+        self._scale = m.mm_per_px_center()
+        _, exit_x = m.view_x_range()
+        self.tracker = Tracker(travel_of=m.travel_of, exit_x=exit_x)
         self.conveyor = ConveyorTracker(mm_per_count=1.0 / m.counts_per_mm)
         self.clients = [ArmClient(a, clock=self.clock) for a in self.backend.arm_configs]
         for c in self.clients:
@@ -149,8 +151,14 @@ class Line:
                                "frames carry no encoder count: scallops cannot be tracked (check the trigger wiring)")
             return
         m = self.backend.mapping
+        if (frame.width, frame.height) != tuple(m.image_size):
+            self.frames_bad += 1
+            self.alarms.raise_("camera.size", "critical", "camera",
+                               f"frames are {frame.width}x{frame.height} but the calibration is for "
+                               f"{m.image_size[0]}x{m.image_size[1]}: frames ignored")
+            return
         try:
-            dets = self.pipeline.detect(frame.image, mm_per_px=m.mm_per_px_center(), to_belt=m.pixel_to_belt)
+            dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=m.pixel_to_belt)
         except Exception as e:  # a bad frame must not kill the line
             self.frames_bad += 1
             self.alarms.raise_("vision.error", "warning", "vision", f"frame {frame.index} could not be analysed: {e}")

@@ -196,3 +196,40 @@ def test_bad_config_is_refused_with_the_key(tmp_path):
     p.write_text("[camera]\nsorce = 'x'\n")
     with pytest.raises(ConfigError, match=r"camera.sorce: unknown key"):
         load_config(p)
+
+
+def test_corrupt_frame_is_skipped_with_an_alarm_and_the_loop_goes_on(tmp_path):
+    line = make_line(tmp_path)
+    try:
+        line.start("t")
+        line.run_stepped(3.0)
+        frames = line.frames
+        line.backend.camera.corrupt_next()
+        line.run_stepped(5.0)
+        assert line.frames_bad == 1
+        assert line.frames > frames + 3
+        assert line.state == "running"
+        assert any(a.source == "camera" and "corrupt" in a.text for a in line.alarms.visible())
+    finally:
+        line.close()
+
+
+def test_vision_crash_on_a_frame_does_not_stop_the_line(tmp_path, monkeypatch):
+    line = make_line(tmp_path)
+    real = line.pipeline.detect
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("onnxruntime hiccup")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(line.pipeline, "detect", flaky)
+    try:
+        line.start("t")
+        line.run_stepped(8.0)
+        assert line.frames_bad == 1 and line.state == "running"
+        assert any(a.source == "vision" for a in line.alarms.visible())
+    finally:
+        line.close()
