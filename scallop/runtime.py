@@ -627,6 +627,9 @@ class Line:
                     if on_tick is not None:
                         on_tick(self)
                     self.clock.sleep(tick)
+                    self._check_stall()
+                    # A fault script may have stalled, dropped or released frames meanwhile.
+                    t_next = cam.next_exposure_time()
                 # A frame due after t_end belongs to the next call: reading it now would leave
                 # the arms unserved until its exposure.
                 if self.clock.now() >= t_end or t_next > t_end:

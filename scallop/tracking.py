@@ -9,6 +9,7 @@ reason — so every scallop yields exactly one decision.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -31,6 +32,7 @@ class View:
     pull_dir: tuple[float, float] | None
     confidence: float
     centrality: float                     # 0 at the image centre, 1 at the edge
+    cut: bool = False                     # partly outside the image: its centre is biased
 
 
 @dataclass
@@ -43,9 +45,11 @@ class Track:
 
     def add(self, view: View) -> None:
         self.views.append(view)
-        n = len(self.views)
-        self.u += (view.u - self.u) / n
-        self.v += (view.v - self.v) / n
+        # The centre of a scallop cut by the border is the centre of what is visible: it
+        # moves from view to view. Whole views decide the position as soon as there is one.
+        whole = [w for w in self.views if not w.cut] or self.views
+        self.u = float(np.mean([w.u for w in whole]))
+        self.v = float(np.mean([w.v for w in whole]))
 
     @property
     def first_seen(self) -> float:
@@ -80,16 +84,19 @@ class Tracker:
     """``travel_of(encoder) -> mm`` converts a latched encoder count into belt travel;
     ``exit_x`` is the belt-frame x (mm) where the camera's view ends downstream."""
 
-    def __init__(self, travel_of: Callable[[int], float], exit_x: float, match_mm: float = 15.0,
-                 commit_margin_mm: float = 30.0, min_views_agree: int = 1):
+    def __init__(self, travel_of: Callable[[int], float], exit_x: float, match_mm: float = 25.0,
+                 commit_margin_mm: float = 30.0):
         self.travel_of = travel_of
         self.exit_x = exit_x
+        # Scallops are 40–75 mm across and overlap by at most ~10 %, so two centres are never
+        # this close; one scallop's centre moves less than this between views.
         self.match_mm = match_mm
         self.commit_margin = commit_margin_mm
-        self.min_views_agree = min_views_agree
         self.tracks: list[Track] = []
         self._next_id = 1
         self.total_tracks = 0
+        self.duplicates = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=64)   # committed (u, v)
 
     def update(self, dets: Detections, encoder: int, timestamp: float, frame_index: int,
                image_size: tuple[int, int]) -> list[Decision]:
@@ -113,7 +120,8 @@ class Tracker:
             pickable = bool(dets.pickable[i]) and grasp is not None and pull is not None
             reason = "" if pickable else (str(dets.reason[i]) or REASON_AMBIGUOUS)
             view = View(frame_index, int(encoder), float(timestamp), u, v, pickable, reason,
-                        bool(dets.uro_found[i]), grasp, pull, float(dets.uro_confidence[i]), centrality)
+                        bool(dets.uro_found[i]), grasp, pull, float(dets.uro_confidence[i]), centrality,
+                        cut=bool(dets.cut_by_border[i]))
             best, best_d = None, self.match_mm
             for t in unmatched:
                 d = float(np.hypot(t.u - u, t.v - v))
@@ -136,6 +144,12 @@ class Tracker:
                 continue
             if final or t.u + travel > self.exit_x - self.commit_margin:
                 t.committed = True
+                if any(np.hypot(t.u - u, t.v - v) < self.match_mm for u, v in self._recent):
+                    # A second track of a scallop already decided (a view that matched no
+                    # track): deciding it again could pick the same scallop twice.
+                    self.duplicates += 1
+                    continue
+                self._recent.append((t.u, t.v))
                 view = t.best_view()
                 out.append(Decision(t, view, view.pickable, "" if view.pickable else view.reason))
         self.tracks = [t for t in self.tracks if not t.committed]

@@ -120,8 +120,15 @@ class SimCamera(Camera):
         with self._lock:
             now = self.clock.now()
             if now < self._stall_until:
-                return min(self._stall_until, now + self.read_timeout_s)
-            return now if self._last_t is None else max(now, self._next_after(self._last_t))
+                # Nothing arrives before the stall ends (never, for an open-ended stall): the
+                # driver keeps serving the arms and notices the silence itself.
+                return self._stall_until
+            if self._last_t is None:
+                return now
+            t = self._next_after(self._last_t)
+            for _ in range(self._drop):        # exposures that will never be delivered
+                t = self._next_after(t)
+            return max(now, t)
 
     def _wait_out_stall(self) -> None:
         now = self.clock.now()
@@ -159,6 +166,8 @@ class SimCamera(Camera):
                     pending.pop(0)
                     self._index += 1
                     self.dropped += 1
+                    if self._drop > 0:      # it was to be dropped anyway: it counts
+                        self._drop -= 1
             t = pending[0]
         self._last_t = t
         index = self._index

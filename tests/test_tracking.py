@@ -24,7 +24,7 @@ def dets(centres_mm, grasp_mm=None, pickable=None, reasons=None, conf=None, cent
 
 def make(exit_x=300.0):
     # 10 counts per mm, direction +1: travel = count / 10.
-    return Tracker(travel_of=lambda c: c / 10.0, exit_x=exit_x, match_mm=15.0, commit_margin_mm=30.0)
+    return Tracker(travel_of=lambda c: c / 10.0, exit_x=exit_x, commit_margin_mm=30.0)
 
 
 def test_same_scallop_across_frames_is_one_track_and_one_decision():
@@ -84,3 +84,24 @@ def test_detections_without_belt_coordinates_are_refused():
     d.center_mm = None
     with pytest.raises(ValueError, match="belt coordinates"):
         tr.update(d, 0, 0.0, 0, (1280, 720))
+
+
+def test_a_second_track_of_a_decided_scallop_is_dropped_not_picked_again():
+    tr = make()
+    tr.update(dets([[0.0, 0.0]], grasp_mm=[[5.0, 0.0]]), 0, 0.0, 0, (1280, 720))
+    # The scallop shows up twice in one frame, 20 mm apart (say a split outline): the first
+    # detection continues its track, the second starts another. One decision may come out.
+    tr.update(dets([[150.0, 0.0], [170.0, 0.0]], grasp_mm=[[155.0, 0.0], [175.0, 0.0]]), 1500, 0.5, 1, (1280, 720))
+    out = tr.update(dets([]), 4000, 1.5, 2, (1280, 720))
+    assert tr.total_tracks == 2
+    assert len(out) == 1 and tr.duplicates == 1
+
+
+def test_cut_views_do_not_move_the_track_once_a_whole_view_exists():
+    tr = make()
+    d0 = dets([[-290.0, 0.0]], pickable=[False], reasons=["cut_by_border"])
+    d0.cut_by_border[:] = True
+    tr.update(d0, 0, 0.0, 0, (1280, 720))                      # entering: centre biased by +10 mm
+    tr.update(dets([[-150.0 + 0.0, 0.0]], grasp_mm=[[-145.0, 0.0]]), 1500, 0.5, 1, (1280, 720))
+    (t,) = tr.tracks
+    assert t.u == pytest.approx(-300.0)                          # the whole view alone decides

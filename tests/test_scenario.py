@@ -1,0 +1,299 @@
+"""The scenario bench: scenario files, the fault scripts on the whole simulated line, the
+accounting of every scallop, determinism, and the report.
+
+Runs of the line are short (30 s of virtual time, a fault at 10 s) and need a segmentation
+model: the shipped one, else the preliminary ``runs/pre/model.onnx``; without either they skip.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from scallop.cli import main
+from scallop.scenario import (
+    FAULT_KINDS,
+    ScenarioError,
+    belt_stop_profile,
+    deterministic_view,
+    load_scenario,
+    parse_scenario,
+    run_scenario,
+    shipped_scenarios,
+    svg_bars,
+    svg_hist,
+    svg_lines,
+    write_report,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _model() -> str | None:
+    from scallop.models.runtime import default_model_path
+
+    for p in (default_model_path(), REPO / "runs" / "pre" / "model.onnx"):
+        if p.is_file():
+            return str(p)
+    return None
+
+
+MODEL = _model()
+needs_model = pytest.mark.skipif(MODEL is None, reason="no segmentation model (models/scallop-seg.onnx)")
+
+
+def scenario(**spec) -> dict:
+    base = {"name": "t", "duration_s": 10.0}
+    return {"scenario": base | spec}
+
+
+# ---------------------------------------------------------------------------- the file format
+def test_every_shipped_scenario_loads_with_a_description():
+    shipped = shipped_scenarios()
+    want = {"nominal", "overload", "lighting_drift", "two_arms", "faults_arm", "faults_heartbeat",
+            "faults_camera", "faults_estop", "belt_stop", "bursts"}
+    assert want <= set(shipped)
+    for name, path in shipped.items():
+        sc = load_scenario(name)
+        assert sc.name == name == path.stem
+        assert sc.spec.description.strip()
+        assert sc.line_config().is_simulated
+
+
+def test_nominal_is_the_acceptance_scenario():
+    from scallop.robot.planning import PickPlanner
+
+    sc = load_scenario("nominal")
+    cfg = sc.line_config()
+    assert sc.spec.scallops == 1000 and len(cfg.arms) == 1
+    assert cfg.sim.belt.speed_mm_s == 300.0
+    cap = PickPlanner(cfg.arms[0]).capacity_per_s(300.0)
+    assert 1.3 < 1 / cap < 1.7                                   # the planner's cycle of the default arm
+    assert cfg.sim.arrivals.rate_per_s == pytest.approx(0.9 * cap)
+
+
+def test_arrivals_share_counts_every_arm_and_their_motion():
+    from scallop.robot.planning import PickPlanner
+
+    sc = parse_scenario(scenario(arms=2, arrivals_share=1.5) | {"arm": {"motion": {"speed_mm_s": 700.0}}})
+    cfg = sc.line_config()
+    assert [a.name for a in cfg.arms] == ["arm1", "arm2"]
+    assert all(a.motion.speed_mm_s == 700.0 for a in cfg.arms)
+    assert cfg.arms[1].pick_window_x_mm[0] - cfg.arms[0].pick_window_x_mm[0] == pytest.approx(600.0)
+    cap = sum(PickPlanner(a).capacity_per_s(300.0) for a in cfg.arms)
+    slow = PickPlanner(dataclasses.replace(cfg.arms[0], motion=dataclasses.replace(cfg.arms[0].motion,
+                                                                                   speed_mm_s=1000.0)))
+    assert cap < 2 * slow.capacity_per_s(300.0)                # slower moves, lower capacity
+    assert cfg.sim.arrivals.rate_per_s == pytest.approx(1.5 * cap)
+
+
+def test_belt_stop_becomes_a_speed_profile_with_the_right_travel():
+    from scallop.sim.config import BeltConfig
+    from scallop.sim.world import SpeedProfile
+
+    sc = parse_scenario(scenario() | {"faults": [{"at_s": 4.0, "kind": "belt_stop", "duration_s": 3.0, "ramp_s": 1.0}]})
+    prof = sc.line_config().sim.belt.profile
+    assert [(s.duration_s, s.speed_mm_s, s.end_speed) for s in prof] == [
+        (4.0, 300.0, 300.0), (1.0, 300.0, 0.0), (3.0, 0.0, 0.0), (1.0, 0.0, 300.0)]
+    sp = SpeedProfile(BeltConfig(speed_mm_s=300.0, profile=prof))
+    assert sp.speed(6.0) == 0.0 and sp.speed(20.0) == 300.0
+    # 4 s at 300, two 1 s ramps (150 mm each), 3 s standing: 1500 mm after 9 s.
+    assert sp.travel(9.0) == pytest.approx(1500.0)
+    with pytest.raises(ScenarioError, match="starts before the previous stop ended"):
+        belt_stop_profile(300.0, [sc.faults[0], dataclasses.replace(sc.faults[0], at_s=5.0)])
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"scenario": {"name": "x", "duration_s": 5, "scallops": 10}}, "give exactly one of duration_s and scallops"),
+    ({"scenario": {"name": "x", "duration_s": 5, "speed": 1}}, "scenario.speed: unknown key"),
+    ({"scenario": {"name": "x", "duration_s": 5, "arms": 9}}, "scenario: arms=9 is out of range: allowed 1..8"),
+    ({"scenario": {"name": "x", "duration_s": "long"}}, "scenario.duration_s='long': expected a number"),
+    ({"line": {}}, "scenario: missing table [scenario]"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "belt": {}}, "belt: unknown table"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "fire"}]},
+     "faults[0].kind='fire' is not allowed"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": -1, "kind": "camera_stall"}]},
+     "faults[0]: at_s=-1.0 is out of range"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "arm_disconnect", "arm": "left"}]},
+     "faults[0].arm='left' is not an arm of this line: choose one of arm1"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "line": {"sim": {"belt": {"speed_mm_s": 2000}}}},
+     "line.sim.belt: speed_mm_s=2000.0 is out of range"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "line": {"camera": {"source": "0"}}},
+     "scenarios run on the simulator only"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "arm": {"motion": {"speed_mm_s": 9000}}},
+     "motion.speed_mm_s=9000 is out of range"),
+    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "belt_stop"}],
+      "line": {"sim": {"belt": {"profile": [{"duration_s": 5, "speed_mm_s": 100}]}}}},
+     "belt_stop cannot be combined with line.sim.belt.profile"),
+])
+def test_bad_scenarios_name_the_key(data, message):
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(data, "x.toml")
+    assert message in str(e.value)
+    assert str(e.value).startswith("x.toml: ")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["sim", "run", "--scenario", "no-such-scenario"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no such scenario file or shipped scenario" in err and "nominal" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "b"\nduration_s = 5\n[[faults]]\nat_s = 1\nkind = "quake"\n')
+    assert main(["sim", "run", "--scenario", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "faults[0].kind='quake' is not allowed" in err
+    assert main(["sim", "run", "--scenario", "nominal", "--scallops", "5", "--duration", "3"]) == 2
+    assert "not both" in capsys.readouterr().err
+    # A missing model stops the run before it starts (and the simulated arms are shut down).
+    assert main(["sim", "run", "--scenario", "faults_arm", "--duration", "3", "--model",
+                 str(tmp_path / "none.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"scallop sim: error: {tmp_path / 'none.onnx'}: no such model file"
+
+
+def test_sim_list_shows_each_scenario_with_its_description(capsys):
+    assert main(["sim", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [ln.split()[0] for ln in lines]
+    assert names == sorted(shipped_scenarios())
+    nominal = next(ln for ln in lines if ln.startswith("nominal "))
+    assert load_scenario("nominal").spec.description in nominal
+    assert main(["sim", "list", "--json"]) == 0
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert {r["name"] for r in rows} == set(names) and all(Path(r["file"]).is_file() for r in rows)
+
+
+# ---------------------------------------------------------------------------- plots
+def test_svg_plots_are_well_formed_and_scaled():
+    svg = svg_lines([0, 10, 20], {"a": [0, 5, 10], "b": [1, 1, 1]}, hline=(8, "cap"), vlines=[(10, "fault")])
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f"{ns}polyline")
+    assert len(lines) == 2
+    pts = [tuple(map(float, p.split(","))) for p in lines[0].get("points").split()]
+    assert pts[0][0] < pts[1][0] < pts[2][0] and pts[0][1] > pts[1][1] > pts[2][1]   # rising series goes up
+    bars = ET.fromstring(svg_bars([("picked:uro_removed", 90), ("skipped:no_uro", 9)]))
+    widths = [float(r.get("width")) for r in bars.findall(f"{ns}rect")]
+    assert widths[0] == pytest.approx(10 * widths[1])
+    h = ET.fromstring(svg_hist([1.0] * 10 + [2.0] * 5, bins=10))
+    heights = [float(r.get("height")) for r in h.findall(f"{ns}rect")]
+    assert len(heights) == 10 and max(heights) == pytest.approx(2 * heights[-1])
+
+
+# ---------------------------------------------------------------------------- runs of the line
+def short(name: str, at_s: float = 10.0) -> object:
+    sc = load_scenario(name)
+    return dataclasses.replace(sc, faults=[dataclasses.replace(f, at_s=at_s) for f in sc.faults])
+
+
+def assert_accounted(s: dict) -> None:
+    """Every scallop that went past the arms has exactly one outcome; no pick ran twice."""
+    c = s["checks"]
+    assert s["processed"] > 5
+    assert sum(s["outcomes"].values()) == s["processed"]
+    assert c["accounted"] and c["undecided"] == 0 and c["line_open_after_stop"] == 0
+    assert c["duplicate_seqs"] == 0 and c["duplicate_target_picks"] == 0 and c["scallops_picked_twice"] == 0
+    allowed = ("picked:", "skipped:", "failed:", "vision_missed", "line_", "not_imaged")
+    assert all(k.startswith(allowed) for k in s["outcomes"]), s["outcomes"]
+    assert s["missed"] + s["uro_removed"] == s["with_uro"] <= s["processed"]
+    assert s["picks"] == sum(s["picks_by_grade"].values())
+    assert s["complete"] and not s["errors"], (s["crash"], s["errors"])
+
+
+def picks_after(s: dict, t: float) -> int:
+    ts = s["time_series"]
+    return sum(p for t0, p in zip(ts["t_s"], ts["picks_per_min"]) if t0 >= t)
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_arm_disconnect_and_return_same_seed_same_numbers():
+    a = run_scenario(short("faults_arm"), model=MODEL, duration_s=30.0)
+    assert_accounted(a)
+    events = [e["event"] for e in a["fault_log"]]
+    assert events == ["faults[0] arm1 server down", "faults[0] arm1 server back", "faults[0] operator resets arm1"]
+    # The pick cut by the arm's watchdog and the scallops that went by meanwhile are skipped
+    # with the arm's reason, and the arm picks again once reset.
+    lost = {k: v for k, v in a["skipped"].items() if k in ("arm_aborted", "arm_unavailable", "no_capacity")}
+    assert sum(lost.values()) >= 1, a["skipped"]
+    assert picks_after(a, 17.0) > 0
+    b = run_scenario(short("faults_arm"), model=MODEL, duration_s=30.0)
+    assert deterministic_view(a) == deterministic_view(b)
+    assert a["realtime_factor"] > 0 and "realtime_factor" not in deterministic_view(a)
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_heartbeat_stall_holds_new_picks_until_it_is_back():
+    # Run by count: the run ends when the 15th scallop has gone past the arm.
+    s = run_scenario(short("faults_heartbeat"), model=MODEL, scallops=15)
+    assert_accounted(s)
+    assert s["processed"] == s["scallops_target"] == 15
+    assert 20.0 < s["duration_s"] < 45.0
+    assert [e["t"] for e in s["fault_log"]] == pytest.approx([10.0, 14.0], abs=0.05)
+    assert picks_after(s, 15.0) > 0
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_camera_drops_and_stall_leave_scallops_not_imaged_but_counted(tmp_path):
+    s = run_scenario(short("faults_camera"), tmp_path, model=MODEL, duration_s=30.0)
+    assert_accounted(s)
+    # 6 frames lost and a 3 s stall at 300 mm/s: about 2 m of belt never imaged.
+    assert s["frames"] < 30.0 * 300.0 / 183.0 - 8
+    assert s["outcomes"].get("not_imaged", 0) >= 1
+    write_report(s, tmp_path)
+    public = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("processed", "uro_removed", "missed", "adductor_hits", "skipped", "throughput_per_min",
+                "arm_utilisation", "latency_ms", "realtime_factor", "seed", "duration_s", "capacity"):
+        assert key in public, key
+    assert set(public["latency_ms"]["inference"]) == {"p50", "p90", "p99", "max", "n"}
+    assert public["arm_utilisation"]["arm1"] > 0
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<svg") >= 4 and "http" not in page.replace("http://www.w3.org/2000/svg", "")
+    for f in public["failure_frames"]:
+        assert (tmp_path / f["file"]).stat().st_size > 1000 and f["file"] in page
+    assert (tmp_path / "record" / "record.sqlite").is_file()
+
+
+@needs_model
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["camera_drop", "camera_stall"])
+def test_camera_faults_leave_the_arms_served(kind):
+    from scallop.scenario import FaultSpec
+
+    fault = FaultSpec(at_s=8.0, kind=kind, frames=6, duration_s=3.0)
+    sc = dataclasses.replace(load_scenario("faults_camera"), faults=[fault])
+    s = run_scenario(sc, model=MODEL, duration_s=24.0)
+    assert_accounted(s)
+    # The arms are served through the outage (no watchdog fault), so picking goes on; at most
+    # a scallop first seen just after the gap comes too late for the arm.
+    assert picks_after(s, 15.0) > 0 and s["skipped"].get("no_capacity", 0) <= 1, s["outcomes"]
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_estop_and_restart_recovers_and_loses_nothing():
+    s = run_scenario(short("faults_estop"), model=MODEL, duration_s=30.0)
+    assert_accounted(s)
+    assert s["frames_by_line_state"].get("estop", 0) >= 5
+    assert [e["t"] for e in s["fault_log"]] == pytest.approx([10.0, 15.0, 16.0], abs=0.05)
+    assert picks_after(s, 17.0) > 0                      # the arm came out of ESTOP with the line
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_belt_stop_stops_the_flow_and_it_resumes():
+    s = run_scenario(short("belt_stop"), model=MODEL, duration_s=30.0)
+    assert_accounted(s)
+    speeds = s["time_series"]["belt_speed_mm_s"]
+    assert min(speeds) == 0.0 and speeds[-1] == 300.0
+    assert picks_after(s, 22.0) > 0
+
+
+def test_every_fault_kind_has_a_shipped_scenario():
+    kinds = {f.kind for name in shipped_scenarios() for f in load_scenario(name).faults}
+    assert kinds == set(FAULT_KINDS)
