@@ -39,6 +39,7 @@ class PipelineConfig:
     second_uro_ratio: float = 0.6          # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0              # another scallop this close to the grasp → too_close
     grip_clearance_mm: float = 2.0         # the gripper's jaw radius: grasp at least this deep in the uro
+    min_adductor_gap_mm: float = 2.75      # jaw radius + mask error: closer to the adductor → ambiguous
     border_margin_mm: float = 1.5          # mask within this of the frame edge → cut by border
 
     def __post_init__(self) -> None:
@@ -148,23 +149,25 @@ class Pipeline:
             out.append((k, float(pfg[m].mean())))
         return labels, out
 
-    def _grasp_point(self, uro: np.ndarray, adductor: np.ndarray) -> tuple[int, int]:
+    def _grasp_point(self, uro: np.ndarray, adductor: np.ndarray) -> tuple[int, int, float]:
         """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
         uro) and as far from the adductor as that allows — the uro touches the adductor at
         one end, and a gripper closing on that end pinches the meat.
 
         Candidates are the pixels at least ``grip_clearance_mm`` inside the uro (or 80 % of
         the deepest point's depth for a thin uro); among them the one farthest from the
-        adductor wins."""
+        adductor wins. Returns (row, col, distance to the adductor in mm)."""
         du = cv2.distanceTransform(cv2.copyMakeBorder(uro, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
                                    cv2.DIST_L2, 5)[1:-1, 1:-1]
         deepest = float(du.max())
         if not adductor.any():
-            return np.unravel_index(int(du.argmax()), du.shape)
+            py, px = np.unravel_index(int(du.argmax()), du.shape)
+            return py, px, float("inf")
         need = min(self.config.grip_clearance_mm / self.fine_mm, 0.8 * deepest)
         da = cv2.distanceTransform((~adductor).astype(np.uint8), cv2.DIST_L2, 5)
         score = np.where(du >= need, da + 0.01 * du, -1.0)
-        return np.unravel_index(int(score.argmax()), score.shape)
+        py, px = np.unravel_index(int(score.argmax()), score.shape)
+        return py, px, float(da[py, px]) * self.fine_mm
 
     # ------------------------------------------------------------------ main
     def detect(self, image: np.ndarray, mm_per_px: float | None = None,
@@ -254,7 +257,7 @@ class Pipeline:
                 best = order[0] + 1
                 comp = (ulab == best).astype(np.uint8)
                 add = (cls == P_ADDUCTOR) & own
-                py, px = self._grasp_point(comp, add)
+                py, px, gap = self._grasp_point(comp, add)
                 lg = logits[i][:, comp.astype(bool)]
                 e = np.exp(lg - lg.max(0, keepdims=True))
                 uconf = float((e[P_URO] / e.sum(0)).mean())
@@ -268,6 +271,7 @@ class Pipeline:
                 if cut:
                     row["reason"] = REASON_CUT
                 elif (uconf < cfg.min_uro_confidence or not np.isfinite(row["pull"][0])
+                      or gap < cfg.min_adductor_gap_mm
                       or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])):
                     row["reason"] = REASON_AMBIGUOUS
                 elif others.any():
