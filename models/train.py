@@ -36,7 +36,7 @@ class TrainConfig:
     crop: int = 128                   # parts crop side (px) → 96 mm at 0.75 mm/px
     finder_patch: int = 160           # finder training patch side (coarse px)
     edge_px: int = 2                  # edge band width at the finder scale (4 mm)
-    iters: int = 2500
+    iters: int = 1500
     batch_parts: int = 24
     batch_finder: int = 12
     lr: float = 3e-3
@@ -265,6 +265,7 @@ def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConf
         if it % cfg.log_every == 0 or it == cfg.iters:
             log(f"iter {it}/{cfg.iters} finder loss {run_f:.3f} parts loss {run_p:.3f} ({time.time() - t0:.0f} s)")
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": net.state_dict(), "config": asdict(cfg)}, out.with_suffix(".pt"))
     export_onnx(net, out, cfg, {})
     log(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {time.time() - t0:.0f} s")

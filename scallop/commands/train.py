@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=2400, help="simulator training frames to generate (0: none)")
     p.add_argument("--val-frames", type=int, default=300, help="held-out simulator frames for validation")
-    p.add_argument("--iters", type=int, default=2500)
+    p.add_argument("--iters", type=int, default=1500)
     p.add_argument("--real", action="append", default=[], metavar="DIR", help="real labelled data set (repeatable)")
     p.add_argument("--sim-data", action="append", default=[], metavar="DIR", help="existing simulator data set (repeatable)")
     p.add_argument("--init", help="checkpoint (.pt) to fine-tune from")
