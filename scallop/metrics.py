@@ -217,7 +217,22 @@ class _GaugeChild(_Child):
         return [("", [], self._v)]
 
 
-class _HistogramChild(_Child):
+class _Observed(_Child):
+    """A child fed by ``observe``; ``time()`` observes how long its block took."""
+
+    def observe(self, v: float) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def time(self, clock: Callable[[], float] = perf_counter) -> Iterator[None]:
+        t0 = clock()
+        try:
+            yield
+        finally:
+            self.observe(clock() - t0)
+
+
+class _HistogramChild(_Observed):
     def __init__(self, bounds: tuple[float, ...]) -> None:
         super().__init__()
         self._bounds = bounds
@@ -234,14 +249,6 @@ class _HistogramChild(_Child):
             self._counts[i] += 1
             self._sum += v
             self._n += 1
-
-    @contextmanager
-    def time(self, clock: Callable[[], float] = perf_counter) -> Iterator[None]:
-        t0 = clock()
-        try:
-            yield
-        finally:
-            self.observe(clock() - t0)
 
     @property
     def count(self) -> int:
@@ -264,7 +271,7 @@ class _HistogramChild(_Child):
         return out
 
 
-class _SummaryChild(_Child):
+class _SummaryChild(_Observed):
     def __init__(self, quantiles: tuple[float, ...], window: int) -> None:
         super().__init__()
         self._q = quantiles
@@ -278,14 +285,6 @@ class _SummaryChild(_Child):
             self._win.append(v)
             self._sum += v
             self._n += 1
-
-    @contextmanager
-    def time(self, clock: Callable[[], float] = perf_counter) -> Iterator[None]:
-        t0 = clock()
-        try:
-            yield
-        finally:
-            self.observe(clock() - t0)
 
     def quantile(self, q: float) -> float:
         """Quantile over the window (nearest rank); NaN before the first observation."""

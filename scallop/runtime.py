@@ -373,6 +373,11 @@ class Line:
             self.state = "paused"
             self._skip_queued("line_paused")
 
+    def _fail_pending(self, reason: str) -> None:
+        """Picks handed to the scheduler and not yet resolved end as failed (never lost)."""
+        for tid in list(self._pending):
+            self._finish(self._pending.pop(tid), "failed", reason)
+
     def _skip_queued(self, reason: str) -> None:
         for tid in list(self.scheduler.queue):
             self.scheduler.queue.pop(tid)
@@ -403,9 +408,7 @@ class Line:
             self.alarms.raise_("line.estop", "critical", "line", f"emergency stop pressed by {user}")
             self._flush_tracks("estop")
             self._skip_queued("estop")
-            for tid, oc in list(self._pending.items()):
-                self._pending.pop(tid)
-                self._finish(oc, "failed", "estop")
+            self._fail_pending("estop")
 
     def reset(self, user: str = "system") -> None:
         self._control("reset", user)
@@ -569,9 +572,7 @@ class Line:
             self.service_arms()
             self.clock.sleep(self.config.runtime.tick_s)
         with self._lock:
-            for tid, oc in list(self._pending.items()):
-                self._pending.pop(tid)
-                self._finish(oc, "failed", "line_stopped")
+            self._fail_pending("line_stopped")
             for c in self.clients:
                 try:
                     if c.connected and c.state_name == "idle":
@@ -589,9 +590,7 @@ class Line:
             self.state = "fault"
             self._flush_tracks("line_fault")
             self._skip_queued("line_fault")
-            for tid, oc in list(self._pending.items()):
-                self._pending.pop(tid)
-                self._finish(oc, "failed", "line_fault")
+            self._fail_pending("line_fault")
 
     # ------------------------------------------------------------------ drivers
     def _read_frame(self) -> Frame | None:

@@ -149,6 +149,11 @@ class Pipeline:
             out.append((k, float(pfg[m].mean())))
         return labels, out
 
+    @staticmethod
+    def _empty(to_belt) -> Detections:
+        dets = Detections.empty()
+        return dets.with_belt_mapping(to_belt) if to_belt is not None else dets
+
     def _grasp_point(self, uro: np.ndarray, adductor: np.ndarray) -> tuple[int, int, float]:
         """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
         uro) and as far from the adductor as that allows — the uro touches the adductor at
@@ -194,10 +199,7 @@ class Pipeline:
             coarse = cv2.copyMakeBorder(coarse, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         labels, insts = self._instances(self.model.run_finder(coarse), (ch, cw))
         if not insts:
-            dets = Detections.empty()
-            if to_belt is not None:
-                dets.with_belt_mapping(to_belt)
-            return dets
+            return self._empty(to_belt)
 
         S = self.crop
         half = S // 2
@@ -284,10 +286,7 @@ class Pipeline:
             rows.append(row)
 
         if not rows:
-            dets = Detections.empty()
-            if to_belt is not None:
-                dets.with_belt_mapping(to_belt)
-            return dets
+            return self._empty(to_belt)
 
         def back(a):  # fine-image pixels → original image pixels
             return (np.asarray(a, np.float64) + 0.5) / r_fine - 0.5
