@@ -36,12 +36,16 @@ class TrainConfig:
     crop: int = 128                   # parts crop side (px) → 96 mm at 0.75 mm/px
     finder_patch: int = 160           # finder training patch side (coarse px)
     edge_px: int = 2                  # edge band width at the finder scale (4 mm)
-    iters: int = 1500
+    iters: int = 5400                 # total steps (with time_budget_s: the most allowed)
+    warmup: int = 300                 # linear warm-up steps, then cosine decay to 2 % of lr
+    time_budget_s: float = 0.0        # > 0: fit the step count to this much training time
     batch_parts: int = 24
     batch_finder: int = 12
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    threads: int = 2
+    threads: int = 2                  # torch intra-op threads
+    workers: int = 0                  # processes augmenting batches (0: in the training process)
+    device: str = "cpu"
     real_weight: float = 3.0          # oversampling of real labelled photos against sim frames
     finder_widths: tuple[int, int, int, int] = (12, 24, 32, 48)
     parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
@@ -59,6 +63,10 @@ class Prepared:
     parts_imgs: list = field(default_factory=list)    # fine patches (P, P, 3) uint8
     parts_tgts: list = field(default_factory=list)    # (P, P) uint8 parts classes
     parts_w: list = field(default_factory=list)
+
+    def extend(self, other: "Prepared") -> None:
+        for k in ("finder_imgs", "finder_tgts", "finder_w", "parts_imgs", "parts_tgts", "parts_w"):
+            getattr(self, k).extend(getattr(other, k))
 
 
 def finder_target(instances: np.ndarray, edge_px: int) -> np.ndarray:
@@ -80,47 +88,64 @@ def _resize(img, factor, interp):
     return cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
 
 
-def prepare(samples: Iterable[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
-    out = into or Prepared()
+def prepare_one(s: Sample, cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+    """Training material from one labelled image: its frame at the finder scale with the
+    finder target, and one fine patch per scallop (1.5× the crop, so rotations stay filled)."""
+    out = into if into is not None else Prepared()
     P = int(cfg.crop * 1.5)
+    f = s.mm_per_px / cfg.parts_mm_per_px
+    fine = _resize(s.image, f, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    parts = _resize(s.parts, f, cv2.INTER_NEAREST)
+    inst = _resize(s.instances, f, cv2.INTER_NEAREST)
+    g = cfg.parts_mm_per_px / cfg.finder_mm_per_px
+    coarse = _resize(fine, g, cv2.INTER_AREA)
+    cinst = _resize(inst, g, cv2.INTER_NEAREST)
+    out.finder_imgs.append(coarse)
+    out.finder_tgts.append(finder_target(cinst, cfg.edge_px))
+    out.finder_w.append(weight)
+    cls = PART_TO_CLASS[parts]
+    pad = P
+    fpad = cv2.copyMakeBorder(fine, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    cpad = cv2.copyMakeBorder(cls, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    for i in (i for i in np.unique(inst) if i):
+        ys, xs = np.nonzero(inst == i)
+        if len(xs) * cfg.parts_mm_per_px ** 2 < 200:
+            continue
+        cx, cy = int(xs.mean()) + pad, int(ys.mean()) + pad
+        x0, y0 = cx - P // 2, cy - P // 2
+        out.parts_imgs.append(fpad[y0:y0 + P, x0:x0 + P].copy())
+        out.parts_tgts.append(cpad[y0:y0 + P, x0:x0 + P].copy())
+        out.parts_w.append(weight)
+    return out
+
+
+def prepare(samples: Iterable[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+    out = into if into is not None else Prepared()
     for s in samples:
-        f = s.mm_per_px / cfg.parts_mm_per_px
-        fine = _resize(s.image, f, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-        parts = _resize(s.parts, f, cv2.INTER_NEAREST)
-        inst = _resize(s.instances, f, cv2.INTER_NEAREST)
-        g = cfg.parts_mm_per_px / cfg.finder_mm_per_px
-        coarse = _resize(fine, g, cv2.INTER_AREA)
-        cinst = _resize(inst, g, cv2.INTER_NEAREST)
-        out.finder_imgs.append(coarse)
-        out.finder_tgts.append(finder_target(cinst, cfg.edge_px))
-        out.finder_w.append(weight)
-        cls = PART_TO_CLASS[parts]
-        pad = P
-        fpad = cv2.copyMakeBorder(fine, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-        cpad = cv2.copyMakeBorder(cls, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-        ids = [i for i in np.unique(inst) if i]
-        for i in ids:
-            ys, xs = np.nonzero(inst == i)
-            if len(xs) * cfg.parts_mm_per_px ** 2 < 200:
-                continue
-            cx, cy = int(xs.mean()) + pad, int(ys.mean()) + pad
-            x0, y0 = cx - P // 2, cy - P // 2
-            out.parts_imgs.append(fpad[y0:y0 + P, x0:x0 + P].copy())
-            out.parts_tgts.append(cpad[y0:y0 + P, x0:x0 + P].copy())
-            out.parts_w.append(weight)
+        prepare_one(s, cfg, weight, out)
     return out
 
 
 class Batcher:
-    """Draws augmented training batches from prepared material (seeded)."""
+    """Augmented training batches drawn from prepared material. Batch ``i`` depends only on
+    the seed and ``i``, so any number of worker processes yields the same batches."""
 
-    def __init__(self, prep: Prepared, cfg: TrainConfig, rng: np.random.Generator):
-        self.p, self.cfg, self.rng = prep, cfg, rng
+    def __init__(self, prep: Prepared, cfg: TrainConfig):
+        self.p, self.cfg = prep, cfg
         self.pw = np.asarray(prep.parts_w, np.float64) / np.sum(prep.parts_w)
         self.fw = np.asarray(prep.finder_w, np.float64) / np.sum(prep.finder_w)
 
-    def parts(self):
-        cfg, rng, S = self.cfg, self.rng, self.cfg.crop
+    def __len__(self) -> int:  # the sampler decides; a DataLoader only needs the method
+        return 1 << 62
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.cfg.seed, int(i), 0xBA7C])
+        xp, yp = self.parts(rng)
+        xf, yf = self.finder(rng)
+        return xp, yp, xf, yf
+
+    def parts(self, rng: np.random.Generator):
+        cfg, S = self.cfg, self.cfg.crop
         xs = np.empty((cfg.batch_parts, S, S, 3), np.uint8)
         ys = np.empty((cfg.batch_parts, S, S), np.uint8)
         for b, i in enumerate(rng.choice(len(self.pw), cfg.batch_parts, p=self.pw)):
@@ -134,8 +159,8 @@ class Batcher:
             ys[b] = lb
         return xs, ys
 
-    def finder(self):
-        cfg, rng, T = self.cfg, self.rng, self.cfg.finder_patch
+    def finder(self, rng: np.random.Generator):
+        cfg, T = self.cfg, self.cfg.finder_patch
         xs = np.empty((cfg.batch_finder, T, T, 3), np.uint8)
         ys = np.empty((cfg.batch_finder, T, T), np.uint8)
         for b, i in enumerate(rng.choice(len(self.fw), cfg.batch_finder, p=self.fw)):
@@ -151,12 +176,37 @@ class Batcher:
         return xs, ys
 
 
-def to_tensor(x: np.ndarray):
+def _loader_init(_worker: int) -> None:
     import torch
 
-    t = torch.from_numpy(x).float().permute(0, 3, 1, 2) / 255.0
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    cv2.setNumThreads(1)  # processes share the cores; OpenCV's own pool would oversubscribe
+    torch.set_num_threads(1)
+
+
+def _batches(batcher: Batcher, cfg: TrainConfig, start: int):
+    """Batches start, start+1, … (endless; the caller stops), from worker processes when
+    ``cfg.workers`` > 0."""
+    import itertools
+
+    if cfg.workers <= 0:
+        for i in itertools.count(start):
+            yield batcher[i]
+        return
+    from torch.utils.data import DataLoader
+
+    # fork: the workers share the prepared material instead of each unpickling a copy.
+    loader = DataLoader(batcher, batch_size=None, sampler=itertools.count(start), num_workers=cfg.workers,
+                        prefetch_factor=4, worker_init_fn=_loader_init, multiprocessing_context="fork")
+    for b in loader:
+        yield tuple(t.numpy() for t in b)
+
+
+def to_tensor(x: np.ndarray, device: str = "cpu"):
+    import torch
+
+    t = torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     return (t - mean) / std
 
 
@@ -164,8 +214,8 @@ def _loss(logits, target, weights, dice_class: int | None):
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(target).long()
-    loss = F.cross_entropy(logits, t, weight=torch.tensor(weights))
+    t = torch.from_numpy(target).to(logits.device, non_blocking=True).long()
+    loss = F.cross_entropy(logits, t, weight=torch.tensor(weights, device=logits.device))
     if dice_class is not None:
         p = logits.softmax(1)[:, dice_class]
         g = (t == dice_class).float()
@@ -219,51 +269,97 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def train(sim_dirs: list[Path], real_dirs: list[Path], out: Path, cfg: TrainConfig,
-          init: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Train on the given data-set folders and write ``out`` (.onnx) plus ``out``.pt
-    (a checkpoint to fine-tune from). Returns the ONNX path."""
-    import torch
+def lr_factor(it: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 2 % at ``total``."""
+    if it < warmup:
+        return (it + 1) / warmup
+    t = min(1.0, (it - warmup) / max(1, total - warmup))
+    return 0.02 + 0.98 * 0.5 * (1.0 + np.cos(np.pi * t))
 
-    from scallop.models.net import ScallopNet
 
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    t0 = time.time()
-    prep = Prepared()
-    # Streamed: full-resolution frames are large, only the extracted material is kept.
+def prepare_dirs(sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None) -> Prepared:
+    """Material from data-set folders; real photos weigh ``cfg.real_weight`` against sim frames.
+    Streamed: full-resolution frames are large, only the extracted material is kept."""
+    prep = into if into is not None else Prepared()
     for d in sim_dirs:
         prepare(iter_dataset(d), cfg, 1.0, prep)
     for d in real_dirs:
         prepare(iter_dataset(d), cfg, cfg.real_weight, prep)
+    return prep
+
+
+def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Train on prepared material and write ``out`` (.onnx) plus ``out``.pt (a checkpoint to
+    fine-tune from). Returns the ONNX path. With ``cfg.time_budget_s`` the number of steps is
+    chosen after the warm-up from the measured speed and written into the config, so
+    ``iters`` in the model's metadata reproduces the same schedule."""
+    import torch
+
+    from scallop.models.net import ScallopNet
+
     if not prep.parts_imgs or not prep.finder_imgs:
         raise ValueError("no training material: the data sets hold no labelled scallops")
-    log(f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s")
+    if cfg.warmup >= cfg.iters:
+        raise ValueError(f"warmup={cfg.warmup} must be below iters={cfg.iters}")
+    device = cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: no CUDA device is available to torch")
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+    log(f"training on {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops, device {device}, "
+        f"{cfg.workers} data workers")
     net = ScallopNet(cfg.finder_widths, cfg.parts_widths, len(FINDER_CLASSES), len(PARTS_CLASSES))
     if init is not None:
         net.load_state_dict(torch.load(init, map_location="cpu")["state_dict"])
         log(f"initialised from {init}")
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.iters, pct_start=0.1)
-    batcher = Batcher(prep, cfg, rng)
+    total = cfg.iters
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, cfg.warmup, total))
+    wf = [1.0, 1.0, 3.0]          # the edge class is what splits touching scallops: weigh it up
+    wp = [1.0, 1.0, 1.5, 3.0]
     net.train()
-    run_p = run_f = 0.0
-    for it in range(1, cfg.iters + 1):
-        xp, yp = batcher.parts()
-        xf, yf = batcher.finder()
-        lf, lp = net(to_tensor(xf), to_tensor(xp))
-        # The edge class is what splits touching scallops: weigh it up.
-        loss_f = _loss(lf, yf, [1.0, 1.0, 3.0], None)
-        loss_p = _loss(lp, yp, [1.0, 1.0, 1.5, 3.0], 3)
-        opt.zero_grad()
-        (loss_f + loss_p).backward()
-        opt.step()
-        sched.step()
-        run_f = 0.95 * run_f + 0.05 * loss_f.item() if it > 1 else loss_f.item()
-        run_p = 0.95 * run_p + 0.05 * loss_p.item() if it > 1 else loss_p.item()
-        if it % cfg.log_every == 0 or it == cfg.iters:
-            log(f"iter {it}/{cfg.iters} finder loss {run_f:.3f} parts loss {run_p:.3f} ({time.time() - t0:.0f} s)")
+    sums = torch.zeros(2, device=device)
+    t0 = time.time()
+    t_mark = None
+    prev_cv_threads = cv2.getNumThreads()
+    if cfg.workers > 0:
+        cv2.setNumThreads(1)  # a forked worker must not inherit a busy OpenCV thread pool
+    batches = _batches(Batcher(prep, cfg), cfg, 1)
+    try:
+        it = 0
+        while it < total:
+            it += 1
+            xp, yp, xf, yf = next(batches)
+            lf, lp = net(to_tensor(xf, device), to_tensor(xp, device))
+            loss_f = _loss(lf, yf, wf, None)
+            loss_p = _loss(lp, yp, wp, 3)
+            opt.zero_grad(set_to_none=True)
+            (loss_f + loss_p).backward()
+            opt.step()
+            sched.step()
+            sums += torch.stack([loss_f.detach(), loss_p.detach()])
+            if it == 50:
+                t_mark = time.time()
+            if cfg.time_budget_s > 0 and it == cfg.warmup:
+                rate = (it - 50) / max(1e-6, time.time() - t_mark)
+                fit = cfg.warmup + rate * max(0.0, cfg.time_budget_s - (time.time() - t0))
+                total = int(max(cfg.warmup + 100, min(cfg.iters, fit)) // 100 * 100)
+                cfg.iters, cfg.time_budget_s = total, 0.0
+                log(f"{rate:.1f} steps/s: training for {total} steps")
+            if it % cfg.log_every == 0 or it == total:
+                n = cfg.log_every if it % cfg.log_every == 0 else it % cfg.log_every
+                lf_m, lp_m = (sums / n).tolist()
+                sums.zero_()
+                log(f"iter {it}/{total} finder loss {lf_m:.3f} parts loss {lp_m:.3f} "
+                    f"lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)")
+    finally:
+        batches.close()
+        cv2.setNumThreads(prev_cv_threads)
+    net.to("cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": net.state_dict(), "config": asdict(cfg)}, out.with_suffix(".pt"))

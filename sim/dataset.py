@@ -114,6 +114,16 @@ class SimSample:
     camera: CameraModel
     jpeg_quality: int          # 100 = write PNG
 
+    def stored_image(self) -> np.ndarray:
+        """The image as a reader gets it back from the written file (JPEG losses included),
+        so training straight from memory sees what training from the folder sees."""
+        if self.jpeg_quality >= 100:
+            return self.image
+        ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+        if not ok:  # pragma: no cover
+            raise DatasetError("JPEG encoding failed")
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
 
 def _usable(camera: CameraModel) -> bool:
     """Every border pixel sees the belt and maps back onto itself: strong barrel distortion

@@ -1,0 +1,110 @@
+"""Training material, batches and schedule (numpy only), plus a short real training run
+when torch is installed (the ``train`` extra)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scallop.models.dataset import Sample
+from scallop.models.train import (
+    Batcher, Prepared, TrainConfig, finder_target, lr_factor, prepare, prepare_one,
+)
+from scallop.sim.dataset import random_sample
+
+
+@pytest.fixture(scope="module")
+def material():
+    cfg = TrainConfig(seed=3, batch_parts=4, batch_finder=2)
+    prep = Prepared()
+    for i in range(3):
+        s = random_sample(i, 5)
+        prepare_one(Sample(str(i), s.stored_image(), s.truth.parts, s.truth.instances, s.truth.mm_per_px), cfg, 1.0, prep)
+    return cfg, prep
+
+
+def test_finder_target_marks_the_boundary_between_touching_instances():
+    inst = np.zeros((20, 30), np.uint16)
+    inst[2:18, 2:15] = 1
+    inst[2:18, 15:28] = 2  # touching along column 15
+    t = finder_target(inst, edge_px=1)
+    assert set(np.unique(t)) == {0, 1, 2}
+    assert (t[10, 14:16] == 2).all()        # the shared boundary is edge on both sides
+    assert t[10, 8] == 1 and t[10, 21] == 1  # interiors are core
+    assert t[0, 0] == 0
+
+
+def test_prepare_one_extracts_one_patch_per_scallop(material):
+    cfg, prep = material
+    assert len(prep.finder_imgs) == len(prep.finder_tgts) == 3
+    P = int(cfg.crop * 1.5)
+    assert len(prep.parts_imgs) >= 3
+    assert all(p.shape == (P, P, 3) for p in prep.parts_imgs)
+    assert all(t.shape == (P, P) and t.max() <= 3 for t in prep.parts_tgts)
+    # Finder images are at the finder scale: 1280-wide 0.5 mm/px frame → 320 px at 2 mm/px.
+    s = random_sample(0, 5)
+    h, w = s.image.shape[:2]
+    fh, fw = prep.finder_imgs[0].shape[:2]
+    assert abs(fw - w * s.truth.mm_per_px / cfg.finder_mm_per_px) <= 1.5
+
+
+def test_prepare_and_extend_agree(material):
+    cfg, prep = material
+    other = Prepared()
+    s = random_sample(0, 5)
+    prepare([Sample("0", s.stored_image(), s.truth.parts, s.truth.instances, s.truth.mm_per_px)], cfg, 1.0, other)
+    merged = Prepared()
+    merged.extend(other)
+    merged.extend(other)
+    assert len(merged.finder_imgs) == 2 and len(merged.parts_imgs) == 2 * len(other.parts_imgs)
+    assert np.array_equal(other.finder_tgts[0], prep.finder_tgts[0])
+
+
+def test_batch_i_depends_only_on_seed_and_i(material):
+    cfg, prep = material
+    a, b = Batcher(prep, cfg), Batcher(prep, cfg)
+    xa = a[7]
+    b[3]  # drawing other batches first changes nothing
+    xb = b[7]
+    for u, v in zip(xa, xb):
+        assert np.array_equal(u, v)
+    assert not np.array_equal(a[8][0], xa[0])
+    xp, yp, xf, yf = xa
+    assert xp.shape == (4, cfg.crop, cfg.crop, 3) and xp.dtype == np.uint8
+    assert yp.shape == (4, cfg.crop, cfg.crop) and yp.max() <= 3
+    assert xf.shape == (2, cfg.finder_patch, cfg.finder_patch, 3)
+    assert yf.shape == (2, cfg.finder_patch, cfg.finder_patch) and yf.max() <= 2
+
+
+def test_lr_schedule_warms_up_then_decays_to_two_percent():
+    f = [lr_factor(i, 10, 110) for i in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0)
+    assert all(x >= y for x, y in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert f[110] == pytest.approx(0.02)
+    assert f[60] == pytest.approx(0.02 + 0.98 * 0.5)
+
+
+def test_short_training_run_exports_a_model_the_runtime_accepts(material, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from scallop.models.runtime import SegModel
+    from scallop.models.train import train
+
+    cfg, prep = material
+    cfg = TrainConfig(seed=3, batch_parts=4, batch_finder=2, iters=6, warmup=2, threads=1, log_every=3)
+    lines = []
+    out = train(prep, tmp_path / "m.onnx", cfg, log=lines.append)
+    assert out.is_file() and out.with_suffix(".pt").is_file()
+    assert any(line.startswith("iter 6/6") for line in lines)
+    model = SegModel(str(out), threads=1)
+    assert model.info.parts.size == cfg.crop
+    assert torch.load(out.with_suffix(".pt"))["config"]["iters"] == 6
+
+
+def test_warmup_longer_than_training_is_refused(material, tmp_path):
+    pytest.importorskip("torch")
+    from scallop.models.train import train
+
+    cfg, prep = material
+    with pytest.raises(ValueError, match="warmup=300 must be below iters=100"):
+        train(prep, tmp_path / "m.onnx", TrainConfig(iters=100), log=lambda m: None)
