@@ -283,6 +283,17 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # processes, not threads, share the cores
 
 
+def process_map(fn: Callable, jobs: list, workers: int, chunksize: int = 2) -> Iterator:
+    """``fn`` over ``jobs``, results in order, by ``workers`` processes (in this one when
+    ``workers`` <= 1). Frames are independent, so this is how they are drawn in parallel."""
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    # spawn, not fork: a forked child can inherit a locked OpenCV thread pool and hang.
+    with mp.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(fn, jobs, chunksize=chunksize)
+
+
 @dataclass
 class DatasetReport:
     count: int
@@ -316,23 +327,11 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, settings: Datas
     t0 = time.perf_counter()
     jobs = [(str(root), i, int(seed), st) for i in range(n)]
     totals: dict[str, int] = {}
-    if workers <= 1:
-        results: Iterator[dict] = map(_work, jobs)
-        pool = None
-    else:
-        # spawn, not fork: a forked child can inherit a locked OpenCV thread pool and hang.
-        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
-        results = pool.imap(_work, jobs, chunksize=2)
-    try:
-        for done, summ in enumerate(results, start=1):
-            for k, v in summ.items():
-                totals[k] = totals.get(k, 0) + v
-            if progress:
-                progress(done, n)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    for done, summ in enumerate(process_map(_work, jobs, workers), start=1):
+        for k, v in summ.items():
+            totals[k] = totals.get(k, 0) + v
+        if progress:
+            progress(done, n)
     manifest = {
         "format": DATASET_FORMAT, "version": DATASET_VERSION, "classes": list(PART_NAMES), "count": n,
         "source": "scallop-sim", "seed": int(seed), "generator": to_dict(st), "totals": totals,

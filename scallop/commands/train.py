@@ -44,12 +44,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # processes, not threads, share the cores
-
-
 def _sim_material(job):
     """Frame ``index`` of the seed's simulator data set → its training material."""
     index, seed, cfg = job
@@ -64,29 +58,16 @@ def _sim_material(job):
 
 def sim_material(n: int, seed: int, cfg, workers: int, log=print):
     """The training material of ``n`` simulator frames, drawn by ``workers`` processes."""
-    import multiprocessing as mp
-
     from scallop.models.train import Prepared
+    from scallop.sim.dataset import process_map
 
     prep = Prepared()
-    jobs = [(i, seed, cfg) for i in range(n)]
     t0 = time.time()
-    if workers <= 1:
-        results = map(_sim_material, jobs)
-        pool = None
-    else:
-        # spawn, not fork: a forked child can inherit a locked OpenCV thread pool and hang.
-        pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init)
-        results = pool.imap(_sim_material, jobs, chunksize=4)
-    try:
-        for k, part in enumerate(results, start=1):
-            prep.extend(part)
-            if k % 500 == 0 or k == n:
-                log(f"drew {k}/{n} simulator frames ({time.time() - t0:.0f} s)")
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+    jobs = [(i, seed, cfg) for i in range(n)]
+    for k, part in enumerate(process_map(_sim_material, jobs, workers, chunksize=4), start=1):
+        prep.extend(part)
+        if k % 500 == 0 or k == n:
+            log(f"drew {k}/{n} simulator frames ({time.time() - t0:.0f} s)")
     return prep
 
 
