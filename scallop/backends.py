@@ -97,6 +97,11 @@ class HardwareBackend(Backend):
         cam = OpenCVCamera(OpenCVCameraConfig(source=cfg.camera.source, width=cfg.camera.width,
                                               height=cfg.camera.height, fps=cfg.camera.fps),
                            clock=self.clock.now)
+        if cfg.camera.encoder.source == "modbus":
+            # No hardware latch: counts are sampled over Modbus and interpolated per frame.
+            from scallop.vision.encoder import EncodedCamera, ModbusEncoder
+
+            cam = EncodedCamera(cam, ModbusEncoder(cfg.camera.encoder.modbus_config()), clock=self.clock.now)
         cam.connect()
         self.camera = cam
         cal = load_calibration(cfg.runtime.calibration, image_size=cam.resolution,

@@ -13,10 +13,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scallop.robot.config import ArmConfig
 from scallop.sim.config import SimConfig
+from scallop.vision.encoder import ModbusEncoderConfig
 from scallop.vision.pipeline import PipelineConfig
 
 
@@ -148,14 +149,52 @@ def _check(name: str, value, lo, hi) -> None:
 
 
 @dataclass
+class EncoderSection:
+    """[camera.encoder]: where a real camera's frames get their belt encoder count.
+
+    source: "none" (frames carry no count: the line refuses them) or "modbus" (a counter
+    register read over Modbus TCP, interpolated at each exposure). The other keys are those
+    of :class:`scallop.vision.encoder.ModbusEncoderConfig` (same defaults, same checks) and
+    are only used with source = "modbus"; see docs/configuration.md.
+    """
+
+    source: Literal["none", "modbus"] = "none"
+    host: str = ""
+    port: int = 502
+    device_id: int = 1
+    address: int = 0
+    register: Literal["input", "holding"] = "holding"
+    words: int = 2
+    word_order: Literal["big", "little"] = "big"
+    signed: bool = False
+    timeout_s: float = 0.2
+    sample_hz: float = 200.0
+    latency_s: float = 0.0
+    buffer_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("none", "modbus"):
+            raise ValueError(f"source={self.source!r} is not allowed: choose one of 'none', 'modbus'")
+        if self.source == "modbus":
+            self.modbus_config()
+
+    def modbus_config(self) -> ModbusEncoderConfig:
+        """The encoder's own config (raises ValueError naming a bad key)."""
+        return ModbusEncoderConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                                      if f.name != "source"})
+
+
+@dataclass
 class CameraSection:
     """source: "sim" for the built-in simulator, otherwise what OpenCV opens: a device index
-    ("0"), a video file, an RTSP/HTTP URL or a folder of images."""
+    ("0"), a video file, an RTSP/HTTP URL or a folder of images. encoder: where the frames'
+    belt encoder counts come from on a real camera ([camera.encoder])."""
 
     source: str = "sim"
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    encoder: EncoderSection = field(default_factory=EncoderSection)
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -163,6 +202,9 @@ class CameraSection:
         _check("width", self.width, 0, 10000)
         _check("height", self.height, 0, 10000)
         _check("fps", self.fps, 0, 1000)
+        if self.source == "sim" and self.encoder.source != "none":
+            raise ValueError("encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
+                             "[camera.encoder] is for a real camera: remove it or set source = \"none\"")
 
 
 @dataclass

@@ -148,7 +148,8 @@ class Line:
         if frame.encoder is None:
             self.frames_bad += 1
             self.alarms.raise_("camera.encoder", "critical", "camera",
-                               "frames carry no encoder count: scallops cannot be tracked (check the trigger wiring)")
+                               "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
+                               "see docs/configuration.md, or check the trigger wiring)")
             return
         m = self.backend.mapping
         if (frame.width, frame.height) != tuple(m.image_size):
