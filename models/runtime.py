@@ -160,11 +160,18 @@ class SegModel:
 
     def to_input(self, bgr: np.ndarray) -> np.ndarray:
         """(…, H, W, 3) uint8 BGR → (…, 3, H, W) float32, normalised, in the model's channel order."""
-        x = bgr.astype(np.float32) * self._scale + self._offset
-        if self.info.channel_order == "RGB":
-            x = x[..., ::-1]
-        x = np.moveaxis(x, -1, -3)
-        return np.ascontiguousarray(x)
+        bgr = np.asarray(bgr)
+        lead, (h, w) = bgr.shape[:-3], bgr.shape[-3:-1]
+        flat = bgr.reshape((-1, h, w, 3))
+        x = np.empty((len(flat), 3, h, w), np.float32)
+        # One pass per channel straight into the planar layout: the same float32 products and
+        # sums as ``bgr * scale + offset`` but without the interleaved float copy and transpose.
+        for c in range(3):
+            src = 2 - c if self.info.channel_order == "RGB" else c
+            plane = x[:, c]
+            np.multiply(flat[..., src], self._scale[src], out=plane, dtype=np.float32)
+            plane += self._offset[src]
+        return x.reshape(lead + (3, h, w))
 
     def run_finder(self, bgr: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 at the finder's scale, H and W multiples of ``finder.multiple``

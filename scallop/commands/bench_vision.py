@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -61,19 +62,27 @@ def run(args) -> int:
     pipe = Pipeline(args.model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
     for i in range(args.warmup):
         pipe.detect(frames[i % len(frames)])
-    times, counts = [], []
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    times, counts, stages = [], [], {}
     for i in range(args.frames):
         img = frames[i % len(frames)]
         t0 = time.perf_counter()
         d = pipe.detect(img)
         times.append((time.perf_counter() - t0) * 1e3)
         counts.append(len(d))
+        for k, v in pipe.timings.items():
+            stages.setdefault(k, []).append(v)
     a = np.array(times)
     res = {
         "median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
         "p90_ms": round(float(np.percentile(a, 90)), 3), "mean_ms": round(float(a.mean()), 3),
         "frames": len(a), "width": args.width, "height": args.height, "mm_per_px": args.mm_per_px,
         "scallops_per_frame": round(float(np.mean(counts)), 2), "threads": args.threads,
+        # Median of each stage on its own (they do not add up to the total's median exactly).
+        "stages_median_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
+        # The machine may be shared: the 1-minute load average around the run says how busy.
+        "load_avg_1min": [round(x, 2) for x in (load_before, os.getloadavg()[0])] if load_before is not None else None,
+        "cpus": os.cpu_count(),
         "model": str(pipe.model.info.path), "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
@@ -85,4 +94,7 @@ def run(args) -> int:
     else:
         print(f"{res['frames']} frames {args.width}x{args.height}, {res['scallops_per_frame']} scallops/frame: "
               f"median {res['median_ms']} ms, p99 {res['p99_ms']} ms (written to {out})")
+        print("  stage medians: " + ", ".join(f"{k[:-3]} {v}" for k, v in res["stages_median_ms"].items())
+              + (f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
+                 if res["load_avg_1min"] else ""))
     return 0
