@@ -40,6 +40,7 @@ class SkipReason(str, Enum):
     TOO_LATE = "too_late"                    # the arm cannot reach it before it leaves the window
     WORKSPACE = "workspace"                  # the trajectory leaves the workspace or enters a keep-out
     NO_CAPACITY = "no_capacity"              # every arm was busy until it left all windows
+    POSITION_UNCERTAIN = "position_uncertain"  # no recent encoder sample: where the belt is is a guess
     ARM_UNAVAILABLE = "arm_unavailable"      # disconnected, faulted, heartbeat stalled
     ARM_LATE = "arm_late"                    # sent, but the arm reported it could not meet the grip time
     ARM_REJECTED = "arm_rejected"            # sent, but the arm refused the parameters
@@ -102,18 +103,26 @@ class ConveyorTracker:
     exposure plus the travel since its encoder count: ``xy + [(count(t) - encoder) * mm_per_count, 0]``.
     """
 
-    def __init__(self, mm_per_count: float, history_s: float = 2.0, nominal_speed_mm_s: float | None = None) -> None:
+    def __init__(self, mm_per_count: float, history_s: float = 2.0, nominal_speed_mm_s: float | None = None,
+                 stale_after_s: float = 1.0, stale_intervals: float = 4.0) -> None:
         if not (mm_per_count > 0 and math.isfinite(mm_per_count)):
             raise ValueError(f"mm_per_count={mm_per_count!r} must be a positive number")
+        if not (stale_after_s > 0 and stale_intervals > 0):
+            raise ValueError(f"stale_after_s={stale_after_s!r} and stale_intervals={stale_intervals!r} must be positive")
         self.mm_per_count = float(mm_per_count)
         self.history_s = float(history_s)
+        self.stale_after_s = float(stale_after_s)
+        self.stale_intervals = float(stale_intervals)
         self._samples: deque[tuple[float, int]] = deque()
+        self._intervals: deque[float] = deque(maxlen=9)
         self._nominal = nominal_speed_mm_s
         self._slope: float | None = None   # counts per second
 
     def update(self, t: float, count: int) -> None:
         if self._samples and t < self._samples[-1][0]:
             raise ValueError(f"encoder sample at t={t} is older than the last one ({self._samples[-1][0]})")
+        if self._samples:
+            self._intervals.append(float(t) - self._samples[-1][0])
         self._samples.append((float(t), int(count)))
         while len(self._samples) > 2 and self._samples[0][0] < t - self.history_s:
             self._samples.popleft()
@@ -136,6 +145,20 @@ class ConveyorTracker:
             else:
                 raise ValueError("conveyor tracker has no encoder samples yet")
         return self._slope
+
+    @property
+    def last_sample_t(self) -> float:
+        return self._samples[-1][0] if self._samples else -math.inf
+
+    def fresh(self, t: float) -> bool:
+        """Whether positions at ``t`` still rest on a recent encoder sample: the newest is no
+        older than ``stale_intervals`` usual sample intervals (and at least ``stale_after_s``).
+        Past that (camera stalled, trigger lost) the belt may have stopped or changed speed
+        unseen, and a grip planned on the extrapolation could land anywhere on the scallop."""
+        if not self._samples:
+            return False
+        usual = float(np.median(self._intervals)) if self._intervals else 0.0
+        return t - self._samples[-1][0] <= max(self.stale_after_s, self.stale_intervals * usual)
 
     @property
     def speed_mm_s(self) -> float:
@@ -184,7 +207,8 @@ class PickPlan:
     belt_velocity_R: (3,) belt surface velocity in the robot frame, mm/s.
     grasp_B:     (3,) grasp point in the belt frame at grip_time.
     pull_dir_B:  (2,) the target's pull direction (belt frame).
-    deadline:    when the target leaves this arm's pick window (EDF key).
+    deadline:    the latest grip start whose grip closes before the target leaves this
+                 arm's pick window (EDF key).
     """
 
     target: PickTarget
@@ -318,10 +342,13 @@ class PickPlanner:
         t_enter, t_leave = tracker.time_at_x(target, x_lo), tracker.time_at_x(target, x_hi)
         if v < 0:
             t_enter, t_leave = t_leave, t_enter
+        # The gripper closes while riding with the belt: the grip must be complete, not just
+        # begun, before the uro leaves the window.
+        t_leave -= m.gripper_close_s
         start = self.ready if start_mm is None else np.asarray(start_mm, dtype=np.float64)
         if t_leave <= t_free:
             return Skip(target, SkipReason.PASSED,
-                        f"leaves the window at t={t_leave:.3f}, arm free at {t_free:.3f}", name)
+                        f"leaves the window at t={t_leave:.3f} (grip closed), arm free at {t_free:.3f}", name)
         v_R = self.pose.apply_vector(np.array([v, 0.0, 0.0]))
 
         def approach_at(tg: float) -> np.ndarray:
@@ -345,7 +372,8 @@ class PickPlanner:
             return Skip(target, SkipReason.TOO_LATE, "the arm cannot catch up with the belt", name)
         if tg > t_leave:
             return Skip(target, SkipReason.TOO_LATE,
-                        f"earliest grip at t={tg:.3f} but it leaves the window at t={t_leave:.3f}", name)
+                        f"earliest grip at t={tg:.3f} but it would close after the uro leaves the window "
+                        f"(latest start t={t_leave:.3f})", name)
 
         xy = tracker.position_at(target, tg)
         grasp_B = self._grasp_B(xy, target)

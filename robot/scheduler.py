@@ -53,6 +53,7 @@ class PickOutcome:
 class _Queued:
     target: PickTarget
     excluded: set[str] = field(default_factory=set)
+    held: SkipReason | None = None      # why it is waiting, when not for a free arm
 
 
 class ArmLane:
@@ -166,17 +167,28 @@ class Scheduler:
                     break
             if not reachable:
                 del self.queue[tid]
-                reason = SkipReason.NO_CAPACITY if in_some_y else SkipReason.OUTSIDE_WINDOW
-                self.skips.append(Skip(t, reason, "left every pick window unpicked" if in_some_y
-                                       else "outside every arm's pick window"))
+                if not in_some_y:
+                    self.skips.append(Skip(t, SkipReason.OUTSIDE_WINDOW, "outside every arm's pick window"))
+                elif q.held is not None:
+                    self.skips.append(Skip(t, q.held, "left every pick window while held"))
+                else:
+                    self.skips.append(Skip(t, SkipReason.NO_CAPACITY, "left every pick window unpicked"))
 
     def _dispatch(self, lane: ArmLane, now: float) -> None:
+        if self.queue and not self.tracker.fresh(now):
+            # No recent encoder sample (camera stalled, trigger lost): the belt may have
+            # stopped or changed speed unseen, so a grip planned now could land anywhere on
+            # the scallop. Nothing new is sent until the belt's position is known again.
+            for q in self.queue.values():
+                q.held = SkipReason.POSITION_UNCERTAIN
+            return
         t_free, p_free = lane.free_at(now)
         cands = [q for q in self.queue.values() if lane.name not in q.excluded
                  and q.target.confidence >= lane.config.min_confidence]
         x_hi = lane.config.pick_window_x_mm[1]
         cands.sort(key=lambda q: self.tracker.time_at_x(q.target, x_hi))   # earliest deadline first
         for q in cands:
+            q.held = None
             res = lane.planner.plan(q.target, self.tracker, t_free, p_free)
             if isinstance(res, Skip):
                 if res.reason == SkipReason.OUTSIDE_WINDOW:

@@ -6,9 +6,12 @@ operator screen. Two drivers run the same stages:
 * :meth:`Line.run_threaded` — capture, inference and robot I/O each in their own thread,
   joined by a bounded frame queue that drops the *oldest* frame under overload (counted in
   ``frames_dropped``). For real hardware and for the simulator in real time.
-* :meth:`Line.run_stepped` — one thread on the simulator's virtual clock: arms are served
-  every ``tick_s`` of virtual time and each frame is processed when its exposure comes, so
-  a run is faster than real time and the same seed gives the same result.
+* :meth:`Line.run_stepped` — one thread on the simulator's virtual clock, stepping
+  ``tick_s`` of virtual time: the arms are served at once whenever a queued target waits for
+  an arm that can take it, and otherwise every half heartbeat period (each service is a
+  Modbus round trip, the most expensive part of a simulated tick); each frame is processed
+  when its exposure comes. A run is faster than real time and the same seed gives the same
+  result.
 
 Safety rules kept here: nothing is sent to an arm except a plan the planner checked
 against the workspace (the arm client checks again); a scallop gets exactly one decision —
@@ -107,6 +110,7 @@ class Line:
         self.scheduler: Scheduler | None = None
         self.clients: list[ArmClient] = []
         self._threads: list[threading.Thread] = []
+        self._next_service = -math.inf
 
     # ------------------------------------------------------------------ set-up
     def open(self) -> None:
@@ -255,7 +259,6 @@ class Line:
         if len(sch.outcomes) > 5000:
             del sch.outcomes[: self._consumed_outcomes]
             self._consumed_outcomes = 0
-        self._busy: dict[str, deque] = {}               # arm → (t_done, seconds of motion)
         if len(sch.skips) > 5000:
             del sch.skips[: self._consumed_skips]
             self._consumed_skips = 0
@@ -617,13 +620,16 @@ class Line:
         stopped or faulted."""
         cam = self.backend.camera
         tick = self.config.runtime.tick_s
+        # Heartbeats and status reads keep their period; nothing waits on a poll in between.
+        serve_every = max(tick, 0.5 * min((c.config.heartbeat_period_s for c in self.clients), default=tick))
         t_end = self.clock.now() + duration_s
         latency = self.config.runtime.inference_latency_s
         while self.clock.now() < t_end and self.state != "fault" and not self._stop_evt.is_set():
             try:
                 t_next = cam.next_exposure_time()
                 while self.clock.now() + tick <= min(t_next, t_end):
-                    self.service_arms()
+                    if self._arms_due(serve_every):
+                        self.service_arms()
                     if on_tick is not None:
                         on_tick(self)
                     self.clock.sleep(tick)
@@ -647,6 +653,15 @@ class Line:
             except Exception as e:
                 self._fail("line", e)
                 break
+
+    def _arms_due(self, every_s: float) -> bool:
+        """Serve the arms now: a target waits for an arm that can take it, or ``every_s`` passed."""
+        now = self.clock.now()
+        due = now >= self._next_service or (
+            bool(self.scheduler.queue) and any(l.client.can_accept() for l in self.scheduler.lanes))
+        if due:
+            self._next_service = now + every_s
+        return due
 
     def _check_stall(self) -> None:
         if self._last_frame_t is not None and self.clock.now() - self._last_frame_t > self.config.runtime.stall_alarm_s:

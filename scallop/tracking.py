@@ -3,12 +3,20 @@
 A scallop rides the belt rigidly, so its position in *belt-material* coordinates
 (``u = x_B - travel``, ``v = y_B``) stays put while the belt moves; the encoder count latched
 at each exposure gives the travel. Detections from successive frames that land within
-``match_mm`` of a track's material position are the same scallop. When a track is about
-to leave the camera's view it is *committed*: its best view decides the grasp, or the skip
-reason — so every scallop yields exactly one decision.
+``match_mm`` of a track's material position are the same scallop. A track is *committed*
+as soon as no later frame can show its scallop whole (the next exposure would find it at
+the view's downstream edge): its best view decides the grasp, or the skip reason — so every
+scallop yields exactly one decision, and the arms learn of it as early as possible.
+
+Views cut by the image border never decide a pick and never move a track that has a whole
+view: the centroid of what is visible is biased towards the inside of the image. A track
+made only of cut views that lies inside the outline of a scallop tracked whole (a sliver
+seen entering, or leaving after its decision) is that scallop, not another one: it is
+absorbed, never decided on its own.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,6 +24,9 @@ from typing import Callable
 import numpy as np
 
 from scallop.vision.detections import REASON_AMBIGUOUS, REASON_NO_URO, Detections
+
+# The tracker's own skip reason: the one pickable view is contradicted by the others.
+REASON_VIEWS_DISAGREE = "views_disagree"
 
 
 @dataclass
@@ -33,6 +44,7 @@ class View:
     confidence: float
     centrality: float                     # 0 at the image centre, 1 at the edge
     cut: bool = False                     # partly outside the image: its centre is biased
+    radius_mm: float = float("nan")       # sqrt(visible area / pi): the scallop's radius when whole
 
 
 @dataclass
@@ -42,6 +54,7 @@ class Track:
     v: float
     views: list[View] = field(default_factory=list)
     committed: bool = False
+    absorbed: int = 0                     # cut-only fragments of this scallop merged into it
 
     def add(self, view: View) -> None:
         self.views.append(view)
@@ -55,15 +68,37 @@ class Track:
     def first_seen(self) -> float:
         return self.views[0].timestamp
 
+    @property
+    def whole(self) -> bool:
+        """At least one view shows the scallop entirely."""
+        return any(not w.cut for w in self.views)
+
+    @property
+    def radius_mm(self) -> float | None:
+        """The scallop's radius from its whole views (None while it was only seen cut)."""
+        r = [w.radius_mm for w in self.views if not w.cut and math.isfinite(w.radius_mm)]
+        return float(np.median(r)) if r else None
+
+    def contradicted(self, chosen: View, agree_mm: float) -> bool:
+        """Whether the views outvote pickable ``chosen``: most whole views that found a uro
+        judged it not pickable, and each of them found it more than ``agree_mm`` from the
+        chosen grasp — they do not see the same spot, so where the uro is is uncertain."""
+        found = [w for w in self.views if not w.cut and w.grasp_uv is not None]
+        if 2 * sum(w.pickable for w in found) >= len(found):
+            return False
+        return all(math.dist(chosen.grasp_uv, w.grasp_uv) > agree_mm for w in found if not w.pickable)
+
     def best_view(self) -> View:
         """The pickable view with the most confident uro, nearest the image centre; when no
-        view is pickable, the one whose reason the views agree on most."""
+        view is pickable, the one whose reason the whole views agree on most (a cut view
+        only speaks when the scallop was never seen whole)."""
         pickable = [v for v in self.views if v.pickable]
         if pickable:
             return max(pickable, key=lambda v: (v.confidence - 0.2 * v.centrality))
-        reasons = [v.reason for v in self.views]
+        pool = [v for v in self.views if not v.cut] or self.views
+        reasons = [v.reason for v in pool]
         top = max(set(reasons), key=lambda r: (reasons.count(r), r == REASON_NO_URO))
-        return min((v for v in self.views if v.reason == top), key=lambda v: v.centrality)
+        return min((v for v in pool if v.reason == top), key=lambda v: v.centrality)
 
 
 @dataclass
@@ -82,29 +117,72 @@ class Decision:
 
 class Tracker:
     """``travel_of(encoder) -> mm`` converts a latched encoder count into belt travel;
-    ``exit_x`` is the belt-frame x (mm) where the camera's view ends downstream."""
+    ``exit_x`` is the belt-frame x (mm) where the camera's view ends downstream.
+
+    commit_margin_mm: a scallop whose centre is this close to ``exit_x`` cannot be seen
+    whole (used while its size is unknown). cut_match_mm: the farthest a cut view's centroid
+    lies from its scallop's centre (the largest scallop's radius). agree_mm: grasps of two
+    views further apart than this do not point at the same spot of the uro.
+    """
 
     def __init__(self, travel_of: Callable[[int], float], exit_x: float, match_mm: float = 25.0,
-                 commit_margin_mm: float = 30.0):
+                 commit_margin_mm: float = 30.0, cut_match_mm: float = 40.0, agree_mm: float = 4.0):
         self.travel_of = travel_of
         self.exit_x = exit_x
         # Scallops are 40–75 mm across and overlap by at most ~10 %, so two centres are never
         # this close; one scallop's centre moves less than this between views.
         self.match_mm = match_mm
         self.commit_margin = commit_margin_mm
+        self.cut_match_mm = max(cut_match_mm, match_mm)
+        # The grasp is the uro's most interior point: views of one uro put it within 1–2 mm of
+        # each other, and a uro is 5–10 mm wide, so grasps this far apart are not one spot.
+        self.agree_mm = agree_mm
         self.tracks: list[Track] = []
+        self.closed: list[Track] = []          # committed, their scallop maybe still in view
         self._next_id = 1
         self.total_tracks = 0
         self.duplicates = 0
+        self.absorbed = 0                      # cut-only tracks merged into a whole one
+        self.late_views = 0                    # views of a scallop already decided
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)   # committed (u, v)
+        self._last_travel: float | None = None
+        self._steps: deque[float] = deque(maxlen=5)     # belt travel between exposures
 
+    # ------------------------------------------------------------------ geometry
+    def _edge(self, t: Track) -> float:
+        """How far the scallop reaches downstream of its centre (mm)."""
+        r = t.radius_mm
+        return self.commit_margin if r is None else r + 2.0
+
+    def next_step_mm(self) -> float:
+        """Belt travel expected before the next exposure (median of the last few: a dropped
+        frame or a stop does not throw it off)."""
+        return float(np.median(self._steps)) if self._steps else 0.0
+
+    def _owner(self, t: Track, among: list[Track]) -> Track | None:
+        """A track seen whole whose scallop outline contains cut-only track ``t``'s centre."""
+        best, best_d = None, math.inf
+        for w in among:
+            if w is t or not w.whole:
+                continue
+            d = float(np.hypot(w.u - t.u, w.v - t.v))
+            if d < min(self.cut_match_mm, w.radius_mm or self.match_mm) and d < best_d:
+                best, best_d = w, d
+        return best
+
+    # ------------------------------------------------------------------ frames
     def update(self, dets: Detections, encoder: int, timestamp: float, frame_index: int,
                image_size: tuple[int, int]) -> list[Decision]:
         """Add one frame's detections (with belt-mm fields filled); return the decisions of
-        tracks that are now leaving the view."""
+        tracks that no later frame can show whole."""
         if len(dets) and dets.center_mm is None:
             raise ValueError("detections need belt coordinates (call with a pixel→belt mapping)")
         travel = self.travel_of(encoder)
+        if self._last_travel is not None:
+            self._steps.append(max(0.0, travel - self._last_travel))
+        self._last_travel = travel
+        # Scallops already decided and gone from the view need no matching any more.
+        self.closed = [t for t in self.closed if t.u + travel - self._edge(t) <= self.exit_x + self.cut_match_mm]
         w, h = image_size
         unmatched = [t for t in self.tracks if not t.committed]
         for i in range(len(dets)):
@@ -119,15 +197,26 @@ class Tracker:
                     pull = (float(dets.pull_dir_mm[i][0]), float(dets.pull_dir_mm[i][1]))
             pickable = bool(dets.pickable[i]) and grasp is not None and pull is not None
             reason = "" if pickable else (str(dets.reason[i]) or REASON_AMBIGUOUS)
+            cut = bool(dets.cut_by_border[i])
+            area = float(dets.area_mm2[i])
             view = View(frame_index, int(encoder), float(timestamp), u, v, pickable, reason,
                         bool(dets.uro_found[i]), grasp, pull, float(dets.uro_confidence[i]), centrality,
-                        cut=bool(dets.cut_by_border[i]))
-            best, best_d = None, self.match_mm
+                        cut=cut, radius_mm=math.sqrt(area / math.pi) if area > 0 else float("nan"))
+            # A cut view's centroid can lie up to a radius from the scallop's centre.
+            reach = self.cut_match_mm if cut else self.match_mm
+            best, best_d = None, reach
             for t in unmatched:
                 d = float(np.hypot(t.u - u, t.v - v))
-                if d < best_d:
+                lim = self.match_mm if not cut else min(reach, max(self.match_mm, t.radius_mm or 0.0))
+                if d < lim and d < best_d:
                     best, best_d = t, d
             if best is None:
+                # The scallop of a decision already made, still in view (its edge leaving).
+                late = [t for t in self.closed if np.hypot(t.u - u, t.v - v) <
+                        (max(self.match_mm, t.radius_mm or 0.0) if cut else self.match_mm)]
+                if late:
+                    self.late_views += 1
+                    continue
                 best = Track(self._next_id, u, v)
                 self._next_id += 1
                 self.total_tracks += 1
@@ -135,23 +224,49 @@ class Tracker:
             else:
                 unmatched.remove(best)
             best.add(view)
+        self._absorb_fragments()
         return self._commit(travel, final=False)
+
+    def _absorb_fragments(self) -> None:
+        """Cut-only tracks inside the outline of a scallop tracked whole are that scallop."""
+        for t in [t for t in self.tracks if not t.whole]:
+            owner = self._owner(t, self.tracks + self.closed)
+            if owner is None:
+                continue
+            if not owner.committed:
+                for v in t.views:
+                    owner.views.append(v)      # cut: moves nothing, never picked
+            owner.absorbed += 1
+            self.absorbed += 1
+            self.tracks.remove(t)
 
     def _commit(self, travel: float, final: bool) -> list[Decision]:
         out = []
+        step = self.next_step_mm()
         for t in self.tracks:
             if t.committed:
                 continue
-            if final or t.u + travel > self.exit_x - self.commit_margin:
+            x = t.u + travel
+            edge = self._edge(t)
+            # Now, or at the next exposure, the scallop reaches the downstream edge: no later
+            # frame shows it whole, and the arms gain a frame's worth of time.
+            if final or x > self.exit_x - self.commit_margin or x + step + edge > self.exit_x:
                 t.committed = True
+                if not t.whole and self._owner(t, self.closed) is not None:
+                    self.absorbed += 1
+                    continue
                 if any(np.hypot(t.u - u, t.v - v) < self.match_mm for u, v in self._recent):
                     # A second track of a scallop already decided (a view that matched no
                     # track): deciding it again could pick the same scallop twice.
                     self.duplicates += 1
                     continue
                 self._recent.append((t.u, t.v))
+                self.closed.append(t)
                 view = t.best_view()
-                out.append(Decision(t, view, view.pickable, "" if view.pickable else view.reason))
+                if view.pickable and t.contradicted(view, self.agree_mm):
+                    out.append(Decision(t, view, False, REASON_VIEWS_DISAGREE))
+                else:
+                    out.append(Decision(t, view, view.pickable, "" if view.pickable else view.reason))
         self.tracks = [t for t in self.tracks if not t.committed]
         return out
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sqlite3
+
+import numpy as np
 import pytest
 
 from scallop.commands.run import build_line
@@ -233,3 +235,28 @@ def test_vision_crash_on_a_frame_does_not_stop_the_line(tmp_path, monkeypatch):
         assert any(a.source == "vision" for a in line.alarms.visible())
     finally:
         line.close()
+
+
+def test_arms_polled_within_the_heartbeat_period_not_every_tick(tmp_path, monkeypatch):
+    line = make_line(tmp_path, seed=3)
+    polls = []
+    client = line.clients[0]
+    real_poll = client.poll
+    monkeypatch.setattr(client, "poll", lambda: polls.append(line.clock.now()) or real_poll())
+    sent = []
+    real_submit = client.submit
+    monkeypatch.setattr(client, "submit", lambda plan: sent.append((line.clock.now(), plan)) or real_submit(plan))
+    try:
+        line.start("test")
+        line.run_stepped(30.0)
+        snap = line.snapshot()
+    finally:
+        line.close()
+    gaps = np.diff(polls)
+    # Within the 0.1 s heartbeat period every time (half of it plus a tick or a frame) ...
+    assert gaps.max() < client.config.heartbeat_period_s
+    # ... and far fewer than one Modbus round trip per 20 ms tick.
+    assert len(polls) < 0.6 * 30.0 / 0.02
+    assert len(sent) >= 10
+    # The busy share of the arm is shown (it was reset on every collect).
+    assert snap.arms[0].utilisation > 0.3

@@ -203,12 +203,31 @@ def test_intercept_accounts_for_travel_time():
     plan2 = planner.plan(up, tr, t_free=0.0)
     assert plan2.grip_time == pytest.approx((cfg.pick_window_x_mm[0] + 400.0) / V, abs=1e-3)
     assert plan2.wait_s > 1.0
-    # The deadline (EDF key) is when the target leaves the window.
-    assert plan2.deadline == pytest.approx((cfg.pick_window_x_mm[1] + 400.0) / V, abs=1e-3)
+    # The deadline (EDF key): the latest grip start whose grip has closed when the target
+    # leaves the window.
+    assert plan2.deadline == pytest.approx((cfg.pick_window_x_mm[1] + 400.0) / V - m.gripper_close_s, abs=1e-3)
+
+
+def test_no_grip_that_would_close_outside_the_window():
+    # Where the arm, free at t=0, meets a target already in the window:
+    tr = tracker_at(0.0)
+    tg = target(x=700.0, y=0.0)
+    plan = PickPlanner(ArmConfig()).plan(tg, tr, t_free=0.0)
+    m = ArmConfig().motion
+    x_grip = float(tr.position_at(tg, plan.grip_time)[0])
+    x_closed = x_grip + V * m.gripper_close_s           # the uro when the gripper has closed
+    # A window ending just after the closed grip takes it; one ending between the grip's
+    # start and its close does not: the gripper would still be closing outside the window.
+    inside = PickPlanner(ArmConfig(pick_window_x_mm=(450.0, x_closed + 0.5))).plan(tg, tr, t_free=0.0)
+    assert isinstance(inside, PickPlan) and inside.grip_time == pytest.approx(plan.grip_time)
+    outside = PickPlanner(ArmConfig(pick_window_x_mm=(450.0, x_closed - 0.5))).plan(tg, tr, t_free=0.0)
+    assert isinstance(outside, Skip) and outside.reason == SkipReason.TOO_LATE
+    assert "close" in outside.detail
 
 
 @pytest.mark.parametrize("tg,t_free,reason", [
-    (target(x=1040.0), 0.0, SkipReason.TOO_LATE),         # at the window's end: cannot get there in time
+    (target(x=1020.0), 0.0, SkipReason.TOO_LATE),         # near the window's end: cannot get there in time
+    (target(x=1040.0), 0.0, SkipReason.PASSED),           # a grip starting now would close past the end
     (target(x=1100.0), 0.0, SkipReason.PASSED),
     (target(x=600.0), 5.0, SkipReason.PASSED),            # arm free only after it has gone
     (target(y=200.0), 0.0, SkipReason.OUTSIDE_WINDOW),

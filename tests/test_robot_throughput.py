@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scallop.robot.config import ArmConfig, Pose
-from scallop.robot.planning import ConveyorTracker, PickPlanner, PickTarget
+from scallop.robot.planning import ConveyorTracker, PickPlanner, PickTarget, SkipReason
 from scallop.robot.scheduler import Scheduler
 from scallop.sim.arm import run_pick_line
 
@@ -185,3 +185,45 @@ def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
     sched.add([PickTarget(4, (0.0, 300.0), 0, (0.0, 1.0))])   # across the belt: no window holds it
     sched.step()
     assert [s.reason.value for s in sched.skips] == ["outside_window"]
+
+
+def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
+    """Encoder samples come with the frames: when they stop (camera stalled) the belt may
+    have stopped unseen, so nothing new is sent; targets that leave meanwhile say why."""
+    from scallop.sim.clock import VirtualClock
+
+    class Stub:
+        def __init__(self, cfg):
+            self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
+
+        def poll(self):
+            return []
+
+        def can_accept(self):
+            return True
+
+        def submit(self, plan):
+            self.sent.append(plan)
+            return len(self.sent)
+
+    clock = VirtualClock()
+    tr = ConveyorTracker(MPC)
+    for k in range(5):                                  # a frame every 0.6 s until t=0
+        t = -2.4 + 0.6 * k
+        tr.update(t, int(round(V * t / MPC)))
+    arm = Stub(ArmConfig(name="a"))
+    sched = Scheduler([arm], tr, clock)
+    # 4 intervals of 0.6 s without a sample: still fresh; past that, held.
+    assert tr.fresh(2.4) and not tr.fresh(2.41)
+    clock.advance(2.5)
+    sched.add([PickTarget(1, (300.0, 0.0), int(round(V * 2.5 / MPC)), (0.0, 1.0))])   # in the window at 3.0 s
+    sched.step()
+    assert arm.sent == [] and 1 in sched.queue
+    clock.advance(3.0)                                  # x = 300 + 1650: past the window
+    sched.step()
+    assert [(s.target.id, s.reason) for s in sched.skips] == [(1, SkipReason.POSITION_UNCERTAIN)]
+    # Frames again: a new target is sent at once.
+    tr.update(clock.now(), int(round(V * clock.now() / MPC)))
+    sched.add([PickTarget(2, (300.0, 0.0), int(round(V * clock.now() / MPC)), (0.0, 1.0))])
+    sched.step()
+    assert [p.target.id for p in arm.sent] == [2]

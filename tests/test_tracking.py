@@ -48,26 +48,30 @@ def test_same_scallop_across_frames_is_one_track_and_one_decision():
 def test_two_scallops_close_together_stay_two_tracks():
     tr = make()
     tr.update(dets([[0.0, 0.0], [0.0, 60.0]]), 0, 0.0, 0, (1280, 720))
-    tr.update(dets([[150.0, 0.5], [150.0, 59.0]]), 1500, 0.5, 1, (1280, 720))
+    out = tr.update(dets([[150.0, 0.5], [150.0, 59.0]]), 1500, 0.5, 1, (1280, 720))
+    out += tr.flush()
     assert tr.total_tracks == 2
-    assert sorted(len(t.views) for t in tr.tracks) == [2, 2]
+    assert sorted(len(d.track.views) for d in out) == [2, 2]
 
 
 def test_best_view_prefers_pickable_and_confident_then_central():
     tr = make()
-    tr.update(dets([[0.0, 0.0]], pickable=[False], reasons=["ambiguous"]), 0, 0.0, 0, (1280, 720))
-    tr.update(dets([[100.0, 0.0]], grasp_mm=[[105.0, 1.0]], conf=[0.7]), 1000, 0.3, 1, (1280, 720))
-    tr.update(dets([[200.0, 0.0]], grasp_mm=[[205.0, 2.0]], conf=[0.95]), 2000, 0.6, 2, (1280, 720))
-    (dec,) = tr.update(dets([]), 3000, 0.9, 3, (1280, 720))
+    out = tr.update(dets([[0.0, 0.0]], pickable=[False], reasons=["ambiguous"]), 0, 0.0, 0, (1280, 720))
+    out += tr.update(dets([[100.0, 0.0]], grasp_mm=[[105.0, 1.0]], conf=[0.7]), 1000, 0.3, 1, (1280, 720))
+    out += tr.update(dets([[200.0, 0.0]], grasp_mm=[[205.0, 2.0]], conf=[0.95]), 2000, 0.6, 2, (1280, 720))
+    out += tr.update(dets([]), 3000, 0.9, 3, (1280, 720))
+    (dec,) = out
     assert dec.pick
     assert dec.view.frame_index == 2 and dec.grasp_uv == pytest.approx((5.0, 2.0))
 
 
 def test_no_pickable_view_gives_the_agreed_reason():
     tr = make()
+    out = []
     for k, r in enumerate(["no_uro", "no_uro", "ambiguous"]):
-        tr.update(dets([[100.0 * k, 0.0]], pickable=[False], reasons=[r]), 1000 * k, 0.3 * k, k, (1280, 720))
-    (dec,) = tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+        out += tr.update(dets([[100.0 * k, 0.0]], pickable=[False], reasons=[r]), 1000 * k, 0.3 * k, k, (1280, 720))
+    out += tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+    (dec,) = out
     assert not dec.pick and dec.reason == "no_uro"
 
 
@@ -88,11 +92,12 @@ def test_detections_without_belt_coordinates_are_refused():
 
 def test_a_second_track_of_a_decided_scallop_is_dropped_not_picked_again():
     tr = make()
-    tr.update(dets([[0.0, 0.0]], grasp_mm=[[5.0, 0.0]]), 0, 0.0, 0, (1280, 720))
+    out = tr.update(dets([[0.0, 0.0]], grasp_mm=[[5.0, 0.0]]), 0, 0.0, 0, (1280, 720))
     # The scallop shows up twice in one frame, 20 mm apart (say a split outline): the first
     # detection continues its track, the second starts another. One decision may come out.
-    tr.update(dets([[150.0, 0.0], [170.0, 0.0]], grasp_mm=[[155.0, 0.0], [175.0, 0.0]]), 1500, 0.5, 1, (1280, 720))
-    out = tr.update(dets([]), 4000, 1.5, 2, (1280, 720))
+    out += tr.update(dets([[150.0, 0.0], [170.0, 0.0]], grasp_mm=[[155.0, 0.0], [175.0, 0.0]]), 1500, 0.5, 1,
+                     (1280, 720))
+    out += tr.update(dets([]), 4000, 1.5, 2, (1280, 720))
     assert tr.total_tracks == 2
     assert len(out) == 1 and tr.duplicates == 1
 
@@ -105,3 +110,83 @@ def test_cut_views_do_not_move_the_track_once_a_whole_view_exists():
     tr.update(dets([[-150.0 + 0.0, 0.0]], grasp_mm=[[-145.0, 0.0]]), 1500, 0.5, 1, (1280, 720))
     (t,) = tr.tracks
     assert t.u == pytest.approx(-300.0)                          # the whole view alone decides
+
+
+def cut(d):
+    d.cut_by_border[:] = True
+    d.pickable[:] = False
+    d.reason[:] = "cut_by_border"
+    return d
+
+
+def test_decided_at_the_last_frame_that_shows_it_whole_not_after():
+    # 150 mm between exposures, view ends at x=300, scallop radius ~25 mm (area 2000 mm²).
+    tr = make()
+    got = {}
+    for k in range(5):
+        x = -150.0 + 150.0 * k                       # -150, 0, 150, 300, 450
+        d = dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]]) if x < 250 else (cut(dets([[x - 20, 0.0]])) if x < 330 else dets([]))
+        for dec in tr.update(d, int(150.0 * k * 10), 0.5 * k, k, (1280, 720)):
+            got[k] = dec
+    # At x=150 the next exposure would find it at 300, on the edge: decide now, with the
+    # three whole views, one frame before it leaves.
+    assert list(got) == [2]
+    assert len(got[2].track.views) == 3 and got[2].pick
+    # Its edge seen leaving after the decision is the same scallop: no second track.
+    assert tr.total_tracks == 1 and tr.late_views == 1
+
+
+def test_slow_belt_keeps_the_track_open_while_whole_views_may_come():
+    tr = make()
+    out = []
+    for k in range(6):
+        x = 100.0 + 30.0 * k                         # 30 mm between exposures
+        out += tr.update(dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]]), int(30.0 * k * 10), 0.1 * k, k, (1280, 720))
+        if x + 30.0 + 27.2 <= 300.0:                 # the next view is still whole
+            assert out == []
+    assert len(out) == 1 and len(out[0].track.views) == 6
+
+
+def test_sliver_seen_entering_is_absorbed_not_decided_instead_of_the_scallop():
+    # A 72 mm scallop entering: only its downstream part shows, whose centroid lies 28 mm
+    # downstream and 12 mm aside of the true centre, beyond the 25 mm match distance.
+    tr = make()
+    out = tr.update(cut(dets([[-280.0 + 28.0, 12.0]])), 0, 0.0, 0, (1280, 720))
+    for k in range(1, 4):
+        x = -280.0 + 150.0 * k
+        d = dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]])
+        d.area_mm2[:] = 4000.0                       # radius 35.7 mm
+        out += tr.update(d, int(150.0 * k * 10), 0.5 * k, k, (1280, 720))
+    out += tr.update(dets([]), 6000, 2.0, 4, (1280, 720))
+    assert len(out) == 1 and out[0].pick, out
+    assert tr.absorbed == 1 and tr.duplicates == 0
+
+
+def test_whole_views_decide_the_reason_over_cut_ones():
+    tr = make()
+    out = tr.update(cut(dets([[-280.0, 0.0]])), 0, 0.0, 0, (1280, 720))
+    out += tr.update(dets([[-130.0, 0.0]], pickable=[False], reasons=["ambiguous"]), 1500, 0.5, 1, (1280, 720))
+    out += tr.update(cut(dets([[20.0, 0.0]])), 3000, 1.0, 2, (1280, 720))
+    out += tr.flush()
+    (dec,) = out
+    assert not dec.pick and dec.reason == "ambiguous"
+
+
+def test_a_lone_pickable_view_contradicted_by_the_others_is_not_picked():
+    # Two whole views find the uro 5 mm from where the third (the only pickable one) does and
+    # call it ambiguous: where the uro is is uncertain, so no pick.
+    def run(other_grasp_dy):
+        tr = make()
+        out = []
+        for k, (pk, dy) in enumerate([(False, other_grasp_dy), (True, 0.0), (False, other_grasp_dy)]):
+            x = -200.0 + 150.0 * k
+            d = dets([[x, 0.0]], grasp_mm=[[x + 18.0, 2.0 + dy]], pickable=[pk], reasons=["" if pk else "ambiguous"])
+            out += tr.update(d, int(150.0 * k * 10), 0.5 * k, k, (1280, 720))
+        out += tr.flush()
+        (dec,) = out
+        return dec
+    far = run(5.0)
+    assert not far.pick and far.reason == "views_disagree"
+    # The same views agreeing on the spot (1 mm apart): the pickable view decides.
+    near = run(1.0)
+    assert near.pick and near.view.frame_index == 1
