@@ -55,7 +55,12 @@ class TinyUNet(nn.Module):
 
     @staticmethod
     def _up(a, like):
-        return F.interpolate(a, size=like.shape[-2:], mode="bilinear", align_corners=False)
+        # Inputs are multiples of 16, so every level is exactly half the one above: a constant
+        # factor exports as a plain Resize, where a size taken from ``like`` makes onnxruntime
+        # compute shapes (Shape/Slice/Concat) at run time. Same result either way.
+        assert a.shape[-1] * 2 == like.shape[-1] and a.shape[-2] * 2 == like.shape[-2], \
+            f"input sides must be multiples of 16, got {tuple(like.shape[-2:])} at this level"
+        return F.interpolate(a, scale_factor=2.0, mode="bilinear", align_corners=False)
 
     def forward(self, x):
         x0 = self.stem(x)
