@@ -71,11 +71,31 @@ def _grasp_reference(pipe, uro, adductor, mm_px):
     if not adductor.any():
         py, px = np.unravel_index(int(du.argmax()), du.shape)
         return py, px, float("inf")
-    need = min(pipe.config.grip_clearance_mm / mm_px, 0.8 * float(du.max()))
     da = cv2.distanceTransform((~adductor).astype(np.uint8), cv2.DIST_L2, 5)
-    score = np.where(du >= need, da + 0.01 * du, -1.0)
-    py, px = np.unravel_index(int(score.argmax()), score.shape)
+    for depth in (pipe.config.grip_clearance_mm, pipe.config.min_grip_depth_mm):
+        need = min(depth / mm_px, 0.8 * float(du.max()))
+        score = np.where(du >= need, da + 0.01 * du, -1.0)
+        py, px = np.unravel_index(int(score.argmax()), score.shape)
+        if float(da[py, px]) * mm_px >= pipe.config.min_adductor_gap_mm:
+            break
     return py, px, float(da[py, px]) * mm_px
+
+
+def test_grasp_falls_back_to_a_shallower_point_away_from_a_hugging_adductor(pipe):
+    """A uro lying along the adductor: every point 2 mm deep is within 2.75 mm of it, a point
+    1 mm deep at the far side is not, and it must stay inside the uro."""
+    mm = 0.5
+    uro = np.zeros((60, 60), np.uint8)
+    uro[20:28, 10:50] = 1                      # 4 mm thick band
+    add = np.zeros((60, 60), bool)
+    add[10:20, 5:55] = True                    # adductor right above it
+    py, px, gap = pipe._grasp_point(uro, cv2.boundingRect(uro), add, mm)
+    assert uro[py, px] == 1
+    assert gap >= pipe.config.min_adductor_gap_mm
+    assert py >= 25                            # on the far side of the band
+    deep_only = Pipeline.__new__(Pipeline)
+    deep_only.config = PipelineConfig(min_grip_depth_mm=pipe.config.grip_clearance_mm)
+    assert deep_only._grasp_point(uro, cv2.boundingRect(uro), add, mm)[2] < pipe.config.min_adductor_gap_mm
 
 
 def test_grasp_point_on_box_equals_whole_crop(pipe):

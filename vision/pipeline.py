@@ -47,6 +47,7 @@ class PipelineConfig:
     second_uro_ratio: float = 0.6          # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0              # another scallop this close to the grasp → too_close
     grip_clearance_mm: float = 2.0         # the gripper's jaw radius: grasp at least this deep in the uro
+    min_grip_depth_mm: float = 1.0         # …or this deep, when deeper points are too near the adductor
     min_adductor_gap_mm: float = 2.75      # jaw radius + mask error: closer to the adductor → ambiguous
     border_margin_mm: float = 1.5          # mask within this of the frame edge → cut by border
 
@@ -236,11 +237,18 @@ class Pipeline:
         if not adductor.any():
             py, px = np.unravel_index(int(du.argmax()), du.shape)
             return py + y, px + x, float("inf")
-        need = min(self.config.grip_clearance_mm / mm_px, 0.8 * deepest)
+        cfg = self.config
         da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[y:y + h, x:x + w]
-        score = np.where(du >= need, da + 0.01 * du, -1.0)
-        py, px = np.unravel_index(int(score.argmax()), score.shape)
-        return py + y, px + x, float(da[py, px]) * mm_px
+        for depth_mm in (cfg.grip_clearance_mm, cfg.min_grip_depth_mm):
+            need = min(depth_mm / mm_px, 0.8 * deepest)
+            score = np.where(du >= need, da + 0.01 * du, -1.0)
+            py, px = np.unravel_index(int(score.argmax()), score.shape)
+            gap = float(da[py, px]) * mm_px
+            # A uro lying along the adductor has no deep pixel far enough from it; a shallower
+            # grip (still inside the uro by more than the mask error) often has.
+            if gap >= cfg.min_adductor_gap_mm:
+                break
+        return py + y, px + x, gap
 
     # ------------------------------------------------------------------ main
     def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
