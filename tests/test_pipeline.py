@@ -72,7 +72,7 @@ def _grasp_reference(pipe, uro, adductor, mm_px):
         py, px = np.unravel_index(int(du.argmax()), du.shape)
         return py, px, float("inf")
     da = cv2.distanceTransform((~adductor).astype(np.uint8), cv2.DIST_L2, 5)
-    for depth in (pipe.config.grip_clearance_mm, pipe.config.min_grip_depth_mm):
+    for depth in np.arange(pipe.config.grip_clearance_mm, pipe.config.min_grip_depth_mm - 1e-9, -0.5):
         need = min(depth / mm_px, 0.8 * float(du.max()))
         score = np.where(du >= need, da + 0.01 * du, -1.0)
         py, px = np.unravel_index(int(score.argmax()), score.shape)
@@ -93,6 +93,7 @@ def test_grasp_falls_back_to_a_shallower_point_away_from_a_hugging_adductor(pipe
     assert uro[py, px] == 1
     assert gap >= pipe.config.min_adductor_gap_mm
     assert py >= 25                            # on the far side of the band
+    assert uro[py, px] == 1 and (py - 19) * mm >= pipe.config.min_adductor_gap_mm
     deep_only = Pipeline.__new__(Pipeline)
     deep_only.config = PipelineConfig(min_grip_depth_mm=pipe.config.grip_clearance_mm)
     assert deep_only._grasp_point(uro, cv2.boundingRect(uro), add, mm)[2] < pipe.config.min_adductor_gap_mm
@@ -219,3 +220,24 @@ def test_empty_belt_gives_no_detections(pipe):
     belt = np.full((480, 640, 3), (200, 200, 205), np.uint8)
     d = pipe.detect(belt)
     assert len(d) == 0 and d.xyxy.shape == (0, 4)
+
+
+def test_pickable_grips_keep_the_jaw_off_the_true_adductor(pipe):
+    """On rendered frames every pickable grasp lies on (within 1 mm of) the true uro and the
+    2 mm jaw disk clears the true adductor; the doubt margin widens that clearance."""
+    wide = Pipeline(pipe.model, replace(pipe.config, adductor_doubt_logit=3.0))
+    gaps = {"default": [], "wide": []}
+    for s in _frames(12, 960, 600, 0.5, seed=23):
+        parts, mm = s.truth.parts, s.truth.mm_per_px
+        d_add = cv2.distanceTransform((parts != 3).astype(np.uint8), cv2.DIST_L2, 5) * mm
+        d_uro = cv2.distanceTransform((parts != 4).astype(np.uint8), cv2.DIST_L2, 5) * mm
+        for name, p in (("default", pipe), ("wide", wide)):
+            dets = p.detect(s.image, mm_per_px=mm)
+            for x, y in np.round(dets.grasp_px[dets.pickable]).astype(int):
+                assert d_uro[y, x] <= 1.0, (name, x, y)
+                gaps[name].append(float(d_add[y, x]))
+    assert len(gaps["default"]) >= 15
+    assert min(gaps["default"]) > 2.0
+    # A wider doubt margin picks fewer or equal uros, each at least as far from the adductor.
+    assert len(gaps["wide"]) <= len(gaps["default"])
+    assert min(gaps["wide"]) >= min(gaps["default"]) - 1e-6 or len(gaps["wide"]) == 0

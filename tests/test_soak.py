@@ -58,11 +58,6 @@ def test_soak_every_scallop_once_no_double_pick_memory_flat(soak):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "the shipped model is below its accuracy targets: this run removes about 95 % of the uros, the "
-    "rest skipped by vision (ambiguous, too close), none lost line-side (no_capacity, cut_by_border, "
-    "split tracks: 0); the grips that touch an adductor (1-2) land where vision put the grasp, within "
-    "the 2 mm grip radius of the adductor (timing error 0 ms, belt position error < 0.3 mm)"))
 def test_soak_removes_99_percent_of_uros_without_adductor_hits(soak):
     _, s, _, _ = soak
     assert s["adductor_hits"] == 0

@@ -47,8 +47,9 @@ class PipelineConfig:
     second_uro_ratio: float = 0.6          # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0              # another scallop this close to the grasp → too_close
     grip_clearance_mm: float = 2.0         # the gripper's jaw radius: grasp at least this deep in the uro
-    min_grip_depth_mm: float = 1.0         # …or this deep, when deeper points are too near the adductor
+    min_grip_depth_mm: float = 0.5         # …or down to this deep, when deeper points are too near the adductor
     min_adductor_gap_mm: float = 2.75      # jaw radius + mask error: closer to the adductor → ambiguous
+    adductor_doubt_logit: float = 0.5      # the gap is kept from pixels this close to being adductor
     border_margin_mm: float = 1.5          # mask within this of the frame edge → cut by border
 
     def __post_init__(self) -> None:
@@ -239,7 +240,9 @@ class Pipeline:
             return py + y, px + x, float("inf")
         cfg = self.config
         da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[y:y + h, x:x + w]
-        for depth_mm in (cfg.grip_clearance_mm, cfg.min_grip_depth_mm):
+        # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps.
+        depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
+        for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
             need = min(depth_mm / mm_px, 0.8 * deepest)
             score = np.where(du >= need, da + 0.01 * du, -1.0)
             py, px = np.unravel_index(int(score.argmax()), score.shape)
@@ -353,6 +356,11 @@ class Pipeline:
         solid = _not_first(ch)                    # (N, S, S) not background
         uro_all = _wins(ch, P_URO)
         add_all = _wins(ch, P_ADDUCTOR)
+        # Where the adductor might be: within ``adductor_doubt_logit`` of the winning class
+        # (about 38 % likely at the default). Grips keep their distance from this wider mask,
+        # since the boundary between uro and adductor is where the mask errs.
+        rivals = [c for k, c in enumerate(ch) if k != P_ADDUCTOR]
+        add_near = ch[P_ADDUCTOR] + cfg.adductor_doubt_logit >= _max_of(rivals)
         mm_c = self.fine_mm if step == self.fine_mm / s else s * step
         mm2 = mm_c ** 2
         # The cut test runs on the fine frame's pixel grid (as the model was trained).
@@ -424,7 +432,8 @@ class Pipeline:
                 comp = np.zeros_like(uro)
                 comp[uy:uy + uh, ux:ux + uw] = ulab == best
                 add = add_all[i, y0:y1, x0:x1] & own
-                py, px, gap = self._grasp_point(comp, (ux + cx_, uy + cy_, cw_, ch_), add, mm_c)
+                py, px, gap = self._grasp_point(comp, (ux + cx_, uy + cy_, cw_, ch_),
+                                                add_near[i, y0:y1, x0:x1] & own, mm_c)
                 cm = comp.view(bool)
                 uconf = float(_softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])],
                                             P_URO).mean())

@@ -83,7 +83,10 @@ def run(args) -> int:
         # The machine may be shared: the 1-minute load average around the run says how busy.
         "load_avg_1min": [round(x, 2) for x in (load_before, os.getloadavg()[0])] if load_before is not None else None,
         "cpus": os.cpu_count(),
-        "model": str(pipe.model.info.path), "onnxruntime": ort.__version__,
+        # The file name and its training record, not where it happens to be installed.
+        "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
+        "model_trained_at": pipe.model.info.meta.get("scallop.trained_at", ""),
+        "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     out = Path(args.out)
