@@ -8,7 +8,6 @@ the expected counts below are exact numbers, not tolerances.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from pathlib import Path
@@ -38,6 +37,8 @@ from scallop.vision.encoder import (
     ModbusEncoder,
     ModbusEncoderConfig,
 )
+
+from tests.test_robot_cli import free_port
 
 HZ = 200.0                 # sampler rate in these tests (wall time)
 TIMEOUT_S = 0.05
@@ -191,14 +192,6 @@ class NoCamera(OpenCVCamera):
 
     def connect(self) -> None:
         self._connected = True
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def step_to(cam: EncodedCamera, clock: ManualClock, t: float, wait: bool = True) -> None:
