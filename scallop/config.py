@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scallop.robot.config import ArmConfig
-from scallop.sim.config import SimConfig
+from scallop.sim.config import SimConfig, check_range
 from scallop.vision.encoder import ModbusEncoderConfig
 from scallop.vision.pipeline import PipelineConfig
 
@@ -143,11 +143,6 @@ def load_toml(path: str | Path) -> dict:
 # ---------------------------------------------------------------------------- the line
 
 
-def _check(name: str, value, lo, hi) -> None:
-    if not (lo <= value <= hi):
-        raise ValueError(f"{name}={value!r} is out of range: allowed {lo}..{hi}")
-
-
 @dataclass
 class EncoderSection:
     """[camera.encoder]: where a real camera's frames get their belt encoder count.
@@ -199,9 +194,9 @@ class CameraSection:
     def __post_init__(self) -> None:
         if not self.source.strip():
             raise ValueError("source is empty: use \"sim\" or a device index, file, URL or folder")
-        _check("width", self.width, 0, 10000)
-        _check("height", self.height, 0, 10000)
-        _check("fps", self.fps, 0, 1000)
+        check_range("width", self.width, 0, 10000)
+        check_range("height", self.height, 0, 10000)
+        check_range("fps", self.fps, 0, 1000)
         if self.source == "sim" and self.encoder.source != "none":
             raise ValueError("encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
                              "[camera.encoder] is for a real camera: remove it or set source = \"none\"")
@@ -221,10 +216,10 @@ class RuntimeSection:
     snapshot_doubtful: bool = True
 
     def __post_init__(self) -> None:
-        _check("tick_s", self.tick_s, 0.001, 0.5)
-        _check("frame_queue", self.frame_queue, 1, 64)
-        _check("inference_latency_s", self.inference_latency_s, 0.0, 1.0)
-        _check("stall_alarm_s", self.stall_alarm_s, 0.1, 60.0)
+        check_range("tick_s", self.tick_s, 0.001, 0.5)
+        check_range("frame_queue", self.frame_queue, 1, 64)
+        check_range("inference_latency_s", self.inference_latency_s, 0.0, 1.0)
+        check_range("stall_alarm_s", self.stall_alarm_s, 0.1, 60.0)
 
 
 @dataclass
@@ -235,7 +230,7 @@ class UISection:
     users_file: str = ""                   # "" = simulator default users (see docs)
 
     def __post_init__(self) -> None:
-        _check("port", self.port, 0, 65535)
+        check_range("port", self.port, 0, 65535)
 
 
 @dataclass
@@ -245,7 +240,7 @@ class RecordSection:
     snapshot_budget_mb: float = 500.0
 
     def __post_init__(self) -> None:
-        _check("snapshot_budget_mb", self.snapshot_budget_mb, 0.0, 1e6)
+        check_range("snapshot_budget_mb", self.snapshot_budget_mb, 0.0, 1e6)
 
 
 @dataclass
@@ -261,7 +256,7 @@ class RecipeSection:
         lo, hi = self.product_size_mm
         if not (10 <= lo < hi <= 200):
             raise ValueError(f"product_size_mm={list(self.product_size_mm)} must be two sizes with 10 <= low < high <= 200")
-        _check("belt_speed_mm_s", self.belt_speed_mm_s, 0.0, 1000.0)
+        check_range("belt_speed_mm_s", self.belt_speed_mm_s, 0.0, 1000.0)
 
 
 def _default_recipes() -> list[RecipeSection]:

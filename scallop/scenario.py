@@ -55,6 +55,7 @@ from typing import Literal
 import numpy as np
 
 from scallop.config import ConfigError, LineConfig, build, load_toml, to_dict
+from scallop.sim.config import check_range
 
 FaultKind = Literal["arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall", "estop_restart",
                     "belt_stop"]
@@ -74,11 +75,6 @@ FAILURE_KINDS_MAX_EACH = 2
 
 class ScenarioError(ConfigError):
     """A scenario file or option that cannot be used; the message names the key."""
-
-
-def _check(name: str, value: float, lo: float, hi: float) -> None:
-    if not (lo <= value <= hi):
-        raise ValueError(f"{name}={value!r} is out of range: allowed {lo:g}..{hi:g}")
 
 
 # ============================================================================ the file
@@ -113,13 +109,13 @@ class ScenarioSpec:
         if (self.duration_s > 0) == (self.scallops > 0):
             raise ValueError(f"give exactly one of duration_s and scallops (got duration_s={self.duration_s:g}, "
                              f"scallops={self.scallops})")
-        _check("duration_s", self.duration_s, 0.0, 86400.0)
-        _check("scallops", self.scallops, 0, 1_000_000)
-        _check("arms", self.arms, 1, 8)
-        _check("arrivals_share", self.arrivals_share, 0.0, 10.0)
-        _check("max_duration_s", self.max_duration_s, 0.0, 864000.0)
-        _check("failure_frames", self.failure_frames, 0, 100)
-        _check("bin_s", self.bin_s, 0.0, 3600.0)
+        check_range("duration_s", self.duration_s, 0.0, 86400.0)
+        check_range("scallops", self.scallops, 0, 1_000_000)
+        check_range("arms", self.arms, 1, 8)
+        check_range("arrivals_share", self.arrivals_share, 0.0, 10.0)
+        check_range("max_duration_s", self.max_duration_s, 0.0, 864000.0)
+        check_range("failure_frames", self.failure_frames, 0, 100)
+        check_range("bin_s", self.bin_s, 0.0, 3600.0)
 
 
 @dataclass
@@ -150,11 +146,11 @@ class FaultSpec:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"kind={self.kind!r} is not allowed: choose one of {', '.join(FAULT_KINDS)}")
-        _check("at_s", self.at_s, 0.0, 864000.0)
-        _check("duration_s", self.duration_s, 0.01, 3600.0)
-        _check("frames", self.frames, 1, 10000)
-        _check("reset_after_s", self.reset_after_s, 0.0, 600.0)
-        _check("ramp_s", self.ramp_s, 0.01, 60.0)
+        check_range("at_s", self.at_s, 0.0, 864000.0)
+        check_range("duration_s", self.duration_s, 0.01, 3600.0)
+        check_range("frames", self.frames, 1, 10000)
+        check_range("reset_after_s", self.reset_after_s, 0.0, 600.0)
+        check_range("ramp_s", self.ramp_s, 0.01, 60.0)
 
     @property
     def end_s(self) -> float:
