@@ -356,11 +356,7 @@ class Pipeline:
         solid = _not_first(ch)                    # (N, S, S) not background
         uro_all = _wins(ch, P_URO)
         add_all = _wins(ch, P_ADDUCTOR)
-        # Where the adductor might be: within ``adductor_doubt_logit`` of the winning class
-        # (about 38 % likely at the default). Grips keep their distance from this wider mask,
-        # since the boundary between uro and adductor is where the mask errs.
         rivals = [c for k, c in enumerate(ch) if k != P_ADDUCTOR]
-        add_near = ch[P_ADDUCTOR] + cfg.adductor_doubt_logit >= _max_of(rivals)
         mm_c = self.fine_mm if step == self.fine_mm / s else s * step
         mm2 = mm_c ** 2
         # The cut test runs on the fine frame's pixel grid (as the model was trained).
@@ -432,8 +428,12 @@ class Pipeline:
                 comp = np.zeros_like(uro)
                 comp[uy:uy + uh, ux:ux + uw] = ulab == best
                 add = add_all[i, y0:y1, x0:x1] & own
-                py, px, gap = self._grasp_point(comp, (ux + cx_, uy + cy_, cw_, ch_),
-                                                add_near[i, y0:y1, x0:x1] & own, mm_c)
+                # Where the adductor might be: within ``adductor_doubt_logit`` of the winning
+                # class (about 38 % likely at the default). Grips keep their distance from this
+                # wider mask, since the boundary between uro and adductor is where the mask errs.
+                box = (i, slice(y0, y1), slice(x0, x1))
+                add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= _max_of([c[box] for c in rivals])
+                py, px, gap = self._grasp_point(comp, (ux + cx_, uy + cy_, cw_, ch_), add_near & own, mm_c)
                 cm = comp.view(bool)
                 uconf = float(_softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])],
                                             P_URO).mean())
