@@ -114,15 +114,19 @@ class SimSample:
     camera: CameraModel
     jpeg_quality: int          # 100 = write PNG
 
+    def jpeg(self) -> np.ndarray:
+        """The image as the JPEG file's bytes (for ``jpeg_quality`` < 100)."""
+        ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
+        if not ok:  # pragma: no cover
+            raise DatasetError("JPEG encoding failed")
+        return buf
+
     def stored_image(self) -> np.ndarray:
         """The image as a reader gets it back from the written file (JPEG losses included),
         so training straight from memory sees what training from the folder sees."""
         if self.jpeg_quality >= 100:
             return self.image
-        ok, buf = cv2.imencode(".jpg", self.image, [cv2.IMWRITE_JPEG_QUALITY, int(self.jpeg_quality)])
-        if not ok:  # pragma: no cover
-            raise DatasetError("JPEG encoding failed")
-        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return cv2.imdecode(self.jpeg(), cv2.IMREAD_COLOR)
 
 
 def _usable(camera: CameraModel) -> bool:
@@ -244,8 +248,7 @@ def write_sample(root: Path, name: str, sample: SimSample) -> dict:
     """Write one frame's files; returns its labels record."""
     if sample.jpeg_quality < 100:
         img_rel = f"images/{name}.jpg"
-        ok, buf = cv2.imencode(".jpg", sample.image, [cv2.IMWRITE_JPEG_QUALITY, int(sample.jpeg_quality)])
-        buf.tofile(str(root / img_rel))
+        sample.jpeg().tofile(str(root / img_rel))
     else:
         img_rel = f"images/{name}.png"
         _write_png(root / img_rel, sample.image, PNG_PHOTO)
