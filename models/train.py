@@ -324,7 +324,10 @@ def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
     net.train()
     sums = torch.zeros(2, device=device)
     t0 = time.time()
-    t_mark = None
+    # The speed for the time budget is measured over the warm-up, past its first steps
+    # (start-up, cuDNN autotuning).
+    mark = max(1, cfg.warmup // 6)
+    t_mark = time.time()
     prev_cv_threads = cv2.getNumThreads()
     if cfg.workers > 0:
         cv2.setNumThreads(1)  # a forked worker must not inherit a busy OpenCV thread pool
@@ -342,10 +345,10 @@ def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
             opt.step()
             sched.step()
             sums += torch.stack([loss_f.detach(), loss_p.detach()])
-            if it == 50:
+            if it == mark:
                 t_mark = time.time()
             if cfg.time_budget_s > 0 and it == cfg.warmup:
-                rate = (it - 50) / max(1e-6, time.time() - t_mark)
+                rate = (it - mark) / max(1e-6, time.time() - t_mark)
                 fit = cfg.warmup + rate * max(0.0, cfg.time_budget_s - (time.time() - t0))
                 total = int(max(cfg.warmup + 100, min(cfg.iters, fit)) // 100 * 100)
                 cfg.iters, cfg.time_budget_s = total, 0.0

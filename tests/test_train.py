@@ -108,3 +108,19 @@ def test_warmup_longer_than_training_is_refused(material, tmp_path):
     cfg, prep = material
     with pytest.raises(ValueError, match="warmup=300 must be below iters=100"):
         train(prep, tmp_path / "m.onnx", TrainConfig(iters=100), log=lambda m: None)
+
+
+def test_time_budget_fixes_the_step_count_and_records_it(material, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from scallop.models.train import train
+
+    _, prep = material
+    cfg = TrainConfig(seed=3, batch_parts=4, batch_finder=2, iters=400, warmup=6, time_budget_s=0.01,
+                      threads=1, log_every=50)
+    lines = []
+    out = train(prep, tmp_path / "m.onnx", cfg, log=lines.append)
+    # A budget this small leaves the least the rule allows: warm-up + 100, in whole hundreds.
+    assert any(line.endswith("training for 100 steps") for line in lines), lines
+    saved = torch.load(out.with_suffix(".pt"))["config"]
+    assert saved["iters"] == 100 and saved["time_budget_s"] == 0.0   # reruns with --iters 100 match
