@@ -93,6 +93,10 @@ class CommandType(IntEnum):
     PICK = 1
     MOVE_READY = 2
     RESET = 3
+    PICK_CHAINED = 4    # a PICK planned from the previous pick's release at the chute (v2)
+
+
+PICK_TYPES = (CommandType.PICK, CommandType.PICK_CHAINED)
 
 
 STATUS_FIELDS = ("interface_version", "arm_heartbeat", "arm_state", "fault_code", "ack_seq", "done_seq",
@@ -101,6 +105,7 @@ CONTROL_FIELDS = ("ctrl_heartbeat", "watchdog_ms", "cmd_seq")
 COMMAND_FIELDS = ("cmd_type", "target_id", "grip_time_ms", "belt_vx", "belt_vy", "belt_vz") + tuple(
     f"{w}_{k}" for w in WAYPOINTS for k in ("x", "y", "z", "speed"))
 PROTOCOL_FIELDS = STATUS_FIELDS + CONTROL_FIELDS + COMMAND_FIELDS
+MIN_INTERFACE_VERSION = 2     # v2 added PICK_CHAINED
 SEQ_MODULUS = 0xFFFF          # wire sequence numbers are 1..65535; 0 never means a command
 ARM_CLOCK_MODULUS = 1 << 32   # arm_time_ms wraps here
 
@@ -108,6 +113,11 @@ ARM_CLOCK_MODULUS = 1 << 32   # arm_time_ms wraps here
 def check_profile(m: RegisterMap) -> None:
     """Refuse a profile that cannot carry the protocol (missing fields or blocks)."""
     m.require(PROTOCOL_FIELDS)
+    if m.version < MIN_INTERFACE_VERSION:
+        from scallop.robot.errors import ProfileError
+        raise ProfileError(f"profile {m.name!r} is interface version {m.version}; this controller speaks version "
+                           f"{MIN_INTERFACE_VERSION} (chained picks, cmd_type 4): update the robot program as "
+                           "docs/robot-interface.md describes and set [profile] version = 2")
     for f, blk in (("ack_seq", "status"), ("cmd_seq", "control"), ("cmd_type", "command")):
         if m.field(f).block != blk:
             from scallop.robot.errors import ProfileError
@@ -519,7 +529,7 @@ class ArmClient:
 
     def encode_pick(self, plan: PickPlan) -> list[int]:
         values = plan.command_fields()
-        values["cmd_type"] = int(CommandType.PICK)
+        values["cmd_type"] = int(CommandType.PICK_CHAINED if plan.chained else CommandType.PICK)
         values["grip_time_ms"] = self.arm_ms(plan.grip_time)
         return self.map.encode_block("command", values)
 
@@ -532,7 +542,7 @@ class ArmClient:
             self.check_plan(plan)
             self._check_ready()
             words = self.encode_pick(plan)
-            return self._send(CommandType.PICK, words, plan)
+            return self._send(CommandType.PICK_CHAINED if plan.chained else CommandType.PICK, words, plan)
 
     def reset_fault(self) -> int:
         """Send RESET: the arm leaves FAULT/ESTOP if the cause is gone (e-stop released,

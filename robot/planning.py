@@ -5,12 +5,14 @@
   adductor.
 * :class:`ConveyorTracker` — encoder count ↔ time ↔ belt travel, so a target's position is
   known at any later time.
-* :class:`PickPlanner` — the intercept (when the arm, leaving its ready position at a given
-  time, can meet the uro inside its pick window) and the trajectory: approach above the
-  grasp point, descend while following the belt, grip while following the belt, pull away
-  from the adductor while lifting, carry to the chute, release, return to ready. Every
-  waypoint and every segment between them is checked against the workspace box and the
-  keep-out boxes before a plan is returned: a plan that exists is safe to send.
+* :class:`PickPlanner` — the intercept (when the arm, leaving its ready position or the
+  chute at a given time, can meet the uro inside its pick window) and the trajectory:
+  approach above the grasp point, descend while following the belt, grip while following
+  the belt, pull away from the adductor while lifting, carry to the chute, release, return
+  to ready. Every waypoint and every segment between them is checked against the workspace
+  box and the keep-out boxes before a plan is returned: a plan that exists is safe to send.
+  A *chained* plan starts at the previous pick's release: the arm goes from the chute
+  straight to the approach instead of stopping at ready (interface v2, ``PICK_CHAINED``).
 * :class:`Skip` — a target the arm will not pick, with a :class:`SkipReason` (recorded, and
   diverted for manual handling downstream).
 
@@ -203,12 +205,16 @@ class PickPlan:
 
     waypoints:   the six WAYPOINTS in order, robot base frame.
     grip_time:   controller time at which the gripper is at ``grasp`` and starts closing.
-    t_start:     when the arm is assumed free at ``start_mm``; t_end: back at ready.
+    t_start:     when the arm is assumed free at ``start_mm``; t_end: back at ready (unless
+                 the next pick is chained, which starts at ``t_release`` from the chute).
     belt_velocity_R: (3,) belt surface velocity in the robot frame, mm/s.
     grasp_B:     (3,) grasp point in the belt frame at grip_time.
     pull_dir_B:  (2,) the target's pull direction (belt frame).
     deadline:    the latest grip start whose grip closes before the target leaves this
                  arm's pick window (EDF key).
+    chained:     planned to start at the previous pick's release (``start_mm`` is the chute);
+                 the segment from ready to the approach is checked too, since an arm that
+                 takes the command after it has left the chute starts from there.
     """
 
     target: PickTarget
@@ -223,6 +229,8 @@ class PickPlan:
     pull_dir_B: np.ndarray
     deadline: float
     wait_s: float = 0.0                       # planned idle time at the approach point
+    chained: bool = False
+    t_release: float = math.nan               # gripper open over the chute: a chained next pick starts here
 
     def waypoint(self, name: str) -> Waypoint:
         for w in self.waypoints:
@@ -326,8 +334,13 @@ class PickPlanner:
 
     # ------------------------------------------------------------------ planning
     def plan(self, target: PickTarget, tracker: ConveyorTracker, t_free: float,
-             start_mm: np.ndarray | None = None) -> PickPlan | Skip:
-        """Plan ``target`` for an arm that is free at ``t_free`` at ``start_mm`` (default: ready)."""
+             start_mm: np.ndarray | None = None, chained: bool = False) -> PickPlan | Skip:
+        """Plan ``target`` for an arm that is free at ``t_free`` at ``start_mm`` (default: ready).
+
+        ``chained``: the arm starts at the chute when the previous pick releases (``t_free`` is
+        that release, ``start_mm`` defaults to the chute). The path from ready to the approach
+        is checked as well: the robot runs the command from ready when it was not yet
+        committed at the release (it then ends LATE if the grip time cannot be met)."""
         cfg, m = self.config, self.motion
         name = cfg.name
         if target.confidence < cfg.min_confidence:
@@ -345,7 +358,8 @@ class PickPlanner:
         # The gripper closes while riding with the belt: the grip must be complete, not just
         # begun, before the uro leaves the window.
         t_leave -= m.gripper_close_s
-        start = self.ready if start_mm is None else np.asarray(start_mm, dtype=np.float64)
+        default_start = self.chute if chained else self.ready
+        start = default_start if start_mm is None else np.asarray(start_mm, dtype=np.float64)
         if t_leave <= t_free:
             return Skip(target, SkipReason.PASSED,
                         f"leaves the window at t={t_leave:.3f} (grip closed), arm free at {t_free:.3f}", name)
@@ -399,15 +413,21 @@ class PickPlanner:
         ]
         try:
             self.workspace.check_path([("start", start)] + [(w.name, w.xyz_mm) for w in wps])
+            if chained:
+                self.workspace.check_path([("ready", self.ready), ("approach", approach)])
         except WorkspaceViolation as e:
             return Skip(target, SkipReason.WORKSPACE, str(e), name)
         return PickPlan(target, name, wps, tg, t_free, t_r, start, v_R, grasp_B, target.pull_dir.copy(),
-                        deadline=t_leave, wait_s=max(0.0, tg - self.descend_s - t_app))
+                        deadline=t_leave, wait_s=max(0.0, tg - self.descend_s - t_app), chained=chained,
+                        t_release=t_c + m.gripper_open_s)
 
     # ------------------------------------------------------------------ capacity
-    def cycle_time(self, x_mm: float, y_mm: float, speed_mm_s: float, z_mm: float = 0.0) -> float:
-        """Motion time of one pick at belt point (x, y), from ready back to ready, with no
-        waiting, no margin and no start latency: what the arm's mechanics allow."""
+    def cycle_time(self, x_mm: float, y_mm: float, speed_mm_s: float, z_mm: float = 0.0,
+                   chained: bool = True) -> float:
+        """Motion time of one pick at belt point (x, y), with no waiting, no margin and no start
+        latency: what the arm's mechanics allow. ``chained`` (the default): from the previous
+        release at the chute to this one, the cycle of an arm that is kept busy; otherwise
+        from ready back to ready, one pick on its own."""
         m = self.motion
         v_R = self.pose.apply_vector(np.array([speed_mm_s, 0.0, 0.0]))
         grasp = self.pose.apply(np.array([x_mm, y_mm, z_mm + m.grip_z_offset_mm]))
@@ -415,18 +435,22 @@ class PickPlanner:
         # A representative pull: across the belt, away from the arm's side, costs the mean carry.
         pull_end = grasp + v_R * (m.gripper_close_s + self.pull_s) + self.up_R * (
             m.pull_distance_mm * math.sin(math.radians(m.pull_angle_deg)))
-        return (trapezoid_time(float(np.linalg.norm(approach - self.ready)), m.speed_mm_s, m.accel_mm_s2)
-                + self.descend_s + m.gripper_close_s + self.pull_s
-                + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
-                + m.gripper_open_s
-                + trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2))
+        start = self.chute if chained else self.ready
+        t = (trapezoid_time(float(np.linalg.norm(approach - start)), m.speed_mm_s, m.accel_mm_s2)
+             + self.descend_s + m.gripper_close_s + self.pull_s
+             + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
+             + m.gripper_open_s)
+        if not chained:
+            t += trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2)
+        return t
 
-    def nominal_cycle_s(self, belt_speed_mm_s: float, n: int = 9) -> float:
+    def nominal_cycle_s(self, belt_speed_mm_s: float, n: int = 9, chained: bool = True) -> float:
         """Mean :meth:`cycle_time` over an n×n grid covering the pick window."""
         (x0, x1), (y0, y1) = self.config.pick_window_x_mm, self.config.pick_window_y_mm
         xs, ys = np.linspace(x0, x1, n), np.linspace(y0, y1, n)
-        return float(np.mean([self.cycle_time(x, y, belt_speed_mm_s) for x in xs for y in ys]))
+        return float(np.mean([self.cycle_time(x, y, belt_speed_mm_s, chained=chained) for x in xs for y in ys]))
 
     def capacity_per_s(self, belt_speed_mm_s: float) -> float:
-        """Theoretical picks per second of this arm: 1 / :meth:`nominal_cycle_s`."""
+        """Picks per second this arm sustains when kept busy: 1 / the mean chained cycle over
+        the pick window (:meth:`nominal_cycle_s`)."""
         return 1.0 / self.nominal_cycle_s(belt_speed_mm_s)

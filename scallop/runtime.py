@@ -129,7 +129,11 @@ class Line:
                 c.connect()
             except RobotError as e:
                 self.alarms.raise_(f"arm:{c.name}.connect", "critical", f"arm:{c.name}", f"arm {c.name}: {e}")
-        self.scheduler = Scheduler(self.clients, self.conveyor, self.clock)
+        # The next pick is chosen a few ticks before the arm is free; a chained one must land a
+        # tick before the release it starts from.
+        tick = self.config.runtime.tick_s
+        self.scheduler = Scheduler(self.clients, self.conveyor, self.clock,
+                                   commit_lead_s=max(0.25, 4 * tick), chain_margin_s=max(0.05, 1.5 * tick))
 
     def close(self) -> None:
         if self.state not in ("estop", "fault"):

@@ -820,7 +820,7 @@ def _pcts(a) -> dict:
 
 def _summarise(b: _Bench, sc: Scenario, cfg: LineConfig, seed: int, t_virtual: float, loop_wall: float,
                t_setup: float, crash: str | None) -> dict:
-    from scallop.robot.arm import CommandType
+    from scallop.robot.arm import PICK_TYPES
     from scallop.robot.planning import PickPlanner
 
     v = cfg.sim.belt.speed_mm_s
@@ -843,7 +843,7 @@ def _summarise(b: _Bench, sc: Scenario, cfg: LineConfig, seed: int, t_virtual: f
         seqs_dup += len(seqs) - len(set(seqs))
         busy[cfg_a.name] = 0.0
         for r in sim.records:
-            if r.cmd_type != CommandType.PICK:
+            if r.cmd_type not in PICK_TYPES:
                 continue
             target_ids[r.target_id] += 1
             busy[cfg_a.name] += max(0.0, r.t_done - r.t_ack)

@@ -41,6 +41,7 @@ import numpy as np
 from scallop.robot.arm import (
     ARM_CLOCK_MODULUS,
     ArmState,
+    PICK_TYPES,
     CommandType,
     FaultCode,
     ResultCode,
@@ -124,6 +125,7 @@ class _Exec:
     t_grip: float | None
     graded: bool = False
     holding: bool = False
+    t_release: float | None = None     # gripper open over the chute: a PICK_CHAINED may take over here
 
 
 class SimArm:
@@ -378,10 +380,12 @@ class SimArm:
             if ex is not None:
                 if ex.t_grip is not None and not ex.graded:
                     cands.append((ex.t_grip, 1, "grip"))
-                cands.append((ex.rec.t_done, 2, "done"))
+                if self._chains(ex):
+                    cands.append((ex.t_release, 2, "chain"))
+                cands.append((ex.rec.t_done, 3, "done"))
             elif self._pending_seq() is not None:
                 since = self.fault_since if self.state in (ArmState.FAULT, ArmState.ESTOP) else self.idle_since
-                cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 3, "ack"))
+                cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 4, "ack"))
             due = [c for c in cands if c[0] <= now]
             if not due:
                 self._now = now
@@ -391,11 +395,26 @@ class SimArm:
                 self._fault(t, FaultCode.CTRL_WATCHDOG, ArmState.FAULT)
             elif kind == "grip":
                 self._grip(t)
+            elif kind == "chain":
+                # Done at the release: drop the move to ready and take the chained pick from here.
+                ex.segments = [sg for sg in ex.segments if sg[0] < t]
+                ex.rec.t_done = t
+                self._finish(t)
+                self._take(t)
             elif kind == "done":
                 self._finish(t)
             else:
                 self._take(t)
         raise RuntimeError("simulated arm: event loop did not settle")
+
+    def _chains(self, ex: _Exec) -> bool:
+        """At the release, the robot program looks at cmd_seq: a PICK_CHAINED committed by then is
+        taken at once, from the chute. One committed later waits until the arm is back at ready."""
+        if ex.t_release is None or ex.rec.result != ResultCode.NONE or self._pending_seq() is None:
+            return False
+        if self._cmd_changed_t > ex.t_release:
+            return False
+        return int(self._get("cmd_type")) == CommandType.PICK_CHAINED
 
     def _pending_seq(self) -> int | None:
         seq = int(self._get("cmd_seq"))
@@ -431,7 +450,7 @@ class SimArm:
         ex = self._exec
         rec = ex.rec
         if rec.result == ResultCode.NONE:
-            if rec.cmd_type == CommandType.PICK:
+            if rec.cmd_type in PICK_TYPES:
                 rec.result = ResultCode.OK if ex.holding else ResultCode.EMPTY
                 self.picks_total += 1
             else:
@@ -473,12 +492,12 @@ class SimArm:
         if ctype == CommandType.RESET:
             done_now(ResultCode.OK, "nothing to reset")
             return
-        if ctype not in (CommandType.PICK, CommandType.MOVE_READY):
+        if ctype not in (*PICK_TYPES, CommandType.MOVE_READY):
             done_now(ResultCode.REJECTED, f"unknown cmd_type {ctype}")
             return
         wp = {w: np.array([blk[f"{w}_x"], blk[f"{w}_y"], blk[f"{w}_z"]], dtype=np.float64) for w in WAYPOINTS}
         sp = {w: float(blk[f"{w}_speed"]) for w in WAYPOINTS}
-        names = WAYPOINTS if ctype == CommandType.PICK else ("ready",)
+        names = WAYPOINTS if ctype in PICK_TYPES else ("ready",)
         for w in names:
             bad = not self.workspace.contains(wp[w]) or any(b.contains(wp[w]) for b in self.keep_out)
             if bad or sp[w] <= 0:
@@ -537,7 +556,7 @@ class SimArm:
         rec.grasp_B = pose.inverse_apply(wp["grasp"])[:2]
         rec.t_grip = t_g
         rec.t_done = t_end
-        self._exec = _Exec(rec, segs, t_g)
+        self._exec = _Exec(rec, segs, t_g, t_release=t_ch + p.gripper_open_s)
 
     def _arm_ms_to_time(self, ms: int, near: float) -> float:
         """Arm clock value -> sim time, taking the wrap nearest to ``near``."""
@@ -714,7 +733,7 @@ def run_pick_line(
             c.connect()
         tracker = ConveyorTracker(mm_per_count)
         tracker.update(clock.now() - step_s, encoder_at(clock.now() - step_s))
-        sched = Scheduler(clients, tracker, clock)
+        sched = Scheduler(clients, tracker, clock, commit_lead_s=max(0.25, 4 * step_s), chain_margin_s=max(0.05, 1.5 * step_s))
         todo = sorted(arrivals, key=lambda a: a[0])
         i, n = 0, len(todo)
         t_stop = t0 + duration_s
@@ -735,7 +754,7 @@ def run_pick_line(
                 break
             clock.sleep(step_s)
         v = tracker.speed_mm_s
-        picks = [r for s in sims for r in s.records if r.cmd_type == CommandType.PICK
+        picks = [r for s in sims for r in s.records if r.cmd_type in PICK_TYPES
                  and r.result in (ResultCode.OK, ResultCode.EMPTY)]
         firsts = [min((r.t_grip for r in s.records if r.t_grip is not None), default=math.inf) for s in sims]
         t_meas = max(firsts)

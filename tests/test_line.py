@@ -28,7 +28,7 @@ def make_line(tmp_path, seed=1, arms=1, overrides=None, **kw):
 def executed_targets(line):
     ids = []
     for sim in line.backend.sim_arms:
-        ids += [r.target_id for r in sim.records if r.cmd_type == 1 and r.t_grip is not None]
+        ids += [r.target_id for r in sim.records if r.cmd_type in (1, 4) and r.t_grip is not None]
     return ids
 
 
@@ -62,8 +62,11 @@ def test_every_scallop_is_decided_once_and_recorded(tmp_path):
     truth = s["truth"]
     assert truth["passed_with_uro"] > 20
     assert s["adductor_hits"] == 0
-    # The shipped model and one arm at ~90 % load remove nearly every uro that passed.
-    assert s["uro_removed"] >= 0.95 * truth["passed_with_uro"]
+    # The shipped model and one arm at this load remove nearly every uro that passed: none is
+    # lost for lack of capacity; at most two (a vision miss, one still in the window when the
+    # line stopped) are left on.
+    assert not any(reason == "no_capacity" for _, _, reason in r)
+    assert truth["passed_with_uro"] - s["uro_removed"] <= 2
 
 
 def test_same_seed_same_result(tmp_path):

@@ -33,7 +33,7 @@ def sim_arm():
 def test_status_reads_the_arm(sim_arm, capsys):
     assert main(["robot", "status", "--port", str(sim_arm.port)]) == 0
     out = capsys.readouterr().out
-    assert "state              IDLE" in out and "interface_version  1" in out and "cmd_seq            0" in out
+    assert "state              IDLE" in out and "interface_version  2" in out and "cmd_seq            0" in out
     assert main(["robot", "status", "--port", str(sim_arm.port), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["state"] == "IDLE" and d["profile"] == "generic" and d["tcp_mm"] == [300.0, 0.0, 100.0]
@@ -66,7 +66,7 @@ def test_sim_arm_serves_until_its_duration(capsys):
                 break
         assert main(["robot", "status", "--port", str(port), "--profile", "ur", "--json"]) == 0
         d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert d["state"] == "IDLE" and d["interface_version"] == 1
+        assert d["state"] == "IDLE" and d["interface_version"] == 2
     finally:
         th.join(10)
     assert rc == [0] and not th.is_alive()

@@ -103,12 +103,12 @@ def tracker_now(clock) -> ConveyorTracker:
 
 
 def make_plan(cfg: ArmConfig, clock, x_now: float = 600.0, y: float = 20.0, tid: int = 1,
-              pull=(0.0, 1.0), t_free: float | None = None) -> PickPlan:
+              pull=(0.0, 1.0), t_free: float | None = None, chained: bool = False) -> PickPlan:
     """A target whose uro is at belt x=x_now at the current time."""
     tr = tracker_now(clock)
     enc = int(round(V * clock.now() / MPC))
     plan = PickPlanner(cfg).plan(PickTarget(tid, (x_now, y), enc, pull, z_mm=5.0), tr,
-                                 clock.now() if t_free is None else t_free)
+                                 clock.now() if t_free is None else t_free, chained=chained)
     assert isinstance(plan, PickPlan), plan
     return plan
 
@@ -125,7 +125,7 @@ def test_full_handshake(arms, clients, clock, grader, profile):
     arm = start_arm(arms, clock, cfg, grader=grader)
     c = client_for(clients, arm, clock)
     st = c.connect()
-    assert (st.state, st.interface_version, st.ack_seq, st.done_seq) == (ArmState.IDLE, 1, 0, 0)
+    assert (st.state, st.interface_version, st.ack_seq, st.done_seq) == (ArmState.IDLE, 2, 0, 0)
     plan = make_plan(cfg, clock)
     seq = c.submit(plan)
     # The whole command block in one request, then the sequence number alone, last.
@@ -187,6 +187,49 @@ def test_one_command_queued_behind_the_running_one(arms, clients, clock):
     ra, rb = arm.records
     assert rb.t_ack == pytest.approx(ra.t_done)       # taken the moment the first one ended
     assert arm.executed_seqs() == [a, b]
+
+
+def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients, clock, grader):
+    arm = start_arm(arms, clock, grader=grader)
+    c = client_for(clients, arm, clock)
+    c.connect()
+    a = c.submit(make_plan(arm.config, clock, tid=1))
+    pa = c.pending[a].plan
+    c.wait_for(a, "acked")
+    pb = make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True)
+    assert pb.chained and np.allclose(pb.start_mm, arm.config.chute_mm)
+    b = c.submit(pb)
+    assert c.map.decode_block("command", arm.regs[24 - arm._lo:83 - arm._lo])["cmd_type"] == 4
+    ea, eb = c.wait_for(a, "done"), c.wait_for(b, "done")
+    assert (ea.result, eb.result) == (ResultCode.OK, ResultCode.OK)
+    ra, rb = arm.records
+    # The first ends at its release over the chute, and the second is taken right there.
+    assert ra.t_done == pytest.approx(pa.t_release, abs=0.02) and ra.t_done < pa.t_end - 0.1
+    assert rb.t_ack == ra.t_done and rb.cmd_type == 4
+    assert rb.t_grip == pytest.approx(pb.grip_time, abs=1.5e-3)
+    assert [g[0][0] for g in grader.calls] == pytest.approx([pa.grasp_B[0], pb.grasp_B[0]], abs=0.05)
+    assert arm.executed_seqs() == [a, b] and c.read_status().picks_total == 2
+
+
+def test_chained_pick_committed_after_the_release_runs_from_ready(arms, clients, clock):
+    """The robot looks for a chained pick at the release only: one committed later waits for
+    the arm to reach ready, and a grip time it can no longer meet ends LATE, untouched."""
+    arm = start_arm(arms, clock)
+    c = client_for(clients, arm, clock)
+    c.connect()
+    a = c.submit(make_plan(arm.config, clock, tid=1))
+    pa = c.pending[a].plan
+    c.wait_for(a, "acked")
+    pb = make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True)
+    while clock.now() < pa.t_release + 0.02:           # keep the heartbeat going
+        clock.advance(min(0.05, pa.t_release + 0.02 - clock.now()))
+        c.poll()
+    b = c.submit(pb)
+    eb = c.wait_for(b, "done")
+    ra, rb = arm.records
+    assert ra.t_done == pytest.approx(pa.t_end, abs=0.02)          # went back to ready
+    assert rb.t_ack >= ra.t_done and rb.t_grip is None
+    assert eb.result == ResultCode.LATE and c.read_status().picks_total == 1
 
 
 # ====================================================================== at most once
@@ -448,7 +491,7 @@ def test_timeouts_give_a_clear_error_and_no_stale_answers(arms, clients):
     ev = c.poll()
     assert "connected" in [e.kind for e in ev]
     st = c.read_status()
-    assert st.interface_version == 1 and st.state == ArmState.IDLE
+    assert st.interface_version == 2 and st.state == ArmState.IDLE
 
 
 def test_refused_connection_and_back_off(clients):
@@ -592,11 +635,11 @@ def test_interface_version_mismatch_is_refused(arms, clients, clock, tmp_path):
     from importlib import resources
 
     text = resources.files("scallop.robot").joinpath("profiles", "generic.toml").read_text()
-    v2 = tmp_path / "generic-v2.toml"
-    v2.write_text(text.replace("version = 1", "version = 2", 1))
-    arm = start_arm(arms, clock, profile=str(v2))
-    c = client_for(clients, arm, clock)                    # the controller still speaks version 1
-    with pytest.raises(ProtocolError, match=r"reports interface_version=2 but profile 'generic' is version 1"):
+    v3 = tmp_path / "generic-v3.toml"
+    v3.write_text(text.replace("version = 2", "version = 3", 1))
+    arm = start_arm(arms, clock, profile=str(v3))
+    c = client_for(clients, arm, clock)                    # the controller still speaks version 2
+    with pytest.raises(ProtocolError, match=r"reports interface_version=3 but profile 'generic' is version 2"):
         c.connect()
     assert not c.connected                                 # no half-open link left behind
     assert c.poll() == [] and not c.connected

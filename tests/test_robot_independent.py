@@ -19,7 +19,8 @@ V, MPC = 300.0, 0.1
 
 
 class DocRobot:
-    """Generic profile, section 5 and 9 of the document; motion is a fixed 0.4 s after the grip."""
+    """Generic profile, section 5 and 9 of the document; the release is 0.3 s after the grip
+    and the arm is back at ready 0.1 s later."""
 
     STATUS = range(0, 18)
     WRITABLE = (range(20, 23), range(24, 83))
@@ -28,16 +29,18 @@ class DocRobot:
         self.clock = clock
         self.r = [0] * 83
         self.t0 = clock.now()
-        self.r[0] = 1                                   # interface_version
+        self.r[0] = 2                                   # interface_version
         self.ack = self.r[4] = self.r[5] = self.r[22]   # start rule: nothing old is executed
         self.state = 1
         self.fault = 0
         self.busy_until = None
+        self.release_at = None
         self.busy_seq = 0
         self.busy_result = 0
         self.last_hb = None
         self.hb_changed = None
         self.executed: list[int] = []
+        self.taken_ms: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def ms(self) -> int:
@@ -65,6 +68,12 @@ class DocRobot:
                 self.finish(self.busy_seq, 5)          # ABORTED
                 self.busy_until = None
             self.state, self.fault = 3, 1
+        if self.busy_until is not None and self.release_at is not None and now_ms >= self.release_at:
+            self.release_at = None
+            pending = self.r[22]
+            if pending != 0 and pending != self.ack and self.r[24] == 4:
+                self.busy_until = None                  # section 6 step 8: a PICK_CHAINED is waiting
+                self.finish(self.busy_seq, self.busy_result)
         if self.busy_until is not None and now_ms >= self.busy_until:
             self.busy_until = None
             self.finish(self.busy_seq, self.busy_result)
@@ -79,11 +88,13 @@ class DocRobot:
                     self.finish(seq, 1)
                 else:
                     self.finish(seq, 6 if ctype != 3 else 4)
-            elif ctype == 1:
+            elif ctype in (1, 4):
                 grip = (block[4] << 16) | block[5]
                 self.executed.append(seq)
+                self.taken_ms[seq] = now_ms
                 self.state, self.busy_seq, self.busy_result = 2, seq, 1
-                self.busy_until = max(now_ms, grip) + 400
+                self.release_at = max(now_ms, grip) + 300
+                self.busy_until = self.release_at + 100
             elif ctype in (2, 3):
                 self.finish(seq, 1)
             else:
@@ -200,12 +211,13 @@ def setup():
     assert not any(t.is_alive() for t in server.threads)
 
 
-def plan_now(cfg, clock, tid=1) -> PickPlan:
+def plan_now(cfg, clock, tid=1, x=600.0, t_free=None, chained=False) -> PickPlan:
     tr = ConveyorTracker(MPC)
     for dt in (-0.1, 0.0):
         tr.update(clock.now() + dt, int(round(V * (clock.now() + dt) / MPC)))
-    plan = PickPlanner(cfg).plan(PickTarget(tid, (600.0, 0.0), int(round(V * clock.now() / MPC)), (0.0, 1.0),
-                                            z_mm=5.0), tr, clock.now())
+    plan = PickPlanner(cfg).plan(PickTarget(tid, (x, 0.0), int(round(V * clock.now() / MPC)), (0.0, 1.0),
+                                            z_mm=5.0), tr, clock.now() if t_free is None else t_free,
+                                 chained=chained)
     assert isinstance(plan, PickPlan)
     return plan
 
@@ -246,3 +258,18 @@ def test_independent_robot_watchdog_and_reset(setup):
     assert client.read_status().state == ArmState.IDLE
     seq = client.submit(plan_now(client.config, clock, tid=2))
     assert client.wait_for(seq, "done").result == ResultCode.OK
+
+
+def test_independent_robot_takes_a_chained_pick_at_the_release(setup):
+    clock, robot, server, client = setup
+    client.connect()
+    a = client.submit(plan_now(client.config, clock, tid=1))
+    client.wait_for(a, "acked")
+    grip_a = robot.u32(28)
+    b = client.submit(plan_now(client.config, clock, tid=2, x=300.0, t_free=clock.now() + 0.5, chained=True))
+    assert robot.r[24] == 4                                          # cmd_type PICK_CHAINED
+    assert client.wait_for(a, "done").result == ResultCode.OK
+    client.wait_for(b, "acked")
+    # Taken at the release (grip + 300 ms, within a poll), not after the return to ready (+400 ms).
+    assert grip_a + 300 <= robot.taken_ms[b] < grip_a + 400
+    assert robot.executed == [a, b]

@@ -273,6 +273,38 @@ def test_capacity_is_the_inverse_mean_cycle_and_cycle_in_range():
     assert planner.capacity_per_s(V) == pytest.approx(1.0 / c)
     # Picks at the window's far corner take longer than at its centre.
     assert planner.cycle_time(1050.0, -140.0, V) > planner.cycle_time(750.0, 0.0, V)
+    # Capacity is what a busy arm sustains: release to release, chained from the chute. A lone
+    # pick from ready back to ready costs the chute -> ready -> approach detour on top.
+    alone = planner.nominal_cycle_s(V, chained=False)
+    assert c == pytest.approx(1.267, abs=0.005) and alone == pytest.approx(1.483, abs=0.005)
+    for x, y in ((450.0, 0.0), (750.0, -170.0), (1050.0, 170.0)):
+        assert 0.1 < planner.cycle_time(x, y, V, chained=False) - planner.cycle_time(x, y, V) < 0.35
+
+
+def test_chained_plan_starts_at_the_chute_and_checks_the_path_from_ready_too():
+    planner = PickPlanner(ArmConfig())
+    tr = tracker_at(0.0)
+    t = target(x=600.0, y=0.0)
+    alone = planner.plan(t, tr, 0.0)
+    chained = planner.plan(t, tr, 0.0, chained=True)
+    assert isinstance(alone, PickPlan) and isinstance(chained, PickPlan)
+    assert chained.chained and not alone.chained
+    assert np.allclose(chained.start_mm, ArmConfig().chute_mm) and chained.t_start == 0.0
+    # From the chute the approach is farther than from ready: the grip comes a little later,
+    # but the release is what a chained successor starts from, well before the return to ready.
+    assert chained.grip_time >= alone.grip_time
+    assert chained.t_release == pytest.approx(chained.waypoint("chute").t_arrive + ArmConfig().motion.gripper_open_s)
+    assert chained.t_release < chained.t_end - 0.2
+    # A keep-out box across the ready -> approach segment only: a robot that takes the chained
+    # command at ready (committed too late) would cross it, so the plan is refused.
+    ready, approach = np.asarray(ArmConfig().ready_mm), chained.waypoint("approach").xyz_mm
+    mid = (ready + approach) / 2
+    box = Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")
+    p2 = PickPlanner(ArmConfig(keep_out=[box]))
+    assert isinstance(p2.plan(t, tr, 0.0, start_mm=np.asarray(ArmConfig().chute_mm)), PickPlan)
+    res = p2.plan(t, tr, 0.0, chained=True)
+    assert isinstance(res, Skip) and res.reason == SkipReason.WORKSPACE
+    assert "segment ready -> approach crosses a keep-out box" in res.detail
 
 
 def test_command_fields_cover_the_command_block():

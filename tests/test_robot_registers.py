@@ -35,7 +35,7 @@ def test_builtin_profiles_load_and_carry_the_protocol():
     for name in ("generic", "ur"):
         m = RegisterMap.load(name)
         check_profile(m)
-        assert m.version == 1 and m.word_order == "big"
+        assert m.version == 2 and m.word_order == "big"
         for f in PROTOCOL_FIELDS:
             assert m.field(f).description, f"{name}.{f} has no description"
         # The command block fits one write request, the status block one read request.
@@ -196,6 +196,19 @@ def test_profile_missing_protocol_fields_is_refused():
 
 
 # ---------------------------------------------------------------- the interface document
+def test_a_version_1_profile_is_refused_with_what_to_do(tmp_path):
+    """Version 1 robot programs do not know PICK_CHAINED (they would reject every chained pick)."""
+    from importlib import resources
+
+    text = resources.files("scallop.robot").joinpath("profiles", "generic.toml").read_text()
+    old = tmp_path / "old.toml"
+    old.write_text(text.replace("version = 2", "version = 1", 1))
+    m = RegisterMap.load(str(old))
+    with pytest.raises(ProfileError, match=r"interface version 1; this controller speaks version 2 .*"
+                                           r"update the robot program"):
+        check_profile(m)
+
+
 def test_interface_document_matches_the_profiles_and_codes():
     """docs/robot-interface.md is what integrators build from: its tables must be the data."""
     import re

@@ -178,13 +178,47 @@ def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
     assert set(sched.queue) == {1}
     up.free = True
     sched.step()
+    assert [p.target.id for p in up.sent] == [2]              # chosen only commit_lead_s before the arm is free
+    first = up.sent[0]
+    t = first.t_release - 0.2
+    clock.advance(t - clock.now())
+    tr.update(t, int(round(V * t / MPC)))
+    sched.step()
     assert [p.target.id for p in up.sent] == [2, 1]
-    assert up.sent[1].t_start == pytest.approx(up.sent[0].t_end)  # planned from when the first ends
-    clock.advance(10.0)
+    second = up.sent[1]
+    # Chained: planned from the chute at the first pick's release, not from ready at its end.
+    assert second.chained and second.t_start == pytest.approx(first.t_release)
+    assert np.allclose(second.start_mm, first.waypoint("chute").xyz_mm)
+    assert first.t_release < first.t_end - 0.1
+    clock.advance(10.0 - clock.now())
     tr.update(10.0, 30000)
     sched.add([PickTarget(4, (0.0, 300.0), 0, (0.0, 1.0))])   # across the belt: no window holds it
     sched.step()
     assert [s.reason.value for s in sched.skips] == ["outside_window"]
+
+
+def test_a_pick_chosen_after_the_release_is_planned_from_ready():
+    """Too close to the release for the robot to see it there: the next pick starts from
+    ready when the current one ends, as an ordinary PICK."""
+    from scallop.robot.scheduler import ArmLane
+
+    class Stub:
+        def __init__(self, cfg):
+            self.config, self.name, self.status = cfg, cfg.name, None
+
+    cfg = ArmConfig(name="a")
+    lane = ArmLane(Stub(cfg))
+    tr = ConveyorTracker(MPC)
+    tr.update(-0.1, -300)
+    tr.update(0.0, 0)
+    plan = lane.planner.plan(PickTarget(1, (400.0, 0.0), 0, (0.0, 1.0)), tr, 0.0)
+    lane.inflight[1] = plan
+    t, pos, chained = lane.free_at(plan.t_release - 0.2, chain_margin_s=0.05)
+    assert chained and t == plan.t_release and np.allclose(pos, cfg.chute_mm)
+    t, pos, chained = lane.free_at(plan.t_release - 0.01, chain_margin_s=0.05)
+    assert not chained and t == pytest.approx(plan.t_end) and np.allclose(pos, cfg.ready_mm)
+    with pytest.raises(ValueError, match="chain_margin_s"):
+        Scheduler([Stub(cfg)], tr, None, commit_lead_s=0.1, chain_margin_s=0.2)
 
 
 def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
