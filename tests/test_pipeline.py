@@ -99,6 +99,38 @@ def test_grasp_falls_back_to_a_shallower_point_away_from_a_hugging_adductor(pipe
     assert deep_only._grasp_point(uro, cv2.boundingRect(uro), add, mm)[2] < pipe.config.min_adductor_gap_mm
 
 
+def test_grasp_keeps_clear_of_a_touching_neighbour_when_the_uro_allows(pipe):
+    """A uro whose one end lies against another scallop: the jaws close on its far end,
+    clearance_mm from the neighbour, and still away from the adductor; a uro with no room
+    for that keeps the old choice (the line then skips it as too_close)."""
+    mm = 0.5
+    clear = pipe.config.clearance_mm
+    lc = np.zeros((80, 80), np.int32)
+    lc[:, :40] = 1                             # this scallop
+    lc[:, 40:] = 2                             # a touching neighbour from column 40 on
+    uro = np.zeros((80, 80), np.uint8)
+    uro[30:42, 12:40] = 1                      # 14 mm long, its right end against the neighbour
+    add = np.zeros((80, 80), bool)
+    add[20:52, 0:8] = True                     # adductor off its left end: the right end is farthest
+    box = cv2.boundingRect(uro)
+    near = pipe._neighbour_px(lc, 1, box, 0, 0, clear / mm)
+    assert near is not None and near.shape == (box[3], box[2])
+    assert near[0, -1] == pytest.approx(1.0) and near[0, 0] == pytest.approx(28.0)   # exact distances
+    py0, px0, _ = pipe._grasp_point(uro, box, add, mm)
+    py, px, gap = pipe._grasp_point(uro, box, add, mm, near)
+    assert uro[py, px] == 1 and gap >= pipe.config.min_adductor_gap_mm
+    assert (40 - px0) * mm < clear <= (40 - px) * mm     # before: next to the neighbour; now clear of it
+    # No neighbour within reach: nothing to compute, the same point as without.
+    lone = np.ones_like(lc)
+    assert pipe._neighbour_px(lone, 1, box, 0, 0, clear / mm) is None
+    # A uro entirely within the clearance of the neighbour: no clear pixel, the old choice.
+    small = np.zeros_like(uro)
+    small[30:42, 34:40] = 1
+    sbox = cv2.boundingRect(small)
+    snear = pipe._neighbour_px(lc, 1, sbox, 0, 0, clear / mm)
+    assert pipe._grasp_point(small, sbox, add, mm, snear) == pipe._grasp_point(small, sbox, add, mm)
+
+
 def test_grasp_point_on_box_equals_whole_crop(pipe):
     rng = np.random.default_rng(5)
     checked = 0

@@ -218,7 +218,7 @@ class Pipeline:
         return dets.with_belt_mapping(to_belt) if to_belt is not None else dets
 
     def _grasp_point(self, uro: np.ndarray, box: tuple[int, int, int, int], adductor: np.ndarray,
-                     mm_px: float) -> tuple[int, int, float]:
+                     mm_px: float, neighbour_px: np.ndarray | None = None) -> tuple[int, int, float]:
         """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
         uro) and as far from the adductor as that allows — the uro touches the adductor at
         one end, and a gripper closing on that end pinches the meat.
@@ -226,8 +226,11 @@ class Pipeline:
         Candidates are the pixels at least ``grip_clearance_mm`` inside the uro (or 80 % of
         the deepest point's depth for a thin uro); among them the one farthest from the
         adductor wins. ``uro``: uint8 0/1 mask of the crop, ``box``: its (x, y, w, h)
-        bounding box, ``mm_px``: the crop's scale. Returns (row, col, distance to the
-        adductor in mm)."""
+        bounding box, ``mm_px``: the crop's scale. ``neighbour_px``: on the box, the distance
+        in pixels to the nearest pixel of another scallop (None: none near); when a touching
+        neighbour lies close, pixels at least ``clearance_mm`` from it are preferred, so the
+        jaws close on the far part of the uro rather than next to the other scallop's meat.
+        Returns (row, col, distance to the adductor in mm)."""
         x, y, w, h = box
         # Depth inside the uro on its box only. The 2-pixel zero border stands for everything
         # outside: a 5x5 chamfer step spans at most 2 pixels, so no path to a farther zero can
@@ -235,23 +238,49 @@ class Pipeline:
         du = cv2.distanceTransform(cv2.copyMakeBorder(uro[y:y + h, x:x + w], 2, 2, 2, 2, cv2.BORDER_CONSTANT, 0),
                                    cv2.DIST_L2, 5)[2:-2, 2:-2]
         deepest = float(du.max())
-        if not adductor.any():
-            py, px = np.unravel_index(int(du.argmax()), du.shape)
-            return py + y, px + x, float("inf")
         cfg = self.config
-        da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[y:y + h, x:x + w]
-        # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps.
-        depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
-        for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
-            need = min(depth_mm / mm_px, 0.8 * deepest)
-            score = np.where(du >= need, da + 0.01 * du, -1.0)
+        clear = None
+        if neighbour_px is not None:
+            clear = neighbour_px >= cfg.clearance_mm / mm_px + 0.5
+        if not adductor.any():
+            score = du if clear is None or not clear.any() else np.where(clear, du, -1.0)
             py, px = np.unravel_index(int(score.argmax()), score.shape)
-            gap = float(da[py, px]) * mm_px
-            # A uro lying along the adductor has no deep pixel far enough from it; a shallower
-            # grip (still inside the uro by more than the mask error) often has.
-            if gap >= cfg.min_adductor_gap_mm:
-                break
+            return py + y, px + x, float("inf")
+        da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[y:y + h, x:x + w]
+        # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps; first only
+        # where the jaws also clear a touching neighbour, then anywhere (judged too_close later).
+        depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
+        for allowed in ((clear, None) if clear is not None and clear.any() else (None,)):
+            for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
+                need = min(depth_mm / mm_px, 0.8 * deepest)
+                ok = du >= need if allowed is None else (du >= need) & allowed
+                score = np.where(ok, da + 0.01 * du, -1.0)
+                py, px = np.unravel_index(int(score.argmax()), score.shape)
+                gap = float(da[py, px]) * mm_px
+                # A uro lying along the adductor has no deep pixel far enough from it; a shallower
+                # grip (still inside the uro by more than the mask error) often has.
+                if ok[py, px] and gap >= cfg.min_adductor_gap_mm:
+                    return py + y, px + x, gap
         return py + y, px + x, gap
+
+    @staticmethod
+    def _neighbour_px(lc: np.ndarray, k: int, box: tuple[int, int, int, int], x0: int, y0: int,
+                      reach_px: float) -> np.ndarray | None:
+        """Distance in crop pixels from each pixel of the uro box (``box`` relative to
+        (x0, y0)) to the nearest pixel of another scallop in the crop's labels ``lc`` (own
+        label ``k``, 0 = belt); None when none lies within ``reach_px`` of the box. The window
+        reaches ``reach_px`` past the box, so every distance under ``reach_px`` is exact."""
+        bx, by, bw, bh = box
+        bx, by = bx + x0, by + y0
+        r = int(np.ceil(reach_px)) + 1
+        H, W = lc.shape
+        wx0, wy0, wx1, wy1 = max(bx - r, 0), max(by - r, 0), min(bx + bw + r, W), min(by + bh + r, H)
+        win = lc[wy0:wy1, wx0:wx1]
+        free = ((win == k) | (win == 0)).view(np.uint8)
+        if free.all():
+            return None
+        d = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return d[by - wy0:by - wy0 + bh, bx - wx0:bx - wx0 + bw]
 
     # ------------------------------------------------------------------ main
     def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
@@ -433,7 +462,9 @@ class Pipeline:
                 # wider mask, since the boundary between uro and adductor is where the mask errs.
                 box = (i, slice(y0, y1), slice(x0, x1))
                 add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= _max_of([c[box] for c in rivals])
-                py, px, gap = self._grasp_point(comp, (ux + cx_, uy + cy_, cw_, ch_), add_near & own, mm_c)
+                ubox = (ux + cx_, uy + cy_, cw_, ch_)
+                py, px, gap = self._grasp_point(comp, ubox, add_near & own, mm_c,
+                                                self._neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c))
                 cm = comp.view(bool)
                 uconf = float(_softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])],
                                             P_URO).mean())
