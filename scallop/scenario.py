@@ -618,7 +618,7 @@ class _Bench:
         row = self.truth[sid]
         if oc.result == "picked" and oc.grade not in (None, "uro_removed"):
             self._failure(oc.grade, sid, oc.decision.view.frame_index, f"picked by {oc.arm}: {oc.grade}")
-        elif oc.result == "skipped" and row.had_uro and oc.reason in ("no_uro", "ambiguous", "views_disagree"):
+        elif oc.result == "skipped" and row.had_uro and oc.reason in ("no_uro", "ambiguous", "views_disagree", "too_close"):
             # Only a failure if no other track of the scallop gets it picked: decided when it
             # has gone past the arms (the frame is kept until then).
             kind = f"skipped_{oc.reason}"
