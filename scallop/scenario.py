@@ -846,7 +846,8 @@ def _summarise(b: _Bench, sc: Scenario, cfg: LineConfig, seed: int, t_virtual: f
             if r.cmd_type not in PICK_TYPES:
                 continue
             target_ids[r.target_id] += 1
-            busy[cfg_a.name] += max(0.0, r.t_done - r.t_ack)
+            # Moving or gripping; waiting above a uro that has not arrived yet is spare capacity.
+            busy[cfg_a.name] += max(0.0, r.t_done - r.t_ack - r.wait_s)
             if r.t_grip is not None:
                 picks.append((r.t_grip, cfg_a.name, r.grade or "ungraded"))
     target_dup = sum(n - 1 for n in target_ids.values() if n > 1)
@@ -1025,7 +1026,7 @@ svg text{{font:11px system-ui,sans-serif;fill:#444}}
 <p class="sub">{e(s['description'])} — seed {s['seed']}, model {e(str(s['model']))}, arms {e(', '.join(s['arms']))},
 belt {s['belt_speed_mm_s']:g} mm/s, arrivals {s['arrivals_rate_per_min']:g}/min{'' if s['complete'] else ' — INCOMPLETE'}</p>
 <div class="cards">{cards}</div>
-<p>Arm utilisation (time busy with a pick): {e(util)}.</p>
+<p>Arm utilisation (time moving or gripping; waiting above a uro that has not arrived is not counted): {e(util)}.</p>
 <h2>Throughput over time</h2>{tp_chart}{belt}
 <h2>Outcomes</h2><p>Every scallop that went past the arms has exactly one outcome.</p>{outcomes}
 <h3>Not picked, by reason</h3><table>{skipped or '<tr><td>none</td></tr>'}</table>

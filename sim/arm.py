@@ -116,6 +116,7 @@ class SimPickRecord:
     grasp_B: np.ndarray | None = None      # (2,) belt-frame grip point
     pull_dir_B: np.ndarray | None = None   # (2,) unit vector, belt frame
     detail: str = ""
+    wait_s: float = 0.0                    # held still at the approach, waiting for the uro
 
 
 @dataclass
@@ -540,6 +541,7 @@ class SimArm:
             self._exec = _Exec(rec, segs, None)
             return
         t_ds = max(t_app, t_desc_start)
+        rec.wait_s = t_ds - t_app
         segs.append((t_app, t_ds, wp["approach"].copy(), wp["approach"].copy()))
         t_g = line(t_ds, wp["approach"], wp["grasp"], sp["grasp"])
         t_ge = line(t_g, wp["grasp"], wp["grip_end"], sp["grip_end"], at_least=p.gripper_close_s)

@@ -148,6 +148,7 @@ def test_full_handshake(arms, clients, clock, grader, profile):
     rec = arm.records[0]
     assert rec.seq == seq and rec.grade == "uro_removed"
     assert rec.t_grip == pytest.approx(plan.grip_time, abs=1.5e-3)
+    assert rec.wait_s == pytest.approx(plan.wait_s, abs=0.02) and rec.wait_s > 0   # held above the uro
     xy, t, d = grader.calls[0]
     assert t == rec.t_grip
     assert np.allclose(xy, plan.grasp_B[:2], atol=0.02)
