@@ -213,8 +213,10 @@ def test_detections_match_truth_on_rendered_frames(pipe, mm_per_px):
 
     total = Tally()
     box_err, centre_err = [], []
+    n_pickable = 0
     for s in _frames(5, 960, 600, mm_per_px, seed=11):
         dets = pipe.detect(s.image, mm_per_px=s.truth.mm_per_px)
+        n_pickable += int((dets.pickable & dets.uro_found).sum())
         facts = [f.to_dict() for f in s.truth.scallops]
         total.add(score_frame(dets, s.truth.parts, s.truth.instances, facts, s.truth.mm_per_px))
         for f in s.truth.scallops:
@@ -233,6 +235,10 @@ def test_detections_match_truth_on_rendered_frames(pipe, mm_per_px):
     r = total.summary()
     assert r["recall"] >= 0.9 and r["precision"] >= 0.9, r
     assert r["grasp_on_uro"] >= 0.85 and r["grasp_on_adductor"] == 0.0, r
+    # Every pickable grasp is scored on or off a uro, with its confidence.
+    u = r["uro_confidence"]
+    assert u["pickable_on_uro"] + len(u["off_uro"]) == n_pickable
+    assert u["pickable_on_uro"] >= r["counts"]["grasp_on_uro"] * 0.9 and u["on_uro_min"] >= 0.55
     # Boxes of whole, free-lying scallops within a few millimetres of the true outline.
     assert len(box_err) >= 8 and float(np.median(box_err)) <= 2.5, box_err
     # Mask centroids against the true visible-mask centroids, in image pixels: no offset

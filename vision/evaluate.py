@@ -31,11 +31,15 @@ class Tally:
     no_uro_reported: int = 0
     frames: int = 0
     failures: list = field(default_factory=list)   # (frame, scallop id, what) for reports
+    # uro confidence of every pickable grasp, split by whether it lands on a true uro: how well
+    # min_uro_confidence can separate the two.
+    conf_on_uro: list = field(default_factory=list)
+    conf_off_uro: list = field(default_factory=list)
 
     def add(self, other: "Tally") -> None:
         for k, v in asdict(other).items():
-            if k == "failures":
-                self.failures.extend(other.failures)
+            if k in ("failures", "conf_on_uro", "conf_off_uro"):
+                getattr(self, k).extend(getattr(other, k))
             else:
                 setattr(self, k, getattr(self, k) + v)
 
@@ -50,7 +54,13 @@ class Tally:
             "grasp_on_uro": rate(self.grasp_on_uro, self.with_uro),
             "grasp_on_adductor": rate(self.grasp_on_adductor, self.grasps),
             "no_uro_reported": rate(self.no_uro_reported, self.without_uro),
-            "counts": {k: v for k, v in asdict(self).items() if k != "failures"},
+            "uro_confidence": {
+                "pickable_on_uro": len(self.conf_on_uro),
+                "on_uro_min": round(min(self.conf_on_uro), 4) if self.conf_on_uro else None,
+                "on_uro_p1": round(float(np.percentile(self.conf_on_uro, 1)), 4) if self.conf_on_uro else None,
+                "off_uro": sorted(round(c, 4) for c in self.conf_off_uro),
+            },
+            "counts": {k: v for k, v in asdict(self).items() if k not in ("failures", "conf_on_uro", "conf_off_uro")},
         }
 
 
@@ -109,7 +119,14 @@ def score_frame(dets: Detections, parts: np.ndarray, instances: np.ndarray, fact
     for j in np.nonzero(dets.uro_found)[0]:
         t.grasps += 1
         gx, gy = np.round(dets.grasp_px[j]).astype(int)
-        if parts[np.clip(gy, 0, h - 1), np.clip(gx, 0, w - 1)] == PART_ADDUCTOR:
+        gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
+        if parts[gy, gx] == PART_ADDUCTOR:
             t.grasp_on_adductor += 1
             t.failures.append((frame, -1, "grasp_on_adductor"))
+        if dets.pickable[j]:
+            tid = int(instances[gy, gx])
+            ys, xs = np.nonzero((parts == PART_URO) & (instances == tid)) if tid else ((), ())
+            on = len(xs) > 0 and np.sqrt(((xs - dets.grasp_px[j][0]) ** 2
+                                          + (ys - dets.grasp_px[j][1]) ** 2).min()) * mm_per_px <= tol_mm
+            (t.conf_on_uro if on else t.conf_off_uro).append(float(dets.uro_confidence[j]))
     return t

@@ -90,5 +90,8 @@ def run(args) -> int:
         print(f"frames {summary['frames']}, scallops ≥90% visible {summary['scallops']}")
         for k in ("recall", "precision", "grasp_on_uro", "grasp_on_adductor", "no_uro_reported"):
             print(f"  {k:20s} {summary[k]}")
+        u = summary["uro_confidence"]
+        print(f"  uro confidence of pickable grasps: on a uro ({u['pickable_on_uro']}) min {u['on_uro_min']}, "
+              f"1st percentile {u['on_uro_p1']}; off a uro {u['off_uro']}")
         print(f"written to {out}")
     return 0
