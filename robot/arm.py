@@ -526,6 +526,10 @@ class ArmClient:
         if tuple(names) != WAYPOINTS:
             raise ProtocolError(f"plan for target {plan.target.id} has waypoints {names}, expected {list(WAYPOINTS)}")
         self.workspace.check_path([(w.name, w.xyz_mm) for w in plan.waypoints])
+        approach, ready = plan.waypoint("approach").xyz_mm, plan.waypoint("ready").xyz_mm
+        self.workspace.check_path([("ready", ready), ("approach", approach)])     # LATE return, late chain
+        if plan.chained:
+            self.workspace.check_path([("chute", plan.waypoint("chute").xyz_mm), ("approach", approach)])
 
     def encode_pick(self, plan: PickPlan) -> list[int]:
         values = plan.command_fields()

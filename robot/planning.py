@@ -413,8 +413,12 @@ class PickPlanner:
         ]
         try:
             self.workspace.check_path([("start", start)] + [(w.name, w.xyz_mm) for w in wps])
+            # The other ways the robot may travel to or from this approach: from ready (a
+            # chained command taken after the release), from the chute (taken at it), and
+            # back to ready without descending (LATE), whatever the start.
+            self.workspace.check_path([("ready", self.ready), ("approach", approach)])
             if chained:
-                self.workspace.check_path([("ready", self.ready), ("approach", approach)])
+                self.workspace.check_path([("chute", self.chute), ("approach", approach)])
         except WorkspaceViolation as e:
             return Skip(target, SkipReason.WORKSPACE, str(e), name)
         return PickPlan(target, name, wps, tg, t_free, t_r, start, v_R, grasp_B, target.pull_dir.copy(),

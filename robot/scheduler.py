@@ -200,7 +200,9 @@ class Scheduler:
                 q.held = SkipReason.POSITION_UNCERTAIN
             return
         t_free, p_free, chained = lane.free_at(now, self.chain_margin_s)
-        if t_free - now > self.commit_lead_s:
+        # Measured from the earliest the arm could start anything, so an idle arm (whose start
+        # latency may exceed the lead) is always served.
+        if t_free - (now + lane.config.motion.start_latency_s) > self.commit_lead_s:
             return
         cands = [q for q in self.queue.values() if lane.name not in q.excluded
                  and q.target.confidence >= lane.config.min_confidence]

@@ -131,6 +131,21 @@ def test_grasp_keeps_clear_of_a_touching_neighbour_when_the_uro_allows(pipe):
     assert pipe._grasp_point(small, sbox, add, mm, snear) == pipe._grasp_point(small, sbox, add, mm)
 
 
+def test_grasp_without_adductor_stays_on_the_uro_when_only_the_belt_is_clear(pipe):
+    """No adductor found and the whole uro within the neighbour clearance: the pixels that are
+    clear lie on the belt, and the grasp must not go there."""
+    mm = 0.5
+    lc = np.zeros((60, 60), np.int32)
+    lc[:, :30] = 1
+    lc[:, 30:] = 2
+    uro = np.zeros((60, 60), np.uint8)
+    uro[20:30, 24:30] = 1                      # against the neighbour, 3 mm wide
+    box = (10, 15, 20, 20)                     # a wide box: its left part is belt, far from the neighbour
+    near = pipe._neighbour_px(lc, 1, box, 0, 0, pipe.config.clearance_mm / mm)
+    py, px, gap = pipe._grasp_point(uro, box, np.zeros((60, 60), bool), mm, near)
+    assert uro[py, px] == 1 and gap == float("inf")
+
+
 def test_grasp_point_on_box_equals_whole_crop(pipe):
     rng = np.random.default_rng(5)
     checked = 0

@@ -233,6 +233,33 @@ def test_chained_pick_committed_after_the_release_runs_from_ready(arms, clients,
     assert eb.result == ResultCode.LATE and c.read_status().picks_total == 1
 
 
+def test_a_fault_before_the_release_aborts_the_pick_and_the_chained_one_never_runs(arms, clients, clock):
+    from scallop.robot.arm import FaultCode
+
+    arm = start_arm(arms, clock)
+    c = client_for(clients, arm, clock)
+    c.connect()
+    a = c.submit(make_plan(arm.config, clock, tid=1))
+    pa = c.pending[a].plan
+    c.wait_for(a, "acked")
+    b = c.submit(make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True))
+    while clock.now() < pa.t_release - 0.1:            # keep the heartbeat going until just before
+        clock.advance(0.05)
+        c.poll()
+    arm.inject_fault(FaultCode.MOTION)
+    # The chained command is answered NOT_READY at once, which may overwrite the first result
+    # before it is read (then reported unknown); the arm's own records say what happened.
+    events = []
+    for _ in range(6):
+        clock.advance(0.05)
+        events += c.poll()
+    done = {e.seq: e.result for e in events if e.kind == "done"}
+    assert done[b] == ResultCode.NOT_READY and done.get(a) in (ResultCode.ABORTED, None)
+    ra, rb = arm.records
+    assert (ra.result, rb.result) == (ResultCode.ABORTED, ResultCode.NOT_READY)
+    assert rb.t_grip is None and rb.seq == b and c.read_status().picks_total == 0
+
+
 # ====================================================================== at most once
 def test_commit_applied_then_connection_dropped_is_not_resent(arms, clients, clock):
     arm = start_arm(arms, clock)

@@ -295,16 +295,39 @@ def test_chained_plan_starts_at_the_chute_and_checks_the_path_from_ready_too():
     assert chained.grip_time >= alone.grip_time
     assert chained.t_release == pytest.approx(chained.waypoint("chute").t_arrive + ArmConfig().motion.gripper_open_s)
     assert chained.t_release < chained.t_end - 0.2
-    # A keep-out box across the ready -> approach segment only: a robot that takes the chained
-    # command at ready (committed too late) would cross it, so the plan is refused.
-    ready, approach = np.asarray(ArmConfig().ready_mm), chained.waypoint("approach").xyz_mm
+    # A keep-out box across the chute -> approach segment: an arm taking the chained command
+    # at the release would cross it, so only the chained plan is refused.
+    ready, chute = np.asarray(ArmConfig().ready_mm), np.asarray(ArmConfig().chute_mm)
+    approach = chained.waypoint("approach").xyz_mm
+    mid = (chute + approach) / 2
+    p1 = PickPlanner(ArmConfig(keep_out=[Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")]))
+    assert isinstance(p1.plan(t, tr, 0.0), PickPlan)
+    res1 = p1.plan(t, tr, 0.0, chained=True)
+    assert isinstance(res1, Skip) and "segment start -> approach crosses a keep-out box" in res1.detail
+    # Whatever the start, the approach <-> ready segment is checked: the robot takes a chained
+    # command committed after the release from ready, and a LATE pick goes back that way.
     mid = (ready + approach) / 2
     box = Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")
     p2 = PickPlanner(ArmConfig(keep_out=[box]))
-    assert isinstance(p2.plan(t, tr, 0.0, start_mm=np.asarray(ArmConfig().chute_mm)), PickPlan)
+    res = p2.plan(t, tr, 0.0, start_mm=chute)
+    assert isinstance(res, Skip) and "segment ready -> approach crosses a keep-out box" in res.detail
     res = p2.plan(t, tr, 0.0, chained=True)
     assert isinstance(res, Skip) and res.reason == SkipReason.WORKSPACE
     assert "segment ready -> approach crosses a keep-out box" in res.detail
+
+
+def test_the_client_checks_the_other_starts_of_a_chained_plan_again():
+    """The arm client's own last check, on exactly what is written: a chained plan made without
+    a keep-out box the client knows of is refused before anything is sent."""
+    from scallop.robot.arm import ArmClient
+    from scallop.robot.clock import SystemClock
+
+    plan = PickPlanner(ArmConfig()).plan(target(x=600.0, y=0.0), tracker_at(0.0), 0.0, chained=True)
+    mid = (np.asarray(ArmConfig().chute_mm) + plan.waypoint("approach").xyz_mm) / 2
+    client = ArmClient(ArmConfig(keep_out=[Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")]), SystemClock())
+    with pytest.raises(WorkspaceViolation, match="segment chute -> approach crosses a keep-out box"):
+        client.check_plan(plan)
+    ArmClient(ArmConfig(), SystemClock()).check_plan(plan)      # without the box: fine
 
 
 def test_command_fields_cover_the_command_block():

@@ -221,6 +221,40 @@ def test_a_pick_chosen_after_the_release_is_planned_from_ready():
         Scheduler([Stub(cfg)], tr, None, commit_lead_s=0.1, chain_margin_s=0.2)
 
 
+def test_an_idle_arm_with_a_long_start_latency_is_still_served():
+    """The lead is measured from the earliest start: a start latency above the lead must not
+    hold an idle arm back for ever."""
+    from dataclasses import replace as dc_replace
+
+    from scallop.robot.config import MotionConfig
+    from scallop.sim.clock import VirtualClock
+
+    class Stub:
+        def __init__(self, cfg):
+            self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
+
+        def poll(self):
+            return []
+
+        def can_accept(self):
+            return True
+
+        def submit(self, plan):
+            self.sent.append(plan)
+            return len(self.sent)
+
+    clock = VirtualClock()
+    tr = ConveyorTracker(MPC)
+    tr.update(-0.1, -300)
+    tr.update(0.0, 0)
+    cfg = ArmConfig(name="a", motion=dc_replace(MotionConfig(), start_latency_s=0.5))
+    arm = Stub(cfg)
+    sched = Scheduler([arm], tr, clock, commit_lead_s=0.25)
+    sched.add([PickTarget(1, (200.0, 0.0), 0, (0.0, 1.0))])
+    sched.step()
+    assert [p.target.id for p in arm.sent] == [1] and arm.sent[0].t_start == pytest.approx(0.5)
+
+
 def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
     """Encoder samples come with the frames: when they stop (camera stalled) the belt may
     have stopped unseen, so nothing new is sent; targets that leave meanwhile say why."""

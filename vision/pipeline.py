@@ -241,7 +241,7 @@ class Pipeline:
         cfg = self.config
         clear = None
         if neighbour_px is not None:
-            clear = neighbour_px >= cfg.clearance_mm / mm_px + 0.5
+            clear = (neighbour_px >= cfg.clearance_mm / mm_px + 0.5) & (du > 0)
         if not adductor.any():
             score = du if clear is None or not clear.any() else np.where(clear, du, -1.0)
             py, px = np.unravel_index(int(score.argmax()), score.shape)
