@@ -249,7 +249,8 @@ def test_detections_match_truth_on_rendered_frames(pipe, mm_per_px):
         assert set(pipe.timings) == {"resize_ms", "finder_ms", "instances_ms", "crops_ms", "parts_ms", "post_ms"}
     r = total.summary()
     assert r["recall"] >= 0.9 and r["precision"] >= 0.9, r
-    assert r["grasp_on_uro"] >= 0.85 and r["grasp_on_adductor"] == 0.0, r
+    assert r["grasp_on_uro"] >= 0.85 and r["grasp_on_adductor"] == 0.0 and r["grasp_near_adductor"] == 0.0, r
+    assert r["grasp_adductor_min_mm"] >= 2.0 and len(r["counts"]) and "adductor_mm" not in r["counts"], r
     # Every pickable grasp is scored on or off a uro, with its confidence.
     u = r["uro_confidence"]
     assert u["pickable_on_uro"] + len(u["off_uro"]) == n_pickable

@@ -17,6 +17,10 @@ PART_ADDUCTOR = 3
 PART_URO = 4
 
 
+JAW_RADIUS_MM = 2.0   # the referee's grip disk (sim/world.py grade_pick)
+LISTS = ("failures", "conf_on_uro", "conf_off_uro", "adductor_mm")
+
+
 @dataclass
 class Tally:
     truth_scallops: int = 0          # ≥ 90 % visible
@@ -27,6 +31,7 @@ class Tally:
     grasp_on_uro: int = 0
     grasps: int = 0                  # every reported grasp
     grasp_on_adductor: int = 0
+    grasp_near_adductor: int = 0     # pickable grasps whose 2 mm jaw disk reaches the true adductor
     without_uro: int = 0
     no_uro_reported: int = 0
     frames: int = 0
@@ -35,10 +40,11 @@ class Tally:
     # min_uro_confidence can separate the two.
     conf_on_uro: list = field(default_factory=list)
     conf_off_uro: list = field(default_factory=list)
+    adductor_mm: list = field(default_factory=list)  # true distance from each pickable grasp to an adductor
 
     def add(self, other: "Tally") -> None:
         for k, v in asdict(other).items():
-            if k in ("failures", "conf_on_uro", "conf_off_uro"):
+            if k in LISTS:
                 getattr(self, k).extend(getattr(other, k))
             else:
                 setattr(self, k, getattr(self, k) + v)
@@ -53,6 +59,8 @@ class Tally:
             "precision": rate(self.detections - self.false_detections, self.detections),
             "grasp_on_uro": rate(self.grasp_on_uro, self.with_uro),
             "grasp_on_adductor": rate(self.grasp_on_adductor, self.grasps),
+            "grasp_near_adductor": rate(self.grasp_near_adductor, len(self.adductor_mm)),
+            "grasp_adductor_min_mm": round(min(self.adductor_mm), 2) if self.adductor_mm else None,
             "no_uro_reported": rate(self.no_uro_reported, self.without_uro),
             "uro_confidence": {
                 "pickable_on_uro": len(self.conf_on_uro),
@@ -60,7 +68,7 @@ class Tally:
                 "on_uro_p1": round(float(np.percentile(self.conf_on_uro, 1)), 4) if self.conf_on_uro else None,
                 "off_uro": sorted(round(c, 4) for c in self.conf_off_uro),
             },
-            "counts": {k: v for k, v in asdict(self).items() if k not in ("failures", "conf_on_uro", "conf_off_uro")},
+            "counts": {k: v for k, v in asdict(self).items() if k not in LISTS},
         }
 
 
@@ -116,6 +124,7 @@ def score_frame(dets: Detections, parts: np.ndarray, instances: np.ndarray, fact
                 t.no_uro_reported += 1
             else:
                 t.failures.append((frame, tid, "uro_reported_on_scallop_without_uro"))
+    add_mm = None
     for j in np.nonzero(dets.uro_found)[0]:
         t.grasps += 1
         gx, gy = np.round(dets.grasp_px[j]).astype(int)
@@ -124,6 +133,13 @@ def score_frame(dets: Detections, parts: np.ndarray, instances: np.ndarray, fact
             t.grasp_on_adductor += 1
             t.failures.append((frame, -1, "grasp_on_adductor"))
         if dets.pickable[j]:
+            if add_mm is None:
+                add_mm = cv2.distanceTransform((parts != PART_ADDUCTOR).astype(np.uint8), cv2.DIST_L2,
+                                               cv2.DIST_MASK_PRECISE) * mm_per_px
+            t.adductor_mm.append(float(add_mm[gy, gx]))
+            if add_mm[gy, gx] < JAW_RADIUS_MM:
+                t.grasp_near_adductor += 1
+                t.failures.append((frame, -1, "grasp_near_adductor"))
             tid = int(instances[gy, gx])
             ys, xs = np.nonzero((parts == PART_URO) & (instances == tid)) if tid else ((), ())
             on = len(xs) > 0 and np.sqrt(((xs - dets.grasp_px[j][0]) ** 2

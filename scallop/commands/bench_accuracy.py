@@ -88,7 +88,8 @@ def run(args) -> int:
         print(json.dumps(summary))
     else:
         print(f"frames {summary['frames']}, scallops ≥90% visible {summary['scallops']}")
-        for k in ("recall", "precision", "grasp_on_uro", "grasp_on_adductor", "no_uro_reported"):
+        for k in ("recall", "precision", "grasp_on_uro", "grasp_on_adductor", "grasp_near_adductor",
+                  "grasp_adductor_min_mm", "no_uro_reported"):
             print(f"  {k:20s} {summary[k]}")
         u = summary["uro_confidence"]
         print(f"  uro confidence of pickable grasps: on a uro ({u['pickable_on_uro']}) min {u['on_uro_min']}, "
