@@ -190,7 +190,8 @@ def test_one_command_queued_behind_the_running_one(arms, clients, clock):
     assert arm.executed_seqs() == [a, b]
 
 
-def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients, clock, grader):
+def pick_then_chained(arms, clients, clock, grader=None):
+    """A pick running on a connected arm, and a chained pick planned from its release (not sent)."""
     arm = start_arm(arms, clock, grader=grader)
     c = client_for(clients, arm, clock)
     c.connect()
@@ -198,6 +199,11 @@ def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients
     pa = c.pending[a].plan
     c.wait_for(a, "acked")
     pb = make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True)
+    return arm, c, a, pa, pb
+
+
+def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients, clock, grader):
+    arm, c, a, pa, pb = pick_then_chained(arms, clients, clock, grader)
     assert pb.chained and np.allclose(pb.start_mm, arm.config.chute_mm)
     b = c.submit(pb)
     assert c.map.decode_block("command", arm.regs[24 - arm._lo:83 - arm._lo])["cmd_type"] == 4
@@ -215,13 +221,7 @@ def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients
 def test_chained_pick_committed_after_the_release_runs_from_ready(arms, clients, clock):
     """The robot looks for a chained pick at the release only: one committed later waits for
     the arm to reach ready, and a grip time it can no longer meet ends LATE, untouched."""
-    arm = start_arm(arms, clock)
-    c = client_for(clients, arm, clock)
-    c.connect()
-    a = c.submit(make_plan(arm.config, clock, tid=1))
-    pa = c.pending[a].plan
-    c.wait_for(a, "acked")
-    pb = make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True)
+    arm, c, a, pa, pb = pick_then_chained(arms, clients, clock)
     while clock.now() < pa.t_release + 0.02:           # keep the heartbeat going
         clock.advance(min(0.05, pa.t_release + 0.02 - clock.now()))
         c.poll()
@@ -236,13 +236,8 @@ def test_chained_pick_committed_after_the_release_runs_from_ready(arms, clients,
 def test_a_fault_before_the_release_aborts_the_pick_and_the_chained_one_never_runs(arms, clients, clock):
     from scallop.robot.arm import FaultCode
 
-    arm = start_arm(arms, clock)
-    c = client_for(clients, arm, clock)
-    c.connect()
-    a = c.submit(make_plan(arm.config, clock, tid=1))
-    pa = c.pending[a].plan
-    c.wait_for(a, "acked")
-    b = c.submit(make_plan(arm.config, clock, x_now=420.0, tid=2, t_free=pa.t_release, chained=True))
+    arm, c, a, pa, pb = pick_then_chained(arms, clients, clock)
+    b = c.submit(pb)
     while clock.now() < pa.t_release - 0.1:            # keep the heartbeat going until just before
         clock.advance(0.05)
         c.poll()

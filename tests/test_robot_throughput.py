@@ -139,6 +139,23 @@ def test_two_arms_at_150_percent_reach_95_percent_of_their_capacity():
     assert set(rep.skips) <= {"no_capacity"}
 
 
+class AlwaysFreeArm:
+    """An arm client stub for scheduler decisions (no sockets): always free, records what it is sent."""
+
+    def __init__(self, cfg):
+        self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
+
+    def poll(self):
+        return []
+
+    def can_accept(self):
+        return True
+
+    def submit(self, plan):
+        self.sent.append(plan)
+        return len(self.sent)
+
+
 def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
     """Scheduler decisions with the arms' clients stubbed (no sockets): EDF within an arm,
     the upstream arm first."""
@@ -202,12 +219,8 @@ def test_a_pick_chosen_after_the_release_is_planned_from_ready():
     ready when the current one ends, as an ordinary PICK."""
     from scallop.robot.scheduler import ArmLane
 
-    class Stub:
-        def __init__(self, cfg):
-            self.config, self.name, self.status = cfg, cfg.name, None
-
     cfg = ArmConfig(name="a")
-    lane = ArmLane(Stub(cfg))
+    lane = ArmLane(AlwaysFreeArm(cfg))
     tr = ConveyorTracker(MPC)
     tr.update(-0.1, -300)
     tr.update(0.0, 0)
@@ -218,7 +231,7 @@ def test_a_pick_chosen_after_the_release_is_planned_from_ready():
     t, pos, chained = lane.free_at(plan.t_release - 0.01, chain_margin_s=0.05)
     assert not chained and t == pytest.approx(plan.t_end) and np.allclose(pos, cfg.ready_mm)
     with pytest.raises(ValueError, match="chain_margin_s"):
-        Scheduler([Stub(cfg)], tr, None, commit_lead_s=0.1, chain_margin_s=0.2)
+        Scheduler([AlwaysFreeArm(cfg)], tr, None, commit_lead_s=0.1, chain_margin_s=0.2)
 
 
 def test_an_idle_arm_with_a_long_start_latency_is_still_served():
@@ -229,26 +242,12 @@ def test_an_idle_arm_with_a_long_start_latency_is_still_served():
     from scallop.robot.config import MotionConfig
     from scallop.sim.clock import VirtualClock
 
-    class Stub:
-        def __init__(self, cfg):
-            self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
-
-        def poll(self):
-            return []
-
-        def can_accept(self):
-            return True
-
-        def submit(self, plan):
-            self.sent.append(plan)
-            return len(self.sent)
-
     clock = VirtualClock()
     tr = ConveyorTracker(MPC)
     tr.update(-0.1, -300)
     tr.update(0.0, 0)
     cfg = ArmConfig(name="a", motion=dc_replace(MotionConfig(), start_latency_s=0.5))
-    arm = Stub(cfg)
+    arm = AlwaysFreeArm(cfg)
     sched = Scheduler([arm], tr, clock, commit_lead_s=0.25)
     sched.add([PickTarget(1, (200.0, 0.0), 0, (0.0, 1.0))])
     sched.step()
@@ -260,26 +259,12 @@ def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
     have stopped unseen, so nothing new is sent; targets that leave meanwhile say why."""
     from scallop.sim.clock import VirtualClock
 
-    class Stub:
-        def __init__(self, cfg):
-            self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
-
-        def poll(self):
-            return []
-
-        def can_accept(self):
-            return True
-
-        def submit(self, plan):
-            self.sent.append(plan)
-            return len(self.sent)
-
     clock = VirtualClock()
     tr = ConveyorTracker(MPC)
     for k in range(5):                                  # a frame every 0.6 s until t=0
         t = -2.4 + 0.6 * k
         tr.update(t, int(round(V * t / MPC)))
-    arm = Stub(ArmConfig(name="a"))
+    arm = AlwaysFreeArm(ArmConfig(name="a"))
     sched = Scheduler([arm], tr, clock)
     # 4 intervals of 0.6 s without a sample: still fresh; past that, held.
     assert tr.fresh(2.4) and not tr.fresh(2.41)
