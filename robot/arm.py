@@ -525,15 +525,17 @@ class ArmClient:
         names = [w.name for w in plan.waypoints]
         if tuple(names) != WAYPOINTS:
             raise ProtocolError(f"plan for target {plan.target.id} has waypoints {names}, expected {list(WAYPOINTS)}")
-        self.workspace.check_path([(w.name, w.xyz_mm) for w in plan.waypoints])
-        approach, ready = plan.waypoint("approach").xyz_mm, plan.waypoint("ready").xyz_mm
-        self.workspace.check_path([("ready", ready), ("approach", approach)])     # LATE return, late chain
-        if plan.chained:
-            self.workspace.check_path([("chute", plan.waypoint("chute").xyz_mm), ("approach", approach)])
+        # The arm starts wherever it is: the start segment is the planner's to check.
+        for path in plan.paths(from_start=False):
+            self.workspace.check_path(path)
+
+    @staticmethod
+    def pick_type(plan: PickPlan) -> CommandType:
+        return CommandType.PICK_CHAINED if plan.chained else CommandType.PICK
 
     def encode_pick(self, plan: PickPlan) -> list[int]:
         values = plan.command_fields()
-        values["cmd_type"] = int(CommandType.PICK_CHAINED if plan.chained else CommandType.PICK)
+        values["cmd_type"] = int(self.pick_type(plan))
         values["grip_time_ms"] = self.arm_ms(plan.grip_time)
         return self.map.encode_block("command", values)
 
@@ -546,7 +548,7 @@ class ArmClient:
             self.check_plan(plan)
             self._check_ready()
             words = self.encode_pick(plan)
-            return self._send(CommandType.PICK_CHAINED if plan.chained else CommandType.PICK, words, plan)
+            return self._send(self.pick_type(plan), words, plan)
 
     def reset_fault(self) -> int:
         """Send RESET: the arm leaves FAULT/ESTOP if the cause is gone (e-stop released,

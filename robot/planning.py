@@ -232,6 +232,18 @@ class PickPlan:
     chained: bool = False
     t_release: float = math.nan               # gripper open over the chute: a chained next pick starts here
 
+    def paths(self, from_start: bool = True) -> list[list[tuple[str, np.ndarray]]]:
+        """Every way the robot may travel for this command, as polylines for
+        :meth:`Workspace.check_path`: the waypoints in order (from ``start_mm`` with
+        ``from_start``); approach <-> ready, which a LATE pick returns along and a chained
+        command taken after the release starts from; chute -> approach for a chained plan."""
+        approach = self.waypoint("approach").xyz_mm
+        out = [([("start", self.start_mm)] if from_start else []) + [(w.name, w.xyz_mm) for w in self.waypoints],
+               [("ready", self.waypoint("ready").xyz_mm), ("approach", approach)]]
+        if self.chained:
+            out.append([("chute", self.waypoint("chute").xyz_mm), ("approach", approach)])
+        return out
+
     def waypoint(self, name: str) -> Waypoint:
         for w in self.waypoints:
             if w.name == name:
@@ -411,19 +423,15 @@ class PickPlanner:
             Waypoint("chute", self.chute.copy(), m.speed_mm_s, t_c),
             Waypoint("ready", self.ready.copy(), m.speed_mm_s, t_r),
         ]
-        try:
-            self.workspace.check_path([("start", start)] + [(w.name, w.xyz_mm) for w in wps])
-            # The other ways the robot may travel to or from this approach: from ready (a
-            # chained command taken after the release), from the chute (taken at it), and
-            # back to ready without descending (LATE), whatever the start.
-            self.workspace.check_path([("ready", self.ready), ("approach", approach)])
-            if chained:
-                self.workspace.check_path([("chute", self.chute), ("approach", approach)])
-        except WorkspaceViolation as e:
-            return Skip(target, SkipReason.WORKSPACE, str(e), name)
-        return PickPlan(target, name, wps, tg, t_free, t_r, start, v_R, grasp_B, target.pull_dir.copy(),
+        plan = PickPlan(target, name, wps, tg, t_free, t_r, start, v_R, grasp_B, target.pull_dir.copy(),
                         deadline=t_leave, wait_s=max(0.0, tg - self.descend_s - t_app), chained=chained,
                         t_release=t_c + m.gripper_open_s)
+        try:
+            for path in plan.paths():
+                self.workspace.check_path(path)
+        except WorkspaceViolation as e:
+            return Skip(target, SkipReason.WORKSPACE, str(e), name)
+        return plan
 
     # ------------------------------------------------------------------ capacity
     def cycle_time(self, x_mm: float, y_mm: float, speed_mm_s: float, z_mm: float = 0.0,

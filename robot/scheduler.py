@@ -17,9 +17,11 @@ the meantime (a neighbour that leaves first) can still go first. When that momen
 least ``chain_margin_s`` before the current pick releases over the chute, the next pick is
 *chained*: planned from the chute at the release, so the arm goes straight to it instead
 of stopping at ready (about 0.2 s a cycle with the default geometry). Otherwise it is
-planned from where and when the current pick ends, at ready. A pick the arm reports LATE, REJECTED or NOT_READY goes back to the
-queue for the arms downstream of it; a commit cut by a broken link is resolved by the arm
-client (read back, written again only if the arm does not hold it).
+planned from where and when the current pick ends, at ready.
+
+A pick the arm reports LATE, REJECTED or NOT_READY goes back to the queue for the arms
+downstream of it; a commit cut by a broken link is resolved by the arm client (read back,
+written again only if the arm does not hold it).
 """
 from __future__ import annotations
 
