@@ -13,6 +13,7 @@ direction of travel and turns B so x follows it exactly (:func:`rotate_frame`).
 A board printed on a plate of some thickness lies that far above the belt: pass
 ``thickness_mm`` and the plane is moved down to the belt surface.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -63,7 +64,7 @@ class BeltResult:
 
     @property
     def residual_rms_mm(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals_mm ** 2)))
+        return float(np.sqrt(np.mean(self.residuals_mm**2)))
 
     @property
     def residual_max_mm(self) -> float:
@@ -167,6 +168,7 @@ def _refine_plane(R, t, extra: list, objs: list, pxs: list, K, dist, iterations:
     """Jointly refine the belt pose (R, t) and the in-plane placement (x, y, theta) of every
     further board so all corners reproject best (Levenberg–Marquardt, numeric Jacobian: a
     few dozen parameters at most)."""
+
     def unpack(p):
         Rr, _ = cv2.Rodrigues(p[:3])
         return Rr, p[3:6], p[6:].reshape(-1, 3)
@@ -321,14 +323,17 @@ def measure_belt(
     return BeltResult(
         camera=cam,
         residuals_mm=residuals,
-        reproj_rms_px=float(np.sqrt(np.mean(np.sum(reproj ** 2, axis=1)))),
+        reproj_rms_px=float(np.sqrt(np.mean(np.sum(reproj**2, axis=1)))),
         corners_px=corners_px,
         corners_B=corners_B,
         board=str(board),
-        placement={"origin_mm": [float(origin_mm[0]), float(origin_mm[1])], "yaw_deg": float(yaw_deg),
-                   "thickness_mm": float(thickness_mm),
-                   "travel": travel if isinstance(travel, str) else [float(v) for v in travel_px],
-                   "photos": len(dets)},
+        placement={
+            "origin_mm": [float(origin_mm[0]), float(origin_mm[1])],
+            "yaw_deg": float(yaw_deg),
+            "thickness_mm": float(thickness_mm),
+            "travel": travel if isinstance(travel, str) else [float(v) for v in travel_px],
+            "photos": len(dets),
+        },
         when=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
 
@@ -344,8 +349,9 @@ def rotate_frame(camera: CameraModel, angle_rad: float, pivot_xy=(0.0, 0.0)) -> 
     its coordinates, so the board corner that defined the origin stays where it was said to be)."""
     Rz, shift = turn_about(angle_rad, pivot_xy)
     # X_old = Rz @ X_new + shift
-    return CameraModel(K=camera.K, dist=camera.dist, R=camera.R @ Rz, t=camera.t + camera.R @ shift,
-                       image_size=camera.image_size)
+    return CameraModel(
+        K=camera.K, dist=camera.dist, R=camera.R @ Rz, t=camera.t + camera.R @ shift, image_size=camera.image_size
+    )
 
 
 def turn_about(angle_rad: float, pivot_xy=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ into the board (OpenCV's convention for calibration targets). Corner ids run row
 the inner-corner grid: ``id = j * nx + i`` sits at ``(i * square, j * square, 0)``. ChArUco
 corner ids from OpenCV use the same numbering, so both kinds share one geometry.
 """
+
 from __future__ import annotations
 
 import re
@@ -169,7 +170,7 @@ class BoardSpec:
             jj, ii = np.mgrid[0:sy, 0:sx]
             cells = np.where((ii + jj) % 2 == 0, 0, 255).astype(np.uint8)  # top-left square black
             img = np.full((h, w), 255, np.uint8)
-            img[margin:margin + sy * sq, margin:margin + sx * sq] = np.kron(cells, np.ones((sq, sq), np.uint8))
+            img[margin : margin + sy * sq, margin : margin + sx * sq] = np.kron(cells, np.ones((sq, sq), np.uint8))
         else:
             img = self.cv_board().generateImage((w, h), marginSize=margin, borderBits=1)
         # Inner corner 0 is one square in from the squares' outer corner; pixel centres are

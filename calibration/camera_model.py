@@ -10,6 +10,7 @@ Frames used throughout the project (all in millimetres):
 The same class is the calibration's result (intrinsics + belt pose) and the simulator's
 ground-truth camera, so calibration code can be checked against the simulator's truth.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class CameraModel:
             s = (z_mm - c[2]) / rays[:, 2]
         if np.any(~np.isfinite(s)) or np.any(s <= 0):
             raise ValueError("a pixel's ray does not meet the belt plane in front of the camera")
-        return (c[None, :2] + s[:, None] * rays[:, :2])
+        return c[None, :2] + s[:, None] * rays[:, :2]
 
     def belt_maps(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel belt coordinates (x_mm, y_mm), each (h, w) float32, computed once.

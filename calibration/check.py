@@ -5,6 +5,7 @@ make it good, marginal or redo, so the verdict is never a bare word. The drift c
 re-measures the belt plane with a board lying on the belt and compares the result with the
 saved calibration (see :func:`check_drift`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,13 +47,21 @@ class Figure:
     def describe(self) -> str:
         op = ">=" if self.higher_is_better else "<="
         unit = f" {self.unit}" if self.unit else ""
-        return (f"{self.name}: {self._fmt(self.value)}{unit} -> {self.verdict} "
-                f"(good {op} {self._fmt(self.good)}, marginal {op} {self._fmt(self.marginal)}, else redo)")
+        return (
+            f"{self.name}: {self._fmt(self.value)}{unit} -> {self.verdict} "
+            f"(good {op} {self._fmt(self.good)}, marginal {op} {self._fmt(self.marginal)}, else redo)"
+        )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "value": float(self.value), "unit": self.unit, "verdict": self.verdict,
-                "good": self.good, "marginal": self.marginal,
-                "higher_is_better": self.higher_is_better}
+        return {
+            "name": self.name,
+            "value": float(self.value),
+            "unit": self.unit,
+            "verdict": self.verdict,
+            "good": self.good,
+            "marginal": self.marginal,
+            "higher_is_better": self.higher_is_better,
+        }
 
 
 def overall(figures: list[Figure]) -> str:
@@ -108,12 +117,19 @@ class DriftReport:
     def figures(self) -> list[Figure]:
         figs = [
             Figure("mapping drift over the field", self.field_drift_mm, "mm", *FIELD_DRIFT_LIMITS),
-            Figure("worst board corner through the saved calibration", self.board_residual_mm, "mm",
-                   *BOARD_RESIDUAL_LIMITS),
+            Figure(
+                "worst board corner through the saved calibration", self.board_residual_mm, "mm", *BOARD_RESIDUAL_LIMITS
+            ),
         ]
         if self.position_drift_mm is not None:
-            figs.append(Figure("position drift (board at the calibration place)", self.position_drift_mm, "mm",
-                               *POSITION_DRIFT_LIMITS))
+            figs.append(
+                Figure(
+                    "position drift (board at the calibration place)",
+                    self.position_drift_mm,
+                    "mm",
+                    *POSITION_DRIFT_LIMITS,
+                )
+            )
         return figs
 
     @property
@@ -126,7 +142,7 @@ class DriftReport:
             "good": "the calibration holds: carry on",
             "marginal": "the calibration is drifting: picks may be off; ask an engineer to recalibrate soon",
             "redo": "the calibration no longer holds: stop picking and call an engineer to recalibrate "
-                    "(scallop calibrate belt, then encoder and robot)",
+            "(scallop calibrate belt, then encoder and robot)",
         }[self.verdict]
 
     def to_json(self) -> dict:
@@ -145,8 +161,9 @@ class DriftReport:
         }
 
 
-def check_drift(calib, image: np.ndarray, board=None, *, same_place: bool = False,
-                thickness_mm: float | None = None) -> DriftReport:
+def check_drift(
+    calib, image: np.ndarray, board=None, *, same_place: bool = False, thickness_mm: float | None = None
+) -> DriftReport:
     """Re-measure the belt plane from ``image`` (a board lying flat on the belt) and compare
     it with ``calib`` (a :class:`~scallop.calibration.store.LineCalibration` with intrinsics
     and belt). ``board`` and ``thickness_mm`` default to the ones the belt was calibrated with."""
@@ -163,21 +180,31 @@ def check_drift(calib, image: np.ndarray, board=None, *, same_place: bool = Fals
     h, w = image.shape[:2]
     if (w, h) != calib.image_size:
         from scallop.calibration.errors import CameraMismatchError
+
         fw, fh = calib.image_size
-        raise CameraMismatchError(f"photo is {w}x{h} but the calibration is for {fw}x{fh}: "
-                                  f"use the line's camera at its calibrated resolution")
+        raise CameraMismatchError(
+            f"photo is {w}x{h} but the calibration is for {fw}x{fh}: use the line's camera at its calibrated resolution"
+        )
     det = detect(image, board)
     if det is None:
         raise BoardNotFoundError(f"no {board} found in the photo: lay the whole board flat in view and retry")
     travel = placement.get("travel", "right")
     new = measure_belt(
-        image, board, calib.K, calib.dist, calib.image_size, travel=travel if isinstance(travel, str) else tuple(travel),
-        origin_mm=tuple(placement.get("origin_mm", (0.0, 0.0))), yaw_deg=float(placement.get("yaw_deg", 0.0)),
-        thickness_mm=thick, detection=det,
+        image,
+        board,
+        calib.K,
+        calib.dist,
+        calib.image_size,
+        travel=travel if isinstance(travel, str) else tuple(travel),
+        origin_mm=tuple(placement.get("origin_mm", (0.0, 0.0))),
+        yaw_deg=float(placement.get("yaw_deg", 0.0)),
+        thickness_mm=thick,
+        detection=det,
     )
     # The saved frame may have been turned to follow the travel: turn the new one alike.
-    new_cam = rotate_frame(new.camera, np.radians(float(belt.get("travel_angle_deg", 0.0))),
-                           tuple(placement.get("origin_mm", (0.0, 0.0))))
+    new_cam = rotate_frame(
+        new.camera, np.radians(float(belt.get("travel_angle_deg", 0.0))), tuple(placement.get("origin_mm", (0.0, 0.0)))
+    )
 
     gw, gh = FIELD_GRID
     u, v = np.meshgrid(np.linspace(0.02, 0.98, gw) * (w - 1), np.linspace(0.02, 0.98, gh) * (h - 1))
@@ -196,8 +223,10 @@ def check_drift(calib, image: np.ndarray, board=None, *, same_place: bool = Fals
     tilt = lambda a: float(np.degrees(np.arccos(np.clip(-a[2], -1, 1))))
     notes = []
     if not same_place:
-        notes.append("board placement removed: a camera turned or shifted sideways is only caught with "
-                     "the board at its calibration place (--same-place)")
+        notes.append(
+            "board placement removed: a camera turned or shifted sideways is only caught with "
+            "the board at its calibration place (--same-place)"
+        )
     return DriftReport(
         field_drift_mm=field_drift,
         board_residual_mm=board_res,

@@ -14,6 +14,7 @@ Observations are given in time order, so the fit also tells which way the counts
 the belt moves forward (``count_sign``) and in which direction the belt moves in the belt
 frame (``travel_dir``; (1, 0) once the belt frame has been aligned with it).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -61,7 +62,7 @@ class EncoderResult:
 
     @property
     def residual_rms_mm(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals_mm ** 2)))
+        return float(np.sqrt(np.mean(self.residuals_mm**2)))
 
     def shift_mm(self, delta_counts) -> np.ndarray:
         """Belt displacement (N, 2) mm for encoder count differences (N,)."""
@@ -151,7 +152,7 @@ def fit_encoder(counts, xy_mm, *, method: str = "track", point_sigma_mm: float =
     if n > 2:
         # Scatter along the travel gives the slope's standard error.
         along = (xy - fitted) @ direction
-        sigma = float(np.sqrt(np.sum(along ** 2) / (n - 2)))
+        sigma = float(np.sqrt(np.sum(along**2) / (n - 2)))
     else:
         sigma = float(point_sigma_mm)
     slope_std = sigma / np.sqrt(sxx)
@@ -167,8 +168,9 @@ def fit_encoder(counts, xy_mm, *, method: str = "track", point_sigma_mm: float =
     )
 
 
-def board_position(camera: CameraModel, image: np.ndarray, board: BoardSpec | str,
-                   thickness_mm: float = 0.0) -> np.ndarray | None:
+def board_position(
+    camera: CameraModel, image: np.ndarray, board: BoardSpec | str, thickness_mm: float = 0.0
+) -> np.ndarray | None:
     """Belt position (2,) of the board's inner corner 0 in one frame, or None when the board
     is not seen. Every visible corner counts (a 2-D rigid fit of the board to the corners
     mapped onto the belt), so a board partly out of view still gives its origin."""
@@ -188,8 +190,9 @@ def board_position(camera: CameraModel, image: np.ndarray, board: BoardSpec | st
     return t[:2]
 
 
-def encoder_from_track(camera: CameraModel, frames, board: BoardSpec | str, *,
-                       thickness_mm: float = 0.0) -> EncoderResult:
+def encoder_from_track(
+    camera: CameraModel, frames, board: BoardSpec | str, *, thickness_mm: float = 0.0
+) -> EncoderResult:
     """Counts per mm from a board riding the belt.
 
     frames: iterable of ``(name, image, counts)`` in time order (images as the camera

@@ -5,6 +5,7 @@ typo, robot points on one line, a calibration file from another camera) raises a
 :class:`CalibrationError` whose message names the problem and says what to do. The CLI
 prints it as one line; no traceback reaches the operator.
 """
+
 from __future__ import annotations
 
 

@@ -15,6 +15,7 @@ the parameters' standard deviations. The distortion model is k1 k2 p1 p2, with k
 when it fits the photos clearly better: a free k3 that the data do not need bends the
 mapping in the image corners (seen on the simulator: up to 0.6 mm on the belt there).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -81,8 +82,12 @@ class ViewResult:
     edge_width_px: float
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "rms_px": round(self.rms_px, 4), "corners": self.n_corners,
-                "edge_width_px": round(self.edge_width_px, 2) if np.isfinite(self.edge_width_px) else None}
+        return {
+            "image": self.image,
+            "rms_px": round(self.rms_px, 4),
+            "corners": self.n_corners,
+            "edge_width_px": round(self.edge_width_px, 2) if np.isfinite(self.edge_width_px) else None,
+        }
 
 
 @dataclass
@@ -135,8 +140,14 @@ class IntrinsicsResult:
         return [
             Figure("RMS reprojection error", self.rms_px, "px", *RMS_LIMITS),
             Figure("views used", len(self.views), "", *VIEWS_LIMITS, higher_is_better=True),
-            Figure("image coverage", 100 * self.coverage, "%", 100 * COVERAGE_LIMITS[0],
-                   100 * COVERAGE_LIMITS[1], higher_is_better=True),
+            Figure(
+                "image coverage",
+                100 * self.coverage,
+                "%",
+                100 * COVERAGE_LIMITS[0],
+                100 * COVERAGE_LIMITS[1],
+                higher_is_better=True,
+            ),
             Figure("focal length std dev", focal_std, "%", *FOCAL_STD_LIMITS),
         ]
 
@@ -148,7 +159,10 @@ class IntrinsicsResult:
         """The CLI's ``--json`` object (the contract other tools read)."""
         return {
             "rms_px": round(self.rms_px, 5),
-            "fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy,
+            "fx": self.fx,
+            "fy": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
             "dist": [float(v) for v in self.dist],
             "image_size": list(self.image_size),
             "views_used": len(self.views),
@@ -221,9 +235,15 @@ def read_views(paths: Iterable[str | os.PathLike]) -> list[tuple[str, np.ndarray
     return [(p.name or str(p), load_image(p)) for p in list_images(paths)]
 
 
-def capture_views(camera, board: BoardSpec | str, n_views: int = 15, *, max_frames: int = 600,
-                  min_shift: float = 0.08, on_progress: Callable[[str], None] | None = None
-                  ) -> list[tuple[str, np.ndarray]]:
+def capture_views(
+    camera,
+    board: BoardSpec | str,
+    n_views: int = 15,
+    *,
+    max_frames: int = 600,
+    min_shift: float = 0.08,
+    on_progress: Callable[[str], None] | None = None,
+) -> list[tuple[str, np.ndarray]]:
     """Grab frames from a connected ``scallop.vision.camera.Camera`` and keep ``n_views`` in
     which the board is found in a new place, size or tilt (so the views spread over the
     image instead of repeating one pose while the engineer walks to the board).
@@ -253,7 +273,8 @@ def capture_views(camera, board: BoardSpec | str, n_views: int = 15, *, max_fram
         spread = float(np.sqrt(np.trace(cov)))
         shape = cov / np.trace(cov)  # the board's outline: changes when it is tilted or turned
         new = all(
-            np.linalg.norm(centre - c) > min_shift * diag or abs(spread / s - 1.0) > 0.15
+            np.linalg.norm(centre - c) > min_shift * diag
+            or abs(spread / s - 1.0) > 0.15
             or np.linalg.norm(shape - sh) > 0.08
             for c, s, sh in signatures
         )
@@ -286,8 +307,13 @@ def _solve(dets: list[Detection], image_size: tuple[int, int], flags: int):
     rms, K, dist, _rv, _tv, std_in, _std_ex, per_view = cv2.calibrateCameraExtended(
         obj, img, image_size, None, None, flags=flags, criteria=crit
     )
-    return float(rms), K, np.asarray(dist, dtype=np.float64).ravel()[:5], np.asarray(std_in).ravel(), \
-        np.asarray(per_view, dtype=np.float64).ravel()
+    return (
+        float(rms),
+        K,
+        np.asarray(dist, dtype=np.float64).ravel()[:5],
+        np.asarray(std_in).ravel(),
+        np.asarray(per_view, dtype=np.float64).ravel(),
+    )
 
 
 def calibrate_intrinsics(
@@ -339,8 +365,9 @@ def calibrate_intrinsics(
                 + ("" if skip_bad else " or pass --skip-bad to leave them out")
             )
         for n, img in odd:
-            rejected.append(Rejection(n, REASON_RESOLUTION,
-                                      f"{img.shape[1]}x{img.shape[0]}, the others are {size[0]}x{size[1]}"))
+            rejected.append(
+                Rejection(n, REASON_RESOLUTION, f"{img.shape[1]}x{img.shape[0]}, the others are {size[0]}x{size[1]}")
+            )
         readable = [(n, img) for n, img in readable if (img.shape[1], img.shape[0]) == size]
 
     used: list[tuple[str, Detection]] = []
@@ -350,8 +377,9 @@ def calibrate_intrinsics(
             rejected.append(Rejection(name, REASON_NOT_FOUND, f"no {board} detected"))
             continue
         if np.isfinite(det.edge_width_px) and det.edge_width_px > max_edge_px:
-            rejected.append(Rejection(name, REASON_BLURRED,
-                                      f"edge width {det.edge_width_px:.1f} px > {max_edge_px:g} px"))
+            rejected.append(
+                Rejection(name, REASON_BLURRED, f"edge width {det.edge_width_px:.1f} px > {max_edge_px:g} px")
+            )
             continue
         used.append((name, det))
 
@@ -362,8 +390,11 @@ def calibrate_intrinsics(
                 f"the board was found in {found} of {len(views)} photos but all were too blurred "
                 f"(edge width > {max_edge_px:g} px): refocus or hold the board still and retake them"
             )
-        hint = (" (a chessboard is counted in inner corners: 10x7 squares is 9x6)"
-                if board.kind == "chessboard" else " (check the dictionary and the square/marker sizes)")
+        hint = (
+            " (a chessboard is counted in inner corners: 10x7 squares is 9x6)"
+            if board.kind == "chessboard"
+            else " (check the dictionary and the square/marker sizes)"
+        )
         raise BoardNotFoundError(
             f"no {board} found in any of the {len(views)} photos: check --board{hint}, "
             f"that the whole board is in view, and the lighting"
@@ -398,9 +429,13 @@ def calibrate_intrinsics(
         if not bad or len(used) - len(bad) < MIN_VIEWS:
             break
         for i in bad:
-            rejected.append(Rejection(used[i][0], REASON_OUTLIER,
-                                      f"{per_view[i]:.2f} px > {limit:.2f} px "
-                                      f"({outlier_factor:g} x the median view error)"))
+            rejected.append(
+                Rejection(
+                    used[i][0],
+                    REASON_OUTLIER,
+                    f"{per_view[i]:.2f} px > {limit:.2f} px ({outlier_factor:g} x the median view error)",
+                )
+            )
         used = [u for i, u in enumerate(used) if i not in set(bad)]
     dets = [d for _, d in used]
     coverage, _ = _coverage(dets, size)
@@ -445,8 +480,10 @@ def coverage_image(result: IntrinsicsResult) -> np.ndarray:
         for x, y in d.image_points:
             cv2.circle(img, (round(x), round(y)), 2, colour, -1, cv2.LINE_AA)
     scale = max(0.4, w / 1600)
-    lines = [f"{len(result.views)} views, RMS {result.rms_px:.3f} px, coverage {100 * result.coverage:.0f} %",
-             f"verdict: {result.verdict}"]
+    lines = [
+        f"{len(result.views)} views, RMS {result.rms_px:.3f} px, coverage {100 * result.coverage:.0f} %",
+        f"verdict: {result.verdict}",
+    ]
     for k, text in enumerate(lines):
         org = (10, int(25 * scale * 1.6 * (k + 1)))
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)

@@ -7,6 +7,7 @@ the two sets is the Kabsch / Umeyama solution, computed here in numpy (OpenCV 5 
 ``calibrateHandEye``). Points that cannot pin a transform down are refused before solving:
 fewer than three, two touches on nearly the same spot, all on one line, or all bunched up.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -128,7 +129,7 @@ def umeyama(src, dst, with_scale: bool = False) -> tuple[np.ndarray, np.ndarray,
     R = U @ D @ Vt
     s = 1.0
     if with_scale:
-        var_s = np.mean(np.sum(a ** 2, axis=1))
+        var_s = np.mean(np.sum(a**2, axis=1))
         s = float(np.trace(np.diag(S) @ D) / var_s)
     t = mu_d - s * R @ mu_s
     return R, t, s
@@ -156,7 +157,7 @@ class RobotFit:
 
     @property
     def rms_mm(self) -> float:
-        return float(np.sqrt(np.mean(self.residuals_mm ** 2)))
+        return float(np.sqrt(np.mean(self.residuals_mm**2)))
 
     @property
     def max_mm(self) -> float:
@@ -226,13 +227,27 @@ def fit_robot(belt_points, robot_points, arm: str = "arm1") -> RobotFit:
         worst = int(np.argmax(loo))
         others = float(np.median(np.delete(loo, worst)))
         if loo[worst] > max(3 * others, 1.0):
-            notes.append(f"point {worst + 1} disagrees with the others by {loo[worst]:.2f} mm (fitted without "
-                         f"it; the others {others:.2f} mm): re-touch it or check that it pairs with the right mark")
+            notes.append(
+                f"point {worst + 1} disagrees with the others by {loo[worst]:.2f} mm (fitted without "
+                f"it; the others {others:.2f} mm): re-touch it or check that it pairs with the right mark"
+            )
     if abs(s - 1.0) > SCALE_LIMITS[0] / 100:
-        notes.append(f"robot lengths are {100 * (s - 1):+.2f} % of belt lengths: check the board's printed "
-                     f"square size and the robot's units")
+        notes.append(
+            f"robot lengths are {100 * (s - 1):+.2f} % of belt lengths: check the board's printed "
+            f"square size and the robot's units"
+        )
     if len(res) < RECOMMENDED_POINTS[0]:
-        notes.append(f"only {len(res)} points: with {RECOMMENDED_POINTS[0]}–{RECOMMENDED_POINTS[1]} the "
-                     f"residuals also reveal a bad touch")
-    return RobotFit(arm=arm, transform=tf, belt_points=b, robot_points=r, residuals_mm=res, scale=s,
-                    when=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), notes=notes)
+        notes.append(
+            f"only {len(res)} points: with {RECOMMENDED_POINTS[0]}–{RECOMMENDED_POINTS[1]} the "
+            f"residuals also reveal a bad touch"
+        )
+    return RobotFit(
+        arm=arm,
+        transform=tf,
+        belt_points=b,
+        robot_points=r,
+        residuals_mm=res,
+        scale=s,
+        when=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        notes=notes,
+    )

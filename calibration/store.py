@@ -22,6 +22,7 @@ The runtime loads it with :meth:`LineCalibration.load`, which refuses a file for
 resolution or camera, a missing part, a stale part, or a format version it does not know,
 with a message that says which ``scallop calibrate`` step to run.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -127,9 +128,11 @@ class LineCalibration:
     """
 
     def __init__(self, data: dict | None = None, path: str | os.PathLike | None = None) -> None:
-        self.data: dict = data if data is not None else {
-            "format": FORMAT, "version": VERSION, "written": "", "camera": {"name": "", "image_size": None}
-        }
+        self.data: dict = (
+            data
+            if data is not None
+            else {"format": FORMAT, "version": VERSION, "written": "", "camera": {"name": "", "image_size": None}}
+        )
         self.path = Path(path) if path else None
         self._camera: CameraModel | None = None
 
@@ -180,9 +183,7 @@ class LineCalibration:
     def from_dict(cls, data: dict, path: str | os.PathLike | None = None) -> LineCalibration:
         where = str(path) if path else "calibration"
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CalibrationFileError(
-                f"{where}: not a scallop line calibration file (no \"format\": \"{FORMAT}\")"
-            )
+            raise CalibrationFileError(f'{where}: not a scallop line calibration file (no "format": "{FORMAT}")')
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise FormatVersionError(f"{where}: format version {version!r} is not a number; the file is damaged")
@@ -204,8 +205,9 @@ class LineCalibration:
             try:
                 a = np.asarray(self.data[section][key], dtype=np.float64)
             except (KeyError, TypeError, ValueError):
-                raise CalibrationFileError(f"{where}: {section}.{key} is missing or not numbers; recalibrate "
-                                           f"that part") from None
+                raise CalibrationFileError(
+                    f"{where}: {section}.{key} is missing or not numbers; recalibrate that part"
+                ) from None
             if shape is not None and a.shape != shape:
                 raise CalibrationFileError(f"{where}: {section}.{key} has shape {a.shape}, expected {shape}")
             if not np.all(np.isfinite(a)):
@@ -234,8 +236,10 @@ class LineCalibration:
             try:
                 RigidTransform.from_matrix(arm["robot_from_belt"])
             except (KeyError, TypeError, ValueError) as e:
-                raise CalibrationFileError(f"{where}: arms.{name}.robot_from_belt is not a 4x4 rigid transform "
-                                           f"({e}); rerun 'scallop calibrate robot --arm {name}'") from None
+                raise CalibrationFileError(
+                    f"{where}: arms.{name}.robot_from_belt is not a 4x4 rigid transform "
+                    f"({e}); rerun 'scallop calibrate robot --arm {name}'"
+                ) from None
 
     # ------------------------------------------------------------- checks
     @property
@@ -265,8 +269,9 @@ class LineCalibration:
                     out[f"arm {name}"] = f"arm {name} was calibrated against an earlier belt pose"
         return out
 
-    def check(self, *, image_size=None, camera_name=None, require: Iterable[str] = RUNTIME_PARTS,
-              arms: Iterable[str] = ()) -> None:
+    def check(
+        self, *, image_size=None, camera_name=None, require: Iterable[str] = RUNTIME_PARTS, arms: Iterable[str] = ()
+    ) -> None:
         """Raise the matching CalibrationFileError when this calibration does not fit."""
         where = str(self.path) if self.path else "calibration"
         if image_size is not None:
@@ -394,8 +399,9 @@ class LineCalibration:
         if self._camera is None:
             if not self.has("intrinsics") or not self.has("belt"):
                 missing = "intrinsics" if not self.has("intrinsics") else "belt"
-                raise MissingPartError(f"{self.path or 'calibration'}: has no {missing} calibration; run "
-                                       f"'{self._how(missing)}'")
+                raise MissingPartError(
+                    f"{self.path or 'calibration'}: has no {missing} calibration; run '{self._how(missing)}'"
+                )
             i, b = self.data["intrinsics"], self.data["belt"]
             self._camera = CameraModel(K=i["K"], dist=i["dist"], R=b["R"], t=b["t"], image_size=self.image_size)
         return self._camera
@@ -468,15 +474,26 @@ class LineCalibration:
         parts = {}
         for part in ("intrinsics", "belt", "encoder"):
             sec = self.data.get(part)
-            parts[part] = None if not sec else {
-                "when": sec.get("when"), "verdict": sec.get("verdict"), "stale": stale.get(part)}
+            parts[part] = (
+                None if not sec else {"when": sec.get("when"), "verdict": sec.get("verdict"), "stale": stale.get(part)}
+            )
         parts["arms"] = {
-            name: {"when": a.get("when"), "verdict": a.get("verdict"), "rms_mm": a.get("rms_mm"),
-                   "stale": stale.get(f"arm {name}")}
+            name: {
+                "when": a.get("when"),
+                "verdict": a.get("verdict"),
+                "rms_mm": a.get("rms_mm"),
+                "stale": stale.get(f"arm {name}"),
+            }
             for name, a in self.data.get("arms", {}).items()
         }
-        return {"file": str(self.path) if self.path else None, "format": FORMAT, "version": VERSION,
-                "written": self.data.get("written"), "camera": self.data.get("camera"), "parts": parts}
+        return {
+            "file": str(self.path) if self.path else None,
+            "format": FORMAT,
+            "version": VERSION,
+            "written": self.data.get("written"),
+            "camera": self.data.get("camera"),
+            "parts": parts,
+        }
 
     def to_json_text(self) -> str:
         return _dumps(self.data) + "\n"
@@ -494,9 +511,14 @@ class LineCalibration:
         return p
 
 
-def load_calibration(path: str | os.PathLike, *, image_size: tuple[int, int] | None = None,
-                     camera_name: str | None = None, require: Iterable[str] = ("intrinsics", "belt"),
-                     arms: Iterable[str] = ()) -> LineCalibration:
+def load_calibration(
+    path: str | os.PathLike,
+    *,
+    image_size: tuple[int, int] | None = None,
+    camera_name: str | None = None,
+    require: Iterable[str] = ("intrinsics", "belt"),
+    arms: Iterable[str] = (),
+) -> LineCalibration:
     """Load a line calibration for mapping pixels to the belt (intrinsics + belt by default;
     pass ``require=RUNTIME_PARTS`` for the whole chain). See :meth:`LineCalibration.load`."""
     return LineCalibration.load(path, image_size=image_size, camera_name=camera_name, require=require, arms=arms)

@@ -6,6 +6,7 @@ what the data set already varies — lighting level and colour, gradient and vig
 blur, sensor noise, JPEG, belt colour — while the things that define the parts (a dark
 uro, a white adductor) are left intact.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -33,8 +34,12 @@ def recolour_background(img: np.ndarray, bg_mask: np.ndarray, rng: np.random.Gen
     lum = out[bg_mask].mean(1, keepdims=True) if bg_mask.any() else None
     if lum is None:
         return img
-    target = np.array(rng.choice([[235, 235, 232], [200, 150, 90], [170, 170, 165], [225, 205, 170],
-                                  [150, 120, 70], [120, 120, 118]]), np.float32)
+    target = np.array(
+        rng.choice(
+            [[235, 235, 232], [200, 150, 90], [170, 170, 165], [225, 205, 170], [150, 120, 70], [120, 120, 118]]
+        ),
+        np.float32,
+    )
     target *= rng.uniform(0.8, 1.1)
     rel = lum / max(float(lum.mean()), 1.0)
     out[bg_mask] = np.clip(rel * target[None, :], 0, 255)
@@ -83,8 +88,15 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return x
 
 
-def rotate_scale_crop(img: np.ndarray, labels: np.ndarray, centre: tuple[float, float], size: int,
-                      scale: float, angle_deg: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+def rotate_scale_crop(
+    img: np.ndarray,
+    labels: np.ndarray,
+    centre: tuple[float, float],
+    size: int,
+    scale: float,
+    angle_deg: float,
+    flip: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``size``×``size`` crop centred on ``centre`` of ``img`` resampled by ``scale``
     (output px per input px), rotated by ``angle_deg``; labels resampled nearest."""
     M = cv2.getRotationMatrix2D(centre, angle_deg, scale)
@@ -93,7 +105,6 @@ def rotate_scale_crop(img: np.ndarray, labels: np.ndarray, centre: tuple[float, 
     if flip:
         M[0] = -M[0]
         M[0, 2] += size - 1
-    im = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REFLECT)
+    im = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     lb = cv2.warpAffine(labels, M, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     return im, lb

@@ -10,6 +10,7 @@ Minimal folder::
     instances/<name>.png    optional uint16 instance ids (derived from parts when absent)
     labels/<name>.json      optional per-image facts; "mm_per_px" here overrides dataset.json
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,10 @@ def read_manifest(root: Path) -> dict:
     if manifest.get("format") != DATASET_FORMAT:
         raise DatasetError(f"{mf}: format is {manifest.get('format')!r}, expected {DATASET_FORMAT!r}")
     if manifest.get("version") not in DATASET_VERSIONS:
-        raise DatasetError(f"{mf}: version {manifest.get('version')!r} is not supported "
-                           f"(this software reads {', '.join(map(str, DATASET_VERSIONS))})")
+        raise DatasetError(
+            f"{mf}: version {manifest.get('version')!r} is not supported "
+            f"(this software reads {', '.join(map(str, DATASET_VERSIONS))})"
+        )
     return manifest
 
 
@@ -88,17 +91,25 @@ def list_names(root: Path) -> list[str]:
 
 
 def load_sample(root: Path, name: str, manifest: dict) -> Sample:
-    img_path = next((root / "images" / (name + s) for s in IMAGE_SUFFIXES if (root / "images" / (name + s)).is_file()), None)
+    img_path = next(
+        (root / "images" / (name + s) for s in IMAGE_SUFFIXES if (root / "images" / (name + s)).is_file()), None
+    )
     if img_path is None:
         raise DatasetError(f"{root / 'images' / name}.*: image missing")
     image = _read(img_path, cv2.IMREAD_COLOR)
     parts = _read(root / "parts" / f"{name}.png", cv2.IMREAD_UNCHANGED)
     if parts.ndim != 2 or parts.dtype != np.uint8:
-        raise DatasetError(f"{root / 'parts' / name}.png: must be single-channel 8-bit labels, got {parts.shape} {parts.dtype}")
+        raise DatasetError(
+            f"{root / 'parts' / name}.png: must be single-channel 8-bit labels, got {parts.shape} {parts.dtype}"
+        )
     if parts.shape != image.shape[:2]:
-        raise DatasetError(f"{root / 'parts' / name}.png: size {parts.shape[::-1]} differs from its image {image.shape[1::-1]}")
+        raise DatasetError(
+            f"{root / 'parts' / name}.png: size {parts.shape[::-1]} differs from its image {image.shape[1::-1]}"
+        )
     if parts.max() >= len(PART_NAMES):
-        raise DatasetError(f"{root / 'parts' / name}.png: label {int(parts.max())} is unknown (0..{len(PART_NAMES) - 1})")
+        raise DatasetError(
+            f"{root / 'parts' / name}.png: label {int(parts.max())} is unknown (0..{len(PART_NAMES) - 1})"
+        )
     inst_path = root / "instances" / f"{name}.png"
     if inst_path.is_file():
         inst = _read(inst_path, cv2.IMREAD_UNCHANGED)
@@ -116,8 +127,10 @@ def load_sample(root: Path, name: str, manifest: dict) -> Sample:
             raise DatasetError(f"{lab_path}: not valid JSON ({e})") from None
     mm = labels.get("mm_per_px", manifest.get("mm_per_px"))
     if not isinstance(mm, (int, float)) or not (0.05 <= mm <= 5):
-        raise DatasetError(f"{lab_path if 'mm_per_px' in labels else root / 'dataset.json'}: "
-                           f"mm_per_px={mm!r} missing or out of range 0.05..5 (the scale is needed to train)")
+        raise DatasetError(
+            f"{lab_path if 'mm_per_px' in labels else root / 'dataset.json'}: "
+            f"mm_per_px={mm!r} missing or out of range 0.05..5 (the scale is needed to train)"
+        )
     return Sample(name=name, image=image, parts=parts, instances=inst, mm_per_px=float(mm), labels=labels)
 
 

@@ -11,6 +11,7 @@ a whole frame at full resolution is too slow, a whole frame at low resolution lo
 Blocks are depthwise-separable convolutions (MobileNet-style) so both run in a few ms on
 two CPU cores. Outputs are logits at the input's resolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -58,8 +59,9 @@ class TinyUNet(nn.Module):
         # Inputs are multiples of 16, so every level is exactly half the one above: a constant
         # factor exports as a plain Resize, where a size taken from ``like`` makes onnxruntime
         # compute shapes (Shape/Slice/Concat) at run time. Same result either way.
-        assert a.shape[-1] * 2 == like.shape[-1] and a.shape[-2] * 2 == like.shape[-2], \
+        assert a.shape[-1] * 2 == like.shape[-1] and a.shape[-2] * 2 == like.shape[-2], (
             f"input sides must be multiples of 16, got {tuple(like.shape[-2:])} at this level"
+        )
         return F.interpolate(a, scale_factor=2.0, mode="bilinear", align_corners=False)
 
     def forward(self, x):
@@ -77,8 +79,9 @@ class ScallopNet(nn.Module):
     """finder(frame) and parts(crops) side by side; exported as one ONNX graph with two
     inputs. Either input may have batch size 0, so the runtime runs one stage at a time."""
 
-    def __init__(self, finder_widths=(12, 24, 32, 48), parts_widths=(16, 24, 32, 48),
-                 n_finder: int = 3, n_parts: int = 4):
+    def __init__(
+        self, finder_widths=(12, 24, 32, 48), parts_widths=(16, 24, 32, 48), n_finder: int = 3, n_parts: int = 4
+    ):
         super().__init__()
         self.finder = TinyUNet(n_finder, finder_widths)
         self.parts = TinyUNet(n_parts, parts_widths)

@@ -5,6 +5,7 @@ expected at, crop size, channel order, normalisation — is read from the model'
 ``metadata_props``, never from constants here. A model whose metadata is missing or
 unusable is refused with :class:`ModelError` saying what is wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,15 +35,15 @@ class StageSpec:
     output: str
     classes: tuple[str, ...]
     mm_per_px: float
-    multiple: int             # spatial size must be a multiple of this (finder)
-    size: int                 # square crop side in pixels (parts); 0 = any (finder)
+    multiple: int  # spatial size must be a multiple of this (finder)
+    size: int  # square crop side in pixels (parts); 0 = any (finder)
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     path: str
     version: int
-    channel_order: str        # "BGR" or "RGB"
+    channel_order: str  # "BGR" or "RGB"
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     finder: StageSpec
@@ -97,8 +98,12 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
         d = _json(meta, key, path)
         try:
             spec = StageSpec(
-                input=str(d["input"]), output=str(d["output"]), classes=tuple(d["classes"]),
-                mm_per_px=float(d["mm_per_px"]), multiple=int(d.get("multiple", 1)), size=int(d.get("size", 0)),
+                input=str(d["input"]),
+                output=str(d["output"]),
+                classes=tuple(d["classes"]),
+                mm_per_px=float(d["mm_per_px"]),
+                multiple=int(d.get("multiple", 1)),
+                size=int(d.get("size", 0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{path}: '{key}' lacks a usable field ({e})") from None
@@ -112,8 +117,9 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
     parts = stage("scallop.parts", REQUIRED_PARTS)
     if parts.size <= 0:
         raise ModelError(f"{path}: 'scallop.parts' must give the crop size")
-    return ModelInfo(path=path, version=version, channel_order=order, mean=mean, std=std,
-                     finder=finder, parts=parts, meta=dict(meta))
+    return ModelInfo(
+        path=path, version=version, channel_order=order, mean=mean, std=std, finder=finder, parts=parts, meta=dict(meta)
+    )
 
 
 class SegModel:
@@ -177,8 +183,9 @@ class SegModel:
         """(H, W, 3) uint8 at the finder's scale, H and W multiples of ``finder.multiple``
         → logits (C, H, W)."""
         x = self.to_input(bgr)[None]
-        out = self.session.run([self.info.finder.output],
-                               {self.info.finder.input: x, self.info.parts.input: self._empty_crops})[0]
+        out = self.session.run(
+            [self.info.finder.output], {self.info.finder.input: x, self.info.parts.input: self._empty_crops}
+        )[0]
         return out[0]
 
     def run_parts(self, crops_bgr: np.ndarray) -> np.ndarray:
@@ -186,5 +193,6 @@ class SegModel:
         if len(crops_bgr) == 0:
             return np.zeros((0, len(self.info.parts.classes), self.info.parts.size, self.info.parts.size), np.float32)
         x = self.to_input(crops_bgr)
-        return self.session.run([self.info.parts.output],
-                                {self.info.parts.input: x, self.info.finder.input: self._empty_frame})[0]
+        return self.session.run(
+            [self.info.parts.output], {self.info.parts.input: x, self.info.finder.input: self._empty_frame}
+        )[0]

@@ -4,6 +4,7 @@ Needs the optional ``train`` extra (torch). Data sets are folders in the documen
 format (docs/dataset-format.md): simulator output from ``scallop sim dataset`` and/or real
 labelled photos; every folder is read the same way.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -33,20 +34,20 @@ class TrainConfig:
     seed: int = 0
     finder_mm_per_px: float = 2.0
     parts_mm_per_px: float = 0.75
-    crop: int = 128                   # parts crop side (px) → 96 mm at 0.75 mm/px
-    finder_patch: int = 160           # finder training patch side (coarse px)
-    edge_px: int = 2                  # edge band width at the finder scale (4 mm)
-    iters: int = 5400                 # total steps (with time_budget_s: the most allowed)
-    warmup: int = 300                 # linear warm-up steps, then cosine decay to 2 % of lr
-    time_budget_s: float = 0.0        # > 0: fit the step count to this much training time
+    crop: int = 128  # parts crop side (px) → 96 mm at 0.75 mm/px
+    finder_patch: int = 160  # finder training patch side (coarse px)
+    edge_px: int = 2  # edge band width at the finder scale (4 mm)
+    iters: int = 5400  # total steps (with time_budget_s: the most allowed)
+    warmup: int = 300  # linear warm-up steps, then cosine decay to 2 % of lr
+    time_budget_s: float = 0.0  # > 0: fit the step count to this much training time
     batch_parts: int = 24
     batch_finder: int = 12
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    threads: int = 2                  # torch intra-op threads
-    workers: int = 0                  # processes augmenting batches (0: in the training process)
+    threads: int = 2  # torch intra-op threads
+    workers: int = 0  # processes augmenting batches (0: in the training process)
     device: str = "cpu"
-    real_weight: float = 3.0          # oversampling of real labelled photos against sim frames
+    real_weight: float = 3.0  # oversampling of real labelled photos against sim frames
     finder_widths: tuple[int, int, int, int] = (12, 24, 32, 48)
     parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
     data_description: str = ""
@@ -57,11 +58,11 @@ class TrainConfig:
 class Prepared:
     """Training material extracted once from the data sets (so each step only augments)."""
 
-    finder_imgs: list = field(default_factory=list)   # coarse images (h, w, 3) uint8
-    finder_tgts: list = field(default_factory=list)   # (h, w) uint8 finder classes
-    finder_w: list = field(default_factory=list)      # sampling weight per image
-    parts_imgs: list = field(default_factory=list)    # fine patches (P, P, 3) uint8
-    parts_tgts: list = field(default_factory=list)    # (P, P) uint8 parts classes
+    finder_imgs: list = field(default_factory=list)  # coarse images (h, w, 3) uint8
+    finder_tgts: list = field(default_factory=list)  # (h, w) uint8 finder classes
+    finder_w: list = field(default_factory=list)  # sampling weight per image
+    parts_imgs: list = field(default_factory=list)  # fine patches (P, P, 3) uint8
+    parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes
     parts_w: list = field(default_factory=list)
 
     def extend(self, other: "Prepared") -> None:
@@ -109,12 +110,12 @@ def prepare_one(s: Sample, cfg: TrainConfig, weight: float = 1.0, into: Prepared
     cpad = cv2.copyMakeBorder(cls, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     for i in (i for i in np.unique(inst) if i):
         ys, xs = np.nonzero(inst == i)
-        if len(xs) * cfg.parts_mm_per_px ** 2 < 200:
+        if len(xs) * cfg.parts_mm_per_px**2 < 200:
             continue
         cx, cy = int(xs.mean()) + pad, int(ys.mean()) + pad
         x0, y0 = cx - P // 2, cy - P // 2
-        out.parts_imgs.append(fpad[y0:y0 + P, x0:x0 + P].copy())
-        out.parts_tgts.append(cpad[y0:y0 + P, x0:x0 + P].copy())
+        out.parts_imgs.append(fpad[y0 : y0 + P, x0 : x0 + P].copy())
+        out.parts_tgts.append(cpad[y0 : y0 + P, x0 : x0 + P].copy())
         out.parts_w.append(weight)
     return out
 
@@ -151,8 +152,15 @@ class Batcher:
         for b, i in enumerate(rng.choice(len(self.pw), cfg.batch_parts, p=self.pw)):
             img, tgt = self.p.parts_imgs[i], self.p.parts_tgts[i]
             c = img.shape[0] / 2 + rng.uniform(-10, 10, size=2)
-            im, lb = rotate_scale_crop(img, tgt, (float(c[0]), float(c[1])), S, rng.uniform(0.85, 1.15),
-                                       rng.uniform(0, 360), bool(rng.random() < 0.5))
+            im, lb = rotate_scale_crop(
+                img,
+                tgt,
+                (float(c[0]), float(c[1])),
+                S,
+                rng.uniform(0.85, 1.15),
+                rng.uniform(0, 360),
+                bool(rng.random() < 0.5),
+            )
             if rng.random() < 0.25:
                 im = recolour_background(im, lb == 0, rng)
             xs[b] = photometric(im, rng)
@@ -195,8 +203,15 @@ def _batches(batcher: Batcher, cfg: TrainConfig, start: int):
     from torch.utils.data import DataLoader
 
     # fork: the workers share the prepared material instead of each unpickling a copy.
-    loader = DataLoader(batcher, batch_size=None, sampler=itertools.count(start), num_workers=cfg.workers,
-                        prefetch_factor=4, worker_init_fn=_loader_init, multiprocessing_context="fork")
+    loader = DataLoader(
+        batcher,
+        batch_size=None,
+        sampler=itertools.count(start),
+        num_workers=cfg.workers,
+        prefetch_factor=4,
+        worker_init_fn=_loader_init,
+        multiprocessing_context="fork",
+    )
     for b in loader:
         yield tuple(t.numpy() for t in b)
 
@@ -238,10 +253,19 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
     crops = torch.zeros(2, 3, S, S)
     buf = io.BytesIO()
     torch.onnx.export(
-        net, (frame, crops), buf, opset_version=17, dynamo=False,
-        input_names=["frame", "crops"], output_names=["finder_logits", "parts_logits"],
-        dynamic_axes={"frame": {0: "b", 2: "h", 3: "w"}, "finder_logits": {0: "b", 2: "h", 3: "w"},
-                      "crops": {0: "n"}, "parts_logits": {0: "n"}},
+        net,
+        (frame, crops),
+        buf,
+        opset_version=17,
+        dynamo=False,
+        input_names=["frame", "crops"],
+        output_names=["finder_logits", "parts_logits"],
+        dynamic_axes={
+            "frame": {0: "b", 2: "h", 3: "w"},
+            "finder_logits": {0: "b", 2: "h", 3: "w"},
+            "crops": {0: "n"},
+            "parts_logits": {0: "n"},
+        },
     )
     model = onnx.load_from_string(buf.getvalue())
     meta = {
@@ -249,10 +273,24 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
         "scallop.version": "1",
         "scallop.channel_order": "BGR",
         "scallop.normalize": json.dumps({"mean": list(MEAN), "std": list(STD), "input_range": [0, 255]}),
-        "scallop.finder": json.dumps({"input": "frame", "output": "finder_logits", "classes": list(FINDER_CLASSES),
-                                      "mm_per_px": cfg.finder_mm_per_px, "multiple": 16}),
-        "scallop.parts": json.dumps({"input": "crops", "output": "parts_logits", "classes": list(PARTS_CLASSES),
-                                     "mm_per_px": cfg.parts_mm_per_px, "size": S}),
+        "scallop.finder": json.dumps(
+            {
+                "input": "frame",
+                "output": "finder_logits",
+                "classes": list(FINDER_CLASSES),
+                "mm_per_px": cfg.finder_mm_per_px,
+                "multiple": 16,
+            }
+        ),
+        "scallop.parts": json.dumps(
+            {
+                "input": "crops",
+                "output": "parts_logits",
+                "classes": list(PARTS_CLASSES),
+                "mm_per_px": cfg.parts_mm_per_px,
+                "size": S,
+            }
+        ),
         "scallop.seed": str(cfg.seed),
         "scallop.train_config": json.dumps(asdict(cfg)),
         "scallop.data": cfg.data_description,
@@ -277,7 +315,9 @@ def lr_factor(it: int, warmup: int, total: int) -> float:
     return 0.02 + 0.98 * 0.5 * (1.0 + np.cos(np.pi * t))
 
 
-def prepare_dirs(sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None) -> Prepared:
+def prepare_dirs(
+    sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None
+) -> Prepared:
     """Material from data-set folders; real photos weigh ``cfg.real_weight`` against sim frames.
     Streamed: full-resolution frames are large, only the extracted material is kept."""
     prep = into if into is not None else Prepared()
@@ -288,8 +328,9 @@ def prepare_dirs(sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, 
     return prep
 
 
-def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
-          log: Callable[[str], None] = print) -> Path:
+def train(
+    prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None, log: Callable[[str], None] = print
+) -> Path:
     """Train on prepared material and write ``out`` (.onnx) plus ``out``.pt (a checkpoint to
     fine-tune from). Returns the ONNX path. With ``cfg.time_budget_s`` the number of steps is
     chosen after the warm-up from the measured speed and written into the config, so
@@ -309,8 +350,10 @@ def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
     torch.set_num_threads(cfg.threads)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
-    log(f"training on {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops, device {device}, "
-        f"{cfg.workers} data workers")
+    log(
+        f"training on {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops, device {device}, "
+        f"{cfg.workers} data workers"
+    )
     net = ScallopNet(cfg.finder_widths, cfg.parts_widths, len(FINDER_CLASSES), len(PARTS_CLASSES))
     if init is not None:
         net.load_state_dict(torch.load(init, map_location="cpu")["state_dict"])
@@ -319,7 +362,7 @@ def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.iters
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, cfg.warmup, total))
-    wf = [1.0, 1.0, 3.0]          # the edge class is what splits touching scallops: weigh it up
+    wf = [1.0, 1.0, 3.0]  # the edge class is what splits touching scallops: weigh it up
     wp = [1.0, 1.0, 1.5, 3.0]
     net.train()
     sums = torch.zeros(2, device=device)
@@ -357,8 +400,10 @@ def train(prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None,
                 n = cfg.log_every if it % cfg.log_every == 0 else it % cfg.log_every
                 lf_m, lp_m = (sums / n).tolist()
                 sums.zero_()
-                log(f"iter {it}/{total} finder loss {lf_m:.3f} parts loss {lp_m:.3f} "
-                    f"lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)")
+                log(
+                    f"iter {it}/{total} finder loss {lf_m:.3f} parts loss {lp_m:.3f} "
+                    f"lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)"
+                )
     finally:
         batches.close()
         cv2.setNumThreads(prev_cv_threads)

@@ -28,6 +28,7 @@ Heartbeats both ways: :meth:`ArmClient.poll` increments ``ctrl_heartbeat`` every
 caller's loop keeps running. ``submit`` raises typed errors (:mod:`scallop.robot.errors`)
 before anything is written when the command cannot be sent.
 """
+
 from __future__ import annotations
 
 import json
@@ -93,21 +94,34 @@ class CommandType(IntEnum):
     PICK = 1
     MOVE_READY = 2
     RESET = 3
-    PICK_CHAINED = 4    # a PICK planned from the previous pick's release at the chute (v2)
+    PICK_CHAINED = 4  # a PICK planned from the previous pick's release at the chute (v2)
 
 
 PICK_TYPES = (CommandType.PICK, CommandType.PICK_CHAINED)
 
 
-STATUS_FIELDS = ("interface_version", "arm_heartbeat", "arm_state", "fault_code", "ack_seq", "done_seq",
-                 "result", "arm_time_ms", "tcp_x", "tcp_y", "tcp_z", "picks_total")
+STATUS_FIELDS = (
+    "interface_version",
+    "arm_heartbeat",
+    "arm_state",
+    "fault_code",
+    "ack_seq",
+    "done_seq",
+    "result",
+    "arm_time_ms",
+    "tcp_x",
+    "tcp_y",
+    "tcp_z",
+    "picks_total",
+)
 CONTROL_FIELDS = ("ctrl_heartbeat", "watchdog_ms", "cmd_seq")
 COMMAND_FIELDS = ("cmd_type", "target_id", "grip_time_ms", "belt_vx", "belt_vy", "belt_vz") + tuple(
-    f"{w}_{k}" for w in WAYPOINTS for k in ("x", "y", "z", "speed"))
+    f"{w}_{k}" for w in WAYPOINTS for k in ("x", "y", "z", "speed")
+)
 PROTOCOL_FIELDS = STATUS_FIELDS + CONTROL_FIELDS + COMMAND_FIELDS
-MIN_INTERFACE_VERSION = 2     # v2 added PICK_CHAINED
-SEQ_MODULUS = 0xFFFF          # wire sequence numbers are 1..65535; 0 never means a command
-ARM_CLOCK_MODULUS = 1 << 32   # arm_time_ms wraps here
+MIN_INTERFACE_VERSION = 2  # v2 added PICK_CHAINED
+SEQ_MODULUS = 0xFFFF  # wire sequence numbers are 1..65535; 0 never means a command
+ARM_CLOCK_MODULUS = 1 << 32  # arm_time_ms wraps here
 
 
 def check_profile(m: RegisterMap) -> None:
@@ -115,12 +129,16 @@ def check_profile(m: RegisterMap) -> None:
     m.require(PROTOCOL_FIELDS)
     if m.version < MIN_INTERFACE_VERSION:
         from scallop.robot.errors import ProfileError
-        raise ProfileError(f"profile {m.name!r} is interface version {m.version}; this controller speaks version "
-                           f"{MIN_INTERFACE_VERSION} (chained picks, cmd_type 4): update the robot program as "
-                           "docs/robot-interface.md describes and set [profile] version = 2")
+
+        raise ProfileError(
+            f"profile {m.name!r} is interface version {m.version}; this controller speaks version "
+            f"{MIN_INTERFACE_VERSION} (chained picks, cmd_type 4): update the robot program as "
+            "docs/robot-interface.md describes and set [profile] version = 2"
+        )
     for f, blk in (("ack_seq", "status"), ("cmd_seq", "control"), ("cmd_type", "command")):
         if m.field(f).block != blk:
             from scallop.robot.errors import ProfileError
+
             raise ProfileError(f"profile {m.name!r}: field {f} must be in block {blk!r}, not {m.field(f).block!r}")
 
 
@@ -142,22 +160,38 @@ class ArmStatus:
     done_seq: int
     result: ResultCode
     arm_time_ms: int
-    tcp_mm: np.ndarray            # (3,) robot base frame
+    tcp_mm: np.ndarray  # (3,) robot base frame
     picks_total: int
-    cmd_seq: int | None = None    # the commit register, when the control block was read too
+    cmd_seq: int | None = None  # the commit register, when the control block was read too
 
     def as_dict(self) -> dict:
         return {
-            "state": self.state.name, "fault": self.fault_code.name, "ack_seq": self.ack_seq,
-            "done_seq": self.done_seq, "result": self.result.name, "heartbeat": self.heartbeat,
-            "arm_time_ms": self.arm_time_ms, "tcp_mm": [round(float(v), 2) for v in self.tcp_mm],
-            "picks_total": self.picks_total, "interface_version": self.interface_version,
+            "state": self.state.name,
+            "fault": self.fault_code.name,
+            "ack_seq": self.ack_seq,
+            "done_seq": self.done_seq,
+            "result": self.result.name,
+            "heartbeat": self.heartbeat,
+            "arm_time_ms": self.arm_time_ms,
+            "tcp_mm": [round(float(v), 2) for v in self.tcp_mm],
+            "picks_total": self.picks_total,
+            "interface_version": self.interface_version,
             **({"cmd_seq": self.cmd_seq} if self.cmd_seq is not None else {}),
         }
 
 
-EventKind = Literal["connected", "disconnected", "acked", "done", "alarm", "alarm_cleared", "fault",
-                    "fault_cleared", "commit_confirmed", "error"]
+EventKind = Literal[
+    "connected",
+    "disconnected",
+    "acked",
+    "done",
+    "alarm",
+    "alarm_cleared",
+    "fault",
+    "fault_cleared",
+    "commit_confirmed",
+    "error",
+]
 
 
 @dataclass
@@ -201,9 +235,11 @@ class SeqStore:
             if counter < 0:
                 raise ValueError("negative counter")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RobotConfigError(f"arm {self.arm!r}: state file {self.path} is unreadable ({e}); it holds the "
-                                   "command sequence counter: fix or remove it (removing is safe: the counter "
-                                   "then restarts after the arm's own sequence)") from None
+            raise RobotConfigError(
+                f"arm {self.arm!r}: state file {self.path} is unreadable ({e}); it holds the "
+                "command sequence counter: fix or remove it (removing is safe: the counter "
+                "then restarts after the arm's own sequence)"
+            ) from None
         return counter
 
     def save(self, counter: int) -> None:
@@ -230,8 +266,13 @@ class ArmClient:
     """Controller side of one arm. Not thread-safe by itself except through
     :meth:`start_background`, which serialises with an internal lock."""
 
-    def __init__(self, config: ArmConfig, clock: Clock | None = None, transport: ModbusTransport | None = None,
-                 profile: RegisterMap | None = None) -> None:
+    def __init__(
+        self,
+        config: ArmConfig,
+        clock: Clock | None = None,
+        transport: ModbusTransport | None = None,
+        profile: RegisterMap | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.clock = clock or SystemClock()
@@ -244,7 +285,7 @@ class ArmClient:
         self.status: ArmStatus | None = None
         self.pending: dict[int, _Pending] = {}
         self._uncertain: _Pending | None = None
-        self._last_commit: int | None = None       # seq of our last commit the arm holds
+        self._last_commit: int | None = None  # seq of our last commit the arm holds
         self._arm_cmd_seq: int | None = None
         self._hb = 0
         self._hb_next = -float("inf")
@@ -253,7 +294,7 @@ class ArmClient:
         self.alarm: str | None = None
         self._was_connected = False
         self._fault_seen = False
-        self._offsets: deque[tuple[float, float]] = deque(maxlen=20)   # (rtt, offset_s)
+        self._offsets: deque[tuple[float, float]] = deque(maxlen=20)  # (rtt, offset_s)
         self._arm_ms_last: int | None = None
         self._arm_ms_wraps = 0
         self._lock = threading.RLock()
@@ -283,14 +324,17 @@ class ArmClient:
             raise ProtocolError(
                 f"arm {self.name!r} reports interface_version={st.interface_version} but profile "
                 f"{self.map.name!r} is version {self.map.version}"
-                + (" (is the robot program running?)" if st.interface_version == 0 else ""))
+                + (" (is the robot program running?)" if st.interface_version == 0 else "")
+            )
         self._arm_cmd_seq = st.cmd_seq
         # A restarted controller (or a fresh state file) continues past what the arm holds.
         held = {s for s in (st.cmd_seq, st.ack_seq, st.done_seq) if s}
         while wire_seq(self._counter + 1) in held:
             self._counter += 1
         self._hb = self._read_field("ctrl_heartbeat")
-        self.transport.write(self.map.address("watchdog_ms"), self.map.encode_field("watchdog_ms", self.config.watchdog_ms))
+        self.transport.write(
+            self.map.address("watchdog_ms"), self.map.encode_field("watchdog_ms", self.config.watchdog_ms)
+        )
         self._beat(force=True)
         now = self.clock.now()
         self._arm_hb, self._arm_hb_changed = st.heartbeat, now
@@ -337,10 +381,20 @@ class ArmClient:
                 state, fault, result = ArmState(v["arm_state"]), FaultCode(v["fault_code"]), ResultCode(v["result"])
             except ValueError as e:
                 raise ProtocolError(f"arm {self.name!r}: status register value outside the interface: {e}") from None
-            st = ArmStatus(t1, int(v["interface_version"]), int(v["arm_heartbeat"]), state, fault,
-                           int(v["ack_seq"]), int(v["done_seq"]), result, int(v["arm_time_ms"]),
-                           np.array([v["tcp_x"], v["tcp_y"], v["tcp_z"]], dtype=np.float64),
-                           int(v["picks_total"]), cmd_seq)
+            st = ArmStatus(
+                t1,
+                int(v["interface_version"]),
+                int(v["arm_heartbeat"]),
+                state,
+                fault,
+                int(v["ack_seq"]),
+                int(v["done_seq"]),
+                result,
+                int(v["arm_time_ms"]),
+                np.array([v["tcp_x"], v["tcp_y"], v["tcp_z"]], dtype=np.float64),
+                int(v["picks_total"]),
+                cmd_seq,
+            )
             self._clock_sample(st.arm_time_ms, 0.5 * (t0 + t1), rtt)
             self.status = st
             return st
@@ -411,13 +465,19 @@ class ArmClient:
             try:
                 ev.extend(self._resolve_uncertain())
             except RobotCommError as e:
-                ev.append(ArmEvent("error", now, seq=self._uncertain.seq,
-                                   detail=f"commit of seq {self._uncertain.seq} still unresolved: {e}"))
+                ev.append(
+                    ArmEvent(
+                        "error",
+                        now,
+                        seq=self._uncertain.seq,
+                        detail=f"commit of seq {self._uncertain.seq} still unresolved: {e}",
+                    )
+                )
                 return ev
         try:
             self._beat()
             st = self.read_status()
-        except ModbusExceptionError as e:     # the link is fine, the arm refused this request
+        except ModbusExceptionError as e:  # the link is fine, the arm refused this request
             ev.append(ArmEvent("error", now, detail=str(e)))
             return ev
         except RobotCommError as e:
@@ -435,16 +495,17 @@ class ArmClient:
                 self.alarm = None
                 ev.append(ArmEvent("alarm_cleared", now, detail=f"arm {self.name!r} heartbeat is back"))
         elif now - self._arm_hb_changed > self.config.arm_heartbeat_timeout_s and not self.alarm:
-            self.alarm = (f"arm {self.name!r}: heartbeat stalled at {st.heartbeat} for "
-                          f"{now - self._arm_hb_changed:.2f} s (limit {self.config.arm_heartbeat_timeout_s:g} s); "
-                          "no new commands")
+            self.alarm = (
+                f"arm {self.name!r}: heartbeat stalled at {st.heartbeat} for "
+                f"{now - self._arm_hb_changed:.2f} s (limit {self.config.arm_heartbeat_timeout_s:g} s); "
+                "no new commands"
+            )
             ev.append(ArmEvent("alarm", now, detail=self.alarm))
         # Fault / e-stop transitions.
         if st.state in (ArmState.FAULT, ArmState.ESTOP):
             if not self._fault_seen:
                 self._fault_seen = True
-                ev.append(ArmEvent("fault", now, detail=f"arm {self.name!r}: {st.state.name} "
-                                                        f"({st.fault_code.name})"))
+                ev.append(ArmEvent("fault", now, detail=f"arm {self.name!r}: {st.state.name} ({st.fault_code.name})"))
         elif self._fault_seen:
             self._fault_seen = False
             ev.append(ArmEvent("fault_cleared", now, detail=f"arm {self.name!r}: {st.state.name}"))
@@ -453,7 +514,7 @@ class ArmClient:
 
     def _track(self, st: ArmStatus) -> list[ArmEvent]:
         ev: list[ArmEvent] = []
-        order = list(self.pending)          # issue order
+        order = list(self.pending)  # issue order
         for seq in order:
             p = self.pending[seq]
             if not p.acked and (st.ack_seq == seq or st.done_seq == seq):
@@ -488,9 +549,15 @@ class ArmClient:
     def can_accept(self) -> bool:
         """Connected, heartbeat alive, not faulted, slot free, at most one command queued."""
         st = self.status
-        return (self.transport.connected and self.alarm is None and st is not None
-                and st.state in (ArmState.IDLE, ArmState.BUSY) and self.slot_free
-                and sum(1 for p in self.pending.values() if not p.acked) == 0 and len(self.pending) <= 1)
+        return (
+            self.transport.connected
+            and self.alarm is None
+            and st is not None
+            and st.state in (ArmState.IDLE, ArmState.BUSY)
+            and self.slot_free
+            and sum(1 for p in self.pending.values() if not p.acked) == 0
+            and len(self.pending) <= 1
+        )
 
     @property
     def state_name(self) -> str:
@@ -500,8 +567,13 @@ class ArmClient:
             return "disconnected"
         if self.alarm:
             return "stalled"
-        return {ArmState.IDLE: "idle", ArmState.BUSY: "picking", ArmState.FAULT: "fault",
-                ArmState.ESTOP: "estop", ArmState.STARTING: "starting"}[st.state]
+        return {
+            ArmState.IDLE: "idle",
+            ArmState.BUSY: "picking",
+            ArmState.FAULT: "fault",
+            ArmState.ESTOP: "estop",
+            ArmState.STARTING: "starting",
+        }[st.state]
 
     def _check_ready(self, allow_fault: bool = False) -> ArmStatus:
         if not self.transport.connected:
@@ -512,8 +584,11 @@ class ArmClient:
         if st is None:
             raise ProtocolError(f"arm {self.name!r}: no status read yet")
         if not allow_fault and st.state in (ArmState.FAULT, ArmState.ESTOP):
-            raise ArmFaultError(f"arm {self.name!r} is in {st.state.name} ({st.fault_code.name}); "
-                                "clear the cause, then reset_fault()", int(st.fault_code), int(st.state))
+            raise ArmFaultError(
+                f"arm {self.name!r} is in {st.state.name} ({st.fault_code.name}); clear the cause, then reset_fault()",
+                int(st.fault_code),
+                int(st.state),
+            )
         if self._uncertain is not None:
             raise ArmBusyError(f"arm {self.name!r}: the commit of seq {self._uncertain.seq} is unresolved")
         if not self.slot_free:
@@ -564,14 +639,28 @@ class ArmClient:
             self._check_ready()
             r = self.config.ready_mm
             self.workspace.check_point("ready", np.asarray(r))
-            words = self.map.encode_block("command", {
-                "cmd_type": int(CommandType.MOVE_READY), "ready_x": r[0], "ready_y": r[1], "ready_z": r[2],
-                "ready_speed": self.config.motion.speed_mm_s})
+            words = self.map.encode_block(
+                "command",
+                {
+                    "cmd_type": int(CommandType.MOVE_READY),
+                    "ready_x": r[0],
+                    "ready_y": r[1],
+                    "ready_z": r[2],
+                    "ready_speed": self.config.motion.speed_mm_s,
+                },
+            )
             return self._send(CommandType.MOVE_READY, words, None)
 
     def _next_seq(self) -> int:
-        held = {s for s in (self._arm_cmd_seq, self.status.ack_seq if self.status else None,
-                            self.status.done_seq if self.status else None) if s}
+        held = {
+            s
+            for s in (
+                self._arm_cmd_seq,
+                self.status.ack_seq if self.status else None,
+                self.status.done_seq if self.status else None,
+            )
+            if s
+        }
         n = self._counter + 1
         while wire_seq(n) in held or wire_seq(n) in self.pending:
             n += 1
@@ -597,8 +686,10 @@ class ArmClient:
             try:
                 self.transport.connect()
             except RobotCommError:
-                raise type(e)(f"{e}; commit of seq {seq} is uncertain: it will be read back on "
-                              "reconnect and never re-sent blindly") from None
+                raise type(e)(
+                    f"{e}; commit of seq {seq} is uncertain: it will be read back on "
+                    "reconnect and never re-sent blindly"
+                ) from None
             for event in self._resolve_uncertain():
                 self._bg_events.append(event)
             if seq in self.pending:
@@ -623,8 +714,15 @@ class ArmClient:
         if held == p.seq:
             self._uncertain = None
             self._commit_ok(p)
-            return [ArmEvent("commit_confirmed", now, p.seq, plan=p.plan,
-                             detail=f"arm {self.name!r} holds seq {p.seq}: it was committed before the link broke")]
+            return [
+                ArmEvent(
+                    "commit_confirmed",
+                    now,
+                    p.seq,
+                    plan=p.plan,
+                    detail=f"arm {self.name!r} holds seq {p.seq}: it was committed before the link broke",
+                )
+            ]
         # Not held: write the same block and the same seq again. Even if the first write
         # still lands late it carries the same values, and a pick whose time has passed is
         # answered LATE by the arm without moving: either way it runs at most once.
@@ -632,12 +730,20 @@ class ArmClient:
         self.transport.write(self.map.address("cmd_seq"), [p.seq])
         self._uncertain = None
         self._commit_ok(p)
-        return [ArmEvent("commit_confirmed", now, p.seq, plan=p.plan,
-                         detail=f"seq {p.seq} had not reached arm {self.name!r}; written again after reading back")]
+        return [
+            ArmEvent(
+                "commit_confirmed",
+                now,
+                p.seq,
+                plan=p.plan,
+                detail=f"seq {p.seq} had not reached arm {self.name!r}; written again after reading back",
+            )
+        ]
 
     # ================================================================== waiting helpers
-    def wait_for(self, seq: int, kind: Literal["acked", "done"] = "done", timeout_s: float = 5.0,
-                 step_s: float | None = None) -> ArmEvent:
+    def wait_for(
+        self, seq: int, kind: Literal["acked", "done"] = "done", timeout_s: float = 5.0, step_s: float | None = None
+    ) -> ArmEvent:
         """Poll until ``seq`` is acked/done (on this client's clock). Raises RobotTimeoutError,
         or ArmFaultError when the arm faults first. Events seen meanwhile are kept in
         :meth:`drain_events`."""
@@ -651,8 +757,9 @@ class ArmClient:
                 if e.seq == seq and (e.kind == kind or e.kind == "done"):
                     return e
             if self.clock.now() >= deadline:
-                raise RobotTimeoutError(f"arm {self.name!r}: seq {seq} not {kind} within {timeout_s:g} s "
-                                        f"(state {self.state_name})")
+                raise RobotTimeoutError(
+                    f"arm {self.name!r}: seq {seq} not {kind} within {timeout_s:g} s (state {self.state_name})"
+                )
             self.clock.sleep(step)
 
     def drain_events(self) -> list[ArmEvent]:

@@ -1,5 +1,6 @@
 """Clocks. Everything that waits or stamps time takes a clock, so the same code runs on
 wall time against hardware and on the simulator's virtual time, faster than real time."""
+
 from __future__ import annotations
 
 import time

@@ -11,6 +11,7 @@ and the robot base frame R of each arm. ``robot_from_belt`` maps B to R: ``p_R =
 The pick window, the targets and the belt speed live in B; waypoints, the workspace,
 keep-out boxes, the chute and the ready position live in R.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,10 +69,14 @@ class TransportConfig:
             _range("transport.port", self.port, 1, 65535)
         else:
             if not self.serial_port:
-                raise RobotConfigError("transport.serial_port is empty: give a device (/dev/ttyUSB0) or "
-                                       "a pyserial URL (socket://host:port)")
+                raise RobotConfigError(
+                    "transport.serial_port is empty: give a device (/dev/ttyUSB0) or "
+                    "a pyserial URL (socket://host:port)"
+                )
             if self.baudrate not in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600):
-                raise RobotConfigError(f"transport.baudrate={self.baudrate} is not a standard rate: use e.g. 19200, 115200")
+                raise RobotConfigError(
+                    f"transport.baudrate={self.baudrate} is not a standard rate: use e.g. 19200, 115200"
+                )
         if self.parity not in ("N", "E", "O"):
             raise RobotConfigError(f"transport.parity={self.parity!r} is not allowed: choose 'N', 'E' or 'O'")
         if self.stopbits not in (1, 2):
@@ -114,7 +119,7 @@ class Pose:
         pitch = math.asin(max(-1.0, min(1.0, -R[2, 0])))
         if abs(R[2, 0]) < 1 - 1e-9:
             roll, yaw = math.atan2(R[2, 1], R[2, 2]), math.atan2(R[1, 0], R[0, 0])
-        else:   # gimbal lock: only roll - yaw (or roll + yaw) is defined; put it all in yaw
+        else:  # gimbal lock: only roll - yaw (or roll + yaw) is defined; put it all in yaw
             roll, yaw = 0.0, math.atan2(-R[0, 1], R[1, 1])
         return cls(tuple(math.degrees(a) for a in (roll, pitch, yaw)), tuple(float(v) for v in t))
 
@@ -190,18 +195,18 @@ class Box:
 class MotionConfig:
     """How the arm moves, as the planner models it (match the robot program's settings)."""
 
-    speed_mm_s: float = 1000.0           # free moves: approach, carry to the chute, return
+    speed_mm_s: float = 1000.0  # free moves: approach, carry to the chute, return
     accel_mm_s2: float = 6000.0
-    descend_speed_mm_s: float = 400.0    # vertical component of the descent onto the uro
-    approach_height_mm: float = 30.0     # approach point above the grasp point
+    descend_speed_mm_s: float = 400.0  # vertical component of the descent onto the uro
+    approach_height_mm: float = 30.0  # approach point above the grasp point
     pull_distance_mm: float = 25.0
-    pull_angle_deg: float = 30.0         # lift angle of the pull above the belt plane
+    pull_angle_deg: float = 30.0  # lift angle of the pull above the belt plane
     pull_speed_mm_s: float = 250.0
     gripper_close_s: float = 0.08
     gripper_open_s: float = 0.06
-    grip_z_offset_mm: float = 0.0        # added to the target's z to get the grasp height
-    start_latency_s: float = 0.03        # commit -> arm starts moving (robot poll period + link)
-    arrival_margin_s: float = 0.03       # plan to wait at least this long at the approach point
+    grip_z_offset_mm: float = 0.0  # added to the target's z to get the grasp height
+    start_latency_s: float = 0.03  # commit -> arm starts moving (robot poll period + link)
+    arrival_margin_s: float = 0.03  # plan to wait at least this long at the approach point
 
     def __post_init__(self) -> None:
         _range("motion.speed_mm_s", self.speed_mm_s, 1, 5000)
@@ -243,20 +248,20 @@ class ArmConfig:
     """One arm along the belt: how to reach it, where it is, what it may do."""
 
     name: str = "arm"
-    profile: str = "generic"                       # built-in profile name or path to a .toml
+    profile: str = "generic"  # built-in profile name or path to a .toml
     transport: TransportConfig = field(default_factory=TransportConfig)
-    state_file: str = ""                           # persisted command sequence ("" = memory only)
-    heartbeat_period_s: float = 0.1                # controller -> arm heartbeat
-    arm_heartbeat_timeout_s: float = 0.5           # arm heartbeat unchanged this long -> stalled
-    watchdog_ms: int = 1000                        # written to the arm: its controller-heartbeat timeout
+    state_file: str = ""  # persisted command sequence ("" = memory only)
+    heartbeat_period_s: float = 0.1  # controller -> arm heartbeat
+    arm_heartbeat_timeout_s: float = 0.5  # arm heartbeat unchanged this long -> stalled
+    watchdog_ms: int = 1000  # written to the arm: its controller-heartbeat timeout
     robot_from_belt: Pose = field(default_factory=_default_pose)
-    pick_window_x_mm: tuple[float, float] = (450.0, 1050.0)    # along the belt, belt frame
-    pick_window_y_mm: tuple[float, float] = (-170.0, 170.0)   # across the belt, belt frame
+    pick_window_x_mm: tuple[float, float] = (450.0, 1050.0)  # along the belt, belt frame
+    pick_window_y_mm: tuple[float, float] = (-170.0, 170.0)  # across the belt, belt frame
     workspace: Box = field(default_factory=lambda: Box((100.0, -420.0, -20.0), (720.0, 420.0, 400.0), "workspace"))
     keep_out: list[Box] = field(default_factory=list)
     motion: MotionConfig = field(default_factory=MotionConfig)
-    chute_mm: tuple[float, float, float] = (180.0, 0.0, 100.0)   # release point above the chute, robot frame
-    ready_mm: tuple[float, float, float] = (300.0, 0.0, 100.0)   # waiting position, robot frame
+    chute_mm: tuple[float, float, float] = (180.0, 0.0, 100.0)  # release point above the chute, robot frame
+    ready_mm: tuple[float, float, float] = (300.0, 0.0, 100.0)  # waiting position, robot frame
     min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
@@ -272,7 +277,8 @@ class ArmConfig:
             if self.watchdog_ms / 1000.0 < 3 * self.heartbeat_period_s:
                 raise RobotConfigError(
                     f"watchdog_ms={self.watchdog_ms} is too short for heartbeat_period_s={self.heartbeat_period_s:g}: "
-                    f"allowed >= {3000 * self.heartbeat_period_s:g}")
+                    f"allowed >= {3000 * self.heartbeat_period_s:g}"
+                )
             self.pick_window_x_mm = _vec("pick_window_x_mm", self.pick_window_x_mm, 2)
             self.pick_window_y_mm = _vec("pick_window_y_mm", self.pick_window_y_mm, 2)
             if not self.pick_window_x_mm[0] < self.pick_window_x_mm[1]:
@@ -284,8 +290,9 @@ class ArmConfig:
             _range("min_confidence", self.min_confidence, 0.0, 1.0)
             for name, pt in (("chute_mm", self.chute_mm), ("ready_mm", self.ready_mm)):
                 if not self.workspace.contains(np.asarray(pt)):
-                    raise RobotConfigError(f"{name}={pt} lies outside the workspace box "
-                                           f"{self.workspace.min_mm}..{self.workspace.max_mm}")
+                    raise RobotConfigError(
+                        f"{name}={pt} lies outside the workspace box {self.workspace.min_mm}..{self.workspace.max_mm}"
+                    )
                 for box in self.keep_out:
                     if box.contains(np.asarray(pt)):
                         raise RobotConfigError(f"{name}={pt} lies inside keep-out box {box.name or box.min_mm}")

@@ -15,6 +15,7 @@ RobotError
 ├── ArmBusyError            the arm has not taken the previous command yet
 └── ProtocolError           the arm broke the handshake (e.g. wrong interface version)
 """
+
 from __future__ import annotations
 
 

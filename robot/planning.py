@@ -19,6 +19,7 @@
 Times are seconds on the controller's clock; the arm's own clock appears only in
 :mod:`scallop.robot.arm`.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,18 +36,18 @@ WAYPOINTS = ("approach", "grasp", "grip_end", "pull_end", "chute", "ready")
 
 
 class SkipReason(str, Enum):
-    LOW_CONFIDENCE = "low_confidence"        # detection confidence under the arm's minimum
+    LOW_CONFIDENCE = "low_confidence"  # detection confidence under the arm's minimum
     NO_PULL_DIRECTION = "no_pull_direction"  # vision could not tell where the adductor is
-    OUTSIDE_WINDOW = "outside_window"        # its line across the belt misses the pick window
-    PASSED = "passed_window"                 # already downstream of the pick window
-    TOO_LATE = "too_late"                    # the arm cannot reach it before it leaves the window
-    WORKSPACE = "workspace"                  # the trajectory leaves the workspace or enters a keep-out
-    NO_CAPACITY = "no_capacity"              # every arm was busy until it left all windows
+    OUTSIDE_WINDOW = "outside_window"  # its line across the belt misses the pick window
+    PASSED = "passed_window"  # already downstream of the pick window
+    TOO_LATE = "too_late"  # the arm cannot reach it before it leaves the window
+    WORKSPACE = "workspace"  # the trajectory leaves the workspace or enters a keep-out
+    NO_CAPACITY = "no_capacity"  # every arm was busy until it left all windows
     POSITION_UNCERTAIN = "position_uncertain"  # no recent encoder sample: where the belt is is a guess
-    ARM_UNAVAILABLE = "arm_unavailable"      # disconnected, faulted, heartbeat stalled
-    ARM_LATE = "arm_late"                    # sent, but the arm reported it could not meet the grip time
-    ARM_REJECTED = "arm_rejected"            # sent, but the arm refused the parameters
-    ARM_ABORTED = "arm_aborted"              # sent, but stopped by a fault, e-stop or watchdog
+    ARM_UNAVAILABLE = "arm_unavailable"  # disconnected, faulted, heartbeat stalled
+    ARM_LATE = "arm_late"  # sent, but the arm reported it could not meet the grip time
+    ARM_REJECTED = "arm_rejected"  # sent, but the arm refused the parameters
+    ARM_ABORTED = "arm_aborted"  # sent, but stopped by a fault, e-stop or watchdog
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,20 @@ class ConveyorTracker:
     exposure plus the travel since its encoder count: ``xy + [(count(t) - encoder) * mm_per_count, 0]``.
     """
 
-    def __init__(self, mm_per_count: float, history_s: float = 2.0, nominal_speed_mm_s: float | None = None,
-                 stale_after_s: float = 1.0, stale_intervals: float = 4.0) -> None:
+    def __init__(
+        self,
+        mm_per_count: float,
+        history_s: float = 2.0,
+        nominal_speed_mm_s: float | None = None,
+        stale_after_s: float = 1.0,
+        stale_intervals: float = 4.0,
+    ) -> None:
         if not (mm_per_count > 0 and math.isfinite(mm_per_count)):
             raise ValueError(f"mm_per_count={mm_per_count!r} must be a positive number")
         if not (stale_after_s > 0 and stale_intervals > 0):
-            raise ValueError(f"stale_after_s={stale_after_s!r} and stale_intervals={stale_intervals!r} must be positive")
+            raise ValueError(
+                f"stale_after_s={stale_after_s!r} and stale_intervals={stale_intervals!r} must be positive"
+            )
         self.mm_per_count = float(mm_per_count)
         self.history_s = float(history_s)
         self.stale_after_s = float(stale_after_s)
@@ -118,7 +127,7 @@ class ConveyorTracker:
         self._samples: deque[tuple[float, int]] = deque()
         self._intervals: deque[float] = deque(maxlen=9)
         self._nominal = nominal_speed_mm_s
-        self._slope: float | None = None   # counts per second
+        self._slope: float | None = None  # counts per second
 
     def update(self, t: float, count: int) -> None:
         if self._samples and t < self._samples[-1][0]:
@@ -228,9 +237,9 @@ class PickPlan:
     grasp_B: np.ndarray
     pull_dir_B: np.ndarray
     deadline: float
-    wait_s: float = 0.0                       # planned idle time at the approach point
+    wait_s: float = 0.0  # planned idle time at the approach point
     chained: bool = False
-    t_release: float = math.nan               # gripper open over the chute: a chained next pick starts here
+    t_release: float = math.nan  # gripper open over the chute: a chained next pick starts here
 
     def paths(self, from_start: bool = True) -> list[list[tuple[str, np.ndarray]]]:
         """Every way the robot may travel for this command, as polylines for
@@ -238,8 +247,10 @@ class PickPlan:
         ``from_start``); approach <-> ready, which a LATE pick returns along and a chained
         command taken after the release starts from; chute -> approach for a chained plan."""
         approach = self.waypoint("approach").xyz_mm
-        out = [([("start", self.start_mm)] if from_start else []) + [(w.name, w.xyz_mm) for w in self.waypoints],
-               [("ready", self.waypoint("ready").xyz_mm), ("approach", approach)]]
+        out = [
+            ([("start", self.start_mm)] if from_start else []) + [(w.name, w.xyz_mm) for w in self.waypoints],
+            [("ready", self.waypoint("ready").xyz_mm), ("approach", approach)],
+        ]
         if self.chained:
             out.append([("chute", self.waypoint("chute").xyz_mm), ("approach", approach)])
         return out
@@ -280,14 +291,22 @@ class Workspace:
         if not np.all(np.isfinite(p)):
             raise WorkspaceViolation(f"waypoint {name} is not finite: {p}", name, p)
         if not self.box.contains(p):
-            axes = [f"{a}={v:.1f} (allowed {lo:g}..{hi:g})" for a, v, lo, hi in
-                    zip("xyz", p, self.box.min_mm, self.box.max_mm) if not lo <= v <= hi]
-            raise WorkspaceViolation(f"waypoint {name} at {_fmt(p)} mm is outside the workspace: {', '.join(axes)}",
-                                     name, p)
+            axes = [
+                f"{a}={v:.1f} (allowed {lo:g}..{hi:g})"
+                for a, v, lo, hi in zip("xyz", p, self.box.min_mm, self.box.max_mm)
+                if not lo <= v <= hi
+            ]
+            raise WorkspaceViolation(
+                f"waypoint {name} at {_fmt(p)} mm is outside the workspace: {', '.join(axes)}", name, p
+            )
         for k, box in enumerate(self.keep_out):
             if box.contains(p):
-                raise WorkspaceViolation(f"waypoint {name} at {_fmt(p)} mm is inside keep-out box "
-                                         f"{box.name or k} {box.min_mm}..{box.max_mm}", name, p)
+                raise WorkspaceViolation(
+                    f"waypoint {name} at {_fmt(p)} mm is inside keep-out box "
+                    f"{box.name or k} {box.min_mm}..{box.max_mm}",
+                    name,
+                    p,
+                )
 
     def check_path(self, points: list[tuple[str, np.ndarray]]) -> None:
         """Every point and the straight segments between consecutive points (sampled every
@@ -345,8 +364,14 @@ class PickPlanner:
         return np.array([pull_dir[0] * d * math.cos(a), pull_dir[1] * d * math.cos(a), d * math.sin(a)])
 
     # ------------------------------------------------------------------ planning
-    def plan(self, target: PickTarget, tracker: ConveyorTracker, t_free: float,
-             start_mm: np.ndarray | None = None, chained: bool = False) -> PickPlan | Skip:
+    def plan(
+        self,
+        target: PickTarget,
+        tracker: ConveyorTracker,
+        t_free: float,
+        start_mm: np.ndarray | None = None,
+        chained: bool = False,
+    ) -> PickPlan | Skip:
         """Plan ``target`` for an arm that is free at ``t_free`` at ``start_mm`` (default: ready).
 
         ``chained``: the arm starts at the chute when the previous pick releases (``t_free`` is
@@ -356,7 +381,12 @@ class PickPlanner:
         cfg, m = self.config, self.motion
         name = cfg.name
         if target.confidence < cfg.min_confidence:
-            return Skip(target, SkipReason.LOW_CONFIDENCE, f"confidence {target.confidence:.2f} < {cfg.min_confidence:.2f}", name)
+            return Skip(
+                target,
+                SkipReason.LOW_CONFIDENCE,
+                f"confidence {target.confidence:.2f} < {cfg.min_confidence:.2f}",
+                name,
+            )
         if not np.all(np.isfinite(target.pull_dir)):
             return Skip(target, SkipReason.NO_PULL_DIRECTION, "pull direction unknown", name)
         y = float(target.xy_mm[1])
@@ -373,8 +403,12 @@ class PickPlanner:
         default_start = self.chute if chained else self.ready
         start = default_start if start_mm is None else np.asarray(start_mm, dtype=np.float64)
         if t_leave <= t_free:
-            return Skip(target, SkipReason.PASSED,
-                        f"leaves the window at t={t_leave:.3f} (grip closed), arm free at {t_free:.3f}", name)
+            return Skip(
+                target,
+                SkipReason.PASSED,
+                f"leaves the window at t={t_leave:.3f} (grip closed), arm free at {t_free:.3f}",
+                name,
+            )
         v_R = self.pose.apply_vector(np.array([v, 0.0, 0.0]))
 
         def approach_at(tg: float) -> np.ndarray:
@@ -394,12 +428,16 @@ class PickPlanner:
             tg = nxt
         else:
             tg = max(tg, earliest(tg)) + 1e-3
-        if earliest(tg) > tg + 1e-6:   # belt faster than the arm can follow: no fixed point
+        if earliest(tg) > tg + 1e-6:  # belt faster than the arm can follow: no fixed point
             return Skip(target, SkipReason.TOO_LATE, "the arm cannot catch up with the belt", name)
         if tg > t_leave:
-            return Skip(target, SkipReason.TOO_LATE,
-                        f"earliest grip at t={tg:.3f} but it would close after the uro leaves the window "
-                        f"(latest start t={t_leave:.3f})", name)
+            return Skip(
+                target,
+                SkipReason.TOO_LATE,
+                f"earliest grip at t={tg:.3f} but it would close after the uro leaves the window "
+                f"(latest start t={t_leave:.3f})",
+                name,
+            )
 
         xy = tracker.position_at(target, tg)
         grasp_B = self._grasp_B(xy, target)
@@ -412,8 +450,11 @@ class PickPlanner:
         t_g = tg + t_close
         t_p = t_g + t_pull
         t_c = t_p + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
-        t_r = t_c + m.gripper_open_s + trapezoid_time(float(np.linalg.norm(self.ready - self.chute)),
-                                                         m.speed_mm_s, m.accel_mm_s2)
+        t_r = (
+            t_c
+            + m.gripper_open_s
+            + trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2)
+        )
         speed_belt = float(np.linalg.norm(v_R))
         wps = [
             Waypoint("approach", approach, m.speed_mm_s, t_app),
@@ -423,9 +464,22 @@ class PickPlanner:
             Waypoint("chute", self.chute.copy(), m.speed_mm_s, t_c),
             Waypoint("ready", self.ready.copy(), m.speed_mm_s, t_r),
         ]
-        plan = PickPlan(target, name, wps, tg, t_free, t_r, start, v_R, grasp_B, target.pull_dir.copy(),
-                        deadline=t_leave, wait_s=max(0.0, tg - self.descend_s - t_app), chained=chained,
-                        t_release=t_c + m.gripper_open_s)
+        plan = PickPlan(
+            target,
+            name,
+            wps,
+            tg,
+            t_free,
+            t_r,
+            start,
+            v_R,
+            grasp_B,
+            target.pull_dir.copy(),
+            deadline=t_leave,
+            wait_s=max(0.0, tg - self.descend_s - t_app),
+            chained=chained,
+            t_release=t_c + m.gripper_open_s,
+        )
         try:
             for path in plan.paths():
                 self.workspace.check_path(path)
@@ -434,8 +488,7 @@ class PickPlanner:
         return plan
 
     # ------------------------------------------------------------------ capacity
-    def cycle_time(self, x_mm: float, y_mm: float, speed_mm_s: float, z_mm: float = 0.0,
-                   chained: bool = True) -> float:
+    def cycle_time(self, x_mm: float, y_mm: float, speed_mm_s: float, z_mm: float = 0.0, chained: bool = True) -> float:
         """Motion time of one pick at belt point (x, y), with no waiting, no margin and no start
         latency: what the arm's mechanics allow. ``chained`` (the default): from the previous
         release at the chute to this one, the cycle of an arm that is kept busy; otherwise
@@ -445,13 +498,20 @@ class PickPlanner:
         grasp = self.pose.apply(np.array([x_mm, y_mm, z_mm + m.grip_z_offset_mm]))
         approach = self._approach_R(grasp, v_R)
         # A representative pull: across the belt, away from the arm's side, costs the mean carry.
-        pull_end = grasp + v_R * (m.gripper_close_s + self.pull_s) + self.up_R * (
-            m.pull_distance_mm * math.sin(math.radians(m.pull_angle_deg)))
+        pull_end = (
+            grasp
+            + v_R * (m.gripper_close_s + self.pull_s)
+            + self.up_R * (m.pull_distance_mm * math.sin(math.radians(m.pull_angle_deg)))
+        )
         start = self.chute if chained else self.ready
-        t = (trapezoid_time(float(np.linalg.norm(approach - start)), m.speed_mm_s, m.accel_mm_s2)
-             + self.descend_s + m.gripper_close_s + self.pull_s
-             + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
-             + m.gripper_open_s)
+        t = (
+            trapezoid_time(float(np.linalg.norm(approach - start)), m.speed_mm_s, m.accel_mm_s2)
+            + self.descend_s
+            + m.gripper_close_s
+            + self.pull_s
+            + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
+            + m.gripper_open_s
+        )
         if not chained:
             t += trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2)
         return t

@@ -14,6 +14,7 @@ the lower address). Bytes within a register are always big-endian, as Modbus def
     >>> m.decode_block("command", regs)["grasp_x"]
     412.25
 """
+
 from __future__ import annotations
 
 import math
@@ -239,7 +240,9 @@ class RegisterMap:
                 raise err(f"{where} must be a table")
             extra = set(f) - allowed_keys
             if extra:
-                raise err(f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed_keys))}")
+                raise err(
+                    f"{where}: unknown key(s) {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed_keys))}"
+                )
             addr = f.get("address")
             if isinstance(addr, bool) or not isinstance(addr, int) or not 0 <= addr <= 0xFFFF:
                 raise err(f"{where}.address={addr!r} must be an integer 0..65535")
@@ -248,9 +251,15 @@ class RegisterMap:
                 raise err(f"{where}.type={ftype!r} is not allowed: choose one of {', '.join(TYPES)}")
             access = f.get("access")
             if access not in ACCESS:
-                raise err(f"{where}.access={access!r} is not allowed: choose 'r' (arm writes) or 'w' (controller writes)")
+                raise err(
+                    f"{where}.access={access!r} is not allowed: choose 'r' (arm writes) or 'w' (controller writes)"
+                )
             scale = f.get("scale", 1)
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (scale > 0 and math.isfinite(scale)):
+            if (
+                isinstance(scale, bool)
+                or not isinstance(scale, (int, float))
+                or not (scale > 0 and math.isfinite(scale))
+            ):
                 raise err(f"{where}.scale={scale!r} must be a positive number")
             unit = f.get("unit", "")
             desc = f.get("description", "")
@@ -262,16 +271,20 @@ class RegisterMap:
             fld = Field(fname, addr, ftype, access, bname, float(scale), unit, desc)
             blk = blocks[bname]
             if fld.address < blk.start or fld.last >= blk.end:
-                raise err(f"{where} (registers {fld.address}..{fld.last}) lies outside blocks.{bname} "
-                          f"({blk.start}..{blk.end - 1})")
+                raise err(
+                    f"{where} (registers {fld.address}..{fld.last}) lies outside blocks.{bname} "
+                    f"({blk.start}..{blk.end - 1})"
+                )
             if access != blk.access:
                 raise err(f"{where}.access={access!r} differs from blocks.{bname}.access={blk.access!r}")
             fields[fname] = fld
         by_addr = sorted(fields.values(), key=lambda x: x.address)
         for a, b in zip(by_addr, by_addr[1:]):
             if b.address <= a.last:
-                raise err(f"fields.{a.name} (registers {a.address}..{a.last}) overlaps fields.{b.name} "
-                          f"(registers {b.address}..{b.last})")
+                raise err(
+                    f"fields.{a.name} (registers {a.address}..{a.last}) overlaps fields.{b.name} "
+                    f"(registers {b.address}..{b.last})"
+                )
         return cls(name, version, word_order, fields, blocks, timing, str(head.get("description", "")), source)
 
     # ------------------------------------------------------------------ lookup
@@ -296,8 +309,9 @@ class RegisterMap:
         """Refuse a profile that lacks fields the caller needs, naming every missing one."""
         missing = [n for n in names if n not in self.fields]
         if missing:
-            raise ProfileError(f"profile {self.name!r} ({self.source}) lacks field(s) {source} needs: "
-                               f"{', '.join(missing)}")
+            raise ProfileError(
+                f"profile {self.name!r} ({self.source}) lacks field(s) {source} needs: {', '.join(missing)}"
+            )
 
     def fields_in(self, block: str) -> list[Field]:
         b = self.block(block)
@@ -330,7 +344,7 @@ class RegisterMap:
             if f.block != b.name:
                 raise RegisterValueError(f"field {name!r} belongs to block {f.block!r}, not {block!r}")
             off = f.address - b.start
-            words[off:off + f.size] = f.encode(value, self.word_order)
+            words[off : off + f.size] = f.encode(value, self.word_order)
         return words
 
     def decode_block(self, block: str, words: Sequence[int], start: int | None = None) -> dict[str, float | int]:
@@ -341,16 +355,26 @@ class RegisterMap:
         for f in self.fields_in(block):
             off = f.address - start
             if off < 0 or off + f.size > len(words):
-                raise RegisterValueError(f"{f.name}: registers {f.address}..{f.last} not in the {len(words)} words read "
-                                         f"from {start}")
-            out[f.name] = f.decode(words[off:off + f.size], self.word_order)
+                raise RegisterValueError(
+                    f"{f.name}: registers {f.address}..{f.last} not in the {len(words)} words read from {start}"
+                )
+            out[f.name] = f.decode(words[off : off + f.size], self.word_order)
         return out
 
     def table(self) -> list[dict]:
         """Rows for documentation: one per field, in address order."""
         return [
-            {"name": f.name, "address": f.address, "registers": f.size, "type": f.type, "scale": f.scale,
-             "unit": f.unit, "access": f.access, "block": f.block, "description": f.description}
+            {
+                "name": f.name,
+                "address": f.address,
+                "registers": f.size,
+                "type": f.type,
+                "scale": f.scale,
+                "unit": f.unit,
+                "access": f.access,
+                "block": f.block,
+                "description": f.description,
+            }
             for f in sorted(self.fields.values(), key=lambda f: f.address)
         ]
 

@@ -23,6 +23,7 @@ A pick the arm reports LATE, REJECTED or NOT_READY goes back to the queue for th
 downstream of it; a commit cut by a broken link is resolved by the arm client (read back,
 written again only if the arm does not hold it).
 """
+
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -59,7 +60,7 @@ class PickOutcome:
 class _Queued:
     target: PickTarget
     excluded: set[str] = field(default_factory=set)
-    held: SkipReason | None = None      # why it is waiting, when not for a free arm
+    held: SkipReason | None = None  # why it is waiting, when not for a free arm
 
 
 class ArmLane:
@@ -97,15 +98,23 @@ class Scheduler:
     release it starts from (the robot looks for it at the release; one committed later is
     run from ready). Keep the lead above the margin plus the loop's tick."""
 
-    def __init__(self, clients: list[ArmClient], tracker: ConveyorTracker, clock: Clock,
-                 commit_lead_s: float = 0.25, chain_margin_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        clients: list[ArmClient],
+        tracker: ConveyorTracker,
+        clock: Clock,
+        commit_lead_s: float = 0.25,
+        chain_margin_s: float = 0.05,
+    ) -> None:
         if not clients:
             raise ValueError("the scheduler needs at least one arm")
         names = [c.name for c in clients]
         if len(set(names)) != len(names):
             raise ValueError(f"arm names must be unique, got {names}")
         if not 0.0 <= chain_margin_s < commit_lead_s:
-            raise ValueError(f"chain_margin_s={chain_margin_s!r} must be >= 0 and below commit_lead_s={commit_lead_s!r}")
+            raise ValueError(
+                f"chain_margin_s={chain_margin_s!r} must be >= 0 and below commit_lead_s={commit_lead_s!r}"
+            )
         self.tracker = tracker
         self.clock = clock
         self.commit_lead_s = float(commit_lead_s)
@@ -149,12 +158,15 @@ class Scheduler:
         if e.kind == "done" and e.seq in lane.inflight:
             plan = lane.inflight.pop(e.seq)
             if e.result in (ResultCode.LATE, ResultCode.REJECTED, ResultCode.NOT_READY):
-                reason = {ResultCode.LATE: SkipReason.ARM_LATE, ResultCode.REJECTED: SkipReason.ARM_REJECTED,
-                          ResultCode.NOT_READY: SkipReason.ARM_UNAVAILABLE}[e.result]
+                reason = {
+                    ResultCode.LATE: SkipReason.ARM_LATE,
+                    ResultCode.REJECTED: SkipReason.ARM_REJECTED,
+                    ResultCode.NOT_READY: SkipReason.ARM_UNAVAILABLE,
+                }[e.result]
                 self._requeue(plan.target, lane, reason, f"arm reported {e.result.name}")
             elif e.result == ResultCode.ABORTED:
                 self.skips.append(Skip(plan.target, SkipReason.ARM_ABORTED, "stopped during the pick", lane.name))
-            else:   # OK, EMPTY, or unknown (None / NONE: the arm moved on or restarted)
+            else:  # OK, EMPTY, or unknown (None / NONE: the arm moved on or restarted)
                 result = e.result if e.result not in (None, ResultCode.NONE) else None
                 self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, result, plan, e.t))
         elif e.kind == "commit_confirmed" and e.plan is not None:
@@ -206,10 +218,13 @@ class Scheduler:
         # latency may exceed the lead) is always served.
         if t_free - (now + lane.config.motion.start_latency_s) > self.commit_lead_s:
             return
-        cands = [q for q in self.queue.values() if lane.name not in q.excluded
-                 and q.target.confidence >= lane.config.min_confidence]
+        cands = [
+            q
+            for q in self.queue.values()
+            if lane.name not in q.excluded and q.target.confidence >= lane.config.min_confidence
+        ]
         x_hi = lane.config.pick_window_x_mm[1]
-        cands.sort(key=lambda q: self.tracker.time_at_x(q.target, x_hi))   # earliest deadline first
+        cands.sort(key=lambda q: self.tracker.time_at_x(q.target, x_hi))  # earliest deadline first
         for q in cands:
             q.held = None
             res = lane.planner.plan(q.target, self.tracker, t_free, p_free, chained=chained)
@@ -220,14 +235,14 @@ class Scheduler:
                 continue
             try:
                 seq = lane.client.submit(res)
-            except WorkspaceViolation as e:      # the client's own check disagreed: never send
+            except WorkspaceViolation as e:  # the client's own check disagreed: never send
                 q.excluded.add(lane.name)
                 self.errors.append(str(e))
                 continue
             except RobotCommError as e:
                 self.errors.append(str(e))
                 if lane.client.uncertain_plan is res:
-                    del self.queue[q.target.id]     # held until poll() resolves the commit
+                    del self.queue[q.target.id]  # held until poll() resolves the commit
                 return
             except RobotError as e:
                 self.errors.append(str(e))

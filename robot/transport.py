@@ -15,6 +15,7 @@ Nothing is retried here: the library's own retries are off (``retries=0``), beca
 that may or may not have reached the arm must be resolved by reading the arm back
 (:mod:`scallop.robot.arm`), never by sending it again blindly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -82,8 +83,13 @@ class ModbusTransport:
         if c.kind == "tcp":
             return ModbusTcpClient(c.host, port=c.port, framer=FramerType.SOCKET, **kw)
         return ModbusSerialClient(
-            c.serial_port, framer=FramerType.RTU, baudrate=c.baudrate, parity=c.parity,
-            stopbits=c.stopbits, bytesize=8, **kw,
+            c.serial_port,
+            framer=FramerType.RTU,
+            baudrate=c.baudrate,
+            parity=c.parity,
+            stopbits=c.stopbits,
+            bytesize=8,
+            **kw,
         )
 
     def connect(self) -> None:
@@ -105,8 +111,7 @@ class ModbusTransport:
                 ok = False
             if not ok:
                 self._client.close()
-                self._delay = min(self.config.reconnect_max_s,
-                                  max(self.config.reconnect_min_s, 2 * self._delay))
+                self._delay = min(self.config.reconnect_max_s, max(self.config.reconnect_min_s, 2 * self._delay))
                 self._next_attempt = self.clock.now() + self._delay
                 raise RobotDisconnectedError(
                     f"{self.where}: cannot connect (refused or no such port); retrying in {self._delay:.2f} s"
@@ -133,8 +138,9 @@ class ModbusTransport:
     # ------------------------------------------------------------------ requests
     def read(self, address: int, count: int) -> list[int]:
         """Read ``count`` holding registers from ``address`` (function 3)."""
-        rsp = self._execute(3, address, count, lambda c: c.read_holding_registers(
-            address, count=count, device_id=self.config.device_id))
+        rsp = self._execute(
+            3, address, count, lambda c: c.read_holding_registers(address, count=count, device_id=self.config.device_id)
+        )
         regs = list(getattr(rsp, "registers", []) or [])
         if len(regs) < count:
             self.close()
@@ -147,8 +153,9 @@ class ModbusTransport:
         for v in vals:
             if not 0 <= v <= 0xFFFF:
                 raise ValueError(f"register value {v} is not a 16-bit word")
-        self._execute(16, address, len(vals), lambda c: c.write_registers(
-            address, vals, device_id=self.config.device_id))
+        self._execute(
+            16, address, len(vals), lambda c: c.write_registers(address, vals, device_id=self.config.device_id)
+        )
 
     def _execute(self, function: int, address: int, count: int, call):
         from pymodbus.exceptions import (

@@ -4,6 +4,7 @@ An alarm is raised under a *key* (``camera.stall``, ``arm:arm1.heartbeat``): rai
 while it is active does not make a second one, clearing it marks the condition gone but
 keeps it on screen until acknowledged. Every change is passed to ``on_change`` (the record).
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,12 @@ from scallop.line_api import Alarm
 
 
 class Alarms:
-    def __init__(self, on_change: Callable[[Alarm], None] | None = None,
-                 wall_clock: Callable[[], float] = time.time, keep: int = 200) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[Alarm], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        keep: int = 200,
+    ) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[str, Alarm] = {}
         self._all: list[Alarm] = []

@@ -27,6 +27,7 @@ A login gives a :class:`Session` with a random token, carried as the ``scallop_s
 (the page) or as ``Authorization: Bearer <token>`` (scripts). Sessions expire after a period
 without use; repeated wrong PINs lock the PIN pad for a while.
 """
+
 from __future__ import annotations
 
 import base64
@@ -105,7 +106,7 @@ def verify_pin(pin: str, stored: dict) -> bool:
 class User:
     name: str
     role: Role
-    pin_hash: dict          # see hash_pin(); never the PIN itself
+    pin_hash: dict  # see hash_pin(); never the PIN itself
 
     def may(self, role: str) -> bool:
         """True when this user's role covers ``role`` (an engineer may do operator actions)."""
@@ -204,8 +205,11 @@ class UserStore:
 
     def _match(self, pin: str, name: str | None = None) -> User | None:
         with self._lock:
-            candidates = [self._users[name]] if name is not None and name in self._users else (
-                [] if name is not None else list(self._users.values()))
+            candidates = (
+                [self._users[name]]
+                if name is not None and name in self._users
+                else ([] if name is not None else list(self._users.values()))
+            )
         for u in candidates:
             if verify_pin(pin, u.pin_hash):
                 return u
@@ -238,8 +242,15 @@ class Session:
 class SessionStore:
     """Login sessions and the wrong-PIN lockout, on an injectable monotonic clock."""
 
-    def __init__(self, users: UserStore, *, idle_timeout_s: float = 30 * 60, max_failures: int = 5,
-                 lockout_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        *,
+        idle_timeout_s: float = 30 * 60,
+        max_failures: int = 5,
+        lockout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.users = users
         self.idle_timeout_s = idle_timeout_s
         self.max_failures = max_failures
@@ -264,7 +275,9 @@ class SessionStore:
                 if self._failures >= self.max_failures:
                     self._failures = 0
                     self._locked_until = now + self.lockout_s
-                    raise LockedOut(f"too many wrong PINs: try again in {int(self.lockout_s)} s", self.lockout_s) from None
+                    raise LockedOut(
+                        f"too many wrong PINs: try again in {int(self.lockout_s)} s", self.lockout_s
+                    ) from None
             raise
         s = Session(secrets.token_urlsafe(32), user.name, user.role, now, now)
         with self._lock:

@@ -4,6 +4,7 @@ Both give the runtime the same things — a clock, a :class:`Camera`, a pixel→
 with the encoder scale, and the arms' configurations — so the runtime has no
 ``if simulated`` branches. The simulator adds ground truth (grading, scallops that went by).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -45,8 +46,14 @@ class BeltMapping:
         w, h = self.camera.image_size
         u = np.linspace(0, w - 1, 33)
         v = np.linspace(0, h - 1, 19)
-        border = np.concatenate([np.column_stack([u, np.zeros_like(u)]), np.column_stack([u, np.full_like(u, h - 1)]),
-                                 np.column_stack([np.zeros_like(v), v]), np.column_stack([np.full_like(v, w - 1), v])])
+        border = np.concatenate(
+            [
+                np.column_stack([u, np.zeros_like(u)]),
+                np.column_stack([u, np.full_like(u, h - 1)]),
+                np.column_stack([np.zeros_like(v), v]),
+                np.column_stack([np.full_like(v, w - 1), v]),
+            ]
+        )
         x = self.camera.pixel_to_belt(border)[:, 0]
         return float(x.min()), float(x.max())
 
@@ -90,13 +97,18 @@ class HardwareBackend(Backend):
 
         cfg = self.config
         if not cfg.runtime.calibration:
-            raise ConfigError("runtime.calibration: a real camera needs the line calibration file "
-                              "(run 'scallop calibrate …' first, see docs/calibration.md)")
+            raise ConfigError(
+                "runtime.calibration: a real camera needs the line calibration file "
+                "(run 'scallop calibrate …' first, see docs/calibration.md)"
+            )
         if not cfg.arms:
             raise ConfigError("arms: a real line needs at least one [[arms]] entry")
-        cam = OpenCVCamera(OpenCVCameraConfig(source=cfg.camera.source, width=cfg.camera.width,
-                                              height=cfg.camera.height, fps=cfg.camera.fps),
-                           clock=self.clock.now)
+        cam = OpenCVCamera(
+            OpenCVCameraConfig(
+                source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps
+            ),
+            clock=self.clock.now,
+        )
         if cfg.camera.encoder.source == "modbus":
             # No hardware latch: counts are sampled over Modbus and interpolated per frame.
             from scallop.vision.encoder import EncodedCamera, ModbusEncoder
@@ -104,16 +116,23 @@ class HardwareBackend(Backend):
             cam = EncodedCamera(cam, ModbusEncoder(cfg.camera.encoder.modbus_config()), clock=self.clock.now)
         cam.connect()
         self.camera = cam
-        cal = load_calibration(cfg.runtime.calibration, image_size=cam.resolution,
-                               require=("intrinsics", "belt", "encoder"), arms=[a.name for a in cfg.arms])
+        cal = load_calibration(
+            cfg.runtime.calibration,
+            image_size=cam.resolution,
+            require=("intrinsics", "belt", "encoder"),
+            arms=[a.name for a in cfg.arms],
+        )
         d = cal.travel_dir
         if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
-            raise ConfigError(f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
-                              f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align")
+            raise ConfigError(
+                f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
+                f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align"
+            )
         self.mapping = BeltMapping(cal.camera, cal.counts_per_mm, cal.count_sign)
         # The calibrated camera→robot transform wins over the configured one.
-        self.arm_configs = [replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix()))
-                            for a in cfg.arms]
+        self.arm_configs = [
+            replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
+        ]
 
 
 def default_sim_arms(n: int = 1) -> list[ArmConfig]:
@@ -126,9 +145,14 @@ def default_sim_arms(n: int = 1) -> list[ArmConfig]:
         # Shifting the arm downstream by dx along belt +x: robot_from_belt(p) = R p + t,
         # so the base moves with t' = t - R·[dx, 0, 0].
         t = np.asarray(pose.translation_mm) - pose.R @ np.array([dx, 0.0, 0.0])
-        out.append(replace(base, name=f"arm{i + 1}",
-                           robot_from_belt=replace(pose, translation_mm=tuple(float(v) for v in t)),
-                           pick_window_x_mm=(base.pick_window_x_mm[0] + dx, base.pick_window_x_mm[1] + dx)))
+        out.append(
+            replace(
+                base,
+                name=f"arm{i + 1}",
+                robot_from_belt=replace(pose, translation_mm=tuple(float(v) for v in t)),
+                pick_window_x_mm=(base.pick_window_x_mm[0] + dx, base.pick_window_x_mm[1] + dx),
+            )
+        )
     return out
 
 

@@ -12,6 +12,7 @@ Each subcommand lives in ``scallop/commands/<name>.py`` and exposes
 ``register(subparsers)``; heavy imports happen inside the command, so ``--help`` is fast.
 Set SCALLOP_DEBUG=1 to see tracebacks for errors that are reported as one line.
 """
+
 from __future__ import annotations
 
 import argparse

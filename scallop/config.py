@@ -5,6 +5,7 @@ Every section is a dataclass that checks its own ranges in ``__post_init__`` (ra
 cannot see by itself: unknown keys, wrong types, and the full key path in the message.
 With no file at all the defaults describe the built-in simulator line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -175,8 +176,9 @@ class EncoderSection:
 
     def modbus_config(self) -> ModbusEncoderConfig:
         """The encoder's own config (raises ValueError naming a bad key)."""
-        return ModbusEncoderConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                                      if f.name != "source"})
+        return ModbusEncoderConfig(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        )
 
 
 @dataclass
@@ -193,13 +195,15 @@ class CameraSection:
 
     def __post_init__(self) -> None:
         if not self.source.strip():
-            raise ValueError("source is empty: use \"sim\" or a device index, file, URL or folder")
+            raise ValueError('source is empty: use "sim" or a device index, file, URL or folder')
         check_range("width", self.width, 0, 10000)
         check_range("height", self.height, 0, 10000)
         check_range("fps", self.fps, 0, 1000)
         if self.source == "sim" and self.encoder.source != "none":
-            raise ValueError("encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
-                             "[camera.encoder] is for a real camera: remove it or set source = \"none\"")
+            raise ValueError(
+                "encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
+                '[camera.encoder] is for a real camera: remove it or set source = "none"'
+            )
 
 
 @dataclass
@@ -211,8 +215,8 @@ class RuntimeSection:
     calibration: str = ""
     tick_s: float = 0.01
     frame_queue: int = 2
-    inference_latency_s: float = 0.02      # virtual time charged per frame on the simulator
-    stall_alarm_s: float = 2.0             # no frame for this long → camera alarm
+    inference_latency_s: float = 0.02  # virtual time charged per frame on the simulator
+    stall_alarm_s: float = 2.0  # no frame for this long → camera alarm
     snapshot_doubtful: bool = True
 
     def __post_init__(self) -> None:
@@ -227,7 +231,7 @@ class UISection:
     host: str = "127.0.0.1"
     port: int = 8080
     open_browser: bool = True
-    users_file: str = ""                   # "" = simulator default users (see docs)
+    users_file: str = ""  # "" = simulator default users (see docs)
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
@@ -235,8 +239,8 @@ class UISection:
 
 @dataclass
 class RecordSection:
-    path: str = ""                         # SQLite file ("" = ./scallop-record/record.sqlite)
-    snapshot_dir: str = ""                 # "" = beside the database
+    path: str = ""  # SQLite file ("" = ./scallop-record/record.sqlite)
+    snapshot_dir: str = ""  # "" = beside the database
     snapshot_budget_mb: float = 500.0
 
     def __post_init__(self) -> None:
@@ -255,7 +259,9 @@ class RecipeSection:
             raise ValueError("recipe name is empty")
         lo, hi = self.product_size_mm
         if not (10 <= lo < hi <= 200):
-            raise ValueError(f"product_size_mm={list(self.product_size_mm)} must be two sizes with 10 <= low < high <= 200")
+            raise ValueError(
+                f"product_size_mm={list(self.product_size_mm)} must be two sizes with 10 <= low < high <= 200"
+            )
         check_range("belt_speed_mm_s", self.belt_speed_mm_s, 0.0, 1000.0)
 
 

@@ -3,6 +3,7 @@
 The runtime implements :class:`LineAPI`; the web app only talks to this protocol, so the
 screen is tested against a fake line and the runtime without a browser.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,30 +16,30 @@ Role = Literal["operator", "engineer"]
 @dataclass
 class Alarm:
     id: int
-    time: float                      # seconds since the epoch (wall clock) of when it was raised
+    time: float  # seconds since the epoch (wall clock) of when it was raised
     severity: Literal["info", "warning", "critical"]
-    source: str                      # "camera", "arm:left", "vision", "record", "line"
-    text: str                        # plain words for the operator
+    source: str  # "camera", "arm:left", "vision", "record", "line"
+    text: str  # plain words for the operator
     acked: bool = False
     acked_by: str = ""
-    active: bool = True              # the condition still holds
+    active: bool = True  # the condition still holds
 
 
 @dataclass
 class ArmStatus:
     name: str
-    state: str                       # "idle", "picking", "disconnected", "fault", "estop", "homing"
+    state: str  # "idle", "picking", "disconnected", "fault", "estop", "homing"
     connected: bool
     picks: int = 0
     uro_removed: int = 0
     last_result: str = ""
-    utilisation: float = 0.0         # share of the last minute spent picking, 0..1
+    utilisation: float = 0.0  # share of the last minute spent picking, 0..1
 
 
 @dataclass
 class Recipe:
     name: str
-    product_size_mm: tuple[float, float]   # accepted meat diameter range
+    product_size_mm: tuple[float, float]  # accepted meat diameter range
     belt_speed_mm_s: float
     description: str = ""
 
@@ -55,8 +56,8 @@ class LineSnapshot:
     adductor_hits: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    per_minute: float = 0.0              # scallops seen per minute over the last minute
-    removal_rate: float = 0.0            # uro_removed / scallops with a uro, 0..1
+    per_minute: float = 0.0  # scallops seen per minute over the last minute
+    removal_rate: float = 0.0  # uro_removed / scallops with a uro, 0..1
     frames: int = 0
     frames_dropped: int = 0
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {p50, p99}
@@ -68,19 +69,24 @@ class LineAPI(Protocol):
     def snapshot(self) -> LineSnapshot: ...
     def latest_jpeg(self) -> bytes | None:
         """The newest camera frame with scallops, uros and picks drawn on it, JPEG-encoded."""
+
     def start(self, user: str) -> None: ...
     def pause(self, user: str) -> None: ...
     def stop(self, user: str) -> None: ...
     def estop(self, user: str) -> None: ...
     def reset(self, user: str) -> None:
         """Leave estop/fault after the cause is cleared (back to stopped)."""
+
     def ack_alarm(self, alarm_id: int, user: str) -> None: ...
     def recipes(self) -> list[Recipe]: ...
     def select_recipe(self, name: str, user: str) -> None:
         """Raises KeyError for an unknown recipe, RuntimeError when not allowed in this state."""
+
     def metrics_text(self) -> str:
         """Prometheus exposition text for /metrics."""
+
     def config_view(self) -> dict:
         """The running configuration and calibration summary (engineer page)."""
+
     def update_config(self, changes: dict, user: str) -> dict:
         """Engineer-only: apply validated changes (raises ValueError naming the key)."""

@@ -19,6 +19,7 @@ from their own threads while the web server renders.
 for a line that keeps its own counts; :func:`parse_text` reads exposition text back (for tests
 and for tools that check a scrape).
 """
+
 from __future__ import annotations
 
 import math
@@ -71,13 +72,17 @@ def escape_help(s: str) -> str:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise MetricsError(f"metric name {name!r} is not valid: use letters, digits, '_' and ':', not starting with a digit")
+        raise MetricsError(
+            f"metric name {name!r} is not valid: use letters, digits, '_' and ':', not starting with a digit"
+        )
     return name
 
 
 def check_label_name(name: str) -> str:
     if not isinstance(name, str) or not _LABEL_RE.match(name) or name.startswith("__"):
-        raise MetricsError(f"label name {name!r} is not valid: use letters, digits and '_', not starting with a digit or '__'")
+        raise MetricsError(
+            f"label name {name!r} is not valid: use letters, digits and '_', not starting with a digit or '__'"
+        )
     return name
 
 
@@ -133,7 +138,9 @@ class _Family:
         else:
             values = tuple(str(v) for v in values)
         if len(values) != len(self.label_names):
-            raise MetricsError(f"{self.name}: expected {len(self.label_names)} label values {list(self.label_names)}, got {len(values)}")
+            raise MetricsError(
+                f"{self.name}: expected {len(self.label_names)} label values {list(self.label_names)}, got {len(values)}"
+            )
         with self._lock:
             child = self._children.get(values)
             if child is None:
@@ -236,7 +243,7 @@ class _HistogramChild(_Observed):
     def __init__(self, bounds: tuple[float, ...]) -> None:
         super().__init__()
         self._bounds = bounds
-        self._counts = [0] * (len(bounds) + 1)   # last slot: above the highest bound
+        self._counts = [0] * (len(bounds) + 1)  # last slot: above the highest bound
         self._sum = 0.0
         self._n = 0
 
@@ -314,6 +321,7 @@ def _nearest_rank(sorted_data: list[float], q: float) -> float:
 
 class Counter(_Family):
     """A count that only goes up (name it ``..._total``)."""
+
     kind = "counter"
 
     def _new_child(self):
@@ -332,6 +340,7 @@ class Counter(_Family):
 
 class Gauge(_Family):
     """A value that goes up and down (queue depth, arm state, clients connected)."""
+
     kind = "gauge"
 
     def _new_child(self):
@@ -353,9 +362,12 @@ class Gauge(_Family):
 
 class Histogram(_Family):
     """Observations counted into cumulative buckets (``le`` = upper bound, inclusive)."""
+
     kind = "histogram"
 
-    def __init__(self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS
+    ) -> None:
         b = tuple(float(x) for x in buckets if not math.isinf(float(x)))
         if not b or any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
             raise MetricsError(f"{name}: buckets {list(buckets)} must be a non-empty strictly increasing list")
@@ -374,10 +386,17 @@ class Histogram(_Family):
 
 class Summary(_Family):
     """Quantiles over the last ``window`` observations, plus an all-time sum and count."""
+
     kind = "summary"
 
-    def __init__(self, name: str, help: str, labels: Sequence[str] = (),
-                 quantiles: Sequence[float] = (0.5, 0.9, 0.99), window: int = 1024) -> None:
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str] = (),
+        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+        window: int = 1024,
+    ) -> None:
         q = tuple(float(x) for x in quantiles)
         if any(not 0.0 <= x <= 1.0 for x in q):
             raise MetricsError(f"{name}: quantiles {list(quantiles)} must lie in 0..1")
@@ -419,11 +438,19 @@ class Registry:
     def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
         return self.register(Gauge(name, help, labels))  # type: ignore[return-value]
 
-    def histogram(self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
+    def histogram(
+        self, name: str, help: str, labels: Sequence[str] = (), buckets: Sequence[float] = DEFAULT_BUCKETS
+    ) -> Histogram:
         return self.register(Histogram(name, help, labels, buckets))  # type: ignore[return-value]
 
-    def summary(self, name: str, help: str, labels: Sequence[str] = (),
-                quantiles: Sequence[float] = (0.5, 0.9, 0.99), window: int = 1024) -> Summary:
+    def summary(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str] = (),
+        quantiles: Sequence[float] = (0.5, 0.9, 0.99),
+        window: int = 1024,
+    ) -> Summary:
         return self.register(Summary(name, help, labels, quantiles, window))  # type: ignore[return-value]
 
     def names(self) -> list[str]:
@@ -453,26 +480,58 @@ def snapshot_metrics(snap: "LineSnapshot", prefix: str = "scallop") -> str:
     """
     p = prefix
     out = []
-    for key, help in (("seen", "Scallops seen (each tracked scallop once)."),
-                      ("picked", "Picks executed."),
-                      ("uro_removed", "Uros removed."),
-                      ("missed", "Picks that did not remove the uro."),
-                      ("adductor_hits", "Picks that landed in the adductor muscle."),
-                      ("skipped", "Scallops not picked, all reasons."),
-                      ("frames", "Camera frames processed."),
-                      ("frames_dropped", "Camera frames dropped under overload.")):
+    for key, help in (
+        ("seen", "Scallops seen (each tracked scallop once)."),
+        ("picked", "Picks executed."),
+        ("uro_removed", "Uros removed."),
+        ("missed", "Picks that did not remove the uro."),
+        ("adductor_hits", "Picks that landed in the adductor muscle."),
+        ("skipped", "Scallops not picked, all reasons."),
+        ("frames", "Camera frames processed."),
+        ("frames_dropped", "Camera frames dropped under overload."),
+    ):
         out.append(format_family(f"{p}_{key}_total", "counter", help, [(f"{p}_{key}_total", [], getattr(snap, key))]))
-    out.append(format_family(f"{p}_skipped_by_reason_total", "counter", "Scallops not picked, by reason.",
-                             [(f"{p}_skipped_by_reason_total", [("reason", r)], n) for r, n in sorted(snap.skipped_by_reason.items())]))
-    out.append(format_family(f"{p}_scallops_per_minute", "gauge", "Scallops seen over the last minute.",
-                             [(f"{p}_scallops_per_minute", [], snap.per_minute)]))
-    out.append(format_family(f"{p}_uro_removal_ratio", "gauge", "Uros removed / scallops with a uro (0..1).",
-                             [(f"{p}_uro_removal_ratio", [], snap.removal_rate)]))
-    out.append(format_family(f"{p}_uptime_seconds", "gauge", "Seconds since the line started.",
-                             [(f"{p}_uptime_seconds", [], snap.uptime_s)]))
+    out.append(
+        format_family(
+            f"{p}_skipped_by_reason_total",
+            "counter",
+            "Scallops not picked, by reason.",
+            [(f"{p}_skipped_by_reason_total", [("reason", r)], n) for r, n in sorted(snap.skipped_by_reason.items())],
+        )
+    )
+    out.append(
+        format_family(
+            f"{p}_scallops_per_minute",
+            "gauge",
+            "Scallops seen over the last minute.",
+            [(f"{p}_scallops_per_minute", [], snap.per_minute)],
+        )
+    )
+    out.append(
+        format_family(
+            f"{p}_uro_removal_ratio",
+            "gauge",
+            "Uros removed / scallops with a uro (0..1).",
+            [(f"{p}_uro_removal_ratio", [], snap.removal_rate)],
+        )
+    )
+    out.append(
+        format_family(
+            f"{p}_uptime_seconds",
+            "gauge",
+            "Seconds since the line started.",
+            [(f"{p}_uptime_seconds", [], snap.uptime_s)],
+        )
+    )
     states = list(_STATES) + ([snap.state] if snap.state not in _STATES else [])
-    out.append(format_family(f"{p}_line_state", "gauge", "1 for the line's current state.",
-                             [(f"{p}_line_state", [("state", s)], 1 if s == snap.state else 0) for s in states]))
+    out.append(
+        format_family(
+            f"{p}_line_state",
+            "gauge",
+            "1 for the line's current state.",
+            [(f"{p}_line_state", [("state", s)], 1 if s == snap.state else 0) for s in states],
+        )
+    )
     lat = []
     for stage, qs in sorted(snap.latency_ms.items()):
         for qname, ms in sorted(qs.items()):
@@ -491,15 +550,33 @@ def snapshot_metrics(snap: "LineSnapshot", prefix: str = "scallop") -> str:
     out.append(format_family(f"{p}_arm_connected", "gauge", "1 when the arm answers on Modbus.", arm_conn))
     out.append(format_family(f"{p}_arm_picks_total", "counter", "Picks executed per arm.", arm_picks))
     out.append(format_family(f"{p}_arm_uro_removed_total", "counter", "Uros removed per arm.", arm_removed))
-    out.append(format_family(f"{p}_arm_utilisation_ratio", "gauge", "Share of the last minute spent picking.", arm_util))
+    out.append(
+        format_family(f"{p}_arm_utilisation_ratio", "gauge", "Share of the last minute spent picking.", arm_util)
+    )
     active = [a for a in snap.alarms if a.active]
     unacked = [a for a in snap.alarms if not a.acked]
-    out.append(format_family(f"{p}_alarms_active", "gauge", "Alarms whose condition still holds, by severity.",
-                             [(f"{p}_alarms_active", [("severity", s)], sum(a.severity == s for a in active))
-                              for s in ("info", "warning", "critical")]))
-    out.append(format_family(f"{p}_alarms_unacked", "gauge", "Alarms not yet acknowledged, by severity.",
-                             [(f"{p}_alarms_unacked", [("severity", s)], sum(a.severity == s for a in unacked))
-                              for s in ("info", "warning", "critical")]))
+    out.append(
+        format_family(
+            f"{p}_alarms_active",
+            "gauge",
+            "Alarms whose condition still holds, by severity.",
+            [
+                (f"{p}_alarms_active", [("severity", s)], sum(a.severity == s for a in active))
+                for s in ("info", "warning", "critical")
+            ],
+        )
+    )
+    out.append(
+        format_family(
+            f"{p}_alarms_unacked",
+            "gauge",
+            "Alarms not yet acknowledged, by severity.",
+            [
+                (f"{p}_alarms_unacked", [("severity", s)], sum(a.severity == s for a in unacked))
+                for s in ("info", "warning", "critical")
+            ],
+        )
+    )
     return "".join(out)
 
 
@@ -507,9 +584,9 @@ def snapshot_metrics(snap: "LineSnapshot", prefix: str = "scallop") -> str:
 
 
 _SAMPLE_RE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)'
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
     r'(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,|(?=\})))*)\})?'
-    r' (?P<value>[^ ]+)(?: (?P<ts>-?\d+))?$'
+    r" (?P<value>[^ ]+)(?: (?P<ts>-?\d+))?$"
 )
 _LABEL_PAIR_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -531,7 +608,9 @@ def parse_text(text: str) -> dict[str, dict]:
             continue
         if line.startswith("# HELP "):
             parts = line[7:].split(" ", 1)
-            fams.setdefault(parts[0], {"type": "untyped", "help": "", "samples": []})["help"] = _unescape(parts[1] if len(parts) > 1 else "")
+            fams.setdefault(parts[0], {"type": "untyped", "help": "", "samples": []})["help"] = _unescape(
+                parts[1] if len(parts) > 1 else ""
+            )
             continue
         if line.startswith("# TYPE "):
             parts = line[7:].split(" ")
@@ -548,7 +627,14 @@ def parse_text(text: str) -> dict[str, dict]:
         if not m:
             raise MetricsError(f"line {i}: not a valid sample: {line!r}")
         name = m.group("name")
-        fam_name = current if current and (name == current or (name.startswith(current) and name[len(current):] in ("_bucket", "_sum", "_count"))) else None
+        fam_name = (
+            current
+            if current
+            and (
+                name == current or (name.startswith(current) and name[len(current) :] in ("_bucket", "_sum", "_count"))
+            )
+            else None
+        )
         if fam_name is None:
             raise MetricsError(f"line {i}: sample {name} does not belong to the family declared above it ({current})")
         try:

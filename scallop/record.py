@@ -21,6 +21,7 @@ rows' ``snapshot`` set to NULL).
 
 Reading (``scallop report``, tests): :class:`Record` gives shift summaries and CSV export.
 """
+
 from __future__ import annotations
 
 import csv
@@ -135,28 +136,28 @@ def _opt_float(name: str, v: Any) -> float | None:
 class ScallopRecord:
     """One scallop's row. Belt-frame coordinates in mm (x along travel, y across) at ``encoder_mm``."""
 
-    track_id: int                        # the runtime's id for this scallop, unique within a run
-    time: float                          # wall clock (epoch s) of the pick/skip decision
-    encoder_mm: float                    # belt position (encoder, mm) of the view that decided
-    result: str                          # "picked" (pick executed), "failed" (pick aborted/errored), "skipped"
-    skip_reason: str = ""                # required for "skipped": e.g. "no_uro", "border", "no_arm_free"
-    arm: str = ""                        # the arm that picked; required for picked/failed
-    x_mm: float | None = None            # scallop centre
+    track_id: int  # the runtime's id for this scallop, unique within a run
+    time: float  # wall clock (epoch s) of the pick/skip decision
+    encoder_mm: float  # belt position (encoder, mm) of the view that decided
+    result: str  # "picked" (pick executed), "failed" (pick aborted/errored), "skipped"
+    skip_reason: str = ""  # required for "skipped": e.g. "no_uro", "border", "no_arm_free"
+    arm: str = ""  # the arm that picked; required for picked/failed
+    x_mm: float | None = None  # scallop centre
     y_mm: float | None = None
     diameter_mm: float | None = None
-    score: float | None = None           # detection confidence 0..1
-    views: int = 1                       # frames the scallop was seen in
+    score: float | None = None  # detection confidence 0..1
+    views: int = 1  # frames the scallop was seen in
     uro_found: bool = False
-    uro_x_mm: float | None = None        # uro centre
+    uro_x_mm: float | None = None  # uro centre
     uro_y_mm: float | None = None
-    uro_score: float | None = None       # uro confidence 0..1
-    grasp_x_mm: float | None = None      # where the gripper closes
+    uro_score: float | None = None  # uro confidence 0..1
+    grasp_x_mm: float | None = None  # where the gripper closes
     grasp_y_mm: float | None = None
     pull_angle_deg: float | None = None  # pull direction, degrees from +x toward +y
-    uro_removed: bool | None = None      # None: not known (no grading, no sensor)
+    uro_removed: bool | None = None  # None: not known (no grading, no sensor)
     adductor_hit: bool | None = None
-    doubtful: bool = False               # low confidence, or the runtime is unsure of the result
-    detail: dict = field(default_factory=dict)   # anything else, JSON-serialisable
+    doubtful: bool = False  # low confidence, or the runtime is unsure of the result
+    detail: dict = field(default_factory=dict)  # anything else, JSON-serialisable
 
     def __post_init__(self) -> None:
         if isinstance(self.track_id, bool) or not isinstance(self.track_id, int):
@@ -164,17 +165,31 @@ class ScallopRecord:
         for name in ("time", "encoder_mm"):
             if _opt_float(name, getattr(self, name)) is None:
                 raise RecordError(f"{name}=None: a scallop row needs it")
-        for name in ("x_mm", "y_mm", "diameter_mm", "score", "uro_x_mm", "uro_y_mm", "uro_score",
-                     "grasp_x_mm", "grasp_y_mm", "pull_angle_deg"):
+        for name in (
+            "x_mm",
+            "y_mm",
+            "diameter_mm",
+            "score",
+            "uro_x_mm",
+            "uro_y_mm",
+            "uro_score",
+            "grasp_x_mm",
+            "grasp_y_mm",
+            "pull_angle_deg",
+        ):
             _opt_float(name, getattr(self, name))
         if self.result not in RESULTS:
             raise RecordError(f"result={self.result!r} is not allowed: choose one of {', '.join(RESULTS)}")
         if self.result == "skipped":
             if not _REASON_RE.match(self.skip_reason or ""):
-                raise RecordError(f"skip_reason={self.skip_reason!r}: a skipped scallop needs a reason "
-                                  "like 'no_uro' (lowercase letters, digits, '_', up to 40)")
+                raise RecordError(
+                    f"skip_reason={self.skip_reason!r}: a skipped scallop needs a reason "
+                    "like 'no_uro' (lowercase letters, digits, '_', up to 40)"
+                )
         elif self.skip_reason:
-            raise RecordError(f"skip_reason={self.skip_reason!r} given for result={self.result!r}: only skipped scallops have one")
+            raise RecordError(
+                f"skip_reason={self.skip_reason!r} given for result={self.result!r}: only skipped scallops have one"
+            )
         if self.result in ("picked", "failed") and not self.arm:
             raise RecordError(f"arm='': a {self.result} scallop names the arm that picked it")
         if isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 1:
@@ -187,13 +202,35 @@ class ScallopRecord:
     @property
     def wants_snapshot(self) -> bool:
         """Whether its frame is worth keeping for retraining: failed, doubtful or a bad grade."""
-        return (self.result == "failed" or self.doubtful or self.uro_removed is False
-                or bool(self.adductor_hit))
+        return self.result == "failed" or self.doubtful or self.uro_removed is False or bool(self.adductor_hit)
 
 
-_SCALLOP_COLS = ("run_id", "track_id", "time", "encoder_mm", "x_mm", "y_mm", "diameter_mm", "score", "views",
-                 "uro_found", "uro_x_mm", "uro_y_mm", "uro_score", "grasp_x_mm", "grasp_y_mm", "pull_angle_deg",
-                 "arm", "result", "skip_reason", "uro_removed", "adductor_hit", "doubtful", "snapshot", "detail")
+_SCALLOP_COLS = (
+    "run_id",
+    "track_id",
+    "time",
+    "encoder_mm",
+    "x_mm",
+    "y_mm",
+    "diameter_mm",
+    "score",
+    "views",
+    "uro_found",
+    "uro_x_mm",
+    "uro_y_mm",
+    "uro_score",
+    "grasp_x_mm",
+    "grasp_y_mm",
+    "pull_angle_deg",
+    "arm",
+    "result",
+    "skip_reason",
+    "uro_removed",
+    "adductor_hit",
+    "doubtful",
+    "snapshot",
+    "detail",
+)
 
 
 def _b(v: bool | None) -> int | None:
@@ -259,13 +296,22 @@ class RecordWriter:
     alarms in its own alarms table (negative alarm ids).
     """
 
-    SIDE_MAX = 10_000   # alarms and events waiting; past it they are dropped (and counted)
-    CLOSE_RETRIES = 3   # database failures tolerated after close() before the rest is counted as lost
+    SIDE_MAX = 10_000  # alarms and events waiting; past it they are dropped (and counted)
+    CLOSE_RETRIES = 3  # database failures tolerated after close() before the rest is counted as lost
 
-    def __init__(self, path: str | Path, *, snapshot_dir: str | Path | None = None,
-                 snapshot_budget_bytes: int = 500_000_000, queue_size: int = 10_000, batch: int = 500,
-                 on_alarm: AlarmCallback | None = None, wall_clock: Callable[[], float] = time.time,
-                 retry_s: float = 0.5, note: str = "") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        snapshot_dir: str | Path | None = None,
+        snapshot_budget_bytes: int = 500_000_000,
+        queue_size: int = 10_000,
+        batch: int = 500,
+        on_alarm: AlarmCallback | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        retry_s: float = 0.5,
+        note: str = "",
+    ) -> None:
         if snapshot_budget_bytes < 0:
             raise RecordError(f"snapshot_budget_bytes={snapshot_budget_bytes} is out of range: allowed 0 or more")
         if queue_size < 1:
@@ -279,9 +325,19 @@ class RecordWriter:
         self._batch = max(1, batch)
         self._q: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stats_lock = threading.Lock()
-        self._stats = dict(written=0, alarms_written=0, events_written=0, dropped=0, duplicates=0,
-                           db_errors=0, lost=0, snapshots_written=0, snapshots_deleted=0,
-                           snapshot_failures=0, snapshot_bytes=0)
+        self._stats = dict(
+            written=0,
+            alarms_written=0,
+            events_written=0,
+            dropped=0,
+            duplicates=0,
+            db_errors=0,
+            lost=0,
+            snapshots_written=0,
+            snapshots_deleted=0,
+            snapshot_failures=0,
+            snapshot_bytes=0,
+        )
         self._alarm_state: dict[str, bool] = {}
         self._side: deque[Any] = deque()
         self._side_lock = threading.Lock()
@@ -291,13 +347,15 @@ class RecordWriter:
 
         con = open_db(self.path, create=True)
         try:
-            cur = con.execute("INSERT INTO runs (started, host, note) VALUES (?, ?, ?)",
-                              (self.wall_clock(), socket.gethostname(), note))
+            cur = con.execute(
+                "INSERT INTO runs (started, host, note) VALUES (?, ?, ?)",
+                (self.wall_clock(), socket.gethostname(), note),
+            )
             self.run_id = int(cur.lastrowid)
         finally:
             con.close()
 
-        self._snap_files: deque[tuple[str, int]] = deque()   # (name, bytes), oldest first
+        self._snap_files: deque[tuple[str, int]] = deque()  # (name, bytes), oldest first
         if self.snapshot_dir is not None:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             for p in sorted(self.snapshot_dir.glob("*.jpg")):
@@ -319,8 +377,11 @@ class RecordWriter:
             self._q.put_nowait(item)
         except queue.Full:
             self._count("dropped")
-            self._raise("record.queue_full", "warning",
-                        f"production record is behind: {self._q.maxsize} rows waiting, rows are being dropped")
+            self._raise(
+                "record.queue_full",
+                "warning",
+                f"production record is behind: {self._q.maxsize} rows waiting, rows are being dropped",
+            )
             return False
         if self._alarm_state.get("record.queue_full") and self._q.qsize() < self._q.maxsize // 2:
             self._clear("record.queue_full")
@@ -345,7 +406,7 @@ class RecordWriter:
         try:
             self._q.put_nowait(_WAKE)
         except queue.Full:
-            pass   # the writer is busy with a full queue and drains the side lane with each batch
+            pass  # the writer is busy with a full queue and drains the side lane with each batch
         return True
 
     def alarm(self, alarm: "Alarm") -> bool:
@@ -354,7 +415,9 @@ class RecordWriter:
 
     def event(self, kind: str, user: str = "", detail: dict | None = None) -> bool:
         """An operator action or line event (start, stop, estop, recipe, login, config...)."""
-        return self._put_side(("event", (self.wall_clock(), str(kind), str(user), json.dumps(detail or {}, default=str))))
+        return self._put_side(
+            ("event", (self.wall_clock(), str(kind), str(user), json.dumps(detail or {}, default=str)))
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout."""
@@ -394,15 +457,35 @@ class RecordWriter:
 
     def metrics_text(self, prefix: str = "scallop_record") -> str:
         from scallop.metrics import format_family
+
         s = self.stats()
         out = []
-        for key, help in (("written", "Scallop rows written."), ("dropped", "Rows dropped because the queue was full."),
-                          ("duplicates", "Scallops recorded twice (refused)."), ("db_errors", "Database write errors."),
-                          ("snapshots_written", "Snapshot frames kept."), ("snapshots_deleted", "Snapshots deleted to stay in budget."),
-                          ("snapshot_failures", "Snapshot frames that could not be written.")):
+        for key, help in (
+            ("written", "Scallop rows written."),
+            ("dropped", "Rows dropped because the queue was full."),
+            ("duplicates", "Scallops recorded twice (refused)."),
+            ("db_errors", "Database write errors."),
+            ("snapshots_written", "Snapshot frames kept."),
+            ("snapshots_deleted", "Snapshots deleted to stay in budget."),
+            ("snapshot_failures", "Snapshot frames that could not be written."),
+        ):
             out.append(format_family(f"{prefix}_{key}_total", "counter", help, [(f"{prefix}_{key}_total", [], s[key])]))
-        out.append(format_family(f"{prefix}_queue_depth", "gauge", "Rows waiting to be written.", [(f"{prefix}_queue_depth", [], s["queued"])]))
-        out.append(format_family(f"{prefix}_snapshot_bytes", "gauge", "Bytes of snapshot frames on disk.", [(f"{prefix}_snapshot_bytes", [], s["snapshot_bytes"])]))
+        out.append(
+            format_family(
+                f"{prefix}_queue_depth",
+                "gauge",
+                "Rows waiting to be written.",
+                [(f"{prefix}_queue_depth", [], s["queued"])],
+            )
+        )
+        out.append(
+            format_family(
+                f"{prefix}_snapshot_bytes",
+                "gauge",
+                "Bytes of snapshot frames on disk.",
+                [(f"{prefix}_snapshot_bytes", [], s["snapshot_bytes"])],
+            )
+        )
         return "".join(out)
 
     # -- alarms
@@ -431,6 +514,7 @@ class RecordWriter:
                 print(f"record: alarm callback failed: {e}", file=sys.stderr)
             return
         from scallop.line_api import Alarm
+
         if active:
             self._own_alarm_id -= 1
             alarm = Alarm(self._own_alarm_id, self.wall_clock(), severity, "record", text)  # type: ignore[arg-type]
@@ -439,7 +523,7 @@ class RecordWriter:
             alarm = self._own_alarms.pop(key, None)
             if alarm is None:
                 return
-            alarm = replace(alarm, active=False)   # a copy: the raised one may still be queued
+            alarm = replace(alarm, active=False)  # a copy: the raised one may still be queued
         with self._side_lock:
             self._side.append(("alarm", alarm, self.wall_clock()))
 
@@ -532,11 +616,33 @@ class RecordWriter:
                     try:
                         con.execute(
                             f"INSERT INTO scallops ({', '.join(_SCALLOP_COLS)}) VALUES ({', '.join('?' * len(_SCALLOP_COLS))})",
-                            (self.run_id, rec.track_id, rec.time, rec.encoder_mm, rec.x_mm, rec.y_mm, rec.diameter_mm,
-                             rec.score, rec.views, int(bool(rec.uro_found)), rec.uro_x_mm, rec.uro_y_mm, rec.uro_score,
-                             rec.grasp_x_mm, rec.grasp_y_mm, rec.pull_angle_deg, rec.arm, rec.result, rec.skip_reason,
-                             _b(rec.uro_removed), _b(rec.adductor_hit), int(bool(rec.doubtful)), snap_name or None,
-                             json.dumps(rec.detail, default=str)))
+                            (
+                                self.run_id,
+                                rec.track_id,
+                                rec.time,
+                                rec.encoder_mm,
+                                rec.x_mm,
+                                rec.y_mm,
+                                rec.diameter_mm,
+                                rec.score,
+                                rec.views,
+                                int(bool(rec.uro_found)),
+                                rec.uro_x_mm,
+                                rec.uro_y_mm,
+                                rec.uro_score,
+                                rec.grasp_x_mm,
+                                rec.grasp_y_mm,
+                                rec.pull_angle_deg,
+                                rec.arm,
+                                rec.result,
+                                rec.skip_reason,
+                                _b(rec.uro_removed),
+                                _b(rec.adductor_hit),
+                                int(bool(rec.doubtful)),
+                                snap_name or None,
+                                json.dumps(rec.detail, default=str),
+                            ),
+                        )
                         written += 1
                     except sqlite3.IntegrityError:
                         dup += 1
@@ -550,13 +656,27 @@ class RecordWriter:
                         "  cleared_time = CASE WHEN NOT excluded.active AND alarms.active THEN excluded.cleared_time ELSE alarms.cleared_time END,"
                         "  acked = excluded.acked, acked_by = excluded.acked_by, active = excluded.active,"
                         "  severity = excluded.severity, text = excluded.text",
-                        (self.run_id, int(a.id), float(a.time), a.severity, a.source, a.text, int(bool(a.acked)), a.acked_by,
-                         t if a.acked else None, int(bool(a.active)), t if not a.active else None))
+                        (
+                            self.run_id,
+                            int(a.id),
+                            float(a.time),
+                            a.severity,
+                            a.source,
+                            a.text,
+                            int(bool(a.acked)),
+                            a.acked_by,
+                            t if a.acked else None,
+                            int(bool(a.active)),
+                            t if not a.active else None,
+                        ),
+                    )
                     alarms += 1
                 elif kind == "event":
                     t, k, user, detail = it[1]
-                    con.execute("INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
-                                (self.run_id, t, k, user, detail))
+                    con.execute(
+                        "INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
+                        (self.run_id, t, k, user, detail),
+                    )
                     events += 1
             con.execute("COMMIT")
         except BaseException:
@@ -571,7 +691,12 @@ class RecordWriter:
             self._stats["events_written"] += events
             self._stats["duplicates"] += dup
         if dup:
-            self._notify("record.duplicate", "warning", f"{dup} scallop(s) were recorded twice; the second record was refused", True)
+            self._notify(
+                "record.duplicate",
+                "warning",
+                f"{dup} scallop(s) were recorded twice; the second record was refused",
+                True,
+            )
         self._enforce_budget(con)
 
     # -- snapshots
@@ -594,8 +719,11 @@ class RecordWriter:
             except OSError:
                 pass
             what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
-            self._raise("record.snapshot_disk", "warning",
-                        f"snapshot frames are not being kept ({what} in {self.snapshot_dir}); the line carries on")
+            self._raise(
+                "record.snapshot_disk",
+                "warning",
+                f"snapshot frames are not being kept ({what} in {self.snapshot_dir}); the line carries on",
+            )
             return None
         self._clear("record.snapshot_disk")
         self._snap_files.append((name, len(jpeg)))
@@ -636,28 +764,28 @@ def write_snapshot_file(path: Path, data: bytes) -> None:
 
 @dataclass
 class ShiftSummary:
-    label: str                             # "2024-05-01" or the range
-    start: float                           # epoch s, inclusive
-    end: float                             # epoch s, exclusive
+    label: str  # "2024-05-01" or the range
+    start: float  # epoch s, inclusive
+    end: float  # epoch s, exclusive
     seen: int = 0
-    picked: int = 0                        # picks executed
-    failed: int = 0                        # picks aborted or errored
+    picked: int = 0  # picks executed
+    failed: int = 0  # picks aborted or errored
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     uro_found: int = 0
     uro_removed: int = 0
-    missed: int = 0                        # picked without removing the uro, plus failed
+    missed: int = 0  # picked without removing the uro, plus failed
     adductor_hits: int = 0
-    removal_rate: float | None = None      # uro_removed / uro_found; None with no uro found
-    by_arm: dict[str, dict[str, int]] = field(default_factory=dict)   # arm -> picked, failed, uro_removed, adductor_hits
-    per_hour: list[dict] = field(default_factory=list)                # {"hour": "06:00", "seen", "uro_removed"}
+    removal_rate: float | None = None  # uro_removed / uro_found; None with no uro found
+    by_arm: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> picked, failed, uro_removed, adductor_hits
+    per_hour: list[dict] = field(default_factory=list)  # {"hour": "06:00", "seen", "uro_removed"}
     first: float | None = None
     last: float | None = None
-    per_minute: float = 0.0                # seen per minute between the first and last scallop
+    per_minute: float = 0.0  # seen per minute between the first and last scallop
     alarms: int = 0
     critical_alarms: int = 0
     unacked_alarms: int = 0
-    snapshots: int = 0                     # frames still kept
+    snapshots: int = 0  # frames still kept
     runs: int = 0
 
     def to_dict(self) -> dict:
@@ -665,8 +793,10 @@ class ShiftSummary:
 
     def format(self) -> str:
         """The summary as the shift leader reads it."""
+
         def fmt_t(t: float | None) -> str:
             return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t is not None else "-"
+
         rate = f"{self.removal_rate * 100:.1f} %" if self.removal_rate is not None else "-"
         lines = [
             f"shift {self.label}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
@@ -680,16 +810,44 @@ class ShiftSummary:
         for reason, n in sorted(self.skipped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {reason:<20s}{n:6d}")
         for arm, d in sorted(self.by_arm.items()):
-            lines.append(f"  arm {arm:<14s}{d['picked']:8d} picks, {d['uro_removed']} uro removed, "
-                         f"{d['failed']} failed, {d['adductor_hits']} adductor hits")
-        lines.append(f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}")
+            lines.append(
+                f"  arm {arm:<14s}{d['picked']:8d} picks, {d['uro_removed']} uro removed, "
+                f"{d['failed']} failed, {d['adductor_hits']} adductor hits"
+            )
+        lines.append(
+            f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}"
+        )
         lines.append(f"  snapshots kept    {self.snapshots:8d}")
         return "\n".join(lines)
 
 
-CSV_COLUMNS = ("time_iso", "time", "run_id", "track_id", "encoder_mm", "x_mm", "y_mm", "diameter_mm", "score", "views",
-               "uro_found", "uro_x_mm", "uro_y_mm", "uro_score", "grasp_x_mm", "grasp_y_mm", "pull_angle_deg",
-               "arm", "result", "skip_reason", "uro_removed", "adductor_hit", "doubtful", "snapshot", "detail")
+CSV_COLUMNS = (
+    "time_iso",
+    "time",
+    "run_id",
+    "track_id",
+    "encoder_mm",
+    "x_mm",
+    "y_mm",
+    "diameter_mm",
+    "score",
+    "views",
+    "uro_found",
+    "uro_x_mm",
+    "uro_y_mm",
+    "uro_score",
+    "grasp_x_mm",
+    "grasp_y_mm",
+    "pull_angle_deg",
+    "arm",
+    "result",
+    "skip_reason",
+    "uro_removed",
+    "adductor_hit",
+    "doubtful",
+    "snapshot",
+    "detail",
+)
 
 
 class Record:
@@ -725,36 +883,66 @@ class Record:
 
     def summary(self, start: float, end: float, label: str = "") -> ShiftSummary:
         c = self._con
-        s = ShiftSummary(label=label or f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M}..{datetime.fromtimestamp(end):%H:%M}",
-                         start=start, end=end)
+        s = ShiftSummary(
+            label=label or f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M}..{datetime.fromtimestamp(end):%H:%M}",
+            start=start,
+            end=end,
+        )
         row = c.execute(
             "SELECT COUNT(*), SUM(result='picked'), SUM(result='failed'), SUM(result='skipped'), SUM(uro_found),"
             " SUM(uro_removed=1), SUM(result='picked' AND uro_removed=0) + SUM(result='failed'), SUM(adductor_hit=1),"
             " MIN(time), MAX(time), SUM(snapshot IS NOT NULL), COUNT(DISTINCT run_id)"
-            " FROM scallops WHERE time >= ? AND time < ?", (start, end)).fetchone()
-        (s.seen, s.picked, s.failed, s.skipped, s.uro_found, s.uro_removed, s.missed, s.adductor_hits,
-         s.first, s.last, s.snapshots, s.runs) = (row[0],) + tuple(int(v or 0) for v in row[1:8]) + (row[8], row[9], int(row[10] or 0), row[11])
+            " FROM scallops WHERE time >= ? AND time < ?",
+            (start, end),
+        ).fetchone()
+        (
+            s.seen,
+            s.picked,
+            s.failed,
+            s.skipped,
+            s.uro_found,
+            s.uro_removed,
+            s.missed,
+            s.adductor_hits,
+            s.first,
+            s.last,
+            s.snapshots,
+            s.runs,
+        ) = (row[0],) + tuple(int(v or 0) for v in row[1:8]) + (row[8], row[9], int(row[10] or 0), row[11])
         s.removal_rate = s.uro_removed / s.uro_found if s.uro_found else None
         if s.first is not None and s.last is not None and s.last > s.first:
             s.per_minute = s.seen / ((s.last - s.first) / 60.0)
-        s.skipped_by_reason = dict(c.execute(
-            "SELECT skip_reason, COUNT(*) FROM scallops WHERE result='skipped' AND time >= ? AND time < ?"
-            " GROUP BY skip_reason", (start, end)).fetchall())
+        s.skipped_by_reason = dict(
+            c.execute(
+                "SELECT skip_reason, COUNT(*) FROM scallops WHERE result='skipped' AND time >= ? AND time < ?"
+                " GROUP BY skip_reason",
+                (start, end),
+            ).fetchall()
+        )
         for arm, picked, failed, removed, hits in c.execute(
-                "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1)"
-                " FROM scallops WHERE arm != '' AND time >= ? AND time < ? GROUP BY arm", (start, end)):
-            s.by_arm[arm] = dict(picked=int(picked or 0), failed=int(failed or 0), uro_removed=int(removed or 0),
-                                 adductor_hits=int(hits or 0))
+            "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1)"
+            " FROM scallops WHERE arm != '' AND time >= ? AND time < ? GROUP BY arm",
+            (start, end),
+        ):
+            s.by_arm[arm] = dict(
+                picked=int(picked or 0),
+                failed=int(failed or 0),
+                uro_removed=int(removed or 0),
+                adductor_hits=int(hits or 0),
+            )
         hours: dict[str, dict] = {}
-        for t, removed in c.execute("SELECT time, uro_removed FROM scallops WHERE time >= ? AND time < ? ORDER BY time",
-                                    (start, end)):
+        for t, removed in c.execute(
+            "SELECT time, uro_removed FROM scallops WHERE time >= ? AND time < ? ORDER BY time", (start, end)
+        ):
             h = datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:00")
             d = hours.setdefault(h, {"hour": h, "seen": 0, "uro_removed": 0})
             d["seen"] += 1
             d["uro_removed"] += 1 if removed == 1 else 0
         s.per_hour = list(hours.values())
-        a = c.execute("SELECT COUNT(*), SUM(severity='critical'), SUM(acked=0) FROM alarms WHERE time >= ? AND time < ?",
-                      (start, end)).fetchone()
+        a = c.execute(
+            "SELECT COUNT(*), SUM(severity='critical'), SUM(acked=0) FROM alarms WHERE time >= ? AND time < ?",
+            (start, end),
+        ).fetchone()
         s.alarms, s.critical_alarms, s.unacked_alarms = a[0], int(a[1] or 0), int(a[2] or 0)
         return s
 

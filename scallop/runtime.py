@@ -17,6 +17,7 @@ Safety rules kept here: nothing is sent to an arm except a plan the planner chec
 against the workspace (the arm client checks again); a scallop gets exactly one decision —
 picked, failed or skipped with a reason — and nothing queued is lost when the line stops.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,10 +62,10 @@ class ScallopOutcome:
 
     track_id: int
     decision: Decision
-    result: str = ""                 # "picked" | "failed" | "skipped"
+    result: str = ""  # "picked" | "failed" | "skipped"
     reason: str = ""
     arm: str = ""
-    grade: str | None = None         # simulator's verdict
+    grade: str | None = None  # simulator's verdict
     t_decided: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -83,7 +84,7 @@ class Line:
         self.alarms = Alarms(on_change=self._record_alarm)
         self.state = "stopped"
         self.recipe = config.recipe
-        self._lock = threading.RLock()           # guards scheduler, tracker, counters
+        self._lock = threading.RLock()  # guards scheduler, tracker, counters
         self._frame_lock = threading.Lock()
         self._latest: tuple[np.ndarray, Detections] | None = None
         self._latest_jpeg: tuple[int, bytes] | None = None
@@ -91,9 +92,9 @@ class Line:
         self.counts = Counter()
         self.skip_reasons = Counter()
         self.outcomes: dict[int, ScallopOutcome] = {}
-        self._pending: dict[int, ScallopOutcome] = {}   # sent to the scheduler, not resolved
+        self._pending: dict[int, ScallopOutcome] = {}  # sent to the scheduler, not resolved
         self._consumed_outcomes = 0
-        self._busy: dict[str, deque] = {}               # arm → (t_done, seconds of motion)
+        self._busy: dict[str, deque] = {}  # arm → (t_done, seconds of motion)
         self._consumed_skips = 0
         self.frames = 0
         self.frames_dropped = 0
@@ -132,8 +133,13 @@ class Line:
         # The next pick is chosen a few ticks before the arm is free; a chained one must land a
         # tick before the release it starts from.
         tick = self.config.runtime.tick_s
-        self.scheduler = Scheduler(self.clients, self.conveyor, self.clock,
-                                   commit_lead_s=max(0.25, 4 * tick), chain_margin_s=max(0.05, 1.5 * tick))
+        self.scheduler = Scheduler(
+            self.clients,
+            self.conveyor,
+            self.clock,
+            commit_lead_s=max(0.25, 4 * tick),
+            chain_margin_s=max(0.05, 1.5 * tick),
+        )
 
     def close(self) -> None:
         if self.state not in ("estop", "fault"):
@@ -155,16 +161,24 @@ class Line:
         t0 = time.perf_counter()
         if frame.encoder is None:
             self.frames_bad += 1
-            self.alarms.raise_("camera.encoder", "critical", "camera",
-                               "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
-                               "see docs/configuration.md, or check the trigger wiring)")
+            self.alarms.raise_(
+                "camera.encoder",
+                "critical",
+                "camera",
+                "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
+                "see docs/configuration.md, or check the trigger wiring)",
+            )
             return
         m = self.backend.mapping
         if (frame.width, frame.height) != tuple(m.image_size):
             self.frames_bad += 1
-            self.alarms.raise_("camera.size", "critical", "camera",
-                               f"frames are {frame.width}x{frame.height} but the calibration is for "
-                               f"{m.image_size[0]}x{m.image_size[1]}: frames ignored")
+            self.alarms.raise_(
+                "camera.size",
+                "critical",
+                "camera",
+                f"frames are {frame.width}x{frame.height} but the calibration is for "
+                f"{m.image_size[0]}x{m.image_size[1]}: frames ignored",
+            )
             return
         try:
             dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=m.pixel_to_belt)
@@ -183,8 +197,9 @@ class Line:
             self.conveyor.update(frame.timestamp, count)
             # Stopped (or in e-stop/fault): the screen still shows the belt, nothing is tracked.
             if self.state in ("running", "paused"):
-                decisions = self.tracker.update(dets, frame.encoder, frame.timestamp, frame.index,
-                                                frame.image.shape[1::-1])
+                decisions = self.tracker.update(
+                    dets, frame.encoder, frame.timestamp, frame.index, frame.image.shape[1::-1]
+                )
                 self._decide(decisions)
         t2 = time.perf_counter()
         self.stats.timing("tracking", (t2 - t1) * 1e3)
@@ -213,8 +228,16 @@ class Line:
             travel_at_view = self.backend.mapping.travel_of(v.encoder)
             xy = (v.grasp_uv[0] + travel_at_view, v.grasp_uv[1])
             try:
-                targets.append(PickTarget(id=tid, xy_mm=xy, encoder=sign * v.encoder, pull_dir=v.pull_dir,
-                                          confidence=v.confidence, t_exposure=v.timestamp))
+                targets.append(
+                    PickTarget(
+                        id=tid,
+                        xy_mm=xy,
+                        encoder=sign * v.encoder,
+                        pull_dir=v.pull_dir,
+                        confidence=v.confidence,
+                        t_exposure=v.timestamp,
+                    )
+                )
             except ValueError as e:
                 self._finish(oc, "skipped", "bad_target", {"error": str(e)})
                 continue
@@ -321,18 +344,27 @@ class Line:
         grasp = v.grasp_uv
         pull = v.pull_dir
         rec = ScallopRecord(
-            track_id=int(oc.track_id), time=time.time(), encoder_mm=float(m.travel_of(v.encoder)),
-            result=oc.result, skip_reason=oc.reason if oc.result == "skipped" else "",
+            track_id=int(oc.track_id),
+            time=time.time(),
+            encoder_mm=float(m.travel_of(v.encoder)),
+            result=oc.result,
+            skip_reason=oc.reason if oc.result == "skipped" else "",
             arm=oc.arm if oc.result != "skipped" else "",
-            x_mm=float(t.u), y_mm=float(t.v), views=len(t.views), uro_found=bool(v.uro_found),
-            uro_score=float(v.confidence), score=None,
-            grasp_x_mm=None if grasp is None else float(grasp[0]), grasp_y_mm=None if grasp is None else float(grasp[1]),
+            x_mm=float(t.u),
+            y_mm=float(t.v),
+            views=len(t.views),
+            uro_found=bool(v.uro_found),
+            uro_score=float(v.confidence),
+            score=None,
+            grasp_x_mm=None if grasp is None else float(grasp[0]),
+            grasp_y_mm=None if grasp is None else float(grasp[1]),
             pull_angle_deg=None if pull is None else float(math.degrees(math.atan2(pull[1], pull[0]))),
             uro_removed=None if oc.grade is None else oc.grade == "uro_removed",
             adductor_hit=None if oc.grade is None else oc.grade == "adductor_hit",
             doubtful=oc.result == "failed" or (oc.grade not in (None, "uro_removed")) or oc.reason == "ambiguous",
-            detail={k: v for k, v in oc.extra.items() if isinstance(v, (int, float, str, bool))} | (
-                {"grade": oc.grade} if oc.grade else {}) | ({"reason": oc.reason} if oc.reason else {}),
+            detail={k: v for k, v in oc.extra.items() if isinstance(v, (int, float, str, bool))}
+            | ({"grade": oc.grade} if oc.grade else {})
+            | ({"reason": oc.reason} if oc.reason else {}),
         )
         snap = None
         if rec.doubtful and self.config.runtime.snapshot_doubtful:
@@ -344,8 +376,12 @@ class Line:
             key = f"arm:{c.name}"
             st = c.state_name
             if st in ("disconnected", "stalled", "fault", "estop"):
-                text = {"disconnected": "not connected", "stalled": "heartbeat stalled: no new picks",
-                        "fault": "in fault", "estop": "emergency stop"}[st]
+                text = {
+                    "disconnected": "not connected",
+                    "stalled": "heartbeat stalled: no new picks",
+                    "fault": "in fault",
+                    "estop": "emergency stop",
+                }[st]
                 alarm = getattr(c, "alarm", None)
                 self.alarms.raise_(key, "critical", key, f"arm {c.name}: {text}" + (f" ({alarm})" if alarm else ""))
             else:
@@ -455,9 +491,11 @@ class Line:
         from scallop.config import to_dict
 
         d = to_dict(self.config)
-        d["calibration"] = {"image_size": list(self.backend.mapping.image_size),
-                            "mm_per_px_center": round(self.backend.mapping.mm_per_px_center(), 4),
-                            "counts_per_mm": self.backend.mapping.counts_per_mm}
+        d["calibration"] = {
+            "image_size": list(self.backend.mapping.image_size),
+            "mm_per_px_center": round(self.backend.mapping.mm_per_px_center(), 4),
+            "counts_per_mm": self.backend.mapping.counts_per_mm,
+        }
         return d
 
     def update_config(self, changes: dict, user: str) -> dict:
@@ -494,20 +532,36 @@ class Line:
                 r = sum(1 for o in self.outcomes.values() if o.arm == cl.name and o.grade == "uro_removed")
                 last = next((o for o in reversed(list(self.outcomes.values())) if o.arm == cl.name), None)
                 busy = sum(d for t, d in self._busy.get(cl.name, ()) if now - 60.0 < t <= now)
-                arms.append(ArmStatus(name=cl.name, state=cl.state_name, connected=cl.connected, picks=n,
-                                      uro_removed=r, last_result=(last.grade or last.result) if last else "",
-                                      utilisation=min(1.0, busy / 60.0)))
+                arms.append(
+                    ArmStatus(
+                        name=cl.name,
+                        state=cl.state_name,
+                        connected=cl.connected,
+                        picks=n,
+                        uro_removed=r,
+                        last_result=(last.grade or last.result) if last else "",
+                        utilisation=min(1.0, busy / 60.0),
+                    )
+                )
             with_uro = c["picked"] + c["failed"] + sum(v for k, v in self.skip_reasons.items() if k != "no_uro")
             return LineSnapshot(
-                state=self.state, recipe=self.recipe,
+                state=self.state,
+                recipe=self.recipe,
                 uptime_s=0.0 if self._t_started is None else now - self._t_started,
-                seen=c["seen"], picked=c["picked"], uro_removed=c["uro_removed"], missed=c["missed"],
-                adductor_hits=c["adductor_hits"], skipped=c["skipped"] + c["failed"],
-                skipped_by_reason=dict(self.skip_reasons), per_minute=self.stats.per_minute(now, "seen"),
+                seen=c["seen"],
+                picked=c["picked"],
+                uro_removed=c["uro_removed"],
+                missed=c["missed"],
+                adductor_hits=c["adductor_hits"],
+                skipped=c["skipped"] + c["failed"],
+                skipped_by_reason=dict(self.skip_reasons),
+                per_minute=self.stats.per_minute(now, "seen"),
                 removal_rate=(c["uro_removed"] / with_uro) if with_uro and c["uro_removed"] else 0.0,
-                frames=self.frames, frames_dropped=self.frames_dropped + getattr(self.backend.camera, "dropped", 0),
+                frames=self.frames,
+                frames_dropped=self.frames_dropped + getattr(self.backend.camera, "dropped", 0),
                 latency_ms={k: {"p50": v["p50"], "p99": v["p99"]} for k, v in self.stats.latency_summary().items()},
-                arms=arms, alarms=self.alarms.visible(),
+                arms=arms,
+                alarms=self.alarms.visible(),
             )
 
     def _jpeg_now(self, annotated: bool = True) -> bytes | None:
@@ -547,10 +601,17 @@ class Line:
     def summary(self) -> dict:
         """The one-line JSON of ``scallop run --duration``."""
         c = self.counts
-        out = {"seen": c["seen"], "picked": c["picked"], "uro_removed": c["uro_removed"],
-               "skipped": c["skipped"] + c["failed"], "adductor_hits": c["adductor_hits"],
-               "missed": c["missed"], "skipped_by_reason": dict(self.skip_reasons),
-               "frames": self.frames, "frames_dropped": self.frames_dropped + getattr(self.backend.camera, "dropped", 0)}
+        out = {
+            "seen": c["seen"],
+            "picked": c["picked"],
+            "uro_removed": c["uro_removed"],
+            "skipped": c["skipped"] + c["failed"],
+            "adductor_hits": c["adductor_hits"],
+            "missed": c["missed"],
+            "skipped_by_reason": dict(self.skip_reasons),
+            "frames": self.frames,
+            "frames_dropped": self.frames_dropped + getattr(self.backend.camera, "dropped", 0),
+        }
         truth = self.backend.truth_summary()
         if truth is not None:
             out["truth"] = truth
@@ -573,7 +634,7 @@ class Line:
         t_end = self.clock.now() + timeout_s
         while self.clock.now() < t_end:
             with self._lock:
-                self._skip_queued("line_stopped")      # nothing new once stopping
+                self._skip_queued("line_stopped")  # nothing new once stopping
                 inflight = sum(len(lane.inflight) for lane in self.scheduler.lanes)
             if inflight == 0:
                 break
@@ -643,7 +704,7 @@ class Line:
                 # A frame due after t_end belongs to the next call: reading it now would leave
                 # the arms unserved until its exposure.
                 if self.clock.now() >= t_end or t_next > t_end:
-                    self.clock.sleep(t_end - self.clock.now())     # less than a tick
+                    self.clock.sleep(t_end - self.clock.now())  # less than a tick
                     break
                 frame = self._read_frame()
                 if frame is not None:
@@ -662,15 +723,17 @@ class Line:
         """Serve the arms now: a target waits for an arm that can take it, or ``every_s`` passed."""
         now = self.clock.now()
         due = now >= self._next_service or (
-            bool(self.scheduler.queue) and any(l.client.can_accept() for l in self.scheduler.lanes))
+            bool(self.scheduler.queue) and any(l.client.can_accept() for l in self.scheduler.lanes)
+        )
         if due:
             self._next_service = now + every_s
         return due
 
     def _check_stall(self) -> None:
         if self._last_frame_t is not None and self.clock.now() - self._last_frame_t > self.config.runtime.stall_alarm_s:
-            self.alarms.raise_("camera.stall", "critical", "camera",
-                               f"no frame for {self.clock.now() - self._last_frame_t:.1f} s")
+            self.alarms.raise_(
+                "camera.stall", "critical", "camera", f"no frame for {self.clock.now() - self._last_frame_t:.1f} s"
+            )
 
     def run_threaded(self) -> None:
         """Start capture, inference and robot threads (returns at once; ``wait()``/``close()``)."""
@@ -691,7 +754,7 @@ class Line:
                     continue
                 with cond:
                     if len(frames) == frames.maxlen:
-                        self.frames_dropped += 1      # the oldest goes: latency stays bounded
+                        self.frames_dropped += 1  # the oldest goes: latency stays bounded
                     frames.append(frame)
                     cond.notify()
 
@@ -717,10 +780,13 @@ class Line:
                     fn()
                 except Exception as e:
                     self._fail(name, e)
+
             return run
 
-        self._threads = [threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True)
-                         for n, f in (("capture", capture), ("inference", inference), ("robot", robot))]
+        self._threads = [
+            threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True)
+            for n, f in (("capture", capture), ("inference", inference), ("robot", robot))
+        ]
         for t in self._threads:
             t.start()
 

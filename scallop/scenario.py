@@ -39,6 +39,7 @@ on it, ``vision_missed`` (imaged while running, never tracked), ``line_<state>``
 imaged while the line was in e-stop or stopped) or ``not_imaged`` (no frame showed it:
 camera dropped or stalled).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,10 +58,15 @@ import numpy as np
 from scallop.config import ConfigError, LineConfig, build, load_toml, to_dict
 from scallop.sim.config import check_range
 
-FaultKind = Literal["arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall", "estop_restart",
-                    "belt_stop"]
-FAULT_KINDS: tuple[str, ...] = ("arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall",
-                                "estop_restart", "belt_stop")
+FaultKind = Literal["arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall", "estop_restart", "belt_stop"]
+FAULT_KINDS: tuple[str, ...] = (
+    "arm_disconnect",
+    "heartbeat_stall",
+    "camera_drop",
+    "camera_stall",
+    "estop_restart",
+    "belt_stop",
+)
 ARM_FAULTS = ("arm_disconnect", "heartbeat_stall")
 
 # Summary keys measured on the wall clock: everything else is a function of (scenario, seed).
@@ -107,8 +113,10 @@ class ScenarioSpec:
         if not self.name.strip():
             raise ValueError("name is empty")
         if (self.duration_s > 0) == (self.scallops > 0):
-            raise ValueError(f"give exactly one of duration_s and scallops (got duration_s={self.duration_s:g}, "
-                             f"scallops={self.scallops})")
+            raise ValueError(
+                f"give exactly one of duration_s and scallops (got duration_s={self.duration_s:g}, "
+                f"scallops={self.scallops})"
+            )
         check_range("duration_s", self.duration_s, 0.0, 86400.0)
         check_range("scallops", self.scallops, 0, 1_000_000)
         check_range("arms", self.arms, 1, 8)
@@ -137,7 +145,7 @@ class FaultSpec:
     at_s: float
     kind: FaultKind
     duration_s: float = 5.0
-    arm: str = ""                 # "" = the first arm
+    arm: str = ""  # "" = the first arm
     frames: int = 5
     reset_after_s: float = 1.0
     arms: bool = True
@@ -161,12 +169,14 @@ class FaultSpec:
         return self.at_s + self.duration_s
 
     def describe(self) -> str:
-        what = {"arm_disconnect": f"arm {self.arm or '(first)'} disconnected for {self.duration_s:g} s",
-                "heartbeat_stall": f"arm {self.arm or '(first)'} heartbeat stalled for {self.duration_s:g} s",
-                "camera_drop": f"camera drops {self.frames} frames",
-                "camera_stall": f"camera stalled for {self.duration_s:g} s",
-                "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
-                "belt_stop": f"belt stops for {self.duration_s:g} s"}[self.kind]
+        what = {
+            "arm_disconnect": f"arm {self.arm or '(first)'} disconnected for {self.duration_s:g} s",
+            "heartbeat_stall": f"arm {self.arm or '(first)'} heartbeat stalled for {self.duration_s:g} s",
+            "camera_drop": f"camera drops {self.frames} frames",
+            "camera_stall": f"camera stalled for {self.duration_s:g} s",
+            "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
+            "belt_stop": f"belt stops for {self.duration_s:g} s",
+        }[self.kind]
         return f"{self.at_s:g} s: {what}"
 
 
@@ -197,14 +207,18 @@ class Scenario:
         data = _deep_merge({}, self.line)
         data.setdefault("camera", {}).setdefault("source", "sim")
         if data["camera"]["source"] != "sim":
-            raise ScenarioError(f"{where}line.camera.source={data['camera']['source']!r}: scenarios run on the "
-                                "simulator only (source = \"sim\")")
+            raise ScenarioError(
+                f"{where}line.camera.source={data['camera']['source']!r}: scenarios run on the "
+                'simulator only (source = "sim")'
+            )
         if model is not None:
             data.setdefault("vision", {})["model"] = str(model)
         stops = [f for f in self.faults if f.kind == "belt_stop"]
         if stops and data.get("sim", {}).get("belt", {}).get("profile"):
-            raise ScenarioError(f"{where}faults: belt_stop cannot be combined with line.sim.belt.profile "
-                                "(write the stop into the profile instead)")
+            raise ScenarioError(
+                f"{where}faults: belt_stop cannot be combined with line.sim.belt.profile "
+                "(write the stop into the profile instead)"
+            )
         try:
             cfg = build(LineConfig, data)
         except ConfigError as e:
@@ -244,12 +258,14 @@ def belt_stop_profile(speed_mm_s: float, stops: list[FaultSpec]):
     segs, t = [], 0.0
     for f in sorted(stops, key=lambda f: f.at_s):
         if f.at_s < t - 1e-9:
-            raise ScenarioError(f"faults: belt_stop at_s={f.at_s:g} starts before the previous stop ended "
-                                f"({t:g} s)")
+            raise ScenarioError(f"faults: belt_stop at_s={f.at_s:g} starts before the previous stop ended ({t:g} s)")
         if f.at_s - t > 1e-3:
             segs.append(SpeedSegment(f.at_s - t, speed_mm_s))
-        segs += [SpeedSegment(f.ramp_s, speed_mm_s, 0.0), SpeedSegment(f.duration_s, 0.0),
-                 SpeedSegment(f.ramp_s, 0.0, speed_mm_s)]
+        segs += [
+            SpeedSegment(f.ramp_s, speed_mm_s, 0.0),
+            SpeedSegment(f.duration_s, 0.0),
+            SpeedSegment(f.ramp_s, 0.0, speed_mm_s),
+        ]
         t = f.end_s
     return segs
 
@@ -299,12 +315,13 @@ def parse_scenario(data: dict, source: str = "") -> Scenario:
         if not isinstance(data.get(key, {}), dict):
             raise ScenarioError(f"{where}{key}: expected a table [{key}]")
     sc = Scenario(spec, data.get("line", {}), data.get("arm", {}), fl, source)
-    cfg = sc.line_config()      # validates [line], [arm] and the faults against them
+    cfg = sc.line_config()  # validates [line], [arm] and the faults against them
     names = [a.name for a in cfg.arms]
     for i, f in enumerate(fl):
         if f.kind in ARM_FAULTS and f.arm and f.arm not in names:
-            raise ScenarioError(f"{where}faults[{i}].arm={f.arm!r} is not an arm of this line: "
-                                f"choose one of {', '.join(names)}")
+            raise ScenarioError(
+                f"{where}faults[{i}].arm={f.arm!r} is not an arm of this line: choose one of {', '.join(names)}"
+            )
         if f.kind in ARM_FAULTS and not f.arm:
             fl[i] = dataclasses.replace(f, arm=names[0])
     return sc
@@ -318,8 +335,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         if str(name_or_path) in shipped:
             p = shipped[str(name_or_path)]
         else:
-            raise ScenarioError(f"{name_or_path}: no such scenario file or shipped scenario; shipped: "
-                                f"{', '.join(shipped) or '(none)'}")
+            raise ScenarioError(
+                f"{name_or_path}: no such scenario file or shipped scenario; shipped: {', '.join(shipped) or '(none)'}"
+            )
     try:
         data = load_toml(p)
     except ConfigError as e:
@@ -333,18 +351,18 @@ class _Truth:
     """What the bench knows about one scallop of the simulated world."""
 
     id: int
-    x_m: float                 # material position (belt frame at travel 0), mm
+    x_m: float  # material position (belt frame at travel 0), mm
     y: float
-    had_uro: bool              # carried a uro a pick could reach (not upside down)
-    has_uro: bool              # still carries it (last observation)
-    x: float                   # belt-frame x at the last observation
-    appeared_x: float          # belt-frame x when the bench first saw it in the world
+    had_uro: bool  # carried a uro a pick could reach (not upside down)
+    has_uro: bool  # still carries it (last observation)
+    x: float  # belt-frame x at the last observation
+    appeared_x: float  # belt-frame x when the bench first saw it in the world
     first_visible_t: float | None = None
-    seen_running: int = 0      # frames showing it while the line was running
-    seen_other: set = field(default_factory=set)   # line states of other frames showing it
-    outcomes: list = field(default_factory=list)   # ScallopOutcome objects matched to it
+    seen_running: int = 0  # frames showing it while the line was running
+    seen_other: set = field(default_factory=set)  # line states of other frames showing it
+    outcomes: list = field(default_factory=list)  # ScallopOutcome objects matched to it
     passed_t: float | None = None
-    population: bool = True    # the line's to handle (see the module docstring)
+    population: bool = True  # the line's to handle (see the module docstring)
 
 
 @dataclass
@@ -360,8 +378,9 @@ class _Failure:
 class _Bench:
     """The hooks run_stepped calls (on_frame, on_tick) and the bookkeeping behind the report."""
 
-    def __init__(self, line, sc: Scenario, target_n: int, t_end: float, report_dir: Path | None,
-                 ring: int = 16) -> None:
+    def __init__(
+        self, line, sc: Scenario, target_n: int, t_end: float, report_dir: Path | None, ring: int = 16
+    ) -> None:
         self.line = line
         self.sc = sc
         self.target_n = target_n
@@ -370,7 +389,7 @@ class _Bench:
         self.truth: dict[int, _Truth] = {}
         self.phantoms: list = []
         self.harvested: set[int] = set()
-        self.open: list = []                        # outcomes harvested before their result was known
+        self.open: list = []  # outcomes harvested before their result was known
         self.ring: deque = deque(maxlen=ring)
         self.prev_visible: set[int] = set()
         self.failures: list[_Failure] = []
@@ -381,9 +400,9 @@ class _Bench:
         self.fault_log: list[dict] = []
         self.errors: list[str] = []
         self._next_obs = -math.inf
-        self.candidates: dict[int, tuple] = {}      # scallop id -> (kind, ring entry, detail)
-        self.pop_ids: list[int] = []                # population scallops in order of arrival
-        self.appeared_late: list[int] = []          # scallops that appeared too late to be imaged
+        self.candidates: dict[int, tuple] = {}  # scallop id -> (kind, ring entry, detail)
+        self.pop_ids: list[int] = []  # population scallops in order of arrival
+        self.appeared_late: list[int] = []  # scallops that appeared too late to be imaged
 
     # ------------------------------------------------------------ set-up
     def begin(self) -> None:
@@ -422,10 +441,11 @@ class _Bench:
             def run() -> bool:
                 fn()
                 return True
+
             return run
 
         if f.kind == "belt_stop":
-            return      # in the belt's speed profile
+            return  # in the belt's speed profile
         if f.kind == "camera_drop":
             add(f.at_s, f"faults[{i}] camera_drop {f.frames}", once(lambda: self.camera.drop_next(f.frames)))
         elif f.kind == "camera_stall":
@@ -493,6 +513,7 @@ class _Bench:
                 self.errors.append(f"operator reset of {name} gave up: the arm stayed {st}")
                 return True
             return False
+
         return run
 
     # ------------------------------------------------------------ hooks
@@ -527,8 +548,16 @@ class _Bench:
                 # In the view when the run began, or arrived far enough upstream of its
                 # downstream edge that a working camera exposes at least one frame showing it.
                 pop = x < self.view_hi - (0.0 if t <= self.t0 else self.frame_spacing_mm)
-                row = self.truth[s.id] = _Truth(s.id, x - travel, s.center_B[1], s.has_uro and not s.upside_down,
-                                                s.has_uro, x, appeared_x=x, population=pop)
+                row = self.truth[s.id] = _Truth(
+                    s.id,
+                    x - travel,
+                    s.center_B[1],
+                    s.has_uro and not s.upside_down,
+                    s.has_uro,
+                    x,
+                    appeared_x=x,
+                    population=pop,
+                )
                 if row.population:
                     self.pop_ids.append(s.id)
                 elif t > self.t0:
@@ -618,7 +647,11 @@ class _Bench:
         row = self.truth[sid]
         if oc.result == "picked" and oc.grade not in (None, "uro_removed"):
             self._failure(oc.grade, sid, oc.decision.view.frame_index, f"picked by {oc.arm}: {oc.grade}")
-        elif oc.result == "skipped" and row.had_uro and oc.reason in ("no_uro", "ambiguous", "views_disagree", "too_close"):
+        elif (
+            oc.result == "skipped"
+            and row.had_uro
+            and oc.reason in ("no_uro", "ambiguous", "views_disagree", "too_close")
+        ):
             # Only a failure if no other track of the scallop gets it picked: decided when it
             # has gone past the arms (the frame is kept until then).
             kind = f"skipped_{oc.reason}"
@@ -630,14 +663,16 @@ class _Bench:
     def _settle(self, row: _Truth) -> None:
         """A scallop went past the arms: a pending failure frame is kept if it was not picked after all."""
         cand = self.candidates.pop(row.id, None)
-        if cand is not None and not any(not o.result for o in row.outcomes) \
-                and not _outcome_of(row).startswith("picked:"):
+        if (
+            cand is not None
+            and not any(not o.result for o in row.outcomes)
+            and not _outcome_of(row).startswith("picked:")
+        ):
             kind, entry, detail = cand
             self._failure(kind, row.id, None, detail, entry)
 
     def _wanted(self, kind: str) -> bool:
-        return (len(self.failures) < self.sc.spec.failure_frames
-                and self.failure_kinds[kind] < FAILURE_KINDS_MAX_EACH)
+        return len(self.failures) < self.sc.spec.failure_frames and self.failure_kinds[kind] < FAILURE_KINDS_MAX_EACH
 
     def _frame(self, sid: int, frame_index: int | None):
         for e in reversed(self.ring):
@@ -670,7 +705,7 @@ class _Bench:
     def population(self) -> list[_Truth]:
         """Population scallops that went past the last pick window (the processed ones); a
         ``scallops = N`` run counts the first N to arrive."""
-        ids = self.pop_ids[:self.target_n] if self.target_n else self.pop_ids
+        ids = self.pop_ids[: self.target_n] if self.target_n else self.pop_ids
         return [self.truth[i] for i in ids if self.truth[i].passed_t is not None]
 
 
@@ -686,7 +721,7 @@ def _outcome_of(row: _Truth) -> str:
         # "failed": sent to an arm that did not complete it (aborted, empty grip, e-stop).
         return f"{o.result}:{o.reason or 'unknown'}"
     if row.outcomes:
-        return "undecided"          # a track with no result: the line lost it (must never happen)
+        return "undecided"  # a track with no result: the line lost it (must never happen)
     if row.seen_running:
         return "vision_missed"
     if row.seen_other:
@@ -707,16 +742,24 @@ def _write_failure_jpeg(path: Path, entry, sid: int, label: str) -> None:
         cv2.rectangle(out, (x0 - 6, y0 - 6), (x1 + 6, y1 + 6), (255, 0, 255), 2, cv2.LINE_AA)
         if st.uro_centroid_px is not None:
             p = tuple(int(round(v)) for v in st.uro_centroid_px)
-            cv2.circle(out, p, 9, (0, 255, 255), 2, cv2.LINE_AA)   # where the uro really is
+            cv2.circle(out, p, 9, (0, 255, 255), 2, cv2.LINE_AA)  # where the uro really is
         y = min(out.shape[0] - 8, y1 + 24)
         cv2.putText(out, label, (max(4, x0), y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
         cv2.putText(out, label, (max(4, x0), y), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 0, 255), 2, cv2.LINE_AA)
     cv2.imwrite(str(path), out, [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
-def run_scenario(sc: Scenario, report_dir: str | Path | None = None, *, seed: int | None = None,
-                 model: str | None = None, scallops: int | None = None, duration_s: float | None = None,
-                 progress: Callable[[str], None] | None = None, chunk_s: float = 5.0) -> dict:
+def run_scenario(
+    sc: Scenario,
+    report_dir: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    model: str | None = None,
+    scallops: int | None = None,
+    duration_s: float | None = None,
+    progress: Callable[[str], None] | None = None,
+    chunk_s: float = 5.0,
+) -> dict:
     """Run ``sc`` on the virtual clock and return its summary (see :func:`write_report`).
 
     seed / model / scallops / duration_s override the scenario's own (``scallops`` and
@@ -784,15 +827,19 @@ def run_scenario(sc: Scenario, report_dir: str | Path | None = None, *, seed: in
             step = min(chunk_s, t_end - clock.now())
             line.run_stepped(step, on_frame=bench.on_frame, on_tick=bench.on_tick)
             if line.state == "fault":
-                crash = next((a.text for a in line.alarms.visible() if a.source == "line" and a.active),
-                             "the line stopped after a fault")
+                crash = next(
+                    (a.text for a in line.alarms.visible() if a.source == "line" and a.active),
+                    "the line stopped after a fault",
+                )
                 break
             if progress is not None and time.perf_counter() - last_note > 10.0:
                 last_note = time.perf_counter()
                 n = len(bench.population())
                 goal = f"/{spec.scallops}" if spec.scallops else ""
-                progress(f"t={clock.now():.0f} s virtual, {n}{goal} scallops past the arms, "
-                         f"{clock.now() / max(1e-9, last_note - t_loop0):.1f}x real time")
+                progress(
+                    f"t={clock.now():.0f} s virtual, {n}{goal} scallops past the arms, "
+                    f"{clock.now() / max(1e-9, last_note - t_loop0):.1f}x real time"
+                )
         t_virtual = clock.now() - bench.t0
         loop_wall = time.perf_counter() - t_loop0
         line.stop("scenario")
@@ -814,12 +861,25 @@ def _pcts(a) -> dict:
     a = np.asarray(a, float)
     if not len(a):
         return {}
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
-            "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3), "n": int(len(a))}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p90": round(float(np.percentile(a, 90)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+        "max": round(float(a.max()), 3),
+        "n": int(len(a)),
+    }
 
 
-def _summarise(b: _Bench, sc: Scenario, cfg: LineConfig, seed: int, t_virtual: float, loop_wall: float,
-               t_setup: float, crash: str | None) -> dict:
+def _summarise(
+    b: _Bench,
+    sc: Scenario,
+    cfg: LineConfig,
+    seed: int,
+    t_virtual: float,
+    loop_wall: float,
+    t_setup: float,
+    crash: str | None,
+) -> dict:
     from scallop.robot.arm import PICK_TYPES
     from scallop.robot.planning import PickPlanner
 
@@ -913,8 +973,7 @@ def _summarise(b: _Bench, sc: Scenario, cfg: LineConfig, seed: int, t_virtual: f
         "arms": [a.name for a in cfg.arms],
         "belt_speed_mm_s": v,
         "arrivals_rate_per_min": round(cfg.sim.arrivals.rate_per_s * 60.0, 2),
-        "capacity": {"total_per_min": round(cap_total, 2),
-                     "cycle_s": {k: round(1.0 / c, 4) for k, c in caps.items()}},
+        "capacity": {"total_per_min": round(cap_total, 2), "cycle_s": {k: round(1.0 / c, 4) for k, c in caps.items()}},
         "processed": len(processed),
         "with_uro": len(with_uro),
         "uro_removed": uro_removed,
@@ -975,31 +1034,59 @@ def render_html(s: dict) -> str:
     ts = s["time_series"]
     cap = s["capacity"]["total_per_min"]
     vlines = [(f["at_s"], f["kind"]) for f in s["faults"]]
-    tp_chart = svg_lines(ts["t_s"], {"arrivals": ts["arrivals_per_min"], "picks": ts["picks_per_min"],
-                                     "uro removed": ts["uro_removed_per_min"], "skipped": ts["skipped_per_min"]},
-                         x_label="virtual time (s)", y_label="per minute", hline=(cap, "capacity"), vlines=vlines)
+    tp_chart = svg_lines(
+        ts["t_s"],
+        {
+            "arrivals": ts["arrivals_per_min"],
+            "picks": ts["picks_per_min"],
+            "uro removed": ts["uro_removed_per_min"],
+            "skipped": ts["skipped_per_min"],
+        },
+        x_label="virtual time (s)",
+        y_label="per minute",
+        hline=(cap, "capacity"),
+        vlines=vlines,
+    )
     belt = ""
     if len(set(ts["belt_speed_mm_s"])) > 1:
-        belt = "<h3>Belt speed</h3>" + svg_lines(ts["t_s"], {"belt": ts["belt_speed_mm_s"]}, x_label="virtual time (s)",
-                                                   y_label="mm/s", vlines=vlines, height=160)
+        belt = "<h3>Belt speed</h3>" + svg_lines(
+            ts["t_s"],
+            {"belt": ts["belt_speed_mm_s"]},
+            x_label="virtual time (s)",
+            y_label="mm/s",
+            vlines=vlines,
+            height=160,
+        )
     outcomes = svg_bars(sorted(s["outcomes"].items(), key=lambda kv: -kv[1]))
     hists = []
     for stage, vals in s.get("_latency_values", {}).items():
         if vals and stage in s["latency_ms"]:
             p = s["latency_ms"][stage]
-            hists.append(f"<div class='h'><h3>{e(stage)}</h3>"
-                         f"<p>p50 {p['p50']} ms · p90 {p['p90']} ms · p99 {p['p99']} ms · n {p['n']}</p>"
-                         f"{svg_hist(vals, 'ms')}</div>")
-    frames = "".join(
-        f"<figure><img src='{e(f['file'])}' alt='{e(f['kind'])}'><figcaption>{e(f['kind'])}: scallop "
-        f"{f['scallop']} at {f['t']:g} s (frame {f['frame_index']}) — {e(f['detail'])}</figcaption></figure>"
-        for f in s["failure_frames"] if f.get("file")) or "<p>No failure frames.</p>"
+            hists.append(
+                f"<div class='h'><h3>{e(stage)}</h3>"
+                f"<p>p50 {p['p50']} ms · p90 {p['p90']} ms · p99 {p['p99']} ms · n {p['n']}</p>"
+                f"{svg_hist(vals, 'ms')}</div>"
+            )
+    frames = (
+        "".join(
+            f"<figure><img src='{e(f['file'])}' alt='{e(f['kind'])}'><figcaption>{e(f['kind'])}: scallop "
+            f"{f['scallop']} at {f['t']:g} s (frame {f['frame_index']}) — {e(f['detail'])}</figcaption></figure>"
+            for f in s["failure_frames"]
+            if f.get("file")
+        )
+        or "<p>No failure frames.</p>"
+    )
     rate = s["uro_removal_rate"]
     head = [
-        ("processed", s["processed"]), ("with uro", s["with_uro"]), ("uro removed", s["uro_removed"]),
-        ("removal rate", "–" if rate is None else f"{100 * rate:.2f} %"), ("missed (uro left on)", s["missed"]),
-        ("adductor hits", s["adductor_hits"]), ("throughput", f"{s['throughput_per_min']:g} /min"),
-        ("capacity", f"{cap:g} /min"), ("virtual time", f"{s['duration_s']:g} s"),
+        ("processed", s["processed"]),
+        ("with uro", s["with_uro"]),
+        ("uro removed", s["uro_removed"]),
+        ("removal rate", "–" if rate is None else f"{100 * rate:.2f} %"),
+        ("missed (uro left on)", s["missed"]),
+        ("adductor hits", s["adductor_hits"]),
+        ("throughput", f"{s['throughput_per_min']:g} /min"),
+        ("capacity", f"{cap:g} /min"),
+        ("virtual time", f"{s['duration_s']:g} s"),
         ("real-time factor", f"{s['realtime_factor']}×"),
     ]
     cards = "".join(f"<div class='c'><b>{e(str(v))}</b><span>{e(k)}</span></div>" for k, v in head)
@@ -1010,7 +1097,7 @@ def render_html(s: dict) -> str:
     util = ", ".join(f"{k} {100 * u:.1f} %" for k, u in s["arm_utilisation"].items())
     errors = "".join(f"<li>{e(x)}</li>" for x in s["errors"] + ([s["crash"]] if s["crash"] else []))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Scenario {e(s['scenario'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Scenario {e(s["scenario"])}</title>
 <style>
 body{{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}}
 h1{{margin:0 0 4px}} .sub{{color:#666;margin:0 0 16px}}
@@ -1022,16 +1109,16 @@ figure{{display:inline-block;margin:8px;max-width:520px}} figure img{{max-width:
 table{{border-collapse:collapse}} td{{border-bottom:1px solid #eee;padding:2px 12px 2px 0}}
 svg text{{font:11px system-ui,sans-serif;fill:#444}}
 </style></head><body>
-<h1>Scenario {e(s['scenario'])}</h1>
-<p class="sub">{e(s['description'])} — seed {s['seed']}, model {e(str(s['model']))}, arms {e(', '.join(s['arms']))},
-belt {s['belt_speed_mm_s']:g} mm/s, arrivals {s['arrivals_rate_per_min']:g}/min{'' if s['complete'] else ' — INCOMPLETE'}</p>
+<h1>Scenario {e(s["scenario"])}</h1>
+<p class="sub">{e(s["description"])} — seed {s["seed"]}, model {e(str(s["model"]))}, arms {e(", ".join(s["arms"]))},
+belt {s["belt_speed_mm_s"]:g} mm/s, arrivals {s["arrivals_rate_per_min"]:g}/min{"" if s["complete"] else " — INCOMPLETE"}</p>
 <div class="cards">{cards}</div>
 <p>Arm utilisation (time moving or gripping; waiting above a uro that has not arrived is not counted): {e(util)}.</p>
 <h2>Throughput over time</h2>{tp_chart}{belt}
 <h2>Outcomes</h2><p>Every scallop that went past the arms has exactly one outcome.</p>{outcomes}
-<h3>Not picked, by reason</h3><table>{skipped or '<tr><td>none</td></tr>'}</table>
-<h2>Latency per stage (wall clock)</h2><div class="hs">{''.join(hists)}</div>
-<h2>Faults</h2><ul>{faults}</ul><ul>{flog}</ul>{('<h3>Errors</h3><ul>' + errors + '</ul>') if errors else ''}
+<h3>Not picked, by reason</h3><table>{skipped or "<tr><td>none</td></tr>"}</table>
+<h2>Latency per stage (wall clock)</h2><div class="hs">{"".join(hists)}</div>
+<h2>Faults</h2><ul>{faults}</ul><ul>{flog}</ul>{("<h3>Errors</h3><ul>" + errors + "</ul>") if errors else ""}
 <h2>Checks</h2><table>{checks}</table>
 <h2>Failure frames</h2><p>Magenta box: the scallop; yellow circle: where its uro really is.</p>{frames}
 </body></html>
@@ -1051,9 +1138,16 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step) + 1)]
 
 
-def svg_lines(x, series: dict[str, list[float]], x_label: str = "", y_label: str = "",
-              hline: tuple[float, str] | None = None, vlines: list[tuple[float, str]] = (),
-              width: int = 960, height: int = 280) -> str:
+def svg_lines(
+    x,
+    series: dict[str, list[float]],
+    x_label: str = "",
+    y_label: str = "",
+    hline: tuple[float, str] | None = None,
+    vlines: list[tuple[float, str]] = (),
+    width: int = 960,
+    height: int = 280,
+) -> str:
     """A line chart as an inline ``<svg>`` (one polyline per series, shared x)."""
     e = html.escape
     ml, mr, mt, mb = 56, 110, 12, 36
@@ -1070,29 +1164,41 @@ def svg_lines(x, series: dict[str, list[float]], x_label: str = "", y_label: str
     def py(v: float) -> float:
         return mt + ph - v / ymax * ph
 
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
-             f"<rect x='{ml}' y='{mt}' width='{pw}' height='{ph}' fill='none' stroke='#bbb'/>"]
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>",
+        f"<rect x='{ml}' y='{mt}' width='{pw}' height='{ph}' fill='none' stroke='#bbb'/>",
+    ]
     for t in _ticks(0, ymax):
-        parts.append(f"<line x1='{ml}' x2='{ml + pw}' y1='{py(t):.1f}' y2='{py(t):.1f}' stroke='#eee'/>"
-                     f"<text x='{ml - 6}' y='{py(t) + 4:.1f}' text-anchor='end'>{t:g}</text>")
+        parts.append(
+            f"<line x1='{ml}' x2='{ml + pw}' y1='{py(t):.1f}' y2='{py(t):.1f}' stroke='#eee'/>"
+            f"<text x='{ml - 6}' y='{py(t) + 4:.1f}' text-anchor='end'>{t:g}</text>"
+        )
     for t in _ticks(x0, x1, 8):
         parts.append(f"<text x='{px(t):.1f}' y='{mt + ph + 16}' text-anchor='middle'>{t:g}</text>")
     for xv, label in vlines:
         if x0 <= xv <= x1:
-            parts.append(f"<line x1='{px(xv):.1f}' x2='{px(xv):.1f}' y1='{mt}' y2='{mt + ph}' stroke='#f0a' "
-                         f"stroke-dasharray='3 3'/><text x='{px(xv) + 3:.1f}' y='{mt + 12}' fill='#a07'>{e(label)}</text>")
+            parts.append(
+                f"<line x1='{px(xv):.1f}' x2='{px(xv):.1f}' y1='{mt}' y2='{mt + ph}' stroke='#f0a' "
+                f"stroke-dasharray='3 3'/><text x='{px(xv) + 3:.1f}' y='{mt + 12}' fill='#a07'>{e(label)}</text>"
+            )
     if hline:
-        parts.append(f"<line x1='{ml}' x2='{ml + pw}' y1='{py(hline[0]):.1f}' y2='{py(hline[0]):.1f}' stroke='#999' "
-                     f"stroke-dasharray='6 4'/><text x='{ml + 4}' y='{py(hline[0]) - 4:.1f}'>{e(hline[1])}</text>")
+        parts.append(
+            f"<line x1='{ml}' x2='{ml + pw}' y1='{py(hline[0]):.1f}' y2='{py(hline[0]):.1f}' stroke='#999' "
+            f"stroke-dasharray='6 4'/><text x='{ml + 4}' y='{py(hline[0]) - 4:.1f}'>{e(hline[1])}</text>"
+        )
     for i, (name, ys) in enumerate(series.items()):
         c = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{px(a):.1f},{py(float(b)):.1f}" for a, b in zip(xs, ys))
         parts.append(f"<polyline points='{pts}' fill='none' stroke='{c}' stroke-width='1.6'/>")
-        parts.append(f"<rect x='{ml + pw + 6}' y='{mt + 22 + 16 * i}' width='10' height='3' fill='{c}'/>"
-                     f"<text x='{ml + pw + 20}' y='{mt + 27 + 16 * i}'>{e(name)}</text>")
-    parts.append(f"<text x='{ml + pw / 2}' y='{height - 4}' text-anchor='middle'>{e(x_label)}</text>"
-                 f"<text x='12' y='{mt + ph / 2}' transform='rotate(-90 12 {mt + ph / 2})' "
-                 f"text-anchor='middle'>{e(y_label)}</text></svg>")
+        parts.append(
+            f"<rect x='{ml + pw + 6}' y='{mt + 22 + 16 * i}' width='10' height='3' fill='{c}'/>"
+            f"<text x='{ml + pw + 20}' y='{mt + 27 + 16 * i}'>{e(name)}</text>"
+        )
+    parts.append(
+        f"<text x='{ml + pw / 2}' y='{height - 4}' text-anchor='middle'>{e(x_label)}</text>"
+        f"<text x='12' y='{mt + ph / 2}' transform='rotate(-90 12 {mt + ph / 2})' "
+        f"text-anchor='middle'>{e(y_label)}</text></svg>"
+    )
     return "".join(parts)
 
 
@@ -1109,11 +1215,16 @@ def svg_bars(items: list[tuple[str, float]], width: int = 720, bar_h: int = 18) 
     for i, (label, v) in enumerate(items):
         y = 4 + i * (bar_h + 6)
         w = v / vmax * pw
-        c = "#2ca02c" if label == "picked:uro_removed" else ("#d62728" if "adductor" in label or "missed" in label
-                                                             else "#1f77b4")
-        parts.append(f"<text x='{ml - 6}' y='{y + bar_h - 5}' text-anchor='end'>{e(label)}</text>"
-                     f"<rect x='{ml}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='{c}'/>"
-                     f"<text x='{ml + w + 4:.1f}' y='{y + bar_h - 5}'>{v:g}</text>")
+        c = (
+            "#2ca02c"
+            if label == "picked:uro_removed"
+            else ("#d62728" if "adductor" in label or "missed" in label else "#1f77b4")
+        )
+        parts.append(
+            f"<text x='{ml - 6}' y='{y + bar_h - 5}' text-anchor='end'>{e(label)}</text>"
+            f"<rect x='{ml}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='{c}'/>"
+            f"<text x='{ml + w + 4:.1f}' y='{y + bar_h - 5}'>{v:g}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -1134,9 +1245,12 @@ def svg_hist(values, unit: str = "", bins: int = 30, width: int = 340, height: i
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img'>"]
     for i, c in enumerate(counts):
         h = c / cmax * ph
-        parts.append(f"<rect x='{ml + i * bw:.1f}' y='{mt + ph - h:.1f}' width='{bw - 1:.1f}' height='{h:.1f}' "
-                     f"fill='#1f77b4'/>")
-    parts.append(f"<line x1='{ml}' x2='{ml + pw}' y1='{mt + ph}' y2='{mt + ph}' stroke='#999'/>"
-                 f"<text x='{ml}' y='{height - 12}'>{lo:.3g} {html.escape(unit)}</text>"
-                 f"<text x='{ml + pw}' y='{height - 12}' text-anchor='end'>{hi:.3g} {html.escape(unit)}</text></svg>")
+        parts.append(
+            f"<rect x='{ml + i * bw:.1f}' y='{mt + ph - h:.1f}' width='{bw - 1:.1f}' height='{h:.1f}' fill='#1f77b4'/>"
+        )
+    parts.append(
+        f"<line x1='{ml}' x2='{ml + pw}' y1='{mt + ph}' y2='{mt + ph}' stroke='#999'/>"
+        f"<text x='{ml}' y='{height - 12}'>{lo:.3g} {html.escape(unit)}</text>"
+        f"<text x='{ml + pw}' y='{height - 12}' text-anchor='end'>{hi:.3g} {html.escape(unit)}</text></svg>"
+    )
     return "".join(parts)

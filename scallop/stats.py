@@ -1,4 +1,5 @@
 """Per-stage latency and per-minute counts, measured all the time."""
+
 from __future__ import annotations
 
 import threading
@@ -24,9 +25,13 @@ class LatencyWindow:
         if not self._d:
             return {}
         a = np.fromiter(self._d, float)
-        return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
-                "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3),
-                "n": int(self.count)}
+        return {
+            "p50": round(float(np.percentile(a, 50)), 3),
+            "p90": round(float(np.percentile(a, 90)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3),
+            "max": round(float(a.max()), 3),
+            "n": int(self.count),
+        }
 
     def values(self) -> np.ndarray:
         return np.fromiter(self._d, float)

@@ -14,6 +14,7 @@ made only of cut views that lies inside the outline of a scallop tracked whole (
 seen entering, or leaving after its decision) is that scallop, not another one: it is
 absorbed, never decided on its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,9 +43,9 @@ class View:
     grasp_uv: tuple[float, float] | None
     pull_dir: tuple[float, float] | None
     confidence: float
-    centrality: float                     # 0 at the image centre, 1 at the edge
-    cut: bool = False                     # partly outside the image: its centre is biased
-    radius_mm: float = float("nan")       # sqrt(visible area / pi): the scallop's radius when whole
+    centrality: float  # 0 at the image centre, 1 at the edge
+    cut: bool = False  # partly outside the image: its centre is biased
+    radius_mm: float = float("nan")  # sqrt(visible area / pi): the scallop's radius when whole
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Track:
     v: float
     views: list[View] = field(default_factory=list)
     committed: bool = False
-    absorbed: int = 0                     # cut-only fragments of this scallop merged into it
+    absorbed: int = 0  # cut-only fragments of this scallop merged into it
 
     def add(self, view: View) -> None:
         self.views.append(view)
@@ -94,7 +95,7 @@ class Track:
         only speaks when the scallop was never seen whole)."""
         pickable = [v for v in self.views if v.pickable]
         if pickable:
-            return max(pickable, key=lambda v: (v.confidence - 0.2 * v.centrality))
+            return max(pickable, key=lambda v: v.confidence - 0.2 * v.centrality)
         pool = [v for v in self.views if not v.cut] or self.views
         reasons = [v.reason for v in pool]
         top = max(set(reasons), key=lambda r: (reasons.count(r), r == REASON_NO_URO))
@@ -108,7 +109,7 @@ class Decision:
     track: Track
     view: View
     pick: bool
-    reason: str                       # "" for a pick
+    reason: str  # "" for a pick
 
     @property
     def grasp_uv(self):
@@ -125,8 +126,15 @@ class Tracker:
     views further apart than this do not point at the same spot of the uro.
     """
 
-    def __init__(self, travel_of: Callable[[int], float], exit_x: float, match_mm: float = 25.0,
-                 commit_margin_mm: float = 30.0, cut_match_mm: float = 40.0, agree_mm: float = 4.0):
+    def __init__(
+        self,
+        travel_of: Callable[[int], float],
+        exit_x: float,
+        match_mm: float = 25.0,
+        commit_margin_mm: float = 30.0,
+        cut_match_mm: float = 40.0,
+        agree_mm: float = 4.0,
+    ):
         self.travel_of = travel_of
         self.exit_x = exit_x
         # Scallops are 40–75 mm across and overlap by at most ~10 %, so two centres are never
@@ -138,15 +146,15 @@ class Tracker:
         # each other, and a uro is 5–10 mm wide, so grasps this far apart are not one spot.
         self.agree_mm = agree_mm
         self.tracks: list[Track] = []
-        self.closed: list[Track] = []          # committed, their scallop maybe still in view
+        self.closed: list[Track] = []  # committed, their scallop maybe still in view
         self._next_id = 1
         self.total_tracks = 0
         self.duplicates = 0
-        self.absorbed = 0                      # cut-only tracks merged into a whole one
-        self.late_views = 0                    # views of a scallop already decided
-        self._recent: deque[tuple[float, float]] = deque(maxlen=64)   # committed (u, v)
+        self.absorbed = 0  # cut-only tracks merged into a whole one
+        self.late_views = 0  # views of a scallop already decided
+        self._recent: deque[tuple[float, float]] = deque(maxlen=64)  # committed (u, v)
         self._last_travel: float | None = None
-        self._steps: deque[float] = deque(maxlen=5)     # belt travel between exposures
+        self._steps: deque[float] = deque(maxlen=5)  # belt travel between exposures
 
     # ------------------------------------------------------------------ geometry
     def _edge(self, t: Track) -> float:
@@ -171,8 +179,9 @@ class Tracker:
         return best
 
     # ------------------------------------------------------------------ frames
-    def update(self, dets: Detections, encoder: int, timestamp: float, frame_index: int,
-               image_size: tuple[int, int]) -> list[Decision]:
+    def update(
+        self, dets: Detections, encoder: int, timestamp: float, frame_index: int, image_size: tuple[int, int]
+    ) -> list[Decision]:
         """Add one frame's detections (with belt-mm fields filled); return the decisions of
         tracks that no later frame can show whole."""
         if len(dets) and dets.center_mm is None:
@@ -199,9 +208,22 @@ class Tracker:
             reason = "" if pickable else (str(dets.reason[i]) or REASON_AMBIGUOUS)
             cut = bool(dets.cut_by_border[i])
             area = float(dets.area_mm2[i])
-            view = View(frame_index, int(encoder), float(timestamp), u, v, pickable, reason,
-                        bool(dets.uro_found[i]), grasp, pull, float(dets.uro_confidence[i]), centrality,
-                        cut=cut, radius_mm=math.sqrt(area / math.pi) if area > 0 else float("nan"))
+            view = View(
+                frame_index,
+                int(encoder),
+                float(timestamp),
+                u,
+                v,
+                pickable,
+                reason,
+                bool(dets.uro_found[i]),
+                grasp,
+                pull,
+                float(dets.uro_confidence[i]),
+                centrality,
+                cut=cut,
+                radius_mm=math.sqrt(area / math.pi) if area > 0 else float("nan"),
+            )
             # A cut view's centroid can lie up to a radius from the scallop's centre.
             reach = self.cut_match_mm if cut else self.match_mm
             best, best_d = None, reach
@@ -212,8 +234,11 @@ class Tracker:
                     best, best_d = t, d
             if best is None:
                 # The scallop of a decision already made, still in view (its edge leaving).
-                late = [t for t in self.closed if np.hypot(t.u - u, t.v - v) <
-                        (max(self.match_mm, t.radius_mm or 0.0) if cut else self.match_mm)]
+                late = [
+                    t
+                    for t in self.closed
+                    if np.hypot(t.u - u, t.v - v) < (max(self.match_mm, t.radius_mm or 0.0) if cut else self.match_mm)
+                ]
                 if late:
                     self.late_views += 1
                     continue
@@ -235,7 +260,7 @@ class Tracker:
                 continue
             if not owner.committed:
                 for v in t.views:
-                    owner.views.append(v)      # cut: moves nothing, never picked
+                    owner.views.append(v)  # cut: moves nothing, never picked
             owner.absorbed += 1
             self.absorbed += 1
             self.tracks.remove(t)

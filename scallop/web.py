@@ -35,6 +35,7 @@ Status codes: 400 malformed JSON, 401 not logged in / wrong PIN, 403 role too lo
 cross-site request, 404 unknown thing, 409 not allowed in the line's state, 413 body too
 large, 415 not JSON, 422 wrong types or values, 429 PIN pad locked after wrong PINs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -112,17 +113,33 @@ def _key_message(e: KeyError) -> str:
 class _WebMetrics:
     def __init__(self) -> None:
         self.registry = Registry()
-        self.requests = self.registry.counter("scallop_web_requests_total", "HTTP requests served.",
-                                              ("method", "route", "status"))
-        self.seconds = self.registry.histogram("scallop_web_request_seconds", "Time to answer an HTTP request (streams excluded).",
-                                               ("route",), buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0))
+        self.requests = self.registry.counter(
+            "scallop_web_requests_total", "HTTP requests served.", ("method", "route", "status")
+        )
+        self.seconds = self.registry.histogram(
+            "scallop_web_request_seconds",
+            "Time to answer an HTTP request (streams excluded).",
+            ("route",),
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+        )
         self.clients = self.registry.gauge("scallop_web_event_clients", "Screens connected to the live event stream.")
         self.logins = self.registry.counter("scallop_web_logins_total", "Login attempts.", ("outcome",))
         self.line_ok = self.registry.gauge("scallop_web_line_metrics_ok", "1 when the line answered for its metrics.")
 
 
-_ROUTES = ("/", "/api/state", "/api/events", "/api/frame.jpg", "/api/recipes", "/api/recipe", "/api/login",
-           "/api/logout", "/api/config", "/metrics", "/api/estop") + tuple(f"/api/{a}" for a in OPERATOR_ACTIONS)
+_ROUTES = (
+    "/",
+    "/api/state",
+    "/api/events",
+    "/api/frame.jpg",
+    "/api/recipes",
+    "/api/recipe",
+    "/api/login",
+    "/api/logout",
+    "/api/config",
+    "/metrics",
+    "/api/estop",
+) + tuple(f"/api/{a}" for a in OPERATOR_ACTIONS)
 
 
 def _route_label(path: str) -> str:
@@ -172,9 +189,17 @@ class _Guard:
                 self.metrics.seconds.labels(route).observe(time.perf_counter() - t0)
 
 
-def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None = None,
-               audit: AuditFn | None = None, event_interval_s: float = 0.25, keepalive_s: float = 15.0,
-               max_body_bytes: int = 64 * 1024, title: str = "Scallop line") -> FastAPI:
+def create_app(
+    line: LineAPI,
+    users: UserStore,
+    *,
+    sessions: SessionStore | None = None,
+    audit: AuditFn | None = None,
+    event_interval_s: float = 0.25,
+    keepalive_s: float = 15.0,
+    max_body_bytes: int = 64 * 1024,
+    title: str = "Scallop line",
+) -> FastAPI:
     """The operator screen's app for ``line``. ``users`` decides who may log in; ``sessions``
     (optional) sets timeouts and the clock; ``audit(kind, user, detail)`` hears logins."""
     if not (STATIC_DIR / "index.html").is_file():
@@ -208,7 +233,9 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
 
     @app.exception_handler(LockedOut)
     async def _locked(request: Request, e: LockedOut):
-        return JSONResponse({"error": str(e)}, status_code=429, headers={"Retry-After": str(math.ceil(e.retry_after_s))})
+        return JSONResponse(
+            {"error": str(e)}, status_code=429, headers={"Retry-After": str(math.ceil(e.retry_after_s))}
+        )
 
     @app.exception_handler(AuthError)
     async def _auth(request: Request, e: AuthError):
@@ -267,7 +294,9 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, f"malformed JSON: {e}") from None
         if not isinstance(data, dict):
-            raise ApiError(422, f"expected a JSON object, got {type(data).__name__ if not isinstance(data, list) else 'a list'}")
+            raise ApiError(
+                422, f"expected a JSON object, got {type(data).__name__ if not isinstance(data, list) else 'a list'}"
+            )
         return data
 
     async def _call(fn: Callable, *args: Any) -> Any:
@@ -300,7 +329,7 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
         async def stream():
             metrics.clients.inc()
             try:
-                yield "retry: 1000\n\n"   # reconnect fast after a server restart
+                yield "retry: 1000\n\n"  # reconnect fast after a server restart
                 last, last_sent = None, 0.0
                 while not closing.is_set():
                     if await request.is_disconnected():
@@ -308,7 +337,7 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
                     try:
                         snap = await run_in_threadpool(line.snapshot)
                         payload = json.dumps(snapshot_dict(snap), separators=(",", ":"))
-                    except Exception as e:   # tell the screen rather than drop the stream
+                    except Exception as e:  # tell the screen rather than drop the stream
                         payload = json.dumps({"error": f"line not answering: {e}"})
                     now = time.monotonic()
                     if payload != last:
@@ -320,8 +349,10 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
                     await asyncio.sleep(event_interval_s)
             finally:
                 metrics.clients.dec()
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     @app.get("/api/frame.jpg")
     async def frame():
@@ -349,7 +380,7 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
         data = await _body(request)
         pin, name = data.get("pin"), data.get("user")
         if not isinstance(pin, str):
-            raise ApiError(422, f"pin={pin!r}: expected a string of 4 to 8 digits, like \"1234\"")
+            raise ApiError(422, f'pin={pin!r}: expected a string of 4 to 8 digits, like "1234"')
         if name is not None and not isinstance(name, str):
             raise ApiError(422, f"user={name!r}: expected a string")
         unknown = set(data) - {"pin", "user"}
@@ -395,6 +426,7 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
             await _call(getattr(line, action), s.user)
             snap = await run_in_threadpool(line.snapshot)
             return {"ok": True, "state": snap.state}
+
         act.__name__ = f"action_{action}"
         return act
 
@@ -460,8 +492,15 @@ def create_app(line: LineAPI, users: UserStore, *, sessions: SessionStore | None
 class WebServer:
     """uvicorn serving one app from a background thread; ``stop()`` ends streams and joins it."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8080, *,
-                 log_level: str = "warning", start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        log_level: str = "warning",
+        start_timeout_s: float = 10.0,
+    ) -> None:
         import uvicorn
 
         self.app = app
@@ -480,8 +519,7 @@ class WebServer:
         self.host = host
         self.port = sock.getsockname()[1]
         # Streams end on their own once `closing` is set; the grace timeout only bounds a stuck client.
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=3)
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"web-server:{self.port}", daemon=True)
         self._error: BaseException | None = None

@@ -27,6 +27,7 @@ Faults: ``stall_heartbeat``, ``inject_fault``, ``estop``/``release_estop``,
 started its heartbeat, ``watchdog_ms`` without a change puts the arm in FAULT (fault code 1),
 aborting the pick in progress; a RESET command clears it when the heartbeat is back.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -78,19 +79,23 @@ class SimArmParams:
     accel_mm_s2: float = 6000.0
     gripper_close_s: float = 0.08
     gripper_open_s: float = 0.06
-    poll_period_s: float = 0.008           # the robot program looks at cmd_seq this often
-    heartbeat_period_s: float = 0.05       # arm_heartbeat increments this often
+    poll_period_s: float = 0.008  # the robot program looks at cmd_seq this often
+    heartbeat_period_s: float = 0.05  # arm_heartbeat increments this often
     late_tolerance_s: float = 0.005
-    workspace: Box | None = None           # the robot's own limits (None: the ArmConfig's workspace)
-    keep_out: list[Box] | None = None      # None: the ArmConfig's keep-out boxes
-    instant: bool = False                  # benchmarks: every command completes at once
+    workspace: Box | None = None  # the robot's own limits (None: the ArmConfig's workspace)
+    keep_out: list[Box] | None = None  # None: the ArmConfig's keep-out boxes
+    instant: bool = False  # benchmarks: every command completes at once
 
     @classmethod
     def from_config(cls, cfg: ArmConfig, profile: RegisterMap | None = None, **over: Any) -> SimArmParams:
         m = cfg.motion
         timing = profile.timing if profile is not None else {}
-        kw: dict[str, Any] = {"speed_mm_s": m.speed_mm_s, "accel_mm_s2": m.accel_mm_s2,
-                              "gripper_close_s": m.gripper_close_s, "gripper_open_s": m.gripper_open_s}
+        kw: dict[str, Any] = {
+            "speed_mm_s": m.speed_mm_s,
+            "accel_mm_s2": m.accel_mm_s2,
+            "gripper_close_s": m.gripper_close_s,
+            "gripper_open_s": m.gripper_open_s,
+        }
         if "late_tolerance_ms" in timing:
             kw["late_tolerance_s"] = timing["late_tolerance_ms"] / 1000.0
         if "robot_poll_period_ms" in timing:
@@ -111,35 +116,44 @@ class SimPickRecord:
     t_ack: float
     t_done: float
     result: ResultCode
-    t_grip: float | None = None            # when the gripper reached the grasp point
-    grade: str | None = None               # the grader's verdict, None when not gripped
-    grasp_B: np.ndarray | None = None      # (2,) belt-frame grip point
-    pull_dir_B: np.ndarray | None = None   # (2,) unit vector, belt frame
+    t_grip: float | None = None  # when the gripper reached the grasp point
+    grade: str | None = None  # the grader's verdict, None when not gripped
+    grasp_B: np.ndarray | None = None  # (2,) belt-frame grip point
+    pull_dir_B: np.ndarray | None = None  # (2,) unit vector, belt frame
     detail: str = ""
-    wait_s: float = 0.0                    # held still at the approach, waiting for the uro
+    wait_s: float = 0.0  # held still at the approach, waiting for the uro
 
 
 @dataclass
 class _Exec:
     rec: SimPickRecord
-    segments: list[tuple[float, float, np.ndarray, np.ndarray]]   # (t0, t1, p0, p1)
+    segments: list[tuple[float, float, np.ndarray, np.ndarray]]  # (t0, t1, p0, p1)
     t_grip: float | None
     graded: bool = False
     holding: bool = False
-    t_release: float | None = None     # gripper open over the chute: a PICK_CHAINED may take over here
+    t_release: float | None = None  # gripper open over the chute: a PICK_CHAINED may take over here
 
 
 class SimArm:
     """Robot side of the interface as a Modbus server. Use as a context manager::
 
-        with SimArm(cfg, clock=clock, grader=world) as arm:
-            client = ArmClient(replace(cfg, transport=arm.transport_config()), clock)
+    with SimArm(cfg, clock=clock, grader=world) as arm:
+        client = ArmClient(replace(cfg, transport=arm.transport_config()), clock)
     """
 
-    def __init__(self, config: ArmConfig, clock: Clock, grader: Grader | None = None,
-                 params: SimArmParams | None = None, profile: RegisterMap | str | None = None,
-                 kind: str = "tcp", host: str = "127.0.0.1", port: int = 0, serial_port: str = "",
-                 baudrate: int = 115200) -> None:
+    def __init__(
+        self,
+        config: ArmConfig,
+        clock: Clock,
+        grader: Grader | None = None,
+        params: SimArmParams | None = None,
+        profile: RegisterMap | str | None = None,
+        kind: str = "tcp",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        serial_port: str = "",
+        baudrate: int = 115200,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.grader = grader
@@ -171,7 +185,7 @@ class SimArm:
         self.idle_since = self.boot_t
         self._exec: _Exec | None = None
         self._cmd_changed_t = -math.inf
-        self._hb_changed_t: float | None = None          # None: watchdog not armed yet
+        self._hb_changed_t: float | None = None  # None: watchdog not armed yet
         self._hb_stall_t: float | None = None
         self._estop = False
         self._now = self.boot_t
@@ -179,7 +193,7 @@ class SimArm:
         self.reply_delay_s = 0.0
         self._exc_code = 0
         self._exc_left = 0
-        self._drop_commit: str | None = None             # "apply" | "lose"
+        self._drop_commit: str | None = None  # "apply" | "lose"
         self.write_log: list[tuple[float, int, list[int]]] = []
         self.records: list[SimPickRecord] = []
         self.requests = 0
@@ -227,8 +241,11 @@ class SimArm:
         from pymodbus.server import ModbusSerialServer, ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 
-        dev = SimDevice(id=0, simdata=[SimData(self._lo, count=len(self.regs), values=0, datatype=DataType.REGISTERS)],
-                        action=self._action)
+        dev = SimDevice(
+            id=0,
+            simdata=[SimData(self._lo, count=len(self.regs), values=0, datatype=DataType.REGISTERS)],
+            action=self._action,
+        )
         if self.kind == "tcp":
             return ModbusTcpServer(dev, address=(self.host, self._port))
         url = self.serial_port or f"socket://{self.host}:{self._port}"
@@ -249,11 +266,23 @@ class SimArm:
         from scallop.robot.config import TransportConfig
 
         if self.kind == "tcp":
-            return TransportConfig(kind="tcp", host=self.host, port=self.port, timeout_s=timeout_s,
-                                   reconnect_min_s=0.0, reconnect_max_s=1.0)
+            return TransportConfig(
+                kind="tcp",
+                host=self.host,
+                port=self.port,
+                timeout_s=timeout_s,
+                reconnect_min_s=0.0,
+                reconnect_max_s=1.0,
+            )
         url = self.serial_port or f"socket://{self.host}:{self.port}"
-        return TransportConfig(kind="rtu", serial_port=url, baudrate=self.baudrate, timeout_s=timeout_s,
-                               reconnect_min_s=0.0, reconnect_max_s=1.0)
+        return TransportConfig(
+            kind="rtu",
+            serial_port=url,
+            baudrate=self.baudrate,
+            timeout_s=timeout_s,
+            reconnect_min_s=0.0,
+            reconnect_max_s=1.0,
+        )
 
     def close(self) -> None:
         loop, th = self._loop, self._thread
@@ -276,18 +305,25 @@ class SimArm:
 
     def _set(self, name: str, value: float) -> None:
         off, n = self._addr(name)
-        self.regs[off:off + n] = self.map.encode_field(name, value)
+        self.regs[off : off + n] = self.map.encode_field(name, value)
 
     def _get(self, name: str) -> float | int:
         off, n = self._addr(name)
-        return self.map.decode_field(name, self.regs[off:off + n])
+        return self.map.decode_field(name, self.regs[off : off + n])
 
     def _touches(self, name: str, address: int, count: int) -> bool:
         f = self.map.field(name)
         return address <= f.last and f.address < address + count
 
-    async def _action(self, fc: int, start: int, address: int, count: int, current: list[int],
-                      set_values: list[int] | list[bool] | None):
+    async def _action(
+        self,
+        fc: int,
+        start: int,
+        address: int,
+        count: int,
+        current: list[int],
+        set_values: list[int] | list[bool] | None,
+    ):
         from pymodbus.constants import ExcCodes
 
         if self.reply_delay_s > 0:
@@ -308,17 +344,17 @@ class SimArm:
                 if self._drop_commit and self._touches("cmd_seq", address, count):
                     drop, self._drop_commit = self._drop_commit, None
                 if drop == "lose":
-                    set_values[:] = current[address - start: address - start + count]
-                    self.write_log.append((now, address, vals + [-1]))   # -1 marks "lost"
+                    set_values[:] = current[address - start : address - start + count]
+                    self.write_log.append((now, address, vals + [-1]))  # -1 marks "lost"
                     self._drop_all()
                     return None
                 self._write(now, address, vals)
                 if drop == "apply":
                     self._drop_all()
             self._refresh(now)
-            current[:len(self.regs)] = self.regs
+            current[: len(self.regs)] = self.regs
             if is_write:
-                set_values[:] = self.regs[address - self._lo: address - self._lo + count]
+                set_values[:] = self.regs[address - self._lo : address - self._lo + count]
             return None
 
     def _drop_all(self) -> None:
@@ -328,13 +364,13 @@ class SimArm:
 
     def _write(self, now: float, address: int, vals: list[int]) -> None:
         self.write_log.append((now, address, list(vals)))
-        if len(self.write_log) > 200_000:       # a standalone arm runs for hours: keep the recent half
+        if len(self.write_log) > 200_000:  # a standalone arm runs for hours: keep the recent half
             del self.write_log[:100_000]
         hb_off, _ = self._addr("ctrl_heartbeat")
         seq_off, _ = self._addr("cmd_seq")
         old_hb, old_seq = self.regs[hb_off], self.regs[seq_off]
         off = address - self._lo
-        self.regs[off:off + len(vals)] = vals
+        self.regs[off : off + len(vals)] = vals
         if self.regs[hb_off] != old_hb:
             self._hb_changed_t = now
         if self.regs[seq_off] != old_seq:
@@ -466,8 +502,9 @@ class SimArm:
     def _take(self, t: float) -> None:
         """The robot program sees a new cmd_seq at time t: copy the block, ack, execute."""
         seq = self._pending_seq()
-        blk = self.map.decode_block("command", self.regs[self.map.block("command").start - self._lo:
-                                                          self.map.block("command").end - self._lo])
+        blk = self.map.decode_block(
+            "command", self.regs[self.map.block("command").start - self._lo : self.map.block("command").end - self._lo]
+        )
         self.ack_seq = seq
         ctype = int(blk["cmd_type"])
         rec = SimPickRecord(seq, ctype, int(blk["target_id"]), t, t, ResultCode.NONE)
@@ -502,8 +539,10 @@ class SimArm:
         for w in names:
             bad = not self.workspace.contains(wp[w]) or any(b.contains(wp[w]) for b in self.keep_out)
             if bad or sp[w] <= 0:
-                done_now(ResultCode.REJECTED, f"waypoint {w} {wp[w]} outside the robot's limits"
-                         if bad else f"waypoint {w} speed 0")
+                done_now(
+                    ResultCode.REJECTED,
+                    f"waypoint {w} {wp[w]} outside the robot's limits" if bad else f"waypoint {w} speed 0",
+                )
                 return
         p = self.params
         if p.instant:
@@ -572,9 +611,15 @@ class SimArm:
         with self._lock:
             now = self.clock.now()
             self._advance(now)
-            return {"state": self.state.name, "fault": self.fault_code.name, "ack_seq": self.ack_seq,
-                    "done_seq": self.done_seq, "result": self.result.name, "picks_total": self.picks_total,
-                    "pos": self._position(now).tolist()}
+            return {
+                "state": self.state.name,
+                "fault": self.fault_code.name,
+                "ack_seq": self.ack_seq,
+                "done_seq": self.done_seq,
+                "result": self.result.name,
+                "picks_total": self.picks_total,
+                "pos": self._position(now).tolist(),
+            }
 
     def executed_seqs(self) -> list[int]:
         """Sequence numbers of commands the arm took (each at most once, by design)."""
@@ -684,8 +729,13 @@ class LineRunReport:
 
     def as_dict(self) -> dict:
         return {
-            "duration_s": self.duration_s, "belt_speed_mm_s": self.belt_speed_mm_s, "arrivals": self.arrivals,
-            "picks": self.picks, "grades": self.grades, "skips": self.skips, "per_arm": self.per_arm,
+            "duration_s": self.duration_s,
+            "belt_speed_mm_s": self.belt_speed_mm_s,
+            "arrivals": self.arrivals,
+            "picks": self.picks,
+            "grades": self.grades,
+            "skips": self.skips,
+            "per_arm": self.per_arm,
             "arm_results": self.arm_results,
             "capacity_per_s": {k: round(v, 4) for k, v in self.capacity_per_s.items()},
             "picks_per_s": round(self.picks_per_s, 4),
@@ -735,7 +785,9 @@ def run_pick_line(
             c.connect()
         tracker = ConveyorTracker(mm_per_count)
         tracker.update(clock.now() - step_s, encoder_at(clock.now() - step_s))
-        sched = Scheduler(clients, tracker, clock, commit_lead_s=max(0.25, 4 * step_s), chain_margin_s=max(0.05, 1.5 * step_s))
+        sched = Scheduler(
+            clients, tracker, clock, commit_lead_s=max(0.25, 4 * step_s), chain_margin_s=max(0.05, 1.5 * step_s)
+        )
         todo = sorted(arrivals, key=lambda a: a[0])
         i, n = 0, len(todo)
         t_stop = t0 + duration_s
@@ -756,8 +808,12 @@ def run_pick_line(
                 break
             clock.sleep(step_s)
         v = tracker.speed_mm_s
-        picks = [r for s in sims for r in s.records if r.cmd_type in PICK_TYPES
-                 and r.result in (ResultCode.OK, ResultCode.EMPTY)]
+        picks = [
+            r
+            for s in sims
+            for r in s.records
+            if r.cmd_type in PICK_TYPES and r.result in (ResultCode.OK, ResultCode.EMPTY)
+        ]
         firsts = [min((r.t_grip for r in s.records if r.t_grip is not None), default=math.inf) for s in sims]
         t_meas = max(firsts)
         pick_ids = {id(r) for r in picks}
@@ -771,12 +827,18 @@ def run_pick_line(
             for r in s.records:
                 arm_results[r.result.name] = arm_results.get(r.result.name, 0) + 1
         return LineRunReport(
-            duration_s=duration_s, belt_speed_mm_s=v, arrivals=handed, picks=len(picks), grades=grades,
+            duration_s=duration_s,
+            belt_speed_mm_s=v,
+            arrivals=handed,
+            picks=len(picks),
+            grades=grades,
             skips=sched.summary()["skipped"],
             per_arm={s.config.name: sum(1 for r in s.records if id(r) in pick_ids) for s in sims},
             capacity_per_s={c.name: PickPlanner(c).capacity_per_s(v) for c in arms},
             measured_s=max(0.0, t_stop - t_meas) if math.isfinite(t_meas) else 0.0,
-            measured_picks=len(measured), arm_results=arm_results, errors=list(sched.errors),
+            measured_picks=len(measured),
+            arm_results=arm_results,
+            errors=list(sched.errors),
         )
     finally:
         for c in clients:

@@ -11,6 +11,7 @@ Placement: ``X_B = R_board @ X_board + origin`` with the board frame of
 ``scallop.calibration.boards`` (origin at inner corner 0, x along rows, y along columns,
 z into the board). :func:`flat_pose` and :func:`tilted_pose` build the usual placements.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -146,8 +147,16 @@ def render_board(
     return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
 
 
-def calibration_poses(camera: CameraModel, board: BoardSpec | str, n: int = 12, *, seed: int = 0,
-                      margin_px: float = 25.0, max_tilt_deg: float = 40.0, height_mm=(60.0, 320.0)):
+def calibration_poses(
+    camera: CameraModel,
+    board: BoardSpec | str,
+    n: int = 12,
+    *,
+    seed: int = 0,
+    margin_px: float = 25.0,
+    max_tilt_deg: float = 40.0,
+    height_mm=(60.0, 320.0),
+):
     """``n`` varied placements of a board held above the belt, each wholly in view, tilted
     10–``max_tilt_deg`` degrees in changing directions and spread over the image — what an
     engineer is told to do for intrinsics."""
@@ -171,8 +180,9 @@ def calibration_poses(camera: CameraModel, board: BoardSpec | str, n: int = 12, 
         xy = camera.pixel_to_belt(aim, z_mm=z)[0]
         tilt = rng.uniform(10.0, max_tilt_deg)
         direction = rng.uniform(0, 2 * np.pi)
-        pose = tilted_pose(board, (xy[0], xy[1], z), tilt * np.cos(direction), tilt * np.sin(direction),
-                           yaw_deg=rng.uniform(-30, 30))
+        pose = tilted_pose(
+            board, (xy[0], xy[1], z), tilt * np.cos(direction), tilt * np.sin(direction), yaw_deg=rng.uniform(-30, 30)
+        )
         corners = board_corners_B(board, pose)
         # Facing the camera: the board's up normal points towards the camera centre.
         normal = pose[0] @ np.array([0.0, 0.0, -1.0])
@@ -183,8 +193,12 @@ def calibration_poses(camera: CameraModel, board: BoardSpec | str, n: int = 12, 
         nx, ny = board.corner_grid
         outer = np.array([[-s, -s, 0], [nx * s, -s, 0], [nx * s, ny * s, 0], [-s, ny * s, 0]]) @ pose[0].T + pose[1]
         px = camera.project(np.vstack([corners, outer]))
-        if np.all((px[:, 0] > margin_px) & (px[:, 0] < w - 1 - margin_px)
-                  & (px[:, 1] > margin_px) & (px[:, 1] < h - 1 - margin_px)):
+        if np.all(
+            (px[:, 0] > margin_px)
+            & (px[:, 0] < w - 1 - margin_px)
+            & (px[:, 1] > margin_px)
+            & (px[:, 1] < h - 1 - margin_px)
+        ):
             poses.append(pose)
             target, misses = target + 1, 0
     if len(poses) < n:
@@ -195,8 +209,9 @@ def calibration_poses(camera: CameraModel, board: BoardSpec | str, n: int = 12, 
 _VIEWS_CACHE: dict = {}
 
 
-def intrinsics_views(camera: CameraModel, board: BoardSpec | str, n: int = 15, *, seed: int = 1,
-                     **render_kw) -> list[tuple[str, np.ndarray]]:
+def intrinsics_views(
+    camera: CameraModel, board: BoardSpec | str, n: int = 15, *, seed: int = 1, **render_kw
+) -> list[tuple[str, np.ndarray]]:
     """``n`` named photos of ``board`` from :func:`calibration_poses`, rendered once per process
     for the same camera, board, count, seed and render options (tests and benchmarks share
     them). Treat the images as read-only."""
@@ -206,6 +221,8 @@ def intrinsics_views(camera: CameraModel, board: BoardSpec | str, n: int = 15, *
     key = (json.dumps(camera.to_dict()), str(board), n, seed, tuple(sorted(render_kw.items())))
     if key not in _VIEWS_CACHE:
         poses = calibration_poses(camera, board, n, seed=seed)
-        _VIEWS_CACHE[key] = [(f"view{i:02d}.png", render_board(camera, board, p, seed=seed * 1000 + i, **render_kw))
-                             for i, p in enumerate(poses)]
+        _VIEWS_CACHE[key] = [
+            (f"view{i:02d}.png", render_board(camera, board, p, seed=seed * 1000 + i, **render_kw))
+            for i, p in enumerate(poses)
+        ]
     return _VIEWS_CACHE[key]

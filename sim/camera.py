@@ -12,6 +12,7 @@ show as gaps in ``Frame.index``, as with a real camera's frame counter.
 
 Fault hooks for tests of the line: ``drop_next(n)``, ``stall(duration_s)``, ``corrupt_next()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,16 @@ class SimCamera(Camera):
     buffer_frames: exposures the camera holds for a slow reader; older ones are dropped.
     """
 
-    def __init__(self, world: SimWorld, trigger: str | None = None, trigger_mm: float | None = None,
-                 fps: float | None = None, max_interval_s: float | None = None,
-                 read_timeout_s: float | None = None, buffer_frames: int = 4) -> None:
+    def __init__(
+        self,
+        world: SimWorld,
+        trigger: str | None = None,
+        trigger_mm: float | None = None,
+        fps: float | None = None,
+        max_interval_s: float | None = None,
+        read_timeout_s: float | None = None,
+        buffer_frames: int = 4,
+    ) -> None:
         super().__init__()
         cfg = world.config.camera
         self.world = world
@@ -87,8 +95,14 @@ class SimCamera(Camera):
                 self._corrupt = False
                 raise CorruptFrameError(f"camera sim: frame {index} arrived corrupt (injected fault)")
             image, truth = self.world.render(t_exp)
-            return Frame(image=image, timestamp=t_exp, encoder=truth.encoder, index=index, source="sim",
-                         extra={"truth": truth, "travel_mm": truth.travel_mm})
+            return Frame(
+                image=image,
+                timestamp=t_exp,
+                encoder=truth.encoder,
+                index=index,
+                source="sim",
+                extra={"truth": truth, "travel_mm": truth.travel_mm},
+            )
 
     # ------------------------------------------------------------ faults
     def drop_next(self, n: int = 1) -> None:
@@ -126,7 +140,7 @@ class SimCamera(Camera):
             if self._last_t is None:
                 return now
             t = self._next_after(self._last_t)
-            for _ in range(self._drop):        # exposures that will never be delivered
+            for _ in range(self._drop):  # exposures that will never be delivered
                 t = self._next_after(t)
             return max(now, t)
 
@@ -136,8 +150,7 @@ class SimCamera(Camera):
             return
         self.clock.sleep(min(self.read_timeout_s, self._stall_until - now))
         if self.clock.now() < self._stall_until:
-            raise CameraTimeoutError(
-                f"camera sim: no frame within {self.read_timeout_s:g} s (trigger stalled)")
+            raise CameraTimeoutError(f"camera sim: no frame within {self.read_timeout_s:g} s (trigger stalled)")
         # Exposures during the stall are lost: the trigger starts again from its end.
         self._last_t = self._stall_until
 
@@ -166,7 +179,7 @@ class SimCamera(Camera):
                     pending.pop(0)
                     self._index += 1
                     self.dropped += 1
-                    if self._drop > 0:      # it was to be dropped anyway: it counts
+                    if self._drop > 0:  # it was to be dropped anyway: it counts
                         self._drop -= 1
             t = pending[0]
         self._last_t = t

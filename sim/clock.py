@@ -12,6 +12,7 @@ Components that depend on time (the simulated arm, the belt) should compute thei
 lazily from ``now()`` rather than in background threads, so results do not depend on
 thread scheduling.
 """
+
 from __future__ import annotations
 
 import threading

@@ -9,6 +9,7 @@ so the TOML loader can build them.
 The defaults describe a sensible line: a 1280×720 camera at 0.5 mm/px over a white belt
 running 300 mm/s, 0.6 scallops per second (about 90 % of one arm's capacity), an encoder with 10 counts per mm.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -10,6 +10,7 @@ JPEG; 0–10 scallops with every hard case), so a model trained on them must not
 look. Frame ``i`` of seed ``s`` depends only on (s, i): a set is reproducible and can be
 written by several processes.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ class DatasetError(ConfigError):
 # ============================================================================ settings
 def _dataset_product() -> ProductConfig:
     # Hard cases a little more often than on the line, so the model sees enough of them.
-    return ProductConfig(male_share=0.45, upside_down_share=0.1, no_uro_share=0.05, gill_share=0.4,
-                         hidden_uro_share=0.25)
+    return ProductConfig(
+        male_share=0.45, upside_down_share=0.1, no_uro_share=0.05, gill_share=0.4, hidden_uro_share=0.25
+    )
 
 
 @dataclass
@@ -70,8 +72,17 @@ class DatasetSettings:
     and overlapping scallops.
     """
 
-    resolutions: list[tuple[int, int]] = field(default_factory=lambda: [
-        (640, 480), (800, 600), (1024, 768), (1280, 720), (1280, 960), (1440, 1080), (1920, 1080)])
+    resolutions: list[tuple[int, int]] = field(
+        default_factory=lambda: [
+            (640, 480),
+            (800, 600),
+            (1024, 768),
+            (1280, 720),
+            (1280, 960),
+            (1440, 1080),
+            (1920, 1080),
+        ]
+    )
     mm_per_px: tuple[float, float] = (0.3, 1.0)
     tilt_deg: float = 15.0
     yaw_deg: float = 5.0
@@ -109,10 +120,10 @@ class DatasetSettings:
 class SimSample:
     """One simulated frame ready to write."""
 
-    image: np.ndarray          # (H, W, 3) uint8 BGR, before JPEG
+    image: np.ndarray  # (H, W, 3) uint8 BGR, before JPEG
     truth: FrameTruth
     camera: CameraModel
-    jpeg_quality: int          # 100 = write PNG
+    jpeg_quality: int  # 100 = write PNG
 
     def jpeg(self) -> np.ndarray:
         """The image as the JPEG file's bytes (for ``jpeg_quality`` < 100)."""
@@ -135,8 +146,14 @@ def _usable(camera: CameraModel) -> bool:
     w, h = camera.image_size
     u = np.linspace(0, w - 1, 17)
     v = np.linspace(0, h - 1, 11)
-    border = np.concatenate([np.column_stack([u, np.zeros_like(u)]), np.column_stack([u, np.full_like(u, h - 1)]),
-                             np.column_stack([np.zeros_like(v), v]), np.column_stack([np.full_like(v, w - 1), v])])
+    border = np.concatenate(
+        [
+            np.column_stack([u, np.zeros_like(u)]),
+            np.column_stack([u, np.full_like(u, h - 1)]),
+            np.column_stack([np.zeros_like(v), v]),
+            np.column_stack([np.full_like(v, w - 1), v]),
+        ]
+    )
     try:
         back = camera.project_belt(camera.pixel_to_belt(border))
     except ValueError:
@@ -155,17 +172,27 @@ def _draw_camera(rng: np.random.Generator, st: DatasetSettings) -> CameraModel:
     w, h = st.resolutions[int(rng.integers(len(st.resolutions)))]
     dist = (0.0,) * 5
     if rng.random() < st.distortion_share:
-        dist = (float(rng.uniform(*st.k1)), float(rng.uniform(-st.max_k2, st.max_k2)),
-                float(rng.uniform(-0.002, 0.002)), float(rng.uniform(-0.002, 0.002)), 0.0)
+        dist = (
+            float(rng.uniform(*st.k1)),
+            float(rng.uniform(-st.max_k2, st.max_k2)),
+            float(rng.uniform(-0.002, 0.002)),
+            float(rng.uniform(-0.002, 0.002)),
+            0.0,
+        )
     tilt = float(rng.uniform(-st.tilt_deg, st.tilt_deg)) if rng.random() < 0.6 else 0.0
     return CameraModel.looking_down(
-        image_size=(int(w), int(h)), mm_per_px=float(rng.uniform(*st.mm_per_px)), tilt_deg=tilt, dist=dist,
-        focal_px=float(rng.uniform(*st.focal_factor)) * w, yaw_deg=float(rng.uniform(-st.yaw_deg, st.yaw_deg)),
+        image_size=(int(w), int(h)),
+        mm_per_px=float(rng.uniform(*st.mm_per_px)),
+        tilt_deg=tilt,
+        dist=dist,
+        focal_px=float(rng.uniform(*st.focal_factor)) * w,
+        yaw_deg=float(rng.uniform(-st.yaw_deg, st.yaw_deg)),
     )
 
 
-def _place_scallops(rng: np.random.Generator, st: DatasetSettings, box: tuple[float, float, float, float],
-                    travel: float) -> list[ScallopSpec]:
+def _place_scallops(
+    rng: np.random.Generator, st: DatasetSettings, box: tuple[float, float, float, float], travel: float
+) -> list[ScallopSpec]:
     """Up to the drawn count of scallops in and around the view ``box`` (belt frame x0 x1 y0 y1),
     some touching or overlapping (≤ max_overlap of the smaller one's area), none deeper."""
     x0, x1, y0, y1 = box
@@ -223,18 +250,38 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
         lut[f.instance] = k
         f.id = f.instance = k
     instances = lut[res.instances]
-    truth = FrameTruth(parts=res.parts, instances=instances, scallops=facts, travel_mm=travel, encoder=None,
-                       timestamp=0.0, mm_per_px=renderer.mm_per_px, look=look)
+    truth = FrameTruth(
+        parts=res.parts,
+        instances=instances,
+        scallops=facts,
+        travel_mm=travel,
+        encoder=None,
+        timestamp=0.0,
+        mm_per_px=renderer.mm_per_px,
+        look=look,
+    )
     return SimSample(image=res.image, truth=truth, camera=camera, jpeg_quality=look.jpeg_quality)
 
 
 # ============================================================================ writing
 # Noisy photos gain little from PNG's adaptive filters and long matches, label maps are
 # long runs: these settings encode several times faster at a similar size.
-PNG_PHOTO = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB,
-             cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
-PNG_LABELS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE,
-              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+PNG_PHOTO = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_SUB,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
+]
+PNG_LABELS = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+    cv2.IMWRITE_PNG_FILTER,
+    cv2.IMWRITE_PNG_FILTER_NONE,
+    cv2.IMWRITE_PNG_STRATEGY,
+    cv2.IMWRITE_PNG_STRATEGY_RLE,
+]
 
 
 def _write_png(path: Path, img: np.ndarray, params: list[int]) -> None:
@@ -256,10 +303,15 @@ def write_sample(root: Path, name: str, sample: SimSample) -> dict:
     _write_png(root / "instances" / f"{name}.png", sample.truth.instances, PNG_LABELS)
     h, w = sample.truth.parts.shape
     labels = {
-        "image": img_rel, "parts": f"parts/{name}.png", "instances": f"instances/{name}.png",
-        "width": int(w), "height": int(h), "mm_per_px": round(float(sample.truth.mm_per_px), 6),
+        "image": img_rel,
+        "parts": f"parts/{name}.png",
+        "instances": f"instances/{name}.png",
+        "width": int(w),
+        "height": int(h),
+        "mm_per_px": round(float(sample.truth.mm_per_px), 6),
         "jpeg_quality": int(sample.jpeg_quality),
-        "camera": sample.camera.to_dict(), "look": sample.truth.look.to_dict() if sample.truth.look else None,
+        "camera": sample.camera.to_dict(),
+        "look": sample.truth.look.to_dict() if sample.truth.look else None,
         "travel_mm": round(float(sample.truth.travel_mm), 4),
         "scallops": [f.to_dict() for f in sample.truth.scallops],
     }
@@ -269,11 +321,17 @@ def write_sample(root: Path, name: str, sample: SimSample) -> dict:
 
 def _summary(labels: dict) -> dict:
     sc = labels["scallops"]
-    return {"scallops": len(sc), "upside_down": sum(s["upside_down"] for s in sc),
-            "male": sum(s["gonad"] == "male" for s in sc), "cut": sum(s["cut_by_border"] for s in sc),
-            "uro_visible": sum(s["uro_present"] for s in sc), "hidden_uro": sum(s["uro_hidden"] for s in sc),
-            "gills": sum(s["gills"] for s in sc), "jpeg": int(labels["jpeg_quality"] < 100),
-            "touching": sum(s["visible_fraction"] < 0.999 and not s["cut_by_border"] for s in sc)}
+    return {
+        "scallops": len(sc),
+        "upside_down": sum(s["upside_down"] for s in sc),
+        "male": sum(s["gonad"] == "male" for s in sc),
+        "cut": sum(s["cut_by_border"] for s in sc),
+        "uro_visible": sum(s["uro_present"] for s in sc),
+        "hidden_uro": sum(s["uro_hidden"] for s in sc),
+        "gills": sum(s["gills"] for s in sc),
+        "jpeg": int(labels["jpeg_quality"] < 100),
+        "touching": sum(s["visible_fraction"] < 0.999 and not s["cut_by_border"] for s in sc),
+    }
 
 
 def _work(job: tuple[str, int, int, DatasetSettings]) -> dict:
@@ -308,9 +366,15 @@ class DatasetReport:
         return self.count / self.seconds if self.seconds > 0 else float("inf")
 
 
-def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, settings: DatasetSettings | None = None,
-                  workers: int = 1, overwrite: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> DatasetReport:
+def write_dataset(
+    out: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    settings: DatasetSettings | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> DatasetReport:
     """Write ``n`` simulated frames to ``out`` (created). Refuses a folder that already
     holds a data set unless ``overwrite``."""
     if n < 1:
@@ -336,8 +400,14 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int = 0, settings: Datas
         if progress:
             progress(done, n)
     manifest = {
-        "format": DATASET_FORMAT, "version": DATASET_VERSION, "classes": list(PART_NAMES), "count": n,
-        "source": "scallop-sim", "seed": int(seed), "generator": to_dict(st), "totals": totals,
+        "format": DATASET_FORMAT,
+        "version": DATASET_VERSION,
+        "classes": list(PART_NAMES),
+        "count": n,
+        "source": "scallop-sim",
+        "seed": int(seed),
+        "generator": to_dict(st),
+        "totals": totals,
         "note": "per-image scale, camera and facts in labels/<name>.json; see docs/dataset-format.md",
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=1))
@@ -395,12 +465,18 @@ def facts_from_maps(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
         ys, xs = np.nonzero(instances == v)
         uro = parts[ys, xs] == URO
         bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-        out.append({
-            "id": int(v), "instance": int(v), "bbox_px": bbox, "visible_px": len(xs),
-            "cut_by_border": bool(bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1),
-            "uro_present": bool(uro.any()), "uro_px": int(uro.sum()),
-            "uro_centroid_px": [float(xs[uro].mean()), float(ys[uro].mean())] if uro.any() else None,
-        })
+        out.append(
+            {
+                "id": int(v),
+                "instance": int(v),
+                "bbox_px": bbox,
+                "visible_px": len(xs),
+                "cut_by_border": bool(bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1),
+                "uro_present": bool(uro.any()),
+                "uro_px": int(uro.sum()),
+                "uro_centroid_px": [float(xs[uro].mean()), float(ys[uro].mean())] if uro.any() else None,
+            }
+        )
     return out
 
 
@@ -422,8 +498,9 @@ class Dataset:
         if m.get("format") != DATASET_FORMAT:
             raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
         if m.get("version") != DATASET_VERSION:
-            raise DatasetError(f"{path}: version {m.get('version')!r} is unknown (this software reads version "
-                               f"{DATASET_VERSION})")
+            raise DatasetError(
+                f"{path}: version {m.get('version')!r} is unknown (this software reads version {DATASET_VERSION})"
+            )
         if "classes" in m and list(m["classes"]) != list(PART_NAMES):
             raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
         mm = m.get("mm_per_px")
@@ -445,7 +522,9 @@ class Dataset:
             raise DatasetError(f"{img_dir}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
         for name in images:
             if not (self.root / "parts" / f"{name}.png").is_file():
-                raise DatasetError(f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)")
+                raise DatasetError(
+                    f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)"
+                )
         count = self.manifest.get("count")
         if count is not None and count != len(images):
             raise DatasetError(f"{self.root / 'dataset.json'}: count is {count} but images/ holds {len(images)}")
@@ -471,7 +550,9 @@ class Dataset:
         parts_path = self.root / "parts" / f"{name}.png"
         parts = _read_image(parts_path, cv2.IMREAD_UNCHANGED)
         if parts.ndim != 2 or parts.dtype != np.uint8:
-            raise DatasetError(f"{parts_path}: must be single-channel 8-bit labels, got shape {parts.shape} {parts.dtype}")
+            raise DatasetError(
+                f"{parts_path}: must be single-channel 8-bit labels, got shape {parts.shape} {parts.dtype}"
+            )
         if parts.shape != (h, w):
             raise DatasetError(f"{parts_path}: size {parts.shape[1]}x{parts.shape[0]} differs from its image {w}x{h}")
         if int(parts.max()) >= len(PART_NAMES):
@@ -480,7 +561,9 @@ class Dataset:
         if inst_path.is_file():
             inst = _read_image(inst_path, cv2.IMREAD_UNCHANGED)
             if inst.ndim != 2 or inst.dtype not in (np.uint8, np.uint16):
-                raise DatasetError(f"{inst_path}: must be single-channel 16-bit instance values, got {inst.shape} {inst.dtype}")
+                raise DatasetError(
+                    f"{inst_path}: must be single-channel 16-bit instance values, got {inst.shape} {inst.dtype}"
+                )
             if inst.shape != (h, w):
                 raise DatasetError(f"{inst_path}: size {inst.shape[1]}x{inst.shape[0]} differs from its image {w}x{h}")
             inst = inst.astype(np.uint16)
@@ -505,8 +588,16 @@ class Dataset:
                 v = f.get("instance", f.get("id"))
                 if v not in present:
                     raise DatasetError(f"{labels_path}: scallop {f.get('id')!r} has no pixels in {inst_path.name}")
-        return Sample(name=name, image=image, parts=parts, instances=inst, mm_per_px=float(mm),
-                      scallops=list(scallops), labels=labels, image_path=img_path)
+        return Sample(
+            name=name,
+            image=image,
+            parts=parts,
+            instances=inst,
+            mm_per_px=float(mm),
+            scallops=list(scallops),
+            labels=labels,
+            image_path=img_path,
+        )
 
 
 def load_dataset(root: str | os.PathLike) -> Dataset:

@@ -17,6 +17,7 @@ Part labels (uint8): 0 background, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill.
 Colours are drawn in CIE L*a*b* inside the ranges of the appearance spec
 (shared/spec/scallop-appearance.md) and converted to BGR with OpenCV.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,10 +108,17 @@ class LookParams:
 
     def __post_init__(self) -> None:
         checks = (
-            ("hinge_pitch_mm", 25.0, 50.0), ("module_width_mm", 30.0, 400.0), ("water_film", 0.0, 1.0),
-            ("droplets_per_dm2", 0.0, 20.0), ("brightness", 0.5, 1.5), ("color_temp_k", 3000.0, 8000.0),
-            ("vignetting", 0.0, 0.5), ("gradient", 0.0, 0.5), ("noise_sigma", 0.0, 10.0),
-            ("jpeg_quality", 30, 100), ("motion_blur_px", 0.0, 10.0),
+            ("hinge_pitch_mm", 25.0, 50.0),
+            ("module_width_mm", 30.0, 400.0),
+            ("water_film", 0.0, 1.0),
+            ("droplets_per_dm2", 0.0, 20.0),
+            ("brightness", 0.5, 1.5),
+            ("color_temp_k", 3000.0, 8000.0),
+            ("vignetting", 0.0, 0.5),
+            ("gradient", 0.0, 0.5),
+            ("noise_sigma", 0.0, 10.0),
+            ("jpeg_quality", 30, 100),
+            ("motion_blur_px", 0.0, 10.0),
         )
         for name, lo, hi in checks:
             v = getattr(self, name)
@@ -129,7 +137,8 @@ class LookParams:
         # Most line cameras deliver raw frames; some compress down to quality 75.
         jpeg = 100 if rng.random() < 0.3 else int(rng.integers(75, 100))
         return cls(
-            belt_colour=colour, belt_bgr=bgr,
+            belt_colour=colour,
+            belt_bgr=bgr,
             hinge_pitch_mm=float(rng.uniform(25.0, 50.0)),
             module_width_mm=float(rng.uniform(50.0, 160.0)),
             water_film=float(rng.uniform(0.0, 1.0)),
@@ -147,8 +156,15 @@ class LookParams:
 
     def belt_key(self) -> tuple:
         """What the belt texture depends on (the rest is lighting and camera)."""
-        return (self.belt_colour, self.belt_bgr, round(self.hinge_pitch_mm, 4), round(self.module_width_mm, 4),
-                round(self.water_film, 4), round(self.droplets_per_dm2, 4), self.belt_seed)
+        return (
+            self.belt_colour,
+            self.belt_bgr,
+            round(self.hinge_pitch_mm, 4),
+            round(self.module_width_mm, 4),
+            round(self.water_film, 4),
+            round(self.droplets_per_dm2, 4),
+            self.belt_seed,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -217,11 +233,20 @@ class ScallopSpec:
 
     def __post_init__(self) -> None:
         checks = (
-            ("diameter_mm", 30.0, 90.0), ("uro_length_mm", 4.0, 25.0), ("uro_width_mm", 2.0, 14.0),
-            ("uro_bend", 0.0, 0.6), ("uro_highlight", 0.0, 1.0), ("uro_hidden", 0.0, 0.8),
-            ("adductor_frac", 0.3, 0.6), ("gonad_arc_deg", 60.0, 200.0), ("gonad_fill", 0.2, 1.0),
-            ("mantle_width_mm", 2.0, 15.0), ("ellipticity", 0.0, 0.15), ("ruffle", 0.0, 0.08),
-            ("eye_dots", 0, 80), ("gill_arc_deg", 20.0, 160.0),
+            ("diameter_mm", 30.0, 90.0),
+            ("uro_length_mm", 4.0, 25.0),
+            ("uro_width_mm", 2.0, 14.0),
+            ("uro_bend", 0.0, 0.6),
+            ("uro_highlight", 0.0, 1.0),
+            ("uro_hidden", 0.0, 0.8),
+            ("adductor_frac", 0.3, 0.6),
+            ("gonad_arc_deg", 60.0, 200.0),
+            ("gonad_fill", 0.2, 1.0),
+            ("mantle_width_mm", 2.0, 15.0),
+            ("ellipticity", 0.0, 0.15),
+            ("ruffle", 0.0, 0.08),
+            ("eye_dots", 0, 80),
+            ("gill_arc_deg", 20.0, 160.0),
         )
         for name, lo, hi in checks:
             v = getattr(self, name)
@@ -233,8 +258,15 @@ class ScallopSpec:
             raise ValueError(f"scallop {self.id}: uro_end={self.uro_end!r} is not allowed: choose 1 or -1")
 
     @classmethod
-    def random(cls, rng: np.random.Generator, id: int, x_mm: float, y_mm: float,
-               product: ProductConfig | None = None, diameter_mm: float | None = None) -> ScallopSpec:
+    def random(
+        cls,
+        rng: np.random.Generator,
+        id: int,
+        x_mm: float,
+        y_mm: float,
+        product: ProductConfig | None = None,
+        diameter_mm: float | None = None,
+    ) -> ScallopSpec:
         """A scallop drawn from the product mix; every colour inside the spec's ranges."""
         pr = product or ProductConfig()
         d = float(diameter_mm if diameter_mm is not None else rng.uniform(*pr.diameter_mm))
@@ -263,13 +295,16 @@ class ScallopSpec:
         male = bool(rng.random() < pr.male_share)
         room = R - a
         return cls(
-            id=int(id), x_mm=float(x_mm), y_mm=float(y_mm),
+            id=int(id),
+            x_mm=float(x_mm),
+            y_mm=float(y_mm),
             rotation_deg=float(rng.uniform(0.0, 360.0)),
             diameter_mm=d,
             gonad="male" if male else "female",
             upside_down=bool(rng.random() < pr.upside_down_share),
             uro=bool(rng.random() >= pr.no_uro_share),
-            uro_length_mm=length, uro_width_mm=width,
+            uro_length_mm=length,
+            uro_width_mm=width,
             uro_end=int(rng.choice([-1, 1])),
             uro_bend=float(rng.uniform(0.0, 0.4)),
             uro_tilt_deg=float(rng.uniform(-20.0, 20.0)),
@@ -371,8 +406,10 @@ class ScallopModel:
         # how bluntly it ends, and lobes that pinch the uro's outline (never enlarge it).
         self.gonad_power = float(rng.uniform(0.4, 0.9))
         self.gonad_skew = float(rng.uniform(0.7, 1.4))
-        self.uro_lobes = [(2, float(rng.uniform(0, 0.1)), float(rng.uniform(0, 2 * np.pi))),
-                          (3, float(rng.uniform(0, 0.06)), float(rng.uniform(0, 2 * np.pi)))]
+        self.uro_lobes = [
+            (2, float(rng.uniform(0, 0.1)), float(rng.uniform(0, 2 * np.pi))),
+            (3, float(rng.uniform(0, 0.06)), float(rng.uniform(0, 2 * np.pi))),
+        ]
         self._place_uro(min_r)
         self._place_eyes(rng)
 
@@ -430,8 +467,15 @@ class ScallopModel:
         n_glints = int(rng.choice([0, 0, 1, 2, 3]))
         gr = self.R0 * np.sqrt(rng.uniform(0, 0.6, n_glints))
         ga = rng.uniform(0, 2 * np.pi, n_glints)
-        self.glints = [(float(r * math.cos(a)), float(r * math.sin(a)), float(rng.uniform(0.4, 1.3)),
-                        float(rng.uniform(8.0, 25.0))) for r, a in zip(gr, ga)]
+        self.glints = [
+            (
+                float(r * math.cos(a)),
+                float(r * math.sin(a)),
+                float(rng.uniform(0.4, 1.3)),
+                float(rng.uniform(8.0, 25.0)),
+            )
+            for r, a in zip(gr, ga)
+        ]
         self.fibre_n = int(rng.integers(50, 95))
         self.fibre_phase = float(rng.uniform(0, 2 * np.pi))
         self.fold_n = int(rng.integers(14, 30))
@@ -496,8 +540,9 @@ class ScallopModel:
         phi = np.arctan2(dq, dp)
         a = self.a0 * (1 + self.add_ell * np.cos(2 * (phi - self.add_phase)))
         out.update(rho=rho, phi=phi, a=a, adductor=a - rho)
-        out["gonad"] = self._crescent(rho, phi, a, self.gonad_dir, self.gonad_half, self.gonad_t0,
-                                      self.gonad_power, 0.8, self.gonad_skew)
+        out["gonad"] = self._crescent(
+            rho, phi, a, self.gonad_dir, self.gonad_half, self.gonad_t0, self.gonad_power, 0.8, self.gonad_skew
+        )
         out["gill"] = self._crescent(rho, phi, a, self.gonad_dir + np.pi, self.gill_half, self.gill_t0, 0.35, -0.4)
         du = (p - self.uro_centre[0]) * self.uro_e_long[0] + (q - self.uro_centre[1]) * self.uro_e_long[1]
         dv = (p - self.uro_centre[0]) * self.uro_e_v[0] + (q - self.uro_centre[1]) * self.uro_e_v[1]
@@ -710,7 +755,7 @@ def _periodic_noise(rng: np.random.Generator, h: int, w: int, cell_px: float) ->
     cw = w / gw
     big = cv2.resize(padded, (int(round((gw + 4) * cw)), h), interpolation=cv2.INTER_CUBIC)
     x0 = int(round(2 * cw))
-    return np.ascontiguousarray(big[:, x0:x0 + w])
+    return np.ascontiguousarray(big[:, x0 : x0 + w])
 
 
 class BeltTexture:
@@ -736,15 +781,15 @@ class BeltTexture:
         # Hinge lines: a dark groove, a bright rounded lip just after it.
         m = np.mod(u + self.pitch_mm / 2, self.pitch_mm)  # hinges mid-way between tile ends
         d = np.where(m < self.pitch_mm / 2, m, m - self.pitch_mm)  # signed distance to the nearest hinge
-        groove = (1 - 0.35 * np.exp(-(d / 0.6) ** 2) + 0.07 * np.exp(-((d - 1.6) / 0.7) ** 2)).astype(np.float32)
+        groove = (1 - 0.35 * np.exp(-((d / 0.6) ** 2)) + 0.07 * np.exp(-(((d - 1.6) / 0.7) ** 2))).astype(np.float32)
         # Module seams along the travel, offset by half a module on every other hinge row.
         mw = look.module_width_mm
 
         def seams(yy):
             dist = np.abs(np.mod(yy + mw / 2, mw) - mw / 2)
-            return (1 - 0.22 * np.exp(-(dist / 0.45) ** 2)).astype(np.float32)
+            return (1 - 0.22 * np.exp(-((dist / 0.45) ** 2))).astype(np.float32)
 
-        odd = (np.floor(u / self.pitch_mm + 0.5).astype(np.int64) % 2 == 1)
+        odd = np.floor(u / self.pitch_mm + 0.5).astype(np.int64) % 2 == 1
         shade = np.where(odd[None, :], seams(y + mw / 2)[:, None], seams(y)[:, None])
         shade *= groove[None, :]
         # Wet patches (darker) and sheen (additive: the LEDs mirrored in the film).
@@ -790,7 +835,7 @@ class BeltTexture:
         start, pos = k0 % self.period_px, 0
         while pos < width:
             n = min(width - pos, self.period_px - start)
-            out[:, pos:pos + n] = self.tile[:, start:start + n]
+            out[:, pos : pos + n] = self.tile[:, start : start + n]
             pos += n
             start = 0
         return out
@@ -853,15 +898,21 @@ class CameraEffects:
     def _field(self, look: LookParams) -> np.ndarray:
         """(h, w, 3) float32 gain: the field's falloff times the light's level and colour.
         Cached: a steady look costs one multiply per frame."""
-        key = (round(look.vignetting, 6), round(look.gradient, 6), round(look.gradient_angle_deg, 3),
-               round(look.brightness, 6), round(look.color_temp_k, 3))
+        key = (
+            round(look.vignetting, 6),
+            round(look.gradient, 6),
+            round(look.gradient_angle_deg, 3),
+            round(look.brightness, 6),
+            round(look.color_temp_k, 3),
+        )
         if key != self._gain_key:
             if key[:3] != self._shape_key:
                 self._shape = field_gain(self.size, look.vignetting, look.gradient, look.gradient_angle_deg)
                 self._shape_key = key[:3]
             gains = white_balance_gains(look.color_temp_k) * look.brightness
-            self._gain = cv2.multiply(cv2.cvtColor(self._shape, cv2.COLOR_GRAY2BGR),
-                                      (float(gains[0]), float(gains[1]), float(gains[2]), 0.0))
+            self._gain = cv2.multiply(
+                cv2.cvtColor(self._shape, cv2.COLOR_GRAY2BGR), (float(gains[0]), float(gains[1]), float(gains[2]), 0.0)
+            )
             self._gain_key = key
         return self._gain
 
@@ -875,10 +926,11 @@ class CameraEffects:
             # One bank of noise for the largest frame, read at a random offset each frame:
             # drawing millions of normals per frame would cost most of the frame budget.
             bank = np.random.default_rng(12345).standard_normal(
-                (max(h, 1080) + py, max(w, 1920) + px, 3), dtype=np.float32)
+                (max(h, 1080) + py, max(w, 1920) + px, 3), dtype=np.float32
+            )
             CameraEffects._BANK = bank
         oy, ox = int(rng.integers(0, py)), int(rng.integers(0, px))
-        return bank[oy:oy + h, ox:ox + w]
+        return bank[oy : oy + h, ox : ox + w]
 
     def apply(self, img: np.ndarray, look: LookParams, rng: np.random.Generator) -> np.ndarray:
         """BGR uint8 → BGR uint8 (before JPEG)."""
@@ -988,9 +1040,9 @@ class Placed:
 
 @dataclass
 class RenderResult:
-    image: np.ndarray       # (H, W, 3) uint8 BGR, before JPEG
-    parts: np.ndarray       # (H, W) uint8
-    instances: np.ndarray   # (H, W) uint16
+    image: np.ndarray  # (H, W, 3) uint8 BGR, before JPEG
+    parts: np.ndarray  # (H, W) uint8
+    instances: np.ndarray  # (H, W) uint16
     scallops: list[ScallopTruth] = field(default_factory=list)
 
 
@@ -1030,8 +1082,13 @@ class SceneRenderer:
 
     PAD = 4  # canvas pixels around the view, for interpolation
 
-    def __init__(self, camera: CameraModel, maps: tuple[np.ndarray, np.ndarray] | None = None,
-                 noise_bank: bool = True, belt_period_mm: float = 0.0) -> None:
+    def __init__(
+        self,
+        camera: CameraModel,
+        maps: tuple[np.ndarray, np.ndarray] | None = None,
+        noise_bank: bool = True,
+        belt_period_mm: float = 0.0,
+    ) -> None:
         self.camera = camera
         bx, by = maps if maps is not None else camera.belt_maps()
         w, h = camera.image_size
@@ -1054,8 +1111,8 @@ class SceneRenderer:
     def _canvas_scale(bx: np.ndarray, by: np.ndarray) -> float:
         # Pixel spacing on the belt, sampled on a sparse grid (the maps are smooth).
         sx, sy = bx[::8, ::8], by[::8, ::8]
-        dx = np.hypot(bx[::8, 1::8] - sx[:, :bx[::8, 1::8].shape[1]], by[::8, 1::8] - sy[:, :by[::8, 1::8].shape[1]])
-        dy = np.hypot(bx[1::8, ::8] - sx[:bx[1::8, ::8].shape[0]], by[1::8, ::8] - sy[:by[1::8, ::8].shape[0]])
+        dx = np.hypot(bx[::8, 1::8] - sx[:, : bx[::8, 1::8].shape[1]], by[::8, 1::8] - sy[:, : by[::8, 1::8].shape[1]])
+        dy = np.hypot(bx[1::8, ::8] - sx[: bx[1::8, ::8].shape[0]], by[1::8, ::8] - sy[: by[1::8, ::8].shape[0]])
         return float(min(dx.min(), dy.min()))
 
     def belt(self, look: LookParams) -> BeltTexture:
@@ -1072,12 +1129,15 @@ class SceneRenderer:
     def in_canvas(self, model: ScallopModel, travel: float) -> bool:
         lo, hi = self.view_x_range(travel)
         sp, r = model.spec, model.r_max + ScallopModel.SHADOW_MM
-        return (sp.x_mm + r > lo - self.PAD * self.s and sp.x_mm - r < hi + self.PAD * self.s
-                and sp.y_mm + r > self.y_lo - self.PAD * self.s and sp.y_mm - r < self.y_hi + self.PAD * self.s)
+        return (
+            sp.x_mm + r > lo - self.PAD * self.s
+            and sp.x_mm - r < hi + self.PAD * self.s
+            and sp.y_mm + r > self.y_lo - self.PAD * self.s
+            and sp.y_mm - r < self.y_hi + self.PAD * self.s
+        )
 
     # ------------------------------------------------------------ one frame
-    def render(self, placed: list[Placed], travel: float, look: LookParams,
-               rng: np.random.Generator) -> RenderResult:
+    def render(self, placed: list[Placed], travel: float, look: LookParams, rng: np.random.Generator) -> RenderResult:
         s = self.s
         k0 = int(math.floor((self.x_lo - travel) / s)) - self.PAD
         canvas = self.belt(look).strip(k0, self.width)
@@ -1139,22 +1199,37 @@ class SceneRenderer:
             uy, ux = np.nonzero(uro)
             uro_c = (float(ux.mean()) + x0, float(uy.mean()) + y0)
         alone = abs(_polygon_area(ring_px))
-        outside = bool((ring_px[:, 0] < 0).any() or (ring_px[:, 0] > w - 1).any()
-                       or (ring_px[:, 1] < 0).any() or (ring_px[:, 1] > h - 1).any())
+        outside = bool(
+            (ring_px[:, 0] < 0).any()
+            or (ring_px[:, 0] > w - 1).any()
+            or (ring_px[:, 1] < 0).any()
+            or (ring_px[:, 1] > h - 1).any()
+        )
         touches = bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1
         has_uro = model.uro_present
         uro_B = tuple(float(v) for v in centre + model.uro_centre_offset()) if has_uro else None
         add_B = tuple(float(v) for v in centre + model.adductor_centre_offset())
         return ScallopTruth(
-            id=pl.id, instance=pl.instance,
-            center_px=(float(px[0, 0]), float(px[0, 1])), bbox_px=bbox,
-            visible_px=count, visible_fraction=float(min(1.0, count / max(alone, 1.0))),
+            id=pl.id,
+            instance=pl.instance,
+            center_px=(float(px[0, 0]), float(px[0, 1])),
+            bbox_px=bbox,
+            visible_px=count,
+            visible_fraction=float(min(1.0, count / max(alone, 1.0))),
             cut_by_border=bool(outside or touches),
-            uro_present=uro_px > 0, uro_centroid_px=uro_c, uro_px=uro_px,
-            has_uro=has_uro, uro_hidden=bool(has_uro and sp.uro_hidden > 0),
-            upside_down=sp.upside_down, gonad=sp.gonad, gills=sp.gills,
-            diameter_mm=sp.diameter_mm, rotation_deg=sp.rotation_deg,
-            center_B=(float(centre[0]), float(centre[1])), uro_center_B=uro_B, adductor_center_B=add_B,
+            uro_present=uro_px > 0,
+            uro_centroid_px=uro_c,
+            uro_px=uro_px,
+            has_uro=has_uro,
+            uro_hidden=bool(has_uro and sp.uro_hidden > 0),
+            upside_down=sp.upside_down,
+            gonad=sp.gonad,
+            gills=sp.gills,
+            diameter_mm=sp.diameter_mm,
+            rotation_deg=sp.rotation_deg,
+            center_B=(float(centre[0]), float(centre[1])),
+            uro_center_B=uro_B,
+            adductor_center_B=add_B,
         )
 
 
@@ -1164,7 +1239,13 @@ def _polygon_area(pts: np.ndarray) -> float:
 
 
 # ============================================================================ overlay
-PART_COLOURS_BGR = {MANTLE: (0, 200, 255), GONAD: (255, 0, 255), ADDUCTOR: (255, 255, 0), URO: (0, 0, 255), GILL: (0, 255, 0)}
+PART_COLOURS_BGR = {
+    MANTLE: (0, 200, 255),
+    GONAD: (255, 0, 255),
+    ADDUCTOR: (255, 255, 0),
+    URO: (0, 0, 255),
+    GILL: (0, 255, 0),
+}
 
 
 def draw_truth(image: np.ndarray, truth: FrameTruth) -> np.ndarray:
@@ -1198,10 +1279,10 @@ def draw_truth(image: np.ndarray, truth: FrameTruth) -> np.ndarray:
         elif not f.has_uro:
             tags.append("no uro")
         tags.append(f"{f.visible_fraction:.2f}")
-        cv2.putText(out, " ".join(tags), (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, " ".join(tags), (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    box, 1, cv2.LINE_AA)
+        cv2.putText(
+            out, " ".join(tags), (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA
+        )
+        cv2.putText(out, " ".join(tags), (x0 + 2, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, box, 1, cv2.LINE_AA)
         if f.uro_centroid_px is not None:
             c = (int(round(f.uro_centroid_px[0])), int(round(f.uro_centroid_px[1])))
             cv2.drawMarker(out, c, (0, 255, 255), cv2.MARKER_CROSS, 14, 2)

@@ -10,6 +10,7 @@ Coordinates: belt frame B (mm): x along the travel, y across, z up. A scallop li
 fixed *material* position (x_m, y) on the belt; at time t its belt-frame position is
 (x_m + travel_mm(t), y).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -45,9 +46,13 @@ PickResult = Literal["uro_removed", "missed", "adductor_hit", "meat_hit", "empty
 def camera_model_from_config(cfg: SimCameraConfig) -> CameraModel:
     """The simulated camera's ground-truth model (looking down at the belt)."""
     return CameraModel.looking_down(
-        image_size=(cfg.width, cfg.height), mm_per_px=cfg.mm_per_px, tilt_deg=cfg.tilt_deg,
-        dist=tuple(cfg.distortion), focal_px=cfg.focal_px or None,
-        center_xy_mm=(cfg.center_x_mm, cfg.center_y_mm), yaw_deg=cfg.yaw_deg,
+        image_size=(cfg.width, cfg.height),
+        mm_per_px=cfg.mm_per_px,
+        tilt_deg=cfg.tilt_deg,
+        dist=tuple(cfg.distortion),
+        focal_px=cfg.focal_px or None,
+        center_xy_mm=(cfg.center_x_mm, cfg.center_y_mm),
+        yaw_deg=cfg.yaw_deg,
     )
 
 
@@ -321,10 +326,17 @@ class SimWorld:
             return replace(LookParams.random(np.random.default_rng([self.seed, 4])), motion_blur_px=0.0)
         lo, hi = BELT_BGR[lc.belt_colour]
         return LookParams(
-            belt_colour=lc.belt_colour, belt_bgr=tuple((a + b) / 2 for a, b in zip(lo, hi)),
-            hinge_pitch_mm=lc.hinge_pitch_mm, water_film=lc.water_film, droplets_per_dm2=lc.droplets_per_dm2,
-            belt_seed=self.seed, brightness=lc.brightness, color_temp_k=lc.color_temp_k,
-            vignetting=lc.vignetting, gradient=lc.gradient, noise_sigma=lc.noise_sigma,
+            belt_colour=lc.belt_colour,
+            belt_bgr=tuple((a + b) / 2 for a, b in zip(lo, hi)),
+            hinge_pitch_mm=lc.hinge_pitch_mm,
+            water_film=lc.water_film,
+            droplets_per_dm2=lc.droplets_per_dm2,
+            belt_seed=self.seed,
+            brightness=lc.brightness,
+            color_temp_k=lc.color_temp_k,
+            vignetting=lc.vignetting,
+            gradient=lc.gradient,
+            noise_sigma=lc.noise_sigma,
             jpeg_quality=lc.jpeg_quality,
         )
 
@@ -349,8 +361,9 @@ class SimWorld:
             look = replace(
                 look,
                 brightness=float(np.clip(look.brightness * (1 + lc.drift_brightness * math.sin(ph)), 0.5, 1.5)),
-                color_temp_k=float(np.clip(look.color_temp_k + lc.drift_color_temp_k * math.sin(ph + 1.3),
-                                           3000.0, 8000.0)),
+                color_temp_k=float(
+                    np.clip(look.color_temp_k + lc.drift_color_temp_k * math.sin(ph + 1.3), 3000.0, 8000.0)
+                ),
             )
         blur = self.speed_mm_s(t) * self.config.camera.exposure_ms / 1000.0 / self.renderer.mm_per_px
         return replace(look, motion_blur_px=float(min(3.0, blur)))
@@ -379,9 +392,14 @@ class SimWorld:
         c = np.array([m.spec.x_mm + travel, m.spec.y_mm])
         uro = tuple(float(v) for v in c + m.uro_centre_offset()) if m.uro_present else None
         return ScallopState(
-            id=m.spec.id, center_B=(float(c[0]), float(c[1])), rotation_deg=m.spec.rotation_deg,
-            diameter_mm=m.spec.diameter_mm, has_uro=m.uro_present, upside_down=m.spec.upside_down,
-            uro_center_B=uro, adductor_center_B=tuple(float(v) for v in c + m.adductor_centre_offset()),
+            id=m.spec.id,
+            center_B=(float(c[0]), float(c[1])),
+            rotation_deg=m.spec.rotation_deg,
+            diameter_mm=m.spec.diameter_mm,
+            has_uro=m.uro_present,
+            upside_down=m.spec.upside_down,
+            uro_center_B=uro,
+            adductor_center_B=tuple(float(v) for v in c + m.adductor_centre_offset()),
         )
 
     def scallops_at(self, t: float | None = None, x_range: tuple[float, float] | None = None) -> list[ScallopState]:
@@ -420,14 +438,23 @@ class SimWorld:
             travel = self.travel_mm(t)
             self._advance(travel)
             look = self.look_at(t)
-            placed = [Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
-                      for i, m in sorted(self._models.items()) if self.renderer.in_canvas(m, travel)]
+            placed = [
+                Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
+                for i, m in sorted(self._models.items())
+                if self.renderer.in_canvas(m, travel)
+            ]
             rng = np.random.default_rng([self.seed, 3, int(round((t - self.t0) * 1e6)) & 0xFFFFFFFFFFFF])
             res = self.renderer.render(placed, travel, look, rng)
         image = res.image if look.jpeg_quality >= 100 else jpeg_roundtrip(res.image, look.jpeg_quality)
         truth = FrameTruth(
-            parts=res.parts, instances=res.instances, scallops=res.scallops, travel_mm=travel,
-            encoder=self.encoder_at(t), timestamp=t, mm_per_px=self.renderer.mm_per_px, look=look,
+            parts=res.parts,
+            instances=res.instances,
+            scallops=res.scallops,
+            travel_mm=travel,
+            encoder=self.encoder_at(t),
+            timestamp=t,
+            mm_per_px=self.renderer.mm_per_px,
+            look=look,
         )
         return image, truth
 
@@ -514,14 +541,20 @@ class SimWorld:
             cosang = float(pull @ away / (np.linalg.norm(pull) * np.linalg.norm(away) + 1e-12))
             angle = math.degrees(math.acos(max(-1.0, min(1.0, cosang))))
             if angle > 90.0:
-                return PickGrade("adductor_hit", sid, f"pull {angle:.0f}° from away-from-adductor: into the adductor", part)
+                return PickGrade(
+                    "adductor_hit", sid, f"pull {angle:.0f}° from away-from-adductor: into the adductor", part
+                )
             if on_adductor.any():
                 share = on_adductor.mean()
-                return PickGrade("adductor_hit", sid, f"grip disk on the uro also covers the adductor ({share:.0%} of it)", part)
+                return PickGrade(
+                    "adductor_hit", sid, f"grip disk on the uro also covers the adductor ({share:.0%} of it)", part
+                )
             return PickGrade("uro_removed", sid, f"grip on the uro, pull {angle:.0f}° from away-from-adductor", part)
         if on_adductor.any():
             owner = int(own_d[np.nonzero(on_adductor)[0][0]])
-            return PickGrade("adductor_hit", owner, f"grip disk covers the adductor ({on_adductor.mean():.0%} of it)", part)
+            return PickGrade(
+                "adductor_hit", owner, f"grip disk covers the adductor ({on_adductor.mean():.0%} of it)", part
+            )
         if sid == 0:
             return PickGrade("empty", 0, "grip centre on the belt", part)
         m = self._models[sid]

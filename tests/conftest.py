@@ -7,6 +7,7 @@
 * ``fast_users``: the simulator's users (operator 1111, engineer 2222) with a cheap scrypt
   cost so tests do not spend their time hashing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +63,10 @@ def no_leaked_threads(request):
     if tasks:
         problems.append("asyncio tasks still pending: " + ", ".join(sorted(repr(t.get_coro()) for t in tasks)))
     if problems:
-        pytest.fail(f"{request.node.nodeid} leaked " + "; ".join(problems) +
-                    " (stop them in the test or its fixtures)", pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} leaked " + "; ".join(problems) + " (stop them in the test or its fixtures)",
+            pytrace=False,
+        )
 
 
 # ---------------------------------------------------------------------------- fake line
@@ -78,8 +81,8 @@ class FakeLine:
     """
 
     W, H = 320, 240
-    BG_BGR = (255, 0, 255)        # magenta
-    BAR_BGR = (0, 255, 0)         # green
+    BG_BGR = (255, 0, 255)  # magenta
+    BAR_BGR = (0, 255, 0)  # green
     BAR_W = 40
 
     def __init__(self) -> None:
@@ -93,8 +96,18 @@ class FakeLine:
             Recipe("M", (50.0, 62.0), 250.0, "standard"),
             Recipe("L", (62.0, 75.0), 300.0, "large"),
         ]
-        self.counts = dict(seen=0, picked=0, uro_removed=0, missed=0, adductor_hits=0, skipped=0,
-                           per_minute=0.0, removal_rate=0.0, frames=0, frames_dropped=0)
+        self.counts = dict(
+            seen=0,
+            picked=0,
+            uro_removed=0,
+            missed=0,
+            adductor_hits=0,
+            skipped=0,
+            per_minute=0.0,
+            removal_rate=0.0,
+            frames=0,
+            frames_dropped=0,
+        )
         self.skipped_by_reason: dict[str, int] = {}
         self.arms = [ArmStatus("left", "idle", True), ArmStatus("right", "idle", True)]
         self.alarms: list = []
@@ -131,7 +144,7 @@ class FakeLine:
         img = np.zeros((cls.H, cls.W, 3), np.uint8)
         img[:] = cls.BG_BGR
         x = cls.bar_x(n)
-        img[:, x:x + cls.BAR_W] = cls.BAR_BGR
+        img[:, x : x + cls.BAR_W] = cls.BAR_BGR
         return img
 
     @classmethod
@@ -146,13 +159,24 @@ class FakeLine:
         with self.lock:
             c = self.counts
             return LineSnapshot(
-                state=self.state, recipe=self.recipe, uptime_s=12.0,
-                seen=c["seen"], picked=c["picked"], uro_removed=c["uro_removed"], missed=c["missed"],
-                adductor_hits=c["adductor_hits"], skipped=c["skipped"],
-                skipped_by_reason=dict(self.skipped_by_reason), per_minute=c["per_minute"],
-                removal_rate=c["removal_rate"], frames=c["frames"], frames_dropped=c["frames_dropped"],
+                state=self.state,
+                recipe=self.recipe,
+                uptime_s=12.0,
+                seen=c["seen"],
+                picked=c["picked"],
+                uro_removed=c["uro_removed"],
+                missed=c["missed"],
+                adductor_hits=c["adductor_hits"],
+                skipped=c["skipped"],
+                skipped_by_reason=dict(self.skipped_by_reason),
+                per_minute=c["per_minute"],
+                removal_rate=c["removal_rate"],
+                frames=c["frames"],
+                frames_dropped=c["frames_dropped"],
                 latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},
-                arms=[replace(a) for a in self.arms], alarms=[replace(a) for a in self.alarms])
+                arms=[replace(a) for a in self.arms],
+                alarms=[replace(a) for a in self.alarms],
+            )
 
     def latest_jpeg(self):
         import cv2

@@ -1,4 +1,5 @@
 """Belt plane: pixel → belt mm against the simulator's known camera."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ def test_belt_mapping_within_half_a_millimetre_across_the_field(truth, intr, fla
     px = field_grid(truth)
     err = np.linalg.norm(res.camera.pixel_to_belt(px) - truth.pixel_to_belt(px), axis=1)
     assert err.max() <= 0.5, f"worst {err.max():.3f} mm"
-    assert np.sqrt(np.mean(err ** 2)) <= 0.2
+    assert np.sqrt(np.mean(err**2)) <= 0.2
     assert res.residual_max_mm <= 0.3 and res.residual_rms_mm <= 0.15
     assert res.reproj_rms_px <= 0.2
     assert res.camera_height_mm == pytest.approx(truth.centre_B[2], abs=2.0)
@@ -60,8 +61,9 @@ def test_belt_mapping_within_half_a_millimetre_across_the_field(truth, intr, fla
 
 def test_several_photos_recover_where_each_board_lay(truth, intr, flat_photo):
     places = [(ORIGIN, 0.0), ((-250.0, 140.0), 3.0), ((50.0, -20.0), -4.0)]
-    photos = [flat_photo] + [render_board(truth, BOARD, flat_pose(o, yaw, THICK), seed=20 + k)
-                             for k, (o, yaw) in enumerate(places[1:])]
+    photos = [flat_photo] + [
+        render_board(truth, BOARD, flat_pose(o, yaw, THICK), seed=20 + k) for k, (o, yaw) in enumerate(places[1:])
+    ]
     res = measure_belt(photos, BOARD, truth.K, truth.dist, truth.image_size, origin_mm=ORIGIN, thickness_mm=THICK)
     assert len(res.residuals_mm) == 3 * 54 and res.placement["photos"] == 3
     true_corners = np.vstack([board_corners_B(BOARD, flat_pose(o, yaw, THICK)) for o, yaw in places])
@@ -81,8 +83,7 @@ def test_turned_chessboard_is_renumbered_along_the_travel(truth, intr):
     px = field_grid(truth, (9, 5))
     diff = res.camera.pixel_to_belt(px) - truth.pixel_to_belt(px)
     # The far corner (after the turn) of the physical board is at (100 - 200, -60 + 125).
-    np.testing.assert_allclose(diff, np.tile([[0.0 - (100.0 - 200.0), 0.0 - (-60.0 + 125.0)]], (len(px), 1)),
-                               atol=0.5)
+    np.testing.assert_allclose(diff, np.tile([[0.0 - (100.0 - 200.0), 0.0 - (-60.0 + 125.0)]], (len(px), 1)), atol=0.5)
     left = measure_belt(photo, BOARD, intr.K, intr.dist, intr.image_size, travel="left", thickness_mm=THICK)
     a, b = left.camera.pixel_to_belt([[600.0, 360.0], [700.0, 360.0]])
     assert b[0] < a[0]  # moving right in the image is moving backwards along the travel
@@ -103,8 +104,9 @@ def test_rotate_frame_keeps_the_pivot_and_turns_the_axes(truth):
     new = turned.pixel_to_belt(px)
     np.testing.assert_allclose(new[0], [20.0, -5.0], atol=1e-6)
     # A step of 100 mm along old x is, in the turned frame, 10° clockwise of new x.
-    np.testing.assert_allclose(new[1] - new[0], [100 * np.cos(np.radians(10)), -100 * np.sin(np.radians(10))],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        new[1] - new[0], [100 * np.cos(np.radians(10)), -100 * np.sin(np.radians(10))], atol=1e-6
+    )
 
 
 def test_bad_photos_are_refused(truth, intr, flat_photo):

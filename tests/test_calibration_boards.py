@@ -1,4 +1,5 @@
 """Board specs, geometry and detection (calibration/boards.py)."""
+
 from __future__ import annotations
 
 import dataclasses

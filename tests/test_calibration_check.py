@@ -1,4 +1,5 @@
 """Drift check: a bumped, raised or turned camera is caught; an untouched one passes."""
+
 from __future__ import annotations
 
 import dataclasses

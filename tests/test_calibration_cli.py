@@ -1,5 +1,6 @@
 """``scallop calibrate …``: the JSON contract, one-line errors, and the whole procedure run
 through the command line on simulator photos."""
+
 from __future__ import annotations
 
 import json
@@ -64,9 +65,20 @@ def test_intrinsics_json_is_one_object_and_writes_the_file(capsys, tmp_path):
 
 @needs_real
 def test_intrinsics_text_output_states_figures_and_thresholds(capsys, tmp_path):
-    rc, out, err = run(capsys, "intrinsics", "--board", BOARD, "--coverage", tmp_path / "c.png",
-                       REAL / "left01.jpg", REAL / "left02.jpg", REAL / "left03.jpg", REAL / "left04.jpg",
-                       REAL / "left05.jpg", REAL / "left06.jpg")
+    rc, out, err = run(
+        capsys,
+        "intrinsics",
+        "--board",
+        BOARD,
+        "--coverage",
+        tmp_path / "c.png",
+        REAL / "left01.jpg",
+        REAL / "left02.jpg",
+        REAL / "left03.jpg",
+        REAL / "left04.jpg",
+        REAL / "left05.jpg",
+        REAL / "left06.jpg",
+    )
     assert rc == 0 and err == ""
     assert "RMS reprojection error:" in out and "(good <= 0.5, marginal <= 1, else redo)" in out
     assert "views used: 6 -> marginal (good >= 10, marginal >= 6, else redo)" in out
@@ -87,7 +99,8 @@ def test_skip_bad_turns_stops_into_rejections(capsys, tmp_path):
     rc, out, err = run(capsys, "intrinsics", "--board", BOARD, "--json", "--skip-bad", d)
     assert rc == 0
     assert json.loads(out)["views_rejected"] == [
-        {"image": "zz_broken.jpg", "reason": "unreadable image", "detail": "cannot be decoded"}]
+        {"image": "zz_broken.jpg", "reason": "unreadable image", "detail": "cannot be decoded"}
+    ]
 
 
 # ------------------------------------------------------------------ bad input: one line, exit != 0
@@ -164,7 +177,9 @@ def sim_files(tmp_path_factory):
         rows.append(f"f{k}.png,{round(10.0 * travel) + 7000}")
     (run_dir / "counts.csv").write_text("\n".join(rows) + "\n")
     collinear = root / "collinear.csv"
-    collinear.write_text("belt_x,belt_y,robot_x,robot_y,robot_z\n0,0,1,1,0\n50,0,51,1,0\n100,0,101,1,0\n150,0.2,151,1,0\n")
+    collinear.write_text(
+        "belt_x,belt_y,robot_x,robot_y,robot_z\n0,0,1,1,0\n50,0,51,1,0\n100,0,101,1,0\n150,0.2,151,1,0\n"
+    )
     return root, truth, origin, yaw
 
 
@@ -174,24 +189,54 @@ def test_whole_procedure_through_the_cli(capsys, sim_files):
     rc, out, _ = run(capsys, "intrinsics", "--board", BOARD, "--out", line, "--camera-name", "sim", root / "views")
     assert rc == 0 and "verdict: GOOD" in out
 
-    rc, out, _ = run(capsys, "belt", "--calib", line, "--board", BOARD, "--origin", *origin, "--thickness-mm", 3,
-                     root / "flat.png")
+    rc, out, _ = run(
+        capsys, "belt", "--calib", line, "--board", BOARD, "--origin", *origin, "--thickness-mm", 3, root / "flat.png"
+    )
     assert rc == 0 and "worst corner residual on the belt" in out and "verdict: GOOD" in out
 
-    rc, out, _ = run(capsys, "robot", "--calib", line, "--arm", "left", "--points", root / "touches.csv",
-                     "--image", root / "flat.png", "--board", BOARD, "--json")
+    rc, out, _ = run(
+        capsys,
+        "robot",
+        "--calib",
+        line,
+        "--arm",
+        "left",
+        "--points",
+        root / "touches.csv",
+        "--image",
+        root / "flat.png",
+        "--board",
+        BOARD,
+        "--json",
+    )
     fit = json.loads(out)
     assert rc == 0 and fit["rms_mm"] <= 0.5 and len(fit["residuals_mm"]) == 4
 
-    rc, out, _ = run(capsys, "encoder", "--calib", line, "--board", BOARD, "--counts", root / "run" / "counts.csv",
-                     "--json")
+    rc, out, _ = run(
+        capsys, "encoder", "--calib", line, "--board", BOARD, "--counts", root / "run" / "counts.csv", "--json"
+    )
     enc = json.loads(out)
     assert rc == 0 and abs(enc["counts_per_mm"] / 10.0 - 1) < 0.002 and enc["count_sign"] == 1
     assert enc["travel_angle_deg"] == pytest.approx(-yaw, abs=0.05)
     assert enc["frame_turned_deg"] == pytest.approx(-yaw, abs=0.05)
 
-    rc, out, _ = run(capsys, "robot", "--calib", line, "--arm", "down", "--points", root / "touches_downstream.csv",
-                     "--image", root / "flat.png", "--board", BOARD, "--moved-counts", 3000, "--json")
+    rc, out, _ = run(
+        capsys,
+        "robot",
+        "--calib",
+        line,
+        "--arm",
+        "down",
+        "--points",
+        root / "touches_downstream.csv",
+        "--image",
+        root / "flat.png",
+        "--board",
+        BOARD,
+        "--moved-counts",
+        3000,
+        "--json",
+    )
     assert rc == 0 and json.loads(out)["rms_mm"] <= 0.5
 
     rc, out, _ = run(capsys, "show", line, "--json")
@@ -234,8 +279,9 @@ def test_check_exit_codes_follow_the_verdict(capsys, sim_files, tmp_path):
     line = tmp_path / "line.json"
     assert run(capsys, "intrinsics", "--board", BOARD, "--out", line, root / "views")[0] == 0
     assert run(capsys, "belt", "--calib", line, "--board", BOARD, "--thickness-mm", 3, root / "flat.png")[0] == 0
-    bumped = camera_model_from_config(SimCameraConfig(distortion=(-0.08, 0.03, 0.0, 0.0, 0.0), tilt_deg=6.0,
-                                                      yaw_deg=2.0))
+    bumped = camera_model_from_config(
+        SimCameraConfig(distortion=(-0.08, 0.03, 0.0, 0.0, 0.0), tilt_deg=6.0, yaw_deg=2.0)
+    )
     photo = tmp_path / "bumped.png"
     cv2.imwrite(str(photo), render_board(bumped, BOARD, flat_pose((0.0, 80.0), 0.0, 3.0), seed=9))
     rc, out, _ = run(capsys, "check", "--calib", line, photo)
@@ -258,13 +304,15 @@ def test_live_capture_from_a_camera_source(capsys, sim_files, tmp_path):
     """--camera takes any OpenCVCamera source; an image folder stands in for the device."""
     root, truth, _, _ = sim_files
     line = tmp_path / "live.json"
-    rc, out, err = run(capsys, "intrinsics", "--board", BOARD, "--camera", root / "views", "--views", 12,
-                       "--json", "--out", line)
+    rc, out, err = run(
+        capsys, "intrinsics", "--board", BOARD, "--camera", root / "views", "--views", 12, "--json", "--out", line
+    )
     obj = json.loads(out)
     assert rc == 0 and obj["views_used"] == 12 and abs(obj["fx"] / truth.K[0, 0] - 1) < 0.005
     assert "view 12/12 captured" in err  # prompts for the person holding the board
-    rc, out, _ = run(capsys, "belt", "--calib", line, "--board", BOARD, "--thickness-mm", 3, "--camera",
-                     root / "flat.png", "--json")
+    rc, out, _ = run(
+        capsys, "belt", "--calib", line, "--board", BOARD, "--thickness-mm", 3, "--camera", root / "flat.png", "--json"
+    )
     assert rc == 0 and json.loads(out)["residual_max_mm"] < 0.5
     rc, _, err = run(capsys, "intrinsics", "--board", BOARD, "--camera", tmp_path / "no_such_device")
     assert rc == 2 and "no such device, file or folder" in one_line_error(err)

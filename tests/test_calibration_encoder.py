@@ -1,4 +1,5 @@
 """Encoder: counts per mm and direction, from a tracked board and from robot touches."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,7 +62,7 @@ def test_two_touches_give_scale_and_an_assumed_uncertainty():
     r = encoder_from_touches([2000, 5000], [[0.0, 0.0, 0.0], [300.0, 0.0, 0.0]], touch_sigma_mm=0.2)
     assert r.counts_per_mm == pytest.approx(10.0) and r.count_sign == 1 and r.method == "touches"
     # No scatter to measure with two points: the std dev comes from the touch accuracy.
-    assert r.scale_std_pct == pytest.approx(100 * 0.2 / (np.sqrt(2 * 1500.0 ** 2)) * 10, rel=1e-6)
+    assert r.scale_std_pct == pytest.approx(100 * 0.2 / (np.sqrt(2 * 1500.0**2)) * 10, rel=1e-6)
     assert [f.name for f in r.figures()] == ["travel covered", "counts/mm std dev"]
 
 

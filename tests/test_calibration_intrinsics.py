@@ -1,5 +1,6 @@
 """Camera intrinsics: real photos against plain OpenCV, simulator views against the truth,
 and every way a photo can be rejected."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,9 @@ def plain_opencv(real_views):
         g = cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)
         ok, c = cv2.findChessboardCorners(g, (9, 6))
         assert ok
-        c = cv2.cornerSubPix(g, c.reshape(-1, 1, 2), (11, 11), (-1, -1),
-                             (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.001))
+        c = cv2.cornerSubPix(
+            g, c.reshape(-1, 1, 2), (11, 11), (-1, -1), (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 0.001)
+        )
         obj.append(objp)
         img.append(c.reshape(-1, 1, 2).astype(np.float32))
     rms, K, _dist, _, _ = cv2.calibrateCamera(obj, img, (640, 512), None, None)
@@ -84,7 +86,7 @@ def test_real_photos_report_std_per_view_and_coverage(real_result):
     per_view = np.array([v.rms_px for v in r.views])
     assert np.all(per_view > 0) and per_view.max() < 0.3
     # The overall RMS is the corner-weighted mean of the per-view errors (54 corners each).
-    assert np.sqrt(np.mean(per_view ** 2)) == pytest.approx(r.rms_px, rel=1e-3)
+    assert np.sqrt(np.mean(per_view**2)) == pytest.approx(r.rms_px, rel=1e-3)
     assert 0.5 < r.coverage < 1.0
     j = r.to_json()
     for key in ("rms_px", "fx", "fy", "cx", "cy", "dist", "image_size", "views_used", "views_rejected"):

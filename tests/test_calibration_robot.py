@@ -1,5 +1,6 @@
 """Belt → robot rigid fit: exactness, noise, refusal of degenerate points, and the whole
 pixel → belt → robot chain against the simulator's known camera."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,9 +27,11 @@ TOUCH_SIGMA_MM = 0.2  # per axis, each touch
 def rot(axis, deg):
     a = np.radians(deg)
     c, s = np.cos(a), np.sin(a)
-    return {"x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
-            "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
-            "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])}[axis]
+    return {
+        "x": np.array([[1, 0, 0], [0, c, -s], [0, s, c]]),
+        "y": np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]]),
+        "z": np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+    }[axis]
 
 
 # A robot mounted beside the belt, turned and slightly tipped, its base 350 mm below the belt.

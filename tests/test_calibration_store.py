@@ -1,4 +1,5 @@
 """The line calibration file: round trip, mappings, and every refusal with its advice."""
+
 from __future__ import annotations
 
 import copy
@@ -24,25 +25,51 @@ ARM = RigidTransform(np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0
 
 
 def intrinsics_section(K=None, size=(1280, 720)):
-    return {"when": "2025-01-01T00:00:00+00:00", "camera": "top", "image_size": list(size),
-            "board": "chessboard:9x6:25", "K": (CAM.K if K is None else K).tolist(), "dist": CAM.dist.tolist(),
-            "rms_px": 0.12, "views_used": 20, "verdict": "good"}
+    return {
+        "when": "2025-01-01T00:00:00+00:00",
+        "camera": "top",
+        "image_size": list(size),
+        "board": "chessboard:9x6:25",
+        "K": (CAM.K if K is None else K).tolist(),
+        "dist": CAM.dist.tolist(),
+        "rms_px": 0.12,
+        "views_used": 20,
+        "verdict": "good",
+    }
 
 
 def belt_section(R=CAM.R, t=CAM.t):
-    return {"when": "2025-01-01T00:10:00+00:00", "board": "chessboard:9x6:25",
-            "placement": {"origin_mm": [0.0, 0.0], "yaw_deg": 0.0, "thickness_mm": 0.0, "travel": "right"},
-            "R": np.asarray(R).tolist(), "t": np.asarray(t).tolist(), "residual_max_mm": 0.1, "verdict": "good"}
+    return {
+        "when": "2025-01-01T00:10:00+00:00",
+        "board": "chessboard:9x6:25",
+        "placement": {"origin_mm": [0.0, 0.0], "yaw_deg": 0.0, "thickness_mm": 0.0, "travel": "right"},
+        "R": np.asarray(R).tolist(),
+        "t": np.asarray(t).tolist(),
+        "residual_max_mm": 0.1,
+        "verdict": "good",
+    }
 
 
 def encoder_section(direction=(1.0, 0.0)):
-    return {"when": "2025-01-01T00:20:00+00:00", "method": "track", "counts_per_mm": 10.0, "count_sign": -1,
-            "travel_dir": list(direction), "residual_rms_mm": 0.05, "verdict": "good"}
+    return {
+        "when": "2025-01-01T00:20:00+00:00",
+        "method": "track",
+        "counts_per_mm": 10.0,
+        "count_sign": -1,
+        "travel_dir": list(direction),
+        "residual_rms_mm": 0.05,
+        "verdict": "good",
+    }
 
 
 def arm_section(tf=ARM):
-    return {"when": "2025-01-01T00:30:00+00:00", "robot_from_belt": tf.matrix().tolist(),
-            "residuals_mm": [0.1, 0.2, 0.1, 0.15], "rms_mm": 0.14, "verdict": "good"}
+    return {
+        "when": "2025-01-01T00:30:00+00:00",
+        "robot_from_belt": tf.matrix().tolist(),
+        "residuals_mm": [0.1, 0.2, 0.1, 0.15],
+        "rms_mm": 0.14,
+        "verdict": "good",
+    }
 
 
 @pytest.fixture
@@ -63,8 +90,9 @@ def test_round_trip_and_mappings(full):
     np.testing.assert_allclose(cal.belt_to_pixel(CAM.pixel_to_belt(px)), px, atol=1e-6)
     xy = np.array([[10.0, 20.0], [-100.0, 50.0]])
     np.testing.assert_allclose(cal.belt_to_robot("left", xy), ARM.apply(np.column_stack([xy, [0, 0]])), atol=1e-9)
-    np.testing.assert_allclose(cal.robot_to_belt("left", cal.belt_to_robot("left", xy, z_mm=5.0)),
-                               np.column_stack([xy, [5.0, 5.0]]), atol=1e-9)
+    np.testing.assert_allclose(
+        cal.robot_to_belt("left", cal.belt_to_robot("left", xy, z_mm=5.0)), np.column_stack([xy, [5.0, 5.0]]), atol=1e-9
+    )
     # counts fall as the belt moves forward (+x)
     np.testing.assert_allclose(cal.belt_shift_mm([-250, 100]), [[25.0, 0.0], [-10.0, 0.0]])
     assert cal.counts_per_mm == 10.0 and cal.count_sign == -1
@@ -81,14 +109,18 @@ def test_file_is_human_readable_with_provenance(full):
     assert data["camera"] == {"name": "top", "image_size": [1280, 720]}
     assert data["intrinsics"]["rms_px"] == 0.12 and data["intrinsics"]["when"].startswith("2025")
     # A 3x3 matrix reads as three lines of three numbers.
-    assert re.search(r'"K": \[\n\s+\[1408\.0, 0\.0, 639\.5\],\n\s+\[0\.0, 1408\.0, 359\.5\],\n\s+\[0\.0, 0\.0, 1\.0\]\n',
-                     text)
+    assert re.search(
+        r'"K": \[\n\s+\[1408\.0, 0\.0, 639\.5\],\n\s+\[0\.0, 1408\.0, 359\.5\],\n\s+\[0\.0, 0\.0, 1\.0\]\n', text
+    )
     assert text.count("\n") > 40
 
 
 def test_other_resolution_is_refused_with_what_to_do(full):
-    with pytest.raises(CameraMismatchError, match=r"made for 1280x720 images but the camera delivers 640x480: "
-                                                   r"set the camera back to 1280x720, or calibrate this camera"):
+    with pytest.raises(
+        CameraMismatchError,
+        match=r"made for 1280x720 images but the camera delivers 640x480: "
+        r"set the camera back to 1280x720, or calibrate this camera",
+    ):
         LineCalibration.load(full, image_size=(640, 480))
     with pytest.raises(CameraMismatchError, match="made for camera 'top', not 'side'"):
         LineCalibration.load(full, camera_name="side")
@@ -122,9 +154,11 @@ def test_missing_arm_names_the_calibrated_ones(full):
 
 @pytest.mark.parametrize(
     "version, words",
-    [(2, "format version 2 is newer than this program reads \\(it reads version 1\\): update scallop"),
-     (0, "format version 0 is not one this program reads"),
-     ("1", "format version '1' is not a number")],
+    [
+        (2, "format version 2 is newer than this program reads \\(it reads version 1\\): update scallop"),
+        (0, "format version 0 is not one this program reads"),
+        ("1", "format version '1' is not a number"),
+    ],
 )
 def test_unknown_format_version_is_refused(full, version, words):
     data = json.loads(full.read_text())
@@ -135,8 +169,9 @@ def test_unknown_format_version_is_refused(full, version, words):
 
 
 def test_damaged_or_foreign_files_are_refused(tmp_path, full):
-    with pytest.raises(CalibrationFileError, match="no such calibration file; create it with 'scallop calibrate "
-                                                   "intrinsics"):
+    with pytest.raises(
+        CalibrationFileError, match="no such calibration file; create it with 'scallop calibrate intrinsics"
+    ):
         LineCalibration.load(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "scallop-line-calibration", "version": 1,')
@@ -168,8 +203,9 @@ def test_redone_intrinsics_make_the_belt_stale(full):
     cal.set_intrinsics(intrinsics_section(K2))
     cal.save()
     assert "belt" in cal.stale_parts()
-    with pytest.raises(StalePartError, match="belt pose was measured with earlier intrinsics; rerun 'scallop "
-                                             "calibrate belt"):
+    with pytest.raises(
+        StalePartError, match="belt pose was measured with earlier intrinsics; rerun 'scallop calibrate belt"
+    ):
         LineCalibration.load(full)
     cal.set_belt(belt_section())
     cal.save()

@@ -5,6 +5,7 @@ a test clock. The clock only moves while the sampler is held between two request
 (``EncodedCamera.sampling_paused``), so each sample is exactly the counter at its stamp and
 the expected counts below are exact numbers, not tolerances.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,7 @@ from scallop.vision.encoder import (
 
 from tests.test_robot_cli import free_port
 
-HZ = 200.0                 # sampler rate in these tests (wall time)
+HZ = 200.0  # sampler rate in these tests (wall time)
 TIMEOUT_S = 0.05
 
 
@@ -86,7 +87,7 @@ class CounterServer:
         if self.word_order == "little":
             words.reverse()
         off = self.address - start
-        current[off:off + self.words] = words
+        current[off : off + self.words] = words
         return None
 
     def start(self) -> CounterServer:
@@ -101,8 +102,11 @@ class CounterServer:
             asyncio.set_event_loop(loop)
 
             async def main():
-                dev = SimDevice(id=1, simdata=[SimData(self.address, count=self.words, values=0,
-                                                       datatype=DataType.REGISTERS)], action=self._action)
+                dev = SimDevice(
+                    id=1,
+                    simdata=[SimData(self.address, count=self.words, values=0, datatype=DataType.REGISTERS)],
+                    action=self._action,
+                )
                 self._server = ModbusTcpServer(dev, address=("127.0.0.1", 0))
                 await self._server.serve_forever(background=True)
 
@@ -133,9 +137,16 @@ class CounterServer:
             self._thread = None
 
     def config(self, **kw) -> ModbusEncoderConfig:
-        base = {"host": "127.0.0.1", "port": self.port, "address": self.address, "words": self.words,
-                "word_order": self.word_order, "register": "holding" if self.fc == 3 else "input",
-                "timeout_s": TIMEOUT_S, "sample_hz": HZ}
+        base = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "address": self.address,
+            "words": self.words,
+            "word_order": self.word_order,
+            "register": "holding" if self.fc == 3 else "input",
+            "timeout_s": TIMEOUT_S,
+            "sample_hz": HZ,
+        }
         base.update(kw)
         return ModbusEncoderConfig(**base)
 
@@ -241,19 +252,26 @@ def test_line_config_encoder_section(tmp_path):
     assert section == {**to_dict(ModbusEncoderConfig(host="x")), "host": ""}
 
     good = tmp_path / "good.toml"
-    good.write_text('[camera]\nsource = "0"\n[camera.encoder]\nsource = "modbus"\nhost = "192.168.10.5"\n'
-                    'address = 100\nregister = "input"\nwords = 1\nsample_hz = 500\nlatency_s = 0.012\n')
+    good.write_text(
+        '[camera]\nsource = "0"\n[camera.encoder]\nsource = "modbus"\nhost = "192.168.10.5"\n'
+        'address = 100\nregister = "input"\nwords = 1\nsample_hz = 500\nlatency_s = 0.012\n'
+    )
     enc = load_config(good).camera.encoder.modbus_config()
-    assert (enc.host, enc.port, enc.address, enc.register, enc.words, enc.sample_hz, enc.latency_s) == \
-        ("192.168.10.5", 502, 100, "input", 1, 500.0, 0.012)
+    assert (enc.host, enc.port, enc.address, enc.register, enc.words, enc.sample_hz, enc.latency_s) == (
+        "192.168.10.5",
+        502,
+        100,
+        "input",
+        1,
+        500.0,
+        0.012,
+    )
 
     cases = {
-        'source = "modbus"\nhost = "plc"\nsample_hz = 0':
-            "camera.encoder: sample_hz=0 is out of range: allowed 10..5000",
+        'source = "modbus"\nhost = "plc"\nsample_hz = 0': "camera.encoder: sample_hz=0 is out of range: allowed 10..5000",
         'source = "modbus"': "camera.encoder: host is empty",
         'source = "serial"': "camera.encoder.source='serial' is not allowed: choose one of 'none', 'modbus'",
-        'source = "modbus"\nhost = "plc"\nregister = "coil"':
-            "camera.encoder.register='coil' is not allowed: choose one of 'input', 'holding'",
+        'source = "modbus"\nhost = "plc"\nregister = "coil"': "camera.encoder.register='coil' is not allowed: choose one of 'input', 'holding'",
         'source = "modbus"\nhost = "plc"\nsampl_hz = 100': "camera.encoder.sampl_hz: unknown key",
         'source = "modbus"\nhost = "plc"\nwords = "2"': "camera.encoder.words='2': expected an integer",
     }
@@ -281,13 +299,16 @@ def test_unwrapper_numbers():
         CounterUnwrapper(8)
 
 
-@pytest.mark.parametrize("words,word_order,register,signed,start,rate", [
-    (1, "big", "holding", False, 65_000, 20_000.0),        # 16-bit counter rolls over 65535 -> 0
-    (1, "big", "input", True, 32_000, 20_000.0),           # signed 16-bit: 32767 -> -32768
-    (1, "big", "holding", False, 300, -20_000.0),          # belt reversing through 0
-    (2, "big", "input", False, 2**32 - 1_000, 20_000.0),   # 32-bit rolls over
-    (2, "little", "holding", True, -500, 20_000.0),        # signed 32-bit through 0, low word first
-])
+@pytest.mark.parametrize(
+    "words,word_order,register,signed,start,rate",
+    [
+        (1, "big", "holding", False, 65_000, 20_000.0),  # 16-bit counter rolls over 65535 -> 0
+        (1, "big", "input", True, 32_000, 20_000.0),  # signed 16-bit: 32767 -> -32768
+        (1, "big", "holding", False, 300, -20_000.0),  # belt reversing through 0
+        (2, "big", "input", False, 2**32 - 1_000, 20_000.0),  # 32-bit rolls over
+        (2, "little", "holding", True, -500, 20_000.0),  # signed 32-bit through 0, low word first
+    ],
+)
 def test_counter_rollover_is_unwrapped(servers, words, word_order, register, signed, start, rate):
     clock = ManualClock()
     srv = servers(clock, lambda t: start + round(rate * t), words=words, word_order=word_order, register=register)
@@ -296,13 +317,13 @@ def test_counter_rollover_is_unwrapped(servers, words, word_order, register, sig
     try:
         got, want = [], []
         for k in range(30):
-            clock.t = k * 0.005                            # 100 counts a step, 3000 in all
+            clock.t = k * 0.005  # 100 counts a step, 3000 in all
             got.append(enc.read())
             want.append(start + round(rate * clock.t))
     finally:
         enc.disconnect()
     assert got == want
-    assert enc.requests == 31 and enc.failures == 0     # 30 reads plus the one in connect()
+    assert enc.requests == 31 and enc.failures == 0  # 30 reads plus the one in connect()
 
 
 # ============================================================================ errors
@@ -312,8 +333,10 @@ def test_dead_server_is_a_typed_error_naming_it(cameras, image_folder):
     cam = cameras(folder_camera(image_folder, ManualClock()), ModbusEncoder(cfg))
     with pytest.raises(EncoderNotFoundError) as e:
         cam.connect()
-    assert str(e.value) == (f"encoder modbus 127.0.0.1:{port} device 1 holding register 100..101: "
-                            "cannot connect (refused, unreachable or no such host)")
+    assert str(e.value) == (
+        f"encoder modbus 127.0.0.1:{port} device 1 holding register 100..101: "
+        "cannot connect (refused, unreachable or no such host)"
+    )
     # The CLI prints camera errors as one line, and the runtime treats them as camera alarms.
     assert isinstance(e.value, CameraNotFoundError) and isinstance(e.value, CameraError)
     assert not cam.is_connected and not cam.sampler_running and not cam.camera.is_connected
@@ -350,7 +373,7 @@ def test_no_answer_is_a_timeout_and_the_next_read_reconnects(servers):
         assert time.monotonic() - t0 < 0.25
         srv.silent_s = 0.0
         clock.t = 0.5
-        assert enc.read() == 1500            # fresh socket: the late answer is not taken for this one
+        assert enc.read() == 1500  # fresh socket: the late answer is not taken for this one
 
 
 # ============================================================================ interpolation
@@ -360,14 +383,14 @@ def test_counts_are_interpolated_between_the_samples_around_the_exposure(servers
     knots_t, knots_c = [0.0, 0.01, 0.02, 1.0], [1000.0, 1030.0, 1040.0, 2020.0]
     srv = servers(clock, lambda t: round(float(np.interp(t, knots_t, knots_c))))
     cam = cameras(NoCamera(), ModbusEncoder(srv.config()), clock=clock, run_sampler=False)
-    cam.connect()                                  # first sample at t=0
+    cam.connect()  # first sample at t=0
     for t in (0.01, 0.02, 0.03):
         clock.t = t
         cam.sample()
     np.testing.assert_array_equal(cam.samples(), [[0.0, 1000], [0.01, 1030], [0.02, 1040], [0.03, 1050]])
-    assert cam.count_at(0.004) == 1012             # 1000 + 30 * 0.4
-    assert cam.count_at(0.01) == 1030              # on a sample
-    assert cam.count_at(0.015) == 1035             # between the two slower samples, not 1045
+    assert cam.count_at(0.004) == 1012  # 1000 + 30 * 0.4
+    assert cam.count_at(0.01) == 1030  # on a sample
+    assert cam.count_at(0.015) == 1035  # between the two slower samples, not 1045
     assert cam.count_at(0.028) == 1048
     assert cam.count_at(0.03) == 1050
     # The sample stamp: a repeated read at the same clock time is not kept twice.
@@ -376,7 +399,7 @@ def test_counts_are_interpolated_between_the_samples_around_the_exposure(servers
 
     with pytest.raises(EncoderGapError) as e:
         cam.count_at(-0.02)
-    assert isinstance(e.value, CorruptFrameError)   # the runtime skips the frame with a warning
+    assert isinstance(e.value, CorruptFrameError)  # the runtime skips the frame with a warning
     assert "0.020 s before the oldest encoder sample kept" in str(e.value)
 
     # Samples 0.2 s apart (a long outage) are not interpolated across.
@@ -384,7 +407,7 @@ def test_counts_are_interpolated_between_the_samples_around_the_exposure(servers
     cam.sample()
     with pytest.raises(EncoderGapError, match=r"no encoder sample for 0\.200 s around the exposure at t=0\.1000"):
         cam.count_at(0.1)
-    assert cam.count_at(0.23) == 1250             # 1040 + 1000 * 0.21
+    assert cam.count_at(0.23) == 1250  # 1040 + 1000 * 0.21
 
     # Nothing after the exposure and no sampler: stalled, after the bounded wait.
     t0 = time.monotonic()
@@ -393,8 +416,10 @@ def test_counts_are_interpolated_between_the_samples_around_the_exposure(servers
     waited = time.monotonic() - t0
     assert cam.max_wait_s == pytest.approx(TIMEOUT_S + 2 / HZ)
     assert cam.max_wait_s - 0.005 <= waited < cam.max_wait_s + 0.5
-    assert str(e.value).endswith("encoder stalled: no count at or after the exposure at t=0.3000 within 0.060 s "
-                                 "(the newest sample is 0.070 s older; sampler not running)")
+    assert str(e.value).endswith(
+        "encoder stalled: no count at or after the exposure at t=0.3000 within 0.060 s "
+        "(the newest sample is 0.070 s older; sampler not running)"
+    )
 
 
 def test_buffer_keeps_buffer_s_of_history(servers, cameras):
@@ -406,7 +431,7 @@ def test_buffer_keeps_buffer_s_of_history(servers, cameras):
         clock.t = k * 0.1
         cam.sample()
     s = cam.samples()
-    assert s.shape == (7, 2)                       # ceil(0.5 s * 10 Hz) + 2
+    assert s.shape == (7, 2)  # ceil(0.5 s * 10 Hz) + 2
     assert s[0, 0] == pytest.approx(1.4) and s[-1, 0] == pytest.approx(2.0)
     with pytest.raises(EncoderGapError):
         cam.count_at(1.3)
@@ -427,7 +452,7 @@ def test_sampler_thread_runs_and_stops_on_disconnect(servers, image_folder):
         assert 3 <= srv.requests - before <= 40
     assert not cam.sampler_running and not cam.is_connected and not cam.camera.is_connected
     assert not any(t.name.startswith("encoder-sampler") for t in threading.enumerate())
-    cam.disconnect()                                # twice is fine
+    cam.disconnect()  # twice is fine
     with pytest.raises(CameraNotConnectedError):
         cam.read()
 
@@ -463,7 +488,7 @@ def test_end_to_end_folder_camera_frames_carry_the_counter_at_exposure(servers, 
     got = [f.encoder for f in frames]
     want = [counter(f.timestamp - latency) for f in frames]
     assert got == want
-    assert want[0] == 65_035 and want[-1] == 65_575        # past 65535: unwrapped
+    assert want[0] == 65_035 and want[-1] == 65_575  # past 65535: unwrapped
     assert [f.index for f in frames] == list(range(10))
     assert frames[0].extra["encoder_t"] == pytest.approx(0.03 - latency)
 
@@ -473,7 +498,7 @@ def test_read_waits_for_the_sample_after_the_exposure(servers, cameras, image_fo
     srv = servers(clock, lambda t: round(4000 * t))
     cam = cameras(folder_camera(image_folder, clock), ModbusEncoder(srv.config()), clock=clock)
     cam.connect()
-    step_to(cam, clock, 0.25, wait=False)          # no sample at 0.25 yet: read() must wait for it
+    step_to(cam, clock, 0.25, wait=False)  # no sample at 0.25 yet: read() must wait for it
     f = cam.read()
     assert (f.timestamp, f.encoder) == (0.25, 1000)
 
@@ -489,7 +514,7 @@ def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder
     step_to(cam, clock, 0.05)
     assert cam.read().encoder == 550
 
-    srv.silent_s = 0.3                              # answers come too late from now on
+    srv.silent_s = 0.3  # answers come too late from now on
     deadline = time.monotonic() + 3.0
     while not isinstance(cam.last_error, EncoderTimeoutError):
         assert time.monotonic() < deadline, "the sampler never timed out"
@@ -522,16 +547,27 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
     from scallop.calibration.errors import CalibrationFileError
 
     srv = servers(ManualClock(), lambda t: 42)
-    cfg = load_config(None, {
-        "camera": {"source": str(image_folder),
-                   "encoder": {"source": "modbus", "host": "127.0.0.1", "port": srv.port, "address": 100,
-                               "timeout_s": TIMEOUT_S, "sample_hz": HZ}},
-        "runtime": {"calibration": str(tmp_path / "missing.json")},
-        "arms": [{"name": "arm1"}],
-    })
+    cfg = load_config(
+        None,
+        {
+            "camera": {
+                "source": str(image_folder),
+                "encoder": {
+                    "source": "modbus",
+                    "host": "127.0.0.1",
+                    "port": srv.port,
+                    "address": 100,
+                    "timeout_s": TIMEOUT_S,
+                    "sample_hz": HZ,
+                },
+            },
+            "runtime": {"calibration": str(tmp_path / "missing.json")},
+            "arms": [{"name": "arm1"}],
+        },
+    )
     backend = HardwareBackend(cfg)
     try:
-        with pytest.raises(CalibrationFileError):   # no calibration file: opened up to there
+        with pytest.raises(CalibrationFileError):  # no calibration file: opened up to there
             backend.open()
         assert isinstance(backend.camera, EncodedCamera) and backend.camera.sampler_running
         assert backend.camera.read().encoder == 42
@@ -539,9 +575,16 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
         backend.close()
     assert not backend.camera.sampler_running
 
-    plain = HardwareBackend(load_config(None, {"camera": {"source": str(image_folder)},
-                                               "runtime": {"calibration": str(tmp_path / "missing.json")},
-                                               "arms": [{"name": "arm1"}]}))
+    plain = HardwareBackend(
+        load_config(
+            None,
+            {
+                "camera": {"source": str(image_folder)},
+                "runtime": {"calibration": str(tmp_path / "missing.json")},
+                "arms": [{"name": "arm1"}],
+            },
+        )
+    )
     try:
         with pytest.raises(CalibrationFileError):
             plain.open()

@@ -1,4 +1,5 @@
 """The line end to end on the simulator (virtual clock): accounting, faults, stop/e-stop."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -81,7 +82,9 @@ def test_same_seed_same_result(tmp_path):
         finally:
             line.close()
         s = line.summary()
-        out.append({k: s[k] for k in ("seen", "picked", "uro_removed", "skipped", "adductor_hits", "skipped_by_reason")})
+        out.append(
+            {k: s[k] for k in ("seen", "picked", "uro_removed", "skipped", "adductor_hits", "skipped_by_reason")}
+        )
     assert out[0] == out[1]
 
 
@@ -94,8 +97,8 @@ def test_estop_stops_commands_and_accounts_for_everything(tmp_path):
         line.estop("operator")
         assert line.state == "estop"
         assert any("emergency stop" in a.text for a in line.alarms.visible())
-        line.run_stepped(5.0)            # frames still come, nothing is sent
-        assert len(executed_targets(line)) <= before + 1   # at most the pick already under way
+        line.run_stepped(5.0)  # frames still come, nothing is sent
+        assert len(executed_targets(line)) <= before + 1  # at most the pick already under way
         with pytest.raises(RuntimeError):
             line.start("t")
         line.reset("t")

@@ -1,5 +1,6 @@
 """Vision pipeline: the fast paths give the same numbers as the plain formulations they
 replace, crops sit where the geometry says, and detections on rendered frames match truth."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -50,6 +51,7 @@ def test_to_input_matches_plain_formula(pipe, order):
     model = pipe.model
     if order == "RGB":  # a model that wants RGB with unequal per-channel statistics
         import copy
+
         model = copy.copy(model)
         model.info = replace(model.info, channel_order="RGB")
         model._scale = np.array([0.011, 0.013, 0.017], np.float32)
@@ -66,8 +68,7 @@ def test_to_input_matches_plain_formula(pipe, order):
 # ------------------------------------------------------------------ grasp point on the uro's box
 def _grasp_reference(pipe, uro, adductor, mm_px):
     """The whole-crop computation the box version replaces."""
-    du = cv2.distanceTransform(cv2.copyMakeBorder(uro, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
-                               cv2.DIST_L2, 5)[1:-1, 1:-1]
+    du = cv2.distanceTransform(cv2.copyMakeBorder(uro, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0), cv2.DIST_L2, 5)[1:-1, 1:-1]
     if not adductor.any():
         py, px = np.unravel_index(int(du.argmax()), du.shape)
         return py, px, float("inf")
@@ -86,13 +87,13 @@ def test_grasp_falls_back_to_a_shallower_point_away_from_a_hugging_adductor(pipe
     1 mm deep at the far side is not, and it must stay inside the uro."""
     mm = 0.5
     uro = np.zeros((60, 60), np.uint8)
-    uro[20:28, 10:50] = 1                      # 4 mm thick band
+    uro[20:28, 10:50] = 1  # 4 mm thick band
     add = np.zeros((60, 60), bool)
-    add[10:20, 5:55] = True                    # adductor right above it
+    add[10:20, 5:55] = True  # adductor right above it
     py, px, gap = pipe._grasp_point(uro, cv2.boundingRect(uro), add, mm)
     assert uro[py, px] == 1
     assert gap >= pipe.config.min_adductor_gap_mm
-    assert py >= 25                            # on the far side of the band
+    assert py >= 25  # on the far side of the band
     assert uro[py, px] == 1 and (py - 19) * mm >= pipe.config.min_adductor_gap_mm
     deep_only = Pipeline.__new__(Pipeline)
     deep_only.config = PipelineConfig(min_grip_depth_mm=pipe.config.grip_clearance_mm)
@@ -106,20 +107,20 @@ def test_grasp_keeps_clear_of_a_touching_neighbour_when_the_uro_allows(pipe):
     mm = 0.5
     clear = pipe.config.clearance_mm
     lc = np.zeros((80, 80), np.int32)
-    lc[:, :40] = 1                             # this scallop
-    lc[:, 40:] = 2                             # a touching neighbour from column 40 on
+    lc[:, :40] = 1  # this scallop
+    lc[:, 40:] = 2  # a touching neighbour from column 40 on
     uro = np.zeros((80, 80), np.uint8)
-    uro[30:42, 12:40] = 1                      # 14 mm long, its right end against the neighbour
+    uro[30:42, 12:40] = 1  # 14 mm long, its right end against the neighbour
     add = np.zeros((80, 80), bool)
-    add[20:52, 0:8] = True                     # adductor off its left end: the right end is farthest
+    add[20:52, 0:8] = True  # adductor off its left end: the right end is farthest
     box = cv2.boundingRect(uro)
     near = pipe._neighbour_px(lc, 1, box, 0, 0, clear / mm)
     assert near is not None and near.shape == (box[3], box[2])
-    assert near[0, -1] == pytest.approx(1.0) and near[0, 0] == pytest.approx(28.0)   # exact distances
+    assert near[0, -1] == pytest.approx(1.0) and near[0, 0] == pytest.approx(28.0)  # exact distances
     py0, px0, _ = pipe._grasp_point(uro, box, add, mm)
     py, px, gap = pipe._grasp_point(uro, box, add, mm, near)
     assert uro[py, px] == 1 and gap >= pipe.config.min_adductor_gap_mm
-    assert (40 - px0) * mm < clear <= (40 - px) * mm     # before: next to the neighbour; now clear of it
+    assert (40 - px0) * mm < clear <= (40 - px) * mm  # before: next to the neighbour; now clear of it
     # No neighbour within reach: nothing to compute, the same point as without.
     lone = np.ones_like(lc)
     assert pipe._neighbour_px(lone, 1, box, 0, 0, clear / mm) is None
@@ -139,8 +140,8 @@ def test_grasp_without_adductor_stays_on_the_uro_when_only_the_belt_is_clear(pip
     lc[:, :30] = 1
     lc[:, 30:] = 2
     uro = np.zeros((60, 60), np.uint8)
-    uro[20:30, 24:30] = 1                      # against the neighbour, 3 mm wide
-    box = (10, 15, 20, 20)                     # a wide box: its left part is belt, far from the neighbour
+    uro[20:30, 24:30] = 1  # against the neighbour, 3 mm wide
+    box = (10, 15, 20, 20)  # a wide box: its left part is belt, far from the neighbour
     near = pipe._neighbour_px(lc, 1, box, 0, 0, pipe.config.clearance_mm / mm)
     py, px, gap = pipe._grasp_point(uro, box, np.zeros((60, 60), bool), mm, near)
     assert uro[py, px] == 1 and gap == float("inf")
@@ -152,10 +153,18 @@ def test_grasp_point_on_box_equals_whole_crop(pipe):
     for trial in range(60):
         S = 64
         uro = np.zeros((S, S), np.uint8)
-        cx, cy = rng.integers(0, S, 2)   # uros touching the crop edge too
-        cv2.ellipse(uro, (int(cx), int(cy)), (int(rng.integers(2, 12)), int(rng.integers(2, 8))),
-                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        if trial % 3 == 0:               # bent / notched shapes
+        cx, cy = rng.integers(0, S, 2)  # uros touching the crop edge too
+        cv2.ellipse(
+            uro,
+            (int(cx), int(cy)),
+            (int(rng.integers(2, 12)), int(rng.integers(2, 8))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            1,
+            -1,
+        )
+        if trial % 3 == 0:  # bent / notched shapes
             cv2.circle(uro, (int(cx) + 3, int(cy)), 3, 0, -1)
         n, lab, st, _ = cv2.connectedComponentsWithStats(uro, connectivity=8)
         if n < 2:
@@ -165,7 +174,9 @@ def test_grasp_point_on_box_equals_whole_crop(pipe):
         add = np.zeros((S, S), bool)
         if trial % 4:
             ax, ay = rng.integers(0, S, 2)
-            add = cv2.circle(np.zeros((S, S), np.uint8), (int(ax), int(ay)), int(rng.integers(4, 20)), 1, -1).astype(bool)
+            add = cv2.circle(np.zeros((S, S), np.uint8), (int(ax), int(ay)), int(rng.integers(4, 20)), 1, -1).astype(
+                bool
+            )
             add &= comp == 0
         box = tuple(int(v) for v in st[k, :4])
         assert pipe._grasp_point(comp, box, add, 0.75) == _grasp_reference(pipe, comp, add, 0.75)
@@ -204,14 +215,14 @@ def test_crop_pixels_sit_where_the_mapping_says(pipe, mm_per_px, bias):
 
 def test_crop_outside_the_frame_repeats_edge_pixels(pipe):
     img = np.zeros((100, 120, 3), np.uint8)
-    img[:, 0] = 200                       # left column bright
+    img[:, 0] = 200  # left column bright
     S = pipe.crop
     out = np.empty((S, S, 3), np.uint8)
     roi = int(round(S * pipe.fine_mm / 0.5))
     pipe._crop(img, -roi // 2, 10, roi, out)
     # The part left of the frame shows the replicated bright column.
-    assert (out[:40, :S // 4 - 2] == 200).all()
-    assert (out[:40, S // 2 + 4:] == 0).all()
+    assert (out[:40, : S // 4 - 2] == 200).all()
+    assert (out[:40, S // 2 + 4 :] == 0).all()
 
 
 # ------------------------------------------------------------------ behaviour on rendered frames

@@ -1,4 +1,5 @@
 """The production record: writer thread, snapshots under a byte budget, summaries, CSV, `scallop report`."""
+
 from __future__ import annotations
 
 import csv
@@ -24,14 +25,30 @@ from scallop.record import (
     shift_range,
 )
 
-T0 = datetime(2024, 5, 1, 9, 0, 0).timestamp()   # local time: summaries are by local day
+T0 = datetime(2024, 5, 1, 9, 0, 0).timestamp()  # local time: summaries are by local day
 
 
 def rec(track: int, t: float = T0, **kw) -> ScallopRecord:
-    base = dict(track_id=track, time=t, encoder_mm=1000.0 + track * 80, result="picked", arm="left",
-                x_mm=120.0, y_mm=-15.5, diameter_mm=58.0, score=0.97, uro_found=True, uro_x_mm=131.0,
-                uro_y_mm=-2.0, uro_score=0.91, grasp_x_mm=130.0, grasp_y_mm=-3.0, pull_angle_deg=75.0,
-                uro_removed=True, adductor_hit=False)
+    base = dict(
+        track_id=track,
+        time=t,
+        encoder_mm=1000.0 + track * 80,
+        result="picked",
+        arm="left",
+        x_mm=120.0,
+        y_mm=-15.5,
+        diameter_mm=58.0,
+        score=0.97,
+        uro_found=True,
+        uro_x_mm=131.0,
+        uro_y_mm=-2.0,
+        uro_score=0.91,
+        grasp_x_mm=130.0,
+        grasp_y_mm=-3.0,
+        pull_angle_deg=75.0,
+        uro_removed=True,
+        adductor_hit=False,
+    )
     base.update(kw)
     return ScallopRecord(**base)
 
@@ -66,8 +83,24 @@ def test_scallop_row_round_trips_every_field(db):
     assert len(rows) == 1
     row = rows[0]
     assert row["run_id"] == w.run_id and row["track_id"] == 7
-    for k in ("time", "encoder_mm", "x_mm", "y_mm", "diameter_mm", "score", "uro_x_mm", "uro_y_mm", "uro_score",
-              "grasp_x_mm", "grasp_y_mm", "pull_angle_deg", "arm", "result", "skip_reason", "views"):
+    for k in (
+        "time",
+        "encoder_mm",
+        "x_mm",
+        "y_mm",
+        "diameter_mm",
+        "score",
+        "uro_x_mm",
+        "uro_y_mm",
+        "uro_score",
+        "grasp_x_mm",
+        "grasp_y_mm",
+        "pull_angle_deg",
+        "arm",
+        "result",
+        "skip_reason",
+        "views",
+    ):
         assert row[k] == getattr(r, k), k
     assert (row["uro_found"], row["uro_removed"], row["adductor_hit"], row["doubtful"]) == (1, 1, 0, 0)
     assert row["snapshot"] is None
@@ -82,18 +115,21 @@ def test_database_is_in_wal_mode(db):
     con.close()
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(result="skipped", arm=""), "skip_reason='': a skipped scallop needs a reason"),
-    (dict(result="skipped", arm="", skip_reason="No Uro"), "skip_reason='No Uro'"),
-    (dict(skip_reason="border"), "skip_reason='border' given for result='picked'"),
-    (dict(arm=""), "arm='': a picked scallop names the arm"),
-    (dict(result="done"), "result='done' is not allowed: choose one of picked, failed, skipped"),
-    (dict(x_mm=float("nan")), "x_mm=nan: expected a finite number or None"),
-    (dict(encoder_mm=None), "encoder_mm=None: a scallop row needs it"),
-    (dict(track_id=True), "track_id=True: expected an integer"),
-    (dict(views=0), "views=0 is out of range: allowed 1 or more"),
-    (dict(detail={"f": object()}), "detail: not JSON-serialisable"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(result="skipped", arm=""), "skip_reason='': a skipped scallop needs a reason"),
+        (dict(result="skipped", arm="", skip_reason="No Uro"), "skip_reason='No Uro'"),
+        (dict(skip_reason="border"), "skip_reason='border' given for result='picked'"),
+        (dict(arm=""), "arm='': a picked scallop names the arm"),
+        (dict(result="done"), "result='done' is not allowed: choose one of picked, failed, skipped"),
+        (dict(x_mm=float("nan")), "x_mm=nan: expected a finite number or None"),
+        (dict(encoder_mm=None), "encoder_mm=None: a scallop row needs it"),
+        (dict(track_id=True), "track_id=True: expected an integer"),
+        (dict(views=0), "views=0 is out of range: allowed 1 or more"),
+        (dict(detail={"f": object()}), "detail: not JSON-serialisable"),
+    ],
+)
 def test_scallop_record_refuses_bad_values(kw, msg):
     with pytest.raises(RecordError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         rec(1, **kw)
@@ -128,9 +164,11 @@ def test_each_scallop_once_per_run(db):
 
 def test_many_threads_write_every_row_exactly_once(db):
     with RecordWriter(db, batch=64) as w:
+
         def produce(k):
             for i in range(400):
                 assert w.scallop(rec(k * 1000 + i, t=T0 + i))
+
         threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
         for t in threads:
             t.start()
@@ -147,7 +185,7 @@ def test_close_writes_everything_queued_and_ends_the_run(db):
     for i in range(2000):
         w.scallop(rec(i))
     w.close()
-    w.close()                                  # idempotent
+    w.close()  # idempotent
     with pytest.raises(RecordError, match="closed"):
         w.scallop(rec(99999))
     with Record(db) as rd:
@@ -171,7 +209,7 @@ def test_full_queue_drops_counts_and_alarms_without_blocking(db, monkeypatch):
     w = RecordWriter(db, queue_size=5, on_alarm=alarms)
     try:
         assert w.scallop(rec(0))
-        assert entered.wait(5)                 # the writer is stuck on its first batch
+        assert entered.wait(5)  # the writer is stuck on its first batch
         accepted = [w.scallop(rec(i)) for i in range(1, 21)]
         assert accepted == [True] * 5 + [False] * 15
         assert w.stats()["dropped"] == 15 and w.stats()["queued"] == 5
@@ -181,7 +219,7 @@ def test_full_queue_drops_counts_and_alarms_without_blocking(db, monkeypatch):
         assert w.event("estop", "screen")
         gate.set()
         assert w.flush(5)
-        assert alarms.keys(False) == ["record.queue_full"]     # cleared once the writer caught up
+        assert alarms.keys(False) == ["record.queue_full"]  # cleared once the writer caught up
     finally:
         gate.set()
         w.close()
@@ -242,7 +280,9 @@ def test_alarm_raise_ack_clear_is_one_row(db):
         t["now"] = 110.0
         w.alarm(Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected", acked=True, acked_by="maria"))
         t["now"] = 125.0
-        w.alarm(Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected", acked=True, acked_by="maria", active=False))
+        w.alarm(
+            Alarm(3, 99.0, "critical", "arm:left", "arm left disconnected", acked=True, acked_by="maria", active=False)
+        )
         w.event("estop", "screen", {"why": "test"})
     with Record(db) as rd:
         rows = rd.alarms()
@@ -259,7 +299,7 @@ def test_alarm_raise_ack_clear_is_one_row(db):
 
 def test_snapshots_stay_within_the_byte_budget_oldest_deleted_first(db, tmp_path):
     snaps = tmp_path / "snaps"
-    jpeg = b"\xff\xd8" + b"x" * 998          # 1000 bytes
+    jpeg = b"\xff\xd8" + b"x" * 998  # 1000 bytes
     with RecordWriter(db, snapshot_dir=snaps, snapshot_budget_bytes=3500, batch=1) as w:
         for i in range(10):
             w.scallop(rec(i, t=T0 + i, result="failed"), snapshot_jpeg=jpeg)
@@ -268,7 +308,7 @@ def test_snapshots_stay_within_the_byte_budget_oldest_deleted_first(db, tmp_path
     files = sorted(p.name for p in snaps.iterdir())
     assert len(files) == 3 and st["snapshot_bytes"] == 3000 <= 3500
     assert st["snapshots_written"] == 10 and st["snapshots_deleted"] == 7
-    assert [f.split("_t")[1].split("_")[0] for f in files] == ["7", "8", "9"]   # the newest kept
+    assert [f.split("_t")[1].split("_")[0] for f in files] == ["7", "8", "9"]  # the newest kept
     with Record(db) as rd:
         rows = rd.scallops()
     kept = {r["track_id"]: r["snapshot"] for r in rows}
@@ -295,12 +335,12 @@ def test_full_snapshot_disk_raises_an_alarm_and_keeps_recording(db, tmp_path, mo
             assert w.scallop(rec(i, result="failed"), snapshot_jpeg=b"\xff\xd8jpeg")
         w.flush()
         assert w.stats()["snapshot_failures"] == 5 and w.stats()["written"] == 5
-        assert alarms.keys() == ["record.snapshot_disk"]          # once, not per frame
+        assert alarms.keys() == ["record.snapshot_disk"]  # once, not per frame
         assert "disk full" in alarms.calls[0][2] and "the line carries on" in alarms.calls[0][2]
         monkeypatch.undo()
         w.scallop(rec(10, result="failed"), snapshot_jpeg=b"\xff\xd8jpeg")
         w.flush()
-    assert alarms.keys(False) == ["record.snapshot_disk"]          # cleared once frames are kept again
+    assert alarms.keys(False) == ["record.snapshot_disk"]  # cleared once frames are kept again
     assert list(snaps.iterdir()) != []
     with Record(db) as rd:
         rows = rd.scallops()
@@ -308,8 +348,11 @@ def test_full_snapshot_disk_raises_an_alarm_and_keeps_recording(db, tmp_path, mo
 
 
 def test_without_a_callback_the_writer_records_its_own_alarms(db, tmp_path, monkeypatch):
-    monkeypatch.setattr(record_mod, "write_snapshot_file",
-                        lambda p, d: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(
+        record_mod,
+        "write_snapshot_file",
+        lambda p, d: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+    )
     with RecordWriter(db, snapshot_dir=tmp_path / "s") as w:
         w.scallop(rec(1, result="failed"), snapshot_jpeg=b"jpeg")
         w.flush()
@@ -326,12 +369,15 @@ def _fill_day(db):
     """A known day: 10 picked (8 removed, 1 adductor hit), 2 failed, 3 skipped, 1 row the next day."""
     with RecordWriter(db) as w:
         for i in range(10):
-            w.scallop(rec(i, t=T0 + 60 * i, arm="left" if i < 6 else "right",
-                          uro_removed=i < 8, adductor_hit=(i == 9)))
+            w.scallop(rec(i, t=T0 + 60 * i, arm="left" if i < 6 else "right", uro_removed=i < 8, adductor_hit=(i == 9)))
         w.scallop(rec(20, t=T0 + 3600, result="failed", arm="right", uro_removed=None))
         w.scallop(rec(21, t=T0 + 3660, result="failed", arm="left", uro_removed=None))
-        w.scallop(rec(30, t=T0 + 3700, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None))
-        w.scallop(rec(31, t=T0 + 3720, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None))
+        w.scallop(
+            rec(30, t=T0 + 3700, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None)
+        )
+        w.scallop(
+            rec(31, t=T0 + 3720, result="skipped", arm="", skip_reason="no_uro", uro_found=False, uro_removed=None)
+        )
         w.scallop(rec(32, t=T0 + 3740, result="skipped", arm="", skip_reason="border", uro_removed=None))
         w.scallop(rec(40, t=T0 + 86400, arm="left"))
         w.alarm(Alarm(1, T0 + 100, "critical", "camera", "camera stalled"))
@@ -348,10 +394,14 @@ def test_shift_summary_figures(db):
     assert s.skipped_by_reason == {"no_uro": 2, "border": 1}
     assert (s.uro_found, s.uro_removed, s.missed, s.adductor_hits) == (13, 8, 4, 1)
     assert s.removal_rate == pytest.approx(8 / 13)
-    assert s.by_arm == {"left": {"picked": 6, "failed": 1, "uro_removed": 6, "adductor_hits": 0},
-                        "right": {"picked": 4, "failed": 1, "uro_removed": 2, "adductor_hits": 1}}
-    assert s.per_hour == [{"hour": "2024-05-01 09:00", "seen": 10, "uro_removed": 8},
-                          {"hour": "2024-05-01 10:00", "seen": 5, "uro_removed": 0}]
+    assert s.by_arm == {
+        "left": {"picked": 6, "failed": 1, "uro_removed": 6, "adductor_hits": 0},
+        "right": {"picked": 4, "failed": 1, "uro_removed": 2, "adductor_hits": 1},
+    }
+    assert s.per_hour == [
+        {"hour": "2024-05-01 09:00", "seen": 10, "uro_removed": 8},
+        {"hour": "2024-05-01 10:00", "seen": 5, "uro_removed": 0},
+    ]
     assert (s.first, s.last) == (T0, T0 + 3740)
     assert s.per_minute == pytest.approx(15 / (3740 / 60))
     assert (s.alarms, s.critical_alarms, s.unacked_alarms, s.runs) == (2, 1, 1, 1)
@@ -389,11 +439,17 @@ def test_shift_ranges_in_local_time():
     now = datetime(2024, 5, 2, 3, 0)
     s, e, label = shift_range("today", now=now)
     assert (datetime.fromtimestamp(s), datetime.fromtimestamp(e), label) == (
-        datetime(2024, 5, 2), datetime(2024, 5, 3), "2024-05-02")
+        datetime(2024, 5, 2),
+        datetime(2024, 5, 3),
+        "2024-05-02",
+    )
     # At 03:00 with days starting at 06:00, "today" began yesterday morning.
     s, e, label = shift_range("today", "06:00", now=now)
     assert (datetime.fromtimestamp(s), datetime.fromtimestamp(e), label) == (
-        datetime(2024, 5, 1, 6), datetime(2024, 5, 2, 6), "2024-05-01")
+        datetime(2024, 5, 1, 6),
+        datetime(2024, 5, 2, 6),
+        "2024-05-01",
+    )
     s, _, label = shift_range("yesterday", "06:00", now=now)
     assert datetime.fromtimestamp(s) == datetime(2024, 4, 30, 6) and label == "2024-04-30"
     with pytest.raises(RecordError, match="shift 'last week': expected today, yesterday or a date like 2024-05-01"):
@@ -439,15 +495,18 @@ def test_report_json_and_csv_to_stdout(db, capsys):
     assert main(["report", "--db", str(db), "--shift", "2024-05-02", "--csv", "-"]) == 0
     cap = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(cap.out)))
-    assert [r["track_id"] for r in rows] == ["40"]          # stdout is pure CSV
+    assert [r["track_id"] for r in rows] == ["40"]  # stdout is pure CSV
     assert "shift 2024-05-02" in cap.err
 
 
-@pytest.mark.parametrize("argv, msg", [
-    (["--shift", "someday"], "shift 'someday': expected today, yesterday or a date like 2024-05-01"),
-    (["--day-start", "6"], "day start '6': expected a time like 06:00"),
-    (["--csv", "/nonexistent-folder/x.csv"], "/nonexistent-folder: no such folder for the CSV file"),
-])
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["--shift", "someday"], "shift 'someday': expected today, yesterday or a date like 2024-05-01"),
+        (["--day-start", "6"], "day start '6': expected a time like 06:00"),
+        (["--csv", "/nonexistent-folder/x.csv"], "/nonexistent-folder: no such folder for the CSV file"),
+    ],
+)
 def test_report_bad_input_is_one_line(db, capsys, argv, msg):
     _fill_day(db)
     assert main(["report", "--db", str(db)] + argv) == 2

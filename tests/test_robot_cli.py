@@ -1,4 +1,5 @@
 """``scallop robot sim-arm``, ``scallop robot status`` and ``scallop bench modbus``."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def test_status_reads_the_arm(sim_arm, capsys):
     assert main(["robot", "status", "--port", str(sim_arm.port), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["state"] == "IDLE" and d["profile"] == "generic" and d["tcp_mm"] == [300.0, 0.0, 100.0]
-    assert sim_arm.write_log == []                       # status only reads
+    assert sim_arm.write_log == []  # status only reads
 
 
 def test_status_errors_are_one_line(sim_arm, capsys):
@@ -56,8 +57,11 @@ def test_status_errors_are_one_line(sim_arm, capsys):
 def test_sim_arm_serves_until_its_duration(capsys):
     port = free_port()
     rc: list[int] = []
-    th = threading.Thread(target=lambda: rc.append(main(["robot", "sim-arm", "--port", str(port),
-                                                         "--profile", "ur", "--duration", "0.8"])))
+    th = threading.Thread(
+        target=lambda: rc.append(
+            main(["robot", "sim-arm", "--port", str(port), "--profile", "ur", "--duration", "0.8"])
+        )
+    )
     th.start()
     try:
         for _ in range(50):

@@ -1,6 +1,7 @@
 """The controller and the simulated arm over real sockets on 127.0.0.1: the handshake,
 at-most-once execution, watchdogs both ways, workspace refusal, Modbus exceptions,
 timeouts, reconnect back-off and RTU framing."""
+
 from __future__ import annotations
 
 import socket
@@ -102,13 +103,22 @@ def tracker_now(clock) -> ConveyorTracker:
     return tr
 
 
-def make_plan(cfg: ArmConfig, clock, x_now: float = 600.0, y: float = 20.0, tid: int = 1,
-              pull=(0.0, 1.0), t_free: float | None = None, chained: bool = False) -> PickPlan:
+def make_plan(
+    cfg: ArmConfig,
+    clock,
+    x_now: float = 600.0,
+    y: float = 20.0,
+    tid: int = 1,
+    pull=(0.0, 1.0),
+    t_free: float | None = None,
+    chained: bool = False,
+) -> PickPlan:
     """A target whose uro is at belt x=x_now at the current time."""
     tr = tracker_now(clock)
     enc = int(round(V * clock.now() / MPC))
-    plan = PickPlanner(cfg).plan(PickTarget(tid, (x_now, y), enc, pull, z_mm=5.0), tr,
-                                 clock.now() if t_free is None else t_free, chained=chained)
+    plan = PickPlanner(cfg).plan(
+        PickTarget(tid, (x_now, y), enc, pull, z_mm=5.0), tr, clock.now() if t_free is None else t_free, chained=chained
+    )
     assert isinstance(plan, PickPlan), plan
     return plan
 
@@ -141,14 +151,14 @@ def test_full_handshake(arms, clients, clock, grader, profile):
     assert held["cmd_type"] == 1 and held["target_id"] == 1
     ack = c.wait_for(seq, "acked")
     assert ack.kind == "acked" and arm.ack_seq == seq
-    assert ack.t - plan.t_start <= 0.02                    # robot poll period + one client step
+    assert ack.t - plan.t_start <= 0.02  # robot poll period + one client step
     done = c.wait_for(seq, "done")
     assert done.result == ResultCode.OK and done.plan is plan
     # Graded where and when the uro really was.
     rec = arm.records[0]
     assert rec.seq == seq and rec.grade == "uro_removed"
     assert rec.t_grip == pytest.approx(plan.grip_time, abs=1.5e-3)
-    assert rec.wait_s == pytest.approx(plan.wait_s, abs=0.02) and rec.wait_s > 0   # held above the uro
+    assert rec.wait_s == pytest.approx(plan.wait_s, abs=0.02) and rec.wait_s > 0  # held above the uro
     xy, t, d = grader.calls[0]
     assert t == rec.t_grip
     assert np.allclose(xy, plan.grasp_B[:2], atol=0.02)
@@ -160,7 +170,7 @@ def test_full_handshake(arms, clients, clock, grader, profile):
 
 
 def test_arm_clock_offset_is_estimated(arms, clients, clock):
-    clock.advance(5.0)                      # the arm boots at t=5 on the controller's clock
+    clock.advance(5.0)  # the arm boots at t=5 on the controller's clock
     arm = start_arm(arms, clock)
     clock.advance(2.345)
     c = client_for(clients, arm, clock)
@@ -181,12 +191,12 @@ def test_one_command_queued_behind_the_running_one(arms, clients, clock):
     c.wait_for(a, "acked")
     assert c.can_accept()
     b = c.submit(make_plan(arm.config, clock, x_now=450.0, tid=2, t_free=pa.t_end))
-    assert not c.can_accept()            # one running, one queued: full
+    assert not c.can_accept()  # one running, one queued: full
     ea = c.wait_for(a, "done")
     eb = c.wait_for(b, "done")
     assert (ea.result, eb.result) == (ResultCode.OK, ResultCode.OK)
     ra, rb = arm.records
-    assert rb.t_ack == pytest.approx(ra.t_done)       # taken the moment the first one ended
+    assert rb.t_ack == pytest.approx(ra.t_done)  # taken the moment the first one ended
     assert arm.executed_seqs() == [a, b]
 
 
@@ -206,7 +216,7 @@ def test_chained_pick_goes_from_the_chute_straight_to_its_approach(arms, clients
     arm, c, a, pa, pb = pick_then_chained(arms, clients, clock, grader)
     assert pb.chained and np.allclose(pb.start_mm, arm.config.chute_mm)
     b = c.submit(pb)
-    assert c.map.decode_block("command", arm.regs[24 - arm._lo:83 - arm._lo])["cmd_type"] == 4
+    assert c.map.decode_block("command", arm.regs[24 - arm._lo : 83 - arm._lo])["cmd_type"] == 4
     ea, eb = c.wait_for(a, "done"), c.wait_for(b, "done")
     assert (ea.result, eb.result) == (ResultCode.OK, ResultCode.OK)
     ra, rb = arm.records
@@ -222,13 +232,13 @@ def test_chained_pick_committed_after_the_release_runs_from_ready(arms, clients,
     """The robot looks for a chained pick at the release only: one committed later waits for
     the arm to reach ready, and a grip time it can no longer meet ends LATE, untouched."""
     arm, c, a, pa, pb = pick_then_chained(arms, clients, clock)
-    while clock.now() < pa.t_release + 0.02:           # keep the heartbeat going
+    while clock.now() < pa.t_release + 0.02:  # keep the heartbeat going
         clock.advance(min(0.05, pa.t_release + 0.02 - clock.now()))
         c.poll()
     b = c.submit(pb)
     eb = c.wait_for(b, "done")
     ra, rb = arm.records
-    assert ra.t_done == pytest.approx(pa.t_end, abs=0.02)          # went back to ready
+    assert ra.t_done == pytest.approx(pa.t_end, abs=0.02)  # went back to ready
     assert rb.t_ack >= ra.t_done and rb.t_grip is None
     assert eb.result == ResultCode.LATE and c.read_status().picks_total == 1
 
@@ -238,7 +248,7 @@ def test_a_fault_before_the_release_aborts_the_pick_and_the_chained_one_never_ru
 
     arm, c, a, pa, pb = pick_then_chained(arms, clients, clock)
     b = c.submit(pb)
-    while clock.now() < pa.t_release - 0.1:            # keep the heartbeat going until just before
+    while clock.now() < pa.t_release - 0.1:  # keep the heartbeat going until just before
         clock.advance(0.05)
         c.poll()
     arm.inject_fault(FaultCode.MOTION)
@@ -264,7 +274,7 @@ def test_commit_applied_then_connection_dropped_is_not_resent(arms, clients, clo
     seq = c.submit(make_plan(arm.config, clock))
     kinds = [e.kind for e in c.drain_events()]
     assert "commit_confirmed" in kinds
-    assert [w[2] for w in writes_to(arm, "cmd_seq")] == [[seq]]     # written once, never again
+    assert [w[2] for w in writes_to(arm, "cmd_seq")] == [[seq]]  # written once, never again
     assert c.wait_for(seq, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [seq]
 
@@ -276,7 +286,7 @@ def test_commit_lost_with_the_connection_is_written_again_after_reading_back(arm
     arm.drop_next_commit(apply=False)
     seq = c.submit(make_plan(arm.config, clock))
     seq_writes = [w[2] for w in writes_to(arm, "cmd_seq")]
-    assert seq_writes == [[seq, -1], [seq]]          # the lost one (marked -1), then the read-back retry
+    assert seq_writes == [[seq, -1], [seq]]  # the lost one (marked -1), then the read-back retry
     assert c.wait_for(seq, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [seq]
 
@@ -308,20 +318,20 @@ def test_controller_restart_never_reuses_a_sequence_number(arms, clients, clock,
     c1 = client_for(clients, arm, clock, state_file=str(state))
     c1.connect()
     s1 = c1.submit(make_plan(arm.config, clock, tid=1))
-    assert SeqStore(state).load() == 1                # persisted before the commit
+    assert SeqStore(state).load() == 1  # persisted before the commit
     c1.wait_for(s1, "acked")
-    c1.transport.close()                              # the controller dies mid-pick
+    c1.transport.close()  # the controller dies mid-pick
     c2 = client_for(clients, arm, clock, state_file=str(state))
     st = c2.connect()
     assert st.ack_seq == s1 and st.cmd_seq == s1
-    assert not c2.pending                             # it does not know about s1 ...
+    assert not c2.pending  # it does not know about s1 ...
     while arm.snapshot()["done_seq"] != s1:
         c2.poll()
         clock.sleep(0.05)
     s2 = c2.submit(make_plan(arm.config, clock, tid=2))
     assert s2 != s1 and SeqStore(state).load() == 2
     assert c2.wait_for(s2, "done").result == ResultCode.OK
-    assert arm.executed_seqs() == [s1, s2]            # ... and s1 ran exactly once
+    assert arm.executed_seqs() == [s1, s2]  # ... and s1 ran exactly once
 
 
 def test_fresh_controller_without_state_steps_past_the_arms_sequence(arms, clients, clock):
@@ -330,7 +340,7 @@ def test_fresh_controller_without_state_steps_past_the_arms_sequence(arms, clien
     c1.connect()
     s1 = c1.wait_for(c1.submit(make_plan(arm.config, clock)), "done").seq
     c1.close()
-    c2 = client_for(clients, arm, clock)              # no state file: counter starts at 0
+    c2 = client_for(clients, arm, clock)  # no state file: counter starts at 0
     c2.connect()
     s2 = c2.submit(make_plan(arm.config, clock, tid=2))
     assert s2 != s1
@@ -348,7 +358,7 @@ def test_robot_program_restart_does_not_replay_the_last_command(arms, clients, c
         c.poll()
         clock.sleep(0.05)
     assert arm.executed_seqs() == [seq]
-    s2 = c.submit(make_plan(arm.config, clock, tid=2))      # and the arm works on afterwards
+    s2 = c.submit(make_plan(arm.config, clock, tid=2))  # and the arm works on afterwards
     assert c.wait_for(s2, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [seq, s2]
 
@@ -361,10 +371,12 @@ def test_target_outside_the_workspace_is_never_written(arms, clients, clock):
     c = client_for(clients, arm, clock, cfg=strict)
     c.connect()
     before = len(arm.write_log)
-    plan = make_plan(arm.config, clock)              # planned for the looser limits: grasp at z=5
-    with pytest.raises(WorkspaceViolation, match=r"waypoint grasp .* outside the workspace: z=5\.0 \(allowed 10\.\.400\)"):
+    plan = make_plan(arm.config, clock)  # planned for the looser limits: grasp at z=5
+    with pytest.raises(
+        WorkspaceViolation, match=r"waypoint grasp .* outside the workspace: z=5\.0 \(allowed 10\.\.400\)"
+    ):
         c.submit(plan)
-    c0 = client_for(clients, arm, clock)             # the arm's own limits
+    c0 = client_for(clients, arm, clock)  # the arm's own limits
     c0.connect()
     far = make_plan(arm.config, clock)
     far.waypoints[4] = replace(far.waypoints[4], xyz_mm=np.array([5000.0, 0.0, 100.0]))
@@ -380,7 +392,7 @@ def test_target_outside_the_workspace_is_never_written(arms, clients, clock):
         clock.sleep(0.1)
     allowed = {arm.map.address("ctrl_heartbeat"), arm.map.address("watchdog_ms")}
     assert len(arm.write_log) > before
-    assert {w[1] for w in arm.write_log} <= allowed            # nothing but heartbeats and the watchdog
+    assert {w[1] for w in arm.write_log} <= allowed  # nothing but heartbeats and the watchdog
     assert arm.records == []
 
 
@@ -423,17 +435,17 @@ def test_stalled_controller_heartbeat_stops_the_arm(arms, clients, clock, grader
     arm = start_arm(arms, clock, grader=grader)
     c = client_for(clients, arm, clock)
     c.connect()
-    plan = make_plan(arm.config, clock, x_now=100.0)         # upstream: grip ~1.2 s from now
+    plan = make_plan(arm.config, clock, x_now=100.0)  # upstream: grip ~1.2 s from now
     seq = c.submit(plan)
     c.wait_for(seq, "acked")
     t_last_beat = max(w[0] for w in writes_to(arm, "ctrl_heartbeat"))
-    clock.advance(1.1)                                        # the controller hangs past watchdog_ms=1000
-    st = c.read_status()                                      # reading is not a heartbeat
+    clock.advance(1.1)  # the controller hangs past watchdog_ms=1000
+    st = c.read_status()  # reading is not a heartbeat
     assert (st.state, st.fault_code) == (ArmState.FAULT, FaultCode.CTRL_WATCHDOG)
     assert (st.done_seq, st.result) == (seq, ResultCode.ABORTED)
     rec = arm.records[0]
-    assert rec.t_done == pytest.approx(t_last_beat + 1.0)    # stopped exactly at the timeout
-    assert rec.t_grip is None and grader.calls == []          # it never reached the uro
+    assert rec.t_done == pytest.approx(t_last_beat + 1.0)  # stopped exactly at the timeout
+    assert rec.t_grip is None and grader.calls == []  # it never reached the uro
     assert rec.t_done < plan.grip_time
     events = c.poll()
     assert {"fault", "done"} <= {e.kind for e in events}
@@ -458,7 +470,7 @@ def test_estop_aborts_and_needs_release_then_reset(arms, clients, clock):
     arm.estop()
     done = c.wait_for(seq, "done")
     assert done.result == ResultCode.ABORTED and c.state_name == "estop"
-    assert c.wait_for(c.reset_fault(), "done").result == ResultCode.REJECTED     # button still pressed
+    assert c.wait_for(c.reset_fault(), "done").result == ResultCode.REJECTED  # button still pressed
     arm.release_estop()
     assert c.wait_for(c.reset_fault(), "done").result == ResultCode.OK
     assert c.read_status().state == ArmState.IDLE
@@ -482,17 +494,24 @@ def test_modbus_exceptions_are_named(arms, clients, clock):
     c = client_for(clients, arm, clock)
     c.connect()
     arm.exception_replies(6)
-    with pytest.raises(ModbusExceptionError, match=r"Modbus exception 6 \(SERVER DEVICE BUSY\) for function 3 "
-                                                   r"at register 128 \(count 18\)") as ei:
+    with pytest.raises(
+        ModbusExceptionError,
+        match=r"Modbus exception 6 \(SERVER DEVICE BUSY\) for function 3 "
+        r"at register 128 \(count 18\)",
+    ) as ei:
         c.read_status()
     assert (ei.value.code, ei.value.code_name) == (6, "SERVER DEVICE BUSY")
-    with pytest.raises(ModbusExceptionError, match=r"exception 2 \(ILLEGAL DATA ADDRESS\) for function 3 at register 0"):
-        c.transport.read(0, 4)                                   # UR's map starts at 128
-    with pytest.raises(ModbusExceptionError, match=r"exception 2 \(ILLEGAL DATA ADDRESS\) for function 16 at register 132"):
-        c.transport.write(arm.map.address("ack_seq"), [99])      # status is the arm's to write
+    with pytest.raises(
+        ModbusExceptionError, match=r"exception 2 \(ILLEGAL DATA ADDRESS\) for function 3 at register 0"
+    ):
+        c.transport.read(0, 4)  # UR's map starts at 128
+    with pytest.raises(
+        ModbusExceptionError, match=r"exception 2 \(ILLEGAL DATA ADDRESS\) for function 16 at register 132"
+    ):
+        c.transport.write(arm.map.address("ack_seq"), [99])  # status is the arm's to write
     assert arm.ack_seq == 0
     arm.exception_replies(4)
-    ev = c.poll()                                                # never raises, link kept
+    ev = c.poll()  # never raises, link kept
     assert any(e.kind == "error" and "SERVER DEVICE FAILURE" in e.detail for e in ev)
     assert c.connected and c.read_status().state == ArmState.IDLE
 
@@ -503,10 +522,13 @@ def test_timeouts_give_a_clear_error_and_no_stale_answers(arms, clients):
     c = client_for(clients, arm, clock, timeout_s=0.1)
     c.connect()
     arm.slow_replies(0.3)
-    with pytest.raises(RobotTimeoutError, match=r"arm 'arm' \(tcp 127\.0\.0\.1:\d+ unit 1\): no answer within 0\.1 s "
-                                                r"to read of registers 0\.\.17"):
+    with pytest.raises(
+        RobotTimeoutError,
+        match=r"arm 'arm' \(tcp 127\.0\.0\.1:\d+ unit 1\): no answer within 0\.1 s "
+        r"to read of registers 0\.\.17",
+    ):
         c.read_status()
-    assert not c.connected                                       # closed so a late answer is never taken
+    assert not c.connected  # closed so a late answer is never taken
     ev = c.poll()
     assert [e.kind for e in ev] in (["disconnected"], [])
     arm.slow_replies(0.0)
@@ -522,13 +544,16 @@ def test_refused_connection_and_back_off(clients):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-    s.close()                                                    # nothing listens there now
+    s.close()  # nothing listens there now
     cfg = ArmConfig(name="left")
-    cfg = replace(cfg, transport=replace(cfg.transport, port=port, timeout_s=0.2, reconnect_min_s=0.2,
-                                         reconnect_max_s=0.5))
+    cfg = replace(
+        cfg, transport=replace(cfg.transport, port=port, timeout_s=0.2, reconnect_min_s=0.2, reconnect_max_s=0.5)
+    )
     c = ArmClient(cfg, clock)
     clients.append(c)
-    with pytest.raises(RobotDisconnectedError, match=rf"arm 'left' \(tcp 127\.0\.0\.1:{port} unit 1\): cannot connect.*0\.20 s"):
+    with pytest.raises(
+        RobotDisconnectedError, match=rf"arm 'left' \(tcp 127\.0\.0\.1:{port} unit 1\): cannot connect.*0\.20 s"
+    ):
         c.connect()
     with pytest.raises(RobotDisconnectedError, match="back-off"):
         c.connect()
@@ -536,9 +561,9 @@ def test_refused_connection_and_back_off(clients):
     with pytest.raises(RobotDisconnectedError, match="retrying in 0.40 s"):
         c.connect()
     clock.advance(0.45)
-    with pytest.raises(RobotDisconnectedError, match="retrying in 0.50 s"):   # capped
+    with pytest.raises(RobotDisconnectedError, match="retrying in 0.50 s"):  # capped
         c.connect()
-    assert c.poll() == []                                        # never raises in the loop
+    assert c.poll() == []  # never raises in the loop
     assert c.state_name == "disconnected"
 
 
@@ -573,7 +598,7 @@ def test_rtu_framing_full_handshake(arms, clients, clock):
     assert c.wait_for(seq, "done", step_s=0.3).result == ResultCode.OK
     sent = [f for s, f in frames if s]
     assert sent, "no frames traced"
-    for f in sent:                       # RTU: unit, function, data, CRC-16 (low byte first); no MBAP header
+    for f in sent:  # RTU: unit, function, data, CRC-16 (low byte first); no MBAP header
         assert f[0] == 1
         assert int.from_bytes(f[-2:], "little") == crc16_modbus(f[:-2])
     commit = bytes([1, 16, 0, 22, 0, 1, 2, seq >> 8, seq & 0xFF])
@@ -590,8 +615,7 @@ def test_rtu_framing_full_handshake(arms, clients, clock):
 def test_background_heartbeat_thread_stops_on_close(arms):
     clock = SystemClock()
     arm = start_arm(arms, clock)
-    cfg = replace(arm.config, transport=arm.transport_config(), heartbeat_period_s=0.05,
-                  arm_heartbeat_timeout_s=0.5)
+    cfg = replace(arm.config, transport=arm.transport_config(), heartbeat_period_s=0.05, arm_heartbeat_timeout_s=0.5)
     c = ArmClient(cfg, clock)
     c.connect()
     c.start_background()
@@ -629,14 +653,17 @@ def test_unresolved_commit_is_resolved_by_poll_once_the_link_is_back(arms, clien
 
     def flaky_connect():
         calls["n"] += 1
-        if calls["n"] == 1:                       # the arm is unreachable right after the drop
+        if calls["n"] == 1:  # the arm is unreachable right after the drop
             raise RobotDisconnectedError("arm 'arm': cannot connect (test)")
         return real_connect()
 
     monkeypatch.setattr(c.transport, "connect", flaky_connect)
     plan = make_plan(arm.config, clock)
-    with pytest.raises(RobotDisconnectedError, match=r"commit of seq 1 is uncertain: it will be read back on "
-                                                      r"reconnect and never re-sent blindly"):
+    with pytest.raises(
+        RobotDisconnectedError,
+        match=r"commit of seq 1 is uncertain: it will be read back on "
+        r"reconnect and never re-sent blindly",
+    ):
         c.submit(plan)
     assert c.uncertain_plan is plan and not c.can_accept()
     with pytest.raises(RobotDisconnectedError, match="is not connected"):
@@ -661,10 +688,10 @@ def test_interface_version_mismatch_is_refused(arms, clients, clock, tmp_path):
     v3 = tmp_path / "generic-v3.toml"
     v3.write_text(text.replace("version = 2", "version = 3", 1))
     arm = start_arm(arms, clock, profile=str(v3))
-    c = client_for(clients, arm, clock)                    # the controller still speaks version 2
+    c = client_for(clients, arm, clock)  # the controller still speaks version 2
     with pytest.raises(ProtocolError, match=r"reports interface_version=3 but profile 'generic' is version 2"):
         c.connect()
-    assert not c.connected                                 # no half-open link left behind
+    assert not c.connected  # no half-open link left behind
     assert c.poll() == [] and not c.connected
 
 
@@ -678,4 +705,4 @@ def test_corrupt_state_file_is_named(tmp_path):
     store = SeqStore(tmp_path / "sub" / "s.json", "left")
     store.save(41)
     assert SeqStore(tmp_path / "sub" / "s.json").load() == 41
-    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["s.json"]     # no temp file left
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["s.json"]  # no temp file left

@@ -1,6 +1,7 @@
 """The controller against a robot side written from docs/robot-interface.md alone, on a
 raw-socket Modbus TCP server (no pymodbus on the server side): the controller must not depend
 on anything the document does not say."""
+
 from __future__ import annotations
 
 import socket
@@ -29,8 +30,8 @@ class DocRobot:
         self.clock = clock
         self.r = [0] * 83
         self.t0 = clock.now()
-        self.r[0] = 2                                   # interface_version
-        self.ack = self.r[4] = self.r[5] = self.r[22]   # start rule: nothing old is executed
+        self.r[0] = 2  # interface_version
+        self.ack = self.r[4] = self.r[5] = self.r[22]  # start rule: nothing old is executed
         self.state = 1
         self.fault = 0
         self.busy_until = None
@@ -65,21 +66,21 @@ class DocRobot:
         wd = self.r[21] or 1000
         if self.hb_changed is not None and now_ms - self.hb_changed > wd and self.state in (1, 2):
             if self.state == 2:
-                self.finish(self.busy_seq, 5)          # ABORTED
+                self.finish(self.busy_seq, 5)  # ABORTED
                 self.busy_until = None
             self.state, self.fault = 3, 1
         if self.busy_until is not None and self.release_at is not None and now_ms >= self.release_at:
             self.release_at = None
             pending = self.r[22]
             if pending != 0 and pending != self.ack and self.r[24] == 4:
-                self.busy_until = None                  # section 6 step 8: a PICK_CHAINED is waiting
+                self.busy_until = None  # section 6 step 8: a PICK_CHAINED is waiting
                 self.finish(self.busy_seq, self.busy_result)
         if self.busy_until is not None and now_ms >= self.busy_until:
             self.busy_until = None
             self.finish(self.busy_seq, self.busy_result)
         seq = self.r[22]
         if self.busy_until is None and seq != 0 and seq != self.ack:
-            block = list(self.r[24:83])                 # copy, then acknowledge
+            block = list(self.r[24:83])  # copy, then acknowledge
             self.ack = self.r[4] = seq
             ctype = block[0]
             if self.state == 3:
@@ -99,7 +100,7 @@ class DocRobot:
                 self.finish(seq, 1)
             else:
                 self.finish(seq, 4)
-        self.r[1] = (now_ms // 50) & 0xFFFF              # heartbeat every 50 ms
+        self.r[1] = (now_ms // 50) & 0xFFFF  # heartbeat every 50 ms
         self.r[2], self.r[3] = self.state, self.fault
         self.r[8], self.r[9] = now_ms >> 16, now_ms & 0xFFFF
 
@@ -108,14 +109,14 @@ class DocRobot:
             if a < 0 or a + n > 83:
                 return 2
             self.tick()
-            return self.r[a:a + n]
+            return self.r[a : a + n]
 
     def write(self, a: int, vals: list[int]):
         with self.lock:
             if not any(all(x in rng for x in range(a, a + len(vals))) for rng in self.WRITABLE):
                 return 2
             self.tick()
-            self.r[a:a + len(vals)] = vals
+            self.r[a : a + len(vals)] = vals
             self.tick()
             return None
 
@@ -172,10 +173,14 @@ class RawModbusTcpServer:
             if fc == 3:
                 addr, n = struct.unpack(">HH", pdu[1:5])
                 res = self.robot.read(addr, n)
-                body = (bytes([fc, 2 * n]) + struct.pack(f">{n}H", *res)) if isinstance(res, list) else bytes([fc | 0x80, res])
+                body = (
+                    (bytes([fc, 2 * n]) + struct.pack(f">{n}H", *res))
+                    if isinstance(res, list)
+                    else bytes([fc | 0x80, res])
+                )
             elif fc == 16:
                 addr, n, nbytes = struct.unpack(">HHB", pdu[1:6])
-                vals = list(struct.unpack(f">{n}H", pdu[6:6 + nbytes]))
+                vals = list(struct.unpack(f">{n}H", pdu[6 : 6 + nbytes]))
                 err = self.robot.write(addr, vals)
                 body = bytes([fc]) + struct.pack(">HH", addr, n) if err is None else bytes([fc | 0x80, err])
             else:
@@ -215,9 +220,12 @@ def plan_now(cfg, clock, tid=1, x=600.0, t_free=None, chained=False) -> PickPlan
     tr = ConveyorTracker(MPC)
     for dt in (-0.1, 0.0):
         tr.update(clock.now() + dt, int(round(V * (clock.now() + dt) / MPC)))
-    plan = PickPlanner(cfg).plan(PickTarget(tid, (x, 0.0), int(round(V * clock.now() / MPC)), (0.0, 1.0),
-                                            z_mm=5.0), tr, clock.now() if t_free is None else t_free,
-                                 chained=chained)
+    plan = PickPlanner(cfg).plan(
+        PickTarget(tid, (x, 0.0), int(round(V * clock.now() / MPC)), (0.0, 1.0), z_mm=5.0),
+        tr,
+        clock.now() if t_free is None else t_free,
+        chained=chained,
+    )
     assert isinstance(plan, PickPlan)
     return plan
 
@@ -225,7 +233,7 @@ def plan_now(cfg, clock, tid=1, x=600.0, t_free=None, chained=False) -> PickPlan
 def test_controller_drives_an_independent_robot_side(setup):
     clock, robot, server, client = setup
     st = client.connect()
-    assert st.state == ArmState.IDLE and robot.r[21] == 1000          # watchdog_ms written on connect
+    assert st.state == ArmState.IDLE and robot.r[21] == 1000  # watchdog_ms written on connect
     plan = plan_now(client.config, clock)
     seq = client.submit(plan)
     assert client.wait_for(seq, "acked").seq == seq
@@ -253,7 +261,7 @@ def test_independent_robot_watchdog_and_reset(setup):
     clock.advance(1.5)
     st = client.read_status()
     assert (st.state, st.fault_code) == (ArmState.FAULT, FaultCode.CTRL_WATCHDOG)
-    client.poll()                                                    # heartbeat back
+    client.poll()  # heartbeat back
     assert client.wait_for(client.reset_fault(), "done").result == ResultCode.OK
     assert client.read_status().state == ArmState.IDLE
     seq = client.submit(plan_now(client.config, clock, tid=2))
@@ -267,7 +275,7 @@ def test_independent_robot_takes_a_chained_pick_at_the_release(setup):
     client.wait_for(a, "acked")
     grip_a = robot.u32(28)
     b = client.submit(plan_now(client.config, clock, tid=2, x=300.0, t_free=clock.now() + 0.5, chained=True))
-    assert robot.r[24] == 4                                          # cmd_type PICK_CHAINED
+    assert robot.r[24] == 4  # cmd_type PICK_CHAINED
     assert client.wait_for(a, "done").result == ResultCode.OK
     client.wait_for(b, "acked")
     # Taken at the release (grip + 300 ms, within a poll), not after the return to ready (+400 ms).

@@ -1,4 +1,5 @@
 """Arm configuration, conveyor tracking, intercepts and pick trajectories (no sockets)."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,8 @@ from scallop.robot.planning import (
     Workspace,
 )
 
-V = 300.0          # belt speed, mm/s
-MPC = 0.1          # mm per encoder count
+V = 300.0  # belt speed, mm/s
+MPC = 0.1  # mm per encoder count
 
 
 def tracker_at(t_now: float, v: float = V) -> ConveyorTracker:
@@ -52,24 +53,38 @@ def test_config_defaults_are_valid_and_consistent():
     assert np.allclose(cfg.belt_velocity_robot(V), [0.0, V, 0.0], atol=1e-9)
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda: MotionConfig(speed_mm_s=9000), r"motion\.speed_mm_s=9000 is out of range: allowed 1\.\.5000"),
-    (lambda: MotionConfig(pull_angle_deg=120), r"motion\.pull_angle_deg=120 is out of range: allowed 0\.\.90"),
-    (lambda: TransportConfig(port=70000), r"transport\.port=70000 is out of range: allowed 1\.\.65535"),
-    (lambda: TransportConfig(kind="rtu"), r"transport\.serial_port is empty"),
-    (lambda: TransportConfig(kind="rtu", serial_port="/dev/x", baudrate=12345), r"baudrate=12345 is not a standard rate"),
-    (lambda: TransportConfig(kind="udp"), r"transport\.kind='udp' is not allowed"),
-    (lambda: TransportConfig(parity="X"), r"transport\.parity='X' is not allowed"),
-    (lambda: Box((0, 0, 0), (10, -1, 5), "cam"), r"box 'cam': min_mm\[1\]=0 must be below max_mm\[1\]=-1"),
-    (lambda: ArmConfig(name="left", watchdog_ms=50), r"arm 'left': watchdog_ms=50 is out of range: allowed 100\.\.65535"),
-    (lambda: ArmConfig(watchdog_ms=200), r"watchdog_ms=200 is too short for heartbeat_period_s=0\.1"),
-    (lambda: ArmConfig(pick_window_x_mm=(900, 500)), r"pick_window_x_mm=\(900\.0, 500\.0\): start must be below end"),
-    (lambda: ArmConfig(chute_mm=(900, 0, 100)), r"chute_mm=\(900\.0, 0\.0, 100\.0\) lies outside the workspace"),
-    (lambda: ArmConfig(keep_out=[Box((250, -50, 50), (350, 50, 150), "camera")]),
-     r"ready_mm=\(300\.0, 0\.0, 100\.0\) lies inside keep-out box camera"),
-    (lambda: Pose(rotation_deg=(0, 0)), r"expected 3 numbers|expected 3 finite numbers"),
-    (lambda: ArmConfig(name=" "), r"arm name is empty"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda: MotionConfig(speed_mm_s=9000), r"motion\.speed_mm_s=9000 is out of range: allowed 1\.\.5000"),
+        (lambda: MotionConfig(pull_angle_deg=120), r"motion\.pull_angle_deg=120 is out of range: allowed 0\.\.90"),
+        (lambda: TransportConfig(port=70000), r"transport\.port=70000 is out of range: allowed 1\.\.65535"),
+        (lambda: TransportConfig(kind="rtu"), r"transport\.serial_port is empty"),
+        (
+            lambda: TransportConfig(kind="rtu", serial_port="/dev/x", baudrate=12345),
+            r"baudrate=12345 is not a standard rate",
+        ),
+        (lambda: TransportConfig(kind="udp"), r"transport\.kind='udp' is not allowed"),
+        (lambda: TransportConfig(parity="X"), r"transport\.parity='X' is not allowed"),
+        (lambda: Box((0, 0, 0), (10, -1, 5), "cam"), r"box 'cam': min_mm\[1\]=0 must be below max_mm\[1\]=-1"),
+        (
+            lambda: ArmConfig(name="left", watchdog_ms=50),
+            r"arm 'left': watchdog_ms=50 is out of range: allowed 100\.\.65535",
+        ),
+        (lambda: ArmConfig(watchdog_ms=200), r"watchdog_ms=200 is too short for heartbeat_period_s=0\.1"),
+        (
+            lambda: ArmConfig(pick_window_x_mm=(900, 500)),
+            r"pick_window_x_mm=\(900\.0, 500\.0\): start must be below end",
+        ),
+        (lambda: ArmConfig(chute_mm=(900, 0, 100)), r"chute_mm=\(900\.0, 0\.0, 100\.0\) lies outside the workspace"),
+        (
+            lambda: ArmConfig(keep_out=[Box((250, -50, 50), (350, 50, 150), "camera")]),
+            r"ready_mm=\(300\.0, 0\.0, 100\.0\) lies inside keep-out box camera",
+        ),
+        (lambda: Pose(rotation_deg=(0, 0)), r"expected 3 numbers|expected 3 finite numbers"),
+        (lambda: ArmConfig(name=" "), r"arm name is empty"),
+    ],
+)
 def test_config_errors_name_the_field(make, message):
     with pytest.raises(RobotConfigError, match=message):
         make()
@@ -117,7 +132,7 @@ def test_trapezoid_time_triangle_and_cruise():
 def test_tracker_speed_and_positions():
     tr = tracker_at(2.0)
     assert tr.speed_mm_s == pytest.approx(V, rel=1e-3)
-    tg = target(x=10.0, enc=int(round(V * 1.0 / MPC)))        # seen at t=1.0
+    tg = target(x=10.0, enc=int(round(V * 1.0 / MPC)))  # seen at t=1.0
     assert tr.position_at(tg, 1.0) == pytest.approx([10.0, 20.0], abs=0.05)
     assert tr.position_at(tg, 3.0) == pytest.approx([610.0, 20.0], abs=0.2)
     assert tr.time_at_x(tg, 460.0) == pytest.approx(2.5, abs=1e-3)
@@ -126,7 +141,7 @@ def test_tracker_speed_and_positions():
 def test_tracker_follows_speed_change_and_rejects_time_going_back():
     tr = ConveyorTracker(MPC, history_s=0.5)
     c = 0
-    for k in range(30):                       # 300 mm/s, then 150 mm/s
+    for k in range(30):  # 300 mm/s, then 150 mm/s
         t = 0.05 * k
         tr.update(t, c)
         c += int((V if t < 0.7 else V / 2) * 0.05 / MPC)
@@ -215,7 +230,7 @@ def test_no_grip_that_would_close_outside_the_window():
     plan = PickPlanner(ArmConfig()).plan(tg, tr, t_free=0.0)
     m = ArmConfig().motion
     x_grip = float(tr.position_at(tg, plan.grip_time)[0])
-    x_closed = x_grip + V * m.gripper_close_s           # the uro when the gripper has closed
+    x_closed = x_grip + V * m.gripper_close_s  # the uro when the gripper has closed
     # A window ending just after the closed grip takes it; one ending between the grip's
     # start and its close does not: the gripper would still be closing outside the window.
     inside = PickPlanner(ArmConfig(pick_window_x_mm=(450.0, x_closed + 0.5))).plan(tg, tr, t_free=0.0)
@@ -225,15 +240,18 @@ def test_no_grip_that_would_close_outside_the_window():
     assert "close" in outside.detail
 
 
-@pytest.mark.parametrize("tg,t_free,reason", [
-    (target(x=1020.0), 0.0, SkipReason.TOO_LATE),         # near the window's end: cannot get there in time
-    (target(x=1040.0), 0.0, SkipReason.PASSED),           # a grip starting now would close past the end
-    (target(x=1100.0), 0.0, SkipReason.PASSED),
-    (target(x=600.0), 5.0, SkipReason.PASSED),            # arm free only after it has gone
-    (target(y=200.0), 0.0, SkipReason.OUTSIDE_WINDOW),
-    (target(conf=0.2), 0.0, SkipReason.LOW_CONFIDENCE),
-    (target(pull=(0.0, 0.0)), 0.0, SkipReason.NO_PULL_DIRECTION),
-])
+@pytest.mark.parametrize(
+    "tg,t_free,reason",
+    [
+        (target(x=1020.0), 0.0, SkipReason.TOO_LATE),  # near the window's end: cannot get there in time
+        (target(x=1040.0), 0.0, SkipReason.PASSED),  # a grip starting now would close past the end
+        (target(x=1100.0), 0.0, SkipReason.PASSED),
+        (target(x=600.0), 5.0, SkipReason.PASSED),  # arm free only after it has gone
+        (target(y=200.0), 0.0, SkipReason.OUTSIDE_WINDOW),
+        (target(conf=0.2), 0.0, SkipReason.LOW_CONFIDENCE),
+        (target(pull=(0.0, 0.0)), 0.0, SkipReason.NO_PULL_DIRECTION),
+    ],
+)
 def test_skip_reasons(tg, t_free, reason):
     res = PickPlanner(ArmConfig()).plan(tg, tracker_at(0.0), t_free)
     assert isinstance(res, Skip) and res.reason == reason, res
@@ -259,8 +277,11 @@ def test_workspace_checks_segments_between_waypoints():
     ws.check_path([("a", np.array([10.0, 10.0, 10.0])), ("b", np.array([10.0, 90.0, 10.0]))])
     with pytest.raises(WorkspaceViolation, match=r"segment a -> b crosses a keep-out box at \(41\.3, 41\.3, 10\.0\)"):
         ws.check_path([("a", np.array([10.0, 10.0, 10.0])), ("b", np.array([90.0, 90.0, 10.0]))])
-    with pytest.raises(WorkspaceViolation, match=r"waypoint b at \(10\.0, 10\.0, 120\.0\) mm is outside the workspace: "
-                                                 r"z=120\.0 \(allowed 0\.\.100\)"):
+    with pytest.raises(
+        WorkspaceViolation,
+        match=r"waypoint b at \(10\.0, 10\.0, 120\.0\) mm is outside the workspace: "
+        r"z=120\.0 \(allowed 0\.\.100\)",
+    ):
         ws.check_path([("a", np.array([10.0, 10.0, 10.0])), ("b", np.array([10.0, 10.0, 120.0]))])
     with pytest.raises(WorkspaceViolation, match="inside keep-out box post"):
         ws.check_point("c", np.array([50.0, 50.0, 50.0]))
@@ -327,7 +348,7 @@ def test_the_client_checks_the_other_starts_of_a_chained_plan_again():
     client = ArmClient(ArmConfig(keep_out=[Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")]), SystemClock())
     with pytest.raises(WorkspaceViolation, match="segment chute -> approach crosses a keep-out box"):
         client.check_plan(plan)
-    ArmClient(ArmConfig(), SystemClock()).check_plan(plan)      # without the box: fine
+    ArmClient(ArmConfig(), SystemClock()).check_plan(plan)  # without the box: fine
 
 
 def test_command_fields_cover_the_command_block():

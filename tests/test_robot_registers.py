@@ -1,4 +1,5 @@
 """Register maps: the profiles as data, the codec, and the validation messages."""
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,10 @@ from scallop.robot.registers import Field, RegisterMap, builtin_profiles
 def minimal(**over) -> dict:
     d = {
         "profile": {"name": "t", "version": 1, "word_order": "big"},
-        "blocks": {"status": {"start": 0, "count": 4, "access": "r"},
-                   "command": {"start": 10, "count": 6, "access": "w"}},
+        "blocks": {
+            "status": {"start": 0, "count": 4, "access": "r"},
+            "command": {"start": 10, "count": 6, "access": "w"},
+        },
         "fields": {
             "a": {"address": 0, "type": "uint16", "access": "r", "block": "status"},
             "b": {"address": 2, "type": "int32", "access": "r", "block": "status", "scale": 0.01, "unit": "mm"},
@@ -50,17 +53,38 @@ def test_generic_and_ur_share_layout_offset_by_128():
         assert uf.address == f.address + 128, name
         assert (uf.type, uf.scale, uf.access, uf.block) == (f.type, f.scale, f.access, f.block)
     lo, hi = u.span()
-    assert 128 <= lo and hi - 1 <= 255          # UR's general-purpose registers
+    assert 128 <= lo and hi - 1 <= 255  # UR's general-purpose registers
     assert u.address("cmd_seq") == 150 and u.address("grip_time_ms") == 156
 
 
 def test_generic_key_addresses_match_the_document():
     g = RegisterMap.load("generic")
-    expect = {"interface_version": 0, "arm_heartbeat": 1, "arm_state": 2, "fault_code": 3, "ack_seq": 4,
-              "done_seq": 5, "result": 6, "arm_time_ms": 8, "tcp_x": 10, "picks_total": 16,
-              "ctrl_heartbeat": 20, "watchdog_ms": 21, "cmd_seq": 22, "cmd_type": 24, "target_id": 26,
-              "grip_time_ms": 28, "belt_vx": 30, "approach_x": 36, "grasp_x": 44, "grip_end_x": 52,
-              "pull_end_x": 60, "chute_x": 68, "ready_x": 76, "ready_speed": 82}
+    expect = {
+        "interface_version": 0,
+        "arm_heartbeat": 1,
+        "arm_state": 2,
+        "fault_code": 3,
+        "ack_seq": 4,
+        "done_seq": 5,
+        "result": 6,
+        "arm_time_ms": 8,
+        "tcp_x": 10,
+        "picks_total": 16,
+        "ctrl_heartbeat": 20,
+        "watchdog_ms": 21,
+        "cmd_seq": 22,
+        "cmd_type": 24,
+        "target_id": 26,
+        "grip_time_ms": 28,
+        "belt_vx": 30,
+        "approach_x": 36,
+        "grasp_x": 44,
+        "grip_end_x": 52,
+        "pull_end_x": 60,
+        "chute_x": 68,
+        "ready_x": 76,
+        "ready_speed": 82,
+    }
     assert {k: g.address(k) for k in expect} == expect
     assert (g.block("status").start, g.block("status").count) == (0, 18)
     assert (g.block("command").start, g.block("command").count) == (24, 59)
@@ -86,19 +110,22 @@ def test_profile_file_by_path(tmp_path):
     )
     m = RegisterMap.load(p)
     assert (m.name, m.version, m.word_order) == ("mine", 3, "little")
-    assert m.encode_field("x", -1.5) == [0xFFF1, 0xFFFF]   # -15 little-endian word order
+    assert m.encode_field("x", -1.5) == [0xFFF1, 0xFFFF]  # -15 little-endian word order
 
 
 # ---------------------------------------------------------------- codec
-@pytest.mark.parametrize("ftype,value,words", [
-    ("uint16", 65535, [0xFFFF]),
-    ("uint16", 0, [0]),
-    ("int16", -1, [0xFFFF]),
-    ("int16", -32768, [0x8000]),
-    ("uint32", 0x12345678, [0x1234, 0x5678]),
-    ("int32", -2, [0xFFFF, 0xFFFE]),
-    ("int32", 2147483647, [0x7FFF, 0xFFFF]),
-])
+@pytest.mark.parametrize(
+    "ftype,value,words",
+    [
+        ("uint16", 65535, [0xFFFF]),
+        ("uint16", 0, [0]),
+        ("int16", -1, [0xFFFF]),
+        ("int16", -32768, [0x8000]),
+        ("uint32", 0x12345678, [0x1234, 0x5678]),
+        ("int32", -2, [0xFFFF, 0xFFFE]),
+        ("int32", 2147483647, [0x7FFF, 0xFFFF]),
+    ],
+)
 def test_integer_encoding_big_word_order(ftype, value, words):
     f = Field("f", 0, ftype, "r", "s")
     assert f.encode(value, "big") == words
@@ -121,15 +148,18 @@ def test_scaled_values_round_trip_to_the_scale():
     f = Field("grasp_x", 0, "int32", "w", "c", scale=0.01, unit="mm")
     assert f.encode(412.25) == [0, 41225]
     assert f.decode([0, 41225]) == 412.25
-    assert f.decode(f.encode(-0.004)) == 0.0           # below resolution rounds to 0
+    assert f.decode(f.encode(-0.004)) == 0.0  # below resolution rounds to 0
     assert f.decode(f.encode(-123.456)) == -123.46
     assert f.value_range() == (-21474836.48, 21474836.47)
 
 
 def test_out_of_range_names_field_unit_and_allowed_range():
     f = Field("grasp_x", 0, "int32", "w", "c", scale=0.01, unit="mm")
-    with pytest.raises(RegisterValueError, match=r"grasp_x=30000000\.0 mm is out of range for int32 at scale 0\.01: "
-                                                 r"allowed -21474836\.48\.\.21474836\.47 mm"):
+    with pytest.raises(
+        RegisterValueError,
+        match=r"grasp_x=30000000\.0 mm is out of range for int32 at scale 0\.01: "
+        r"allowed -21474836\.48\.\.21474836\.47 mm",
+    ):
         f.encode(3e7)
     g = Field("speed", 0, "uint16", "w", "c", unit="mm/s")
     with pytest.raises(RegisterValueError, match=r"speed=-1 mm/s is out of range for uint16.*allowed 0\.\.65535 mm/s"):
@@ -160,21 +190,39 @@ def test_block_encode_decode_and_gaps():
 
 
 # ---------------------------------------------------------------- validation
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: d["fields"]["a"].update(type="int64"), r"fields\.a\.type='int64' is not allowed: choose one of uint16"),
-    (lambda d: d["fields"]["a"].update(access="rw"), r"fields\.a\.access='rw' is not allowed"),
-    (lambda d: d["fields"]["b"].update(address=3), r"fields\.b \(registers 3\.\.4\) lies outside blocks\.status \(0\.\.3\)"),
-    (lambda d: d["fields"]["e"].update(address=15), r"fields\.e \(registers 15\.\.16\) lies outside blocks\.command"),
-    (lambda d: d["fields"]["c"].update(access="r"), r"fields\.c\.access='r' differs from blocks\.command\.access='w'"),
-    (lambda d: d["fields"]["c"].update(scale=0), r"fields\.c\.scale=0 must be a positive number"),
-    (lambda d: d["fields"]["c"].update(colour="red"), r"fields\.c: unknown key\(s\) colour"),
-    (lambda d: d["fields"]["c"].update(block="nope"), r"fields\.c\.block='nope' is not a block"),
-    (lambda d: d["blocks"]["command"].update(start=2), r"blocks\.status \(0\.\.3\) overlaps blocks\.command"),
-    (lambda d: d["blocks"]["command"].update(count=200), r"blocks\.command\.count=200 is out of range: allowed 1\.\.123"),
-    (lambda d: d["profile"].update(word_order="middle"), r"profile\.word_order='middle' is not allowed"),
-    (lambda d: d["profile"].update(version=0), r"profile\.version=0 must be an integer 1\.\.65535"),
-    (lambda d: d.update(extra={}), r"unknown section\(s\) extra"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (
+            lambda d: d["fields"]["a"].update(type="int64"),
+            r"fields\.a\.type='int64' is not allowed: choose one of uint16",
+        ),
+        (lambda d: d["fields"]["a"].update(access="rw"), r"fields\.a\.access='rw' is not allowed"),
+        (
+            lambda d: d["fields"]["b"].update(address=3),
+            r"fields\.b \(registers 3\.\.4\) lies outside blocks\.status \(0\.\.3\)",
+        ),
+        (
+            lambda d: d["fields"]["e"].update(address=15),
+            r"fields\.e \(registers 15\.\.16\) lies outside blocks\.command",
+        ),
+        (
+            lambda d: d["fields"]["c"].update(access="r"),
+            r"fields\.c\.access='r' differs from blocks\.command\.access='w'",
+        ),
+        (lambda d: d["fields"]["c"].update(scale=0), r"fields\.c\.scale=0 must be a positive number"),
+        (lambda d: d["fields"]["c"].update(colour="red"), r"fields\.c: unknown key\(s\) colour"),
+        (lambda d: d["fields"]["c"].update(block="nope"), r"fields\.c\.block='nope' is not a block"),
+        (lambda d: d["blocks"]["command"].update(start=2), r"blocks\.status \(0\.\.3\) overlaps blocks\.command"),
+        (
+            lambda d: d["blocks"]["command"].update(count=200),
+            r"blocks\.command\.count=200 is out of range: allowed 1\.\.123",
+        ),
+        (lambda d: d["profile"].update(word_order="middle"), r"profile\.word_order='middle' is not allowed"),
+        (lambda d: d["profile"].update(version=0), r"profile\.version=0 must be an integer 1\.\.65535"),
+        (lambda d: d.update(extra={}), r"unknown section\(s\) extra"),
+    ],
+)
 def test_profile_errors_name_the_field(mutate, message):
     d = minimal()
     mutate(d)
@@ -184,8 +232,10 @@ def test_profile_errors_name_the_field(mutate, message):
 
 def test_overlapping_fields_are_refused():
     d = minimal()
-    d["fields"]["d"]["address"] = 11      # inside c (10..11)
-    with pytest.raises(ProfileError, match=r"fields\.c \(registers 10\.\.11\) overlaps fields\.d \(registers 11\.\.11\)"):
+    d["fields"]["d"]["address"] = 11  # inside c (10..11)
+    with pytest.raises(
+        ProfileError, match=r"fields\.c \(registers 10\.\.11\) overlaps fields\.d \(registers 11\.\.11\)"
+    ):
         RegisterMap.from_dict(d)
 
 
@@ -204,8 +254,11 @@ def test_a_version_1_profile_is_refused_with_what_to_do(tmp_path):
     old = tmp_path / "old.toml"
     old.write_text(text.replace("version = 2", "version = 1", 1))
     m = RegisterMap.load(str(old))
-    with pytest.raises(ProfileError, match=r"interface version 1; this controller speaks version 2 .*"
-                                           r"update the robot program"):
+    with pytest.raises(
+        ProfileError,
+        match=r"interface version 1; this controller speaks version 2 .*"
+        r"update the robot program",
+    ):
         check_profile(m)
 
 
@@ -218,7 +271,9 @@ def test_interface_document_matches_the_profiles_and_codes():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "robot-interface.md").read_text()
     g, u = RegisterMap.load("generic"), RegisterMap.load("ur")
-    rows = re.findall(r"^\| `(\w+)` \| ([\d–]+) \| ([\d–]+) \| (\w+) \| ([\d.]+) \| ([^|]*) \| (.+) \|$", doc, re.MULTILINE)
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([\d–]+) \| ([\d–]+) \| (\w+) \| ([\d.]+) \| ([^|]*) \| (.+) \|$", doc, re.MULTILINE
+    )
     assert {r[0] for r in rows} == set(g.fields) == set(PROTOCOL_FIELDS)
     for name, ga, ua, typ, scale, unit, meaning in rows:
         for m, a in ((g, ga), (u, ua)):
@@ -228,8 +283,12 @@ def test_interface_document_matches_the_profiles_and_codes():
         f = g.field(name)
         assert (typ, float(scale), unit.strip()) == (f.type, f.scale, f.unit), name
         assert meaning.strip() == f.description
-    for enum, column in ((ArmState, "arm_state"), (FaultCode, "fault_code"), (ResultCode, "result"),
-                         (CommandType, "cmd_type")):
+    for enum, column in (
+        (ArmState, "arm_state"),
+        (FaultCode, "fault_code"),
+        (ResultCode, "result"),
+        (CommandType, "cmd_type"),
+    ):
         for member in enum:
             assert re.search(rf"^\| {member.value} {member.name} \|", doc, re.MULTILINE), (column, member)
     for key, value in g.timing.items():

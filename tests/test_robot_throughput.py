@@ -6,6 +6,7 @@ its centre and the uro as a disk touching the adductor; they ride the belt at 30
 Ground-truth targets (the uro's centre, the direction away from the adductor) stand in for
 vision's detections.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,15 @@ class StandInWorld:
     def encoder_at(self, t: float) -> int:
         return int(math.floor(self.travel(t) / self.mpc))
 
-    def populate(self, rng: np.random.Generator, rate_per_s: float, duration_s: float, camera_x: float = 0.0,
-                 y_half: float = 110.0, jitter: float = 0.4) -> list[tuple[float, PickTarget]]:
+    def populate(
+        self,
+        rng: np.random.Generator,
+        rate_per_s: float,
+        duration_s: float,
+        camera_x: float = 0.0,
+        y_half: float = 110.0,
+        jitter: float = 0.4,
+    ) -> list[tuple[float, PickTarget]]:
         """Scallops crossing the camera line at ``rate_per_s`` on average, each gap drawn
         uniformly within ±``jitter`` of the mean (a singulated but irregular stream)."""
         times, t = [], 0.2
@@ -49,13 +57,13 @@ class StandInWorld:
             times.append(t)
             t += rng.uniform(1 - jitter, 1 + jitter) / rate_per_s
         n = len(times)
-        self.R = rng.uniform(20.0, 37.5, n)                 # meat 40..75 mm across
-        self.add_r = self.R * rng.uniform(0.38, 0.55, n)    # adductor 38..55 % of the diameter
-        self.uro_r = rng.uniform(2.5, 5.0, n)               # uro 5..10 mm wide
+        self.R = rng.uniform(20.0, 37.5, n)  # meat 40..75 mm across
+        self.add_r = self.R * rng.uniform(0.38, 0.55, n)  # adductor 38..55 % of the diameter
+        self.uro_r = rng.uniform(2.5, 5.0, n)  # uro 5..10 mm wide
         ang = rng.uniform(0.0, 2 * np.pi, n)
-        self.u = np.stack([np.cos(ang), np.sin(ang)], 1)    # adductor -> uro
+        self.u = np.stack([np.cos(ang), np.sin(ang)], 1)  # adductor -> uro
         y = rng.uniform(-y_half, y_half, n)
-        self.c0 = np.stack([camera_x - self.v * np.asarray(times), y], 1)   # centres at t=0
+        self.c0 = np.stack([camera_x - self.v * np.asarray(times), y], 1)  # centres at t=0
         self.removed = np.zeros(n, bool)
         out = []
         for k, tk in enumerate(times):
@@ -87,8 +95,9 @@ class StandInWorld:
 
 def two_arms() -> list[ArmConfig]:
     up = ArmConfig(name="up")
-    down = ArmConfig(name="down", pick_window_x_mm=(1150.0, 1750.0),
-                     robot_from_belt=Pose((0.0, 0.0, 90.0), (400.0, -1450.0, 0.0)))
+    down = ArmConfig(
+        name="down", pick_window_x_mm=(1150.0, 1750.0), robot_from_belt=Pose((0.0, 0.0, 90.0), (400.0, -1450.0, 0.0))
+    )
     return [up, down]
 
 
@@ -101,17 +110,17 @@ def test_stand_in_world_grades_by_geometry():
     uro = tg.xy_mm + [w.travel(later) - w.travel(t), 0.0]
     centre = w.c0[0] + [w.travel(later), 0.0]
     assert w.grade_pick(centre, later, tg.pull_dir).result == "adductor_hit"
-    assert w.grade_pick(uro, later, -tg.pull_dir).result == "meat_hit"       # pulled towards the adductor
+    assert w.grade_pick(uro, later, -tg.pull_dir).result == "meat_hit"  # pulled towards the adductor
     assert w.grade_pick(uro + [0.0, 300.0], later, tg.pull_dir).result == "empty"
     assert w.grade_pick(uro, later, tg.pull_dir).result == "uro_removed"
-    assert w.grade_pick(uro, later, tg.pull_dir).result != "uro_removed"     # only once
+    assert w.grade_pick(uro, later, tg.pull_dir).result != "uro_removed"  # only once
 
 
 # ---------------------------------------------------------------- acceptance
 def test_one_arm_at_90_percent_of_capacity_removes_nearly_every_uro():
     cfg = ArmConfig(name="solo")
     cap = PickPlanner(cfg).capacity_per_s(V)
-    assert 0.5 <= cap <= 1.0 / 0.6                      # cycle time within 0.6..2 s
+    assert 0.5 <= cap <= 1.0 / 0.6  # cycle time within 0.6..2 s
     w = StandInWorld()
     arrivals = w.populate(np.random.default_rng(7), 0.9 * cap, 380.0)
     rep = run_pick_line([cfg], w, arrivals, w.encoder_at, MPC, 380.0, step_s=0.1)
@@ -132,7 +141,7 @@ def test_two_arms_at_150_percent_reach_95_percent_of_their_capacity():
     assert rep.capacity_total_per_s == pytest.approx(cap)
     assert rep.picks_per_s >= 0.95 * cap, rep.as_dict()
     assert rep.grades.get("adductor_hit", 0) == 0
-    assert rep.uro_removed == rep.picks                  # every pick made removed its uro
+    assert rep.uro_removed == rep.picks  # every pick made removed its uro
     # Both arms work; what neither could take is reported, not lost.
     assert min(rep.per_arm.values()) >= 0.4 * rep.picks
     assert rep.picks + sum(rep.skips.values()) == rep.arrivals
@@ -183,19 +192,21 @@ def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
     tr.update(-0.1, -300)
     tr.update(0.0, 0)
     up, down = (StubClient(c) for c in two_arms())
-    sched = Scheduler([down, up], tr, clock)             # given in any order
+    sched = Scheduler([down, up], tr, clock)  # given in any order
     assert [l.name for l in sched.lanes] == ["up", "down"]
-    targets = [PickTarget(1, (100.0, 0.0), 0, (0.0, 1.0)),    # enters the upstream window at 1.2 s
-               PickTarget(2, (700.0, 50.0), 0, (0.0, 1.0)),   # inside it, leaves first: EDF picks it
-               PickTarget(3, (1040.0, 0.0), 0, (0.0, 1.0))]   # too late for the upstream arm
+    targets = [
+        PickTarget(1, (100.0, 0.0), 0, (0.0, 1.0)),  # enters the upstream window at 1.2 s
+        PickTarget(2, (700.0, 50.0), 0, (0.0, 1.0)),  # inside it, leaves first: EDF picks it
+        PickTarget(3, (1040.0, 0.0), 0, (0.0, 1.0)),
+    ]  # too late for the upstream arm
     sched.add(targets)
     sched.step()
     assert [p.target.id for p in up.sent] == [2]
-    assert [p.target.id for p in down.sent] == [3]            # the upstream arm could not reach it
+    assert [p.target.id for p in down.sent] == [3]  # the upstream arm could not reach it
     assert set(sched.queue) == {1}
     up.free = True
     sched.step()
-    assert [p.target.id for p in up.sent] == [2]              # chosen only commit_lead_s before the arm is free
+    assert [p.target.id for p in up.sent] == [2]  # chosen only commit_lead_s before the arm is free
     first = up.sent[0]
     t = first.t_release - 0.2
     clock.advance(t - clock.now())
@@ -209,7 +220,7 @@ def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
     assert first.t_release < first.t_end - 0.1
     clock.advance(10.0 - clock.now())
     tr.update(10.0, 30000)
-    sched.add([PickTarget(4, (0.0, 300.0), 0, (0.0, 1.0))])   # across the belt: no window holds it
+    sched.add([PickTarget(4, (0.0, 300.0), 0, (0.0, 1.0))])  # across the belt: no window holds it
     sched.step()
     assert [s.reason.value for s in sched.skips] == ["outside_window"]
 
@@ -261,7 +272,7 @@ def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
 
     clock = VirtualClock()
     tr = ConveyorTracker(MPC)
-    for k in range(5):                                  # a frame every 0.6 s until t=0
+    for k in range(5):  # a frame every 0.6 s until t=0
         t = -2.4 + 0.6 * k
         tr.update(t, int(round(V * t / MPC)))
     arm = AlwaysFreeArm(ArmConfig(name="a"))
@@ -269,10 +280,10 @@ def test_no_pick_is_sent_while_the_belt_position_is_a_guess():
     # 4 intervals of 0.6 s without a sample: still fresh; past that, held.
     assert tr.fresh(2.4) and not tr.fresh(2.41)
     clock.advance(2.5)
-    sched.add([PickTarget(1, (300.0, 0.0), int(round(V * 2.5 / MPC)), (0.0, 1.0))])   # in the window at 3.0 s
+    sched.add([PickTarget(1, (300.0, 0.0), int(round(V * 2.5 / MPC)), (0.0, 1.0))])  # in the window at 3.0 s
     sched.step()
     assert arm.sent == [] and 1 in sched.queue
-    clock.advance(3.0)                                  # x = 300 + 1650: past the window
+    clock.advance(3.0)  # x = 300 + 1650: past the window
     sched.step()
     assert [(s.target.id, s.reason) for s in sched.skips] == [(1, SkipReason.POSITION_UNCERTAIN)]
     # Frames again: a new target is sent at once.

@@ -1,5 +1,6 @@
 """`scallop run` as a newcomer runs it (no config: the built-in simulator), checked in a real
 headless chromium: the live view shows camera frames of the belt, and the counts move."""
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,25 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reas
 def scallop_run(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scallop", "run", "--port", "0", "--no-browser", "--duration", "40",
-         "--record", str(tmp_path / "record.sqlite")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "scallop",
+            "run",
+            "--port",
+            "0",
+            "--no-browser",
+            "--duration",
+            "40",
+            "--record",
+            str(tmp_path / "record.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     url = None
     t_end = time.time() + 60
     while time.time() < t_end and url is None:

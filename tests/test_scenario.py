@@ -4,6 +4,7 @@ accounting of every scallop, determinism, and the report.
 Runs of the line are short (30 s of virtual time, a fault at 10 s) and need a segmentation
 model: the shipped one, else the preliminary ``runs/pre/model.onnx``; without either they skip.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,18 @@ def scenario(**spec) -> dict:
 # ---------------------------------------------------------------------------- the file format
 def test_every_shipped_scenario_loads_with_a_description():
     shipped = shipped_scenarios()
-    want = {"nominal", "overload", "lighting_drift", "two_arms", "faults_arm", "faults_heartbeat",
-            "faults_camera", "faults_estop", "belt_stop", "bursts"}
+    want = {
+        "nominal",
+        "overload",
+        "lighting_drift",
+        "two_arms",
+        "faults_arm",
+        "faults_heartbeat",
+        "faults_camera",
+        "faults_estop",
+        "belt_stop",
+        "bursts",
+    }
     assert want <= set(shipped)
     for name, path in shipped.items():
         sc = load_scenario(name)
@@ -71,7 +82,7 @@ def test_nominal_is_the_acceptance_scenario():
     assert sc.spec.scallops == 1000 and len(cfg.arms) == 1
     assert cfg.sim.belt.speed_mm_s == 300.0
     cap = PickPlanner(cfg.arms[0]).capacity_per_s(300.0)
-    assert 1 / cap == pytest.approx(1.267, abs=0.005)             # the default arm's chained cycle
+    assert 1 / cap == pytest.approx(1.267, abs=0.005)  # the default arm's chained cycle
     assert cfg.sim.arrivals.rate_per_s == pytest.approx(0.9 * cap)
 
 
@@ -84,9 +95,10 @@ def test_arrivals_share_counts_every_arm_and_their_motion():
     assert all(a.motion.speed_mm_s == 700.0 for a in cfg.arms)
     assert cfg.arms[1].pick_window_x_mm[0] - cfg.arms[0].pick_window_x_mm[0] == pytest.approx(600.0)
     cap = sum(PickPlanner(a).capacity_per_s(300.0) for a in cfg.arms)
-    slow = PickPlanner(dataclasses.replace(cfg.arms[0], motion=dataclasses.replace(cfg.arms[0].motion,
-                                                                                   speed_mm_s=1000.0)))
-    assert cap < 2 * slow.capacity_per_s(300.0)                # slower moves, lower capacity
+    slow = PickPlanner(
+        dataclasses.replace(cfg.arms[0], motion=dataclasses.replace(cfg.arms[0].motion, speed_mm_s=1000.0))
+    )
+    assert cap < 2 * slow.capacity_per_s(300.0)  # slower moves, lower capacity
     assert cfg.sim.arrivals.rate_per_s == pytest.approx(1.5 * cap)
 
 
@@ -97,7 +109,11 @@ def test_belt_stop_becomes_a_speed_profile_with_the_right_travel():
     sc = parse_scenario(scenario() | {"faults": [{"at_s": 4.0, "kind": "belt_stop", "duration_s": 3.0, "ramp_s": 1.0}]})
     prof = sc.line_config().sim.belt.profile
     assert [(s.duration_s, s.speed_mm_s, s.end_speed) for s in prof] == [
-        (4.0, 300.0, 300.0), (1.0, 300.0, 0.0), (3.0, 0.0, 0.0), (1.0, 0.0, 300.0)]
+        (4.0, 300.0, 300.0),
+        (1.0, 300.0, 0.0),
+        (3.0, 0.0, 0.0),
+        (1.0, 0.0, 300.0),
+    ]
     sp = SpeedProfile(BeltConfig(speed_mm_s=300.0, profile=prof))
     assert sp.speed(6.0) == 0.0 and sp.speed(20.0) == 300.0
     # 4 s at 300, two 1 s ramps (150 mm each), 3 s standing: 1500 mm after 9 s.
@@ -106,29 +122,52 @@ def test_belt_stop_becomes_a_speed_profile_with_the_right_travel():
         belt_stop_profile(300.0, [sc.faults[0], dataclasses.replace(sc.faults[0], at_s=5.0)])
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"scenario": {"name": "x", "duration_s": 5, "scallops": 10}}, "give exactly one of duration_s and scallops"),
-    ({"scenario": {"name": "x", "duration_s": 5, "speed": 1}}, "scenario.speed: unknown key"),
-    ({"scenario": {"name": "x", "duration_s": 5, "arms": 9}}, "scenario: arms=9 is out of range: allowed 1..8"),
-    ({"scenario": {"name": "x", "duration_s": "long"}}, "scenario.duration_s='long': expected a number"),
-    ({"line": {}}, "scenario: missing table [scenario]"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "belt": {}}, "belt: unknown table"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "fire"}]},
-     "faults[0].kind='fire' is not allowed"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": -1, "kind": "camera_stall"}]},
-     "faults[0]: at_s=-1.0 is out of range"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "arm_disconnect", "arm": "left"}]},
-     "faults[0].arm='left' is not an arm of this line: choose one of arm1"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "line": {"sim": {"belt": {"speed_mm_s": 2000}}}},
-     "line.sim.belt: speed_mm_s=2000.0 is out of range"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "line": {"camera": {"source": "0"}}},
-     "scenarios run on the simulator only"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "arm": {"motion": {"speed_mm_s": 9000}}},
-     "motion.speed_mm_s=9000 is out of range"),
-    ({"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "belt_stop"}],
-      "line": {"sim": {"belt": {"profile": [{"duration_s": 5, "speed_mm_s": 100}]}}}},
-     "belt_stop cannot be combined with line.sim.belt.profile"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"scenario": {"name": "x", "duration_s": 5, "scallops": 10}}, "give exactly one of duration_s and scallops"),
+        ({"scenario": {"name": "x", "duration_s": 5, "speed": 1}}, "scenario.speed: unknown key"),
+        ({"scenario": {"name": "x", "duration_s": 5, "arms": 9}}, "scenario: arms=9 is out of range: allowed 1..8"),
+        ({"scenario": {"name": "x", "duration_s": "long"}}, "scenario.duration_s='long': expected a number"),
+        ({"line": {}}, "scenario: missing table [scenario]"),
+        ({"scenario": {"name": "x", "duration_s": 5}, "belt": {}}, "belt: unknown table"),
+        (
+            {"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": 1, "kind": "fire"}]},
+            "faults[0].kind='fire' is not allowed",
+        ),
+        (
+            {"scenario": {"name": "x", "duration_s": 5}, "faults": [{"at_s": -1, "kind": "camera_stall"}]},
+            "faults[0]: at_s=-1.0 is out of range",
+        ),
+        (
+            {
+                "scenario": {"name": "x", "duration_s": 5},
+                "faults": [{"at_s": 1, "kind": "arm_disconnect", "arm": "left"}],
+            },
+            "faults[0].arm='left' is not an arm of this line: choose one of arm1",
+        ),
+        (
+            {"scenario": {"name": "x", "duration_s": 5}, "line": {"sim": {"belt": {"speed_mm_s": 2000}}}},
+            "line.sim.belt: speed_mm_s=2000.0 is out of range",
+        ),
+        (
+            {"scenario": {"name": "x", "duration_s": 5}, "line": {"camera": {"source": "0"}}},
+            "scenarios run on the simulator only",
+        ),
+        (
+            {"scenario": {"name": "x", "duration_s": 5}, "arm": {"motion": {"speed_mm_s": 9000}}},
+            "motion.speed_mm_s=9000 is out of range",
+        ),
+        (
+            {
+                "scenario": {"name": "x", "duration_s": 5},
+                "faults": [{"at_s": 1, "kind": "belt_stop"}],
+                "line": {"sim": {"belt": {"profile": [{"duration_s": 5, "speed_mm_s": 100}]}}},
+            },
+            "belt_stop cannot be combined with line.sim.belt.profile",
+        ),
+    ],
+)
 def test_bad_scenarios_name_the_key(data, message):
     with pytest.raises(ScenarioError) as e:
         parse_scenario(data, "x.toml")
@@ -148,8 +187,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["sim", "run", "--scenario", "nominal", "--scallops", "5", "--duration", "3"]) == 2
     assert "not both" in capsys.readouterr().err
     # A missing model stops the run before it starts (and the simulated arms are shut down).
-    assert main(["sim", "run", "--scenario", "faults_arm", "--duration", "3", "--model",
-                 str(tmp_path / "none.onnx")]) == 2
+    assert (
+        main(["sim", "run", "--scenario", "faults_arm", "--duration", "3", "--model", str(tmp_path / "none.onnx")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err == f"scallop sim: error: {tmp_path / 'none.onnx'}: no such model file"
 
@@ -174,7 +214,7 @@ def test_svg_plots_are_well_formed_and_scaled():
     lines = root.findall(f"{ns}polyline")
     assert len(lines) == 2
     pts = [tuple(map(float, p.split(","))) for p in lines[0].get("points").split()]
-    assert pts[0][0] < pts[1][0] < pts[2][0] and pts[0][1] > pts[1][1] > pts[2][1]   # rising series goes up
+    assert pts[0][0] < pts[1][0] < pts[2][0] and pts[0][1] > pts[1][1] > pts[2][1]  # rising series goes up
     bars = ET.fromstring(svg_bars([("picked:uro_removed", 90), ("skipped:no_uro", 9)]))
     widths = [float(r.get("width")) for r in bars.findall(f"{ns}rect")]
     assert widths[0] == pytest.approx(10 * widths[1])
@@ -247,8 +287,20 @@ def test_camera_drops_and_stall_leave_scallops_not_imaged_but_counted(tmp_path):
     assert s["outcomes"].get("not_imaged", 0) >= 1
     write_report(s, tmp_path)
     public = json.loads((tmp_path / "summary.json").read_text())
-    for key in ("processed", "uro_removed", "missed", "adductor_hits", "skipped", "throughput_per_min",
-                "arm_utilisation", "latency_ms", "realtime_factor", "seed", "duration_s", "capacity"):
+    for key in (
+        "processed",
+        "uro_removed",
+        "missed",
+        "adductor_hits",
+        "skipped",
+        "throughput_per_min",
+        "arm_utilisation",
+        "latency_ms",
+        "realtime_factor",
+        "seed",
+        "duration_s",
+        "capacity",
+    ):
         assert key in public, key
     assert set(public["latency_ms"]["inference"]) == {"p50", "p90", "p99", "max", "n"}
     assert public["arm_utilisation"]["arm1"] > 0
@@ -281,7 +333,7 @@ def test_estop_and_restart_recovers_and_loses_nothing():
     assert_accounted(s)
     assert s["frames_by_line_state"].get("estop", 0) >= 5
     assert [e["t"] for e in s["fault_log"]] == pytest.approx([10.0, 15.0, 16.0], abs=0.05)
-    assert picks_after(s, 17.0) > 0                      # the arm came out of ESTOP with the line
+    assert picks_after(s, 17.0) > 0  # the arm came out of ESTOP with the line
 
 
 @needs_model

@@ -1,4 +1,5 @@
 """Data-set writing and reading, and the ``scallop sim`` commands."""
+
 from __future__ import annotations
 
 import json
@@ -207,8 +208,7 @@ def test_sim_dataset_command_in_parallel_matches_serial(tmp_path):
 def test_sim_preview_command(tmp_path, capsys):
     out = tmp_path / "prev"
     assert main(["sim", "preview", "--random", "--n", "2", "--out", str(out), "--seed", "1"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "frame_001.png", "truth_000.png",
-                                                     "truth_001.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "frame_001.png", "truth_000.png", "truth_001.png"]
     assert "scallops" in capsys.readouterr().out
     assert main(["sim", "preview", "--n", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,4 +1,5 @@
 """Scallop geometry, colours, the look and rendering through the camera model."""
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ from scallop.sim.scene import (
 )
 
 # A look with nothing between the paint and the pixels: for colour checks "before noise".
-NEUTRAL = LookParams(brightness=1.0, color_temp_k=5200.0, vignetting=0.0, gradient=0.0, noise_sigma=0.0,
-                     motion_blur_px=0.0, droplets_per_dm2=0.0, water_film=0.0)
+NEUTRAL = LookParams(
+    brightness=1.0,
+    color_temp_k=5200.0,
+    vignetting=0.0,
+    gradient=0.0,
+    noise_sigma=0.0,
+    motion_blur_px=0.0,
+    droplets_per_dm2=0.0,
+    water_film=0.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +83,13 @@ def test_random_specs_stay_inside_the_appearance_spec():
         assert 0.38 - 1e-9 <= sp.adductor_frac <= 0.55 or sp.adductor_frac < 0.38  # shrunk only to fit
         assert 100 <= sp.gonad_arc_deg <= 170 and 10 <= sp.eye_dots <= 30
         gonad_key = "gonad_male" if sp.gonad == "male" else "gonad_female"
-        for field, key in (("mantle_lab", "mantle"), ("adductor_lab", "adductor"), ("uro_lab", "uro"),
-                           ("gill_lab", "gill"), ("gonad_lab", gonad_key)):
+        for field, key in (
+            ("mantle_lab", "mantle"),
+            ("adductor_lab", "adductor"),
+            ("uro_lab", "uro"),
+            ("gill_lab", "gill"),
+            ("gonad_lab", gonad_key),
+        ):
             lo, hi = LAB_RANGES[key]
             v = getattr(sp, field)
             assert all(a <= x <= b for x, a, b in zip(v, lo, hi)), (field, v)
@@ -121,7 +135,7 @@ def test_part_geometry_matches_the_spec(renderer):
     spec = _spec(2, diameter_mm=62.0)
     spec.upside_down, spec.uro, spec.uro_hidden = False, True, 0.0
     m, res = _render_one(renderer, spec)
-    mm2 = renderer.mm_per_px ** 2
+    mm2 = renderer.mm_per_px**2
     add_area = (res.parts == ADDUCTOR).sum() * mm2
     expect = math.pi * (spec.adductor_frac * spec.diameter_mm / 2) ** 2
     assert add_area == pytest.approx(expect, rel=0.08)
@@ -200,9 +214,14 @@ def test_male_gonad_is_close_to_the_adductor_female_is_not(renderer):
     def gap(gonad):
         spec = _spec(21)
         spec.upside_down = False
-        spec = ScallopSpec(**{**spec.to_dict(), "gonad": gonad,
-                              "gonad_lab": (80.0, 2.5, 20.0) if gonad == "male" else (62.0, 28.0, 38.0),
-                              "adductor_lab": (83.0, 1.0, 14.0)})
+        spec = ScallopSpec(
+            **{
+                **spec.to_dict(),
+                "gonad": gonad,
+                "gonad_lab": (80.0, 2.5, 20.0) if gonad == "male" else (62.0, 28.0, 38.0),
+                "adductor_lab": (83.0, 1.0, 14.0),
+            }
+        )
         _, res = _render_one(renderer, spec)
         lab = bgr_to_lab(res.image)
         return np.linalg.norm(lab[res.parts == GONAD].mean(0) - lab[res.parts == ADDUCTOR].mean(0))
@@ -225,8 +244,9 @@ def test_scallop_appears_where_the_camera_model_projects_it():
 
 
 def test_interpolated_maps_match_belt_maps():
-    cam = CameraModel.looking_down((640, 480), 0.7, tilt_deg=-10, dist=(-0.3, 0.08, 0.002, -0.002, 0.0),
-                                   focal_px=600, yaw_deg=4)
+    cam = CameraModel.looking_down(
+        (640, 480), 0.7, tilt_deg=-10, dist=(-0.3, 0.08, 0.002, -0.002, 0.0), focal_px=600, yaw_deg=4
+    )
     bx, by = interpolated_belt_maps(cam)
     ex, ey = cam.belt_maps()
     assert bx.shape == ex.shape == (480, 640)
@@ -262,6 +282,7 @@ def test_draw_truth_marks_parts_and_uro(renderer):
     spec.upside_down, spec.uro = False, True
     _, res = _render_one(renderer, spec)
     from scallop.sim.scene import FrameTruth
+
     out = draw_truth(res.image, FrameTruth(res.parts, res.instances, res.scallops))
     assert out.shape == res.image.shape and (out != res.image).any()
     cx, cy = (int(round(v)) for v in res.scallops[0].uro_centroid_px)
@@ -275,8 +296,11 @@ def test_noise_sigma_brightness_and_colour_temperature():
     look = LookParams(noise_sigma=3.0, vignetting=0.0, gradient=0.0, color_temp_k=5200.0)
     out = fx.apply(grey, look, np.random.default_rng(0)).astype(np.float64)
     assert out.std() == pytest.approx(3.0, rel=0.1) and out.mean() == pytest.approx(128, abs=0.5)
-    bright = fx.apply(grey, LookParams(brightness=1.2, noise_sigma=0, vignetting=0, gradient=0,
-                                       color_temp_k=5200.0), np.random.default_rng(0))
+    bright = fx.apply(
+        grey,
+        LookParams(brightness=1.2, noise_sigma=0, vignetting=0, gradient=0, color_temp_k=5200.0),
+        np.random.default_rng(0),
+    )
     assert bright.mean() == pytest.approx(128 * 1.2, abs=1.0)
     warm, cool = white_balance_gains(4000.0), white_balance_gains(6500.0)
     assert warm[2] > warm[0] and cool[0] > cool[2]  # BGR: warm light reads red, cool reads blue

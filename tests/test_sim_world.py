@@ -1,4 +1,5 @@
 """The simulated line: belt, encoder, arrivals, rendering, the camera and the referee."""
+
 from __future__ import annotations
 
 import math
@@ -51,17 +52,23 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"arrivals\.pattern='random' is not allowed"):
         build(SimConfig, {"arrivals": {"pattern": "random"}})
     with pytest.raises(ConfigError, match=r"belt\.profile\[1\]: speed_mm_s=-5"):
-        build(SimConfig, {"belt": {"profile": [{"duration_s": 1, "speed_mm_s": 100},
-                                               {"duration_s": 1, "speed_mm_s": -5}]}})
+        build(
+            SimConfig,
+            {"belt": {"profile": [{"duration_s": 1, "speed_mm_s": 100}, {"duration_s": 1, "speed_mm_s": -5}]}},
+        )
     with pytest.raises(ValueError, match=r"rate_per_s=0\.6 needs belt\.speed_mm_s > 0"):
         SimConfig(belt=BeltConfig(speed_mm_s=0.0))
 
 
 def test_config_builds_from_toml_tables():
-    cfg = build(SimConfig, {"belt": {"speed_mm_s": 250, "profile": [{"duration_s": 2, "speed_mm_s": 0,
-                                                                     "end_speed_mm_s": 250}]},
-                            "camera": {"width": 1920, "height": 1080, "distortion": [-0.1, 0, 0, 0, 0]},
-                            "look": {"belt_colour": "blue"}})
+    cfg = build(
+        SimConfig,
+        {
+            "belt": {"speed_mm_s": 250, "profile": [{"duration_s": 2, "speed_mm_s": 0, "end_speed_mm_s": 250}]},
+            "camera": {"width": 1920, "height": 1080, "distortion": [-0.1, 0, 0, 0, 0]},
+            "look": {"belt_colour": "blue"},
+        },
+    )
     assert cfg.belt.profile[0].end_speed == 250 and cfg.camera.distortion[0] == -0.1
     assert cfg.look.belt_colour == "blue"
 
@@ -74,17 +81,23 @@ def test_default_config_is_the_documented_line():
 
 # ------------------------------------------------------------------ belt and encoder
 def test_speed_profile_travel_with_ramps_and_stops():
-    belt = BeltConfig(profile=[SpeedSegment(1.0, 0.0, 300.0), SpeedSegment(2.0, 300.0),
-                               SpeedSegment(1.0, 0.0), SpeedSegment(0.5, 300.0, 100.0)])
+    belt = BeltConfig(
+        profile=[
+            SpeedSegment(1.0, 0.0, 300.0),
+            SpeedSegment(2.0, 300.0),
+            SpeedSegment(1.0, 0.0),
+            SpeedSegment(0.5, 300.0, 100.0),
+        ]
+    )
     p = SpeedProfile(belt)
-    assert p.travel(0.5) == pytest.approx(0.5 * 150.0 * 0.5)   # ramp: ½·a·t², a = 300/s²
+    assert p.travel(0.5) == pytest.approx(0.5 * 150.0 * 0.5)  # ramp: ½·a·t², a = 300/s²
     assert p.travel(1.0) == pytest.approx(150.0)
     assert p.travel(3.0) == pytest.approx(750.0)
     assert p.travel(3.7) == pytest.approx(750.0) and p.speed(3.5) == 0.0
-    assert p.travel(4.5) == pytest.approx(750.0 + 100.0)        # ramp down 300→100 over 0.5 s
-    assert p.travel(5.5) == pytest.approx(850.0 + 100.0)        # holds the last speed
+    assert p.travel(4.5) == pytest.approx(750.0 + 100.0)  # ramp down 300→100 over 0.5 s
+    assert p.travel(5.5) == pytest.approx(850.0 + 100.0)  # holds the last speed
     assert p.time_to_reach(450.0, 0.0, 10.0) == pytest.approx(2.0, abs=1e-6)
-    assert p.time_to_reach(800.0, 3.0, 0.5) is None              # stopped within the horizon
+    assert p.time_to_reach(800.0, 3.0, 0.5) is None  # stopped within the horizon
     # 50 mm into the 300→100 ramp (a = −400 mm/s²): 300τ − 200τ² = 50
     assert p.time_to_reach(800.0, 3.0, 2.0) == pytest.approx(4.0 + (300 - math.sqrt(50000)) / 400, abs=1e-6)
     rep = SpeedProfile(replace(belt, repeat_profile=True))
@@ -103,8 +116,9 @@ def test_encoder_counts_follow_travel_both_directions(direction):
 
 
 def test_camera_model_round_trips_belt_points_with_tilt_and_distortion():
-    cam_cfg = SimCameraConfig(width=800, height=600, mm_per_px=0.6, tilt_deg=10.0,
-                              distortion=(-0.2, 0.05, 0.001, -0.001, 0.0))
+    cam_cfg = SimCameraConfig(
+        width=800, height=600, mm_per_px=0.6, tilt_deg=10.0, distortion=(-0.2, 0.05, 0.001, -0.001, 0.0)
+    )
     w = SimWorld(small_config(camera=cam_cfg), seed=0)
     cm = w.camera_model
     rng = np.random.default_rng(0)
@@ -118,8 +132,11 @@ def test_camera_model_round_trips_belt_points_with_tilt_and_distortion():
 # ------------------------------------------------------------------ arrivals
 @pytest.mark.parametrize("pattern", ["steady", "bursts", "gaps"])
 def test_arrival_rate_overlap_and_lane(pattern):
-    cfg = small_config(arrivals=ArrivalConfig(rate_per_s=1.5, pattern=pattern, touch_share=0.3,
-                                              max_overlap=0.1, lane_mm=(-100.0, 100.0)))
+    cfg = small_config(
+        arrivals=ArrivalConfig(
+            rate_per_s=1.5, pattern=pattern, touch_share=0.3, max_overlap=0.1, lane_mm=(-100.0, 100.0)
+        )
+    )
     w = SimWorld(cfg, seed=3)
     w.scallops_at(0.0)
     first = w._arrivals.next_id
@@ -128,8 +145,11 @@ def test_arrival_rate_overlap_and_lane(pattern):
     assert rate == pytest.approx(1.5, rel=0.2)
     specs = [w.scallop(s.id).spec for s in states]
     assert all(-100.0 - 1e-9 <= s.y_mm <= 100.0 + 1e-9 for s in specs)
-    worst = max(_overlap_share(math.hypot(a.x_mm - b.x_mm, a.y_mm - b.y_mm), a.diameter_mm / 2, b.diameter_mm / 2)
-                for i, a in enumerate(specs) for b in specs[i + 1:])
+    worst = max(
+        _overlap_share(math.hypot(a.x_mm - b.x_mm, a.y_mm - b.y_mm), a.diameter_mm / 2, b.diameter_mm / 2)
+        for i, a in enumerate(specs)
+        for b in specs[i + 1 :]
+    )
     assert worst <= 0.1 + 1e-6
 
 
@@ -221,9 +241,9 @@ def test_lighting_drift_and_set_look():
 def test_motion_blur_follows_belt_speed():
     cam = replace(SMALL, exposure_ms=4.0)
     w = SimWorld(small_config(camera=cam, belt=BeltConfig(speed_mm_s=300.0)), seed=0)
-    assert w.look_at(0.0).motion_blur_px == pytest.approx(2.4)   # 300 mm/s · 4 ms / 0.5 mm/px
+    assert w.look_at(0.0).motion_blur_px == pytest.approx(2.4)  # 300 mm/s · 4 ms / 0.5 mm/px
     w2 = SimWorld(small_config(camera=cam, belt=BeltConfig(speed_mm_s=500.0)), seed=0)
-    assert w2.look_at(0.0).motion_blur_px == 3.0                 # capped
+    assert w2.look_at(0.0).motion_blur_px == 3.0  # capped
 
 
 # ------------------------------------------------------------------ the referee
@@ -315,8 +335,8 @@ def test_sim_camera_falls_back_to_max_interval_on_a_stopped_belt():
     with SimCamera(w, trigger_mm=150.0, max_interval_s=0.5) as cam:
         ts = [cam.read().timestamp for _ in range(10)]
     gaps = np.diff(ts)
-    assert np.allclose(gaps[:1], 0.5)              # moving: 150 mm at 300 mm/s
-    assert np.isclose(gaps, 0.5).sum() >= 6        # stopped: one frame per max interval
+    assert np.allclose(gaps[:1], 0.5)  # moving: 150 mm at 300 mm/s
+    assert np.isclose(gaps, 0.5).sum() >= 6  # stopped: one frame per max interval
     assert gaps.max() <= 0.5 + 1e-9
 
 

@@ -2,6 +2,7 @@
 
 Every scallop is in the record exactly once, uros come off, no pick runs twice, and the
 process does not grow (the line runs for days)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -35,9 +36,11 @@ def soak(tmp_path_factory):
         line.close()
     wall = time.perf_counter() - t0
     s = line.summary()
-    print(f"\nsoak: {s['seen']} seen, {s['truth']['passed_with_uro']} with uro passed, "
-          f"{s['uro_removed']} removed, {s['adductor_hits']} adductor hits, wall {wall:.0f} s for 600 s "
-          f"simulated ({600 / wall:.1f}x), RSS MB {[round(m) for m in mem]}")
+    print(
+        f"\nsoak: {s['seen']} seen, {s['truth']['passed_with_uro']} with uro passed, "
+        f"{s['uro_removed']} removed, {s['adductor_hits']} adductor hits, wall {wall:.0f} s for 600 s "
+        f"simulated ({600 / wall:.1f}x), RSS MB {[round(m) for m in mem]}"
+    )
     return line, s, mem, tmp_path
 
 

@@ -1,4 +1,5 @@
 """Tracking across frames by belt position: one decision per scallop, best view wins."""
+
 import numpy as np
 import pytest
 
@@ -14,10 +15,21 @@ def dets(centres_mm, grasp_mm=None, pickable=None, reasons=None, conf=None, cent
     rs = np.array(reasons if reasons is not None else ["" if p else "no_uro" for p in pk], dtype=object)
     cf = np.full(n, 0.9) if conf is None else np.asarray(conf, float)
     px = np.full((n, 2), 640.0) if centres_px is None else np.asarray(centres_px, float)
-    d = Detections(xyxy=np.zeros((n, 4)), center_px=px, area_mm2=np.full(n, 2000.0), confidence=np.ones(n),
-                   uro_found=np.isfinite(g).all(1), grasp_px=g.copy(), pull_dir=np.tile([1.0, 0.0], (n, 1)),
-                   uro_confidence=cf, uro_area_mm2=np.full(n, 40.0), cut_by_border=np.zeros(n, bool),
-                   pickable=pk, reason=rs, contours=[np.zeros((3, 2), np.float32)] * n)
+    d = Detections(
+        xyxy=np.zeros((n, 4)),
+        center_px=px,
+        area_mm2=np.full(n, 2000.0),
+        confidence=np.ones(n),
+        uro_found=np.isfinite(g).all(1),
+        grasp_px=g.copy(),
+        pull_dir=np.tile([1.0, 0.0], (n, 1)),
+        uro_confidence=cf,
+        uro_area_mm2=np.full(n, 40.0),
+        cut_by_border=np.zeros(n, bool),
+        pickable=pk,
+        reason=rs,
+        contours=[np.zeros((3, 2), np.float32)] * n,
+    )
     d.center_mm, d.grasp_mm, d.pull_dir_mm = c, g, np.tile([1.0, 0.0], (n, 1))
     return d
 
@@ -95,8 +107,9 @@ def test_a_second_track_of_a_decided_scallop_is_dropped_not_picked_again():
     out = tr.update(dets([[0.0, 0.0]], grasp_mm=[[5.0, 0.0]]), 0, 0.0, 0, (1280, 720))
     # The scallop shows up twice in one frame, 20 mm apart (say a split outline): the first
     # detection continues its track, the second starts another. One decision may come out.
-    out += tr.update(dets([[150.0, 0.0], [170.0, 0.0]], grasp_mm=[[155.0, 0.0], [175.0, 0.0]]), 1500, 0.5, 1,
-                     (1280, 720))
+    out += tr.update(
+        dets([[150.0, 0.0], [170.0, 0.0]], grasp_mm=[[155.0, 0.0], [175.0, 0.0]]), 1500, 0.5, 1, (1280, 720)
+    )
     out += tr.update(dets([]), 4000, 1.5, 2, (1280, 720))
     assert tr.total_tracks == 2
     assert len(out) == 1 and tr.duplicates == 1
@@ -106,10 +119,10 @@ def test_cut_views_do_not_move_the_track_once_a_whole_view_exists():
     tr = make()
     d0 = dets([[-290.0, 0.0]], pickable=[False], reasons=["cut_by_border"])
     d0.cut_by_border[:] = True
-    tr.update(d0, 0, 0.0, 0, (1280, 720))                      # entering: centre biased by +10 mm
+    tr.update(d0, 0, 0.0, 0, (1280, 720))  # entering: centre biased by +10 mm
     tr.update(dets([[-150.0 + 0.0, 0.0]], grasp_mm=[[-145.0, 0.0]]), 1500, 0.5, 1, (1280, 720))
     (t,) = tr.tracks
-    assert t.u == pytest.approx(-300.0)                          # the whole view alone decides
+    assert t.u == pytest.approx(-300.0)  # the whole view alone decides
 
 
 def cut(d):
@@ -124,8 +137,12 @@ def test_decided_at_the_last_frame_that_shows_it_whole_not_after():
     tr = make()
     got = {}
     for k in range(5):
-        x = -150.0 + 150.0 * k                       # -150, 0, 150, 300, 450
-        d = dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]]) if x < 250 else (cut(dets([[x - 20, 0.0]])) if x < 330 else dets([]))
+        x = -150.0 + 150.0 * k  # -150, 0, 150, 300, 450
+        d = (
+            dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]])
+            if x < 250
+            else (cut(dets([[x - 20, 0.0]])) if x < 330 else dets([]))
+        )
         for dec in tr.update(d, int(150.0 * k * 10), 0.5 * k, k, (1280, 720)):
             got[k] = dec
     # At x=150 the next exposure would find it at 300, on the edge: decide now, with the
@@ -140,9 +157,9 @@ def test_slow_belt_keeps_the_track_open_while_whole_views_may_come():
     tr = make()
     out = []
     for k in range(6):
-        x = 100.0 + 30.0 * k                         # 30 mm between exposures
+        x = 100.0 + 30.0 * k  # 30 mm between exposures
         out += tr.update(dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]]), int(30.0 * k * 10), 0.1 * k, k, (1280, 720))
-        if x + 30.0 + 27.2 <= 300.0:                 # the next view is still whole
+        if x + 30.0 + 27.2 <= 300.0:  # the next view is still whole
             assert out == []
     assert len(out) == 1 and len(out[0].track.views) == 6
 
@@ -155,7 +172,7 @@ def test_sliver_seen_entering_is_absorbed_not_decided_instead_of_the_scallop():
     for k in range(1, 4):
         x = -280.0 + 150.0 * k
         d = dets([[x, 0.0]], grasp_mm=[[x + 10, 0.0]])
-        d.area_mm2[:] = 4000.0                       # radius 35.7 mm
+        d.area_mm2[:] = 4000.0  # radius 35.7 mm
         out += tr.update(d, int(150.0 * k * 10), 0.5 * k, k, (1280, 720))
     out += tr.update(dets([]), 6000, 2.0, 4, (1280, 720))
     assert len(out) == 1 and out[0].pick, out
@@ -185,6 +202,7 @@ def test_a_lone_pickable_view_contradicted_by_the_others_is_not_picked():
         out += tr.flush()
         (dec,) = out
         return dec
+
     far = run(5.0)
     assert not far.pick and far.reason == "views_disagree"
     # The same views agreeing on the spot (1 mm apart): the pickable view decides.

@@ -1,5 +1,6 @@
 """Training material, batches and schedule (numpy only), plus a short real training run
 when torch is installed (the ``train`` extra)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,13 @@ import pytest
 
 from scallop.models.dataset import Sample
 from scallop.models.train import (
-    Batcher, Prepared, TrainConfig, finder_target, lr_factor, prepare, prepare_one,
+    Batcher,
+    Prepared,
+    TrainConfig,
+    finder_target,
+    lr_factor,
+    prepare,
+    prepare_one,
 )
 from scallop.sim.dataset import random_sample
 
@@ -18,7 +25,9 @@ def material():
     prep = Prepared()
     for i in range(3):
         s = random_sample(i, 5)
-        prepare_one(Sample(str(i), s.stored_image(), s.truth.parts, s.truth.instances, s.truth.mm_per_px), cfg, 1.0, prep)
+        prepare_one(
+            Sample(str(i), s.stored_image(), s.truth.parts, s.truth.instances, s.truth.mm_per_px), cfg, 1.0, prep
+        )
     return cfg, prep
 
 
@@ -28,7 +37,7 @@ def test_finder_target_marks_the_boundary_between_touching_instances():
     inst[2:18, 15:28] = 2  # touching along column 15
     t = finder_target(inst, edge_px=1)
     assert set(np.unique(t)) == {0, 1, 2}
-    assert (t[10, 14:16] == 2).all()        # the shared boundary is edge on both sides
+    assert (t[10, 14:16] == 2).all()  # the shared boundary is edge on both sides
     assert t[10, 8] == 1 and t[10, 21] == 1  # interiors are core
     assert t[0, 0] == 0
 
@@ -116,11 +125,12 @@ def test_time_budget_fixes_the_step_count_and_records_it(material, tmp_path):
     from scallop.models.train import train
 
     _, prep = material
-    cfg = TrainConfig(seed=3, batch_parts=4, batch_finder=2, iters=400, warmup=6, time_budget_s=0.01,
-                      threads=1, log_every=50)
+    cfg = TrainConfig(
+        seed=3, batch_parts=4, batch_finder=2, iters=400, warmup=6, time_budget_s=0.01, threads=1, log_every=50
+    )
     lines = []
     out = train(prep, tmp_path / "m.onnx", cfg, log=lines.append)
     # A budget this small leaves the least the rule allows: warm-up + 100, in whole hundreds.
     assert any(line.endswith("training for 100 steps") for line in lines), lines
     saved = torch.load(out.with_suffix(".pt"))["config"]
-    assert saved["iters"] == 100 and saved["time_budget_s"] == 0.0   # reruns with --iters 100 match
+    assert saved["iters"] == 100 and saved["time_budget_s"] == 0.0  # reruns with --iters 100 match

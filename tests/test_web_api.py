@@ -1,4 +1,5 @@
 """The operator screen's HTTP API against a fake line, plus the auth and metrics helpers it uses."""
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,7 @@ def test_state_reports_the_line_snapshot(client, fake_line):
     assert d["state"] == "stopped" and d["recipe"] == "M"
     assert (d["seen"], d["picked"], d["uro_removed"], d["missed"]) == (120, 100, 97, 3)
     assert d["per_minute"] == 42.5
-    assert d["removal_rate"] is None            # NaN would break the browser's JSON.parse
+    assert d["removal_rate"] is None  # NaN would break the browser's JSON.parse
     assert d["skipped_by_reason"] == {"no_uro": 12, "border": 8}
     assert [a["name"] for a in d["arms"]] == ["left", "right"]
     assert d["alarms"][0]["text"] == "arm left disconnected" and d["unacked_critical"] is True
@@ -110,7 +111,7 @@ def test_frame_is_404_until_the_line_has_one_then_the_fake_jpeg(client, fake_lin
     assert r.headers["cache-control"] == "no-store"
     img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (240, 320, 3)
-    assert np.allclose(img[5, 300].astype(int), (255, 0, 255), atol=12)   # magenta background
+    assert np.allclose(img[5, 300].astype(int), (255, 0, 255), atol=12)  # magenta background
 
 
 # ---------------------------------------------------------------------------- login
@@ -134,13 +135,16 @@ def test_wrong_pin_is_401(client, audit_log):
     assert audit_log[-1][0] == "login_refused"
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"pin": 1111}, 422, "pin=1111: expected a string of 4 to 8 digits"),
-    ({}, 422, "pin=None"),
-    ({"pin": "1111", "user": 5}, 422, "user=5: expected a string"),
-    ({"pin": "1111", "role": "engineer"}, 422, "unknown field(s) role"),
-    ([1, 1, 1, 1], 422, "expected a JSON object, got a list"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"pin": 1111}, 422, "pin=1111: expected a string of 4 to 8 digits"),
+        ({}, 422, "pin=None"),
+        ({"pin": "1111", "user": 5}, 422, "user=5: expected a string"),
+        ({"pin": "1111", "role": "engineer"}, 422, "unknown field(s) role"),
+        ([1, 1, 1, 1], 422, "expected a JSON object, got a list"),
+    ],
+)
 def test_login_refuses_wrong_types(client, body, status, words):
     r = client.post("/api/login", json=body)
     assert r.status_code == status
@@ -160,7 +164,9 @@ def test_empty_body_is_400_and_non_json_is_415(client):
 
 
 def test_huge_body_is_413(client):
-    r = client.post("/api/login", content=b'{"pin": "' + b"1" * 70000 + b'"}', headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/login", content=b'{"pin": "' + b"1" * 70000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "too large" in error(r)
 
 
@@ -186,7 +192,7 @@ def test_logout_ends_the_session(client, fake_line):
 def test_idle_session_expires(client, clock, fake_line):
     login(client, "1111")
     clock.t += 599
-    assert client.post("/api/start").status_code == 200   # use refreshes the idle timer
+    assert client.post("/api/start").status_code == 200  # use refreshes the idle timer
     clock.t += 601
     r = client.post("/api/pause")
     assert r.status_code == 401 and "log in as operator" in error(r)
@@ -208,7 +214,12 @@ def test_operator_runs_the_line(client, fake_line):
     assert client.post("/api/pause").json()["state"] == "paused"
     assert client.post("/api/start").json()["state"] == "running"
     assert client.post("/api/stop").json()["state"] == "stopped"
-    assert fake_line.calls == [("start", "operator"), ("pause", "operator"), ("start", "operator"), ("stop", "operator")]
+    assert fake_line.calls == [
+        ("start", "operator"),
+        ("pause", "operator"),
+        ("start", "operator"),
+        ("stop", "operator"),
+    ]
 
 
 def test_engineer_may_do_operator_actions(client, fake_line):
@@ -242,7 +253,7 @@ def test_estop_needs_no_login_and_reset_needs_one(client, fake_line):
     assert fake_line.calls == [("estop", "screen")]
     assert client.post("/api/reset").status_code == 401
     login(client, "1111")
-    assert client.post("/api/start").status_code == 409        # estop: reset first
+    assert client.post("/api/start").status_code == 409  # estop: reset first
     assert client.post("/api/reset").json()["state"] == "stopped"
     assert fake_line.calls[-1] == ("reset", "operator")
 
@@ -286,7 +297,12 @@ def test_alarm_ack(client, fake_line):
 def test_recipes_list_and_select(client, fake_line):
     r = client.get("/api/recipes").json()
     assert [x["name"] for x in r["recipes"]] == ["S", "M", "L"] and r["current"] == "M"
-    assert r["recipes"][2] == {"name": "L", "product_size_mm": [62.0, 75.0], "belt_speed_mm_s": 300.0, "description": "large"}
+    assert r["recipes"][2] == {
+        "name": "L",
+        "product_size_mm": [62.0, 75.0],
+        "belt_speed_mm_s": 300.0,
+        "description": "large",
+    }
     assert client.post("/api/recipe", json={"name": "L"}).status_code == 401
     login(client, "1111")
     r = client.post("/api/recipe", json={"name": "XL"})
@@ -348,7 +364,9 @@ def test_metrics_is_valid_prometheus_text_without_login(client, fake_line):
     fams = parse_text(r.text)
     assert fams["scallop_seen_total"]["type"] == "counter"
     assert fams["scallop_seen_total"]["samples"] == [("scallop_seen_total", {}, 7.0)]
-    assert ("scallop_skipped_by_reason_total", {"reason": "no_uro"}, 3.0) in fams["scallop_skipped_by_reason_total"]["samples"]
+    assert ("scallop_skipped_by_reason_total", {"reason": "no_uro"}, 3.0) in fams["scallop_skipped_by_reason_total"][
+        "samples"
+    ]
     assert ("scallop_line_state", {"state": "stopped"}, 1.0) in fams["scallop_line_state"]["samples"]
     reqs = fams["scallop_web_requests_total"]["samples"]
     assert ("scallop_web_requests_total", {"method": "GET", "route": "/api/state", "status": "200"}, 1.0) in reqs
@@ -358,6 +376,7 @@ def test_metrics_is_valid_prometheus_text_without_login(client, fake_line):
 def test_a_crashed_line_gives_a_json_500(fake_line, fast_users):
     def crashed():
         raise ZeroDivisionError("division by zero")
+
     fake_line.snapshot = crashed
     with TestClient(create_app(fake_line, fast_users), raise_server_exceptions=False) as c:
         r = c.get("/api/state")
@@ -367,6 +386,7 @@ def test_a_crashed_line_gives_a_json_500(fake_line, fast_users):
 def test_metrics_still_answer_when_the_line_does_not(fake_line, fast_users):
     def broken():
         raise RuntimeError("runtime gone")
+
     fake_line.metrics_text = broken
     with TestClient(create_app(fake_line, fast_users)) as c:
         r = c.get("/metrics")
@@ -415,7 +435,7 @@ def test_live_events_follow_the_line_and_stop_with_the_server(fake_line, fast_us
                 server.stop()
                 # The open stream must not hold the shutdown up to the grace timeout.
                 assert time.monotonic() - t0 < 2.0
-                rest = "".join(lines)   # the server ended the stream
+                rest = "".join(lines)  # the server ended the stream
                 assert "event: state" in rest or rest == ""
     finally:
         server.stop()
@@ -479,25 +499,34 @@ def test_same_pin_twice_gets_different_hashes():
     assert verify_pin("1234", a) and verify_pin("1234", b) and not verify_pin("1235", a)
 
 
-@pytest.mark.parametrize("args, msg", [
-    (("x", "boss", "1234"), "role='boss' is not allowed: choose one of operator, engineer"),
-    (("x", "operator", "12"), "a PIN is 4 to 8 digits"),
-    (("x", "operator", "12a4"), "a PIN is 4 to 8 digits"),
-    (("operator", "operator", "5555"), "user 'operator' already exists"),
-    (("y", "operator", "1111"), "that PIN is already in use"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (("x", "boss", "1234"), "role='boss' is not allowed: choose one of operator, engineer"),
+        (("x", "operator", "12"), "a PIN is 4 to 8 digits"),
+        (("x", "operator", "12a4"), "a PIN is 4 to 8 digits"),
+        (("operator", "operator", "5555"), "user 'operator' already exists"),
+        (("y", "operator", "1111"), "that PIN is already in use"),
+    ],
+)
 def test_add_user_refuses_bad_input(args, msg):
     store = UserStore.simulator_defaults(scrypt_n=2**8)
     with pytest.raises(UserFileError, match=msg):
         store.add(*args)
 
 
-@pytest.mark.parametrize("content, msg", [
-    ("{nope", "not a users file"),
-    ('{"people": []}', 'expected {"users": \\[...\\]}'),
-    ('{"users": [{"name": "a", "role": "chef", "pin": {}}]}', r"users\[0\].role='chef' is not allowed"),
-    ('{"users": [{"name": "a", "role": "operator", "pin": {"kdf": "scrypt"}}]}', r"users\[0\].pin: expected a PIN hash"),
-])
+@pytest.mark.parametrize(
+    "content, msg",
+    [
+        ("{nope", "not a users file"),
+        ('{"people": []}', 'expected {"users": \\[...\\]}'),
+        ('{"users": [{"name": "a", "role": "chef", "pin": {}}]}', r"users\[0\].role='chef' is not allowed"),
+        (
+            '{"users": [{"name": "a", "role": "operator", "pin": {"kdf": "scrypt"}}]}',
+            r"users\[0\].pin: expected a PIN hash",
+        ),
+    ],
+)
 def test_bad_users_file_names_the_problem(tmp_path, content, msg):
     p = tmp_path / "users.json"
     p.write_text(content)
@@ -522,7 +551,7 @@ def test_lockout_counts_only_consecutive_failures(fast_users):
     for _ in range(2):
         with pytest.raises(AuthError):
             s.login("0000")
-    s.login("1111")                       # success resets the count
+    s.login("1111")  # success resets the count
     for _ in range(2):
         with pytest.raises(AuthError):
             s.login("0000")
@@ -546,7 +575,7 @@ def test_counter_gauge_render_and_parse_back():
     g.set(3.5)
     g.dec(1)
     text = reg.render()
-    assert '# HELP x_events_total Events.\\nSecond line with a \\\\ backslash.' in text
+    assert "# HELP x_events_total Events.\\nSecond line with a \\\\ backslash." in text
     assert 'x_events_total{kind="a\\"b\\\\c\\nd"} 2' in text
     assert "x_depth 2.5\n" in text
     fams = parse_text(text)
@@ -561,15 +590,21 @@ def test_histogram_buckets_are_cumulative_and_end_in_inf():
     for v in (0.005, 0.01, 0.05, 0.5, 5.0):
         h.labels(stage="inference").observe(v)
     s = {lab.get("le", name): v for name, lab, v in parse_text(reg.render())["stage_seconds"]["samples"]}
-    assert s == {"0.01": 2, "0.1": 3, "1.0": 4, "+Inf": 5, "stage_seconds_sum": pytest.approx(5.565),
-                 "stage_seconds_count": 5}
+    assert s == {
+        "0.01": 2,
+        "0.1": 3,
+        "1.0": 4,
+        "+Inf": 5,
+        "stage_seconds_sum": pytest.approx(5.565),
+        "stage_seconds_count": 5,
+    }
 
 
 def test_summary_quantiles_over_the_window():
     reg = Registry()
     sm = reg.summary("lat_seconds", "Latency.", quantiles=(0.5, 0.99), window=100)
     assert math.isnan(sm.quantile(0.5))
-    for v in range(1, 201):              # only the last 100 (101..200) are in the window
+    for v in range(1, 201):  # only the last 100 (101..200) are in the window
         sm.observe(v / 1000)
     assert sm.quantile(0.5) == pytest.approx(0.150)
     assert sm.quantile(0.99) == pytest.approx(0.199)
@@ -578,23 +613,32 @@ def test_summary_quantiles_over_the_window():
     assert ("lat_seconds_count", {}, 200.0) in samples
 
 
-@pytest.mark.parametrize("call, msg", [
-    (lambda r: r.counter("9bad", "x"), "metric name '9bad' is not valid"),
-    (lambda r: r.counter("ok_total", "x", ("__x",)), "label name '__x' is not valid"),
-    (lambda r: r.histogram("h", "x", ("le",)), "label 'le' is reserved in a histogram"),
-    (lambda r: r.histogram("h", "x", buckets=(1, 0.5)), "strictly increasing"),
-    (lambda r: r.counter("c_total", "x").inc(-1), r"a counter only goes up: inc\(-1\) refused"),
-    (lambda r: r.counter("c_total", "x", ("a",)).inc(), r"has labels \['a'\]: call .labels"),
-    (lambda r: r.counter("c_total", "x", ("a",)).labels(b="1"), r"labels \['b'\] do not match \['a'\]"),
-    (lambda r: (r.gauge("g", "x"), r.gauge("g", "y")), "metric 'g' is already registered"),
-])
+@pytest.mark.parametrize(
+    "call, msg",
+    [
+        (lambda r: r.counter("9bad", "x"), "metric name '9bad' is not valid"),
+        (lambda r: r.counter("ok_total", "x", ("__x",)), "label name '__x' is not valid"),
+        (lambda r: r.histogram("h", "x", ("le",)), "label 'le' is reserved in a histogram"),
+        (lambda r: r.histogram("h", "x", buckets=(1, 0.5)), "strictly increasing"),
+        (lambda r: r.counter("c_total", "x").inc(-1), r"a counter only goes up: inc\(-1\) refused"),
+        (lambda r: r.counter("c_total", "x", ("a",)).inc(), r"has labels \['a'\]: call .labels"),
+        (lambda r: r.counter("c_total", "x", ("a",)).labels(b="1"), r"labels \['b'\] do not match \['a'\]"),
+        (lambda r: (r.gauge("g", "x"), r.gauge("g", "y")), "metric 'g' is already registered"),
+    ],
+)
 def test_metrics_refuse_bad_use(call, msg):
     with pytest.raises(MetricsError, match=msg):
         call(Registry())
 
 
 def test_format_value_and_strict_parser():
-    assert [format_value(v) for v in (3.0, 0.25, float("inf"), float("-inf"), 1e-05)] == ["3", "0.25", "+Inf", "-Inf", "1e-05"]
+    assert [format_value(v) for v in (3.0, 0.25, float("inf"), float("-inf"), 1e-05)] == [
+        "3",
+        "0.25",
+        "+Inf",
+        "-Inf",
+        "1e-05",
+    ]
     assert format_value(float("nan")) == "NaN"
     with pytest.raises(MetricsError, match="line 2: not a valid sample"):
         parse_text("# TYPE a gauge\na{b=c} 1\n")
@@ -612,5 +656,7 @@ def test_snapshot_metrics_cover_the_snapshot(fake_line):
     assert fams["scallop_frames_dropped_total"]["samples"][0][2] == 4
     assert ("scallop_arm_state", {"arm": "left", "state": "picking"}, 1.0) in fams["scallop_arm_state"]["samples"]
     assert ("scallop_arm_state", {"arm": "left", "state": "idle"}, 0.0) in fams["scallop_arm_state"]["samples"]
-    assert ("scallop_stage_latency_seconds", {"stage": "inference", "quantile": "0.99"}, 0.019) in fams["scallop_stage_latency_seconds"]["samples"]
+    assert ("scallop_stage_latency_seconds", {"stage": "inference", "quantile": "0.99"}, 0.019) in fams[
+        "scallop_stage_latency_seconds"
+    ]["samples"]
     assert ("scallop_alarms_unacked", {"severity": "critical"}, 1.0) in fams["scallop_alarms_unacked"]["samples"]

@@ -3,6 +3,7 @@
 Skipped, with the reason, where chromium, its driver or selenium is missing. The browser is
 started once per module; each test gets its own fake line and server.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,6 +20,7 @@ CHROMEDRIVER = os.environ.get("SCALLOP_CHROMEDRIVER") or shutil.which("chromedri
 
 try:
     import selenium  # noqa: F401
+
     _missing = None
 except ImportError:
     _missing = "selenium is not installed (pip install -e '.[test]')"
@@ -38,17 +40,29 @@ def browser(tmp_path_factory):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--force-device-scale-factor=1", "--hide-scrollbars",
-                 f"--window-size={W},{H}", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--force-device-scale-factor=1",
+        "--hide-scrollbars",
+        f"--window-size={W},{H}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         opts.add_argument(flag)
     # An explicit driver path keeps Selenium Manager from trying to download anything.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(10)
     # --window-size includes the (invisible) browser frame; pin the page's viewport itself.
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": W, "height": H, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": W, "height": H, "deviceScaleFactor": 1, "mobile": False}
+    )
     yield driver
     driver.quit()
 
@@ -63,7 +77,7 @@ def screen(browser, fake_line, fast_users):
         wait_for(browser, lambda: browser.find_element("id", "state").text.lower() == "stopped")
         yield browser, fake_line, server
     finally:
-        browser.get("about:blank")        # closes the page's event stream before the server goes
+        browser.get("about:blank")  # closes the page's event stream before the server goes
         server.stop()
 
 
@@ -88,7 +102,8 @@ def estop_on_top(browser) -> bool:
     """Whether a press at the e-stop's centre reaches the e-stop (nothing covers it)."""
     return browser.execute_script(
         "const b = document.getElementById('estop'); const r = b.getBoundingClientRect();"
-        "return r.height >= 64 && document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b;")
+        "return r.height >= 64 && document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b;"
+    )
 
 
 def enter_pin(browser, pin: str) -> None:
@@ -114,10 +129,11 @@ def test_page_shows_counts_that_update_live(screen):
     assert arm.text.lower() == "disconnected"
     line.set_counts(seen=43)
     wait_for(browser, lambda: text(browser, "n-seen") == "43", what="seen=43")
-    assert browser.execute_script("return window.__same_page") == "yes"      # no reload happened
+    assert browser.execute_script("return window.__same_page") == "yes"  # no reload happened
     # Glove-sized controls: every button on the main screen is at least 64 px high.
     heights = browser.execute_script(
-        "return [...document.querySelectorAll('button')].filter(b => b.offsetParent).map(b => [b.id || b.textContent, b.getBoundingClientRect().height])")
+        "return [...document.querySelectorAll('button')].filter(b => b.offsetParent).map(b => [b.id || b.textContent, b.getBoundingClientRect().height])"
+    )
     assert heights and all(h >= 64 for _, h in heights), heights
     assert visible(browser, "estop")
 
@@ -127,16 +143,18 @@ def test_login_with_pin_then_start_and_stop(screen):
     assert estop_on_top(browser)
     browser.find_element("id", "btn-start").click()
     wait_for(browser, lambda: visible(browser, "pinpad"), what="PIN pad")
-    assert estop_on_top(browser)        # the PIN pad does not cover the e-stop
+    assert estop_on_top(browser)  # the PIN pad does not cover the e-stop
     enter_pin(browser, "9999")
-    wait_for(browser, lambda: visible(browser, "toast") and "wrong PIN" in text(browser, "toast"), what="wrong-PIN message")
+    wait_for(
+        browser, lambda: visible(browser, "toast") and "wrong PIN" in text(browser, "toast"), what="wrong-PIN message"
+    )
     assert line.calls == []
-    enter_pin(browser, "1111")          # the pad is still open; the start is retried after login
+    enter_pin(browser, "1111")  # the pad is still open; the start is retried after login
     wait_for(browser, lambda: line.calls == [("start", "operator")], what="start reached the line")
     wait_for(browser, lambda: text(browser, "state").lower() == "running", what="state running")
     assert not visible(browser, "pinpad")
     assert "operator" in text(browser, "user-name")
-    browser.find_element("id", "btn-stop").click()      # logged in now: no PIN asked
+    browser.find_element("id", "btn-stop").click()  # logged in now: no PIN asked
     wait_for(browser, lambda: line.calls[-1] == ("stop", "operator"), what="stop reached the line")
     wait_for(browser, lambda: text(browser, "state").lower() == "stopped", what="state stopped")
 
@@ -187,14 +205,16 @@ def test_lost_connection_is_shown(screen):
 def test_engineer_page_refuses_bad_input_with_the_servers_words(screen):
     browser, line, _ = screen
     browser.find_element("id", "btn-engineer").click()
-    enter_pin(browser, "1111")                      # an operator may not
+    enter_pin(browser, "1111")  # an operator may not
     wait_for(browser, lambda: "needs an engineer login" in text(browser, "toast"), what="403 message")
-    enter_pin(browser, "2222")                      # the pad asked again, now for an engineer
+    enter_pin(browser, "2222")  # the pad asked again, now for an engineer
     wait_for(browser, lambda: visible(browser, "engineer"), what="engineer panel")
     assert '"speed_mm_s": 250' in text(browser, "config-view")
     box = browser.find_element("id", "config-changes")
-    for changes, shown in (('{"belt.speed_mm_s": 900', "Changes are not valid JSON"),
-                           ('{"belt.speed_mm_s": 900}', "belt.speed_mm_s=900 is out of range: allowed 0..500")):
+    for changes, shown in (
+        ('{"belt.speed_mm_s": 900', "Changes are not valid JSON"),
+        ('{"belt.speed_mm_s": 900}', "belt.speed_mm_s=900 is out of range: allowed 0..500"),
+    ):
         box.clear()
         box.send_keys(changes)
         browser.find_element("id", "config-apply").click()
@@ -211,7 +231,8 @@ def _live_view(browser) -> np.ndarray:
     """The camera picture as drawn on screen (BGR): the <img> box less object-fit's letterbox."""
     x, y, w, h, nw, nh, dpr = browser.execute_script(
         "const im = document.getElementById('live'); const r = im.getBoundingClientRect();"
-        "return [r.left, r.top, r.width, r.height, im.naturalWidth, im.naturalHeight, window.devicePixelRatio];")
+        "return [r.left, r.top, r.width, r.height, im.naturalWidth, im.naturalHeight, window.devicePixelRatio];"
+    )
     scale = min(w / nw, h / nh)
     dw, dh = nw * scale, nh * scale
     left, top = x + (w - dw) / 2, y + (h - dh) / 2
@@ -241,8 +262,11 @@ def test_screenshot_shows_live_frames(screen):
     views = []
     for _ in range(2):
         n = line.new_frame()
-        wait_for(browser, lambda n=n: browser.find_element("id", "live").get_attribute("data-frame") == str(n),
-                 what=f"frame {n} shown")
+        wait_for(
+            browser,
+            lambda n=n: browser.find_element("id", "live").get_attribute("data-frame") == str(n),
+            what=f"frame {n} shown",
+        )
         view = _live_view(browser)
         assert view.shape[1] >= 400, f"live view only {view.shape[1]} px wide"
         # The fake frame: magenta everywhere except one 40-px green bar (1/8 of the width).

@@ -1,4 +1,5 @@
 """Draw detections on a frame (for `scallop detect --annotate`, the live view, reports)."""
+
 from __future__ import annotations
 
 import cv2
@@ -28,6 +29,8 @@ def draw(image: np.ndarray, dets: Detections, labels: list[str] | None = None) -
                 cv2.arrowedLine(out, p, q, CYAN, th, cv2.LINE_AA, tipLength=0.3)
         text = labels[i] if labels else (dets.reason[i] or f"{dets.uro_confidence[i]:.2f}")
         x0, y0 = int(dets.xyxy[i][0]), int(dets.xyxy[i][1])
-        cv2.putText(out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), th + 2, cv2.LINE_AA)
+        cv2.putText(
+            out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), th + 2, cv2.LINE_AA
+        )
         cv2.putText(out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, WHITE, th, cv2.LINE_AA)
     return out

@@ -8,6 +8,7 @@ A camera is used as a context manager::
         frame = cam.read()          # -> Frame
         print(frame.timestamp, frame.encoder, frame.image.shape)
 """
+
 from __future__ import annotations
 
 import abc
@@ -243,7 +244,9 @@ class OpenCVCamera(Camera):
                     ok, img = self._cap.read()
                 if not ok or img is None:
                     if str(self.config.source).isdigit() or "://" in str(self.config.source):
-                        raise CorruptFrameError(f"camera {self._name}: no frame delivered (device stalled or unplugged)")
+                        raise CorruptFrameError(
+                            f"camera {self._name}: no frame delivered (device stalled or unplugged)"
+                        )
                     raise EndOfStreamError(f"camera {self._name}: end of video")
                 source = str(self.config.source)
             if img.ndim == 2:

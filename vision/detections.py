@@ -3,6 +3,7 @@
 All arrays have the number of scallops N as their first dimension, and index together:
 ``d[d.pickable]`` is a Detections of the pickable scallops only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,8 +59,20 @@ class Detections:
     grasp_mm: np.ndarray | None = None
     pull_dir_mm: np.ndarray | None = None
 
-    _ARRAYS = ("xyxy", "center_px", "area_mm2", "confidence", "uro_found", "grasp_px", "pull_dir",
-               "uro_confidence", "uro_area_mm2", "cut_by_border", "pickable", "reason")
+    _ARRAYS = (
+        "xyxy",
+        "center_px",
+        "area_mm2",
+        "confidence",
+        "uro_found",
+        "grasp_px",
+        "pull_dir",
+        "uro_confidence",
+        "uro_area_mm2",
+        "cut_by_border",
+        "pickable",
+        "reason",
+    )
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -73,10 +86,21 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         z2 = np.zeros((0, 2))
-        return cls(xyxy=np.zeros((0, 4)), center_px=z2, area_mm2=np.zeros(0), confidence=np.zeros(0),
-                   uro_found=np.zeros(0, bool), grasp_px=z2.copy(), pull_dir=z2.copy(),
-                   uro_confidence=np.zeros(0), uro_area_mm2=np.zeros(0), cut_by_border=np.zeros(0, bool),
-                   pickable=np.zeros(0, bool), reason=np.zeros(0, object), contours=[])
+        return cls(
+            xyxy=np.zeros((0, 4)),
+            center_px=z2,
+            area_mm2=np.zeros(0),
+            confidence=np.zeros(0),
+            uro_found=np.zeros(0, bool),
+            grasp_px=z2.copy(),
+            pull_dir=z2.copy(),
+            uro_confidence=np.zeros(0),
+            uro_area_mm2=np.zeros(0),
+            cut_by_border=np.zeros(0, bool),
+            pickable=np.zeros(0, bool),
+            reason=np.zeros(0, object),
+            contours=[],
+        )
 
     def __getitem__(self, idx) -> "Detections":
         if isinstance(idx, (int, np.integer)):

@@ -17,6 +17,7 @@ like any camera failure: a stalled encoder (:class:`EncoderStalledError`) is a c
 camera alarm that clears when counts come back, and a single frame that cannot be given a
 count (:class:`EncoderGapError`, also a :class:`CorruptFrameError`) is skipped with a warning.
 """
+
 from __future__ import annotations
 
 import abc
@@ -123,8 +124,10 @@ class EncoderConfig:
         _check("latency_s", self.latency_s, -0.5, 1.0)
         _check("buffer_s", self.buffer_s, 0.1, 60.0)
         if self.buffer_s <= abs(self.latency_s) + 2.0 / self.sample_hz:
-            raise ValueError(f"buffer_s={self.buffer_s!r} must be longer than |latency_s| plus two samples "
-                             f"({abs(self.latency_s) + 2.0 / self.sample_hz:.3f} s)")
+            raise ValueError(
+                f"buffer_s={self.buffer_s!r} must be longer than |latency_s| plus two samples "
+                f"({abs(self.latency_s) + 2.0 / self.sample_hz:.3f} s)"
+            )
 
 
 REGISTER_KINDS = ("input", "holding")
@@ -179,8 +182,7 @@ class ModbusEncoderConfig(EncoderConfig):
 
     def describe(self) -> str:
         last = f"..{self.address + 1}" if self.words == 2 else ""
-        return (f"modbus {self.host}:{self.port} device {self.device_id} "
-                f"{self.register} register {self.address}{last}")
+        return f"modbus {self.host}:{self.port} device {self.device_id} {self.register} register {self.address}{last}"
 
 
 # ============================================================================ base class
@@ -254,9 +256,16 @@ class CounterUnwrapper:
 
 
 # ============================================================================ Modbus
-_EXC_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-              4: "device failure", 5: "acknowledge", 6: "device busy",
-              10: "gateway path unavailable", 11: "gateway target did not respond"}
+_EXC_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    10: "gateway path unavailable",
+    11: "gateway target did not respond",
+}
 
 
 class ModbusEncoder(Encoder):
@@ -351,7 +360,9 @@ class ModbusEncoder(Encoder):
                 fc = 4 if c.register == "input" else 3
                 raise EncoderModbusError(
                     f"encoder {self.name}: device answered exception {code} ({_EXC_NAMES.get(code, 'unknown')}) "
-                    f"to function {fc}; check address, register kind and device_id", code)
+                    f"to function {fc}; check address, register kind and device_id",
+                    code,
+                )
             regs = list(getattr(rsp, "registers", []) or [])
             if len(regs) < c.words:
                 self.failures += 1
@@ -391,8 +402,9 @@ class EncodedCamera(Camera):
     tools that sample in their own loop).
     """
 
-    def __init__(self, camera: Camera, encoder: Encoder, clock: Callable[[], float] = time.monotonic,
-                 run_sampler: bool = True) -> None:
+    def __init__(
+        self, camera: Camera, encoder: Encoder, clock: Callable[[], float] = time.monotonic, run_sampler: bool = True
+    ) -> None:
         super().__init__()
         self.camera = camera
         self.encoder = encoder
@@ -432,8 +444,9 @@ class EncodedCamera(Camera):
             self.sample()
             if self._run_sampler:
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._sampler, name=f"encoder-sampler-{self.encoder.name}",
-                                                 daemon=True)
+                self._thread = threading.Thread(
+                    target=self._sampler, name=f"encoder-sampler-{self.encoder.name}", daemon=True
+                )
                 self._thread.start()
             self.camera.connect()
         except BaseException:
@@ -512,9 +525,9 @@ class EncodedCamera(Camera):
                     log.warning("%s", e)
                 self.last_error = e
             now = time.monotonic()
-            due = max(due + period, now)            # fell behind: no burst of catch-up reads
+            due = max(due + period, now)  # fell behind: no burst of catch-up reads
             if failed:
-                due = max(due, now + 0.05)          # do not hammer a device that refuses
+                due = max(due, now + 0.05)  # do not hammer a device that refuses
             self._stop.wait(due - now)
 
     # ------------------------------------------------------------------ counts
@@ -533,7 +546,8 @@ class EncodedCamera(Camera):
             if t < t_old:
                 raise EncoderGapError(
                     f"{self._name}: exposure at t={t:.4f} is {t_old - t:.3f} s before the oldest encoder sample kept "
-                    f"(the frame came late, or latency_s={self.latency_s:g} / buffer_s are wrong): frame skipped")
+                    f"(the frame came late, or latency_s={self.latency_s:g} / buffer_s are wrong): frame skipped"
+                )
             # Frames are recent: search from the newest end.
             i = len(buf) - 1
             while buf[i][0] > t:
@@ -546,18 +560,23 @@ class EncodedCamera(Camera):
         if gap > self.max_gap_s:
             raise EncoderGapError(
                 f"{self._name}: no encoder sample for {gap:.3f} s around the exposure at t={t:.4f} "
-                f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped")
+                f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped"
+            )
         # Integer base plus a rounded fraction: counts beyond 2**53 keep their last digits.
         return int(c0) + round((c1 - c0) * (t - t0) / gap)
 
     def _stalled(self, t: float) -> EncoderStalledError:
         newest = self._samples[-1][0] if self._samples else None
         age = "no sample kept" if newest is None else f"the newest sample is {t - newest:.3f} s older"
-        why = f"last error: {self.last_error}" if self.last_error is not None else (
-            "sampler not running" if not self.sampler_running else "no new sample")
+        why = (
+            f"last error: {self.last_error}"
+            if self.last_error is not None
+            else ("sampler not running" if not self.sampler_running else "no new sample")
+        )
         return EncoderStalledError(
             f"{self._name}: encoder stalled: no count at or after the exposure at t={t:.4f} within "
-            f"{self.max_wait_s:.3f} s ({age}; {why})")
+            f"{self.max_wait_s:.3f} s ({age}; {why})"
+        )
 
     def read(self) -> Frame:
         if not self._connected:

@@ -4,6 +4,7 @@ The figures are the ones the product is judged by, counted over scallops that ar
 90 % visible: scallop recall and precision, grasp inside the true uro (1 mm tolerance),
 grasps landing on the adductor, and scallops without a uro reported as such.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -17,25 +18,25 @@ PART_ADDUCTOR = 3
 PART_URO = 4
 
 
-JAW_RADIUS_MM = 2.0   # the referee's grip disk (sim/world.py grade_pick)
+JAW_RADIUS_MM = 2.0  # the referee's grip disk (sim/world.py grade_pick)
 LISTS = ("failures", "conf_on_uro", "conf_off_uro", "adductor_mm")
 
 
 @dataclass
 class Tally:
-    truth_scallops: int = 0          # ≥ 90 % visible
-    found: int = 0                   # of those, matched by a detection
-    detections: int = 0              # detections of any scallop or of nothing
-    false_detections: int = 0        # matched no scallop at all, or a second time
-    with_uro: int = 0                # ≥ 90 % visible truth scallops whose uro is visible
+    truth_scallops: int = 0  # ≥ 90 % visible
+    found: int = 0  # of those, matched by a detection
+    detections: int = 0  # detections of any scallop or of nothing
+    false_detections: int = 0  # matched no scallop at all, or a second time
+    with_uro: int = 0  # ≥ 90 % visible truth scallops whose uro is visible
     grasp_on_uro: int = 0
-    grasps: int = 0                  # every reported grasp
+    grasps: int = 0  # every reported grasp
     grasp_on_adductor: int = 0
-    grasp_near_adductor: int = 0     # pickable grasps whose 2 mm jaw disk reaches the true adductor
+    grasp_near_adductor: int = 0  # pickable grasps whose 2 mm jaw disk reaches the true adductor
     without_uro: int = 0
     no_uro_reported: int = 0
     frames: int = 0
-    failures: list = field(default_factory=list)   # (frame, scallop id, what) for reports
+    failures: list = field(default_factory=list)  # (frame, scallop id, what) for reports
     # uro confidence of every pickable grasp, split by whether it lands on a true uro: how well
     # min_uro_confidence can separate the two.
     conf_on_uro: list = field(default_factory=list)
@@ -52,6 +53,7 @@ class Tally:
     def summary(self) -> dict:
         def rate(a, b):
             return round(a / b, 5) if b else None
+
         return {
             "frames": self.frames,
             "scallops": self.truth_scallops,
@@ -72,15 +74,26 @@ class Tally:
         }
 
 
-def score_frame(dets: Detections, parts: np.ndarray, instances: np.ndarray, facts: list[dict],
-                mm_per_px: float, frame: str = "", tol_mm: float = 1.0, min_visible: float = 0.9) -> Tally:
+def score_frame(
+    dets: Detections,
+    parts: np.ndarray,
+    instances: np.ndarray,
+    facts: list[dict],
+    mm_per_px: float,
+    frame: str = "",
+    tol_mm: float = 1.0,
+    min_visible: float = 0.9,
+) -> Tally:
     """``facts``: per-scallop truth dicts with at least ``id``, ``visible_fraction``,
     ``uro_present`` and ``cut_by_border``."""
     t = Tally(frames=1)
     h, w = parts.shape
     by_id = {int(f["id"]): f for f in facts}
-    counted = {i for i, f in by_id.items()
-               if f.get("visible_fraction", 1.0) >= min_visible and not f.get("cut_by_border", False)}
+    counted = {
+        i
+        for i, f in by_id.items()
+        if f.get("visible_fraction", 1.0) >= min_visible and not f.get("cut_by_border", False)
+    }
     t.truth_scallops = len(counted)
     t.detections = len(dets)
     matched: dict[int, int] = {}
@@ -134,15 +147,20 @@ def score_frame(dets: Detections, parts: np.ndarray, instances: np.ndarray, fact
             t.failures.append((frame, -1, "grasp_on_adductor"))
         if dets.pickable[j]:
             if add_mm is None:
-                add_mm = cv2.distanceTransform((parts != PART_ADDUCTOR).astype(np.uint8), cv2.DIST_L2,
-                                               cv2.DIST_MASK_PRECISE) * mm_per_px
+                add_mm = (
+                    cv2.distanceTransform((parts != PART_ADDUCTOR).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                    * mm_per_px
+                )
             t.adductor_mm.append(float(add_mm[gy, gx]))
             if add_mm[gy, gx] < JAW_RADIUS_MM:
                 t.grasp_near_adductor += 1
                 t.failures.append((frame, -1, "grasp_near_adductor"))
             tid = int(instances[gy, gx])
             ys, xs = np.nonzero((parts == PART_URO) & (instances == tid)) if tid else ((), ())
-            on = len(xs) > 0 and np.sqrt(((xs - dets.grasp_px[j][0]) ** 2
-                                          + (ys - dets.grasp_px[j][1]) ** 2).min()) * mm_per_px <= tol_mm
+            on = (
+                len(xs) > 0
+                and np.sqrt(((xs - dets.grasp_px[j][0]) ** 2 + (ys - dets.grasp_px[j][1]) ** 2).min()) * mm_per_px
+                <= tol_mm
+            )
             (t.conf_on_uro if on else t.conf_off_uro).append(float(dets.uro_confidence[j]))
     return t

@@ -9,6 +9,7 @@ pass (bincount) rather than one full-size mask per instance. Everything that doe
 depend on the frame (sessions, normalisation, kernels) is set up once in ``__init__``;
 ``Pipeline.timings`` holds the last frame's per-stage milliseconds.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,21 +37,21 @@ P_BG, P_MEAT, P_ADDUCTOR, P_URO = 0, 1, 2, 3
 class PipelineConfig:
     """Thresholds in millimetres, so they hold at any camera scale."""
 
-    model: str = ""                        # ONNX file ("" = the shipped model)
-    mm_per_px: float = 0.5                 # image scale when no calibration mapping is given
-    threads: int = 2                       # onnxruntime intra-op threads
-    min_scallop_area_mm2: float = 300.0    # smaller blobs are not scallops (meat is 40–75 mm across)
+    model: str = ""  # ONNX file ("" = the shipped model)
+    mm_per_px: float = 0.5  # image scale when no calibration mapping is given
+    threads: int = 2  # onnxruntime intra-op threads
+    min_scallop_area_mm2: float = 300.0  # smaller blobs are not scallops (meat is 40–75 mm across)
     min_core_area_mm2: float = 60.0
     min_uro_area_mm2: float = 8.0
     min_adductor_area_mm2: float = 60.0
-    min_uro_confidence: float = 0.55       # below: "ambiguous" rather than a guess
-    second_uro_ratio: float = 0.6          # a second uro blob this large → ambiguous
-    clearance_mm: float = 5.0              # another scallop this close to the grasp → too_close
-    grip_clearance_mm: float = 2.0         # the gripper's jaw radius: grasp at least this deep in the uro
-    min_grip_depth_mm: float = 0.5         # …or down to this deep, when deeper points are too near the adductor
-    min_adductor_gap_mm: float = 2.75      # jaw radius + mask error: closer to the adductor → ambiguous
-    adductor_doubt_logit: float = 1.5      # the gap is kept from pixels this close to being adductor
-    border_margin_mm: float = 1.5          # mask within this of the frame edge → cut by border
+    min_uro_confidence: float = 0.55  # below: "ambiguous" rather than a guess
+    second_uro_ratio: float = 0.6  # a second uro blob this large → ambiguous
+    clearance_mm: float = 5.0  # another scallop this close to the grasp → too_close
+    grip_clearance_mm: float = 2.0  # the gripper's jaw radius: grasp at least this deep in the uro
+    min_grip_depth_mm: float = 0.5  # …or down to this deep, when deeper points are too near the adductor
+    min_adductor_gap_mm: float = 2.75  # jaw radius + mask error: closer to the adductor → ambiguous
+    adductor_doubt_logit: float = 1.5  # the gap is kept from pixels this close to being adductor
+    border_margin_mm: float = 1.5  # mask within this of the frame edge → cut by border
 
     def __post_init__(self) -> None:
         if not (0.05 <= self.mm_per_px <= 5.0):
@@ -76,7 +77,7 @@ def _wins(ch: list[np.ndarray], c: int) -> np.ndarray:
     ``ch`` is the list of per-class logit planes."""
     m = ch[c] > _max_of(ch[:c])
     if c + 1 < len(ch):
-        m &= ch[c] >= _max_of(ch[c + 1:])
+        m &= ch[c] >= _max_of(ch[c + 1 :])
     return m
 
 
@@ -132,20 +133,21 @@ class Pipeline:
         nxt = n
         for k in np.flatnonzero(areas[1:] >= 30) + 1:
             x, y, w, h = cv2.boundingRect(cv2.compare(lab, int(k), cv2.CMP_EQ))
-            m = (lab[y:y + h, x:x + w] == k).view(np.uint8)
+            m = (lab[y : y + h, x : x + w] == k).view(np.uint8)
             cnts, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull = cv2.contourArea(cv2.convexHull(np.concatenate(cnts)))
             if hull <= 0 or areas[k] / hull >= 0.9:
                 continue
-            dist = cv2.distanceTransform(cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0),
-                                         cv2.DIST_L2, 3)[1:-1, 1:-1]
+            dist = cv2.distanceTransform(cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, 0), cv2.DIST_L2, 3)[
+                1:-1, 1:-1
+            ]
             seeds = (dist >= max(1.5, 0.35 * float(dist.max()))).view(np.uint8)
             ns, slab = cv2.connectedComponents(seeds, connectivity=4)
             if ns <= 2:
                 continue
             if out is None:
                 out = lab.copy()
-            region = out[y:y + h, x:x + w]
+            region = out[y : y + h, x : x + w]
             region[m.view(bool)] = 0
             for j in range(1, ns):
                 region[slab == j] = nxt
@@ -164,7 +166,7 @@ class Pipeline:
         # One pixel of erosion cuts the thin bridges that join the cores of touching scallops
         # where the finder drew the edge between them only faintly.
         core = cv2.erode(core, self._cross)
-        area_px = (self.coarse_mm ** 2)
+        area_px = self.coarse_mm**2
         # Plain labelling + bincount: OpenCV's WithStats variant costs ~5x more at this size, and
         # only the few blobs big enough to be split need a bounding box.
         n, lab = cv2.connectedComponents(core, connectivity=4)
@@ -180,8 +182,9 @@ class Pipeline:
         seeds = remap[lab]
         # Every foreground pixel goes to the nearest kept core: this splits touching
         # scallops along the edge class the finder drew between them.
-        _, near = cv2.distanceTransformWithLabels((seeds == 0).view(np.uint8), cv2.DIST_L2, 3,
-                                                  labelType=cv2.DIST_LABEL_PIXEL)
+        _, near = cv2.distanceTransformWithLabels(
+            (seeds == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+        )
         on = seeds != 0
         pix_to_seed = np.zeros(int(near.max()) + 1, np.int32)
         pix_to_seed[near[on]] = seeds[on]
@@ -217,8 +220,14 @@ class Pipeline:
         dets = Detections.empty()
         return dets.with_belt_mapping(to_belt) if to_belt is not None else dets
 
-    def _grasp_point(self, uro: np.ndarray, box: tuple[int, int, int, int], adductor: np.ndarray,
-                     mm_px: float, neighbour_px: np.ndarray | None = None) -> tuple[int, int, float]:
+    def _grasp_point(
+        self,
+        uro: np.ndarray,
+        box: tuple[int, int, int, int],
+        adductor: np.ndarray,
+        mm_px: float,
+        neighbour_px: np.ndarray | None = None,
+    ) -> tuple[int, int, float]:
         """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
         uro) and as far from the adductor as that allows — the uro touches the adductor at
         one end, and a gripper closing on that end pinches the meat.
@@ -235,8 +244,9 @@ class Pipeline:
         # Depth inside the uro on its box only. The 2-pixel zero border stands for everything
         # outside: a 5x5 chamfer step spans at most 2 pixels, so no path to a farther zero can
         # be shorter and the depths equal those computed on the whole crop.
-        du = cv2.distanceTransform(cv2.copyMakeBorder(uro[y:y + h, x:x + w], 2, 2, 2, 2, cv2.BORDER_CONSTANT, 0),
-                                   cv2.DIST_L2, 5)[2:-2, 2:-2]
+        du = cv2.distanceTransform(
+            cv2.copyMakeBorder(uro[y : y + h, x : x + w], 2, 2, 2, 2, cv2.BORDER_CONSTANT, 0), cv2.DIST_L2, 5
+        )[2:-2, 2:-2]
         deepest = float(du.max())
         cfg = self.config
         clear = None
@@ -246,11 +256,13 @@ class Pipeline:
             score = du if clear is None or not clear.any() else np.where(clear, du, -1.0)
             py, px = np.unravel_index(int(score.argmax()), score.shape)
             return py + y, px + x, float("inf")
-        da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[y:y + h, x:x + w]
+        da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[
+            y : y + h, x : x + w
+        ]
         # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps; first only
         # where the jaws also clear a touching neighbour, then anywhere (judged too_close later).
         depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
-        for allowed in ((clear, None) if clear is not None and clear.any() else (None,)):
+        for allowed in (clear, None) if clear is not None and clear.any() else (None,):
             for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
                 need = min(depth_mm / mm_px, 0.8 * deepest)
                 ok = du >= need if allowed is None else (du >= need) & allowed
@@ -264,8 +276,9 @@ class Pipeline:
         return py + y, px + x, gap
 
     @staticmethod
-    def _neighbour_px(lc: np.ndarray, k: int, box: tuple[int, int, int, int], x0: int, y0: int,
-                      reach_px: float) -> np.ndarray | None:
+    def _neighbour_px(
+        lc: np.ndarray, k: int, box: tuple[int, int, int, int], x0: int, y0: int, reach_px: float
+    ) -> np.ndarray | None:
         """Distance in crop pixels from each pixel of the uro box (``box`` relative to
         (x0, y0)) to the nearest pixel of another scallop in the crop's labels ``lc`` (own
         label ``k``, 0 = belt); None when none lies within ``reach_px`` of the box. The window
@@ -280,7 +293,7 @@ class Pipeline:
         if free.all():
             return None
         d = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return d[by - wy0:by - wy0 + bh, bx - wx0:bx - wx0 + bw]
+        return d[by - wy0 : by - wy0 + bh, bx - wx0 : bx - wx0 + bw]
 
     # ------------------------------------------------------------------ main
     def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
@@ -292,8 +305,14 @@ class Pipeline:
         if roi < S:  # enlarging: bilinear, border handled by the warp
             step = roi / S
             M = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])
-            cv2.warpAffine(image, M, (S, S), dst=out, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_REPLICATE)
+            cv2.warpAffine(
+                image,
+                M,
+                (S, S),
+                dst=out,
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             return
         a, b = max(x0, 0), max(y0, 0)
         c, d = min(x0 + roi, W), min(y0 + roi, H)
@@ -305,8 +324,12 @@ class Pipeline:
         else:
             cv2.resize(win, (S, S), dst=out, interpolation=cv2.INTER_AREA)
 
-    def detect(self, image: np.ndarray, mm_per_px: float | None = None,
-               to_belt: Callable[[np.ndarray], np.ndarray] | None = None) -> Detections:
+    def detect(
+        self,
+        image: np.ndarray,
+        mm_per_px: float | None = None,
+        to_belt: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> Detections:
         """Find scallops and uros in a BGR frame.
 
         mm_per_px: the image's scale on the belt (default: the config's); ``to_belt`` maps
@@ -322,7 +345,7 @@ class Pipeline:
         H, W = image.shape[:2]
         # The finder's input straight from the frame (one area resample: at 0.5 mm/px an exact
         # 4:1 block average, OpenCV's fast path); the fine scale is only ever made for the crops.
-        g = s / self.coarse_mm                     # coarse px per image px
+        g = s / self.coarse_mm  # coarse px per image px
         coarse = self._resize(image, g)
         ch, cw = coarse.shape[:2]
         m = self.multiple
@@ -346,7 +369,7 @@ class Pipeline:
         S = self.crop
         half = S // 2
         roi = max(1, int(round(S * self.fine_mm / s)))
-        step = roi / S                             # image px per crop px
+        step = roi / S  # image px per crop px
         lab_pad = cv2.copyMakeBorder(labels, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
         n = len(ks)
         crops = np.empty((n, S, S, 3), np.uint8)
@@ -369,8 +392,17 @@ class Pipeline:
             return self._empty(to_belt)
         return self._detections(rows, to_belt)
 
-    def _rows(self, logits: np.ndarray, ks: np.ndarray, confs: np.ndarray, origins: np.ndarray, step: float,
-              s: float, lab_pad: np.ndarray, frame_wh: tuple[int, int]) -> list[dict]:
+    def _rows(
+        self,
+        logits: np.ndarray,
+        ks: np.ndarray,
+        confs: np.ndarray,
+        origins: np.ndarray,
+        step: float,
+        s: float,
+        lab_pad: np.ndarray,
+        frame_wh: tuple[int, int],
+    ) -> list[dict]:
         """Per-crop post-processing. Crop pixel (c, r) sits at image pixel
         ``origins[i] + (c, r) * step`` (pixel centres); ``mm_c`` is mm per crop pixel.
 
@@ -382,17 +414,17 @@ class Pipeline:
         S = self.crop
         W, H = frame_wh
         ch = [logits[:, c] for c in range(logits.shape[1])]
-        solid = _not_first(ch)                    # (N, S, S) not background
+        solid = _not_first(ch)  # (N, S, S) not background
         uro_all = _wins(ch, P_URO)
         add_all = _wins(ch, P_ADDUCTOR)
         rivals = [c for k, c in enumerate(ch) if k != P_ADDUCTOR]
         mm_c = self.fine_mm if step == self.fine_mm / s else s * step
-        mm2 = mm_c ** 2
+        mm2 = mm_c**2
         # The cut test runs on the fine frame's pixel grid (as the model was trained).
         r_fine = s / self.fine_mm
         fw, fh = int(round(W * r_fine)), int(round(H * r_fine))
         margin_fine = cfg.border_margin_mm / self.fine_mm
-        g = s / self.coarse_mm                    # coarse px per image px
+        g = s / self.coarse_mm  # coarse px per image px
         ar = self._arange * step
         lim_y, lim_x = lab_pad.shape[0] - 1, lab_pad.shape[1] - 1
         rows = []
@@ -430,13 +462,22 @@ class Pipeline:
             fx1 = (ox + (bx + bw - 1) * step + 0.5) * r_fine - 0.5
             fy0 = (oy + by * step + 0.5) * r_fine - 0.5
             fy1 = (oy + (by + bh - 1) * step + 0.5) * r_fine - 0.5
-            cut = bool(fx0 < margin_fine or fy0 < margin_fine
-                       or fx1 > fw - 1 - margin_fine or fy1 > fh - 1 - margin_fine)
-            e0x, e0y = ox + 0.5 - 0.5 * step, oy + 0.5 - 0.5 * step   # crop pixel edges → image edges
-            row = dict(xyxy=(e0x + bx * step, e0y + by * step, e0x + (bx + bw) * step, e0y + (by + bh) * step),
-                       center=(ox + cxc * step, oy + cyc * step),
-                       area=area, conf=float(confs[i]), cut=cut, grasp=(np.nan, np.nan), pull=(np.nan, np.nan),
-                       uconf=0.0, uarea=0.0, reason="")
+            cut = bool(
+                fx0 < margin_fine or fy0 < margin_fine or fx1 > fw - 1 - margin_fine or fy1 > fh - 1 - margin_fine
+            )
+            e0x, e0y = ox + 0.5 - 0.5 * step, oy + 0.5 - 0.5 * step  # crop pixel edges → image edges
+            row = dict(
+                xyxy=(e0x + bx * step, e0y + by * step, e0x + (bx + bw) * step, e0y + (by + bh) * step),
+                center=(ox + cxc * step, oy + cyc * step),
+                area=area,
+                conf=float(confs[i]),
+                cut=cut,
+                grasp=(np.nan, np.nan),
+                pull=(np.nan, np.nan),
+                uconf=0.0,
+                uarea=0.0,
+                reason="",
+            )
             cnts, _ = cv2.findContours(own_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cnt = max(cnts, key=cv2.contourArea).reshape(-1, 2) + (x0, y0)
             row["contour"] = cnt * step + (ox, oy)
@@ -446,7 +487,7 @@ class Pipeline:
             ux, uy, uw, uh = cv2.boundingRect(uro)
             nu = 0
             if uw:
-                nu, ulab, ust, _ = cv2.connectedComponentsWithStats(uro[uy:uy + uh, ux:ux + uw], connectivity=8)
+                nu, ulab, ust, _ = cv2.connectedComponentsWithStats(uro[uy : uy + uh, ux : ux + uw], connectivity=8)
             areas = ust[1:, cv2.CC_STAT_AREA] * mm2 if nu > 1 else None
             if nu <= 1 or areas.max() < cfg.min_uro_area_mm2:
                 row["reason"] = REASON_NO_URO
@@ -455,7 +496,7 @@ class Pipeline:
                 best = order[0] + 1
                 cx_, cy_, cw_, ch_ = ust[best, :4]
                 comp = np.zeros_like(uro)
-                comp[uy:uy + uh, ux:ux + uw] = ulab == best
+                comp[uy : uy + uh, ux : ux + uw] = ulab == best
                 add = add_all[i, y0:y1, x0:x1] & own
                 # Where the adductor might be: within ``adductor_doubt_logit`` of the winning
                 # class (about 18 % likely at the default). Grips keep their distance from this
@@ -465,34 +506,40 @@ class Pipeline:
                 box = (i, slice(y0, y1), slice(x0, x1))
                 add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= _max_of([c[box] for c in rivals])
                 ubox = (ux + cx_, uy + cy_, cw_, ch_)
-                py, px, gap = self._grasp_point(comp, ubox, add_near & own, mm_c,
-                                                self._neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c))
+                py, px, gap = self._grasp_point(
+                    comp, ubox, add_near & own, mm_c, self._neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
+                )
                 cm = comp.view(bool)
-                uconf = float(_softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])],
-                                            P_URO).mean())
+                uconf = float(
+                    _softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
+                )
                 px, py = px + x0, py + y0
                 row.update(grasp=(ox + px * step, oy + py * step), uconf=uconf, uarea=float(areas[order[0]]))
                 add_u8 = add.view(np.uint8)
                 na = cv2.countNonZero(add_u8)
                 if na * mm2 >= cfg.min_adductor_area_mm2:
                     ma = cv2.moments(add_u8, True)
-                    v = np.array([px - (ma["m10"] + x0 * ma["m00"]) / ma["m00"],
-                                  py - (ma["m01"] + y0 * ma["m00"]) / ma["m00"]])
+                    v = np.array(
+                        [px - (ma["m10"] + x0 * ma["m00"]) / ma["m00"], py - (ma["m01"] + y0 * ma["m00"]) / ma["m00"]]
+                    )
                     nv = np.linalg.norm(v)
                     if nv > 1e-6:
                         row["pull"] = tuple(v / nv)
                 if cut:
                     row["reason"] = REASON_CUT
-                elif (uconf < cfg.min_uro_confidence or not np.isfinite(row["pull"][0])
-                      or gap < cfg.min_adductor_gap_mm
-                      or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])):
+                elif (
+                    uconf < cfg.min_uro_confidence
+                    or not np.isfinite(row["pull"][0])
+                    or gap < cfg.min_adductor_gap_mm
+                    or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])
+                ):
                     row["reason"] = REASON_AMBIGUOUS
                 else:
                     # A neighbour's pixel closer than the clearance lies in this window around the
                     # grasp (neighbours anywhere in the crop count, not only inside our box).
                     r = int(np.ceil(cfg.clearance_mm / mm_c))
                     wy0, wx0 = max(py - r, 0), max(px - r, 0)
-                    win = lc[wy0:py + r + 1, wx0:px + r + 1]
+                    win = lc[wy0 : py + r + 1, wx0 : px + r + 1]
                     oyy, oxx = np.nonzero((win != k) & (win != 0))
                     if len(oxx):
                         dmin = np.sqrt(((oxx + wx0 - px) ** 2 + (oyy + wy0 - py) ** 2).min()) * mm_c

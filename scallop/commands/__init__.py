@@ -1,5 +1,6 @@
 """Subcommands of ``scallop``. A command group (``bench``, ``sim``) gathers modules named
 ``<group>_<member>.py``, each exposing ``register(subparsers)``."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,7 @@ import importlib
 
 
 def register_group(sub, group: str, members: tuple[str, ...], help: str, description: str):
-    p = sub.add_parser(group, help=help, description=description,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(group, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     gs = p.add_subparsers(dest=group, metavar=group.upper())
     gs.required = True
     for name in members:

@@ -1,4 +1,5 @@
 """``scallop bench accuracy``: the vision figures on held-out labelled scenes."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,13 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="ONNX model (default: shipped)")
-    p.add_argument("--data", action="append", default=[], metavar="DIR", help="labelled data set(s) instead of fresh simulator frames")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="labelled data set(s) instead of fresh simulator frames",
+    )
     p.add_argument("--frames", type=int, default=300, help="simulator frames when no --data (default 300)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED)
     p.add_argument("--mm-per-px", type=float, default=0.5, help="scale of the simulator frames (default 0.5)")
@@ -40,8 +47,16 @@ def evaluate_model(model, data_dirs, threads: int = 2, failures_out: list | None
     for d in data_dirs:
         for s in iter_dataset(d):
             dets = pipe.detect(s.image, mm_per_px=s.mm_per_px)
-            total.add(score_frame(dets, s.parts, s.instances, s.labels.get("scallops", []), s.mm_per_px,
-                                  frame=f"{Path(d).name}/{s.name}"))
+            total.add(
+                score_frame(
+                    dets,
+                    s.parts,
+                    s.instances,
+                    s.labels.get("scallops", []),
+                    s.mm_per_px,
+                    frame=f"{Path(d).name}/{s.name}",
+                )
+            )
     if failures_out is not None:
         failures_out.extend(total.failures)
     return total.summary()
@@ -71,13 +86,21 @@ def run(args) -> int:
     tmp = None
     if not dirs:
         tmp = tempfile.TemporaryDirectory(prefix="scallop-acc-")
-        write_dataset(Path(tmp.name), n=args.frames, seed=args.seed, overwrite=True,
-                      settings=DatasetSettings(mm_per_px=(args.mm_per_px, args.mm_per_px)), workers=2)
+        write_dataset(
+            Path(tmp.name),
+            n=args.frames,
+            seed=args.seed,
+            overwrite=True,
+            settings=DatasetSettings(mm_per_px=(args.mm_per_px, args.mm_per_px)),
+            workers=2,
+        )
         dirs = [Path(tmp.name)]
     failures: list = []
     summary = evaluate_model(args.model, dirs, failures_out=failures)
     summary["seconds"] = round(time.time() - t0, 1)
-    summary["source"] = [str(d) for d in args.data] or f"simulator seed {args.seed}, {args.frames} frames at {args.mm_per_px} mm/px"
+    summary["source"] = [
+        str(d) for d in args.data
+    ] or f"simulator seed {args.seed}, {args.frames} frames at {args.mm_per_px} mm/px"
     summary["failures_sample"] = failures[:50]
     if tmp:
         tmp.cleanup()
@@ -88,11 +111,20 @@ def run(args) -> int:
         print(json.dumps(summary))
     else:
         print(f"frames {summary['frames']}, scallops ≥90% visible {summary['scallops']}")
-        for k in ("recall", "precision", "grasp_on_uro", "grasp_on_adductor", "grasp_near_adductor",
-                  "grasp_adductor_min_mm", "no_uro_reported"):
+        for k in (
+            "recall",
+            "precision",
+            "grasp_on_uro",
+            "grasp_on_adductor",
+            "grasp_near_adductor",
+            "grasp_adductor_min_mm",
+            "no_uro_reported",
+        ):
             print(f"  {k:20s} {summary[k]}")
         u = summary["uro_confidence"]
-        print(f"  uro confidence of pickable grasps: on a uro ({u['pickable_on_uro']}) min {u['on_uro_min']}, "
-              f"1st percentile {u['on_uro_p1']}; off a uro {u['off_uro']}")
+        print(
+            f"  uro confidence of pickable grasps: on a uro ({u['pickable_on_uro']}) min {u['on_uro_min']}, "
+            f"1st percentile {u['on_uro_p1']}; off a uro {u['off_uro']}"
+        )
         print(f"written to {out}")
     return 0

@@ -1,5 +1,6 @@
 """``scallop bench calibration``: how accurately the calibration chain recovers a known
 simulated camera, belt, robot and encoder (several seeds; medians and worst cases)."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def _one_run(seed: int, n_views: int, board: str, sigma: float) -> dict:
     from scallop.sim.config import SimCameraConfig
     from scallop.sim.world import camera_model_from_config
 
-    truth = camera_model_from_config(SimCameraConfig(distortion=(-0.08, 0.03, 0.0, 0.0, 0.0), tilt_deg=5.0,
-                                                     yaw_deg=2.0))
+    truth = camera_model_from_config(
+        SimCameraConfig(distortion=(-0.08, 0.03, 0.0, 0.0, 0.0), tilt_deg=5.0, yaw_deg=2.0)
+    )
     rng = np.random.default_rng(seed)
     views = intrinsics_views(truth, board, n_views, seed=seed)
     t0 = time.perf_counter()  # detection + solve, not the rendering
@@ -114,7 +116,9 @@ def run(args) -> int:
     runs = [_one_run(s + 1, args.views, args.board, args.touch_sigma_mm) for s in range(args.seeds)]
     keys = [k for k in runs[0] if k != "seed"]
     summary = {
-        "board": args.board, "views": args.views, "touch_sigma_mm": args.touch_sigma_mm,
+        "board": args.board,
+        "views": args.views,
+        "touch_sigma_mm": args.touch_sigma_mm,
         "median": {k: float(np.median([r[k] for r in runs])) for k in keys},
         "worst": {k: float(max((r[k] for r in runs), key=abs)) for k in keys},
         "runs": runs,
@@ -126,8 +130,10 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{args.seeds} runs, {args.views} views of {args.board}, touch noise {args.touch_sigma_mm} mm "
-              f"({summary['seconds']} s); median / worst:")
+        print(
+            f"{args.seeds} runs, {args.views} views of {args.board}, touch noise {args.touch_sigma_mm} mm "
+            f"({summary['seconds']} s); median / worst:"
+        )
         for k in keys:
             print(f"  {k:30s} {summary['median'][k]:9.4f} / {summary['worst'][k]:9.4f}")
         print(f"wrote {out}")

@@ -1,4 +1,5 @@
 """``scallop bench modbus``: round trip and pick-handshake latency against the simulated arm."""
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def measure(n: int = 1000, profile: str = "generic", rtu: bool = False) -> dict:
             client.connect()
             rt = []
             for _ in range(n):
-                client.heartbeat()          # keeps the arm's watchdog fed; not timed
+                client.heartbeat()  # keeps the arm's watchdog fed; not timed
                 t0 = time.perf_counter()
                 client.read_status()
                 rt.append(time.perf_counter() - t0)
@@ -99,7 +100,9 @@ def run(args) -> int:
         print(json.dumps(res))
     else:
         print(f"Modbus {res['transport']} on loopback, profile {res['profile']}, n={res['n']}")
-        print(f"  round trip (status read): median {res['roundtrip_median_ms']:.3f} ms, p99 {res['roundtrip_p99_ms']:.3f} ms")
+        print(
+            f"  round trip (status read): median {res['roundtrip_median_ms']:.3f} ms, p99 {res['roundtrip_p99_ms']:.3f} ms"
+        )
         print(f"  pick handshake:           median {res['pick_median_ms']:.3f} ms, p99 {res['pick_p99_ms']:.3f} ms")
         print(f"written to {out}")
     return 0

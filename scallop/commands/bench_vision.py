@@ -1,4 +1,5 @@
 """``scallop bench vision``: pipeline speed per frame on this machine."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ def bench_frames(n: int, width: int, height: int, mm_per_px: float, seed: int, l
 
     from scallop.sim.dataset import DatasetSettings, random_sample
 
-    st = replace(DatasetSettings(), resolutions=[(width, height)], mm_per_px=(mm_per_px, mm_per_px),
-                 scallops=(lo, hi))
+    st = replace(DatasetSettings(), resolutions=[(width, height)], mm_per_px=(mm_per_px, mm_per_px), scallops=(lo, hi))
     out, i = [], 0
     while len(out) < n:
         s = random_sample(i, seed, st)
@@ -74,10 +74,16 @@ def run(args) -> int:
             stages.setdefault(k, []).append(v)
     a = np.array(times)
     res = {
-        "median_ms": round(float(np.median(a)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3),
-        "p90_ms": round(float(np.percentile(a, 90)), 3), "mean_ms": round(float(a.mean()), 3),
-        "frames": len(a), "width": args.width, "height": args.height, "mm_per_px": args.mm_per_px,
-        "scallops_per_frame": round(float(np.mean(counts)), 2), "threads": args.threads,
+        "median_ms": round(float(np.median(a)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "frames": len(a),
+        "width": args.width,
+        "height": args.height,
+        "mm_per_px": args.mm_per_px,
+        "scallops_per_frame": round(float(np.mean(counts)), 2),
+        "threads": args.threads,
         # Median of each stage on its own (they do not add up to the total's median exactly).
         "stages_median_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
         # The machine may be shared: the 1-minute load average around the run says how busy.
@@ -95,9 +101,17 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{res['frames']} frames {args.width}x{args.height}, {res['scallops_per_frame']} scallops/frame: "
-              f"median {res['median_ms']} ms, p99 {res['p99_ms']} ms (written to {out})")
-        print("  stage medians: " + ", ".join(f"{k[:-3]} {v}" for k, v in res["stages_median_ms"].items())
-              + (f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
-                 if res["load_avg_1min"] else ""))
+        print(
+            f"{res['frames']} frames {args.width}x{args.height}, {res['scallops_per_frame']} scallops/frame: "
+            f"median {res['median_ms']} ms, p99 {res['p99_ms']} ms (written to {out})"
+        )
+        print(
+            "  stage medians: "
+            + ", ".join(f"{k[:-3]} {v}" for k, v in res["stages_median_ms"].items())
+            + (
+                f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
+                if res["load_avg_1min"]
+                else ""
+            )
+        )
     return 0

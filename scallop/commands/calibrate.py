@@ -7,6 +7,7 @@ writes its part into the one calibration file of the line (``--out`` / ``--calib
 With ``--json`` a step prints one JSON object on stdout and nothing else (progress goes to
 stderr).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "calibrate",
         help="calibrate camera, belt plane, encoder and robot arms; check for drift",
-        description="Calibrate the line: pixels → belt mm → robot mm, and the encoder.\n\n" + _STEPS
+        description="Calibrate the line: pixels → belt mm → robot mm, and the encoder.\n\n"
+        + _STEPS
         + "\nsee docs/calibration.md for the full procedure.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -46,14 +48,16 @@ def register(sub) -> None:
 
 
 def _parser(cs, name: str, help: str, description: str):
-    return cs.add_parser(name, help=help, description=description,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    return cs.add_parser(name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _camera_args(p, what: str) -> None:
     g = p.add_argument_group("live capture (instead of photo files)")
-    g.add_argument("--camera", metavar="SOURCE",
-                   help=f"capture {what} from a camera: device index (0), video file, stream URL or image folder")
+    g.add_argument(
+        "--camera",
+        metavar="SOURCE",
+        help=f"capture {what} from a camera: device index (0), video file, stream URL or image folder",
+    )
     g.add_argument("--width", type=int, default=0, help="requested capture width (default: the device's)")
     g.add_argument("--height", type=int, default=0, help="requested capture height (default: the device's)")
 
@@ -99,6 +103,7 @@ def _open_camera(args):
         cfg = OpenCVCameraConfig(source=args.camera, width=args.width, height=args.height)
     except ValueError as e:
         from scallop.calibration.errors import CalibrationError
+
         raise CalibrationError(f"--camera {args.camera}: {e}") from None
     return OpenCVCamera(cfg)
 
@@ -182,10 +187,14 @@ def _num(row: dict, key: str, path: str, line: int) -> float:
 
 # ====================================================================== board
 def _add_board(cs) -> None:
-    p = _parser(cs, "board", "write a printable calibration board (PNG)",
-                "Write a board to print. Print it at 100 % scale, glue it flat on a rigid plate and\n"
-                "MEASURE a square: use the measured size in --board.\n\n"
-                "example:\n  scallop calibrate board --board charuco:7x5:30:22:DICT_5X5_100 --dpi 300 --out board.png")
+    p = _parser(
+        cs,
+        "board",
+        "write a printable calibration board (PNG)",
+        "Write a board to print. Print it at 100 % scale, glue it flat on a rigid plate and\n"
+        "MEASURE a square: use the measured size in --board.\n\n"
+        "example:\n  scallop calibrate board --board charuco:7x5:30:22:DICT_5X5_100 --dpi 300 --out board.png",
+    )
     p.add_argument("--board", required=True, help="board spec (see 'scallop calibrate intrinsics --help')")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--dpi", type=float, default=300.0, help="printer resolution (default 300)")
@@ -209,17 +218,29 @@ def _run_board(args) -> int:
     if not cv2.imwrite(str(path), img):
         raise CalibrationError(f"{path}: cannot write the image (check the folder and the .png suffix)")
     w_mm, h_mm = img.shape[1] / ppm, img.shape[0] / ppm
-    out.say(f"wrote {path}: {img.shape[1]}x{img.shape[0]} px = {w_mm:.1f} x {h_mm:.1f} mm at {args.dpi:g} dpi "
-            f"({board}); print at 100 %, then measure a square")
-    out.result({"file": str(path), "width_px": img.shape[1], "height_px": img.shape[0],
-                "width_mm": round(w_mm, 2), "height_mm": round(h_mm, 2), "board": str(board)})
+    out.say(
+        f"wrote {path}: {img.shape[1]}x{img.shape[0]} px = {w_mm:.1f} x {h_mm:.1f} mm at {args.dpi:g} dpi "
+        f"({board}); print at 100 %, then measure a square"
+    )
+    out.result(
+        {
+            "file": str(path),
+            "width_px": img.shape[1],
+            "height_px": img.shape[0],
+            "width_mm": round(w_mm, 2),
+            "height_mm": round(h_mm, 2),
+            "board": str(board),
+        }
+    )
     return 0
 
 
 # ====================================================================== intrinsics
 def _add_intrinsics(cs) -> None:
     p = _parser(
-        cs, "intrinsics", "step 1: camera matrix and lens distortion from photos of a board",
+        cs,
+        "intrinsics",
+        "step 1: camera matrix and lens distortion from photos of a board",
         "Step 1: camera intrinsics from 10-30 photos of a board held at different places and tilts\n"
         "(fill the corners of the image too). Board specs:\n"
         "  chessboard:COLSxROWS:SQUARE_MM             inner corners, e.g. chessboard:9x6:25\n"
@@ -234,15 +255,27 @@ def _add_intrinsics(cs) -> None:
     p.add_argument("photos", nargs="*", metavar="IMAGE_OR_DIR", help="photos, or folders of photos")
     p.add_argument("--board", required=True, help="board spec, e.g. chessboard:9x6:25")
     p.add_argument("--out", help="calibration file to create or update (its intrinsics part)")
-    p.add_argument("--coverage", metavar="PNG",
-                   help="coverage picture to write (default: next to --out, NAME.coverage.png)")
+    p.add_argument(
+        "--coverage", metavar="PNG", help="coverage picture to write (default: next to --out, NAME.coverage.png)"
+    )
     p.add_argument("--camera-name", default="", help="a name for this camera, kept in the file")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="leave out unreadable photos and photos of another resolution instead of stopping")
-    p.add_argument("--max-edge-px", type=float, default=None,
-                   help="reject views whose board edges are wider than this (blur; default 4.5 px)")
-    p.add_argument("--model", choices=("auto", "k3", "no-k3"), default="auto",
-                   help="distortion model: auto (k1 k2 p1 p2, k3 only if it clearly helps), k3, no-k3")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out unreadable photos and photos of another resolution instead of stopping",
+    )
+    p.add_argument(
+        "--max-edge-px",
+        type=float,
+        default=None,
+        help="reject views whose board edges are wider than this (blur; default 4.5 px)",
+    )
+    p.add_argument(
+        "--model",
+        choices=("auto", "k3", "no-k3"),
+        default="auto",
+        help="distortion model: auto (k1 k2 p1 p2, k3 only if it clearly helps), k3, no-k3",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
     _camera_args(p, "the views")
     p.add_argument("--views", type=int, default=15, help="live capture: views to collect (default 15)")
@@ -279,8 +312,10 @@ def _run_intrinsics(args) -> int:
         if not (3 <= args.views <= 200):
             raise CalibrationError(f"views={args.views} is out of range: allowed 3..200")
         with _open_camera(args) as cam:
-            out.prompt(f"  camera {args.camera}: {cam.resolution[0]}x{cam.resolution[1]}; hold the board in view, "
-                       f"move and tilt it between views, reach the image corners")
+            out.prompt(
+                f"  camera {args.camera}: {cam.resolution[0]}x{cam.resolution[1]}; hold the board in view, "
+                f"move and tilt it between views, reach the image corners"
+            )
             views = capture_views(cam, board, args.views, max_frames=args.max_frames, on_progress=out.prompt)
         if not views:
             raise CalibrationError(f"no {board} seen in {args.max_frames} frames from camera {args.camera}")
@@ -289,8 +324,9 @@ def _run_intrinsics(args) -> int:
     out.say(f"  {len(views)} photos")
 
     out.say("step 2/3  detecting the board and solving")
-    res = calibrate_intrinsics(views, board, skip_bad=args.skip_bad,
-                               max_edge_px=args.max_edge_px or MAX_EDGE_PX, model=args.model)
+    res = calibrate_intrinsics(
+        views, board, skip_bad=args.skip_bad, max_edge_px=args.max_edge_px or MAX_EDGE_PX, model=args.model
+    )
     out.say(f"  {len(res.views)} views used, {len(res.rejected)} rejected")
     for r in res.rejected:
         out.say(f"    rejected {r.image}: {r.reason} ({r.detail})")
@@ -306,8 +342,9 @@ def _run_intrinsics(args) -> int:
     out.figures(res.figures())
     out.verdict(res.verdict, "this intrinsics calibration")
 
-    coverage_path = Path(args.coverage) if args.coverage else (
-        Path(args.out).with_suffix(".coverage.png") if args.out else None)
+    coverage_path = (
+        Path(args.coverage) if args.coverage else (Path(args.out).with_suffix(".coverage.png") if args.out else None)
+    )
     if coverage_path:
         coverage_path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(coverage_path), coverage_image(res)):
@@ -336,7 +373,9 @@ def _run_intrinsics(args) -> int:
 # ====================================================================== belt
 def _add_belt(cs) -> None:
     p = _parser(
-        cs, "belt", "step 2: the belt plane from a board lying flat on the stopped belt",
+        cs,
+        "belt",
+        "step 2: the belt plane from a board lying flat on the stopped belt",
         "Step 2: lay the board flat on the stopped belt, in the middle of the view, its rows along\n"
         "the travel; photograph it. Extra photos with the board moved across the belt pin the plane\n"
         "down over more of the field. The board's first inner corner becomes the belt origin\n"
@@ -349,10 +388,20 @@ def _add_belt(cs) -> None:
     p.add_argument("photos", nargs="*", metavar="PHOTO")
     p.add_argument("--calib", required=True, help="calibration file (with intrinsics) to update")
     p.add_argument("--board", required=True, help="board spec, e.g. chessboard:9x6:25")
-    p.add_argument("--travel", choices=("right", "left", "down", "up"), default="right",
-                   help="which way the belt moves across the image (default right)")
-    p.add_argument("--origin", nargs=2, type=float, metavar=("X", "Y"), default=(0.0, 0.0),
-                   help="belt coordinates (mm) given to the first board's inner corner 0 (default 0 0)")
+    p.add_argument(
+        "--travel",
+        choices=("right", "left", "down", "up"),
+        default="right",
+        help="which way the belt moves across the image (default right)",
+    )
+    p.add_argument(
+        "--origin",
+        nargs=2,
+        type=float,
+        metavar=("X", "Y"),
+        default=(0.0, 0.0),
+        help="belt coordinates (mm) given to the first board's inner corner 0 (default 0 0)",
+    )
     p.add_argument("--yaw", type=float, default=0.0, help="the board's known turn from the travel, degrees")
     p.add_argument("--thickness-mm", type=float, default=0.0, help="board plate thickness (default 0)")
     p.add_argument("--dry-run", action="store_true", help="measure and report, do not write the file")
@@ -378,13 +427,26 @@ def _run_belt(args) -> int:
         images = [_read_one(p) for p in args.photos]
     else:
         raise ImageError("no photo: pass PHOTO... of the board flat on the belt, or --camera SOURCE")
-    res = measure_belt(images, board, cal.K, cal.dist, cal.image_size, travel=args.travel,
-                       origin_mm=tuple(args.origin), yaw_deg=args.yaw, thickness_mm=args.thickness_mm)
+    res = measure_belt(
+        images,
+        board,
+        cal.K,
+        cal.dist,
+        cal.image_size,
+        travel=args.travel,
+        origin_mm=tuple(args.origin),
+        yaw_deg=args.yaw,
+        thickness_mm=args.thickness_mm,
+    )
     out.say("step 2/2  belt plane")
-    out.say(f"  camera {res.camera_height_mm:.1f} mm above the belt, tilted {res.tilt_deg:.2f} deg from vertical, "
-            f"{res.mm_per_px:.4f} mm/px at the image centre")
-    out.say(f"  {len(res.residuals_mm)} corners from {len(images)} photo(s): residual on the belt "
-            f"RMS {res.residual_rms_mm:.3f} mm, worst {res.residual_max_mm:.3f} mm")
+    out.say(
+        f"  camera {res.camera_height_mm:.1f} mm above the belt, tilted {res.tilt_deg:.2f} deg from vertical, "
+        f"{res.mm_per_px:.4f} mm/px at the image centre"
+    )
+    out.say(
+        f"  {len(res.residuals_mm)} corners from {len(images)} photo(s): residual on the belt "
+        f"RMS {res.residual_rms_mm:.3f} mm, worst {res.residual_max_mm:.3f} mm"
+    )
     out.figures(res.figures())
     out.verdict(res.verdict, "this belt calibration")
     obj = res.to_json()
@@ -395,8 +457,10 @@ def _run_belt(args) -> int:
         out.say(f"wrote {cal.path} (belt)")
         if had:
             out.say("  the encoder and arm parts were measured against the previous belt pose: redo them")
-        out.say(f"next: scallop calibrate encoder --calib {cal.path} …, then scallop calibrate robot --calib "
-                f"{cal.path} --arm NAME --points POINTS.csv")
+        out.say(
+            f"next: scallop calibrate encoder --calib {cal.path} …, then scallop calibrate robot --calib "
+            f"{cal.path} --arm NAME --points POINTS.csv"
+        )
         obj["file"] = str(cal.path)
     out.result(obj)
     return 0
@@ -405,7 +469,9 @@ def _run_belt(args) -> int:
 # ====================================================================== encoder
 def _add_encoder(cs) -> None:
     p = _parser(
-        cs, "encoder", "step 3: encoder counts per mm and the direction of travel",
+        cs,
+        "encoder",
+        "step 3: encoder counts per mm and the direction of travel",
         "Step 3: the encoder's counts per mm and the direction of travel, either from a board\n"
         "riding the belt through the view (photos plus the encoder count latched for each), or\n"
         "from a robot touching one mark at two or more belt positions. The belt frame is then\n"
@@ -420,8 +486,9 @@ def _add_encoder(cs) -> None:
     p.add_argument("--board", help="track: the board riding the belt")
     p.add_argument("--frames", help="track: folder of frames (or list them in the counts CSV)")
     p.add_argument("--counts", help="track: CSV image,counts in time order")
-    p.add_argument("--thickness-mm", type=float, default=None,
-                   help="track: board plate thickness (default: as in the belt step)")
+    p.add_argument(
+        "--thickness-mm", type=float, default=None, help="track: board plate thickness (default: as in the belt step)"
+    )
     p.add_argument("--touches", help="touches: CSV counts,robot_x,robot_y,robot_z in time order")
     p.add_argument("--arm", help="touches: the arm that touched (already calibrated)")
     p.add_argument("--no-align", action="store_true", help="keep the belt frame as the board defined it")
@@ -445,8 +512,9 @@ def _run_encoder(args) -> int:
         cal = _load(args.calib, require=("intrinsics", "belt"), arms=(args.arm,))
         rows, _ = _csv_rows(args.touches, [("counts", "robot_x", "robot_y", "robot_z")])
         counts = [_num(r, "counts", args.touches, i + 2) for i, r in enumerate(rows)]
-        xyz = np.array([[_num(r, k, args.touches, i + 2) for k in ("robot_x", "robot_y", "robot_z")]
-                        for i, r in enumerate(rows)]).reshape(-1, 3)
+        xyz = np.array(
+            [[_num(r, k, args.touches, i + 2) for k in ("robot_x", "robot_y", "robot_z")] for i, r in enumerate(rows)]
+        ).reshape(-1, 3)
         out.say(f"step 1/2  {len(rows)} touches of arm {args.arm}")
         res = encoder_from_touches(counts, cal.robot_to_belt(args.arm, xyz))
     else:
@@ -467,8 +535,10 @@ def _run_encoder(args) -> int:
             out.say(f"    skipped {s}")
     out.say("step 2/2  encoder")
     direction = "rise" if res.count_sign > 0 else "fall"
-    out.say(f"  {res.counts_per_mm:.5f} counts/mm ({1000 / res.counts_per_mm:.4f} um/count); counts {direction} as "
-            f"the belt moves forward; travel {res.angle_deg:+.3f} deg from the belt x axis")
+    out.say(
+        f"  {res.counts_per_mm:.5f} counts/mm ({1000 / res.counts_per_mm:.4f} um/count); counts {direction} as "
+        f"the belt moves forward; travel {res.angle_deg:+.3f} deg from the belt x axis"
+    )
     out.say(f"  {len(res.residuals_mm)} observations over {res.travel_mm:.1f} mm of travel")
     out.figures(res.figures())
     out.verdict(res.verdict, "this encoder calibration")
@@ -488,7 +558,9 @@ def _run_encoder(args) -> int:
 # ====================================================================== robot
 def _add_robot(cs) -> None:
     p = _parser(
-        cs, "robot", "step 4: belt → robot transform from touched marks",
+        cs,
+        "robot",
+        "step 4: belt → robot transform from touched marks",
         "Step 4: the robot's tool touches 4-6 marks on the stopped belt that the camera also sees,\n"
         "spread over the area the arm picks in (at least 3, not on one line). A points CSV has a\n"
         "header and one row per mark, in one of these forms:\n"
@@ -508,9 +580,14 @@ def _add_robot(cs) -> None:
     p.add_argument("--points", required=True, help="CSV of marks and touches (see above)")
     p.add_argument("--image", help="photo for corner ids (with --board)")
     p.add_argument("--board", help="board spec for corner ids")
-    p.add_argument("--moved-counts", type=int, default=0, metavar="COUNTS",
-                   help="the belt ran this many encoder counts between the photo and the touches (an arm "
-                        "downstream of the camera); needs the encoder step done")
+    p.add_argument(
+        "--moved-counts",
+        type=int,
+        default=0,
+        metavar="COUNTS",
+        help="the belt ran this many encoder counts between the photo and the touches (an arm "
+        "downstream of the camera); needs the encoder step done",
+    )
     p.add_argument("--dry-run", action="store_true", help="fit and report, do not write the file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_robot)
@@ -530,8 +607,9 @@ def _run_robot(args) -> int:
     out = _Out(args.json)
     cal = _load(args.calib, require=("intrinsics", "belt"))
     robot_cols = ("robot_x", "robot_y", "robot_z")
-    rows, cols = _csv_rows(args.points, [("u", "v") + robot_cols, ("belt_x", "belt_y") + robot_cols,
-                                         ("corner",) + robot_cols])
+    rows, cols = _csv_rows(
+        args.points, [("u", "v") + robot_cols, ("belt_x", "belt_y") + robot_cols, ("corner",) + robot_cols]
+    )
     f = args.points
     robot = np.array([[_num(r, k, f, i + 2) for k in robot_cols] for i, r in enumerate(rows)]).reshape(-1, 3)
     z_default = float(cal.data["belt"].get("placement", {}).get("thickness_mm", 0.0))
@@ -539,13 +617,22 @@ def _run_robot(args) -> int:
         px = np.array([[_num(r, "u", f, i + 2), _num(r, "v", f, i + 2)] for i, r in enumerate(rows)]).reshape(-1, 2)
         z = np.array([_num(r, "belt_z", f, i + 2) if r.get("belt_z") else 0.0 for i, r in enumerate(rows)])
         try:
-            belt = np.column_stack([np.vstack([cal.pixel_to_belt(p, z_mm=zz) for p, zz in zip(px, z)])
-                                    if len(px) else np.zeros((0, 2)), z])
+            belt = np.column_stack(
+                [np.vstack([cal.pixel_to_belt(p, z_mm=zz) for p, zz in zip(px, z)]) if len(px) else np.zeros((0, 2)), z]
+            )
         except ValueError as e:
             raise InputFileError(f"{f}: {e}") from None
     elif cols[0] == "belt_x":
-        belt = np.array([[_num(r, "belt_x", f, i + 2), _num(r, "belt_y", f, i + 2),
-                          _num(r, "belt_z", f, i + 2) if r.get("belt_z") else 0.0] for i, r in enumerate(rows)])
+        belt = np.array(
+            [
+                [
+                    _num(r, "belt_x", f, i + 2),
+                    _num(r, "belt_y", f, i + 2),
+                    _num(r, "belt_z", f, i + 2) if r.get("belt_z") else 0.0,
+                ]
+                for i, r in enumerate(rows)
+            ]
+        )
         belt = belt.reshape(-1, 3)
     else:
         if not (args.image and args.board):
@@ -559,11 +646,14 @@ def _run_robot(args) -> int:
         for i, r in enumerate(rows):
             cid = int(_num(r, "corner", f, i + 2))
             if cid not in where:
-                raise InputFileError(f"{f} row {i + 2}: corner {cid} is not seen in {args.image} "
-                                     f"(seen: {len(where)} corners, ids 0..{board.n_corners - 1})")
+                raise InputFileError(
+                    f"{f} row {i + 2}: corner {cid} is not seen in {args.image} "
+                    f"(seen: {len(where)} corners, ids 0..{board.n_corners - 1})"
+                )
             pts.append(det.image_points[where[cid]])
-        belt = np.column_stack([cal.pixel_to_belt(np.array(pts).reshape(-1, 2), z_mm=z_default),
-                                np.full(len(pts), z_default)])
+        belt = np.column_stack(
+            [cal.pixel_to_belt(np.array(pts).reshape(-1, 2), z_mm=z_default), np.full(len(pts), z_default)]
+        )
     if args.moved_counts:
         cal.check(require=("encoder",))
         shift = cal.belt_shift_mm([args.moved_counts])[0]
@@ -592,7 +682,9 @@ def _run_robot(args) -> int:
 # ====================================================================== check
 def _add_check(cs) -> None:
     p = _parser(
-        cs, "check", "is the saved calibration still good? (drift in mm)",
+        cs,
+        "check",
+        "is the saved calibration still good? (drift in mm)",
         "Lay the board flat on the stopped belt and photograph it: the belt plane is measured again\n"
         "and compared with the saved calibration. With --same-place (the board exactly where it lay\n"
         "for the belt step) a turned or shifted camera is caught too.\n"
@@ -640,8 +732,12 @@ def _run_check(args) -> int:
 
 # ====================================================================== show
 def _add_show(cs) -> None:
-    p = _parser(cs, "show", "print a calibration file's parts, figures and what is missing or stale",
-                "example:\n  scallop calibrate show line.json\n  scallop calibrate show --json line.json")
+    p = _parser(
+        cs,
+        "show",
+        "print a calibration file's parts, figures and what is missing or stale",
+        "example:\n  scallop calibrate show line.json\n  scallop calibrate show --json line.json",
+    )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_show)
@@ -660,20 +756,28 @@ def _run_show(args) -> int:
     if cal.has("intrinsics"):
         i = d["intrinsics"]
         K = i["K"]
-        out.say(f"  intrinsics  {i.get('when')}: fx {K[0][0]:.2f} fy {K[1][1]:.2f} cx {K[0][2]:.2f} cy {K[1][2]:.2f} px, "
-                f"RMS {i.get('rms_px', float('nan')):.3f} px, {i.get('views_used')} views, {i.get('verdict')}")
+        out.say(
+            f"  intrinsics  {i.get('when')}: fx {K[0][0]:.2f} fy {K[1][1]:.2f} cx {K[0][2]:.2f} cy {K[1][2]:.2f} px, "
+            f"RMS {i.get('rms_px', float('nan')):.3f} px, {i.get('views_used')} views, {i.get('verdict')}"
+        )
     if cal.has("belt"):
         b = d["belt"]
-        out.say(f"  belt        {b.get('when')}: height {b.get('camera_height_mm', float('nan')):.1f} mm, "
-                f"{b.get('mm_per_px', float('nan')):.4f} mm/px, residual worst {b.get('residual_max_mm', float('nan')):.3f} mm, "
-                f"{b.get('verdict')}")
+        out.say(
+            f"  belt        {b.get('when')}: height {b.get('camera_height_mm', float('nan')):.1f} mm, "
+            f"{b.get('mm_per_px', float('nan')):.4f} mm/px, residual worst {b.get('residual_max_mm', float('nan')):.3f} mm, "
+            f"{b.get('verdict')}"
+        )
     if cal.has("encoder"):
         e = d["encoder"]
-        out.say(f"  encoder     {e.get('when')}: {e['counts_per_mm']:.5f} counts/mm, sign {e['count_sign']:+d}, "
-                f"{e.get('method')}, {e.get('verdict')}")
+        out.say(
+            f"  encoder     {e.get('when')}: {e['counts_per_mm']:.5f} counts/mm, sign {e['count_sign']:+d}, "
+            f"{e.get('method')}, {e.get('verdict')}"
+        )
     for name, a in d.get("arms", {}).items():
-        out.say(f"  arm {name:<7} {a.get('when')}: RMS {a.get('rms_mm', float('nan')):.3f} mm over "
-                f"{len(a.get('residuals_mm', []))} points, {a.get('verdict')}")
+        out.say(
+            f"  arm {name:<7} {a.get('when')}: RMS {a.get('rms_mm', float('nan')):.3f} mm over "
+            f"{len(a.get('residuals_mm', []))} points, {a.get('verdict')}"
+        )
     missing = [p for p in PARTS if not cal.has(p)]
     stale = cal.stale_parts()
     for p in missing:

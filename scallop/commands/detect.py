@@ -1,4 +1,5 @@
 """``scallop detect``: find scallops and their uros in image files."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def register(sub) -> None:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--model", help="ONNX model file (default: the shipped model)")
-    p.add_argument("--mm-per-px", type=float, default=None,
-                   help="image scale on the belt when no calibration is given (default 0.5)")
+    p.add_argument(
+        "--mm-per-px",
+        type=float,
+        default=None,
+        help="image scale on the belt when no calibration is given (default 0.5)",
+    )
     p.add_argument("--calibration", help="line calibration file: pixels → belt mm (adds *_mm fields)")
     p.add_argument("--annotate", metavar="DIR", help="write each image with its detections drawn into DIR")
     p.add_argument("--json", action="store_true", help="print JSON lines only")
@@ -58,8 +63,11 @@ def run(args) -> int:
             failed += 1
             continue
         if to_belt is not None and img.shape[1::-1] != tuple(cal.image_size):
-            print(f"scallop detect: error: {path}: image is {img.shape[1]}x{img.shape[0]} but the calibration is for "
-                  f"{cal.image_size[0]}x{cal.image_size[1]}", file=sys.stderr)
+            print(
+                f"scallop detect: error: {path}: image is {img.shape[1]}x{img.shape[0]} but the calibration is for "
+                f"{cal.image_size[0]}x{cal.image_size[1]}",
+                file=sys.stderr,
+            )
             failed += 1
             continue
         dets = pipe.detect(img, mm_per_px=scale, to_belt=to_belt)
@@ -69,8 +77,11 @@ def run(args) -> int:
             n_ok = int(dets.pickable.sum())
             print(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable")
             for i in range(len(dets)):
-                uro = (f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"
-                       if dets.uro_found[i] else "no uro")
+                uro = (
+                    f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"
+                    if dets.uro_found[i]
+                    else "no uro"
+                )
                 why = "pickable" if dets.pickable[i] else f"not pickable: {dets.reason[i]}"
                 print(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
         if out_dir:

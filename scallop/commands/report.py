@@ -1,4 +1,5 @@
 """``scallop report``: a production day's summary from the record, and its scallops as CSV."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,20 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="shift summary and CSV export of the production record",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "report",
+        help="shift summary and CSV export of the production record",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--db", metavar="FILE", help="the production record (SQLite)")
-    p.add_argument("--shift", default="today", metavar="DAY",
-                   help="today (default), yesterday, or a date YYYY-MM-DD")
-    p.add_argument("--day-start", default="00:00", metavar="HH:MM",
-                   help="when a production day begins (default 00:00); e.g. 06:00 for a day shift at 6")
+    p.add_argument("--shift", default="today", metavar="DAY", help="today (default), yesterday, or a date YYYY-MM-DD")
+    p.add_argument(
+        "--day-start",
+        default="00:00",
+        metavar="HH:MM",
+        help="when a production day begins (default 00:00); e.g. 06:00 for a day shift at 6",
+    )
     p.add_argument("--csv", metavar="OUT", help="write the day's scallops as CSV to OUT ('-' for stdout)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(func=run)

@@ -1,4 +1,5 @@
 """``scallop robot …``: the simulated arm for integrators, and an arm's status registers."""
+
 from __future__ import annotations
 
 import argparse
@@ -77,16 +78,20 @@ def run_sim_arm(args) -> int:
         raise RobotConfigError(f"--port {args.port} is out of range: allowed 1..65535")
     cfg = ArmConfig(name="sim", profile=args.profile)
     kind = "rtu" if args.rtu else "tcp"
-    arm = SimArm(cfg, SystemClock(), kind=kind, host=args.host, port=args.port,
-                 serial_port=args.rtu or "", baudrate=args.baud)
+    arm = SimArm(
+        cfg, SystemClock(), kind=kind, host=args.host, port=args.port, serial_port=args.rtu or "", baudrate=args.baud
+    )
     try:
         arm.start()
     except RuntimeError as e:
         raise RobotConfigError(str(e)) from None
     lo, hi = arm.map.span()
     where = f"rtu {args.rtu} {args.baud} baud" if args.rtu else f"tcp {args.host}:{arm.port}"
-    print(f"simulated arm listening on {where}, profile {arm.map.name} (registers {lo}..{hi - 1}); "
-          f"{f'stops after {args.duration:g} s' if args.duration else 'Ctrl-C to stop'}", flush=True)
+    print(
+        f"simulated arm listening on {where}, profile {arm.map.name} (registers {lo}..{hi - 1}); "
+        f"{f'stops after {args.duration:g} s' if args.duration else 'Ctrl-C to stop'}",
+        flush=True,
+    )
     try:
         t_end = time.monotonic() + args.duration if args.duration > 0 else None
         while t_end is None or time.monotonic() < t_end:
@@ -105,8 +110,9 @@ def run_status(args) -> int:
     from scallop.robot.config import ArmConfig, TransportConfig
 
     if args.rtu:
-        tc = TransportConfig(kind="rtu", serial_port=args.rtu, baudrate=args.baud, device_id=args.unit,
-                             timeout_s=args.timeout)
+        tc = TransportConfig(
+            kind="rtu", serial_port=args.rtu, baudrate=args.baud, device_id=args.unit, timeout_s=args.timeout
+        )
     else:
         tc = TransportConfig(kind="tcp", host=args.host, port=args.port, device_id=args.unit, timeout_s=args.timeout)
     client = ArmClient(ArmConfig(name="status", profile=args.profile, transport=tc))

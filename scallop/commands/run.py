@@ -1,4 +1,5 @@
 """``scallop run``: run the line (the built-in simulator when no config is given)."""
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,12 @@ def build_line(config, record_path=None, seed: int = 0, clock=None, users_requir
             else:
                 line.alarms.clear(key)
 
-    writer = RecordWriter(path, snapshot_dir=snap_dir,
-                          snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6), on_alarm=on_alarm)
+    writer = RecordWriter(
+        path,
+        snapshot_dir=snap_dir,
+        snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6),
+        on_alarm=on_alarm,
+    )
     line = Line(config, backend, record=writer)
     return line
 
@@ -81,8 +86,13 @@ def run(args) -> int:
     except BaseException:
         line.close()
         raise
-    print(f"operator screen: {server.url}  (simulator PINs: operator 1111, engineer 2222)"
-          if cfg.is_simulated else f"operator screen: {server.url}", file=sys.stderr, flush=True)
+    print(
+        f"operator screen: {server.url}  (simulator PINs: operator 1111, engineer 2222)"
+        if cfg.is_simulated
+        else f"operator screen: {server.url}",
+        file=sys.stderr,
+        flush=True,
+    )
     if not args.no_browser and cfg.ui.open_browser and args.duration is None:
         try:
             import webbrowser

@@ -1,11 +1,14 @@
 """``scallop sim …``: the simulated world (data sets, previews, scenario runs)."""
+
 from scallop.commands import register_group
 
 
 def register(sub) -> None:
     register_group(
-        sub, "sim", ("preview", "dataset", "run", "list"),
+        sub,
+        "sim",
+        ("preview", "dataset", "run", "list"),
         help="the simulator: preview frames, write labelled data sets, run scenarios",
         description="The simulator.\n\nexamples:\n  scallop sim preview --out preview/\n"
-                    "  scallop sim dataset --n 200 --out data/sim --seed 1",
+        "  scallop sim dataset --n 200 --out data/sim --seed 1",
     )

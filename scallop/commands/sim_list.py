@@ -1,4 +1,5 @@
 """``scallop sim list``: the shipped scenarios, one line each."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,10 +7,11 @@ import argparse
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "list", help="list the shipped scenarios",
+        "list",
+        help="list the shipped scenarios",
         description="List the scenarios that ship with the project (sim/scenarios/*.toml): name and\n"
-                    "what each one runs. Run one with 'scallop sim run --scenario NAME'.\n\n"
-                    "examples:\n  scallop sim list\n  scallop sim list --json",
+        "what each one runs. Run one with 'scallop sim run --scenario NAME'.\n\n"
+        "examples:\n  scallop sim list\n  scallop sim list --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true", help="one JSON object per scenario (name, description, file)")

@@ -1,4 +1,5 @@
 """``scallop sim preview``: a few simulated frames with their ground truth drawn over them."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,13 +11,18 @@ EXAMPLE = "  scallop sim preview --out preview/ --n 6 --seed 2\n  scallop sim pr
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "preview", help="write simulated frames with their ground truth drawn over them",
+        "preview",
+        help="write simulated frames with their ground truth drawn over them",
         description=textwrap.fill(
             "Run the simulated line's camera for K frames (or, with --random, draw K data-set frames "
             "across the appearance envelope) and write each frame and an overlay of its ground truth: "
             "part outlines (mantle orange, gonad magenta, adductor cyan, uro red, gill green), "
             "scallop ids, uro centroids (yellow cross), CUT for scallops cut by the border and UD for "
-            "upside-down ones.", 88) + "\n\nexamples:\n" + EXAMPLE,
+            "upside-down ones.",
+            88,
+        )
+        + "\n\nexamples:\n"
+        + EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="preview", help="folder to write (default: preview)")
@@ -41,8 +47,10 @@ def run(args) -> int:
         cv2.imwrite(str(out / f"frame_{i:03d}.png"), image)
         cv2.imwrite(str(out / f"truth_{i:03d}.png"), draw_truth(image, truth))
         n_uro = sum(s.uro_present for s in truth.scallops)
-        print(f"{out / f'truth_{i:03d}.png'}: {label}, {len(truth.scallops)} scallops, {n_uro} uros visible, "
-              f"{truth.mm_per_px:.3f} mm/px")
+        print(
+            f"{out / f'truth_{i:03d}.png'}: {label}, {len(truth.scallops)} scallops, {n_uro} uros visible, "
+            f"{truth.mm_per_px:.3f} mm/px"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """``scallop sim run``: run the whole line against a scenario on the virtual clock, with a report."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,8 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "run", help="run the line against a scenario (virtual time) and write a report",
+        "run",
+        help="run the line against a scenario (virtual time) and write a report",
         description=(
             "Run the complete line — renderer → camera → vision (ONNX) → tracking → planning →\n"
             "simulated arms over Modbus on 127.0.0.1 — against a scenario, on the virtual clock,\n"
@@ -40,8 +42,15 @@ def run(args) -> int:
 
     sc = load_scenario(args.scenario)
     note = None if args.quiet else (lambda s: print(f"{sc.name}: {s}", file=sys.stderr, flush=True))
-    summary = run_scenario(sc, args.report, seed=args.seed, model=args.model, scallops=args.scallops,
-                           duration_s=args.duration, progress=note)
+    summary = run_scenario(
+        sc,
+        args.report,
+        seed=args.seed,
+        model=args.model,
+        scallops=args.scallops,
+        duration_s=args.duration,
+        progress=note,
+    )
     page = write_report(summary, args.report) if args.report else None
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     if args.json:
@@ -57,8 +66,10 @@ def run(args) -> int:
 def format_summary(s: dict) -> str:
     rate = s["uro_removal_rate"]
     lines = [
-        (f"scenario {s['scenario']} (seed {s['seed']}): {s['processed']} scallops past the arms in "
-         f"{s['duration_s']:g} s virtual, {s['realtime_factor']}x real time"),
+        (
+            f"scenario {s['scenario']} (seed {s['seed']}): {s['processed']} scallops past the arms in "
+            f"{s['duration_s']:g} s virtual, {s['realtime_factor']}x real time"
+        ),
         f"  uro removed {s['uro_removed']}/{s['with_uro']}"
         + ("" if rate is None else f" ({100 * rate:.2f} %)")
         + f", missed {s['missed']}, adductor hits {s['adductor_hits']}",
@@ -68,8 +79,10 @@ def format_summary(s: dict) -> str:
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()),
     ]
     c = s["checks"]
-    lines.append(f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "
-                 f"undecided={c['undecided']} phantom tracks={c['phantom_tracks']}")
+    lines.append(
+        f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "
+        f"undecided={c['undecided']} phantom tracks={c['phantom_tracks']}"
+    )
     if not s["complete"]:
         lines.append("  INCOMPLETE: " + (s["crash"] or "the scallop count was not reached in time"))
     for e in s["errors"]:

@@ -1,4 +1,5 @@
 """``scallop train``: reproduce the shipped model from a seed, or adapt it to a line."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,20 +27,33 @@ def register(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default="runs/scallop-seg.onnx", help="output ONNX path (a .pt checkpoint is written beside it)")
+    p.add_argument(
+        "--out", default="runs/scallop-seg.onnx", help="output ONNX path (a .pt checkpoint is written beside it)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=800, help="simulator training frames to draw (0: none)")
     p.add_argument("--val-frames", type=int, default=300, help="held-out simulator frames for validation")
     p.add_argument("--iters", type=int, default=5400, help="training steps (with --time-budget: the most)")
-    p.add_argument("--time-budget", type=float, default=0.0, metavar="S",
-                   help="fit the number of steps to S seconds of training (the count is recorded in the model)")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="fit the number of steps to S seconds of training (the count is recorded in the model)",
+    )
     p.add_argument("--real", action="append", default=[], metavar="DIR", help="real labelled data set (repeatable)")
-    p.add_argument("--sim-data", action="append", default=[], metavar="DIR", help="existing simulator data set (repeatable)")
+    p.add_argument(
+        "--sim-data", action="append", default=[], metavar="DIR", help="existing simulator data set (repeatable)"
+    )
     p.add_argument("--init", help="checkpoint (.pt) to fine-tune from")
     p.add_argument("--workdir", default="runs/train-data", help="where the validation data set goes")
     p.add_argument("--threads", type=int, default=2, help="torch threads (CPU training)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="processes drawing frames and augmenting batches (default: one per core)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes drawing frames and augmenting batches (default: one per core)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees one)")
     p.set_defaults(func=run)
 
@@ -52,8 +66,9 @@ def _sim_material(job):
     from scallop.sim.dataset import random_sample
 
     s = random_sample(index, seed)
-    return prepare_one(Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances,
-                              float(s.truth.mm_per_px)), cfg)
+    return prepare_one(
+        Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances, float(s.truth.mm_per_px)), cfg
+    )
 
 
 def sim_material(n: int, seed: int, cfg, workers: int, log=print):
@@ -93,16 +108,26 @@ def run(args) -> int:
         "real": [str(Path(d).name) for d in args.real],
         "generator": "scallop sim dataset (whole appearance envelope, randomised per frame)",
     }
-    cfg = TrainConfig(seed=args.seed, iters=args.iters, threads=args.threads, workers=args.workers, device=device,
-                      time_budget_s=args.time_budget, data_description=json.dumps(desc))
+    cfg = TrainConfig(
+        seed=args.seed,
+        iters=args.iters,
+        threads=args.threads,
+        workers=args.workers,
+        device=device,
+        time_budget_s=args.time_budget,
+        data_description=json.dumps(desc),
+    )
     t0 = time.time()
     prep = sim_material(args.frames, args.seed, cfg, args.workers) if args.frames else None
     prep = prepare_dirs([Path(d) for d in args.sim_data], [Path(d) for d in args.real], cfg, prep)
-    print(f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in "
-          f"{time.time() - t0:.0f} s", flush=True)
+    print(
+        f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s",
+        flush=True,
+    )
     try:
-        out = train(prep, Path(args.out), cfg, init=Path(args.init) if args.init else None,
-                    log=lambda m: print(m, flush=True))
+        out = train(
+            prep, Path(args.out), cfg, init=Path(args.init) if args.init else None, log=lambda m: print(m, flush=True)
+        )
     except ValueError as e:
         print(f"scallop train: error: {e}")
         return 2
