@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+
 from scallop.calibration.boards import BoardSpec, Detection, detect, parse_board
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.check import Figure, overall

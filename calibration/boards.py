@@ -23,6 +23,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from scallop.calibration.errors import BoardSpecError
 
 # Boards bigger than this are not printed on anything an engineer can carry.

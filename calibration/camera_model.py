@@ -64,7 +64,7 @@ class CameraModel:
         focal_px: float | None = None,
         center_xy_mm: tuple[float, float] = (0.0, 0.0),
         yaw_deg: float = 0.0,
-    ) -> "CameraModel":
+    ) -> CameraModel:
         """A camera above the belt whose optical axis meets the belt at ``center_xy_mm``.
 
         Image x runs along the belt's travel (+x of B), image y across the belt (+y of B)
@@ -164,5 +164,5 @@ class CameraModel:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CameraModel":
+    def from_dict(cls, d: dict) -> CameraModel:
         return cls(K=d["K"], dist=d["dist"], R=d["R"], t=d["t"], image_size=tuple(d["image_size"]))

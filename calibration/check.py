@@ -78,6 +78,11 @@ POSITION_DRIFT_LIMITS = (1.0, 2.0)  # mm, worst point of the field, board at the
 FIELD_GRID = (17, 11)  # image points (columns, rows) over which the mapping is compared
 
 
+def _tilt_deg(axis: np.ndarray) -> float:
+    """Angle between a camera's optical axis and the belt normal (degrees)."""
+    return float(np.degrees(np.arccos(np.clip(-axis[2], -1, 1))))
+
+
 def _rigid_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """src (N, 2) moved onto dst by the best 2-D rotation + translation."""
     mu_s, mu_d = src.mean(0), dst.mean(0)
@@ -220,7 +225,6 @@ def check_drift(
 
     axis_old = saved.R.T @ np.array([0.0, 0.0, 1.0])
     axis_new = new_cam.R.T @ np.array([0.0, 0.0, 1.0])
-    tilt = lambda a: float(np.degrees(np.arccos(np.clip(-a[2], -1, 1))))
     notes = []
     if not same_place:
         notes.append(
@@ -232,7 +236,7 @@ def check_drift(
         board_residual_mm=board_res,
         position_drift_mm=position,
         height_change_mm=float(new_cam.centre_B[2] - saved.centre_B[2]),
-        tilt_change_deg=tilt(axis_new) - tilt(axis_old),
+        tilt_change_deg=_tilt_deg(axis_new) - _tilt_deg(axis_old),
         corners=len(det),
         board=str(board),
         notes=notes,

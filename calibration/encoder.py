@@ -21,6 +21,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from scallop.calibration.boards import BoardSpec, detect, parse_board
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.check import Figure, overall

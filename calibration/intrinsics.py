@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from scallop.calibration.boards import BoardSpec, Detection, detect, parse_board
 from scallop.calibration.check import Figure, overall
 from scallop.calibration.errors import (

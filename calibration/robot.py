@@ -14,6 +14,7 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from scallop.calibration.check import Figure, overall
 from scallop.calibration.errors import DegenerateGeometryError
 

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.errors import (
     CalibrationFileError,

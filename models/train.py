@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -65,7 +65,7 @@ class Prepared:
     parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes
     parts_w: list = field(default_factory=list)
 
-    def extend(self, other: "Prepared") -> None:
+    def extend(self, other: Prepared) -> None:
         for k in ("finder_imgs", "finder_tgts", "finder_w", "parts_imgs", "parts_tgts", "parts_w"):
             getattr(self, k).extend(getattr(other, k))
 
@@ -294,7 +294,7 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
         "scallop.seed": str(cfg.seed),
         "scallop.train_config": json.dumps(asdict(cfg)),
         "scallop.data": cfg.data_description,
-        "scallop.trained_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scallop.trained_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra_meta.items()})
     del model.metadata_props[:]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from scallop.robot.errors import WorkspaceViolation
 WAYPOINTS = ("approach", "grasp", "grip_end", "pull_end", "chute", "ready")
 
 
-class SkipReason(str, Enum):
+class SkipReason(StrEnum):
     LOW_CONFIDENCE = "low_confidence"  # detection confidence under the arm's minimum
     NO_PULL_DIRECTION = "no_pull_direction"  # vision could not tell where the adductor is
     OUTSIDE_WINDOW = "outside_window"  # its line across the belt misses the pick window

@@ -125,7 +125,7 @@ class UserStore:
     # -- files
 
     @classmethod
-    def load(cls, path: str | Path) -> "UserStore":
+    def load(cls, path: str | Path) -> UserStore:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such users file")
@@ -170,7 +170,7 @@ class UserStore:
         return p
 
     @classmethod
-    def simulator_defaults(cls, *, scrypt_n: int = SCRYPT_N) -> "UserStore":
+    def simulator_defaults(cls, *, scrypt_n: int = SCRYPT_N) -> UserStore:
         """In-memory store with the documented simulator users (operator 1111, engineer 2222)."""
         store = cls(scrypt_n=scrypt_n)
         for name, role, pin in SIMULATOR_USERS:

@@ -124,7 +124,7 @@ class _Family:
         if not self.label_names:
             self._children[()] = self._new_child()
 
-    def _new_child(self) -> "_Child":
+    def _new_child(self) -> _Child:
         raise NotImplementedError
 
     def labels(self, *values: str, **kv: str):
@@ -147,7 +147,7 @@ class _Family:
                 child = self._children[values] = self._new_child()
             return child
 
-    def _only(self) -> "_Child":
+    def _only(self) -> _Child:
         if self.label_names:
             raise MetricsError(f"{self.name} has labels {list(self.label_names)}: call .labels(...) first")
         return self._children[()]
@@ -470,7 +470,7 @@ _STATES = ("stopped", "starting", "running", "paused", "stopping", "estop", "fau
 _ARM_STATES = ("idle", "picking", "disconnected", "fault", "estop", "homing")
 
 
-def snapshot_metrics(snap: "LineSnapshot", prefix: str = "scallop") -> str:
+def snapshot_metrics(snap: LineSnapshot, prefix: str = "scallop") -> str:
     """Exposition text for everything a :class:`LineSnapshot` carries.
 
     Counts become counters (``scallop_seen_total``...), the line and arm states become

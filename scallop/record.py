@@ -342,7 +342,7 @@ class RecordWriter:
         self._side: deque[Any] = deque()
         self._side_lock = threading.Lock()
         self._own_alarm_id = 0
-        self._own_alarms: dict[str, "Alarm"] = {}
+        self._own_alarms: dict[str, Alarm] = {}
         self._closed = False
 
         con = open_db(self.path, create=True)
@@ -409,7 +409,7 @@ class RecordWriter:
             pass  # the writer is busy with a full queue and drains the side lane with each batch
         return True
 
-    def alarm(self, alarm: "Alarm") -> bool:
+    def alarm(self, alarm: Alarm) -> bool:
         """Record an alarm; call again with the same ``alarm.id`` when it is acked or cleared."""
         return self._put_side(("alarm", alarm, self.wall_clock()))
 
@@ -443,7 +443,7 @@ class RecordWriter:
                     break
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> "RecordWriter":
+    def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -860,7 +860,7 @@ class Record:
     def close(self) -> None:
         self._con.close()
 
-    def __enter__(self) -> "Record":
+    def __enter__(self) -> Record:
         return self
 
     def __exit__(self, *exc: object) -> None:

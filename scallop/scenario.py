@@ -227,7 +227,7 @@ class Scenario:
             arms = list(cfg.arms)
         else:
             arms = []
-            for i, a in enumerate(default_sim_arms(self.spec.arms)):
+            for a in default_sim_arms(self.spec.arms):
                 d = _deep_merge(to_dict(a), self.arm)
                 try:
                     arms.append(build(ArmConfig, d, "arm"))

@@ -561,7 +561,7 @@ class WebServer:
         if self._thread.is_alive():
             raise WebError(f"the web server on port {self.port} did not stop within {2 * timeout} s")
 
-    def __enter__(self) -> "WebServer":
+    def __enter__(self) -> WebServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -41,8 +41,8 @@ import numpy as np
 
 from scallop.robot.arm import (
     ARM_CLOCK_MODULUS,
-    ArmState,
     PICK_TYPES,
+    ArmState,
     CommandType,
     FaultCode,
     ResultCode,

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+
 from scallop.calibration.boards import BoardSpec, parse_board
 from scallop.calibration.camera_model import CameraModel
 

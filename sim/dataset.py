@@ -24,7 +24,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from scallop.calibration.camera_model import CameraModel
+from scallop.config import ConfigError, to_dict
 from scallop.sim.config import ProductConfig, check_pair, check_range, check_share
 from scallop.sim.scene import (
     PART_NAMES,
@@ -38,8 +40,6 @@ from scallop.sim.scene import (
     interpolated_belt_maps,
 )
 from scallop.sim.world import _overlap_share
-
-from scallop.config import ConfigError, to_dict
 
 DATASET_FORMAT = "scallop-dataset"
 DATASET_VERSION = 1

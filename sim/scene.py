@@ -26,6 +26,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from scallop.calibration.camera_model import CameraModel
 from scallop.sim.config import ProductConfig
 

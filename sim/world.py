@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+
 from scallop.calibration.camera_model import CameraModel
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import BeltConfig, SimCameraConfig, SimConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scallop.calibration.belt import measure_belt, rotate_frame
 from scallop.calibration.errors import BoardNotFoundError, ImageError
 from scallop.calibration.intrinsics import calibrate_intrinsics

@@ -7,6 +7,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+
 from scallop.calibration.boards import BoardSpec, detect, edge_width_px, parse_board
 from scallop.calibration.errors import BoardSpecError, CalibrationError
 

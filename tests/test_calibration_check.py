@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+
 from scallop.calibration.belt import measure_belt
 from scallop.calibration.check import Figure, check_drift, overall
 from scallop.calibration.errors import BoardNotFoundError, CameraMismatchError

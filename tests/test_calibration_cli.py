@@ -9,9 +9,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from scallop.calibration.boards import detect
 from scallop.calibration.robot import RigidTransform
 from scallop.calibration.store import LineCalibration
+from scallop.cli import main
 from scallop.sim.boards import (
     board_corners_B,
     flat_pose,
@@ -20,8 +22,6 @@ from scallop.sim.boards import (
 )
 from scallop.sim.config import SimCameraConfig
 from scallop.sim.world import camera_model_from_config
-
-from scallop.cli import main
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "calib-real-640x512"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"real calibration photos not present at {REAL}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scallop.calibration.belt import measure_belt
 from scallop.calibration.encoder import (
     encoder_from_touches,

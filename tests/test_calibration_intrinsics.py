@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from scallop.calibration.errors import BoardNotFoundError, CalibrationError, ImageError
 from scallop.calibration.intrinsics import (
     REASON_BLURRED,

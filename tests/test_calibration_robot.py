@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from scallop.calibration.belt import measure_belt
 from scallop.calibration.boards import detect
 from scallop.calibration.errors import DegenerateGeometryError

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.errors import (
     CalibrationError,

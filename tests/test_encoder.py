@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from scallop.config import ConfigError, EncoderSection, load_config, to_dict
 from scallop.vision.camera import (
     CameraError,
@@ -38,7 +39,6 @@ from scallop.vision.encoder import (
     ModbusEncoder,
     ModbusEncoderConfig,
 )
-
 from tests.test_robot_cli import free_port
 
 HZ = 200.0  # sampler rate in these tests (wall time)

@@ -9,11 +9,10 @@ import time
 
 import pytest
 
+from scallop.cli import build_parser, main
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig
 from scallop.sim.arm import SimArm
-
-from scallop.cli import build_parser, main
 
 
 def free_port() -> int:

@@ -165,7 +165,7 @@ class RawModbusTcpServer:
             try:
                 tid, proto, length, unit = struct.unpack(">HHHB", self._recv(c, 7))
                 pdu = self._recv(c, length - 1)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (ConnectionError, OSError):
                 break

@@ -8,6 +8,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+
+from scallop.cli import main
 from scallop.sim.dataset import (
     DatasetError,
     DatasetSettings,
@@ -16,8 +18,6 @@ from scallop.sim.dataset import (
     write_dataset,
 )
 from scallop.sim.scene import PART_NAMES, URO
-
-from scallop.cli import main
 
 # Small frames keep the tests fast; the envelope itself is exercised by random_sample.
 SMALL = DatasetSettings(resolutions=[(640, 480)], scallops=(2, 6))

@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+
 from scallop.calibration.camera_model import CameraModel
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (

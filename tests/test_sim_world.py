@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
+from scallop.config import ConfigError, build
 from scallop.sim.camera import CameraTimeoutError, SimCamera
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import (
@@ -21,8 +23,6 @@ from scallop.sim.config import (
 from scallop.sim.scene import ADDUCTOR, URO
 from scallop.sim.world import SimWorld, SpeedProfile, _overlap_share
 from scallop.vision.camera import CameraNotConnectedError, CorruptFrameError
-
-from scallop.config import ConfigError, build
 
 SMALL = SimCameraConfig(width=640, height=480, mm_per_px=0.5)
 

@@ -15,9 +15,10 @@ import abc
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -110,7 +111,7 @@ class Camera(abc.ABC):
     def resolution(self) -> tuple[int, int]:
         """(width, height) of the frames this camera delivers."""
 
-    def __enter__(self) -> "Camera":
+    def __enter__(self) -> Camera:
         self.connect()
         return self
 

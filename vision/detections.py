@@ -6,8 +6,8 @@ All arrays have the number of scallops N as their first dimension, and index tog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class Detections:
                 raise ValueError(f"Detections.{name} has {len(getattr(self, name))} rows, expected {n}")
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         z2 = np.zeros((0, 2))
         return cls(
             xyxy=np.zeros((0, 4)),
@@ -102,7 +102,7 @@ class Detections:
             contours=[],
         )
 
-    def __getitem__(self, idx) -> "Detections":
+    def __getitem__(self, idx) -> Detections:
         if isinstance(idx, (int, np.integer)):
             idx = [int(idx)]
         idx = np.arange(len(self))[idx]
@@ -113,7 +113,7 @@ class Detections:
             kw[name] = None if v is None else v[idx]
         return Detections(**kw)
 
-    def with_belt_mapping(self, to_belt: Callable[[np.ndarray], np.ndarray], step_px: float = 4.0) -> "Detections":
+    def with_belt_mapping(self, to_belt: Callable[[np.ndarray], np.ndarray], step_px: float = 4.0) -> Detections:
         """Fill the *_mm fields with ``to_belt`` ((N,2) pixels → (N,2) belt mm).
 
         The pull direction is mapped by moving ``step_px`` along it, so it stays right under

@@ -43,7 +43,7 @@ class Tally:
     conf_off_uro: list = field(default_factory=list)
     adductor_mm: list = field(default_factory=list)  # true distance from each pickable grasp to an adductor
 
-    def add(self, other: "Tally") -> None:
+    def add(self, other: Tally) -> None:
         for k, v in asdict(other).items():
             if k in LISTS:
                 getattr(self, k).extend(getattr(other, k))

@@ -13,8 +13,8 @@ depend on the frame (sessions, normalisation, kernels) is set up once in ``__ini
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
