@@ -8,8 +8,10 @@ prints it as one line; no traceback reaches the operator.
 
 from __future__ import annotations
 
+from scallop.errors import DataError
 
-class CalibrationError(ValueError):
+
+class CalibrationError(DataError):
     """Base of every calibration failure; the message names the problem and the fix."""
 
 

@@ -21,13 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scallop.errors import DataError
+
 DATASET_FORMAT = "scallop-dataset"
 DATASET_VERSIONS = (1,)
 PART_NAMES = ("background", "mantle", "gonad", "adductor", "uro", "gill")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """A data set that cannot be read; the message names the file and the problem."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scallop.errors import DataError
+
 FORMAT = "scallop-seg"
 SUPPORTED_VERSIONS = (1,)
 DEFAULT_MODEL_NAME = "scallop-seg.onnx"
@@ -23,7 +25,7 @@ REQUIRED_FINDER = ("background", "core", "edge")
 REQUIRED_PARTS = ("background", "meat", "adductor", "uro")
 
 
-class ModelError(RuntimeError):
+class ModelError(DataError):
     """The model file cannot be used (missing, corrupt, or metadata this runtime cannot use)."""
 
 

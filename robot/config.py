@@ -20,24 +20,16 @@ from typing import Literal
 
 import numpy as np
 
+from scallop.errors import check_number, check_vector
 from scallop.robot.errors import RobotConfigError
 
 
 def _range(name: str, value: float, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RobotConfigError(f"{name}={value!r}: expected a number")
-    if not lo <= value <= hi:
-        raise RobotConfigError(f"{name}={value:g} is out of range: allowed {lo:g}..{hi:g}")
+    check_number(name, value, lo, hi, error=RobotConfigError)
 
 
 def _vec(name: str, value, n: int = 3) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise RobotConfigError(f"{name}={value!r}: expected {n} numbers") from None
-    if len(vals) != n or not all(math.isfinite(v) for v in vals):
-        raise RobotConfigError(f"{name}={value!r}: expected {n} finite numbers")
-    return vals
+    return check_vector(name, value, n, error=RobotConfigError)
 
 
 @dataclass

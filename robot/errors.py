@@ -18,24 +18,26 @@ RobotError
 
 from __future__ import annotations
 
+from scallop.errors import ConfigError, DeviceError, ScallopError, StateError
 
-class RobotError(Exception):
+
+class RobotError(ScallopError):
     """Base of every robot-side failure."""
 
 
-class ProfileError(RobotError, ValueError):
+class ProfileError(RobotError, ConfigError):
     """A register-map profile is missing, malformed or inconsistent."""
 
 
-class RobotConfigError(RobotError, ValueError):
+class RobotConfigError(RobotError, ConfigError):
     """An arm configuration value is out of range; the message names the field."""
 
 
-class RegisterValueError(RobotError, ValueError):
+class RegisterValueError(RobotError, ConfigError):
     """A value cannot be encoded in its register (out of range for type and scale)."""
 
 
-class RobotCommError(RobotError):
+class RobotCommError(RobotError, DeviceError):
     """Communication with the arm failed."""
 
 
@@ -87,11 +89,11 @@ class WorkspaceViolation(RobotError):
         super().__init__(message)
 
 
-class HeartbeatStalled(RobotError):
+class HeartbeatStalled(RobotError, DeviceError):
     """The arm's heartbeat register has not changed for longer than the timeout."""
 
 
-class ArmFaultError(RobotError):
+class ArmFaultError(RobotError, DeviceError):
     """The arm is in fault or e-stop; ``fault_code`` says which."""
 
     def __init__(self, message: str, fault_code: int = 0, state: int = 0) -> None:
@@ -100,9 +102,9 @@ class ArmFaultError(RobotError):
         super().__init__(message)
 
 
-class ArmBusyError(RobotError):
+class ArmBusyError(RobotError, StateError):
     """The arm has not acknowledged the previous command, so the command slot is taken."""
 
 
-class ProtocolError(RobotError):
+class ProtocolError(RobotError, DeviceError):
     """The arm's registers contradict the interface (version mismatch, impossible sequence)."""

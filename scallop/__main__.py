@@ -1,5 +1,5 @@
 import sys
 
-from scallop.cli import main
+from scallop.app.cli import main
 
 sys.exit(main())

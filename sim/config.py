@@ -1,7 +1,7 @@
 """Validated configuration of the simulated line.
 
 Every section checks its own ranges in ``__post_init__`` and raises ``ValueError`` naming
-the key (``speed_mm_s=900 is out of range: allowed 0..1000``); :func:`scallop.config.build`
+the key (``speed_mm_s=900 is out of range: allowed 0..1000``); :func:`scallop.app.config.build`
 adds the full key path (``sim.belt.speed_mm_s``) when these are embedded in the line's TOML.
 Field types are plain (int, float, bool, str, Literal, tuples, lists, nested dataclasses)
 so the TOML loader can build them.
@@ -15,26 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from scallop.errors import check_pair, check_range, check_share
+
 BeltColour = Literal["white", "blue", "grey"]
-
-
-def check_range(name: str, value: float, lo: float, hi: float, note: str = "") -> None:
-    if not (lo <= value <= hi):
-        raise ValueError(f"{name}={value!r} is out of range: allowed {lo:g}..{hi:g}{note}")
-
-
-def check_pair(name: str, pair: tuple, lo: float, hi: float) -> None:
-    if len(pair) != 2:
-        raise ValueError(f"{name}={pair!r}: expected two values (low, high)")
-    a, b = pair
-    check_range(f"{name}[0]", a, lo, hi)
-    check_range(f"{name}[1]", b, lo, hi)
-    if a > b:
-        raise ValueError(f"{name}={list(pair)!r}: low is above high")
-
-
-def check_share(name: str, value: float) -> None:
-    check_range(name, value, 0.0, 1.0)
 
 
 @dataclass

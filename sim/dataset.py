@@ -13,6 +13,7 @@ written by several processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -26,8 +27,8 @@ import cv2
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
-from scallop.config import ConfigError, to_dict
-from scallop.sim.config import ProductConfig, check_pair, check_range, check_share
+from scallop.errors import DataError, check_pair, check_range, check_share
+from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
     URO,
@@ -46,9 +47,8 @@ DATASET_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class DatasetError(ConfigError):
-    """A data set that cannot be read or written; the message names the file and the problem.
-    (A ConfigError, so the command line reports it as one line.)"""
+class DatasetError(DataError):
+    """A data set that cannot be read or written; the message names the file and the problem."""
 
 
 # ============================================================================ settings
@@ -406,7 +406,7 @@ def write_dataset(
         "count": n,
         "source": "scallop-sim",
         "seed": int(seed),
-        "generator": to_dict(st),
+        "generator": dataclasses.asdict(st),
         "totals": totals,
         "note": "per-image scale, camera and facts in labels/<name>.json; see docs/dataset-format.md",
     }

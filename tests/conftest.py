@@ -3,7 +3,7 @@
 * ``no_leaked_threads`` (autouse): a test that leaves threads or asyncio tasks running fails.
   Threads get a short grace period to finish; mark a test ``@pytest.mark.allow_leaks`` only
   with a comment saying why.
-* ``fake_line``: a :class:`scallop.line_api.LineAPI` double for the operator screen's tests.
+* ``fake_line``: a :class:`scallop.app.line_api.LineAPI` double for the operator screen's tests.
 * ``fast_users``: the simulator's users (operator 1111, engineer 2222) with a cheap scrypt
   cost so tests do not spend their time hashing.
 """
@@ -86,7 +86,7 @@ class FakeLine:
     BAR_W = 40
 
     def __init__(self) -> None:
-        from scallop.line_api import ArmStatus, Recipe
+        from scallop.app.line_api import ArmStatus, Recipe
 
         self.lock = threading.Lock()
         self.state = "stopped"
@@ -131,7 +131,7 @@ class FakeLine:
             return self.counts["frames"]
 
     def raise_alarm(self, severity: str, text: str, source: str = "line"):
-        from scallop.line_api import Alarm
+        from scallop.app.line_api import Alarm
 
         with self.lock:
             a = Alarm(self._next_alarm, time.time(), severity, source, text)
@@ -154,7 +154,7 @@ class FakeLine:
     # -- LineAPI
 
     def snapshot(self):
-        from scallop.line_api import LineSnapshot
+        from scallop.app.line_api import LineSnapshot
 
         with self.lock:
             c = self.counts
@@ -233,7 +233,7 @@ class FakeLine:
             self.calls.append(("recipe", user))
 
     def metrics_text(self) -> str:
-        from scallop.metrics import snapshot_metrics
+        from scallop.app.metrics import snapshot_metrics
 
         return snapshot_metrics(self.snapshot())
 
@@ -266,6 +266,6 @@ def fake_line() -> FakeLine:
 
 @pytest.fixture(scope="session")
 def fast_users():
-    from scallop.auth import UserStore
+    from scallop.app.auth import UserStore
 
     return UserStore.simulator_defaults(scrypt_n=2**8)

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from scallop.app.cli import main
 from scallop.calibration.boards import detect
 from scallop.calibration.robot import RigidTransform
 from scallop.calibration.store import LineCalibration
-from scallop.cli import main
 from scallop.sim.boards import (
     board_corners_B,
     flat_pose,

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.config import ConfigError, EncoderSection, load_config, to_dict
+from scallop.app.config import ConfigError, EncoderSection, load_config, to_dict
 from scallop.vision.camera import (
     CameraError,
     CameraNotConnectedError,
@@ -504,8 +504,8 @@ def test_read_waits_for_the_sample_after_the_exposure(servers, cameras, image_fo
 
 
 def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder):
-    from scallop.backends import Backend
-    from scallop.runtime import Line
+    from scallop.app.backends import Backend
+    from scallop.app.runtime import Line
 
     clock = ManualClock(0.0)
     srv = servers(clock, lambda t: 500 + round(1000 * t))
@@ -543,7 +543,7 @@ def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder
 
 
 def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers, image_folder, tmp_path):
-    from scallop.backends import HardwareBackend
+    from scallop.app.backends import HardwareBackend
     from scallop.calibration.errors import CalibrationFileError
 
     srv = servers(ManualClock(), lambda t: 42)

@@ -7,14 +7,14 @@ import sqlite3
 import numpy as np
 import pytest
 
-from scallop.commands.run import build_line
-from scallop.config import load_config
+from scallop.app.commands.run import build_line
+from scallop.app.config import load_config
 from scallop.sim.clock import VirtualClock
 
 
 def make_line(tmp_path, seed=1, arms=1, overrides=None, **kw):
-    from scallop.backends import default_sim_arms
-    from scallop.config import to_dict
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.config import to_dict
 
     ov = {"runtime": {"tick_s": 0.02}}
     if arms > 1:
@@ -173,12 +173,12 @@ def test_arm_disconnect_and_return(tmp_path):
 def test_snapshot_disk_full_alarms_but_line_goes_on(tmp_path, monkeypatch):
     import errno
 
-    import scallop.record
+    import scallop.app.record
 
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(scallop.record, "write_snapshot_file", full_disk)
+    monkeypatch.setattr(scallop.app.record, "write_snapshot_file", full_disk)
     # Every uro is "ambiguous" at this threshold, so every scallop is doubtful and wants a snapshot.
     line = make_line(tmp_path, overrides={"vision": {"min_uro_confidence": 0.999}})
     try:
@@ -195,7 +195,7 @@ def test_snapshot_disk_full_alarms_but_line_goes_on(tmp_path, monkeypatch):
 
 
 def test_bad_config_is_refused_with_the_key(tmp_path):
-    from scallop.config import ConfigError
+    from scallop.app.config import ConfigError
 
     p = tmp_path / "line.toml"
     p.write_text("[runtime]\ntick_s = 5\n")

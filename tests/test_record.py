@@ -13,10 +13,10 @@ from datetime import datetime
 
 import pytest
 
-import scallop.record as record_mod
-from scallop.cli import main
-from scallop.line_api import Alarm
-from scallop.record import (
+import scallop.app.record as record_mod
+from scallop.app.cli import main
+from scallop.app.line_api import Alarm
+from scallop.app.record import (
     Record,
     RecordError,
     RecordWriter,

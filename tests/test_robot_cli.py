@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from scallop.cli import build_parser, main
+from scallop.app.cli import build_parser, main
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig
 from scallop.sim.arm import SimArm

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scallop.cli import main
-from scallop.scenario import (
+from scallop.app.cli import main
+from scallop.app.scenario import (
     FAULT_KINDS,
     ScenarioError,
     belt_stop_profile,
@@ -156,7 +156,7 @@ def test_belt_stop_becomes_a_speed_profile_with_the_right_travel():
         ),
         (
             {"scenario": {"name": "x", "duration_s": 5}, "arm": {"motion": {"speed_mm_s": 9000}}},
-            "motion.speed_mm_s=9000 is out of range",
+            "motion.speed_mm_s=9000.0 is out of range",
         ),
         (
             {
@@ -315,7 +315,7 @@ def test_camera_drops_and_stall_leave_scallops_not_imaged_but_counted(tmp_path):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["camera_drop", "camera_stall"])
 def test_camera_faults_leave_the_arms_served(kind):
-    from scallop.scenario import FaultSpec
+    from scallop.app.scenario import FaultSpec
 
     fault = FaultSpec(at_s=8.0, kind=kind, frames=6, duration_s=3.0)
     sc = dataclasses.replace(load_scenario("faults_camera"), faults=[fault])

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.cli import main
+from scallop.app.cli import main
 from scallop.sim.dataset import (
     DatasetError,
     DatasetSettings,

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from scallop.config import ConfigError, build
+from scallop.app.config import ConfigError, build
 from scallop.sim.camera import CameraTimeoutError, SimCamera
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import (

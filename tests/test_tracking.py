@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scallop.tracking import Tracker
+from scallop.app.tracking import Tracker
 from scallop.vision.detections import Detections
 
 

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from scallop.auth import AuthError, LockedOut, SessionStore, UserFileError, UserStore
-from scallop.metrics import (
+from scallop.app.auth import AuthError, LockedOut, SessionStore, UserFileError, UserStore
+from scallop.app.metrics import (
     MetricsError,
     Registry,
     format_value,
     parse_text,
     snapshot_metrics,
 )
-from scallop.web import WebError, create_app, serve
+from scallop.app.web import WebError, create_app, serve
 
 
 class Clock:
@@ -492,7 +492,7 @@ def test_users_file_stores_salted_hashes_only(tmp_path):
 
 
 def test_same_pin_twice_gets_different_hashes():
-    from scallop.auth import hash_pin, verify_pin
+    from scallop.app.auth import hash_pin, verify_pin
 
     a, b = hash_pin("1234", n=2**8), hash_pin("1234", n=2**8)
     assert a["hash"] != b["hash"]
@@ -537,7 +537,7 @@ def test_bad_users_file_names_the_problem(tmp_path, content, msg):
 
 
 def test_simulator_defaults_are_the_documented_pins():
-    import scallop.auth as auth
+    import scallop.app.auth as auth
 
     store = UserStore.simulator_defaults(scrypt_n=2**8)
     assert {(u.name, u.role) for u in store.users()} == {("operator", "operator"), ("engineer", "engineer")}
@@ -647,7 +647,7 @@ def test_format_value_and_strict_parser():
 
 
 def test_snapshot_metrics_cover_the_snapshot(fake_line):
-    from scallop.line_api import Alarm
+    from scallop.app.line_api import Alarm
 
     fake_line.set_counts(seen=10, picked=8, uro_removed=7, frames=300, frames_dropped=4, per_minute=33.0)
     fake_line.arms[0].state = "picking"

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.web import create_app, serve
+from scallop.app.web import create_app, serve
 
 CHROMIUM = os.environ.get("SCALLOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("SCALLOP_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -23,8 +23,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from scallop.errors import DeviceError
 
-class CameraError(RuntimeError):
+
+class CameraError(DeviceError):
     """Base of every camera failure; the message names the device and what went wrong."""
 
 

@@ -133,7 +133,7 @@ def run(args) -> int:
         return 2
     del prep
     if args.val_frames > 0:
-        from scallop.commands.bench_accuracy import evaluate_model, write_metrics_into_model
+        from scallop.app.commands.bench_accuracy import evaluate_model, write_metrics_into_model
 
         vd = work / f"sim-val-seed{args.seed + 1000}-n{args.val_frames}"
         if not (vd / "dataset.json").is_file():

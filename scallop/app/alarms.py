@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from scallop.line_api import Alarm
+from scallop.app.line_api import Alarm
 
 
 class Alarms:

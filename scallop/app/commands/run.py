@@ -37,9 +37,9 @@ def build_line(config, record_path=None, seed: int = 0, clock=None, users_requir
     """The line for ``config`` with its record writer (shared with tests and the scenario bench)."""
     from pathlib import Path
 
-    from scallop.backends import HardwareBackend, SimBackend
-    from scallop.record import RecordWriter, default_db_path
-    from scallop.runtime import Line
+    from scallop.app.backends import HardwareBackend, SimBackend
+    from scallop.app.record import RecordWriter, default_db_path
+    from scallop.app.runtime import Line
 
     backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
     path = Path(record_path or config.record.path or default_db_path())
@@ -65,10 +65,10 @@ def build_line(config, record_path=None, seed: int = 0, clock=None, users_requir
 
 
 def run(args) -> int:
-    from scallop.auth import UserStore
-    from scallop.config import load_config
+    from scallop.app.auth import UserStore
+    from scallop.app.config import load_config
+    from scallop.app.web import create_app, serve
     from scallop.robot.clock import SystemClock
-    from scallop.web import create_app, serve
 
     cfg = load_config(args.config)
     host = args.host or cfg.ui.host

@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from scallop.errors import ConfigError, check_range
 from scallop.robot.config import ArmConfig
-from scallop.sim.config import SimConfig, check_range
+from scallop.sim.config import SimConfig
 from scallop.vision.encoder import ModbusEncoderConfig
 from scallop.vision.pipeline import PipelineConfig
-
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot be used; the message names it."""
 
 
 def _describe(tp: Any) -> str:
@@ -111,9 +108,7 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         kwargs[key] = _convert(value, hints[key], full)
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError) as e:  # ConfigError too: __post_init__ knows the key, not its path
         raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
 
 

@@ -67,12 +67,12 @@ def write_metrics_into_model(path, summary: dict) -> None:
 
     m = onnx.load(str(path))
     for p in m.metadata_props:
-        if p.key == "scallop.metrics":
+        if p.key == "scallop.app.metrics":
             p.value = json.dumps(summary)
             break
     else:
         p = m.metadata_props.add()
-        p.key, p.value = "scallop.metrics", json.dumps(summary)
+        p.key, p.value = "scallop.app.metrics", json.dumps(summary)
     onnx.save_model(m, str(path), save_as_external_data=False)
 
 

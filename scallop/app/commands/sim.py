@@ -1,6 +1,6 @@
 """``scallop sim …``: the simulated world (data sets, previews, scenario runs)."""
 
-from scallop.commands import register_group
+from scallop.app.commands import register_group
 
 
 def register(sub) -> None:

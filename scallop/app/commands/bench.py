@@ -1,6 +1,6 @@
 """``scallop bench …``: benchmarks that write their figures to a file (medians and p99)."""
 
-from scallop.commands import register_group
+from scallop.app.commands import register_group
 
 
 def register(sub) -> None:

@@ -1,4 +1,4 @@
-"""The operator screen: a FastAPI app over a :class:`scallop.line_api.LineAPI`, and a server thread.
+"""The operator screen: a FastAPI app over a :class:`scallop.app.line_api.LineAPI`, and a server thread.
 
 ::
 
@@ -7,7 +7,7 @@
     ...
     server.stop()                               # closes live streams, joins the thread
 
-The page (``scallop/web/``: plain HTML, CSS and JS, no build step) gets the line's state as
+The page (``scallop/app/web/``: plain HTML, CSS and JS, no build step) gets the line's state as
 server-sent events from ``/api/events`` and fetches the newest annotated camera frame from
 ``/api/frame.jpg`` whenever the frame counter moves. JSON API (all errors are
 ``{"error": "<plain words>"}`` with the status code that fits):
@@ -57,7 +57,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scallop.auth import (
+from scallop.app.auth import (
     AuthError,
     Forbidden,
     LockedOut,
@@ -65,18 +65,19 @@ from scallop.auth import (
     SessionStore,
     UserStore,
 )
-from scallop.line_api import LineAPI
-from scallop.metrics import CONTENT_TYPE, Registry
+from scallop.app.line_api import LineAPI
+from scallop.app.metrics import CONTENT_TYPE, Registry
+from scallop.errors import DeviceError
 
 STATIC_DIR = Path(__file__).with_name("web")
 COOKIE = "scallop_session"
 OPERATOR_ACTIONS = ("start", "pause", "stop", "reset")
 
 AuditFn = Callable[[str, str, dict], Any]
-"""``audit(kind, user, detail)``: e.g. :meth:`scallop.record.RecordWriter.event`."""
+"""``audit(kind, user, detail)``: e.g. :meth:`scallop.app.record.RecordWriter.event`."""
 
 
-class WebError(Exception):
+class WebError(DeviceError):
     """The screen cannot be served (address in use, server did not start); the message says why."""
 
 

@@ -13,9 +13,9 @@ def register_group(sub, group: str, members: tuple[str, ...], help: str, descrip
     gs.required = True
     for name in members:
         try:
-            mod = importlib.import_module(f"scallop.commands.{group}_{name}")
+            mod = importlib.import_module(f"scallop.app.commands.{group}_{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"scallop.commands.{group}_{name}":
+            if e.name == f"scallop.app.commands.{group}_{name}":
                 continue  # not built yet
             raise
         mod.register(gs)

@@ -35,7 +35,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import cv2
 
-    from scallop.config import ConfigError
+    from scallop.app.config import ConfigError
     from scallop.sim.scene import draw_truth
 
     if not (1 <= args.n <= 1000):

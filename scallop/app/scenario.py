@@ -7,13 +7,13 @@ A scenario is a TOML file of the line configuration's family::
     description = "one arm, belt 300 mm/s, arrivals at 90 % of the arm's capacity"
     seed = 1
     scallops = 1000            # run until this many scallops went past the arms (or duration_s)
-    arms = 1                   # simulated arms, 600 mm apart (scallop.backends.default_sim_arms)
+    arms = 1                   # simulated arms, 600 mm apart (scallop.app.backends.default_sim_arms)
     arrivals_share = 0.9       # arrivals per second as a share of the arms' capacity
 
     [arm.motion]               # applied to every simulated arm (any ArmConfig field)
     speed_mm_s = 1000.0
 
-    [line.sim.belt]            # merged into the line configuration (scallop.config.LineConfig)
+    [line.sim.belt]            # merged into the line configuration (scallop.app.config.LineConfig)
     speed_mm_s = 300.0
 
     [[faults]]
@@ -22,7 +22,7 @@ A scenario is a TOML file of the line configuration's family::
     duration_s = 5.0
 
 :func:`run_scenario` runs it (renderer → camera → vision → tracking → planning → simulated
-arms over Modbus on 127.0.0.1) with :meth:`scallop.runtime.Line.run_stepped`, applies the
+arms over Modbus on 127.0.0.1) with :meth:`scallop.app.runtime.Line.run_stepped`, applies the
 faults from its ``on_tick`` hook, follows every scallop of the simulated world from its
 ``on_frame`` hook, and returns the summary that :func:`write_report` turns into
 ``summary.json`` and ``index.html`` (inline SVG plots, annotated JPEGs of failures).
@@ -55,8 +55,8 @@ from typing import Literal
 
 import numpy as np
 
-from scallop.config import ConfigError, LineConfig, build, load_toml, to_dict
-from scallop.sim.config import check_range
+from scallop.app.config import ConfigError, LineConfig, build, load_toml, to_dict
+from scallop.errors import check_range
 
 FaultKind = Literal["arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall", "estop_restart", "belt_stop"]
 FAULT_KINDS: tuple[str, ...] = (
@@ -199,7 +199,7 @@ class Scenario:
         """The line configuration this scenario runs: the ``[line]`` overrides, the simulated
         arms, arrivals as a share of capacity, belt stops in the speed profile, and ``model``
         (None: the scenario's ``line.vision.model``, itself defaulting to the shipped model)."""
-        from scallop.backends import default_sim_arms
+        from scallop.app.backends import default_sim_arms
         from scallop.robot.config import ArmConfig
         from scallop.robot.planning import PickPlanner
 
@@ -427,7 +427,7 @@ class _Bench:
         self.events.sort(key=lambda e: (e[0], e[1]))
         self._next_t = self.events[0][0] if self.events else math.inf
         # Every sample, not the last 2000: the report's histograms show the whole run.
-        from scallop.stats import LatencyWindow
+        from scallop.app.stats import LatencyWindow
 
         self.line.stats.latency = {s: LatencyWindow(n=500_000) for s in self.line.stats.STAGES}
 
@@ -769,7 +769,7 @@ def run_scenario(
     import shutil
     import tempfile
 
-    from scallop.commands.run import build_line
+    from scallop.app.commands.run import build_line
     from scallop.robot.planning import PickPlanner
     from scallop.sim.clock import VirtualClock
 

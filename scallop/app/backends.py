@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from scallop.app.config import LineConfig
 from scallop.calibration.camera_model import CameraModel
-from scallop.config import LineConfig
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig, Pose
 from scallop.vision.camera import Camera, OpenCVCamera, OpenCVCameraConfig
@@ -92,8 +92,8 @@ class HardwareBackend(Backend):
     """A real camera (OpenCV source) and real arms, with the line calibration file."""
 
     def open(self) -> None:
+        from scallop.app.config import ConfigError
         from scallop.calibration.store import load_calibration
-        from scallop.config import ConfigError
 
         cfg = self.config
         if not cfg.runtime.calibration:

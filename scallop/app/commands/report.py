@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scallop.record import Record, RecordError, default_db_path, shift_range
+    from scallop.app.record import Record, RecordError, default_db_path, shift_range
 
     db = args.db or default_db_path()
     # The CSV may own stdout; the summary then goes to stderr so the CSV stays clean.

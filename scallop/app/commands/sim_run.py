@@ -38,7 +38,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from scallop.scenario import load_scenario, run_scenario, write_report
+    from scallop.app.scenario import load_scenario, run_scenario, write_report
 
     sc = load_scenario(args.scenario)
     note = None if args.quiet else (lambda s: print(f"{sc.name}: {s}", file=sys.stderr, flush=True))

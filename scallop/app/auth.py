@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from scallop.errors import DataError, ScallopError
+
 Role = Literal["operator", "engineer"]
 ROLES: tuple[str, ...] = ("operator", "engineer")
 # Higher rank may do everything a lower rank may.
@@ -56,11 +58,15 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SIMULATOR_USERS = (("operator", "operator", "1111"), ("engineer", "engineer", "2222"))
 
 
-class AuthError(Exception):
+class AuthError(ScallopError):
+    http_status = 401
+
     """Not logged in, a wrong PIN or an expired session (HTTP 401)."""
 
 
-class Forbidden(Exception):
+class Forbidden(ScallopError):
+    http_status = 403
+
     """Logged in, but the role may not do this (HTTP 403)."""
 
 
@@ -72,7 +78,7 @@ class LockedOut(AuthError):
         self.retry_after_s = retry_after_s
 
 
-class UserFileError(ValueError):
+class UserFileError(DataError):
     """A users file that cannot be read or a user that cannot be added; the message names it."""
 
 

@@ -21,7 +21,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from scallop.scenario import load_scenario, shipped_scenarios
+    from scallop.app.scenario import load_scenario, shipped_scenarios
 
     rows = []
     for name, path in shipped_scenarios().items():

@@ -1,6 +1,6 @@
 """The line: camera → vision → tracking → planning → arms, with a record of every scallop.
 
-:class:`Line` holds the stages and implements :class:`scallop.line_api.LineAPI` for the
+:class:`Line` holds the stages and implements :class:`scallop.app.line_api.LineAPI` for the
 operator screen. Two drivers run the same stages:
 
 * :meth:`Line.run_threaded` — capture, inference and robot I/O each in their own thread,
@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from scallop.alarms import Alarms
-from scallop.backends import Backend
-from scallop.config import LineConfig
-from scallop.line_api import ArmStatus, LineSnapshot, Recipe
+from scallop.app.alarms import Alarms
+from scallop.app.backends import Backend
+from scallop.app.config import LineConfig
+from scallop.app.line_api import ArmStatus, LineSnapshot, Recipe
+from scallop.app.stats import Stats
+from scallop.app.tracking import Decision, Tracker
 from scallop.robot.arm import ArmClient, ResultCode
 from scallop.robot.errors import RobotError
 from scallop.robot.planning import ConveyorTracker, PickTarget, Skip
 from scallop.robot.scheduler import PickOutcome, Scheduler
-from scallop.stats import Stats
-from scallop.tracking import Decision, Tracker
 from scallop.vision.annotate import draw
 from scallop.vision.camera import CameraError, CorruptFrameError, EndOfStreamError, Frame
 from scallop.vision.detections import Detections
@@ -336,7 +336,7 @@ class Line:
     def _write_record(self, oc: ScallopOutcome) -> None:
         if self.record is None:
             return
-        from scallop.record import ScallopRecord
+        from scallop.app.record import ScallopRecord
 
         v = oc.decision.view
         t = oc.decision.track
@@ -488,7 +488,7 @@ class Line:
                 self.record.event("recipe", user, {"recipe": name})
 
     def config_view(self) -> dict:
-        from scallop.config import to_dict
+        from scallop.app.config import to_dict
 
         d = to_dict(self.config)
         d["calibration"] = {
@@ -502,7 +502,7 @@ class Line:
         """Engineer changes to the vision thresholds (validated; applied at once)."""
         from dataclasses import replace
 
-        from scallop.config import ConfigError, build, to_dict
+        from scallop.app.config import ConfigError, build, to_dict
         from scallop.vision.pipeline import PipelineConfig
 
         if not isinstance(changes, dict) or set(changes) - {"vision"}:
@@ -594,7 +594,7 @@ class Line:
         return jpg
 
     def metrics_text(self) -> str:
-        from scallop.metrics import snapshot_metrics
+        from scallop.app.metrics import snapshot_metrics
 
         return snapshot_metrics(self.snapshot())
 

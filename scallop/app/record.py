@@ -6,7 +6,7 @@ Writing (the runtime)::
                      snapshot_budget_bytes=500_000_000, on_alarm=line_alarm)
     w.scallop(ScallopRecord(track_id=17, time=time.time(), encoder_mm=10234.5, result="picked",
                             arm="left", uro_found=True, uro_removed=True), snapshot_jpeg=None)
-    w.alarm(alarm)                      # a scallop.line_api.Alarm, again on ack or clear
+    w.alarm(alarm)                      # a scallop.app.line_api.Alarm, again on ack or clear
     w.event("start", "maria")
     w.close()                           # everything queued is written first
 
@@ -43,8 +43,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from scallop.errors import DataError
+
 if TYPE_CHECKING:
-    from scallop.line_api import Alarm
+    from scallop.app.line_api import Alarm
 
 SCHEMA_VERSION = 1
 RESULTS = ("picked", "failed", "skipped")
@@ -108,7 +110,7 @@ CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
 
 
-class RecordError(Exception):
+class RecordError(DataError):
     """A record that cannot be opened or a value that cannot be recorded; the message names it."""
 
 
@@ -456,7 +458,7 @@ class RecordWriter:
         return s
 
     def metrics_text(self, prefix: str = "scallop_record") -> str:
-        from scallop.metrics import format_family
+        from scallop.app.metrics import format_family
 
         s = self.stats()
         out = []
@@ -513,7 +515,7 @@ class RecordWriter:
             except Exception as e:  # a broken callback must not take the record down
                 print(f"record: alarm callback failed: {e}", file=sys.stderr)
             return
-        from scallop.line_api import Alarm
+        from scallop.app.line_api import Alarm
 
         if active:
             self._own_alarm_id -= 1

@@ -8,7 +8,7 @@ Examples::
     scallop calibrate intrinsics --board chessboard:9x6:25 photos/
     scallop bench vision --json         # pipeline speed on this machine
 
-Each subcommand lives in ``scallop/commands/<name>.py`` and exposes
+Each subcommand lives in ``scallop/app/commands/<name>.py`` and exposes
 ``register(subparsers)``; heavy imports happen inside the command, so ``--help`` is fast.
 Set SCALLOP_DEBUG=1 to see tracebacks for errors that are reported as one line.
 """
@@ -42,9 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         try:
-            mod = importlib.import_module(f"scallop.commands.{name}")
+            mod = importlib.import_module(f"scallop.app.commands.{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"scallop.commands.{name}":
+            if e.name == f"scallop.app.commands.{name}":
                 continue  # command not built yet
             raise
         mod.register(sub)
@@ -52,25 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or a missing device: one line, no traceback."""
-    from scallop.config import ConfigError
-    from scallop.vision.camera import CameraError
+    """Exceptions that mean bad input or a missing device: one line, no traceback. Every
+    error of the product derives from :class:`scallop.errors.ScallopError`; a missing or
+    unreadable file the user named is the operating system's own error."""
+    from scallop.errors import ScallopError
 
-    errs: list[type[BaseException]] = [ConfigError, CameraError, FileNotFoundError, PermissionError]
-    for modname, attr in (
-        ("scallop.calibration.errors", "CalibrationError"),
-        ("scallop.robot.errors", "RobotError"),
-        ("scallop.models.runtime", "ModelError"),
-        ("scallop.models.dataset", "DatasetError"),
-        ("scallop.record", "RecordError"),
-        ("scallop.auth", "UserFileError"),
-        ("scallop.web", "WebError"),
-    ):
-        try:
-            errs.append(getattr(importlib.import_module(modname), attr))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errs)
+    return (ScallopError, FileNotFoundError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:

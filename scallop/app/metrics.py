@@ -15,7 +15,7 @@ report quantiles over a sliding window of the latest observations (the runtime w
 slow is it now", not since boot). Every family is thread-safe: the runtime's stages observe
 from their own threads while the web server renders.
 
-:func:`snapshot_metrics` turns a :class:`scallop.line_api.LineSnapshot` into exposition text,
+:func:`snapshot_metrics` turns a :class:`scallop.app.line_api.LineSnapshot` into exposition text,
 for a line that keeps its own counts; :func:`parse_text` reads exposition text back (for tests
 and for tools that check a scrape).
 """
@@ -32,7 +32,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scallop.line_api import LineSnapshot
+    from scallop.app.line_api import LineSnapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
