@@ -154,6 +154,27 @@ class CameraModel:
         return np.sqrt(np.linalg.norm(bx - a, axis=1) * np.linalg.norm(by - a, axis=1))
 
     # ----------------------------------------------------------------- (de)serialise
+    def mm_per_px_center(self) -> float:
+        """Scale at the image centre, millimetres of belt per pixel."""
+        w, h = self.image_size
+        return float(self.mm_per_px_at([[(w - 1) / 2.0, (h - 1) / 2.0]])[0])
+
+    def view_x_range(self) -> tuple[float, float]:
+        """Belt-frame x (mm) covered by the image, from its border pixels."""
+        w, h = self.image_size
+        u = np.linspace(0, w - 1, 33)
+        v = np.linspace(0, h - 1, 19)
+        border = np.concatenate(
+            [
+                np.column_stack([u, np.zeros_like(u)]),
+                np.column_stack([u, np.full_like(u, h - 1)]),
+                np.column_stack([np.zeros_like(v), v]),
+                np.column_stack([np.full_like(v, w - 1), v]),
+            ]
+        )
+        x = self.pixel_to_belt(border)[:, 0]
+        return float(x.min()), float(x.max())
+
     def to_dict(self) -> dict:
         return {
             "image_size": list(self.image_size),

@@ -3,8 +3,6 @@
 * :class:`PickTarget` — what vision (or the simulator's ground truth) hands over: a grasp
   point in the belt frame at the exposure's encoder count, and the direction away from the
   adductor.
-* :class:`ConveyorTracker` — encoder count ↔ time ↔ belt travel, so a target's position is
-  known at any later time.
 * :class:`PickPlanner` — the intercept (when the arm, leaving its ready position or the
   chute at a given time, can meet the uro inside its pick window) and the trajectory:
   approach above the grasp point, descend while following the belt, grip while following
@@ -23,12 +21,12 @@ Times are seconds on the controller's clock; the arm's own clock appears only in
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
+from scallop.robot.belt import ConveyorTracker
 from scallop.robot.config import ArmConfig, Box, trapezoid_time
 from scallop.robot.errors import WorkspaceViolation
 
@@ -94,107 +92,6 @@ class Skip:
     reason: SkipReason
     detail: str = ""
     arm: str = ""
-
-
-class ConveyorTracker:
-    """Belt position from encoder counts.
-
-    ``update(t, count)`` with every latched (time, count) pair (each frame gives one); the
-    speed is the least-squares slope over the last ``history_s`` seconds, and positions are
-    extrapolated from the newest sample. Counts are plain integers (unwrap a hardware
-    counter before feeding it). A target's belt position at time ``t`` is its position at
-    exposure plus the travel since its encoder count: ``xy + [(count(t) - encoder) * mm_per_count, 0]``.
-    """
-
-    def __init__(
-        self,
-        mm_per_count: float,
-        history_s: float = 2.0,
-        nominal_speed_mm_s: float | None = None,
-        stale_after_s: float = 1.0,
-        stale_intervals: float = 4.0,
-    ) -> None:
-        if not (mm_per_count > 0 and math.isfinite(mm_per_count)):
-            raise ValueError(f"mm_per_count={mm_per_count!r} must be a positive number")
-        if not (stale_after_s > 0 and stale_intervals > 0):
-            raise ValueError(
-                f"stale_after_s={stale_after_s!r} and stale_intervals={stale_intervals!r} must be positive"
-            )
-        self.mm_per_count = float(mm_per_count)
-        self.history_s = float(history_s)
-        self.stale_after_s = float(stale_after_s)
-        self.stale_intervals = float(stale_intervals)
-        self._samples: deque[tuple[float, int]] = deque()
-        self._intervals: deque[float] = deque(maxlen=9)
-        self._nominal = nominal_speed_mm_s
-        self._slope: float | None = None  # counts per second
-
-    def update(self, t: float, count: int) -> None:
-        if self._samples and t < self._samples[-1][0]:
-            raise ValueError(f"encoder sample at t={t} is older than the last one ({self._samples[-1][0]})")
-        if self._samples:
-            self._intervals.append(float(t) - self._samples[-1][0])
-        self._samples.append((float(t), int(count)))
-        while len(self._samples) > 2 and self._samples[0][0] < t - self.history_s:
-            self._samples.popleft()
-        self._slope = None
-
-    @property
-    def ready(self) -> bool:
-        return bool(self._samples) and (len(self._samples) >= 2 or self._nominal is not None)
-
-    def _counts_per_s(self) -> float:
-        if self._slope is None:
-            if len(self._samples) >= 2:
-                ts = np.array([s[0] for s in self._samples])
-                cs = np.array([s[1] for s in self._samples], dtype=np.float64)
-                dt = ts - ts.mean()
-                den = float(dt @ dt)
-                self._slope = float(dt @ (cs - cs.mean()) / den) if den > 0 else 0.0
-            elif self._nominal is not None:
-                self._slope = self._nominal / self.mm_per_count
-            else:
-                raise ValueError("conveyor tracker has no encoder samples yet")
-        return self._slope
-
-    @property
-    def last_sample_t(self) -> float:
-        return self._samples[-1][0] if self._samples else -math.inf
-
-    def fresh(self, t: float) -> bool:
-        """Whether positions at ``t`` still rest on a recent encoder sample: the newest is no
-        older than ``stale_intervals`` usual sample intervals (and at least ``stale_after_s``).
-        Past that (camera stalled, trigger lost) the belt may have stopped or changed speed
-        unseen, and a grip planned on the extrapolation could land anywhere on the scallop."""
-        if not self._samples:
-            return False
-        usual = float(np.median(self._intervals)) if self._intervals else 0.0
-        return t - self._samples[-1][0] <= max(self.stale_after_s, self.stale_intervals * usual)
-
-    @property
-    def speed_mm_s(self) -> float:
-        return self._counts_per_s() * self.mm_per_count
-
-    def count_at(self, t: float) -> float:
-        """Extrapolated encoder count at controller time ``t``."""
-        if not self._samples:
-            raise ValueError("conveyor tracker has no encoder samples yet")
-        t0, c0 = self._samples[-1]
-        return c0 + self._counts_per_s() * (t - t0)
-
-    def position_at(self, target: PickTarget, t: float) -> np.ndarray:
-        """(2,) belt-frame position of ``target`` at time ``t``."""
-        dx = (self.count_at(t) - target.encoder) * self.mm_per_count
-        return target.xy_mm + np.array([dx, 0.0])
-
-    def time_at_x(self, target: PickTarget, x_mm: float) -> float:
-        """When ``target`` is at belt x ``x_mm`` (±inf when the belt stands still)."""
-        t0, _ = self._samples[-1]
-        x0 = float(self.position_at(target, t0)[0])
-        v = self.speed_mm_s
-        if abs(v) < 1e-9:
-            return -math.inf if x0 >= x_mm else math.inf
-        return t0 + (x_mm - x0) / v
 
 
 @dataclass(frozen=True)

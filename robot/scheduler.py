@@ -26,16 +26,17 @@ written again only if the arm does not hold it).
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scallop.robot.arm import ArmClient, ArmEvent, ResultCode
+from scallop.robot.belt import ConveyorTracker
 from scallop.robot.clock import Clock
 from scallop.robot.errors import RobotCommError, RobotError, WorkspaceViolation
 from scallop.robot.planning import (
-    ConveyorTracker,
     PickPlan,
     PickPlanner,
     PickTarget,
@@ -61,6 +62,7 @@ class _Queued:
     target: PickTarget
     excluded: set[str] = field(default_factory=set)
     held: SkipReason | None = None  # why it is waiting, when not for a free arm
+    sending: str = ""  # the arm it is being sent to (the send runs outside the lock)
 
 
 class ArmLane:
@@ -96,7 +98,14 @@ class Scheduler:
     """``commit_lead_s``: how long before an arm is free its next pick is chosen and sent.
     ``chain_margin_s``: a chained pick must be committed at least this long before the
     release it starts from (the robot looks for it at the release; one committed later is
-    run from ready). Keep the lead above the margin plus the loop's tick."""
+    run from ready). Keep the lead above the margin plus the loop's tick.
+
+    Thread safety: the scheduler's own lock guards the queue, the lanes' in-flight picks, the
+    conveyor tracker and the results; it is never held during Modbus I/O. Each arm's
+    connection is used by one caller at a time: :meth:`step` serves every arm in turn (one
+    thread, on a virtual clock), :meth:`serve` one arm (a thread per arm, in real time), so a
+    slow arm delays only itself.
+    """
 
     def __init__(
         self,
@@ -119,6 +128,7 @@ class Scheduler:
         self.clock = clock
         self.commit_lead_s = float(commit_lead_s)
         self.chain_margin_s = float(chain_margin_s)
+        self._lock = threading.RLock()
         # Upstream first (the belt runs towards +x of the belt frame).
         self.lanes = sorted((ArmLane(c) for c in clients), key=lambda l: l.window_start)
         self.queue: dict[int, _Queued] = {}
@@ -130,28 +140,47 @@ class Scheduler:
 
     # ------------------------------------------------------------------ input
     def add(self, targets: list[PickTarget] | tuple[PickTarget, ...]) -> None:
-        for t in targets:
-            if t.id in self.queue:
-                continue
-            if not np.all(np.isfinite(t.pull_dir)):
-                self.skips.append(Skip(t, SkipReason.NO_PULL_DIRECTION, "pull direction unknown"))
-                continue
-            if all(t.confidence < l.config.min_confidence for l in self.lanes):
-                self.skips.append(Skip(t, SkipReason.LOW_CONFIDENCE, f"confidence {t.confidence:.2f}"))
-                continue
-            self.queue[t.id] = _Queued(t)
+        with self._lock:
+            for t in targets:
+                if t.id in self.queue:
+                    continue
+                if not np.all(np.isfinite(t.pull_dir)):
+                    self.skips.append(Skip(t, SkipReason.NO_PULL_DIRECTION, "pull direction unknown"))
+                    continue
+                if all(t.confidence < l.config.min_confidence for l in self.lanes):
+                    self.skips.append(Skip(t, SkipReason.LOW_CONFIDENCE, f"confidence {t.confidence:.2f}"))
+                    continue
+                self.queue[t.id] = _Queued(t)
+
+    def belt_sample(self, t: float, count: int) -> None:
+        """A latched (time, belt count) pair for the conveyor tracker (each frame gives one)."""
+        with self._lock:
+            self.tracker.update(t, count)
 
     # ------------------------------------------------------------------ the loop body
     def step(self) -> None:
         """Poll every arm, drop what no arm can reach, give free arms their next target."""
         for lane in self.lanes:
-            for e in lane.client.poll():
-                self._on_event(lane, e)
+            self.poll(lane)
         now = self.clock.now()
-        self._expire(now)
+        self.expire(now)
         for lane in self.lanes:
             if lane.client.can_accept():
-                self._dispatch(lane, now)
+                self.dispatch(lane, now)
+
+    def serve(self, lane: ArmLane) -> None:
+        """One arm's service: poll it, drop what no arm can reach, give it its next target."""
+        self.poll(lane)
+        now = self.clock.now()
+        self.expire(now)
+        if lane.client.can_accept():
+            self.dispatch(lane, now)
+
+    def poll(self, lane: ArmLane) -> None:
+        events = lane.client.poll()  # Modbus I/O: outside the lock
+        with self._lock:
+            for e in events:
+                self._on_event(lane, e)
 
     def _on_event(self, lane: ArmLane, e: ArmEvent) -> None:
         self.events.append((lane.name, e))
@@ -180,48 +209,86 @@ class Scheduler:
         else:
             self.skips.append(Skip(target, reason, detail, lane.name))
 
-    def _expire(self, now: float) -> None:
-        for tid in list(self.queue):
-            q = self.queue[tid]
-            t = q.target
-            reachable = False
-            in_some_y = False
-            for lane in self.lanes:
-                if lane.name in q.excluded:
+    def expire(self, now: float) -> None:
+        with self._lock:
+            for tid in list(self.queue):
+                q = self.queue[tid]
+                if q.sending:
                     continue
-                (y0, y1) = lane.config.pick_window_y_mm
-                if not y0 <= t.xy_mm[1] <= y1:
-                    continue
-                in_some_y = True
-                if self.tracker.time_at_x(t, lane.config.pick_window_x_mm[1]) > now:
-                    reachable = True
-                    break
-            if not reachable:
-                del self.queue[tid]
-                if not in_some_y:
-                    self.skips.append(Skip(t, SkipReason.OUTSIDE_WINDOW, "outside every arm's pick window"))
-                elif q.held is not None:
-                    self.skips.append(Skip(t, q.held, "left every pick window while held"))
-                else:
-                    self.skips.append(Skip(t, SkipReason.NO_CAPACITY, "left every pick window unpicked"))
+                t = q.target
+                reachable = False
+                in_some_y = False
+                for lane in self.lanes:
+                    if lane.name in q.excluded:
+                        continue
+                    (y0, y1) = lane.config.pick_window_y_mm
+                    if not y0 <= t.xy_mm[1] <= y1:
+                        continue
+                    in_some_y = True
+                    if self.tracker.time_at_x(t, lane.config.pick_window_x_mm[1]) > now:
+                        reachable = True
+                        break
+                if not reachable:
+                    del self.queue[tid]
+                    if not in_some_y:
+                        self.skips.append(Skip(t, SkipReason.OUTSIDE_WINDOW, "outside every arm's pick window"))
+                    elif q.held is not None:
+                        self.skips.append(Skip(t, q.held, "left every pick window while held"))
+                    else:
+                        self.skips.append(Skip(t, SkipReason.NO_CAPACITY, "left every pick window unpicked"))
 
-    def _dispatch(self, lane: ArmLane, now: float) -> None:
+    def dispatch(self, lane: ArmLane, now: float) -> None:
+        """Choose the lane's next target and send it (the send outside the lock)."""
+        while True:
+            with self._lock:
+                chosen = self._choose(lane, now)
+                if chosen is None:
+                    return
+                q, plan = chosen
+                q.sending = lane.name  # no other arm takes it, nothing expires it meanwhile
+            try:
+                seq = lane.client.submit(plan)
+            except WorkspaceViolation as e:  # the client's own check disagreed: never send
+                with self._lock:
+                    q.sending = ""
+                    q.excluded.add(lane.name)
+                    self.errors.append(str(e))
+                continue
+            except RobotCommError as e:
+                with self._lock:
+                    q.sending = ""
+                    self.errors.append(str(e))
+                    if lane.client.uncertain_plan is plan:
+                        del self.queue[q.target.id]  # held until poll() resolves the commit
+                return
+            except RobotError as e:
+                with self._lock:
+                    q.sending = ""
+                    self.errors.append(str(e))
+                return
+            with self._lock:
+                del self.queue[q.target.id]
+                lane.inflight[seq] = plan
+                lane.submitted += 1
+            return
+
+    def _choose(self, lane: ArmLane, now: float) -> tuple[_Queued, PickPlan] | None:
         if self.queue and not self.tracker.fresh(now):
             # No recent encoder sample (camera stalled, trigger lost): the belt may have
             # stopped or changed speed unseen, so a grip planned now could land anywhere on
             # the scallop. Nothing new is sent until the belt's position is known again.
             for q in self.queue.values():
                 q.held = SkipReason.POSITION_UNCERTAIN
-            return
+            return None
         t_free, p_free, chained = lane.free_at(now, self.chain_margin_s)
         # Measured from the earliest the arm could start anything, so an idle arm (whose start
         # latency may exceed the lead) is always served.
         if t_free - (now + lane.config.motion.start_latency_s) > self.commit_lead_s:
-            return
+            return None
         cands = [
             q
             for q in self.queue.values()
-            if lane.name not in q.excluded and q.target.confidence >= lane.config.min_confidence
+            if not q.sending and lane.name not in q.excluded and q.target.confidence >= lane.config.min_confidence
         ]
         x_hi = lane.config.pick_window_x_mm[1]
         cands.sort(key=lambda q: self.tracker.time_at_x(q.target, x_hi))  # earliest deadline first
@@ -233,36 +300,42 @@ class Scheduler:
                     q.excluded.add(lane.name)
                 # WORKSPACE may depend on where the arm starts from: try again next time.
                 continue
-            try:
-                seq = lane.client.submit(res)
-            except WorkspaceViolation as e:  # the client's own check disagreed: never send
-                q.excluded.add(lane.name)
-                self.errors.append(str(e))
-                continue
-            except RobotCommError as e:
-                self.errors.append(str(e))
-                if lane.client.uncertain_plan is res:
-                    del self.queue[q.target.id]  # held until poll() resolves the commit
-                return
-            except RobotError as e:
-                self.errors.append(str(e))
-                return
-            del self.queue[q.target.id]
-            lane.inflight[seq] = res
-            lane.submitted += 1
-            return
+            return q, res
+        return None
+
+    # ------------------------------------------------------------------ handing results on
+    def drain(self) -> tuple[list[Skip], list[PickOutcome]]:
+        """The skips and finished picks since the last call, in the order they happened."""
+        with self._lock:
+            skips, outcomes = self.skips, self.outcomes
+            self.skips, self.outcomes = [], []
+            return skips, outcomes
+
+    def take_queue(self) -> list[int]:
+        """Empty the queue (the line stops or pauses): the ids of the targets no arm had."""
+        with self._lock:
+            ids = [tid for tid, q in self.queue.items() if not q.sending]
+            for tid in ids:
+                del self.queue[tid]
+            return ids
+
+    def holder(self, target_id: int) -> str:
+        """The arm a pick was sent to (in flight, or its commit unresolved); "" when none."""
+        with self._lock:
+            for lane in self.lanes:
+                if any(p.target.id == target_id for p in lane.inflight.values()):
+                    return lane.name
+        for lane in self.lanes:
+            p = lane.client.uncertain_plan
+            if p is not None and p.target.id == target_id:
+                return lane.name
+        return ""
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(len(l.inflight) for l in self.lanes)
 
     # ------------------------------------------------------------------ reporting
     def pending(self) -> int:
-        return len(self.queue) + sum(len(l.inflight) for l in self.lanes)
-
-    def summary(self) -> dict:
-        res = Counter(o.result.name if o.result is not None else "UNKNOWN" for o in self.outcomes)
-        return {
-            "picked": len(self.outcomes),
-            "results": dict(res),
-            "skipped": dict(Counter(s.reason.value for s in self.skips)),
-            "per_arm": {l.name: sum(1 for o in self.outcomes if o.arm == l.name) for l in self.lanes},
-            "queued": len(self.queue),
-            "in_flight": sum(len(l.inflight) for l in self.lanes),
-        }
+        with self._lock:
+            return len(self.queue) + sum(len(l.inflight) for l in self.lanes)

@@ -128,7 +128,7 @@ class SimCamera(Camera):
             self._stall_until = -math.inf
 
     # ------------------------------------------------------------ timing
-    def next_exposure_time(self) -> float:
+    def next_frame_time(self) -> float:
         """When the next exposure happens (clock time), without waiting for it: a stepped
         driver serves the arms until then and reads the frame when it is due."""
         with self._lock:

@@ -1,4 +1,5 @@
-"""The belt encoder over Modbus and the camera that stamps frames with it (vision/encoder.py).
+"""The belt encoder over Modbus (robot/belt.py) and the camera that stamps frames with it
+(scallop/app/frames.py).
 
 Every encoder test talks to a real pymodbus server on 127.0.0.1 whose counter is a function of
 a test clock. The clock only moves while the sampler is held between two requests
@@ -18,17 +19,10 @@ import numpy as np
 import pytest
 
 from scallop.app.config import ConfigError, EncoderSection, load_config, to_dict
-from scallop.vision.camera import (
-    CameraError,
-    CameraNotConnectedError,
-    CameraNotFoundError,
-    CorruptFrameError,
-    OpenCVCamera,
-    OpenCVCameraConfig,
-)
-from scallop.vision.encoder import (
+from scallop.app.frames import EncodedCamera
+from scallop.errors import DeviceError
+from scallop.robot.belt import (
     CounterUnwrapper,
-    EncodedCamera,
     EncoderError,
     EncoderGapError,
     EncoderModbusError,
@@ -38,6 +32,12 @@ from scallop.vision.encoder import (
     EncoderTimeoutError,
     ModbusEncoder,
     ModbusEncoderConfig,
+)
+from scallop.vision.camera import (
+    CameraNotConnectedError,
+    CameraNotFoundError,
+    OpenCVCamera,
+    OpenCVCameraConfig,
 )
 from tests.test_robot_cli import free_port
 
@@ -337,10 +337,10 @@ def test_dead_server_is_a_typed_error_naming_it(cameras, image_folder):
         f"encoder modbus 127.0.0.1:{port} device 1 holding register 100..101: "
         "cannot connect (refused, unreachable or no such host)"
     )
-    # The CLI prints camera errors as one line, and the runtime treats them as camera alarms.
-    assert isinstance(e.value, CameraNotFoundError) and isinstance(e.value, CameraError)
+    # The CLI prints device errors as one line, and the line's frame reader treats them as camera alarms.
+    assert isinstance(e.value, EncoderError) and isinstance(e.value, DeviceError)
     assert not cam.is_connected and not cam.sampler_running and not cam.camera.is_connected
-    with pytest.raises(EncoderNotConnectedError, match="read\\(\\) before connect\\(\\)"):
+    with pytest.raises(CameraNotConnectedError, match="read\\(\\) before connect\\(\\)"):
         cam.read()
 
 
@@ -399,7 +399,7 @@ def test_counts_are_interpolated_between_the_samples_around_the_exposure(servers
 
     with pytest.raises(EncoderGapError) as e:
         cam.count_at(-0.02)
-    assert isinstance(e.value, CorruptFrameError)  # the runtime skips the frame with a warning
+    # The frame reader skips such a frame with a warning (test_encoder_errors_are_device_errors…).
     assert "0.020 s before the oldest encoder sample kept" in str(e.value)
 
     # Samples 0.2 s apart (a long outage) are not interpolated across.
@@ -504,8 +504,9 @@ def test_read_waits_for_the_sample_after_the_exposure(servers, cameras, image_fo
 
 
 def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder):
-    from scallop.app.backends import Backend
-    from scallop.app.runtime import Line
+    from scallop.app.alarms import Alarms
+    from scallop.app.line.frames import FrameReader
+    from scallop.app.stats import Stats
 
     clock = ManualClock(0.0)
     srv = servers(clock, lambda t: 500 + round(1000 * t))
@@ -526,20 +527,18 @@ def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder
     assert "last error: encoder modbus 127.0.0.1" in str(e.value) and "no answer within 0.05 s" in str(e.value)
 
     # The line turns it into a critical camera alarm, not a crash.
-    backend = Backend(load_config(None))
-    backend.camera = cam
-    line = Line(load_config(None), backend)
-    assert line._read_frame() is None
-    assert line.alarms.is_active("camera.stall")
-    alarm = line.alarms.visible()[0]
+    alarms = Alarms()
+    reader = FrameReader(cam, alarms, Stats(), clock, stall_alarm_s=2.0)
+    assert reader.read() is None
+    assert alarms.is_active("camera.stall")
+    alarm = alarms.visible()[0]
     assert alarm.severity == "critical" and "encoder stalled" in alarm.text
-    assert line.state == "stopped" and line._crash is None
 
     srv.silent_s = 0.0
     step_to(cam, clock, 0.2)
-    frame = line._read_frame()
+    frame = reader.read()
     assert frame is not None and frame.encoder == 700
-    assert not line.alarms.is_active("camera.stall")
+    assert not alarms.is_active("camera.stall")
 
 
 def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers, image_folder, tmp_path):
@@ -593,8 +592,19 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
         plain.close()
 
 
-def test_encoder_errors_are_camera_errors():
+def test_encoder_errors_are_device_errors_and_a_gap_only_skips_a_frame(cameras, servers, image_folder):
+    from scallop.app.alarms import Alarms
+    from scallop.app.line.frames import FrameReader
+    from scallop.app.stats import Stats
+
     for cls in (EncoderError, EncoderStalledError, EncoderGapError, EncoderTimeoutError, EncoderModbusError):
-        assert issubclass(cls, CameraError)
-    assert issubclass(EncoderGapError, CorruptFrameError)
-    assert not issubclass(EncoderStalledError, CorruptFrameError)
+        assert issubclass(cls, DeviceError)
+
+    class GapCamera(OpenCVCamera):
+        def read(self):
+            raise EncoderGapError("encoder x: exposure before the oldest sample: frame skipped")
+
+    alarms = Alarms()
+    reader = FrameReader(GapCamera(OpenCVCameraConfig(source=str(image_folder))), alarms, Stats(), ManualClock(), 2.0)
+    assert reader.read() is None and reader.bad == 1
+    assert alarms.is_active("camera.corrupt") and not alarms.is_active("camera.stall")

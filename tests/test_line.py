@@ -7,7 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from scallop.app.commands.run import build_line
+from scallop.app.build import build_line
 from scallop.app.config import load_config
 from scallop.sim.clock import VirtualClock
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from scallop.robot.arm import ArmClient, ArmState, FaultCode, ResultCode, SeqStore
+from scallop.robot.belt import ConveyorTracker
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig, Box
 from scallop.robot.errors import (
@@ -24,7 +25,7 @@ from scallop.robot.errors import (
     RobotTimeoutError,
     WorkspaceViolation,
 )
-from scallop.robot.planning import ConveyorTracker, PickPlan, PickPlanner, PickTarget
+from scallop.robot.planning import PickPlan, PickPlanner, PickTarget
 from scallop.sim.arm import SimArm, SimArmParams
 from scallop.sim.clock import VirtualClock
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from scallop.robot.belt import ConveyorTracker
 from scallop.robot.config import ArmConfig, Pose
-from scallop.robot.planning import ConveyorTracker, PickPlanner, PickTarget, SkipReason
+from scallop.robot.planning import PickPlanner, PickTarget, SkipReason
 from scallop.robot.scheduler import Scheduler
 from scallop.sim.arm import run_pick_line
 

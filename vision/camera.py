@@ -113,6 +113,13 @@ class Camera(abc.ABC):
     def resolution(self) -> tuple[int, int]:
         """(width, height) of the frames this camera delivers."""
 
+    def next_frame_time(self) -> float | None:
+        """When the next frame will be ready, on the clock that stamps the frames, without
+        waiting for it — for a driver on a virtual clock (the simulator, a recording replayed
+        on virtual time), which serves the arms until then. None for a live device: its
+        frames come when they come, and ``read()`` waits for them."""
+        return None
+
     def __enter__(self) -> Camera:
         self.connect()
         return self

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
-# Reasons a scallop is not pickable (the empty string means it is).
-REASON_NO_URO = "no_uro"
-REASON_CUT = "cut_by_border"
-REASON_TOO_CLOSE = "too_close"
-REASON_AMBIGUOUS = "ambiguous"
-REASONS = (REASON_NO_URO, REASON_CUT, REASON_TOO_CLOSE, REASON_AMBIGUOUS)
+
+class VisionReason(StrEnum):
+    """Why vision finds a scallop not pickable (the empty string means it is)."""
+
+    NO_URO = "no_uro"  # no uro visible: passed on, nothing to remove
+    CUT_BY_BORDER = "cut_by_border"  # partly outside the image: its grasp would be a guess
+    TOO_CLOSE = "too_close"  # a touching neighbour lies where the jaws would close
+    AMBIGUOUS = "ambiguous"  # a uro, but no grasp far enough from the adductor
+
+
+REASON_NO_URO = VisionReason.NO_URO.value
+REASON_CUT = VisionReason.CUT_BY_BORDER.value
+REASON_TOO_CLOSE = VisionReason.TOO_CLOSE.value
+REASON_AMBIGUOUS = VisionReason.AMBIGUOUS.value
+REASONS = tuple(r.value for r in VisionReason)
 
 
 @dataclass

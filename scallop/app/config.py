@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scallop.errors import ConfigError, check_range
+from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.sim.config import SimConfig
-from scallop.vision.encoder import ModbusEncoderConfig
 from scallop.vision.pipeline import PipelineConfig
 
 
@@ -145,7 +145,7 @@ class EncoderSection:
 
     source: "none" (frames carry no count: the line refuses them) or "modbus" (a counter
     register read over Modbus TCP, interpolated at each exposure). The other keys are those
-    of :class:`scallop.vision.encoder.ModbusEncoderConfig` (same defaults, same checks) and
+    of :class:`scallop.robot.belt.ModbusEncoderConfig` (same defaults, same checks) and
     are only used with source = "modbus"; see docs/configuration.md.
     """
 

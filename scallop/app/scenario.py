@@ -22,7 +22,7 @@ A scenario is a TOML file of the line configuration's family::
     duration_s = 5.0
 
 :func:`run_scenario` runs it (renderer → camera → vision → tracking → planning → simulated
-arms over Modbus on 127.0.0.1) with :meth:`scallop.app.runtime.Line.run_stepped`, applies the
+arms over Modbus on 127.0.0.1) with :meth:`scallop.app.line.Line.run_stepped`, applies the
 faults from its ``on_tick`` hook, follows every scallop of the simulated world from its
 ``on_frame`` hook, and returns the summary that :func:`write_report` turns into
 ``summary.json`` and ``index.html`` (inline SVG plots, annotated JPEGs of failures).
@@ -411,8 +411,7 @@ class _Bench:
         self.camera = b.camera
         self.sim_arms = list(b.sim_arms)
         self.arm_configs = list(b.arm_configs)
-        self.mapping = b.mapping
-        self.view_lo, self.view_hi = self.mapping.view_x_range()
+        self.view_lo, self.view_hi = b.camera_model.view_x_range()
         # Often enough that an arrival is seen before it reaches the view (arrivals are made
         # at least a scallop's diameter upstream of it).
         belt = self.line.config.sim.belt
@@ -769,7 +768,7 @@ def run_scenario(
     import shutil
     import tempfile
 
-    from scallop.app.commands.run import build_line
+    from scallop.app.build import build_line
     from scallop.robot.planning import PickPlanner
     from scallop.sim.clock import VirtualClock
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scallop.app.line.states import LineReason
 from scallop.vision.detections import REASON_AMBIGUOUS, REASON_NO_URO, Detections
 
 # The tracker's own skip reason: the one pickable view is contradicted by the others.
-REASON_VIEWS_DISAGREE = "views_disagree"
+REASON_VIEWS_DISAGREE = LineReason.VIEWS_DISAGREE.value
 
 
 @dataclass

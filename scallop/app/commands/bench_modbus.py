@@ -37,10 +37,11 @@ def measure(n: int = 1000, profile: str = "generic", rtu: bool = False) -> dict:
     import numpy as np
 
     from scallop.robot.arm import ArmClient
+    from scallop.robot.belt import ConveyorTracker
     from scallop.robot.clock import SystemClock
     from scallop.robot.config import ArmConfig
     from scallop.robot.errors import RobotError
-    from scallop.robot.planning import ConveyorTracker, PickPlanner, PickTarget
+    from scallop.robot.planning import PickPlanner, PickTarget
     from scallop.sim.arm import SimArm, SimArmParams
 
     if n < 1:

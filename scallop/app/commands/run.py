@@ -33,39 +33,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_line(config, record_path=None, seed: int = 0, clock=None, users_required: bool = True):
-    """The line for ``config`` with its record writer (shared with tests and the scenario bench)."""
-    from pathlib import Path
-
-    from scallop.app.backends import HardwareBackend, SimBackend
-    from scallop.app.record import RecordWriter, default_db_path
-    from scallop.app.runtime import Line
-
-    backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
-    path = Path(record_path or config.record.path or default_db_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
-    line = None
-
-    def on_alarm(key, severity, text, active):
-        if line is not None:
-            if active:
-                line.alarms.raise_(key, severity, "record", text)
-            else:
-                line.alarms.clear(key)
-
-    writer = RecordWriter(
-        path,
-        snapshot_dir=snap_dir,
-        snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6),
-        on_alarm=on_alarm,
-    )
-    line = Line(config, backend, record=writer)
-    return line
-
-
 def run(args) -> int:
     from scallop.app.auth import UserStore
+    from scallop.app.build import build_line
     from scallop.app.config import load_config
     from scallop.app.web import create_app, serve
     from scallop.robot.clock import SystemClock

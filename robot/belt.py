@@ -1,45 +1,41 @@
-"""The belt encoder for cameras that have no hardware latch.
+"""The belt: where a scallop on the conveyor is, now and later.
 
-Tracking and pick timing need the belt encoder count *at each exposure*. The simulator's
-frames carry it; a plain OpenCV camera does not. Here a sampling thread reads the encoder
-counter (a PLC register or an encoder interface, over Modbus TCP) many times a second into a
-short history, and each frame gets the count interpolated at its exposure time::
+Everything about the conveyor lives here and everything else asks it:
 
-    enc = ModbusEncoder(ModbusEncoderConfig(host="192.168.10.5", address=100, sample_hz=500))
-    with EncodedCamera(OpenCVCamera(OpenCVCameraConfig(source="0")), enc) as cam:
-        frame = cam.read()          # frame.encoder: belt count at the exposure
+* :class:`Belt` — encoder counts ↔ belt millimetres. The encoder's direction is applied in
+  one place, :meth:`Belt.counts`: a raw count (as the counter or the camera's latch gives it)
+  becomes a *belt count* that grows as the belt carries a scallop downstream (+x of the belt
+  frame). Every later step — tracking, planning, the record — works in belt counts.
+* :class:`ConveyorTracker` — belt count ↔ time: the belt's speed and position from the
+  latched (time, count) pairs, so a target's position is known at any later time.
+* Encoder sources: :class:`Encoder` is the base of every counter backend (``read() -> int``,
+  roll-over already undone, see :class:`CounterUnwrapper`); :class:`ModbusEncoder` reads a PLC
+  register or encoder interface over Modbus TCP. Cameras with a hardware latch (and the
+  simulator's) deliver the count with each frame instead.
 
-``Encoder`` is the base class of every encoder backend (one method that matters:
-``read() -> int``, an unbounded count with the counter's roll-over already undone).
+The belt→robot mapping of each arm is :attr:`scallop.robot.config.ArmConfig.robot_from_belt`
+(a :class:`~scallop.robot.config.Pose`): belt-frame millimetres into that arm's base frame.
 
-Every failure is a :class:`~scallop.vision.camera.CameraError`, so the line runtime treats it
-like any camera failure: a stalled encoder (:class:`EncoderStalledError`) is a critical
-camera alarm that clears when counts come back, and a single frame that cannot be given a
-count (:class:`EncoderGapError`, also a :class:`CorruptFrameError`) is skipped with a warning.
+Every encoder failure is an :class:`EncoderError` (a :class:`~scallop.errors.DeviceError`)
+whose message names the encoder and what went wrong.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import math
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scallop.vision.camera import (
-    Camera,
-    CameraError,
-    CameraNotConnectedError,
-    CameraNotFoundError,
-    CorruptFrameError,
-    Frame,
-)
+from scallop.errors import DeviceError
+
+if TYPE_CHECKING:
+    from scallop.robot.planning import PickTarget
 
 log = logging.getLogger("scallop.encoder")
 
@@ -50,16 +46,157 @@ if _plog.level == logging.NOTSET:
     _plog.setLevel(logging.CRITICAL)
 
 
+# ============================================================================ the belt
+@dataclass(frozen=True)
+class Belt:
+    """The encoder's scale and direction, from the line calibration (or the simulator's
+    encoder configuration).
+
+    counts_per_mm: encoder counts per millimetre of belt travel (> 0).
+    direction: +1 when raw counts rise as the belt moves downstream, -1 when they fall.
+    """
+
+    counts_per_mm: float
+    direction: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.counts_per_mm, (int, float)) and math.isfinite(self.counts_per_mm)):
+            raise ValueError(f"counts_per_mm={self.counts_per_mm!r} must be a finite number")
+        if self.counts_per_mm <= 0:
+            raise ValueError(f"counts_per_mm={self.counts_per_mm!r} must be positive")
+        if self.direction not in (1, -1):
+            raise ValueError(f"direction={self.direction!r} must be +1 or -1")
+
+    @property
+    def mm_per_count(self) -> float:
+        return 1.0 / self.counts_per_mm
+
+    def counts(self, raw: int) -> int:
+        """A raw encoder count as a belt count (rising downstream): the only place the
+        encoder's direction is applied."""
+        return self.direction * int(raw)
+
+    def mm(self, counts: float) -> float:
+        """Belt travel (mm, along +x, up to a constant) of a belt count."""
+        return counts / self.counts_per_mm
+
+    def travel_mm(self, raw: int) -> float:
+        """Belt travel (mm) of a raw encoder count."""
+        return self.mm(self.counts(raw))
+
+
+# ============================================================================ belt motion
+class ConveyorTracker:
+    """Belt position from belt counts (:meth:`Belt.counts`).
+
+    ``update(t, count)`` with every latched (time, count) pair (each frame gives one); the
+    speed is the least-squares slope over the last ``history_s`` seconds, and positions are
+    extrapolated from the newest sample. Counts are plain integers (unwrap a hardware
+    counter before feeding it). A target's belt position at time ``t`` is its position at
+    exposure plus the travel since its encoder count: ``xy + [(count(t) - encoder) * mm_per_count, 0]``.
+    """
+
+    def __init__(
+        self,
+        mm_per_count: float,
+        history_s: float = 2.0,
+        nominal_speed_mm_s: float | None = None,
+        stale_after_s: float = 1.0,
+        stale_intervals: float = 4.0,
+    ) -> None:
+        if not (mm_per_count > 0 and math.isfinite(mm_per_count)):
+            raise ValueError(f"mm_per_count={mm_per_count!r} must be a positive number")
+        if not (stale_after_s > 0 and stale_intervals > 0):
+            raise ValueError(
+                f"stale_after_s={stale_after_s!r} and stale_intervals={stale_intervals!r} must be positive"
+            )
+        self.mm_per_count = float(mm_per_count)
+        self.history_s = float(history_s)
+        self.stale_after_s = float(stale_after_s)
+        self.stale_intervals = float(stale_intervals)
+        self._samples: deque[tuple[float, int]] = deque()
+        self._intervals: deque[float] = deque(maxlen=9)
+        self._nominal = nominal_speed_mm_s
+        self._slope: float | None = None  # counts per second
+
+    def update(self, t: float, count: int) -> None:
+        if self._samples and t < self._samples[-1][0]:
+            raise ValueError(f"encoder sample at t={t} is older than the last one ({self._samples[-1][0]})")
+        if self._samples:
+            self._intervals.append(float(t) - self._samples[-1][0])
+        self._samples.append((float(t), int(count)))
+        while len(self._samples) > 2 and self._samples[0][0] < t - self.history_s:
+            self._samples.popleft()
+        self._slope = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._samples) and (len(self._samples) >= 2 or self._nominal is not None)
+
+    def _counts_per_s(self) -> float:
+        if self._slope is None:
+            if len(self._samples) >= 2:
+                ts = np.array([s[0] for s in self._samples])
+                cs = np.array([s[1] for s in self._samples], dtype=np.float64)
+                dt = ts - ts.mean()
+                den = float(dt @ dt)
+                self._slope = float(dt @ (cs - cs.mean()) / den) if den > 0 else 0.0
+            elif self._nominal is not None:
+                self._slope = self._nominal / self.mm_per_count
+            else:
+                raise ValueError("conveyor tracker has no encoder samples yet")
+        return self._slope
+
+    @property
+    def last_sample_t(self) -> float:
+        return self._samples[-1][0] if self._samples else -math.inf
+
+    def fresh(self, t: float) -> bool:
+        """Whether positions at ``t`` still rest on a recent encoder sample: the newest is no
+        older than ``stale_intervals`` usual sample intervals (and at least ``stale_after_s``).
+        Past that (camera stalled, trigger lost) the belt may have stopped or changed speed
+        unseen, and a grip planned on the extrapolation could land anywhere on the scallop."""
+        if not self._samples:
+            return False
+        usual = float(np.median(self._intervals)) if self._intervals else 0.0
+        return t - self._samples[-1][0] <= max(self.stale_after_s, self.stale_intervals * usual)
+
+    @property
+    def speed_mm_s(self) -> float:
+        return self._counts_per_s() * self.mm_per_count
+
+    def count_at(self, t: float) -> float:
+        """Extrapolated encoder count at controller time ``t``."""
+        if not self._samples:
+            raise ValueError("conveyor tracker has no encoder samples yet")
+        t0, c0 = self._samples[-1]
+        return c0 + self._counts_per_s() * (t - t0)
+
+    def position_at(self, target: PickTarget, t: float) -> np.ndarray:
+        """(2,) belt-frame position of ``target`` at time ``t``."""
+        dx = (self.count_at(t) - target.encoder) * self.mm_per_count
+        return target.xy_mm + np.array([dx, 0.0])
+
+    def time_at_x(self, target: PickTarget, x_mm: float) -> float:
+        """When ``target`` is at belt x ``x_mm`` (±inf when the belt stands still)."""
+        t0, _ = self._samples[-1]
+        x0 = float(self.position_at(target, t0)[0])
+        v = self.speed_mm_s
+        if abs(v) < 1e-9:
+            return -math.inf if x0 >= x_mm else math.inf
+        return t0 + (x_mm - x0) / v
+
+
 # ============================================================================ errors
-class EncoderError(CameraError):
+class EncoderError(DeviceError):
     """Base of every encoder failure; the message names the encoder and what went wrong."""
 
 
-class EncoderNotFoundError(EncoderError, CameraNotFoundError):
+class EncoderNotFoundError(EncoderError):
     """The encoder (PLC, interface) cannot be reached: refused, unreachable, wrong host."""
 
 
-class EncoderNotConnectedError(EncoderError, CameraNotConnectedError):
+class EncoderNotConnectedError(EncoderError):
     """read() on an encoder that was never connected or was disconnected."""
 
 
@@ -84,7 +221,7 @@ class EncoderStalledError(EncoderError):
     stopped answering. The line raises a critical camera alarm."""
 
 
-class EncoderGapError(EncoderError, CorruptFrameError):
+class EncoderGapError(EncoderError):
     """This one frame cannot be given a count: its exposure lies before the oldest sample
     kept, or between two samples too far apart to interpolate. The frame is skipped."""
 
@@ -384,206 +521,3 @@ class ModbusEncoder(Encoder):
             self._connected = False
             # A counter read after a reconnect may have rolled over any number of times.
             self._unwrap.reset()
-
-
-# ============================================================================ the camera
-class EncodedCamera(Camera):
-    """Any :class:`Camera` plus an :class:`Encoder`: frames get ``encoder`` = the count at
-    their exposure (``frame.timestamp - latency_s``), interpolated linearly between the
-    samples just before and just after it.
-
-    A thread samples the encoder at ``sample_hz`` into a ring buffer of
-    ``(clock time, count)``; each sample is stamped with the middle of its request. ``read()``
-    waits at most ``timeout_s + 2/sample_hz`` (wall time) for a sample at or after the
-    exposure. ``clock`` must be the clock that stamps the wrapped camera's frames; the
-    thread's pacing is wall time. Each frame also gets ``extra["encoder_t"]``, the clock time
-    its count belongs to.
-
-    run_sampler=False starts no thread: the caller takes samples with :meth:`sample` (tests,
-    tools that sample in their own loop).
-    """
-
-    def __init__(
-        self, camera: Camera, encoder: Encoder, clock: Callable[[], float] = time.monotonic, run_sampler: bool = True
-    ) -> None:
-        super().__init__()
-        self.camera = camera
-        self.encoder = encoder
-        self._clock = clock
-        cfg = encoder.config
-        self.sample_hz = float(cfg.sample_hz)
-        self.latency_s = float(cfg.latency_s)
-        timeout = float(getattr(cfg, "timeout_s", 0.2))
-        self.max_wait_s = timeout + 2.0 / self.sample_hz
-        # One failed request plus a few periods can be bridged; longer gaps are not
-        # interpolated (the belt may have changed speed meanwhile).
-        self.max_gap_s = timeout + 4.0 / self.sample_hz
-        self._samples: deque[tuple[float, int]] = deque(maxlen=math.ceil(cfg.buffer_s * self.sample_hz) + 2)
-        self._cond = threading.Condition()
-        self._sample_lock = threading.Lock()
-        self._run_sampler = run_sampler
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.last_error: BaseException | None = None
-        self.errors = 0
-        self.last_rtt_s = 0.0
-
-    @property
-    def _name(self) -> str:
-        return f"encoder {self.encoder.name}"
-
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return self.camera.resolution
-
-    # ------------------------------------------------------------------ lifecycle
-    def connect(self) -> None:
-        if self._connected:
-            return
-        self.encoder.connect()
-        try:
-            self.sample()
-            if self._run_sampler:
-                self._stop.clear()
-                self._thread = threading.Thread(
-                    target=self._sampler, name=f"encoder-sampler-{self.encoder.name}", daemon=True
-                )
-                self._thread.start()
-            self.camera.connect()
-        except BaseException:
-            self._shutdown()
-            self.camera.disconnect()
-            raise
-        self._connected = True
-
-    def _shutdown(self) -> None:
-        self._stop.set()
-        th = self._thread
-        if th is not None:
-            th.join(self.max_wait_s + 2.0)
-            if th.is_alive():
-                log.error("%s: sampler thread did not stop", self._name)
-            self._thread = None
-        with self._cond:
-            self._samples.clear()
-            self._cond.notify_all()
-        self.encoder.disconnect()
-
-    def disconnect(self) -> None:
-        self._connected = False
-        self._shutdown()
-        self.camera.disconnect()
-
-    @property
-    def sampler_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    # ------------------------------------------------------------------ sampling
-    def sample(self) -> tuple[float, int]:
-        """Read the encoder once and keep ``(time, count)``; raises EncoderError subclasses.
-        A sample stamped no later than the newest one kept is returned but not kept."""
-        with self._sample_lock:
-            t0 = self._clock()
-            w0 = time.perf_counter()
-            count = self.encoder.read()
-            self.last_rtt_s = time.perf_counter() - w0
-            t1 = self._clock()
-        t = 0.5 * (t0 + t1)
-        with self._cond:
-            if not self._samples or t > self._samples[-1][0]:
-                self._samples.append((t, count))
-                self._cond.notify_all()
-        return t, count
-
-    @contextlib.contextmanager
-    def sampling_paused(self) -> Iterator[None]:
-        """Hold the sampler between two samples (a test steps its clock here without racing
-        a request in flight)."""
-        with self._sample_lock:
-            yield
-
-    def samples(self) -> np.ndarray:
-        """(N, 2) float64 copy of the kept samples: column 0 clock time, column 1 count."""
-        with self._cond:
-            return np.array(self._samples, dtype=np.float64).reshape(-1, 2)
-
-    def newest_sample(self) -> tuple[float, int] | None:
-        with self._cond:
-            return self._samples[-1] if self._samples else None
-
-    def _sampler(self) -> None:
-        period = 1.0 / self.sample_hz
-        due = time.monotonic()
-        while not self._stop.is_set():
-            failed = False
-            try:
-                self.sample()
-                self.last_error = None
-            except Exception as e:  # the thread must keep trying; read() reports the cause
-                failed = True
-                self.errors += 1
-                if self.last_error is None or str(self.last_error) != str(e):
-                    log.warning("%s", e)
-                self.last_error = e
-            now = time.monotonic()
-            due = max(due + period, now)  # fell behind: no burst of catch-up reads
-            if failed:
-                due = max(due, now + 0.05)  # do not hammer a device that refuses
-            self._stop.wait(due - now)
-
-    # ------------------------------------------------------------------ counts
-    def count_at(self, t: float) -> int:
-        """The count at clock time ``t``, interpolated between the kept samples around it;
-        waits (bounded) for the sample after ``t``."""
-        deadline = time.monotonic() + self.max_wait_s
-        with self._cond:
-            while not self._samples or self._samples[-1][0] < t:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._stalled(t)
-                self._cond.wait(remaining)
-            buf = self._samples
-            t_old = buf[0][0]
-            if t < t_old:
-                raise EncoderGapError(
-                    f"{self._name}: exposure at t={t:.4f} is {t_old - t:.3f} s before the oldest encoder sample kept "
-                    f"(the frame came late, or latency_s={self.latency_s:g} / buffer_s are wrong): frame skipped"
-                )
-            # Frames are recent: search from the newest end.
-            i = len(buf) - 1
-            while buf[i][0] > t:
-                i -= 1
-            t0, c0 = buf[i]
-            if t0 == t:
-                return int(c0)
-            t1, c1 = buf[i + 1]
-        gap = t1 - t0
-        if gap > self.max_gap_s:
-            raise EncoderGapError(
-                f"{self._name}: no encoder sample for {gap:.3f} s around the exposure at t={t:.4f} "
-                f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped"
-            )
-        # Integer base plus a rounded fraction: counts beyond 2**53 keep their last digits.
-        return int(c0) + round((c1 - c0) * (t - t0) / gap)
-
-    def _stalled(self, t: float) -> EncoderStalledError:
-        newest = self._samples[-1][0] if self._samples else None
-        age = "no sample kept" if newest is None else f"the newest sample is {t - newest:.3f} s older"
-        why = (
-            f"last error: {self.last_error}"
-            if self.last_error is not None
-            else ("sampler not running" if not self.sampler_running else "no new sample")
-        )
-        return EncoderStalledError(
-            f"{self._name}: encoder stalled: no count at or after the exposure at t={t:.4f} within "
-            f"{self.max_wait_s:.3f} s ({age}; {why})"
-        )
-
-    def read(self) -> Frame:
-        if not self._connected:
-            raise EncoderNotConnectedError(f"{self._name}: read() before connect()")
-        frame = self.camera.read()
-        t_exp = frame.timestamp - self.latency_s
-        frame.encoder = self.count_at(t_exp)
-        frame.extra["encoder_t"] = t_exp
-        return frame

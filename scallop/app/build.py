@@ -1,0 +1,36 @@
+"""Building a line from its configuration: the backend it runs on and its record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scallop.app.backends import HardwareBackend, SimBackend
+from scallop.app.config import LineConfig
+from scallop.app.line import Line
+from scallop.app.record import RecordWriter, default_db_path
+
+
+def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None) -> Line:
+    """The line for ``config`` with its record writer (``scallop run``, the scenario bench,
+    tests). ``seed`` and ``clock`` matter on the simulator only."""
+    backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
+    path = Path(record_path or config.record.path or default_db_path())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
+    line = None
+
+    def on_alarm(key, severity, text, active):
+        if line is not None:
+            if active:
+                line.alarms.raise_(key, severity, "record", text)
+            else:
+                line.alarms.clear(key)
+
+    writer = RecordWriter(
+        path,
+        snapshot_dir=snap_dir,
+        snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6),
+        on_alarm=on_alarm,
+    )
+    line = Line(config, backend, record=writer)
+    return line

@@ -1,0 +1,236 @@
+"""Frames with their belt count: a camera and an encoder brought together.
+
+Tracking and pick timing need the belt encoder count *at each exposure*. The simulator's
+frames carry it, as do cameras with a hardware latch; a plain OpenCV camera does not. Here a
+sampling thread reads the encoder counter (:class:`scallop.robot.belt.ModbusEncoder`, a PLC
+register over Modbus TCP) many times a second into a short history, and each frame gets the
+count interpolated at its exposure time::
+
+    enc = ModbusEncoder(ModbusEncoderConfig(host="192.168.10.5", address=100, sample_hz=500))
+    with EncodedCamera(OpenCVCamera(OpenCVCameraConfig(source="0")), enc) as cam:
+        frame = cam.read()          # frame.encoder: belt count at the exposure
+
+The line treats encoder failures like camera failures: a stalled encoder
+(:class:`EncoderStalledError`) is a critical camera alarm that clears when counts come back,
+and a single frame that cannot be given a count (:class:`EncoderGapError`) is skipped with a
+warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from scallop.robot.belt import Encoder, EncoderGapError, EncoderStalledError
+from scallop.vision.camera import Camera, CameraNotConnectedError, Frame
+
+log = logging.getLogger("scallop.encoder")
+
+
+class EncodedCamera(Camera):
+    """Any :class:`Camera` plus an :class:`Encoder`: frames get ``encoder`` = the count at
+    their exposure (``frame.timestamp - latency_s``), interpolated linearly between the
+    samples just before and just after it.
+
+    A thread samples the encoder at ``sample_hz`` into a ring buffer of
+    ``(clock time, count)``; each sample is stamped with the middle of its request. ``read()``
+    waits at most ``timeout_s + 2/sample_hz`` (wall time) for a sample at or after the
+    exposure. ``clock`` must be the clock that stamps the wrapped camera's frames; the
+    thread's pacing is wall time. Each frame also gets ``extra["encoder_t"]``, the clock time
+    its count belongs to.
+
+    run_sampler=False starts no thread: the caller takes samples with :meth:`sample` (tests,
+    tools that sample in their own loop).
+    """
+
+    def __init__(
+        self, camera: Camera, encoder: Encoder, clock: Callable[[], float] = time.monotonic, run_sampler: bool = True
+    ) -> None:
+        super().__init__()
+        self.camera = camera
+        self.encoder = encoder
+        self._clock = clock
+        cfg = encoder.config
+        self.sample_hz = float(cfg.sample_hz)
+        self.latency_s = float(cfg.latency_s)
+        timeout = float(getattr(cfg, "timeout_s", 0.2))
+        self.max_wait_s = timeout + 2.0 / self.sample_hz
+        # One failed request plus a few periods can be bridged; longer gaps are not
+        # interpolated (the belt may have changed speed meanwhile).
+        self.max_gap_s = timeout + 4.0 / self.sample_hz
+        self._samples: deque[tuple[float, int]] = deque(maxlen=math.ceil(cfg.buffer_s * self.sample_hz) + 2)
+        self._cond = threading.Condition()
+        self._sample_lock = threading.Lock()
+        self._run_sampler = run_sampler
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.last_error: BaseException | None = None
+        self.errors = 0
+        self.last_rtt_s = 0.0
+
+    @property
+    def _name(self) -> str:
+        return f"encoder {self.encoder.name}"
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.camera.resolution
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> None:
+        if self._connected:
+            return
+        self.encoder.connect()
+        try:
+            self.sample()
+            if self._run_sampler:
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._sampler, name=f"encoder-sampler-{self.encoder.name}", daemon=True
+                )
+                self._thread.start()
+            self.camera.connect()
+        except BaseException:
+            self._shutdown()
+            self.camera.disconnect()
+            raise
+        self._connected = True
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        th = self._thread
+        if th is not None:
+            th.join(self.max_wait_s + 2.0)
+            if th.is_alive():
+                log.error("%s: sampler thread did not stop", self._name)
+            self._thread = None
+        with self._cond:
+            self._samples.clear()
+            self._cond.notify_all()
+        self.encoder.disconnect()
+
+    def disconnect(self) -> None:
+        self._connected = False
+        self._shutdown()
+        self.camera.disconnect()
+
+    @property
+    def sampler_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self) -> tuple[float, int]:
+        """Read the encoder once and keep ``(time, count)``; raises EncoderError subclasses.
+        A sample stamped no later than the newest one kept is returned but not kept."""
+        with self._sample_lock:
+            t0 = self._clock()
+            w0 = time.perf_counter()
+            count = self.encoder.read()
+            self.last_rtt_s = time.perf_counter() - w0
+            t1 = self._clock()
+        t = 0.5 * (t0 + t1)
+        with self._cond:
+            if not self._samples or t > self._samples[-1][0]:
+                self._samples.append((t, count))
+                self._cond.notify_all()
+        return t, count
+
+    @contextlib.contextmanager
+    def sampling_paused(self) -> Iterator[None]:
+        """Hold the sampler between two samples (a test steps its clock here without racing
+        a request in flight)."""
+        with self._sample_lock:
+            yield
+
+    def samples(self) -> np.ndarray:
+        """(N, 2) float64 copy of the kept samples: column 0 clock time, column 1 count."""
+        with self._cond:
+            return np.array(self._samples, dtype=np.float64).reshape(-1, 2)
+
+    def newest_sample(self) -> tuple[float, int] | None:
+        with self._cond:
+            return self._samples[-1] if self._samples else None
+
+    def _sampler(self) -> None:
+        period = 1.0 / self.sample_hz
+        due = time.monotonic()
+        while not self._stop.is_set():
+            failed = False
+            try:
+                self.sample()
+                self.last_error = None
+            except Exception as e:  # the thread must keep trying; read() reports the cause
+                failed = True
+                self.errors += 1
+                if self.last_error is None or str(self.last_error) != str(e):
+                    log.warning("%s", e)
+                self.last_error = e
+            now = time.monotonic()
+            due = max(due + period, now)  # fell behind: no burst of catch-up reads
+            if failed:
+                due = max(due, now + 0.05)  # do not hammer a device that refuses
+            self._stop.wait(due - now)
+
+    # ------------------------------------------------------------------ counts
+    def count_at(self, t: float) -> int:
+        """The count at clock time ``t``, interpolated between the kept samples around it;
+        waits (bounded) for the sample after ``t``."""
+        deadline = time.monotonic() + self.max_wait_s
+        with self._cond:
+            while not self._samples or self._samples[-1][0] < t:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._stalled(t)
+                self._cond.wait(remaining)
+            buf = self._samples
+            t_old = buf[0][0]
+            if t < t_old:
+                raise EncoderGapError(
+                    f"{self._name}: exposure at t={t:.4f} is {t_old - t:.3f} s before the oldest encoder sample kept "
+                    f"(the frame came late, or latency_s={self.latency_s:g} / buffer_s are wrong): frame skipped"
+                )
+            # Frames are recent: search from the newest end.
+            i = len(buf) - 1
+            while buf[i][0] > t:
+                i -= 1
+            t0, c0 = buf[i]
+            if t0 == t:
+                return int(c0)
+            t1, c1 = buf[i + 1]
+        gap = t1 - t0
+        if gap > self.max_gap_s:
+            raise EncoderGapError(
+                f"{self._name}: no encoder sample for {gap:.3f} s around the exposure at t={t:.4f} "
+                f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped"
+            )
+        # Integer base plus a rounded fraction: counts beyond 2**53 keep their last digits.
+        return int(c0) + round((c1 - c0) * (t - t0) / gap)
+
+    def _stalled(self, t: float) -> EncoderStalledError:
+        newest = self._samples[-1][0] if self._samples else None
+        age = "no sample kept" if newest is None else f"the newest sample is {t - newest:.3f} s older"
+        why = (
+            f"last error: {self.last_error}"
+            if self.last_error is not None
+            else ("sampler not running" if not self.sampler_running else "no new sample")
+        )
+        return EncoderStalledError(
+            f"{self._name}: encoder stalled: no count at or after the exposure at t={t:.4f} within "
+            f"{self.max_wait_s:.3f} s ({age}; {why})"
+        )
+
+    def read(self) -> Frame:
+        if not self._connected:
+            raise CameraNotConnectedError(f"camera with {self._name}: read() before connect()")
+        frame = self.camera.read()
+        t_exp = frame.timestamp - self.latency_s
+        frame.encoder = self.count_at(t_exp)
+        frame.extra["encoder_t"] = t_exp
+        return frame

@@ -1,0 +1,548 @@
+"""The line: camera → vision → tracking → pick ledger → arms, with a record of every scallop.
+
+:class:`Line` wires parts that each have one job and implements
+:class:`scallop.app.line_api.LineAPI` for the operator screen:
+
+* :class:`~scallop.app.line.frames.FrameReader` reads the camera, turning its faults into alarms;
+* the vision :class:`~scallop.vision.pipeline.Pipeline` and the
+  :class:`~scallop.app.tracking.Tracker` turn frames into decisions, one per scallop;
+* :class:`~scallop.app.line.ledger.PickLedger` follows every decision to its end;
+* :class:`~scallop.app.line.arms.ArmDrivers` serve the arms (the scheduler shares the targets);
+* :class:`~scallop.app.line.control.LineControl` decides start/pause/stop/e-stop/reset/fault;
+* :class:`~scallop.app.line.publisher.Publisher` keeps the screen's frame and writes the record.
+
+Two drivers run the same parts:
+
+* :meth:`Line.run_threaded` — capture and inference in their own threads, joined by a bounded
+  frame queue that drops the *oldest* frame under overload (counted in ``frames_dropped``),
+  and one thread per arm. For real hardware and for the simulator in real time.
+* :meth:`Line.run_stepped` — one thread on the simulator's virtual clock, stepping ``tick_s``
+  of virtual time: the arms are served at once whenever a queued target waits for an arm that
+  can take it, and otherwise every half heartbeat period (each service is a Modbus round
+  trip, the most expensive part of a simulated tick); each frame is processed when its
+  exposure comes. A run is faster than real time and the same seed gives the same result.
+
+Safety rules kept here: nothing is sent to an arm except a plan the planner checked against
+the workspace (the arm client checks again); a scallop gets exactly one decision — picked,
+failed or skipped with a reason — and nothing queued is lost when the line stops. No lock is
+held during network I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import replace
+
+import numpy as np
+
+from scallop.app.alarms import Alarms
+from scallop.app.backends import Backend
+from scallop.app.config import LineConfig
+from scallop.app.line.arms import ArmDrivers
+from scallop.app.line.control import LineControl
+from scallop.app.line.frames import FrameReader
+from scallop.app.line.ledger import PickLedger, ScallopOutcome
+from scallop.app.line.publisher import Publisher
+from scallop.app.line.states import Action, LineReason, LineState
+from scallop.app.line_api import LineSnapshot, Recipe
+from scallop.app.stats import Stats
+from scallop.app.tracking import Tracker
+from scallop.errors import ConfigError, DeviceError, StateError
+from scallop.robot.belt import ConveyorTracker
+from scallop.vision.camera import EndOfStreamError, Frame
+from scallop.vision.detections import Detections
+from scallop.vision.pipeline import Pipeline
+
+log = logging.getLogger("scallop.line")
+
+
+class Line:
+    def __init__(self, config: LineConfig, backend: Backend, record=None) -> None:
+        self.config = config
+        self.backend = backend
+        self.record = record
+        self.clock = backend.clock
+        self.stats = Stats()
+        self.control = LineControl(self.clock)
+        self.publisher = Publisher(None, record, config.runtime.snapshot_doubtful)
+        self.alarms = Alarms(on_change=self.publisher.alarm)
+        self.recipe = config.recipe
+        self.frames = 0
+        self._frames_bad = 0  # frames that reached vision but could not be used
+        self.frames_dropped = 0
+        self.observers: list = []  # on_frame(frame) / summary() -> dict
+        self.pipeline: Pipeline | None = None
+        self.tracker: Tracker | None = None
+        self.ledger: PickLedger | None = None
+        self.arms: ArmDrivers | None = None
+        self.reader: FrameReader | None = None
+        self._scale = math.nan
+        self._stop_evt = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._next_service = -math.inf
+
+    # ------------------------------------------------------------------ set-up
+    def open(self) -> None:
+        """Open the backend, load the model, connect the arms (each failure is an alarm, and
+        an arm that is not there does not stop the others)."""
+        b = self.backend
+        b.open()
+        self.pipeline = Pipeline(config=self.config.vision)
+        cam = b.camera_model
+        self._scale = cam.mm_per_px_center()
+        _, exit_x = cam.view_x_range()
+        belt = b.belt
+        self.publisher.belt = belt
+        self.tracker = Tracker(travel_of=belt.mm, exit_x=exit_x)
+        self.arms = ArmDrivers(
+            b.arm_configs, ConveyorTracker(belt.mm_per_count), self.clock, self.alarms, self.config.runtime.tick_s
+        )
+        self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
+        self.reader = FrameReader(b.camera, self.alarms, self.stats, self.clock, self.config.runtime.stall_alarm_s)
+        self.observers = list(b.observers) + self.observers
+        self.arms.connect()
+
+    def close(self) -> None:
+        if self.state not in (LineState.ESTOP, LineState.FAULT):
+            self.stop("system")
+        self._join_threads()
+        if self.arms is not None:
+            self.arms.close()
+        self.backend.close()
+        if self.record is not None:
+            self.record.close()
+
+    @property
+    def state(self) -> LineState:
+        return self.control.state
+
+    @property
+    def outcomes(self) -> dict[int, ScallopOutcome]:
+        """Recent decisions by track id, in decision order (the record holds them all)."""
+        return self.ledger.outcomes
+
+    @property
+    def frames_bad(self) -> int:
+        """Frames that arrived but could not be used (corrupt, no count, wrong size, vision error)."""
+        return self._frames_bad + (self.reader.bad if self.reader is not None else 0)
+
+    @property
+    def clients(self):
+        return self.arms.clients
+
+    # ------------------------------------------------------------------ the frame loop
+    def process_frame(self, frame: Frame) -> None:
+        """Vision → tracking → decisions for one frame. A bad frame is counted and alarmed,
+        never fatal."""
+        t0 = time.perf_counter()
+        if frame.encoder is None:
+            self._frames_bad += 1
+            self.alarms.raise_(
+                "camera.encoder",
+                "critical",
+                "camera",
+                "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
+                "see docs/configuration.md, or check the trigger wiring)",
+            )
+            return
+        cam = self.backend.camera_model
+        if (frame.width, frame.height) != tuple(cam.image_size):
+            self._frames_bad += 1
+            self.alarms.raise_(
+                "camera.size",
+                "critical",
+                "camera",
+                f"frames are {frame.width}x{frame.height} but the calibration is for "
+                f"{cam.image_size[0]}x{cam.image_size[1]}: frames ignored",
+            )
+            return
+        try:
+            dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt)
+        except Exception as e:  # a bad frame must not kill the line
+            self._frames_bad += 1
+            self.alarms.raise_("vision.error", "warning", "vision", f"frame {frame.index} could not be analysed: {e}")
+            return
+        self.alarms.clear("vision.error")
+        t1 = time.perf_counter()
+        self.stats.timing("inference", (t1 - t0) * 1e3)
+        for obs in self.observers:
+            on_frame = getattr(obs, "on_frame", None)
+            if on_frame is not None:
+                on_frame(frame)
+        count = self.backend.belt.counts(frame.encoder)
+        done: list[ScallopOutcome] = []
+        with self.control.lock:
+            self.frames += 1
+            self.reader.last_frame_t = frame.timestamp
+            self.arms.scheduler.belt_sample(frame.timestamp, count)
+            # Stopped (or in e-stop/fault): the screen still shows the belt, nothing is tracked.
+            if self.control.tracking:
+                decisions = self.tracker.update(dets, count, frame.timestamp, frame.index, frame.image.shape[1::-1])
+                done = self._decide(decisions)
+        self.publisher.outcomes(done)
+        t2 = time.perf_counter()
+        self.stats.timing("tracking", (t2 - t1) * 1e3)
+        self.stats.timing("frame_total", (t2 - t0) * 1e3)
+        self.publisher.frame(frame.image, dets)
+
+    def _decide(self, decisions) -> list[ScallopOutcome]:
+        """New decisions into the ledger and their targets to the scheduler (control lock held)."""
+        targets, done = self.ledger.decide(decisions, self.control.state)
+        if targets:
+            t0 = time.perf_counter()
+            self.arms.scheduler.add(targets)
+            self.stats.timing("planning", (time.perf_counter() - t0) * 1e3)
+            done += self._collect()
+        return done
+
+    def _collect(self) -> list[ScallopOutcome]:
+        """The scheduler's results into the ledger; returns what finished."""
+        skips, outcomes = self.arms.scheduler.drain()
+        if not skips and not outcomes:
+            return []
+        return self.ledger.apply(skips, outcomes)
+
+    def service_arms(self) -> None:
+        """Poll the arms, hand out picks, collect results (the robot I/O stage)."""
+        if self.state in (LineState.ESTOP, LineState.FAULT):
+            # No heartbeats: each arm's watchdog aborts its motion within watchdog_ms
+            # (docs/robot-interface.md). Nothing is sent until reset.
+            return
+        t0 = time.perf_counter()
+        self.arms.step()
+        self.publisher.outcomes(self._collect())
+        self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
+
+    # ------------------------------------------------------------------ control (LineAPI)
+    def _event(self, action: Action, user: str, detail: dict | None = None) -> None:
+        self.publisher.event(action.value, user, detail)
+
+    def start(self, user: str = "system") -> None:
+        with self.control.lock:
+            self.control.check(Action.START)
+            self._event(Action.START, user)
+            self.control.go(Action.START)
+
+    def pause(self, user: str = "system") -> None:
+        """No new picks; picks the arms already hold finish."""
+        with self.control.lock:
+            self.control.check(Action.PAUSE)
+            self._event(Action.PAUSE, user)
+            self.control.go(Action.PAUSE)
+            done = self._skip_queued(LineReason.LINE_PAUSED)
+        self.publisher.outcomes(done)
+
+    def stop(self, user: str = "system") -> None:
+        """Arms finish what they hold, then go home; every open scallop is recorded."""
+        with self.control.lock:
+            if self.state == LineState.STOPPED:
+                return
+            self._event(Action.STOP, user)
+            if self.state in TRANSITIONS_STOP:
+                self.control.go(Action.STOP)
+        self._drain_arms()
+        with self.control.lock:
+            done = self._flush_tracks(LineReason.LINE_STOPPED)
+            self.control.stopped()
+        self.publisher.outcomes(done)
+
+    def estop(self, user: str = "screen") -> None:
+        with self.control.lock:
+            self._event(Action.ESTOP, user)
+            self.control.go(Action.ESTOP)
+            self.alarms.raise_("line.estop", "critical", "line", f"emergency stop pressed by {user}")
+            done = self._flush_tracks(LineReason.ESTOP)
+            done += self._skip_queued(LineReason.ESTOP)
+            done += self.ledger.fail_pending(LineReason.ESTOP)
+        self.publisher.outcomes(done)
+
+    def reset(self, user: str = "system") -> None:
+        with self.control.lock:
+            self.control.check(Action.RESET)
+            self._event(Action.RESET, user)
+        self.arms.reset_faults()  # Modbus I/O: outside the control lock
+        with self.control.lock:
+            self.control.go(Action.RESET)
+            self.alarms.clear("line.estop")
+            self.alarms.clear("line.crash")
+
+    def ack_alarm(self, alarm_id: int, user: str) -> None:
+        self.alarms.ack(alarm_id, user)
+
+    def recipes(self) -> list[Recipe]:
+        return [Recipe(r.name, tuple(r.product_size_mm), r.belt_speed_mm_s, r.description) for r in self.config.recipes]
+
+    def select_recipe(self, name: str, user: str) -> None:
+        names = [r.name for r in self.config.recipes]
+        if name not in names:
+            raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(names)}")
+        with self.control.lock:
+            if self.state == LineState.RUNNING:
+                raise StateError("pause or stop the line before changing the recipe")
+            self.recipe = name
+            self.publisher.event("recipe", user, {"recipe": name})
+
+    def config_view(self) -> dict:
+        from scallop.app.config import to_dict
+
+        cam = self.backend.camera_model
+        d = to_dict(self.config)
+        d["calibration"] = {
+            "image_size": list(cam.image_size),
+            "mm_per_px_center": round(cam.mm_per_px_center(), 4),
+            "counts_per_mm": self.backend.belt.counts_per_mm,
+        }
+        return d
+
+    def update_config(self, changes: dict, user: str) -> dict:
+        """Engineer changes to the vision thresholds (validated; applied at once)."""
+        from scallop.app.config import build, to_dict
+        from scallop.vision.pipeline import PipelineConfig
+
+        if not isinstance(changes, dict) or set(changes) - {"vision"}:
+            raise ValueError(f"only the 'vision' section can be changed while running; got {sorted(changes)}")
+        vision = changes["vision"]
+        if not isinstance(vision, dict) or {"model", "threads"} & set(vision):
+            raise ValueError("vision.model and vision.threads need a restart; change them in the config file")
+        try:
+            new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        with self.control.lock:
+            self.config = replace(self.config, vision=new)
+            self.pipeline.config = new
+            self.publisher.event("config", user, {"vision": vision})
+        return to_dict(new)
+
+    # ------------------------------------------------------------------ read side (LineAPI)
+    def snapshot(self) -> LineSnapshot:
+        now = self.clock.now()
+        c, reasons = self.ledger.totals()
+        arms = self.arms.statuses(lambda name: self.ledger.arm_tally(name, now))
+        picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
+        with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
+        return LineSnapshot(
+            state=self.state.value,
+            recipe=self.recipe,
+            uptime_s=self.control.uptime_s(),
+            seen=c.get("seen", 0),
+            picked=picked,
+            uro_removed=removed,
+            missed=c.get("missed", 0),
+            adductor_hits=c.get("adductor_hits", 0),
+            skipped=c.get("skipped", 0) + failed,
+            skipped_by_reason=reasons,
+            per_minute=self.stats.per_minute(now, "seen"),
+            removal_rate=(removed / with_uro) if with_uro and removed else 0.0,
+            frames=self.frames,
+            frames_dropped=self._frames_dropped(),
+            latency_ms={k: {"p50": v["p50"], "p99": v["p99"]} for k, v in self.stats.latency_summary().items()},
+            arms=arms,
+            alarms=self.alarms.visible(),
+        )
+
+    def _frames_dropped(self) -> int:
+        return self.frames_dropped + getattr(self.backend.camera, "dropped", 0)
+
+    def latest_frame(self) -> tuple[np.ndarray, Detections] | None:
+        """The last analysed frame (BGR) and its detections; the scenario bench annotates failures with it."""
+        return self.publisher.latest_frame()
+
+    def latest_jpeg(self) -> bytes | None:
+        return self.publisher.latest_jpeg()
+
+    def metrics_text(self) -> str:
+        from scallop.app.metrics import snapshot_metrics
+
+        return snapshot_metrics(self.snapshot())
+
+    def summary(self) -> dict:
+        """The one-line JSON of ``scallop run --duration``."""
+        c, reasons = self.ledger.totals()
+        out = {
+            "seen": c.get("seen", 0),
+            "picked": c.get("picked", 0),
+            "uro_removed": c.get("uro_removed", 0),
+            "skipped": c.get("skipped", 0) + c.get("failed", 0),
+            "adductor_hits": c.get("adductor_hits", 0),
+            "missed": c.get("missed", 0),
+            "skipped_by_reason": reasons,
+            "frames": self.frames,
+            "frames_dropped": self._frames_dropped(),
+        }
+        for obs in self.observers:
+            summary = getattr(obs, "summary", None)
+            if summary is not None:
+                out["truth"] = summary()
+        return out
+
+    # ------------------------------------------------------------------ stopping
+    def _flush_tracks(self, reason: str) -> list[ScallopOutcome]:
+        """Every open track recorded, and targets still queued (not sent to any arm) skipped,
+        not lost (control lock held)."""
+        done = self.ledger.flush(self.tracker.flush(), reason)
+        return done + self._skip_queued(reason)
+
+    def _skip_queued(self, reason: str) -> list[ScallopOutcome]:
+        return self.ledger.cancel(self.arms.scheduler.take_queue(), reason)
+
+    def _drain_arms(self, timeout_s: float = 5.0) -> None:
+        """Let in-flight picks finish (serving the arms on the line's clock), then send the
+        arms to their ready position."""
+        t_end = self.clock.now() + timeout_s
+        threaded = bool(self._threads)
+        while self.clock.now() < t_end:
+            with self.control.lock:
+                done = self._skip_queued(LineReason.LINE_STOPPED)  # nothing new once stopping
+            self.publisher.outcomes(done)
+            if self.arms.scheduler.in_flight() == 0:
+                break
+            if not threaded:
+                self.service_arms()
+            self.clock.sleep(self.config.runtime.tick_s)
+        with self.control.lock:
+            done = self.ledger.fail_pending(LineReason.LINE_STOPPED)
+        self.publisher.outcomes(done)
+        self.arms.send_idle_home()
+
+    def _fail(self, stage: str, exc: BaseException) -> None:
+        """A stage crashed: report it and stop the line safely (never carry on half-working)."""
+        text = f"{stage} stage crashed: {type(exc).__name__}: {exc}"
+        log.error("%s\n%s", text, "".join(traceback.format_exception(exc)))
+        with self.control.lock:
+            self.control.fault(text)
+            self.alarms.raise_("line.crash", "critical", "line", text + " — line stopped")
+            done = self._flush_tracks(LineReason.LINE_FAULT)
+            done += self._skip_queued(LineReason.LINE_FAULT)
+            done += self.ledger.fail_pending(LineReason.LINE_FAULT)
+        self.publisher.outcomes(done)
+
+    # ------------------------------------------------------------------ drivers
+    def run_stepped(self, duration_s: float, on_frame=None, on_tick=None) -> None:
+        """Virtual-time driver (the simulator). ``on_tick(line)`` runs every tick (fault
+        scripts use it); returns when ``duration_s`` of line time has passed or the line
+        stopped or faulted."""
+        cam = self.backend.camera
+        if cam.next_frame_time() is None:
+            raise DeviceError(
+                "the stepped driver needs a camera that tells when its next frame comes "
+                "(the simulator or a recording); a live camera runs with run_threaded()"
+            )
+        tick = self.config.runtime.tick_s
+        # Heartbeats and status reads keep their period; nothing waits on a poll in between.
+        serve_every = max(tick, 0.5 * self.arms.heartbeat_period_s())
+        t_end = self.clock.now() + duration_s
+        latency = self.config.runtime.inference_latency_s
+        while self.clock.now() < t_end and self.state != LineState.FAULT and not self._stop_evt.is_set():
+            try:
+                t_next = cam.next_frame_time()
+                while self.clock.now() + tick <= min(t_next, t_end):
+                    if self._arms_due(serve_every):
+                        self.service_arms()
+                    if on_tick is not None:
+                        on_tick(self)
+                    self.clock.sleep(tick)
+                    self.reader.check_stall()
+                    # A fault script may have stalled, dropped or released frames meanwhile.
+                    t_next = cam.next_frame_time()
+                # A frame due after t_end belongs to the next call: reading it now would leave
+                # the arms unserved until its exposure.
+                if self.clock.now() >= t_end or t_next > t_end:
+                    self.clock.sleep(t_end - self.clock.now())  # less than a tick
+                    break
+                frame = self.reader.read()
+                if frame is not None:
+                    self.process_frame(frame)
+                    if on_frame is not None:
+                        on_frame(self, frame)
+                    self.clock.sleep(latency)
+                self.reader.check_stall()
+            except EndOfStreamError:
+                break
+            except Exception as e:
+                self._fail("line", e)
+                break
+
+    def _arms_due(self, every_s: float) -> bool:
+        """Serve the arms now: a target waits for an arm that can take it, or ``every_s`` passed."""
+        now = self.clock.now()
+        due = now >= self._next_service or self.arms.any_waiting()
+        if due:
+            self._next_service = now + every_s
+        return due
+
+    def run_threaded(self) -> None:
+        """Start capture, inference and one thread per arm (returns at once; ``close()``)."""
+        frames: deque[Frame] = deque(maxlen=self.config.runtime.frame_queue)
+        cond = threading.Condition()
+        self._stop_evt.clear()
+        stop = self._stop_evt
+
+        def capture():
+            while not stop.is_set():
+                try:
+                    frame = self.reader.read()
+                except EndOfStreamError:
+                    self.alarms.raise_("camera.end", "warning", "camera", "camera source ended")
+                    break
+                if frame is None:
+                    self.reader.check_stall()
+                    self.clock.sleep(0.05)
+                    continue
+                with cond:
+                    if len(frames) == frames.maxlen:
+                        self.frames_dropped += 1  # the oldest goes: latency stays bounded
+                    frames.append(frame)
+                    cond.notify()
+
+        def inference():
+            while not stop.is_set():
+                with cond:
+                    while not frames and not stop.is_set():
+                        cond.wait(0.2)
+                    if not frames:
+                        continue
+                    frame = frames.popleft()
+                self.process_frame(frame)
+
+        def guard(name, fn):
+            def run():
+                try:
+                    fn()
+                except Exception as e:
+                    self._fail(name, e)
+
+            return run
+
+        def arms_active() -> bool:
+            # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
+            return self.state not in (LineState.ESTOP, LineState.FAULT)
+
+        def after_service() -> None:
+            self.publisher.outcomes(self._collect())
+
+        self._threads = [
+            threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True)
+            for n, f in (("capture", capture), ("inference", inference))
+        ]
+        for t in self._threads:
+            t.start()
+        self._threads += self.arms.start_threads(arms_active, after_service, stop, self._fail)
+
+    def _join_threads(self) -> None:
+        self._stop_evt.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=5.0)
+        self._threads = []
+        if self.arms is not None:
+            self.arms.stop_threads()
+
+
+# A STOP from these states goes through STOPPING; from e-stop or fault the line stays there.
+TRANSITIONS_STOP = (LineState.RUNNING, LineState.PAUSED, LineState.STARTING)

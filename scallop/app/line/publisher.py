@@ -1,0 +1,115 @@
+"""What the line shows and keeps: the latest frame for the screen, and the record.
+
+The publisher is called outside every control lock: JPEG encoding and record writes (a queue
+put each) never hold up a decision or an arm. It keeps the newest analysed frame and its
+detections, encodes the screen's JPEG on demand (cached per frame), and turns finished
+:class:`~scallop.app.line.ledger.ScallopOutcome` objects into record rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from scallop.app.line.ledger import GRADE_ADDUCTOR_HIT, GRADE_URO_REMOVED, ScallopOutcome, pull_angle_deg
+from scallop.app.line.states import Result
+from scallop.robot.belt import Belt
+from scallop.vision.annotate import draw
+from scallop.vision.detections import REASON_AMBIGUOUS, Detections
+
+
+class Publisher:
+    def __init__(self, belt: Belt, record=None, snapshot_doubtful: bool = True) -> None:
+        self.belt = belt
+        self.record = record
+        self.snapshot_doubtful = snapshot_doubtful
+        self._lock = threading.Lock()
+        self._latest: tuple[np.ndarray, Detections] | None = None
+        self._latest_jpeg: tuple[int, bytes] | None = None
+        self._frame_no = 0
+
+    # ------------------------------------------------------------------ frames
+    def frame(self, image: np.ndarray, dets: Detections) -> None:
+        with self._lock:
+            self._latest = (image, dets)
+            self._frame_no += 1
+
+    def latest_frame(self) -> tuple[np.ndarray, Detections] | None:
+        """The last analysed frame (BGR) and its detections."""
+        with self._lock:
+            return self._latest
+
+    def jpeg(self, annotated: bool = True) -> bytes | None:
+        latest = self.latest_frame()
+        if latest is None:
+            return None
+        img, dets = latest
+        if annotated:
+            img = draw(img, dets)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        return buf.tobytes() if ok else None
+
+    def latest_jpeg(self) -> bytes | None:
+        # Encoded on demand (the screen asks a few times a second), not in the frame loop.
+        with self._lock:
+            no = self._frame_no
+            cached = self._latest_jpeg
+        if cached is not None and cached[0] == no:
+            return cached[1]
+        jpg = self.jpeg(annotated=True)
+        if jpg is not None:
+            with self._lock:
+                self._latest_jpeg = (no, jpg)
+        return jpg
+
+    # ------------------------------------------------------------------ the record
+    def outcomes(self, done: list[ScallopOutcome]) -> None:
+        if self.record is None:
+            return
+        for oc in done:
+            self._write(oc)
+
+    def _write(self, oc: ScallopOutcome) -> None:
+        from scallop.app.record import ScallopRecord
+
+        v = oc.decision.view
+        t = oc.decision.track
+        grasp = v.grasp_uv
+        rec = ScallopRecord(
+            track_id=int(oc.track_id),
+            time=time.time(),
+            encoder_mm=float(self.belt.mm(v.encoder)),
+            result=oc.result,
+            skip_reason=oc.reason if oc.result == Result.SKIPPED else "",
+            arm=oc.arm if oc.result != Result.SKIPPED else "",
+            x_mm=float(t.u),
+            y_mm=float(t.v),
+            views=len(t.views),
+            uro_found=bool(v.uro_found),
+            uro_score=float(v.confidence),
+            score=None,
+            grasp_x_mm=None if grasp is None else float(grasp[0]),
+            grasp_y_mm=None if grasp is None else float(grasp[1]),
+            pull_angle_deg=pull_angle_deg(v.pull_dir),
+            uro_removed=None if oc.grade is None else oc.grade == GRADE_URO_REMOVED,
+            adductor_hit=None if oc.grade is None else oc.grade == GRADE_ADDUCTOR_HIT,
+            doubtful=oc.result == Result.FAILED
+            or (oc.grade not in (None, GRADE_URO_REMOVED))
+            or oc.reason == REASON_AMBIGUOUS,
+            detail={k: v for k, v in oc.extra.items() if isinstance(v, (int, float, str, bool))}
+            | ({"grade": oc.grade} if oc.grade else {})
+            | ({"reason": oc.reason} if oc.reason else {}),
+        )
+        snap = self.jpeg(annotated=False) if rec.doubtful and self.snapshot_doubtful else None
+        self.record.scallop(rec, snapshot_jpeg=snap)
+
+    def event(self, kind: str, user: str, detail: dict | None = None) -> None:
+        if self.record is not None:
+            self.record.event(kind, user, detail)
+
+    def alarm(self, alarm) -> None:
+        if self.record is not None:
+            self.record.alarm(alarm)
