@@ -329,7 +329,12 @@ def prepare_dirs(
 
 
 def train(
-    prep: Prepared, out: Path, cfg: TrainConfig, init: Path | None = None, log: Callable[[str], None] = print
+    prep: Prepared,
+    out: Path,
+    cfg: TrainConfig,
+    init: Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Train on prepared material and write ``out`` (.onnx) plus ``out``.pt (a checkpoint to
     fine-tune from). Returns the ONNX path. With ``cfg.time_budget_s`` the number of steps is
@@ -388,6 +393,8 @@ def train(
             opt.step()
             sched.step()
             sums += torch.stack([loss_f.detach(), loss_p.detach()])
+            if progress is not None:
+                progress(it, total)
             if it == mark:
                 t_mark = time.time()
             if cfg.time_budget_s > 0 and it == cfg.warmup:

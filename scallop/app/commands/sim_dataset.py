@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import textwrap
 
 EXAMPLE = "  scallop sim dataset --n 200 --out data/sim --seed 1"
@@ -42,11 +41,17 @@ def run(args) -> int:
     if workers < 1:
         raise DatasetError(f"--workers {args.workers}: need at least one process")
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty() and (done % 10 == 0 or done == total):
-            print(f"\r{done}/{total} frames", end="" if done < total else "\n", file=sys.stderr, flush=True)
+    from scallop.app.progress import Progress
 
-    rep = write_dataset(args.out, args.n, seed=args.seed, workers=workers, overwrite=args.overwrite, progress=progress)
+    with Progress(args.n, "sim dataset", unit="frames") as bar:
+        rep = write_dataset(
+            args.out,
+            args.n,
+            seed=args.seed,
+            workers=workers,
+            overwrite=args.overwrite,
+            progress=lambda done, _total: bar.advance_to(done),
+        )
     t = rep.totals
     print(
         f"wrote {rep.count} frames to {args.out} in {rep.seconds:.1f} s ({rep.frames_per_s:.2f} frames/s, "

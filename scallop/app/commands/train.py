@@ -124,13 +124,31 @@ def run(args) -> int:
         f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s",
         flush=True,
     )
+    from scallop.app.progress import Progress
+
+    bar = Progress(cfg.iters, "training", unit="steps")
+
+    def step(it: int, total: int) -> None:
+        bar.set_total(total)  # a time budget fixes the step count after the warm-up
+        bar.advance_to(it)
+
     try:
         out = train(
-            prep, Path(args.out), cfg, init=Path(args.init) if args.init else None, log=lambda m: print(m, flush=True)
+            prep,
+            Path(args.out),
+            cfg,
+            init=Path(args.init) if args.init else None,
+            log=bar.write,
+            progress=step,
         )
     except ValueError as e:
+        bar.close(failed=True)
         print(f"scallop train: error: {e}")
         return 2
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
     del prep
     if args.val_frames > 0:
         from scallop.app.commands.bench_accuracy import evaluate_model, write_metrics_into_model
