@@ -39,7 +39,7 @@ from scallop.vision.encoder import (
     ModbusEncoder,
     ModbusEncoderConfig,
 )
-from tests.test_robot_cli import free_port
+from tests.helpers import free_port
 
 HZ = 200.0  # sampler rate in these tests (wall time)
 TIMEOUT_S = 0.05
