@@ -31,15 +31,10 @@ before anything is written when the command cannot be sent.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from enum import IntEnum
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -53,158 +48,56 @@ from scallop.robot.errors import (
     ModbusExceptionError,
     ProtocolError,
     RobotCommError,
-    RobotConfigError,
     RobotDisconnectedError,
     RobotError,
 )
 from scallop.robot.planning import WAYPOINTS, PickPlan, Workspace
+from scallop.robot.protocol import (
+    ARM_CLOCK_MODULUS,
+    COMMAND_FIELDS,
+    CONTROL_FIELDS,
+    MIN_INTERFACE_VERSION,
+    PICK_TYPES,
+    PROTOCOL_FIELDS,
+    SEQ_MODULUS,
+    STATUS_FIELDS,
+    ArmEvent,
+    ArmState,
+    ArmStatus,
+    CommandType,
+    EventKind,
+    FaultCode,
+    ResultCode,
+    check_profile,
+    wire_seq,
+)
 from scallop.robot.registers import RegisterMap
+from scallop.robot.seq_store import SeqStore
 from scallop.robot.transport import ModbusTransport
 
-
-class ArmState(IntEnum):
-    STARTING = 0
-    IDLE = 1
-    BUSY = 2
-    FAULT = 3
-    ESTOP = 4
-
-
-class FaultCode(IntEnum):
-    NONE = 0
-    CTRL_WATCHDOG = 1
-    ESTOP = 2
-    WORKSPACE = 3
-    GRIPPER = 4
-    MOTION = 5
-    INTERNAL = 6
-
-
-class ResultCode(IntEnum):
-    NONE = 0
-    OK = 1
-    EMPTY = 2
-    LATE = 3
-    REJECTED = 4
-    ABORTED = 5
-    NOT_READY = 6
-
-
-class CommandType(IntEnum):
-    PICK = 1
-    MOVE_READY = 2
-    RESET = 3
-    PICK_CHAINED = 4  # a PICK planned from the previous pick's release at the chute (v2)
-
-
-PICK_TYPES = (CommandType.PICK, CommandType.PICK_CHAINED)
-
-
-STATUS_FIELDS = (
-    "interface_version",
-    "arm_heartbeat",
-    "arm_state",
-    "fault_code",
-    "ack_seq",
-    "done_seq",
-    "result",
-    "arm_time_ms",
-    "tcp_x",
-    "tcp_y",
-    "tcp_z",
-    "picks_total",
-)
-CONTROL_FIELDS = ("ctrl_heartbeat", "watchdog_ms", "cmd_seq")
-COMMAND_FIELDS = ("cmd_type", "target_id", "grip_time_ms", "belt_vx", "belt_vy", "belt_vz") + tuple(
-    f"{w}_{k}" for w in WAYPOINTS for k in ("x", "y", "z", "speed")
-)
-PROTOCOL_FIELDS = STATUS_FIELDS + CONTROL_FIELDS + COMMAND_FIELDS
-MIN_INTERFACE_VERSION = 2  # v2 added PICK_CHAINED
-SEQ_MODULUS = 0xFFFF  # wire sequence numbers are 1..65535; 0 never means a command
-ARM_CLOCK_MODULUS = 1 << 32  # arm_time_ms wraps here
-
-
-def check_profile(m: RegisterMap) -> None:
-    """Refuse a profile that cannot carry the protocol (missing fields or blocks)."""
-    m.require(PROTOCOL_FIELDS)
-    if m.version < MIN_INTERFACE_VERSION:
-        from scallop.robot.errors import ProfileError
-
-        raise ProfileError(
-            f"profile {m.name!r} is interface version {m.version}; this controller speaks version "
-            f"{MIN_INTERFACE_VERSION} (chained picks, cmd_type 4): update the robot program as "
-            "docs/robot-interface.md describes and set [profile] version = 2"
-        )
-    for f, blk in (("ack_seq", "status"), ("cmd_seq", "control"), ("cmd_type", "command")):
-        if m.field(f).block != blk:
-            from scallop.robot.errors import ProfileError
-
-            raise ProfileError(f"profile {m.name!r}: field {f} must be in block {blk!r}, not {m.field(f).block!r}")
-
-
-def wire_seq(counter: int) -> int:
-    """Persisted counter (1, 2, 3, ...) -> sequence number on the wire (1..65535)."""
-    return (int(counter) - 1) % SEQ_MODULUS + 1
-
-
-@dataclass
-class ArmStatus:
-    """The arm's status block, decoded. ``t``: controller time of the read."""
-
-    t: float
-    interface_version: int
-    heartbeat: int
-    state: ArmState
-    fault_code: FaultCode
-    ack_seq: int
-    done_seq: int
-    result: ResultCode
-    arm_time_ms: int
-    tcp_mm: np.ndarray  # (3,) robot base frame
-    picks_total: int
-    cmd_seq: int | None = None  # the commit register, when the control block was read too
-
-    def as_dict(self) -> dict:
-        return {
-            "state": self.state.name,
-            "fault": self.fault_code.name,
-            "ack_seq": self.ack_seq,
-            "done_seq": self.done_seq,
-            "result": self.result.name,
-            "heartbeat": self.heartbeat,
-            "arm_time_ms": self.arm_time_ms,
-            "tcp_mm": [round(float(v), 2) for v in self.tcp_mm],
-            "picks_total": self.picks_total,
-            "interface_version": self.interface_version,
-            **({"cmd_seq": self.cmd_seq} if self.cmd_seq is not None else {}),
-        }
-
-
-EventKind = Literal[
-    "connected",
-    "disconnected",
-    "acked",
-    "done",
-    "alarm",
-    "alarm_cleared",
-    "fault",
-    "fault_cleared",
-    "commit_confirmed",
-    "error",
+# The protocol's words and SeqStore were defined here first and callers import them from
+# here, so this module re-exports them.
+__all__ = [
+    "ARM_CLOCK_MODULUS",
+    "COMMAND_FIELDS",
+    "CONTROL_FIELDS",
+    "MIN_INTERFACE_VERSION",
+    "PICK_TYPES",
+    "PROTOCOL_FIELDS",
+    "SEQ_MODULUS",
+    "STATUS_FIELDS",
+    "ArmClient",
+    "ArmEvent",
+    "ArmState",
+    "ArmStatus",
+    "CommandType",
+    "EventKind",
+    "FaultCode",
+    "ResultCode",
+    "SeqStore",
+    "check_profile",
+    "wire_seq",
 ]
-
-
-@dataclass
-class ArmEvent:
-    """Something the caller's loop should know. ``plan`` is the plan of ``seq`` when known;
-    ``result`` is set for ``done`` (None when the arm moved on before its result was read)."""
-
-    kind: EventKind
-    t: float
-    seq: int = 0
-    result: ResultCode | None = None
-    plan: PickPlan | None = None
-    detail: str = ""
 
 
 @dataclass
@@ -215,51 +108,6 @@ class _Pending:
     words: list[int]
     t_commit: float
     acked: bool = False
-
-
-class SeqStore:
-    """The controller's sequence counter, persisted with an atomic replace so a restarted
-    controller continues after the last number it may have sent."""
-
-    def __init__(self, path: str | os.PathLike | None, arm: str = "") -> None:
-        self.path = Path(path) if path else None
-        self.arm = arm
-        self._mem = 0
-
-    def load(self) -> int:
-        if self.path is None or not self.path.exists():
-            return self._mem
-        try:
-            data = json.loads(self.path.read_text())
-            counter = int(data["counter"])
-            if counter < 0:
-                raise ValueError("negative counter")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise RobotConfigError(
-                f"arm {self.arm!r}: state file {self.path} is unreadable ({e}); it holds the "
-                "command sequence counter: fix or remove it (removing is safe: the counter "
-                "then restarts after the arm's own sequence)"
-            ) from None
-        return counter
-
-    def save(self, counter: int) -> None:
-        self._mem = int(counter)
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"arm": self.arm, "counter": int(counter)}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
 
 class ArmClient:

@@ -6,6 +6,8 @@
 * ``fake_line``: a :class:`scallop.app.line_api.LineAPI` double for the operator screen's tests.
 * ``fast_users``: the simulator's users (operator 1111, engineer 2222) with a cheap scrypt
   cost so tests do not spend their time hashing.
+* ``browser`` (module scope): a headless chromium driven by Selenium, for the modules marked
+  ``browser`` (they skip themselves with ``tests.helpers.BROWSER_MISSING``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
+from tests.helpers import CHROMEDRIVER, CHROMIUM
 
 LEAK_GRACE_S = 2.0
 
@@ -269,3 +273,43 @@ def fast_users():
     from scallop.app.auth import UserStore
 
     return UserStore.simulator_defaults(scrypt_n=2**8)
+
+
+# ---------------------------------------------------------------------------- headless chromium
+
+BROWSER_W, BROWSER_H = 1280, 800
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--force-device-scale-factor=1",
+        "--hide-scrollbars",
+        f"--window-size={BROWSER_W},{BROWSER_H}",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        opts.add_argument(flag)
+    # An explicit driver path keeps Selenium Manager from trying to download anything.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(10)
+    # --window-size includes the (invisible) browser frame; pin the page's viewport itself.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": BROWSER_W, "height": BROWSER_H, "deviceScaleFactor": 1, "mobile": False},
+    )
+    yield driver
+    driver.quit()

@@ -39,7 +39,7 @@ from scallop.vision.camera import (
     OpenCVCamera,
     OpenCVCameraConfig,
 )
-from tests.test_robot_cli import free_port
+from tests.helpers import free_port
 
 HZ = 200.0  # sampler rate in these tests (wall time)
 TIMEOUT_S = 0.05

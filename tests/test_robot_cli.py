@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -13,14 +12,7 @@ from scallop.app.cli import build_parser, main
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig
 from scallop.sim.arm import SimArm
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from tests.helpers import free_port
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.test_web_browser import _missing, browser, text, wait_for  # noqa: F401  (browser is a fixture)
+from tests.helpers import BROWSER_MISSING, text, wait_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reason=_missing or "")]
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def scallop_run(tmp_path):
     proc.communicate(timeout=30)
 
 
-def test_scallop_run_shows_live_frames_and_counts(browser, scallop_run):  # noqa: F811
+def test_scallop_run_shows_live_frames_and_counts(browser, scallop_run):
     proc, url = scallop_run
     browser.get(url + "/")
     wait_for(browser, lambda: text(browser, "state").lower() == "running", timeout=20, what="state running")

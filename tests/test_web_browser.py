@@ -1,70 +1,19 @@
 """The operator screen in a real headless chromium (Debian's chromium + chromium-driver, via Selenium).
 
-Skipped, with the reason, where chromium, its driver or selenium is missing. The browser is
-started once per module; each test gets its own fake line and server.
+Skipped, with the reason, where chromium, its driver or selenium is missing. The browser
+(conftest.py) is started once per module; each test gets its own fake line and server.
 """
 
 from __future__ import annotations
-
-import os
-import shutil
 
 import cv2
 import numpy as np
 import pytest
 
 from scallop.app.web import create_app, serve
+from tests.helpers import BROWSER_MISSING, text, wait_for
 
-CHROMIUM = os.environ.get("SCALLOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("SCALLOP_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-try:
-    import selenium  # noqa: F401
-
-    _missing = None
-except ImportError:
-    _missing = "selenium is not installed (pip install -e '.[test]')"
-if _missing is None and not (os.path.isfile(CHROMIUM) and os.path.isfile(CHROMEDRIVER)):
-    _missing = f"no headless chromium here ({CHROMIUM}, {CHROMEDRIVER}): apt-get install chromium chromium-driver"
-
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reason=_missing or "")]
-
-W, H = 1280, 800
-WAIT_S = 5.0
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--force-device-scale-factor=1",
-        "--hide-scrollbars",
-        f"--window-size={W},{H}",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-    ):
-        opts.add_argument(flag)
-    # An explicit driver path keeps Selenium Manager from trying to download anything.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(10)
-    # --window-size includes the (invisible) browser frame; pin the page's viewport itself.
-    driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride", {"width": W, "height": H, "deviceScaleFactor": 1, "mobile": False}
-    )
-    yield driver
-    driver.quit()
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]
 
 
 @pytest.fixture
@@ -79,19 +28,6 @@ def screen(browser, fake_line, fast_users):
     finally:
         browser.get("about:blank")  # closes the page's event stream before the server goes
         server.stop()
-
-
-def wait_for(browser, cond, timeout: float = WAIT_S, what: str = ""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.03).until(lambda _: cond())
-    except Exception:
-        raise AssertionError(f"timed out waiting for {what or cond}") from None
-
-
-def text(browser, id_: str) -> str:
-    return browser.find_element("id", id_).text
 
 
 def visible(browser, id_: str) -> bool:

@@ -1,4 +1,4 @@
-"""Subcommands of ``scallop``. A command group (``bench``, ``sim``) gathers modules named
+"""Subcommands of ``scallop``. A command group (``bench``, ``calibrate``, ``sim``) gathers modules named
 ``<group>_<member>.py``, each exposing ``register(subparsers)``."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import argparse
 import importlib
 
 
-def register_group(sub, group: str, members: tuple[str, ...], help: str, description: str):
+def register_group(sub, group: str, members: tuple[str, ...], help: str, description: str, metavar: str | None = None):
     p = sub.add_parser(group, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    gs = p.add_subparsers(dest=group, metavar=group.upper())
+    gs = p.add_subparsers(dest=group, metavar=metavar or group.upper())
     gs.required = True
     for name in members:
         try:

@@ -1,0 +1,45 @@
+"""The production record: every scallop seen, every alarm, every operator action, in SQLite.
+
+Writing (the runtime)::
+
+    w = RecordWriter("scallop-record/record.sqlite", snapshot_dir="scallop-record/snapshots",
+                     snapshot_budget_bytes=500_000_000, on_alarm=line_alarm)
+    w.scallop(ScallopRecord(track_id=17, time=time.time(), encoder_mm=10234.5, result="picked",
+                            arm="left", uro_found=True, uro_removed=True), snapshot_jpeg=None)
+    w.alarm(alarm)                      # a scallop.app.line_api.Alarm, again on ack or clear
+    w.event("start", "maria")
+    w.close()                           # everything queued is written first
+
+The writer never blocks its caller: records go into a bounded queue that one thread drains
+into SQLite (WAL mode, one transaction per batch). A full queue drops the record, counts it and
+raises an alarm; a failing database is retried; a full snapshot disk raises an alarm and the
+scallop is still recorded without its frame. None of these stops the line.
+
+Snapshots (JPEG frames of failed or doubtful picks, for retraining) are files next to the
+database whose total size stays under a byte budget: past it the oldest are deleted (and their
+rows' ``snapshot`` set to NULL).
+
+Reading (``scallop report``, tests): :class:`Record` gives shift summaries and CSV export.
+"""
+
+from scallop.app.record.reader import CSV_COLUMNS, Record, ShiftSummary, shift_range
+from scallop.app.record.rows import RESULTS, ScallopRecord
+from scallop.app.record.schema import SCHEMA_VERSION, RecordError, default_db_path, default_record_dir, open_db
+from scallop.app.record.writer import AlarmCallback, RecordWriter, write_snapshot_file
+
+__all__ = [
+    "CSV_COLUMNS",
+    "RESULTS",
+    "SCHEMA_VERSION",
+    "AlarmCallback",
+    "Record",
+    "RecordError",
+    "RecordWriter",
+    "ScallopRecord",
+    "ShiftSummary",
+    "default_db_path",
+    "default_record_dir",
+    "open_db",
+    "shift_range",
+    "write_snapshot_file",
+]

@@ -1,0 +1,250 @@
+"""Reading a record: shift summaries, raw rows and CSV export (``scallop report``, tests)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+from scallop.app.record.schema import RecordError, open_db
+
+
+@dataclass
+class ShiftSummary:
+    label: str  # "2024-05-01" or the range
+    start: float  # epoch s, inclusive
+    end: float  # epoch s, exclusive
+    seen: int = 0
+    picked: int = 0  # picks executed
+    failed: int = 0  # picks aborted or errored
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    uro_found: int = 0
+    uro_removed: int = 0
+    missed: int = 0  # picked without removing the uro, plus failed
+    adductor_hits: int = 0
+    removal_rate: float | None = None  # uro_removed / uro_found; None with no uro found
+    by_arm: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> picked, failed, uro_removed, adductor_hits
+    per_hour: list[dict] = field(default_factory=list)  # {"hour": "06:00", "seen", "uro_removed"}
+    first: float | None = None
+    last: float | None = None
+    per_minute: float = 0.0  # seen per minute between the first and last scallop
+    alarms: int = 0
+    critical_alarms: int = 0
+    unacked_alarms: int = 0
+    snapshots: int = 0  # frames still kept
+    runs: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        """The summary as the shift leader reads it."""
+
+        def fmt_t(t: float | None) -> str:
+            return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t is not None else "-"
+
+        rate = f"{self.removal_rate * 100:.1f} %" if self.removal_rate is not None else "-"
+        lines = [
+            f"shift {self.label}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
+            f"  scallops seen     {self.seen:8d}   first {fmt_t(self.first)}  last {fmt_t(self.last)}  ({self.per_minute:.1f}/min)",
+            f"  picked            {self.picked:8d}   failed {self.failed}",
+            f"  uro removed       {self.uro_removed:8d}   {rate} of {self.uro_found} with a uro found",
+            f"  missed            {self.missed:8d}",
+            f"  adductor hits     {self.adductor_hits:8d}",
+            f"  skipped           {self.skipped:8d}",
+        ]
+        for reason, n in sorted(self.skipped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    {reason:<20s}{n:6d}")
+        for arm, d in sorted(self.by_arm.items()):
+            lines.append(
+                f"  arm {arm:<14s}{d['picked']:8d} picks, {d['uro_removed']} uro removed, "
+                f"{d['failed']} failed, {d['adductor_hits']} adductor hits"
+            )
+        lines.append(
+            f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}"
+        )
+        lines.append(f"  snapshots kept    {self.snapshots:8d}")
+        return "\n".join(lines)
+
+
+CSV_COLUMNS = (
+    "time_iso",
+    "time",
+    "run_id",
+    "track_id",
+    "encoder_mm",
+    "x_mm",
+    "y_mm",
+    "diameter_mm",
+    "score",
+    "views",
+    "uro_found",
+    "uro_x_mm",
+    "uro_y_mm",
+    "uro_score",
+    "grasp_x_mm",
+    "grasp_y_mm",
+    "pull_angle_deg",
+    "arm",
+    "result",
+    "skip_reason",
+    "uro_removed",
+    "adductor_hit",
+    "doubtful",
+    "snapshot",
+    "detail",
+)
+
+
+class Record:
+    """Read access to a production record (its own connection; safe while the line writes)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._con = open_db(self.path, create=False)
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Record:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def scallops(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
+        cur = self._con.execute("SELECT * FROM scallops WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def alarms(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
+        cur = self._con.execute("SELECT * FROM alarms WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def events(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
+        cur = self._con.execute("SELECT * FROM events WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
+
+    def summary(self, start: float, end: float, label: str = "") -> ShiftSummary:
+        c = self._con
+        s = ShiftSummary(
+            label=label or f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M}..{datetime.fromtimestamp(end):%H:%M}",
+            start=start,
+            end=end,
+        )
+        row = c.execute(
+            "SELECT COUNT(*), SUM(result='picked'), SUM(result='failed'), SUM(result='skipped'), SUM(uro_found),"
+            " SUM(uro_removed=1), SUM(result='picked' AND uro_removed=0) + SUM(result='failed'), SUM(adductor_hit=1),"
+            " MIN(time), MAX(time), SUM(snapshot IS NOT NULL), COUNT(DISTINCT run_id)"
+            " FROM scallops WHERE time >= ? AND time < ?",
+            (start, end),
+        ).fetchone()
+        (
+            s.seen,
+            s.picked,
+            s.failed,
+            s.skipped,
+            s.uro_found,
+            s.uro_removed,
+            s.missed,
+            s.adductor_hits,
+            s.first,
+            s.last,
+            s.snapshots,
+            s.runs,
+        ) = (row[0],) + tuple(int(v or 0) for v in row[1:8]) + (row[8], row[9], int(row[10] or 0), row[11])
+        s.removal_rate = s.uro_removed / s.uro_found if s.uro_found else None
+        if s.first is not None and s.last is not None and s.last > s.first:
+            s.per_minute = s.seen / ((s.last - s.first) / 60.0)
+        s.skipped_by_reason = dict(
+            c.execute(
+                "SELECT skip_reason, COUNT(*) FROM scallops WHERE result='skipped' AND time >= ? AND time < ?"
+                " GROUP BY skip_reason",
+                (start, end),
+            ).fetchall()
+        )
+        for arm, picked, failed, removed, hits in c.execute(
+            "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1)"
+            " FROM scallops WHERE arm != '' AND time >= ? AND time < ? GROUP BY arm",
+            (start, end),
+        ):
+            s.by_arm[arm] = dict(
+                picked=int(picked or 0),
+                failed=int(failed or 0),
+                uro_removed=int(removed or 0),
+                adductor_hits=int(hits or 0),
+            )
+        hours: dict[str, dict] = {}
+        for t, removed in c.execute(
+            "SELECT time, uro_removed FROM scallops WHERE time >= ? AND time < ? ORDER BY time", (start, end)
+        ):
+            h = datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:00")
+            d = hours.setdefault(h, {"hour": h, "seen": 0, "uro_removed": 0})
+            d["seen"] += 1
+            d["uro_removed"] += 1 if removed == 1 else 0
+        s.per_hour = list(hours.values())
+        a = c.execute(
+            "SELECT COUNT(*), SUM(severity='critical'), SUM(acked=0) FROM alarms WHERE time >= ? AND time < ?",
+            (start, end),
+        ).fetchone()
+        s.alarms, s.critical_alarms, s.unacked_alarms = a[0], int(a[1] or 0), int(a[2] or 0)
+        return s
+
+    def export_csv(self, out: str | Path | TextIO, start: float = -math.inf, end: float = math.inf) -> int:
+        """Write the scallop rows in [start, end) as CSV (``-`` = stdout); returns the row count."""
+        if isinstance(out, (str, Path)) and str(out) == "-":
+            return self._write_csv(sys.stdout, start, end)
+        if isinstance(out, (str, Path)):
+            p = Path(out)
+            if p.parent and not p.parent.is_dir():
+                raise FileNotFoundError(f"{p.parent}: no such folder for the CSV file")
+            with p.open("w", newline="", encoding="utf-8") as f:
+                return self._write_csv(f, start, end)
+        return self._write_csv(out, start, end)
+
+    def _write_csv(self, f: TextIO, start: float, end: float) -> int:
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        n = 0
+        for r in self.scallops(start, end):
+            r["time_iso"] = datetime.fromtimestamp(r["time"]).astimezone().isoformat(timespec="milliseconds")
+            w.writerow(["" if r.get(c) is None else r.get(c) for c in CSV_COLUMNS])
+            n += 1
+        return n
+
+
+def _parse_hhmm(s: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", s or "")
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise RecordError(f"day start {s!r}: expected a time like 06:00")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shift_range(spec: str, day_start: str = "00:00", now: datetime | None = None) -> tuple[float, float, str]:
+    """``(start, end, label)`` in epoch seconds for a production day: ``today``, ``yesterday``
+    or a date ``YYYY-MM-DD``, in local time. With ``day_start="06:00"`` a day runs from 06:00 to
+    06:00 the next morning, and "today" at 03:00 is still the day that began yesterday 06:00."""
+    hh, mm = _parse_hhmm(day_start)
+    now = now or datetime.now()
+    today_start = datetime.combine(now.date(), datetime.min.time()).replace(hour=hh, minute=mm)
+    current = now.date() if now >= today_start else now.date() - timedelta(days=1)
+    if spec == "today":
+        d = current
+    elif spec == "yesterday":
+        d = current - timedelta(days=1)
+    else:
+        try:
+            d = date.fromisoformat(spec)
+        except (TypeError, ValueError):
+            raise RecordError(f"shift {spec!r}: expected today, yesterday or a date like 2024-05-01") from None
+    start = datetime.combine(d, datetime.min.time()).replace(hour=hh, minute=mm)
+    end = datetime.combine(d + timedelta(days=1), datetime.min.time()).replace(hour=hh, minute=mm)
+    return start.timestamp(), end.timestamp(), d.isoformat()

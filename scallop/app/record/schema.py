@@ -1,0 +1,143 @@
+"""The record's database: its schema, where it lives by default, and opening (or creating) it."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from scallop.errors import DataError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id       INTEGER PRIMARY KEY,
+    started  REAL NOT NULL,           -- wall clock, epoch seconds
+    ended    REAL,
+    host     TEXT NOT NULL DEFAULT '',
+    note     TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS scallops (
+    id             INTEGER PRIMARY KEY,
+    run_id         INTEGER NOT NULL REFERENCES runs(id),
+    track_id       INTEGER NOT NULL,
+    time           REAL NOT NULL,
+    encoder_mm     REAL NOT NULL,
+    x_mm           REAL, y_mm REAL, diameter_mm REAL, score REAL,
+    views          INTEGER NOT NULL DEFAULT 1,
+    uro_found      INTEGER NOT NULL,
+    uro_x_mm       REAL, uro_y_mm REAL, uro_score REAL,
+    grasp_x_mm     REAL, grasp_y_mm REAL, pull_angle_deg REAL,
+    arm            TEXT NOT NULL DEFAULT '',
+    result         TEXT NOT NULL CHECK (result IN ('picked', 'failed', 'skipped')),
+    skip_reason    TEXT NOT NULL DEFAULT '',
+    uro_removed    INTEGER,               -- NULL: not known
+    adductor_hit   INTEGER,
+    doubtful       INTEGER NOT NULL DEFAULT 0,
+    snapshot       TEXT,                  -- file name under the snapshot folder, NULL if none kept
+    detail         TEXT NOT NULL DEFAULT '{}',
+    UNIQUE (run_id, track_id)             -- each scallop once
+);
+CREATE INDEX IF NOT EXISTS scallops_time ON scallops(time);
+CREATE TABLE IF NOT EXISTS alarms (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    alarm_id     INTEGER NOT NULL,
+    time         REAL NOT NULL,
+    severity     TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    acked        INTEGER NOT NULL DEFAULT 0,
+    acked_by     TEXT NOT NULL DEFAULT '',
+    acked_time   REAL,
+    active       INTEGER NOT NULL DEFAULT 1,
+    cleared_time REAL,
+    UNIQUE (run_id, alarm_id)
+);
+CREATE INDEX IF NOT EXISTS alarms_time ON alarms(time);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY,
+    run_id  INTEGER NOT NULL REFERENCES runs(id),
+    time    REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    user    TEXT NOT NULL DEFAULT '',
+    detail  TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+"""
+
+# The scallops table's columns in the order the writer inserts them.
+_SCALLOP_COLS = (
+    "run_id",
+    "track_id",
+    "time",
+    "encoder_mm",
+    "x_mm",
+    "y_mm",
+    "diameter_mm",
+    "score",
+    "views",
+    "uro_found",
+    "uro_x_mm",
+    "uro_y_mm",
+    "uro_score",
+    "grasp_x_mm",
+    "grasp_y_mm",
+    "pull_angle_deg",
+    "arm",
+    "result",
+    "skip_reason",
+    "uro_removed",
+    "adductor_hit",
+    "doubtful",
+    "snapshot",
+    "detail",
+)
+
+
+class RecordError(DataError):
+    """A record that cannot be opened or a value that cannot be recorded; the message names it."""
+
+
+def default_record_dir() -> Path:
+    """Where the line keeps its record unless configured: ``$SCALLOP_RECORD_DIR`` or ./scallop-record."""
+    return Path(os.environ.get("SCALLOP_RECORD_DIR", "scallop-record"))
+
+
+def default_db_path() -> Path:
+    return default_record_dir() / "record.sqlite"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only a power cut may lose the
+    # last transactions, which is the price of not fsyncing every scallop.
+    con.execute("PRAGMA synchronous=NORMAL")
+    return con
+
+
+def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
+    """A connection to the record at ``path`` with the schema checked (and created if ``create``)."""
+    p = Path(path)
+    if not create and not p.is_file():
+        raise FileNotFoundError(f"{p}: no production record here (run the line first, or pass --db)")
+    if create:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = _connect(p)
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        raise RecordError(f"{p}: not a production record ({e})") from None
+    if version == 0 and not tables:
+        if not create:
+            con.close()
+            raise RecordError(f"{p}: empty database, not a production record")
+        con.executescript(_SCHEMA)
+        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    elif version != SCHEMA_VERSION:
+        con.close()
+        raise RecordError(f"{p}: record schema version {version}, this program reads version {SCHEMA_VERSION}")
+    return con
