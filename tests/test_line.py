@@ -266,3 +266,20 @@ def test_arms_polled_within_the_heartbeat_period_not_every_tick(tmp_path, monkey
     assert len(sent) >= 10
     # The busy share of the arm is shown (it was reset on every collect).
     assert snap.arms[0].utilisation > 0.3
+
+
+def test_metrics_carry_the_line_and_its_record(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    line = make_line(tmp_path)
+    try:
+        line.start("test")
+        line.run_stepped(20.0)
+        line.record.flush()
+        fams = {f.name: f for f in text_string_to_metric_families(line.metrics_text())}
+        seen = line.summary()["seen"]
+    finally:
+        line.close()
+    assert fams["scallop_seen"].samples[0].value == seen > 0
+    assert fams["scallop_record_written"].samples[0].value >= 1
+    assert fams["scallop_record_dropped"].samples[0].value == 0

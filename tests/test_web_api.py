@@ -1,9 +1,8 @@
-"""The operator screen's HTTP API against a fake line, plus the auth and metrics helpers it uses."""
+"""The operator screen's HTTP API against a fake line, plus the auth helpers and the metrics it serves."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import stat
@@ -14,15 +13,10 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from scallop.app.auth import AuthError, LockedOut, SessionStore, UserFileError, UserStore
-from scallop.app.metrics import (
-    MetricsError,
-    Registry,
-    format_value,
-    parse_text,
-    snapshot_metrics,
-)
+from scallop.app.metrics import snapshot_metrics
 from scallop.app.web import WebError, create_app, serve
 
 
@@ -354,6 +348,15 @@ def test_engineer_reads_and_changes_config(client, fake_line, audit_log):
 # ---------------------------------------------------------------------------- /metrics
 
 
+def families(text: str) -> dict:
+    """Exposition text's families by the name a dashboard queries (the parser drops a counter's ``_total``)."""
+    return {f.name + ("_total" if f.type == "counter" else ""): f for f in text_string_to_metric_families(text)}
+
+
+def samples(family) -> list[tuple[str, dict, float]]:
+    return [(s.name, s.labels, s.value) for s in family.samples]
+
+
 def test_metrics_is_valid_prometheus_text_without_login(client, fake_line):
     fake_line.set_counts(seen=7, frames_dropped=2)
     fake_line.skipped_by_reason = {"no_uro": 3}
@@ -361,16 +364,16 @@ def test_metrics_is_valid_prometheus_text_without_login(client, fake_line):
     r = client.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    fams = parse_text(r.text)
-    assert fams["scallop_seen_total"]["type"] == "counter"
-    assert fams["scallop_seen_total"]["samples"] == [("scallop_seen_total", {}, 7.0)]
-    assert ("scallop_skipped_by_reason_total", {"reason": "no_uro"}, 3.0) in fams["scallop_skipped_by_reason_total"][
-        "samples"
-    ]
-    assert ("scallop_line_state", {"state": "stopped"}, 1.0) in fams["scallop_line_state"]["samples"]
-    reqs = fams["scallop_web_requests_total"]["samples"]
+    fams = families(r.text)
+    assert fams["scallop_seen_total"].type == "counter"
+    assert samples(fams["scallop_seen_total"]) == [("scallop_seen_total", {}, 7.0)]
+    assert ("scallop_skipped_by_reason_total", {"reason": "no_uro"}, 3.0) in samples(
+        fams["scallop_skipped_by_reason_total"]
+    )
+    assert ("scallop_line_state", {"state": "stopped"}, 1.0) in samples(fams["scallop_line_state"])
+    reqs = samples(fams["scallop_web_requests_total"])
     assert ("scallop_web_requests_total", {"method": "GET", "route": "/api/state", "status": "200"}, 1.0) in reqs
-    assert fams["scallop_web_line_metrics_ok"]["samples"][0][2] == 1.0
+    assert fams["scallop_web_line_metrics_ok"].samples[0].value == 1.0
 
 
 def test_a_crashed_line_gives_a_json_500(fake_line, fast_users):
@@ -391,7 +394,7 @@ def test_metrics_still_answer_when_the_line_does_not(fake_line, fast_users):
     with TestClient(create_app(fake_line, fast_users)) as c:
         r = c.get("/metrics")
     assert r.status_code == 200
-    assert parse_text(r.text)["scallop_web_line_metrics_ok"]["samples"][0][2] == 0.0
+    assert families(r.text)["scallop_web_line_metrics_ok"].samples[0].value == 0.0
 
 
 # ---------------------------------------------------------------------------- real server, live events
@@ -429,8 +432,8 @@ def test_live_events_follow_the_line_and_stop_with_the_server(fake_line, fast_us
                     if ev["seen"] == 5:
                         break
                 assert ev["alarms"][0]["text"] == "belt slipping"
-                m = parse_text(c.get("/metrics").text)
-                assert m["scallop_web_event_clients"]["samples"][0][2] == 1.0
+                m = families(c.get("/metrics").text)
+                assert m["scallop_web_event_clients"].samples[0].value == 1.0
                 t0 = time.monotonic()
                 server.stop()
                 # The open stream must not hold the shutdown up to the grace timeout.
@@ -563,87 +566,7 @@ def test_lockout_counts_only_consecutive_failures(fast_users):
         s.login("1111")
 
 
-# ---------------------------------------------------------------------------- metrics helpers
-
-
-def test_counter_gauge_render_and_parse_back():
-    reg = Registry()
-    c = reg.counter("x_events_total", "Events.\nSecond line with a \\ backslash.", ("kind",))
-    g = reg.gauge("x_depth", "Queue depth.")
-    c.labels(kind='a"b\\c\nd').inc(2)
-    c.labels(kind="plain").inc()
-    g.set(3.5)
-    g.dec(1)
-    text = reg.render()
-    assert "# HELP x_events_total Events.\\nSecond line with a \\\\ backslash." in text
-    assert 'x_events_total{kind="a\\"b\\\\c\\nd"} 2' in text
-    assert "x_depth 2.5\n" in text
-    fams = parse_text(text)
-    assert fams["x_events_total"]["help"] == "Events.\nSecond line with a \\ backslash."
-    assert ("x_events_total", {"kind": 'a"b\\c\nd'}, 2.0) in fams["x_events_total"]["samples"]
-    assert fams["x_depth"] == {"type": "gauge", "help": "Queue depth.", "samples": [("x_depth", {}, 2.5)]}
-
-
-def test_histogram_buckets_are_cumulative_and_end_in_inf():
-    reg = Registry()
-    h = reg.histogram("stage_seconds", "Stage time.", ("stage",), buckets=(0.01, 0.1, 1.0))
-    for v in (0.005, 0.01, 0.05, 0.5, 5.0):
-        h.labels(stage="inference").observe(v)
-    s = {lab.get("le", name): v for name, lab, v in parse_text(reg.render())["stage_seconds"]["samples"]}
-    assert s == {
-        "0.01": 2,
-        "0.1": 3,
-        "1.0": 4,
-        "+Inf": 5,
-        "stage_seconds_sum": pytest.approx(5.565),
-        "stage_seconds_count": 5,
-    }
-
-
-def test_summary_quantiles_over_the_window():
-    reg = Registry()
-    sm = reg.summary("lat_seconds", "Latency.", quantiles=(0.5, 0.99), window=100)
-    assert math.isnan(sm.quantile(0.5))
-    for v in range(1, 201):  # only the last 100 (101..200) are in the window
-        sm.observe(v / 1000)
-    assert sm.quantile(0.5) == pytest.approx(0.150)
-    assert sm.quantile(0.99) == pytest.approx(0.199)
-    samples = parse_text(reg.render())["lat_seconds"]["samples"]
-    assert ("lat_seconds", {"quantile": "0.5"}, 0.15) in samples
-    assert ("lat_seconds_count", {}, 200.0) in samples
-
-
-@pytest.mark.parametrize(
-    "call, msg",
-    [
-        (lambda r: r.counter("9bad", "x"), "metric name '9bad' is not valid"),
-        (lambda r: r.counter("ok_total", "x", ("__x",)), "label name '__x' is not valid"),
-        (lambda r: r.histogram("h", "x", ("le",)), "label 'le' is reserved in a histogram"),
-        (lambda r: r.histogram("h", "x", buckets=(1, 0.5)), "strictly increasing"),
-        (lambda r: r.counter("c_total", "x").inc(-1), r"a counter only goes up: inc\(-1\) refused"),
-        (lambda r: r.counter("c_total", "x", ("a",)).inc(), r"has labels \['a'\]: call .labels"),
-        (lambda r: r.counter("c_total", "x", ("a",)).labels(b="1"), r"labels \['b'\] do not match \['a'\]"),
-        (lambda r: (r.gauge("g", "x"), r.gauge("g", "y")), "metric 'g' is already registered"),
-    ],
-)
-def test_metrics_refuse_bad_use(call, msg):
-    with pytest.raises(MetricsError, match=msg):
-        call(Registry())
-
-
-def test_format_value_and_strict_parser():
-    assert [format_value(v) for v in (3.0, 0.25, float("inf"), float("-inf"), 1e-05)] == [
-        "3",
-        "0.25",
-        "+Inf",
-        "-Inf",
-        "1e-05",
-    ]
-    assert format_value(float("nan")) == "NaN"
-    with pytest.raises(MetricsError, match="line 2: not a valid sample"):
-        parse_text("# TYPE a gauge\na{b=c} 1\n")
-    with pytest.raises(MetricsError, match="does not belong to the family"):
-        parse_text("# TYPE a gauge\nb 1\n")
+# ---------------------------------------------------------------------------- snapshot metrics
 
 
 def test_snapshot_metrics_cover_the_snapshot(fake_line):
@@ -652,11 +575,11 @@ def test_snapshot_metrics_cover_the_snapshot(fake_line):
     fake_line.set_counts(seen=10, picked=8, uro_removed=7, frames=300, frames_dropped=4, per_minute=33.0)
     fake_line.arms[0].state = "picking"
     fake_line.alarms.append(Alarm(1, 0.0, "critical", "arm:right", "gone"))
-    fams = parse_text(snapshot_metrics(fake_line.snapshot()))
-    assert fams["scallop_frames_dropped_total"]["samples"][0][2] == 4
-    assert ("scallop_arm_state", {"arm": "left", "state": "picking"}, 1.0) in fams["scallop_arm_state"]["samples"]
-    assert ("scallop_arm_state", {"arm": "left", "state": "idle"}, 0.0) in fams["scallop_arm_state"]["samples"]
-    assert ("scallop_stage_latency_seconds", {"stage": "inference", "quantile": "0.99"}, 0.019) in fams[
-        "scallop_stage_latency_seconds"
-    ]["samples"]
-    assert ("scallop_alarms_unacked", {"severity": "critical"}, 1.0) in fams["scallop_alarms_unacked"]["samples"]
+    fams = families(snapshot_metrics(fake_line.snapshot()))
+    assert fams["scallop_frames_dropped_total"].samples[0].value == 4
+    assert ("scallop_arm_state", {"arm": "left", "state": "picking"}, 1.0) in samples(fams["scallop_arm_state"])
+    assert ("scallop_arm_state", {"arm": "left", "state": "idle"}, 0.0) in samples(fams["scallop_arm_state"])
+    assert ("scallop_stage_latency_seconds", {"stage": "inference", "quantile": "0.99"}, 0.019) in samples(
+        fams["scallop_stage_latency_seconds"]
+    )
+    assert ("scallop_alarms_unacked", {"severity": "critical"}, 1.0) in samples(fams["scallop_alarms_unacked"])

@@ -856,19 +856,6 @@ def run_scenario(
 
 
 # ============================================================================ the summary
-def _pcts(a) -> dict:
-    a = np.asarray(a, float)
-    if not len(a):
-        return {}
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p90": round(float(np.percentile(a, 90)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "max": round(float(a.max()), 3),
-        "n": int(len(a)),
-    }
-
-
 def _summarise(
     b: _Bench,
     sc: Scenario,

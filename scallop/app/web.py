@@ -54,6 +54,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -66,7 +67,7 @@ from scallop.app.auth import (
     UserStore,
 )
 from scallop.app.line_api import LineAPI
-from scallop.app.metrics import CONTENT_TYPE, Registry
+from scallop.app.metrics import CONTENT_TYPE, WithoutCreated, render
 from scallop.errors import DeviceError
 
 STATIC_DIR = Path(__file__).with_name("web")
@@ -113,19 +114,25 @@ def _key_message(e: KeyError) -> str:
 
 class _WebMetrics:
     def __init__(self) -> None:
-        self.registry = Registry()
-        self.requests = self.registry.counter(
-            "scallop_web_requests_total", "HTTP requests served.", ("method", "route", "status")
+        # Its own registry: each app counts for itself, and tests create many apps in one process.
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "scallop_web_requests_total", "HTTP requests served.", ("method", "route", "status"), registry=r
         )
-        self.seconds = self.registry.histogram(
+        self.seconds = Histogram(
             "scallop_web_request_seconds",
             "Time to answer an HTTP request (streams excluded).",
             ("route",),
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
+            registry=r,
         )
-        self.clients = self.registry.gauge("scallop_web_event_clients", "Screens connected to the live event stream.")
-        self.logins = self.registry.counter("scallop_web_logins_total", "Login attempts.", ("outcome",))
-        self.line_ok = self.registry.gauge("scallop_web_line_metrics_ok", "1 when the line answered for its metrics.")
+        self.clients = Gauge("scallop_web_event_clients", "Screens connected to the live event stream.", registry=r)
+        self.logins = Counter("scallop_web_logins_total", "Login attempts.", ("outcome",), registry=r)
+        self.line_ok = Gauge("scallop_web_line_metrics_ok", "1 when the line answered for its metrics.", registry=r)
+
+    def render(self) -> str:
+        return render(WithoutCreated(self.registry))
 
 
 _ROUTES = (
@@ -372,7 +379,7 @@ def create_app(
             metrics.line_ok.set(0)
         if text and not text.endswith("\n"):
             text += "\n"
-        return Response(text + metrics.registry.render(), media_type=CONTENT_TYPE)
+        return Response(text + metrics.render(), media_type=CONTENT_TYPE)
 
     # -- login
 

@@ -357,9 +357,13 @@ class Line:
         return self.publisher.latest_jpeg()
 
     def metrics_text(self) -> str:
-        from scallop.app.metrics import snapshot_metrics
+        """The line's metrics and its record writer's (docs/interfaces.md)."""
+        from scallop.app.metrics import RecordCollector, SnapshotCollector, render
 
-        return snapshot_metrics(self.snapshot())
+        collectors = [SnapshotCollector(self.snapshot())]
+        if self.record is not None:
+            collectors.append(RecordCollector(self.record.stats))
+        return render(*collectors)
 
     def summary(self) -> dict:
         """The one-line JSON of ``scallop run --duration``."""

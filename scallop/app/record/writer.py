@@ -210,37 +210,10 @@ class RecordWriter:
         return s
 
     def metrics_text(self, prefix: str = "scallop_record") -> str:
-        from scallop.app.metrics import format_family
+        """Prometheus exposition text of :meth:`stats` (the names are in docs/interfaces.md)."""
+        from scallop.app.metrics import RecordCollector, render
 
-        s = self.stats()
-        out = []
-        for key, help in (
-            ("written", "Scallop rows written."),
-            ("dropped", "Rows dropped because the queue was full."),
-            ("duplicates", "Scallops recorded twice (refused)."),
-            ("db_errors", "Database write errors."),
-            ("snapshots_written", "Snapshot frames kept."),
-            ("snapshots_deleted", "Snapshots deleted to stay in budget."),
-            ("snapshot_failures", "Snapshot frames that could not be written."),
-        ):
-            out.append(format_family(f"{prefix}_{key}_total", "counter", help, [(f"{prefix}_{key}_total", [], s[key])]))
-        out.append(
-            format_family(
-                f"{prefix}_queue_depth",
-                "gauge",
-                "Rows waiting to be written.",
-                [(f"{prefix}_queue_depth", [], s["queued"])],
-            )
-        )
-        out.append(
-            format_family(
-                f"{prefix}_snapshot_bytes",
-                "gauge",
-                "Bytes of snapshot frames on disk.",
-                [(f"{prefix}_snapshot_bytes", [], s["snapshot_bytes"])],
-            )
-        )
-        return "".join(out)
+        return render(RecordCollector(self.stats, prefix))
 
     # -- alarms
 
