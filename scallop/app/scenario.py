@@ -425,10 +425,8 @@ class _Bench:
             self._schedule(f, i)
         self.events.sort(key=lambda e: (e[0], e[1]))
         self._next_t = self.events[0][0] if self.events else math.inf
-        # Every sample, not the last 2000: the report's histograms show the whole run.
-        from scallop.app.stats import LatencyWindow
-
-        self.line.stats.latency = {s: LatencyWindow(n=500_000) for s in self.line.stats.STAGES}
+        # The report's histograms show the whole run, not the last 2000 frames.
+        self.line.stats.keep_all()
 
     def _schedule(self, f: FaultSpec, i: int) -> None:
         line, t0 = self.line, self.t0
@@ -856,19 +854,6 @@ def run_scenario(
 
 
 # ============================================================================ the summary
-def _pcts(a) -> dict:
-    a = np.asarray(a, float)
-    if not len(a):
-        return {}
-    return {
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p90": round(float(np.percentile(a, 90)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "max": round(float(a.max()), 3),
-        "n": int(len(a)),
-    }
-
-
 def _summarise(
     b: _Bench,
     sc: Scenario,
@@ -999,7 +984,7 @@ def _summarise(
         "line": line_sum,
         "time_series": series,
         "failure_frames": [dataclasses.asdict(f) for f in b.failures],
-        "_latency_values": {s: w.values().tolist() for s, w in b.line.stats.latency.items() if w.count},
+        "_latency_values": b.line.stats.latency_values(),
     }
 
 
