@@ -16,6 +16,10 @@ class LatencyWindow:
         self.count = 0
         self.total_ms = 0.0
 
+    def widen(self, n: int) -> None:
+        """Keep the last ``n`` samples from now on (the ones kept so far stay)."""
+        self._d = deque(self._d, maxlen=n)
+
     def add(self, ms: float) -> None:
         self._d.append(float(ms))
         self.count += 1
@@ -39,11 +43,20 @@ class LatencyWindow:
 
 class Stats:
     STAGES = ("capture", "inference", "tracking", "planning", "modbus", "frame_total")
+    # keep_all()'s bound per stage: hours of frames, yet a forgotten run cannot eat the memory.
+    KEEP_ALL_MAX = 500_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.latency = {s: LatencyWindow() for s in self.STAGES}
         self._events: deque[tuple[float, str]] = deque(maxlen=20000)
+
+    def keep_all(self) -> None:
+        """Keep every latency sample from now on (up to KEEP_ALL_MAX a stage) instead of the
+        last 2000: a run's report shows the whole run, a live line only needs recent ones."""
+        with self._lock:
+            for w in self.latency.values():
+                w.widen(self.KEEP_ALL_MAX)
 
     def timing(self, stage: str, ms: float) -> None:
         with self._lock:
@@ -60,3 +73,8 @@ class Stats:
     def latency_summary(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {s: w.percentiles() for s, w in self.latency.items() if w.count}
+
+    def latency_values(self) -> dict[str, list[float]]:
+        """The kept samples (ms) of every stage that has any."""
+        with self._lock:
+            return {s: w.values().tolist() for s, w in self.latency.items() if w.count}

@@ -1,0 +1,131 @@
+"""A scenario's faults as actions at virtual times on the running line, its simulated arms and
+its camera, run from the line's ``on_tick`` hook (belt stops are not here: they are written
+into the belt's speed profile, :meth:`scallop.app.scenario.spec.Scenario.line_config`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from scallop.app.scenario.spec import FaultSpec
+
+
+class FaultScript:
+    """The faults of one run. An action returns False to be tried again the next tick (the
+    operator's reset of an arm that does not answer yet); ``log`` lists the actions done and
+    ``errors`` the ones that gave up."""
+
+    def __init__(self, line, faults: list[FaultSpec], t0: float) -> None:
+        self.line = line
+        self.t0 = t0
+        self.events: list[tuple[float, int, str, Callable[[], bool]]] = []
+        self.log: list[dict] = []
+        self.errors: list[str] = []
+        for i, f in enumerate(faults):
+            self._schedule(f, i)
+        self.events.sort(key=lambda e: (e[0], e[1]))
+        self._next_t = self.events[0][0] if self.events else math.inf
+
+    def _schedule(self, f: FaultSpec, i: int) -> None:
+        line, t0 = self.line, self.t0
+        backend = line.backend
+        camera = backend.camera
+
+        def add(t: float, what: str, fn: Callable[[], bool]) -> None:
+            self.events.append((t0 + t, len(self.events), what, fn))
+
+        def once(fn: Callable[[], None]) -> Callable[[], bool]:
+            def run() -> bool:
+                fn()
+                return True
+
+            return run
+
+        if f.kind == "belt_stop":
+            return  # in the belt's speed profile
+        if f.kind == "camera_drop":
+            add(f.at_s, f"faults[{i}] camera_drop {f.frames}", once(lambda: camera.drop_next(f.frames)))
+        elif f.kind == "camera_stall":
+            add(f.at_s, f"faults[{i}] camera_stall {f.duration_s:g} s", once(lambda: camera.stall(f.duration_s)))
+        elif f.kind == "heartbeat_stall":
+            sim = backend.sim_arm(f.arm)
+            add(f.at_s, f"faults[{i}] {f.arm} heartbeat stalls", once(lambda: sim.stall_heartbeat(True)))
+            add(f.end_s, f"faults[{i}] {f.arm} heartbeat back", once(lambda: sim.stall_heartbeat(False)))
+        elif f.kind == "arm_disconnect":
+            sim = backend.sim_arm(f.arm)
+            port: list[int] = []
+
+            def down() -> None:
+                port.append(sim.port)
+                sim.close()
+
+            def up() -> None:
+                # Same port as before: the controller's transport reconnects to where it was.
+                sim._port = port[-1]
+                sim.start()
+
+            add(f.at_s, f"faults[{i}] {f.arm} server down", once(down))
+            add(f.end_s, f"faults[{i}] {f.arm} server back", once(up))
+            t_reset = f.end_s + f.reset_after_s
+            add(t_reset, f"faults[{i}] operator resets {f.arm}", self._arm_reset(f.arm, give_up_at_s=t_reset + 10.0))
+        elif f.kind == "estop_restart":
+            sims = list(backend.sim_arms) if f.arms else []
+
+            def press() -> None:
+                line.estop("scenario")
+                for s in sims:
+                    s.estop()
+
+            def release() -> None:
+                for s in sims:
+                    s.release_estop()
+
+            def restart() -> bool:
+                if line.state == "estop":
+                    line.reset("scenario")
+                if line.state in ("stopped", "paused"):
+                    line.start("scenario")
+                return True
+
+            add(f.at_s, f"faults[{i}] e-stop pressed", once(press))
+            add(f.end_s, f"faults[{i}] e-stop released", once(release))
+            add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets and restarts the line", restart)
+
+    def _arm_reset(self, name: str, give_up_at_s: float) -> Callable[[], bool]:
+        """The operator's reset of one arm, tried every tick until the arm answers (or gives up)."""
+        from scallop.robot.errors import RobotError
+
+        def run() -> bool:
+            c = next(c for c in self.line.clients if c.name == name)
+            st = c.state_name
+            if st in ("idle", "picking"):
+                return True
+            if st in ("fault", "estop"):
+                try:
+                    c.reset_fault()
+                    return True
+                except RobotError:
+                    pass
+            if self.line.clock.now() > self.t0 + give_up_at_s:
+                self.errors.append(f"operator reset of {name} gave up: the arm stayed {st}")
+                return True
+            return False
+
+        return run
+
+    def tick(self, now: float) -> None:
+        """Run the actions that are due at ``now`` (virtual time)."""
+        if self._next_t > now:
+            return
+        keep = []
+        while self.events and self.events[0][0] <= now:
+            t, k, what, fn = self.events.pop(0)
+            if fn():
+                self.log.append({"t": round(now - self.t0, 3), "event": what})
+            else:
+                keep.append((t, k, what, fn))
+        self.events = sorted(keep + self.events, key=lambda e: (e[0], e[1]))
+        # A retried action waits a tick.
+        self._next_t = min((e[0] for e in self.events), default=math.inf)
+        if keep:
+            self._next_t = now + self.line.config.runtime.tick_s

@@ -1,0 +1,289 @@
+"""Running a scenario: the whole line (renderer → camera → vision → tracking → planning →
+simulated arms over Modbus on 127.0.0.1) on the virtual clock with
+:meth:`scallop.app.line.Line.run_stepped`, the faults applied from its ``on_tick`` hook
+(:mod:`.faults`), every scallop followed from its hooks (:mod:`.accounting`), and the summary
+that :func:`scallop.app.scenario.report.write_report` turns into a report."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from scallop.app.config import LineConfig
+from scallop.app.scenario.accounting import Accounting, outcome_of
+from scallop.app.scenario.faults import FaultScript
+from scallop.app.scenario.spec import Scenario, ScenarioError
+
+# Summary keys measured on the wall clock: everything else is a function of (scenario, seed).
+WALL_TIME_KEYS = ("latency_ms", "realtime_factor", "wall_s", "setup_s")
+
+
+def run_scenario(
+    sc: Scenario,
+    report_dir: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    model: str | None = None,
+    scallops: int | None = None,
+    duration_s: float | None = None,
+    progress: Callable[[str], None] | None = None,
+    chunk_s: float = 5.0,
+) -> dict:
+    """Run ``sc`` on the virtual clock and return its summary (see :mod:`.report`).
+
+    seed / model / scallops / duration_s override the scenario's own (``scallops`` and
+    ``duration_s`` replace each other). With ``report_dir`` the failure frames and the line's
+    record (``record/record.sqlite``) are written there; ``write_report`` adds the rest.
+    """
+    import shutil
+    import tempfile
+
+    from scallop.app.build import build_line
+    from scallop.sim.clock import VirtualClock
+
+    if scallops is not None and duration_s is not None:
+        raise ScenarioError("give --scallops or --duration, not both")
+    spec = sc.spec
+    if scallops is not None:
+        if scallops < 1:
+            raise ScenarioError(f"scallops={scallops} is out of range: allowed 1..1000000")
+        spec = dataclasses.replace(spec, scallops=scallops, duration_s=0.0)
+    elif duration_s is not None:
+        if not 0 < duration_s <= 86400:
+            raise ScenarioError(f"duration_s={duration_s:g} is out of range: allowed 0..86400")
+        spec = dataclasses.replace(spec, duration_s=duration_s, scallops=0)
+    sc = dataclasses.replace(sc, spec=spec)
+    seed = spec.seed if seed is None else int(seed)
+    cfg = sc.line_config(model=model)
+    rate = cfg.sim.arrivals.rate_per_s
+    if spec.scallops:
+        if rate <= 0:
+            raise ScenarioError("scenario.scallops needs arrivals (line.sim.arrivals.rate_per_s or arrivals_share > 0)")
+        stops = sum(f.end_s - f.at_s for f in sc.faults if f.kind in ("belt_stop", "estop_restart"))
+        expected = spec.scallops / rate + stops + 30.0
+        t_end = spec.max_duration_s or 3.0 * expected
+    else:
+        t_end = spec.duration_s
+
+    out = Path(report_dir) if report_dir is not None else None
+    tmp = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob("failure-*.jpg"):
+            old.unlink()
+        if (out / "record").is_dir():
+            shutil.rmtree(out / "record")
+        rec_path = out / "record" / "record.sqlite"
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="scallop-scenario-")
+        rec_path = Path(tmp.name) / "record.sqlite"
+
+    t_wall0 = time.perf_counter()
+    clock = VirtualClock()
+    line = build_line(cfg, rec_path, seed=seed, clock=clock)
+    crash = None
+    try:
+        line.open()
+        t0 = clock.now()
+        acct = Accounting(line, t0, spec.scallops, spec.failure_frames, out)
+        faults = FaultScript(line, sc.faults, t0)
+        # The report's histograms show the whole run, not the last 2000 frames.
+        line.stats.keep_all()
+
+        def on_tick(line) -> None:
+            acct.tick(line.clock.now())
+            faults.tick(line.clock.now())
+
+        line.start("scenario")
+        t_setup = time.perf_counter() - t_wall0
+        t_loop0 = time.perf_counter()
+        last_note = 0.0
+        while not (clock.now() >= t_end or acct.target_reached()):
+            step = min(chunk_s, t_end - clock.now())
+            line.run_stepped(step, on_frame=acct.on_frame, on_tick=on_tick)
+            if line.state == "fault":
+                crash = next(
+                    (a.text for a in line.alarms.visible() if a.source == "line" and a.active),
+                    "the line stopped after a fault",
+                )
+                break
+            if progress is not None and time.perf_counter() - last_note > 10.0:
+                last_note = time.perf_counter()
+                n = len(acct.processed())
+                goal = f"/{spec.scallops}" if spec.scallops else ""
+                progress(
+                    f"t={clock.now():.0f} s virtual, {n}{goal} scallops past the arms, "
+                    f"{clock.now() / max(1e-9, last_note - t_loop0):.1f}x real time"
+                )
+        t_virtual = clock.now() - t0
+        loop_wall = time.perf_counter() - t_loop0
+        line.stop("scenario")
+        acct.collect()
+        summary = _summarise(acct, faults, sc, cfg, seed, t_virtual, loop_wall, t_setup, crash)
+    finally:
+        line.close()
+        if tmp is not None:
+            tmp.cleanup()
+    summary["wall_s"] = round(time.perf_counter() - t_wall0, 2)
+    return summary
+
+
+def _summarise(
+    acct: Accounting,
+    faults: FaultScript,
+    sc: Scenario,
+    cfg: LineConfig,
+    seed: int,
+    t_virtual: float,
+    loop_wall: float,
+    t_setup: float,
+    crash: str | None,
+) -> dict:
+    """The run's figures: outcomes of the processed scallops, the arms' own pick records, time
+    series, checks, and the line's summary."""
+    from scallop.robot.arm import PICK_TYPES
+    from scallop.robot.planning import PickPlanner
+
+    v = cfg.sim.belt.speed_mm_s
+    processed = acct.processed()
+    outcomes = Counter(outcome_of(r) for r in processed)
+    with_uro = [r for r in processed if r.had_uro]
+    uro_removed = sum(1 for r in with_uro if not r.has_uro)
+    missed = sum(1 for r in with_uro if r.has_uro)
+    skipped = Counter()
+    for k, n in outcomes.items():
+        if not k.startswith("picked:"):
+            skipped[k.split(":", 1)[-1]] += n
+
+    # Executed picks: the arms' own records (ground truth), over the whole run.
+    picks, seqs_dup, target_dup = [], 0, 0
+    busy: dict[str, float] = {}
+    target_ids: Counter = Counter()
+    backend = acct.line.backend
+    for cfg_a, sim in zip(backend.arm_configs, backend.sim_arms):
+        seqs = [r.seq for r in sim.records]
+        seqs_dup += len(seqs) - len(set(seqs))
+        busy[cfg_a.name] = 0.0
+        for r in sim.records:
+            if r.cmd_type not in PICK_TYPES:
+                continue
+            target_ids[r.target_id] += 1
+            # Moving or gripping; waiting above a uro that has not arrived yet is spare capacity.
+            busy[cfg_a.name] += max(0.0, r.t_done - r.t_ack - r.wait_s)
+            if r.t_grip is not None:
+                picks.append((r.t_grip, cfg_a.name, r.grade or "ungraded"))
+    target_dup = sum(n - 1 for n in target_ids.values() if n > 1)
+    picks.sort()
+    grades = Counter(g for _, _, g in picks)
+    span = t_virtual
+    tp = 0.0
+    if len(picks) >= 2:
+        # Picks per minute from the first grip to the last: the line's sustained rate.
+        t_a, t_b = picks[0][0], picks[-1][0]
+        tp = (len(picks) - 1) / max(1e-9, t_b - t_a) * 60.0
+    caps = {a.name: PickPlanner(a).capacity_per_s(v) for a in cfg.arms}
+    cap_total = sum(caps.values()) * 60.0
+
+    # Time series.
+    bin_s = sc.spec.bin_s or _nice_bin(span)
+    nb = max(1, int(math.ceil(span / bin_s)))
+    edges = [acct.t0 + i * bin_s for i in range(nb + 1)]
+
+    # The last bin ends with the run: rates over the time it covers.
+    widths = [min(edges[i + 1], acct.t0 + span) - edges[i] for i in range(nb)]
+
+    def hist(times) -> list[float]:
+        h = np.histogram(np.asarray(list(times), float), bins=edges)[0]
+        return [round(float(x) * 60.0 / w, 2) if w > 0 else 0.0 for x, w in zip(h, widths)]
+
+    pop_all = [acct.truth[i] for i in acct.pop_ids]
+    series = {
+        "bin_s": bin_s,
+        "t_s": [round(e - acct.t0, 2) for e in edges[:-1]],
+        "arrivals_per_min": hist(r.first_visible_t for r in pop_all if r.first_visible_t is not None),
+        "picks_per_min": hist(t for t, _, _ in picks),
+        "uro_removed_per_min": hist(t for t, _, g in picks if g == "uro_removed"),
+        "skipped_per_min": hist(o.t_decided for r in processed for o in r.outcomes[-1:] if o.result != "picked"),
+        "belt_speed_mm_s": [round(acct.world.speed_mm_s(e + bin_s / 2), 1) for e in edges[:-1]],
+    }
+    lat = acct.line.stats.latency_summary()
+    undecided = outcomes.get("undecided", 0)
+    checks = {
+        "accounted": sum(outcomes.values()) == len(processed) and undecided == 0,
+        "undecided": undecided,
+        "duplicate_seqs": seqs_dup,
+        "duplicate_target_picks": target_dup,
+        "scallops_picked_twice": sum(1 for r in processed if sum(o.result == "picked" for o in r.outcomes) > 1),
+        "retracked_scallops": sum(1 for r in processed if len(r.outcomes) > 1),
+        "phantom_tracks": len(acct.phantoms),
+        "line_open_after_stop": sum(1 for oc in acct.line.outcomes.values() if not oc.result),
+        # Simulator artefact: scallops dropped on the belt in or past the view, where the camera
+        # may never see them (not the line's to handle; counted, not in the population).
+        "appeared_too_late_to_image": len(acct.appeared_late),
+    }
+    line_sum = acct.line.summary()
+    return {
+        "scenario": sc.name,
+        "description": sc.spec.description,
+        "source": sc.source,
+        "seed": seed,
+        "model": cfg.vision.model or "(shipped)",
+        "duration_s": round(t_virtual, 3),
+        "scallops_target": sc.spec.scallops or None,
+        "complete": (not sc.spec.scallops or len(processed) == sc.spec.scallops) and crash is None,
+        "crash": crash,
+        "arms": [a.name for a in cfg.arms],
+        "belt_speed_mm_s": v,
+        "arrivals_rate_per_min": round(cfg.sim.arrivals.rate_per_s * 60.0, 2),
+        "capacity": {
+            "total_per_min": round(cap_total, 2),
+            "cycle_s": {k: round(1.0 / c, 4) for k, c in caps.items()},
+            "per_arm_per_min": {k: round(c * 60, 2) for k, c in caps.items()},
+        },
+        "processed": len(processed),
+        "with_uro": len(with_uro),
+        "uro_removed": uro_removed,
+        "missed": missed,
+        "adductor_hits": grades.get("adductor_hit", 0),
+        "uro_removal_rate": round(uro_removed / len(with_uro), 4) if with_uro else None,
+        "picks": len(picks),
+        "picks_by_grade": dict(sorted(grades.items())),
+        "skipped": dict(sorted(skipped.items())),
+        "outcomes": dict(sorted(outcomes.items())),
+        "throughput_per_min": round(tp, 2),
+        "throughput_share_of_capacity": round(tp / cap_total, 4) if cap_total else None,
+        "arm_utilisation": {k: round(t / span, 4) if span > 0 else 0.0 for k, t in busy.items()},
+        "picks_per_arm": dict(Counter(a for _, a, _ in picks)),
+        "latency_ms": lat,
+        "realtime_factor": round(t_virtual / loop_wall, 2) if loop_wall > 0 else None,
+        "setup_s": round(t_setup, 2),
+        "frames": acct.frames,
+        "frames_by_line_state": dict(acct.frame_states),
+        "faults": [dataclasses.asdict(f) | {"text": f.describe()} for f in sc.faults],
+        "fault_log": faults.log,
+        "errors": faults.errors,
+        "checks": checks,
+        "line": line_sum,
+        "time_series": series,
+        "failure_frames": [dataclasses.asdict(f) for f in acct.failures],
+        "_latency_values": acct.line.stats.latency_values(),
+    }
+
+
+def _nice_bin(span: float) -> float:
+    raw = max(5.0, span / 50.0)
+    for step in (1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600):
+        if step >= raw:
+            return float(step)
+    return 3600.0
+
+
+def deterministic_view(summary: dict) -> dict:
+    """The summary without wall-clock figures: the same scenario and seed give the same."""
+    return {k: v for k, v in summary.items() if k not in WALL_TIME_KEYS and not k.startswith("_")}
