@@ -48,6 +48,7 @@ from scallop.robot.errors import (
     ModbusExceptionError,
     ProtocolError,
     RobotCommError,
+    RobotConfigError,
     RobotDisconnectedError,
     RobotError,
 )
@@ -126,6 +127,10 @@ class ArmClient:
         self.clock = clock or SystemClock()
         self.map = profile or RegisterMap.load(config.profile)
         check_profile(self.map)
+        if transport is None and config.transport is None:
+            raise RobotConfigError(
+                f"arm {config.name!r} has no transport: give [arms.transport] (host and port, or serial_port)"
+            )
         self.transport = transport or ModbusTransport(config.transport, self.clock, config.name)
         self.workspace = Workspace(config.workspace, config.keep_out)
         self.seq_store = SeqStore(config.state_file or None, config.name)
@@ -425,7 +430,7 @@ class ArmClient:
 
     def _check_ready(self, allow_fault: bool = False) -> ArmStatus:
         if not self.transport.connected:
-            raise RobotDisconnectedError(f"arm {self.name!r} ({self.config.transport.describe()}) is not connected")
+            raise RobotDisconnectedError(f"{self.transport.where} is not connected")
         if self.alarm:
             raise HeartbeatStalled(self.alarm)
         st = self.status

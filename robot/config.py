@@ -241,7 +241,9 @@ class ArmConfig:
 
     name: str = "arm"
     profile: str = "generic"  # built-in profile name or path to a .toml
-    transport: TransportConfig = field(default_factory=TransportConfig)
+    # How to reach the arm. None: not given — the simulator then runs a simulated arm in its
+    # place; a line with a real camera refuses an arm without one.
+    transport: TransportConfig | None = None
     state_file: str = ""  # persisted command sequence ("" = memory only)
     heartbeat_period_s: float = 0.1  # controller -> arm heartbeat
     arm_heartbeat_timeout_s: float = 0.5  # arm heartbeat unchanged this long -> stalled

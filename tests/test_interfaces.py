@@ -180,6 +180,14 @@ def _literal(v: Any) -> str:
     return repr(v)
 
 
+def _optional_table(tp: Any) -> type | None:
+    """The dataclass of an optional table (``TransportConfig | None``), else None."""
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if len(args) == 1 and len(get_args(tp)) == 2 and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
 def _table_item(tp: Any) -> type | None:
     """The dataclass of an array of tables (``list[ArmConfig]``), else None."""
     args = get_args(tp)
@@ -208,6 +216,9 @@ def config_keys(cls: type, defaults: Any = None, prefix: str = "") -> dict[str, 
             out.update(config_keys(tp, None if value is dataclasses.MISSING else value, key + "."))
             continue
         out[key] = _literal(value)
+        if (table := _optional_table(tp)) is not None:
+            # Unset by default; when given, its keys have their own defaults.
+            out.update(config_keys(table, None, key + "."))
         if (item := _table_item(tp)) is not None:
             out.update(config_keys(item, None, key + "[]."))
     return out

@@ -283,3 +283,41 @@ def test_metrics_carry_the_line_and_its_record(tmp_path):
     assert fams["scallop_seen"].samples[0].value == seen > 0
     assert fams["scallop_record_written"].samples[0].value >= 1
     assert fams["scallop_record_dropped"].samples[0].value == 0
+
+
+def test_an_arm_given_a_transport_is_driven_over_it_while_the_camera_is_simulated(tmp_path):
+    """A dry run with a real arm: simulated scallops, the arm reached over the configured
+    transport (here a robot simulator the test starts itself, standing in for the vendor's)."""
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.config import to_dict
+    from scallop.sim.arm import SimArm
+
+    clock = VirtualClock()
+    arm_cfg = default_sim_arms(1)[0]
+    external = SimArm(arm_cfg, clock=clock).start()
+    try:
+        arm = to_dict(arm_cfg) | {"transport": to_dict(external.transport_config())}
+        cfg = load_config(overrides={"runtime": {"tick_s": 0.02}, "arms": [arm]})
+        assert cfg.real_devices() == [f"arm 'arm1' (tcp 127.0.0.1:{external.port} unit 1)"]
+        line = build_line(cfg, tmp_path / "record.sqlite", seed=1, clock=clock)
+        line.open()
+        try:
+            assert line.backend.sim_arms == []  # the line started no arm of its own
+            line.start("test")
+            line.run_stepped(40.0)
+        finally:
+            line.close()
+        s = line.summary()
+        picks = [r for r in external.records if r.cmd_type in (1, 4) and r.t_grip is not None]
+        assert s["picked"] >= 10 and len(picks) >= s["picked"]
+        # Nobody on this line can see what a pick did to the uro: unknown, not zero.
+        assert s["uro_removed"] == 0 and s["adductor_hits"] == 0 and s["missed"] == 0
+        assert {r for _, r, _ in rows(tmp_path)} >= {"picked"}
+    finally:
+        external.close()
+
+
+def test_real_devices_are_named():
+    assert load_config().real_devices() == []
+    cfg = load_config(overrides={"camera": {"source": "0", "encoder": {"source": "modbus", "host": "plc"}}})
+    assert cfg.real_devices() == ["camera '0'", "belt encoder modbus plc:502"]

@@ -15,7 +15,7 @@ import pytest
 from scallop.robot.arm import ArmClient, ArmState, FaultCode, ResultCode, SeqStore
 from scallop.robot.belt import ConveyorTracker
 from scallop.robot.clock import SystemClock
-from scallop.robot.config import ArmConfig, Box
+from scallop.robot.config import ArmConfig, Box, TransportConfig
 from scallop.robot.errors import (
     ArmBusyError,
     ArmFaultError,
@@ -546,9 +546,9 @@ def test_refused_connection_and_back_off(clients):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
-    cfg = ArmConfig(name="left")
-    cfg = replace(
-        cfg, transport=replace(cfg.transport, port=port, timeout_s=0.2, reconnect_min_s=0.2, reconnect_max_s=0.5)
+    cfg = ArmConfig(
+        name="left",
+        transport=TransportConfig(port=port, timeout_s=0.2, reconnect_min_s=0.2, reconnect_max_s=0.5),
     )
     c = ArmClient(cfg, clock)
     clients.append(c)
@@ -702,7 +702,7 @@ def test_corrupt_state_file_is_named(tmp_path):
     bad = tmp_path / "arm.json"
     bad.write_text("{not json")
     with pytest.raises(RobotConfigError, match=r"arm 'left': state file .*arm\.json is unreadable .*sequence counter"):
-        ArmClient(ArmConfig(name="left", state_file=str(bad)))
+        ArmClient(ArmConfig(name="left", state_file=str(bad), transport=TransportConfig()))
     store = SeqStore(tmp_path / "sub" / "s.json", "left")
     store.save(41)
     assert SeqStore(tmp_path / "sub" / "s.json").load() == 41

@@ -345,10 +345,13 @@ def test_the_client_checks_the_other_starts_of_a_chained_plan_again():
 
     plan = PickPlanner(ArmConfig()).plan(target(x=600.0, y=0.0), tracker_at(0.0), 0.0, chained=True)
     mid = (np.asarray(ArmConfig().chute_mm) + plan.waypoint("approach").xyz_mm) / 2
-    client = ArmClient(ArmConfig(keep_out=[Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")]), SystemClock())
+    offline = TransportConfig()  # never connected: the check runs before anything is sent
+    client = ArmClient(
+        ArmConfig(keep_out=[Box(tuple(mid - 4.0), tuple(mid + 4.0), "bracket")], transport=offline), SystemClock()
+    )
     with pytest.raises(WorkspaceViolation, match="segment chute -> approach crosses a keep-out box"):
         client.check_plan(plan)
-    ArmClient(ArmConfig(), SystemClock()).check_plan(plan)  # without the box: fine
+    ArmClient(ArmConfig(transport=offline), SystemClock()).check_plan(plan)  # without the box: fine
 
 
 def test_command_fields_cover_the_command_block():

@@ -59,6 +59,12 @@ class HardwareBackend(Backend):
             )
         if not cfg.arms:
             raise ConfigError("arms: a real line needs at least one [[arms]] entry")
+        for i, a in enumerate(cfg.arms):
+            if a.transport is None:
+                raise ConfigError(
+                    f"arms[{i}].transport: arm {a.name!r} has no [arms.transport]: a real line reaches each arm "
+                    "over Modbus TCP (host, port) or RTU (serial_port); see docs/configuration.md"
+                )
         cam = OpenCVCamera(
             OpenCVCameraConfig(
                 source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps
@@ -144,6 +150,11 @@ class SimBackend(Backend):
         self.arm_configs = []
         try:
             for a in arms:
+                if a.transport is not None:
+                    # Hardware in the loop: simulated scallops, a real arm (or the vendor's
+                    # arm simulator) over the transport the configuration gives.
+                    self.arm_configs.append(a)
+                    continue
                 sim = SimArm(a, clock=self.clock, grader=self.world)
                 sim.start()
                 self.sim_arms.append(sim)
@@ -151,7 +162,7 @@ class SimBackend(Backend):
         except Exception:
             self.close()
             raise
-        self.verifier = SimPickGrader({c.name: a for c, a in zip(self.arm_configs, self.sim_arms)})
+        self.verifier = SimPickGrader({a.config.name: a for a in self.sim_arms})
         last = max(a.pick_window_x_mm[1] for a in self.arm_configs)
         self.observers = [PassedScallops(self.world, last)]
 
@@ -162,7 +173,7 @@ class SimBackend(Backend):
         super().close()
 
     def sim_arm(self, name: str):
-        for cfg, a in zip(self.arm_configs, self.sim_arms):
-            if cfg.name == name:
+        for a in self.sim_arms:
+            if a.config.name == name:
                 return a
         raise KeyError(name)

@@ -296,6 +296,20 @@ class LineConfig:
     def is_simulated(self) -> bool:
         return self.camera.source == "sim"
 
+    def real_devices(self) -> list[str]:
+        """The real devices this configuration drives, in words: a camera other than the
+        simulator, a belt encoder, an arm with a transport of its own. With any of them the
+        line waits for an operator's Start and the simulator's built-in users are refused."""
+        out = []
+        if self.camera.source != "sim":
+            out.append(f"camera {self.camera.source!r}")
+        if self.camera.encoder.source != "none":
+            out.append(
+                f"belt encoder {self.camera.encoder.source} {self.camera.encoder.host}:{self.camera.encoder.port}"
+            )
+        out += [f"arm {a.name!r} ({a.transport.describe()})" for a in self.arms if a.transport is not None]
+        return out
+
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> LineConfig:
     """The line's configuration from a TOML file (None: the built-in simulator line)."""
