@@ -33,9 +33,8 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,9 +51,6 @@ from scallop.robot.clock import Clock
 from scallop.robot.config import ArmConfig, Box, trapezoid_time
 from scallop.robot.planning import WAYPOINTS
 from scallop.robot.registers import RegisterMap
-
-if TYPE_CHECKING:
-    from scallop.robot.planning import PickTarget
 
 GRADES = ("uro_removed", "missed", "adductor_hit", "meat_hit", "empty")
 HOLDING = {"uro_removed", "adductor_hit", "meat_hit"}
@@ -688,160 +684,3 @@ class SimArm:
             self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, now
             self._hb_changed_t = None
             self.boot_t = now
-
-
-# ====================================================================== line simulation
-@dataclass
-class LineRunReport:
-    """What a simulated picking run did.
-
-    arrivals:  targets handed to the scheduler; picks: PICK commands the arms carried out to
-    the end; grades: the grader's verdict per executed pick; skips: scheduler skip reasons;
-    per_arm: executed picks per arm; capacity_per_s: each arm's theoretical capacity;
-    measured_s / measured_picks: the steady-state window (from the moment every arm has
-    gripped once to the end of arrivals) and the grips inside it.
-    """
-
-    duration_s: float
-    belt_speed_mm_s: float
-    arrivals: int
-    picks: int
-    grades: dict[str, int]
-    skips: dict[str, int]
-    per_arm: dict[str, int]
-    capacity_per_s: dict[str, float]
-    measured_s: float
-    measured_picks: int
-    arm_results: dict[str, int]
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def capacity_total_per_s(self) -> float:
-        return float(sum(self.capacity_per_s.values()))
-
-    @property
-    def picks_per_s(self) -> float:
-        return self.measured_picks / self.measured_s if self.measured_s > 0 else 0.0
-
-    @property
-    def uro_removed(self) -> int:
-        return self.grades.get("uro_removed", 0)
-
-    def as_dict(self) -> dict:
-        return {
-            "duration_s": self.duration_s,
-            "belt_speed_mm_s": self.belt_speed_mm_s,
-            "arrivals": self.arrivals,
-            "picks": self.picks,
-            "grades": self.grades,
-            "skips": self.skips,
-            "per_arm": self.per_arm,
-            "arm_results": self.arm_results,
-            "capacity_per_s": {k: round(v, 4) for k, v in self.capacity_per_s.items()},
-            "picks_per_s": round(self.picks_per_s, 4),
-            "utilisation": round(self.picks_per_s / self.capacity_total_per_s, 4) if self.capacity_per_s else 0.0,
-            "errors": self.errors[:10],
-        }
-
-
-def run_pick_line(
-    arms: list[ArmConfig],
-    grader: Grader,
-    arrivals: list[tuple[float, PickTarget]],
-    encoder_at: Callable[[float], int],
-    mm_per_count: float,
-    duration_s: float,
-    clock: Any = None,
-    step_s: float = 0.05,
-    params: list[SimArmParams] | None = None,
-    drain_s: float = 20.0,
-) -> LineRunReport:
-    """Drive simulated arms over real Modbus on loopback with the real controller stack
-    (ArmClient + Scheduler + ConveyorTracker) on a virtual clock.
-
-    arrivals:   (time the target is handed over, PickTarget) — e.g. the simulator's ground
-                truth or vision's detections, in time order.
-    encoder_at: t -> encoder count of the belt (the tracker is fed every step).
-    duration_s: arrivals after this are ignored; the run then drains for up to ``drain_s``.
-    Each arm keeps its config except the transport, which points at its simulated server.
-    """
-    from dataclasses import replace
-
-    from scallop.robot.arm import ArmClient
-    from scallop.robot.planning import ConveyorTracker, PickPlanner
-    from scallop.robot.scheduler import Scheduler
-    from scallop.sim.clock import VirtualClock
-
-    clock = clock or VirtualClock()
-    t0 = clock.now()
-    sims: list[SimArm] = []
-    clients: list[ArmClient] = []
-    try:
-        for i, cfg in enumerate(arms):
-            sim = SimArm(cfg, clock, grader, params[i] if params else None).start()
-            sims.append(sim)
-            clients.append(ArmClient(replace(cfg, transport=sim.transport_config(), state_file=""), clock))
-        for c in clients:
-            c.connect()
-        tracker = ConveyorTracker(mm_per_count)
-        tracker.update(clock.now() - step_s, encoder_at(clock.now() - step_s))
-        sched = Scheduler(
-            clients, tracker, clock, commit_lead_s=max(0.25, 4 * step_s), chain_margin_s=max(0.05, 1.5 * step_s)
-        )
-        todo = sorted(arrivals, key=lambda a: a[0])
-        i, n = 0, len(todo)
-        t_stop = t0 + duration_s
-        handed = 0
-        while True:
-            now = clock.now()
-            tracker.update(now, encoder_at(now))
-            batch = []
-            while i < n and todo[i][0] <= now:
-                if todo[i][0] < t_stop:
-                    batch.append(todo[i][1])
-                    handed += 1
-                i += 1
-            if batch:
-                sched.add(batch)
-            sched.step()
-            if now >= t_stop and (sched.pending() == 0 or now >= t_stop + drain_s):
-                break
-            clock.sleep(step_s)
-        v = tracker.speed_mm_s
-        picks = [
-            r
-            for s in sims
-            for r in s.records
-            if r.cmd_type in PICK_TYPES and r.result in (ResultCode.OK, ResultCode.EMPTY)
-        ]
-        firsts = [min((r.t_grip for r in s.records if r.t_grip is not None), default=math.inf) for s in sims]
-        t_meas = max(firsts)
-        pick_ids = {id(r) for r in picks}
-        measured = [r for r in picks if r.t_grip is not None and t_meas <= r.t_grip <= t_stop]
-        grades: dict[str, int] = {}
-        for r in picks:
-            if r.grade is not None:
-                grades[r.grade] = grades.get(r.grade, 0) + 1
-        arm_results: dict[str, int] = {}
-        for s in sims:
-            for r in s.records:
-                arm_results[r.result.name] = arm_results.get(r.result.name, 0) + 1
-        return LineRunReport(
-            duration_s=duration_s,
-            belt_speed_mm_s=v,
-            arrivals=handed,
-            picks=len(picks),
-            grades=grades,
-            skips=sched.summary()["skipped"],
-            per_arm={s.config.name: sum(1 for r in s.records if id(r) in pick_ids) for s in sims},
-            capacity_per_s={c.name: PickPlanner(c).capacity_per_s(v) for c in arms},
-            measured_s=max(0.0, t_stop - t_meas) if math.isfinite(t_meas) else 0.0,
-            measured_picks=len(measured),
-            arm_results=arm_results,
-            errors=list(sched.errors),
-        )
-    finally:
-        for c in clients:
-            c.close()
-        for s in sims:
-            s.close()
