@@ -157,6 +157,19 @@ class SimArm(ArmProgram):
         th.join(10)
         self._thread = None
 
+    def go_offline(self) -> None:
+        """The server goes away (the robot's controller powered off, the cable pulled): every
+        connection drops and nothing answers. What the robot was doing, its state and its
+        records stay; :meth:`come_back` serves it again on the same port."""
+        if self._thread is not None:
+            # With port=0 the system chose the port: a controller reconnects to that one.
+            self._port = self.port
+        self.close()
+
+    def come_back(self) -> SimArm:
+        """Serve again after :meth:`go_offline`, on the port served before."""
+        return self.start()
+
     def __enter__(self) -> SimArm:
         return self.start()
 
