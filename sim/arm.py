@@ -1,140 +1,36 @@
 """A simulated arm: a real Modbus server (TCP, or RTU framing on a serial port / ``socket://``)
-running the robot side of the same register profile as the controller
-(docs/robot-interface.md), with motion timing, gripper timing, workspace limits, grading
-against the simulator's ground truth and fault injection.
+serving the simulated robot program (:mod:`scallop.sim.arm_program`: motion timing,
+gripper timing, workspace limits, grading and the robot's own faults) on the same register
+profile as the controller (docs/robot-interface.md).
 
-Time: the arm's state is computed lazily from ``clock.now()`` whenever a request arrives
-(nothing runs in the background), so on a :class:`~scallop.sim.clock.VirtualClock` the same
-requests at the same virtual times give the same run, whatever the thread timing.
-
-Motion model (what a robot program written from the interface document does):
-
-* free moves (to ``approach``, ``chute``, ``ready``): rest-to-rest trapezoidal profile at
-  ``min(commanded speed, params.speed_mm_s)`` and ``params.accel_mm_s2``;
-* timed moves (``grasp``, ``grip_end``, ``pull_end``): straight lines at the commanded speed
-  (the robot blends into them), the ``grip_end`` move lasting at least the gripper's close time;
-* the descent starts at ``grip_time - |grasp - approach| / grasp_speed``; arriving at the
-  approach point later than that plus ``late_tolerance_ms`` means result LATE: the arm goes
-  back to ready without descending.
-
-Grading: when the gripper reaches the grasp point, ``grader.grade_pick(xy_B, t, pull_dir_B)``
-says what happened (``uro_removed``, ``missed``, ``adductor_hit``, ``meat_hit``, ``empty``).
-The arm reports result OK when the gripper closed on something, EMPTY otherwise.
-
-Faults: ``stall_heartbeat``, ``inject_fault``, ``estop``/``release_estop``,
-``slow_replies``, ``exception_replies``, ``drop_connections``, ``drop_next_commit``,
-``restart_program``. The controller-heartbeat watchdog is always on: once the controller has
-started its heartbeat, ``watchdog_ms`` without a change puts the arm in FAULT (fault code 1),
-aborting the pick in progress; a RESET command clears it when the heartbeat is back.
+Faults of the link, on top of the program's: ``slow_replies``, ``exception_replies``,
+``drop_connections``, ``drop_next_commit``, and the server going away and coming back on
+the same port (``go_offline`` / ``come_back``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from scallop.robot.arm import (
-    ARM_CLOCK_MODULUS,
-    PICK_TYPES,
-    ArmState,
-    CommandType,
-    FaultCode,
-    ResultCode,
-    check_profile,
-)
 from scallop.robot.clock import Clock
-from scallop.robot.config import ArmConfig, Box, trapezoid_time
-from scallop.robot.planning import WAYPOINTS
+from scallop.robot.config import ArmConfig
 from scallop.robot.registers import RegisterMap
+from scallop.sim.arm_program import (
+    GRADES,
+    HOLDING,
+    ArmProgram,
+    Grader,
+    PickGradeLike,
+    SimArmParams,
+    SimPickRecord,
+)
 
-if TYPE_CHECKING:
-    from scallop.robot.planning import PickTarget
-
-GRADES = ("uro_removed", "missed", "adductor_hit", "meat_hit", "empty")
-HOLDING = {"uro_removed", "adductor_hit", "meat_hit"}
-
-
-class PickGradeLike(Protocol):
-    result: str
-
-
-class Grader(Protocol):
-    """What the simulated world offers the arm: the outcome of a grip at belt point ``xy_B``
-    (2,) at time ``t``, pulling along ``pull_dir_B`` (2,) (unit vector, belt frame)."""
-
-    def grade_pick(self, xy_B: np.ndarray, t: float, pull_dir_B: np.ndarray) -> PickGradeLike: ...
+# The program's names stay importable from here, where they always were.
+__all__ = ["GRADES", "HOLDING", "ArmProgram", "Grader", "PickGradeLike", "SimArm", "SimArmParams", "SimPickRecord"]
 
 
-@dataclass
-class SimArmParams:
-    """The simulated robot's own mechanics and program timing."""
-
-    speed_mm_s: float = 1000.0
-    accel_mm_s2: float = 6000.0
-    gripper_close_s: float = 0.08
-    gripper_open_s: float = 0.06
-    poll_period_s: float = 0.008  # the robot program looks at cmd_seq this often
-    heartbeat_period_s: float = 0.05  # arm_heartbeat increments this often
-    late_tolerance_s: float = 0.005
-    workspace: Box | None = None  # the robot's own limits (None: the ArmConfig's workspace)
-    keep_out: list[Box] | None = None  # None: the ArmConfig's keep-out boxes
-    instant: bool = False  # benchmarks: every command completes at once
-
-    @classmethod
-    def from_config(cls, cfg: ArmConfig, profile: RegisterMap | None = None, **over: Any) -> SimArmParams:
-        m = cfg.motion
-        timing = profile.timing if profile is not None else {}
-        kw: dict[str, Any] = {
-            "speed_mm_s": m.speed_mm_s,
-            "accel_mm_s2": m.accel_mm_s2,
-            "gripper_close_s": m.gripper_close_s,
-            "gripper_open_s": m.gripper_open_s,
-        }
-        if "late_tolerance_ms" in timing:
-            kw["late_tolerance_s"] = timing["late_tolerance_ms"] / 1000.0
-        if "robot_poll_period_ms" in timing:
-            kw["poll_period_s"] = timing["robot_poll_period_ms"] / 1000.0
-        if "arm_heartbeat_period_ms" in timing:
-            kw["heartbeat_period_s"] = timing["arm_heartbeat_period_ms"] / 1000.0
-        kw.update(over)
-        return cls(**kw)
-
-
-@dataclass
-class SimPickRecord:
-    """What the simulated arm did with one command (ground truth for tests)."""
-
-    seq: int
-    cmd_type: int
-    target_id: int
-    t_ack: float
-    t_done: float
-    result: ResultCode
-    t_grip: float | None = None  # when the gripper reached the grasp point
-    grade: str | None = None  # the grader's verdict, None when not gripped
-    grasp_B: np.ndarray | None = None  # (2,) belt-frame grip point
-    pull_dir_B: np.ndarray | None = None  # (2,) unit vector, belt frame
-    detail: str = ""
-    wait_s: float = 0.0  # held still at the approach, waiting for the uro
-
-
-@dataclass
-class _Exec:
-    rec: SimPickRecord
-    segments: list[tuple[float, float, np.ndarray, np.ndarray]]  # (t0, t1, p0, p1)
-    t_grip: float | None
-    graded: bool = False
-    holding: bool = False
-    t_release: float | None = None  # gripper open over the chute: a PICK_CHAINED may take over here
-
-
-class SimArm:
+class SimArm(ArmProgram):
     """Robot side of the interface as a Modbus server. Use as a context manager::
 
     with SimArm(cfg, clock=clock, grader=world) as arm:
@@ -154,50 +50,19 @@ class SimArm:
         serial_port: str = "",
         baudrate: int = 115200,
     ) -> None:
-        self.config = config
-        self.clock = clock
-        self.grader = grader
-        self.map = profile if isinstance(profile, RegisterMap) else RegisterMap.load(profile or config.profile)
-        check_profile(self.map)
-        self.params = params or SimArmParams.from_config(config, self.map)
-        self.workspace = self.params.workspace or config.workspace
-        self.keep_out = self.params.keep_out if self.params.keep_out is not None else list(config.keep_out)
+        super().__init__(config, clock, grader, params, profile)
         if kind not in ("tcp", "rtu"):
             raise ValueError(f"kind={kind!r}: choose 'tcp' or 'rtu'")
         self.kind, self.host, self._port, self.serial_port, self.baudrate = kind, host, port, serial_port, baudrate
-        lo, hi = self.map.span()
-        self._lo = lo
-        self.regs = [0] * (hi - lo)
-        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
-        # Robot state (all times on self.clock).
-        self.boot_t = clock.now()
-        self.state = ArmState.IDLE
-        self.fault_code = FaultCode.NONE
-        self.fault_since = self.boot_t
-        self.ack_seq = 0
-        self.done_seq = 0
-        self.result = ResultCode.NONE
-        self.picks_total = 0
-        self.pos = np.asarray(config.ready_mm, dtype=np.float64).copy()
-        self.idle_since = self.boot_t
-        self._exec: _Exec | None = None
-        self._cmd_changed_t = -math.inf
-        self._hb_changed_t: float | None = None  # None: watchdog not armed yet
-        self._hb_stall_t: float | None = None
-        self._estop = False
-        self._now = self.boot_t
-        # Fault injection and logs.
+        # Fault injection on the link.
         self.reply_delay_s = 0.0
         self._exc_code = 0
         self._exc_left = 0
         self._drop_commit: str | None = None  # "apply" | "lose"
-        self.write_log: list[tuple[float, int, list[int]]] = []
-        self.records: list[SimPickRecord] = []
         self.requests = 0
-        self._set("interface_version", self.map.version)
 
     # ================================================================== server lifecycle
     def start(self) -> SimArm:
@@ -292,25 +157,26 @@ class SimArm:
         th.join(10)
         self._thread = None
 
+    def go_offline(self) -> None:
+        """The server goes away (the robot's controller powered off, the cable pulled): every
+        connection drops and nothing answers. What the robot was doing, its state and its
+        records stay; :meth:`come_back` serves it again on the same port."""
+        if self._thread is not None:
+            # With port=0 the system chose the port: a controller reconnects to that one.
+            self._port = self.port
+        self.close()
+
+    def come_back(self) -> SimArm:
+        """Serve again after :meth:`go_offline`, on the port served before."""
+        return self.start()
+
     def __enter__(self) -> SimArm:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ================================================================== registers
-    def _addr(self, name: str) -> tuple[int, int]:
-        f = self.map.field(name)
-        return f.address - self._lo, f.size
-
-    def _set(self, name: str, value: float) -> None:
-        off, n = self._addr(name)
-        self.regs[off : off + n] = self.map.encode_field(name, value)
-
-    def _get(self, name: str) -> float | int:
-        off, n = self._addr(name)
-        return self.map.decode_field(name, self.regs[off : off + n])
-
+    # ================================================================== requests
     def _touches(self, name: str, address: int, count: int) -> bool:
         f = self.map.field(name)
         return address <= f.last and f.address < address + count
@@ -362,294 +228,7 @@ class SimArm:
         for conn in list(getattr(srv, "active_connections", {}).values()):
             conn.close()
 
-    def _write(self, now: float, address: int, vals: list[int]) -> None:
-        self.write_log.append((now, address, list(vals)))
-        if len(self.write_log) > 200_000:  # a standalone arm runs for hours: keep the recent half
-            del self.write_log[:100_000]
-        hb_off, _ = self._addr("ctrl_heartbeat")
-        seq_off, _ = self._addr("cmd_seq")
-        old_hb, old_seq = self.regs[hb_off], self.regs[seq_off]
-        off = address - self._lo
-        self.regs[off : off + len(vals)] = vals
-        if self.regs[hb_off] != old_hb:
-            self._hb_changed_t = now
-        if self.regs[seq_off] != old_seq:
-            self._cmd_changed_t = now
-
-    def _refresh(self, now: float) -> None:
-        p = self.params
-        hb_t = now if self._hb_stall_t is None else min(now, self._hb_stall_t)
-        self._set("arm_heartbeat", int((hb_t - self.boot_t) / p.heartbeat_period_s) & 0xFFFF)
-        self._set("arm_state", int(self.state))
-        self._set("fault_code", int(self.fault_code))
-        self._set("ack_seq", self.ack_seq)
-        self._set("done_seq", self.done_seq)
-        self._set("result", int(self.result))
-        self._set("arm_time_ms", int(math.floor((now - self.boot_t) * 1000.0 + 1e-6)) % ARM_CLOCK_MODULUS)
-        pos = self._position(now)
-        for axis, v in zip("xyz", pos):
-            self._set(f"tcp_{axis}", float(v))
-        self._set("picks_total", self.picks_total & 0xFFFFFFFF)
-
-    # ================================================================== lazy timeline
-    def _watchdog_s(self) -> float:
-        wd = int(self._get("watchdog_ms"))
-        return (wd if wd > 0 else self.map.timing.get("watchdog_default_ms", 1000)) / 1000.0
-
-    def _position(self, t: float) -> np.ndarray:
-        ex = self._exec
-        if ex is None:
-            return self.pos
-        for t0, t1, p0, p1 in ex.segments:
-            if t <= t1:
-                if t <= t0 or t1 <= t0:
-                    return p0.copy()
-                return p0 + (p1 - p0) * ((t - t0) / (t1 - t0))
-        return ex.segments[-1][3].copy() if ex.segments else self.pos
-
-    def _advance(self, now: float) -> None:
-        """Run every event up to ``now`` in time order."""
-        for _ in range(10000):
-            cands: list[tuple[float, int, str]] = []
-            if self._hb_changed_t is not None and self.state not in (ArmState.FAULT, ArmState.ESTOP):
-                cands.append((self._hb_changed_t + self._watchdog_s(), 0, "watchdog"))
-            ex = self._exec
-            if ex is not None:
-                if ex.t_grip is not None and not ex.graded:
-                    cands.append((ex.t_grip, 1, "grip"))
-                if self._chains(ex):
-                    cands.append((ex.t_release, 2, "chain"))
-                cands.append((ex.rec.t_done, 3, "done"))
-            elif self._pending_seq() is not None:
-                since = self.fault_since if self.state in (ArmState.FAULT, ArmState.ESTOP) else self.idle_since
-                cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 4, "ack"))
-            due = [c for c in cands if c[0] <= now]
-            if not due:
-                self._now = now
-                return
-            t, _, kind = min(due)
-            if kind == "watchdog":
-                self._fault(t, FaultCode.CTRL_WATCHDOG, ArmState.FAULT)
-            elif kind == "grip":
-                self._grip(t)
-            elif kind == "chain":
-                # Done at the release: drop the move to ready and take the chained pick from here.
-                ex.segments = [sg for sg in ex.segments if sg[0] < t]
-                ex.rec.t_done = t
-                self._finish(t)
-                self._take(t)
-            elif kind == "done":
-                self._finish(t)
-            else:
-                self._take(t)
-        raise RuntimeError("simulated arm: event loop did not settle")
-
-    def _chains(self, ex: _Exec) -> bool:
-        """At the release, the robot program looks at cmd_seq: a PICK_CHAINED committed by then is
-        taken at once, from the chute. One committed later waits until the arm is back at ready."""
-        if ex.t_release is None or ex.rec.result != ResultCode.NONE or self._pending_seq() is None:
-            return False
-        if self._cmd_changed_t > ex.t_release:
-            return False
-        return int(self._get("cmd_type")) == CommandType.PICK_CHAINED
-
-    def _pending_seq(self) -> int | None:
-        seq = int(self._get("cmd_seq"))
-        return seq if seq != 0 and seq != self.ack_seq else None
-
-    def _fault(self, t: float, code: FaultCode, state: ArmState) -> None:
-        ex = self._exec
-        if ex is not None:
-            self.pos = self._position(t)
-            ex.rec.t_done = t
-            ex.rec.result = ResultCode.ABORTED
-            ex.rec.detail = f"aborted by {code.name}"
-            if ex.t_grip is not None and not ex.graded and ex.t_grip > t:
-                ex.rec.t_grip = None
-            self.done_seq = ex.rec.seq
-            self.result = ResultCode.ABORTED
-            self._exec = None
-        self.state, self.fault_code, self.fault_since = state, code, t
-
-    def _grip(self, t: float) -> None:
-        ex = self._exec
-        ex.graded = True
-        rec = ex.rec
-        if self.grader is None:
-            rec.grade = None
-            ex.holding = True
-            return
-        g = self.grader.grade_pick(rec.grasp_B.copy(), t, rec.pull_dir_B.copy())
-        rec.grade = str(getattr(g, "result", g))
-        ex.holding = rec.grade in HOLDING
-
-    def _finish(self, t: float) -> None:
-        ex = self._exec
-        rec = ex.rec
-        if rec.result == ResultCode.NONE:
-            if rec.cmd_type in PICK_TYPES:
-                rec.result = ResultCode.OK if ex.holding else ResultCode.EMPTY
-                self.picks_total += 1
-            else:
-                rec.result = ResultCode.OK
-        self.pos = ex.segments[-1][3].copy() if ex.segments else self.pos
-        self.result = rec.result
-        self.done_seq = rec.seq
-        self._exec = None
-        self.state = ArmState.IDLE
-        self.idle_since = t
-
-    def _take(self, t: float) -> None:
-        """The robot program sees a new cmd_seq at time t: copy the block, ack, execute."""
-        seq = self._pending_seq()
-        blk = self.map.decode_block(
-            "command", self.regs[self.map.block("command").start - self._lo : self.map.block("command").end - self._lo]
-        )
-        self.ack_seq = seq
-        ctype = int(blk["cmd_type"])
-        rec = SimPickRecord(seq, ctype, int(blk["target_id"]), t, t, ResultCode.NONE)
-        self.records.append(rec)
-
-        def done_now(result: ResultCode, detail: str = "") -> None:
-            rec.result, rec.detail, rec.t_done = result, detail, t
-            self.done_seq, self.result = seq, result
-
-        if self.state in (ArmState.FAULT, ArmState.ESTOP):
-            if ctype == CommandType.RESET:
-                hb_ok = self._hb_changed_t is not None and t - self._hb_changed_t < self._watchdog_s()
-                if self._estop:
-                    done_now(ResultCode.REJECTED, "e-stop still engaged")
-                elif not hb_ok:
-                    done_now(ResultCode.REJECTED, "controller heartbeat not running")
-                else:
-                    self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, t
-                    done_now(ResultCode.OK, "fault cleared")
-            else:
-                done_now(ResultCode.NOT_READY, f"arm in {self.state.name}")
-            return
-        if ctype == CommandType.RESET:
-            done_now(ResultCode.OK, "nothing to reset")
-            return
-        if ctype not in (*PICK_TYPES, CommandType.MOVE_READY):
-            done_now(ResultCode.REJECTED, f"unknown cmd_type {ctype}")
-            return
-        wp = {w: np.array([blk[f"{w}_x"], blk[f"{w}_y"], blk[f"{w}_z"]], dtype=np.float64) for w in WAYPOINTS}
-        sp = {w: float(blk[f"{w}_speed"]) for w in WAYPOINTS}
-        names = WAYPOINTS if ctype in PICK_TYPES else ("ready",)
-        for w in names:
-            bad = not self.workspace.contains(wp[w]) or any(b.contains(wp[w]) for b in self.keep_out)
-            if bad or sp[w] <= 0:
-                done_now(
-                    ResultCode.REJECTED,
-                    f"waypoint {w} {wp[w]} outside the robot's limits" if bad else f"waypoint {w} speed 0",
-                )
-                return
-        p = self.params
-        if p.instant:
-            self.state = ArmState.BUSY
-            self._exec = _Exec(rec, [(t, t, self.pos.copy(), wp["ready"])], None)
-            rec.t_done = t
-            self._finish(t)
-            return
-        segs: list[tuple[float, float, np.ndarray, np.ndarray]] = []
-
-        def free_move(t0: float, a: np.ndarray, b: np.ndarray, speed: float) -> float:
-            t1 = t0 + trapezoid_time(float(np.linalg.norm(b - a)), min(speed, p.speed_mm_s), p.accel_mm_s2)
-            segs.append((t0, t1, a.copy(), b.copy()))
-            return t1
-
-        def line(t0: float, a: np.ndarray, b: np.ndarray, speed: float, at_least: float = 0.0) -> float:
-            t1 = t0 + max(float(np.linalg.norm(b - a)) / speed, at_least)
-            segs.append((t0, t1, a.copy(), b.copy()))
-            return t1
-
-        self.state = ArmState.BUSY
-        if ctype == CommandType.MOVE_READY:
-            t_end = free_move(t, self.pos, wp["ready"], sp["ready"])
-            rec.t_done = t_end
-            self._exec = _Exec(rec, segs, None)
-            return
-        t_app = free_move(t, self.pos, wp["approach"], sp["approach"])
-        t_grip_cmd = self._arm_ms_to_time(int(blk["grip_time_ms"]), t)
-        t_desc = float(np.linalg.norm(wp["grasp"] - wp["approach"])) / sp["grasp"]
-        t_desc_start = t_grip_cmd - t_desc
-        if t_app > t_desc_start + p.late_tolerance_s:
-            t_end = free_move(t_app, wp["approach"], wp["ready"], sp["ready"])
-            rec.result, rec.t_done = ResultCode.LATE, t_end
-            rec.detail = f"at the approach {t_app - t_desc_start:.3f} s after the descent had to start"
-            self._exec = _Exec(rec, segs, None)
-            return
-        t_ds = max(t_app, t_desc_start)
-        rec.wait_s = t_ds - t_app
-        segs.append((t_app, t_ds, wp["approach"].copy(), wp["approach"].copy()))
-        t_g = line(t_ds, wp["approach"], wp["grasp"], sp["grasp"])
-        t_ge = line(t_g, wp["grasp"], wp["grip_end"], sp["grip_end"], at_least=p.gripper_close_s)
-        t_pe = line(t_ge, wp["grip_end"], wp["pull_end"], sp["pull_end"])
-        t_ch = free_move(t_pe, wp["pull_end"], wp["chute"], sp["chute"])
-        segs.append((t_ch, t_ch + p.gripper_open_s, wp["chute"].copy(), wp["chute"].copy()))
-        t_end = free_move(t_ch + p.gripper_open_s, wp["chute"], wp["ready"], sp["ready"])
-        pose = self.config.robot_from_belt
-        v_R = np.array([blk["belt_vx"], blk["belt_vy"], blk["belt_vz"]], dtype=np.float64)
-        rel_pull = (wp["pull_end"] - wp["grip_end"]) - v_R * (t_pe - t_ge)
-        d_B = pose.inverse_apply_vector(rel_pull)[:2]
-        n = float(np.hypot(*d_B))
-        rec.pull_dir_B = d_B / n if n > 1e-9 else np.array([np.nan, np.nan])
-        rec.grasp_B = pose.inverse_apply(wp["grasp"])[:2]
-        rec.t_grip = t_g
-        rec.t_done = t_end
-        self._exec = _Exec(rec, segs, t_g, t_release=t_ch + p.gripper_open_s)
-
-    def _arm_ms_to_time(self, ms: int, near: float) -> float:
-        """Arm clock value -> sim time, taking the wrap nearest to ``near``."""
-        base = (near - self.boot_t) * 1000.0
-        k = round((base - ms) / ARM_CLOCK_MODULUS)
-        return self.boot_t + (ms + k * ARM_CLOCK_MODULUS) / 1000.0
-
-    # ================================================================== inspection
-    def snapshot(self) -> dict:
-        """State at clock.now() (advancing the lazy timeline)."""
-        with self._lock:
-            now = self.clock.now()
-            self._advance(now)
-            return {
-                "state": self.state.name,
-                "fault": self.fault_code.name,
-                "ack_seq": self.ack_seq,
-                "done_seq": self.done_seq,
-                "result": self.result.name,
-                "picks_total": self.picks_total,
-                "pos": self._position(now).tolist(),
-            }
-
-    def executed_seqs(self) -> list[int]:
-        """Sequence numbers of commands the arm took (each at most once, by design)."""
-        with self._lock:
-            return [r.seq for r in self.records]
-
     # ================================================================== fault injection
-    def stall_heartbeat(self, on: bool = True) -> None:
-        """Freeze (or resume) arm_heartbeat from now on."""
-        with self._lock:
-            self._hb_stall_t = self.clock.now() if on else None
-
-    def inject_fault(self, code: FaultCode = FaultCode.MOTION) -> None:
-        with self._lock:
-            now = self.clock.now()
-            self._advance(now)
-            self._fault(now, FaultCode(code), ArmState.FAULT)
-
-    def estop(self) -> None:
-        with self._lock:
-            now = self.clock.now()
-            self._advance(now)
-            self._estop = True
-            self._fault(now, FaultCode.ESTOP, ArmState.ESTOP)
-
-    def release_estop(self) -> None:
-        """Releases the button; the arm stays in ESTOP until a RESET command."""
-        with self._lock:
-            self._estop = False
-
     def slow_replies(self, delay_s: float) -> None:
         """Delay every reply by ``delay_s`` of wall time (0 to stop)."""
         self.reply_delay_s = float(delay_s)
@@ -673,175 +252,3 @@ class SimArm:
         decides whether the write itself takes effect first (arm holds it) or is lost."""
         with self._lock:
             self._drop_commit = "apply" if apply else "lose"
-
-    def restart_program(self) -> None:
-        """The robot program restarts: it keeps the server's registers but treats whatever
-        is in cmd_seq as already seen (ack_seq = done_seq = cmd_seq)."""
-        with self._lock:
-            now = self.clock.now()
-            self._advance(now)
-            if self._exec is not None:
-                self._fault(now, FaultCode.INTERNAL, ArmState.FAULT)
-            seq = int(self._get("cmd_seq"))
-            self.ack_seq = self.done_seq = seq
-            self.result = ResultCode.NONE
-            self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, now
-            self._hb_changed_t = None
-            self.boot_t = now
-
-
-# ====================================================================== line simulation
-@dataclass
-class LineRunReport:
-    """What a simulated picking run did.
-
-    arrivals:  targets handed to the scheduler; picks: PICK commands the arms carried out to
-    the end; grades: the grader's verdict per executed pick; skips: scheduler skip reasons;
-    per_arm: executed picks per arm; capacity_per_s: each arm's theoretical capacity;
-    measured_s / measured_picks: the steady-state window (from the moment every arm has
-    gripped once to the end of arrivals) and the grips inside it.
-    """
-
-    duration_s: float
-    belt_speed_mm_s: float
-    arrivals: int
-    picks: int
-    grades: dict[str, int]
-    skips: dict[str, int]
-    per_arm: dict[str, int]
-    capacity_per_s: dict[str, float]
-    measured_s: float
-    measured_picks: int
-    arm_results: dict[str, int]
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def capacity_total_per_s(self) -> float:
-        return float(sum(self.capacity_per_s.values()))
-
-    @property
-    def picks_per_s(self) -> float:
-        return self.measured_picks / self.measured_s if self.measured_s > 0 else 0.0
-
-    @property
-    def uro_removed(self) -> int:
-        return self.grades.get("uro_removed", 0)
-
-    def as_dict(self) -> dict:
-        return {
-            "duration_s": self.duration_s,
-            "belt_speed_mm_s": self.belt_speed_mm_s,
-            "arrivals": self.arrivals,
-            "picks": self.picks,
-            "grades": self.grades,
-            "skips": self.skips,
-            "per_arm": self.per_arm,
-            "arm_results": self.arm_results,
-            "capacity_per_s": {k: round(v, 4) for k, v in self.capacity_per_s.items()},
-            "picks_per_s": round(self.picks_per_s, 4),
-            "utilisation": round(self.picks_per_s / self.capacity_total_per_s, 4) if self.capacity_per_s else 0.0,
-            "errors": self.errors[:10],
-        }
-
-
-def run_pick_line(
-    arms: list[ArmConfig],
-    grader: Grader,
-    arrivals: list[tuple[float, PickTarget]],
-    encoder_at: Callable[[float], int],
-    mm_per_count: float,
-    duration_s: float,
-    clock: Any = None,
-    step_s: float = 0.05,
-    params: list[SimArmParams] | None = None,
-    drain_s: float = 20.0,
-) -> LineRunReport:
-    """Drive simulated arms over real Modbus on loopback with the real controller stack
-    (ArmClient + Scheduler + ConveyorTracker) on a virtual clock.
-
-    arrivals:   (time the target is handed over, PickTarget) — e.g. the simulator's ground
-                truth or vision's detections, in time order.
-    encoder_at: t -> encoder count of the belt (the tracker is fed every step).
-    duration_s: arrivals after this are ignored; the run then drains for up to ``drain_s``.
-    Each arm keeps its config except the transport, which points at its simulated server.
-    """
-    from dataclasses import replace
-
-    from scallop.robot.arm import ArmClient
-    from scallop.robot.planning import ConveyorTracker, PickPlanner
-    from scallop.robot.scheduler import Scheduler
-    from scallop.sim.clock import VirtualClock
-
-    clock = clock or VirtualClock()
-    t0 = clock.now()
-    sims: list[SimArm] = []
-    clients: list[ArmClient] = []
-    try:
-        for i, cfg in enumerate(arms):
-            sim = SimArm(cfg, clock, grader, params[i] if params else None).start()
-            sims.append(sim)
-            clients.append(ArmClient(replace(cfg, transport=sim.transport_config(), state_file=""), clock))
-        for c in clients:
-            c.connect()
-        tracker = ConveyorTracker(mm_per_count)
-        tracker.update(clock.now() - step_s, encoder_at(clock.now() - step_s))
-        sched = Scheduler(
-            clients, tracker, clock, commit_lead_s=max(0.25, 4 * step_s), chain_margin_s=max(0.05, 1.5 * step_s)
-        )
-        todo = sorted(arrivals, key=lambda a: a[0])
-        i, n = 0, len(todo)
-        t_stop = t0 + duration_s
-        handed = 0
-        while True:
-            now = clock.now()
-            tracker.update(now, encoder_at(now))
-            batch = []
-            while i < n and todo[i][0] <= now:
-                if todo[i][0] < t_stop:
-                    batch.append(todo[i][1])
-                    handed += 1
-                i += 1
-            if batch:
-                sched.add(batch)
-            sched.step()
-            if now >= t_stop and (sched.pending() == 0 or now >= t_stop + drain_s):
-                break
-            clock.sleep(step_s)
-        v = tracker.speed_mm_s
-        picks = [
-            r
-            for s in sims
-            for r in s.records
-            if r.cmd_type in PICK_TYPES and r.result in (ResultCode.OK, ResultCode.EMPTY)
-        ]
-        firsts = [min((r.t_grip for r in s.records if r.t_grip is not None), default=math.inf) for s in sims]
-        t_meas = max(firsts)
-        pick_ids = {id(r) for r in picks}
-        measured = [r for r in picks if r.t_grip is not None and t_meas <= r.t_grip <= t_stop]
-        grades: dict[str, int] = {}
-        for r in picks:
-            if r.grade is not None:
-                grades[r.grade] = grades.get(r.grade, 0) + 1
-        arm_results: dict[str, int] = {}
-        for s in sims:
-            for r in s.records:
-                arm_results[r.result.name] = arm_results.get(r.result.name, 0) + 1
-        return LineRunReport(
-            duration_s=duration_s,
-            belt_speed_mm_s=v,
-            arrivals=handed,
-            picks=len(picks),
-            grades=grades,
-            skips=sched.summary()["skipped"],
-            per_arm={s.config.name: sum(1 for r in s.records if id(r) in pick_ids) for s in sims},
-            capacity_per_s={c.name: PickPlanner(c).capacity_per_s(v) for c in arms},
-            measured_s=max(0.0, t_stop - t_meas) if math.isfinite(t_meas) else 0.0,
-            measured_picks=len(measured),
-            arm_results=arm_results,
-            errors=list(sched.errors),
-        )
-    finally:
-        for c in clients:
-            c.close()
-        for s in sims:
-            s.close()

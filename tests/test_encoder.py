@@ -561,7 +561,7 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
                 },
             },
             "runtime": {"calibration": str(tmp_path / "missing.json")},
-            "arms": [{"name": "arm1"}],
+            "arms": [{"name": "arm1", "transport": {"host": "127.0.0.1", "port": 1502}}],
         },
     )
     backend = HardwareBackend(cfg)
@@ -580,7 +580,7 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
             {
                 "camera": {"source": str(image_folder)},
                 "runtime": {"calibration": str(tmp_path / "missing.json")},
-                "arms": [{"name": "arm1"}],
+                "arms": [{"name": "arm1", "transport": {"host": "127.0.0.1", "port": 1502}}],
             },
         )
     )

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import numpy as np
 import pytest
 
 from scallop.app.build import build_line
 from scallop.app.config import load_config
 from scallop.sim.clock import VirtualClock
-
-
-def make_line(tmp_path, seed=1, arms=1, overrides=None, **kw):
-    from scallop.app.backends import default_sim_arms
-    from scallop.app.config import to_dict
-
-    ov = {"runtime": {"tick_s": 0.02}}
-    if arms > 1:
-        ov["arms"] = [to_dict(a) for a in default_sim_arms(arms)]
-    ov.update(overrides or {})
-    cfg = load_config(overrides=ov)
-    line = build_line(cfg, tmp_path / "record.sqlite", seed=seed, clock=VirtualClock(), **kw)
-    line.open()
-    return line
-
-
-def executed_targets(line):
-    ids = []
-    for sim in line.backend.sim_arms:
-        ids += [r.target_id for r in sim.records if r.cmd_type in (1, 4) and r.t_grip is not None]
-    return ids
-
-
-def rows(tmp_path):
-    con = sqlite3.connect(tmp_path / "record.sqlite")
-    try:
-        return con.execute("SELECT track_id, result, skip_reason FROM scallops").fetchall()
-    finally:
-        con.close()
+from tests.helpers import executed_targets, make_line, rows
 
 
 def test_every_scallop_is_decided_once_and_recorded(tmp_path):

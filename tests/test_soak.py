@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_line import executed_targets, make_line
+from tests.helpers import executed_targets, make_line
 
 
 def rss_mb() -> float:

@@ -53,19 +53,9 @@ class FaultScript:
             add(f.end_s, f"faults[{i}] {f.arm} heartbeat back", once(lambda: sim.stall_heartbeat(False)))
         elif f.kind == "arm_disconnect":
             sim = backend.sim_arm(f.arm)
-            port: list[int] = []
-
-            def down() -> None:
-                port.append(sim.port)
-                sim.close()
-
-            def up() -> None:
-                # Same port as before: the controller's transport reconnects to where it was.
-                sim._port = port[-1]
-                sim.start()
-
-            add(f.at_s, f"faults[{i}] {f.arm} server down", once(down))
-            add(f.end_s, f"faults[{i}] {f.arm} server back", once(up))
+            # Back on the same port: the controller's transport reconnects to where it was.
+            add(f.at_s, f"faults[{i}] {f.arm} server down", once(sim.go_offline))
+            add(f.end_s, f"faults[{i}] {f.arm} server back", once(sim.come_back))
             t_reset = f.end_s + f.reset_after_s
             add(t_reset, f"faults[{i}] operator resets {f.arm}", self._arm_reset(f.arm, give_up_at_s=t_reset + 10.0))
         elif f.kind == "estop_restart":
