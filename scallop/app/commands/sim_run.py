@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub) -> None:
@@ -38,19 +37,29 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
+    from scallop.app.progress import Progress
     from scallop.app.scenario import load_scenario, run_scenario, write_report
 
     sc = load_scenario(args.scenario)
-    note = None if args.quiet else (lambda s: print(f"{sc.name}: {s}", file=sys.stderr, flush=True))
-    summary = run_scenario(
-        sc,
-        args.report,
-        seed=args.seed,
-        model=args.model,
-        scallops=args.scallops,
-        duration_s=args.duration,
-        progress=note,
-    )
+    by_count = args.scallops is not None or (args.duration is None and sc.spec.scallops > 0)
+    total = (args.scallops or sc.spec.scallops) if by_count else int(args.duration or sc.spec.duration_s)
+    bar = None if args.quiet else Progress(total, sc.name, unit="scallops" if by_count else "s virtual")
+    try:
+        summary = run_scenario(
+            sc,
+            args.report,
+            seed=args.seed,
+            model=args.model,
+            scallops=args.scallops,
+            duration_s=args.duration,
+            progress=None if bar is None else (lambda done, note: bar.advance_to(done, note)),
+        )
+    except BaseException:
+        if bar is not None:
+            bar.close(failed=True)
+        raise
+    if bar is not None:
+        bar.close()
     page = write_report(summary, args.report) if args.report else None
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     if args.json:

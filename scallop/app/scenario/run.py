@@ -32,7 +32,7 @@ def run_scenario(
     model: str | None = None,
     scallops: int | None = None,
     duration_s: float | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[int, str], None] | None = None,
     chunk_s: float = 5.0,
 ) -> dict:
     """Run ``sc`` on the virtual clock and return its summary (see :mod:`.report`).
@@ -40,6 +40,8 @@ def run_scenario(
     seed / model / scallops / duration_s override the scenario's own (``scallops`` and
     ``duration_s`` replace each other). With ``report_dir`` the failure frames and the line's
     record (``record/record.sqlite``) are written there; ``write_report`` adds the rest.
+    ``progress(done, note)`` is called after each ``chunk_s`` of virtual time: scallops past
+    the arms for a ``scallops`` run, virtual seconds for a ``duration_s`` run.
     """
     import shutil
     import tempfile
@@ -103,7 +105,6 @@ def run_scenario(
         line.start("scenario")
         t_setup = time.perf_counter() - t_wall0
         t_loop0 = time.perf_counter()
-        last_note = 0.0
         while not (clock.now() >= t_end or acct.target_reached()):
             step = min(chunk_s, t_end - clock.now())
             line.run_stepped(step, on_frame=acct.on_frame, on_tick=on_tick)
@@ -113,14 +114,10 @@ def run_scenario(
                     "the line stopped after a fault",
                 )
                 break
-            if progress is not None and time.perf_counter() - last_note > 10.0:
-                last_note = time.perf_counter()
-                n = len(acct.processed())
-                goal = f"/{spec.scallops}" if spec.scallops else ""
-                progress(
-                    f"t={clock.now():.0f} s virtual, {n}{goal} scallops past the arms, "
-                    f"{clock.now() / max(1e-9, last_note - t_loop0):.1f}x real time"
-                )
+            if progress is not None:
+                done = len(acct.processed()) if spec.scallops else int(clock.now() - t0)
+                speed = (clock.now() - t0) / max(1e-9, time.perf_counter() - t_loop0)
+                progress(done, f"t={clock.now() - t0:.0f} s virtual, {speed:.1f}x real time")
         t_virtual = clock.now() - t0
         loop_wall = time.perf_counter() - t_loop0
         line.stop("scenario")
