@@ -1,0 +1,1 @@
+"""Files for installing the line on a plant PC: the systemd unit and the offline installer."""
