@@ -22,7 +22,7 @@ import sys
 import traceback
 
 # Order is the order shown in --help.
-COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report", "service")
+COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report", "backup", "restore", "service")
 
 
 def build_parser() -> argparse.ArgumentParser:

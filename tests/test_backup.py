@@ -1,0 +1,140 @@
+"""Backup → wipe → restore gives the same line back (scallop/app/backup.py)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tarfile
+import threading
+
+import pytest
+
+from scallop.app.auth import UserStore
+from scallop.app.backup import backup, read_backup, restore
+from scallop.app.build import build_line
+from scallop.app.cli import main
+from scallop.app.config import load_config
+from scallop.errors import ConfigError, DataError
+from scallop.sim.clock import VirtualClock
+
+
+def _rows(path):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT * FROM scallops ORDER BY id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def line_files(tmp_path):
+    etc, var = tmp_path / "etc", tmp_path / "var"
+    etc.mkdir()
+    cfg_path = etc / "line.toml"
+    cfg_path.write_text(
+        f'[runtime]\ncalibration = "{etc / "calibration.json"}"\ntick_s = 0.02\n'
+        f'[ui]\nusers_file = "{etc / "users.json"}"\n'
+        f'[record]\npath = "{var / "record.sqlite"}"\nsnapshot_budget_mb = 0.0\n'
+    )
+    (etc / "calibration.json").write_text('{"format": "scallop-line-calibration", "note": "kept as it is"}\n')
+    users = UserStore(scrypt_n=2**4)
+    users.add("sato", "operator", "135790")
+    users.save(etc / "users.json")
+    cfg = load_config(cfg_path)
+    line = build_line(cfg, cfg.record.path, seed=4, clock=VirtualClock())
+    line.open()
+    try:
+        line.start("sato")
+        line.run_stepped(20.0)
+    finally:
+        line.close()
+    return cfg_path, etc, var
+
+
+def test_backup_wipe_restore_round_trip(line_files, tmp_path):
+    cfg_path, etc, var = line_files
+    before = {p.name: p.read_bytes() for p in etc.iterdir()}
+    rows = _rows(var / "record.sqlite")
+    assert len(rows) >= 5
+    out = tmp_path / "backup.tar.gz"
+    m = backup(cfg_path, out)
+    assert [e["role"] for e in m["members"]] == ["config", "calibration", "users", "model", "record"]
+    assert m["version"] and all(len(e["sha256"]) == 64 for e in m["members"])
+
+    shutil.rmtree(etc)
+    shutil.rmtree(var)
+    done = restore(out, cfg_path)
+    assert [r for r, _ in done] == [
+        "config",
+        "calibration",
+        "users",
+        "record",
+    ]  # the shipped model comes with the version
+    assert {p.name: p.read_bytes() for p in etc.iterdir()} == before
+    assert _rows(var / "record.sqlite") == rows
+    assert (var / "record.sqlite").stat().st_mode & 0o777 == 0o600
+    assert UserStore.load(etc / "users.json").verify("135790", "sato").name == "sato"
+
+    with pytest.raises(ConfigError, match="restore would overwrite .*line.toml.*--force"):
+        restore(out, cfg_path)
+    assert main(["restore", str(out), "--config", str(cfg_path), "--force"]) == 0
+
+
+def test_the_record_copy_is_consistent_while_the_line_writes(line_files, tmp_path):
+    cfg_path, _, var = line_files
+    db = var / "record.sqlite"
+    stop = threading.Event()
+
+    def writer():
+        con = sqlite3.connect(db, timeout=5.0)
+        con.execute("PRAGMA journal_mode=WAL")
+        n = 0
+        while not stop.is_set():
+            con.execute("INSERT INTO events (run_id, time, kind, user, detail) VALUES (1, ?, 'probe', '', '{}')", (n,))
+            con.commit()
+            n += 1
+        con.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for k in range(3):
+            backup(cfg_path, tmp_path / f"b{k}.tar.gz")
+    finally:
+        stop.set()
+        t.join()
+    for k in range(3):
+        _, files = read_backup(tmp_path / f"b{k}.tar.gz")
+        copy = tmp_path / f"r{k}.sqlite"
+        copy.write_bytes(files["record.sqlite"])
+        con = sqlite3.connect(copy)
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        con.close()
+
+
+def test_a_damaged_or_foreign_file_is_refused_before_anything_is_written(line_files, tmp_path):
+    cfg_path, etc, _ = line_files
+    out = tmp_path / "backup.tar.gz"
+    backup(cfg_path, out)
+    manifest, files = read_backup(out)
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        import io
+        import json
+
+        for name, data in [("manifest.json", json.dumps(manifest).encode()), *files.items()]:
+            if name == "users.json":
+                data = data.replace(b"sato", b"tanaka")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    target = tmp_path / "new" / "line.toml"
+    with pytest.raises(DataError, match="member users.json \\(users\\) is damaged or missing"):
+        restore(bad, target)
+    assert not target.parent.exists()
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tar at all")
+    with pytest.raises(DataError, match="not a readable backup"):
+        read_backup(tmp_path / "junk.tar.gz")
+    with pytest.raises(DataError, match="calibration file the configuration names is not there"):
+        (etc / "calibration.json").unlink()
+        backup(cfg_path, tmp_path / "again.tar.gz")
