@@ -78,8 +78,15 @@ def check_number(
     if not math.isfinite(float(value)):
         raise error(f"{key}={value!r} is not a finite number{_allowed(lo, hi)}{note}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise error(f"{key}={value!r} is out of range{_allowed(lo, hi)}{note}")
+        raise error(f"{key}={_shown(value)} is out of range{_allowed(lo, hi)}{note}")
     return value
+
+
+def _shown(value: Real) -> str:
+    # A TOML "0" arrives as 0.0 in a float field: show it as the user wrote it.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
 
 
 def _allowed(lo: float | None, hi: float | None) -> str:
@@ -111,6 +118,15 @@ def check_pair(key: str, pair: Sequence, lo: float, hi: float) -> None:
 def check_share(key: str, value: object) -> None:
     """A share between 0 and 1."""
     check_range(key, value, 0.0, 1.0)
+
+
+def check_choice(key: str, value: object, allowed: Sequence, *, error: type[ScallopError] = ConfigError) -> object:
+    """``value`` if it is one of ``allowed``, else ``error`` listing the choices."""
+    if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+        raise error(f"{key}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
+    if value not in allowed:
+        raise error(f"{key}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
+    return value
 
 
 def check_vector(key: str, value: object, n: int = 3, *, error: type[ScallopError] = ConfigError) -> tuple[float, ...]:
