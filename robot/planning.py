@@ -46,6 +46,7 @@ class SkipReason(StrEnum):
     ARM_LATE = "arm_late"  # sent, but the arm reported it could not meet the grip time
     ARM_REJECTED = "arm_rejected"  # sent, but the arm refused the parameters
     ARM_ABORTED = "arm_aborted"  # sent, but stopped by a fault, e-stop or watchdog
+    NOT_RECORDED = "not_recorded"  # not sent: the production record could not hold it first
 
 
 @dataclass(frozen=True)
