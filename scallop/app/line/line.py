@@ -102,10 +102,19 @@ class Line:
         self.arms = ArmDrivers(
             b.arm_configs, ConveyorTracker(belt.mm_per_count), self.clock, self.alarms, self.config.runtime.tick_s
         )
+        if self.record is not None:
+            # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
+            self.arms.scheduler.before_commit = self._record_pick
         self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
         self.reader = FrameReader(b.camera, self.alarms, self.stats, self.clock, self.config.runtime.stall_alarm_s)
         self.observers = list(b.observers) + self.observers
         self.arms.connect()
+
+    def _record_pick(self, arm: str, plan) -> None:
+        """Commit the pick's intent to the record before its arm's commit (raises if it cannot:
+        the scheduler then skips the target, and the record raises its alarm)."""
+        t = plan.target
+        self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
 
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):
