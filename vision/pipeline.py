@@ -125,6 +125,17 @@ class Pipeline:
         # Milliseconds spent in each stage of the last detect() call (for benchmarks).
         self.timings: dict[str, float] = {}
 
+    def finder_size(self, width: int, height: int, mm_per_px: float) -> tuple[int, int]:
+        """(H, W) of the finder's input for a frame of ``width`` x ``height`` at ``mm_per_px``."""
+        g = float(mm_per_px) / self.coarse_mm
+        h, w = max(1, int(round(height * g))), max(1, int(round(width * g)))
+        return h + (-h % self.multiple), w + (-w % self.multiple)
+
+    def check_frame(self, width: int, height: int, mm_per_px: float) -> None:
+        """Refuse, with a :class:`~scallop.models.runtime.ModelError` naming both, frames the
+        model cannot take (a graph exported for one fixed input size); the line checks at load."""
+        self.model.check_frame(self.finder_size(width, height, mm_per_px))
+
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _resize(img: np.ndarray, factor: float) -> np.ndarray:
@@ -359,6 +370,7 @@ class Pipeline:
         g = s / self.coarse_mm  # coarse px per image px
         coarse = self._resize(image, g)
         ch, cw = coarse.shape[:2]
+        self.model.check_frame((ch + (-ch % self.multiple), cw + (-cw % self.multiple)))
         m = self.multiple
         ph, pw = -ch % m, -cw % m
         if ph or pw:

@@ -74,6 +74,7 @@ class Line:
         self.recipe = config.recipe
         self.frames = 0
         self._frames_bad = 0  # frames that reached vision but could not be used
+        self._vision_failures = 0  # consecutive frames vision failed on
         self.frames_dropped = 0
         self.observers: list = []  # on_frame(frame) / summary() -> dict
         self.pipeline: Pipeline | None = None
@@ -92,9 +93,20 @@ class Line:
         an arm that is not there does not stop the others)."""
         b = self.backend
         b.open()
+        for part in b.accepted_redo:
+            # The engineer's override of a REDO verdict: on the screen and in the record, every start.
+            text = (
+                f"calibration {part} has verdict REDO and is used by override "
+                f"(runtime.accept_redo_calibration in the configuration): positions may be off"
+            )
+            self.alarms.raise_(f"calibration.redo.{part}", "warning", "calibration", text)
+            self.publisher.event(
+                "calibration_override", "system", {"part": part, "file": self.config.runtime.calibration}
+            )
         self.pipeline = Pipeline(config=self.config.vision)
         cam = b.camera_model
         self._scale = cam.mm_per_px_center()
+        self.pipeline.check_frame(*cam.image_size, self._scale)  # a model that cannot take these frames: refused now
         _, exit_x = cam.view_x_range()
         belt = b.belt
         self.publisher.belt = belt
@@ -174,8 +186,13 @@ class Line:
             dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt)
         except Exception as e:  # a bad frame must not kill the line
             self._frames_bad += 1
+            self._vision_failures += 1
             self.alarms.raise_("vision.error", "warning", "vision", f"frame {frame.index} could not be analysed: {e}")
+            if self._vision_failures >= VISION_FAULT_FRAMES and self.state != LineState.FAULT:
+                # Not a bad frame: vision itself cannot work, and every scallop would pass unchecked.
+                self._fail(f"vision ({self._vision_failures} frames in a row)", e)
             return
+        self._vision_failures = 0
         self.alarms.clear("vision.error")
         t1 = time.perf_counter()
         self.stats.timing("inference", (t1 - t0) * 1e3)
@@ -556,6 +573,9 @@ class Line:
         if self.arms is not None:
             self.arms.stop_threads()
 
+
+# Frames in a row that vision may fail on before the line faults (one bad frame is an alarm).
+VISION_FAULT_FRAMES = 10
 
 # A STOP from these states goes through STOPPING; from e-stop or fault the line stays there.
 TRANSITIONS_STOP = (LineState.RUNNING, LineState.PAUSED, LineState.STARTING)
