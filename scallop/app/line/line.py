@@ -326,19 +326,30 @@ class Line:
         return d
 
     def update_config(self, changes: dict, user: str) -> dict:
-        """Engineer changes to the vision thresholds (validated; applied at once)."""
+        """Engineer changes to the vision thresholds, validated and applied at once. Keys as the
+        screen's panel takes them, ``{"vision.min_uro_confidence": 0.6}``, or as a table,
+        ``{"vision": {"min_uro_confidence": 0.6}}``. Anything else needs a restart (the
+        configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
         from scallop.app.config import build, to_dict
         from scallop.vision.pipeline import PipelineConfig
 
-        if not isinstance(changes, dict) or set(changes) - {"vision"}:
-            raise ValueError(f"only the 'vision' section can be changed while running; got {sorted(changes)}")
-        vision = changes["vision"]
-        if not isinstance(vision, dict) or {"model", "threads"} & set(vision):
-            raise ValueError("vision.model and vision.threads need a restart; change them in the config file")
-        try:
-            new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
+        if not isinstance(changes, dict):
+            raise ConfigError(f"changes={changes!r}: expected a JSON object of keys and values")
+        vision: dict = {}
+        for key, value in changes.items():
+            if key == "vision" and isinstance(value, dict):
+                vision.update(value)
+            elif isinstance(key, str) and key.startswith("vision.") and key.count(".") == 1:
+                vision[key.split(".", 1)[1]] = value
+            else:
+                raise ConfigError(
+                    f"{key}: cannot be changed while the line runs; the panel changes the vision thresholds "
+                    '(e.g. {"vision.min_uro_confidence": 0.6}); the belt speed comes with the recipe, '
+                    "everything else from the configuration file at the next start"
+                )
+        if {"model", "threads"} & set(vision):
+            raise ConfigError("vision.model and vision.threads need a restart; change them in the config file")
+        new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
         with self.control.lock:
             self.config = replace(self.config, vision=new)
             self.pipeline.config = new
