@@ -254,7 +254,11 @@ class LineCalibration:
             )
             if self.data["encoder"].get("count_sign") not in (1, -1):
                 raise CalibrationFileError(f"{where}: encoder.count_sign must be 1 or -1")
-            arr("encoder", "travel_dir", (2,))
+            d = arr("encoder", "travel_dir", (2,))
+            if abs(float(np.hypot(*d)) - 1.0) > 1e-3:
+                raise CalibrationFileError(
+                    f"{where}: encoder.travel_dir={d.tolist()} is not a unit vector; rerun '{self._how('encoder')}'"
+                )
         for name, arm in self.data.get("arms", {}).items():
             try:
                 RigidTransform.from_matrix(arm["robot_from_belt"])
