@@ -78,15 +78,8 @@ def check_number(
     if not math.isfinite(float(value)):
         raise error(f"{key}={value!r} is not a finite number{_allowed(lo, hi)}{note}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise error(f"{key}={_shown(value)} is out of range{_allowed(lo, hi)}{note}")
+        raise error(f"{key}={value!r} is out of range{_allowed(lo, hi)}{note}")
     return value
-
-
-def _shown(value: Real) -> str:
-    # A TOML "0" arrives as 0.0 in a float field: show it as the user wrote it.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
 
 
 def _allowed(lo: float | None, hi: float | None) -> str:

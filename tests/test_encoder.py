@@ -233,7 +233,7 @@ def test_config_messages_name_the_field_and_range():
         ModbusEncoderConfig(host="plc", word_order="middle")
     with pytest.raises(ValueError, match=r"^timeout_s=0 is out of range: allowed 0\.01\.\.5$"):
         ModbusEncoderConfig(host="plc", timeout_s=0)
-    with pytest.raises(ValueError, match=r"^latency_s=2 is out of range: allowed -0\.5\.\.1$"):
+    with pytest.raises(ValueError, match=r"^latency_s=2\.0 is out of range: allowed -0\.5\.\.1$"):
         ModbusEncoderConfig(host="plc", latency_s=2.0)
     with pytest.raises(ValueError, match=r"^address=65535 with words=2 runs past register 65535$"):
         ModbusEncoderConfig(host="plc", address=65535)
