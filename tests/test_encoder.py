@@ -268,7 +268,7 @@ def test_line_config_encoder_section(tmp_path):
     )
 
     cases = {
-        'source = "modbus"\nhost = "plc"\nsample_hz = 0': "camera.encoder: sample_hz=0 is out of range: allowed 10..5000",
+        'source = "modbus"\nhost = "plc"\nsample_hz = 0': "camera.encoder: sample_hz=0.0 is out of range: allowed 10..5000",
         'source = "modbus"': "camera.encoder: host is empty",
         'source = "serial"': "camera.encoder.source='serial' is not allowed: choose one of 'none', 'modbus'",
         'source = "modbus"\nhost = "plc"\nregister = "coil"': "camera.encoder.register='coil' is not allowed: choose one of 'input', 'holding'",
