@@ -8,15 +8,16 @@ prints it as one line; no traceback reaches the operator.
 
 from __future__ import annotations
 
-from scallop.errors import DataError
+from scallop.errors import ConfigError, DataError
 
 
 class CalibrationError(DataError):
     """Base of every calibration failure; the message names the problem and the fix."""
 
 
-class BoardSpecError(CalibrationError):
-    """A board description such as ``chessboard:9x6:25`` that cannot be parsed or used."""
+class BoardSpecError(ConfigError, CalibrationError):
+    """A board description such as ``chessboard:9x6:25`` that cannot be parsed or used (an
+    option's value: a configuration error, exit code 2)."""
 
 
 class ImageError(CalibrationError):
@@ -54,6 +55,11 @@ class CameraMismatchError(CalibrationFileError):
 class StalePartError(CalibrationFileError):
     """A part that was measured on top of an older version of another part (e.g. a belt pose
     measured with intrinsics that have since been redone)."""
+
+
+class RedoVerdictError(CalibrationFileError):
+    """A part whose own verdict was REDO (its figures say it must not be used), loaded without
+    the engineer's explicit override."""
 
 
 class InputFileError(CalibrationError):

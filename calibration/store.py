@@ -11,7 +11,7 @@ Layout (format version 1)::
       "intrinsics": {"id": …, "when": …, "K": [[…]], "dist": […], "rms_px": …, …},
       "belt":       {"id": …, "intrinsics_id": …, "R": [[…]], "t": […], "residual_max_mm": …, …},
       "encoder":    {"belt_id": …, "counts_per_mm": …, "count_sign": 1, "travel_dir": [1, 0], …},
-      "arms": {"left": {"belt_id": …, "robot_from_belt": [[…4x4…]], "residuals_mm": […], …}}
+      "arms": {"arm1": {"belt_id": …, "robot_from_belt": [[…4x4…]], "residuals_mm": […], …}}
     }
 
 Every part keeps its provenance (when, board, RMS / residuals, verdict). Parts measured on
@@ -19,8 +19,10 @@ top of another carry that part's ``id`` (a digest of its numbers), so redoing th
 intrinsics makes the belt pose visibly stale instead of silently wrong.
 
 The runtime loads it with :meth:`LineCalibration.load`, which refuses a file for another
-resolution or camera, a missing part, a stale part, or a format version it does not know,
-with a message that says which ``scallop calibrate`` step to run.
+resolution or camera, a missing part, a stale part, a part whose verdict was REDO (unless the
+caller names it in ``accept_redo``: the engineer's explicit override, which the line records),
+numbers that cannot be a camera (a rotation that is not one, a focal length of zero) or a format
+version it does not know, with a message that says which ``scallop calibrate`` step to run.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from scallop.calibration.errors import (
     CameraMismatchError,
     FormatVersionError,
     MissingPartError,
+    RedoVerdictError,
     StalePartError,
 )
 from scallop.calibration.robot import RigidTransform
+from scallop.errors import check_number
 
 FORMAT = "scallop-line-calibration"
 VERSION = 1
@@ -136,6 +140,7 @@ class LineCalibration:
         )
         self.path = Path(path) if path else None
         self._camera: CameraModel | None = None
+        self.accepted_redo: list[str] = []  # parts with a REDO verdict used by the caller's override
 
     # ------------------------------------------------------------- construction
     @classmethod
@@ -153,6 +158,7 @@ class LineCalibration:
         camera_name: str | None = None,
         require: Iterable[str] = RUNTIME_PARTS,
         arms: Iterable[str] = (),
+        accept_redo: Iterable[str] = (),
     ) -> LineCalibration:
         """Read and check a calibration file.
 
@@ -161,6 +167,8 @@ class LineCalibration:
         require:     parts that must be present and current ("intrinsics", "belt",
                      "encoder", "arms" = at least one arm); the runtime needs all.
         arms:        arm names that must be present.
+        accept_redo: parts used although their verdict is REDO ("intrinsics", "belt",
+                     "encoder", "arms.NAME"); listed afterwards in ``accepted_redo``.
         """
         p = Path(path)
         if not p.is_file():
@@ -177,7 +185,7 @@ class LineCalibration:
                 f"{p}: not valid JSON (line {e.lineno}: {e.msg}); restore it from a backup or recalibrate"
             ) from None
         cal = cls.from_dict(data, path=p)
-        cal.check(image_size=image_size, camera_name=camera_name, require=require, arms=arms)
+        cal.check(image_size=image_size, camera_name=camera_name, require=require, arms=arms, accept_redo=accept_redo)
         return cal
 
     @classmethod
@@ -219,20 +227,38 @@ class LineCalibration:
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
             raise CalibrationFileError(f"{where}: camera.image_size must be [width, height], got {size!r}")
         if "intrinsics" in self.data:
-            arr("intrinsics", "K", (3, 3))
+            K = arr("intrinsics", "K", (3, 3))
+            if not (K[0, 0] > 0 and K[1, 1] > 0 and np.allclose(K[2], (0, 0, 1)) and K[1, 0] == 0):
+                raise CalibrationFileError(
+                    f"{where}: intrinsics.K is not a camera matrix (focal lengths > 0, last row 0 0 1); "
+                    f"rerun '{self._how('intrinsics')}'"
+                )
             d = arr("intrinsics", "dist", None)
             if d.ndim != 1 or d.size not in (4, 5, 8, 12, 14):
                 raise CalibrationFileError(f"{where}: intrinsics.dist must hold 4, 5, 8, 12 or 14 numbers")
         if "belt" in self.data:
-            arr("belt", "R", (3, 3))
+            R = arr("belt", "R", (3, 3))
+            if not (np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) > 0):
+                raise CalibrationFileError(
+                    f"{where}: belt.R is not a rotation matrix (R times its transpose must be the identity, "
+                    f"determinant +1); rerun '{self._how('belt')}'"
+                )
             arr("belt", "t", (3,))
         if "encoder" in self.data:
-            cpm = self.data["encoder"].get("counts_per_mm")
-            if not isinstance(cpm, (int, float)) or not (cpm > 0):
-                raise CalibrationFileError(f"{where}: encoder.counts_per_mm must be a number > 0, got {cpm!r}")
+            check_number(
+                f"{where}: encoder.counts_per_mm",
+                self.data["encoder"].get("counts_per_mm"),
+                1e-6,
+                1e6,
+                error=CalibrationFileError,
+            )
             if self.data["encoder"].get("count_sign") not in (1, -1):
                 raise CalibrationFileError(f"{where}: encoder.count_sign must be 1 or -1")
-            arr("encoder", "travel_dir", (2,))
+            d = arr("encoder", "travel_dir", (2,))
+            if abs(float(np.hypot(*d)) - 1.0) > 1e-3:
+                raise CalibrationFileError(
+                    f"{where}: encoder.travel_dir={d.tolist()} is not a unit vector; rerun '{self._how('encoder')}'"
+                )
         for name, arm in self.data.get("arms", {}).items():
             try:
                 RigidTransform.from_matrix(arm["robot_from_belt"])
@@ -271,7 +297,13 @@ class LineCalibration:
         return out
 
     def check(
-        self, *, image_size=None, camera_name=None, require: Iterable[str] = RUNTIME_PARTS, arms: Iterable[str] = ()
+        self,
+        *,
+        image_size=None,
+        camera_name=None,
+        require: Iterable[str] = RUNTIME_PARTS,
+        arms: Iterable[str] = (),
+        accept_redo: Iterable[str] = (),
     ) -> None:
         """Raise the matching CalibrationFileError when this calibration does not fit."""
         where = str(self.path) if self.path else "calibration"
@@ -311,6 +343,25 @@ class LineCalibration:
             if part in needed:
                 redo = "belt" if part == "belt" else ("encoder" if part == "encoder" else "arms")
                 raise StalePartError(f"{where}: {why}; rerun '{self._how(redo)}'")
+        self._check_verdicts(where, needed, set(accept_redo))
+
+    def _check_verdicts(self, where: str, needed: set[str], accept: set[str]) -> None:
+        """A part its own step judged REDO is not used unless the caller accepts it by name."""
+        self.accepted_redo = []
+        sections = [(p, p, self.data.get(p)) for p in ("intrinsics", "belt", "encoder")]
+        sections += [(f"arm {n}", f"arms.{n}", a) for n, a in self.data.get("arms", {}).items()]
+        for part, key, sec in sections:
+            if part not in needed or not isinstance(sec, dict) or sec.get("verdict") != "redo":
+                continue
+            if key in accept:
+                self.accepted_redo.append(key)
+                continue
+            redo = "arms" if part.startswith("arm ") else part
+            raise RedoVerdictError(
+                f"{where}: the {part} calibration has verdict REDO (measured {sec.get('when') or 'at an unknown time'}): "
+                f"redo it ('{self._how(redo)}'), or use it knowingly by naming {key!r} in "
+                "runtime.accept_redo_calibration"
+            )
 
     # ------------------------------------------------------------- parts
     def has(self, part: str) -> bool:
@@ -519,7 +570,10 @@ def load_calibration(
     camera_name: str | None = None,
     require: Iterable[str] = ("intrinsics", "belt"),
     arms: Iterable[str] = (),
+    accept_redo: Iterable[str] = (),
 ) -> LineCalibration:
     """Load a line calibration for mapping pixels to the belt (intrinsics + belt by default;
     pass ``require=RUNTIME_PARTS`` for the whole chain). See :meth:`LineCalibration.load`."""
-    return LineCalibration.load(path, image_size=image_size, camera_name=camera_name, require=require, arms=arms)
+    return LineCalibration.load(
+        path, image_size=image_size, camera_name=camera_name, require=require, arms=arms, accept_redo=accept_redo
+    )

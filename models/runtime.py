@@ -153,6 +153,7 @@ class SegModel:
         for st in (self.info.finder, self.info.parts):
             if st.input not in names or st.output not in outs:
                 raise ModelError(f"{p}: graph has no input {st.input!r} / output {st.output!r} named in its metadata")
+        self._check_shapes(str(p))
         # Per-channel affine folded once: x_norm = x * scale + offset (x in 0..255).
         mean = np.array(self.info.mean, np.float32)
         std = np.array(self.info.std, np.float32)
@@ -165,6 +166,44 @@ class SegModel:
         self._empty_crops = np.zeros((0, 3, ps, ps), np.float32)
         m = max(self.info.finder.multiple, 16)
         self._empty_frame = np.zeros((0, 3, m, m), np.float32)
+
+    def _check_shapes(self, where: str) -> None:
+        """The graph's declared input and output shapes against what the metadata says the
+        runtime will feed it: (N, 3, H, W) images, crops of ``parts.size``, one logit plane per
+        class. A dimension the graph leaves free (a name, not a number) fits anything."""
+        ins = {i.name: i.shape for i in self.session.get_inputs()}
+        outs = {o.name: o.shape for o in self.session.get_outputs()}
+
+        def fixed(d) -> int | None:
+            return d if isinstance(d, int) and d > 0 else None
+
+        for st, crop in ((self.info.finder, None), (self.info.parts, self.info.parts.size)):
+            want = ["N", 3, crop or "H", crop or "W"]
+            shown = "x".join(map(str, want))
+            got = ins[st.input]
+            if len(got) != 4:
+                raise ModelError(f"{where}: input {st.input!r} has shape {got}, this runtime feeds {shown} images")
+            for d, w in zip(got[1:], want[1:]):
+                if fixed(d) is not None and isinstance(w, int) and d != w:
+                    raise ModelError(
+                        f"{where}: input {st.input!r} has shape {got}, but its metadata says the runtime feeds it {shown}"
+                    )
+            o = outs[st.output]
+            if len(o) != 4 or (fixed(o[1]) is not None and o[1] != len(st.classes)):
+                raise ModelError(
+                    f"{where}: output {st.output!r} has shape {o}, expected N x {len(st.classes)} classes x H x W"
+                )
+
+    def check_frame(self, size_hw: tuple[int, int]) -> None:
+        """Refuse a finder input of ``size_hw`` (H, W) the graph cannot take (it fixes another size)."""
+        shape = next(i.shape for i in self.session.get_inputs() if i.name == self.info.finder.input)
+        for d, n, what in zip(shape[2:], size_hw, ("height", "width")):
+            if isinstance(d, int) and d > 0 and d != n:
+                raise ModelError(
+                    f"{self.info.path}: the model's {self.info.finder.input!r} input is fixed at {shape[2]}x{shape[3]} "
+                    f"(HxW) but frames at this scale give {size_hw[0]}x{size_hw[1]}: its {what} does not fit; "
+                    "use a model exported with free image dimensions"
+                )
 
     def to_input(self, bgr: np.ndarray) -> np.ndarray:
         """(…, H, W, 3) uint8 BGR → (…, 3, H, W) float32, normalised, in the model's channel order."""

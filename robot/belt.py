@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scallop.errors import DeviceError
+from scallop.errors import DeviceError, check_choice, check_number
 
 if TYPE_CHECKING:
     from scallop.robot.planning import PickTarget
@@ -227,20 +227,6 @@ class EncoderGapError(EncoderError):
 
 
 # ============================================================================ configs
-def _check(name: str, value, lo, hi) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}={value!r}: expected a number")
-    if not (lo <= value <= hi):
-        # A TOML "0" arrives as 0.0 in a float field; show it as the user wrote it.
-        shown = int(value) if isinstance(value, float) and value.is_integer() else value
-        raise ValueError(f"{name}={shown!r} is out of range: allowed {lo}..{hi}")
-
-
-def _choice(name: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
-
-
 @dataclass(kw_only=True)
 class EncoderConfig:
     """How an :class:`EncodedCamera` samples any encoder.
@@ -258,9 +244,9 @@ class EncoderConfig:
     buffer_s: float = 2.0
 
     def __post_init__(self) -> None:
-        _check("sample_hz", self.sample_hz, 10, 5000)
-        _check("latency_s", self.latency_s, -0.5, 1.0)
-        _check("buffer_s", self.buffer_s, 0.1, 60.0)
+        check_number("sample_hz", self.sample_hz, 10, 5000)
+        check_number("latency_s", self.latency_s, -0.5, 1.0)
+        check_number("buffer_s", self.buffer_s, 0.1, 60.0)
         if self.buffer_s <= abs(self.latency_s) + 2.0 / self.sample_hz:
             raise ValueError(
                 f"buffer_s={self.buffer_s!r} must be longer than |latency_s| plus two samples "
@@ -302,17 +288,17 @@ class ModbusEncoderConfig(EncoderConfig):
         super().__post_init__()
         if not isinstance(self.host, str) or not self.host.strip():
             raise ValueError("host is empty: give the PLC's or encoder interface's IP address or name")
-        _check("port", self.port, 1, 65535)
-        _check("device_id", self.device_id, 0, 255)
-        _check("address", self.address, 0, 65535)
-        _choice("register", self.register, REGISTER_KINDS)
-        _choice("words", self.words, (1, 2))
-        _choice("word_order", self.word_order, WORD_ORDERS)
+        check_number("port", self.port, 1, 65535, integer=True)
+        check_number("device_id", self.device_id, 0, 255, integer=True)
+        check_number("address", self.address, 0, 65535, integer=True)
+        check_choice("register", self.register, REGISTER_KINDS)
+        check_choice("words", self.words, (1, 2))
+        check_choice("word_order", self.word_order, WORD_ORDERS)
         if not isinstance(self.signed, bool):
             raise ValueError(f"signed={self.signed!r}: expected true or false")
         if self.address + self.words - 1 > 65535:
             raise ValueError(f"address={self.address} with words=2 runs past register 65535")
-        _check("timeout_s", self.timeout_s, 0.01, 5.0)
+        check_number("timeout_s", self.timeout_s, 0.01, 5.0)
 
     @property
     def bits(self) -> int:

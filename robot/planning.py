@@ -26,6 +26,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from scallop.errors import DataError
 from scallop.robot.belt import ConveyorTracker
 from scallop.robot.config import ArmConfig, Box, trapezoid_time
 from scallop.robot.errors import WorkspaceViolation
@@ -46,6 +47,7 @@ class SkipReason(StrEnum):
     ARM_LATE = "arm_late"  # sent, but the arm reported it could not meet the grip time
     ARM_REJECTED = "arm_rejected"  # sent, but the arm refused the parameters
     ARM_ABORTED = "arm_aborted"  # sent, but stopped by a fault, e-stop or watchdog
+    NOT_RECORDED = "not_recorded"  # not sent: the production record could not hold it first
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,10 @@ class PickTarget:
     def __post_init__(self) -> None:
         xy = np.asarray(self.xy_mm, dtype=np.float64).reshape(-1)
         if xy.shape != (2,) or not np.all(np.isfinite(xy)):
-            raise ValueError(f"target {self.id}: xy_mm={self.xy_mm!r} must be 2 finite numbers")
+            raise DataError(f"target {self.id}: xy_mm={self.xy_mm!r} must be 2 finite numbers")
         d = np.asarray(self.pull_dir, dtype=np.float64).reshape(-1)
         if d.shape != (2,):
-            raise ValueError(f"target {self.id}: pull_dir={self.pull_dir!r} must be 2 numbers")
+            raise DataError(f"target {self.id}: pull_dir={self.pull_dir!r} must be 2 numbers")
         n = float(np.hypot(*d)) if np.all(np.isfinite(d)) else float("nan")
         d = d / n if n > 1e-9 else np.array([np.nan, np.nan])
         object.__setattr__(self, "xy_mm", xy)

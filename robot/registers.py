@@ -82,9 +82,10 @@ class Field:
                 raise RegisterValueError(f"{self.name}={value!r} is too large for float32")
             hi, lo = struct.unpack(">HH", struct.pack(">f", raw))
             return [hi, lo] if word_order == "big" else [lo, hi]
-        raw = round(v / self.scale)
+        scaled = v / self.scale  # may overflow to inf for a huge value at a small scale
+        raw = round(scaled) if math.isfinite(scaled) else None
         lo_raw, hi_raw = RAW_RANGE[self.type]
-        if not lo_raw <= raw <= hi_raw:
+        if raw is None or not lo_raw <= raw <= hi_raw:
             lo_v, hi_v = self.value_range()
             unit = f" {self.unit}" if self.unit else ""
             raise RegisterValueError(

@@ -19,6 +19,10 @@ least ``chain_margin_s`` before the current pick releases over the chute, the ne
 of stopping at ready (about 0.2 s a cycle with the default geometry). Otherwise it is
 planned from where and when the current pick ends, at ready.
 
+Before a pick's commit goes out, ``before_commit(arm, plan)`` (when set) is called outside the
+lock; if it raises, the pick is not sent and the target is skipped ``NOT_RECORDED`` (the line
+uses it to commit the pick's row to the production record first).
+
 A pick the arm reports LATE, REJECTED or NOT_READY goes back to the queue for the arms
 downstream of it; a commit cut by a broken link is resolved by the arm client (read back,
 written again only if the arm does not hold it).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,6 +142,8 @@ class Scheduler:
         # Recent history only: a line runs for days.
         self.events: deque[tuple[str, ArmEvent]] = deque(maxlen=1000)
         self.errors: deque[str] = deque(maxlen=200)
+        # Called (arm name, plan) before each commit, outside the lock; raising refuses it.
+        self.before_commit: Callable[[str, PickPlan], None] | None = None
 
     # ------------------------------------------------------------------ input
     def add(self, targets: list[PickTarget] | tuple[PickTarget, ...]) -> None:
@@ -246,6 +253,8 @@ class Scheduler:
                     return
                 q, plan = chosen
                 q.sending = lane.name  # no other arm takes it, nothing expires it meanwhile
+            if not self._before_commit(lane, q, plan):
+                return
             try:
                 seq = lane.client.submit(plan)
             except WorkspaceViolation as e:  # the client's own check disagreed: never send
@@ -271,6 +280,22 @@ class Scheduler:
                 lane.inflight[seq] = plan
                 lane.submitted += 1
             return
+
+    def _before_commit(self, lane: ArmLane, q: _Queued, plan: PickPlan) -> bool:
+        """The ``before_commit`` hook (I/O: outside the lock). False: the pick is refused and
+        its target skipped with the hook's error."""
+        if self.before_commit is None:
+            return True
+        try:
+            self.before_commit(lane.name, plan)
+        except Exception as e:
+            with self._lock:
+                q.sending = ""
+                del self.queue[q.target.id]
+                self.skips.append(Skip(q.target, SkipReason.NOT_RECORDED, str(e), lane.name))
+                self.errors.append(str(e))
+            return False
+        return True
 
     def _choose(self, lane: ArmLane, now: float) -> tuple[_Queued, PickPlan] | None:
         if self.queue and not self.tracker.fresh(now):

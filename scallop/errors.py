@@ -113,6 +113,15 @@ def check_share(key: str, value: object) -> None:
     check_range(key, value, 0.0, 1.0)
 
 
+def check_choice(key: str, value: object, allowed: Sequence, *, error: type[ScallopError] = ConfigError) -> object:
+    """``value`` if it is one of ``allowed``, else ``error`` listing the choices."""
+    if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+        raise error(f"{key}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
+    if value not in allowed:
+        raise error(f"{key}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
+    return value
+
+
 def check_vector(key: str, value: object, n: int = 3, *, error: type[ScallopError] = ConfigError) -> tuple[float, ...]:
     """``n`` finite numbers as a tuple of floats."""
     try:

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
-from scallop.errors import DataError, check_pair, check_range, check_share
+from scallop.errors import DataError, check_number, check_pair, check_range, check_share
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
@@ -447,6 +447,27 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _scale(mm: object, where: Path) -> float:
+    return float(check_number(f"{where}: mm_per_px", mm, 0.05, 5.0, error=DatasetError))
+
+
+def scale_of_image(image: str | os.PathLike) -> float | None:
+    """The scale (mm per pixel) a data set gives the image at ``image`` (``ROOT/images/NAME.*``):
+    its ``labels/NAME.json``, else ``dataset.json``; None when the image is in no data set or
+    the data set does not say."""
+    p = Path(image)
+    root = p.parent.parent
+    if p.parent.name != "images" or not (root / "dataset.json").is_file():
+        return None
+    labels = root / "labels" / f"{p.stem}.json"
+    for path in (labels, root / "dataset.json"):
+        if path.is_file():
+            mm = _read_json(path).get("mm_per_px")
+            if mm is not None:
+                return _scale(mm, path)
+    return None
+
+
 def _read_image(path: Path, flags: int) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8)
     img = cv2.imdecode(data, flags) if data.size else None
@@ -503,9 +524,8 @@ class Dataset:
             )
         if "classes" in m and list(m["classes"]) != list(PART_NAMES):
             raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
-        mm = m.get("mm_per_px")
-        if mm is not None and not (isinstance(mm, (int, float)) and 0.05 <= mm <= 5.0):
-            raise DatasetError(f"{path}: mm_per_px={mm!r} is out of range: allowed 0.05..5")
+        if m.get("mm_per_px") is not None:
+            _scale(m["mm_per_px"], path)
         return m
 
     def _index(self) -> tuple[list[str], dict[str, Path]]:
@@ -577,8 +597,7 @@ class Dataset:
         mm = labels.get("mm_per_px", self.manifest.get("mm_per_px"))
         if mm is None:
             raise DatasetError(f"{labels_path}: mm_per_px missing (give it here or in dataset.json)")
-        if not isinstance(mm, (int, float)) or not (0.05 <= mm <= 5.0):
-            raise DatasetError(f"{labels_path}: mm_per_px={mm!r} is out of range: allowed 0.05..5")
+        mm = _scale(mm, labels_path)
         scallops = labels.get("scallops")
         if scallops is None:
             scallops = facts_from_maps(parts, inst)

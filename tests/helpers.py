@@ -94,3 +94,51 @@ def rows(tmp_path):
         return con.execute("SELECT track_id, result, skip_reason FROM scallops").fetchall()
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------------------- calibration files
+
+
+def write_line_calibration(path, camera, counts_per_mm: float = 10.0, count_sign: int = 1, camera_name: str = "top"):
+    """A line calibration file (intrinsics, belt, encoder, all GOOD) for ``camera`` (a
+    CameraModel, e.g. the simulator's true one), as the calibrate steps would write it."""
+    from scallop.calibration.store import LineCalibration
+
+    when = "2026-01-01T00:00:00+00:00"
+    cal = LineCalibration.new(tuple(camera.image_size), camera_name)
+    cal.set_intrinsics(
+        {
+            "when": when,
+            "camera": camera_name,
+            "image_size": list(camera.image_size),
+            "board": "chessboard:9x6:25",
+            "K": camera.K.tolist(),
+            "dist": camera.dist.tolist(),
+            "rms_px": 0.12,
+            "views_used": 20,
+            "verdict": "good",
+        }
+    )
+    cal.set_belt(
+        {
+            "when": when,
+            "board": "chessboard:9x6:25",
+            "placement": {"origin_mm": [0.0, 0.0], "yaw_deg": 0.0, "thickness_mm": 0.0, "travel": "right"},
+            "R": camera.R.tolist(),
+            "t": camera.t.tolist(),
+            "residual_max_mm": 0.1,
+            "verdict": "good",
+        }
+    )
+    cal.set_encoder(
+        {
+            "when": when,
+            "method": "track",
+            "counts_per_mm": counts_per_mm,
+            "count_sign": count_sign,
+            "travel_dir": [1.0, 0.0],
+            "residual_rms_mm": 0.05,
+            "verdict": "good",
+        }
+    )
+    return cal.save(path)

@@ -16,6 +16,7 @@ from scallop.app.cli import main
 from scallop.app.config import load_config
 from scallop.errors import ConfigError, DataError
 from scallop.sim.clock import VirtualClock
+from tests.helpers import write_line_calibration
 
 
 def _rows(path):
@@ -36,7 +37,10 @@ def line_files(tmp_path):
         f'[ui]\nusers_file = "{etc / "users.json"}"\n'
         f'[record]\npath = "{var / "record.sqlite"}"\nsnapshot_budget_mb = 0.0\n'
     )
-    (etc / "calibration.json").write_text('{"format": "scallop-line-calibration", "note": "kept as it is"}\n')
+    from scallop.sim.config import SimConfig
+    from scallop.sim.world import camera_model_from_config
+
+    write_line_calibration(etc / "calibration.json", camera_model_from_config(SimConfig().camera))
     users = UserStore(scrypt_n=2**4)
     users.add("sato", "operator", "135790")
     users.save(etc / "users.json")

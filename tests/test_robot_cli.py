@@ -34,12 +34,12 @@ def test_status_reads_the_arm(sim_arm, capsys):
 
 def test_status_errors_are_one_line(sim_arm, capsys):
     port = free_port()
-    assert main(["robot", "status", "--port", str(port), "--timeout", "0.2"]) == 2
+    assert main(["robot", "status", "--port", str(port), "--timeout", "0.2"]) == 4
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert err.startswith(f"scallop robot: error: arm 'status' (tcp 127.0.0.1:{port} unit 1): cannot connect")
     # The UR map starts at 128: the generic simulated arm answers with a named exception.
-    assert main(["robot", "status", "--port", str(sim_arm.port), "--profile", "ur"]) == 2
+    assert main(["robot", "status", "--port", str(sim_arm.port), "--profile", "ur"]) == 4
     assert "Modbus exception 2 (ILLEGAL DATA ADDRESS)" in capsys.readouterr().err
     assert main(["robot", "status", "--port", str(sim_arm.port), "--profile", "fanuc"]) == 2
     assert "unknown robot profile 'fanuc'" in capsys.readouterr().err

@@ -188,7 +188,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     # A missing model stops the run before it starts (and the simulated arms are shut down).
     assert (
-        main(["sim", "run", "--scenario", "faults_arm", "--duration", "3", "--model", str(tmp_path / "none.onnx")]) == 2
+        main(["sim", "run", "--scenario", "faults_arm", "--duration", "3", "--model", str(tmp_path / "none.onnx")]) == 3
     )
     err = capsys.readouterr().err.strip()
     assert err == f"scallop sim: error: {tmp_path / 'none.onnx'}: no such model file"

@@ -192,7 +192,7 @@ def test_sim_dataset_command(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "wrote 2 frames" in text and "frames/s" in text
     assert len(load_dataset(out)) == 2
-    assert main(["sim", "dataset", "--n", "1", "--out", str(out)]) == 2
+    assert main(["sim", "dataset", "--n", "1", "--out", str(out)]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already there" in err[0] and "Traceback" not in err[0]
 

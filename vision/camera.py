@@ -135,11 +135,50 @@ class Camera(abc.ABC):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file."""
+# 50 megapixels: twice a 6K industrial sensor. Decoded, that is 150 MB of BGR; a 20000x20000
+# file (1.2 GB decoded, several GB while OpenCV works on it) is refused before decoding.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+class ImageTooLargeError(CorruptFrameError):
+    """An image file whose header announces more pixels than the budget: refused unread."""
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the file's header, without decoding it (Pillow reads only the
+    header on open); None when the format is not one Pillow knows."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+        except Image.DecompressionBombError as e:
+            # Pillow's own bomb check fired first; its message carries the pixel count.
+            import re
+
+            m = re.search(r"\((\d+) pixels\)", str(e))
+            return (int(m.group(1)) if m else 2**31, 1)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file. An image
+    of more than ``max_pixels`` is refused from its header, before any decoding."""
     p = Path(path)
     if not p.is_file():
         raise CameraNotFoundError(f"{p}: no such image file")
+    size = image_size(p)
+    if size is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        shown = f"{w}x{h} ({w * h / 1e6:.0f} megapixels)" if h > 1 else f"{w / 1e6:.0f} megapixels"
+        raise ImageTooLargeError(
+            f"{p}: image is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
+        )
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:

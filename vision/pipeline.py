@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from scallop.errors import check_number, check_range, check_share
 from scallop.models.runtime import SegModel
 from scallop.vision.detections import (
     REASON_AMBIGUOUS,
@@ -54,12 +55,22 @@ class PipelineConfig:
     border_margin_mm: float = 1.5  # mask within this of the frame edge → cut by border
 
     def __post_init__(self) -> None:
-        if not (0.05 <= self.mm_per_px <= 5.0):
-            raise ValueError(f"mm_per_px={self.mm_per_px} is out of range: allowed 0.05..5")
-        if not (1 <= self.threads <= 64):
-            raise ValueError(f"threads={self.threads} is out of range: allowed 1..64")
-        if not (0.0 <= self.min_uro_confidence <= 1.0):
-            raise ValueError(f"min_uro_confidence={self.min_uro_confidence} is out of range: allowed 0..1")
+        # Every threshold is range-checked: a NaN compares false with everything, so one that
+        # slipped through would switch its check off (a NaN adductor gap passes every grasp).
+        check_range("mm_per_px", self.mm_per_px, 0.05, 5.0)
+        check_number("threads", self.threads, 1, 64, integer=True)
+        check_range("min_scallop_area_mm2", self.min_scallop_area_mm2, 0.0, 20000.0)
+        check_range("min_core_area_mm2", self.min_core_area_mm2, 0.0, 20000.0)
+        check_range("min_uro_area_mm2", self.min_uro_area_mm2, 0.0, 2000.0)
+        check_range("min_adductor_area_mm2", self.min_adductor_area_mm2, 0.0, 5000.0)
+        check_share("min_uro_confidence", self.min_uro_confidence)
+        check_share("second_uro_ratio", self.second_uro_ratio)
+        check_range("clearance_mm", self.clearance_mm, 0.0, 100.0)
+        check_range("grip_clearance_mm", self.grip_clearance_mm, 0.0, 20.0)
+        check_range("min_grip_depth_mm", self.min_grip_depth_mm, 0.0, 20.0)
+        check_range("min_adductor_gap_mm", self.min_adductor_gap_mm, 0.0, 30.0)
+        check_range("adductor_doubt_logit", self.adductor_doubt_logit, 0.0, 20.0)
+        check_range("border_margin_mm", self.border_margin_mm, 0.0, 50.0)
 
 
 def _max_of(planes: list[np.ndarray]) -> np.ndarray:
@@ -113,6 +124,17 @@ class Pipeline:
         self._arange = np.arange(self.crop, dtype=np.float64)
         # Milliseconds spent in each stage of the last detect() call (for benchmarks).
         self.timings: dict[str, float] = {}
+
+    def finder_size(self, width: int, height: int, mm_per_px: float) -> tuple[int, int]:
+        """(H, W) of the finder's input for a frame of ``width`` x ``height`` at ``mm_per_px``."""
+        g = float(mm_per_px) / self.coarse_mm
+        h, w = max(1, int(round(height * g))), max(1, int(round(width * g)))
+        return h + (-h % self.multiple), w + (-w % self.multiple)
+
+    def check_frame(self, width: int, height: int, mm_per_px: float) -> None:
+        """Refuse, with a :class:`~scallop.models.runtime.ModelError` naming both, frames the
+        model cannot take (a graph exported for one fixed input size); the line checks at load."""
+        self.model.check_frame(self.finder_size(width, height, mm_per_px))
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -348,6 +370,7 @@ class Pipeline:
         g = s / self.coarse_mm  # coarse px per image px
         coarse = self._resize(image, g)
         ch, cw = coarse.shape[:2]
+        self.model.check_frame((ch + (-ch % self.multiple), cw + (-cw % self.multiple)))
         m = self.multiple
         ph, pw = -ch % m, -cw % m
         if ph or pw:

@@ -35,6 +35,7 @@ class Backend:
         self.arm_configs: list[ArmConfig] = []
         self.verifier = None  # scallop.app.line.ledger.PickVerifier
         self.observers: list = []  # objects with on_frame(frame) and summary() -> dict
+        self.accepted_redo: list[str] = []  # calibration parts used despite a REDO verdict (override)
 
     def open(self) -> None:
         raise NotImplementedError
@@ -84,7 +85,9 @@ class HardwareBackend(Backend):
             image_size=cam.resolution,
             require=("intrinsics", "belt", "encoder"),
             arms=[a.name for a in cfg.arms],
+            accept_redo=cfg.runtime.accept_redo_calibration,
         )
+        self.accepted_redo = cal.accepted_redo
         d = cal.travel_dir
         if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
             raise ConfigError(
@@ -140,6 +143,18 @@ class SimBackend(Backend):
         from scallop.sim.world import SimWorld
 
         cfg = self.config
+        if cfg.runtime.calibration:
+            # Configured is checked, used or not: the simulator brings its own true calibration,
+            # but a line file named here that is missing, damaged or REDO is said so now, not on
+            # the day the configuration moves to the real camera.
+            from scallop.calibration.store import load_calibration
+
+            cal = load_calibration(
+                cfg.runtime.calibration,
+                require=("intrinsics", "belt", "encoder"),
+                accept_redo=cfg.runtime.accept_redo_calibration,
+            )
+            self.accepted_redo = cal.accepted_redo
         self.world = SimWorld(cfg.sim, seed=self.seed, clock=self.clock)
         self.camera = SimCamera(self.world)
         self.camera.connect()

@@ -14,8 +14,7 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None) 
     """The line for ``config`` with its record writer (``scallop run``, the scenario bench,
     tests). ``seed`` and ``clock`` matter on the simulator only."""
     backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
-    path = Path(record_path or config.record.path or default_db_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None
 

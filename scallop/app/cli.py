@@ -10,7 +10,10 @@ Examples::
 
 Each subcommand lives in ``scallop/app/commands/<name>.py`` and exposes
 ``register(subparsers)``; heavy imports happen inside the command, so ``--help`` is fast.
-Set SCALLOP_DEBUG=1 to see tracebacks for errors that are reported as one line.
+Errors are one line on stderr, never a traceback (``--debug`` or SCALLOP_DEBUG=1 adds it), and
+the exit code tells the kind (``scallop.errors``): 2 a bad option, value or configuration key,
+3 a file or data that cannot be used, 4 a device (camera, encoder, arm) missing or failing,
+5 not allowed in the line's present state, 1 anything else (a fault of the program itself).
 """
 
 from __future__ import annotations
@@ -22,7 +25,20 @@ import sys
 import traceback
 
 # Order is the order shown in --help.
-COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report", "backup", "restore", "service")
+COMMANDS = (
+    "run",
+    "sim",
+    "detect",
+    "calibrate",
+    "robot",
+    "bench",
+    "train",
+    "report",
+    "record",
+    "backup",
+    "restore",
+    "service",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback behind an error (also SCALLOP_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -51,28 +70,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or a missing device: one line, no traceback. Every
-    error of the product derives from :class:`scallop.errors.ScallopError`; a missing or
-    unreadable file the user named is the operating system's own error."""
-    from scallop.errors import ScallopError
+def exit_code(e: BaseException) -> int:
+    """The exit code of an error's kind: the product's errors carry theirs; a file the user
+    named that is missing or unreadable is a data error; anything else is the program's own
+    fault (1)."""
+    from scallop.errors import DataError, ScallopError
 
-    return (ScallopError, FileNotFoundError, PermissionError)
+    if isinstance(e, ScallopError):
+        return e.exit_code
+    if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return DataError.exit_code
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SCALLOP_DEBUG", "") not in ("", "0")
     try:
         rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
-        if os.environ.get("SCALLOP_DEBUG"):
+    except Exception as e:
+        code = exit_code(e)
+        if debug:
             traceback.print_exc()
-        print(f"scallop {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        if code == 1:
+            # Not the user's input: a fault of the program. One line still, with where to look.
+            hint = "" if debug else " (run again with --debug to see where)"
+            print(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        else:
+            print(f"scallop {args.command}: error: {e}", file=sys.stderr)
+        return code
     return int(rc or 0)
 
 

@@ -204,10 +204,14 @@ class CameraSection:
 @dataclass
 class RuntimeSection:
     """calibration: the line calibration file (required for a real camera; the simulator
-    supplies its own true calibration). tick_s: how often the arms are served.
+    supplies its own true calibration, but a file named here is still checked).
+    accept_redo_calibration: parts of that file used although their verdict is REDO
+    ("intrinsics", "belt", "encoder", "arms.NAME"): the engineer's explicit override, raised as
+    an alarm and recorded at every start. tick_s: how often the arms are served.
     frame_queue: frames waiting for inference; under overload the oldest are dropped."""
 
     calibration: str = ""
+    accept_redo_calibration: list[str] = field(default_factory=list)
     tick_s: float = 0.01
     frame_queue: int = 2
     inference_latency_s: float = 0.02  # virtual time charged per frame on the simulator
@@ -219,6 +223,12 @@ class RuntimeSection:
         check_range("frame_queue", self.frame_queue, 1, 64)
         check_range("inference_latency_s", self.inference_latency_s, 0.0, 1.0)
         check_range("stall_alarm_s", self.stall_alarm_s, 0.1, 60.0)
+        for i, part in enumerate(self.accept_redo_calibration):
+            if part not in ("intrinsics", "belt", "encoder") and not part.startswith("arms."):
+                raise ValueError(
+                    f"accept_redo_calibration[{i}]={part!r} is not a calibration part: "
+                    "use 'intrinsics', 'belt', 'encoder' or 'arms.NAME'"
+                )
 
 
 @dataclass

@@ -27,7 +27,7 @@ POST /api/reset             operator
 POST /api/alarms/{id}/ack   operator    404 for an unknown alarm
 POST /api/recipe            operator    ``{"name": "M"}``; 404 unknown, 409 not now
 GET  /api/config            engineer
-POST /api/config            engineer    ``{"changes": {"key": value}}``; 422 names a bad key
+POST /api/config            engineer    ``{"changes": {"vision.KEY": value}}``; 422 names a bad key
 GET  /metrics               none        Prometheus text: the line's metrics + the web server's
 ==========================  ==========  ================================================
 

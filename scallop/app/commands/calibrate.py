@@ -18,7 +18,7 @@ steps, in order:
   scallop calibrate intrinsics --board chessboard:9x6:25 --out line.json photos/
   scallop calibrate belt       --calib line.json --board chessboard:9x6:25 flat.png
   scallop calibrate encoder    --calib line.json --board chessboard:9x6:25 --frames run/ --counts run/counts.csv
-  scallop calibrate robot      --calib line.json --arm left --points touches.csv
+  scallop calibrate robot      --calib line.json --arm arm1 --points touches.csv
   scallop calibrate check      --calib line.json board_on_belt.png
   scallop calibrate show       line.json
 """

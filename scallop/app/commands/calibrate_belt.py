@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from scallop.app.commands.calibrate_common import Out, camera_args, capture_board_frame, load, read_one, step_parser
+from scallop.app.commands.calibrate_common import (
+    Out,
+    camera_args,
+    capture_board_frame,
+    load,
+    read_one,
+    step_parser,
+    verdict_exit,
+)
 
 
 def register(sub) -> None:
@@ -97,4 +105,4 @@ def run(args) -> int:
         )
         obj["file"] = str(cal.path)
     out.result(obj)
-    return 0
+    return verdict_exit(res.verdict)

@@ -48,13 +48,20 @@ class Out:
         advice = {
             "good": f"{what} can be used.",
             "marginal": f"{what} is usable but not reliable; redo it when you can (see the figures above).",
-            "redo": f"{what} should not be used: fix what the figures point at and redo this step.",
+            "redo": f"{what} should not be used: fix what the figures point at and redo this step "
+            "(the line refuses a part judged REDO unless runtime.accept_redo_calibration names it).",
         }[verdict]
         self.say(f"verdict: {text} - {advice}")
 
     def result(self, obj: dict) -> None:
         if self.json_mode:
             print(json.dumps(obj), flush=True)
+
+
+def verdict_exit(verdict: str) -> int:
+    """A step's exit code: 3 (the data cannot be used) when its verdict is REDO, as for
+    ``scallop calibrate check``; 0 otherwise. A script running the steps stops at a REDO."""
+    return 3 if verdict == "redo" else 0
 
 
 def open_camera(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser
+from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser, verdict_exit
 
 
 def register(sub) -> None:
@@ -92,4 +92,4 @@ def run(args) -> int:
         obj["file"] = str(cal.path)
         obj["frame_turned_deg"] = turned
     out.result(obj)
-    return 0
+    return verdict_exit(res.verdict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scallop.app.commands.calibrate_common import Out, camera_args, load, open_camera, step_parser
+from scallop.app.commands.calibrate_common import Out, camera_args, load, open_camera, step_parser, verdict_exit
 
 
 def register(sub) -> None:
@@ -138,4 +138,4 @@ def run(args) -> int:
     if coverage_path:
         obj["coverage_png"] = str(coverage_path)
     out.result(obj)
-    return 0
+    return verdict_exit(res.verdict)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser
+from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser, verdict_exit
 
 
 def register(sub) -> None:
@@ -125,4 +125,4 @@ def run(args) -> int:
         out.say(f"wrote {cal.path} (arm {args.arm})")
         obj["file"] = str(cal.path)
     out.result(obj)
-    return 0
+    return verdict_exit(fit.verdict)

@@ -16,7 +16,9 @@ def register(sub) -> None:
             "Find every scallop and its uro in images.\n\n"
             "example:\n  scallop detect --mm-per-px 0.5 --json --annotate out/ frame1.png frame2.jpg\n\n"
             "With --json, one JSON object per image on stdout, one per line, nothing else.\n"
-            "An unreadable image is reported on stderr and the exit code is 1 after the others are done."
+            "An unreadable image is reported on stderr and the exit code is 1 after the others are done.\n\n"
+            "The image scale on the belt is never guessed: it comes from --calibration, from --mm-per-px,\n"
+            "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -26,31 +28,46 @@ def register(sub) -> None:
         "--mm-per-px",
         type=float,
         default=None,
-        help="image scale on the belt when no calibration is given (default 0.5)",
+        help="image scale on the belt, mm per pixel (0.05..5), when no calibration or data set gives it",
     )
     p.add_argument("--calibration", help="line calibration file: pixels → belt mm (adds *_mm fields)")
     p.add_argument("--annotate", metavar="DIR", help="write each image with its detections drawn into DIR")
     p.add_argument("--json", action="store_true", help="print JSON lines only")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads, 1..64 (default 2)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import cv2
 
+    from scallop.errors import ConfigError, check_number
+    from scallop.sim.dataset import scale_of_image
     from scallop.vision.annotate import draw
     from scallop.vision.camera import CameraError, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
-    cfg = PipelineConfig(threads=args.threads, **({"mm_per_px": args.mm_per_px} if args.mm_per_px else {}))
-    pipe = Pipeline(args.model, cfg)
-    to_belt, scale = None, None
+    check_number("--threads", args.threads, 1, 64, integer=True)
+    if args.mm_per_px is not None:
+        check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
+        if args.calibration:
+            raise ConfigError("--mm-per-px and --calibration: give one (the calibration knows the scale)")
+    to_belt, scale = None, args.mm_per_px
     if args.calibration:
         from scallop.calibration.store import load_calibration
 
         cal = load_calibration(args.calibration)
         to_belt = cal.pixel_to_belt
         scale = cal.mm_per_px_center()
+    # Every image's scale before the model loads: a missing one is refused up front, not after
+    # half the images are done. Sizes in mm are what tell a uro from an eye dot: never a guess.
+    scales = {path: scale if scale is not None else scale_of_image(path) for path in args.images}
+    unscaled = [path for path, s in scales.items() if s is None]
+    if unscaled:
+        raise ConfigError(
+            f"{unscaled[0]}: no image scale: pass --mm-per-px (mm on the belt per pixel), --calibration FILE, "
+            "or use images of a data set whose dataset.json gives mm_per_px"
+        )
+    pipe = Pipeline(args.model, PipelineConfig(threads=args.threads))
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +87,7 @@ def run(args) -> int:
             )
             failed += 1
             continue
-        dets = pipe.detect(img, mm_per_px=scale, to_belt=to_belt)
+        dets = pipe.detect(img, mm_per_px=scales[path], to_belt=to_belt)
         if args.json:
             print(json.dumps(dets.to_json(path, img.shape[1], img.shape[0])), flush=True)
         else:

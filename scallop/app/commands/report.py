@@ -42,19 +42,15 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scallop.app.record import Record, RecordError, default_db_path, shift_range
+    from scallop.app.record import Record, default_db_path, shift_range
 
     db = args.db or default_db_path()
     # The CSV may own stdout; the summary then goes to stderr so the CSV stays clean.
     out = sys.stderr if args.csv == "-" else sys.stdout
-    try:
-        start, end, label = shift_range(args.shift, args.day_start)
-        with Record(db) as rec:
-            summary = rec.summary(start, end, label)
-            n = rec.export_csv(args.csv, start, end) if args.csv else None
-    except RecordError as e:
-        print(f"scallop report: error: {e}", file=sys.stderr)
-        return 2
+    start, end, label = shift_range(args.shift, args.day_start)
+    with Record(db) as rec:
+        summary = rec.summary(start, end, label)
+        n = rec.export_csv(args.csv, start, end) if args.csv else None
     if args.json:
         print(json.dumps(summary.to_dict()), file=out)
     else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import time
+import threading
 
 
 def register(sub) -> None:
@@ -70,24 +71,46 @@ def run(args) -> int:
             webbrowser.open(server.url)
         except Exception:
             pass
-    # A service manager stops the line with SIGTERM: same clean stop as Ctrl-C.
-    import signal
-
-    def _term(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _term)
+    stop = stop_on_signals()
     try:
         if args.duration is not None:
-            time.sleep(max(0.0, args.duration))
+            stop.wait(max(0.0, args.duration))
         else:
-            while True:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        print("stopping …", file=sys.stderr)
+            while not stop.wait(1.0):
+                pass
     finally:
         server.stop()
         line.close()
     if args.duration is not None:
         print(json.dumps(line.summary()))
+    return exit_status(line)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by the first SIGTERM or SIGINT: the line then stops cleanly. A service
+    manager and an impatient operator both send more than one; the later ones are noted and
+    change nothing (raising in the middle of the stop would cut the record short)."""
+    stop = threading.Event()
+
+    def handler(signum, _frame):
+        if stop.is_set():
+            print(f"{signal.Signals(signum).name}: already stopping, please wait …", file=sys.stderr, flush=True)
+            return
+        stop.set()
+        print("stopping …", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+    return stop
+
+
+def exit_status(line) -> int:
+    """0 when the run ended with everything recorded; a record that could not keep every row
+    is an error (the process must not exit 0 having lost production data)."""
+    from scallop.app.record import RecordError
+
+    problems = line.record.problems() if line.record is not None else []
+    if problems:
+        raise RecordError("the production record is incomplete: " + "; ".join(problems))
     return 0

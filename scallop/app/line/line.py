@@ -74,6 +74,7 @@ class Line:
         self.recipe = config.recipe
         self.frames = 0
         self._frames_bad = 0  # frames that reached vision but could not be used
+        self._vision_failures = 0  # consecutive frames vision failed on
         self.frames_dropped = 0
         self.observers: list = []  # on_frame(frame) / summary() -> dict
         self.pipeline: Pipeline | None = None
@@ -92,9 +93,20 @@ class Line:
         an arm that is not there does not stop the others)."""
         b = self.backend
         b.open()
+        for part in b.accepted_redo:
+            # The engineer's override of a REDO verdict: on the screen and in the record, every start.
+            text = (
+                f"calibration {part} has verdict REDO and is used by override "
+                f"(runtime.accept_redo_calibration in the configuration): positions may be off"
+            )
+            self.alarms.raise_(f"calibration.redo.{part}", "warning", "calibration", text)
+            self.publisher.event(
+                "calibration_override", "system", {"part": part, "file": self.config.runtime.calibration}
+            )
         self.pipeline = Pipeline(config=self.config.vision)
         cam = b.camera_model
         self._scale = cam.mm_per_px_center()
+        self.pipeline.check_frame(*cam.image_size, self._scale)  # a model that cannot take these frames: refused now
         _, exit_x = cam.view_x_range()
         belt = b.belt
         self.publisher.belt = belt
@@ -102,10 +114,19 @@ class Line:
         self.arms = ArmDrivers(
             b.arm_configs, ConveyorTracker(belt.mm_per_count), self.clock, self.alarms, self.config.runtime.tick_s
         )
+        if self.record is not None:
+            # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
+            self.arms.scheduler.before_commit = self._record_pick
         self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
         self.reader = FrameReader(b.camera, self.alarms, self.stats, self.clock, self.config.runtime.stall_alarm_s)
         self.observers = list(b.observers) + self.observers
         self.arms.connect()
+
+    def _record_pick(self, arm: str, plan) -> None:
+        """Commit the pick's intent to the record before its arm's commit (raises if it cannot:
+        the scheduler then skips the target, and the record raises its alarm)."""
+        t = plan.target
+        self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
 
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):
@@ -165,8 +186,13 @@ class Line:
             dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt)
         except Exception as e:  # a bad frame must not kill the line
             self._frames_bad += 1
+            self._vision_failures += 1
             self.alarms.raise_("vision.error", "warning", "vision", f"frame {frame.index} could not be analysed: {e}")
+            if self._vision_failures >= VISION_FAULT_FRAMES and self.state != LineState.FAULT:
+                # Not a bad frame: vision itself cannot work, and every scallop would pass unchecked.
+                self._fail(f"vision ({self._vision_failures} frames in a row)", e)
             return
+        self._vision_failures = 0
         self.alarms.clear("vision.error")
         t1 = time.perf_counter()
         self.stats.timing("inference", (t1 - t0) * 1e3)
@@ -300,19 +326,30 @@ class Line:
         return d
 
     def update_config(self, changes: dict, user: str) -> dict:
-        """Engineer changes to the vision thresholds (validated; applied at once)."""
+        """Engineer changes to the vision thresholds, validated and applied at once. Keys as the
+        screen's panel takes them, ``{"vision.min_uro_confidence": 0.6}``, or as a table,
+        ``{"vision": {"min_uro_confidence": 0.6}}``. Anything else needs a restart (the
+        configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
         from scallop.app.config import build, to_dict
         from scallop.vision.pipeline import PipelineConfig
 
-        if not isinstance(changes, dict) or set(changes) - {"vision"}:
-            raise ValueError(f"only the 'vision' section can be changed while running; got {sorted(changes)}")
-        vision = changes["vision"]
-        if not isinstance(vision, dict) or {"model", "threads"} & set(vision):
-            raise ValueError("vision.model and vision.threads need a restart; change them in the config file")
-        try:
-            new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
+        if not isinstance(changes, dict):
+            raise ConfigError(f"changes={changes!r}: expected a JSON object of keys and values")
+        vision: dict = {}
+        for key, value in changes.items():
+            if key == "vision" and isinstance(value, dict):
+                vision.update(value)
+            elif isinstance(key, str) and key.startswith("vision.") and key.count(".") == 1:
+                vision[key.split(".", 1)[1]] = value
+            else:
+                raise ConfigError(
+                    f"{key}: cannot be changed while the line runs; the panel changes the vision thresholds "
+                    '(e.g. {"vision.min_uro_confidence": 0.6}); the belt speed comes with the recipe, '
+                    "everything else from the configuration file at the next start"
+                )
+        if {"model", "threads"} & set(vision):
+            raise ConfigError("vision.model and vision.threads need a restart; change them in the config file")
+        new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
         with self.control.lock:
             self.config = replace(self.config, vision=new)
             self.pipeline.config = new
@@ -547,6 +584,9 @@ class Line:
         if self.arms is not None:
             self.arms.stop_threads()
 
+
+# Frames in a row that vision may fail on before the line faults (one bad frame is an alarm).
+VISION_FAULT_FRAMES = 10
 
 # A STOP from these states goes through STOPPING; from e-stop or fault the line stays there.
 TRANSITIONS_STOP = (LineState.RUNNING, LineState.PAUSED, LineState.STARTING)

@@ -10,10 +10,18 @@ Writing (the runtime)::
     w.event("start", "maria")
     w.close()                           # everything queued is written first
 
-The writer never blocks its caller: records go into a bounded queue that one thread drains
-into SQLite (WAL mode, one transaction per batch). A full queue drops the record, counts it and
-raises an alarm; a failing database is retried; a full snapshot disk raises an alarm and the
-scallop is still recorded without its frame. None of these stops the line.
+Scallop rows, alarms and events go into a queue that one thread drains into SQLite (WAL
+mode, one transaction per batch): the caller never waits for them. A pick's *intent*
+(``w.pick_intent(track_id, arm)``) is the exception: it is committed (synchronous=FULL)
+before the call returns, and the line calls it before the arm's commit, so an arm never makes
+a pick the record does not hold; if it cannot be written the pick is not sent and the
+``record.picks`` alarm is raised. A failing database is retried with rows kept in memory (the
+queue holds 100 000; past that rows are dropped, counted, alarmed and reported at exit), and
+whatever the database still refuses when the writer closes goes to a spill file beside it
+(``scallop record import`` adds it back). A full snapshot disk raises an alarm and the
+scallop is still recorded without its frame. A run's lock file tells the next start whether
+it crashed: then its end is set, ``crashed = 1``, and its picks still ``sending`` become
+``unknown`` (``scallop record check`` lists them).
 
 Snapshots (JPEG frames of failed or doubtful picks, for retraining) are files next to the
 database whose total size stays under a byte budget: past it the oldest are deleted (and their

@@ -11,7 +11,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from scallop.app.record.schema import RecordError, open_db
+from scallop.app.record.schema import open_db
+from scallop.errors import ConfigError
 
 
 @dataclass
@@ -224,7 +225,7 @@ class Record:
 def _parse_hhmm(s: str) -> tuple[int, int]:
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", s or "")
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-        raise RecordError(f"day start {s!r}: expected a time like 06:00")
+        raise ConfigError(f"day start {s!r}: expected a time like 06:00")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -244,7 +245,7 @@ def shift_range(spec: str, day_start: str = "00:00", now: datetime | None = None
         try:
             d = date.fromisoformat(spec)
         except (TypeError, ValueError):
-            raise RecordError(f"shift {spec!r}: expected today, yesterday or a date like 2024-05-01") from None
+            raise ConfigError(f"shift {spec!r}: expected today, yesterday or a date like 2024-05-01") from None
     start = datetime.combine(d, datetime.min.time()).replace(hour=hh, minute=mm)
     end = datetime.combine(d + timedelta(days=1), datetime.min.time()).replace(hour=hh, minute=mm)
     return start.timestamp(), end.timestamp(), d.isoformat()

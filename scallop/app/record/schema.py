@@ -8,15 +8,33 @@ from pathlib import Path
 
 from scallop.errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+# Version 2: every pick's intent, committed before the arm is sent it (see writer.pick_intent).
+_PICKS = """
+CREATE TABLE IF NOT EXISTS picks (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL REFERENCES runs(id),
+    track_id  INTEGER NOT NULL,
+    arm       TEXT NOT NULL,
+    time      REAL NOT NULL,              -- when the commit was about to go to the arm
+    grasp_x_mm REAL, grasp_y_mm REAL,
+    state     TEXT NOT NULL CHECK (state IN ('sending', 'done', 'unknown')),
+    result    TEXT NOT NULL DEFAULT '',   -- the scallop's result once known; 'handed_on' for another arm's
+    ended     REAL
+);
+CREATE INDEX IF NOT EXISTS picks_track ON picks(run_id, track_id);
+"""
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id       INTEGER PRIMARY KEY,
     started  REAL NOT NULL,           -- wall clock, epoch seconds
     ended    REAL,
     host     TEXT NOT NULL DEFAULT '',
-    note     TEXT NOT NULL DEFAULT ''
+    note     TEXT NOT NULL DEFAULT '',
+    pid      INTEGER NOT NULL DEFAULT 0,  -- the line program's process on ``host``
+    crashed  INTEGER NOT NULL DEFAULT 0   -- 1: found unfinished by a later start
 );
 CREATE TABLE IF NOT EXISTS scallops (
     id             INTEGER PRIMARY KEY,
@@ -66,6 +84,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
+    + _PICKS
+)
+
+_MIGRATE_1_TO_2 = (
+    "ALTER TABLE runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;" + _PICKS
+)
 
 # The scallops table's columns in the order the writer inserts them.
 _SCALLOP_COLS = (
@@ -109,7 +134,11 @@ def default_db_path() -> Path:
     return default_record_dir() / "record.sqlite"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, write: bool = True) -> sqlite3.Connection:
+    if not write:
+        # A reader never writes: a record on a read-only disk (or a copy handed in for a
+        # report) is still read.
+        return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0, isolation_level=None)
     con = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across application crashes in WAL mode; only a power cut may lose the
@@ -118,26 +147,60 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
+def _unwritable(p: Path) -> str | None:
+    """Why the line could not write a record at ``p`` (None: nothing found against it). SQLite
+    in WAL mode writes two files beside the database, so its folder must be writable too."""
+    folder = p.parent
+    if p.exists() and not os.access(p, os.W_OK):
+        return "the file is read-only (check its owner and permissions, or a disk mounted read-only)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable (check its owner and permissions, or a disk mounted read-only)"
+    return None
+
+
+def _open_failed(p: Path, e: sqlite3.Error, create: bool) -> RecordError:
+    why = _unwritable(p) if create else None
+    if why:
+        return RecordError(f"{p}: cannot write the production record: {why}")
+    if isinstance(e, sqlite3.OperationalError):
+        # Locked, unreadable, a disk error: the file may be a fine record that cannot be used now.
+        return RecordError(f"{p}: cannot open the production record ({e})")
+    return RecordError(f"{p}: not a production record ({e})")
+
+
 def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
-    """A connection to the record at ``path`` with the schema checked (and created if ``create``)."""
+    """A connection to the record at ``path`` with the schema checked (and created if ``create``,
+    the writer's case: then a record that cannot be written is refused here, naming why)."""
     p = Path(path)
     if not create and not p.is_file():
         raise FileNotFoundError(f"{p}: no production record here (run the line first, or pass --db)")
     if create:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RecordError(f"{p}: cannot create the record's folder {p.parent}: {e.strerror or e}") from None
+        why = _unwritable(p)
+        if why:
+            raise RecordError(f"{p}: cannot write the production record: {why}")
+    con = None
     try:
-        con = _connect(p)
+        con = _connect(p, write=create)
         version = con.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as e:
-        raise RecordError(f"{p}: not a production record ({e})") from None
-    if version == 0 and not tables:
-        if not create:
+        if version == 0 and not tables:
+            if not create:
+                raise RecordError(f"{p}: empty database, not a production record")
+            con.executescript(_SCHEMA)
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 1 and create:
+            con.executescript("BEGIN;" + _MIGRATE_1_TO_2 + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        elif version not in (SCHEMA_VERSION, 1):
+            raise RecordError(f"{p}: record schema version {version}, this program reads version {SCHEMA_VERSION}")
+    except sqlite3.Error as e:
+        if con is not None:
             con.close()
-            raise RecordError(f"{p}: empty database, not a production record")
-        con.executescript(_SCHEMA)
-        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    elif version != SCHEMA_VERSION:
+        raise _open_failed(p, e, create) from None
+    except RecordError:
         con.close()
-        raise RecordError(f"{p}: record schema version {version}, this program reads version {SCHEMA_VERSION}")
+        raise
     return con

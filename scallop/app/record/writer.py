@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import queue
 import socket
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scallop.app.record.rows import ScallopRecord
-from scallop.app.record.schema import _SCALLOP_COLS, RecordError, open_db
+from scallop.app.record.schema import _SCALLOP_COLS, RecordError, _connect, open_db
 
 if TYPE_CHECKING:
     from scallop.app.line_api import Alarm
@@ -42,16 +44,23 @@ AlarmCallback = Callable[[str, str, str, bool], None]
 
 
 class RecordWriter:
-    """Thread-safe, non-blocking writer of one run's record (see the module doc).
+    """Thread-safe writer of one run's record (see the module doc).
+
+    Rows go through a queue drained by one thread, except a pick's intent
+    (:meth:`pick_intent`), which is committed before the call returns: the arm is sent
+    nothing the record does not hold.
 
     ``on_alarm(key, severity, text, active)`` is called from whichever thread hit the condition
-    (the caller for a full queue, the writer thread otherwise); keys are ``record.queue_full``,
-    ``record.database`` and ``record.snapshot_disk``. Without a callback the writer puts those
-    alarms in its own alarms table (negative alarm ids).
+    (the caller for a full queue or a refused pick intent, the writer thread otherwise); keys
+    are ``record.queue_full``, ``record.database``, ``record.picks`` and
+    ``record.snapshot_disk``. Without a callback the writer puts those alarms in its own
+    alarms table (negative alarm ids).
     """
 
     SIDE_MAX = 10_000  # alarms and events waiting; past it they are dropped (and counted)
-    CLOSE_RETRIES = 3  # database failures tolerated after close() before the rest is counted as lost
+    CLOSE_RETRIES = 3  # database failures tolerated after close() before the rest goes to the spill file
+    SNAPSHOT_BACKLOG = 256  # rows waiting past which new rows keep no frame (the memory is the rows')
+    INTENT_TIMEOUT_S = 1.0  # a pick intent waits this long for the database before the pick is refused
 
     def __init__(
         self,
@@ -59,7 +68,7 @@ class RecordWriter:
         *,
         snapshot_dir: str | Path | None = None,
         snapshot_budget_bytes: int = 500_000_000,
-        queue_size: int = 10_000,
+        queue_size: int = 100_000,
         batch: int = 500,
         on_alarm: AlarmCallback | None = None,
         wall_clock: Callable[[], float] = time.time,
@@ -87,6 +96,9 @@ class RecordWriter:
             duplicates=0,
             db_errors=0,
             lost=0,
+            spilled=0,
+            picks_recorded=0,
+            picks_refused=0,
             snapshots_written=0,
             snapshots_deleted=0,
             snapshot_failures=0,
@@ -98,14 +110,27 @@ class RecordWriter:
         self._own_alarm_id = 0
         self._own_alarms: dict[str, Alarm] = {}
         self._closed = False
+        self._intent_con: sqlite3.Connection | None = None
+        self._intent_lock = threading.Lock()
+        self.spill_path: Path | None = None  # where rows the database refused at close went
+        self._lock_fd: int | None = None  # held while the run lives: a start that finds it free saw a crash
 
         con = open_db(self.path, create=True)
         try:
+            # One transaction: no other start sees this run before its lock is held.
+            con.execute("BEGIN IMMEDIATE")
+            self.crashed_runs = mark_crashed_runs(con, self.path)
             cur = con.execute(
-                "INSERT INTO runs (started, host, note) VALUES (?, ?, ?)",
-                (self.wall_clock(), socket.gethostname(), note),
+                "INSERT INTO runs (started, host, note, pid) VALUES (?, ?, ?, ?)",
+                (self.wall_clock(), socket.gethostname(), note, os.getpid()),
             )
             self.run_id = int(cur.lastrowid)
+            self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
+            con.execute("COMMIT")
+        except (sqlite3.Error, OSError) as e:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise RecordError(f"{self.path}: cannot write the production record ({_why(e)})") from None
         finally:
             con.close()
 
@@ -145,7 +170,73 @@ class RecordWriter:
         """Queue one scallop (and its frame to keep, if any). False if dropped (queue full)."""
         if not isinstance(rec, ScallopRecord):
             raise RecordError(f"expected a ScallopRecord, got {type(rec).__name__}")
+        if snapshot_jpeg is not None and self._q.qsize() > self.SNAPSHOT_BACKLOG:
+            # The database is behind (or failing): rows are kept until it takes them again,
+            # their frames are not (a frame is a hundred times a row).
+            self._count("snapshot_failures")
+            snapshot_jpeg = None
         return self._put(("scallop", rec, snapshot_jpeg))
+
+    def pick_intent(self, track_id: int, arm: str, grasp_xy: tuple[float, float] | None = None) -> int:
+        """Commit "``arm`` is about to be sent the pick of ``track_id``" and return the row's id;
+        called before the arm's commit, which must not go out if this raises
+        :class:`RecordError` (the record is not writable: alarmed as ``record.picks``). The
+        scallop's row, when it comes, closes the intent; one left ``sending`` by a crash is
+        marked ``unknown`` at the next start."""
+        if self._closed:
+            raise RecordError("the record writer is closed")
+        gx, gy = (None, None) if grasp_xy is None else (float(grasp_xy[0]), float(grasp_xy[1]))
+        with self._intent_lock:
+            try:
+                if self._intent_con is None:
+                    con = _connect(self.path)
+                    # The one row a crash or power cut must not lose: synced at each commit.
+                    con.execute("PRAGMA synchronous=FULL")
+                    con.execute(f"PRAGMA busy_timeout={int(self.INTENT_TIMEOUT_S * 1000)}")
+                    self._intent_con = con
+                cur = self._intent_con.execute(
+                    "INSERT INTO picks (run_id, track_id, arm, time, grasp_x_mm, grasp_y_mm, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'sending')",
+                    (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy),
+                )
+                row_id = int(cur.lastrowid)
+            except (sqlite3.Error, OSError) as e:
+                self._count("picks_refused")
+                self._close_intent_con()
+                self._raise(
+                    "record.picks",
+                    "critical",
+                    f"production record cannot be written ({_why(e)}): no picks are sent until it can",
+                )
+                raise RecordError(f"{self.path}: the pick of scallop {track_id} could not be recorded ({e})") from None
+        self._count("picks_recorded")
+        self._clear("record.picks")
+        return row_id
+
+    def _close_intent_con(self) -> None:
+        if self._intent_con is not None:
+            try:
+                self._intent_con.close()
+            except sqlite3.Error:
+                pass
+            self._intent_con = None
+
+    def problems(self) -> list[str]:
+        """What this run's record could not keep, in words (empty when everything was written)."""
+        s = self.stats()
+        out = []
+        if s["dropped"]:
+            out.append(f"{s['dropped']} row(s) dropped because the record's queue was full")
+        if s["spilled"]:
+            out.append(
+                f"{s['spilled']} row(s) could not be written to {self.path} and were saved to {self.spill_path} "
+                f"(add them with 'scallop record import {self.spill_path}' once the record can be written)"
+            )
+        if s["lost"]:
+            out.append(f"{s['lost']} row(s) could not be written to {self.path} nor saved anywhere")
+        if s["queued"] and self._closed:
+            out.append(f"{s['queued']} row(s) were still waiting when the writer stopped")
+        return out
 
     def _put_side(self, item: Any) -> bool:
         # Alarms and operator actions are few and matter most when the line is in trouble,
@@ -196,6 +287,8 @@ class RecordWriter:
                 if not self._thread.is_alive() or time.monotonic() > deadline:
                     break
         self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._intent_lock:
+            self._close_intent_con()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -303,7 +396,7 @@ class RecordWriter:
                         with self._side_lock:
                             pending.extend(self._side)
                             self._side.clear()
-                        self._count("lost", sum(1 for it in pending if isinstance(it, tuple)))
+                        self._spill([it for it in pending if isinstance(it, tuple)])
                         for it in pending:
                             if isinstance(it, _Flush):
                                 it.done.set()
@@ -324,6 +417,39 @@ class RecordWriter:
                 con.close()
             except sqlite3.Error:
                 pass
+            else:
+                self._release_run_lock()
+
+    def _release_run_lock(self) -> None:
+        if self._lock_fd is not None:
+            _run_lock_path(self.path, self.run_id).unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _spill(self, items: list[tuple]) -> None:
+        """Rows the database still refuses at close, as JSON lines beside it (or, when that
+        disk refuses too, in the temporary folder), for ``scallop record import``."""
+        if not items:
+            return
+        lines = [json.dumps(_spill_row(self.run_id, it), default=str) for it in items]
+        name = f"{self.path.name}.unwritten-run{self.run_id}.jsonl"
+        for folder in (self.path.parent, Path(tempfile.gettempdir())):
+            path = folder / name
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                try:
+                    path.unlink()  # a half-written file would be imported as half the rows
+                except OSError:
+                    pass
+                continue
+            self.spill_path = path
+            self._count("spilled", len(items))
+            return
+        self._count("lost", len(items))
 
     def _write_batch(self, con: sqlite3.Connection, items: list[Any]) -> None:
         written = alarms = events = dup = 0
@@ -332,79 +458,19 @@ class RecordWriter:
             for idx, it in enumerate(items):
                 if not isinstance(it, tuple):
                     continue
-                kind = it[0]
-                if kind == "scallop":
-                    rec: ScallopRecord = it[1]
-                    snap_name = it[3] if len(it) > 3 else None
-                    if snap_name is None and it[2] is not None:
-                        snap_name = self._save_snapshot(rec, it[2])
-                        # Remember the file so a retried batch does not write it again.
-                        items[idx] = ("scallop", rec, None, snap_name or "")
-                    try:
-                        con.execute(
-                            f"INSERT INTO scallops ({', '.join(_SCALLOP_COLS)}) VALUES ({', '.join('?' * len(_SCALLOP_COLS))})",
-                            (
-                                self.run_id,
-                                rec.track_id,
-                                rec.time,
-                                rec.encoder_mm,
-                                rec.x_mm,
-                                rec.y_mm,
-                                rec.diameter_mm,
-                                rec.score,
-                                rec.views,
-                                int(bool(rec.uro_found)),
-                                rec.uro_x_mm,
-                                rec.uro_y_mm,
-                                rec.uro_score,
-                                rec.grasp_x_mm,
-                                rec.grasp_y_mm,
-                                rec.pull_angle_deg,
-                                rec.arm,
-                                rec.result,
-                                rec.skip_reason,
-                                _b(rec.uro_removed),
-                                _b(rec.adductor_hit),
-                                int(bool(rec.doubtful)),
-                                snap_name or None,
-                                json.dumps(rec.detail, default=str),
-                            ),
-                        )
+                if it[0] == "scallop" and len(it) < 4 and it[2] is not None:
+                    # Remember the file so a retried batch does not write it again.
+                    items[idx] = it = ("scallop", it[1], None, self._save_snapshot(it[1], it[2]) or "")
+                table, params = _row(self.run_id, it)
+                if table == "scallops":
+                    if insert_scallop(con, params):
                         written += 1
-                    except sqlite3.IntegrityError:
+                    else:
                         dup += 1
-                elif kind == "alarm":
-                    a, t = it[1], it[2]
-                    con.execute(
-                        "INSERT INTO alarms (run_id, alarm_id, time, severity, source, text, acked, acked_by, acked_time, active, cleared_time)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (run_id, alarm_id) DO UPDATE SET"
-                        "  acked_time = CASE WHEN excluded.acked AND NOT alarms.acked THEN excluded.acked_time ELSE alarms.acked_time END,"
-                        "  cleared_time = CASE WHEN NOT excluded.active AND alarms.active THEN excluded.cleared_time ELSE alarms.cleared_time END,"
-                        "  acked = excluded.acked, acked_by = excluded.acked_by, active = excluded.active,"
-                        "  severity = excluded.severity, text = excluded.text",
-                        (
-                            self.run_id,
-                            int(a.id),
-                            float(a.time),
-                            a.severity,
-                            a.source,
-                            a.text,
-                            int(bool(a.acked)),
-                            a.acked_by,
-                            t if a.acked else None,
-                            int(bool(a.active)),
-                            t if not a.active else None,
-                        ),
-                    )
-                    alarms += 1
-                elif kind == "event":
-                    t, k, user, detail = it[1]
-                    con.execute(
-                        "INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
-                        (self.run_id, t, k, user, detail),
-                    )
-                    events += 1
+                else:
+                    con.execute(_SQL[table], params)
+                    alarms += table == "alarms"
+                    events += table == "events"
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -482,6 +548,192 @@ class RecordWriter:
                 self._stats["snapshots_deleted"] += 1
         if removed:
             con.executemany("UPDATE scallops SET snapshot=NULL WHERE snapshot=?", [(n,) for n in removed])
+
+
+_SQL = {
+    "scallops": f"INSERT INTO scallops ({', '.join(_SCALLOP_COLS)}) VALUES ({', '.join('?' * len(_SCALLOP_COLS))})",
+    "alarms": "INSERT INTO alarms (run_id, alarm_id, time, severity, source, text, acked, acked_by, acked_time, active, cleared_time)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run_id, alarm_id) DO UPDATE SET"
+    "  acked_time = CASE WHEN excluded.acked AND NOT alarms.acked THEN excluded.acked_time ELSE alarms.acked_time END,"
+    "  cleared_time = CASE WHEN NOT excluded.active AND alarms.active THEN excluded.cleared_time ELSE alarms.cleared_time END,"
+    "  acked = excluded.acked, acked_by = excluded.acked_by, active = excluded.active,"
+    "  severity = excluded.severity, text = excluded.text",
+    "events": "INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
+}
+
+# A scallop's row closes its pick intents: the arm that held it gets the scallop's result, an
+# arm that passed it on downstream (late, refused) gets 'handed_on'.
+_CLOSE_INTENTS = (
+    "UPDATE picks SET state='done', result=CASE WHEN arm=? THEN ? ELSE 'handed_on' END, ended=?"
+    " WHERE run_id=? AND track_id=? AND state='sending'"
+)
+
+
+def _row(run_id: int, it: tuple) -> tuple[str, tuple]:
+    """A queued item as (table, the parameters of its ``_SQL`` statement)."""
+    kind = it[0]
+    if kind == "scallop":
+        rec: ScallopRecord = it[1]
+        snap_name = it[3] if len(it) > 3 else None
+        return "scallops", (
+            run_id,
+            rec.track_id,
+            rec.time,
+            rec.encoder_mm,
+            rec.x_mm,
+            rec.y_mm,
+            rec.diameter_mm,
+            rec.score,
+            rec.views,
+            int(bool(rec.uro_found)),
+            rec.uro_x_mm,
+            rec.uro_y_mm,
+            rec.uro_score,
+            rec.grasp_x_mm,
+            rec.grasp_y_mm,
+            rec.pull_angle_deg,
+            rec.arm,
+            rec.result,
+            rec.skip_reason,
+            _b(rec.uro_removed),
+            _b(rec.adductor_hit),
+            int(bool(rec.doubtful)),
+            snap_name or None,
+            json.dumps(rec.detail, default=str),
+        )
+    if kind == "alarm":
+        a, t = it[1], it[2]
+        return "alarms", (
+            run_id,
+            int(a.id),
+            float(a.time),
+            a.severity,
+            a.source,
+            a.text,
+            int(bool(a.acked)),
+            a.acked_by,
+            t if a.acked else None,
+            int(bool(a.active)),
+            t if not a.active else None,
+        )
+    t, k, user, detail = it[1]
+    return "events", (run_id, t, k, user, detail)
+
+
+def _spill_row(run_id: int, it: tuple) -> dict:
+    table, params = _row(run_id, it)
+    return {"table": table, "params": list(params)}
+
+
+def insert_scallop(con: sqlite3.Connection, params: tuple) -> bool:
+    """Insert one scallop row (``_SCALLOP_COLS`` order) and close its pick intents; False when
+    the scallop is already recorded."""
+    try:
+        con.execute(_SQL["scallops"], params)
+    except sqlite3.IntegrityError:
+        return False
+    cols = dict(zip(_SCALLOP_COLS, params))
+    con.execute(_CLOSE_INTENTS, (cols["arm"], cols["result"], cols["time"], cols["run_id"], cols["track_id"]))
+    return True
+
+
+def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[str, int]:
+    """Rows of a spill file into the record (one transaction): counts per table, plus
+    ``duplicates`` (scallops already there: an import run twice adds nothing)."""
+    counts = {"scallops": 0, "alarms": 0, "events": 0, "duplicates": 0}
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            table, params = d["table"], tuple(d["params"])
+        except (ValueError, KeyError, TypeError):
+            raise RecordError(f"{where} line {n}: not a row of a spill file") from None
+        want = len(_SCALLOP_COLS) if table == "scallops" else {"alarms": 11, "events": 5}.get(table)
+        if want is None or len(params) != want:
+            raise RecordError(f"{where} line {n}: not a row of a spill file (table {table!r})")
+        rows.append((table, params))
+    con.execute("BEGIN")
+    try:
+        for table, params in rows:
+            if table == "scallops":
+                counts["scallops" if insert_scallop(con, params) else "duplicates"] += 1
+            else:
+                con.execute(_SQL[table], params)
+                counts[table] += 1
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _run_lock_path(db: Path, run_id: int) -> Path:
+    return db.with_name(f"{db.name}.run{run_id}.lock")
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive lock on ``path`` (a descriptor to keep), or None when a live process holds
+    it. The kernel drops the lock when its holder dies, however it dies."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_is_live(db: Path, run_id: int) -> bool:
+    """Whether the program of run ``run_id`` still holds its lock (is running now)."""
+    import fcntl
+
+    try:
+        fd = os.open(_run_lock_path(db, run_id), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:
+    """Runs of this computer left without an end whose program no longer holds their lock
+    file (a crash, a kill, a power cut) get an end (their last row's time) and
+    ``crashed = 1``; their picks still ``sending`` become ``unknown``: the arm may or may not
+    have made them. Returns the runs marked. Call inside a write transaction."""
+    host = socket.gethostname()
+    crashed = []
+    for (rid,) in con.execute("SELECT id FROM runs WHERE ended IS NULL AND host = ?", (host,)).fetchall():
+        if run_is_live(db, rid):
+            continue
+        _run_lock_path(db, rid).unlink(missing_ok=True)
+        crashed.append(rid)
+        last = con.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(time) AS t FROM scallops WHERE run_id=:r"
+            " UNION ALL SELECT MAX(time) FROM events WHERE run_id=:r"
+            " UNION ALL SELECT MAX(time) FROM alarms WHERE run_id=:r"
+            " UNION ALL SELECT MAX(time) FROM picks WHERE run_id=:r"
+            " UNION ALL SELECT started FROM runs WHERE id=:r)",
+            {"r": rid},
+        ).fetchone()[0]
+        con.execute("UPDATE runs SET ended=?, crashed=1 WHERE id=?", (last, rid))
+        con.execute("UPDATE picks SET state='unknown' WHERE run_id=? AND state='sending'", (rid,))
+    return crashed
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return str(e) or type(e).__name__
 
 
 def write_snapshot_file(path: Path, data: bytes) -> None:

@@ -1,0 +1,92 @@
+"""Checking a record: is the file sound, which runs crashed, which picks have no known outcome,
+which rows are waiting in spill files (``scallop record check``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from scallop.app.record.schema import RecordError, open_db
+from scallop.app.record.writer import run_is_live
+
+
+@dataclass
+class RecordCheck:
+    path: str
+    schema_version: int
+    integrity: str  # "ok", or what SQLite's integrity check found
+    runs: int = 0
+    running: list[int] = field(default_factory=list)  # runs whose program is alive now
+    crashed: list[dict] = field(default_factory=list)  # {"run", "started", "ended", "marked"}
+    unknown_picks: list[dict] = field(default_factory=list)  # {"run", "track_id", "arm", "time"}
+    spill_files: list[dict] = field(default_factory=list)  # {"file", "rows"}
+
+    @property
+    def findings(self) -> bool:
+        """Something an engineer should look at (a crash, a pick of unknown outcome, rows not
+        in the record)."""
+        return bool(self.crashed or self.unknown_picks or self.spill_files)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"findings": self.findings}
+
+    def format(self) -> str:
+        def t(v: float | None) -> str:
+            return "-" if v is None else datetime.fromtimestamp(v).strftime("%Y-%m-%d %H:%M:%S")
+
+        lines = [f"record {self.path}: schema version {self.schema_version}, integrity {self.integrity}"]
+        lines.append(
+            f"  runs {self.runs}: {len(self.crashed)} crashed"
+            + (f", running now: {', '.join(map(str, self.running))}" if self.running else "")
+        )
+        for c in self.crashed:
+            note = "" if c["marked"] else " (will be marked at the next start)"
+            lines.append(f"    run {c['run']} started {t(c['started'])}, last row {t(c['ended'])}{note}")
+        lines.append(f"  picks with outcome unknown (sent, then the run crashed): {len(self.unknown_picks)}")
+        for p in self.unknown_picks:
+            lines.append(f"    run {p['run']} scallop {p['track_id']} on arm {p['arm']} at {t(p['time'])}")
+        for f in self.spill_files:
+            lines.append(
+                f"  {f['rows']} row(s) not in the record, kept in {f['file']}: "
+                f"add them with 'scallop record import {f['file']}'"
+            )
+        lines.append("  findings: " + ("yes" if self.findings else "none"))
+        return "\n".join(lines)
+
+
+def check_record(path: str | Path) -> RecordCheck:
+    """Read-only: nothing in the file is changed (crashed runs are marked by the next start)."""
+    p = Path(path)
+    con = open_db(p, create=False)
+    try:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        problems = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
+        integrity = "ok" if problems == ["ok"] else "; ".join(problems[:5])
+        out = RecordCheck(str(p), version, integrity)
+        if integrity != "ok":
+            raise RecordError(f"{p}: the record is damaged: {integrity}")
+        out.runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        has_v2 = version >= 2
+        cols = "id, started, ended, crashed" if has_v2 else "id, started, ended, 0"
+        for rid, started, ended, crashed in con.execute(f"SELECT {cols} FROM runs ORDER BY id"):
+            if ended is None and run_is_live(p, rid):
+                out.running.append(rid)
+            elif crashed or ended is None:
+                out.crashed.append({"run": rid, "started": started, "ended": ended, "marked": bool(crashed)})
+        if has_v2:
+            open_runs = {c["run"] for c in out.crashed if not c["marked"]}
+            for rid, tid, arm, tm, state in con.execute(
+                "SELECT run_id, track_id, arm, time, state FROM picks WHERE state IN ('unknown', 'sending') ORDER BY id"
+            ):
+                if state == "unknown" or rid in open_runs:
+                    out.unknown_picks.append({"run": rid, "track_id": tid, "arm": arm, "time": tm})
+    except sqlite3.DatabaseError as e:
+        raise RecordError(f"{p}: cannot be read as a production record ({e})") from None
+    finally:
+        con.close()
+    for f in sorted(p.parent.glob(f"{p.name}.unwritten-run*.jsonl")):
+        with f.open(encoding="utf-8", errors="replace") as fh:
+            out.spill_files.append({"file": str(f), "rows": sum(1 for line in fh if line.strip())})
+    return out
