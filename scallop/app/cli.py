@@ -10,6 +10,8 @@ Examples::
 
 Each subcommand lives in ``scallop/app/commands/<name>.py`` and exposes
 ``register(subparsers)``; heavy imports happen inside the command, so ``--help`` is fast.
+``scallop`` alone prints the commands (as ``--help`` does) and exits 0; ``scallop --version``
+prints the installed package's version.
 Set SCALLOP_DEBUG=1 to see tracebacks for errors that are reported as one line.
 """
 
@@ -22,7 +24,16 @@ import sys
 import traceback
 
 # Order is the order shown in --help.
-COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report")
+COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report", "users")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scallop-uro-line")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # No command: the list of commands, not an error.
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"scallop.app.commands.{name}")
