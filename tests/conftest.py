@@ -134,11 +134,11 @@ class FakeLine:
             self.counts["frames"] += 1
             return self.counts["frames"]
 
-    def raise_alarm(self, severity: str, text: str, source: str = "line"):
+    def raise_alarm(self, severity: str, text: str, source: str = "line", code: str = "", **params):
         from scallop.app.line_api import Alarm
 
         with self.lock:
-            a = Alarm(self._next_alarm, time.time(), severity, source, text)
+            a = Alarm(self._next_alarm, time.time(), severity, source, text, code=code, params=params)
             self._next_alarm += 1
             self.alarms.append(a)
             return a
@@ -278,6 +278,19 @@ def fast_users():
 # ---------------------------------------------------------------------------- headless chromium
 
 BROWSER_W, BROWSER_H = 1280, 800
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory):
+    """Where tests leave files for people to look at (screenshots): $SCALLOP_TEST_ARTIFACTS, else
+    a folder of pytest's temporary directory. Never the repository."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("SCALLOP_TEST_ARTIFACTS")
+    path = Path(env) if env else tmp_path_factory.getbasetemp() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,14 @@ def text(browser, id_: str) -> str:
     return browser.find_element("id", id_).text
 
 
+def set_viewport(browser, width: int, height: int) -> None:
+    """The page's viewport in CSS pixels (device scale 1), whatever the window around it."""
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
 # ---------------------------------------------------------------------------- lines on the simulator
 
 

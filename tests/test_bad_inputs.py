@@ -67,8 +67,9 @@ def _line(tmp_path, **overrides):
 
 
 def test_engineer_panel_example_is_what_the_line_takes(tmp_path):
-    html = (Path(__file__).parents[1] / "scallop" / "app" / "web" / "index.html").read_text()
-    example = json.loads(html.split("changes as JSON, e.g. ")[1].split("</label>")[0])
+    # The panel shows its example from app.js (the label's words come from the message catalogue).
+    js = (Path(__file__).parents[1] / "scallop" / "app" / "web" / "app.js").read_text()
+    example = json.loads(js.split('t("engineer.changes", { example: \'')[1].split("'")[0])
     line = _line(tmp_path)
     try:
         assert line.update_config(example, "engineer")["min_uro_confidence"] == example["vision.min_uro_confidence"]

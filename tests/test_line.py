@@ -291,3 +291,41 @@ def test_real_devices_are_named():
     assert load_config().real_devices() == []
     cfg = load_config(overrides={"camera": {"source": "0", "encoder": {"source": "modbus", "host": "plc"}}})
     assert cfg.real_devices() == ["camera '0'", "belt encoder modbus plc:502"]
+
+
+def test_after_estop_the_arms_show_it_and_reset_leaves_no_second_alarm(tmp_path):
+    line = make_line(tmp_path)
+    try:
+        line.start("t")
+        line.run_stepped(8.0)
+        line.estop("maria")
+        line.run_stepped(3.0)  # the arm's watchdog faults it meanwhile: nothing is polled
+        snap = line.snapshot()
+        assert [a.state for a in snap.arms] == ["estop"]  # not a stale green "picking"
+        [a] = snap.alarms
+        assert (a.code, a.params["user"]) == ("line.estop", "maria")
+        line.ack_alarm(a.id, "maria")
+        line.reset("maria")
+        line.run_stepped(3.0)
+        # The arm still read "fault" for a poll after RESET: that is not a new alarm.
+        assert line.snapshot().alarms == []
+        assert [a.state for a in line.snapshot().arms] == ["idle"]
+    finally:
+        line.close()
+
+
+def test_arm_alarms_name_their_cause_for_the_catalogue(tmp_path):
+    from scallop.app import i18n
+
+    line = make_line(tmp_path)
+    try:
+        line.start("t")
+        line.run_stepped(5.0)
+        line.backend.sim_arms[0].stall_heartbeat(True)
+        line.run_stepped(3.0)
+        [a] = [a for a in line.alarms.visible() if a.source == "arm:arm1"]
+        assert (a.code, a.params["arm"]) == ("arm.stalled", "arm1")
+        assert "heartbeat stalled" in a.text  # the record keeps the engineer's words
+        assert i18n.t("ja", f"alarm.{a.code}", **a.params).startswith("アーム arm1 が応答しません")
+    finally:
+        line.close()

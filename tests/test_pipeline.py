@@ -306,3 +306,37 @@ def test_pickable_grips_keep_the_jaw_off_the_true_adductor(pipe):
     # A wider doubt margin picks fewer or equal uros, each at least as far from the adductor.
     assert len(gaps["wide"]) <= len(gaps["default"])
     assert min(gaps["wide"]) >= min(gaps["default"]) - 1e-6 or len(gaps["wide"]) == 0
+
+
+def test_overlay_labels_are_readable_on_a_white_belt():
+    """A label is white text on a dark box, so it reads on the white belt as on a dark one."""
+    import cv2
+
+    from scallop.vision.annotate import draw
+    from scallop.vision.detections import Detections
+
+    white = np.full((480, 640, 3), 250, np.uint8)
+    d = Detections.empty()
+    box = np.array([[200.0, 200.0, 300.0, 300.0]])
+    dets = Detections(
+        xyxy=box,
+        center_px=np.array([[250.0, 250.0]]),
+        area_mm2=np.array([1500.0]),
+        confidence=np.array([0.9]),
+        uro_found=np.array([False]),
+        grasp_px=np.full((1, 2), np.nan),
+        pull_dir=np.full((1, 2), np.nan),
+        uro_confidence=np.array([0.0]),
+        uro_area_mm2=np.array([0.0]),
+        cut_by_border=np.array([False]),
+        pickable=np.array([False]),
+        reason=np.array(["no_uro"], object),
+        contours=[np.array([[200, 200], [300, 200], [300, 300], [200, 300]], np.float32)],
+    )
+    assert len(d) == 0
+    out = draw(white, dets, labels=["0.93"])
+    # The label sits above the box: a dark field with white strokes, high contrast.
+    (tw, th), base = cv2.getTextSize("0.93", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)
+    region = out[200 - th - base - 12 : 198, 200 : 200 + tw + 6].astype(int).mean(axis=2)
+    dark, bright = (region < 60).mean(), (region > 200).mean()
+    assert dark > 0.5 and bright > 0.05, (dark, bright)

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from scallop.app import i18n
 from tests.helpers import BROWSER_MISSING, text, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]
@@ -65,9 +66,10 @@ def scallop_run(tmp_path):
 def test_scallop_run_shows_live_frames_and_counts(browser, scallop_run):
     proc, url = scallop_run
     browser.get(url + "/")
-    wait_for(browser, lambda: text(browser, "state").lower() == "running", timeout=20, what="state running")
+    running = i18n.t("ja", "state.running")  # the screen's default language: [ui] language = "ja"
+    wait_for(browser, lambda: text(browser, "state") == running, timeout=20, what="state running")
     # Counts move as scallops pass under the camera (about one every 1.5 s).
-    wait_for(browser, lambda: int(text(browser, "n-seen") or 0) >= 2, timeout=30, what="scallops seen")
+    wait_for(browser, lambda: int(text(browser, "n-seen").replace(",", "") or 0) >= 2, timeout=30, what="scallops seen")
     live = browser.find_element("id", "live")
     wait_for(browser, lambda: live.get_attribute("naturalWidth") not in (None, "0"), timeout=10, what="a frame")
     shots = []

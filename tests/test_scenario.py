@@ -349,3 +349,85 @@ def test_belt_stop_stops_the_flow_and_it_resumes():
 def test_every_fault_kind_has_a_shipped_scenario():
     kinds = {f.kind for name in shipped_scenarios() for f in load_scenario(name).faults}
     assert kinds == set(FAULT_KINDS)
+
+
+# ---------------------------------------------------------------------------- the report's words and figures
+def _summary(**kw) -> dict:
+    s = {
+        "scenario": "nominal",
+        "description": "One arm, belt 300 mm/s, arrivals at 90 % of the arm's capacity, 1000 scallops",
+        "seed": 1,
+        "model": "(shipped)",
+        "arms": ["arm1"],
+        "belt_speed_mm_s": 300.0,
+        "arrivals_rate_per_min": 45.0,
+        "complete": True,
+        "scallops_target": 100,
+        "capacity": {"total_per_min": 50.0},
+        "time_series": {
+            "t_s": [0.0, 5.0],
+            "arrivals_per_min": [40.0, 44.0],
+            "picks_per_min": [36.0, 42.0],
+            "uro_removed_per_min": [36.0, 41.0],
+            "skipped_per_min": [4.0, 2.0],
+            "belt_speed_mm_s": [300.0, 300.0],
+        },
+        "faults": [{"at_s": 40.0, "kind": "arm_disconnect", "duration_s": 5.0, "frames": 0, "arm": ""}],
+        "fault_log": [{"t": 40.0, "event": "faults[0] arm1 server down"}],
+        "outcomes": {"picked:uro_removed": 90, "skipped:no_uro": 8, "line_estop": 2},
+        "skipped": {"no_uro": 8},
+        "latency_ms": {"inference": {"p50": 11.0, "p90": 14.0, "p99": 19.0, "max": 25.0, "n": 1200}},
+        "_latency_values": {"inference": [10.0, 11.0, 12.0, 19.0]},
+        "failure_frames": [],
+        "processed": 100,
+        "with_uro": 92,
+        "uro_removed": 90,
+        "uro_removal_rate": None,
+        "missed": 2,
+        "adductor_hits": 0,
+        "throughput_per_min": 41.5,
+        "duration_s": 150.0,
+        "realtime_factor": 3.2,
+        "checks": {"accounted": True},
+        "arm_utilisation": {"arm1": 0.62},
+        "errors": [],
+        "crash": None,
+        "line": {"missed": 0},
+    }
+    s.update(kw)
+    return s
+
+
+def test_the_report_names_its_run_and_both_missed_counts():
+    from scallop.app.scenario import render_html
+
+    page = render_html(_summary(), "en")
+    assert "this run: 100 scallops past the arms" in page  # the description says 1000: the scenario's default
+    assert "<b>2</b><span>uro left on (truth)</span>" in page
+    assert "<b>0</b><span>uro left after pick (screen)</span>" in page
+    assert "<b>–</b><span>removal rate</span>" in page  # unknown, never 0 %
+    assert render_html(_summary(scallops_target=None), "en").count("this run: 150.0 s of virtual time") == 1
+
+
+def test_the_report_in_japanese_has_no_english_words_of_its_own():
+    from scallop.app import i18n
+    from scallop.app.scenario import render_html
+
+    page = render_html(_summary(), "ja")
+    assert '<html lang="ja">' in page and "シナリオ nominal" in page
+    assert "<b>不明</b><span>ウロ除去率</span>" in page and "ウロ残り（実際）" in page
+    assert "ラインが非常停止の間だけ見えた" in page and "ピック: ウロ除去" in page
+    assert "アーム （最初） が 5 秒切断" in page
+    ja, en = i18n.catalogue("ja"), i18n.catalogue("en")
+    # (The scenario's description is the plant's own text: data, not the report's words.)
+    english = [v for k, v in en.items() if k.startswith("report.") and v != ja[k] and "{" not in v and f">{v}<" in page]
+    assert not english, english
+
+
+def test_a_short_last_bin_joins_the_one_before():
+    from scallop.app.scenario.run import bin_edges
+
+    edges = bin_edges(0.0, 60.002, 5.0)
+    assert len(edges) == 13 and edges[-2] == 55.0 and edges[-1] == 60.002  # not a 2 ms bin
+    assert bin_edges(0.0, 62.6, 5.0)[-2:] == [60.0, 62.6]  # a tail over half a bin keeps its own
+    assert bin_edges(0.0, 3.0, 5.0) == [0.0, 3.0]

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from scallop.app.auth import AuthError, LockedOut, SessionStore, UserFileError, UserStore
+from scallop.app.auth import AuthError, LockedOut, SessionStore, UserError, UserFileError, UserStore
 from scallop.app.metrics import snapshot_metrics
 from scallop.app.web import WebError, create_app, serve
 
@@ -43,10 +43,14 @@ def audit_log():
     return []
 
 
+# The panel on the line's own computer: a loopback client (test_web_hostile.py has the others).
+LOCAL = ("127.0.0.1", 50000)
+
+
 @pytest.fixture
 def client(fake_line, fast_users, sessions, audit_log):
     app = create_app(fake_line, fast_users, sessions=sessions, audit=lambda k, u, d: audit_log.append((k, u, d)))
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         yield c
 
 
@@ -58,7 +62,7 @@ def login(client, pin: str) -> str:
 
 def error(r) -> str:
     body = r.json()
-    assert set(body) == {"error"}, body
+    assert set(body) in ({"error"}, {"error", "code", "params"}), body
     return body["error"]
 
 
@@ -119,14 +123,15 @@ def test_login_sets_cookie_and_reports_role(client, audit_log):
     cookie = r.headers["set-cookie"].lower()
     assert "scallop_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     assert client.get("/api/state").json()["session"] == {"user": "operator", "role": "operator"}
-    assert ("login", "operator", {"role": "operator"}) in audit_log
+    assert ("login", "operator", {"role": "operator", "address": "127.0.0.1"}) in audit_log
 
 
 def test_wrong_pin_is_401(client, audit_log):
     r = client.post("/api/login", json={"pin": "9999"})
     assert r.status_code == 401 and error(r) == "wrong PIN"
+    assert r.json()["code"] == "wrong_pin"
     assert "set-cookie" not in r.headers
-    assert audit_log[-1][0] == "login_refused"
+    assert audit_log[-1] == ("login_refused", "", {"address": "127.0.0.1"})
 
 
 @pytest.mark.parametrize(
@@ -164,11 +169,13 @@ def test_huge_body_is_413(client):
     assert r.status_code == 413 and "too large" in error(r)
 
 
-def test_wrong_pins_lock_the_pad_then_it_opens_again(client, clock):
+def test_wrong_pins_lock_the_pad_then_it_opens_again(client, clock, audit_log):
     for _ in range(4):
         assert client.post("/api/login", json={"pin": "0000"}).status_code == 401
     r = client.post("/api/login", json={"pin": "0000"})
     assert r.status_code == 429 and r.headers["retry-after"] == "30" and "try again in 30 s" in error(r)
+    assert r.json()["code"] == "locked" and r.json()["params"] == {"seconds": 30}
+    assert audit_log[-1] == ("login_locked", "", {"address": "127.0.0.1", "retry_after_s": 30})
     # Even the right PIN waits out the lock: otherwise the lock would not slow guessing.
     assert client.post("/api/login", json={"pin": "1111"}).status_code == 429
     clock.t += 31
@@ -199,6 +206,7 @@ def test_idle_session_expires(client, clock, fake_line):
 def test_control_without_login_is_401_and_the_line_is_untouched(client, fake_line, action):
     r = client.post(f"/api/{action}")
     assert r.status_code == 401 and error(r) == "log in as operator first"
+    assert (r.json()["code"], r.json()["params"]) == ("login_needed", {"role": "#role.operator"})
     assert fake_line.calls == [] and fake_line.state == "stopped"
 
 
@@ -224,7 +232,7 @@ def test_engineer_may_do_operator_actions(client, fake_line):
 
 def test_bearer_token_works_without_cookie(fake_line, fast_users):
     app = create_app(fake_line, fast_users)
-    with TestClient(app) as c:
+    with TestClient(app, client=LOCAL) as c:
         tok = c.post("/api/login", json={"pin": "1111"}).json()["token"]
         c.cookies.clear()
         assert c.post("/api/start").status_code == 401
@@ -236,6 +244,8 @@ def test_action_refused_in_this_state_is_409(client, fake_line):
     login(client, "1111")
     r = client.post("/api/pause")
     assert r.status_code == 409 and error(r) == "cannot pause while the line is stopped"
+    assert r.json()["code"] == "not_now"
+    assert r.json()["params"] == {"action": "#action.pause", "state": "#state.stopped"}
     r = client.post("/api/reset")
     assert r.status_code == 409
 
@@ -381,7 +391,7 @@ def test_a_crashed_line_gives_a_json_500(fake_line, fast_users):
         raise ZeroDivisionError("division by zero")
 
     fake_line.snapshot = crashed
-    with TestClient(create_app(fake_line, fast_users), raise_server_exceptions=False) as c:
+    with TestClient(create_app(fake_line, fast_users), raise_server_exceptions=False, client=LOCAL) as c:
         r = c.get("/api/state")
     assert r.status_code == 500 and error(r) == "internal error: ZeroDivisionError: division by zero"
 
@@ -391,7 +401,7 @@ def test_metrics_still_answer_when_the_line_does_not(fake_line, fast_users):
         raise RuntimeError("runtime gone")
 
     fake_line.metrics_text = broken
-    with TestClient(create_app(fake_line, fast_users)) as c:
+    with TestClient(create_app(fake_line, fast_users), client=LOCAL) as c:
         r = c.get("/metrics")
     assert r.status_code == 200
     assert families(r.text)["scallop_web_line_metrics_ok"].samples[0].value == 0.0
@@ -477,17 +487,17 @@ def test_users_file_stores_salted_hashes_only(tmp_path):
     p = tmp_path / "users.json"
     store = UserStore(p, scrypt_n=2**8)
     store.add("maria", "operator", "4711")
-    store.add("ken", "engineer", "80085")
+    store.add("ken", "engineer", "800851")
     store.save()
     text = p.read_text()
-    assert "4711" not in text and "80085" not in text
+    assert "4711" not in text and "800851" not in text
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     data = json.loads(text)
     h1, h2 = (u["pin"] for u in data["users"])
     assert h1["kdf"] == "scrypt" and h1["salt"] != h2["salt"]
     loaded = UserStore.load(p)
     assert loaded.verify("4711").name == "maria"
-    assert loaded.verify("80085", "ken").role == "engineer"
+    assert loaded.verify("800851", "ken").role == "engineer"
     with pytest.raises(AuthError, match="wrong PIN"):
         loaded.verify("4711", "ken")
     with pytest.raises(AuthError):
@@ -508,13 +518,16 @@ def test_same_pin_twice_gets_different_hashes():
         (("x", "boss", "1234"), "role='boss' is not allowed: choose one of operator, engineer"),
         (("x", "operator", "12"), "a PIN is 4 to 8 digits"),
         (("x", "operator", "12a4"), "a PIN is 4 to 8 digits"),
+        (("x", "engineer", "12345"), "an engineer's PIN is 6 to 8 digits"),
         (("operator", "operator", "5555"), "user 'operator' already exists"),
-        (("y", "operator", "1111"), "that PIN is already in use"),
+        (("y", "operator", "1111"), "that PIN is the simulator's, published in the manual"),
+        (("y", "operator", "4242"), "that PIN is already in use"),
     ],
 )
 def test_add_user_refuses_bad_input(args, msg):
     store = UserStore.simulator_defaults(scrypt_n=2**8)
-    with pytest.raises(UserFileError, match=msg):
+    store.add("z", "operator", "4242")
+    with pytest.raises(UserError, match=msg):
         store.add(*args)
 
 
@@ -553,17 +566,52 @@ def test_lockout_counts_only_consecutive_failures(fast_users):
     s = SessionStore(fast_users, max_failures=3, lockout_s=10, clock=clock)
     for _ in range(2):
         with pytest.raises(AuthError):
-            s.login("0000")
-    s.login("1111")  # success resets the count
+            s.login("0000", client="10.0.0.7")
+    s.login("1111", client="10.0.0.7")  # success resets the count
     for _ in range(2):
         with pytest.raises(AuthError):
-            s.login("0000")
+            s.login("0000", client="10.0.0.7")
     with pytest.raises(LockedOut) as e:
-        s.login("0000")
+        s.login("0000", client="10.0.0.7")
     assert e.value.retry_after_s == 10
     clock.t += 5
     with pytest.raises(LockedOut, match="try again in 5 s"):
-        s.login("1111")
+        s.login("1111", client="10.0.0.7")
+    # One address guessing locks out that address, not the other panels.
+    assert s.login("1111", client="10.0.0.8").user == "operator"
+
+
+def test_each_lockout_lasts_twice_the_one_before_until_a_right_pin(fast_users):
+    clock = Clock()
+    s = SessionStore(fast_users, max_failures=2, lockout_s=10, max_lockout_s=35, clock=clock)
+    waits = []
+    for _ in range(4):
+        with pytest.raises(AuthError):
+            s.login("0000", client="10.0.0.7")
+        with pytest.raises(LockedOut) as e:
+            s.login("0000", client="10.0.0.7")
+        waits.append(e.value.retry_after_s)
+        clock.t += e.value.retry_after_s
+    assert waits == [10, 20, 35, 35]
+    s.login("1111", client="10.0.0.7")
+    with pytest.raises(AuthError):
+        s.login("0000", client="10.0.0.7")
+    with pytest.raises(LockedOut) as e:
+        s.login("0000", client="10.0.0.7")
+    assert e.value.retry_after_s == 10
+
+
+def test_a_named_user_is_locked_from_every_address(fast_users):
+    clock = Clock()
+    s = SessionStore(fast_users, max_failures=3, lockout_s=10, clock=clock)
+    for i in range(2):
+        with pytest.raises(AuthError):
+            s.login("0000", "engineer", client=f"10.0.0.{i}")
+    with pytest.raises(LockedOut):
+        s.login("0000", "engineer", client="10.0.0.9")
+    with pytest.raises(LockedOut):  # the right PIN, from a fresh address: the name is locked
+        s.login("2222", "engineer", client="10.0.0.10")
+    assert s.login("1111", client="10.0.0.10").user == "operator"  # others are not
 
 
 # ---------------------------------------------------------------------------- snapshot metrics

@@ -1,7 +1,9 @@
 """The operator screen in a real headless chromium (Debian's chromium + chromium-driver, via Selenium).
 
 Skipped, with the reason, where chromium, its driver or selenium is missing. The browser
-(conftest.py) is started once per module; each test gets its own fake line and server.
+(conftest.py) is started once per module; each test gets its own fake line and server. The
+screen's behaviour is tested in English here; its layout at the panel sizes, in both languages,
+with screenshots, in test_web_layout.py.
 """
 
 from __future__ import annotations
@@ -11,17 +13,19 @@ import numpy as np
 import pytest
 
 from scallop.app.web import create_app, serve
-from tests.helpers import BROWSER_MISSING, text, wait_for
+from tests.conftest import BROWSER_H, BROWSER_W
+from tests.helpers import BROWSER_MISSING, set_viewport, text, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]
 
 
 @pytest.fixture
 def screen(browser, fake_line, fast_users):
-    app = create_app(fake_line, fast_users, event_interval_s=0.05)
+    app = create_app(fake_line, fast_users, event_interval_s=0.05, language="en")
     server = serve(app, "127.0.0.1", 0)
     try:
         browser.delete_all_cookies()
+        set_viewport(browser, BROWSER_W, BROWSER_H)
         browser.get(server.url + "/")
         wait_for(browser, lambda: browser.find_element("id", "state").text.lower() == "stopped")
         yield browser, fake_line, server
@@ -38,7 +42,7 @@ def estop_on_top(browser) -> bool:
     """Whether a press at the e-stop's centre reaches the e-stop (nothing covers it)."""
     return browser.execute_script(
         "const b = document.getElementById('estop'); const r = b.getBoundingClientRect();"
-        "return r.height >= 64 && document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b;"
+        "return r.height >= 48 && document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === b;"
     )
 
 
@@ -58,19 +62,25 @@ def test_page_shows_counts_that_update_live(screen):
     line.arms[1].state, line.arms[1].connected = "disconnected", False
     wait_for(browser, lambda: text(browser, "n-seen") == "42", what="seen=42")
     assert text(browser, "n-per-minute") == "37.5"
-    assert text(browser, "n-removal") == "99.1%"
+    assert text(browser, "n-removal") == "99.1 %"
     assert (text(browser, "n-picked"), text(browser, "n-missed"), text(browser, "n-adductor")) == ("40", "1", "2")
-    assert browser.find_element("css selector", '#skip-list [data-reason="no_uro"]').text.split() == ["no", "uro", "2"]
+    assert browser.find_element("css selector", '#skip-list [data-reason="no_uro"]').text.split() == [
+        "no",
+        "uro",
+        "seen",
+        "2",
+    ]
     arm = browser.find_element("css selector", '[data-arm="right"] .arm-state')
-    assert arm.text.lower() == "disconnected"
+    assert arm.text.lower() == "not connected"
     line.set_counts(seen=43)
     wait_for(browser, lambda: text(browser, "n-seen") == "43", what="seen=43")
     assert browser.execute_script("return window.__same_page") == "yes"  # no reload happened
-    # Glove-sized controls: every button on the main screen is at least 64 px high.
-    heights = browser.execute_script(
-        "return [...document.querySelectorAll('button')].filter(b => b.offsetParent).map(b => [b.id || b.textContent, b.getBoundingClientRect().height])"
+    # Glove-sized controls: every button on the main screen is at least 48 px each way.
+    sizes = browser.execute_script(
+        "return [...document.querySelectorAll('button')].filter(b => b.offsetParent).map(b => {"
+        " const r = b.getBoundingClientRect(); return [b.id || b.textContent, Math.min(r.width, r.height)]; })"
     )
-    assert heights and all(h >= 64 for _, h in heights), heights
+    assert sizes and all(h >= 48 for _, h in sizes), sizes
     assert visible(browser, "estop")
 
 
@@ -82,7 +92,7 @@ def test_login_with_pin_then_start_and_stop(screen):
     assert estop_on_top(browser)  # the PIN pad does not cover the e-stop
     enter_pin(browser, "9999")
     wait_for(
-        browser, lambda: visible(browser, "toast") and "wrong PIN" in text(browser, "toast"), what="wrong-PIN message"
+        browser, lambda: visible(browser, "toast") and "Wrong PIN" in text(browser, "toast"), what="wrong-PIN message"
     )
     assert line.calls == []
     enter_pin(browser, "1111")  # the pad is still open; the start is retried after login
@@ -100,15 +110,15 @@ def test_estop_needs_no_login(screen):
     line.state = "running"
     browser.find_element("id", "estop").click()
     wait_for(browser, lambda: line.calls == [("estop", "screen")], what="estop reached the line")
-    wait_for(browser, lambda: text(browser, "state").lower() == "estop")
+    wait_for(browser, lambda: text(browser, "state") == "E-STOP")
     assert not visible(browser, "pinpad")
 
 
 def test_critical_alarm_is_obvious_and_can_be_acknowledged(screen):
     browser, line, _ = screen
-    a = line.raise_alarm("critical", "arm left does not answer", "arm:left")
+    a = line.raise_alarm("critical", "arm left: heartbeat stalled", "arm:left", "arm.stalled", arm="left")
     wait_for(browser, lambda: visible(browser, "critical-banner"), what="critical banner")
-    assert "arm left does not answer" in text(browser, "critical-banner")
+    assert "Arm left is not answering." in text(browser, "critical-banner")
     assert "critical" in browser.find_element("tag name", "body").get_attribute("class")
     assert browser.find_element("css selector", f'#alarm-list [data-alarm="{a.id}"]').is_displayed()
     browser.find_element("id", "critical-ack").click()

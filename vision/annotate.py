@@ -28,9 +28,20 @@ def draw(image: np.ndarray, dets: Detections, labels: list[str] | None = None) -
                 q = tuple(int(round(v)) for v in g + d * 30 * scale)
                 cv2.arrowedLine(out, p, q, CYAN, th, cv2.LINE_AA, tipLength=0.3)
         text = labels[i] if labels else (dets.reason[i] or f"{dets.uro_confidence[i]:.2f}")
-        x0, y0 = int(dets.xyxy[i][0]), int(dets.xyxy[i][1])
-        cv2.putText(
-            out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), th + 2, cv2.LINE_AA
-        )
-        cv2.putText(out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, WHITE, th, cv2.LINE_AA)
+        _label(out, text, int(dets.xyxy[i][0]), int(dets.xyxy[i][1]), colour, image.shape[1])
     return out
+
+
+def _label(out: np.ndarray, text: str, x: int, y: int, colour, width: int) -> None:
+    """White text on a near-black box edged in the outline's colour, above (x, y): readable on a
+    white belt as on a dark one, and when the picture is shown smaller than it is."""
+    font, fs = cv2.FONT_HERSHEY_SIMPLEX, 0.55 * max(1.0, width / 900)
+    stroke = max(1, int(round(fs * 2)))
+    (tw, tht), base = cv2.getTextSize(text, font, fs, stroke)
+    pad = max(2, int(round(3 * fs)))
+    x0 = min(max(0, x), max(0, out.shape[1] - tw - 2 * pad))
+    y1 = max(tht + base + 2 * pad, y - 2)  # box bottom, kept inside the picture
+    y0 = y1 - tht - base - 2 * pad
+    cv2.rectangle(out, (x0, y0), (x0 + tw + 2 * pad, y1), (24, 24, 24), cv2.FILLED)
+    cv2.rectangle(out, (x0, y0), (x0 + tw + 2 * pad, y1), colour, 1)
+    cv2.putText(out, text, (x0 + pad, y1 - pad - base), font, fs, WHITE, stroke, cv2.LINE_AA)

@@ -3,6 +3,11 @@
 An alarm is raised under a *key* (``camera.stall``, ``arm:arm1.heartbeat``): raising it again
 while it is active does not make a second one, clearing it marks the condition gone but
 keeps it on screen until acknowledged. Every change is passed to ``on_change`` (the record).
+
+What the operator reads is a message of the catalogue (``alarm.<code>`` in
+scallop/app/web/i18n), in their language: the raiser names its cause as ``code`` with
+``params``; a key that is itself a cause in the catalogue (``camera.stall``) is its own code,
+with the raiser's text as ``{detail}``. ``text`` stays the English words the record keeps.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from scallop.app import i18n
 from scallop.app.line_api import Alarm
 
 
@@ -30,15 +36,28 @@ class Alarms:
         self.wall_clock = wall_clock
         self.keep = keep
 
-    def raise_(self, key: str, severity: str, source: str, text: str) -> Alarm:
+    def raise_(
+        self, key: str, severity: str, source: str, text: str, *, code: str = "", params: dict | None = None
+    ) -> Alarm:
+        if not code and i18n.has(f"alarm.{key}"):
+            code, params = key, {"detail": text, **(params or {})}
+        params = {k: str(v) for k, v in (params or {}).items()}
         with self._lock:
             a = self._by_key.get(key)
             if a is not None and a.active:
-                if a.text == text and a.severity == severity:
+                if (a.text, a.severity, a.code, a.params) == (text, severity, code, params):
                     return a
-                a.text, a.severity = text, severity
+                a.text, a.severity, a.code, a.params = text, severity, code, params
             else:
-                a = Alarm(id=self._next, time=self.wall_clock(), severity=severity, source=source, text=text)
+                a = Alarm(
+                    id=self._next,
+                    time=self.wall_clock(),
+                    severity=severity,
+                    source=source,
+                    text=text,
+                    code=code,
+                    params=params,
+                )
                 self._next += 1
                 self._by_key[key] = a
                 self._all.append(a)

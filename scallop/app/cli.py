@@ -14,6 +14,8 @@ Errors are one line on stderr, never a traceback (``--debug`` or SCALLOP_DEBUG=1
 the exit code tells the kind (``scallop.errors``): 2 a bad option, value or configuration key,
 3 a file or data that cannot be used, 4 a device (camera, encoder, arm) missing or failing,
 5 not allowed in the line's present state, 1 anything else (a fault of the program itself).
+``scallop`` alone prints the commands (as ``--help`` does) and exits 0; ``scallop --version``
+prints the installed package's version.
 """
 
 from __future__ import annotations
@@ -38,7 +40,17 @@ COMMANDS = (
     "backup",
     "restore",
     "service",
+    "users",
 )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("scallop-uro-line")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback behind an error (also SCALLOP_DEBUG=1)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # No command: the list of commands, not an error.
+    parser.set_defaults(func=lambda args: parser.print_help() or 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"scallop.app.commands.{name}")

@@ -233,13 +233,30 @@ class RuntimeSection:
 
 @dataclass
 class UISection:
+    """The operator screen (docs/operator-screen.md). ``allowed_hosts``: the names and addresses
+    the panels use to reach it, besides loopback and the address a request arrives on.
+    ``frame_access`` / ``metrics_access``: who may read the camera image and /metrics without a
+    login (``anyone``; ``loopback``: only this computer; ``login``: nobody). TLS with both
+    ``tls_certfile`` and ``tls_keyfile``."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     open_browser: bool = True
     users_file: str = ""  # "" = simulator default users (see docs)
+    language: Literal["ja", "en"] = "ja"
+    allowed_hosts: list[str] = field(default_factory=list)
+    frame_access: Literal["anyone", "loopback", "login"] = "loopback"
+    metrics_access: Literal["anyone", "loopback", "login"] = "loopback"
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile: give both (HTTPS) or neither (HTTP)")
+        for h in self.allowed_hosts:
+            if not h.strip() or any(c in h for c in "/ @"):
+                raise ValueError(f"allowed_hosts: {h!r} is not a host name or address")
 
 
 @dataclass

@@ -19,16 +19,20 @@ class Alarm:
     time: float  # seconds since the epoch (wall clock) of when it was raised
     severity: Literal["info", "warning", "critical"]
     source: str  # "camera", "arm:left", "vision", "record", "line"
-    text: str  # plain words for the operator
+    text: str  # plain words, English (the record keeps these)
     acked: bool = False
     acked_by: str = ""
     active: bool = True  # the condition still holds
+    # The message in the operator's language: catalogue key ``alarm.<code>`` filled in with
+    # ``params`` (scallop/app/web/i18n); "" = none, the screen shows ``text``.
+    code: str = ""
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ArmStatus:
     name: str
-    state: str  # "idle", "picking", "disconnected", "fault", "estop", "homing"
+    state: str  # "idle", "picking", "disconnected", "stalled", "fault", "estop", "starting", "homing"
     connected: bool
     picks: int = 0
     uro_removed: int = 0

@@ -2,22 +2,24 @@
 
 ::
 
-    app = create_app(line, UserStore.simulator_defaults())
-    server = serve(app, "127.0.0.1", 8080)      # uvicorn in a thread
+    app = create_app(line, UserStore.simulator_defaults(), allowed_hosts=["line3.plant.local"])
+    server = serve(app, "127.0.0.1", 8080)      # uvicorn in a thread (certfile=/keyfile= for TLS)
     ...
     server.stop()                               # closes live streams, joins the thread
 
-The page (``scallop/app/web/``: plain HTML, CSS and JS, no build step) gets the line's state as
-server-sent events from ``/api/events`` and fetches the newest annotated camera frame from
-``/api/frame.jpg`` whenever the frame counter moves. JSON API (all errors are
-``{"error": "<plain words>"}`` with the status code that fits):
+The page (``scallop/app/web/``: plain HTML, CSS and JS, no build step, texts from the message
+catalogues ``web/i18n/<language>.json``) gets the line's state as server-sent events from
+``/api/events`` and fetches the newest annotated camera frame from ``/api/frame.jpg`` whenever
+the frame counter moves. JSON API (all errors are ``{"error": "<plain words>"}``, plus ``code``
+and ``params`` naming the message in the catalogue where the screen shows it, with the status
+code that fits):
 
 ==========================  ==========  ================================================
 endpoint                    login       notes
 ==========================  ==========  ================================================
 GET  /api/state             none        line snapshot + who is logged in on this browser
 GET  /api/events            none        server-sent events, ``event: state`` ~4 per second
-GET  /api/frame.jpg         none        404 until the line has a frame
+GET  /api/frame.jpg         see notes   ``frame_access``; 404 until the line has a frame
 GET  /api/recipes           none
 POST /api/login             none        ``{"pin": "1234"}`` (+ optional ``"user"``) → cookie + token
 POST /api/logout            none
@@ -28,12 +30,22 @@ POST /api/alarms/{id}/ack   operator    404 for an unknown alarm
 POST /api/recipe            operator    ``{"name": "M"}``; 404 unknown, 409 not now
 GET  /api/config            engineer
 POST /api/config            engineer    ``{"changes": {"vision.KEY": value}}``; 422 names a bad key
-GET  /metrics               none        Prometheus text: the line's metrics + the web server's
+GET  /metrics               see notes   ``metrics_access``; the line's metrics + the web server's
 ==========================  ==========  ================================================
 
-Status codes: 400 malformed JSON, 401 not logged in / wrong PIN, 403 role too low or a
-cross-site request, 404 unknown thing, 409 not allowed in the line's state, 413 body too
-large, 415 not JSON, 422 wrong types or values, 429 PIN pad locked after wrong PINs.
+Every request is treated as hostile (docs/operator-screen.md): a ``Host`` that is not this
+screen's (loopback, the address the request came to, ``allowed_hosts``) is refused, so a web
+page elsewhere cannot reach the line by DNS rebinding; a state-changing request whose ``Origin``
+or ``Sec-Fetch-Site`` says it comes from another site (``Origin: null`` included) is refused, and
+so is a cross-site read that is not a navigation; a body is refused at ``max_body_bytes`` while
+it streams in, and JSON nested deeper than ``max_json_depth``. Every answer carries a CSP
+without inline script, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and, from the
+API, ``Cache-Control: no-store``. Under TLS the session cookie is ``Secure``.
+
+Status codes: 400 malformed JSON or a foreign ``Host``, 401 not logged in / wrong PIN, 403 role
+too low or a cross-site request, 404 unknown thing, 409 not allowed in the line's state, 413
+body too large, 415 not JSON, 422 wrong types or values, 429 PIN pad locked, 503 a device the
+line needs is missing; each error kind of :mod:`scallop.errors` has its own (``http_status``).
 """
 
 from __future__ import annotations
@@ -45,49 +57,66 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scallop.app.auth import (
-    AuthError,
-    Forbidden,
-    LockedOut,
-    Session,
-    SessionStore,
-    UserStore,
-)
+from scallop.app.auth import AuthError, LockedOut, Session, SessionStore, UserStore, is_loopback
+from scallop.app.i18n import LANGUAGES
 from scallop.app.line_api import LineAPI
 from scallop.app.metrics import CONTENT_TYPE, WithoutCreated, render
-from scallop.errors import DeviceError
+from scallop.errors import DeviceError, ScallopError
 
 STATIC_DIR = Path(__file__).with_name("web")
 COOKIE = "scallop_session"
 OPERATOR_ACTIONS = ("start", "pause", "stop", "reset")
+Access = Literal["anyone", "loopback", "login"]
+ACCESS: tuple[str, ...] = ("anyone", "loopback", "login")
 
 AuditFn = Callable[[str, str, dict], Any]
 """``audit(kind, user, detail)``: e.g. :meth:`scallop.app.record.RecordWriter.event`."""
+
+# No inline script or style, nothing from elsewhere, never inside a frame.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class WebError(DeviceError):
     """The screen cannot be served (address in use, server did not start); the message says why."""
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+class ApiError(ScallopError):
+    """A request refused with ``status``; ``code``/``params`` name its message in the catalogue."""
+
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, code: str = "", **params: object
+    ) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
         self.message = message
         self.headers = headers or {}
+        self.code = code
+        self.params = params
 
 
 def _clean(obj: Any) -> Any:
@@ -110,6 +139,29 @@ def snapshot_dict(snap) -> dict:
 
 def _key_message(e: KeyError) -> str:
     return str(e.args[0]) if e.args else "not found"
+
+
+def json_depth_ok(raw: bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects at most ``limit`` deep (strings skipped).
+    Checked before parsing: the parser recurses, and a 60 KB ``[[[[…`` would exhaust the stack."""
+    depth, in_str, esc = 0, False, False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:  # backslash
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return True
 
 
 class _WebMetrics:
@@ -160,37 +212,109 @@ def _route_label(path: str) -> str:
     return "other"
 
 
-class _Guard:
-    """ASGI middleware: refuses cross-site writes and counts every request for /metrics."""
+def _origin_parts(scheme: str, netloc: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin, the default port filled in; None if it is not one."""
+    try:
+        u = urlsplit(f"{scheme}://{netloc}")
+        host, port = u.hostname, u.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return scheme, host, port or (443 if scheme == "https" else 80)
 
-    def __init__(self, app, metrics: _WebMetrics) -> None:
+
+class _Guard:
+    """ASGI middleware in front of every route: the Host allowlist, the cross-site checks, the
+    body limit (counted while the body streams in), the security headers, and the request
+    counts for /metrics. Hand-written rather than Starlette's TrustedHostMiddleware: that one
+    cannot allow "the address this request came to", answers in plain text and counts nothing."""
+
+    def __init__(self, app, metrics: _WebMetrics, allowed_hosts: frozenset[str], max_body_bytes: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.allowed_hosts = allowed_hosts
+        self.max_body_bytes = max_body_bytes
+
+    def _host_ok(self, host: str, scope) -> bool:
+        parts = _origin_parts("http", host)
+        if parts is None:
+            return False
+        name = parts[1]
+        server = (scope.get("server") or ("",))[0] or ""
+        return is_loopback(name) or name in self.allowed_hosts or name == server.lower().strip("[]")
+
+    def _refusal(self, method: str, scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        host = headers.get("host", "")
+        if not self._host_ok(host, scope):
+            return 400, f"this screen does not answer to the host name {host!r}: add it to [ui] allowed_hosts"
+        scheme = "https" if scope.get("scheme") == "https" else "http"
+        origin = headers.get("origin")
+        site = headers.get("sec-fetch-site", "")
+        if method not in SAFE_METHODS:
+            if origin is not None:
+                own = _origin_parts(scheme, host)
+                u = urlsplit(origin) if origin != "null" else None
+                theirs = _origin_parts(u.scheme, u.netloc) if u is not None and u.scheme in ("http", "https") else None
+                if theirs is None or theirs != own:
+                    return 403, f"cross-site request from {origin} refused"
+            if site not in ("", "same-origin", "none"):
+                return 403, f"cross-site request ({site}) refused"
+        elif site in ("cross-site", "same-site") and headers.get("sec-fetch-mode") != "navigate":
+            # Another site's page may link here, not read from here (an <img> of the camera, a fetch).
+            return 403, f"cross-site request ({site}) refused"
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return 400, f"Content-Length {length!r} is not a number"
+            if int(length) > self.max_body_bytes:
+                return 413, f"request body of {int(length)} bytes is too large: at most {self.max_body_bytes}"
+        return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         method, route = scope["method"], _route_label(scope["path"])
+        no_store = scope["path"].startswith("/api/") or scope["path"] == "/metrics"
         t0 = time.perf_counter()
         status = {"code": 500}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                hdrs = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control" or not no_store]
+                hdrs += SECURITY_HEADERS
+                if no_store:
+                    hdrs.append((b"cache-control", b"no-store"))
+                if scope.get("scheme") == "https":
+                    hdrs.append((b"strict-transport-security", b"max-age=31536000"))
+                message = {**message, "headers": hdrs}
             await send(message)
 
-        if method not in ("GET", "HEAD", "OPTIONS"):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            origin = headers.get("origin")
-            # A page from another site may make the browser POST here; the session cookie is
-            # SameSite=Strict already, this also stops token-less scripts on other origins.
-            if origin and origin != "null" and urlsplit(origin).netloc != headers.get("host", ""):
-                resp = JSONResponse({"error": f"cross-site request from {origin} refused"}, status_code=403)
-                await resp(scope, receive, send_wrapper)
-                self.metrics.requests.labels(method, route, "403").inc()
-                return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refusal = self._refusal(method, scope, headers)
+        if refusal is not None:
+            code, msg = refusal
+            resp = JSONResponse({"error": msg}, status_code=code, headers={"Connection": "close"})
+            await resp(scope, receive, send_wrapper)
+            self.metrics.requests.labels(method, route, str(code)).inc()
+            return
+
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # Stops reading here: a body sent without Content-Length is cut at the limit.
+                    raise ApiError(413, f"request body is too large: at most {limit} bytes")
+            return message
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, limited_receive, send_wrapper)
         finally:
             self.metrics.requests.labels(method, route, str(status["code"])).inc()
             if route != "/api/events":
@@ -206,24 +330,42 @@ def create_app(
     event_interval_s: float = 0.25,
     keepalive_s: float = 15.0,
     max_body_bytes: int = 64 * 1024,
+    max_json_depth: int = 16,
+    allowed_hosts: Iterable[str] = (),
+    frame_access: Access = "loopback",
+    metrics_access: Access = "loopback",
+    language: str = "ja",
     title: str = "Scallop line",
 ) -> FastAPI:
     """The operator screen's app for ``line``. ``users`` decides who may log in; ``sessions``
-    (optional) sets timeouts and the clock; ``audit(kind, user, detail)`` hears logins."""
+    (optional) sets timeouts and the clock; ``audit(kind, user, detail)`` hears logins.
+    ``allowed_hosts``: names and addresses the screen answers to besides loopback and the
+    address a request came to. ``frame_access`` / ``metrics_access``: who may read the camera
+    image and /metrics — ``anyone``, ``loopback`` (a login needed from other computers) or
+    ``login``. ``language``: the screen's language until a user switches it."""
     if not (STATIC_DIR / "index.html").is_file():
         raise WebError(f"{STATIC_DIR}: the screen's files are missing from this install")
     if not 0.01 <= event_interval_s <= 10:
         raise ValueError(f"event_interval_s={event_interval_s} is out of range: allowed 0.01..10")
+    for key, value in (("frame_access", frame_access), ("metrics_access", metrics_access)):
+        if value not in ACCESS:
+            raise ValueError(f"{key}={value!r} is not allowed: choose one of {', '.join(ACCESS)}")
+    if language not in LANGUAGES:
+        raise ValueError(f"language={language!r} is not allowed: choose one of {', '.join(LANGUAGES)}")
     sessions = sessions or SessionStore(users)
     metrics = _WebMetrics()
     closing = threading.Event()
+    hosts = frozenset(h.strip().strip("[]").lower() for h in allowed_hosts if h.strip())
+    index_html = (
+        (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace('<html lang="en">', f'<html lang="{language}">')
+    )
 
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.line = line
     app.state.sessions = sessions
     app.state.closing = closing
     app.state.metrics = metrics
-    app.add_middleware(_Guard, metrics=metrics)
+    app.add_middleware(_Guard, metrics=metrics, allowed_hosts=hosts, max_body_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def _audit(kind: str, user: str, detail: dict | None = None) -> None:
@@ -233,25 +375,20 @@ def create_app(
             except Exception:
                 pass  # the audit trail failing must not block the operator
 
-    # -- errors: always {"error": "..."}
+    # -- errors: always {"error": "..."}; every error kind maps to its status here, in one place
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, e: ApiError):
-        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+    def _error(status: int, message: str, code: str = "", params: dict | None = None, headers=None) -> JSONResponse:
+        body: dict[str, Any] = {"error": message}
+        if code:
+            body["code"], body["params"] = code, params or {}
+        return JSONResponse(body, status_code=status, headers=headers)
 
-    @app.exception_handler(LockedOut)
-    async def _locked(request: Request, e: LockedOut):
-        return JSONResponse(
-            {"error": str(e)}, status_code=429, headers={"Retry-After": str(math.ceil(e.retry_after_s))}
-        )
-
-    @app.exception_handler(AuthError)
-    async def _auth(request: Request, e: AuthError):
-        return JSONResponse({"error": str(e)}, status_code=401)
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, e: Forbidden):
-        return JSONResponse({"error": str(e)}, status_code=403)
+    @app.exception_handler(ScallopError)
+    async def _scallop_error(request: Request, e: ScallopError):
+        headers = dict(getattr(e, "headers", None) or {})
+        if isinstance(e, LockedOut):
+            headers["Retry-After"] = str(math.ceil(e.retry_after_s))
+        return _error(e.http_status, str(e), getattr(e, "code", ""), getattr(e, "params", None), headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
@@ -260,12 +397,12 @@ def create_app(
             msg = f"no such page: {request.url.path}"
         elif e.status_code == 405:
             msg = f"{request.method} is not allowed on {request.url.path}"
-        return JSONResponse({"error": msg}, status_code=e.status_code, headers=getattr(e, "headers", None))
+        return _error(e.status_code, msg, headers=getattr(e, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, e: Exception):
         # The page shows this text; a runtime that crashed must say so, not return HTML.
-        return JSONResponse({"error": f"internal error: {type(e).__name__}: {e}"}, status_code=500)
+        return _error(500, f"internal error: {type(e).__name__}: {e}")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError):
@@ -273,7 +410,7 @@ def create_app(
         for err in e.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "path", "query"))
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return JSONResponse({"error": "; ".join(parts) or "invalid request"}, status_code=422)
+        return _error(422, "; ".join(parts) or "invalid request")
 
     # -- helpers
 
@@ -286,10 +423,16 @@ def create_app(
     def _require(request: Request, role: str) -> Session:
         return sessions.require(_token(request), role)
 
+    def _client(request: Request) -> str:
+        return request.client.host if request.client else ""
+
+    def _may_read(request: Request, access: str) -> None:
+        if access == "anyone" or (access == "loopback" and is_loopback(_client(request))):
+            return
+        _require(request, "operator")
+
     async def _body(request: Request, required: bool = True) -> dict:
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise ApiError(413, f"request body of {len(raw)} bytes is too large: at most {max_body_bytes}")
+        raw = await request.body()  # the guard has cut it at max_body_bytes
         if not raw.strip():
             if required:
                 raise ApiError(400, "expected a JSON object in the request body")
@@ -297,6 +440,8 @@ def create_app(
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise ApiError(415, f"send JSON (Content-Type: application/json), not {ctype or 'no content type'}")
+        if not json_depth_ok(raw, max_json_depth):
+            raise ApiError(400, f"JSON nested more than {max_json_depth} deep")
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -307,21 +452,31 @@ def create_app(
             )
         return data
 
-    async def _call(fn: Callable, *args: Any) -> Any:
+    async def _call(fn: Callable, *args: Any, action: str = "") -> Any:
         try:
             return await run_in_threadpool(fn, *args)
+        except ScallopError as e:
+            if e.http_status == 409 and action:
+                await _not_now(action, str(e))
+            raise
         except KeyError as e:
             raise ApiError(404, _key_message(e)) from None
         except RuntimeError as e:
+            if action:
+                await _not_now(action, str(e))
             raise ApiError(409, str(e) or "not allowed in the line's current state") from None
         except (ValueError, TypeError) as e:
             raise ApiError(422, str(e)) from None
+
+    async def _not_now(action: str, message: str) -> None:
+        snap = await run_in_threadpool(line.snapshot)
+        raise ApiError(409, message, code="not_now", action=f"#action.{action}", state=f"#state.{snap.state}")
 
     # -- pages
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/state")
     async def state(request: Request):
@@ -358,19 +513,19 @@ def create_app(
             finally:
                 metrics.clients.dec()
 
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-        )
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
     @app.get("/api/frame.jpg")
-    async def frame():
+    async def frame(request: Request):
+        _may_read(request, frame_access)
         jpeg = await run_in_threadpool(line.latest_jpeg)
         if not jpeg:
             raise ApiError(404, "no camera frame yet")
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        return Response(jpeg, media_type="image/jpeg")
 
     @app.get("/metrics")
-    async def prometheus():
+    async def prometheus(request: Request):
+        _may_read(request, metrics_access)
         try:
             text = await run_in_threadpool(line.metrics_text)
             metrics.line_ok.set(1)
@@ -394,16 +549,23 @@ def create_app(
         unknown = set(data) - {"pin", "user"}
         if unknown:
             raise ApiError(422, f"unknown field(s) {', '.join(sorted(unknown))}: send pin (and optionally user)")
+        client = _client(request)
         try:
-            s = await run_in_threadpool(sessions.login, pin, name)
+            s = await run_in_threadpool(sessions.login, pin, name, client)
+        except LockedOut as e:
+            metrics.logins.labels("locked").inc()
+            _audit("login_locked", name or "", {"address": client, "retry_after_s": math.ceil(e.retry_after_s)})
+            raise
         except AuthError:
             metrics.logins.labels("refused").inc()
-            _audit("login_refused", name or "", {})
+            _audit("login_refused", name or "", {"address": client})
             raise
         metrics.logins.labels("ok").inc()
-        _audit("login", s.user, {"role": s.role})
+        _audit("login", s.user, {"role": s.role, "address": client})
         resp = JSONResponse({"user": s.user, "role": s.role, "token": s.token})
-        resp.set_cookie(COOKIE, s.token, httponly=True, samesite="strict", path="/")
+        resp.set_cookie(
+            COOKIE, s.token, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https"
+        )
         return resp
 
     @app.post("/api/logout")
@@ -413,7 +575,7 @@ def create_app(
         if tok:
             sessions.logout(tok)
         if s:
-            _audit("logout", s.user, {})
+            _audit("logout", s.user, {"address": _client(request)})
         resp = JSONResponse({"ok": True})
         resp.delete_cookie(COOKIE, path="/")
         return resp
@@ -431,7 +593,7 @@ def create_app(
     def _make_action(action: str):
         async def act(request: Request):
             s = _require(request, "operator")
-            await _call(getattr(line, action), s.user)
+            await _call(getattr(line, action), s.user, action=action)
             snap = await run_in_threadpool(line.snapshot)
             return {"ok": True, "state": snap.state}
 
@@ -472,7 +634,7 @@ def create_app(
         known = [r.name for r in await run_in_threadpool(line.recipes)]
         if name not in known:
             raise ApiError(404, f"unknown recipe {name!r}: choose one of {', '.join(known)}")
-        await _call(line.select_recipe, name, s.user)
+        await _call(line.select_recipe, name, s.user, action="recipe")
         return {"ok": True, "recipe": name}
 
     @app.get("/api/config")
@@ -508,8 +670,17 @@ class WebServer:
         *,
         log_level: str = "warning",
         start_timeout_s: float = 10.0,
+        certfile: str | Path | None = None,
+        keyfile: str | Path | None = None,
     ) -> None:
         import uvicorn
+
+        if (certfile is None) != (keyfile is None):
+            raise WebError("TLS needs both a certificate and its key ([ui] tls_certfile and tls_keyfile)")
+        for what, f in (("certificate", certfile), ("key", keyfile)):
+            if f is not None and not Path(f).is_file():
+                raise WebError(f"TLS {what} {f}: no such file")
+        self.tls = certfile is not None
 
         self.app = app
         try:
@@ -527,7 +698,21 @@ class WebServer:
         self.host = host
         self.port = sock.getsockname()[1]
         # Streams end on their own once `closing` is set; the grace timeout only bounds a stuck client.
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=3)
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+            ssl_certfile=str(certfile) if certfile else None,
+            ssl_keyfile=str(keyfile) if keyfile else None,
+        )
+        if self.tls:
+            try:
+                config.load()  # reads the certificate and key now, so a bad pair is this call's error
+            except Exception as e:
+                sock.close()
+                raise WebError(f"TLS certificate {certfile} / key {keyfile} cannot be used: {e}") from None
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"web-server:{self.port}", daemon=True)
         self._error: BaseException | None = None
@@ -551,7 +736,7 @@ class WebServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         closing = getattr(self.app.state, "closing", None)
@@ -577,5 +762,6 @@ class WebServer:
 
 
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **kw: Any) -> WebServer:
-    """Start serving ``app`` in a thread and return once it accepts connections (port 0: any free port)."""
+    """Start serving ``app`` in a thread and return once it accepts connections (port 0: any free
+    port; ``certfile=`` and ``keyfile=``: HTTPS)."""
     return WebServer(app, host, port, **kw)

@@ -35,7 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from scallop.app.auth import UserStore
+    from scallop.app.auth import screen_users
     from scallop.app.build import build_line
     from scallop.app.config import load_config
     from scallop.app.web import create_app, serve
@@ -46,24 +46,33 @@ def run(args) -> int:
     port = cfg.ui.port if args.port is None else args.port
     # The screen is a live view: the simulator runs on wall time here (scenario runs on
     # virtual time are `scallop sim run`).
+    # Before anything opens: a screen on the network with only the published PINs must not start.
+    users = screen_users(cfg.ui.users_file, cfg.real_devices(), host)
     line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
-    users = UserStore.load(cfg.ui.users_file) if cfg.ui.users_file else UserStore.simulator_defaults()
     try:
         line.open()
         line.start("system")
         line.run_threaded()
-        app = create_app(line, users, audit=line.record.event if line.record else None)
-        server = serve(app, host, port)
+        ui = cfg.ui
+        app = create_app(
+            line,
+            users,
+            audit=line.record.event if line.record else None,
+            allowed_hosts=ui.allowed_hosts,
+            frame_access=ui.frame_access,
+            metrics_access=ui.metrics_access,
+            language=ui.language,
+        )
+        tls = {"certfile": ui.tls_certfile, "keyfile": ui.tls_keyfile} if ui.tls_certfile else {}
+        server = serve(app, host, port, **tls)
     except BaseException:
         line.close()
         raise
-    print(
-        f"operator screen: {server.url}  (simulator PINs: operator 1111, engineer 2222)"
-        if cfg.is_simulated
-        else f"operator screen: {server.url}",
-        file=sys.stderr,
-        flush=True,
-    )
+    if not ui.users_file:
+        note = "  (simulator PINs: operator 1111, engineer 2222)" if users.users() else "  (no users file: E-STOP only)"
+    else:
+        note = ""
+    print(f"operator screen: {server.url}{note}", file=sys.stderr, flush=True)
     if not args.no_browser and cfg.ui.open_browser and args.duration is None:
         try:
             import webbrowser

@@ -17,7 +17,7 @@ def register(sub) -> None:
             "DIR/index.html (plots) and annotated frames of failures. Scenario format and the\n"
             "shipped scenarios: docs/scenarios.md, 'scallop sim list'.\n\n"
             "examples:\n"
-            "  scallop sim run --scenario nominal --report /tmp/nominal\n"
+            "  scallop sim run --scenario nominal --report /tmp/nominal --language en\n"
             "  scallop sim run --scenario faults_arm --scallops 40 --json\n"
             "  scallop sim run --scenario my-line.toml --seed 3 --model runs/pre/model.onnx"
         ),
@@ -29,6 +29,11 @@ def register(sub) -> None:
     p.add_argument("--model", metavar="PATH", help="ONNX model (default: the scenario's, else the shipped model)")
     p.add_argument("--scallops", type=int, metavar="N", help="run until N scallops went past the arms")
     p.add_argument("--duration", type=float, metavar="S", help="run S seconds of virtual time instead")
+    p.add_argument(
+        "--language",
+        choices=("ja", "en"),
+        help="the report's language (default: the scenario's [line.ui] language, else ja)",
+    )
     p.add_argument("--json", action="store_true", help="print the whole summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -60,7 +65,8 @@ def run(args) -> int:
         raise
     if bar is not None:
         bar.close()
-    page = write_report(summary, args.report) if args.report else None
+    language = args.language or sc.line_config().ui.language
+    page = write_report(summary, args.report, language) if args.report else None
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     if args.json:
         print(json.dumps(public))

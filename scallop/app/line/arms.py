@@ -23,13 +23,20 @@ from scallop.robot.config import ArmConfig
 from scallop.robot.errors import RobotError
 from scallop.robot.scheduler import ArmLane, Scheduler
 
-# What an arm's state means to an operator, when it needs attention.
+# What an arm's state means to an operator, when it needs attention: the English text the
+# record keeps, and the cause the screen shows in the operator's language (alarm.<code> in
+# scallop/app/web/i18n, with {arm} and {detail}).
 ARM_ALARM_TEXT = {
     "disconnected": "not connected",
     "stalled": "heartbeat stalled: no new picks",
     "fault": "in fault",
     "estop": "emergency stop",
 }
+ARM_ALARM_CODE = {state: f"arm.{state}" for state in ARM_ALARM_TEXT}
+# A state must last this long before it is an alarm: the arm still reads "fault" for a poll
+# after RESET, and a heartbeat late once under load is not worth an operator's attention. The
+# arm client refuses picks at once either way (can_accept), so this delays only the alarm.
+ARM_ALARM_AFTER_S = 1.0
 
 
 class ArmDrivers:
@@ -55,6 +62,7 @@ class ArmDrivers:
             chain_margin_s=max(0.05, 1.5 * tick_s),
         )
         self._threads: list[threading.Thread] = []
+        self._alarm_since: dict[str, tuple[str, float]] = {}  # arm -> (state, first seen)
 
     @property
     def lanes(self) -> list[ArmLane]:
@@ -67,7 +75,14 @@ class ArmDrivers:
             try:
                 c.connect()
             except RobotError as e:
-                self.alarms.raise_(f"arm:{c.name}.connect", "critical", f"arm:{c.name}", f"arm {c.name}: {e}")
+                self.alarms.raise_(
+                    f"arm:{c.name}.connect",
+                    "critical",
+                    f"arm:{c.name}",
+                    f"arm {c.name}: {e}",
+                    code="arm.connect",
+                    params={"arm": c.name, "detail": str(e)},
+                )
 
     def close(self) -> None:
         self.stop_threads()
@@ -127,11 +142,22 @@ class ArmDrivers:
         key = f"arm:{c.name}"
         st = c.state_name
         if st in ARM_ALARM_TEXT:
+            since = self._alarm_since.get(c.name)
+            if since is None or since[0] != st:
+                since = self._alarm_since[c.name] = (st, self.clock.now())
+            if self.clock.now() - since[1] < ARM_ALARM_AFTER_S and not self.alarms.is_active(key):
+                return
             alarm = c.alarm
             self.alarms.raise_(
-                key, "critical", key, f"arm {c.name}: {ARM_ALARM_TEXT[st]}" + (f" ({alarm})" if alarm else "")
+                key,
+                "critical",
+                key,
+                f"arm {c.name}: {ARM_ALARM_TEXT[st]}" + (f" ({alarm})" if alarm else ""),
+                code=ARM_ALARM_CODE[st],
+                params={"arm": c.name, "detail": alarm or ""},
             )
         else:
+            self._alarm_since.pop(c.name, None)
             self.alarms.clear(key)
             self.alarms.clear(f"{key}.connect")
 
@@ -145,7 +171,14 @@ class ArmDrivers:
                 if c.state_name in ("fault", "estop"):
                     c.reset_fault()
             except RobotError as e:
-                self.alarms.raise_(f"arm:{c.name}.reset", "warning", f"arm:{c.name}", f"reset failed: {e}")
+                self.alarms.raise_(
+                    f"arm:{c.name}.reset",
+                    "warning",
+                    f"arm:{c.name}",
+                    f"reset failed: {e}",
+                    code="arm.reset_failed",
+                    params={"arm": c.name, "detail": str(e)},
+                )
 
     def send_idle_home(self) -> None:
         for c in self.clients:

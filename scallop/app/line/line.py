@@ -281,7 +281,9 @@ class Line:
         with self.control.lock:
             self._event(Action.ESTOP, user)
             self.control.go(Action.ESTOP)
-            self.alarms.raise_("line.estop", "critical", "line", f"emergency stop pressed by {user}")
+            self.alarms.raise_(
+                "line.estop", "critical", "line", f"emergency stop pressed by {user}", params={"user": user}
+            )
             done = self._flush_tracks(LineReason.ESTOP)
             done += self._skip_queued(LineReason.ESTOP)
             done += self.ledger.fail_pending(LineReason.ESTOP)
@@ -361,6 +363,10 @@ class Line:
         now = self.clock.now()
         c, reasons = self.ledger.totals()
         arms = self.arms.statuses(lambda name: self.ledger.arm_tally(name, now))
+        if self.state in (LineState.ESTOP, LineState.FAULT):
+            # No arm is polled now (no heartbeats: each arm's watchdog stops it), so its last
+            # state ("picking") is stale: the screen shows the line's stop on every arm instead.
+            arms = [replace(a, state="estop") if a.state != "disconnected" else a for a in arms]
         picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
         with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
         return LineSnapshot(
@@ -457,7 +463,7 @@ class Line:
         log.error("%s\n%s", text, "".join(traceback.format_exception(exc)))
         with self.control.lock:
             self.control.fault(text)
-            self.alarms.raise_("line.crash", "critical", "line", text + " — line stopped")
+            self.alarms.raise_("line.crash", "critical", "line", text + " — line stopped", params={"detail": text})
             done = self._flush_tracks(LineReason.LINE_FAULT)
             done += self._skip_queued(LineReason.LINE_FAULT)
             done += self.ledger.fail_pending(LineReason.LINE_FAULT)

@@ -48,7 +48,9 @@ class Publisher:
             return None
         img, dets = latest
         if annotated:
-            img = draw(img, dets)
+            # Numbers only (the uro's confidence): the picture carries no words, so it reads the
+            # same in every language; the screen's legend says what the outline colours mean.
+            img = draw(img, dets, labels=[f"{c:.2f}" for c in dets.uro_confidence])
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
         return buf.tobytes() if ok else None
 

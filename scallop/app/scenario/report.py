@@ -12,109 +12,202 @@ from string import Template
 
 import numpy as np
 
+from scallop.app import i18n
 
-def write_report(summary: dict, report_dir: str | Path) -> Path:
-    """``summary.json`` and ``index.html`` (inline SVG plots) in ``report_dir``; returns the HTML path."""
+
+def write_report(summary: dict, report_dir: str | Path, language: str = "en") -> Path:
+    """``summary.json`` and ``index.html`` (inline SVG plots, words in ``language``: "ja" or "en")
+    in ``report_dir``; returns the HTML path."""
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in summary.items() if not k.startswith("_")}
     (out / "summary.json").write_text(json.dumps(public, indent=2) + "\n")
     page = out / "index.html"
-    page.write_text(render_html(summary))
+    page.write_text(render_html(summary, language), encoding="utf-8")
     return page
 
 
-def render_html(s: dict) -> str:
+def outcome_words(language: str, outcome: str) -> str:
+    """An outcome key of the summary (``picked:uro_removed``, ``skipped:no_uro``, ``line_estop``)
+    in the report's language; an unknown part stays as it is."""
+
+    def known(key: str, raw: str) -> str:
+        return i18n.t(language, key) if i18n.has(key) else raw
+
+    if ":" in outcome:
+        result, detail = outcome.split(":", 1)
+        detail_key = f"report.grade.{detail}" if result == "picked" else f"reason.{detail}"
+        return i18n.t(
+            language,
+            "report.outcome.pair",
+            result=known(f"report.outcome.{result}", result),
+            reason=known(detail_key, detail),
+        )
+    if outcome.startswith("line_"):
+        return i18n.t(language, "report.outcome.line", state=known(f"state.{outcome[5:]}", outcome[5:]))
+    return known(f"report.outcome.{outcome}", outcome)
+
+
+def render_html(s: dict, language: str = "en") -> str:
     """The report page for a summary of :func:`~scallop.app.scenario.run.run_scenario` (its
-    ``_latency_values`` give the latency histograms)."""
+    ``_latency_values`` give the latency histograms), in ``language``."""
     e = html.escape
+
+    def tr(key: str, **params) -> str:
+        return i18n.t(language, key, **params)
+
+    def n(v, digits: int = 0) -> str:
+        return i18n.number(language, v, digits)
+
     ts = s["time_series"]
     cap = s["capacity"]["total_per_min"]
     vlines = [(f["at_s"], f["kind"]) for f in s["faults"]]
     tp_chart = svg_lines(
         ts["t_s"],
         {
-            "arrivals": ts["arrivals_per_min"],
-            "picks": ts["picks_per_min"],
-            "uro removed": ts["uro_removed_per_min"],
-            "skipped": ts["skipped_per_min"],
+            tr("report.series.arrivals"): ts["arrivals_per_min"],
+            tr("report.series.picks"): ts["picks_per_min"],
+            tr("report.series.uro_removed"): ts["uro_removed_per_min"],
+            tr("report.series.skipped"): ts["skipped_per_min"],
         },
-        x_label="virtual time (s)",
-        y_label="per minute",
-        hline=(cap, "capacity"),
+        x_label=tr("report.axis.time"),
+        y_label=tr("report.axis.per_min"),
+        hline=(cap, tr("report.capacity")),
         vlines=vlines,
+        no_data=tr("report.no_data"),
     )
     belt = ""
     if len(set(ts["belt_speed_mm_s"])) > 1:
-        belt = "<h3>Belt speed</h3>" + svg_lines(
+        belt = f"<h3>{e(tr('report.belt_chart'))}</h3>" + svg_lines(
             ts["t_s"],
-            {"belt": ts["belt_speed_mm_s"]},
-            x_label="virtual time (s)",
-            y_label="mm/s",
+            {tr("report.series.belt"): ts["belt_speed_mm_s"]},
+            x_label=tr("report.axis.time"),
+            y_label=tr("report.axis.mm_s"),
             vlines=vlines,
             height=160,
         )
-    outcomes = svg_bars(sorted(s["outcomes"].items(), key=lambda kv: -kv[1]))
+    outcomes = svg_bars(
+        [(outcome_words(language, k), v) for k, v in sorted(s["outcomes"].items(), key=lambda kv: -kv[1])],
+        colours=[_bar_colour(k) for k, _ in sorted(s["outcomes"].items(), key=lambda kv: -kv[1])],
+        none=tr("report.none"),
+    )
     hists = []
     for stage, vals in s.get("_latency_values", {}).items():
         if vals and stage in s["latency_ms"]:
             p = s["latency_ms"][stage]
+            line = tr("report.latency_line", p50=p["p50"], p90=p["p90"], p99=p["p99"], n=n(p["n"]))
             hists.append(
-                f"<div class='h'><h3>{e(stage)}</h3>"
-                f"<p>p50 {p['p50']} ms · p90 {p['p90']} ms · p99 {p['p99']} ms · n {p['n']}</p>"
-                f"{svg_hist(vals, 'ms')}</div>"
+                f"<div class='h'><h3>{e(stage)}</h3><p>{e(line)}</p>{svg_hist(vals, 'ms', no_data=tr('report.no_data'))}</div>"
             )
     frames = (
         "".join(
-            f"<figure><img src='{e(f['file'])}' alt='{e(f['kind'])}'><figcaption>{e(f['kind'])}: scallop "
-            f"{f['scallop']} at {f['t']:g} s (frame {f['frame_index']}) — {e(f['detail'])}</figcaption></figure>"
+            f"<figure><img src='{e(f['file'])}' alt='{e(f['kind'])}'><figcaption>"
+            + e(
+                tr(
+                    "report.frame_caption",
+                    kind=f["kind"],
+                    scallop=f["scallop"],
+                    t=f"{f['t']:g}",
+                    frame=f["frame_index"],
+                    detail=f["detail"],
+                )
+            )
+            + "</figcaption></figure>"
             for f in s["failure_frames"]
             if f.get("file")
         )
-        or "<p>No failure frames.</p>"
+        or f"<p>{e(tr('report.no_failure_frames'))}</p>"
     )
-    rate = s["uro_removal_rate"]
+    # "Missed" means two things: the screen counts picks its pick check saw leave the uro on;
+    # the simulator knows every scallop that left with its uro. Both, named apart.
+    screen_missed = (s.get("line") or {}).get("missed")
     head = [
-        ("processed", s["processed"]),
-        ("with uro", s["with_uro"]),
-        ("uro removed", s["uro_removed"]),
-        ("removal rate", "–" if rate is None else f"{100 * rate:.2f} %"),
-        ("missed (uro left on)", s["missed"]),
-        ("adductor hits", s["adductor_hits"]),
-        ("throughput", f"{s['throughput_per_min']:g} /min"),
-        ("capacity", f"{cap:g} /min"),
-        ("virtual time", f"{s['duration_s']:g} s"),
-        ("real-time factor", f"{s['realtime_factor']}×"),
+        ("report.processed", n(s["processed"])),
+        ("report.with_uro", n(s["with_uro"])),
+        ("report.uro_removed", n(s["uro_removed"])),
+        ("report.removal_rate", i18n.percent(language, s["uro_removal_rate"], 2)),
+        ("report.uro_left", n(s["missed"])),
+        ("report.missed_picks", n(screen_missed)),
+        ("report.adductor_hits", n(s["adductor_hits"])),
+        ("report.throughput", tr("report.per_min", value=n(s["throughput_per_min"], 1))),
+        ("report.capacity", tr("report.per_min", value=n(cap, 1))),
+        ("report.virtual_time", tr("report.seconds", value=n(s["duration_s"], 1))),
+        ("report.realtime_factor", tr("report.times", value=n(s["realtime_factor"], 1))),
     ]
-    cards = "".join(f"<div class='c'><b>{e(str(v))}</b><span>{e(k)}</span></div>" for k, v in head)
+    cards = "".join(f"<div class='c'><b>{e(v)}</b><span>{e(tr(k))}</span></div>" for k, v in head)
     checks = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in s["checks"].items())
-    faults = "".join(f"<li>{e(f['text'])}</li>" for f in s["faults"]) or "<li>none</li>"
-    flog = "".join(f"<li>{ev['t']:g} s: {e(ev['event'])}</li>" for ev in s["fault_log"])
-    skipped = "".join(f"<tr><td>{e(k)}</td><td>{n}</td></tr>" for k, n in s["skipped"].items())
-    util = ", ".join(f"{k} {100 * u:.1f} %" for k, u in s["arm_utilisation"].items())
+    faults = (
+        "".join(f"<li>{e(_fault_words(language, f))}</li>" for f in s["faults"]) or f"<li>{e(tr('report.none'))}</li>"
+    )
+    flog = "".join(
+        "<li>" + e(tr("report.log_line", t=f"{ev['t']:g}", event=ev["event"])) + "</li>" for ev in s["fault_log"]
+    )
+    skipped = "".join(
+        f"<tr><td>{e(i18n.t(language, 'reason.' + k) if i18n.has('reason.' + k) else k)}</td><td>{n(v)}</td></tr>"
+        for k, v in s["skipped"].items()
+    )
+    util = ", ".join(f"{k} {i18n.percent(language, u, 1)}" for k, u in s["arm_utilisation"].items())
     errors = "".join(f"<li>{e(x)}</li>" for x in s["errors"] + ([s["crash"]] if s["crash"] else []))
-    return _page().substitute(
-        scenario=e(s["scenario"]),
-        description=e(s["description"]),
+    target = s.get("scallops_target")
+    run_for = (
+        tr("report.run_for_scallops", n=n(target))
+        if target
+        else tr("report.run_for_time", seconds=n(s["duration_s"], 1))
+    )
+    subtitle = tr(
+        "report.subtitle",
+        description=s["description"],
         seed=s["seed"],
-        model=e(str(s["model"])),
-        arms=e(", ".join(s["arms"])),
-        belt_speed=f"{s['belt_speed_mm_s']:g}",
+        model=str(s["model"]),
+        arms=", ".join(s["arms"]),
+        belt=f"{s['belt_speed_mm_s']:g}",
         arrivals=f"{s['arrivals_rate_per_min']:g}",
-        incomplete="" if s["complete"] else " — INCOMPLETE",
+    )
+    return _page().substitute(
+        lang=language,
+        title=e(tr("report.title", name=s["scenario"])),
+        subtitle=e(subtitle),
+        run_for=e(run_for) + ("" if s["complete"] else f" — {e(tr('report.incomplete'))}"),
         cards=cards,
-        utilisation=e(util),
+        utilisation=e(tr("report.utilisation", list=util)),
+        missed_note=e(tr("report.missed_note")),
+        h_throughput=e(tr("report.throughput_chart")),
         throughput_chart=tp_chart,
         belt_chart=belt,
+        h_outcomes=e(tr("report.outcomes")),
+        outcomes_note=e(tr("report.outcomes_note")),
         outcomes_chart=outcomes,
-        skipped=skipped or "<tr><td>none</td></tr>",
+        h_not_picked=e(tr("report.not_picked")),
+        skipped=skipped or f"<tr><td>{e(tr('report.none'))}</td></tr>",
+        h_latency=e(tr("report.latency")),
         latency_histograms="".join(hists),
+        h_faults=e(tr("report.faults")),
         faults=faults,
         fault_log=flog,
-        errors=("<h3>Errors</h3><ul>" + errors + "</ul>") if errors else "",
+        errors=(f"<h3>{e(tr('report.errors'))}</h3><ul>" + errors + "</ul>") if errors else "",
+        h_checks=e(tr("report.checks")),
         checks=checks,
+        h_failure_frames=e(tr("report.failure_frames")),
+        failure_note=e(tr("report.failure_note")),
         failure_frames=frames,
     )
+
+
+def _fault_words(language: str, f: dict) -> str:
+    what = i18n.t(
+        language,
+        f"report.fault.{f['kind']}",
+        arm=f.get("arm") or i18n.t(language, "report.first_arm"),
+        duration=f"{f.get('duration_s', 0):g}",
+        frames=f.get("frames", 0),
+    )
+    return i18n.t(language, "report.fault_at", at=f"{f['at_s']:g}", what=what)
+
+
+def _bar_colour(outcome: str) -> str:
+    if outcome == "picked:uro_removed":
+        return "#2ca02c"
+    return "#d62728" if "adductor" in outcome or "missed" in outcome else "#1f77b4"
 
 
 def _page() -> Template:
@@ -144,6 +237,7 @@ def svg_lines(
     vlines: list[tuple[float, str]] = (),
     width: int = 960,
     height: int = 280,
+    no_data: str = "(no data)",
 ) -> str:
     """A line chart as an inline ``<svg>`` (one polyline per series, shared x)."""
     e = html.escape
@@ -151,7 +245,7 @@ def svg_lines(
     pw, ph = width - ml - mr, height - mt - mb
     xs = [float(v) for v in x]
     if not xs:
-        return "<p>(no data)</p>"
+        return f"<p>{e(no_data)}</p>"
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     ymax = max([max(v) for v in series.values() if v] + [hline[0] if hline else 0, 1e-9]) * 1.1
 
@@ -199,12 +293,18 @@ def svg_lines(
     return "".join(parts)
 
 
-def svg_bars(items: list[tuple[str, float]], width: int = 720, bar_h: int = 18) -> str:
-    """Horizontal bars with their value, as an inline ``<svg>``."""
+def svg_bars(
+    items: list[tuple[str, float]],
+    width: int = 720,
+    bar_h: int = 18,
+    colours: list[str] | None = None,
+    none: str = "(none)",
+) -> str:
+    """Horizontal bars with their value, as an inline ``<svg>`` (``colours``: one per bar)."""
     e = html.escape
     if not items:
-        return "<p>(none)</p>"
-    ml, mr = 200, 60
+        return f"<p>{e(none)}</p>"
+    ml, mr = 240, 60
     pw = width - ml - mr
     vmax = max(v for _, v in items) or 1
     height = len(items) * (bar_h + 6) + 8
@@ -212,11 +312,7 @@ def svg_bars(items: list[tuple[str, float]], width: int = 720, bar_h: int = 18) 
     for i, (label, v) in enumerate(items):
         y = 4 + i * (bar_h + 6)
         w = v / vmax * pw
-        c = (
-            "#2ca02c"
-            if label == "picked:uro_removed"
-            else ("#d62728" if "adductor" in label or "missed" in label else "#1f77b4")
-        )
+        c = colours[i] if colours else _bar_colour(label)
         parts.append(
             f"<text x='{ml - 6}' y='{y + bar_h - 5}' text-anchor='end'>{e(label)}</text>"
             f"<rect x='{ml}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='{c}'/>"
@@ -226,11 +322,13 @@ def svg_bars(items: list[tuple[str, float]], width: int = 720, bar_h: int = 18) 
     return "".join(parts)
 
 
-def svg_hist(values, unit: str = "", bins: int = 30, width: int = 340, height: int = 150) -> str:
+def svg_hist(
+    values, unit: str = "", bins: int = 30, width: int = 340, height: int = 150, no_data: str = "(no data)"
+) -> str:
     """A histogram (1st to 99.5th percentile; the rest in the end bins) as an inline ``<svg>``."""
     a = np.asarray(values, float)
     if not len(a):
-        return "<p>(no data)</p>"
+        return f"<p>{html.escape(no_data)}</p>"
     lo, hi = float(np.percentile(a, 0.5)), float(np.percentile(a, 99.5))
     if hi <= lo:
         hi = lo + 1e-3

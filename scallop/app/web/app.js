@@ -1,10 +1,13 @@
 // Operator screen. Plain JS, no build step: the line's state arrives as server-sent events
 // (/api/events); the camera view is refetched whenever the frame counter moves, one fetch at
-// a time, so a slow network shows older frames instead of a growing backlog.
+// a time, so a slow network shows older frames instead of a growing backlog. Every word comes
+// from the message catalogue of the chosen language (/static/i18n/<lang>.json).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const NEEDS = { start: "operator", pause: "operator", stop: "operator", reset: "operator" };
+const LANGS = ["ja", "en"];
+const LOCALES = { ja: "ja-JP", en: "en-GB" };
 
 let session = null;          // {user, role} or null
 let lastState = null;
@@ -12,8 +15,63 @@ let wantFrame = null;        // newest frame number not yet fetched
 let frameBusy = false;
 let frameUrl = null;
 let pinThen = null;          // what to do after a successful login
+let pinTitle = ["pin.title", null];
 let pinValue = "";
 let toastTimer = null;
+let lang = null;
+let cat = {};
+window.__i18nMissing = [];   // keys asked for but not in the catalogue (the browser tests read it)
+
+// ------------------------------------------------------------------ words and numbers
+
+// The catalogue's text for key with its {name} placeholders filled in; a parameter "#key" is
+// itself looked up (same rules as scallop/app/i18n.py).
+function t(key, params) {
+  const s = cat[key];
+  if (s === undefined) {
+    if (!window.__i18nMissing.includes(key)) window.__i18nMissing.push(key);
+    return key;
+  }
+  return s.replace(/\{(\w+)\}/g, (m, name) => {
+    if (!params || !(name in params)) return m;
+    const v = params[name];
+    if (typeof v === "string" && v[0] === "#" && cat[v.slice(1)] !== undefined) return cat[v.slice(1)];
+    return String(v);
+  });
+}
+
+// A key that may not exist (a reason or source the catalogue does not know yet): the raw value.
+function tOr(key, raw, params) { return cat[key] !== undefined ? t(key, params) : raw; }
+
+function num(v, digits) {
+  if (v === null || v === undefined || !isFinite(v)) return t("value.unknown");
+  return new Intl.NumberFormat(LOCALES[lang], { minimumFractionDigits: digits || 0, maximumFractionDigits: digits || 0 })
+    .format(v);
+}
+
+function pct(share, digits) {
+  if (share === null || share === undefined || !isFinite(share)) return t("value.unknown");
+  return t("value.percent", { value: num(100 * share, digits) });
+}
+
+function clock(epochS) {
+  return new Date(epochS * 1000).toLocaleTimeString(LOCALES[lang], { hour12: false });
+}
+
+async function setLanguage(l) {
+  if (!LANGS.includes(l)) l = LANGS[0];
+  const r = await fetch("/static/i18n/" + l + ".json", { cache: "no-cache" });
+  if (!r.ok) throw new Error("HTTP " + r.status);
+  cat = await r.json();
+  lang = l;
+  document.documentElement.lang = l;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-alt]")) el.alt = t(el.dataset.i18nAlt);
+  $("config-label").textContent = t("engineer.changes", { example: '{"vision.min_uro_confidence": 0.6}' });
+  $("pin-title").textContent = t(pinTitle[0], pinTitle[1]);
+  setSession(session);
+  if (lastState) render(lastState);
+}
 
 // ------------------------------------------------------------------ API
 
@@ -23,24 +81,39 @@ async function api(method, path, body) {
     opt.headers["Content-Type"] = "application/json";
     opt.body = JSON.stringify(body);
   }
-  const r = await fetch(path, opt);
+  let r;
+  try { r = await fetch(path, opt); } catch (e) {
+    const err = new Error(t("error.network"));
+    err.status = 0;
+    throw err;
+  }
   let data = null;
   try { data = await r.json(); } catch (e) { data = null; }
   if (!r.ok) {
     const err = new Error((data && data.error) || r.statusText || ("HTTP " + r.status));
     err.status = r.status;
+    err.code = data && data.code;
+    err.params = (data && data.params) || {};
     throw err;
   }
   return data;
 }
 
+// An error as the operator reads it: the catalogue's words where the server named them, else
+// the server's own text (engineers' messages: keys and values) as data.
+function errorWords(e) {
+  if (e.code && cat["error." + e.code] !== undefined) return t("error." + e.code, e.params);
+  if (e.status === 0) return e.message;
+  return t("error.http", { status: e.status, detail: e.message });
+}
+
 function toast(text, isError) {
-  const t = $("toast");
-  t.textContent = text;
-  t.className = isError ? "error" : "";
-  t.hidden = false;
+  const tt = $("toast");
+  tt.textContent = text;
+  tt.className = isError ? "error" : "";
+  tt.hidden = false;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { t.hidden = true; }, isError ? 6000 : 3000);
+  toastTimer = setTimeout(() => { tt.hidden = true; }, isError ? 6000 : 3000);
 }
 
 // Run an action that needs a login; on 401 ask for the PIN and try once more.
@@ -52,11 +125,11 @@ async function withLogin(role, title, fn) {
     if (e.status === 401) {
       setSession(null);
       askPin(title, () => withLogin(role, title, fn));
-    } else if (e.status === 403) {
-      toast(e.message, true);
-      askPin("ENTER " + role.toUpperCase() + " PIN", () => withLogin(role, title, fn));
+    } else if (e.status === 403 && e.code === "role_needed") {
+      toast(errorWords(e), true);
+      askPin(["pin.engineer", null], () => withLogin(role, title, fn));
     } else {
-      toast(e.message, true);
+      toast(errorWords(e), true);
     }
   }
 }
@@ -65,14 +138,15 @@ async function withLogin(role, title, fn) {
 
 function setSession(s) {
   session = s;
-  $("user-name").textContent = s ? (s.user + " (" + s.role + ")") : "not logged in";
-  $("login-btn").textContent = s ? "LOG OUT" : "LOG IN";
+  $("user-name").textContent = s ? t("screen.user", { user: s.user, role: "#role." + s.role }) : t("screen.not_logged_in");
+  $("login-btn").textContent = t(s ? "screen.logout" : "screen.login");
 }
 
 function askPin(title, then) {
   pinThen = then || null;
   pinValue = "";
-  $("pin-title").textContent = title || "ENTER PIN";
+  pinTitle = title || ["pin.title", null];
+  $("pin-title").textContent = t(pinTitle[0], pinTitle[1]);
   showPin();
   $("pinpad").hidden = false;
 }
@@ -94,28 +168,28 @@ async function pinOk() {
     const r = await api("POST", "/api/login", { pin });
     setSession({ user: r.user, role: r.role });
     $("pinpad").hidden = true;
-    toast("Logged in: " + r.user + " (" + r.role + ")");
+    toast(t("toast.logged_in", { user: r.user, role: "#role." + r.role }));
     const then = pinThen;
     pinThen = null;
     if (then) then();
   } catch (e) {
-    toast(e.message, true);
+    toast(errorWords(e), true);
   }
 }
 
 async function loginButton() {
-  if (!session) { askPin("ENTER PIN", null); return; }
+  if (!session) { askPin(["pin.title", null], null); return; }
   try { await api("POST", "/api/logout"); } catch (e) { /* logged out either way */ }
   setSession(null);
-  toast("Logged out");
+  toast(t("toast.logged_out"));
 }
 
 // ------------------------------------------------------------------ control
 
 function control(action) {
-  withLogin(NEEDS[action], "PIN TO " + action.toUpperCase(), async () => {
+  withLogin(NEEDS[action], ["pin.for", { action: "#action." + action }], async () => {
     const r = await api("POST", "/api/" + action);
-    toast(action.toUpperCase() + ": line is " + r.state);
+    toast(t("toast.action", { action: "#action." + action, state: "#state." + r.state }));
   });
 }
 
@@ -123,16 +197,16 @@ async function estop() {
   // Never waits for a login: the server accepts e-stop from anyone at the screen.
   try {
     const r = await api("POST", "/api/estop");
-    toast("E-STOP: line is " + r.state, true);
+    toast(t("toast.estop", { state: "#state." + r.state }), true);
   } catch (e) {
-    toast("E-STOP FAILED: " + e.message + ". Use the hardware e-stop!", true);
+    toast(t("toast.estop_failed", { error: errorWords(e) }), true);
   }
 }
 
 function ackAlarm(id) {
-  withLogin("operator", "PIN TO ACKNOWLEDGE", async () => {
+  withLogin("operator", ["pin.for", { action: "#action.ack" }], async () => {
     await api("POST", "/api/alarms/" + id + "/ack");
-    toast("Alarm acknowledged");
+    toast(t("toast.acked"));
   });
 }
 
@@ -140,7 +214,7 @@ function ackAlarm(id) {
 
 async function openRecipes() {
   let data;
-  try { data = await api("GET", "/api/recipes"); } catch (e) { toast(e.message, true); return; }
+  try { data = await api("GET", "/api/recipes"); } catch (e) { toast(errorWords(e), true); return; }
   const list = $("recipe-list");
   list.textContent = "";
   for (const r of data.recipes) {
@@ -148,12 +222,22 @@ async function openRecipes() {
     b.type = "button";
     b.className = "btn btn-plain" + (r.name === data.current ? " current" : "");
     b.dataset.recipe = r.name;
-    b.textContent = r.name;
+    const name = document.createElement("span");
+    name.dataset.raw = "";
+    name.textContent = r.name;
     const d = document.createElement("span");
     d.className = "recipe-desc";
-    d.textContent = r.product_size_mm[0] + "–" + r.product_size_mm[1] + " mm, belt " + r.belt_speed_mm_s +
-      " mm/s" + (r.description ? " · " + r.description : "");
-    b.appendChild(d);
+    d.textContent = t("recipes.detail", {
+      low: num(r.product_size_mm[0]), high: num(r.product_size_mm[1]), speed: num(r.belt_speed_mm_s),
+    });
+    b.append(name, d);
+    if (r.description) {
+      const note = document.createElement("span");
+      note.className = "recipe-desc";
+      note.dataset.raw = "";  // the plant's own words, from its configuration
+      note.textContent = r.description;
+      b.appendChild(note);
+    }
     b.addEventListener("click", () => chooseRecipe(r.name));
     list.appendChild(b);
   }
@@ -161,17 +245,17 @@ async function openRecipes() {
 }
 
 function chooseRecipe(name) {
-  withLogin("operator", "PIN TO CHANGE RECIPE", async () => {
+  withLogin("operator", ["pin.for", { action: "#action.recipe" }], async () => {
     await api("POST", "/api/recipe", { name });
     $("recipes").hidden = true;
-    toast("Recipe: " + name);
+    toast(t("toast.recipe", { name }));
   });
 }
 
 // ------------------------------------------------------------------ engineer
 
 function openEngineer() {
-  withLogin("engineer", "ENTER ENGINEER PIN", async () => {
+  withLogin("engineer", ["pin.engineer", null], async () => {
     const cfg = await api("GET", "/api/config");
     $("config-view").textContent = JSON.stringify(cfg, null, 2);
     renderLatency(lastState);
@@ -182,27 +266,26 @@ function openEngineer() {
 function applyConfig() {
   let changes;
   try { changes = JSON.parse($("config-changes").value); } catch (e) {
-    toast("Changes are not valid JSON: " + e.message, true);
+    toast(t("toast.bad_json", { error: e.message }), true);
     return;
   }
-  withLogin("engineer", "ENTER ENGINEER PIN", async () => {
+  withLogin("engineer", ["pin.engineer", null], async () => {
     const r = await api("POST", "/api/config", { changes });
     $("config-view").textContent = JSON.stringify(r.config, null, 2);
-    toast("Configuration changed");
+    toast(t("toast.config"));
   });
 }
 
 function renderLatency(d) {
   if (!d) return;
   const parts = Object.entries(d.latency_ms || {}).map(([stage, q]) =>
-    stage + " " + fmt(q.p50, 1) + " / " + fmt(q.p99, 1) + " ms");
-  $("latency").textContent = "latency p50 / p99: " + (parts.join(" · ") || "–") +
-    " · frames " + d.frames + ", dropped " + d.frames_dropped;
+    t("engineer.stage", { stage, p50: num(q.p50, 1), p99: num(q.p99, 1) }));
+  $("latency").textContent = t("engineer.latency", {
+    stages: parts.join(" · ") || t("value.unknown"), frames: num(d.frames), dropped: num(d.frames_dropped),
+  });
 }
 
 // ------------------------------------------------------------------ rendering
-
-function fmt(v, digits) { return (v === null || v === undefined) ? "–" : Number(v).toFixed(digits); }
 
 function setText(id, text) {
   const el = $(id);
@@ -210,19 +293,19 @@ function setText(id, text) {
 }
 
 function render(d) {
-  if (d.error) { toast(d.error, true); return; }
+  if (d.error) { toast(t("toast.line_error", { error: d.error }), true); return; }
   lastState = d;
   const st = $("state");
-  st.textContent = d.state;
+  st.textContent = t("state." + d.state);
   st.className = "state state-" + d.state;
   setText("recipe-name", d.recipe || "—");
-  setText("n-per-minute", fmt(d.per_minute, 1));
-  setText("n-removal", d.removal_rate === null ? "–" : (d.removal_rate * 100).toFixed(1) + "%");
-  setText("n-seen", d.seen);
-  setText("n-picked", d.picked);
-  setText("n-missed", d.missed);
-  setText("n-adductor", d.adductor_hits);
-  setText("n-skipped", d.skipped);
+  setText("n-per-minute", num(d.per_minute, 1));
+  setText("n-removal", pct(d.removal_rate, 1));
+  setText("n-seen", num(d.seen));
+  setText("n-picked", num(d.picked));
+  setText("n-missed", num(d.missed));
+  setText("n-adductor", num(d.adductor_hits));
+  setText("n-skipped", num(d.skipped));
 
   const reasons = Object.entries(d.skipped_by_reason || {}).sort((a, b) => b[1] - a[1]);
   const sl = $("skip-list");
@@ -230,8 +313,8 @@ function render(d) {
   for (const [reason, n] of reasons) {
     const li = document.createElement("li");
     li.dataset.reason = reason;
-    const a = document.createElement("span"); a.textContent = reason.replace(/_/g, " ");
-    const b = document.createElement("b"); b.textContent = n;
+    const a = document.createElement("span"); a.textContent = tOr("reason." + reason, reason.replace(/_/g, " "));
+    const b = document.createElement("b"); b.textContent = num(n);
     li.append(a, b);
     sl.appendChild(li);
   }
@@ -256,20 +339,25 @@ function renderArms(arms) {
     const el = document.createElement("div");
     el.className = "arm";
     el.dataset.arm = a.name;
-    const name = document.createElement("div"); name.className = "arm-name"; name.textContent = "ARM " + a.name;
+    const name = document.createElement("div"); name.className = "arm-name"; name.textContent = t("arm.name", { arm: a.name });
     const state = document.createElement("div");
     state.className = "arm-state " + a.state;
-    state.textContent = (a.connected || a.state === "disconnected") ? a.state : a.state + " · no link";
+    const words = tOr("arm_state." + a.state, a.state);
+    state.textContent = (a.connected || a.state === "disconnected") ? words : t("arm.no_link", { state: words });
     const line = document.createElement("div"); line.className = "arm-line";
-    line.innerHTML = "picks <b></b> · uro off <b></b> · busy <b></b>";
-    const b = line.querySelectorAll("b");
-    b[0].textContent = a.picks;
-    b[1].textContent = a.uro_removed;
-    b[2].textContent = Math.round((a.utilisation || 0) * 100) + "%";
-    if (a.last_result) line.title = "last: " + a.last_result;
+    line.textContent = t("arm.line", {
+      picks: num(a.picks), removed: num(a.uro_removed), busy: pct(a.utilisation || 0, 0),
+    });
     el.append(name, state, line);
     box.appendChild(el);
   }
+}
+
+function alarmText(a) { return a.code ? tOr("alarm." + a.code, a.text, a.params) : a.text; }
+
+function sourceWords(src) {
+  if (src.startsWith("arm:")) return t("source.arm", { arm: src.slice(4) });
+  return tOr("source." + src, src);
 }
 
 const SEV = { critical: 0, warning: 1, info: 2 };
@@ -279,33 +367,45 @@ function renderAlarms(alarms) {
   list.textContent = "";
   const sorted = alarms.slice().sort((a, b) =>
     (a.acked - b.acked) || (SEV[a.severity] - SEV[b.severity]) || (b.time - a.time));
-  let unacked = 0;
+  if (!sorted.length) {
+    const li = document.createElement("li");
+    li.className = "no-alarms";
+    li.textContent = t("screen.no_alarms");
+    list.appendChild(li);
+  }
   for (const a of sorted.slice(0, 30)) {
-    if (!a.acked) unacked++;
     const li = document.createElement("li");
     li.className = "alarm " + a.severity + (a.acked ? " acked" : " unacked");
     li.dataset.alarm = a.id;
     const text = document.createElement("div"); text.className = "alarm-text";
-    const main = document.createElement("div"); main.textContent = a.severity.toUpperCase() + ": " + a.text;
+    const main = document.createElement("div");
+    main.textContent = t("alarm.row", { severity: "#severity." + a.severity, text: alarmText(a) });
     const meta = document.createElement("div"); meta.className = "alarm-meta";
-    meta.textContent = new Date(a.time * 1000).toLocaleTimeString() + " · " + a.source +
-      (a.active ? "" : " · cleared") + (a.acked ? " · acknowledged by " + a.acked_by : "");
+    const parts = [clock(a.time), sourceWords(a.source)]
+      .concat(a.active ? [] : [t("alarm.cleared")])
+      .concat(a.acked ? [t("alarm.acked_by", { user: a.acked_by })] : []);
+    parts.forEach((p, i) => {
+      if (i) meta.appendChild(document.createTextNode(" · "));
+      const span = document.createElement("span");
+      span.textContent = p;
+      meta.appendChild(span);
+    });
     text.append(main, meta);
     li.appendChild(text);
     if (!a.acked) {
       const b = document.createElement("button");
-      b.type = "button"; b.className = "btn btn-ack"; b.textContent = "ACK";
+      b.type = "button"; b.className = "btn btn-ack"; b.textContent = t("screen.ack");
       b.addEventListener("click", () => ackAlarm(a.id));
       li.appendChild(b);
     }
     list.appendChild(li);
   }
-  setText("n-alarms", alarms.filter((a) => !a.acked).length);
+  setText("n-alarms", num(alarms.filter((a) => !a.acked).length));
 
   const crit = sorted.find((a) => a.severity === "critical" && !a.acked);
   const banner = $("critical-banner");
   if (crit) {
-    setText("critical-text", "ALARM: " + crit.text);
+    setText("critical-text", t("alarm.banner", { text: alarmText(crit) }));
     banner.dataset.alarm = crit.id;
     banner.hidden = false;
     document.body.classList.add("critical");
@@ -328,7 +428,7 @@ async function nextFrame() {
   wantFrame = null;
   frameBusy = true;
   try {
-    const r = await fetch("/api/frame.jpg?n=" + n, { cache: "no-store" });
+    const r = await fetch("/api/frame.jpg?n=" + n, { cache: "no-store", credentials: "same-origin" });
     if (r.ok) {
       const url = URL.createObjectURL(await r.blob());
       const img = $("live");
@@ -341,9 +441,11 @@ async function nextFrame() {
       frameUrl = url;
       img.dataset.frame = String(n);
       $("no-frame").hidden = true;
-    } else if (r.status === 404) {
-      // No frame yet: ask again when the frame counter moves, not on every event.
+    } else if (r.status === 404 || r.status === 401 || r.status === 403) {
+      // No frame yet, or not for this screen without a login: ask again when the frame counter moves.
       $("live").dataset.frame = String(n);
+      $("no-frame").dataset.i18n = r.status === 404 ? "screen.no_frame" : "screen.frame_login";
+      $("no-frame").textContent = t($("no-frame").dataset.i18n);
       $("no-frame").hidden = false;
     }
   } catch (e) {
@@ -385,6 +487,12 @@ function wire() {
   $("btn-reset").addEventListener("click", () => control("reset"));
   $("estop").addEventListener("click", estop);
   $("login-btn").addEventListener("click", loginButton);
+  $("lang-btn").addEventListener("click", () => {
+    const next = LANGS[(LANGS.indexOf(lang) + 1) % LANGS.length];
+    // This panel keeps its choice; the others keep theirs (or the line's [ui] language).
+    try { localStorage.setItem("scallop.lang", next); } catch (e) { /* private mode: not remembered */ }
+    setLanguage(next).catch((e) => toast(errorWords(e), true));
+  });
   $("recipe-btn").addEventListener("click", openRecipes);
   $("recipes-close").addEventListener("click", () => { $("recipes").hidden = true; });
   $("btn-engineer").addEventListener("click", openEngineer);
@@ -410,14 +518,23 @@ function wire() {
 
 async function init() {
   wire();
+  let saved = null;
+  try { saved = localStorage.getItem("scallop.lang"); } catch (e) { saved = null; }
+  try {
+    // The panel's own choice, else the line's [ui] language (the server writes it into <html lang>).
+    await setLanguage(saved || document.documentElement.lang);
+  } catch (e) {
+    toast("i18n: " + e.message, true);
+  }
   try {
     const d = await api("GET", "/api/state");
     setSession(d.session);
     render(d);
   } catch (e) {
-    toast("Cannot reach the line: " + e.message, true);
+    toast(t("toast.unreachable", { error: errorWords(e) }), true);
   }
   connect();
+  document.body.dataset.ready = "1";
 }
 
 init();
