@@ -27,10 +27,10 @@ import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from scallop.app.config import LineConfig, load_config
+from scallop.app.version import program_version
 from scallop.errors import ConfigError, DataError
 
 FORMAT = "scallop-backup"
@@ -124,7 +124,7 @@ def backup(config_path: str | Path, out: str | Path) -> dict:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "product": DIST,
-        "version": metadata.version(DIST),
+        "version": program_version(),
         "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": socket.gethostname(),
         "python": platform.python_version(),

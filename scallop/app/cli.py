@@ -26,6 +26,8 @@ import os
 import sys
 import traceback
 
+from scallop.app.version import program_version
+
 # Order is the order shown in --help.
 COMMANDS = (
     "run",
@@ -44,15 +46,6 @@ COMMANDS = (
 )
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("scallop-uro-line")
-    except PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scallop",
@@ -69,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback behind an error (also SCALLOP_DEBUG=1)"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {program_version()}")
     # No command: the list of commands, not an error.
     parser.set_defaults(func=lambda args: parser.print_help() or 0)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

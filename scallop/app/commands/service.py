@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
+from scallop.app.version import program_version
 from scallop.errors import ConfigError, DataError, DeviceError
 
 DIST = "scallop-uro-line"
@@ -210,7 +211,7 @@ def run_check_install(args) -> int:
     model = default_model_path()
     dets = Pipeline(config=PipelineConfig(threads=1)).detect(np.full((480, 640, 3), 90, np.uint8), mm_per_px=0.5)
     print(
-        f"{DIST} {metadata.version(DIST)} on Python {platform.python_version()}: packages import, "
+        f"{DIST} {program_version()} on Python {platform.python_version()}: packages import, "
         f"model {Path(model).name} sha256 {_sha256(Path(model))[:16]} runs ({len(dets)} scallops on a blank frame)"
     )
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scallop.errors import DataError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 2: every pick's intent, committed before the arm is sent it (see writer.pick_intent).
 _PICKS = """
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS runs (
     host     TEXT NOT NULL DEFAULT '',
     note     TEXT NOT NULL DEFAULT '',
     pid      INTEGER NOT NULL DEFAULT 0,  -- the line program's process on ``host``
-    crashed  INTEGER NOT NULL DEFAULT 0   -- 1: found unfinished by a later start
+    crashed  INTEGER NOT NULL DEFAULT 0,  -- 1: found unfinished by a later start
+    version  TEXT NOT NULL DEFAULT ''     -- the line program's version ('' before version 3)
 );
 CREATE TABLE IF NOT EXISTS scallops (
     id             INTEGER PRIMARY KEY,
@@ -87,10 +88,13 @@ CREATE INDEX IF NOT EXISTS events_time ON events(time);
     + _PICKS
 )
 
-_MIGRATE_1_TO_2 = (
-    "ALTER TABLE runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE runs ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;" + _PICKS
-)
+# Migrations, each from the version before it: an older record is brought up to date when the
+# line opens it for writing (inside one transaction); readers read any version up to this one.
+MIGRATIONS = {
+    2: "ALTER TABLE runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;" + _PICKS,
+    3: "ALTER TABLE runs ADD COLUMN version TEXT NOT NULL DEFAULT '';",
+}
 
 # The scallops table's columns in the order the writer inserts them.
 _SCALLOP_COLS = (
@@ -192,10 +196,17 @@ def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
                 raise RecordError(f"{p}: empty database, not a production record")
             con.executescript(_SCHEMA)
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version == 1 and create:
-            con.executescript("BEGIN;" + _MIGRATE_1_TO_2 + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        elif version not in (SCHEMA_VERSION, 1):
-            raise RecordError(f"{p}: record schema version {version}, this program reads version {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise RecordError(
+                f"{p}: this record is schema version {version}, written by a newer version of the line "
+                f"program; this one reads up to version {SCHEMA_VERSION}: use the newer version "
+                "('scallop service versions'), or give this one a record of its own ([record] path)"
+            )
+        elif version < 1:
+            raise RecordError(f"{p}: not a production record (schema version {version})")
+        elif version < SCHEMA_VERSION and create:
+            steps = "".join(MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
+            con.executescript(f"BEGIN;{steps}PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
     except sqlite3.Error as e:
         if con is not None:
             con.close()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from scallop.app.record.rows import ScallopRecord
 from scallop.app.record.schema import _SCALLOP_COLS, RecordError, _connect, open_db
+from scallop.app.version import program_version
 
 if TYPE_CHECKING:
     from scallop.app.line_api import Alarm
@@ -121,8 +122,8 @@ class RecordWriter:
             con.execute("BEGIN IMMEDIATE")
             self.crashed_runs = mark_crashed_runs(con, self.path)
             cur = con.execute(
-                "INSERT INTO runs (started, host, note, pid) VALUES (?, ?, ?, ?)",
-                (self.wall_clock(), socket.gethostname(), note, os.getpid()),
+                "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
+                (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
             )
             self.run_id = int(cur.lastrowid)
             self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))

@@ -1,0 +1,55 @@
+"""Files written by an earlier version are read or brought up to date; a newer one is refused.
+
+``tests/fixtures/v0.1.0`` holds a record and a configuration exactly as version 0.1.0 wrote them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from scallop.app.record import SCHEMA_VERSION, Record, RecordError, RecordWriter
+from scallop.app.version import program_version
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v0.1.0"
+
+
+def test_a_0_1_0_record_is_read_as_it_is_and_migrated_when_the_line_writes_to_it(tmp_path):
+    db = tmp_path / "record.sqlite"
+    shutil.copy(FIXTURES / "record.sqlite", db)
+    con = sqlite3.connect(db)
+    before = con.execute("SELECT * FROM scallops ORDER BY id").fetchall()
+    events = con.execute("SELECT kind, user FROM events ORDER BY id").fetchall()
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 1
+    con.close()
+
+    with Record(db) as r:  # a reader takes it as it is: nothing is written
+        assert len(r.scallops()) == len(before) == 16
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
+
+    with RecordWriter(db, snapshot_dir=tmp_path / "snaps"):
+        pass
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert con.execute("SELECT * FROM scallops ORDER BY id").fetchall() == before  # rows unchanged
+        assert con.execute("SELECT kind, user FROM events ORDER BY id").fetchall()[: len(events)] == events
+        runs = con.execute("SELECT id, crashed, version FROM runs ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert runs[0] == (1, 0, "") and runs[-1][2] == program_version()
+
+
+def test_a_newer_record_is_refused_naming_both_versions(tmp_path):
+    db = tmp_path / "record.sqlite"
+    with RecordWriter(db, snapshot_dir=tmp_path / "snaps"):
+        pass
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(RecordError, match=rf"schema version {SCHEMA_VERSION + 1}, written by a newer version"):
+        RecordWriter(db, snapshot_dir=tmp_path / "snaps")
