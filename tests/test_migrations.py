@@ -53,3 +53,20 @@ def test_a_newer_record_is_refused_naming_both_versions(tmp_path):
     con.close()
     with pytest.raises(RecordError, match=rf"schema version {SCHEMA_VERSION + 1}, written by a newer version"):
         RecordWriter(db, snapshot_dir=tmp_path / "snaps")
+
+
+def test_a_0_1_0_configuration_loads_and_means_what_it_meant():
+    from scallop.app.config import CONFIG_VERSION, load_config, migrate
+    from scallop.errors import ConfigError
+
+    cfg = load_config(FIXTURES / "line.toml")
+    assert cfg.config_version == CONFIG_VERSION
+    assert [a.transport.describe() for a in cfg.arms] == ["tcp 192.168.10.21:502 unit 1"]
+    # 0.1.0 reached an arm without [arms.transport] at the transport's defaults; so does the migrated file.
+    old = {"camera": {"source": "0"}, "arms": [{"name": "arm1"}]}
+    assert migrate(old)["arms"] == [{"name": "arm1", "transport": {}}]
+    assert migrate({"arms": [{"name": "arm1"}]})["arms"] == [{"name": "arm1"}]  # simulated: it stays simulated
+    with pytest.raises(ConfigError, match=rf"config_version={CONFIG_VERSION + 1} was written for a newer version"):
+        load_config(overrides={"config_version": CONFIG_VERSION + 1})
+    with pytest.raises(ConfigError, match="config_version='2': expected a whole number"):
+        migrate({"config_version": "2"})

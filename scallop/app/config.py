@@ -295,10 +295,18 @@ def _default_recipes() -> list[RecipeSection]:
     ]
 
 
+# The configuration file's format (key ``config_version``); see :func:`migrate`.
+CONFIG_VERSION = 2
+
+
 @dataclass
 class LineConfig:
-    """The whole line. Every section has defaults: with no file this is the simulator."""
+    """The whole line. Every section has defaults: with no file this is the simulator.
 
+    config_version: the file format the file was written for (absent: 1, version 0.1.0's);
+    an older file is brought up to date as it is loaded (:func:`migrate`), a newer one refused."""
+
+    config_version: int = CONFIG_VERSION
     camera: CameraSection = field(default_factory=CameraSection)
     vision: PipelineConfig = field(default_factory=PipelineConfig)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
@@ -338,12 +346,41 @@ class LineConfig:
         return out
 
 
+def _v1_to_v2(data: dict) -> dict:
+    """Version 2 lets an arm leave out its transport (the simulator then stands in for it);
+    version 1 gave such an arm the transport's defaults. On a line with a real camera the
+    migrated file says so explicitly, so the arm is reached where it was."""
+    if data.get("camera", {}).get("source", "sim") != "sim":
+        data["arms"] = [a if "transport" in a else {**a, "transport": {}} for a in data.get("arms", [])]
+    return data
+
+
+MIGRATIONS = {2: _v1_to_v2}
+
+
+def migrate(data: dict, source: str = "") -> dict:
+    """A parsed configuration of any earlier format brought to :data:`CONFIG_VERSION`."""
+    where = f"{source}: " if source else ""
+    version = data.get("config_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{where}config_version={version!r}: expected a whole number from 1")
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{where}config_version={version} was written for a newer version of the line program; this one "
+            f"reads up to {CONFIG_VERSION}: use the newer version ('scallop service versions')"
+        )
+    for v in range(version + 1, CONFIG_VERSION + 1):
+        data = MIGRATIONS[v](dict(data))
+    return {**data, "config_version": CONFIG_VERSION}
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> LineConfig:
     """The line's configuration from a TOML file (None: the built-in simulator line)."""
-    data = load_toml(path) if path else {}
+    data = load_toml(path) if path else {"config_version": CONFIG_VERSION}
     if overrides:
         data = {**data, **overrides}
     try:
+        data = migrate(data, str(path) if path else "")
         return build(LineConfig, data)
     except ConfigError as e:
         where = f"{path}: " if path else ""
