@@ -30,6 +30,7 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None) 
         snapshot_dir=snap_dir,
         snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6),
         on_alarm=on_alarm,
+        retention=config.record.retention(),
     )
     line = Line(config, backend, record=writer)
     return line

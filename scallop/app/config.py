@@ -261,12 +261,35 @@ class UISection:
 
 @dataclass
 class RecordSection:
+    """The production record and how long its parts are kept (docs/plant-pc.md#retention)."""
+
     path: str = ""  # SQLite file ("" = ./scallop-record/record.sqlite)
     snapshot_dir: str = ""  # "" = beside the database
     snapshot_budget_mb: float = 500.0
+    keep_days: float = 1095.0  # rows in the live record; older ones move to yearly archives
+    archive_dir: str = ""  # "" = "archive" beside the database
+    archive_keep_days: float = 0.0  # 0 = archives are kept for ever
+    snapshot_keep_days: float = 30.0
+    min_free_mb: float = 1000.0  # less free disk than this beside the record: critical alarm
 
     def __post_init__(self) -> None:
         check_range("snapshot_budget_mb", self.snapshot_budget_mb, 0.0, 1e6)
+        check_range("keep_days", self.keep_days, 1.0, 36500.0)
+        check_range("archive_keep_days", self.archive_keep_days, 0.0, 36500.0)
+        if 0 < self.archive_keep_days < self.keep_days:
+            raise ValueError(
+                f"archive_keep_days={self.archive_keep_days!r} is below keep_days={self.keep_days!r}: an archive "
+                "would be deleted before its rows are moved into it (0 keeps archives for ever)"
+            )
+        check_range("snapshot_keep_days", self.snapshot_keep_days, 0.0, 36500.0)
+        check_range("min_free_mb", self.min_free_mb, 0.0, 1e7)
+
+    def retention(self):
+        from scallop.app.record.retention import RetentionPolicy
+
+        return RetentionPolicy(
+            self.keep_days, self.archive_dir, self.archive_keep_days, self.snapshot_keep_days, self.min_free_mb
+        )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scallop.app.record.retention import RetentionPolicy, apply_retention, free_mb
 from scallop.app.record.rows import ScallopRecord
 from scallop.app.record.schema import _SCALLOP_COLS, RecordError, _connect, open_db
 from scallop.app.version import program_version
@@ -75,6 +76,7 @@ class RecordWriter:
         wall_clock: Callable[[], float] = time.time,
         retry_s: float = 0.5,
         note: str = "",
+        retention: RetentionPolicy | None = None,
     ) -> None:
         if snapshot_budget_bytes < 0:
             raise RecordError(f"snapshot_budget_bytes={snapshot_budget_bytes} is out of range: allowed 0 or more")
@@ -114,6 +116,9 @@ class RecordWriter:
         self._intent_con: sqlite3.Connection | None = None
         self._intent_lock = threading.Lock()
         self.spill_path: Path | None = None  # where rows the database refused at close went
+        self.retention = retention
+        self._next_maintenance = 0.0  # monotonic; retention and the disk check run in the writer thread
+        self._next_disk_check = 0.0
         self._lock_fd: int | None = None  # held while the run lives: a start that finds it free saw a crash
 
         con = open_db(self.path, create=True)
@@ -373,6 +378,7 @@ class RecordWriter:
                 if con is None:
                     con = open_db(self.path, create=True)
                 self._write_batch(con, pending)
+                self._maintain()
                 self._clear("record.database")
                 if self._alarm_state.get("record.queue_full") and self._q.qsize() < self._q.maxsize // 2:
                     self._clear("record.queue_full")
@@ -420,6 +426,54 @@ class RecordWriter:
                 pass
             else:
                 self._release_run_lock()
+
+    MAINTENANCE_EVERY_S = 6 * 3600.0
+    DISK_CHECK_EVERY_S = 60.0
+
+    def _maintain(self) -> None:
+        """Retention (at the first batch, then every few hours) and the free-disk check, between
+        batches in the writer thread: never in the way of a pick's intent."""
+        if self.retention is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_disk_check:
+            self._next_disk_check = now + self.DISK_CHECK_EVERY_S
+            left = free_mb(self.path)
+            if left < self.retention.min_free_mb:
+                self._raise(
+                    "record.disk_low",
+                    "critical",
+                    f"the disk of the production record has {left:.0f} MB free (limit {self.retention.min_free_mb:g} MB)",
+                )
+            else:
+                self._clear("record.disk_low")
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.MAINTENANCE_EVERY_S
+        try:
+            rep = apply_retention(self.path, self.retention, self.snapshot_dir, now=self.wall_clock())
+        except (sqlite3.Error, OSError, RecordError) as e:
+            self._raise("record.retention", "warning", f"old rows could not be archived: {_why(e)}")
+            return
+        self._clear("record.retention")
+        if rep.snapshots_deleted and self.snapshot_dir is not None:
+            present = {p.name for p in self.snapshot_dir.glob("*.jpg")}
+            kept = deque((n, size) for n, size in self._snap_files if n in present)
+            with self._stats_lock:
+                self._stats["snapshot_bytes"] = sum(size for _, size in kept)
+                self._stats["snapshots_deleted"] += rep.snapshots_deleted
+            self._snap_files = kept
+        if rep.changed:
+            self.event(
+                "retention",
+                "system",
+                {
+                    "archived": rep.archived,
+                    "archives": rep.archives,
+                    "archives_deleted": rep.archives_deleted,
+                    "snapshots_deleted": rep.snapshots_deleted,
+                },
+            )
 
     def _release_run_lock(self) -> None:
         if self._lock_fd is not None:
