@@ -236,6 +236,9 @@ class FakeLine:
             self.recipe = name
             self.calls.append(("recipe", user))
 
+    def health(self) -> dict:
+        return {"ok": self.state != "fault", "state": self.state, "loops": {}, "dead": [], "stale": []}
+
     def metrics_text(self) -> str:
         from scallop.app.metrics import snapshot_metrics
 

@@ -124,3 +124,35 @@ def test_notify_reaches_systemds_socket_and_is_silent_without_it(tmp_path, monke
     assert watchdog_interval_s() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert watchdog_interval_s() is None
+
+
+@pytest.mark.slow
+def test_scallop_run_tells_systemd_it_is_ready_and_alive_and_stopping(tmp_path):
+    import socket
+    import time
+
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.5)
+    env = dict(os.environ, NOTIFY_SOCKET=path, WATCHDOG_USEC="1000000", SCALLOP_RECORD_DIR=str(tmp_path))
+    env.pop("WATCHDOG_PID", None)
+    cmd = [sys.executable, "-m", "scallop.app.cli", "run", "--duration", "4", "--no-browser", "--port", "0"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    got: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                got.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
+    assert proc.returncode == 0, err
+    kinds = [m.split("\n")[0] for m in got]
+    assert kinds[0] == "READY=1" and kinds[-1] == "STOPPING=1", kinds
+    assert kinds.count("WATCHDOG=1") >= 4  # every half second for 4 s, while the loops went round

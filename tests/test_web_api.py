@@ -407,6 +407,22 @@ def test_metrics_still_answer_when_the_line_does_not(fake_line, fast_users):
     assert families(r.text)["scallop_web_line_metrics_ok"].samples[0].value == 0.0
 
 
+def test_healthz_is_200_while_the_line_lives_and_503_when_it_does_not(client, fake_line):
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["version"]
+    assert r.headers["cache-control"] == "no-store"
+    fake_line.state = "fault"
+    r = client.get("/healthz")
+    assert r.status_code == 503 and r.json()["status"] == "unhealthy" and r.json()["state"] == "fault"
+
+    def broken():
+        raise RuntimeError("runtime gone")
+
+    fake_line.health = broken
+    r = client.get("/healthz")
+    assert r.status_code == 503 and "runtime gone" in r.json()["error"]
+
+
 # ---------------------------------------------------------------------------- real server, live events
 
 

@@ -42,6 +42,7 @@ COMMANDS = (
     "backup",
     "restore",
     "service",
+    "doctor",
     "users",
 )
 

@@ -86,6 +86,9 @@ class LineAPI(Protocol):
     def select_recipe(self, name: str, user: str) -> None:
         """Raises KeyError for an unknown recipe, RuntimeError when not allowed in this state."""
 
+    def health(self) -> dict:
+        """``{"ok": bool, "state": ..., ...}``: whether the line's loops are alive (``/healthz``)."""
+
     def metrics_text(self) -> str:
         """Prometheus exposition text for /metrics."""
 

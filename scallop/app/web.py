@@ -74,6 +74,7 @@ from scallop.app.auth import AuthError, LockedOut, Session, SessionStore, UserSt
 from scallop.app.i18n import LANGUAGES
 from scallop.app.line_api import LineAPI
 from scallop.app.metrics import CONTENT_TYPE, WithoutCreated, render
+from scallop.app.version import program_version
 from scallop.errors import DeviceError, ScallopError
 
 STATIC_DIR = Path(__file__).with_name("web")
@@ -535,6 +536,18 @@ def create_app(
         if text and not text.endswith("\n"):
             text += "\n"
         return Response(text + metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz")
+    async def healthz(request: Request):
+        """For the plant's monitoring: 200 while the line's loops are alive, 503 when it is
+        faulted or a loop stopped going round (the body says which)."""
+        _may_read(request, metrics_access)
+        try:
+            h = await run_in_threadpool(line.health)
+        except Exception as e:  # a line that cannot even answer is not healthy
+            h = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        body = {"status": "ok" if h.get("ok") else "unhealthy", "version": program_version(), **h}
+        return JSONResponse(body, status_code=200 if h.get("ok") else 503, headers={"Cache-Control": "no-store"})
 
     # -- login
 

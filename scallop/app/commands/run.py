@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from scallop.app.systemd import notify, watchdog_interval_s
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -82,17 +84,53 @@ def run(args) -> int:
             pass
     stop = stop_on_signals()
     try:
-        if args.duration is not None:
-            stop.wait(max(0.0, args.duration))
-        else:
-            while not stop.wait(1.0):
-                pass
+        supervise(line, stop, args.duration)
     finally:
+        notify("STOPPING=1", "STATUS=stopping: the arms finish what they hold")
         server.stop()
         line.close()
     if args.duration is not None:
         print(json.dumps(line.summary()))
     return exit_status(line)
+
+
+def supervise(line, stop: threading.Event, duration: float | None) -> None:
+    """Until ``stop`` (or ``duration``): tell systemd the line is up, ping its watchdog while
+    the line's loops are alive (a hung line is then restarted), and note wall-clock jumps (a
+    clock set by hand, NTP stepping it) in the record: the record's times would jump with it."""
+    import time
+
+    interval = watchdog_interval_s()
+    notify("READY=1", f"STATUS=line {line.state.value}: the screen serves")
+    t_end = None if duration is None else time.monotonic() + max(0.0, duration)
+    wall0, mono0 = time.time(), time.monotonic()
+    while True:
+        wait = 1.0 if interval is None else min(1.0, interval)
+        if t_end is not None:
+            wait = min(wait, max(0.0, t_end - time.monotonic()))
+        if stop.wait(wait) or (t_end is not None and time.monotonic() >= t_end):
+            return
+        if interval is not None:
+            h = line.health()
+            if h["ok"]:
+                notify("WATCHDOG=1", f"STATUS=line {h['state']}")
+            else:
+                notify(f"STATUS=unhealthy: loops stopped {h['dead'] or h['stale']}, state {h['state']}")
+        wall, mono = time.time(), time.monotonic()
+        jump = (wall - wall0) - (mono - mono0)
+        if abs(jump) > CLOCK_JUMP_S:
+            line.alarms.raise_(
+                "clock.jump",
+                "warning",
+                "line",
+                f"the computer's clock jumped {jump:+.1f} s: record times before and after differ by that much",
+            )
+            line.publisher.event("clock_jump", "system", {"jump_s": round(jump, 3)})
+        wall0, mono0 = wall, mono
+
+
+# A wall clock that moves this much more or less than the monotonic clock in a second jumped.
+CLOCK_JUMP_S = 2.0
 
 
 def stop_on_signals() -> threading.Event:

@@ -109,6 +109,7 @@ class ArmDrivers:
         after: Callable[[], None],
         stop: threading.Event,
         on_error: Callable[[str, BaseException], None],
+        beat: Callable[[str], None] = lambda _loop: None,
     ) -> list[threading.Thread]:
         """A thread per arm serving it every tick while ``active()``; ``after()`` runs after
         each service (it hands the results on). An unexpected error ends that arm's thread
@@ -117,6 +118,7 @@ class ArmDrivers:
         def loop(lane: ArmLane) -> None:
             try:
                 while not stop.is_set():
+                    beat(f"arm {lane.name}")
                     if active():
                         self.serve(lane)
                         after()

@@ -85,6 +85,7 @@ class Line:
         self._scale = math.nan
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._beats: dict[str, float] = {}  # loop -> monotonic time it last went round (real time)
         self._next_service = -math.inf
 
     # ------------------------------------------------------------------ set-up
@@ -532,6 +533,7 @@ class Line:
 
         def capture():
             while not stop.is_set():
+                self._beat("capture")
                 try:
                     frame = self.reader.read()
                 except EndOfStreamError:
@@ -549,6 +551,7 @@ class Line:
 
         def inference():
             while not stop.is_set():
+                self._beat("inference")
                 with cond:
                     while not frames and not stop.is_set():
                         cond.wait(0.2)
@@ -579,7 +582,21 @@ class Line:
         ]
         for t in self._threads:
             t.start()
-        self._threads += self.arms.start_threads(arms_active, after_service, stop, self._fail)
+        self._threads += self.arms.start_threads(arms_active, after_service, stop, self._fail, beat=self._beat)
+
+    def _beat(self, loop: str) -> None:
+        self._beats[loop] = time.monotonic()
+
+    def health(self, max_age_s: float = 15.0) -> dict:
+        """Whether the line's loops are alive (``/healthz``, the service watchdog): not faulted,
+        and in real time every loop thread running and round its loop within ``max_age_s``. A
+        camera that delivers nothing is an alarm, not ill health: its loop still goes round."""
+        now = time.monotonic()
+        ages = {k: round(now - t, 3) for k, t in self._beats.items()}
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        stale = sorted(k for k, a in ages.items() if a > max_age_s)
+        ok = self.state != LineState.FAULT and not dead and not stale
+        return {"ok": ok, "state": self.state.value, "loops": ages, "dead": dead, "stale": stale}
 
     def _join_threads(self) -> None:
         self._stop_evt.set()

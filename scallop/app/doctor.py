@@ -1,0 +1,276 @@
+"""``scallop doctor``: what a maintenance engineer checks on a line PC, one line each.
+
+Every check says OK, WARN or FAIL, what it found, and for WARN and FAIL what to do. The checks
+only look: a device is read, never written to (an arm is asked for its status block, not sent a
+heartbeat or a command), so the doctor may run beside the running line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from scallop.app.config import LineConfig
+from scallop.errors import ScallopError
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+CALIBRATION_WARN_DAYS = 180.0  # a calibration older than this is worth a drift check
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    found: str
+    todo: str = ""
+
+    def line(self) -> str:
+        todo = f" — {self.todo}" if self.todo and self.status != OK else ""
+        return f"{self.status:<4} {self.name}: {self.found}{todo}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- devices
+def check_camera(cfg: LineConfig) -> Check:
+    if cfg.camera.source == "sim":
+        return Check("camera", OK, "the built-in simulator")
+    from scallop.vision.camera import CameraError, OpenCVCamera, OpenCVCameraConfig
+
+    cam = OpenCVCamera(OpenCVCameraConfig(source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height))
+    try:
+        cam.connect()
+        frame = cam.read()
+        return Check("camera", OK, f"{cfg.camera.source!r} gives {frame.width}x{frame.height} frames")
+    except CameraError as e:
+        return Check("camera", FAIL, str(e), "check the cable and power, or whether the running line holds the device")
+    finally:
+        cam.disconnect()
+
+
+def check_encoder(cfg: LineConfig) -> Check | None:
+    enc = cfg.camera.encoder
+    if enc.source == "none":
+        return None
+    from scallop.robot.belt import EncoderError, ModbusEncoder
+
+    e = ModbusEncoder(enc.modbus_config())
+    try:
+        e.connect()
+        first = e.read()
+        time.sleep(0.2)
+        second = e.read()
+        moved = "moving" if second != first else "not moving (belt stopped?)"
+        return Check("belt encoder", OK, f"{e.name} reads {second} ({moved})")
+    except EncoderError as err:
+        return Check("belt encoder", FAIL, str(err), "check the PLC's network cable, address and register settings")
+    finally:
+        e.disconnect()
+
+
+def check_arm(arm) -> Check:
+    """Reads the arm's status block only: no heartbeat, no command."""
+    from scallop.robot.errors import RobotError
+    from scallop.robot.protocol import ArmState, FaultCode
+    from scallop.robot.registers import RegisterMap
+    from scallop.robot.transport import ModbusTransport
+
+    name = f"arm {arm.name}"
+    try:
+        rmap = RegisterMap.load(arm.profile)
+        t = ModbusTransport(arm.transport, name=arm.name)
+    except (RobotError, OSError) as e:
+        return Check(name, FAIL, str(e), "fix the arm's profile or transport in the configuration")
+    try:
+        t.connect()
+        b = rmap.block("status")
+        v = rmap.decode_block("status", t.read(b.start, b.count))
+    except RobotError as e:
+        return Check(name, FAIL, str(e), "check the arm's power, network cable and that its robot program runs")
+    finally:
+        t.close()
+    where = arm.transport.describe()
+    version = int(v["interface_version"])
+    if version != rmap.version:
+        return Check(
+            name,
+            FAIL,
+            f"{where}: interface version {version}, the profile {rmap.name!r} is version {rmap.version}",
+            "load the robot program that matches this version (docs/robot-interface.md)",
+        )
+    state = ArmState(int(v["arm_state"])).name if int(v["arm_state"]) in ArmState._value2member_map_ else "?"
+    if state in ("FAULT", "ESTOP"):
+        fault = FaultCode(int(v["fault_code"])).name if int(v["fault_code"]) in FaultCode._value2member_map_ else "?"
+        return Check(
+            name, WARN, f"{where}: interface version {version}, {state} ({fault})", "clear the cause, then RESET"
+        )
+    return Check(name, OK, f"{where}: interface version {version}, {state}")
+
+
+# ---------------------------------------------------------------------------- files
+def check_calibration(cfg: LineConfig, now: float) -> Check:
+    if not cfg.runtime.calibration:
+        if cfg.is_simulated:
+            return Check("calibration", OK, "the simulator brings its own")
+        return Check("calibration", FAIL, "no runtime.calibration", "calibrate the line (docs/calibration.md)")
+    from scallop.calibration.errors import CalibrationError
+    from scallop.calibration.store import load_calibration
+
+    path = cfg.runtime.calibration
+    try:
+        summary = load_calibration(
+            path,
+            require=("intrinsics", "belt", "encoder"),
+            arms=[a.name for a in cfg.arms] if not cfg.is_simulated else (),
+            accept_redo=cfg.runtime.accept_redo_calibration,
+        ).summary()
+    except (CalibrationError, FileNotFoundError) as e:
+        return Check("calibration", FAIL, str(e), "redo the named calibration step (docs/calibration.md)")
+    oldest, redo = None, []
+    parts = dict(summary["parts"])
+    arms = parts.pop("arms", {})
+    for part, sec in [*parts.items(), *((f"arm {k}", v) for k, v in arms.items())]:
+        if not sec:
+            continue
+        if sec.get("verdict") == "redo":
+            redo.append(part)
+        when = sec.get("when")
+        try:
+            t = datetime.fromisoformat(when).timestamp() if when else None
+        except ValueError:
+            t = None
+        if t is not None and (oldest is None or t < oldest[0]):
+            oldest = (t, part)
+    if redo:
+        return Check(
+            "calibration",
+            WARN,
+            f"{path}: {', '.join(redo)} used despite a REDO verdict",
+            "redo them as soon as possible",
+        )
+    if oldest is None:
+        return Check("calibration", WARN, f"{path}: no dates in the file", "check it with 'scallop calibrate check'")
+    age = (now - oldest[0]) / 86400.0
+    if age > CALIBRATION_WARN_DAYS:
+        return Check(
+            "calibration",
+            WARN,
+            f"{path}: {oldest[1]} measured {age:.0f} days ago",
+            "run 'scallop calibrate check' for drift (docs/calibration.md)",
+        )
+    return Check("calibration", OK, f"{path}: every verdict good, oldest part {age:.0f} days old")
+
+
+def check_model(cfg: LineConfig) -> Check:
+    from scallop.models.runtime import default_model_path
+
+    path = Path(cfg.vision.model) if cfg.vision.model else Path(default_model_path())
+    try:
+        from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+        Pipeline(config=PipelineConfig(model=str(path), threads=1))
+        digest = _sha256(path)
+    except (ScallopError, OSError) as e:
+        return Check("model", FAIL, str(e), "reinstall the version, or restore the model from a backup")
+    return Check("model", OK, f"{path.name} loads, sha256 {digest[:16]}")
+
+
+def check_disk(cfg: LineConfig) -> Check:
+    from scallop.app.record import default_db_path
+    from scallop.app.record.retention import free_mb
+
+    where = Path(cfg.record.path) if cfg.record.path else Path(default_db_path())
+    left, limit = free_mb(where), cfg.record.min_free_mb
+    found = f"{left:,.0f} MB free beside {where} (limit {limit:g} MB)"
+    if left < limit:
+        return Check("disk", FAIL, found, "free space, or lower [record] keep_days / snapshot_keep_days")
+    if left < 2 * limit:
+        return Check("disk", WARN, found, "free space soon; the line raises an alarm at the limit")
+    return Check("disk", OK, found)
+
+
+def check_record(cfg: LineConfig) -> Check:
+    from scallop.app.record import RecordError, default_db_path
+    from scallop.app.record.check import check_record as inspect
+
+    path = Path(cfg.record.path) if cfg.record.path else Path(default_db_path())
+    if not path.exists():
+        return Check("record", OK, f"{path}: none yet (the line creates it)")
+    try:
+        rep = inspect(path)
+    except (RecordError, OSError) as e:
+        return Check("record", FAIL, str(e), "restore the record from a backup (docs/plant-pc.md)")
+    if rep.integrity != "ok":
+        return Check("record", FAIL, f"{path}: {rep.integrity}", "restore the record from a backup (docs/plant-pc.md)")
+    found = (
+        f"{path}: schema {rep.schema_version}, {rep.runs} runs, {len(rep.crashed)} crashed, "
+        f"{len(rep.unknown_picks)} picks of unknown outcome, {len(rep.spill_files)} spill files"
+    )
+    if rep.findings:
+        return Check("record", WARN, found, "see 'scallop record check' for when and which scallops")
+    return Check("record", OK, found)
+
+
+def check_users(cfg: LineConfig) -> Check:
+    if not cfg.ui.users_file:
+        if cfg.real_devices():
+            return Check(
+                "users", FAIL, "no [ui] users_file on a line with real devices", "create one: scallop users add NAME"
+            )
+        return Check("users", OK, "the simulator's users (no users file)")
+    from scallop.app.auth import UserStore
+
+    path = Path(cfg.ui.users_file)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        n = len(UserStore.load(path).users())
+    except (ScallopError, OSError) as e:
+        return Check("users", FAIL, str(e), "create or restore the users file (scallop users add)")
+    if mode & 0o077:
+        return Check("users", WARN, f"{path}: {n} users, readable by others (mode {mode:04o})", f"chmod 600 {path}")
+    return Check("users", OK, f"{path}: {n} users, mode {mode:04o}")
+
+
+def check_clock() -> Check:
+    """Whether the system clock is kept in sync (the record's times, the shift reports)."""
+    if shutil.which("timedatectl"):
+        r = subprocess.run(
+            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=5
+        )
+        if r.returncode == 0 and r.stdout.strip() in ("yes", "no"):
+            if r.stdout.strip() == "yes":
+                return Check("clock", OK, "synchronised (NTP)")
+            return Check(
+                "clock", WARN, "not synchronised", "set an NTP server the line PC can reach (timedatectl, chrony)"
+            )
+    if shutil.which("chronyc"):
+        r = subprocess.run(["chronyc", "tracking"], capture_output=True, text=True, timeout=5)
+        if r.returncode == 0 and "Leap status     : Normal" in r.stdout:
+            return Check("clock", OK, "synchronised (chrony)")
+    return Check("clock", WARN, "cannot tell whether the clock is synchronised", "install systemd-timesyncd or chrony")
+
+
+# ---------------------------------------------------------------------------- all of them
+def run_checks(cfg: LineConfig, now: float | None = None, clock: bool = True) -> list[Check]:
+    now = time.time() if now is None else now
+    checks = [check_camera(cfg)]
+    enc = check_encoder(cfg)
+    if enc is not None:
+        checks.append(enc)
+    checks += [check_arm(a) for a in cfg.arms if a.transport is not None]
+    checks += [check_calibration(cfg, now), check_model(cfg), check_disk(cfg), check_record(cfg), check_users(cfg)]
+    if clock:
+        checks.append(check_clock())
+    return checks

@@ -1,0 +1,120 @@
+"""``scallop doctor`` on a healthy line and on each broken part (scallop/app/doctor.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+
+import pytest
+
+from scallop.app.auth import UserStore
+from scallop.app.backends import default_sim_arms
+from scallop.app.cli import main
+from scallop.app.config import load_config, to_dict
+from scallop.app.doctor import FAIL, OK, WARN, run_checks
+from scallop.app.record import RecordWriter
+from scallop.robot.clock import SystemClock
+from scallop.sim.arm import SimArm
+from scallop.sim.config import SimConfig
+from scallop.sim.world import camera_model_from_config
+from tests.helpers import free_port, write_line_calibration
+
+
+@pytest.fixture
+def line(tmp_path):
+    """Config data of a healthy line: simulated camera, a real arm (a robot simulator the test
+    runs), calibration, users file 0600, a record with one finished run."""
+    arm = SimArm(default_sim_arms(1)[0], clock=SystemClock()).start()
+    cal = write_line_calibration(tmp_path / "calibration.json", camera_model_from_config(SimConfig().camera))
+    users = UserStore(scrypt_n=2**4)
+    users.add("ken", "engineer", "800851")
+    users.save(tmp_path / "users.json")
+    rec = tmp_path / "record.sqlite"
+    RecordWriter(rec, snapshot_dir=tmp_path / "snaps").close()
+    data = {
+        "runtime": {"calibration": str(cal)},
+        "ui": {"users_file": str(tmp_path / "users.json")},
+        "record": {"path": str(rec), "min_free_mb": 1.0},
+        "arms": [to_dict(default_sim_arms(1)[0]) | {"transport": to_dict(arm.transport_config())}],
+    }
+    yield data
+    arm.close()
+
+
+NOW = 1.77e9  # 2026-02-03: a month after write_line_calibration's date
+
+
+def statuses(data, now: float = NOW) -> dict[str, tuple[str, str]]:
+    checks = run_checks(load_config(overrides=data), now=now, clock=False)
+    return {c.name: (c.status, c.found + " " + c.todo) for c in checks}
+
+
+def test_a_healthy_line_is_all_ok(line, capsys):
+    got = statuses(line)
+    assert {k: s for k, (s, _) in got.items()} == {
+        "camera": OK,
+        "arm arm1": OK,
+        "calibration": OK,
+        "model": OK,
+        "disk": OK,
+        "record": OK,
+        "users": OK,
+    }
+    assert "interface version 2, IDLE" in got["arm arm1"][1]
+
+
+def test_each_broken_part_gets_its_verdict(line, tmp_path):
+    # An arm that is not there, one that speaks another interface version.
+    gone = line | {
+        "arms": [line["arms"][0] | {"transport": {"host": "127.0.0.1", "port": free_port(), "timeout_s": 0.2}}]
+    }
+    assert statuses(gone)["arm arm1"][0] == FAIL
+    profile = tmp_path / "v3.toml"
+    profile.write_text(
+        resources.files("scallop.robot")
+        .joinpath("profiles/generic.toml")
+        .read_text()
+        .replace("version = 2", "version = 3", 1)
+    )
+    other = line | {"arms": [line["arms"][0] | {"profile": str(profile)}]}
+    status, text = statuses(other)["arm arm1"]
+    assert status == FAIL and "interface version 2, the profile" in text and "version 3" in text
+    # The belt encoder's PLC does not answer.
+    enc = line | {"camera": {"source": "sim"}}
+    enc_cfg = dict(line)
+    enc_cfg["camera"] = {
+        "source": str(tmp_path),
+        "encoder": {"source": "modbus", "host": "127.0.0.1", "port": free_port(), "timeout_s": 0.1},
+    }
+    del enc
+    got = statuses(enc_cfg)
+    assert got["belt encoder"][0] == FAIL and got["camera"][0] == FAIL  # an empty folder is no camera
+
+    # Calibration: missing; used despite REDO; old.
+    assert statuses(line | {"runtime": {"calibration": str(tmp_path / "none.json")}})["calibration"][0] == FAIL
+    assert statuses(line, now=4.1e9)["calibration"][0] == WARN  # measured 2026-01-01: years before
+    # The model file is damaged.
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    assert statuses(line | {"vision": {"model": str(bad)}})["model"][0] == FAIL
+    # Not enough disk for the retention limits.
+    assert statuses(line | {"record": line["record"] | {"min_free_mb": 9e6}})["disk"][0] == FAIL
+    # A run that crashed.
+    con = sqlite3.connect(line["record"]["path"])
+    con.execute("INSERT INTO runs (started, host, note, pid, crashed) VALUES (1, 'pc', '', 1, 1)")
+    con.commit()
+    con.close()
+    assert statuses(line)["record"][0] == WARN
+    # The users file readable by anyone; no users file at all on a line with real devices.
+    (tmp_path / "users.json").chmod(0o644)
+    status, text = statuses(line)["users"]
+    assert status == WARN and "chmod 600" in text
+    assert statuses(line | {"ui": {}})["users"][0] == FAIL
+
+
+def test_the_command_exits_1_on_a_failure(line, tmp_path, capsys):
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(f'[record]\nmin_free_mb = 9e6\npath = "{tmp_path / "r.sqlite"}"\n')
+    assert main(["doctor", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL disk:" in out and "lower [record] keep_days" in out and out.strip().endswith("1 FAIL")
