@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 
@@ -327,5 +329,25 @@ def test_arm_alarms_name_their_cause_for_the_catalogue(tmp_path):
         assert (a.code, a.params["arm"]) == ("arm.stalled", "arm1")
         assert "heartbeat stalled" in a.text  # the record keeps the engineer's words
         assert i18n.t("ja", f"alarm.{a.code}", **a.params).startswith("アーム arm1 が応答しません")
+    finally:
+        line.close()
+
+
+def test_after_a_crash_the_screen_says_the_line_came_back_and_why(tmp_path):
+    import socket
+
+    from scallop.app.record import RecordWriter
+
+    RecordWriter(tmp_path / "record.sqlite", snapshot_dir=tmp_path / "snaps").close()
+    con = sqlite3.connect(tmp_path / "record.sqlite")
+    # A run nobody closed, whose program is gone (no lock held): a power cut.
+    con.execute("INSERT INTO runs (started, host, note, pid) VALUES (1.7e9, ?, '', 1)", (socket.gethostname(),))
+    con.commit()
+    con.close()
+    line = make_line(tmp_path)
+    try:
+        alarm = next(a for a in line.alarms.visible() if a.code == "line.restarted")
+        assert alarm.severity == "warning" and "stopped without closing" in alarm.text
+        assert line.state == "stopped"  # it waits for an operator's Start
     finally:
         line.close()

@@ -121,6 +121,7 @@ class Line:
         self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
         self.reader = FrameReader(b.camera, self.alarms, self.stats, self.clock, self.config.runtime.stall_alarm_s)
         self.observers = list(b.observers) + self.observers
+        self._say_how_the_last_run_ended()
         self.arms.connect()
 
     def _record_pick(self, arm: str, plan) -> None:
@@ -128,6 +129,24 @@ class Line:
         the scheduler then skips the target, and the record raises its alarm)."""
         t = plan.target
         self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
+
+    def _say_how_the_last_run_ended(self) -> None:
+        """After a crash, a kill or a power cut the screen says so when the line comes back."""
+        prev = getattr(self.record, "previous_run", None)
+        if not prev or not prev["crashed"]:
+            return
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(prev["ended"]).strftime("%Y-%m-%d %H:%M:%S") if prev["ended"] else "?"
+        unknown = prev["unknown_picks"]
+        self.alarms.raise_(
+            "line.restarted",
+            "warning",
+            "line",
+            f"the line program stopped without closing at {when} (power cut, crash or kill) and started again"
+            + (f"; {unknown} picks in flight then have an unknown outcome" if unknown else "")
+            + ": check the scallops of that time; the line waits for Start",
+        )
 
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):

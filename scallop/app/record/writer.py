@@ -126,6 +126,7 @@ class RecordWriter:
             # One transaction: no other start sees this run before its lock is held.
             con.execute("BEGIN IMMEDIATE")
             self.crashed_runs = mark_crashed_runs(con, self.path)
+            self.previous_run = _last_run(con)
             cur = con.execute(
                 "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
                 (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
@@ -758,6 +759,15 @@ def run_is_live(db: Path, run_id: int) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _last_run(con: sqlite3.Connection) -> dict | None:
+    """The run before the one starting (how it ended: the screen says why the line stopped)."""
+    row = con.execute("SELECT id, ended, crashed FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    unknown = con.execute("SELECT COUNT(*) FROM picks WHERE run_id=? AND state='unknown'", (row[0],)).fetchone()[0]
+    return {"id": row[0], "ended": row[1], "crashed": bool(row[2]), "unknown_picks": unknown}
 
 
 def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:
