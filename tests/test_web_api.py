@@ -90,6 +90,9 @@ def test_state_reports_the_line_snapshot(client, fake_line):
     assert r.status_code == 200
     d = r.json()
     assert d["state"] == "stopped" and d["recipe"] == "M"
+    from scallop.app.version import program_version
+
+    assert d["version"] == program_version()  # shown on the engineer panel
     assert (d["seen"], d["picked"], d["uro_removed"], d["missed"]) == (120, 100, 97, 3)
     assert d["per_minute"] == 42.5
     assert d["removal_rate"] is None  # NaN would break the browser's JSON.parse

@@ -486,6 +486,7 @@ def create_app(
         d = snapshot_dict(snap)
         d["session"] = {"user": s.user, "role": s.role} if s else None
         d["server_time"] = time.time()
+        d["version"] = program_version()
         return JSONResponse(d)
 
     @app.get("/api/events")

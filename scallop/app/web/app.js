@@ -295,6 +295,7 @@ function setText(id, text) {
 function render(d) {
   if (d.error) { toast(t("toast.line_error", { error: d.error }), true); return; }
   lastState = d;
+  if (d.version) $("version").textContent = "scallop-uro-line " + d.version;
   const st = $("state");
   st.textContent = t("state." + d.state);
   st.className = "state state-" + d.state;
