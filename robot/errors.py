@@ -8,7 +8,9 @@ RobotError
 ├── RobotCommError          talking to the arm failed
 │   ├── ModbusExceptionError   the arm answered with a Modbus exception (code named)
 │   ├── RobotTimeoutError      no answer in time
-│   └── RobotDisconnectedError no connection (refused, dropped, backing off)
+│   ├── RobotDisconnectedError no connection (refused, dropped, backing off)
+│   └── CommitUncertain        the commit write failed: the client holds the command until
+│                              it has read the arm back (never sent again blindly)
 ├── WorkspaceViolation      a waypoint outside the workspace or inside a keep-out box
 ├── HeartbeatStalled        the arm's heartbeat stopped: no new commands
 ├── ArmFaultError           the arm reports fault or e-stop
@@ -78,6 +80,17 @@ class RobotTimeoutError(RobotCommError):
 
 class RobotDisconnectedError(RobotCommError):
     """No connection to the arm (refused, dropped, or waiting out the reconnect back-off)."""
+
+
+class CommitUncertain(RobotCommError):
+    """The commit (``cmd_seq``) write failed and the arm could not be read back yet: whether
+    the command was taken is unknown. The client keeps it and resolves it by reading the
+    arm's registers (``commit_confirmed`` or ``abandoned`` events); the caller must not send
+    the same target again."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        self.seq = int(seq)
+        super().__init__(message)
 
 
 class WorkspaceViolation(RobotError):

@@ -20,8 +20,13 @@ of stopping at ready (about 0.2 s a cycle with the default geometry). Otherwise 
 planned from where and when the current pick ends, at ready.
 
 A pick the arm reports LATE, REJECTED or NOT_READY goes back to the queue for the arms
-downstream of it; a commit cut by a broken link is resolved by the arm client (read back,
-written again only if the arm does not hold it).
+downstream of it; a commit whose write failed is resolved by the arm client (read back,
+written again only if the arm does not hold it) and its target is never sent again
+meanwhile; a pick held by an arm that restarted ends with an unknown outcome.
+
+While the line holds its arms (e-stop, fault) :meth:`Scheduler.step` and :meth:`serve` with
+``active=False`` only read the arms' status (no heartbeat, no command), so their results and
+states stay true.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import numpy as np
 from scallop.robot.arm import ArmClient, ArmEvent, ResultCode
 from scallop.robot.belt import ConveyorTracker
 from scallop.robot.clock import Clock
-from scallop.robot.errors import RobotCommError, RobotError, WorkspaceViolation
+from scallop.robot.errors import CommitUncertain, RobotCommError, RobotError, WorkspaceViolation
 from scallop.robot.planning import (
     PickPlan,
     PickPlanner,
@@ -137,6 +142,7 @@ class Scheduler:
         # Recent history only: a line runs for days.
         self.events: deque[tuple[str, ArmEvent]] = deque(maxlen=1000)
         self.errors: deque[str] = deque(maxlen=200)
+        self._new_events: list[tuple[str, ArmEvent]] = []  # since the last take_events()
 
     # ------------------------------------------------------------------ input
     def add(self, targets: list[PickTarget] | tuple[PickTarget, ...]) -> None:
@@ -158,33 +164,53 @@ class Scheduler:
             self.tracker.update(t, count)
 
     # ------------------------------------------------------------------ the loop body
-    def step(self) -> None:
-        """Poll every arm, drop what no arm can reach, give free arms their next target."""
+    def step(self, active: bool = True) -> None:
+        """Poll every arm, drop what no arm can reach, give free arms their next target
+        (``active=False``: only read the arms, see the module's docstring)."""
         for lane in self.lanes:
-            self.poll(lane)
+            self.poll(lane, beat=active)
+        if not active:
+            return
         now = self.clock.now()
         self.expire(now)
         for lane in self.lanes:
             if lane.client.can_accept():
                 self.dispatch(lane, now)
 
-    def serve(self, lane: ArmLane) -> None:
+    def serve(self, lane: ArmLane, active: bool = True) -> None:
         """One arm's service: poll it, drop what no arm can reach, give it its next target."""
-        self.poll(lane)
+        self.poll(lane, beat=active)
+        if not active:
+            return
         now = self.clock.now()
         self.expire(now)
         if lane.client.can_accept():
             self.dispatch(lane, now)
 
-    def poll(self, lane: ArmLane) -> None:
-        events = lane.client.poll()  # Modbus I/O: outside the lock
+    def poll(self, lane: ArmLane, beat: bool = True) -> None:
+        events = lane.client.poll(beat)  # Modbus I/O: outside the lock
         with self._lock:
             for e in events:
                 self._on_event(lane, e)
 
+    def take_events(self) -> list[tuple[str, ArmEvent]]:
+        """(arm, event) for everything the arms reported since the last call, in order."""
+        with self._lock:
+            out, self._new_events = self._new_events, []
+            return out
+
     def _on_event(self, lane: ArmLane, e: ArmEvent) -> None:
         self.events.append((lane.name, e))
-        if e.kind == "done" and e.seq in lane.inflight:
+        self._new_events.append((lane.name, e))
+        if e.kind == "abandoned":
+            plan = lane.inflight.pop(e.seq, None) or e.plan
+            if plan is None:
+                return
+            if e.result == ResultCode.NOT_READY:  # surely never ran
+                self._requeue(plan.target, lane, SkipReason.ARM_UNAVAILABLE, e.detail)
+            else:  # may have run: recorded as such, never sent again
+                self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, None, plan, e.t))
+        elif e.kind == "done" and e.seq in lane.inflight:
             plan = lane.inflight.pop(e.seq)
             if e.result in (ResultCode.LATE, ResultCode.REJECTED, ResultCode.NOT_READY):
                 reason = {
@@ -254,17 +280,20 @@ class Scheduler:
                     q.excluded.add(lane.name)
                     self.errors.append(str(e))
                 continue
-            except RobotCommError as e:
+            except CommitUncertain as e:
+                # The arm client holds it now: its events say whether it was committed, may
+                # have run, or surely never ran. Sending it again could pick twice.
                 with self._lock:
                     q.sending = ""
                     self.errors.append(str(e))
-                    if lane.client.uncertain_plan is plan:
-                        del self.queue[q.target.id]  # held until poll() resolves the commit
+                    del self.queue[q.target.id]
                 return
             except RobotError as e:
                 with self._lock:
                     q.sending = ""
                     self.errors.append(str(e))
+                    if isinstance(e, RobotCommError):
+                        self._new_events.append((lane.name, ArmEvent("error", self.clock.now(), detail=str(e))))
                 return
             with self._lock:
                 del self.queue[q.target.id]
@@ -300,6 +329,8 @@ class Scheduler:
                     q.excluded.add(lane.name)
                 # WORKSPACE may depend on where the arm starts from: try again next time.
                 continue
+            if res.grip_time - now > lane.client.grip_horizon_s:
+                continue  # a slow belt: sent once its grip time is within the interface's horizon
             return q, res
         return None
 

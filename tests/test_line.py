@@ -218,7 +218,7 @@ def test_arms_polled_within_the_heartbeat_period_not_every_tick(tmp_path, monkey
     polls = []
     client = line.clients[0]
     real_poll = client.poll
-    monkeypatch.setattr(client, "poll", lambda: polls.append(line.clock.now()) or real_poll())
+    monkeypatch.setattr(client, "poll", lambda *a: polls.append(line.clock.now()) or real_poll(*a))
     sent = []
     real_submit = client.submit
     monkeypatch.setattr(client, "submit", lambda plan: sent.append((line.clock.now(), plan)) or real_submit(plan))
