@@ -118,8 +118,10 @@ class _Pending:
     acked: bool = False
 
 
-# The arm's clock may drift from ours, but not by more than this (+0.1 % of the time between
-# two reads): a larger jump means the robot program started again.
+# The arm's clock never runs back (beyond its millisecond truncation), and may drift from
+# ours, but not by more than CLOCK_JUMP_MS (+0.1 % of the time between two reads): anything
+# else means the robot program started again.
+CLOCK_BACK_MS = 2
 CLOCK_JUMP_MS = 1000.0
 # watchdog_ms written while the line holds its heartbeat on purpose (e-stop, fault): the
 # shortest the interface allows, so each arm stops within it, not within the configured one.
@@ -156,6 +158,7 @@ class ArmClient:
         self._uncertain: _Pending | None = None
         self._last_commit: int | None = None  # seq of our last commit the arm holds
         self._arm_cmd_seq: int | None = None
+        self._recent: deque[int] = deque(maxlen=4)  # our last commits
         self._hb = 0
         self._hb_next = -float("inf")
         self._arm_hb: int | None = None
@@ -256,17 +259,17 @@ class ArmClient:
         why = []
         if st.interface_version != prev.interface_version:
             why.append(f"interface_version went from {prev.interface_version} to {st.interface_version}")
-        d_arm = (
-            st.arm_time_ms - prev.arm_time_ms + ARM_CLOCK_MODULUS // 2
-        ) % ARM_CLOCK_MODULUS - ARM_CLOCK_MODULUS // 2
+        d_arm = (st.arm_time_ms - prev.arm_time_ms + ARM_CLOCK_MODULUS // 2) % ARM_CLOCK_MODULUS
+        d_arm -= ARM_CLOCK_MODULUS // 2
         d_ctl = (st.t - prev.t) * 1000.0
-        if abs(d_arm - d_ctl) > CLOCK_JUMP_MS + 1e-3 * abs(d_ctl):
+        if d_arm < -CLOCK_BACK_MS or d_arm - d_ctl > CLOCK_JUMP_MS + 1e-3 * abs(d_ctl):
             why.append(f"its clock went from {prev.arm_time_ms} to {st.arm_time_ms} ms in {d_ctl / 1000.0:.1f} s")
         unresolved = self._uncertain.seq if self._uncertain is not None else None
-        ours = {prev.ack_seq, prev.done_seq, self._last_commit, self._arm_cmd_seq, unresolved, *self.pending}
-        if st.ack_seq not in ours:
+        # ack_seq only ever moves to a number committed to it, done_seq also to what it had taken.
+        ours = {self._last_commit, self._arm_cmd_seq, unresolved, *self.pending, *self._recent} - {None}
+        if st.ack_seq != prev.ack_seq and st.ack_seq not in ours:
             why.append(f"ack_seq went from {prev.ack_seq} to {st.ack_seq}")
-        elif st.done_seq not in ours:
+        elif st.done_seq != prev.done_seq and st.done_seq not in ours | {prev.ack_seq}:
             why.append(f"done_seq went from {prev.done_seq} to {st.done_seq}")
         if st.result == ResultCode.NONE and prev.result != ResultCode.NONE:
             why.append("its result went back to 0")
@@ -461,14 +464,20 @@ class ArmClient:
                     self._was_connected = False
                     ev.append(ArmEvent("disconnected", now, detail=str(e)))
                 return ev
+        if self._uncertain is not None:
+            # Read the arm's sequence registers before anything else.
+            seq = self._uncertain.seq
+            try:
+                ev += self._resolve_uncertain()
+            except RobotError as e:
+                self._note_error(e)
+                lost = not self.transport.connected
+                if lost:
+                    self._was_connected = False
+                detail = f"commit of seq {seq} still unresolved: {e}"
+                ev.append(ArmEvent("disconnected" if lost else "error", now, seq, detail=detail))
+                return ev
         try:
-            if self._uncertain is not None:
-                # Read the arm's sequence registers before anything else.
-                seq = self._uncertain.seq
-                try:
-                    ev += self._resolve_uncertain()
-                except RobotError as e:
-                    raise type(e)(f"commit of seq {seq} still unresolved: {e}") from None
             if beat:
                 if self._relink or self._holding:
                     self._link()
@@ -708,7 +717,11 @@ class ArmClient:
         blk = self._blk("command")
         # Block first: if this fails, nothing is committed (cmd_seq is untouched, and the arm
         # has taken the last command, so the block is ours to overwrite).
-        self.transport.write(blk.start, words)
+        try:
+            self.transport.write(blk.start, words)
+        except RobotCommError as e:
+            self._note_error(e)
+            raise
         seq = self._next_seq()
         p = _Pending(seq, cmd_type, plan, words, self.clock.now())
         try:
@@ -744,6 +757,7 @@ class ArmClient:
         self.pending[p.seq] = p
         self._last_commit = p.seq
         self._arm_cmd_seq = p.seq
+        self._recent.append(p.seq)
 
     def _resolve_uncertain(self) -> list[ArmEvent]:
         """Settle a commit whose write failed, from the arm's own registers: the status block

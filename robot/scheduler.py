@@ -219,9 +219,7 @@ class Scheduler:
                     ResultCode.NOT_READY: SkipReason.ARM_UNAVAILABLE,
                 }[e.result]
                 self._requeue(plan.target, lane, reason, f"arm reported {e.result.name}")
-            elif e.result == ResultCode.ABORTED:
-                self.skips.append(Skip(plan.target, SkipReason.ARM_ABORTED, "stopped during the pick", lane.name))
-            else:  # OK, EMPTY, or unknown (None / NONE: the arm moved on or restarted)
+            else:  # OK, EMPTY, ABORTED (it may have gripped), or unknown (None / NONE: moved on, restarted)
                 result = e.result if e.result not in (None, ResultCode.NONE) else None
                 self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, result, plan, e.t))
         elif e.kind == "commit_confirmed" and e.plan is not None:

@@ -334,6 +334,7 @@ def test_controller_restart_never_reuses_a_sequence_number(arms, clients, clock,
     assert s2 != s1 and SeqStore(state).load() == 2
     assert c2.wait_for(s2, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [s1, s2]  # ... and s1 ran exactly once
+    assert c2.restarts == 0  # the arm finishing what it took before we came is no restart
 
 
 def test_fresh_controller_without_state_steps_past_the_arms_sequence(arms, clients, clock):

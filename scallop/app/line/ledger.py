@@ -27,7 +27,7 @@ from scallop.app.stats import Stats
 from scallop.app.tracking import Decision
 from scallop.robot.arm import ResultCode
 from scallop.robot.belt import Belt
-from scallop.robot.planning import PickTarget, Skip
+from scallop.robot.planning import PickTarget, Skip, SkipReason
 from scallop.robot.scheduler import PickOutcome
 
 # Grades a pick verifier may give (docs/interfaces.md).
@@ -167,7 +167,10 @@ class PickLedger:
                 if o.result == ResultCode.OK:
                     done.append(self._finish(oc, Result.PICKED, "", extra))
                 else:
-                    why = LineReason.ARM_EMPTY if o.result == ResultCode.EMPTY else LineReason.ARM_UNKNOWN
+                    why = {
+                        ResultCode.EMPTY: LineReason.ARM_EMPTY,
+                        ResultCode.ABORTED: SkipReason.ARM_ABORTED,  # stopped mid-pick: it may have gripped
+                    }.get(o.result, LineReason.ARM_UNKNOWN)
                     done.append(self._finish(oc, Result.FAILED, why, extra))
         return done
 
