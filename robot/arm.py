@@ -50,6 +50,7 @@ from scallop.robot.config import ArmConfig
 from scallop.robot.errors import (
     ArmBusyError,
     ArmFaultError,
+    ArmNotReady,
     CommitUncertain,
     HeartbeatStalled,
     ModbusExceptionError,
@@ -180,6 +181,7 @@ class ArmClient:
         self._failing_since: float | None = None
         self._relink = False  # watchdog_ms, heartbeat and cmd_seq to be set up again
         self._holding = False  # heartbeat held on purpose (hold())
+        self._awaiting_program = False  # connected, the robot program not running yet
         self.restarts = 0
         self.last_restart = ""  # why the last restart was recognised
         self.last_restart_lost = 0  # how many commands it held then
@@ -198,13 +200,20 @@ class ArmClient:
             return st
 
     def _connect(self) -> tuple[ArmStatus, list[ArmEvent]]:
-        try:
-            self.transport.connect()
-        except RobotCommError as e:
-            self._note_error(e)  # the transport's last real failure, not "backing off"
-            raise
+        if not self.transport.connected:
+            try:
+                self.transport.connect()
+            except RobotCommError as e:
+                self._note_error(e)  # the transport's last real failure, not "backing off"
+                raise
         try:
             st, events = self._handshake_on_connect()
+        except ArmNotReady as e:
+            # A controller booting before its robot program: it answers, so keep the link and
+            # read it at each poll, to go on the moment the program runs (no back-off wait).
+            self._awaiting_program = True
+            self.last_error, self._failing_since = str(e), None
+            raise
         except RobotError as e:
             # Half a connection is worse than none: the next poll() starts over, no sooner
             # than the back-off allows (a TCP connect alone never resets it).
@@ -213,11 +222,17 @@ class ArmClient:
             raise
         self.transport.confirm()
         self._was_connected = True
+        self._awaiting_program = False
         return st, events
 
     def _handshake_on_connect(self) -> tuple[ArmStatus, list[ArmEvent]]:
         prev = self.status
         st = self.read_status(control=True)
+        if st.interface_version == 0 or (st.state == ArmState.STARTING and st.interface_version == self.map.version):
+            raise ArmNotReady(
+                f"arm {self.name!r} answers but its robot program is not running yet "
+                f"(interface_version={st.interface_version}, {st.state.name}): waiting for it"
+            )
         if st.interface_version != self.map.version:
             raise ProtocolError(
                 f"arm {self.name!r} reports interface_version={st.interface_version} but profile "
@@ -452,14 +467,21 @@ class ArmClient:
         now = self.clock.now()
         if not beat:
             self.hold()
-        if not self.transport.connected:
+        if not self.transport.connected or self._awaiting_program:
             if not beat:
                 return ev  # connecting writes the watchdog and a heartbeat: not while held
+            waiting = self._awaiting_program
             try:
                 _, events = self._connect()
                 ev.append(ArmEvent("connected", now, detail=self.transport.where))
                 ev += events
+            except ArmNotReady as e:
+                if not waiting:
+                    self._was_connected = False
+                    ev.append(ArmEvent("error", now, detail=str(e)))
+                return ev
             except RobotError as e:
+                self._awaiting_program = False
                 if self._was_connected:
                     self._was_connected = False
                     ev.append(ArmEvent("disconnected", now, detail=str(e)))
@@ -579,6 +601,7 @@ class ArmClient:
             self.transport.connected
             and self.alarm is None
             and not self._holding
+            and not self._awaiting_program
             and st is not None
             and st.state in (ArmState.IDLE, ArmState.BUSY)
             and self.slot_free
@@ -593,6 +616,8 @@ class ArmClient:
         st = self.status
         if not self.transport.connected or st is None:
             return "disconnected"
+        if self._awaiting_program:
+            return "starting"
         if (
             self._failing_since is not None
             and self.clock.now() - self._failing_since >= self.config.arm_heartbeat_timeout_s
@@ -626,6 +651,8 @@ class ArmClient:
             raise ArmBusyError(f"arm {self.name!r}: the commit of seq {self._uncertain.seq} is unresolved")
         if self._relink:
             raise ArmBusyError(f"arm {self.name!r} restarted: the link is set up again on the next poll")
+        if self._awaiting_program:
+            raise ArmNotReady(self.last_error)
         if not self.slot_free:
             raise ArmBusyError(f"arm {self.name!r} has not taken seq {self._last_commit} yet")
         return st

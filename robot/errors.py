@@ -16,6 +16,7 @@ RobotError
 ├── ArmFaultError           the arm reports fault or e-stop
 ├── ArmBusyError            the arm has not taken the previous command yet
 └── ProtocolError           the arm broke the handshake (e.g. wrong interface version)
+    └── ArmNotReady         the arm answers, but its robot program is not running yet
 """
 
 from __future__ import annotations
@@ -121,3 +122,8 @@ class ArmBusyError(RobotError, StateError):
 
 class ProtocolError(RobotError, DeviceError):
     """The arm's registers contradict the interface (version mismatch, impossible sequence)."""
+
+
+class ArmNotReady(ProtocolError):
+    """The arm's controller answers but its robot program is not running (yet): its
+    ``interface_version`` is 0 or it reports STARTING. The link is kept and read until it is."""

@@ -169,6 +169,7 @@ class ArmProgram:
         self._cmd_changed_t = -math.inf
         self._hb_changed_t: float | None = None  # None: watchdog not armed yet
         self._wd_written_t = -math.inf  # a watchdog_ms written later fires no earlier than then
+        self._program_start_t: float | None = None  # restart_program(start_after_s=...) pending
         self._hb_stall_t: float | None = None
         self._estop = False
         self._now = self.boot_t
@@ -242,6 +243,8 @@ class ArmProgram:
         """Run every event up to ``now`` in time order."""
         for _ in range(10000):
             cands: list[tuple[float, int, str]] = []
+            if self._program_start_t is not None:
+                cands.append((self._program_start_t, -1, "start"))
             if self._hb_changed_t is not None and self.state not in (ArmState.FAULT, ArmState.ESTOP):
                 t_wd = max(self._hb_changed_t + self._watchdog_s(), self._wd_written_t)
                 cands.append((t_wd, 0, "watchdog"))
@@ -252,7 +255,7 @@ class ArmProgram:
                 if self._chains(ex):
                     cands.append((ex.t_release, 2, "chain"))
                 cands.append((ex.rec.t_done, 3, "done"))
-            elif self._pending_seq() is not None:
+            elif self._pending_seq() is not None and self.state != ArmState.STARTING:
                 since = self.fault_since if self.state in (ArmState.FAULT, ArmState.ESTOP) else self.idle_since
                 cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 4, "ack"))
             due = [c for c in cands if c[0] <= now]
@@ -260,7 +263,9 @@ class ArmProgram:
                 self._now = now
                 return
             t, _, kind = min(due)
-            if kind == "watchdog":
+            if kind == "start":
+                self._start_program(t)
+            elif kind == "watchdog":
                 self._fault(t, FaultCode.CTRL_WATCHDOG, ArmState.FAULT)
             elif kind == "grip":
                 self._grip(t)
@@ -485,11 +490,14 @@ class ArmProgram:
         with self._lock:
             self._estop = False
 
-    def restart_program(self, fresh_registers: bool = False) -> None:
+    def restart_program(self, fresh_registers: bool = False, start_after_s: float = 0.0) -> None:
         """The robot program restarts: it treats whatever is in cmd_seq as already seen
         (ack_seq = done_seq = cmd_seq) and its clock starts again. ``fresh_registers``: the
         controller rebooted too (a power cycle), so every register starts at 0, including
-        cmd_seq, watchdog_ms and ctrl_heartbeat; otherwise the server keeps them."""
+        cmd_seq, watchdog_ms and ctrl_heartbeat; otherwise the server keeps them.
+        ``start_after_s``: the program runs that much later (a controller booting before its
+        program): meanwhile the arm reports STARTING, its heartbeat stands still and nothing
+        is taken."""
         with self._lock:
             now = self.clock.now()
             self._advance(now)
@@ -497,12 +505,23 @@ class ArmProgram:
                 self._fault(now, FaultCode.INTERNAL, ArmState.FAULT)
             if fresh_registers:
                 self.regs[:] = [0] * len(self.regs)
-                self._set("interface_version", self.map.version)
-                self._cmd_changed_t = -math.inf
-            seq = int(self._get("cmd_seq"))
-            self.ack_seq = self.done_seq = seq
+                self._cmd_changed_t = self._wd_written_t = -math.inf
+                self.ack_seq = self.done_seq = 0
             self.result = ResultCode.NONE
-            self.picks_total = 0
-            self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, now
-            self._hb_changed_t = None
+            self.state, self.fault_code = ArmState.STARTING, FaultCode.NONE
+            self._hb_changed_t, self._hb_stall_t = None, now
             self.boot_t = now
+            self._program_start_t = now + max(0.0, start_after_s)
+            self._advance(now)
+
+    def _start_program(self, t: float) -> None:
+        """The start rule (docs/robot-interface.md, section 5): nothing committed before runs."""
+        self._set("interface_version", self.map.version)
+        seq = int(self._get("cmd_seq"))
+        self.ack_seq = self.done_seq = seq
+        self.result = ResultCode.NONE
+        self.picks_total = 0
+        self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, t
+        self._hb_changed_t = self._hb_stall_t = None
+        self.boot_t = t
+        self._program_start_t = None

@@ -86,11 +86,13 @@ class DocRobot:
         self.commits: list[tuple[float, int, int]] = []  # (time, new cmd_seq, cmd_type in the block)
         self.wd_changed_t = -math.inf
         self.wd_prev = 0
+        self.program_start_t: float | None = None  # a restart whose program has not started yet
         self._start_program(clock.now())
         self.ready_at = []  # the first start is no recovery
 
     # ------------------------------------------------------------------ program start (section 5)
     def _start_program(self, now: float) -> None:
+        self.program_start_t = None
         self.boot = now
         self.r[VERSION] = 2
         self.state = STARTING
@@ -133,6 +135,8 @@ class DocRobot:
         return (value or 1000) / 1000.0
 
     def _publish(self, now: float) -> None:
+        if self.program_start_t is not None:
+            return  # no program: nobody writes the status block
         self.r[HEARTBEAT] = int((now - self.boot) / 0.05) & 0xFFFF  # every 50 ms
         self.r[STATE], self.r[FAULT] = self.state, self.fault
         self._set_i32(ARM_MS, self.ms(now))
@@ -257,7 +261,7 @@ class DocRobot:
     def _watchdog_due(self) -> float:
         """When the controller heartbeat's watchdog fires (inf: not armed or already stopped).
         The robot applies the watchdog_ms it reads on each cycle (section 4)."""
-        if self.hb_changed_t is None or self.state in (FAULTED, ESTOP):
+        if self.hb_changed_t is None or self.state in (FAULTED, ESTOP) or self.program_start_t is not None:
             return math.inf
         t_old = self.hb_changed_t + self._watchdog_s(self.wd_prev)
         if t_old <= self.wd_changed_t:
@@ -267,6 +271,10 @@ class DocRobot:
     def advance(self, now: float) -> None:
         """Everything due up to ``now``, in time order."""
         while True:
+            if self.program_start_t is not None:
+                if self.program_start_t > now:
+                    break
+                self._start_program(self.program_start_t)
             cands = [(self._watchdog_due(), "watchdog")]
             ex = self.ex
             if ex is not None:
@@ -345,9 +353,10 @@ class DocRobot:
             self._abort(now, FAULTED, code)
             self._publish(now)
 
-    def restart(self, fresh_registers: bool) -> None:
+    def restart(self, fresh_registers: bool, start_after_s: float = 0.0) -> None:
         """The program starts again (section 5, Restarts): a motion under way simply stops;
-        with ``fresh_registers`` the controller rebooted and every register is 0."""
+        with ``fresh_registers`` the controller rebooted and every register is 0;
+        ``start_after_s``: the program runs only that much later (the server answers before)."""
         with self.lock:
             now = self.clock.now()
             self.advance(now)
@@ -361,7 +370,11 @@ class DocRobot:
             if fresh_registers:
                 self.r = [0] * 83
                 self.wd_prev, self.wd_changed_t = 0, -math.inf
-            self._start_program(now)
+            self.state = STARTING
+            self.r[STATE] = STARTING
+            self.hb_changed_t = None
+            self.program_start_t = now + start_after_s
+            self.advance(now)
 
     # ------------------------------------------------------------------ for the tests
     def picks_taken(self) -> list[dict]:
