@@ -53,10 +53,10 @@ def run(args) -> int:
     host = args.host or cfg.ui.host
     port = cfg.ui.port if args.port is None else args.port
     start_how = launch_start(cfg, host, args.start)
+    users = screen_users(cfg)
     # The screen is a live view: the simulator runs on wall time here (scenario runs on
     # virtual time are `scallop sim run`).
     line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
-    users = screen_users(cfg)
     try:
         line.open()
         if start_how is not None:
