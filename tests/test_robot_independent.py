@@ -32,6 +32,7 @@ from tests.doc_robot import (
     DocRobot,
     RawModbusServer,
 )
+from tests.helpers import rows
 
 V, MPC = 300.0, 0.1
 EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 11)  # every code the Modbus specification names
@@ -522,7 +523,7 @@ def test_the_line_through_every_fault_never_picks_twice_and_resumes_by_itself(tm
     # Every scallop accounted for, in the line and in the record.
     s = line.summary()
     assert s["seen"] == s["picked"] + s["skipped"] and line.ledger.open_count() == 0
-    recorded = {tid: (res, why) for tid, res, why in rows_of(tmp_path)}
+    recorded = {tid: (res, why) for tid, res, why in rows(tmp_path)}
     assert len(recorded) == s["seen"]
     for tid in robot.gripped_targets():  # what the arm gripped is recorded as picked or failed, never skipped
         assert recorded[tid][0] in ("picked", "failed"), (tid, recorded[tid])
@@ -551,16 +552,6 @@ def test_the_line_through_every_fault_never_picks_twice_and_resumes_by_itself(tm
     assert start[0] == ("maria", {"how": "screen"})
     assert {d["result"] for k, _, d in events if k == "arm_reset_done"} == {"OK", "REJECTED"}
     assert all(u == "maria" for k, u, _ in events if k in ("arm_reset", "arm_reset_done"))
-
-
-def rows_of(tmp_path):
-    import sqlite3
-
-    con = sqlite3.connect(tmp_path / "record.sqlite")
-    try:
-        return con.execute("SELECT track_id, result, skip_reason FROM scallops").fetchall()
-    finally:
-        con.close()
 
 
 def test_the_line_on_the_reference_ur_program_gets_its_picks_on_time(tmp_path):

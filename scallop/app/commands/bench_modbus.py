@@ -141,19 +141,13 @@ def measure_remote(
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
+    from scallop.app.commands.bench import write_figures
 
     if args.host:
         res = measure_remote(args.host, args.port, args.n, args.profile, args.unit, args.timeout)
     else:
         res = measure(args.n, args.profile, args.rtu)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    if args.json:
-        print(json.dumps(res))
-    else:
+    if not write_figures(res, args.out, args.json):
         where = res["transport"] if args.host else f"{res['transport']} on loopback"
         print(f"Modbus {where}, profile {res['profile']}, n={res['n']}")
         print(
@@ -161,5 +155,5 @@ def run(args) -> int:
         )
         if res["pick_median_ms"] is not None:
             print(f"  pick handshake:           median {res['pick_median_ms']:.3f} ms, p99 {res['pick_p99_ms']:.3f} ms")
-        print(f"written to {out}")
+        print(f"written to {args.out}")
     return 0

@@ -217,21 +217,15 @@ def measure(n: int = 10, away_s: float = 3.0, attempts_s: float = 60.0) -> dict:
 
 
 def run(args) -> int:
-    import json
-    from pathlib import Path
+    from scallop.app.commands.bench import write_figures
 
     res = measure(args.n, args.away_s, args.attempts_s)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    if args.json:
-        print(json.dumps(res))
-    else:
+    if not write_figures(res, args.out, args.json):
         print(f"time from the arm being ready to the next pick committed (n={args.n} each):")
         for name, s in res["resume"].items():
             print(f"  {name:28s} median {s['median_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms")
         print(f"reconnect attempts per minute while the arm is away ({args.attempts_s:g} s):")
         for name, v in res["attempts_per_min"].items():
             print(f"  {name:28s} {v:.1f}")
-        print(f"written to {out}")
+        print(f"written to {args.out}")
     return 0

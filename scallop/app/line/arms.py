@@ -234,6 +234,9 @@ class ArmDrivers:
                     self._fault_alarms[a.id] = c.name
         else:
             self.alarms.clear(key)
+            with self._lock:
+                for aid in [aid for aid, name in self._fault_alarms.items() if name == c.name]:
+                    del self._fault_alarms[aid]  # its acknowledgement no longer resets anything
             if st in ("idle", "picking"):
                 self.alarms.clear(f"{key}.restart")  # recovered
 
