@@ -528,6 +528,10 @@ def test_the_line_through_every_fault_never_picks_twice_and_resumes_by_itself(tm
     for tid in robot.gripped_targets():  # what the arm gripped is recorded as picked or failed, never skipped
         assert recorded[tid][0] in ("picked", "failed"), (tid, recorded[tid])
     assert s["skipped_by_reason"].get("arm_unknown", 0) >= 1  # picks held across a restart
+    print(
+        f"faults injected {len(server.injected)}; scallops seen {s['seen']}, picked {s['picked']}, "
+        f"not picked {s['skipped_by_reason']}; picks the arm moved for {len(moved)}, twice: 0"
+    )
     # Picking resumed within 2 s of the arm being ready, every time.
     waits = dict(zip(ready, resume_times(robot, list(ready.values()))))
     print("time to resume after the arm is ready (s):", {k: round(v, 3) for k, v in waits.items()})
