@@ -15,9 +15,15 @@ At most once, also across reconnects and restarts:
 * the client persists its sequence counter (``state_file``, atomic replace) before every
   commit, and on connect steps past the arm's ``cmd_seq``/``ack_seq``, so a restarted
   controller never reuses a recent sequence number;
-* a commit cut by a timeout or a disconnect is never re-sent blindly: the client reconnects,
-  reads ``cmd_seq`` back and only if the arm does not hold it writes the *same* block and the
-  *same* sequence number again (so even a late duplicate of the first write changes nothing).
+* a commit whose write fails in any way (timeout, disconnect, *or an exception answer*: a
+  gateway answers 0x0B after forwarding the write) is never re-sent blindly: before anything
+  else the client reads the arm's status and ``cmd_seq`` back, and only if the arm does not
+  hold it writes the *same* block and the *same* sequence number again (so even a late
+  duplicate of the first write changes nothing);
+* a restarted robot program (its clock jumps, its sequence registers or ``result`` go back,
+  ``cmd_seq`` is no longer ours) is recognised on the next status read or reconnect: every
+  command it held ends with an unknown outcome (``abandoned``), never sent again, and the
+  client continues from the sequence registers the arm holds now (``restarted``).
 
 Heartbeats both ways: :meth:`ArmClient.poll` increments ``ctrl_heartbeat`` every
 ``heartbeat_period_s`` (the robot faults when it stalls for ``watchdog_ms``), and raises the
@@ -44,6 +50,8 @@ from scallop.robot.config import ArmConfig
 from scallop.robot.errors import (
     ArmBusyError,
     ArmFaultError,
+    ArmNotReady,
+    CommitUncertain,
     HeartbeatStalled,
     ModbusExceptionError,
     ProtocolError,
@@ -111,6 +119,17 @@ class _Pending:
     acked: bool = False
 
 
+# The arm's clock never runs back (beyond its millisecond truncation), and may drift from
+# ours, but not by more than CLOCK_JUMP_MS (+0.1 % of the time between two reads): anything
+# else means the robot program started again.
+CLOCK_BACK_MS = 2
+CLOCK_JUMP_MS = 1000.0
+# watchdog_ms written while the line holds its heartbeat on purpose (e-stop, fault): the
+# shortest the interface allows, so each arm stops within it, not within the configured one.
+HOLD_WATCHDOG_MS = 100
+DEFAULT_GRIP_HORIZON_MS = 30000
+
+
 class ArmClient:
     """Controller side of one arm. Not thread-safe by itself except through
     :meth:`start_background`, which serialises with an internal lock."""
@@ -140,6 +159,7 @@ class ArmClient:
         self._uncertain: _Pending | None = None
         self._last_commit: int | None = None  # seq of our last commit the arm holds
         self._arm_cmd_seq: int | None = None
+        self._recent: deque[int] = deque(maxlen=4)  # our last commits
         self._hb = 0
         self._hb_next = -float("inf")
         self._arm_hb: int | None = None
@@ -154,34 +174,89 @@ class ArmClient:
         self._bg: threading.Thread | None = None
         self._bg_stop = threading.Event()
         self._bg_events: deque[ArmEvent] = deque(maxlen=1000)
+        # Events learnt outside poll() (connect(), a commit resolved inside submit()): the
+        # next poll() returns them first, so the caller's loop sees everything.
+        self._deferred: list[ArmEvent] = []
+        self.last_error = ""  # the last communication or protocol error, for alarms
+        self._failing_since: float | None = None
+        self._relink = False  # watchdog_ms, heartbeat and cmd_seq to be set up again
+        self._holding = False  # heartbeat held on purpose (hold())
+        self._awaiting_program = False  # connected, the robot program not running yet
+        self.restarts = 0
+        self.last_restart = ""  # why the last restart was recognised
+        self.last_restart_lost = 0  # how many commands it held then
+        self.grip_horizon_s = self.map.timing.get("grip_horizon_ms", DEFAULT_GRIP_HORIZON_MS) / 1000.0
 
     # ================================================================== connection
     def _blk(self, name: str):
         return self.map.block(name)
 
     def connect(self) -> ArmStatus:
-        """Connect, check the interface version, resolve an uncertain commit, arm the
-        watchdog and start the heartbeat. Raises typed errors."""
+        """Connect, check the interface version, recognise a restarted arm, arm the watchdog
+        and start the heartbeat. Raises typed errors."""
         with self._lock:
-            self.transport.connect()
-            try:
-                return self._handshake_on_connect()
-            except RobotError:
-                # Half a connection is worse than none: the next poll() starts over.
-                self.transport.close()
-                raise
+            st, events = self._connect()
+            self._deferred += events
+            return st
 
-    def _handshake_on_connect(self) -> ArmStatus:
+    def _connect(self) -> tuple[ArmStatus, list[ArmEvent]]:
+        if not self.transport.connected:
+            try:
+                self.transport.connect()
+            except RobotCommError as e:
+                self._note_error(e)  # the transport's last real failure, not "backing off"
+                raise
+        try:
+            st, events = self._handshake_on_connect()
+        except ArmNotReady as e:
+            # A controller booting before its robot program: it answers, so keep the link and
+            # read it at each poll, to go on the moment the program runs (no back-off wait).
+            self._awaiting_program = True
+            self.last_error, self._failing_since = str(e), None
+            raise
+        except RobotError as e:
+            # Half a connection is worse than none: the next poll() starts over, no sooner
+            # than the back-off allows (a TCP connect alone never resets it).
+            self.transport.close()
+            self._note_error(e)
+            raise
+        self.transport.confirm()
+        self._was_connected = True
+        self._awaiting_program = False
+        return st, events
+
+    def _handshake_on_connect(self) -> tuple[ArmStatus, list[ArmEvent]]:
+        prev = self.status
         st = self.read_status(control=True)
+        if st.interface_version == 0 or (st.state == ArmState.STARTING and st.interface_version == self.map.version):
+            raise ArmNotReady(
+                f"arm {self.name!r} answers but its robot program is not running yet "
+                f"(interface_version={st.interface_version}, {st.state.name}): waiting for it"
+            )
         if st.interface_version != self.map.version:
             raise ProtocolError(
                 f"arm {self.name!r} reports interface_version={st.interface_version} but profile "
                 f"{self.map.name!r} is version {self.map.version}"
                 + (" (is the robot program running?)" if st.interface_version == 0 else "")
             )
-        self._arm_cmd_seq = st.cmd_seq
+        why = self._restart_reason(prev, st) if prev is not None else None
+        events = self._resync(st, why) if why else []
+        self._link(st.cmd_seq)
+        return st, events
+
+    def _link(self, cmd_seq: int | None = None) -> None:
+        """Set up the link with what the arm holds now: continue past its sequence registers,
+        write watchdog_ms, restart the heartbeat from the arm's value."""
+        st = self.status
+        if cmd_seq is None:
+            cmd_seq = self._read_field("cmd_seq")
+        self._arm_cmd_seq = cmd_seq
+        # Whatever is in cmd_seq (ours, or another controller's) must be taken by the arm
+        # before the slot counts as free. An unresolved commit is settled by reading it back.
+        if self._uncertain is None or cmd_seq != self._uncertain.seq:
+            self._last_commit = cmd_seq if cmd_seq and cmd_seq != st.ack_seq else None
         # A restarted controller (or a fresh state file) continues past what the arm holds.
-        held = {s for s in (st.cmd_seq, st.ack_seq, st.done_seq) if s}
+        held = {s for s in (cmd_seq, st.ack_seq, st.done_seq) if s}
         while wire_seq(self._counter + 1) in held:
             self._counter += 1
         self._hb = self._read_field("ctrl_heartbeat")
@@ -189,14 +264,75 @@ class ArmClient:
             self.map.address("watchdog_ms"), self.map.encode_field("watchdog_ms", self.config.watchdog_ms)
         )
         self._beat(force=True)
-        now = self.clock.now()
-        self._arm_hb, self._arm_hb_changed = st.heartbeat, now
-        if self._last_commit is None and st.cmd_seq is not None:
-            # Whatever is in cmd_seq (ours from before a restart, or another controller's)
-            # must be taken by the arm before the slot counts as free.
-            self._last_commit = st.cmd_seq if st.cmd_seq != st.ack_seq else None
-        self._was_connected = True
-        return st
+        self._arm_hb, self._arm_hb_changed = st.heartbeat, self.clock.now()
+        self._relink = self._holding = False
+
+    def _restart_reason(self, prev: ArmStatus, st: ArmStatus) -> str | None:
+        """Why ``st`` says the robot program started again since ``prev`` (None: it did not).
+        Only the robot writes the status block and only we write cmd_seq, so each of these is
+        a restart (or a cleared register map) and nothing else."""
+        why = []
+        if st.interface_version != prev.interface_version:
+            why.append(f"interface_version went from {prev.interface_version} to {st.interface_version}")
+        d_arm = (st.arm_time_ms - prev.arm_time_ms + ARM_CLOCK_MODULUS // 2) % ARM_CLOCK_MODULUS
+        d_arm -= ARM_CLOCK_MODULUS // 2
+        d_ctl = (st.t - prev.t) * 1000.0
+        if d_arm < -CLOCK_BACK_MS or d_arm - d_ctl > CLOCK_JUMP_MS + 1e-3 * abs(d_ctl):
+            why.append(f"its clock went from {prev.arm_time_ms} to {st.arm_time_ms} ms in {d_ctl / 1000.0:.1f} s")
+        unresolved = self._uncertain.seq if self._uncertain is not None else None
+        # ack_seq only ever moves to a number committed to it, done_seq also to what it had taken.
+        ours = {self._last_commit, self._arm_cmd_seq, unresolved, *self.pending, *self._recent} - {None}
+        if st.ack_seq != prev.ack_seq and st.ack_seq not in ours:
+            why.append(f"ack_seq went from {prev.ack_seq} to {st.ack_seq}")
+        elif st.done_seq != prev.done_seq and st.done_seq not in ours | {prev.ack_seq}:
+            why.append(f"done_seq went from {prev.done_seq} to {st.done_seq}")
+        if st.result == ResultCode.NONE and prev.result != ResultCode.NONE:
+            why.append("its result went back to 0")
+        if (
+            st.cmd_seq is not None
+            and self._arm_cmd_seq is not None
+            and st.cmd_seq not in (self._arm_cmd_seq, unresolved)
+        ):
+            why.append(f"cmd_seq went from {self._arm_cmd_seq} to {st.cmd_seq}")
+        if st.state == ArmState.STARTING and prev.state != ArmState.STARTING:
+            why.append("it reports STARTING")
+        return "; ".join(why) or None
+
+    def _resync(self, st: ArmStatus, why: str) -> list[ArmEvent]:
+        """The arm restarted: nothing it held will run now (on program start it takes whatever
+        cmd_seq holds as already seen), but what it was running may have run in part, so
+        every command it held ends with an unknown outcome, never sent again. The link is set
+        up again (watchdog_ms, heartbeat, cmd_seq) before the next command."""
+        lost = list(self.pending.values()) + ([self._uncertain] if self._uncertain is not None else [])
+        self.pending.clear()
+        self._uncertain = None
+        self._relink = True
+        self.restarts += 1
+        self.last_restart, self.last_restart_lost = why, len(lost)
+        events = [
+            ArmEvent(
+                "restarted",
+                st.t,
+                detail=f"arm {self.name!r} restarted ({why}); "
+                + (
+                    f"{len(lost)} command(s) it held (seq {', '.join(str(p.seq) for p in lost)}) have an unknown outcome"
+                    if lost
+                    else "it held no command"
+                ),
+            )
+        ]
+        for p in lost:
+            events.append(
+                ArmEvent(
+                    "abandoned",
+                    st.t,
+                    p.seq,
+                    None,
+                    p.plan,
+                    f"arm {self.name!r} restarted while it held seq {p.seq} ({p.cmd_type.name}): outcome unknown",
+                )
+            )
+        return events
 
     def close(self) -> None:
         self.stop_background()
@@ -212,6 +348,12 @@ class ArmClient:
     @property
     def connected(self) -> bool:
         return self.transport.connected
+
+    def _note_error(self, e: BaseException) -> None:
+        self.last_error = self.transport.last_error if isinstance(e, RobotCommError) else str(e)
+        self.last_error = self.last_error or str(e)
+        if self._failing_since is None:
+            self._failing_since = self.clock.now()
 
     def _read_field(self, name: str) -> int:
         f = self.map.field(name)
@@ -296,51 +438,104 @@ class ArmClient:
         with self._lock:
             self._beat()
 
-    def poll(self) -> list[ArmEvent]:
+    def poll(self, beat: bool = True) -> list[ArmEvent]:
         """One service step: reconnect if needed, heartbeat, read status, report what changed.
-        Never raises for communication or protocol problems (they come back as events)."""
-        with self._lock:
-            return self._poll()
+        Never raises for communication or protocol problems (they come back as events).
 
-    def _poll(self) -> list[ArmEvent]:
-        ev: list[ArmEvent] = []
+        ``beat=False`` (the line holds its arms: e-stop or fault): no heartbeat, no reconnect,
+        only the status is read, so what the arm reports stays true on the screen; the first
+        such poll shortens the arm's watchdog (:meth:`hold`)."""
+        with self._lock:
+            return self._poll(beat)
+
+    def hold(self) -> None:
+        """Hold the heartbeat on purpose (the line's e-stop or fault): write the shortest
+        ``watchdog_ms`` so the arm stops within 0.1 s of our last heartbeat rather than the
+        configured timeout. The next poll with a heartbeat writes the configured value back."""
+        with self._lock:
+            if self._holding:
+                return
+            self._holding = True
+            if self.transport.connected:
+                try:
+                    self.transport.write(self.map.address("watchdog_ms"), [HOLD_WATCHDOG_MS])
+                except RobotCommError as e:
+                    self._note_error(e)
+
+    def _poll(self, beat: bool = True) -> list[ArmEvent]:
+        ev, self._deferred = self._deferred, []
         now = self.clock.now()
-        if not self.transport.connected:
+        if not beat:
+            self.hold()
+        if not self.transport.connected or self._awaiting_program:
+            if not beat:
+                return ev  # connecting writes the watchdog and a heartbeat: not while held
+            waiting = self._awaiting_program
             try:
-                self.connect()
+                _, events = self._connect()
                 ev.append(ArmEvent("connected", now, detail=self.transport.where))
+                ev += events
+            except ArmNotReady as e:
+                if not waiting:
+                    self._was_connected = False
+                    ev.append(ArmEvent("error", now, detail=str(e)))
+                return ev
             except RobotError as e:
+                self._awaiting_program = False
                 if self._was_connected:
                     self._was_connected = False
                     ev.append(ArmEvent("disconnected", now, detail=str(e)))
                 return ev
         if self._uncertain is not None:
+            # Read the arm's sequence registers before anything else.
+            seq = self._uncertain.seq
             try:
-                ev.extend(self._resolve_uncertain())
-            except RobotCommError as e:
-                ev.append(
-                    ArmEvent(
-                        "error",
-                        now,
-                        seq=self._uncertain.seq,
-                        detail=f"commit of seq {self._uncertain.seq} still unresolved: {e}",
-                    )
-                )
+                ev += self._resolve_uncertain()
+            except RobotError as e:
+                self._note_error(e)
+                lost = not self.transport.connected
+                if lost:
+                    self._was_connected = False
+                detail = f"commit of seq {seq} still unresolved: {e}"
+                ev.append(ArmEvent("disconnected" if lost else "error", now, seq, detail=detail))
                 return ev
         try:
-            self._beat()
+            if beat:
+                if self._relink or self._holding:
+                    self._link()
+                self._beat()
+            prev = self.status
             st = self.read_status()
         except ModbusExceptionError as e:  # the link is fine, the arm refused this request
+            self._note_error(e)
             ev.append(ArmEvent("error", now, detail=str(e)))
             return ev
         except RobotCommError as e:
+            self._note_error(e)
             self._was_connected = False
             ev.append(ArmEvent("disconnected", now, detail=str(e)))
             return ev
         except RobotError as e:
+            self._note_error(e)
             ev.append(ArmEvent("error", now, detail=str(e)))
             return ev
+        self._failing_since = None
         now = st.t
+        if st.interface_version != self.map.version:
+            # The robot program stopped or another one started: connect again from the
+            # start (the handshake refuses until the right program runs).
+            self.transport.close()
+            self._was_connected = False
+            err = ProtocolError(
+                f"arm {self.name!r} now reports interface_version={st.interface_version} "
+                f"(profile {self.map.name!r} is version {self.map.version}): connecting again"
+            )
+            self._note_error(err)
+            ev.append(ArmEvent("disconnected", now, detail=str(err)))
+            return ev
+        why = self._restart_reason(prev, st) if prev is not None else None
+        if why:
+            ev += self._resync(st, why)
         # Arm heartbeat watchdog.
         if st.heartbeat != self._arm_hb:
             self._arm_hb, self._arm_hb_changed = st.heartbeat, now
@@ -388,7 +583,7 @@ class ArmClient:
     def slot_free(self) -> bool:
         """The arm has taken our last commit (so the command block may be overwritten)."""
         st = self.status
-        if st is None or self._uncertain is not None:
+        if st is None or self._uncertain is not None or self._relink:
             return False
         if self._last_commit is None:
             return True
@@ -405,6 +600,8 @@ class ArmClient:
         return (
             self.transport.connected
             and self.alarm is None
+            and not self._holding
+            and not self._awaiting_program
             and st is not None
             and st.state in (ArmState.IDLE, ArmState.BUSY)
             and self.slot_free
@@ -414,10 +611,18 @@ class ArmClient:
 
     @property
     def state_name(self) -> str:
-        """For operator screens: idle, picking, disconnected, stalled, fault, estop, starting."""
+        """For operator screens: idle, picking, disconnected, comm_error, stalled, fault,
+        estop, starting."""
         st = self.status
         if not self.transport.connected or st is None:
             return "disconnected"
+        if self._awaiting_program:
+            return "starting"
+        if (
+            self._failing_since is not None
+            and self.clock.now() - self._failing_since >= self.config.arm_heartbeat_timeout_s
+        ):
+            return "comm_error"  # it answers, but with errors, for a while now
         if self.alarm:
             return "stalled"
         return {
@@ -444,18 +649,29 @@ class ArmClient:
             )
         if self._uncertain is not None:
             raise ArmBusyError(f"arm {self.name!r}: the commit of seq {self._uncertain.seq} is unresolved")
+        if self._relink:
+            raise ArmBusyError(f"arm {self.name!r} restarted: the link is set up again on the next poll")
+        if self._awaiting_program:
+            raise ArmNotReady(self.last_error)
         if not self.slot_free:
             raise ArmBusyError(f"arm {self.name!r} has not taken seq {self._last_commit} yet")
         return st
 
     def check_plan(self, plan: PickPlan) -> None:
-        """The workspace check again, on exactly what will be written."""
+        """The workspace check again, on exactly what will be written, and the grip-time
+        horizon of the interface."""
         names = [w.name for w in plan.waypoints]
         if tuple(names) != WAYPOINTS:
             raise ProtocolError(f"plan for target {plan.target.id} has waypoints {names}, expected {list(WAYPOINTS)}")
         # The arm starts wherever it is: the start segment is the planner's to check.
         for path in plan.paths(from_start=False):
             self.workspace.check_path(path)
+        ahead = plan.grip_time - self.clock.now()
+        if ahead > self.grip_horizon_s:
+            raise ProtocolError(
+                f"arm {self.name!r}: target {plan.target.id} would be gripped {ahead:.1f} s from now, beyond "
+                f"the interface's grip-time horizon of {self.grip_horizon_s:g} s"
+            )
 
     @staticmethod
     def pick_type(plan: PickPlan) -> CommandType:
@@ -470,8 +686,10 @@ class ArmClient:
     def submit(self, plan: PickPlan) -> int:
         """Send one pick; returns its sequence number once committed. Raises (before anything
         is written) WorkspaceViolation, HeartbeatStalled, ArmFaultError, ArmBusyError,
-        RobotDisconnectedError, RegisterValueError; raises RobotCommError when the link fails
-        and the commit could not be resolved (then :meth:`poll` resolves it later)."""
+        RobotDisconnectedError, RegisterValueError, ProtocolError; RobotCommError when the
+        block write fails (nothing committed); :class:`CommitUncertain` when the commit write
+        fails and the arm could not be read back at once (the client keeps the command:
+        :meth:`poll` resolves it, and the caller must not send the target again)."""
         with self._lock:
             self.check_plan(plan)
             self._check_ready()
@@ -524,30 +742,41 @@ class ArmClient:
 
     def _send(self, cmd_type: CommandType, words: list[int], plan: PickPlan | None) -> int:
         blk = self._blk("command")
-        # Block first: if this fails, nothing is committed and the error is plain.
-        self.transport.write(blk.start, words)
+        # Block first: if this fails, nothing is committed (cmd_seq is untouched, and the arm
+        # has taken the last command, so the block is ours to overwrite).
+        try:
+            self.transport.write(blk.start, words)
+        except RobotCommError as e:
+            self._note_error(e)
+            raise
         seq = self._next_seq()
         p = _Pending(seq, cmd_type, plan, words, self.clock.now())
         try:
             self.transport.write(self.map.address("cmd_seq"), [seq])
-        except ModbusExceptionError:
-            # An exception response means the write was not performed: nothing committed.
-            raise
         except RobotCommError as e:
+            # Neither an exception answer nor a timeout proves the write was not performed: a
+            # TCP->RTU gateway answers 0x0B after the write reached the arm, a reply can be
+            # lost after the write landed. Until the arm is read back the commit is uncertain.
             self._uncertain = p
-            # Resolve now if the link comes straight back; otherwise poll() will.
+            self._note_error(e)
+            self._deferred.append(
+                ArmEvent("error", self.clock.now(), seq, plan=plan, detail=f"commit of seq {seq}: {e}")
+            )
             try:
-                self.transport.connect()
-            except RobotCommError:
-                raise type(e)(
-                    f"{e}; commit of seq {seq} is uncertain: it will be read back on "
-                    "reconnect and never re-sent blindly"
+                if not self.transport.connected:
+                    _, events = self._connect()  # the arm may have restarted meanwhile
+                    self._deferred += [ArmEvent("connected", self.clock.now(), detail=self.transport.where), *events]
+                if self._uncertain is p:
+                    self._deferred += self._resolve_uncertain()
+            except RobotError as e2:
+                raise CommitUncertain(
+                    f"{e}; commit of seq {seq} is uncertain: it will be read back before anything "
+                    f"else and never re-sent blindly ({e2})",
+                    seq,
                 ) from None
-            for event in self._resolve_uncertain():
-                self._bg_events.append(event)
             if seq in self.pending:
                 return seq
-            raise type(e)(f"{e}; seq {seq} was not committed") from None
+            raise CommitUncertain(f"{e}; seq {seq} was not taken: see the events for its outcome", seq) from None
         self._commit_ok(p)
         return seq
 
@@ -555,16 +784,23 @@ class ArmClient:
         self.pending[p.seq] = p
         self._last_commit = p.seq
         self._arm_cmd_seq = p.seq
+        self._recent.append(p.seq)
 
     def _resolve_uncertain(self) -> list[ArmEvent]:
-        """After a reconnect: read cmd_seq back; if the arm holds our seq the commit landed,
-        otherwise write the same block and the same seq again (idempotent)."""
+        """Settle a commit whose write failed, from the arm's own registers: the status block
+        and cmd_seq first (a restarted arm ends it with an unknown outcome); if the arm holds
+        our seq the commit landed; if not, nothing was taken (only we write cmd_seq) and the
+        same block and the same seq are written again, unless the pick's time has passed."""
         p = self._uncertain
         if p is None:
             return []
+        prev = self.status
+        st = self.read_status(control=True)
+        why = self._restart_reason(prev, st) if prev is not None else None
+        if why:
+            return self._resync(st, why)
         now = self.clock.now()
-        held = self._read_field("cmd_seq")
-        if held == p.seq:
+        if st.cmd_seq == p.seq:
             self._uncertain = None
             self._commit_ok(p)
             return [
@@ -573,12 +809,24 @@ class ArmClient:
                     now,
                     p.seq,
                     plan=p.plan,
-                    detail=f"arm {self.name!r} holds seq {p.seq}: it was committed before the link broke",
+                    detail=f"arm {self.name!r} holds seq {p.seq}: it was committed although its write failed",
                 )
             ]
-        # Not held: write the same block and the same seq again. Even if the first write
-        # still lands late it carries the same values, and a pick whose time has passed is
-        # answered LATE by the arm without moving: either way it runs at most once.
+        if p.plan is not None and now >= p.plan.grip_time:
+            self._uncertain = None
+            return [
+                ArmEvent(
+                    "abandoned",
+                    now,
+                    p.seq,
+                    ResultCode.NOT_READY,
+                    p.plan,
+                    f"seq {p.seq} never reached arm {self.name!r} and its grip time has passed: not sent again",
+                )
+            ]
+        # Even if the first write still lands late it carries the same values, and a pick
+        # whose time has passed is answered LATE by the arm without moving: either way it runs
+        # at most once.
         self.transport.write(self._blk("command").start, p.words)
         self.transport.write(self.map.address("cmd_seq"), [p.seq])
         self._uncertain = None

@@ -15,7 +15,8 @@ keep-out boxes, the chute and the ready position live in R.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -183,36 +184,78 @@ class Box:
         return np.all((p >= self.lo) & (p <= self.hi), axis=-1)
 
 
+# Motion settings the robot program fixes: each arm's profile carries them ([motion] in
+# robot/profiles/*.toml), so an arm running the reference program is planned as it moves.
+PROFILE_MOTION_KEYS = (
+    "speed_mm_s",
+    "accel_mm_s2",
+    "gripper_close_s",
+    "gripper_open_s",
+    "settle_s",
+    "start_latency_s",
+)
+
+
 @dataclass
 class MotionConfig:
-    """How the arm moves, as the planner models it (match the robot program's settings)."""
+    """How the arm moves, as the planner models it (match the robot program's settings).
 
-    speed_mm_s: float = 1000.0  # free moves: approach, carry to the chute, return
-    accel_mm_s2: float = 6000.0
+    The keys in :data:`PROFILE_MOTION_KEYS` are the robot program's: unset (None) here, they
+    take the arm's profile's ``[motion]`` values when the :class:`ArmConfig` is built; the
+    others are the pick's own geometry and margins."""
+
+    speed_mm_s: float | None = None  # free moves: approach, carry to the chute, return
+    accel_mm_s2: float | None = None
     descend_speed_mm_s: float = 400.0  # vertical component of the descent onto the uro
     approach_height_mm: float = 30.0  # approach point above the grasp point
     pull_distance_mm: float = 25.0
     pull_angle_deg: float = 30.0  # lift angle of the pull above the belt plane
     pull_speed_mm_s: float = 250.0
-    gripper_close_s: float = 0.08
-    gripper_open_s: float = 0.06
+    gripper_close_s: float | None = None
+    gripper_open_s: float | None = None
+    settle_s: float | None = None  # pause after each free move ending at rest (approach, chute, ready)
     grip_z_offset_mm: float = 0.0  # added to the target's z to get the grasp height
-    start_latency_s: float = 0.03  # commit -> arm starts moving (robot poll period + link)
+    start_latency_s: float | None = None  # commit -> arm starts moving (robot poll period + link)
     arrival_margin_s: float = 0.03  # plan to wait at least this long at the approach point
 
     def __post_init__(self) -> None:
-        _range("motion.speed_mm_s", self.speed_mm_s, 1, 5000)
-        _range("motion.accel_mm_s2", self.accel_mm_s2, 10, 100000)
-        _range("motion.descend_speed_mm_s", self.descend_speed_mm_s, 1, 2000)
-        _range("motion.approach_height_mm", self.approach_height_mm, 1, 300)
-        _range("motion.pull_distance_mm", self.pull_distance_mm, 1, 200)
-        _range("motion.pull_angle_deg", self.pull_angle_deg, 0, 90)
-        _range("motion.pull_speed_mm_s", self.pull_speed_mm_s, 1, 2000)
-        _range("motion.gripper_close_s", self.gripper_close_s, 0.0, 2.0)
-        _range("motion.gripper_open_s", self.gripper_open_s, 0.0, 2.0)
-        _range("motion.grip_z_offset_mm", self.grip_z_offset_mm, -50, 50)
-        _range("motion.start_latency_s", self.start_latency_s, 0.0, 1.0)
-        _range("motion.arrival_margin_s", self.arrival_margin_s, 0.0, 1.0)
+        for name, lo, hi in (
+            ("speed_mm_s", 1, 5000),
+            ("accel_mm_s2", 10, 100000),
+            ("descend_speed_mm_s", 1, 2000),
+            ("approach_height_mm", 1, 300),
+            ("pull_distance_mm", 1, 200),
+            ("pull_angle_deg", 0, 90),
+            ("pull_speed_mm_s", 1, 2000),
+            ("gripper_close_s", 0.0, 2.0),
+            ("gripper_open_s", 0.0, 2.0),
+            ("settle_s", 0.0, 1.0),
+            ("grip_z_offset_mm", -50, 50),
+            ("start_latency_s", 0.0, 1.0),
+            ("arrival_margin_s", 0.0, 1.0),
+        ):
+            value = getattr(self, name)
+            if value is not None or name not in PROFILE_MOTION_KEYS:
+                _range(f"motion.{name}", value, lo, hi)
+
+    def with_profile(self, values: dict[str, float], profile: str) -> MotionConfig:
+        """The unset keys taken from a profile's ``[motion]`` values (checked like any other)."""
+        unknown = set(values) - set(PROFILE_MOTION_KEYS)
+        if unknown:
+            raise RobotConfigError(
+                f"profile {profile!r}: unknown [motion] key(s) {', '.join(sorted(unknown))}; "
+                f"allowed: {', '.join(PROFILE_MOTION_KEYS)}"
+            )
+        filled = {}
+        for k in PROFILE_MOTION_KEYS:
+            if getattr(self, k) is None:
+                if k not in values:
+                    raise RobotConfigError(
+                        f"motion.{k} is not set and profile {profile!r} gives no [motion] {k}: "
+                        "set it in [arms.motion] or in the profile"
+                    )
+                filled[k] = values[k]
+        return replace(self, **filled) if filled else self
 
     def move_time(self, distance_mm: float, speed_mm_s: float | None = None) -> float:
         """Point-to-point time with a trapezoidal speed profile (start and end at rest)."""
@@ -227,6 +270,21 @@ def trapezoid_time(d: float, v: float, a: float) -> float:
     if d >= v * v / a:
         return d / v + v / a
     return 2.0 * math.sqrt(d / a)
+
+
+def _profile_motion(profile: str) -> dict[str, float]:
+    from scallop.robot.registers import RegisterMap
+
+    if profile.endswith(".toml") or "/" in profile or "\\" in profile:
+        return dict(RegisterMap.load(profile).motion)  # a file: read as it is now
+    return _builtin_motion(profile)
+
+
+@lru_cache(maxsize=8)
+def _builtin_motion(name: str) -> dict[str, float]:
+    from scallop.robot.registers import RegisterMap
+
+    return dict(RegisterMap.load(name).motion)
 
 
 def _default_pose() -> Pose:
@@ -265,6 +323,7 @@ class ArmConfig:
             raise RobotConfigError(f"arm {self.name!r}: profile is empty: use 'generic', 'ur' or a .toml path")
         p = f"arm {self.name!r}: "
         try:
+            self.motion = self.motion.with_profile(_profile_motion(self.profile), self.profile)
             _range("heartbeat_period_s", self.heartbeat_period_s, 0.01, 5.0)
             _range("arm_heartbeat_timeout_s", self.arm_heartbeat_timeout_s, 2 * self.heartbeat_period_s, 30.0)
             _range("watchdog_ms", self.watchdog_ms, 100, 65535)

@@ -8,12 +8,15 @@ RobotError
 ├── RobotCommError          talking to the arm failed
 │   ├── ModbusExceptionError   the arm answered with a Modbus exception (code named)
 │   ├── RobotTimeoutError      no answer in time
-│   └── RobotDisconnectedError no connection (refused, dropped, backing off)
+│   ├── RobotDisconnectedError no connection (refused, dropped, backing off)
+│   └── CommitUncertain        the commit write failed: the client holds the command until
+│                              it has read the arm back (never sent again blindly)
 ├── WorkspaceViolation      a waypoint outside the workspace or inside a keep-out box
 ├── HeartbeatStalled        the arm's heartbeat stopped: no new commands
 ├── ArmFaultError           the arm reports fault or e-stop
 ├── ArmBusyError            the arm has not taken the previous command yet
 └── ProtocolError           the arm broke the handshake (e.g. wrong interface version)
+    └── ArmNotReady         the arm answers, but its robot program is not running yet
 """
 
 from __future__ import annotations
@@ -80,6 +83,17 @@ class RobotDisconnectedError(RobotCommError):
     """No connection to the arm (refused, dropped, or waiting out the reconnect back-off)."""
 
 
+class CommitUncertain(RobotCommError):
+    """The commit (``cmd_seq``) write failed and the arm could not be read back yet: whether
+    the command was taken is unknown. The client keeps it and resolves it by reading the
+    arm's registers (``commit_confirmed`` or ``abandoned`` events); the caller must not send
+    the same target again."""
+
+    def __init__(self, message: str, seq: int) -> None:
+        self.seq = int(seq)
+        super().__init__(message)
+
+
 class WorkspaceViolation(RobotError):
     """A waypoint (or the path to it) leaves the workspace or enters a keep-out box."""
 
@@ -108,3 +122,8 @@ class ArmBusyError(RobotError, StateError):
 
 class ProtocolError(RobotError, DeviceError):
     """The arm's registers contradict the interface (version mismatch, impossible sequence)."""
+
+
+class ArmNotReady(ProtocolError):
+    """The arm's controller answers but its robot program is not running (yet): its
+    ``interface_version`` is 0 or it reports STARTING. The link is kept and read until it is."""

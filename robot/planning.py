@@ -316,7 +316,13 @@ class PickPlanner:
 
         def earliest(tg: float) -> float:
             d = float(np.linalg.norm(approach_at(tg) - start))
-            return t_free + trapezoid_time(d, m.speed_mm_s, m.accel_mm_s2) + m.arrival_margin_s + self.descend_s
+            return (
+                t_free
+                + trapezoid_time(d, m.speed_mm_s, m.accel_mm_s2)
+                + m.settle_s
+                + m.arrival_margin_s
+                + self.descend_s
+            )
 
         tg = max(t_enter, earliest(t_free))
         for _ in range(30):
@@ -348,11 +354,15 @@ class PickPlanner:
         t_app = t_free + trapezoid_time(float(np.linalg.norm(approach - start)), m.speed_mm_s, m.accel_mm_s2)
         t_g = tg + t_close
         t_p = t_g + t_pull
-        t_c = t_p + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
+        # Every free move ends at rest and costs settle_s before the robot program goes on.
+        t_c = (
+            t_p + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2) + m.settle_s
+        )
         t_r = (
             t_c
             + m.gripper_open_s
             + trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2)
+            + m.settle_s
         )
         speed_belt = float(np.linalg.norm(v_R))
         wps = [
@@ -375,7 +385,7 @@ class PickPlanner:
             grasp_B,
             target.pull_dir.copy(),
             deadline=t_leave,
-            wait_s=max(0.0, tg - self.descend_s - t_app),
+            wait_s=max(0.0, tg - self.descend_s - t_app - m.settle_s),
             chained=chained,
             t_release=t_c + m.gripper_open_s,
         )
@@ -410,9 +420,12 @@ class PickPlanner:
             + self.pull_s
             + trapezoid_time(float(np.linalg.norm(self.chute - pull_end)), m.speed_mm_s, m.accel_mm_s2)
             + m.gripper_open_s
+            + 2 * m.settle_s
         )
         if not chained:
-            t += trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2)
+            t += (
+                trapezoid_time(float(np.linalg.norm(self.ready - self.chute)), m.speed_mm_s, m.accel_mm_s2) + m.settle_s
+            )
         return t
 
     def nominal_cycle_s(self, belt_speed_mm_s: float, n: int = 9, chained: bool = True) -> float:

@@ -142,6 +142,8 @@ EventKind = Literal[
     "fault",
     "fault_cleared",
     "commit_confirmed",
+    "restarted",
+    "abandoned",
     "error",
 ]
 
@@ -149,7 +151,13 @@ EventKind = Literal[
 @dataclass
 class ArmEvent:
     """Something the caller's loop should know. ``plan`` is the plan of ``seq`` when known;
-    ``result`` is set for ``done`` (None when the arm moved on before its result was read)."""
+    ``result`` is set for ``done`` (None when the arm moved on before its result was read).
+
+    ``restarted``: the robot program restarted (or its registers were cleared); the client
+    has resynchronised with the arm's sequence registers. ``abandoned``: the client no longer
+    follows command ``seq``: ``result`` None means it may have run (the arm restarted while it
+    held it: outcome unknown), NOT_READY that it surely never ran (an unresolved commit the
+    arm does not hold, whose time has passed)."""
 
     kind: EventKind
     t: float

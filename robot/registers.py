@@ -154,6 +154,9 @@ class RegisterMap:
     timing: dict[str, int] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    # The robot program's motion settings ([motion]: speeds, acceleration, gripper times,
+    # settle), the defaults of an arm's [arms.motion]; checked by scallop.robot.config.
+    motion: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -186,9 +189,11 @@ class RegisterMap:
         def err(msg: str) -> ProfileError:
             return ProfileError(f"{source}: {msg}")
 
-        unknown = set(data) - {"profile", "timing", "blocks", "fields"}
+        unknown = set(data) - {"profile", "timing", "motion", "blocks", "fields"}
         if unknown:
-            raise err(f"unknown section(s) {', '.join(sorted(unknown))}; allowed: profile, timing, blocks, fields")
+            raise err(
+                f"unknown section(s) {', '.join(sorted(unknown))}; allowed: profile, timing, motion, blocks, fields"
+            )
         head = data.get("profile")
         if not isinstance(head, Mapping):
             raise err("missing [profile] table (name, version, word_order)")
@@ -207,6 +212,12 @@ class RegisterMap:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise err(f"timing.{k}={v!r} must be a non-negative integer (milliseconds)")
             timing[k] = v
+
+        motion = {}
+        for k, v in dict(data.get("motion", {})).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise err(f"motion.{k}={v!r} must be a finite number")
+            motion[k] = float(v)
 
         blocks: dict[str, Block] = {}
         raw_blocks = data.get("blocks")
@@ -286,7 +297,7 @@ class RegisterMap:
                     f"fields.{a.name} (registers {a.address}..{a.last}) overlaps fields.{b.name} "
                     f"(registers {b.address}..{b.last})"
                 )
-        return cls(name, version, word_order, fields, blocks, timing, str(head.get("description", "")), source)
+        return cls(name, version, word_order, fields, blocks, timing, str(head.get("description", "")), source, motion)
 
     # ------------------------------------------------------------------ lookup
     def field(self, name: str) -> Field:
@@ -321,6 +332,13 @@ class RegisterMap:
     def span(self) -> tuple[int, int]:
         """First register and one past the last register of all blocks."""
         return min(b.start for b in self.blocks.values()), max(b.end for b in self.blocks.values())
+
+    def reserved(self) -> list[int]:
+        """Registers inside the map's span that no field uses (gaps in and between blocks):
+        the controller writes 0 to those inside the command block and never reads them."""
+        used = {a for f in self.fields.values() for a in range(f.address, f.last + 1)}
+        lo, hi = self.span()
+        return [a for a in range(lo, hi) if a not in used]
 
     def in_blocks(self, address: int, count: int, access: str | None = None) -> bool:
         """True if registers ``address..address+count-1`` all lie in blocks (of ``access``, if given)."""

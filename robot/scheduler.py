@@ -24,8 +24,13 @@ lock; if it raises, the pick is not sent and the target is skipped ``NOT_RECORDE
 uses it to commit the pick's row to the production record first).
 
 A pick the arm reports LATE, REJECTED or NOT_READY goes back to the queue for the arms
-downstream of it; a commit cut by a broken link is resolved by the arm client (read back,
-written again only if the arm does not hold it).
+downstream of it; a commit whose write failed is resolved by the arm client (read back,
+written again only if the arm does not hold it) and its target is never sent again
+meanwhile; a pick held by an arm that restarted ends with an unknown outcome.
+
+While the line holds its arms (e-stop, fault) :meth:`Scheduler.step` and :meth:`serve` with
+``active=False`` only read the arms' status (no heartbeat, no command), so their results and
+states stay true.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np
 from scallop.robot.arm import ArmClient, ArmEvent, ResultCode
 from scallop.robot.belt import ConveyorTracker
 from scallop.robot.clock import Clock
-from scallop.robot.errors import RobotCommError, RobotError, WorkspaceViolation
+from scallop.robot.errors import CommitUncertain, RobotCommError, RobotError, WorkspaceViolation
 from scallop.robot.planning import (
     PickPlan,
     PickPlanner,
@@ -144,6 +149,7 @@ class Scheduler:
         self.errors: deque[str] = deque(maxlen=200)
         # Called (arm name, plan) before each commit, outside the lock; raising refuses it.
         self.before_commit: Callable[[str, PickPlan], None] | None = None
+        self._new_events: list[tuple[str, ArmEvent]] = []  # since the last take_events()
 
     # ------------------------------------------------------------------ input
     def add(self, targets: list[PickTarget] | tuple[PickTarget, ...]) -> None:
@@ -165,33 +171,53 @@ class Scheduler:
             self.tracker.update(t, count)
 
     # ------------------------------------------------------------------ the loop body
-    def step(self) -> None:
-        """Poll every arm, drop what no arm can reach, give free arms their next target."""
+    def step(self, active: bool = True) -> None:
+        """Poll every arm, drop what no arm can reach, give free arms their next target
+        (``active=False``: only read the arms, see the module's docstring)."""
         for lane in self.lanes:
-            self.poll(lane)
+            self.poll(lane, beat=active)
+        if not active:
+            return
         now = self.clock.now()
         self.expire(now)
         for lane in self.lanes:
             if lane.client.can_accept():
                 self.dispatch(lane, now)
 
-    def serve(self, lane: ArmLane) -> None:
+    def serve(self, lane: ArmLane, active: bool = True) -> None:
         """One arm's service: poll it, drop what no arm can reach, give it its next target."""
-        self.poll(lane)
+        self.poll(lane, beat=active)
+        if not active:
+            return
         now = self.clock.now()
         self.expire(now)
         if lane.client.can_accept():
             self.dispatch(lane, now)
 
-    def poll(self, lane: ArmLane) -> None:
-        events = lane.client.poll()  # Modbus I/O: outside the lock
+    def poll(self, lane: ArmLane, beat: bool = True) -> None:
+        events = lane.client.poll(beat)  # Modbus I/O: outside the lock
         with self._lock:
             for e in events:
                 self._on_event(lane, e)
 
+    def take_events(self) -> list[tuple[str, ArmEvent]]:
+        """(arm, event) for everything the arms reported since the last call, in order."""
+        with self._lock:
+            out, self._new_events = self._new_events, []
+            return out
+
     def _on_event(self, lane: ArmLane, e: ArmEvent) -> None:
         self.events.append((lane.name, e))
-        if e.kind == "done" and e.seq in lane.inflight:
+        self._new_events.append((lane.name, e))
+        if e.kind == "abandoned":
+            plan = lane.inflight.pop(e.seq, None) or e.plan
+            if plan is None:
+                return
+            if e.result == ResultCode.NOT_READY:  # surely never ran
+                self._requeue(plan.target, lane, SkipReason.ARM_UNAVAILABLE, e.detail)
+            else:  # may have run: recorded as such, never sent again
+                self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, None, plan, e.t))
+        elif e.kind == "done" and e.seq in lane.inflight:
             plan = lane.inflight.pop(e.seq)
             if e.result in (ResultCode.LATE, ResultCode.REJECTED, ResultCode.NOT_READY):
                 reason = {
@@ -200,9 +226,7 @@ class Scheduler:
                     ResultCode.NOT_READY: SkipReason.ARM_UNAVAILABLE,
                 }[e.result]
                 self._requeue(plan.target, lane, reason, f"arm reported {e.result.name}")
-            elif e.result == ResultCode.ABORTED:
-                self.skips.append(Skip(plan.target, SkipReason.ARM_ABORTED, "stopped during the pick", lane.name))
-            else:  # OK, EMPTY, or unknown (None / NONE: the arm moved on or restarted)
+            else:  # OK, EMPTY, ABORTED (it may have gripped), or unknown (None / NONE: moved on, restarted)
                 result = e.result if e.result not in (None, ResultCode.NONE) else None
                 self.outcomes.append(PickOutcome(plan.target, lane.name, e.seq, result, plan, e.t))
         elif e.kind == "commit_confirmed" and e.plan is not None:
@@ -263,17 +287,20 @@ class Scheduler:
                     q.excluded.add(lane.name)
                     self.errors.append(str(e))
                 continue
-            except RobotCommError as e:
+            except CommitUncertain as e:
+                # The arm client holds it now: its events say whether it was committed, may
+                # have run, or surely never ran. Sending it again could pick twice.
                 with self._lock:
                     q.sending = ""
                     self.errors.append(str(e))
-                    if lane.client.uncertain_plan is plan:
-                        del self.queue[q.target.id]  # held until poll() resolves the commit
+                    del self.queue[q.target.id]
                 return
             except RobotError as e:
                 with self._lock:
                     q.sending = ""
                     self.errors.append(str(e))
+                    if isinstance(e, RobotCommError):
+                        self._new_events.append((lane.name, ArmEvent("error", self.clock.now(), detail=str(e))))
                 return
             with self._lock:
                 del self.queue[q.target.id]
@@ -325,6 +352,8 @@ class Scheduler:
                     q.excluded.add(lane.name)
                 # WORKSPACE may depend on where the arm starts from: try again next time.
                 continue
+            if res.grip_time - now > lane.client.grip_horizon_s:
+                continue  # a slow belt: sent once its grip time is within the interface's horizon
             return q, res
         return None
 

@@ -8,8 +8,11 @@ that names the link and the registers:
 * no answer in time -> :class:`RobotTimeoutError`; the socket is closed so that a late
   answer can never be taken for the answer to the next request;
 * refused or dropped -> :class:`RobotDisconnectedError`. Reconnecting is attempted on the
-  next request, no sooner than the back-off allows (doubling from ``reconnect_min_s`` to
-  ``reconnect_max_s``, reset by a success).
+  next request, no sooner than the back-off allows: doubling from ``reconnect_min_s`` to
+  ``reconnect_max_s``, each wait shortened by up to a quarter at random (seeded per arm) so
+  several arms do not retry in step. A TCP connect alone does not reset it: a server that
+  accepts connections but does not answer would be hammered. Only :meth:`confirm`, called by
+  the arm client once the whole connect handshake has gone through, resets it.
 
 Nothing is retried here: the library's own retries are off (``retries=0``), because a write
 that may or may not have reached the arm must be resolved by reading the arm back
@@ -19,9 +22,11 @@ that may or may not have reached the arm must be resolved by reading the arm bac
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 
 from scallop.robot.clock import Clock, SystemClock
@@ -58,10 +63,13 @@ class ModbusTransport:
         self._lock = threading.RLock()
         self._delay = 0.0
         self._next_attempt = -float("inf")
+        self._rng = random.Random(zlib.crc32(name.encode()))
         self.requests = 0
         self.failures = 0
-        self.reconnects = 0
+        self.attempts = 0  # connection attempts (refused, or accepted)
+        self.reconnects = 0  # connections opened
         self.last_rtt_s = 0.0
+        self.last_error = ""  # the last failure, without the link's name (for alarms)
 
     # ------------------------------------------------------------------ connection
     @property
@@ -104,25 +112,40 @@ class ModbusTransport:
                 )
             if self._client is None:
                 self._client = self._make_client()
+            self.attempts += 1
             ok = False
             try:
                 ok = bool(self._client.connect())
             except Exception:  # pyserial raises undocumented exception types for bad ports
                 ok = False
+            # The next attempt waits, success or not, until confirm(): the handshake may fail.
+            wait = self._back_off()
             if not ok:
                 self._client.close()
-                self._delay = min(self.config.reconnect_max_s, max(self.config.reconnect_min_s, 2 * self._delay))
-                self._next_attempt = self.clock.now() + self._delay
-                raise RobotDisconnectedError(
-                    f"{self.where}: cannot connect (refused or no such port); retrying in {self._delay:.2f} s"
-                )
+                self.last_error = "cannot connect (refused or no such port)"
+                raise RobotDisconnectedError(f"{self.where}: {self.last_error}; retrying in {wait:.2f} s")
             sock = getattr(self._client, "socket", None)
             if isinstance(sock, socket.socket):
                 # Small request/answer pairs: do not let Nagle hold a request back.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reconnects += 1
+
+    def _back_off(self) -> float:
+        c = self.config
+        self._delay = min(c.reconnect_max_s, max(c.reconnect_min_s, 2 * self._delay))
+        wait = self._delay * (1.0 - 0.25 * self._rng.random())
+        self._next_attempt = self.clock.now() + wait
+        return wait
+
+    def confirm(self) -> None:
+        """The peer answered the whole connect handshake: the next reconnect may be at once."""
+        with self._lock:
             self._delay = 0.0
             self._next_attempt = -float("inf")
-            self.reconnects += 1
+
+    def retry_in(self) -> float:
+        """Seconds until the next connection attempt is allowed (0 when it is now)."""
+        return max(0.0, self._next_attempt - self.clock.now())
 
     def close(self) -> None:
         with self._lock:
@@ -173,29 +196,31 @@ class ModbusTransport:
             try:
                 rsp = call(self._client)
             except ConnectionException:
-                self.failures += 1
-                self._drop()
-                raise RobotDisconnectedError(f"{self.where}: connection lost during {what}") from None
+                raise self._failed(RobotDisconnectedError, f"connection lost during {what}") from None
             except ModbusIOException:
-                self.failures += 1
-                self._drop()
-                raise RobotTimeoutError(
-                    f"{self.where}: no answer within {self.config.timeout_s:g} s to {what}"
+                raise self._failed(
+                    RobotTimeoutError, f"no answer within {self.config.timeout_s:g} s to {what}"
                 ) from None
             except ModbusException as e:
-                self.failures += 1
-                self._drop()
-                raise RobotCommError(f"{self.where}: {what} failed: {e}") from None
+                raise self._failed(RobotCommError, f"{what} failed: {e}") from None
             except OSError as e:
-                self.failures += 1
-                self._drop()
-                raise RobotDisconnectedError(f"{self.where}: {what} failed: {e}") from None
+                raise self._failed(RobotDisconnectedError, f"{what} failed: {e}") from None
             self.last_rtt_s = time.perf_counter() - t0
             if rsp.isError():
                 self.failures += 1
                 code = getattr(rsp, "exception_code", 0)
-                raise ModbusExceptionError(code, function, address, count, self.where)
+                err = ModbusExceptionError(code, function, address, count, self.where)
+                self.last_error = str(err).removeprefix(f"{self.where}: ")
+                raise err
             return rsp
+
+    def _failed(self, kind: type[RobotCommError], why: str) -> RobotCommError:
+        """Count a failed request, close the link (a late answer must never be taken for the
+        next one) and make its error."""
+        self.failures += 1
+        self._drop()
+        self.last_error = why
+        return kind(f"{self.where}: {why}")
 
     def _drop(self) -> None:
         if self._client is not None:

@@ -73,6 +73,7 @@ class SimArmParams:
     accel_mm_s2: float = 6000.0
     gripper_close_s: float = 0.08
     gripper_open_s: float = 0.06
+    settle_s: float = 0.0  # pause after each free move that ends at rest
     poll_period_s: float = 0.008  # the robot program looks at cmd_seq this often
     heartbeat_period_s: float = 0.05  # arm_heartbeat increments this often
     late_tolerance_s: float = 0.005
@@ -89,6 +90,7 @@ class SimArmParams:
             "accel_mm_s2": m.accel_mm_s2,
             "gripper_close_s": m.gripper_close_s,
             "gripper_open_s": m.gripper_open_s,
+            "settle_s": m.settle_s,
         }
         if "late_tolerance_ms" in timing:
             kw["late_tolerance_s"] = timing["late_tolerance_ms"] / 1000.0
@@ -166,6 +168,8 @@ class ArmProgram:
         self._exec: _Exec | None = None
         self._cmd_changed_t = -math.inf
         self._hb_changed_t: float | None = None  # None: watchdog not armed yet
+        self._wd_written_t = -math.inf  # a watchdog_ms written later fires no earlier than then
+        self._program_start_t: float | None = None  # restart_program(start_after_s=...) pending
         self._hb_stall_t: float | None = None
         self._estop = False
         self._now = self.boot_t
@@ -193,13 +197,16 @@ class ArmProgram:
             del self.write_log[:100_000]
         hb_off, _ = self._addr("ctrl_heartbeat")
         seq_off, _ = self._addr("cmd_seq")
-        old_hb, old_seq = self.regs[hb_off], self.regs[seq_off]
+        wd_off, _ = self._addr("watchdog_ms")
+        old_hb, old_seq, old_wd = self.regs[hb_off], self.regs[seq_off], self.regs[wd_off]
         off = address - self._lo
         self.regs[off : off + len(vals)] = vals
         if self.regs[hb_off] != old_hb:
             self._hb_changed_t = now
         if self.regs[seq_off] != old_seq:
             self._cmd_changed_t = now
+        if self.regs[wd_off] != old_wd:
+            self._wd_written_t = now
 
     def _refresh(self, now: float) -> None:
         p = self.params
@@ -236,8 +243,11 @@ class ArmProgram:
         """Run every event up to ``now`` in time order."""
         for _ in range(10000):
             cands: list[tuple[float, int, str]] = []
+            if self._program_start_t is not None:
+                cands.append((self._program_start_t, -1, "start"))
             if self._hb_changed_t is not None and self.state not in (ArmState.FAULT, ArmState.ESTOP):
-                cands.append((self._hb_changed_t + self._watchdog_s(), 0, "watchdog"))
+                t_wd = max(self._hb_changed_t + self._watchdog_s(), self._wd_written_t)
+                cands.append((t_wd, 0, "watchdog"))
             ex = self._exec
             if ex is not None:
                 if ex.t_grip is not None and not ex.graded:
@@ -245,7 +255,7 @@ class ArmProgram:
                 if self._chains(ex):
                     cands.append((ex.t_release, 2, "chain"))
                 cands.append((ex.rec.t_done, 3, "done"))
-            elif self._pending_seq() is not None:
+            elif self._pending_seq() is not None and self.state != ArmState.STARTING:
                 since = self.fault_since if self.state in (ArmState.FAULT, ArmState.ESTOP) else self.idle_since
                 cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 4, "ack"))
             due = [c for c in cands if c[0] <= now]
@@ -253,7 +263,9 @@ class ArmProgram:
                 self._now = now
                 return
             t, _, kind = min(due)
-            if kind == "watchdog":
+            if kind == "start":
+                self._start_program(t)
+            elif kind == "watchdog":
                 self._fault(t, FaultCode.CTRL_WATCHDOG, ArmState.FAULT)
             elif kind == "grip":
                 self._grip(t)
@@ -379,9 +391,12 @@ class ArmProgram:
         segs: list[tuple[float, float, np.ndarray, np.ndarray]] = []
 
         def free_move(t0: float, a: np.ndarray, b: np.ndarray, speed: float) -> float:
+            """Ends at rest; the program goes on ``settle_s`` later."""
             t1 = t0 + trapezoid_time(float(np.linalg.norm(b - a)), min(speed, p.speed_mm_s), p.accel_mm_s2)
             segs.append((t0, t1, a.copy(), b.copy()))
-            return t1
+            if p.settle_s > 0:
+                segs.append((t1, t1 + p.settle_s, b.copy(), b.copy()))
+            return t1 + p.settle_s
 
         def line(t0: float, a: np.ndarray, b: np.ndarray, speed: float, at_least: float = 0.0) -> float:
             t1 = t0 + max(float(np.linalg.norm(b - a)) / speed, at_least)
@@ -475,17 +490,38 @@ class ArmProgram:
         with self._lock:
             self._estop = False
 
-    def restart_program(self) -> None:
-        """The robot program restarts: it keeps the server's registers but treats whatever
-        is in cmd_seq as already seen (ack_seq = done_seq = cmd_seq)."""
+    def restart_program(self, fresh_registers: bool = False, start_after_s: float = 0.0) -> None:
+        """The robot program restarts: it treats whatever is in cmd_seq as already seen
+        (ack_seq = done_seq = cmd_seq) and its clock starts again. ``fresh_registers``: the
+        controller rebooted too (a power cycle), so every register starts at 0, including
+        cmd_seq, watchdog_ms and ctrl_heartbeat; otherwise the server keeps them.
+        ``start_after_s``: the program runs that much later (a controller booting before its
+        program): meanwhile the arm reports STARTING, its heartbeat stands still and nothing
+        is taken."""
         with self._lock:
             now = self.clock.now()
             self._advance(now)
             if self._exec is not None:
                 self._fault(now, FaultCode.INTERNAL, ArmState.FAULT)
-            seq = int(self._get("cmd_seq"))
-            self.ack_seq = self.done_seq = seq
+            if fresh_registers:
+                self.regs[:] = [0] * len(self.regs)
+                self._cmd_changed_t = self._wd_written_t = -math.inf
+                self.ack_seq = self.done_seq = 0
             self.result = ResultCode.NONE
-            self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, now
-            self._hb_changed_t = None
+            self.state, self.fault_code = ArmState.STARTING, FaultCode.NONE
+            self._hb_changed_t, self._hb_stall_t = None, now
             self.boot_t = now
+            self._program_start_t = now + max(0.0, start_after_s)
+            self._advance(now)
+
+    def _start_program(self, t: float) -> None:
+        """The start rule (docs/robot-interface.md, section 5): nothing committed before runs."""
+        self._set("interface_version", self.map.version)
+        seq = int(self._get("cmd_seq"))
+        self.ack_seq = self.done_seq = seq
+        self.result = ResultCode.NONE
+        self.picks_total = 0
+        self.state, self.fault_code, self.idle_since = ArmState.IDLE, FaultCode.NONE, t
+        self._hb_changed_t = self._hb_stall_t = None
+        self.boot_t = t
+        self._program_start_t = None

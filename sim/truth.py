@@ -33,11 +33,15 @@ class SimPickGrader:
 
 class PassedScallops:
     """Follows the world's scallops frame by frame (``on_frame``) and tells how many went
-    past ``last_x_mm`` (the last pick window's downstream end) with their uro."""
+    past ``last_x_mm`` (the last pick window's downstream end) with their uro.
 
-    def __init__(self, world: SimWorld, last_x_mm: float) -> None:
+    ``unseen_arms``: arms the world cannot see (a real arm in a dry run): what they pull off
+    never leaves the simulated scallops, so how many passed with their uro is unknown (None)."""
+
+    def __init__(self, world: SimWorld, last_x_mm: float, unseen_arms: list[str] | None = None) -> None:
         self.world = world
         self.last_x_mm = last_x_mm
+        self.unseen_arms = list(unseen_arms or [])
         self._ledger: dict[int, dict] = {}
 
     def on_frame(self, frame) -> None:
@@ -51,9 +55,12 @@ class PassedScallops:
     def summary(self) -> dict:
         passed = [r for r in self._ledger.values() if r["x"] > self.last_x_mm]
         with_uro = [r for r in passed if r["had_uro"]]
-        return {
+        out = {
             "passed": len(passed),
             "passed_with_uro": len(with_uro),
-            "uro_left_on": sum(1 for r in with_uro if r["has_uro"]),
+            "uro_left_on": None if self.unseen_arms else sum(1 for r in with_uro if r["has_uro"]),
             "grades": dict(self.world.grades),
         }
+        if self.unseen_arms:
+            out["not_graded_arms"] = list(self.unseen_arms)
+        return out

@@ -109,7 +109,7 @@ def run_live(args) -> None:
     cfg = replace(load_config(None), arms=[arm])
     line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
     line.open()
-    line.arms.reset_faults()  # the watchdog faulted the arm when the previous run was killed
+    line.arms.reset_faults("test")  # the watchdog faulted the arm when the previous run was killed
     line.start("test")
     line.run_threaded()
     print("ready", flush=True)

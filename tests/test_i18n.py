@@ -56,10 +56,13 @@ def test_every_key_the_page_asks_for_is_there():
         ("action.", [*OPERATOR_ACTIONS, "ack", "recipe", "estop"]),
         ("role.", ROLES),
         ("reason.", ALL_REASONS),
-        ("arm_state.", ["idle", "picking", "disconnected", "stalled", "fault", "estop", "starting", "homing"]),
+        (
+            "arm_state.",
+            ["idle", "picking", "disconnected", "comm_error", "stalled", "fault", "estop", "starting", "homing"],
+        ),
         ("severity.", ["info", "warning", "critical"]),
         ("source.", ["line", "camera", "vision", "record", "arm"]),
-        ("alarm.", [*ARM_ALARM_CODE.values(), "arm.connect", "arm.reset_failed"]),
+        ("alarm.", [*ARM_ALARM_CODE.values(), "arm.connect", "arm.reset_failed", "arm.restarted"]),
         ("error.", ["wrong_pin", "locked", "busy", "login_needed", "role_needed", "not_now"]),
     ],
 )

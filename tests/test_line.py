@@ -220,7 +220,7 @@ def test_arms_polled_within_the_heartbeat_period_not_every_tick(tmp_path, monkey
     polls = []
     client = line.clients[0]
     real_poll = client.poll
-    monkeypatch.setattr(client, "poll", lambda: polls.append(line.clock.now()) or real_poll())
+    monkeypatch.setattr(client, "poll", lambda *a: polls.append(line.clock.now()) or real_poll(*a))
     sent = []
     real_submit = client.submit
     monkeypatch.setattr(client, "submit", lambda plan: sent.append((line.clock.now(), plan)) or real_submit(plan))
@@ -327,7 +327,7 @@ def test_arm_alarms_name_their_cause_for_the_catalogue(tmp_path):
         line.run_stepped(3.0)
         [a] = [a for a in line.alarms.visible() if a.source == "arm:arm1"]
         assert (a.code, a.params["arm"]) == ("arm.stalled", "arm1")
-        assert "heartbeat stalled" in a.text  # the record keeps the engineer's words
+        assert "heartbeat stopped" in a.text  # the record keeps the engineer's words
         assert i18n.t("ja", f"alarm.{a.code}", **a.params).startswith("アーム arm1 が応答しません")
     finally:
         line.close()

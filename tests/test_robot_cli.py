@@ -89,3 +89,101 @@ def test_every_robot_command_has_a_runnable_example():
         assert f"scallop robot {name}" in inner[name].description
     bench = next(a for a in sub["bench"]._actions if a.dest == "bench").choices
     assert "scallop bench modbus --json" in bench["modbus"].description
+
+
+def test_bench_modbus_measures_a_real_arm_by_reading_only(sim_arm, tmp_path, capsys):
+    out = tmp_path / "arm.json"
+    argv = ["bench", "modbus", "--host", "127.0.0.1", "--port", str(sim_arm.port), "--n", "30", "--out", str(out)]
+    assert main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["transport"] == f"tcp 127.0.0.1:{sim_arm.port} unit 1" and d["arm_state"] == "IDLE"
+    assert 0 < d["roundtrip_median_ms"] <= d["roundtrip_p99_ms"] and d["pick_median_ms"] is None
+    assert sim_arm.write_log == []  # a real arm gets no heartbeat and no command from a benchmark
+    assert json.loads(out.read_text()) == d
+
+
+def test_bench_resume_reports_time_to_resume_and_attempts(tmp_path, capsys):
+    out = tmp_path / "resume.json"
+    argv = ["bench", "resume", "--n", "1", "--away-s", "0.3", "--attempts-s", "0.6", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == d
+    assert set(d["resume"]) == {
+        "restart_registers_kept",
+        "restart_registers_cleared",
+        "power_cycle_0.3s",
+        "link_lost_0.3s",
+    }
+    assert all(0 < r["median_ms"] <= 2000 for r in d["resume"].values()), d["resume"]
+    # 0.1 + 0.2 s in 0.6 s: three attempts, or four with the jitter (never one per poll).
+    assert all(2 <= v * 0.6 / 60 <= 4 for v in d["attempts_per_min"].values()), d["attempts_per_min"]
+
+
+# ---------------------------------------------------------------------------- safe start
+
+
+@pytest.fixture
+def real_arm_config(tmp_path, sim_arm):
+    """A dry-run configuration: the simulated camera and a real arm (here a simulated one the
+    test started, standing in for it), with its own users file."""
+    from scallop.app.auth import UserStore
+
+    users = UserStore(tmp_path / "users.json", scrypt_n=2**8)
+    users.add("maria", "operator", "4711")
+    users.save()
+
+    def write(users_file: bool = True) -> str:
+        p = tmp_path / ("line.toml" if users_file else "line-no-users.toml")
+        p.write_text(
+            '[[arms]]\nname = "arm1"\n[arms.transport]\n'
+            f'host = "127.0.0.1"\nport = {sim_arm.port}\n'
+            + (f'[ui]\nusers_file = "{tmp_path / "users.json"}"\n' if users_file else "")
+        )
+        return str(p)
+
+    return write
+
+
+def record_starts(path) -> list[tuple[str, dict]]:
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        return [(u, json.loads(d)) for u, d in con.execute("SELECT user, detail FROM events WHERE kind = 'start'")]
+    finally:
+        con.close()
+
+
+def test_with_a_real_arm_the_line_waits_for_an_operator_and_start_is_refused_beyond_loopback(
+    real_arm_config, tmp_path, capsys
+):
+    base = ["run", "--no-browser", "--port", "0", "--duration", "0.5"]
+    # --start with the screen on the plant network: refused before anything moves.
+    assert main([*base, "--config", real_arm_config(), "--start", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--start" in err and "beyond loopback" in err
+    # A real arm and no users file: the simulator's PINs are never accepted; on the plant
+    # network the screen refuses to start (on loopback nobody can log in: E-STOP only).
+    assert main([*base, "--config", real_arm_config(users_file=False), "--host", "0.0.0.0"]) == 2
+    assert "[ui] users_file is not set, so only the simulator's published PINs" in capsys.readouterr().err
+    # Launched without --start: it waits for an operator; nothing started.
+    rec = tmp_path / "wait.sqlite"
+    assert main([*base, "--config", real_arm_config(), "--record", str(rec)]) == 0
+    assert "waits for an operator's Start" in capsys.readouterr().err
+    assert record_starts(rec) == []
+    # --start on loopback: started at launch, and the record says so.
+    rec = tmp_path / "start.sqlite"
+    assert main([*base, "--config", real_arm_config(), "--record", str(rec), "--start"]) == 0
+    capsys.readouterr()
+    assert record_starts(rec) == [("system", {"how": "--start"})]
+
+
+def test_the_documented_dry_run_configuration_loads():
+    from pathlib import Path
+
+    from scallop.app.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "docs" / "examples" / "dry-run-real-arm.toml")
+    assert cfg.is_simulated and cfg.real_devices() == ["arm 'arm1' (tcp 192.168.10.21:502 unit 1)"]
+    assert cfg.ui.users_file and cfg.ui.host == "127.0.0.1"
+    assert (cfg.arms[0].motion.accel_mm_s2, cfg.arms[0].motion.gripper_open_s) == (3000.0, 0.06)

@@ -19,6 +19,7 @@ from scallop.robot.config import ArmConfig, Box, TransportConfig
 from scallop.robot.errors import (
     ArmBusyError,
     ArmFaultError,
+    CommitUncertain,
     HeartbeatStalled,
     ModbusExceptionError,
     RobotDisconnectedError,
@@ -273,8 +274,8 @@ def test_commit_applied_then_connection_dropped_is_not_resent(arms, clients, clo
     c.connect()
     arm.drop_next_commit(apply=True)
     seq = c.submit(make_plan(arm.config, clock))
-    kinds = [e.kind for e in c.drain_events()]
-    assert "commit_confirmed" in kinds
+    kinds = [e.kind for e in c.poll()]  # what submit() learnt comes first in the next poll
+    assert kinds[:3] == ["error", "connected", "commit_confirmed"]
     assert [w[2] for w in writes_to(arm, "cmd_seq")] == [[seq]]  # written once, never again
     assert c.wait_for(seq, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [seq]
@@ -333,6 +334,7 @@ def test_controller_restart_never_reuses_a_sequence_number(arms, clients, clock,
     assert s2 != s1 and SeqStore(state).load() == 2
     assert c2.wait_for(s2, "done").result == ResultCode.OK
     assert arm.executed_seqs() == [s1, s2]  # ... and s1 ran exactly once
+    assert c2.restarts == 0  # the arm finishing what it took before we came is no restart
 
 
 def test_fresh_controller_without_state_steps_past_the_arms_sequence(arms, clients, clock):
@@ -552,20 +554,48 @@ def test_refused_connection_and_back_off(clients):
     )
     c = ArmClient(cfg, clock)
     clients.append(c)
-    with pytest.raises(
-        RobotDisconnectedError, match=rf"arm 'left' \(tcp 127\.0\.0\.1:{port} unit 1\): cannot connect.*0\.20 s"
-    ):
-        c.connect()
-    with pytest.raises(RobotDisconnectedError, match="back-off"):
-        c.connect()
-    clock.advance(0.25)
-    with pytest.raises(RobotDisconnectedError, match="retrying in 0.40 s"):
-        c.connect()
-    clock.advance(0.45)
-    with pytest.raises(RobotDisconnectedError, match="retrying in 0.50 s"):  # capped
-        c.connect()
+    waits = []
+    for delay in (0.2, 0.4, 0.5, 0.5):  # doubling, capped; each wait shortened by up to a quarter
+        with pytest.raises(
+            RobotDisconnectedError, match=rf"arm 'left' \(tcp 127\.0\.0\.1:{port} unit 1\): cannot connect"
+        ):
+            c.connect()
+        wait = c.transport.retry_in()
+        assert 0.75 * delay <= wait <= delay
+        waits.append(wait)
+        with pytest.raises(RobotDisconnectedError, match="back-off"):
+            c.connect()  # too soon: not even tried
+        clock.advance(wait)
+    assert c.transport.attempts == 4
+    assert len(set(waits)) == 4  # jittered
     assert c.poll() == []  # never raises in the loop
     assert c.state_name == "disconnected"
+    assert c.last_error == "cannot connect (refused or no such port)"
+
+
+def test_a_server_that_accepts_but_never_answers_is_not_hammered(clients):
+    """A TCP connect that works is no success: the back-off is reset only by a completed
+    handshake, so a mute server gets an attempt per back-off delay, not one per poll."""
+    clock = VirtualClock()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    port = srv.getsockname()[1]
+    cfg = ArmConfig(
+        name="mute",
+        transport=TransportConfig(port=port, timeout_s=0.05, reconnect_min_s=0.1, reconnect_max_s=5.0),
+    )
+    c = ArmClient(cfg, clock)
+    clients.append(c)
+    try:
+        for _ in range(300):  # 3 s of polls every 10 ms
+            c.poll()
+            clock.advance(0.01)
+        # 0.1, 0.2, 0.4, 0.8, 1.6 s (each up to a quarter shorter): 5 or 6 attempts in 3 s.
+        assert 5 <= c.transport.attempts <= 7
+        assert c.state_name == "disconnected" and "no answer within 0.05 s" in c.last_error
+    finally:
+        srv.close()
 
 
 # ====================================================================== RTU
@@ -661,16 +691,15 @@ def test_unresolved_commit_is_resolved_by_poll_once_the_link_is_back(arms, clien
     monkeypatch.setattr(c.transport, "connect", flaky_connect)
     plan = make_plan(arm.config, clock)
     with pytest.raises(
-        RobotDisconnectedError,
-        match=r"commit of seq 1 is uncertain: it will be read back on "
-        r"reconnect and never re-sent blindly",
+        CommitUncertain,
+        match=r"commit of seq 1 is uncertain: it will be read back before anything else and never re-sent blindly",
     ):
         c.submit(plan)
     assert c.uncertain_plan is plan and not c.can_accept()
     with pytest.raises(RobotDisconnectedError, match="is not connected"):
         c.submit(make_plan(arm.config, clock, tid=2))
     events = c.poll()
-    assert [e.kind for e in events][:2] == ["connected", "commit_confirmed"]
+    assert [e.kind for e in events][:3] == ["error", "connected", "commit_confirmed"]
     assert c.uncertain_plan is None
     assert c.wait_for(1, "done").result == ResultCode.OK
     assert [w[2] for w in writes_to(arm, "cmd_seq")] == [[1]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 
@@ -293,3 +294,29 @@ def test_interface_document_matches_the_profiles_and_codes():
             assert re.search(rf"^\| {member.value} {member.name} \|", doc, re.MULTILINE), (column, member)
     for key, value in g.timing.items():
         assert str(value) in doc, key
+
+
+def test_interface_document_reserved_registers_and_motion_table_are_the_profiles():
+    """The reserved registers the document lists, and its table of motion settings, come from
+    the profile files (and the code's defaults for the keys no profile carries)."""
+    import re
+    from pathlib import Path
+
+    from scallop.robot.config import PROFILE_MOTION_KEYS, MotionConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "robot-interface.md").read_text()
+    g, u = RegisterMap.load("generic"), RegisterMap.load("ur")
+    m = re.search(r"Registers not listed \(generic ([\d, ]+); UR ([\d,\s]+)\) are reserved", doc)
+    assert m, "the reserved-register sentence of section 3 is missing"
+    listed = [[int(x) for x in re.findall(r"\d+", grp)] for grp in m.groups()]
+    assert listed == [g.reserved(), u.reserved()]
+    rows = re.findall(r"^\| `(\w+)` \| ([\d.]+) \| ([\d.]+) \| [^|]* \| [^|]+ \|$", doc, re.MULTILINE)
+    table = {k: (float(a), float(b)) for k, a, b in rows}
+    defaults = MotionConfig()
+    assert set(table) == {f.name for f in dataclasses.fields(MotionConfig)}
+    for key, (gv, uv) in table.items():
+        if key in PROFILE_MOTION_KEYS:
+            assert (gv, uv) == (g.motion[key], u.motion[key]), key
+        else:
+            assert gv == uv == getattr(defaults, key), key
+    assert set(g.motion) == set(u.motion) == set(PROFILE_MOTION_KEYS)

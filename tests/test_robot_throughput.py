@@ -108,8 +108,9 @@ class AlwaysFreeArm:
 
     def __init__(self, cfg):
         self.config, self.name, self.status, self.sent = cfg, cfg.name, None, []
+        self.grip_horizon_s = 30.0
 
-    def poll(self):
+    def poll(self, beat=True):
         return []
 
     def can_accept(self):
@@ -130,8 +131,9 @@ def test_upstream_arm_takes_what_it_can_and_the_downstream_arm_the_rest():
             self.config, self.name, self.status = cfg, cfg.name, None
             self.sent: list = []
             self.free = True
+            self.grip_horizon_s = 30.0
 
-        def poll(self):
+        def poll(self, beat=True):
             return []
 
         def can_accept(self):

@@ -179,7 +179,10 @@ class SimBackend(Backend):
             raise
         self.verifier = SimPickGrader({a.config.name: a for a in self.sim_arms})
         last = max(a.pick_window_x_mm[1] for a in self.arm_configs)
-        self.observers = [PassedScallops(self.world, last)]
+        simulated = {a.config.name for a in self.sim_arms}
+        self.observers = [
+            PassedScallops(self.world, last, [a.name for a in self.arm_configs if a.name not in simulated])
+        ]
 
     def close(self) -> None:
         # The arms stay listed after closing: their records are the run's ground truth.

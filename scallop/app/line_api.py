@@ -32,12 +32,16 @@ class Alarm:
 @dataclass
 class ArmStatus:
     name: str
-    state: str  # "idle", "picking", "disconnected", "stalled", "fault", "estop", "starting", "homing"
+    # What the arm reports, read also while the line is in e-stop or fault: "idle",
+    # "picking", "starting", "fault", "estop"; or what the controller sees: "disconnected",
+    # "comm_error" (it answers with errors), "stalled" (its heartbeat stopped).
+    state: str
     connected: bool
     picks: int = 0
     uro_removed: int = 0
     last_result: str = ""
     utilisation: float = 0.0  # share of the last minute spent picking, 0..1
+    fault: str = ""  # the arm's fault code name (CTRL_WATCHDOG, ESTOP, ...) in fault or e-stop
 
 
 @dataclass
@@ -79,9 +83,14 @@ class LineAPI(Protocol):
     def stop(self, user: str) -> None: ...
     def estop(self, user: str) -> None: ...
     def reset(self, user: str) -> None:
-        """Leave estop/fault after the cause is cleared (back to stopped)."""
+        """Leave estop/fault after the cause is cleared (back to stopped), and send RESET to
+        every arm in fault or e-stop, whatever the line's state. StateError when there is
+        nothing to reset."""
 
-    def ack_alarm(self, alarm_id: int, user: str) -> None: ...
+    def ack_alarm(self, alarm_id: int, user: str) -> None:
+        """Acknowledge an alarm; acknowledging an arm's fault or e-stop alarm sends that arm
+        RESET (unless the line itself is in e-stop or fault: its reset covers the arms)."""
+
     def recipes(self) -> list[Recipe]: ...
     def select_recipe(self, name: str, user: str) -> None:
         """Raises KeyError for an unknown recipe, RuntimeError when not allowed in this state."""

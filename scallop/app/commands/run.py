@@ -22,7 +22,12 @@ def register(sub) -> None:
             "examples:\n"
             "  scallop run                                  # simulator, screen at http://127.0.0.1:8080/\n"
             "  scallop run --duration 30 --no-browser       # 30 s, then a JSON summary on stdout\n"
-            "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN"
+            "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN\n"
+            "  scallop run --config dry-run.toml --start      # a dry run with a real arm, started at once\n\n"
+            "Safe start: with any real device configured (a camera other than the simulator, a belt\n"
+            "encoder, an arm with [arms.transport]) the line waits for an operator's Start on the\n"
+            "screen, also after a power loss or a crash. --start starts it at launch on purpose\n"
+            "(dry runs, tests); it is refused when the screen is bound beyond loopback."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,6 +38,11 @@ def register(sub) -> None:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record", help="production record database (default from the config)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument(
+        "--start",
+        action="store_true",
+        help="start the line at launch even with real devices (screen on loopback only)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,6 +56,7 @@ def run(args) -> int:
     cfg = load_config(args.config)
     host = args.host or cfg.ui.host
     port = cfg.ui.port if args.port is None else args.port
+    start_how = launch_start(cfg, host, args.start)
     # The screen is a live view: the simulator runs on wall time here (scenario runs on
     # virtual time are `scallop sim run`).
     # Before anything opens: a screen on the network with only the published PINs must not start.
@@ -53,7 +64,8 @@ def run(args) -> int:
     line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
     try:
         line.open()
-        line.start("system")
+        if start_how is not None:
+            line.start("system", how=start_how)
         line.run_threaded()
         ui = cfg.ui
         app = create_app(
@@ -75,6 +87,12 @@ def run(args) -> int:
     else:
         note = ""
     print(f"operator screen: {server.url}{note}", file=sys.stderr, flush=True)
+    if start_how is None:
+        print(
+            f"the line waits for an operator's Start on the screen (real devices: {', '.join(cfg.real_devices())})",
+            file=sys.stderr,
+            flush=True,
+        )
     if not args.no_browser and cfg.ui.open_browser and args.duration is None:
         try:
             import webbrowser
@@ -161,3 +179,34 @@ def exit_status(line) -> int:
     if problems:
         raise RecordError("the production record is incomplete: " + "; ".join(problems))
     return 0
+
+
+# ---------------------------------------------------------------------------- safe start
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def launch_start(cfg, host: str, start: bool) -> str | None:
+    """How the line starts at launch, for the record: ``"--start"`` (asked for on the command
+    line), ``"launch"`` (the simulator alone: nothing real can move), or None: it waits for
+    an operator's Start on the screen, as it must with any real device configured."""
+    from scallop.errors import ConfigError
+
+    if start:
+        if not _loopback(host):
+            raise ConfigError(
+                f"--start: the operator screen is bound to {host}, beyond loopback; a line reachable from "
+                "the plant network starts only by an operator's Start on the screen (bind it to 127.0.0.1 "
+                "for a dry run, or leave --start out)"
+            )
+        return "--start"
+    return None if cfg.real_devices() else "launch"

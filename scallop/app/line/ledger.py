@@ -27,7 +27,7 @@ from scallop.app.stats import Stats
 from scallop.app.tracking import Decision
 from scallop.robot.arm import ResultCode
 from scallop.robot.belt import Belt
-from scallop.robot.planning import PickTarget, Skip
+from scallop.robot.planning import PickTarget, Skip, SkipReason
 from scallop.robot.scheduler import PickOutcome
 
 # Grades a pick verifier may give (docs/interfaces.md).
@@ -162,11 +162,16 @@ class PickLedger:
                 if oc is None:
                     continue
                 oc.arm = o.arm
+                # The arm's own word on the pick, kept whether or not anything can grade it.
+                extra = {"seq": o.seq, "arm_result": o.result.name if o.result is not None else "unknown"}
                 if o.result == ResultCode.OK:
-                    done.append(self._finish(oc, Result.PICKED, "", {"seq": o.seq}))
+                    done.append(self._finish(oc, Result.PICKED, "", extra))
                 else:
-                    why = LineReason.ARM_EMPTY if o.result == ResultCode.EMPTY else LineReason.ARM_UNKNOWN
-                    done.append(self._finish(oc, Result.FAILED, why, {"seq": o.seq}))
+                    why = {
+                        ResultCode.EMPTY: LineReason.ARM_EMPTY,
+                        ResultCode.ABORTED: SkipReason.ARM_ABORTED,  # stopped mid-pick: it may have gripped
+                    }.get(o.result, LineReason.ARM_UNKNOWN)
+                    done.append(self._finish(oc, Result.FAILED, why, extra))
         return done
 
     def cancel(self, track_ids: list[int], reason: str) -> list[ScallopOutcome]:

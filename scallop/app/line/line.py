@@ -113,7 +113,12 @@ class Line:
         self.publisher.belt = belt
         self.tracker = Tracker(travel_of=belt.mm, exit_x=exit_x)
         self.arms = ArmDrivers(
-            b.arm_configs, ConveyorTracker(belt.mm_per_count), self.clock, self.alarms, self.config.runtime.tick_s
+            b.arm_configs,
+            ConveyorTracker(belt.mm_per_count),
+            self.clock,
+            self.alarms,
+            self.config.runtime.tick_s,
+            record=self.publisher.event,
         )
         if self.record is not None:
             # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
@@ -254,13 +259,11 @@ class Line:
         return self.ledger.apply(skips, outcomes)
 
     def service_arms(self) -> None:
-        """Poll the arms, hand out picks, collect results (the robot I/O stage)."""
-        if self.state in (LineState.ESTOP, LineState.FAULT):
-            # No heartbeats: each arm's watchdog aborts its motion within watchdog_ms
-            # (docs/robot-interface.md). Nothing is sent until reset.
-            return
+        """Poll the arms, hand out picks, collect results (the robot I/O stage). In e-stop
+        or fault the arms are only read: no heartbeats, so each arm's watchdog aborts its
+        motion (docs/robot-interface.md); nothing is sent until reset."""
         t0 = time.perf_counter()
-        self.arms.step()
+        self.arms.step(self._arms_active())
         self.publisher.outcomes(self._collect())
         self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
 
@@ -268,10 +271,15 @@ class Line:
     def _event(self, action: Action, user: str, detail: dict | None = None) -> None:
         self.publisher.event(action.value, user, detail)
 
-    def start(self, user: str = "system") -> None:
+    def _arms_active(self) -> bool:
+        return self.state not in (LineState.ESTOP, LineState.FAULT)
+
+    def start(self, user: str = "system", how: str = "screen") -> None:
+        """``how`` the start was asked for, for the record: ``screen`` (an operator), or
+        ``--start`` (``scallop run --start``: at launch, on purpose)."""
         with self.control.lock:
             self.control.check(Action.START)
-            self._event(Action.START, user)
+            self._event(Action.START, user, {"how": how})
             self.control.go(Action.START)
 
     def pause(self, user: str = "system") -> None:
@@ -310,17 +318,34 @@ class Line:
         self.publisher.outcomes(done)
 
     def reset(self, user: str = "system") -> None:
+        """Leave e-stop or fault (back to stopped) and RESET every arm in fault or e-stop,
+        whatever the line's state: the line first, so its heartbeats run again when the arms
+        get their RESET (an arm accepts it only with the heartbeat alive)."""
         with self.control.lock:
-            self.control.check(Action.RESET)
-            self._event(Action.RESET, user)
-        self.arms.reset_faults()  # Modbus I/O: outside the control lock
-        with self.control.lock:
-            self.control.go(Action.RESET)
-            self.alarms.clear("line.estop")
-            self.alarms.clear("line.crash")
+            line_held = self.state in (LineState.ESTOP, LineState.FAULT)
+            arms = self.arms.faulted()
+            if not line_held and not arms:
+                raise StateError("nothing to reset: neither the line nor any arm is in e-stop or fault")
+            self._event(Action.RESET, user, {"arms": arms} if arms else None)
+            if line_held:
+                self.control.go(Action.RESET)
+                self.alarms.clear("line.estop")
+                self.alarms.clear("line.crash")
+        self.arms.reset_faults(user)  # Modbus I/O: outside the control lock
+
+    def reset_arm(self, name: str, user: str) -> bool:
+        """RESET one arm in fault or e-stop (refused while the line itself is in e-stop or
+        fault: no heartbeat runs then, reset the line). Returns whether RESET was sent."""
+        if not self._arms_active():
+            raise StateError(f"the line is in {self.state.value}: reset the line, it resets its arms too")
+        return self.arms.reset_arm(name, user)
 
     def ack_alarm(self, alarm_id: int, user: str) -> None:
+        """Acknowledging an arm's fault or e-stop alarm is the operator's word to RESET it."""
         self.alarms.ack(alarm_id, user)
+        arm = self.arms.arm_of_alarm(alarm_id)
+        if arm is not None and self._arms_active():
+            self.arms.reset_arm(arm, user)
 
     def recipes(self) -> list[Recipe]:
         return [Recipe(r.name, tuple(r.product_size_mm), r.belt_speed_mm_s, r.description) for r in self.config.recipes]
@@ -384,9 +409,15 @@ class Line:
         c, reasons = self.ledger.totals()
         arms = self.arms.statuses(lambda name: self.ledger.arm_tally(name, now))
         if self.state in (LineState.ESTOP, LineState.FAULT):
-            # No arm is polled now (no heartbeats: each arm's watchdog stops it), so its last
-            # state ("picking") is stale: the screen shows the line's stop on every arm instead.
-            arms = [replace(a, state="estop") if a.state != "disconnected" else a for a in arms]
+            # The line holds its arms: no heartbeat goes out and each arm's watchdog stops it.
+            # An arm stopped that way (or still finishing its last move) shows the line's stop;
+            # one that is disconnected, or stopped for a cause of its own, shows that.
+            arms = [
+                replace(a, state="estop")
+                if a.state in ("idle", "picking", "starting", "stalled") or a.fault == "CTRL_WATCHDOG"
+                else a
+                for a in arms
+            ]
         picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
         with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
         return LineSnapshot(
@@ -588,10 +619,6 @@ class Line:
 
             return run
 
-        def arms_active() -> bool:
-            # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
-            return self.state not in (LineState.ESTOP, LineState.FAULT)
-
         def after_service() -> None:
             self.publisher.outcomes(self._collect())
 
@@ -601,7 +628,8 @@ class Line:
         ]
         for t in self._threads:
             t.start()
-        self._threads += self.arms.start_threads(arms_active, after_service, stop, self._fail, beat=self._beat)
+        # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
+        self._threads += self.arms.start_threads(self._arms_active, after_service, stop, self._fail, beat=self._beat)
 
     def _beat(self, loop: str) -> None:
         self._beats[loop] = time.monotonic()

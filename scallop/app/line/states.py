@@ -49,7 +49,7 @@ class LineReason(StrEnum):
     LINE_FAULT = "line_fault"
     BAD_TARGET = "bad_target"  # the grasp could not be made a pick target (not finite)
     ARM_EMPTY = "arm_empty"  # the arm closed on nothing
-    ARM_UNKNOWN = "arm_unknown"  # the arm moved on before its result was read
+    ARM_UNKNOWN = "arm_unknown"  # outcome unknown: the arm moved on before its result was read, or restarted holding it
 
 
 # Every reason a record row may carry: vision's, the line's and the scheduler's.

@@ -327,7 +327,9 @@ function render(d) {
   $("btn-start").disabled = !(s === "stopped" || s === "paused");
   $("btn-pause").disabled = s !== "running";
   $("btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting");
-  $("btn-reset").disabled = !(s === "estop" || s === "fault");
+  // RESET also resets an arm in fault or e-stop, whatever the line's state.
+  const armHeld = (d.arms || []).some((a) => a.state === "fault" || a.state === "estop");
+  $("btn-reset").disabled = !(s === "estop" || s === "fault" || armHeld);
 
   if (d.frames !== undefined && String(d.frames) !== $("live").dataset.frame) requestFrame(d.frames);
   if (!$("engineer").hidden) renderLatency(d);
