@@ -11,9 +11,12 @@ count interpolated at its exposure time::
         frame = cam.read()          # frame.encoder: belt count at the exposure
 
 The line treats encoder failures like camera failures: a stalled encoder
-(:class:`EncoderStalledError`) is a critical camera alarm that clears when counts come back,
-and a single frame that cannot be given a count (:class:`EncoderGapError`) is skipped with a
-warning.
+(:class:`EncoderStalledError`) is a critical alarm of its own that clears when counts come
+back, and a single frame that cannot be given a count (:class:`EncoderGapError`) is skipped
+with a warning. A frame is only given a count when its exposure time is known
+(``Frame.timestamp_error_s`` finite): a frame that waited in the camera's queue for an unknown
+time — the backlog a stream builds while the counter is away — is skipped
+(:class:`ExposureUnknownError`), never stamped with a count read after it was exposed.
 """
 
 from __future__ import annotations
@@ -34,17 +37,23 @@ from scallop.vision.camera import Camera, CameraNotConnectedError, Frame
 log = logging.getLogger("scallop.encoder")
 
 
+class ExposureUnknownError(EncoderGapError):
+    """The frame's exposure time is not known (it waited in the camera's queue): it gets no
+    count and is skipped."""
+
+
 class EncodedCamera(Camera):
     """Any :class:`Camera` plus an :class:`Encoder`: frames get ``encoder`` = the count at
-    their exposure (``frame.timestamp - latency_s``), interpolated linearly between the
-    samples just before and just after it.
+    their exposure (the camera's stamp minus ``latency_s``), interpolated linearly between the
+    samples just before and just after it, and ``timestamp`` = that exposure time.
 
     A thread samples the encoder at ``sample_hz`` into a ring buffer of
     ``(clock time, count)``; each sample is stamped with the middle of its request. ``read()``
     waits at most ``timeout_s + 2/sample_hz`` (wall time) for a sample at or after the
     exposure. ``clock`` must be the clock that stamps the wrapped camera's frames; the
     thread's pacing is wall time. Each frame also gets ``extra["encoder_t"]``, the clock time
-    its count belongs to.
+    its count belongs to, and ``extra["count_error"]``: how many counts its stamp error
+    (``timestamp_error_s``) is worth at the belt speed of the samples around it.
 
     run_sampler=False starts no thread: the caller takes samples with :meth:`sample` (tests,
     tools that sample in their own loop).
@@ -121,6 +130,14 @@ class EncodedCamera(Camera):
         self._shutdown()
         self.camera.disconnect()
 
+    def reconnect(self) -> None:
+        """The camera only: the encoder's sampler runs on (it has its own alarm). Never
+        connected (not there at the start): both."""
+        if not self._connected:
+            self.connect()
+        else:
+            self.camera.reconnect()
+
     @property
     def sampler_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -182,9 +199,18 @@ class EncodedCamera(Camera):
     def count_at(self, t: float) -> int:
         """The count at clock time ``t``, interpolated between the kept samples around it;
         waits (bounded) for the sample after ``t``."""
+        return self._count_and_rate(t)[0]
+
+    def _count_and_rate(self, t: float, rate_span_s: float = 0.1) -> tuple[int, float]:
+        """The count at ``t`` and the belt's rate there (counts per second, over the samples of
+        ``rate_span_s`` before the one after ``t``: two neighbours alone are a count apart)."""
         deadline = time.monotonic() + self.max_wait_s
         with self._cond:
             while not self._samples or self._samples[-1][0] < t:
+                if self.last_error is not None and self._samples and self._samples[-1][0] < t - self.max_gap_s:
+                    # The encoder is failing and even a sample now would leave a gap: do not
+                    # wait per frame (the camera's queue would fill meanwhile).
+                    raise self._stalled(t)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._stalled(t)
@@ -201,8 +227,14 @@ class EncodedCamera(Camera):
             while buf[i][0] > t:
                 i -= 1
             t0, c0 = buf[i]
-            if t0 == t:
-                return int(c0)
+            k = min(i + 1, len(buf) - 1)
+            j = k
+            while j > 0 and buf[j - 1][0] >= buf[k][0] - rate_span_s:
+                j -= 1
+            (ta, ca), (tb, cb) = buf[j], buf[k]
+            rate = (cb - ca) / (tb - ta) if tb > ta else 0.0
+            if i + 1 == len(buf):  # exactly on the newest sample
+                return int(c0), rate
             t1, c1 = buf[i + 1]
         gap = t1 - t0
         if gap > self.max_gap_s:
@@ -211,7 +243,7 @@ class EncodedCamera(Camera):
                 f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped"
             )
         # Integer base plus a rounded fraction: counts beyond 2**53 keep their last digits.
-        return int(c0) + round((c1 - c0) * (t - t0) / gap)
+        return int(c0) + round((c1 - c0) * (t - t0) / gap), rate
 
     def _stalled(self, t: float) -> EncoderStalledError:
         newest = self._samples[-1][0] if self._samples else None
@@ -230,7 +262,16 @@ class EncodedCamera(Camera):
         if not self._connected:
             raise CameraNotConnectedError(f"camera with {self._name}: read() before connect()")
         frame = self.camera.read()
+        if not math.isfinite(frame.timestamp_error_s):
+            raise ExposureUnknownError(
+                f"frame {frame.index}: exposure time not known (it waited in the camera's queue, or the camera's "
+                "frame rate is still being learnt after a (re)connect): no belt count, frame skipped"
+            )
         t_exp = frame.timestamp - self.latency_s
-        frame.encoder = self.count_at(t_exp)
+        frame.encoder, rate = self._count_and_rate(t_exp)
+        # From here on the frame's time is its exposure, as a latched camera's is: the belt
+        # model of the arms pairs it with the count.
+        frame.timestamp = t_exp
         frame.extra["encoder_t"] = t_exp
+        frame.extra["count_error"] = abs(rate) * frame.timestamp_error_s
         return frame
