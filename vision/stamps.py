@@ -166,14 +166,19 @@ class FrameStamper:
 
     queued_share: a grab that waited less than this share of the frame period took a frame
     that was already queued. max_drift: how fast the driver's and the host's clocks may drift
-    apart (s/s). max_lag_s: a frame that was not queued arrives later than this after its
-    driver timestamp (mapped): the driver's clock does not keep pace with the host's.
+    apart (s/s). max_lag_s: ``lagging`` frames in a row that were not queued arrive later
+    than this after their driver timestamps (mapped): the driver's clock does not keep pace
+    with the host's (one late frame is a hiccup of the link, not a wrong clock).
     """
 
-    def __init__(self, queued_share: float = 0.25, max_drift: float = 1e-3, max_lag_s: float = 0.05) -> None:
+    def __init__(
+        self, queued_share: float = 0.25, max_drift: float = 1e-3, max_lag_s: float = 0.05, lagging: int = 5
+    ) -> None:
         self.queued_share = queued_share
         self.max_drift = max_drift
         self.max_lag_s = max_lag_s
+        self.lagging = lagging
+        self._late_run = 0
         self.grid = CadenceGrid()
         self.driver_clock = True  # until the driver's timestamps prove useless
         self._offset: float | None = None
@@ -188,6 +193,7 @@ class FrameStamper:
         self.grid.reset()
         self._lags.clear()
         self.driver_clock = True
+        self._late_run = 0
         self._offset = self._last_host = self._last_driver = None
 
     def _was_queued(self, waited: float) -> bool:
@@ -217,9 +223,12 @@ class FrameStamper:
         lag = None
         if not queued:
             lag = o - self._offset
-            if lag > self.max_lag_s:
-                self._give_up_driver(f"a fresh frame came {lag:.3f} s after its mapped time")
+            self._late_run = self._late_run + 1 if lag > self.max_lag_s else 0
+            if self._late_run >= self.lagging:
+                self._give_up_driver(f"{self._late_run} fresh frames in a row came over {self.max_lag_s:g} s late")
                 return None
+            if lag > self.max_lag_s:
+                return driver_t + self._offset, math.inf, lag  # a hiccup, or the start of a wrong clock
             self._lags.append(lag)
         if len(self._lags) < 2 * self.grid.learn:
             return driver_t + self._offset, math.inf, lag

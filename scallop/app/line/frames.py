@@ -68,13 +68,21 @@ class FrameReader:
         self.bad = 0  # frames that arrived but could not be used
         self.last_frame_t: float | None = None  # stamp of the last frame the line analysed
         self.reconnects = 0  # successful reconnections
+        self.untimed_limit = 3  # frames in a row of unknown exposure: not usable
+        self._untimed = 0
         self._retry_at: float | None = None  # camera lost: when to try again
         self._backoff = reconnect_min_s
 
     @property
     def usable(self) -> bool:
-        """Frames come that the line can use (no camera or encoder outage is active)."""
-        return self._retry_at is None and not any(self.alarms.is_active(k) for k in OUTAGES)
+        """Frames come that the line can use: no camera or encoder outage is active, and the
+        last frames were not all of unknown time (a camera whose frame rate is still being
+        learnt after a (re)connect gives nothing to pick from either)."""
+        return (
+            self._retry_at is None
+            and self._untimed < self.untimed_limit
+            and not any(self.alarms.is_active(k) for k in OUTAGES)
+        )
 
     def read(self) -> Frame | None:
         """The next frame, or None when there is none to use now (the cause is alarmed)."""
@@ -86,6 +94,7 @@ class FrameReader:
         except EndOfStreamError:
             raise
         except ExposureUnknownError as e:
+            self._untimed += 1
             return self._skip(TIMING, f"frame skipped: {e}")
         except (CorruptFrameError, EncoderGapError) as e:
             return self._skip(CORRUPT, f"frame skipped: {e}")
@@ -97,6 +106,7 @@ class FrameReader:
             return None
         self.alarms.clear(NO_FRAMES)
         self.alarms.clear(ENCODER_STALLED)
+        self._untimed = 0
         self._backoff = self.reconnect_min_s
         self.stats.timing("capture", (time.perf_counter() - t0) * 1e3)
         return frame

@@ -133,12 +133,16 @@ class PickLedger:
                 self.pending[oc.track_id] = oc
         return targets, done
 
-    def flush(self, decisions: list[Decision], reason: str) -> list[ScallopOutcome]:
-        """Tracks committed because the line stops: each is recorded, none picked."""
+    def flush(self, decisions: list[Decision], reason: str, overrule: bool = False) -> list[ScallopOutcome]:
+        """Tracks committed because the line stops: each is recorded, none picked. A scallop
+        vision would not have picked keeps vision's reason, unless ``overrule`` (the belt count
+        the track rests on is not trusted: where it was is not known either)."""
         now = self.clock.now()
         with self._lock:
             return [
-                self._finish(self._enter(d, now), Result.SKIPPED, reason if d.pick else (d.reason or reason))
+                self._finish(
+                    self._enter(d, now), Result.SKIPPED, reason if d.pick or overrule else (d.reason or reason)
+                )
                 for d in decisions
             ]
 

@@ -213,7 +213,9 @@ class Line:
             self.frames += 1
             self.reader.analysed(frame.timestamp)
             done += self._belt_fault(fault)
-            if fault is None:
+            if self.belt_check.trusted:
+                # Suspect counts never reach the arms' belt model: a frozen counter would make
+                # it think the belt stopped, and a pick already planned would close on nothing.
                 self.arms.scheduler.belt_sample(frame.timestamp, count)
             # Stopped (or in e-stop/fault, or the counts are not trusted): the screen still
             # shows the belt, nothing is tracked.
@@ -244,6 +246,8 @@ class Line:
     def _sync_inputs(self) -> None:
         """RUNNING while the camera gives frames to pick from, WAITING_CAMERA while not."""
         with self.control.lock:
+            # (Counts merely suspect hold tracking for a frame or two, not the state: on an empty
+            # belt nothing would clear them, and nothing needs picking either.)
             self.control.inputs(self.reader.usable and self.belt_check.fault is None)
 
     def _decide(self, decisions) -> list[ScallopOutcome]:
@@ -447,7 +451,7 @@ class Line:
     def _flush_tracks(self, reason: str) -> list[ScallopOutcome]:
         """Every open track recorded, and targets still queued (not sent to any arm) skipped,
         not lost (control lock held)."""
-        done = self.ledger.flush(self.tracker.flush(), reason)
+        done = self.ledger.flush(self.tracker.flush(), reason, overrule=reason == LineReason.ENCODER_FAULT)
         return done + self._skip_queued(reason)
 
     def _skip_queued(self, reason: str) -> list[ScallopOutcome]:
