@@ -3,11 +3,12 @@
 A recording is a folder (``scallop capture`` writes one; docs/dataset-format.md, "Recordings")::
 
     recording.json   {"format": "scallop-recording", "version": 1, "source", "resolution",
-                      "counts", "created", "frames"}
+                      "counts", "created", "frames", "t0"}
     frames.csv       image,counts,time_s,stamp_error_s,index   one row per frame, in time order
     frames/000000.jpg …
 
-``time_s`` is the exposure time in seconds since the recording's first frame, ``counts`` the
+``time_s`` is the exposure time in seconds since the recording's first frame (``t0``: that
+frame's time on the recording program's clock), ``counts`` the
 raw encoder count at that exposure (empty when the camera had none), ``stamp_error_s`` the
 stamp's error bound when it was recorded. The ``image,counts`` columns are what
 ``scallop calibrate encoder --counts`` reads, so a recording of a board riding the belt is
@@ -38,6 +39,7 @@ from scallop.errors import DataError
 from scallop.vision.camera import (
     Camera,
     CameraNotFoundError,
+    CameraStalledError,
     CorruptFrameError,
     EndOfStreamError,
     Frame,
@@ -134,6 +136,7 @@ class RecordingWriter:
             "resolution": list(self.resolution) if self.resolution else None,
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "frames": self.frames,
+            "t0": self._t0,
         }
         (self.folder / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
@@ -236,7 +239,10 @@ class RecordingCamera(Camera):
         self._connected = False
 
     def reconnect(self) -> None:
-        # A recording that went away comes back where the time has got to, not at its start.
+        # A recording that went away (a network share, a disk) comes back where the time has
+        # got to, not at its start.
+        if not is_recording(self.folder):
+            raise CameraNotFoundError(f"camera {self._name}: the recording is not there")
         self._connected = True
 
     def _due(self, k: int) -> float:
@@ -265,6 +271,8 @@ class RecordingCamera(Camera):
         try:
             img = read_image(path)
         except CameraNotFoundError:
+            if not self.folder.is_dir():
+                raise CameraStalledError(f"camera {self._name}: the recording is gone") from None
             raise CorruptFrameError(f"camera {self._name}: frame {rec.index} ({rec.image}) is missing") from None
         if img.shape[1::-1] != self._size:
             raise CorruptFrameError(f"camera {self._name}: frame {rec.index} is {img.shape[1]}x{img.shape[0]}")

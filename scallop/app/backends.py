@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from scallop.app.config import LineConfig
+from scallop.app.config import EncoderSection, LineConfig
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import ConfigError, DeviceError
 from scallop.robot.belt import Belt
@@ -147,6 +147,43 @@ class HardwareBackend(Backend):
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
         ]
+
+
+class ReplayBackend(HardwareBackend):
+    """A recording replayed on the virtual clock, as fast as the work allows, with simulated
+    arms standing in for the configured ones (same poses, workspaces and motion): the line
+    decides and picks as it did on the shift, offline. ``grader`` referees the stand-in arms'
+    picks when the truth is known (a recording of the simulator); otherwise their effect is
+    unknown, as on the line."""
+
+    def __init__(self, config: LineConfig, clock=None, grader=None) -> None:
+        from scallop.sim.clock import VirtualClock
+
+        super().__init__(config, clock=clock if clock is not None else VirtualClock())
+        self.grader = grader
+        self.sim_arms = []
+
+    def open(self) -> None:
+        from scallop.sim.arm import SimArm
+
+        if not is_recording(self.config.camera.source):
+            raise ConfigError(f"camera.source: {self.config.camera.source!r} is not a recording folder to replay")
+        arms = []
+        try:
+            for a in self.config.arms or default_sim_arms(1):
+                sim = SimArm(replace(a, transport=None), clock=self.clock, grader=self.grader).start()
+                self.sim_arms.append(sim)
+                arms.append(replace(a, transport=sim.transport_config()))
+        except Exception:
+            self.close()
+            raise
+        self.config = replace(self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()))
+        super().open()
+
+    def close(self) -> None:
+        for a in self.sim_arms:
+            a.close()
+        super().close()
 
 
 def default_sim_arms(n: int = 1) -> list[ArmConfig]:

@@ -10,11 +10,14 @@ from scallop.app.line import Line
 from scallop.app.record import RecordWriter, default_db_path
 
 
-def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None) -> Line:
+def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, backend=None) -> Line:
     """The line for ``config`` with its record writer (``scallop run``, the scenario bench,
     tests). ``seed`` matters on the simulator only; ``clock`` (default: wall time on
-    hardware, virtual time on the simulator) lets a recording replay on virtual time."""
-    if config.is_simulated:
+    hardware, virtual time on the simulator) lets a recording replay on virtual time;
+    ``backend`` replaces the one the configuration implies (``scallop replay``)."""
+    if backend is not None:
+        pass
+    elif config.is_simulated:
         backend = SimBackend(config, clock=clock, seed=seed)
     else:
         backend = HardwareBackend(config, clock=clock)

@@ -22,7 +22,7 @@ import sys
 import traceback
 
 # Order is the order shown in --help.
-COMMANDS = ("run", "sim", "detect", "calibrate", "robot", "bench", "train", "report")
+COMMANDS = ("run", "sim", "detect", "calibrate", "capture", "replay", "robot", "bench", "train", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
