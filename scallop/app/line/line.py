@@ -589,6 +589,8 @@ class Line:
                         continue
                     frame = frames.popleft()
                 self.process_frame(frame)
+                self.reader.check_stall()  # frames that come but cannot be used
+                self._sync_inputs()
 
         def guard(name, fn):
             def run():
