@@ -343,7 +343,7 @@ class Line:
         if name not in names:
             raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(names)}")
         with self.control.lock:
-            if self.state == LineState.RUNNING:
+            if self.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
                 raise StateError("pause or stop the line before changing the recipe")
             self.recipe = name
             self.publisher.event("recipe", user, {"recipe": name})

@@ -213,7 +213,7 @@ function render(d) {
   if (d.error) { toast(d.error, true); return; }
   lastState = d;
   const st = $("state");
-  st.textContent = d.state;
+  st.textContent = d.state === "waiting_camera" ? "waiting for camera" : d.state;
   st.className = "state state-" + d.state;
   setText("recipe-name", d.recipe || "—");
   setText("n-per-minute", fmt(d.per_minute, 1));
@@ -241,8 +241,8 @@ function render(d) {
 
   const s = d.state;
   $("btn-start").disabled = !(s === "stopped" || s === "paused");
-  $("btn-pause").disabled = s !== "running";
-  $("btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting");
+  $("btn-pause").disabled = !(s === "running" || s === "waiting_camera");
+  $("btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting" || s === "waiting_camera");
   $("btn-reset").disabled = !(s === "estop" || s === "fault");
 
   if (d.frames !== undefined && String(d.frames) !== $("live").dataset.frame) requestFrame(d.frames);
