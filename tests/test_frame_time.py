@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import cv2
@@ -218,3 +219,28 @@ def test_scallop_replay_reproduces_the_line_offline(tmp_path, capsys):
     cv2.imwrite(str(folder / "a.png"), np.zeros((720, 1280, 3), np.uint8))
     rc = main(["replay", str(folder), "--config", str(cfg)])
     assert rc == 2 and "photos: not a recording folder (no recording.json and frames.csv)" in capsys.readouterr().err
+
+
+def test_scallop_capture_records_the_configured_camera(tmp_path, capsys):
+    """A recording as the configured camera plays at its true pace with its counts; capturing it
+    gives the same frames, times and counts (the path a live camera takes, less the device)."""
+    from scallop.app.cli import main
+
+    rec = tmp_path / "rec"
+    with RecordingWriter(rec, "rtsp://cam", "latched") as w:
+        for k in range(6):
+            w.add(frame(k, 10.0 + 0.2 * k, 500 + 60 * k))
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(f'[camera]\nsource = "{rec}"\n')
+    t0 = time.monotonic()
+    rc = main(["capture", "--config", str(cfg), "--out", str(tmp_path / "again"), "--duration", "5", "--json"])
+    took = time.monotonic() - t0
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["frames"] == 6 and out["skipped"] == 0
+    assert 0.9 <= took < 4.0  # at the recording's pace (1 s), not as fast as it can be read
+    meta, frames = read_index(tmp_path / "again")
+    assert [f.counts for f in frames] == [500 + 60 * k for k in range(6)]
+    assert [f.time_s for f in frames] == pytest.approx([0.2 * k for k in range(6)], abs=1e-6)
+    cfg.write_text('[camera]\nsource = "sim"\n')
+    assert main(["capture", "--config", str(cfg), "--out", str(tmp_path / "x")]) == 2
+    assert "records a real camera" in capsys.readouterr().err
