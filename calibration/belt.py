@@ -51,6 +51,8 @@ class BeltResult:
     reproj_rms_px:   RMS reprojection error of the corners under the solved pose.
     corners_px:      (N, 2) the detected corners (for pictures and the drift check).
     corners_B:       (N, 3) the same corners' known positions in the belt frame, mm.
+    corner_ids:      (N,) each corner's id on its board, as oriented (the first board's
+                     corner 0 is the belt frame's origin); corner_photo: (N,) its photo.
     placement:       where the board was taken to lie: origin_mm, yaw_deg, thickness_mm.
     """
 
@@ -62,6 +64,8 @@ class BeltResult:
     board: str
     placement: dict = field(default_factory=dict)
     when: str = ""
+    corner_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    corner_photo: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
     @property
     def residual_rms_mm(self) -> float:
@@ -307,8 +311,11 @@ def measure_belt(
     cam = CameraModel(K=K, dist=dist, R=R_B, t=t_B, image_size=(w, h))
     if cam.centre_B[2] <= 0:
         raise BoardNotFoundError("the solved camera lies below the board: the detection is not trustworthy")
-    corners_B, corners_px = [], []
+    corners_B, corners_px, ids, photo = [], [], [], []
+    nx = board.corner_grid[0]
     for k, (obj, det) in enumerate(zip(objs, dets)):
+        ids.append((np.rint(obj[:, 1] / board.square_mm) * nx + np.rint(obj[:, 0] / board.square_mm)).astype(int))
+        photo.append(np.full(len(obj), k))
         if k == 0:
             M, ok_ = _board_in_belt(0.0, 0.0, 0.0, 0.0)
         else:
@@ -336,6 +343,8 @@ def measure_belt(
             "photos": len(dets),
         },
         when=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        corner_ids=np.concatenate(ids),
+        corner_photo=np.concatenate(photo),
     )
 
 

@@ -55,6 +55,7 @@ class EncoderResult:
     method: str
     when: str = ""
     skipped: list[str] = field(default_factory=list)
+    points_mm: np.ndarray | None = None  # (N, 2) the observations, belt frame (for the picture)
 
     @property
     def angle_deg(self) -> float:
@@ -166,6 +167,7 @@ def fit_encoder(counts, xy_mm, *, method: str = "track", point_sigma_mm: float =
         scale_std_pct=100.0 * slope_std / speed,
         method=method,
         when=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        points_mm=np.asarray(xy_mm, dtype=np.float64)[:, :2],
     )
 
 

@@ -234,8 +234,9 @@ class EncoderConfig:
     sample_hz: encoder reads per second (wall time). Between two reads the count is
                interpolated, so the belt must run nearly steadily over 1/sample_hz; a
                16-bit counter must also move less than 32768 counts between two reads.
-    latency_s: the frame's timestamp minus its exposure (the camera stamps a frame this
-               long after the sensor was exposed; negative if it stamps before).
+    latency_s: the frame's timestamp minus its exposure: the camera's pipeline delay
+               (exposure, read-out, transfer), positive now that frames are stamped after
+               they are taken from the driver (scallop.vision.stamps).
     buffer_s:  how much sample history is kept (frames older than this get no count).
     """
 

@@ -486,11 +486,12 @@ def test_end_to_end_folder_camera_frames_carry_the_counter_at_exposure(servers, 
         if k % 6 == 0:
             frames.append(cam.read())
     got = [f.encoder for f in frames]
-    want = [counter(f.timestamp - latency) for f in frames]
+    # The frame's time is now its exposure: the stamp less the camera's latency.
+    want = [counter(f.timestamp) for f in frames]
     assert got == want
     assert want[0] == 65_035 and want[-1] == 65_575  # past 65535: unwrapped
     assert [f.index for f in frames] == list(range(10))
-    assert frames[0].extra["encoder_t"] == pytest.approx(0.03 - latency)
+    assert frames[0].timestamp == frames[0].extra["encoder_t"] == pytest.approx(0.03 - latency)
 
 
 def test_read_waits_for_the_sample_after_the_exposure(servers, cameras, image_folder):
@@ -526,19 +527,20 @@ def test_stalled_encoder_is_an_alarm_and_recovers(servers, cameras, image_folder
     assert "encoder stalled: no count at or after the exposure at t=0.1000" in str(e.value)
     assert "last error: encoder modbus 127.0.0.1" in str(e.value) and "no answer within 0.05 s" in str(e.value)
 
-    # The line turns it into a critical camera alarm, not a crash.
+    # The line turns it into a critical alarm of the encoder's own, not a crash.
     alarms = Alarms()
     reader = FrameReader(cam, alarms, Stats(), clock, stall_alarm_s=2.0)
     assert reader.read() is None
-    assert alarms.is_active("camera.stall")
+    assert alarms.is_active("encoder.stalled") and not reader.usable
     alarm = alarms.visible()[0]
-    assert alarm.severity == "critical" and "encoder stalled" in alarm.text
+    assert alarm.severity == "critical" and alarm.text.startswith("belt encoder not answering: ")
+    assert "encoder stalled" in alarm.text
 
     srv.silent_s = 0.0
     step_to(cam, clock, 0.2)
     frame = reader.read()
     assert frame is not None and frame.encoder == 700
-    assert not alarms.is_active("camera.stall")
+    assert not alarms.is_active("encoder.stalled") and reader.usable
 
 
 def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers, image_folder, tmp_path):
@@ -546,6 +548,7 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
     from scallop.calibration.errors import CalibrationFileError
 
     srv = servers(ManualClock(), lambda t: 42)
+    arm = {"name": "arm1", "transport": {"kind": "tcp", "host": "127.0.0.1", "port": free_port()}}
     cfg = load_config(
         None,
         {
@@ -561,7 +564,7 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
                 },
             },
             "runtime": {"calibration": str(tmp_path / "missing.json")},
-            "arms": [{"name": "arm1", "transport": {"host": "127.0.0.1", "port": 1502}}],
+            "arms": [arm],
         },
     )
     backend = HardwareBackend(cfg)
@@ -574,22 +577,20 @@ def test_hardware_backend_wraps_the_camera_when_an_encoder_is_configured(servers
         backend.close()
     assert not backend.camera.sampler_running
 
+    # An image folder (or a video file) alone carries no counts: the line refuses to pick from it.
     plain = HardwareBackend(
         load_config(
             None,
             {
                 "camera": {"source": str(image_folder)},
                 "runtime": {"calibration": str(tmp_path / "missing.json")},
-                "arms": [{"name": "arm1", "transport": {"host": "127.0.0.1", "port": 1502}}],
+                "arms": [arm],
             },
         )
     )
-    try:
-        with pytest.raises(CalibrationFileError):
-            plain.open()
-        assert isinstance(plain.camera, OpenCVCamera) and plain.camera.read().encoder is None
-    finally:
-        plain.close()
+    with pytest.raises(ConfigError, match=r"is an image folder: its frames carry no belt counts") as e:
+        plain.open()
+    assert "scallop capture" in str(e.value) and plain.camera is None
 
 
 def test_encoder_errors_are_device_errors_and_a_gap_only_skips_a_frame(cameras, servers, image_folder):
@@ -607,4 +608,4 @@ def test_encoder_errors_are_device_errors_and_a_gap_only_skips_a_frame(cameras, 
     alarms = Alarms()
     reader = FrameReader(GapCamera(OpenCVCameraConfig(source=str(image_folder))), alarms, Stats(), ManualClock(), 2.0)
     assert reader.read() is None and reader.bad == 1
-    assert alarms.is_active("camera.corrupt") and not alarms.is_active("camera.stall")
+    assert alarms.is_active("camera.corrupt") and reader.usable

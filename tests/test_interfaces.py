@@ -91,6 +91,7 @@ def full_snapshot() -> LineSnapshot:
         recipe="standard",
         uptime_s=3600.0,
         seen=1200,
+        tracking=3,
         picked=1000,
         uro_removed=950,
         missed=50,

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import DeviceError
+from scallop.vision.stamps import FrameStamper
 
 
 class CameraError(DeviceError):
@@ -46,6 +47,11 @@ class EndOfStreamError(CameraError):
     """A finite source (video file, image folder) has no more frames."""
 
 
+class CameraStalledError(CameraError):
+    """A live source (device, stream) delivered no frame: unplugged, stopped, or the stream
+    ended. The line reconnects it with back-off."""
+
+
 @dataclass
 class Frame:
     """One exposure.
@@ -57,7 +63,14 @@ class Frame:
     index:     frame number from this camera, starting at 0.
     source:    what produced it (device, file path, "sim").
     extra:     backend-specific attachments (e.g. the simulator's ground truth under
-               ``"truth"``, a co-registered fluorescence channel under ``"uv"``).
+               ``"truth"``, a co-registered fluorescence channel under ``"uv"``, the stamp's
+               deviation from the camera's regular period under ``"stamp_jitter_s"``).
+    timestamp_error_s: how far ``timestamp`` may be from the exposure, beyond a constant
+               latency: 0 for a stamp latched with the exposure (hardware trigger, the
+               simulator, a recording's own times), the measured stamp jitter for a
+               free-running camera, ``inf`` when not known (a frame that waited in the
+               driver's queue for an unknown time). A frame with an unknown time is never
+               given a belt count.
     """
 
     image: np.ndarray
@@ -66,6 +79,7 @@ class Frame:
     index: int = 0
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    timestamp_error_s: float = 0.0
 
     def __post_init__(self) -> None:
         img = self.image
@@ -112,6 +126,12 @@ class Camera(abc.ABC):
     @abc.abstractmethod
     def resolution(self) -> tuple[int, int]:
         """(width, height) of the frames this camera delivers."""
+
+    def reconnect(self) -> None:
+        """Drop the device and open it again (the line calls this, with back-off, when frames
+        stop coming); raises CameraError subclasses like :meth:`connect`."""
+        self.disconnect()
+        self.connect()
 
     def next_frame_time(self) -> float | None:
         """When the next frame will be ready, on the clock that stamps the frames, without
@@ -193,8 +213,12 @@ class OpenCVCameraConfig:
     source: a device index ("0"), a video file, an RTSP/HTTP URL, or a folder of images
             (read in name order).
     width/height: requested resolution for live devices (0 = the device's default).
-    fps: requested frame rate for live devices (0 = default).
+    fps: live devices: the requested frame rate (0 = default). Video files are played at
+         their own frame times (the file's timestamps) and image folders at ``fps`` frames
+         per second; with fps = 0 a folder is read as fast as asked and each image is given
+         the time it is read (photos for calibration), a video file still keeps its pace.
     loop: restart a file or folder at its end instead of raising EndOfStreamError.
+    timeout_s: streams: give up opening, or waiting for a frame, after this long.
     """
 
     source: str = "0"
@@ -202,6 +226,7 @@ class OpenCVCameraConfig:
     height: int = 0
     fps: float = 0.0
     loop: bool = False
+    timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not str(self.source).strip():
@@ -212,21 +237,53 @@ class OpenCVCameraConfig:
                 raise ValueError(f"{name}={v} is out of range: allowed 0..10000 (0 = device default)")
         if not (0 <= self.fps <= 1000):
             raise ValueError(f"fps={self.fps} is out of range: allowed 0..1000 (0 = device default)")
+        if not (0.1 <= self.timeout_s <= 120):
+            raise ValueError(f"timeout_s={self.timeout_s} is out of range: allowed 0.1..120")
+
+    @property
+    def kind(self) -> str:
+        """ "device", "stream", "folder" or "file"."""
+        src = str(self.source)
+        if src.isdigit():
+            return "device"
+        if "://" in src:
+            return "stream"
+        return "folder" if Path(src).is_dir() else "file"
 
 
 class OpenCVCamera(Camera):
-    """Device index, video file, stream URL or image folder. Frames carry no encoder count."""
+    """Device index, video file, stream URL or image folder. Frames carry no encoder count.
 
-    def __init__(self, config: OpenCVCameraConfig, clock: Callable[[], float] = time.monotonic):
+    Live frames (device, stream) are stamped right after the grab, with the driver's own
+    timestamp where it gives one (:class:`~scallop.vision.stamps.FrameStamper`): a frame that
+    waited in the driver's queue keeps its time, or, without a driver timestamp, gets an
+    unknown error. Video files are played at their own pace (each frame at its time in the
+    file, the first one when read first), image folders at ``fps``.
+
+    clock: the line's clock (seconds); sleep: waits on the same clock (pacing of files).
+    """
+
+    def __init__(
+        self,
+        config: OpenCVCameraConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         super().__init__()
         self.config = config
         self._clock = clock
+        self._sleep = sleep
         self._cap: cv2.VideoCapture | None = None
         self._files: list[Path] = []
         self._pos = 0
         self._index = 0
         self._size: tuple[int, int] = (config.width, config.height)
         self._lock = threading.Lock()
+        self._kind = ""
+        self._t0: float | None = None  # clock time of a file's first frame
+        self._loop_s = 0.0  # a looped file's time so far, before this pass
+        self._last_file_t = 0.0
+        self.stamper = FrameStamper()
 
     @property
     def _name(self) -> str:
@@ -235,29 +292,34 @@ class OpenCVCamera(Camera):
     def connect(self) -> None:
         src = str(self.config.source)
         path = Path(src)
-        if path.is_dir():
+        kind = self.config.kind
+        self.stamper.reset()
+        self._t0, self._loop_s, self._pos = None, 0.0, 0
+        if kind == "folder":
             self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._files:
                 raise CameraNotFoundError(f"camera {self._name}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             first = read_image(self._files[0])
             self._size = (first.shape[1], first.shape[0])
+            self._kind = kind
             self._connected = True
             return
-        is_url = "://" in src
-        if src.isdigit():
-            target: int | str = int(src)
-        elif is_url:
-            target = src
+        if kind == "device":
+            cap = cv2.VideoCapture(int(src))
+        elif kind == "stream":
+            ms = int(self.config.timeout_s * 1000)
+            cap = cv2.VideoCapture(
+                src, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            )
         else:
             if not path.exists():
                 raise CameraNotFoundError(f"camera {self._name}: no such device, file or folder")
-            target = src
-        cap = cv2.VideoCapture(target)
+            cap = cv2.VideoCapture(src)
         if not cap.isOpened():
             cap.release()
-            kind = "device" if isinstance(target, int) else ("stream" if is_url else "video file")
-            raise CameraNotFoundError(f"camera {self._name}: cannot open {kind} (not present, busy, or unsupported)")
-        if isinstance(target, int):
+            what = {"device": "device", "stream": "stream", "file": "video file"}[kind]
+            raise CameraNotFoundError(f"camera {self._name}: cannot open {what} (not present, busy, or unsupported)")
+        if kind == "device":
             if self.config.width:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
             if self.config.height:
@@ -266,41 +328,96 @@ class OpenCVCamera(Camera):
                 cap.set(cv2.CAP_PROP_FPS, self.config.fps)
         self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         self._cap = cap
+        self._kind = kind
         self._connected = True
 
     @property
     def resolution(self) -> tuple[int, int]:
         return self._size
 
+    def _paced(self, t_file: float) -> float:
+        """Wait until a file's frame at ``t_file`` (seconds into the file) is due; its stamp."""
+        if self._t0 is None:
+            self._t0 = self._clock() - t_file
+        due = self._t0 + t_file
+        wait = due - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        return due
+
+    def _read_folder(self) -> tuple[np.ndarray, str, float]:
+        if self._pos >= len(self._files):
+            if not self.config.loop:
+                raise EndOfStreamError(f"camera {self._name}: no more images")
+            self._loop_s += len(self._files) / self.config.fps if self.config.fps else 0.0
+            self._pos = 0
+        path = self._files[self._pos]
+        k = self._pos
+        self._pos += 1
+        img = read_image(path)
+        ts = self._paced(self._loop_s + k / self.config.fps) if self.config.fps else self._clock()
+        return img, str(path), ts
+
+    def _read_file(self) -> tuple[np.ndarray, float]:
+        cap = self._cap
+        ok = cap.grab()
+        if not ok and self.config.loop:
+            self._loop_s = self._last_file_t + (1.0 / self.config.fps if self.config.fps else 0.04)
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok = cap.grab()
+        if not ok:
+            raise EndOfStreamError(f"camera {self._name}: end of video")
+        if self.config.fps:
+            t_file = self._loop_s + (cap.get(cv2.CAP_PROP_POS_FRAMES) - 1) / self.config.fps
+        else:
+            t_file = self._loop_s + cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        self._last_file_t = t_file
+        ok, img = cap.retrieve()
+        if not ok or img is None:
+            raise CorruptFrameError(f"camera {self._name}: frame {self._index} cannot be decoded")
+        return img, self._paced(t_file)
+
+    def _read_live(self) -> tuple[np.ndarray, float, float, float | None]:
+        cap = self._cap
+        t_before = self._clock()
+        ok = cap.grab()
+        t_after = self._clock()
+        if not ok:
+            raise CameraStalledError(
+                f"camera {self._name}: no frame delivered (device unplugged or stopped, or the stream ended)"
+            )
+        driver_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+        ts, err, jitter = self.stamper.stamp(t_before, t_after, driver_ms / 1000.0 if driver_ms > 0 else None)
+        ok, img = cap.retrieve()
+        if not ok or img is None:
+            raise CorruptFrameError(f"camera {self._name}: frame {self._index} cannot be decoded")
+        return img, ts, err, jitter
+
     def read(self) -> Frame:
         self._require_connected(self._name)
         with self._lock:
-            ts = self._clock()
-            if self._files:
-                if self._pos >= len(self._files):
-                    if not self.config.loop:
-                        raise EndOfStreamError(f"camera {self._name}: no more images")
-                    self._pos = 0
-                path = self._files[self._pos]
-                self._pos += 1
-                img = read_image(path)
-                source = str(path)
-            else:
-                assert self._cap is not None
-                ok, img = self._cap.read()
-                if not ok and self.config.loop and not str(self.config.source).isdigit():
-                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    ok, img = self._cap.read()
-                if not ok or img is None:
-                    if str(self.config.source).isdigit() or "://" in str(self.config.source):
-                        raise CorruptFrameError(
-                            f"camera {self._name}: no frame delivered (device stalled or unplugged)"
-                        )
-                    raise EndOfStreamError(f"camera {self._name}: end of video")
+            err, extra = 0.0, {}
+            if self._kind == "folder":
+                img, source, ts = self._read_folder()
+            elif self._kind == "file":
+                img, ts = self._read_file()
                 source = str(self.config.source)
+            else:
+                img, ts, err, jitter = self._read_live()
+                source = str(self.config.source)
+                if jitter is not None:
+                    extra["stamp_jitter_s"] = jitter
             if img.ndim == 2:
                 img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            frame = Frame(image=img, timestamp=ts, encoder=None, index=self._index, source=source)
+            frame = Frame(
+                image=img,
+                timestamp=ts,
+                encoder=None,
+                index=self._index,
+                source=source,
+                extra=extra,
+                timestamp_error_s=err,
+            )
             self._index += 1
             return frame
 

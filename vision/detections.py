@@ -48,8 +48,10 @@ class Detections:
     pickable:    (N,)   bool.
     reason:      (N,)   object (str) — why not pickable, "" when pickable (see REASONS).
     contours:    list of N (K, 2) float32 arrays — outline of each visible mask, pixels.
-    center_mm, grasp_mm, pull_dir_mm: (N, 2) float64 in the belt frame (mm) when a
-                 pixel→belt mapping was given, else None.
+    uro_center_px: (N, 2) float64 centroid of the uro's mask, NaN where no uro was found
+                 (None from a producer that does not measure it).
+    center_mm, grasp_mm, pull_dir_mm, uro_center_mm: (N, 2) float64 in the belt frame (mm)
+                 when a pixel→belt mapping was given, else None.
     """
 
     xyxy: np.ndarray
@@ -65,9 +67,11 @@ class Detections:
     pickable: np.ndarray
     reason: np.ndarray
     contours: list = field(default_factory=list)
+    uro_center_px: np.ndarray | None = None
     center_mm: np.ndarray | None = None
     grasp_mm: np.ndarray | None = None
     pull_dir_mm: np.ndarray | None = None
+    uro_center_mm: np.ndarray | None = None
 
     _ARRAYS = (
         "xyxy",
@@ -118,7 +122,7 @@ class Detections:
         idx = np.arange(len(self))[idx]
         kw = {name: getattr(self, name)[idx] for name in self._ARRAYS}
         kw["contours"] = [self.contours[i] for i in idx]
-        for name in ("center_mm", "grasp_mm", "pull_dir_mm"):
+        for name in ("uro_center_px", "center_mm", "grasp_mm", "pull_dir_mm", "uro_center_mm"):
             v = getattr(self, name)
             kw[name] = None if v is None else v[idx]
         return Detections(**kw)
@@ -140,6 +144,11 @@ class Detections:
             d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
             self.grasp_mm[ok] = g
             self.pull_dir_mm[ok] = d
+        if self.uro_center_px is not None:
+            self.uro_center_mm = np.full((n, 2), np.nan)
+            has = np.isfinite(self.uro_center_px).all(1)
+            if has.any():
+                self.uro_center_mm[has] = to_belt(self.uro_center_px[has])
         return self
 
     def to_json(self, image: str, width: int, height: int) -> dict:

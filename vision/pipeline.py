@@ -499,6 +499,7 @@ class Pipeline:
                 pull=(np.nan, np.nan),
                 uconf=0.0,
                 uarea=0.0,
+                ucenter=(np.nan, np.nan),
                 reason="",
             )
             cnts, _ = cv2.findContours(own_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -510,7 +511,7 @@ class Pipeline:
             ux, uy, uw, uh = cv2.boundingRect(uro)
             nu = 0
             if uw:
-                nu, ulab, ust, _ = cv2.connectedComponentsWithStats(uro[uy : uy + uh, ux : ux + uw], connectivity=8)
+                nu, ulab, ust, ucen = cv2.connectedComponentsWithStats(uro[uy : uy + uh, ux : ux + uw], connectivity=8)
             areas = ust[1:, cv2.CC_STAT_AREA] * mm2 if nu > 1 else None
             if nu <= 1 or areas.max() < cfg.min_uro_area_mm2:
                 row["reason"] = REASON_NO_URO
@@ -537,7 +538,13 @@ class Pipeline:
                     _softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
                 )
                 px, py = px + x0, py + y0
-                row.update(grasp=(ox + px * step, oy + py * step), uconf=uconf, uarea=float(areas[order[0]]))
+                ucx, ucy = ucen[best] + (ux + x0, uy + y0)
+                row.update(
+                    grasp=(ox + px * step, oy + py * step),
+                    uconf=uconf,
+                    uarea=float(areas[order[0]]),
+                    ucenter=(ox + ucx * step, oy + ucy * step),
+                )
                 add_u8 = add.view(np.uint8)
                 na = cv2.countNonZero(add_u8)
                 if na * mm2 >= cfg.min_adductor_area_mm2:
@@ -589,6 +596,7 @@ class Pipeline:
             pickable=np.array([r["reason"] == "" for r in rows]),
             reason=np.array([r["reason"] for r in rows], dtype=object),
             contours=[np.asarray(r["contour"], np.float32) for r in rows],
+            uro_center_px=np.array([r["ucenter"] for r in rows], np.float64).reshape(-1, 2),
         )
         if to_belt is not None:
             dets.with_belt_mapping(to_belt)

@@ -9,16 +9,21 @@ the simulator offers its ground truth that way, hardware offers none.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 
-from scallop.app.config import LineConfig
+from scallop.app.config import EncoderSection, LineConfig
 from scallop.calibration.camera_model import CameraModel
+from scallop.errors import ConfigError, DeviceError
 from scallop.robot.belt import Belt
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig, Pose
 from scallop.vision.camera import Camera, OpenCVCamera, OpenCVCameraConfig
+from scallop.vision.recording import RecordingCamera, is_recording
+
+log = logging.getLogger("scallop.line")
 
 
 class Backend:
@@ -26,10 +31,11 @@ class Backend:
     ``open()``; ``verifier`` and ``observers`` stay empty unless the backend can see what
     happens to the scallops."""
 
-    def __init__(self, config: LineConfig) -> None:
+    def __init__(self, config: LineConfig, clock=None) -> None:
         self.config = config
-        self.clock = SystemClock()
+        self.clock = clock if clock is not None else SystemClock()
         self.camera: Camera | None = None
+        self.camera_error = ""  # why the camera could not be opened (the line keeps trying)
         self.camera_model: CameraModel | None = None
         self.belt: Belt | None = None
         self.arm_configs: list[ArmConfig] = []
@@ -45,11 +51,61 @@ class Backend:
             self.camera.disconnect()
 
 
+def open_camera(config: LineConfig, clock) -> Camera:
+    """The configured real camera (not connected yet): a recording folder plays back with its
+    own counts, anything else goes through OpenCV; with ``[camera.encoder]`` the frames get
+    their counts from the sampled counter (a recording then gives only its frames)."""
+    cc = config.camera
+    sampled = cc.encoder.source == "modbus"
+    if is_recording(cc.source):
+        cam: Camera = RecordingCamera(cc.source, clock, with_counts=not sampled)
+    else:
+        cam = OpenCVCamera(
+            OpenCVCameraConfig(source=cc.source, width=cc.width, height=cc.height, fps=cc.fps, timeout_s=cc.timeout_s),
+            clock=clock.now,
+            sleep=clock.sleep,
+        )
+    if sampled:
+        # No hardware latch: counts are sampled over Modbus and interpolated per frame.
+        from scallop.app.frames import EncodedCamera
+        from scallop.robot.belt import ModbusEncoder
+
+        cam = EncodedCamera(cam, ModbusEncoder(cc.encoder.modbus_config()), clock=clock.now)
+    return cam
+
+
+def check_counts_source(config: LineConfig) -> None:
+    """A line picks only from frames that carry belt counts: a plain video file or image
+    folder has none (its frames would be tracked on nothing), a recording has its own."""
+    cc = config.camera
+    if cc.encoder.source != "none":
+        return
+    if is_recording(cc.source):
+        from scallop.vision.recording import read_index
+
+        _, frames = read_index(cc.source)
+        if any(f.counts is None for f in frames):
+            raise ConfigError(
+                f"camera.source: the recording {cc.source} has frames without a belt count: it cannot be "
+                "picked from; pair it with [camera.encoder] or record it with the encoder configured"
+            )
+        return
+    kind = OpenCVCameraConfig(source=cc.source).kind
+    if kind in ("file", "folder"):
+        what = "a video file" if kind == "file" else "an image folder"
+        raise ConfigError(
+            f"camera.source: {cc.source!r} is {what}: its frames carry no belt counts, so the line cannot "
+            "pick from it; replay a recording made with 'scallop capture' (frames with their counts), or "
+            "configure [camera.encoder] (docs/configuration.md)"
+        )
+
+
 class HardwareBackend(Backend):
-    """A real camera (OpenCV source) and real arms, with the line calibration file."""
+    """A real camera (OpenCV source or a recording) and real arms, with the line calibration
+    file. A camera that is not there at the start is not fatal: the line starts waiting for
+    it (``camera_error``) and connects it when it comes."""
 
     def open(self) -> None:
-        from scallop.app.config import ConfigError
         from scallop.calibration.store import load_calibration
 
         cfg = self.config
@@ -66,23 +122,17 @@ class HardwareBackend(Backend):
                     f"arms[{i}].transport: arm {a.name!r} has no [arms.transport]: a real line reaches each arm "
                     "over Modbus TCP (host, port) or RTU (serial_port); see docs/configuration.md"
                 )
-        cam = OpenCVCamera(
-            OpenCVCameraConfig(
-                source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps
-            ),
-            clock=self.clock.now,
-        )
-        if cfg.camera.encoder.source == "modbus":
-            # No hardware latch: counts are sampled over Modbus and interpolated per frame.
-            from scallop.app.frames import EncodedCamera
-            from scallop.robot.belt import ModbusEncoder
-
-            cam = EncodedCamera(cam, ModbusEncoder(cfg.camera.encoder.modbus_config()), clock=self.clock.now)
-        cam.connect()
+        check_counts_source(cfg)
+        cam = open_camera(cfg, self.clock)
         self.camera = cam
+        try:
+            cam.connect()
+        except DeviceError as e:
+            self.camera_error = str(e)
+            log.error("camera not available at the start, waiting for it: %s", e)
         cal = load_calibration(
             cfg.runtime.calibration,
-            image_size=cam.resolution,
+            image_size=cam.resolution if cam.is_connected else None,
             require=("intrinsics", "belt", "encoder"),
             arms=[a.name for a in cfg.arms],
             accept_redo=cfg.runtime.accept_redo_calibration,
@@ -100,6 +150,43 @@ class HardwareBackend(Backend):
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
         ]
+
+
+class ReplayBackend(HardwareBackend):
+    """A recording replayed on the virtual clock, as fast as the work allows, with simulated
+    arms standing in for the configured ones (same poses, workspaces and motion): the line
+    decides and picks as it did on the shift, offline. ``grader`` referees the stand-in arms'
+    picks when the truth is known (a recording of the simulator); otherwise their effect is
+    unknown, as on the line."""
+
+    def __init__(self, config: LineConfig, clock=None, grader=None) -> None:
+        from scallop.sim.clock import VirtualClock
+
+        super().__init__(config, clock=clock if clock is not None else VirtualClock())
+        self.grader = grader
+        self.sim_arms = []
+
+    def open(self) -> None:
+        from scallop.sim.arm import SimArm
+
+        if not is_recording(self.config.camera.source):
+            raise ConfigError(f"camera.source: {self.config.camera.source!r} is not a recording folder to replay")
+        arms = []
+        try:
+            for a in self.config.arms or default_sim_arms(1):
+                sim = SimArm(replace(a, transport=None), clock=self.clock, grader=self.grader).start()
+                self.sim_arms.append(sim)
+                arms.append(replace(a, transport=sim.transport_config()))
+        except Exception:
+            self.close()
+            raise
+        self.config = replace(self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()))
+        super().open()
+
+    def close(self) -> None:
+        for a in self.sim_arms:
+            a.close()
+        super().close()
 
 
 def default_sim_arms(n: int = 1) -> list[ArmConfig]:

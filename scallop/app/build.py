@@ -10,10 +10,17 @@ from scallop.app.line import Line
 from scallop.app.record import RecordWriter, default_db_path
 
 
-def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None) -> Line:
+def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, backend=None) -> Line:
     """The line for ``config`` with its record writer (``scallop run``, the scenario bench,
-    tests). ``seed`` and ``clock`` matter on the simulator only."""
-    backend = SimBackend(config, clock=clock, seed=seed) if config.is_simulated else HardwareBackend(config)
+    tests). ``seed`` matters on the simulator only; ``clock`` (default: wall time on
+    hardware, virtual time on the simulator) lets a recording replay on virtual time;
+    ``backend`` replaces the one the configuration implies (``scallop replay``)."""
+    if backend is not None:
+        pass
+    elif config.is_simulated:
+        backend = SimBackend(config, clock=clock, seed=seed)
+    else:
+        backend = HardwareBackend(config, clock=clock)
     path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None

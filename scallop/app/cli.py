@@ -34,6 +34,8 @@ COMMANDS = (
     "sim",
     "detect",
     "calibrate",
+    "capture",
+    "replay",
     "robot",
     "bench",
     "train",

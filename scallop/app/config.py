@@ -178,14 +178,20 @@ class EncoderSection:
 
 @dataclass
 class CameraSection:
-    """source: "sim" for the built-in simulator, otherwise what OpenCV opens: a device index
-    ("0"), a video file, an RTSP/HTTP URL or a folder of images. encoder: where the frames'
-    belt encoder counts come from on a real camera ([camera.encoder])."""
+    """source: "sim" for the built-in simulator, a recording folder (``scallop capture``),
+    otherwise what OpenCV opens: a device index ("0"), a video file, an RTSP/HTTP URL or a
+    folder of images. encoder: where the frames' belt encoder counts come from on a real
+    camera ([camera.encoder]). timeout_s: a stream that opens or sends nothing for this long
+    has gone. reconnect_min_s / reconnect_max_s: a camera that delivers no frames is
+    reconnected after the first, doubling up to the second."""
 
     source: str = "sim"
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    timeout_s: float = 5.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 10.0
     encoder: EncoderSection = field(default_factory=EncoderSection)
 
     def __post_init__(self) -> None:
@@ -194,6 +200,9 @@ class CameraSection:
         check_range("width", self.width, 0, 10000)
         check_range("height", self.height, 0, 10000)
         check_range("fps", self.fps, 0, 1000)
+        check_range("timeout_s", self.timeout_s, 0.1, 120.0)
+        check_range("reconnect_min_s", self.reconnect_min_s, 0.05, 60.0)
+        check_range("reconnect_max_s", self.reconnect_max_s, self.reconnect_min_s, 600.0)
         if self.source == "sim" and self.encoder.source != "none":
             raise ValueError(
                 "encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
@@ -208,7 +217,9 @@ class RuntimeSection:
     accept_redo_calibration: parts of that file used although their verdict is REDO
     ("intrinsics", "belt", "encoder", "arms.NAME"): the engineer's explicit override, raised as
     an alarm and recorded at every start. tick_s: how often the arms are served.
-    frame_queue: frames waiting for inference; under overload the oldest are dropped."""
+    frame_queue: frames waiting for inference; under overload the oldest are dropped.
+    max_count_error_mm: a frame whose belt count may be off by more than this (its stamp's
+    error at the belt's speed) is not used."""
 
     calibration: str = ""
     accept_redo_calibration: list[str] = field(default_factory=list)
@@ -217,6 +228,7 @@ class RuntimeSection:
     inference_latency_s: float = 0.02  # virtual time charged per frame on the simulator
     stall_alarm_s: float = 2.0  # no frame for this long → camera alarm
     snapshot_doubtful: bool = True
+    max_count_error_mm: float = 2.0
 
     def __post_init__(self) -> None:
         check_range("tick_s", self.tick_s, 0.001, 0.5)
@@ -229,6 +241,7 @@ class RuntimeSection:
                     f"accept_redo_calibration[{i}]={part!r} is not a calibration part: "
                     "use 'intrinsics', 'belt', 'encoder' or 'arms.NAME'"
                 )
+        check_range("max_count_error_mm", self.max_count_error_mm, 0.1, 50.0)
 
 
 @dataclass

@@ -11,9 +11,12 @@ count interpolated at its exposure time::
         frame = cam.read()          # frame.encoder: belt count at the exposure
 
 The line treats encoder failures like camera failures: a stalled encoder
-(:class:`EncoderStalledError`) is a critical camera alarm that clears when counts come back,
-and a single frame that cannot be given a count (:class:`EncoderGapError`) is skipped with a
-warning.
+(:class:`EncoderStalledError`) is a critical alarm of its own that clears when counts come
+back, and a single frame that cannot be given a count (:class:`EncoderGapError`) is skipped
+with a warning. A frame is only given a count when its exposure time is known
+(``Frame.timestamp_error_s`` finite): a frame that waited in the camera's queue for an unknown
+time — the backlog a stream builds while the counter is away — is skipped
+(:class:`ExposureUnknownError`), never stamped with a count read after it was exposed.
 """
 
 from __future__ import annotations
@@ -34,17 +37,24 @@ from scallop.vision.camera import Camera, CameraNotConnectedError, Frame
 log = logging.getLogger("scallop.encoder")
 
 
+class ExposureUnknownError(EncoderGapError):
+    """The frame's exposure time is not known (it waited in the camera's queue): it gets no
+    count and is skipped."""
+
+
 class EncodedCamera(Camera):
     """Any :class:`Camera` plus an :class:`Encoder`: frames get ``encoder`` = the count at
-    their exposure (``frame.timestamp - latency_s``), interpolated linearly between the
-    samples just before and just after it.
+    their exposure (the camera's stamp minus ``latency_s``), interpolated linearly between the
+    samples just before and just after it, and ``timestamp`` = that exposure time.
 
     A thread samples the encoder at ``sample_hz`` into a ring buffer of
     ``(clock time, count)``; each sample is stamped with the middle of its request. ``read()``
     waits at most ``timeout_s + 2/sample_hz`` (wall time) for a sample at or after the
     exposure. ``clock`` must be the clock that stamps the wrapped camera's frames; the
     thread's pacing is wall time. Each frame also gets ``extra["encoder_t"]``, the clock time
-    its count belongs to.
+    its count belongs to, and ``extra["count_error"]``: how many counts its stamp error
+    (``timestamp_error_s``) and the samples' own time error (half their request's round trip)
+    are worth at the belt speed of the samples around it.
 
     run_sampler=False starts no thread: the caller takes samples with :meth:`sample` (tests,
     tools that sample in their own loop).
@@ -65,7 +75,8 @@ class EncodedCamera(Camera):
         # One failed request plus a few periods can be bridged; longer gaps are not
         # interpolated (the belt may have changed speed meanwhile).
         self.max_gap_s = timeout + 4.0 / self.sample_hz
-        self._samples: deque[tuple[float, int]] = deque(maxlen=math.ceil(cfg.buffer_s * self.sample_hz) + 2)
+        # (clock time, count, half the request's round trip: how far the time may be off)
+        self._samples: deque[tuple[float, int, float]] = deque(maxlen=math.ceil(cfg.buffer_s * self.sample_hz) + 2)
         self._cond = threading.Condition()
         self._sample_lock = threading.Lock()
         self._run_sampler = run_sampler
@@ -121,6 +132,14 @@ class EncodedCamera(Camera):
         self._shutdown()
         self.camera.disconnect()
 
+    def reconnect(self) -> None:
+        """The camera only: the encoder's sampler runs on (it has its own alarm). Never
+        connected (not there at the start): both."""
+        if not self._connected:
+            self.connect()
+        else:
+            self.camera.reconnect()
+
     @property
     def sampler_running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -138,7 +157,7 @@ class EncodedCamera(Camera):
         t = 0.5 * (t0 + t1)
         with self._cond:
             if not self._samples or t > self._samples[-1][0]:
-                self._samples.append((t, count))
+                self._samples.append((t, count, 0.5 * (t1 - t0)))
                 self._cond.notify_all()
         return t, count
 
@@ -152,11 +171,11 @@ class EncodedCamera(Camera):
     def samples(self) -> np.ndarray:
         """(N, 2) float64 copy of the kept samples: column 0 clock time, column 1 count."""
         with self._cond:
-            return np.array(self._samples, dtype=np.float64).reshape(-1, 2)
+            return np.array([s[:2] for s in self._samples], dtype=np.float64).reshape(-1, 2)
 
     def newest_sample(self) -> tuple[float, int] | None:
         with self._cond:
-            return self._samples[-1] if self._samples else None
+            return self._samples[-1][:2] if self._samples else None
 
     def _sampler(self) -> None:
         period = 1.0 / self.sample_hz
@@ -182,9 +201,19 @@ class EncodedCamera(Camera):
     def count_at(self, t: float) -> int:
         """The count at clock time ``t``, interpolated between the kept samples around it;
         waits (bounded) for the sample after ``t``."""
+        return self._count_and_rate(t)[0]
+
+    def _count_and_rate(self, t: float, rate_span_s: float = 0.1) -> tuple[int, float, float]:
+        """The count at ``t``, the belt's rate there (counts per second, over the samples of
+        ``rate_span_s`` before the one after ``t``: two neighbours alone are a count apart), and
+        how far the samples' own times may be off (half the slower request's round trip)."""
         deadline = time.monotonic() + self.max_wait_s
         with self._cond:
             while not self._samples or self._samples[-1][0] < t:
+                if self.last_error is not None and self._samples and self._samples[-1][0] < t - self.max_gap_s:
+                    # The encoder is failing and even a sample now would leave a gap: do not
+                    # wait per frame (the camera's queue would fill meanwhile).
+                    raise self._stalled(t)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._stalled(t)
@@ -200,10 +229,16 @@ class EncodedCamera(Camera):
             i = len(buf) - 1
             while buf[i][0] > t:
                 i -= 1
-            t0, c0 = buf[i]
-            if t0 == t:
-                return int(c0)
-            t1, c1 = buf[i + 1]
+            t0, c0, h0 = buf[i]
+            k = min(i + 1, len(buf) - 1)
+            j = k
+            while j > 0 and buf[j - 1][0] >= buf[k][0] - rate_span_s:
+                j -= 1
+            (ta, ca, _), (tb, cb, _) = buf[j], buf[k]
+            rate = (cb - ca) / (tb - ta) if tb > ta else 0.0
+            if i + 1 == len(buf):  # exactly on the newest sample
+                return int(c0), rate, h0
+            t1, c1, h1 = buf[i + 1]
         gap = t1 - t0
         if gap > self.max_gap_s:
             raise EncoderGapError(
@@ -211,7 +246,7 @@ class EncodedCamera(Camera):
                 f"(more than {self.max_gap_s:.3f} s cannot be interpolated): frame skipped"
             )
         # Integer base plus a rounded fraction: counts beyond 2**53 keep their last digits.
-        return int(c0) + round((c1 - c0) * (t - t0) / gap)
+        return int(c0) + round((c1 - c0) * (t - t0) / gap), rate, max(h0, h1)
 
     def _stalled(self, t: float) -> EncoderStalledError:
         newest = self._samples[-1][0] if self._samples else None
@@ -230,7 +265,17 @@ class EncodedCamera(Camera):
         if not self._connected:
             raise CameraNotConnectedError(f"camera with {self._name}: read() before connect()")
         frame = self.camera.read()
+        if not math.isfinite(frame.timestamp_error_s):
+            raise ExposureUnknownError(
+                f"frame {frame.index}: exposure time not known (it waited in the camera's queue, or the camera's "
+                "frame rate is still being learnt after a (re)connect): no belt count, frame skipped"
+            )
         t_exp = frame.timestamp - self.latency_s
-        frame.encoder = self.count_at(t_exp)
+        frame.encoder, rate, sample_err = self._count_and_rate(t_exp)
+        # From here on the frame's time is its exposure, as a latched camera's is: the belt
+        # model of the arms pairs it with the count.
+        frame.timestamp = t_exp
         frame.extra["encoder_t"] = t_exp
+        # A loaded computer stretches the counter's round trips: their halves add to the error.
+        frame.extra["count_error"] = abs(rate) * (frame.timestamp_error_s + sample_err)
         return frame

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-LineState = Literal["stopped", "starting", "running", "paused", "stopping", "estop", "fault"]
+LineState = Literal["stopped", "starting", "running", "waiting_camera", "paused", "stopping", "estop", "fault"]
 Role = Literal["operator", "engineer"]
 
 
@@ -38,7 +38,7 @@ class ArmStatus:
     state: str
     connected: bool
     picks: int = 0
-    uro_removed: int = 0
+    uro_removed: int | None = 0  # None: not known (no pick verifier)
     last_result: str = ""
     utilisation: float = 0.0  # share of the last minute spent picking, 0..1
     fault: str = ""  # the arm's fault code name (CTRL_WATCHDOG, ESTOP, ...) in fault or e-stop
@@ -54,18 +54,25 @@ class Recipe:
 
 @dataclass
 class LineSnapshot:
+    """What the line shows. A figure that is not known is None, never 0: what a pick did to
+    the uro (``uro_removed``, ``missed``, ``adductor_hits``, ``removal_rate``) is known only
+    with a pick verifier (the simulator; an inspection camera), not on plain hardware.
+    ``seen`` counts scallops decided (picked, failed or skipped: one record row each);
+    ``tracking`` those in view and not decided yet."""
+
     state: LineState
     recipe: str
     uptime_s: float
     seen: int = 0
+    tracking: int = 0
     picked: int = 0
-    uro_removed: int = 0
-    missed: int = 0
-    adductor_hits: int = 0
+    uro_removed: int | None = 0
+    missed: int | None = 0
+    adductor_hits: int | None = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     per_minute: float = 0.0  # scallops seen per minute over the last minute
-    removal_rate: float = 0.0  # uro_removed / scallops with a uro, 0..1
+    removal_rate: float | None = 0.0  # uro_removed / scallops with a uro, 0..1
     frames: int = 0
     frames_dropped: int = 0
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {p50, p99}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-_STATES = ("stopped", "starting", "running", "paused", "stopping", "estop", "fault")
+_STATES = ("stopped", "starting", "running", "waiting_camera", "paused", "stopping", "estop", "fault")
 _ARM_STATES = ("idle", "picking", "disconnected", "fault", "estop", "homing")
 _SEVERITIES = ("info", "warning", "critical")
 _QUANTILES = {"p50": "0.5", "p90": "0.9", "p95": "0.95", "p99": "0.99"}
@@ -78,9 +78,11 @@ class WithoutCreated(Collector):
             yield family
 
 
-def _counts(prefix: str, counts: Sequence[tuple[str, str]], value: Callable[[str], float]) -> Iterator[Metric]:
+def _counts(prefix: str, counts: Sequence[tuple[str, str]], value: Callable[[str], float | None]) -> Iterator[Metric]:
     for key, help in counts:
-        yield CounterMetricFamily(f"{prefix}_{key}_total", help, value=value(key))
+        v = value(key)
+        if v is not None:  # not known (no pick verifier): absent, never a false 0
+            yield CounterMetricFamily(f"{prefix}_{key}_total", help, value=v)
 
 
 def _one_hot(family: GaugeMetricFamily, labels: tuple[str, ...], states: Sequence[str], current: str) -> None:
@@ -114,9 +116,10 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             f"{p}_scallops_per_minute", "Scallops seen over the last minute.", value=snap.per_minute
         )
-        yield GaugeMetricFamily(
-            f"{p}_uro_removal_ratio", "Uros removed / scallops with a uro (0..1).", value=snap.removal_rate
-        )
+        if snap.removal_rate is not None:
+            yield GaugeMetricFamily(
+                f"{p}_uro_removal_ratio", "Uros removed / scallops with a uro (0..1).", value=snap.removal_rate
+            )
         yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the line started.", value=snap.uptime_s)
         state = GaugeMetricFamily(f"{p}_line_state", "1 for the line's current state.", labels=["state"])
         _one_hot(state, (), _STATES, snap.state)
@@ -144,6 +147,7 @@ class SnapshotCollector(Collector):
         connected = GaugeMetricFamily(f"{p}_arm_connected", "1 when the arm answers on Modbus.", labels=["arm"])
         picks = CounterMetricFamily(f"{p}_arm_picks_total", "Picks executed per arm.", labels=["arm"])
         removed = CounterMetricFamily(f"{p}_arm_uro_removed_total", "Uros removed per arm.", labels=["arm"])
+        # An arm whose removals are not known (no pick verifier) has no series here.
         util = GaugeMetricFamily(
             f"{p}_arm_utilisation_ratio", "Share of the last minute spent picking.", labels=["arm"]
         )
@@ -151,7 +155,8 @@ class SnapshotCollector(Collector):
             _one_hot(state, (a.name,), _ARM_STATES, a.state)
             connected.add_metric((a.name,), 1 if a.connected else 0)
             picks.add_metric((a.name,), a.picks)
-            removed.add_metric((a.name,), a.uro_removed)
+            if a.uro_removed is not None:
+                removed.add_metric((a.name,), a.uro_removed)
             util.add_metric((a.name,), a.utilisation)
         yield from (state, connected, picks, removed, util)
 

@@ -42,7 +42,8 @@ class LatencyWindow:
 
 
 class Stats:
-    STAGES = ("capture", "inference", "tracking", "planning", "modbus", "frame_total")
+    # stamp_jitter: how far a free-running camera's frames arrive from its cadence.
+    STAGES = ("capture", "inference", "tracking", "planning", "modbus", "frame_total", "stamp_jitter")
     # keep_all()'s bound per stage: hours of frames, yet a forgotten run cannot eat the memory.
     KEEP_ALL_MAX = 500_000
 

@@ -47,6 +47,8 @@ class View:
     centrality: float  # 0 at the image centre, 1 at the edge
     cut: bool = False  # partly outside the image: its centre is biased
     radius_mm: float = float("nan")  # sqrt(visible area / pi): the scallop's radius when whole
+    score: float = float("nan")  # detection confidence (the mask is scallop), 0..1
+    uro_uv: tuple[float, float] | None = None  # the uro's centre, material coordinates
 
 
 @dataclass
@@ -209,6 +211,9 @@ class Tracker:
             reason = "" if pickable else (str(dets.reason[i]) or REASON_AMBIGUOUS)
             cut = bool(dets.cut_by_border[i])
             area = float(dets.area_mm2[i])
+            uro_uv = None
+            if dets.uro_center_mm is not None and np.isfinite(dets.uro_center_mm[i]).all():
+                uro_uv = (float(dets.uro_center_mm[i][0] - travel), float(dets.uro_center_mm[i][1]))
             view = View(
                 frame_index,
                 int(encoder),
@@ -224,6 +229,8 @@ class Tracker:
                 centrality,
                 cut=cut,
                 radius_mm=math.sqrt(area / math.pi) if area > 0 else float("nan"),
+                score=float(dets.confidence[i]),
+                uro_uv=uro_uv,
             )
             # A cut view's centroid can lie up to a radius from the scallop's centre.
             reach = self.cut_match_mm if cut else self.match_mm
@@ -295,6 +302,10 @@ class Tracker:
                     out.append(Decision(t, view, view.pickable, "" if view.pickable else view.reason))
         self.tracks = [t for t in self.tracks if not t.committed]
         return out
+
+    def open_count(self) -> int:
+        """Scallops in view that are not decided yet."""
+        return sum(1 for t in self.tracks if not t.committed)
 
     def flush(self) -> list[Decision]:
         """Commit everything still open (line stopping): nothing seen is lost."""

@@ -7,9 +7,11 @@ from scallop.app.commands.calibrate_common import (
     camera_args,
     capture_board_frame,
     load,
+    picture_arg,
     read_one,
     step_parser,
     verdict_exit,
+    write_picture,
 )
 
 
@@ -20,8 +22,10 @@ def register(sub) -> None:
         "step 2: the belt plane from a board lying flat on the stopped belt",
         "Step 2: lay the board flat on the stopped belt, in the middle of the view, its rows along\n"
         "the travel; photograph it. Extra photos with the board moved across the belt pin the plane\n"
-        "down over more of the field. The board's first inner corner becomes the belt origin\n"
-        "(or --origin X Y), its rows the belt's x axis (refined later by the encoder step).\n\n"
+        "down over more of the field. The first photo's board sets the belt frame: its inner corner 0\n"
+        "becomes the belt origin (or the belt point --origin X Y), its rows the belt's x axis (refined\n"
+        "later by the encoder step). Which corner that is, and where the axes go, is drawn on the\n"
+        "picture this step writes (NAME.belt.png): look at it before going on.\n\n"
         "examples:\n"
         "  scallop calibrate belt --calib line.json --board chessboard:9x6:25 flat.png\n"
         "  scallop calibrate belt --calib line.json --board chessboard:9x6:25 --thickness-mm 3 left.png mid.png right.png\n"
@@ -48,11 +52,14 @@ def register(sub) -> None:
     p.add_argument("--thickness-mm", type=float, default=0.0, help="board plate thickness (default 0)")
     p.add_argument("--dry-run", action="store_true", help="measure and report, do not write the file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    picture_arg(p, "belt")
     camera_args(p, "the photo")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import numpy as np
+
     from scallop.calibration.belt import measure_belt
     from scallop.calibration.boards import parse_board
     from scallop.calibration.errors import CalibrationError, ImageError
@@ -91,7 +98,27 @@ def run(args) -> int:
     )
     out.figures(res.figures())
     out.verdict(res.verdict, "this belt calibration")
+    from scallop.calibration.pictures import belt_frame_picture
+
+    first = res.corner_photo == 0
+    order = np.argsort(res.corner_ids[first])
+    o = res.placement["origin_mm"]
+    out.say(f"  the belt origin ({o[0]:g}, {o[1]:g}) is the first photo's board corner 0, drawn on the picture")
     obj = res.to_json()
+    obj["picture"] = write_picture(
+        out,
+        belt_frame_picture(
+            images[0],
+            res.camera,
+            res.corners_px[first][order],
+            z_mm=args.thickness_mm,
+            title=f"belt frame: corner 0 = ({o[0]:g}, {o[1]:g}) mm, +x = travel",
+        ),
+        args.calib,
+        "belt",
+        args.picture,
+        "board corners numbered, corner 0 = the belt origin, the belt axes and a 100 mm grid",
+    )
     if not args.dry_run:
         had = [p for p in ("encoder", "arms") if cal.has(p)]
         cal.set_belt(res.section())

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from scallop.app.commands.calibrate_common import Out, camera_args, capture_board_frame, load, read_one, step_parser
+from scallop.app.commands.calibrate_common import (
+    Out,
+    camera_args,
+    capture_board_frame,
+    load,
+    picture_arg,
+    read_one,
+    step_parser,
+    write_picture,
+)
 
 
 def register(sub) -> None:
@@ -24,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--same-place", action="store_true", help="the board lies where it lay for the belt step")
     p.add_argument("--thickness-mm", type=float, default=None, help="board plate thickness (default: as saved)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    picture_arg(p, "check")
     camera_args(p, "the photo")
     p.set_defaults(func=run)
 
@@ -51,5 +61,24 @@ def run(args) -> int:
     for n in rep.notes:
         out.say(f"  note: {n}")
     out.say(f"verdict: {rep.verdict.upper()} - {rep.advice}")
-    out.result(rep.to_json())
+    from scallop.calibration.boards import detect
+    from scallop.calibration.pictures import belt_frame_picture
+
+    det = detect(image, board)
+    obj = rep.to_json()
+    obj["picture"] = write_picture(
+        out,
+        belt_frame_picture(
+            image,
+            cal.camera,
+            None if det is None else det.image_points,
+            title=f"saved belt frame on today's photo: {rep.verdict.upper()}",
+        ),
+        args.calib,
+        "check",
+        args.picture,
+        "the saved belt frame and grid drawn on this photo, with the board's corners found in it",
+        required=False,  # an operator's check: the calibration's folder may be read-only
+    )
+    out.result(obj)
     return {"good": 0, "marginal": 1, "redo": 3}[rep.verdict]

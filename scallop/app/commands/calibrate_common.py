@@ -64,6 +64,39 @@ def verdict_exit(verdict: str) -> int:
     return 3 if verdict == "redo" else 0
 
 
+def picture_arg(p, step: str) -> None:
+    p.add_argument(
+        "--picture",
+        metavar="PNG",
+        help=f"where to write the picture of what this step found (default: next to the calibration file, "
+        f"NAME.{step}.png)",
+    )
+
+
+def write_picture(
+    out: Out, image, calib_path, step: str, given: str | None, what: str, required: bool = True
+) -> str | None:
+    """Write a step's picture (``--picture`` or ``<calib>.<step>.png``) and say where; a
+    picture that is not ``required`` and cannot be written is only reported."""
+    import cv2
+
+    from scallop.calibration.errors import CalibrationError
+
+    path = Path(given) if given else Path(calib_path).with_suffix(f".{step}.png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok = cv2.imwrite(str(path), image)
+    except (OSError, cv2.error):
+        ok = False
+    if not ok:
+        if required or given:
+            raise CalibrationError(f"{path}: cannot write the picture (a .png name in a folder you can write)")
+        out.say(f"picture: not written ({path} cannot be written; pass --picture PNG)")
+        return None
+    out.say(f"picture: {path} ({what})")
+    return str(path)
+
+
 def open_camera(args):
     from scallop.vision.camera import OpenCVCamera, OpenCVCameraConfig
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser, verdict_exit
+from scallop.app.commands.calibrate_common import (
+    Out,
+    csv_rows,
+    load,
+    num,
+    picture_arg,
+    read_one,
+    step_parser,
+    verdict_exit,
+    write_picture,
+)
 
 
 def register(sub) -> None:
@@ -17,6 +27,7 @@ def register(sub) -> None:
         "from a robot touching one mark at two or more belt positions. The belt frame is then\n"
         "turned so its x axis follows the measured travel exactly (arm calibrations carry over).\n\n"
         "counts CSV (track):    image,counts          e.g. f000.png,10233\n"
+        "  (a recording's frames.csv from 'scallop capture' is one: --counts REC/frames.csv)\n"
         "touches CSV:           counts,robot_x,robot_y,robot_z\n\n"
         "examples:\n"
         "  scallop calibrate encoder --calib line.json --board chessboard:9x6:25 --frames run/ --counts run/counts.csv\n"
@@ -34,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--no-align", action="store_true", help="keep the belt frame as the board defined it")
     p.add_argument("--dry-run", action="store_true", help="measure and report, do not write the file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    picture_arg(p, "encoder")
     p.set_defaults(func=run)
 
 
@@ -83,6 +95,24 @@ def run(args) -> int:
     out.figures(res.figures())
     out.verdict(res.verdict, "this encoder calibration")
     obj = res.to_json()
+    if not args.touches:
+        from scallop.calibration.pictures import track_picture
+
+        obj["picture"] = write_picture(
+            out,
+            track_picture(
+                frames[len(frames) // 2][1],
+                cal.camera,
+                res.points_mm,
+                res.travel_dir,
+                z_mm=thick,
+                title=f"{res.counts_per_mm:.4f} counts/mm; travel {res.angle_deg:+.2f} deg from belt +x",
+            ),
+            args.calib,
+            "encoder",
+            args.picture,
+            "the board's corner 0 in every frame and the measured travel, on the belt frame",
+        )
     if not args.dry_run:
         turned = cal.set_encoder(res.section(), align=not args.no_align)
         cal.save()

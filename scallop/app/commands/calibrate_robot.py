@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from scallop.app.commands.calibrate_common import Out, csv_rows, load, num, read_one, step_parser, verdict_exit
+from scallop.app.commands.calibrate_common import (
+    Out,
+    csv_rows,
+    load,
+    num,
+    picture_arg,
+    read_one,
+    step_parser,
+    verdict_exit,
+    write_picture,
+)
 
 
 def register(sub) -> None:
@@ -39,6 +49,7 @@ def register(sub) -> None:
     )
     p.add_argument("--dry-run", action="store_true", help="fit and report, do not write the file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    picture_arg(p, "robot-ARM")
     p.set_defaults(func=run)
 
 
@@ -119,6 +130,25 @@ def run(args) -> int:
     out.figures(fit.figures())
     out.verdict(fit.verdict, f"arm {args.arm}'s calibration")
     obj = fit.to_json()
+    from scallop.calibration.pictures import PlanArm, PlanPoint, plan_picture
+
+    back = fit.transform.inverse().apply(fit.robot_points)
+    marks = [
+        PlanPoint(str(i + 1), tuple(b[:2]), tuple(r[:2] - b[:2])) for i, (b, r) in enumerate(zip(fit.belt_points, back))
+    ]
+    obj["picture"] = write_picture(
+        out,
+        plan_picture(
+            cal.camera,
+            [PlanArm(args.arm, fit.transform.matrix())],
+            marks,
+            title=f"arm {args.arm}: marks touched (residuals x20), its base, on the belt frame",
+        ),
+        args.calib,
+        f"robot-{args.arm}",
+        args.picture,
+        "the belt frame from above: the camera's view, the marks and their residuals, the arm's base",
+    )
     if not args.dry_run:
         cal.set_arm(args.arm, fit.section())
         cal.save()

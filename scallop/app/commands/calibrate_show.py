@@ -10,10 +10,17 @@ def register(sub) -> None:
         sub,
         "show",
         "print a calibration file's parts, figures and what is missing or stale",
-        "example:\n  scallop calibrate show line.json\n  scallop calibrate show --json line.json",
+        "With --plan, also draw the belt frame from above: the camera's view, the belt origin and\n"
+        "axes, and each arm's base, reach, pick window, chute and ready points (the arms of --config,\n"
+        "placed where the calibration file measured them) - to see at a glance whether the pick\n"
+        "windows lie where the arms are.\n\n"
+        "examples:\n  scallop calibrate show line.json\n  scallop calibrate show --json line.json\n"
+        "  scallop calibrate show line.json --plan plan.png --config line.toml",
     )
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plan", metavar="PNG", help="write the belt frame seen from above, with the arms")
+    p.add_argument("--config", help="line configuration whose arms (pick windows, workspace) --plan draws")
     p.set_defaults(func=run)
 
 
@@ -63,5 +70,52 @@ def run(args) -> int:
     s["ready"] = ready
     s["missing"] = missing
     s["stale"] = list(stale.values())
+    if args.plan:
+        s["plan"] = _plan(out, cal, args)
     out.result(s)
     return 0
+
+
+def _plan(out: Out, cal, args) -> str:
+    import numpy as np
+
+    from scallop.app.commands.calibrate_common import write_picture
+    from scallop.calibration.errors import CalibrationError
+    from scallop.calibration.pictures import PlanArm, plan_picture
+
+    arms = []
+    configured = {}
+    if args.config:
+        from scallop.app.config import load_config
+
+        configured = {a.name: a for a in load_config(args.config).arms}
+    for name in sorted(set(cal.data.get("arms", {})) | set(configured)):
+        a = configured.get(name)
+        if name in cal.data.get("arms", {}):
+            m = cal.robot_from_belt(name).matrix()
+        elif a is not None:
+            m = np.asarray(a.robot_from_belt.matrix)
+            out.say(f"  arm {name}: not calibrated, drawn where the configuration puts it")
+        else:
+            continue
+        arms.append(
+            PlanArm(
+                name,
+                m,
+                a.pick_window_x_mm if a else None,
+                a.pick_window_y_mm if a else None,
+                (a.workspace.min_mm, a.workspace.max_mm) if a else None,
+                a.chute_mm if a else None,
+                a.ready_mm if a else None,
+            )
+        )
+    if not cal.has("belt"):
+        raise CalibrationError(f"{cal.path}: no belt calibration: nothing to draw a plan of")
+    return write_picture(
+        out,
+        plan_picture(cal.camera, arms, title=f"{cal.path}: the belt frame from above (x = travel)"),
+        cal.path,
+        "plan",
+        args.plan,
+        "camera view, belt origin and axes, arms with their reach and pick windows",
+    )

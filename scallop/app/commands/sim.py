@@ -7,8 +7,8 @@ def register(sub) -> None:
     register_group(
         sub,
         "sim",
-        ("preview", "dataset", "run", "list"),
-        help="the simulator: preview frames, write labelled data sets, run scenarios",
+        ("preview", "dataset", "run", "list", "commission"),
+        help="the simulator: preview frames, write labelled data sets, run scenarios, rehearse commissioning",
         description="The simulator.\n\nexamples:\n  scallop sim preview --out preview/\n"
         "  scallop sim dataset --n 200 --out data/sim --seed 1",
     )

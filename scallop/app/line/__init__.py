@@ -10,7 +10,15 @@
 """
 
 from scallop.app.line.ledger import ScallopOutcome
-from scallop.app.line.line import Line
 from scallop.app.line.states import Action, LineReason, LineState, Result
 
 __all__ = ["Action", "Line", "LineReason", "LineState", "Result", "ScallopOutcome"]
+
+
+def __getattr__(name: str):
+    # Line on first use: the tracker imports the line's reasons, and Line imports the tracker.
+    if name == "Line":
+        from scallop.app.line.line import Line
+
+        return Line
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,8 @@ ANY = frozenset(LineState)
 # reaches STOPPED once the arms have finished what they hold. E-STOP is allowed from anywhere.
 TRANSITIONS: dict[Action, tuple[frozenset[LineState], LineState]] = {
     Action.START: (frozenset({S.STOPPED, S.PAUSED}), S.RUNNING),
-    Action.PAUSE: (frozenset({S.RUNNING}), S.PAUSED),
-    Action.STOP: (frozenset({S.RUNNING, S.PAUSED, S.STARTING}), S.STOPPING),
+    Action.PAUSE: (frozenset({S.RUNNING, S.WAITING_CAMERA}), S.PAUSED),
+    Action.STOP: (frozenset({S.RUNNING, S.PAUSED, S.STARTING, S.WAITING_CAMERA}), S.STOPPING),
     Action.ESTOP: (ANY, S.ESTOP),
     Action.RESET: (frozenset({S.ESTOP, S.FAULT}), S.STOPPED),
 }
@@ -63,6 +63,15 @@ class LineControl:
         with self.lock:
             self.crash = why
             self.state = LineState.FAULT
+
+    def inputs(self, usable: bool) -> None:
+        """The camera gives frames to pick from (usable) or not: RUNNING ↔ WAITING_CAMERA.
+        Other states keep their own meaning (a paused line stays paused)."""
+        with self.lock:
+            if not usable and self.state == LineState.RUNNING:
+                self.state = LineState.WAITING_CAMERA
+            elif usable and self.state == LineState.WAITING_CAMERA:
+                self.state = LineState.RUNNING
 
     def stopped(self) -> None:
         """The arms are home after a STOP."""

@@ -20,15 +20,19 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from scallop.app.line.states import LineReason, LineState, Result
 from scallop.app.stats import Stats
-from scallop.app.tracking import Decision
 from scallop.robot.arm import ResultCode
 from scallop.robot.belt import Belt
 from scallop.robot.planning import PickTarget, Skip, SkipReason
 from scallop.robot.scheduler import PickOutcome
+
+if TYPE_CHECKING:
+    # A type only: importing the tracker here would close an import cycle through
+    # scallop.app.line's package (tracking imports the line's reasons).
+    from scallop.app.tracking import Decision
 
 # Grades a pick verifier may give (docs/interfaces.md).
 GRADE_URO_REMOVED = "uro_removed"
@@ -129,12 +133,16 @@ class PickLedger:
                 self.pending[oc.track_id] = oc
         return targets, done
 
-    def flush(self, decisions: list[Decision], reason: str) -> list[ScallopOutcome]:
-        """Tracks committed because the line stops: each is recorded, none picked."""
+    def flush(self, decisions: list[Decision], reason: str, overrule: bool = False) -> list[ScallopOutcome]:
+        """Tracks committed because the line stops: each is recorded, none picked. A scallop
+        vision would not have picked keeps vision's reason, unless ``overrule`` (the belt count
+        the track rests on is not trusted: where it was is not known either)."""
         now = self.clock.now()
         with self._lock:
             return [
-                self._finish(self._enter(d, now), Result.SKIPPED, reason if d.pick else (d.reason or reason))
+                self._finish(
+                    self._enter(d, now), Result.SKIPPED, reason if d.pick or overrule else (d.reason or reason)
+                )
                 for d in decisions
             ]
 
@@ -235,14 +243,16 @@ class PickLedger:
         with self._lock:
             return dict(self.counts), dict(self.skip_reasons)
 
-    def arm_tally(self, arm: str, now: float) -> tuple[int, int, str, float]:
-        """(picks, uro removed, last result, share of the last minute moving) for one arm."""
+    def arm_tally(self, arm: str, now: float) -> tuple[int, int | None, str, float]:
+        """(picks, uro removed, last result, share of the last minute moving) for one arm;
+        uro removed is None without a verifier (not known)."""
+        known = self.verifier is not None
         with self._lock:
             t = self.arms.get(arm)
             if t is None:
-                return 0, 0, "", 0.0
+                return 0, 0 if known else None, "", 0.0
             busy = sum(d for td, d in t.busy if now - 60.0 < td <= now)
-            return t.picks, t.uro_removed, t.last_result, min(1.0, busy / 60.0)
+            return t.picks, t.uro_removed if known else None, t.last_result, min(1.0, busy / 60.0)
 
     def open_count(self) -> int:
         with self._lock:

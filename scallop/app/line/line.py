@@ -44,8 +44,9 @@ from scallop.app.alarms import Alarms
 from scallop.app.backends import Backend
 from scallop.app.config import LineConfig
 from scallop.app.line.arms import ArmDrivers
+from scallop.app.line.beltcheck import BeltCheck, BeltFault
 from scallop.app.line.control import LineControl
-from scallop.app.line.frames import FrameReader
+from scallop.app.line.frames import TIMING, FrameReader
 from scallop.app.line.ledger import PickLedger, ScallopOutcome
 from scallop.app.line.publisher import Publisher
 from scallop.app.line.states import Action, LineReason, LineState
@@ -82,6 +83,7 @@ class Line:
         self.ledger: PickLedger | None = None
         self.arms: ArmDrivers | None = None
         self.reader: FrameReader | None = None
+        self.belt_check: BeltCheck | None = None
         self._scale = math.nan
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -124,7 +126,20 @@ class Line:
             # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
             self.arms.scheduler.before_commit = self._record_pick
         self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
-        self.reader = FrameReader(b.camera, self.alarms, self.stats, self.clock, self.config.runtime.stall_alarm_s)
+        cc = self.config.camera
+        self.reader = FrameReader(
+            b.camera,
+            self.alarms,
+            self.stats,
+            self.clock,
+            self.config.runtime.stall_alarm_s,
+            cc.reconnect_min_s,
+            cc.reconnect_max_s,
+            name=f"camera {cc.source!r}",
+        )
+        if b.camera_error:
+            self.reader.lost(b.camera_error)
+        self.belt_check = BeltCheck(belt)
         self.observers = list(b.observers) + self.observers
         self._say_how_the_last_run_ended()
         self.arms.connect()
@@ -207,6 +222,22 @@ class Line:
                 f"{cam.image_size[0]}x{cam.image_size[1]}: frames ignored",
             )
             return
+        belt = self.backend.belt
+        jitter = frame.extra.get("stamp_jitter_s")
+        if jitter is not None:
+            self.stats.timing("stamp_jitter", jitter * 1e3)
+        err_mm = belt.mm(frame.extra.get("count_error", 0.0))
+        if not err_mm <= self.config.runtime.max_count_error_mm:
+            self._frames_bad += 1
+            self.alarms.raise_(
+                TIMING,
+                "warning",
+                "camera",
+                f"frame {frame.index} skipped: its belt count may be off by {err_mm:.1f} mm (stamp error "
+                f"{frame.timestamp_error_s * 1e3:.1f} ms), more than runtime.max_count_error_mm = "
+                f"{self.config.runtime.max_count_error_mm:g}",
+            )
+            return
         try:
             dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt)
         except Exception as e:  # a bad frame must not kill the line
@@ -225,21 +256,50 @@ class Line:
             on_frame = getattr(obs, "on_frame", None)
             if on_frame is not None:
                 on_frame(frame)
-        count = self.backend.belt.counts(frame.encoder)
+        count = belt.counts(frame.encoder)
+        whole = ~dets.cut_by_border if len(dets) else np.zeros(0, bool)
+        fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:
             self.frames += 1
-            self.reader.last_frame_t = frame.timestamp
-            self.arms.scheduler.belt_sample(frame.timestamp, count)
-            # Stopped (or in e-stop/fault): the screen still shows the belt, nothing is tracked.
-            if self.control.tracking:
+            self.reader.analysed(frame.timestamp)
+            done += self._belt_fault(fault)
+            if self.belt_check.trusted:
+                # Suspect counts never reach the arms' belt model: a frozen counter would make
+                # it think the belt stopped, and a pick already planned would close on nothing.
+                self.arms.scheduler.belt_sample(frame.timestamp, count)
+            # Stopped (or in e-stop/fault, or the counts are not trusted): the screen still
+            # shows the belt, nothing is tracked.
+            if self.control.tracking and self.belt_check.trusted:
                 decisions = self.tracker.update(dets, count, frame.timestamp, frame.index, frame.image.shape[1::-1])
-                done = self._decide(decisions)
+                done += self._decide(decisions)
+            self._sync_inputs()
         self.publisher.outcomes(done)
         t2 = time.perf_counter()
         self.stats.timing("tracking", (t2 - t1) * 1e3)
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
         self.publisher.frame(frame.image, dets)
+
+    def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
+        """Alarm an encoder the image contradicts (control lock held); when it starts, the open
+        tracks and queued picks planned on its counts are recorded, not picked."""
+        done: list[ScallopOutcome] = []
+        for kind in ("frozen", "mismatch", "impossible"):
+            key = f"encoder.{kind}"
+            if fault is not None and fault.kind == kind:
+                if not self.alarms.is_active(key):
+                    done += self._flush_tracks(LineReason.ENCODER_FAULT)
+                self.alarms.raise_(key, "critical", "camera", fault.text)
+            else:
+                self.alarms.clear(key)
+        return done
+
+    def _sync_inputs(self) -> None:
+        """RUNNING while the camera gives frames to pick from, WAITING_CAMERA while not."""
+        with self.control.lock:
+            # (Counts merely suspect hold tracking for a frame or two, not the state: on an empty
+            # belt nothing would clear them, and nothing needs picking either.)
+            self.control.inputs(self.reader.usable and self.belt_check.fault is None)
 
     def _decide(self, decisions) -> list[ScallopOutcome]:
         """New decisions into the ledger and their targets to the scheduler (control lock held)."""
@@ -281,6 +341,7 @@ class Line:
             self.control.check(Action.START)
             self._event(Action.START, user, {"how": how})
             self.control.go(Action.START)
+            self._sync_inputs()
 
     def pause(self, user: str = "system") -> None:
         """No new picks; picks the arms already hold finish."""
@@ -355,7 +416,7 @@ class Line:
         if name not in names:
             raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(names)}")
         with self.control.lock:
-            if self.state == LineState.RUNNING:
+            if self.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
                 raise StateError("pause or stop the line before changing the recipe")
             self.recipe = name
             self.publisher.event("recipe", user, {"recipe": name})
@@ -404,9 +465,30 @@ class Line:
         return to_dict(new)
 
     # ------------------------------------------------------------------ read side (LineAPI)
+    def _tally(self) -> dict:
+        """The counts the screen, the metrics and the summary all show, counted one way.
+        What a pick did to its scallop is known only with a pick verifier (the simulator's
+        truth, an inspection camera); without one those figures are None, never 0."""
+        c, reasons = self.ledger.totals()
+        known = self.ledger.verifier is not None
+        picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
+        with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
+        return {
+            "seen": c.get("seen", 0),
+            "tracking": self.tracker.open_count() if self.tracker is not None else 0,
+            "picked": picked,
+            "uro_removed": removed if known else None,
+            "missed": c.get("missed", 0) if known else None,
+            "adductor_hits": c.get("adductor_hits", 0) if known else None,
+            "skipped": c.get("skipped", 0) + failed,
+            "skipped_by_reason": reasons,
+            "removal_rate": (removed / with_uro) if known and with_uro else None,
+            "frames": self.frames,
+            "frames_dropped": self._frames_dropped(),
+        }
+
     def snapshot(self) -> LineSnapshot:
         now = self.clock.now()
-        c, reasons = self.ledger.totals()
         arms = self.arms.statuses(lambda name: self.ledger.arm_tally(name, now))
         if self.state in (LineState.ESTOP, LineState.FAULT):
             # The line holds its arms: no heartbeat goes out and each arm's watchdog stops it.
@@ -418,26 +500,15 @@ class Line:
                 else a
                 for a in arms
             ]
-        picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
-        with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
         return LineSnapshot(
             state=self.state.value,
             recipe=self.recipe,
             uptime_s=self.control.uptime_s(),
-            seen=c.get("seen", 0),
-            picked=picked,
-            uro_removed=removed,
-            missed=c.get("missed", 0),
-            adductor_hits=c.get("adductor_hits", 0),
-            skipped=c.get("skipped", 0) + failed,
-            skipped_by_reason=reasons,
             per_minute=self.stats.per_minute(now, "seen"),
-            removal_rate=(removed / with_uro) if with_uro and removed else 0.0,
-            frames=self.frames,
-            frames_dropped=self._frames_dropped(),
             latency_ms={k: {"p50": v["p50"], "p99": v["p99"]} for k, v in self.stats.latency_summary().items()},
             arms=arms,
             alarms=self.alarms.visible(),
+            **self._tally(),
         )
 
     def _frames_dropped(self) -> int:
@@ -460,19 +531,10 @@ class Line:
         return render(*collectors)
 
     def summary(self) -> dict:
-        """The one-line JSON of ``scallop run --duration``."""
-        c, reasons = self.ledger.totals()
-        out = {
-            "seen": c.get("seen", 0),
-            "picked": c.get("picked", 0),
-            "uro_removed": c.get("uro_removed", 0),
-            "skipped": c.get("skipped", 0) + c.get("failed", 0),
-            "adductor_hits": c.get("adductor_hits", 0),
-            "missed": c.get("missed", 0),
-            "skipped_by_reason": reasons,
-            "frames": self.frames,
-            "frames_dropped": self._frames_dropped(),
-        }
+        """The one-line JSON of ``scallop run --duration``: the screen's counts (and the
+        simulator's truth beside them when there is one)."""
+        out = self._tally()
+        out.pop("removal_rate")
         for obs in self.observers:
             summary = getattr(obs, "summary", None)
             if summary is not None:
@@ -483,7 +545,7 @@ class Line:
     def _flush_tracks(self, reason: str) -> list[ScallopOutcome]:
         """Every open track recorded, and targets still queued (not sent to any arm) skipped,
         not lost (control lock held)."""
-        done = self.ledger.flush(self.tracker.flush(), reason)
+        done = self.ledger.flush(self.tracker.flush(), reason, overrule=reason == LineReason.ENCODER_FAULT)
         return done + self._skip_queued(reason)
 
     def _skip_queued(self, reason: str) -> list[ScallopOutcome]:
@@ -546,6 +608,7 @@ class Line:
                         on_tick(self)
                     self.clock.sleep(tick)
                     self.reader.check_stall()
+                    self._sync_inputs()
                     # A fault script may have stalled, dropped or released frames meanwhile.
                     t_next = cam.next_frame_time()
                 # A frame due after t_end belongs to the next call: reading it now would leave
@@ -554,12 +617,21 @@ class Line:
                     self.clock.sleep(t_end - self.clock.now())  # less than a tick
                     break
                 frame = self.reader.read()
+                self._sync_inputs()
                 if frame is not None:
                     self.process_frame(frame)
                     if on_frame is not None:
                         on_frame(self, frame)
                     self.clock.sleep(latency)
+                elif not self.reader.usable:
+                    # Waiting to reconnect: time goes on, the arms are served meanwhile.
+                    if self._arms_due(serve_every):
+                        self.service_arms()
+                    if on_tick is not None:
+                        on_tick(self)
+                    self.clock.sleep(tick)
                 self.reader.check_stall()
+                self._sync_inputs()
             except EndOfStreamError:
                 break
             except Exception as e:
@@ -589,9 +661,9 @@ class Line:
                 except EndOfStreamError:
                     self.alarms.raise_("camera.end", "warning", "camera", "camera source ended")
                     break
+                self._sync_inputs()
                 if frame is None:
-                    self.reader.check_stall()
-                    self.clock.sleep(0.05)
+                    self.clock.sleep(self.reader.wait_s())
                     continue
                 with cond:
                     if len(frames) == frames.maxlen:
@@ -605,10 +677,16 @@ class Line:
                 with cond:
                     while not frames and not stop.is_set():
                         cond.wait(0.2)
+                        if not frames:
+                            # Also notices a camera whose read() hangs without an error.
+                            self.reader.check_stall()
+                            self._sync_inputs()
                     if not frames:
                         continue
                     frame = frames.popleft()
                 self.process_frame(frame)
+                self.reader.check_stall()  # frames that come but cannot be used
+                self._sync_inputs()
 
         def guard(name, fn):
             def run():
@@ -659,4 +737,4 @@ class Line:
 VISION_FAULT_FRAMES = 10
 
 # A STOP from these states goes through STOPPING; from e-stop or fault the line stays there.
-TRANSITIONS_STOP = (LineState.RUNNING, LineState.PAUSED, LineState.STARTING)
+TRANSITIONS_STOP = (LineState.RUNNING, LineState.PAUSED, LineState.STARTING, LineState.WAITING_CAMERA)

@@ -80,6 +80,7 @@ class Publisher:
         v = oc.decision.view
         t = oc.decision.track
         grasp = v.grasp_uv
+        radius = t.radius_mm
         rec = ScallopRecord(
             track_id=int(oc.track_id),
             time=time.time(),
@@ -92,7 +93,10 @@ class Publisher:
             views=len(t.views),
             uro_found=bool(v.uro_found),
             uro_score=float(v.confidence),
-            score=None,
+            score=_finite(v.score),
+            diameter_mm=None if radius is None else 2.0 * radius,
+            uro_x_mm=None if v.uro_uv is None else float(v.uro_uv[0]),
+            uro_y_mm=None if v.uro_uv is None else float(v.uro_uv[1]),
             grasp_x_mm=None if grasp is None else float(grasp[0]),
             grasp_y_mm=None if grasp is None else float(grasp[1]),
             pull_angle_deg=pull_angle_deg(v.pull_dir),
@@ -115,3 +119,7 @@ class Publisher:
     def alarm(self, alarm) -> None:
         if self.record is not None:
             self.record.alarm(alarm)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None

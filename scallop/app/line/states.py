@@ -17,6 +17,9 @@ class LineState(StrEnum):
     STOPPED = "stopped"  # nothing tracked, no picks; the screen still shows the belt
     STARTING = "starting"
     RUNNING = "running"  # tracking and picking
+    # Started, but the camera gives nothing to pick from: no frames, or frames without a belt
+    # count the line can trust (an alarm names the cause). Back to running by itself.
+    WAITING_CAMERA = "waiting_camera"
     PAUSED = "paused"  # tracking, no new picks; picks the arms hold finish
     STOPPING = "stopping"  # arms finish what they hold, then go to ready
     ESTOP = "estop"  # stop request: no commands until an operator resets
@@ -50,6 +53,7 @@ class LineReason(StrEnum):
     BAD_TARGET = "bad_target"  # the grasp could not be made a pick target (not finite)
     ARM_EMPTY = "arm_empty"  # the arm closed on nothing
     ARM_UNKNOWN = "arm_unknown"  # outcome unknown: the arm moved on before its result was read, or restarted holding it
+    ENCODER_FAULT = "encoder_fault"  # the belt count it was planned on is not trusted any more
 
 
 # Every reason a record row may carry: vision's, the line's and the scheduler's.

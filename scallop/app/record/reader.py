@@ -26,10 +26,13 @@ class ShiftSummary:
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     uro_found: int = 0
-    uro_removed: int = 0
-    missed: int = 0  # picked without removing the uro, plus failed
-    adductor_hits: int = 0
-    removal_rate: float | None = None  # uro_removed / uro_found; None with no uro found
+    # What picks did is known only where a pick verifier graded them (uro_removed not NULL);
+    # with picks and none graded these are None: unknown, not 0.
+    uro_removed: int | None = 0
+    missed: int | None = 0  # picked without removing the uro, plus failed
+    adductor_hits: int | None = 0
+    removal_rate: float | None = None  # uro_removed / uro_found; None with no uro found or unknown
+    ungraded: int = 0  # picks whose effect on the uro is not known
     by_arm: dict[str, dict[str, int]] = field(default_factory=dict)  # arm -> picked, failed, uro_removed, adductor_hits
     per_hour: list[dict] = field(default_factory=list)  # {"hour": "06:00", "seen", "uro_removed"}
     first: float | None = None
@@ -50,22 +53,28 @@ class ShiftSummary:
         def fmt_t(t: float | None) -> str:
             return datetime.fromtimestamp(t).strftime("%H:%M:%S") if t is not None else "-"
 
+        def n(v: int | None) -> str:
+            return f"{v:8d}" if v is not None else " unknown"
+
         rate = f"{self.removal_rate * 100:.1f} %" if self.removal_rate is not None else "-"
+        graded = f" ({self.ungraded} picks not graded: no pick verifier)" if self.ungraded else ""
         lines = [
             f"shift {self.label}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
             f"  scallops seen     {self.seen:8d}   first {fmt_t(self.first)}  last {fmt_t(self.last)}  ({self.per_minute:.1f}/min)",
             f"  picked            {self.picked:8d}   failed {self.failed}",
-            f"  uro removed       {self.uro_removed:8d}   {rate} of {self.uro_found} with a uro found",
-            f"  missed            {self.missed:8d}",
-            f"  adductor hits     {self.adductor_hits:8d}",
+            f"  uro removed       {n(self.uro_removed)}   {rate} of {self.uro_found} with a uro found{graded}",
+            f"  missed            {n(self.missed)}",
+            f"  adductor hits     {n(self.adductor_hits)}",
             f"  skipped           {self.skipped:8d}",
         ]
         for reason, n in sorted(self.skipped_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {reason:<20s}{n:6d}")
         for arm, d in sorted(self.by_arm.items()):
+            removed = "unknown" if d["uro_removed"] is None else d["uro_removed"]
+            hits = "unknown" if d["adductor_hits"] is None else d["adductor_hits"]
             lines.append(
-                f"  arm {arm:<14s}{d['picked']:8d} picks, {d['uro_removed']} uro removed, "
-                f"{d['failed']} failed, {d['adductor_hits']} adductor hits"
+                f"  arm {arm:<14s}{d['picked']:8d} picks, {removed} uro removed, "
+                f"{d['failed']} failed, {hits} adductor hits"
             )
         lines.append(
             f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}"
@@ -144,7 +153,8 @@ class Record:
         row = c.execute(
             "SELECT COUNT(*), SUM(result='picked'), SUM(result='failed'), SUM(result='skipped'), SUM(uro_found),"
             " SUM(uro_removed=1), SUM(result='picked' AND uro_removed=0) + SUM(result='failed'), SUM(adductor_hit=1),"
-            " MIN(time), MAX(time), SUM(snapshot IS NOT NULL), COUNT(DISTINCT run_id)"
+            " MIN(time), MAX(time), SUM(snapshot IS NOT NULL), COUNT(DISTINCT run_id),"
+            " SUM(result='picked' AND uro_removed IS NULL)"
             " FROM scallops WHERE time >= ? AND time < ?",
             (start, end),
         ).fetchone()
@@ -162,7 +172,10 @@ class Record:
             s.snapshots,
             s.runs,
         ) = (row[0],) + tuple(int(v or 0) for v in row[1:8]) + (row[8], row[9], int(row[10] or 0), row[11])
-        s.removal_rate = s.uro_removed / s.uro_found if s.uro_found else None
+        s.ungraded = int(row[12] or 0)
+        if s.picked and s.ungraded == s.picked:
+            s.uro_removed = s.missed = s.adductor_hits = None
+        s.removal_rate = s.uro_removed / s.uro_found if s.uro_found and s.uro_removed is not None else None
         if s.first is not None and s.last is not None and s.last > s.first:
             s.per_minute = s.seen / ((s.last - s.first) / 60.0)
         s.skipped_by_reason = dict(
@@ -172,16 +185,18 @@ class Record:
                 (start, end),
             ).fetchall()
         )
-        for arm, picked, failed, removed, hits in c.execute(
-            "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1)"
+        for arm, picked, failed, removed, hits, ungraded in c.execute(
+            "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1),"
+            " SUM(result='picked' AND uro_removed IS NULL)"
             " FROM scallops WHERE arm != '' AND time >= ? AND time < ? GROUP BY arm",
             (start, end),
         ):
+            unknown = bool(picked) and ungraded == picked
             s.by_arm[arm] = dict(
                 picked=int(picked or 0),
                 failed=int(failed or 0),
-                uro_removed=int(removed or 0),
-                adductor_hits=int(hits or 0),
+                uro_removed=None if unknown else int(removed or 0),
+                adductor_hits=None if unknown else int(hits or 0),
             )
         hours: dict[str, dict] = {}
         for t, removed in c.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import queue
@@ -379,7 +380,7 @@ class RecordWriter:
                 if con is None:
                     con = open_db(self.path, create=True)
                 self._write_batch(con, pending)
-                self._maintain()
+                self._maintain()  # never raises: a failure here must not make the batch written twice
                 self._clear("record.database")
                 if self._alarm_state.get("record.queue_full") and self._q.qsize() < self._q.maxsize // 2:
                     self._clear("record.queue_full")
@@ -439,7 +440,10 @@ class RecordWriter:
         now = time.monotonic()
         if now >= self._next_disk_check:
             self._next_disk_check = now + self.DISK_CHECK_EVERY_S
-            left = free_mb(self.path)
+            try:
+                left = free_mb(self.path)
+            except OSError:
+                left = float("inf")  # the database's own errors say what is wrong with the disk
             if left < self.retention.min_free_mb:
                 self._raise(
                     "record.disk_low",
@@ -453,7 +457,7 @@ class RecordWriter:
         self._next_maintenance = now + self.MAINTENANCE_EVERY_S
         try:
             rep = apply_retention(self.path, self.retention, self.snapshot_dir, now=self.wall_clock())
-        except (sqlite3.Error, OSError, RecordError) as e:
+        except Exception as e:  # noqa: BLE001 - archiving must never cost the rows being written
             self._raise("record.retention", "warning", f"old rows could not be archived: {_why(e)}")
             return
         self._clear("record.retention")
@@ -489,8 +493,11 @@ class RecordWriter:
             return
         lines = [json.dumps(_spill_row(self.run_id, it), default=str) for it in items]
         name = f"{self.path.name}.unwritten-run{self.run_id}.jsonl"
-        for folder in (self.path.parent, Path(tempfile.gettempdir())):
-            path = folder / name
+        # In the shared temporary folder the name also says which record and which process:
+        # another line's (or an earlier database's) rows must never be appended to these.
+        tag = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]
+        elsewhere = f"{self.path.name}.unwritten-run{self.run_id}-{tag}-pid{os.getpid()}.jsonl"
+        for path in (self.path.parent / name, Path(tempfile.gettempdir()) / elsewhere):
             try:
                 with open(path, "a", encoding="utf-8") as f:
                     f.write("\n".join(lines) + "\n")

@@ -325,8 +325,8 @@ function render(d) {
 
   const s = d.state;
   $("btn-start").disabled = !(s === "stopped" || s === "paused");
-  $("btn-pause").disabled = s !== "running";
-  $("btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting");
+  $("btn-pause").disabled = !(s === "running" || s === "waiting_camera");
+  $("btn-stop").disabled = !(s === "running" || s === "paused" || s === "starting" || s === "waiting_camera");
   // RESET also resets an arm in fault or e-stop, whatever the line's state.
   const armHeld = (d.arms || []).some((a) => a.state === "fault" || a.state === "estop");
   $("btn-reset").disabled = !(s === "estop" || s === "fault" || armHeld);

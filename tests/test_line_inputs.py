@@ -1,0 +1,193 @@
+"""What the line does when its inputs fail: the belt count checked against the image
+(scallop/app/line/beltcheck.py), a camera reconnected with back-off and the state saying so
+(scallop/app/line/frames.py), and figures that are not known shown as unknown."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from scallop.app.alarms import Alarms
+from scallop.app.line.beltcheck import FROZEN, IMPOSSIBLE, MISMATCH, BeltCheck
+from scallop.app.line.frames import FrameReader
+from scallop.app.stats import Stats
+from scallop.robot.belt import Belt
+from scallop.sim.clock import VirtualClock
+from scallop.vision.camera import Camera, CameraNotFoundError, CameraStalledError, Frame
+
+BELT = Belt(counts_per_mm=10.0, direction=1)
+
+
+def scene(travel_mm: float, *ys) -> np.ndarray:
+    """Whole scallops at material positions (u, y) seen after ``travel_mm`` of belt travel."""
+    pts = {50: -200.0, -30: -120.0, 90: -310.0}
+    return np.array([[pts[y] + travel_mm, y] for y in ys]).reshape(-1, 2)
+
+
+def run(check: BeltCheck, steps, counted, seen, ys=(50, -30)):
+    """Frames 0.1 s apart (after the check's last one): the belt has really moved ``seen(k)`` mm,
+    the counter says ``counted(k)``."""
+    t0 = check._prev[0] + 0.1 if check._prev is not None else 0.0
+    return [check.update(t0 + 0.1 * k, int(round(counted(k) * 10)), scene(seen(k), *ys)) for k in range(steps)]
+
+
+def test_counts_that_agree_with_the_image_are_trusted_and_a_stopped_belt_is_no_fault():
+    check = BeltCheck(BELT)
+    assert run(check, 20, lambda k: 30.0 * k, lambda k: 30.0 * k) == [None] * 20 and check.trusted
+    # The belt stops, and the counter with it: both agree.
+    assert run(check, 10, lambda k: 570.0, lambda k: 570.0) == [None] * 10 and check.trusted
+    # Nothing on the belt: nothing to check, nothing to fault.
+    assert run(check, 10, lambda k: 570.0 + 30 * k, lambda k: 0.0, ys=()) == [None] * 10
+
+
+def test_a_frozen_counter_is_caught_in_three_frames_and_clears_when_counts_move_again():
+    check = BeltCheck(BELT)
+    run(check, 5, lambda k: 30.0 * k, lambda k: 30.0 * k)
+    faults = run(check, 6, lambda k: 120.0, lambda k: 120.0 + 30.0 * (k + 1))  # the register stops changing
+    assert faults[:2] == [None, None] and not check.trusted  # suspect from the first pair: nothing tracked
+    assert faults[2].kind == FROZEN and "not changing while the camera sees the belt move" in faults[2].text
+    assert "counts +0 mm, image +30 mm" in faults[2].text
+    # Counting again (from where it stood): three agreeing frame pairs clear it.
+    faults = run(check, 4, lambda k: 120.0 + 30.0 * k, lambda k: 300.0 + 30.0 * k)
+    assert faults[-1] is None and check.trusted
+
+
+def test_a_counter_at_the_wrong_scale_is_a_mismatch_and_impossible_counts_fault_at_once():
+    check = BeltCheck(BELT)
+    faults = run(check, 6, lambda k: 15.0 * k, lambda k: 30.0 * k)  # a prescaler changed: half the counts
+    assert faults[-1].kind == MISMATCH and "disagrees with the camera" in faults[-1].text
+    check = BeltCheck(BELT)
+    run(check, 3, lambda k: 30.0 * k, lambda k: 30.0 * k)
+    fault = check.update(0.3, 100_000, scene(90.0, 50))  # 10 m in 0.1 s
+    assert fault.kind == IMPOSSIBLE and "counts jumped +99400 (+9940 mm) in 0.100 s" in fault.text
+    assert check.update(0.4, 100_300, np.zeros((0, 2))).kind == IMPOSSIBLE
+    # Backwards by more than 5 mm is impossible too; plausible counts clear it.
+    assert check.update(0.5, 100_200, np.zeros((0, 2))).kind == IMPOSSIBLE
+    for k in range(3):
+        fault = check.update(0.6 + 0.1 * k, 100_500 + 300 * k, np.zeros((0, 2)))
+    assert fault is None
+
+
+class FlakyCamera(Camera):
+    """A camera that goes away while ``away`` and comes back when reconnected after it."""
+
+    def __init__(self, clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.away = False
+        self.connects = []
+        self.k = 0
+
+    @property
+    def resolution(self):
+        return (32, 24)
+
+    def connect(self) -> None:
+        self.connects.append(self.clock.now())
+        if self.away:
+            raise CameraNotFoundError("camera 'rtsp://cam': cannot open stream")
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    def read(self) -> Frame:
+        self._require_connected("'rtsp://cam'")
+        if self.away:
+            raise CameraStalledError("camera 'rtsp://cam': no frame delivered")
+        self.k += 1
+        self.clock.advance(0.1)
+        return Frame(np.zeros((24, 32, 3), np.uint8), self.clock.now(), encoder=self.k, index=self.k)
+
+
+def test_a_camera_that_goes_away_is_reconnected_with_back_off_and_its_alarm_names_it():
+    clock = VirtualClock()
+    cam = FlakyCamera(clock)
+    cam.connect()
+    alarms = Alarms()
+    reader = FrameReader(
+        cam, alarms, Stats(), clock, 2.0, reconnect_min_s=0.5, reconnect_max_s=2.0, name="camera 'rtsp://cam'"
+    )
+    assert reader.read() is not None and reader.usable
+    cam.away = True
+    t_lost = clock.now()
+    while clock.now() < t_lost + 7.0:
+        assert reader.read() is None
+        clock.advance(0.05)
+    assert not reader.usable and alarms.is_active("camera.no_frames")
+    text = alarms.visible()[0].text
+    assert text.startswith("camera 'rtsp://cam' delivers no frames (camera 'rtsp://cam': no frame delivered)")
+    # Tries after 0.5 s, then doubling up to 2 s.
+    tries = np.diff([t - t_lost for t in cam.connects[1:]])
+    assert cam.connects[1] - t_lost == pytest.approx(0.5, abs=0.06)
+    assert list(np.round(tries, 1)) == [1.0, 2.0, 2.0]
+    cam.away = False
+    clock.advance(2.0)
+    assert reader.read() is not None and reader.usable and reader.reconnects == 1
+    assert not alarms.is_active("camera.no_frames") and len(alarms.visible()) == 1  # kept until acknowledged
+
+
+def test_the_state_says_waiting_camera_and_figures_not_known_are_unknown(tmp_path):
+    """The hardware backend on a replayed recording: no pick verifier, so what picks did to the
+    uros is unknown everywhere; a recording that goes away makes the line wait for it."""
+    from scallop.app.backends import ReplayBackend, default_sim_arms
+    from scallop.app.build import build_line
+    from scallop.app.config import CameraSection, LineConfig, RuntimeSection
+    from scallop.app.metrics import SnapshotCollector, render
+    from scallop.app.record import Record
+    from scallop.sim.commission import true_calibration
+    from scallop.sim.config import SimConfig
+    from tests.test_frame_time import sim_recording
+
+    sim_recording(tmp_path / "rec", 16.0)
+    arms = default_sim_arms(1)
+    true_calibration(SimConfig(), arms).save(tmp_path / "line.json")
+    cfg = LineConfig(
+        camera=CameraSection(source=str(tmp_path / "rec")),
+        arms=arms,
+        runtime=RuntimeSection(calibration=str(tmp_path / "line.json")),
+    )
+    backend = ReplayBackend(cfg)
+    line = build_line(cfg, tmp_path / "record.sqlite", clock=backend.clock, backend=backend)
+    try:
+        line.open()
+        line.start("test")
+        line.run_stepped(6.0)
+        (tmp_path / "rec").rename(tmp_path / "away")  # the recording's share goes away for a while
+        line.run_stepped(3.0)
+        assert line.state == "waiting_camera" and line.alarms.is_active("camera.no_frames")
+        assert line.snapshot().state == "waiting_camera"
+        assert "the recording is gone" in line.alarms.visible()[0].text
+        (tmp_path / "away").rename(tmp_path / "rec")
+        line.run_stepped(7.0)
+        assert line.state == "running" and not line.alarms.is_active("camera.no_frames")
+        snap = line.snapshot()
+    finally:
+        line.close()
+    assert snap.picked > 0
+    assert snap.uro_removed is None and snap.missed is None and snap.adductor_hits is None
+    assert snap.removal_rate is None and all(a.uro_removed is None for a in snap.arms)
+    text = render(SnapshotCollector(snap))
+    assert "scallop_picked_total" in text and "scallop_uro_removed_total" not in text
+    assert "scallop_uro_removal_ratio" not in text and "scallop_arm_uro_removed_total{" not in text
+    summary = line.summary()
+    assert summary["seen"] == snap.seen + snap.tracking and summary["uro_removed"] is None
+    with Record(tmp_path / "record.sqlite") as rec:
+        day = rec.summary(0.0, time.time() + 60)
+        rows = rec.scallops()
+    assert day.picked == summary["picked"] and day.uro_removed is None and day.removal_rate is None
+    report = day.format()
+    assert "uro removed        unknown" in report and "picks not graded: no pick verifier" in report
+    assert "0.0 %" not in report
+    picked = [r for r in rows if r["result"] == "picked"]
+    assert all(r["uro_removed"] is None for r in picked)
+    # What vision knows is in the record: size, detection score, the uro's place.
+    assert all(40 <= r["diameter_mm"] <= 80 and 0.5 <= r["score"] <= 1 for r in picked)
+    assert all(math.hypot(r["uro_x_mm"] - r["grasp_x_mm"], r["uro_y_mm"] - r["grasp_y_mm"]) < 8 for r in picked)
+    con = sqlite3.connect(tmp_path / "record.sqlite")
+    assert con.execute("SELECT COUNT(*) FROM scallops WHERE uro_found = 1 AND uro_x_mm IS NULL").fetchone()[0] == 0
+    con.close()

@@ -1,0 +1,300 @@
+"""Recordings: frames kept with their exposure time and belt encoder count, and played back.
+
+A recording is a folder (``scallop capture`` writes one; docs/dataset-format.md, "Recordings")::
+
+    recording.json   {"format": "scallop-recording", "version": 1, "source", "resolution",
+                      "counts", "created", "frames", "t0"}
+    frames.csv       image,counts,time_s,stamp_error_s,index   one row per frame, in time order
+    frames/000000.jpg …
+
+``time_s`` is the exposure time in seconds since the recording's first frame (``t0``: that
+frame's time on the recording program's clock), ``counts`` the
+raw encoder count at that exposure (empty when the camera had none), ``stamp_error_s`` the
+stamp's error bound when it was recorded. The ``image,counts`` columns are what
+``scallop calibrate encoder --counts`` reads, so a recording of a board riding the belt is
+step 3's input as it is.
+
+:class:`RecordingCamera` plays one back as a camera: each frame at its recorded time (the
+first one when the camera connects) with its recorded count — at the true pace on a wall
+clock, and as fast as the work allows on a virtual clock, whose driver asks
+:meth:`RecordingCamera.next_frame_time`. A reader that falls further behind than the
+camera's buffer loses the oldest frames, as it would on the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from scallop.errors import DataError
+from scallop.vision.camera import (
+    Camera,
+    CameraNotFoundError,
+    CameraStalledError,
+    CorruptFrameError,
+    EndOfStreamError,
+    Frame,
+    read_image,
+)
+
+FORMAT = "scallop-recording"
+VERSION = 1
+INDEX = "frames.csv"
+META = "recording.json"
+COLUMNS = ("image", "counts", "time_s", "stamp_error_s", "index")
+
+
+class RecordingError(DataError):
+    """A recording folder that cannot be read: its description, index or frames."""
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+    def sleep(self, seconds: float) -> None: ...
+
+
+def is_recording(path: str | os.PathLike) -> bool:
+    """A folder with a recording's index and description."""
+    p = Path(path)
+    return p.is_dir() and (p / META).is_file() and (p / INDEX).is_file()
+
+
+@dataclass(frozen=True)
+class RecordedFrame:
+    image: str  # path relative to the recording folder
+    counts: int | None
+    time_s: float
+    stamp_error_s: float
+    index: int
+
+
+class RecordingWriter:
+    """Writes a recording folder frame by frame (``add``); ``close`` completes it.
+
+    image_format: "jpg" (quality 95: a shift stays a manageable size) or "png" (lossless).
+    """
+
+    def __init__(self, folder: str | os.PathLike, source: str, counts: str, image_format: str = "jpg") -> None:
+        if image_format not in ("jpg", "png"):
+            raise ValueError(f"image_format={image_format!r} is not allowed: choose 'jpg' or 'png'")
+        self.folder = Path(folder)
+        if self.folder.exists() and any(self.folder.iterdir()):
+            raise FileExistsError(f"{self.folder}: not empty; give a new folder for the recording")
+        (self.folder / "frames").mkdir(parents=True, exist_ok=True)
+        self.source, self.counts_from, self.image_format = source, counts, image_format
+        self._csv = (self.folder / INDEX).open("w", newline="", encoding="utf-8")
+        self._w = csv.writer(self._csv)
+        self._w.writerow(COLUMNS)
+        self._t0: float | None = None
+        self.frames = 0
+        self.resolution: tuple[int, int] | None = None
+        self._write_meta()
+
+    def add(self, frame: Frame) -> None:
+        if self._t0 is None:
+            self._t0 = frame.timestamp
+        size = (frame.width, frame.height)
+        if self.resolution is None:
+            self.resolution = size
+        elif size != self.resolution:
+            raise CorruptFrameError(f"frame {frame.index} is {size[0]}x{size[1]}, the recording is {self.resolution}")
+        name = f"frames/{self.frames:06d}.{self.image_format}"
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if self.image_format == "jpg" else []
+        ok, buf = cv2.imencode("." + self.image_format, frame.image, params)
+        if not ok:
+            raise CorruptFrameError(f"frame {frame.index} could not be encoded")
+        (self.folder / name).write_bytes(buf.tobytes())
+        err = frame.timestamp_error_s
+        self._w.writerow(
+            (
+                name,
+                "" if frame.encoder is None else int(frame.encoder),
+                f"{frame.timestamp - self._t0:.6f}",
+                "inf" if not math.isfinite(err) else f"{err:.6f}",
+                frame.index,
+            )
+        )
+        self.frames += 1
+        if self.frames % 50 == 0:
+            self._csv.flush()
+
+    def _write_meta(self) -> None:
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": self.source,
+            "counts": self.counts_from,
+            "resolution": list(self.resolution) if self.resolution else None,
+            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "frames": self.frames,
+            "t0": self._t0,
+        }
+        (self.folder / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._csv.closed:
+            return
+        self._csv.close()
+        self._write_meta()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
+    """The description and the frames of a recording; a :class:`RecordingError` naming the
+    file and row for anything malformed (CameraNotFoundError when the folder is not there)."""
+    p = Path(folder)
+    if not is_recording(p):
+        raise CameraNotFoundError(f"recording {p}: not a recording folder (no {META} and {INDEX})")
+    try:
+        meta = json.loads((p / META).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RecordingError(f"recording {p}: {META} is not valid JSON ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise RecordingError(
+            f"recording {p}: format {meta.get('format')!r} version {meta.get('version')!r}; "
+            f"this program reads {FORMAT!r} version {VERSION}"
+        )
+    frames: list[RecordedFrame] = []
+    with (p / INDEX).open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("image", "counts", "time_s") if c not in (reader.fieldnames or ())]
+        if missing:
+            raise RecordingError(f"recording {p}: {INDEX} lacks the columns {', '.join(missing)}")
+        last = -math.inf
+        for row_no, row in enumerate(reader, start=2):
+            try:
+                t = float(row["time_s"])
+                counts = int(row["counts"]) if row["counts"].strip() else None
+                err = float(row.get("stamp_error_s") or 0.0)
+                index = int(row.get("index") or len(frames))
+            except ValueError:
+                raise RecordingError(f"recording {p}: {INDEX} row {row_no} is not numbers: {row}") from None
+            if not math.isfinite(t) or t < last:
+                raise RecordingError(f"recording {p}: {INDEX} row {row_no}: time_s={t} is not after {last}")
+            last = t
+            frames.append(RecordedFrame(row["image"], counts, t, err, index))
+    if not frames:
+        raise RecordingError(f"recording {p}: holds no frames")
+    return meta, frames
+
+
+class RecordingCamera(Camera):
+    """A recording played back as a camera (see the module docstring).
+
+    clock: the line's clock (``now()``, ``sleep()``). with_counts: give each frame its
+    recorded count (False: frames only, for pairing with a live counter in a rehearsal).
+    buffer_frames: frames the "camera" holds for a slow reader before dropping the oldest.
+    """
+
+    def __init__(self, folder: str | os.PathLike, clock: Clock, with_counts: bool = True, buffer_frames: int = 4):
+        super().__init__()
+        if buffer_frames < 1:
+            raise ValueError(f"buffer_frames={buffer_frames} must be at least 1")
+        self.folder = Path(folder)
+        self.clock = clock
+        self.with_counts = with_counts
+        self.buffer_frames = buffer_frames
+        self.meta: dict = {}
+        self.frames: list[RecordedFrame] = []
+        self._pos = 0
+        self._t0 = 0.0
+        self._size: tuple[int, int] = (0, 0)
+        self.dropped = 0
+
+    @property
+    def _name(self) -> str:
+        return f"recording {self.folder}"
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def has_counts(self) -> bool:
+        return all(f.counts is not None for f in self.frames)
+
+    def connect(self) -> None:
+        self.meta, self.frames = read_index(self.folder)
+        first = read_image(self.folder / self.frames[0].image)
+        self._size = (first.shape[1], first.shape[0])
+        self._pos = 0
+        self._t0 = self.clock.now() - self.frames[0].time_s
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    def reconnect(self) -> None:
+        # A recording that went away (a network share, a disk) comes back where the time has
+        # got to, not at its start.
+        if not is_recording(self.folder):
+            raise CameraNotFoundError(f"camera {self._name}: the recording is not there")
+        self._connected = True
+
+    def _due(self, k: int) -> float:
+        return self._t0 + self.frames[k].time_s
+
+    def next_frame_time(self) -> float | None:
+        if self._pos >= len(self.frames):
+            return math.inf
+        return max(self.clock.now(), self._due(self._pos))
+
+    def read(self) -> Frame:
+        self._require_connected(self._name)
+        if self._pos >= len(self.frames):
+            raise EndOfStreamError(f"camera {self._name}: end of the recording")
+        now = self.clock.now()
+        # Fell behind by more than the buffer: the oldest frames are gone.
+        while self._pos + self.buffer_frames < len(self.frames) and self._due(self._pos + self.buffer_frames) <= now:
+            self._pos += 1
+            self.dropped += 1
+        due = self._due(self._pos)
+        if due > now:
+            self.clock.sleep(due - now)
+        rec = self.frames[self._pos]
+        self._pos += 1
+        path = self.folder / rec.image
+        try:
+            img = read_image(path)
+        except CameraNotFoundError:
+            if not self.folder.is_dir():
+                raise CameraStalledError(f"camera {self._name}: the recording is gone") from None
+            raise CorruptFrameError(f"camera {self._name}: frame {rec.index} ({rec.image}) is missing") from None
+        if img.shape[1::-1] != self._size:
+            raise CorruptFrameError(f"camera {self._name}: frame {rec.index} is {img.shape[1]}x{img.shape[0]}")
+        return Frame(
+            image=img,
+            timestamp=due,
+            encoder=rec.counts if self.with_counts else None,
+            index=rec.index,
+            source=str(path),
+            timestamp_error_s=rec.stamp_error_s,
+        )
+
+
+def stamp_figures(errors_s) -> dict:
+    """Median, p99 and worst (ms) of stamp errors: each frame's stamp minus its true exposure
+    (and the constant latency), for the benchmark."""
+    d = np.abs(np.asarray(errors_s, dtype=np.float64)) * 1e3
+    if not len(d):
+        raise ValueError("no stamps to measure")
+    return {
+        "frames": int(len(d)),
+        "p50_ms": round(float(np.median(d)), 3),
+        "p99_ms": round(float(np.quantile(d, 0.99)), 3),
+        "max_ms": round(float(d.max()), 3),
+    }
