@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,10 @@ def decode_segmentation(seg, h: int, w: int, where: str) -> np.ndarray:
     else:
         raise CocoError(f"{where}: segmentation missing (polygons or RLE expected, got {type(seg).__name__})")
     try:
-        mask = api.decode(rle)
+        with warnings.catch_warnings():
+            # pycocotools 2.0 on numpy 2 warns about its own __array__; the masks are right.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = api.decode(rle)
     except Exception as e:  # pycocotools raises plain errors on a corrupt compressed string
         raise CocoError(f"{where}: RLE cannot be decoded ({e})") from None
     if mask.ndim == 3:

@@ -66,7 +66,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     d = 1 + z * z / n
     c = (p + z * z / (2 * n)) / d
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - half), min(1.0, c + half)
+    # At 0 and n the bound is exact (0 or 1); rounding must not lift it past a live value of 0.
+    return (0.0 if successes == 0 else max(0.0, c - half)), (1.0 if successes == n else min(1.0, c + half))
 
 
 def gate(live: dict, cand: dict) -> dict:
@@ -191,7 +192,8 @@ class Registry:
             "seed": parsed("scallop.seed"),
             "trained_at": meta.get("scallop.trained_at"),
             "train_config": parsed("scallop.train_config"),
-            "metrics": parsed("scallop.app.metrics"),
+            # The shipped file names its figures scallop.metrics; scallop train writes scallop.app.metrics.
+            "metrics": parsed("scallop.app.metrics") or parsed("scallop.metrics"),
         }
         with self._locked():
             dest = self.root / "models" / f"{name}.onnx"

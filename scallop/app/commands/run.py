@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 
 
 def register(sub) -> None:
@@ -20,7 +21,8 @@ def register(sub) -> None:
             "examples:\n"
             "  scallop run                                  # simulator, screen at http://127.0.0.1:8080/\n"
             "  scallop run --duration 30 --no-browser       # 30 s, then a JSON summary on stdout\n"
-            "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN"
+            "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN\n"
+            "  scallop run --capture --duration 600 --no-browser   # keep frames for labelling"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -31,6 +33,11 @@ def register(sub) -> None:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record", help="production record database (default from the config)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument(
+        "--capture",
+        action="store_true",
+        help="keep frames for labelling from the start ([capture] in the config; the engineer panel switches it too)",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,6 +59,8 @@ def run(args) -> int:
     try:
         line.open()
         line.start("system")
+        if args.capture:
+            line.set_capture(True, "system")
         line.run_threaded()
         ui = cfg.ui
         app = create_app(
@@ -81,13 +90,22 @@ def run(args) -> int:
         except Exception:
             pass
     stop = stop_on_signals()
+    bar = None
+    if args.capture:
+        from scallop.app.progress import Progress
+
+        bar = Progress(None, "capture", unit="frames")
+    t_end = None if args.duration is None else time.monotonic() + max(0.0, args.duration)
     try:
-        if args.duration is not None:
-            stop.wait(max(0.0, args.duration))
-        else:
-            while not stop.wait(1.0):
-                pass
+        while not stop.wait(1.0 if t_end is None else max(0.0, min(1.0, t_end - time.monotonic()))):
+            if bar is not None:
+                c = line.capture.status()
+                bar.advance_to(c["kept"], f"{c['bytes'] / 1e6:.0f} of {c['budget_bytes'] / 1e6:.0f} MB")
+            if t_end is not None and time.monotonic() >= t_end:
+                break
     finally:
+        if bar is not None:
+            bar.close()
         server.stop()
         line.close()
     if args.duration is not None:
