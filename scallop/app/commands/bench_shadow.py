@@ -81,7 +81,10 @@ def _passes(frames, total: int, fps: float, model: str, share: float, cpu: float
     machine whose other load comes and goes weighs on both the same."""
     from scallop.vision.camera import Frame
 
-    lines = {"alone": _line(None, 1.0, 1.0, tmp / "a.sqlite"), "with_shadow": _line(model, share, cpu, tmp / "b.sqlite")}
+    lines = {
+        "alone": _line(None, 1.0, 1.0, tmp / "a.sqlite"),
+        "with_shadow": _line(model, share, cpu, tmp / "b.sqlite"),
+    }
     times = {k: [] for k in lines}
     cpu_s = dict.fromkeys(lines, 0.0)
     wall_s = dict.fromkeys(lines, 0.0)
