@@ -154,7 +154,7 @@ def score_frame(
                 t.no_uro_grasped += 1
             if j is not None and not dets.uro_found[j]:
                 t.no_uro_reported += 1
-            else:
+            elif j is not None:  # an unmatched one is already a missed scallop
                 t.failures.append((frame, tid, "uro_reported_on_scallop_without_uro"))
     add_mm = None
     for j in np.nonzero(dets.uro_found)[0]:

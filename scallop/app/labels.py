@@ -438,7 +438,10 @@ def import_coco(
     for n, (im, (parts, instances, facts)) in enumerate(checked, start=1):
         if not im.path.is_file():
             raise CocoError(f"{coco.path}: image {im.file_name!r}: no such file {im.path}")
-        name = Path(im.file_name).with_suffix("").as_posix().replace("/", "_")
+        src_name = Path(im.file_name)
+        name = src_name.stem
+        if name in names:  # the same file name in two folders: the folder tells them apart
+            name = f"{src_name.parent.name}_{name}"
         if name in names:
             name = f"{name}_{im.id}"
         names.add(name)
