@@ -224,9 +224,10 @@ class Registry:
         return self.get(self.index()["live"])
 
     # ------------------------------------------------------------------ promotion
-    def promote(self, name: str, reference_set: str, user: str = "", mm_per_px: float | None = None, threads: int = 2):
+    def promote(self, name: str, reference_set: str, user: str = "", mm_per_px: float | None = None, threads: int = 1):
         """Make ``name`` live if the gate lets it; returns the history entry. Raises
-        :class:`PromotionRefused` naming the figures that are worse."""
+        :class:`PromotionRefused` naming the figures that are worse. One onnxruntime thread by
+        default: a promotion is judged on the line PC while the line runs."""
         if not reference_set:
             raise PromotionRefused(
                 "models.reference_set: no labelled reference set configured; promotion needs one to compare the "

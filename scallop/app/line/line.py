@@ -639,8 +639,8 @@ class Line:
             self._models_thread.join(timeout=5.0)
             self._models_thread = None
         if self.shadow is not None:
+            self.shadow.stop()  # finishes the frame it holds: the last row counts it
             self._shadow_row()
-            self.shadow.stop()
         if self.capture is not None:
             self.capture.stop()
 
