@@ -85,6 +85,32 @@ def derive_instances(parts: np.ndarray) -> np.ndarray:
     return lab.astype(np.uint16)
 
 
+def derive_facts(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
+    """Per-scallop facts derivable from the maps alone (for a set without labels/ files): what
+    the frame scorer needs to know which scallops count and which carry a visible uro."""
+    h, w = parts.shape
+    out = []
+    for v in np.unique(instances):
+        if v == 0:
+            continue
+        ys, xs = np.nonzero(instances == v)
+        uro = parts[ys, xs] == PART_NAMES.index("uro")
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+        out.append(
+            {
+                "id": int(v),
+                "instance": int(v),
+                "bbox_px": bbox,
+                "visible_px": len(xs),
+                "cut_by_border": bool(bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1),
+                "uro_present": bool(uro.any()),
+                "uro_px": int(uro.sum()),
+                "uro_centroid_px": [float(xs[uro].mean()), float(ys[uro].mean())] if uro.any() else None,
+            }
+        )
+    return out
+
+
 def list_names(root: Path) -> list[str]:
     images = root / "images"
     if not images.is_dir():
@@ -92,7 +118,8 @@ def list_names(root: Path) -> list[str]:
     return sorted(p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_sample(root: Path, name: str, manifest: dict) -> Sample:
+def load_sample(root: Path, name: str, manifest: dict, mm_per_px: float | None = None) -> Sample:
+    """One labelled image; ``mm_per_px`` (given on the command line) replaces the set's scale."""
     img_path = next(
         (root / "images" / (name + s) for s in IMAGE_SUFFIXES if (root / "images" / (name + s)).is_file()), None
     )
@@ -127,7 +154,9 @@ def load_sample(root: Path, name: str, manifest: dict) -> Sample:
             labels = json.loads(lab_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{lab_path}: not valid JSON ({e})") from None
-    mm = labels.get("mm_per_px", manifest.get("mm_per_px"))
+    mm = mm_per_px if mm_per_px is not None else labels.get("mm_per_px", manifest.get("mm_per_px"))
+    if "scallops" not in labels:
+        labels = {**labels, "scallops": derive_facts(parts, inst)}
     if not isinstance(mm, (int, float)) or not (0.05 <= mm <= 5):
         raise DatasetError(
             f"{lab_path if 'mm_per_px' in labels else root / 'dataset.json'}: "
@@ -136,11 +165,11 @@ def load_sample(root: Path, name: str, manifest: dict) -> Sample:
     return Sample(name=name, image=image, parts=parts, instances=inst, mm_per_px=float(mm), labels=labels)
 
 
-def iter_dataset(root: str | Path, limit: int | None = None) -> Iterator[Sample]:
+def iter_dataset(root: str | Path, limit: int | None = None, mm_per_px: float | None = None) -> Iterator[Sample]:
     root = Path(root)
     manifest = read_manifest(root)
     names = list_names(root)
     if not names:
         raise DatasetError(f"{root / 'images'}: no images")
     for name in names[:limit]:
-        yield load_sample(root, name, manifest)
+        yield load_sample(root, name, manifest, mm_per_px)

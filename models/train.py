@@ -47,7 +47,8 @@ class TrainConfig:
     threads: int = 2  # torch intra-op threads
     workers: int = 0  # processes augmenting batches (0: in the training process)
     device: str = "cpu"
-    real_weight: float = 3.0  # oversampling of real labelled photos against sim frames
+    real_share: float = 0.5  # share of each batch drawn from real labelled photos (when there are sim frames too)
+    freeze_bn: bool = False  # keep batch-norm statistics (fine-tuning from an ONNX model, whose are folded)
     finder_widths: tuple[int, int, int, int] = (12, 24, 32, 48)
     parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
     data_description: str = ""
@@ -60,13 +61,13 @@ class Prepared:
 
     finder_imgs: list = field(default_factory=list)  # coarse images (h, w, 3) uint8
     finder_tgts: list = field(default_factory=list)  # (h, w) uint8 finder classes
-    finder_w: list = field(default_factory=list)  # sampling weight per image
+    finder_real: list = field(default_factory=list)  # per image: a real labelled photo (else a sim frame)
     parts_imgs: list = field(default_factory=list)  # fine patches (P, P, 3) uint8
     parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes
-    parts_w: list = field(default_factory=list)
+    parts_real: list = field(default_factory=list)
 
     def extend(self, other: Prepared) -> None:
-        for k in ("finder_imgs", "finder_tgts", "finder_w", "parts_imgs", "parts_tgts", "parts_w"):
+        for k in ("finder_imgs", "finder_tgts", "finder_real", "parts_imgs", "parts_tgts", "parts_real"):
             getattr(self, k).extend(getattr(other, k))
 
 
@@ -89,7 +90,7 @@ def _resize(img, factor, interp):
     return cv2.resize(img, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
 
 
-def prepare_one(s: Sample, cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+def prepare_one(s: Sample, cfg: TrainConfig, real: bool = False, into: Prepared | None = None) -> Prepared:
     """Training material from one labelled image: its frame at the finder scale with the
     finder target, and one fine patch per scallop (1.5× the crop, so rotations stay filled)."""
     out = into if into is not None else Prepared()
@@ -103,7 +104,7 @@ def prepare_one(s: Sample, cfg: TrainConfig, weight: float = 1.0, into: Prepared
     cinst = _resize(inst, g, cv2.INTER_NEAREST)
     out.finder_imgs.append(coarse)
     out.finder_tgts.append(finder_target(cinst, cfg.edge_px))
-    out.finder_w.append(weight)
+    out.finder_real.append(bool(real))
     cls = PART_TO_CLASS[parts]
     pad = P
     fpad = cv2.copyMakeBorder(fine, pad, pad, pad, pad, cv2.BORDER_REFLECT)
@@ -116,15 +117,25 @@ def prepare_one(s: Sample, cfg: TrainConfig, weight: float = 1.0, into: Prepared
         x0, y0 = cx - P // 2, cy - P // 2
         out.parts_imgs.append(fpad[y0 : y0 + P, x0 : x0 + P].copy())
         out.parts_tgts.append(cpad[y0 : y0 + P, x0 : x0 + P].copy())
-        out.parts_w.append(weight)
+        out.parts_real.append(bool(real))
     return out
 
 
-def prepare(samples: Iterable[Sample], cfg: TrainConfig, weight: float = 1.0, into: Prepared | None = None) -> Prepared:
+def prepare(samples: Iterable[Sample], cfg: TrainConfig, real: bool = False, into: Prepared | None = None) -> Prepared:
     out = into if into is not None else Prepared()
     for s in samples:
-        prepare_one(s, cfg, weight, out)
+        prepare_one(s, cfg, real, out)
     return out
+
+
+def mix(real: list, share: float) -> np.ndarray:
+    """Sampling probabilities: ``share`` of the draws from the real items, the rest from the
+    simulator's, evenly within each (one source alone: evenly over it)."""
+    r = np.asarray(real, bool)
+    n_r, n_s = int(r.sum()), int((~r).sum())
+    if n_r == 0 or n_s == 0:
+        return np.full(len(r), 1.0 / len(r))
+    return np.where(r, share / n_r, (1.0 - share) / n_s)
 
 
 class Batcher:
@@ -133,8 +144,8 @@ class Batcher:
 
     def __init__(self, prep: Prepared, cfg: TrainConfig):
         self.p, self.cfg = prep, cfg
-        self.pw = np.asarray(prep.parts_w, np.float64) / np.sum(prep.parts_w)
-        self.fw = np.asarray(prep.finder_w, np.float64) / np.sum(prep.finder_w)
+        self.pw = mix(prep.parts_real, cfg.real_share)
+        self.fw = mix(prep.finder_real, cfg.real_share)
 
     def __len__(self) -> int:  # the sampler decides; a DataLoader only needs the method
         return 1 << 62
@@ -307,6 +318,85 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
+def set_train_mode(net, freeze_bn: bool) -> None:
+    import torch.nn as nn
+
+    net.train()
+    if freeze_bn:
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+
+def onnx_train_config(path: Path) -> dict:
+    """The training config an exported model carries (``scallop.train_config``), {} if none."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        return json.loads(meta.get("scallop.train_config", "{}"))
+    except json.JSONDecodeError:
+        return {}
+
+
+def init_from_onnx(net, path: Path, crop: int) -> None:
+    """Load the weights of an exported model into ``net``. Export folds each batch norm into
+    the convolution before it, so those convolutions get the folded weights and bias and their
+    batch norms become the identity (mean 0, variance 1 − eps, scale 1, shift = the bias),
+    which training then keeps fixed (``freeze_bn``). The result is checked against
+    onnxruntime on the same input: a file that is not this network is refused."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    import torch.nn as nn
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "Conv"]
+    order: list = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: order.append(m)) for m in net.modules() if isinstance(m, nn.Conv2d)
+    ]
+    net.eval()
+    frame, crops = torch.rand(1, 3, 64, 96), torch.rand(2, 3, crop, crop)
+    with torch.no_grad():
+        net(frame, crops)
+    for h in hooks:
+        h.remove()
+    bn_after = {}
+    for seq in (m for m in net.modules() if isinstance(m, nn.Sequential)):
+        for a, b in zip(seq, list(seq)[1:]):
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                bn_after[a] = b
+    if len(order) != len(nodes):
+        raise ValueError(f"{path}: {len(nodes)} convolutions, this network has {len(order)}: not a model to fine-tune")
+    with torch.no_grad():
+        for conv, node in zip(order, nodes):
+            w = inits.get(node.input[1])
+            b = inits.get(node.input[2]) if len(node.input) > 2 else None
+            if w is None or tuple(w.shape) != tuple(conv.weight.shape):
+                raise ValueError(f"{path}: convolution {node.name} does not fit this network: not a model to fine-tune")
+            conv.weight.copy_(torch.from_numpy(np.array(w)))
+            bias = torch.from_numpy(np.array(b)) if b is not None else torch.zeros(w.shape[0])
+            bn = bn_after.get(conv)
+            if bn is not None:
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(bias)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+            elif conv.bias is not None:
+                conv.bias.copy_(bias)
+        want = net(frame, crops)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"frame": frame.numpy(), "crops": crops.numpy()})
+    err = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+    if err > 1e-3:
+        raise ValueError(
+            f"{path}: its weights do not reproduce the model here (difference {err:.3g}): not a model to fine-tune"
+        )
+
+
 def lr_factor(it: int, warmup: int, total: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to 2 % at ``total``."""
     if it < warmup:
@@ -318,13 +408,13 @@ def lr_factor(it: int, warmup: int, total: int) -> float:
 def prepare_dirs(
     sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None
 ) -> Prepared:
-    """Material from data-set folders; real photos weigh ``cfg.real_weight`` against sim frames.
+    """Material from data-set folders; real photos make ``cfg.real_share`` of each batch.
     Streamed: full-resolution frames are large, only the extracted material is kept."""
     prep = into if into is not None else Prepared()
     for d in sim_dirs:
-        prepare(iter_dataset(d), cfg, 1.0, prep)
+        prepare(iter_dataset(d), cfg, False, prep)
     for d in real_dirs:
-        prepare(iter_dataset(d), cfg, cfg.real_weight, prep)
+        prepare(iter_dataset(d), cfg, True, prep)
     return prep
 
 
@@ -360,7 +450,11 @@ def train(
         f"{cfg.workers} data workers"
     )
     net = ScallopNet(cfg.finder_widths, cfg.parts_widths, len(FINDER_CLASSES), len(PARTS_CLASSES))
-    if init is not None:
+    if init is not None and Path(init).suffix.lower() == ".onnx":
+        init_from_onnx(net, Path(init), cfg.crop)
+        cfg.freeze_bn = True
+        log(f"initialised from {init} (its folded batch norms are kept fixed)")
+    elif init is not None:
         net.load_state_dict(torch.load(init, map_location="cpu")["state_dict"])
         log(f"initialised from {init}")
     net.to(device)
@@ -369,7 +463,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, cfg.warmup, total))
     wf = [1.0, 1.0, 3.0]  # the edge class is what splits touching scallops: weigh it up
     wp = [1.0, 1.0, 1.5, 3.0]
-    net.train()
+    set_train_mode(net, cfg.freeze_bn)
     sums = torch.zeros(2, device=device)
     t0 = time.time()
     # The speed for the time budget is measured over the warm-up, past its first steps

@@ -28,10 +28,10 @@ import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import DataError, check_number, check_pair, check_range, check_share
+from scallop.models.dataset import derive_facts
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
-    URO,
     FrameTruth,
     LookParams,
     Placed,
@@ -478,27 +478,7 @@ def _read_image(path: Path, flags: int) -> np.ndarray:
 
 def facts_from_maps(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
     """Per-scallop facts derivable from the maps alone (for data sets without labels)."""
-    h, w = parts.shape
-    out = []
-    for v in np.unique(instances):
-        if v == 0:
-            continue
-        ys, xs = np.nonzero(instances == v)
-        uro = parts[ys, xs] == URO
-        bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-        out.append(
-            {
-                "id": int(v),
-                "instance": int(v),
-                "bbox_px": bbox,
-                "visible_px": len(xs),
-                "cut_by_border": bool(bbox[0] == 0 or bbox[1] == 0 or bbox[2] == w - 1 or bbox[3] == h - 1),
-                "uro_present": bool(uro.any()),
-                "uro_px": int(uro.sum()),
-                "uro_centroid_px": [float(xs[uro].mean()), float(ys[uro].mean())] if uro.any() else None,
-            }
-        )
-    return out
+    return derive_facts(parts, instances)
 
 
 class Dataset:

@@ -248,6 +248,12 @@ class FakeLine:
         with self.lock:
             return {k: dict(v) for k, v in self.config.items()}
 
+    def set_capture(self, on: bool, user: str) -> dict:
+        with self.lock:
+            self.calls.append(("capture_on" if on else "capture_off", user))
+            self.capturing = on
+            return {"active": on, "kept": 0, "bytes": 0, "dropped": {}}
+
     def update_config(self, changes: dict, user: str) -> dict:
         with self.lock:
             for key, value in changes.items():

@@ -105,6 +105,22 @@ def full_snapshot() -> LineSnapshot:
         latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},
         arms=[ArmStatus("left", "picking", True, 500, 480, "picked", 0.8), ArmStatus("right", "idle", False)],
         alarms=[Alarm(1, 0.0, "critical", "arm:right", "arm not answering")],
+        model={"name": "line3-v2", "sha256": "ab" * 32},
+        shadow={
+            "model": "line3-v3",
+            "frames": 100,
+            "skipped_busy": 5,
+            "skipped_sample": 100,
+            "scallops": 300,
+            "verdict_agreement": 0.99,
+            "grasp_agreement": 0.98,
+            "grasps_compared": 250,
+            "grasps_agree": 245,
+            "live_only": 1,
+            "shadow_only": 2,
+            "verdict_differs": 1,
+        },
+        capture={"active": True, "kept": 10, "bytes": 2_000_000, "dropped": {"queue": 1}},
     )
 
 

@@ -52,6 +52,9 @@ class Detections:
                  (None from a producer that does not measure it).
     center_mm, grasp_mm, pull_dir_mm, uro_center_mm: (N, 2) float64 in the belt frame (mm)
                  when a pixel→belt mapping was given, else None.
+    part_contours: when asked for (``Pipeline.detect(outlines=True)``), list of N dicts
+                 ``{"uro": [(K, 2) float32, ...], "adductor": [...]}``: the outlines of each
+                 scallop's uro and adductor masks in pixels; else None.
     """
 
     xyxy: np.ndarray
@@ -72,6 +75,7 @@ class Detections:
     grasp_mm: np.ndarray | None = None
     pull_dir_mm: np.ndarray | None = None
     uro_center_mm: np.ndarray | None = None
+    part_contours: list | None = None
 
     _ARRAYS = (
         "xyxy",
@@ -122,6 +126,8 @@ class Detections:
         idx = np.arange(len(self))[idx]
         kw = {name: getattr(self, name)[idx] for name in self._ARRAYS}
         kw["contours"] = [self.contours[i] for i in idx]
+        if self.part_contours is not None:
+            kw["part_contours"] = [self.part_contours[i] for i in idx]
         for name in ("uro_center_px", "center_mm", "grasp_mm", "pull_dir_mm", "uro_center_mm"):
             v = getattr(self, name)
             kw[name] = None if v is None else v[idx]

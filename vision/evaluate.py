@@ -1,8 +1,13 @@
 """Score detections against per-pixel ground truth (simulator or labelled photos).
 
-The figures are the ones the product is judged by, counted over scallops that are at least
-90 % visible: scallop recall and precision, grasp inside the true uro (1 mm tolerance),
-grasps landing on the adductor, and scallops without a uro reported as such.
+The one frame scorer: ``scallop bench accuracy`` and ``scallop eval`` (and through it the
+model registry's promotion gate) all count with :func:`score_frame`. The figures are the ones
+the product is judged by, counted over scallops that are at least 90 % visible, not marked
+occluded and not cut by the image border: scallop recall and precision, grasp inside the true
+uro grown by 1 mm (uro success), grasps landing on the adductor, grasps whose 2 mm jaws reach
+it, scallops without a uro reported as such or grasped anyway, and the true distance from
+every pickable grasp to the nearest adductor (the jaw margin). docs/evaluation.md writes the
+definitions down.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Tally:
     grasp_near_adductor: int = 0  # pickable grasps whose 2 mm jaw disk reaches the true adductor
     without_uro: int = 0
     no_uro_reported: int = 0
+    no_uro_grasped: int = 0  # of without_uro: a grasp emitted all the same (the no-uro picked count)
     frames: int = 0
     failures: list = field(default_factory=list)  # (frame, scallop id, what) for reports
     # uro confidence of every pickable grasp, split by whether it lands on a true uro: how well
@@ -54,10 +60,18 @@ class Tally:
         def rate(a, b):
             return round(a / b, 5) if b else None
 
+        mm = self.adductor_mm
         return {
             "frames": self.frames,
             "scallops": self.truth_scallops,
             "recall": rate(self.found, self.truth_scallops),
+            # The names of scallop eval and the promotion gate (docs/evaluation.md).
+            "uro_success": rate(self.grasp_on_uro, self.with_uro),
+            "adductor_hits": rate(self.grasp_on_adductor, self.grasps),
+            "near_adductor": rate(self.grasp_near_adductor, len(mm)),
+            "no_uro_picked": rate(self.no_uro_grasped, self.without_uro),
+            "jaw_margin_min_mm": round(min(mm), 2) if mm else None,
+            "jaw_margin_p1_mm": round(float(np.percentile(mm, 1)), 2) if mm else None,
             "precision": rate(self.detections - self.false_detections, self.detections),
             "grasp_on_uro": rate(self.grasp_on_uro, self.with_uro),
             "grasp_on_adductor": rate(self.grasp_on_adductor, self.grasps),
@@ -70,7 +84,7 @@ class Tally:
                 "on_uro_p1": round(float(np.percentile(self.conf_on_uro, 1)), 4) if self.conf_on_uro else None,
                 "off_uro": sorted(round(c, 4) for c in self.conf_off_uro),
             },
-            "counts": {k: v for k, v in asdict(self).items() if k not in LISTS},
+            "counts": {k: v for k, v in asdict(self).items() if k not in LISTS} | {"pickable_grasps": len(mm)},
         }
 
 
@@ -85,14 +99,17 @@ def score_frame(
     min_visible: float = 0.9,
 ) -> Tally:
     """``facts``: per-scallop truth dicts with at least ``id``, ``visible_fraction``,
-    ``uro_present`` and ``cut_by_border``."""
+    ``uro_present`` and ``cut_by_border`` (and ``occluded``: a labeller's mark that a
+    neighbour hides part of it, for sets that cannot know the visible fraction)."""
     t = Tally(frames=1)
     h, w = parts.shape
     by_id = {int(f["id"]): f for f in facts}
     counted = {
         i
         for i, f in by_id.items()
-        if f.get("visible_fraction", 1.0) >= min_visible and not f.get("cut_by_border", False)
+        if f.get("visible_fraction", 1.0) >= min_visible
+        and not f.get("cut_by_border", False)
+        and not f.get("occluded", False)
     }
     t.truth_scallops = len(counted)
     t.detections = len(dets)
@@ -133,9 +150,11 @@ def score_frame(
             t.failures.append((frame, tid, "grasp_off_uro" if j is not None else "missed_scallop"))
         else:
             t.without_uro += 1
+            if j is not None and dets.uro_found[j]:
+                t.no_uro_grasped += 1
             if j is not None and not dets.uro_found[j]:
                 t.no_uro_reported += 1
-            else:
+            elif j is not None:  # an unmatched one is already a missed scallop
                 t.failures.append((frame, tid, "uro_reported_on_scallop_without_uro"))
     add_mm = None
     for j in np.nonzero(dets.uro_found)[0]:

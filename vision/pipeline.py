@@ -53,6 +53,10 @@ class PipelineConfig:
     min_adductor_gap_mm: float = 2.75  # jaw radius + mask error: closer to the adductor → ambiguous
     adductor_doubt_logit: float = 1.5  # the gap is kept from pixels this close to being adductor
     border_margin_mm: float = 1.5  # mask within this of the frame edge → cut by border
+    # Shadow mode (the line's, scallop.app.shadow): a candidate model beside this one.
+    shadow_model: str = ""  # ONNX file or registry model name ("" = no shadow)
+    shadow_share: float = 0.5  # share of frames offered to the candidate
+    shadow_cpu_share: float = 0.25  # the most of one core the candidate may use on average
 
     def __post_init__(self) -> None:
         # Every threshold is range-checked: a NaN compares false with everything, so one that
@@ -71,6 +75,8 @@ class PipelineConfig:
         check_range("min_adductor_gap_mm", self.min_adductor_gap_mm, 0.0, 30.0)
         check_range("adductor_doubt_logit", self.adductor_doubt_logit, 0.0, 20.0)
         check_range("border_margin_mm", self.border_margin_mm, 0.0, 50.0)
+        check_range("shadow_share", self.shadow_share, 0.01, 1.0)
+        check_range("shadow_cpu_share", self.shadow_cpu_share, 0.05, 1.0)
 
 
 def _max_of(planes: list[np.ndarray]) -> np.ndarray:
@@ -351,11 +357,14 @@ class Pipeline:
         image: np.ndarray,
         mm_per_px: float | None = None,
         to_belt: Callable[[np.ndarray], np.ndarray] | None = None,
+        outlines: bool = False,
     ) -> Detections:
         """Find scallops and uros in a BGR frame.
 
         mm_per_px: the image's scale on the belt (default: the config's); ``to_belt`` maps
-        pixels (N,2) to belt millimetres and fills the *_mm fields.
+        pixels (N,2) to belt millimetres and fills the *_mm fields. ``outlines``: also give
+        the outlines of each scallop's uro and adductor (``Detections.part_contours``; the
+        pre-annotations of a labelling export, not needed on the line).
         """
         if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {getattr(image, 'shape', None)}")
@@ -409,7 +418,7 @@ class Pipeline:
         logits = self.model.run_parts(crops)
         t5 = clock()
         tm["parts_ms"] = (t5 - t4) * 1e3
-        rows = self._rows(logits, ks, confs, origins, step, s, lab_pad, (W, H))
+        rows = self._rows(logits, ks, confs, origins, step, s, lab_pad, (W, H), outlines)
         tm["post_ms"] = (clock() - t5) * 1e3
         if not rows:
             return self._empty(to_belt)
@@ -425,6 +434,7 @@ class Pipeline:
         s: float,
         lab_pad: np.ndarray,
         frame_wh: tuple[int, int],
+        outlines: bool = False,
     ) -> list[dict]:
         """Per-crop post-processing. Crop pixel (c, r) sits at image pixel
         ``origins[i] + (c, r) * step`` (pixel centres); ``mm_c`` is mm per crop pixel.
@@ -505,6 +515,17 @@ class Pipeline:
             cnts, _ = cv2.findContours(own_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cnt = max(cnts, key=cv2.contourArea).reshape(-1, 2) + (x0, y0)
             row["contour"] = cnt * step + (ox, oy)
+            if outlines:
+                row["parts"] = {
+                    name: [
+                        (c.reshape(-1, 2) + (x0, y0)) * step + (ox, oy)
+                        for c in cv2.findContours(
+                            (mask[i, y0:y1, x0:x1] & own).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+                        )[0]
+                        if len(c) >= 3
+                    ]
+                    for name, mask in (("uro", uro_all), ("adductor", add_all))
+                }
             uro = (uro_all[i, y0:y1, x0:x1] & own).view(np.uint8)
             # Uro blobs labelled on the uro pixels' bounding box only (same raster order, so the
             # same labels as on the whole crop).
@@ -597,6 +618,11 @@ class Pipeline:
             reason=np.array([r["reason"] for r in rows], dtype=object),
             contours=[np.asarray(r["contour"], np.float32) for r in rows],
             uro_center_px=np.array([r["ucenter"] for r in rows], np.float64).reshape(-1, 2),
+            part_contours=(
+                [{k: [np.asarray(c, np.float32) for c in v] for k, v in r["parts"].items()} for r in rows]
+                if rows and "parts" in rows[0]
+                else None
+            ),
         )
         if to_belt is not None:
             dets.with_belt_mapping(to_belt)

@@ -306,6 +306,37 @@ class RecordSection:
 
 
 @dataclass
+class CaptureSection:
+    """Frames kept from the running line for labelling (scallop.app.capture): unsure frames
+    always, ``routine_share`` of the others, the folder kept under ``budget_mb``."""
+
+    folder: str = ""  # "" = captures/ beside the record
+    budget_mb: float = 2000.0
+    routine_share: float = 0.02
+    low_margin: float = 0.1  # a uro confidence this close to vision.min_uro_confidence is unsure
+
+    def __post_init__(self) -> None:
+        check_range("budget_mb", self.budget_mb, 1.0, 1e7)
+        check_range("routine_share", self.routine_share, 0.0, 1.0)
+        check_range("low_margin", self.low_margin, 0.0, 0.5)
+
+
+@dataclass
+class ModelsSection:
+    """The model registry (scallop.app.registry): with ``registry`` set the line runs its live
+    model (then ``vision.model`` stays empty) and takes a promoted one at a frame boundary.
+    ``reference_set``: the plant's labelled set (COCO file or data-set folder) that promotion
+    compares the candidate and the live model on."""
+
+    registry: str = ""
+    reference_set: str = ""
+    poll_s: float = 1.0  # how often the running line looks for a promotion
+
+    def __post_init__(self) -> None:
+        check_range("poll_s", self.poll_s, 0.1, 60.0)
+
+
+@dataclass
 class RecipeSection:
     name: str
     product_size_mm: tuple[float, float] = (40.0, 75.0)
@@ -350,6 +381,8 @@ class LineConfig:
     arms: list[ArmConfig] = field(default_factory=list)
     ui: UISection = field(default_factory=UISection)
     record: RecordSection = field(default_factory=RecordSection)
+    capture: CaptureSection = field(default_factory=CaptureSection)
+    models: ModelsSection = field(default_factory=ModelsSection)
     recipes: list[RecipeSection] = field(default_factory=_default_recipes)
     recipe: str = "standard"
 
@@ -359,6 +392,11 @@ class LineConfig:
             raise ValueError(f"recipes: names must be unique, got {names}")
         if self.recipe not in names:
             raise ValueError(f"recipe={self.recipe!r} is not one of the recipes: {', '.join(names)}")
+        if self.models.registry and self.vision.model:
+            raise ValueError(
+                f"vision.model={self.vision.model!r} and models.registry={self.models.registry!r}: give one; "
+                "with a registry the line runs its live model (scallop model promote)"
+            )
         arm_names = [a.name for a in self.arms]
         if len(set(arm_names)) != len(arm_names):
             raise ValueError(f"arms: names must be unique, got {arm_names}")

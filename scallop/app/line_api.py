@@ -78,6 +78,9 @@ class LineSnapshot:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> {p50, p99}
     arms: list[ArmStatus] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
+    model: dict = field(default_factory=dict)  # the live model: name, sha256
+    shadow: dict = field(default_factory=dict)  # shadow mode's figures (scallop.app.shadow), {} when off
+    capture: dict = field(default_factory=dict)  # frame capture's state (scallop.app.capture), {} when none
 
 
 class LineAPI(Protocol):
@@ -113,3 +116,6 @@ class LineAPI(Protocol):
 
     def update_config(self, changes: dict, user: str) -> dict:
         """Engineer-only: apply validated changes (raises ValueError naming the key)."""
+
+    def set_capture(self, on: bool, user: str) -> dict:
+        """Engineer-only: start or stop keeping frames for labelling; returns the capture's state."""

@@ -132,6 +132,7 @@ class SnapshotCollector(Collector):
                 latency.add_metric((stage, _QUANTILES.get(qname, qname)), ms / 1000.0)
         yield latency
         yield from self._arms()
+        yield from self._models()
         for key, help, alarms in (
             ("alarms_active", "Alarms whose condition still holds, by severity.", [a for a in snap.alarms if a.active]),
             ("alarms_unacked", "Alarms not yet acknowledged, by severity.", [a for a in snap.alarms if not a.acked]),
@@ -159,6 +160,57 @@ class SnapshotCollector(Collector):
                 removed.add_metric((a.name,), a.uro_removed)
             util.add_metric((a.name,), a.utilisation)
         yield from (state, connected, picks, removed, util)
+
+    def _models(self) -> Iterator[Metric]:
+        p, snap = self.prefix, self.snap
+        info = GaugeMetricFamily(f"{p}_model_info", "1 for the live model.", labels=["model", "sha256"])
+        if snap.model:
+            info.add_metric((snap.model.get("name", ""), snap.model.get("sha256", "")), 1)
+        yield info
+        sh = snap.shadow
+        m = (sh.get("model", ""),) if sh else ()
+        frames = CounterMetricFamily(f"{p}_shadow_frames_total", "Frames the shadow model analysed.", labels=["model"])
+        skipped = CounterMetricFamily(
+            f"{p}_shadow_skipped_total", "Frames not given to the shadow model.", labels=["model", "reason"]
+        )
+        scallops = CounterMetricFamily(
+            f"{p}_shadow_scallops_total", "Scallops compared between the models.", labels=["model"]
+        )
+        verdict = GaugeMetricFamily(
+            f"{p}_shadow_verdict_agreement_ratio", "Scallops with the same verdict in both models.", labels=["model"]
+        )
+        grasp = GaugeMetricFamily(
+            f"{p}_shadow_grasp_agreement_ratio", "Picks of both models with grasps within 1 mm.", labels=["model"]
+        )
+        dis = CounterMetricFamily(
+            f"{p}_shadow_disagreements_total", "Scallops the models disagree on, by kind.", labels=["model", "kind"]
+        )
+        if sh:
+            frames.add_metric(m, sh["frames"])
+            skipped.add_metric((*m, "busy"), sh["skipped_busy"])
+            skipped.add_metric((*m, "sample"), sh["skipped_sample"])
+            scallops.add_metric(m, sh["scallops"])
+            if sh.get("verdict_agreement") is not None:
+                verdict.add_metric(m, sh["verdict_agreement"])
+            if sh.get("grasp_agreement") is not None:
+                grasp.add_metric(m, sh["grasp_agreement"])
+            dis.add_metric((*m, "live_only"), sh["live_only"])
+            dis.add_metric((*m, "shadow_only"), sh["shadow_only"])
+            dis.add_metric((*m, "verdict"), sh["verdict_differs"])
+            dis.add_metric((*m, "grasp"), sh["grasps_compared"] - sh["grasps_agree"])
+        yield from (frames, skipped, scallops, verdict, grasp, dis)
+        cap = snap.capture
+        yield GaugeMetricFamily(
+            f"{p}_capture_active", "1 while frames are kept for labelling.", value=1 if cap.get("active") else 0
+        )
+        yield CounterMetricFamily(f"{p}_capture_frames_total", "Frames kept for labelling.", value=cap.get("kept", 0))
+        dropped = CounterMetricFamily(
+            f"{p}_capture_dropped_total", "Frames the capture did not keep, by reason.", labels=["reason"]
+        )
+        for reason, n in sorted(cap.get("dropped", {}).items()):
+            dropped.add_metric((reason,), n)
+        yield dropped
+        yield GaugeMetricFamily(f"{p}_capture_bytes", "Bytes of captured frames on disk.", value=cap.get("bytes", 0))
 
 
 class RecordCollector(Collector):

@@ -30,6 +30,7 @@ POST /api/alarms/{id}/ack   operator    404 for an unknown alarm
 POST /api/recipe            operator    ``{"name": "M"}``; 404 unknown, 409 not now
 GET  /api/config            engineer
 POST /api/config            engineer    ``{"changes": {"vision.KEY": value}}``; 422 names a bad key
+POST /api/capture           engineer    ``{"on": true}`` starts keeping frames for labelling, false stops
 GET  /metrics               see notes   ``metrics_access``; the line's metrics + the web server's
 ==========================  ==========  ================================================
 
@@ -198,6 +199,7 @@ _ROUTES = (
     "/api/login",
     "/api/logout",
     "/api/config",
+    "/api/capture",
     "/metrics",
     "/api/estop",
 ) + tuple(f"/api/{a}" for a in OPERATOR_ACTIONS)
@@ -666,6 +668,15 @@ def create_app(
         result = await _call(line.update_config, changes, s.user)
         _audit("config", s.user, {"changes": changes})
         return JSONResponse({"ok": True, "config": _clean(result)})
+
+    @app.post("/api/capture")
+    async def capture(request: Request):
+        s = _require(request, "engineer")
+        data = await _body(request)
+        on = data.get("on")
+        if set(data) != {"on"} or not isinstance(on, bool):
+            raise ApiError(422, 'expected {"on": true} or {"on": false}')
+        return JSONResponse({"ok": True, "capture": _clean(await _call(line.set_capture, on, s.user))})
 
     return app
 

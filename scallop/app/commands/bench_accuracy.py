@@ -27,7 +27,7 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="DIR",
-        help="labelled data set(s) instead of fresh simulator frames",
+        help="labelled data set(s) (folders or COCO files) instead of fresh simulator frames",
     )
     p.add_argument("--frames", type=int, default=300, help="simulator frames when no --data (default 300)")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED)
@@ -38,28 +38,14 @@ def register(sub) -> None:
 
 
 def evaluate_model(model, data_dirs, threads: int = 2, failures_out: list | None = None) -> dict:
-    from scallop.models.dataset import iter_dataset
-    from scallop.vision.evaluate import Tally, score_frame
-    from scallop.vision.pipeline import Pipeline, PipelineConfig
+    """The figures of ``model`` on labelled sets (folders or COCO files), by the scorer that
+    ``scallop eval`` uses (scallop.app.evaluation)."""
+    from scallop.app.evaluation import evaluate
 
-    pipe = Pipeline(str(model) if model else None, PipelineConfig(threads=threads))
-    total = Tally()
-    for d in data_dirs:
-        for s in iter_dataset(d):
-            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px)
-            total.add(
-                score_frame(
-                    dets,
-                    s.parts,
-                    s.instances,
-                    s.labels.get("scallops", []),
-                    s.mm_per_px,
-                    frame=f"{Path(d).name}/{s.name}",
-                )
-            )
+    ev = evaluate(model, list(data_dirs), threads=threads, keep_worst=0)
     if failures_out is not None:
-        failures_out.extend(total.failures)
-    return total.summary()
+        failures_out.extend(ev.failures)
+    return ev.summary
 
 
 def write_metrics_into_model(path, summary: dict) -> None:

@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 
 from scallop.app.systemd import notify, watchdog_interval_s
 
@@ -23,7 +24,8 @@ def register(sub) -> None:
             "  scallop run                                  # simulator, screen at http://127.0.0.1:8080/\n"
             "  scallop run --duration 30 --no-browser       # 30 s, then a JSON summary on stdout\n"
             "  scallop run --config line.toml --host 0.0.0.0  # the real line, screen on the LAN\n"
-            "  scallop run --config dry-run.toml --start      # a dry run with a real arm, started at once\n\n"
+            "  scallop run --config dry-run.toml --start      # a dry run with a real arm, started at once\n"
+            "  scallop run --capture --duration 600 --no-browser   # keep frames for labelling\n\n"
             "Safe start: with any real device configured (a camera other than the simulator, a belt\n"
             "encoder, an arm with [arms.transport]) the line waits for an operator's Start on the\n"
             "screen, also after a power loss or a crash. --start starts it at launch on purpose\n"
@@ -42,6 +44,11 @@ def register(sub) -> None:
         "--start",
         action="store_true",
         help="start the line at launch even with real devices (screen on loopback only)",
+    )
+    p.add_argument(
+        "--capture",
+        action="store_true",
+        help="keep frames for labelling from the start ([capture] in the config; the engineer panel switches it too)",
     )
     p.set_defaults(func=run)
 
@@ -66,6 +73,8 @@ def run(args) -> int:
         line.open()
         if start_how is not None:
             line.start("system", how=start_how)
+        if args.capture:
+            line.set_capture(True, "system")
         line.run_threaded()
         ui = cfg.ui
         app = create_app(
@@ -101,9 +110,21 @@ def run(args) -> int:
         except Exception:
             pass
     stop = stop_on_signals()
+    bar = None
+    if args.capture:
+        from scallop.app.progress import Progress
+
+        bar = Progress(None, "capture", unit="frames")
+
+    def show_capture() -> None:
+        c = line.capture.status()
+        bar.advance_to(c["kept"], f"{c['bytes'] / 1e6:.0f} of {c['budget_bytes'] / 1e6:.0f} MB")
+
     try:
-        supervise(line, stop, args.duration)
+        supervise(line, stop, args.duration, on_tick=None if bar is None else show_capture)
     finally:
+        if bar is not None:
+            bar.close()
         notify("STOPPING=1", "STATUS=stopping: the arms finish what they hold")
         server.stop()
         line.close()
@@ -112,11 +133,11 @@ def run(args) -> int:
     return exit_status(line)
 
 
-def supervise(line, stop: threading.Event, duration: float | None) -> None:
+def supervise(line, stop: threading.Event, duration: float | None, on_tick=None) -> None:
     """Until ``stop`` (or ``duration``): tell systemd the line is up, ping its watchdog while
     the line's loops are alive (a hung line is then restarted), and note wall-clock jumps (a
-    clock set by hand, NTP stepping it) in the record: the record's times would jump with it."""
-    import time
+    clock set by hand, NTP stepping it) in the record: the record's times would jump with it.
+    ``on_tick()`` runs about every second (a progress line)."""
 
     interval = watchdog_interval_s()
     notify("READY=1", f"STATUS=line {line.state.value}: the screen serves")
@@ -128,6 +149,8 @@ def supervise(line, stop: threading.Event, duration: float | None) -> None:
             wait = min(wait, max(0.0, t_end - time.monotonic()))
         if stop.wait(wait) or (t_end is not None and time.monotonic() >= t_end):
             return
+        if on_tick is not None:
+            on_tick()
         if interval is not None:
             h = line.health()
             if h["ok"]:

@@ -18,12 +18,15 @@ def register(sub) -> None:
             "Needs the optional extra: pip install -e '.[train]'\n\n"
             "examples:\n"
             "  scallop train --out runs/model.onnx                 # reproduce the shipped model (seed 0)\n"
-            "  scallop train --real data/line3 --out runs/line3.onnx --init runs/model.pt\n"
-            "                                                      # adapt to a line's labelled photos\n\n"
+            "  scallop train --real data/line3 --init live.onnx --frames 400 --iters 1500 --warmup 100 \\\n"
+            "      --lr 5e-4 --out runs/line3.onnx            # fine-tune the live model on a line's photos\n\n"
             "Simulator frames are drawn from the seed in memory by --workers processes (frame i\n"
-            "depends only on the seed and i); --real and --sim-data folders are in the documented\n"
-            "data-set format (docs/dataset-format.md). The validation set (seed + 1000) is written\n"
-            "to WORKDIR and reused by later runs."
+            "depends only on the seed and i); --real sets are COCO files or data-set folders,\n"
+            "--sim-data folders (docs/dataset-format.md). Real photos make --real-share of each\n"
+            "batch; --holdout-share of them (chosen by the seed) are kept out of training and\n"
+            "scored afterwards. The validation set (seed + 1000) is written to WORKDIR and reused\n"
+            "by later runs. --init takes a .pt checkpoint or an exported .onnx model (the shipped\n"
+            "one, a registry's): its batch norms, folded into the convolutions, stay fixed."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,11 +44,22 @@ def register(sub) -> None:
         metavar="S",
         help="fit the number of steps to S seconds of training (the count is recorded in the model)",
     )
-    p.add_argument("--real", action="append", default=[], metavar="DIR", help="real labelled data set (repeatable)")
+    p.add_argument(
+        "--real", action="append", default=[], metavar="SET", help="real labelled set: COCO file or folder (repeatable)"
+    )
+    p.add_argument("--real-share", type=float, default=0.5, help="share of each batch from real photos (default 0.5)")
+    p.add_argument(
+        "--holdout-share",
+        type=float,
+        default=0.2,
+        help="share of the real photos kept out for evaluation (default 0.2)",
+    )
+    p.add_argument("--warmup", type=int, default=300, help="linear warm-up steps (default 300)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3; fine-tuning: lower)")
     p.add_argument(
         "--sim-data", action="append", default=[], metavar="DIR", help="existing simulator data set (repeatable)"
     )
-    p.add_argument("--init", help="checkpoint (.pt) to fine-tune from")
+    p.add_argument("--init", help="checkpoint (.pt) or exported model (.onnx) to fine-tune from")
     p.add_argument("--workdir", default="runs/train-data", help="where the validation data set goes")
     p.add_argument("--threads", type=int, default=2, help="torch threads (CPU training)")
     p.add_argument(
@@ -86,13 +100,40 @@ def sim_material(n: int, seed: int, cfg, workers: int, log=print):
     return prep
 
 
+def split_real(sources: list[str], share: float, seed: int) -> list[tuple[str, set[int]]]:
+    """Per real set, the indices of its images held out for evaluation: ``share`` of them
+    (at least one of a set of two or more), chosen by the seed."""
+    import numpy as np
+
+    from scallop.app.evaluation import labelled_samples
+
+    out = []
+    for k, src in enumerate(sources):
+        n, _ = labelled_samples(src)
+        held = int(round(share * n))
+        if share > 0 and n >= 2:
+            held = min(max(held, 1), n - 1)
+        perm = np.random.default_rng([seed, k, 0x401D]).permutation(n)
+        out.append((src, {int(i) for i in perm[:held]}))
+    return out
+
+
+def _subset(src: str, indices: set[int], keep: bool):
+    from scallop.app.evaluation import labelled_samples
+
+    _, samples = labelled_samples(src)
+    return (s for i, s in enumerate(samples) if (i in indices) == keep)
+
+
 def run(args) -> int:
     try:
         import torch
     except ImportError:
         print("scallop train: error: torch is not installed; install the train extra: pip install -e '.[train]'")
         return 2
-    from scallop.models.train import TrainConfig, prepare_dirs, train
+    from scallop.app.evaluation import evaluate
+    from scallop.errors import check_number
+    from scallop.models.train import TrainConfig, onnx_train_config, prepare, prepare_dirs, train
     from scallop.sim.dataset import write_dataset
 
     device = args.device
@@ -101,25 +142,48 @@ def run(args) -> int:
     if args.frames < 0 or args.iters < 1 or args.workers < 0:
         print("scallop train: error: --frames, --workers must be ≥ 0 and --iters ≥ 1")
         return 2
+    check_number("--real-share", args.real_share, 0.0, 1.0)
+    check_number("--holdout-share", args.holdout_share, 0.0, 0.9)
+    check_number("--warmup", args.warmup, 1, 1_000_000, integer=True)
+    check_number("--lr", args.lr, 1e-7, 1.0)
     work = Path(args.workdir)
+    split = split_real(args.real, args.holdout_share, args.seed)
     desc = {
         "sim": ([f"seed {args.seed}, {args.frames} frames drawn in memory"] if args.frames else [])
         + [str(Path(d).name) for d in args.sim_data],
         "real": [str(Path(d).name) for d in args.real],
+        "real_held_out": {Path(src).name: sorted(held) for src, held in split},
+        "real_share": args.real_share,
+        "init": Path(args.init).name if args.init else "",
         "generator": "scallop sim dataset (whole appearance envelope, randomised per frame)",
     }
+    shape = {}
+    if args.init and Path(args.init).suffix.lower() == ".onnx":
+        # The network's shape and scales are the model's own, whatever the defaults say now.
+        keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
+        shape = {
+            k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in onnx_train_config(Path(args.init)).items()
+            if k in keys
+        }
     cfg = TrainConfig(
         seed=args.seed,
         iters=args.iters,
+        warmup=args.warmup,
+        lr=args.lr,
         threads=args.threads,
         workers=args.workers,
         device=device,
         time_budget_s=args.time_budget,
+        real_share=args.real_share,
         data_description=json.dumps(desc),
+        **shape,
     )
     t0 = time.time()
     prep = sim_material(args.frames, args.seed, cfg, args.workers) if args.frames else None
-    prep = prepare_dirs([Path(d) for d in args.sim_data], [Path(d) for d in args.real], cfg, prep)
+    prep = prepare_dirs([Path(d) for d in args.sim_data], [], cfg, prep)
+    for src, held in split:
+        prepare(_subset(src, held, keep=False), cfg, True, prep)
     print(
         f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s",
         flush=True,
@@ -150,13 +214,19 @@ def run(args) -> int:
         raise
     bar.close()
     del prep
-    if args.val_frames > 0:
-        from scallop.app.commands.bench_accuracy import evaluate_model, write_metrics_into_model
+    from scallop.app.commands.bench_accuracy import evaluate_model, write_metrics_into_model
 
+    summary: dict = {}
+    if args.val_frames > 0:
         vd = work / f"sim-val-seed{args.seed + 1000}-n{args.val_frames}"
         if not (vd / "dataset.json").is_file():
             write_dataset(vd, n=args.val_frames, seed=args.seed + 1000, workers=max(1, args.workers), overwrite=True)
         summary = evaluate_model(out, [vd])
+    held_sets = [(f"{Path(src).name} (held out)", len(h), _subset(src, h, keep=True)) for src, h in split if h]
+    if held_sets:
+        ev = evaluate(out, held_sets, threads=args.threads, keep_worst=0)
+        summary["real_holdout"] = {k: v for k, v in ev.summary.items() if k not in ("uro_confidence",)}
+    if summary:
         write_metrics_into_model(out, summary)
         print(json.dumps(summary))
     return 0

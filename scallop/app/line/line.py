@@ -37,6 +37,7 @@ import time
 import traceback
 from collections import deque
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -89,6 +90,17 @@ class Line:
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}  # loop -> monotonic time it last went round (real time)
         self._next_service = -math.inf
+        # The model loop (docs/model-loop.md): the live model, a promoted one waiting for the
+        # next frame boundary, the shadow candidate and the frame capture.
+        self.model: dict = {}
+        self.registry = None
+        self._registry_stamp = 0
+        self._pending_model = None
+        self._models_stop = threading.Event()
+        self._models_thread: threading.Thread | None = None
+        self.shadow = None
+        self._shadow_row_at = -math.inf
+        self.capture = None
 
     # ------------------------------------------------------------------ set-up
     def open(self) -> None:
@@ -106,7 +118,7 @@ class Line:
             self.publisher.event(
                 "calibration_override", "system", {"part": part, "file": self.config.runtime.calibration}
             )
-        self.pipeline = Pipeline(config=self.config.vision)
+        self.pipeline, self.model = self._live_model()
         cam = b.camera_model
         self._scale = cam.mm_per_px_center()
         self.pipeline.check_frame(*cam.image_size, self._scale)  # a model that cannot take these frames: refused now
@@ -142,6 +154,7 @@ class Line:
         self.belt_check = BeltCheck(belt)
         self.observers = list(b.observers) + self.observers
         self._say_how_the_last_run_ended()
+        self._open_model_loop()
         self.arms.connect()
 
     def _record_pick(self, arm: str, plan) -> None:
@@ -172,6 +185,7 @@ class Line:
         if self.state not in (LineState.ESTOP, LineState.FAULT):
             self.stop("system")
         self._join_threads()
+        self._close_model_loop()
         if self.arms is not None:
             self.arms.close()
         self.backend.close()
@@ -200,6 +214,8 @@ class Line:
     def process_frame(self, frame: Frame) -> None:
         """Vision → tracking → decisions for one frame. A bad frame is counted and alarmed,
         never fatal."""
+        if self._pending_model is not None:
+            self._swap_model()  # between two frames: the one before had the old model, this one the new
         t0 = time.perf_counter()
         if frame.encoder is None:
             self._frames_bad += 1
@@ -279,6 +295,13 @@ class Line:
         self.stats.timing("tracking", (t2 - t1) * 1e3)
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
         self.publisher.frame(frame.image, dets)
+        # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
+        if self.capture is not None:
+            self.capture.on_analysed(frame, dets, self._scale)
+        if self.shadow is not None:
+            self.shadow.offer(frame, dets, self._scale)
+            if self.clock.now() >= self._shadow_row_at:
+                self._shadow_row()
 
     def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
         """Alarm an encoder the image contradicts (control lock held); when it starts, the open
@@ -455,12 +478,19 @@ class Line:
                     '(e.g. {"vision.min_uro_confidence": 0.6}); the belt speed comes with the recipe, '
                     "everything else from the configuration file at the next start"
                 )
-        if {"model", "threads"} & set(vision):
-            raise ConfigError("vision.model and vision.threads need a restart; change them in the config file")
+        if {"model", "threads", "shadow_model"} & set(vision):
+            raise ConfigError(
+                "vision.model, vision.threads and vision.shadow_model need a restart; change them in the config "
+                "file (a model is put live with scallop model promote)"
+            )
         new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
         with self.control.lock:
             self.config = replace(self.config, vision=new)
             self.pipeline.config = new
+            if self.shadow is not None:
+                # The candidate is judged on its model, not on other thresholds.
+                self.shadow.pipeline.config = replace(new, threads=1)
+                self.shadow.share, self.shadow.cpu_share = new.shadow_share, new.shadow_cpu_share
             self.publisher.event("config", user, {"vision": vision})
         return to_dict(new)
 
@@ -509,6 +539,9 @@ class Line:
             arms=arms,
             alarms=self.alarms.visible(),
             **self._tally(),
+            model=dict(self.model),
+            shadow=self.shadow.figures() if self.shadow is not None else {},
+            capture=self.capture.status() if self.capture is not None else {},
         )
 
     def _frames_dropped(self) -> int:
@@ -535,11 +568,194 @@ class Line:
         simulator's truth beside them when there is one)."""
         out = self._tally()
         out.pop("removal_rate")
+        out["model"] = dict(self.model)
+        if self.shadow is not None:
+            out["shadow"] = self.shadow.figures()
+        if self.capture is not None and self.capture.kept:
+            out["capture"] = self.capture.status()
         for obs in self.observers:
             summary = getattr(obs, "summary", None)
             if summary is not None:
                 out["truth"] = summary()
         return out
+
+    # ------------------------------------------------------------------ the model loop
+    def _live_model(self):
+        """The live model's Pipeline and its name and hash: the registry's live model when the
+        configuration names a registry, else ``vision.model`` (or the shipped model)."""
+        from scallop.app.registry import Registry, sha256_of
+        from scallop.models.runtime import default_model_path
+
+        cfg = self.config
+        if cfg.models.registry:
+            self.registry = Registry(cfg.models.registry)
+            e = self.registry.ensure_live()
+            self._registry_stamp = self.registry.stamp()
+            return Pipeline(str(e.path), cfg.vision), {"name": e.name, "sha256": e.sha256}
+        path = Path(cfg.vision.model) if cfg.vision.model else default_model_path()
+        pipe = Pipeline(config=cfg.vision)
+        return pipe, {"name": path.stem, "sha256": sha256_of(path)}
+
+    def _open_model_loop(self) -> None:
+        from scallop.app.capture import CaptureSettings, FrameCapture
+
+        cfg = self.config
+        cam = self.backend.camera_model
+        belt = self.backend.belt
+        record_dir = Path(self.record.path).parent if self.record is not None else Path(".")
+        self.capture = FrameCapture(
+            CaptureSettings(
+                folder=Path(cfg.capture.folder) if cfg.capture.folder else record_dir / "captures",
+                budget_bytes=int(cfg.capture.budget_mb * 1e6),
+                routine_share=cfg.capture.routine_share,
+                low_margin=cfg.capture.low_margin,
+                min_uro_confidence=cfg.vision.min_uro_confidence,
+            ),
+            self.alarms,
+            lambda: dict(self.model),
+            lambda raw: belt.mm(belt.counts(raw)),
+        )
+        self.publisher.listeners.append(self.capture.on_outcomes)
+        if cfg.vision.shadow_model:
+            from scallop.app.shadow import Shadow
+
+            path, model = self._resolve_model(cfg.vision.shadow_model, "vision.shadow_model")
+            pipe = Pipeline(str(path), replace(cfg.vision, threads=1))
+            pipe.check_frame(*cam.image_size, self._scale)
+            self.shadow = Shadow(
+                pipe, model, cfg.vision.shadow_share, cfg.vision.shadow_cpu_share, on_disagreement=self._disagreement
+            )
+            self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
+        if self.registry is not None:
+            self._models_thread = threading.Thread(target=self._watch_registry, name="line-models", daemon=True)
+            self._models_thread.start()
+
+    def _resolve_model(self, name: str, key: str):
+        """A model file, or the name of a model in the registry → (path, {name, sha256})."""
+        from scallop.app.registry import sha256_of
+
+        p = Path(name)
+        if p.is_file():
+            return p, {"name": p.stem, "sha256": sha256_of(p)}
+        if self.registry is not None:
+            try:
+                e = self.registry.get(name)
+            except KeyError as ex:
+                raise ConfigError(f"{key}={name!r}: no such file, and {ex.args[0]}") from None
+            return e.path, {"name": e.name, "sha256": e.sha256}
+        raise ConfigError(f"{key}={name!r}: no such model file")
+
+    def _disagreement(self, frame, dets, mm_per_px: float) -> None:
+        if self.capture is not None:
+            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",))
+
+    def _shadow_row(self) -> None:
+        self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
+        if self.record is None or self.shadow is None:
+            return
+        c = self.shadow.take_interval()
+        if not c.get("frames") and not c.get("skipped_busy") and not c.get("skipped_sample"):
+            return
+        self.record.shadow(
+            {
+                "time": time.time(),
+                "model": self.shadow.model["name"],
+                "model_sha256": self.shadow.model["sha256"],
+                "live_model": self.model.get("name", ""),
+                "frames": c.get("frames", 0),
+                "skipped": c.get("skipped_busy", 0) + c.get("skipped_sample", 0),
+                "scallops": c.get("scallops", 0),
+                "verdicts_agree": c.get("verdicts_agree", 0),
+                "grasps_compared": c.get("grasps_compared", 0),
+                "grasps_agree": c.get("grasps_agree", 0),
+                "live_only": c.get("live_only", 0),
+                "shadow_only": c.get("shadow_only", 0),
+                "shadow_ms_p50": c.get("ms_p50"),
+            }
+        )
+
+    def _watch_registry(self) -> None:
+        while not self._models_stop.wait(self.config.models.poll_s):
+            try:
+                self.poll_models()
+            except Exception as e:  # the line goes on with the model it has
+                log.warning("model registry: %s", e)
+
+    def poll_models(self) -> bool:
+        """Load the registry's live model if it changed; the frame loop puts it in at its next
+        frame. True when a model now waits for that. Loading happens here, off the frame loop."""
+        reg = self.registry
+        if reg is None:
+            return False
+        stamp = reg.stamp()
+        if stamp == self._registry_stamp:
+            return False
+        self._registry_stamp = stamp
+        index = reg.index()
+        name = index.get("live")
+        if not name or name == self.model.get("name"):
+            return False
+        try:
+            e = reg.get(name)
+            pipe = Pipeline(str(e.path), self.config.vision)
+            cam = self.backend.camera_model
+            pipe.check_frame(*cam.image_size, self._scale)
+        except Exception as ex:
+            self.alarms.raise_(
+                "vision.model",
+                "warning",
+                "vision",
+                f"model {name} was made live but cannot be used ({ex}); the line keeps {self.model.get('name')}",
+                params={"detail": str(ex)},
+            )
+            return False
+        self.alarms.clear("vision.model")
+        why = next((h for h in reversed(index.get("history", [])) if h.get("model") == name), {})
+        self._pending_model = (pipe, {"name": e.name, "sha256": e.sha256}, why)
+        return True
+
+    def _swap_model(self) -> None:
+        pipe, model, why = self._pending_model
+        with self.control.lock:
+            pipe.config = self.config.vision  # thresholds changed on the panel meanwhile stay
+            previous, self.pipeline, self.model = self.model, pipe, model
+            self._pending_model = None
+            self.publisher.event(
+                "model",
+                why.get("user") or "system",
+                {
+                    "model": model["name"],
+                    "sha256": model["sha256"],
+                    "from": previous.get("name", ""),
+                    "action": why.get("action", ""),
+                },
+            )
+        log.info("model %s live (was %s)", model["name"], previous.get("name"))
+
+    def set_capture(self, on: bool, user: str) -> dict:
+        """Start or stop keeping frames for labelling (the engineer panel's switch)."""
+        if not isinstance(on, bool):
+            raise ConfigError(f"on={on!r}: expected true or false")
+        cap = self.capture
+        if on and not cap.active:
+            session = cap.start({"user": user})
+            self.publisher.event("capture", user, {"on": True, "session": session.name})
+        elif not on and cap.active:
+            name = cap.status()["session"]
+            cap.stop()
+            self.publisher.event("capture", user, {"on": False, "session": name, "kept": cap.kept})
+        return cap.status()
+
+    def _close_model_loop(self) -> None:
+        self._models_stop.set()
+        if self._models_thread is not None:
+            self._models_thread.join(timeout=5.0)
+            self._models_thread = None
+        if self.shadow is not None:
+            self.shadow.stop()  # finishes the frame it holds: the last row counts it
+            self._shadow_row()
+        if self.capture is not None:
+            self.capture.stop()
 
     # ------------------------------------------------------------------ stopping
     def _flush_tracks(self, reason: str) -> list[ScallopOutcome]:
@@ -732,6 +948,9 @@ class Line:
         if self.arms is not None:
             self.arms.stop_threads()
 
+
+# Line time between two rows of the record's shadow table.
+SHADOW_ROW_S = 60.0
 
 # Frames in a row that vision may fail on before the line faults (one bad frame is an alarm).
 VISION_FAULT_FRAMES = 10

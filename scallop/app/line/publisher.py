@@ -30,6 +30,8 @@ class Publisher:
         self._latest: tuple[np.ndarray, Detections] | None = None
         self._latest_jpeg: tuple[int, bytes] | None = None
         self._frame_no = 0
+        # Called with every list of finished scallops (the frame capture's outcomes), before the record.
+        self.listeners: list = []
 
     # ------------------------------------------------------------------ frames
     def frame(self, image: np.ndarray, dets: Detections) -> None:
@@ -69,6 +71,8 @@ class Publisher:
 
     # ------------------------------------------------------------------ the record
     def outcomes(self, done: list[ScallopOutcome]) -> None:
+        for fn in self.listeners:
+            fn(done)
         if self.record is None:
             return
         for oc in done:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scallop.errors import DataError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 2: every pick's intent, committed before the arm is sent it (see writer.pick_intent).
 _PICKS = """
@@ -24,6 +24,27 @@ CREATE TABLE IF NOT EXISTS picks (
     ended     REAL
 );
 CREATE INDEX IF NOT EXISTS picks_track ON picks(run_id, track_id);
+"""
+# Version 3: how a shadow model agreed with the live one, one row per interval (shadow mode).
+_SHADOW = """
+CREATE TABLE IF NOT EXISTS shadow (
+    id              INTEGER PRIMARY KEY,
+    run_id          INTEGER NOT NULL REFERENCES runs(id),
+    time            REAL NOT NULL,            -- end of the interval
+    model           TEXT NOT NULL,            -- the candidate's name
+    model_sha256    TEXT NOT NULL,
+    live_model      TEXT NOT NULL,
+    frames          INTEGER NOT NULL,         -- frames the candidate analysed in the interval
+    skipped         INTEGER NOT NULL,         -- frames offered but not taken (busy, or not their turn)
+    scallops        INTEGER NOT NULL,
+    verdicts_agree  INTEGER NOT NULL,
+    grasps_compared INTEGER NOT NULL,
+    grasps_agree    INTEGER NOT NULL,
+    live_only       INTEGER NOT NULL,
+    shadow_only     INTEGER NOT NULL,
+    shadow_ms_p50   REAL
+);
+CREATE INDEX IF NOT EXISTS shadow_time ON shadow(time);
 """
 _SCHEMA = (
     """
@@ -86,6 +107,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
     + _PICKS
+    + _SHADOW
 )
 
 # Migrations, each from the version before it: an older record is brought up to date when the
@@ -94,7 +116,26 @@ MIGRATIONS = {
     2: "ALTER TABLE runs ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE runs ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;" + _PICKS,
     3: "ALTER TABLE runs ADD COLUMN version TEXT NOT NULL DEFAULT '';",
+    4: _SHADOW,
 }
+
+# The shadow table's columns in the order the writer inserts them.
+SHADOW_COLS = (
+    "run_id",
+    "time",
+    "model",
+    "model_sha256",
+    "live_model",
+    "frames",
+    "skipped",
+    "scallops",
+    "verdicts_agree",
+    "grasps_compared",
+    "grasps_agree",
+    "live_only",
+    "shadow_only",
+    "shadow_ms_p50",
+)
 
 # The scallops table's columns in the order the writer inserts them.
 _SCALLOP_COLS = (

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from scallop.app.record.retention import RetentionPolicy, apply_retention, free_mb
 from scallop.app.record.rows import ScallopRecord
-from scallop.app.record.schema import _SCALLOP_COLS, RecordError, _connect, open_db
+from scallop.app.record.schema import _SCALLOP_COLS, SHADOW_COLS, RecordError, _connect, open_db
 from scallop.app.version import program_version
 
 if TYPE_CHECKING:
@@ -271,6 +271,13 @@ class RecordWriter:
         return self._put_side(
             ("event", (self.wall_clock(), str(kind), str(user), json.dumps(detail or {}, default=str)))
         )
+
+    def shadow(self, row: dict) -> bool:
+        """One interval of shadow mode (the ``shadow`` table; keys are its columns but ``run_id``)."""
+        missing = [c for c in SHADOW_COLS[1:] if c not in row]
+        if missing:
+            raise RecordError(f"shadow row lacks {', '.join(missing)}")
+        return self._put_side(("shadow", tuple(row[c] for c in SHADOW_COLS[1:])))
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout."""
@@ -623,6 +630,7 @@ _SQL = {
     "  acked = excluded.acked, acked_by = excluded.acked_by, active = excluded.active,"
     "  severity = excluded.severity, text = excluded.text",
     "events": "INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
+    "shadow": f"INSERT INTO shadow ({', '.join(SHADOW_COLS)}) VALUES ({', '.join('?' * len(SHADOW_COLS))})",
 }
 
 # A scallop's row closes its pick intents: the arm that held it gets the scallop's result, an
@@ -680,6 +688,8 @@ def _row(run_id: int, it: tuple) -> tuple[str, tuple]:
             int(bool(a.active)),
             t if not a.active else None,
         )
+    if kind == "shadow":
+        return "shadow", (run_id, *it[1])
     t, k, user, detail = it[1]
     return "events", (run_id, t, k, user, detail)
 
@@ -704,7 +714,7 @@ def insert_scallop(con: sqlite3.Connection, params: tuple) -> bool:
 def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[str, int]:
     """Rows of a spill file into the record (one transaction): counts per table, plus
     ``duplicates`` (scallops already there: an import run twice adds nothing)."""
-    counts = {"scallops": 0, "alarms": 0, "events": 0, "duplicates": 0}
+    counts = {"scallops": 0, "alarms": 0, "events": 0, "shadow": 0, "duplicates": 0}
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -714,7 +724,11 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
             table, params = d["table"], tuple(d["params"])
         except (ValueError, KeyError, TypeError):
             raise RecordError(f"{where} line {n}: not a row of a spill file") from None
-        want = len(_SCALLOP_COLS) if table == "scallops" else {"alarms": 11, "events": 5}.get(table)
+        want = (
+            len(_SCALLOP_COLS)
+            if table == "scallops"
+            else {"alarms": 11, "events": 5, "shadow": len(SHADOW_COLS)}.get(table)
+        )
         if want is None or len(params) != want:
             raise RecordError(f"{where} line {n}: not a row of a spill file (table {table!r})")
         rows.append((table, params))

@@ -259,6 +259,7 @@ function openEngineer() {
     const cfg = await api("GET", "/api/config");
     $("config-view").textContent = JSON.stringify(cfg, null, 2);
     renderLatency(lastState);
+    renderModelLoop(lastState);
     $("engineer").hidden = false;
   });
 }
@@ -283,6 +284,35 @@ function renderLatency(d) {
   $("latency").textContent = t("engineer.latency", {
     stages: parts.join(" · ") || t("value.unknown"), frames: num(d.frames), dropped: num(d.frames_dropped),
   });
+}
+
+function toggleCapture() {
+  const on = !(lastState && lastState.capture && lastState.capture.active);
+  withLogin("engineer", ["pin.engineer", null], async () => {
+    await api("POST", "/api/capture", { on });
+    toast(t(on ? "toast.capture_on" : "toast.capture_off"));
+  });
+}
+
+// The model loop on the engineer panel: the live model, the shadow's agreement, the capture.
+function renderModelLoop(d) {
+  if (!d) return;
+  const m = d.model || {};
+  setText("model-line", m.name ? t("engineer.model", { name: m.name, hash: (m.sha256 || "").slice(0, 12) }) : "");
+  const sh = d.shadow || {};
+  setText("shadow-line", sh.model ? t("engineer.shadow", {
+    name: sh.model, frames: num(sh.frames), skipped: num((sh.skipped_busy || 0) + (sh.skipped_sample || 0)),
+    verdict: pct(sh.verdict_agreement, 1), scallops: num(sh.scallops), grasp: pct(sh.grasp_agreement, 1),
+  }) : t("engineer.shadow_off"));
+  const c = d.capture || {};
+  const dropped = Object.values(c.dropped || {}).reduce((a, b) => a + b, 0);
+  setText("capture-line", t("engineer.capture", {
+    state: t(c.active ? "engineer.capturing" : "engineer.not_capturing"), kept: num(c.kept), unsure: num(c.kept_unsure),
+    mb: num((c.bytes || 0) / 1e6, 1), budget: num((c.budget_bytes || 0) / 1e6, 0), dropped: num(dropped),
+  }));
+  const b = $("capture-toggle");
+  b.hidden = !("active" in c);
+  setText("capture-toggle", t(c.active ? "engineer.capture_off" : "engineer.capture_on"));
 }
 
 // ------------------------------------------------------------------ rendering
@@ -332,7 +362,7 @@ function render(d) {
   $("btn-reset").disabled = !(s === "estop" || s === "fault" || armHeld);
 
   if (d.frames !== undefined && String(d.frames) !== $("live").dataset.frame) requestFrame(d.frames);
-  if (!$("engineer").hidden) renderLatency(d);
+  if (!$("engineer").hidden) { renderLatency(d); renderModelLoop(d); }
 }
 
 function renderArms(arms) {
@@ -501,6 +531,7 @@ function wire() {
   $("btn-engineer").addEventListener("click", openEngineer);
   $("engineer-close").addEventListener("click", () => { $("engineer").hidden = true; });
   $("config-apply").addEventListener("click", applyConfig);
+  $("capture-toggle").addEventListener("click", toggleCapture);
   $("critical-ack").addEventListener("click", () => {
     const id = $("critical-banner").dataset.alarm;
     if (id !== undefined) ackAlarm(id);

@@ -1,0 +1,75 @@
+"""``scallop eval``: a model's figures on a labelled set (COCO file or data-set folder)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+KEYS = ("recall", "precision", "uro_success", "adductor_hits", "near_adductor", "no_uro_picked")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model on labelled photos (COCO or the data-set format), with an HTML report",
+        description=(
+            "Score a model on a labelled set with the frame scorer of 'scallop bench accuracy'\n"
+            "(docs/evaluation.md has the definitions). DATASET is a COCO JSON file (images\n"
+            "relative to it) or a data-set folder. The scale comes from the set (COCO images'\n"
+            "mm_per_px, dataset.json or labels/) or --mm-per-px; a set without one is refused.\n\n"
+            "examples:\n"
+            "  scallop eval labelled/line3.json --report eval/line3.html\n"
+            "  scallop eval data/line3 --model runs/line3.onnx --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", metavar="DATASET", help="COCO .json file or data-set folder")
+    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument("--mm-per-px", type=float, help="the set's scale, when its labelling tool dropped it")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument(
+        "--report", default="eval/report.html", help="HTML report with the worst frames (default %(default)s)"
+    )
+    p.add_argument("--worst", type=int, default=12, help="worst frames shown in the report (default 12)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from scallop.app.evaluation import evaluate, write_report
+    from scallop.app.progress import Progress
+    from scallop.errors import check_number
+
+    check_number("--threads", args.threads, 1, 64, integer=True)
+    check_number("--worst", args.worst, 0, 1000, integer=True)
+    bar = Progress(None, "scoring", unit="frames")
+    try:
+        ev = evaluate(
+            args.model,
+            [args.dataset],
+            mm_per_px=args.mm_per_px,
+            threads=args.threads,
+            keep_worst=args.worst,
+            progress=lambda i, n: (bar.set_total(n), bar.advance_to(i)),
+        )
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
+    report = Path(args.report)
+    write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
+    s = ev.summary
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"{Path(args.dataset).name}: {s['frames']} frames, {s['scallops']} scallops counted; model {ev.model}")
+    for k in KEYS:
+        print(f"  {k:16s} {s[k] if s[k] is not None else '–'}")
+    print(f"  jaw margin to the adductor: min {s['jaw_margin_min_mm']} mm, 1st percentile {s['jaw_margin_p1_mm']} mm")
+    for k, v in s["per_scale"].items():
+        print(f"  {k} mm/px: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
+    for k, v in s.get("per_condition", {}).items():
+        print(f"  {k}: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,118 @@
+"""``scallop labels export|import``: captured frames to a labelling tool and back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "labels",
+        help="export captured frames as COCO for a labelling tool, import the labels back",
+        description=(
+            "Captured frames ⇄ labelling tools (CVAT, Label Studio, Roboflow) in COCO 1.0 JSON\n"
+            "with polygons; see docs/dataset-format.md.\n\n"
+            "examples:\n"
+            "  scallop labels export scallop-record/captures/capture-20260301-101500 --out to-label/coco.json\n"
+            "  scallop labels import labelled/coco.json --out data/line3"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    e = s.add_parser(
+        "export",
+        help="a capture session as COCO, the model's masks as pre-annotations",
+        description=(
+            "Write a COCO file for a capture session: one image per kept frame (with its scale,\n"
+            "frame index, encoder count and why it was kept), and the model's scallop, uro and\n"
+            "adductor outlines as annotations the labeller corrects. Each scallop carries the\n"
+            "model's verdict and, when the line knew it, the pick's outcome as attributes."
+        ),
+    )
+    e.add_argument("capture", metavar="CAPTURE", help="a capture session folder (capture-*)")
+    e.add_argument("--out", required=True, help="the COCO .json to write (image paths are relative to it)")
+    e.add_argument("--model", help="model for the pre-annotations (default: the shipped model)")
+    e.set_defaults(func=run_export)
+    i = s.add_parser(
+        "import",
+        help="a labelled COCO file into a data-set folder",
+        description=(
+            "Read a COCO file (polygons or RLE; categories scallop, uro, adductor and optionally\n"
+            "gonad, mantle, gill) into the data-set format. Every annotation is checked first; an\n"
+            "error names the image and the annotation id. A part belongs to the scallop whose\n"
+            "mask holds it. The scale comes from each image's mm_per_px or --mm-per-px."
+        ),
+    )
+    i.add_argument("coco", metavar="COCO", help="the labelled COCO .json (images relative to it)")
+    i.add_argument("--out", required=True, help="data-set folder to write")
+    i.add_argument("--mm-per-px", type=float, help="the scale, when the labelling tool dropped mm_per_px")
+    i.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
+    i.set_defaults(func=run_import)
+
+
+def run_export(args) -> int:
+    from scallop.app.capture import outcomes_by_detection, read_capture
+    from scallop.app.labels import CocoWriter
+    from scallop.app.progress import Progress
+    from scallop.vision.camera import read_image
+    from scallop.vision.pipeline import Pipeline
+
+    session, frames, outcomes = read_capture(args.capture)
+    out = Path(args.out)
+    pipe = Pipeline(args.model)
+    writer = CocoWriter(f"scallop capture {Path(args.capture).name}")
+    n_ann = 0
+    with Progress(len(frames), "exporting", unit="frames") as bar:
+        for img_path, meta in frames:
+            image = read_image(img_path)
+            dets = pipe.detect(image, mm_per_px=meta["mm_per_px"], outlines=True)
+            iid = writer.add_image(
+                os.path.relpath(img_path, out.parent),
+                image.shape[1],
+                image.shape[0],
+                meta["mm_per_px"],
+                scallop={k: meta.get(k) for k in ("frame_index", "encoder", "timestamp", "time", "why", "model")},
+            )
+            before = len(writer.annotations)
+            writer.add_detections(iid, dets, _by_position(dets, meta, outcomes_by_detection(meta, outcomes)))
+            n_ann += len(writer.annotations) - before
+            bar.update()
+    writer.write(out)
+    print(json.dumps({"images": len(frames), "annotations": n_ann, "model": pipe.model.info.path, "out": str(out)}))
+    return 0
+
+
+def _by_position(dets, meta: dict, found: list) -> list:
+    """The outcomes known for the line's detections, given to the export's detections at the same
+    place (the export may run another model than the line did)."""
+    import numpy as np
+
+    centres = [d["center_px"] for d in meta.get("detections", [])]
+    out = []
+    for c in dets.center_px:
+        if not centres:
+            out.append(None)
+            continue
+        dist = np.linalg.norm(np.asarray(centres) - c, axis=1)
+        j = int(dist.argmin())
+        out.append(found[j] if dist[j] * meta["mm_per_px"] <= 10.0 else None)
+    return out
+
+
+def run_import(args) -> int:
+    from scallop.app.labels import import_coco
+    from scallop.app.progress import Progress
+
+    with Progress(None, "importing", unit="images") as bar:
+        summary = import_coco(
+            args.coco,
+            args.out,
+            mm_per_px=args.mm_per_px,
+            overwrite=args.overwrite,
+            progress=lambda i, n: (bar.set_total(n), bar.advance_to(i)),
+        )
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,229 @@
+"""A model scored on labelled sets: the loop behind ``scallop eval``, ``scallop bench accuracy
+--data`` and the promotion gate of the model registry, around the one frame scorer
+(:func:`scallop.vision.evaluate.score_frame`).
+
+A labelled set is a data-set folder (docs/dataset-format.md) or a COCO file (images relative to
+it, :mod:`scallop.app.labels`). The figures come per set as a whole, per scale (0.1 mm/px bins)
+and per condition where the labels name conditions (an image's ``conditions``; the simulator's
+belt colour). The worst frames — most failures, the costliest first — are kept with their
+pictures for the HTML report.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import html
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from scallop.errors import DataError
+from scallop.models.dataset import Sample
+
+# Failures by cost: a grasp on the adductor tears the meat, a uro left on is a food-safety
+# failure; a missed or doubted scallop is a slowdown.
+FAILURE_WEIGHT = {
+    "grasp_on_adductor": 10,
+    "grasp_near_adductor": 5,
+    "uro_reported_on_scallop_without_uro": 3,
+    "grasp_off_uro": 3,
+    "missed_scallop": 2,
+    "false_detection": 1,
+}
+
+
+def labelled_samples(source: str | Path, mm_per_px: float | None = None) -> tuple[int, Iterator[Sample]]:
+    """(number of images, the samples) of a COCO file or a data-set folder."""
+    p = Path(source)
+    if p.is_file():
+        from scallop.app.labels import CocoSet
+
+        coco = CocoSet(p, mm_per_px)
+        return len(coco), coco.samples()
+    if p.is_dir():
+        from scallop.models.dataset import iter_dataset, list_names, read_manifest
+
+        read_manifest(p)
+        return len(list_names(p)), iter_dataset(p, mm_per_px=mm_per_px)
+    raise DataError(f"{p}: no such labelled set (a COCO .json file or a data-set folder)")
+
+
+def conditions_of(labels: dict) -> list[str]:
+    out = [str(c) for c in labels.get("conditions") or []]
+    look = labels.get("look")
+    if isinstance(look, dict) and look.get("belt_colour"):
+        out.append(f"belt:{look['belt_colour']}")
+    return out
+
+
+def scale_bin(mm_per_px: float) -> str:
+    lo = np.floor(mm_per_px * 10 + 1e-9) / 10
+    return f"{lo:.1f}-{lo + 0.1:.1f}"
+
+
+@dataclass
+class Evaluation:
+    summary: dict
+    worst: list = field(default_factory=list)  # (cost, frame, [failures], jpeg bytes)
+    failures: list = field(default_factory=list)
+    model: str = ""
+
+
+def evaluate(
+    model,
+    sources: list,
+    mm_per_px: float | None = None,
+    threads: int = 2,
+    keep_worst: int = 12,
+    progress: Callable[[int, int], None] | None = None,
+    config=None,
+) -> Evaluation:
+    """Score ``model`` (a path, None for the shipped model, or a ready Pipeline) on every image
+    of ``sources``. ``config``: the pipeline's thresholds (the line's [vision] table)."""
+    from scallop.vision.evaluate import Tally, score_frame
+    from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+    if isinstance(model, Pipeline):
+        pipe = model
+    else:
+        cfg = config or PipelineConfig(threads=threads)
+        pipe = Pipeline(str(model) if model else None, cfg)
+    # A source is a path, or (name, count, samples) already opened (the held-out part of a set).
+    opened = [
+        (Path(s[0]), s[1], s[2]) if isinstance(s, tuple) else (Path(s), *labelled_samples(s, mm_per_px))
+        for s in sources
+    ]
+    total_n = sum(n for _, n, _ in opened)
+    total, by_scale, by_condition = Tally(), {}, {}
+    worst: list = []
+    done = 0
+    for src, _, samples in opened:
+        for s in samples:
+            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px, outlines=keep_worst > 0)
+            frame = f"{src.name}/{s.name}"
+            t = score_frame(dets, s.parts, s.instances, s.labels.get("scallops", []), s.mm_per_px, frame=frame)
+            total.add(t)
+            by_scale.setdefault(scale_bin(s.mm_per_px), Tally()).add(t)
+            for c in conditions_of(s.labels):
+                by_condition.setdefault(c, Tally()).add(t)
+            cost = sum(FAILURE_WEIGHT.get(what, 1) for _, _, what in t.failures)
+            if keep_worst > 0 and cost > 0 and (len(worst) < keep_worst or cost > worst[0][0]):
+                item = (cost, done, frame, [what for _, _, what in t.failures], _picture(s, dets))
+                (heapq.heappush if len(worst) < keep_worst else heapq.heapreplace)(worst, item)
+            done += 1
+            if progress:
+                progress(done, total_n)
+    summary = total.summary()
+    summary["per_scale"] = {k: _short(v.summary()) for k, v in sorted(by_scale.items())}
+    if by_condition:
+        summary["per_condition"] = {k: _short(v.summary()) for k, v in sorted(by_condition.items())}
+    ranked = [(c, f, w, j) for c, _, f, w, j in sorted(worst, key=lambda x: (-x[0], x[1]))]
+    return Evaluation(summary, ranked, total.failures, pipe.model.info.path)
+
+
+def _short(s: dict) -> dict:
+    keys = ("frames", "scallops", "recall", "precision", "uro_success", "adductor_hits", "near_adductor")
+    return {k: s[k] for k in (*keys, "no_uro_picked", "jaw_margin_min_mm")}
+
+
+def _picture(s: Sample, dets) -> bytes:
+    """The frame with the model's outlines (scallops, uros, adductors) and the labels' uro and
+    adductor edges, for the report."""
+    from scallop.vision.annotate import draw
+
+    img = draw(s.image, dets)
+    for label, colour in ((4, (255, 0, 255)), (3, (255, 255, 255))):
+        m = (s.parts == label).astype(np.uint8)
+        edge = cv2.morphologyEx(m, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+        img[edge] = colour
+    for i, parts in enumerate(dets.part_contours or []):
+        for name, colour in (("uro", (0, 0, 255)), ("adductor", (255, 200, 0))):
+            cs = [np.round(c).astype(np.int32) for c in parts.get(name, [])]
+            if cs and i < len(dets):
+                cv2.polylines(img, cs, True, colour, 1, cv2.LINE_AA)
+    scale = min(1.0, 960 / img.shape[1])
+    if scale < 1:
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+
+
+# ---------------------------------------------------------------------------- the HTML report
+
+HEADLINE = (
+    ("recall", "scallop recall"),
+    ("precision", "precision"),
+    ("uro_success", "uro success (grasp in the uro grown by 1 mm)"),
+    ("adductor_hits", "adductor hits (grasp inside)"),
+    ("near_adductor", "near the adductor (2 mm jaws reach it)"),
+    ("no_uro_picked", "no-uro scallops grasped"),
+    ("jaw_margin_min_mm", "jaw margin to the adductor, minimum (mm)"),
+    ("jaw_margin_p1_mm", "jaw margin to the adductor, 1st percentile (mm)"),
+)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(rows: dict) -> str:
+    cols = (
+        "frames",
+        "scallops",
+        "recall",
+        "precision",
+        "uro_success",
+        "adductor_hits",
+        "near_adductor",
+        "no_uro_picked",
+    )
+    head = "".join(f"<th>{c}</th>" for c in ("", *cols))
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th>" + "".join(f"<td>{_fmt(v.get(c))}</td>" for c in cols) + "</tr>"
+        for k, v in rows.items()
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_report(ev: Evaluation, path: Path, title: str) -> None:
+    s = ev.summary
+    figures = "".join(f"<tr><th>{label}</th><td>{_fmt(s.get(k))}</td></tr>" for k, label in HEADLINE)
+    counts = html.escape(json.dumps(s["counts"]))
+    frames = "".join(
+        f"<figure><img src='data:image/jpeg;base64,{base64.b64encode(jpg).decode()}' alt='{html.escape(frame)}'>"
+        f"<figcaption><b>{html.escape(frame)}</b> (cost {cost}): {html.escape(', '.join(sorted(set(what))))}"
+        "</figcaption></figure>"
+        for cost, frame, what, jpg in ev.worst
+    )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>",
+        "body{font-family:sans-serif;margin:1.5em;max-width:1000px}table{border-collapse:collapse;margin:.5em 0}",
+        "td,th{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{text-align:left}",
+        "figure{margin:1em 0}img{max-width:100%;border:1px solid #888}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>model {html.escape(ev.model)}; {s['frames']} frames, {s['scallops']} scallops counted "
+        "(at least 90 % visible, not occluded, not cut by the border).</p>",
+        f"<table>{figures}</table><p><small>counts: {counts}</small></p>",
+        "<h2>Per scale (mm/px)</h2>",
+        _table(s["per_scale"]),
+    ]
+    if s.get("per_condition"):
+        parts += ["<h2>Per condition</h2>", _table(s["per_condition"])]
+    parts += [
+        "<h2>Worst frames</h2>",
+        "<p>Model: green outline pickable, amber not, red cross the grasp, red/orange thin lines its uro and "
+        "adductor. Labels: magenta the uro's edge, white the adductor's.</p>",
+        frames or "<p>No frame has a failure.</p>",
+        "</body></html>",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(parts), encoding="utf-8")

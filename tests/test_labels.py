@@ -1,0 +1,137 @@
+"""COCO for labelling tools (scallop.app.labels): masks survive the round trip exactly, and every
+malformed annotation is refused with a message naming the image and the annotation."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from scallop.app.cli import main
+from scallop.app.labels import CocoError, CocoSet, CocoWriter, decode_segmentation, import_coco, mask_segmentation
+
+
+def blob_masks():
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        m = np.zeros((60, 80), np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            c = (int(rng.integers(5, 75)), int(rng.integers(5, 55)))
+            axes = (int(rng.integers(1, 20)), int(rng.integers(1, 15)))
+            cv2.ellipse(m, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        yield m.astype(bool)
+
+
+def test_masks_survive_the_round_trip_exactly_as_polygons_or_rle():
+    kinds = set()
+    for m in [*blob_masks(), np.pad(np.ones((3, 3), bool), 2), np.eye(9, dtype=bool)]:
+        seg = mask_segmentation(m)
+        kinds.add(type(seg).__name__)
+        assert np.array_equal(decode_segmentation(seg, *m.shape, "t"), m)
+    ring = np.zeros((40, 40), bool)
+    ring[5:35, 5:35] = True
+    ring[15:25, 15:25] = False  # a hole: COCO polygons cannot hold it, RLE can
+    seg = mask_segmentation(ring)
+    assert isinstance(seg, dict) and np.array_equal(decode_segmentation(seg, 40, 40, "t"), ring)
+    assert "list" in kinds  # most outlines have no hole
+
+
+@pytest.fixture
+def coco_file(tmp_path):
+    """One 80x60 image with a scallop (uro and adductor inside) and a second one at the edge."""
+    img = np.full((60, 80, 3), 200, np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    inst = np.zeros((60, 80), np.uint16)
+    cv2.circle(inst, (30, 30), 15, 1, -1)
+    inst[20:40, 70:80] = 2
+    parts = np.where(inst > 0, 1, 0).astype(np.uint8)
+    cv2.circle(parts, (25, 30), 4, 4, -1)  # uro
+    cv2.circle(parts, (36, 30), 5, 3, -1)  # adductor
+    w = CocoWriter("t")
+    iid = w.add_image("a.png", 80, 60, 0.5)
+    w.add_truth(iid, parts, inst, [{"id": 1, "instance": 1}, {"id": 2, "instance": 2}])
+    path = tmp_path / "coco.json"
+    w.write(path)
+    return path, parts, inst
+
+
+def test_a_coco_file_reads_back_into_the_same_maps_and_facts(coco_file, tmp_path):
+    path, parts, inst = coco_file
+    (s,) = CocoSet(path).samples()
+    assert np.array_equal(s.parts, parts) and np.array_equal(s.instances, inst)
+    facts = {f["id"]: f for f in s.labels["scallops"]}
+    assert facts[1]["uro_present"] and not facts[1]["cut_by_border"]
+    assert facts[2]["cut_by_border"] and not facts[2]["uro_present"]
+    summary = import_coco(path, tmp_path / "set")
+    assert summary["images"] == 1 and summary["scallops"] == 2
+    assert summary["counted"] == 1 and summary["with_uro"] == 1 and summary["cut"] == 1
+    assert cv2.imread(str(tmp_path / "set" / "parts" / "a.png"), cv2.IMREAD_UNCHANGED).tolist() == parts.tolist()
+
+
+def _broken(path, change):
+    doc = json.loads(path.read_text())
+    change(doc)
+    bad = path.with_name("bad.json")
+    bad.write_text(json.dumps(doc))
+    return bad
+
+
+def _ann(doc, cat):
+    cid = next(c["id"] for c in doc["categories"] if c["name"] == cat)
+    return next(a for a in doc["annotations"] if a["category_id"] == cid)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: _ann(d, "uro").update(segmentation=[[1, 2, 3]]), r"annotation 2: polygon 0 must be a list of x, y"),
+        (
+            lambda d: _ann(d, "uro").update(segmentation=[[1, 2, 3, 4, 5, float("nan")]]),
+            r"annotation 2: polygon 0 holds a value",
+        ),
+        (
+            lambda d: _ann(d, "uro").update(segmentation=[[1, 2, 300, 4, 5, 6]]),
+            r"annotation 2: polygon 0 reaches outside",
+        ),
+        (
+            lambda d: _ann(d, "uro").update(segmentation={"size": [10, 10], "counts": [100]}),
+            r"annotation 2: RLE size \[10, 10\]",
+        ),
+        (
+            lambda d: _ann(d, "uro").update(segmentation={"size": [60, 80], "counts": [10, 5]}),
+            r"annotation 2: RLE counts add up to 15",
+        ),
+        (lambda d: _ann(d, "uro").update(segmentation=None), r"annotation 2: segmentation missing"),
+        (
+            lambda d: _ann(d, "uro").update(segmentation=[[60, 2, 64, 2, 64, 6, 60, 6]]),
+            r"annotation 2: this uro lies in no scallop",
+        ),
+        (lambda d: _ann(d, "uro").update(category_id=99), r"annotation 2: category_id 99"),
+        (lambda d: _ann(d, "uro").update(image_id=7), r"annotation 2: image_id 7 is no image"),
+        (lambda d: _ann(d, "uro").update(id=1), r"annotation 1 appears twice"),
+        (
+            lambda d: d["images"][0].pop("mm_per_px"),
+            r"image 'a.png' has no mm_per_px .*give the scale with --mm-per-px",
+        ),
+        (lambda d: d["images"][0].update(mm_per_px=float("inf")), r"mm_per_px=inf"),
+        (lambda d: d["categories"].append({"id": 9, "name": "shell"}), r"category .*shell.* is not one of"),
+    ],
+)
+def test_every_malformed_annotation_is_refused_naming_image_and_annotation(coco_file, tmp_path, change, message):
+    path, _, _ = coco_file
+    bad = _broken(path, change)
+    with pytest.raises(CocoError, match=message):
+        import_coco(bad, tmp_path / "out")
+    assert not (tmp_path / "out" / "dataset.json").exists()  # nothing half-written
+
+
+def test_a_set_without_its_scale_takes_it_from_the_command_line_never_a_default(coco_file, tmp_path, capsys):
+    path, _, _ = coco_file
+    bad = _broken(path, lambda d: d["images"][0].pop("mm_per_px"))
+    assert main(["labels", "import", str(bad), "--out", str(tmp_path / "x")]) == 3
+    assert "no mm_per_px" in capsys.readouterr().err
+    assert main(["labels", "import", str(bad), "--out", str(tmp_path / "x"), "--mm-per-px", "0.6"]) == 0
+    assert json.loads((tmp_path / "x" / "labels" / "a.json").read_text())["mm_per_px"] == 0.6
+    assert main(["eval", str(bad), "--json", "--report", str(tmp_path / "r.html")]) == 3
