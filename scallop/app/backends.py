@@ -66,12 +66,19 @@ class HardwareBackend(Backend):
                     f"arms[{i}].transport: arm {a.name!r} has no [arms.transport]: a real line reaches each arm "
                     "over Modbus TCP (host, port) or RTU (serial_port); see docs/configuration.md"
                 )
-        cam = OpenCVCamera(
-            OpenCVCameraConfig(
-                source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps
-            ),
-            clock=self.clock.now,
-        )
+        c = cfg.camera
+        if c.source == "genicam":
+            # Issue 23: a GenICam camera through Aravis (vision/aravis.py); the rest is the same.
+            from scallop.vision.aravis import AravisCamera
+
+            cam = AravisCamera(c.genicam, width=c.width, height=c.height, fps=c.fps, clock=self.clock.now)
+        else:
+            cam = OpenCVCamera(
+                OpenCVCameraConfig(
+                    source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height, fps=cfg.camera.fps
+                ),
+                clock=self.clock.now,
+            )
         if cfg.camera.encoder.source == "modbus":
             # No hardware latch: counts are sampled over Modbus and interpolated per frame.
             from scallop.app.frames import EncodedCamera

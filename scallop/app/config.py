@@ -20,6 +20,7 @@ from scallop.errors import ConfigError, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.sim.config import SimConfig
+from scallop.vision.aravis import AravisCameraConfig
 from scallop.vision.pipeline import PipelineConfig
 
 
@@ -178,15 +179,17 @@ class EncoderSection:
 
 @dataclass
 class CameraSection:
-    """source: "sim" for the built-in simulator, otherwise what OpenCV opens: a device index
-    ("0"), a video file, an RTSP/HTTP URL or a folder of images. encoder: where the frames'
-    belt encoder counts come from on a real camera ([camera.encoder])."""
+    """source: "sim" for the built-in simulator, "genicam" for a GenICam camera through Aravis
+    ([camera.genicam], docs/cameras.md), otherwise what OpenCV opens: a device index ("0"), a
+    video file, an RTSP/HTTP URL or a folder of images. encoder: where the frames' belt encoder
+    counts come from on a real camera ([camera.encoder])."""
 
     source: str = "sim"
     width: int = 0
     height: int = 0
     fps: float = 0.0
     encoder: EncoderSection = field(default_factory=EncoderSection)
+    genicam: AravisCameraConfig = field(default_factory=AravisCameraConfig)
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -199,6 +202,17 @@ class CameraSection:
                 "encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
                 '[camera.encoder] is for a real camera: remove it or set source = "none"'
             )
+        # GenICam (issue 23): its own table, checked only when it is the source.
+        if self.source == "genicam":
+            try:
+                self.genicam.check_complete()
+            except ConfigError as e:
+                raise ConfigError(f"genicam.{e}") from None
+            if self.genicam.counts_per_trigger and self.encoder.source != "none":
+                raise ValueError(
+                    "genicam.counts_per_trigger: the frames' counts come from the encoder trigger; "
+                    "[camera.encoder] would give them a second time: set one of them (see docs/cameras.md)"
+                )
 
 
 @dataclass
