@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from scallop.app.opcua import OpcUaSection
 from scallop.errors import ConfigError, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
@@ -322,6 +323,7 @@ class LineConfig:
     record: RecordSection = field(default_factory=RecordSection)
     recipes: list[RecipeSection] = field(default_factory=_default_recipes)
     recipe: str = "standard"
+    opcua: OpcUaSection = field(default_factory=OpcUaSection)  # the plant's SCADA/MES (docs/opcua.md)
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.recipes]

@@ -73,6 +73,19 @@ def run(args) -> int:
     else:
         note = ""
     print(f"operator screen: {server.url}{note}", file=sys.stderr, flush=True)
+    # --- OPC UA for the plant's systems (issue 23; docs/opcua.md): the screen's users, the same line.
+    opcua = None
+    if cfg.opcua.enabled:
+        from scallop.app.opcua import OpcUaServer
+
+        try:
+            opcua = OpcUaServer(line, users, cfg.opcua, audit=line.record.event if line.record else None).start()
+        except BaseException:
+            server.stop()
+            line.close()
+            raise
+        print(f"OPC UA: {opcua.url}", file=sys.stderr, flush=True)
+    # --- end OPC UA
     if not args.no_browser and cfg.ui.open_browser and args.duration is None:
         try:
             import webbrowser
@@ -88,6 +101,8 @@ def run(args) -> int:
             while not stop.wait(1.0):
                 pass
     finally:
+        if opcua is not None:
+            opcua.stop()
         server.stop()
         line.close()
     if args.duration is not None:
