@@ -102,7 +102,7 @@ class FramesLostError(CorruptFrameError):
 class AravisCameraConfig:
     """One GenICam camera (``[camera.genicam]``; docs/cameras.md says how to choose the values).
 
-    device: the Aravis device id (``arv-tool-0.8`` lists them: ``Basler-40012345``, a GigE
+    device: the Aravis device id (``python -m scallop.vision.aravis`` lists them: ``Basler-40012345``, a GigE
             camera's IP address, ``Fake_1`` for Aravis's built-in fake); "" = the one camera
             found (more than one is an error naming them).
     pixel_format: GenICam pixel format (see ``PIXEL_FORMATS``); "" = the camera's current one.
@@ -161,6 +161,26 @@ class AravisCameraConfig:
                 "exposure_us is not set: give the exposure in microseconds (docs/cameras.md: at 500 mm/s "
                 "and 0.25 mm/px, 250 us keep the smear under half a pixel)"
             )
+
+
+def list_devices(fake: bool = False) -> list[dict[str, str]]:
+    """The GenICam cameras Aravis finds (GigE Vision by discovery, USB3 Vision on the bus), with
+    the id ``[camera.genicam] device`` takes; ``fake``: Aravis's built-in fake camera too."""
+    Aravis = load_aravis()
+    if fake:
+        Aravis.enable_interface("Fake")
+    Aravis.update_device_list()
+    return [
+        {
+            "device": Aravis.get_device_id(i),
+            "vendor": Aravis.get_device_vendor(i) or "",
+            "model": Aravis.get_device_model(i) or "",
+            "serial": Aravis.get_device_serial_nbr(i) or "",
+            "address": Aravis.get_device_address(i) or "",
+            "protocol": Aravis.get_device_protocol(i) or "",
+        }
+        for i in range(Aravis.get_n_devices())
+    ]
 
 
 def load_aravis() -> Any:
@@ -599,3 +619,16 @@ def _glib():
     from gi.repository import GLib
 
     return GLib
+
+
+if __name__ == "__main__":  # python -m scallop.vision.aravis [--fake]: the cameras there are
+    import sys
+
+    try:
+        found = list_devices(fake="--fake" in sys.argv[1:])
+    except CameraError as e:
+        sys.exit(f"error: {e}")
+    for d in found:
+        print(f"{d['device']}\t{d['protocol']} {d['address']}\t{d['vendor']} {d['model']} (serial {d['serial']})")
+    if not found:
+        print("no GenICam camera found (GigE: same subnet and a free port? USB3: permissions?)", file=sys.stderr)

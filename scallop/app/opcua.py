@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ log = logging.getLogger("scallop.opcua")
 POLICIES = ("None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt")
 NAMESPACE = "urn:scallop:line"
 SEVERITY = {"info": 100, "warning": 500, "critical": 900}  # OPC UA event severity, 1..1000
+
+
+def application_uri() -> str:
+    """This line PC's OPC UA application URI; its certificate names it (docs/opcua.md)."""
+    return f"{NAMESPACE}:{socket.gethostname()}"
 
 
 class OpcUaError(ScallopError):
@@ -221,7 +227,8 @@ class OpcUaServer:
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name("Scallop uro-removal line")
-        await server.set_application_uri(NAMESPACE)
+        # Unique per line PC, as OPC UA asks of an application URI (the namespace is every line's).
+        await server.set_application_uri(application_uri())
         tokens: list[type] = [ua.UserNameIdentityToken]
         if cfg.anonymous:
             tokens.append(ua.AnonymousIdentityToken)
