@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -298,6 +299,11 @@ def test_gige_software_trigger_stands_in_for_the_encoder_trigger(gv_sim):
             # The simulator looks for a trigger once per frame period (40 ms) and stamps the frame
             # when it takes it: after the trigger, before the read returned.
             assert t_trigger - 0.005 <= f.timestamp <= t_read, (f.timestamp - t_trigger, t_read - t_trigger)
+        # The trigger from another thread while a read waits for its frame (a PLC-less bench).
+        timer = threading.Timer(0.05, cam.trigger)
+        timer.start()
+        assert cam.read().encoder == 64 * 6
+        timer.join()
         assert cam.lost == 0 and cam.incomplete == 0
     finally:
         cam.disconnect()

@@ -426,14 +426,15 @@ class AravisCamera(Camera):
 
     # ------------------------------------------------------------------ reading
     def trigger(self) -> None:
-        """Fire a software trigger (``trigger = "software"``): one frame."""
-        with self._lock:
-            if self._cam is None:
-                raise CameraNotFoundError(f"camera {self.name}: not open")
-            try:
-                self._cam.software_trigger()
-            except _glib().Error as e:
-                raise CameraError(f"camera {self.name}: software trigger: {e.message}") from None
+        """Fire a software trigger (``trigger = "software"``): one frame. Not under the read
+        lock: a read waits for the frame this trigger makes."""
+        cam = self._cam
+        if cam is None:
+            raise CameraNotFoundError(f"camera {self.name}: not open")
+        try:
+            cam.software_trigger()
+        except _glib().Error as e:
+            raise CameraError(f"camera {self.name}: software trigger: {e.message}") from None
 
     def read(self) -> Frame:
         self._require_connected(self.name)
