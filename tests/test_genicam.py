@@ -156,18 +156,20 @@ def test_fake_camera_frames_are_stamped_counted_and_sized():
             frames.append((before, time.monotonic(), f))
     finally:
         cam.disconnect()
-    for i, (before, after, f) in enumerate(frames):
+    for i, (_, after, f) in enumerate(frames):
         assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
         assert f.index == i and f.source == "genicam Fake_1"
-        # Stamped from the camera's clock, on the host's monotonic clock, before it was read.
-        assert f.timestamp <= after and f.timestamp > before - 0.1
-        assert f.extra["camera_ns"] > 0
+        # On the host's monotonic clock, taken before the read returned, and not long before.
+        assert after - 5.0 < f.timestamp <= after
     counts = [f.encoder for _, _, f in frames]
     ids = [f.extra["frame_id"] for _, _, f in frames]
     assert counts[0] == 120  # the first trigger
-    assert np.all(np.diff(counts) == 120 * np.diff(ids))
+    assert np.all(np.diff(counts) == 120 * np.diff(ids))  # one divider step per trigger
+    # Stamped by the camera's clock, not by our reads: the steps between frames are the
+    # camera's own (the Fake stamps arrival and exposure alike, so the offset is constant).
     dt = np.diff([f.timestamp for _, _, f in frames])
-    assert np.all(np.abs(dt - 0.04) < 0.015), dt  # 25 Hz, stamped by the camera, not by our reads
+    dcam = np.diff([f.extra["camera_ns"] for _, _, f in frames]) / 1e9
+    assert np.all(dcam > 0) and np.allclose(dt, dcam, atol=1e-3), (dt, dcam)
 
 
 @needs_aravis
@@ -388,5 +390,6 @@ def test_scallop_run_runs_the_line_from_the_fake_camera(tmp_path):
         arm.close()
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
-    assert 50 <= summary["frames"] <= 100, summary  # 25 Hz for 3 s, every frame carrying its count
+    # 25 Hz for 3 s, each frame with its count: analysed, or dropped when analysis falls behind.
+    assert summary["frames"] >= 10 and 50 <= summary["frames"] + summary["frames_dropped"] <= 100, summary
     assert summary["seen"] == 0  # a test pattern, not a belt
