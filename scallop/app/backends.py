@@ -57,8 +57,14 @@ def open_camera(config: LineConfig, clock) -> Camera:
     their counts from the sampled counter (a recording then gives only its frames)."""
     cc = config.camera
     sampled = cc.encoder.source == "modbus"
-    if is_recording(cc.source):
-        cam: Camera = RecordingCamera(cc.source, clock, with_counts=not sampled)
+    if cc.source == "genicam":
+        # A GenICam camera through Aravis (vision/aravis.py): its own clock and, with an encoder
+        # trigger divider, its own counts.
+        from scallop.vision.aravis import AravisCamera
+
+        cam: Camera = AravisCamera(cc.genicam, width=cc.width, height=cc.height, fps=cc.fps, clock=clock.now)
+    elif is_recording(cc.source):
+        cam = RecordingCamera(cc.source, clock, with_counts=not sampled)
     else:
         cam = OpenCVCamera(
             OpenCVCameraConfig(source=cc.source, width=cc.width, height=cc.height, fps=cc.fps, timeout_s=cc.timeout_s),
@@ -79,6 +85,13 @@ def check_counts_source(config: LineConfig) -> None:
     folder has none (its frames would be tracked on nothing), a recording has its own."""
     cc = config.camera
     if cc.encoder.source != "none":
+        return
+    if cc.source == "genicam":
+        if not cc.genicam.counts_per_trigger:
+            raise ConfigError(
+                "camera.genicam.counts_per_trigger: a GenICam camera without [camera.encoder] takes its belt "
+                "counts from the encoder trigger's divider: give it (docs/cameras.md), or configure [camera.encoder]"
+            )
         return
     if is_recording(cc.source):
         from scallop.vision.recording import read_index

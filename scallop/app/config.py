@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from scallop.app.opcua import OpcUaSection
 from scallop.errors import ConfigError, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.sim.config import SimConfig
+from scallop.vision.aravis import AravisCameraConfig
 from scallop.vision.pipeline import PipelineConfig
 
 
@@ -178,12 +180,13 @@ class EncoderSection:
 
 @dataclass
 class CameraSection:
-    """source: "sim" for the built-in simulator, a recording folder (``scallop capture``),
-    otherwise what OpenCV opens: a device index ("0"), a video file, an RTSP/HTTP URL or a
-    folder of images. encoder: where the frames' belt encoder counts come from on a real
-    camera ([camera.encoder]). timeout_s: a stream that opens or sends nothing for this long
-    has gone. reconnect_min_s / reconnect_max_s: a camera that delivers no frames is
-    reconnected after the first, doubling up to the second."""
+    """source: "sim" for the built-in simulator, "genicam" for a GenICam camera through Aravis
+    ([camera.genicam], docs/cameras.md), a recording folder (``scallop capture``), otherwise
+    what OpenCV opens: a device index ("0"), a video file, an RTSP/HTTP URL or a folder of
+    images. encoder: where the frames' belt encoder counts come from on a real camera
+    ([camera.encoder]). timeout_s: a stream that opens or sends nothing for this long has gone.
+    reconnect_min_s / reconnect_max_s: a camera that delivers no frames is reconnected after
+    the first, doubling up to the second."""
 
     source: str = "sim"
     width: int = 0
@@ -193,6 +196,7 @@ class CameraSection:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
     encoder: EncoderSection = field(default_factory=EncoderSection)
+    genicam: AravisCameraConfig = field(default_factory=AravisCameraConfig)
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -208,6 +212,17 @@ class CameraSection:
                 "encoder: the simulator's frames carry its own encoder ([sim.encoder]); "
                 '[camera.encoder] is for a real camera: remove it or set source = "none"'
             )
+        # GenICam (issue 23): its own table, checked only when it is the source.
+        if self.source == "genicam":
+            try:
+                self.genicam.check_complete()
+            except ConfigError as e:
+                raise ConfigError(f"genicam.{e}") from None
+            if self.genicam.counts_per_trigger and self.encoder.source != "none":
+                raise ValueError(
+                    "genicam.counts_per_trigger: the frames' counts come from the encoder trigger; "
+                    "[camera.encoder] would give them a second time: set one of them (see docs/cameras.md)"
+                )
 
 
 @dataclass
@@ -385,6 +400,7 @@ class LineConfig:
     models: ModelsSection = field(default_factory=ModelsSection)
     recipes: list[RecipeSection] = field(default_factory=_default_recipes)
     recipe: str = "standard"
+    opcua: OpcUaSection = field(default_factory=OpcUaSection)  # the plant's SCADA/MES (docs/opcua.md)
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.recipes]

@@ -102,6 +102,19 @@ def run(args) -> int:
             file=sys.stderr,
             flush=True,
         )
+    # --- OPC UA for the plant's systems (issue 23; docs/opcua.md): the screen's users, the same line.
+    opcua = None
+    if cfg.opcua.enabled:
+        from scallop.app.opcua import OpcUaServer
+
+        try:
+            opcua = OpcUaServer(line, users, cfg.opcua, audit=line.record.event if line.record else None).start()
+        except BaseException:
+            server.stop()
+            line.close()
+            raise
+        print(f"OPC UA: {opcua.url}", file=sys.stderr, flush=True)
+    # --- end OPC UA
     if not args.no_browser and cfg.ui.open_browser and args.duration is None:
         try:
             import webbrowser
@@ -123,6 +136,8 @@ def run(args) -> int:
     try:
         supervise(line, stop, args.duration, on_tick=None if bar is None else show_capture)
     finally:
+        if opcua is not None:
+            opcua.stop()
         if bar is not None:
             bar.close()
         notify("STOPPING=1", "STATUS=stopping: the arms finish what they hold")
