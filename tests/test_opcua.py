@@ -119,6 +119,25 @@ def test_values_match_the_line_and_names_are_plain_english(fake_line, fast_users
         run(main(srv.url))
 
 
+def test_a_figure_the_line_cannot_know_reads_as_bad_not_zero(fake_line, fast_users):
+    # Without a pick verifier (a real line with no inspection camera) what a pick did is unknown.
+    fake_line.set_counts(seen=10, picked=8, uro_removed=None, missed=None, adductor_hits=None, removal_rate=None)
+
+    async def main(url):
+        from asyncua import ua
+
+        async with client(url) as c:
+            idx, line = await line_node(c)
+            for path in ("UroRemoved", "Missed", "AdductorHits", "UroRemovalRatio"):
+                node = await line.get_child([f"{idx}:{path}"])
+                dv = await node.read_data_value(raise_on_bad_status=False)
+                assert dv.StatusCode.value == ua.StatusCodes.BadNoDataAvailable, path
+            assert await value(c, "Picked") == 8
+
+    with OpcUaServer(fake_line, fast_users, section()) as srv:
+        run(main(srv.url))
+
+
 def test_start_and_stop_by_a_named_user_anonymous_and_wrong_pins_refused(fake_line, fast_users):
     async def main(url):
         async with client(url) as anon:

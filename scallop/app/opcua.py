@@ -439,6 +439,15 @@ class _AddressSpace:
         from asyncua import ua
 
         node, vt = self.vars[key]
+        if value is None:
+            # A figure the line cannot know (what a pick did, without a pick verifier) is never
+            # reported as 0: the client reads a Bad status on it, as from a sensor with no data.
+            await node.write_value(
+                ua.DataValue(
+                    ua.Variant(None, ua.VariantType.Null), StatusCode=ua.StatusCode(ua.StatusCodes.BadNoDataAvailable)
+                )
+            )
+            return
         await node.write_value(ua.Variant(value, vt))
 
     async def update(self, snap: LineSnapshot) -> None:
@@ -447,9 +456,10 @@ class _AddressSpace:
         await self._write("Recipes", self.recipes)
         await self._write("UptimeSeconds", float(snap.uptime_s))
         await self._write("ScallopsPerMinute", float(snap.per_minute))
-        await self._write("UroRemovalRatio", float(snap.removal_rate))
+        await self._write("UroRemovalRatio", None if snap.removal_rate is None else float(snap.removal_rate))
         for name, attr in self.COUNTS:
-            await self._write(name, int(getattr(snap, attr)))
+            count = getattr(snap, attr)
+            await self._write(name, None if count is None else int(count))
         active = [a for a in snap.alarms if a.active]
         await self._write("ActiveAlarms", [f"{a.severity}: {a.source}: {a.text}" for a in active])
         await self._write("CriticalAlarms", sum(a.severity == "critical" for a in active))
