@@ -461,6 +461,13 @@ class ArmProgram:
                 "pos": self._position(now).tolist(),
             }
 
+    def busy(self) -> bool:
+        """A command is executing, or committed and not yet taken, at clock.now(): a controller
+        that vanished leaves the arm finishing its pick and taking one already committed."""
+        with self._lock:
+            self._advance(self.clock.now())
+            return self._exec is not None or self._pending_seq() is not None
+
     def executed_seqs(self) -> list[int]:
         """Sequence numbers of commands the arm took (each at most once, by design)."""
         with self._lock:

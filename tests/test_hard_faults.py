@@ -163,6 +163,12 @@ def test_kill_9_at_random_points_leaves_every_arm_pick_in_the_record(tmp_path):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
             time.sleep(0.3)  # a request already on the wire is taken, or never
+            # A pick committed while the arm was busy is taken when it finishes: it belongs to
+            # this run's window, not the next one's.
+            deadline = time.monotonic() + 15.0
+            while arm.busy() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not arm.busy(), "the arm never settled after its controller was killed"
             windows.append([r.target_id for r in arm.records[n0:] if r.cmd_type in PICK_TYPES])
     RecordWriter(db).close()  # the next start marks the last run's crash
     con = sqlite3.connect(db)
