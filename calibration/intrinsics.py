@@ -35,8 +35,7 @@ from scallop.calibration.errors import (
     ImageError,
     NotEnoughViewsError,
 )
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from scallop.imagefiles import frame_files, no_frames_message
 
 # Limits, stated to the engineer with every verdict.
 MAX_EDGE_PX = 4.5  # 10–90 % edge width; a sharp print measures 1–2.5 px
@@ -203,9 +202,9 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files = frame_files(p)
             if not files:
-                raise ImageError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise ImageError(no_frames_message(p))
             out.extend(files)
         elif p.is_file():
             out.append(p)

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 
 from scallop.errors import DataError
+from scallop.imagefiles import IMAGE_SUFFIXES, frame_files
 
 DATASET_FORMAT = "scallop-dataset"
 DATASET_VERSIONS = (1,)
 PART_NAMES = ("background", "mantle", "gonad", "adductor", "uro", "gill")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class DatasetError(DataError):
@@ -115,7 +115,7 @@ def list_names(root: Path) -> list[str]:
     images = root / "images"
     if not images.is_dir():
         raise DatasetError(f"{images}: missing (images go in an images/ folder)")
-    return sorted(p.stem for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return [p.stem for p in frame_files(images)]
 
 
 def load_sample(root: Path, name: str, manifest: dict, mm_per_px: float | None = None) -> Sample:

@@ -28,6 +28,7 @@ import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import DataError, check_number, check_pair, check_range, check_share
+from scallop.imagefiles import frame_files, no_frames_message
 from scallop.models.dataset import derive_facts
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
@@ -44,7 +45,7 @@ from scallop.sim.world import _overlap_share
 
 DATASET_FORMAT = "scallop-dataset"
 DATASET_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a data set's images/ may hold
 
 
 class DatasetError(DataError):
@@ -513,13 +514,12 @@ class Dataset:
         if not img_dir.is_dir():
             raise DatasetError(f"{img_dir}: missing (images go in an images/ folder)")
         images: dict[str, Path] = {}
-        for p in sorted(img_dir.iterdir()):
-            if p.suffix.lower() in IMAGE_SUFFIXES:
-                if p.stem in images:
-                    raise DatasetError(f"{p}: two images named {p.stem!r} ({images[p.stem].name} too)")
-                images[p.stem] = p
+        for p in frame_files(img_dir, IMAGE_SUFFIXES):
+            if p.stem in images:
+                raise DatasetError(f"{p}: two images named {p.stem!r} ({images[p.stem].name} too)")
+            images[p.stem] = p
         if not images:
-            raise DatasetError(f"{img_dir}: holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise DatasetError(no_frames_message(img_dir, IMAGE_SUFFIXES))
         for name in images:
             if not (self.root / "parts" / f"{name}.png").is_file():
                 raise DatasetError(

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import DeviceError
+from scallop.imagefiles import frame_files, no_frames_message
 from scallop.vision.stamps import FrameStamper
 
 
@@ -150,9 +151,6 @@ class Camera(abc.ABC):
     def _require_connected(self, name: str) -> None:
         if not self._connected:
             raise CameraNotConnectedError(f"camera {name}: read() before connect()")
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 # 50 megapixels: twice a 6K industrial sensor. Decoded, that is 150 MB of BGR; a 20000x20000
@@ -296,9 +294,9 @@ class OpenCVCamera(Camera):
         self.stamper.reset()
         self._t0, self._loop_s, self._pos = None, 0.0, 0
         if kind == "folder":
-            self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self._files = frame_files(path)
             if not self._files:
-                raise CameraNotFoundError(f"camera {self._name}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise CameraNotFoundError(f"camera {self._name}: {no_frames_message(path)}")
             first = read_image(self._files[0])
             self._size = (first.shape[1], first.shape[0])
             self._kind = kind

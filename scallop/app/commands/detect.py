@@ -47,6 +47,7 @@ def run(args) -> int:
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
     check_number("--threads", args.threads, 1, 64, integer=True)
+    args.images = _frames_only(args.images)
     if args.mm_per_px is not None:
         check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
         if args.calibration:
@@ -104,3 +105,26 @@ def run(args) -> int:
         if out_dir:
             cv2.imwrite(str(out_dir / (Path(path).stem + "_det.png")), draw(img, dets))
     return 1 if failed else 0
+
+
+def _frames_only(paths: list[str]) -> list[str]:
+    """A shell glob (``dir/*``) brings each frame's fluorescence companion ``x.uv.png`` along: it is
+    not a frame. Given beside its frame it is left out; given without one it is refused."""
+    from scallop.errors import DataError
+    from scallop.imagefiles import COMPANION_SUFFIX, frame_of, is_companion
+
+    given = {str(Path(p).resolve()) for p in paths}
+    out = []
+    for p in paths:
+        if not is_companion(p):
+            out.append(p)
+            continue
+        frame = frame_of(p)
+        if frame is None or str(frame.resolve()) not in given:
+            raise DataError(
+                f"{p}: a fluorescence companion (*{COMPANION_SUFFIX}), not a frame: give its colour frame "
+                f"({Path(p).name[: -len(COMPANION_SUFFIX)]}.jpg or .png) instead"
+            )
+    if not out:
+        raise DataError("no frames given, only fluorescence companions")
+    return out

@@ -1,0 +1,67 @@
+"""Which files in a folder are camera frames, and which are a frame's companions.
+
+A colour frame ``x.jpg`` (or ``.png``, …) may have a fluorescence frame beside it, already
+registered to its pixels: ``x.uv.png`` (``../shared/spec/scallop-appearance.md``, "Files"). That
+file ends in ``.png`` but is never a frame of its own: read as one it would be a grey picture of
+glowing uros that every reader (camera folders, data sets, calibration photos, ``scallop detect``)
+would take for one more scene. Every reader asks this module, so they agree.
+
+Like :mod:`scallop.errors` this sits at the namespace root, below every package, and imports
+nothing of theirs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: What a frame file may end in (lower case); OpenCV reads all of them.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: The fluorescence companion of ``x.<suffix>`` is ``x`` + this.
+COMPANION_SUFFIX = ".uv.png"
+
+
+def is_companion(path: str | os.PathLike) -> bool:
+    """``path`` names a fluorescence companion (``*.uv.png``), whether or not its frame exists."""
+    return Path(path).name.lower().endswith(COMPANION_SUFFIX)
+
+
+def is_frame(path: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> bool:
+    """``path`` names a frame file: an image suffix, and not a companion."""
+    p = Path(path)
+    return p.suffix.lower() in suffixes and not is_companion(p)
+
+
+def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """The frame files directly in ``folder``, in name order; companions left out."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_frame(p, suffixes))
+
+
+def companion_of(frame: str | os.PathLike) -> Path | None:
+    """The fluorescence companion beside ``frame`` (``x.jpg`` → ``x.uv.png``), None if absent."""
+    p = Path(frame)
+    c = p.with_name(p.stem + COMPANION_SUFFIX)
+    return c if c.is_file() else None
+
+
+def frame_of(companion: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path | None:
+    """The frame a companion belongs to (``x.uv.png`` → ``x.jpg``, …), None if none is there."""
+    p = Path(companion)
+    stem = p.name[: -len(COMPANION_SUFFIX)]
+    for s in suffixes:
+        for cand in (p.with_name(stem + s), p.with_name(stem + s.upper())):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def no_frames_message(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
+    """Why a folder gave no frames, in words (a folder of companions only says so)."""
+    folder = Path(folder)
+    only = ", ".join(suffixes)
+    if folder.is_dir() and any(is_companion(p) for p in folder.iterdir()):
+        return (
+            f"{folder}: folder holds no frames ({only}); its *{COMPANION_SUFFIX} files are fluorescence "
+            "companions of frames, never frames of their own"
+        )
+    return f"{folder}: folder holds no images ({only})"

@@ -1,0 +1,92 @@
+"""A frame's fluorescence companion (``x.uv.png``) is never a frame of its own, in every reader."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from scallop.app.cli import main
+from scallop.calibration.intrinsics import ImageError, list_images
+from scallop.imagefiles import companion_of, frame_files, frame_of, is_companion, is_frame
+from scallop.models.dataset import list_names
+from scallop.sim.dataset import DatasetSettings, load_dataset, write_dataset
+from scallop.vision.camera import CameraNotFoundError, OpenCVCamera, OpenCVCameraConfig
+
+
+def _png(path, grey: bool = False):
+    img = np.full((48, 64) if grey else (48, 64, 3), 40, np.uint8)
+    assert cv2.imwrite(str(path), img)
+
+
+@pytest.fixture
+def pair_folder(tmp_path):
+    for name in ("a.jpg", "a.uv.png", "b.png", "b.uv.png", "c.PNG", "notes.txt"):
+        if name.endswith(".txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            _png(tmp_path / name, grey="uv" in name)
+    return tmp_path
+
+
+def test_names():
+    assert is_companion("x.uv.png") and is_companion("dir/X.UV.PNG")
+    assert not is_companion("x.png") and not is_companion("uv.png") and not is_companion("x.uv.jpg")
+    assert is_frame("x.jpg") and is_frame("x.PNG") and is_frame("x.uv.jpg")
+    assert not is_frame("x.uv.png") and not is_frame("x.txt")
+
+
+def test_frames_and_companions_find_each_other(pair_folder):
+    assert [p.name for p in frame_files(pair_folder)] == ["a.jpg", "b.png", "c.PNG"]
+    assert companion_of(pair_folder / "a.jpg") == pair_folder / "a.uv.png"
+    assert companion_of(pair_folder / "c.PNG") is None
+    assert frame_of(pair_folder / "b.uv.png") == pair_folder / "b.png"
+    (pair_folder / "a.jpg").unlink()
+    assert frame_of(pair_folder / "a.uv.png") is None
+
+
+def test_image_folder_camera_plays_frames_only(pair_folder):
+    cam = OpenCVCamera(OpenCVCameraConfig(source=str(pair_folder)))
+    cam.connect()
+    try:
+        assert [p.name for p in cam._files] == ["a.jpg", "b.png", "c.PNG"]
+    finally:
+        cam.disconnect()
+
+
+def test_a_folder_of_companions_only_says_so(tmp_path):
+    _png(tmp_path / "a.uv.png", grey=True)
+    with pytest.raises(CameraNotFoundError, match=r"fluorescence companions of frames, never frames"):
+        OpenCVCamera(OpenCVCameraConfig(source=str(tmp_path))).connect()
+    with pytest.raises(ImageError, match=r"fluorescence companions"):
+        list_images([tmp_path])
+
+
+def test_calibration_photos_leave_companions_out(pair_folder):
+    assert [p.name for p in list_images([pair_folder])] == ["a.jpg", "b.png", "c.PNG"]
+
+
+def test_data_set_readers_leave_companions_out(tmp_path):
+    root = tmp_path / "set"
+    write_dataset(root, 2, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    names = list_names(root)
+    for name in names:
+        _png(root / "images" / f"{name}.uv.png", grey=True)
+    assert list_names(root) == names
+    assert len(load_dataset(root)) == 2
+
+
+def test_detect_skips_a_companion_given_beside_its_frame_and_refuses_one_alone(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "a.png")
+    _png(src / "a.uv.png", grey=True)
+    assert main(["detect", "--mm-per-px", "0.5", str(src / "a.png"), str(src / "a.uv.png")]) == 0
+    out = capsys.readouterr().out
+    assert "a.png:" in out and "a.uv.png" not in out
+    shutil.copy(src / "a.uv.png", tmp_path / "lonely.uv.png")
+    assert main(["detect", "--mm-per-px", "0.5", str(tmp_path / "lonely.uv.png")]) == 3
+    err = capsys.readouterr().err
+    assert "fluorescence companion" in err and "Traceback" not in err
