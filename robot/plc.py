@@ -1,0 +1,361 @@
+"""The line PLC over Modbus: reject gate, infeed, stack light and horn, safety relay, feeder.
+
+The PLC is the Modbus server, the line PC its client, with the register map as data
+(``robot/plc_profiles/*.toml``, :class:`~scallop.robot.registers.RegisterMap`) and the same
+transport as the arms (:class:`~scallop.robot.transport.ModbusTransport`). docs/plc-interface.md
+is the contract a PLC programmer builds from.
+
+* **Heartbeats both ways.** The line increments ``line_heartbeat``; a PLC that sees it stand
+  still for ``watchdog_ms`` goes to its *safe state* on its own (infeed held, gate open, so
+  every scallop is diverted). The PLC increments ``plc_heartbeat``; when it stands still for
+  :attr:`PlcConfig.heartbeat_timeout_s` (or the link is down) :meth:`PlcClient.poll` raises and
+  the line stops picking.
+* **Diverts.** :meth:`PlcClient.divert` queues "open the gate when the raw belt count reaches
+  C"; the client writes one request at a time (``divert_count``, ``divert_id``, then the commit
+  ``divert_seq``) once the PLC acknowledged the previous one. A request cut by a lost link is
+  written again with the same ``divert_seq``: the PLC takes each value once, and a gate opened
+  twice for one scallop costs at most a good neighbour, never a uro on the packing table.
+
+Every failure is a :class:`PlcError` (a :class:`~scallop.errors.DeviceError`) naming the PLC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from importlib import resources
+from pathlib import Path
+
+from scallop.errors import ConfigError, DeviceError, check_number
+from scallop.robot.clock import Clock, SystemClock
+from scallop.robot.config import TransportConfig
+from scallop.robot.errors import ModbusExceptionError, RobotCommError
+from scallop.robot.registers import RegisterMap
+from scallop.robot.transport import ModbusTransport
+
+SAFETY_OK, FEEDER_RUNNING, GATE_FITTED, GATE_SENSOR_FITTED, SAFE_STATE = (1 << i for i in range(5))
+SEQ_MOD = 1 << 16
+
+
+class GateState(IntEnum):
+    READY = 0
+    OPEN = 1
+    FAULT = 2
+    NOT_FITTED = 3
+
+
+class GateFault(IntEnum):
+    NONE = 0
+    NOT_CONFIRMED = 1
+    STUCK_OPEN = 2
+    LATE = 3
+    QUEUE_FULL = 4
+
+
+class Infeed(IntEnum):
+    RUN = 0
+    SLOW = 1
+    HOLD = 2
+
+
+class StackLight(IntEnum):
+    OFF = 0
+    GREEN = 1
+    AMBER = 2
+    RED = 3
+
+
+class PlcError(DeviceError):
+    """Base of every line-PLC failure; the message names the PLC and what went wrong."""
+
+
+class PlcCommError(PlcError):
+    """The PLC does not answer, refused a request, or the link is down."""
+
+
+class PlcStalledError(PlcError):
+    """The PLC answers but its heartbeat stands still: its program is not running."""
+
+
+class PlcProtocolError(PlcError):
+    """The PLC's registers contradict the interface (version, impossible values)."""
+
+
+def load_plc_profile(profile: str | Path) -> RegisterMap:
+    """A built-in PLC profile by name (``generic``) or a profile file by path."""
+    p = str(profile)
+    if p.endswith(".toml") or "/" in p or "\\" in p:
+        return RegisterMap.load(p)
+    res = resources.files("scallop.robot").joinpath("plc_profiles", f"{p}.toml")
+    if not res.is_file():
+        names = sorted(r.name[:-5] for r in resources.files("scallop.robot").joinpath("plc_profiles").iterdir())
+        raise ConfigError(f"plc.profile={p!r}: no such PLC profile: choose one of {', '.join(names)} or a .toml path")
+    with resources.as_file(res) as path:
+        return RegisterMap.load(path)
+
+
+@dataclass
+class PlcConfig:
+    """How to reach the line PLC and what its outputs mean in belt terms. Every physical value
+    is given in the configuration (``[plc]``); none has a default a plant could miss."""
+
+    transport: TransportConfig
+    gate_x_mm: float  # belt-frame x of the gate's line across the belt (downstream of the arms)
+    gate_lead_mm: float  # the gate opens when a scallop's centre is this far upstream of gate_x
+    gate_open_ms: int  # how long the gate stays open for one scallop
+    heartbeat_timeout_s: float  # the PLC is lost when plc_heartbeat stands still this long
+    watchdog_ms: int  # the PLC's own timeout on line_heartbeat (its safe state)
+    profile: str = "generic"
+    gate_fitted: bool = True  # a line without a gate holds the infeed for every scallop it cannot pick
+
+    def __post_init__(self) -> None:
+        check_number("plc.gate_x_mm", self.gate_x_mm, -10_000.0, 10_000.0)
+        check_number("plc.gate_lead_mm", self.gate_lead_mm, 0.0, 500.0)
+        check_number("plc.gate_open_ms", self.gate_open_ms, 20, 5000, integer=True)
+        check_number("plc.heartbeat_timeout_s", self.heartbeat_timeout_s, 0.05, 30.0)
+        check_number("plc.watchdog_ms", self.watchdog_ms, 50, 60_000, integer=True)
+        if not isinstance(self.gate_fitted, bool):
+            raise ConfigError(f"plc.gate_fitted={self.gate_fitted!r}: expected true or false")
+
+
+@dataclass(frozen=True)
+class PlcStatus:
+    """One read of the PLC's status block."""
+
+    t: float  # controller time of the read
+    heartbeat: int
+    safety_ok: bool
+    feeder_running: bool
+    gate_fitted: bool
+    gate_sensor_fitted: bool
+    safe_state: bool
+    gate_state: GateState
+    gate_fault: GateFault
+    ack_seq: int
+    done_seq: int
+    confirmed_seq: int
+    belt_count: int
+
+
+@dataclass
+class _Divert:
+    seq: int
+    raw_count: int
+    track_id: int
+    written: bool = False
+
+
+@dataclass
+class Outputs:
+    infeed: Infeed = Infeed.HOLD
+    stack_light: StackLight = StackLight.RED
+    horn: bool = False
+    gate_reset_seq: int = 0
+
+
+class PlcClient:
+    """The line's side of docs/plc-interface.md. Thread-safe through its transport's lock;
+    the line calls :meth:`poll`, :meth:`beat` and :meth:`divert` from one thread."""
+
+    def __init__(self, config: PlcConfig, clock: Clock | None = None, direction: int = 1) -> None:
+        if direction not in (1, -1):
+            raise ConfigError(f"encoder direction={direction!r}: expected +1 or -1")
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.map = load_plc_profile(config.profile)
+        self.map.require(
+            [
+                "interface_version",
+                "plc_heartbeat",
+                "inputs",
+                "gate_state",
+                "gate_fault",
+                "divert_ack_seq",
+                "divert_done_seq",
+                "divert_confirmed_seq",
+                "belt_count",
+                "line_heartbeat",
+                "watchdog_ms",
+                "infeed",
+                "stack_light",
+                "horn",
+                "count_direction",
+                "gate_open_ms",
+                "gate_reset_seq",
+                "divert_count",
+                "divert_id",
+                "divert_seq",
+            ],
+            "the PLC interface",
+        )
+        self.direction = direction
+        self.transport = ModbusTransport(config.transport, self.clock, name="plc")
+        self.outputs = Outputs()
+        self.status: PlcStatus | None = None
+        self._hb: int | None = None
+        self._hb_changed_t = -math.inf
+        self._line_hb = 0
+        self._configured = False
+        self._seq = 0  # the last divert_seq given out
+        self._queue: deque[_Divert] = deque()
+        self.sent: list[tuple[int, int, int]] = []  # (seq, track id, raw count) committed, for the record
+        self.errors = 0
+
+    @property
+    def where(self) -> str:
+        return f"line PLC ({self.config.transport.describe()})"
+
+    # ------------------------------------------------------------------ link
+    def connect(self) -> None:
+        try:
+            self.transport.connect()
+        except RobotCommError as e:
+            raise self._comm(e) from None
+        self._configured = False
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _comm(self, e: Exception) -> PlcCommError:
+        self.errors += 1
+        why = getattr(self.transport, "last_error", "") or str(e)
+        if isinstance(e, ModbusExceptionError):
+            why = str(e)
+        return PlcCommError(f"{self.where}: {why}")
+
+    def _read_block(self, name: str) -> dict:
+        b = self.map.block(name)
+        try:
+            words = self.transport.read(b.start, b.count)
+        except RobotCommError as e:
+            raise self._comm(e) from None
+        return self.map.decode_block(name, words)
+
+    def _write_fields(self, values: dict) -> None:
+        """Write fields of one block in one request (they must be contiguous in it)."""
+        fields = sorted((self.map.field(k) for k in values), key=lambda f: f.address)
+        start = fields[0].address
+        words: list[int] = []
+        for f in fields:
+            if f.address != start + len(words):
+                raise PlcProtocolError(f"{self.where}: fields {', '.join(values)} are not contiguous in the profile")
+            words += self.map.encode_field(f.name, values[f.name])
+        try:
+            self.transport.write(start, words)
+        except RobotCommError as e:
+            raise self._comm(e) from None
+
+    # ------------------------------------------------------------------ status
+    def poll(self) -> PlcStatus:
+        """Read the status block; raise when the PLC is unreachable, its program stands still
+        or speaks another interface version. Also sends the divert requests it can."""
+        now = self.clock.now()
+        s = self._read_block("status")
+        if int(s["interface_version"]) != self.map.version:
+            raise PlcProtocolError(
+                f"{self.where}: the PLC program implements interface version {int(s['interface_version'])}, "
+                f"the profile {self.map.name!r} is version {self.map.version}"
+            )
+        hb = int(s["plc_heartbeat"])
+        if hb != self._hb:
+            self._hb, self._hb_changed_t = hb, now
+        elif now - self._hb_changed_t > self.config.heartbeat_timeout_s:
+            raise PlcStalledError(
+                f"{self.where}: its heartbeat has not changed for {now - self._hb_changed_t:.1f} s "
+                f"(limit {self.config.heartbeat_timeout_s} s): its program is not running"
+            )
+        bits = int(s["inputs"])
+        try:
+            gate_state, gate_fault = GateState(int(s["gate_state"])), GateFault(int(s["gate_fault"]))
+        except ValueError:
+            raise PlcProtocolError(
+                f"{self.where}: gate_state={int(s['gate_state'])}, gate_fault={int(s['gate_fault'])} "
+                "are not values of the interface"
+            ) from None
+        st = PlcStatus(
+            t=now,
+            heartbeat=hb,
+            safety_ok=bool(bits & SAFETY_OK),
+            feeder_running=bool(bits & FEEDER_RUNNING),
+            gate_fitted=bool(bits & GATE_FITTED),
+            gate_sensor_fitted=bool(bits & GATE_SENSOR_FITTED),
+            safe_state=bool(bits & SAFE_STATE),
+            gate_state=gate_state,
+            gate_fault=gate_fault,
+            ack_seq=int(s["divert_ack_seq"]),
+            done_seq=int(s["divert_done_seq"]),
+            confirmed_seq=int(s["divert_confirmed_seq"]),
+            belt_count=int(s["belt_count"]),
+        )
+        self.status = st
+        self._send_diverts(st)
+        return st
+
+    # ------------------------------------------------------------------ outputs
+    def beat(self) -> None:
+        """The line's heartbeat, with the outputs as they are now (one request)."""
+        if not self._configured:
+            self._write_fields(
+                {
+                    "line_heartbeat": self._line_hb,
+                    "watchdog_ms": self.config.watchdog_ms,
+                    "infeed": int(self.outputs.infeed),
+                    "stack_light": int(self.outputs.stack_light),
+                    "horn": int(self.outputs.horn),
+                    "count_direction": self.direction,
+                    "gate_open_ms": self.config.gate_open_ms,
+                    "gate_reset_seq": self.outputs.gate_reset_seq,
+                }
+            )
+            self._configured = True
+        self._line_hb = (self._line_hb + 1) % SEQ_MOD
+        self._write_fields(
+            {
+                "line_heartbeat": self._line_hb,
+                "watchdog_ms": self.config.watchdog_ms,
+                "infeed": int(self.outputs.infeed),
+                "stack_light": int(self.outputs.stack_light),
+                "horn": int(self.outputs.horn),
+            }
+        )
+
+    def set_outputs(self, infeed: Infeed, light: StackLight, horn: bool) -> None:
+        """Takes effect at the next :meth:`beat`."""
+        self.outputs.infeed, self.outputs.stack_light, self.outputs.horn = Infeed(infeed), StackLight(light), horn
+
+    def reset_gate(self) -> None:
+        """Clear a gate FAULT (an operator's reset)."""
+        self.outputs.gate_reset_seq = (self.outputs.gate_reset_seq + 1) % SEQ_MOD
+        self._write_fields({"gate_reset_seq": self.outputs.gate_reset_seq})
+
+    # ------------------------------------------------------------------ diverts
+    def divert(self, raw_count: int, track_id: int) -> int:
+        """Queue "open the gate at raw belt count ``raw_count``" for scallop ``track_id``;
+        returns its divert_seq. Sent by :meth:`poll` as the PLC takes them."""
+        self._seq = self._seq % (SEQ_MOD - 1) + 1  # 1..65535: 0 is "none yet"
+        self._queue.append(_Divert(self._seq, int(raw_count), int(track_id) & 0xFFFFFFFF))
+        return self._seq
+
+    def pending_diverts(self) -> int:
+        return len(self._queue)
+
+    def raw_count_at(self, belt_count: float) -> int:
+        """A belt count (grows downstream) as the raw count the PLC compares with."""
+        return int(round(belt_count * self.direction))
+
+    def _send_diverts(self, st: PlcStatus) -> None:
+        while self._queue:
+            d = self._queue[0]
+            if d.written or st.ack_seq == d.seq:
+                if st.ack_seq != d.seq:
+                    return  # the PLC has not taken it yet
+                self._queue.popleft()
+                self.sent.append((d.seq, d.track_id, d.raw_count))
+                continue
+            # A request written but cut before its answer is written again, same seq.
+            self._write_fields({"divert_count": d.raw_count, "divert_id": d.track_id})
+            self._write_fields({"divert_seq": d.seq})
+            d.written = True
+            return
