@@ -1,0 +1,184 @@
+"""The line's PLC client against a PLC written from docs/plc-interface.md alone
+(:mod:`tests.doc_plc`, served on a bare socket by :class:`tests.doc_robot.RawModbusServer`),
+through every fault the document allows: exception answers, lost, late and dropped answers on
+the commit and the status read, the server away and mute, a stopped PLC program, the safety
+relay, a jammed gate, late requests, the watchdog. And the document against the profile.
+
+What must hold every time: every divert the line asked for is taken by the PLC exactly once and
+fires at its count, and a PLC that cannot be trusted is an error, never a status."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from scallop.robot.config import TransportConfig
+from scallop.robot.plc import (
+    GateFault,
+    GateState,
+    Infeed,
+    PlcClient,
+    PlcCommError,
+    PlcConfig,
+    PlcStalledError,
+    StackLight,
+    load_plc_profile,
+)
+from scallop.sim.clock import VirtualClock
+from tests.doc_plc import DIV_SEQ, DocPlc
+from tests.doc_robot import RawModbusServer
+
+CPS = 1000  # raw counts a second
+EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 10, 11)
+
+
+@pytest.fixture
+def rig():
+    clock = VirtualClock(start=50.0, auto_advance=False)
+    plc = DocPlc(clock, lambda t: int(round(t * CPS)))
+    server = RawModbusServer(plc, late_s=0.3)
+    cfg = PlcConfig(
+        transport=TransportConfig(host="127.0.0.1", port=server.port, timeout_s=0.15, reconnect_min_s=0.0),
+        gate_x_mm=900.0,
+        gate_lead_mm=40.0,
+        gate_open_ms=120,
+        heartbeat_timeout_s=0.5,
+        watchdog_ms=400,
+    )
+    client = PlcClient(cfg, clock)
+    try:
+        client.connect()
+        client.set_outputs(Infeed.RUN, StackLight.GREEN, False)
+        yield clock, plc, server, client
+    finally:
+        client.close()
+        server.close()
+
+
+def cycle(clock, client, seconds: float, every: float = 0.05, errors: list | None = None):
+    """The line's loop: beat and poll every ``every`` s; comm errors collected, not raised."""
+    st = None
+    for _ in range(round(seconds / every)):
+        clock.advance(every)
+        try:
+            client.beat()
+            st = client.poll()
+        except PlcCommError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+    return st
+
+
+def test_the_plc_side_is_written_from_the_document_alone():
+    tree = ast.parse(Path(__file__).with_name("doc_plc.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.startswith(("scallop", "pymodbus"))}, imported
+
+
+def test_document_matches_the_profile():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plc-interface.md").read_text()
+    m = load_plc_profile("generic")
+    rows = re.findall(r"^\| `(\w+)` \| ([\d–]+) \| (\w+) \| ([rw]) \| ([^|]*) \| (.+) \|$", doc, re.MULTILINE)
+    assert {r[0] for r in rows} == set(m.fields)
+    for name, addr, typ, access, unit, meaning in rows:
+        f = m.field(name)
+        assert addr == (str(f.address) if f.size == 1 else f"{f.address}–{f.last}"), name
+        assert (typ, access, unit.strip(), meaning.strip()) == (f.type, f.access, f.unit, f.description), name
+    reserved = re.search(r"Registers not listed \(([\d–, ]+)\) are reserved", doc).group(1)
+    listed = []
+    for part in reserved.split(","):
+        a, _, b = part.strip().partition("–")
+        listed += list(range(int(a), int(b or a) + 1))
+    assert listed == m.reserved()
+    for key, value in m.timing.items():
+        assert f"**{value}**" in doc or f"**{value} ms**" in doc, key
+    for code in GateFault:
+        if code:
+            assert re.search(rf"^\| {code.value} \| {code.name} \|", doc, re.MULTILINE), code
+
+
+def test_diverts_fire_at_their_count_each_taken_once(rig):
+    clock, plc, server, client = rig
+    cycle(clock, client, 0.1)
+    now = int(clock.now() * CPS)
+    seqs = [client.divert(now + 200 + 100 * k, 1000 + k) for k in range(5)]
+    st = cycle(clock, client, 1.2)
+    assert st.done_seq == st.confirmed_seq == seqs[-1]
+    assert [(s, i) for s, _, i in plc.taken] == [(s, 1000 + k) for k, s in enumerate(seqs)]
+    opened = [t for t, s in plc.opened if s]
+    want = [now + 200 + 100 * k for k in range(5)]
+    assert len(opened) == 5 and all(0 <= t * CPS - c <= 5 + 1e-6 for t, c in zip(opened, want))  # within one 5 ms scan
+
+
+@pytest.mark.parametrize("kind", ["lost", "late", "dropped", "exception", "exception_applied"])
+def test_a_cut_commit_is_taken_once(rig, kind):
+    clock, plc, server, client = rig
+    cycle(clock, client, 0.1)
+    server.inject(DIV_SEQ, kind, code=4)
+    seq = client.divert(int(clock.now() * CPS) + 500, 42)
+    errors: list[str] = []
+    st = cycle(clock, client, 1.0, errors=errors)
+    assert errors, f"a {kind} commit was not noticed"
+    assert [s for s, _, _ in plc.taken] == [seq], plc.taken
+    assert st.done_seq == seq and client.pending_diverts() == 0
+
+
+@pytest.mark.parametrize("code", EXCEPTION_CODES)
+def test_each_exception_on_the_status_read_is_an_error_then_recovers(rig, code):
+    clock, plc, server, client = rig
+    cycle(clock, client, 0.1)
+    server.inject(server.STATUS_READ, "exception", code=code)
+    clock.advance(0.05)
+    client.beat()
+    with pytest.raises(PlcCommError, match=r"line PLC"):
+        client.poll()
+    assert cycle(clock, client, 0.1).safety_ok
+
+
+def test_away_mute_and_back(rig):
+    clock, plc, server, client = rig
+    cycle(clock, client, 0.1)
+    server.down()
+    errors: list[str] = []
+    cycle(clock, client, 0.2, errors=errors)
+    assert errors
+    server.up()
+    server.mute = True
+    errors.clear()
+    cycle(clock, client, 0.1, errors=errors)
+    assert errors, "a PLC that accepts and never answers is not a PLC"
+    server.mute = False
+    st = cycle(clock, client, 0.3, errors=[])
+    assert st is not None and st.safety_ok
+
+
+def test_plc_faults_the_document_allows(rig):
+    clock, plc, server, client = rig
+    st = cycle(clock, client, 0.2)
+    assert st.feeder_running and not st.safe_state
+    plc.safety = False
+    st = cycle(clock, client, 0.1)
+    assert not st.safety_ok and not st.feeder_running
+    plc.safety = True
+    clock.advance(0.6)  # the line misses its heartbeat past watchdog_ms
+    st = client.poll()
+    assert st.safe_state and plc.opened[-1][1] == 0 and not st.feeder_running
+    st = cycle(clock, client, 0.1)
+    assert not st.safe_state
+    plc.jammed = True
+    client.divert(int(clock.now() * CPS) + 100, 7)
+    st = cycle(clock, client, 0.3)
+    assert st.gate_state == GateState.FAULT and st.gate_fault == GateFault.NOT_CONFIRMED
+    plc.jammed = False
+    client.reset_gate()
+    assert cycle(clock, client, 0.1).gate_state == GateState.READY
+    client.divert(int(clock.now() * CPS) - 100, 8)
+    assert cycle(clock, client, 0.1).gate_fault == GateFault.LATE
+    plc.running = False
+    with pytest.raises(PlcStalledError):
+        cycle(clock, client, 1.0)
