@@ -60,6 +60,11 @@ class Infeed(IntEnum):
     HOLD = 2
 
 
+class GateMode(IntEnum):
+    AUTO = 0
+    DIVERT_ALL = 1
+
+
 class StackLight(IntEnum):
     OFF = 0
     GREEN = 1
@@ -153,6 +158,7 @@ class Outputs:
     stack_light: StackLight = StackLight.RED
     horn: bool = False
     gate_reset_seq: int = 0
+    gate_mode: GateMode = GateMode.DIVERT_ALL  # until the line vouches for what passes
 
 
 class PlcClient:
@@ -184,6 +190,7 @@ class PlcClient:
                 "count_direction",
                 "gate_open_ms",
                 "gate_reset_seq",
+                "gate_mode",
                 "divert_count",
                 "divert_id",
                 "divert_seq",
@@ -197,7 +204,6 @@ class PlcClient:
         self._hb: int | None = None
         self._hb_changed_t = -math.inf
         self._line_hb = 0
-        self._configured = False
         self._seq = 0  # the last divert_seq given out
         self._queue: deque[_Divert] = deque()
         self.sent: list[tuple[int, int, int]] = []  # (seq, track id, raw count) committed, for the record
@@ -213,7 +219,6 @@ class PlcClient:
             self.transport.connect()
         except RobotCommError as e:
             raise self._comm(e) from None
-        self._configured = False
 
     def close(self) -> None:
         self.transport.close()
@@ -295,40 +300,34 @@ class PlcClient:
 
     # ------------------------------------------------------------------ outputs
     def beat(self) -> None:
-        """The line's heartbeat, with the outputs as they are now (one request)."""
-        if not self._configured:
-            self._write_fields(
-                {
-                    "line_heartbeat": self._line_hb,
-                    "watchdog_ms": self.config.watchdog_ms,
-                    "infeed": int(self.outputs.infeed),
-                    "stack_light": int(self.outputs.stack_light),
-                    "horn": int(self.outputs.horn),
-                    "count_direction": self.direction,
-                    "gate_open_ms": self.config.gate_open_ms,
-                    "gate_reset_seq": self.outputs.gate_reset_seq,
-                }
-            )
-            self._configured = True
+        """The line's heartbeat with every output as it is now: the whole control block in one
+        request, so a PLC that restarted gets its settings back at the next beat."""
         self._line_hb = (self._line_hb + 1) % SEQ_MOD
+        o = self.outputs
         self._write_fields(
             {
                 "line_heartbeat": self._line_hb,
                 "watchdog_ms": self.config.watchdog_ms,
-                "infeed": int(self.outputs.infeed),
-                "stack_light": int(self.outputs.stack_light),
-                "horn": int(self.outputs.horn),
+                "infeed": int(o.infeed),
+                "stack_light": int(o.stack_light),
+                "horn": int(o.horn),
+                "count_direction": self.direction,
+                "gate_open_ms": self.config.gate_open_ms,
+                "gate_reset_seq": o.gate_reset_seq,
+                "gate_mode": int(o.gate_mode),
             }
         )
 
-    def set_outputs(self, infeed: Infeed, light: StackLight, horn: bool) -> None:
+    def set_outputs(self, infeed: Infeed, light: StackLight, horn: bool, gate_mode: GateMode | None = None) -> None:
         """Takes effect at the next :meth:`beat`."""
-        self.outputs.infeed, self.outputs.stack_light, self.outputs.horn = Infeed(infeed), StackLight(light), horn
+        o = self.outputs
+        o.infeed, o.stack_light, o.horn = Infeed(infeed), StackLight(light), bool(horn)
+        if gate_mode is not None:
+            o.gate_mode = GateMode(gate_mode)
 
     def reset_gate(self) -> None:
-        """Clear a gate FAULT (an operator's reset)."""
+        """Clear a gate FAULT (an operator's reset); sent with the next :meth:`beat`."""
         self.outputs.gate_reset_seq = (self.outputs.gate_reset_seq + 1) % SEQ_MOD
-        self._write_fields({"gate_reset_seq": self.outputs.gate_reset_seq})
 
     # ------------------------------------------------------------------ diverts
     def divert(self, raw_count: int, track_id: int) -> int:

@@ -28,6 +28,7 @@ from scallop.robot.plc import (
     SAFE_STATE,
     SAFETY_OK,
     GateFault,
+    GateMode,
     GateState,
     Infeed,
     load_plc_profile,
@@ -145,11 +146,13 @@ class SimPlc(ModbusSimServer):
         if lost and not self.safe_state:
             self.safe_state = True  # the line is gone: hold the infeed, divert everything
             self._queue.clear()
-        if self.safe_state:
+        if self.safe_state or self._get("gate_mode") == GateMode.DIVERT_ALL:
+            # Held open: every scallop to rework (requests still fire, into an open gate).
             if self.gate_fitted and not self.jammed:
-                self._gate_open(t, 0.0, 0, 0)
-            return
-        if self._open_until is not None and t >= self._open_until:
+                self._gate_open(t, SCAN_S, 0, 0)
+            if self.safe_state:
+                return
+        elif self._open_until is not None and t >= self._open_until:
             self._open_until = None
             if self.gate_state == GateState.OPEN:
                 self.gate_state = GateState.READY
@@ -176,7 +179,8 @@ class SimPlc(ModbusSimServer):
         else:
             self.openings.append(GateOpening(t, t + max(hold_s, SCAN_S), seq, track))
         self._open_until = max(self._open_until or t, t + hold_s)
-        self.gate_state = GateState.OPEN
+        if self.gate_state != GateState.FAULT:  # a fault stays until it is reset
+            self.gate_state = GateState.OPEN
 
     # ------------------------------------------------------------------ Modbus
     def _serve(self, is_write: bool, start: int, address: int, count: int, current: list[int], set_values):

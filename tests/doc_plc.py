@@ -20,9 +20,10 @@ import threading
 
 # Section 2: addresses.
 VERSION, PLC_HB, INPUTS, GATE_STATE, GATE_FAULT, ACK, DONE, CONFIRMED, BELT_COUNT = 0, 1, 2, 3, 4, 5, 6, 7, 8
-LINE_HB, WATCHDOG, INFEED, LIGHT, HORN, DIRECTION, OPEN_MS, RESET = 20, 21, 22, 23, 24, 25, 26, 27
+LINE_HB, WATCHDOG, INFEED, LIGHT, HORN, DIRECTION, OPEN_MS, RESET, GATE_MODE = 20, 21, 22, 23, 24, 25, 26, 27, 28
 DIV_COUNT, DIV_ID, DIV_SEQ = 30, 32, 34
-STATUS, CONTROL, DIVERT = range(0, 10), range(20, 28), range(30, 36)
+STATUS, CONTROL, DIVERT = range(0, 10), range(20, 29), range(30, 36)
+AUTO, DIVERT_ALL = 0, 1
 # Inputs bits, gate states and faults (sections 2 and 5).
 SAFETY, FEEDER, FITTED, SENSOR, SAFE = 1, 2, 4, 8, 16
 READY, OPEN, FAULT, NOT_FITTED = 0, 1, 2, 3
@@ -89,12 +90,15 @@ class DocPlc:
         if self.line_hb_t is not None and t - self.line_hb_t > wd and not self.safe:
             self.safe = True
             self.queue.clear()
-        if self.safe:
+        if self.safe or self.r[GATE_MODE] == DIVERT_ALL:
             if self.gate and not self.jammed:
                 self.state = OPEN
                 if not self.opened or self.opened[-1][1] != 0:
                     self.opened.append((t, 0))
-            return
+            if self.safe:
+                return
+        elif self.state == OPEN and self.open_until is None and self.opened and self.opened[-1][1] == 0:
+            self.state = READY  # DIVERT_ALL ended
         if self.open_until is not None and t >= self.open_until:
             self.open_until = None
             if self.state == OPEN:

@@ -9,6 +9,7 @@ import pytest
 from scallop.errors import ConfigError
 from scallop.robot.plc import (
     GateFault,
+    GateMode,
     GateState,
     Infeed,
     PlcClient,
@@ -64,9 +65,9 @@ def test_status_outputs_and_heartbeats(rig):
     client.beat()
     st = step(clock, client, 0.3)
     assert st.safety_ok and st.gate_fitted and st.gate_sensor_fitted and not st.safe_state
-    assert st.gate_state == GateState.READY and st.gate_fault == GateFault.NONE
-    assert not st.feeder_running, "the outputs start at HOLD/RED until the line says otherwise"
-    client.set_outputs(Infeed.RUN, StackLight.GREEN, False)
+    assert st.gate_state == GateState.OPEN and st.gate_fault == GateFault.NONE
+    assert not st.feeder_running, "the outputs start at HOLD/RED/DIVERT_ALL until the line says otherwise"
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
     st = step(clock, client, 0.1)
     assert st.feeder_running and plc.infeed == Infeed.RUN
     assert abs(st.belt_count - clock.now() * COUNTS_PER_S) <= 10
@@ -74,7 +75,7 @@ def test_status_outputs_and_heartbeats(rig):
 
 def test_a_divert_opens_the_gate_at_its_count_for_its_time(rig):
     clock, plc, client = rig
-    client.set_outputs(Infeed.RUN, StackLight.GREEN, False)
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
     step(clock, client, 0.1)
     at = int(clock.now() * COUNTS_PER_S) + 400  # 0.4 s from now
     seq = client.divert(at, track_id=77)
@@ -86,9 +87,18 @@ def test_a_divert_opens_the_gate_at_its_count_for_its_time(rig):
     assert client.sent == [(seq, 77, at)]
 
 
+def test_divert_all_holds_the_gate_open_until_auto(rig):
+    clock, plc, client = rig
+    st = step(clock, client, 0.2)  # the line has not said AUTO yet: everything to rework
+    assert st.gate_state == GateState.OPEN and plc.gate_open_during(clock.now() - 0.15, clock.now() - 0.1)
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
+    st = step(clock, client, 0.1)
+    assert st.gate_state == GateState.READY and not plc.gate_open_during(clock.now() - 0.04, clock.now())
+
+
 def test_the_plc_goes_to_its_safe_state_without_the_line_and_leaves_it_when_it_beats_again(rig):
     clock, plc, client = rig
-    client.set_outputs(Infeed.RUN, StackLight.GREEN, False)
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
     step(clock, client, 0.2)
     clock.advance(0.5)  # the line stops beating: longer than watchdog_ms (300)
     plc.advance()
@@ -120,6 +130,7 @@ def test_a_stopped_plc_program_is_a_stalled_heartbeat(rig):
 
 def test_a_jammed_gate_is_a_fault_until_reset(rig):
     clock, plc, client = rig
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
     step(clock, client, 0.1)
     plc.jam_gate()
     seq = client.divert(int(clock.now() * COUNTS_PER_S) + 100, 5)
@@ -134,6 +145,7 @@ def test_a_jammed_gate_is_a_fault_until_reset(rig):
 
 def test_a_request_for_a_count_already_past_is_a_late_fault(rig):
     clock, plc, client = rig
+    client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
     step(clock, client, 0.1)
     client.divert(int(clock.now() * COUNTS_PER_S) - 200, 9)
     st = step(clock, client, 0.1)

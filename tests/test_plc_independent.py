@@ -18,6 +18,7 @@ import pytest
 from scallop.robot.config import TransportConfig
 from scallop.robot.plc import (
     GateFault,
+    GateMode,
     GateState,
     Infeed,
     PlcClient,
@@ -51,7 +52,7 @@ def rig():
     client = PlcClient(cfg, clock)
     try:
         client.connect()
-        client.set_outputs(Infeed.RUN, StackLight.GREEN, False)
+        client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
         yield clock, plc, server, client
     finally:
         client.close()
