@@ -103,26 +103,40 @@ def load_plc_profile(profile: str | Path) -> RegisterMap:
 
 @dataclass
 class PlcConfig:
-    """How to reach the line PLC and what its outputs mean in belt terms. Every physical value
-    is given in the configuration (``[plc]``); none has a default a plant could miss."""
+    """``[plc]``: how to reach the line PLC and where its gate is in belt terms. Every physical
+    value must be given (none has a default a plant could miss); without ``transport`` the
+    simulator's PLC stands in (a dry run), as for an arm.
 
-    transport: TransportConfig
-    gate_x_mm: float  # belt-frame x of the gate's line across the belt (downstream of the arms)
-    gate_lead_mm: float  # the gate opens when a scallop's centre is this far upstream of gate_x
-    gate_open_ms: int  # how long the gate stays open for one scallop
-    heartbeat_timeout_s: float  # the PLC is lost when plc_heartbeat stands still this long
-    watchdog_ms: int  # the PLC's own timeout on line_heartbeat (its safe state)
+    gate_x_mm: belt-frame x of the gate's line across the belt (downstream of the arms).
+    gate_lead_mm: the gate opens when a scallop's centre is this far upstream of gate_x_mm.
+    gate_open_ms: how long the gate stays open for one scallop.
+    heartbeat_timeout_s: the PLC is lost when plc_heartbeat stands still this long.
+    watchdog_ms: the PLC's own timeout on line_heartbeat (then its safe state).
+    gate_fitted: false on a line without a gate: the infeed is held instead, with an alarm.
+    """
+
+    gate_x_mm: float
+    gate_lead_mm: float
+    gate_open_ms: int
+    heartbeat_timeout_s: float
+    watchdog_ms: int
+    transport: TransportConfig | None = None
     profile: str = "generic"
-    gate_fitted: bool = True  # a line without a gate holds the infeed for every scallop it cannot pick
+    gate_fitted: bool = True
 
     def __post_init__(self) -> None:
-        check_number("plc.gate_x_mm", self.gate_x_mm, -10_000.0, 10_000.0)
-        check_number("plc.gate_lead_mm", self.gate_lead_mm, 0.0, 500.0)
-        check_number("plc.gate_open_ms", self.gate_open_ms, 20, 5000, integer=True)
-        check_number("plc.heartbeat_timeout_s", self.heartbeat_timeout_s, 0.05, 30.0)
-        check_number("plc.watchdog_ms", self.watchdog_ms, 50, 60_000, integer=True)
+        for key, lo, hi, integer in (
+            ("gate_x_mm", -10_000.0, 10_000.0, False),
+            ("gate_lead_mm", 0.0, 500.0, False),
+            ("gate_open_ms", 20, 5000, True),
+            ("heartbeat_timeout_s", 0.05, 30.0, False),
+            ("watchdog_ms", 50, 60_000, True),
+        ):
+            check_number(f"plc.{key}", getattr(self, key), lo, hi, integer=integer)
         if not isinstance(self.gate_fitted, bool):
             raise ConfigError(f"plc.gate_fitted={self.gate_fitted!r}: expected true or false")
+        if not isinstance(self.profile, str) or not self.profile:
+            raise ConfigError(f"plc.profile={self.profile!r}: give a built-in profile name or a .toml path")
 
 
 @dataclass(frozen=True)
@@ -198,6 +212,8 @@ class PlcClient:
             "the PLC interface",
         )
         self.direction = direction
+        if config.transport is None:
+            raise ConfigError("plc.transport: the line PLC's address is missing ([plc.transport] host and port)")
         self.transport = ModbusTransport(config.transport, self.clock, name="plc")
         self.outputs = Outputs()
         self.status: PlcStatus | None = None
@@ -206,7 +222,8 @@ class PlcClient:
         self._line_hb = 0
         self._seq = 0  # the last divert_seq given out
         self._queue: deque[_Divert] = deque()
-        self.sent: list[tuple[int, int, int]] = []  # (seq, track id, raw count) committed, for the record
+        # (seq, track id, raw count) the PLC took, oldest first (a shift's worth).
+        self.sent: deque[tuple[int, int, int]] = deque(maxlen=100_000)
         self.errors = 0
 
     @property
@@ -339,6 +356,18 @@ class PlcClient:
 
     def pending_diverts(self) -> int:
         return len(self._queue)
+
+    def drop_passed(self, raw_now: int) -> list[int]:
+        """Take back the requests not yet written whose count the belt has reached (the link was
+        down meanwhile); returns their track ids."""
+        keep, gone = deque(), []
+        for d in self._queue:
+            if not d.written and (raw_now - d.raw_count) * self.direction >= 0:
+                gone.append(d.track_id)
+            else:
+                keep.append(d)
+        self._queue = keep
+        return gone
 
     def raw_count_at(self, belt_count: float) -> int:
         """A belt count (grows downstream) as the raw count the PLC compares with."""

@@ -158,19 +158,21 @@ class SimPlc(ModbusSimServer):
                 self.gate_state = GateState.READY
         if not self._queue:
             return
-        seq, count, track = self._queue[0]
         direction = self._get("count_direction") or 1
-        if (self.encoder(t) - count) * direction < 0:
-            return
-        self._queue.popleft()
-        self._set("divert_done_seq", seq)
-        if not self.gate_fitted or self.gate_state == GateState.FAULT:
-            return
-        if self.jammed:
-            self.gate_state, self.gate_fault = GateState.FAULT, GateFault.NOT_CONFIRMED
-            return
-        self._gate_open(t, self._get("gate_open_ms") / 1000.0, seq, track)
-        self._set("divert_confirmed_seq", seq)
+        now_count = self.encoder(t)
+        # Each request fires when its own count comes, in whatever order they were taken.
+        due = [q for q in self._queue if (now_count - q[1]) * direction >= 0]
+        for q in due:
+            self._queue.remove(q)
+            seq, _, track = q
+            self._set("divert_done_seq", seq)
+            if not self.gate_fitted or self.gate_state == GateState.FAULT:
+                continue
+            if self.jammed:
+                self.gate_state, self.gate_fault = GateState.FAULT, GateFault.NOT_CONFIRMED
+                continue
+            self._gate_open(t, self._get("gate_open_ms") / 1000.0, seq, track)
+            self._set("divert_confirmed_seq", seq)
 
     def _gate_open(self, t: float, hold_s: float, seq: int, track: int) -> None:
         last = self.openings[-1] if self.openings else None

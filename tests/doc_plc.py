@@ -103,22 +103,20 @@ class DocPlc:
             self.open_until = None
             if self.state == OPEN:
                 self.state = READY
-        if not self.queue:
-            return
-        seq, count, _ = self.queue[0]
-        if (int(self.encoder(t)) - count) * self._direction() < 0:
-            return
-        self.queue.pop(0)
-        self.r[DONE] = seq
-        if not self.gate or self.state == FAULT:
-            return
-        if self.jammed:
-            self.state, self.fault = FAULT, NOT_CONFIRMED
-            return
-        self.state = OPEN
-        self.open_until = max(self.open_until or t, t + self.r[OPEN_MS] / 1000.0)
-        self.opened.append((t, seq))
-        self.r[CONFIRMED] = seq
+        now = int(self.encoder(t))
+        for item in [q for q in self.queue if (now - q[1]) * self._direction() >= 0]:
+            self.queue.remove(item)
+            seq = item[0]
+            self.r[DONE] = seq
+            if not self.gate or self.state == FAULT:
+                continue
+            if self.jammed:
+                self.state, self.fault = FAULT, NOT_CONFIRMED
+                continue
+            self.state = OPEN
+            self.open_until = max(self.open_until or t, t + self.r[OPEN_MS] / 1000.0)
+            self.opened.append((t, seq))
+            self.r[CONFIRMED] = seq
 
     # ------------------------------------------------------------------ Modbus access
     def read(self, address: int, count: int):

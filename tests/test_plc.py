@@ -84,7 +84,7 @@ def test_a_divert_opens_the_gate_at_its_count_for_its_time(rig):
     (o,) = plc.openings
     assert o.seq == seq and o.track_id == 77
     assert abs(o.t_open - at / COUNTS_PER_S) <= 0.006 and abs((o.t_close - o.t_open) - 0.150) <= 0.006
-    assert client.sent == [(seq, 77, at)]
+    assert list(client.sent) == [(seq, 77, at)]
 
 
 def test_divert_all_holds_the_gate_open_until_auto(rig):
@@ -157,6 +157,7 @@ def test_a_request_for_a_count_already_past_is_a_late_fault(rig):
     [
         ("gate_open_ms", 5, r"plc\.gate_open_ms=5 is out of range: allowed 20\.\.5000"),
         ("heartbeat_timeout_s", float("nan"), r"plc\.heartbeat_timeout_s=nan is not a finite number"),
+        ("gate_lead_mm", -1.0, r"plc\.gate_lead_mm=-1\.0 is out of range: allowed 0\.\.500"),
         ("gate_x_mm", float("inf"), r"plc\.gate_x_mm=inf is not a finite number"),
         ("watchdog_ms", 10, r"plc\.watchdog_ms=10 is out of range"),
         ("profile", "nope", r"plc\.profile='nope': no such PLC profile: choose one of generic"),
@@ -168,3 +169,24 @@ def test_config_values_are_checked(key, value, words):
     with pytest.raises(ConfigError, match=words):
         cfg = config(TransportConfig(), **{key: value})
         PlcClient(cfg)
+
+
+def test_a_plc_table_without_its_gate_says_what_is_missing():
+    from scallop.app.config import load_config
+
+    with pytest.raises(ConfigError, match=r"plc\.gate_x_mm, plc\.gate_open_ms: required, not given"):
+        load_config(None, {"plc": {"gate_lead_mm": 40.0, "heartbeat_timeout_s": 1.0, "watchdog_ms": 1000}})
+    cfg = load_config(
+        None,
+        {
+            "plc": {
+                "gate_x_mm": 900.0,
+                "gate_lead_mm": 40.0,
+                "gate_open_ms": 300,
+                "heartbeat_timeout_s": 1.0,
+                "watchdog_ms": 1000,
+                "transport": {"host": "10.0.0.9", "port": 502},
+            }
+        },
+    )
+    assert cfg.plc.gate_x_mm == 900.0 and "line PLC (tcp 10.0.0.9:502 unit 1)" in cfg.real_devices()

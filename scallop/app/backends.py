@@ -20,6 +20,7 @@ from scallop.errors import ConfigError, DeviceError
 from scallop.robot.belt import Belt
 from scallop.robot.clock import SystemClock
 from scallop.robot.config import ArmConfig, Pose
+from scallop.robot.plc import PlcConfig
 from scallop.vision.camera import Camera, OpenCVCamera, OpenCVCameraConfig
 from scallop.vision.recording import RecordingCamera, is_recording
 
@@ -39,6 +40,7 @@ class Backend:
         self.camera_model: CameraModel | None = None
         self.belt: Belt | None = None
         self.arm_configs: list[ArmConfig] = []
+        self.plc_config: PlcConfig | None = None  # the line PLC to reach (None: none fitted)
         self.verifier = None  # scallop.app.line.ledger.PickVerifier
         self.observers: list = []  # objects with on_frame(frame) and summary() -> dict
         self.accepted_redo: list[str] = []  # calibration parts used despite a REDO verdict (override)
@@ -136,6 +138,12 @@ class HardwareBackend(Backend):
                     "over Modbus TCP (host, port) or RTU (serial_port); see docs/configuration.md"
                 )
         check_counts_source(cfg)
+        if cfg.plc is not None and cfg.plc.transport is None:
+            raise ConfigError(
+                "plc.transport: a real line reaches its PLC over Modbus TCP ([plc.transport] host, port); "
+                "see docs/plc-interface.md"
+            )
+        self.plc_config = cfg.plc
         cam = open_camera(cfg, self.clock)
         self.camera = cam
         try:
@@ -193,7 +201,10 @@ class ReplayBackend(HardwareBackend):
         except Exception:
             self.close()
             raise
-        self.config = replace(self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()))
+        # Offline: no PLC is driven (the recording's scallops left the belt long ago).
+        self.config = replace(
+            self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()), plc=None
+        )
         super().open()
 
     def close(self) -> None:
@@ -223,6 +234,15 @@ def default_sim_arms(n: int = 1) -> list[ArmConfig]:
     return out
 
 
+def default_sim_plc(arms: list[ArmConfig]) -> PlcConfig:
+    """The simulator's line PLC: its gate 450 mm past the last pick window (a failed pick is
+    known by then), opening when a scallop's centre is 40 mm from it, for 400 ms."""
+    last = max(a.pick_window_x_mm[1] for a in arms)
+    return PlcConfig(
+        gate_x_mm=last + 450.0, gate_lead_mm=40.0, gate_open_ms=400, heartbeat_timeout_s=1.0, watchdog_ms=1000
+    )
+
+
 class SimBackend(Backend):
     """The built-in simulator: world, camera, and simulated arms on 127.0.0.1, with the
     world's ground truth as pick verifier and observer."""
@@ -235,10 +255,12 @@ class SimBackend(Backend):
         self.seed = seed
         self.world = None
         self.sim_arms = []
+        self.sim_plc = None
 
     def open(self) -> None:
         from scallop.sim.arm import SimArm
         from scallop.sim.camera import SimCamera
+        from scallop.sim.plc import SimPlc
         from scallop.sim.truth import PassedScallops, SimPickGrader
         from scallop.sim.world import SimWorld
 
@@ -274,6 +296,14 @@ class SimBackend(Backend):
                 sim.start()
                 self.sim_arms.append(sim)
                 self.arm_configs.append(replace(a, transport=sim.transport_config()))
+            plc = cfg.plc or default_sim_plc(self.arm_configs)
+            if plc.transport is None:
+                self.sim_plc = SimPlc(
+                    self.clock, self.world.encoder_at, profile=plc.profile, gate_fitted=plc.gate_fitted
+                )
+                self.sim_plc.start()
+                plc = replace(plc, transport=self.sim_plc.transport_config())
+            self.plc_config = plc
         except Exception:
             self.close()
             raise
@@ -288,6 +318,8 @@ class SimBackend(Backend):
         # The arms stay listed after closing: their records are the run's ground truth.
         for a in self.sim_arms:
             a.close()
+        if self.sim_plc is not None:
+            self.sim_plc.close()
         super().close()
 
     def sim_arm(self, name: str):

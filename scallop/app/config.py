@@ -20,6 +20,7 @@ from scallop.app.opcua import OpcUaSection
 from scallop.errors import ConfigError, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
+from scallop.robot.plc import PlcConfig
 from scallop.sim.config import SimConfig
 from scallop.vision.aravis import AravisCameraConfig
 from scallop.vision.pipeline import PipelineConfig
@@ -108,6 +109,14 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         if key not in fields:
             raise ConfigError(f"{full}: unknown key; allowed here: {', '.join(sorted(fields))}")
         kwargs[key] = _convert(value, hints[key], full)
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"{', '.join(where + n for n in missing)}: required, not given")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:  # ConfigError too: __post_init__ knows the key, not its path
@@ -401,6 +410,9 @@ class LineConfig:
     recipes: list[RecipeSection] = field(default_factory=_default_recipes)
     recipe: str = "standard"
     opcua: OpcUaSection = field(default_factory=OpcUaSection)  # the plant's SCADA/MES (docs/opcua.md)
+    # The line PLC: reject gate, infeed, stack light, safety relay (docs/plc-interface.md). None:
+    # on the simulator a simulated PLC stands in; on a real line none is fitted (an alarm says so).
+    plc: PlcConfig | None = None
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.recipes]
@@ -433,6 +445,8 @@ class LineConfig:
                 f"belt encoder {self.camera.encoder.source} {self.camera.encoder.host}:{self.camera.encoder.port}"
             )
         out += [f"arm {a.name!r} ({a.transport.describe()})" for a in self.arms if a.transport is not None]
+        if self.plc is not None and self.plc.transport is not None:
+            out.append(f"line PLC ({self.plc.transport.describe()})")
         return out
 
 

@@ -98,9 +98,12 @@ class PickLedger:
         self.observers: list[Callable[[ScallopOutcome], None]] = []
 
     # ------------------------------------------------------------------ decisions
-    def decide(self, decisions: list[Decision], state: LineState) -> tuple[list[PickTarget], list[ScallopOutcome]]:
+    def decide(
+        self, decisions: list[Decision], state: LineState, hold: str = ""
+    ) -> tuple[list[PickTarget], list[ScallopOutcome]]:
         """Enter newly committed tracks. Returns the pick targets for the scheduler (their
-        outcomes now pending) and the outcomes finished at once."""
+        outcomes now pending) and the outcomes finished at once. ``hold``: why no pick may be
+        sent now although the line runs (the line PLC lost, the safety circuit open)."""
         now = self.clock.now()
         targets: list[PickTarget] = []
         done: list[ScallopOutcome] = []
@@ -110,9 +113,9 @@ class PickLedger:
                 if not d.pick:
                     done.append(self._finish(oc, Result.SKIPPED, d.reason or "ambiguous"))
                     continue
-                if state != LineState.RUNNING:
+                if state != LineState.RUNNING or hold:
                     why = LineReason.LINE_PAUSED if state == LineState.PAUSED else LineReason.LINE_STOPPED
-                    done.append(self._finish(oc, Result.SKIPPED, why))
+                    done.append(self._finish(oc, Result.SKIPPED, hold if state == LineState.RUNNING else why))
                     continue
                 v = d.view
                 xy = (v.grasp_uv[0] + self.belt.mm(v.encoder), v.grasp_uv[1])

@@ -50,6 +50,7 @@ from scallop.app.line.control import LineControl
 from scallop.app.line.frames import TIMING, FrameReader
 from scallop.app.line.ledger import PickLedger, ScallopOutcome
 from scallop.app.line.publisher import Publisher
+from scallop.app.line.reject import RejectGate
 from scallop.app.line.states import Action, LineReason, LineState
 from scallop.app.line_api import LineSnapshot, Recipe
 from scallop.app.stats import Stats
@@ -85,6 +86,7 @@ class Line:
         self.arms: ArmDrivers | None = None
         self.reader: FrameReader | None = None
         self.belt_check: BeltCheck | None = None
+        self.reject: RejectGate | None = None
         self._scale = math.nan
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -155,6 +157,16 @@ class Line:
         self.observers = list(b.observers) + self.observers
         self._say_how_the_last_run_ended()
         self._open_model_loop()
+        sched = self.arms.scheduler
+        self.reject = RejectGate(
+            b.plc_config,
+            belt,
+            self.alarms,
+            self.clock,
+            belt_count_now=lambda: sched.tracker.count_at(self.clock.now()) if sched.tracker.ready else None,
+            belt_speed=lambda: sched.tracker.speed_mm_s if sched.tracker.ready else 0.0,
+            event=self.publisher.event,
+        )
         self.arms.connect()
 
     def _record_pick(self, arm: str, plan) -> None:
@@ -188,6 +200,8 @@ class Line:
         self._close_model_loop()
         if self.arms is not None:
             self.arms.close()
+        if self.reject is not None:
+            self.reject.close()
         self.backend.close()
         if self.record is not None:
             self.record.close()
@@ -290,7 +304,7 @@ class Line:
                 decisions = self.tracker.update(dets, count, frame.timestamp, frame.index, frame.image.shape[1::-1])
                 done += self._decide(decisions)
             self._sync_inputs()
-        self.publisher.outcomes(done)
+        self._finished(done)
         t2 = time.perf_counter()
         self.stats.timing("tracking", (t2 - t1) * 1e3)
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
@@ -324,9 +338,17 @@ class Line:
             # belt nothing would clear them, and nothing needs picking either.)
             self.control.inputs(self.reader.usable and self.belt_check.fault is None)
 
+    def _finished(self, done: list[ScallopOutcome]) -> None:
+        """Finished decisions: each gets its disposition (the gate is asked for the scallops
+        that need diverting), then goes to the record and the screen."""
+        if done and self.reject is not None:
+            self.reject.dispose(done)
+        self.publisher.outcomes(done)
+
     def _decide(self, decisions) -> list[ScallopOutcome]:
         """New decisions into the ledger and their targets to the scheduler (control lock held)."""
-        targets, done = self.ledger.decide(decisions, self.control.state)
+        hold = self.reject.hold_reason() if self.reject is not None else ""
+        targets, done = self.ledger.decide(decisions, self.control.state, hold)
         if targets:
             t0 = time.perf_counter()
             self.arms.scheduler.add(targets)
@@ -347,8 +369,23 @@ class Line:
         motion (docs/robot-interface.md); nothing is sent until reset."""
         t0 = time.perf_counter()
         self.arms.step(self._arms_active())
-        self.publisher.outcomes(self._collect())
+        self._finished(self._collect())
+        self.service_plc()
         self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
+
+    def service_plc(self) -> None:
+        """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
+        it holds picking (lost, safety circuit open) targets still queued are not sent."""
+        if self.reject is None:
+            return
+        active = [a for a in self.alarms.visible() if a.active]
+        critical = any(a.severity == "critical" and not a.acked for a in active)
+        self.reject.service(self.state, critical, any(a.severity != "info" for a in active))
+        hold = self.reject.hold_reason()
+        if hold:
+            with self.control.lock:
+                done = self._skip_queued(hold)
+            self._finished(done)
 
     # ------------------------------------------------------------------ control (LineAPI)
     def _event(self, action: Action, user: str, detail: dict | None = None) -> None:
@@ -373,7 +410,7 @@ class Line:
             self._event(Action.PAUSE, user)
             self.control.go(Action.PAUSE)
             done = self._skip_queued(LineReason.LINE_PAUSED)
-        self.publisher.outcomes(done)
+        self._finished(done)
 
     def stop(self, user: str = "system") -> None:
         """Arms finish what they hold, then go home; every open scallop is recorded."""
@@ -387,7 +424,7 @@ class Line:
         with self.control.lock:
             done = self._flush_tracks(LineReason.LINE_STOPPED)
             self.control.stopped()
-        self.publisher.outcomes(done)
+        self._finished(done)
 
     def estop(self, user: str = "screen") -> None:
         with self.control.lock:
@@ -399,7 +436,7 @@ class Line:
             done = self._flush_tracks(LineReason.ESTOP)
             done += self._skip_queued(LineReason.ESTOP)
             done += self.ledger.fail_pending(LineReason.ESTOP)
-        self.publisher.outcomes(done)
+        self._finished(done)
 
     def reset(self, user: str = "system") -> None:
         """Leave e-stop or fault (back to stopped) and RESET every arm in fault or e-stop,
@@ -408,13 +445,16 @@ class Line:
         with self.control.lock:
             line_held = self.state in (LineState.ESTOP, LineState.FAULT)
             arms = self.arms.faulted()
-            if not line_held and not arms:
+            gate = self.alarms.is_active("plc.gate")
+            if not line_held and not arms and not gate:
                 raise StateError("nothing to reset: neither the line nor any arm is in e-stop or fault")
             self._event(Action.RESET, user, {"arms": arms} if arms else None)
             if line_held:
                 self.control.go(Action.RESET)
                 self.alarms.clear("line.estop")
                 self.alarms.clear("line.crash")
+        if self.reject is not None:
+            self.reject.reset()  # a gate fault whose cause is gone clears at the next beat
         self.arms.reset_faults(user)  # Modbus I/O: outside the control lock
 
     def reset_arm(self, name: str, user: str) -> bool:
@@ -569,6 +609,8 @@ class Line:
         out = self._tally()
         out.pop("removal_rate")
         out["model"] = dict(self.model)
+        if self.reject is not None:
+            out.update(self.reject.summary())
         if self.shadow is not None:
             out["shadow"] = self.shadow.figures()
         if self.capture is not None and self.capture.kept:
@@ -775,7 +817,7 @@ class Line:
         while self.clock.now() < t_end:
             with self.control.lock:
                 done = self._skip_queued(LineReason.LINE_STOPPED)  # nothing new once stopping
-            self.publisher.outcomes(done)
+            self._finished(done)
             if self.arms.scheduler.in_flight() == 0:
                 break
             if not threaded:
@@ -783,7 +825,7 @@ class Line:
             self.clock.sleep(self.config.runtime.tick_s)
         with self.control.lock:
             done = self.ledger.fail_pending(LineReason.LINE_STOPPED)
-        self.publisher.outcomes(done)
+        self._finished(done)
         self.arms.send_idle_home()
 
     def _fail(self, stage: str, exc: BaseException) -> None:
@@ -796,7 +838,7 @@ class Line:
             done = self._flush_tracks(LineReason.LINE_FAULT)
             done += self._skip_queued(LineReason.LINE_FAULT)
             done += self.ledger.fail_pending(LineReason.LINE_FAULT)
-        self.publisher.outcomes(done)
+        self._finished(done)
 
     # ------------------------------------------------------------------ drivers
     def run_stepped(self, duration_s: float, on_frame=None, on_tick=None) -> None:
@@ -914,12 +956,19 @@ class Line:
             return run
 
         def after_service() -> None:
-            self.publisher.outcomes(self._collect())
+            self._finished(self._collect())
 
-        self._threads = [
-            threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True)
-            for n, f in (("capture", capture), ("inference", inference))
-        ]
+        def plc():
+            # Its own loop: a slow PLC never holds up an arm, nor an arm the PLC's heartbeat.
+            while not stop.is_set():
+                self._beat("plc")
+                self.service_plc()
+                stop.wait(PLC_PERIOD_S)
+
+        loops = [("capture", capture), ("inference", inference)]
+        if self.reject is not None and self.reject.client is not None:
+            loops.append(("plc", plc))
+        self._threads = [threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True) for n, f in loops]
         for t in self._threads:
             t.start()
         # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
@@ -948,6 +997,9 @@ class Line:
         if self.arms is not None:
             self.arms.stop_threads()
 
+
+# How often the line PLC is polled and its heartbeat sent (docs/plc-interface.md: about 50 ms).
+PLC_PERIOD_S = 0.05
 
 # Line time between two rows of the record's shadow table.
 SHADOW_ROW_S = 60.0

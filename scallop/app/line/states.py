@@ -54,6 +54,8 @@ class LineReason(StrEnum):
     ARM_EMPTY = "arm_empty"  # the arm closed on nothing
     ARM_UNKNOWN = "arm_unknown"  # outcome unknown: the arm moved on before its result was read, or restarted holding it
     ENCODER_FAULT = "encoder_fault"  # the belt count it was planned on is not trusted any more
+    PLC_LOST = "plc_lost"  # the line PLC does not answer: no picks are sent (its safe state diverts)
+    SAFETY_OPEN = "safety_open"  # the line's safety circuit is open: no picks are sent
 
 
 # Every reason a record row may carry: vision's, the line's and the scheduler's.

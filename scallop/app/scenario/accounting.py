@@ -45,6 +45,8 @@ class ScallopTruth:
     outcomes: list = field(default_factory=list)  # ScallopOutcome objects matched to it
     passed_t: float | None = None
     population: bool = True  # the line's to handle (see the module docstring)
+    t_obs: float = -math.inf  # time of the last observation (x was there then)
+    diverted: bool = False  # crossed the reject gate's line while the gate was open
 
 
 @dataclass
@@ -97,6 +99,10 @@ class Accounting:
         cam = b.camera
         self.frame_spacing_mm = cam.trigger_mm if cam.trigger == "encoder" else v_max / cam.fps
         self.last_window = max(a.pick_window_x_mm[1] for a in b.arm_configs)
+        # With a reject gate the line's part ends where the gate is: a scallop is judged there.
+        self.plc = getattr(b, "sim_plc", None)
+        self.gate_x = b.plc_config.gate_x_mm if self.plc is not None and b.plc_config is not None else None
+        self.end_x = max(self.last_window, self.gate_x) if self.gate_x is not None else self.last_window
 
     # ------------------------------------------------------------ hooks
     def tick(self, now: float) -> None:
@@ -130,11 +136,19 @@ class Accounting:
                     self.pop_ids.append(s.id)
                 elif t > self.t0:
                     self.appeared_late.append(s.id)
-            row.x, row.has_uro = x, s.has_uro
-            if row.passed_t is None and x > self.last_window:
+            if row.passed_t is None and x > self.end_x:
                 row.passed_t = t
+                if self.gate_x is not None:
+                    # When its centre crossed the gate's line (between the last two looks).
+                    t_cross = t
+                    if row.x < self.gate_x and math.isfinite(row.t_obs) and x > row.x:
+                        t_cross = row.t_obs + (self.gate_x - row.x) / (x - row.x) * (t - row.t_obs)
+                    row.diverted = self.plc.gate_open_during(t_cross, t_cross)
+                row.x, row.has_uro, row.t_obs = x, s.has_uro, t
                 if self.candidates:
                     self._settle(row)
+            else:
+                row.x, row.has_uro, row.t_obs = x, s.has_uro, t
 
     def on_frame(self, line, frame) -> None:
         truth = frame.extra.get("truth")

@@ -58,6 +58,21 @@ class FaultScript:
             add(f.end_s, f"faults[{i}] {f.arm} server back", once(sim.come_back))
             t_reset = f.end_s + f.reset_after_s
             add(t_reset, f"faults[{i}] operator resets {f.arm}", self._arm_reset(f.arm, give_up_at_s=t_reset + 10.0))
+        elif f.kind == "plc_disconnect":
+            plc = backend.sim_plc
+            # The PLC keeps running (its watchdog sees the line go): only the link is cut.
+            add(f.at_s, f"faults[{i}] line PLC server down", once(plc.go_offline))
+            add(f.end_s, f"faults[{i}] line PLC server back", once(plc.come_back))
+        elif f.kind == "gate_jam":
+            plc = backend.sim_plc
+
+            def reset_gate() -> bool:
+                line.reset("scenario")
+                return True
+
+            add(f.at_s, f"faults[{i}] reject gate jams", once(lambda: plc.jam_gate(True)))
+            add(f.end_s, f"faults[{i}] reject gate freed", once(lambda: plc.jam_gate(False)))
+            add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets the gate fault", reset_gate)
         elif f.kind == "estop_restart":
             sims = list(backend.sim_arms) if f.arms else []
 

@@ -152,6 +152,8 @@ def _summarise(
     outcomes = Counter(outcome_of(r) for r in processed)
     with_uro = [r for r in processed if r.had_uro]
     uro_removed = sum(1 for r in with_uro if not r.has_uro)
+    dispositions = Counter(end_of(r) for r in processed) if acct.gate_x is not None else None
+    escaped = [r.id for r in with_uro if r.has_uro and not r.diverted] if acct.gate_x is not None else None
     missed = sum(1 for r in with_uro if r.has_uro)
     skipped = Counter()
     for k, n in outcomes.items():
@@ -210,6 +212,7 @@ def _summarise(
     undecided = outcomes.get("undecided", 0)
     checks = {
         "accounted": sum(outcomes.values()) == len(processed) and undecided == 0,
+        "dispositions_reconcile": None if dispositions is None else sum(dispositions.values()) == len(processed),
         "undecided": undecided,
         "duplicate_seqs": seqs_dup,
         "duplicate_target_picks": target_dup,
@@ -250,6 +253,10 @@ def _summarise(
         "picks_by_grade": dict(sorted(grades.items())),
         "skipped": dict(sorted(skipped.items())),
         "outcomes": dict(sorted(outcomes.items())),
+        # Where each processed scallop ended, judged at the reject gate (None: no gate simulated).
+        "dispositions": None if dispositions is None else {d: dispositions.get(d, 0) for d in END_KINDS},
+        "uro_escaped": None if escaped is None else len(escaped),
+        "uro_escaped_ids": escaped,
         "throughput_per_min": round(tp, 2),
         "throughput_share_of_capacity": round(tp / cap_total, 4) if cap_total else None,
         "arm_utilisation": {k: round(t / span, 4) if span > 0 else 0.0 for k, t in busy.items()},
@@ -268,6 +275,18 @@ def _summarise(
         "failure_frames": [dataclasses.asdict(f) for f in acct.failures],
         "_latency_values": acct.line.stats.latency_values(),
     }
+
+
+# Where a processed scallop ended, as the scenario bench judges it at the reject gate.
+END_KINDS = ("picked", "diverted", "passed")
+
+
+def end_of(row) -> str:
+    """``diverted``: it crossed the gate's line while the gate was open (whatever the line
+    decided); ``picked``: an arm picked it and it went on; ``passed``: it went on unpicked."""
+    if row.diverted:
+        return "diverted"
+    return "picked" if outcome_of(row).startswith("picked:") else "passed"
 
 
 def bin_edges(t0: float, span: float, bin_s: float) -> list[float]:

@@ -32,9 +32,20 @@ from typing import Literal
 from scallop.app.config import ConfigError, LineConfig, build, load_toml, to_dict
 from scallop.errors import check_range
 
-FaultKind = Literal["arm_disconnect", "heartbeat_stall", "camera_drop", "camera_stall", "estop_restart", "belt_stop"]
+FaultKind = Literal[
+    "arm_disconnect",
+    "plc_disconnect",
+    "gate_jam",
+    "heartbeat_stall",
+    "camera_drop",
+    "camera_stall",
+    "estop_restart",
+    "belt_stop",
+]
 FAULT_KINDS: tuple[str, ...] = (
     "arm_disconnect",
+    "plc_disconnect",
+    "gate_jam",
     "heartbeat_stall",
     "camera_drop",
     "camera_stall",
@@ -104,6 +115,10 @@ class FaultSpec:
       ``duration_s``, then the operator resets and restarts the line ``reset_after_s`` later.
     belt_stop: the belt ramps down over ``ramp_s``, stands for ``duration_s`` and ramps back
       (written into the belt's speed profile).
+    plc_disconnect: the line PLC's server goes away for ``duration_s`` (its program runs on:
+      its watchdog sees the line's heartbeat stop and goes to its safe state).
+    gate_jam: the reject gate stops moving for ``duration_s``; the operator resets the line
+      ``reset_after_s`` after it is free.
     """
 
     at_s: float
@@ -140,6 +155,8 @@ class FaultSpec:
             "camera_stall": f"camera stalled for {self.duration_s:g} s",
             "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
             "belt_stop": f"belt stops for {self.duration_s:g} s",
+            "plc_disconnect": f"line PLC disconnected for {self.duration_s:g} s",
+            "gate_jam": f"reject gate jammed for {self.duration_s:g} s, then reset by the operator",
         }[self.kind]
         return f"{self.at_s:g} s: {what}"
 
