@@ -22,6 +22,7 @@ Every failure is a :class:`PlcError` (a :class:`~scallop.errors.DeviceError`) na
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
@@ -222,6 +223,7 @@ class PlcClient:
         self._line_hb = 0
         self._seq = 0  # the last divert_seq given out
         self._queue: deque[_Divert] = deque()
+        self._qlock = threading.Lock()  # the line asks from its frame loop, the PLC loop sends
         # (seq, track id, raw count) the PLC took, oldest first (a shift's worth).
         self.sent: deque[tuple[int, int, int]] = deque(maxlen=100_000)
         self.errors = 0
@@ -350,30 +352,37 @@ class PlcClient:
     def divert(self, raw_count: int, track_id: int) -> int:
         """Queue "open the gate at raw belt count ``raw_count``" for scallop ``track_id``;
         returns its divert_seq. Sent by :meth:`poll` as the PLC takes them."""
-        self._seq = self._seq % (SEQ_MOD - 1) + 1  # 1..65535: 0 is "none yet"
-        self._queue.append(_Divert(self._seq, int(raw_count), int(track_id) & 0xFFFFFFFF))
-        return self._seq
+        with self._qlock:
+            self._seq = self._seq % (SEQ_MOD - 1) + 1  # 1..65535: 0 is "none yet"
+            self._queue.append(_Divert(self._seq, int(raw_count), int(track_id) & 0xFFFFFFFF))
+            return self._seq
 
     def pending_diverts(self) -> int:
-        return len(self._queue)
+        with self._qlock:
+            return len(self._queue)
 
     def drop_passed(self, raw_now: int) -> list[int]:
         """Take back the requests not yet written whose count the belt has reached (the link was
         down meanwhile); returns their track ids."""
-        keep, gone = deque(), []
-        for d in self._queue:
-            if not d.written and (raw_now - d.raw_count) * self.direction >= 0:
-                gone.append(d.track_id)
-            else:
-                keep.append(d)
-        self._queue = keep
-        return gone
+        with self._qlock:
+            keep, gone = deque(), []
+            for d in self._queue:
+                if not d.written and (raw_now - d.raw_count) * self.direction >= 0:
+                    gone.append(d.track_id)
+                else:
+                    keep.append(d)
+            self._queue = keep
+            return gone
 
     def raw_count_at(self, belt_count: float) -> int:
         """A belt count (grows downstream) as the raw count the PLC compares with."""
         return int(round(belt_count * self.direction))
 
     def _send_diverts(self, st: PlcStatus) -> None:
+        with self._qlock:
+            self._send_locked(st)
+
+    def _send_locked(self, st: PlcStatus) -> None:
         while self._queue:
             d = self._queue[0]
             if d.written or st.ack_seq == d.seq:

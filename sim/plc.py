@@ -82,7 +82,8 @@ class SimPlc(ModbusSimServer):
         self._hb_t = self._t
         self._line_hb: int | None = None
         self._line_hb_t: float | None = None  # the watchdog is armed by the first change
-        self.safe_state = False
+        # It starts in its safe state: no line has vouched for anything yet.
+        self.safe_state = True
         self._queue: deque[tuple[int, int, int]] = deque()  # (seq, raw count, track id)
         self._open_until: float | None = None
         self._reset_seq = 0

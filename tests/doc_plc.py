@@ -53,7 +53,7 @@ class DocPlc:
         self.t = clock.now()
         self.hb_t = self.t
         self.line_hb_t = None
-        self.safe = False
+        self.safe = True  # section 3: the PLC starts in its safe state
         self.queue: list[tuple[int, int, int]] = []
         self.open_until = None
         self.state, self.fault = (READY if gate else NOT_FITTED), 0

@@ -59,6 +59,7 @@ def test_a_healthy_line_is_all_ok(line, capsys):
         "disk": OK,
         "record": OK,
         "users": OK,
+        "line PLC": OK,
     }
     assert "interface version 2, IDLE" in got["arm arm1"][1]
 
@@ -118,3 +119,24 @@ def test_the_command_exits_1_on_a_failure(line, tmp_path, capsys):
     assert main(["doctor", "--config", str(cfg)]) == 1
     out = capsys.readouterr().out
     assert "FAIL disk:" in out and "lower [record] keep_days" in out and out.strip().endswith("1 FAIL")
+
+
+def test_the_line_plc_is_read_and_its_faults_named(line):
+    from scallop.sim.plc import SimPlc
+
+    gate = {"gate_x_mm": 1450.0, "gate_lead_mm": 40.0, "gate_open_ms": 400, "heartbeat_timeout_s": 1.0}
+    plc = SimPlc(SystemClock(), lambda t: 0).start()
+    try:
+        data = line | {"plc": gate | {"watchdog_ms": 1000, "transport": to_dict(plc.transport_config())}}
+        status, words = statuses(data)["line PLC"]
+        assert status == OK and "safety circuit closed, gate OPEN" in words  # held open until a line says AUTO
+        plc.open_safety()
+        status, words = statuses(data)["line PLC"]
+        assert status == WARN and "safety circuit OPEN" in words
+    finally:
+        plc.close()
+    gone = line | {"plc": gate | {"watchdog_ms": 1000, "transport": {"port": free_port(), "timeout_s": 0.2}}}
+    status, words = statuses(gone)["line PLC"]
+    assert status == FAIL and "line PLC (tcp 127.0.0.1" in words and "power and network cable" in words
+    real = line | {"camera": {"source": "rtsp://10.0.0.5/stream"}}
+    assert statuses(real)["line PLC"][0] == WARN

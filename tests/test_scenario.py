@@ -65,6 +65,8 @@ def test_every_shipped_scenario_loads_with_a_description():
         "faults_estop",
         "belt_stop",
         "bursts",
+        "faults_plc",
+        "faults_gate",
     }
     assert want <= set(shipped)
     for name, path in shipped.items():
@@ -241,6 +243,13 @@ def assert_accounted(s: dict) -> None:
     assert s["missed"] + s["uro_removed"] == s["with_uro"] <= s["processed"]
     assert s["picks"] == sum(s["picks_by_grade"].values())
     assert s["complete"] and not s["errors"], (s["crash"], s["errors"])
+    # Every scallop ends in a known place, and none leaves the belt with its uro undiverted.
+    assert sum(s["dispositions"].values()) == s["processed"] and c["dispositions_reconcile"]
+    assert s["uro_escaped"] == 0, s["uro_escaped_ids"]
+    line = s["line"]["dispositions"]
+    assert line["not_diverted"] == 0 and sum(line.values()) >= sum(s["outcomes"].values()) - s["outcomes"].get(
+        "not_imaged", 0
+    ) - sum(v for k, v in s["outcomes"].items() if k.startswith(("line_", "vision_missed")))
 
 
 def picks_after(s: dict, t: float) -> int:
@@ -344,6 +353,29 @@ def test_belt_stop_stops_the_flow_and_it_resumes():
     speeds = s["time_series"]["belt_speed_mm_s"]
     assert min(speeds) == 0.0 and speeds[-1] == 300.0
     assert picks_after(s, 22.0) > 0
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_plc_lost_holds_picks_and_its_safe_state_diverts_every_unpicked_uro():
+    s = run_scenario(short("faults_plc"), model=MODEL, duration_s=30.0)
+    assert_accounted(s)
+    assert [e["event"] for e in s["fault_log"]] == ["faults[0] line PLC server down", "faults[0] line PLC server back"]
+    assert s["dispositions"]["diverted"] > 0 and picks_after(s, 17.0) > 0
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_a_jammed_gate_names_every_scallop_it_let_through():
+    s = run_scenario(short("faults_gate"), model=MODEL, duration_s=30.0)
+    c = s["checks"]
+    assert c["accounted"] and c["dispositions_reconcile"] and s["complete"] and not s["errors"]
+    line = s["line"]
+    # A gate that does not move cannot divert: each scallop that may have gone on with its uro
+    # is a critical alarm naming it (not diverted, or its divert unconfirmed), never silence.
+    assert s["uro_escaped"] <= line["dispositions"]["not_diverted"] + line["diverts_unconfirmed"]
+    assert line["dispositions"]["not_diverted"] + line["diverts_unconfirmed"] > 0
+    assert picks_after(s, 20.0) > 0
 
 
 def test_every_fault_kind_has_a_shipped_scenario():

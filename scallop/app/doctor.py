@@ -120,6 +120,41 @@ def check_arm(arm) -> Check:
 
 
 # ---------------------------------------------------------------------------- files
+def check_plc(cfg: LineConfig) -> Check:
+    """Reads the line PLC's status block only (docs/plc-interface.md): no heartbeat, no output."""
+    from scallop.robot.plc import GateState, PlcClient, PlcError, PlcProtocolError
+
+    plc = cfg.plc
+    if plc is None or plc.transport is None:
+        if cfg.is_simulated:
+            return Check("line PLC", OK, "the simulator's")
+        return Check(
+            "line PLC",
+            WARN,
+            "no [plc]: scallops the arms do not pick are not diverted",
+            "configure the line PLC (docs/plc-interface.md)",
+        )
+    try:
+        client = PlcClient(plc)
+    except ScallopError as e:
+        return Check("line PLC", FAIL, str(e), "fix [plc] in the configuration")
+    try:
+        client.connect()
+        st = client.poll()
+    except PlcProtocolError as e:
+        return Check("line PLC", FAIL, str(e), "load the PLC program that matches (docs/plc-interface.md)")
+    except PlcError as e:
+        return Check("line PLC", FAIL, str(e), "check the PLC's power and network cable")
+    finally:
+        client.close()
+    where = plc.transport.describe()
+    gate = GateState(st.gate_state).name
+    found = f"{where}: safety circuit {'closed' if st.safety_ok else 'OPEN'}, gate {gate}"
+    if not st.safety_ok or st.gate_state == GateState.FAULT:
+        return Check("line PLC", WARN, found, "close the guards / clear the gate, then RESET")
+    return Check("line PLC", OK, found)
+
+
 def check_calibration(cfg: LineConfig, now: float) -> Check:
     if not cfg.runtime.calibration:
         if cfg.is_simulated:
@@ -270,6 +305,7 @@ def run_checks(cfg: LineConfig, now: float | None = None, clock: bool = True) ->
     if enc is not None:
         checks.append(enc)
     checks += [check_arm(a) for a in cfg.arms if a.transport is not None]
+    checks.append(check_plc(cfg))
     checks += [check_calibration(cfg, now), check_model(cfg), check_disk(cfg), check_record(cfg), check_users(cfg)]
     if clock:
         checks.append(check_clock())

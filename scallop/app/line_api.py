@@ -81,6 +81,8 @@ class LineSnapshot:
     model: dict = field(default_factory=dict)  # the live model: name, sha256
     shadow: dict = field(default_factory=dict)  # shadow mode's figures (scallop.app.shadow), {} when off
     capture: dict = field(default_factory=dict)  # frame capture's state (scallop.app.capture), {} when none
+    # Where the scallops went: picked, passed (no uro), diverted (to rework), not_diverted (alarmed).
+    dispositions: dict[str, int] = field(default_factory=dict)
 
 
 class LineAPI(Protocol):

@@ -82,7 +82,9 @@ def format_summary(s: dict) -> str:
     rate = s["uro_removal_rate"]
     lines = [
         (
-            f"scenario {s['scenario']} (seed {s['seed']}): {s['processed']} scallops past the arms in "
+            f"scenario {s['scenario']} (seed {s['seed']}): {s['processed']} scallops past the arms"
+            + (" and the gate" if s.get("dispositions") is not None else "")
+            + " in "
             f"{s['duration_s']:g} s virtual, {s['realtime_factor']}x real time"
         ),
         f"  uro removed {s['uro_removed']}/{s['with_uro']}"
@@ -93,6 +95,14 @@ def format_summary(s: dict) -> str:
         + ", ".join(f"{k} {100 * v:.1f} %" for k, v in s["arm_utilisation"].items()),
         "  outcomes: " + ", ".join(f"{k} {v}" for k, v in s["outcomes"].items()),
     ]
+    if s.get("dispositions") is not None:
+        # The food-safety line: where each scallop ended at the reject gate.
+        lines.append(
+            "  at the gate: "
+            + ", ".join(f"{k} {v}" for k, v in s["dispositions"].items())
+            + f"; uro escaped {s['uro_escaped']}"
+            + (f" (scallops {', '.join(map(str, s['uro_escaped_ids']))})" if s["uro_escaped"] else "")
+        )
     c = s["checks"]
     lines.append(
         f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "

@@ -555,6 +555,7 @@ class Line:
             "removal_rate": (removed / with_uro) if known and with_uro else None,
             "frames": self.frames,
             "frames_dropped": self._frames_dropped(),
+            "dispositions": self.reject.summary()["dispositions"] if self.reject is not None else {},
         }
 
     def snapshot(self) -> LineSnapshot:

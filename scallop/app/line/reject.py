@@ -22,6 +22,7 @@ that needed diverting is ``not_diverted``, with its alarm.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from enum import StrEnum
@@ -97,6 +98,7 @@ class RejectGate:
         self.status: PlcStatus | None = None
         self.error = "" if config is not None else "no line PLC is configured"
         self.counts: Counter = Counter()
+        self._lock = threading.Lock()  # dispose() runs in the frame and arm loops, service() in the PLC's
         self.not_diverted_reasons: Counter = Counter()
         self._recovering = False  # the PLC was lost: the gate stays held open until it has caught up
         # (divert seq, track id, belt count at the gate) not yet judged, in the order asked.
@@ -116,24 +118,28 @@ class RejectGate:
     def dispose(self, done: list[ScallopOutcome]) -> None:
         """Give each finished outcome its disposition (``oc.extra['disposition']``) and ask the
         gate for the ones that need it."""
-        for oc in done:
-            d = disposition_of(oc)
-            if d == Disposition.DIVERTED:
-                why = self._divert(oc)
-                if why:
-                    d = Disposition.NOT_DIVERTED
-                    oc.extra["not_diverted"] = why
-                    self.not_diverted_reasons[why] += 1
-                    self.alarms.raise_(
-                        "plc.not_diverted",
-                        "critical",
-                        "plc",
-                        f"scallop {oc.track_id} needed diverting ({oc.reason or oc.result}) and was not: {why}. "
-                        "Take it off the belt by hand",
-                        params={"track": oc.track_id, "why": why},
-                    )
-            oc.extra["disposition"] = d.value
-            self.counts[d.value] += 1
+        with self._lock:
+            for oc in done:
+                self._dispose_one(oc)
+
+    def _dispose_one(self, oc: ScallopOutcome) -> None:
+        d = disposition_of(oc)
+        if d == Disposition.DIVERTED:
+            why = self._divert(oc)
+            if why:
+                d = Disposition.NOT_DIVERTED
+                oc.extra["not_diverted"] = why
+                self.not_diverted_reasons[why] += 1
+                self.alarms.raise_(
+                    "plc.not_diverted",
+                    "critical",
+                    "plc",
+                    f"scallop {oc.track_id} needed diverting ({oc.reason or oc.result}) and was not: {why}. "
+                    "Take it off the belt by hand",
+                    params={"track": oc.track_id, "why": why},
+                )
+        oc.extra["disposition"] = d.value
+        self.counts[d.value] += 1
 
     def _divert(self, oc: ScallopOutcome) -> str:
         """Ask for the divert; the reason it cannot be asked for ("" when it is)."""
@@ -170,8 +176,10 @@ class RejectGate:
             return
         # After an outage the gate stays open until every request owed to the PLC is in.
         mode = GateMode.AUTO if state in VOUCHED and not self._recovering else GateMode.DIVERT_ALL
-        gate_ok = self.status is not None and self.status.gate_state not in (GateState.FAULT, GateState.NOT_FITTED)
-        run = state == LineState.RUNNING and gate_ok and self.config.gate_fitted
+        # The feeder runs only while the line runs, the gate is not in fault, and nothing critical
+        # waits for a person (a scallop not diverted is one: no more come until it is seen to).
+        gate_ok = self.status is not None and self.status.gate_state != GateState.FAULT
+        run = state == LineState.RUNNING and gate_ok and not critical_unacked
         infeed = Infeed.RUN if run else Infeed.HOLD
         if state in (LineState.ESTOP, LineState.FAULT, LineState.STOPPED) or critical_unacked:
             light = StackLight.RED
@@ -218,6 +226,10 @@ class RejectGate:
     def _confirmations(self, st: PlcStatus) -> None:
         """A gate that just went to FAULT failed the requests that came due since the last good
         poll: those scallops may have gone on with their uro (each is alarmed by name)."""
+        with self._lock:
+            self._judge(st)
+
+    def _judge(self, st: PlcStatus) -> None:
         now = self.belt_count_now()
         faulted = st.gate_state == GateState.FAULT
         if faulted and not self._gate_faulted and now is not None:

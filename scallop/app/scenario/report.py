@@ -129,6 +129,8 @@ def render_html(s: dict, language: str = "en") -> str:
         ("report.uro_left", n(s["missed"])),
         ("report.missed_picks", n(screen_missed)),
         ("report.adductor_hits", n(s["adductor_hits"])),
+        ("report.uro_escaped", n(s.get("uro_escaped"))),
+        ("report.diverted", n((s.get("dispositions") or {}).get("diverted"))),
         ("report.throughput", tr("report.per_min", value=n(s["throughput_per_min"], 1))),
         ("report.capacity", tr("report.per_min", value=n(cap, 1))),
         ("report.virtual_time", tr("report.seconds", value=n(s["duration_s"], 1))),

@@ -337,6 +337,10 @@ function render(d) {
   setText("n-missed", num(d.missed));
   setText("n-adductor", num(d.adductor_hits));
   setText("n-skipped", num(d.skipped));
+  const disp = d.dispositions || {};
+  setText("n-diverted", num(disp.diverted || 0));
+  setText("n-not-diverted", num(disp.not_diverted || 0));
+  $("not-diverted-box").hidden = !disp.not_diverted;
 
   const reasons = Object.entries(d.skipped_by_reason || {}).sort((a, b) => b[1] - a[1]);
   const sl = $("skip-list");

@@ -1,0 +1,94 @@
+"""Dispositions and the reject gate's requests (scallop/app/line/reject.py): one place for every
+scallop, the divert count at the gate, and an alarm for each scallop that could not be diverted.
+The PLC itself is tests/test_plc*.py; the whole line at the gate is tests/test_scenario.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from scallop.app.alarms import Alarms
+from scallop.app.line.ledger import ScallopOutcome
+from scallop.app.line.reject import Disposition, RejectGate, disposition_of
+from scallop.robot.belt import Belt
+from scallop.robot.plc import GateMode, Infeed, PlcConfig, StackLight
+from scallop.sim.clock import VirtualClock
+from scallop.sim.plc import SimPlc
+
+
+def outcome(tid: int, result: str, reason: str = "", u: float = 0.0) -> ScallopOutcome:
+    decision = SimpleNamespace(track=SimpleNamespace(u=u, v=0.0))
+    return ScallopOutcome(tid, decision, result=result, reason=reason)
+
+
+@pytest.mark.parametrize(
+    "result, reason, want",
+    [
+        ("picked", "", Disposition.PICKED),
+        ("skipped", "no_uro", Disposition.PASSED),
+        ("skipped", "no_capacity", Disposition.DIVERTED),
+        ("skipped", "ambiguous", Disposition.DIVERTED),
+        ("skipped", "cut_by_border", Disposition.DIVERTED),
+        ("skipped", "line_paused", Disposition.DIVERTED),
+        ("skipped", "plc_lost", Disposition.DIVERTED),
+        ("failed", "arm_empty", Disposition.DIVERTED),
+        ("failed", "arm_aborted", Disposition.DIVERTED),
+    ],
+)
+def test_only_a_scallop_seen_without_a_uro_passes_unpicked(result, reason, want):
+    assert disposition_of(outcome(1, result, reason)) == want
+
+
+def test_without_a_plc_every_scallop_that_needed_diverting_is_alarmed():
+    alarms = Alarms()
+    gate = RejectGate(None, Belt(10.0, 1), alarms, VirtualClock(), lambda: None, lambda: 0.0)
+    assert alarms.is_active("plc.none")
+    done = [outcome(1, "picked"), outcome(2, "skipped", "no_uro"), outcome(3, "skipped", "no_capacity")]
+    gate.dispose(done)
+    assert [oc.extra["disposition"] for oc in done] == ["picked", "passed", "not_diverted"]
+    assert done[2].extra["not_diverted"] == "no line PLC is configured"
+    assert alarms.is_active("plc.not_diverted")
+    assert gate.summary()["dispositions"] == {"picked": 1, "passed": 1, "diverted": 0, "not_diverted": 1}
+
+
+def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    belt = Belt(10.0, -1)  # 10 counts/mm, raw counts fall downstream
+    plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()  # 300 mm/s
+    cfg = PlcConfig(
+        gate_x_mm=1000.0,
+        gate_lead_mm=40.0,
+        gate_open_ms=300,
+        heartbeat_timeout_s=1.0,
+        watchdog_ms=1000,
+        transport=plc.transport_config(),
+    )
+    alarms = Alarms()
+    now_count = {"c": 30_000.0}  # belt counts (rising downstream)
+    gate = RejectGate(cfg, belt, alarms, clock, lambda: now_count["c"], lambda: 300.0)
+    try:
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        # Material position u = x - travel: at belt count C its centre is at u + C/10 mm.
+        near = outcome(5, "skipped", "no_capacity", u=1000.0 - 40.0 - 3050.0)  # at the gate's count 30 500
+        late = outcome(6, "skipped", "no_capacity", u=1000.0 - 40.0 - 3001.0)  # due in 10 counts: too late
+        gate.dispose([near, late])
+        assert near.extra["disposition"] == "diverted" and late.extra["disposition"] == "not_diverted"
+        assert "reached the gate before the decision came" in late.extra["not_diverted"]
+        for _ in range(2):  # written at one poll, its acknowledgement read at the next
+            clock.advance(0.05)
+            gate.service(state="running", critical_unacked=False, warnings=False)
+        assert list(gate.client.sent) == [(1, 5, -30_500)]  # raw count: the encoder counts down
+        assert gate.client.outputs.gate_mode == GateMode.AUTO
+        assert gate.client.outputs.infeed == Infeed.RUN and gate.client.outputs.stack_light == StackLight.GREEN
+        gate.service(state="waiting_camera", critical_unacked=True, warnings=True)
+        o = gate.client.outputs
+        assert (o.gate_mode, o.infeed, o.stack_light, o.horn) == (
+            GateMode.DIVERT_ALL,
+            Infeed.HOLD,
+            StackLight.RED,
+            True,
+        )
+    finally:
+        gate.close()
+        plc.close()
