@@ -200,7 +200,7 @@ class FakeLine:
             self.state = to
             self.calls.append((action, user))
 
-    def start(self, user: str) -> None:
+    def start(self, user: str, how: str = "screen") -> None:
         self._move("start", user, ("stopped", "paused"), "running")
 
     def pause(self, user: str) -> None:

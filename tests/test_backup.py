@@ -79,9 +79,13 @@ def test_backup_wipe_restore_round_trip(line_files, tmp_path):
     assert (var / "record.sqlite").stat().st_mode & 0o777 == 0o600
     assert UserStore.load(etc / "users.json").verify("135790", "sato").name == "sato"
 
-    with pytest.raises(ConfigError, match="restore would overwrite .*line.toml.*--force"):
+    with pytest.raises(ConfigError, match="restore would overwrite .*record.sqlite.*--force"):
         restore(out, cfg_path)
+    # A configuration already there is the new PC's: kept, and its paths are where things go.
+    moved = cfg_path.read_text().replace(str(var / "record.sqlite"), str(var / "moved.sqlite"))
+    cfg_path.write_text(moved)
     assert main(["restore", str(out), "--config", str(cfg_path), "--force"]) == 0
+    assert cfg_path.read_text() == moved and _rows(var / "moved.sqlite") == rows
 
 
 def test_the_record_copy_is_consistent_while_the_line_writes(line_files, tmp_path):

@@ -308,6 +308,8 @@ def test_a_start_over_opc_ua_is_recorded_like_one_from_the_screen(tmp_path, fast
         con.close()
     kinds = [(k, u) for k, u, _ in events]
     assert ("start", "operator") in kinds and ("pause", "operator") in kinds
+    start = [d for k, u, d in events if k == "start"]
+    assert start and '"how": "opcua"' in start[0]  # where it came from, not "screen"
     login = [d for k, u, d in events if k == "login" and u == "operator"]
     assert login and '"via": "opcua"' in login[0]
 

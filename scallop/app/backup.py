@@ -152,8 +152,10 @@ def read_backup(path: str | Path) -> tuple[dict, dict[str, bytes]]:
                 if not m.isfile() or "/" in m.name or m.name.startswith("."):
                     raise DataError(f"{path}: unexpected member {m.name!r}: not a backup made by scallop backup")
                 files[m.name] = tar.extractfile(m).read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such backup file") from None
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable backup ({e})") from None
+        raise DataError(f"{path}: not a readable backup ({getattr(e, 'strerror', None) or e})") from None
     try:
         manifest = json.loads(files.pop("manifest.json"))
     except (KeyError, ValueError):
@@ -192,6 +194,10 @@ def restore(path: str | Path, config_path: str | Path, force: bool = False) -> l
             except ConfigError as e:
                 raise DataError(f"{path}: the configuration in the backup cannot be used here: {e}") from None
     targets = {p.role: p.path for p in plan(cfg, config_path)}
+    if config_path.exists():
+        # The new PC's configuration names where things go, so it stays as it is: written over
+        # by the backup's, it would point the line at files other than those just restored.
+        targets.pop("config", None)
     # The shipped model comes with the installed version: it is only written where a config names one.
     if not cfg.vision.model:
         targets.pop("model", None)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scallop.app.opcua import OpcUaSection
-from scallop.errors import ConfigError, check_range
+from scallop.errors import ConfigError, DataError, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.robot.plc import PlcConfig
@@ -137,7 +137,7 @@ def to_dict(obj: Any) -> Any:
 def load_toml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: no such configuration file")
+        raise DataError(f"{p}: no such configuration file")
     try:
         with p.open("rb") as f:
             return tomllib.load(f)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import socket
 import threading
@@ -291,7 +292,11 @@ class OpcUaServer:
         except KeyError:
             return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
         try:
-            await self._loop.run_in_executor(None, getattr(self.line, action), *args, name)
+            fn = getattr(self.line, action)
+            if action == "start":
+                # The record says where a start came from: here, the plant's SCADA/MES.
+                fn = functools.partial(fn, how="opcua")
+            await self._loop.run_in_executor(None, fn, *args, name)
         except KeyError:
             return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
         except (StateError, RuntimeError) as e:

@@ -58,8 +58,11 @@ def run(args) -> int:
     from scallop.app.build import build_line
     from scallop.app.config import load_config
     from scallop.app.web import create_app, serve
+    from scallop.errors import check_number
     from scallop.robot.clock import SystemClock
 
+    if args.port is not None:
+        check_number("--port", args.port, 0, 65535, integer=True)  # 70000 is a typo, not port 4464
     cfg = load_config(args.config)
     host = args.host or cfg.ui.host
     port = cfg.ui.port if args.port is None else args.port

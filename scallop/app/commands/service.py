@@ -171,8 +171,9 @@ def installed_versions(prefix: Path) -> tuple[list[str], str | None]:
 def run_versions(args) -> int:
     found, current = installed_versions(Path(args.prefix))
     if not found:
-        print(f"no versions installed under {args.prefix}")
-        return 1
+        from scallop.errors import DataError
+
+        raise DataError(f"no versions installed under {args.prefix} (install one with the bundle's install.sh)")
     for v in found:
         print(f"{'*' if v == current else ' '} {v}")
     return 0
