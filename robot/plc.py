@@ -114,6 +114,8 @@ class PlcConfig:
     heartbeat_timeout_s: the PLC is lost when plc_heartbeat stands still this long.
     watchdog_ms: the PLC's own timeout on line_heartbeat (then its safe state).
     gate_fitted: false on a line without a gate: the infeed is held instead, with an alarm.
+    back_pressure: the line slows, then holds the infeed when the scallops needing a pick come
+      faster than its arms can pick them (instead of diverting the excess).
     """
 
     gate_x_mm: float
@@ -124,6 +126,7 @@ class PlcConfig:
     transport: TransportConfig | None = None
     profile: str = "generic"
     gate_fitted: bool = True
+    back_pressure: bool = True  # slow, then hold the infeed before the arms are overrun
 
     def __post_init__(self) -> None:
         for key, lo, hi, integer in (
@@ -134,8 +137,9 @@ class PlcConfig:
             ("watchdog_ms", 50, 60_000, True),
         ):
             check_number(f"plc.{key}", getattr(self, key), lo, hi, integer=integer)
-        if not isinstance(self.gate_fitted, bool):
-            raise ConfigError(f"plc.gate_fitted={self.gate_fitted!r}: expected true or false")
+        for key in ("gate_fitted", "back_pressure"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"plc.{key}={getattr(self, key)!r}: expected true or false")
         if not isinstance(self.profile, str) or not self.profile:
             raise ConfigError(f"plc.profile={self.profile!r}: give a built-in profile name or a .toml path")
 

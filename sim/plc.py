@@ -122,6 +122,11 @@ class SimPlc(ModbusSimServer):
         except ValueError:
             return Infeed.HOLD
 
+    def infeed_at(self, t: float) -> Infeed:
+        """The infeed output at ``t`` (the program's scans run up to it first)."""
+        self.advance(t)
+        return self.infeed
+
     @property
     def feeder_running(self) -> bool:
         return self.infeed != Infeed.HOLD

@@ -43,6 +43,9 @@ from scallop.sim.scene import (  # noqa: F401  (FrameTruth, ScallopTruth re-expo
 
 PickResult = Literal["uro_removed", "missed", "adductor_hit", "meat_hit", "empty"]
 
+# The feeder's modes (the line PLC's infeed output, docs/plc-interface.md).
+FEEDER_RUN, FEEDER_SLOW, FEEDER_HOLD = 0, 1, 2
+
 
 def camera_model_from_config(cfg: SimCameraConfig) -> CameraModel:
     """The simulated camera's ground-truth model (looking down at the belt)."""
@@ -291,6 +294,10 @@ class SimWorld:
         self._look = self._initial_look()
         self._schedule: Callable[[float], LookParams] | None = None
         self.grades: Counter = Counter()
+        # The line's feeder (its PLC's infeed output): t -> FEEDER_RUN, FEEDER_SLOW or FEEDER_HOLD.
+        self.feeder: Callable[[float], int] | None = None
+        self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
+        self.held_back = 0  # arrivals the feeder held back (never on the belt)
 
     # ------------------------------------------------------------ belt
     def speed_mm_s(self, t: float | None = None) -> float:
@@ -370,10 +377,16 @@ class SimWorld:
         return replace(look, motion_blur_px=float(min(3.0, blur)))
 
     # ------------------------------------------------------------ scallops
-    def _advance(self, travel: float) -> None:
-        """Make the arrivals the view needs at ``travel``; forget those long gone."""
+    def _advance(self, travel: float, t: float | None = None) -> None:
+        """Make the arrivals the view needs at ``travel``; forget those long gone. A feeder held
+        (or slowed) at ``t`` drops nothing (every other one) onto the belt meanwhile."""
         r_max = self.config.product.diameter_mm[1] / 2 + 5
         for spec in self._arrivals.take_until(self.renderer.x_lo - travel - 2 * r_max):
+            mode = self.feeder(self.clock.now() if t is None else t) if self.feeder is not None else FEEDER_RUN
+            self.feeder_log[mode] += 1
+            if mode == FEEDER_HOLD or (mode == FEEDER_SLOW and self.feeder_log[FEEDER_SLOW] % 2 == 0):
+                self.held_back += 1
+                continue
             self._models[spec.id] = ScallopModel(spec)
         if travel > self._max_travel:
             self._max_travel = travel
@@ -407,7 +420,7 @@ class SimWorld:
         """Every scallop the world tracks at ``t`` (optionally with centre x in ``x_range``)."""
         with self._lock:
             travel = self.travel_mm(t)
-            self._advance(travel)
+            self._advance(travel, t)
             out = [self._state(m, travel) for m in self._models.values()]
         if x_range is not None:
             out = [s for s in out if x_range[0] <= s.center_B[0] <= x_range[1]]
@@ -419,7 +432,7 @@ class SimWorld:
         out = []
         with self._lock:
             travel = self.travel_mm(t)
-            self._advance(travel)
+            self._advance(travel, t)
             for m in self._models.values():
                 if not self.renderer.in_canvas(m, travel):
                     continue
@@ -437,7 +450,7 @@ class SimWorld:
         t = self.clock.now() if t is None else float(t)
         with self._lock:
             travel = self.travel_mm(t)
-            self._advance(travel)
+            self._advance(travel, t)
             look = self.look_at(t)
             placed = [
                 Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
@@ -483,7 +496,7 @@ class SimWorld:
         """(part label, scallop id or 0) visible at belt point ``xy_B`` at time ``t``."""
         with self._lock:
             travel = self.travel_mm(t)
-            self._advance(travel)
+            self._advance(travel, t)
             lab, own = self._top_labels(np.asarray(xy_B, np.float64).reshape(1, 2), travel)
         return int(lab[0]), int(own[0])
 
@@ -519,7 +532,7 @@ class SimWorld:
         centre = np.asarray(xy_B, np.float64).ravel()[:2]
         with self._lock:
             travel = self.travel_mm(t)
-            self._advance(travel)
+            self._advance(travel, t)
             grade = self._grade(centre, travel, pull, grip_radius_mm)
             if grade.result == "uro_removed":
                 self._models[grade.scallop_id].uro_present = False

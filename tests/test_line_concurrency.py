@@ -47,7 +47,7 @@ def test_a_slow_arm_holds_up_neither_the_other_arm_nor_the_screen(tmp_path):
         assert len(fast_picks) >= 3, f"the downstream arm picked {len(fast_picks)} times in 12 s"
         assert snap.state == "running" and snap.seen >= 5
         h = line.health()
-        assert h["ok"] and set(h["loops"]) == {"capture", "inference", "arm arm1", "arm arm2"}, h
+        assert h["ok"] and set(h["loops"]) == {"capture", "inference", "plc", "arm arm1", "arm arm2"}, h
         # The slow arm stays connected (slow, not gone): no disconnect alarm.
         assert {a.name: a.connected for a in snap.arms} == {"arm1": True, "arm2": True}
     finally:

@@ -48,7 +48,10 @@ def test_without_a_plc_every_scallop_that_needed_diverting_is_alarmed():
     gate.dispose(done)
     assert [oc.extra["disposition"] for oc in done] == ["picked", "passed", "not_diverted"]
     assert done[2].extra["not_diverted"] == "no line PLC is configured"
-    assert alarms.is_active("plc.not_diverted")
+    assert alarms.is_active("plc.not_diverted.3") and alarms.get("plc.not_diverted.3").code == "plc.not_diverted"
+    assert gate.waiting_for_a_person()
+    alarms.ack(alarms.get("plc.not_diverted.3").id, "op")
+    assert not gate.waiting_for_a_person() and not alarms.is_active("plc.not_diverted.3")
     assert gate.summary()["dispositions"] == {"picked": 1, "passed": 1, "diverted": 0, "not_diverted": 1}
 
 
@@ -65,9 +68,14 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
         transport=plc.transport_config(),
     )
     alarms = Alarms()
-    now_count = {"c": 30_000.0}  # belt counts (rising downstream)
+    now_count = {"c": 19_000.0}  # belt counts (rising downstream)
     gate = RejectGate(cfg, belt, alarms, clock, lambda: now_count["c"], lambda: 300.0)
     try:
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        # What went under the camera before the line ran is at the gate within 1040 mm of belt:
+        # the gate stays held open until then.
+        assert gate.client.outputs.gate_mode == GateMode.DIVERT_ALL
+        now_count["c"] = 30_000.0
         gate.service(state="running", critical_unacked=False, warnings=False)
         # Material position u = x - travel: at belt count C its centre is at u + C/10 mm.
         near = outcome(5, "skipped", "no_capacity", u=1000.0 - 40.0 - 3050.0)  # at the gate's count 30 500
@@ -75,6 +83,9 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
         gate.dispose([near, late])
         assert near.extra["disposition"] == "diverted" and late.extra["disposition"] == "not_diverted"
         assert "reached the gate before the decision came" in late.extra["not_diverted"]
+        gate.service(state="running", critical_unacked=True, warnings=True)
+        assert gate.client.outputs.infeed == Infeed.HOLD  # until someone has seen to scallop 6
+        alarms.ack(alarms.get("plc.not_diverted.6").id, "op")
         for _ in range(2):  # written at one poll, its acknowledgement read at the next
             clock.advance(0.05)
             gate.service(state="running", critical_unacked=False, warnings=False)

@@ -360,14 +360,21 @@ def test_belt_stop_stops_the_flow_and_it_resumes():
 def test_plc_lost_holds_picks_and_its_safe_state_diverts_every_unpicked_uro():
     s = run_scenario(short("faults_plc"), model=MODEL, duration_s=30.0)
     assert_accounted(s)
-    assert [e["event"] for e in s["fault_log"]] == ["faults[0] line PLC server down", "faults[0] line PLC server back"]
+    assert [e["event"] for e in s["fault_log"]] == [
+        "faults[0] line PLC server down",
+        "faults[0] line PLC server back",
+        "faults[0] operator checks the rework lane",
+    ]
     assert s["dispositions"]["diverted"] > 0 and picks_after(s, 17.0) > 0
 
 
 @needs_model
 @pytest.mark.timeout(300)
 def test_a_jammed_gate_names_every_scallop_it_let_through():
-    s = run_scenario(short("faults_gate"), model=MODEL, duration_s=30.0)
+    sc = short("faults_gate")
+    # Overloaded (150 % of the arm), so scallops need diverting while the gate is jammed.
+    sc = dataclasses.replace(sc, spec=dataclasses.replace(sc.spec, arrivals_share=1.5))
+    s = run_scenario(sc, model=MODEL, duration_s=30.0)
     c = s["checks"]
     assert c["accounted"] and c["dispositions_reconcile"] and s["complete"] and not s["errors"]
     line = s["line"]

@@ -87,6 +87,12 @@ class Alarms:
         self._notify(snap)
         return snap
 
+    def get(self, key: str) -> Alarm | None:
+        """The alarm raised under ``key`` (a copy), None if never."""
+        with self._lock:
+            a = self._by_key.get(key)
+            return replace(a) if a is not None else None
+
     def is_active(self, key: str) -> bool:
         with self._lock:
             a = self._by_key.get(key)

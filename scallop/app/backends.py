@@ -302,6 +302,9 @@ class SimBackend(Backend):
                     self.clock, self.world.encoder_at, profile=plc.profile, gate_fitted=plc.gate_fitted
                 )
                 self.sim_plc.start()
+                sim_plc = self.sim_plc
+                # The PLC's infeed output drives the simulated feeder, as on the line.
+                self.world.feeder = lambda t: int(sim_plc.infeed_at(t))
                 plc = replace(plc, transport=self.sim_plc.transport_config())
             self.plc_config = plc
         except Exception:

@@ -57,6 +57,7 @@ from scallop.app.stats import Stats
 from scallop.app.tracking import Tracker
 from scallop.errors import ConfigError, DeviceError, StateError
 from scallop.robot.belt import ConveyorTracker
+from scallop.robot.planning import PickPlanner
 from scallop.vision.camera import EndOfStreamError, Frame
 from scallop.vision.detections import Detections
 from scallop.vision.pipeline import Pipeline
@@ -87,6 +88,7 @@ class Line:
         self.reader: FrameReader | None = None
         self.belt_check: BeltCheck | None = None
         self.reject: RejectGate | None = None
+        self._capacity: dict[tuple[str, float], float] = {}  # (arm, belt speed) -> picks/s
         self._scale = math.nan
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -166,6 +168,7 @@ class Line:
             belt_count_now=lambda: sched.tracker.count_at(self.clock.now()) if sched.tracker.ready else None,
             belt_speed=lambda: sched.tracker.speed_mm_s if sched.tracker.ready else 0.0,
             event=self.publisher.event,
+            view_x_lo=cam.view_x_range()[0],
         )
         self.arms.connect()
 
@@ -349,6 +352,10 @@ class Line:
         """New decisions into the ledger and their targets to the scheduler (control lock held)."""
         hold = self.reject.hold_reason() if self.reject is not None else ""
         targets, done = self.ledger.decide(decisions, self.control.state, hold)
+        now = self.clock.now()
+        for d in decisions:
+            if d.pick:
+                self.stats.event(now, "target")  # asked of the arms (back-pressure's demand)
         if targets:
             t0 = time.perf_counter()
             self.arms.scheduler.add(targets)
@@ -373,6 +380,28 @@ class Line:
         self.service_plc()
         self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
 
+    def _demand(self) -> float | None:
+        """The share of the arms' capacity the last minute's arrivals asked for: scallops handed
+        to the arms per second over what the connected arms sustain at the belt's speed (None:
+        not known yet)."""
+        tracker = self.arms.scheduler.tracker
+        now = self.clock.now()
+        if not tracker.ready or self.control.uptime_s() < DEMAND_WINDOW_S:
+            return None
+        v = round(tracker.speed_mm_s, -1)
+        if v <= 0:
+            return None
+        arms = [c.config for c in self.arms.clients if c.connected]
+        cap = 0.0
+        for a in arms:
+            key = (a.name, v)
+            if key not in self._capacity:
+                self._capacity[key] = PickPlanner(a).capacity_per_s(v)
+            cap += self._capacity[key]
+        if cap <= 0:
+            return None
+        return self.stats.per_minute(now, "target") / 60.0 / cap
+
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
         it holds picking (lost, safety circuit open) targets still queued are not sent."""
@@ -380,7 +409,7 @@ class Line:
             return
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
-        self.reject.service(self.state, critical, any(a.severity != "info" for a in active))
+        self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self._demand())
         hold = self.reject.hold_reason()
         if hold:
             with self.control.lock:
@@ -998,6 +1027,9 @@ class Line:
         if self.arms is not None:
             self.arms.stop_threads()
 
+
+# Back-pressure judges the arrivals over a minute, once the line has run that long.
+DEMAND_WINDOW_S = 60.0
 
 # How often the line PLC is polled and its heartbeat sent (docs/plc-interface.md: about 50 ms).
 PLC_PERIOD_S = 0.05

@@ -86,6 +86,7 @@ class RejectGate:
         belt_count_now: Callable[[], float | None],
         belt_speed: Callable[[], float],
         event: Callable[[str, str, dict | None], None] = lambda *a: None,
+        view_x_lo: float = 0.0,
     ) -> None:
         self.config = config
         self.belt = belt
@@ -106,6 +107,15 @@ class RejectGate:
         self._gate_faulted = False
         self._last_ok_count: float | None = None
         self._plc_reason = ""  # why picking is held on the PLC's account ("" = it is not)
+        self._feed_mode = Infeed.RUN
+        self._person_keys: set[str] = set()
+        # Belt travel from the camera view's upstream edge to past the gate (belt counts): what
+        # went under the camera while the line was blind is at the gate within this.
+        self._camera_to_gate_counts = (
+            0.0 if config is None else (config.gate_x_mm + config.gate_lead_mm - view_x_lo) * belt.counts_per_mm
+        )
+        self._blind_until: float | None = None
+        self._was_blind = True  # from the start: nothing before it was seen
         if config is None:
             self.alarms.raise_(
                 "plc.none",
@@ -130,16 +140,35 @@ class RejectGate:
                 d = Disposition.NOT_DIVERTED
                 oc.extra["not_diverted"] = why
                 self.not_diverted_reasons[why] += 1
-                self.alarms.raise_(
+                self._person(
                     "plc.not_diverted",
-                    "critical",
-                    "plc",
+                    oc.track_id,
                     f"scallop {oc.track_id} needed diverting ({oc.reason or oc.result}) and was not: {why}. "
                     "Take it off the belt by hand",
-                    params={"track": oc.track_id, "why": why},
+                    why=why,
                 )
         oc.extra["disposition"] = d.value
         self.counts[d.value] += 1
+
+    def _person(self, code: str, tid: int, text: str, **params) -> None:
+        """A scallop a person must see to: its own critical alarm (one per scallop, so a second
+        one is not hidden behind the first's acknowledgement); the feeder holds until it is
+        acknowledged."""
+        key = f"{code}.{tid}"
+        self.alarms.raise_(key, "critical", "plc", text, code=code, params={"track": tid, "detail": text, **params})
+        self._person_keys.add(key)
+
+    def waiting_for_a_person(self) -> bool:
+        """A scallop-by-scallop alarm not acknowledged yet (acknowledged ones are cleared)."""
+        waiting = False
+        for key in list(self._person_keys):
+            a = self.alarms.get(key)
+            if a is None or a.acked or not a.active:
+                self.alarms.clear(key)
+                self._person_keys.discard(key)
+            else:
+                waiting = True
+        return waiting
 
     def _divert(self, oc: ScallopOutcome) -> str:
         """Ask for the divert; the reason it cannot be asked for ("" when it is)."""
@@ -156,6 +185,11 @@ class RejectGate:
         if now is not None:
             margin = self.MIN_LEAD_S * max(0.0, self.belt_speed()) * self.belt.counts_per_mm
             if count < now + margin:
+                if self.client.outputs.gate_mode == GateMode.DIVERT_ALL and (
+                    st is None or st.gate_state == GateState.OPEN
+                ):
+                    oc.extra["divert"] = "the gate was held open"
+                    return ""
                 return "it had reached the gate before the decision came"
         seq = client.divert(client.raw_count_at(count), oc.track_id)
         self._requested.append((seq, oc.track_id, count))
@@ -170,17 +204,57 @@ class RejectGate:
         """Why no new pick may be sent on the PLC's account ("" when they may)."""
         return self._plc_reason
 
-    def service(self, state: LineState, critical_unacked: bool, warnings: bool) -> None:
-        """Poll the PLC, beat, and set its outputs from the line's state (the robot I/O loop)."""
+    # Back-pressure: the share of the arms' capacity the arrivals ask for (scallops needing a
+    # pick per second / picks per second the arms sustain, over the last minute) at which the
+    # feeder slows, holds, and runs again. At 100 % every burst leaves some unpicked; below 90 %
+    # (the nominal scenario's 90 % of arrivals, of which 9 in 10 carry a uro) the line keeps its
+    # full rate. The gaps between the thresholds keep the feeder from chattering.
+    SLOW_AT, HOLD_AT, RUN_BELOW = 1.0, 1.2, 0.9
+
+    def _feed(self, load: float | None) -> Infeed:
+        if load is None or not self.config.back_pressure:
+            return Infeed.RUN
+        was = self._feed_mode
+        if load >= self.HOLD_AT:
+            mode = Infeed.HOLD
+        elif load >= self.SLOW_AT:
+            mode = Infeed.SLOW if was != Infeed.HOLD else Infeed.HOLD
+            if was == Infeed.HOLD and load < self.HOLD_AT - 0.05:
+                mode = Infeed.SLOW
+        elif load < self.RUN_BELOW:
+            mode = Infeed.RUN
+        else:
+            mode = was  # between the thresholds: keep what it does
+        if mode != was:
+            self.event("infeed", "system", {"mode": mode.name, "load": round(load, 3)})
+            self.counts[f"infeed_{mode.name.lower()}"] += 1
+        self._feed_mode = mode
+        return mode
+
+    def service(self, state: LineState, critical_unacked: bool, warnings: bool, load: float | None = None) -> None:
+        """Poll the PLC, beat, and set its outputs from the line's state (the robot I/O loop);
+        ``load``: the share of the arms' capacity the arrivals ask for (back-pressure)."""
         if self.client is None:
             return
-        # After an outage the gate stays open until every request owed to the PLC is in.
-        mode = GateMode.AUTO if state in VOUCHED and not self._recovering else GateMode.DIVERT_ALL
-        # The feeder runs only while the line runs, the gate is not in fault, and nothing critical
-        # waits for a person (a scallop not diverted is one: no more come until it is seen to).
+        # The gate stays open while the line cannot vouch for what passes, then until every
+        # scallop that went under the camera meanwhile has passed the gate, and after a PLC
+        # outage until every request owed to the PLC is in.
+        now = self.belt_count_now()
+        vouched = state in VOUCHED and now is not None
+        if not vouched:
+            self._blind_until = None if now is None else now + self._camera_to_gate_counts
+        elif self._blind_until is None and self._was_blind:
+            self._blind_until = now + self._camera_to_gate_counts
+        self._was_blind = not vouched
+        blind = not vouched or (self._blind_until is not None and now < self._blind_until)
+        if vouched and self._blind_until is not None and now >= self._blind_until:
+            self._blind_until = None
+        mode = GateMode.AUTO if not blind and not self._recovering else GateMode.DIVERT_ALL
+        # The feeder runs only while the line runs, the gate is not in fault, and no scallop
+        # waits for a person (one that may carry its uro: no more come until it is seen to).
         gate_ok = self.status is not None and self.status.gate_state != GateState.FAULT
-        run = state == LineState.RUNNING and gate_ok and not critical_unacked
-        infeed = Infeed.RUN if run else Infeed.HOLD
+        run = state == LineState.RUNNING and gate_ok and not self.waiting_for_a_person()
+        infeed = self._feed(load) if run else Infeed.HOLD
         if state in (LineState.ESTOP, LineState.FAULT, LineState.STOPPED) or critical_unacked:
             light = StackLight.RED
         elif state == LineState.RUNNING and not warnings:
@@ -214,13 +288,11 @@ class RejectGate:
             return
         for tid in self.client.drop_passed(self.client.raw_count_at(now)):
             self.event("divert_missed", "system", {"track": tid, "why": "reached the gate while the PLC was away"})
-            self.alarms.raise_(
+            self._person(
                 "plc.divert_missed",
-                "critical",
-                "plc",
+                tid,
                 f"scallop {tid} reached the reject gate while the line PLC was not answering: the PLC's own safe "
                 "state should have diverted it; check the rework lane",
-                params={"track": tid},
             )
 
     def _confirmations(self, st: PlcStatus) -> None:
@@ -232,24 +304,25 @@ class RejectGate:
     def _judge(self, st: PlcStatus) -> None:
         now = self.belt_count_now()
         faulted = st.gate_state == GateState.FAULT
+        # The line's count is extrapolated from its frames, the PLC's read from the encoder:
+        # a request is judged with this much slack either side (the belt's travel in 0.2 s).
+        slack = 0.2 * max(0.0, self.belt_speed()) * self.belt.counts_per_mm
         if faulted and not self._gate_faulted and now is not None:
-            lo = self._last_ok_count if self._last_ok_count is not None else -math.inf
+            lo = self._last_ok_count - slack if self._last_ok_count is not None else -math.inf
             for seq, tid, count in self._requested:
-                if lo <= count <= now:
+                if lo <= count <= now + slack:
                     self.counts["unconfirmed"] += 1
                     self.event("divert_unconfirmed", "system", {"track": tid, "seq": seq})
-                    self.alarms.raise_(
+                    self._person(
                         "plc.unconfirmed",
-                        "critical",
-                        "plc",
+                        tid,
                         f"the reject gate failed while diverting scallop {tid}: it may have gone on with its uro; "
                         "take it off the belt by hand",
-                        params={"track": tid},
                     )
         self._gate_faulted = faulted
         if not faulted and now is not None:
             self._last_ok_count = now
-            while self._requested and self._requested[0][2] < now:
+            while self._requested and self._requested[0][2] < now - slack:
                 self._requested.popleft()
 
     def _lost(self, why: str) -> None:
@@ -315,6 +388,7 @@ class RejectGate:
         return {
             "dispositions": {d: self.counts.get(d, 0) for d in DISPOSITIONS},
             "diverts_unconfirmed": self.counts.get("unconfirmed", 0),
+            "infeed_changes": {k[7:]: v for k, v in self.counts.items() if k.startswith("infeed_")},
             "not_diverted_reasons": dict(self.not_diverted_reasons),
             "plc": None if self.config is None else {"connected": not self.error, "error": self.error},
         }

@@ -63,16 +63,18 @@ class FaultScript:
             # The PLC keeps running (its watchdog sees the line go): only the link is cut.
             add(f.at_s, f"faults[{i}] line PLC server down", once(plc.go_offline))
             add(f.end_s, f"faults[{i}] line PLC server back", once(plc.come_back))
+            add(f.end_s + f.reset_after_s, f"faults[{i}] operator checks the rework lane", once(self._operator_acks))
         elif f.kind == "gate_jam":
             plc = backend.sim_plc
 
-            def reset_gate() -> bool:
-                line.reset("scenario")
-                return True
+            def reset_gate() -> None:
+                self._operator_acks()  # the scallops the alarms name were taken off by hand
+                if line.alarms.is_active("plc.gate"):
+                    line.reset("scenario")
 
             add(f.at_s, f"faults[{i}] reject gate jams", once(lambda: plc.jam_gate(True)))
             add(f.end_s, f"faults[{i}] reject gate freed", once(lambda: plc.jam_gate(False)))
-            add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets the gate fault", reset_gate)
+            add(f.end_s + f.reset_after_s, f"faults[{i}] operator clears the gate and resets", once(reset_gate))
         elif f.kind == "estop_restart":
             sims = list(backend.sim_arms) if f.arms else []
 
@@ -95,6 +97,12 @@ class FaultScript:
             add(f.at_s, f"faults[{i}] e-stop pressed", once(press))
             add(f.end_s, f"faults[{i}] e-stop released", once(release))
             add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets and restarts the line", restart)
+
+    def _operator_acks(self) -> None:
+        """The operator acknowledges every alarm on the screen (having seen to it)."""
+        for a in self.line.alarms.visible():
+            if a.active and not a.acked:
+                self.line.ack_alarm(a.id, "scenario")
 
     def _arm_reset(self, name: str, give_up_at_s: float) -> Callable[[], bool]:
         """The operator's reset of one arm, tried every tick until the arm answers (or gives up)."""
