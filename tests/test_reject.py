@@ -40,6 +40,15 @@ def test_only_a_scallop_seen_without_a_uro_passes_unpicked(result, reason, want)
     assert disposition_of(outcome(1, result, reason)) == want
 
 
+@pytest.mark.parametrize("grade", ["missed", "adductor_hit", "meat_hit", "empty"])
+def test_a_pick_the_pick_check_saw_fail_goes_to_rework(grade):
+    oc = outcome(1, "picked")
+    oc.grade = grade
+    assert disposition_of(oc) == Disposition.DIVERTED
+    oc.grade = "uro_removed"
+    assert disposition_of(oc) == Disposition.PICKED
+
+
 def test_without_a_plc_every_scallop_that_needed_diverting_is_alarmed():
     alarms = Alarms()
     gate = RejectGate(None, Belt(10.0, 1), alarms, VirtualClock(), lambda: None, lambda: 0.0)

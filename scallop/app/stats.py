@@ -67,9 +67,11 @@ class Stats:
         with self._lock:
             self._events.append((t, kind))
 
-    def per_minute(self, now: float, kind: str) -> float:
+    def per_minute(self, now: float, kind: str, window_s: float = 60.0) -> float:
+        """Events of ``kind`` per minute over the last ``window_s`` (at most the kept history)."""
         with self._lock:
-            return float(sum(1 for t, k in self._events if k == kind and now - 60.0 < t <= now))
+            n = sum(1 for t, k in self._events if k == kind and now - window_s < t <= now)
+        return n * 60.0 / window_s
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         with self._lock:

@@ -89,6 +89,7 @@ class Line:
         self.belt_check: BeltCheck | None = None
         self.reject: RejectGate | None = None
         self._capacity: dict[tuple[str, float], float] = {}  # (arm, belt speed) -> picks/s
+        self._demand_at, self._demand_val = -math.inf, None
         self._scale = math.nan
         self._stop_evt = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -386,6 +387,10 @@ class Line:
         not known yet)."""
         tracker = self.arms.scheduler.tracker
         now = self.clock.now()
+        if now < self._demand_at + 1.0:
+            return self._demand_val  # judged once a second: it looks back over 20
+        self._demand_at = now
+        self._demand_val = None
         if not tracker.ready or self.control.uptime_s() < DEMAND_WINDOW_S:
             return None
         v = round(tracker.speed_mm_s, -1)
@@ -400,7 +405,8 @@ class Line:
             cap += self._capacity[key]
         if cap <= 0:
             return None
-        return self.stats.per_minute(now, "target") / 60.0 / cap
+        self._demand_val = self.stats.per_minute(now, "target", DEMAND_WINDOW_S) / 60.0 / cap
+        return self._demand_val
 
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
@@ -1028,8 +1034,9 @@ class Line:
             self.arms.stop_threads()
 
 
-# Back-pressure judges the arrivals over a minute, once the line has run that long.
-DEMAND_WINDOW_S = 60.0
+# Back-pressure judges the arrivals over this long (once the line has run that long): long
+# enough to see a burst for what it is, short enough to let the feeder run again soon after.
+DEMAND_WINDOW_S = 20.0
 
 # How often the line PLC is polled and its heartbeat sent (docs/plc-interface.md: about 50 ms).
 PLC_PERIOD_S = 0.05

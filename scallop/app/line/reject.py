@@ -3,7 +3,7 @@
 Each scallop the line decided on gets exactly one **disposition** when its decision ends
 (:func:`disposition_of`):
 
-* ``picked`` — an arm completed its pick;
+* ``picked`` — an arm completed its pick (and a pick check, where there is one, saw the uro off);
 * ``passed`` — let through on purpose: vision saw it whole and saw no uro;
 * ``diverted`` — it needed a pick and did not get one (no arm free, unsure, too close to a
   neighbour, the pick failed, the line paused …): the reject gate is asked to push it into the
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from scallop.app.alarms import Alarms
-from scallop.app.line.ledger import ScallopOutcome
+from scallop.app.line.ledger import GRADE_URO_REMOVED, ScallopOutcome
 from scallop.app.line.states import LineReason, LineState, Result
 from scallop.robot.belt import Belt
 from scallop.robot.plc import (
@@ -65,6 +65,10 @@ VOUCHED = frozenset({LineState.RUNNING, LineState.PAUSED, LineState.STOPPING})
 def disposition_of(oc: ScallopOutcome) -> Disposition:
     """Where a finished decision sends its scallop (before the gate is asked)."""
     if oc.result == Result.PICKED:
+        # A pick check (an inspection camera; the simulator's truth) that saw the uro left on, or
+        # the jaws in meat, sends it to rework; without one a completed pick is taken at its word.
+        if oc.grade not in (None, GRADE_URO_REMOVED):
+            return Disposition.DIVERTED
         return Disposition.PICKED
     if oc.result == Result.SKIPPED and oc.reason in PASS_REASONS:
         return Disposition.PASSED
