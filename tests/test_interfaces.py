@@ -98,6 +98,7 @@ def full_snapshot() -> LineSnapshot:
         adductor_hits=3,
         skipped=200,
         skipped_by_reason={"no_uro": 150, "no_capacity": 50},
+        dispositions={"picked": 600, "passed": 150, "diverted": 48, "not_diverted": 2},
         per_minute=61.5,
         removal_rate=0.95,
         frames=36000,

@@ -92,8 +92,7 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
         gate.dispose([near, late])
         assert near.extra["disposition"] == "diverted" and late.extra["disposition"] == "not_diverted"
         assert "reached the gate before the decision came" in late.extra["not_diverted"]
-        gate.service(state="running", critical_unacked=True, warnings=True)
-        assert gate.client.outputs.infeed == Infeed.HOLD  # until someone has seen to scallop 6
+        assert gate.waiting_for_a_person()  # scallop 6: someone must see to it
         alarms.ack(alarms.get("plc.not_diverted.6").id, "op")
         for _ in range(2):  # written at one poll, its acknowledgement read at the next
             clock.advance(0.05)

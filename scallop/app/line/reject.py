@@ -254,10 +254,12 @@ class RejectGate:
         if vouched and self._blind_until is not None and now >= self._blind_until:
             self._blind_until = None
         mode = GateMode.AUTO if not blind and not self._recovering else GateMode.DIVERT_ALL
-        # The feeder runs only while the line runs, the gate is not in fault, and no scallop
-        # waits for a person (one that may carry its uro: no more come until it is seen to).
+        # The feeder runs only while the line runs and the gate can divert: with the gate in
+        # fault, or none fitted and a scallop the line could not divert waiting for a person
+        # (it may carry its uro), no more come until it is seen to.
         gate_ok = self.status is not None and self.status.gate_state != GateState.FAULT
-        run = state == LineState.RUNNING and gate_ok and not self.waiting_for_a_person()
+        waiting = self.waiting_for_a_person()
+        run = state == LineState.RUNNING and gate_ok and not (waiting and not self.config.gate_fitted)
         infeed = self._feed(load) if run else Infeed.HOLD
         if state in (LineState.ESTOP, LineState.FAULT, LineState.STOPPED) or critical_unacked:
             light = StackLight.RED
