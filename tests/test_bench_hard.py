@@ -18,6 +18,7 @@ def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margi
         "recall": None,
         "uro_success": None,
         "no_uro_picked": None,
+        "no_uro_pickable": None,
         "near_adductor": None,
         "jaw_margin_min_mm": margin,
         "near_adductor_grasps": near,
@@ -27,6 +28,7 @@ def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margi
         "grasp_on_uro": on,
         "without_uro": without,
         "no_uro_grasped": grasped,
+        "no_uro_pickable_grasps": 0,
         "pickable_grasps": pickable,
     }
 
