@@ -41,6 +41,7 @@ from scallop.sim.scene import (
     SceneRenderer,
     interpolated_belt_maps,
 )
+from scallop.sim.scene.hard import check_conditions, draw_debris, hard_look, hard_scallop
 from scallop.sim.world import _overlap_share
 
 DATASET_FORMAT = "scallop-dataset"
@@ -70,7 +71,9 @@ class DatasetSettings:
     as a multiple of the width (wide to narrow lenses). scallops: how many are placed in
     and around the view; cut_margin: how far (share of a diameter) a centre may lie
     outside the view, so some are cut by the border. touch_share / max_overlap: touching
-    and overlapping scallops.
+    and overlapping scallops. hard: named hard conditions applied to every frame
+    (:data:`scallop.sim.scene.hard.HARD_CONDITIONS`), recorded in each frame's labels as
+    ``conditions`` (``hard:<name>``) so the scorer reports figures per condition.
     """
 
     resolutions: list[tuple[int, int]] = field(
@@ -96,8 +99,10 @@ class DatasetSettings:
     touch_share: float = 0.3
     max_overlap: float = 0.1
     product: ProductConfig = field(default_factory=_dataset_product)
+    hard: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.hard = check_conditions(self.hard)
         if not self.resolutions:
             raise ValueError("resolutions must name at least one (width, height)")
         for i, (w, h) in enumerate(self.resolutions):
@@ -125,6 +130,7 @@ class SimSample:
     truth: FrameTruth
     camera: CameraModel
     jpeg_quality: int  # 100 = write PNG
+    conditions: tuple[str, ...] = ()  # hard conditions of the frame (labels' ``conditions``)
 
     def jpeg(self) -> np.ndarray:
         """The image as the JPEG file's bytes (for ``jpeg_quality`` < 100)."""
@@ -240,10 +246,22 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
     renderer = SceneRenderer(camera, maps=interpolated_belt_maps(camera))
     travel = float(rng.uniform(0.0, 500.0))  # the belt's hinges fall anywhere in the view
     box = (renderer.x_lo, renderer.x_hi, renderer.y_lo, renderer.y_hi)
+    hard = st.hard
+    if "tight_touching" in hard:
+        # Appearance spec, Cases: touching or overlapping by up to ~10 % of their area.
+        st = dataclasses.replace(st, touch_share=0.85, max_overlap=max(st.max_overlap, 0.1), hard=())
     specs = _place_scallops(rng, st, box, travel)
+    debris = []
+    if hard:
+        # A generator of its own: the scene without hard conditions stays what it was.
+        hrng = np.random.default_rng([int(seed), int(index), 0x4A4D])
+        look = hard_look(look, hard, hrng)
+        specs = [hard_scallop(sp, hard, hrng) for sp in specs]
+        if "debris" in hard:
+            debris = draw_debris(hrng, (box[0] - travel, box[1] - travel, box[2], box[3]))
     models = [ScallopModel(s) for s in specs]
     placed = [Placed(m, m.spec.id, m.spec.id) for m in models if renderer.in_canvas(m, travel)]
-    res = renderer.render(placed, travel, look, rng)
+    res = renderer.render(placed, travel, look, rng, debris=debris)
     facts = res.scallops
     # Number the visible scallops 1..k in drawing order (ids double as instance values).
     lut = np.zeros(len(specs) + 2, np.uint16)
@@ -261,7 +279,9 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
         mm_per_px=renderer.mm_per_px,
         look=look,
     )
-    return SimSample(image=res.image, truth=truth, camera=camera, jpeg_quality=look.jpeg_quality)
+    return SimSample(
+        image=res.image, truth=truth, camera=camera, jpeg_quality=look.jpeg_quality, conditions=tuple(hard)
+    )
 
 
 # ============================================================================ writing
@@ -316,6 +336,8 @@ def write_sample(root: Path, name: str, sample: SimSample) -> dict:
         "travel_mm": round(float(sample.truth.travel_mm), 4),
         "scallops": [f.to_dict() for f in sample.truth.scallops],
     }
+    if sample.conditions:
+        labels["conditions"] = [f"hard:{c}" for c in sample.conditions]
     (root / "labels" / f"{name}.json").write_text(json.dumps(labels, indent=1))
     return labels
 

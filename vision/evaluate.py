@@ -41,6 +41,7 @@ class Tally:
     without_uro: int = 0
     no_uro_reported: int = 0
     no_uro_grasped: int = 0  # of without_uro: a grasp emitted all the same (the no-uro picked count)
+    no_uro_pickable: int = 0  # of those, marked pickable: the pick into meat the line would make
     frames: int = 0
     failures: list = field(default_factory=list)  # (frame, scallop id, what) for reports
     # uro confidence of every pickable grasp, split by whether it lands on a true uro: how well
@@ -70,6 +71,7 @@ class Tally:
             "adductor_hits": rate(self.grasp_on_adductor, self.grasps),
             "near_adductor": rate(self.grasp_near_adductor, len(mm)),
             "no_uro_picked": rate(self.no_uro_grasped, self.without_uro),
+            "no_uro_pickable": rate(self.no_uro_pickable, self.without_uro),
             "jaw_margin_min_mm": round(min(mm), 2) if mm else None,
             "jaw_margin_p1_mm": round(float(np.percentile(mm, 1)), 2) if mm else None,
             "precision": rate(self.detections - self.false_detections, self.detections),
@@ -152,6 +154,7 @@ def score_frame(
             t.without_uro += 1
             if j is not None and dets.uro_found[j]:
                 t.no_uro_grasped += 1
+                t.no_uro_pickable += bool(dets.pickable[j])
             if j is not None and not dets.uro_found[j]:
                 t.no_uro_reported += 1
             elif j is not None:  # an unmatched one is already a missed scallop

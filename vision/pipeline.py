@@ -51,6 +51,9 @@ class PipelineConfig:
     grip_clearance_mm: float = 2.0  # the gripper's jaw radius: grasp at least this deep in the uro
     min_grip_depth_mm: float = 0.5  # …or down to this deep, when deeper points are too near the adductor
     min_adductor_gap_mm: float = 2.75  # jaw radius + mask error: closer to the adductor → ambiguous
+    # Every uro touches the adductor (appearance spec, The product): a dark blob farther from it
+    # is debris, an eye dot or a shadow, not a uro → ambiguous (bench hard measures it).
+    max_uro_adductor_gap_mm: float = 4.0
     adductor_doubt_logit: float = 1.5  # the gap is kept from pixels this close to being adductor
     border_margin_mm: float = 1.5  # mask within this of the frame edge → cut by border
     # Shadow mode (the line's, scallop.app.shadow): a candidate model beside this one.
@@ -73,6 +76,7 @@ class PipelineConfig:
         check_range("grip_clearance_mm", self.grip_clearance_mm, 0.0, 20.0)
         check_range("min_grip_depth_mm", self.min_grip_depth_mm, 0.0, 20.0)
         check_range("min_adductor_gap_mm", self.min_adductor_gap_mm, 0.0, 30.0)
+        check_range("max_uro_adductor_gap_mm", self.max_uro_adductor_gap_mm, 0.0, 100.0)
         check_range("adductor_doubt_logit", self.adductor_doubt_logit, 0.0, 20.0)
         check_range("border_margin_mm", self.border_margin_mm, 0.0, 50.0)
         check_range("shadow_share", self.shadow_share, 0.01, 1.0)
@@ -302,6 +306,22 @@ class Pipeline:
                 if ok[py, px] and gap >= cfg.min_adductor_gap_mm:
                     return py + y, px + x, gap
         return py + y, px + x, gap
+
+    @staticmethod
+    def _uro_adductor_gap(
+        uro: np.ndarray, box: tuple[int, int, int, int], adductor: np.ndarray, reach_px: float
+    ) -> float:
+        """Crop pixels from the uro blob (``uro`` 0/1, its ``box`` x, y, w, h) to the nearest
+        adductor pixel, looked for only within ``reach_px`` of the blob's box (inf beyond)."""
+        x, y, w, h = box
+        r = int(np.ceil(reach_px)) + 1
+        H, W = uro.shape
+        wx0, wy0, wx1, wy1 = max(x - r, 0), max(y - r, 0), min(x + w + r, W), min(y + h + r, H)
+        add = adductor[wy0:wy1, wx0:wx1]
+        if not add.any():
+            return float("inf")
+        d = cv2.distanceTransform(cv2.compare(add.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        return float(d[uro[wy0:wy1, wx0:wx1] > 0].min())
 
     @staticmethod
     def _neighbour_px(
@@ -554,6 +574,7 @@ class Pipeline:
                 py, px, gap = self._grasp_point(
                     comp, ubox, add_near & own, mm_c, self._neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
                 )
+                touch = self._uro_adductor_gap(comp, ubox, add_near & own, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
                 cm = comp.view(bool)
                 uconf = float(
                     _softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
@@ -582,6 +603,7 @@ class Pipeline:
                     uconf < cfg.min_uro_confidence
                     or not np.isfinite(row["pull"][0])
                     or gap < cfg.min_adductor_gap_mm
+                    or touch > cfg.max_uro_adductor_gap_mm
                     or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])
                 ):
                     row["reason"] = REASON_AMBIGUOUS

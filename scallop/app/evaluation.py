@@ -82,9 +82,12 @@ def evaluate(
     keep_worst: int = 12,
     progress: Callable[[int, int], None] | None = None,
     config=None,
+    scale_error: float = 1.0,
 ) -> Evaluation:
     """Score ``model`` (a path, None for the shipped model, or a ready Pipeline) on every image
-    of ``sources``. ``config``: the pipeline's thresholds (the line's [vision] table)."""
+    of ``sources``. ``config``: the pipeline's thresholds (the line's [vision] table).
+    ``scale_error``: the model is told each image's scale times this (a drifted calibration);
+    the scoring keeps the true scale."""
     from scallop.vision.evaluate import Tally, score_frame
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
@@ -104,7 +107,7 @@ def evaluate(
     done = 0
     for src, _, samples in opened:
         for s in samples:
-            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px, outlines=keep_worst > 0)
+            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0)
             frame = f"{src.name}/{s.name}"
             t = score_frame(dets, s.parts, s.instances, s.labels.get("scallops", []), s.mm_per_px, frame=frame)
             total.add(t)

@@ -16,7 +16,7 @@ How a frame is made (the same path for the running world and for data-set frames
 One module per thing drawn: ``look`` (part labels, colours, LookParams), ``spec`` (a
 scallop's parameters), ``model`` (its geometry and sprite), ``belt``, ``effects`` (the
 camera in image space), ``truth`` (ground truth and its overlay) and ``renderer`` (the
-compositor). The names below are the scene's public surface, importable from here.
+compositor), ``hard`` (named hard conditions at the envelope's edges). The names below are the scene's public surface, importable from here.
 """
 
 from scallop.sim.scene.belt import BeltTexture
@@ -27,6 +27,7 @@ from scallop.sim.scene.effects import (
     motion_kernel,
     white_balance_gains,
 )
+from scallop.sim.scene.hard import HARD_CONDITIONS, Debris, draw_debris, hard_look, hard_scallop, paint_debris
 from scallop.sim.scene.look import (
     ADDUCTOR,
     BACKGROUND,
@@ -49,6 +50,7 @@ from scallop.sim.scene.truth import PART_COLOURS_BGR, FrameTruth, ScallopTruth, 
 __all__ = [
     "ADDUCTOR",
     "BACKGROUND",
+    "HARD_CONDITIONS",
     "BELT_BGR",
     "GILL",
     "GONAD",
@@ -59,6 +61,7 @@ __all__ = [
     "URO",
     "BeltTexture",
     "CameraEffects",
+    "Debris",
     "FrameTruth",
     "LookParams",
     "Placed",
@@ -69,11 +72,15 @@ __all__ = [
     "SceneRenderer",
     "Sprite",
     "bgr_to_lab",
+    "draw_debris",
     "draw_truth",
     "field_gain",
+    "hard_look",
+    "hard_scallop",
     "interpolated_belt_maps",
     "jpeg_roundtrip",
     "lab_to_bgr",
     "motion_kernel",
+    "paint_debris",
     "white_balance_gains",
 ]

@@ -12,6 +12,7 @@ import numpy as np
 from scallop.calibration.camera_model import CameraModel
 from scallop.sim.scene.belt import BeltTexture
 from scallop.sim.scene.effects import CameraEffects
+from scallop.sim.scene.hard import Debris, paint_debris
 from scallop.sim.scene.look import URO, LookParams
 from scallop.sim.scene.model import ScallopModel
 from scallop.sim.scene.truth import ScallopTruth
@@ -125,10 +126,19 @@ class SceneRenderer:
         )
 
     # ------------------------------------------------------------ one frame
-    def render(self, placed: list[Placed], travel: float, look: LookParams, rng: np.random.Generator) -> RenderResult:
+    def render(
+        self,
+        placed: list[Placed],
+        travel: float,
+        look: LookParams,
+        rng: np.random.Generator,
+        debris: list[Debris] = (),
+    ) -> RenderResult:
+        """``debris``: fragments on the belt (material coordinates), drawn under the scallops."""
         s = self.s
         k0 = int(math.floor((self.x_lo - travel) / s)) - self.PAD
         canvas = self.belt(look).strip(k0, self.width)
+        paint_debris(canvas, list(debris), s, k0, self.ky0)
         parts_c = np.zeros((self.height, self.width), np.uint8)
         inst_c = np.zeros((self.height, self.width), np.uint16)
         for pl in placed:

@@ -7,7 +7,7 @@ def register(sub) -> None:
     register_group(
         sub,
         "bench",
-        ("vision", "accuracy", "modbus", "resume", "calibration", "camera", "shadow"),
+        ("vision", "accuracy", "hard", "modbus", "resume", "calibration", "camera", "shadow"),
         help="measure speed and accuracy (medians and p99, written to a file)",
         description="Benchmarks.\n\nexample:\n  scallop bench vision --json",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -16,13 +15,19 @@ def register(sub) -> None:
         help="time the detection pipeline (preprocessing to detections) on simulator frames",
         description=(
             "Time the whole pipeline — preprocessing, both model stages, post-processing to\n"
-            "detections; image decoding excluded — on rendered 1280x720 frames with 3-8 scallops.\n\n"
-            "example:\n  scallop bench vision --frames 300 --json --out bench/vision.json"
+            "detections; image decoding excluded — on rendered 1280x720 frames in memory with\n"
+            "0-10 scallops in view. --profile adds each stage's median and p99 with the JPEG\n"
+            "decode a file would cost. --anchor also times 'scallop detect' over a folder of\n"
+            "JPEGs (decode included) side by side with a YOLOv8n-seg@640 ONNX on the same files\n"
+            "(decode, letterbox, one run: as its README times it) and reports the ratio.\n"
+            "The 1-minute load average is reported beside the figures: the machine may be shared.\n\n"
+            "example:\n  scallop bench vision --frames 1000 --profile --json --out bench/vision.json\n"
+            "  scallop bench vision --anchor PATH/yolov8n-seg_640.onnx --files 100"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="ONNX model (default: shipped)")
-    p.add_argument("--frames", type=int, default=300, help="timed frames (default 300)")
+    p.add_argument("--frames", type=int, default=1000, help="timed frames (default 1000)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--distinct", type=int, default=40, help="distinct rendered frames, cycled (default 40)")
     p.add_argument("--width", type=int, default=1280)
@@ -30,42 +35,87 @@ def register(sub) -> None:
     p.add_argument("--mm-per-px", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--scallops", default="0,10", help="LO,HI scallops placed per frame (default 0,10)")
+    p.add_argument("--profile", action="store_true", help="per-stage medians and p99, JPEG decode included")
+    p.add_argument("--anchor", metavar="ONNX", help="YOLOv8n-seg@640 ONNX to time side by side on JPEG files")
+    p.add_argument("--files", type=int, default=100, help="JPEG files for the side-by-side (default 100)")
+    p.add_argument("--repeats", type=int, default=2, help="rounds of the side-by-side, interleaved (default 2)")
     p.add_argument("--out", default="bench/vision.json")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
-def bench_frames(n: int, width: int, height: int, mm_per_px: float, seed: int, lo: int = 3, hi: int = 8):
-    """Rendered frames with ``lo``..``hi`` whole or partial scallops in view."""
+def bench_frames(n: int, width: int, height: int, mm_per_px: float, seed: int, lo: int = 0, hi: int = 10):
+    """Rendered frames with ``lo``..``hi`` whole or partial scallops in view, the counts
+    spread over the whole range (frame k asks for ``lo + k mod (hi - lo + 1)``)."""
     from dataclasses import replace
 
     from scallop.sim.dataset import DatasetSettings, random_sample
 
-    st = replace(DatasetSettings(), resolutions=[(width, height)], mm_per_px=(mm_per_px, mm_per_px), scallops=(lo, hi))
+    base = replace(DatasetSettings(), resolutions=[(width, height)], mm_per_px=(mm_per_px, mm_per_px))
     out, i = [], 0
     while len(out) < n:
-        s = random_sample(i, seed, st)
+        want = lo + len(out) % (hi - lo + 1)
+        s = random_sample(i, seed, replace(base, scallops=(want, want)))
         i += 1
-        k = len(s.truth.scallops)
-        if lo <= k <= hi:
+        if lo <= len(s.truth.scallops) <= hi:
             out.append(s.image)
     return out
 
 
+def _stats(values) -> dict:
+    import numpy as np
+
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "median_ms": round(float(np.median(a)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _scallop_range(text: str) -> tuple[int, int]:
+    from scallop.errors import ConfigError, check_number
+
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scallops={text!r}: expected LO,HI (two whole numbers)") from None
+    check_number("--scallops low", lo, 0, 30, integer=True)
+    check_number("--scallops high", hi, lo, 30, integer=True)
+    return lo, hi
+
+
 def run(args) -> int:
+    import cv2
     import numpy as np
     import onnxruntime as ort
 
+    from scallop.app.commands.bench import write_figures
+    from scallop.errors import check_number
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
-    frames = bench_frames(args.distinct, args.width, args.height, args.mm_per_px, args.seed)
+    check_number("--frames", args.frames, 1, 10**6, integer=True)
+    check_number("--distinct", args.distinct, 1, 10**4, integer=True)
+    lo, hi = _scallop_range(args.scallops)
+    frames = bench_frames(args.distinct, args.width, args.height, args.mm_per_px, args.seed, lo, hi)
     pipe = Pipeline(args.model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
     for i in range(args.warmup):
         pipe.detect(frames[i % len(frames)])
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    # What a file would cost to decode on top (--profile): the frames as camera-quality JPEGs.
+    jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in frames] if args.profile else []
+    load_before = _load()
     times, counts, stages = [], [], {}
     for i in range(args.frames):
         img = frames[i % len(frames)]
+        if jpegs:
+            t0 = time.perf_counter()
+            cv2.imdecode(jpegs[i % len(jpegs)], cv2.IMREAD_COLOR)
+            stages.setdefault("decode_ms", []).append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
         d = pipe.detect(img)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -73,21 +123,22 @@ def run(args) -> int:
         for k, v in pipe.timings.items():
             stages.setdefault(k, []).append(v)
     a = np.array(times)
-    res = {
-        "median_ms": round(float(np.median(a)), 3),
-        "p99_ms": round(float(np.percentile(a, 99)), 3),
+    res = _stats(a) | {
         "p90_ms": round(float(np.percentile(a, 90)), 3),
-        "mean_ms": round(float(a.mean()), 3),
         "frames": len(a),
+        "distinct_frames": len(frames),
         "width": args.width,
         "height": args.height,
         "mm_per_px": args.mm_per_px,
         "scallops_per_frame": round(float(np.mean(counts)), 2),
+        "scallops_range": [int(min(counts)), int(max(counts))],
         "threads": args.threads,
-        # Median of each stage on its own (they do not add up to the total's median exactly).
+        # Median of each stage on its own (they do not add up to the total's median exactly);
+        # decode only with --profile, and not part of the total (a camera delivers pixels).
         "stages_median_ms": {k: round(float(np.median(v)), 3) for k, v in stages.items()},
-        # The machine may be shared: the 1-minute load average around the run says how busy.
-        "load_avg_1min": [round(x, 2) for x in (load_before, os.getloadavg()[0])] if load_before is not None else None,
+        # The machine may be shared: the load averages (1, 5, 15 min) before and after say how busy.
+        "load_avg_1min": [load_before[0], _load()[0]],
+        "load_avg_before": load_before,
         "cpus": os.cpu_count(),
         # The file name and its training record, not where it happens to be installed.
         "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
@@ -95,23 +146,101 @@ def run(args) -> int:
         "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2))
-    if args.json:
-        print(json.dumps(res))
-    else:
+    if args.profile:
+        res["profile"] = {k: _stats(v) for k, v in stages.items()}
+    if args.anchor:
+        res["files"] = side_by_side(pipe, args.anchor, frames, args.files, args.repeats, args.mm_per_px, args.threads)
+    if not write_figures(res, args.out, args.json):
         print(
-            f"{res['frames']} frames {args.width}x{args.height}, {res['scallops_per_frame']} scallops/frame: "
-            f"median {res['median_ms']} ms, p99 {res['p99_ms']} ms (written to {out})"
+            f"{res['frames']} frames {args.width}x{args.height} in memory, {res['scallops_per_frame']} scallops/frame "
+            f"({res['scallops_range'][0]}-{res['scallops_range'][1]}): median {res['median_ms']} ms, "
+            f"p99 {res['p99_ms']} ms (written to {args.out})"
         )
         print(
             "  stage medians: "
             + ", ".join(f"{k[:-3]} {v}" for k, v in res["stages_median_ms"].items())
-            + (
-                f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
-                if res["load_avg_1min"]
-                else ""
-            )
+            + f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
         )
+        if args.profile:
+            print("  stage p99: " + ", ".join(f"{k[:-3]} {v['p99_ms']}" for k, v in res["profile"].items()))
+        if args.anchor:
+            f = res["files"]
+            print(
+                f"  files ({f['files']} JPEGs x {f['repeats']}, decode included): scallop detect median "
+                f"{f['scallop']['median_ms']} ms, p99 {f['scallop']['p99_ms']}; YOLOv8n-seg@640 median "
+                f"{f['anchor']['median_ms']} ms: {f['ratio_of_medians']}x faster "
+                f"(per round {', '.join(map(str, f['ratio_per_round']))}); load avg {f['load_avg_1min']}"
+            )
     return 0
+
+
+def side_by_side(pipe, anchor: str, frames, n: int, repeats: int, mm_per_px: float, threads: int) -> dict:
+    """``scallop detect``'s per-file work (read the JPEG, detect) against the anchor's (decode,
+    letterbox to 640x640, one onnxruntime run: shared/anchors/README.md) on the same files,
+    in alternating rounds so that a change in the machine's load falls on both."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    from scallop.errors import ConfigError, check_number
+    from scallop.vision.camera import read_image
+
+    check_number("--files", n, 1, 10000, integer=True)
+    check_number("--repeats", repeats, 1, 100, integer=True)
+    if not Path(anchor).is_file():
+        raise ConfigError(f"--anchor {anchor}: no such ONNX file")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Random weights on real images make denormals, which a trained network would not.
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    sess = ort.InferenceSession(anchor, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def anchor_file(path):
+        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        r = 640 / max(h, w)
+        small = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_LINEAR)
+        box = np.full((640, 640, 3), 114, np.uint8)
+        top, left = (640 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+        box[top : top + small.shape[0], left : left + small.shape[1]] = small
+        x = cv2.dnn.blobFromImage(box, 1 / 255.0, swapRB=True)
+        sess.run(None, {name: x})
+
+    def scallop_file(path):
+        pipe.detect(read_image(path), mm_per_px=mm_per_px)
+
+    with tempfile.TemporaryDirectory(prefix="scallop-files-") as tmp:
+        paths = []
+        for i in range(n):
+            p = Path(tmp) / f"{i:05d}.jpg"
+            cv2.imencode(".jpg", frames[i % len(frames)], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tofile(str(p))
+            paths.append(str(p))
+        for fn in (scallop_file, anchor_file):  # warm both (page cache, sessions)
+            for p in paths[:5]:
+                fn(p)
+        load_before = _load()[0]
+        times: dict[str, list[list[float]]] = {"scallop": [], "anchor": []}
+        for _ in range(repeats):
+            for key, fn in (("scallop", scallop_file), ("anchor", anchor_file)):
+                t = []
+                for p in paths:
+                    t0 = time.perf_counter()
+                    fn(p)
+                    t.append((time.perf_counter() - t0) * 1e3)
+                times[key].append(t)
+    med = {k: [float(np.median(r)) for r in v] for k, v in times.items()}
+    s, a = _stats(sum(times["scallop"], [])), _stats(sum(times["anchor"], []))
+    return {
+        "files": n,
+        "repeats": repeats,
+        "scallop": s,
+        "anchor": a,
+        "anchor_file": Path(anchor).name,
+        "ratio_of_medians": round(a["median_ms"] / s["median_ms"], 2),
+        "ratio_per_round": [round(x / y, 2) for x, y in zip(med["anchor"], med["scallop"])],
+        "load_avg_1min": [load_before, _load()[0]],
+    }

@@ -1,0 +1,83 @@
+"""``scallop bench hard``: its scoring of a few frames and its figures' arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from scallop.app.cli import main
+from scallop.app.commands.bench_hard import misses, pipeline_config, pooled
+from scallop.errors import ConfigError
+from scallop.sim.scene import HARD_CONDITIONS
+
+
+def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margin):
+    return {
+        "recall": None,
+        "uro_success": None,
+        "no_uro_picked": None,
+        "no_uro_pickable": None,
+        "near_adductor": None,
+        "jaw_margin_min_mm": margin,
+        "near_adductor_grasps": near,
+        "scallops": scallops,
+        "found": found,
+        "with_uro": with_uro,
+        "grasp_on_uro": on,
+        "without_uro": without,
+        "no_uro_grasped": grasped,
+        "no_uro_pickable_grasps": 0,
+        "pickable_grasps": pickable,
+    }
+
+
+def test_pooled_figures_come_from_the_summed_counts():
+    p = pooled(
+        [_cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6), _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9), _cell(0, 0, 0, 0, 0, 0, 0, 0, None)]
+    )
+    assert p["recall"] == 0.95 and p["uro_success"] == 0.9375 and p["no_uro_picked"] == 0.25
+    assert p["near_adductor"] == round(1 / 15, 5) and p["jaw_margin_min_mm"] == 1.9
+    assert p["scallops"] == 20 and p["no_uro_grasped"] == 1
+    # Nothing to divide by is unknown, never 0.
+    assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["no_uro_picked"] is None
+
+
+def test_misses_name_each_target():
+    ok = {"recall": 0.995, "uro_success": 0.99, "no_uro_picked": 0.0, "near_adductor_grasps": 0}
+    assert misses(ok) == []
+    bad = {"recall": 0.98, "uro_success": None, "no_uro_picked": 0.05, "near_adductor_grasps": 2}
+    got = " ".join(misses(bad))
+    assert "recall 0.98" in got and "no_uro_picked 0.05" in got and "2 grasps within 2 mm" in got
+    assert "uro_success" not in got
+
+
+@pytest.mark.parametrize(
+    "pair", ["min_uro_confidence", "nope=1", "min_uro_confidence=x", "min_uro_confidence=nan", "model=a"]
+)
+def test_set_refuses_what_is_not_a_numeric_threshold(pair):
+    with pytest.raises(ConfigError):
+        pipeline_config([pair])
+
+
+def test_set_overrides_a_threshold():
+    assert pipeline_config(["min_uro_confidence=0.7", "threads=1"]).min_uro_confidence == 0.7
+
+
+def test_bench_hard_scores_every_condition_at_each_scale_error(tmp_path, capsys):
+    out = tmp_path / "hard.json"
+    args = ["bench", "hard", "--frames", "1", "--scales", "0.5", "--scale-errors", "0.9,1.0", "--workers", "1"]
+    assert main([*args, "--data", str(tmp_path / "sets"), "--out", str(out), "--json"]) == 0
+    res = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == res
+    row = res["per_scale"]["0.5"]
+    assert set(row) == {"0.9x", "1x"}
+    for fig in row.values():
+        assert set(fig["per_condition"]) == {*HARD_CONDITIONS, "all"}
+        assert fig["scallops"] == sum(c["scallops"] for c in fig["per_condition"].values()) > 0
+        assert fig["recall"] is None or 0 <= fig["recall"] <= 1
+    assert res["meets_targets"] == (not res["missed"])
+    assert len(res["load_avg_1min"]) == 2 and all(math.isfinite(x) for x in res["load_avg_1min"])
+    labels = json.loads(next((tmp_path / "sets" / "0.50mm" / "all" / "labels").glob("*.json")).read_text())
+    assert labels["conditions"] == [f"hard:{c}" for c in HARD_CONDITIONS] and abs(labels["mm_per_px"] - 0.5) < 0.05

@@ -1,0 +1,58 @@
+"""``scallop bench vision``: the figures it writes (never its timings: no timed unit tests)."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from scallop.app.cli import main
+from scallop.app.commands.bench_vision import _scallop_range, bench_frames, side_by_side
+from scallop.errors import ConfigError
+
+
+def _anchor(path):
+    """A stand-in for the YOLOv8n-seg anchor with its input (1, 3, 640, 640): what is timed
+    around it (decode, letterbox, one run) is the benchmark's, not the network's."""
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 1, 1])
+    node = helper.make_node("GlobalAveragePool", ["images"], ["t"])
+    red = helper.make_node("ReduceMean", ["t"], ["out"], keepdims=1)
+    m = helper.make_model(
+        helper.make_graph([node, red], "anchor", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.save(m, str(path))
+    return path
+
+
+def test_frames_cover_the_whole_count_range():
+    frames = bench_frames(3, 640, 480, 0.5, 7, 0, 2)
+    assert len(frames) == 3 and all(f.shape == (480, 640, 3) for f in frames)
+
+
+def test_profile_and_side_by_side_are_written(tmp_path, capsys):
+    out = tmp_path / "v.json"
+    argv = ["bench", "vision", "--frames", "4", "--distinct", "2", "--warmup", "1", "--scallops", "0,2"]
+    argv += ["--width", "640", "--height", "480", "--profile", "--anchor", str(_anchor(tmp_path / "a.onnx"))]
+    assert main([*argv, "--files", "3", "--repeats", "2", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["frames"] == 4 and 0 <= res["scallops_range"][0] <= res["scallops_range"][1] <= 2
+    assert {"decode", "finder", "crops", "parts", "post"} <= {k[:-3] for k in res["profile"]}
+    assert all(v["p99_ms"] >= v["median_ms"] > 0 for v in res["profile"].values())
+    f = res["files"]
+    assert f["files"] == 3 and len(f["ratio_per_round"]) == 2 and f["ratio_of_medians"] > 0
+    assert f["anchor_file"] == "a.onnx" and len(res["load_avg_before"]) == 3
+    assert "faster" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["5", "4,2", "a,b", "0,31"])
+def test_a_bad_scallop_range_is_refused_by_name(text):
+    with pytest.raises(ConfigError, match="--scallops"):
+        _scallop_range(text)
+
+
+def test_a_missing_anchor_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="missing.onnx"):
+        side_by_side(None, str(tmp_path / "missing.onnx"), [], 1, 1, 0.5, 1)
