@@ -126,7 +126,7 @@ class PlcConfig:
     transport: TransportConfig | None = None
     profile: str = "generic"
     gate_fitted: bool = True
-    back_pressure: bool = True  # slow, then hold the infeed before the arms are overrun
+    back_pressure: bool = False  # slow, then hold the infeed before the arms are overrun
 
     def __post_init__(self) -> None:
         for key, lo, hi, integer in (
