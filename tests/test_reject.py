@@ -111,3 +111,33 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
     finally:
         gate.close()
         plc.close()
+
+
+def test_a_feeder_that_stands_while_asked_to_run_is_a_warning():
+    class StuckFeeder(SimPlc):
+        feeder_running = property(lambda self: False)
+
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    plc = StuckFeeder(clock, lambda t: int(round(t * 3000))).start()
+    cfg = PlcConfig(
+        gate_x_mm=1000.0,
+        gate_lead_mm=40.0,
+        gate_open_ms=300,
+        heartbeat_timeout_s=1.0,
+        watchdog_ms=1000,
+        transport=plc.transport_config(),
+    )
+    alarms = Alarms()
+    gate = RejectGate(cfg, Belt(10.0, 1), alarms, clock, lambda: 30_000.0, lambda: 300.0)
+    try:
+        for _ in range(2):
+            clock.advance(0.05)
+            gate.service(state="running", critical_unacked=False, warnings=False)
+        assert gate.client.outputs.infeed == Infeed.RUN and alarms.is_active("plc.feeder")
+        gate.service(state="stopped", critical_unacked=False, warnings=False)  # asked to hold: no warning
+        clock.advance(0.05)
+        gate.service(state="stopped", critical_unacked=False, warnings=False)
+        assert not alarms.is_active("plc.feeder")
+    finally:
+        gate.close()
+        plc.close()

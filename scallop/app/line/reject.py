@@ -371,6 +371,15 @@ class RejectGate:
             )
         else:
             self.alarms.clear("plc.gate")
+        if self.client.outputs.infeed != Infeed.HOLD and not st.feeder_running and st.safety_ok:
+            self.alarms.raise_(
+                "plc.feeder",
+                "warning",
+                "plc",
+                "the feeder is stopped although the line asks it to run: check the feeder and its local switch",
+            )
+        else:
+            self.alarms.clear("plc.feeder")
         if st.safe_state:
             self.alarms.raise_(
                 "plc.safe_state",
