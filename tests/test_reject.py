@@ -17,6 +17,18 @@ from scallop.sim.clock import VirtualClock
 from scallop.sim.plc import SimPlc
 
 
+def plc_config(plc: SimPlc) -> PlcConfig:
+    """The gate 1000 mm down the belt, opening 40 mm before a scallop for 300 ms."""
+    return PlcConfig(
+        gate_x_mm=1000.0,
+        gate_lead_mm=40.0,
+        gate_open_ms=300,
+        heartbeat_timeout_s=1.0,
+        watchdog_ms=1000,
+        transport=plc.transport_config(),
+    )
+
+
 def outcome(tid: int, result: str, reason: str = "", u: float = 0.0) -> ScallopOutcome:
     decision = SimpleNamespace(track=SimpleNamespace(u=u, v=0.0))
     return ScallopOutcome(tid, decision, result=result, reason=reason)
@@ -68,14 +80,7 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
     clock = VirtualClock(start=10.0, auto_advance=False)
     belt = Belt(10.0, -1)  # 10 counts/mm, raw counts fall downstream
     plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()  # 300 mm/s
-    cfg = PlcConfig(
-        gate_x_mm=1000.0,
-        gate_lead_mm=40.0,
-        gate_open_ms=300,
-        heartbeat_timeout_s=1.0,
-        watchdog_ms=1000,
-        transport=plc.transport_config(),
-    )
+    cfg = plc_config(plc)
     alarms = Alarms()
     now_count = {"c": 19_000.0}  # belt counts (rising downstream)
     gate = RejectGate(cfg, belt, alarms, clock, lambda: now_count["c"], lambda: 300.0)
@@ -119,14 +124,7 @@ def test_a_feeder_that_stands_while_asked_to_run_is_a_warning():
 
     clock = VirtualClock(start=10.0, auto_advance=False)
     plc = StuckFeeder(clock, lambda t: int(round(t * 3000))).start()
-    cfg = PlcConfig(
-        gate_x_mm=1000.0,
-        gate_lead_mm=40.0,
-        gate_open_ms=300,
-        heartbeat_timeout_s=1.0,
-        watchdog_ms=1000,
-        transport=plc.transport_config(),
-    )
+    cfg = plc_config(plc)
     alarms = Alarms()
     gate = RejectGate(cfg, Belt(10.0, 1), alarms, clock, lambda: 30_000.0, lambda: 300.0)
     try:

@@ -222,9 +222,8 @@ class RejectGate:
         if load >= self.HOLD_AT:
             mode = Infeed.HOLD
         elif load >= self.SLOW_AT:
-            mode = Infeed.SLOW if was != Infeed.HOLD else Infeed.HOLD
-            if was == Infeed.HOLD and load < self.HOLD_AT - 0.05:
-                mode = Infeed.SLOW
+            # A hold lasts until the load is clearly below its threshold.
+            mode = Infeed.HOLD if was == Infeed.HOLD and load >= self.HOLD_AT - 0.05 else Infeed.SLOW
         elif load < self.RUN_BELOW:
             mode = Infeed.RUN
         else:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from scallop.app.config import ConfigError, LineConfig, build, load_toml, to_dict
 from scallop.errors import check_range
@@ -42,16 +42,7 @@ FaultKind = Literal[
     "estop_restart",
     "belt_stop",
 ]
-FAULT_KINDS: tuple[str, ...] = (
-    "arm_disconnect",
-    "plc_disconnect",
-    "gate_jam",
-    "heartbeat_stall",
-    "camera_drop",
-    "camera_stall",
-    "estop_restart",
-    "belt_stop",
-)
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 ARM_FAULTS = ("arm_disconnect", "heartbeat_stall")
 
 
