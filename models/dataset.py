@@ -1,5 +1,5 @@
-"""Read labelled data sets (simulator output or real labelled photos) for training and
-evaluation. The format is documented in docs/dataset-format.md; the simulator writes it
+"""Read labelled data sets (simulator output or real labelled photos) for training,
+evaluation and the label tools: the one reader, strict about every file. The format is documented in docs/dataset-format.md; the simulator writes it
 (scallop.sim.dataset) and an engineer can produce it from real photos.
 
 Minimal folder::
@@ -14,6 +14,7 @@ Minimal folder::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scallop.errors import DataError
-from scallop.imagefiles import IMAGE_SUFFIXES, frame_files
+from scallop.errors import DataError, check_number
+from scallop.imagefiles import IMAGE_SUFFIXES, frame_files, no_frames_message
 
 DATASET_FORMAT = "scallop-dataset"
 DATASET_VERSIONS = (1,)
@@ -35,13 +36,15 @@ class DatasetError(DataError):
 
 @dataclass
 class Sample:
-    """One labelled image.
+    """One labelled image from a data set.
 
-    image:     (H, W, 3) uint8 BGR.
-    parts:     (H, W) uint8 part labels (see PART_NAMES).
-    instances: (H, W) uint16 instance ids, 0 = none.
-    mm_per_px: scale on the belt.
-    labels:    the per-image facts (labels/<name>.json), {} when absent.
+    image:      (H, W, 3) uint8 BGR.
+    parts:      (H, W) uint8 part labels (PART_NAMES).
+    instances:  (H, W) uint16 instance values, 0 = none (derived from parts when absent).
+    mm_per_px:  scale on the belt.
+    labels:     the per-image record as stored (labels/<name>.json; {} when absent).
+    scallops:   the per-scallop facts: the record's ``scallops``, else derived from the maps.
+    image_path: the image file (None for a sample made in memory).
     """
 
     name: str
@@ -50,32 +53,8 @@ class Sample:
     instances: np.ndarray
     mm_per_px: float
     labels: dict = field(default_factory=dict)
-
-
-def read_manifest(root: Path) -> dict:
-    mf = root / "dataset.json"
-    if not mf.is_file():
-        raise DatasetError(f"{mf}: missing (every data set starts with a dataset.json manifest)")
-    try:
-        manifest = json.loads(mf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{mf}: not valid JSON ({e})") from None
-    if manifest.get("format") != DATASET_FORMAT:
-        raise DatasetError(f"{mf}: format is {manifest.get('format')!r}, expected {DATASET_FORMAT!r}")
-    if manifest.get("version") not in DATASET_VERSIONS:
-        raise DatasetError(
-            f"{mf}: version {manifest.get('version')!r} is not supported "
-            f"(this software reads {', '.join(map(str, DATASET_VERSIONS))})"
-        )
-    return manifest
-
-
-def _read(path: Path, flags: int) -> np.ndarray:
-    data = np.fromfile(str(path), np.uint8) if path.is_file() else None
-    img = cv2.imdecode(data, flags) if data is not None and data.size else None
-    if img is None:
-        raise DatasetError(f"{path}: missing or not a readable image")
-    return img
+    scallops: list[dict] = field(default_factory=list)
+    image_path: Path | None = None
 
 
 def derive_instances(parts: np.ndarray) -> np.ndarray:
@@ -111,65 +90,181 @@ def derive_facts(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
     return out
 
 
-def list_names(root: Path) -> list[str]:
-    images = root / "images"
-    if not images.is_dir():
-        raise DatasetError(f"{images}: missing (images go in an images/ folder)")
-    return [p.stem for p in frame_files(images)]
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    return data
 
 
-def load_sample(root: Path, name: str, manifest: dict, mm_per_px: float | None = None) -> Sample:
-    """One labelled image; ``mm_per_px`` (given on the command line) replaces the set's scale."""
-    img_path = next(
-        (root / "images" / (name + s) for s in IMAGE_SUFFIXES if (root / "images" / (name + s)).is_file()), None
-    )
-    if img_path is None:
-        raise DatasetError(f"{root / 'images' / name}.*: image missing")
-    image = _read(img_path, cv2.IMREAD_COLOR)
-    parts = _read(root / "parts" / f"{name}.png", cv2.IMREAD_UNCHANGED)
-    if parts.ndim != 2 or parts.dtype != np.uint8:
-        raise DatasetError(
-            f"{root / 'parts' / name}.png: must be single-channel 8-bit labels, got {parts.shape} {parts.dtype}"
-        )
-    if parts.shape != image.shape[:2]:
-        raise DatasetError(
-            f"{root / 'parts' / name}.png: size {parts.shape[::-1]} differs from its image {image.shape[1::-1]}"
-        )
-    if parts.max() >= len(PART_NAMES):
-        raise DatasetError(
-            f"{root / 'parts' / name}.png: label {int(parts.max())} is unknown (0..{len(PART_NAMES) - 1})"
-        )
-    inst_path = root / "instances" / f"{name}.png"
-    if inst_path.is_file():
-        inst = _read(inst_path, cv2.IMREAD_UNCHANGED)
-        if inst.shape != parts.shape:
-            raise DatasetError(f"{inst_path}: size {inst.shape[::-1]} differs from its image")
-        inst = inst.astype(np.uint16)
-    else:
-        inst = derive_instances(parts)
-    labels = {}
-    lab_path = root / "labels" / f"{name}.json"
-    if lab_path.is_file():
-        try:
-            labels = json.loads(lab_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{lab_path}: not valid JSON ({e})") from None
-    mm = mm_per_px if mm_per_px is not None else labels.get("mm_per_px", manifest.get("mm_per_px"))
-    if "scallops" not in labels:
-        labels = {**labels, "scallops": derive_facts(parts, inst)}
-    if not isinstance(mm, (int, float)) or not (0.05 <= mm <= 5):
-        raise DatasetError(
-            f"{lab_path if 'mm_per_px' in labels else root / 'dataset.json'}: "
-            f"mm_per_px={mm!r} missing or out of range 0.05..5 (the scale is needed to train)"
-        )
-    return Sample(name=name, image=image, parts=parts, instances=inst, mm_per_px=float(mm), labels=labels)
+def _scale(mm: object, where: Path) -> float:
+    return float(check_number(f"{where}: mm_per_px", mm, 0.05, 5.0, error=DatasetError))
 
 
-def iter_dataset(root: str | Path, limit: int | None = None, mm_per_px: float | None = None) -> Iterator[Sample]:
-    root = Path(root)
-    manifest = read_manifest(root)
-    names = list_names(root)
-    if not names:
-        raise DatasetError(f"{root / 'images'}: no images")
-    for name in names[:limit]:
-        yield load_sample(root, name, manifest, mm_per_px)
+def scale_of_image(image: str | os.PathLike) -> float | None:
+    """The scale (mm per pixel) a data set gives the image at ``image`` (``ROOT/images/NAME.*``):
+    its ``labels/NAME.json``, else ``dataset.json``; None when the image is in no data set or
+    the data set does not say."""
+    p = Path(image)
+    root = p.parent.parent
+    if p.parent.name != "images" or not (root / "dataset.json").is_file():
+        return None
+    labels = root / "labels" / f"{p.stem}.json"
+    for path in (labels, root / "dataset.json"):
+        if path.is_file():
+            mm = _read_json(path).get("mm_per_px")
+            if mm is not None:
+                return _scale(mm, path)
+    return None
+
+
+def _read_image(path: Path, flags: int) -> np.ndarray:
+    data = np.fromfile(str(path), np.uint8)
+    img = cv2.imdecode(data, flags) if data.size else None
+    if img is None:
+        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
+    return img
+
+
+class Dataset:
+    """A validated data-set folder; iterate it for :class:`Sample` (read lazily)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: no such data-set folder")
+        self.manifest = self._manifest()
+        self.names, self._images = self._index()
+
+    def _manifest(self) -> dict:
+        path = self.root / "dataset.json"
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (a data set starts with a dataset.json manifest)")
+        m = _read_json(path)
+        if m.get("format") != DATASET_FORMAT:
+            raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
+        if m.get("version") not in DATASET_VERSIONS:
+            raise DatasetError(
+                f"{path}: version {m.get('version')!r} is unknown "
+                f"(this software reads version {', '.join(map(str, DATASET_VERSIONS))})"
+            )
+        if "classes" in m and list(m["classes"]) != list(PART_NAMES):
+            raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
+        if m.get("mm_per_px") is not None:
+            _scale(m["mm_per_px"], path)
+        return m
+
+    def _index(self) -> tuple[list[str], dict[str, Path]]:
+        img_dir = self.root / "images"
+        if not img_dir.is_dir():
+            raise DatasetError(f"{img_dir}: missing (images go in an images/ folder)")
+        images: dict[str, Path] = {}
+        for p in frame_files(img_dir, IMAGE_SUFFIXES):
+            if p.stem in images:
+                raise DatasetError(f"{p}: two images named {p.stem!r} ({images[p.stem].name} too)")
+            images[p.stem] = p
+        if not images:
+            raise DatasetError(no_frames_message(img_dir, IMAGE_SUFFIXES))
+        for name in images:
+            if not (self.root / "parts" / f"{name}.png").is_file():
+                raise DatasetError(
+                    f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)"
+                )
+        count = self.manifest.get("count")
+        if count is not None and count != len(images):
+            raise DatasetError(f"{self.root / 'dataset.json'}: count is {count} but images/ holds {len(images)}")
+        return sorted(images), images
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for name in self.names:
+            yield self.load(name)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.load(self.names[i])
+
+    def load(self, name: str, mm_per_px: float | None = None) -> Sample:
+        """Read and check one sample; errors name the offending file. ``mm_per_px`` (given on
+        the command line) replaces the set's own scale."""
+        img_path = self._images.get(name)
+        if img_path is None:
+            raise DatasetError(f"{self.root / 'images'}: no image named {name!r}")
+        image = _read_image(img_path, cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        parts_path = self.root / "parts" / f"{name}.png"
+        parts = _read_image(parts_path, cv2.IMREAD_UNCHANGED)
+        if parts.ndim != 2 or parts.dtype != np.uint8:
+            raise DatasetError(
+                f"{parts_path}: must be single-channel 8-bit labels, got shape {parts.shape} {parts.dtype}"
+            )
+        if parts.shape != (h, w):
+            raise DatasetError(f"{parts_path}: size {parts.shape[1]}x{parts.shape[0]} differs from its image {w}x{h}")
+        if int(parts.max()) >= len(PART_NAMES):
+            raise DatasetError(f"{parts_path}: label {int(parts.max())} is unknown (allowed 0..{len(PART_NAMES) - 1})")
+        inst_path = self.root / "instances" / f"{name}.png"
+        if inst_path.is_file():
+            inst = _read_image(inst_path, cv2.IMREAD_UNCHANGED)
+            if inst.ndim != 2 or inst.dtype not in (np.uint8, np.uint16):
+                raise DatasetError(
+                    f"{inst_path}: must be single-channel 16-bit instance values, got {inst.shape} {inst.dtype}"
+                )
+            if inst.shape != (h, w):
+                raise DatasetError(f"{inst_path}: size {inst.shape[1]}x{inst.shape[0]} differs from its image {w}x{h}")
+            inst = inst.astype(np.uint16)
+            if np.any((inst > 0) & (parts == 0)):
+                raise DatasetError(f"{inst_path}: instance pixels on background (parts label 0)")
+        else:
+            inst = derive_instances(parts)
+        labels_path = self.root / "labels" / f"{name}.json"
+        labels = _read_json(labels_path) if labels_path.is_file() else {}
+        mm = mm_per_px if mm_per_px is not None else labels.get("mm_per_px", self.manifest.get("mm_per_px"))
+        if mm is None:
+            raise DatasetError(f"{labels_path}: mm_per_px missing (give it here or in dataset.json)")
+        mm = _scale(mm, labels_path)
+        scallops = labels.get("scallops")
+        if scallops is None:
+            scallops = derive_facts(parts, inst)
+        else:
+            present = set(np.unique(inst).tolist())
+            for f in scallops:
+                v = f.get("instance", f.get("id"))
+                if v not in present:
+                    raise DatasetError(f"{labels_path}: scallop {f.get('id')!r} has no pixels in {inst_path.name}")
+        return Sample(
+            name=name,
+            image=image,
+            parts=parts,
+            instances=inst,
+            mm_per_px=float(mm),
+            scallops=list(scallops),
+            labels=labels,
+            image_path=img_path,
+        )
+
+
+def load_dataset(root: str | os.PathLike) -> Dataset:
+    """Open and check a data-set folder (manifest, version, every image has its parts);
+    samples are read and checked as they are iterated."""
+    return Dataset(root)
+
+
+def read_manifest(root: str | os.PathLike) -> dict:
+    """The checked ``dataset.json`` of the set at ``root``."""
+    return Dataset(root).manifest
+
+
+def list_names(root: str | os.PathLike) -> list[str]:
+    """The set's sample names, sorted (every image checked to have its part labels)."""
+    return list(Dataset(root).names)
+
+
+def iter_dataset(root: str | os.PathLike, limit: int | None = None, mm_per_px: float | None = None) -> Iterator[Sample]:
+    """The first ``limit`` samples (all when None), read and checked one at a time."""
+    ds = Dataset(root)
+    for name in ds.names[:limit]:
+        yield ds.load(name, mm_per_px)

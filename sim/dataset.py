@@ -1,6 +1,6 @@
 """Labelled data sets: the simulator writes them, training and evaluation read them.
 
-The format (docs/dataset-format.md) is simple enough to produce from real labelled photos:
+The format (docs/dataset-format.md; :mod:`scallop.models.dataset` reads it) is simple enough to produce from real labelled photos:
 a ``dataset.json`` manifest, ``images/``, ``parts/`` (uint8 part labels) and optionally
 ``instances/`` (uint16) and ``labels/`` (per-image facts, JSON).
 
@@ -27,9 +27,8 @@ import cv2
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
-from scallop.errors import DataError, check_number, check_pair, check_range, check_share
-from scallop.imagefiles import frame_files, no_frames_message
-from scallop.models.dataset import derive_facts
+from scallop.errors import check_pair, check_range, check_share
+from scallop.models.dataset import DATASET_FORMAT, DATASET_VERSIONS, DatasetError
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
@@ -43,14 +42,6 @@ from scallop.sim.scene import (
 )
 from scallop.sim.scene.hard import check_conditions, draw_debris, hard_look, hard_scallop
 from scallop.sim.world import _overlap_share
-
-DATASET_FORMAT = "scallop-dataset"
-DATASET_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a data set's images/ may hold
-
-
-class DatasetError(DataError):
-    """A data set that cannot be read or written; the message names the file and the problem."""
 
 
 # ============================================================================ settings
@@ -424,7 +415,7 @@ def write_dataset(
             progress(done, n)
     manifest = {
         "format": DATASET_FORMAT,
-        "version": DATASET_VERSION,
+        "version": DATASET_VERSIONS[-1],
         "classes": list(PART_NAMES),
         "count": n,
         "source": "scallop-sim",
@@ -438,190 +429,3 @@ def write_dataset(
 
 
 # ============================================================================ reading
-@dataclass
-class Sample:
-    """One labelled image from a data set.
-
-    image:     (H, W, 3) uint8 BGR.
-    parts:     (H, W) uint8 part labels (PART_NAMES).
-    instances: (H, W) uint16 instance values, 0 = none (derived from parts when absent).
-    mm_per_px: scale on the belt.
-    scallops:  per-scallop facts (labels/<name>.json, or derived from the maps).
-    labels:    the whole labels record ({} when the file is absent).
-    """
-
-    name: str
-    image: np.ndarray
-    parts: np.ndarray
-    instances: np.ndarray
-    mm_per_px: float
-    scallops: list[dict]
-    labels: dict
-    image_path: Path
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    return data
-
-
-def _scale(mm: object, where: Path) -> float:
-    return float(check_number(f"{where}: mm_per_px", mm, 0.05, 5.0, error=DatasetError))
-
-
-def scale_of_image(image: str | os.PathLike) -> float | None:
-    """The scale (mm per pixel) a data set gives the image at ``image`` (``ROOT/images/NAME.*``):
-    its ``labels/NAME.json``, else ``dataset.json``; None when the image is in no data set or
-    the data set does not say."""
-    p = Path(image)
-    root = p.parent.parent
-    if p.parent.name != "images" or not (root / "dataset.json").is_file():
-        return None
-    labels = root / "labels" / f"{p.stem}.json"
-    for path in (labels, root / "dataset.json"):
-        if path.is_file():
-            mm = _read_json(path).get("mm_per_px")
-            if mm is not None:
-                return _scale(mm, path)
-    return None
-
-
-def _read_image(path: Path, flags: int) -> np.ndarray:
-    data = np.fromfile(str(path), np.uint8)
-    img = cv2.imdecode(data, flags) if data.size else None
-    if img is None:
-        raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
-    return img
-
-
-def facts_from_maps(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
-    """Per-scallop facts derivable from the maps alone (for data sets without labels)."""
-    return derive_facts(parts, instances)
-
-
-class Dataset:
-    """A validated data-set folder; iterate it for :class:`Sample` (read lazily)."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: no such data-set folder")
-        self.manifest = self._manifest()
-        self.names, self._images = self._index()
-
-    def _manifest(self) -> dict:
-        path = self.root / "dataset.json"
-        if not path.is_file():
-            raise DatasetError(f"{path}: missing (a data set starts with a dataset.json manifest)")
-        m = _read_json(path)
-        if m.get("format") != DATASET_FORMAT:
-            raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
-        if m.get("version") != DATASET_VERSION:
-            raise DatasetError(
-                f"{path}: version {m.get('version')!r} is unknown (this software reads version {DATASET_VERSION})"
-            )
-        if "classes" in m and list(m["classes"]) != list(PART_NAMES):
-            raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
-        if m.get("mm_per_px") is not None:
-            _scale(m["mm_per_px"], path)
-        return m
-
-    def _index(self) -> tuple[list[str], dict[str, Path]]:
-        img_dir = self.root / "images"
-        if not img_dir.is_dir():
-            raise DatasetError(f"{img_dir}: missing (images go in an images/ folder)")
-        images: dict[str, Path] = {}
-        for p in frame_files(img_dir, IMAGE_SUFFIXES):
-            if p.stem in images:
-                raise DatasetError(f"{p}: two images named {p.stem!r} ({images[p.stem].name} too)")
-            images[p.stem] = p
-        if not images:
-            raise DatasetError(no_frames_message(img_dir, IMAGE_SUFFIXES))
-        for name in images:
-            if not (self.root / "parts" / f"{name}.png").is_file():
-                raise DatasetError(
-                    f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)"
-                )
-        count = self.manifest.get("count")
-        if count is not None and count != len(images):
-            raise DatasetError(f"{self.root / 'dataset.json'}: count is {count} but images/ holds {len(images)}")
-        return sorted(images), images
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for name in self.names:
-            yield self.load(name)
-
-    def __getitem__(self, i: int) -> Sample:
-        return self.load(self.names[i])
-
-    def load(self, name: str) -> Sample:
-        """Read and check one sample; errors name the offending file."""
-        img_path = self._images.get(name)
-        if img_path is None:
-            raise DatasetError(f"{self.root / 'images'}: no image named {name!r}")
-        image = _read_image(img_path, cv2.IMREAD_COLOR)
-        h, w = image.shape[:2]
-        parts_path = self.root / "parts" / f"{name}.png"
-        parts = _read_image(parts_path, cv2.IMREAD_UNCHANGED)
-        if parts.ndim != 2 or parts.dtype != np.uint8:
-            raise DatasetError(
-                f"{parts_path}: must be single-channel 8-bit labels, got shape {parts.shape} {parts.dtype}"
-            )
-        if parts.shape != (h, w):
-            raise DatasetError(f"{parts_path}: size {parts.shape[1]}x{parts.shape[0]} differs from its image {w}x{h}")
-        if int(parts.max()) >= len(PART_NAMES):
-            raise DatasetError(f"{parts_path}: label {int(parts.max())} is unknown (allowed 0..{len(PART_NAMES) - 1})")
-        inst_path = self.root / "instances" / f"{name}.png"
-        if inst_path.is_file():
-            inst = _read_image(inst_path, cv2.IMREAD_UNCHANGED)
-            if inst.ndim != 2 or inst.dtype not in (np.uint8, np.uint16):
-                raise DatasetError(
-                    f"{inst_path}: must be single-channel 16-bit instance values, got {inst.shape} {inst.dtype}"
-                )
-            if inst.shape != (h, w):
-                raise DatasetError(f"{inst_path}: size {inst.shape[1]}x{inst.shape[0]} differs from its image {w}x{h}")
-            inst = inst.astype(np.uint16)
-            if np.any((inst > 0) & (parts == 0)):
-                raise DatasetError(f"{inst_path}: instance pixels on background (parts label 0)")
-        else:
-            _, cc = cv2.connectedComponents((parts > 0).astype(np.uint8), connectivity=8)
-            inst = cc.astype(np.uint16)
-        labels_path = self.root / "labels" / f"{name}.json"
-        labels = _read_json(labels_path) if labels_path.is_file() else {}
-        mm = labels.get("mm_per_px", self.manifest.get("mm_per_px"))
-        if mm is None:
-            raise DatasetError(f"{labels_path}: mm_per_px missing (give it here or in dataset.json)")
-        mm = _scale(mm, labels_path)
-        scallops = labels.get("scallops")
-        if scallops is None:
-            scallops = facts_from_maps(parts, inst)
-        else:
-            present = set(np.unique(inst).tolist())
-            for f in scallops:
-                v = f.get("instance", f.get("id"))
-                if v not in present:
-                    raise DatasetError(f"{labels_path}: scallop {f.get('id')!r} has no pixels in {inst_path.name}")
-        return Sample(
-            name=name,
-            image=image,
-            parts=parts,
-            instances=inst,
-            mm_per_px=float(mm),
-            scallops=list(scallops),
-            labels=labels,
-            image_path=img_path,
-        )
-
-
-def load_dataset(root: str | os.PathLike) -> Dataset:
-    """Open and check a data-set folder (manifest, version, every image has its parts);
-    samples are read and checked as they are iterated."""
-    return Dataset(root)

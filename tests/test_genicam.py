@@ -25,17 +25,14 @@ import pytest
 from scallop.app.config import load_config
 from scallop.errors import ConfigError
 from scallop.vision.aravis import (
-    PIXEL_FORMATS,
     AravisCamera,
-    AravisCameraConfig,
-    ClockMap,
-    FrameCounter,
     FramesLostError,
     FrameTimeoutError,
     IncompleteFrameError,
     load_aravis,
 )
 from scallop.vision.camera import CameraError, CameraNotFoundError, CorruptFrameError
+from scallop.vision.genicam import PIXEL_FORMATS, AravisCameraConfig, ClockMap, FrameCounter
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import pytest
 from scallop.app.cli import main
 from scallop.calibration.intrinsics import ImageError, list_images
 from scallop.imagefiles import companion_of, frame_files, frame_of, is_companion, is_frame
-from scallop.models.dataset import list_names
-from scallop.sim.dataset import DatasetSettings, load_dataset, write_dataset
+from scallop.models.dataset import list_names, load_dataset
+from scallop.sim.dataset import DatasetSettings, write_dataset
 from scallop.vision.camera import CameraNotFoundError, OpenCVCamera, OpenCVCameraConfig
 
 

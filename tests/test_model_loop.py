@@ -41,7 +41,8 @@ def truth_coco(writer: CocoWriter, image_rel: str, truth_parts, truth_instances,
 
 
 def test_eval_on_a_coco_set_of_the_simulators_truth_gives_the_figures_of_bench_accuracy(tmp_path, capsys):
-    from scallop.sim.dataset import DatasetSettings, load_dataset, write_dataset
+    from scallop.models.dataset import load_dataset
+    from scallop.sim.dataset import DatasetSettings, write_dataset
 
     data = tmp_path / "sim"
     write_dataset(data, n=8, seed=424242, settings=DatasetSettings(mm_per_px=(0.5, 0.5)), overwrite=True)

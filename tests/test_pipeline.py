@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.vision.pipeline import Pipeline, PipelineConfig, _not_first, _wins
+from scallop.vision.grasp import grasp_point, neighbour_px, not_first, wins
+from scallop.vision.pipeline import Pipeline, PipelineConfig
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +26,17 @@ def test_class_masks_equal_argmax_including_ties(C):
     lg = rng.integers(-2, 3, size=(C, 40, 50)).astype(np.float32)
     ch = [lg[c] for c in range(C)]
     ref = lg.argmax(0)
-    assert np.array_equal(_not_first(ch), ref != 0)
+    assert np.array_equal(not_first(ch), ref != 0)
     for c in range(1, C):
-        assert np.array_equal(_wins(ch, c), ref == c), c
+        assert np.array_equal(wins(ch, c), ref == c), c
 
 
 def test_class_masks_batched_axis():
     rng = np.random.default_rng(1)
     lg = rng.normal(size=(3, 4, 16, 16)).astype(np.float32)
     ch = [lg[:, c] for c in range(4)]
-    assert _wins(ch, 3).shape == (3, 16, 16)
-    assert np.array_equal(_wins(ch, 2), lg.argmax(1) == 2)
+    assert wins(ch, 3).shape == (3, 16, 16)
+    assert np.array_equal(wins(ch, 2), lg.argmax(1) == 2)
 
 
 # ------------------------------------------------------------------ normalisation
@@ -90,14 +91,14 @@ def test_grasp_falls_back_to_a_shallower_point_away_from_a_hugging_adductor(pipe
     uro[20:28, 10:50] = 1  # 4 mm thick band
     add = np.zeros((60, 60), bool)
     add[10:20, 5:55] = True  # adductor right above it
-    py, px, gap = pipe._grasp_point(uro, cv2.boundingRect(uro), add, mm)
+    py, px, gap = grasp_point(uro, cv2.boundingRect(uro), add, mm, pipe.config)
     assert uro[py, px] == 1
     assert gap >= pipe.config.min_adductor_gap_mm
     assert py >= 25  # on the far side of the band
     assert uro[py, px] == 1 and (py - 19) * mm >= pipe.config.min_adductor_gap_mm
     deep_only = Pipeline.__new__(Pipeline)
     deep_only.config = PipelineConfig(min_grip_depth_mm=pipe.config.grip_clearance_mm)
-    assert deep_only._grasp_point(uro, cv2.boundingRect(uro), add, mm)[2] < pipe.config.min_adductor_gap_mm
+    assert grasp_point(uro, cv2.boundingRect(uro), add, mm, deep_only.config)[2] < pipe.config.min_adductor_gap_mm
 
 
 def test_grasp_keeps_clear_of_a_touching_neighbour_when_the_uro_allows(pipe):
@@ -114,22 +115,22 @@ def test_grasp_keeps_clear_of_a_touching_neighbour_when_the_uro_allows(pipe):
     add = np.zeros((80, 80), bool)
     add[20:52, 0:8] = True  # adductor off its left end: the right end is farthest
     box = cv2.boundingRect(uro)
-    near = pipe._neighbour_px(lc, 1, box, 0, 0, clear / mm)
+    near = neighbour_px(lc, 1, box, 0, 0, clear / mm)
     assert near is not None and near.shape == (box[3], box[2])
     assert near[0, -1] == pytest.approx(1.0) and near[0, 0] == pytest.approx(28.0)  # exact distances
-    py0, px0, _ = pipe._grasp_point(uro, box, add, mm)
-    py, px, gap = pipe._grasp_point(uro, box, add, mm, near)
+    py0, px0, _ = grasp_point(uro, box, add, mm, pipe.config)
+    py, px, gap = grasp_point(uro, box, add, mm, pipe.config, near)
     assert uro[py, px] == 1 and gap >= pipe.config.min_adductor_gap_mm
     assert (40 - px0) * mm < clear <= (40 - px) * mm  # before: next to the neighbour; now clear of it
     # No neighbour within reach: nothing to compute, the same point as without.
     lone = np.ones_like(lc)
-    assert pipe._neighbour_px(lone, 1, box, 0, 0, clear / mm) is None
+    assert neighbour_px(lone, 1, box, 0, 0, clear / mm) is None
     # A uro entirely within the clearance of the neighbour: no clear pixel, the old choice.
     small = np.zeros_like(uro)
     small[30:42, 34:40] = 1
     sbox = cv2.boundingRect(small)
-    snear = pipe._neighbour_px(lc, 1, sbox, 0, 0, clear / mm)
-    assert pipe._grasp_point(small, sbox, add, mm, snear) == pipe._grasp_point(small, sbox, add, mm)
+    snear = neighbour_px(lc, 1, sbox, 0, 0, clear / mm)
+    assert grasp_point(small, sbox, add, mm, pipe.config, snear) == grasp_point(small, sbox, add, mm, pipe.config)
 
 
 def test_grasp_without_adductor_stays_on_the_uro_when_only_the_belt_is_clear(pipe):
@@ -142,8 +143,8 @@ def test_grasp_without_adductor_stays_on_the_uro_when_only_the_belt_is_clear(pip
     uro = np.zeros((60, 60), np.uint8)
     uro[20:30, 24:30] = 1  # against the neighbour, 3 mm wide
     box = (10, 15, 20, 20)  # a wide box: its left part is belt, far from the neighbour
-    near = pipe._neighbour_px(lc, 1, box, 0, 0, pipe.config.clearance_mm / mm)
-    py, px, gap = pipe._grasp_point(uro, box, np.zeros((60, 60), bool), mm, near)
+    near = neighbour_px(lc, 1, box, 0, 0, pipe.config.clearance_mm / mm)
+    py, px, gap = grasp_point(uro, box, np.zeros((60, 60), bool), mm, pipe.config, near)
     assert uro[py, px] == 1 and gap == float("inf")
 
 
@@ -179,7 +180,7 @@ def test_grasp_point_on_box_equals_whole_crop(pipe):
             )
             add &= comp == 0
         box = tuple(int(v) for v in st[k, :4])
-        assert pipe._grasp_point(comp, box, add, 0.75) == _grasp_reference(pipe, comp, add, 0.75)
+        assert grasp_point(comp, box, add, 0.75, pipe.config) == _grasp_reference(pipe, comp, add, 0.75)
         checked += 1
     assert checked > 40
 

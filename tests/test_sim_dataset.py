@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 
 from scallop.app.cli import main
-from scallop.sim.dataset import (
-    DatasetError,
-    DatasetSettings,
-    load_dataset,
-    random_sample,
-    write_dataset,
-)
+from scallop.models.dataset import DatasetError, load_dataset
+from scallop.sim.dataset import DatasetSettings, random_sample, write_dataset
 from scallop.sim.scene import PART_NAMES, URO
 
 # Small frames keep the tests fast; the envelope itself is exercised by random_sample.

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.vision.pipeline import Pipeline, PipelineConfig
+from scallop.vision.grasp import uro_adductor_gap
+from scallop.vision.pipeline import PipelineConfig
 
 
 def _masks(gap_px: int):
@@ -22,15 +23,15 @@ def _masks(gap_px: int):
 @pytest.mark.parametrize("gap_px", [0, 3, 8])
 def test_gap_is_the_distance_from_the_uro_to_the_adductor(gap_px):
     uro, box, add = _masks(gap_px)
-    got = Pipeline._uro_adductor_gap(uro, box, add, reach_px=20)
+    got = uro_adductor_gap(uro, box, add, reach_px=20)
     # Pixel centres: a uro starting right after the adductor's last column is 1 px away.
     assert got == pytest.approx(gap_px + 1, abs=0.05)
 
 
 def test_no_adductor_within_reach_is_infinite():
     uro, box, add = _masks(30)
-    assert math.isinf(Pipeline._uro_adductor_gap(uro, box, add, reach_px=5))
-    assert math.isinf(Pipeline._uro_adductor_gap(uro, box, np.zeros_like(add), reach_px=50))
+    assert math.isinf(uro_adductor_gap(uro, box, add, reach_px=5))
+    assert math.isinf(uro_adductor_gap(uro, box, np.zeros_like(add), reach_px=50))
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), 1e9])

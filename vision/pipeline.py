@@ -28,6 +28,7 @@ from scallop.vision.detections import (
     REASON_TOO_CLOSE,
     Detections,
 )
+from scallop.vision.grasp import grasp_point, max_of, neighbour_px, not_first, softmax_rows, uro_adductor_gap, wins
 
 # Class indices fixed by the metadata check in models.runtime (names must start like this).
 F_BG, F_CORE, F_EDGE = 0, 1, 2
@@ -81,41 +82,6 @@ class PipelineConfig:
         check_range("border_margin_mm", self.border_margin_mm, 0.0, 50.0)
         check_range("shadow_share", self.shadow_share, 0.01, 1.0)
         check_range("shadow_cpu_share", self.shadow_cpu_share, 0.05, 1.0)
-
-
-def _max_of(planes: list[np.ndarray]) -> np.ndarray:
-    """Elementwise maximum of a list of equally shaped arrays (pairwise: ``np.maximum.reduce``
-    over a list would first copy them all into one stacked array)."""
-    m = planes[0]
-    for p in planes[1:]:
-        m = np.maximum(m, p)
-    return m
-
-
-def _wins(ch: list[np.ndarray], c: int) -> np.ndarray:
-    """``argmax over ch == c`` without the argmax: a class wins where it beats every class
-    before it and ties or beats every class after it (argmax keeps the first of equals).
-    ``ch`` is the list of per-class logit planes."""
-    m = ch[c] > _max_of(ch[:c])
-    if c + 1 < len(ch):
-        m &= ch[c] >= _max_of(ch[c + 1 :])
-    return m
-
-
-def _softmax_rows(rows: list[np.ndarray], c: int) -> np.ndarray:
-    """Softmax probability of class ``c`` from per-class logit vectors: the same float32 steps
-    as ``exp(l - l.max(0)) / sum`` on the stacked array (whose axis-0 reductions are slow)."""
-    m = _max_of(rows)
-    e = [np.exp(r - m) for r in rows]
-    t = e[0]
-    for x in e[1:]:
-        t = t + x
-    return e[c] / t
-
-
-def _not_first(ch: list[np.ndarray]) -> np.ndarray:
-    """``argmax over ch != 0``: some later class beats class 0 strictly."""
-    return _max_of(ch[1:]) > ch[0]
 
 
 class Pipeline:
@@ -193,8 +159,8 @@ class Pipeline:
         fg prob mean (K,), centroid x (K,), centroid y (K,) in coarse pixels)."""
         h, w = valid_hw
         ch = [logits[c, :h, :w] for c in range(logits.shape[0])]
-        fg = _not_first(ch)
-        core = _wins(ch, F_CORE).view(np.uint8)
+        fg = not_first(ch)
+        core = wins(ch, F_CORE).view(np.uint8)
         # One pixel of erosion cuts the thin bridges that join the cores of touching scallops
         # where the finder drew the edge between them only faintly.
         core = cv2.erode(core, self._cross)
@@ -231,7 +197,7 @@ class Pipeline:
         xs, ys = pts[:, 0], pts[:, 1]
         lv = labels[ys, xs]
         cnt = np.bincount(lv, minlength=nk + 1)
-        pfg = 1.0 - _softmax_rows([logits[c][ys, xs] for c in range(logits.shape[0])], F_BG)
+        pfg = 1.0 - softmax_rows([logits[c][ys, xs] for c in range(logits.shape[0])], F_BG)
         psum = np.bincount(lv, weights=pfg, minlength=nk + 1)
         sx = np.bincount(lv, weights=xs, minlength=nk + 1)
         sy = np.bincount(lv, weights=ys, minlength=nk + 1)
@@ -251,97 +217,6 @@ class Pipeline:
     def _empty(to_belt) -> Detections:
         dets = Detections.empty()
         return dets.with_belt_mapping(to_belt) if to_belt is not None else dets
-
-    def _grasp_point(
-        self,
-        uro: np.ndarray,
-        box: tuple[int, int, int, int],
-        adductor: np.ndarray,
-        mm_px: float,
-        neighbour_px: np.ndarray | None = None,
-    ) -> tuple[int, int, float]:
-        """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
-        uro) and as far from the adductor as that allows — the uro touches the adductor at
-        one end, and a gripper closing on that end pinches the meat.
-
-        Candidates are the pixels at least ``grip_clearance_mm`` inside the uro (or 80 % of
-        the deepest point's depth for a thin uro); among them the one farthest from the
-        adductor wins. ``uro``: uint8 0/1 mask of the crop, ``box``: its (x, y, w, h)
-        bounding box, ``mm_px``: the crop's scale. ``neighbour_px``: on the box, the distance
-        in pixels to the nearest pixel of another scallop (None: none near); when a touching
-        neighbour lies close, pixels at least ``clearance_mm`` from it are preferred, so the
-        jaws close on the far part of the uro rather than next to the other scallop's meat.
-        Returns (row, col, distance to the adductor in mm)."""
-        x, y, w, h = box
-        # Depth inside the uro on its box only. The 2-pixel zero border stands for everything
-        # outside: a 5x5 chamfer step spans at most 2 pixels, so no path to a farther zero can
-        # be shorter and the depths equal those computed on the whole crop.
-        du = cv2.distanceTransform(
-            cv2.copyMakeBorder(uro[y : y + h, x : x + w], 2, 2, 2, 2, cv2.BORDER_CONSTANT, 0), cv2.DIST_L2, 5
-        )[2:-2, 2:-2]
-        deepest = float(du.max())
-        cfg = self.config
-        clear = None
-        if neighbour_px is not None:
-            clear = (neighbour_px >= cfg.clearance_mm / mm_px + 0.5) & (du > 0)
-        if not adductor.any():
-            score = du if clear is None or not clear.any() else np.where(clear, du, -1.0)
-            py, px = np.unravel_index(int(score.argmax()), score.shape)
-            return py + y, px + x, float("inf")
-        da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[
-            y : y + h, x : x + w
-        ]
-        # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps; first only
-        # where the jaws also clear a touching neighbour, then anywhere (judged too_close later).
-        depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
-        for allowed in (clear, None) if clear is not None and clear.any() else (None,):
-            for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
-                need = min(depth_mm / mm_px, 0.8 * deepest)
-                ok = du >= need if allowed is None else (du >= need) & allowed
-                score = np.where(ok, da + 0.01 * du, -1.0)
-                py, px = np.unravel_index(int(score.argmax()), score.shape)
-                gap = float(da[py, px]) * mm_px
-                # A uro lying along the adductor has no deep pixel far enough from it; a shallower
-                # grip (still inside the uro by more than the mask error) often has.
-                if ok[py, px] and gap >= cfg.min_adductor_gap_mm:
-                    return py + y, px + x, gap
-        return py + y, px + x, gap
-
-    @staticmethod
-    def _uro_adductor_gap(
-        uro: np.ndarray, box: tuple[int, int, int, int], adductor: np.ndarray, reach_px: float
-    ) -> float:
-        """Crop pixels from the uro blob (``uro`` 0/1, its ``box`` x, y, w, h) to the nearest
-        adductor pixel, looked for only within ``reach_px`` of the blob's box (inf beyond)."""
-        x, y, w, h = box
-        r = int(np.ceil(reach_px)) + 1
-        H, W = uro.shape
-        wx0, wy0, wx1, wy1 = max(x - r, 0), max(y - r, 0), min(x + w + r, W), min(y + h + r, H)
-        add = adductor[wy0:wy1, wx0:wx1]
-        if not add.any():
-            return float("inf")
-        d = cv2.distanceTransform(cv2.compare(add.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return float(d[uro[wy0:wy1, wx0:wx1] > 0].min())
-
-    @staticmethod
-    def _neighbour_px(
-        lc: np.ndarray, k: int, box: tuple[int, int, int, int], x0: int, y0: int, reach_px: float
-    ) -> np.ndarray | None:
-        """Distance in crop pixels from each pixel of the uro box (``box`` relative to
-        (x0, y0)) to the nearest pixel of another scallop in the crop's labels ``lc`` (own
-        label ``k``, 0 = belt); None when none lies within ``reach_px`` of the box. The window
-        reaches ``reach_px`` past the box, so every distance under ``reach_px`` is exact."""
-        bx, by, bw, bh = box
-        bx, by = bx + x0, by + y0
-        r = int(np.ceil(reach_px)) + 1
-        H, W = lc.shape
-        wx0, wy0, wx1, wy1 = max(bx - r, 0), max(by - r, 0), min(bx + bw + r, W), min(by + bh + r, H)
-        win = lc[wy0:wy1, wx0:wx1]
-        free = ((win == k) | (win == 0)).view(np.uint8)
-        if free.all():
-            return None
-        d = cv2.distanceTransform(free, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return d[by - wy0 : by - wy0 + bh, bx - wx0 : bx - wx0 + bw]
 
     # ------------------------------------------------------------------ main
     def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
@@ -467,9 +342,9 @@ class Pipeline:
         S = self.crop
         W, H = frame_wh
         ch = [logits[:, c] for c in range(logits.shape[1])]
-        solid = _not_first(ch)  # (N, S, S) not background
-        uro_all = _wins(ch, P_URO)
-        add_all = _wins(ch, P_ADDUCTOR)
+        solid = not_first(ch)  # (N, S, S) not background
+        uro_all = wins(ch, P_URO)
+        add_all = wins(ch, P_ADDUCTOR)
         rivals = [c for k, c in enumerate(ch) if k != P_ADDUCTOR]
         mm_c = self.fine_mm if step == self.fine_mm / s else s * step
         mm2 = mm_c**2
@@ -569,15 +444,15 @@ class Pipeline:
                 # at 0.5 logit one held-out grasp in 2800 still came within the 2 mm jaw radius
                 # of the true adductor, at 1.5 none nearer than 2.5 mm (bench accuracy reports it).
                 box = (i, slice(y0, y1), slice(x0, x1))
-                add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= _max_of([c[box] for c in rivals])
+                add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= max_of([c[box] for c in rivals])
                 ubox = (ux + cx_, uy + cy_, cw_, ch_)
-                py, px, gap = self._grasp_point(
-                    comp, ubox, add_near & own, mm_c, self._neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
+                py, px, gap = grasp_point(
+                    comp, ubox, add_near & own, mm_c, cfg, neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
                 )
-                touch = self._uro_adductor_gap(comp, ubox, add_near & own, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
+                touch = uro_adductor_gap(comp, ubox, add_near & own, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
                 cm = comp.view(bool)
                 uconf = float(
-                    _softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
+                    softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
                 )
                 px, py = px + x0, py + y0
                 ucx, ucy = ucen[best] + (ux + x0, uy + y0)

@@ -22,7 +22,7 @@ from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.robot.plc import PlcConfig
 from scallop.sim.config import SimConfig
-from scallop.vision.aravis import AravisCameraConfig
+from scallop.vision.genicam import AravisCameraConfig
 from scallop.vision.pipeline import PipelineConfig
 
 

@@ -109,7 +109,7 @@ def evaluate(
         for s in samples:
             dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0)
             frame = f"{src.name}/{s.name}"
-            t = score_frame(dets, s.parts, s.instances, s.labels.get("scallops", []), s.mm_per_px, frame=frame)
+            t = score_frame(dets, s.parts, s.instances, s.scallops, s.mm_per_px, frame=frame)
             total.add(t)
             by_scale.setdefault(scale_bin(s.mm_per_px), Tally()).add(t)
             for c in conditions_of(s.labels):

@@ -403,7 +403,7 @@ class CocoSet:
             )
         parts, instances, facts = self.rasterise(im)
         labels = {"mm_per_px": im.mm_per_px, "scallops": facts, "conditions": im.conditions, "coco_image_id": im.id}
-        return Sample(Path(im.file_name).stem, image, parts, instances, im.mm_per_px, labels)
+        return Sample(Path(im.file_name).stem, image, parts, instances, im.mm_per_px, labels, facts, im.path)
 
     def samples(self) -> Iterator[Sample]:
         for im in self.images:

@@ -41,7 +41,7 @@ def run(args) -> int:
     import cv2
 
     from scallop.errors import ConfigError, check_number
-    from scallop.sim.dataset import scale_of_image
+    from scallop.models.dataset import scale_of_image
     from scallop.vision.annotate import draw
     from scallop.vision.camera import CameraError, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
