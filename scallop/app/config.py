@@ -489,3 +489,30 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     except ConfigError as e:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}{e}") from None
+
+
+def vision_changes(changes: object) -> dict:
+    """The vision thresholds an engineer may change while the line runs, from the panel's
+    ``{"vision.KEY": value}`` or ``{"vision": {"KEY": value}}`` → ``{"KEY": value}`` (the
+    values are checked when the section is built). Anything else needs a restart (the
+    configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
+    if not isinstance(changes, dict):
+        raise ConfigError(f"changes={changes!r}: expected a JSON object of keys and values")
+    vision: dict = {}
+    for key, value in changes.items():
+        if key == "vision" and isinstance(value, dict):
+            vision.update(value)
+        elif isinstance(key, str) and key.startswith("vision.") and key.count(".") == 1:
+            vision[key.split(".", 1)[1]] = value
+        else:
+            raise ConfigError(
+                f"{key}: cannot be changed while the line runs; the panel changes the vision thresholds "
+                '(e.g. {"vision.min_uro_confidence": 0.6}); the belt speed comes with the recipe, '
+                "everything else from the configuration file at the next start"
+            )
+    if {"model", "threads", "shadow_model"} & set(vision):
+        raise ConfigError(
+            "vision.model, vision.threads and vision.shadow_model need a restart; change them in the config "
+            "file (a model is put live with scallop model promote)"
+        )
+    return vision

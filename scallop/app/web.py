@@ -38,7 +38,7 @@ Every request is treated as hostile (docs/operator-screen.md): a ``Host`` that i
 screen's (loopback, the address the request came to, ``allowed_hosts``) is refused, so a web
 page elsewhere cannot reach the line by DNS rebinding; a state-changing request whose ``Origin``
 or ``Sec-Fetch-Site`` says it comes from another site (``Origin: null`` included) is refused, and
-so is a cross-site read that is not a navigation; a body is refused at ``max_body_bytes`` while
+so is a cross-site read that is not a navigation (:mod:`scallop.app.web_guard`); a body is refused at ``max_body_bytes`` while
 it streams in, and JSON nested deeper than ``max_json_depth``. Every answer carries a CSP
 without inline script, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and, from the
 API, ``Cache-Control: no-store``. Under TLS the session cookie is ``Secure``.
@@ -61,64 +61,33 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scallop.app.auth import AuthError, LockedOut, Session, SessionStore, UserStore, is_loopback
 from scallop.app.i18n import LANGUAGES
 from scallop.app.line_api import LineAPI
-from scallop.app.metrics import CONTENT_TYPE, WithoutCreated, render
+from scallop.app.metrics import CONTENT_TYPE
 from scallop.app.version import program_version
+from scallop.app.web_guard import OPERATOR_ACTIONS, ApiError, RequestGuard, WebMetrics, json_depth_ok
 from scallop.errors import DeviceError, ScallopError
 
 STATIC_DIR = Path(__file__).with_name("web")
 COOKIE = "scallop_session"
-OPERATOR_ACTIONS = ("start", "pause", "stop", "reset")
 Access = Literal["anyone", "loopback", "login"]
 ACCESS: tuple[str, ...] = ("anyone", "loopback", "login")
 
 AuditFn = Callable[[str, str, dict], Any]
 """``audit(kind, user, detail)``: e.g. :meth:`scallop.app.record.RecordWriter.event`."""
 
-# No inline script or style, nothing from elsewhere, never inside a frame.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = (
-    (b"content-security-policy", CSP.encode()),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-)
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
 
 class WebError(DeviceError):
     """The screen cannot be served (address in use, server did not start); the message says why."""
-
-
-class ApiError(ScallopError):
-    """A request refused with ``status``; ``code``/``params`` name its message in the catalogue."""
-
-    def __init__(
-        self, status: int, message: str, headers: dict[str, str] | None = None, code: str = "", **params: object
-    ) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.message = message
-        self.headers = headers or {}
-        self.code = code
-        self.params = params
 
 
 def _clean(obj: Any) -> Any:
@@ -141,187 +110,6 @@ def snapshot_dict(snap) -> dict:
 
 def _key_message(e: KeyError) -> str:
     return str(e.args[0]) if e.args else "not found"
-
-
-def json_depth_ok(raw: bytes, limit: int) -> bool:
-    """Whether JSON text nests arrays and objects at most ``limit`` deep (strings skipped).
-    Checked before parsing: the parser recurses, and a 60 KB ``[[[[…`` would exhaust the stack."""
-    depth, in_str, esc = 0, False, False
-    for b in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 0x5C:  # backslash
-                esc = True
-            elif b == 0x22:
-                in_str = False
-        elif b == 0x22:
-            in_str = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return False
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return True
-
-
-class _WebMetrics:
-    def __init__(self) -> None:
-        # Its own registry: each app counts for itself, and tests create many apps in one process.
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "scallop_web_requests_total", "HTTP requests served.", ("method", "route", "status"), registry=r
-        )
-        self.seconds = Histogram(
-            "scallop_web_request_seconds",
-            "Time to answer an HTTP request (streams excluded).",
-            ("route",),
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
-            registry=r,
-        )
-        self.clients = Gauge("scallop_web_event_clients", "Screens connected to the live event stream.", registry=r)
-        self.logins = Counter("scallop_web_logins_total", "Login attempts.", ("outcome",), registry=r)
-        self.line_ok = Gauge("scallop_web_line_metrics_ok", "1 when the line answered for its metrics.", registry=r)
-
-    def render(self) -> str:
-        return render(WithoutCreated(self.registry))
-
-
-_ROUTES = (
-    "/",
-    "/api/state",
-    "/api/events",
-    "/api/frame.jpg",
-    "/api/recipes",
-    "/api/recipe",
-    "/api/login",
-    "/api/logout",
-    "/api/config",
-    "/api/capture",
-    "/metrics",
-    "/api/estop",
-) + tuple(f"/api/{a}" for a in OPERATOR_ACTIONS)
-
-
-def _route_label(path: str) -> str:
-    if path in _ROUTES:
-        return path
-    if path.startswith("/static/"):
-        return "/static"
-    if path.startswith("/api/alarms/") and path.endswith("/ack"):
-        return "/api/alarms/{id}/ack"
-    return "other"
-
-
-def _origin_parts(scheme: str, netloc: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of an origin, the default port filled in; None if it is not one."""
-    try:
-        u = urlsplit(f"{scheme}://{netloc}")
-        host, port = u.hostname, u.port
-    except ValueError:
-        return None
-    if not host:
-        return None
-    return scheme, host, port or (443 if scheme == "https" else 80)
-
-
-class _Guard:
-    """ASGI middleware in front of every route: the Host allowlist, the cross-site checks, the
-    body limit (counted while the body streams in), the security headers, and the request
-    counts for /metrics. Hand-written rather than Starlette's TrustedHostMiddleware: that one
-    cannot allow "the address this request came to", answers in plain text and counts nothing."""
-
-    def __init__(self, app, metrics: _WebMetrics, allowed_hosts: frozenset[str], max_body_bytes: int) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.allowed_hosts = allowed_hosts
-        self.max_body_bytes = max_body_bytes
-
-    def _host_ok(self, host: str, scope) -> bool:
-        parts = _origin_parts("http", host)
-        if parts is None:
-            return False
-        name = parts[1]
-        server = (scope.get("server") or ("",))[0] or ""
-        return is_loopback(name) or name in self.allowed_hosts or name == server.lower().strip("[]")
-
-    def _refusal(self, method: str, scope, headers: dict[str, str]) -> tuple[int, str] | None:
-        host = headers.get("host", "")
-        if not self._host_ok(host, scope):
-            return 400, f"this screen does not answer to the host name {host!r}: add it to [ui] allowed_hosts"
-        scheme = "https" if scope.get("scheme") == "https" else "http"
-        origin = headers.get("origin")
-        site = headers.get("sec-fetch-site", "")
-        if method not in SAFE_METHODS:
-            if origin is not None:
-                own = _origin_parts(scheme, host)
-                u = urlsplit(origin) if origin != "null" else None
-                theirs = _origin_parts(u.scheme, u.netloc) if u is not None and u.scheme in ("http", "https") else None
-                if theirs is None or theirs != own:
-                    return 403, f"cross-site request from {origin} refused"
-            if site not in ("", "same-origin", "none"):
-                return 403, f"cross-site request ({site}) refused"
-        elif site in ("cross-site", "same-site") and headers.get("sec-fetch-mode") != "navigate":
-            # Another site's page may link here, not read from here (an <img> of the camera, a fetch).
-            return 403, f"cross-site request ({site}) refused"
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return 400, f"Content-Length {length!r} is not a number"
-            if int(length) > self.max_body_bytes:
-                return 413, f"request body of {int(length)} bytes is too large: at most {self.max_body_bytes}"
-        return None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        method, route = scope["method"], _route_label(scope["path"])
-        no_store = scope["path"].startswith("/api/") or scope["path"] == "/metrics"
-        t0 = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                hdrs = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control" or not no_store]
-                hdrs += SECURITY_HEADERS
-                if no_store:
-                    hdrs.append((b"cache-control", b"no-store"))
-                if scope.get("scheme") == "https":
-                    hdrs.append((b"strict-transport-security", b"max-age=31536000"))
-                message = {**message, "headers": hdrs}
-            await send(message)
-
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        refusal = self._refusal(method, scope, headers)
-        if refusal is not None:
-            code, msg = refusal
-            resp = JSONResponse({"error": msg}, status_code=code, headers={"Connection": "close"})
-            await resp(scope, receive, send_wrapper)
-            self.metrics.requests.labels(method, route, str(code)).inc()
-            return
-
-        seen = 0
-        limit = self.max_body_bytes
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    # Stops reading here: a body sent without Content-Length is cut at the limit.
-                    raise ApiError(413, f"request body is too large: at most {limit} bytes")
-            return message
-
-        try:
-            await self.app(scope, limited_receive, send_wrapper)
-        finally:
-            self.metrics.requests.labels(method, route, str(status["code"])).inc()
-            if route != "/api/events":
-                self.metrics.seconds.labels(route).observe(time.perf_counter() - t0)
 
 
 def create_app(
@@ -356,7 +144,7 @@ def create_app(
     if language not in LANGUAGES:
         raise ValueError(f"language={language!r} is not allowed: choose one of {', '.join(LANGUAGES)}")
     sessions = sessions or SessionStore(users)
-    metrics = _WebMetrics()
+    metrics = WebMetrics()
     closing = threading.Event()
     hosts = frozenset(h.strip().strip("[]").lower() for h in allowed_hosts if h.strip())
     index_html = (
@@ -368,7 +156,7 @@ def create_app(
     app.state.sessions = sessions
     app.state.closing = closing
     app.state.metrics = metrics
-    app.add_middleware(_Guard, metrics=metrics, allowed_hosts=hosts, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestGuard, metrics=metrics, allowed_hosts=hosts, max_body_bytes=max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def _audit(kind: str, user: str, detail: dict | None = None) -> None:

@@ -9,18 +9,13 @@
 * :class:`~scallop.app.line.ledger.PickLedger` follows every decision to its end;
 * :class:`~scallop.app.line.arms.ArmDrivers` serve the arms (the scheduler shares the targets);
 * :class:`~scallop.app.line.control.LineControl` decides start/pause/stop/e-stop/reset/fault;
-* :class:`~scallop.app.line.publisher.Publisher` keeps the screen's frame and writes the record.
-
-Two drivers run the same parts:
-
-* :meth:`Line.run_threaded` — capture and inference in their own threads, joined by a bounded
-  frame queue that drops the *oldest* frame under overload (counted in ``frames_dropped``),
-  and one thread per arm. For real hardware and for the simulator in real time.
-* :meth:`Line.run_stepped` — one thread on the simulator's virtual clock, stepping ``tick_s``
-  of virtual time: the arms are served at once whenever a queued target waits for an arm that
-  can take it, and otherwise every half heartbeat period (each service is a Modbus round
-  trip, the most expensive part of a simulated tick); each frame is processed when its
-  exposure comes. A run is faster than real time and the same seed gives the same result.
+* :class:`~scallop.app.line.publisher.Publisher` keeps the screen's frame and writes the record;
+* :class:`~scallop.app.line.reject.RejectGate` gives every finished scallop its disposition
+  through the line PLC, fed by :class:`~scallop.app.line.demand.ArmDemand` for back-pressure;
+* :class:`~scallop.app.line.models.ModelLoop` holds the live model, its shadow and the capture;
+* :class:`~scallop.app.line.readout.Readout` counts for the screen, the metrics and the summary;
+* :class:`~scallop.app.line.drivers.Drivers` run all of it, in threads (real hardware, the
+  simulator in real time) or stepped on the simulator's virtual clock.
 
 Safety rules kept here: nothing is sent to an arm except a plan the planner checked against
 the workspace (the arm client checks again); a scallop gets exactly one decision — picked,
@@ -32,12 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
@@ -47,18 +39,21 @@ from scallop.app.config import LineConfig
 from scallop.app.line.arms import ArmDrivers
 from scallop.app.line.beltcheck import BeltCheck, BeltFault
 from scallop.app.line.control import LineControl
+from scallop.app.line.demand import ArmDemand
+from scallop.app.line.drivers import Drivers
 from scallop.app.line.frames import TIMING, FrameReader
 from scallop.app.line.ledger import PickLedger, ScallopOutcome
+from scallop.app.line.models import ModelLoop
 from scallop.app.line.publisher import Publisher
+from scallop.app.line.readout import Readout
 from scallop.app.line.reject import RejectGate
 from scallop.app.line.states import Action, LineReason, LineState
 from scallop.app.line_api import LineSnapshot, Recipe
 from scallop.app.stats import Stats
 from scallop.app.tracking import Tracker
-from scallop.errors import ConfigError, DeviceError, StateError
+from scallop.errors import StateError
 from scallop.robot.belt import ConveyorTracker
-from scallop.robot.planning import PickPlanner
-from scallop.vision.camera import EndOfStreamError, Frame
+from scallop.vision.camera import Frame
 from scallop.vision.detections import Detections
 from scallop.vision.pipeline import Pipeline
 
@@ -88,24 +83,10 @@ class Line:
         self.reader: FrameReader | None = None
         self.belt_check: BeltCheck | None = None
         self.reject: RejectGate | None = None
-        self._capacity: dict[tuple[str, float], float] = {}  # (arm, belt speed) -> picks/s
-        self._demand_at, self._demand_val = -math.inf, None
         self._scale = math.nan
-        self._stop_evt = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._beats: dict[str, float] = {}  # loop -> monotonic time it last went round (real time)
-        self._next_service = -math.inf
-        # The model loop (docs/model-loop.md): the live model, a promoted one waiting for the
-        # next frame boundary, the shadow candidate and the frame capture.
-        self.model: dict = {}
-        self.registry = None
-        self._registry_stamp = 0
-        self._pending_model = None
-        self._models_stop = threading.Event()
-        self._models_thread: threading.Thread | None = None
-        self.shadow = None
-        self._shadow_row_at = -math.inf
-        self.capture = None
+        self.drivers = Drivers(self)
+        self.readout = Readout(self)
+        self.models = ModelLoop(config, backend, record, self.alarms, self.publisher, self.clock, self.control.lock)
 
     # ------------------------------------------------------------------ set-up
     def open(self) -> None:
@@ -123,7 +104,7 @@ class Line:
             self.publisher.event(
                 "calibration_override", "system", {"part": part, "file": self.config.runtime.calibration}
             )
-        self.pipeline, self.model = self._live_model()
+        self.pipeline = self.models.live()
         cam = b.camera_model
         self._scale = cam.mm_per_px_center()
         self.pipeline.check_frame(*cam.image_size, self._scale)  # a model that cannot take these frames: refused now
@@ -139,6 +120,7 @@ class Line:
             self.config.runtime.tick_s,
             record=self.publisher.event,
         )
+        self.demand = ArmDemand(self.arms, self.stats, self.clock, self.control)
         if self.record is not None:
             # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
             self.arms.scheduler.before_commit = self._record_pick
@@ -159,7 +141,7 @@ class Line:
         self.belt_check = BeltCheck(belt)
         self.observers = list(b.observers) + self.observers
         self._say_how_the_last_run_ended()
-        self._open_model_loop()
+        self.models.open(self._scale)
         sched = self.arms.scheduler
         self.reject = RejectGate(
             b.plc_config,
@@ -200,8 +182,8 @@ class Line:
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):
             self.stop("system")
-        self._join_threads()
-        self._close_model_loop()
+        self.drivers.join()
+        self.models.close()
         if self.arms is not None:
             self.arms.close()
         if self.reject is not None:
@@ -232,8 +214,10 @@ class Line:
     def process_frame(self, frame: Frame) -> None:
         """Vision → tracking → decisions for one frame. A bad frame is counted and alarmed,
         never fatal."""
-        if self._pending_model is not None:
-            self._swap_model()  # between two frames: the one before had the old model, this one the new
+        if self.models.pending:
+            with self.control.lock:
+                # Between two frames: the one before had the old model, this one the new.
+                self.pipeline = self.models.swap(self.config.vision)
         t0 = time.perf_counter()
         if frame.encoder is None:
             self._frames_bad += 1
@@ -314,12 +298,7 @@ class Line:
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
         self.publisher.frame(frame.image, dets)
         # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
-        if self.capture is not None:
-            self.capture.on_analysed(frame, dets, self._scale)
-        if self.shadow is not None:
-            self.shadow.offer(frame, dets, self._scale)
-            if self.clock.now() >= self._shadow_row_at:
-                self._shadow_row()
+        self.models.on_frame(frame, dets, self._scale)
 
     def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
         """Alarm an encoder the image contradicts (control lock held); when it starts, the open
@@ -381,33 +360,6 @@ class Line:
         self.service_plc()
         self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
 
-    def _demand(self) -> float | None:
-        """The share of the arms' capacity the last minute's arrivals asked for: scallops handed
-        to the arms per second over what the connected arms sustain at the belt's speed (None:
-        not known yet)."""
-        tracker = self.arms.scheduler.tracker
-        now = self.clock.now()
-        if now < self._demand_at + 1.0:
-            return self._demand_val  # judged once a second: it looks back over 20
-        self._demand_at = now
-        self._demand_val = None
-        if not tracker.ready or self.control.uptime_s() < DEMAND_WINDOW_S:
-            return None
-        v = round(tracker.speed_mm_s, -1)
-        if v <= 0:
-            return None
-        arms = [c.config for c in self.arms.clients if c.connected]
-        cap = 0.0
-        for a in arms:
-            key = (a.name, v)
-            if key not in self._capacity:
-                self._capacity[key] = PickPlanner(a).capacity_per_s(v)
-            cap += self._capacity[key]
-        if cap <= 0:
-            return None
-        self._demand_val = self.stats.per_minute(now, "target", DEMAND_WINDOW_S) / 60.0 / cap
-        return self._demand_val
-
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
         it holds picking (lost, safety circuit open) targets still queued are not sent."""
@@ -415,7 +367,7 @@ class Line:
             return
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
-        self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self._demand())
+        self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())
         hold = self.reject.hold_reason()
         if hold:
             with self.control.lock:
@@ -536,92 +488,28 @@ class Line:
         screen's panel takes them, ``{"vision.min_uro_confidence": 0.6}``, or as a table,
         ``{"vision": {"min_uro_confidence": 0.6}}``. Anything else needs a restart (the
         configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
-        from scallop.app.config import build, to_dict
+        from scallop.app.config import build, to_dict, vision_changes
         from scallop.vision.pipeline import PipelineConfig
 
-        if not isinstance(changes, dict):
-            raise ConfigError(f"changes={changes!r}: expected a JSON object of keys and values")
-        vision: dict = {}
-        for key, value in changes.items():
-            if key == "vision" and isinstance(value, dict):
-                vision.update(value)
-            elif isinstance(key, str) and key.startswith("vision.") and key.count(".") == 1:
-                vision[key.split(".", 1)[1]] = value
-            else:
-                raise ConfigError(
-                    f"{key}: cannot be changed while the line runs; the panel changes the vision thresholds "
-                    '(e.g. {"vision.min_uro_confidence": 0.6}); the belt speed comes with the recipe, '
-                    "everything else from the configuration file at the next start"
-                )
-        if {"model", "threads", "shadow_model"} & set(vision):
-            raise ConfigError(
-                "vision.model, vision.threads and vision.shadow_model need a restart; change them in the config "
-                "file (a model is put live with scallop model promote)"
-            )
+        vision = vision_changes(changes)
         new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
         with self.control.lock:
             self.config = replace(self.config, vision=new)
             self.pipeline.config = new
-            if self.shadow is not None:
-                # The candidate is judged on its model, not on other thresholds.
-                self.shadow.pipeline.config = replace(new, threads=1)
-                self.shadow.share, self.shadow.cpu_share = new.shadow_share, new.shadow_cpu_share
+            self.models.config = self.config
+            self.models.apply_config(new)
             self.publisher.event("config", user, {"vision": vision})
         return to_dict(new)
 
     # ------------------------------------------------------------------ read side (LineAPI)
-    def _tally(self) -> dict:
-        """The counts the screen, the metrics and the summary all show, counted one way.
-        What a pick did to its scallop is known only with a pick verifier (the simulator's
-        truth, an inspection camera); without one those figures are None, never 0."""
-        c, reasons = self.ledger.totals()
-        known = self.ledger.verifier is not None
-        picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
-        with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
-        return {
-            "seen": c.get("seen", 0),
-            "tracking": self.tracker.open_count() if self.tracker is not None else 0,
-            "picked": picked,
-            "uro_removed": removed if known else None,
-            "missed": c.get("missed", 0) if known else None,
-            "adductor_hits": c.get("adductor_hits", 0) if known else None,
-            "skipped": c.get("skipped", 0) + failed,
-            "skipped_by_reason": reasons,
-            "removal_rate": (removed / with_uro) if known and with_uro else None,
-            "frames": self.frames,
-            "frames_dropped": self._frames_dropped(),
-            "dispositions": self.reject.summary()["dispositions"] if self.reject is not None else {},
-        }
-
     def snapshot(self) -> LineSnapshot:
-        now = self.clock.now()
-        arms = self.arms.statuses(lambda name: self.ledger.arm_tally(name, now))
-        if self.state in (LineState.ESTOP, LineState.FAULT):
-            # The line holds its arms: no heartbeat goes out and each arm's watchdog stops it.
-            # An arm stopped that way (or still finishing its last move) shows the line's stop;
-            # one that is disconnected, or stopped for a cause of its own, shows that.
-            arms = [
-                replace(a, state="estop")
-                if a.state in ("idle", "picking", "starting", "stalled") or a.fault == "CTRL_WATCHDOG"
-                else a
-                for a in arms
-            ]
-        return LineSnapshot(
-            state=self.state.value,
-            recipe=self.recipe,
-            uptime_s=self.control.uptime_s(),
-            per_minute=self.stats.per_minute(now, "seen"),
-            latency_ms={k: {"p50": v["p50"], "p99": v["p99"]} for k, v in self.stats.latency_summary().items()},
-            arms=arms,
-            alarms=self.alarms.visible(),
-            **self._tally(),
-            model=dict(self.model),
-            shadow=self.shadow.figures() if self.shadow is not None else {},
-            capture=self.capture.status() if self.capture is not None else {},
-        )
+        return self.readout.snapshot()
 
-    def _frames_dropped(self) -> int:
-        return self.frames_dropped + getattr(self.backend.camera, "dropped", 0)
+    def metrics_text(self) -> str:
+        return self.readout.metrics_text()
+
+    def summary(self) -> dict:
+        return self.readout.summary()
 
     def latest_frame(self) -> tuple[np.ndarray, Detections] | None:
         """The last analysed frame (BGR) and its detections; the scenario bench annotates failures with it."""
@@ -630,210 +518,25 @@ class Line:
     def latest_jpeg(self) -> bytes | None:
         return self.publisher.latest_jpeg()
 
-    def metrics_text(self) -> str:
-        """The line's metrics and its record writer's (docs/interfaces.md)."""
-        from scallop.app.metrics import RecordCollector, SnapshotCollector, render
+    # ------------------------------------------------------------------ the model loop (LineAPI)
+    @property
+    def model(self) -> dict:
+        """The live model's name and hash."""
+        return self.models.model
 
-        collectors = [SnapshotCollector(self.snapshot())]
-        if self.record is not None:
-            collectors.append(RecordCollector(self.record.stats))
-        return render(*collectors)
+    @property
+    def capture(self):
+        return self.models.capture
 
-    def summary(self) -> dict:
-        """The one-line JSON of ``scallop run --duration``: the screen's counts (and the
-        simulator's truth beside them when there is one)."""
-        out = self._tally()
-        out.pop("removal_rate")
-        out["model"] = dict(self.model)
-        if self.reject is not None:
-            out.update(self.reject.summary())
-        if self.shadow is not None:
-            out["shadow"] = self.shadow.figures()
-        if self.capture is not None and self.capture.kept:
-            out["capture"] = self.capture.status()
-        for obs in self.observers:
-            summary = getattr(obs, "summary", None)
-            if summary is not None:
-                out["truth"] = summary()
-        return out
-
-    # ------------------------------------------------------------------ the model loop
-    def _live_model(self):
-        """The live model's Pipeline and its name and hash: the registry's live model when the
-        configuration names a registry, else ``vision.model`` (or the shipped model)."""
-        from scallop.app.registry import Registry, sha256_of
-        from scallop.models.runtime import default_model_path
-
-        cfg = self.config
-        if cfg.models.registry:
-            self.registry = Registry(cfg.models.registry)
-            e = self.registry.ensure_live()
-            self._registry_stamp = self.registry.stamp()
-            return Pipeline(str(e.path), cfg.vision), {"name": e.name, "sha256": e.sha256}
-        path = Path(cfg.vision.model) if cfg.vision.model else default_model_path()
-        pipe = Pipeline(config=cfg.vision)
-        return pipe, {"name": path.stem, "sha256": sha256_of(path)}
-
-    def _open_model_loop(self) -> None:
-        from scallop.app.capture import CaptureSettings, FrameCapture
-
-        cfg = self.config
-        cam = self.backend.camera_model
-        belt = self.backend.belt
-        record_dir = Path(self.record.path).parent if self.record is not None else Path(".")
-        self.capture = FrameCapture(
-            CaptureSettings(
-                folder=Path(cfg.capture.folder) if cfg.capture.folder else record_dir / "captures",
-                budget_bytes=int(cfg.capture.budget_mb * 1e6),
-                routine_share=cfg.capture.routine_share,
-                low_margin=cfg.capture.low_margin,
-                min_uro_confidence=cfg.vision.min_uro_confidence,
-            ),
-            self.alarms,
-            lambda: dict(self.model),
-            lambda raw: belt.mm(belt.counts(raw)),
-        )
-        self.publisher.listeners.append(self.capture.on_outcomes)
-        if cfg.vision.shadow_model:
-            from scallop.app.shadow import Shadow
-
-            path, model = self._resolve_model(cfg.vision.shadow_model, "vision.shadow_model")
-            pipe = Pipeline(str(path), replace(cfg.vision, threads=1))
-            pipe.check_frame(*cam.image_size, self._scale)
-            self.shadow = Shadow(
-                pipe, model, cfg.vision.shadow_share, cfg.vision.shadow_cpu_share, on_disagreement=self._disagreement
-            )
-            self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
-        if self.registry is not None:
-            self._models_thread = threading.Thread(target=self._watch_registry, name="line-models", daemon=True)
-            self._models_thread.start()
-
-    def _resolve_model(self, name: str, key: str):
-        """A model file, or the name of a model in the registry → (path, {name, sha256})."""
-        from scallop.app.registry import sha256_of
-
-        p = Path(name)
-        if p.is_file():
-            return p, {"name": p.stem, "sha256": sha256_of(p)}
-        if self.registry is not None:
-            try:
-                e = self.registry.get(name)
-            except KeyError as ex:
-                raise ConfigError(f"{key}={name!r}: no such file, and {ex.args[0]}") from None
-            return e.path, {"name": e.name, "sha256": e.sha256}
-        raise ConfigError(f"{key}={name!r}: no such model file")
-
-    def _disagreement(self, frame, dets, mm_per_px: float) -> None:
-        if self.capture is not None:
-            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",))
-
-    def _shadow_row(self) -> None:
-        self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
-        if self.record is None or self.shadow is None:
-            return
-        c = self.shadow.take_interval()
-        if not c.get("frames") and not c.get("skipped_busy") and not c.get("skipped_sample"):
-            return
-        self.record.shadow(
-            {
-                "time": time.time(),
-                "model": self.shadow.model["name"],
-                "model_sha256": self.shadow.model["sha256"],
-                "live_model": self.model.get("name", ""),
-                "frames": c.get("frames", 0),
-                "skipped": c.get("skipped_busy", 0) + c.get("skipped_sample", 0),
-                "scallops": c.get("scallops", 0),
-                "verdicts_agree": c.get("verdicts_agree", 0),
-                "grasps_compared": c.get("grasps_compared", 0),
-                "grasps_agree": c.get("grasps_agree", 0),
-                "live_only": c.get("live_only", 0),
-                "shadow_only": c.get("shadow_only", 0),
-                "shadow_ms_p50": c.get("ms_p50"),
-            }
-        )
-
-    def _watch_registry(self) -> None:
-        while not self._models_stop.wait(self.config.models.poll_s):
-            try:
-                self.poll_models()
-            except Exception as e:  # the line goes on with the model it has
-                log.warning("model registry: %s", e)
+    @property
+    def shadow(self):
+        return self.models.shadow
 
     def poll_models(self) -> bool:
-        """Load the registry's live model if it changed; the frame loop puts it in at its next
-        frame. True when a model now waits for that. Loading happens here, off the frame loop."""
-        reg = self.registry
-        if reg is None:
-            return False
-        stamp = reg.stamp()
-        if stamp == self._registry_stamp:
-            return False
-        self._registry_stamp = stamp
-        index = reg.index()
-        name = index.get("live")
-        if not name or name == self.model.get("name"):
-            return False
-        try:
-            e = reg.get(name)
-            pipe = Pipeline(str(e.path), self.config.vision)
-            cam = self.backend.camera_model
-            pipe.check_frame(*cam.image_size, self._scale)
-        except Exception as ex:
-            self.alarms.raise_(
-                "vision.model",
-                "warning",
-                "vision",
-                f"model {name} was made live but cannot be used ({ex}); the line keeps {self.model.get('name')}",
-                params={"detail": str(ex)},
-            )
-            return False
-        self.alarms.clear("vision.model")
-        why = next((h for h in reversed(index.get("history", [])) if h.get("model") == name), {})
-        self._pending_model = (pipe, {"name": e.name, "sha256": e.sha256}, why)
-        return True
-
-    def _swap_model(self) -> None:
-        pipe, model, why = self._pending_model
-        with self.control.lock:
-            pipe.config = self.config.vision  # thresholds changed on the panel meanwhile stay
-            previous, self.pipeline, self.model = self.model, pipe, model
-            self._pending_model = None
-            self.publisher.event(
-                "model",
-                why.get("user") or "system",
-                {
-                    "model": model["name"],
-                    "sha256": model["sha256"],
-                    "from": previous.get("name", ""),
-                    "action": why.get("action", ""),
-                },
-            )
-        log.info("model %s live (was %s)", model["name"], previous.get("name"))
+        return self.models.poll()
 
     def set_capture(self, on: bool, user: str) -> dict:
-        """Start or stop keeping frames for labelling (the engineer panel's switch)."""
-        if not isinstance(on, bool):
-            raise ConfigError(f"on={on!r}: expected true or false")
-        cap = self.capture
-        if on and not cap.active:
-            session = cap.start({"user": user})
-            self.publisher.event("capture", user, {"on": True, "session": session.name})
-        elif not on and cap.active:
-            name = cap.status()["session"]
-            cap.stop()
-            self.publisher.event("capture", user, {"on": False, "session": name, "kept": cap.kept})
-        return cap.status()
-
-    def _close_model_loop(self) -> None:
-        self._models_stop.set()
-        if self._models_thread is not None:
-            self._models_thread.join(timeout=5.0)
-            self._models_thread = None
-        if self.shadow is not None:
-            self.shadow.stop()  # finishes the frame it holds: the last row counts it
-            self._shadow_row()
-        if self.capture is not None:
-            self.capture.stop()
+        return self.models.set_capture(on, user)
 
     # ------------------------------------------------------------------ stopping
     def _flush_tracks(self, reason: str) -> list[ScallopOutcome]:
@@ -849,7 +552,7 @@ class Line:
         """Let in-flight picks finish (serving the arms on the line's clock), then send the
         arms to their ready position."""
         t_end = self.clock.now() + timeout_s
-        threaded = bool(self._threads)
+        threaded = self.drivers.threaded
         while self.clock.now() < t_end:
             with self.control.lock:
                 done = self._skip_queued(LineReason.LINE_STOPPED)  # nothing new once stopping
@@ -878,171 +581,16 @@ class Line:
 
     # ------------------------------------------------------------------ drivers
     def run_stepped(self, duration_s: float, on_frame=None, on_tick=None) -> None:
-        """Virtual-time driver (the simulator). ``on_tick(line)`` runs every tick (fault
-        scripts use it); returns when ``duration_s`` of line time has passed or the line
-        stopped or faulted."""
-        cam = self.backend.camera
-        if cam.next_frame_time() is None:
-            raise DeviceError(
-                "the stepped driver needs a camera that tells when its next frame comes "
-                "(the simulator or a recording); a live camera runs with run_threaded()"
-            )
-        tick = self.config.runtime.tick_s
-        # Heartbeats and status reads keep their period; nothing waits on a poll in between.
-        serve_every = max(tick, 0.5 * self.arms.heartbeat_period_s())
-        t_end = self.clock.now() + duration_s
-        latency = self.config.runtime.inference_latency_s
-        while self.clock.now() < t_end and self.state != LineState.FAULT and not self._stop_evt.is_set():
-            try:
-                t_next = cam.next_frame_time()
-                while self.clock.now() + tick <= min(t_next, t_end):
-                    if self._arms_due(serve_every):
-                        self.service_arms()
-                    if on_tick is not None:
-                        on_tick(self)
-                    self.clock.sleep(tick)
-                    self.reader.check_stall()
-                    self._sync_inputs()
-                    # A fault script may have stalled, dropped or released frames meanwhile.
-                    t_next = cam.next_frame_time()
-                # A frame due after t_end belongs to the next call: reading it now would leave
-                # the arms unserved until its exposure.
-                if self.clock.now() >= t_end or t_next > t_end:
-                    self.clock.sleep(t_end - self.clock.now())  # less than a tick
-                    break
-                frame = self.reader.read()
-                self._sync_inputs()
-                if frame is not None:
-                    self.process_frame(frame)
-                    if on_frame is not None:
-                        on_frame(self, frame)
-                    self.clock.sleep(latency)
-                elif not self.reader.usable:
-                    # Waiting to reconnect: time goes on, the arms are served meanwhile.
-                    if self._arms_due(serve_every):
-                        self.service_arms()
-                    if on_tick is not None:
-                        on_tick(self)
-                    self.clock.sleep(tick)
-                self.reader.check_stall()
-                self._sync_inputs()
-            except EndOfStreamError:
-                break
-            except Exception as e:
-                self._fail("line", e)
-                break
-
-    def _arms_due(self, every_s: float) -> bool:
-        """Serve the arms now: a target waits for an arm that can take it, or ``every_s`` passed."""
-        now = self.clock.now()
-        due = now >= self._next_service or self.arms.any_waiting()
-        if due:
-            self._next_service = now + every_s
-        return due
+        """Run ``duration_s`` of line time on the simulator's clock (:meth:`Drivers.run_stepped`)."""
+        self.drivers.run_stepped(duration_s, on_frame, on_tick)
 
     def run_threaded(self) -> None:
-        """Start capture, inference and one thread per arm (returns at once; ``close()``)."""
-        frames: deque[Frame] = deque(maxlen=self.config.runtime.frame_queue)
-        cond = threading.Condition()
-        self._stop_evt.clear()
-        stop = self._stop_evt
-
-        def capture():
-            while not stop.is_set():
-                self._beat("capture")
-                try:
-                    frame = self.reader.read()
-                except EndOfStreamError:
-                    self.alarms.raise_("camera.end", "warning", "camera", "camera source ended")
-                    break
-                self._sync_inputs()
-                if frame is None:
-                    self.clock.sleep(self.reader.wait_s())
-                    continue
-                with cond:
-                    if len(frames) == frames.maxlen:
-                        self.frames_dropped += 1  # the oldest goes: latency stays bounded
-                    frames.append(frame)
-                    cond.notify()
-
-        def inference():
-            while not stop.is_set():
-                self._beat("inference")
-                with cond:
-                    while not frames and not stop.is_set():
-                        cond.wait(0.2)
-                        if not frames:
-                            # Also notices a camera whose read() hangs without an error.
-                            self.reader.check_stall()
-                            self._sync_inputs()
-                    if not frames:
-                        continue
-                    frame = frames.popleft()
-                self.process_frame(frame)
-                self.reader.check_stall()  # frames that come but cannot be used
-                self._sync_inputs()
-
-        def guard(name, fn):
-            def run():
-                try:
-                    fn()
-                except Exception as e:
-                    self._fail(name, e)
-
-            return run
-
-        def after_service() -> None:
-            self._finished(self._collect())
-
-        def plc():
-            # Its own loop: a slow PLC never holds up an arm, nor an arm the PLC's heartbeat.
-            while not stop.is_set():
-                self._beat("plc")
-                self.service_plc()
-                stop.wait(PLC_PERIOD_S)
-
-        loops = [("capture", capture), ("inference", inference)]
-        if self.reject is not None and self.reject.client is not None:
-            loops.append(("plc", plc))
-        self._threads = [threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True) for n, f in loops]
-        for t in self._threads:
-            t.start()
-        # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
-        self._threads += self.arms.start_threads(self._arms_active, after_service, stop, self._fail, beat=self._beat)
-
-    def _beat(self, loop: str) -> None:
-        self._beats[loop] = time.monotonic()
+        """Start the line's threads and return (:meth:`Drivers.run_threaded`; ``close()`` joins them)."""
+        self.drivers.run_threaded()
 
     def health(self, max_age_s: float = 15.0) -> dict:
-        """Whether the line's loops are alive (``/healthz``, the service watchdog): not faulted,
-        and in real time every loop thread running and round its loop within ``max_age_s``. A
-        camera that delivers nothing is an alarm, not ill health: its loop still goes round."""
-        now = time.monotonic()
-        ages = {k: round(now - t, 3) for k, t in self._beats.items()}
-        dead = [t.name for t in self._threads if not t.is_alive()]
-        stale = sorted(k for k, a in ages.items() if a > max_age_s)
-        ok = self.state != LineState.FAULT and not dead and not stale
-        return {"ok": ok, "state": self.state.value, "loops": ages, "dead": dead, "stale": stale}
+        return self.drivers.health(max_age_s)
 
-    def _join_threads(self) -> None:
-        self._stop_evt.set()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=5.0)
-        self._threads = []
-        if self.arms is not None:
-            self.arms.stop_threads()
-
-
-# Back-pressure judges the arrivals over this long (once the line has run that long): long
-# enough to see a burst for what it is, short enough to let the feeder run again soon after.
-DEMAND_WINDOW_S = 20.0
-
-# How often the line PLC is polled and its heartbeat sent (docs/plc-interface.md: about 50 ms).
-PLC_PERIOD_S = 0.05
-
-# Line time between two rows of the record's shadow table.
-SHADOW_ROW_S = 60.0
 
 # Frames in a row that vision may fail on before the line faults (one bad frame is an alarm).
 VISION_FAULT_FRAMES = 10

@@ -1,0 +1,265 @@
+"""The line's model loop (docs/model-loop.md): which model is live, a promoted model waiting for
+the next frame boundary, the shadow candidate beside it and the frame capture for labelling.
+
+:class:`ModelLoop` loads models off the frame loop (the registry watcher's thread) and hands a
+new one over only when the frame loop asks (:meth:`ModelLoop.swap`, between two frames), so no
+frame is analysed half by one model and half by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from scallop.errors import ConfigError
+from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+log = logging.getLogger("scallop.line")
+
+# Line time between two rows of the record's shadow table.
+SHADOW_ROW_S = 60.0
+
+
+class ModelLoop:
+    """``model``: the live model's ``{"name", "sha256"}``; ``shadow`` and ``capture``: the
+    shadow runner and the frame capture once :meth:`open` ran (``shadow`` None without a
+    candidate). ``publisher`` records the model and capture events; ``lock`` is the line's
+    control lock (a swap happens under it)."""
+
+    def __init__(self, config, backend, record, alarms, publisher, clock, lock) -> None:
+        self.config = config
+        self.backend = backend
+        self.record = record
+        self.alarms = alarms
+        self.publisher = publisher
+        self.clock = clock
+        self.lock = lock
+        self.model: dict = {}
+        self.registry = None
+        self.shadow = None
+        self.capture = None
+        self._registry_stamp = 0
+        self._pending = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._shadow_row_at = -math.inf
+        self._scale = math.nan
+
+    # ------------------------------------------------------------------ set-up
+    def live(self) -> Pipeline:
+        """The live model's Pipeline (``model`` says which): the registry's live model when the
+        configuration names a registry, else ``vision.model`` (or the shipped model)."""
+        from scallop.app.registry import Registry, sha256_of
+        from scallop.models.runtime import default_model_path
+
+        cfg = self.config
+        if cfg.models.registry:
+            self.registry = Registry(cfg.models.registry)
+            e = self.registry.ensure_live()
+            self._registry_stamp = self.registry.stamp()
+            self.model = {"name": e.name, "sha256": e.sha256}
+            return Pipeline(str(e.path), cfg.vision)
+        path = Path(cfg.vision.model) if cfg.vision.model else default_model_path()
+        pipe = Pipeline(config=cfg.vision)  # first: its error names a missing model file
+        self.model = {"name": path.stem, "sha256": sha256_of(path)}
+        return pipe
+
+    def open(self, scale: float) -> None:
+        """Start the capture, the shadow candidate and the registry watcher; ``scale``: the
+        frames' mm per pixel (a candidate that cannot take these frames is refused now)."""
+        from scallop.app.capture import CaptureSettings, FrameCapture
+
+        self._scale = scale
+        cfg = self.config
+        belt = self.backend.belt
+        record_dir = Path(self.record.path).parent if self.record is not None else Path(".")
+        self.capture = FrameCapture(
+            CaptureSettings(
+                folder=Path(cfg.capture.folder) if cfg.capture.folder else record_dir / "captures",
+                budget_bytes=int(cfg.capture.budget_mb * 1e6),
+                routine_share=cfg.capture.routine_share,
+                low_margin=cfg.capture.low_margin,
+                min_uro_confidence=cfg.vision.min_uro_confidence,
+            ),
+            self.alarms,
+            lambda: dict(self.model),
+            lambda raw: belt.mm(belt.counts(raw)),
+        )
+        self.publisher.listeners.append(self.capture.on_outcomes)
+        if cfg.vision.shadow_model:
+            from scallop.app.shadow import Shadow
+
+            path, model = self._resolve(cfg.vision.shadow_model, "vision.shadow_model")
+            pipe = Pipeline(str(path), replace(cfg.vision, threads=1))
+            pipe.check_frame(*self.backend.camera_model.image_size, scale)
+            self.shadow = Shadow(
+                pipe, model, cfg.vision.shadow_share, cfg.vision.shadow_cpu_share, on_disagreement=self._disagreement
+            )
+            self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
+        if self.registry is not None:
+            self._thread = threading.Thread(target=self._watch_registry, name="line-models", daemon=True)
+            self._thread.start()
+
+    def _resolve(self, name: str, key: str):
+        """A model file, or the name of a model in the registry → (path, {name, sha256})."""
+        from scallop.app.registry import sha256_of
+
+        p = Path(name)
+        if p.is_file():
+            return p, {"name": p.stem, "sha256": sha256_of(p)}
+        if self.registry is not None:
+            try:
+                e = self.registry.get(name)
+            except KeyError as ex:
+                raise ConfigError(f"{key}={name!r}: no such file, and {ex.args[0]}") from None
+            return e.path, {"name": e.name, "sha256": e.sha256}
+        raise ConfigError(f"{key}={name!r}: no such model file")
+
+    # ------------------------------------------------------------------ per frame
+    def on_frame(self, frame, dets, scale: float) -> None:
+        """An analysed frame: offered to the capture and the shadow candidate."""
+        if self.capture is not None:
+            self.capture.on_analysed(frame, dets, scale)
+        if self.shadow is not None:
+            self.shadow.offer(frame, dets, scale)
+            if self.clock.now() >= self._shadow_row_at:
+                self._shadow_row()
+
+    def _disagreement(self, frame, dets, mm_per_px: float) -> None:
+        if self.capture is not None:
+            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",))
+
+    def _shadow_row(self) -> None:
+        self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
+        if self.record is None or self.shadow is None:
+            return
+        c = self.shadow.take_interval()
+        if not c.get("frames") and not c.get("skipped_busy") and not c.get("skipped_sample"):
+            return
+        self.record.shadow(
+            {
+                "time": time.time(),
+                "model": self.shadow.model["name"],
+                "model_sha256": self.shadow.model["sha256"],
+                "live_model": self.model.get("name", ""),
+                "frames": c.get("frames", 0),
+                "skipped": c.get("skipped_busy", 0) + c.get("skipped_sample", 0),
+                "scallops": c.get("scallops", 0),
+                "verdicts_agree": c.get("verdicts_agree", 0),
+                "grasps_compared": c.get("grasps_compared", 0),
+                "grasps_agree": c.get("grasps_agree", 0),
+                "live_only": c.get("live_only", 0),
+                "shadow_only": c.get("shadow_only", 0),
+                "shadow_ms_p50": c.get("ms_p50"),
+            }
+        )
+
+    # ------------------------------------------------------------------ promotion
+    def _watch_registry(self) -> None:
+        while not self._stop.wait(self.config.models.poll_s):
+            try:
+                self.poll()
+            except Exception as e:  # the line goes on with the model it has
+                log.warning("model registry: %s", e)
+
+    def poll(self) -> bool:
+        """Load the registry's live model if it changed; the frame loop puts it in at its next
+        frame. True when a model now waits for that. Loading happens here, off the frame loop."""
+        reg = self.registry
+        if reg is None:
+            return False
+        stamp = reg.stamp()
+        if stamp == self._registry_stamp:
+            return False
+        self._registry_stamp = stamp
+        index = reg.index()
+        name = index.get("live")
+        if not name or name == self.model.get("name"):
+            return False
+        try:
+            e = reg.get(name)
+            pipe = Pipeline(str(e.path), self.config.vision)
+            pipe.check_frame(*self.backend.camera_model.image_size, self._scale)
+        except Exception as ex:
+            self.alarms.raise_(
+                "vision.model",
+                "warning",
+                "vision",
+                f"model {name} was made live but cannot be used ({ex}); the line keeps {self.model.get('name')}",
+                params={"detail": str(ex)},
+            )
+            return False
+        self.alarms.clear("vision.model")
+        why = next((h for h in reversed(index.get("history", [])) if h.get("model") == name), {})
+        self._pending = (pipe, {"name": e.name, "sha256": e.sha256}, why)
+        return True
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def swap(self, vision: PipelineConfig) -> Pipeline:
+        """The waiting model's Pipeline, now live, with the line's current thresholds
+        ``vision`` (changed on the panel meanwhile). The caller holds the control lock and puts
+        it in between two frames."""
+        pipe, model, why = self._pending
+        pipe.config = vision
+        previous, self.model = self.model, model
+        self._pending = None
+        self.publisher.event(
+            "model",
+            why.get("user") or "system",
+            {
+                "model": model["name"],
+                "sha256": model["sha256"],
+                "from": previous.get("name", ""),
+                "action": why.get("action", ""),
+            },
+        )
+        log.info("model %s live (was %s)", model["name"], previous.get("name"))
+        return pipe
+
+    def apply_config(self, vision: PipelineConfig) -> None:
+        """New thresholds from the panel: the candidate is judged on its model, not on other
+        thresholds, so it gets them too (control lock held)."""
+        if self.shadow is not None:
+            self.shadow.pipeline.config = replace(vision, threads=1)
+            self.shadow.share, self.shadow.cpu_share = vision.shadow_share, vision.shadow_cpu_share
+
+    # ------------------------------------------------------------------ capture
+    def set_capture(self, on: bool, user: str) -> dict:
+        """Start or stop keeping frames for labelling (the engineer panel's switch)."""
+        if not isinstance(on, bool):
+            raise ConfigError(f"on={on!r}: expected true or false")
+        cap = self.capture
+        if on and not cap.active:
+            session = cap.start({"user": user})
+            self.publisher.event("capture", user, {"on": True, "session": session.name})
+        elif not on and cap.active:
+            name = cap.status()["session"]
+            cap.stop()
+            self.publisher.event("capture", user, {"on": False, "session": name, "kept": cap.kept})
+        return cap.status()
+
+    def figures(self) -> dict:
+        """What the screen shows of the model loop: ``model``, ``shadow``, ``capture``."""
+        return {
+            "model": dict(self.model),
+            "shadow": self.shadow.figures() if self.shadow is not None else {},
+            "capture": self.capture.status() if self.capture is not None else {},
+        }
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self.shadow is not None:
+            self.shadow.stop()  # finishes the frame it holds: the last row counts it
+            self._shadow_row()
+        if self.capture is not None:
+            self.capture.stop()
