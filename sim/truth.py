@@ -33,7 +33,10 @@ class SimPickGrader:
 
 class PassedScallops:
     """Follows the world's scallops frame by frame (``on_frame``) and tells how many went
-    past ``last_x_mm`` (the last pick window's downstream end) with their uro.
+    past ``last_x_mm`` (the last pick window's downstream end) with their uro:
+    ``uro_left_on_past_arms`` counts them *before* the reject gate, so the ones the gate then
+    diverted to rework are in it too. Whether a uro left the line is judged at the gate by the
+    scenario bench (``scallop sim run``: ``uro_escaped``).
 
     ``unseen_arms``: arms the world cannot see (a real arm in a dry run): what they pull off
     never leaves the simulated scallops, so how many passed with their uro is unknown (None)."""
@@ -58,7 +61,7 @@ class PassedScallops:
         out = {
             "passed": len(passed),
             "passed_with_uro": len(with_uro),
-            "uro_left_on": None if self.unseen_arms else sum(1 for r in with_uro if r["has_uro"]),
+            "uro_left_on_past_arms": None if self.unseen_arms else sum(1 for r in with_uro if r["has_uro"]),
             "grades": dict(self.world.grades),
         }
         if self.unseen_arms:

@@ -298,6 +298,7 @@ class SimWorld:
         self.feeder: Callable[[float], int] | None = None
         self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
         self.held_back = 0  # arrivals the feeder held back (never on the belt)
+        self._test_pieces: list[int] = []  # ids of the shift check's test pieces laid so far
 
     # ------------------------------------------------------------ belt
     def speed_mm_s(self, t: float | None = None) -> float:
@@ -394,6 +395,29 @@ class SimWorld:
             gone = [i for i, m in self._models.items() if m.spec.x_mm + travel > limit]
             for i in gone:
                 del self._models[i]
+
+    # Test pieces get ids of their own, far above the arrivals'.
+    TEST_PIECE_IDS = 1_000_000
+
+    def place_test_pieces(self, with_uro: int, without_uro: int, spacing_mm: float = 150.0) -> list[int]:
+        """Lay a shift check's test pieces on the belt just upstream of the view, one behind
+        the other down the middle of the lane, as an operator would by hand: ``with_uro`` with
+        a uro in plain view, then ``without_uro`` without one. Returns their ids."""
+        with self._lock:
+            travel = self.travel_mm()
+            r = self.config.product.diameter_mm[1] / 2 + 5
+            lo, hi = self.config.arrivals.lane_mm
+            ids = []
+            for k in range(int(with_uro) + int(without_uro)):
+                sid = self.TEST_PIECE_IDS + len(self._test_pieces) + 1
+                rng = np.random.default_rng([self.seed, 3, sid])
+                x = self.renderer.x_lo - travel - r - k * spacing_mm
+                spec = ScallopSpec.random(rng, sid, x, (lo + hi) / 2, self.config.product)
+                spec = replace(spec, upside_down=False, uro=k < with_uro, uro_hidden=0.0)
+                self._models[sid] = ScallopModel(spec)
+                self._test_pieces.append(sid)
+                ids.append(sid)
+            return ids
 
     def scallop(self, scallop_id: int) -> ScallopModel:
         with self._lock:

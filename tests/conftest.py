@@ -180,6 +180,8 @@ class FakeLine:
                 latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},
                 arms=[replace(a) for a in self.arms],
                 alarms=[replace(a) for a in self.alarms],
+                lot=getattr(self, "lot", ""),
+                shift_check=dict(getattr(self, "shift_check", {})),
             )
 
     def latest_jpeg(self):
@@ -247,6 +249,17 @@ class FakeLine:
     def config_view(self) -> dict:
         with self.lock:
             return {k: dict(v) for k, v in self.config.items()}
+
+    def set_lot(self, lot: str, user: str) -> str:
+        with self.lock:
+            self.calls.append(("lot", user))
+            self.lot = lot.strip()
+            return self.lot
+
+    def override_check(self, user: str, reason: str) -> dict:
+        with self.lock:
+            self.calls.append(("override_check", user))
+            return {"required": True, "state": "overridden", "user": user}
 
     def set_capture(self, on: bool, user: str) -> dict:
         with self.lock:

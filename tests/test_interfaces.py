@@ -122,6 +122,8 @@ def full_snapshot() -> LineSnapshot:
             "verdict_differs": 1,
         },
         capture={"active": True, "kept": 10, "bytes": 2_000_000, "dropped": {"queue": 1}},
+        lot="L-0412",
+        shift_check={"required": True, "state": "passed", "user": "tanaka", "seen": 3, "of": 3},
     )
 
 

@@ -67,6 +67,7 @@ def test_every_shipped_scenario_loads_with_a_description():
         "bursts",
         "faults_plc",
         "faults_gate",
+        "shift_check",
     }
     assert want <= set(shipped)
     for name, path in shipped.items():
@@ -383,6 +384,18 @@ def test_a_jammed_gate_names_every_scallop_it_let_through():
     assert s["uro_escaped"] <= line["dispositions"]["not_diverted"] + line["diverts_unconfirmed"]
     assert line["dispositions"]["not_diverted"] + line["diverts_unconfirmed"] > 0
     assert picks_after(s, 20.0) > 0
+
+
+@needs_model
+@pytest.mark.timeout(300)
+def test_the_shift_check_passes_with_its_test_pieces_before_production():
+    s = run_scenario(load_scenario("shift_check"), model=MODEL, duration_s=40.0)
+    assert_accounted(s)
+    c = s["shift_check"]
+    assert c["state"] == "passed" and c["user"] == "scenario", c
+    assert sorted(c["result"]["pieces"]) == ["passed", "passed", "picked", "picked", "picked"]
+    assert s["checks"]["dispositions_reconcile"] and s["uro_escaped"] == 0
+    assert s["processed"] > 5  # production followed the check
 
 
 def test_every_fault_kind_has_a_shipped_scenario():

@@ -140,6 +140,21 @@ def test_recipe_selection(screen):
     wait_for(browser, lambda: text(browser, "recipe-name") == "L")
 
 
+def test_the_lot_is_set_on_the_screen_and_the_shift_check_is_shown(screen):
+    browser, line, _ = screen
+    browser.find_element("id", "lot-btn").click()
+    wait_for(browser, lambda: visible(browser, "lot"))
+    assert estop_on_top(browser)
+    browser.find_element("id", "lot-input").send_keys("L-0412")
+    browser.find_element("id", "lot-ok").click()
+    enter_pin(browser, "1111")
+    wait_for(browser, lambda: getattr(line, "lot", "") == "L-0412", what="lot on the line")
+    wait_for(browser, lambda: text(browser, "lot-name") == "L-0412")
+    assert not visible(browser, "lot") and not visible(browser, "shift-check")
+    line.shift_check = {"required": True, "state": "running", "seen": 1, "of": 3, "with_uro": 2, "without_uro": 1}
+    wait_for(browser, lambda: "1 of 3 through" in text(browser, "shift-check"), what="shift check running")
+
+
 def test_lost_connection_is_shown(screen):
     browser, line, server = screen
     assert not visible(browser, "conn-lost")

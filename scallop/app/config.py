@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from scallop.app.opcua import OpcUaSection
-from scallop.errors import ConfigError, DataError, check_range
+from scallop.errors import ConfigError, DataError, check_number, check_range
 from scallop.robot.belt import ModbusEncoderConfig
 from scallop.robot.config import ArmConfig
 from scallop.robot.plc import PlcConfig
@@ -391,6 +391,38 @@ CONFIG_VERSION = 2
 
 
 @dataclass
+class ShiftCheckSection:
+    """``[shift_check]``: the start-of-shift check (docs/shift-check.md).
+
+    required:    production starts only after a passed check (or an engineer's override).
+    with_uro:    test pieces with a visible uro (each must be picked), 1..20 when required.
+    without_uro: test pieces without one (each must pass on), 0..20.
+    timeout_s:   how long the pieces may take to go through once the check starts, 10..3600 s.
+    valid_h:     how long a pass or an override holds, 0.5..24 h.
+    """
+
+    required: bool = False
+    with_uro: int = 0
+    without_uro: int = 0
+    timeout_s: float = 0.0
+    valid_h: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.required, bool):
+            raise ConfigError(f"required={self.required!r}: expected true or false")
+        if not self.required:
+            return
+        check_number("with_uro", self.with_uro, 1, 20, integer=True)
+        check_number("without_uro", self.without_uro, 0, 20, integer=True)
+        check_range("timeout_s", self.timeout_s, 10.0, 3600.0)
+        check_range("valid_h", self.valid_h, 0.5, 24.0)
+
+    @property
+    def pieces(self) -> int:
+        return self.with_uro + self.without_uro
+
+
+@dataclass
 class LineConfig:
     """The whole line. Every section has defaults: with no file this is the simulator.
 
@@ -413,6 +445,8 @@ class LineConfig:
     # The line PLC: reject gate, infeed, stack light, safety relay (docs/plc-interface.md). None:
     # on the simulator a simulated PLC stands in; on a real line none is fitted (an alarm says so).
     plc: PlcConfig | None = None
+    # The start-of-shift check with test pieces (docs/shift-check.md); off unless required.
+    shift_check: ShiftCheckSection = field(default_factory=ShiftCheckSection)
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.recipes]

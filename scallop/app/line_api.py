@@ -83,6 +83,8 @@ class LineSnapshot:
     capture: dict = field(default_factory=dict)  # frame capture's state (scallop.app.capture), {} when none
     # Where the scallops went: picked, passed (no uro), diverted (to rework), not_diverted (alarmed).
     dispositions: dict[str, int] = field(default_factory=dict)
+    lot: str = ""  # the production lot in force ('' = none set)
+    shift_check: dict = field(default_factory=dict)  # scallop.app.line.shift.ShiftCheck.status()
 
 
 class LineAPI(Protocol):
@@ -118,6 +120,14 @@ class LineAPI(Protocol):
 
     def update_config(self, changes: dict, user: str) -> dict:
         """Engineer-only: apply validated changes (raises ValueError naming the key)."""
+
+    def set_lot(self, lot: str, user: str) -> str:
+        """The production lot stamped on every record row from now on; ConfigError for a bad one."""
+        ...
+
+    def override_check(self, user: str, reason: str) -> dict:
+        """An engineer lets production start without a passed shift check (recorded with the reason)."""
+        ...
 
     def set_capture(self, on: bool, user: str) -> dict:
         """Engineer-only: start or stop keeping frames for labelling; returns the capture's state."""

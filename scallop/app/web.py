@@ -31,6 +31,8 @@ POST /api/recipe            operator    ``{"name": "M"}``; 404 unknown, 409 not 
 GET  /api/config            engineer
 POST /api/config            engineer    ``{"changes": {"vision.KEY": value}}``; 422 names a bad key
 POST /api/capture           engineer    ``{"on": true}`` starts keeping frames for labelling, false stops
+POST /api/lot               operator    ``{"lot": "L-0412"}`` the production lot from now on; 422 a bad one
+POST /api/shift_check/override engineer ``{"reason": "..."}`` production without a passed shift check
 GET  /metrics               see notes   ``metrics_access``; the line's metrics + the web server's
 ==========================  ==========  ================================================
 
@@ -465,6 +467,24 @@ def create_app(
         if set(data) != {"on"} or not isinstance(on, bool):
             raise ApiError(422, 'expected {"on": true} or {"on": false}')
         return JSONResponse({"ok": True, "capture": _clean(await _call(line.set_capture, on, s.user))})
+
+    @app.post("/api/lot")
+    async def lot(request: Request):
+        s = _require(request, "operator")
+        data = await _body(request)
+        value = data.get("lot")
+        if set(data) != {"lot"} or not isinstance(value, str):
+            raise ApiError(422, 'expected {"lot": "the lot number"} ("" ends the lot)')
+        return {"ok": True, "lot": await _call(line.set_lot, value, s.user)}
+
+    @app.post("/api/shift_check/override")
+    async def shift_check_override(request: Request):
+        s = _require(request, "engineer")
+        data = await _body(request)
+        reason = data.get("reason")
+        if set(data) != {"reason"} or not isinstance(reason, str):
+            raise ApiError(422, 'expected {"reason": "why production may start without a passed shift check"}')
+        return JSONResponse({"ok": True, "shift_check": _clean(await _call(line.override_check, s.user, reason))})
 
     return app
 

@@ -106,6 +106,8 @@ _ROUTES = (
     "/api/logout",
     "/api/config",
     "/api/capture",
+    "/api/lot",
+    "/api/shift_check/override",
     "/metrics",
     "/api/estop",
 ) + tuple(f"/api/{a}" for a in OPERATOR_ACTIONS)

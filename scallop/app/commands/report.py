@@ -7,9 +7,10 @@ import json
 import sys
 
 DESCRIPTION = """\
-Summarise one production day from the line's record (SQLite): scallops seen, picked, uros
-removed, misses, adductor hits, skips by reason, per arm, alarms. With --csv, also write that
-day's scallops, one row each, for a spreadsheet.
+Summarise one production day, or one production lot, from the line's record (SQLite):
+scallops seen, picked, uros removed, misses, adductor hits, skips by reason, where the scallops
+left the belt (picked, passed, diverted to rework, NOT diverted), per arm, alarms. With --csv,
+also write those scallops, one row each with their lot, for a spreadsheet.
 
 The record is $SCALLOP_RECORD_DIR/record.sqlite (default: scallop-record/record.sqlite in the
 current folder) unless --db names one. Days are in local time.
@@ -18,6 +19,8 @@ examples:
   scallop report                                   today so far
   scallop report --shift yesterday --csv yesterday.csv
   scallop report --db line1/record.sqlite --shift 2024-05-01 --day-start 06:00 --json
+  scallop report --lot L-0412 --csv L-0412.csv     one lot, whenever it ran
+  scallop report --shift yesterday --by-lot        yesterday, one summary per lot
 """
 
 
@@ -29,7 +32,14 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--db", metavar="FILE", help="the production record (SQLite)")
-    p.add_argument("--shift", default="today", metavar="DAY", help="today (default), yesterday, or a date YYYY-MM-DD")
+    p.add_argument(
+        "--shift",
+        default=None,
+        metavar="DAY",
+        help="today (the default without --lot), yesterday, or a date YYYY-MM-DD; with --lot: all time unless given",
+    )
+    p.add_argument("--lot", metavar="LOT", help="only the rows of this production lot (as set on the screen)")
+    p.add_argument("--by-lot", action="store_true", help="one summary per lot of the day (and per lot in the CSV)")
     p.add_argument(
         "--day-start",
         default="00:00",
@@ -47,14 +57,20 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or default_db_path()
     # The CSV may own stdout; the summary then goes to stderr so the CSV stays clean.
     out = sys.stderr if args.csv == "-" else sys.stdout
-    start, end, label = shift_range(args.shift, args.day_start)
     with Record(db) as rec:
-        summary = rec.summary(start, end, label)
-        n = rec.export_csv(args.csv, start, end) if args.csv else None
+        if args.shift is None and args.lot is not None:
+            start, end = rec.span(args.lot)  # the whole lot, whenever it ran
+            label = f"lot {args.lot}"
+        else:
+            start, end, label = shift_range(args.shift or "today", args.day_start)
+        lots = [args.lot] if args.lot is not None or not args.by_lot else rec.lots(start, end)
+        summaries = [rec.summary(start, end, label, lot) for lot in lots]
+        n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
     if args.json:
-        print(json.dumps(summary.to_dict()), file=out)
+        body = [s.to_dict() for s in summaries] if args.by_lot else summaries[0].to_dict()
+        print(json.dumps(body), file=out)
     else:
-        print(summary.format(), file=out)
+        print("\n\n".join(s.format() for s in summaries) if summaries else f"shift {label}: no scallops", file=out)
     if n is not None and args.csv != "-":
         print(f"wrote {n} scallops to {args.csv}", file=out)
     return 0

@@ -50,6 +50,7 @@ def register(sub) -> None:
         action="store_true",
         help="keep frames for labelling from the start ([capture] in the config; the engineer panel switches it too)",
     )
+    p.add_argument("--lot", help="the production lot from the start (the screen changes it; the record keeps it)")
     p.set_defaults(func=run)
 
 
@@ -74,6 +75,8 @@ def run(args) -> int:
     line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
     try:
         line.open()
+        if args.lot is not None:
+            line.set_lot(args.lot, "system")
         if start_how is not None:
             line.start("system", how=start_how)
         if args.capture:

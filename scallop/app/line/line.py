@@ -47,6 +47,7 @@ from scallop.app.line.models import ModelLoop
 from scallop.app.line.publisher import Publisher
 from scallop.app.line.readout import Readout
 from scallop.app.line.reject import RejectGate
+from scallop.app.line.shift import Shift
 from scallop.app.line.states import Action, LineReason, LineState
 from scallop.app.line_api import LineSnapshot, Recipe
 from scallop.app.stats import Stats
@@ -83,6 +84,7 @@ class Line:
         self.reader: FrameReader | None = None
         self.belt_check: BeltCheck | None = None
         self.reject: RejectGate | None = None
+        self.shift: Shift | None = None
         self._scale = math.nan
         self.drivers = Drivers(self)
         self.readout = Readout(self)
@@ -140,7 +142,8 @@ class Line:
             self.reader.lost(b.camera_error)
         self.belt_check = BeltCheck(belt)
         self.observers = list(b.observers) + self.observers
-        self._say_how_the_last_run_ended()
+        self.publisher.say_how_the_last_run_ended(self.alarms)
+        self.shift = Shift(self.config.shift_check, self.alarms, self.publisher, self.clock, self.record)
         self.models.open(self._scale)
         sched = self.arms.scheduler
         self.reject = RejectGate(
@@ -160,24 +163,6 @@ class Line:
         the scheduler then skips the target, and the record raises its alarm)."""
         t = plan.target
         self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
-
-    def _say_how_the_last_run_ended(self) -> None:
-        """After a crash, a kill or a power cut the screen says so when the line comes back."""
-        prev = getattr(self.record, "previous_run", None)
-        if not prev or not prev["crashed"]:
-            return
-        import datetime
-
-        when = datetime.datetime.fromtimestamp(prev["ended"]).strftime("%Y-%m-%d %H:%M:%S") if prev["ended"] else "?"
-        unknown = prev["unknown_picks"]
-        self.alarms.raise_(
-            "line.restarted",
-            "warning",
-            "line",
-            f"the line program stopped without closing at {when} (power cut, crash or kill) and started again"
-            + (f"; {unknown} picks in flight then have an unknown outcome" if unknown else "")
-            + ": check the scallops of that time; the line waits for Start",
-        )
 
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):
@@ -326,7 +311,10 @@ class Line:
         that need diverting), then goes to the record and the screen."""
         if done and self.reject is not None:
             self.reject.dispose(done)
+        failed = done and self.shift is not None and self.shift.offer(done) is False
         self.publisher.outcomes(done)
+        if failed:
+            self._check_failed()
 
     def _decide(self, decisions) -> list[ScallopOutcome]:
         """New decisions into the ledger and their targets to the scheduler (control lock held)."""
@@ -363,8 +351,12 @@ class Line:
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
         it holds picking (lost, safety circuit open) targets still queued are not sent."""
+        if self.shift is not None and self.shift.check.tick() is False:
+            self._check_failed()
         if self.reject is None:
             return
+        # During the shift check only the test pieces go under the camera: the feeder is held.
+        self.reject.hold_infeed = "shift_check" if self.shift is not None and self.shift.check.running else ""
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
         self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())
@@ -386,8 +378,11 @@ class Line:
         ``--start`` (``scallop run --start``: at launch, on purpose)."""
         with self.control.lock:
             self.control.check(Action.START)
-            self._event(Action.START, user, {"how": how})
+            check = self.shift is not None and self.shift.check.due()
+            self._event(Action.START, user, {"how": how, **({"shift_check": True} if check else {})})
             self.control.go(Action.START)
+            if check:
+                self.shift.check.begin(user)  # production only once the test pieces pass
             self._sync_inputs()
 
     def pause(self, user: str = "system") -> None:
@@ -405,6 +400,7 @@ class Line:
             if self.state == LineState.STOPPED:
                 return
             self._event(Action.STOP, user)
+            self._abandon_check("the line was stopped")
             if self.state in TRANSITIONS_STOP:
                 self.control.go(Action.STOP)
         self._drain_arms()
@@ -416,6 +412,7 @@ class Line:
     def estop(self, user: str = "screen") -> None:
         with self.control.lock:
             self._event(Action.ESTOP, user)
+            self._abandon_check("emergency stop")
             self.control.go(Action.ESTOP)
             self.alarms.raise_(
                 "line.estop", "critical", "line", f"emergency stop pressed by {user}", params={"user": user}
@@ -501,6 +498,22 @@ class Line:
             self.publisher.event("config", user, {"vision": vision})
         return to_dict(new)
 
+    # ------------------------------------------------------------------ lot and shift check (LineAPI)
+    def set_lot(self, lot: str, user: str) -> str:
+        return self.shift.set_lot(lot, user)
+
+    def override_check(self, user: str, reason: str) -> dict:
+        return self.shift.check.override(user, reason)
+
+    def _check_failed(self) -> None:
+        """The test pieces did not all end as expected: no production (the alarm says why)."""
+        if self.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
+            self.pause("system")
+
+    def _abandon_check(self, why: str) -> None:
+        if self.shift is not None:
+            self.shift.check.abandon(why)
+
     # ------------------------------------------------------------------ read side (LineAPI)
     def snapshot(self) -> LineSnapshot:
         return self.readout.snapshot()
@@ -573,6 +586,7 @@ class Line:
         log.error("%s\n%s", text, "".join(traceback.format_exception(exc)))
         with self.control.lock:
             self.control.fault(text)
+            self._abandon_check("line fault")
             self.alarms.raise_("line.crash", "critical", "line", text + " — line stopped", params={"detail": text})
             done = self._flush_tracks(LineReason.LINE_FAULT)
             done += self._skip_queued(LineReason.LINE_FAULT)

@@ -112,9 +112,28 @@ class Publisher:
             detail={k: v for k, v in oc.extra.items() if isinstance(v, (int, float, str, bool))}
             | ({"grade": oc.grade} if oc.grade else {})
             | ({"reason": oc.reason} if oc.reason else {}),
+            disposition=str(oc.extra.get("disposition", "")),
         )
         snap = self.jpeg(annotated=False) if rec.doubtful and self.snapshot_doubtful else None
         self.record.scallop(rec, snapshot_jpeg=snap)
+
+    def say_how_the_last_run_ended(self, alarms) -> None:
+        """After a crash, a kill or a power cut the screen says so when the line comes back."""
+        prev = getattr(self.record, "previous_run", None)
+        if not prev or not prev["crashed"]:
+            return
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(prev["ended"]).strftime("%Y-%m-%d %H:%M:%S") if prev["ended"] else "?"
+        unknown = prev["unknown_picks"]
+        alarms.raise_(
+            "line.restarted",
+            "warning",
+            "line",
+            f"the line program stopped without closing at {when} (power cut, crash or kill) and started again"
+            + (f"; {unknown} picks in flight then have an unknown outcome" if unknown else "")
+            + ": check the scallops of that time; the line waits for Start",
+        )
 
     def event(self, kind: str, user: str, detail: dict | None = None) -> None:
         if self.record is not None:

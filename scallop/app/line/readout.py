@@ -68,6 +68,7 @@ class Readout:
             alarms=self.line.alarms.visible(),
             **self.tally(),
             **self.line.models.figures(),
+            **(self.line.shift.status() if self.line.shift is not None else {}),
         )
 
     def _frames_dropped(self) -> int:
@@ -86,6 +87,8 @@ class Readout:
         """The one-line JSON of ``scallop run --duration``: the screen's counts (and the
         simulator's truth beside them when there is one)."""
         out = self.tally()
+        if self.line.shift is not None:
+            out.update(self.line.shift.status())
         out.pop("removal_rate")
         out["model"] = dict(self.line.models.model)
         if self.line.reject is not None:

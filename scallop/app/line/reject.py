@@ -112,6 +112,7 @@ class RejectGate:
         self._last_ok_count: float | None = None
         self._plc_reason = ""  # why picking is held on the PLC's account ("" = it is not)
         self._feed_mode = Infeed.RUN
+        self.hold_infeed = ""  # why the line holds the feeder itself ('' = it does not): the shift check
         self._person_keys: set[str] = set()
         # Belt travel from the camera view's upstream edge to past the gate (belt counts): what
         # went under the camera while the line was blind is at the gate within this.
@@ -259,6 +260,7 @@ class RejectGate:
         gate_ok = self.status is not None and self.status.gate_state != GateState.FAULT
         waiting = self.waiting_for_a_person()
         run = state == LineState.RUNNING and gate_ok and not (waiting and not self.config.gate_fitted)
+        run = run and not self.hold_infeed
         infeed = self._feed(load) if run else Infeed.HOLD
         if state in (LineState.ESTOP, LineState.FAULT, LineState.STOPPED) or critical_unacked:
             light = StackLight.RED

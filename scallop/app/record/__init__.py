@@ -27,15 +27,19 @@ Snapshots (JPEG frames of failed or doubtful picks, for retraining) are files ne
 database whose total size stays under a byte budget: past it the oldest are deleted (and their
 rows' ``snapshot`` set to NULL).
 
-Reading (``scallop report``, tests): :class:`Record` gives shift summaries and CSV export.
+Every row carries the production lot in force when it was queued (``w.set_lot("L-0412")``; a new
+run starts with the last lot set), and each scallop its disposition (where it left the belt).
+
+Reading (``scallop report``, tests): :class:`Record` gives shift and lot summaries and CSV export.
 """
 
 from scallop.app.record.reader import CSV_COLUMNS, Record, ShiftSummary, shift_range
-from scallop.app.record.rows import RESULTS, ScallopRecord
+from scallop.app.record.rows import DISPOSITIONS, RESULTS, ScallopRecord, check_lot
 from scallop.app.record.schema import SCHEMA_VERSION, RecordError, default_db_path, default_record_dir, open_db
 from scallop.app.record.writer import AlarmCallback, RecordWriter, write_snapshot_file
 
 __all__ = [
+    "DISPOSITIONS",
     "CSV_COLUMNS",
     "RESULTS",
     "SCHEMA_VERSION",
@@ -45,6 +49,7 @@ __all__ = [
     "RecordWriter",
     "ScallopRecord",
     "ShiftSummary",
+    "check_lot",
     "default_db_path",
     "default_record_dir",
     "open_db",

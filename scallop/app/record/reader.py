@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-from scallop.app.record.schema import open_db
+from scallop.app.record.schema import RecordError, open_db
 from scallop.errors import ConfigError
 
 
@@ -43,6 +43,11 @@ class ShiftSummary:
     unacked_alarms: int = 0
     snapshots: int = 0  # frames still kept
     runs: int = 0
+    lot: str | None = None  # the lot summarised (None: every lot in the range)
+    lots: list[str] = field(default_factory=list)  # the lots the rows carry, first seen first
+    # Where the scallops left the belt: picked, passed, diverted, not_diverted (and "unknown" for
+    # rows written before dispositions were recorded).
+    dispositions: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +63,9 @@ class ShiftSummary:
 
         rate = f"{self.removal_rate * 100:.1f} %" if self.removal_rate is not None else "-"
         graded = f" ({self.ungraded} picks not graded: no pick verifier)" if self.ungraded else ""
+        lot = f"  lot {self.lot or '(none)'}" if self.lot is not None else ""
         lines = [
-            f"shift {self.label}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
+            f"shift {self.label}{lot}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
             f"  scallops seen     {self.seen:8d}   first {fmt_t(self.first)}  last {fmt_t(self.last)}  ({self.per_minute:.1f}/min)",
             f"  picked            {self.picked:8d}   failed {self.failed}",
             f"  uro removed       {n(self.uro_removed)}   {rate} of {self.uro_found} with a uro found{graded}",
@@ -76,6 +82,13 @@ class ShiftSummary:
                 f"  arm {arm:<14s}{d['picked']:8d} picks, {removed} uro removed, "
                 f"{d['failed']} failed, {hits} adductor hits"
             )
+        if self.dispositions:
+            lines.append(
+                "  left the belt     "
+                + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self.dispositions.items() if v or k != "unknown")
+            )
+        if self.lot is None and self.lots:
+            lines.append(f"  lots              {', '.join(x or '(none)' for x in self.lots)}")
         lines.append(
             f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}"
         )
@@ -109,6 +122,8 @@ CSV_COLUMNS = (
     "doubtful",
     "snapshot",
     "detail",
+    "lot",
+    "disposition",
 )
 
 
@@ -118,6 +133,9 @@ class Record:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._con = open_db(self.path, create=False)
+        # Read-only, a record of an older schema stays as it is: one without lots or dispositions
+        # (before version 5) reports them as unknown.
+        self._lots = "lot" in {r[1] for r in self._con.execute("PRAGMA table_info(scallops)")}
 
     def close(self) -> None:
         self._con.close()
@@ -128,35 +146,71 @@ class Record:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def scallops(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
-        cur = self._con.execute("SELECT * FROM scallops WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+    def _check_lot(self, lot: str | None) -> None:
+        if lot is not None and not self._lots:
+            raise RecordError(
+                f"{self.path}: this record was written before lots were recorded; "
+                "open it once with this version of the line program, or report it without --lot"
+            )
+
+    def scallops(self, start: float = -math.inf, end: float = math.inf, lot: str | None = None) -> list[dict]:
+        self._check_lot(lot)
+        where, args = _where(start, end, lot)
+        cur = self._con.execute(f"SELECT * FROM scallops WHERE {where} ORDER BY time, id", args)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def alarms(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
-        cur = self._con.execute("SELECT * FROM alarms WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+    def alarms(self, start: float = -math.inf, end: float = math.inf, lot: str | None = None) -> list[dict]:
+        where, args = _where(start, end, lot)
+        cur = self._con.execute(f"SELECT * FROM alarms WHERE {where} ORDER BY time, id", args)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def events(self, start: float = -math.inf, end: float = math.inf) -> list[dict]:
-        cur = self._con.execute("SELECT * FROM events WHERE time >= ? AND time < ? ORDER BY time, id", (start, end))
+    def events(self, start: float = -math.inf, end: float = math.inf, lot: str | None = None) -> list[dict]:
+        where, args = _where(start, end, lot)
+        cur = self._con.execute(f"SELECT * FROM events WHERE {where} ORDER BY time, id", args)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
-    def summary(self, start: float, end: float, label: str = "") -> ShiftSummary:
+    def lots(self, start: float = -math.inf, end: float = math.inf) -> list[str]:
+        """The lots the scallop rows in [start, end) carry, in the order they first appear."""
+        if not self._lots:
+            return []
+        where, args = _where(start, end, None)
+        return [
+            r[0]
+            for r in self._con.execute(
+                f"SELECT lot, MIN(time) AS t FROM scallops WHERE {where} GROUP BY lot ORDER BY t", args
+            )
+        ]
+
+    def span(self, lot: str) -> tuple[float, float]:
+        """[first, last] scallop time of ``lot`` as a half-open range (now, now when it has none)."""
+        self._check_lot(lot)
+        first, last = self._con.execute("SELECT MIN(time), MAX(time) FROM scallops WHERE lot = ?", (lot,)).fetchone()
+        if first is None:
+            now = datetime.now().timestamp()
+            return now, now
+        return float(first), float(last) + 0.001
+
+    def summary(self, start: float, end: float, label: str = "", lot: str | None = None) -> ShiftSummary:
+        """The figures of [start, end); with ``lot``, of that lot's rows only."""
         c = self._con
         s = ShiftSummary(
             label=label or f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M}..{datetime.fromtimestamp(end):%H:%M}",
             start=start,
             end=end,
+            lot=lot,
         )
+        self._check_lot(lot)
+        where, args = _where(start, end, lot)
         row = c.execute(
             "SELECT COUNT(*), SUM(result='picked'), SUM(result='failed'), SUM(result='skipped'), SUM(uro_found),"
             " SUM(uro_removed=1), SUM(result='picked' AND uro_removed=0) + SUM(result='failed'), SUM(adductor_hit=1),"
             " MIN(time), MAX(time), SUM(snapshot IS NOT NULL), COUNT(DISTINCT run_id),"
             " SUM(result='picked' AND uro_removed IS NULL)"
-            " FROM scallops WHERE time >= ? AND time < ?",
-            (start, end),
+            " FROM scallops WHERE " + where,
+            args,
         ).fetchone()
         (
             s.seen,
@@ -180,16 +234,15 @@ class Record:
             s.per_minute = s.seen / ((s.last - s.first) / 60.0)
         s.skipped_by_reason = dict(
             c.execute(
-                "SELECT skip_reason, COUNT(*) FROM scallops WHERE result='skipped' AND time >= ? AND time < ?"
-                " GROUP BY skip_reason",
-                (start, end),
+                f"SELECT skip_reason, COUNT(*) FROM scallops WHERE result='skipped' AND {where} GROUP BY skip_reason",
+                args,
             ).fetchall()
         )
         for arm, picked, failed, removed, hits, ungraded in c.execute(
             "SELECT arm, SUM(result='picked'), SUM(result='failed'), SUM(uro_removed=1), SUM(adductor_hit=1),"
             " SUM(result='picked' AND uro_removed IS NULL)"
-            " FROM scallops WHERE arm != '' AND time >= ? AND time < ? GROUP BY arm",
-            (start, end),
+            f" FROM scallops WHERE arm != '' AND {where} GROUP BY arm",
+            args,
         ):
             unknown = bool(picked) and ungraded == picked
             s.by_arm[arm] = dict(
@@ -199,42 +252,58 @@ class Record:
                 adductor_hits=None if unknown else int(hits or 0),
             )
         hours: dict[str, dict] = {}
-        for t, removed in c.execute(
-            "SELECT time, uro_removed FROM scallops WHERE time >= ? AND time < ? ORDER BY time", (start, end)
-        ):
+        for t, removed in c.execute(f"SELECT time, uro_removed FROM scallops WHERE {where} ORDER BY time", args):
             h = datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:00")
             d = hours.setdefault(h, {"hour": h, "seen": 0, "uro_removed": 0})
             d["seen"] += 1
             d["uro_removed"] += 1 if removed == 1 else 0
         s.per_hour = list(hours.values())
         a = c.execute(
-            "SELECT COUNT(*), SUM(severity='critical'), SUM(acked=0) FROM alarms WHERE time >= ? AND time < ?",
-            (start, end),
+            f"SELECT COUNT(*), SUM(severity='critical'), SUM(acked=0) FROM alarms WHERE {where}",
+            args,
         ).fetchone()
         s.alarms, s.critical_alarms, s.unacked_alarms = a[0], int(a[1] or 0), int(a[2] or 0)
+        got = (
+            dict(c.execute(f"SELECT disposition, COUNT(*) FROM scallops WHERE {where} GROUP BY disposition", args))
+            if self._lots
+            else {"": s.seen}
+        )
+        s.dispositions = {d: int(got.pop(d, 0)) for d in ("picked", "passed", "diverted", "not_diverted")}
+        s.dispositions["unknown"] = int(sum(got.values()))
+        s.lots = self.lots(start, end) if lot is None else [lot]
         return s
 
-    def export_csv(self, out: str | Path | TextIO, start: float = -math.inf, end: float = math.inf) -> int:
-        """Write the scallop rows in [start, end) as CSV (``-`` = stdout); returns the row count."""
+    def export_csv(
+        self, out: str | Path | TextIO, start: float = -math.inf, end: float = math.inf, lot: str | None = None
+    ) -> int:
+        """Write the scallop rows in [start, end) (of ``lot`` only, when given) as CSV (``-`` =
+        stdout); returns the row count."""
         if isinstance(out, (str, Path)) and str(out) == "-":
-            return self._write_csv(sys.stdout, start, end)
+            return self._write_csv(sys.stdout, start, end, lot)
         if isinstance(out, (str, Path)):
             p = Path(out)
             if p.parent and not p.parent.is_dir():
                 raise FileNotFoundError(f"{p.parent}: no such folder for the CSV file")
             with p.open("w", newline="", encoding="utf-8") as f:
-                return self._write_csv(f, start, end)
-        return self._write_csv(out, start, end)
+                return self._write_csv(f, start, end, lot)
+        return self._write_csv(out, start, end, lot)
 
-    def _write_csv(self, f: TextIO, start: float, end: float) -> int:
+    def _write_csv(self, f: TextIO, start: float, end: float, lot: str | None) -> int:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
         n = 0
-        for r in self.scallops(start, end):
+        for r in self.scallops(start, end, lot):
             r["time_iso"] = datetime.fromtimestamp(r["time"]).astimezone().isoformat(timespec="milliseconds")
             w.writerow(["" if r.get(c) is None else r.get(c) for c in CSV_COLUMNS])
             n += 1
         return n
+
+
+def _where(start: float, end: float, lot: str | None) -> tuple[str, tuple]:
+    """The rows of [start, end), of ``lot`` only when it is given (a SQL condition and its values)."""
+    if lot is None:
+        return "time >= ? AND time < ?", (start, end)
+    return "time >= ? AND time < ? AND lot = ?", (start, end, lot)
 
 
 def _parse_hhmm(s: str) -> tuple[int, int]:

@@ -11,6 +11,25 @@ from typing import Any
 from scallop.app.record.schema import RecordError
 
 RESULTS = ("picked", "failed", "skipped")
+# Where a scallop left the belt (scallop.app.line.reject.Disposition); '' when the line has no
+# disposition for it (a record written by hand, a test).
+DISPOSITIONS = ("", "picked", "passed", "diverted", "not_diverted")
+LOT_MAX = 40
+
+
+def check_lot(lot: object) -> str:
+    """A production lot as the record keeps it: 1 to 40 printable characters (letters of any
+    script, digits, punctuation, inner spaces), surrounding spaces dropped; '' clears it."""
+    if not isinstance(lot, str):
+        raise RecordError(f"lot={lot!r}: expected text")
+    s = lot.strip()
+    if len(s) > LOT_MAX or not all(c.isprintable() for c in s):
+        raise RecordError(
+            f"lot={lot!r}: allowed up to {LOT_MAX} printable characters (letters, digits, - / . _ and spaces)"
+        )
+    return s
+
+
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
@@ -48,6 +67,8 @@ class ScallopRecord:
     adductor_hit: bool | None = None
     doubtful: bool = False  # low confidence, or the runtime is unsure of the result
     detail: dict = field(default_factory=dict)  # anything else, JSON-serialisable
+    disposition: str = ""  # where it left the belt: picked, passed, diverted, not_diverted
+    lot: str = ""  # the production lot ('' = the writer's current lot)
 
     def __post_init__(self) -> None:
         if isinstance(self.track_id, bool) or not isinstance(self.track_id, int):
@@ -84,6 +105,11 @@ class ScallopRecord:
             raise RecordError(f"arm='': a {self.result} scallop names the arm that picked it")
         if isinstance(self.views, bool) or not isinstance(self.views, int) or self.views < 1:
             raise RecordError(f"views={self.views!r} is out of range: allowed 1 or more")
+        if self.disposition not in DISPOSITIONS:
+            raise RecordError(
+                f"disposition={self.disposition!r} is not allowed: choose one of {', '.join(DISPOSITIONS[1:])}"
+            )
+        self.lot = check_lot(self.lot)
         try:
             json.dumps(self.detail)
         except (TypeError, ValueError) as e:

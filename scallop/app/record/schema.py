@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scallop.errors import DataError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 2: every pick's intent, committed before the arm is sent it (see writer.pick_intent).
 _PICKS = """
@@ -45,6 +45,16 @@ CREATE TABLE IF NOT EXISTS shadow (
     shadow_ms_p50   REAL
 );
 CREATE INDEX IF NOT EXISTS shadow_time ON shadow(time);
+"""
+# Version 5: each scallop's disposition (where it left the belt: docs/plc-interface.md) and the
+# production lot on every row (set on the screen; '' before a lot was set).
+_LOTS = """
+ALTER TABLE scallops ADD COLUMN disposition TEXT NOT NULL DEFAULT '';
+ALTER TABLE scallops ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+ALTER TABLE alarms ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+ALTER TABLE picks ADD COLUMN lot TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS scallops_lot ON scallops(lot, time);
 """
 _SCHEMA = (
     """
@@ -108,6 +118,7 @@ CREATE INDEX IF NOT EXISTS events_time ON events(time);
 """
     + _PICKS
     + _SHADOW
+    + _LOTS
 )
 
 # Migrations, each from the version before it: an older record is brought up to date when the
@@ -117,6 +128,7 @@ MIGRATIONS = {
     "ALTER TABLE runs ADD COLUMN crashed INTEGER NOT NULL DEFAULT 0;" + _PICKS,
     3: "ALTER TABLE runs ADD COLUMN version TEXT NOT NULL DEFAULT '';",
     4: _SHADOW,
+    5: _LOTS,
 }
 
 # The shadow table's columns in the order the writer inserts them.
@@ -163,6 +175,8 @@ _SCALLOP_COLS = (
     "doubtful",
     "snapshot",
     "detail",
+    "disposition",
+    "lot",
 )
 
 

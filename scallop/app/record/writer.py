@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scallop.app.record.retention import RetentionPolicy, apply_retention, free_mb
-from scallop.app.record.rows import ScallopRecord
+from scallop.app.record.rows import ScallopRecord, check_lot
 from scallop.app.record.schema import _SCALLOP_COLS, SHADOW_COLS, RecordError, _connect, open_db
 from scallop.app.version import program_version
 
@@ -121,6 +121,7 @@ class RecordWriter:
         self._next_maintenance = 0.0  # monotonic; retention and the disk check run in the writer thread
         self._next_disk_check = 0.0
         self._lock_fd: int | None = None  # held while the run lives: a start that finds it free saw a crash
+        self.last_events: dict[str, dict] = {}
 
         con = open_db(self.path, create=True)
         try:
@@ -128,6 +129,8 @@ class RecordWriter:
             con.execute("BEGIN IMMEDIATE")
             self.crashed_runs = mark_crashed_runs(con, self.path)
             self.previous_run = _last_run(con)
+            # What the line carries over a restart: the lot in production, the last shift check.
+            self.last_events = _last_events(con, CARRIED_EVENTS)
             cur = con.execute(
                 "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
                 (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
@@ -142,6 +145,8 @@ class RecordWriter:
         finally:
             con.close()
 
+        lot = self.last_events.get("lot", {}).get("detail", {}).get("lot", "")
+        self.lot = lot if isinstance(lot, str) else ""  # stamped on every row from now on
         self._snap_files: deque[tuple[str, int]] = deque()  # (name, bytes), oldest first
         if self.snapshot_dir is not None:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +188,8 @@ class RecordWriter:
             # their frames are not (a frame is a hundred times a row).
             self._count("snapshot_failures")
             snapshot_jpeg = None
+        if not rec.lot:
+            rec.lot = self.lot
         return self._put(("scallop", rec, snapshot_jpeg))
 
     def pick_intent(self, track_id: int, arm: str, grasp_xy: tuple[float, float] | None = None) -> int:
@@ -203,9 +210,9 @@ class RecordWriter:
                     con.execute(f"PRAGMA busy_timeout={int(self.INTENT_TIMEOUT_S * 1000)}")
                     self._intent_con = con
                 cur = self._intent_con.execute(
-                    "INSERT INTO picks (run_id, track_id, arm, time, grasp_x_mm, grasp_y_mm, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'sending')",
-                    (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy),
+                    "INSERT INTO picks (run_id, track_id, arm, time, grasp_x_mm, grasp_y_mm, state, lot)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
+                    (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy, self.lot),
                 )
                 row_id = int(cur.lastrowid)
             except (sqlite3.Error, OSError) as e:
@@ -262,14 +269,19 @@ class RecordWriter:
             pass  # the writer is busy with a full queue and drains the side lane with each batch
         return True
 
+    def set_lot(self, lot: str) -> str:
+        """The production lot stamped on every row queued from now on (checked; '' = none)."""
+        self.lot = check_lot(lot)
+        return self.lot
+
     def alarm(self, alarm: Alarm) -> bool:
         """Record an alarm; call again with the same ``alarm.id`` when it is acked or cleared."""
-        return self._put_side(("alarm", alarm, self.wall_clock()))
+        return self._put_side(("alarm", alarm, self.wall_clock(), self.lot))
 
     def event(self, kind: str, user: str = "", detail: dict | None = None) -> bool:
         """An operator action or line event (start, stop, estop, recipe, login, config...)."""
         return self._put_side(
-            ("event", (self.wall_clock(), str(kind), str(user), json.dumps(detail or {}, default=str)))
+            ("event", (self.wall_clock(), str(kind), str(user), json.dumps(detail or {}, default=str), self.lot))
         )
 
     def shadow(self, row: dict) -> bool:
@@ -360,7 +372,7 @@ class RecordWriter:
                 return
             alarm = replace(alarm, active=False)  # a copy: the raised one may still be queued
         with self._side_lock:
-            self._side.append(("alarm", alarm, self.wall_clock()))
+            self._side.append(("alarm", alarm, self.wall_clock(), self.lot))
 
     # -- writer thread
 
@@ -622,14 +634,15 @@ class RecordWriter:
 
 _SQL = {
     "scallops": f"INSERT INTO scallops ({', '.join(_SCALLOP_COLS)}) VALUES ({', '.join('?' * len(_SCALLOP_COLS))})",
-    "alarms": "INSERT INTO alarms (run_id, alarm_id, time, severity, source, text, acked, acked_by, acked_time, active, cleared_time)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "alarms": "INSERT INTO alarms"
+    " (run_id, alarm_id, time, severity, source, text, acked, acked_by, acked_time, active, cleared_time, lot)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (run_id, alarm_id) DO UPDATE SET"
     "  acked_time = CASE WHEN excluded.acked AND NOT alarms.acked THEN excluded.acked_time ELSE alarms.acked_time END,"
     "  cleared_time = CASE WHEN NOT excluded.active AND alarms.active THEN excluded.cleared_time ELSE alarms.cleared_time END,"
     "  acked = excluded.acked, acked_by = excluded.acked_by, active = excluded.active,"
     "  severity = excluded.severity, text = excluded.text",
-    "events": "INSERT INTO events (run_id, time, kind, user, detail) VALUES (?, ?, ?, ?, ?)",
+    "events": "INSERT INTO events (run_id, time, kind, user, detail, lot) VALUES (?, ?, ?, ?, ?, ?)",
     "shadow": f"INSERT INTO shadow ({', '.join(SHADOW_COLS)}) VALUES ({', '.join('?' * len(SHADOW_COLS))})",
 }
 
@@ -672,9 +685,11 @@ def _row(run_id: int, it: tuple) -> tuple[str, tuple]:
             int(bool(rec.doubtful)),
             snap_name or None,
             json.dumps(rec.detail, default=str),
+            rec.disposition,
+            rec.lot,
         )
     if kind == "alarm":
-        a, t = it[1], it[2]
+        a, t, lot = it[1], it[2], it[3]
         return "alarms", (
             run_id,
             int(a.id),
@@ -687,11 +702,12 @@ def _row(run_id: int, it: tuple) -> tuple[str, tuple]:
             t if a.acked else None,
             int(bool(a.active)),
             t if not a.active else None,
+            lot,
         )
     if kind == "shadow":
         return "shadow", (run_id, *it[1])
-    t, k, user, detail = it[1]
-    return "events", (run_id, t, k, user, detail)
+    t, k, user, detail, lot = it[1]
+    return "events", (run_id, t, k, user, detail, lot)
 
 
 def _spill_row(run_id: int, it: tuple) -> dict:
@@ -727,8 +743,12 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
         want = (
             len(_SCALLOP_COLS)
             if table == "scallops"
-            else {"alarms": 11, "events": 5, "shadow": len(SHADOW_COLS)}.get(table)
+            else {"alarms": 12, "events": 6, "shadow": len(SHADOW_COLS)}.get(table)
         )
+        # A spill written before schema 5 lacks the lot (and a scallop its disposition): ''.
+        older = {"scallops": 2, "alarms": 1, "events": 1}.get(table, 0)
+        if want is not None and older and len(params) == want - older:
+            params = params + ("",) * older
         if want is None or len(params) != want:
             raise RecordError(f"{where} line {n}: not a row of a spill file (table {table!r})")
         rows.append((table, params))
@@ -789,6 +809,26 @@ def _last_run(con: sqlite3.Connection) -> dict | None:
         return None
     unknown = con.execute("SELECT COUNT(*) FROM picks WHERE run_id=? AND state='unknown'", (row[0],)).fetchone()[0]
     return {"id": row[0], "ended": row[1], "crashed": bool(row[2]), "unknown_picks": unknown}
+
+
+# Events whose last occurrence a new run carries over (RecordWriter.last_events).
+CARRIED_EVENTS = ("lot", "shift_check", "shift_check_override")
+
+
+def _last_events(con: sqlite3.Connection, kinds: tuple[str, ...]) -> dict[str, dict]:
+    """The newest event of each kind: ``{kind: {"time", "user", "detail"}}``."""
+    out: dict[str, dict] = {}
+    for kind in kinds:
+        row = con.execute(
+            "SELECT time, user, detail FROM events WHERE kind=? ORDER BY id DESC LIMIT 1", (kind,)
+        ).fetchone()
+        if row is not None:
+            try:
+                detail = json.loads(row[2])
+            except ValueError:
+                detail = {}
+            out[kind] = {"time": row[0], "user": row[1], "detail": detail if isinstance(detail, dict) else {}}
+    return out
 
 
 def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:

@@ -103,6 +103,10 @@ def run_scenario(
             faults.tick(line.clock.now())
 
         line.start("scenario")
+        if line.shift.check.running:
+            # The shift check's test pieces, laid on the belt as the plant's operator would.
+            sc_check = cfg.shift_check
+            line.backend.world.place_test_pieces(sc_check.with_uro, sc_check.without_uro)
         t_setup = time.perf_counter() - t_wall0
         t_loop0 = time.perf_counter()
         while not (clock.now() >= t_end or acct.target_reached()):
@@ -257,6 +261,8 @@ def _summarise(
         "dispositions": None if dispositions is None else {d: dispositions.get(d, 0) for d in END_KINDS},
         "uro_escaped": None if escaped is None else len(escaped),
         "uro_escaped_ids": escaped,
+        # The start-of-shift check with test pieces, when the scenario's line requires one.
+        "shift_check": line_sum.get("shift_check"),
         "throughput_per_min": round(tp, 2),
         "throughput_share_of_capacity": round(tp / cap_total, 4) if cap_total else None,
         "arm_utilisation": {k: round(t / span, 4) if span > 0 else 0.0 for k, t in busy.items()},

@@ -252,6 +252,45 @@ function chooseRecipe(name) {
   });
 }
 
+// ------------------------------------------------------------------ lot and shift check
+
+function openLot() {
+  $("lot-input").value = (lastState && lastState.lot) || "";
+  $("lot").hidden = false;
+  $("lot-input").focus();
+}
+
+function setLot() {
+  const lot = $("lot-input").value;
+  withLogin("operator", ["pin.for", { action: "#action.lot" }], async () => {
+    const r = await api("POST", "/api/lot", { lot });
+    $("lot").hidden = true;
+    toast(t("toast.lot", { lot: r.lot || "—" }));
+  });
+}
+
+function renderShiftCheck(c) {
+  const box = $("shift-check");
+  box.hidden = !(c && c.required);
+  if (box.hidden) return;
+  box.dataset.state = c.state;
+  const p = {
+    seen: num(c.seen), of: num(c.of), with_uro: num(c.with_uro), without_uro: num(c.without_uro),
+    user: c.user || "—", until: c.valid_until ? clock(c.valid_until) : "—",
+  };
+  setText("shift-check-text", t("shift." + c.state, p));
+}
+
+function overrideCheck() {
+  const reason = $("override-reason").value.trim();
+  if (!reason) { toast(t("toast.need_reason"), true); return; }
+  withLogin("engineer", ["pin.engineer", null], async () => {
+    await api("POST", "/api/shift_check/override", { reason });
+    $("override-reason").value = "";
+    toast(t("toast.override"));
+  });
+}
+
 // ------------------------------------------------------------------ engineer
 
 function openEngineer() {
@@ -330,6 +369,8 @@ function render(d) {
   st.textContent = t("state." + d.state);
   st.className = "state state-" + d.state;
   setText("recipe-name", d.recipe || "—");
+  setText("lot-name", d.lot || "—");
+  renderShiftCheck(d.shift_check);
   setText("n-per-minute", num(d.per_minute, 1));
   setText("n-removal", pct(d.removal_rate, 1));
   setText("n-seen", num(d.seen));
@@ -531,6 +572,11 @@ function wire() {
     setLanguage(next).catch((e) => toast(errorWords(e), true));
   });
   $("recipe-btn").addEventListener("click", openRecipes);
+  $("lot-btn").addEventListener("click", openLot);
+  $("lot-cancel").addEventListener("click", () => { $("lot").hidden = true; });
+  $("lot-ok").addEventListener("click", setLot);
+  $("lot-input").addEventListener("keydown", (ev) => { if (ev.key === "Enter") setLot(); });
+  $("check-override").addEventListener("click", overrideCheck);
   $("recipes-close").addEventListener("click", () => { $("recipes").hidden = true; });
   $("btn-engineer").addEventListener("click", openEngineer);
   $("engineer-close").addEventListener("click", () => { $("engineer").hidden = true; });
