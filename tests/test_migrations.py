@@ -35,12 +35,81 @@ def test_a_0_1_0_record_is_read_as_it_is_and_migrated_when_the_line_writes_to_it
     con = sqlite3.connect(db)
     try:
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert con.execute("SELECT * FROM scallops ORDER BY id").fetchall() == before  # rows unchanged
+        # Rows unchanged; the columns added since (disposition, lot) are '' for them.
+        assert con.execute("SELECT * FROM scallops ORDER BY id").fetchall() == [r + ("", "") for r in before]
         assert con.execute("SELECT kind, user FROM events ORDER BY id").fetchall()[: len(events)] == events
         runs = con.execute("SELECT id, crashed, version FROM runs ORDER BY id").fetchall()
     finally:
         con.close()
     assert runs[0] == (1, 0, "") and runs[-1][2] == program_version()
+
+
+def test_a_record_before_lots_reports_its_dispositions_as_unknown_and_refuses_a_lot(tmp_path):
+    db = tmp_path / "record.sqlite"
+    shutil.copy(FIXTURES / "record.sqlite", db)
+    with Record(db) as r:
+        s = r.summary(0.0, 4e9)
+        assert s.seen == 16 and s.lots == [] and s.dispositions["unknown"] == 16
+        assert sum(s.dispositions.values()) == s.seen
+        with pytest.raises(RecordError, match="written before lots were recorded"):
+            r.summary(0.0, 4e9, lot="L-1")
+
+
+def test_a_spill_written_before_lots_is_imported_with_empty_lots(tmp_path):
+    import json
+
+    from scallop.app.record.schema import open_db
+    from scallop.app.record.writer import import_spill
+
+    db = tmp_path / "record.sqlite"
+    with RecordWriter(db):
+        pass
+    old_scallop = [
+        1,
+        7,
+        1000.0,
+        5.0,
+        1.0,
+        2.0,
+        50.0,
+        0.9,
+        2,
+        1,
+        None,
+        None,
+        0.8,
+        None,
+        None,
+        None,
+        "arm1",
+        "skipped",
+        "no_capacity",
+        None,
+        None,
+        0,
+        None,
+        "{}",
+    ]  # 24 columns: schema 4
+    old_event = [1, 1000.0, "start", "op", "{}"]
+    lines = [
+        json.dumps({"table": "scallops", "params": old_scallop}),
+        json.dumps({"table": "events", "params": old_event}),
+    ]
+    con = open_db(db, create=True)
+    try:
+        assert import_spill(con, lines, "spill.jsonl") == {
+            "scallops": 1,
+            "alarms": 0,
+            "events": 1,
+            "shadow": 0,
+            "duplicates": 0,
+        }
+        assert con.execute("SELECT disposition, lot FROM scallops").fetchall() == [("", "")]
+        assert con.execute("SELECT lot FROM events WHERE kind='start' AND user='op'").fetchall() == [("",)]
+        with pytest.raises(RecordError, match="not a row of a spill file"):
+            import_spill(con, [json.dumps({"table": "events", "params": old_event[:3]})], "spill.jsonl")
+    finally:
+        con.close()
 
 
 def test_a_newer_record_is_refused_naming_both_versions(tmp_path):

@@ -475,7 +475,7 @@ def test_opening_something_that_is_not_a_record(tmp_path):
     con.execute("PRAGMA user_version=7")
     con.execute("CREATE TABLE t (x)")
     con.close()
-    with pytest.raises(RecordError, match="schema version 7, written by a newer version .* reads up to version 4"):
+    with pytest.raises(RecordError, match="schema version 7, written by a newer version .* reads up to version 5"):
         open_db(other, create=True)
 
 

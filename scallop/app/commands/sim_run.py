@@ -103,6 +103,14 @@ def format_summary(s: dict) -> str:
             + f"; uro escaped {s['uro_escaped']}"
             + (f" (scallops {', '.join(map(str, s['uro_escaped_ids']))})" if s["uro_escaped"] else "")
         )
+    check = s.get("shift_check") or {}
+    if check.get("required"):
+        res = check.get("result") or {}
+        lines.append(
+            f"  shift check: {check['state']}"
+            + (f", expected {res['expected']}, got {res['got']}" if "expected" in res else "")
+            + (f" ({res['why']})" if res.get("why") else "")
+        )
     c = s["checks"]
     lines.append(
         f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "

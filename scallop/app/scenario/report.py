@@ -136,6 +136,9 @@ def render_html(s: dict, language: str = "en") -> str:
         ("report.virtual_time", tr("report.seconds", value=n(s["duration_s"], 1))),
         ("report.realtime_factor", tr("report.times", value=n(s["realtime_factor"], 1))),
     ]
+    check = s.get("shift_check") or {}
+    if check.get("required"):
+        head.append(("report.shift_check", tr(f"report.shift_check.{check['state']}")))
     cards = "".join(f"<div class='c'><b>{e(v)}</b><span>{e(tr(k))}</span></div>" for k, v in head)
     checks = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in s["checks"].items())
     faults = (
