@@ -292,7 +292,13 @@ def test_shadow_rows_go_into_the_record_and_old_records_are_migrated(tmp_path):
     v3 = tmp_path / "v3.sqlite"
     RecordWriter(v3).close()
     con = sqlite3.connect(v3)
-    con.executescript("DROP TABLE shadow; PRAGMA user_version=3;")
+    # As version 3 wrote it: no shadow table, nor the lots and dispositions of version 5.
+    con.executescript(
+        "DROP TABLE shadow; DROP INDEX scallops_lot;"
+        " ALTER TABLE scallops DROP COLUMN disposition; ALTER TABLE scallops DROP COLUMN lot;"
+        " ALTER TABLE alarms DROP COLUMN lot; ALTER TABLE events DROP COLUMN lot; ALTER TABLE picks DROP COLUMN lot;"
+        " PRAGMA user_version=3;"
+    )
     con.close()
     v1 = tmp_path / "v1.sqlite"
     shutil.copy(Path(__file__).parent / "fixtures" / "v0.1.0" / "record.sqlite", v1)

@@ -57,12 +57,13 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or default_db_path()
     # The CSV may own stdout; the summary then goes to stderr so the CSV stays clean.
     out = sys.stderr if args.csv == "-" else sys.stdout
+    whole_lot = args.shift is None and args.lot is not None
+    if not whole_lot:
+        start, end, label = shift_range(args.shift or "today", args.day_start)  # a bad day is a usage error first
     with Record(db) as rec:
-        if args.shift is None and args.lot is not None:
+        if whole_lot:
             start, end = rec.span(args.lot)  # the whole lot, whenever it ran
             label = f"lot {args.lot}"
-        else:
-            start, end, label = shift_range(args.shift or "today", args.day_start)
         lots = [args.lot] if args.lot is not None or not args.by_lot else rec.lots(start, end)
         summaries = [rec.summary(start, end, label, lot) for lot in lots]
         n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
