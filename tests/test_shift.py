@@ -22,7 +22,7 @@ from scallop.errors import ConfigError, StateError
 from scallop.sim.clock import VirtualClock
 from tests.helpers import make_line
 
-CHECK = {"required": True, "with_uro": 2, "without_uro": 1, "timeout_s": 60.0, "valid_h": 8.0}
+CHECK = {"required": True, "with_uro": 2, "without_uro": 1, "clear_s": 2.0, "timeout_s": 60.0, "valid_h": 8.0}
 
 
 # ---------------------------------------------------------------------------- the rules
@@ -30,6 +30,8 @@ CHECK = {"required": True, "with_uro": 2, "without_uro": 1, "timeout_s": 60.0, "
     "bad, key",
     [
         ({"with_uro": 0}, "with_uro"),
+        ({"clear_s": 0.0}, "clear_s"),
+        ({"clear_s": 500.0}, "clear_s"),
         ({"with_uro": 2.5}, "with_uro"),
         ({"without_uro": 21}, "without_uro"),
         ({"timeout_s": math.nan}, "timeout_s"),
@@ -43,6 +45,20 @@ def test_a_required_check_names_each_missing_or_absurd_value(bad, key):
         ShiftCheckSection(**{**CHECK, **bad})
     with pytest.raises((ConfigError, ValueError), match=f"shift_check.*{key}|{key}"):
         load_config(overrides={"shift_check": {**CHECK, **bad}})
+
+
+def test_a_missing_key_is_named_as_not_set_and_a_value_is_checked_even_when_not_required():
+    with pytest.raises(ConfigError, match="clear_s, timeout_s, valid_h not set"):
+        ShiftCheckSection(required=True, with_uro=2)
+    with pytest.raises(ConfigError, match="with_uro=50 is out of range"):
+        ShiftCheckSection(with_uro=50)
+    with pytest.raises(ConfigError, match="timeout_s=nan"):
+        ShiftCheckSection(timeout_s=math.nan)
+
+
+def test_a_real_line_needs_a_plc_for_a_required_check():
+    with pytest.raises(ConfigError, match="needs a line PLC"):
+        load_config(overrides={"shift_check": CHECK, "camera": {"source": "folder:/nonexistent"}})
 
 
 class Events(list):
@@ -62,7 +78,16 @@ def test_the_pieces_must_each_end_as_expected_compared_as_counts():
     check, _, wall, events, alarms = rig()
     assert check.due() and check.status()["state"] == "due"
     check.begin("tanaka")
-    assert check.running and alarms.is_active("shift.check_running")
+    assert check.running and check.state == "clearing" and alarms.is_active("shift.check_clearing")
+    assert check.offer(["picked"]) is None  # product going through while the belt clears: not a piece
+    check.clock.advance(1.0)
+    check.saw(1)  # still a scallop in view
+    check.clock.advance(1.5)
+    assert check.tick(next_track_id=40) is None and check.state == "clearing"
+    check.clock.advance(0.6)
+    check.tick(next_track_id=41)
+    assert check.state == "running" and check.first_piece_id == 41 and alarms.is_active("shift.check_running")
+    assert not alarms.is_active("shift.check_clearing")
     assert check.offer(["passed", "picked"]) is None  # two of three
     assert check.offer(["picked", "picked"]) is True  # the third piece; the fourth is production
     assert check.pieces == ["passed", "picked", "picked"] and not check.due()
@@ -81,9 +106,16 @@ def test_the_pieces_must_each_end_as_expected_compared_as_counts():
     assert check.due() and check.status()["state"] == "due"
 
 
-def test_a_piece_with_a_uro_that_passes_fails_the_check_with_an_alarm_in_plain_words():
-    check, _, _, events, alarms = rig()
+def asked(check, clock):
     check.begin("tanaka")
+    clock.advance(CHECK["clear_s"])
+    check.tick(next_track_id=1)
+    assert check.state == "running"
+
+
+def test_a_piece_with_a_uro_that_passes_fails_the_check_with_an_alarm_in_plain_words():
+    check, clock, _, events, alarms = rig()
+    asked(check, clock)
     assert check.offer(["picked", "passed", "passed"]) is False
     assert check.state == "failed" and check.due()
     assert events[-1][2]["why"] == "expected 1 passed, 2 picked, got 2 passed, 1 picked"
@@ -92,9 +124,21 @@ def test_a_piece_with_a_uro_that_passes_fails_the_check_with_an_alarm_in_plain_w
     assert not alarms.is_active("shift.check_running")
 
 
-def test_pieces_that_do_not_come_fail_the_check_at_its_timeout():
+def test_a_belt_that_does_not_clear_fails_the_check_naming_the_feeder():
     check, clock, _, events, _ = rig()
     check.begin("tanaka")
+    for _ in range(61):
+        clock.advance(1.0)
+        check.saw(1)
+        result = check.tick(next_track_id=1)
+    assert (
+        result is False and events[-1][2]["why"] == "the belt did not clear of scallops in 60 s (is the feeder held?)"
+    )
+
+
+def test_pieces_that_do_not_come_fail_the_check_at_its_timeout():
+    check, clock, _, events, _ = rig()
+    asked(check, clock)
     check.offer(["picked"])
     clock.advance(59.9)
     assert check.tick() is None
@@ -124,6 +168,18 @@ def test_a_pass_or_an_override_holds_across_a_restart_for_valid_h_only():
     override = {"shift_check_override": {"time": 1000.0, "user": "suzuki", "detail": {"reason": "r"}}}
     check = rig(now=2000.0, last=override)[0]
     assert not check.due() and check.status()["state"] == "overridden"
+    assert check.status()["result"] == {"reason": "r"}  # the same shape as a live override's
+
+
+def test_a_running_line_is_warned_when_its_check_runs_out():
+    check, clock, wall, _, alarms = rig()
+    asked(check, clock)
+    check.offer(["picked", "picked", "passed"])
+    check.overdue()
+    assert not alarms.is_active("shift.overdue")
+    wall[0] += 8 * 3600 + 1
+    check.overdue()
+    assert alarms.get("shift.overdue").severity == "warning" and check.status()["state"] == "due"
 
 
 # ---------------------------------------------------------------------------- on the line
@@ -148,9 +204,10 @@ def test_start_runs_the_check_with_the_feeder_held_then_production_follows(tmp_p
     world = line.backend.world
     try:
         line.start("tanaka")
-        assert line.shift.check.running and line.snapshot().shift_check["state"] == "running"
+        assert line.shift.check.running and line.snapshot().shift_check["state"] == "clearing"
         line.run_stepped(1.0)
         assert line.reject.hold_infeed == "shift_check" and line.reject.client.outputs.infeed.name == "HOLD"
+        assert run_until(line, lambda: line.shift.check.state == "running", limit_s=10.0)
         ids = world.place_test_pieces(2, 1)
         assert len(ids) == 3
         assert run_until(line, lambda: not line.shift.check.running)
@@ -174,24 +231,25 @@ def test_start_runs_the_check_with_the_feeder_held_then_production_follows(tmp_p
         again.close()
 
 
-def test_a_blind_line_fails_its_check_pauses_and_starts_only_after_an_override(tmp_path):
+def test_a_blind_line_fails_its_check_pauses_and_starts_only_after_an_override(tmp_path, capsys):
     line = make_line(tmp_path, seed=5, overrides={"shift_check": CHECK})
     try:
         # Vision that cannot see a uro any more: every piece would pass on with its uro.
         line.update_config({"vision.min_uro_area_mm2": 2000.0}, "suzuki")
         line.start("tanaka")
-        line.run_stepped(1.0)
+        assert run_until(line, lambda: line.shift.check.state == "running", limit_s=10.0)
         line.backend.world.place_test_pieces(2, 1)
         assert run_until(line, lambda: not line.shift.check.running)
         st = line.snapshot().shift_check
         assert st["state"] == "failed" and st["result"]["got"] == {"passed": 3}, st
         assert line.state == LineState.PAUSED and line.alarms.is_active("shift.check")
-        # Start again: a new check, not production.
+        # Start again: a new check, not production; an override during it pauses the line,
+        # and production begins at the operator's next Start.
         line.start("tanaka")
         assert line.shift.check.running
-        line.stop("tanaka")
-        assert line.snapshot().shift_check["state"] == "failed"
+        line.run_stepped(1.0)
         line.override_check("suzuki", "camera lens cleaned; check repeated at 10:00 by hand")
+        assert line.state == LineState.PAUSED and line.snapshot().shift_check["state"] == "overridden"
         line.start("tanaka")
         assert not line.shift.check.running and line.state in (LineState.RUNNING, LineState.WAITING_CAMERA)
     finally:
@@ -199,14 +257,43 @@ def test_a_blind_line_fails_its_check_pauses_and_starts_only_after_an_override(t
     con = sqlite3.connect(tmp_path / "record.sqlite")
     kinds = [r[0] for r in con.execute("SELECT kind FROM events ORDER BY id")]
     con.close()
-    assert kinds.count("shift_check") == 2 and "shift_check_override" in kinds
+    assert kinds.count("shift_check") == 1 and kinds.count("shift_check_start") == 2 and "shift_check_override" in kinds
+    assert main(["report", "--db", str(tmp_path / "record.sqlite"), "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)["shift_checks"]
+    assert [(c["result"], c["user"]) for c in checks] == [("fail", "tanaka"), ("override", "suzuki")]
+    assert checks[0]["why"] == "expected 1 passed, 2 picked, got 3 passed"
     assert kinds.index("shift_check_override") < len(kinds) - 1 - kinds[::-1].index("start")
+
+
+def test_product_already_on_the_belt_is_never_taken_for_a_test_piece(tmp_path):
+    line = make_line(tmp_path, seed=7, overrides={"shift_check": CHECK})
+    try:
+        line.override_check("suzuki", "first run of the day by hand")
+        line.start("tanaka")
+        line.run_stepped(8.0)  # production: scallops on the belt and in view
+        assert line.snapshot().tracking > 0 or line.snapshot().seen > 0
+        line.shift.check.valid_until = 0.0  # the override ran out
+        line.run_stepped(0.5)
+        assert line.alarms.is_active("shift.overdue") and line.state == LineState.RUNNING
+        line.pause("tanaka")
+        line.start("tanaka")  # a check now, with product still between the feeder and the camera
+        assert line.shift.check.state == "clearing"
+        seen_before = line.snapshot().seen
+        assert run_until(line, lambda: line.shift.check.state == "running", limit_s=20.0)
+        assert line.snapshot().seen > seen_before  # product went through while the belt cleared
+        line.backend.world.place_test_pieces(2, 1)
+        assert run_until(line, lambda: not line.shift.check.running)
+        assert line.snapshot().shift_check["state"] == "passed"
+    finally:
+        line.close()
+    pieces = [r for r in scallop_rows(tmp_path) if json.loads(r[3]).get("test_piece")]
+    assert len(pieces) == 3
 
 
 def test_the_lot_is_stamped_on_every_row_and_reported_per_lot(tmp_path, capsys):
     line = make_line(tmp_path, seed=2)
     try:
-        for bad in ("x" * 41, "L\n1", 7):
+        for bad in ("x" * 41, "L\n1", 7, "=1+1", "-L1", "L;1", "L  1", "L\u200b1"):
             with pytest.raises(ConfigError, match="lot="):
                 line.set_lot(bad, "tanaka")
         assert line.set_lot("  L-0412 ", "tanaka") == "L-0412"
@@ -239,6 +326,8 @@ def test_the_lot_is_stamped_on_every_row_and_reported_per_lot(tmp_path, capsys):
     got = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(got) == lots.count("ホタテ-0413") and {r["lot"] for r in got} == {"ホタテ-0413"}
     capsys.readouterr()
+    assert main(["report", "--db", db, "--lot", "NOPE"]) == 3
+    assert "no rows of lot 'NOPE' (the lots here: 'L-0412', 'ホタテ-0413')" in capsys.readouterr().err
     # A restarted line carries on with the last lot set.
     again = make_line(tmp_path, seed=3)
     try:

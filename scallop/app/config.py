@@ -397,25 +397,37 @@ class ShiftCheckSection:
     required:    production starts only after a passed check (or an engineer's override).
     with_uro:    test pieces with a visible uro (each must be picked), 1..20 when required.
     without_uro: test pieces without one (each must pass on), 0..20.
-    timeout_s:   how long the pieces may take to go through once the check starts, 10..3600 s.
+    clear_s:     the camera must see no scallop this long before the pieces are asked for
+                 (product already between the feeder and the camera goes through first), 1..300 s.
+    timeout_s:   how long the belt may take to clear, and then the pieces to come through, 10..3600 s.
     valid_h:     how long a pass or an override holds, 0.5..24 h.
     """
 
     required: bool = False
     with_uro: int = 0
     without_uro: int = 0
+    clear_s: float = 0.0
     timeout_s: float = 0.0
     valid_h: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.required, bool):
             raise ConfigError(f"required={self.required!r}: expected true or false")
+        # Checked whether or not the check is required: a value written is meant (0 = not set).
+        check_number("with_uro", self.with_uro, 0, 20, integer=True)
+        check_number("without_uro", self.without_uro, 0, 20, integer=True)
+        for key, lo, hi in (("clear_s", 1.0, 300.0), ("timeout_s", 10.0, 3600.0), ("valid_h", 0.5, 24.0)):
+            v = getattr(self, key)
+            if v != 0:
+                check_range(key, v, lo, hi)
         if not self.required:
             return
-        check_number("with_uro", self.with_uro, 1, 20, integer=True)
-        check_number("without_uro", self.without_uro, 0, 20, integer=True)
-        check_range("timeout_s", self.timeout_s, 10.0, 3600.0)
-        check_range("valid_h", self.valid_h, 0.5, 24.0)
+        unset = [k for k in ("with_uro", "clear_s", "timeout_s", "valid_h") if getattr(self, k) == 0]
+        if unset:
+            raise ConfigError(
+                f"{', '.join(unset)} not set: a required shift check needs with_uro (1..20), clear_s (1..300 s), "
+                "timeout_s (10..3600 s) and valid_h (0.5..24 h); see docs/shift-check.md"
+            )
 
     @property
     def pieces(self) -> int:
@@ -462,6 +474,12 @@ class LineConfig:
         arm_names = [a.name for a in self.arms]
         if len(set(arm_names)) != len(arm_names):
             raise ValueError(f"arms: names must be unique, got {arm_names}")
+        if self.shift_check.required and self.plc is None and not self.is_simulated:
+            # Product keeps coming with the feeder running and would be taken for test pieces.
+            raise ValueError(
+                "shift_check.required = true needs a line PLC ([plc]): the feeder must be held while the "
+                "test pieces go through"
+            )
 
     @property
     def is_simulated(self) -> bool:

@@ -303,6 +303,11 @@ class Tracker:
         self.tracks = [t for t in self.tracks if not t.committed]
         return out
 
+    @property
+    def next_id(self) -> int:
+        """The id the next new track gets (ids only grow)."""
+        return self._next_id
+
     def open_count(self) -> int:
         """Scallops in view that are not decided yet."""
         return sum(1 for t in self.tracks if not t.committed)

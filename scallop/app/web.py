@@ -473,8 +473,10 @@ def create_app(
         s = _require(request, "operator")
         data = await _body(request)
         value = data.get("lot")
-        if set(data) != {"lot"} or not isinstance(value, str):
+        if set(data) != {"lot"}:
             raise ApiError(422, 'expected {"lot": "the lot number"} ("" ends the lot)')
+        if not isinstance(value, str):
+            raise ApiError(422, f"lot={value!r}: expected the lot as text")
         return {"ok": True, "lot": await _call(line.set_lot, value, s.user)}
 
     @app.post("/api/shift_check/override")
@@ -482,7 +484,7 @@ def create_app(
         s = _require(request, "engineer")
         data = await _body(request)
         reason = data.get("reason")
-        if set(data) != {"reason"} or not isinstance(reason, str):
+        if set(data) != {"reason"}:
             raise ApiError(422, 'expected {"reason": "why production may start without a passed shift check"}')
         return JSONResponse({"ok": True, "shift_check": _clean(await _call(line.override_check, s.user, reason))})
 

@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         if whole_lot:
             start, end = rec.span(args.lot)  # the whole lot, whenever it ran
             label = f"lot {args.lot}"
-        lots = [args.lot] if args.lot is not None or not args.by_lot else rec.lots(start, end)
+        # Per lot; a day with no scallops still gets its one summary (its alarms, its checks).
+        lots = [args.lot] if args.lot is not None or not args.by_lot else (rec.lots(start, end) or [None])
         summaries = [rec.summary(start, end, label, lot) for lot in lots]
         n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
     if args.json:

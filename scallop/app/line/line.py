@@ -29,13 +29,13 @@ import logging
 import math
 import time
 import traceback
-from dataclasses import replace
 
 import numpy as np
 
 from scallop.app.alarms import Alarms
 from scallop.app.backends import Backend
 from scallop.app.config import LineConfig
+from scallop.app.line import settings
 from scallop.app.line.arms import ArmDrivers
 from scallop.app.line.beltcheck import BeltCheck, BeltFault
 from scallop.app.line.control import LineControl
@@ -281,6 +281,8 @@ class Line:
         t2 = time.perf_counter()
         self.stats.timing("tracking", (t2 - t1) * 1e3)
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
+        if self.shift is not None:
+            self.shift.check.saw(len(dets) + self.tracker.open_count())
         self.publisher.frame(frame.image, dets)
         # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
         self.models.on_frame(frame, dets, self._scale)
@@ -351,8 +353,11 @@ class Line:
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
         it holds picking (lost, safety circuit open) targets still queued are not sent."""
-        if self.shift is not None and self.shift.check.tick() is False:
-            self._check_failed()
+        if self.shift is not None:
+            if self.shift.check.tick(self.tracker.next_id) is False:
+                self._check_failed()
+            elif self.state == LineState.RUNNING:
+                self.shift.check.overdue()
         if self.reject is None:
             return
         # During the shift check only the test pieces go under the camera: the feeder is held.
@@ -390,6 +395,7 @@ class Line:
         with self.control.lock:
             self.control.check(Action.PAUSE)
             self._event(Action.PAUSE, user)
+            self._abandon_check("the line was paused")
             self.control.go(Action.PAUSE)
             done = self._skip_queued(LineReason.LINE_PAUSED)
         self._finished(done)
@@ -456,54 +462,29 @@ class Line:
             self.arms.reset_arm(arm, user)
 
     def recipes(self) -> list[Recipe]:
-        return [Recipe(r.name, tuple(r.product_size_mm), r.belt_speed_mm_s, r.description) for r in self.config.recipes]
+        return settings.recipes(self)
 
     def select_recipe(self, name: str, user: str) -> None:
-        names = [r.name for r in self.config.recipes]
-        if name not in names:
-            raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(names)}")
-        with self.control.lock:
-            if self.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
-                raise StateError("pause or stop the line before changing the recipe")
-            self.recipe = name
-            self.publisher.event("recipe", user, {"recipe": name})
+        settings.select_recipe(self, name, user)
 
     def config_view(self) -> dict:
-        from scallop.app.config import to_dict
-
-        cam = self.backend.camera_model
-        d = to_dict(self.config)
-        d["calibration"] = {
-            "image_size": list(cam.image_size),
-            "mm_per_px_center": round(cam.mm_per_px_center(), 4),
-            "counts_per_mm": self.backend.belt.counts_per_mm,
-        }
-        return d
+        return settings.config_view(self)
 
     def update_config(self, changes: dict, user: str) -> dict:
-        """Engineer changes to the vision thresholds, validated and applied at once. Keys as the
-        screen's panel takes them, ``{"vision.min_uro_confidence": 0.6}``, or as a table,
-        ``{"vision": {"min_uro_confidence": 0.6}}``. Anything else needs a restart (the
-        configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
-        from scallop.app.config import build, to_dict, vision_changes
-        from scallop.vision.pipeline import PipelineConfig
-
-        vision = vision_changes(changes)
-        new = build(PipelineConfig, {**to_dict(self.config.vision), **vision}, "vision")
-        with self.control.lock:
-            self.config = replace(self.config, vision=new)
-            self.pipeline.config = new
-            self.models.config = self.config
-            self.models.apply_config(new)
-            self.publisher.event("config", user, {"vision": vision})
-        return to_dict(new)
+        return settings.update_config(self, changes, user)
 
     # ------------------------------------------------------------------ lot and shift check (LineAPI)
     def set_lot(self, lot: str, user: str) -> str:
         return self.shift.set_lot(lot, user)
 
     def override_check(self, user: str, reason: str) -> dict:
-        return self.shift.check.override(user, reason)
+        """Production may start without a passed check; during a check the line pauses, so
+        production begins only at an operator's Start."""
+        was_checking = self.shift.check.running
+        status = self.shift.check.override(user, reason)
+        if was_checking and self.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
+            self.pause(user)
+        return status
 
     def _check_failed(self) -> None:
         """The test pieces did not all end as expected: no production (the alarm says why)."""

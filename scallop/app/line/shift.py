@@ -9,11 +9,15 @@ carries on with the last lot set.
 feeder is held, and each must end as expected: a piece with a uro *picked*, one without
 *passed*. Until a check passes (or an engineer overrides it, with a reason), Start begins a
 check, not production. A pass or an override holds for ``valid_h`` hours, across restarts (the
-record keeps it). A failed check pauses the line with a critical alarm naming what went wrong.
+record keeps it); past that a running line says the check is due. A failed check pauses the
+line with a critical alarm naming what went wrong.
 
-The pieces are the first ``with_uro + without_uro`` scallops the line finishes after the check
-starts (the feeder is held, so nothing else comes); they are compared as counts, since pieces
-laid side by side reach the camera in no set order.
+A check first waits until the camera has seen no scallop for ``clear_s`` (product already
+between the feeder and the camera goes through and is handled as production), then asks for
+the pieces: the test pieces are the first ``with_uro + without_uro`` scallops first seen after
+that. They are compared as counts, since pieces laid side by side reach the camera in no set
+order. Pieces laid too early keep the belt from clearing and the check fails at its timeout:
+never a product scallop taken for a test piece.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ def check_reason(reason: object) -> str:
 class ShiftCheck:
     """``event(kind, user, detail)`` records; ``alarms`` is the line's; ``clock`` the line's
     (timeouts), ``wall_clock`` the epoch (validity across restarts); ``last``: the record's
-    newest ``shift_check`` and ``shift_check_override`` events (``RecordWriter.last_events``)."""
+    newest ``shift_check`` and ``shift_check_override`` events (``RecordWriter.last_events``).
+
+    States: ``off`` (not required), ``due``, ``clearing`` (waiting for the belt to show no
+    scallop), ``running`` (the pieces are asked for), ``passed``, ``failed``, ``overridden``."""
 
     def __init__(
         self,
@@ -62,22 +69,24 @@ class ShiftCheck:
         self.valid_until: float | None = None
         self.pieces: list[str] = []  # dispositions of the pieces so far
         self.result: dict = {}
-        self._started = 0.0
+        self.first_piece_id: int | None = None  # tracks from this id on are test pieces
+        self._started = self._asked = self._last_seen = 0.0
+        best = None
         for kind in ("shift_check", "shift_check_override"):
             e = (last or {}).get(kind)
             if e and (kind == "shift_check_override" or e["detail"].get("result") == "pass"):
                 until = float(e["time"]) + config.valid_h * 3600.0
                 if self.valid_until is None or until > self.valid_until:
-                    self.valid_until = until
-                    self.user = e["user"]
+                    self.valid_until, self.user, best = until, e["user"], kind
                     self.result = dict(e["detail"])
-        if config.required and self.valid_until is not None and self.wall_clock() < self.valid_until:
-            self.state = "passed" if "result" in self.result else "overridden"
+        if config.required and best is not None and self.wall_clock() < self.valid_until:
+            self.state = "passed" if best == "shift_check" else "overridden"
 
     # ------------------------------------------------------------------ asking
     @property
     def running(self) -> bool:
-        return self.state == "running"
+        """A check is under way (clearing the belt or waiting for the pieces): feeder held."""
+        return self.state in ("clearing", "running")
 
     def due(self) -> bool:
         """Whether a Start must begin with a check (required, and no pass or override holds)."""
@@ -111,16 +120,36 @@ class ShiftCheck:
 
     # ------------------------------------------------------------------ running
     def begin(self, user: str) -> None:
-        """The operator pressed Start with the check due: the feeder stays held and the next
-        pieces finished are the test pieces."""
-        self.state = "running"
+        """The operator pressed Start with the check due: the feeder stays held; once the belt
+        shows no scallop for ``clear_s`` the pieces are asked for."""
+        self.state = "clearing"
         self.user = user
         self.pieces = []
         self.result = {}
-        self._started = self.clock.now()
+        self.first_piece_id = None
+        self._started = self._last_seen = self.clock.now()
         c = self.config
         self.event("shift_check_start", user, {"with_uro": c.with_uro, "without_uro": c.without_uro})
         self.alarms.clear("shift.check")
+        self.alarms.raise_(
+            "shift.check_clearing",
+            "info",
+            "line",
+            "shift check: the feeder is held until the belt is clear; do not lay the test pieces yet",
+        )
+
+    def saw(self, scallops: int) -> None:
+        """The frame loop: ``scallops`` in view or still tracked (the belt is not clear)."""
+        if self.state == "clearing" and scallops:
+            self._last_seen = self.clock.now()
+
+    def ask(self, next_track_id: int) -> None:
+        """The belt is clear: scallops tracked from ``next_track_id`` on are the test pieces."""
+        c = self.config
+        self.state = "running"
+        self.first_piece_id = next_track_id
+        self._asked = self.clock.now()
+        self.alarms.clear("shift.check_clearing")
         self.alarms.raise_(
             "shift.check_running",
             "info",
@@ -131,9 +160,9 @@ class ShiftCheck:
         )
 
     def offer(self, dispositions: list[str]) -> bool | None:
-        """Finished scallops' dispositions, in order. Returns True when the check passed with
+        """The test pieces' dispositions, in order. Returns True when the check passed with
         these, False when it failed, None while it runs (or when none runs)."""
-        if not self.running:
+        if self.state != "running":
             return None
         for d in dispositions:
             if len(self.pieces) < self.config.pieces:
@@ -145,19 +174,27 @@ class ShiftCheck:
             return self._end("pass", got, "")
         return self._end("fail", got, f"expected {_words(self.expected())}, got {_words(got)}")
 
-    def tick(self) -> bool | None:
-        """False when the pieces did not all come within ``timeout_s`` (the check failed)."""
-        if not self.running or self.clock.now() - self._started < self.config.timeout_s:
+    def tick(self, next_track_id: int | None = None) -> bool | None:
+        """Time passing: the belt cleared (the pieces are asked for, given the tracker's
+        ``next_track_id``), or False when the check ran out of time (it failed)."""
+        now, c = self.clock.now(), self.config
+        if self.state == "clearing":
+            if now - self._started > c.timeout_s:
+                return self._end(
+                    "fail", {}, f"the belt did not clear of scallops in {c.timeout_s:g} s (is the feeder held?)"
+                )
+            if now - self._last_seen >= c.clear_s and next_track_id is not None:
+                self.ask(next_track_id)
+            return None
+        if self.state != "running" or now - self._asked < c.timeout_s:
             return None
         got = dict(Counter(self.pieces))
         return self._end(
-            "fail",
-            got,
-            f"only {len(self.pieces)} of {self.config.pieces} test pieces came through in {self.config.timeout_s:g} s",
+            "fail", got, f"only {len(self.pieces)} of {c.pieces} test pieces came through in {c.timeout_s:g} s"
         )
 
     def abandon(self, why: str) -> None:
-        """The line stopped (stop, e-stop, fault) during the check: it failed, nothing passes."""
+        """The line paused, stopped or faulted during the check: it failed, nothing passes."""
         if self.running:
             self._end("fail", dict(Counter(self.pieces)), f"the check was interrupted ({why})")
 
@@ -167,7 +204,9 @@ class ShiftCheck:
             detail["why"] = why
         self.result = detail
         self.event("shift_check", self.user, detail)
+        self.alarms.clear("shift.check_clearing")
         self.alarms.clear("shift.check_running")
+        self.alarms.clear("shift.overdue")
         if result == "pass":
             self.state = "passed"
             self.valid_until = self.wall_clock() + self.config.valid_h * 3600.0
@@ -183,20 +222,31 @@ class ShiftCheck:
         )
         return False
 
+    def overdue(self) -> None:
+        """A running line whose pass or override has run out: a warning until the next check
+        (production goes on: stopping mid-shift is the shift leader's call)."""
+        if self.config.required and not self.running and self.state in ("passed", "overridden", "due") and self.due():
+            self.state = "due"
+            self.alarms.raise_(
+                "shift.overdue",
+                "warning",
+                "line",
+                "the shift check is due: pause the line and press Start to run it with the test pieces",
+            )
+
     def override(self, user: str, reason: object) -> dict:
         """An engineer lets production start without a passed check; recorded with the reason."""
         if not self.config.required:
             raise StateError("no shift check is required on this line ([shift_check] required = false)")
         text = check_reason(reason)
-        if self.running:
-            self.pieces = []
+        self.pieces = []
         self.state = "overridden"
         self.user = user
         self.valid_until = self.wall_clock() + self.config.valid_h * 3600.0
-        self.result = {"override": text}
+        self.result = {"reason": text}
         self.event("shift_check_override", user, {"reason": text})
-        self.alarms.clear("shift.check")
-        self.alarms.clear("shift.check_running")
+        for key in ("shift.check", "shift.check_clearing", "shift.check_running", "shift.overdue"):
+            self.alarms.clear(key)
         return self.status()
 
 
@@ -235,12 +285,15 @@ class Shift:
 
     def offer(self, done: list) -> bool | None:
         """Finished scallops: while the check runs, the first of them are its test pieces
-        (marked ``test_piece`` in the record). False when the check failed with them."""
-        if not self.check.running:
+        (marked ``test_piece`` in the record): those first tracked once the belt was clear.
+        False when the check failed with them."""
+        first = self.check.first_piece_id
+        if self.check.state != "running" or first is None:
             return None
-        for oc in done[: self.check.config.pieces - len(self.check.pieces)]:
+        pieces = [oc for oc in done if oc.track_id >= first]
+        for oc in pieces[: self.check.config.pieces - len(self.check.pieces)]:
             oc.extra["test_piece"] = True
-        return self.check.offer([str(oc.extra.get("disposition", "")) for oc in done])
+        return self.check.offer([str(oc.extra.get("disposition", "")) for oc in pieces])
 
     def status(self) -> dict:
         return {"lot": self._lot, "shift_check": self.check.status()}

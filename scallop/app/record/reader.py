@@ -48,6 +48,7 @@ class ShiftSummary:
     # Where the scallops left the belt: picked, passed, diverted, not_diverted (and "unknown" for
     # rows written before dispositions were recorded).
     dispositions: dict[str, int] = field(default_factory=dict)
+    shift_checks: list[dict] = field(default_factory=list)  # {"time", "user", "result", "why"}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,9 +64,13 @@ class ShiftSummary:
 
         rate = f"{self.removal_rate * 100:.1f} %" if self.removal_rate is not None else "-"
         graded = f" ({self.ungraded} picks not graded: no pick verifier)" if self.ungraded else ""
-        lot = f"  lot {self.lot or '(none)'}" if self.lot is not None else ""
+        title = (
+            f"lot {self.lot or '(none)'}"
+            if self.lot is not None and self.label.startswith("lot ")
+            else (f"shift {self.label}" + (f"  lot {self.lot or '(none)'}" if self.lot is not None else ""))
+        )
         lines = [
-            f"shift {self.label}{lot}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
+            f"{title}  ({datetime.fromtimestamp(self.start):%Y-%m-%d %H:%M} .. {datetime.fromtimestamp(self.end):%Y-%m-%d %H:%M})",
             f"  scallops seen     {self.seen:8d}   first {fmt_t(self.first)}  last {fmt_t(self.last)}  ({self.per_minute:.1f}/min)",
             f"  picked            {self.picked:8d}   failed {self.failed}",
             f"  uro removed       {n(self.uro_removed)}   {rate} of {self.uro_found} with a uro found{graded}",
@@ -89,6 +94,9 @@ class ShiftSummary:
             )
         if self.lot is None and self.lots:
             lines.append(f"  lots              {', '.join(x or '(none)' for x in self.lots)}")
+        for c in self.shift_checks:
+            why = f": {c['why']}" if c["why"] else ""
+            lines.append(f"  shift check       {fmt_t(c['time'])} {c['result']} ({c['user']}){why}")
         lines.append(
             f"  alarms            {self.alarms:8d}   critical {self.critical_alarms}, not acknowledged {self.unacked_alarms}"
         )
@@ -185,13 +193,39 @@ class Record:
         ]
 
     def span(self, lot: str) -> tuple[float, float]:
-        """[first, last] scallop time of ``lot`` as a half-open range (now, now when it has none)."""
+        """The half-open time range of every row of ``lot`` (scallops, alarms, events); a lot the
+        record does not hold is an error naming the lots it does."""
         self._check_lot(lot)
-        first, last = self._con.execute("SELECT MIN(time), MAX(time) FROM scallops WHERE lot = ?", (lot,)).fetchone()
+        first, last = self._con.execute(
+            "SELECT MIN(t0), MAX(t1) FROM ("
+            " SELECT MIN(time) AS t0, MAX(time) AS t1 FROM scallops WHERE lot = ?"
+            " UNION ALL SELECT MIN(time), MAX(time) FROM alarms WHERE lot = ?"
+            " UNION ALL SELECT MIN(time), MAX(time) FROM events WHERE lot = ?)",
+            (lot, lot, lot),
+        ).fetchone()
         if first is None:
-            now = datetime.now().timestamp()
-            return now, now
+            known = ", ".join(repr(x) for x in self.lots()) or "none"
+            raise RecordError(f"{self.path}: no rows of lot {lot!r} (the lots here: {known})")
         return float(first), float(last) + 0.001
+
+    def shift_checks(self, start: float, end: float) -> list[dict]:
+        """The shift checks and overrides in [start, end): time, user, result (``pass``,
+        ``fail``, ``override``) and why."""
+        import json
+
+        out = []
+        for t, kind, user, detail in self._con.execute(
+            "SELECT time, kind, user, detail FROM events WHERE kind IN ('shift_check', 'shift_check_override')"
+            " AND time >= ? AND time < ? ORDER BY time, id",
+            (start, end),
+        ):
+            try:
+                d = json.loads(detail)
+            except ValueError:
+                d = {}
+            result = "override" if kind == "shift_check_override" else str(d.get("result", "?"))
+            out.append({"time": t, "user": user, "result": result, "why": d.get("why") or d.get("reason") or ""})
+        return out
 
     def summary(self, start: float, end: float, label: str = "", lot: str | None = None) -> ShiftSummary:
         """The figures of [start, end); with ``lot``, of that lot's rows only."""
@@ -271,6 +305,7 @@ class Record:
         s.dispositions = {d: int(got.pop(d, 0)) for d in ("picked", "passed", "diverted", "not_diverted")}
         s.dispositions["unknown"] = int(sum(got.values()))
         s.lots = self.lots(start, end) if lot is None else [lot]
+        s.shift_checks = self.shift_checks(start, end)
         return s
 
     def export_csv(

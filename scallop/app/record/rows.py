@@ -18,14 +18,26 @@ LOT_MAX = 40
 
 
 def check_lot(lot: object) -> str:
-    """A production lot as the record keeps it: 1 to 40 printable characters (letters of any
-    script, digits, punctuation, inner spaces), surrounding spaces dropped; '' clears it."""
+    """A production lot as the record keeps it: 1 to 40 characters, letters (of any script) and
+    digits, with ``-``, ``/``, ``.``, ``_`` and single inner spaces between them; it starts
+    with a letter or a digit (so a spreadsheet never reads a lot as a formula). Surrounding
+    spaces are dropped; '' ends the lot."""
     if not isinstance(lot, str):
-        raise RecordError(f"lot={lot!r}: expected text")
+        raise RecordError(f"lot={lot!r}: expected the lot as text")
     s = lot.strip()
-    if len(s) > LOT_MAX or not all(c.isprintable() for c in s):
+    if not s:
+        return ""
+    ok = (
+        len(s) <= LOT_MAX
+        and s[0].isalnum()
+        and all(c.isalnum() or c in "-/._ " for c in s)
+        and "  " not in s
+        and all(c.isprintable() for c in s)
+    )
+    if not ok:
         raise RecordError(
-            f"lot={lot!r}: allowed up to {LOT_MAX} printable characters (letters, digits, - / . _ and spaces)"
+            f"lot={lot!r}: allowed 1 to {LOT_MAX} letters and digits, with - / . _ and single spaces between "
+            "them, starting with a letter or a digit"
         )
     return s
 

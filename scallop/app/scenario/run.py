@@ -98,15 +98,16 @@ def run_scenario(
         # The report's histograms show the whole run, not the last 2000 frames.
         line.stats.keep_all()
 
+        laid = []
+
         def on_tick(line) -> None:
             acct.tick(line.clock.now())
             faults.tick(line.clock.now())
+            if line.shift.check.state == "running" and not laid:
+                # The shift check asks for its test pieces: laid on the belt as an operator would.
+                laid.extend(line.backend.world.place_test_pieces(cfg.shift_check.with_uro, cfg.shift_check.without_uro))
 
         line.start("scenario")
-        if line.shift.check.running:
-            # The shift check's test pieces, laid on the belt as the plant's operator would.
-            sc_check = cfg.shift_check
-            line.backend.world.place_test_pieces(sc_check.with_uro, sc_check.without_uro)
         t_setup = time.perf_counter() - t_wall0
         t_loop0 = time.perf_counter()
         while not (clock.now() >= t_end or acct.target_reached()):

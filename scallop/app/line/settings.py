@@ -1,0 +1,63 @@
+"""What may be changed while the line runs, and how: the recipe (stopped or paused only) and
+the vision thresholds (the engineer panel, at once); the rest of the configuration needs a
+restart. Functions of :class:`~scallop.app.line.line.Line`, which exposes them (LineAPI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from scallop.app.line.states import LineState
+from scallop.app.line_api import Recipe
+from scallop.errors import StateError
+
+if TYPE_CHECKING:
+    from scallop.app.line.line import Line
+
+
+def recipes(line: Line) -> list[Recipe]:
+    return [Recipe(r.name, tuple(r.product_size_mm), r.belt_speed_mm_s, r.description) for r in line.config.recipes]
+
+
+def select_recipe(line: Line, name: str, user: str) -> None:
+    names = [r.name for r in line.config.recipes]
+    if name not in names:
+        raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(names)}")
+    with line.control.lock:
+        if line.state in (LineState.RUNNING, LineState.WAITING_CAMERA):
+            raise StateError("pause or stop the line before changing the recipe")
+        line.recipe = name
+        line.publisher.event("recipe", user, {"recipe": name})
+
+
+def config_view(line: Line) -> dict:
+    from scallop.app.config import to_dict
+
+    cam = line.backend.camera_model
+    d = to_dict(line.config)
+    d["calibration"] = {
+        "image_size": list(cam.image_size),
+        "mm_per_px_center": round(cam.mm_per_px_center(), 4),
+        "counts_per_mm": line.backend.belt.counts_per_mm,
+    }
+    return d
+
+
+def update_config(line: Line, changes: dict, user: str) -> dict:
+    """Engineer changes to the vision thresholds, validated and applied at once. Keys as the
+    screen's panel takes them, ``{"vision.min_uro_confidence": 0.6}``, or as a table,
+    ``{"vision": {"min_uro_confidence": 0.6}}``. Anything else needs a restart (the
+    configuration file) or is not the line's to change (the belt's speed is the recipe's)."""
+    from scallop.app.config import build, to_dict, vision_changes
+    from scallop.vision.pipeline import PipelineConfig
+
+    vision = vision_changes(changes)
+    new = build(PipelineConfig, {**to_dict(line.config.vision), **vision}, "vision")
+    with line.control.lock:
+        line.config = replace(line.config, vision=new)
+        line.pipeline.config = new
+        line.models.config = line.config
+        line.models.apply_config(new)
+        line.publisher.event("config", user, {"vision": vision})
+    return to_dict(new)
