@@ -6,7 +6,15 @@
 * :mod:`~scallop.app.line.ledger` — every scallop's decision followed to its end, at most once;
 * :mod:`~scallop.app.line.arms` — the arm drivers and the scheduler, no lock held during I/O;
 * :mod:`~scallop.app.line.publisher` — the screen's frame and the record, outside the locks;
-* :mod:`~scallop.app.line.line` — :class:`Line`, which wires them and drives them.
+* :mod:`~scallop.app.line.reject` — each scallop's disposition through the line PLC's reject gate;
+* :mod:`~scallop.app.line.demand` — how hard the arrivals drive the arms (back-pressure);
+* :mod:`~scallop.app.line.shift` — the production lot and the start-of-shift check;
+* :mod:`~scallop.app.line.models` — the live model, its shadow and the frame capture;
+* :mod:`~scallop.app.line.readout` — the screen's snapshot, the metrics and the run summary;
+* :mod:`~scallop.app.line.settings` — what may change while the line runs (recipe, thresholds);
+* :mod:`~scallop.app.line.beltcheck` — the belt counts held to what the camera sees;
+* :mod:`~scallop.app.line.drivers` — the threaded and the stepped drivers, and the loops' health;
+* :mod:`~scallop.app.line.line` — :class:`Line`, which wires them.
 """
 
 from scallop.app.line.ledger import ScallopOutcome
