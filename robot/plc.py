@@ -161,6 +161,7 @@ class PlcStatus:
     done_seq: int
     confirmed_seq: int
     belt_count: int
+    lot_number: int = 0  # 0: the PLC sets no lot
 
 
 @dataclass
@@ -316,6 +317,7 @@ class PlcClient:
             done_seq=int(s["divert_done_seq"]),
             confirmed_seq=int(s["divert_confirmed_seq"]),
             belt_count=int(s["belt_count"]),
+            lot_number=int(s["lot_number"]),
         )
         self.status = st
         self._send_diverts(st)

@@ -244,6 +244,11 @@ class SimPlc(ModbusSimServer):
         with self._lock:
             return any(o.t_open <= t1 and o.t_close >= t0 for o in self.openings)
 
+    def set_lot_number(self, lot: int) -> None:
+        """The plant's system sets the production lot on the PLC (0: none)."""
+        with self._lock:
+            self._set("lot_number", int(lot))
+
     def jam_gate(self, jammed: bool = True) -> None:
         with self._lock:
             self.jammed = jammed

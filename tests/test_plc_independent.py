@@ -183,3 +183,10 @@ def test_plc_faults_the_document_allows(rig):
     plc.running = False
     with pytest.raises(PlcStalledError):
         cycle(clock, client, 1.0)
+
+
+def test_the_lot_the_plant_sets_on_the_plc_is_read_as_32_bits(rig):
+    clock, plc, server, client = rig
+    assert cycle(clock, client, 0.1).lot_number == 0
+    plc.set_lot(4_100_412)  # above 65535: both words
+    assert cycle(clock, client, 0.1).lot_number == 4_100_412

@@ -357,3 +357,26 @@ def test_the_screen_sets_the_lot_as_operator_and_overrides_the_check_as_engineer
             assert c.get("/api/state").json()["shift_check"]["user"] == "engineer"
     finally:
         line.close()
+
+
+def test_a_lot_set_on_the_plc_becomes_the_lines_lot_and_the_screen_can_set_another(tmp_path):
+    line = make_line(tmp_path, seed=2)
+    try:
+        line.start("tanaka")
+        line.run_stepped(1.0)
+        assert line.snapshot().lot == ""
+        line.backend.sim_plc.set_lot_number(412)
+        line.run_stepped(0.5)
+        assert line.snapshot().lot == "412"
+        line.set_lot("L-0413", "tanaka")  # the last to set it wins
+        line.run_stepped(0.5)
+        assert line.snapshot().lot == "L-0413"
+        line.backend.sim_plc.set_lot_number(414)
+        line.run_stepped(0.5)
+        assert line.snapshot().lot == "414"
+    finally:
+        line.close()
+    con = sqlite3.connect(tmp_path / "record.sqlite")
+    lots = con.execute("SELECT user, detail FROM events WHERE kind='lot' ORDER BY id").fetchall()
+    con.close()
+    assert [(u, json.loads(d)["lot"]) for u, d in lots] == [("plc", "412"), ("tanaka", "L-0413"), ("plc", "414")]

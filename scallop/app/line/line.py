@@ -155,6 +155,7 @@ class Line:
             belt_speed=lambda: sched.tracker.speed_mm_s if sched.tracker.ready else 0.0,
             event=self.publisher.event,
             view_x_lo=cam.view_x_range()[0],
+            on_lot=lambda lot: self.shift.set_lot(lot, "plc"),
         )
         self.arms.connect()
 

@@ -91,6 +91,7 @@ class RejectGate:
         belt_speed: Callable[[], float],
         event: Callable[[str, str, dict | None], None] = lambda *a: None,
         view_x_lo: float = 0.0,
+        on_lot: Callable[[str], None] = lambda lot: None,
     ) -> None:
         self.config = config
         self.belt = belt
@@ -99,6 +100,8 @@ class RejectGate:
         self.belt_count_now = belt_count_now
         self.belt_speed = belt_speed
         self.event = event
+        self.on_lot = on_lot  # the PLC set a production lot
+        self._lot_number = 0
         self.client = PlcClient(config, clock, direction=belt.direction) if config is not None else None
         self.status: PlcStatus | None = None
         self.error = "" if config is not None else "no line PLC is configured"
@@ -286,6 +289,9 @@ class RejectGate:
         if self._recovering and self.client.pending_diverts() == 0:
             self._recovering = False
         self.alarms.clear("plc.lost")
+        if st.lot_number and st.lot_number != self._lot_number:
+            self.on_lot(str(st.lot_number))
+        self._lot_number = st.lot_number
         self._inputs(st)
         self._confirmations(st)
 
