@@ -24,8 +24,10 @@ from typing import Literal
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
+from scallop.errors import ConfigError
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import BeltConfig, SimCameraConfig, SimConfig
+from scallop.sim.fluorescence import FluorescenceChannel, FluorescenceFrame
 from scallop.sim.scene import (  # noqa: F401  (FrameTruth, ScallopTruth re-exported)
     ADDUCTOR,
     BACKGROUND,
@@ -298,6 +300,8 @@ class SimWorld:
         self.feeder: Callable[[float], int] | None = None
         self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
         self.held_back = 0  # arrivals the feeder held back (never on the belt)
+        # The second camera channel, only when configured: without it nothing else changes.
+        self.fluorescence = FluorescenceChannel(self) if self.config.fluorescence.enabled else None
 
     # ------------------------------------------------------------ belt
     def speed_mm_s(self, t: float | None = None) -> float:
@@ -445,6 +449,15 @@ class SimWorld:
         return sorted(out, key=lambda s: s.id)
 
     # ------------------------------------------------------------ rendering
+    def placed_in(self, renderer: SceneRenderer, travel: float) -> list[Placed]:
+        """The scallops ``renderer``'s view holds at ``travel``, in drawing order (call with the
+        lock held, after ``_advance``)."""
+        return [
+            Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
+            for i, m in sorted(self._models.items())
+            if renderer.in_canvas(m, travel)
+        ]
+
     def render(self, t: float | None = None) -> tuple[np.ndarray, FrameTruth]:
         """The camera's image at ``t`` (BGR uint8) and its ground truth."""
         t = self.clock.now() if t is None else float(t)
@@ -452,11 +465,7 @@ class SimWorld:
             travel = self.travel_mm(t)
             self._advance(travel, t)
             look = self.look_at(t)
-            placed = [
-                Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
-                for i, m in sorted(self._models.items())
-                if self.renderer.in_canvas(m, travel)
-            ]
+            placed = self.placed_in(self.renderer, travel)
             rng = np.random.default_rng([self.seed, 3, int(round((t - self.t0) * 1e6)) & 0xFFFFFFFFFFFF])
             res = self.renderer.render(placed, travel, look, rng)
         image = res.image if look.jpeg_quality >= 100 else jpeg_roundtrip(res.image, look.jpeg_quality)
@@ -471,6 +480,16 @@ class SimWorld:
             look=look,
         )
         return image, truth
+
+    def render_fluorescence(self, t: float | None = None) -> FluorescenceFrame:
+        """The fluorescence exposure paired with the colour frame exposed at ``t`` (opt-in:
+        ``config.fluorescence.setup`` other than "none"; docs/fluorescence.md)."""
+        if self.fluorescence is None:
+            raise ConfigError(
+                "sim.fluorescence.setup is 'none': this world renders no fluorescence channel "
+                "(choose 'second_camera' or 'alternate')"
+            )
+        return self.fluorescence.render(self.clock.now() if t is None else float(t))
 
     # ------------------------------------------------------------ the referee
     def _top_labels(self, pts_B: np.ndarray, travel: float) -> tuple[np.ndarray, np.ndarray]:

@@ -10,8 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from scallop.app.config import build
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import ConfigError
+from scallop.sim.camera import SimCamera
+from scallop.sim.clock import VirtualClock
+from scallop.sim.config import SimConfig
+from scallop.sim.fluorescence import encoder_shift_mm
 from scallop.sim.scene import (
     ADDUCTOR,
     BACKGROUND,
@@ -32,6 +37,7 @@ from scallop.sim.scene import (
 )
 from scallop.sim.scene.fluorescence import FLAP_KEEP, URO_CENTRE
 from scallop.sim.scene.hard import Debris
+from scallop.sim.world import SimWorld
 
 # 256 × 192 mm of belt: two rows of three scallops with room around each.
 CAMERA = CameraModel.looking_down((640, 480), 0.4)
@@ -285,3 +291,162 @@ def test_look_refuses_values_outside_the_spec_naming_them():
         look = FluorescenceLook.random(rng, colour_blur_px=3.0)
         assert 3 <= look.noise_sigma <= 8 and 2 <= look.exposure_ratio <= 4
         assert look.motion_blur_px == pytest.approx(3.0 * look.exposure_ratio)
+
+
+# ------------------------------------------------------------------ the two set-ups in the world
+ALTERNATE = {"setup": "alternate", "exposure_ratio": 3.0, "noise_sigma": 5.0, "frame_interval_ms": 20.0}
+SECOND = {
+    "setup": "second_camera",
+    "exposure_ratio": 2.5,
+    "noise_sigma": 4.0,
+    "width": 800,
+    "height": 600,
+    "mm_per_px": 0.45,
+    "center_x_mm": 6.0,
+    "center_y_mm": -8.0,
+    "tilt_deg": 5.0,
+    "yaw_deg": 2.0,
+}
+
+
+def _world(fluorescence: dict | None, seed: int = 7) -> SimWorld:
+    data = {
+        "camera": {"width": 640, "height": 480, "mm_per_px": 0.5},
+        "arrivals": {"rate_per_s": 3.0, "touch_share": 0.0},
+        "product": {"upside_down_share": 0.0, "no_uro_share": 0.0, "hidden_uro_share": 0.0},
+    }
+    if fluorescence is not None:
+        data["fluorescence"] = fluorescence
+    return SimWorld(build(SimConfig, data), seed=seed, clock=VirtualClock())
+
+
+def _with_uro(world: SimWorld, times=np.arange(1.0, 4.0, 0.25)):
+    """A colour frame with plenty of visible uro, its time and its uro core."""
+    for t in times:
+        image, truth = world.render(float(t))
+        uro = _core(truth.parts == URO)
+        if uro.sum() > 150:
+            return float(t), truth, uro
+    raise AssertionError("no frame with a visible uro")
+
+
+def test_without_the_channel_nothing_changes():
+    w = _world(None)
+    assert w.config.fluorescence.setup == "none" and w.fluorescence is None
+    with pytest.raises(ConfigError, match=r"sim\.fluorescence\.setup is 'none'"):
+        w.render_fluorescence(1.0)
+    cam = SimCamera(w)
+    cam.connect()
+    frame = cam.read()
+    assert "uv" not in frame.extra and "fluorescence" not in frame.extra
+    # The colour frames are those of a world with the channel: it draws on its own generators.
+    a = _world(None).render(2.0)[0]
+    b = _world(ALTERNATE).render(2.0)[0]
+    assert a.tobytes() == b.tobytes()
+
+
+def test_config_refuses_a_channel_without_its_physical_quantities():
+    def refused(fl: dict, pattern: str, **camera):
+        data = {"fluorescence": fl, **({"camera": camera} if camera else {})}
+        with pytest.raises(ConfigError, match=pattern):
+            build(SimConfig, data)
+
+    refused({"setup": "alternate"}, r"fluorescence: exposure_ratio is required with setup='alternate': allowed 2\.\.4")
+    refused({**ALTERNATE, "frame_interval_ms": None}, r"frame_interval_ms is required with setup='alternate'")
+    refused(
+        {**ALTERNATE, "noise_sigma": math.nan}, r"fluorescence: noise_sigma=nan is not a finite number: allowed 3\.\.8"
+    )
+    refused({**ALTERNATE, "exposure_ratio": 6}, r"exposure_ratio=6\.0 is out of range: allowed 2\.\.4")
+    refused({**ALTERNATE, "setup": "uv"}, r"fluorescence\.setup='uv' is not allowed")
+    refused({**ALTERNATE, "strobe": True}, r"fluorescence\.strobe: unknown key")
+    refused(
+        {k: v for k, v in SECOND.items() if k != "center_x_mm"}, r"center_x_mm is required with setup='second_camera'"
+    )
+    refused({**SECOND, "width": 4000}, r"fluorescence: width=4000 is out of range: allowed 320\.\.1920")
+    # Resolution on the belt 0.5–1.5× the colour camera's (here 0.5 mm/px: 0.333..1 mm/px).
+    refused({**SECOND, "mm_per_px": 1.2}, r"fluorescence\.mm_per_px=1\.2 gives 0\.42× .* allowed 0\.5\.\.1\.5×")
+    refused(
+        {**ALTERNATE, "frame_interval_ms": 2.0},
+        r"frame_interval_ms=2 must be longer than camera\.exposure_ms=4",
+        exposure_ms=4.0,
+    )
+    refused(
+        {**ALTERNATE, "frame_interval_ms": 120.0},
+        r"must be shorter than the colour frame period 100 ms",
+        trigger="fps",
+        fps=10.0,
+    )
+    # Off, nothing is required; what is given is still checked.
+    assert build(SimConfig, {"fluorescence": {"setup": "none"}}).fluorescence.enabled is False
+    refused({"setup": "none", "noise_sigma": 20}, r"noise_sigma=20\.0 is out of range")
+
+
+def test_alternate_frames_see_the_belt_moved_by_speed_times_the_interval():
+    w = _world(ALTERNATE)
+    t, truth, uro = _with_uro(w)
+    fr = w.render_fluorescence(t)
+    assert fr.setup == "alternate" and fr.image.shape == (480, 640) and fr.image.dtype == np.uint8
+    assert fr.camera is w.camera_model and fr.timestamp == pytest.approx(t + 0.020)
+    # 300 mm/s × 20 ms = 6 mm = 12 px at 0.5 mm/px; the encoder tells it to within a count.
+    assert fr.shift_mm == pytest.approx(6.0, abs=1e-9)
+    assert fr.colour_encoder == truth.encoder and fr.encoder - fr.colour_encoder == 60
+    assert encoder_shift_mm(fr, w) == pytest.approx(fr.shift_mm, abs=1 / w.config.encoder.counts_per_mm)
+    # A straight-down camera: the homography is the shift, 12 px back against the travel.
+    assert fr.homography == pytest.approx(np.array([[1, 0, -12.0], [0, 1, 0], [0, 0, 1]]), abs=1e-6)
+    # As taken, the glow is 12 px downstream of the colour frame's uro; registered, on it.
+    downstream = np.zeros_like(uro)
+    downstream[:, 12:] = uro[:, :-12]
+    assert fr.image[downstream].mean() > LEVELS["uro"][0] and fr.registered[uro].mean() > LEVELS["uro"][0]
+    assert fr.image[uro & ~downstream].mean() < fr.image[downstream].mean() - 40
+    belt = _core(truth.parts == BACKGROUND, 8) & fr.coverage
+    assert fr.registered[belt].mean() <= LEVELS["belt"][1]
+    # The longer exposure: 3 × 1 ms at 300 mm/s = 0.9 mm = 1.8 px (the colour frame's 0.6 px).
+    assert fr.look.motion_blur_px == pytest.approx(1.8) and fr.look.noise_sigma == 5.0
+
+
+def test_a_second_camera_has_its_own_pixels_and_a_belt_homography():
+    w = _world(SECOND)
+    t, truth, uro = _with_uro(w)
+    fr = w.render_fluorescence(t)
+    assert fr.setup == "second_camera" and fr.image.shape == (600, 800) and fr.camera.image_size == (800, 600)
+    assert fr.timestamp == t and fr.shift_mm == 0.0 and fr.encoder == fr.colour_encoder == truth.encoder
+    assert fr.registered.shape == (480, 640) and fr.coverage.mean() > 0.97
+    # The homography carries its pixels onto the colour pixels of the same belt point.
+    pts = np.random.default_rng(0).uniform([-150, -110], [150, 110], (200, 2))
+    src = fr.camera.project_belt(pts)
+    dst = cv2.perspectiveTransform(src.reshape(-1, 1, 2), fr.homography).reshape(-1, 2)
+    assert np.abs(dst - w.camera_model.project_belt(pts)).max() < 1e-6
+    # A consumer warping with it gets the simulator's own registration (no lens distortion here).
+    warped = cv2.warpPerspective(fr.image, fr.homography, (640, 480), flags=cv2.INTER_LINEAR)
+    inner = _core(fr.coverage, 3)
+    assert np.abs(warped[inner].astype(float) - fr.registered[inner]).mean() < 1.0
+    assert fr.registered[uro].mean() > LEVELS["uro"][0]
+    assert fr.registered[_core(truth.parts == BACKGROUND, 8) & inner].mean() <= LEVELS["belt"][1]
+    # Its own exposure: 2.5 × 1 ms at 300 mm/s over its 0.45 mm/px.
+    assert fr.look.motion_blur_px == pytest.approx(0.75 / fr.camera.mm_per_px_center())
+
+
+def test_world_channel_is_reproducible_and_follows_the_scallops():
+    a, b, c = _world(ALTERNATE, seed=3), _world(ALTERNATE, seed=3), _world(ALTERNATE, seed=4)
+    t, truth, uro = _with_uro(a)
+    fa, fb, fc = a.render_fluorescence(t), b.render_fluorescence(t), c.render_fluorescence(t)
+    assert fa.image.tobytes() == fb.image.tobytes() and fa.image.tobytes() != fc.image.tobytes()
+    # An arm pulls the uro: its glow is gone from the next frames.
+    sid = next(f.id for f in truth.scallops if f.uro_px > 150)
+    a.remove_uro(sid)
+    after = a.render_fluorescence(t)
+    mine = uro & (truth.instances == (sid - 1) % 65535 + 1)
+    assert fa.registered[mine].mean() > LEVELS["uro"][0] > LEVELS["gill"][1] > after.registered[mine].mean()
+
+
+def test_sim_camera_frames_carry_the_pair():
+    w = _world(ALTERNATE)
+    cam = SimCamera(w)
+    cam.connect()
+    for _ in range(3):
+        frame = cam.read()
+        fr = frame.extra["fluorescence"]
+        assert frame.extra["uv"].shape == frame.image.shape[:2] and frame.extra["uv"].dtype == np.uint8
+        assert fr.colour_encoder == frame.encoder and fr.encoder > frame.encoder
+        # The pair is delivered once its second exposure is over.
+        assert w.clock.now() >= fr.timestamp == pytest.approx(frame.timestamp + 0.020)
