@@ -292,13 +292,19 @@ class FluorescenceConfig:
     def __post_init__(self) -> None:
         if self.setup not in ("none", "second_camera", "alternate"):
             raise ValueError(f"setup={self.setup!r} is not allowed: choose 'none', 'second_camera' or 'alternate'")
+        mine = self._NEEDS.get(self.setup, ())
         for name, (lo, hi) in self._RANGES.items():
             value = getattr(self, name)
             if value is None:
-                if name in self._NEEDS.get(self.setup, ()):
+                if name in mine:
                     raise ValueError(f"{name} is required with setup={self.setup!r}: allowed {lo:g}..{hi:g}")
                 continue
             check_range(name, value, lo, hi)
+            if self.setup != "none" and name not in mine:
+                # Another set-up's key would be ignored without a word: say so. With "none" every
+                # key may stay, so the channel can be switched off and on again.
+                other = next(k for k, names in self._NEEDS.items() if name in names)
+                raise ValueError(f"{name}={value!r} is a setting of setup={other!r}, not of setup={self.setup!r}")
         check_range("tilt_deg", self.tilt_deg, -20.0, 20.0)
         check_range("yaw_deg", self.yaw_deg, -10.0, 10.0)
         if len(self.distortion) != 5:

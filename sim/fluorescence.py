@@ -27,7 +27,7 @@ from scallop.sim.config import FluorescenceConfig
 from scallop.sim.scene import SceneRenderer, interpolated_maps
 from scallop.sim.scene.fluorescence import FluorescenceLook, FluorescenceRenderer
 
-if TYPE_CHECKING:  # the world builds its channel; the channel only reads the world
+if TYPE_CHECKING:  # the world builds its channel, which renders under the world's lock
     from scallop.sim.world import SimWorld
 
 

@@ -301,7 +301,10 @@ class SimWorld:
         self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
         self.held_back = 0  # arrivals the feeder held back (never on the belt)
         # The second camera channel, only when configured: without it nothing else changes.
+        # Scallops are made and kept for the views of both cameras (a second one sees more).
         self.fluorescence = FluorescenceChannel(self) if self.config.fluorescence.enabled else None
+        view = self.fluorescence.scene if self.fluorescence is not None else self.renderer
+        self._x_lo, self._x_hi = min(lo, view.x_lo), max(hi, view.x_hi)
 
     # ------------------------------------------------------------ belt
     def speed_mm_s(self, t: float | None = None) -> float:
@@ -385,7 +388,7 @@ class SimWorld:
         """Make the arrivals the view needs at ``travel``; forget those long gone. A feeder held
         (or slowed) at ``t`` drops nothing (every other one) onto the belt meanwhile."""
         r_max = self.config.product.diameter_mm[1] / 2 + 5
-        for spec in self._arrivals.take_until(self.renderer.x_lo - travel - 2 * r_max):
+        for spec in self._arrivals.take_until(self._x_lo - travel - 2 * r_max):
             mode = self.feeder(self.clock.now() if t is None else t) if self.feeder is not None else FEEDER_RUN
             self.feeder_log[mode] += 1
             if mode == FEEDER_HOLD or (mode == FEEDER_SLOW and self.feeder_log[FEEDER_SLOW] % 2 == 0):
@@ -394,7 +397,7 @@ class SimWorld:
             self._models[spec.id] = ScallopModel(spec)
         if travel > self._max_travel:
             self._max_travel = travel
-            limit = self.renderer.x_hi + self.config.belt.keep_downstream_mm + r_max
+            limit = self._x_hi + self.config.belt.keep_downstream_mm + r_max
             gone = [i for i, m in self._models.items() if m.spec.x_mm + travel > limit]
             for i in gone:
                 del self._models[i]
@@ -485,10 +488,7 @@ class SimWorld:
         """The fluorescence exposure paired with the colour frame exposed at ``t`` (opt-in:
         ``config.fluorescence.setup`` other than "none"; docs/fluorescence.md)."""
         if self.fluorescence is None:
-            raise ConfigError(
-                "sim.fluorescence.setup is 'none': this world renders no fluorescence channel "
-                "(choose 'second_camera' or 'alternate')"
-            )
+            raise ConfigError("sim.fluorescence.setup is 'none': this world renders no fluorescence channel")
         return self.fluorescence.render(self.clock.now() if t is None else float(t))
 
     # ------------------------------------------------------------ the referee

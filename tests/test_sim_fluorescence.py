@@ -376,6 +376,12 @@ def test_config_refuses_a_channel_without_its_physical_quantities():
         trigger="fps",
         fps=10.0,
     )
+    # Another set-up's keys are not silently ignored.
+    refused(
+        {**ALTERNATE, "mm_per_px": 0.5},
+        r"mm_per_px=0\.5 is a setting of setup='second_camera', not of setup='alternate'",
+    )
+    refused({**SECOND, "frame_interval_ms": 20.0}, r"frame_interval_ms=20\.0 is a setting of setup='alternate'")
     # Off, nothing is required; what is given is still checked.
     assert build(SimConfig, {"fluorescence": {"setup": "none"}}).fluorescence.enabled is False
     refused({"setup": "none", "noise_sigma": 20}, r"noise_sigma=20\.0 is out of range")
@@ -450,3 +456,20 @@ def test_sim_camera_frames_carry_the_pair():
         assert fr.colour_encoder == frame.encoder and fr.encoder > frame.encoder
         # The pair is delivered once its second exposure is over.
         assert w.clock.now() >= fr.timestamp == pytest.approx(frame.timestamp + 0.020)
+
+
+def test_a_second_camera_upstream_sees_scallops_the_colour_camera_has_not_reached():
+    w = _world({**SECOND, "center_x_mm": -300.0, "tilt_deg": 0.0, "yaw_deg": 0.0})
+    colour_lo = w.renderer.x_lo
+    fr = w.render_fluorescence(1.0)
+    lo, hi = fr.camera.view_x_range()
+    r_max = w.config.product.diameter_mm[1] / 2 + 5
+    # Scallops are made for its view too, not only for the colour camera's.
+    upstream = [s for s in w.scallops_at(1.0) if lo + r_max < s.center_B[0] < colour_lo - 2 * r_max]
+    assert upstream
+    glowing = sum(
+        fr.image[int(round(p[1])), int(round(p[0]))] > LEVELS["gill"][1]
+        for p in fr.camera.project_belt([s.uro_center_B for s in upstream if s.uro_center_B is not None])
+    )
+    assert glowing >= 1
+    assert 0.0 < fr.coverage.mean() < 0.6  # only the overlap of the two views is registered

@@ -301,6 +301,7 @@ class FluorescenceRenderer:
         flap_c = np.zeros((sc.height, sc.width), np.uint8)
         for pl in placed:
             self._composite(self._sprite(pl.model), k0, canvas, flap_c)
+        # The colour renderer's own pixel-to-canvas maps: the same path as its colour frames.
         mx = sc._bxs - np.float32(travel / s + k0)
         level = cv2.remap(canvas, mx, sc._mys, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         under_flap = cv2.remap(flap_c, mx, sc._mys, cv2.INTER_NEAREST, borderValue=0) > 0
