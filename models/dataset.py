@@ -9,6 +9,11 @@ Minimal folder::
     parts/<name>.png        uint8 part labels (0 bg, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill)
     instances/<name>.png    optional uint16 instance ids (derived from parts when absent)
     labels/<name>.json      optional per-image facts; "mm_per_px" here overrides dataset.json
+
+Version 2 names its channels (``"channels": ["bgr", "uv"]``); with ``"uv"`` every image has its
+fluorescence frame ``images/<name>.uv.png`` (8-bit, single channel, the image's size, registered
+to its pixels) and :attr:`Sample.uv` holds it. Version 1 is colour only: a ``*.uv.png`` beside
+its images is left alone (``uv`` is None).
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import cv2
 import numpy as np
 
 from scallop.errors import DataError, check_number
-from scallop.imagefiles import IMAGE_SUFFIXES, frame_files, no_frames_message
+from scallop.imagefiles import COMPANION_SUFFIX, IMAGE_SUFFIXES, frame_files, no_frames_message
 
 DATASET_FORMAT = "scallop-dataset"
-DATASET_VERSIONS = (1,)
+#: 1: colour only; 2: names its channels (``"channels"``), the colour and optionally the
+#: fluorescence frame ``images/<name>.uv.png``.
+DATASET_VERSIONS = (1, 2)
+#: The channels a version 2 set may name, in this order: the colour image always comes first.
+CHANNELS = ("bgr", "uv")
 PART_NAMES = ("background", "mantle", "gonad", "adductor", "uro", "gill")
 
 
@@ -45,6 +54,8 @@ class Sample:
     labels:     the per-image record as stored (labels/<name>.json; {} when absent).
     scallops:   the per-scallop facts: the record's ``scallops``, else derived from the maps.
     image_path: the image file (None for a sample made in memory).
+    uv:         (H, W) uint8 fluorescence frame registered to ``image``, or None when the set
+                has no such channel (version 1, or version 2 without "uv").
     """
 
     name: str
@@ -55,6 +66,7 @@ class Sample:
     labels: dict = field(default_factory=dict)
     scallops: list[dict] = field(default_factory=list)
     image_path: Path | None = None
+    uv: np.ndarray | None = None
 
 
 def derive_instances(parts: np.ndarray) -> np.ndarray:
@@ -137,6 +149,8 @@ class Dataset:
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: no such data-set folder")
         self.manifest = self._manifest()
+        #: The channels every sample carries: ("bgr",) or ("bgr", "uv").
+        self.channels: tuple[str, ...] = self._channels(self.manifest)
         self.names, self._images = self._index()
 
     def _manifest(self) -> dict:
@@ -146,16 +160,44 @@ class Dataset:
         m = _read_json(path)
         if m.get("format") != DATASET_FORMAT:
             raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
-        if m.get("version") not in DATASET_VERSIONS:
+        if isinstance(m.get("version"), bool) or m.get("version") not in DATASET_VERSIONS:
             raise DatasetError(
                 f"{path}: version {m.get('version')!r} is unknown "
-                f"(this software reads version {', '.join(map(str, DATASET_VERSIONS))})"
+                f"(this software reads versions {' and '.join(map(str, DATASET_VERSIONS))})"
             )
         if "classes" in m and list(m["classes"]) != list(PART_NAMES):
             raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
         if m.get("mm_per_px") is not None:
             _scale(m["mm_per_px"], path)
         return m
+
+    def _channels(self, m: dict) -> tuple[str, ...]:
+        path = self.root / "dataset.json"
+        channels = m.get("channels")
+        if m["version"] == 1:
+            if channels is not None:
+                raise DatasetError(
+                    f"{path}: channels {channels!r} need version 2 (version 1 is colour only): "
+                    'write "version": 2 to carry them'
+                )
+            return ("bgr",)
+        if channels is None:
+            raise DatasetError(f'{path}: version 2 names its channels: "channels" is missing (e.g. ["bgr", "uv"])')
+        if (
+            not isinstance(channels, list)
+            or not channels
+            or channels[0] != "bgr"
+            or len(set(map(str, channels))) != len(channels)
+            or any(c not in CHANNELS for c in channels)
+        ):
+            raise DatasetError(
+                f"{path}: channels {channels!r} are not allowed: the colour image first, then the "
+                f"fluorescence frame if any: {list(CHANNELS[:1])!r} or {list(CHANNELS)!r}"
+            )
+        return tuple(channels)
+
+    def _uv_path(self, image: Path) -> Path:
+        return image.with_name(image.stem + COMPANION_SUFFIX)
 
     def _index(self) -> tuple[list[str], dict[str, Path]]:
         img_dir = self.root / "images"
@@ -173,6 +215,13 @@ class Dataset:
                 raise DatasetError(
                     f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)"
                 )
+        if "uv" in self.channels:
+            for path in images.values():
+                uv = self._uv_path(path)
+                if not uv.is_file():
+                    raise DatasetError(
+                        f"{uv}: missing (dataset.json's channels name 'uv': every image needs its fluorescence frame)"
+                    )
         count = self.manifest.get("count")
         if count is not None and count != len(images):
             raise DatasetError(f"{self.root / 'dataset.json'}: count is {count} but images/ holds {len(images)}")
@@ -220,6 +269,7 @@ class Dataset:
                 raise DatasetError(f"{inst_path}: instance pixels on background (parts label 0)")
         else:
             inst = derive_instances(parts)
+        uv = self._load_uv(img_path, (h, w)) if "uv" in self.channels else None
         labels_path = self.root / "labels" / f"{name}.json"
         labels = _read_json(labels_path) if labels_path.is_file() else {}
         mm = mm_per_px if mm_per_px is not None else labels.get("mm_per_px", self.manifest.get("mm_per_px"))
@@ -244,7 +294,23 @@ class Dataset:
             scallops=list(scallops),
             labels=labels,
             image_path=img_path,
+            uv=uv,
         )
+
+    def _load_uv(self, image: Path, shape: tuple[int, int]) -> np.ndarray:
+        """The image's fluorescence frame, checked: 8-bit, one channel, the image's size."""
+        path = self._uv_path(image)
+        if not path.is_file():
+            raise DatasetError(f"{path}: missing (dataset.json's channels name 'uv')")
+        uv = _read_image(path, cv2.IMREAD_UNCHANGED)
+        if uv.ndim != 2 or uv.dtype != np.uint8:
+            raise DatasetError(
+                f"{path}: must be an 8-bit single-channel fluorescence frame, got shape {uv.shape} {uv.dtype}"
+            )
+        if uv.shape != shape:
+            h, w = shape
+            raise DatasetError(f"{path}: size {uv.shape[1]}x{uv.shape[0]} differs from its image {w}x{h}")
+        return uv
 
 
 def load_dataset(root: str | os.PathLike) -> Dataset:

@@ -5,7 +5,11 @@ rate (``fps``); with the belt stopped the encoder trigger falls back to one expo
 ``max_interval_s``. ``read()`` sleeps the world's clock until the next exposure (with an
 auto-advancing :class:`VirtualClock` that moves virtual time forward at once), renders it
 and returns a :class:`Frame` carrying the encoder count latched at exposure and the
-ground truth under ``frame.extra["truth"]``.
+ground truth under ``frame.extra["truth"]``. With the fluorescence channel configured
+(``sim.fluorescence``) every frame also carries its fluorescence exposure: registered onto the
+colour frame under ``frame.extra["uv"]`` ((H, W) uint8), and as taken, with its own encoder
+count, camera and homography, under ``frame.extra["fluorescence"]``
+(:class:`scallop.sim.fluorescence.FluorescenceFrame`).
 
 Frame indices count exposures, so frames lost to ``drop_next`` or an overflowing buffer
 show as gaps in ``Frame.index``, as with a real camera's frame counter.
@@ -95,13 +99,21 @@ class SimCamera(Camera):
                 self._corrupt = False
                 raise CorruptFrameError(f"camera sim: frame {index} arrived corrupt (injected fault)")
             image, truth = self.world.render(t_exp)
+            extra = {"truth": truth, "travel_mm": truth.travel_mm}
+            if self.world.fluorescence is not None:
+                fl = self.world.render_fluorescence(t_exp)
+                # The pair is whole only once its second exposure is over (alternate frames).
+                if fl.timestamp > self.clock.now():
+                    self.clock.sleep(fl.timestamp - self.clock.now())
+                extra["uv"] = fl.registered
+                extra["fluorescence"] = fl
             return Frame(
                 image=image,
                 timestamp=t_exp,
                 encoder=truth.encoder,
                 index=index,
                 source="sim",
-                extra={"truth": truth, "travel_mm": truth.travel_mm},
+                extra=extra,
             )
 
     # ------------------------------------------------------------ faults

@@ -228,6 +228,97 @@ class LookConfig:
         check_range("drift_period_s", self.drift_period_s, 1.0, 1e6)
 
 
+FluorescenceSetup = Literal["none", "second_camera", "alternate"]
+
+
+@dataclass
+class FluorescenceConfig:
+    """The second camera channel: a fluorescence image of the scene beside every colour frame
+    (shared/spec/scallop-appearance.md, "Second channel: fluorescence"; docs/fluorescence.md).
+
+    setup: "none" (no channel: the default, nothing else changes), "second_camera" (a
+    monochrome camera of its own beside the colour camera, exposed with it) or "alternate"
+    (the colour camera itself, strobed: the fluorescence exposure comes ``frame_interval_ms``
+    after the colour one, the belt having moved meanwhile).
+
+    With the channel on, its physical quantities are required, never defaulted:
+    exposure_ratio: its exposure over the colour camera's ``exposure_ms`` (2–4): its blur.
+    noise_sigma: its sensor noise σ in grey levels (3–8).
+    second_camera: ``width`` × ``height``, ``mm_per_px`` (its resolution on the belt, 0.5–1.5×
+    the colour camera's), ``center_x_mm`` / ``center_y_mm`` (where its optical axis meets the
+    belt, belt frame: the viewpoint), and as for the colour camera ``tilt_deg``, ``yaw_deg``,
+    ``distortion`` (k1 k2 p1 p2 k3) and ``focal_px`` (0 = 1.1 × width).
+    alternate: ``frame_interval_ms``, from the colour exposure's start to the fluorescence one's.
+    """
+
+    setup: FluorescenceSetup = "none"
+    exposure_ratio: float | None = None
+    noise_sigma: float | None = None
+    width: int | None = None
+    height: int | None = None
+    mm_per_px: float | None = None
+    center_x_mm: float | None = None
+    center_y_mm: float | None = None
+    tilt_deg: float = 0.0
+    yaw_deg: float = 0.0
+    distortion: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
+    focal_px: float = 0.0
+    frame_interval_ms: float | None = None
+
+    # What each setting allows, and which set-up needs it.
+    _RANGES = {
+        "exposure_ratio": (2.0, 4.0),
+        "noise_sigma": (3.0, 8.0),
+        "width": (320, 1920),
+        "height": (240, 1080),
+        "mm_per_px": (0.2, 2.0),
+        "center_x_mm": (-1000.0, 1000.0),
+        "center_y_mm": (-1000.0, 1000.0),
+        "frame_interval_ms": (1.0, 1000.0),
+    }
+    _NEEDS = {
+        "second_camera": (
+            "exposure_ratio",
+            "noise_sigma",
+            "width",
+            "height",
+            "mm_per_px",
+            "center_x_mm",
+            "center_y_mm",
+        ),
+        "alternate": ("exposure_ratio", "noise_sigma", "frame_interval_ms"),
+    }
+
+    def __post_init__(self) -> None:
+        if self.setup not in ("none", "second_camera", "alternate"):
+            raise ValueError(f"setup={self.setup!r} is not allowed: choose 'none', 'second_camera' or 'alternate'")
+        mine = self._NEEDS.get(self.setup, ())
+        for name, (lo, hi) in self._RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                if name in mine:
+                    raise ValueError(f"{name} is required with setup={self.setup!r}: allowed {lo:g}..{hi:g}")
+                continue
+            check_range(name, value, lo, hi)
+            if self.setup != "none" and name not in mine:
+                # Another set-up's key would be ignored without a word: say so. With "none" every
+                # key may stay, so the channel can be switched off and on again.
+                other = next(k for k, names in self._NEEDS.items() if name in names)
+                raise ValueError(f"{name}={value!r} is a setting of setup={other!r}, not of setup={self.setup!r}")
+        check_range("tilt_deg", self.tilt_deg, -20.0, 20.0)
+        check_range("yaw_deg", self.yaw_deg, -10.0, 10.0)
+        if len(self.distortion) != 5:
+            raise ValueError(f"distortion={list(self.distortion)!r}: expected 5 values (k1 k2 p1 p2 k3)")
+        for name, v in zip(("k1", "k2", "p1", "p2", "k3"), self.distortion):
+            check_range(f"distortion.{name}", v, -1.0, 1.0)
+        if self.focal_px:
+            check_range("focal_px", self.focal_px, 100.0, 20000.0, " (0 = automatic)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.setup != "none"
+
+
 @dataclass
 class SimConfig:
     belt: BeltConfig = field(default_factory=BeltConfig)
@@ -236,6 +327,7 @@ class SimConfig:
     arrivals: ArrivalConfig = field(default_factory=ArrivalConfig)
     product: ProductConfig = field(default_factory=ProductConfig)
     look: LookConfig = field(default_factory=LookConfig)
+    fluorescence: FluorescenceConfig = field(default_factory=FluorescenceConfig)
 
     def __post_init__(self) -> None:
         if self.arrivals.rate_per_s > 0 and self.belt.speed_mm_s <= 0:
@@ -243,3 +335,30 @@ class SimConfig:
                 f"arrivals.rate_per_s={self.arrivals.rate_per_s} needs belt.speed_mm_s > 0 "
                 f"(arrivals are spaced along the belt at speed / rate)"
             )
+        self._check_fluorescence()
+
+    def _check_fluorescence(self) -> None:
+        """What the channel's set-up must agree on with the colour camera."""
+        fl, cam = self.fluorescence, self.camera
+        if fl.setup == "second_camera":
+            # Resolution on the belt (pixels per mm) 0.5–1.5× the colour camera's.
+            ratio = cam.mm_per_px / fl.mm_per_px
+            if not 0.5 <= ratio <= 1.5:
+                raise ValueError(
+                    f"fluorescence.mm_per_px={fl.mm_per_px:g} gives {ratio:.2f}× the colour camera's resolution "
+                    f"(camera.mm_per_px={cam.mm_per_px:g}): allowed 0.5..1.5×, so "
+                    f"{cam.mm_per_px / 1.5:.3g}..{cam.mm_per_px / 0.5:.3g} mm/px"
+                )
+        if fl.setup == "alternate":
+            # The two exposures follow each other: the colour one must be over before the
+            # fluorescence one starts, and the pair must be done before the next trigger.
+            if fl.frame_interval_ms <= cam.exposure_ms:
+                raise ValueError(
+                    f"fluorescence.frame_interval_ms={fl.frame_interval_ms:g} must be longer than "
+                    f"camera.exposure_ms={cam.exposure_ms:g} (the colour exposure comes first)"
+                )
+            if cam.trigger == "fps" and fl.frame_interval_ms >= 1000.0 / cam.fps:
+                raise ValueError(
+                    f"fluorescence.frame_interval_ms={fl.frame_interval_ms:g} must be shorter than the colour "
+                    f"frame period {1000.0 / cam.fps:g} ms (camera.fps={cam.fps:g})"
+                )

@@ -2,7 +2,9 @@
 
 The format (docs/dataset-format.md; :mod:`scallop.models.dataset` reads it) is simple enough to produce from real labelled photos:
 a ``dataset.json`` manifest, ``images/``, ``parts/`` (uint8 part labels) and optionally
-``instances/`` (uint16) and ``labels/`` (per-image facts, JSON).
+``instances/`` (uint16) and ``labels/`` (per-image facts, JSON). With the fluorescence channel
+(``DatasetSettings.fluorescence``) each image has its registered ``images/<name>.uv.png`` and
+the set is version 2 (``"channels": ["bgr", "uv"]``).
 
 Simulated frames are randomised across the whole appearance envelope, one independent
 draw per frame (camera resolution, scale, tilt and distortion; belt, lighting, blur, noise,
@@ -28,7 +30,8 @@ import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import check_pair, check_range, check_share
-from scallop.models.dataset import DATASET_FORMAT, DATASET_VERSIONS, DatasetError
+from scallop.imagefiles import COMPANION_SUFFIX
+from scallop.models.dataset import DATASET_FORMAT, DatasetError
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
@@ -40,6 +43,7 @@ from scallop.sim.scene import (
     SceneRenderer,
     interpolated_belt_maps,
 )
+from scallop.sim.scene.fluorescence import FluorescenceLook, FluorescenceRenderer
 from scallop.sim.scene.hard import check_conditions, draw_debris, hard_look, hard_scallop
 from scallop.sim.world import _overlap_share
 
@@ -65,6 +69,8 @@ class DatasetSettings:
     and overlapping scallops. hard: named hard conditions applied to every frame
     (:data:`scallop.sim.scene.hard.HARD_CONDITIONS`), recorded in each frame's labels as
     ``conditions`` (``hard:<name>``) so the scorer reports figures per condition.
+    fluorescence: also write each frame's fluorescence channel, registered to it
+    (``images/<name>.uv.png``, docs/fluorescence.md); the set is then format version 2.
     """
 
     resolutions: list[tuple[int, int]] = field(
@@ -91,9 +97,12 @@ class DatasetSettings:
     max_overlap: float = 0.1
     product: ProductConfig = field(default_factory=_dataset_product)
     hard: tuple[str, ...] = ()
+    fluorescence: bool = False
 
     def __post_init__(self) -> None:
         self.hard = check_conditions(self.hard)
+        if not isinstance(self.fluorescence, bool):
+            raise ValueError(f"fluorescence={self.fluorescence!r}: expected true or false")
         if not self.resolutions:
             raise ValueError("resolutions must name at least one (width, height)")
         for i, (w, h) in enumerate(self.resolutions):
@@ -122,6 +131,8 @@ class SimSample:
     camera: CameraModel
     jpeg_quality: int  # 100 = write PNG
     conditions: tuple[str, ...] = ()  # hard conditions of the frame (labels' ``conditions``)
+    uv: np.ndarray | None = None  # (H, W) uint8 fluorescence, registered to ``image``
+    uv_look: FluorescenceLook | None = None  # the channel's noise, blur and belt level
 
     def jpeg(self) -> np.ndarray:
         """The image as the JPEG file's bytes (for ``jpeg_quality`` < 100)."""
@@ -253,6 +264,13 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
     models = [ScallopModel(s) for s in specs]
     placed = [Placed(m, m.spec.id, m.spec.id) for m in models if renderer.in_canvas(m, travel)]
     res = renderer.render(placed, travel, look, rng, debris=debris)
+    uv = uv_look = None
+    if st.fluorescence:
+        # Through the colour frame's own renderer (same maps, same canvas): registered pixel for
+        # pixel. A generator of its own, so the colour frame is the same with or without it.
+        frng = np.random.default_rng([int(seed), int(index), 0xF1A0])
+        uv_look = FluorescenceLook.random(frng, look.motion_blur_px)
+        uv = FluorescenceRenderer(renderer).render(placed, travel, uv_look, frng, debris=debris).image
     facts = res.scallops
     # Number the visible scallops 1..k in drawing order (ids double as instance values).
     lut = np.zeros(len(specs) + 2, np.uint16)
@@ -271,7 +289,13 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
         look=look,
     )
     return SimSample(
-        image=res.image, truth=truth, camera=camera, jpeg_quality=look.jpeg_quality, conditions=tuple(hard)
+        image=res.image,
+        truth=truth,
+        camera=camera,
+        jpeg_quality=look.jpeg_quality,
+        conditions=tuple(hard),
+        uv=uv,
+        uv_look=uv_look,
     )
 
 
@@ -329,6 +353,12 @@ def write_sample(root: Path, name: str, sample: SimSample) -> dict:
     }
     if sample.conditions:
         labels["conditions"] = [f"hard:{c}" for c in sample.conditions]
+    if sample.uv is not None:
+        # Always PNG: the channel is never JPEG-compressed (spec, "Files": x.uv.png).
+        uv_rel = f"images/{name}{COMPANION_SUFFIX}"
+        _write_png(root / uv_rel, sample.uv, PNG_PHOTO)
+        labels["uv"] = uv_rel
+        labels["fluorescence"] = sample.uv_look.to_dict()
     (root / "labels" / f"{name}.json").write_text(json.dumps(labels, indent=1))
     return labels
 
@@ -345,6 +375,7 @@ def _summary(labels: dict) -> dict:
         "gills": sum(s["gills"] for s in sc),
         "jpeg": int(labels["jpeg_quality"] < 100),
         "touching": sum(s["visible_fraction"] < 0.999 and not s["cut_by_border"] for s in sc),
+        **({"uv": 1} if "uv" in labels else {}),
     }
 
 
@@ -413,14 +444,19 @@ def write_dataset(
             totals[k] = totals.get(k, 0) + v
         if progress:
             progress(done, n)
+    generator = dataclasses.asdict(st)
+    if not st.fluorescence:  # a colour-only set's manifest stays what version 1 always wrote
+        del generator["fluorescence"]
     manifest = {
         "format": DATASET_FORMAT,
-        "version": DATASET_VERSIONS[-1],
+        # Version 1 stays the colour-only format; a set with the channel is version 2.
+        "version": 2 if st.fluorescence else 1,
+        **({"channels": ["bgr", "uv"]} if st.fluorescence else {}),
         "classes": list(PART_NAMES),
         "count": n,
         "source": "scallop-sim",
         "seed": int(seed),
-        "generator": dataclasses.asdict(st),
+        "generator": generator,
         "totals": totals,
         "note": "per-image scale, camera and facts in labels/<name>.json; see docs/dataset-format.md",
     }

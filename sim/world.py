@@ -24,8 +24,10 @@ from typing import Literal
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
+from scallop.errors import ConfigError
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import BeltConfig, SimCameraConfig, SimConfig
+from scallop.sim.fluorescence import FluorescenceChannel, FluorescenceFrame
 from scallop.sim.scene import (  # noqa: F401  (FrameTruth, ScallopTruth re-exported)
     ADDUCTOR,
     BACKGROUND,
@@ -299,6 +301,11 @@ class SimWorld:
         self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
         self.held_back = 0  # arrivals the feeder held back (never on the belt)
         self._test_pieces: list[int] = []  # ids of the shift check's test pieces laid so far
+        # The second camera channel, only when configured: without it nothing else changes.
+        # Scallops are made and kept for the views of both cameras (a second one sees more).
+        self.fluorescence = FluorescenceChannel(self) if self.config.fluorescence.enabled else None
+        view = self.fluorescence.scene if self.fluorescence is not None else self.renderer
+        self._x_lo, self._x_hi = min(lo, view.x_lo), max(hi, view.x_hi)
 
     # ------------------------------------------------------------ belt
     def speed_mm_s(self, t: float | None = None) -> float:
@@ -382,7 +389,7 @@ class SimWorld:
         """Make the arrivals the view needs at ``travel``; forget those long gone. A feeder held
         (or slowed) at ``t`` drops nothing (every other one) onto the belt meanwhile."""
         r_max = self.config.product.diameter_mm[1] / 2 + 5
-        for spec in self._arrivals.take_until(self.renderer.x_lo - travel - 2 * r_max):
+        for spec in self._arrivals.take_until(self._x_lo - travel - 2 * r_max):
             mode = self.feeder(self.clock.now() if t is None else t) if self.feeder is not None else FEEDER_RUN
             self.feeder_log[mode] += 1
             if mode == FEEDER_HOLD or (mode == FEEDER_SLOW and self.feeder_log[FEEDER_SLOW] % 2 == 0):
@@ -391,7 +398,7 @@ class SimWorld:
             self._models[spec.id] = ScallopModel(spec)
         if travel > self._max_travel:
             self._max_travel = travel
-            limit = self.renderer.x_hi + self.config.belt.keep_downstream_mm + r_max
+            limit = self._x_hi + self.config.belt.keep_downstream_mm + r_max
             gone = [i for i, m in self._models.items() if m.spec.x_mm + travel > limit]
             for i in gone:
                 del self._models[i]
@@ -469,6 +476,15 @@ class SimWorld:
         return sorted(out, key=lambda s: s.id)
 
     # ------------------------------------------------------------ rendering
+    def placed_in(self, renderer: SceneRenderer, travel: float) -> list[Placed]:
+        """The scallops ``renderer``'s view holds at ``travel``, in drawing order (call with the
+        lock held, after ``_advance``)."""
+        return [
+            Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
+            for i, m in sorted(self._models.items())
+            if renderer.in_canvas(m, travel)
+        ]
+
     def render(self, t: float | None = None) -> tuple[np.ndarray, FrameTruth]:
         """The camera's image at ``t`` (BGR uint8) and its ground truth."""
         t = self.clock.now() if t is None else float(t)
@@ -476,11 +492,7 @@ class SimWorld:
             travel = self.travel_mm(t)
             self._advance(travel, t)
             look = self.look_at(t)
-            placed = [
-                Placed(m, m.spec.id, (m.spec.id - 1) % 65535 + 1)
-                for i, m in sorted(self._models.items())
-                if self.renderer.in_canvas(m, travel)
-            ]
+            placed = self.placed_in(self.renderer, travel)
             rng = np.random.default_rng([self.seed, 3, int(round((t - self.t0) * 1e6)) & 0xFFFFFFFFFFFF])
             res = self.renderer.render(placed, travel, look, rng)
         image = res.image if look.jpeg_quality >= 100 else jpeg_roundtrip(res.image, look.jpeg_quality)
@@ -495,6 +507,13 @@ class SimWorld:
             look=look,
         )
         return image, truth
+
+    def render_fluorescence(self, t: float | None = None) -> FluorescenceFrame:
+        """The fluorescence exposure paired with the colour frame exposed at ``t`` (opt-in:
+        ``config.fluorescence.setup`` other than "none"; docs/fluorescence.md)."""
+        if self.fluorescence is None:
+            raise ConfigError("sim.fluorescence.setup is 'none': this world renders no fluorescence channel")
+        return self.fluorescence.render(self.clock.now() if t is None else float(t))
 
     # ------------------------------------------------------------ the referee
     def _top_labels(self, pts_B: np.ndarray, travel: float) -> tuple[np.ndarray, np.ndarray]:

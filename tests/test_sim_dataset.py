@@ -122,9 +122,24 @@ def test_mismatched_sizes_are_named(small_set, tmp_path):
 def test_unknown_version_and_bad_manifest(small_set, tmp_path):
     root = _copy(small_set, tmp_path)
     man = json.loads((root / "dataset.json").read_text())
-    (root / "dataset.json").write_text(json.dumps({**man, "version": 2}))
-    with pytest.raises(DatasetError, match=r"dataset\.json: version 2 is unknown"):
+    (root / "dataset.json").write_text(json.dumps({**man, "version": 3}))
+    with pytest.raises(
+        DatasetError, match=r"dataset\.json: version 3 is unknown \(this software reads versions 1 and 2\)"
+    ):
         load_dataset(root)
+    # Version 2 names its channels; version 1 carries none.
+    (root / "dataset.json").write_text(json.dumps({**man, "version": 2}))
+    with pytest.raises(DatasetError, match=r'dataset\.json: version 2 names its channels: "channels" is missing'):
+        load_dataset(root)
+    for bad in (["uv", "bgr"], ["bgr", "ir"], ["bgr", "bgr"], [], "bgr"):
+        (root / "dataset.json").write_text(json.dumps({**man, "version": 2, "channels": bad}))
+        with pytest.raises(DatasetError, match=r"dataset\.json: channels .* are not allowed"):
+            load_dataset(root)
+    (root / "dataset.json").write_text(json.dumps({**man, "channels": ["bgr", "uv"]}))
+    with pytest.raises(DatasetError, match=r"channels \['bgr', 'uv'\] need version 2"):
+        load_dataset(root)
+    (root / "dataset.json").write_text(json.dumps({**man, "version": 2, "channels": ["bgr"]}))
+    assert load_dataset(root).channels == ("bgr",) and load_dataset(root)[0].uv is None
     (root / "dataset.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"dataset\.json: not valid JSON"):
         load_dataset(root)
@@ -178,6 +193,8 @@ def test_settings_errors_name_the_field():
         DatasetSettings(mm_per_px=(0.3, 1.5))
     with pytest.raises(ValueError, match=r"resolutions\[0\]\.width=4000 is out of range"):
         DatasetSettings(resolutions=[(4000, 3000)])
+    with pytest.raises(ValueError, match=r"fluorescence='yes': expected true or false"):
+        DatasetSettings(fluorescence="yes")
 
 
 # ------------------------------------------------------------------ commands
@@ -208,3 +225,86 @@ def test_sim_preview_command(tmp_path, capsys):
     assert main(["sim", "preview", "--n", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["scallop sim: error: --n 0 is out of range: allowed 1..1000"]
+
+
+# ------------------------------------------------------------------ the fluorescence channel (version 2)
+UV = DatasetSettings(resolutions=[(640, 480)], scallops=(2, 6), fluorescence=True)
+
+
+@pytest.fixture(scope="module")
+def uv_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uv") / "set"
+    write_dataset(root, 4, seed=3, settings=UV)
+    return root
+
+
+def test_a_set_with_the_channel_is_version_2_and_without_it_stays_version_1(uv_set, small_set):
+    man = json.loads((uv_set / "dataset.json").read_text())
+    assert man["version"] == 2 and man["channels"] == ["bgr", "uv"]
+    assert man["generator"]["fluorescence"] is True and man["totals"]["uv"] == 4
+    plain = json.loads((small_set[0] / "dataset.json").read_text())
+    assert plain["version"] == 1 and "channels" not in plain
+    assert "fluorescence" not in plain["generator"] and "uv" not in plain["totals"]
+    for i in range(4):
+        name = f"{i:06d}"
+        labels = json.loads((uv_set / "labels" / f"{name}.json").read_text())
+        assert labels["uv"] == f"images/{name}.uv.png"
+        uv = cv2.imread(str(uv_set / labels["uv"]), cv2.IMREAD_UNCHANGED)
+        assert uv.shape == (480, 640) and uv.dtype == np.uint8
+        look = labels.pop("fluorescence")
+        assert 3 <= look["noise_sigma"] <= 8 and 2 <= look["exposure_ratio"] <= 4 and 0 <= look["belt_level"] <= 10
+        assert look["motion_blur_px"] == pytest.approx(
+            look["exposure_ratio"] * labels["look"]["motion_blur_px"], abs=1e-3
+        )
+        # The colour frame is the one the set without the channel has, file for file.
+        other = json.loads((small_set[0] / "labels" / f"{name}.json").read_text())
+        del labels["uv"]
+        assert labels == other
+        for rel in (labels["image"], labels["parts"], labels["instances"]):
+            assert (uv_set / rel).read_bytes() == (small_set[0] / rel).read_bytes()
+
+
+def test_reader_gives_the_channel_registered_to_its_image(uv_set, small_set):
+    ds = load_dataset(uv_set)
+    assert ds.channels == ("bgr", "uv") and len(ds) == 4  # the companions are not frames
+    uro_means, belt_means = [], []
+    for sample in ds:
+        assert sample.uv.shape == sample.parts.shape and sample.uv.dtype == np.uint8
+        core = cv2.erode((sample.parts == URO).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        if core.sum() > 30:
+            uro_means.append(sample.uv[core].mean())
+        belt = cv2.erode((sample.parts == 0).astype(np.uint8), np.ones((17, 17), np.uint8)) > 0
+        belt_means.append(sample.uv[belt].mean())
+    assert uro_means and min(uro_means) >= 100 and max(belt_means) <= 10
+    plain = load_dataset(small_set[0])
+    assert plain.channels == ("bgr",) and plain[0].uv is None
+
+
+def _uv_copy(uv_set, tmp_path):
+    dst = tmp_path / "uvcopy"
+    shutil.copytree(uv_set, dst)
+    return dst
+
+
+def test_reader_checks_the_channel_files(uv_set, tmp_path):
+    root = _uv_copy(uv_set, tmp_path)
+    (root / "images" / "000001.uv.png").unlink()
+    with pytest.raises(DatasetError, match=r"images/000001\.uv\.png: missing \(dataset\.json's channels name 'uv'"):
+        load_dataset(root)
+    shutil.copy(uv_set / "images" / "000001.uv.png", root / "images" / "000001.uv.png")
+    for bad, why in (
+        (
+            np.zeros((480, 640, 3), np.uint8),
+            r"must be an 8-bit single-channel fluorescence frame, got shape \(480, 640, 3\)",
+        ),
+        (
+            np.zeros((480, 640), np.uint16),
+            r"must be an 8-bit single-channel fluorescence frame, got shape \(480, 640\) uint16",
+        ),
+        (np.zeros((80, 100), np.uint8), r"size 100x80 differs from its image 640x480"),
+    ):
+        cv2.imwrite(str(root / "images" / "000002.uv.png"), bad)
+        ds = load_dataset(root)
+        with pytest.raises(DatasetError, match=r"000002\.uv\.png: " + why):
+            ds.load("000002")
+        assert ds.load("000003").uv is not None

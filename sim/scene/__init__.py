@@ -16,7 +16,8 @@ How a frame is made (the same path for the running world and for data-set frames
 One module per thing drawn: ``look`` (part labels, colours, LookParams), ``spec`` (a
 scallop's parameters), ``model`` (its geometry and sprite), ``belt``, ``effects`` (the
 camera in image space), ``truth`` (ground truth and its overlay) and ``renderer`` (the
-compositor), ``hard`` (named hard conditions at the envelope's edges). The names below are the scene's public surface, importable from here.
+compositor), ``hard`` (named hard conditions at the envelope's edges), ``fluorescence`` (the
+second channel: the same scene as a fluorescence camera sees it, docs/fluorescence.md). The names below are the scene's public surface, importable from here.
 """
 
 from scallop.sim.scene.belt import BeltTexture
@@ -26,6 +27,13 @@ from scallop.sim.scene.effects import (
     jpeg_roundtrip,
     motion_kernel,
     white_balance_gains,
+)
+from scallop.sim.scene.fluorescence import (
+    LEVELS,
+    FluorescenceLook,
+    FluorescenceRenderer,
+    FluorescenceResult,
+    ScallopGlow,
 )
 from scallop.sim.scene.hard import HARD_CONDITIONS, Debris, draw_debris, hard_look, hard_scallop, paint_debris
 from scallop.sim.scene.look import (
@@ -43,7 +51,13 @@ from scallop.sim.scene.look import (
     lab_to_bgr,
 )
 from scallop.sim.scene.model import ScallopModel, Sprite
-from scallop.sim.scene.renderer import Placed, RenderResult, SceneRenderer, interpolated_belt_maps
+from scallop.sim.scene.renderer import (
+    Placed,
+    RenderResult,
+    SceneRenderer,
+    interpolated_belt_maps,
+    interpolated_maps,
+)
 from scallop.sim.scene.spec import ScallopSpec
 from scallop.sim.scene.truth import PART_COLOURS_BGR, FrameTruth, ScallopTruth, draw_truth
 
@@ -55,6 +69,7 @@ __all__ = [
     "GILL",
     "GONAD",
     "LAB_RANGES",
+    "LEVELS",
     "MANTLE",
     "PART_COLOURS_BGR",
     "PART_NAMES",
@@ -62,11 +77,15 @@ __all__ = [
     "BeltTexture",
     "CameraEffects",
     "Debris",
+    "FluorescenceLook",
+    "FluorescenceRenderer",
+    "FluorescenceResult",
     "FrameTruth",
     "LookParams",
     "Placed",
     "RenderResult",
     "ScallopModel",
+    "ScallopGlow",
     "ScallopSpec",
     "ScallopTruth",
     "SceneRenderer",
@@ -78,6 +97,7 @@ __all__ = [
     "hard_look",
     "hard_scallop",
     "interpolated_belt_maps",
+    "interpolated_maps",
     "jpeg_roundtrip",
     "lab_to_bgr",
     "motion_kernel",

@@ -294,7 +294,10 @@ class ScallopModel:
             self._sprites[key] = spr
         return spr
 
-    def _render_sprite(self, s: float) -> Sprite:
+    def sprite_grid(self, s: float) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """The grid a sprite at canvas scale ``s`` is drawn on: the canvas index (kx, ky) of its
+        pixel (0, 0) and the scallop-frame coordinates (p, q) of every pixel. Shared by every
+        image of this scallop (colour, fluorescence), so they line up pixel for pixel."""
         sp = self.spec
         pad = self.r_max + self.SHADOW_MM
         kx = int(math.floor((sp.x_mm - pad) / s))
@@ -304,6 +307,11 @@ class ScallopModel:
         ys = ((ky + np.arange(n)) * s - sp.y_mm).astype(np.float32)
         X, Y = np.meshgrid(xs, ys)
         p, q = self.to_local(X, Y)
+        return kx, ky, p, q
+
+    def _render_sprite(self, s: float) -> Sprite:
+        kx, ky, p, q = self.sprite_grid(s)
+        n = p.shape[0]
         F = self.fields(p, q)
         parts = self.labels_from_fields(F)
         lab = self._colour(F, s, n, kx, ky)
@@ -403,15 +411,16 @@ class ScallopModel:
             uro[..., 2] *= 1 - spot
         return uro
 
-    def _draw_eyes(self, lab: np.ndarray, s: float, F: dict[str, np.ndarray], kx: int, ky: int) -> None:
+    def eye_windows(self, s: float, F: dict[str, np.ndarray], kx: int, ky: int, n: int):
+        """Each mantle eye on the sprite grid: ``(rows, cols, coverage)`` with the window's
+        slices and the dot's anti-aliased coverage (h, w) float32 inside the outline. Every image
+        of the scallop paints its eyes from these, so they sit on the same pixels."""
         if not len(self.eyes):
             return
         sp = self.spec
-        n = lab.shape[0]
         off = self.to_belt(self.eyes[:, :2])
         cx = (sp.x_mm + off[:, 0]) / s - kx
         cy = (sp.y_mm + off[:, 1]) / s - ky
-        eye = np.array([12.0, 1.5, 3.0], np.float32)
         for (x, y), rad in zip(np.column_stack([cx, cy]), self.eyes[:, 2]):
             rp = rad / s + 1.5
             x0, x1 = max(0, int(x - rp)), min(n, int(x + rp) + 2)
@@ -420,7 +429,12 @@ class ScallopModel:
                 continue
             yy, xx = np.mgrid[y0:y1, x0:x1]
             d = np.hypot(xx - x, yy - y) * s
-            c = np.clip((rad - d) / s + 0.5, 0, 1)[..., None].astype(np.float32)
-            c *= (F["outline"][y0:y1, x0:x1] > 0)[..., None]
-            patch = lab[y0:y1, x0:x1]
-            patch += c * (eye - patch)
+            c = np.clip((rad - d) / s + 0.5, 0, 1).astype(np.float32)
+            c *= F["outline"][y0:y1, x0:x1] > 0
+            yield slice(y0, y1), slice(x0, x1), c
+
+    def _draw_eyes(self, lab: np.ndarray, s: float, F: dict[str, np.ndarray], kx: int, ky: int) -> None:
+        eye = np.array([12.0, 1.5, 3.0], np.float32)
+        for rows, cols, c in self.eye_windows(s, F, kx, ky, lab.shape[0]):
+            patch = lab[rows, cols]
+            patch += c[..., None] * (eye - patch)

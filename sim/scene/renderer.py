@@ -40,11 +40,17 @@ def interpolated_belt_maps(camera: CameraModel, step: int = 8) -> tuple[np.ndarr
     ``step`` pixels (reaching past the border) and interpolated bilinearly: the maps are
     smooth, so this matches :meth:`CameraModel.belt_maps` to far below a pixel at a small
     fraction of the cost. Used where every frame has its own camera (data sets)."""
-    w, h = camera.image_size
+    return interpolated_maps(camera.image_size, camera.pixel_to_belt, step)
+
+
+def interpolated_maps(size: tuple[int, int], fn, step: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Any smooth per-pixel map ``fn`` (pixels (N, 2) → (N, 2)) of an image of ``size``
+    (w, h), evaluated every ``step`` pixels and interpolated bilinearly: two (h, w) float32."""
+    w, h = size
     gx = np.arange(-step, w + 2 * step, step, dtype=np.float64)
     gy = np.arange(-step, h + 2 * step, step, dtype=np.float64)
     u, v = np.meshgrid(gx, gy)
-    xy = camera.pixel_to_belt(np.column_stack([u.ravel(), v.ravel()]))
+    xy = fn(np.column_stack([u.ravel(), v.ravel()]))
 
     def weights(n: int) -> tuple[np.ndarray, np.ndarray]:
         pos = (np.arange(n) + step) / step  # grid node k sits at pixel (k - 1)·step
