@@ -209,6 +209,15 @@ def test_sim_dataset_command(tmp_path, capsys):
     assert len(err) == 1 and "already there" in err[0] and "Traceback" not in err[0]
 
 
+def test_sim_dataset_command_writes_the_channel_when_asked(tmp_path, capsys):
+    out = tmp_path / "uv"
+    assert main(["sim", "dataset", "--n", "1", "--out", str(out), "--workers", "1", "--fluorescence"]) == 0
+    ds = load_dataset(out)
+    assert ds.manifest["version"] == 2 and ds.manifest["channels"] == ["bgr", "uv"]
+    s = ds[0]
+    assert s.uv is not None and s.uv.dtype == np.uint8 and s.uv.shape == s.image.shape[:2]
+
+
 def test_sim_dataset_command_in_parallel_matches_serial(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_dataset(a, 3, seed=9, settings=SMALL, workers=1)

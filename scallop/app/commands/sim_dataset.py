@@ -29,11 +29,16 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="frame i of a seed is always the same (default 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: the CPU count, at most 4)")
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
+    p.add_argument(
+        "--fluorescence",
+        action="store_true",
+        help="also write each frame's fluorescence channel, images/<name>.uv.png (format version 2; docs/fluorescence.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from scallop.sim.dataset import DatasetError, write_dataset
+    from scallop.sim.dataset import DatasetError, DatasetSettings, write_dataset
 
     if args.n < 1:
         raise DatasetError(f"--n {args.n}: need at least one frame")
@@ -50,6 +55,7 @@ def run(args) -> int:
             seed=args.seed,
             workers=workers,
             overwrite=args.overwrite,
+            settings=DatasetSettings(fluorescence=args.fluorescence),
             progress=lambda done, _total: bar.advance_to(done),
         )
     t = rep.totals
