@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from scallop.app.version import program_version
@@ -97,6 +99,20 @@ def exit_code(e: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``scallop`` program (``argv`` None: the command line) or a call from Python."""
+    rc = _main(argv)
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # The program is about to exit, its work done and recorded: a late SIGTERM from an
+        # impatient service manager must not turn that into a kill. The interpreter's shutdown
+        # puts Python-level handlers back to the default (which dies with -15) but leaves an
+        # ignore. Only for the program: a process calling main() keeps its own handlers (and
+        # the children it spawns would inherit an ignore).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+    return rc
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("SCALLOP_DEBUG", "") not in ("", "0")

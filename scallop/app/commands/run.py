@@ -151,13 +151,7 @@ def run(args) -> int:
         line.close()
     if args.duration is not None:
         print(json.dumps(line.summary()))
-    status = exit_status(line)
-    if threading.current_thread() is threading.main_thread():
-        # Stopped cleanly: a late SIGTERM must not kill the exit. The interpreter's shutdown puts
-        # Python-level handlers back to the default (which dies with -15), but leaves an ignore.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-    return status
+    return exit_status(line)
 
 
 def supervise(line, stop: threading.Event, duration: float | None, on_tick=None) -> None:
