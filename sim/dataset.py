@@ -32,6 +32,7 @@ from scallop.calibration.camera_model import CameraModel
 from scallop.errors import check_pair, check_range, check_share
 from scallop.imagefiles import COMPANION_SUFFIX
 from scallop.models.dataset import DATASET_FORMAT, DatasetError
+from scallop.sim.arrivals import overlap_share
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
     PART_NAMES,
@@ -45,7 +46,6 @@ from scallop.sim.scene import (
 )
 from scallop.sim.scene.fluorescence import FluorescenceLook, FluorescenceRenderer
 from scallop.sim.scene.hard import check_conditions, draw_debris, hard_look, hard_scallop
-from scallop.sim.world import _overlap_share
 
 
 # ============================================================================ settings
@@ -213,7 +213,7 @@ def _place_scallops(
 
     def fits(x, y, d, touching):
         for px, py, pd in placed:
-            share = _overlap_share(math.hypot(px - x, py - y), d / 2 * 1.04, pd / 2 * 1.04)
+            share = overlap_share(math.hypot(px - x, py - y), d / 2 * 1.04, pd / 2 * 1.04)
             if share > st.max_overlap or (not touching and share > 0):
                 return False
         return True

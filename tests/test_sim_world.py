@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from scallop.app.config import ConfigError, build
+from scallop.sim.arrivals import overlap_share
 from scallop.sim.camera import CameraTimeoutError, SimCamera
 from scallop.sim.clock import VirtualClock
 from scallop.sim.config import (
@@ -21,7 +22,7 @@ from scallop.sim.config import (
     SpeedSegment,
 )
 from scallop.sim.scene import ADDUCTOR, URO
-from scallop.sim.world import SimWorld, SpeedProfile, _overlap_share
+from scallop.sim.world import SimWorld, SpeedProfile
 from scallop.vision.camera import CameraNotConnectedError, CorruptFrameError
 
 SMALL = SimCameraConfig(width=640, height=480, mm_per_px=0.5)
@@ -146,7 +147,7 @@ def test_arrival_rate_overlap_and_lane(pattern):
     specs = [w.scallop(s.id).spec for s in states]
     assert all(-100.0 - 1e-9 <= s.y_mm <= 100.0 + 1e-9 for s in specs)
     worst = max(
-        _overlap_share(math.hypot(a.x_mm - b.x_mm, a.y_mm - b.y_mm), a.diameter_mm / 2, b.diameter_mm / 2)
+        overlap_share(math.hypot(a.x_mm - b.x_mm, a.y_mm - b.y_mm), a.diameter_mm / 2, b.diameter_mm / 2)
         for i, a in enumerate(specs)
         for b in specs[i + 1 :]
     )
