@@ -385,20 +385,27 @@ class PlcClient:
         return int(round(belt_count * self.direction))
 
     def _send_diverts(self, st: PlcStatus) -> None:
+        """The next divert request to the PLC. Chosen under the queue's lock, written outside it:
+        the frame loop queues diverts under that lock and must never wait on the PLC's link."""
         with self._qlock:
-            self._send_locked(st)
+            d = self._next_to_write(st)
+        if d is None:
+            return
+        # A request written but cut before its answer is written again, same seq.
+        self._write_fields({"divert_count": d.raw_count, "divert_id": d.track_id})
+        self._write_fields({"divert_seq": d.seq})
+        with self._qlock:
+            d.written = True
 
-    def _send_locked(self, st: PlcStatus) -> None:
+    def _next_to_write(self, st: PlcStatus) -> _Divert | None:
+        """Drop the requests the PLC has taken; the head, when it still needs writing (lock held)."""
         while self._queue:
             d = self._queue[0]
             if d.written or st.ack_seq == d.seq:
                 if st.ack_seq != d.seq:
-                    return  # the PLC has not taken it yet
+                    return None  # the PLC has not taken it yet
                 self._queue.popleft()
                 self.sent.append((d.seq, d.track_id, d.raw_count))
                 continue
-            # A request written but cut before its answer is written again, same seq.
-            self._write_fields({"divert_count": d.raw_count, "divert_id": d.track_id})
-            self._write_fields({"divert_seq": d.seq})
-            d.written = True
-            return
+            return d
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,44 @@ def test_the_lot_the_plant_sets_on_the_plc_is_read_as_32_bits(rig):
     assert cycle(clock, client, 0.1).lot_number == 0
     plc.set_lot(4_100_412)  # above 65535: both words
     assert cycle(clock, client, 0.1).lot_number == 4_100_412
+
+
+def test_queuing_a_divert_never_waits_for_the_plcs_link():
+    """The PLC loop writes a divert to a PLC whose answer is held; meanwhile the frame loop
+    queues the next divert: it must not wait for that answer (no lock held during I/O)."""
+    clock = VirtualClock(start=50.0, auto_advance=False)
+    entered, release = threading.Event(), threading.Event()
+
+    class HeldPlc(DocPlc):
+        def write(self, address, values):
+            if address == 30:  # the divert block: held until the test lets it go
+                entered.set()
+                release.wait(5.0)
+            return super().write(address, values)
+
+    plc = HeldPlc(clock, lambda t: int(round(t * CPS)))
+    server = RawModbusServer(plc)
+    cfg = PlcConfig(
+        transport=TransportConfig(host="127.0.0.1", port=server.port, timeout_s=5.0, reconnect_min_s=0.0),
+        gate_x_mm=900.0,
+        gate_lead_mm=40.0,
+        gate_open_ms=120,
+        heartbeat_timeout_s=0.5,
+        watchdog_ms=400,
+    )
+    client = PlcClient(cfg, clock)
+    try:
+        client.connect()
+        client.divert(int(clock.now() * CPS) + 500, 1)
+        polling = threading.Thread(target=client.poll, daemon=True)
+        polling.start()
+        assert entered.wait(5.0)  # the PLC loop is inside its write now
+        queued = threading.Thread(target=client.divert, args=(int(clock.now() * CPS) + 600, 2), daemon=True)
+        queued.start()
+        queued.join(2.0)
+        assert not queued.is_alive() and not release.is_set()
+        assert client.pending_diverts() == 2
+    finally:
+        release.set()
+        client.close()
+        server.close()
