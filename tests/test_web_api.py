@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scallop.app.auth import AuthError, LockedOut, SessionStore, UserError, UserFileError, UserStore
 from scallop.app.metrics import snapshot_metrics
-from scallop.app.web import WebError, create_app, serve
+from scallop.app.web import create_app
+from scallop.app.web_server import WebError, serve
 
 
 class Clock:

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.app.web import create_app, serve
+from scallop.app.web import create_app
+from scallop.app.web_server import serve
 from tests.conftest import BROWSER_H, BROWSER_W
 from tests.helpers import BROWSER_MISSING, set_viewport, text, wait_for
 

@@ -20,7 +20,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from scallop.app.auth import SessionStore, UserStore
-from scallop.app.web import create_app, serve
+from scallop.app.web import create_app
+from scallop.app.web_server import serve
 
 MAX_BODY = 64 * 1024
 

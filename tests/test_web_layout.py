@@ -15,7 +15,8 @@ import re
 import pytest
 
 from scallop.app import i18n
-from scallop.app.web import create_app, serve
+from scallop.app.web import create_app
+from scallop.app.web_server import serve
 from tests.helpers import BROWSER_MISSING, set_viewport, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(BROWSER_MISSING is not None, reason=BROWSER_MISSING or "")]

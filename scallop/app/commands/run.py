@@ -58,7 +58,8 @@ def run(args) -> int:
     from scallop.app.auth import screen_users
     from scallop.app.build import build_line
     from scallop.app.config import load_config
-    from scallop.app.web import create_app, serve
+    from scallop.app.web import create_app
+    from scallop.app.web_server import serve
     from scallop.errors import check_number
     from scallop.robot.clock import SystemClock
 
