@@ -5,5 +5,7 @@
 * :mod:`~scallop.calibration.intrinsics`, :mod:`~scallop.calibration.belt`,
   :mod:`~scallop.calibration.robot`, :mod:`~scallop.calibration.encoder` — one step each;
 * :mod:`~scallop.calibration.check` — drift checks against a saved calibration;
-* :mod:`~scallop.calibration.store` — the line calibration file.
+* :mod:`~scallop.calibration.store` — the line calibration file;
+* :mod:`~scallop.calibration.pictures` — reading an engineer's photo folders;
+  :mod:`~scallop.calibration.errors` — the typed errors.
 """

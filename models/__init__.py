@@ -1,2 +1,9 @@
-"""The segmentation model: the shipped ONNX file, its onnxruntime runtime (all the line
-needs), and the training code and data-set reader (the optional ``train`` extra)."""
+"""The segmentation model.
+
+* :mod:`~scallop.models.runtime` — the shipped ONNX file and its onnxruntime runtime (all the
+  line needs);
+* :mod:`~scallop.models.dataset` — the one data-set reader (numpy and OpenCV only), for
+  training, evaluation, labels and ``scallop detect``;
+* :mod:`~scallop.models.net`, :mod:`~scallop.models.train`, :mod:`~scallop.models.augment` — the
+  network and its training (the optional ``train`` extra: PyTorch).
+"""

@@ -31,7 +31,7 @@ import numpy as np
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import check_pair, check_range, check_share
 from scallop.imagefiles import COMPANION_SUFFIX
-from scallop.models.dataset import DATASET_FORMAT, DatasetError
+from scallop.models.dataset import CHANNELS, DATASET_FORMAT, DATASET_VERSIONS, DatasetError
 from scallop.sim.arrivals import overlap_share
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
@@ -450,8 +450,8 @@ def write_dataset(
     manifest = {
         "format": DATASET_FORMAT,
         # Version 1 stays the colour-only format; a set with the channel is version 2.
-        "version": 2 if st.fluorescence else 1,
-        **({"channels": ["bgr", "uv"]} if st.fluorescence else {}),
+        "version": DATASET_VERSIONS[1] if st.fluorescence else DATASET_VERSIONS[0],
+        **({"channels": list(CHANNELS)} if st.fluorescence else {}),
         "classes": list(PART_NAMES),
         "count": n,
         "source": "scallop-sim",
@@ -462,6 +462,3 @@ def write_dataset(
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=1))
     return DatasetReport(count=n, seconds=time.perf_counter() - t0, totals=totals)
-
-
-# ============================================================================ reading

@@ -13,7 +13,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-PART_NAMES = ("background", "mantle", "gonad", "adductor", "uro", "gill")
+# The part labels every data set uses: defined once, by the data-set reader.
+from scallop.models.dataset import PART_NAMES as PART_NAMES
+
 BACKGROUND, MANTLE, GONAD, ADDUCTOR, URO, GILL = range(6)
 
 # L*a*b* ranges of the appearance spec: (L, a, b) lows and highs.

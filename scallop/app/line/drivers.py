@@ -72,7 +72,7 @@ class Drivers:
                         on_tick(line)
                     line.clock.sleep(tick)
                     line.reader.check_stall()
-                    line._sync_inputs()
+                    line.sync_inputs()
                     # A fault script may have stalled, dropped or released frames meanwhile.
                     t_next = cam.next_frame_time()
                 # A frame due after t_end belongs to the next call: reading it now would leave
@@ -81,7 +81,7 @@ class Drivers:
                     line.clock.sleep(t_end - line.clock.now())  # less than a tick
                     break
                 frame = line.reader.read()
-                line._sync_inputs()
+                line.sync_inputs()
                 if frame is not None:
                     line.process_frame(frame)
                     if on_frame is not None:
@@ -95,11 +95,11 @@ class Drivers:
                         on_tick(line)
                     line.clock.sleep(tick)
                 line.reader.check_stall()
-                line._sync_inputs()
+                line.sync_inputs()
             except EndOfStreamError:
                 break
             except Exception as e:
-                line._fail("line", e)
+                line.fail("line", e)
                 break
 
     def _arms_due(self, every_s: float) -> bool:
@@ -127,7 +127,7 @@ class Drivers:
                 except EndOfStreamError:
                     line.alarms.raise_("camera.end", "warning", "camera", "camera source ended")
                     break
-                line._sync_inputs()
+                line.sync_inputs()
                 if frame is None:
                     line.clock.sleep(line.reader.wait_s())
                     continue
@@ -146,25 +146,25 @@ class Drivers:
                         if not frames:
                             # Also notices a camera whose read() hangs without an error.
                             line.reader.check_stall()
-                            line._sync_inputs()
+                            line.sync_inputs()
                     if not frames:
                         continue
                     frame = frames.popleft()
                 line.process_frame(frame)
                 line.reader.check_stall()  # frames that come but cannot be used
-                line._sync_inputs()
+                line.sync_inputs()
 
         def guard(name, fn):
             def run():
                 try:
                     fn()
                 except Exception as e:
-                    line._fail(name, e)
+                    line.fail(name, e)
 
             return run
 
         def after_service() -> None:
-            line._finished(line._collect())
+            line.finished(line.collect())
 
         def plc():
             # Its own loop: a slow PLC never holds up an arm, nor an arm the PLC's heartbeat.
@@ -180,7 +180,7 @@ class Drivers:
         for t in self.threads:
             t.start()
         # In e-stop or fault no heartbeats go out: each arm's watchdog stops it.
-        self.threads += line.arms.start_threads(line._arms_active, after_service, stop, line._fail, beat=self._beat)
+        self.threads += line.arms.start_threads(line.arms_active, after_service, stop, line.fail, beat=self._beat)
 
     def _beat(self, loop: str) -> None:
         self._beats[loop] = time.monotonic()

@@ -250,7 +250,7 @@ class Line:
             self.alarms.raise_("vision.error", "warning", "vision", f"frame {frame.index} could not be analysed: {e}")
             if self._vision_failures >= VISION_FAULT_FRAMES and self.state != LineState.FAULT:
                 # Not a bad frame: vision itself cannot work, and every scallop would pass unchecked.
-                self._fail(f"vision ({self._vision_failures} frames in a row)", e)
+                self.fail(f"vision ({self._vision_failures} frames in a row)", e)
             return
         self._vision_failures = 0
         self.alarms.clear("vision.error")
@@ -277,8 +277,8 @@ class Line:
             if self.control.tracking and self.belt_check.trusted:
                 decisions = self.tracker.update(dets, count, frame.timestamp, frame.index, frame.image.shape[1::-1])
                 done += self._decide(decisions)
-            self._sync_inputs()
-        self._finished(done)
+            self.sync_inputs()
+        self.finished(done)
         t2 = time.perf_counter()
         self.stats.timing("tracking", (t2 - t1) * 1e3)
         self.stats.timing("frame_total", (t2 - t0) * 1e3)
@@ -302,14 +302,14 @@ class Line:
                 self.alarms.clear(key)
         return done
 
-    def _sync_inputs(self) -> None:
+    def sync_inputs(self) -> None:
         """RUNNING while the camera gives frames to pick from, WAITING_CAMERA while not."""
         with self.control.lock:
             # (Counts merely suspect hold tracking for a frame or two, not the state: on an empty
             # belt nothing would clear them, and nothing needs picking either.)
             self.control.inputs(self.reader.usable and self.belt_check.fault is None)
 
-    def _finished(self, done: list[ScallopOutcome]) -> None:
+    def finished(self, done: list[ScallopOutcome]) -> None:
         """Finished decisions: each gets its disposition (the gate is asked for the scallops
         that need diverting), then goes to the record and the screen."""
         if done and self.reject is not None:
@@ -331,10 +331,10 @@ class Line:
             t0 = time.perf_counter()
             self.arms.scheduler.add(targets)
             self.stats.timing("planning", (time.perf_counter() - t0) * 1e3)
-            done += self._collect()
+            done += self.collect()
         return done
 
-    def _collect(self) -> list[ScallopOutcome]:
+    def collect(self) -> list[ScallopOutcome]:
         """The scheduler's results into the ledger; returns what finished."""
         skips, outcomes = self.arms.scheduler.drain()
         if not skips and not outcomes:
@@ -346,8 +346,8 @@ class Line:
         or fault the arms are only read: no heartbeats, so each arm's watchdog aborts its
         motion (docs/robot-interface.md); nothing is sent until reset."""
         t0 = time.perf_counter()
-        self.arms.step(self._arms_active())
-        self._finished(self._collect())
+        self.arms.step(self.arms_active())
+        self.finished(self.collect())
         self.service_plc()
         self.stats.timing("modbus", (time.perf_counter() - t0) * 1e3)
 
@@ -370,13 +370,13 @@ class Line:
         if hold:
             with self.control.lock:
                 done = self._skip_queued(hold)
-            self._finished(done)
+            self.finished(done)
 
     # ------------------------------------------------------------------ control (LineAPI)
     def _event(self, action: Action, user: str, detail: dict | None = None) -> None:
         self.publisher.event(action.value, user, detail)
 
-    def _arms_active(self) -> bool:
+    def arms_active(self) -> bool:
         return self.state not in (LineState.ESTOP, LineState.FAULT)
 
     def start(self, user: str = "system", how: str = "screen") -> None:
@@ -389,7 +389,7 @@ class Line:
             self.control.go(Action.START)
             if check:
                 self.shift.check.begin(user)  # production only once the test pieces pass
-            self._sync_inputs()
+            self.sync_inputs()
 
     def pause(self, user: str = "system") -> None:
         """No new picks; picks the arms already hold finish."""
@@ -399,7 +399,7 @@ class Line:
             self._abandon_check("the line was paused")
             self.control.go(Action.PAUSE)
             done = self._skip_queued(LineReason.LINE_PAUSED)
-        self._finished(done)
+        self.finished(done)
 
     def stop(self, user: str = "system") -> None:
         """Arms finish what they hold, then go home; every open scallop is recorded."""
@@ -414,7 +414,7 @@ class Line:
         with self.control.lock:
             done = self._flush_tracks(LineReason.LINE_STOPPED)
             self.control.stopped()
-        self._finished(done)
+        self.finished(done)
 
     def estop(self, user: str = "screen") -> None:
         with self.control.lock:
@@ -427,7 +427,7 @@ class Line:
             done = self._flush_tracks(LineReason.ESTOP)
             done += self._skip_queued(LineReason.ESTOP)
             done += self.ledger.fail_pending(LineReason.ESTOP)
-        self._finished(done)
+        self.finished(done)
 
     def reset(self, user: str = "system") -> None:
         """Leave e-stop or fault (back to stopped) and RESET every arm in fault or e-stop,
@@ -451,7 +451,7 @@ class Line:
     def reset_arm(self, name: str, user: str) -> bool:
         """RESET one arm in fault or e-stop (refused while the line itself is in e-stop or
         fault: no heartbeat runs then, reset the line). Returns whether RESET was sent."""
-        if not self._arms_active():
+        if not self.arms_active():
             raise StateError(f"the line is in {self.state.value}: reset the line, it resets its arms too")
         return self.arms.reset_arm(name, user)
 
@@ -459,7 +459,7 @@ class Line:
         """Acknowledging an arm's fault or e-stop alarm is the operator's word to RESET it."""
         self.alarms.ack(alarm_id, user)
         arm = self.arms.arm_of_alarm(alarm_id)
-        if arm is not None and self._arms_active():
+        if arm is not None and self.arms_active():
             self.arms.reset_arm(arm, user)
 
     def recipes(self) -> list[Recipe]:
@@ -551,7 +551,7 @@ class Line:
         while self.clock.now() < t_end:
             with self.control.lock:
                 done = self._skip_queued(LineReason.LINE_STOPPED)  # nothing new once stopping
-            self._finished(done)
+            self.finished(done)
             if self.arms.scheduler.in_flight() == 0:
                 break
             if not threaded:
@@ -559,10 +559,10 @@ class Line:
             self.clock.sleep(self.config.runtime.tick_s)
         with self.control.lock:
             done = self.ledger.fail_pending(LineReason.LINE_STOPPED)
-        self._finished(done)
+        self.finished(done)
         self.arms.send_idle_home()
 
-    def _fail(self, stage: str, exc: BaseException) -> None:
+    def fail(self, stage: str, exc: BaseException) -> None:
         """A stage crashed: report it and stop the line safely (never carry on half-working)."""
         text = f"{stage} stage crashed: {type(exc).__name__}: {exc}"
         log.error("%s\n%s", text, "".join(traceback.format_exception(exc)))
@@ -573,7 +573,7 @@ class Line:
             done = self._flush_tracks(LineReason.LINE_FAULT)
             done += self._skip_queued(LineReason.LINE_FAULT)
             done += self.ledger.fail_pending(LineReason.LINE_FAULT)
-        self._finished(done)
+        self.finished(done)
 
     # ------------------------------------------------------------------ drivers
     def run_stepped(self, duration_s: float, on_frame=None, on_tick=None) -> None:

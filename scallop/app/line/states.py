@@ -59,5 +59,4 @@ class LineReason(StrEnum):
 
 
 # Every reason a record row may carry: vision's, the line's and the scheduler's.
-Reason = VisionReason | LineReason | SkipReason
 ALL_REASONS: tuple[str, ...] = tuple(r.value for e in (VisionReason, LineReason, SkipReason) for r in e)
