@@ -88,6 +88,21 @@ def photometric(img: np.ndarray, rng: np.random.Generator, strength: float = 1.0
     return x
 
 
+def fluorescence(uv: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Jitter of the fluorescence plane alone ((h, w) uint8), never the colour jitter: the
+    channel has no colour, white balance or JPEG, and its belt stays dark whatever colour the
+    belt is (the filter blocks the excitation). What varies between lines and renderings is the
+    excitation and gain (every level scaled together, ±30 % on top of the data's ±40 % between
+    scallops), the sensor noise (the spec's σ 3–8, here 0–4 more) and the longer exposure's
+    blur."""
+    x = uv.astype(np.float32) * rng.uniform(0.7, 1.3)
+    if rng.random() < 0.4:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.5))
+    if rng.random() < 0.7:
+        x += rng.normal(0, rng.uniform(0.5, 4.0), x.shape).astype(np.float32)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 def rotate_scale_crop(
     img: np.ndarray,
     labels: np.ndarray,
@@ -98,7 +113,8 @@ def rotate_scale_crop(
     flip: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``size``×``size`` crop centred on ``centre`` of ``img`` resampled by ``scale``
-    (output px per input px), rotated by ``angle_deg``; labels resampled nearest."""
+    (output px per input px), rotated by ``angle_deg``; labels resampled nearest. ``img`` may
+    carry a fourth plane (the fluorescence image): it moves with the colour ones."""
     M = cv2.getRotationMatrix2D(centre, angle_deg, scale)
     M[0, 2] += size / 2.0 - centre[0]
     M[1, 2] += size / 2.0 - centre[1]

@@ -10,6 +10,9 @@ a whole frame at full resolution is too slow, a whole frame at low resolution lo
 
 Blocks are depthwise-separable convolutions (MobileNet-style) so both run in a few ms on
 two CPU cores. Outputs are logits at the input's resolution.
+
+Either stage may take a fourth input plane, the fluorescence image (docs/fluorescence.md): only
+its first convolution widens, everything after it is the same network.
 """
 
 from __future__ import annotations
@@ -42,10 +45,10 @@ class SepConv(nn.Module):
 class TinyUNet(nn.Module):
     """Encoder at 1/2…1/16, decoder back to 1/2, logits upsampled to the input size."""
 
-    def __init__(self, n_classes: int, widths: tuple[int, int, int, int] = (16, 24, 32, 48)):
+    def __init__(self, n_classes: int, widths: tuple[int, int, int, int] = (16, 24, 32, 48), in_planes: int = 3):
         super().__init__()
         c1, c2, c3, c4 = widths
-        self.stem = conv_bn_relu(3, c1, stride=2)
+        self.stem = conv_bn_relu(in_planes, c1, stride=2)
         self.enc1 = nn.Sequential(SepConv(c1, c2, 2), SepConv(c2, c2))
         self.enc2 = nn.Sequential(SepConv(c2, c3, 2), SepConv(c3, c3))
         self.enc3 = nn.Sequential(SepConv(c3, c4, 2), SepConv(c4, c4), SepConv(c4, c4))
@@ -80,11 +83,22 @@ class ScallopNet(nn.Module):
     inputs. Either input may have batch size 0, so the runtime runs one stage at a time."""
 
     def __init__(
-        self, finder_widths=(12, 24, 32, 48), parts_widths=(16, 24, 32, 48), n_finder: int = 3, n_parts: int = 4
+        self,
+        finder_widths=(12, 24, 32, 48),
+        parts_widths=(16, 24, 32, 48),
+        n_finder: int = 3,
+        n_parts: int = 4,
+        finder_planes: int = 3,
+        parts_planes: int = 3,
     ):
         super().__init__()
-        self.finder = TinyUNet(n_finder, finder_widths)
-        self.parts = TinyUNet(n_parts, parts_widths)
+        self.finder = TinyUNet(n_finder, finder_widths, finder_planes)
+        self.parts = TinyUNet(n_parts, parts_widths, parts_planes)
+
+    @property
+    def planes(self) -> tuple[int, int]:
+        """Input planes of (finder, parts): 3 colour, 4 with the fluorescence channel."""
+        return self.finder.stem[0].in_channels, self.parts.stem[0].in_channels
 
     def forward(self, frame, crops):
         return self.finder(frame), self.parts(crops)

@@ -1,9 +1,16 @@
 """Run the shipped segmentation model with onnxruntime alone.
 
 Everything the runtime needs to feed the model — class names, the scale each input is
-expected at, crop size, channel order, normalisation — is read from the model's own
-``metadata_props``, never from constants here. A model whose metadata is missing or
-unusable is refused with :class:`ModelError` saying what is wrong.
+expected at, crop size, channel order, normalisation, the channels each stage takes — is read
+from the model's own ``metadata_props``, never from constants here. A model whose metadata is
+missing or unusable is refused with :class:`ModelError` saying what is wrong.
+
+Format version 1 is colour only: each stage takes the three colour planes. Version 2 adds the
+fluorescence channel (docs/fluorescence.md): each stage names its channels (``"channels":
+["bgr"]`` or ``["bgr", "uv"]``) and ``scallop.normalize`` gives one mean and std per plane, the
+colour ones then the fluorescence one. A colour-only model is still written as version 1, so
+older runtimes keep reading it; they refuse a version 2 model by its version, rather than
+feeding three planes to a graph that wants four.
 """
 
 from __future__ import annotations
@@ -19,7 +26,11 @@ import numpy as np
 from scallop.errors import DataError
 
 FORMAT = "scallop-seg"
-SUPPORTED_VERSIONS = (1,)
+SUPPORTED_VERSIONS = (1, 2)
+#: The channels a stage may take, in input order: the colour image's three planes always first.
+CHANNELS = ("bgr", "uv")
+#: Input planes per channel.
+PLANES = {"bgr": 3, "uv": 1}
 DEFAULT_MODEL_NAME = "scallop-seg.onnx"
 REQUIRED_FINDER = ("background", "core", "edge")
 REQUIRED_PARTS = ("background", "meat", "adductor", "uro")
@@ -27,6 +38,10 @@ REQUIRED_PARTS = ("background", "meat", "adductor", "uro")
 
 class ModelError(DataError):
     """The model file cannot be used (missing, corrupt, or metadata this runtime cannot use)."""
+
+
+class MissingChannelError(ModelError):
+    """The model takes the fluorescence channel and the caller gave no fluorescence image."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,16 @@ class StageSpec:
     mm_per_px: float
     multiple: int  # spatial size must be a multiple of this (finder)
     size: int  # square crop side in pixels (parts); 0 = any (finder)
+    channels: tuple[str, ...] = ("bgr",)  # what it is fed, in input order (CHANNELS)
+
+    @property
+    def planes(self) -> int:
+        """Input planes: 3 for colour, 4 with the fluorescence channel."""
+        return sum(PLANES[c] for c in self.channels)
+
+    @property
+    def takes_uv(self) -> bool:
+        return "uv" in self.channels
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,10 @@ class ModelInfo:
     finder: StageSpec
     parts: StageSpec
     meta: dict
+    # The fluorescence plane's normalisation (x in 0..255 → (x / 255 − mean) / std); None when
+    # no stage takes the channel.
+    uv_mean: float | None = None
+    uv_std: float | None = None
 
 
 def default_model_path() -> Path:
@@ -88,13 +117,19 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
     order = _need(meta, "scallop.channel_order", path)
     if order not in ("BGR", "RGB"):
         raise ModelError(f"{path}: channel_order {order!r} must be BGR or RGB")
-    try:
-        mean = tuple(float(v) for v in norm["mean"])
-        std = tuple(float(v) for v in norm["std"])
-    except (KeyError, TypeError, ValueError):
-        raise ModelError(f"{path}: 'scallop.normalize' must hold mean and std lists of 3 numbers") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ModelError(f"{path}: 'scallop.normalize' must hold 3 means and 3 positive stds")
+
+    def channels_of(key: str, d: dict) -> tuple[str, ...]:
+        ch = d.get("channels")
+        if version == 1:
+            if ch is not None:
+                raise ModelError(f"{path}: '{key}' names channels {ch!r}, which need model format version 2")
+            return ("bgr",)
+        # Version 2 says what each stage takes: a missing list is refused, not taken for colour.
+        if ch is None:
+            raise ModelError(f'{path}: \'{key}\' lacks "channels" (format version 2 names them, e.g. ["bgr", "uv"])')
+        if not isinstance(ch, list) or tuple(ch) not in (CHANNELS[:1], CHANNELS):
+            raise ModelError(f"{path}: '{key}' channels {ch!r} must be {list(CHANNELS[:1])!r} or {list(CHANNELS)!r}")
+        return tuple(ch)
 
     def stage(key: str, required: tuple[str, ...]) -> StageSpec:
         d = _json(meta, key, path)
@@ -106,8 +141,9 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
                 mm_per_px=float(d["mm_per_px"]),
                 multiple=int(d.get("multiple", 1)),
                 size=int(d.get("size", 0)),
+                channels=channels_of(key, d),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ModelError(f"{path}: '{key}' lacks a usable field ({e})") from None
         if tuple(spec.classes[: len(required)]) != required:
             raise ModelError(f"{path}: '{key}' classes {list(spec.classes)} must start with {list(required)}")
@@ -119,8 +155,28 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
     parts = stage("scallop.parts", REQUIRED_PARTS)
     if parts.size <= 0:
         raise ModelError(f"{path}: 'scallop.parts' must give the crop size")
+    # One mean and std per input plane: the colour ones (in channel_order), then the
+    # fluorescence one when a stage takes it.
+    n = 4 if finder.takes_uv or parts.takes_uv else 3
+    try:
+        mean = tuple(float(v) for v in norm["mean"])
+        std = tuple(float(v) for v in norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{path}: 'scallop.normalize' must hold mean and std lists of {n} numbers") from None
+    if len(mean) != n or len(std) != n or min(std) <= 0:
+        what = "3 colour planes" if n == 3 else "3 colour planes and the fluorescence plane"
+        raise ModelError(f"{path}: 'scallop.normalize' must hold {n} means and {n} positive stds (its {what})")
     return ModelInfo(
-        path=path, version=version, channel_order=order, mean=mean, std=std, finder=finder, parts=parts, meta=dict(meta)
+        path=path,
+        version=version,
+        channel_order=order,
+        mean=mean[:3],
+        std=std[:3],
+        finder=finder,
+        parts=parts,
+        meta=dict(meta),
+        uv_mean=mean[3] if n == 4 else None,
+        uv_std=std[3] if n == 4 else None,
     )
 
 
@@ -162,15 +218,37 @@ class SegModel:
         if self.info.channel_order == "RGB":
             self._scale = self._scale[::-1].copy()
             self._offset = self._offset[::-1].copy()
+        if self.info.uv_std is not None:
+            self._uv_scale = np.float32(1.0 / (255.0 * self.info.uv_std))
+            self._uv_offset = np.float32(-self.info.uv_mean / self.info.uv_std)
         ps = self.info.parts.size
-        self._empty_crops = np.zeros((0, 3, ps, ps), np.float32)
+        self._empty_crops = np.zeros((0, self.info.parts.planes, ps, ps), np.float32)
         m = max(self.info.finder.multiple, 16)
-        self._empty_frame = np.zeros((0, 3, m, m), np.float32)
+        self._empty_frame = np.zeros((0, self.info.finder.planes, m, m), np.float32)
+
+    @property
+    def channels(self) -> int:
+        """Input planes of the widest stage: 3 (colour only) or 4 (colour and fluorescence)."""
+        return max(self.info.finder.planes, self.info.parts.planes)
+
+    @property
+    def takes_uv(self) -> bool:
+        """A stage of this model needs the fluorescence image (``uv``) beside the colour frame."""
+        return self.info.finder.takes_uv or self.info.parts.takes_uv
+
+    def missing_uv(self, what: str = "") -> MissingChannelError:
+        """The error for a call without the fluorescence image this model needs."""
+        stages = " and ".join(n for n, st in (("finder", self.info.finder), ("parts", self.info.parts)) if st.takes_uv)
+        return MissingChannelError(
+            f"{self.info.path}: this model's {stages} stage takes 4 channels, the colour image and its "
+            f"fluorescence image, but {what or 'no fluorescence image was given'}: give the registered "
+            "fluorescence frame (x.uv.png beside x.png or x.jpg) or use a colour-only model"
+        )
 
     def _check_shapes(self, where: str) -> None:
         """The graph's declared input and output shapes against what the metadata says the
-        runtime will feed it: (N, 3, H, W) images, crops of ``parts.size``, one logit plane per
-        class. A dimension the graph leaves free (a name, not a number) fits anything."""
+        runtime will feed it: (N, 3, H, W) images (4 planes for a stage that takes the
+        fluorescence channel), crops of ``parts.size``, one logit plane per class. A dimension the graph leaves free (a name, not a number) fits anything."""
         ins = {i.name: i.shape for i in self.session.get_inputs()}
         outs = {o.name: o.shape for o in self.session.get_outputs()}
 
@@ -178,7 +256,7 @@ class SegModel:
             return d if isinstance(d, int) and d > 0 else None
 
         for st, crop in ((self.info.finder, None), (self.info.parts, self.info.parts.size)):
-            want = ["N", 3, crop or "H", crop or "W"]
+            want = ["N", st.planes, crop or "H", crop or "W"]
             shown = "x".join(map(str, want))
             got = ins[st.input]
             if len(got) != 4:
@@ -205,12 +283,21 @@ class SegModel:
                     "use a model exported with free image dimensions"
                 )
 
-    def to_input(self, bgr: np.ndarray) -> np.ndarray:
-        """(…, H, W, 3) uint8 BGR → (…, 3, H, W) float32, normalised, in the model's channel order."""
+    def to_input(self, bgr: np.ndarray, uv: np.ndarray | None = None) -> np.ndarray:
+        """(…, H, W, 3) uint8 BGR → (…, 3, H, W) float32, normalised, in the model's channel order.
+        With ``uv`` ((…, H, W) uint8, the fluorescence image on the same pixels) a fourth plane
+        follows the colour ones: (…, 4, H, W)."""
         bgr = np.asarray(bgr)
         lead, (h, w) = bgr.shape[:-3], bgr.shape[-3:-1]
         flat = bgr.reshape((-1, h, w, 3))
-        x = np.empty((len(flat), 3, h, w), np.float32)
+        if uv is not None:
+            uv = np.asarray(uv)
+            if uv.shape != bgr.shape[:-1] or uv.dtype != np.uint8:
+                raise ValueError(f"fluorescence input {uv.shape} {uv.dtype} does not match the colour {bgr.shape}")
+            if self.info.uv_std is None:
+                raise ModelError(f"{self.info.path}: this model takes no fluorescence channel")
+        nc = 3 if uv is None else 4
+        x = np.empty((len(flat), nc, h, w), np.float32)
         # One pass per channel straight into the planar layout: the same float32 products and
         # sums as ``bgr * scale + offset`` but without the interleaved float copy and transpose.
         for c in range(3):
@@ -218,22 +305,31 @@ class SegModel:
             plane = x[:, c]
             np.multiply(flat[..., src], self._scale[src], out=plane, dtype=np.float32)
             plane += self._offset[src]
-        return x.reshape(lead + (3, h, w))
+        if uv is not None:
+            plane = x[:, 3]
+            np.multiply(uv.reshape((-1, h, w)), self._uv_scale, out=plane, dtype=np.float32)
+            plane += self._uv_offset
+        return x.reshape(lead + (nc, h, w))
 
-    def run_finder(self, bgr: np.ndarray) -> np.ndarray:
+    def run_finder(self, bgr: np.ndarray, uv: np.ndarray | None = None) -> np.ndarray:
         """(H, W, 3) uint8 at the finder's scale, H and W multiples of ``finder.multiple``
-        → logits (C, H, W)."""
-        x = self.to_input(bgr)[None]
-        out = self.session.run(
-            [self.info.finder.output], {self.info.finder.input: x, self.info.parts.input: self._empty_crops}
-        )[0]
+        → logits (C, H, W). ``uv`` ((H, W) uint8, on the same pixels) is fed when the finder
+        takes the fluorescence channel (required then) and ignored otherwise."""
+        st = self.info.finder
+        if st.takes_uv and uv is None:
+            raise self.missing_uv()
+        x = self.to_input(bgr, uv if st.takes_uv else None)[None]
+        out = self.session.run([st.output], {st.input: x, self.info.parts.input: self._empty_crops})[0]
         return out[0]
 
-    def run_parts(self, crops_bgr: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 crops at the parts scale → logits (N, C, S, S)."""
+    def run_parts(self, crops_bgr: np.ndarray, crops_uv: np.ndarray | None = None) -> np.ndarray:
+        """(N, S, S, 3) uint8 crops at the parts scale → logits (N, C, S, S). ``crops_uv``
+        ((N, S, S) uint8, the fluorescence image cut the same way) is fed when the parts stage
+        takes the channel (required then) and ignored otherwise."""
+        st = self.info.parts
+        if st.takes_uv and crops_uv is None:
+            raise self.missing_uv()
         if len(crops_bgr) == 0:
-            return np.zeros((0, len(self.info.parts.classes), self.info.parts.size, self.info.parts.size), np.float32)
-        x = self.to_input(crops_bgr)
-        return self.session.run(
-            [self.info.parts.output], {self.info.parts.input: x, self.info.finder.input: self._empty_frame}
-        )[0]
+            return np.zeros((0, len(st.classes), st.size, st.size), np.float32)
+        x = self.to_input(crops_bgr, crops_uv if st.takes_uv else None)
+        return self.session.run([st.output], {st.input: x, self.info.finder.input: self._empty_frame})[0]

@@ -3,6 +3,13 @@
 Needs the optional ``train`` extra (torch). Data sets are folders in the documented
 format (docs/dataset-format.md): simulator output from ``scallop sim dataset`` and/or real
 labelled photos; every folder is read the same way.
+
+With ``TrainConfig.uv_stages`` a stage also takes the fluorescence channel (``Sample.uv``, from
+version 2 data sets, docs/fluorescence.md) as a fourth plane. The plane travels stacked with the
+colour ones through every resampling, so a rotation, scale, flip or crop moves it exactly as the
+colour image; the colour jitter (``photometric``, ``recolour_background``) sees only the colour
+planes and the channel gets its own (``augment.fluorescence``) from a generator of its own, so
+the colour batches are the ones a colour-only run draws.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scallop.models.augment import photometric, recolour_background, rotate_scale_crop
-from scallop.models.dataset import Sample, iter_dataset
-from scallop.models.runtime import FORMAT
+from scallop.models.augment import fluorescence, photometric, recolour_background, rotate_scale_crop
+from scallop.models.dataset import DatasetError, Sample, load_dataset
+from scallop.models.runtime import CHANNELS, FORMAT
 
 FINDER_CLASSES = ("background", "core", "edge")
 PARTS_CLASSES = ("background", "meat", "adductor", "uro")
@@ -27,6 +34,13 @@ PARTS_CLASSES = ("background", "meat", "adductor", "uro")
 PART_TO_CLASS = np.array([0, 1, 1, 2, 3, 1] + [0] * 250, np.uint8)
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
+# The fluorescence plane is mostly dark (belt 0–10, meat 5–45 grey levels) with the uro at
+# 110–240 (the appearance spec): these put the belt near −0.3 and a uro at 1.3–3.4, about the
+# spread the colour planes get from MEAN and STD.
+UV_MEAN = 0.08
+UV_STD = 0.25
+#: The stages that may take the fluorescence channel.
+STAGES = ("finder", "parts")
 
 
 @dataclass
@@ -53,16 +67,29 @@ class TrainConfig:
     parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
     data_description: str = ""
     log_every: int = 100
+    # Stages fed the fluorescence channel as a fourth plane: () colour only (the shipped
+    # model), ("parts",), or ("finder", "parts"). Needs samples with ``uv`` (version 2 sets).
+    uv_stages: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        stages = tuple(self.uv_stages)  # a list when read back from a model's train_config
+        if any(st not in STAGES for st in stages) or len(set(stages)) != len(stages):
+            raise ValueError(f"uv_stages={list(stages)!r}: allowed stage names are {list(STAGES)!r}, each once")
+        self.uv_stages = tuple(st for st in STAGES if st in stages)
+
+    def planes(self, stage: str) -> int:
+        """Input planes of ``stage``: 3 colour, 4 with the fluorescence channel."""
+        return 4 if stage in self.uv_stages else 3
 
 
 @dataclass
 class Prepared:
     """Training material extracted once from the data sets (so each step only augments)."""
 
-    finder_imgs: list = field(default_factory=list)  # coarse images (h, w, 3) uint8
+    finder_imgs: list = field(default_factory=list)  # coarse images (h, w, 3|4) uint8 (4: fluorescence last)
     finder_tgts: list = field(default_factory=list)  # (h, w) uint8 finder classes
     finder_real: list = field(default_factory=list)  # per image: a real labelled photo (else a sim frame)
-    parts_imgs: list = field(default_factory=list)  # fine patches (P, P, 3) uint8
+    parts_imgs: list = field(default_factory=list)  # fine patches (P, P, 3|4) uint8
     parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes
     parts_real: list = field(default_factory=list)
 
@@ -92,16 +119,31 @@ def _resize(img, factor, interp):
 
 def prepare_one(s: Sample, cfg: TrainConfig, real: bool = False, into: Prepared | None = None) -> Prepared:
     """Training material from one labelled image: its frame at the finder scale with the
-    finder target, and one fine patch per scallop (1.5× the crop, so rotations stay filled)."""
+    finder target, and one fine patch per scallop (1.5× the crop, so rotations stay filled).
+    With ``cfg.uv_stages`` the fluorescence image is stacked as a fourth plane before any
+    resampling, so it is resampled exactly as the colour image."""
     out = into if into is not None else Prepared()
     P = int(cfg.crop * 1.5)
+    image = s.image
+    if cfg.uv_stages:
+        if s.uv is None:
+            raise DatasetError(
+                f"{s.image_path or s.name}: no fluorescence image, and this training feeds it to the "
+                f"{' and '.join(cfg.uv_stages)} stage: train a 4-channel model on version 2 data sets "
+                'whose channels are ["bgr", "uv"] (scallop sim dataset --fluorescence)'
+            )
+        image = np.dstack([s.image, s.uv])
     f = s.mm_per_px / cfg.parts_mm_per_px
-    fine = _resize(s.image, f, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    fine = _resize(image, f, cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
     parts = _resize(s.parts, f, cv2.INTER_NEAREST)
     inst = _resize(s.instances, f, cv2.INTER_NEAREST)
     g = cfg.parts_mm_per_px / cfg.finder_mm_per_px
     coarse = _resize(fine, g, cv2.INTER_AREA)
     cinst = _resize(inst, g, cv2.INTER_NEAREST)
+    if cfg.uv_stages and "parts" not in cfg.uv_stages:
+        fine = np.ascontiguousarray(fine[..., :3])
+    if cfg.uv_stages and "finder" not in cfg.uv_stages:
+        coarse = np.ascontiguousarray(coarse[..., :3])
     out.finder_imgs.append(coarse)
     out.finder_tgts.append(finder_target(cinst, cfg.edge_px))
     out.finder_real.append(bool(real))
@@ -152,13 +194,26 @@ class Batcher:
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.cfg.seed, int(i), 0xBA7C])
-        xp, yp = self.parts(rng)
-        xf, yf = self.finder(rng)
+        # The fluorescence channel's jitter from a generator of its own: ``rng`` draws the same
+        # numbers with or without the channel.
+        urng = np.random.default_rng([self.cfg.seed, int(i), 0xF1A0]) if self.cfg.uv_stages else None
+        xp, yp = self.parts(rng, urng)
+        xf, yf = self.finder(rng, urng)
         return xp, yp, xf, yf
 
-    def parts(self, rng: np.random.Generator):
+    @staticmethod
+    def _jitter(im: np.ndarray, lb: np.ndarray, rng, urng, out: np.ndarray) -> None:
+        """Colour jitter on the colour planes only; the fluorescence plane, if any, gets its own."""
+        col = im[..., :3] if im.shape[2] == 4 else im
+        if rng.random() < 0.25:
+            col = recolour_background(col, lb == 0, rng)
+        out[..., :3] = photometric(col, rng)
+        if im.shape[2] == 4:
+            out[..., 3] = fluorescence(np.ascontiguousarray(im[..., 3]), urng)
+
+    def parts(self, rng: np.random.Generator, urng: np.random.Generator | None = None):
         cfg, S = self.cfg, self.cfg.crop
-        xs = np.empty((cfg.batch_parts, S, S, 3), np.uint8)
+        xs = np.empty((cfg.batch_parts, S, S, cfg.planes("parts")), np.uint8)
         ys = np.empty((cfg.batch_parts, S, S), np.uint8)
         for b, i in enumerate(rng.choice(len(self.pw), cfg.batch_parts, p=self.pw)):
             img, tgt = self.p.parts_imgs[i], self.p.parts_tgts[i]
@@ -172,15 +227,13 @@ class Batcher:
                 rng.uniform(0, 360),
                 bool(rng.random() < 0.5),
             )
-            if rng.random() < 0.25:
-                im = recolour_background(im, lb == 0, rng)
-            xs[b] = photometric(im, rng)
+            self._jitter(im, lb, rng, urng, xs[b])
             ys[b] = lb
         return xs, ys
 
-    def finder(self, rng: np.random.Generator):
+    def finder(self, rng: np.random.Generator, urng: np.random.Generator | None = None):
         cfg, T = self.cfg, self.cfg.finder_patch
-        xs = np.empty((cfg.batch_finder, T, T, 3), np.uint8)
+        xs = np.empty((cfg.batch_finder, T, T, cfg.planes("finder")), np.uint8)
         ys = np.empty((cfg.batch_finder, T, T), np.uint8)
         for b, i in enumerate(rng.choice(len(self.fw), cfg.batch_finder, p=self.fw)):
             img, tgt = self.p.finder_imgs[i], self.p.finder_tgts[i]
@@ -188,9 +241,7 @@ class Batcher:
             c = (rng.uniform(0, w), rng.uniform(0, h))
             k = int(rng.integers(0, 4))
             im, lb = rotate_scale_crop(img, tgt, c, T, rng.uniform(0.85, 1.15), 90.0 * k, bool(rng.random() < 0.5))
-            if rng.random() < 0.25:
-                im = recolour_background(im, lb == 0, rng)
-            xs[b] = photometric(im, rng)
+            self._jitter(im, lb, rng, urng, xs[b])
             ys[b] = lb
         return xs, ys
 
@@ -227,12 +278,23 @@ def _batches(batcher: Batcher, cfg: TrainConfig, start: int):
         yield tuple(t.numpy() for t in b)
 
 
+def norm_of(planes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std per input plane (x / 255 − mean) / std: the colour planes', then the
+    fluorescence plane's."""
+    if planes == 4:
+        return MEAN + (UV_MEAN,), STD + (UV_STD,)
+    return MEAN, STD
+
+
 def to_tensor(x: np.ndarray, device: str = "cpu"):
+    """(N, H, W, 3|4) uint8 → (N, 3|4, H, W) float, normalised as the runtime does."""
     import torch
 
+    n = x.shape[-1]
+    m, s = norm_of(n)
     t = torch.from_numpy(x).to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(m, device=device).view(1, n, 1, 1)
+    std = torch.tensor(s, device=device).view(1, n, 1, 1)
     return (t - mean) / std
 
 
@@ -260,8 +322,11 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
 
     net.eval()
     S = cfg.crop
-    frame = torch.zeros(1, 3, 96, 160)
-    crops = torch.zeros(2, 3, S, S)
+    fp, pp = net.planes
+    if (fp, pp) != (cfg.planes("finder"), cfg.planes("parts")):
+        raise ValueError(f"the network takes {fp} + {pp} planes but uv_stages={list(cfg.uv_stages)!r} says otherwise")
+    frame = torch.zeros(1, fp, 96, 160)
+    crops = torch.zeros(2, pp, S, S)
     buf = io.BytesIO()
     torch.onnx.export(
         net,
@@ -279,11 +344,23 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
         },
     )
     model = onnx.load_from_string(buf.getvalue())
+    # A colour-only model stays format version 1, its metadata what it always was (older
+    # runtimes read it); one with the fluorescence channel is version 2, where each stage names
+    # its channels and the normalisation has one entry per plane.
+    uv = bool(cfg.uv_stages)
+    mean, std = norm_of(4 if uv else 3)
+
+    def channels(stage: str) -> dict:
+        return {"channels": list(CHANNELS if stage in cfg.uv_stages else CHANNELS[:1])} if uv else {}
+
+    train_config = asdict(cfg)
+    if not uv:
+        del train_config["uv_stages"]
     meta = {
         "scallop.format": FORMAT,
-        "scallop.version": "1",
+        "scallop.version": "2" if uv else "1",
         "scallop.channel_order": "BGR",
-        "scallop.normalize": json.dumps({"mean": list(MEAN), "std": list(STD), "input_range": [0, 255]}),
+        "scallop.normalize": json.dumps({"mean": list(mean), "std": list(std), "input_range": [0, 255]}),
         "scallop.finder": json.dumps(
             {
                 "input": "frame",
@@ -291,6 +368,7 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
                 "classes": list(FINDER_CLASSES),
                 "mm_per_px": cfg.finder_mm_per_px,
                 "multiple": 16,
+                **channels("finder"),
             }
         ),
         "scallop.parts": json.dumps(
@@ -300,10 +378,11 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
                 "classes": list(PARTS_CLASSES),
                 "mm_per_px": cfg.parts_mm_per_px,
                 "size": S,
+                **channels("parts"),
             }
         ),
         "scallop.seed": str(cfg.seed),
-        "scallop.train_config": json.dumps(asdict(cfg)),
+        "scallop.train_config": json.dumps(train_config),
         "scallop.data": cfg.data_description,
         "scallop.trained_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -359,7 +438,8 @@ def init_from_onnx(net, path: Path, crop: int) -> None:
         m.register_forward_hook(lambda m, i, o: order.append(m)) for m in net.modules() if isinstance(m, nn.Conv2d)
     ]
     net.eval()
-    frame, crops = torch.rand(1, 3, 64, 96), torch.rand(2, 3, crop, crop)
+    fp, pp = net.planes
+    frame, crops = torch.rand(1, fp, 64, 96), torch.rand(2, pp, crop, crop)
     with torch.no_grad():
         net(frame, crops)
     for h in hooks:
@@ -409,12 +489,22 @@ def prepare_dirs(
     sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None
 ) -> Prepared:
     """Material from data-set folders; real photos make ``cfg.real_share`` of each batch.
-    Streamed: full-resolution frames are large, only the extracted material is kept."""
+    Streamed: full-resolution frames are large, only the extracted material is kept. With
+    ``cfg.uv_stages`` every set must carry the fluorescence channel (version 2): one that does
+    not is refused before any is read."""
     prep = into if into is not None else Prepared()
-    for d in sim_dirs:
-        prepare(iter_dataset(d), cfg, False, prep)
-    for d in real_dirs:
-        prepare(iter_dataset(d), cfg, True, prep)
+    sets = [(load_dataset(d), False) for d in sim_dirs] + [(load_dataset(d), True) for d in real_dirs]
+    if cfg.uv_stages:
+        for ds, _ in sets:
+            if "uv" not in ds.channels:
+                raise DatasetError(
+                    f"{ds.root}: a version {ds.manifest['version']} data set with channels {list(ds.channels)!r}: "
+                    f"it has no fluorescence images, and a 4-channel model (its {' and '.join(cfg.uv_stages)} "
+                    'stage takes them) trains only on version 2 sets with channels ["bgr", "uv"] '
+                    "(scallop sim dataset --fluorescence)"
+                )
+    for ds, real in sets:
+        prepare(ds, cfg, real, prep)
     return prep
 
 
@@ -436,6 +526,12 @@ def train(
 
     if not prep.parts_imgs or not prep.finder_imgs:
         raise ValueError("no training material: the data sets hold no labelled scallops")
+    got = (prep.finder_imgs[0].shape[2], prep.parts_imgs[0].shape[2])
+    if got != (cfg.planes("finder"), cfg.planes("parts")):
+        raise ValueError(
+            f"the training material has {got[0]} + {got[1]} planes (finder + parts) but uv_stages="
+            f"{list(cfg.uv_stages)!r} needs {cfg.planes('finder')} + {cfg.planes('parts')}: prepare it with the same config"
+        )
     if cfg.warmup >= cfg.iters:
         raise ValueError(f"warmup={cfg.warmup} must be below iters={cfg.iters}")
     device = cfg.device
@@ -448,8 +544,16 @@ def train(
     log(
         f"training on {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops, device {device}, "
         f"{cfg.workers} data workers"
+        + (f", fluorescence channel in the {' and '.join(cfg.uv_stages)} stage" if cfg.uv_stages else "")
     )
-    net = ScallopNet(cfg.finder_widths, cfg.parts_widths, len(FINDER_CLASSES), len(PARTS_CLASSES))
+    net = ScallopNet(
+        cfg.finder_widths,
+        cfg.parts_widths,
+        len(FINDER_CLASSES),
+        len(PARTS_CLASSES),
+        cfg.planes("finder"),
+        cfg.planes("parts"),
+    )
     if init is not None and Path(init).suffix.lower() == ".onnx":
         init_from_onnx(net, Path(init), cfg.crop)
         cfg.freeze_bn = True

@@ -204,6 +204,36 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     return img
 
 
+def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.ndarray:
+    """Read a fluorescence frame (``x.uv.png``) as (H, W) uint8, checked to be what the
+    appearance spec's "Files" says it is: one 8-bit channel on its colour frame's ``size_hw``
+    pixels (already registered to them). Errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CameraNotFoundError(f"{p}: no such fluorescence image file")
+    h, w = size_hw
+    size = image_size(p)
+    if size is not None and size != (w, h):
+        raise CorruptFrameError(
+            f"{p}: fluorescence image is {size[0]}x{size[1]} but its colour frame is {w}x{h}: "
+            "it must be registered to the colour frame's pixels"
+        )
+    data = np.fromfile(str(p), dtype=np.uint8)
+    uv = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if uv is None:
+        raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")
+    if uv.ndim != 2 or uv.dtype != np.uint8:
+        raise CorruptFrameError(
+            f"{p}: a fluorescence image is one 8-bit channel, this one is {uv.shape[2] if uv.ndim == 3 else 1} "
+            f"channel(s) of {uv.dtype}"
+        )
+    if uv.shape != (h, w):
+        raise CorruptFrameError(
+            f"{p}: fluorescence image is {uv.shape[1]}x{uv.shape[0]} but its colour frame is {w}x{h}"
+        )
+    return uv
+
+
 @dataclass
 class OpenCVCameraConfig:
     """A real camera through ``cv2.VideoCapture``.

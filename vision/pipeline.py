@@ -8,6 +8,10 @@ post-processing works per instance on the box it covers, with statistics gathere
 pass (bincount) rather than one full-size mask per instance. Everything that does not
 depend on the frame (sessions, normalisation, kernels) is set up once in ``__init__``;
 ``Pipeline.timings`` holds the last frame's per-stage milliseconds.
+
+A model whose stages take the fluorescence channel (``SegModel.takes_uv``, docs/fluorescence.md)
+gets the frame's registered fluorescence image (``detect(..., uv=)``) resampled into its inputs
+by the very calls that resample the colour image; a colour-only model ignores it.
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class Pipeline:
         self.coarse_mm = info.finder.mm_per_px
         self.crop = info.parts.size
         self.multiple = max(1, info.finder.multiple)
+        self._uv_finder = info.finder.takes_uv
+        self._uv_parts = info.parts.takes_uv
         self._k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         self._arange = np.arange(self.crop, dtype=np.float64)
@@ -253,16 +259,29 @@ class Pipeline:
         mm_per_px: float | None = None,
         to_belt: Callable[[np.ndarray], np.ndarray] | None = None,
         outlines: bool = False,
+        uv: np.ndarray | None = None,
     ) -> Detections:
         """Find scallops and uros in a BGR frame.
 
         mm_per_px: the image's scale on the belt (default: the config's); ``to_belt`` maps
         pixels (N,2) to belt millimetres and fills the *_mm fields. ``outlines``: also give
         the outlines of each scallop's uro and adductor (``Detections.part_contours``; the
-        pre-annotations of a labelling export, not needed on the line).
+        pre-annotations of a labelling export, not needed on the line). ``uv``: the frame's
+        fluorescence image, (H, W) uint8 registered to ``image``'s pixels; a model that takes
+        the channel needs it (:class:`~scallop.models.runtime.MissingChannelError` without
+        it), a colour-only model ignores it.
         """
         if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {getattr(image, 'shape', None)}")
+        uv_finder, uv_parts = self._uv_finder, self._uv_parts
+        if uv_finder or uv_parts:
+            if uv is None:
+                raise self.model.missing_uv("detect() was given no uv image")
+            if uv.ndim != 2 or uv.shape != image.shape[:2] or uv.dtype != np.uint8:
+                raise ValueError(
+                    f"expected the fluorescence image as (H, W) uint8 on the colour image's {image.shape[1]}x"
+                    f"{image.shape[0]} pixels, got {getattr(uv, 'shape', None)} {getattr(uv, 'dtype', None)}"
+                )
         clock = time.perf_counter
         t0 = clock()
         tm = self.timings = {}
@@ -279,9 +298,14 @@ class Pipeline:
         ph, pw = -ch % m, -cw % m
         if ph or pw:
             coarse = cv2.copyMakeBorder(coarse, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+        coarse_uv = None
+        if uv_finder:  # the same resample and padding as the colour image
+            coarse_uv = self._resize(uv, g)
+            if ph or pw:
+                coarse_uv = cv2.copyMakeBorder(coarse_uv, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
         t1 = clock()
         tm["resize_ms"] = (t1 - t0) * 1e3
-        flog = self.model.run_finder(coarse)
+        flog = self.model.run_finder(coarse, coarse_uv)
         t2 = clock()
         tm["finder_ms"] = (t2 - t1) * 1e3
         found = self._instances(flog, (ch, cw))
@@ -300,6 +324,7 @@ class Pipeline:
         lab_pad = cv2.copyMakeBorder(labels, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
         n = len(ks)
         crops = np.empty((n, S, S, 3), np.uint8)
+        uv_crops = np.empty((n, S, S), np.uint8) if uv_parts else None
         origins = np.empty((n, 2))
         for i in range(n):
             cx = (cxs[i] + 0.5) / g - 0.5
@@ -307,10 +332,12 @@ class Pipeline:
             x0 = int(round(cx + 0.5 - (half + 0.5) * step))
             y0 = int(round(cy + 0.5 - (half + 0.5) * step))
             self._crop(image, x0, y0, roi, crops[i])
+            if uv_crops is not None:  # the same square, the same resampling
+                self._crop(uv, x0, y0, roi, uv_crops[i])
             origins[i] = (x0 + 0.5 * step - 0.5, y0 + 0.5 * step - 0.5)
         t4 = clock()
         tm["crops_ms"] = (t4 - t3) * 1e3
-        logits = self.model.run_parts(crops)
+        logits = self.model.run_parts(crops, uv_crops)
         t5 = clock()
         tm["parts_ms"] = (t5 - t4) * 1e3
         rows = self._rows(logits, ks, confs, origins, step, s, lab_pad, (W, H), outlines)

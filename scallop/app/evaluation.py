@@ -107,7 +107,7 @@ def evaluate(
     done = 0
     for src, _, samples in opened:
         for s in samples:
-            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0)
+            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0, uv=s.uv)
             frame = f"{src.name}/{s.name}"
             t = score_frame(dets, s.parts, s.instances, s.scallops, s.mm_per_px, frame=frame)
             total.add(t)

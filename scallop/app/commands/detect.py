@@ -18,7 +18,10 @@ def register(sub) -> None:
             "With --json, one JSON object per image on stdout, one per line, nothing else.\n"
             "An unreadable image is reported on stderr and the exit code is 1 after the others are done.\n\n"
             "The image scale on the belt is never guessed: it comes from --calibration, from --mm-per-px,\n"
-            "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json."
+            "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json.\n\n"
+            "A model that takes the fluorescence channel reads each image's registered fluorescence frame\n"
+            "from beside it (x.uv.png for x.jpg or x.png); an image without one is an error. The colour-only\n"
+            'model ignores it. With such a model, --json objects say "channels": ["bgr", "uv"].'
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,9 +44,10 @@ def run(args) -> int:
     import cv2
 
     from scallop.errors import ConfigError, check_number
+    from scallop.imagefiles import COMPANION_SUFFIX, companion_of
     from scallop.models.dataset import scale_of_image
     from scallop.vision.annotate import draw
-    from scallop.vision.camera import CameraError, read_image
+    from scallop.vision.camera import CameraError, read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
     check_number("--threads", args.threads, 1, 64, integer=True)
@@ -69,6 +73,9 @@ def run(args) -> int:
             "or use images of a data set whose dataset.json gives mm_per_px"
         )
     pipe = Pipeline(args.model, PipelineConfig(threads=args.threads))
+    # The fluorescence frame is read only for a model that takes it: with the colour-only
+    # model the output is what it always was.
+    takes_uv = pipe.model.takes_uv
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,12 +95,34 @@ def run(args) -> int:
             )
             failed += 1
             continue
-        dets = pipe.detect(img, mm_per_px=scales[path], to_belt=to_belt)
+        uv = None
+        if takes_uv:
+            companion = companion_of(path)
+            if companion is None:
+                print(
+                    f"scallop detect: error: {path}: its fluorescence frame "
+                    f"{Path(path).with_name(Path(path).stem + COMPANION_SUFFIX)} is missing, and the model "
+                    f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)",
+                    file=sys.stderr,
+                )
+                failed += 1
+                continue
+            try:
+                uv = read_fluorescence(companion, img.shape[:2])
+            except CameraError as e:
+                print(f"scallop detect: error: {e}", file=sys.stderr)
+                failed += 1
+                continue
+        dets = pipe.detect(img, mm_per_px=scales[path], to_belt=to_belt, uv=uv)
         if args.json:
-            print(json.dumps(dets.to_json(path, img.shape[1], img.shape[0])), flush=True)
+            rec = dets.to_json(path, img.shape[1], img.shape[0])
+            if takes_uv:
+                rec["channels"] = ["bgr", "uv"]
+            print(json.dumps(rec), flush=True)
         else:
             n_ok = int(dets.pickable.sum())
-            print(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable")
+            both = " (colour and fluorescence)" if takes_uv else ""
+            print(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable{both}")
             for i in range(len(dets)):
                 uro = (
                     f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"

@@ -26,7 +26,10 @@ def register(sub) -> None:
             "batch; --holdout-share of them (chosen by the seed) are kept out of training and\n"
             "scored afterwards. The validation set (seed + 1000) is written to WORKDIR and reused\n"
             "by later runs. --init takes a .pt checkpoint or an exported .onnx model (the shipped\n"
-            "one, a registry's): its batch norms, folded into the convolutions, stay fixed."
+            "one, a registry's): its batch norms, folded into the convolutions, stay fixed.\n\n"
+            "--channels 4 trains a model whose parts stage (with --uv-finder the finder too) also takes\n"
+            "the fluorescence channel (docs/fluorescence.md): simulator frames are drawn with it, and\n"
+            "every --sim-data set must be version 2 with channels [bgr, uv]."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -69,6 +72,14 @@ def register(sub) -> None:
         help="processes drawing frames and augmenting batches (default: one per core)",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when torch sees one)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(3, 4),
+        default=3,
+        help="3: colour only (the shipped model); 4: the parts stage also takes the fluorescence image",
+    )
+    p.add_argument("--uv-finder", action="store_true", help="with --channels 4: the finder takes it too")
     p.set_defaults(func=run)
 
 
@@ -79,9 +90,16 @@ def _sim_material(job):
     from scallop.models.train import prepare_one
     from scallop.sim.dataset import random_sample
 
-    s = random_sample(index, seed)
+    settings = None
+    if cfg.uv_stages:
+        from scallop.sim.dataset import DatasetSettings
+
+        # The colour frame is the same with the channel on (its own generator): only uv is added.
+        settings = DatasetSettings(fluorescence=True)
+    s = random_sample(index, seed, settings)
     return prepare_one(
-        Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances, float(s.truth.mm_per_px)), cfg
+        Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances, float(s.truth.mm_per_px), uv=s.uv),
+        cfg,
     )
 
 
@@ -146,6 +164,10 @@ def run(args) -> int:
     check_number("--holdout-share", args.holdout_share, 0.0, 0.9)
     check_number("--warmup", args.warmup, 1, 1_000_000, integer=True)
     check_number("--lr", args.lr, 1e-7, 1.0)
+    if args.uv_finder and args.channels != 4:
+        print("scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4")
+        return 2
+    uv_stages = (("finder", "parts") if args.uv_finder else ("parts",)) if args.channels == 4 else ()
     work = Path(args.workdir)
     split = split_real(args.real, args.holdout_share, args.seed)
     desc = {
@@ -166,6 +188,15 @@ def run(args) -> int:
             for k, v in onnx_train_config(Path(args.init)).items()
             if k in keys
         }
+        # Which stages take the fluorescence channel is the model's too (a colour-only model's
+        # config does not name it): asking for other channels than it has is refused.
+        theirs = tuple(onnx_train_config(Path(args.init)).get("uv_stages", ()))
+        if theirs != uv_stages:
+            print(
+                f"scallop train: error: {args.init} takes the fluorescence channel in {list(theirs) or 'no'} stage(s), "
+                f"this run asks for {list(uv_stages) or 'none'}: give the matching --channels / --uv-finder"
+            )
+            return 2
     cfg = TrainConfig(
         seed=args.seed,
         iters=args.iters,
@@ -177,6 +208,7 @@ def run(args) -> int:
         time_budget_s=args.time_budget,
         real_share=args.real_share,
         data_description=json.dumps(desc),
+        uv_stages=uv_stages,
         **shape,
     )
     t0 = time.time()
@@ -218,9 +250,20 @@ def run(args) -> int:
 
     summary: dict = {}
     if args.val_frames > 0:
-        vd = work / f"sim-val-seed{args.seed + 1000}-n{args.val_frames}"
+        from scallop.sim.dataset import DatasetSettings
+
+        # A 4-channel model is scored on a set with the channel (the colour frames are the same).
+        uv = bool(cfg.uv_stages)
+        vd = work / f"sim-val-seed{args.seed + 1000}-n{args.val_frames}{'-uv' if uv else ''}"
         if not (vd / "dataset.json").is_file():
-            write_dataset(vd, n=args.val_frames, seed=args.seed + 1000, workers=max(1, args.workers), overwrite=True)
+            write_dataset(
+                vd,
+                n=args.val_frames,
+                seed=args.seed + 1000,
+                settings=DatasetSettings(fluorescence=uv),
+                workers=max(1, args.workers),
+                overwrite=True,
+            )
         summary = evaluate_model(out, [vd])
     held_sets = [(f"{Path(src).name} (held out)", len(h), _subset(src, h, keep=True)) for src, h in split if h]
     if held_sets:
