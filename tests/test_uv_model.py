@@ -78,7 +78,7 @@ def test_a_colour_only_export_keeps_version_1_metadata(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from scallop.models.net import ScallopNet
-    from scallop.models.train import export_onnx
+    from scallop.models.onnx_io import export_onnx
 
     cfg = TrainConfig()
     out = tmp_path / "c.onnx"

@@ -151,7 +151,8 @@ def run(args) -> int:
         return 2
     from scallop.app.evaluation import evaluate
     from scallop.errors import check_number
-    from scallop.models.train import TrainConfig, onnx_train_config, prepare, prepare_dirs, train
+    from scallop.models.onnx_io import onnx_train_config
+    from scallop.models.train import TrainConfig, prepare, prepare_dirs, train
     from scallop.sim.dataset import write_dataset
 
     device = args.device
