@@ -15,7 +15,36 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from scallop.calibration.camera_model import CameraModel
 from scallop.errors import check_pair, check_range, check_share
+
+
+def check_optics(cfg) -> None:
+    """A simulated camera's tilt, yaw, lens distortion and focal length (the colour camera's
+    and the fluorescence camera's alike)."""
+    check_range("tilt_deg", cfg.tilt_deg, -20.0, 20.0)
+    check_range("yaw_deg", cfg.yaw_deg, -10.0, 10.0)
+    if len(cfg.distortion) != 5:
+        raise ValueError(f"distortion={list(cfg.distortion)!r}: expected 5 values (k1 k2 p1 p2 k3)")
+    for name, v in zip(("k1", "k2", "p1", "p2", "k3"), cfg.distortion):
+        check_range(f"distortion.{name}", v, -1.0, 1.0)
+    if cfg.focal_px:
+        check_range("focal_px", cfg.focal_px, 100.0, 20000.0, " (0 = automatic)")
+
+
+def camera_looking_down(cfg) -> CameraModel:
+    """A simulated camera's ground-truth model, looking down at the belt from its place (the
+    colour camera's ``[sim.camera]`` and the fluorescence camera's alike)."""
+    return CameraModel.looking_down(
+        image_size=(cfg.width, cfg.height),
+        mm_per_px=cfg.mm_per_px,
+        tilt_deg=cfg.tilt_deg,
+        dist=tuple(cfg.distortion),
+        focal_px=cfg.focal_px or None,
+        center_xy_mm=(cfg.center_x_mm, cfg.center_y_mm),
+        yaw_deg=cfg.yaw_deg,
+    )
+
 
 BeltColour = Literal["white", "blue", "grey"]
 
@@ -113,14 +142,7 @@ class SimCameraConfig:
         check_range("width", self.width, 640, 1920)
         check_range("height", self.height, 480, 1080)
         check_range("mm_per_px", self.mm_per_px, 0.3, 1.0)
-        check_range("tilt_deg", self.tilt_deg, -20.0, 20.0)
-        check_range("yaw_deg", self.yaw_deg, -10.0, 10.0)
-        if len(self.distortion) != 5:
-            raise ValueError(f"distortion={list(self.distortion)!r}: expected 5 values (k1 k2 p1 p2 k3)")
-        for name, v in zip(("k1", "k2", "p1", "p2", "k3"), self.distortion):
-            check_range(f"distortion.{name}", v, -1.0, 1.0)
-        if self.focal_px:
-            check_range("focal_px", self.focal_px, 100.0, 20000.0, " (0 = automatic)")
+        check_optics(self)
         if self.trigger not in ("encoder", "fps"):
             raise ValueError(f"trigger={self.trigger!r} is not allowed: choose 'encoder' or 'fps'")
         if self.trigger_mm:
@@ -305,14 +327,7 @@ class FluorescenceConfig:
                 # key may stay, so the channel can be switched off and on again.
                 other = next(k for k, names in self._NEEDS.items() if name in names)
                 raise ValueError(f"{name}={value!r} is a setting of setup={other!r}, not of setup={self.setup!r}")
-        check_range("tilt_deg", self.tilt_deg, -20.0, 20.0)
-        check_range("yaw_deg", self.yaw_deg, -10.0, 10.0)
-        if len(self.distortion) != 5:
-            raise ValueError(f"distortion={list(self.distortion)!r}: expected 5 values (k1 k2 p1 p2 k3)")
-        for name, v in zip(("k1", "k2", "p1", "p2", "k3"), self.distortion):
-            check_range(f"distortion.{name}", v, -1.0, 1.0)
-        if self.focal_px:
-            check_range("focal_px", self.focal_px, 100.0, 20000.0, " (0 = automatic)")
+        check_optics(self)
 
     @property
     def enabled(self) -> bool:

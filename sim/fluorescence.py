@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from scallop.calibration.camera_model import CameraModel
-from scallop.sim.config import FluorescenceConfig
+from scallop.sim.config import camera_looking_down
 from scallop.sim.scene import SceneRenderer, interpolated_maps
 from scallop.sim.scene.fluorescence import FluorescenceLook, FluorescenceRenderer
 
@@ -47,19 +47,6 @@ def fluorescence_homography(fluo: CameraModel, colour: CameraModel, shift_mm: fl
     T = np.array([[1.0, 0.0, -float(shift_mm)], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     H = belt_homography(colour) @ T @ np.linalg.inv(belt_homography(fluo))
     return H / H[2, 2]
-
-
-def fluorescence_camera(cfg: FluorescenceConfig) -> CameraModel:
-    """The second camera's ground-truth model: looking down at the belt from its own place."""
-    return CameraModel.looking_down(
-        image_size=(cfg.width, cfg.height),
-        mm_per_px=cfg.mm_per_px,
-        tilt_deg=cfg.tilt_deg,
-        dist=tuple(cfg.distortion),
-        focal_px=cfg.focal_px or None,
-        center_xy_mm=(cfg.center_x_mm, cfg.center_y_mm),
-        yaw_deg=cfg.yaw_deg,
-    )
 
 
 @dataclass
@@ -110,7 +97,7 @@ class FluorescenceChannel:
         self.cfg = cfg
         self.setup = cfg.setup
         if cfg.setup == "second_camera":
-            self.camera = fluorescence_camera(cfg)
+            self.camera = camera_looking_down(cfg)
             self.scene = SceneRenderer(self.camera, belt_period_mm=world.BELT_LOOP_MM)
             self.interval_s = 0.0
         else:
@@ -199,6 +186,5 @@ __all__ = [
     "FluorescenceFrame",
     "belt_homography",
     "encoder_shift_mm",
-    "fluorescence_camera",
     "fluorescence_homography",
 ]

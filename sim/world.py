@@ -23,11 +23,11 @@ from typing import Literal
 
 import numpy as np
 
-from scallop.calibration.camera_model import CameraModel
 from scallop.errors import ConfigError
 from scallop.sim.arrivals import ArrivalStream
 from scallop.sim.clock import VirtualClock
-from scallop.sim.config import BeltConfig, SimCameraConfig, SimConfig
+from scallop.sim.config import BeltConfig, SimConfig
+from scallop.sim.config import camera_looking_down as camera_model_from_config
 from scallop.sim.fluorescence import FluorescenceChannel, FluorescenceFrame
 from scallop.sim.scene import (  # noqa: F401  (FrameTruth, ScallopTruth re-exported)
     ADDUCTOR,
@@ -48,19 +48,6 @@ PickResult = Literal["uro_removed", "missed", "adductor_hit", "meat_hit", "empty
 
 # The feeder's modes (the line PLC's infeed output, docs/plc-interface.md).
 FEEDER_RUN, FEEDER_SLOW, FEEDER_HOLD = 0, 1, 2
-
-
-def camera_model_from_config(cfg: SimCameraConfig) -> CameraModel:
-    """The simulated camera's ground-truth model (looking down at the belt)."""
-    return CameraModel.looking_down(
-        image_size=(cfg.width, cfg.height),
-        mm_per_px=cfg.mm_per_px,
-        tilt_deg=cfg.tilt_deg,
-        dist=tuple(cfg.distortion),
-        focal_px=cfg.focal_px or None,
-        center_xy_mm=(cfg.center_x_mm, cfg.center_y_mm),
-        yaw_deg=cfg.yaw_deg,
-    )
 
 
 # ============================================================================ belt motion
