@@ -37,20 +37,24 @@ CPS = 1000  # raw counts a second
 EXCEPTION_CODES = (1, 2, 3, 4, 5, 6, 10, 11)
 
 
-@pytest.fixture
-def rig():
-    clock = VirtualClock(start=50.0, auto_advance=False)
-    plc = DocPlc(clock, lambda t: int(round(t * CPS)))
-    server = RawModbusServer(plc, late_s=0.3)
-    cfg = PlcConfig(
-        transport=TransportConfig(host="127.0.0.1", port=server.port, timeout_s=0.15, reconnect_min_s=0.0),
+def plc_config(port: int, timeout_s: float) -> PlcConfig:
+    """The gate 900 mm down the belt; each answer awaited ``timeout_s``."""
+    return PlcConfig(
+        transport=TransportConfig(host="127.0.0.1", port=port, timeout_s=timeout_s, reconnect_min_s=0.0),
         gate_x_mm=900.0,
         gate_lead_mm=40.0,
         gate_open_ms=120,
         heartbeat_timeout_s=0.5,
         watchdog_ms=400,
     )
-    client = PlcClient(cfg, clock)
+
+
+@pytest.fixture
+def rig():
+    clock = VirtualClock(start=50.0, auto_advance=False)
+    plc = DocPlc(clock, lambda t: int(round(t * CPS)))
+    server = RawModbusServer(plc, late_s=0.3)
+    client = PlcClient(plc_config(server.port, timeout_s=0.15), clock)
     try:
         client.connect()
         client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
@@ -208,15 +212,7 @@ def test_queuing_a_divert_never_waits_for_the_plcs_link():
 
     plc = HeldPlc(clock, lambda t: int(round(t * CPS)))
     server = RawModbusServer(plc)
-    cfg = PlcConfig(
-        transport=TransportConfig(host="127.0.0.1", port=server.port, timeout_s=5.0, reconnect_min_s=0.0),
-        gate_x_mm=900.0,
-        gate_lead_mm=40.0,
-        gate_open_ms=120,
-        heartbeat_timeout_s=0.5,
-        watchdog_ms=400,
-    )
-    client = PlcClient(cfg, clock)
+    client = PlcClient(plc_config(server.port, timeout_s=5.0), clock)
     try:
         client.connect()
         client.divert(int(clock.now() * CPS) + 500, 1)

@@ -62,15 +62,20 @@ class Drivers:
         serve_every = max(tick, 0.5 * line.arms.heartbeat_period_s())
         t_end = line.clock.now() + duration_s
         latency = line.config.runtime.inference_latency_s
+
+        def idle() -> None:
+            """One tick without a frame: the arms when due, the fault script, the clock."""
+            if self._arms_due(serve_every):
+                line.service_arms()
+            if on_tick is not None:
+                on_tick(line)
+            line.clock.sleep(tick)
+
         while line.clock.now() < t_end and line.state != LineState.FAULT and not self._stop.is_set():
             try:
                 t_next = cam.next_frame_time()
                 while line.clock.now() + tick <= min(t_next, t_end):
-                    if self._arms_due(serve_every):
-                        line.service_arms()
-                    if on_tick is not None:
-                        on_tick(line)
-                    line.clock.sleep(tick)
+                    idle()
                     line.reader.check_stall()
                     line.sync_inputs()
                     # A fault script may have stalled, dropped or released frames meanwhile.
@@ -88,12 +93,7 @@ class Drivers:
                         on_frame(line, frame)
                     line.clock.sleep(latency)
                 elif not line.reader.usable:
-                    # Waiting to reconnect: time goes on, the arms are served meanwhile.
-                    if self._arms_due(serve_every):
-                        line.service_arms()
-                    if on_tick is not None:
-                        on_tick(line)
-                    line.clock.sleep(tick)
+                    idle()  # waiting to reconnect: time goes on, the arms are served meanwhile
                 line.reader.check_stall()
                 line.sync_inputs()
             except EndOfStreamError:
