@@ -151,7 +151,9 @@ def test_the_lot_is_set_on_the_screen_and_the_shift_check_is_shown(screen):
     enter_pin(browser, "1111")
     wait_for(browser, lambda: getattr(line, "lot", "") == "L-0412", what="lot on the line")
     wait_for(browser, lambda: text(browser, "lot-name") == "L-0412")
-    assert not visible(browser, "lot") and not visible(browser, "shift-check")
+    # The live state may show the new lot before the answer to the request closes the panel.
+    wait_for(browser, lambda: not visible(browser, "lot"), what="lot panel closed")
+    assert not visible(browser, "shift-check")
     line.shift_check = {"required": True, "state": "running", "seen": 1, "of": 3, "with_uro": 2, "without_uro": 1}
     wait_for(browser, lambda: "1 of 3 through" in text(browser, "shift-check"), what="shift check running")
 
