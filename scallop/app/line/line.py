@@ -88,7 +88,9 @@ class Line:
         self._scale = math.nan
         self.drivers = Drivers(self)
         self.readout = Readout(self)
-        self.models = ModelLoop(config, backend, record, self.alarms, self.publisher, self.clock, self.control.lock)
+        self.models = ModelLoop(
+            lambda: self.config, backend, record, self.alarms, self.publisher, self.clock, self.control.lock
+        )
 
     # ------------------------------------------------------------------ set-up
     def open(self) -> None:

@@ -12,11 +12,16 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scallop.errors import ConfigError
 from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+if TYPE_CHECKING:
+    from scallop.app.config import LineConfig
 
 log = logging.getLogger("scallop.line")
 
@@ -27,11 +32,12 @@ SHADOW_ROW_S = 60.0
 class ModelLoop:
     """``model``: the live model's ``{"name", "sha256"}``; ``shadow`` and ``capture``: the
     shadow runner and the frame capture once :meth:`open` ran (``shadow`` None without a
-    candidate). ``publisher`` records the model and capture events; ``lock`` is the line's
-    control lock (a swap happens under it)."""
+    candidate). ``config()`` is the line's configuration as it is now (the panel changes the
+    vision thresholds while the line runs); ``publisher`` records the model and capture events;
+    ``lock`` is the line's control lock (a swap happens under it)."""
 
-    def __init__(self, config, backend, record, alarms, publisher, clock, lock) -> None:
-        self.config = config
+    def __init__(self, config: Callable[[], LineConfig], backend, record, alarms, publisher, clock, lock) -> None:
+        self._config = config
         self.backend = backend
         self.record = record
         self.alarms = alarms
@@ -48,6 +54,10 @@ class ModelLoop:
         self._thread: threading.Thread | None = None
         self._shadow_row_at = -math.inf
         self._scale = math.nan
+
+    @property
+    def config(self) -> LineConfig:
+        return self._config()
 
     # ------------------------------------------------------------------ set-up
     def live(self) -> Pipeline:

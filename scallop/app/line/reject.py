@@ -25,11 +25,10 @@ import math
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
-from enum import StrEnum
 
 from scallop.app.alarms import Alarms
 from scallop.app.line.ledger import GRADE_URO_REMOVED, ScallopOutcome
-from scallop.app.line.states import LineReason, LineState, Result
+from scallop.app.line.states import DISPOSITIONS, Disposition, LineReason, LineState, Result
 from scallop.robot.belt import Belt
 from scallop.robot.plc import (
     GateFault,
@@ -43,16 +42,6 @@ from scallop.robot.plc import (
     StackLight,
 )
 from scallop.vision.detections import VisionReason
-
-
-class Disposition(StrEnum):
-    PICKED = "picked"
-    PASSED = "passed"
-    DIVERTED = "diverted"
-    NOT_DIVERTED = "not_diverted"
-
-
-DISPOSITIONS: tuple[str, ...] = tuple(d.value for d in Disposition)
 
 # The only reason to let a scallop through unpicked: vision saw it whole, with no uro.
 PASS_REASONS = frozenset({VisionReason.NO_URO.value})

@@ -57,7 +57,6 @@ def update_config(line: Line, changes: dict, user: str) -> dict:
     with line.control.lock:
         line.config = replace(line.config, vision=new)
         line.pipeline.config = new
-        line.models.config = line.config
         line.models.apply_config(new)
         line.publisher.event("config", user, {"vision": vision})
     return to_dict(new)

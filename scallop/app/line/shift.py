@@ -27,10 +27,11 @@ from collections import Counter
 from collections.abc import Callable
 
 from scallop.app.config import ShiftCheckSection
+from scallop.app.line.states import Disposition
 from scallop.errors import ConfigError, StateError
 
 # What a test piece must become (a disposition of scallop.app.line.reject).
-EXPECTED = {"with_uro": "picked", "without_uro": "passed"}
+EXPECTED = {"with_uro": Disposition.PICKED.value, "without_uro": Disposition.PASSED.value}
 REASON_MAX = 200
 
 
@@ -104,17 +105,19 @@ class ShiftCheck:
         """What the screen shows: the state, the pieces so far and until when a pass holds."""
         if not self.config.required:
             return {"required": False, "state": "off"}
-        if self.state in ("passed", "overridden") and self.due():
-            self.state = "due"
+        # A pass or an override that ran out reads as due (the state itself changes only when the
+        # line acts on it: overdue(), begin()).
+        lapsed = self.state in ("passed", "overridden") and self.due()
+        state = "due" if lapsed else self.state
         return {
             "required": True,
-            "state": self.state,
+            "state": state,
             "user": self.user,
             "with_uro": self.config.with_uro,
             "without_uro": self.config.without_uro,
             "seen": len(self.pieces),
             "of": self.config.pieces,
-            "valid_until": self.valid_until if self.state in ("passed", "overridden") else None,
+            "valid_until": self.valid_until if state in ("passed", "overridden") else None,
             "result": self.result,
         }
 
@@ -274,11 +277,10 @@ class Shift:
         from scallop.app.record import RecordError, check_lot
 
         try:
-            new = check_lot(lot)
+            # The record checks what it stamps; without one the same rule applies.
+            new = self.record.set_lot(lot) if self.record is not None else check_lot(lot)
         except RecordError as e:
             raise ConfigError(str(e)) from None
-        if self.record is not None:
-            self.record.set_lot(new)
         previous, self._lot = self._lot, new
         self.publisher.event("lot", user, {"lot": new, "from": previous})
         return new

@@ -60,3 +60,14 @@ class LineReason(StrEnum):
 
 # Every reason a record row may carry: vision's, the line's and the scheduler's.
 ALL_REASONS: tuple[str, ...] = tuple(r.value for e in (VisionReason, LineReason, SkipReason) for r in e)
+
+
+# Where a scallop left the belt (scallop.app.line.reject gives each its one).
+class Disposition(StrEnum):
+    PICKED = "picked"
+    PASSED = "passed"
+    DIVERTED = "diverted"
+    NOT_DIVERTED = "not_diverted"
+
+
+DISPOSITIONS: tuple[str, ...] = tuple(d.value for d in Disposition)

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from scallop.app.line.states import DISPOSITIONS
 from scallop.app.record.schema import RecordError, open_db
 from scallop.errors import ConfigError
 
@@ -302,7 +303,7 @@ class Record:
             if self._lots
             else {"": s.seen}
         )
-        s.dispositions = {d: int(got.pop(d, 0)) for d in ("picked", "passed", "diverted", "not_diverted")}
+        s.dispositions = {d: int(got.pop(d, 0)) for d in DISPOSITIONS}
         s.dispositions["unknown"] = int(sum(got.values()))
         s.lots = self.lots(start, end) if lot is None else [lot]
         s.shift_checks = self.shift_checks(start, end)

@@ -8,12 +8,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from scallop.app.line.states import DISPOSITIONS as LINE_DISPOSITIONS
 from scallop.app.record.schema import RecordError
 
 RESULTS = ("picked", "failed", "skipped")
-# Where a scallop left the belt (scallop.app.line.reject.Disposition); '' when the line has no
-# disposition for it (a record written by hand, a test).
-DISPOSITIONS = ("", "picked", "passed", "diverted", "not_diverted")
+# Where a scallop left the belt (scallop.app.line.states.Disposition); '' when the line has no
+# disposition for it (a record written by hand, a test, one before schema 5).
+DISPOSITIONS = ("", *LINE_DISPOSITIONS)
 LOT_MAX = 40
 
 
