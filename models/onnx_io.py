@@ -117,7 +117,9 @@ def init_from_onnx(net, path: Path, crop: int) -> None:
     the convolution before it, so those convolutions get the folded weights and bias and their
     batch norms become the identity (mean 0, variance 1 − eps, scale 1, shift = the bias),
     which training then keeps fixed (``freeze_bn``). The result is checked against
-    onnxruntime on the same input: a file that is not this network is refused."""
+    onnxruntime on the same input: a file that is not this network is refused. A colour-only
+    model may seed a network whose stages also take the fluorescence plane: that plane's
+    weights in the first convolution start at zero."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -143,12 +145,22 @@ def init_from_onnx(net, path: Path, crop: int) -> None:
         for a, b in zip(seq, list(seq)[1:]):
             if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
                 bn_after[a] = b
+    stems = {net.finder.stem[0], net.parts.stem[0]}
+
+    def widen(theirs, ours) -> bool:
+        return len(theirs) == 4 and theirs[1] == 3 and ours[1] == 4 and theirs[0] == ours[0] and theirs[2:] == ours[2:]
+
     if len(order) != len(nodes):
         raise ValueError(f"{path}: {len(nodes)} convolutions, this network has {len(order)}: not a model to fine-tune")
     with torch.no_grad():
         for conv, node in zip(order, nodes):
             w = inits.get(node.input[1])
             b = inits.get(node.input[2]) if len(node.input) > 2 else None
+            if w is not None and conv in stems and widen(w.shape, conv.weight.shape):
+                # A colour model's stem into a stage that also takes the fluorescence plane:
+                # that plane's weights start at zero, so the widened network starts as the
+                # colour model did and training decides what the channel is worth.
+                w = np.concatenate([w, np.zeros((w.shape[0], 1, *w.shape[2:]), w.dtype)], axis=1)
             if w is None or tuple(w.shape) != tuple(conv.weight.shape):
                 raise ValueError(f"{path}: convolution {node.name} does not fit this network: not a model to fine-tune")
             conv.weight.copy_(torch.from_numpy(np.array(w)))
@@ -163,7 +175,13 @@ def init_from_onnx(net, path: Path, crop: int) -> None:
                 conv.bias.copy_(bias)
         want = net(frame, crops)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"frame": frame.numpy(), "crops": crops.numpy()})
+    # A colour model reads the first three planes only (a widened stem ignores the fourth).
+    feed = {i.name: {"frame": frame, "crops": crops}[i.name] for i in sess.get_inputs()}
+    feed = {
+        k: (v[:, : i.shape[1]] if isinstance(i.shape[1], int) else v).numpy()
+        for (k, v), i in zip(feed.items(), sess.get_inputs())
+    }
+    got = sess.run(None, feed)
     err = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     if err > 1e-3:
         raise ValueError(

@@ -45,7 +45,7 @@ from scallop.sim.scene import (
     interpolated_belt_maps,
 )
 from scallop.sim.scene.fluorescence import FluorescenceLook, FluorescenceRenderer
-from scallop.sim.scene.hard import check_conditions, draw_debris, hard_look, hard_scallop
+from scallop.sim.scene.hard import HARD_CONDITIONS, check_conditions, draw_debris, hard_look, hard_scallop
 
 
 # ============================================================================ settings
@@ -69,6 +69,8 @@ class DatasetSettings:
     and overlapping scallops. hard: named hard conditions applied to every frame
     (:data:`scallop.sim.scene.hard.HARD_CONDITIONS`), recorded in each frame's labels as
     ``conditions`` (``hard:<name>``) so the scorer reports figures per condition.
+    hard_share: with ``hard`` empty, the share of frames that get a random non-empty subset of
+    the hard conditions (training data that covers them; 0 leaves every frame as it was).
     fluorescence: also write each frame's fluorescence channel, registered to it
     (``images/<name>.uv.png``, docs/fluorescence.md); the set is then format version 2.
     """
@@ -97,6 +99,7 @@ class DatasetSettings:
     max_overlap: float = 0.1
     product: ProductConfig = field(default_factory=_dataset_product)
     hard: tuple[str, ...] = ()
+    hard_share: float = 0.0
     fluorescence: bool = False
 
     def __post_init__(self) -> None:
@@ -119,6 +122,9 @@ class DatasetSettings:
         check_range("cut_margin", self.cut_margin, 0.0, 0.6)
         check_share("touch_share", self.touch_share)
         check_range("max_overlap", self.max_overlap, 0.0, 0.3)
+        check_share("hard_share", self.hard_share)
+        if self.hard and self.hard_share:
+            raise ValueError(f"hard_share={self.hard_share}: give either named hard conditions or a share, not both")
 
 
 # ============================================================================ one frame
@@ -239,6 +245,21 @@ def _place_scallops(
     return specs
 
 
+def drawn_conditions(index: int, seed: int, share: float) -> tuple[str, ...]:
+    """The hard conditions frame ``index`` gets when ``share`` of frames get some: each
+    condition with even odds, at least one. A generator of its own, so a frame that gets
+    none is the frame it always was."""
+    if share <= 0.0:
+        return ()
+    rng = np.random.default_rng([int(seed), int(index), 0x4A5E])
+    if rng.random() >= share:
+        return ()
+    pick = rng.random(len(HARD_CONDITIONS)) < 0.5
+    if not pick.any():
+        pick[int(rng.integers(len(HARD_CONDITIONS)))] = True
+    return tuple(c for c, k in zip(HARD_CONDITIONS, pick) if k)
+
+
 def random_sample(index: int, seed: int, settings: DatasetSettings | None = None) -> SimSample:
     """Frame ``index`` of the data set with ``seed``: a fresh camera, look and scene."""
     st = settings or DatasetSettings()
@@ -248,7 +269,7 @@ def random_sample(index: int, seed: int, settings: DatasetSettings | None = None
     renderer = SceneRenderer(camera, maps=interpolated_belt_maps(camera))
     travel = float(rng.uniform(0.0, 500.0))  # the belt's hinges fall anywhere in the view
     box = (renderer.x_lo, renderer.x_hi, renderer.y_lo, renderer.y_hi)
-    hard = st.hard
+    hard = st.hard or drawn_conditions(index, seed, st.hard_share)
     if "tight_touching" in hard:
         # Appearance spec, Cases: touching or overlapping by up to ~10 % of their area.
         st = dataclasses.replace(st, touch_share=0.85, max_overlap=max(st.max_overlap, 0.1), hard=())
@@ -447,6 +468,8 @@ def write_dataset(
     generator = dataclasses.asdict(st)
     if not st.fluorescence:  # a colour-only set's manifest stays what version 1 always wrote
         del generator["fluorescence"]
+    if not st.hard_share:
+        del generator["hard_share"]
     manifest = {
         "format": DATASET_FORMAT,
         # Version 1 stays the colour-only format; a set with the channel is version 2.

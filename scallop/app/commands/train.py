@@ -80,22 +80,25 @@ def register(sub) -> None:
         help="3: colour only (the shipped model); 4: the parts stage also takes the fluorescence image",
     )
     p.add_argument("--uv-finder", action="store_true", help="with --channels 4: the finder takes it too")
+    p.add_argument(
+        "--hard-share",
+        type=float,
+        default=0.0,
+        help="share of simulator frames drawn with a random mix of the hard conditions "
+        "(mantle flaps, glare, debris, tight touching, lighting extremes; default 0)",
+    )
     p.set_defaults(func=run)
 
 
 def _sim_material(job):
     """Frame ``index`` of the seed's simulator data set → its training material."""
-    index, seed, cfg = job
+    index, seed, cfg, hard_share = job
     from scallop.models.dataset import Sample
     from scallop.models.train import prepare_one
-    from scallop.sim.dataset import random_sample
+    from scallop.sim.dataset import DatasetSettings, random_sample
 
-    settings = None
-    if cfg.uv_stages:
-        from scallop.sim.dataset import DatasetSettings
-
-        # The colour frame is the same with the channel on (its own generator): only uv is added.
-        settings = DatasetSettings(fluorescence=True)
+    # The colour frame is the same with the channel on (its own generator): only uv is added.
+    settings = DatasetSettings(fluorescence=bool(cfg.uv_stages), hard_share=hard_share)
     s = random_sample(index, seed, settings)
     return prepare_one(
         Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances, float(s.truth.mm_per_px), uv=s.uv),
@@ -103,14 +106,15 @@ def _sim_material(job):
     )
 
 
-def sim_material(n: int, seed: int, cfg, workers: int, log=print):
-    """The training material of ``n`` simulator frames, drawn by ``workers`` processes."""
+def sim_material(n: int, seed: int, cfg, workers: int, log=print, hard_share: float = 0.0):
+    """The training material of ``n`` simulator frames, drawn by ``workers`` processes
+    (``hard_share`` of them with a random mix of the hard conditions)."""
     from scallop.models.train import Prepared
     from scallop.sim.dataset import process_map
 
     prep = Prepared()
     t0 = time.time()
-    jobs = [(i, seed, cfg) for i in range(n)]
+    jobs = [(i, seed, cfg, hard_share) for i in range(n)]
     for k, part in enumerate(process_map(_sim_material, jobs, workers, chunksize=4), start=1):
         prep.extend(part)
         if k % 500 == 0 or k == n:
@@ -165,6 +169,7 @@ def run(args) -> int:
     check_number("--holdout-share", args.holdout_share, 0.0, 0.9)
     check_number("--warmup", args.warmup, 1, 1_000_000, integer=True)
     check_number("--lr", args.lr, 1e-7, 1.0)
+    check_number("--hard-share", args.hard_share, 0.0, 1.0)
     if args.uv_finder and args.channels != 4:
         print("scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4")
         return 2
@@ -172,7 +177,14 @@ def run(args) -> int:
     work = Path(args.workdir)
     split = split_real(args.real, args.holdout_share, args.seed)
     desc = {
-        "sim": ([f"seed {args.seed}, {args.frames} frames drawn in memory"] if args.frames else [])
+        "sim": (
+            [
+                f"seed {args.seed}, {args.frames} frames drawn in memory"
+                + (f", {args.hard_share:.0%} with hard conditions" if args.hard_share else "")
+            ]
+            if args.frames
+            else []
+        )
         + [str(Path(d).name) for d in args.sim_data],
         "real": [str(Path(d).name) for d in args.real],
         "real_held_out": {Path(src).name: sorted(held) for src, held in split},
@@ -190,9 +202,10 @@ def run(args) -> int:
             if k in keys
         }
         # Which stages take the fluorescence channel is the model's too (a colour-only model's
-        # config does not name it): asking for other channels than it has is refused.
+        # config does not name it): asking a 4-channel model for other channels is refused.
+        # A colour-only model may seed a 4-channel one (the fluorescence weights start at zero).
         theirs = tuple(onnx_train_config(Path(args.init)).get("uv_stages", ()))
-        if theirs != uv_stages:
+        if theirs != uv_stages and theirs:
             print(
                 f"scallop train: error: {args.init} takes the fluorescence channel in {list(theirs) or 'no'} stage(s), "
                 f"this run asks for {list(uv_stages) or 'none'}: give the matching --channels / --uv-finder"
@@ -213,7 +226,7 @@ def run(args) -> int:
         **shape,
     )
     t0 = time.time()
-    prep = sim_material(args.frames, args.seed, cfg, args.workers) if args.frames else None
+    prep = sim_material(args.frames, args.seed, cfg, args.workers, hard_share=args.hard_share) if args.frames else None
     prep = prepare_dirs([Path(d) for d in args.sim_data], [], cfg, prep)
     for src, held in split:
         prepare(_subset(src, held, keep=False), cfg, True, prep)
