@@ -187,3 +187,28 @@ class CameraModel:
     @classmethod
     def from_dict(cls, d: dict) -> CameraModel:
         return cls(K=d["K"], dist=d["dist"], R=d["R"], t=d["t"], image_size=tuple(d["image_size"]))
+
+
+def interpolated_maps(size: tuple[int, int], fn, step: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Any smooth per-pixel map ``fn`` (pixels (N, 2) → (N, 2)) of an image of ``size``
+    (w, h), evaluated every ``step`` pixels and interpolated bilinearly: two (h, w) float32."""
+    w, h = size
+    gx = np.arange(-step, w + 2 * step, step, dtype=np.float64)
+    gy = np.arange(-step, h + 2 * step, step, dtype=np.float64)
+    u, v = np.meshgrid(gx, gy)
+    xy = fn(np.column_stack([u.ravel(), v.ravel()]))
+
+    def weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = (np.arange(n) + step) / step  # grid node k sits at pixel (k - 1)·step
+        i0 = np.floor(pos).astype(np.intp)
+        return i0, (pos - i0).astype(np.float32)
+
+    ix, fx = weights(w)
+    iy, fy = weights(h)
+    out = []
+    for grid in (xy[:, 0].reshape(u.shape), xy[:, 1].reshape(u.shape)):
+        # Separable linear interpolation in float arithmetic (cv2.remap would round the
+        # weights to 1/32 of a cell).
+        rows = (grid[:, ix] * (1 - fx) + grid[:, ix + 1] * fx).astype(np.float32)
+        out.append(rows[iy] * (1 - fy)[:, None] + rows[iy + 1] * fy[:, None])
+    return out[0], out[1]

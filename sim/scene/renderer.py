@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from scallop.calibration.camera_model import CameraModel
+from scallop.calibration.camera_model import CameraModel, interpolated_maps
 from scallop.sim.scene.belt import BeltTexture
 from scallop.sim.scene.effects import CameraEffects
 from scallop.sim.scene.hard import Debris, paint_debris
@@ -41,31 +41,6 @@ def interpolated_belt_maps(camera: CameraModel, step: int = 8) -> tuple[np.ndarr
     smooth, so this matches :meth:`CameraModel.belt_maps` to far below a pixel at a small
     fraction of the cost. Used where every frame has its own camera (data sets)."""
     return interpolated_maps(camera.image_size, camera.pixel_to_belt, step)
-
-
-def interpolated_maps(size: tuple[int, int], fn, step: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Any smooth per-pixel map ``fn`` (pixels (N, 2) → (N, 2)) of an image of ``size``
-    (w, h), evaluated every ``step`` pixels and interpolated bilinearly: two (h, w) float32."""
-    w, h = size
-    gx = np.arange(-step, w + 2 * step, step, dtype=np.float64)
-    gy = np.arange(-step, h + 2 * step, step, dtype=np.float64)
-    u, v = np.meshgrid(gx, gy)
-    xy = fn(np.column_stack([u.ravel(), v.ravel()]))
-
-    def weights(n: int) -> tuple[np.ndarray, np.ndarray]:
-        pos = (np.arange(n) + step) / step  # grid node k sits at pixel (k - 1)·step
-        i0 = np.floor(pos).astype(np.intp)
-        return i0, (pos - i0).astype(np.float32)
-
-    ix, fx = weights(w)
-    iy, fy = weights(h)
-    out = []
-    for grid in (xy[:, 0].reshape(u.shape), xy[:, 1].reshape(u.shape)):
-        # Separable linear interpolation in float arithmetic (cv2.remap would round the
-        # weights to 1/32 of a cell).
-        rows = (grid[:, ix] * (1 - fx) + grid[:, ix + 1] * fx).astype(np.float32)
-        out.append(rows[iy] * (1 - fy)[:, None] + rows[iy + 1] * fy[:, None])
-    return out[0], out[1]
 
 
 class SceneRenderer:
