@@ -6,15 +6,17 @@ rate (``fps``); with the belt stopped the encoder trigger falls back to one expo
 auto-advancing :class:`VirtualClock` that moves virtual time forward at once), renders it
 and returns a :class:`Frame` carrying the encoder count latched at exposure and the
 ground truth under ``frame.extra["truth"]``. With the fluorescence channel configured
-(``sim.fluorescence``) every frame also carries its fluorescence exposure: registered onto the
-colour frame under ``frame.extra["uv"]`` ((H, W) uint8), and as taken, with its own encoder
-count, camera and homography, under ``frame.extra["fluorescence"]``
-(:class:`scallop.sim.fluorescence.FluorescenceFrame`).
+(``sim.fluorescence``) every frame also carries its fluorescence exposure as taken, with its own
+encoder count, under ``frame.extra["fluorescence"]``
+(:class:`scallop.sim.fluorescence.FluorescenceFrame`: its ``image``, ``timestamp`` and ``encoder``
+are what a real camera gives; ``registered`` is the simulator's exact registration onto the colour
+frame, for tests of the line's own).
 
 Frame indices count exposures, so frames lost to ``drop_next`` or an overflowing buffer
 show as gaps in ``Frame.index``, as with a real camera's frame counter.
 
-Fault hooks for tests of the line: ``drop_next(n)``, ``stall(duration_s)``, ``corrupt_next()``.
+Fault hooks for tests of the line: ``drop_next(n)``, ``stall(duration_s)``, ``corrupt_next()``,
+``lose_fluorescence(n)``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class SimCamera(Camera):
         self._index = 0
         self._drop = 0
         self._corrupt = False
+        self._no_uv = 0
         self._stall_until = -math.inf
         self.dropped = 0  # exposures never delivered (drop_next, buffer overflow)
 
@@ -100,12 +103,16 @@ class SimCamera(Camera):
                 raise CorruptFrameError(f"camera sim: frame {index} arrived corrupt (injected fault)")
             image, truth = self.world.render(t_exp)
             extra = {"truth": truth, "travel_mm": truth.travel_mm}
-            if self.world.fluorescence is not None:
+            if self.world.fluorescence is not None and self._no_uv > 0:
+                self._no_uv -= 1
+                extra["fluorescence_missing"] = "the UV light did not fire (injected fault)"
+            elif self.world.fluorescence is not None:
                 fl = self.world.render_fluorescence(t_exp)
                 # The pair is whole only once its second exposure is over (alternate frames).
                 if fl.timestamp > self.clock.now():
                     self.clock.sleep(fl.timestamp - self.clock.now())
-                extra["uv"] = fl.registered
+                # As taken, with its own count: the line registers it (the simulator's exact
+                # registration stays on it as ``registered``, to check the line's against).
                 extra["fluorescence"] = fl
             return Frame(
                 image=image,
@@ -123,6 +130,14 @@ class SimCamera(Camera):
             raise ValueError(f"n={n} must be ≥ 0")
         with self._lock:
             self._drop += int(n)
+
+    def lose_fluorescence(self, n: int) -> None:
+        """The next ``n`` frames come without their fluorescence exposure (the UV strobe or
+        the second camera failing), each saying so under ``extra["fluorescence_missing"]``."""
+        if n < 0:
+            raise ValueError(f"n={n} must be ≥ 0")
+        with self._lock:
+            self._no_uv += int(n)
 
     def corrupt_next(self) -> None:
         """The next read raises CorruptFrameError once."""

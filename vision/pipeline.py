@@ -107,6 +107,11 @@ class Pipeline:
         # Milliseconds spent in each stage of the last detect() call (for benchmarks).
         self.timings: dict[str, float] = {}
 
+    @property
+    def takes_uv(self) -> bool:
+        """The model needs the fluorescence image (``detect(uv=...)``) in some stage."""
+        return self._uv_finder or self._uv_parts
+
     def finder_size(self, width: int, height: int, mm_per_px: float) -> tuple[int, int]:
         """(H, W) of the finder's input for a frame of ``width`` x ``height`` at ``mm_per_px``."""
         g = float(mm_per_px) / self.coarse_mm

@@ -44,6 +44,9 @@ class Backend:
         self.verifier = None  # scallop.app.line.ledger.PickVerifier
         self.observers: list = []  # objects with on_frame(frame) and summary() -> dict
         self.accepted_redo: list[str] = []  # calibration parts used despite a REDO verdict (override)
+        # A second fluorescence camera's registration: 3×3, its pixels → the colour camera's on
+        # the belt plane (the calibration's ``fluorescence`` part); None without one.
+        self.fluorescence_homography: np.ndarray | None = None
 
     def open(self) -> None:
         raise NotImplementedError
@@ -79,6 +82,21 @@ def open_camera(config: LineConfig, clock) -> Camera:
         from scallop.robot.belt import ModbusEncoder
 
         cam = EncodedCamera(cam, ModbusEncoder(cc.encoder.modbus_config()), clock=clock.now)
+    fl = cc.fluorescence
+    if fl.setup == "alternate":
+        # Strobed lights: every other frame (each with its own count) is the fluorescence one.
+        from scallop.vision.channels import AlternateFramesCamera
+
+        cam = AlternateFramesCamera(cam, fl.uv_parity)
+    elif fl.setup == "second_camera":
+        # On the colour camera's trigger; its frames are matched by exposure time. Its counts,
+        # when sampled, would be the colour frame's: it is registered as exposed with it.
+        from scallop.vision.channels import SecondCameraPair
+
+        second = OpenCVCamera(
+            OpenCVCameraConfig(source=fl.source, timeout_s=cc.timeout_s), clock=clock.now, sleep=clock.sleep
+        )
+        cam = SecondCameraPair(cam, second, window_s=fl.max_pair_ms / 1000.0)
     return cam
 
 
@@ -167,6 +185,9 @@ class HardwareBackend(Backend):
             )
         self.camera_model = cal.camera
         self.belt = Belt(cal.counts_per_mm, cal.count_sign)
+        if cfg.camera.fluorescence.setup == "second_camera":
+            # None when the file has no registration: the line refuses to start and says how to make one.
+            self.fluorescence_homography = getattr(cal, "fluorescence_homography", None)
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
@@ -283,6 +304,8 @@ class SimBackend(Backend):
         e = cfg.sim.encoder
         self.camera_model = self.world.camera_model
         self.belt = Belt(e.counts_per_mm, e.direction)
+        if self.world.fluorescence is not None and self.world.fluorescence.setup == "second_camera":
+            self.fluorescence_homography = self.world.fluorescence.calibrated_homography()
         arms = cfg.arms or default_sim_arms(1)
         self.arm_configs = []
         try:

@@ -188,6 +188,62 @@ class EncoderSection:
 
 
 @dataclass
+class FluorescenceSection:
+    """The fluorescence channel ([camera.fluorescence], docs/fluorescence.md).
+
+    setup: "none", "second_camera" (a second, monochrome camera on the same trigger: ``source``
+    names it as ``camera.source`` names the colour one; its registration onto the colour
+    frame is the calibration file's ``fluorescence`` part) or "alternate" (the colour camera
+    itself, the white and UV lights strobed in turn; ``uv_parity`` 0 or 1: the frame-number
+    parity of the UV frames, as the strobe is wired). With the simulator (``camera.source =
+    "sim"``) it must name the set-up ``[sim.fluorescence]`` simulates, and the frames come
+    from it (the simulated camera hands over each strobed pair together: ``uv_parity`` is
+    checked but not used).
+    max_pair_ms: a colour and a fluorescence exposure further apart in time are not a pair (the
+    frame is analysed without the channel, or skipped when the model needs it).
+    alarm_after: pairs dropped in a row before the channel is alarmed as lost."""
+
+    setup: Literal["none", "second_camera", "alternate"] = "none"
+    source: str = ""
+    uv_parity: int = -1
+    max_pair_ms: float = 0.0
+    alarm_after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.setup not in ("none", "second_camera", "alternate"):
+            raise ValueError(f"setup={self.setup!r} is not allowed: choose one of 'none', 'second_camera', 'alternate'")
+        if self.setup == "none":
+            for key, unset in (("source", ""), ("uv_parity", -1), ("max_pair_ms", 0.0), ("alarm_after", 0)):
+                if getattr(self, key) != unset:
+                    raise ValueError(f"{key}={getattr(self, key)!r}: it has no use with setup = 'none'")
+            return
+        # Physical and safety settings: given, never defaulted.
+        if self.max_pair_ms == 0.0:
+            raise ValueError("max_pair_ms is required with a fluorescence set-up (allowed 0.1–100 ms)")
+        check_range("max_pair_ms", self.max_pair_ms, 0.1, 100.0)
+        if self.alarm_after == 0:
+            raise ValueError("alarm_after is required with a fluorescence set-up (allowed 1–1000 pairs)")
+        check_range("alarm_after", self.alarm_after, 1, 1000)
+        if self.setup == "second_camera":
+            if not self.source.strip():
+                raise ValueError("source is required with setup = 'second_camera': the fluorescence camera's device")
+            if self.uv_parity != -1:
+                raise ValueError(f"uv_parity={self.uv_parity!r}: only setup = 'alternate' strobes one camera")
+        else:
+            if self.source:
+                raise ValueError(f"source={self.source!r}: setup = 'alternate' uses the colour camera itself")
+            if self.uv_parity not in (0, 1):
+                raise ValueError(
+                    f"uv_parity={self.uv_parity!r}: required with setup = 'alternate': 0 when the UV frames are "
+                    "the even-numbered ones, 1 when odd (allowed 0 or 1)"
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return self.setup != "none"
+
+
+@dataclass
 class CameraSection:
     """source: "sim" for the built-in simulator, "genicam" for a GenICam camera through Aravis
     ([camera.genicam], docs/cameras.md), a recording folder (``scallop capture``), otherwise
@@ -206,6 +262,7 @@ class CameraSection:
     reconnect_max_s: float = 10.0
     encoder: EncoderSection = field(default_factory=EncoderSection)
     genicam: AravisCameraConfig = field(default_factory=AravisCameraConfig)
+    fluorescence: FluorescenceSection = field(default_factory=FluorescenceSection)
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -474,6 +531,19 @@ class LineConfig:
         arm_names = [a.name for a in self.arms]
         if len(set(arm_names)) != len(arm_names):
             raise ValueError(f"arms: names must be unique, got {arm_names}")
+        fl, sim_fl = self.camera.fluorescence, self.sim.fluorescence.setup
+        if self.is_simulated and fl.setup != sim_fl:
+            # The simulator's frames carry the channel its world renders; the line must expect
+            # the same one, or a model needing the channel would meet frames without it.
+            raise ValueError(
+                f"camera.fluorescence.setup={fl.setup!r} but the simulator renders {sim_fl!r} "
+                "([sim.fluorescence].setup): give both the same set-up"
+            )
+        if self.is_simulated and fl.setup == "second_camera" and fl.source != "sim":
+            raise ValueError(
+                f"camera.fluorescence.source={fl.source!r}: with camera.source = 'sim' the second camera is the "
+                "simulator's too: set it to 'sim'"
+            )
         if self.shift_check.required and self.plc is None and not self.is_simulated:
             # Product keeps coming with the feeder running and would be taken for test pieces.
             raise ValueError(

@@ -38,7 +38,7 @@ ENCODER_STALLED = "encoder.stalled"
 TIMING = "camera.timing"
 CORRUPT = "camera.corrupt"
 # Alarms that name why no frame is analysed: the stall watch adds none of its own over them.
-CAUSES = (NO_FRAMES, ENCODER_STALLED, "camera.encoder", "camera.size")
+CAUSES = (NO_FRAMES, ENCODER_STALLED, "camera.encoder", "camera.size", "camera.fluorescence")
 OUTAGES = (NO_FRAMES, ENCODER_STALLED, SILENT)
 
 
@@ -161,3 +161,35 @@ class FrameReader:
                 "camera",
                 f"{self.name}: no usable frame for more than {self.stall_alarm_s:g} s; picking stopped",
             )
+
+
+def frame_problem(frame: Frame, camera, belt, max_count_error_mm: float) -> tuple[str, str, str, str] | None:
+    """Why the line cannot use ``frame`` (the alarm's key, severity, source and text), or None:
+    no belt count, not the calibrated size, or a count that may be off by more than allowed."""
+    if frame.encoder is None:
+        return (
+            "camera.encoder",
+            "critical",
+            "camera",
+            "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
+            "see docs/configuration.md, or check the trigger wiring)",
+        )
+    if (frame.width, frame.height) != tuple(camera.image_size):
+        return (
+            "camera.size",
+            "critical",
+            "camera",
+            f"frames are {frame.width}x{frame.height} but the calibration is for "
+            f"{camera.image_size[0]}x{camera.image_size[1]}: frames ignored",
+        )
+    err_mm = belt.mm(frame.extra.get("count_error", 0.0))
+    if not err_mm <= max_count_error_mm:
+        return (
+            TIMING,
+            "warning",
+            "camera",
+            f"frame {frame.index} skipped: its belt count may be off by {err_mm:.1f} mm (stamp error "
+            f"{frame.timestamp_error_s * 1e3:.1f} ms), more than runtime.max_count_error_mm = "
+            f"{max_count_error_mm:g}",
+        )
+    return None

@@ -38,10 +38,11 @@ from scallop.app.config import LineConfig
 from scallop.app.line import settings
 from scallop.app.line.arms import ArmDrivers
 from scallop.app.line.beltcheck import BeltCheck, BeltFault
+from scallop.app.line.channel import FluorescenceInput, open_channel
 from scallop.app.line.control import LineControl
 from scallop.app.line.demand import ArmDemand
 from scallop.app.line.drivers import Drivers
-from scallop.app.line.frames import TIMING, FrameReader
+from scallop.app.line.frames import FrameReader, frame_problem
 from scallop.app.line.ledger import PickLedger, ScallopOutcome
 from scallop.app.line.models import ModelLoop
 from scallop.app.line.publisher import Publisher
@@ -85,6 +86,8 @@ class Line:
         self.belt_check: BeltCheck | None = None
         self.reject: RejectGate | None = None
         self.shift: Shift | None = None
+        self.channel: FluorescenceInput | None = None
+        self.frames_without_channel = 0  # frames skipped: the model needs the channel, they had none
         self._scale = math.nan
         self.drivers = Drivers(self)
         self.readout = Readout(self)
@@ -142,6 +145,7 @@ class Line:
         )
         if b.camera_error:
             self.reader.lost(b.camera_error)
+        self.channel = open_channel(cc.fluorescence, b, self.pipeline, self.alarms)
         self.belt_check = BeltCheck(belt)
         self.observers = list(b.observers) + self.observers
         self.publisher.say_how_the_last_run_ended(self.alarms)
@@ -207,45 +211,21 @@ class Line:
                 # Between two frames: the one before had the old model, this one the new.
                 self.pipeline = self.models.swap(self.config.vision)
         t0 = time.perf_counter()
-        if frame.encoder is None:
+        cam, belt = self.backend.camera_model, self.backend.belt
+        problem = frame_problem(frame, cam, belt, self.config.runtime.max_count_error_mm)
+        if problem is not None:
             self._frames_bad += 1
-            self.alarms.raise_(
-                "camera.encoder",
-                "critical",
-                "camera",
-                "frames carry no encoder count: scallops cannot be tracked (configure [camera.encoder], "
-                "see docs/configuration.md, or check the trigger wiring)",
-            )
+            self.alarms.raise_(*problem)
             return
-        cam = self.backend.camera_model
-        if (frame.width, frame.height) != tuple(cam.image_size):
-            self._frames_bad += 1
-            self.alarms.raise_(
-                "camera.size",
-                "critical",
-                "camera",
-                f"frames are {frame.width}x{frame.height} but the calibration is for "
-                f"{cam.image_size[0]}x{cam.image_size[1]}: frames ignored",
-            )
-            return
-        belt = self.backend.belt
         jitter = frame.extra.get("stamp_jitter_s")
         if jitter is not None:
             self.stats.timing("stamp_jitter", jitter * 1e3)
-        err_mm = belt.mm(frame.extra.get("count_error", 0.0))
-        if not err_mm <= self.config.runtime.max_count_error_mm:
-            self._frames_bad += 1
-            self.alarms.raise_(
-                TIMING,
-                "warning",
-                "camera",
-                f"frame {frame.index} skipped: its belt count may be off by {err_mm:.1f} mm (stamp error "
-                f"{frame.timestamp_error_s * 1e3:.1f} ms), more than runtime.max_count_error_mm = "
-                f"{self.config.runtime.max_count_error_mm:g}",
-            )
+        uv = self.channel.pair(frame) if self.channel is not None else None
+        if uv is None and self.pipeline.takes_uv and self.channel is not None:
+            self.frames_without_channel += 1  # skipped, never analysed with a stand-in (channel.py)
             return
         try:
-            dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt)
+            dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt, uv=uv)
         except Exception as e:  # a bad frame must not kill the line
             self._frames_bad += 1
             self._vision_failures += 1
@@ -309,7 +289,8 @@ class Line:
         with self.control.lock:
             # (Counts merely suspect hold tracking for a frame or two, not the state: on an empty
             # belt nothing would clear them, and nothing needs picking either.)
-            self.control.inputs(self.reader.usable and self.belt_check.fault is None)
+            blind = self.channel is not None and self.channel.lost and self.pipeline.takes_uv
+            self.control.inputs(self.reader.usable and self.belt_check.fault is None and not blind)
 
     def finished(self, done: list[ScallopOutcome]) -> None:
         """Finished decisions: each gets its disposition (the gate is asked for the scallops
@@ -514,6 +495,12 @@ class Line:
 
     def latest_jpeg(self) -> bytes | None:
         return self.publisher.latest_jpeg()
+
+    def latest_uv_jpeg(self) -> bytes | None:
+        return self.channel.latest_jpeg() if self.channel is not None else None
+
+    def channel_status(self) -> dict | None:
+        return self.channel.status() if self.channel is not None else None
 
     # ------------------------------------------------------------------ the model loop (LineAPI)
     @property

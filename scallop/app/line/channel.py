@@ -1,0 +1,215 @@
+"""The fluorescence channel on the line: each colour frame's partner exposure checked and
+registered onto the colour frame's pixels ([camera.fluorescence], docs/fluorescence.md).
+
+A camera backend hands the partner over as taken (``frame.extra["fluorescence"]``, see
+:mod:`scallop.vision.channels`). Here:
+
+* **the pair check** — the two exposures must be at most ``max_pair_ms`` apart, and for a
+  belt that moved between them both must carry an encoder count, so the movement is known.
+  A frame without a good partner is analysed without the channel when the model does not
+  need it, and skipped when it does (``usable`` False): never analysed with an image of
+  another moment.
+* **registration** — each colour pixel's belt point, moved by the belt's travel between the
+  two exposures (from the counts), seen by the fluorescence camera: through the colour camera
+  again for alternate frames, through the calibrated belt-plane homography (the calibration
+  file's ``fluorescence`` part, fluorescence pixels → colour pixels) for a second camera. The
+  per-pixel maps are cached per shift (0.1 mm steps, a fifth of a pixel at 0.5 mm/px).
+* **alarms** — ``camera.fluorescence`` (warning) names the first reason a pair is dropped;
+  after ``alarm_after`` in a row it turns critical, and with a model that needs the channel the
+  frames are not analysed, so the line stops picking until pairs come back. A good pair clears it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import cv2
+import numpy as np
+
+from scallop.app.alarms import Alarms
+from scallop.calibration.camera_model import CameraModel, interpolated_maps
+from scallop.errors import ConfigError
+from scallop.robot.belt import Belt
+from scallop.vision.camera import Frame
+
+ALARM = "camera.fluorescence"
+SHIFT_STEP_MM = 0.1
+
+
+class FluorescenceInput:
+    """Pairs and registers the fluorescence channel for one line.
+
+    setup: "second_camera" or "alternate". homography: for a second camera, 3×3 from its
+    pixels to the colour camera's on the belt plane (same instant); None for alternate frames.
+    """
+
+    def __init__(
+        self,
+        setup: str,
+        camera: CameraModel,
+        belt: Belt,
+        max_pair_ms: float,
+        alarm_after: int,
+        alarms: Alarms,
+        homography: np.ndarray | None = None,
+    ) -> None:
+        if setup not in ("second_camera", "alternate"):
+            raise ValueError(f"setup={setup!r}: expected 'second_camera' or 'alternate'")
+        if setup == "second_camera":
+            h = None if homography is None else np.asarray(homography, np.float64)
+            if h is None or h.shape != (3, 3) or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12:
+                raise ValueError(
+                    "the fluorescence camera has no usable registration: run 'scallop calibrate fluorescence' "
+                    "(docs/fluorescence.md) so the calibration file has its 'fluorescence' part"
+                )
+            self._to_fluo = np.linalg.inv(h / h[2, 2])
+        else:
+            self._to_fluo = None
+        self.setup = setup
+        self.camera = camera
+        self.belt = belt
+        self.max_pair_s = float(max_pair_ms) / 1000.0
+        self.alarm_after = int(alarm_after)
+        self.alarms = alarms
+        self.pairs = 0
+        self.dropped: Counter[str] = Counter()
+        self.in_a_row = 0
+        self.last_dt_ms: float | None = None
+        self.last_shift_mm: float | None = None
+        self._maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._latest: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ per frame
+    def pair(self, frame: Frame) -> np.ndarray | None:
+        """The frame's fluorescence image on its pixels ((H, W) uint8), or None when it has no
+        good partner (counted and alarmed)."""
+        exp = frame.extra.get("fluorescence")
+        if exp is None:
+            return self._drop("missing", str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure"))
+        dt = float(exp.timestamp) - float(frame.timestamp)
+        if not abs(dt) <= self.max_pair_s:
+            return self._drop(
+                "apart",
+                f"frame {frame.index}: its fluorescence exposure is {dt * 1e3:+.1f} ms from it, more than "
+                f"camera.fluorescence.max_pair_ms = {self.max_pair_s * 1e3:g}",
+            )
+        if exp.encoder is None or frame.encoder is None:
+            if self.setup == "alternate" or dt != 0.0:
+                # The belt moved by an unknown amount between the two exposures.
+                return self._drop("uncounted", f"frame {frame.index}: its fluorescence exposure has no belt count")
+            shift = 0.0
+        else:
+            shift = self.belt.mm(self.belt.counts(exp.encoder) - self.belt.counts(frame.encoder))
+        image = np.asarray(exp.image)
+        if image.dtype != np.uint8 or image.ndim != 2:
+            return self._drop("corrupt", f"frame {frame.index}: fluorescence image {image.shape} {image.dtype}")
+        mx, my = self._registration(shift)
+        uv = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        self.pairs += 1
+        self.in_a_row = 0
+        self.last_dt_ms = dt * 1e3
+        self.last_shift_mm = shift
+        with self._lock:
+            self._latest = uv
+        self.alarms.clear(ALARM)
+        return uv
+
+    def _drop(self, why: str, text: str) -> None:
+        self.dropped[why] += 1
+        self.in_a_row += 1
+        if self.in_a_row >= self.alarm_after:
+            self.alarms.raise_(
+                ALARM,
+                "critical",
+                "camera",
+                f"fluorescence channel lost: {self.in_a_row} frames in a row without it ({text})",
+            )
+        elif not self.alarms.is_active(ALARM):
+            self.alarms.raise_(ALARM, "warning", "camera", f"a frame came without its fluorescence image: {text}")
+        return None
+
+    @property
+    def lost(self) -> bool:
+        """Pairs have stopped coming (``alarm_after`` dropped in a row)."""
+        return self.in_a_row >= self.alarm_after
+
+    def _registration(self, shift_mm: float) -> tuple[np.ndarray, np.ndarray]:
+        key = round(shift_mm / SHIFT_STEP_MM) * SHIFT_STEP_MM
+        hit = self._maps.get(key)
+        if hit is None:
+            cam, to_fluo = self.camera, self._to_fluo
+
+            def colour_to_fluo(px: np.ndarray) -> np.ndarray:
+                # The material a colour pixel saw was ``key`` mm further down the belt (+x, the
+                # calibrated belt frame's travel) at the fluorescence exposure.
+                xy = cam.pixel_to_belt(px)
+                xy[:, 0] += key
+                out = cam.project_belt(xy)
+                if to_fluo is not None:
+                    h = np.column_stack([out, np.ones(len(out))]) @ to_fluo.T
+                    out = h[:, :2] / h[:, 2:3]
+                return out
+
+            if len(self._maps) > 64:  # a belt changing speed: a new shift per frame
+                self._maps.clear()
+            hit = self._maps[key] = interpolated_maps(cam.image_size, colour_to_fluo)
+        return hit
+
+    # ------------------------------------------------------------------ the screen
+    def latest(self) -> np.ndarray | None:
+        """The newest registered fluorescence image (for the engineer's view of the channel)."""
+        with self._lock:
+            return self._latest
+
+    def latest_jpeg(self) -> bytes | None:
+        """The newest registered image as JPEG, grey levels as measured."""
+        img = self.latest()
+        if img is None:
+            return None
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return buf.tobytes() if ok else None
+
+    def status(self) -> dict:
+        """Figures an engineer reads to tell the channel is healthy."""
+        out = {
+            "setup": self.setup,
+            "pairs": self.pairs,
+            "dropped": dict(self.dropped),
+            "dropped_in_a_row": self.in_a_row,
+            "lost": self.lost,
+            "last_dt_ms": None if self.last_dt_ms is None else round(self.last_dt_ms, 2),
+            "last_shift_mm": None if self.last_shift_mm is None else round(self.last_shift_mm, 2),
+        }
+        img = self.latest()
+        if img is not None:
+            # The belt fills most of the view: its level is the median; uros are the brightest
+            # few per cent. A healthy channel shows a dark belt (spec: 0–10) and bright uros.
+            out["belt_level"] = float(np.median(img[::4, ::4]))
+            out["p99_level"] = float(np.percentile(img[::4, ::4], 99))
+        return out
+
+
+def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInput | None:
+    """The line's fluorescence input for ``[camera.fluorescence]`` (None when it is "none");
+    a model that needs the channel on a line without one is refused at the start."""
+    if not section.enabled:
+        if pipeline.takes_uv:
+            raise ConfigError(
+                "the model needs the fluorescence channel, which is not configured: set up [camera.fluorescence] "
+                "(docs/fluorescence.md) or run a colour-only model"
+            )
+        return None
+    try:
+        return FluorescenceInput(
+            section.setup,
+            backend.camera_model,
+            backend.belt,
+            section.max_pair_ms,
+            section.alarm_after,
+            alarms,
+            homography=backend.fluorescence_homography,
+        )
+    except ValueError as e:
+        raise ConfigError(f"camera.fluorescence: {e}") from None

@@ -1,0 +1,321 @@
+"""The fluorescence channel on the line: the pair check, the registration against the
+simulator's exact one, the alarms, and the two real camera set-ups (docs/fluorescence.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scallop.app.alarms import Alarms
+from scallop.app.config import FluorescenceSection, LineConfig, build
+from scallop.app.line.channel import ALARM, FluorescenceInput
+from scallop.errors import ConfigError
+from scallop.robot.belt import Belt
+from scallop.sim.camera import SimCamera
+from scallop.sim.clock import VirtualClock
+from scallop.sim.config import SimConfig
+from scallop.sim.world import SimWorld
+from scallop.vision.camera import Camera, CameraError, Frame
+from scallop.vision.channels import AlternateFramesCamera, ChannelExposure, SecondCameraPair
+
+ALTERNATE = {"setup": "alternate", "exposure_ratio": 3.0, "noise_sigma": 5.0, "frame_interval_ms": 20.0}
+SECOND = {
+    "setup": "second_camera",
+    "exposure_ratio": 2.5,
+    "noise_sigma": 4.0,
+    "width": 800,
+    "height": 600,
+    "mm_per_px": 0.45,
+    "center_x_mm": 6.0,
+    "center_y_mm": -8.0,
+    "tilt_deg": 5.0,
+    "yaw_deg": 2.0,
+}
+
+
+def _world(fluorescence: dict, seed: int = 7, **camera) -> SimWorld:
+    data = {
+        "camera": {"width": 640, "height": 480, "mm_per_px": 0.5, **camera},
+        "arrivals": {"rate_per_s": 3.0, "touch_share": 0.0},
+        "fluorescence": fluorescence,
+    }
+    return SimWorld(build(SimConfig, data), seed=seed, clock=VirtualClock())
+
+
+def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_after: int = 3) -> FluorescenceInput:
+    e = world.config.encoder
+    fl = world.fluorescence
+    h = fl.calibrated_homography() if fl.setup == "second_camera" else None
+    return FluorescenceInput(
+        fl.setup,
+        world.camera_model,
+        Belt(e.counts_per_mm, e.direction),
+        max_pair_ms,
+        alarm_after,
+        alarms,
+        homography=h,
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "camera", "tol"),
+    [
+        # The same camera: only the belt's travel between the two exposures (6 mm at 300 mm/s).
+        (ALTERNATE, {}, 1.5),
+        (ALTERNATE, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 1.5),
+        # Another camera: the calibrated belt-plane homography, then the same travel.
+        (SECOND, {}, 1.5),
+        # A lens the homography cannot hold: the fitted one is the best on the belt plane.
+        (SECOND, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 3.0),
+    ],
+)
+def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol):
+    w = _world(setup, **camera)
+    cam = SimCamera(w)
+    cam.connect()
+    ch = _input(w, Alarms())
+    diffs = []
+    for _ in range(4):
+        for _ in range(3):  # a second apart: scallops in view
+            frame = cam.read()
+        uv = ch.pair(frame)
+        truth = frame.extra["fluorescence"]
+        assert uv is not None and uv.shape == frame.image.shape[:2] and uv.dtype == np.uint8
+        # Inside the part both saw, a pixel or so from its edge.
+        inner = truth.coverage.copy()
+        inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False
+        diffs.append(np.abs(uv[inner].astype(float) - truth.registered[inner]).mean())
+        # The registration matters: without the belt's travel it is far worse (alternate frames).
+        if setup is ALTERNATE:
+            assert ch.last_shift_mm == pytest.approx(truth.shift_mm, abs=0.15)
+    print("registration mean |diff|", [round(d, 2) for d in diffs])
+    assert max(diffs) < tol, diffs
+    assert ch.pairs == 4 and not ch.dropped
+
+
+def test_pairs_too_far_apart_or_without_a_partner_are_dropped_and_alarmed_when_it_persists():
+    w = _world(ALTERNATE)
+    cam = SimCamera(w)
+    cam.connect()
+    alarms = Alarms()
+    ch = _input(w, alarms, max_pair_ms=10.0, alarm_after=3)  # the frame interval is 20 ms
+    frame = cam.read()
+    assert ch.pair(frame) is None
+    assert "+20.0 ms from it, more than camera.fluorescence.max_pair_ms = 10" in alarms.get(ALARM).text
+    assert alarms.get(ALARM).severity == "warning" and not ch.lost
+    alone = Frame(frame.image, frame.timestamp, frame.encoder, 5, extra={"fluorescence_missing": "strobe off"})
+    ch.pair(alone)
+    ch.pair(alone)
+    assert ch.lost and alarms.get(ALARM).severity == "critical"
+    assert "fluorescence channel lost: 3 frames in a row without it (strobe off)" in alarms.get(ALARM).text
+    assert ch.dropped == {"apart": 1, "missing": 2}
+    # A good pair clears it.
+    wide = _input(w, alarms, max_pair_ms=30.0)
+    assert wide.pair(cam.read()) is not None and not alarms.is_active(ALARM)
+
+
+def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
+    w = _world(ALTERNATE)
+    cam = SimCamera(w)
+    cam.connect()
+    ch = _input(w, Alarms())
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, None)
+    assert ch.pair(frame) is None and ch.dropped == {"uncounted": 1}
+
+
+def test_a_second_camera_without_a_registration_is_refused():
+    w = _world(SECOND)
+    e = w.config.encoder
+    with pytest.raises(ValueError, match="scallop calibrate fluorescence"):
+        FluorescenceInput("second_camera", w.camera_model, Belt(e.counts_per_mm, e.direction), 5, 3, Alarms())
+    with pytest.raises(ValueError, match="no usable registration"):
+        FluorescenceInput(
+            "second_camera",
+            w.camera_model,
+            Belt(e.counts_per_mm, e.direction),
+            5,
+            3,
+            Alarms(),
+            homography=np.full((3, 3), np.nan),
+        )
+
+
+# ------------------------------------------------------------------ configuration
+def test_the_section_requires_its_physical_settings():
+    with pytest.raises(ValueError, match="max_pair_ms is required"):
+        FluorescenceSection(setup="alternate", uv_parity=1, alarm_after=5)
+    with pytest.raises(ValueError, match="max_pair_ms=nan"):
+        FluorescenceSection(setup="alternate", uv_parity=1, alarm_after=5, max_pair_ms=float("nan"))
+    with pytest.raises(ValueError, match="uv_parity=-1: required"):
+        FluorescenceSection(setup="alternate", alarm_after=5, max_pair_ms=25.0)
+    with pytest.raises(ValueError, match="source is required"):
+        FluorescenceSection(setup="second_camera", alarm_after=5, max_pair_ms=2.0)
+    with pytest.raises(ValueError, match="no use with setup = 'none'"):
+        FluorescenceSection(max_pair_ms=2.0)
+    ok = FluorescenceSection(setup="alternate", uv_parity=0, alarm_after=5, max_pair_ms=25.0)
+    assert ok.enabled
+
+
+def test_the_simulator_and_the_line_must_expect_the_same_channel():
+    sim = {"fluorescence": ALTERNATE}
+    with pytest.raises((ValueError, ConfigError), match="simulator renders 'alternate'"):
+        build(LineConfig, {"sim": sim})
+    cfg = build(
+        LineConfig,
+        {"sim": sim, "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 5}}},
+    )
+    assert cfg.camera.fluorescence.setup == "alternate"
+
+
+# ------------------------------------------------------------------ real camera set-ups
+class ListCamera(Camera):
+    """Frames from a list; a CameraError where the list holds one (written for these tests)."""
+
+    def __init__(self, items) -> None:
+        super().__init__()
+        self.items = list(items)
+        self.connects = 0
+
+    @property
+    def resolution(self):
+        return (8, 6)
+
+    def connect(self) -> None:
+        self.connects += 1
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    def read(self) -> Frame:
+        item = self.items.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def _frame(index: int, t: float, level: int, encoder: int | None = None) -> Frame:
+    return Frame(np.full((6, 8, 3), level, np.uint8), t, encoder=encoder, index=index)
+
+
+def test_alternate_frames_pair_each_colour_frame_with_the_next():
+    frames = [_frame(i, i * 0.02, 150 if i % 2 == 0 else 20, 100 * i) for i in range(4)]
+    cam = AlternateFramesCamera(ListCamera(frames), uv_parity=1)
+    cam.connect()
+    a, b = cam.read(), cam.read()
+    assert (a.index, b.index) == (0, 2)
+    exp = a.extra["fluorescence"]
+    assert exp.index == 1 and exp.encoder == 100 and exp.timestamp == pytest.approx(0.02)
+    assert exp.image.shape == (6, 8) and int(exp.image[0, 0]) == 20
+
+
+def test_alternate_frames_with_a_gap_or_out_of_phase_come_alone_with_the_reason():
+    # Frame 1 lost: colour frame 0 has no partner; 2 + 3 pair again.
+    frames = [_frame(0, 0.0, 150), _frame(2, 0.04, 150), _frame(3, 0.06, 20)]
+    cam = AlternateFramesCamera(ListCamera(frames), uv_parity=1)
+    cam.connect()
+    first = cam.read()
+    assert "fluorescence" not in first.extra
+    assert "frame 1 (its fluorescence frame) did not arrive: got frame 2" in first.extra["fluorescence_missing"]
+    assert cam.read().extra["fluorescence"].index == 3
+    # The UV light stays off: the "fluorescence" frame is as bright as the colour one.
+    cam = AlternateFramesCamera(ListCamera([_frame(0, 0.0, 150), _frame(1, 0.02, 140)]), uv_parity=1)
+    cam.connect()
+    assert "strobe is out of phase or the UV light is off" in cam.read().extra["fluorescence_missing"]
+
+
+def test_a_second_camera_is_matched_by_time_and_its_loss_never_stops_the_colour_frames():
+    colour = ListCamera([_frame(i, i * 0.1, 150) for i in range(4)])
+    # Its frame for t = 0.0 is late (stale one first), then it fails, then comes back.
+    fluo = ListCamera(
+        [_frame(7, -0.1, 20), _frame(8, 0.001, 20), CameraError("cable"), _frame(10, 0.3, 20), _frame(11, 0.4, 20)]
+    )
+    pair = SecondCameraPair(colour, fluo, window_s=0.005)
+    pair.connect()
+    a = pair.read()
+    assert a.extra["fluorescence"].index == 8 and a.extra["fluorescence"].encoder is None
+    b = pair.read()
+    assert "the fluorescence camera is not delivering (cable)" in b.extra["fluorescence_missing"]
+    c = pair.read()  # reconnected; its next frame is the t = 0.3 one, which is not c's (t = 0.2)
+    assert "no fluorescence frame near this exposure" in c.extra["fluorescence_missing"]
+    d = pair.read()
+    assert d.extra["fluorescence"].index == 10
+    assert fluo.connects == 2  # the start, and once after the cable came back
+
+
+# ------------------------------------------------------------------ the line
+LINE_CHANNEL = {
+    "sim": {"fluorescence": ALTERNATE},
+    "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 4}},
+}
+
+
+def test_a_line_with_the_channel_runs_the_four_channel_model_and_stops_picking_when_the_channel_is_lost(tmp_path):
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    try:
+        assert line.pipeline.takes_uv  # the shipped four-channel model, chosen by the channel
+        line.start("t")
+        line.run_stepped(10.0)
+        st = line.channel_status()
+        assert st["pairs"] == line.frames > 12 and st["dropped"] == {}
+        assert st["last_shift_mm"] == pytest.approx(6.0, abs=0.15)  # 300 mm/s × 20 ms
+        assert st["belt_level"] < 10 < st["p99_level"]
+        assert line.latest_uv_jpeg()[:2] == b"\xff\xd8"
+        picked = line.summary()["picked"]
+        assert picked > 0
+        # The UV light stops firing: 4 frames in a row is the alarm, and the model is blind.
+        line.backend.camera.lose_fluorescence(1000)
+        line.run_stepped(6.0)
+        a = line.alarms.get(ALARM)
+        assert a.active and a.severity == "critical" and "the UV light did not fire" in a.text
+        assert line.state == "waiting_camera" and line.frames_without_channel >= 4
+        # No second alarm piles on for the same cause.
+        assert not line.alarms.is_active("camera.silent")
+        frames = line.frames
+        line.run_stepped(4.0)
+        assert line.frames == frames  # nothing analysed without the channel
+        # The light comes back: pairs again, the alarm clears, picking resumes.
+        line.backend.camera._no_uv = 0
+        line.run_stepped(10.0)
+        assert not line.alarms.is_active(ALARM) and line.state == "running"
+        assert line.summary()["picked"] > picked and line.summary()["adductor_hits"] == 0
+    finally:
+        line.close()
+
+
+def test_a_colour_model_on_a_line_with_the_channel_keeps_analysing_when_it_is_lost(tmp_path):
+    from scallop.models.runtime import default_model_path
+    from tests.helpers import make_line
+
+    ov = {**LINE_CHANNEL, "vision": {"model": str(default_model_path())}}
+    line = make_line(tmp_path, overrides=ov)
+    try:
+        assert not line.pipeline.takes_uv
+        line.start("t")
+        line.run_stepped(5.0)
+        frames = line.frames
+        line.backend.camera.lose_fluorescence(6)
+        line.run_stepped(10.0)
+        assert line.frames > frames + 6 and line.frames_without_channel == 0
+        assert line.channel_status()["dropped"] == {"missing": 6}
+        assert not line.alarms.is_active(ALARM)  # pairs came back
+    finally:
+        line.close()
+
+
+def test_a_four_channel_model_on_a_line_without_the_channel_is_refused(tmp_path):
+    from scallop.app.build import build_line
+    from scallop.app.config import load_config
+    from scallop.models.runtime import default_uv_model_path
+
+    cfg = load_config(overrides={"vision": {"model": str(default_uv_model_path())}})
+    line = build_line(cfg, tmp_path / "record.sqlite", seed=1, clock=VirtualClock())
+    try:
+        with pytest.raises(ConfigError, match="needs the fluorescence channel, which is not configured"):
+            line.open()
+    finally:
+        line.close()

@@ -1,0 +1,202 @@
+"""The fluorescence channel as cameras deliver it: a second exposure paired with each colour frame.
+
+Under UV excitation the uro glows red and muscle does not (``shared/spec/scallop-appearance.md``,
+"Second channel: fluorescence"). That image reaches the line in one of two ways, and both end the
+same way here: the colour :class:`~scallop.vision.camera.Frame` carries its partner exposure,
+as taken, under ``frame.extra["fluorescence"]`` (a :class:`ChannelExposure`, or anything with
+its ``image``, ``timestamp`` and ``encoder``), or under ``frame.extra["fluorescence_missing"]``
+the reason it has none. Registration onto the colour pixels and the pair's time check are the
+application's (``scallop.app.line.channel``): they need the calibration.
+
+* :class:`SecondCameraPair` — a second, monochrome camera with a long-pass filter, triggered
+  with the colour one. Its frames are matched to the colour frames by exposure time.
+* :class:`AlternateFramesCamera` — one camera, the white and the UV lights strobed in turn by
+  the camera's (or the PLC's) output: every other frame is the fluorescence one, and the belt
+  moves between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from scallop.vision.camera import Camera, CameraError, Frame
+
+
+@dataclass
+class ChannelExposure:
+    """One fluorescence exposure as taken.
+
+    image:     (h, w) uint8, in the fluorescence camera's own pixels (for alternate frames
+               the colour camera's).
+    timestamp: its exposure time on the line's clock (s).
+    encoder:   the belt encoder count latched at its exposure, or None when its camera has none
+               (then only a pair exposed together can be registered).
+    index:     its frame number from its camera.
+    """
+
+    image: np.ndarray
+    timestamp: float
+    encoder: int | None
+    index: int = 0
+
+
+def as_mono(image: np.ndarray) -> np.ndarray:
+    """A fluorescence image as one plane: a colour camera's frame (alternate frames) keeps its
+    red plane, where the uro's emission (670–690 nm) falls; a mono frame is kept as it is."""
+    if image.ndim == 3:
+        return np.ascontiguousarray(image[:, :, 2])
+    return image
+
+
+def _exposure(frame: Frame) -> ChannelExposure:
+    return ChannelExposure(as_mono(frame.image), frame.timestamp, frame.encoder, frame.index)
+
+
+class SecondCameraPair(Camera):
+    """Colour frames from ``colour``, each with the ``fluorescence`` camera's exposure nearest
+    in time. Both cameras run on the same trigger, so their frames come in step; a
+    fluorescence frame more than ``window_s`` older than the colour frame belongs to an earlier
+    trigger and is read past (at most ``max_skip`` of them per colour frame).
+
+    The fluorescence camera failing never stops the colour frames: they come without a
+    partner (``extra["fluorescence_missing"]`` says why) and the camera is reconnected on a
+    later frame. The colour camera's errors pass through unchanged: the line's reader handles
+    them as for a single camera.
+    """
+
+    def __init__(self, colour: Camera, fluorescence: Camera, window_s: float, max_skip: int = 3) -> None:
+        super().__init__()
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise ValueError(f"window_s={window_s!r}: expected a positive number of seconds")
+        self.colour = colour
+        self.fluorescence = fluorescence
+        self.window_s = float(window_s)
+        self.max_skip = int(max_skip)
+        self._held: Frame | None = None  # a fluorescence frame newer than the last colour one
+        self._fluo_down = ""
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.colour.resolution
+
+    def connect(self) -> None:
+        self.colour.connect()
+        self._connect_fluorescence()
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+        self.colour.disconnect()
+        try:
+            self.fluorescence.disconnect()
+        except CameraError:  # it may be gone already; the colour camera is closed
+            pass
+
+    def _connect_fluorescence(self) -> None:
+        try:
+            self.fluorescence.reconnect() if self._fluo_down else self.fluorescence.connect()
+            self._fluo_down = ""
+        except CameraError as e:
+            self._fluo_down = str(e) or type(e).__name__
+
+    def read(self) -> Frame:
+        self._require_connected("pair")
+        frame = self.colour.read()
+        if self._fluo_down:
+            self._connect_fluorescence()
+        if self._fluo_down:
+            frame.extra["fluorescence_missing"] = f"the fluorescence camera is not delivering ({self._fluo_down})"
+            return frame
+        try:
+            partner = self._partner(frame.timestamp)
+        except CameraError as e:
+            self._fluo_down = str(e) or type(e).__name__
+            frame.extra["fluorescence_missing"] = f"the fluorescence camera is not delivering ({self._fluo_down})"
+            return frame
+        if partner is None:
+            frame.extra["fluorescence_missing"] = "no fluorescence frame near this exposure"
+        else:
+            frame.extra["fluorescence"] = _exposure(partner)
+        return frame
+
+    def _partner(self, t: float) -> Frame | None:
+        best = None
+        for _ in range(self.max_skip + 1):
+            f = self._held if self._held is not None else self.fluorescence.read()
+            self._held = None
+            if f.timestamp < t - self.window_s:
+                continue  # an earlier trigger's: its colour frame was dropped
+            if f.timestamp > t + self.window_s:
+                self._held = f  # the next trigger's: keep it for the next colour frame
+                break
+            best = f
+            break
+        return best
+
+
+class AlternateFramesCamera(Camera):
+    """One camera whose lights are strobed in turn: a colour frame, then its fluorescence
+    frame. ``uv_parity`` is the frame-number parity of the fluorescence frames (0 even, 1
+    odd), as the strobe output is wired.
+
+    A colour frame whose next frame is missing (a gap in the frame numbers) or is not the
+    fluorescence one comes alone, with the reason. So does one whose "fluorescence" frame is
+    nearly as bright as itself: the strobe has fallen out of phase or the UV light is off
+    (under UV the belt and the meat are near black: the spec's levels 0–25 of 255).
+    """
+
+    # Mean level of a fluorescence frame over its colour frame's above which the two are not
+    # a strobed pair. A real pair is under 0.25 (uros are a few % of the view); white light in
+    # both frames gives about 1.
+    MAX_LEVEL_RATIO = 0.6
+
+    def __init__(self, camera: Camera, uv_parity: int) -> None:
+        super().__init__()
+        if uv_parity not in (0, 1):
+            raise ValueError(f"uv_parity={uv_parity!r}: expected 0 (even frames) or 1 (odd frames)")
+        self.camera = camera
+        self.uv_parity = int(uv_parity)
+        self._next: Frame | None = None
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.camera.resolution
+
+    def connect(self) -> None:
+        self.camera.connect()
+        self._next = None
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+        self.camera.disconnect()
+
+    def read(self) -> Frame:
+        self._require_connected("alternate")
+        while True:
+            frame = self._next if self._next is not None else self.camera.read()
+            self._next = None
+            if frame.index % 2 != self.uv_parity:
+                break
+            # A fluorescence frame whose colour frame was lost: nothing to pair it with.
+        partner = self.camera.read()
+        if partner.index != frame.index + 1 or partner.index % 2 != self.uv_parity:
+            self._next = partner
+            frame.extra["fluorescence_missing"] = (
+                f"frame {frame.index + 1} (its fluorescence frame) did not arrive: got frame {partner.index}"
+            )
+            return frame
+        uv = as_mono(partner.image)
+        level = float(cv2.mean(uv)[0]) / max(1.0, float(cv2.mean(as_mono(frame.image))[0]))
+        if level > self.MAX_LEVEL_RATIO:
+            frame.extra["fluorescence_missing"] = (
+                f"frame {partner.index} is as bright as a colour frame ({level:.0%} of it): the strobe is out of "
+                "phase or the UV light is off"
+            )
+            return frame
+        frame.extra["fluorescence"] = ChannelExposure(uv, partner.timestamp, partner.encoder, partner.index)
+        return frame
