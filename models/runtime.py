@@ -32,6 +32,9 @@ CHANNELS = ("bgr", "uv")
 #: Input planes per channel.
 PLANES = {"bgr": 3, "uv": 1}
 DEFAULT_MODEL_NAME = "scallop-seg.onnx"
+# The shipped model whose parts stage also takes the fluorescence channel (docs/fluorescence.md):
+# chosen by ``scallop detect`` for a frame that has its fluorescence frame beside it.
+DEFAULT_UV_MODEL_NAME = "scallop-seg-uv.onnx"
 REQUIRED_FINDER = ("background", "core", "edge")
 REQUIRED_PARTS = ("background", "meat", "adductor", "uro")
 
@@ -84,6 +87,11 @@ class ModelInfo:
 
 def default_model_path() -> Path:
     return Path(str(resources.files("scallop.models").joinpath(DEFAULT_MODEL_NAME)))
+
+
+def default_uv_model_path() -> Path:
+    """The shipped four-channel model (colour and fluorescence)."""
+    return Path(str(resources.files("scallop.models").joinpath(DEFAULT_UV_MODEL_NAME)))
 
 
 def _need(meta: dict, key: str, path: str):

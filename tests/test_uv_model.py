@@ -308,9 +308,19 @@ def test_detect_uses_the_companion_with_a_four_channel_model_and_names_a_missing
     rec = json.loads(capsys.readouterr().out)
     assert rec["channels"] == ["bgr", "uv"] and rec["image"] == str(frame)
 
-    # The shipped colour-only model on the same pair: the output it always gave.
-    assert main(["detect", "--mm-per-px", mm, "--json", str(frame)]) == 0
-    assert "channels" not in json.loads(capsys.readouterr().out)
+    # Without --model: the pair goes to the shipped four-channel model, a lone frame to the
+    # colour-only one, each saying which it had.
+    alone0 = tmp_path / "lone"
+    alone0.mkdir()
+    shutil.copy(frame, alone0 / "y.png")
+    assert main(["detect", "--mm-per-px", mm, "--json", str(frame), str(alone0 / "y.png")]) == 0
+    recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [r["channels"] for r in recs] == [["bgr", "uv"], ["bgr"]]
+    # The colour-only model named for a pair: the companion is not read.
+    from scallop.models.runtime import default_model_path
+
+    assert main(["detect", "--model", str(default_model_path()), "--mm-per-px", mm, "--json", str(frame)]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"] == ["bgr"]
 
     alone = tmp_path / "alone"
     alone.mkdir()

@@ -19,14 +19,19 @@ def register(sub) -> None:
             "An unreadable image is reported on stderr and the exit code is 1 after the others are done.\n\n"
             "The image scale on the belt is never guessed: it comes from --calibration, from --mm-per-px,\n"
             "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json.\n\n"
-            "A model that takes the fluorescence channel reads each image's registered fluorescence frame\n"
-            "from beside it (x.uv.png for x.jpg or x.png); an image without one is an error. The colour-only\n"
-            'model ignores it. With such a model, --json objects say "channels": ["bgr", "uv"].'
+            "Frame pairs: an image with its registered fluorescence frame beside it (x.uv.png for x.jpg\n"
+            "or x.png) is analysed with the shipped four-channel model (colour and fluorescence), one without\n"
+            'with the colour-only model; --json objects say which ("channels": ["bgr", "uv"] or ["bgr"]).\n'
+            "With --model, that model is used for every image: a four-channel one needs every image's\n"
+            "x.uv.png (an image without it is an error), a colour-only one ignores them."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--model", help="ONNX model file (default: the shipped model)")
+    p.add_argument(
+        "--model",
+        help="ONNX model file for every image (default: the shipped models, four-channel for frame pairs)",
+    )
     p.add_argument(
         "--mm-per-px",
         type=float,
@@ -72,10 +77,19 @@ def run(args) -> int:
             f"{unscaled[0]}: no image scale: pass --mm-per-px (mm on the belt per pixel), --calibration FILE, "
             "or use images of a data set whose dataset.json gives mm_per_px"
         )
-    pipe = Pipeline(args.model, PipelineConfig(threads=args.threads))
-    # The fluorescence frame is read only for a model that takes it: with the colour-only
-    # model the output is what it always was.
-    takes_uv = pipe.model.takes_uv
+    from scallop.models.runtime import default_uv_model_path
+
+    pipes: dict[str, Pipeline] = {}
+
+    def pipeline(kind: str) -> Pipeline:
+        # Loaded when first needed: a folder of colour frames never loads the four-channel model.
+        if kind not in pipes:
+            path = args.model if kind == "given" else default_uv_model_path() if kind == "uv" else None
+            pipes[kind] = Pipeline(path, PipelineConfig(threads=args.threads))
+        return pipes[kind]
+
+    if args.model:
+        pipeline("given")  # a bad --model file is refused before any image
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -95,9 +109,16 @@ def run(args) -> int:
             )
             failed += 1
             continue
+        companion = companion_of(path)
+        if args.model:
+            pipe = pipeline("given")
+        else:
+            pipe = pipeline("uv" if companion is not None else "colour")
+        # The fluorescence frame is read only for a model that takes it: with the colour-only
+        # model the output is what it always was.
+        takes_uv = pipe.model.takes_uv
         uv = None
         if takes_uv:
-            companion = companion_of(path)
             if companion is None:
                 print(
                     f"scallop detect: error: {path}: its fluorescence frame "
@@ -116,8 +137,7 @@ def run(args) -> int:
         dets = pipe.detect(img, mm_per_px=scales[path], to_belt=to_belt, uv=uv)
         if args.json:
             rec = dets.to_json(path, img.shape[1], img.shape[0])
-            if takes_uv:
-                rec["channels"] = ["bgr", "uv"]
+            rec["channels"] = ["bgr", "uv"] if takes_uv else ["bgr"]
             print(json.dumps(rec), flush=True)
         else:
             n_ok = int(dets.pickable.sum())

@@ -62,9 +62,10 @@ class ModelLoop:
     # ------------------------------------------------------------------ set-up
     def live(self) -> Pipeline:
         """The live model's Pipeline (``model`` says which): the registry's live model when the
-        configuration names a registry, else ``vision.model`` (or the shipped model)."""
+        configuration names a registry, else ``vision.model`` (or the shipped model: the
+        four-channel one on a line with the fluorescence channel)."""
         from scallop.app.registry import Registry, sha256_of
-        from scallop.models.runtime import default_model_path
+        from scallop.models.runtime import default_model_path, default_uv_model_path
 
         cfg = self.config
         if cfg.models.registry:
@@ -73,8 +74,12 @@ class ModelLoop:
             self._registry_stamp = self.registry.stamp()
             self.model = {"name": e.name, "sha256": e.sha256}
             return Pipeline(str(e.path), cfg.vision)
-        path = Path(cfg.vision.model) if cfg.vision.model else default_model_path()
-        pipe = Pipeline(config=cfg.vision)  # first: its error names a missing model file
+        if cfg.vision.model:
+            path = Path(cfg.vision.model)
+        else:
+            # A line with the fluorescence channel runs the shipped model that reads it.
+            path = default_uv_model_path() if cfg.camera.fluorescence.enabled else default_model_path()
+        pipe = Pipeline(str(path), config=cfg.vision)  # first: its error names a missing model file
         self.model = {"name": path.stem, "sha256": sha256_of(path)}
         return pipe
 
