@@ -111,6 +111,22 @@ def format_summary(s: dict) -> str:
             + (f", expected {res['expected']}, got {res['got']}" if "expected" in res else "")
             + (f" ({res['why']})" if res.get("why") else "")
         )
+    ch = s.get("channel")
+    if ch:
+        lines.append(
+            f"  fluorescence ({ch['setup']}): {ch['pairs']} pairs, dropped "
+            + (", ".join(f"{k} {v}" for k, v in ch["dropped"].items()) or "none")
+        )
+    other = s.get("without_channel")
+    if other:
+        for name, x in (("with the channel   ", s), ("without (colour)   ", other)):
+            r = x.get("uro_removal_rate")
+            lines.append(
+                f"  {name}: uro removed {x['uro_removed']}/{x['with_uro']}"
+                + ("" if r is None else f" ({100 * r:.2f} %)")
+                + f", left on {x['missed']}, picks into meat {(x.get('picks_by_grade') or {}).get('meat_hit', 0)}"
+                + f", adductor hits {x['adductor_hits']}, uro escaped {x.get('uro_escaped')}"
+            )
     c = s["checks"]
     lines.append(
         f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "

@@ -170,6 +170,7 @@ def render_html(s: dict, language: str = "en") -> str:
     )
     return _page().substitute(
         lang=language,
+        channel=_channel_table(s, tr, n, language),
         title=e(tr("report.title", name=s["scenario"])),
         subtitle=e(subtitle),
         run_for=e(run_for) + ("" if s["complete"] else f" — {e(tr('report.incomplete'))}"),
@@ -196,6 +197,31 @@ def render_html(s: dict, language: str = "en") -> str:
         failure_note=e(tr("report.failure_note")),
         failure_frames=frames,
     )
+
+
+def _channel_table(s: dict, tr, n, language: str) -> str:
+    """The same scallops with and without the fluorescence channel (``compare_without_channel``)."""
+    other = s.get("without_channel")
+    if not other:
+        return ""
+    e = html.escape
+
+    def row(key: str, get) -> str:
+        return f"<tr><td>{e(tr(key))}</td><td>{e(get(s))}</td><td>{e(get(other))}</td></tr>"
+
+    def grade(g: str):
+        return lambda x: n((x.get("picks_by_grade") or {}).get(g, 0))
+
+    rows = [
+        row("report.removal_rate", lambda x: i18n.percent(language, x.get("uro_removal_rate"), 2)),
+        row("report.uro_left", lambda x: n(x.get("missed"))),
+        row("report.meat_picks", grade("meat_hit")),
+        row("report.adductor_hits", lambda x: n(x.get("adductor_hits"))),
+        row("report.uro_escaped", lambda x: n(x.get("uro_escaped"))),
+        row("report.diverted", lambda x: n((x.get("dispositions") or {}).get("diverted"))),
+    ]
+    head = f"<tr><th></th><th>{e(tr('report.with_channel'))}</th><th>{e(tr('report.without_channel'))}</th></tr>"
+    return f"<h2>{e(tr('report.channel_compare'))}</h2><table>{head}{''.join(rows)}</table>"
 
 
 def _fault_words(language: str, f: dict) -> str:

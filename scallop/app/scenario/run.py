@@ -133,7 +133,37 @@ def run_scenario(
         if tmp is not None:
             tmp.cleanup()
     summary["wall_s"] = round(time.perf_counter() - t_wall0, 2)
+    if spec.compare_without_channel:
+        summary["without_channel"] = _without_channel(sc, seed, spec, progress, chunk_s)
     return summary
+
+
+# What the report sets side by side with and without the fluorescence channel.
+COMPARED = (
+    "model",
+    "processed",
+    "with_uro",
+    "uro_removed",
+    "uro_removal_rate",
+    "missed",
+    "adductor_hits",
+    "picks",
+    "picks_by_grade",
+    "skipped",
+    "dispositions",
+    "uro_escaped",
+)
+
+
+def _without_channel(sc: Scenario, seed: int, spec, progress, chunk_s: float) -> dict:
+    """The same scallops (same seed) with the shipped colour-only model: the channel's worth."""
+    from scallop.models.runtime import default_model_path
+
+    if not sc.line_config().camera.fluorescence.enabled:
+        raise ScenarioError("scenario.compare_without_channel needs [line.camera.fluorescence]")
+    plain = dataclasses.replace(sc, spec=dataclasses.replace(spec, compare_without_channel=False, failure_frames=0))
+    other = run_scenario(plain, seed=seed, model=str(default_model_path()), progress=progress, chunk_s=chunk_s)
+    return {k: other.get(k) for k in COMPARED} | {"model": "(shipped, colour only)"}
 
 
 def _summarise(
@@ -235,7 +265,9 @@ def _summarise(
         "description": sc.spec.description,
         "source": sc.source,
         "seed": seed,
-        "model": cfg.vision.model or "(shipped)",
+        "model": cfg.vision.model
+        or ("(shipped, colour and fluorescence)" if cfg.camera.fluorescence.enabled else "(shipped)"),
+        "channel": acct.line.channel_status(),
         "duration_s": round(t_virtual, 3),
         "scallops_target": sc.spec.scallops or None,
         "complete": (not sc.spec.scallops or len(processed) == sc.spec.scallops) and crash is None,

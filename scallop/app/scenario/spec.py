@@ -62,6 +62,9 @@ class ScenarioSpec:
     max_duration_s: a ``scallops`` run gives up after this (0 = three times the expected time).
     failure_frames: annotated JPEGs of failures kept for the report.
     bin_s: width of the report's time bins (0 = about 50 bins, at least 5 s).
+    compare_without_channel: run the same seed a second time with the shipped colour-only
+    model (the line still has the fluorescence channel, which that model does not read); the
+    report shows both (needs ``[line.camera.fluorescence]``).
     """
 
     name: str
@@ -74,8 +77,11 @@ class ScenarioSpec:
     max_duration_s: float = 0.0
     failure_frames: int = 6
     bin_s: float = 0.0
+    compare_without_channel: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.compare_without_channel, bool):
+            raise ValueError(f"compare_without_channel={self.compare_without_channel!r}: expected true or false")
         if not self.name.strip():
             raise ValueError("name is empty")
         if (self.duration_s > 0) == (self.scallops > 0):
