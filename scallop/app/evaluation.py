@@ -102,7 +102,7 @@ def evaluate(
         for s in sources
     ]
     total_n = sum(n for _, n, _ in opened)
-    total, by_scale, by_condition = Tally(), {}, {}
+    total, by_scale, by_condition, by_gonad = Tally(), {}, {}, {}
     worst: list = []
     done = 0
     for src, _, samples in opened:
@@ -114,6 +114,12 @@ def evaluate(
             by_scale.setdefault(scale_bin(s.mm_per_px), Tally()).add(t)
             for c in conditions_of(s.labels):
                 by_condition.setdefault(c, Tally()).add(t)
+            for sex in GONADS:
+                # The same detections scored on this gonad's scallops only: a male's pale gonad
+                # beside a pale belt is where colour is weakest.
+                mine = [f for f in s.scallops if f.get("gonad") == sex]
+                if mine:
+                    by_gonad.setdefault(sex, Tally()).add(score_frame(dets, s.parts, s.instances, mine, s.mm_per_px))
             cost = sum(FAILURE_WEIGHT.get(what, 1) for _, _, what in t.failures)
             if keep_worst > 0 and cost > 0 and (len(worst) < keep_worst or cost > worst[0][0]):
                 item = (cost, done, frame, [what for _, _, what in t.failures], _picture(s, dets))
@@ -125,8 +131,27 @@ def evaluate(
     summary["per_scale"] = {k: _short(v.summary()) for k, v in sorted(by_scale.items())}
     if by_condition:
         summary["per_condition"] = {k: _short(v.summary()) for k, v in sorted(by_condition.items())}
+    if by_gonad:
+        summary["per_gonad"] = {k: _per_scallop(v) for k, v in sorted(by_gonad.items())}
     ranked = [(c, f, w, j) for c, _, f, w, j in sorted(worst, key=lambda x: (-x[0], x[1]))]
     return Evaluation(summary, ranked, total.failures, pipe.model.info.path)
+
+
+# Gonad kinds in the simulator's per-scallop facts (``gonad``).
+GONADS = ("female", "male")
+
+
+def _per_scallop(t) -> dict:
+    """The per-scallop figures and their counts (grasp checks over the whole frame are not
+    split by scallop, so they are left out)."""
+    s = t.summary()
+    return {k: s[k] for k in ("scallops", "recall", "uro_success", "no_uro_picked")} | {
+        "found": t.found,
+        "with_uro": t.with_uro,
+        "grasp_on_uro": t.grasp_on_uro,
+        "without_uro": t.without_uro,
+        "no_uro_grasped": t.no_uro_grasped,
+    }
 
 
 def _short(s: dict) -> dict:

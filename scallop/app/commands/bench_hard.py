@@ -46,6 +46,12 @@ def register(sub) -> None:
         metavar="KEY=VALUE",
         help="a pipeline threshold ([vision] key, e.g. min_uro_confidence=0.7); repeatable",
     )
+    p.add_argument(
+        "--fluorescence",
+        action="store_true",
+        help="render the sets with the fluorescence channel (the colour frames are the same): needed by a "
+        "four-channel model, ignored by a colour-only one, so both can be scored on the same sets",
+    )
     p.add_argument("--data", metavar="DIR", help="keep the rendered sets here (reused when present)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the sets (default 2)")
     p.add_argument("--out", default="bench/hard.json", help="where the figures are written")
@@ -91,9 +97,11 @@ def pipeline_config(pairs: list[str]):
         raise ConfigError(f"--set: {e}") from None
 
 
-def hard_sets(root: Path, scales, frames: int, seed: int, workers: int) -> dict[float, list[Path]]:
+def hard_sets(
+    root: Path, scales, frames: int, seed: int, workers: int, fluorescence: bool = False
+) -> dict[float, list[Path]]:
     """Per scale, one held-out set per hard condition and one with all of them, rendered into
-    ``root`` (a set already there with the same size and seed is reused)."""
+    ``root`` (a set already there with the same size, seed and channels is reused)."""
     import json
 
     from scallop.sim.config import ProductConfig
@@ -113,12 +121,16 @@ def hard_sets(root: Path, scales, frames: int, seed: int, workers: int) -> dict[
             set_seed = seed + 100 * k + j
             man = d / "dataset.json"
             have = json.loads(man.read_text()) if man.exists() else {}
-            if (have.get("count"), have.get("seed"), have.get("generator", {}).get("hard")) != (
+            gen = have.get("generator", {})
+            if (have.get("count"), have.get("seed"), gen.get("hard"), gen.get("fluorescence", False)) != (
                 frames,
                 set_seed,
                 list(hard),
+                fluorescence,
             ):
-                st = DatasetSettings(mm_per_px=(mm, mm), scallops=(3, 10), product=product, hard=hard)
+                st = DatasetSettings(
+                    mm_per_px=(mm, mm), scallops=(3, 10), product=product, hard=hard, fluorescence=fluorescence
+                )
                 write_dataset(d, frames, seed=set_seed, settings=st, workers=workers, overwrite=True)
             dirs.append(d)
         out[mm] = dirs
@@ -162,6 +174,30 @@ def pooled(cells: list[dict]) -> dict:
     } | counts
 
 
+def per_gonad(summaries) -> dict:
+    """Recall, uro success and no-uro picked per gonad kind, pooled over the sets."""
+    out = {}
+    for sex in ("female", "male"):
+        parts = [s["per_gonad"][sex] for s in summaries if sex in s.get("per_gonad", {})]
+        if not parts:
+            continue
+        tot = {
+            k: sum(p[k] for p in parts)
+            for k in ("scallops", "found", "with_uro", "grasp_on_uro", "without_uro", "no_uro_grasped")
+        }
+
+        out[sex] = {
+            "recall": _rate(tot, "found", "scallops"),
+            "uro_success": _rate(tot, "grasp_on_uro", "with_uro"),
+            "no_uro_picked": _rate(tot, "no_uro_grasped", "without_uro"),
+        } | tot
+    return out
+
+
+def _rate(tot: dict, a: str, b: str) -> float | None:
+    return round(tot[a] / tot[b], 5) if tot[b] else None
+
+
 def misses(figures: dict) -> list[str]:
     """The targets a cell misses, in words (an unknown share misses nothing)."""
     out = []
@@ -188,15 +224,20 @@ def run(args) -> int:
     load_before = os.getloadavg()[0]
     tmp = None if args.data else tempfile.TemporaryDirectory(prefix="scallop-hard-")
     root = Path(args.data or tmp.name)
-    sets = hard_sets(root, scales, args.frames, args.seed, args.workers)
     pipe = Pipeline(args.model, cfg)
+    if pipe.takes_uv and not args.fluorescence:
+        from scallop.errors import ConfigError
+
+        raise ConfigError("the model reads the fluorescence channel: add --fluorescence (sets rendered with it)")
+    sets = hard_sets(root, scales, args.frames, args.seed, args.workers, args.fluorescence)
     per_scale: dict = {}
     missed: list[str] = []
     for mm, dirs in sets.items():
         row = per_scale[f"{mm:g}"] = {}
         for err in errors:
-            by_set = {d.name: cell(evaluate(pipe, [d], keep_worst=0, scale_error=err).summary) for d in dirs}
-            fig = pooled(list(by_set.values())) | {"per_condition": by_set}
+            sums = {d.name: evaluate(pipe, [d], keep_worst=0, scale_error=err).summary for d in dirs}
+            by_set = {k: cell(v) for k, v in sums.items()}
+            fig = pooled(list(by_set.values())) | {"per_condition": by_set, "per_gonad": per_gonad(sums.values())}
             row[f"{err:g}x"] = fig
             missed += [f"{mm:g} mm/px at {err:g}x scale: {m}" for m in misses(fig)]
     if tmp:
@@ -218,6 +259,8 @@ def run(args) -> int:
         "seed": args.seed,
         "pipeline_overrides": args.set,
         "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
+        "channels": ["bgr", "uv"] if pipe.takes_uv else ["bgr"],
+        "fluorescence_sets": args.fluorescence,
         "seconds": round(time.time() - t0, 1),
         "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
@@ -232,6 +275,21 @@ def run(args) -> int:
                     f"  {mm:>5} {err:>5} {_pct(c['recall']):>8} {_pct(c['uro_success']):>8} "
                     f"{_pct(c['no_uro_picked']):>6} ({c['no_uro_grasped']}/{c['without_uro']}) {_pct(c['no_uro_pickable']):>8} "
                     f"{c['near_adductor_grasps']:>9}"
+                )
+        true = [(mm, r["1x"]) for mm, r in per_scale.items() if "1x" in r]
+        if true:
+            print("  at the true scale, per condition (recall / uro ok / no-uro picked):")
+            names = list(true[0][1]["per_condition"]) + [f"gonad:{g}" for g in true[0][1]["per_gonad"]]
+            print("  " + f"{'mm/px':>5} " + " ".join(f"{n:>26}" for n in names))
+            for mm, c in true:
+                cells = list(c["per_condition"].values()) + list(c["per_gonad"].values())
+                print(
+                    "  "
+                    + f"{mm:>5} "
+                    + " ".join(
+                        f"{_pct(x['recall']):>8}/{_pct(x['uro_success']):>8}/{_pct(x['no_uro_picked']):>8}"
+                        for x in cells
+                    )
                 )
         print("  targets met" if not missed else "  missed: " + "; ".join(missed))
         print(
