@@ -92,6 +92,15 @@ class LineAPI(Protocol):
     def latest_jpeg(self) -> bytes | None:
         """The newest camera frame with scallops, uros and picks drawn on it, JPEG-encoded."""
 
+    def latest_uv_jpeg(self) -> bytes | None:
+        """The newest fluorescence image registered onto the colour frame, its grey levels as
+        measured (not stretched: a weak channel must look weak), JPEG-encoded; None without a
+        channel or before its first pair."""
+
+    def channel_status(self) -> dict | None:
+        """The fluorescence channel's figures (pairs, drops by reason, the last pair's time
+        apart and belt travel, belt and uro levels); None without a channel."""
+
     def start(self, user: str) -> None: ...
     def pause(self, user: str) -> None: ...
     def stop(self, user: str) -> None: ...
