@@ -82,7 +82,14 @@ class FakeLine:
     Frames are 320×240 JPEGs: a magenta field with a green bar whose position moves with the
     frame number, so a screenshot can tell "showing frames" and "showing new frames" apart.
     Every control call is appended to ``calls`` as ``(action, user)``.
+
+    No fluorescence channel unless a test sets ``channel`` (:meth:`with_channel`): then
+    ``channel_status()`` is that dict and, once ``channel["pairs"]`` > 0, ``latest_uv_jpeg()`` is
+    a dark grey field (``UV_BELT``) with ``UV_BLOBS`` glowing discs, as a healthy channel sees uros.
     """
+
+    UV_BELT = 6  # the spec's belt under UV: 0–10
+    UV_BLOBS = ((80, 60, 18, 200), (200, 150, 24, 150), (270, 70, 12, 230))  # x, y, radius, level
 
     W, H = 320, 240
     BG_BGR = (255, 0, 255)  # magenta
@@ -119,6 +126,7 @@ class FakeLine:
         self.config = {"belt": {"speed_mm_s": 250.0}, "camera": {"exposure_us": 800}}
         self.jpeg_quality = 90
         self._next_alarm = 1
+        self.channel: dict | None = None
 
     # -- test controls
 
@@ -142,6 +150,36 @@ class FakeLine:
             self._next_alarm += 1
             self.alarms.append(a)
             return a
+
+    def with_channel(self, **kw) -> dict:
+        """Give the line a healthy alternate-frames channel with ``pairs`` pairs; ``kw`` overrides figures."""
+        status = {
+            "setup": "alternate",
+            "pairs": 120,
+            "dropped": {"missing": 2},
+            "dropped_in_a_row": 0,
+            "lost": False,
+            "last_dt_ms": 20.0,
+            "last_shift_mm": 6.0,
+            "belt_level": float(self.UV_BELT),
+            "p99_level": 196.0,
+        }
+        status.update(kw)
+        if not status["pairs"]:  # as on the line: the levels are measured on the newest pair
+            status.pop("belt_level", None)
+            status.pop("p99_level", None)
+        with self.lock:
+            self.channel = status
+        return status
+
+    @classmethod
+    def draw_uv(cls) -> np.ndarray:
+        import cv2
+
+        img = np.full((cls.H, cls.W), cls.UV_BELT, np.uint8)
+        for x, y, r, level in cls.UV_BLOBS:
+            cv2.circle(img, (x, y), r, level, -1)
+        return img
 
     @classmethod
     def draw(cls, n: int) -> np.ndarray:
@@ -194,6 +232,21 @@ class FakeLine:
         ok, buf = cv2.imencode(".jpg", self.draw(n), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         assert ok
         return buf.tobytes()
+
+    def latest_uv_jpeg(self):
+        import cv2
+
+        with self.lock:
+            pairs = self.channel["pairs"] if self.channel is not None else 0
+        if not pairs:
+            return None
+        ok, buf = cv2.imencode(".jpg", self.draw_uv(), [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        assert ok
+        return buf.tobytes()
+
+    def channel_status(self):
+        with self.lock:
+            return None if self.channel is None else dict(self.channel, dropped=dict(self.channel["dropped"]))
 
     def _move(self, action: str, user: str, allowed_from: tuple[str, ...], to: str) -> None:
         with self.lock:

@@ -359,6 +359,67 @@ def test_engineer_reads_and_changes_config(client, fake_line, audit_log):
     assert ("config", "engineer", {"changes": {"belt.speed_mm_s": 300}}) in audit_log
 
 
+# ---------------------------------------------------------------------------- fluorescence channel
+
+
+@pytest.mark.parametrize("path", ["/api/uv.jpg", "/api/channel"])
+def test_the_fluorescence_channel_needs_an_engineer(client, fake_line, path):
+    fake_line.with_channel()
+    r = client.get(path)
+    assert r.status_code == 401 and error(r) == "log in as engineer first"
+    login(client, "1111")
+    r = client.get(path)
+    assert r.status_code == 403 and error(r) == "operator is logged in as operator: this needs an engineer login"
+
+
+def test_the_fluorescence_channel_is_404_on_a_line_without_one_and_before_its_first_pair(client, fake_line):
+    login(client, "2222")
+    for path in ("/api/uv.jpg", "/api/channel"):
+        r = client.get(path)
+        assert (
+            r.status_code == 404 and error(r) == "this line has no fluorescence channel ([camera.fluorescence] setup)"
+        )
+        assert r.headers["cache-control"] == "no-store"
+    fake_line.with_channel(pairs=0, dropped={})
+    r = client.get("/api/uv.jpg")
+    assert r.status_code == 404 and error(r) == "no fluorescence image yet"
+    figures = client.get("/api/channel").json()
+    assert figures["pairs"] == 0 and "belt_level" not in figures and "p99_level" not in figures
+
+
+def test_the_engineer_gets_the_fluorescence_image_as_measured(client, fake_line):
+    fake_line.with_channel()
+    login(client, "2222")
+    r = client.get("/api/uv.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert r.headers["cache-control"] == "no-store"  # a proxy or the browser must not show an old one
+    img = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert img is not None and img.shape == (240, 320)  # one grey plane
+    assert abs(int(img[5, 5]) - fake_line.UV_BELT) <= 3
+    for x, y, _, level in fake_line.UV_BLOBS:
+        assert abs(int(img[y, x]) - level) <= 6
+
+
+def test_the_fluorescence_figures_are_json(client, fake_line):
+    fake_line.with_channel(
+        setup="second_camera", dropped={"missing": 2, "apart": 1}, dropped_in_a_row=1, last_dt_ms=float("nan")
+    )
+    login(client, "2222")
+    r = client.get("/api/channel")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "setup": "second_camera",
+        "pairs": 120,
+        "dropped": {"missing": 2, "apart": 1},
+        "dropped_in_a_row": 1,
+        "lost": False,
+        "last_dt_ms": None,  # NaN would break the browser's JSON.parse
+        "last_shift_mm": 6.0,
+        "belt_level": 6.0,
+        "p99_level": 196.0,
+    }
+
+
 # ---------------------------------------------------------------------------- /metrics
 
 

@@ -8,9 +8,13 @@ with screenshots, in test_web_layout.py.
 
 from __future__ import annotations
 
+import time
+
 import cv2
+import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from scallop.app.web import create_app
 from scallop.app.web_server import serve
@@ -189,6 +193,60 @@ def test_engineer_page_refuses_bad_input_with_the_servers_words(screen):
     browser.find_element("id", "config-apply").click()
     wait_for(browser, lambda: line.config["belt"]["speed_mm_s"] == 300, what="config applied")
     wait_for(browser, lambda: '"speed_mm_s": 300' in text(browser, "config-view"))
+    assert not visible(browser, "uv-box")  # this line has no fluorescence channel
+
+
+def _requests(server, route: str) -> float:
+    """How many requests the screen's server has answered on ``route`` (its own /metrics)."""
+    text = httpx.get(server.url + "/metrics", timeout=5).text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "scallop_web_requests_total" and s.labels.get("route") == route
+    )
+
+
+def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, artifacts_dir):
+    browser, line, server = screen
+    line.with_channel(belt_level=14.0, dropped={"missing": 2, "apart": 1})
+    browser.find_element("id", "btn-engineer").click()
+    enter_pin(browser, "2222")
+    wait_for(browser, lambda: visible(browser, "uv-box"), what="fluorescence box")
+    uv = browser.find_element("id", "uv-live")
+    wait_for(browser, lambda: uv.get_attribute("data-pairs") == "120", what="fluorescence image")
+    assert browser.execute_script(
+        "const im = arguments[0]; return [im.complete, im.naturalWidth, im.naturalHeight]", uv
+    ) == [
+        True,
+        line.W,
+        line.H,
+    ]
+    assert uv.is_displayed() and not visible(browser, "uv-none")
+    assert text(browser, "uv-pairs") == "alternate frames: 120 pairs, 3 dropped (0 in a row now)"
+    assert text(browser, "uv-drops") == "dropped: no fluorescence image: 2 · exposures too far apart: 1"
+    assert text(browser, "uv-timing") == "last pair: 20.0 ms apart, belt moved 6.0 mm between the exposures"
+    assert text(browser, "uv-belt") == "belt level 14.0: belt too bright: stray white light or filter missing"
+    assert text(browser, "uv-glow") == "p99 level 196.0: uros glow"
+    assert not visible(browser, "uv-lost")
+    assert browser.execute_script("return window.__i18nMissing") == []
+    browser.save_screenshot(str(artifacts_dir / "engineer-fluorescence-en.png"))
+
+    # Live: the figures and the image follow the line while the panel is open.
+    line.with_channel(pairs=121, lost=True, dropped_in_a_row=5, p99_level=40.0)
+    wait_for(browser, lambda: visible(browser, "uv-lost"), what="channel lost")
+    wait_for(browser, lambda: uv.get_attribute("data-pairs") == "121", what="the newer image")
+    assert text(browser, "uv-glow") == "p99 level 40.0: no glow: UV light weak or off"
+    assert text(browser, "uv-belt") == "belt level 6.0: belt dark"
+    red = browser.execute_script("return getComputedStyle(document.getElementById('uv-lost')).backgroundColor")
+    assert red == "rgb(224, 27, 27)"  # --red
+
+    # Closed, the panel asks nothing more of the line.
+    browser.find_element("id", "engineer-close").click()
+    time.sleep(0.6)  # an answer in flight at the close
+    asked = _requests(server, "/api/channel")
+    time.sleep(1.2)  # more than two refreshes' time
+    assert _requests(server, "/api/channel") == asked
 
 
 def _live_view(browser) -> np.ndarray:

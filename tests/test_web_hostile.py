@@ -66,7 +66,14 @@ def _http(srv, **kw) -> httpx.Client:
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/"), ("GET", "/api/state"), ("GET", "/api/frame.jpg"), ("POST", "/api/login"), ("POST", "/api/estop")],
+    [
+        ("GET", "/"),
+        ("GET", "/api/state"),
+        ("GET", "/api/frame.jpg"),
+        ("GET", "/api/uv.jpg"),
+        ("POST", "/api/login"),
+        ("POST", "/api/estop"),
+    ],
 )
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "line3.plant.example.evil", "[::2]:80"])
 def test_a_foreign_host_is_refused(server, method, path, host):
@@ -128,14 +135,24 @@ def test_the_screens_own_page_may_write(server):
 
 
 @pytest.mark.parametrize(
-    "path, mode", [("/api/state", "cors"), ("/api/frame.jpg", "no-cors"), ("/api/events", "cors"), ("/metrics", "cors")]
+    "path, mode",
+    [
+        ("/api/state", "cors"),
+        ("/api/frame.jpg", "no-cors"),
+        ("/api/uv.jpg", "no-cors"),
+        ("/api/channel", "cors"),
+        ("/api/events", "cors"),
+        ("/metrics", "cors"),
+    ],
 )
 def test_a_cross_site_read_is_refused_but_a_link_to_the_screen_works(server, path, mode):
     srv, line, _ = server
     line.new_frame()
+    line.with_channel()
     with _http(srv) as c:
         r = c.get(path, headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": mode})
-        assert r.status_code == 403, r.text
+        # The guard's refusal, not the engineer endpoints' own 401/403 for a missing login.
+        assert r.status_code == 403 and "cross-site request" in r.json()["error"], r.text
         page = c.get("/", headers={"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"})
     assert page.status_code == 200 and 'id="estop"' in page.text
 

@@ -10,9 +10,10 @@
 The page (``scallop/app/web/``: plain HTML, CSS and JS, no build step, texts from the message
 catalogues ``web/i18n/<language>.json``) gets the line's state as server-sent events from
 ``/api/events`` and fetches the newest annotated camera frame from ``/api/frame.jpg`` whenever
-the frame counter moves. JSON API (all errors are ``{"error": "<plain words>"}``, plus ``code``
-and ``params`` naming the message in the catalogue where the screen shows it, with the status
-code that fits):
+the frame counter moves; while the engineer panel is open it reads ``/api/channel`` and, when
+the pair counter moves, ``/api/uv.jpg``. JSON API (all errors are ``{"error": "<plain words>"}``,
+plus ``code`` and ``params`` naming the message in the catalogue where the screen shows it, with
+the status code that fits):
 
 ==========================  ==========  ================================================
 endpoint                    login       notes
@@ -20,6 +21,8 @@ endpoint                    login       notes
 GET  /api/state             none        line snapshot + who is logged in on this browser
 GET  /api/events            none        server-sent events, ``event: state`` ~4 per second
 GET  /api/frame.jpg         see notes   ``frame_access``; 404 until the line has a frame
+GET  /api/uv.jpg            engineer    the newest fluorescence image as measured; 404 without one
+GET  /api/channel           engineer    the fluorescence channel's figures; 404 on a line without one
 GET  /api/recipes           none
 POST /api/login             none        ``{"pin": "1234"}`` (+ optional ``"user"``) → cookie + token
 POST /api/logout            none
@@ -83,6 +86,8 @@ STATIC_DIR = Path(__file__).with_name("web")
 COOKIE = "scallop_session"
 Access = Literal["anyone", "loopback", "login"]
 ACCESS: tuple[str, ...] = ("anyone", "loopback", "login")
+
+NO_CHANNEL = "this line has no fluorescence channel ([camera.fluorescence] setup)"
 
 AuditFn = Callable[[str, str, dict], Any]
 """``audit(kind, user, detail)``: e.g. :meth:`scallop.app.record.RecordWriter.event`."""
@@ -312,6 +317,27 @@ def create_app(
         if not jpeg:
             raise ApiError(404, "no camera frame yet")
         return Response(jpeg, media_type="image/jpeg")
+
+    # Engineer-only, unlike frame.jpg: the channel's view is a diagnosis (docs/fluorescence.md,
+    # "Is the channel healthy?"), nothing an operator acts on.
+
+    @app.get("/api/uv.jpg")
+    async def uv_frame(request: Request):
+        _require(request, "engineer")
+        jpeg = await run_in_threadpool(line.latest_uv_jpeg)
+        if not jpeg:
+            status = await run_in_threadpool(line.channel_status)
+            raise ApiError(404, NO_CHANNEL if status is None else "no fluorescence image yet")
+        return Response(jpeg, media_type="image/jpeg")
+
+    @app.get("/api/channel")
+    async def channel(request: Request):
+        _require(request, "engineer")
+        status = await run_in_threadpool(line.channel_status)
+        if status is None:
+            # 404 like /api/uv.jpg: a client reads one answer for "this line has no channel" from both.
+            raise ApiError(404, NO_CHANNEL)
+        return JSONResponse(_clean(status))
 
     @app.get("/metrics")
     async def prometheus(request: Request):

@@ -100,6 +100,8 @@ _ROUTES = (
     "/api/state",
     "/api/events",
     "/api/frame.jpg",
+    "/api/uv.jpg",
+    "/api/channel",
     "/api/recipes",
     "/api/recipe",
     "/api/login",

@@ -20,6 +20,10 @@ let pinValue = "";
 let toastTimer = null;
 let lang = null;
 let cat = {};
+let uvTimer = null;          // refreshes the fluorescence channel while the engineer panel is open
+let uvBusy = false;
+let uvUrl = null;
+let uvLast = null;           // the channel's last figures, redrawn when the language changes
 window.__i18nMissing = [];   // keys asked for but not in the catalogue (the browser tests read it)
 
 // ------------------------------------------------------------------ words and numbers
@@ -71,6 +75,7 @@ async function setLanguage(l) {
   $("pin-title").textContent = t(pinTitle[0], pinTitle[1]);
   setSession(session);
   if (lastState) render(lastState);
+  if (uvLast) renderChannel(uvLast);
 }
 
 // ------------------------------------------------------------------ API
@@ -300,7 +305,13 @@ function openEngineer() {
     renderLatency(lastState);
     renderModelLoop(lastState);
     $("engineer").hidden = false;
+    openChannel();
   });
+}
+
+function closeEngineer() {
+  $("engineer").hidden = true;
+  closeChannel();
 }
 
 function applyConfig() {
@@ -352,6 +363,100 @@ function renderModelLoop(d) {
   const b = $("capture-toggle");
   b.hidden = !("active" in c);
   setText("capture-toggle", t(c.active ? "engineer.capture_off" : "engineer.capture_on"));
+}
+
+// ------------------------------------------------------------------ fluorescence channel (engineer panel)
+
+// Healthy levels, from the spec's grey levels under UV (shared/spec/scallop-appearance.md, "Second
+// channel: fluorescence"): the belt 0–10, uros 110–240 with the exposure set so the brightest uro
+// does not saturate.
+const UV_BELT_DARK_MAX = 10;  // a belt brighter than this sees light the filter should block
+const UV_GLOW_MIN = 100;      // the brightest 1 % darker than the dimmest uro (110) less noise: nothing glows
+// As often as the main view can change (state events come ~4 per second), without queueing.
+const UV_REFRESH_MS = 500;
+
+function openChannel() {
+  closeChannel();
+  uvTimer = setInterval(refreshChannel, UV_REFRESH_MS);
+  refreshChannel();
+}
+
+function closeChannel() {
+  clearInterval(uvTimer);
+  uvTimer = null;
+}
+
+// One refresh at a time: the figures, then the image only when the pair counter moved, so a slow
+// network shows an older image instead of a growing backlog (as the main view does).
+async function refreshChannel() {
+  if (uvBusy) return;
+  uvBusy = true;
+  try {
+    const c = await api("GET", "/api/channel");
+    if (uvTimer === null) return;  // the panel closed meanwhile
+    renderChannel(c);
+    if (c.pairs && String(c.pairs) !== $("uv-live").dataset.pairs) await channelImage(c.pairs);
+    else if (!c.pairs) $("uv-none").hidden = false;
+  } catch (e) {
+    if (e.status === 404) {
+      // No channel on this line: nothing to show, nothing to ask again until the panel reopens.
+      renderChannel(null);
+      closeChannel();
+    } else if (e.status === 401 || e.status === 403) {
+      closeChannel();  // logged out meanwhile; reopening the panel asks for the PIN
+    }
+    /* no answer: the next tick asks again */
+  } finally {
+    uvBusy = false;
+  }
+}
+
+async function channelImage(pairs) {
+  const r = await fetch("/api/uv.jpg?n=" + pairs, { cache: "no-store", credentials: "same-origin" });
+  const img = $("uv-live");
+  if (!r.ok) {
+    img.dataset.pairs = String(pairs);  // asked again when the pair counter moves, as the main view
+    $("uv-none").hidden = false;
+    return;
+  }
+  const url = URL.createObjectURL(await r.blob());
+  await new Promise((resolve) => {
+    img.onload = resolve;
+    img.onerror = resolve;
+    img.src = url;
+  });
+  if (uvUrl) URL.revokeObjectURL(uvUrl);
+  uvUrl = url;
+  img.dataset.pairs = String(pairs);
+  $("uv-none").hidden = true;
+}
+
+// A level with its verdict in plain words; no level (no pair yet) is no verdict.
+function levelLine(id, key, level, ok, okKey, badKey) {
+  const el = $(id);
+  const known = level !== null && level !== undefined && isFinite(level);
+  el.dataset.verdict = known ? (ok(level) ? "ok" : "bad") : "unknown";
+  const verdict = known ? t(ok(level) ? okKey : badKey) : t("uv.no_pair");
+  setText(id, t(key, { level: num(level, 1), verdict }));
+}
+
+function renderChannel(c) {
+  uvLast = c;
+  $("uv-box").hidden = !c;
+  if (!c) return;
+  const dropped = Object.entries(c.dropped || {}).filter(([, n]) => n > 0);
+  const total = dropped.reduce((a, [, n]) => a + n, 0);
+  setText("uv-pairs", t("uv.pairs", {
+    setup: tOr("uv.setup." + c.setup, c.setup), pairs: num(c.pairs), dropped: num(total),
+    in_a_row: num(c.dropped_in_a_row),
+  }));
+  setText("uv-drops", dropped.length ? t("uv.drops", {
+    reasons: dropped.map(([why, n]) => t("uv.drop_count", { reason: tOr("uv.drop." + why, why), n: num(n) })).join(" · "),
+  }) : "");
+  setText("uv-timing", t("uv.timing", { dt: num(c.last_dt_ms, 1), shift: num(c.last_shift_mm, 1) }));
+  levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= UV_BELT_DARK_MAX, "uv.belt_dark", "uv.belt_bright");
+  levelLine("uv-glow", "uv.glow", c.p99_level, (v) => v >= UV_GLOW_MIN, "uv.glowing", "uv.no_glow");
+  $("uv-lost").hidden = !c.lost;
 }
 
 // ------------------------------------------------------------------ rendering
@@ -579,7 +684,7 @@ function wire() {
   $("check-override").addEventListener("click", overrideCheck);
   $("recipes-close").addEventListener("click", () => { $("recipes").hidden = true; });
   $("btn-engineer").addEventListener("click", openEngineer);
-  $("engineer-close").addEventListener("click", () => { $("engineer").hidden = true; });
+  $("engineer-close").addEventListener("click", closeEngineer);
   $("config-apply").addEventListener("click", applyConfig);
   $("capture-toggle").addEventListener("click", toggleCapture);
   $("critical-ack").addEventListener("click", () => {
