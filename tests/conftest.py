@@ -162,12 +162,12 @@ class FakeLine:
             "last_dt_ms": 20.0,
             "last_shift_mm": 6.0,
             "belt_level": float(self.UV_BELT),
-            "p99_level": 196.0,
+            "glow_level": 196.0,
         }
         status.update(kw)
         if not status["pairs"]:  # as on the line: the levels are measured on the newest pair
             status.pop("belt_level", None)
-            status.pop("p99_level", None)
+            status.pop("glow_level", None)
         with self.lock:
             self.channel = status
         return status

@@ -263,7 +263,7 @@ def test_a_line_with_the_channel_runs_the_four_channel_model_and_stops_picking_w
         st = line.channel_status()
         assert st["pairs"] == line.frames > 12 and st["dropped"] == {}
         assert st["last_shift_mm"] == pytest.approx(6.0, abs=0.15)  # 300 mm/s × 20 ms
-        assert st["belt_level"] < 10 < st["p99_level"]
+        assert st["belt_level"] < 10 < st["glow_level"]
         assert line.latest_uv_jpeg()[:2] == b"\xff\xd8"
         picked = line.summary()["picked"]
         assert picked > 0

@@ -384,7 +384,7 @@ def test_the_fluorescence_channel_is_404_on_a_line_without_one_and_before_its_fi
     r = client.get("/api/uv.jpg")
     assert r.status_code == 404 and error(r) == "no fluorescence image yet"
     figures = client.get("/api/channel").json()
-    assert figures["pairs"] == 0 and "belt_level" not in figures and "p99_level" not in figures
+    assert figures["pairs"] == 0 and "belt_level" not in figures and "glow_level" not in figures
 
 
 def test_the_engineer_gets_the_fluorescence_image_as_measured(client, fake_line):
@@ -416,7 +416,7 @@ def test_the_fluorescence_figures_are_json(client, fake_line):
         "last_dt_ms": None,  # NaN would break the browser's JSON.parse
         "last_shift_mm": 6.0,
         "belt_level": 6.0,
-        "p99_level": 196.0,
+        "glow_level": 196.0,
     }
 
 

@@ -227,16 +227,16 @@ def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, 
     assert text(browser, "uv-drops") == "dropped: no fluorescence image: 2 · exposures too far apart: 1"
     assert text(browser, "uv-timing") == "last pair: 20.0 ms apart, belt moved 6.0 mm between the exposures"
     assert text(browser, "uv-belt") == "belt level 14.0: belt too bright: stray white light or filter missing"
-    assert text(browser, "uv-glow") == "p99 level 196.0: uros glow"
+    assert text(browser, "uv-glow") == "glow level 196.0: uros glow"
     assert not visible(browser, "uv-lost")
     assert browser.execute_script("return window.__i18nMissing") == []
     browser.save_screenshot(str(artifacts_dir / "engineer-fluorescence-en.png"))
 
     # Live: the figures and the image follow the line while the panel is open.
-    line.with_channel(pairs=121, lost=True, dropped_in_a_row=5, p99_level=40.0)
+    line.with_channel(pairs=121, lost=True, dropped_in_a_row=5, glow_level=40.0)
     wait_for(browser, lambda: visible(browser, "uv-lost"), what="channel lost")
     wait_for(browser, lambda: uv.get_attribute("data-pairs") == "121", what="the newer image")
-    assert text(browser, "uv-glow") == "p99 level 40.0: no glow: UV light weak or off"
+    assert text(browser, "uv-glow") == "glow level 40.0: no glow: UV light weak or off"
     assert text(browser, "uv-belt") == "belt level 6.0: belt dark"
     red = browser.execute_script("return getComputedStyle(document.getElementById('uv-lost')).backgroundColor")
     assert red == "rgb(224, 27, 27)"  # --red

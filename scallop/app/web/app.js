@@ -371,7 +371,7 @@ function renderModelLoop(d) {
 // channel: fluorescence"): the belt 0–10, uros 110–240 with the exposure set so the brightest uro
 // does not saturate.
 const UV_BELT_DARK_MAX = 10;  // a belt brighter than this sees light the filter should block
-const UV_GLOW_MIN = 100;      // the brightest 1 % darker than the dimmest uro (110) less noise: nothing glows
+const UV_GLOW_MIN = 100;      // the brightest 3 mm patch darker than the dimmest uro (110, less its patchiness): nothing glows
 // As often as the main view can change (state events come ~4 per second), without queueing.
 const UV_REFRESH_MS = 500;
 
@@ -455,7 +455,7 @@ function renderChannel(c) {
   }) : "");
   setText("uv-timing", t("uv.timing", { dt: num(c.last_dt_ms, 1), shift: num(c.last_shift_mm, 1) }));
   levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= UV_BELT_DARK_MAX, "uv.belt_dark", "uv.belt_bright");
-  levelLine("uv-glow", "uv.glow", c.p99_level, (v) => v >= UV_GLOW_MIN, "uv.glowing", "uv.no_glow");
+  levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= UV_GLOW_MIN, "uv.glowing", "uv.no_glow");
   $("uv-lost").hidden = !c.lost;
 }
 
