@@ -8,6 +8,9 @@ laid the other way round, ``--origin`` forgotten): the numbers do not show it, a
   coordinates every ``grid_mm``.
 * :func:`track_picture` — a frame of the encoder step with where the board's corner 0 was
   found in each frame, and the fitted direction of travel.
+* :func:`registration_picture` — a colour photo with the fluorescence camera's photo of the same
+  moment laid over it through the registration (red against cyan: where they agree the board
+  looks grey), the overlap's outline, and every pair's corners with their residuals (magnified).
 * :func:`plan_picture` — the belt frame from above: the camera's view, the origin and axes,
   each arm's base, workspace reach, pick window, chute and ready points, and touched marks
   with their residuals (magnified).
@@ -131,6 +134,57 @@ def track_picture(
     _frame_axes(img, camera, 200.0, z_mm)
     if title:
         _text(img, title, (10, 24), WHITE, 0.6, 2)
+    return img
+
+
+def registration_picture(
+    colour_image: np.ndarray,
+    fluo_registered: np.ndarray,
+    seen: np.ndarray,
+    corners_px: np.ndarray,
+    mapped_px: np.ndarray,
+    residuals_mm: np.ndarray,
+    limits_mm: tuple[float, float],
+    hull_px: np.ndarray | None = None,
+    magnify: float = 20.0,
+    title: str = "",
+) -> np.ndarray:
+    """The colour photo in cyan with the fluorescence photo, registered onto it, in red: edges
+    that coincide look grey, a misregistration shows red and cyan fringes. ``seen``: (h, w) bool,
+    the colour pixels the fluorescence camera sees (outlined in yellow). Each corner (colour
+    detection) is drawn with the way its fluorescence twin landed, ``magnify`` times longer,
+    green / orange / red by ``limits_mm``; ``hull_px`` outlines the area the boards covered."""
+    grey = cv2.cvtColor(colour_image, cv2.COLOR_BGR2GRAY) if colour_image.ndim == 3 else colour_image
+    fl = fluo_registered if fluo_registered.ndim == 2 else cv2.cvtColor(fluo_registered, cv2.COLOR_BGR2GRAY)
+    # Stretch the fluorescence photo to the colour photo's contrast, so the board's two prints
+    # cancel to grey where they coincide.
+    if np.any(seen):
+        lo_c, hi_c = np.percentile(grey[seen], (2, 98))
+        lo_f, hi_f = np.percentile(fl[seen], (2, 98))
+        fl = np.clip((fl.astype(np.float32) - lo_f) * (hi_c - lo_c) / max(hi_f - lo_f, 1.0) + lo_c, 0, 255)
+    red = np.where(seen, fl, grey).astype(np.uint8)
+    img = cv2.merge([grey, grey, red])
+    contours, _ = cv2.findContours(seen.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(img, contours, -1, YELLOW, 2, cv2.LINE_AA)
+    if hull_px is not None and len(hull_px) >= 3:
+        cv2.polylines(img, [np.round(hull_px).astype(np.int32).reshape(-1, 1, 2)], True, BLUE, 2, cv2.LINE_AA)
+    good, marginal = limits_mm
+    for p, q, r in zip(np.asarray(corners_px), np.asarray(mapped_px), np.asarray(residuals_mm)):
+        colour = GREEN if r <= good else (ORANGE if r <= marginal else RED)
+        if np.all(np.isfinite(q)) and _inside(p + magnify * (q - p), img.shape[1::-1]):
+            cv2.line(img, _pt(p), _pt(p + magnify * (q - p)), colour, 1, cv2.LINE_AA)
+        cv2.circle(img, _pt(p), 3, colour, -1, cv2.LINE_AA)
+    if title:
+        _text(img, title, (10, 24), WHITE, 0.6, 2)
+    # A long line drifts from its halo (a thicker stroke advances further): a plain band instead.
+    legend = (
+        "red: fluorescence camera, cyan: colour camera (grey where they agree)",
+        f"yellow: the fluorescence camera's view; blue: the boards' area; lines: corner residuals x{magnify:g}",
+    )
+    h = img.shape[0]
+    cv2.rectangle(img, (0, h - 44), (img.shape[1] - 1, h - 1), BLACK, -1)
+    for k, line in enumerate(legend):
+        _text(img, line, (10, h - 26 + 18 * k), WHITE, 0.45, halo=False)
     return img
 
 

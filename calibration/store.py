@@ -11,8 +11,14 @@ Layout (format version 1)::
       "intrinsics": {"id": …, "when": …, "K": [[…]], "dist": […], "rms_px": …, …},
       "belt":       {"id": …, "intrinsics_id": …, "R": [[…]], "t": […], "residual_max_mm": …, …},
       "encoder":    {"belt_id": …, "counts_per_mm": …, "count_sign": 1, "travel_dir": [1, 0], …},
-      "arms": {"arm1": {"belt_id": …, "robot_from_belt": [[…4x4…]], "residuals_mm": […], …}}
+      "arms": {"arm1": {"belt_id": …, "robot_from_belt": [[…4x4…]], "residuals_mm": […], …}},
+      "fluorescence": {"id": …, "intrinsics_id": …, "homography": [[…3x3…]], "image_size": [1024, 768], …}
     }
+
+``fluorescence`` is there only on a line with a second, fluorescence camera
+(``scallop calibrate fluorescence``): the belt-plane homography from its pixels to the colour
+camera's (both undistorted, see ``scallop.calibration.fluorescence``). A file without it reads
+as before, and a program that does not know the part ignores it.
 
 Every part keeps its provenance (when, board, RMS / residuals, verdict). Parts measured on
 top of another carry that part's ``id`` (a digest of its numbers), so redoing the
@@ -46,13 +52,15 @@ from scallop.calibration.errors import (
     RedoVerdictError,
     StalePartError,
 )
+from scallop.calibration.fluorescence import check_section as check_fluorescence_section
 from scallop.calibration.robot import RigidTransform
 from scallop.errors import check_number
 
 FORMAT = "scallop-line-calibration"
 VERSION = 1
-PARTS = ("intrinsics", "belt", "encoder", "arms")
-RUNTIME_PARTS = PARTS
+PARTS = ("intrinsics", "belt", "encoder", "arms", "fluorescence")
+# What every line needs; the fluorescence part only a line with a second camera.
+RUNTIME_PARTS = ("intrinsics", "belt", "encoder", "arms")
 
 # What to run for each missing or stale part.
 _HOW = {
@@ -60,6 +68,8 @@ _HOW = {
     "belt": "scallop calibrate belt --calib {path} --board SPEC PHOTO",
     "encoder": "scallop calibrate encoder --calib {path} …",
     "arms": "scallop calibrate robot --calib {path} --arm NAME --points POINTS.csv",
+    "fluorescence": "scallop calibrate fluorescence --calib {path} --board SPEC --thickness-mm MM "
+    "--colour PHOTO... --fluorescence PHOTO...",
 }
 
 
@@ -165,10 +175,12 @@ class LineCalibration:
         image_size:  the camera's (w, h) now: a file for another resolution is refused.
         camera_name: refused when the file names another camera (an empty name matches).
         require:     parts that must be present and current ("intrinsics", "belt",
-                     "encoder", "arms" = at least one arm); the runtime needs all.
+                     "encoder", "arms" = at least one arm, "fluorescence"); the runtime
+                     needs the first four, a line with a fluorescence camera all five.
         arms:        arm names that must be present.
         accept_redo: parts used although their verdict is REDO ("intrinsics", "belt",
-                     "encoder", "arms.NAME"); listed afterwards in ``accepted_redo``.
+                     "encoder", "arms.NAME", "fluorescence"); listed afterwards in
+                     ``accepted_redo``.
         """
         p = Path(path)
         if not p.is_file():
@@ -259,6 +271,8 @@ class LineCalibration:
                 raise CalibrationFileError(
                     f"{where}: encoder.travel_dir={d.tolist()} is not a unit vector; rerun '{self._how('encoder')}'"
                 )
+        if "fluorescence" in self.data:
+            check_fluorescence_section(where, self.data["fluorescence"])
         for name, arm in self.data.get("arms", {}).items():
             try:
                 RigidTransform.from_matrix(arm["robot_from_belt"])
@@ -287,6 +301,10 @@ class LineCalibration:
         intr, belt = self.data.get("intrinsics"), self.data.get("belt")
         if belt and intr and belt.get("intrinsics_id") != intr.get("id"):
             out["belt"] = "the belt pose was measured with earlier intrinsics"
+        fluo = self.data.get("fluorescence")
+        if fluo and intr and fluo.get("intrinsics_id") != intr.get("id"):
+            # Its homography is in the colour camera's undistorted pixels: new intrinsics, new pixels.
+            out["fluorescence"] = "the fluorescence camera was registered through earlier colour intrinsics"
         if belt:
             enc = self.data.get("encoder")
             if enc and enc.get("belt_id") != belt.get("id"):
@@ -341,14 +359,14 @@ class LineCalibration:
             needed |= {f"arm {a}" for a in self.data.get("arms", {})}
         for part, why in stale.items():
             if part in needed:
-                redo = "belt" if part == "belt" else ("encoder" if part == "encoder" else "arms")
+                redo = part if part in _HOW else "arms"
                 raise StalePartError(f"{where}: {why}; rerun '{self._how(redo)}'")
         self._check_verdicts(where, needed, set(accept_redo))
 
     def _check_verdicts(self, where: str, needed: set[str], accept: set[str]) -> None:
         """A part its own step judged REDO is not used unless the caller accepts it by name."""
         self.accepted_redo = []
-        sections = [(p, p, self.data.get(p)) for p in ("intrinsics", "belt", "encoder")]
+        sections = [(p, p, self.data.get(p)) for p in ("intrinsics", "belt", "encoder", "fluorescence")]
         sections += [(f"arm {n}", f"arms.{n}", a) for n, a in self.data.get("arms", {}).items()]
         for part, key, sec in sections:
             if part not in needed or not isinstance(sec, dict) or sec.get("verdict") != "redo":
@@ -376,9 +394,9 @@ class LineCalibration:
         camera name of the file follow it."""
         size = [int(v) for v in section["image_size"]]
         old = self.data.get("camera", {}).get("image_size")
-        if old and list(old) != size and (self.has("belt") or self.has("arms")):
+        if old and list(old) != size and any(self.has(p) for p in ("belt", "arms", "fluorescence")):
             # A new resolution invalidates everything measured through the old one.
-            for part in ("belt", "encoder", "arms"):
+            for part in ("belt", "encoder", "arms", "fluorescence"):
                 self.data.pop(part, None)
         sec = dict(section)
         sec["id"] = _digest(sec["K"], sec["dist"])
@@ -444,6 +462,22 @@ class LineCalibration:
         self.data.setdefault("arms", {})[name] = sec
         self._stamp()
 
+    def set_fluorescence(self, section: dict) -> None:
+        """Store the fluorescence camera's registration (``FluorescenceResult.section()``):
+        ``homography`` (3×3, undistorted fluorescence pixels → undistorted colour pixels, on the
+        belt plane), ``image_size`` ([w, h] of the fluorescence camera), optionally its ``K`` and
+        ``dist``, and the step's figures and verdict. It is tied to the colour intrinsics it was
+        measured through: redoing them makes it stale."""
+        if not self.has("intrinsics"):
+            raise MissingPartError(f"no intrinsics yet: run '{self._how('intrinsics')}' first")
+        sec = dict(section)
+        sec["homography"] = np.asarray(sec.get("homography"), dtype=np.float64).tolist()
+        check_fluorescence_section(str(self.path or "calibration"), sec)
+        sec["intrinsics_id"] = self.data["intrinsics"]["id"]
+        sec["id"] = _digest(sec["homography"], sec.get("K", np.zeros(0)), sec.get("dist", np.zeros(0)))
+        self.data["fluorescence"] = sec
+        self._stamp()
+
     # ------------------------------------------------------------- mappings
     @property
     def camera(self) -> CameraModel:
@@ -457,6 +491,45 @@ class LineCalibration:
             i, b = self.data["intrinsics"], self.data["belt"]
             self._camera = CameraModel(K=i["K"], dist=i["dist"], R=b["R"], t=b["t"], image_size=self.image_size)
         return self._camera
+
+    @property
+    def fluorescence_homography(self) -> np.ndarray | None:
+        """(3, 3) float64 from the fluorescence camera's undistorted pixels to the colour camera's
+        undistorted pixels on the belt plane (for lenses without distortion, raw pixels to raw
+        pixels: ``cv2.warpPerspective(fluo, H, colour size)``); None without the part.
+        ``scallop.calibration.fluorescence.Registration.from_calibration`` maps raw pixels
+        exactly with distortion too."""
+        sec = self.data.get("fluorescence")
+        if not sec:
+            return None
+        return np.asarray(sec["homography"], dtype=np.float64).reshape(3, 3)
+
+    @property
+    def fluorescence_size(self) -> tuple[int, int] | None:
+        """(w, h) of the fluorescence camera's images; None without the part."""
+        sec = self.data.get("fluorescence")
+        if not sec:
+            return None
+        w, h = sec["image_size"]
+        return int(w), int(h)
+
+    @property
+    def fluorescence_intrinsics(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(K (3, 3), dist) of the fluorescence camera when the part holds them, else None
+        (its lens was taken to be distortion-free)."""
+        sec = self.data.get("fluorescence")
+        if not sec or "K" not in sec:
+            return None
+        return np.asarray(sec["K"], dtype=np.float64), np.asarray(sec["dist"], dtype=np.float64)
+
+    @property
+    def fluorescence_camera(self) -> CameraModel | None:
+        """The fluorescence camera's intrinsics and pose on the belt when the part holds them
+        (measured with its intrinsics), else None."""
+        sec = self.data.get("fluorescence")
+        if not sec or "R" not in sec:
+            return None
+        return CameraModel(K=sec["K"], dist=sec["dist"], R=sec["R"], t=sec["t"], image_size=tuple(sec["image_size"]))
 
     @property
     def K(self) -> np.ndarray:
@@ -538,6 +611,18 @@ class LineCalibration:
             }
             for name, a in self.data.get("arms", {}).items()
         }
+        fl = self.data.get("fluorescence")
+        parts["fluorescence"] = (
+            None
+            if not fl
+            else {
+                "when": fl.get("when"),
+                "verdict": fl.get("verdict"),
+                "residual_max_mm": fl.get("residual_max_mm"),
+                "image_size": fl.get("image_size"),
+                "stale": stale.get("fluorescence"),
+            }
+        )
         return {
             "file": str(self.path) if self.path else None,
             "format": FORMAT,

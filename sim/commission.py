@@ -19,12 +19,17 @@ import numpy as np
 from scallop.calibration.store import LineCalibration
 from scallop.robot.config import ArmConfig
 from scallop.sim.config import SimConfig
+from scallop.sim.fluorescence import fluorescence_homography
 from scallop.sim.world import camera_model_from_config
 
 
 def true_calibration(config: SimConfig, arms: list[ArmConfig]) -> LineCalibration:
     """The simulated line's exact calibration: intrinsics and belt pose of its camera, its
-    encoder's scale and direction, each arm's configured ``robot_from_belt``."""
+    encoder's scale and direction, each arm's configured ``robot_from_belt``, and with a second,
+    fluorescence camera (``[sim.fluorescence] setup = "second_camera"``) its registration: the
+    belt-plane homography between the two camera models, and its own intrinsics. Alternate
+    frames on the colour camera need no registration part (the belt's shift comes from the
+    encoder counts of each pair)."""
     cam = camera_model_from_config(config.camera)
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     truth = {"when": when, "verdict": "good", "source": "simulator truth"}
@@ -41,6 +46,21 @@ def true_calibration(config: SimConfig, arms: list[ArmConfig]) -> LineCalibratio
     )
     for a in arms:
         cal.set_arm(a.name, truth | {"robot_from_belt": np.asarray(a.robot_from_belt.matrix).tolist()})
+    if config.fluorescence.setup == "second_camera":
+        fluo = camera_model_from_config(config.fluorescence)
+        cal.set_fluorescence(
+            truth
+            | {
+                "homography": fluorescence_homography(fluo, cam).tolist(),
+                "image_size": list(fluo.image_size),
+                "K": fluo.K.tolist(),
+                "dist": fluo.dist.tolist(),
+                "R": fluo.R.tolist(),
+                "t": fluo.t.tolist(),
+                "plane_z_mm": 0.0,
+                "residual_max_mm": 0.0,
+            }
+        )
     return cal
 
 

@@ -296,7 +296,7 @@ class RuntimeSection:
     """calibration: the line calibration file (required for a real camera; the simulator
     supplies its own true calibration, but a file named here is still checked).
     accept_redo_calibration: parts of that file used although their verdict is REDO
-    ("intrinsics", "belt", "encoder", "arms.NAME"): the engineer's explicit override, raised as
+    ("intrinsics", "belt", "encoder", "arms.NAME", "fluorescence"): the engineer's explicit override, raised as
     an alarm and recorded at every start. tick_s: how often the arms are served.
     frame_queue: frames waiting for inference; under overload the oldest are dropped.
     max_count_error_mm: a frame whose belt count may be off by more than this (its stamp's
@@ -317,10 +317,10 @@ class RuntimeSection:
         check_range("inference_latency_s", self.inference_latency_s, 0.0, 1.0)
         check_range("stall_alarm_s", self.stall_alarm_s, 0.1, 60.0)
         for i, part in enumerate(self.accept_redo_calibration):
-            if part not in ("intrinsics", "belt", "encoder") and not part.startswith("arms."):
+            if part not in ("intrinsics", "belt", "encoder", "fluorescence") and not part.startswith("arms."):
                 raise ValueError(
                     f"accept_redo_calibration[{i}]={part!r} is not a calibration part: "
-                    "use 'intrinsics', 'belt', 'encoder' or 'arms.NAME'"
+                    "use 'intrinsics', 'belt', 'encoder', 'arms.NAME' or 'fluorescence'"
                 )
         check_range("max_count_error_mm", self.max_count_error_mm, 0.1, 50.0)
 

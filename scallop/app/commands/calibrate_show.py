@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from scallop.calibration.store import PARTS
+    from scallop.calibration.store import RUNTIME_PARTS
 
     out = Out(args.json)
     cal = load(args.file, require=())
@@ -59,7 +59,19 @@ def run(args) -> int:
             f"  arm {name:<7} {a.get('when')}: RMS {a.get('rms_mm', float('nan')):.3f} mm over "
             f"{len(a.get('residuals_mm', []))} points, {a.get('verdict')}"
         )
-    missing = [p for p in PARTS if not cal.has(p)]
+    if cal.has("fluorescence"):
+        f = {k: (float("nan") if v is None else v) for k, v in d["fluorescence"].items()}
+        fw, fh = f["image_size"]
+        lens = "its intrinsics" if "K" in f else "lens taken as distortion-free"
+        out.say(
+            f"  fluorescence {f.get('when')}: {fw}x{fh} camera, residual on the belt worst "
+            f"{f.get('residual_max_mm', float('nan')):.3f} mm over {f.get('corners')} corners of {f.get('pairs')} "
+            f"pair(s), sees {100 * f.get('overlap_share', float('nan')):.0f} % of the colour frame, {lens}, "
+            f"{f.get('verdict')}"
+        )
+    else:
+        out.say("  fluorescence: none (needed only on a line with a second, fluorescence camera)")
+    missing = [p for p in RUNTIME_PARTS if not cal.has(p)]
     stale = cal.stale_parts()
     for p in missing:
         out.say(f"  missing: {p}")
