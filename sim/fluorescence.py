@@ -152,22 +152,6 @@ class FluorescenceChannel:
             look=look,
         )
 
-    def calibrated_homography(self) -> np.ndarray:
-        """What a good calibration of the second camera gives (``scallop calibrate
-        fluorescence``): the belt-plane homography from its raw pixels to the colour camera's raw
-        pixels, fitted to the two camera models' projections of belt points both cameras see
-        (lens distortion included, so it is the best homography, not the pinhole one)."""
-        colour, fluo = self.world.camera_model, self.camera
-        w, h = colour.image_size
-        u, v = np.meshgrid(np.linspace(0, w - 1, 24), np.linspace(0, h - 1, 14))
-        xy = colour.pixel_to_belt(np.column_stack([u.ravel(), v.ravel()]))
-        f = fluo.project_belt(xy)
-        fw, fh = fluo.image_size
-        seen = (f[:, 0] >= 0) & (f[:, 0] <= fw - 1) & (f[:, 1] >= 0) & (f[:, 1] <= fh - 1)
-        c = np.column_stack([u.ravel(), v.ravel()])[seen]
-        H, _ = cv2.findHomography(f[seen].astype(np.float64), c.astype(np.float64), 0)
-        return H / H[2, 2]
-
     def _registration(self, shift_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Maps from each colour pixel to the fluorescence pixel that saw the same material:
         the colour pixel's belt point, moved by ``shift_mm``, projected into the fluorescence

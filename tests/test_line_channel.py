@@ -9,10 +9,12 @@ import pytest
 from scallop.app.alarms import Alarms
 from scallop.app.config import FluorescenceSection, LineConfig, build
 from scallop.app.line.channel import ALARM, FluorescenceInput
+from scallop.calibration.fluorescence import Registration
 from scallop.errors import ConfigError
 from scallop.robot.belt import Belt
 from scallop.sim.camera import SimCamera
 from scallop.sim.clock import VirtualClock
+from scallop.sim.commission import true_calibration
 from scallop.sim.config import SimConfig
 from scallop.sim.world import SimWorld
 from scallop.vision.camera import Camera, CameraError, Frame
@@ -45,7 +47,10 @@ def _world(fluorescence: dict, seed: int = 7, **camera) -> SimWorld:
 def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_after: int = 3) -> FluorescenceInput:
     e = world.config.encoder
     fl = world.fluorescence
-    h = fl.calibrated_homography() if fl.setup == "second_camera" else None
+    reg = None
+    if fl.setup == "second_camera":
+        # What a calibration file gives the line: the simulator's true one.
+        reg = Registration.from_calibration(true_calibration(world.config, [])).to_fluorescence
     return FluorescenceInput(
         fl.setup,
         world.camera_model,
@@ -53,7 +58,7 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
         max_pair_ms,
         alarm_after,
         alarms,
-        homography=h,
+        to_fluorescence=reg,
     )
 
 
@@ -65,8 +70,8 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
         (ALTERNATE, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 1.5),
         # Another camera: the calibrated belt-plane homography, then the same travel.
         (SECOND, {}, 1.5),
-        # A lens the homography cannot hold: the fitted one is the best on the belt plane.
-        (SECOND, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 3.0),
+        # Lens distortion: the registration undistorts, maps and distorts again, exactly.
+        (SECOND, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 1.5),
     ],
 )
 def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol):
@@ -128,18 +133,8 @@ def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
 def test_a_second_camera_without_a_registration_is_refused():
     w = _world(SECOND)
     e = w.config.encoder
-    with pytest.raises(ValueError, match="scallop calibrate fluorescence"):
+    with pytest.raises(ValueError, match="has no registration: run 'scallop calibrate fluorescence'"):
         FluorescenceInput("second_camera", w.camera_model, Belt(e.counts_per_mm, e.direction), 5, 3, Alarms())
-    with pytest.raises(ValueError, match="no usable registration"):
-        FluorescenceInput(
-            "second_camera",
-            w.camera_model,
-            Belt(e.counts_per_mm, e.direction),
-            5,
-            3,
-            Alarms(),
-            homography=np.full((3, 3), np.nan),
-        )
 
 
 # ------------------------------------------------------------------ configuration
@@ -164,7 +159,10 @@ def test_the_simulator_and_the_line_must_expect_the_same_channel():
         build(LineConfig, {"sim": sim})
     cfg = build(
         LineConfig,
-        {"sim": sim, "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 5}}},
+        {
+            "sim": sim,
+            "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 5}},
+        },
     )
     assert cfg.camera.fluorescence.setup == "alternate"
 

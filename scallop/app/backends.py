@@ -44,9 +44,9 @@ class Backend:
         self.verifier = None  # scallop.app.line.ledger.PickVerifier
         self.observers: list = []  # objects with on_frame(frame) and summary() -> dict
         self.accepted_redo: list[str] = []  # calibration parts used despite a REDO verdict (override)
-        # A second fluorescence camera's registration: 3×3, its pixels → the colour camera's on
-        # the belt plane (the calibration's ``fluorescence`` part); None without one.
-        self.fluorescence_homography: np.ndarray | None = None
+        # A second fluorescence camera's registration on the belt plane (the calibration's
+        # ``fluorescence`` part): raw colour pixels (N, 2) → its raw pixels; None without one.
+        self.fluorescence_registration = None
 
     def open(self) -> None:
         raise NotImplementedError
@@ -186,8 +186,11 @@ class HardwareBackend(Backend):
         self.camera_model = cal.camera
         self.belt = Belt(cal.counts_per_mm, cal.count_sign)
         if cfg.camera.fluorescence.setup == "second_camera":
-            # None when the file has no registration: the line refuses to start and says how to make one.
-            self.fluorescence_homography = getattr(cal, "fluorescence_homography", None)
+            from scallop.calibration.fluorescence import Registration
+
+            # A file without the part: the line refuses to start and says how to make one.
+            if cal.fluorescence_homography is not None:
+                self.fluorescence_registration = Registration.from_calibration(cal).to_fluorescence
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
@@ -305,7 +308,13 @@ class SimBackend(Backend):
         self.camera_model = self.world.camera_model
         self.belt = Belt(e.counts_per_mm, e.direction)
         if self.world.fluorescence is not None and self.world.fluorescence.setup == "second_camera":
-            self.fluorescence_homography = self.world.fluorescence.calibrated_homography()
+            # The simulator's true calibration of its second camera, through the same registration
+            # a calibration file gives a real line.
+            from scallop.calibration.fluorescence import Registration
+            from scallop.sim.commission import true_calibration
+
+            reg = Registration.from_calibration(true_calibration(cfg.sim, []))
+            self.fluorescence_registration = reg.to_fluorescence
         arms = cfg.arms or default_sim_arms(1)
         self.arm_configs = []
         try:

@@ -11,9 +11,10 @@ A camera backend hands the partner over as taken (``frame.extra["fluorescence"]`
   another moment.
 * **registration** — each colour pixel's belt point, moved by the belt's travel between the
   two exposures (from the counts), seen by the fluorescence camera: through the colour camera
-  again for alternate frames, through the calibrated belt-plane homography (the calibration
-  file's ``fluorescence`` part, fluorescence pixels → colour pixels) for a second camera. The
-  per-pixel maps are cached per shift (0.1 mm steps, a fifth of a pixel at 0.5 mm/px).
+  again for alternate frames, through the calibrated registration (the calibration file's
+  ``fluorescence`` part: a belt-plane homography between the two cameras' undistorted pixels,
+  both lenses' distortion applied exactly) for a second camera. The per-pixel maps are cached
+  per shift (0.1 mm steps, a fifth of a pixel at 0.5 mm/px).
 * **alarms** — ``camera.fluorescence`` (warning) names the first reason a pair is dropped;
   after ``alarm_after`` in a row it turns critical, and with a model that needs the channel the
   frames are not analysed, so the line stops picking until pairs come back. A good pair clears it.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -40,8 +42,10 @@ SHIFT_STEP_MM = 0.1
 class FluorescenceInput:
     """Pairs and registers the fluorescence channel for one line.
 
-    setup: "second_camera" or "alternate". homography: for a second camera, 3×3 from its
-    pixels to the colour camera's on the belt plane (same instant); None for alternate frames.
+    setup: "second_camera" or "alternate". to_fluorescence: for a second camera, raw colour
+    pixels (N, 2) → the raw fluorescence pixels seeing the same belt point at the same instant
+    (:meth:`scallop.calibration.fluorescence.Registration.to_fluorescence`, the calibration
+    file's ``fluorescence`` part); None for alternate frames.
     """
 
     def __init__(
@@ -52,20 +56,16 @@ class FluorescenceInput:
         max_pair_ms: float,
         alarm_after: int,
         alarms: Alarms,
-        homography: np.ndarray | None = None,
+        to_fluorescence: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if setup not in ("second_camera", "alternate"):
             raise ValueError(f"setup={setup!r}: expected 'second_camera' or 'alternate'")
-        if setup == "second_camera":
-            h = None if homography is None else np.asarray(homography, np.float64)
-            if h is None or h.shape != (3, 3) or not np.isfinite(h).all() or abs(np.linalg.det(h)) < 1e-12:
-                raise ValueError(
-                    "the fluorescence camera has no usable registration: run 'scallop calibrate fluorescence' "
-                    "(docs/fluorescence.md) so the calibration file has its 'fluorescence' part"
-                )
-            self._to_fluo = np.linalg.inv(h / h[2, 2])
-        else:
-            self._to_fluo = None
+        if setup == "second_camera" and to_fluorescence is None:
+            raise ValueError(
+                "the fluorescence camera has no registration: run 'scallop calibrate fluorescence' "
+                "(docs/fluorescence.md) so the calibration file has its 'fluorescence' part"
+            )
+        self._to_fluo = to_fluorescence if setup == "second_camera" else None
         self.setup = setup
         self.camera = camera
         self.belt = belt
@@ -148,8 +148,9 @@ class FluorescenceInput:
                 xy[:, 0] += key
                 out = cam.project_belt(xy)
                 if to_fluo is not None:
-                    h = np.column_stack([out, np.ones(len(out))]) @ to_fluo.T
-                    out = h[:, :2] / h[:, 2:3]
+                    out = to_fluo(out)
+                    # Off the fluorescence camera's view: off its image, so remap fills in 0.
+                    out[~np.isfinite(out).all(axis=1)] = -1e6
                 return out
 
             if len(self._maps) > 64:  # a belt changing speed: a new shift per frame
@@ -212,7 +213,7 @@ def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInpu
             section.max_pair_ms,
             section.alarm_after,
             alarms,
-            homography=backend.fluorescence_homography,
+            to_fluorescence=backend.fluorescence_registration,
         )
     except ValueError as e:
         raise ConfigError(f"camera.fluorescence: {e}") from None
