@@ -130,6 +130,20 @@ def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     assert ch.pair(frame) is None and ch.dropped == {"uncounted": 1}
 
 
+def test_a_second_cameras_frame_without_a_count_is_registered_as_exposed_with_the_colour_frame():
+    w = _world(SECOND)
+    cam = SimCamera(w)
+    cam.connect()
+    ch = _input(w, Alarms(), max_pair_ms=2.0)
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    # Stamped on arrival, 1 ms off, no count: on the same trigger, so no travel between them.
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp + 0.001, None)
+    uv = ch.pair(frame)
+    assert uv is not None and ch.last_shift_mm == 0.0 and ch.last_dt_ms == pytest.approx(1.0)
+    assert np.array_equal(uv, fr.registered)
+
+
 def test_a_second_camera_without_a_registration_is_refused():
     w = _world(SECOND)
     e = w.config.encoder

@@ -96,9 +96,11 @@ class FluorescenceInput:
                 f"camera.fluorescence.max_pair_ms = {self.max_pair_s * 1e3:g}",
             )
         if exp.encoder is None or frame.encoder is None:
-            if self.setup == "alternate" or dt != 0.0:
-                # The belt moved by an unknown amount between the two exposures.
+            if self.setup == "alternate":
+                # A whole frame interval apart: the belt moved by an amount only counts can tell.
                 return self._drop("uncounted", f"frame {frame.index}: its fluorescence exposure has no belt count")
+            # A second camera on the colour camera's trigger exposes with it; its stamp differs
+            # by the stamping's jitter, which max_pair_ms bounds (docs/fluorescence.md).
             shift = 0.0
         else:
             shift = self.belt.mm(self.belt.counts(exp.encoder) - self.belt.counts(frame.encoder))
