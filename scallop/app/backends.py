@@ -172,7 +172,8 @@ class HardwareBackend(Backend):
         cal = load_calibration(
             cfg.runtime.calibration,
             image_size=cam.resolution if cam.is_connected else None,
-            require=("intrinsics", "belt", "encoder"),
+            require=("intrinsics", "belt", "encoder")
+            + (("fluorescence",) if cfg.camera.fluorescence.setup == "second_camera" else ()),
             arms=[a.name for a in cfg.arms],
             accept_redo=cfg.runtime.accept_redo_calibration,
         )
@@ -188,9 +189,8 @@ class HardwareBackend(Backend):
         if cfg.camera.fluorescence.setup == "second_camera":
             from scallop.calibration.fluorescence import Registration
 
-            # A file without the part: the line refuses to start and says how to make one.
-            if cal.fluorescence_homography is not None:
-                self.fluorescence_registration = Registration.from_calibration(cal).to_fluorescence
+            # Required above: a file without the part was refused with how to make one.
+            self.fluorescence_registration = Registration.from_calibration(cal).to_fluorescence
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
