@@ -398,6 +398,22 @@ def test_the_shift_check_passes_with_its_test_pieces_before_production():
     assert s["processed"] > 5  # production followed the check
 
 
+@pytest.mark.timeout(300)
+def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_without_it_beside(tmp_path):
+    s = run_scenario(load_scenario("fluorescence"), tmp_path, scallops=25)
+    assert_accounted(s)
+    assert s["model"] == "(shipped, colour and fluorescence)"
+    ch = s["channel"]
+    assert ch["setup"] == "alternate" and ch["pairs"] > 20 and ch["dropped"] == {}
+    other = s["without_channel"]
+    assert other["model"] == "(shipped, colour only)" and other["processed"] == s["processed"] == 25
+    assert other["with_uro"] == s["with_uro"]  # the same scallops
+    write_report(s, tmp_path)
+    page = (tmp_path / "index.html").read_text()
+    assert "The same scallops with and without the fluorescence channel" in page
+    assert "with the channel (colour and fluorescence)" in page and "picks into meat" in page
+
+
 def test_every_fault_kind_has_a_shipped_scenario():
     kinds = {f.kind for name in shipped_scenarios() for f in load_scenario(name).faults}
     assert kinds == set(FAULT_KINDS)

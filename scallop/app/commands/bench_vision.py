@@ -45,14 +45,30 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def bench_frames(n: int, width: int, height: int, mm_per_px: float, seed: int, lo: int = 0, hi: int = 10):
+def bench_frames(
+    n: int,
+    width: int,
+    height: int,
+    mm_per_px: float,
+    seed: int,
+    lo: int = 0,
+    hi: int = 10,
+    uv: list | None = None,
+):
     """Rendered frames with ``lo``..``hi`` whole or partial scallops in view, the counts
-    spread over the whole range (frame k asks for ``lo + k mod (hi - lo + 1)``)."""
+    spread over the whole range (frame k asks for ``lo + k mod (hi - lo + 1)``). With ``uv``
+    (a list) each frame's registered fluorescence image is appended to it (the colour frames
+    are the same either way)."""
     from dataclasses import replace
 
     from scallop.sim.dataset import DatasetSettings, random_sample
 
-    base = replace(DatasetSettings(), resolutions=[(width, height)], mm_per_px=(mm_per_px, mm_per_px))
+    base = replace(
+        DatasetSettings(),
+        resolutions=[(width, height)],
+        mm_per_px=(mm_per_px, mm_per_px),
+        fluorescence=uv is not None,
+    )
     out, i = [], 0
     while len(out) < n:
         want = lo + len(out) % (hi - lo + 1)
@@ -60,6 +76,8 @@ def bench_frames(n: int, width: int, height: int, mm_per_px: float, seed: int, l
         i += 1
         if lo <= len(s.truth.scallops) <= hi:
             out.append(s.image)
+            if uv is not None:
+                uv.append(s.uv)
     return out
 
 
@@ -102,10 +120,20 @@ def run(args) -> int:
     check_number("--frames", args.frames, 1, 10**6, integer=True)
     check_number("--distinct", args.distinct, 1, 10**4, integer=True)
     lo, hi = _scallop_range(args.scallops)
-    frames = bench_frames(args.distinct, args.width, args.height, args.mm_per_px, args.seed, lo, hi)
     pipe = Pipeline(args.model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
+    # A four-channel model is timed with its fluorescence images, as the line feeds it.
+    uvs: list | None = [] if pipe.takes_uv else None
+    if uvs is not None and args.anchor:
+        from scallop.errors import ConfigError
+
+        raise ConfigError("--anchor times colour JPEG files against YOLOv8n-seg: give a colour-only model for it")
+    frames = bench_frames(args.distinct, args.width, args.height, args.mm_per_px, args.seed, lo, hi, uv=uvs)
+
+    def uv_of(i: int):
+        return None if uvs is None else uvs[i % len(uvs)]
+
     for i in range(args.warmup):
-        pipe.detect(frames[i % len(frames)])
+        pipe.detect(frames[i % len(frames)], uv=uv_of(i))
     # What a file would cost to decode on top (--profile): the frames as camera-quality JPEGs.
     jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in frames] if args.profile else []
     load_before = _load()
@@ -117,7 +145,7 @@ def run(args) -> int:
             cv2.imdecode(jpegs[i % len(jpegs)], cv2.IMREAD_COLOR)
             stages.setdefault("decode_ms", []).append((time.perf_counter() - t0) * 1e3)
         t0 = time.perf_counter()
-        d = pipe.detect(img)
+        d = pipe.detect(img, uv=uv_of(i))
         times.append((time.perf_counter() - t0) * 1e3)
         counts.append(len(d))
         for k, v in pipe.timings.items():
@@ -143,6 +171,7 @@ def run(args) -> int:
         # The file name and its training record, not where it happens to be installed.
         "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
         "model_trained_at": pipe.model.info.meta.get("scallop.trained_at", ""),
+        "channels": ["bgr", "uv"] if uvs is not None else ["bgr"],
         "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
