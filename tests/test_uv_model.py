@@ -332,3 +332,66 @@ def test_detect_uses_the_companion_with_a_four_channel_model_and_names_a_missing
     cv2.imwrite(str(alone / "x.uv.png"), np.zeros((10, 10), np.uint8))
     assert main(["detect", "--model", str(uv_model), "--mm-per-px", mm, str(alone / frame.name)]) == 1
     assert "registered to the colour frame's pixels" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the shipped four-channel model
+def _found_on(dets, uro_px: np.ndarray, mm_per_px: float) -> bool:
+    """A grasp of ``dets`` within 1 mm of one of the uro's pixels (the scorer's rule)."""
+    ys, xs = np.nonzero(uro_px)
+    for j in np.nonzero(dets.uro_found)[0]:
+        gx, gy = dets.grasp_px[j]
+        if np.sqrt(((xs - gx) ** 2 + (ys - gy) ** 2).min()) * mm_per_px <= 1.0:
+            return True
+    return False
+
+
+def test_the_shipped_four_channel_model_finds_uros_seen_only_in_fluorescence(tmp_path, capsys):
+    """Every uro painted over with its scallop's mantle colour: the colour-only model finds
+    none of them, the shipped four-channel model finds them from their glow."""
+    root = tmp_path / "set"
+    write_dataset(
+        root,
+        5,
+        seed=77,
+        settings=DatasetSettings(resolutions=[(640, 480)], mm_per_px=(0.5, 0.5), scallops=(3, 5), fluorescence=True),
+    )
+    from scallop.models.runtime import default_uv_model_path
+
+    four = Pipeline(str(default_uv_model_path()), PipelineConfig(threads=1))
+    colour = Pipeline(None, PipelineConfig(threads=1))
+    assert four.takes_uv and not colour.takes_uv
+    found = {"four": 0, "colour": 0}
+    uros = 0
+    pair = None
+    for s in load_dataset(root):
+        uro = s.parts == 4
+        painted = s.image.copy()
+        ids = [int(k) for k in np.unique(s.instances[uro]) if k]
+        for k in ids:
+            mantle = (s.instances == k) & (s.parts == 1)
+            painted[uro & (s.instances == k)] = np.median(s.image[mantle], axis=0).astype(np.uint8)
+        d4 = four.detect(painted, mm_per_px=s.mm_per_px, uv=s.uv)
+        dc = colour.detect(painted, mm_per_px=s.mm_per_px)
+        for k in ids:
+            mine = uro & (s.instances == k)
+            uros += 1
+            hit = _found_on(d4, mine, s.mm_per_px)
+            found["four"] += hit
+            found["colour"] += _found_on(dc, mine, s.mm_per_px)
+            if hit and pair is None:
+                pair = (s, painted)
+    # Measured: 5 of 11 with the channel, 0 without.
+    assert uros == 11 and found["colour"] == 0 and found["four"] >= 4, found
+
+    # scallop detect on the frame pair, without --model: the four-channel model is chosen.
+    s, painted = pair
+    cv2.imwrite(str(tmp_path / "x.png"), painted)
+    cv2.imwrite(str(tmp_path / "x.uv.png"), s.uv)
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(tmp_path / "x.png")]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["channels"] == ["bgr", "uv"] and any(r["uro"] is not None for r in rec["scallops"])
+    # The colour-only model on the colour frame alone sees no uro on it.
+    (tmp_path / "x.uv.png").unlink()
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(tmp_path / "x.png")]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["channels"] == ["bgr"] and all(r["uro"] is None for r in rec["scallops"])
