@@ -179,6 +179,7 @@ class Outputs:
     horn: bool = False
     gate_reset_seq: int = 0
     gate_mode: GateMode = GateMode.DIVERT_ALL  # until the line vouches for what passes
+    uv_strobe: bool = False  # the fluorescence channel's lights switched in turn (alternate frames)
 
 
 class PlcClient:
@@ -211,6 +212,7 @@ class PlcClient:
                 "gate_open_ms",
                 "gate_reset_seq",
                 "gate_mode",
+                "uv_strobe",
                 "divert_count",
                 "divert_id",
                 "divert_seq",
@@ -340,6 +342,7 @@ class PlcClient:
                 "gate_open_ms": self.config.gate_open_ms,
                 "gate_reset_seq": o.gate_reset_seq,
                 "gate_mode": int(o.gate_mode),
+                "uv_strobe": int(o.uv_strobe),
             }
         )
 
@@ -349,6 +352,11 @@ class PlcClient:
         o.infeed, o.stack_light, o.horn = Infeed(infeed), StackLight(light), bool(horn)
         if gate_mode is not None:
             o.gate_mode = GateMode(gate_mode)
+
+    def set_uv_strobe(self, on: bool) -> None:
+        """Switch the white and the UV light in turn at every camera trigger (alternate frames
+        of the fluorescence channel), or leave the white light on; sent with the next :meth:`beat`."""
+        self.outputs.uv_strobe = bool(on)
 
     def reset_gate(self) -> None:
         """Clear a gate FAULT (an operator's reset); sent with the next :meth:`beat`."""

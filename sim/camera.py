@@ -103,9 +103,22 @@ class SimCamera(Camera):
                 raise CorruptFrameError(f"camera sim: frame {index} arrived corrupt (injected fault)")
             image, truth = self.world.render(t_exp)
             extra = {"truth": truth, "travel_mm": truth.travel_mm}
-            if self.world.fluorescence is not None and self._no_uv > 0:
+            w = self.world
+            strobe_off = (
+                w.fluorescence is not None
+                and w.fluorescence.setup == "alternate"
+                and w.uv_strobe is not None
+                and not w.uv_strobe(t_exp)
+            )
+            if w.fluorescence is not None and self._no_uv > 0:
                 self._no_uv -= 1
                 extra["fluorescence_missing"] = "the UV light did not fire (injected fault)"
+            elif strobe_off:
+                # Both frames lit white: what AlternateFramesCamera says of such a pair.
+                extra["fluorescence_missing"] = (
+                    "the fluorescence frame is as bright as the colour frame: the UV light is not strobed "
+                    "(the line PLC's uv_strobe output is off)"
+                )
             elif self.world.fluorescence is not None:
                 fl = self.world.render_fluorescence(t_exp)
                 # The pair is whole only once its second exposure is over (alternate frames).

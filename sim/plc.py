@@ -127,6 +127,15 @@ class SimPlc(ModbusSimServer):
         self.advance(t)
         return self.infeed
 
+    def uv_strobe_at(self, t: float) -> bool:
+        """Whether the UV light is being strobed at ``t``: the line asks for it, and neither the
+        safe state nor an open safety relay has switched it off (eye safety, docs/fluorescence.md)."""
+        self.advance(t)
+        with self._lock:
+            if self.safe_state or not self.safety_ok or not self.running:
+                return False
+            return self._get("uv_strobe") == 1
+
     @property
     def feeder_running(self) -> bool:
         return self.infeed != Infeed.HOLD

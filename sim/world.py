@@ -182,6 +182,9 @@ class SimWorld:
         self.grades: Counter = Counter()
         # The line's feeder (its PLC's infeed output): t -> FEEDER_RUN, FEEDER_SLOW or FEEDER_HOLD.
         self.feeder: Callable[[float], int] | None = None
+        # Alternate frames: whether the UV light is strobed at t (the line PLC's uv_strobe
+        # output, docs/plc-interface.md); None: always, as on a bench without a PLC.
+        self.uv_strobe: Callable[[float], bool] | None = None
         self.feeder_log: Counter = Counter()  # arrivals by the feeder's mode when they came
         self.held_back = 0  # arrivals the feeder held back (never on the belt)
         self._test_pieces: list[int] = []  # ids of the shift check's test pieces laid so far

@@ -20,9 +20,9 @@ import threading
 
 # Section 2: addresses.
 VERSION, PLC_HB, INPUTS, GATE_STATE, GATE_FAULT, ACK, DONE, CONFIRMED, BELT_COUNT, LOT = 0, 1, 2, 3, 4, 5, 6, 7, 8, 10
-LINE_HB, WATCHDOG, INFEED, LIGHT, HORN, DIRECTION, OPEN_MS, RESET, GATE_MODE = 20, 21, 22, 23, 24, 25, 26, 27, 28
+LINE_HB, WATCHDOG, INFEED, LIGHT, HORN, DIRECTION, OPEN_MS, RESET, GATE_MODE, UV_STROBE = range(20, 30)
 DIV_COUNT, DIV_ID, DIV_SEQ = 30, 32, 34
-STATUS, CONTROL, DIVERT = range(0, 12), range(20, 29), range(30, 36)
+STATUS, CONTROL, DIVERT = range(0, 12), range(20, 30), range(30, 36)
 AUTO, DIVERT_ALL = 0, 1
 # Inputs bits, gate states and faults (sections 2 and 5).
 SAFETY, FEEDER, FITTED, SENSOR, SAFE = 1, 2, 4, 8, 16
@@ -44,7 +44,7 @@ class DocPlc:
         self.clock, self.encoder = clock, encoder
         self.base = 0
         self.r = [0] * 36
-        self.r[VERSION] = 2
+        self.r[VERSION] = 3
         self.gate, self.sensor = gate, sensor
         self.safety = True
         self.jammed = False
@@ -60,6 +60,13 @@ class DocPlc:
         self.taken: list[tuple[int, int, int]] = []
         self.opened: list[tuple[float, int]] = []
         self._publish()
+
+    @property
+    def uv_strobing(self) -> bool:
+        """Section 2, uv_strobe: the UV light switched in turn with the white one, never in the
+        safe state or with the safety relay open."""
+        with self.lock:
+            return self.r[UV_STROBE] == 1 and not self.safe and self.safety
 
     def set_lot(self, lot: int) -> None:
         """Section 7: the plant's system sets the production lot (32 bits, high word first)."""

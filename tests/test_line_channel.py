@@ -273,10 +273,14 @@ def test_a_line_with_the_channel_runs_the_four_channel_model_and_stops_picking_w
         line.start("t")
         line.run_stepped(10.0)
         st = line.channel_status()
-        assert st["pairs"] == line.frames > 12 and st["dropped"] == {}
+        # The first frame is exposed before the line's first heartbeat takes the PLC out of its
+        # safe state, where the UV light stays off: it has no pair (and is not analysed).
+        assert st["pairs"] == line.frames > 12 and st["dropped"] == {"missing": 1}
         assert st["last_shift_mm"] == pytest.approx(6.0, abs=0.15)  # 300 mm/s × 20 ms
         assert st["belt_level"] < 10 < st["glow_level"]
         assert line.latest_uv_jpeg()[:2] == b"\xff\xd8"
+        # The line asked the PLC to strobe the lights (docs/plc-interface.md, section 8).
+        assert line.reject.client.outputs.uv_strobe and line.backend.sim_plc.uv_strobe_at(line.clock.now())
         picked = line.summary()["picked"]
         assert picked > 0
         # The UV light stops firing: 4 frames in a row is the alarm, and the model is blind.
@@ -313,7 +317,7 @@ def test_a_colour_model_on_a_line_with_the_channel_keeps_analysing_when_it_is_lo
         line.backend.camera.lose_fluorescence(6)
         line.run_stepped(10.0)
         assert line.frames > frames + 6 and line.frames_without_channel == 0
-        assert line.channel_status()["dropped"] == {"missing": 6}
+        assert line.channel_status()["dropped"] == {"missing": 1 + 6}  # the first frame: see above
         assert not line.alarms.is_active(ALARM)  # pairs came back
     finally:
         line.close()
@@ -329,5 +333,26 @@ def test_a_four_channel_model_on_a_line_without_the_channel_is_refused(tmp_path)
     try:
         with pytest.raises(ConfigError, match="needs the fluorescence channel, which is not configured"):
             line.open()
+    finally:
+        line.close()
+
+
+def test_when_the_plc_stops_strobing_the_uv_light_the_channel_is_lost_and_comes_back(tmp_path):
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    try:
+        line.start("t")
+        line.run_stepped(5.0)
+        assert line.channel_status()["dropped"] == {"missing": 1}  # the first frame (see above)
+        plc_strobe = line.backend.world.uv_strobe
+        line.backend.world.uv_strobe = lambda t: False  # as if the PLC had its output off
+        line.run_stepped(5.0)
+        a = line.alarms.get(ALARM)
+        assert a.active and a.severity == "critical" and "uv_strobe output is off" in a.text
+        assert line.state == "waiting_camera"
+        line.backend.world.uv_strobe = plc_strobe
+        line.run_stepped(5.0)
+        assert not line.alarms.is_active(ALARM) and line.state == "running"
     finally:
         line.close()

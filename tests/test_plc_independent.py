@@ -197,6 +197,26 @@ def test_the_lot_the_plant_sets_on_the_plc_is_read_as_32_bits(rig):
     assert cycle(clock, client, 0.1).lot_number == 4_100_412
 
 
+def test_the_uv_strobe_is_asked_for_and_off_in_the_safe_state_and_with_the_relay_open(rig):
+    clock, plc, server, client = rig
+    cycle(clock, client, 0.1)
+    assert not plc.uv_strobing  # white light only until the line asks
+    client.set_uv_strobe(True)
+    cycle(clock, client, 0.1)
+    assert plc.uv_strobing
+    plc.safety = False  # the hood opened: never UV light
+    cycle(clock, client, 0.1)
+    assert not plc.uv_strobing
+    plc.safety = True
+    clock.advance(0.6)  # the line's heartbeat stops: the safe state
+    assert client.poll().safe_state and not plc.uv_strobing
+    cycle(clock, client, 0.1)
+    assert plc.uv_strobing
+    client.set_uv_strobe(False)
+    cycle(clock, client, 0.1)
+    assert not plc.uv_strobing
+
+
 def test_queuing_a_divert_never_waits_for_the_plcs_link():
     """The PLC loop writes a divert to a PLC whose answer is held; meanwhile the frame loop
     queues the next divert: it must not wait for that answer (no lock held during I/O)."""

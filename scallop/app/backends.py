@@ -335,8 +335,10 @@ class SimBackend(Backend):
                 )
                 self.sim_plc.start()
                 sim_plc = self.sim_plc
-                # The PLC's infeed output drives the simulated feeder, as on the line.
+                # The PLC's infeed output drives the simulated feeder, as on the line, and its
+                # strobe output the simulated lights of alternate frames.
                 self.world.feeder = lambda t: int(sim_plc.infeed_at(t))
+                self.world.uv_strobe = sim_plc.uv_strobe_at
                 plc = replace(plc, transport=self.sim_plc.transport_config())
             self.plc_config = plc
         except Exception:

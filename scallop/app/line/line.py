@@ -163,6 +163,8 @@ class Line:
             view_x_lo=cam.view_x_range()[0],
             on_lot=lambda lot: self.shift.set_lot(lot, "plc"),
         )
+        if self.channel is not None and self.channel.setup == "alternate" and self.reject.client is not None:
+            self.reject.client.set_uv_strobe(True)  # the PLC switches the lights in turn (plc-interface.md)
         self.arms.connect()
 
     def _record_pick(self, arm: str, plan) -> None:
