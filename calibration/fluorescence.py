@@ -831,18 +831,10 @@ def check_section(where: str, sec) -> None:
     if not isinstance(sec, dict):
         raise CalibrationFileError(f"{where}: fluorescence must be an object, got {type(sec).__name__}")
 
+    from scallop.calibration.store import stored_array  # the store imports this module
+
     def arr(key: str, shape):
-        try:
-            a = np.asarray(sec[key], dtype=np.float64)
-        except (KeyError, TypeError, ValueError):
-            raise CalibrationFileError(
-                f"{where}: fluorescence.{key} is missing or not numbers; rerun 'scallop calibrate fluorescence'"
-            ) from None
-        if shape is not None and a.shape != shape:
-            raise CalibrationFileError(f"{where}: fluorescence.{key} has shape {a.shape}, expected {shape}")
-        if not np.all(np.isfinite(a)):
-            raise CalibrationFileError(f"{where}: fluorescence.{key} holds a non-finite value")
-        return a
+        return stored_array(sec, where, "fluorescence", key, shape, "rerun 'scallop calibrate fluorescence'")
 
     H = arr("homography", (3, 3))
     if abs(np.linalg.det(H)) < 1e-12 or abs(H[2, 2]) < 1e-12:

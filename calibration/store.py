@@ -130,6 +130,20 @@ def _dumps(obj, indent: int = 0) -> str:
 
 
 # ------------------------------------------------------------------ the calibration
+def stored_array(sec, where: str, section: str, key: str, shape, how: str) -> np.ndarray:
+    """``sec[key]`` of a stored part as a finite float array of ``shape`` (None: any), or
+    CalibrationFileError naming ``section.key`` and saying ``how`` to mend it."""
+    try:
+        a = np.asarray(sec[key], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise CalibrationFileError(f"{where}: {section}.{key} is missing or not numbers; {how}") from None
+    if shape is not None and a.shape != shape:
+        raise CalibrationFileError(f"{where}: {section}.{key} has shape {a.shape}, expected {shape}")
+    if not np.all(np.isfinite(a)):
+        raise CalibrationFileError(f"{where}: {section}.{key} holds a non-finite value")
+    return a
+
+
 class LineCalibration:
     """The calibration of one line: camera intrinsics, belt pose, encoder, robot arms.
 
@@ -223,17 +237,7 @@ class LineCalibration:
 
     def _validate_numbers(self, where: str) -> None:
         def arr(section: str, key: str, shape):
-            try:
-                a = np.asarray(self.data[section][key], dtype=np.float64)
-            except (KeyError, TypeError, ValueError):
-                raise CalibrationFileError(
-                    f"{where}: {section}.{key} is missing or not numbers; recalibrate that part"
-                ) from None
-            if shape is not None and a.shape != shape:
-                raise CalibrationFileError(f"{where}: {section}.{key} has shape {a.shape}, expected {shape}")
-            if not np.all(np.isfinite(a)):
-                raise CalibrationFileError(f"{where}: {section}.{key} holds a non-finite value")
-            return a
+            return stored_array(self.data.get(section), where, section, key, shape, "recalibrate that part")
 
         size = self.data.get("camera", {}).get("image_size")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):

@@ -19,20 +19,7 @@ from scallop.sim.config import SimConfig
 from scallop.sim.world import SimWorld
 from scallop.vision.camera import Camera, CameraError, Frame
 from scallop.vision.channels import AlternateFramesCamera, ChannelExposure, SecondCameraPair
-
-ALTERNATE = {"setup": "alternate", "exposure_ratio": 3.0, "noise_sigma": 5.0, "frame_interval_ms": 20.0}
-SECOND = {
-    "setup": "second_camera",
-    "exposure_ratio": 2.5,
-    "noise_sigma": 4.0,
-    "width": 800,
-    "height": 600,
-    "mm_per_px": 0.45,
-    "center_x_mm": 6.0,
-    "center_y_mm": -8.0,
-    "tilt_deg": 5.0,
-    "yaw_deg": 2.0,
-}
+from tests.test_sim_fluorescence import ALTERNATE, SECOND
 
 
 def _world(fluorescence: dict, seed: int = 7, **camera) -> SimWorld:
