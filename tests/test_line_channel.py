@@ -80,7 +80,6 @@ def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol
         # The registration matters: without the belt's travel it is far worse (alternate frames).
         if setup is ALTERNATE:
             assert ch.last_shift_mm == pytest.approx(truth.shift_mm, abs=0.15)
-    print("registration mean |diff|", [round(d, 2) for d in diffs])
     assert max(diffs) < tol, diffs
     assert ch.pairs == 4 and not ch.dropped
 
