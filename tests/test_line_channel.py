@@ -77,7 +77,7 @@ def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol
         inner = truth.coverage.copy()
         inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False
         diffs.append(np.abs(uv[inner].astype(float) - truth.registered[inner]).mean())
-        # The registration matters: without the belt's travel it is far worse (alternate frames).
+        # The belt's travel between the two exposures, from their encoder counts (alternate frames).
         if setup is ALTERNATE:
             assert ch.last_shift_mm == pytest.approx(truth.shift_mm, abs=0.15)
     assert max(diffs) < tol, diffs
