@@ -116,18 +116,28 @@ def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     assert ch.pair(frame) is None and ch.dropped == {"uncounted": 1}
 
 
-def test_a_second_cameras_frame_without_a_count_is_registered_as_exposed_with_the_colour_frame():
+def test_a_second_cameras_frame_without_a_count_is_moved_by_the_belt_speed_over_the_time_between():
     w = _world(SECOND)
     cam = SimCamera(w)
     cam.connect()
     ch = _input(w, Alarms(), max_pair_ms=2.0)
+    first = cam.read()
+    fr = first.extra["fluorescence"]
+    first.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp + 0.001, None)
+    # No belt speed yet (one frame's count): the travel over that millisecond is unknown.
+    assert ch.pair(first) is None and ch.dropped == {"uncounted": 1}
     frame = cam.read()
     fr = frame.extra["fluorescence"]
-    # Stamped on arrival, 1 ms off, no count: on the same trigger, so no travel between them.
-    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp + 0.001, None)
+    # The same stamp: no travel between the two exposures.
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, None)
     uv = ch.pair(frame)
-    assert uv is not None and ch.last_shift_mm == 0.0 and ch.last_dt_ms == pytest.approx(1.0)
+    assert uv is not None and ch.last_dt_ms == pytest.approx(0.0) and ch.last_shift_mm == 0.0
     assert np.array_equal(uv, fr.registered)
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp + 0.0015, None)
+    assert ch.pair(frame) is not None
+    assert ch.last_shift_mm == pytest.approx(300.0 * 0.0015, abs=0.01)  # 300 mm/s from the counts
 
 
 def test_a_second_camera_without_a_registration_is_refused():
@@ -140,16 +150,16 @@ def test_a_second_camera_without_a_registration_is_refused():
 # ------------------------------------------------------------------ configuration
 def test_the_section_requires_its_physical_settings():
     with pytest.raises(ValueError, match="max_pair_ms is required"):
-        FluorescenceSection(setup="alternate", uv_parity=1, alarm_after=5)
+        FluorescenceSection(setup="alternate", alarm_after=5)
     with pytest.raises(ValueError, match="max_pair_ms=nan"):
-        FluorescenceSection(setup="alternate", uv_parity=1, alarm_after=5, max_pair_ms=float("nan"))
-    with pytest.raises(ValueError, match="uv_parity=-1: required"):
-        FluorescenceSection(setup="alternate", alarm_after=5, max_pair_ms=25.0)
+        FluorescenceSection(setup="alternate", alarm_after=5, max_pair_ms=float("nan"))
+    with pytest.raises(ValueError, match="setup = 'alternate' uses the colour camera itself"):
+        FluorescenceSection(setup="alternate", source="1", alarm_after=5, max_pair_ms=25.0)
     with pytest.raises(ValueError, match="source is required"):
         FluorescenceSection(setup="second_camera", alarm_after=5, max_pair_ms=2.0)
     with pytest.raises(ValueError, match="no use with setup = 'none'"):
         FluorescenceSection(max_pair_ms=2.0)
-    ok = FluorescenceSection(setup="alternate", uv_parity=0, alarm_after=5, max_pair_ms=25.0)
+    ok = FluorescenceSection(setup="alternate", alarm_after=5, max_pair_ms=25.0)
     assert ok.enabled
 
 
@@ -161,7 +171,7 @@ def test_the_simulator_and_the_line_must_expect_the_same_channel():
         LineConfig,
         {
             "sim": sim,
-            "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 5}},
+            "camera": {"fluorescence": {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 5}},
         },
     )
     assert cfg.camera.fluorescence.setup == "alternate"
@@ -200,7 +210,7 @@ def _frame(index: int, t: float, level: int, encoder: int | None = None) -> Fram
 
 def test_alternate_frames_pair_each_colour_frame_with_the_next():
     frames = [_frame(i, i * 0.02, 150 if i % 2 == 0 else 20, 100 * i) for i in range(4)]
-    cam = AlternateFramesCamera(ListCamera(frames), uv_parity=1)
+    cam = AlternateFramesCamera(ListCamera(frames))
     cam.connect()
     a, b = cam.read(), cam.read()
     assert (a.index, b.index) == (0, 2)
@@ -209,19 +219,31 @@ def test_alternate_frames_pair_each_colour_frame_with_the_next():
     assert exp.image.shape == (6, 8) and int(exp.image[0, 0]) == 20
 
 
-def test_alternate_frames_with_a_gap_or_out_of_phase_come_alone_with_the_reason():
-    # Frame 1 lost: colour frame 0 has no partner; 2 + 3 pair again.
-    frames = [_frame(0, 0.0, 150), _frame(2, 0.04, 150), _frame(3, 0.06, 20)]
-    cam = AlternateFramesCamera(ListCamera(frames), uv_parity=1)
+def test_alternate_frames_are_told_apart_by_brightness_whatever_the_frame_numbers_say():
+    # A driver numbering only the frames it delivers (OpenCV): no gap shows when one is lost.
+    C, U = 150, 20
+    # The UV frame of pair 2 lost: colour frame 2 comes alone; 3 + 4 pair again.
+    cam = AlternateFramesCamera(ListCamera([_frame(i, i * 0.02, v) for i, v in enumerate([C, U, C, C, U])]))
     cam.connect()
-    first = cam.read()
-    assert "fluorescence" not in first.extra
-    assert "frame 1 (its fluorescence frame) did not arrive: got frame 2" in first.extra["fluorescence_missing"]
-    assert cam.read().extra["fluorescence"].index == 3
-    # The UV light stays off: the "fluorescence" frame is as bright as the colour one.
-    cam = AlternateFramesCamera(ListCamera([_frame(0, 0.0, 150), _frame(1, 0.02, 140)]), uv_parity=1)
+    assert cam.read().extra["fluorescence"].index == 1
+    alone = cam.read()
+    assert alone.index == 2 and "fluorescence" not in alone.extra
+    assert "frame 3 is as bright as a colour frame" in alone.extra["fluorescence_missing"]
+    assert cam.read().extra["fluorescence"].index == 4
+    # The colour frame of pair 2 lost: its UV frame is let go, never taken for a colour frame.
+    cam = AlternateFramesCamera(ListCamera([_frame(i, i * 0.02, v) for i, v in enumerate([C, U, U, C, U])]))
     cam.connect()
-    assert "strobe is out of phase or the UV light is off" in cam.read().extra["fluorescence_missing"]
+    a, b = cam.read(), cam.read()
+    assert (a.index, a.extra["fluorescence"].index, b.index, b.extra["fluorescence"].index) == (0, 1, 3, 4)
+    assert cam.rephased == 1
+    # A camera with true frame numbers: a gap leaves the colour frame alone.
+    cam = AlternateFramesCamera(ListCamera([_frame(0, 0.0, C), _frame(3, 0.06, U)]))
+    cam.connect()
+    assert "frame 1 (its fluorescence frame) did not arrive: got frame 3" in cam.read().extra["fluorescence_missing"]
+    # The UV light off: every frame white, each colour frame comes alone.
+    cam = AlternateFramesCamera(ListCamera([_frame(i, i * 0.02, C) for i in range(3)]))
+    cam.connect()
+    assert "the UV light is off or weak" in cam.read().extra["fluorescence_missing"]
 
 
 def test_a_second_camera_is_matched_by_time_and_its_loss_never_stops_the_colour_frames():
@@ -246,7 +268,7 @@ def test_a_second_camera_is_matched_by_time_and_its_loss_never_stops_the_colour_
 # ------------------------------------------------------------------ the line
 LINE_CHANNEL = {
     "sim": {"fluorescence": ALTERNATE},
-    "camera": {"fluorescence": {"setup": "alternate", "uv_parity": 1, "max_pair_ms": 25.0, "alarm_after": 4}},
+    "camera": {"fluorescence": {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 4}},
 }
 
 
@@ -340,5 +362,57 @@ def test_when_the_plc_stops_strobing_the_uv_light_the_channel_is_lost_and_comes_
         line.backend.world.uv_strobe = plc_strobe
         line.run_stepped(5.0)
         assert not line.alarms.is_active(ALARM) and line.state == "running"
+    finally:
+        line.close()
+
+
+def test_frames_without_their_pair_are_blind_stretches_the_gate_diverts(monkeypatch):
+    """Four of every five pairs lost (the channel never 'lost' with alarm_after = 5): every
+    frame without its pair makes the line wait, so what passed unseen is diverted."""
+    from scallop.app.scenario import load_scenario, run_scenario
+
+    orig = SimCamera.read
+
+    def read(self):
+        f = orig(self)
+        if "fluorescence" in f.extra:
+            self._no_uv = 4  # after each good pair, the next four come without
+        return f
+
+    monkeypatch.setattr(SimCamera, "read", read)
+    sc = load_scenario("fluorescence")
+    sc.spec.compare_without_channel = False
+    s = run_scenario(sc, scallops=15)
+    assert s["uro_escaped"] == 0 and s["with_uro"] > 5
+    assert s["dispositions"]["diverted"] >= s["with_uro"] - s["uro_removed"]
+
+
+def test_a_dark_channel_is_caught_although_its_pairs_come(tmp_path, monkeypatch):
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    orig = SimCamera.read
+    dark = {"on": False}
+
+    def read(self):
+        f = orig(self)
+        fl = f.extra.get("fluorescence")
+        if dark["on"] and fl is not None:
+            fl.image = np.zeros_like(fl.image)  # the UV light dead, the strobe still running
+        return f
+
+    monkeypatch.setattr(SimCamera, "read", read)
+    try:
+        line.start("t")
+        line.run_stepped(8.0)
+        assert line.state == "running" and not line.channel.dark
+        dark["on"] = True
+        line.run_stepped(40.0)
+        a = line.alarms.get(ALARM)
+        assert line.channel.dark and a.active and a.severity == "critical"
+        assert "fluorescence channel dark" in a.text and line.state == "waiting_camera"
+        dark["on"] = False
+        line.run_stepped(10.0)
+        assert not line.channel.dark and not line.alarms.is_active(ALARM) and line.state == "running"
     finally:
         line.close()

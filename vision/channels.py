@@ -57,10 +57,12 @@ def _exposure(frame: Frame) -> ChannelExposure:
 
 
 class SecondCameraPair(Camera):
-    """Colour frames from ``colour``, each with the ``fluorescence`` camera's exposure nearest
-    in time. Both cameras run on the same trigger, so their frames come in step; a
-    fluorescence frame more than ``window_s`` older than the colour frame belongs to an earlier
-    trigger and is read past (at most ``max_skip`` of them per colour frame).
+    """Colour frames from ``colour``, each with the ``fluorescence`` camera's exposure within
+    ``window_s`` of it. Both cameras run on the same trigger, so their frames come in step; the
+    window is kept under half a frame period (``[camera.fluorescence] max_pair_ms`` ≤ 8 ms), so
+    at most one fluorescence frame lies in it. One more than ``window_s`` older than the colour
+    frame belongs to an earlier trigger and is read past (at most ``max_skip`` per colour
+    frame); one more than ``window_s`` newer is kept for the next colour frame.
 
     The fluorescence camera failing never stops the colour frames: they come without a
     partner (``extra["fluorescence_missing"]`` says why) and the camera is reconnected on a
@@ -140,13 +142,17 @@ class SecondCameraPair(Camera):
 
 class AlternateFramesCamera(Camera):
     """One camera whose lights are strobed in turn: a colour frame, then its fluorescence
-    frame. ``uv_parity`` is the frame-number parity of the fluorescence frames (0 even, 1
-    odd), as the strobe output is wired.
+    frame. Which frame is which is read from the frames themselves, never from frame numbers
+    (a camera's driver may number only the frames it delivers, so a lost frame would shift
+    every later pair): under UV the belt and the meat are near black (the spec's levels 0–25
+    of 255), so the fluorescence frame is far darker than its colour frame.
 
-    A colour frame whose next frame is missing (a gap in the frame numbers) or is not the
-    fluorescence one comes alone, with the reason. So does one whose "fluorescence" frame is
-    nearly as bright as itself: the strobe has fallen out of phase or the UV light is off
-    (under UV the belt and the meat are near black: the spec's levels 0–25 of 255).
+    Two frames in a row: when the second is darker than ``MAX_LEVEL_RATIO`` times the first,
+    they are a pair. When the first is that much darker than the second, the first was the
+    fluorescence frame of a lost colour frame: it is let go and the second starts the next pair.
+    When both are about as bright, no fluorescence frame came (the UV light off or weak): the
+    first comes alone, with the reason. A gap in frame numbers, where the camera has true
+    ones, also leaves a colour frame alone.
     """
 
     # Mean level of a fluorescence frame over its colour frame's above which the two are not
@@ -154,13 +160,11 @@ class AlternateFramesCamera(Camera):
     # both frames gives about 1.
     MAX_LEVEL_RATIO = 0.6
 
-    def __init__(self, camera: Camera, uv_parity: int) -> None:
+    def __init__(self, camera: Camera) -> None:
         super().__init__()
-        if uv_parity not in (0, 1):
-            raise ValueError(f"uv_parity={uv_parity!r}: expected 0 (even frames) or 1 (odd frames)")
         self.camera = camera
-        self.uv_parity = int(uv_parity)
         self._next: Frame | None = None
+        self.rephased = 0  # fluorescence frames whose colour frame was lost
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -180,23 +184,31 @@ class AlternateFramesCamera(Camera):
         while True:
             frame = self._next if self._next is not None else self.camera.read()
             self._next = None
-            if frame.index % 2 != self.uv_parity:
-                break
-            # A fluorescence frame whose colour frame was lost: nothing to pair it with.
-        partner = self.camera.read()
-        if partner.index != frame.index + 1 or partner.index % 2 != self.uv_parity:
+            partner = self.camera.read()
+            lf, lp = _level(frame), _level(partner)
+            if lf <= self.MAX_LEVEL_RATIO * lp:
+                # ``frame`` is a fluorescence frame whose colour frame was lost: back in phase.
+                self.rephased += 1
+                self._next = partner
+                continue
+            break
+        if lp > self.MAX_LEVEL_RATIO * lf:
             self._next = partner
+            frame.extra["fluorescence_missing"] = (
+                f"frame {partner.index} is as bright as a colour frame ({lp / max(lf, 1.0):.0%} of it): "
+                "the UV light is off or weak, or the strobe is out of step"
+            )
+            return frame
+        if partner.index != frame.index + 1:
             frame.extra["fluorescence_missing"] = (
                 f"frame {frame.index + 1} (its fluorescence frame) did not arrive: got frame {partner.index}"
             )
             return frame
-        uv = as_mono(partner.image)
-        level = float(cv2.mean(uv)[0]) / max(1.0, float(cv2.mean(as_mono(frame.image))[0]))
-        if level > self.MAX_LEVEL_RATIO:
-            frame.extra["fluorescence_missing"] = (
-                f"frame {partner.index} is as bright as a colour frame ({level:.0%} of it): the strobe is out of "
-                "phase or the UV light is off"
-            )
-            return frame
-        frame.extra["fluorescence"] = ChannelExposure(uv, partner.timestamp, partner.encoder, partner.index)
+        frame.extra["fluorescence"] = ChannelExposure(
+            as_mono(partner.image), partner.timestamp, partner.encoder, partner.index
+        )
         return frame
+
+
+def _level(frame: Frame) -> float:
+    return float(cv2.mean(as_mono(frame.image))[0])

@@ -87,7 +87,7 @@ def open_camera(config: LineConfig, clock) -> Camera:
         # Strobed lights: every other frame (each with its own count) is the fluorescence one.
         from scallop.vision.channels import AlternateFramesCamera
 
-        cam = AlternateFramesCamera(cam, fl.uv_parity)
+        cam = AlternateFramesCamera(cam)
     elif fl.setup == "second_camera":
         # On the colour camera's trigger; its frames are matched by exposure time. Its counts,
         # when sampled, would be the colour frame's: it is registered as exposed with it.

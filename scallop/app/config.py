@@ -194,18 +194,15 @@ class FluorescenceSection:
     setup: "none", "second_camera" (a second, monochrome camera on the same trigger: ``source``
     names it as ``camera.source`` names the colour one; its registration onto the colour
     frame is the calibration file's ``fluorescence`` part) or "alternate" (the colour camera
-    itself, the white and UV lights strobed in turn; ``uv_parity`` 0 or 1: the frame-number
-    parity of the UV frames, as the strobe is wired). With the simulator (``camera.source =
-    "sim"``) it must name the set-up ``[sim.fluorescence]`` simulates, and the frames come
-    from it (the simulated camera hands over each strobed pair together: ``uv_parity`` is
-    checked but not used).
+    itself, the white and UV lights strobed in turn, each pair told apart by brightness). With
+    the simulator (``camera.source = "sim"``) it must name the set-up ``[sim.fluorescence]``
+    simulates, and the frames come from it.
     max_pair_ms: a colour and a fluorescence exposure further apart in time are not a pair (the
     frame is analysed without the channel, or skipped when the model needs it).
     alarm_after: pairs dropped in a row before the channel is alarmed as lost."""
 
     setup: Literal["none", "second_camera", "alternate"] = "none"
     source: str = ""
-    uv_parity: int = -1
     max_pair_ms: float = 0.0
     alarm_after: int = 0
 
@@ -213,7 +210,7 @@ class FluorescenceSection:
         if self.setup not in ("none", "second_camera", "alternate"):
             raise ValueError(f"setup={self.setup!r} is not allowed: choose one of 'none', 'second_camera', 'alternate'")
         if self.setup == "none":
-            for key, unset in (("source", ""), ("uv_parity", -1), ("max_pair_ms", 0.0), ("alarm_after", 0)):
+            for key, unset in (("source", ""), ("max_pair_ms", 0.0), ("alarm_after", 0)):
                 if getattr(self, key) != unset:
                     raise ValueError(f"{key}={getattr(self, key)!r}: it has no use with setup = 'none'")
             return
@@ -225,18 +222,13 @@ class FluorescenceSection:
             raise ValueError("alarm_after is required with a fluorescence set-up (allowed 1–1000 pairs)")
         check_range("alarm_after", self.alarm_after, 1, 1000)
         if self.setup == "second_camera":
+            # Matched by time: a window under half the shortest frame period (60 fps: 16.7 ms)
+            # holds at most one of its frames, so a frame of another moment cannot be taken.
+            check_range("max_pair_ms", self.max_pair_ms, 0.1, 8.0, "for a second camera on the same trigger")
             if not self.source.strip():
                 raise ValueError("source is required with setup = 'second_camera': the fluorescence camera's device")
-            if self.uv_parity != -1:
-                raise ValueError(f"uv_parity={self.uv_parity!r}: only setup = 'alternate' strobes one camera")
-        else:
-            if self.source:
-                raise ValueError(f"source={self.source!r}: setup = 'alternate' uses the colour camera itself")
-            if self.uv_parity not in (0, 1):
-                raise ValueError(
-                    f"uv_parity={self.uv_parity!r}: required with setup = 'alternate': 0 when the UV frames are "
-                    "the even-numbered ones, 1 when odd (allowed 0 or 1)"
-                )
+        elif self.source:
+            raise ValueError(f"source={self.source!r}: setup = 'alternate' uses the colour camera itself")
 
     @property
     def enabled(self) -> bool:
@@ -538,6 +530,12 @@ class LineConfig:
             raise ValueError(
                 f"camera.fluorescence.setup={fl.setup!r} but the simulator renders {sim_fl!r} "
                 "([sim.fluorescence].setup): give both the same set-up"
+            )
+        if self.is_simulated and fl.setup == "alternate" and self.sim.fluorescence.frame_interval_ms > fl.max_pair_ms:
+            raise ValueError(
+                f"camera.fluorescence.max_pair_ms={fl.max_pair_ms:g} is shorter than the simulator's "
+                f"sim.fluorescence.frame_interval_ms={self.sim.fluorescence.frame_interval_ms:g}: no pair would "
+                "ever be kept; allow at least the frame interval"
             )
         if self.is_simulated and fl.setup == "second_camera" and fl.source != "sim":
             raise ValueError(

@@ -37,6 +37,14 @@ from scallop.vision.camera import Frame
 
 ALARM = "camera.fluorescence"
 SHIFT_STEP_MM = 0.1
+# A uro glows at 110–240 (the spec, exposure set so the brightest does not saturate); the
+# brightest 3 mm patch of a frame with uros in view is above this (190–241 measured).
+GLOW_MIN = 100.0
+# Frames in a row with at least DARK_SCALLOPS scallops in view and no glow before the channel is
+# taken for dark (UV light off or weak, lens capped, filter wrong): 5–10 % of scallops have no
+# uro, so two of them in one frame is already rare, ten such frames in a row not a real belt.
+DARK_FRAMES, DARK_SCALLOPS = 10, 2
+MAX_MAPS = 8  # registration maps kept (about 7 MB each at 1280×720)
 
 
 class FluorescenceInput:
@@ -77,6 +85,10 @@ class FluorescenceInput:
         self.in_a_row = 0
         self.last_dt_ms: float | None = None
         self.last_shift_mm: float | None = None
+        self.last_glow: float | None = None
+        self.dark_frames = 0
+        self.dark = False
+        self._last_colour: tuple[float, int] | None = None  # (time, belt count) of the last frame
         self._maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._latest: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -95,13 +107,19 @@ class FluorescenceInput:
                 f"frame {frame.index}: its fluorescence exposure is {dt * 1e3:+.1f} ms from it, more than "
                 f"camera.fluorescence.max_pair_ms = {self.max_pair_s * 1e3:g}",
             )
+        speed = self._belt_speed(frame)
         if exp.encoder is None or frame.encoder is None:
             if self.setup == "alternate":
                 # A whole frame interval apart: the belt moved by an amount only counts can tell.
                 return self._drop("uncounted", f"frame {frame.index}: its fluorescence exposure has no belt count")
-            # A second camera on the colour camera's trigger exposes with it; its stamp differs
-            # by the stamping's jitter, which max_pair_ms bounds (docs/fluorescence.md).
-            shift = 0.0
+            if speed is None and dt != 0.0:
+                return self._drop(
+                    "uncounted",
+                    f"frame {frame.index}: no belt count on its fluorescence exposure and no belt speed yet",
+                )
+            # A second camera without counts of its own: the belt's travel over the time between
+            # the two stamps, at the speed the colour frames' counts give.
+            shift = (speed or 0.0) * dt
         else:
             shift = self.belt.mm(self.belt.counts(exp.encoder) - self.belt.counts(frame.encoder))
         image = np.asarray(exp.image)
@@ -109,18 +127,62 @@ class FluorescenceInput:
             return self._drop("corrupt", f"frame {frame.index}: fluorescence image {image.shape} {image.dtype}")
         mx, my = self._registration(shift)
         uv = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        self.pairs += 1
-        self.in_a_row = 0
-        self.last_dt_ms = dt * 1e3
-        self.last_shift_mm = shift
+        glow = glow_level(uv)
         with self._lock:
+            self.pairs += 1
+            self.in_a_row = 0
+            self.last_dt_ms = dt * 1e3
+            self.last_shift_mm = shift
+            self.last_glow = glow
             self._latest = uv
-        self.alarms.clear(ALARM)
+        if not self.dark:
+            self.alarms.clear(ALARM)
         return uv
 
+    def _belt_speed(self, frame: Frame) -> float | None:
+        """Belt speed (mm/s, along +x) from this colour frame's count and the last one's."""
+        last, self._last_colour = self._last_colour, None
+        if frame.encoder is None:
+            return None
+        now = (float(frame.timestamp), self.belt.counts(frame.encoder))
+        self._last_colour = now
+        if last is None or now[0] <= last[0]:
+            return None
+        return self.belt.mm(now[1] - last[1]) / (now[0] - last[0])
+
+    def saw(self, scallops: int) -> None:
+        """The analysed frame showed ``scallops`` whole scallops: with enough of them in view
+        and no glow, frame after frame, the channel is dark although its pairs come."""
+        if self.last_glow is None:
+            return
+        if self.last_glow >= GLOW_MIN and scallops >= 1:
+            self.dark_frames = 0
+            if self.dark:
+                self.dark = False
+                self.alarms.clear(ALARM)
+        elif scallops >= DARK_SCALLOPS:
+            self.dark_frames += 1
+            if self.dark_frames >= DARK_FRAMES and not self.dark:
+                self.dark = True
+                self.alarms.raise_(
+                    ALARM,
+                    "critical",
+                    "camera",
+                    f"fluorescence channel dark: {self.dark_frames} frames in a row with scallops in view and no uro "
+                    f"glowing (brightest patch {self.last_glow:.0f}, a uro glows above {GLOW_MIN:.0f}): the UV light "
+                    "is off or weak, or the fluorescence camera or its filter is blocked",
+                )
+
+    @property
+    def blind(self) -> bool:
+        """A model that reads the channel cannot vouch for this moment: the last frame had no
+        good pair, or the channel is dark."""
+        return self.in_a_row > 0 or self.dark
+
     def _drop(self, why: str, text: str) -> None:
-        self.dropped[why] += 1
-        self.in_a_row += 1
+        with self._lock:
+            self.dropped[why] += 1
+            self.in_a_row += 1
         if self.in_a_row >= self.alarm_after:
             self.alarms.raise_(
                 ALARM,
@@ -134,8 +196,8 @@ class FluorescenceInput:
 
     @property
     def lost(self) -> bool:
-        """Pairs have stopped coming (``alarm_after`` dropped in a row)."""
-        return self.in_a_row >= self.alarm_after
+        """Pairs have stopped coming (``alarm_after`` dropped in a row), or the channel is dark."""
+        return self.in_a_row >= self.alarm_after or self.dark
 
     def _registration(self, shift_mm: float) -> tuple[np.ndarray, np.ndarray]:
         key = round(shift_mm / SHIFT_STEP_MM) * SHIFT_STEP_MM
@@ -155,8 +217,8 @@ class FluorescenceInput:
                     out[~np.isfinite(out).all(axis=1)] = -1e6
                 return out
 
-            if len(self._maps) > 64:  # a belt changing speed: a new shift per frame
-                self._maps.clear()
+            if len(self._maps) >= MAX_MAPS:  # a belt changing speed: a new shift per frame
+                self._maps.pop(next(iter(self._maps)))
             hit = self._maps[key] = interpolated_maps(cam.image_size, colour_to_fluo)
         return hit
 
@@ -175,26 +237,34 @@ class FluorescenceInput:
         return buf.tobytes() if ok else None
 
     def status(self) -> dict:
-        """Figures an engineer reads to tell the channel is healthy."""
-        out = {
-            "setup": self.setup,
-            "pairs": self.pairs,
-            "dropped": dict(self.dropped),
-            "dropped_in_a_row": self.in_a_row,
-            "lost": self.lost,
-            "last_dt_ms": None if self.last_dt_ms is None else round(self.last_dt_ms, 2),
-            "last_shift_mm": None if self.last_shift_mm is None else round(self.last_shift_mm, 2),
-        }
-        img = self.latest()
+        """Figures an engineer reads to tell the channel is healthy (the web thread asks: the
+        frame thread's counters are read under the lock)."""
+        with self._lock:
+            out = {
+                "setup": self.setup,
+                "pairs": self.pairs,
+                "dropped": dict(self.dropped),
+                "dropped_in_a_row": self.in_a_row,
+                "lost": self.lost,
+                "dark": self.dark,
+                "last_dt_ms": None if self.last_dt_ms is None else round(self.last_dt_ms, 2),
+                "last_shift_mm": None if self.last_shift_mm is None else round(self.last_shift_mm, 2),
+            }
+            img, glow = self._latest, self.last_glow
         if img is not None:
-            # The belt fills most of the view: its level is the median. Uros cover well under 1 %
-            # of it, so no percentile of the image is theirs: the glow is the brightest 3 mm
-            # patch (half resolution, 3×3 mean: noise averaged out, a uro's 4–8 mm width kept).
-            # A healthy channel shows a dark belt (spec: 0–10) and uros at 110–240.
+            # The belt fills most of the view: its level is the median. The glow: see glow_level.
             half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
             out["belt_level"] = float(np.median(half[::2, ::2]))
-            out["glow_level"] = float(cv2.blur(half, (3, 3)).max())
+            out["glow_level"] = glow
         return out
+
+
+def glow_level(img: np.ndarray) -> float:
+    """The brightest 3 mm patch of a registered fluorescence image (half resolution, 3×3 mean:
+    the sensor's noise averaged out, a uro's 4–8 mm width kept). Uros cover well under 1 % of
+    the view, so no percentile of the image is theirs. A healthy channel: uros at 110–240."""
+    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return float(cv2.blur(half, (3, 3)).max())
 
 
 def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInput | None:

@@ -246,6 +246,8 @@ class Line:
                 on_frame(frame)
         count = belt.counts(frame.encoder)
         whole = ~dets.cut_by_border if len(dets) else np.zeros(0, bool)
+        if uv is not None:
+            self.channel.saw(int(whole.sum()))  # scallops in view and no glow: a dark channel
         fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:
@@ -291,7 +293,9 @@ class Line:
         with self.control.lock:
             # (Counts merely suspect hold tracking for a frame or two, not the state: on an empty
             # belt nothing would clear them, and nothing needs picking either.)
-            blind = self.channel is not None and self.channel.lost and self.pipeline.takes_uv
+            # A model that needs the channel is blind from the first frame without a good pair:
+            # the scallops under the camera meanwhile are not seen, so the gate must divert them.
+            blind = self.channel is not None and self.channel.blind and self.pipeline.takes_uv
             self.control.inputs(self.reader.usable and self.belt_check.fault is None and not blind)
 
     def finished(self, done: list[ScallopOutcome]) -> None:
@@ -348,6 +352,7 @@ class Line:
             return
         # During the shift check only the test pieces go under the camera: the feeder is held.
         self.reject.hold_infeed = "shift_check" if self.shift is not None and self.shift.check.running else ""
+        self.reject.feed_while_blind = self.channel is not None and self.channel.dark and self.pipeline.takes_uv
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
         self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())
