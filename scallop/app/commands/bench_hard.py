@@ -19,7 +19,7 @@ FIGURES = ("recall", "uro_success", "no_uro_picked", "no_uro_pickable", "near_ad
 def register(sub) -> None:
     p = sub.add_parser(
         "hard",
-        help="accuracy on held-out hard scenes per scale, per condition and at ±10 % scale error",
+        help="accuracy on held-out hard scenes per scale, per condition and at ±10 %% scale error",
         description=(
             "Render held-out simulator sets with each hard condition of the appearance spec's\n"
             "edges (mantle flap over the uro, glare, debris with dark uro fragments, tight\n"
