@@ -161,6 +161,8 @@ class FakeLine:
             "lost": False,
             "last_dt_ms": 20.0,
             "last_shift_mm": 6.0,
+            "belt_dark_max": 10.0,
+            "glow_min": 100.0,
             "belt_level": float(self.UV_BELT),
             "glow_level": 196.0,
         }

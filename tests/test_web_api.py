@@ -415,6 +415,8 @@ def test_the_fluorescence_figures_are_json(client, fake_line):
         "lost": False,
         "last_dt_ms": None,  # NaN would break the browser's JSON.parse
         "last_shift_mm": 6.0,
+        "belt_dark_max": 10.0,
+        "glow_min": 100.0,
         "belt_level": 6.0,
         "glow_level": 196.0,
     }

@@ -99,7 +99,8 @@ class LineAPI(Protocol):
 
     def channel_status(self) -> dict | None:
         """The fluorescence channel's figures (pairs, drops by reason, the last pair's time
-        apart and belt travel, belt and uro levels); None without a channel."""
+        apart and belt travel, belt and uro levels, and the healthy limits of those levels:
+        ``belt_dark_max``, ``glow_min``); None without a channel."""
 
     def start(self, user: str) -> None: ...
     def pause(self, user: str) -> None: ...

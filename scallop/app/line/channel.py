@@ -7,8 +7,8 @@ A camera backend hands the partner over as taken (``frame.extra["fluorescence"]`
 * **the pair check** — the two exposures must be at most ``max_pair_ms`` apart, and for a
   belt that moved between them both must carry an encoder count, so the movement is known.
   A frame without a good partner is analysed without the channel when the model does not
-  need it, and skipped when it does (``usable`` False): never analysed with an image of
-  another moment.
+  need it, and skipped when it does (``blind``: the line waits, so the reject gate diverts
+  what passed unseen): never analysed with an image of another moment.
 * **registration** — each colour pixel's belt point, moved by the belt's travel between the
   two exposures (from the counts), seen by the fluorescence camera: through the colour camera
   again for alternate frames, through the calibrated registration (the calibration file's
@@ -16,8 +16,9 @@ A camera backend hands the partner over as taken (``frame.extra["fluorescence"]`
   both lenses' distortion applied exactly) for a second camera. The per-pixel maps are cached
   per shift (0.1 mm steps, a fifth of a pixel at 0.5 mm/px).
 * **alarms** — ``camera.fluorescence`` (warning) names the first reason a pair is dropped;
-  after ``alarm_after`` in a row it turns critical, and with a model that needs the channel the
-  frames are not analysed, so the line stops picking until pairs come back. A good pair clears it.
+  after ``alarm_after`` in a row it turns critical (*lost*). Pairs that come but stay dark with
+  scallops in view are critical too (*dark*, see :meth:`FluorescenceInput.saw`). A good pair
+  clears a lost channel, a glowing uro a dark one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ SHIFT_STEP_MM = 0.1
 # A uro glows at 110–240 (the spec, exposure set so the brightest does not saturate); the
 # brightest 3 mm patch of a frame with uros in view is above this (190–241 measured).
 GLOW_MIN = 100.0
+# The belt under UV is 0–10 (the spec: the filter blocks the excitation's glare); brighter, the
+# channel sees light it should not (stray white light, a missing filter).
+BELT_DARK_MAX = 10.0
 # Frames in a row with at least DARK_SCALLOPS scallops in view and no glow before the channel is
 # taken for dark (UV light off or weak, lens capped, filter wrong): 5–10 % of scallops have no
 # uro, so two of them in one frame is already rare, ten such frames in a row not a real belt.
@@ -249,12 +253,14 @@ class FluorescenceInput:
                 "dark": self.dark,
                 "last_dt_ms": None if self.last_dt_ms is None else round(self.last_dt_ms, 2),
                 "last_shift_mm": None if self.last_shift_mm is None else round(self.last_shift_mm, 2),
+                # The healthy limits, so the screen judges the levels by the line's own.
+                "belt_dark_max": BELT_DARK_MAX,
+                "glow_min": GLOW_MIN,
             }
             img, glow = self._latest, self.last_glow
         if img is not None:
             # The belt fills most of the view: its level is the median. The glow: see glow_level.
-            half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            out["belt_level"] = float(np.median(half[::2, ::2]))
+            out["belt_level"] = float(np.median(_half(img)[::2, ::2]))
             out["glow_level"] = glow
         return out
 
@@ -263,8 +269,11 @@ def glow_level(img: np.ndarray) -> float:
     """The brightest 3 mm patch of a registered fluorescence image (half resolution, 3×3 mean:
     the sensor's noise averaged out, a uro's 4–8 mm width kept). Uros cover well under 1 % of
     the view, so no percentile of the image is theirs. A healthy channel: uros at 110–240."""
-    half = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return float(cv2.blur(half, (3, 3)).max())
+    return float(cv2.blur(_half(img), (3, 3)).max())
+
+
+def _half(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
 def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInput | None:

@@ -196,6 +196,11 @@ class Line:
         return self.ledger.outcomes
 
     @property
+    def needs_channel(self) -> bool:
+        """The live model reads the fluorescence channel (the line has one: open_channel)."""
+        return self.channel is not None and self.pipeline.takes_uv
+
+    @property
     def frames_bad(self) -> int:
         """Frames that arrived but could not be used (corrupt, no count, wrong size, vision error)."""
         return self._frames_bad + (self.reader.bad if self.reader is not None else 0)
@@ -223,7 +228,7 @@ class Line:
         if jitter is not None:
             self.stats.timing("stamp_jitter", jitter * 1e3)
         uv = self.channel.pair(frame) if self.channel is not None else None
-        if uv is None and self.pipeline.takes_uv and self.channel is not None:
+        if uv is None and self.needs_channel:
             self.frames_without_channel += 1  # skipped, never analysed with a stand-in (channel.py)
             return
         try:
@@ -295,7 +300,7 @@ class Line:
             # belt nothing would clear them, and nothing needs picking either.)
             # A model that needs the channel is blind from the first frame without a good pair:
             # the scallops under the camera meanwhile are not seen, so the gate must divert them.
-            blind = self.channel is not None and self.channel.blind and self.pipeline.takes_uv
+            blind = self.needs_channel and self.channel.blind
             self.control.inputs(self.reader.usable and self.belt_check.fault is None and not blind)
 
     def finished(self, done: list[ScallopOutcome]) -> None:
@@ -352,7 +357,7 @@ class Line:
             return
         # During the shift check only the test pieces go under the camera: the feeder is held.
         self.reject.hold_infeed = "shift_check" if self.shift is not None and self.shift.check.running else ""
-        self.reject.feed_while_blind = self.channel is not None and self.channel.dark and self.pipeline.takes_uv
+        self.reject.feed_while_blind = self.needs_channel and self.channel.dark
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
         self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())

@@ -367,11 +367,8 @@ function renderModelLoop(d) {
 
 // ------------------------------------------------------------------ fluorescence channel (engineer panel)
 
-// Healthy levels, from the spec's grey levels under UV (shared/spec/scallop-appearance.md, "Second
-// channel: fluorescence"): the belt 0–10, uros 110–240 with the exposure set so the brightest uro
-// does not saturate.
-const UV_BELT_DARK_MAX = 10;  // a belt brighter than this sees light the filter should block
-const UV_GLOW_MIN = 100;      // the brightest 3 mm patch darker than the dimmest uro (110, less its patchiness): nothing glows
+// The healthy levels come with the figures (belt_dark_max, glow_min): the line's own limits,
+// from the spec's grey levels under UV (scallop/app/line/channel.py).
 // As often as the main view can change (state events come ~4 per second), without queueing.
 const UV_REFRESH_MS = 500;
 
@@ -454,8 +451,8 @@ function renderChannel(c) {
     reasons: dropped.map(([why, n]) => t("uv.drop_count", { reason: tOr("uv.drop." + why, why), n: num(n) })).join(" · "),
   }) : "");
   setText("uv-timing", t("uv.timing", { dt: num(c.last_dt_ms, 1), shift: num(c.last_shift_mm, 1) }));
-  levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= UV_BELT_DARK_MAX, "uv.belt_dark", "uv.belt_bright");
-  levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= UV_GLOW_MIN, "uv.glowing", "uv.no_glow");
+  levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= c.belt_dark_max, "uv.belt_dark", "uv.belt_bright");
+  levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow");
   $("uv-lost").hidden = !c.lost;
 }
 
