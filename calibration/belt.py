@@ -25,7 +25,7 @@ import numpy as np
 from scallop.calibration.boards import BoardSpec, Detection, detect, parse_board
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.check import Figure, overall
-from scallop.calibration.errors import BoardNotFoundError, ImageError
+from scallop.calibration.errors import BoardNotFoundError, BoardSpecError, ImageError
 
 # Limits, stated with every verdict.
 RESIDUAL_MAX_LIMITS = (0.5, 1.0)  # mm: worst corner off its known place on the belt
@@ -265,7 +265,8 @@ def measure_belt(
                 f"and resolution, or redo the intrinsics for this one"
             )
     if not (0 <= thickness_mm < 100):
-        raise ImageError(f"thickness_mm={thickness_mm} is out of range: allowed 0..100")
+        # The board's description, not a photo, is wrong: a usage error (exit 2).
+        raise BoardSpecError(f"thickness_mm={thickness_mm} is out of range: allowed 0..100")
     if isinstance(travel, str):
         if travel not in TRAVEL_DIRECTIONS:
             raise ImageError(f"travel={travel!r} is unknown: use one of {', '.join(TRAVEL_DIRECTIONS)}")

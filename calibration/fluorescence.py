@@ -50,6 +50,7 @@ from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.check import Figure, overall
 from scallop.calibration.errors import (
     BoardNotFoundError,
+    BoardSpecError,
     CalibrationFileError,
     DegenerateGeometryError,
     ImageError,
@@ -576,7 +577,7 @@ def register_fluorescence(
     names:        (colour photo, fluorescence photo) per pair, for the messages.
     """
     board = parse_board(board)
-    thick = check_number("thickness_mm", thickness_mm, 0.0, 100.0, error=ImageError)
+    thick = check_number("thickness_mm", thickness_mm, 0.0, 100.0, error=BoardSpecError)
     cal.check(require=("intrinsics", "belt"))
     colour_images = list(colour_images)
     fluo_images = list(fluo_images)

@@ -22,6 +22,7 @@ from scallop.calibration.boards import parse_board
 from scallop.calibration.camera_model import CameraModel
 from scallop.calibration.errors import (
     BoardNotFoundError,
+    BoardSpecError,
     CalibrationFileError,
     DegenerateGeometryError,
     ImageError,
@@ -312,7 +313,7 @@ def test_inputs_that_cannot_be_used_are_named(colour_cal):
         register_fluorescence(
             colour, fl, BOARD, colour_cal, thickness_mm=THICK, fluo_intrinsics=(FLUO.K, FLUO.dist, (800, 600))
         )
-    with pytest.raises(ImageError, match="thickness_mm=nan"):
+    with pytest.raises(BoardSpecError, match="thickness_mm=nan"):
         register_fluorescence(colour, fl, BOARD, colour_cal, thickness_mm=math.nan)
 
 
@@ -575,6 +576,13 @@ def test_command_redo_writes_the_part_and_exits_3(capsys, photos):
             3,
             "f1.png is 1024x768|c1.png is 1280x720",
         ),
+        # A bad argument is a usage error (2), like a bad board, not a bad photo (3).
+        (
+            lambda a, d, cs, fs: [("nan" if x == str(THICK) else x) for x in a],
+            2,
+            "thickness_mm=nan is not a finite number",
+        ),
+        (lambda a, d, cs, fs: [("-1" if x == str(THICK) else x) for x in a], 2, "thickness_mm=-1.0 is out of range"),
     ],
 )
 def test_command_errors_are_one_line_with_an_exit_code(capsys, photos, change, code, words):
