@@ -252,7 +252,7 @@ def test_a_second_camera_is_matched_by_time_and_its_loss_never_stops_the_colour_
     fluo = ListCamera(
         [_frame(7, -0.1, 20), _frame(8, 0.001, 20), CameraError("cable"), _frame(10, 0.3, 20), _frame(11, 0.4, 20)]
     )
-    pair = SecondCameraPair(colour, fluo, window_s=0.005)
+    pair = SecondCameraPair(colour, fluo, window_s=0.005, retry_s=(0.1, 0.4))
     pair.connect()
     a = pair.read()
     assert a.extra["fluorescence"].index == 8 and a.extra["fluorescence"].encoder is None
@@ -263,6 +263,59 @@ def test_a_second_camera_is_matched_by_time_and_its_loss_never_stops_the_colour_
     d = pair.read()
     assert d.extra["fluorescence"].index == 10
     assert fluo.connects == 2  # the start, and once after the cable came back
+
+
+class DeadCamera(ListCamera):
+    """Opens only once ``alive`` is set; reads fail until then (written for these tests)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.alive = False
+
+    def connect(self) -> None:
+        self.connects += 1
+        if not self.alive:
+            raise CameraError("no such device")
+        self._connected = True
+
+    def read(self) -> Frame:
+        if not self.alive:
+            raise CameraError("no such device")
+        return _frame(99, self.t, 20)
+
+
+def test_a_dead_second_camera_is_tried_again_with_a_growing_wait_not_on_every_frame():
+    colour = ListCamera([_frame(i, i / 60, 150) for i in range(60 * 20)])  # 20 s at 60 fps
+    fluo = DeadCamera()
+    pair = SecondCameraPair(colour, fluo, window_s=0.005, retry_s=(0.5, 4.0))
+    pair.connect()  # the colour camera opens; the second one's failure is reported per frame
+    tried_at = []
+    for _ in range(60 * 10):
+        f = pair.read()
+        assert "the fluorescence camera is not delivering (no such device)" in f.extra["fluorescence_missing"]
+        if pair.reconnect_tries > len(tried_at):
+            tried_at.append(round(f.timestamp, 2))
+    # It would not open at the start: tried again at the first frame, then after 0.5, 1, 2 and
+    # 4 s (the cap), 5 times in 10 s rather than on each of 600 frames.
+    assert tried_at == [0.0, 0.5, 1.5, 3.5, 7.5]
+    # It comes back: the next try (11.5 s) opens it, and the wait starts again from 0.5 s.
+    fluo.alive = True
+    while pair.reconnect_tries == 5:
+        fluo.t = colour.items[0].timestamp
+        f = pair.read()
+    assert f.timestamp == pytest.approx(11.5, abs=0.02) and f.extra["fluorescence"].index == 99
+    # Lost again: the wait starts again from 0.5 s.
+    fluo.alive = False
+    lost = pair.read().timestamp
+    while pair.reconnect_tries == 6:
+        f = pair.read()
+    assert f.timestamp - lost == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("bad", [(0.0, 1.0), (2.0, 1.0), (float("nan"), 1.0), (1.0, float("inf"))])
+def test_the_retry_waits_are_checked(bad):
+    with pytest.raises(ValueError, match="retry_s"):
+        SecondCameraPair(ListCamera([]), ListCamera([]), window_s=0.005, retry_s=bad)
 
 
 # ------------------------------------------------------------------ the line

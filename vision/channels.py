@@ -66,20 +66,37 @@ class SecondCameraPair(Camera):
 
     The fluorescence camera failing never stops the colour frames: they come without a
     partner (``extra["fluorescence_missing"]`` says why) and the camera is reconnected on a
-    later frame. The colour camera's errors pass through unchanged: the line's reader handles
-    them as for a single camera.
+    later frame, ``retry_s[0]`` seconds after it failed, the wait doubling after each failed
+    try up to ``retry_s[1]`` (a device that takes a while to open would otherwise hold up every
+    colour frame). The wait is measured on the colour frames' stamps, the clock the line runs
+    on. The colour camera's errors pass through unchanged: the line's reader handles them as
+    for a single camera.
     """
 
-    def __init__(self, colour: Camera, fluorescence: Camera, window_s: float, max_skip: int = 3) -> None:
+    def __init__(
+        self,
+        colour: Camera,
+        fluorescence: Camera,
+        window_s: float,
+        max_skip: int = 3,
+        retry_s: tuple[float, float] = (0.5, 8.0),
+    ) -> None:
         super().__init__()
         if not (math.isfinite(window_s) and window_s > 0):
             raise ValueError(f"window_s={window_s!r}: expected a positive number of seconds")
+        lo, hi = (float(v) for v in retry_s)
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= 600):
+            raise ValueError(f"retry_s={retry_s!r}: expected (first, longest) seconds with 0 < first <= longest <= 600")
         self.colour = colour
         self.fluorescence = fluorescence
         self.window_s = float(window_s)
         self.max_skip = int(max_skip)
+        self.retry_s = (lo, hi)
         self._held: Frame | None = None  # a fluorescence frame newer than the last colour one
         self._fluo_down = ""
+        self._wait = lo  # before the next try, once it is down
+        self._retry_at = -math.inf
+        self.reconnect_tries = 0
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -98,25 +115,37 @@ class SecondCameraPair(Camera):
         except CameraError:  # it may be gone already; the colour camera is closed
             pass
 
-    def _connect_fluorescence(self) -> None:
+    def _connect_fluorescence(self, now: float = -math.inf) -> None:
+        retry = bool(self._fluo_down)
         try:
-            self.fluorescence.reconnect() if self._fluo_down else self.fluorescence.connect()
+            if retry:
+                self.reconnect_tries += 1
+                self.fluorescence.reconnect()
+            else:
+                self.fluorescence.connect()
             self._fluo_down = ""
+            self._wait = self.retry_s[0]
         except CameraError as e:
-            self._fluo_down = str(e) or type(e).__name__
+            self._down(e, now)
+            if retry:
+                self._wait = min(2 * self._wait, self.retry_s[1])
+
+    def _down(self, e: CameraError, now: float) -> None:
+        self._fluo_down = str(e) or type(e).__name__
+        self._retry_at = now + self._wait
 
     def read(self) -> Frame:
         self._require_connected("pair")
         frame = self.colour.read()
-        if self._fluo_down:
-            self._connect_fluorescence()
+        if self._fluo_down and frame.timestamp >= self._retry_at:
+            self._connect_fluorescence(frame.timestamp)
         if self._fluo_down:
             frame.extra["fluorescence_missing"] = f"the fluorescence camera is not delivering ({self._fluo_down})"
             return frame
         try:
             partner = self._partner(frame.timestamp)
         except CameraError as e:
-            self._fluo_down = str(e) or type(e).__name__
+            self._down(e, frame.timestamp)
             frame.extra["fluorescence_missing"] = f"the fluorescence camera is not delivering ({self._fluo_down})"
             return frame
         if partner is None:
