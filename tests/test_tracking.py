@@ -87,6 +87,20 @@ def test_no_pickable_view_gives_the_agreed_reason():
     assert not dec.pick and dec.reason == "no_uro"
 
 
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_one_view_that_glimpsed_a_uro_outvotes_the_views_that_saw_none(where):
+    """Two views without a uro and one with a sliver of one: the scallop goes to rework
+    (hidden_uro), never on as clean, whichever frame saw the sliver."""
+    tr = make()
+    out = []
+    for k in range(3):
+        r = "hidden_uro" if k == where else "no_uro"
+        out += tr.update(dets([[100.0 * k, 0.0]], pickable=[False], reasons=[r]), 1000 * k, 0.3 * k, k, (1280, 720))
+    out += tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+    (dec,) = out
+    assert not dec.pick and dec.reason == "hidden_uro" and dec.view.frame_index == where
+
+
 def test_flush_commits_everything_open():
     tr = make()
     tr.update(dets([[-100.0, 0.0], [0.0, 80.0]]), 0, 0.0, 0, (1280, 720))

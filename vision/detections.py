@@ -17,12 +17,16 @@ class VisionReason(StrEnum):
     """Why vision finds a scallop not pickable (the empty string means it is)."""
 
     NO_URO = "no_uro"  # no uro visible: passed on, nothing to remove
+    # Some uro seen, too little to grip (a sliver beside a mantle flap, or only a hint of one):
+    # it still carries its uro, so it goes to rework, never on as clean.
+    HIDDEN_URO = "hidden_uro"
     CUT_BY_BORDER = "cut_by_border"  # partly outside the image: its grasp would be a guess
     TOO_CLOSE = "too_close"  # a touching neighbour lies where the jaws would close
     AMBIGUOUS = "ambiguous"  # a uro, but no grasp far enough from the adductor
 
 
 REASON_NO_URO = VisionReason.NO_URO.value
+REASON_HIDDEN_URO = VisionReason.HIDDEN_URO.value
 REASON_CUT = VisionReason.CUT_BY_BORDER.value
 REASON_TOO_CLOSE = VisionReason.TOO_CLOSE.value
 REASON_AMBIGUOUS = VisionReason.AMBIGUOUS.value
@@ -50,6 +54,9 @@ class Detections:
     contours:    list of N (K, 2) float32 arrays — outline of each visible mask, pixels.
     uro_center_px: (N, 2) float64 centroid of the uro's mask, NaN where no uro was found
                  (None from a producer that does not measure it).
+    uro_evidence: (N,) float64 the highest uro probability over the scallop's mask where no
+                 uro big enough to grip was found (what ``hidden_uro`` is judged by), NaN where
+                 one was (None from a producer that does not measure it).
     center_mm, grasp_mm, pull_dir_mm, uro_center_mm: (N, 2) float64 in the belt frame (mm)
                  when a pixel→belt mapping was given, else None.
     part_contours: when asked for (``Pipeline.detect(outlines=True)``), list of N dicts
@@ -71,6 +78,7 @@ class Detections:
     reason: np.ndarray
     contours: list = field(default_factory=list)
     uro_center_px: np.ndarray | None = None
+    uro_evidence: np.ndarray | None = None
     center_mm: np.ndarray | None = None
     grasp_mm: np.ndarray | None = None
     pull_dir_mm: np.ndarray | None = None
@@ -128,7 +136,7 @@ class Detections:
         kw["contours"] = [self.contours[i] for i in idx]
         if self.part_contours is not None:
             kw["part_contours"] = [self.part_contours[i] for i in idx]
-        for name in ("uro_center_px", "center_mm", "grasp_mm", "pull_dir_mm", "uro_center_mm"):
+        for name in ("uro_center_px", "uro_evidence", "center_mm", "grasp_mm", "pull_dir_mm", "uro_center_mm"):
             v = getattr(self, name)
             kw[name] = None if v is None else v[idx]
         return Detections(**kw)

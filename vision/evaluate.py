@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from scallop.vision.detections import Detections
+from scallop.vision.detections import REASON_NO_URO, Detections
 
 PART_ADDUCTOR = 3
 PART_URO = 4
@@ -42,6 +42,12 @@ class Tally:
     no_uro_reported: int = 0
     no_uro_grasped: int = 0  # of without_uro: a grasp emitted all the same (the no-uro picked count)
     no_uro_pickable: int = 0  # of those, marked pickable: the pick into meat the line would make
+    # What the line would do with the scallops vision did not get right (reject.py: only
+    # "no_uro" passes unpicked): a uro let go on the belt is the food-safety failure, a scallop
+    # without one sent to rework only costs a person's time.
+    uro_passed: int = 0  # of with_uro: reported "no_uro", or given a pickable grasp off the uro
+    uro_to_rework: int = 0  # of with_uro: not grasped on the uro, diverted (any other reason)
+    no_uro_to_rework: int = 0  # of without_uro: no pickable grasp, a reason other than "no_uro"
     frames: int = 0
     failures: list = field(default_factory=list)  # (frame, scallop id, what) for reports
     # uro confidence of every pickable grasp, split by whether it lands on a true uro: how well
@@ -72,6 +78,9 @@ class Tally:
             "near_adductor": rate(self.grasp_near_adductor, len(mm)),
             "no_uro_picked": rate(self.no_uro_grasped, self.without_uro),
             "no_uro_pickable": rate(self.no_uro_pickable, self.without_uro),
+            "uro_passed": rate(self.uro_passed, self.with_uro),
+            "uro_to_rework": rate(self.uro_to_rework, self.with_uro),
+            "no_uro_to_rework": rate(self.no_uro_to_rework, self.without_uro),
             "jaw_margin_min_mm": round(min(mm), 2) if mm else None,
             "jaw_margin_p1_mm": round(float(np.percentile(mm, 1)), 2) if mm else None,
             "precision": rate(self.detections - self.false_detections, self.detections),
@@ -149,9 +158,16 @@ def score_frame(
                     if d <= tol_mm:
                         t.grasp_on_uro += 1
                         continue
+            if j is not None:
+                if dets.reason[j] == REASON_NO_URO or dets.pickable[j]:
+                    t.uro_passed += 1
+                else:
+                    t.uro_to_rework += 1
             t.failures.append((frame, tid, "grasp_off_uro" if j is not None else "missed_scallop"))
         else:
             t.without_uro += 1
+            if j is not None and not dets.pickable[j] and dets.reason[j] != REASON_NO_URO:
+                t.no_uro_to_rework += 1
             if j is not None and dets.uro_found[j]:
                 t.no_uro_grasped += 1
                 t.no_uro_pickable += bool(dets.pickable[j])

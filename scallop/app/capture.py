@@ -61,7 +61,7 @@ def unsure_reasons(dets, min_uro_confidence: float, low_margin: float) -> list[s
     why = set()
     for i in range(len(dets)):
         r = str(dets.reason[i])
-        if r in ("ambiguous", "no_uro"):
+        if r in ("ambiguous", "no_uro", "hidden_uro"):
             why.add(r)
         if dets.uro_found[i] and abs(float(dets.uro_confidence[i]) - min_uro_confidence) < low_margin:
             why.add("low_margin")

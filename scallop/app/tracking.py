@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scallop.app.line.states import LineReason
-from scallop.vision.detections import REASON_AMBIGUOUS, REASON_NO_URO, Detections
+from scallop.vision.detections import REASON_AMBIGUOUS, REASON_HIDDEN_URO, REASON_NO_URO, Detections
 
 # The tracker's own skip reason: the one pickable view is contradicted by the others.
 REASON_VIEWS_DISAGREE = LineReason.VIEWS_DISAGREE.value
@@ -95,12 +95,17 @@ class Track:
     def best_view(self) -> View:
         """The pickable view with the most confident uro, nearest the image centre; when no
         view is pickable, the one whose reason the whole views agree on most (a cut view
-        only speaks when the scallop was never seen whole)."""
+        only speaks when the scallop was never seen whole; a ``hidden_uro`` view is never
+        outvoted by ``no_uro`` ones)."""
         pickable = [v for v in self.views if v.pickable]
         if pickable:
             return max(pickable, key=lambda v: v.confidence - 0.2 * v.centrality)
         pool = [v for v in self.views if not v.cut] or self.views
         reasons = [v.reason for v in pool]
+        if REASON_HIDDEN_URO in reasons:
+            # One view that glimpsed a uro outvotes any number that saw none: passing a scallop
+            # on as clean is the one skip that can let a uro leave the line.
+            reasons = [r for r in reasons if r != REASON_NO_URO]
         top = max(set(reasons), key=lambda r: (reasons.count(r), r == REASON_NO_URO))
         return min((v for v in pool if v.reason == top), key=lambda v: v.centrality)
 

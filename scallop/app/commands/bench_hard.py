@@ -13,7 +13,17 @@ SCALES = (0.3, 0.5, 0.8, 1.0)
 SCALE_ERRORS = (0.9, 1.0, 1.1)
 # Issue 21's bar for every scale and every scale error.
 TARGETS = {"recall": (">=", 0.99), "uro_success": (">=", 0.98), "no_uro_picked": ("<=", 0.02)}
-FIGURES = ("recall", "uro_success", "no_uro_picked", "no_uro_pickable", "near_adductor", "jaw_margin_min_mm")
+FIGURES = (
+    "recall",
+    "uro_success",
+    "no_uro_picked",
+    "no_uro_pickable",
+    "near_adductor",
+    "jaw_margin_min_mm",
+    "uro_passed",
+    "uro_to_rework",
+    "no_uro_to_rework",
+)
 
 
 def register(sub) -> None:
@@ -150,6 +160,9 @@ def cell(summary: dict) -> dict:
         "no_uro_grasped": c["no_uro_grasped"],
         "no_uro_pickable_grasps": c["no_uro_pickable"],
         "pickable_grasps": c["pickable_grasps"],
+        "uro_passed_scallops": c["uro_passed"],
+        "uro_to_rework_scallops": c["uro_to_rework"],
+        "no_uro_to_rework_scallops": c["no_uro_to_rework"],
     }
 
 
@@ -171,6 +184,9 @@ def pooled(cells: list[dict]) -> dict:
         "no_uro_pickable": rate("no_uro_pickable_grasps", "without_uro"),
         "near_adductor": rate("near_adductor_grasps", "pickable_grasps"),
         "jaw_margin_min_mm": min(margins) if margins else None,
+        "uro_passed": rate("uro_passed_scallops", "with_uro"),
+        "uro_to_rework": rate("uro_to_rework_scallops", "with_uro"),
+        "no_uro_to_rework": rate("no_uro_to_rework_scallops", "without_uro"),
     } | counts
 
 
@@ -246,7 +262,7 @@ def run(args) -> int:
         k: (min if TARGETS.get(k, ("<=",))[0] == ">=" else max)(
             (c[k] for r in per_scale.values() for c in r.values() if c[k] is not None), default=None
         )
-        for k in ("recall", "uro_success", "no_uro_picked", "near_adductor_grasps")
+        for k in ("recall", "uro_success", "no_uro_picked", "near_adductor_grasps", "uro_passed", "no_uro_to_rework")
     }
     res = {
         "per_scale": per_scale,
@@ -268,13 +284,14 @@ def run(args) -> int:
         print(f"hard scenes, {args.frames} frames per set, scales {', '.join(f'{s:g}' for s in scales)} mm/px:")
         print(
             f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"
+            f" {'uro passed':>10} {'no-uro rework':>13}"
         )
         for mm, r in per_scale.items():
             for err, c in r.items():
                 print(
                     f"  {mm:>5} {err:>5} {_pct(c['recall']):>8} {_pct(c['uro_success']):>8} "
                     f"{_pct(c['no_uro_picked']):>6} ({c['no_uro_grasped']}/{c['without_uro']}) {_pct(c['no_uro_pickable']):>8} "
-                    f"{c['near_adductor_grasps']:>9}"
+                    f"{c['near_adductor_grasps']:>9} {_pct(c['uro_passed']):>10} {_pct(c['no_uro_to_rework']):>13}"
                 )
         true = [(mm, r["1x"]) for mm, r in per_scale.items() if "1x" in r]
         if true:
