@@ -79,7 +79,11 @@ def make_line(tmp_path, seed=1, arms=1, overrides=None, **kw):
     ov.update(overrides or {})
     cfg = load_config(overrides=ov)
     line = build_line(cfg, tmp_path / "record.sqlite", seed=seed, clock=VirtualClock(), **kw)
-    line.open()
+    try:
+        line.open()
+    except BaseException:
+        line.close()  # as scallop run does: what opened before the failure is shut again
+        raise
     return line
 
 

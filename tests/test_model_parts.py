@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -139,8 +140,9 @@ class SlowPipeline:
         self.go = threading.Event()
         self.calls = 0
 
-    def detect(self, image, mm_per_px=None):
+    def detect(self, image, mm_per_px=None, uv=None):
         self.calls += 1
+        self.uv = uv
         self.go.wait(5.0)
         return self.result
 
@@ -161,6 +163,10 @@ def test_the_shadow_never_waits_it_skips_frames_while_busy_and_out_of_its_share(
         sh.share = 0.25
         taken = sum(sh.offer(frame, d, 0.5) and sh.wait_idle() for _ in range(8))
         assert taken == 2 and sh.figures()["skipped_sample"] == 6
+        # The fluorescence image the live model read reaches the candidate with its frame.
+        sh.share = 1.0
+        uv = np.zeros((4, 4), np.uint8)
+        assert sh.offer(frame, d, 0.5, uv) and sh.wait_idle() and pipe.uv is uv
     finally:
         pipe.go.set()
         sh.stop()
@@ -244,6 +250,35 @@ def test_past_the_budget_unsure_frames_replace_routine_ones(tmp_path):
     assert "00000100.json" in names
     meta = json.loads(next((tmp_path / "cap").glob("*/frames/00000100.json")).read_text())
     assert meta["why"] == ["ambiguous"] and meta["encoder"] == 1000 and meta["detections"][0]["reason"] == "ambiguous"
+
+
+def test_a_frame_read_with_the_fluorescence_channel_is_kept_with_its_companion(tmp_path):
+    """The registered fluorescence image the model read goes beside the frame, losslessly, as
+    the spec's x.uv.png; a replaced frame takes its companion with it."""
+    from scallop.app.capture import read_capture
+    from scallop.imagefiles import companion_of
+
+    cap = capture(tmp_path, budget=12000)
+    cap.start()
+    uv = np.tile(np.arange(64, dtype=np.uint8), (48, 1))  # every grey level kept as it was
+    sure, unsure = dets([(10, 10, True, "", 10)]), dets([(10, 10, False, "hidden_uro", 10)])
+    cap.on_analysed(frame(0), sure, 0.5, uv=uv)
+    cap.on_analysed(frame(1), unsure, 0.5)  # a colour-only frame (the pair was dropped)
+    threading.Event().wait(0.1)
+    session = cap.session
+    _, frames, _ = read_capture(session)
+    (img0, meta0), (img1, meta1) = frames
+    assert meta0["fluorescence"] is True and meta1["fluorescence"] is False and meta1["why"] == ["hidden_uro"]
+    assert np.array_equal(cv2.imread(str(companion_of(img0)), cv2.IMREAD_UNCHANGED), uv)
+    assert companion_of(img1) is None
+    assert cap.bytes == sum(p.stat().st_size for p in (session / "frames").iterdir())
+    # Past the budget, an unsure frame replaces the routine frame 0, companion and all.
+    for i in range(2, 40):
+        cap.on_analysed(frame(i), unsure, 0.5, uv=uv)
+        threading.Event().wait(0.02)
+    cap.stop()
+    assert cap.dropped["replaced"] >= 1 and not (session / "frames" / "00000000.uv.png").exists()
+    assert not list((session / "frames").glob("*.part"))
 
 
 def test_routine_frames_are_kept_at_their_share_evenly(tmp_path):

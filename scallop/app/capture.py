@@ -3,9 +3,9 @@
 The line hands every analysed frame to :meth:`FrameCapture.on_analysed` (its detections, the
 belt count, the scale) and every finished scallop to :meth:`FrameCapture.on_outcomes`. The
 capture decides at once, in the frame loop and without I/O, whether to keep the frame: always
-when the model was unsure of something in it (an ``ambiguous`` or ``no_uro`` verdict, a uro
-confidence within ``low_margin`` of the pick threshold, a disagreement with the shadow model),
-otherwise a ``routine_share`` of frames. A kept frame goes into a bounded queue that one writer
+when the model was unsure of something in it (an ``ambiguous``, ``no_uro`` or ``hidden_uro``
+verdict, a uro confidence within ``low_margin`` of the pick threshold, a disagreement with the
+shadow model), otherwise a ``routine_share`` of frames. A kept frame goes into a bounded queue that one writer
 thread empties onto disk; a full queue drops the frame (counted), so the live loop never waits
 for the disk. A late pick costs a scallop, a lost capture costs nothing.
 
@@ -18,6 +18,8 @@ On disk (docs/dataset-format.md, "Captured frames")::
     FOLDER/capture-YYYYmmdd-HHMMSS/
         capture.json          session: started, model, scale, settings
         frames/NAME.jpg       the frame as the camera gave it (JPEG quality 95)
+        frames/NAME.uv.png    on a line with the fluorescence channel: the fluorescence frame as
+                              the model read it, registered to NAME.jpg (the spec's companion)
         frames/NAME.json      frame index, time, encoder count, scale, model, why it was kept,
                               the model's detections
         outcomes.jsonl        one line per scallop decided while capturing: result, reason,
@@ -40,6 +42,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import ConfigError
+from scallop.imagefiles import COMPANION_SUFFIX
 
 JPEG_QUALITY = 95  # labellers zoom in on uro edges; q95 keeps them at ~1/8 of a PNG's size
 QUEUE_FRAMES = 8  # frames waiting for the writer; more would only hold memory while the disk is slow
@@ -184,8 +187,11 @@ class FrameCapture:
         }
 
     # ------------------------------------------------------------------ the frame loop's side
-    def on_analysed(self, frame, dets, mm_per_px: float, extra_reasons: tuple[str, ...] = ()) -> bool:
-        """Keep this frame or not (no I/O here); True when it was queued."""
+    def on_analysed(
+        self, frame, dets, mm_per_px: float, extra_reasons: tuple[str, ...] = (), uv: np.ndarray | None = None
+    ) -> bool:
+        """Keep this frame or not (no I/O here); True when it was queued. ``uv``: the
+        registered fluorescence image the model read with it, kept beside the frame."""
         if self.session is None or frame.index in self._recent:
             return False
         self.offered += 1
@@ -196,7 +202,7 @@ class FrameCapture:
             # Evenly spread: frame k of the session is kept when k·share crosses a whole number.
             if share <= 0 or int(self._seen * share) == int((self._seen - 1) * share):
                 return False
-        item = (self.session, frame, dets, mm_per_px, why, self.model())
+        item = (self.session, frame, dets, mm_per_px, why, self.model(), uv)
         try:
             self._q.put_nowait(item)
         except queue.Full:
@@ -265,10 +271,19 @@ class FrameCapture:
                     params={"detail": str(e.strerror or e)},
                 )
 
-    def _write_frame(self, session: Path, frame, dets, mm_per_px: float, why: list, model: dict) -> None:
+    def _write_frame(
+        self, session: Path, frame, dets, mm_per_px: float, why: list, model: dict, uv: np.ndarray | None
+    ) -> None:
         ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise OSError("JPEG encoding failed")
+        png = b""
+        if uv is not None:
+            # Lossless: the glow's levels are what a labeller and the four-channel model judge by.
+            ok, buf = cv2.imencode(".png", uv)
+            if not ok:
+                raise OSError("PNG encoding failed")
+            png = buf.tobytes()
         name = f"{frame.index:08d}"
         meta = {
             "frame_index": int(frame.index),
@@ -280,21 +295,25 @@ class FrameCapture:
             "height": int(frame.image.shape[0]),
             "model": model,
             "why": why or ["routine"],
+            "fluorescence": uv is not None,
             "detections": detections_json(dets, self.belt_mm(frame.encoder) if frame.encoder is not None else 0.0),
         }
         data = json.dumps(meta, indent=1).encode()
-        size = len(jpg) + len(data)
+        size = len(jpg) + len(data) + len(png)
         budget = self.settings.budget_bytes
         while self.bytes + size > budget and why and self._routine_files:
             # An unsure frame is worth more to the labeller than an ordinary one kept earlier.
             old, old_size = self._routine_files.popleft()
-            for suffix in (".jpg", ".json"):
+            for suffix in (".jpg", ".json", COMPANION_SUFFIX):
                 (session / "frames" / (old + suffix)).unlink(missing_ok=True)
             self.bytes -= old_size
             self.dropped["replaced"] += 1
         if self.bytes + size > budget:
             self.dropped["budget"] += 1
             return
+        if png:
+            # Before its frame: a reader that finds the frame finds its companion.
+            _write_atomic(session / "frames" / f"{name}{COMPANION_SUFFIX}", png)
         _write_atomic(session / "frames" / f"{name}.jpg", jpg.tobytes())
         _write_atomic(session / "frames" / f"{name}.json", data)
         self.bytes += size

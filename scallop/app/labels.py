@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import DataError, check_number
+from scallop.imagefiles import COMPANION_SUFFIX, companion_of
 from scallop.models.dataset import DATASET_FORMAT, PART_NAMES, Sample
 
 # Category ids as this software writes them; reading goes by name (a tool may renumber).
@@ -387,6 +388,20 @@ class CocoSet:
             )
         return parts, instances, facts
 
+    def companion(self, im: CocoImage) -> np.ndarray | None:
+        """The image's fluorescence frame (``x.uv.png`` beside it, the spec's convention),
+        checked; None when there is none."""
+        from scallop.imagefiles import companion_of
+        from scallop.vision.camera import read_fluorescence
+
+        path = companion_of(im.path)
+        if path is None:
+            return None
+        try:
+            return read_fluorescence(path, (im.height, im.width))
+        except Exception as e:
+            raise CocoError(f"{self.path}: image {im.file_name!r}: {e}") from None
+
     def load(self, im: CocoImage) -> Sample:
         from scallop.vision.camera import read_image
 
@@ -403,7 +418,9 @@ class CocoSet:
             )
         parts, instances, facts = self.rasterise(im)
         labels = {"mm_per_px": im.mm_per_px, "scallops": facts, "conditions": im.conditions, "coco_image_id": im.id}
-        return Sample(Path(im.file_name).stem, image, parts, instances, im.mm_per_px, labels, facts, im.path)
+        return Sample(
+            Path(im.file_name).stem, image, parts, instances, im.mm_per_px, labels, facts, im.path, self.companion(im)
+        )
 
     def samples(self) -> Iterator[Sample]:
         for im in self.images:
@@ -427,6 +444,18 @@ def import_coco(
     if (root / "dataset.json").exists() and not overwrite:
         raise CocoError(f"{root / 'dataset.json'}: a data set is already there (use --overwrite to replace it)")
     checked = [(im, coco.rasterise(im)) for im in coco.images]  # every error before any file
+    # The fluorescence channel comes along when every image has its x.uv.png; a set where only
+    # some have one cannot train or score a four-channel model, and is refused naming them.
+    uv = [im for im in coco.images if companion_of(im.path) is not None]
+    if uv and len(uv) != len(coco.images):
+        bare = [im.file_name for im in coco.images if companion_of(im.path) is None]
+        raise CocoError(
+            f"{coco.path}: {len(uv)} of {len(coco.images)} images have a fluorescence frame (*{COMPANION_SUFFIX}) "
+            f"beside them, {len(bare)} do not ({', '.join(map(repr, bare[:3]))}{', …' if len(bare) > 3 else ''}): "
+            "a data set carries the channel for every image or for none"
+        )
+    for im in uv:
+        coco.companion(im)  # readable, one 8-bit channel, the image's size
     for sub in ("images", "parts", "instances", "labels"):
         d = root / sub
         if overwrite and d.is_dir():
@@ -446,6 +475,8 @@ def import_coco(
             name = f"{name}_{im.id}"
         names.add(name)
         shutil.copyfile(im.path, root / "images" / (name + im.path.suffix.lower()))
+        if uv:
+            shutil.copyfile(companion_of(im.path), root / "images" / (name + COMPANION_SUFFIX))
         cv2.imencode(".png", parts)[1].tofile(str(root / "parts" / f"{name}.png"))
         cv2.imencode(".png", instances)[1].tofile(str(root / "instances" / f"{name}.png"))
         labels = {
@@ -474,7 +505,8 @@ def import_coco(
             progress(n, len(checked))
     manifest = {
         "format": DATASET_FORMAT,
-        "version": 1,
+        # Colour only stays version 1, which older software reads too.
+        **({"version": 2, "channels": ["bgr", "uv"]} if uv else {"version": 1}),
         "classes": list(PART_NAMES),
         "count": summary["images"],
         "source": "coco-import",

@@ -86,7 +86,7 @@ def compare(live, cand, mm_per_px: float) -> FrameAgreement:
 
 class Shadow:
     """See the module doc. ``pipeline``: the candidate's Pipeline (one onnxruntime thread);
-    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px)`` is
+    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px, uv)`` is
     called from the shadow's thread (the capture queues the frame)."""
 
     def __init__(
@@ -120,8 +120,10 @@ class Shadow:
         self._thread.start()
 
     # ------------------------------------------------------------------ the frame loop's side
-    def offer(self, frame, live_dets, mm_per_px: float) -> bool:
-        """Hand the frame over if it is its turn and the shadow is idle (never waits)."""
+    def offer(self, frame, live_dets, mm_per_px: float, uv=None) -> bool:
+        """Hand the frame over if it is its turn and the shadow is idle (never waits). ``uv``:
+        the registered fluorescence image the live model read, for a candidate that reads it
+        too (a colour-only one ignores it)."""
         self._offered += 1
         share = self.share
         if share < 1 and int(self._offered * share) == int((self._offered - 1) * share):
@@ -131,7 +133,7 @@ class Shadow:
             if self._busy or self._job is not None:
                 self._count(skipped_busy=1)
                 return False
-            self._job = (frame, live_dets, mm_per_px)
+            self._job = (frame, live_dets, mm_per_px, uv)
             self._cond.notify()
         return True
 
@@ -219,9 +221,9 @@ class Shadow:
             if self.cpu_share < 1:
                 self._sleep(took * (1.0 / self.cpu_share - 1.0))
 
-    def _compare(self, frame, live_dets, mm_per_px: float) -> None:
+    def _compare(self, frame, live_dets, mm_per_px: float, uv=None) -> None:
         t0 = time.perf_counter()
-        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px)
+        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px, uv=uv)
         self.ms.append((time.perf_counter() - t0) * 1e3)
         a = compare(live_dets, cand, mm_per_px)
         self._count(
@@ -236,4 +238,4 @@ class Shadow:
             disagreement_frames=int(a.disagrees),
         )
         if a.disagrees and self.on_disagreement is not None:
-            self.on_disagreement(frame, live_dets, mm_per_px)
+            self.on_disagreement(frame, live_dets, mm_per_px, uv)

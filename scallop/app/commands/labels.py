@@ -29,12 +29,16 @@ def register(sub) -> None:
             "Write a COCO file for a capture session: one image per kept frame (with its scale,\n"
             "frame index, encoder count and why it was kept), and the model's scallop, uro and\n"
             "adductor outlines as annotations the labeller corrects. Each scallop carries the\n"
-            "model's verdict and, when the line knew it, the pick's outcome as attributes."
+            "model's verdict and, when the line knew it, the pick's outcome as attributes.\n"
+            "A frame kept with its fluorescence frame (x.uv.png beside it) is annotated by the\n"
+            "shipped model that reads the channel; import brings the companions into the data set."
         ),
     )
     e.add_argument("capture", metavar="CAPTURE", help="a capture session folder (capture-*)")
     e.add_argument("--out", required=True, help="the COCO .json to write (image paths are relative to it)")
-    e.add_argument("--model", help="model for the pre-annotations (default: the shipped model)")
+    e.add_argument(
+        "--model", help="model for the pre-annotations (default: the shipped model, the four-channel one for pairs)"
+    )
     e.set_defaults(func=run_export)
     i = s.add_parser(
         "import",
@@ -57,18 +61,39 @@ def run_export(args) -> int:
     from scallop.app.capture import outcomes_by_detection, read_capture
     from scallop.app.labels import CocoWriter
     from scallop.app.progress import Progress
-    from scallop.vision.camera import read_image
+    from scallop.errors import DataError
+    from scallop.imagefiles import companion_of
+    from scallop.models.runtime import default_uv_model_path
+    from scallop.vision.camera import read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline
 
     session, frames, outcomes = read_capture(args.capture)
     out = Path(args.out)
-    pipe = Pipeline(args.model)
+    pipes: dict = {}
+
+    def pipeline(kind: str) -> Pipeline:
+        # Without --model, as in scallop detect: a frame kept with its fluorescence frame gets
+        # the shipped model that reads it, one kept without (its pair was dropped) the colour one.
+        if kind not in pipes:
+            pipes[kind] = Pipeline(
+                args.model if kind == "given" else (str(default_uv_model_path()) if kind == "uv" else None)
+            )
+        return pipes[kind]
+
     writer = CocoWriter(f"scallop capture {Path(args.capture).name}")
     n_ann = 0
     with Progress(len(frames), "exporting", unit="frames") as bar:
         for img_path, meta in frames:
             image = read_image(img_path)
-            dets = pipe.detect(image, mm_per_px=meta["mm_per_px"], outlines=True)
+            companion = companion_of(img_path)
+            pipe = pipeline("given" if args.model else "uv" if companion is not None else "colour")
+            if companion is None and pipe.takes_uv:
+                raise DataError(
+                    f"{img_path}: the model reads the fluorescence channel and this frame was captured without "
+                    "one: export with a colour-only model (--model)"
+                )
+            uv = read_fluorescence(companion, image.shape[:2]) if companion is not None and pipe.takes_uv else None
+            dets = pipe.detect(image, mm_per_px=meta["mm_per_px"], outlines=True, uv=uv)
             iid = writer.add_image(
                 os.path.relpath(img_path, out.parent),
                 image.shape[1],
@@ -81,7 +106,8 @@ def run_export(args) -> int:
             n_ann += len(writer.annotations) - before
             bar.update()
     writer.write(out)
-    print(json.dumps({"images": len(frames), "annotations": n_ann, "model": pipe.model.info.path, "out": str(out)}))
+    models = sorted({p.model.info.path for p in pipes.values()})
+    print(json.dumps({"images": len(frames), "annotations": n_ann, "model": ", ".join(models), "out": str(out)}))
     return 0
 
 

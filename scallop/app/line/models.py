@@ -111,6 +111,10 @@ class ModelLoop:
             path, model = self._resolve(cfg.vision.shadow_model, "vision.shadow_model")
             pipe = Pipeline(str(path), replace(cfg.vision, threads=1))
             pipe.check_frame(*self.backend.camera_model.image_size, scale)
+            try:
+                self._check_channel(pipe)
+            except ValueError as e:
+                raise ConfigError(f"vision.shadow_model={cfg.vision.shadow_model!r}: {e}") from None
             self.shadow = Shadow(
                 pipe, model, cfg.vision.shadow_share, cfg.vision.shadow_cpu_share, on_disagreement=self._disagreement
             )
@@ -134,19 +138,28 @@ class ModelLoop:
             return e.path, {"name": e.name, "sha256": e.sha256}
         raise ConfigError(f"{key}={name!r}: no such model file")
 
+    def _check_channel(self, pipe: Pipeline) -> None:
+        """A model that reads the fluorescence channel, on a line without it, is refused."""
+        if pipe.takes_uv and not self.config.camera.fluorescence.enabled:
+            raise ValueError(
+                "it reads the fluorescence channel, which this line does not have ([camera.fluorescence] "
+                'setup = "none"): use a colour-only model'
+            )
+
     # ------------------------------------------------------------------ per frame
-    def on_frame(self, frame, dets, scale: float) -> None:
-        """An analysed frame: offered to the capture and the shadow candidate."""
+    def on_frame(self, frame, dets, scale: float, uv=None) -> None:
+        """An analysed frame (``uv``: the registered fluorescence image the live model was
+        given with it): offered to the capture and the shadow candidate."""
         if self.capture is not None:
-            self.capture.on_analysed(frame, dets, scale)
+            self.capture.on_analysed(frame, dets, scale, uv=uv)
         if self.shadow is not None:
-            self.shadow.offer(frame, dets, scale)
+            self.shadow.offer(frame, dets, scale, uv)
             if self.clock.now() >= self._shadow_row_at:
                 self._shadow_row()
 
-    def _disagreement(self, frame, dets, mm_per_px: float) -> None:
+    def _disagreement(self, frame, dets, mm_per_px: float, uv=None) -> None:
         if self.capture is not None:
-            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",))
+            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",), uv=uv)
 
     def _shadow_row(self) -> None:
         self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
@@ -199,6 +212,7 @@ class ModelLoop:
             e = reg.get(name)
             pipe = Pipeline(str(e.path), self.config.vision)
             pipe.check_frame(*self.backend.camera_model.image_size, self._scale)
+            self._check_channel(pipe)
         except Exception as ex:
             self.alarms.raise_(
                 "vision.model",
