@@ -13,7 +13,7 @@ from scallop.errors import ConfigError
 from scallop.sim.scene import HARD_CONDITIONS
 
 
-def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margin):
+def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margin, passed=0, rework=(0, 0)):
     return {
         "recall": None,
         "uro_success": None,
@@ -30,18 +30,30 @@ def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margi
         "no_uro_grasped": grasped,
         "no_uro_pickable_grasps": 0,
         "pickable_grasps": pickable,
+        "uro_passed": None,
+        "uro_to_rework": None,
+        "no_uro_to_rework": None,
+        "uro_passed_scallops": passed,
+        "uro_to_rework_scallops": rework[0],
+        "no_uro_to_rework_scallops": rework[1],
     }
 
 
 def test_pooled_figures_come_from_the_summed_counts():
     p = pooled(
-        [_cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6), _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9), _cell(0, 0, 0, 0, 0, 0, 0, 0, None)]
+        [
+            _cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6, passed=1, rework=(0, 1)),
+            _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9, passed=0, rework=(0, 0)),
+            _cell(0, 0, 0, 0, 0, 0, 0, 0, None),
+        ]
     )
     assert p["recall"] == 0.95 and p["uro_success"] == 0.9375 and p["no_uro_picked"] == 0.25
+    assert p["uro_passed"] == 0.0625 and p["uro_to_rework"] == 0.0 and p["no_uro_to_rework"] == 0.25
     assert p["near_adductor"] == round(1 / 15, 5) and p["jaw_margin_min_mm"] == 1.9
     assert p["scallops"] == 20 and p["no_uro_grasped"] == 1
     # Nothing to divide by is unknown, never 0.
     assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["no_uro_picked"] is None
+    assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["uro_passed"] is None
 
 
 def test_misses_name_each_target():
