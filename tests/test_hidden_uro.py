@@ -112,7 +112,7 @@ def _score(pipe, frames):
         assert np.all((ev >= 0) & (ev <= 1))
         hid = d.reason == "hidden_uro"
         assert not d.pickable[hid].any() and not d.uro_found[hid].any()
-        assert np.all(d.uro_evidence[hid] >= pipe.config.hidden_uro_probability)
+        assert np.all(d.uro_evidence[hid] > pipe.config.hidden_uro_probability)
         reasons += list(d.reason)
         facts = [f.to_dict() for f in s.truth.scallops]
         total.add(score_frame(d, s.truth.parts, s.truth.instances, facts, s.truth.mm_per_px))

@@ -234,8 +234,9 @@ def test_start_runs_the_check_with_the_feeder_held_then_production_follows(tmp_p
 def test_a_blind_line_fails_its_check_pauses_and_starts_only_after_an_override(tmp_path, capsys):
     line = make_line(tmp_path, seed=5, overrides={"shift_check": CHECK})
     try:
-        # Vision that cannot see a uro any more: every piece would pass on with its uro.
-        line.update_config({"vision.min_uro_area_mm2": 2000.0}, "suzuki")
+        # Vision that cannot see a uro any more: every piece would pass on with its uro. (With
+        # only the uro area raised, the uros it still glimpses would go to rework as hidden_uro.)
+        line.update_config({"vision.min_uro_area_mm2": 2000.0, "vision.hidden_uro_probability": 1.0}, "suzuki")
         line.start("tanaka")
         assert run_until(line, lambda: line.shift.check.state == "running", limit_s=10.0)
         line.backend.world.place_test_pieces(2, 1)

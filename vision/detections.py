@@ -55,8 +55,9 @@ class Detections:
     uro_center_px: (N, 2) float64 centroid of the uro's mask, NaN where no uro was found
                  (None from a producer that does not measure it).
     uro_evidence: (N,) float64 the highest uro probability over the scallop's mask where no
-                 uro big enough to grip was found (what ``hidden_uro`` is judged by), NaN where
-                 one was (None from a producer that does not measure it).
+                 uro big enough to grip was found (``hidden_uro`` when above
+                 ``PipelineConfig.hidden_uro_probability``), NaN where one was (None from a
+                 producer that does not measure it).
     center_mm, grasp_mm, pull_dir_mm, uro_center_mm: (N, 2) float64 in the belt frame (mm)
                  when a pixel→belt mapping was given, else None.
     part_contours: when asked for (``Pipeline.detect(outlines=True)``), list of N dicts

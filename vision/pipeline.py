@@ -52,9 +52,10 @@ class PipelineConfig:
     min_uro_area_mm2: float = 8.0
     min_adductor_area_mm2: float = 60.0
     min_uro_confidence: float = 0.55  # below: "ambiguous" rather than a guess
-    # No uro big enough to grip, but somewhere on the scallop a pixel at least this likely to be
+    # No uro big enough to grip, but somewhere on the scallop a pixel more likely than this to be
     # uro (a sliver beside a mantle flap, the flap's glow in the fluorescence channel): the
-    # scallop is "hidden_uro" and goes to rework. Set from bench hard (models/README.md).
+    # scallop is "hidden_uro" and goes to rework. Set from bench hard (models/README.md); 1 turns
+    # the rule off (a float32 softmax reaches exactly 1.0, so "at least" could not).
     hidden_uro_probability: float = 0.3
     second_uro_ratio: float = 0.6  # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0  # another scallop this close to the grasp → too_close
@@ -472,7 +473,7 @@ class Pipeline:
                 # Only here (a few scallops in ten) is the softmax over the whole mask worth it.
                 ev = float(softmax_rows([logits[i, c, y0:y1, x0:x1][own] for c in range(logits.shape[1])], P_URO).max())
                 row["uevid"] = ev
-                row["reason"] = REASON_HIDDEN_URO if ev >= cfg.hidden_uro_probability else REASON_NO_URO
+                row["reason"] = REASON_HIDDEN_URO if ev > cfg.hidden_uro_probability else REASON_NO_URO
             else:
                 order = np.argsort(areas)[::-1]
                 best = order[0] + 1
