@@ -413,6 +413,13 @@ def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_w
     page = (tmp_path / "index.html").read_text()
     assert "The same scallops with and without the fluorescence channel" in page
     assert "with the channel (colour and fluorescence)" in page and "picks into meat" in page
+    # The pairs, and why frames had none, on the page as in the summary.
+    assert "Fluorescence channel (alternate strobed frames)" in page and "frame pairs analysed" in page
+    assert "frames without a good pair" in page and "(no fluorescence frame 1)" in page
+    assert "the shipped model, colour and fluorescence" in page
+    write_report(s, tmp_path, language="ja")
+    page = (tmp_path / "index.html").read_text()
+    assert "標準モデル（カラー＋蛍光）" in page and "(shipped" not in page and "蛍光チャンネル（交互ストロボ撮影）" in page
 
 
 def test_every_fault_kind_has_a_shipped_scenario():

@@ -163,7 +163,7 @@ def render_html(s: dict, language: str = "en") -> str:
         "report.subtitle",
         description=s["description"],
         seed=s["seed"],
-        model=str(s["model"]),
+        model=_model_label(str(s["model"]), tr),
         arms=", ".join(s["arms"]),
         belt=f"{s['belt_speed_mm_s']:g}",
         arrivals=f"{s['arrivals_rate_per_min']:g}",
@@ -199,12 +199,37 @@ def render_html(s: dict, language: str = "en") -> str:
     )
 
 
+# The summary names the shipped models in English (it is read by programs too); the page says
+# them in the report's language.
+SHIPPED_MODELS = {
+    "(shipped)": "report.model.shipped",
+    "(shipped, colour only)": "report.model.shipped_colour",
+    "(shipped, colour and fluorescence)": "report.model.shipped_uv",
+}
+
+
+def _model_label(model: str, tr) -> str:
+    return tr(SHIPPED_MODELS[model]) if model in SHIPPED_MODELS else model
+
+
 def _channel_table(s: dict, tr, n, language: str) -> str:
-    """The same scallops with and without the fluorescence channel (``compare_without_channel``)."""
+    """The fluorescence channel's frame pairs, and the same scallops with and without it
+    (``compare_without_channel``)."""
+    e = html.escape
+    out = ""
+    ch = s.get("channel")
+    if ch:
+        dropped = ch.get("dropped") or {}
+        why = ", ".join(f"{tr('report.pair_dropped.' + k)} {n(v)}" for k, v in sorted(dropped.items()))
+        out = (
+            f"<h2>{e(tr('report.channel', setup=tr('report.setup.' + ch['setup'])))}</h2><table>"
+            f"<tr><td>{e(tr('report.pairs'))}</td><td>{e(n(ch.get('pairs')))}</td></tr>"
+            f"<tr><td>{e(tr('report.pairs_dropped'))}</td><td>{e(n(sum(dropped.values())))}"
+            f"{e(' (' + why + ')') if why else ''}</td></tr></table>"
+        )
     other = s.get("without_channel")
     if not other:
-        return ""
-    e = html.escape
+        return out
 
     def row(key: str, get) -> str:
         return f"<tr><td>{e(tr(key))}</td><td>{e(get(s))}</td><td>{e(get(other))}</td></tr>"
@@ -221,7 +246,7 @@ def _channel_table(s: dict, tr, n, language: str) -> str:
         row("report.diverted", lambda x: n((x.get("dispositions") or {}).get("diverted"))),
     ]
     head = f"<tr><th></th><th>{e(tr('report.with_channel'))}</th><th>{e(tr('report.without_channel'))}</th></tr>"
-    return f"<h2>{e(tr('report.channel_compare'))}</h2><table>{head}{''.join(rows)}</table>"
+    return out + f"<h2>{e(tr('report.channel_compare'))}</h2><table>{head}{''.join(rows)}</table>"
 
 
 def _fault_words(language: str, f: dict) -> str:
