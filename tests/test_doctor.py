@@ -113,6 +113,29 @@ def test_each_broken_part_gets_its_verdict(line, tmp_path):
     assert statuses(line | {"ui": {}})["users"][0] == FAIL
 
 
+def test_the_model_checked_is_the_one_the_line_would_run(line, tmp_path):
+    """The shipped colour model on a colour line; a four-channel model on a line without the
+    channel fails; the registry's live model when a registry is configured."""
+    from scallop.app.registry import Registry
+    from scallop.models.runtime import default_uv_model_path
+
+    status, text = statuses(line)["model"]
+    assert status == OK and "scallop-seg.onnx loads (colour only)" in text
+    uv = str(default_uv_model_path())
+    status, text = statuses(line | {"vision": {"model": uv}})["model"]
+    assert status == FAIL and "reads the fluorescence channel, which this line does not have" in text
+    assert "[camera.fluorescence]" in text
+    from scallop.sim.dataset import DatasetSettings, write_dataset
+
+    reg = Registry(tmp_path / "reg")
+    reg.add(uv, name="uv-v1")
+    ref = tmp_path / "ref"
+    write_dataset(ref, 3, seed=5, settings=DatasetSettings(mm_per_px=(0.5, 0.5), fluorescence=True))
+    reg.promote("uv-v1", str(ref))  # for another line of the plant, one with the channel
+    status, text = statuses(line | {"models": {"registry": str(tmp_path / "reg")}})["model"]
+    assert status == FAIL and text.startswith("uv-v1.onnx reads the fluorescence channel")
+
+
 def test_the_command_exits_1_on_a_failure(line, tmp_path, capsys):
     cfg = tmp_path / "line.toml"
     cfg.write_text(f'[record]\nmin_free_mb = 9e6\npath = "{tmp_path / "r.sqlite"}"\n')

@@ -209,17 +209,37 @@ def check_calibration(cfg: LineConfig, now: float) -> Check:
 
 
 def check_model(cfg: LineConfig) -> Check:
+    """The model the line would run (the registry's live one, ``vision.model``, or the shipped
+    one for its channels) loads, and reads the channels the line has."""
+    from scallop.app.line.models import configured_model_path
     from scallop.models.runtime import default_model_path
 
-    path = Path(cfg.vision.model) if cfg.vision.model else Path(default_model_path())
+    restore = "reinstall the version, or restore the model from a backup"
     try:
+        if cfg.models.registry:
+            from scallop.app.registry import Registry
+
+            live = Registry(cfg.models.registry).index().get("live")
+            # A registry without a live model starts the line on the shipped colour model.
+            path = Registry(cfg.models.registry).get(live).path if live else Path(default_model_path())
+        else:
+            path = configured_model_path(cfg)
         from scallop.vision.pipeline import Pipeline, PipelineConfig
 
-        Pipeline(config=PipelineConfig(model=str(path), threads=1))
+        pipe = Pipeline(config=PipelineConfig(model=str(path), threads=1))
         digest = _sha256(path)
-    except (ScallopError, OSError) as e:
-        return Check("model", FAIL, str(e), "reinstall the version, or restore the model from a backup")
-    return Check("model", OK, f"{path.name} loads, sha256 {digest[:16]}")
+    except (ScallopError, OSError, KeyError) as e:
+        return Check("model", FAIL, str(e), restore)
+    channel = cfg.camera.fluorescence.enabled
+    if pipe.takes_uv and not channel:
+        return Check(
+            "model",
+            FAIL,
+            f"{path.name} reads the fluorescence channel, which this line does not have",
+            "set up [camera.fluorescence] (docs/fluorescence.md), or run a colour-only model",
+        )
+    reads = "colour and fluorescence" if pipe.takes_uv else "colour only" + (", the channel unread" if channel else "")
+    return Check("model", OK, f"{path.name} loads ({reads}), sha256 {digest[:16]}")
 
 
 def check_disk(cfg: LineConfig) -> Check:

@@ -29,6 +29,16 @@ log = logging.getLogger("scallop.line")
 SHADOW_ROW_S = 60.0
 
 
+def configured_model_path(cfg) -> Path:
+    """The model file a line without a registry runs: ``vision.model``, else the shipped model
+    (the four-channel one on a line with the fluorescence channel)."""
+    from scallop.models.runtime import default_model_path, default_uv_model_path
+
+    if cfg.vision.model:
+        return Path(cfg.vision.model)
+    return Path(default_uv_model_path() if cfg.camera.fluorescence.enabled else default_model_path())
+
+
 class ModelLoop:
     """``model``: the live model's ``{"name", "sha256"}``; ``shadow`` and ``capture``: the
     shadow runner and the frame capture once :meth:`open` ran (``shadow`` None without a
@@ -65,7 +75,6 @@ class ModelLoop:
         configuration names a registry, else ``vision.model`` (or the shipped model: the
         four-channel one on a line with the fluorescence channel)."""
         from scallop.app.registry import Registry, sha256_of
-        from scallop.models.runtime import default_model_path, default_uv_model_path
 
         cfg = self.config
         if cfg.models.registry:
@@ -74,11 +83,7 @@ class ModelLoop:
             self._registry_stamp = self.registry.stamp()
             self.model = {"name": e.name, "sha256": e.sha256}
             return Pipeline(str(e.path), cfg.vision)
-        if cfg.vision.model:
-            path = Path(cfg.vision.model)
-        else:
-            # A line with the fluorescence channel runs the shipped model that reads it.
-            path = default_uv_model_path() if cfg.camera.fluorescence.enabled else default_model_path()
+        path = configured_model_path(cfg)
         pipe = Pipeline(str(path), config=cfg.vision)  # first: its error names a missing model file
         self.model = {"name": path.stem, "sha256": sha256_of(path)}
         return pipe
