@@ -194,6 +194,18 @@ class Registration:
             H = plane_homography(cal.camera, fluo, check_number("z_mm", z_mm, -100.0, 200.0))
         return cls(H, cal.K, cal.dist, cal.image_size, cal.fluorescence_size, *(fi if fi is not None else (None, None)))
 
+    @classmethod
+    def at_height(cls, cal: LineCalibration, height_mm: float) -> Registration:
+        """The registration for points ``height_mm`` above the belt: the stored homography when
+        that is the board's plane (within 0.5 mm), else the plane's from the two cameras' poses
+        (:meth:`from_calibration` with ``z_mm``; a part without the pose is refused, saying how
+        to measure it)."""
+        h = check_number("height_mm", height_mm, -100.0, 200.0)
+        plane = (cal.data.get("fluorescence") or {}).get("plane_z_mm")
+        if plane is not None and abs(h - float(plane)) <= 0.5:
+            return cls.from_calibration(cal)
+        return cls.from_calibration(cal, z_mm=h)
+
     @property
     def exact_as_homography(self) -> bool:
         """True when neither lens distorts: a plain perspective warp is then exact."""

@@ -163,6 +163,72 @@ def test_the_section_requires_its_physical_settings():
     assert ok.enabled
 
 
+def test_a_second_camera_needs_the_height_it_is_registered_at():
+    base = {"setup": "second_camera", "source": "1", "alarm_after": 5, "max_pair_ms": 2.0}
+    with pytest.raises(ValueError, match="register_height_mm is required with setup = 'second_camera'"):
+        FluorescenceSection(**base)
+    for bad in (float("nan"), 61.0, -0.5):
+        with pytest.raises(ValueError, match="register_height_mm=.* (is out of range|is not a finite)"):
+            FluorescenceSection(**base, register_height_mm=bad)
+    assert FluorescenceSection(**base, register_height_mm=15.0).register_height_mm == 15.0
+    with pytest.raises(ValueError, match="setup = 'alternate' reads the colour camera's own pixels"):
+        FluorescenceSection(setup="alternate", alarm_after=5, max_pair_ms=25.0, register_height_mm=15.0)
+
+
+def test_the_second_camera_is_registered_at_the_configured_height():
+    """The board's plane: the stored homography. Above it: the plane's, from the two cameras'
+    poses, a parallax off the board's. Without the fluorescence camera's pose only the board's
+    plane can be registered, and the line's error says how to measure the pose."""
+    from scallop.app.backends import _registration
+    from scallop.calibration.errors import MissingPartError
+
+    w = _world(SECOND)
+    cal = true_calibration(w.config, [])  # the board's plane is the belt: plane_z_mm 0
+    px = np.array([[100.0, 100.0], [320.0, 240.0], [600.0, 400.0]])
+
+    def at(h):
+        return _registration(Registration, cal, FluorescenceSection(**SECOND_LINE, register_height_mm=h))(px)
+
+    np.testing.assert_allclose(at(0.0), Registration.from_calibration(cal).to_fluorescence(px), atol=1e-9)
+    np.testing.assert_allclose(at(0.4), at(0.0), atol=1e-9)  # within 0.5 mm of the board's plane
+    up = at(15.0)
+    np.testing.assert_allclose(up, Registration.from_calibration(cal, z_mm=15.0).to_fluorescence(px), atol=1e-9)
+    # The rig's cameras stand apart: 15 mm up moves the fluorescence pixel by a few pixels.
+    shift = np.linalg.norm(up - at(0.0), axis=1)
+    assert np.all((shift > 2.0) & (shift < 20.0)), shift
+    for key in ("K", "dist", "R", "t"):
+        del cal.data["fluorescence"][key]  # measured without the fluorescence camera's intrinsics
+    np.testing.assert_allclose(at(0.0), Registration.from_calibration(cal).to_fluorescence(px), atol=1e-9)
+    with pytest.raises(MissingPartError, match=r"register_height_mm = 15: .*--fluorescence-intrinsics"):
+        at(15.0)
+
+
+SECOND_LINE = {"setup": "second_camera", "source": "sim", "max_pair_ms": 2.0, "alarm_after": 5}
+
+
+def test_a_simulated_line_with_a_second_camera_reads_the_channel(tmp_path):
+    from tests.helpers import make_line
+
+    line = make_line(
+        tmp_path,
+        overrides={
+            "sim": {"fluorescence": SECOND},
+            "camera": {"fluorescence": SECOND_LINE | {"register_height_mm": 0.0}},
+        },
+    )
+    try:
+        assert line.pipeline.takes_uv
+        line.start("t")
+        line.run_stepped(10.0)
+        st = line.channel_status()
+        # Not strobed: the second camera exposes with every colour frame, the first one too.
+        assert st["setup"] == "second_camera" and st["pairs"] == line.frames >= 5 and not st["dropped"], st
+        assert st["belt_level"] < 10 < st["glow_level"]
+        assert line.summary()["picked"] > 0
+    finally:
+        line.close()
+
+
 def test_the_simulator_and_the_line_must_expect_the_same_channel():
     sim = {"fluorescence": ALTERNATE}
     with pytest.raises((ValueError, ConfigError), match="simulator renders 'alternate'"):

@@ -190,11 +190,24 @@ class HardwareBackend(Backend):
             from scallop.calibration.fluorescence import Registration
 
             # Required above: a file without the part was refused with how to make one.
-            self.fluorescence_registration = Registration.from_calibration(cal).to_fluorescence
+            self.fluorescence_registration = _registration(Registration, cal, cfg.camera.fluorescence)
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
         ]
+
+
+def _registration(Registration, cal, section):
+    """The fluorescence camera's registration at ``[camera.fluorescence] register_height_mm``
+    (a pixel map: ``Registration.to_fluorescence``)."""
+    from scallop.calibration.errors import MissingPartError
+
+    try:
+        return Registration.at_height(cal, section.register_height_mm).to_fluorescence
+    except MissingPartError as e:
+        raise MissingPartError(
+            f"camera.fluorescence.register_height_mm = {section.register_height_mm:g}: {e}"
+        ) from None
 
 
 class ReplayBackend(HardwareBackend):
@@ -313,8 +326,9 @@ class SimBackend(Backend):
             from scallop.calibration.fluorescence import Registration
             from scallop.sim.commission import true_calibration
 
-            reg = Registration.from_calibration(true_calibration(cfg.sim, []))
-            self.fluorescence_registration = reg.to_fluorescence
+            self.fluorescence_registration = _registration(
+                Registration, true_calibration(cfg.sim, []), cfg.camera.fluorescence
+            )
         arms = cfg.arms or default_sim_arms(1)
         self.arm_configs = []
         try:

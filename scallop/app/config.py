@@ -199,18 +199,24 @@ class FluorescenceSection:
     simulates, and the frames come from it.
     max_pair_ms: a colour and a fluorescence exposure further apart in time are not a pair (the
     frame is analysed without the channel, or skipped when the model needs it).
-    alarm_after: pairs dropped in a row before the channel is alarmed as lost."""
+    alarm_after: pairs dropped in a row before the channel is alarmed as lost.
+    register_height_mm: second camera only, required: the height above the belt at which its
+    image is registered onto the colour frame. The two cameras see a point above the board's
+    plane from different places (parallax, printed by ``scallop calibrate fluorescence``): give
+    the height of the scallops' tops, where the uro lies (0 for the simulator's flat scene).
+    Another height than the board's needs the calibration's pose of the fluorescence camera."""
 
     setup: Literal["none", "second_camera", "alternate"] = "none"
     source: str = ""
     max_pair_ms: float = 0.0
     alarm_after: int = 0
+    register_height_mm: float = -1.0  # -1: not given
 
     def __post_init__(self) -> None:
         if self.setup not in ("none", "second_camera", "alternate"):
             raise ValueError(f"setup={self.setup!r} is not allowed: choose one of 'none', 'second_camera', 'alternate'")
         if self.setup == "none":
-            for key, unset in (("source", ""), ("max_pair_ms", 0.0), ("alarm_after", 0)):
+            for key, unset in (("source", ""), ("max_pair_ms", 0.0), ("alarm_after", 0), ("register_height_mm", -1.0)):
                 if getattr(self, key) != unset:
                     raise ValueError(f"{key}={getattr(self, key)!r}: it has no use with setup = 'none'")
             return
@@ -227,8 +233,20 @@ class FluorescenceSection:
             check_range("max_pair_ms", self.max_pair_ms, 0.1, 8.0, "for a second camera on the same trigger")
             if not self.source.strip():
                 raise ValueError("source is required with setup = 'second_camera': the fluorescence camera's device")
-        elif self.source:
-            raise ValueError(f"source={self.source!r}: setup = 'alternate' uses the colour camera itself")
+            if self.register_height_mm == -1.0:
+                raise ValueError(
+                    "register_height_mm is required with setup = 'second_camera' (allowed 0–60 mm): the height of "
+                    "the scallops' tops above the belt, where the two cameras' images are made to agree"
+                )
+            check_range("register_height_mm", self.register_height_mm, 0.0, 60.0)
+        else:
+            if self.source:
+                raise ValueError(f"source={self.source!r}: setup = 'alternate' uses the colour camera itself")
+            if self.register_height_mm != -1.0:
+                raise ValueError(
+                    f"register_height_mm={self.register_height_mm!r}: setup = 'alternate' reads the colour camera's "
+                    "own pixels, which need no registration between cameras"
+                )
 
     @property
     def enabled(self) -> bool:
