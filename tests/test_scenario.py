@@ -419,7 +419,9 @@ def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_w
     assert "the shipped model, colour and fluorescence" in page
     write_report(s, tmp_path, language="ja")
     page = (tmp_path / "index.html").read_text()
-    assert "標準モデル（カラー＋蛍光）" in page and "(shipped" not in page and "蛍光チャンネル（交互ストロボ撮影）" in page
+    assert (
+        "標準モデル（カラー＋蛍光）" in page and "(shipped" not in page and "蛍光チャンネル（交互ストロボ撮影）" in page
+    )
 
 
 def test_every_fault_kind_has_a_shipped_scenario():
