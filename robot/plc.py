@@ -224,6 +224,7 @@ class PlcClient:
             raise ConfigError("plc.transport: the line PLC's address is missing ([plc.transport] host and port)")
         self.transport = ModbusTransport(config.transport, self.clock, name="plc")
         self.outputs = Outputs()
+        self.plc_version: int | None = None  # the program's interface version, once read
         self.status: PlcStatus | None = None
         self._hb: int | None = None
         self._hb_changed_t = -math.inf
@@ -284,10 +285,22 @@ class PlcClient:
         or speaks another interface version. Also sends the divert requests it can."""
         now = self.clock.now()
         s = self._read_block("status")
-        if int(s["interface_version"]) != self.map.version:
+        v = int(s["interface_version"])
+        oldest = self.oldest_version
+        if not oldest <= v <= self.map.version:
             raise PlcProtocolError(
-                f"{self.where}: the PLC program implements interface version {int(s['interface_version'])}, "
-                f"the profile {self.map.name!r} is version {self.map.version}"
+                f"{self.where}: the PLC program implements interface version {v}, the profile {self.map.name!r} "
+                f"is version {self.map.version} (it also works with programs of version {oldest} and later)"
+                if oldest < self.map.version
+                else f"{self.where}: the PLC program implements interface version {v}, the profile "
+                f"{self.map.name!r} is version {self.map.version}"
+            )
+        self.plc_version = v
+        if self.outputs.uv_strobe and not self.has("uv_strobe"):
+            raise PlcProtocolError(
+                f"{self.where}: the PLC program implements interface version {v}, which has no uv_strobe (added in "
+                f"version {self.map.field('uv_strobe').since}): alternate frames of the fluorescence channel need "
+                "a program of that version"
             )
         hb = int(s["plc_heartbeat"])
         if hb != self._hb:
@@ -331,20 +344,21 @@ class PlcClient:
         request, so a PLC that restarted gets its settings back at the next beat."""
         self._line_hb = (self._line_hb + 1) % SEQ_MOD
         o = self.outputs
-        self._write_fields(
-            {
-                "line_heartbeat": self._line_hb,
-                "watchdog_ms": self.config.watchdog_ms,
-                "infeed": int(o.infeed),
-                "stack_light": int(o.stack_light),
-                "horn": int(o.horn),
-                "count_direction": self.direction,
-                "gate_open_ms": self.config.gate_open_ms,
-                "gate_reset_seq": o.gate_reset_seq,
-                "gate_mode": int(o.gate_mode),
-                "uv_strobe": int(o.uv_strobe),
-            }
-        )
+        values = {
+            "line_heartbeat": self._line_hb,
+            "watchdog_ms": self.config.watchdog_ms,
+            "infeed": int(o.infeed),
+            "stack_light": int(o.stack_light),
+            "horn": int(o.horn),
+            "count_direction": self.direction,
+            "gate_open_ms": self.config.gate_open_ms,
+            "gate_reset_seq": o.gate_reset_seq,
+            "gate_mode": int(o.gate_mode),
+            "uv_strobe": int(o.uv_strobe),
+        }
+        # A register the PLC's program does not have is never written (an older program may
+        # answer a write to it with an exception, and the heartbeat with it would be lost).
+        self._write_fields({k: v for k, v in values.items() if self.has(k)})
 
     def set_outputs(self, infeed: Infeed, light: StackLight, horn: bool, gate_mode: GateMode | None = None) -> None:
         """Takes effect at the next :meth:`beat`."""
@@ -352,6 +366,20 @@ class PlcClient:
         o.infeed, o.stack_light, o.horn = Infeed(infeed), StackLight(light), bool(horn)
         if gate_mode is not None:
             o.gate_mode = GateMode(gate_mode)
+
+    # Fields the line works without: a PLC program older than the one that added them is
+    # accepted, and they are left out (uv_strobe: only alternate frames need it).
+    OPTIONAL = frozenset({"uv_strobe"})
+
+    @property
+    def oldest_version(self) -> int:
+        """The oldest PLC program the profile can work with: the newest version that added a
+        field the line cannot do without."""
+        return max((f.since for f in self.map.fields.values() if f.name not in self.OPTIONAL), default=1)
+
+    def has(self, field: str) -> bool:
+        """The PLC's program has this field (its version, once read, else the oldest accepted)."""
+        return self.map.field(field).since <= (self.plc_version or self.oldest_version)
 
     def set_uv_strobe(self, on: bool) -> None:
         """Switch the white and the UV light in turn at every camera trigger (alternate frames

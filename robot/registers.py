@@ -52,6 +52,7 @@ class Field:
     scale: float = 1.0
     unit: str = ""
     description: str = ""
+    since: int = 1  # the interface version that added it
 
     @property
     def size(self) -> int:
@@ -245,7 +246,7 @@ class RegisterMap:
         raw_fields = data.get("fields")
         if not isinstance(raw_fields, Mapping) or not raw_fields:
             raise err("missing [fields] tables")
-        allowed_keys = {"address", "type", "access", "block", "scale", "unit", "description"}
+        allowed_keys = {"address", "type", "access", "block", "scale", "unit", "description", "since"}
         for fname, f in raw_fields.items():
             where = f"fields.{fname}"
             if not isinstance(f, Mapping):
@@ -280,7 +281,10 @@ class RegisterMap:
             bname = f.get("block")
             if bname not in blocks:
                 raise err(f"{where}.block={bname!r} is not a block: choose one of {', '.join(blocks)}")
-            fld = Field(fname, addr, ftype, access, bname, float(scale), unit, desc)
+            since = f.get("since", 1)
+            if isinstance(since, bool) or not isinstance(since, int) or not 1 <= since <= version:
+                raise err(f"{where}.since={since!r} must be an interface version 1..{version} (profile.version)")
+            fld = Field(fname, addr, ftype, access, bname, float(scale), unit, desc, since)
             blk = blocks[bname]
             if fld.address < blk.start or fld.last >= blk.end:
                 raise err(

@@ -40,11 +40,13 @@ def _s32(hi: int, lo: int) -> int:
 
 
 class DocPlc:
-    def __init__(self, clock, encoder, gate: bool = True, sensor: bool = True) -> None:
+    def __init__(self, clock, encoder, gate: bool = True, sensor: bool = True, version: int = 3) -> None:
         self.clock, self.encoder = clock, encoder
         self.base = 0
         self.r = [0] * 36
-        self.r[VERSION] = 3
+        self.r[VERSION] = version
+        # Section 8: version 3 added uv_strobe (29); a program of version 2 has no register 29.
+        self.control = CONTROL if version >= 3 else range(20, 29)
         self.gate, self.sensor = gate, sensor
         self.safety = True
         self.jammed = False
@@ -134,7 +136,7 @@ class DocPlc:
     def read(self, address: int, count: int):
         with self.lock:
             if count < 1 or not all(
-                a in STATUS or a in CONTROL or a in DIVERT for a in range(address, address + count)
+                a in STATUS or a in self.control or a in DIVERT for a in range(address, address + count)
             ):
                 return 2
             self.advance(self.clock.now())
@@ -143,7 +145,7 @@ class DocPlc:
     def write(self, address: int, values: list[int]):
         with self.lock:
             span = range(address, address + len(values))
-            if not values or not all(a in CONTROL or a in DIVERT for a in span):
+            if not values or not all(a in self.control or a in DIVERT for a in span):
                 return 2
             now = self.clock.now()
             self.advance(now)

@@ -25,6 +25,7 @@ from scallop.robot.plc import (
     PlcClient,
     PlcCommError,
     PlcConfig,
+    PlcProtocolError,
     PlcStalledError,
     StackLight,
     load_plc_profile,
@@ -106,6 +107,40 @@ def test_document_matches_the_profile():
     for code in GateFault:
         if code:
             assert re.search(rf"^\| {code.value} \| {code.name} \|", doc, re.MULTILINE), code
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_a_program_of_an_older_interface_version_works_without_the_fluorescence_lights(version):
+    """Version 3 only added uv_strobe (register 29, section 8): a version 2 program runs the
+    line, the client never touching 29, until alternate frames need it; version 1 (no lot
+    number) and versions the profile does not know are refused."""
+    clock = VirtualClock(start=50.0, auto_advance=False)
+    plc = DocPlc(clock, lambda t: int(round(t * CPS)), version=version)
+    server = RawModbusServer(plc, late_s=0.3)
+    client = PlcClient(plc_config(server.port, timeout_s=0.15), clock)
+    try:
+        client.connect()
+        client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)
+        assert client.oldest_version == 2
+        if version not in (2, 3):
+            with pytest.raises(PlcProtocolError, match=f"implements interface version {version}, the profile"):
+                cycle(clock, client, 0.2)
+            return
+        st = cycle(clock, client, 0.2)  # beats and polls, with no error
+        assert st.feeder_running and client.plc_version == version
+        seq = client.divert(int(clock.now() * CPS) + 200, 7)
+        st = cycle(clock, client, 0.6)
+        assert st.done_seq == seq and [s for s, _, _ in plc.taken] == [seq]
+        client.set_uv_strobe(True)
+        if version == 2:
+            with pytest.raises(PlcProtocolError, match="version 2, which has no uv_strobe .*need a program of that"):
+                cycle(clock, client, 0.1)
+        else:
+            cycle(clock, client, 0.1)
+            assert plc.uv_strobing
+    finally:
+        client.close()
+        server.close()
 
 
 def test_diverts_fire_at_their_count_each_taken_once(rig):
