@@ -77,14 +77,25 @@ def test_best_view_prefers_pickable_and_confident_then_central():
     assert dec.view.frame_index == 2 and dec.grasp_uv == pytest.approx((5.0, 2.0))
 
 
-def test_no_pickable_view_gives_the_agreed_reason():
+@pytest.mark.parametrize(
+    "reasons, agreed",
+    [
+        (["no_uro", "no_uro", "no_uro"], "no_uro"),
+        # A view that saw a uro outvotes any number that saw none: it goes to rework.
+        (["no_uro", "no_uro", "ambiguous"], "ambiguous"),
+        (["too_close", "no_uro"], "too_close"),
+        # Among the views that saw one, the most common reason.
+        (["ambiguous", "too_close", "too_close", "no_uro"], "too_close"),
+    ],
+)
+def test_no_pickable_view_gives_the_agreed_reason_and_no_uro_only_when_every_view_says_it(reasons, agreed):
     tr = make()
     out = []
-    for k, r in enumerate(["no_uro", "no_uro", "ambiguous"]):
+    for k, r in enumerate(reasons):
         out += tr.update(dets([[100.0 * k, 0.0]], pickable=[False], reasons=[r]), 1000 * k, 0.3 * k, k, (1280, 720))
-    out += tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+    out += tr.update(dets([]), 5000, 1.5, 5, (1280, 720))
     (dec,) = out
-    assert not dec.pick and dec.reason == "no_uro"
+    assert not dec.pick and dec.reason == agreed
 
 
 @pytest.mark.parametrize("where", [0, 1, 2])
@@ -144,6 +155,20 @@ def cut(d):
     d.pickable[:] = False
     d.reason[:] = "cut_by_border"
     return d
+
+
+def test_a_scallop_only_ever_seen_cut_is_never_passed_on_as_clean():
+    """Riding along the side of the field: every view cut by the image's edge, none with a
+    uro in its visible part. What the edge hid may carry the uro: cut_by_border, to rework."""
+    tr = make()
+    out = []
+    for k in range(3):
+        d = dets([[100.0 * k, 0.0]], pickable=[False], reasons=["no_uro"])
+        d.cut_by_border[:] = True
+        out += tr.update(d, 1000 * k, 0.3 * k, k, (1280, 720))
+    out += tr.update(dets([]), 4000, 1.2, 4, (1280, 720))
+    (dec,) = out
+    assert not dec.pick and dec.reason == "cut_by_border"
 
 
 def test_decided_at_the_last_frame_that_shows_it_whole_not_after():

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scallop.app.line.states import LineReason
-from scallop.vision.detections import REASON_AMBIGUOUS, REASON_HIDDEN_URO, REASON_NO_URO, Detections
+from scallop.vision.detections import REASON_AMBIGUOUS, REASON_CUT, REASON_NO_URO, Detections
 
 # The tracker's own skip reason: the one pickable view is contradicted by the others.
 REASON_VIEWS_DISAGREE = LineReason.VIEWS_DISAGREE.value
@@ -95,18 +95,18 @@ class Track:
     def best_view(self) -> View:
         """The pickable view with the most confident uro, nearest the image centre; when no
         view is pickable, the one whose reason the whole views agree on most (a cut view
-        only speaks when the scallop was never seen whole; a ``hidden_uro`` view is never
-        outvoted by ``no_uro`` ones)."""
+        only speaks when the scallop was never seen whole), where ``no_uro`` counts only when
+        every one of them says it."""
         pickable = [v for v in self.views if v.pickable]
         if pickable:
             return max(pickable, key=lambda v: v.confidence - 0.2 * v.centrality)
         pool = [v for v in self.views if not v.cut] or self.views
         reasons = [v.reason for v in pool]
-        if REASON_HIDDEN_URO in reasons:
-            # One view that glimpsed a uro outvotes any number that saw none: passing a scallop
-            # on as clean is the one skip that can let a uro leave the line.
+        if any(r != REASON_NO_URO for r in reasons):
+            # One view that saw a uro, or a glimpse of one, outvotes any number that saw none:
+            # passing a scallop on as clean is the one skip that can let a uro leave the line.
             reasons = [r for r in reasons if r != REASON_NO_URO]
-        top = max(set(reasons), key=lambda r: (reasons.count(r), r == REASON_NO_URO))
+        top = max(set(reasons), key=reasons.count)
         return min((v for v in pool if v.reason == top), key=lambda v: v.centrality)
 
 
@@ -303,6 +303,11 @@ class Tracker:
                 view = t.best_view()
                 if view.pickable and t.contradicted(view, self.agree_mm):
                     out.append(Decision(t, view, False, REASON_VIEWS_DISAGREE))
+                elif not view.pickable and view.reason == REASON_NO_URO and not t.whole:
+                    # Only ever seen cut by the image's edge: what the edge hid may carry the
+                    # uro, so it is not passed on as clean (reject.py passes only what vision
+                    # saw whole without a uro).
+                    out.append(Decision(t, view, False, REASON_CUT))
                 else:
                     out.append(Decision(t, view, view.pickable, "" if view.pickable else view.reason))
         self.tracks = [t for t in self.tracks if not t.committed]
