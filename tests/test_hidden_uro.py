@@ -75,8 +75,14 @@ def test_scorer_counts_what_the_line_would_let_go_and_what_it_would_rework(
     assert (t.uro_passed, t.uro_to_rework, t.no_uro_to_rework) == (passed, rework, clean_rework)
     s = t.summary()
     assert (s["uro_passed"], s["uro_to_rework"], s["no_uro_to_rework"]) == (passed, rework, clean_rework)
-    # Each scallop with a uro is exactly one of: gripped on it, let go, reworked.
+    # Each scallop with a uro is exactly one of: grasped on it, let go, reworked.
     assert t.grasp_on_uro + t.uro_passed + t.uro_to_rework == t.with_uro
+
+
+def test_a_scallop_with_a_uro_that_is_not_found_at_all_is_let_go():
+    parts, inst, facts = _truth()
+    t = score_frame(_dets([((130, 30), None, False, "no_uro")]), parts, inst, facts, mm_per_px=0.5)
+    assert (t.found, t.with_uro, t.uro_passed, t.uro_to_rework) == (1, 1, 1, 0)
 
 
 def test_scorer_shares_are_unknown_without_scallops_to_divide_by():

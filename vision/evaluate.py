@@ -45,7 +45,7 @@ class Tally:
     # What the line would do with the scallops vision did not get right (reject.py: only
     # "no_uro" passes unpicked): a uro let go on the belt is the food-safety failure, a scallop
     # without one sent to rework only costs a person's time.
-    uro_passed: int = 0  # of with_uro: reported "no_uro", or given a pickable grasp off the uro
+    uro_passed: int = 0  # of with_uro: not found, reported "no_uro", or given a pickable grasp off the uro
     uro_to_rework: int = 0  # of with_uro: not grasped on the uro, diverted (any other reason)
     no_uro_to_rework: int = 0  # of without_uro: no pickable grasp, a reason other than "no_uro"
     frames: int = 0
@@ -158,11 +158,11 @@ def score_frame(
                     if d <= tol_mm:
                         t.grasp_on_uro += 1
                         continue
-            if j is not None:
-                if dets.reason[j] == REASON_NO_URO or dets.pickable[j]:
-                    t.uro_passed += 1
-                else:
-                    t.uro_to_rework += 1
+            # Not found at all, reported without a uro, or picked off it: no divert is asked for.
+            if j is None or dets.reason[j] == REASON_NO_URO or dets.pickable[j]:
+                t.uro_passed += 1
+            else:
+                t.uro_to_rework += 1
             t.failures.append((frame, tid, "grasp_off_uro" if j is not None else "missed_scallop"))
         else:
             t.without_uro += 1

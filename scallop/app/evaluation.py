@@ -155,7 +155,16 @@ def _per_scallop(t) -> dict:
 
 
 def _short(s: dict) -> dict:
-    keys = ("frames", "scallops", "recall", "precision", "uro_success", "adductor_hits", "near_adductor")
+    keys = (
+        "frames",
+        "scallops",
+        "recall",
+        "precision",
+        "uro_success",
+        "uro_passed",
+        "adductor_hits",
+        "near_adductor",
+    )
     return {k: s[k] for k in (*keys, "no_uro_picked", "jaw_margin_min_mm")}
 
 
@@ -189,6 +198,8 @@ HEADLINE = (
     ("adductor_hits", "adductor hits (grasp inside)"),
     ("near_adductor", "near the adductor (2 mm jaws reach it)"),
     ("no_uro_picked", "no-uro scallops grasped"),
+    ("uro_passed", "uros the line would let go (not found, reported absent, or picked off)"),
+    ("no_uro_to_rework", "no-uro scallops sent to rework"),
     ("jaw_margin_min_mm", "jaw margin to the adductor, minimum (mm)"),
     ("jaw_margin_p1_mm", "jaw margin to the adductor, 1st percentile (mm)"),
 )
@@ -209,6 +220,7 @@ def _table(rows: dict) -> str:
         "recall",
         "precision",
         "uro_success",
+        "uro_passed",
         "adductor_hits",
         "near_adductor",
         "no_uro_picked",

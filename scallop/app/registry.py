@@ -40,6 +40,8 @@ Z95 = 1.959964
 # The gate's figures: (summary key, count of trials in summary["counts"], better when higher).
 GATED = (
     ("uro_success", "with_uro", True),
+    # The food-safety figure: a candidate that turns rework into "no uro" lets uros go.
+    ("uro_passed", "with_uro", False),
     ("no_uro_picked", "without_uro", False),
     ("adductor_hits", "grasps", False),
     ("near_adductor", "pickable_grasps", False),

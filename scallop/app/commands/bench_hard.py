@@ -38,7 +38,10 @@ def register(sub) -> None:
             "calibration). Figures: recall, uro success, no-uro picked, grasps whose 2 mm jaws\n"
             "reach the adductor; compared to the targets (recall >= 99 %, uro success >= 98 %,\n"
             "no-uro picked <= 2 %, no grasp within 2 mm of the adductor); no-uro pickable is\n"
-            "the part of no-uro picked that the line would pick (not ambiguous, too close or cut).\n\n"
+            "the part of no-uro picked that the line would pick (not ambiguous, too close or cut);\n"
+            "uro passed: scallops with a uro the line would let go with it (not found, reported\n"
+            "without a uro, or picked off it); no-uro rework: scallops without a uro sent to a\n"
+            "person for nothing (docs/evaluation.md).\n\n"
             "example:\n  scallop bench hard --frames 20 --out bench/hard.json\n"
             "  scallop bench hard --set min_uro_confidence=0.7   (try a pipeline threshold)"
         ),
