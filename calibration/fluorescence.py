@@ -200,11 +200,20 @@ class Registration:
         that is the board's plane (within 0.5 mm), else the plane's from the two cameras' poses
         (:meth:`from_calibration` with ``z_mm``; a part without the pose is refused, saying how
         to measure it)."""
+        from scallop.calibration.errors import MissingPartError
+
         h = check_number("height_mm", height_mm, -100.0, 200.0)
         plane = (cal.data.get("fluorescence") or {}).get("plane_z_mm")
         if plane is not None and abs(h - float(plane)) <= 0.5:
             return cls.from_calibration(cal)
-        return cls.from_calibration(cal, z_mm=h)
+        try:
+            return cls.from_calibration(cal, z_mm=h)
+        except MissingPartError as e:
+            if plane is None:
+                raise
+            raise MissingPartError(
+                f"{e}; or register at the board's plane, {float(plane):g} mm, accepting the parallax above it"
+            ) from None
 
     @property
     def exact_as_homography(self) -> bool:

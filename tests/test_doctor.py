@@ -134,6 +134,34 @@ def test_the_model_checked_is_the_one_the_line_would_run(line, tmp_path):
     reg.promote("uv-v1", str(ref))  # for another line of the plant, one with the channel
     status, text = statuses(line | {"models": {"registry": str(tmp_path / "reg")}})["model"]
     assert status == FAIL and text.startswith("uv-v1.onnx reads the fluorescence channel")
+    # A live model whose file changed since it was added: the line would refuse to start.
+    path = reg.get("uv-v1").path
+    path.write_bytes(path.read_bytes() + b"\0")
+    status, text = statuses(line | {"models": {"registry": str(tmp_path / "reg")}})["model"]
+    assert status == FAIL and "missing or changed since it was added" in text
+
+
+def test_a_second_camera_registered_above_the_board_needs_its_pose(line, tmp_path):
+    """As the line's start would: the fluorescence part is required, and a height other than
+    the board's plane needs the fluorescence camera's pose."""
+    from scallop.app.config import build
+    from scallop.calibration.store import LineCalibration
+    from scallop.sim.commission import true_calibration
+    from tests.test_sim_fluorescence import SECOND
+
+    sim = {"fluorescence": SECOND}
+    part = true_calibration(build(SimConfig, sim), []).data["fluorescence"]
+    fl = {"setup": "second_camera", "source": "sim", "max_pair_ms": 2.0, "alarm_after": 5}
+    cfg = line | {"sim": sim, "camera": {"fluorescence": fl | {"register_height_mm": 15.0}}}
+    status, text = statuses(cfg)["calibration"]
+    assert status == FAIL and "has no fluorescence calibration" in text
+    cal = LineCalibration.load(line["runtime"]["calibration"], require=("intrinsics",))
+    cal.set_fluorescence({k: v for k, v in part.items() if k not in ("K", "dist", "R", "t")} | {"when": part["when"]})
+    cal.save()
+    status, text = statuses(cfg)["calibration"]
+    assert status == FAIL and "--fluorescence-intrinsics" in text and "the board's plane, 0 mm" in text
+    at_board = line | {"sim": sim, "camera": {"fluorescence": fl | {"register_height_mm": 0.0}}}
+    assert statuses(at_board)["calibration"][0] == OK
 
 
 def test_the_command_exits_1_on_a_failure(line, tmp_path, capsys):

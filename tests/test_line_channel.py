@@ -199,7 +199,10 @@ def test_the_second_camera_is_registered_at_the_configured_height():
     for key in ("K", "dist", "R", "t"):
         del cal.data["fluorescence"][key]  # measured without the fluorescence camera's intrinsics
     np.testing.assert_allclose(at(0.0), Registration.from_calibration(cal).to_fluorescence(px), atol=1e-9)
-    with pytest.raises(MissingPartError, match=r"register_height_mm = 15: .*--fluorescence-intrinsics"):
+    with pytest.raises(
+        MissingPartError,
+        match=r"register_height_mm = 15: .*--fluorescence-intrinsics; or register at the board's plane, 0 mm",
+    ):
         at(15.0)
 
 
@@ -361,21 +364,45 @@ def test_a_dead_second_camera_is_tried_again_with_a_growing_wait_not_on_every_fr
         assert "the fluorescence camera is not delivering (no such device)" in f.extra["fluorescence_missing"]
         if pair.reconnect_tries > len(tried_at):
             tried_at.append(round(f.timestamp, 2))
-    # It would not open at the start: tried again at the first frame, then after 0.5, 1, 2 and
-    # 4 s (the cap), 5 times in 10 s rather than on each of 600 frames.
-    assert tried_at == [0.0, 0.5, 1.5, 3.5, 7.5]
+    # It would not open at the start: tried again 0.5 s into the frames, then after 1, 2 and 4 s
+    # (the cap), 4 times in 10 s rather than on each of 600 frames.
+    assert tried_at == [0.5, 1.5, 3.5, 7.5]
     # It comes back: the next try (11.5 s) opens it, and the wait starts again from 0.5 s.
     fluo.alive = True
-    while pair.reconnect_tries == 5:
+    while pair.reconnect_tries == 4:
         fluo.t = colour.items[0].timestamp
         f = pair.read()
     assert f.timestamp == pytest.approx(11.5, abs=0.02) and f.extra["fluorescence"].index == 99
     # Lost again: the wait starts again from 0.5 s.
     fluo.alive = False
     lost = pair.read().timestamp
-    while pair.reconnect_tries == 6:
+    while pair.reconnect_tries == 5:
         f = pair.read()
     assert f.timestamp - lost == pytest.approx(0.5, abs=0.02)
+
+
+class MuteCamera(DeadCamera):
+    """Opens every time, never delivers a frame (written for these tests)."""
+
+    def connect(self) -> None:
+        self.connects += 1
+        self._connected = True
+
+
+def test_a_second_camera_that_opens_but_never_delivers_backs_off_too():
+    colour = ListCamera([_frame(i, i / 60, 150) for i in range(60 * 20)])
+    fluo = MuteCamera()
+    pair = SecondCameraPair(colour, fluo, window_s=0.005, retry_s=(0.5, 4.0))
+    pair.connect()
+    tried_at = []
+    for _ in range(60 * 16):
+        f = pair.read()
+        assert "not delivering (no such device)" in f.extra["fluorescence_missing"]
+        if pair.reconnect_tries > len(tried_at):
+            tried_at.append(round(f.timestamp, 2))
+    # Its first read failed at once (t = 0): reopened after 0.5, 1, 2, 4, 4, 4 s, each reopen
+    # followed by a failed read, not every 0.5 s for ever.
+    assert tried_at == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5]
 
 
 @pytest.mark.parametrize("bad", [(0.0, 1.0), (2.0, 1.0), (float("nan"), 1.0), (1.0, float("inf"))])

@@ -66,9 +66,10 @@ class SecondCameraPair(Camera):
 
     The fluorescence camera failing never stops the colour frames: they come without a
     partner (``extra["fluorescence_missing"]`` says why) and the camera is reconnected on a
-    later frame, ``retry_s[0]`` seconds after it failed, the wait doubling after each failed
-    try up to ``retry_s[1]`` (a device that takes a while to open would otherwise hold up every
-    colour frame). The wait is measured on the colour frames' stamps, the clock the line runs
+    later frame, ``retry_s[0]`` seconds after it failed, the wait doubling after each failure
+    (to open or to read) up to ``retry_s[1]``, and starting again from ``retry_s[0]`` once one
+    of its frames came (a device that takes a while to open, or opens and never delivers,
+    would otherwise hold up colour frames). The wait is measured on the colour frames' stamps, the clock the line runs
     on. The colour camera's errors pass through unchanged: the line's reader handles them as
     for a single camera.
     """
@@ -94,8 +95,9 @@ class SecondCameraPair(Camera):
         self.retry_s = (lo, hi)
         self._held: Frame | None = None  # a fluorescence frame newer than the last colour one
         self._fluo_down = ""
-        self._wait = lo  # before the next try, once it is down
-        self._retry_at = -math.inf
+        self._wait = lo  # before the next try; doubles with each failure, until a frame comes
+        self._retry_at: float | None = None  # None: to be set from the next colour frame's stamp
+        self._retry_in = lo
         self.reconnect_tries = 0
 
     @property
@@ -115,28 +117,31 @@ class SecondCameraPair(Camera):
         except CameraError:  # it may be gone already; the colour camera is closed
             pass
 
-    def _connect_fluorescence(self, now: float = -math.inf) -> None:
-        retry = bool(self._fluo_down)
+    def _connect_fluorescence(self, now: float | None = None) -> None:
         try:
-            if retry:
+            if self._fluo_down:
                 self.reconnect_tries += 1
                 self.fluorescence.reconnect()
             else:
                 self.fluorescence.connect()
+            # Opened is not delivering: the wait starts again from its first value only once
+            # a fluorescence frame has come (a device that opens and never delivers backs off).
             self._fluo_down = ""
-            self._wait = self.retry_s[0]
         except CameraError as e:
             self._down(e, now)
-            if retry:
-                self._wait = min(2 * self._wait, self.retry_s[1])
 
-    def _down(self, e: CameraError, now: float) -> None:
+    def _down(self, e: CameraError, now: float | None) -> None:
+        """Failed (opening, or reading) at ``now`` (None: before any colour frame)."""
         self._fluo_down = str(e) or type(e).__name__
-        self._retry_at = now + self._wait
+        self._retry_at = None if now is None else now + self._wait
+        self._retry_in = self._wait
+        self._wait = min(2 * self._wait, self.retry_s[1])
 
     def read(self) -> Frame:
         self._require_connected("pair")
         frame = self.colour.read()
+        if self._fluo_down and self._retry_at is None:
+            self._retry_at = frame.timestamp + self._retry_in
         if self._fluo_down and frame.timestamp >= self._retry_at:
             self._connect_fluorescence(frame.timestamp)
         if self._fluo_down:
@@ -152,6 +157,7 @@ class SecondCameraPair(Camera):
             frame.extra["fluorescence_missing"] = "no fluorescence frame near this exposure"
         else:
             frame.extra["fluorescence"] = _exposure(partner)
+            self._wait = self.retry_s[0]
         return frame
 
     def _partner(self, t: float) -> Frame | None:

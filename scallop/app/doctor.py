@@ -164,13 +164,20 @@ def check_calibration(cfg: LineConfig, now: float) -> Check:
     from scallop.calibration.store import load_calibration
 
     path = cfg.runtime.calibration
+    second = cfg.camera.fluorescence.setup == "second_camera"
     try:
-        summary = load_calibration(
+        cal = load_calibration(
             path,
-            require=("intrinsics", "belt", "encoder"),
+            require=("intrinsics", "belt", "encoder") + (("fluorescence",) if second else ()),
             arms=[a.name for a in cfg.arms] if not cfg.is_simulated else (),
             accept_redo=cfg.runtime.accept_redo_calibration,
-        ).summary()
+        )
+        if second:
+            from scallop.calibration.fluorescence import Registration
+
+            # As the line does at its start: at the configured height, which may need the pose.
+            Registration.at_height(cal, cfg.camera.fluorescence.register_height_mm)
+        summary = cal.summary()
     except (CalibrationError, FileNotFoundError) as e:
         return Check("calibration", FAIL, str(e), "redo the named calibration step (docs/calibration.md)")
     oldest, redo = None, []
@@ -219,9 +226,17 @@ def check_model(cfg: LineConfig) -> Check:
         if cfg.models.registry:
             from scallop.app.registry import Registry
 
-            live = Registry(cfg.models.registry).index().get("live")
+            reg = Registry(cfg.models.registry)
+            live = reg.index().get("live")
             # A registry without a live model starts the line on the shipped colour model.
-            path = Registry(cfg.models.registry).get(live).path if live else Path(default_model_path())
+            path = reg.get(live).path if live else Path(default_model_path())
+            if live and (not path.is_file() or _sha256(path) != reg.get(live).sha256):
+                return Check(
+                    "model",
+                    FAIL,
+                    f"{path}: the registry's live model {live} is missing or changed since it was added",
+                    "roll back ('scallop model rollback') or add the model again",
+                )
         else:
             path = configured_model_path(cfg)
         from scallop.vision.pipeline import Pipeline, PipelineConfig
