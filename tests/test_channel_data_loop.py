@@ -64,6 +64,7 @@ def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
     out = cli_json(capsys, "labels", "export", session, "--out", coco)
     assert out["images"] == len(jpgs) and out["model"] == str(default_uv_model_path())
     doc = json.loads(coco.read_text())
+    assert all(im["scallop"]["fluorescence"] is True for im in doc["images"])
 
     # The labeller's corrections (the simulator's truth); the companions stay beside the frames.
     labelled = CocoWriter("labelled")
@@ -95,9 +96,10 @@ def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
     }
 
 
-def _tiny_coco(tmp_path, companions: list[bool], uv_shape=None) -> str:
+def _tiny_coco(tmp_path, companions: list[bool], uv_shape=None, marked=None) -> str:
     """A COCO file of len(companions) 40×30 frames, each with one labelled scallop; a
-    fluorescence frame beside those marked True (of ``uv_shape`` when given)."""
+    fluorescence frame beside those marked True (of ``uv_shape`` when given); ``marked``: the
+    export's per-image mark that a fluorescence frame was kept with it."""
     w = CocoWriter("tiny")
     (tmp_path / "img").mkdir()
     for k, with_uv in enumerate(companions):
@@ -108,7 +110,8 @@ def _tiny_coco(tmp_path, companions: list[bool], uv_shape=None) -> str:
         parts = np.zeros((30, 40), np.uint8)
         parts[5:25, 5:30] = 1
         inst = (parts > 0).astype(np.uint8)
-        iid = w.add_image(f"../img/f{k}.png", 40, 30, 0.5)
+        extra = {} if marked is None else {"scallop": {"fluorescence": marked[k]}}
+        iid = w.add_image(f"../img/f{k}.png", 40, 30, 0.5, **extra)
         w.add_truth(iid, parts, inst, [{"id": 1, "uro_present": False}])
     path = tmp_path / "coco" / "c.json"
     w.write(path)
@@ -123,9 +126,24 @@ def test_a_colour_only_import_stays_version_1(tmp_path):
 
 
 def test_an_import_where_only_some_frames_have_the_channel_is_refused_naming_them(tmp_path):
+    coco = _tiny_coco(tmp_path, [True, False, False])
     with pytest.raises(CocoError, match=r"1 of 3 images have a fluorescence frame .* 2 do not \('../img/f1.png'"):
-        import_coco(_tiny_coco(tmp_path, [True, False, False]), tmp_path / "ds")
+        import_coco(coco, tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+    # The labeller's way out: the colour images alone (a capture whose pairs were sometimes dropped).
+    import_coco(coco, tmp_path / "ds", colour_only=True)
+    m = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert m["version"] == 1 and not list((tmp_path / "ds" / "images").glob("*.uv.png"))
+
+
+def test_fluorescence_frames_a_labelling_tool_left_behind_are_named(tmp_path):
+    """The export marks the frames kept with their fluorescence frame; a tool that re-exported
+    the images elsewhere leaves the x.uv.png files behind: refused, not a silent colour set."""
+    coco = _tiny_coco(tmp_path, [False, False], marked=[True, False])
+    with pytest.raises(CocoError, match=r"1 image\(s\) were kept with their fluorescence frame .*'../img/f0.png'"):
+        import_coco(coco, tmp_path / "ds")
+    import_coco(coco, tmp_path / "ds", colour_only=True)
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["version"] == 1
 
 
 def test_a_companion_of_the_wrong_size_is_refused_before_anything_is_written(tmp_path):

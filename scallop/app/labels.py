@@ -241,6 +241,8 @@ class CocoImage:
     mm_per_px: float
     annotations: list
     conditions: list
+    # The export's mark that the frame was kept with its fluorescence frame (None: not said).
+    fluorescence: bool | None = None
 
 
 class CocoSet:
@@ -323,7 +325,11 @@ class CocoSet:
             mm = float(check_number(f"{self.path}: image {name!r}: mm_per_px", mm, 0.05, 5.0, error=CocoError))
             cond = e.get("conditions", e.get("condition", []))
             cond = [cond] if isinstance(cond, str) else [str(c) for c in cond] if isinstance(cond, list) else []
-            out.append(CocoImage(iid, name, self.path.parent / name, w, h, mm, [], cond))
+            ours = e.get("scallop")
+            fl = ours.get("fluorescence") if isinstance(ours, dict) else None
+            out.append(
+                CocoImage(iid, name, self.path.parent / name, w, h, mm, [], cond, fl if isinstance(fl, bool) else None)
+            )
         if not out:
             raise CocoError(f"{self.path}: no images")
         return out
@@ -436,9 +442,11 @@ def import_coco(
     mm_per_px: float | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    colour_only: bool = False,
 ) -> dict:
     """A COCO file into a data-set folder (docs/dataset-format.md); returns the summary. Every
-    image and annotation is checked before anything is written."""
+    image and annotation is checked before anything is written. ``colour_only``: leave the
+    fluorescence frames out (a version-1 set), for a file where only some images have one."""
     coco = CocoSet(src, mm_per_px)
     root = Path(out)
     if (root / "dataset.json").exists() and not overwrite:
@@ -446,13 +454,24 @@ def import_coco(
     checked = [(im, coco.rasterise(im)) for im in coco.images]  # every error before any file
     # The fluorescence channel comes along when every image has its x.uv.png; a set where only
     # some have one cannot train or score a four-channel model, and is refused naming them.
-    uv = [im for im in coco.images if companion_of(im.path) is not None]
+    uv = [] if colour_only else [im for im in coco.images if companion_of(im.path) is not None]
+
+    def named(ims) -> str:
+        return ", ".join(repr(im.file_name) for im in ims[:3]) + (", …" if len(ims) > 3 else "")
+
+    lost = [im for im in coco.images if im.fluorescence and companion_of(im.path) is None]
+    if lost and not colour_only:
+        raise CocoError(
+            f"{coco.path}: {len(lost)} image(s) were kept with their fluorescence frame but it is not beside them "
+            f"({named(lost)}; a labelling tool's re-export may have left the *{COMPANION_SUFFIX} files behind): "
+            "put them back, or import with --colour-only"
+        )
     if uv and len(uv) != len(coco.images):
-        bare = [im.file_name for im in coco.images if companion_of(im.path) is None]
+        bare = [im for im in coco.images if companion_of(im.path) is None]
         raise CocoError(
             f"{coco.path}: {len(uv)} of {len(coco.images)} images have a fluorescence frame (*{COMPANION_SUFFIX}) "
-            f"beside them, {len(bare)} do not ({', '.join(map(repr, bare[:3]))}{', …' if len(bare) > 3 else ''}): "
-            "a data set carries the channel for every image or for none"
+            f"beside them, {len(bare)} do not ({named(bare)}): a data set carries the channel for every image or "
+            "for none; import with --colour-only to leave it out"
         )
     for im in uv:
         coco.companion(im)  # readable, one 8-bit channel, the image's size

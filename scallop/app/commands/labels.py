@@ -47,13 +47,20 @@ def register(sub) -> None:
             "Read a COCO file (polygons or RLE; categories scallop, uro, adductor and optionally\n"
             "gonad, mantle, gill) into the data-set format. Every annotation is checked first; an\n"
             "error names the image and the annotation id. A part belongs to the scallop whose\n"
-            "mask holds it. The scale comes from each image's mm_per_px or --mm-per-px."
+            "mask holds it. The scale comes from each image's mm_per_px or --mm-per-px.\n"
+            "Fluorescence frames (x.uv.png beside the images) come along when every image has one\n"
+            "(a version-2 set); a file where only some do is refused unless --colour-only."
         ),
     )
     i.add_argument("coco", metavar="COCO", help="the labelled COCO .json (images relative to it)")
     i.add_argument("--out", required=True, help="data-set folder to write")
     i.add_argument("--mm-per-px", type=float, help="the scale, when the labelling tool dropped mm_per_px")
     i.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
+    i.add_argument(
+        "--colour-only",
+        action="store_true",
+        help="leave the fluorescence frames (x.uv.png beside the images) out: a colour-only set",
+    )
     i.set_defaults(func=run_import)
 
 
@@ -99,7 +106,8 @@ def run_export(args) -> int:
                 image.shape[1],
                 image.shape[0],
                 meta["mm_per_px"],
-                scallop={k: meta.get(k) for k in ("frame_index", "encoder", "timestamp", "time", "why", "model")},
+                scallop={k: meta.get(k) for k in ("frame_index", "encoder", "timestamp", "time", "why", "model")}
+                | {"fluorescence": companion is not None},
             )
             before = len(writer.annotations)
             writer.add_detections(iid, dets, _by_position(dets, meta, outcomes_by_detection(meta, outcomes)))
@@ -139,6 +147,7 @@ def run_import(args) -> int:
             mm_per_px=args.mm_per_px,
             overwrite=args.overwrite,
             progress=lambda i, n: (bar.set_total(n), bar.advance_to(i)),
+            colour_only=args.colour_only,
         )
     print(json.dumps(summary))
     return 0
