@@ -167,6 +167,10 @@ def test_the_shadow_never_waits_it_skips_frames_while_busy_and_out_of_its_share(
         sh.share = 1.0
         uv = np.zeros((4, 4), np.uint8)
         assert sh.offer(frame, d, 0.5, uv) and sh.wait_idle() and pipe.uv is uv
+        # A candidate that reads the channel skips a frame without it (never a failure).
+        pipe.takes_uv = True
+        assert not sh.offer(frame, d, 0.5) and sh.figures()["skipped_no_channel"] == 1
+        assert sh.figures()["failures"] == 0
     finally:
         pipe.go.set()
         sh.stop()

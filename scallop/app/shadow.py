@@ -123,7 +123,10 @@ class Shadow:
     def offer(self, frame, live_dets, mm_per_px: float, uv=None) -> bool:
         """Hand the frame over if it is its turn and the shadow is idle (never waits). ``uv``:
         the registered fluorescence image the live model read, for a candidate that reads it
-        too (a colour-only one ignores it)."""
+        too (a colour-only one ignores it; one that needs it skips a frame without it)."""
+        if uv is None and getattr(self.pipeline, "takes_uv", False):
+            self._count(skipped_no_channel=1)
+            return False
         self._offered += 1
         share = self.share
         if share < 1 and int(self._offered * share) == int((self._offered - 1) * share):
@@ -171,6 +174,7 @@ class Shadow:
             "frames": t.get("frames", 0),
             "skipped_busy": t.get("skipped_busy", 0),
             "skipped_sample": t.get("skipped_sample", 0),
+            "skipped_no_channel": t.get("skipped_no_channel", 0),
             "scallops": n,
             "verdicts_agree": t.get("verdicts_agree", 0),
             "verdict_agreement": round(t.get("verdicts_agree", 0) / n, 5) if n else None,

@@ -171,7 +171,7 @@ class ModelLoop:
         if self.record is None or self.shadow is None:
             return
         c = self.shadow.take_interval()
-        if not c.get("frames") and not c.get("skipped_busy") and not c.get("skipped_sample"):
+        if not any(c.get(k) for k in ("frames", "skipped_busy", "skipped_sample", "skipped_no_channel")):
             return
         self.record.shadow(
             {
@@ -180,7 +180,7 @@ class ModelLoop:
                 "model_sha256": self.shadow.model["sha256"],
                 "live_model": self.model.get("name", ""),
                 "frames": c.get("frames", 0),
-                "skipped": c.get("skipped_busy", 0) + c.get("skipped_sample", 0),
+                "skipped": c.get("skipped_busy", 0) + c.get("skipped_sample", 0) + c.get("skipped_no_channel", 0),
                 "scallops": c.get("scallops", 0),
                 "verdicts_agree": c.get("verdicts_agree", 0),
                 "grasps_compared": c.get("grasps_compared", 0),
