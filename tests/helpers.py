@@ -154,3 +154,23 @@ def write_line_calibration(path, camera, counts_per_mm: float = 10.0, count_sign
         }
     )
     return cal.save(path)
+
+
+def capture_with_truth(tmp_path, seconds: float = 12.0, overrides=None) -> tuple[dict, dict]:
+    """Run a simulated line for ``seconds`` with the capture on; (the capture's figures, the
+    simulator's truth per frame index: (parts, instances, facts), what a labeller would draw)."""
+    truths = {}
+
+    def keep_truth(_line, frame):
+        t = frame.extra["truth"]
+        truths[frame.index] = (t.parts, t.instances, [f.to_dict() for f in t.scallops])
+
+    line = make_line(tmp_path, overrides=overrides)
+    try:
+        line.start("test")
+        line.set_capture(True, "engineer")
+        line.run_stepped(seconds, on_frame=keep_truth)
+        cap = line.set_capture(False, "engineer")
+    finally:
+        line.close()
+    return cap, truths

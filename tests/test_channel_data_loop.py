@@ -33,23 +33,10 @@ def cli_json(capsys, *argv) -> dict:
 
 
 def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
-    from tests.helpers import make_line
+    from tests.helpers import capture_with_truth
 
-    truths = {}
-
-    def keep_truth(_line, frame):
-        t = frame.extra["truth"]
-        truths[frame.index] = (t.parts, t.instances, [f.to_dict() for f in t.scallops])
-
-    line = make_line(tmp_path / "run", overrides=LINE_CHANNEL)
-    try:
-        assert line.pipeline.takes_uv
-        line.start("test")
-        line.set_capture(True, "engineer")
-        line.run_stepped(12.0, on_frame=keep_truth)
-        cap = line.set_capture(False, "engineer")
-    finally:
-        line.close()
+    # A line reading the channel (the four-channel model, the simulator's alternate frames).
+    cap, truths = capture_with_truth(tmp_path / "run", overrides=LINE_CHANNEL)
     (session,) = (tmp_path / "run" / "captures").glob("capture-*")
     jpgs = sorted((session / "frames").glob("*.jpg"))
     assert cap["kept"] == len(jpgs) >= 6

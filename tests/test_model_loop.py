@@ -15,7 +15,7 @@ import pytest
 from scallop.app.cli import main
 from scallop.app.labels import CocoWriter
 from scallop.models.runtime import default_model_path
-from tests.helpers import make_line
+from tests.helpers import capture_with_truth, make_line
 
 pytestmark = pytest.mark.slow
 
@@ -68,20 +68,7 @@ def test_capture_label_eval_finetune_shadow_promote_rollback(tmp_path, capsys):
     import onnx
 
     # ---- capture from a running line (the simulator's truth kept aside for the "labeller")
-    truths = {}
-
-    def keep_truth(_line, frame):
-        t = frame.extra["truth"]
-        truths[frame.index] = (t.parts, t.instances, [f.to_dict() for f in t.scallops])
-
-    line = make_line(tmp_path / "run1", overrides={"capture": {"routine_share": 0.5}})
-    try:
-        line.start("test")
-        line.set_capture(True, "engineer")
-        line.run_stepped(12.0, on_frame=keep_truth)
-        cap = line.set_capture(False, "engineer")
-    finally:
-        line.close()
+    cap, truths = capture_with_truth(tmp_path / "run1", overrides={"capture": {"routine_share": 0.5}})
     assert cap["kept"] >= 8 and cap["kept_unsure"] >= 1 and not cap["dropped"]
     sessions = list((tmp_path / "run1" / "captures").glob("capture-*"))
     assert len(sessions) == 1

@@ -154,18 +154,22 @@ def _per_scallop(t) -> dict:
     }
 
 
+# The figures of a per-scale or per-condition row (the report's table shows them too).
+SHORT = (
+    "frames",
+    "scallops",
+    "recall",
+    "precision",
+    "uro_success",
+    "uro_passed",
+    "adductor_hits",
+    "near_adductor",
+    "no_uro_picked",
+)
+
+
 def _short(s: dict) -> dict:
-    keys = (
-        "frames",
-        "scallops",
-        "recall",
-        "precision",
-        "uro_success",
-        "uro_passed",
-        "adductor_hits",
-        "near_adductor",
-    )
-    return {k: s[k] for k in (*keys, "no_uro_picked", "jaw_margin_min_mm")}
+    return {k: s[k] for k in (*SHORT, "jaw_margin_min_mm")}
 
 
 def _picture(s: Sample, dets) -> bytes:
@@ -214,17 +218,7 @@ def _fmt(v) -> str:
 
 
 def _table(rows: dict) -> str:
-    cols = (
-        "frames",
-        "scallops",
-        "recall",
-        "precision",
-        "uro_success",
-        "uro_passed",
-        "adductor_hits",
-        "near_adductor",
-        "no_uro_picked",
-    )
+    cols = SHORT
     head = "".join(f"<th>{c}</th>" for c in ("", *cols))
     body = "".join(
         f"<tr><th>{html.escape(k)}</th>" + "".join(f"<td>{_fmt(v.get(c))}</td>" for c in cols) + "</tr>"
