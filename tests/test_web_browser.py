@@ -134,6 +134,32 @@ def test_critical_alarm_is_obvious_and_can_be_acknowledged(screen):
     assert "critical" not in browser.find_element("tag name", "body").get_attribute("class")
 
 
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_an_alarms_technical_detail_is_a_line_of_its_own_on_a_japanese_screen(browser, fake_line, fast_users, language):
+    """The operator's sentence is all in the screen's language; the raiser's English words (for
+    the engineer) go under it where the sentence leaves them out (the Japanese ones do)."""
+    app = create_app(fake_line, fast_users, event_interval_s=0.05, language=language)
+    server = serve(app, "127.0.0.1", 0)
+    try:
+        browser.delete_all_cookies()
+        set_viewport(browser, BROWSER_W, BROWSER_H)
+        browser.get(server.url + "/")
+        detail = "no frame for 3.0 s (limit 2.0 s)"
+        a = fake_line.raise_alarm("warning", detail, "camera", "camera.stall", detail=detail)
+        row = f'#alarm-list [data-alarm="{a.id}"]'
+        wait_for(browser, lambda: browser.find_elements("css selector", row), what="the alarm's row")
+        sentence = browser.find_element("css selector", row + " .alarm-text > div").text
+        lines = [e.text for e in browser.find_elements("css selector", row + " .alarm-detail")]
+        if language == "ja":
+            assert "カメラの画像が来ません" in sentence and detail not in sentence
+            assert lines == [f"詳細（技術者向け）：{detail}"]
+        else:
+            assert f"No picture from the camera ({detail})" in sentence and lines == []
+    finally:
+        browser.get("about:blank")
+        server.stop()
+
+
 def test_recipe_selection(screen):
     browser, line, _ = screen
     browser.find_element("id", "recipe-btn").click()

@@ -535,6 +535,14 @@ function renderArms(arms) {
 
 function alarmText(a) { return a.code ? tOr("alarm." + a.code, a.text, a.params) : a.text; }
 
+// The raiser's own words (English, technical) under the sentence, where the language's sentence
+// leaves them out: the operator reads the sentence, the engineer the detail.
+function alarmDetail(a) {
+  const tpl = a.code ? cat["alarm." + a.code] : undefined;
+  const d = a.params && a.params.detail;
+  return tpl !== undefined && d && !tpl.includes("{detail}") ? t("alarm.detail", { detail: d }) : "";
+}
+
 function sourceWords(src) {
   if (src.startsWith("arm:")) return t("source.arm", { arm: src.slice(4) });
   return tOr("source." + src, src);
@@ -570,7 +578,14 @@ function renderAlarms(alarms) {
       span.textContent = p;
       meta.appendChild(span);
     });
-    text.append(main, meta);
+    const detail = alarmDetail(a);
+    if (detail) {
+      const dd = document.createElement("div"); dd.className = "alarm-detail";
+      dd.textContent = detail;
+      text.append(main, dd, meta);
+    } else {
+      text.append(main, meta);
+    }
     li.appendChild(text);
     if (!a.acked) {
       const b = document.createElement("button");
