@@ -139,3 +139,20 @@ def test_slivers_beside_a_mantle_flap_go_to_rework_instead_of_on_as_clean(flap_f
     assert off_t.uro_passed >= 2 * on_t.uro_passed
     assert on_t.uro_to_rework - off_t.uro_to_rework == off_t.uro_passed - on_t.uro_passed
     assert on_t.no_uro_to_rework == off_t.no_uro_to_rework
+
+
+def test_switching_the_rule_off_is_allowed_but_never_silent(tmp_path):
+    """An engineer may turn the rule off from the panel (to diagnose); an alarm stays while it
+    is off, in the configuration file as from the panel, and clears when it is set back."""
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path / "a", overrides={"vision": {"hidden_uro_probability": 1.0}})
+    try:
+        a = line.alarms.get("vision.hidden_uro_off")
+        assert a.active and a.severity == "warning" and "hidden_uro_probability = 1" in a.text
+        line.update_config({"vision.hidden_uro_probability": 0.3}, "suzuki")
+        assert not line.alarms.is_active("vision.hidden_uro_off")
+        line.update_config({"vision.hidden_uro_probability": 0.95}, "suzuki")
+        assert line.alarms.is_active("vision.hidden_uro_off")
+    finally:
+        line.close()

@@ -151,6 +151,7 @@ class Line:
         self.publisher.say_how_the_last_run_ended(self.alarms)
         self.shift = Shift(self.config.shift_check, self.alarms, self.publisher, self.clock, self.record)
         self.models.open(self._scale)
+        settings.check_food_safety_rules(self)
         sched = self.arms.scheduler
         self.reject = RejectGate(
             b.plc_config,
