@@ -225,6 +225,9 @@ class PlcClient:
         self.transport = ModbusTransport(config.transport, self.clock, name="plc")
         self.outputs = Outputs()
         self.plc_version: int | None = None  # the program's interface version, once read
+        # The oldest PLC program the profile can work with: the newest version that added a
+        # field the line cannot do without.
+        self.oldest_version = max((f.since for f in self.map.fields.values() if f.name not in self.OPTIONAL), default=1)
         self.status: PlcStatus | None = None
         self._hb: int | None = None
         self._hb_changed_t = -math.inf
@@ -288,12 +291,10 @@ class PlcClient:
         v = int(s["interface_version"])
         oldest = self.oldest_version
         if not oldest <= v <= self.map.version:
+            also = f" (it also works with programs of version {oldest} and later)" if oldest < self.map.version else ""
             raise PlcProtocolError(
                 f"{self.where}: the PLC program implements interface version {v}, the profile {self.map.name!r} "
-                f"is version {self.map.version} (it also works with programs of version {oldest} and later)"
-                if oldest < self.map.version
-                else f"{self.where}: the PLC program implements interface version {v}, the profile "
-                f"{self.map.name!r} is version {self.map.version}"
+                f"is version {self.map.version}{also}"
             )
         self.plc_version = v
         if self.outputs.uv_strobe and not self.has("uv_strobe"):
@@ -370,12 +371,6 @@ class PlcClient:
     # Fields the line works without: a PLC program older than the one that added them is
     # accepted, and they are left out (uv_strobe: only alternate frames need it).
     OPTIONAL = frozenset({"uv_strobe"})
-
-    @property
-    def oldest_version(self) -> int:
-        """The oldest PLC program the profile can work with: the newest version that added a
-        field the line cannot do without."""
-        return max((f.since for f in self.map.fields.values() if f.name not in self.OPTIONAL), default=1)
 
     def has(self, field: str) -> bool:
         """The PLC's program has this field (its version, once read, else the oldest accepted)."""
