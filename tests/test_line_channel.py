@@ -179,7 +179,7 @@ def test_the_second_camera_is_registered_at_the_configured_height():
     """The board's plane: the stored homography. Above it: the plane's, from the two cameras'
     poses, a parallax off the board's. Without the fluorescence camera's pose only the board's
     plane can be registered, and the line's error says how to measure the pose."""
-    from scallop.app.backends import _registration
+    from scallop.app.backends import fluorescence_registration
     from scallop.calibration.errors import MissingPartError
 
     w = _world(SECOND)
@@ -187,7 +187,7 @@ def test_the_second_camera_is_registered_at_the_configured_height():
     px = np.array([[100.0, 100.0], [320.0, 240.0], [600.0, 400.0]])
 
     def at(h):
-        return _registration(Registration, cal, FluorescenceSection(**SECOND_LINE, register_height_mm=h))(px)
+        return fluorescence_registration(cal, FluorescenceSection(**SECOND_LINE, register_height_mm=h))(px)
 
     np.testing.assert_allclose(at(0.0), Registration.from_calibration(cal).to_fluorescence(px), atol=1e-9)
     np.testing.assert_allclose(at(0.4), at(0.0), atol=1e-9)  # within 0.5 mm of the board's plane
@@ -353,17 +353,24 @@ class DeadCamera(ListCamera):
         return _frame(99, self.t, 20)
 
 
-def test_a_dead_second_camera_is_tried_again_with_a_growing_wait_not_on_every_frame():
-    colour = ListCamera([_frame(i, i / 60, 150) for i in range(60 * 20)])  # 20 s at 60 fps
-    fluo = DeadCamera()
+def _retry_times(fluo: Camera, seconds: int):
+    """A pair of a 60 fps colour camera (20 s of frames) and ``fluo``, read for ``seconds``
+    while ``fluo`` fails: (the pair, the colour camera, the stamps at which it was retried)."""
+    colour = ListCamera([_frame(i, i / 60, 150) for i in range(60 * 20)])
     pair = SecondCameraPair(colour, fluo, window_s=0.005, retry_s=(0.5, 4.0))
     pair.connect()  # the colour camera opens; the second one's failure is reported per frame
     tried_at = []
-    for _ in range(60 * 10):
+    for _ in range(60 * seconds):
         f = pair.read()
         assert "the fluorescence camera is not delivering (no such device)" in f.extra["fluorescence_missing"]
         if pair.reconnect_tries > len(tried_at):
             tried_at.append(round(f.timestamp, 2))
+    return pair, colour, tried_at
+
+
+def test_a_dead_second_camera_is_tried_again_with_a_growing_wait_not_on_every_frame():
+    fluo = DeadCamera()
+    pair, colour, tried_at = _retry_times(fluo, 10)
     # It would not open at the start: tried again 0.5 s into the frames, then after 1, 2 and 4 s
     # (the cap), 4 times in 10 s rather than on each of 600 frames.
     assert tried_at == [0.5, 1.5, 3.5, 7.5]
@@ -390,16 +397,7 @@ class MuteCamera(DeadCamera):
 
 
 def test_a_second_camera_that_opens_but_never_delivers_backs_off_too():
-    colour = ListCamera([_frame(i, i / 60, 150) for i in range(60 * 20)])
-    fluo = MuteCamera()
-    pair = SecondCameraPair(colour, fluo, window_s=0.005, retry_s=(0.5, 4.0))
-    pair.connect()
-    tried_at = []
-    for _ in range(60 * 16):
-        f = pair.read()
-        assert "not delivering (no such device)" in f.extra["fluorescence_missing"]
-        if pair.reconnect_tries > len(tried_at):
-            tried_at.append(round(f.timestamp, 2))
+    _, _, tried_at = _retry_times(MuteCamera(), 16)
     # Its first read failed at once (t = 0): reopened after 0.5, 1, 2, 4, 4, 4 s, each reopen
     # followed by a failed read, not every 0.5 s for ever.
     assert tried_at == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5]

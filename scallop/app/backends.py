@@ -187,20 +187,20 @@ class HardwareBackend(Backend):
         self.camera_model = cal.camera
         self.belt = Belt(cal.counts_per_mm, cal.count_sign)
         if cfg.camera.fluorescence.setup == "second_camera":
-            from scallop.calibration.fluorescence import Registration
-
             # Required above: a file without the part was refused with how to make one.
-            self.fluorescence_registration = _registration(Registration, cal, cfg.camera.fluorescence)
+            self.fluorescence_registration = fluorescence_registration(cal, cfg.camera.fluorescence)
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
         ]
 
 
-def _registration(Registration, cal, section):
-    """The fluorescence camera's registration at ``[camera.fluorescence] register_height_mm``
-    (a pixel map: ``Registration.to_fluorescence``)."""
+def fluorescence_registration(cal, section):
+    """The second camera's registration at ``[camera.fluorescence] register_height_mm`` (a
+    pixel map: ``Registration.to_fluorescence``); what it lacks is named with the key. The line
+    builds it at its start, ``scallop doctor`` to check the calibration file."""
     from scallop.calibration.errors import MissingPartError
+    from scallop.calibration.fluorescence import Registration
 
     try:
         return Registration.at_height(cal, section.register_height_mm).to_fluorescence
@@ -323,11 +323,10 @@ class SimBackend(Backend):
         if self.world.fluorescence is not None and self.world.fluorescence.setup == "second_camera":
             # The simulator's true calibration of its second camera, through the same registration
             # a calibration file gives a real line.
-            from scallop.calibration.fluorescence import Registration
             from scallop.sim.commission import true_calibration
 
-            self.fluorescence_registration = _registration(
-                Registration, true_calibration(cfg.sim, []), cfg.camera.fluorescence
+            self.fluorescence_registration = fluorescence_registration(
+                true_calibration(cfg.sim, []), cfg.camera.fluorescence
             )
         arms = cfg.arms or default_sim_arms(1)
         self.arm_configs = []

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from scallop.app.config import LineConfig
-from scallop.errors import ScallopError
+from scallop.errors import DataError, ScallopError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CALIBRATION_WARN_DAYS = 180.0  # a calibration older than this is worth a drift check
@@ -173,10 +173,10 @@ def check_calibration(cfg: LineConfig, now: float) -> Check:
             accept_redo=cfg.runtime.accept_redo_calibration,
         )
         if second:
-            from scallop.calibration.fluorescence import Registration
+            from scallop.app.backends import fluorescence_registration
 
             # As the line does at its start: at the configured height, which may need the pose.
-            Registration.at_height(cal, cfg.camera.fluorescence.register_height_mm)
+            fluorescence_registration(cal, cfg.camera.fluorescence)
         summary = cal.summary()
     except (CalibrationError, FileNotFoundError) as e:
         return Check("calibration", FAIL, str(e), "redo the named calibration step (docs/calibration.md)")
@@ -226,17 +226,12 @@ def check_model(cfg: LineConfig) -> Check:
         if cfg.models.registry:
             from scallop.app.registry import Registry
 
-            reg = Registry(cfg.models.registry)
-            live = reg.index().get("live")
+            try:
+                live = Registry(cfg.models.registry).live_entry()  # as the line checks it at its start
+            except DataError as e:
+                return Check("model", FAIL, str(e), "roll back ('scallop model rollback') or add the model again")
             # A registry without a live model starts the line on the shipped colour model.
-            path = reg.get(live).path if live else Path(default_model_path())
-            if live and (not path.is_file() or _sha256(path) != reg.get(live).sha256):
-                return Check(
-                    "model",
-                    FAIL,
-                    f"{path}: the registry's live model {live} is missing or changed since it was added",
-                    "roll back ('scallop model rollback') or add the model again",
-                )
+            path = live.path if live is not None else Path(default_model_path())
         else:
             path = configured_model_path(cfg)
         from scallop.vision.pipeline import Pipeline, PipelineConfig

@@ -206,13 +206,21 @@ class Registry:
             (self.root / "models" / f"{name}.json").write_text(json.dumps(card, indent=1))
         return ModelEntry(name, dest, card)
 
+    def live_entry(self) -> ModelEntry | None:
+        """The live model, its file checked against the checksum it was added with (DataError
+        when missing or changed); None before any model is live. Changes nothing."""
+        name = self.index()["live"]
+        if not name:
+            return None
+        e = self.get(name)
+        if not e.path.is_file() or sha256_of(e.path) != e.sha256:
+            raise DataError(f"{e.path}: the live model's file is missing or changed since it was added")
+        return e
+
     def ensure_live(self) -> ModelEntry:
         """The live model; a new registry starts with the shipped model live."""
-        d = self.index()
-        if d["live"]:
-            e = self.get(d["live"])
-            if not e.path.is_file() or sha256_of(e.path) != e.sha256:
-                raise DataError(f"{e.path}: the live model's file is missing or changed since it was added")
+        e = self.live_entry()
+        if e is not None:
             return e
         from scallop.models.runtime import default_model_path
 
