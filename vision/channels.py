@@ -69,9 +69,9 @@ class SecondCameraPair(Camera):
     later frame, ``retry_s[0]`` seconds after it failed, the wait doubling after each failure
     (to open or to read) up to ``retry_s[1]``, and starting again from ``retry_s[0]`` once one
     of its frames came (a device that takes a while to open, or opens and never delivers,
-    would otherwise hold up colour frames). The wait is measured on the colour frames' stamps, the clock the line runs
-    on. The colour camera's errors pass through unchanged: the line's reader handles them as
-    for a single camera.
+    would otherwise hold up colour frames). The wait is measured on the colour frames' stamps,
+    the clock the line runs on. The colour camera's errors pass through unchanged: the line's
+    reader handles them as for a single camera.
     """
 
     def __init__(

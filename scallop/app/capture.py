@@ -5,9 +5,9 @@ belt count, the scale) and every finished scallop to :meth:`FrameCapture.on_outc
 capture decides at once, in the frame loop and without I/O, whether to keep the frame: always
 when the model was unsure of something in it (an ``ambiguous``, ``no_uro`` or ``hidden_uro``
 verdict, a uro confidence within ``low_margin`` of the pick threshold, a disagreement with the
-shadow model), otherwise a ``routine_share`` of frames. A kept frame goes into a bounded queue that one writer
-thread empties onto disk; a full queue drops the frame (counted), so the live loop never waits
-for the disk. A late pick costs a scallop, a lost capture costs nothing.
+shadow model), otherwise a ``routine_share`` of frames. A kept frame goes into a bounded queue
+that one writer thread empties onto disk; a full queue drops the frame (counted), so the live
+loop never waits for the disk. A late pick costs a scallop, a lost capture costs nothing.
 
 The folder's total stays under ``budget_mb``: past it an unsure frame replaces the oldest
 routine frame of the session, and other frames are dropped (counted). A disk that refuses a

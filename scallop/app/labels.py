@@ -397,7 +397,6 @@ class CocoSet:
     def companion(self, im: CocoImage) -> np.ndarray | None:
         """The image's fluorescence frame (``x.uv.png`` beside it, the spec's convention),
         checked; None when there is none."""
-        from scallop.imagefiles import companion_of
         from scallop.vision.camera import read_fluorescence
 
         path = companion_of(im.path)
@@ -454,12 +453,13 @@ def import_coco(
     checked = [(im, coco.rasterise(im)) for im in coco.images]  # every error before any file
     # The fluorescence channel comes along when every image has its x.uv.png; a set where only
     # some have one cannot train or score a four-channel model, and is refused naming them.
-    uv = [] if colour_only else [im for im in coco.images if companion_of(im.path) is not None]
+    beside = {} if colour_only else {im.id: companion_of(im.path) for im in coco.images}
+    uv = [im for im in coco.images if beside.get(im.id) is not None]
 
     def named(ims) -> str:
         return ", ".join(repr(im.file_name) for im in ims[:3]) + (", …" if len(ims) > 3 else "")
 
-    lost = [im for im in coco.images if im.fluorescence and companion_of(im.path) is None]
+    lost = [im for im in coco.images if im.fluorescence and beside.get(im.id) is None]
     if lost and not colour_only:
         raise CocoError(
             f"{coco.path}: {len(lost)} image(s) were kept with their fluorescence frame but it is not beside them "
@@ -467,7 +467,7 @@ def import_coco(
             "put them back, or import with --colour-only"
         )
     if uv and len(uv) != len(coco.images):
-        bare = [im for im in coco.images if companion_of(im.path) is None]
+        bare = [im for im in coco.images if beside[im.id] is None]
         raise CocoError(
             f"{coco.path}: {len(uv)} of {len(coco.images)} images have a fluorescence frame (*{COMPANION_SUFFIX}) "
             f"beside them, {len(bare)} do not ({named(bare)}): a data set carries the channel for every image or "
@@ -495,7 +495,7 @@ def import_coco(
         names.add(name)
         shutil.copyfile(im.path, root / "images" / (name + im.path.suffix.lower()))
         if uv:
-            shutil.copyfile(companion_of(im.path), root / "images" / (name + COMPANION_SUFFIX))
+            shutil.copyfile(beside[im.id], root / "images" / (name + COMPANION_SUFFIX))
         cv2.imencode(".png", parts)[1].tofile(str(root / "parts" / f"{name}.png"))
         cv2.imencode(".png", instances)[1].tofile(str(root / "instances" / f"{name}.png"))
         labels = {
