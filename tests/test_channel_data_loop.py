@@ -81,6 +81,11 @@ def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
     assert {k: ev_coco[k] for k in ("recall", "uro_success", "counts")} == {
         k: ev[k] for k in ("recall", "uro_success", "counts")
     }
+    # Without --model, as scallop detect and the line: a set with the channel gets the model
+    # that reads it, for the data set and the COCO file alike.
+    for source in (ds, tmp_path / "labelled" / "coco.json"):
+        auto = cli_json(capsys, "eval", source, "--json", "--report", tmp_path / "e3.html")
+        assert auto["model"] == str(uvm) and auto["counts"] == ev["counts"]
 
 
 def _tiny_coco(tmp_path, companions: list[bool], uv_shape=None, marked=None) -> str:
@@ -131,6 +136,19 @@ def test_fluorescence_frames_a_labelling_tool_left_behind_are_named(tmp_path):
         import_coco(coco, tmp_path / "ds")
     import_coco(coco, tmp_path / "ds", colour_only=True)
     assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["version"] == 1
+
+
+def test_a_companion_listed_as_an_image_of_its_own_is_refused(tmp_path):
+    """A labelling tool given a whole capture folder lists the x.uv.png files too: refused,
+    never imported or scored as colour frames."""
+    coco = json.loads(open(_tiny_coco(tmp_path, [True])).read())
+    coco["images"].append(dict(coco["images"][0], id=99, file_name="../img/f0.uv.png"))
+    path = tmp_path / "coco" / "with-uv.json"
+    path.write_text(json.dumps(coco))
+    for colour_only in (False, True):
+        with pytest.raises(CocoError, match=r"image '../img/f0.uv.png' is a fluorescence companion .*not a frame"):
+            import_coco(path, tmp_path / "ds", colour_only=colour_only)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_a_companion_of_the_wrong_size_is_refused_before_anything_is_written(tmp_path):

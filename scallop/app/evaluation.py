@@ -53,6 +53,23 @@ def labelled_samples(source: str | Path, mm_per_px: float | None = None) -> tupl
     raise DataError(f"{p}: no such labelled set (a COCO .json file or a data-set folder)")
 
 
+def carries_channel(source: str | Path, mm_per_px: float | None = None) -> bool:
+    """Whether a labelled set has the fluorescence channel for every image: a data-set folder
+    whose ``dataset.json`` names "uv", a COCO file with ``x.uv.png`` beside every image (its
+    entries are read and checked here, before any model is loaded)."""
+    p = Path(source)
+    if p.is_file():
+        from scallop.app.labels import CocoSet
+        from scallop.imagefiles import companion_of
+
+        return all(companion_of(im.path) is not None for im in CocoSet(p, mm_per_px).images)
+    if not p.is_dir():
+        return False  # evaluate() says what is wrong with it
+    from scallop.models.dataset import read_manifest
+
+    return "uv" in (read_manifest(p).get("channels") or ())
+
+
 def conditions_of(labels: dict) -> list[str]:
     out = [str(c) for c in labels.get("conditions") or []]
     look = labels.get("look")

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import DataError, check_number
-from scallop.imagefiles import COMPANION_SUFFIX, companion_of
+from scallop.imagefiles import COMPANION_SUFFIX, companion_of, is_companion
 from scallop.models.dataset import DATASET_FORMAT, PART_NAMES, Sample
 
 # Category ids as this software writes them; reading goes by name (a tool may renumber).
@@ -313,6 +313,12 @@ class CocoSet:
             ids.add(iid)
             if not isinstance(name, str) or not name:
                 raise CocoError(f"{self.path}: image {iid} has no file_name")
+            if is_companion(name):
+                # A labelling tool given a whole capture folder lists the companions too.
+                raise CocoError(
+                    f"{self.path}: image {name!r} is a fluorescence companion (*{COMPANION_SUFFIX}), not a frame: "
+                    "remove its entry from the COCO file (it stays beside its frame, which brings it along)"
+                )
             w, h = e.get("width"), e.get("height")
             if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 20000 for v in (w, h)):
                 raise CocoError(f"{self.path}: image {name!r}: width and height must be whole pixels, got {w!r}x{h!r}")

@@ -6,7 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-KEYS = ("recall", "precision", "uro_success", "adductor_hits", "near_adductor", "no_uro_picked")
+KEYS = (
+    "recall",
+    "precision",
+    "uro_success",
+    "adductor_hits",
+    "near_adductor",
+    "no_uro_picked",
+    "uro_passed",
+    "uro_to_rework",
+    "no_uro_to_rework",
+)
 
 
 def register(sub) -> None:
@@ -25,7 +35,10 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dataset", metavar="DATASET", help="COCO .json file or data-set folder")
-    p.add_argument("--model", help="ONNX model (default: the shipped model)")
+    p.add_argument(
+        "--model",
+        help="ONNX model (default: the shipped model; the four-channel one for a set with the fluorescence channel)",
+    )
     p.add_argument("--mm-per-px", type=float, help="the set's scale, when its labelling tool dropped it")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument(
@@ -37,16 +50,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from scallop.app.evaluation import evaluate, write_report
+    from scallop.app.evaluation import carries_channel, evaluate, write_report
     from scallop.app.progress import Progress
     from scallop.errors import check_number
+    from scallop.models.runtime import default_uv_model_path
 
     check_number("--threads", args.threads, 1, 64, integer=True)
     check_number("--worst", args.worst, 0, 1000, integer=True)
+    if args.mm_per_px is not None:
+        check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
+    # Without --model, as scallop detect and the line do: a set with the fluorescence channel
+    # is scored with the shipped model that reads it.
+    model = args.model or (str(default_uv_model_path()) if carries_channel(args.dataset, args.mm_per_px) else None)
     bar = Progress(None, "scoring", unit="frames")
     try:
         ev = evaluate(
-            args.model,
+            model,
             [args.dataset],
             mm_per_px=args.mm_per_px,
             threads=args.threads,
@@ -59,7 +78,7 @@ def run(args) -> int:
     bar.close()
     report = Path(args.report)
     write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
-    s = ev.summary
+    s = ev.summary | {"model": ev.model}
     if args.json:
         print(json.dumps(s))
         return 0
