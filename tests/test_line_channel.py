@@ -560,3 +560,18 @@ def test_a_dark_channel_is_caught_although_its_pairs_come(tmp_path, monkeypatch)
         assert not line.channel.dark and not line.alarms.is_active(ALARM) and line.state == "running"
     finally:
         line.close()
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        (9.0, "max_pair_ms=9.0 is out of range: allowed 0.1..8 for a second camera on the same trigger"),
+        (float("nan"), "max_pair_ms=nan is not a finite number: allowed 0.1..8 for a second camera"),
+        (0.0, r"max_pair_ms is required with a fluorescence set-up \(allowed 0.1–8 ms\)"),
+    ],
+)
+def test_a_second_cameras_pair_window_is_checked_against_its_own_range(value, words):
+    with pytest.raises(ValueError, match=words):
+        FluorescenceSection(
+            setup="second_camera", source="1", alarm_after=5, max_pair_ms=value, register_height_mm=15.0
+        )

@@ -221,16 +221,21 @@ class FluorescenceSection:
                     raise ValueError(f"{key}={getattr(self, key)!r}: it has no use with setup = 'none'")
             return
         # Physical and safety settings: given, never defaulted.
+        second = self.setup == "second_camera"
         if self.max_pair_ms == 0.0:
-            raise ValueError("max_pair_ms is required with a fluorescence set-up (allowed 0.1–100 ms)")
-        check_range("max_pair_ms", self.max_pair_ms, 0.1, 100.0)
+            raise ValueError(
+                f"max_pair_ms is required with a fluorescence set-up (allowed {'0.1–8' if second else '0.1–100'} ms)"
+            )
+        if second:
+            # Matched by time: a window under half the shortest frame period (60 fps: 16.7 ms)
+            # holds at most one of its frames, so a frame of another moment cannot be taken.
+            check_range("max_pair_ms", self.max_pair_ms, 0.1, 8.0, " for a second camera on the same trigger")
+        else:
+            check_range("max_pair_ms", self.max_pair_ms, 0.1, 100.0)
         if self.alarm_after == 0:
             raise ValueError("alarm_after is required with a fluorescence set-up (allowed 1–1000 pairs)")
         check_range("alarm_after", self.alarm_after, 1, 1000)
-        if self.setup == "second_camera":
-            # Matched by time: a window under half the shortest frame period (60 fps: 16.7 ms)
-            # holds at most one of its frames, so a frame of another moment cannot be taken.
-            check_range("max_pair_ms", self.max_pair_ms, 0.1, 8.0, "for a second camera on the same trigger")
+        if second:
             if not self.source.strip():
                 raise ValueError("source is required with setup = 'second_camera': the fluorescence camera's device")
             if self.register_height_mm == -1.0:
