@@ -249,7 +249,20 @@ def check_model(cfg: LineConfig) -> Check:
             "set up [camera.fluorescence] (docs/fluorescence.md), or run a colour-only model",
         )
     reads = "colour and fluorescence" if pipe.takes_uv else "colour only" + (", the channel unread" if channel else "")
-    return Check("model", OK, f"{path.name} loads ({reads}), sha256 {digest[:16]}")
+    found = f"{path.name} loads ({reads}), sha256 {digest[:16]}"
+    from scallop.app.line.settings import HIDDEN_URO_OFF
+
+    p = cfg.vision.hidden_uro_probability
+    if p >= HIDDEN_URO_OFF:
+        # The line raises its alarm for this at every start; the doctor says so beforehand.
+        return Check(
+            "model",
+            WARN,
+            f"{found}; vision.hidden_uro_probability = {p:g}: scallops whose uro is seen too little to grip "
+            "pass on as clean",
+            "set it back to 0.3 (docs/interfaces.md)",
+        )
+    return Check("model", OK, found)
 
 
 def check_disk(cfg: LineConfig) -> Check:

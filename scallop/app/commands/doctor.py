@@ -12,7 +12,8 @@ def register(sub) -> None:
         description=(
             "Check what a maintenance engineer would, one line each: OK, WARN or FAIL, what was\n"
             "found and what to do. Devices are only read (the doctor may run beside the line).\n"
-            "Exit status 0 when nothing FAILs, 1 otherwise.\n\n"
+            "Exit status 0 when nothing FAILs, 1 otherwise; 2 when the configuration itself is\n"
+            "refused (the error names the key, the value and the allowed range).\n\n"
             "example:\n"
             "  scallop doctor --config /etc/scallop/line.toml"
         ),
