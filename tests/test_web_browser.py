@@ -146,10 +146,16 @@ def test_an_alarms_technical_detail_is_a_line_of_its_own_on_a_japanese_screen(br
         browser.get(server.url + "/")
         detail = "no frame for 3.0 s (limit 2.0 s)"
         a = fake_line.raise_alarm("warning", detail, "camera", "camera.stall", detail=detail)
+        # Read in one script: the list is drawn anew at each event, so an element found by one
+        # call may be gone by the next.
+        read_row = (
+            "const r = document.querySelector(arguments[0]); if (!r) return null;"
+            "return [r.querySelector('.alarm-text > div').textContent,"
+            " Array.from(r.querySelectorAll('.alarm-detail'), (e) => e.textContent)];"
+        )
         row = f'#alarm-list [data-alarm="{a.id}"]'
-        wait_for(browser, lambda: browser.find_elements("css selector", row), what="the alarm's row")
-        sentence = browser.find_element("css selector", row + " .alarm-text > div").text
-        lines = [e.text for e in browser.find_elements("css selector", row + " .alarm-detail")]
+        wait_for(browser, lambda: browser.execute_script(read_row, row) is not None, what="the alarm's row")
+        sentence, lines = browser.execute_script(read_row, row)
         if language == "ja":
             assert "カメラの画像が来ません" in sentence and detail not in sentence
             assert lines == [f"詳細（技術者向け）：{detail}"]
