@@ -3,6 +3,7 @@ simulator's exact one, the alarms, and the two real camera set-ups (docs/fluores
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
     reg = None
     if fl.setup == "second_camera":
         # What a calibration file gives the line: the simulator's true one.
-        reg = Registration.from_calibration(true_calibration(world.config, [])).to_fluorescence
+        reg = Registration.from_calibration(true_calibration(world.config, []))
     return FluorescenceInput(
         fl.setup,
         world.camera_model,
@@ -45,7 +46,7 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
         max_pair_ms,
         alarm_after,
         alarms,
-        to_fluorescence=reg,
+        registration=reg,
     )
 
 
@@ -114,6 +115,29 @@ def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     fr = frame.extra["fluorescence"]
     frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, None)
     assert ch.pair(frame) is None and ch.dropped == {"uncounted": 1}
+
+
+@pytest.mark.parametrize(
+    ("setup", "want"), [(SECOND, "the calibration registered"), (ALTERNATE, "the colour frame is")]
+)
+def test_a_fluorescence_image_of_another_size_than_registered_is_dropped(setup, want):
+    """The registration maps pixels of one image size: a camera that comes back in another mode
+    would put the glow beside the uro. The pair is dropped, named, and the next good one counts."""
+    w = _world(setup)
+    cam = SimCamera(w)
+    cam.connect()
+    alarms = Alarms()
+    ch = _input(w, alarms, alarm_after=2)
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    h, wd = fr.image.shape
+    small = cv2.resize(fr.image, (wd // 2, h // 2), interpolation=cv2.INTER_AREA)
+    frame.extra["fluorescence"] = ChannelExposure(small, fr.timestamp, fr.encoder)
+    assert ch.pair(frame) is None and ch.dropped == {"size": 1}
+    assert f"fluorescence image {wd // 2}x{h // 2}, {want} {wd}x{h}" in alarms.get(ALARM).text
+    frame.extra["fluorescence"] = ChannelExposure(fr.image.T.copy(), fr.timestamp, fr.encoder)  # w and h swapped
+    assert ch.pair(frame) is None and ch.lost
+    assert ch.pair(cam.read()) is not None and not alarms.is_active(ALARM)
 
 
 def test_a_second_cameras_frame_without_a_count_is_moved_by_the_belt_speed_over_the_time_between():
@@ -187,7 +211,8 @@ def test_the_second_camera_is_registered_at_the_configured_height():
     px = np.array([[100.0, 100.0], [320.0, 240.0], [600.0, 400.0]])
 
     def at(h):
-        return fluorescence_registration(cal, FluorescenceSection(**SECOND_LINE, register_height_mm=h))(px)
+        reg = fluorescence_registration(cal, FluorescenceSection(**SECOND_LINE, register_height_mm=h))
+        return reg.to_fluorescence(px)
 
     np.testing.assert_allclose(at(0.0), Registration.from_calibration(cal).to_fluorescence(px), atol=1e-9)
     np.testing.assert_allclose(at(0.4), at(0.0), atol=1e-9)  # within 0.5 mm of the board's plane

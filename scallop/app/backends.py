@@ -44,8 +44,8 @@ class Backend:
         self.verifier = None  # scallop.app.line.ledger.PickVerifier
         self.observers: list = []  # objects with on_frame(frame) and summary() -> dict
         self.accepted_redo: list[str] = []  # calibration parts used despite a REDO verdict (override)
-        # A second fluorescence camera's registration on the belt plane (the calibration's
-        # ``fluorescence`` part): raw colour pixels (N, 2) → its raw pixels; None without one.
+        # A second fluorescence camera's registration at the configured height (the calibration's
+        # ``fluorescence`` part, a ``Registration``: its pixel map and its image size); None without one.
         self.fluorescence_registration = None
 
     def open(self) -> None:
@@ -56,12 +56,11 @@ class Backend:
             self.camera.disconnect()
 
 
-def open_camera(config: LineConfig, clock) -> Camera:
-    """The configured real camera (not connected yet): a recording folder plays back with its
-    own counts, anything else goes through OpenCV; with ``[camera.encoder]`` the frames get
-    their counts from the sampled counter (a recording then gives only its frames)."""
+def colour_camera(config: LineConfig, clock, sampled: bool = False) -> Camera:
+    """The configured colour camera device alone (not connected yet): GenICam through Aravis,
+    a recording folder (with its own counts unless ``sampled``), anything else through OpenCV.
+    ``scallop doctor`` opens it as the line does."""
     cc = config.camera
-    sampled = cc.encoder.source == "modbus"
     if cc.source == "genicam":
         # A GenICam camera through Aravis (vision/aravis.py): its own clock and, with an encoder
         # trigger divider, its own counts.
@@ -76,6 +75,24 @@ def open_camera(config: LineConfig, clock) -> Camera:
             clock=clock.now,
             sleep=clock.sleep,
         )
+    return cam
+
+
+def fluorescence_camera(config: LineConfig, clock) -> Camera:
+    """The second camera of ``[camera.fluorescence] setup = "second_camera"`` (not connected)."""
+    cc = config.camera
+    return OpenCVCamera(
+        OpenCVCameraConfig(source=cc.fluorescence.source, timeout_s=cc.timeout_s), clock=clock.now, sleep=clock.sleep
+    )
+
+
+def open_camera(config: LineConfig, clock) -> Camera:
+    """The configured real camera (not connected yet): :func:`colour_camera`; with
+    ``[camera.encoder]`` the frames get their counts from the sampled counter (a recording then
+    gives only its frames); with ``[camera.fluorescence]`` each frame brings its partner."""
+    cc = config.camera
+    sampled = cc.encoder.source == "modbus"
+    cam = colour_camera(config, clock, sampled)
     if sampled:
         # No hardware latch: counts are sampled over Modbus and interpolated per frame.
         from scallop.app.frames import EncodedCamera
@@ -93,10 +110,7 @@ def open_camera(config: LineConfig, clock) -> Camera:
         # when sampled, would be the colour frame's: it is registered as exposed with it.
         from scallop.vision.channels import SecondCameraPair
 
-        second = OpenCVCamera(
-            OpenCVCameraConfig(source=fl.source, timeout_s=cc.timeout_s), clock=clock.now, sleep=clock.sleep
-        )
-        cam = SecondCameraPair(cam, second, window_s=fl.max_pair_ms / 1000.0)
+        cam = SecondCameraPair(cam, fluorescence_camera(config, clock), window_s=fl.max_pair_ms / 1000.0)
     return cam
 
 
@@ -196,14 +210,14 @@ class HardwareBackend(Backend):
 
 
 def fluorescence_registration(cal, section):
-    """The second camera's registration at ``[camera.fluorescence] register_height_mm`` (a
-    pixel map: ``Registration.to_fluorescence``); what it lacks is named with the key. The line
-    builds it at its start, ``scallop doctor`` to check the calibration file."""
+    """The second camera's :class:`~scallop.calibration.fluorescence.Registration` at
+    ``[camera.fluorescence] register_height_mm``; what it lacks is named with the key. The line
+    builds it at its start, ``scallop doctor`` to check the calibration file and the camera."""
     from scallop.calibration.errors import MissingPartError
     from scallop.calibration.fluorescence import Registration
 
     try:
-        return Registration.at_height(cal, section.register_height_mm).to_fluorescence
+        return Registration.at_height(cal, section.register_height_mm)
     except MissingPartError as e:
         raise MissingPartError(
             f"camera.fluorescence.register_height_mm = {section.register_height_mm:g}: {e}"

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 from scallop.app.alarms import Alarms
 from scallop.calibration.camera_model import CameraModel, interpolated_maps
+from scallop.calibration.fluorescence import Registration
 from scallop.errors import ConfigError
 from scallop.robot.belt import Belt
 from scallop.vision.camera import Frame
@@ -54,10 +54,11 @@ MAX_MAPS = 8  # registration maps kept (about 7 MB each at 1280×720)
 class FluorescenceInput:
     """Pairs and registers the fluorescence channel for one line.
 
-    setup: "second_camera" or "alternate". to_fluorescence: for a second camera, raw colour
-    pixels (N, 2) → the raw fluorescence pixels seeing the same belt point at the same instant
-    (:meth:`scallop.calibration.fluorescence.Registration.to_fluorescence`, the calibration
-    file's ``fluorescence`` part); None for alternate frames.
+    setup: "second_camera" or "alternate". registration: for a second camera, its
+    :class:`~scallop.calibration.fluorescence.Registration` (the calibration file's
+    ``fluorescence`` part): ``to_fluorescence`` maps raw colour pixels (N, 2) to the raw
+    fluorescence pixels seeing the same belt point at the same instant, on images of
+    ``fluo_size``; None for alternate frames (the colour frame's own size and pixels).
     """
 
     def __init__(
@@ -68,16 +69,19 @@ class FluorescenceInput:
         max_pair_ms: float,
         alarm_after: int,
         alarms: Alarms,
-        to_fluorescence: Callable[[np.ndarray], np.ndarray] | None = None,
+        registration: Registration | None = None,
     ) -> None:
         if setup not in ("second_camera", "alternate"):
             raise ValueError(f"setup={setup!r}: expected 'second_camera' or 'alternate'")
-        if setup == "second_camera" and to_fluorescence is None:
+        if setup == "second_camera" and registration is None:
             raise ValueError(
                 "the fluorescence camera has no registration: run 'scallop calibrate fluorescence' "
                 "(docs/fluorescence.md) so the calibration file has its 'fluorescence' part"
             )
-        self._to_fluo = to_fluorescence if setup == "second_camera" else None
+        second = setup == "second_camera"
+        self._to_fluo = registration.to_fluorescence if second else None
+        # (w, h) the calibration registered; None: the colour frame's own (alternate frames).
+        self._fluo_size = registration.fluo_size if second else None
         self.setup = setup
         self.camera = camera
         self.belt = belt
@@ -129,6 +133,16 @@ class FluorescenceInput:
         image = np.asarray(exp.image)
         if image.dtype != np.uint8 or image.ndim != 2:
             return self._drop("corrupt", f"frame {frame.index}: fluorescence image {image.shape} {image.dtype}")
+        want = self._fluo_size or (frame.image.shape[1], frame.image.shape[0])
+        if (image.shape[1], image.shape[0]) != want:
+            # Registered pixel by pixel for one image size: another size (a camera reset to its
+            # default mode, a swapped camera) would put the glow beside the uro, not on it.
+            where = "the calibration registered" if self._fluo_size else "the colour frame is"
+            return self._drop(
+                "size",
+                f"frame {frame.index}: fluorescence image {image.shape[1]}x{image.shape[0]}, {where} "
+                f"{want[0]}x{want[1]}",
+            )
         mx, my = self._registration(shift)
         uv = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         glow = glow_level(uv)
@@ -294,7 +308,7 @@ def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInpu
             section.max_pair_ms,
             section.alarm_after,
             alarms,
-            to_fluorescence=backend.fluorescence_registration,
+            registration=backend.fluorescence_registration,
         )
     except ValueError as e:
         raise ConfigError(f"camera.fluorescence: {e}") from None
