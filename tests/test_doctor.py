@@ -194,3 +194,56 @@ def test_the_line_plc_is_read_and_its_faults_named(line):
     assert status == FAIL and "line PLC (tcp 127.0.0.1" in words and "power and network cable" in words
     real = line | {"camera": {"source": "rtsp://10.0.0.5/stream"}}
     assert statuses(real)["line PLC"][0] == WARN
+
+
+def _second_camera_line(line, tmp_path, fluo_size):
+    """A real line's configuration: colour frames from an image folder, the second camera from
+    another folder of ``fluo_size`` grey frames, the calibration's fluorescence part from the
+    simulator's true one (800x600)."""
+    import cv2
+    import numpy as np
+
+    from scallop.app.config import build
+    from scallop.calibration.store import LineCalibration
+    from scallop.sim.commission import true_calibration
+    from tests.test_sim_fluorescence import SECOND
+
+    part = true_calibration(build(SimConfig, {"fluorescence": SECOND}), []).data["fluorescence"]
+    cal = LineCalibration.load(line["runtime"]["calibration"], require=("intrinsics",))
+    cal.set_fluorescence(part)
+    cal.save()
+    colour, fluo = tmp_path / "colour", tmp_path / "fluo"
+    colour.mkdir()
+    fluo.mkdir()
+    cv2.imwrite(str(colour / "a.png"), np.full((480, 640, 3), 90, np.uint8))
+    if fluo_size is not None:
+        cv2.imwrite(str(fluo / "a.png"), np.full(fluo_size[::-1], 12, np.uint8))
+    fl = {"setup": "second_camera", "source": str(fluo), "max_pair_ms": 2.0, "alarm_after": 5}
+    return line | {"camera": {"source": str(colour), "fluorescence": fl | {"register_height_mm": 0.0}}}
+
+
+def test_the_second_camera_is_opened_and_its_size_checked_against_the_calibration(line, tmp_path):
+    got = statuses(_second_camera_line(line, tmp_path, (800, 600)))
+    assert got["camera"][0] == OK and "gives 640x480 frames" in got["camera"][1]
+    assert got["fluorescence camera"][0] == OK and "gives 800x600 frames" in got["fluorescence camera"][1]
+
+
+def test_a_second_camera_in_another_mode_than_calibrated_fails(line, tmp_path):
+    status, text = statuses(_second_camera_line(line, tmp_path, (640, 480)))["fluorescence camera"]
+    assert status == FAIL
+    assert "gives 640x480 frames, but the calibration registered 800x600: every pair would be dropped" in text
+    assert "redo 'scallop calibrate fluorescence'" in text
+
+
+def test_a_missing_second_camera_fails_and_the_colour_one_is_still_checked(line, tmp_path):
+    got = statuses(_second_camera_line(line, tmp_path, None))  # an empty folder: nothing to read
+    assert got["fluorescence camera"][0] == FAIL and "check its cable and power" in got["fluorescence camera"][1]
+    assert got["camera"][0] == OK
+
+
+def test_alternate_frames_and_the_simulator_have_no_second_device_to_check(line):
+    from tests.test_sim_fluorescence import ALTERNATE
+
+    fl = {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 5}
+    got = statuses(line | {"sim": {"fluorescence": ALTERNATE}, "camera": {"fluorescence": fl}})
+    assert "fluorescence camera" not in got and got["camera"][0] == OK

@@ -391,3 +391,12 @@ def test_scallop_run_runs_the_line_from_the_fake_camera(tmp_path):
     # 25 Hz for 3 s, each frame with its count: analysed, or dropped when analysis falls behind.
     assert summary["frames"] >= 10 and 50 <= summary["frames"] + summary["frames_dropped"] <= 100, summary
     assert summary["seen"] == 0  # a test pattern, not a belt
+
+
+@needs_aravis
+def test_scallop_doctor_opens_the_genicam_camera_the_line_would():
+    """The doctor read 'genicam' as an OpenCV device name and failed a working camera."""
+    from scallop.app.doctor import OK, check_camera
+
+    check = check_camera(load_config(EXAMPLE / "line.toml"))
+    assert (check.status, check.found) == (OK, "GenICam camera gives 640x480 frames")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from scallop.app.config import LineConfig
 from scallop.errors import DataError, ScallopError
 
@@ -44,20 +46,76 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------- devices
+def _first_frame(cam):
+    """Connect ``cam`` (a device the line would open), read one frame, let it go."""
+    try:
+        cam.connect()
+        return cam.read()
+    finally:
+        cam.disconnect()
+
+
 def check_camera(cfg: LineConfig) -> Check:
     if cfg.camera.source == "sim":
         return Check("camera", OK, "the built-in simulator")
-    from scallop.vision.camera import CameraError, OpenCVCamera, OpenCVCameraConfig
+    from scallop.app.backends import colour_camera
+    from scallop.robot.clock import SystemClock
 
-    cam = OpenCVCamera(OpenCVCameraConfig(source=cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height))
+    name = "GenICam camera" if cfg.camera.source == "genicam" else repr(cfg.camera.source)
     try:
-        cam.connect()
-        frame = cam.read()
-        return Check("camera", OK, f"{cfg.camera.source!r} gives {frame.width}x{frame.height} frames")
-    except CameraError as e:
+        # The device the line opens (GenICam, a recording, or what OpenCV opens), not a guess.
+        frame = _first_frame(colour_camera(cfg, SystemClock()))
+    except (ScallopError, OSError) as e:
         return Check("camera", FAIL, str(e), "check the cable and power, or whether the running line holds the device")
-    finally:
-        cam.disconnect()
+    return Check("camera", OK, f"{name} gives {frame.width}x{frame.height} frames")
+
+
+def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
+    """The second camera of ``[camera.fluorescence]``: it delivers, one grey channel, at the size
+    the calibration registered (another size is dropped pair by pair on the line)."""
+    fl = cfg.camera.fluorescence
+    if fl.setup != "second_camera" or cfg.camera.source == "sim":
+        return None  # alternate frames come from the colour camera; the simulator draws its own
+    from scallop.app.backends import fluorescence_camera
+    from scallop.robot.clock import SystemClock
+
+    name = "fluorescence camera"
+    try:
+        frame = _first_frame(fluorescence_camera(cfg, SystemClock()))
+    except (ScallopError, OSError) as e:
+        return Check(name, FAIL, str(e), "check its cable and power, or whether the running line holds the device")
+    found = f"{fl.source!r} gives {frame.width}x{frame.height} frames"
+    size = _registered_fluorescence_size(cfg)
+    if size is not None and (frame.width, frame.height) != size:
+        return Check(
+            name,
+            FAIL,
+            f"{found}, but the calibration registered {size[0]}x{size[1]}: every pair would be dropped",
+            "set the camera back to the calibrated mode, or redo 'scallop calibrate fluorescence'",
+        )
+    if frame.image.ndim == 3 and frame.image.shape[2] == 3:
+        b, g, r = (frame.image[..., c] for c in range(3))
+        if not (np.array_equal(b, g) and np.array_equal(g, r)):
+            # The line takes its grey level; a colour camera behind a red filter still works,
+            # but a colour sensor without the filter would see the UV light's glare.
+            return Check(name, WARN, f"{found} in colour", "check that it is the monochrome camera behind its filter")
+    return Check(name, OK, found)
+
+
+def _registered_fluorescence_size(cfg: LineConfig) -> tuple[int, int] | None:
+    """(w, h) of the fluorescence images the calibration file registered, None when it cannot
+    be read (the calibration check says why)."""
+    from scallop.calibration.errors import CalibrationError
+    from scallop.calibration.store import load_calibration
+
+    try:
+        cal = load_calibration(
+            cfg.runtime.calibration, require=("fluorescence",), accept_redo=cfg.runtime.accept_redo_calibration
+        )
+    except (CalibrationError, OSError, ValueError):
+        return None
+    size = cal.fluorescence_size
+    return None if size is None else (int(size[0]), int(size[1]))
 
 
 def check_encoder(cfg: LineConfig) -> Check | None:
@@ -344,9 +402,9 @@ def check_clock() -> Check:
 def run_checks(cfg: LineConfig, now: float | None = None, clock: bool = True) -> list[Check]:
     now = time.time() if now is None else now
     checks = [check_camera(cfg)]
-    enc = check_encoder(cfg)
-    if enc is not None:
-        checks.append(enc)
+    for optional in (check_fluorescence_camera(cfg), check_encoder(cfg)):
+        if optional is not None:
+            checks.append(optional)
     checks += [check_arm(a) for a in cfg.arms if a.transport is not None]
     checks.append(check_plc(cfg))
     checks += [check_calibration(cfg, now), check_model(cfg), check_disk(cfg), check_record(cfg), check_users(cfg)]
