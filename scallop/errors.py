@@ -54,7 +54,8 @@ class StateError(ScallopError, RuntimeError):
 
 
 def _fmt(v: float) -> str:
-    return f"{v:g}"
+    # An integer bound exactly (a seed's 4294967295, not 4.29497e+09).
+    return str(v) if isinstance(v, int) else f"{v:g}"
 
 
 def check_number(
@@ -80,6 +81,17 @@ def check_number(
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise error(f"{key}={value!r} is out of range{_allowed(lo, hi)}{note}")
     return value
+
+
+#: The largest seed a command takes. numpy's seeding refuses negative numbers (a traceback, not
+#: a usage error, if let through); 32 bits are more distinct runs than anyone draws, and a
+#: bigger number is a typo, not a wish.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(key: str, value: object) -> int:
+    """A seed option: a whole number 0..SEED_MAX, or :class:`ConfigError` naming the option."""
+    return int(check_number(key, value, 0, SEED_MAX, integer=True))
 
 
 def _allowed(lo: float | None, hi: float | None) -> str:

@@ -197,6 +197,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err == f"scallop sim: error: {tmp_path / 'none.onnx'}: no such model file"
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # numpy's seeding refuses a negative seed: a usage error, not an internal one.
+        (["--seed", "-1"], "--seed=-1 is out of range: allowed 0..4294967295"),
+        (["--seed", "4294967296"], "--seed=4294967296 is out of range: allowed 0..4294967295"),
+        (["--scallops", "0"], "--scallops=0 is out of range: allowed 1..1000000"),
+        (["--scallops", "1000001"], "--scallops=1000001 is out of range: allowed 1..1000000"),
+        (["--duration", "nan"], "--duration=nan is not a finite number: allowed more than 0, up to 86400 s"),
+        (["--duration", "inf"], "--duration=inf is not a finite number: allowed more than 0, up to 86400 s"),
+        (["--duration", "0"], "--duration=0.0 is out of range: allowed more than 0, up to 86400 s"),
+    ],
+)
+def test_sim_run_refuses_out_of_range_options_naming_them(capsys, args, message):
+    assert main(["sim", "run", "--scenario", "nominal", "--quiet", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"scallop sim: error: {message}"
+
+
+def test_a_scenario_files_negative_seed_is_refused_naming_the_key(tmp_path, capsys):
+    bad = tmp_path / "seed.toml"
+    bad.write_text('[scenario]\nname = "s"\nseed = -3\nscallops = 2\n')
+    assert main(["sim", "run", "--scenario", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"scallop sim: error: {bad}: scenario: seed=-3 is out of range: allowed 0..4294967295"
+
+
 def test_sim_list_shows_each_scenario_with_its_description(capsys):
     assert main(["sim", "list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

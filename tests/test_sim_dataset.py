@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -207,6 +208,27 @@ def test_sim_dataset_command(tmp_path, capsys):
     assert main(["sim", "dataset", "--n", "1", "--out", str(out)]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "already there" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", "0"], "--n=0 is out of range: allowed 1..1000000"),
+        (["--n", "1000001"], "--n=1000001 is out of range: allowed 1..1000000"),
+        # numpy's seeding refuses a negative seed: a usage error, not an internal one.
+        (["--n", "1", "--seed", "-1"], "--seed=-1 is out of range: allowed 0..4294967295"),
+        (["--n", "1", "--seed", "4294967296"], "--seed=4294967296 is out of range: allowed 0..4294967295"),
+        # 10000 processes hung the machine; the bound is 4 per CPU.
+        (["--n", "1", "--workers", "10000"], "--workers=10000 is out of range: allowed 1..{max} (0: the default)"),
+        (["--n", "1", "--workers", "-1"], "--workers=-1 is out of range: allowed 1..{max} (0: the default)"),
+    ],
+)
+def test_sim_dataset_command_refuses_out_of_range_options(tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main(["sim", "dataset", "--out", str(out), *args]) == 2
+    bound = 4 * (os.cpu_count() or 1)
+    assert capsys.readouterr().err.strip() == "scallop sim: error: " + message.format(max=bound)
+    assert not out.exists()  # refused before anything is written
 
 
 def test_sim_dataset_command_writes_the_channel_when_asked(tmp_path, capsys):

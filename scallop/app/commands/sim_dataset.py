@@ -6,7 +6,20 @@ import argparse
 import os
 import textwrap
 
+from scallop.errors import SEED_MAX
+
 EXAMPLE = "  scallop sim dataset --n 200 --out data/sim --seed 1"
+# Frames are named with six digits (images/000123.png), so a set holds at most a million.
+MAX_FRAMES = 1_000_000
+
+
+def max_workers() -> int:
+    """The most --workers this machine takes. Frames are CPU-bound and each worker is a spawned
+    interpreter with numpy and OpenCV loaded (about 150 MB): past the cores more processes only
+    add memory and start-up time, and thousands of them never all start (--workers 10000 hung).
+    Four per core leaves room to oversubscribe on purpose (a container that reports fewer
+    cores than it gets) and refuses the typo."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def register(sub) -> None:
@@ -24,10 +37,17 @@ def register(sub) -> None:
         + EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--n", type=int, required=True, help="number of frames")
+    p.add_argument("--n", type=int, required=True, help=f"number of frames, 1..{MAX_FRAMES}")
     p.add_argument("--out", required=True, help="folder to write (created)")
-    p.add_argument("--seed", type=int, default=0, help="frame i of a seed is always the same (default 0)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: the CPU count, at most 4)")
+    p.add_argument(
+        "--seed", type=int, default=0, help=f"0..{SEED_MAX}; frame i of a seed is always the same (default 0)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help=f"processes, 1..{max_workers()} (4 per CPU of this machine; default: the CPU count, at most 4)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
     p.add_argument(
         "--fluorescence",
@@ -38,13 +58,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from scallop.sim.dataset import DatasetError, DatasetSettings, write_dataset
+    from scallop.errors import check_number, check_seed
+    from scallop.sim.dataset import DatasetSettings, write_dataset
 
-    if args.n < 1:
-        raise DatasetError(f"--n {args.n}: need at least one frame")
+    check_number("--n", args.n, 1, MAX_FRAMES, integer=True)
+    check_seed("--seed", args.seed)
+    if args.workers != 0:  # 0: the default below
+        check_number("--workers", args.workers, 1, max_workers(), integer=True, note=" (0: the default)")
     workers = args.workers or min(4, os.cpu_count() or 1)
-    if workers < 1:
-        raise DatasetError(f"--workers {args.workers}: need at least one process")
 
     from scallop.app.progress import Progress
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from scallop.errors import SEED_MAX
+
+# The scenario file's own limits (scenario.scallops, scenario.duration_s), for the options that
+# replace them: checked here so that the message names the option.
+MAX_SCALLOPS = 1_000_000
+MAX_DURATION_S = 86400
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -25,10 +32,17 @@ def register(sub) -> None:
     )
     p.add_argument("--scenario", required=True, metavar="FILE|NAME", help="scenario file, or a shipped scenario's name")
     p.add_argument("--report", metavar="DIR", help="write summary.json, index.html and failure frames here")
-    p.add_argument("--seed", type=int, help="seed (default: the scenario's)")
+    p.add_argument("--seed", type=int, help=f"seed, 0..{SEED_MAX} (default: the scenario's)")
     p.add_argument("--model", metavar="PATH", help="ONNX model (default: the scenario's, else the shipped model)")
-    p.add_argument("--scallops", type=int, metavar="N", help="run until N scallops went past the arms")
-    p.add_argument("--duration", type=float, metavar="S", help="run S seconds of virtual time instead")
+    p.add_argument(
+        "--scallops", type=int, metavar="N", help=f"run until N scallops went past the arms, 1..{MAX_SCALLOPS}"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"run S seconds of virtual time instead (more than 0, at most {MAX_DURATION_S})",
+    )
     p.add_argument(
         "--language",
         choices=("ja", "en"),
@@ -41,10 +55,19 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
+    import math
 
     from scallop.app.progress import Progress
     from scallop.app.scenario import load_scenario, run_scenario, write_report
+    from scallop.errors import ConfigError, check_number, check_seed
 
+    if args.seed is not None:
+        check_seed("--seed", args.seed)
+    if args.scallops is not None:
+        check_number("--scallops", args.scallops, 1, MAX_SCALLOPS, integer=True)
+    if args.duration is not None and not 0 < args.duration <= MAX_DURATION_S:  # NaN fails this too
+        what = "is out of range" if math.isfinite(args.duration) else "is not a finite number"
+        raise ConfigError(f"--duration={args.duration!r} {what}: allowed more than 0, up to {MAX_DURATION_S} s")
     sc = load_scenario(args.scenario)
     by_count = args.scallops is not None or (args.duration is None and sc.spec.scallops > 0)
     total = (args.scallops or sc.spec.scallops) if by_count else int(args.duration or sc.spec.duration_s)
