@@ -63,6 +63,9 @@ def write_metrics_into_model(path, summary: dict) -> None:
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import tempfile
 
     from scallop.sim.dataset import DatasetSettings, write_dataset

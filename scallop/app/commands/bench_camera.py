@@ -154,6 +154,9 @@ def replay_graded(folder: Path, facts: dict, record_path: Path):
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     from scallop.errors import ConfigError
 
     if not (5 <= args.seconds <= 3600) or not (1 <= args.fps <= 30):

@@ -230,6 +230,9 @@ def misses(figures: dict) -> list[str]:
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import tempfile
 
     from scallop.app.commands.bench import write_figures

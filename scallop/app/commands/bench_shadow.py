@@ -118,6 +118,9 @@ def _passes(frames, total: int, fps: float, model: str, share: float, cpu: float
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import tempfile
 
     from scallop.errors import check_number

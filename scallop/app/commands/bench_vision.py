@@ -109,6 +109,9 @@ def _scallop_range(text: str) -> tuple[int, int]:
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import cv2
     import numpy as np
     import onnxruntime as ort

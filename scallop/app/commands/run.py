@@ -60,9 +60,10 @@ def run(args) -> int:
     from scallop.app.config import load_config
     from scallop.app.web import create_app
     from scallop.app.web_server import serve
-    from scallop.errors import check_number
+    from scallop.errors import check_number, check_seed
     from scallop.robot.clock import SystemClock
 
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     if args.port is not None:
         check_number("--port", args.port, 0, 65535, integer=True)  # 70000 is a typo, not port 4464
     cfg = load_config(args.config)

@@ -32,6 +32,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     from scallop.app.backends import default_sim_arms
     from scallop.errors import ConfigError
     from scallop.sim.commission import write_commissioning

@@ -33,6 +33,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import cv2
 
     from scallop.app.config import ConfigError

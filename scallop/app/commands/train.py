@@ -148,6 +148,9 @@ def _subset(src: str, indices: set[int], keep: bool):
 
 
 def run(args) -> int:
+    from scallop.errors import check_seed
+
+    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     try:
         import torch
     except ImportError:
