@@ -37,10 +37,16 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_frame(p, suffixes))
 
 
-def companion_of(frame: str | os.PathLike) -> Path | None:
-    """The fluorescence companion beside ``frame`` (``x.jpg`` → ``x.uv.png``), None if absent."""
+def companion_path(frame: str | os.PathLike) -> Path:
+    """Where the fluorescence companion of ``frame`` would be (``x.jpg`` → ``x.uv.png``)."""
     p = Path(frame)
-    c = p.with_name(p.stem + COMPANION_SUFFIX)
+    return p.with_name(p.stem + COMPANION_SUFFIX)
+
+
+def companion_of(frame: str | os.PathLike) -> Path | None:
+    """The fluorescence companion beside ``frame`` (``x.jpg`` → ``x.uv.png``), None if absent
+    (or not a file: a reader that cares tells the two apart with :func:`companion_path`)."""
+    c = companion_path(frame)
     return c if c.is_file() else None
 
 

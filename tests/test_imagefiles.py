@@ -87,6 +87,45 @@ def test_detect_skips_a_companion_given_beside_its_frame_and_refuses_one_alone(t
     out = capsys.readouterr().out
     assert "a.png:" in out and "a.uv.png" not in out
     shutil.copy(src / "a.uv.png", tmp_path / "lonely.uv.png")
-    assert main(["detect", "--mm-per-px", "0.5", str(tmp_path / "lonely.uv.png")]) == 3
+    assert main(["detect", "--mm-per-px", "0.5", str(tmp_path / "lonely.uv.png")]) == 1
     err = capsys.readouterr().err
     assert "fluorescence companion" in err and "Traceback" not in err
+
+
+def test_detect_over_a_folder_reports_an_orphan_companion_and_goes_on(tmp_path, capsys):
+    """``scallop detect dir/*`` with an x.uv.png whose frame is gone: that file is reported, the
+    other images are analysed, and the exit code is 1 at the end, as --help says."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        _png(src / name)
+    _png(src / "a.uv.png", grey=True)
+    _png(src / "x.uv.png", grey=True)  # its x.jpg was deleted
+    given = [str(p) for p in sorted(src.iterdir())]
+    assert main(["detect", "--mm-per-px", "0.5", *given]) == 1
+    cap = capsys.readouterr()
+    assert "a.png:" in cap.out and "b.png:" in cap.out and "x.uv.png" not in cap.out
+    err = cap.err.strip().splitlines()
+    assert err == [
+        f"scallop detect: error: {src / 'x.uv.png'}: a fluorescence companion (*.uv.png), not a frame: "
+        "give its colour frame (x.jpg or .png) instead"
+    ]
+
+
+def test_detect_reports_a_companion_that_is_a_folder(tmp_path, capsys):
+    """An x.uv.png that is a folder is a pair that cannot be read, reported as such (it was
+    silently taken for a lone frame); the other images go on and the exit code is 1."""
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "a.png")
+    (src / "a.uv.png").mkdir()
+    _png(src / "b.png")
+    given = [str(p) for p in sorted(src.iterdir())]  # the folder comes along with a glob
+    assert main(["detect", "--mm-per-px", "0.5", *given]) == 1
+    cap = capsys.readouterr()
+    assert "b.png:" in cap.out and "a.png:" not in cap.out
+    err = cap.err.strip().splitlines()
+    assert err == [
+        f"scallop detect: error: {src / 'a.uv.png'}: the fluorescence frame of {src / 'a.png'} is a folder, "
+        "not an image file: the pair cannot be analysed"
+    ]

@@ -16,7 +16,9 @@ def register(sub) -> None:
             "Find every scallop and its uro in images.\n\n"
             "example:\n  scallop detect --mm-per-px 0.5 --json --annotate out/ frame1.png frame2.jpg\n\n"
             "With --json, one JSON object per image on stdout, one per line, nothing else.\n"
-            "An unreadable image is reported on stderr and the exit code is 1 after the others are done.\n\n"
+            "An unreadable image is reported on stderr and the exit code is 1 after the others are done;\n"
+            "so is a fluorescence frame x.uv.png given without its colour frame, and a pair whose x.uv.png\n"
+            "cannot be read (a folder, the wrong size).\n\n"
             "The image scale on the belt is never guessed: it comes from --calibration, from --mm-per-px,\n"
             "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json.\n\n"
             "Frame pairs: an image with its registered fluorescence frame beside it (x.uv.png for x.jpg\n"
@@ -49,14 +51,14 @@ def run(args) -> int:
     import cv2
 
     from scallop.errors import ConfigError, check_number
-    from scallop.imagefiles import COMPANION_SUFFIX, companion_of
+    from scallop.imagefiles import companion_of, companion_path
     from scallop.models.dataset import scale_of_image
     from scallop.vision.annotate import draw
     from scallop.vision.camera import CameraError, read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
     check_number("--threads", args.threads, 1, 64, integer=True)
-    args.images = _frames_only(args.images)
+    args.images, stray = _frames_only(args.images)
     if args.mm_per_px is not None:
         check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
         if args.calibration:
@@ -93,7 +95,10 @@ def run(args) -> int:
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    # A companion given without its frame is reported like an unreadable image: the others go on.
+    for message in stray:
+        print(f"scallop detect: error: {message}", file=sys.stderr)
+    failed = len(stray)
     for path in args.images:
         try:
             img = read_image(path)
@@ -110,19 +115,31 @@ def run(args) -> int:
             failed += 1
             continue
         companion = companion_of(path)
+        named = companion_path(path)
+        # Something named x.uv.png that is not a file (a folder): a pair that cannot be read.
+        broken = companion is None and (named.exists() or named.is_symlink())
         if args.model:
             pipe = pipeline("given")
         else:
-            pipe = pipeline("uv" if companion is not None else "colour")
+            pipe = pipeline("uv" if companion is not None or broken else "colour")
         # The fluorescence frame is read only for a model that takes it: with the colour-only
         # model the output is what it always was.
         takes_uv = pipe.model.takes_uv
         uv = None
         if takes_uv:
+            if broken:
+                what = "a folder" if named.is_dir() else "not a readable file"
+                print(
+                    f"scallop detect: error: {named}: the fluorescence frame of {path} is {what}, "
+                    "not an image file: the pair cannot be analysed",
+                    file=sys.stderr,
+                )
+                failed += 1
+                continue
             if companion is None:
                 print(
                     f"scallop detect: error: {path}: its fluorescence frame "
-                    f"{Path(path).with_name(Path(path).stem + COMPANION_SUFFIX)} is missing, and the model "
+                    f"{named} is missing, and the model "
                     f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)",
                     file=sys.stderr,
                 )
@@ -156,24 +173,22 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _frames_only(paths: list[str]) -> list[str]:
-    """A shell glob (``dir/*``) brings each frame's fluorescence companion ``x.uv.png`` along: it is
-    not a frame. Given beside its frame it is left out; given without one it is refused."""
-    from scallop.errors import DataError
+def _frames_only(paths: list[str]) -> tuple[list[str], list[str]]:
+    """(the frames, why each stray companion was left out). A shell glob (``dir/*``) brings each
+    frame's fluorescence companion ``x.uv.png`` along: it is not a frame. Given beside its
+    frame it is left out quietly; given without one it is reported (exit 1, the others go on)."""
     from scallop.imagefiles import COMPANION_SUFFIX, frame_of, is_companion
 
     given = {str(Path(p).resolve()) for p in paths}
-    out = []
+    out, stray = [], []
     for p in paths:
         if not is_companion(p):
             out.append(p)
             continue
         frame = frame_of(p)
         if frame is None or str(frame.resolve()) not in given:
-            raise DataError(
+            stray.append(
                 f"{p}: a fluorescence companion (*{COMPANION_SUFFIX}), not a frame: give its colour frame "
                 f"({Path(p).name[: -len(COMPANION_SUFFIX)]}.jpg or .png) instead"
             )
-    if not out:
-        raise DataError("no frames given, only fluorescence companions")
-    return out
+    return out, stray
