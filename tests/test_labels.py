@@ -135,3 +135,39 @@ def test_a_set_without_its_scale_takes_it_from_the_command_line_never_a_default(
     assert main(["labels", "import", str(bad), "--out", str(tmp_path / "x"), "--mm-per-px", "0.6"]) == 0
     assert json.loads((tmp_path / "x" / "labels" / "a.json").read_text())["mm_per_px"] == 0.6
     assert main(["eval", str(bad), "--json", "--report", str(tmp_path / "r.html")]) == 3
+
+
+@pytest.mark.parametrize(
+    "where, why",
+    [
+        ("afile/r.html", "{tmp}/afile is a file, not a folder"),
+        ("afile/sub/r.html", "{tmp}/afile is a file, not a folder"),
+        ("folder", "it is a folder (give a file name, e.g. report.html)"),
+    ],
+)
+def test_eval_refuses_a_report_it_cannot_write_before_scoring(coco_file, tmp_path, capsys, monkeypatch, where, why):
+    """An unwritable --report was an internal error, or an error after the whole (slow) scoring:
+    now a data error (exit 3) naming the path and why, before any frame is scored."""
+    import scallop.app.evaluation as evaluation
+
+    path, _, _ = coco_file
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    (tmp_path / "folder").mkdir()
+
+    def never(*_a, **_k):
+        raise AssertionError("scored although the report could not be written")
+
+    monkeypatch.setattr(evaluation, "evaluate", never)
+    report = tmp_path / where
+    assert main(["eval", str(path), "--json", "--report", str(report)]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"scallop eval: error: {report}: cannot write the report: {why.format(tmp=tmp_path)}"
+
+
+def test_eval_makes_the_reports_folders_and_prints_the_figures_before_writing_it(coco_file, tmp_path, capsys):
+    path, _, _ = coco_file
+    report = tmp_path / "new" / "sub" / "r.html"
+    assert main(["eval", str(path), "--json", "--report", str(report)]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 1
+    assert report.read_text(encoding="utf-8").startswith("<!doctype html>")

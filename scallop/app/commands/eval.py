@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 KEYS = (
@@ -27,7 +28,9 @@ def register(sub) -> None:
             "Score a model on a labelled set with the frame scorer of 'scallop bench accuracy'\n"
             "(docs/evaluation.md has the definitions). DATASET is a COCO JSON file (images\n"
             "relative to it) or a data-set folder. The scale comes from the set (COCO images'\n"
-            "mm_per_px, dataset.json or labels/) or --mm-per-px; a set without one is refused.\n\n"
+            "mm_per_px, dataset.json or labels/) or --mm-per-px; a set without one is refused.\n"
+            "A --report that cannot be written (a folder in its place, a file where its folder\n"
+            "should be, a read-only place) is refused before the scoring starts, exit 3.\n\n"
             "examples:\n"
             "  scallop eval labelled/line3.json --report eval/line3.html\n"
             "  scallop eval data/line3 --model runs/line3.onnx --json"
@@ -50,7 +53,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from scallop.app.evaluation import carries_channel, evaluate, write_report
+    from scallop.app.evaluation import carries_channel, check_report_path, evaluate, write_report
     from scallop.app.progress import Progress
     from scallop.errors import check_number
     from scallop.models.runtime import default_uv_model_path
@@ -59,6 +62,8 @@ def run(args) -> int:
     check_number("--worst", args.worst, 0, 1000, integer=True)
     if args.mm_per_px is not None:
         check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
+    report = Path(args.report)
+    check_report_path(report)  # before the scoring, which takes minutes
     # Without --model, as scallop detect and the line do: a set with the fluorescence channel
     # is scored with the shipped model that reads it.
     model = args.model or (str(default_uv_model_path()) if carries_channel(args.dataset, args.mm_per_px) else None)
@@ -76,11 +81,11 @@ def run(args) -> int:
         bar.close(failed=True)
         raise
     bar.close()
-    report = Path(args.report)
-    write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
     s = ev.summary | {"model": ev.model}
+    # The figures first: a report that fails to write at the end (a full disk) loses no scoring.
     if args.json:
-        print(json.dumps(s))
+        print(json.dumps(s), flush=True)
+        write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
         return 0
     print(f"{Path(args.dataset).name}: {s['frames']} frames, {s['scallops']} scallops counted; model {ev.model}")
     for k in KEYS:
@@ -90,5 +95,7 @@ def run(args) -> int:
         print(f"  {k} mm/px: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
     for k, v in s.get("per_condition", {}).items():
         print(f"  {k}: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
+    sys.stdout.flush()
+    write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
     print(f"report: {report}")
     return 0
