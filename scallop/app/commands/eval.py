@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 KEYS = (
@@ -84,7 +83,7 @@ def run(args) -> int:
     s = ev.summary | {"model": ev.model}
     # The figures first: a report that fails to write at the end (a full disk) loses no scoring.
     if args.json:
-        print(json.dumps(s), flush=True)
+        print(json.dumps(s))
         write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
         return 0
     print(f"{Path(args.dataset).name}: {s['frames']} frames, {s['scallops']} scallops counted; model {ev.model}")
@@ -95,7 +94,6 @@ def run(args) -> int:
         print(f"  {k} mm/px: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
     for k, v in s.get("per_condition", {}).items():
         print(f"  {k}: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
-    sys.stdout.flush()
     write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
     print(f"report: {report}")
     return 0
