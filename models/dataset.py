@@ -9,6 +9,7 @@ Minimal folder::
     parts/<name>.png        uint8 part labels (0 bg, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill)
     instances/<name>.png    optional uint16 instance ids (derived from parts when absent)
     labels/<name>.json      optional per-image facts; "mm_per_px" here overrides dataset.json
+                            (a --mm-per-px on the command line only fills in where neither says)
 
 Version 2 names its channels (``"channels": ["bgr", "uv"]``); with ``"uv"`` every image has its
 fluorescence frame ``images/<name>.uv.png`` (8-bit, single channel, the image's size, registered
@@ -27,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from scallop.errors import DataError, check_number
+from scallop.errors import ConfigError, DataError, check_number
 from scallop.imagefiles import COMPANION_SUFFIX, IMAGE_SUFFIXES, frame_files, no_frames_message
 
 DATASET_FORMAT = "scallop-dataset"
@@ -116,10 +117,27 @@ def _scale(mm: object, where: Path) -> float:
     return float(check_number(f"{where}: mm_per_px", mm, 0.05, 5.0, error=DatasetError))
 
 
-def scale_of_image(image: str | os.PathLike) -> float | None:
-    """The scale (mm per pixel) a data set gives the image at ``image`` (``ROOT/images/NAME.*``):
-    its ``labels/NAME.json``, else ``dataset.json``; None when the image is in no data set or
-    the data set does not say."""
+#: How far a --mm-per-px may lie from a set's own scale and still agree with it (a share).
+SCALE_AGREEMENT = 0.01
+
+
+def check_scale_option(given: float | None, own: float, where: str) -> float:
+    """A set's own scale ``own`` (read from ``where``) against the command line's --mm-per-px
+    ``given``: the set's scale wins, and the option, a fallback for images without one, is
+    refused when it says otherwise (more than 1 % off): one of the two is wrong, and sizes in
+    mm are what tell a uro from an eye dot."""
+    if given is not None and not abs(given - own) <= SCALE_AGREEMENT * own:  # a NaN never agrees
+        raise ConfigError(
+            f"--mm-per-px {given:g} conflicts with the set's own scale {own:g} mm/px ({where}): --mm-per-px "
+            "only gives a scale to images without one; leave it out, or correct the set if its scale is wrong"
+        )
+    return own
+
+
+def scale_source_of_image(image: str | os.PathLike) -> tuple[float, Path] | None:
+    """(scale in mm per pixel, the file that gives it) for the image at ``image``
+    (``ROOT/images/NAME.*``): its ``labels/NAME.json``, else ``dataset.json``; None when the
+    image is in no data set or the data set does not say."""
     p = Path(image)
     root = p.parent.parent
     if p.parent.name != "images" or not (root / "dataset.json").is_file():
@@ -129,8 +147,15 @@ def scale_of_image(image: str | os.PathLike) -> float | None:
         if path.is_file():
             mm = _read_json(path).get("mm_per_px")
             if mm is not None:
-                return _scale(mm, path)
+                return _scale(mm, path), path
     return None
+
+
+def scale_of_image(image: str | os.PathLike) -> float | None:
+    """The scale (mm per pixel) a data set gives the image at ``image``; None when it gives
+    none (:func:`scale_source_of_image`)."""
+    found = scale_source_of_image(image)
+    return None if found is None else found[0]
 
 
 def _read_image(path: Path, flags: int) -> np.ndarray:
@@ -237,9 +262,31 @@ class Dataset:
     def __getitem__(self, i: int) -> Sample:
         return self.load(self.names[i])
 
+    def own_scale(self, name: str) -> tuple[float, Path] | None:
+        """(the scale the set gives sample ``name``, the file that gives it): its
+        ``labels/<name>.json``, else ``dataset.json``; None when neither does."""
+        labels_path = self.root / "labels" / f"{name}.json"
+        labels = _read_json(labels_path) if labels_path.is_file() else {}
+        for mm, where in ((labels.get("mm_per_px"), labels_path), (self.manifest.get("mm_per_px"), None)):
+            if mm is not None:
+                where = where or self.root / "dataset.json"
+                return _scale(mm, where), where
+        return None
+
+    def check_scale_option(self, mm_per_px: float | None) -> None:
+        """Refuse, before any image is read, a --mm-per-px that conflicts with a scale the set
+        gives (:func:`check_scale_option`)."""
+        if mm_per_px is None:
+            return
+        for name in self.names:
+            own = self.own_scale(name)
+            if own is not None:
+                check_scale_option(mm_per_px, own[0], f"{own[1]}: mm_per_px")
+
     def load(self, name: str, mm_per_px: float | None = None) -> Sample:
         """Read and check one sample; errors name the offending file. ``mm_per_px`` (given on
-        the command line) replaces the set's own scale."""
+        the command line) is the scale of a sample the set gives none; one that conflicts with
+        the set's own is refused (:func:`check_scale_option`)."""
         img_path = self._images.get(name)
         if img_path is None:
             raise DatasetError(f"{self.root / 'images'}: no image named {name!r}")
@@ -272,10 +319,13 @@ class Dataset:
         uv = self._load_uv(img_path, (h, w)) if "uv" in self.channels else None
         labels_path = self.root / "labels" / f"{name}.json"
         labels = _read_json(labels_path) if labels_path.is_file() else {}
-        mm = mm_per_px if mm_per_px is not None else labels.get("mm_per_px", self.manifest.get("mm_per_px"))
-        if mm is None:
+        own = self.own_scale(name)
+        if own is not None:
+            mm = check_scale_option(mm_per_px, own[0], f"{own[1]}: mm_per_px")
+        elif mm_per_px is not None:
+            mm = _scale(mm_per_px, labels_path)
+        else:
             raise DatasetError(f"{labels_path}: mm_per_px missing (give it here or in dataset.json)")
-        mm = _scale(mm, labels_path)
         scallops = labels.get("scallops")
         if scallops is None:
             scallops = derive_facts(parts, inst)
@@ -330,7 +380,9 @@ def list_names(root: str | os.PathLike) -> list[str]:
 
 
 def iter_dataset(root: str | os.PathLike, limit: int | None = None, mm_per_px: float | None = None) -> Iterator[Sample]:
-    """The first ``limit`` samples (all when None), read and checked one at a time."""
+    """The first ``limit`` samples (all when None), read and checked one at a time.
+    ``mm_per_px``: the scale of samples the set gives none (one that conflicts with the set's
+    own is refused before the first sample)."""
     ds = Dataset(root)
-    for name in ds.names[:limit]:
-        yield ds.load(name, mm_per_px)
+    ds.check_scale_option(mm_per_px)  # now, not at the first sample: this is no generator
+    return (ds.load(name, mm_per_px) for name in ds.names[:limit])

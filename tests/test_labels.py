@@ -171,3 +171,51 @@ def test_eval_makes_the_reports_folders_and_prints_the_figures_before_writing_it
     assert main(["eval", str(path), "--json", "--report", str(report)]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 1
     assert report.read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+# ---------------------------------------------------------------- --mm-per-px is a fallback
+CONFLICT = (
+    "--mm-per-px 0.6 conflicts with the set's own scale 0.5 mm/px ({where}: mm_per_px): --mm-per-px only gives "
+    "a scale to images without one; leave it out, or correct the set if its scale is wrong"
+)
+
+
+def test_labels_import_keeps_each_images_own_scale_and_refuses_a_conflicting_mm_per_px(coco_file, tmp_path, capsys):
+    """--mm-per-px replaced the scale the COCO file carries, though the docs call it a fallback."""
+    path, _, _ = coco_file
+    out = tmp_path / "x"
+    assert main(["labels", "import", str(path), "--out", str(out), "--mm-per-px", "0.6"]) == 2
+    assert capsys.readouterr().err.strip() == "scallop labels: error: " + CONFLICT.format(
+        where=f"{path}, image 'a.png'"
+    )
+    assert not (out / "dataset.json").exists()
+    # Within 1 % it agrees, and the image's own scale is the one kept.
+    assert main(["labels", "import", str(path), "--out", str(out), "--mm-per-px", "0.504"]) == 0
+    assert json.loads((out / "labels" / "a.json").read_text())["mm_per_px"] == 0.5
+
+
+def test_eval_and_detect_keep_a_data_sets_own_scale_and_refuse_a_conflicting_mm_per_px(
+    coco_file, tmp_path, capsys, monkeypatch
+):
+    import scallop.app.evaluation as evaluation
+
+    path, _, _ = coco_file
+    ds = tmp_path / "set"
+    import_coco(path, ds)  # labels/a.json carries mm_per_px 0.5
+    where = ds / "labels" / "a.json"
+    real = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: pytest.fail("scored despite the conflict"))
+    for source in (ds, path):  # a data-set folder and a COCO file, before any frame is scored
+        assert main(["eval", str(source), "--json", "--mm-per-px", "0.6", "--report", str(tmp_path / "r.html")]) == 2
+        named = where if source == ds else f"{path}, image 'a.png'"
+        assert capsys.readouterr().err.strip() == "scallop eval: error: " + CONFLICT.format(where=named)
+    monkeypatch.setattr(evaluation, "evaluate", real)
+    assert main(["eval", str(ds), "--json", "--mm-per-px", "0.497", "--report", str(tmp_path / "r.html")]) == 0
+    # Agreeing within 1 %: the set's own 0.5 is the scale used (0.497 would fall in the 0.4 bin).
+    assert list(json.loads(capsys.readouterr().out)["per_scale"]) == ["0.5-0.6"]
+
+    image = str(ds / "images" / "a.png")
+    assert main(["detect", "--mm-per-px", "0.6", image]) == 2
+    assert capsys.readouterr().err.strip() == "scallop detect: error: " + CONFLICT.format(where=where)
+    assert main(["detect", "--mm-per-px", "0.5", "--json", image]) == 0
+    assert main(["detect", "--json", image]) == 0  # the set's scale alone, as before

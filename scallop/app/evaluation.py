@@ -55,8 +55,9 @@ def labelled_samples(source: str | Path, mm_per_px: float | None = None) -> tupl
 
 def carries_channel(source: str | Path, mm_per_px: float | None = None) -> bool:
     """Whether a labelled set has the fluorescence channel for every image: a data-set folder
-    whose ``dataset.json`` names "uv", a COCO file with ``x.uv.png`` beside every image (its
-    entries are read and checked here, before any model is loaded)."""
+    whose ``dataset.json`` names "uv", a COCO file with ``x.uv.png`` beside every image. The
+    entries (a folder's scales) are read and checked here, before any model is loaded: a
+    ``mm_per_px`` that conflicts with the set's own scale is refused now."""
     p = Path(source)
     if p.is_file():
         from scallop.app.labels import CocoSet
@@ -65,9 +66,11 @@ def carries_channel(source: str | Path, mm_per_px: float | None = None) -> bool:
         return all(companion_of(im.path) is not None for im in CocoSet(p, mm_per_px).images)
     if not p.is_dir():
         return False  # evaluate() says what is wrong with it
-    from scallop.models.dataset import read_manifest
+    from scallop.models.dataset import load_dataset
 
-    return "uv" in (read_manifest(p).get("channels") or ())
+    ds = load_dataset(p)
+    ds.check_scale_option(mm_per_px)
+    return "uv" in (ds.manifest.get("channels") or ())
 
 
 def conditions_of(labels: dict) -> list[str]:

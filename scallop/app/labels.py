@@ -30,7 +30,7 @@ import numpy as np
 
 from scallop.errors import DataError, check_number
 from scallop.imagefiles import COMPANION_SUFFIX, companion_of, is_companion
-from scallop.models.dataset import DATASET_FORMAT, PART_NAMES, Sample
+from scallop.models.dataset import DATASET_FORMAT, PART_NAMES, Sample, check_scale_option
 
 # Category ids as this software writes them; reading goes by name (a tool may renumber).
 CATEGORIES = ("scallop", "uro", "adductor", "gonad", "mantle", "gill")
@@ -322,13 +322,19 @@ class CocoSet:
             w, h = e.get("width"), e.get("height")
             if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 20000 for v in (w, h)):
                 raise CocoError(f"{self.path}: image {name!r}: width and height must be whole pixels, got {w!r}x{h!r}")
-            mm = mm_default if mm_default is not None else e.get("mm_per_px")
+            # The image's own scale wins; --mm-per-px (mm_default) is the fallback for an image
+            # whose tool dropped it, and is refused where it says otherwise.
+            mm = e.get("mm_per_px")
             if mm is None:
-                raise CocoError(
-                    f"{self.path}: image {name!r} has no mm_per_px (labelling tools may drop this field): "
-                    "give the scale with --mm-per-px; it is never guessed"
-                )
-            mm = float(check_number(f"{self.path}: image {name!r}: mm_per_px", mm, 0.05, 5.0, error=CocoError))
+                if mm_default is None:
+                    raise CocoError(
+                        f"{self.path}: image {name!r} has no mm_per_px (labelling tools may drop this field): "
+                        "give the scale with --mm-per-px; it is never guessed"
+                    )
+                mm = mm_default
+            else:
+                mm = float(check_number(f"{self.path}: image {name!r}: mm_per_px", mm, 0.05, 5.0, error=CocoError))
+                check_scale_option(mm_default, mm, f"{self.path}, image {name!r}: mm_per_px")
             cond = e.get("conditions", e.get("condition", []))
             cond = [cond] if isinstance(cond, str) else [str(c) for c in cond] if isinstance(cond, list) else []
             ours = e.get("scallop")

@@ -19,8 +19,9 @@ def register(sub) -> None:
             "An unreadable image is reported on stderr and the exit code is 1 after the others are done;\n"
             "so is a fluorescence frame x.uv.png given without its colour frame, and a pair whose x.uv.png\n"
             "cannot be read (a folder, the wrong size).\n\n"
-            "The image scale on the belt is never guessed: it comes from --calibration, from --mm-per-px,\n"
-            "or, for images of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json.\n\n"
+            "The image scale on the belt is never guessed: it comes from --calibration; else, for images\n"
+            "of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json; else from\n"
+            "--mm-per-px. A --mm-per-px more than 1 % off a data set's own scale is refused (exit 2).\n\n"
             "Frame pairs: an image with its registered fluorescence frame beside it (x.uv.png for x.jpg\n"
             "or x.png) is analysed with the shipped four-channel model (colour and fluorescence), one without\n"
             'with the colour-only model; --json objects say which ("channels": ["bgr", "uv"] or ["bgr"]).\n'
@@ -52,7 +53,6 @@ def run(args) -> int:
 
     from scallop.errors import ConfigError, check_number
     from scallop.imagefiles import companion_of, companion_path
-    from scallop.models.dataset import scale_of_image
     from scallop.vision.annotate import draw
     from scallop.vision.camera import CameraError, read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
@@ -72,7 +72,7 @@ def run(args) -> int:
         scale = cal.mm_per_px_center()
     # Every image's scale before the model loads: a missing one is refused up front, not after
     # half the images are done. Sizes in mm are what tell a uro from an eye dot: never a guess.
-    scales = {path: scale if scale is not None else scale_of_image(path) for path in args.images}
+    scales = {path: scale if args.calibration else _scale(path, scale) for path in args.images}
     unscaled = [path for path, s in scales.items() if s is None]
     if unscaled:
         raise ConfigError(
@@ -171,6 +171,17 @@ def run(args) -> int:
         if out_dir:
             cv2.imwrite(str(out_dir / (Path(path).stem + "_det.png")), draw(img, dets))
     return 1 if failed else 0
+
+
+def _scale(path: str, given: float | None) -> float | None:
+    """The scale of the image at ``path`` without a calibration: its data set's own (a
+    --mm-per-px that conflicts with it is refused); else ``given`` (--mm-per-px, maybe None)."""
+    from scallop.models.dataset import check_scale_option, scale_source_of_image
+
+    own = scale_source_of_image(path)
+    if own is None:
+        return given
+    return check_scale_option(given, own[0], f"{own[1]}: mm_per_px")
 
 
 def _frames_only(paths: list[str]) -> tuple[list[str], list[str]]:

@@ -27,7 +27,9 @@ def register(sub) -> None:
             "Score a model on a labelled set with the frame scorer of 'scallop bench accuracy'\n"
             "(docs/evaluation.md has the definitions). DATASET is a COCO JSON file (images\n"
             "relative to it) or a data-set folder. The scale comes from the set (COCO images'\n"
-            "mm_per_px, dataset.json or labels/) or --mm-per-px; a set without one is refused.\n"
+            "mm_per_px, labels/ or dataset.json); --mm-per-px gives it to images the set gives none,\n"
+            "and is refused (exit 2) where it is more than 1 % off the set's own; an image without\n"
+            "any scale is refused.\n"
             "A --report that cannot be written (a folder in its place, a file where its folder\n"
             "should be, a read-only place) is refused before the scoring starts, exit 3.\n\n"
             "examples:\n"
@@ -41,7 +43,11 @@ def register(sub) -> None:
         "--model",
         help="ONNX model (default: the shipped model; the four-channel one for a set with the fluorescence channel)",
     )
-    p.add_argument("--mm-per-px", type=float, help="the set's scale, when its labelling tool dropped it")
+    p.add_argument(
+        "--mm-per-px",
+        type=float,
+        help="the scale of images the set gives none (its labelling tool dropped it); never replaces the set's own",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument(
         "--report", default="eval/report.html", help="HTML report with the worst frames (default %(default)s)"

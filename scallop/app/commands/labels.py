@@ -47,14 +47,19 @@ def register(sub) -> None:
             "Read a COCO file (polygons or RLE; categories scallop, uro, adductor and optionally\n"
             "gonad, mantle, gill) into the data-set format. Every annotation is checked first; an\n"
             "error names the image and the annotation id. A part belongs to the scallop whose\n"
-            "mask holds it. The scale comes from each image's mm_per_px or --mm-per-px.\n"
+            "mask holds it. The scale comes from each image's mm_per_px; --mm-per-px gives it to the\n"
+            "images without one, and is refused (exit 2) where it is more than 1 % off an image's own.\n"
             "Fluorescence frames (x.uv.png beside the images) come along when every image has one\n"
             "(a version-2 set); a file where only some do is refused unless --colour-only."
         ),
     )
     i.add_argument("coco", metavar="COCO", help="the labelled COCO .json (images relative to it)")
     i.add_argument("--out", required=True, help="data-set folder to write")
-    i.add_argument("--mm-per-px", type=float, help="the scale, when the labelling tool dropped mm_per_px")
+    i.add_argument(
+        "--mm-per-px",
+        type=float,
+        help="the scale of images whose labelling tool dropped mm_per_px (never replaces an image's own)",
+    )
     i.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
     i.add_argument(
         "--colour-only",
