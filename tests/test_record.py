@@ -529,3 +529,38 @@ def test_report_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["report", "--help"])
     assert "scallop report --shift yesterday --csv yesterday.csv" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "calibration, code, message",
+    [
+        ("missing.json", 3, "missing.json: no such calibration file; create it with 'scallop calibrate intrinsics"),
+        (None, 2, "runtime.calibration: a real camera needs the line calibration file"),
+    ],
+)
+def test_a_start_refused_for_its_calibration_leaves_no_run_in_the_record(tmp_path, capsys, calibration, code, message):
+    """A refused start is no run: the refusal comes before the record's runs row is written
+    (it left a row of a run that never ran)."""
+    from scallop.app.auth import UserStore
+
+    db = tmp_path / "record.sqlite"
+    RecordWriter(db).close()  # a run that ran
+    users = UserStore(scrypt_n=2**4)
+    users.add("sato", "operator", "135790")
+    users.save(tmp_path / "users.json")
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(
+        '[camera]\nsource = "0"\n'  # a camera device: not opened, the refusal comes first
+        + (f'[runtime]\ncalibration = "{tmp_path / calibration}"\n' if calibration else "")
+        + '[[arms]]\nname = "arm1"\n[arms.transport]\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1\n'
+        + f'[ui]\nusers_file = "{tmp_path / "users.json"}"\n[record]\npath = "{db}"\n'
+    )
+    assert main(["run", "--config", str(cfg), "--no-browser", "--duration", "1"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scallop run: error: ") and message in err[0], err
+    con = sqlite3.connect(db)
+    try:
+        runs = con.execute("SELECT id, ended, crashed FROM runs").fetchall()
+    finally:
+        con.close()
+    assert len(runs) == 1 and runs[0][1] is not None and runs[0][2] == 0  # only the run that ran

@@ -48,6 +48,11 @@ class Backend:
         # ``fluorescence`` part, a ``Registration``: its pixel map and its image size); None without one.
         self.fluorescence_registration = None
 
+    def check(self) -> None:
+        """Refuse now what would refuse ``open()`` without touching a device: the configuration
+        and the line calibration file. ``build_line`` calls it before the record is opened, so
+        a start refused for these leaves no run in the record (a run that never ran)."""
+
     def open(self) -> None:
         raise NotImplementedError
 
@@ -152,15 +157,20 @@ class HardwareBackend(Backend):
     file. A camera that is not there at the start is not fatal: the line starts waiting for
     it (``camera_error``) and connects it when it comes."""
 
-    def open(self) -> None:
-        from scallop.calibration.store import load_calibration
+    def check(self) -> None:
+        self._check_config()
+        load_line_calibration(self.config)  # the file, its parts and arms; the camera's size at open()
 
-        cfg = self.config
-        if not cfg.runtime.calibration:
+    def _need_calibration(self) -> None:
+        if not self.config.runtime.calibration:
             raise ConfigError(
                 "runtime.calibration: a real camera needs the line calibration file "
                 "(run 'scallop calibrate …' first, see docs/calibration.md)"
             )
+
+    def _check_config(self) -> None:
+        cfg = self.config
+        self._need_calibration()
         if not cfg.arms:
             raise ConfigError("arms: a real line needs at least one [[arms]] entry")
         for i, a in enumerate(cfg.arms):
@@ -175,6 +185,10 @@ class HardwareBackend(Backend):
                 "plc.transport: a real line reaches its PLC over Modbus TCP ([plc.transport] host, port); "
                 "see docs/plc-interface.md"
             )
+
+    def open(self) -> None:
+        cfg = self.config
+        self._check_config()
         self.plc_config = cfg.plc
         cam = open_camera(cfg, self.clock)
         self.camera = cam
@@ -183,14 +197,7 @@ class HardwareBackend(Backend):
         except DeviceError as e:
             self.camera_error = str(e)
             log.error("camera not available at the start, waiting for it: %s", e)
-        cal = load_calibration(
-            cfg.runtime.calibration,
-            image_size=cam.resolution if cam.is_connected else None,
-            require=("intrinsics", "belt", "encoder")
-            + (("fluorescence",) if cfg.camera.fluorescence.setup == "second_camera" else ()),
-            arms=[a.name for a in cfg.arms],
-            accept_redo=cfg.runtime.accept_redo_calibration,
-        )
+        cal = load_line_calibration(cfg, cam.resolution if cam.is_connected else None)
         self.accepted_redo = cal.accepted_redo
         d = cal.travel_dir
         if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
@@ -207,6 +214,22 @@ class HardwareBackend(Backend):
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
         ]
+
+
+def load_line_calibration(cfg: LineConfig, image_size: tuple[int, int] | None = None):
+    """The line calibration file of ``cfg``, checked for what a real line needs: intrinsics,
+    belt, encoder, every configured arm (and the fluorescence part with a second camera);
+    ``image_size``: the connected camera's, when known."""
+    from scallop.calibration.store import load_calibration
+
+    return load_calibration(
+        cfg.runtime.calibration,
+        image_size=image_size,
+        require=("intrinsics", "belt", "encoder")
+        + (("fluorescence",) if cfg.camera.fluorescence.setup == "second_camera" else ()),
+        arms=[a.name for a in cfg.arms],
+        accept_redo=cfg.runtime.accept_redo_calibration,
+    )
 
 
 def fluorescence_registration(cal, section):
@@ -238,11 +261,28 @@ class ReplayBackend(HardwareBackend):
         self.grader = grader
         self.sim_arms = []
 
+    def _check_recording(self) -> None:
+        if not is_recording(self.config.camera.source):
+            raise ConfigError(f"camera.source: {self.config.camera.source!r} is not a recording folder to replay")
+
+    def check(self) -> None:
+        # What open() checks of the configuration it replays with (stand-in arms, whose
+        # transports exist only once they run; no encoder; no PLC), and the calibration file.
+        self._check_recording()
+        self._need_calibration()
+        offline = self._offline(self.config.arms or default_sim_arms(1))
+        check_counts_source(offline)
+        load_line_calibration(offline)
+
+    def _offline(self, arms: list[ArmConfig]) -> LineConfig:
+        """The configuration replayed: ``arms`` standing in, no encoder (the recording has its
+        counts), no PLC (the recording's scallops left the belt long ago)."""
+        return replace(self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()), plc=None)
+
     def open(self) -> None:
         from scallop.sim.arm import SimArm
 
-        if not is_recording(self.config.camera.source):
-            raise ConfigError(f"camera.source: {self.config.camera.source!r} is not a recording folder to replay")
+        self._check_recording()
         arms = []
         try:
             for a in self.config.arms or default_sim_arms(1):
@@ -252,10 +292,7 @@ class ReplayBackend(HardwareBackend):
         except Exception:
             self.close()
             raise
-        # Offline: no PLC is driven (the recording's scallops left the belt long ago).
-        self.config = replace(
-            self.config, arms=arms, camera=replace(self.config.camera, encoder=EncoderSection()), plc=None
-        )
+        self.config = self._offline(arms)
         super().open()
 
     def close(self) -> None:
@@ -308,6 +345,24 @@ class SimBackend(Backend):
         self.sim_arms = []
         self.sim_plc = None
 
+    def check(self) -> None:
+        self._calibration()
+
+    def _calibration(self):
+        """The configured calibration file, checked used or not: the simulator brings its own
+        true calibration, but a line file named here that is missing, damaged or REDO is said so
+        now, not on the day the configuration moves to the real camera. None when none is named."""
+        cfg = self.config
+        if not cfg.runtime.calibration:
+            return None
+        from scallop.calibration.store import load_calibration
+
+        return load_calibration(
+            cfg.runtime.calibration,
+            require=("intrinsics", "belt", "encoder"),
+            accept_redo=cfg.runtime.accept_redo_calibration,
+        )
+
     def open(self) -> None:
         from scallop.sim.arm import SimArm
         from scallop.sim.camera import SimCamera
@@ -316,17 +371,8 @@ class SimBackend(Backend):
         from scallop.sim.world import SimWorld
 
         cfg = self.config
-        if cfg.runtime.calibration:
-            # Configured is checked, used or not: the simulator brings its own true calibration,
-            # but a line file named here that is missing, damaged or REDO is said so now, not on
-            # the day the configuration moves to the real camera.
-            from scallop.calibration.store import load_calibration
-
-            cal = load_calibration(
-                cfg.runtime.calibration,
-                require=("intrinsics", "belt", "encoder"),
-                accept_redo=cfg.runtime.accept_redo_calibration,
-            )
+        cal = self._calibration()
+        if cal is not None:
             self.accepted_redo = cal.accepted_redo
         self.world = SimWorld(cfg.sim, seed=self.seed, clock=self.clock)
         self.camera = SimCamera(self.world)

@@ -21,6 +21,9 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
         backend = SimBackend(config, clock=clock, seed=seed)
     else:
         backend = HardwareBackend(config, clock=clock)
+    # What refuses a start without touching a device (the configuration, the calibration file)
+    # refuses it before the record is opened: a refused start is no run in the record's runs.
+    backend.check()
     path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None
