@@ -187,3 +187,28 @@ def test_the_documented_dry_run_configuration_loads():
     assert cfg.is_simulated and cfg.real_devices() == ["arm 'arm1' (tcp 192.168.10.21:502 unit 1)"]
     assert cfg.ui.users_file and cfg.ui.host == "127.0.0.1"
     assert (cfg.arms[0].motion.accel_mm_s2, cfg.arms[0].motion.gripper_open_s) == (3000.0, 0.06)
+
+
+def _documented_truth_keys() -> set[str]:
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "operator-screen.md").read_text(encoding="utf-8")
+    section = doc.split("## The summary of a timed run")[1].split("\n## ")[0]
+    return set(re.findall(r"^\| `(\w+)` \|", section, re.M))
+
+
+def test_the_run_summarys_truth_block_is_the_documented_one(real_arm_config, tmp_path, capsys):
+    """`scallop run --duration` on the simulator adds `truth`, which docs/operator-screen.md
+    explains key by key: every key it prints is there, and a dry run with a real arm adds
+    `not_graded_arms` and does not know the uros left on."""
+    documented = _documented_truth_keys()
+    base = ["run", "--no-browser", "--port", "0", "--duration", "0.5"]
+    assert main([*base, "--record", str(tmp_path / "sim.sqlite")]) == 0
+    truth = json.loads(capsys.readouterr().out)["truth"]
+    assert set(truth) == documented - {"not_graded_arms"}
+    assert isinstance(truth["uro_left_on_past_arms"], int) and isinstance(truth["grades"], dict)
+    assert main([*base, "--config", real_arm_config(), "--start", "--record", str(tmp_path / "dry.sqlite")]) == 0
+    truth = json.loads(capsys.readouterr().out)["truth"]
+    assert set(truth) == documented
+    assert truth["not_graded_arms"] == ["arm1"] and truth["uro_left_on_past_arms"] is None

@@ -36,7 +36,12 @@ def register(sub) -> None:
     p.add_argument("--config", help="line configuration (TOML); default: the built-in simulator")
     p.add_argument("--host", help="address of the operator screen (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port of the operator screen (default 8080; 0 = any free port)")
-    p.add_argument("--duration", type=float, help="run this many seconds, stop cleanly, print a JSON summary")
+    p.add_argument(
+        "--duration",
+        type=float,
+        help="run this many seconds, stop cleanly, print a JSON summary (its keys, and the simulator's "
+        "'truth' block: docs/operator-screen.md)",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record", help="production record database (default from the config)")
     p.add_argument("--seed", type=int, default=0, help="simulator seed")
