@@ -39,6 +39,51 @@ def test_class_masks_batched_axis():
     assert np.array_equal(wins(ch, 2), lg.argmax(1) == 2)
 
 
+# ------------------------------------------------------------------ finder input and instances
+@pytest.mark.parametrize("factor", [0.5, 0.25, 0.125])
+def test_halving_resize_equals_area_averaging_at_powers_of_two(factor):
+    """2:1 bilinear steps average 2x2 blocks: INTER_AREA's numbers to one grey level."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
+    got = Pipeline._resize(img, factor)
+    ref = cv2.resize(img, (int(1280 * factor), int(720 * factor)), interpolation=cv2.INTER_AREA)
+    assert got.shape == ref.shape
+    assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("shape", "factor", "want"),
+    [
+        ((720, 1280), 0.15, (108, 192)),
+        ((481, 641), 0.25, (120, 160)),
+        ((720, 1280), 0.4, (288, 512)),
+        ((100, 80), 2.0, (200, 160)),
+    ],
+)
+def test_resize_gives_the_rounded_size_at_any_factor(shape, factor, want):
+    img = np.full(shape, 77, np.uint8)  # one grey level: any averaging keeps it
+    got = Pipeline._resize(img, factor)
+    assert got.shape == want and (got == 77).all()
+
+
+def test_instances_are_the_blobs_around_their_cores():
+    """A blob with one core is that core's; a blob with two is split between them by nearness;
+    a blob with none (a fragment) is nobody's, however near a core it lies."""
+    fg = np.zeros((40, 60), bool)
+    seeds = np.zeros((40, 60), np.int32)
+    fg[5:15, 5:15] = True  # one core
+    seeds[9:11, 9:11] = 1
+    fg[20:30, 5:45] = True  # two cores, 20 px apart
+    seeds[24:26, 14:16] = 2
+    seeds[24:26, 34:36] = 3
+    fg[5:15, 17:20] = True  # a fragment 2 px from the first blob
+    lab = Pipeline._assign(fg, seeds, 3)
+    assert lab.dtype == np.int32 and lab.shape == fg.shape
+    assert (lab[5:15, 5:15] == 1).all()
+    assert (lab[20:30, 5:25] == 2).all() and (lab[20:30, 25:45] == 3).all()
+    assert (lab[5:15, 17:20] == 0).all() and (lab[~fg] == 0).all()
+
+
 # ------------------------------------------------------------------ normalisation
 def _to_input_reference(model, bgr):
     x = bgr.astype(np.float32) * model._scale + model._offset

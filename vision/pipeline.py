@@ -137,8 +137,18 @@ class Pipeline:
             return img
         h, w = img.shape[:2]
         size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-        interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-        return cv2.resize(img, size, interpolation=interp)
+        if factor > 1:
+            return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+        # Area averaging, first by exact halvings: a 2:1 bilinear resample samples midway between
+        # two pixels, i.e. averages each 2x2 block as INTER_AREA does (to one grey level of
+        # rounding), at a quarter of INTER_AREA's cost on a 1280x720 frame (0.28 against 1.06 ms
+        # here: bench vision). INTER_AREA does whatever factor is left.
+        while h % 2 == 0 and w % 2 == 0 and w // 2 >= size[0] and h // 2 >= size[1]:
+            h, w = h // 2, w // 2
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+        if (w, h) == size:
+            return img
+        return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
     def _split_merged(self, n: int, lab: np.ndarray, areas: np.ndarray):
         """Split core blobs that are clearly several scallops (not convex: solidity < 0.9)
@@ -172,6 +182,39 @@ class Pipeline:
             return n, lab, areas
         return nxt, out, np.bincount(out.ravel(), minlength=nxt)
 
+    @staticmethod
+    def _assign(fg: np.ndarray, seeds: np.ndarray, nk: int) -> np.ndarray:
+        """Foreground (bool, H×W) → instance labels (int32): each connected foreground blob that
+        holds one kept core (``seeds``: 1..nk, 0 elsewhere) is that core's scallop; in a blob
+        holding several (touching scallops) every pixel goes to the nearest of its cores, which
+        splits them along the edge class the finder drew between them; a blob holding none
+        (a fragment, a sliver of a scallop at the frame's edge) is no scallop's. The distance
+        transform runs only on the blobs that need it: on the whole frame it cost more than
+        the rest of this stage."""
+        nf, flab = cv2.connectedComponents(fg.view(np.uint8), connectivity=8)
+        on = seeds != 0  # cores are foreground: every seed pixel lies in some blob
+        pairs = np.unique(flab[on].astype(np.int64) * (nk + 1) + seeds[on])
+        blob, core = pairs // (nk + 1), (pairs % (nk + 1)).astype(np.int32)
+        per_blob = np.bincount(blob, minlength=nf)
+        table = np.zeros(nf, np.int32)
+        single = per_blob[blob] == 1
+        table[blob[single]] = core[single]
+        labels = table.take(flab)
+        for j in np.flatnonzero(per_blob >= 2):
+            x, y, w, h = cv2.boundingRect(cv2.compare(flab, int(j), cv2.CMP_EQ))
+            inside = flab[y : y + h, x : x + w] == j
+            sd = np.where(inside, seeds[y : y + h, x : x + w], 0)
+            # Only this blob's cores are zeros of the transform: each pixel's nearest one.
+            _, near = cv2.distanceTransformWithLabels(
+                (sd == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
+            )
+            has = sd != 0
+            pix_to_seed = np.zeros(int(near.max()) + 1, np.int32)
+            pix_to_seed[near[has]] = sd[has]
+            region = labels[y : y + h, x : x + w]
+            region[inside] = pix_to_seed.take(near[inside])
+        return labels
+
     def _instances(self, logits: np.ndarray, valid_hw: tuple[int, int]):
         """Finder logits → (label map int32 at coarse scale, kept labels (K,) int,
         fg prob mean (K,), centroid x (K,), centroid y (K,) in coarse pixels)."""
@@ -195,17 +238,8 @@ class Pipeline:
             return None
         remap = np.zeros(n, np.int32)
         remap[keep] = np.arange(1, nk + 1)
-        seeds = remap[lab]
-        # Every foreground pixel goes to the nearest kept core: this splits touching
-        # scallops along the edge class the finder drew between them.
-        _, near = cv2.distanceTransformWithLabels(
-            (seeds == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
-        )
-        on = seeds != 0
-        pix_to_seed = np.zeros(int(near.max()) + 1, np.int32)
-        pix_to_seed[near[on]] = seeds[on]
-        labels = pix_to_seed[near]
-        labels[~fg] = 0
+        seeds = remap.take(lab)  # take: half the cost of fancy indexing for a lookup table
+        labels = self._assign(fg, seeds, nk)
         # Per-instance sums in one pass over the labelled pixels instead of one mask per instance
         # (findNonZero: same raster order as np.nonzero, several times faster).
         pts = cv2.findNonZero(cv2.compare(labels, 0, cv2.CMP_GT))
@@ -221,10 +255,10 @@ class Pipeline:
         sy = np.bincount(lv, weights=ys, minlength=nk + 1)
         ok = cnt * area_px >= self.config.min_scallop_area_mm2 * 0.5
         ok[0] = False
-        if not ok.all():
+        if not ok[1:].all():  # label 0 is the background, never kept
             drop = np.arange(nk + 1, dtype=np.int32)
             drop[~ok] = 0
-            labels = drop[labels]
+            labels = drop.take(labels)
         ks = np.flatnonzero(ok)
         if len(ks) == 0:
             return None
@@ -493,10 +527,11 @@ class Pipeline:
                     comp, ubox, add_near & own, mm_c, cfg, neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
                 )
                 touch = uro_adductor_gap(comp, ubox, add_near & own, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
-                cm = comp.view(bool)
-                uconf = float(
-                    softmax_rows([logits[i, c, y0:y1, x0:x1][cm] for c in range(logits.shape[1])], P_URO).mean()
-                )
+                # Over the blob's own box: the same pixels in the same order as over the crop.
+                bx0, by0 = ux + cx_, uy + cy_
+                cm = comp[by0 : by0 + ch_, bx0 : bx0 + cw_].view(bool)
+                ys_, xs_ = slice(y0 + by0, y0 + by0 + ch_), slice(x0 + bx0, x0 + bx0 + cw_)
+                uconf = float(softmax_rows([logits[i, c, ys_, xs_][cm] for c in range(logits.shape[1])], P_URO).mean())
                 px, py = px + x0, py + y0
                 ucx, ucy = ucen[best] + (ux + x0, uy + y0)
                 row.update(
