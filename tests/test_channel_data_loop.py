@@ -52,6 +52,9 @@ def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
     assert out["images"] == len(jpgs) and out["model"] == str(default_uv_model_path())
     doc = json.loads(coco.read_text())
     assert all(im["scallop"]["fluorescence"] is True for im in doc["images"])
+    # An --out that cannot be written is refused before the frames go through the model.
+    assert main(["labels", "export", str(session), "--out", str(coco.parent)]) == 3
+    assert f"{coco.parent}: cannot write the COCO file: it is a folder" in capsys.readouterr().err
 
     # The labeller's corrections (the simulator's truth); the companions stay beside the frames.
     labelled = CocoWriter("labelled")

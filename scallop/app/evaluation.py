@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from scallop.app.outputs import check_output_file
 from scallop.errors import DataError
 from scallop.models.dataset import Sample
 
@@ -248,36 +249,8 @@ def _table(rows: dict) -> str:
 
 
 def check_report_path(path: Path) -> None:
-    """Refuse a report file that could not be written, naming it and why, before the (slow)
-    scoring: a folder in its place, a file where its folder should be, a read-only place. Its
-    folders are made here (write_report would make them anyway); a file that is not there yet
-    is created and removed again, which is the one test a superuser's permissions cannot fool."""
-    import os
-
-    def refuse(why: str) -> DataError:
-        return DataError(f"{path}: cannot write the report: {why}")
-
-    if path.is_dir():
-        raise refuse("it is a folder (give a file name, e.g. report.html)")
-    above = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise refuse(f"{above} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise refuse(f"cannot make its folder {path.parent} ({e.strerror or e})") from None
-    try:
-        if path.exists():
-            with open(path, "a", encoding="utf-8"):  # appends nothing: the file stays as it is
-                pass
-        else:
-            with open(path, "x", encoding="utf-8"):
-                pass
-            os.unlink(path)
-    except OSError as e:
-        raise refuse(
-            f"{e.strerror or e} (check the folder's owner and permissions, or a disk mounted read-only)"
-        ) from None
+    """Refuse a report file that could not be written, before the (slow) scoring."""
+    check_output_file(path, "the report", "report.html")
 
 
 def write_report(ev: Evaluation, path: Path, title: str) -> None:

@@ -94,7 +94,7 @@ def run(args) -> int:
         pipeline("given")  # a bad --model file is refused before any image
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _make_annotate_dir(out_dir)
     # A companion given without its frame is reported like an unreadable image: the others go on.
     for message in stray:
         print(f"scallop detect: error: {message}", file=sys.stderr)
@@ -169,8 +169,28 @@ def run(args) -> int:
                 why = "pickable" if dets.pickable[i] else f"not pickable: {dets.reason[i]}"
                 print(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
         if out_dir:
-            cv2.imwrite(str(out_dir / (Path(path).stem + "_det.png")), draw(img, dets))
+            target = out_dir / (Path(path).stem + "_det.png")
+            try:
+                written = cv2.imwrite(str(target), draw(img, dets))
+            except cv2.error:
+                written = False
+            if not written:  # a full disk or a vanished folder: said, and counted in the exit code
+                print(f"scallop detect: error: {target}: the annotated image could not be written", file=sys.stderr)
+                failed += 1
     return 1 if failed else 0
+
+
+def _make_annotate_dir(out_dir: Path) -> None:
+    """Make the --annotate folder before any image is read, or refuse it naming why."""
+    from scallop.errors import DataError
+
+    above = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise DataError(f"--annotate {out_dir}: {above} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--annotate {out_dir}: cannot make the folder ({e.strerror or e})") from None
 
 
 def _scale(path: str, given: float | None) -> float | None:

@@ -31,7 +31,9 @@ def register(sub) -> None:
             "adductor outlines as annotations the labeller corrects. Each scallop carries the\n"
             "model's verdict and, when the line knew it, the pick's outcome as attributes.\n"
             "A frame kept with its fluorescence frame (x.uv.png beside it) is annotated by the\n"
-            "shipped model that reads the channel; import brings the companions into the data set."
+            "shipped model that reads the channel; import brings the companions into the data set.\n"
+            "An --out that cannot be written (a folder in its place, a file where its folder\n"
+            "should be, a read-only place) is refused before any frame is analysed: exit 3."
         ),
     )
     e.add_argument("capture", metavar="CAPTURE", help="a capture session folder (capture-*)")
@@ -72,6 +74,7 @@ def register(sub) -> None:
 def run_export(args) -> int:
     from scallop.app.capture import outcomes_by_detection, read_capture
     from scallop.app.labels import CocoWriter
+    from scallop.app.outputs import check_output_file
     from scallop.app.progress import Progress
     from scallop.errors import DataError
     from scallop.imagefiles import companion_of
@@ -81,6 +84,7 @@ def run_export(args) -> int:
 
     session, frames, outcomes = read_capture(args.capture)
     out = Path(args.out)
+    check_output_file(out, "the COCO file", "coco.json")  # before every frame is run through the model
     pipes: dict = {}
 
     def pipeline(kind: str) -> Pipeline:
