@@ -564,3 +564,18 @@ def test_a_start_refused_for_its_calibration_leaves_no_run_in_the_record(tmp_pat
     finally:
         con.close()
     assert len(runs) == 1 and runs[0][1] is not None and runs[0][2] == 0  # only the run that ran
+
+
+def test_a_start_refused_for_its_model_file_leaves_no_run_in_the_record(tmp_path, capsys):
+    db = tmp_path / "record.sqlite"
+    RecordWriter(db).close()  # a run that ran
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(f'[vision]\nmodel = "{tmp_path / "missing.onnx"}"\n[record]\npath = "{db}"\n')
+    assert main(["run", "--config", str(cfg), "--no-browser", "--duration", "1"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'missing.onnx'}: no such model file" in err[0], err
+    con = sqlite3.connect(db)
+    try:
+        assert len(con.execute("SELECT id FROM runs").fetchall()) == 1
+    finally:
+        con.close()

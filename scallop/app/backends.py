@@ -159,7 +159,24 @@ class HardwareBackend(Backend):
 
     def check(self) -> None:
         self._check_config()
-        load_line_calibration(self.config)  # the file, its parts and arms; the camera's size at open()
+        # The file, its parts and arms, the belt's axis and the second camera's registration;
+        # the camera's size is checked at open(), once the camera answers.
+        self._from_calibration(load_line_calibration(self.config))
+
+    def _from_calibration(self, cal):
+        """What the line takes from the calibration beyond its parts, refused with how to mend it:
+        the belt frame's axis along the travel, the second camera's registration at its height."""
+        cfg = self.config
+        d = cal.travel_dir
+        if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
+            raise ConfigError(
+                f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
+                f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align"
+            )
+        if cfg.camera.fluorescence.setup == "second_camera":
+            # Required by load_line_calibration: a file without the part was refused with how to make one.
+            return fluorescence_registration(cal, cfg.camera.fluorescence)
+        return None
 
     def _need_calibration(self) -> None:
         if not self.config.runtime.calibration:
@@ -199,17 +216,9 @@ class HardwareBackend(Backend):
             log.error("camera not available at the start, waiting for it: %s", e)
         cal = load_line_calibration(cfg, cam.resolution if cam.is_connected else None)
         self.accepted_redo = cal.accepted_redo
-        d = cal.travel_dir
-        if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
-            raise ConfigError(
-                f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
-                f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align"
-            )
+        self.fluorescence_registration = self._from_calibration(cal)
         self.camera_model = cal.camera
         self.belt = Belt(cal.counts_per_mm, cal.count_sign)
-        if cfg.camera.fluorescence.setup == "second_camera":
-            # Required above: a file without the part was refused with how to make one.
-            self.fluorescence_registration = fluorescence_registration(cal, cfg.camera.fluorescence)
         # The calibrated camera→robot transform wins over the configured one.
         self.arm_configs = [
             replace(a, robot_from_belt=Pose.from_matrix(cal.robot_from_belt(a.name).matrix())) for a in cfg.arms
@@ -347,6 +356,17 @@ class SimBackend(Backend):
 
     def check(self) -> None:
         self._calibration()
+        self._registration()
+
+    def _registration(self):
+        """The simulator's true calibration of its second camera, through the same registration
+        a calibration file gives a real line (at the configured height); None without one."""
+        fl = self.config.sim.fluorescence
+        if fl is None or fl.setup != "second_camera":
+            return None
+        from scallop.sim.commission import true_calibration
+
+        return fluorescence_registration(true_calibration(self.config.sim, []), self.config.camera.fluorescence)
 
     def _calibration(self):
         """The configured calibration file, checked used or not: the simulator brings its own
@@ -380,14 +400,7 @@ class SimBackend(Backend):
         e = cfg.sim.encoder
         self.camera_model = self.world.camera_model
         self.belt = Belt(e.counts_per_mm, e.direction)
-        if self.world.fluorescence is not None and self.world.fluorescence.setup == "second_camera":
-            # The simulator's true calibration of its second camera, through the same registration
-            # a calibration file gives a real line.
-            from scallop.sim.commission import true_calibration
-
-            self.fluorescence_registration = fluorescence_registration(
-                true_calibration(cfg.sim, []), cfg.camera.fluorescence
-            )
+        self.fluorescence_registration = self._registration()
         arms = cfg.arms or default_sim_arms(1)
         self.arm_configs = []
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from scallop.app.backends import HardwareBackend, SimBackend
 from scallop.app.config import LineConfig
 from scallop.app.line import Line
+from scallop.app.line.models import check_model_file
 from scallop.app.record import RecordWriter, default_db_path
 
 
@@ -21,9 +22,11 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
         backend = SimBackend(config, clock=clock, seed=seed)
     else:
         backend = HardwareBackend(config, clock=clock)
-    # What refuses a start without touching a device (the configuration, the calibration file)
-    # refuses it before the record is opened: a refused start is no run in the record's runs.
+    # What refuses a start without touching a device (the configuration, the calibration file,
+    # the model file) refuses it before the record is opened: a refused start is no run in the
+    # record's runs.
     backend.check()
+    check_model_file(config)
     path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None

@@ -39,6 +39,22 @@ def configured_model_path(cfg) -> Path:
     return Path(default_uv_model_path() if cfg.camera.fluorescence.enabled else default_model_path())
 
 
+def check_model_file(cfg) -> None:
+    """Refuse, before the record's run is opened, a start the model's file alone would refuse:
+    the registry's live model missing or changed since it was added, or ``vision.model`` (or
+    the shipped model) not there. Loading it is left to the line's start."""
+    if cfg.models.registry:
+        from scallop.app.registry import Registry
+
+        Registry(cfg.models.registry).live_entry()
+        return
+    from scallop.models.runtime import ModelError
+
+    path = configured_model_path(cfg)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")  # the words the runtime would use
+
+
 class ModelLoop:
     """``model``: the live model's ``{"name", "sha256"}``; ``shadow`` and ``capture``: the
     shadow runner and the frame capture once :meth:`open` ran (``shadow`` None without a
