@@ -49,7 +49,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import cv2
 
     from scallop.errors import ConfigError, check_number
     from scallop.imagefiles import companion_of, companion_path
@@ -94,7 +93,9 @@ def run(args) -> int:
         pipeline("given")  # a bad --model file is refused before any image
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
-        _make_annotate_dir(out_dir)
+        from scallop.app.outputs import check_output_dir
+
+        check_output_dir(out_dir, "the annotated images")  # before any image is analysed
     # A companion given without its frame is reported like an unreadable image: the others go on.
     for message in stray:
         print(f"scallop detect: error: {message}", file=sys.stderr)
@@ -170,27 +171,27 @@ def run(args) -> int:
                 print(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
         if out_dir:
             target = out_dir / (Path(path).stem + "_det.png")
-            try:
-                written = cv2.imwrite(str(target), draw(img, dets))
-            except cv2.error:
-                written = False
-            if not written:  # a full disk or a vanished folder: said, and counted in the exit code
-                print(f"scallop detect: error: {target}: the annotated image could not be written", file=sys.stderr)
+            why = _write_png(target, draw(img, dets))
+            if why:  # a full disk or a vanished folder: said, and counted in the exit code
+                print(
+                    f"scallop detect: error: {target}: the annotated image could not be written: {why}", file=sys.stderr
+                )
                 failed += 1
     return 1 if failed else 0
 
 
-def _make_annotate_dir(out_dir: Path) -> None:
-    """Make the --annotate folder before any image is read, or refuse it naming why."""
-    from scallop.errors import DataError
+def _write_png(target: Path, image) -> str:
+    """Write ``image`` as PNG; "" when written, else why not (the system's words)."""
+    import cv2
 
-    above = next((p for p in [out_dir, *out_dir.parents] if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise DataError(f"--annotate {out_dir}: {above} is a file, not a folder")
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        return "the image could not be encoded"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(buf.tobytes())
     except OSError as e:
-        raise DataError(f"--annotate {out_dir}: cannot make the folder ({e.strerror or e})") from None
+        return e.strerror or str(e)
+    return ""
 
 
 def _scale(path: str, given: float | None) -> float | None:

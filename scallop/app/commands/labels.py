@@ -122,7 +122,10 @@ def run_export(args) -> int:
             writer.add_detections(iid, dets, _by_position(dets, meta, outcomes_by_detection(meta, outcomes)))
             n_ann += len(writer.annotations) - before
             bar.update()
-    writer.write(out)
+    try:
+        writer.write(out)
+    except OSError as e:  # checked before the frames, but a disk can fill meanwhile
+        raise DataError(f"{out}: cannot write the COCO file: {e.strerror or e}") from None
     models = sorted({p.model.info.path for p in pipes.values()})
     print(json.dumps({"images": len(frames), "annotations": n_ann, "model": ", ".join(models), "out": str(out)}))
     return 0
