@@ -400,3 +400,14 @@ def test_scallop_doctor_opens_the_genicam_camera_the_line_would():
 
     check = check_camera(load_config(EXAMPLE / "line.toml"))
     assert (check.status, check.found) == (OK, "GenICam camera gives 640x480 frames")
+
+
+@needs_aravis
+def test_scallop_doctor_says_to_fix_the_configuration_when_the_camera_refuses_a_setting(tmp_path):
+    from scallop.app.doctor import FAIL, check_camera
+
+    toml = tmp_path / "line.toml"
+    toml.write_text((EXAMPLE / "line.toml").read_text().replace("width = 640", "width = 9999"))
+    cfg = load_config(toml)
+    check = check_camera(cfg)
+    assert check.status == FAIL and "9999" in check.found and "fix [camera] / [camera.genicam]" in check.todo

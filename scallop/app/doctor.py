@@ -1,8 +1,12 @@
 """``scallop doctor``: what a maintenance engineer checks on a line PC, one line each.
 
 Every check says OK, WARN or FAIL, what it found, and for WARN and FAIL what to do. The checks
-only look: a device is read, never written to (an arm is asked for its status block, not sent a
-heartbeat or a command), so the doctor may run beside the running line.
+only look: an arm is asked for its status block, not sent a heartbeat or a command, and the
+PLC's and the encoder's registers are only read, so the doctor may run beside the running
+line. A camera is opened as the line opens it (a GenICam camera is set up with the configured
+format, region, exposure and trigger): a camera the running line holds is usually refused to a
+second program (reported with "whether the running line holds the device"), so its check
+belongs to a stopped line.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scallop.app.config import LineConfig
-from scallop.errors import DataError, ScallopError
+from scallop.errors import ConfigError, DataError, ScallopError
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CALIBRATION_WARN_DAYS = 180.0  # a calibration older than this is worth a drift check
@@ -65,6 +69,8 @@ def check_camera(cfg: LineConfig) -> Check:
     try:
         # The device the line opens (GenICam, a recording, or what OpenCV opens), not a guess.
         frame = _first_frame(colour_camera(cfg, SystemClock()))
+    except ConfigError as e:  # the camera refused a setting: the cable is not the cause
+        return Check("camera", FAIL, str(e), "fix [camera] / [camera.genicam] in the configuration (docs/cameras.md)")
     except (ScallopError, OSError) as e:
         return Check("camera", FAIL, str(e), "check the cable and power, or whether the running line holds the device")
     return Check("camera", OK, f"{name} gives {frame.width}x{frame.height} frames")
