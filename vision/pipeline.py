@@ -142,7 +142,9 @@ class Pipeline:
         # Area averaging, first by exact halvings: a 2:1 bilinear resample samples midway between
         # two pixels, i.e. averages each 2x2 block as INTER_AREA does (to one grey level of
         # rounding), at a quarter of INTER_AREA's cost on a 1280x720 frame (0.28 against 1.06 ms
-        # here: bench vision). INTER_AREA does whatever factor is left.
+        # here: bench vision). INTER_AREA does whatever factor is left; where the halvings are not
+        # the whole factor (0.3 or 0.8 mm/px) a block's edge is blurred over one more pixel than
+        # INTER_AREA alone would, as the training's own two area resamples do (models/train.py).
         while h % 2 == 0 and w % 2 == 0 and w // 2 >= size[0] and h // 2 >= size[1]:
             h, w = h // 2, w // 2
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -334,8 +336,8 @@ class Pipeline:
         cfg = self.config
         s = float(mm_per_px or cfg.mm_per_px)
         H, W = image.shape[:2]
-        # The finder's input straight from the frame (one area resample: at 0.5 mm/px an exact
-        # 4:1 block average, OpenCV's fast path); the fine scale is only ever made for the crops.
+        # The finder's input straight from the frame (area averaging by halvings: at 0.5 mm/px an
+        # exact 4:1 block average); the fine scale is only ever made for the crops.
         g = s / self.coarse_mm  # coarse px per image px
         coarse = self._resize(image, g)
         ch, cw = coarse.shape[:2]
