@@ -71,3 +71,27 @@ def no_frames_message(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMA
             "companions of frames, never frames of their own"
         )
     return f"{folder}: folder holds no images ({only})"
+
+
+def read_ahead(paths, read):
+    """``(path, read(path))`` for each path in order, the next file read on a second thread
+    while the caller works on this one: decoding releases the GIL, so with a core to spare the
+    reading hides behind the work (``scallop detect`` over a folder, and both sides of its
+    timing against the speed anchor in ``scallop bench vision``). What ``read`` raised is
+    given in place of its result, for the caller to report and go on. At most one file is read
+    ahead; the thread ends with the loop, also when the caller stops early."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    if not paths:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        nxt = pool.submit(read, paths[0])
+        for i, path in enumerate(paths):
+            try:
+                got = nxt.result()
+            except Exception as e:  # handed over: the caller knows which errors are per file
+                got = e
+            if i + 1 < len(paths):
+                nxt = pool.submit(read, paths[i + 1])
+            yield path, got

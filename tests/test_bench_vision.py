@@ -44,7 +44,29 @@ def test_profile_and_side_by_side_are_written(tmp_path, capsys):
     f = res["files"]
     assert f["files"] == 3 and len(f["ratio_per_round"]) == 2 and f["ratio_of_medians"] > 0
     assert f["anchor_file"] == "a.onnx" and len(res["load_avg_before"]) == 3
+    # Both loops, both sides: the read-ahead one (scallop detect's) and file by file.
+    assert len(f["serial"]["ratio_per_round"]) == 2 and f["serial"]["scallop"]["median_ms"] > 0
+    assert "read ahead" in f["loop"] and "file by file" in f["serial"]["loop"]
     assert "faster" in capsys.readouterr().out
+
+
+def test_read_ahead_keeps_the_order_hands_errors_over_and_leaves_no_thread():
+    import threading
+
+    from scallop.imagefiles import read_ahead
+
+    def read(p):
+        if p == "bad":
+            raise ValueError("unreadable")
+        return p.upper()
+
+    got = list(read_ahead(["a", "bad", "c"], read))
+    assert [p for p, _ in got] == ["a", "bad", "c"] and got[0][1] == "A" and got[2][1] == "C"
+    assert isinstance(got[1][1], ValueError)
+    for _, _ in read_ahead(["x", "y", "z"], read):
+        break  # a caller that stops early
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
+    assert list(read_ahead([], read)) == []
 
 
 @pytest.mark.parametrize("text", ["5", "4,2", "a,b", "0,31"])
