@@ -151,6 +151,10 @@ def _by_position(dets, meta: dict, found: list) -> list:
 def run_import(args) -> int:
     from scallop.app.labels import import_coco
     from scallop.app.progress import Progress
+    from scallop.errors import check_number
+
+    if args.mm_per_px is not None:  # a usage error, as in eval and detect
+        check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
 
     with Progress(None, "importing", unit="images") as bar:
         summary = import_coco(

@@ -108,6 +108,10 @@ def run_add(args) -> int:
 
 
 def run_promote(args) -> int:
+    from scallop.errors import check_number
+
+    if args.mm_per_px is not None:  # a usage error, as in eval and detect
+        check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
     registry, reference = _settings(args)
     from scallop.app.registry import Registry
 
