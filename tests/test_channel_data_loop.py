@@ -55,6 +55,14 @@ def test_capture_export_import_eval_carry_the_channel(tmp_path, capsys):
     # An --out that cannot be written is refused before the frames go through the model.
     assert main(["labels", "export", str(session), "--out", str(coco.parent)]) == 3
     assert f"{coco.parent}: cannot write the COCO file: it is a folder" in capsys.readouterr().err
+    # A companion broken since the capture (a folder in its place) is refused, not exported as colour.
+    uv0 = companion_of(jpgs[0])
+    uv0.rename(uv0.with_name("aside.png"))
+    uv0.mkdir()
+    assert main(["labels", "export", str(session), "--out", str(tmp_path / "other.json")]) == 3
+    assert f"{uv0}: the fluorescence frame of" in capsys.readouterr().err
+    uv0.rmdir()
+    uv0.with_name("aside.png").rename(uv0)
 
     # The labeller's corrections (the simulator's truth); the companions stay beside the frames.
     labelled = CocoWriter("labelled")

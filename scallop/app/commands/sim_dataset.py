@@ -46,7 +46,7 @@ def register(sub) -> None:
         "--workers",
         type=int,
         default=0,
-        help=f"processes, 1..{max_workers()} (4 per CPU of this machine; default: the CPU count, at most 4)",
+        help=f"processes, 1..{max_workers()} (4 per CPU of this machine; 0, the default: the CPU count, at most 4)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
     p.add_argument(
