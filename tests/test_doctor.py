@@ -247,3 +247,29 @@ def test_alternate_frames_and_the_simulator_have_no_second_device_to_check(line)
     fl = {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 5}
     got = statuses(line | {"sim": {"fluorescence": ALTERNATE}, "camera": {"fluorescence": fl}})
     assert "fluorescence camera" not in got and got["camera"][0] == OK
+
+
+def test_a_real_lines_calibration_is_checked_as_the_line_checks_it_at_its_start(line, tmp_path):
+    """A belt frame whose x axis is not the travel: the line refuses to start, so the doctor
+    FAILs it too (it used to say OK)."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from scallop.calibration.store import LineCalibration
+
+    path = line["runtime"]["calibration"]
+    cal = LineCalibration.load(path, require=("intrinsics",))
+    arm = {"when": "2026-01-01T00:30:00+00:00", "robot_from_belt": np.eye(4).tolist(), "rms_mm": 0.1, "verdict": "good"}
+    cal.set_arm("arm1", arm | {"residuals_mm": [0.1, 0.1, 0.1, 0.1]})
+    cal.save()
+    (tmp_path / "colour").mkdir()
+    cv2.imwrite(str(tmp_path / "colour" / "a.png"), np.full((480, 640, 3), 90, np.uint8))
+    real = line | {"camera": {"source": str(tmp_path / "colour")}}
+    assert statuses(real)["calibration"][0] == OK
+    data = json.loads(open(path).read())
+    data["encoder"]["travel_dir"] = [0.0, 1.0]
+    open(path, "w").write(json.dumps(data))
+    status, text = statuses(real)["calibration"]
+    assert status == FAIL and "the belt frame's x axis is not the direction of travel" in text

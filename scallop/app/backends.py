@@ -161,22 +161,7 @@ class HardwareBackend(Backend):
         self._check_config()
         # The file, its parts and arms, the belt's axis and the second camera's registration;
         # the camera's size is checked at open(), once the camera answers.
-        self._from_calibration(load_line_calibration(self.config))
-
-    def _from_calibration(self, cal):
-        """What the line takes from the calibration beyond its parts, refused with how to mend it:
-        the belt frame's axis along the travel, the second camera's registration at its height."""
-        cfg = self.config
-        d = cal.travel_dir
-        if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
-            raise ConfigError(
-                f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
-                f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align"
-            )
-        if cfg.camera.fluorescence.setup == "second_camera":
-            # Required by load_line_calibration: a file without the part was refused with how to make one.
-            return fluorescence_registration(cal, cfg.camera.fluorescence)
-        return None
+        line_calibration_checks(self.config, load_line_calibration(self.config))
 
     def _need_calibration(self) -> None:
         if not self.config.runtime.calibration:
@@ -216,7 +201,7 @@ class HardwareBackend(Backend):
             log.error("camera not available at the start, waiting for it: %s", e)
         cal = load_line_calibration(cfg, cam.resolution if cam.is_connected else None)
         self.accepted_redo = cal.accepted_redo
-        self.fluorescence_registration = self._from_calibration(cal)
+        self.fluorescence_registration = line_calibration_checks(cfg, cal)
         self.camera_model = cal.camera
         self.belt = Belt(cal.counts_per_mm, cal.count_sign)
         # The calibrated camera→robot transform wins over the configured one.
@@ -225,10 +210,10 @@ class HardwareBackend(Backend):
         ]
 
 
-def load_line_calibration(cfg: LineConfig, image_size: tuple[int, int] | None = None):
+def load_line_calibration(cfg: LineConfig, image_size: tuple[int, int] | None = None, arms: bool = True):
     """The line calibration file of ``cfg``, checked for what a real line needs: intrinsics,
-    belt, encoder, every configured arm (and the fluorescence part with a second camera);
-    ``image_size``: the connected camera's, when known."""
+    belt, encoder, every configured arm (``arms``; a simulated line's arms need none) and the
+    fluorescence part with a second camera; ``image_size``: the connected camera's, when known."""
     from scallop.calibration.store import load_calibration
 
     return load_calibration(
@@ -236,9 +221,25 @@ def load_line_calibration(cfg: LineConfig, image_size: tuple[int, int] | None = 
         image_size=image_size,
         require=("intrinsics", "belt", "encoder")
         + (("fluorescence",) if cfg.camera.fluorescence.setup == "second_camera" else ()),
-        arms=[a.name for a in cfg.arms],
+        arms=[a.name for a in cfg.arms] if arms else (),
         accept_redo=cfg.runtime.accept_redo_calibration,
     )
+
+
+def line_calibration_checks(cfg: LineConfig, cal):
+    """What a real line takes from its calibration beyond the parts, refused with how to mend
+    it: the belt frame's axis along the travel, and the second camera's registration at its
+    height (returned; None without a second camera). The line's start and ``scallop doctor``."""
+    d = cal.travel_dir
+    if abs(float(d[1])) > 0.01 or float(d[0]) <= 0:
+        raise ConfigError(
+            f"{cfg.runtime.calibration}: the belt frame's x axis is not the direction of travel "
+            f"(travel_dir={list(np.round(d, 4))}); redo 'scallop calibrate encoder' without --no-align"
+        )
+    if cfg.camera.fluorescence.setup == "second_camera":
+        # Required by load_line_calibration: a file without the part was refused with how to make one.
+        return fluorescence_registration(cal, cfg.camera.fluorescence)
+    return None
 
 
 def fluorescence_registration(cal, section):

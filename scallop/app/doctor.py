@@ -224,25 +224,20 @@ def check_calibration(cfg: LineConfig, now: float) -> Check:
         if cfg.is_simulated:
             return Check("calibration", OK, "the simulator brings its own")
         return Check("calibration", FAIL, "no runtime.calibration", "calibrate the line (docs/calibration.md)")
+    from scallop.app.backends import fluorescence_registration, line_calibration_checks, load_line_calibration
     from scallop.calibration.errors import CalibrationError
-    from scallop.calibration.store import load_calibration
 
     path = cfg.runtime.calibration
-    second = cfg.camera.fluorescence.setup == "second_camera"
     try:
-        cal = load_calibration(
-            path,
-            require=("intrinsics", "belt", "encoder") + (("fluorescence",) if second else ()),
-            arms=[a.name for a in cfg.arms] if not cfg.is_simulated else (),
-            accept_redo=cfg.runtime.accept_redo_calibration,
-        )
-        if second:
-            from scallop.app.backends import fluorescence_registration
-
-            # As the line does at its start: at the configured height, which may need the pose.
+        # As the line does at its start (the simulator's arms need no part of their own).
+        cal = load_line_calibration(cfg, arms=not cfg.is_simulated)
+        if not cfg.is_simulated:
+            line_calibration_checks(cfg, cal)
+        elif cfg.camera.fluorescence.setup == "second_camera":
+            # At the configured height, which may need the pose (the simulator registers its own).
             fluorescence_registration(cal, cfg.camera.fluorescence)
         summary = cal.summary()
-    except (CalibrationError, FileNotFoundError) as e:
+    except (CalibrationError, ConfigError, FileNotFoundError) as e:
         return Check("calibration", FAIL, str(e), "redo the named calibration step (docs/calibration.md)")
     oldest, redo = None, []
     parts = dict(summary["parts"])
