@@ -277,22 +277,14 @@ def check_calibration(cfg: LineConfig, now: float) -> Check:
 def check_model(cfg: LineConfig) -> Check:
     """The model the line would run (the registry's live one, ``vision.model``, or the shipped
     one for its channels) loads, and reads the channels the line has."""
-    from scallop.app.line.models import configured_model_path
-    from scallop.models.runtime import default_model_path
+    from scallop.app.line.models import line_model_path
 
     restore = "reinstall the version, or restore the model from a backup"
     try:
-        if cfg.models.registry:
-            from scallop.app.registry import Registry
-
-            try:
-                live = Registry(cfg.models.registry).live_entry()  # as the line checks it at its start
-            except DataError as e:
-                return Check("model", FAIL, str(e), "roll back ('scallop model rollback') or add the model again")
-            # A registry without a live model starts the line on the shipped colour model.
-            path = live.path if live is not None else Path(default_model_path())
-        else:
-            path = configured_model_path(cfg)
+        try:
+            path = line_model_path(cfg)  # as the line finds it at its start
+        except DataError as e:  # the registry's live model missing or changed
+            return Check("model", FAIL, str(e), "roll back ('scallop model rollback') or add the model again")
         from scallop.vision.pipeline import Pipeline, PipelineConfig
 
         pipe = Pipeline(config=PipelineConfig(model=str(path), threads=1))

@@ -39,18 +39,25 @@ def configured_model_path(cfg) -> Path:
     return Path(default_uv_model_path() if cfg.camera.fluorescence.enabled else default_model_path())
 
 
-def check_model_file(cfg) -> None:
-    """Refuse, before the record's run is opened, a start the model's file alone would refuse:
-    the registry's live model missing or changed since it was added, or ``vision.model`` (or
-    the shipped model) not there. Loading it is left to the line's start."""
+def line_model_path(cfg) -> Path:
+    """The model file the line would start on: the registry's live model (its file checked
+    against its checksum: DataError when missing or changed; a registry without a live model
+    starts on the shipped colour model), else :func:`configured_model_path`. Changes nothing."""
     if cfg.models.registry:
         from scallop.app.registry import Registry
+        from scallop.models.runtime import default_model_path
 
-        Registry(cfg.models.registry).live_entry()
-        return
+        live = Registry(cfg.models.registry).live_entry()
+        return live.path if live is not None else Path(default_model_path())
+    return configured_model_path(cfg)
+
+
+def check_model_file(cfg) -> None:
+    """Refuse, before the record's run is opened, a start the model's file alone would refuse
+    (:func:`line_model_path`). Loading it is left to the line's start."""
     from scallop.models.runtime import ModelError
 
-    path = configured_model_path(cfg)
+    path = line_model_path(cfg)
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")  # the words the runtime would use
 
