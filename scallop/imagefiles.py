@@ -45,9 +45,16 @@ def companion_path(frame: str | os.PathLike) -> Path:
 
 def companion_of(frame: str | os.PathLike) -> Path | None:
     """The fluorescence companion beside ``frame`` (``x.jpg`` → ``x.uv.png``), None if absent
-    (or not a file: a reader that cares tells the two apart with :func:`companion_path`)."""
+    (or not a file: :func:`broken_companion` tells the two apart)."""
     c = companion_path(frame)
     return c if c.is_file() else None
+
+
+def broken_companion(frame: str | os.PathLike) -> Path | None:
+    """Something named as ``frame``'s companion that is not a file (a folder, a dangling
+    link): a pair that cannot be read, not a frame without one. None otherwise."""
+    c = companion_path(frame)
+    return c if not c.is_file() and (c.exists() or c.is_symlink()) else None
 
 
 def frame_of(companion: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path | None:

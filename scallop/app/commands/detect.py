@@ -49,9 +49,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-
     from scallop.errors import ConfigError, check_number
-    from scallop.imagefiles import companion_of, companion_path, read_ahead
+    from scallop.imagefiles import broken_companion, companion_of, companion_path, read_ahead
     from scallop.vision.annotate import draw
     from scallop.vision.camera import CameraError, read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline, PipelineConfig
@@ -118,9 +117,7 @@ def run(args) -> int:
             failed += 1
             continue
         companion = companion_of(path)
-        named = companion_path(path)
-        # Something named x.uv.png that is not a file (a folder): a pair that cannot be read.
-        broken = companion is None and (named.exists() or named.is_symlink())
+        broken = broken_companion(path)
         if args.model:
             pipe = pipeline("given")
         else:
@@ -131,9 +128,9 @@ def run(args) -> int:
         uv = None
         if takes_uv:
             if broken:
-                what = "a folder" if named.is_dir() else "not a readable file"
+                what = "a folder" if broken.is_dir() else "not a readable file"
                 print(
-                    f"scallop detect: error: {named}: the fluorescence frame of {path} is {what}, "
+                    f"scallop detect: error: {broken}: the fluorescence frame of {path} is {what}, "
                     "not an image file: the pair cannot be analysed",
                     file=sys.stderr,
                 )
@@ -142,7 +139,7 @@ def run(args) -> int:
             if companion is None:
                 print(
                     f"scallop detect: error: {path}: its fluorescence frame "
-                    f"{named} is missing, and the model "
+                    f"{companion_path(path)} is missing, and the model "
                     f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)",
                     file=sys.stderr,
                 )

@@ -77,7 +77,7 @@ def run_export(args) -> int:
     from scallop.app.outputs import check_output_file
     from scallop.app.progress import Progress
     from scallop.errors import DataError
-    from scallop.imagefiles import companion_of, companion_path
+    from scallop.imagefiles import broken_companion, companion_of
     from scallop.models.runtime import default_uv_model_path
     from scallop.vision.camera import read_fluorescence, read_image
     from scallop.vision.pipeline import Pipeline
@@ -102,11 +102,11 @@ def run_export(args) -> int:
         for img_path, meta in frames:
             image = read_image(img_path)
             companion = companion_of(img_path)
-            named = companion_path(img_path)
-            if companion is None and (named.exists() or named.is_symlink()):
+            broken = broken_companion(img_path)
+            if broken is not None:
                 # A pair the capture wrote, now broken: exported as colour it would lose its mark.
                 raise DataError(
-                    f"{named}: the fluorescence frame of {img_path} is not an image file (a folder, or a broken "
+                    f"{broken}: the fluorescence frame of {img_path} is not an image file (a folder, or a broken "
                     "link): restore it, or remove it to export the frame as colour only"
                 )
             pipe = pipeline("given" if args.model else "uv" if companion is not None else "colour")
