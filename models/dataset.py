@@ -262,11 +262,13 @@ class Dataset:
     def __getitem__(self, i: int) -> Sample:
         return self.load(self.names[i])
 
-    def own_scale(self, name: str) -> tuple[float, Path] | None:
+    def own_scale(self, name: str, labels: dict | None = None) -> tuple[float, Path] | None:
         """(the scale the set gives sample ``name``, the file that gives it): its
-        ``labels/<name>.json``, else ``dataset.json``; None when neither does."""
+        ``labels/<name>.json`` (``labels``: that file, when already read), else ``dataset.json``;
+        None when neither does."""
         labels_path = self.root / "labels" / f"{name}.json"
-        labels = _read_json(labels_path) if labels_path.is_file() else {}
+        if labels is None:
+            labels = _read_json(labels_path) if labels_path.is_file() else {}
         for mm, where in ((labels.get("mm_per_px"), labels_path), (self.manifest.get("mm_per_px"), None)):
             if mm is not None:
                 where = where or self.root / "dataset.json"
@@ -319,7 +321,7 @@ class Dataset:
         uv = self._load_uv(img_path, (h, w)) if "uv" in self.channels else None
         labels_path = self.root / "labels" / f"{name}.json"
         labels = _read_json(labels_path) if labels_path.is_file() else {}
-        own = self.own_scale(name)
+        own = self.own_scale(name, labels)
         if own is not None:
             mm = check_scale_option(mm_per_px, own[0], f"{own[1]}: mm_per_px")
         elif mm_per_px is not None:

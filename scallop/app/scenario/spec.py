@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from scallop.app.config import ConfigError, LineConfig, build, load_toml, to_dict
-from scallop.errors import SEED_MAX, check_number, check_range
+from scallop.errors import check_range, check_seed
 
 FaultKind = Literal[
     "arm_disconnect",
@@ -89,7 +89,7 @@ class ScenarioSpec:
                 f"give exactly one of duration_s and scallops (got duration_s={self.duration_s:g}, "
                 f"scallops={self.scallops})"
             )
-        check_number("seed", self.seed, 0, SEED_MAX, integer=True)  # numpy refuses a negative one
+        check_seed("seed", self.seed)  # numpy refuses a negative one
         check_range("duration_s", self.duration_s, 0.0, 86400.0)
         check_range("scallops", self.scallops, 0, 1_000_000)
         check_range("arms", self.arms, 1, 8)
