@@ -83,6 +83,15 @@ def check_number(
     return value
 
 
+def check_duration(key: str, value: object, max_s: float) -> float:
+    """A duration option: more than 0 s (0 or less would end before it began) and at most
+    ``max_s``, or :class:`ConfigError` naming the option."""
+    v = float(check_number(key, value, None, None, note=f": allowed more than 0, up to {_fmt(max_s)} s"))
+    if not 0 < v <= max_s:
+        raise ConfigError(f"{key}={value!r} is out of range: allowed more than 0, up to {_fmt(max_s)} s")
+    return v
+
+
 #: The largest seed a command takes. numpy's seeding refuses negative numbers (a traceback, not
 #: a usage error, if let through); 32 bits are more distinct runs than anyone draws, and a
 #: bigger number is a typo, not a wish.

@@ -11,6 +11,9 @@ import time
 
 from scallop.app.systemd import notify, watchdog_interval_s
 
+# A timed run (--duration): a week at most; the line's service runs without one.
+MAX_DURATION_S = 7 * 86400
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -39,8 +42,8 @@ def register(sub) -> None:
     p.add_argument(
         "--duration",
         type=float,
-        help="run this many seconds, stop cleanly, print a JSON summary (its keys, and the simulator's "
-        "'truth' block: docs/operator-screen.md)",
+        help=f"run this many seconds (more than 0, at most {MAX_DURATION_S}), stop cleanly, print a JSON "
+        "summary (its keys, and the simulator's 'truth' block: docs/operator-screen.md)",
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record", help="production record database (default from the config)")
@@ -65,10 +68,12 @@ def run(args) -> int:
     from scallop.app.config import load_config
     from scallop.app.web import create_app
     from scallop.app.web_server import serve
-    from scallop.errors import check_number, check_seed
+    from scallop.errors import check_duration, check_number, check_seed
     from scallop.robot.clock import SystemClock
 
     check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
+    if args.duration is not None:  # nan, 0 or -1 started and stopped at once, recording a run
+        check_duration("--duration", args.duration, MAX_DURATION_S)
     if args.port is not None:
         check_number("--port", args.port, 0, 65535, integer=True)  # 70000 is a typo, not port 4464
     cfg = load_config(args.config)

@@ -55,19 +55,17 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
-    import math
 
     from scallop.app.progress import Progress
     from scallop.app.scenario import load_scenario, run_scenario, write_report
-    from scallop.errors import ConfigError, check_number, check_seed
+    from scallop.errors import check_duration, check_number, check_seed
 
     if args.seed is not None:
         check_seed("--seed", args.seed)
     if args.scallops is not None:
         check_number("--scallops", args.scallops, 1, MAX_SCALLOPS, integer=True)
-    if args.duration is not None and not 0 < args.duration <= MAX_DURATION_S:  # NaN fails this too
-        what = "is out of range" if math.isfinite(args.duration) else "is not a finite number"
-        raise ConfigError(f"--duration={args.duration!r} {what}: allowed more than 0, up to {MAX_DURATION_S} s")
+    if args.duration is not None:
+        check_duration("--duration", args.duration, MAX_DURATION_S)
     sc = load_scenario(args.scenario)
     by_count = args.scallops is not None or (args.duration is None and sc.spec.scallops > 0)
     total = (args.scallops or sc.spec.scallops) if by_count else int(args.duration or sc.spec.duration_s)
