@@ -215,7 +215,7 @@ def _second_camera_line(line, tmp_path, fluo_size):
     colour, fluo = tmp_path / "colour", tmp_path / "fluo"
     colour.mkdir()
     fluo.mkdir()
-    cv2.imwrite(str(colour / "a.png"), np.full((480, 640, 3), 90, np.uint8))
+    cv2.imwrite(str(colour / "a.png"), np.full((720, 1280, 3), 90, np.uint8))  # the calibrated size
     if fluo_size is not None:
         cv2.imwrite(str(fluo / "a.png"), np.full(fluo_size[::-1], 12, np.uint8))
     fl = {"setup": "second_camera", "source": str(fluo), "max_pair_ms": 2.0, "alarm_after": 5}
@@ -224,7 +224,7 @@ def _second_camera_line(line, tmp_path, fluo_size):
 
 def test_the_second_camera_is_opened_and_its_size_checked_against_the_calibration(line, tmp_path):
     got = statuses(_second_camera_line(line, tmp_path, (800, 600)))
-    assert got["camera"][0] == OK and "gives 640x480 frames" in got["camera"][1]
+    assert got["camera"][0] == OK and "gives 1280x720 frames" in got["camera"][1]
     assert got["fluorescence camera"][0] == OK and "gives 800x600 frames" in got["fluorescence camera"][1]
 
 
@@ -265,7 +265,7 @@ def test_a_real_lines_calibration_is_checked_as_the_line_checks_it_at_its_start(
     cal.set_arm("arm1", arm | {"residuals_mm": [0.1, 0.1, 0.1, 0.1]})
     cal.save()
     (tmp_path / "colour").mkdir()
-    cv2.imwrite(str(tmp_path / "colour" / "a.png"), np.full((480, 640, 3), 90, np.uint8))
+    cv2.imwrite(str(tmp_path / "colour" / "a.png"), np.full((720, 1280, 3), 90, np.uint8))
     real = line | {"camera": {"source": str(tmp_path / "colour")}}
     assert statuses(real)["calibration"][0] == OK
     data = json.loads(open(path).read())
@@ -273,3 +273,29 @@ def test_a_real_lines_calibration_is_checked_as_the_line_checks_it_at_its_start(
     open(path, "w").write(json.dumps(data))
     status, text = statuses(real)["calibration"]
     assert status == FAIL and "the belt frame's x axis is not the direction of travel" in text
+
+
+def test_a_colour_camera_in_another_mode_than_calibrated_fails_as_the_line_refuses_it(line, tmp_path):
+    import cv2
+    import numpy as np
+
+    (tmp_path / "colour").mkdir()
+    cv2.imwrite(str(tmp_path / "colour" / "a.png"), np.full((480, 640, 3), 90, np.uint8))
+    status, text = statuses(line | {"camera": {"source": str(tmp_path / "colour")}})["camera"]
+    assert status == FAIL and "gives 640x480 frames; " in text and "made for 1280x720 images" in text
+
+
+def test_a_real_line_missing_what_the_line_needs_to_start_fails_its_configuration(line, tmp_path):
+    """No [[arms]], or an image folder's frames without belt counts: the line refuses to start
+    (exit 2), so the doctor FAILs them too (it said OK)."""
+    import cv2
+    import numpy as np
+
+    (tmp_path / "colour").mkdir()
+    cv2.imwrite(str(tmp_path / "colour" / "a.png"), np.full((720, 1280, 3), 90, np.uint8))
+    real = line | {"camera": {"source": str(tmp_path / "colour")}}
+    status, text = statuses(real | {"arms": []})["configuration"]
+    assert status == FAIL and "arms: a real line needs at least one [[arms]] entry" in text
+    status, text = statuses(real)["configuration"]
+    assert status == FAIL and "its frames carry no belt counts" in text
+    assert "configuration" not in statuses(line)  # the simulator: nothing of the kind to check

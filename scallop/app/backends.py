@@ -158,7 +158,7 @@ class HardwareBackend(Backend):
     it (``camera_error``) and connects it when it comes."""
 
     def check(self) -> None:
-        self._check_config()
+        self.check_config()
         # The file, its parts and arms, the belt's axis and the second camera's registration;
         # the camera's size is checked at open(), once the camera answers.
         line_calibration_checks(self.config, load_line_calibration(self.config))
@@ -170,7 +170,9 @@ class HardwareBackend(Backend):
                 "(run 'scallop calibrate …' first, see docs/calibration.md)"
             )
 
-    def _check_config(self) -> None:
+    def check_config(self) -> None:
+        """The configuration a real line needs (calibration file named, arms and their
+        transports, belt counts for the frames, the PLC's transport); ``scallop doctor`` too."""
         cfg = self.config
         self._need_calibration()
         if not cfg.arms:
@@ -190,7 +192,7 @@ class HardwareBackend(Backend):
 
     def open(self) -> None:
         cfg = self.config
-        self._check_config()
+        self.check_config()
         self.plc_config = cfg.plc
         cam = open_camera(cfg, self.clock)
         self.camera = cam

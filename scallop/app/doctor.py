@@ -73,7 +73,43 @@ def check_camera(cfg: LineConfig) -> Check:
         return Check("camera", FAIL, str(e), "fix [camera] / [camera.genicam] in the configuration (docs/cameras.md)")
     except (ScallopError, OSError) as e:
         return Check("camera", FAIL, str(e), "check the cable and power, or whether the running line holds the device")
-    return Check("camera", OK, f"{name} gives {frame.width}x{frame.height} frames")
+    found = f"{name} gives {frame.width}x{frame.height} frames"
+    mismatch = _calibrated_size_mismatch(cfg, (frame.width, frame.height))
+    if mismatch:  # the line refuses to start on it
+        return Check("camera", FAIL, f"{found}; {mismatch}", "set the camera's mode back, or calibrate this camera")
+    return Check("camera", OK, found)
+
+
+def _calibrated_size_mismatch(cfg: LineConfig, size: tuple[int, int]) -> str:
+    """The calibration's words when it was made for another image size than ``size`` (as the
+    line checks it at its start); "" when it fits or cannot be read (the calibration check
+    says why)."""
+    from scallop.calibration.errors import CalibrationError, CameraMismatchError
+    from scallop.calibration.store import load_calibration
+
+    if not cfg.runtime.calibration:
+        return ""
+    try:
+        load_calibration(cfg.runtime.calibration, image_size=size, require=("intrinsics",), accept_redo=("intrinsics",))
+    except CameraMismatchError as e:
+        return str(e)
+    except (CalibrationError, OSError, ValueError):
+        return ""
+    return ""
+
+
+def check_configuration(cfg: LineConfig) -> Check | None:
+    """What a real line refuses to start without, beyond each device (arms configured, belt
+    counts for its frames, the PLC's address): as the line checks it. None on the simulator."""
+    if cfg.is_simulated:
+        return None
+    from scallop.app.backends import HardwareBackend
+
+    try:
+        HardwareBackend(cfg).check_config()
+    except ConfigError as e:
+        return Check("configuration", FAIL, str(e), "complete the configuration (docs/configuration.md)")
+    return Check("configuration", OK, "a real line's camera, arms and belt counts are configured")
 
 
 def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
@@ -395,7 +431,7 @@ def check_clock() -> Check:
 def run_checks(cfg: LineConfig, now: float | None = None, clock: bool = True) -> list[Check]:
     now = time.time() if now is None else now
     checks = [check_camera(cfg)]
-    for optional in (check_fluorescence_camera(cfg), check_encoder(cfg)):
+    for optional in (check_configuration(cfg), check_fluorescence_camera(cfg), check_encoder(cfg)):
         if optional is not None:
             checks.append(optional)
     checks += [check_arm(a) for a in cfg.arms if a.transport is not None]
