@@ -154,3 +154,25 @@ def test_detect_counts_an_annotated_image_it_could_not_write(tmp_path, capsys):
     assert code == 1
     assert f"{out / 'a_det.png'}: the annotated image could not be written: Is a directory" in capsys.readouterr().err
     assert (out / "b_det.png").is_file()
+
+
+def test_detect_annotates_images_of_one_name_from_two_folders_without_overwriting(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _png(tmp_path / d / "x.png")
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "detect",
+                "--mm-per-px",
+                "0.5",
+                "--annotate",
+                str(out),
+                str(tmp_path / "a" / "x.png"),
+                str(tmp_path / "b" / "x.png"),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["x-2_det.png", "x_det.png"]

@@ -42,7 +42,12 @@ def register(sub) -> None:
         help="image scale on the belt, mm per pixel (0.05..5), when no calibration or data set gives it",
     )
     p.add_argument("--calibration", help="line calibration file: pixels → belt mm (adds *_mm fields)")
-    p.add_argument("--annotate", metavar="DIR", help="write each image with its detections drawn into DIR")
+    p.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write each image with its detections drawn into DIR as NAME_det.png (NAME-2_det.png, … for "
+        "images of the same name from other folders)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON lines only")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime threads, 1..64 (default 2)")
     p.set_defaults(func=run)
@@ -99,6 +104,7 @@ def run(args) -> int:
     for message in stray:
         print(f"scallop detect: error: {message}", file=sys.stderr)
     failed = len(stray)
+    written: set[str] = set()  # annotated names of this run: images of one name from two folders
     # The next image is decoded on a second thread while this one is analysed (the decode is a
     # quarter of the time a 1280x720 JPEG costs here: bench vision --anchor).
     for path, img in read_ahead(args.images, read_image):
@@ -169,7 +175,7 @@ def run(args) -> int:
                 why = "pickable" if dets.pickable[i] else f"not pickable: {dets.reason[i]}"
                 print(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
         if out_dir:
-            target = out_dir / (Path(path).stem + "_det.png")
+            target = out_dir / f"{_unique(Path(path).stem, written)}_det.png"
             why = _write_png(target, draw(img, dets))
             if why:  # a full disk or a vanished folder: said, and counted in the exit code
                 print(
@@ -177,6 +183,16 @@ def run(args) -> int:
                 )
                 failed += 1
     return 1 if failed else 0
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``, … when taken already (added to ``taken``)."""
+    name, k = stem, 1
+    while name in taken:
+        k += 1
+        name = f"{stem}-{k}"
+    taken.add(name)
+    return name
 
 
 def _write_png(target: Path, image) -> str:
