@@ -96,6 +96,47 @@ def test_writer_refuses_to_overwrite_without_asking(small_set):
     root, _ = small_set
     with pytest.raises(DatasetError, match="a data set is already there"):
         write_dataset(root, 1, settings=SMALL)
+    assert not (root / ".scallop-sim-partial").exists()  # a finished set carries no marker
+
+
+def test_overwrite_never_empties_what_the_simulator_did_not_write(small_set, tmp_path):
+    # A folder of photos with an images/ subfolder: --overwrite used to delete every file in it.
+    photos = tmp_path / "photos"
+    (photos / "images").mkdir(parents=True)
+    (photos / "images" / "line3-0001.jpg").write_bytes(b"a photo")
+    with pytest.raises(DatasetError, match="not empty and holds no simulated data set"):
+        write_dataset(photos, 1, settings=SMALL, overwrite=True)
+    assert (photos / "images" / "line3-0001.jpg").read_bytes() == b"a photo"
+    assert sorted(p.name for p in photos.rglob("*")) == ["images", "line3-0001.jpg"]
+    # A labelled real set (its manifest names another source) is refused too.
+    real = _copy(small_set, tmp_path)
+    man = json.loads((real / "dataset.json").read_text())
+    (real / "dataset.json").write_text(json.dumps(man | {"source": "coco-import"}))
+    with pytest.raises(DatasetError, match="did not write.*'coco-import'"):
+        write_dataset(real, 1, settings=SMALL, overwrite=True)
+    assert len(list((real / "images").iterdir())) == 4
+
+
+def test_overwrite_replaces_a_simulated_set_and_an_interrupted_one(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    (root / "NOTES.txt").write_text("kept")
+    write_dataset(root, 2, seed=3, settings=SMALL, overwrite=True)
+    assert len(list((root / "images").iterdir())) == 2 and (root / "NOTES.txt").read_text() == "kept"
+    assert json.loads((root / "dataset.json").read_text())["count"] == 2
+    # An interrupted run leaves its marker and no manifest: asked again, it is cleared.
+    (root / "dataset.json").unlink()
+    (root / ".scallop-sim-partial").touch()
+    with pytest.raises(DatasetError, match="unfinished simulated set"):
+        write_dataset(root, 1, settings=SMALL)
+    write_dataset(root, 1, seed=3, settings=SMALL, overwrite=True)
+    assert len(list((root / "images").iterdir())) == 1 and not (root / ".scallop-sim-partial").exists()
+
+
+def test_an_out_folder_below_a_file_is_named_in_words(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["sim", "dataset", "--n", "1", "--out", str(tmp_path / "f" / "set")]) != 0
+    err = capsys.readouterr().err
+    assert "cannot write the data set there" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------ reader errors

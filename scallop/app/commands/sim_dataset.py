@@ -48,7 +48,11 @@ def register(sub) -> None:
         default=0,
         help=f"processes, 1..{max_workers()} (4 per CPU of this machine; 0, the default: the CPU count, at most 4)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a simulated data set already in --out (a folder holding anything else is never emptied)",
+    )
     p.add_argument(
         "--fluorescence",
         action="store_true",
