@@ -212,3 +212,15 @@ def test_the_run_summarys_truth_block_is_the_documented_one(real_arm_config, tmp
     truth = json.loads(capsys.readouterr().out)["truth"]
     assert set(truth) == documented
     assert truth["not_graded_arms"] == ["arm1"] and truth["uro_left_on_past_arms"] is None
+
+
+def test_a_seed_for_a_line_of_real_devices_is_refused_not_ignored(tmp_path, capsys):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "genicam-fake" / "line.toml"
+    rec = tmp_path / "r.sqlite"
+    args = ["run", "--no-browser", "--port", "0", "--duration", "0.5", "--record", str(rec)]
+    assert main([*args, "--config", str(example), "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed 3" in err and "simulator only" in err and "'genicam'" in err
+    assert not rec.exists()  # refused before anything opened

@@ -47,7 +47,11 @@ def register(sub) -> None:
     )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser window")
     p.add_argument("--record", help="production record database (default from the config)")
-    p.add_argument("--seed", type=int, default=0, help="simulator seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="the simulator's seed (default 0); refused for a configuration with a real camera",
+    )
     p.add_argument(
         "--start",
         action="store_true",
@@ -71,12 +75,21 @@ def run(args) -> int:
     from scallop.errors import check_duration, check_number, check_seed
     from scallop.robot.clock import SystemClock
 
-    check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
+    if args.seed is not None:
+        check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     if args.duration is not None:  # nan, 0 or -1 started and stopped at once, recording a run
         check_duration("--duration", args.duration, MAX_DURATION_S)
     if args.port is not None:
         check_number("--port", args.port, 0, 65535, integer=True)  # 70000 is a typo, not port 4464
     cfg = load_config(args.config)
+    if args.seed is not None and not cfg.is_simulated:
+        from scallop.errors import ConfigError
+
+        # Real devices draw nothing: a seed given for them would be silently meaningless.
+        raise ConfigError(
+            f"--seed {args.seed}: the seed drives the simulator only, and this configuration runs "
+            f"camera.source = {cfg.camera.source!r}; leave --seed out"
+        )
     host = args.host or cfg.ui.host
     port = cfg.ui.port if args.port is None else args.port
     start_how = launch_start(cfg, host, args.start)
@@ -84,7 +97,7 @@ def run(args) -> int:
     # virtual time are `scallop sim run`).
     # Before anything opens: a screen on the network with only the published PINs must not start.
     users = screen_users(cfg.ui.users_file, cfg.real_devices(), host)
-    line = build_line(cfg, args.record, seed=args.seed, clock=SystemClock())
+    line = build_line(cfg, args.record, seed=args.seed or 0, clock=SystemClock())
     try:
         line.open()
         if args.lot is not None:
