@@ -197,6 +197,8 @@ class LineCalibration:
                      ``accepted_redo``.
         """
         p = Path(path)
+        if p.is_dir():
+            raise CalibrationFileError(f"{p}: is a folder, not a calibration file (name the .json file in it)")
         if not p.is_file():
             raise CalibrationFileError(
                 f"{p}: no such calibration file; create it with "

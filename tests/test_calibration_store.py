@@ -174,6 +174,8 @@ def test_damaged_or_foreign_files_are_refused(tmp_path, full):
         CalibrationFileError, match="no such calibration file; create it with 'scallop calibrate intrinsics"
     ):
         LineCalibration.load(tmp_path / "none.json")
+    with pytest.raises(CalibrationFileError, match="is a folder, not a calibration file"):
+        LineCalibration.load(tmp_path)
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "scallop-line-calibration", "version": 1,')
     with pytest.raises(CalibrationFileError, match=r"not valid JSON \(line 1"):

@@ -224,3 +224,12 @@ def test_a_seed_for_a_line_of_real_devices_is_refused_not_ignored(tmp_path, caps
     err = capsys.readouterr().err
     assert "--seed 3" in err and "simulator only" in err and "'genicam'" in err
     assert not rec.exists()  # refused before anything opened
+
+
+def test_a_folder_given_for_a_file_is_called_a_folder(tmp_path, capsys):
+    args = ["run", "--no-browser", "--port", "0", "--duration", "0.5"]
+    assert main([*args, "--config", str(tmp_path)]) == 3
+    assert "is a folder, not a configuration file" in capsys.readouterr().err
+    assert main([*args, "--record", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "cannot write the production record: it is a folder" in err and "Traceback" not in err

@@ -136,6 +136,8 @@ def to_dict(obj: Any) -> Any:
 
 def load_toml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a folder, not a configuration file (name the .toml file in it)")
     if not p.is_file():
         raise DataError(f"{p}: no such configuration file")
     try:

@@ -210,6 +210,8 @@ def _unwritable(p: Path) -> str | None:
     """Why the line could not write a record at ``p`` (None: nothing found against it). SQLite
     in WAL mode writes two files beside the database, so its folder must be writable too."""
     folder = p.parent
+    if p.is_dir():
+        return "it is a folder; name the record's file, e.g. FOLDER/record.sqlite"
     if p.exists() and not os.access(p, os.W_OK):
         return "the file is read-only (check its owner and permissions, or a disk mounted read-only)"
     if not os.access(folder, os.W_OK | os.X_OK):
