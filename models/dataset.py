@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,65 @@ PART_NAMES = ("background", "mantle", "gonad", "adductor", "uro", "gill")
 
 class DatasetError(DataError):
     """A data set that cannot be read; the message names the file and the problem."""
+
+
+# Present while a set is being written: an interrupted writer leaves it, so the folder is known
+# to hold only a writer's files and --overwrite may clear it.
+PARTIAL_MARK = ".scallop-dataset-partial"
+SET_SUBFOLDERS = ("images", "parts", "instances", "labels")
+
+
+def prepare_set_folder(root: str | os.PathLike, overwrite: bool, may_replace=None) -> Path:
+    """Make ``root`` ready for a new set (the simulator's and the COCO import's writers).
+
+    A new or empty folder is used as it is. ``overwrite`` replaces only a data set (a manifest
+    of this format that ``may_replace(manifest)`` does not object to, or a set a writer left
+    unfinished): its four folders are emptied, anything else in the folder is kept. A folder of
+    photos, a capture session or any other non-empty folder is refused, with or without
+    ``overwrite``, and nothing in it is changed. Call :func:`finish_set_folder` once the
+    manifest is written."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{root}: exists and is not a folder")
+    manifest = root / "dataset.json"
+    if manifest.exists():
+        if not overwrite:
+            raise DatasetError(f"{manifest}: a data set is already there (use --overwrite to replace it)")
+        try:
+            man = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            man = None
+        if not isinstance(man, dict) or man.get("format") != DATASET_FORMAT:
+            raise DatasetError(f"{manifest}: not a data set's manifest; --overwrite replaces data sets only")
+        if may_replace is not None and (why := may_replace(man)):
+            raise DatasetError(f"{root}: {why}; choose another folder (nothing in it was changed)")
+    elif (root / PARTIAL_MARK).exists():
+        if not overwrite:
+            raise DatasetError(
+                f"{root}: an unfinished data set is there (an interrupted run): use --overwrite to replace it"
+            )
+    elif root.is_dir() and any(root.iterdir()):
+        raise DatasetError(
+            f"{root}: the folder is not empty and holds no data set; choose a new or empty folder "
+            "(nothing in it was changed)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / PARTIAL_MARK).touch()
+        manifest.unlink(missing_ok=True)  # an interrupted overwrite must not look finished
+        for sub in SET_SUBFOLDERS:
+            d = root / sub
+            if overwrite and d.is_dir():
+                shutil.rmtree(d)
+            d.mkdir(exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"{root}: cannot write the data set there: {e.strerror or e}") from None
+    return root
+
+
+def finish_set_folder(root: str | os.PathLike) -> None:
+    """The set in ``root`` is whole: its manifest is written."""
+    (Path(root) / PARTIAL_MARK).unlink(missing_ok=True)
 
 
 @dataclass

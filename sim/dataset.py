@@ -31,7 +31,14 @@ import numpy as np
 from scallop.calibration.camera_model import CameraModel
 from scallop.errors import check_pair, check_range, check_share
 from scallop.imagefiles import COMPANION_SUFFIX
-from scallop.models.dataset import CHANNELS, DATASET_FORMAT, DATASET_VERSIONS, DatasetError
+from scallop.models.dataset import (
+    CHANNELS,
+    DATASET_FORMAT,
+    DATASET_VERSIONS,
+    DatasetError,
+    finish_set_folder,
+    prepare_set_folder,
+)
 from scallop.sim.arrivals import overlap_share
 from scallop.sim.config import ProductConfig
 from scallop.sim.scene import (
@@ -432,53 +439,14 @@ class DatasetReport:
         return self.count / self.seconds if self.seconds > 0 else float("inf")
 
 
-# Present while a set is being written: an interrupted run leaves it, so the folder is known to
-# hold only the simulator's files and --overwrite may clear it.
-PARTIAL_MARK = ".scallop-sim-partial"
-SUBFOLDERS = ("images", "parts", "instances", "labels")
-
-
-def _prepare_root(root: Path, overwrite: bool) -> None:
-    """Make ``root`` ready for a new set. ``overwrite`` only ever clears what the simulator wrote
-    (a set whose manifest says ``source: scallop-sim``, or one it left unfinished): a folder of
-    photos, a labelled real set or anything else is refused, never emptied."""
-    if root.exists() and not root.is_dir():
-        raise DatasetError(f"{root}: exists and is not a folder")
-    manifest = root / "dataset.json"
-    if manifest.exists():
-        if not overwrite:
-            raise DatasetError(f"{manifest}: a data set is already there (use --overwrite to replace it)")
-        try:
-            source = json.loads(manifest.read_text()).get("source")
-        except (OSError, ValueError, AttributeError):
-            source = None
-        if source != "scallop-sim":
-            raise DatasetError(
-                f"{root}: holds a data set that the simulator did not write (source {source!r}); "
-                "--overwrite only replaces simulated sets: choose another folder"
-            )
-    elif (root / PARTIAL_MARK).exists():
-        if not overwrite:
-            raise DatasetError(
-                f"{root}: an unfinished simulated set is there (an interrupted run): use --overwrite to replace it"
-            )
-    elif root.is_dir() and any(root.iterdir()):
-        raise DatasetError(
-            f"{root}: the folder is not empty and holds no simulated data set; choose a new or empty folder "
-            "(nothing in it was changed)"
-        )
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / PARTIAL_MARK).touch()
-        manifest.unlink(missing_ok=True)  # an interrupted overwrite must not look finished
-        for sub in SUBFOLDERS:
-            (root / sub).mkdir(exist_ok=True)
-            if overwrite:
-                for p in (root / sub).iterdir():
-                    if p.is_file():
-                        p.unlink()
-    except OSError as e:
-        raise DatasetError(f"{root}: cannot write the data set there: {e.strerror or e}") from None
+def _not_simulated(manifest: dict) -> str | None:
+    source = manifest.get("source")
+    if source == "scallop-sim":
+        return None
+    return (
+        f"holds a data set that the simulator did not write (source {source!r}); "
+        "--overwrite only replaces simulated sets"
+    )
 
 
 def write_dataset(
@@ -496,7 +464,8 @@ def write_dataset(
         raise DatasetError(f"n={n} is out of range: allowed 1 or more frames")
     st = settings or DatasetSettings()
     root = Path(out)
-    _prepare_root(root, overwrite)
+    # Simulated frames never replace a set of real photos.
+    prepare_set_folder(root, overwrite, _not_simulated)
     t0 = time.perf_counter()
     jobs = [(str(root), i, int(seed), st) for i in range(n)]
     totals: dict[str, int] = {}
@@ -524,5 +493,5 @@ def write_dataset(
         "note": "per-image scale, camera and facts in labels/<name>.json; see docs/dataset-format.md",
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=1))
-    (root / PARTIAL_MARK).unlink(missing_ok=True)
+    finish_set_folder(root)
     return DatasetReport(count=n, seconds=time.perf_counter() - t0, totals=totals)

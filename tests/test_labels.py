@@ -11,6 +11,7 @@ import pytest
 
 from scallop.app.cli import main
 from scallop.app.labels import CocoError, CocoSet, CocoWriter, decode_segmentation, import_coco, mask_segmentation
+from scallop.models.dataset import DatasetError
 
 
 def blob_masks():
@@ -68,6 +69,26 @@ def test_a_coco_file_reads_back_into_the_same_maps_and_facts(coco_file, tmp_path
     assert summary["images"] == 1 and summary["scallops"] == 2
     assert summary["counted"] == 1 and summary["with_uro"] == 1 and summary["cut"] == 1
     assert cv2.imread(str(tmp_path / "set" / "parts" / "a.png"), cv2.IMREAD_UNCHANGED).tolist() == parts.tolist()
+
+
+def test_import_never_clears_or_mixes_into_a_folder_that_is_not_a_data_set(coco_file, tmp_path):
+    path, _, _ = coco_file
+    # Into the folder being labelled: --overwrite would have removed the photos themselves.
+    with pytest.raises(CocoError, match="the labelled images lie in this folder"):
+        import_coco(path, tmp_path, overwrite=True)
+    assert (tmp_path / "a.png").is_file()
+    other = tmp_path / "photos"
+    (other / "images").mkdir(parents=True)
+    (other / "images" / "keep.jpg").write_bytes(b"x")
+    with pytest.raises(DatasetError, match="not empty and holds no data set"):
+        import_coco(path, other, overwrite=True)
+    assert (other / "images" / "keep.jpg").read_bytes() == b"x"
+    # A set imported before is replaced when asked, and only then.
+    import_coco(path, tmp_path / "set")
+    with pytest.raises(CocoError, match="already there"):
+        import_coco(path, tmp_path / "set")
+    assert import_coco(path, tmp_path / "set", overwrite=True)["images"] == 1
+    assert not (tmp_path / "set" / ".scallop-dataset-partial").exists()
 
 
 def _broken(path, change):

@@ -96,7 +96,7 @@ def test_writer_refuses_to_overwrite_without_asking(small_set):
     root, _ = small_set
     with pytest.raises(DatasetError, match="a data set is already there"):
         write_dataset(root, 1, settings=SMALL)
-    assert not (root / ".scallop-sim-partial").exists()  # a finished set carries no marker
+    assert not (root / ".scallop-dataset-partial").exists()  # a finished set carries no marker
 
 
 def test_overwrite_never_empties_what_the_simulator_did_not_write(small_set, tmp_path):
@@ -104,7 +104,7 @@ def test_overwrite_never_empties_what_the_simulator_did_not_write(small_set, tmp
     photos = tmp_path / "photos"
     (photos / "images").mkdir(parents=True)
     (photos / "images" / "line3-0001.jpg").write_bytes(b"a photo")
-    with pytest.raises(DatasetError, match="not empty and holds no simulated data set"):
+    with pytest.raises(DatasetError, match="not empty and holds no data set"):
         write_dataset(photos, 1, settings=SMALL, overwrite=True)
     assert (photos / "images" / "line3-0001.jpg").read_bytes() == b"a photo"
     assert sorted(p.name for p in photos.rglob("*")) == ["images", "line3-0001.jpg"]
@@ -125,11 +125,11 @@ def test_overwrite_replaces_a_simulated_set_and_an_interrupted_one(small_set, tm
     assert json.loads((root / "dataset.json").read_text())["count"] == 2
     # An interrupted run leaves its marker and no manifest: asked again, it is cleared.
     (root / "dataset.json").unlink()
-    (root / ".scallop-sim-partial").touch()
-    with pytest.raises(DatasetError, match="unfinished simulated set"):
+    (root / ".scallop-dataset-partial").touch()
+    with pytest.raises(DatasetError, match="unfinished data set"):
         write_dataset(root, 1, settings=SMALL)
     write_dataset(root, 1, seed=3, settings=SMALL, overwrite=True)
-    assert len(list((root / "images").iterdir())) == 1 and not (root / ".scallop-sim-partial").exists()
+    assert len(list((root / "images").iterdir())) == 1 and not (root / ".scallop-dataset-partial").exists()
 
 
 def test_an_out_folder_below_a_file_is_named_in_words(tmp_path, capsys):

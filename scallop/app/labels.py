@@ -30,7 +30,14 @@ import numpy as np
 
 from scallop.errors import DataError, check_number
 from scallop.imagefiles import COMPANION_SUFFIX, companion_of, is_companion
-from scallop.models.dataset import DATASET_FORMAT, PART_NAMES, Sample, check_scale_option
+from scallop.models.dataset import (
+    DATASET_FORMAT,
+    PART_NAMES,
+    Sample,
+    check_scale_option,
+    finish_set_folder,
+    prepare_set_folder,
+)
 
 # Category ids as this software writes them; reading goes by name (a tool may renumber).
 CATEGORIES = ("scallop", "uro", "adductor", "gonad", "mantle", "gill")
@@ -462,6 +469,12 @@ def import_coco(
     root = Path(out)
     if (root / "dataset.json").exists() and not overwrite:
         raise CocoError(f"{root / 'dataset.json'}: a data set is already there (use --overwrite to replace it)")
+    inside = [im for im in coco.images if im.path.resolve().is_relative_to(root.resolve())]
+    if inside:
+        # Importing into the folder being labelled would clear or mix with the photos themselves.
+        raise CocoError(
+            f"{root}: the labelled images lie in this folder ({inside[0].file_name!r}…): import into a new folder"
+        )
     checked = [(im, coco.rasterise(im)) for im in coco.images]  # every error before any file
     # The fluorescence channel comes along when every image has its x.uv.png; a set where only
     # some have one cannot train or score a four-channel model, and is refused naming them.
@@ -487,11 +500,7 @@ def import_coco(
         )
     for im in uv:
         coco.companion(im)  # readable, one 8-bit channel, the image's size
-    for sub in ("images", "parts", "instances", "labels"):
-        d = root / sub
-        if overwrite and d.is_dir():
-            shutil.rmtree(d)
-        d.mkdir(parents=True, exist_ok=True)
+    prepare_set_folder(root, overwrite)
     names: set[str] = set()
     summary = {"images": 0, "scallops": 0, "counted": 0, "with_uro": 0, "without_uro": 0, "cut": 0, "occluded": 0}
     summary |= {f"{c}_annotations": 0 for c in CATEGORIES}
@@ -545,4 +554,5 @@ def import_coco(
         "totals": summary,
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=1))
+    finish_set_folder(root)
     return summary

@@ -62,7 +62,11 @@ def register(sub) -> None:
         type=float,
         help="the scale of images whose labelling tool dropped mm_per_px (never replaces an image's own)",
     )
-    i.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
+    i.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a data set already in --out (any other non-empty folder is refused; docs/dataset-format.md)",
+    )
     i.add_argument(
         "--colour-only",
         action="store_true",

@@ -51,7 +51,7 @@ def register(sub) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a simulated data set already in --out (a folder holding anything else is never emptied)",
+        help="replace a simulated data set already in --out (a folder holding anything else is never emptied; docs/dataset-format.md)",
     )
     p.add_argument(
         "--fluorescence",
