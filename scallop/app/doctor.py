@@ -182,7 +182,7 @@ def check_encoder(cfg: LineConfig) -> Check | None:
 
 def check_arm(arm) -> Check:
     """Reads the arm's status block only: no heartbeat, no command."""
-    from scallop.robot.errors import RobotError
+    from scallop.robot.errors import RobotDisconnectedError, RobotError
     from scallop.robot.protocol import ArmState, FaultCode
     from scallop.robot.registers import RegisterMap
     from scallop.robot.transport import ModbusTransport
@@ -198,7 +198,10 @@ def check_arm(arm) -> Check:
         b = rmap.block("status")
         v = rmap.decode_block("status", t.read(b.start, b.count))
     except RobotError as e:
-        return Check(name, FAIL, str(e), "check the arm's power, network cable and that its robot program runs")
+        # The transport's own words end in "retrying in …" for the line, which does retry; the
+        # doctor asks once, so it says what went wrong and nothing more.
+        why = f"{t.where}: {t.last_error}" if isinstance(e, RobotDisconnectedError) and t.last_error else str(e)
+        return Check(name, FAIL, why, "check the arm's power, network cable and that its robot program runs")
     finally:
         t.close()
     where = arm.transport.describe()
