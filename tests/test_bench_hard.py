@@ -13,10 +13,14 @@ from scallop.errors import ConfigError
 from scallop.sim.scene import HARD_CONDITIONS
 
 
-def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margin, passed=0, rework=(0, 0)):
+def _cell(
+    found, scallops, on, with_uro, grasped, without, near, pickable, margin, passed=0, rework=(0, 0), small=(0, 0)
+):
     return {
         "recall": None,
         "uro_success": None,
+        "uro_success_jaw_size": None,
+        "small_uro_share": None,
         "no_uro_picked": None,
         "no_uro_pickable": None,
         "near_adductor": None,
@@ -26,6 +30,9 @@ def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margi
         "found": found,
         "with_uro": with_uro,
         "grasp_on_uro": on,
+        "small_uro": small[0],
+        "small_uro_on": small[1],
+        "small_uro_passed_scallops": 0,
         "without_uro": without,
         "no_uro_grasped": grasped,
         "no_uro_pickable_grasps": 0,
@@ -42,8 +49,8 @@ def _cell(found, scallops, on, with_uro, grasped, without, near, pickable, margi
 def test_pooled_figures_come_from_the_summed_counts():
     p = pooled(
         [
-            _cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6, passed=1, rework=(0, 1)),
-            _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9, passed=0, rework=(0, 0)),
+            _cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6, passed=1, rework=(0, 1), small=(1, 0)),
+            _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9, passed=0, rework=(0, 0), small=(1, 1)),
             _cell(0, 0, 0, 0, 0, 0, 0, 0, None),
         ]
     )
@@ -51,9 +58,12 @@ def test_pooled_figures_come_from_the_summed_counts():
     assert p["uro_passed"] == 0.0625 and p["uro_to_rework"] == 0.0 and p["no_uro_to_rework"] == 0.25
     assert p["near_adductor"] == round(1 / 15, 5) and p["jaw_margin_min_mm"] == 1.9
     assert p["scallops"] == 20 and p["no_uro_grasped"] == 1
+    # Over the uros at least the jaws' size: 14 of 14 on them; 2 of 16 smaller.
+    assert p["uro_success_jaw_size"] == 1.0 and p["small_uro_share"] == 0.125
     # Nothing to divide by is unknown, never 0.
     assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["no_uro_picked"] is None
     assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["uro_passed"] is None
+    assert pooled([_cell(1, 1, 0, 1, 0, 0, 0, 0, None, small=(1, 0))])["uro_success_jaw_size"] is None
 
 
 def test_misses_name_each_target():

@@ -85,6 +85,25 @@ def test_a_scallop_with_a_uro_that_is_not_found_at_all_is_let_go():
     assert (t.found, t.with_uro, t.uro_passed, t.uro_to_rework) == (1, 1, 1, 0)
 
 
+@pytest.mark.parametrize(
+    "mm_per_px, small, jaw_size_success",
+    # 25 px of uro: 6.25 mm² at 0.5 mm/px (under the jaws' 12.6 mm² disk), 25 mm² at 1 mm/px.
+    [(0.5, 1, None), (1.0, 0, 0.0)],
+)
+def test_uros_smaller_than_the_jaws_are_counted_apart(mm_per_px, small, jaw_size_success):
+    parts, inst, facts = _truth()
+    sliver = ((30, 30), None, False, "hidden_uro")
+    t = score_frame(_dets([sliver]), parts, inst, facts, mm_per_px=mm_per_px)
+    assert (t.with_uro, t.small_uro, t.small_uro_on, t.small_uro_passed) == (1, small, 0, 0)
+    s = t.summary()
+    assert s["small_uro_share"] == small and s["uro_success_jaw_size"] == jaw_size_success
+    # Gripped on it: counted on the small uros too; let go: counted as passed there too.
+    t = score_frame(_dets([((30, 30), (22, 22), True, "")]), parts, inst, facts, mm_per_px=mm_per_px)
+    assert (t.grasp_on_uro, t.small_uro_on) == (1, small)
+    t = score_frame(_dets([((30, 30), None, False, "no_uro")]), parts, inst, facts, mm_per_px=mm_per_px)
+    assert (t.uro_passed, t.small_uro_passed) == (1, small)
+
+
 def test_scorer_shares_are_unknown_without_scallops_to_divide_by():
     s = Tally().summary()
     assert s["uro_passed"] is None and s["uro_to_rework"] is None and s["no_uro_to_rework"] is None

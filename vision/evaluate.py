@@ -24,6 +24,10 @@ PART_URO = 4
 
 
 JAW_RADIUS_MM = 2.0  # the referee's grip disk (sim/world.py grade_pick)
+# A visible uro smaller than the jaws' disk (12.6 mm²): what shows of it (a sliver beside a
+# mantle flap) cannot be closed on without the meat around it. Counted apart, so a figure over
+# every uro can be read beside the same figure over the uros the gripper can take.
+SMALL_URO_MM2 = float(np.pi * JAW_RADIUS_MM**2)
 LISTS = ("failures", "conf_on_uro", "conf_off_uro", "adductor_mm")
 
 
@@ -45,6 +49,9 @@ class Tally:
     # What the line would do with the scallops vision did not get right (reject.py: only
     # "no_uro" passes unpicked): a uro let go on the belt is the food-safety failure, a scallop
     # without one sent to rework only costs a person's time.
+    small_uro: int = 0  # of with_uro: visible uro smaller than the jaws' disk (SMALL_URO_MM2)
+    small_uro_on: int = 0  # of small_uro: grasp on the uro
+    small_uro_passed: int = 0  # of small_uro: let go with it (as uro_passed)
     uro_passed: int = 0  # of with_uro: not found, reported "no_uro", or given a pickable grasp off the uro
     uro_to_rework: int = 0  # of with_uro: not grasped on the uro, diverted (any other reason)
     no_uro_to_rework: int = 0  # of without_uro: no pickable grasp, a reason other than "no_uro"
@@ -74,6 +81,9 @@ class Tally:
             "recall": rate(self.found, self.truth_scallops),
             # The names of scallop eval and the promotion gate (docs/evaluation.md).
             "uro_success": rate(self.grasp_on_uro, self.with_uro),
+            # The same over the uros that show at least the jaws' disk, and the share that do not.
+            "uro_success_jaw_size": rate(self.grasp_on_uro - self.small_uro_on, self.with_uro - self.small_uro),
+            "small_uro_share": rate(self.small_uro, self.with_uro),
             "adductor_hits": rate(self.grasp_on_adductor, self.grasps),
             "near_adductor": rate(self.grasp_near_adductor, len(mm)),
             "no_uro_picked": rate(self.no_uro_grasped, self.without_uro),
@@ -149,18 +159,20 @@ def score_frame(
             t.failures.append((frame, tid, "missed_scallop"))
         if f.get("uro_present"):
             t.with_uro += 1
-            if j is not None and dets.uro_found[j]:
+            ys, xs = np.nonzero((parts == PART_URO) & (instances == tid))
+            small = len(xs) * mm_per_px**2 < SMALL_URO_MM2
+            t.small_uro += small
+            if j is not None and dets.uro_found[j] and len(xs):
                 gx, gy = dets.grasp_px[j]
-                uro = (parts == PART_URO) & (instances == tid)
-                ys, xs = np.nonzero(uro)
-                if len(xs):
-                    d = np.sqrt(((xs - gx) ** 2 + (ys - gy) ** 2).min()) * mm_per_px
-                    if d <= tol_mm:
-                        t.grasp_on_uro += 1
-                        continue
+                d = np.sqrt(((xs - gx) ** 2 + (ys - gy) ** 2).min()) * mm_per_px
+                if d <= tol_mm:
+                    t.grasp_on_uro += 1
+                    t.small_uro_on += small
+                    continue
             # Not found at all, reported without a uro, or picked off it: no divert is asked for.
             if j is None or dets.reason[j] == REASON_NO_URO or dets.pickable[j]:
                 t.uro_passed += 1
+                t.small_uro_passed += small
             else:
                 t.uro_to_rework += 1
             t.failures.append((frame, tid, "grasp_off_uro" if j is not None else "missed_scallop"))

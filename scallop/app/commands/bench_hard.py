@@ -16,6 +16,8 @@ TARGETS = {"recall": (">=", 0.99), "uro_success": (">=", 0.98), "no_uro_picked":
 FIGURES = (
     "recall",
     "uro_success",
+    "uro_success_jaw_size",
+    "small_uro_share",
     "no_uro_picked",
     "no_uro_pickable",
     "near_adductor",
@@ -39,6 +41,8 @@ def register(sub) -> None:
             "reach the adductor; compared to the targets (recall >= 99 %, uro success >= 98 %,\n"
             "no-uro picked <= 2 %, no grasp within 2 mm of the adductor); no-uro pickable is\n"
             "the part of no-uro picked that the line would pick (not ambiguous, too close or cut);\n"
+            "uro ok >= jaws: uro success over the uros that show at least the jaws' 2 mm disk\n"
+            "(12.6 mm2), with the share of smaller ones (a sliver beside a mantle flap) beside it;\n"
             "uro passed: scallops with a uro the line would let go with it (not found, reported\n"
             "without a uro, or picked off it); no-uro rework: scallops without a uro sent to a\n"
             "person for nothing (docs/evaluation.md).\n\n"
@@ -159,6 +163,9 @@ def cell(summary: dict) -> dict:
         "found": c["found"],
         "with_uro": c["with_uro"],
         "grasp_on_uro": c["grasp_on_uro"],
+        "small_uro": c["small_uro"],
+        "small_uro_on": c["small_uro_on"],
+        "small_uro_passed_scallops": c["small_uro_passed"],
         "without_uro": c["without_uro"],
         "no_uro_grasped": c["no_uro_grasped"],
         "no_uro_pickable_grasps": c["no_uro_pickable"],
@@ -183,6 +190,12 @@ def pooled(cells: list[dict]) -> dict:
     return {
         "recall": rate("found", "scallops"),
         "uro_success": rate("grasp_on_uro", "with_uro"),
+        "uro_success_jaw_size": (
+            round((total("grasp_on_uro") - total("small_uro_on")) / (total("with_uro") - total("small_uro")), 5)
+            if total("with_uro") > total("small_uro")
+            else None
+        ),
+        "small_uro_share": rate("small_uro", "with_uro"),
         "no_uro_picked": rate("no_uro_grasped", "without_uro"),
         "no_uro_pickable": rate("no_uro_pickable_grasps", "without_uro"),
         "near_adductor": rate("near_adductor_grasps", "pickable_grasps"),
@@ -289,13 +302,14 @@ def run(args) -> int:
     if not write_figures(res, args.out, args.json):
         print(f"hard scenes, {args.frames} frames per set, scales {', '.join(f'{s:g}' for s in scales)} mm/px:")
         print(
-            f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"
+            f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'>= jaws':>8} {'small':>7} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"
             f" {'uro passed':>10} {'no-uro rework':>13}"
         )
         for mm, r in per_scale.items():
             for err, c in r.items():
                 print(
                     f"  {mm:>5} {err:>5} {_pct(c['recall']):>8} {_pct(c['uro_success']):>8} "
+                    f"{_pct(c['uro_success_jaw_size']):>8} {_pct(c['small_uro_share']):>7} "
                     f"{_pct(c['no_uro_picked']):>6} ({c['no_uro_grasped']}/{c['without_uro']}) {_pct(c['no_uro_pickable']):>8} "
                     f"{c['near_adductor_grasps']:>9} {_pct(c['uro_passed']):>10} {_pct(c['no_uro_to_rework']):>13}"
                 )
