@@ -176,3 +176,19 @@ def test_detect_annotates_images_of_one_name_from_two_folders_without_overwritin
         == 0
     )
     assert sorted(p.name for p in out.iterdir()) == ["x-2_det.png", "x_det.png"]
+
+
+def test_an_empty_file_is_called_empty_not_corrupt(tmp_path):
+    import pytest
+
+    from scallop.vision.camera import CorruptFrameError, read_fluorescence, read_image
+
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "a.uv.png").write_bytes(b"")
+    with pytest.raises(CorruptFrameError, match=r"a.jpg: empty file \(0 bytes\)"):
+        read_image(tmp_path / "a.jpg")
+    with pytest.raises(CorruptFrameError, match=r"a.uv.png: empty file \(0 bytes\)"):
+        read_fluorescence(tmp_path / "a.uv.png", (480, 640))
+    (tmp_path / "b.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CorruptFrameError, match="corrupt or unsupported format"):
+        read_image(tmp_path / "b.jpg")

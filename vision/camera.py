@@ -184,6 +184,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
             return None
 
 
+# An empty file is not damaged data: something stopped writing it (a copy cut short, a full disk).
+EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file. An image
     of more than ``max_pixels`` is refused from its header, before any decoding."""
@@ -198,7 +202,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
             f"{p}: image is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
         )
     data = np.fromfile(str(p), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not data.size:
+        raise CorruptFrameError(EMPTY_FILE.format(p))
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")
     return img
@@ -219,7 +225,9 @@ def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.n
             "it must be registered to the colour frame's pixels"
         )
     data = np.fromfile(str(p), dtype=np.uint8)
-    uv = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if not data.size:
+        raise CorruptFrameError(EMPTY_FILE.format(p))
+    uv = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if uv is None:
         raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")
     if uv.ndim != 2 or uv.dtype != np.uint8:
