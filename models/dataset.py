@@ -163,6 +163,11 @@ def derive_facts(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
     return out
 
 
+def _not_there(path: Path) -> str:
+    """Why ``path`` is not a file, in words."""
+    return "a folder, not an image file" if path.is_dir() else "missing"
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -305,7 +310,8 @@ class Dataset:
                 uv = self._uv_path(path)
                 if not uv.is_file():
                     raise DatasetError(
-                        f"{uv}: missing (dataset.json's channels name 'uv': every image needs its fluorescence frame)"
+                        f"{uv}: {_not_there(uv)} (dataset.json's channels name 'uv': every image needs its "
+                        "fluorescence frame)"
                     )
         count = self.manifest.get("count")
         if count is not None and count != len(images):
@@ -413,7 +419,7 @@ class Dataset:
         """The image's fluorescence frame, checked: 8-bit, one channel, the image's size."""
         path = self._uv_path(image)
         if not path.is_file():
-            raise DatasetError(f"{path}: missing (dataset.json's channels name 'uv')")
+            raise DatasetError(f"{path}: {_not_there(path)} (dataset.json's channels name 'uv')")
         uv = _read_image(path, cv2.IMREAD_UNCHANGED)
         if uv.ndim != 2 or uv.dtype != np.uint8:
             raise DatasetError(

@@ -363,6 +363,10 @@ def test_reader_checks_the_channel_files(uv_set, tmp_path):
     (root / "images" / "000001.uv.png").unlink()
     with pytest.raises(DatasetError, match=r"images/000001\.uv\.png: missing \(dataset\.json's channels name 'uv'"):
         load_dataset(root)
+    (root / "images" / "000001.uv.png").mkdir()
+    with pytest.raises(DatasetError, match=r"000001\.uv\.png: a folder, not an image file \(dataset\.json's"):
+        load_dataset(root)
+    (root / "images" / "000001.uv.png").rmdir()
     shutil.copy(uv_set / "images" / "000001.uv.png", root / "images" / "000001.uv.png")
     for bad, why in (
         (
