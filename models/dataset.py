@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import ConfigError, DataError, check_number
-from scallop.imagefiles import COMPANION_SUFFIX, IMAGE_SUFFIXES, frame_files, no_frames_message
+from scallop.imagefiles import COMPANION_SUFFIX, EMPTY_FILE, IMAGE_SUFFIXES, frame_files, no_frames_message
 
 DATASET_FORMAT = "scallop-dataset"
 #: 1: colour only; 2: names its channels (``"channels"``), the colour and optionally the
@@ -51,49 +50,67 @@ PARTIAL_MARK = ".scallop-dataset-partial"
 SET_SUBFOLDERS = ("images", "parts", "instances", "labels")
 
 
-def prepare_set_folder(root: str | os.PathLike, overwrite: bool, may_replace=None) -> Path:
-    """Make ``root`` ready for a new set (the simulator's and the COCO import's writers).
+def prepare_set_folder(
+    root: str | os.PathLike, overwrite: bool, source: str, may_replace=None, keep: tuple[Path, ...] = ()
+) -> Path:
+    """Make ``root`` ready for a new set written by ``source`` (the simulator's and the COCO
+    import's writers).
 
     A new or empty folder is used as it is. ``overwrite`` replaces only a data set (a manifest
-    of this format that ``may_replace(manifest)`` does not object to, or a set a writer left
-    unfinished): its four folders are emptied, anything else in the folder is kept. A folder of
-    photos, a capture session or any other non-empty folder is refused, with or without
-    ``overwrite``, and nothing in it is changed. Call :func:`finish_set_folder` once the
+    of this format, or a set a writer left unfinished, that ``may_replace(manifest)`` does not
+    object to; an unfinished set is judged by the source its marker names): the files in its
+    four folders are removed, anything else is kept. A folder of photos, a capture session or any
+    other non-empty folder is refused, with or without ``overwrite``; so is a set whose four
+    folders are not plain folders, or one holding a file of ``keep`` (the writer's own input).
+    Every check runs before anything is changed. Call :func:`finish_set_folder` once the
     manifest is written."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
-    manifest = root / "dataset.json"
-    if manifest.exists():
+    manifest, mark = root / "dataset.json", root / PARTIAL_MARK
+
+    def refuse(why: str) -> DatasetError:
+        return DatasetError(f"{root}: {why}; choose another folder (nothing in it was changed)")
+
+    if manifest.exists() or mark.exists():
         if not overwrite:
-            raise DatasetError(f"{manifest}: a data set is already there (use --overwrite to replace it)")
+            what = "a data set is already there" if manifest.exists() else "an unfinished data set is there"
+            raise DatasetError(f"{root}: {what} (use --overwrite to replace it)")
         try:
-            man = json.loads(manifest.read_text(encoding="utf-8"))
+            man = json.loads((manifest if manifest.exists() else mark).read_text(encoding="utf-8") or "{}")
         except (OSError, ValueError):
             man = None
-        if not isinstance(man, dict) or man.get("format") != DATASET_FORMAT:
-            raise DatasetError(f"{manifest}: not a data set's manifest; --overwrite replaces data sets only")
-        if may_replace is not None and (why := may_replace(man)):
-            raise DatasetError(f"{root}: {why}; choose another folder (nothing in it was changed)")
-    elif (root / PARTIAL_MARK).exists():
-        if not overwrite:
-            raise DatasetError(
-                f"{root}: an unfinished data set is there (an interrupted run): use --overwrite to replace it"
-            )
+        if manifest.exists() and (not isinstance(man, dict) or man.get("format") != DATASET_FORMAT):
+            raise refuse(f"{manifest.name} is not a data set's manifest; --overwrite replaces data sets only")
+        if may_replace is not None and (why := may_replace(man if isinstance(man, dict) else {})):
+            raise refuse(why)
+        for sub in SET_SUBFOLDERS:
+            d = root / sub
+            if d.is_symlink() or (d.exists() and not d.is_dir()):
+                raise refuse(f"{sub} is not a plain folder of the set's own")
+        inside = [
+            p for p in keep if any(Path(p).resolve().is_relative_to((root / s).resolve()) for s in SET_SUBFOLDERS)
+        ]
+        if inside:
+            raise refuse(f"{inside[0]} lies in the set's own folders and would be removed")
     elif root.is_dir() and any(root.iterdir()):
         raise DatasetError(
             f"{root}: the folder is not empty and holds no data set; choose a new or empty folder "
-            "(nothing in it was changed)"
+            "(nothing in it was changed; what a run interrupted before the writers marked unfinished sets "
+            "left there must be deleted by hand)"
         )
     try:
         root.mkdir(parents=True, exist_ok=True)
-        (root / PARTIAL_MARK).touch()
+        # The marker names who writes: an interrupted overwrite is judged as that writer's set.
+        mark.write_text(json.dumps({"source": source}), encoding="utf-8")
         manifest.unlink(missing_ok=True)  # an interrupted overwrite must not look finished
         for sub in SET_SUBFOLDERS:
             d = root / sub
-            if overwrite and d.is_dir():
-                shutil.rmtree(d)
             d.mkdir(exist_ok=True)
+            if overwrite:
+                for p in d.iterdir():
+                    if p.is_file() or p.is_symlink():
+                        p.unlink()
     except OSError as e:
         raise DatasetError(f"{root}: cannot write the data set there: {e.strerror or e}") from None
     return root
@@ -225,7 +242,9 @@ def scale_of_image(image: str | os.PathLike) -> float | None:
 
 def _read_image(path: Path, flags: int) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8)
-    img = cv2.imdecode(data, flags) if data.size else None
+    if not data.size:
+        raise DatasetError(EMPTY_FILE.format(path))
+    img = cv2.imdecode(data, flags)
     if img is None:
         raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
     return img

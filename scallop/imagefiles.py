@@ -19,6 +19,8 @@ from pathlib import Path
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: The fluorescence companion of ``x.<suffix>`` is ``x`` + this.
 COMPANION_SUFFIX = ".uv.png"
+# An empty file is not damaged data: something stopped writing it (a copy cut short, a full disk).
+EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
 
 
 def is_companion(path: str | os.PathLike) -> bool:

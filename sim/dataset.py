@@ -465,7 +465,7 @@ def write_dataset(
     st = settings or DatasetSettings()
     root = Path(out)
     # Simulated frames never replace a set of real photos.
-    prepare_set_folder(root, overwrite, _not_simulated)
+    prepare_set_folder(root, overwrite, "scallop-sim", _not_simulated)
     t0 = time.perf_counter()
     jobs = [(str(root), i, int(seed), st) for i in range(n)]
     totals: dict[str, int] = {}

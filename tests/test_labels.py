@@ -89,6 +89,29 @@ def test_import_never_clears_or_mixes_into_a_folder_that_is_not_a_data_set(coco_
         import_coco(path, tmp_path / "set")
     assert import_coco(path, tmp_path / "set", overwrite=True)["images"] == 1
     assert not (tmp_path / "set" / ".scallop-dataset-partial").exists()
+    # The labeller's corrected file kept inside the set: replacing the set would remove it.
+    mine = tmp_path / "set" / "labels" / "corrected.json"
+    mine.write_bytes(path.read_bytes())
+    (tmp_path / "set" / "labels" / "a.png").write_bytes((tmp_path / "a.png").read_bytes())
+    with pytest.raises(CocoError):  # its image beside it lies inside the set too
+        import_coco(mine, tmp_path / "set", overwrite=True)
+    (tmp_path / "set" / "labels" / "a.png").unlink()
+    doc = json.loads(mine.read_text())
+    doc["images"][0]["file_name"] = str(tmp_path / "a.png")
+    mine.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="corrected.json lies in the set's own folders"):
+        import_coco(mine, tmp_path / "set", overwrite=True)
+    assert mine.is_file() and (tmp_path / "set" / "dataset.json").is_file()
+
+
+def test_a_missing_image_is_found_before_the_set_it_would_replace_is_touched(coco_file, tmp_path):
+    path, _, _ = coco_file
+    import_coco(path, tmp_path / "set")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "set").rglob("*"))
+    (tmp_path / "a.png").unlink()
+    with pytest.raises(CocoError, match="no such file"):
+        import_coco(path, tmp_path / "set", overwrite=True)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "set").rglob("*")) == before
 
 
 def _broken(path, change):

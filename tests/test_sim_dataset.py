@@ -125,11 +125,30 @@ def test_overwrite_replaces_a_simulated_set_and_an_interrupted_one(small_set, tm
     assert json.loads((root / "dataset.json").read_text())["count"] == 2
     # An interrupted run leaves its marker and no manifest: asked again, it is cleared.
     (root / "dataset.json").unlink()
-    (root / ".scallop-dataset-partial").touch()
+    (root / ".scallop-dataset-partial").write_text('{"source": "scallop-sim"}')
     with pytest.raises(DatasetError, match="unfinished data set"):
         write_dataset(root, 1, settings=SMALL)
     write_dataset(root, 1, seed=3, settings=SMALL, overwrite=True)
     assert len(list((root / "images").iterdir())) == 1 and not (root / ".scallop-dataset-partial").exists()
+
+
+def test_a_set_that_cannot_be_cleared_safely_is_left_whole(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "p.jpg").write_bytes(b"x")
+    shutil.rmtree(root / "images")
+    (root / "images").symlink_to(photos)
+    with pytest.raises(DatasetError, match="images is not a plain folder"):
+        write_dataset(root, 1, settings=SMALL, overwrite=True)
+    assert (photos / "p.jpg").is_file() and (root / "dataset.json").is_file()
+    assert not (root / ".scallop-dataset-partial").exists()
+    # An import interrupted there is judged by its marker: not the simulator's to replace.
+    (root / "images").unlink()
+    (root / "dataset.json").unlink()
+    (root / ".scallop-dataset-partial").write_text('{"source": "coco-import"}')
+    with pytest.raises(DatasetError, match="did not write"):
+        write_dataset(root, 1, settings=SMALL, overwrite=True)
 
 
 def test_an_out_folder_below_a_file_is_named_in_words(tmp_path, capsys):
@@ -151,6 +170,14 @@ def test_missing_parts_file_is_named(small_set, tmp_path):
     (root / "parts" / "000002.png").unlink()
     with pytest.raises(DatasetError, match=r"parts/000002\.png: missing"):
         load_dataset(root)
+
+
+def test_an_empty_image_is_called_empty(small_set, tmp_path):
+    root = _copy(small_set, tmp_path)
+    name = json.loads((root / "labels" / "000001.json").read_text())["image"]
+    (root / name).write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"empty file \(0 bytes\)"):
+        list(load_dataset(root))
 
 
 def test_mismatched_sizes_are_named(small_set, tmp_path):

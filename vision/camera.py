@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from scallop.errors import DeviceError
-from scallop.imagefiles import frame_files, no_frames_message
+from scallop.imagefiles import EMPTY_FILE, frame_files, no_frames_message
 from scallop.vision.stamps import FrameStamper
 
 
@@ -182,10 +182,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
             return (int(m.group(1)) if m else 2**31, 1)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             return None
-
-
-# An empty file is not damaged data: something stopped writing it (a copy cut short, a full disk).
-EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

@@ -500,13 +500,14 @@ def import_coco(
         )
     for im in uv:
         coco.companion(im)  # readable, one 8-bit channel, the image's size
-    prepare_set_folder(root, overwrite)
+    gone = [im for im in coco.images if not im.path.is_file()]
+    if gone:
+        raise CocoError(f"{coco.path}: image {gone[0].file_name!r}: no such file {gone[0].path}")
+    prepare_set_folder(root, overwrite, "coco-import", keep=(coco.path,))
     names: set[str] = set()
     summary = {"images": 0, "scallops": 0, "counted": 0, "with_uro": 0, "without_uro": 0, "cut": 0, "occluded": 0}
     summary |= {f"{c}_annotations": 0 for c in CATEGORIES}
     for n, (im, (parts, instances, facts)) in enumerate(checked, start=1):
-        if not im.path.is_file():
-            raise CocoError(f"{coco.path}: image {im.file_name!r}: no such file {im.path}")
         src_name = Path(im.file_name)
         name = src_name.stem
         if name in names:  # the same file name in two folders: the folder tells them apart
