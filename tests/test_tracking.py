@@ -247,3 +247,34 @@ def test_a_lone_pickable_view_contradicted_by_the_others_is_not_picked():
     # The same views agreeing on the spot (1 mm apart): the pickable view decides.
     near = run(1.0)
     assert near.pick and near.view.frame_index == 1
+
+
+def test_a_scallop_seen_only_cut_before_and_after_a_gap_in_the_frames_is_one_track():
+    """A stalled encoder or a camera away for a few frames: the last view before the gap shows
+    the scallop cut entering, the first after it cut leaving. Each cut view's centroid lies
+    ~19 mm inside the field from the scallop's centre (radius 32 mm), on opposite sides, so
+    the two are 38 mm apart: one scallop, one record row (it used to be two)."""
+    tr = make(exit_x=300.0)
+    u_true, bias = -1000.0, 19.0
+    out = []
+    for k, (travel, x) in enumerate([(700.0, u_true + 700.0 + bias), (1260.0, u_true + 1260.0 - bias)]):
+        d = dets([[x, 5.0]], pickable=[False], reasons=["cut_by_border"])
+        d.cut_by_border[:] = True
+        out += tr.update(d, int(travel * 10), 0.2 * k, k, (1280, 720))
+    out += tr.flush()
+    assert tr.total_tracks == 1 and len(out) == 1
+    (dec,) = out
+    assert not dec.pick and dec.reason == "cut_by_border"
+    assert dec.track.u == pytest.approx(u_true, abs=0.5)
+
+
+def test_two_scallops_seen_only_cut_in_one_frame_stay_two_tracks():
+    # Riding side by side along the field's edge, both cut in every view, 36 mm apart.
+    tr = make()
+    out = []
+    for k in range(3):
+        d = dets([[100.0 * k, 0.0], [100.0 * k + 36.0, 0.0]], pickable=[False, False], reasons=["no_uro"] * 2)
+        d.cut_by_border[:] = True
+        out += tr.update(d, 1000 * k, 0.3 * k, k, (1280, 720))
+    out += tr.flush()
+    assert tr.total_tracks == 2 and len(out) == 2

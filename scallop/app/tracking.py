@@ -242,7 +242,11 @@ class Tracker:
             best, best_d = None, reach
             for t in unmatched:
                 d = float(np.hypot(t.u - u, t.v - v))
-                lim = self.match_mm if not cut else min(reach, max(self.match_mm, t.radius_mm or 0.0))
+                # A track seen only cut has no size yet: two cut views of one scallop (entering
+                # before a gap in the frames, leaving after it) lie on opposite sides of its
+                # centre, so they may be as far apart as a cut view may lie from a new track.
+                r = t.radius_mm if t.radius_mm is not None else reach
+                lim = self.match_mm if not cut else min(reach, max(self.match_mm, r))
                 if d < lim and d < best_d:
                     best, best_d = t, d
             if best is None:
