@@ -66,7 +66,10 @@ def prepare_set_folder(
     manifest is written."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise DatasetError(f"{root}: exists and is not a folder")
+        raise DatasetError(f"{root}: is a file, not a folder; name a new folder for the set")
+    above = next((p for p in root.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise DatasetError(f"{root}: cannot write the data set there: {above} is a file, not a folder")
     manifest, mark = root / "dataset.json", root / PARTIAL_MARK
 
     def refuse(why: str) -> DatasetError:
@@ -96,8 +99,7 @@ def prepare_set_folder(
     elif root.is_dir() and any(root.iterdir()):
         raise DatasetError(
             f"{root}: the folder is not empty and holds no data set; choose a new or empty folder "
-            "(nothing in it was changed; what a run interrupted before the writers marked unfinished sets "
-            "left there must be deleted by hand)"
+            "(nothing in it was changed)"
         )
     try:
         root.mkdir(parents=True, exist_ok=True)

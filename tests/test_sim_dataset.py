@@ -153,9 +153,12 @@ def test_a_set_that_cannot_be_cleared_safely_is_left_whole(small_set, tmp_path):
 
 def test_an_out_folder_below_a_file_is_named_in_words(tmp_path, capsys):
     (tmp_path / "f").write_text("")
-    assert main(["sim", "dataset", "--n", "1", "--out", str(tmp_path / "f" / "set")]) != 0
+    assert main(["sim", "dataset", "--n", "1", "--out", str(tmp_path / "f" / "set")]) == 3
     err = capsys.readouterr().err
-    assert "cannot write the data set there" in err and "Traceback" not in err
+    assert f"cannot write the data set there: {tmp_path / 'f'} is a file, not a folder" in err
+    assert "Traceback" not in err
+    assert main(["sim", "dataset", "--n", "1", "--out", str(tmp_path / "f")]) == 3
+    assert "is a file, not a folder; name a new folder for the set" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ reader errors

@@ -92,14 +92,24 @@ def run(args) -> int:
         print(json.dumps(s))
         write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
         return 0
-    print(f"{Path(args.dataset).name}: {s['frames']} frames, {s['scallops']} scallops counted; model {ev.model}")
+    print(
+        f"{Path(args.dataset).name}: {s['frames']} frame(s), {s['scallops']} scallops counted (at least 90 % "
+        f"visible, not cut by the border); model {ev.model}"
+    )
     for k in KEYS:
         print(f"  {k:16s} {s[k] if s[k] is not None else '–'}")
     print(f"  jaw margin to the adductor: min {s['jaw_margin_min_mm']} mm, 1st percentile {s['jaw_margin_p1_mm']} mm")
     for k, v in s["per_scale"].items():
-        print(f"  {k} mm/px: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
+        print(
+            f"  {k} mm/px: {v['frames']} frame(s), uro success {_shown(v['uro_success'])}, recall {_shown(v['recall'])}"
+        )
     for k, v in s.get("per_condition", {}).items():
-        print(f"  {k}: {v['frames']} frames, uro success {v['uro_success']}, recall {v['recall']}")
+        print(f"  {k}: {v['frames']} frame(s), uro success {_shown(v['uro_success'])}, recall {_shown(v['recall'])}")
     write_report(ev, report, f"scallop eval: {Path(args.dataset).name}")
     print(f"report: {report}")
     return 0
+
+
+def _shown(v) -> str:
+    """A share for the text output: unknown (nothing to divide by) is shown as such."""
+    return "n/a" if v is None else str(v)
