@@ -150,6 +150,15 @@ def score_frame(
             t.failures.append((frame, tid, "false_detection"))
             continue
         matched[tid] = j
+    is_uro = parts == PART_URO
+    uro_xy: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def uro_of(tid: int) -> tuple[np.ndarray, np.ndarray]:
+        # Each scallop's labelled uro pixels, found once: both loops below ask for them.
+        if tid not in uro_xy:
+            uro_xy[tid] = np.nonzero(is_uro & (instances == tid))
+        return uro_xy[tid]
+
     for tid in counted:
         f = by_id[tid]
         j = matched.get(tid)
@@ -159,7 +168,7 @@ def score_frame(
             t.failures.append((frame, tid, "missed_scallop"))
         if f.get("uro_present"):
             t.with_uro += 1
-            ys, xs = np.nonzero((parts == PART_URO) & (instances == tid))
+            ys, xs = uro_of(tid)
             small = len(xs) * mm_per_px**2 < SMALL_URO_MM2
             t.small_uro += small
             if j is not None and dets.uro_found[j] and len(xs):
@@ -206,7 +215,7 @@ def score_frame(
                 t.grasp_near_adductor += 1
                 t.failures.append((frame, -1, "grasp_near_adductor"))
             tid = int(instances[gy, gx])
-            ys, xs = np.nonzero((parts == PART_URO) & (instances == tid)) if tid else ((), ())
+            ys, xs = uro_of(tid) if tid else ((), ())
             on = (
                 len(xs) > 0
                 and np.sqrt(((xs - dets.grasp_px[j][0]) ** 2 + (ys - dets.grasp_px[j][1]) ** 2).min()) * mm_per_px
