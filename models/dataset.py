@@ -29,7 +29,16 @@ import cv2
 import numpy as np
 
 from scallop.errors import ConfigError, DataError, check_number
-from scallop.imagefiles import COMPANION_SUFFIX, EMPTY_FILE, IMAGE_SUFFIXES, frame_files, no_frames_message
+from scallop.imagefiles import (
+    EMPTY_FILE,
+    IMAGE_SUFFIXES,
+    TRUNCATED_PNG,
+    companion_path,
+    fluorescence_file_problem,
+    frame_files,
+    no_frames_message,
+    truncated_png,
+)
 
 DATASET_FORMAT = "scallop-dataset"
 #: 1: colour only; 2: names its channels (``"channels"``), the colour and optionally the
@@ -218,13 +227,69 @@ def check_scale_option(given: float | None, own: float, where: str) -> float:
     return own
 
 
+def check_manifest(path: Path) -> dict:
+    """The ``dataset.json`` at ``path``, checked: format, a version this software reads, the
+    classes, the scale (:class:`DatasetError` naming the file otherwise)."""
+    m = _read_json(path)
+    if m.get("format") != DATASET_FORMAT:
+        raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
+    known = " and ".join(map(str, DATASET_VERSIONS))
+    if "version" not in m:
+        raise DatasetError(f'{path}: "version" is missing (this software reads versions {known})')
+    if isinstance(m.get("version"), bool) or m.get("version") not in DATASET_VERSIONS:
+        raise DatasetError(f"{path}: version {m.get('version')!r} is unknown (this software reads versions {known})")
+    if "classes" in m and list(m["classes"]) != list(PART_NAMES):
+        raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
+    if m.get("mm_per_px") is not None:
+        _scale(m["mm_per_px"], path)
+    return m
+
+
+def manifest_channels(m: dict, path: Path) -> tuple[str, ...]:
+    """The channels every sample of the set with checked manifest ``m`` carries: ("bgr",)
+    or ("bgr", "uv")."""
+    channels = m.get("channels")
+    if m["version"] == 1:
+        if channels is not None:
+            raise DatasetError(
+                f"{path}: channels {channels!r} need version 2 (version 1 is colour only): "
+                'write "version": 2 to carry them'
+            )
+        return ("bgr",)
+    if channels is None:
+        raise DatasetError(f'{path}: version 2 names its channels: "channels" is missing (e.g. ["bgr", "uv"])')
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or channels[0] != "bgr"
+        or len(set(map(str, channels))) != len(channels)
+        or any(c not in CHANNELS for c in channels)
+    ):
+        raise DatasetError(
+            f"{path}: channels {channels!r} are not allowed: the colour image first, then the "
+            f"fluorescence frame if any: {list(CHANNELS[:1])!r} or {list(CHANNELS)!r}"
+        )
+    return tuple(channels)
+
+
+def set_of_image(image: str | os.PathLike) -> tuple[Path, tuple[str, ...]] | None:
+    """(its checked ``dataset.json``, the set's channels) for an image of a data set
+    (``ROOT/images/NAME.*``), None for an image in no data set. A manifest this software
+    cannot read is refused (:class:`DatasetError`) as every data-set reader refuses it."""
+    p = Path(image)
+    path = p.parent.parent / "dataset.json"
+    if p.parent.name != "images" or not path.is_file():
+        return None
+    return path, manifest_channels(check_manifest(path), path)
+
+
 def scale_source_of_image(image: str | os.PathLike) -> tuple[float, Path] | None:
     """(scale in mm per pixel, the file that gives it) for the image at ``image``
     (``ROOT/images/NAME.*``): its ``labels/NAME.json``, else ``dataset.json``; None when the
-    image is in no data set or the data set does not say."""
+    image is in no data set or the data set does not say. The manifest is checked first."""
     p = Path(image)
     root = p.parent.parent
-    if p.parent.name != "images" or not (root / "dataset.json").is_file():
+    if set_of_image(p) is None:
         return None
     labels = root / "labels" / f"{p.stem}.json"
     for path in (labels, root / "dataset.json"):
@@ -242,10 +307,13 @@ def scale_of_image(image: str | os.PathLike) -> float | None:
     return None if found is None else found[0]
 
 
-def _read_image(path: Path, flags: int) -> np.ndarray:
+def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8)
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
+    why = fluorescence_file_problem(path, data) if uv else TRUNCATED_PNG.format(path) if truncated_png(data) else ""
+    if why:
+        raise DatasetError(why)
     img = cv2.imdecode(data, flags)
     if img is None:
         raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
@@ -268,47 +336,13 @@ class Dataset:
         path = self.root / "dataset.json"
         if not path.is_file():
             raise DatasetError(f"{path}: missing (a data set starts with a dataset.json manifest)")
-        m = _read_json(path)
-        if m.get("format") != DATASET_FORMAT:
-            raise DatasetError(f"{path}: format is {m.get('format')!r}, expected {DATASET_FORMAT!r}")
-        if isinstance(m.get("version"), bool) or m.get("version") not in DATASET_VERSIONS:
-            raise DatasetError(
-                f"{path}: version {m.get('version')!r} is unknown "
-                f"(this software reads versions {' and '.join(map(str, DATASET_VERSIONS))})"
-            )
-        if "classes" in m and list(m["classes"]) != list(PART_NAMES):
-            raise DatasetError(f"{path}: classes {m['classes']!r} differ from {list(PART_NAMES)!r}")
-        if m.get("mm_per_px") is not None:
-            _scale(m["mm_per_px"], path)
-        return m
+        return check_manifest(path)
 
     def _channels(self, m: dict) -> tuple[str, ...]:
-        path = self.root / "dataset.json"
-        channels = m.get("channels")
-        if m["version"] == 1:
-            if channels is not None:
-                raise DatasetError(
-                    f"{path}: channels {channels!r} need version 2 (version 1 is colour only): "
-                    'write "version": 2 to carry them'
-                )
-            return ("bgr",)
-        if channels is None:
-            raise DatasetError(f'{path}: version 2 names its channels: "channels" is missing (e.g. ["bgr", "uv"])')
-        if (
-            not isinstance(channels, list)
-            or not channels
-            or channels[0] != "bgr"
-            or len(set(map(str, channels))) != len(channels)
-            or any(c not in CHANNELS for c in channels)
-        ):
-            raise DatasetError(
-                f"{path}: channels {channels!r} are not allowed: the colour image first, then the "
-                f"fluorescence frame if any: {list(CHANNELS[:1])!r} or {list(CHANNELS)!r}"
-            )
-        return tuple(channels)
+        return manifest_channels(m, self.root / "dataset.json")
 
     def _uv_path(self, image: Path) -> Path:
-        return image.with_name(image.stem + COMPANION_SUFFIX)
+        return companion_path(image)
 
     def _index(self) -> tuple[list[str], dict[str, Path]]:
         img_dir = self.root / "images"
@@ -441,7 +475,7 @@ class Dataset:
         path = self._uv_path(image)
         if not path.is_file():
             raise DatasetError(f"{path}: {_not_there(path)} (dataset.json's channels name 'uv')")
-        uv = _read_image(path, cv2.IMREAD_UNCHANGED)
+        uv = _read_image(path, cv2.IMREAD_UNCHANGED, uv=True)
         if uv.ndim != 2 or uv.dtype != np.uint8:
             raise DatasetError(
                 f"{path}: must be an 8-bit single-channel fluorescence frame, got shape {uv.shape} {uv.dtype}"

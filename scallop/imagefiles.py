@@ -22,6 +22,27 @@ COMPANION_SUFFIX = ".uv.png"
 # An empty file is not damaged data: something stopped writing it (a copy cut short, a full disk).
 EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRUNCATED_PNG = "{}: PNG file cut short (no end marker): its copy or its writing was interrupted; copy it again"
+
+
+def truncated_png(data) -> bool:
+    """``data`` (the file's bytes, bytes or a uint8 array) is a PNG without its closing IEND
+    chunk: a copy cut short. Said in one line before libpng would print its own complaint."""
+    return bytes(data[:8]) == PNG_SIGNATURE and b"IEND" not in bytes(data[-64:])
+
+
+def fluorescence_file_problem(path: str | os.PathLike, data) -> str:
+    """Why the bytes ``data`` of fluorescence frame ``path`` are no usable PNG ("" when they
+    may be): another format under the name (a JPEG renamed), or a PNG cut short."""
+    if bytes(data[:8]) != PNG_SIGNATURE:
+        # JPEG's 8x8 blocks and chroma rounding would read as glow: the spec stores it lossless.
+        held = " (it holds JPEG data)" if bytes(data[:3]) == b"\xff\xd8\xff" else ""
+        return f"{path}: not a PNG file{held}: a fluorescence frame is stored lossless as PNG, whatever its name says"
+    if truncated_png(data):
+        return TRUNCATED_PNG.format(path)
+    return ""
+
 
 def is_companion(path: str | os.PathLike) -> bool:
     """``path`` names a fluorescence companion (``*.uv.png``), whether or not its frame exists."""
@@ -40,9 +61,18 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
 
 
 def companion_path(frame: str | os.PathLike) -> Path:
-    """Where the fluorescence companion of ``frame`` would be (``x.jpg`` → ``x.uv.png``)."""
+    """Where the fluorescence companion of ``frame`` is or would be (``x.jpg`` → ``x.uv.png``).
+    A companion named in capitals (``X.UV.PNG``, as some camera PCs write) is found too: every
+    reader counts such a file as a companion, never a frame, so its frame must find it."""
     p = Path(frame)
-    return p.with_name(p.stem + COMPANION_SUFFIX)
+    exact = p.with_name(p.stem + COMPANION_SUFFIX)
+    if exact.exists() or exact.is_symlink():
+        return exact
+    for suffix in (COMPANION_SUFFIX.upper(), ".uv.PNG", ".UV.png"):
+        other = p.with_name(p.stem + suffix)
+        if other.exists() or other.is_symlink():
+            return other
+    return exact
 
 
 def companion_of(frame: str | os.PathLike) -> Path | None:

@@ -580,9 +580,9 @@ def test_command_redo_writes_the_part_and_exits_3(capsys, photos):
         (
             lambda a, d, cs, fs: [("nan" if x == str(THICK) else x) for x in a],
             2,
-            "thickness_mm=nan is not a finite number",
+            "--thickness-mm=nan is not a finite number",
         ),
-        (lambda a, d, cs, fs: [("-1" if x == str(THICK) else x) for x in a], 2, "thickness_mm=-1.0 is out of range"),
+        (lambda a, d, cs, fs: [("-1" if x == str(THICK) else x) for x in a], 2, "--thickness-mm=-1.0 is out of range"),
     ],
 )
 def test_command_errors_are_one_line_with_an_exit_code(capsys, photos, change, code, words):

@@ -126,8 +126,8 @@ def test_detect_reports_a_companion_that_is_a_folder(tmp_path, capsys):
     assert "b.png:" in cap.out and "a.png:" not in cap.out
     err = cap.err.strip().splitlines()
     assert err == [
-        f"scallop detect: error: {src / 'a.uv.png'}: the fluorescence frame of {src / 'a.png'} is a folder, "
-        "not an image file: the pair cannot be analysed"
+        f"scallop detect: error: {src / 'a.uv.png'}: the fluorescence frame of {src / 'a.png'} is a folder: "
+        "the pair cannot be analysed"
     ]
 
 

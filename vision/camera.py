@@ -24,7 +24,14 @@ import cv2
 import numpy as np
 
 from scallop.errors import DeviceError
-from scallop.imagefiles import EMPTY_FILE, frame_files, no_frames_message
+from scallop.imagefiles import (
+    EMPTY_FILE,
+    TRUNCATED_PNG,
+    fluorescence_file_problem,
+    frame_files,
+    no_frames_message,
+    truncated_png,
+)
 from scallop.vision.stamps import FrameStamper
 
 
@@ -184,12 +191,20 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
             return None
 
 
+def _not_a_file(p: Path, what: str = "image file") -> str:
+    if p.is_dir():
+        return f"a folder, not {'an' if what[0] in 'aeiou' else 'a'} {what}: name the image files in it"
+    if p.is_symlink():
+        return f"a link to {os.readlink(p)}, which is not there"
+    return f"no such {what}"
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file. An image
     of more than ``max_pixels`` is refused from its header, before any decoding."""
     p = Path(path)
     if not p.is_file():
-        raise CameraNotFoundError(f"{p}: no such image file")
+        raise CameraNotFoundError(f"{p}: {_not_a_file(p)}")
     size = image_size(p)
     if size is not None and size[0] * size[1] > max_pixels:
         w, h = size
@@ -200,6 +215,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     data = np.fromfile(str(p), dtype=np.uint8)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
+    if truncated_png(data):
+        raise CorruptFrameError(TRUNCATED_PNG.format(p))
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if img is None:
         raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")
@@ -212,7 +229,7 @@ def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.n
     pixels (already registered to them). Errors name the file."""
     p = Path(path)
     if not p.is_file():
-        raise CameraNotFoundError(f"{p}: no such fluorescence image file")
+        raise CameraNotFoundError(f"{p}: {_not_a_file(p, 'fluorescence image file')}")
     h, w = size_hw
     size = image_size(p)
     if size is not None and size != (w, h):
@@ -223,6 +240,9 @@ def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.n
     data = np.fromfile(str(p), dtype=np.uint8)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
+    why = fluorescence_file_problem(p, data)
+    if why:
+        raise CorruptFrameError(why)
     uv = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if uv is None:
         raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")

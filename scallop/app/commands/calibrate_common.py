@@ -134,6 +134,8 @@ def read_one(path: str):
     from scallop.calibration.intrinsics import load_image
 
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p}: a folder, not a photo: name the photo files in it")
     if not p.is_file():
         raise ImageError(f"{p}: no such photo")
     img = load_image(p)

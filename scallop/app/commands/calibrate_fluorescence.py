@@ -64,11 +64,14 @@ def run(args) -> int:
     from pathlib import Path
 
     from scallop.calibration.boards import parse_board
-    from scallop.calibration.errors import ImageError
+    from scallop.calibration.errors import BoardSpecError, ImageError
     from scallop.calibration.fluorescence import register_fluorescence
+    from scallop.errors import check_number
 
     out = Out(args.json)
     board = parse_board(args.board)
+    # The options before the photos are read (the step checks it again, for callers from Python).
+    check_number("--thickness-mm", args.thickness_mm, 0.0, 100.0, error=BoardSpecError)
     cal = load(args.calib, require=("intrinsics", "belt"))
     if len(args.colour) != len(args.fluorescence):
         raise ImageError(

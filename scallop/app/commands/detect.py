@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def register(sub) -> None:
             "or x.png) is analysed with the shipped four-channel model (colour and fluorescence), one without\n"
             'with the colour-only model; --json objects say which ("channels": ["bgr", "uv"] or ["bgr"]).\n'
             "With --model, that model is used for every image: a four-channel one needs every image's\n"
-            "x.uv.png (an image without it is an error), a colour-only one ignores them."
+            "x.uv.png (an image without it is an error), a colour-only one ignores them.\n"
+            "An image of a data set follows its dataset.json: its x.uv.png is used when the set carries the\n"
+            'fluorescence channel (version 2, "channels": ["bgr", "uv"]; then every image needs it) and left\n'
+            "alone in a colour-only set; a manifest of a version this software does not read is refused (exit 3)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,10 +77,17 @@ def run(args) -> int:
         cal = load_calibration(args.calibration)
         to_belt = cal.pixel_to_belt
         scale = cal.mm_per_px_center()
+    from scallop.models.dataset import set_of_image
+
+    # An image of a data set follows its dataset.json, checked as eval and train check it (a
+    # version this software cannot read is refused up front): its fluorescence frame is used
+    # when the set carries the channel, and only then.
+    sets = {path: set_of_image(path) for path in args.images}
     # Every image's scale before the model loads: a missing one is refused up front, not after
     # half the images are done. Sizes in mm are what tell a uro from an eye dot: never a guess.
     scales = {path: scale if args.calibration else _scale(path, scale) for path in args.images}
-    unscaled = [path for path, s in scales.items() if s is None]
+    # A name that is no file is reported as such when its turn comes (exit 1), not as unscaled.
+    unscaled = [path for path, s in scales.items() if s is None and Path(path).is_file()]
     if unscaled:
         raise ConfigError(
             f"{unscaled[0]}: no image scale: pass --mm-per-px (mm on the belt per pixel), --calibration FILE, "
@@ -122,33 +133,43 @@ def run(args) -> int:
             )
             failed += 1
             continue
-        companion = companion_of(path)
-        broken = broken_companion(path)
+        in_set = sets[path]
+        set_uv = in_set is not None and "uv" in in_set[1]
+        colour_set = in_set is not None and not set_uv  # a x.uv.png lying there is not its data
+        companion = None if colour_set else companion_of(path)
+        broken = None if colour_set else broken_companion(path)
         if args.model:
             pipe = pipeline("given")
         else:
-            pipe = pipeline("uv" if companion is not None or broken else "colour")
+            pipe = pipeline("uv" if companion is not None or broken or set_uv else "colour")
         # The fluorescence frame is read only for a model that takes it: with the colour-only
         # model the output is what it always was.
         takes_uv = pipe.model.takes_uv
         uv = None
         if takes_uv:
+            why = ""
             if broken:
-                what = "a folder" if broken.is_dir() else "not a readable file"
-                print(
-                    f"scallop detect: error: {broken}: the fluorescence frame of {path} is {what}, "
-                    "not an image file: the pair cannot be analysed",
-                    file=sys.stderr,
+                what = (
+                    "a folder"
+                    if broken.is_dir()
+                    else f"a link to {os.readlink(broken)}, which is not there"
+                    if broken.is_symlink() and not broken.exists()
+                    else "not a regular file"
                 )
-                failed += 1
-                continue
-            if companion is None:
-                print(
-                    f"scallop detect: error: {path}: its fluorescence frame "
-                    f"{companion_path(path)} is missing, and the model "
-                    f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)",
-                    file=sys.stderr,
+                why = f"{broken}: the fluorescence frame of {path} is {what}: the pair cannot be analysed"
+            elif colour_set:
+                why = (
+                    f"{path}: its data set is colour only ({in_set[0]}: channels {list(in_set[1])}), and the model "
+                    f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)"
                 )
+            elif companion is None:
+                why = (
+                    f"{path}: its fluorescence frame {companion_path(path)} is missing"
+                    + (f" (its data set {in_set[0]} carries the channel)" if set_uv else "")
+                    + f", and the model {pipe.model.info.path} takes 4 channels (colour and fluorescence)"
+                )
+            if why:
+                print(f"scallop detect: error: {why}", file=sys.stderr)
                 failed += 1
                 continue
             try:

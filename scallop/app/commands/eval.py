@@ -71,7 +71,23 @@ def run(args) -> int:
     check_report_path(report)  # before the scoring, which takes minutes
     # Without --model, as scallop detect and the line do: a set with the fluorescence channel
     # is scored with the shipped model that reads it.
-    model = args.model or (str(default_uv_model_path()) if carries_channel(args.dataset, args.mm_per_px) else None)
+    has_uv = carries_channel(args.dataset, args.mm_per_px)
+    model = args.model or (str(default_uv_model_path()) if has_uv else None)
+    if args.model and not has_uv:
+        from scallop.models.runtime import MissingChannelError, SegModel
+
+        if SegModel(args.model, threads=1).takes_uv:
+            # Said of the set, before the scoring: no frame of it will bring the channel.
+            what = (
+                "not every image has its x.uv.png beside it"
+                if Path(args.dataset).is_file()
+                else 'its dataset.json does not name the channel ("channels": ["bgr", "uv"], version 2)'
+            )
+            raise MissingChannelError(
+                f"{args.dataset}: the set has no fluorescence channel ({what}), and the model {args.model} "
+                "takes 4 channels (colour and fluorescence): score it on a set with the channel, or give a "
+                "colour-only model"
+            )
     bar = Progress(None, "scoring", unit="frames")
     try:
         ev = evaluate(

@@ -1,0 +1,168 @@
+"""What an outside try of the fluorescence files found: a companion in capitals, a JPEG or a
+cut-short PNG under a companion's name, a dangling link, a data set's manifest and channels as
+``scallop detect`` reads them, and the refusals of eval, sim run and calibrate fluorescence
+that came too late or named the wrong thing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import pytest
+
+from scallop.app.cli import main
+from scallop.imagefiles import companion_of
+from scallop.models.runtime import default_model_path, default_uv_model_path
+from scallop.sim.dataset import DatasetSettings, write_dataset
+
+
+@pytest.fixture(scope="module")
+def uv_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uvset") / "set"
+    st = DatasetSettings(resolutions=[(640, 480)], scallops=(2, 3), mm_per_px=(0.5, 0.5), fluorescence=True)
+    write_dataset(root, 2, seed=11, settings=st, workers=1)
+    return root
+
+
+def _pair(uv_set, dst, uv_name="x.uv.png"):
+    """The set's first frame and its companion copied to ``dst`` as x.png + ``uv_name``."""
+    dst.mkdir(exist_ok=True)
+    img = sorted(p for p in (uv_set / "images").iterdir() if not p.name.endswith(".uv.png"))[0]
+    shutil.copy(img, dst / f"x{img.suffix}")
+    shutil.copy(img.with_name(img.stem + ".uv.png"), dst / uv_name)
+    return dst / f"x{img.suffix}"
+
+
+def test_a_companion_named_in_capitals_is_the_frames_companion(uv_set, tmp_path, capsys):
+    frame = _pair(uv_set, tmp_path / "caps", "x.UV.PNG")
+    assert companion_of(frame) == tmp_path / "caps" / "x.UV.PNG"
+    # Given beside its frame, as a glob brings it: skipped as a frame, used as the channel.
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(frame), str(tmp_path / "caps" / "x.UV.PNG")]) == 0
+    recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert [r["channels"] for r in recs] == [["bgr", "uv"]]
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        ("jpeg", "not a PNG file (it holds JPEG data): a fluorescence frame is stored lossless as PNG"),
+        ("cut", "PNG file cut short (no end marker)"),
+    ],
+)
+def test_a_companion_that_is_no_whole_png_is_refused_in_one_line(uv_set, tmp_path, capfd, content, said):
+    frame = _pair(uv_set, tmp_path / "bad")
+    uv = tmp_path / "bad" / "x.uv.png"
+    if content == "jpeg":
+        grey = cv2.imread(str(uv), cv2.IMREAD_UNCHANGED)
+        uv.write_bytes(cv2.imencode(".jpg", grey)[1].tobytes())
+    else:
+        uv.write_bytes(uv.read_bytes()[:-400])
+    assert main(["detect", "--mm-per-px", "0.5", str(frame)]) == 1
+    err = capfd.readouterr().err  # the process's stderr: libpng's own complaints would land here
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"scallop detect: error: {uv}: {said}")
+    assert "libpng" not in err and "Traceback" not in err
+
+
+def test_a_dangling_link_as_companion_is_called_that(uv_set, tmp_path, capsys):
+    frame = _pair(uv_set, tmp_path / "link")
+    uv = tmp_path / "link" / "x.uv.png"
+    uv.unlink()
+    uv.symlink_to(tmp_path / "gone.png")
+    assert main(["detect", "--mm-per-px", "0.5", str(frame)]) == 1
+    err = capsys.readouterr().err
+    assert f"is a link to {tmp_path / 'gone.png'}, which is not there: the pair cannot be analysed" in err
+
+
+def _copy_set(uv_set, dst, **manifest):
+    shutil.copytree(uv_set, dst)
+    m = json.loads((dst / "dataset.json").read_text())
+    for k, v in manifest.items():
+        if v is None:
+            m.pop(k, None)
+        else:
+            m[k] = v
+    (dst / "dataset.json").write_text(json.dumps(m))
+    return sorted(p for p in (dst / "images").iterdir() if not p.name.endswith(".uv.png"))
+
+
+@pytest.mark.parametrize(
+    "manifest, said",
+    [
+        ({"version": 3}, "version 3 is unknown (this software reads versions 1 and 2)"),
+        ({"version": None}, '"version" is missing (this software reads versions 1 and 2)'),
+        ({"format": "something-else"}, "format is 'something-else'"),
+    ],
+)
+def test_detect_refuses_a_data_set_manifest_that_eval_refuses(uv_set, tmp_path, capsys, manifest, said):
+    images = _copy_set(uv_set, tmp_path / "set", **manifest)
+    assert main(["detect", str(images[0])]) == 3
+    assert f"{tmp_path / 'set' / 'dataset.json'}: {said}" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "set"), "--report", str(tmp_path / "r.html")]) == 3
+    assert said in capsys.readouterr().err
+
+
+def test_detect_follows_the_data_sets_channels(uv_set, tmp_path, capsys):
+    # Version 1: colour only, a x.uv.png lying there is left alone (eval does the same).
+    images = _copy_set(uv_set, tmp_path / "v1", version=1, channels=None)
+    assert main(["detect", "--json", str(images[0])]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"] == ["bgr"]
+    # ... and a four-channel model asked for by name says why it cannot run there.
+    assert main(["detect", "--model", str(default_uv_model_path()), str(images[0])]) == 1
+    assert "its data set is colour only" in capsys.readouterr().err
+    # Version 2 with the channel: the companion is used; without it the image is an error.
+    images = _copy_set(uv_set, tmp_path / "v2", version=2)
+    assert main(["detect", "--json", str(images[0])]) == 0
+    assert json.loads(capsys.readouterr().out)["channels"] == ["bgr", "uv"]
+    images[0].with_name(images[0].stem + ".uv.png").unlink()
+    assert main(["detect", str(images[0])]) == 1
+    err = capsys.readouterr().err
+    assert "is missing (its data set" in err and "carries the channel" in err
+
+
+def test_detect_names_a_folder_and_a_missing_file_before_asking_for_a_scale(tmp_path, capsys):
+    (tmp_path / "pairs").mkdir()
+    assert main(["detect", str(tmp_path / "pairs"), str(tmp_path / "nothere.jpg")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"scallop detect: error: {tmp_path / 'pairs'}: a folder, not an image file: name the image files in it",
+        f"scallop detect: error: {tmp_path / 'nothere.jpg'}: no such image file",
+    ]
+
+
+def test_eval_of_a_four_channel_model_on_a_colour_only_set_names_the_set(uv_set, tmp_path, capsys):
+    _copy_set(uv_set, tmp_path / "v1", version=1, channels=None)
+    rc = main(
+        ["eval", str(tmp_path / "v1"), "--model", str(default_uv_model_path()), "--report", str(tmp_path / "r.html")]
+    )
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'v1'}: the set has no fluorescence channel" in err and "detect()" not in err
+
+
+def test_the_fluorescence_scenario_refuses_a_colour_only_model(capsys):
+    rc = main(["sim", "run", "--scenario", "fluorescence", "--model", str(default_model_path()), "--duration", "1"])
+    assert rc == 2
+    assert "reads colour only: this scenario compares" in capsys.readouterr().err
+
+
+def test_calibrate_fluorescence_checks_the_thickness_before_the_photos(tmp_path, capsys):
+    rc = main(
+        [
+            "calibrate",
+            "fluorescence",
+            "--calib",
+            str(tmp_path / "none.json"),
+            "--board",
+            "charuco:8x6:25:18:DICT_5X5_100",
+            "--thickness-mm",
+            "nan",
+            "--colour",
+            str(tmp_path / "c.png"),
+            "--fluorescence",
+            str(tmp_path / "f.png"),
+        ]
+    )
+    assert rc == 2
+    assert "--thickness-mm" in capsys.readouterr().err
