@@ -435,6 +435,11 @@ def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_w
     other = s["without_channel"]
     assert other["model"] == "(shipped, colour only)" and other["processed"] == s["processed"] == 25
     assert other["with_uro"] == s["with_uro"]  # the same scallops
+    # The text summary gives both halves the same figures, the scallops diverted among them.
+    from scallop.app.commands.sim_run import format_summary
+
+    halves = [ln for ln in format_summary(s).splitlines() if ln.strip().startswith(("with the channel", "without"))]
+    assert len(halves) == 2 and all(", diverted " in ln for ln in halves), halves
     write_report(s, tmp_path)
     page = (tmp_path / "index.html").read_text()
     assert "The same scallops with and without the fluorescence channel" in page

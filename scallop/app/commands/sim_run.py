@@ -147,6 +147,7 @@ def format_summary(s: dict) -> str:
                 + ("" if r is None else f" ({100 * r:.2f} %)")
                 + f", left on {x['missed']}, picks into meat {(x.get('picks_by_grade') or {}).get('meat_hit', 0)}"
                 + f", adductor hits {x['adductor_hits']}, uro escaped {x.get('uro_escaped')}"
+                + f", diverted {(x.get('dispositions') or {}).get('diverted', 0)}"
             )
     c = s["checks"]
     lines.append(
