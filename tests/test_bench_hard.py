@@ -14,13 +14,27 @@ from scallop.sim.scene import HARD_CONDITIONS
 
 
 def _cell(
-    found, scallops, on, with_uro, grasped, without, near, pickable, margin, passed=0, rework=(0, 0), small=(0, 0)
+    found,
+    scallops,
+    on,
+    with_uro,
+    grasped,
+    without,
+    near,
+    pickable,
+    margin,
+    passed=0,
+    rework=(0, 0),
+    small=(0, 0),
+    picked=(0, 0),
 ):
     return {
         "recall": None,
         "uro_success": None,
         "uro_success_jaw_size": None,
         "small_uro_share": None,
+        "uro_picked": None,
+        "uro_diverted_near_adductor": None,
         "no_uro_picked": None,
         "no_uro_pickable": None,
         "near_adductor": None,
@@ -33,6 +47,8 @@ def _cell(
         "small_uro": small[0],
         "small_uro_on": small[1],
         "small_uro_passed_scallops": 0,
+        "uro_on_picked": picked[0],
+        "uro_on_diverted_near_adductor": picked[1],
         "without_uro": without,
         "no_uro_grasped": grasped,
         "no_uro_pickable_grasps": 0,
@@ -49,8 +65,8 @@ def _cell(
 def test_pooled_figures_come_from_the_summed_counts():
     p = pooled(
         [
-            _cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6, passed=1, rework=(0, 1), small=(1, 0)),
-            _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9, passed=0, rework=(0, 0), small=(1, 1)),
+            _cell(9, 10, 7, 8, 1, 2, 0, 7, 2.6, passed=1, rework=(0, 1), small=(1, 0), picked=(6, 1)),
+            _cell(10, 10, 8, 8, 0, 2, 1, 8, 1.9, passed=0, rework=(0, 0), small=(1, 1), picked=(7, 0)),
             _cell(0, 0, 0, 0, 0, 0, 0, 0, None),
         ]
     )
@@ -60,6 +76,8 @@ def test_pooled_figures_come_from_the_summed_counts():
     assert p["scallops"] == 20 and p["no_uro_grasped"] == 1
     # Over the uros at least the jaws' size: 14 of 14 on them; 2 of 16 smaller.
     assert p["uro_success_jaw_size"] == 1.0 and p["small_uro_share"] == 0.125
+    # Of the 15 grasps on a uro, 13 picked; of the 2 diverted, 1 beside the adductor.
+    assert p["uro_picked"] == 0.8125 and p["uro_diverted_near_adductor"] == 0.0625
     # Nothing to divide by is unknown, never 0.
     assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["no_uro_picked"] is None
     assert pooled([_cell(0, 0, 0, 0, 0, 0, 0, 0, None)])["uro_passed"] is None

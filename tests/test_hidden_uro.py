@@ -104,9 +104,32 @@ def test_uros_smaller_than_the_jaws_are_counted_apart(mm_per_px, small, jaw_size
     assert (t.uro_passed, t.small_uro_passed) == (1, small)
 
 
+@pytest.mark.parametrize(
+    "grasp, pickable, reason, counts",
+    [
+        # (on the uro, picked on it, diverted with jaws that would reach the adductor)
+        ((21, 21), True, "", (1, 1, 0)),
+        ((21, 21), False, "ambiguous", (1, 0, 0)),
+        # 1.4 mm from the adductor's corner: the jaws' 2 mm disk would reach it.
+        ((28, 28), False, "ambiguous", (1, 0, 1)),
+        ((28, 28), False, "too_close", (1, 0, 1)),
+        ((45, 45), False, "ambiguous", (0, 0, 0)),
+    ],
+)
+def test_uro_success_splits_into_picked_and_diverted_near_the_adductor(grasp, pickable, reason, counts):
+    parts, inst, facts = _truth()
+    parts[20:30, 20:30] = 4  # a uro reaching the adductor at (30, 30)
+    t = score_frame(_dets([((30, 30), grasp, pickable, reason)]), parts, inst, facts, mm_per_px=0.5)
+    assert (t.grasp_on_uro, t.uro_on_picked, t.uro_on_diverted_near_adductor) == counts
+    s = t.summary()
+    assert (s["uro_picked"], s["uro_diverted_near_adductor"]) == counts[1:]
+    assert s["counts"]["uro_on_picked"] == counts[1]
+
+
 def test_scorer_shares_are_unknown_without_scallops_to_divide_by():
     s = Tally().summary()
     assert s["uro_passed"] is None and s["uro_to_rework"] is None and s["no_uro_to_rework"] is None
+    assert s["uro_picked"] is None and s["uro_diverted_near_adductor"] is None
 
 
 def test_the_threshold_is_range_checked():

@@ -134,3 +134,29 @@ def test_time_budget_fixes_the_step_count_and_records_it(material, tmp_path):
     assert any(line.endswith("training for 100 steps") for line in lines), lines
     saved = torch.load(out.with_suffix(".pt"))["config"]
     assert saved["iters"] == 100 and saved["time_budget_s"] == 0.0  # reruns with --iters 100 match
+
+
+def test_no_uro_share_sets_the_share_of_training_scallops_without_a_uro():
+    from scallop.app.commands.train import sim_settings
+    from scallop.sim.dataset import random_sample
+
+    def without(share):
+        st = sim_settings(False, 0.0, share)
+        facts = [f for i in range(12) for f in random_sample(i, 7, st).truth.scallops]
+        # Upside-down scallops show none whatever the share: counted among those right way up.
+        up = [f for f in facts if not f.upside_down]
+        return sum(not f.has_uro for f in up), len(up)
+
+    none, n = without(0.0)
+    assert none == 0 and n > 15
+    half, n = without(0.5)
+    assert 0.25 * n < half < 0.75 * n
+    # The data sets' own share when not given.
+    assert sim_settings(False, 0.0, None).product.no_uro_share == 0.05
+
+
+def test_no_uro_share_is_range_checked(capsys):
+    from scallop.app.cli import main
+
+    assert main(["train", "--no-uro-share", "0.9", "--frames", "0"]) == 2
+    assert "--no-uro-share=0.9 is out of range" in capsys.readouterr().err

@@ -52,6 +52,11 @@ class Tally:
     small_uro: int = 0  # of with_uro: visible uro smaller than the jaws' disk (SMALL_URO_MM2)
     small_uro_on: int = 0  # of small_uro: grasp on the uro
     small_uro_passed: int = 0  # of small_uro: let go with it (as uro_passed)
+    # uro success counts a grasp on the uro whatever the line does with it. Split: the line
+    # picks it (pickable), or diverts it (ambiguous, too close, cut); of the diverted, those
+    # whose 2 mm jaws would reach the labelled adductor (a uro seen only beside it).
+    uro_on_picked: int = 0
+    uro_on_diverted_near_adductor: int = 0
     uro_passed: int = 0  # of with_uro: not found, reported "no_uro", or given a pickable grasp off the uro
     uro_to_rework: int = 0  # of with_uro: not grasped on the uro, diverted (any other reason)
     no_uro_to_rework: int = 0  # of without_uro: no pickable grasp, a reason other than "no_uro"
@@ -84,6 +89,8 @@ class Tally:
             # The same over the uros that show at least the jaws' disk, and the share that do not.
             "uro_success_jaw_size": rate(self.grasp_on_uro - self.small_uro_on, self.with_uro - self.small_uro),
             "small_uro_share": rate(self.small_uro, self.with_uro),
+            "uro_picked": rate(self.uro_on_picked, self.with_uro),
+            "uro_diverted_near_adductor": rate(self.uro_on_diverted_near_adductor, self.with_uro),
             "adductor_hits": rate(self.grasp_on_adductor, self.grasps),
             "near_adductor": rate(self.grasp_near_adductor, len(mm)),
             "no_uro_picked": rate(self.no_uro_grasped, self.without_uro),
@@ -151,6 +158,17 @@ def score_frame(
             continue
         matched[tid] = j
     is_uro = parts == PART_URO
+    add_dist: list[np.ndarray] = []
+
+    def adductor_mm() -> np.ndarray:
+        # True distance to the labelled adductor, made once and only when a grasp needs it.
+        if not add_dist:
+            add_dist.append(
+                cv2.distanceTransform((parts != PART_ADDUCTOR).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                * mm_per_px
+            )
+        return add_dist[0]
+
     uro_xy: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def uro_of(tid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,6 +195,11 @@ def score_frame(
                 if d <= tol_mm:
                     t.grasp_on_uro += 1
                     t.small_uro_on += small
+                    if dets.pickable[j]:
+                        t.uro_on_picked += 1
+                    else:
+                        ix, iy = np.clip(np.round((gx, gy)).astype(int), 0, (w - 1, h - 1))
+                        t.uro_on_diverted_near_adductor += bool(adductor_mm()[iy, ix] < JAW_RADIUS_MM)
                     continue
             # Not found at all, reported without a uro, or picked off it: no divert is asked for.
             if j is None or dets.reason[j] == REASON_NO_URO or dets.pickable[j]:
@@ -196,7 +219,6 @@ def score_frame(
                 t.no_uro_reported += 1
             elif j is not None:  # an unmatched one is already a missed scallop
                 t.failures.append((frame, tid, "uro_reported_on_scallop_without_uro"))
-    add_mm = None
     for j in np.nonzero(dets.uro_found)[0]:
         t.grasps += 1
         gx, gy = np.round(dets.grasp_px[j]).astype(int)
@@ -205,11 +227,7 @@ def score_frame(
             t.grasp_on_adductor += 1
             t.failures.append((frame, -1, "grasp_on_adductor"))
         if dets.pickable[j]:
-            if add_mm is None:
-                add_mm = (
-                    cv2.distanceTransform((parts != PART_ADDUCTOR).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-                    * mm_per_px
-                )
+            add_mm = adductor_mm()
             t.adductor_mm.append(float(add_mm[gy, gx]))
             if add_mm[gy, gx] < JAW_RADIUS_MM:
                 t.grasp_near_adductor += 1

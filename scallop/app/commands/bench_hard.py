@@ -18,6 +18,8 @@ FIGURES = (
     "uro_success",
     "uro_success_jaw_size",
     "small_uro_share",
+    "uro_picked",
+    "uro_diverted_near_adductor",
     "no_uro_picked",
     "no_uro_pickable",
     "near_adductor",
@@ -43,6 +45,8 @@ def register(sub) -> None:
             "the part of no-uro picked that the line would pick (not ambiguous, too close or cut);\n"
             "uro ok >= jaws: uro success over the uros that show at least the jaws' 2 mm disk\n"
             "(12.6 mm2), with the share of smaller ones (a sliver beside a mantle flap) beside it;\n"
+            "uro picked: the part of uro success the line would pick (the rest it diverts as\n"
+            "unsure); div. near add.: uros grasped but diverted whose jaws would reach the adductor;\n"
             "uro passed: scallops with a uro the line would let go with it (not found, reported\n"
             "without a uro, or picked off it); no-uro rework: scallops without a uro sent to a\n"
             "person for nothing (docs/evaluation.md).\n\n"
@@ -166,6 +170,8 @@ def cell(summary: dict) -> dict:
         "small_uro": c["small_uro"],
         "small_uro_on": c["small_uro_on"],
         "small_uro_passed_scallops": c["small_uro_passed"],
+        "uro_on_picked": c["uro_on_picked"],
+        "uro_on_diverted_near_adductor": c["uro_on_diverted_near_adductor"],
         "without_uro": c["without_uro"],
         "no_uro_grasped": c["no_uro_grasped"],
         "no_uro_pickable_grasps": c["no_uro_pickable"],
@@ -196,6 +202,8 @@ def pooled(cells: list[dict]) -> dict:
             else None
         ),
         "small_uro_share": rate("small_uro", "with_uro"),
+        "uro_picked": rate("uro_on_picked", "with_uro"),
+        "uro_diverted_near_adductor": rate("uro_on_diverted_near_adductor", "with_uro"),
         "no_uro_picked": rate("no_uro_grasped", "without_uro"),
         "no_uro_pickable": rate("no_uro_pickable_grasps", "without_uro"),
         "near_adductor": rate("near_adductor_grasps", "pickable_grasps"),
@@ -302,7 +310,8 @@ def run(args) -> int:
     if not write_figures(res, args.out, args.json):
         print(f"hard scenes, {args.frames} frames per set, scales {', '.join(f'{s:g}' for s in scales)} mm/px:")
         print(
-            f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'>= jaws':>8} {'small':>7} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"
+            f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'>= jaws':>8} {'small':>7}"
+            f" {'picked':>8} {'div. add.':>9} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"
             f" {'uro passed':>10} {'no-uro rework':>13}"
         )
         for mm, r in per_scale.items():
@@ -310,6 +319,7 @@ def run(args) -> int:
                 print(
                     f"  {mm:>5} {err:>5} {_pct(c['recall']):>8} {_pct(c['uro_success']):>8} "
                     f"{_pct(c['uro_success_jaw_size']):>8} {_pct(c['small_uro_share']):>7} "
+                    f"{_pct(c['uro_picked']):>8} {_pct(c['uro_diverted_near_adductor']):>9} "
                     f"{_pct(c['no_uro_picked']):>6} ({c['no_uro_grasped']}/{c['without_uro']}) {_pct(c['no_uro_pickable']):>8} "
                     f"{c['near_adductor_grasps']:>9} {_pct(c['uro_passed']):>10} {_pct(c['no_uro_to_rework']):>13}"
                 )

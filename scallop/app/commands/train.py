@@ -87,34 +87,57 @@ def register(sub) -> None:
         help="share of simulator frames drawn with a random mix of the hard conditions "
         "(mantle flaps, glare, debris, tight touching, lighting extremes; default 0)",
     )
+    p.add_argument(
+        "--no-uro-share",
+        type=float,
+        default=None,
+        help="share of simulator scallops drawn without a uro (default: the data sets' 0.05; the line sees "
+        "5-10 %%): more of them teaches the model what is not a uro (gills, dark debris, shadows)",
+    )
     p.set_defaults(func=run)
 
 
 def _sim_material(job):
     """Frame ``index`` of the seed's simulator data set → its training material."""
-    index, seed, cfg, hard_share = job
+    index, seed, cfg, hard_share, no_uro_share = job
     from scallop.models.dataset import Sample
     from scallop.models.train import prepare_one
-    from scallop.sim.dataset import DatasetSettings, random_sample
+    from scallop.sim.dataset import random_sample
 
-    # The colour frame is the same with the channel on (its own generator): only uv is added.
-    settings = DatasetSettings(fluorescence=bool(cfg.uv_stages), hard_share=hard_share)
-    s = random_sample(index, seed, settings)
+    s = random_sample(index, seed, sim_settings(bool(cfg.uv_stages), hard_share, no_uro_share))
     return prepare_one(
         Sample(f"{index:06d}", s.stored_image(), s.truth.parts, s.truth.instances, float(s.truth.mm_per_px), uv=s.uv),
         cfg,
     )
 
 
-def sim_material(n: int, seed: int, cfg, workers: int, log=print, hard_share: float = 0.0):
+def sim_settings(fluorescence: bool, hard_share: float, no_uro_share: float | None):
+    """How the training's simulator frames are drawn: the data sets' settings, with the hard
+    conditions on ``hard_share`` of the frames and ``no_uro_share`` of the scallops without a
+    uro (None: the data sets' own share)."""
+    from dataclasses import replace
+
+    from scallop.sim.dataset import DatasetSettings
+
+    # The colour frame is the same with the channel on (its own generator): only uv is added.
+    settings = DatasetSettings(fluorescence=fluorescence, hard_share=hard_share)
+    if no_uro_share is not None:
+        settings.product = replace(settings.product, no_uro_share=no_uro_share)
+    return settings
+
+
+def sim_material(
+    n: int, seed: int, cfg, workers: int, log=print, hard_share: float = 0.0, no_uro_share: float | None = None
+):
     """The training material of ``n`` simulator frames, drawn by ``workers`` processes
-    (``hard_share`` of them with a random mix of the hard conditions)."""
+    (``hard_share`` of them with a random mix of the hard conditions; ``no_uro_share`` of the
+    scallops without a uro, None: the data sets' own share)."""
     from scallop.models.train import Prepared
     from scallop.sim.dataset import process_map
 
     prep = Prepared()
     t0 = time.time()
-    jobs = [(i, seed, cfg, hard_share) for i in range(n)]
+    jobs = [(i, seed, cfg, hard_share, no_uro_share) for i in range(n)]
     for k, part in enumerate(process_map(_sim_material, jobs, workers, chunksize=4), start=1):
         prep.extend(part)
         if k % 500 == 0 or k == n:
@@ -173,6 +196,8 @@ def run(args) -> int:
     check_number("--warmup", args.warmup, 1, 1_000_000, integer=True)
     check_number("--lr", args.lr, 1e-7, 1.0)
     check_number("--hard-share", args.hard_share, 0.0, 1.0)
+    if args.no_uro_share is not None:
+        check_number("--no-uro-share", args.no_uro_share, 0.0, 0.5)
     if args.uv_finder and args.channels != 4:
         print("scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4")
         return 2
@@ -184,6 +209,7 @@ def run(args) -> int:
             [
                 f"seed {args.seed}, {args.frames} frames drawn in memory"
                 + (f", {args.hard_share:.0%} with hard conditions" if args.hard_share else "")
+                + (f", {args.no_uro_share:.0%} of scallops without a uro" if args.no_uro_share is not None else "")
             ]
             if args.frames
             else []
@@ -229,7 +255,13 @@ def run(args) -> int:
         **shape,
     )
     t0 = time.time()
-    prep = sim_material(args.frames, args.seed, cfg, args.workers, hard_share=args.hard_share) if args.frames else None
+    prep = (
+        sim_material(
+            args.frames, args.seed, cfg, args.workers, hard_share=args.hard_share, no_uro_share=args.no_uro_share
+        )
+        if args.frames
+        else None
+    )
     prep = prepare_dirs([Path(d) for d in args.sim_data], [], cfg, prep)
     for src, held in split:
         prepare(_subset(src, held, keep=False), cfg, True, prep)
