@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 
 import numpy as np
 
 from scallop.calibration.store import LineCalibration
 from scallop.robot.config import ArmConfig
-from scallop.sim.config import SimConfig
+from scallop.sim.config import FluorescenceConfig, SimConfig
 from scallop.sim.fluorescence import fluorescence_homography
 from scallop.sim.world import camera_model_from_config
 
@@ -68,6 +69,9 @@ BOARD = "chessboard:9x6:25"
 BOARD_ORIGIN_MM = (-100.0, 60.0)  # where the engineer lays the board's corner 0, belt frame
 BOARD_THICKNESS_MM = 3.0
 RIDE_COUNTS_START = 7000
+# Where the board's centre lies for the fluorescence pairs (belt mm): the middle and the four
+# corners of the area both cameras see, the whole board inside both views.
+FLUORESCENCE_PLACES_MM = ((0.0, 0.0), (-170.0, 70.0), (170.0, 70.0), (-170.0, -70.0), (170.0, -70.0))
 TOUCH_SIGMA_MM = 0.2
 
 
@@ -107,6 +111,24 @@ def write_commissioning(folder, config: SimConfig, arms: list[ArmConfig], seed: 
         )
     save(root / "check" / "board.png", render_board(cam, BOARD, flat_pose((-60.0, 40.0), 0.0, th), seed=seed * 10 + 9))
 
+    # With a second, fluorescence camera: its own board photos for its intrinsics, and pairs of
+    # photos of the board lying still where both cameras see it (docs/fluorescence.md).
+    second = config.fluorescence.setup == "second_camera"
+    if second:
+        from scallop.calibration.boards import parse_board
+
+        fcam = camera_model_from_config(config.fluorescence)
+        for name, img in intrinsics_views(fcam, BOARD, 15, seed=seed + 1):
+            save(root / "fluorescence-intrinsics" / name, np.ascontiguousarray(img[:, :, 2]))
+        b = parse_board(BOARD)
+        nx, ny = b.corner_grid
+        for k, (cx, cy) in enumerate(FLUORESCENCE_PLACES_MM):
+            pose = flat_pose((cx - (nx - 1) * b.square_mm / 2, cy + (ny - 1) * b.square_mm / 2), 0.0, th)
+            save(root / "fluorescence" / f"colour{k + 1}.png", render_board(cam, BOARD, pose, seed=seed * 10 + 20 + k))
+            # The fluorescence camera's 650-700 nm filter passes the red of white light: one channel.
+            uv = render_board(fcam, BOARD, pose, seed=seed * 10 + 30 + k)[:, :, 2]
+            save(root / "fluorescence" / f"uv{k + 1}.png", np.ascontiguousarray(uv))
+
     # The board riding the belt through the view, recorded as the camera would: frames with
     # the count latched at each exposure (a recording, as 'scallop capture' writes one).
     e = config.encoder
@@ -134,9 +156,10 @@ def write_commissioning(folder, config: SimConfig, arms: list[ArmConfig], seed: 
         (root / "robot" / f"{a.name}.csv").write_text("\n".join(lines) + "\n")
         touches[a.name] = moved
 
-    # The dry run: the line's camera recorded on the simulated line.
+    # The dry run: the line's colour camera recorded on the simulated line (the line.toml below
+    # reads no fluorescence channel; docs/fluorescence.md says how to add it).
     clock = VirtualClock()
-    world = SimWorld(config, seed=seed, clock=clock)
+    world = SimWorld(dataclasses.replace(config, fluorescence=FluorescenceConfig()), seed=seed, clock=clock)
     camera = SimCamera(world)
     camera.connect()
     with RecordingWriter(root / "dryrun", "sim", "latched", "jpg") as w:
@@ -157,6 +180,18 @@ def write_commissioning(folder, config: SimConfig, arms: list[ArmConfig], seed: 
         ],
         ["calibrate", "encoder", "--calib", calib, "--board", BOARD, "--counts", root / "encoder-ride" / "frames.csv"],
     ]
+    if second:
+        n = len(FLUORESCENCE_PLACES_MM)
+        uv_cal = root / "uv-camera.json"
+        cmds += [
+            ["calibrate", "intrinsics", "--board", BOARD, "--camera-name", "uv", "--out", uv_cal]
+            + [root / "fluorescence-intrinsics"],
+            ["calibrate", "fluorescence", "--calib", calib, "--board", BOARD, "--thickness-mm", str(th)]
+            + ["--fluorescence-intrinsics", uv_cal, "--colour"]
+            + [root / "fluorescence" / f"colour{k + 1}.png" for k in range(n)]
+            + ["--fluorescence"]
+            + [root / "fluorescence" / f"uv{k + 1}.png" for k in range(n)],
+        ]
     for a in arms:
         cmds.append(
             ["calibrate", "robot", "--calib", calib, "--arm", a.name, "--points", root / "robot" / f"{a.name}.csv"]
@@ -227,5 +262,12 @@ def _readme(cmds: list[list[str]], root) -> str:
         "",
     ]
     lines += ["    scallop " + " ".join(c.replace(str(root) + "/", "") for c in cmd) for cmd in cmds]
+    if any(cmd[:2] == ["calibrate", "fluorescence"] for cmd in cmds):
+        lines += [
+            "",
+            "The line has a second, fluorescence camera: its own board photos (fluorescence-intrinsics/)",
+            "and five pairs of photos of the board lying still where both cameras see it, one by each",
+            "camera (fluorescence/colourN.png + uvN.png; docs/fluorescence.md, calibrating the second camera).",
+        ]
     lines += ["", "Every calibrate step must say verdict: GOOD; look at the pictures each writes next to line.json."]
     return "\n".join(lines) + "\n"

@@ -87,3 +87,41 @@ def test_documented_commissioning_on_the_simulator(capsys, tmp_path, monkeypatch
     assert graded["picked"] == summary["picked"]
     assert referee.picks and all(p.uro_mm <= 5.0 for p in referee.picks), [(p.uro_mm, p.grade) for p in referee.picks]
     assert sum(p.grade == "uro_removed" for p in referee.picks) >= len(referee.picks) - 1
+
+
+def test_commissioning_with_a_second_fluorescence_camera(capsys, tmp_path, monkeypatch):
+    """``scallop sim commission --fluorescence``: the second camera's own board photos and five
+    pairs seen by both cameras, with the two steps that calibrate it (docs/fluorescence.md); the
+    steps run as the README lists them and register the cameras as the simulator built them."""
+    from scallop.app.commands.sim_commission import SECOND_CAMERA
+    from scallop.calibration.fluorescence import Registration
+    from scallop.sim.config import FluorescenceConfig
+
+    rc, out, _ = scallop(capsys, "sim", "commission", "--out", tmp_path, "--dryrun-s", 5, "--fluorescence")
+    assert rc == 0
+    monkeypatch.chdir(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    commands = [shlex.split(m) for m in re.findall(r"^    scallop (.+)$", readme, re.M)]
+    steps = [c[1] for c in commands]
+    # The second camera's steps come after the colour camera's intrinsics and belt, which they need.
+    assert steps.index("fluorescence") > steps.index("belt") and steps.count("intrinsics") == 2
+    assert "fluorescence/colourN.png + uvN.png" in readme
+    guide = (DOCS.parent / "fluorescence.md").read_text()
+    assert "scallop sim commission --out rehearsal --fluorescence" in guide
+    for cmd in commands[: steps.index("fluorescence") + 1]:
+        rc, out, err = scallop(capsys, *cmd)
+        assert rc == 0 and "verdict: GOOD" in out, f"scallop {' '.join(cmd)}:\n{out}{err}"
+    uv = cv2.imread(str(tmp_path / "fluorescence" / "uv1.png"), cv2.IMREAD_UNCHANGED)
+    assert uv.ndim == 2 and uv.shape == (SECOND_CAMERA["height"], SECOND_CAMERA["width"])
+
+    # What the steps wrote against the two simulated cameras, over a grid of the colour frame.
+    colour = camera_model_from_config(SimConfig().camera)
+    fluo = camera_model_from_config(FluorescenceConfig(**SECOND_CAMERA))
+    cal = LineCalibration.load(tmp_path / "line.json", require=("intrinsics", "belt", "fluorescence"))
+    w, h = colour.image_size
+    px = np.array([[u, v] for u in np.linspace(40, w - 41, 9) for v in np.linspace(40, h - 41, 5)])
+    z = 3.0  # the board's face, where the registration holds
+    xy = colour.pixel_to_belt(px, z_mm=z)
+    truth = fluo.project(np.column_stack([xy, np.full(len(xy), z)]))
+    err_px = np.linalg.norm(Registration.from_calibration(cal).to_fluorescence(px) - truth, axis=1)
+    assert err_px.max() * SECOND_CAMERA["mm_per_px"] <= 0.3, err_px.max()

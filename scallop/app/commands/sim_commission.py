@@ -12,9 +12,28 @@ arm's touches of board corners, a later photo for the drift check, a recording o
 camera, and a line configuration. DIR/README.md lists the commands to run, in order
 (docs/calibration.md, "Commissioning rehearsal").
 
+With --fluorescence the simulated line has a second, fluorescence camera (the second-camera
+example of docs/fluorescence.md): that camera's board photos and five pairs of photos of the
+board seen by both cameras are added, with the two steps that calibrate it.
+
 example:
   scallop sim commission --out rehearsal/ && cat rehearsal/README.md
 """
+
+
+# The second camera of docs/fluorescence.md's example: 1280x960 at 0.6 mm/px (the colour camera's
+# 0.5), its axis 12 mm downstream and 30 mm aside of the colour camera's, tilted 6 degrees.
+SECOND_CAMERA = dict(
+    setup="second_camera",
+    exposure_ratio=3.0,
+    noise_sigma=5.0,
+    width=1280,
+    height=960,
+    mm_per_px=0.6,
+    center_x_mm=12.0,
+    center_y_mm=-30.0,
+    tilt_deg=6.0,
+)
 
 
 def register(sub) -> None:
@@ -28,6 +47,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--arms", type=int, default=1, help="arms along the belt (default 1)")
     p.add_argument("--dryrun-s", type=float, default=30.0, help="seconds of the line's camera recorded (default 30)")
+    p.add_argument(
+        "--fluorescence",
+        action="store_true",
+        help="a second, fluorescence camera too: its photos and the steps that calibrate it",
+    )
     p.set_defaults(func=run)
 
 
@@ -38,10 +62,13 @@ def run(args) -> int:
     from scallop.app.backends import default_sim_arms
     from scallop.errors import ConfigError
     from scallop.sim.commission import write_commissioning
-    from scallop.sim.config import SimConfig
+    from scallop.sim.config import FluorescenceConfig, SimConfig
 
     if not (1 <= args.arms <= 4) or not (5 <= args.dryrun_s <= 600):
         raise ConfigError("--arms is allowed 1..4 and --dryrun-s 5..600")
-    cmds = write_commissioning(args.out, SimConfig(), default_sim_arms(args.arms), args.seed, args.dryrun_s)
+    config = SimConfig()
+    if args.fluorescence:
+        config = SimConfig(fluorescence=FluorescenceConfig(**SECOND_CAMERA))
+    cmds = write_commissioning(args.out, config, default_sim_arms(args.arms), args.seed, args.dryrun_s)
     print(f"wrote {args.out}: {len(cmds)} commands to run are in {args.out}/README.md")
     return 0
