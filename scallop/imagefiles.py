@@ -23,13 +23,21 @@ COMPANION_SUFFIX = ".uv.png"
 EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The closing chunk, whole: length 0, type, CRC. A copy cut anywhere before its last byte lacks it.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 TRUNCATED_PNG = "{}: PNG file cut short (no end marker): its copy or its writing was interrupted; copy it again"
 
 
 def truncated_png(data) -> bool:
     """``data`` (the file's bytes, bytes or a uint8 array) is a PNG without its closing IEND
-    chunk: a copy cut short. Said in one line before libpng would print its own complaint."""
-    return bytes(data[:8]) == PNG_SIGNATURE and b"IEND" not in bytes(data[-64:])
+    chunk: a copy cut short. Said in one line before libpng would print its own complaint.
+    Bytes after the chunk (a tool's padding or trailer) are allowed, as decoders allow them."""
+    if bytes(data[:8]) != PNG_SIGNATURE:
+        return False
+    # Nearly always at the very end: the whole file is searched only when the tail lacks it.
+    if PNG_END in bytes(data[-65536:]):
+        return False
+    return PNG_END not in (data.tobytes() if hasattr(data, "tobytes") else bytes(data))
 
 
 def fluorescence_file_problem(path: str | os.PathLike, data) -> str:
@@ -62,16 +70,20 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
 
 def companion_path(frame: str | os.PathLike) -> Path:
     """Where the fluorescence companion of ``frame`` is or would be (``x.jpg`` → ``x.uv.png``).
-    A companion named in capitals (``X.UV.PNG``, as some camera PCs write) is found too: every
-    reader counts such a file as a companion, never a frame, so its frame must find it."""
+    A companion named in other letter case (``X.UV.PNG``, as some camera PCs write) is found
+    too: every reader counts such a file as a companion, never a frame, so its frame must find it."""
     p = Path(frame)
     exact = p.with_name(p.stem + COMPANION_SUFFIX)
     if exact.exists() or exact.is_symlink():
         return exact
-    for suffix in (COMPANION_SUFFIX.upper(), ".uv.PNG", ".UV.png"):
-        other = p.with_name(p.stem + suffix)
-        if other.exists() or other.is_symlink():
-            return other
+    want = exact.name.lower()
+    try:
+        with os.scandir(p.parent) as entries:
+            for e in entries:
+                if e.name.lower() == want:
+                    return p.with_name(e.name)
+    except OSError:  # no such folder: the frame's own read says so
+        pass
     return exact
 
 

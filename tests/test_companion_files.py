@@ -9,6 +9,7 @@ import json
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
 from scallop.app.cli import main
@@ -36,7 +37,8 @@ def _pair(uv_set, dst, uv_name="x.uv.png"):
 
 def test_a_companion_named_in_capitals_is_the_frames_companion(uv_set, tmp_path, capsys):
     frame = _pair(uv_set, tmp_path / "caps", "x.UV.PNG")
-    assert companion_of(frame) == tmp_path / "caps" / "x.UV.PNG"
+    # (On a case-insensitive disk the lower-case name finds the same file.)
+    assert companion_of(frame).name.lower() == "x.uv.png"
     # Given beside its frame, as a glob brings it: skipped as a frame, used as the channel.
     assert main(["detect", "--mm-per-px", "0.5", "--json", str(frame), str(tmp_path / "caps" / "x.UV.PNG")]) == 0
     recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
@@ -63,6 +65,32 @@ def test_a_companion_that_is_no_whole_png_is_refused_in_one_line(uv_set, tmp_pat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"scallop detect: error: {uv}: {said}")
     assert "libpng" not in err and "Traceback" not in err
+
+
+def test_a_companion_in_mixed_case_is_found_too(uv_set, tmp_path):
+    frame = _pair(uv_set, tmp_path / "mixed", "x.Uv.pNg")
+    assert companion_of(frame) is not None and companion_of(frame).name.lower() == "x.uv.png"
+
+
+def test_a_png_with_bytes_after_its_end_is_whole_and_one_cut_in_its_last_bytes_is_not(tmp_path, capfd):
+    from scallop.vision.camera import CorruptFrameError, read_image
+
+    img = np.full((40, 60, 3), 90, np.uint8)
+    whole = cv2.imencode(".png", img)[1].tobytes()
+    (tmp_path / "trailer.png").write_bytes(whole + b"\0" * 70000)  # a copy tool's padding
+    assert read_image(tmp_path / "trailer.png").shape == (40, 60, 3)
+    (tmp_path / "cut.png").write_bytes(whole[:-2])  # the end marker's checksum cut off
+    with pytest.raises(CorruptFrameError, match="PNG file cut short"):
+        read_image(tmp_path / "cut.png")
+    assert "libpng" not in capfd.readouterr().err
+
+
+def test_a_link_to_something_that_is_no_file_is_called_that(tmp_path):
+    from scallop.vision.camera import CameraNotFoundError, read_image
+
+    (tmp_path / "dev.png").symlink_to("/dev/null")
+    with pytest.raises(CameraNotFoundError, match="not a regular file"):
+        read_image(tmp_path / "dev.png")
 
 
 def test_a_dangling_link_as_companion_is_called_that(uv_set, tmp_path, capsys):
@@ -145,6 +173,28 @@ def test_the_fluorescence_scenario_refuses_a_colour_only_model(capsys):
     rc = main(["sim", "run", "--scenario", "fluorescence", "--model", str(default_model_path()), "--duration", "1"])
     assert rc == 2
     assert "reads colour only: this scenario compares" in capsys.readouterr().err
+    # The same model named in the scenario's own [line.vision] is refused too.
+    from scallop.app.scenario import load_scenario, run_scenario
+    from scallop.app.scenario.spec import ScenarioError
+
+    sc = load_scenario("fluorescence")
+    sc.line.setdefault("vision", {})["model"] = str(default_model_path())
+    with pytest.raises(ScenarioError, match="line.vision.model = .* reads colour only"):
+        run_scenario(sc, duration_s=1.0)
+
+
+def test_eval_of_a_set_that_is_not_there_says_so_whatever_the_model(tmp_path, capsys):
+    rc = main(
+        [
+            "eval",
+            str(tmp_path / "nothere"),
+            "--model",
+            str(default_uv_model_path()),
+            "--report",
+            str(tmp_path / "r.html"),
+        ]
+    )
+    assert rc == 3 and "no such labelled set" in capsys.readouterr().err
 
 
 def test_calibrate_fluorescence_checks_the_thickness_before_the_photos(tmp_path, capsys):

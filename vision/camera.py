@@ -194,8 +194,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
 def _not_a_file(p: Path, what: str = "image file") -> str:
     if p.is_dir():
         return f"a folder, not {'an' if what[0] in 'aeiou' else 'a'} {what}: name the image files in it"
-    if p.is_symlink():
+    if p.is_symlink() and not p.exists():
         return f"a link to {os.readlink(p)}, which is not there"
+    if p.exists():
+        return f"not a regular file, not {'an' if what[0] in 'aeiou' else 'a'} {what}"
     return f"no such {what}"
 
 

@@ -46,7 +46,7 @@ def register(sub) -> None:
             "uro ok >= jaws: uro success over the uros that show at least the jaws' 2 mm disk\n"
             "(12.6 mm2), with the share of smaller ones (a sliver beside a mantle flap) beside it;\n"
             "uro picked: the part of uro success the line would pick (the rest it diverts as\n"
-            "unsure); div. near add.: uros grasped but diverted whose jaws would reach the adductor;\n"
+            "unsure); div. add.: uros grasped but diverted whose jaws would reach the adductor;\n"
             "uro passed: scallops with a uro the line would let go with it (not found, reported\n"
             "without a uro, or picked off it); no-uro rework: scallops without a uro sent to a\n"
             "person for nothing (docs/evaluation.md).\n\n"

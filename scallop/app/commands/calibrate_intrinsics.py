@@ -133,11 +133,13 @@ def run(args) -> int:
             out.say("  now out of date, redo: " + "; ".join(stale.values()))
         elif had and not all(cal.has(p) for p in had):
             out.say("  the resolution changed: the belt, encoder and arm parts were removed; redo them")
-        out.say(f"next: scallop calibrate belt --calib {path} --board SPEC PHOTO_OF_BOARD_FLAT_ON_BELT")
-        # The same step calibrates a second, fluorescence camera, whose file is read elsewhere.
+        # The same step calibrates a second, fluorescence camera, whose file goes elsewhere.
         out.say(
-            f"  (for a second, fluorescence camera: scallop calibrate fluorescence --calib LINE.json "
-            f"--fluorescence-intrinsics {path} …, docs/fluorescence.md)"
+            f"next, for the line's camera: scallop calibrate belt --calib {path} --board SPEC PHOTO_OF_BOARD_FLAT_ON_BELT"
+        )
+        out.say(
+            f"  for a second, fluorescence camera instead: scallop calibrate fluorescence --calib LINE.json "
+            f"--fluorescence-intrinsics {path} … (docs/fluorescence.md)"
         )
         obj["file"] = str(path)
     if coverage_path:

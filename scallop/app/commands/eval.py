@@ -73,7 +73,7 @@ def run(args) -> int:
     # is scored with the shipped model that reads it.
     has_uv = carries_channel(args.dataset, args.mm_per_px)
     model = args.model or (str(default_uv_model_path()) if has_uv else None)
-    if args.model and not has_uv:
+    if args.model and not has_uv and Path(args.dataset).exists():
         from scallop.models.runtime import MissingChannelError, SegModel
 
         if SegModel(args.model, threads=1).takes_uv:

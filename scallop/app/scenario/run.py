@@ -62,18 +62,20 @@ def run_scenario(
         spec = dataclasses.replace(spec, duration_s=duration_s, scallops=0)
     sc = dataclasses.replace(sc, spec=spec)
     seed = spec.seed if seed is None else int(seed)
-    if spec.compare_without_channel and model is not None:
+    cfg = sc.line_config(model=model)
+    if spec.compare_without_channel and cfg.vision.model:
         from scallop.models.runtime import SegModel
 
         # The report sets this run "with the channel" beside the shipped colour-only model: a
-        # colour-only --model would be colour against colour under that heading.
-        if not SegModel(model, threads=1).takes_uv:
+        # colour-only model (--model, or the scenario's line.vision.model) would be colour
+        # against colour under that heading.
+        if not SegModel(cfg.vision.model, threads=1).takes_uv:
+            given = f"--model {model}" if model is not None else f"line.vision.model = {cfg.vision.model!r}"
             raise ScenarioError(
-                f"--model {model} reads colour only: this scenario compares a model that takes the "
+                f"{given} reads colour only: this scenario compares a model that takes the "
                 "fluorescence channel with the shipped colour-only one; give a four-channel model "
-                "(models/scallop-seg-uv.onnx) or leave --model out"
+                "(models/scallop-seg-uv.onnx) or leave the model out"
             )
-    cfg = sc.line_config(model=model)
     rate = cfg.sim.arrivals.rate_per_s
     if spec.scallops:
         if rate <= 0:
