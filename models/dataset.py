@@ -276,7 +276,7 @@ def set_of_image(image: str | os.PathLike) -> tuple[Path, tuple[str, ...]] | Non
     """(its checked ``dataset.json``, the set's channels) for an image of a data set
     (``ROOT/images/NAME.*``), None for an image in no data set. A manifest this software
     cannot read is refused (:class:`DatasetError`) as every data-set reader refuses it."""
-    p = Path(image)
+    p = Path(os.path.abspath(image))  # "x.png" run from inside images/ is still in its set
     path = p.parent.parent / "dataset.json"
     if p.parent.name != "images" or not path.is_file():
         return None
@@ -287,7 +287,7 @@ def scale_source_of_image(image: str | os.PathLike) -> tuple[float, Path] | None
     """(scale in mm per pixel, the file that gives it) for the image at ``image``
     (``ROOT/images/NAME.*``): its ``labels/NAME.json``, else ``dataset.json``; None when the
     image is in no data set or the data set does not say. The manifest is checked first."""
-    p = Path(image)
+    p = Path(os.path.abspath(image))
     root = p.parent.parent
     if set_of_image(p) is None:
         return None

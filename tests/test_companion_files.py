@@ -149,6 +149,13 @@ def test_detect_follows_the_data_sets_channels(uv_set, tmp_path, capsys):
     assert "is missing (its data set" in err and "carries the channel" in err
 
 
+def test_an_image_named_from_inside_its_sets_images_folder_is_still_in_the_set(uv_set, tmp_path, capsys, monkeypatch):
+    images = _copy_set(uv_set, tmp_path / "v1", version=1, channels=None)
+    monkeypatch.chdir(images[0].parent)
+    assert main(["detect", "--json", images[0].name]) == 0  # the set's scale, no --mm-per-px
+    assert json.loads(capsys.readouterr().out)["channels"] == ["bgr"]
+
+
 def test_detect_names_a_folder_and_a_missing_file_before_asking_for_a_scale(tmp_path, capsys):
     (tmp_path / "pairs").mkdir()
     assert main(["detect", str(tmp_path / "pairs"), str(tmp_path / "nothere.jpg")]) == 1
