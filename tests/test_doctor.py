@@ -249,6 +249,9 @@ def test_alternate_frames_and_the_simulator_have_no_second_device_to_check(line)
     fl = {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 5}
     got = statuses(line | {"sim": {"fluorescence": ALTERNATE}, "camera": {"fluorescence": fl}})
     assert "fluorescence camera" not in got and got["camera"][0] == OK
+    # The channel is still named, so an engineer sees the doctor knows of it.
+    assert got["fluorescence channel"] == (OK, "the simulator draws it (alternate strobed frames) ")
+    assert "fluorescence channel" not in statuses(line)
 
 
 def test_a_real_lines_calibration_is_checked_as_the_line_checks_it_at_its_start(line, tmp_path):

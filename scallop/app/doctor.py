@@ -116,8 +116,14 @@ def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
     """The second camera of ``[camera.fluorescence]``: it delivers, one grey channel, at the size
     the calibration registered (another size is dropped pair by pair on the line)."""
     fl = cfg.camera.fluorescence
-    if fl.setup != "second_camera" or cfg.camera.source == "sim":
-        return None  # alternate frames come from the colour camera; the simulator draws its own
+    if not fl.enabled:
+        return None
+    if cfg.camera.source == "sim":
+        setup = "a second camera" if fl.setup == "second_camera" else "alternate strobed frames"
+        return Check("fluorescence channel", OK, f"the simulator draws it ({setup})")
+    if fl.setup != "second_camera":
+        # Alternate frames come from the colour camera (checked above), strobed by the PLC.
+        return Check("fluorescence channel", OK, "alternate frames of the colour camera, its lights strobed by the PLC")
     from scallop.app.backends import fluorescence_camera
     from scallop.robot.clock import SystemClock
 
