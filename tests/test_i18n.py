@@ -14,6 +14,7 @@ from scallop.app import i18n
 from scallop.app.auth import ROLES
 from scallop.app.line.arms import ARM_ALARM_CODE
 from scallop.app.line.states import ALL_REASONS, LineState
+from scallop.app.scenario import FAULT_KINDS
 from scallop.app.web import OPERATOR_ACTIONS, STATIC_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,8 @@ def test_every_key_the_page_asks_for_is_there():
         ("source.", ["line", "camera", "vision", "record", "arm"]),
         ("alarm.", [*ARM_ALARM_CODE.values(), "arm.connect", "arm.reset_failed", "arm.restarted"]),
         ("error.", ["wrong_pin", "locked", "busy", "login_needed", "role_needed", "not_now"]),
+        # Every fault a scenario can script, in its report (two were missing: the report crashed).
+        ("report.fault.", list(FAULT_KINDS)),
     ],
 )
 def test_every_value_the_screen_translates_has_words(prefix, values):
