@@ -281,6 +281,28 @@ def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, 
     assert _requests(server, "/api/channel") == asked
 
 
+def test_the_engineer_panel_goes_when_its_login_ends(screen):
+    """Logged out on another screen, or expired: the open panel closes and forgets the
+    configuration and the fluorescence image (it used to stay on screen, frozen)."""
+    browser, line, server = screen
+    line.with_channel()
+    browser.find_element("id", "btn-engineer").click()
+    enter_pin(browser, "2222")
+    uv = browser.find_element("id", "uv-live")
+    wait_for(browser, lambda: uv.get_attribute("data-pairs") == "120", what="fluorescence image")
+    assert '"belt"' in browser.find_element("id", "config-view").get_attribute("textContent")
+    # The session ends on the server, not through this page (as an expiry does).
+    cookies = {c["name"]: c["value"] for c in browser.get_cookies()}
+    assert httpx.post(server.url + "/api/logout", cookies=cookies, timeout=5).status_code == 200
+    wait_for(browser, lambda: not visible(browser, "engineer"), what="the panel closed")
+    assert browser.find_element("id", "config-view").get_attribute("textContent") == ""
+    assert not uv.get_attribute("src") and uv.get_attribute("data-pairs") == "-1"
+    assert text(browser, "login-btn").lower() == "log in"
+    # Reopening asks for the PIN again.
+    browser.find_element("id", "btn-engineer").click()
+    wait_for(browser, lambda: visible(browser, "pinpad"), what="PIN pad")
+
+
 def _live_view(browser) -> np.ndarray:
     """The camera picture as drawn on screen (BGR): the <img> box less object-fit's letterbox."""
     x, y, w, h, nw, nh, dpr = browser.execute_script(

@@ -21,6 +21,8 @@ let toastTimer = null;
 let lang = null;
 let cat = {};
 let uvTimer = null;          // refreshes the fluorescence channel while the engineer panel is open
+let engTimer = null;         // refreshes the engineer panel's configuration while it is open
+const ENGINEER_REFRESH_MS = 5000;
 let uvBusy = false;
 let uvUrl = null;
 let uvLast = null;           // the channel's last figures, redrawn when the language changes
@@ -145,6 +147,9 @@ function setSession(s) {
   session = s;
   $("user-name").textContent = s ? t("screen.user", { user: s.user, role: "#role." + s.role }) : t("screen.not_logged_in");
   $("login-btn").textContent = t(s ? "screen.logout" : "screen.login");
+  // Engineer-only things leave the screen with the engineer's login (logged out, expired, or an
+  // operator logged in instead): the panel closes and forgets what it showed.
+  if (!s || s.role !== "engineer") forgetEngineer();
 }
 
 function askPin(title, then) {
@@ -306,12 +311,45 @@ function openEngineer() {
     renderModelLoop(lastState);
     $("engineer").hidden = false;
     openChannel();
+    // While open, the panel asks for the configuration now and then: it follows a change made
+    // elsewhere, and a login that ended (expired, or logged out on another screen) closes it.
+    clearInterval(engTimer);
+    engTimer = setInterval(refreshEngineer, ENGINEER_REFRESH_MS);
   });
 }
 
 function closeEngineer() {
   $("engineer").hidden = true;
+  clearInterval(engTimer);
+  engTimer = null;
   closeChannel();
+}
+
+// What the panel showed, gone: the configuration, the fluorescence figures and image.
+function forgetEngineer() {
+  closeEngineer();
+  $("config-view").textContent = "";
+  renderChannel(null);
+  const img = $("uv-live");
+  img.removeAttribute("src");
+  if (uvUrl) { URL.revokeObjectURL(uvUrl); uvUrl = null; }
+  img.dataset.pairs = "-1";
+}
+
+// A request the engineer's login no longer covers: 401 the login ended, 403 another role's.
+function engineerRefused(e) {
+  if (e.status === 401) setSession(null);
+  else if (e.status === 403) forgetEngineer();
+}
+
+async function refreshEngineer() {
+  try {
+    const cfg = await api("GET", "/api/config");
+    if (engTimer === null) return;  // the panel closed meanwhile
+    setText("config-view", JSON.stringify(cfg, null, 2));
+  } catch (e) {
+    engineerRefused(e);  /* no answer: the next tick asks again */
+  }
 }
 
 function applyConfig() {
@@ -400,7 +438,7 @@ async function refreshChannel() {
       renderChannel(null);
       closeChannel();
     } else if (e.status === 401 || e.status === 403) {
-      closeChannel();  // logged out meanwhile; reopening the panel asks for the PIN
+      engineerRefused(e);  // logged out meanwhile: the panel goes; reopening it asks for the PIN
     }
     /* no answer: the next tick asks again */
   } finally {
@@ -416,7 +454,9 @@ async function channelImage(pairs) {
     $("uv-none").hidden = false;
     return;
   }
-  const url = URL.createObjectURL(await r.blob());
+  const blob = await r.blob();
+  if (uvTimer === null) return;  // the panel closed (or its login ended) meanwhile
+  const url = URL.createObjectURL(blob);
   await new Promise((resolve) => {
     img.onload = resolve;
     img.onerror = resolve;
