@@ -252,6 +252,8 @@ def test_a_simulated_line_with_a_second_camera_reads_the_channel(tmp_path):
         # Not strobed: the second camera exposes with every colour frame, the first one too.
         assert st["setup"] == "second_camera" and st["pairs"] == line.frames >= 5 and not st["dropped"], st
         assert st["belt_level"] < 10 < st["glow_level"]
+        # What the panel needs to judge the glow: how many scallops the last frame showed whole.
+        assert isinstance(st["scallops_in_view"], int) and st["glow_needs_scallops"] == 2
         assert line.summary()["picked"] > 0
     finally:
         line.close()

@@ -272,6 +272,12 @@ def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, 
     assert text(browser, "uv-belt") == "belt level 6.0: belt dark"
     red = browser.execute_script("return getComputedStyle(document.getElementById('uv-lost')).backgroundColor")
     assert red == "rgb(224, 27, 27)"  # --red
+    # An empty view has nothing to glow: no verdict, rather than a red "UV off".
+    line.with_channel(pairs=122, glow_level=7.0, scallops_in_view=0, glow_needs_scallops=2)
+    glow = browser.find_element("id", "uv-glow")
+    wait_for(browser, lambda: "too few to judge" in glow.text, what="no verdict on an empty view")
+    assert glow.text == "glow level 7.0: 0 scallops in view: too few to judge"
+    assert glow.get_attribute("data-verdict") == "unknown"
 
     # Closed, the panel asks nothing more of the line.
     browser.find_element("id", "engineer-close").click()

@@ -95,6 +95,7 @@ class FluorescenceInput:
         self.last_shift_mm: float | None = None
         self.last_glow: float | None = None
         self.dark_frames = 0
+        self.last_scallops: int | None = None  # whole scallops in the last analysed frame
         self.dark = False
         self._last_colour: tuple[float, int] | None = None  # (time, belt count) of the last frame
         self._maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
@@ -171,6 +172,7 @@ class FluorescenceInput:
     def saw(self, scallops: int) -> None:
         """The analysed frame showed ``scallops`` whole scallops: with enough of them in view
         and no glow, frame after frame, the channel is dark although its pairs come."""
+        self.last_scallops = int(scallops)
         if self.last_glow is None:
             return
         if self.last_glow >= GLOW_MIN and scallops >= 1:
@@ -270,6 +272,10 @@ class FluorescenceInput:
                 # The healthy limits, so the screen judges the levels by the line's own.
                 "belt_dark_max": BELT_DARK_MAX,
                 "glow_min": GLOW_MIN,
+                # No glow says nothing without scallops to glow: the screen judges it only with
+                # as many in view as the line's own dark check needs.
+                "scallops_in_view": self.last_scallops,
+                "glow_needs_scallops": DARK_SCALLOPS,
             }
             img, glow = self._latest, self.last_glow
         if img is not None:

@@ -492,7 +492,14 @@ function renderChannel(c) {
   }) : "");
   setText("uv-timing", t("uv.timing", { dt: num(c.last_dt_ms, 1), shift: num(c.last_shift_mm, 1) }));
   levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= c.belt_dark_max, "uv.belt_dark", "uv.belt_bright");
-  levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow");
+  const few = c.scallops_in_view !== null && c.scallops_in_view !== undefined && c.scallops_in_view < c.glow_needs_scallops;
+  if (few && c.glow_level < c.glow_min) {
+    // Nothing much to glow in view: no verdict, not a red "UV off" on a healthy channel.
+    $("uv-glow").dataset.verdict = "unknown";
+    setText("uv-glow", t("uv.glow", { level: num(c.glow_level, 1), verdict: t("uv.few_scallops", { n: num(c.scallops_in_view) }) }));
+  } else {
+    levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow");
+  }
   $("uv-lost").hidden = !c.lost;
 }
 
