@@ -67,6 +67,7 @@ def test_every_shipped_scenario_loads_with_a_description():
         "bursts",
         "faults_plc",
         "faults_gate",
+        "faults_fluorescence",
         "shift_check",
     }
     assert want <= set(shipped)
@@ -393,6 +394,28 @@ def test_plc_lost_holds_picks_and_its_safe_state_diverts_every_unpicked_uro():
         "faults[0] operator checks the rework lane",
     ]
     assert s["dispositions"]["diverted"] > 0 and picks_after(s, 17.0) > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_lost_fluorescence_channel_holds_the_line_until_it_is_back_and_loses_no_uro():
+    s = run_scenario(short("faults_fluorescence"), duration_s=30.0)
+    assert_accounted(s)
+    assert [e["event"] for e in s["fault_log"]] == ["faults[0] fluorescence_drop 15"]
+    ch = s["channel"]
+    # The 15 frames and the first (exposed before the PLC lifted its safe state, UV off).
+    assert ch["dropped"] == {"missing": 16} and not ch["lost"] and ch["dropped_in_a_row"] == 0
+    # The model cannot vouch for a frame without its partner: the line waits instead of
+    # analysing it, then goes on by itself.
+    assert s["frames_by_line_state"].get("waiting_camera", 0) >= 10
+    assert s["uro_escaped"] == 0 and picks_after(s, 16.0) > 0
+
+
+def test_a_fluorescence_drop_needs_a_line_with_the_channel():
+    from scallop.app.scenario.spec import FaultSpec
+
+    sc = dataclasses.replace(load_scenario("faults_camera"), faults=[FaultSpec(at_s=1.0, kind="fluorescence_drop")])
+    with pytest.raises(ScenarioError, match=r"faults\[0\]: fluorescence_drop needs \[line.camera.fluorescence\]"):
+        run_scenario(sc, duration_s=2.0)
 
 
 @needs_model

@@ -45,6 +45,18 @@ class FaultScript:
             return  # in the belt's speed profile
         if f.kind == "camera_drop":
             add(f.at_s, f"faults[{i}] camera_drop {f.frames}", once(lambda: camera.drop_next(f.frames)))
+        elif f.kind == "fluorescence_drop":
+            if not line.config.camera.fluorescence.enabled:
+                from scallop.app.scenario.spec import ScenarioError
+
+                raise ScenarioError(
+                    f"faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
+                )
+            add(
+                f.at_s,
+                f"faults[{i}] fluorescence_drop {f.frames}",
+                once(lambda: camera.lose_fluorescence(f.frames)),
+            )
         elif f.kind == "camera_stall":
             add(f.at_s, f"faults[{i}] camera_stall {f.duration_s:g} s", once(lambda: camera.stall(f.duration_s)))
         elif f.kind == "heartbeat_stall":

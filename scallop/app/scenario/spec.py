@@ -39,6 +39,7 @@ FaultKind = Literal[
     "heartbeat_stall",
     "camera_drop",
     "camera_stall",
+    "fluorescence_drop",
     "estop_restart",
     "belt_stop",
 ]
@@ -109,6 +110,8 @@ class FaultSpec:
     heartbeat_stall: the arm's heartbeat freezes for ``duration_s``.
     camera_drop: the next ``frames`` exposures are never delivered.
     camera_stall: the camera delivers nothing for ``duration_s``.
+    fluorescence_drop: the next ``frames`` colour frames come without their fluorescence
+      exposure (the UV strobe or the second camera failing); needs ``[line.camera.fluorescence]``.
     estop_restart: e-stop pressed (the line's and, with ``arms``, every arm's); released after
       ``duration_s``, then the operator resets and restarts the line ``reset_after_s`` later.
     belt_stop: the belt ramps down over ``ramp_s``, stands for ``duration_s`` and ramps back
@@ -141,7 +144,7 @@ class FaultSpec:
     def end_s(self) -> float:
         if self.kind == "belt_stop":
             return self.at_s + 2 * self.ramp_s + self.duration_s
-        if self.kind == "camera_drop":
+        if self.kind in ("camera_drop", "fluorescence_drop"):
             return self.at_s
         return self.at_s + self.duration_s
 
@@ -151,6 +154,7 @@ class FaultSpec:
             "heartbeat_stall": f"arm {self.arm or '(first)'} heartbeat stalled for {self.duration_s:g} s",
             "camera_drop": f"camera drops {self.frames} frames",
             "camera_stall": f"camera stalled for {self.duration_s:g} s",
+            "fluorescence_drop": f"fluorescence channel drops {self.frames} frames",
             "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
             "belt_stop": f"belt stops for {self.duration_s:g} s",
             "plc_disconnect": f"line PLC disconnected for {self.duration_s:g} s",
