@@ -124,6 +124,15 @@ def full_snapshot() -> LineSnapshot:
         capture={"active": True, "kept": 10, "bytes": 2_000_000, "dropped": {"queue": 1}},
         lot="L-0412",
         shift_check={"required": True, "state": "passed", "user": "tanaka", "seen": 3, "of": 3},
+        channel={
+            "setup": "alternate",
+            "pairs": 3500,
+            "dropped": {"missing": 3, "apart": 1},
+            "lost": False,
+            "dark": False,
+            "belt_level": 4.0,
+            "glow_level": 212.0,
+        },
     )
 
 

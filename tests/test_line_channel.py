@@ -255,6 +255,17 @@ def test_a_simulated_line_with_a_second_camera_reads_the_channel(tmp_path):
         # What the panel needs to judge the glow: how many scallops the last frame showed whole.
         assert isinstance(st["scallops_in_view"], int) and st["glow_needs_scallops"] == 2
         assert line.summary()["picked"] > 0
+        # A plant dashboard and the --duration summary see the channel too.
+        assert line.summary()["channel"] == {
+            "setup": "second_camera",
+            "pairs": st["pairs"],
+            "dropped": {},
+            "lost": False,
+            "dark": False,
+        }
+        metrics = line.metrics_text()
+        assert f"scallop_fluorescence_pairs_total {float(st['pairs'])}" in metrics
+        assert "scallop_fluorescence_lost 0.0" in metrics and 'scallop_fluorescence_level{what="glow"}' in metrics
     finally:
         line.close()
 

@@ -85,6 +85,7 @@ class LineSnapshot:
     dispositions: dict[str, int] = field(default_factory=dict)
     lot: str = ""  # the production lot in force ('' = none set)
     shift_check: dict = field(default_factory=dict)  # scallop.app.line.shift.ShiftCheck.status()
+    channel: dict = field(default_factory=dict)  # the fluorescence channel's figures (channel_status()), {} without one
 
 
 class LineAPI(Protocol):

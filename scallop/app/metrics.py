@@ -133,6 +133,7 @@ class SnapshotCollector(Collector):
         yield latency
         yield from self._arms()
         yield from self._models()
+        yield from self._channel()
         for key, help, alarms in (
             ("alarms_active", "Alarms whose condition still holds, by severity.", [a for a in snap.alarms if a.active]),
             ("alarms_unacked", "Alarms not yet acknowledged, by severity.", [a for a in snap.alarms if not a.acked]),
@@ -160,6 +161,30 @@ class SnapshotCollector(Collector):
                 removed.add_metric((a.name,), a.uro_removed)
             util.add_metric((a.name,), a.utilisation)
         yield from (state, connected, picks, removed, util)
+
+    def _channel(self) -> Iterator[Metric]:
+        """The fluorescence channel, so a plant dashboard sees it lost or dark as the engineer
+        panel does; no series on a line without one."""
+        p, ch = self.prefix, self.snap.channel
+        pairs = CounterMetricFamily(f"{p}_fluorescence_pairs_total", "Colour frames with a good fluorescence partner.")
+        dropped = CounterMetricFamily(
+            f"{p}_fluorescence_dropped_total", "Colour frames without a good partner, by reason.", labels=["reason"]
+        )
+        lost = GaugeMetricFamily(f"{p}_fluorescence_lost", "1 while the channel is lost (alarm_after frames in a row).")
+        dark = GaugeMetricFamily(f"{p}_fluorescence_dark", "1 while the channel is dark (scallops in view, no glow).")
+        levels = GaugeMetricFamily(
+            f"{p}_fluorescence_level", "The last pair's grey levels: belt (median) and glow.", labels=["what"]
+        )
+        if ch:
+            pairs.add_metric((), ch["pairs"])
+            for reason, n in sorted(ch["dropped"].items()):
+                dropped.add_metric((reason,), n)
+            lost.add_metric((), 1 if ch["lost"] else 0)
+            dark.add_metric((), 1 if ch["dark"] else 0)
+            for what, key in (("belt", "belt_level"), ("glow", "glow_level")):
+                if ch.get(key) is not None:
+                    levels.add_metric((what,), ch[key])
+        yield from (pairs, dropped, lost, dark, levels)
 
     def _models(self) -> Iterator[Metric]:
         p, snap = self.prefix, self.snap

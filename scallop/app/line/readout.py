@@ -66,6 +66,7 @@ class Readout:
             latency_ms={k: {"p50": v["p50"], "p99": v["p99"]} for k, v in self.line.stats.latency_summary().items()},
             arms=arms,
             alarms=self.line.alarms.visible(),
+            channel=self.line.channel_status() or {},
             **self.tally(),
             **self.line.models.figures(),
             **(self.line.shift.status() if self.line.shift is not None else {}),
@@ -97,6 +98,9 @@ class Readout:
             out["shadow"] = self.line.models.shadow.figures()
         if self.line.models.capture is not None and self.line.models.capture.kept:
             out["capture"] = self.line.models.capture.status()
+        channel = self.line.channel_status()
+        if channel is not None:
+            out["channel"] = {k: channel[k] for k in ("setup", "pairs", "dropped", "lost", "dark")}
         for obs in self.line.observers:
             summary = getattr(obs, "summary", None)
             if summary is not None:
