@@ -125,3 +125,16 @@ def test_commissioning_with_a_second_fluorescence_camera(capsys, tmp_path, monke
     truth = fluo.project(np.column_stack([xy, np.full(len(xy), z)]))
     err_px = np.linalg.norm(Registration.from_calibration(cal).to_fluorescence(px) - truth, axis=1)
     assert err_px.max() * SECOND_CAMERA["mm_per_px"] <= 0.3, err_px.max()
+
+
+def test_a_rehearsal_is_written_only_into_a_new_or_empty_folder(capsys, tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "line.json").write_text("{}")
+    rc, _, err = scallop(capsys, "sim", "commission", "--out", tmp_path / "old", "--dryrun-s", 5)
+    assert rc == 3 and "the folder is not empty; give a new or empty folder" in err
+    assert [p.name for p in (tmp_path / "old").iterdir()] == ["line.json"]  # nothing written
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = scallop(capsys, "sim", "commission", "--out", tmp_path / "afile")
+    assert rc == 3 and "it is a file" in err and "Traceback" not in err
+    rc, _, err = scallop(capsys, "sim", "commission", "--out", tmp_path / "new", "--arms", 2, "--dryrun-s", 2)
+    assert rc == 2 and err.strip().endswith("--dryrun-s=2.0 is out of range: allowed 5..600")

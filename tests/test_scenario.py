@@ -410,6 +410,17 @@ def test_a_lost_fluorescence_channel_holds_the_line_until_it_is_back_and_loses_n
     assert s["uro_escaped"] == 0 and picks_after(s, 16.0) > 0
 
 
+def test_a_fault_refuses_the_keys_of_other_kinds_and_a_channel_fault_needs_the_channel():
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.duration_s: a fluorescence_drop fault does not read it"):
+        parse_scenario(scenario() | {"faults": [{"at_s": 4.0, "kind": "fluorescence_drop", "duration_s": 9.0}]})
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.arm: a camera_drop fault does not read it"):
+        parse_scenario(scenario() | {"faults": [{"at_s": 4.0, "kind": "camera_drop", "arm": "arm1"}]})
+    with pytest.raises(
+        ScenarioError, match=r"^x\.toml: faults\[0\]: fluorescence_drop needs \[line.camera.fluorescence\]"
+    ):
+        parse_scenario(scenario() | {"faults": [{"at_s": 4.0, "kind": "fluorescence_drop", "frames": 3}]}, "x.toml")
+
+
 def test_a_fluorescence_drop_needs_a_line_with_the_channel():
     from scallop.app.scenario.spec import FaultSpec
 

@@ -133,13 +133,12 @@ def run(args) -> int:
             out.say("  now out of date, redo: " + "; ".join(stale.values()))
         elif had and not all(cal.has(p) for p in had):
             out.say("  the resolution changed: the belt, encoder and arm parts were removed; redo them")
-        # The same step calibrates a second, fluorescence camera, whose file goes elsewhere.
+        out.say(f"next: scallop calibrate belt --calib {path} --board SPEC PHOTO_OF_BOARD_FLAT_ON_BELT")
+        # The same step calibrates a second, fluorescence camera, whose own file is not a line's.
         out.say(
-            f"next, for the line's camera: scallop calibrate belt --calib {path} --board SPEC PHOTO_OF_BOARD_FLAT_ON_BELT"
-        )
-        out.say(
-            f"  for a second, fluorescence camera instead: scallop calibrate fluorescence --calib LINE.json "
-            f"--fluorescence-intrinsics {path} … (docs/fluorescence.md)"
+            f"  (if {path} is a second, fluorescence camera's own file: it has no belt step; give it to "
+            f"'scallop calibrate fluorescence --calib THE_LINES_FILE --fluorescence-intrinsics {path} …', "
+            "docs/fluorescence.md)"
         )
         obj["file"] = str(path)
     if coverage_path:

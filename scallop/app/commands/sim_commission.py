@@ -59,13 +59,23 @@ def run(args) -> int:
     from scallop.errors import check_seed
 
     check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
+    from pathlib import Path
+
     from scallop.app.backends import default_sim_arms
-    from scallop.errors import ConfigError
+    from scallop.app.outputs import check_output_dir
+    from scallop.errors import DataError, check_number
     from scallop.sim.commission import write_commissioning
     from scallop.sim.config import FluorescenceConfig, SimConfig
 
-    if not (1 <= args.arms <= 4) or not (5 <= args.dryrun_s <= 600):
-        raise ConfigError("--arms is allowed 1..4 and --dryrun-s 5..600")
+    check_number("--arms", args.arms, 1, 4, integer=True)
+    check_number("--dryrun-s", args.dryrun_s, 5, 600)
+    out = Path(args.out)
+    # A rehearsal is written whole into an empty folder: rewritten over an older one it would mix
+    # two seeds' photos with the older line.json, README and recordings without a word.
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        why = "it is a file" if not out.is_dir() else "the folder is not empty"
+        raise DataError(f"{out}: cannot write the rehearsal there: {why}; give a new or empty folder")
+    check_output_dir(out, "the rehearsal")
     config = SimConfig()
     if args.fluorescence:
         config = SimConfig(fluorescence=FluorescenceConfig(**SECOND_CAMERA))

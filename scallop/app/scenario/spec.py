@@ -45,6 +45,19 @@ FaultKind = Literal[
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 ARM_FAULTS = ("arm_disconnect", "heartbeat_stall")
+# The keys each fault kind reads besides ``at_s`` and ``kind``: any other is refused at load
+# (a ``duration_s`` on a fault counted in frames would be silently meaningless).
+FAULT_KEYS: dict[str, tuple[str, ...]] = {
+    "arm_disconnect": ("arm", "duration_s", "reset_after_s"),
+    "heartbeat_stall": ("arm", "duration_s"),
+    "camera_drop": ("frames",),
+    "camera_stall": ("duration_s",),
+    "fluorescence_drop": ("frames",),
+    "estop_restart": ("duration_s", "arms", "reset_after_s"),
+    "belt_stop": ("duration_s", "ramp_s"),
+    "plc_disconnect": ("duration_s", "reset_after_s"),
+    "gate_jam": ("duration_s", "reset_after_s"),
+}
 
 
 class ScenarioError(ConfigError):
@@ -292,6 +305,11 @@ def parse_scenario(data: dict, source: str = "") -> Scenario:
         if not isinstance(faults, list):
             raise ConfigError("faults: expected [[faults]] entries")
         fl = [build(FaultSpec, f, f"faults[{i}]") for i, f in enumerate(faults)]
+        for i, (f, raw) in enumerate(zip(fl, faults)):
+            extra = sorted(set(raw) - {"at_s", "kind", *FAULT_KEYS[f.kind]})
+            if extra:
+                allowed = ", ".join(FAULT_KEYS[f.kind]) or "none"
+                raise ConfigError(f"faults[{i}].{extra[0]}: a {f.kind} fault does not read it (its keys: {allowed})")
     except ConfigError as e:
         raise ScenarioError(f"{where}{e}") from None
     for key in ("line", "arm"):
@@ -301,6 +319,10 @@ def parse_scenario(data: dict, source: str = "") -> Scenario:
     cfg = sc.line_config()  # validates [line], [arm] and the faults against them
     names = [a.name for a in cfg.arms]
     for i, f in enumerate(fl):
+        if f.kind == "fluorescence_drop" and not cfg.camera.fluorescence.enabled:
+            raise ScenarioError(
+                f"{where}faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
+            )
         if f.kind in ARM_FAULTS and f.arm and f.arm not in names:
             raise ScenarioError(
                 f"{where}faults[{i}].arm={f.arm!r} is not an arm of this line: choose one of {', '.join(names)}"
