@@ -272,32 +272,41 @@ def manifest_channels(m: dict, path: Path) -> tuple[str, ...]:
     return tuple(channels)
 
 
-def set_of_image(image: str | os.PathLike) -> tuple[Path, tuple[str, ...]] | None:
-    """(its checked ``dataset.json``, the set's channels) for an image of a data set
-    (``ROOT/images/NAME.*``), None for an image in no data set. A manifest this software
-    cannot read is refused (:class:`DatasetError`) as every data-set reader refuses it."""
+def _manifest_of_image(image: str | os.PathLike) -> tuple[Path, dict, tuple[str, ...]] | None:
+    """(the path, the checked manifest, the channels) of the data set an image belongs to."""
     p = Path(os.path.abspath(image))  # "x.png" run from inside images/ is still in its set
     path = p.parent.parent / "dataset.json"
     if p.parent.name != "images" or not path.is_file():
         return None
-    return path, manifest_channels(check_manifest(path), path)
+    m = check_manifest(path)
+    return path, m, manifest_channels(m, path)
+
+
+def set_of_image(image: str | os.PathLike) -> tuple[Path, tuple[str, ...]] | None:
+    """(its checked ``dataset.json``, the set's channels) for an image of a data set
+    (``ROOT/images/NAME.*``), None for an image in no data set. A manifest this software
+    cannot read is refused (:class:`DatasetError`) as every data-set reader refuses it."""
+    found = _manifest_of_image(image)
+    return None if found is None else (found[0], found[2])
 
 
 def scale_source_of_image(image: str | os.PathLike) -> tuple[float, Path] | None:
     """(scale in mm per pixel, the file that gives it) for the image at ``image``
     (``ROOT/images/NAME.*``): its ``labels/NAME.json``, else ``dataset.json``; None when the
     image is in no data set or the data set does not say. The manifest is checked first."""
-    p = Path(os.path.abspath(image))
-    root = p.parent.parent
-    if set_of_image(p) is None:
+    found = _manifest_of_image(image)
+    if found is None:
         return None
-    labels = root / "labels" / f"{p.stem}.json"
-    for path in (labels, root / "dataset.json"):
-        if path.is_file():
-            mm = _read_json(path).get("mm_per_px")
-            if mm is not None:
-                return _scale(mm, path), path
-    return None
+    manifest_path, manifest, _ = found
+    p = Path(os.path.abspath(image))
+    labels = p.parent.parent / "labels" / f"{p.stem}.json"
+    if labels.is_file():
+        mm = _read_json(labels).get("mm_per_px")
+        if mm is not None:
+            return _scale(mm, labels), labels
+    # Else the manifest, already read and checked above.
+    mm = manifest.get("mm_per_px")
+    return None if mm is None else (_scale(mm, manifest_path), manifest_path)
 
 
 def scale_of_image(image: str | os.PathLike) -> float | None:

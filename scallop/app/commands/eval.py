@@ -73,10 +73,13 @@ def run(args) -> int:
     # is scored with the shipped model that reads it.
     has_uv = carries_channel(args.dataset, args.mm_per_px)
     model = args.model or (str(default_uv_model_path()) if has_uv else None)
-    if args.model and not has_uv and Path(args.dataset).exists():
-        from scallop.models.runtime import MissingChannelError, SegModel
+    if args.model:
+        from scallop.models.runtime import MissingChannelError
+        from scallop.vision.pipeline import Pipeline, PipelineConfig
 
-        if SegModel(args.model, threads=1).takes_uv:
+        # Loaded once, here, so it can be asked what it reads; evaluate() takes it as it is.
+        model = Pipeline(args.model, PipelineConfig(threads=args.threads))
+        if model.takes_uv and not has_uv and Path(args.dataset).exists():
             # Said of the set, before the scoring: no frame of it will bring the channel.
             what = (
                 "not every image has its x.uv.png beside it"

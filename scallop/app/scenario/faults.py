@@ -46,12 +46,6 @@ class FaultScript:
         if f.kind == "camera_drop":
             add(f.at_s, f"faults[{i}] camera_drop {f.frames}", once(lambda: camera.drop_next(f.frames)))
         elif f.kind == "fluorescence_drop":
-            if not line.config.camera.fluorescence.enabled:
-                from scallop.app.scenario.spec import ScenarioError
-
-                raise ScenarioError(
-                    f"faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
-                )
             add(
                 f.at_s,
                 f"faults[{i}] fluorescence_drop {f.frames}",

@@ -18,7 +18,7 @@ import numpy as np
 from scallop.app.config import LineConfig
 from scallop.app.scenario.accounting import Accounting, outcome_of
 from scallop.app.scenario.faults import FaultScript
-from scallop.app.scenario.spec import Scenario, ScenarioError
+from scallop.app.scenario.spec import Scenario, ScenarioError, check_channel_faults
 
 # Summary keys measured on the wall clock: everything else is a function of (scenario, seed).
 WALL_TIME_KEYS = ("latency_ms", "realtime_factor", "wall_s", "setup_s")
@@ -63,6 +63,7 @@ def run_scenario(
     sc = dataclasses.replace(sc, spec=spec)
     seed = spec.seed if seed is None else int(seed)
     cfg = sc.line_config(model=model)
+    check_channel_faults(sc.faults, cfg, f"{sc.source}: " if sc.source else "")
     if spec.compare_without_channel and cfg.vision.model:
         from scallop.models.runtime import SegModel
 

@@ -289,6 +289,16 @@ def shipped_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(d.glob("*.toml"))} if d.is_dir() else {}
 
 
+def check_channel_faults(faults: list[FaultSpec], cfg: LineConfig, where: str = "") -> None:
+    """A fault on the fluorescence channel needs a line that has one: refused at load, and at
+    the run for a scenario built in code (``where``: the file, or "")."""
+    for i, f in enumerate(faults):
+        if f.kind == "fluorescence_drop" and not cfg.camera.fluorescence.enabled:
+            raise ScenarioError(
+                f"{where}faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
+            )
+
+
 def parse_scenario(data: dict, source: str = "") -> Scenario:
     """A scenario from a parsed TOML table (errors name the key)."""
     where = f"{source}: " if source else ""
@@ -318,11 +328,8 @@ def parse_scenario(data: dict, source: str = "") -> Scenario:
     sc = Scenario(spec, data.get("line", {}), data.get("arm", {}), fl, source)
     cfg = sc.line_config()  # validates [line], [arm] and the faults against them
     names = [a.name for a in cfg.arms]
+    check_channel_faults(fl, cfg, where)
     for i, f in enumerate(fl):
-        if f.kind == "fluorescence_drop" and not cfg.camera.fluorescence.enabled:
-            raise ScenarioError(
-                f"{where}faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
-            )
         if f.kind in ARM_FAULTS and f.arm and f.arm not in names:
             raise ScenarioError(
                 f"{where}faults[{i}].arm={f.arm!r} is not an arm of this line: choose one of {', '.join(names)}"

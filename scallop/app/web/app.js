@@ -469,11 +469,14 @@ async function channelImage(pairs) {
 }
 
 // A level with its verdict in plain words; no level (no pair yet) is no verdict.
-function levelLine(id, key, level, ok, okKey, badKey) {
+// ``unsure``: words for a level that fails ``ok`` but cannot be judged now (no verdict then).
+function levelLine(id, key, level, ok, okKey, badKey, unsure = null) {
   const el = $(id);
   const known = level !== null && level !== undefined && isFinite(level);
-  el.dataset.verdict = known ? (ok(level) ? "ok" : "bad") : "unknown";
-  const verdict = known ? t(ok(level) ? okKey : badKey) : t("uv.no_pair");
+  const good = known && ok(level);
+  const judged = known && (good || unsure === null);
+  el.dataset.verdict = judged ? (good ? "ok" : "bad") : "unknown";
+  const verdict = !known ? t("uv.no_pair") : judged ? t(good ? okKey : badKey) : unsure;
   setText(id, t(key, { level: num(level, 1), verdict }));
 }
 
@@ -492,14 +495,10 @@ function renderChannel(c) {
   }) : "");
   setText("uv-timing", t("uv.timing", { dt: num(c.last_dt_ms, 1), shift: num(c.last_shift_mm, 1) }));
   levelLine("uv-belt", "uv.belt", c.belt_level, (v) => v <= c.belt_dark_max, "uv.belt_dark", "uv.belt_bright");
-  const few = c.scallops_in_view !== null && c.scallops_in_view !== undefined && c.scallops_in_view < c.glow_needs_scallops;
-  if (few && c.glow_level < c.glow_min) {
-    // Nothing much to glow in view: no verdict, not a red "UV off" on a healthy channel.
-    $("uv-glow").dataset.verdict = "unknown";
-    setText("uv-glow", t("uv.glow", { level: num(c.glow_level, 1), verdict: t("uv.few_scallops", { n: num(c.scallops_in_view) }) }));
-  } else {
-    levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow");
-  }
+  // Nothing much to glow in view: a low level gets no verdict, not a red "UV off".
+  const few = c.scallops_in_view != null && c.scallops_in_view < c.glow_needs_scallops;
+  levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow",
+    few ? t("uv.few_scallops", { n: num(c.scallops_in_view) }) : null);
   $("uv-lost").hidden = !c.lost;
 }
 
