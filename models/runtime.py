@@ -16,6 +16,7 @@ feeding three planes to a graph that wants four.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -31,6 +32,7 @@ SUPPORTED_VERSIONS = (1, 2)
 CHANNELS = ("bgr", "uv")
 #: Input planes per channel.
 PLANES = {"bgr": 3, "uv": 1}
+_log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "scallop-seg.onnx"
 # The shipped model whose parts stage also takes the fluorescence channel (docs/fluorescence.md):
 # chosen by ``scallop detect`` for a frame that has its fluorescence frame beside it.
@@ -195,7 +197,7 @@ class SegModel:
     which starves the capture and Modbus threads of the line).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, threads: int = 2):
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 2, rewrite: bool = True):
         import onnxruntime as ort
 
         p = Path(path) if path is not None else default_model_path()
@@ -233,6 +235,46 @@ class SegModel:
         self._empty_crops = np.zeros((0, self.info.parts.planes, ps, ps), np.float32)
         m = max(self.info.finder.multiple, 16)
         self._empty_frame = np.zeros((0, self.info.finder.planes, m, m), np.float32)
+        # The graph rewritten for onnxruntime's CPU kernels (models/cpugraph.py), used only when
+        # it gives the file's own outputs on a test input; ``rewrite=False`` (bench vision
+        # --plain-graph) runs the file as it is, to measure the difference.
+        self._upsampled: frozenset[str] = frozenset()
+        self.graph = "as in the file"
+        if rewrite:
+            self._use_rewritten(p, so, ort)
+
+    def _use_rewritten(self, p: Path, so, ort) -> None:
+        from scallop.models import cpugraph
+
+        try:
+            done = cpugraph.rewrite(p.read_bytes())
+            if done is None:
+                return
+            fast = ort.InferenceSession(done.model, so, providers=["CPUExecutionProvider"])
+            # One input through both graphs: any difference beyond float32 rounding means the
+            # rewrite does not hold for this file, which then runs as it is.
+            rng = np.random.default_rng(0)
+            fi, pa = self.info.finder, self.info.parts
+            m = max(fi.multiple, 16)
+            feeds = (
+                ({fi.input: rng.random((1, fi.planes, 4 * m, 6 * m), np.float32), pa.input: self._empty_crops}, fi),
+                ({fi.input: self._empty_frame, pa.input: rng.random((2, pa.planes, pa.size, pa.size), np.float32)}, pa),
+            )
+            for feed, st in feeds:
+                want = self.session.run([st.output], feed)[0]
+                got = fast.run([st.output], feed)[0]
+                if st.output in done.upsampled:
+                    got = cpugraph.upsample2x(got)
+                if got.shape != want.shape or not float(np.abs(got - want).max()) <= 1e-3:
+                    raise ValueError(f"output {st.output!r} differs from the file's")
+        except Exception as e:  # any failure leaves the file's own graph, which is correct
+            _log.warning("%s: running the graph as it is (its CPU rewrite is not used: %s)", p, e)
+            return
+        self.session, self._upsampled = fast, done.upsampled
+        self.graph = (
+            f"rewritten for the CPU: {done.padded_convs} convolutions padded to {cpugraph.BLOCK} channels, "
+            f"{len(done.upsampled)} outputs upsampled outside the graph"
+        )
 
     @property
     def channels(self) -> int:
@@ -328,7 +370,7 @@ class SegModel:
             raise self.missing_uv()
         x = self.to_input(bgr, uv if st.takes_uv else None)[None]
         out = self.session.run([st.output], {st.input: x, self.info.parts.input: self._empty_crops})[0]
-        return out[0]
+        return self._full_size(st.output, out)[0]
 
     def run_parts(self, crops_bgr: np.ndarray, crops_uv: np.ndarray | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8 crops at the parts scale → logits (N, C, S, S). ``crops_uv``
@@ -340,4 +382,12 @@ class SegModel:
         if len(crops_bgr) == 0:
             return np.zeros((0, len(st.classes), st.size, st.size), np.float32)
         x = self.to_input(crops_bgr, crops_uv if st.takes_uv else None)
-        return self.session.run([st.output], {st.input: x, self.info.finder.input: self._empty_frame})[0]
+        out = self.session.run([st.output], {st.input: x, self.info.finder.input: self._empty_frame})[0]
+        return self._full_size(st.output, out)
+
+    def _full_size(self, name: str, out: np.ndarray) -> np.ndarray:
+        if name in self._upsampled:
+            from scallop.models.cpugraph import upsample2x
+
+            return upsample2x(out)
+        return out

@@ -39,6 +39,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--scallops", default="0,10", help="LO,HI scallops placed per frame (default 0,10)")
     p.add_argument("--profile", action="store_true", help="per-stage medians and p99, JPEG decode included")
+    p.add_argument(
+        "--plain-graph",
+        action="store_true",
+        help="run the model's graph as in the file, without the runtime's CPU rewrite (to measure what it gains)",
+    )
     p.add_argument("--anchor", metavar="ONNX", help="YOLOv8n-seg@640 ONNX to time side by side on JPEG files")
     p.add_argument("--files", type=int, default=100, help="JPEG files for the side-by-side (default 100)")
     p.add_argument("--repeats", type=int, default=2, help="rounds of the side-by-side, interleaved (default 2)")
@@ -125,7 +130,10 @@ def run(args) -> int:
     check_number("--frames", args.frames, 1, 10**6, integer=True)
     check_number("--distinct", args.distinct, 1, 10**4, integer=True)
     lo, hi = _scallop_range(args.scallops)
-    pipe = Pipeline(args.model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
+    from scallop.models.runtime import SegModel
+
+    model = SegModel(args.model or None, threads=args.threads, rewrite=not args.plain_graph)
+    pipe = Pipeline(model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
     # A four-channel model is timed with its fluorescence images, as the line feeds it.
     uvs: list | None = [] if pipe.takes_uv else None
     if uvs is not None and args.anchor:
@@ -177,6 +185,7 @@ def run(args) -> int:
         "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
         "model_trained_at": pipe.model.info.meta.get("scallop.trained_at", ""),
         "channels": ["bgr", "uv"] if uvs is not None else ["bgr"],
+        "graph": pipe.model.graph,
         "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
