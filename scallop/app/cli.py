@@ -118,21 +118,51 @@ def _main(argv: list[str] | None) -> int:
     debug = args.debug or os.environ.get("SCALLOP_DEBUG", "") not in ("", "0")
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # output still buffered for a pipe fails here, not at the interpreter's exit
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        if not _stdout_closed():
+            return _failed(args, e, debug)  # a socket or a child's pipe: not the reader going away
+        # The reader of our output went away (``scallop eval ... | head``): stop quietly, as
+        # the tools beside us do on SIGPIPE, with the exit status a shell gives those (128 + 13).
+        return 141
     except Exception as e:
-        code = exit_code(e)
-        if debug:
-            traceback.print_exc()
-        if code == 1:
-            # Not the user's input: a fault of the program. One line still, with where to look.
-            hint = "" if debug else " (run again with --debug to see where)"
-            print(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
-        else:
-            print(f"scallop {args.command}: error: {e}", file=sys.stderr)
-        return code
+        return _failed(args, e, debug)
     return int(rc or 0)
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll says so: an error on the
+    write end); if so it is pointed at the null device, so that the interpreter's own flush at
+    exit does not fail again."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        if not any(ev & select.POLLERR for _, ev in poll.poll(0)):
+            return False
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+    except (OSError, ValueError, AttributeError):  # no real stdout (replaced or closed): not ours to judge
+        return False
+    return True
+
+
+def _failed(args, e: BaseException, debug: bool) -> int:
+    code = exit_code(e)
+    if debug:
+        traceback.print_exc()
+    if code == 1:
+        # Not the user's input: a fault of the program. One line still, with where to look.
+        hint = "" if debug else " (run again with --debug to see where)"
+        print(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+    else:
+        print(f"scallop {args.command}: error: {e}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
