@@ -156,16 +156,20 @@ def write_commissioning(folder, config: SimConfig, arms: list[ArmConfig], seed: 
         (root / "robot" / f"{a.name}.csv").write_text("\n".join(lines) + "\n")
         touches[a.name] = moved
 
-    # The dry run: the line's colour camera recorded on the simulated line (the line.toml below
-    # reads no fluorescence channel; docs/fluorescence.md says how to add it).
+    # The dry run: the line's camera recorded on the simulated line, with a second camera its
+    # fluorescence frames too, as 'scallop capture' records them; line.toml reads them.
     clock = VirtualClock()
-    world = SimWorld(dataclasses.replace(config, fluorescence=FluorescenceConfig()), seed=seed, clock=clock)
+    world = SimWorld(
+        config if second else dataclasses.replace(config, fluorescence=FluorescenceConfig()), seed=seed, clock=clock
+    )
     camera = SimCamera(world)
     camera.connect()
-    with RecordingWriter(root / "dryrun", "sim", "latched", "jpg") as w:
+    with RecordingWriter(
+        root / "dryrun", "sim", "latched", "jpg", fluorescence="second_camera" if second else "none"
+    ) as w:
         while clock.now() < dryrun_s:
             w.add(camera.read())
-    (root / "line.toml").write_text(line_toml(arms))
+    (root / "line.toml").write_text(line_toml(arms, fluorescence=config.fluorescence if second else None))
 
     calib = root / "line.json"
     cmds = [
@@ -213,9 +217,13 @@ def _frame(image: np.ndarray, t: float, count: int, index: int):
     return Frame(image=image, timestamp=t, encoder=count, index=index, source="sim")
 
 
-def line_toml(arms: list[ArmConfig], calibration: str = "line.json") -> str:
+def line_toml(
+    arms: list[ArmConfig], calibration: str = "line.json", fluorescence: FluorescenceConfig | None = None
+) -> str:
     """A line configuration for a dry run: the calibration file and the arms (their transports
-    point at nothing: 'scallop replay' stands simulated arms in for them)."""
+    point at nothing: 'scallop replay' stands simulated arms in for them); ``fluorescence``: the
+    simulator's second, fluorescence camera, which the line reads too (registered by the
+    calibration's ``fluorescence`` part), so the file also runs the simulated line with it."""
     out = [
         "# The simulated line's configuration for the dry run (docs/calibration.md, commissioning",
         "# rehearsal). The arms' transports point at nothing: 'scallop replay' stands simulated arms in",
@@ -225,6 +233,26 @@ def line_toml(arms: list[ArmConfig], calibration: str = "line.json") -> str:
         f'calibration = "{calibration}"',
         "",
     ]
+    if fluorescence is not None:
+        if fluorescence.setup != "second_camera":
+            raise ValueError(f"a dry run's second camera, not setup={fluorescence.setup!r}")
+        sim = {k: v for k, v in dataclasses.asdict(fluorescence).items() if v is not None}
+        out += [
+            "# The second, fluorescence camera (docs/fluorescence.md). A replay takes its frames from the",
+            "# recording, each with its colour frame; on the simulator from [sim.fluorescence] below; on",
+            "# the real line 'source' names its device.",
+            "[camera.fluorescence]",
+            'setup = "second_camera"',
+            'source = "sim"',
+            "max_pair_ms = 4",
+            "alarm_after = 5",
+            "# The simulator's scene is flat: registered on the belt's plane.",
+            "register_height_mm = 0",
+            "",
+            "[sim.fluorescence]",
+            *(f"{k} = {_toml_value(v)}" for k, v in sim.items()),
+            "",
+        ]
     for a in arms:
         p = a.robot_from_belt
         out += [
@@ -247,6 +275,14 @@ def line_toml(arms: list[ArmConfig], calibration: str = "line.json") -> str:
             "",
         ]
     return "\n".join(out)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _readme(cmds: list[list[str]], root) -> str:

@@ -126,6 +126,23 @@ def test_commissioning_with_a_second_fluorescence_camera(capsys, tmp_path, monke
     err_px = np.linalg.norm(Registration.from_calibration(cal).to_fluorescence(px) - truth, axis=1)
     assert err_px.max() * SECOND_CAMERA["mm_per_px"] <= 0.3, err_px.max()
 
+    # The rest as listed, and the dry run: the recording holds the second camera's frames, which
+    # the line pairs and registers with the calibration just made, and the four-channel model reads.
+    for cmd in commands[steps.index("fluorescence") + 1 : -1]:
+        rc, out, err = scallop(capsys, *cmd)
+        assert rc == 0, f"scallop {' '.join(cmd)}:\n{out}{err}"
+    assert commands[-1][0] == "replay" and "[camera.fluorescence]" in (tmp_path / "line.toml").read_text()
+    rc, out, err = scallop(capsys, *commands[-1], "--json")
+    summary = json.loads(out)
+    assert rc == 0 and summary["model"]["name"] == "scallop-seg-uv"
+    assert summary["channel"] == {
+        "setup": "second_camera",
+        "pairs": summary["frames"],
+        "dropped": {},
+        "lost": False,
+        "dark": False,
+    }
+
 
 def test_a_rehearsal_is_written_only_into_a_new_or_empty_folder(capsys, tmp_path):
     (tmp_path / "old").mkdir()

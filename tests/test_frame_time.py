@@ -173,7 +173,7 @@ def test_a_damaged_recording_is_refused_by_name(tmp_path):
         read_index(rec)
     meta = json.loads((rec / "recording.json").read_text()) | {"version": 9}
     (rec / "recording.json").write_text(json.dumps(meta))
-    with pytest.raises(RecordingError, match="version 9; this program reads 'scallop-recording' version 1"):
+    with pytest.raises(RecordingError, match="version 9; this program reads 'scallop-recording' versions 1 and 2"):
         read_index(rec)
     with pytest.raises(FileExistsError, match="not empty"):
         RecordingWriter(rec, "0", "camera")

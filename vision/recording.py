@@ -14,6 +14,16 @@ stamp's error bound when it was recorded. The ``image,counts`` columns are what
 ``scallop calibrate encoder --counts`` reads, so a recording of a board riding the belt is
 step 3's input as it is.
 
+A line with the fluorescence channel ([camera.fluorescence], docs/fluorescence.md) is recorded as
+version 2: ``recording.json`` adds ``"fluorescence": {"setup", "resolution"}`` and each row the
+partner exposure as taken (in its own camera's pixels, before registration) beside the frame::
+
+    ...,uv_image,uv_counts,uv_time_s,uv_index,uv_missing
+    frames/000000.uv.png …   one plane, lossless; uv_missing: why a frame had no partner
+
+so that a replay pairs and registers it as the line did live. A recording without the channel
+stays version 1, which older programs read.
+
 :class:`RecordingCamera` plays one back as a camera: each frame at its recorded time (the
 first one when the camera connects) with its recorded count — at the true pace on a wall
 clock, and as fast as the work allows on a virtual clock, whose driver asks
@@ -38,6 +48,7 @@ import numpy as np
 from scallop.errors import DataError
 from scallop.vision.camera import (
     Camera,
+    CameraError,
     CameraNotFoundError,
     CameraStalledError,
     CorruptFrameError,
@@ -48,9 +59,12 @@ from scallop.vision.camera import (
 
 FORMAT = "scallop-recording"
 VERSION = 1
+VERSION_UV = 2  # with the fluorescence channel
 INDEX = "frames.csv"
 META = "recording.json"
 COLUMNS = ("image", "counts", "time_s", "stamp_error_s", "index")
+UV_COLUMNS = ("uv_image", "uv_counts", "uv_time_s", "uv_index", "uv_missing")
+SETUPS = ("second_camera", "alternate")
 
 
 class RecordingError(DataError):
@@ -69,23 +83,80 @@ def is_recording(path: str | os.PathLike) -> bool:
 
 
 @dataclass(frozen=True)
+class RecordedExposure:
+    """A fluorescence exposure kept beside its colour frame (version 2)."""
+
+    image: str  # path relative to the recording folder
+    counts: int | None
+    time_s: float
+    index: int
+
+
+@dataclass(frozen=True)
 class RecordedFrame:
     image: str  # path relative to the recording folder
     counts: int | None
     time_s: float
     stamp_error_s: float
     index: int
+    uv: RecordedExposure | None = None
+    uv_missing: str = ""  # why the frame had no fluorescence partner (version 2)
+
+
+def recording_setup(folder: str | os.PathLike) -> str:
+    """The fluorescence set-up a recording was made with ("none" for a version 1 recording),
+    from its description alone; a :class:`RecordingError` when that is unreadable."""
+    p = Path(folder)
+    meta = _read_meta(p)
+    return _setup_of(p, meta)
+
+
+def _read_meta(p: Path) -> dict:
+    try:
+        meta = json.loads((p / META).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RecordingError(f"recording {p}: {META} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in (VERSION, VERSION_UV):
+        got = meta if not isinstance(meta, dict) else f"format {meta.get('format')!r} version {meta.get('version')!r}"
+        raise RecordingError(
+            f"recording {p}: {got}; this program reads {FORMAT!r} versions {VERSION} and {VERSION_UV} "
+            "(2: with the fluorescence channel)"
+        )
+    return meta
+
+
+def _setup_of(p: Path, meta: dict) -> str:
+    if meta["version"] == VERSION:
+        return "none"
+    fl = meta.get("fluorescence")
+    setup = fl.get("setup") if isinstance(fl, dict) else None
+    if setup not in SETUPS:
+        raise RecordingError(
+            f'recording {p}: version {VERSION_UV} needs "fluorescence": {{"setup": one of {", ".join(SETUPS)}}} '
+            f"in {META}, it has {fl!r}"
+        )
+    return setup
 
 
 class RecordingWriter:
     """Writes a recording folder frame by frame (``add``); ``close`` completes it.
 
     image_format: "jpg" (quality 95: a shift stays a manageable size) or "png" (lossless).
+    fluorescence: the line's fluorescence set-up ("none", "second_camera", "alternate"): with
+    one, each frame's partner exposure (``frame.extra["fluorescence"]``) is kept beside it, or
+    why it had none (``frame.extra["fluorescence_missing"]``), and the recording is version 2.
     """
 
-    def __init__(self, folder: str | os.PathLike, source: str, counts: str, image_format: str = "jpg") -> None:
+    def __init__(
+        self, folder: str | os.PathLike, source: str, counts: str, image_format: str = "jpg", fluorescence: str = "none"
+    ) -> None:
         if image_format not in ("jpg", "png"):
             raise ValueError(f"image_format={image_format!r} is not allowed: choose 'jpg' or 'png'")
+        if fluorescence not in ("none", *SETUPS):
+            raise ValueError(f"fluorescence={fluorescence!r} is not allowed: choose 'none' or one of {SETUPS}")
+        self.fluorescence = fluorescence
+        self.uv_resolution: tuple[int, int] | None = None
+        self.uv_frames = self.uv_missing = 0
         self.folder = Path(folder)
         if self.folder.exists() and any(self.folder.iterdir()):
             raise FileExistsError(f"{self.folder}: not empty; give a new folder for the recording")
@@ -93,7 +164,7 @@ class RecordingWriter:
         self.source, self.counts_from, self.image_format = source, counts, image_format
         self._csv = (self.folder / INDEX).open("w", newline="", encoding="utf-8")
         self._w = csv.writer(self._csv)
-        self._w.writerow(COLUMNS)
+        self._w.writerow(COLUMNS + (UV_COLUMNS if fluorescence != "none" else ()))
         self._t0: float | None = None
         self.frames = 0
         self.resolution: tuple[int, int] | None = None
@@ -112,6 +183,7 @@ class RecordingWriter:
         ok, buf = cv2.imencode("." + self.image_format, frame.image, params)
         if not ok:
             raise CorruptFrameError(f"frame {frame.index} could not be encoded")
+        uv_row = self._partner(frame) if self.fluorescence != "none" else ()
         (self.folder / name).write_bytes(buf.tobytes())
         err = frame.timestamp_error_s
         self._w.writerow(
@@ -122,15 +194,49 @@ class RecordingWriter:
                 "inf" if not math.isfinite(err) else f"{err:.6f}",
                 frame.index,
             )
+            + uv_row
         )
         self.frames += 1
         if self.frames % 50 == 0:
             self._csv.flush()
 
+    def _partner(self, frame: Frame) -> tuple:
+        """The row's fluorescence columns, its exposure written beside the frame's image."""
+        ex = frame.extra.get("fluorescence")
+        if ex is None:
+            self.uv_missing += 1
+            why = str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure with this frame")
+            return ("", "", "", "", why)
+        img = np.asarray(ex.image)
+        if img.ndim != 2 or img.dtype != np.uint8:
+            raise CorruptFrameError(
+                f"frame {frame.index}: its fluorescence exposure is {img.shape} {img.dtype}, not one uint8 plane"
+            )
+        size = (img.shape[1], img.shape[0])
+        if self.uv_resolution is None:
+            self.uv_resolution = size
+        elif size != self.uv_resolution:
+            raise CorruptFrameError(
+                f"frame {frame.index}: its fluorescence exposure is {size[0]}x{size[1]}, the recording's are {self.uv_resolution}"
+            )
+        ok, buf = cv2.imencode(".png", img)
+        if not ok:
+            raise CorruptFrameError(f"frame {frame.index}: its fluorescence exposure could not be encoded")
+        name = f"frames/{self.frames:06d}.uv.png"  # the x.uv.png beside x.jpg of the appearance spec
+        (self.folder / name).write_bytes(buf.tobytes())
+        self.uv_frames += 1
+        return (
+            name,
+            "" if ex.encoder is None else int(ex.encoder),
+            f"{ex.timestamp - self._t0:.6f}",
+            int(getattr(ex, "index", 0)),
+            "",
+        )
+
     def _write_meta(self) -> None:
         meta = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if self.fluorescence == "none" else VERSION_UV,
             "source": self.source,
             "counts": self.counts_from,
             "resolution": list(self.resolution) if self.resolution else None,
@@ -138,6 +244,13 @@ class RecordingWriter:
             "frames": self.frames,
             "t0": self._t0,
         }
+        if self.fluorescence != "none":
+            meta["fluorescence"] = {
+                "setup": self.fluorescence,
+                "resolution": list(self.uv_resolution) if self.uv_resolution else None,
+                "frames": self.uv_frames,
+                "missing": self.uv_missing,
+            }
         (self.folder / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     def close(self) -> None:
@@ -159,19 +272,13 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
     p = Path(folder)
     if not is_recording(p):
         raise CameraNotFoundError(f"recording {p}: not a recording folder (no {META} and {INDEX})")
-    try:
-        meta = json.loads((p / META).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RecordingError(f"recording {p}: {META} is not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise RecordingError(
-            f"recording {p}: format {meta.get('format')!r} version {meta.get('version')!r}; "
-            f"this program reads {FORMAT!r} version {VERSION}"
-        )
+    meta = _read_meta(p)
+    with_uv = _setup_of(p, meta) != "none"
     frames: list[RecordedFrame] = []
     with (p / INDEX).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("image", "counts", "time_s") if c not in (reader.fieldnames or ())]
+        need = ("image", "counts", "time_s") + (UV_COLUMNS if with_uv else ())
+        missing = [c for c in need if c not in (reader.fieldnames or ())]
         if missing:
             raise RecordingError(f"recording {p}: {INDEX} lacks the columns {', '.join(missing)}")
         last = -math.inf
@@ -186,10 +293,25 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
             if not math.isfinite(t) or t < last:
                 raise RecordingError(f"recording {p}: {INDEX} row {row_no}: time_s={t} is not after {last}")
             last = t
-            frames.append(RecordedFrame(row["image"], counts, t, err, index))
+            uv, why = _partner_of(p, row, row_no) if with_uv else (None, "")
+            frames.append(RecordedFrame(row["image"], counts, t, err, index, uv, why))
     if not frames:
         raise RecordingError(f"recording {p}: holds no frames")
     return meta, frames
+
+
+def _partner_of(p: Path, row: dict, row_no: int) -> tuple[RecordedExposure | None, str]:
+    if not (row["uv_image"] or "").strip():
+        return None, (row["uv_missing"] or "").strip() or "no fluorescence exposure with this frame"
+    try:
+        counts = int(row["uv_counts"]) if (row["uv_counts"] or "").strip() else None
+        t = float(row["uv_time_s"])
+        index = int(row["uv_index"] or 0)
+    except (ValueError, TypeError):
+        raise RecordingError(f"recording {p}: {INDEX} row {row_no}: its fluorescence columns are not numbers") from None
+    if not math.isfinite(t):
+        raise RecordingError(f"recording {p}: {INDEX} row {row_no}: uv_time_s={t} is not a time")
+    return RecordedExposure(row["uv_image"], counts, t, index), ""
 
 
 class RecordingCamera(Camera):
@@ -276,13 +398,46 @@ class RecordingCamera(Camera):
             raise CorruptFrameError(f"camera {self._name}: frame {rec.index} ({rec.image}) is missing") from None
         if img.shape[1::-1] != self._size:
             raise CorruptFrameError(f"camera {self._name}: frame {rec.index} is {img.shape[1]}x{img.shape[0]}")
-        return Frame(
+        frame = Frame(
             image=img,
             timestamp=due,
             encoder=rec.counts if self.with_counts else None,
             index=rec.index,
             source=str(path),
             timestamp_error_s=rec.stamp_error_s,
+        )
+        if self.setup != "none":
+            self._attach_partner(frame, rec, due)
+        return frame
+
+    @property
+    def setup(self) -> str:
+        """The fluorescence set-up the recording was made with ("none": colour only)."""
+        return _setup_of(self.folder, self.meta) if self.meta else "none"
+
+    def _attach_partner(self, frame: Frame, rec: RecordedFrame, due: float) -> None:
+        """The partner exposure as recorded, on the replay's clock as the frame is; a partner
+        that cannot be read leaves the frame without one and says why, as a live camera would."""
+        from scallop.vision.channels import ChannelExposure, as_mono
+
+        if rec.uv is None:
+            frame.extra["fluorescence_missing"] = rec.uv_missing
+            return
+        path = self.folder / rec.uv.image
+        try:
+            uv = as_mono(read_image(path))  # written as one plane: each of the three decoded is it
+        except CameraError as e:
+            frame.extra["fluorescence_missing"] = f"the recorded fluorescence frame cannot be read ({e})"
+            return
+        want = (self.meta.get("fluorescence") or {}).get("resolution")
+        if want and list(uv.shape[1::-1]) != list(want):
+            frame.extra["fluorescence_missing"] = (
+                f"the recorded fluorescence frame {rec.uv.image} is {uv.shape[1]}x{uv.shape[0]}, the recording's are "
+                f"{want[0]}x{want[1]}"
+            )
+            return
+        frame.extra["fluorescence"] = ChannelExposure(
+            uv, due - rec.time_s + rec.uv.time_s, rec.uv.counts if self.with_counts else None, rec.uv.index
         )
 
 

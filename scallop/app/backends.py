@@ -105,6 +105,10 @@ def open_camera(config: LineConfig, clock) -> Camera:
 
         cam = EncodedCamera(cam, ModbusEncoder(cc.encoder.modbus_config()), clock=clock.now)
     fl = cc.fluorescence
+    if is_recording(cc.source) and check_recording_channel(config) != "none":
+        # A recording with the channel holds each frame's partner as taken: it is paired and
+        # registered by the line as it was live, not paired again here.
+        return cam
     if fl.setup == "alternate":
         # Strobed lights: every other frame (each with its own count) is the fluorescence one.
         from scallop.vision.channels import AlternateFramesCamera
@@ -117,6 +121,29 @@ def open_camera(config: LineConfig, clock) -> Camera:
 
         cam = SecondCameraPair(cam, fluorescence_camera(config, clock), window_s=fl.max_pair_ms / 1000.0)
     return cam
+
+
+def check_recording_channel(config: LineConfig) -> str:
+    """For a recording as ``camera.source``: its fluorescence set-up, refused (ConfigError) when
+    the line's ``[camera.fluorescence]`` asks for another one. A colour-only recording cannot
+    feed a channel (alternate frames would pair colour with colour), and a second camera's
+    exposures are not alternate frames. A recording with the channel replayed by a line without
+    it is played colour only. Returns the recording's set-up ("none": colour only)."""
+    from scallop.vision.recording import recording_setup
+
+    cc = config.camera
+    have, want = recording_setup(cc.source), cc.fluorescence.setup
+    if want != "none" and have != want:
+        made = "without the fluorescence channel" if have == "none" else f"with setup = {have!r}"
+        raise ConfigError(
+            f"camera.source: the recording {cc.source} was made {made}, but camera.fluorescence.setup = {want!r}: "
+            + (
+                "replay it with setup = 'none' (and a colour-only model)"
+                if have == "none"
+                else f"replay it with setup = {have!r}, as it was recorded"
+            )
+        )
+    return have
 
 
 def check_counts_source(config: LineConfig) -> None:
@@ -184,6 +211,8 @@ class HardwareBackend(Backend):
                     "over Modbus TCP (host, port) or RTU (serial_port); see docs/configuration.md"
                 )
         check_counts_source(cfg)
+        if is_recording(cfg.camera.source):
+            check_recording_channel(cfg)
         if cfg.plc is not None and cfg.plc.transport is None:
             raise ConfigError(
                 "plc.transport: a real line reaches its PLC over Modbus TCP ([plc.transport] host, port); "
@@ -276,6 +305,7 @@ class ReplayBackend(HardwareBackend):
     def _check_recording(self) -> None:
         if not is_recording(self.config.camera.source):
             raise ConfigError(f"camera.source: {self.config.camera.source!r} is not a recording folder to replay")
+        check_recording_channel(self.config)
 
     def check(self) -> None:
         # What open() checks of the configuration it replays with (stand-in arms, whose

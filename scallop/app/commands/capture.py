@@ -11,7 +11,9 @@ DESCRIPTION = """\
 Record what the line's camera sees, each frame with its exposure time and its belt encoder
 count, into a recording folder (docs/dataset-format.md, "Recordings"). The camera and the
 encoder are those of the line configuration ([camera], [camera.encoder]); frames whose
-exposure time or count is not known are left out and counted.
+exposure time or count is not known are left out and counted. With [camera.fluorescence] each
+frame's fluorescence exposure is kept beside it as taken (x.uv.png), or why it had none, and
+a replay pairs and registers it as the line did.
 
 A recording is what a shift looks like to the line: 'scallop replay' plays it through the
 line offline, as fast as the machine allows; as [camera] source of a line configuration it
@@ -85,17 +87,21 @@ def run(args) -> int:
     t0 = time.monotonic()
     progress = Progress(None, f"capture {args.out}", unit="frame", bar=False if args.json else None)
     try:
-        with camera, RecordingWriter(args.out, cfg.camera.source, counts, args.format) as writer:
+        fl = cfg.camera.fluorescence.setup
+        with camera, RecordingWriter(args.out, cfg.camera.source, counts, args.format, fluorescence=fl) as writer:
             result = capture(camera, writer, args.duration, clock, on_frame=lambda f: progress.update())
     finally:
         progress.close()
     result |= {"out": str(args.out), "seconds": round(time.monotonic() - t0, 1)}
+    if fl != "none":
+        result |= {"fluorescence": {"setup": fl, "frames": writer.uv_frames, "missing": writer.uv_missing}}
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"wrote {result['frames']} frames to {args.out} in {result['seconds']} s; "
-            f"{result['skipped']} skipped (time or count not known)",
+            f"{result['skipped']} skipped (time or count not known)"
+            + (f"; with their fluorescence frames ({writer.uv_missing} frames without one)" if fl != "none" else ""),
             file=sys.stdout,
         )
     return 0

@@ -14,7 +14,8 @@ camera, and a line configuration. DIR/README.md lists the commands to run, in or
 
 With --fluorescence the simulated line has a second, fluorescence camera (the second-camera
 example of docs/fluorescence.md): that camera's board photos and five pairs of photos of the
-board seen by both cameras are added, with the two steps that calibrate it.
+board seen by both cameras are added, with the two steps that calibrate it, and the dry run's
+recording and line.toml carry the channel (the replay pairs and registers it).
 
 example:
   scallop sim commission --out rehearsal/ && cat rehearsal/README.md
