@@ -234,7 +234,11 @@ class SegModel:
         ps = self.info.parts.size
         self._empty_crops = np.zeros((0, self.info.parts.planes, ps, ps), np.float32)
         m = max(self.info.finder.multiple, 16)
-        self._empty_frame = np.zeros((0, self.info.finder.planes, m, m), np.float32)
+        # The finder's input as declared: a graph exported for one frame size takes no other,
+        # not even for the empty batch fed while the parts stage runs.
+        self._finder_shape = next(i.shape for i in self.session.get_inputs() if i.name == self.info.finder.input)
+        eh, ew = (d if isinstance(d, int) and d > 0 else m for d in self._finder_shape[2:])
+        self._empty_frame = np.zeros((0, self.info.finder.planes, eh, ew), np.float32)
         # The graph rewritten for onnxruntime's CPU kernels (models/cpugraph.py), used only when
         # it gives the file's own outputs on a test input; ``rewrite=False`` (bench vision
         # --plain-graph) runs the file as it is, to measure the difference.
@@ -248,16 +252,21 @@ class SegModel:
 
         try:
             done = cpugraph.rewrite(p.read_bytes())
-            if done is None:
-                return
+        except cpugraph.NotRewritable as e:
+            self.graph = f"as in the file (not rewritten: {e})"
+            _log.info("%s: running the graph as it is: %s", p, e)
+            return
+        try:
             fast = ort.InferenceSession(done.model, so, providers=["CPUExecutionProvider"])
             # One input through both graphs: any difference beyond float32 rounding means the
             # rewrite does not hold for this file, which then runs as it is.
             rng = np.random.default_rng(0)
             fi, pa = self.info.finder, self.info.parts
             m = max(fi.multiple, 16)
+            fixed = [d if isinstance(d, int) and d > 0 else None for d in self._finder_shape[2:]]
+            h, w = fixed[0] or 4 * m, fixed[1] or 6 * m
             feeds = (
-                ({fi.input: rng.random((1, fi.planes, 4 * m, 6 * m), np.float32), pa.input: self._empty_crops}, fi),
+                ({fi.input: rng.random((1, fi.planes, h, w), np.float32), pa.input: self._empty_crops}, fi),
                 ({fi.input: self._empty_frame, pa.input: rng.random((2, pa.planes, pa.size, pa.size), np.float32)}, pa),
             )
             for feed, st in feeds:
@@ -268,12 +277,15 @@ class SegModel:
                 if got.shape != want.shape or not float(np.abs(got - want).max()) <= 1e-3:
                     raise ValueError(f"output {st.output!r} differs from the file's")
         except Exception as e:  # any failure leaves the file's own graph, which is correct
-            _log.warning("%s: running the graph as it is (its CPU rewrite is not used: %s)", p, e)
+            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            self.graph = f"as in the file (its rewrite failed the check: {why})"
+            _log.warning("%s: running the graph as it is (its CPU rewrite is not used: %s)", p, why)
             return
         self.session, self._upsampled = fast, done.upsampled
         self.graph = (
-            f"rewritten for the CPU: {done.padded_convs} convolutions padded to {cpugraph.BLOCK} channels, "
-            f"{len(done.upsampled)} outputs upsampled outside the graph"
+            f"rewritten for the CPU: {done.padded_convs} convolutions padded to multiples of {cpugraph.BLOCK} "
+            f"channels ({done.widened_convs} more reading padded inputs), {len(done.upsampled)} outputs upsampled "
+            "outside the graph"
         )
 
     @property

@@ -100,7 +100,9 @@ def test_a_built_graph_gives_the_same_outputs_with_every_inner_width_a_block():
     rng = np.random.default_rng(1)
     data = _unet_like(rng)
     done = cpugraph.rewrite(data)
-    assert done is not None and done.upsampled == {"y"} and done.padded_convs == 6  # the head gets padded inputs
+    assert (
+        done.upsampled == {"y"} and done.padded_convs == 5 and done.widened_convs == 1
+    )  # the head reads padded inputs
     widths = _widths(done.model)
     # Every convolution but the head (a graph output) is a whole number of blocks; the Concat
     # of 12 + 24 channels became 16 + 32, and the depthwise convolution after it is 48 wide.
@@ -118,7 +120,8 @@ def test_a_built_graph_gives_the_same_outputs_with_every_inner_width_a_block():
 
 def test_a_graph_with_an_operator_the_rewrite_does_not_know_is_left_alone():
     rng = np.random.default_rng(2)
-    assert cpugraph.rewrite(_unet_like(rng, extra_op="Sigmoid")) is None  # sigmoid(0) is not 0
+    with pytest.raises(cpugraph.NotRewritable, match="holds a Sigmoid node"):  # sigmoid(0) is not 0
+        cpugraph.rewrite(_unet_like(rng, extra_op="Sigmoid"))
     # Nothing to gain: no width to pad, no final resize.
     w = numpy_helper.from_array(np.ones((16, 3, 1, 1), np.float32), "w")
     b = numpy_helper.from_array(np.zeros(16, np.float32), "b")
@@ -129,7 +132,59 @@ def test_a_graph_with_an_operator_the_rewrite_does_not_know_is_left_alone():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
         [w, b],
     )
-    assert cpugraph.rewrite(helper.make_model(graph).SerializeToString()) is None
+    with pytest.raises(cpugraph.NotRewritable, match="nothing to gain"):
+        cpugraph.rewrite(helper.make_model(graph).SerializeToString())
+
+
+def _edit(data: bytes, fn) -> bytes:
+    m = onnx.load_from_string(data)
+    fn(m.graph)
+    return m.SerializeToString()
+
+
+def test_an_upsampled_output_that_another_node_reads_stays_in_the_graph():
+    rng = np.random.default_rng(4)
+
+    def also_read(g):  # z = relu(y): y must stay full size inside the graph
+        g.node.append(helper.make_node("Relu", ["y"], ["z"]))
+        g.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 3, "h", "w"]))
+
+    data = _edit(_unet_like(rng), also_read)
+    done = cpugraph.rewrite(data)
+    assert done.upsampled == frozenset() and done.padded_convs == 5
+    x = rng.normal(0, 1, (2, 3, 32, 48)).astype(np.float32)
+    for want, got in zip(_session(data).run(None, {"x": x}), _session(done.model).run(None, {"x": x})):
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
+
+
+def test_graphs_the_rewrite_would_get_wrong_are_refused_with_the_reason():
+    rng = np.random.default_rng(5)
+    data = _unet_like(rng)
+
+    def channel_resize(g):  # a Resize that doubles the channels: widths would no longer line up
+        for n in g.node:
+            if n.op_type == "Relu" and n.output[0] == "r1":
+                n.op_type = "Resize"
+                n.input.extend(["", "s2"])
+        g.node.insert(0, helper.make_node("Constant", [], ["s2"], value=numpy_helper.from_array(
+            np.array([1, 2, 1, 1], np.float32))))  # fmt: skip
+
+    with pytest.raises(cpugraph.NotRewritable, match="holds a Resize node"):
+        cpugraph.rewrite(_edit(data, channel_resize))
+
+    def weights_as_inputs(g):  # an older exporter's habit: the weights could be fed
+        g.input.append(helper.make_tensor_value_info("w0", TensorProto.FLOAT, [12, 3, 3, 3]))
+
+    with pytest.raises(cpugraph.NotRewritable, match="weights are listed as graph inputs"):
+        cpugraph.rewrite(_edit(data, weights_as_inputs))
+    with pytest.raises(cpugraph.NotRewritable, match="could not be read"):
+        cpugraph.rewrite(b"not a model")
+
+
+def test_upsample2x_takes_any_float_and_gives_float32():
+    x = np.random.default_rng(6).normal(0, 4, (1, 2, 5, 6))
+    got = cpugraph.upsample2x(x)  # float64 in: OpenCV would have written a fresh array, not ours
+    assert got.dtype == np.float32 and np.abs(got - cpugraph.upsample2x(x.astype(np.float32))).max() == 0
 
 
 @pytest.mark.parametrize("name", ["scallop-seg.onnx", DEFAULT_UV_MODEL_NAME])
@@ -137,7 +192,7 @@ def test_the_shipped_models_run_rewritten_with_the_files_outputs(name):
     path = default_model_path().parent / name
     plain, fast = SegModel(path, rewrite=False), SegModel(path)
     assert plain.graph == "as in the file"
-    assert fast.graph.startswith("rewritten for the CPU: 21 convolutions padded")
+    assert fast.graph.startswith("rewritten for the CPU: 17 convolutions padded to multiples of 16 channels (4 more")
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (192, 320, 3), np.uint8)
     uv = rng.integers(0, 256, (192, 320), np.uint8)
@@ -170,8 +225,26 @@ def test_a_rewrite_that_does_not_hold_leaves_the_files_graph_and_says_so(monkeyp
     monkeypatch.setattr(cpugraph, "upsample2x", lambda x: real(x) + 0.01)
     with caplog.at_level(logging.WARNING, logger="scallop.models.runtime"):
         m = SegModel(None)
-    assert m.graph == "as in the file"
+    assert m.graph == "as in the file (its rewrite failed the check: output 'finder_logits' differs from the file's)"
     assert "its CPU rewrite is not used: output 'finder_logits' differs from the file's" in caplog.text
     # And it runs the file's graph: full-size outputs straight from onnxruntime.
     out = m.run_finder(np.zeros((64, 96, 3), np.uint8))
     assert out.shape == (3, 64, 96)
+
+
+def test_a_model_exported_for_one_frame_size_runs_both_stages(tmp_path):
+    """A graph whose finder input is fixed (H and W numbers, not names) is fed that size, also in
+    the empty batch that goes with a parts run, and still gets the rewrite."""
+    m = onnx.load(str(default_model_path()))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    dims[2].ClearField("dim_param")
+    dims[2].dim_value = 192
+    dims[3].ClearField("dim_param")
+    dims[3].dim_value = 320
+    path = tmp_path / "fixed.onnx"
+    onnx.save(m, str(path))
+    fixed = SegModel(path)
+    assert fixed.graph.startswith("rewritten for the CPU")
+    crops = np.zeros((3, 128, 128, 3), np.uint8)
+    assert fixed.run_parts(crops).shape == (3, 4, 128, 128)
+    assert fixed.run_finder(np.zeros((192, 320, 3), np.uint8)).shape == (3, 192, 320)

@@ -574,3 +574,26 @@ def test_a_short_last_bin_joins_the_one_before():
     assert len(edges) == 13 and edges[-2] == 55.0 and edges[-1] == 60.002  # not a 2 ms bin
     assert bin_edges(0.0, 62.6, 5.0)[-2:] == [60.0, 62.6]  # a tail over half a bin keeps its own
     assert bin_edges(0.0, 3.0, 5.0) == [0.0, 3.0]
+
+
+def test_the_fault_log_reads_in_the_reports_language_and_unreached_faults_say_so():
+    from scallop.app.scenario import render_html
+
+    log = [
+        {"t": 40.0, "event": "faults[0] arm1 server down", "fault": 0, "action": "arm_down", "params": {"arm": "arm1"}},
+        {"t": 45.0, "event": "faults[0] arm1 server back", "fault": 0, "action": "arm_back", "params": {"arm": "arm1"}},
+    ]
+    faults = [
+        {"at_s": 40.0, "kind": "arm_disconnect", "duration_s": 5.0, "frames": 0, "arm": "arm1"},
+        {"at_s": 400.0, "kind": "camera_drop", "duration_s": 0.0, "frames": 3, "arm": ""},
+    ]
+    en = render_html(_summary(fault_log=log, faults=faults), "en")
+    assert "<li>40 s, fault 1: arm arm1 goes off the network</li>" in en
+    assert "<li>45 s, fault 1: arm arm1 is back on the network</li>" in en
+    assert "faults[0]" not in en  # the log's own words stay in the summary, not in the report
+    assert "400 s: camera drops 3 frames (not reached: the run ended first)" in en
+    assert "40 s: arm arm1 disconnected for 5 s</li>" in en  # reached: no note
+    ja = render_html(_summary(fault_log=log, faults=faults), "ja")
+    assert "<li>40 秒、故障 1: アーム arm1 がネットワークから切断</li>" in ja and "(未到達: その前に運転が終了)" in ja
+    # A summary written before the log had its words (no "action") still renders, in the log's own.
+    assert "<li>40 s: faults[0] arm1 server down</li>" in render_html(_summary(), "en")

@@ -17,11 +17,11 @@ def register(sub) -> None:
             "Time the whole pipeline — preprocessing, both model stages, post-processing to\n"
             "detections; image decoding excluded — on rendered 1280x720 frames in memory with\n"
             "0-10 scallops in view. --profile adds each stage's median and p99 with the JPEG\n"
-            "decode a file would cost. --anchor also times 'scallop detect' over a folder of\n"
-            "JPEGs (decode included) side by side with a YOLOv8n-seg@640 ONNX on the same files\n"
+            "decode a file would cost. --anchor also times 'scallop detect' on JPEG files\n"
+            "(decode included) side by side with a YOLOv8n-seg@640 ONNX on the same files\n"
             "(decode, letterbox, one run: as its README times it) and reports the ratio, for\n"
             "two loops on both sides alike: the next file decoded on a second thread meanwhile\n"
-            "(as scallop detect reads a folder), and read-then-work file by file.\n"
+            "(as scallop detect reads its files), and read-then-work file by file.\n"
             "The 1-minute load average is reported beside the figures: the machine may be shared.\n\n"
             "example:\n  scallop bench vision --frames 1000 --profile --json --out bench/vision.json\n"
             "  scallop bench vision --anchor PATH/yolov8n-seg_640.onnx --files 100"
@@ -204,6 +204,7 @@ def run(args) -> int:
             + ", ".join(f"{k[:-3]} {v}" for k, v in res["stages_median_ms"].items())
             + f"; load avg {res['load_avg_1min'][0]}..{res['load_avg_1min'][1]} on {res['cpus']} CPUs"
         )
+        print(f"  graph: {res['graph']}")
         if args.profile:
             print("  stage p99: " + ", ".join(f"{k[:-3]} {v['p99_ms']}" for k, v in res["profile"].items()))
         if args.anchor:

@@ -18,7 +18,7 @@ class FaultScript:
     def __init__(self, line, faults: list[FaultSpec], t0: float) -> None:
         self.line = line
         self.t0 = t0
-        self.events: list[tuple[float, int, str, Callable[[], bool]]] = []
+        self.events: list[tuple[float, int, dict, Callable[[], bool]]] = []
         self.log: list[dict] = []
         self.errors: list[str] = []
         for i, f in enumerate(faults):
@@ -31,8 +31,11 @@ class FaultScript:
         backend = line.backend
         camera = backend.camera
 
-        def add(t: float, what: str, fn: Callable[[], bool]) -> None:
-            self.events.append((t0 + t, len(self.events), what, fn))
+        def add(t: float, what: str, fn: Callable[[], bool], action: str = "", **params) -> None:
+            # ``what``: the log's own words (stable, for comparisons); ``action`` and its
+            # ``params``: the report's, from the message catalogue (report.log.<action>).
+            entry = {"event": what, "fault": i, "action": action, "params": params}
+            self.events.append((t0 + t, len(self.events), entry, fn))
 
         def once(fn: Callable[[], None]) -> Callable[[], bool]:
             def run() -> bool:
@@ -44,32 +47,69 @@ class FaultScript:
         if f.kind == "belt_stop":
             return  # in the belt's speed profile
         if f.kind == "camera_drop":
-            add(f.at_s, f"faults[{i}] camera_drop {f.frames}", once(lambda: camera.drop_next(f.frames)))
+            add(
+                f.at_s,
+                f"faults[{i}] camera_drop {f.frames}",
+                once(lambda: camera.drop_next(f.frames)),
+                "camera_drop",
+                frames=f.frames,
+            )
         elif f.kind == "fluorescence_drop":
             add(
                 f.at_s,
                 f"faults[{i}] fluorescence_drop {f.frames}",
                 once(lambda: camera.lose_fluorescence(f.frames)),
+                "fluorescence_drop",
+                frames=f.frames,
             )
         elif f.kind == "camera_stall":
-            add(f.at_s, f"faults[{i}] camera_stall {f.duration_s:g} s", once(lambda: camera.stall(f.duration_s)))
+            add(
+                f.at_s,
+                f"faults[{i}] camera_stall {f.duration_s:g} s",
+                once(lambda: camera.stall(f.duration_s)),
+                "camera_stall",
+                duration=f"{f.duration_s:g}",
+            )
         elif f.kind == "heartbeat_stall":
             sim = backend.sim_arm(f.arm)
-            add(f.at_s, f"faults[{i}] {f.arm} heartbeat stalls", once(lambda: sim.stall_heartbeat(True)))
-            add(f.end_s, f"faults[{i}] {f.arm} heartbeat back", once(lambda: sim.stall_heartbeat(False)))
+            add(
+                f.at_s,
+                f"faults[{i}] {f.arm} heartbeat stalls",
+                once(lambda: sim.stall_heartbeat(True)),
+                "heartbeat_stalls",
+                arm=f.arm,
+            )
+            add(
+                f.end_s,
+                f"faults[{i}] {f.arm} heartbeat back",
+                once(lambda: sim.stall_heartbeat(False)),
+                "heartbeat_back",
+                arm=f.arm,
+            )
         elif f.kind == "arm_disconnect":
             sim = backend.sim_arm(f.arm)
             # Back on the same port: the controller's transport reconnects to where it was.
-            add(f.at_s, f"faults[{i}] {f.arm} server down", once(sim.go_offline))
-            add(f.end_s, f"faults[{i}] {f.arm} server back", once(sim.come_back))
+            add(f.at_s, f"faults[{i}] {f.arm} server down", once(sim.go_offline), "arm_down", arm=f.arm)
+            add(f.end_s, f"faults[{i}] {f.arm} server back", once(sim.come_back), "arm_back", arm=f.arm)
             t_reset = f.end_s + f.reset_after_s
-            add(t_reset, f"faults[{i}] operator resets {f.arm}", self._arm_reset(f.arm, give_up_at_s=t_reset + 10.0))
+            add(
+                t_reset,
+                f"faults[{i}] operator resets {f.arm}",
+                self._arm_reset(f.arm, give_up_at_s=t_reset + 10.0),
+                "arm_reset",
+                arm=f.arm,
+            )
         elif f.kind == "plc_disconnect":
             plc = backend.sim_plc
             # The PLC keeps running (its watchdog sees the line go): only the link is cut.
-            add(f.at_s, f"faults[{i}] line PLC server down", once(plc.go_offline))
-            add(f.end_s, f"faults[{i}] line PLC server back", once(plc.come_back))
-            add(f.end_s + f.reset_after_s, f"faults[{i}] operator checks the rework lane", once(self._operator_acks))
+            add(f.at_s, f"faults[{i}] line PLC server down", once(plc.go_offline), "plc_down")
+            add(f.end_s, f"faults[{i}] line PLC server back", once(plc.come_back), "plc_back")
+            add(
+                f.end_s + f.reset_after_s,
+                f"faults[{i}] operator checks the rework lane",
+                once(self._operator_acks),
+                "rework_checked",
+            )
         elif f.kind == "gate_jam":
             plc = backend.sim_plc
 
@@ -78,9 +118,14 @@ class FaultScript:
                 if line.alarms.is_active("plc.gate"):
                     line.reset("scenario")
 
-            add(f.at_s, f"faults[{i}] reject gate jams", once(lambda: plc.jam_gate(True)))
-            add(f.end_s, f"faults[{i}] reject gate freed", once(lambda: plc.jam_gate(False)))
-            add(f.end_s + f.reset_after_s, f"faults[{i}] operator clears the gate and resets", once(reset_gate))
+            add(f.at_s, f"faults[{i}] reject gate jams", once(lambda: plc.jam_gate(True)), "gate_jams")
+            add(f.end_s, f"faults[{i}] reject gate freed", once(lambda: plc.jam_gate(False)), "gate_freed")
+            add(
+                f.end_s + f.reset_after_s,
+                f"faults[{i}] operator clears the gate and resets",
+                once(reset_gate),
+                "gate_reset",
+            )
         elif f.kind == "estop_restart":
             sims = list(backend.sim_arms) if f.arms else []
 
@@ -100,9 +145,9 @@ class FaultScript:
                     line.start("scenario")
                 return True
 
-            add(f.at_s, f"faults[{i}] e-stop pressed", once(press))
-            add(f.end_s, f"faults[{i}] e-stop released", once(release))
-            add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets and restarts the line", restart)
+            add(f.at_s, f"faults[{i}] e-stop pressed", once(press), "estop_pressed")
+            add(f.end_s, f"faults[{i}] e-stop released", once(release), "estop_released")
+            add(f.end_s + f.reset_after_s, f"faults[{i}] operator resets and restarts the line", restart, "restarted")
 
     def _operator_acks(self) -> None:
         """The operator acknowledges every alarm on the screen (having seen to it)."""
@@ -138,11 +183,11 @@ class FaultScript:
             return
         keep = []
         while self.events and self.events[0][0] <= now:
-            t, k, what, fn = self.events.pop(0)
+            t, k, entry, fn = self.events.pop(0)
             if fn():
-                self.log.append({"t": round(now - self.t0, 3), "event": what})
+                self.log.append({"t": round(now - self.t0, 3)} | entry)
             else:
-                keep.append((t, k, what, fn))
+                keep.append((t, k, entry, fn))
         self.events = sorted(keep + self.events, key=lambda e: (e[0], e[1]))
         # A retried action waits a tick.
         self._next_t = min((e[0] for e in self.events), default=math.inf)

@@ -142,11 +142,10 @@ def render_html(s: dict, language: str = "en") -> str:
     cards = "".join(f"<div class='c'><b>{e(v)}</b><span>{e(tr(k))}</span></div>" for k, v in head)
     checks = "".join(f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in s["checks"].items())
     faults = (
-        "".join(f"<li>{e(_fault_words(language, f))}</li>" for f in s["faults"]) or f"<li>{e(tr('report.none'))}</li>"
+        "".join(f"<li>{e(_fault_words(language, f, s['duration_s']))}</li>" for f in s["faults"])
+        or f"<li>{e(tr('report.none'))}</li>"
     )
-    flog = "".join(
-        "<li>" + e(tr("report.log_line", t=f"{ev['t']:g}", event=ev["event"])) + "</li>" for ev in s["fault_log"]
-    )
+    flog = "".join("<li>" + e(_log_words(language, ev)) + "</li>" for ev in s["fault_log"])
     skipped = "".join(
         f"<tr><td>{e(i18n.t(language, 'reason.' + k) if i18n.has('reason.' + k) else k)}</td><td>{n(v)}</td></tr>"
         for k, v in s["skipped"].items()
@@ -249,7 +248,7 @@ def _channel_table(s: dict, tr, n, language: str) -> str:
     return out + f"<h2>{e(tr('report.channel_compare'))}</h2><table>{head}{''.join(rows)}</table>"
 
 
-def _fault_words(language: str, f: dict) -> str:
+def _fault_words(language: str, f: dict, run_s: float | None = None) -> str:
     what = i18n.t(
         language,
         f"report.fault.{f['kind']}",
@@ -257,7 +256,20 @@ def _fault_words(language: str, f: dict) -> str:
         duration=f"{f.get('duration_s', 0):g}",
         frames=f.get("frames", 0),
     )
-    return i18n.t(language, "report.fault_at", at=f"{f['at_s']:g}", what=what)
+    words = i18n.t(language, "report.fault_at", at=f"{f['at_s']:g}", what=what)
+    if run_s is not None and f["at_s"] > run_s:
+        # The run ended first (a --duration shorter than the scenario's): listed, never happened.
+        words += " " + i18n.t(language, "report.fault_not_reached")
+    return words
+
+
+def _log_words(language: str, ev: dict) -> str:
+    """One fault action in the reader's words; an older summary's entries have only the log's own."""
+    action = ev.get("action")
+    if not action:
+        return i18n.t(language, "report.log_line", t=f"{ev['t']:g}", event=ev["event"])
+    what = i18n.t(language, f"report.log.{action}", **(ev.get("params") or {}))
+    return i18n.t(language, "report.log_entry", t=f"{ev['t']:g}", fault=int(ev.get("fault", 0)) + 1, what=what)
 
 
 def _bar_colour(outcome: str) -> str:
