@@ -282,7 +282,7 @@ def _toml_value(v) -> str:
         return f'"{v}"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return repr(v) if isinstance(v, float) else str(v)  # repr: every digit, read back the same
 
 
 def _readme(cmds: list[list[str]], root) -> str:
@@ -304,6 +304,8 @@ def _readme(cmds: list[list[str]], root) -> str:
             "The line has a second, fluorescence camera: its own board photos (fluorescence-intrinsics/)",
             "and five pairs of photos of the board lying still where both cameras see it, one by each",
             "camera (fluorescence/colourN.png + uvN.png; docs/fluorescence.md, calibrating the second camera).",
+            "The dry run's recording holds that camera's frames too (dryrun/fluorescence/, each with its",
+            "colour frame); line.toml reads them, registered by the calibration the steps above make.",
         ]
     lines += ["", "Every calibrate step must say verdict: GOOD; look at the pictures each writes next to line.json."]
     return "\n".join(lines) + "\n"

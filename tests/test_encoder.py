@@ -609,3 +609,41 @@ def test_encoder_errors_are_device_errors_and_a_gap_only_skips_a_frame(cameras, 
     reader = FrameReader(GapCamera(OpenCVCameraConfig(source=str(image_folder))), alarms, Stats(), ManualClock(), 2.0)
     assert reader.read() is None and reader.bad == 1
     assert alarms.is_active("camera.corrupt") and reader.usable
+
+
+def test_a_fluorescence_partner_without_a_count_gets_its_own_at_its_exposure(servers, cameras):
+    """A recording with the channel replayed against a live counter (its counts not used): the
+    partner exposure of alternate frames, 20 ms after its frame, is counted where it was taken,
+    and stays uncounted (the line then drops the pair) when the counter has nothing there."""
+    from scallop.vision.camera import Camera, Frame
+    from scallop.vision.channels import ChannelExposure
+
+    class Paired(Camera):
+        resolution = (4, 4)
+
+        def connect(self) -> None:
+            self._connected = True
+
+        def disconnect(self) -> None:
+            self._connected = False
+
+        def read(self) -> Frame:
+            f = Frame(image=np.zeros((4, 4, 3), np.uint8), timestamp=0.25, encoder=None, index=0, source="t")
+            f.timestamp_error_s = 0.0
+            f.extra["fluorescence"] = ChannelExposure(np.zeros((4, 4), np.uint8), self.partner_t, None, 1)
+            return f
+
+    clock = ManualClock()
+    srv = servers(clock, lambda t: round(4000 * t))
+    inner = Paired()
+    cam = cameras(inner, ModbusEncoder(srv.config(sample_hz=10, buffer_s=1.0)), clock=clock, run_sampler=False)
+    cam.connect()
+    for t in (0.1, 0.2, 0.3):
+        clock.t = t
+        cam.sample()
+    inner.partner_t = 0.27
+    f = cam.read()
+    ex = f.extra["fluorescence"]
+    assert (f.encoder, ex.encoder, ex.timestamp) == (1000, 1080, 0.27)
+    inner.partner_t = 0.5  # after the newest sample, which never comes: not known, so not made up
+    assert cam.read().extra["fluorescence"].encoder is None

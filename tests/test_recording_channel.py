@@ -48,7 +48,7 @@ def test_each_frame_keeps_its_fluorescence_exposure_as_taken_and_plays_back_with
     meta, frames = read_index(rec)
     assert meta["version"] == 2 and recording_setup(rec) == "second_camera"
     assert meta["fluorescence"] == {"setup": "second_camera", "resolution": [40, 30], "frames": 4, "missing": 1}
-    assert (rec / "frames" / "000000.uv.png").is_file() and not (rec / "frames" / "000002.uv.png").exists()
+    assert (rec / "fluorescence" / "000000.png").is_file() and not (rec / "fluorescence" / "000002.png").exists()
     assert frames[2].uv is None and frames[2].uv_missing == "the UV light did not fire"
     assert frames[1].uv.counts == 1033 and frames[1].uv.index == 101
     assert frames[1].uv.time_s == pytest.approx(0.102, abs=1e-6)
@@ -78,24 +78,62 @@ def test_a_recording_without_the_channel_stays_version_1(tmp_path):
     meta, frames = read_index(rec)
     assert meta["version"] == 1 and "fluorescence" not in meta and frames[0].uv is None
     assert (rec / "frames.csv").read_text().splitlines()[0] == "image,counts,time_s,stamp_error_s,index"
-    assert not list((rec / "frames").glob("*.uv.png")) and recording_setup(rec) == "none"
+    assert not (rec / "fluorescence").exists() and recording_setup(rec) == "none"
     with RecordingCamera(rec, VirtualClock()) as cam:
         assert cam.read().extra == {}
 
 
 def test_a_damaged_partner_leaves_its_frame_without_the_channel_and_says_why(tmp_path):
     rec = tmp_path / "rec"
-    _write(rec)
-    (rec / "frames" / "000001.uv.png").unlink()
-    cv2.imwrite(str(rec / "frames" / "000003.uv.png"), np.zeros((20, 20), np.uint8))
+    _write(rec, n=7)
+    uv = rec / "fluorescence"
+    (uv / "000001.png").unlink()
+    cv2.imwrite(str(uv / "000003.png"), np.zeros((20, 20), np.uint8))
+    cv2.imwrite(str(uv / "000004.jpg"), np.zeros((30, 40), np.uint8))
+    (uv / "000004.jpg").rename(uv / "000004.png")  # JPEG bytes under the PNG name
+    cv2.imwrite(str(uv / "000005.png"), np.zeros((30, 40, 3), np.uint8))  # three planes
+    cv2.imwrite(str(uv / "000006.png"), np.zeros((30, 40), np.uint16))  # 16 bits
     with RecordingCamera(rec, VirtualClock()) as cam:
-        got = [cam.read() for _ in range(5)]
-    assert "fluorescence" in got[0].extra and "fluorescence" in got[4].extra
-    assert "cannot be read" in got[1].extra["fluorescence_missing"]
-    assert "000001.uv.png" in got[1].extra["fluorescence_missing"]
-    assert got[3].extra["fluorescence_missing"] == (
-        "the recorded fluorescence frame frames/000003.uv.png is 20x20, the recording's are 40x30"
-    )
+        got = [cam.read() for _ in range(7)]
+    assert "fluorescence" in got[0].extra
+    why = [g.extra.get("fluorescence_missing", "") for g in got]
+    assert why[1].startswith("the recorded fluorescence frame cannot be used") and "000001.png" in why[1]
+    assert "is 20x20 but the recording's fluorescence frames is 40x30" in why[3]
+    assert "JPEG" in why[4]
+    assert "one 8-bit channel, this one is 3 channel(s) of uint8" in why[5]
+    assert "one 8-bit channel, this one is 1 channel(s) of uint16" in why[6]
+    assert all("fluorescence" not in g.extra for g in got[1:])
+
+
+def test_an_odd_exposure_costs_its_pair_never_the_recording(tmp_path):
+    rec = tmp_path / "rec"
+    frames = [_frame(k, 1.0 + 0.1 * k, 10 * k) for k in range(4)]
+    frames[1].extra["fluorescence"] = ChannelExposure(np.zeros((60, 80), np.uint8), 1.102, 13, 1)  # another size
+    frames[2].extra["fluorescence"] = ChannelExposure(np.zeros((30, 40, 3), np.uint8), 1.202, 23, 2)  # colour
+    frames[3].extra["fluorescence"] = ChannelExposure(np.zeros((30, 40), np.uint8), math.nan, 33, 3)  # no time
+    with RecordingWriter(rec, "0", "latched", "png", fluorescence="alternate") as w:
+        for f in frames:
+            w.add(f)
+    assert (w.frames, w.uv_frames, w.uv_missing) == (4, 1, 3)
+    _, got = read_index(rec)
+    assert got[0].uv is not None
+    assert got[1].uv_missing == "its fluorescence exposure came 80x60, the recording's are 40x30"
+    assert got[2].uv_missing == "its fluorescence exposure came as (30, 40, 3) uint8, not one 8-bit plane"
+    assert got[3].uv_missing == "its fluorescence exposure's time is not known"
+
+
+def test_files_named_outside_the_recording_are_refused(tmp_path):
+    rec = tmp_path / "rec"
+    _write(rec)
+    index = rec / "frames.csv"
+    rows = index.read_text().splitlines()
+    for bad in ("../outside.png", "/tmp/outside.png"):
+        index.write_text("\n".join([rows[0], rows[1].replace("fluorescence/000000.png", bad)]) + "\n")
+        with pytest.raises(RecordingError, match=r"row 2: uv_image=.* is not a file inside the recording"):
+            read_index(rec)
+    index.write_text("\n".join([rows[0], rows[1].replace("frames/000000.png", "../x.png")]) + "\n")
+    with pytest.raises(RecordingError, match=r"row 2: image='../x.png' is not a file inside the recording"):
+        read_index(rec)
 
 
 def test_a_malformed_version_2_recording_is_refused_by_name(tmp_path):
@@ -104,6 +142,13 @@ def test_a_malformed_version_2_recording_is_refused_by_name(tmp_path):
     meta = json.loads((rec / "recording.json").read_text())
     (rec / "recording.json").write_text(json.dumps(meta | {"fluorescence": {"setup": "uv"}}))
     with pytest.raises(RecordingError, match=r"version 2 needs \"fluorescence\": \{\"setup\": one of second_camera"):
+        read_index(rec)
+    bad = meta | {"fluorescence": meta["fluorescence"] | {"resolution": "x"}}
+    (rec / "recording.json").write_text(json.dumps(bad))
+    with pytest.raises(RecordingError, match=r"\"resolution\" in recording.json is 'x': expected \[width, height\]"):
+        read_index(rec)
+    (rec / "recording.json").write_text(json.dumps(meta | {"version": True}))
+    with pytest.raises(RecordingError, match="version True; this program reads"):
         read_index(rec)
     (rec / "recording.json").write_text(json.dumps(meta | {"version": 3}))
     with pytest.raises(RecordingError, match="version 3; this program reads 'scallop-recording' versions 1 and 2"):
@@ -155,7 +200,7 @@ def test_the_line_takes_a_recordings_pairs_as_they_are_and_refuses_what_does_not
     ):
         check_recording_channel(_config(tmp_path, with_uv, "alternate"))
     with pytest.raises(
-        ConfigError, match=r"made without the fluorescence channel, but .*replay it with setup = 'none'"
+        ConfigError, match=r"made without the fluorescence channel, but .*a line reads it with setup = 'none'"
     ):
         open_camera(_config(tmp_path, colour, "second_camera"), clock)
     with pytest.raises(ConfigError, match="made without the fluorescence channel"):
@@ -210,7 +255,7 @@ def test_scallop_capture_keeps_the_channel_of_a_line_that_has_it(tmp_path, capsy
     meta, frames = read_index(tmp_path / "again")
     assert meta["version"] == 2 and [f.uv is None for f in frames] == [False, False, True, False, False]
     assert frames[2].uv_missing == "the UV light did not fire"
-    a = cv2.imread(str(src / "frames" / "000004.uv.png"), cv2.IMREAD_UNCHANGED)
+    a = cv2.imread(str(src / "fluorescence" / "000004.png"), cv2.IMREAD_UNCHANGED)
     b = cv2.imread(str(tmp_path / "again" / frames[4].uv.image), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(a, b)
     # Told the line has no channel, capture records colour only (version 1), as before.
@@ -219,3 +264,14 @@ def test_scallop_capture_keeps_the_channel_of_a_line_that_has_it(tmp_path, capsy
     assert main(["capture", "--config", str(plain), "--out", str(tmp_path / "colour"), "--duration", "3"]) == 0
     assert read_index(tmp_path / "colour")[0]["version"] == 1
     assert "with their fluorescence frames" not in capsys.readouterr().out
+
+
+def test_the_doctor_takes_the_channel_from_a_recording_not_from_the_device(tmp_path):
+    from scallop.app.doctor import FAIL, OK, check_fluorescence_camera
+
+    rec = tmp_path / "rec"
+    _write(rec)
+    c = check_fluorescence_camera(_config(tmp_path, rec, "second_camera"))  # its source "uv-cam" is never opened
+    assert c.status == OK and c.found == "from the recording: each frame's partner as taken (second_camera)"
+    c = check_fluorescence_camera(_config(tmp_path, rec, "alternate"))
+    assert c.status == FAIL and "made with setup = 'second_camera'" in c.found

@@ -225,10 +225,14 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     return img
 
 
-def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.ndarray:
+def read_fluorescence(
+    path: str | os.PathLike, size_hw: tuple[int, int], against: str = "its colour frame"
+) -> np.ndarray:
     """Read a fluorescence frame (``x.uv.png``) as (H, W) uint8, checked to be what the
-    appearance spec's "Files" says it is: one 8-bit channel on its colour frame's ``size_hw``
-    pixels (already registered to them). Errors name the file."""
+    appearance spec's "Files" says it is: one 8-bit channel, PNG, on its colour frame's
+    ``size_hw`` pixels (already registered to them). ``against``: what ``size_hw`` is, when it is
+    not the colour frame (a recording's exposures as taken, in their own camera's pixels).
+    Errors name the file."""
     p = Path(path)
     if not p.is_file():
         raise CameraNotFoundError(f"{p}: {_not_a_file(p, 'fluorescence image file')}")
@@ -236,8 +240,8 @@ def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.n
     size = image_size(p)
     if size is not None and size != (w, h):
         raise CorruptFrameError(
-            f"{p}: fluorescence image is {size[0]}x{size[1]} but its colour frame is {w}x{h}: "
-            "it must be registered to the colour frame's pixels"
+            f"{p}: fluorescence image is {size[0]}x{size[1]} but {against} is {w}x{h}"
+            + (": it must be registered to the colour frame's pixels" if against == "its colour frame" else "")
         )
     data = np.fromfile(str(p), dtype=np.uint8)
     if not data.size:
@@ -254,9 +258,7 @@ def read_fluorescence(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.n
             f"channel(s) of {uv.dtype}"
         )
     if uv.shape != (h, w):
-        raise CorruptFrameError(
-            f"{p}: fluorescence image is {uv.shape[1]}x{uv.shape[0]} but its colour frame is {w}x{h}"
-        )
+        raise CorruptFrameError(f"{p}: fluorescence image is {uv.shape[1]}x{uv.shape[0]} but {against} is {w}x{h}")
     return uv
 
 

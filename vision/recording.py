@@ -19,10 +19,12 @@ version 2: ``recording.json`` adds ``"fluorescence": {"setup", "resolution"}`` a
 partner exposure as taken (in its own camera's pixels, before registration) beside the frame::
 
     ...,uv_image,uv_counts,uv_time_s,uv_index,uv_missing
-    frames/000000.uv.png …   one plane, lossless; uv_missing: why a frame had no partner
+    fluorescence/000000.png …   one plane, PNG; uv_missing: why a frame had no partner
 
-so that a replay pairs and registers it as the line did live. A recording without the channel
-stays version 1, which older programs read.
+so that a replay pairs and registers it as the line did live. They have a folder of their own:
+an ``x.uv.png`` beside ``x.jpg`` means a fluorescence image already registered to the frame's
+pixels (the appearance spec's files), which these are not. A recording without the channel stays
+version 1, which older programs read.
 
 :class:`RecordingCamera` plays one back as a camera: each frame at its recorded time (the
 first one when the camera connects) with its recorded count — at the true pace on a wall
@@ -54,6 +56,8 @@ from scallop.vision.camera import (
     CorruptFrameError,
     EndOfStreamError,
     Frame,
+    image_size,
+    read_fluorescence,
     read_image,
 )
 
@@ -64,6 +68,7 @@ INDEX = "frames.csv"
 META = "recording.json"
 COLUMNS = ("image", "counts", "time_s", "stamp_error_s", "index")
 UV_COLUMNS = ("uv_image", "uv_counts", "uv_time_s", "uv_index", "uv_missing")
+UV_FOLDER = "fluorescence"  # the partners as taken (not registered: not x.uv.png beside x.jpg)
 SETUPS = ("second_camera", "alternate")
 
 
@@ -116,7 +121,13 @@ def _read_meta(p: Path) -> dict:
         meta = json.loads((p / META).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise RecordingError(f"recording {p}: {META} is not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in (VERSION, VERSION_UV):
+    version = meta.get("version") if isinstance(meta, dict) else None
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != FORMAT
+        or isinstance(version, bool)
+        or version not in (VERSION, VERSION_UV)
+    ):
         got = meta if not isinstance(meta, dict) else f"format {meta.get('format')!r} version {meta.get('version')!r}"
         raise RecordingError(
             f"recording {p}: {got}; this program reads {FORMAT!r} versions {VERSION} and {VERSION_UV} "
@@ -135,7 +146,25 @@ def _setup_of(p: Path, meta: dict) -> str:
             f'recording {p}: version {VERSION_UV} needs "fluorescence": {{"setup": one of {", ".join(SETUPS)}}} '
             f"in {META}, it has {fl!r}"
         )
+    res = fl.get("resolution")
+    if res is not None and not (
+        isinstance(res, list) and len(res) == 2 and all(type(v) is int and 0 < v <= 100_000 for v in res)
+    ):
+        raise RecordingError(
+            f'recording {p}: "fluorescence": "resolution" in {META} is {res!r}: expected [width, height] in '
+            "pixels, or null"
+        )
     return setup
+
+
+def _inside(p: Path, name: str, row_no: int, column: str) -> str:
+    """A file named by the index, refused unless it lies inside the recording's folder."""
+    rel = Path(name)
+    if not name or rel.is_absolute() or ".." in rel.parts:
+        raise RecordingError(
+            f"recording {p}: {INDEX} row {row_no}: {column}={name!r} is not a file inside the recording"
+        )
+    return name
 
 
 class RecordingWriter:
@@ -161,10 +190,13 @@ class RecordingWriter:
         if self.folder.exists() and any(self.folder.iterdir()):
             raise FileExistsError(f"{self.folder}: not empty; give a new folder for the recording")
         (self.folder / "frames").mkdir(parents=True, exist_ok=True)
+        if fluorescence != "none":
+            (self.folder / UV_FOLDER).mkdir(exist_ok=True)
         self.source, self.counts_from, self.image_format = source, counts, image_format
         self._csv = (self.folder / INDEX).open("w", newline="", encoding="utf-8")
         self._w = csv.writer(self._csv)
         self._w.writerow(COLUMNS + (UV_COLUMNS if fluorescence != "none" else ()))
+        self._csv.flush()  # a recording killed before its first 50 frames still has its columns
         self._t0: float | None = None
         self.frames = 0
         self.resolution: tuple[int, int] | None = None
@@ -203,26 +235,28 @@ class RecordingWriter:
     def _partner(self, frame: Frame) -> tuple:
         """The row's fluorescence columns, its exposure written beside the frame's image."""
         ex = frame.extra.get("fluorescence")
-        if ex is None:
+        why = "" if ex is not None else str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure")
+        img = np.asarray(ex.image) if ex is not None else None
+        if img is not None and (img.ndim != 2 or img.dtype != np.uint8):
+            why = f"its fluorescence exposure came as {img.shape} {img.dtype}, not one 8-bit plane"
+        elif img is not None and not math.isfinite(float(ex.timestamp)):
+            why = "its fluorescence exposure's time is not known"
+        elif img is not None:
+            size = (img.shape[1], img.shape[0])
+            if self.uv_resolution is None:
+                self.uv_resolution = size
+            elif size != self.uv_resolution:
+                w, h = self.uv_resolution
+                why = f"its fluorescence exposure came {size[0]}x{size[1]}, the recording's are {w}x{h}"
+        # One odd exposure is that frame's partner lost, kept with the reason: never the shift's
+        # recording stopped (the line drops such a pair the same way).
+        ok, buf = cv2.imencode(".png", img) if img is not None and not why else (False, None)
+        if img is not None and not why and not ok:
+            why = "its fluorescence exposure could not be encoded"
+        if why:
             self.uv_missing += 1
-            why = str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure with this frame")
             return ("", "", "", "", why)
-        img = np.asarray(ex.image)
-        if img.ndim != 2 or img.dtype != np.uint8:
-            raise CorruptFrameError(
-                f"frame {frame.index}: its fluorescence exposure is {img.shape} {img.dtype}, not one uint8 plane"
-            )
-        size = (img.shape[1], img.shape[0])
-        if self.uv_resolution is None:
-            self.uv_resolution = size
-        elif size != self.uv_resolution:
-            raise CorruptFrameError(
-                f"frame {frame.index}: its fluorescence exposure is {size[0]}x{size[1]}, the recording's are {self.uv_resolution}"
-            )
-        ok, buf = cv2.imencode(".png", img)
-        if not ok:
-            raise CorruptFrameError(f"frame {frame.index}: its fluorescence exposure could not be encoded")
-        name = f"frames/{self.frames:06d}.uv.png"  # the x.uv.png beside x.jpg of the appearance spec
+        name = f"{UV_FOLDER}/{self.frames:06d}.png"
         (self.folder / name).write_bytes(buf.tobytes())
         self.uv_frames += 1
         return (
@@ -294,7 +328,8 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
                 raise RecordingError(f"recording {p}: {INDEX} row {row_no}: time_s={t} is not after {last}")
             last = t
             uv, why = _partner_of(p, row, row_no) if with_uv else (None, "")
-            frames.append(RecordedFrame(row["image"], counts, t, err, index, uv, why))
+            image = _inside(p, row["image"] or "", row_no, "image")
+            frames.append(RecordedFrame(image, counts, t, err, index, uv, why))
     if not frames:
         raise RecordingError(f"recording {p}: holds no frames")
     return meta, frames
@@ -311,7 +346,7 @@ def _partner_of(p: Path, row: dict, row_no: int) -> tuple[RecordedExposure | Non
         raise RecordingError(f"recording {p}: {INDEX} row {row_no}: its fluorescence columns are not numbers") from None
     if not math.isfinite(t):
         raise RecordingError(f"recording {p}: {INDEX} row {row_no}: uv_time_s={t} is not a time")
-    return RecordedExposure(row["uv_image"], counts, t, index), ""
+    return RecordedExposure(_inside(p, row["uv_image"], row_no, "uv_image"), counts, t, index), ""
 
 
 class RecordingCamera(Camera):
@@ -322,8 +357,17 @@ class RecordingCamera(Camera):
     buffer_frames: frames the "camera" holds for a slow reader before dropping the oldest.
     """
 
-    def __init__(self, folder: str | os.PathLike, clock: Clock, with_counts: bool = True, buffer_frames: int = 4):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        clock: Clock,
+        with_counts: bool = True,
+        buffer_frames: int = 4,
+        read_partners: bool = True,
+    ):
         super().__init__()
+        # False: a line without the channel, which would only throw the decoded partners away.
+        self.read_partners = read_partners
         if buffer_frames < 1:
             raise ValueError(f"buffer_frames={buffer_frames} must be at least 1")
         self.folder = Path(folder)
@@ -335,6 +379,7 @@ class RecordingCamera(Camera):
         self._pos = 0
         self._t0 = 0.0
         self._size: tuple[int, int] = (0, 0)
+        self._uv_size: list[int] | None = None
         self.dropped = 0
 
     @property
@@ -406,7 +451,7 @@ class RecordingCamera(Camera):
             source=str(path),
             timestamp_error_s=rec.stamp_error_s,
         )
-        if self.setup != "none":
+        if self.read_partners and self.setup != "none":
             self._attach_partner(frame, rec, due)
         return frame
 
@@ -418,23 +463,23 @@ class RecordingCamera(Camera):
     def _attach_partner(self, frame: Frame, rec: RecordedFrame, due: float) -> None:
         """The partner exposure as recorded, on the replay's clock as the frame is; a partner
         that cannot be read leaves the frame without one and says why, as a live camera would."""
-        from scallop.vision.channels import ChannelExposure, as_mono
+        from scallop.vision.channels import ChannelExposure
 
         if rec.uv is None:
             frame.extra["fluorescence_missing"] = rec.uv_missing
             return
         path = self.folder / rec.uv.image
+        want = (self.meta.get("fluorescence") or {}).get("resolution") or self._uv_size
         try:
-            uv = as_mono(read_image(path))  # written as one plane: each of the three decoded is it
+            if want is None:  # a description without it (a recording cut short): the first partner's
+                size = image_size(path)
+                if size is None:
+                    raise CorruptFrameError(f"{path}: not a readable image")
+                want = self._uv_size = list(size)
+            # As the appearance spec's files are: one 8-bit plane, PNG; of the recording's size.
+            uv = read_fluorescence(path, (want[1], want[0]), against="the recording's fluorescence frames")
         except CameraError as e:
-            frame.extra["fluorescence_missing"] = f"the recorded fluorescence frame cannot be read ({e})"
-            return
-        want = (self.meta.get("fluorescence") or {}).get("resolution")
-        if want and list(uv.shape[1::-1]) != list(want):
-            frame.extra["fluorescence_missing"] = (
-                f"the recorded fluorescence frame {rec.uv.image} is {uv.shape[1]}x{uv.shape[0]}, the recording's are "
-                f"{want[0]}x{want[1]}"
-            )
+            frame.extra["fluorescence_missing"] = f"the recorded fluorescence frame cannot be used ({e})"
             return
         frame.extra["fluorescence"] = ChannelExposure(
             uv, due - rec.time_s + rec.uv.time_s, rec.uv.counts if self.with_counts else None, rec.uv.index

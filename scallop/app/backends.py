@@ -73,7 +73,7 @@ def colour_camera(config: LineConfig, clock, sampled: bool = False) -> Camera:
 
         cam: Camera = AravisCamera(cc.genicam, width=cc.width, height=cc.height, fps=cc.fps, clock=clock.now)
     elif is_recording(cc.source):
-        cam = RecordingCamera(cc.source, clock, with_counts=not sampled)
+        cam = RecordingCamera(cc.source, clock, with_counts=not sampled, read_partners=cc.fluorescence.enabled)
     else:
         cam = OpenCVCamera(
             OpenCVCameraConfig(source=cc.source, width=cc.width, height=cc.height, fps=cc.fps, timeout_s=cc.timeout_s),
@@ -138,9 +138,9 @@ def check_recording_channel(config: LineConfig) -> str:
         raise ConfigError(
             f"camera.source: the recording {cc.source} was made {made}, but camera.fluorescence.setup = {want!r}: "
             + (
-                "replay it with setup = 'none' (and a colour-only model)"
+                "a line reads it with setup = 'none' (and a colour-only model)"
                 if have == "none"
-                else f"replay it with setup = {have!r}, as it was recorded"
+                else f"a line reads it with setup = {have!r}, as it was recorded"
             )
         )
     return have

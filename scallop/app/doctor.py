@@ -121,6 +121,17 @@ def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
     if cfg.camera.source == "sim":
         setup = "a second camera" if fl.setup == "second_camera" else "alternate strobed frames"
         return Check("fluorescence channel", OK, f"the simulator draws it ({setup})")
+    from scallop.vision.recording import is_recording
+
+    if is_recording(cfg.camera.source):
+        # The line takes each frame's partner from the recording and never opens the device.
+        from scallop.app.backends import check_recording_channel
+
+        try:
+            check_recording_channel(cfg)
+        except ScallopError as e:
+            return Check("fluorescence channel", FAIL, str(e), "give the line the set-up the recording was made with")
+        return Check("fluorescence channel", OK, f"from the recording: each frame's partner as taken ({fl.setup})")
     if fl.setup != "second_camera":
         # Alternate frames come from the colour camera (checked above), strobed by the PLC.
         return Check("fluorescence channel", OK, "alternate frames of the colour camera, its lights strobed by the PLC")

@@ -278,4 +278,25 @@ class EncodedCamera(Camera):
         frame.extra["encoder_t"] = t_exp
         # A loaded computer stretches the counter's round trips: their halves add to the error.
         frame.extra["count_error"] = abs(rate) * (frame.timestamp_error_s + sample_err)
+        self._count_partner(frame)
         return frame
+
+    def _count_partner(self, frame: Frame) -> None:
+        """A fluorescence exposure that came with the frame without a count (a recording with the
+        channel, replayed against a live counter) gets its own from the same samples, at its own
+        exposure: alternate frames are registered by the belt's travel between the two. When its
+        count cannot be had it stays without one, and the line drops the pair as uncounted."""
+        from dataclasses import replace
+
+        from scallop.vision.channels import ChannelExposure
+
+        ex = frame.extra.get("fluorescence")
+        if not isinstance(ex, ChannelExposure) or ex.encoder is not None:
+            return
+        t = ex.timestamp - self.latency_s
+        try:
+            count, _, _ = self._count_and_rate(t)
+        except (EncoderGapError, EncoderStalledError):
+            frame.extra["fluorescence"] = replace(ex, timestamp=t)
+            return
+        frame.extra["fluorescence"] = replace(ex, timestamp=t, encoder=count)
