@@ -244,3 +244,28 @@ def test_scallop_capture_records_the_configured_camera(tmp_path, capsys):
     cfg.write_text('[camera]\nsource = "sim"\n')
     assert main(["capture", "--config", str(cfg), "--out", str(tmp_path / "x")]) == 2
     assert "records a real camera" in capsys.readouterr().err
+
+
+def test_a_replay_whose_line_stops_on_a_fault_is_not_a_result(tmp_path, monkeypatch, capsys):
+    """A stage that crashes stops the line part-way through the recording: the replay says so
+    and exits non-zero, rather than printing the summary of half a shift as if it were whole."""
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.cli import main
+    from scallop.sim.commission import line_toml, true_calibration
+    from scallop.sim.config import SimConfig
+    from scallop.vision.pipeline import Pipeline
+
+    sim_recording(tmp_path / "shift", 8.0)
+    arms = default_sim_arms(1)
+    true_calibration(SimConfig(), arms).save(tmp_path / "line.json")
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(line_toml(arms, str(tmp_path / "line.json")))
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("the model's session died")
+
+    monkeypatch.setattr(Pipeline, "detect", broken)
+    rc = main(["replay", str(tmp_path / "shift"), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "the line stopped on a fault part-way: vision (10 frames in a row) stage crashed" in err
+    assert "the model's session died" in err

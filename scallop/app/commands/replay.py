@@ -54,7 +54,16 @@ def replay(config, recording, record_path, grader=None, clock=None, on_line=None
         line.run_stepped(frames[-1].time_s - frames[0].time_s + 1.0)
     finally:
         line.close()
-    return line.summary()
+    summary = line.summary()
+    if line.control.crash:
+        # A stage crashed and the line stopped there: the rest of the recording was never
+        # decided, so the replay is not a result (the record keeps what it did up to then).
+        raise ReplayError(f"the line stopped on a fault part-way: {line.control.crash}")
+    return summary
+
+
+class ReplayError(Exception):
+    """The replay ended before its recording did (a stage of the line crashed)."""
 
 
 def run(args) -> int:
