@@ -11,7 +11,8 @@ machine allows, with simulated arms standing in for the configured ones (same po
 workspaces and motion): vision, tracking, the belt check, planning and the picks happen as
 they did on the shift, each frame at its recorded time with its recorded count. Prints the
 line's summary as at the end of 'scallop run' and writes a record (--record) to compare with
-the shift's. What the picks did to the uros is not known offline and shows as unknown.
+the shift's. What the picks did to the uros is not known offline and shows as unknown. A line
+that stops on a fault part-way (a stage crashed) ends the replay with exit 1, naming the fault.
 
 examples:
   scallop replay shift-0612/ --config line.toml
