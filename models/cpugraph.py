@@ -79,8 +79,8 @@ def _scales(node, consts: dict) -> np.ndarray | None:
 def _is_final_upsample(node, consts: dict) -> bool:
     """A Resize that doubles H and W, half-pixel bilinear, as PyTorch exports
     ``interpolate(scale_factor=2, mode="bilinear", align_corners=False)``."""
-    if node.op_type != "Resize":
-        return False
+    if node.op_type != "Resize" or len(node.input) < 3:
+        return False  # opset 10's Resize(X, scales) maps coordinates asymmetrically, not half-pixel
     mode = _attr(node, "mode", b"nearest")
     ctm = _attr(node, "coordinate_transformation_mode", b"half_pixel")
     if mode != b"linear" or ctm not in (b"half_pixel", b"pytorch_half_pixel"):

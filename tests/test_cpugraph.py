@@ -248,3 +248,25 @@ def test_a_model_exported_for_one_frame_size_runs_both_stages(tmp_path):
     crops = np.zeros((3, 128, 128, 3), np.uint8)
     assert fixed.run_parts(crops).shape == (3, 4, 128, 128)
     assert fixed.run_finder(np.zeros((192, 320, 3), np.uint8)).shape == (3, 192, 320)
+
+
+def test_an_opset_10_resize_is_not_taken_for_a_half_pixel_one():
+    """Opset 10's Resize(X, scales) has no coordinate mode: it maps asymmetrically, so the final
+    upsample is not cut (OpenCV's half-pixel would differ), and the result stays exact."""
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.normal(0, 1, (3, 3, 1, 1)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(3, np.float32), "b")
+    s = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["h"]),
+            helper.make_node("Resize", ["h", "s"], ["y"], mode="linear"),
+        ],
+        "op10",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [w, b, s],
+    )
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)]).SerializeToString()
+    with pytest.raises(cpugraph.NotRewritable, match="nothing to gain"):
+        cpugraph.rewrite(data)

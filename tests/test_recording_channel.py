@@ -275,3 +275,55 @@ def test_the_doctor_takes_the_channel_from_a_recording_not_from_the_device(tmp_p
     assert c.status == OK and c.found == "from the recording: each frame's partner as taken (second_camera)"
     c = check_fluorescence_camera(_config(tmp_path, rec, "alternate"))
     assert c.status == FAIL and "made with setup = 'second_camera'" in c.found
+
+
+def test_a_hostile_recording_cannot_make_the_replay_read_what_it_should_not(tmp_path):
+    """A partner declaring a huge image is refused from its header; a link leading out of the
+    recording is not followed; a row short of fields is a malformed index, said so."""
+    rec = tmp_path / "rec"
+    _write(rec)
+    meta = json.loads((rec / "recording.json").read_text())
+    huge = meta | {"fluorescence": meta["fluorescence"] | {"resolution": [10000, 10000]}}
+    (rec / "recording.json").write_text(json.dumps(huge))
+    with pytest.raises(RecordingError, match=r"\"resolution\" in recording.json is \[10000, 10000\]"):
+        read_index(rec)
+    (rec / "recording.json").write_text(
+        json.dumps(meta | {"fluorescence": meta["fluorescence"] | {"resolution": None}})
+    )
+    big = np.zeros((8000, 8000), np.uint8)  # 64 MP, a few hundred kB of PNG
+    cv2.imwrite(str(rec / "fluorescence" / "000000.png"), big)
+    outside = tmp_path / "outside.png"
+    cv2.imwrite(str(outside), np.full((30, 40), 77, np.uint8))
+    (rec / "fluorescence" / "000001.png").unlink()
+    (rec / "fluorescence" / "000001.png").symlink_to(outside)
+    with RecordingCamera(rec, VirtualClock()) as cam:
+        a, b = cam.read(), cam.read()
+    assert "above the 50 megapixel limit" in a.extra["fluorescence_missing"]
+    assert "leads outside the recording" in b.extra["fluorescence_missing"] and "fluorescence" not in b.extra
+    index = rec / "frames.csv"
+    rows = index.read_text().splitlines()
+    index.write_text("\n".join([rows[0], "frames/000000.png,5"]) + "\n")
+    with pytest.raises(RecordingError, match="row 2 is not numbers"):
+        read_index(rec)
+
+
+def test_an_empty_first_exposure_does_not_set_the_recordings_size(tmp_path):
+    rec = tmp_path / "rec"
+    frames = [_frame(k, 1.0 + 0.1 * k, 10 * k) for k in range(3)]
+    frames[0].extra["fluorescence"] = ChannelExposure(np.zeros((0, 0), np.uint8), 1.002, 3, 0)
+    with RecordingWriter(rec, "0", "latched", "png", fluorescence="alternate") as w:
+        for f in frames:
+            w.add(f)
+    meta, got = read_index(rec)
+    assert got[0].uv_missing == "its fluorescence exposure came empty"
+    assert got[1].uv is not None and got[2].uv is not None and meta["fluorescence"]["resolution"] == [40, 30]
+
+
+def test_the_doctor_says_when_a_recordings_partners_do_not_fit_the_calibration(tmp_path, monkeypatch):
+    from scallop.app import doctor
+
+    rec = tmp_path / "rec"
+    _write(rec)
+    monkeypatch.setattr(doctor, "_registered_fluorescence_size", lambda cfg: (1280, 960))
+    c = doctor.check_fluorescence_camera(_config(tmp_path, rec, "second_camera"))
+    assert c.status == doctor.FAIL and "are 40x30, but the calibration registered 1280x960" in c.found

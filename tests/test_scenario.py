@@ -595,5 +595,11 @@ def test_the_fault_log_reads_in_the_reports_language_and_unreached_faults_say_so
     assert "40 s: arm arm1 disconnected for 5 s</li>" in en  # reached: no note
     ja = render_html(_summary(fault_log=log, faults=faults), "ja")
     assert "<li>40 秒、故障 1: アーム arm1 がネットワークから切断</li>" in ja and "(未到達: その前に運転が終了)" in ja
+    # The first arm ("" in a scenario) is named as the fault list names it; an action the
+    # catalogue does not know falls back to the log's own words.
+    first = [{"t": 1.0, "event": "faults[0]  server down", "fault": 0, "action": "arm_down", "params": {"arm": ""}}]
+    assert "fault 1: arm (first) goes off the network" in render_html(_summary(fault_log=first), "en")
+    other = [{"t": 2.0, "event": "faults[0] something new", "fault": 0, "action": "new_thing", "params": {}}]
+    assert "<li>2 s: faults[0] something new</li>" in render_html(_summary(fault_log=other), "en")
     # A summary written before the log had its words (no "action") still renders, in the log's own.
     assert "<li>40 s: faults[0] arm1 server down</li>" in render_html(_summary(), "en")

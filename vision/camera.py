@@ -238,6 +238,10 @@ def read_fluorescence(
         raise CameraNotFoundError(f"{p}: {_not_a_file(p, 'fluorescence image file')}")
     h, w = size_hw
     size = image_size(p)
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"{p}: fluorescence image is {size[0]}x{size[1]}, above the {MAX_IMAGE_PIXELS / 1e6:g} megapixel limit"
+        )
     if size is not None and size != (w, h):
         raise CorruptFrameError(
             f"{p}: fluorescence image is {size[0]}x{size[1]} but {against} is {w}x{h}"

@@ -49,6 +49,7 @@ import numpy as np
 
 from scallop.errors import DataError
 from scallop.vision.camera import (
+    MAX_IMAGE_PIXELS,
     Camera,
     CameraError,
     CameraNotFoundError,
@@ -148,7 +149,10 @@ def _setup_of(p: Path, meta: dict) -> str:
         )
     res = fl.get("resolution")
     if res is not None and not (
-        isinstance(res, list) and len(res) == 2 and all(type(v) is int and 0 < v <= 100_000 for v in res)
+        isinstance(res, list)
+        and len(res) == 2
+        and all(type(v) is int and 0 < v for v in res)
+        and res[0] * res[1] <= MAX_IMAGE_PIXELS
     ):
         raise RecordingError(
             f'recording {p}: "fluorescence": "resolution" in {META} is {res!r}: expected [width, height] in '
@@ -241,21 +245,26 @@ class RecordingWriter:
             why = f"its fluorescence exposure came as {img.shape} {img.dtype}, not one 8-bit plane"
         elif img is not None and not math.isfinite(float(ex.timestamp)):
             why = "its fluorescence exposure's time is not known"
-        elif img is not None:
-            size = (img.shape[1], img.shape[0])
-            if self.uv_resolution is None:
-                self.uv_resolution = size
-            elif size != self.uv_resolution:
-                w, h = self.uv_resolution
-                why = f"its fluorescence exposure came {size[0]}x{size[1]}, the recording's are {w}x{h}"
+        elif img is not None and img.size == 0:
+            why = "its fluorescence exposure came empty"
+        elif img is not None and self.uv_resolution not in (None, (img.shape[1], img.shape[0])):
+            w, h = self.uv_resolution
+            why = f"its fluorescence exposure came {img.shape[1]}x{img.shape[0]}, the recording's are {w}x{h}"
         # One odd exposure is that frame's partner lost, kept with the reason: never the shift's
         # recording stopped (the line drops such a pair the same way).
-        ok, buf = cv2.imencode(".png", img) if img is not None and not why else (False, None)
-        if img is not None and not why and not ok:
-            why = "its fluorescence exposure could not be encoded"
+        ok, buf = False, None
+        if img is not None and not why:
+            try:
+                ok, buf = cv2.imencode(".png", img)
+            except cv2.error:
+                ok = False
+            if not ok:
+                why = "its fluorescence exposure could not be encoded"
         if why:
             self.uv_missing += 1
             return ("", "", "", "", why)
+        if self.uv_resolution is None:  # the first partner kept sets the recording's size
+            self.uv_resolution = (img.shape[1], img.shape[0])
         name = f"{UV_FOLDER}/{self.frames:06d}.png"
         (self.folder / name).write_bytes(buf.tobytes())
         self.uv_frames += 1
@@ -322,7 +331,7 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
                 counts = int(row["counts"]) if row["counts"].strip() else None
                 err = float(row.get("stamp_error_s") or 0.0)
                 index = int(row.get("index") or len(frames))
-            except ValueError:
+            except (ValueError, TypeError, AttributeError):  # TypeError: a row short of fields
                 raise RecordingError(f"recording {p}: {INDEX} row {row_no} is not numbers: {row}") from None
             if not math.isfinite(t) or t < last:
                 raise RecordingError(f"recording {p}: {INDEX} row {row_no}: time_s={t} is not after {last}")
@@ -336,8 +345,8 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
 
 
 def _partner_of(p: Path, row: dict, row_no: int) -> tuple[RecordedExposure | None, str]:
-    if not (row["uv_image"] or "").strip():
-        return None, (row["uv_missing"] or "").strip() or "no fluorescence exposure with this frame"
+    if not isinstance(row.get("uv_image"), str) or not row["uv_image"].strip():
+        return None, str(row.get("uv_missing") or "").strip() or "no fluorescence exposure with this frame"
     try:
         counts = int(row["uv_counts"]) if (row["uv_counts"] or "").strip() else None
         t = float(row["uv_time_s"])
@@ -396,6 +405,7 @@ class RecordingCamera(Camera):
 
     def connect(self) -> None:
         self.meta, self.frames = read_index(self.folder)
+        self._check_inside(self.folder / self.frames[0].image)
         first = read_image(self.folder / self.frames[0].image)
         self._size = (first.shape[1], first.shape[0])
         self._pos = 0
@@ -436,6 +446,7 @@ class RecordingCamera(Camera):
         self._pos += 1
         path = self.folder / rec.image
         try:
+            self._check_inside(path)
             img = read_image(path)
         except CameraNotFoundError:
             if not self.folder.is_dir():
@@ -455,6 +466,12 @@ class RecordingCamera(Camera):
             self._attach_partner(frame, rec, due)
         return frame
 
+    def _check_inside(self, path: Path) -> None:
+        """A file the index names, followed through any link, must still lie in the recording."""
+        real, root = path.resolve(), self.folder.resolve()
+        if real != root and root not in real.parents:
+            raise CorruptFrameError(f"camera {self._name}: {path} leads outside the recording (to {real})")
+
     @property
     def setup(self) -> str:
         """The fluorescence set-up the recording was made with ("none": colour only)."""
@@ -471,6 +488,7 @@ class RecordingCamera(Camera):
         path = self.folder / rec.uv.image
         want = (self.meta.get("fluorescence") or {}).get("resolution") or self._uv_size
         try:
+            self._check_inside(path)
             if want is None:  # a description without it (a recording cut short): the first partner's
                 size = image_size(path)
                 if size is None:

@@ -126,11 +126,25 @@ def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
     if is_recording(cfg.camera.source):
         # The line takes each frame's partner from the recording and never opens the device.
         from scallop.app.backends import check_recording_channel
+        from scallop.vision.recording import RecordingError, read_index
 
         try:
             check_recording_channel(cfg)
+            meta, _ = read_index(cfg.camera.source)
+        except RecordingError as e:
+            return Check("fluorescence channel", FAIL, str(e), "record it again, or give another recording")
         except ScallopError as e:
             return Check("fluorescence channel", FAIL, str(e), "give the line the set-up the recording was made with")
+        res = meta["fluorescence"].get("resolution")
+        size = _registered_fluorescence_size(cfg) if fl.setup == "second_camera" else None
+        if res and size is not None and tuple(res) != size:
+            return Check(
+                "fluorescence channel",
+                FAIL,
+                f"the recording's fluorescence frames are {res[0]}x{res[1]}, but the calibration registered "
+                f"{size[0]}x{size[1]}: every pair would be dropped",
+                "replay it with the calibration of the line that recorded it",
+            )
         return Check("fluorescence channel", OK, f"from the recording: each frame's partner as taken ({fl.setup})")
     if fl.setup != "second_camera":
         # Alternate frames come from the colour camera (checked above), strobed by the PLC.

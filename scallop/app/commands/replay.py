@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 DESCRIPTION = """\
 Play a recording ('scallop capture') through the line on a virtual clock, as fast as the
@@ -76,7 +77,12 @@ def run(args) -> int:
     cfg = load_config(args.config)
     with tempfile.TemporaryDirectory(prefix="scallop-replay-") as tmp:
         record = args.record or str(Path(tmp) / "record.sqlite")
-        summary = replay(cfg, args.recording, record)
+        try:
+            summary = replay(cfg, args.recording, record)
+        except ReplayError as e:
+            # The line's own fault (its alarm and log say which stage and why), not this program's.
+            print(f"scallop replay: {e}" + (f"; record: {args.record}" if args.record else ""), file=sys.stderr)
+            return 1
     if args.json:
         print(json.dumps(summary))
     else:

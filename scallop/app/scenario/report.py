@@ -266,9 +266,13 @@ def _fault_words(language: str, f: dict, run_s: float | None = None) -> str:
 def _log_words(language: str, ev: dict) -> str:
     """One fault action in the reader's words; an older summary's entries have only the log's own."""
     action = ev.get("action")
-    if not action:
+    key = f"report.log.{action}"
+    if not action or key not in i18n.catalogue(language):
         return i18n.t(language, "report.log_line", t=f"{ev['t']:g}", event=ev["event"])
-    what = i18n.t(language, f"report.log.{action}", **(ev.get("params") or {}))
+    params = dict(ev.get("params") or {})
+    if params.get("arm") == "":  # "" in a scenario means the line's first arm
+        params["arm"] = i18n.t(language, "report.first_arm")
+    what = i18n.t(language, key, **params)
     return i18n.t(language, "report.log_entry", t=f"{ev['t']:g}", fault=int(ev.get("fault", 0)) + 1, what=what)
 
 
