@@ -327,3 +327,20 @@ def test_the_doctor_says_when_a_recordings_partners_do_not_fit_the_calibration(t
     monkeypatch.setattr(doctor, "_registered_fluorescence_size", lambda cfg: (1280, 960))
     c = doctor.check_fluorescence_camera(_config(tmp_path, rec, "second_camera"))
     assert c.status == doctor.FAIL and "are 40x30, but the calibration registered 1280x960" in c.found
+
+
+def test_a_recorder_killed_mid_row_leaves_every_row_before_it_readable(tmp_path):
+    rec = tmp_path / "rec"
+    w = RecordingWriter(rec, "0", "latched", "png", fluorescence="second_camera")
+    for k in range(4):
+        w.add(_frame(k, 1.0 + 0.1 * k, 10 * k))
+    # Killed: no close(), the description still says what it said at the start, and the last
+    # row is cut part-way. Every row is on disk as its frame was written.
+    text = (rec / "frames.csv").read_text()
+    assert text.count("\n") == 5
+    (rec / "frames.csv").write_text(text[: text.rfind("fluorescence/000003")])
+    meta, frames = read_index(rec)
+    assert meta["version"] == 2 and meta["frames"] == 0 and len(frames) == 3
+    with RecordingCamera(rec, VirtualClock()) as cam:
+        assert "fluorescence" in cam.read().extra  # the size comes from the first partner kept
+    w.close()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -233,8 +234,9 @@ class RecordingWriter:
             + uv_row
         )
         self.frames += 1
-        if self.frames % 50 == 0:
-            self._csv.flush()
+        # Each row on disk with its frame: a recorder killed mid-shift loses at most the row
+        # being written, which a reader then leaves out.
+        self._csv.flush()
 
     def _partner(self, frame: Frame) -> tuple:
         """The row's fluorescence columns, its exposure written beside the frame's image."""
@@ -318,7 +320,15 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
     meta = _read_meta(p)
     with_uv = _setup_of(p, meta) != "none"
     frames: list[RecordedFrame] = []
-    with (p / INDEX).open(newline="", encoding="utf-8") as f:
+    try:
+        with (p / INDEX).open(encoding="utf-8", newline="") as raw:
+            text = raw.read()
+    except UnicodeDecodeError:
+        raise RecordingError(f"recording {p}: {INDEX} is not text") from None
+    if text and not text.endswith("\n"):
+        # The recorder was killed part-way through its last row: the rows before it stand.
+        text = text[: text.rfind("\n") + 1]
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         need = ("image", "counts", "time_s") + (UV_COLUMNS if with_uv else ())
         missing = [c for c in need if c not in (reader.fieldnames or ())]
