@@ -110,6 +110,23 @@ def _json(meta: dict, key: str, path: str):
         raise ModelError(f"{path}: model metadata '{key}' is not valid JSON: {raw[:60]!r}") from None
 
 
+def read_model_info(path: str | os.PathLike) -> ModelInfo:
+    """A model file's metadata, read without starting a session (cheap: for checks before a
+    line starts); :class:`ModelError` for a file that is not a model this runtime reads."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"{p}: no such model file")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # onnx raises protobuf's own errors for a file that is not a model
+        raise ModelError(
+            f"{p}: not a loadable ONNX model ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
+        ) from None
+    return parse_metadata({m.key: m.value for m in proto.metadata_props}, str(p))
+
+
 def parse_metadata(meta: dict, path: str) -> ModelInfo:
     fmt = _need(meta, "scallop.format", path)
     if fmt != FORMAT:

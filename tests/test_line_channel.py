@@ -519,12 +519,10 @@ def test_a_four_channel_model_on_a_line_without_the_channel_is_refused(tmp_path)
     from scallop.models.runtime import default_uv_model_path
 
     cfg = load_config(overrides={"vision": {"model": str(default_uv_model_path())}})
-    line = build_line(cfg, tmp_path / "record.sqlite", seed=1, clock=VirtualClock())
-    try:
-        with pytest.raises(ConfigError, match="needs the fluorescence channel, which is not configured"):
-            line.open()
-    finally:
-        line.close()
+    # Refused from the model's metadata before the record is opened: no run of a line that never ran.
+    with pytest.raises(ConfigError, match="needs the fluorescence channel, which is not configured"):
+        build_line(cfg, tmp_path / "record.sqlite", seed=1, clock=VirtualClock())
+    assert not (tmp_path / "record.sqlite").exists()
 
 
 def test_when_the_plc_stops_strobing_the_uv_light_the_channel_is_lost_and_comes_back(tmp_path):

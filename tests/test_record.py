@@ -579,3 +579,26 @@ def test_a_start_refused_for_its_model_file_leaves_no_run_in_the_record(tmp_path
         assert len(con.execute("SELECT id FROM runs").fetchall()) == 1
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("kind", ["four-channel model, no channel", "not a model"])
+def test_a_start_refused_for_what_its_model_file_holds_leaves_no_run_in_the_record(tmp_path, capsys, kind):
+    """The model's own metadata is read before the run opens: a four-channel model on a line
+    without the channel, or a file that is no model, is refused with no runs row (the first
+    left a run of a line that never ran, and its snapshots folder)."""
+    from scallop.models.runtime import default_uv_model_path
+
+    db = tmp_path / "rec" / "record.sqlite"
+    model = default_uv_model_path()
+    if kind == "not a model":
+        model = tmp_path / "junk.onnx"
+        model.write_bytes(b"\x00not a model\xff" * 10)
+    cfg = tmp_path / "line.toml"
+    cfg.write_text(f'[vision]\nmodel = "{model}"\n[record]\npath = "{db}"\n')
+    code = main(["run", "--config", str(cfg), "--no-browser", "--duration", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    if kind == "not a model":
+        assert code == 3 and len(err) == 1 and "junk.onnx: not a loadable ONNX model" in err[0], err
+    else:
+        assert code == 2 and len(err) == 1 and "the model needs the fluorescence channel" in err[0], err
+    assert not (tmp_path / "rec").exists()  # no record, no snapshots: nothing of a run

@@ -296,15 +296,18 @@ def _half(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
+NEEDS_CHANNEL = (
+    "the model needs the fluorescence channel, which is not configured: set up [camera.fluorescence] "
+    "(docs/fluorescence.md) or run a colour-only model"
+)
+
+
 def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInput | None:
     """The line's fluorescence input for ``[camera.fluorescence]`` (None when it is "none");
     a model that needs the channel on a line without one is refused at the start."""
     if not section.enabled:
         if pipeline.takes_uv:
-            raise ConfigError(
-                "the model needs the fluorescence channel, which is not configured: set up [camera.fluorescence] "
-                "(docs/fluorescence.md) or run a colour-only model"
-            )
+            raise ConfigError(NEEDS_CHANNEL)
         return None
     try:
         return FluorescenceInput(
