@@ -207,12 +207,10 @@ def test_the_line_takes_a_recordings_pairs_as_they_are_and_refuses_what_does_not
         check_recording_channel(replace(_config(tmp_path, colour, "alternate")))
 
 
-def test_a_replay_of_a_line_with_the_channel_pairs_and_registers_it_as_live(tmp_path):
-    """The simulator's two cameras recorded as 'scallop capture' records a real pair, then
-    replayed by a line configured for that second camera: its pairs are checked and registered
-    with the calibration, none dropped, and the four-channel model runs."""
+def _sim_shift(tmp_path: Path, seconds: float):
+    """The simulator's two cameras recorded as 'scallop capture' records a real pair, with the
+    line configuration and calibration that read it; returns (writer, config path)."""
     from scallop.app.backends import default_sim_arms
-    from scallop.app.commands.replay import replay
     from scallop.app.commands.sim_commission import SECOND_CAMERA
     from scallop.sim.camera import SimCamera
     from scallop.sim.commission import line_toml, true_calibration
@@ -224,13 +222,23 @@ def test_a_replay_of_a_line_with_the_channel_pairs_and_registers_it_as_live(tmp_
     cam = SimCamera(SimWorld(sim, seed=5, clock=clock))
     cam.connect()
     with RecordingWriter(tmp_path / "shift", "sim", "latched", "jpg", fluorescence="second_camera") as w:
-        while clock.now() < 20.0:
+        while clock.now() < seconds:
             w.add(cam.read())
-    assert w.uv_frames == w.frames >= 20 and w.uv_missing == 0
     arms = default_sim_arms(1)
     true_calibration(sim, arms).save(tmp_path / "line.json")
     cfg = tmp_path / "line.toml"
     cfg.write_text(line_toml(arms, str(tmp_path / "line.json"), fluorescence=sim.fluorescence))
+    return w, cfg
+
+
+def test_a_replay_of_a_line_with_the_channel_pairs_and_registers_it_as_live(tmp_path):
+    """A recording of a second camera's pairs replayed by a line configured for that camera: its
+    pairs are checked and registered with the calibration, none dropped, and the four-channel
+    model runs."""
+    from scallop.app.commands.replay import replay
+
+    w, cfg = _sim_shift(tmp_path, 20.0)
+    assert w.uv_frames == w.frames >= 20 and w.uv_missing == 0
     out = replay(load_config(cfg), tmp_path / "shift", tmp_path / "r.sqlite")
     ch = out["channel"]
     assert ch["setup"] == "second_camera" and ch["pairs"] >= 20 and not ch["lost"] and not ch["dark"]
@@ -344,3 +352,19 @@ def test_a_recorder_killed_mid_row_leaves_every_row_before_it_readable(tmp_path)
     with RecordingCamera(rec, VirtualClock()) as cam:
         assert "fluorescence" in cam.read().extra  # the size comes from the first partner kept
     w.close()
+
+
+def test_a_replay_says_the_alarms_the_screen_would_have_shown(tmp_path, capsys):
+    """Every partner of the recording gone: the channel is lost, and the replay prints why in the
+    operator's words (they were only in the record, a temporary one by default)."""
+    from scallop.app.cli import main
+
+    _sim_shift(tmp_path, 6.0)
+    for p in (tmp_path / "shift" / "fluorescence").iterdir():
+        p.unlink()
+    assert main(["replay", str(tmp_path / "shift"), "--config", str(tmp_path / "line.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "'lost': True" in out and "alarm (critical): fluorescence channel lost" in out, out
+    assert main(["replay", str(tmp_path / "shift"), "--config", str(tmp_path / "line.toml"), "--json"]) == 0
+    alarms = json.loads(capsys.readouterr().out)["alarms"]
+    assert any(a["severity"] == "critical" and a["source"] == "camera" for a in alarms), alarms

@@ -57,6 +57,11 @@ def replay(config, recording, record_path, grader=None, clock=None, on_line=None
     finally:
         line.close()
     summary = line.summary()
+    # What the operator's screen would have shown, oldest first: the words of a lost channel or a
+    # stalled camera are otherwise only in the record (a temporary one without --record).
+    summary["alarms"] = [
+        {"severity": a.severity, "source": a.source, "text": a.text} for a in reversed(line.alarms.visible())
+    ]
     if line.control.crash:
         # A stage crashed and the line stopped there: the rest of the recording was never
         # decided, so the replay is not a result (the record keeps what it did up to then).
@@ -86,7 +91,10 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"replayed {args.recording}: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "truth"))
+        shown = ", ".join(f"{k} {v}" for k, v in summary.items() if k not in ("truth", "alarms"))
+        print(f"replayed {args.recording}: {shown}")
+        for a in summary["alarms"]:
+            print(f"  alarm ({a['severity']}): {a['text']}")
         if args.record:
             print(f"record: {args.record}")
     return 0
