@@ -117,6 +117,28 @@ def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     assert ch.pair(frame) is None and ch.dropped == {"uncounted": 1}
 
 
+def test_a_partner_whose_count_no_belt_could_give_is_dropped_and_a_stopping_belt_is_not():
+    """Alternate frames 20 ms apart at 300 mm/s: 6 mm of travel. A partner count 200 mm off (a
+    glitch on its latch, a damaged recording) would register the glow off the uro: dropped and
+    named. A belt that stopped between the two (no travel where 6 mm were due) still pairs."""
+    w = _world(ALTERNATE)
+    cam = SimCamera(w)
+    cam.connect()
+    alarms = Alarms()
+    ch = _input(w, alarms)
+    assert ch.pair(cam.read()) is not None  # the first frame: no speed yet, so no check
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    per_mm = w.config.encoder.counts_per_mm * w.config.encoder.direction
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, fr.encoder + int(200 * per_mm))
+    assert ch.pair(frame) is None and ch.dropped == {"counts": 1}
+    assert "count puts the belt +206.0 mm from it, where the belt's speed says +6.0 mm" in alarms.get(ALARM).text
+    frame = cam.read()
+    fr = frame.extra["fluorescence"]
+    frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, frame.encoder)  # the belt stood still
+    assert ch.pair(frame) is not None and ch.last_shift_mm == 0.0 and ch.dropped == {"counts": 1}
+
+
 @pytest.mark.parametrize(
     ("setup", "want"), [(SECOND, "the calibration registered"), (ALTERNATE, "the colour frame is")]
 )

@@ -49,6 +49,9 @@ BELT_DARK_MAX = 10.0
 # uro, so two of them in one frame is already rare, ten such frames in a row not a real belt.
 DARK_FRAMES, DARK_SCALLOPS = 10, 2
 MAX_MAPS = 8  # registration maps kept (about 7 MB each at 1280×720)
+# A partner's count may differ from what the belt's speed says by this much plus the travel itself
+# (standing still to twice the speed): only a count no belt could give is refused.
+COUNT_SLACK_MM = 3.0
 
 
 class FluorescenceInput:
@@ -131,6 +134,16 @@ class FluorescenceInput:
             shift = (speed or 0.0) * dt
         else:
             shift = self.belt.mm(self.belt.counts(exp.encoder) - self.belt.counts(frame.encoder))
+            if speed is not None and not abs(shift - speed * dt) <= COUNT_SLACK_MM + abs(speed * dt):
+                # A count that puts the belt where no belt could be (a glitch on the partner's
+                # latch, a damaged recording) would register the glow beside the uro, or off the
+                # frame: anything from standing still to twice the speed passes, a belt
+                # stopping or starting included.
+                return self._drop(
+                    "counts",
+                    f"frame {frame.index}: its fluorescence exposure's count puts the belt {shift:+.1f} mm from it, "
+                    f"where the belt's speed says {speed * dt:+.1f} mm",
+                )
         image = np.asarray(exp.image)
         if image.dtype != np.uint8 or image.ndim != 2:
             return self._drop("corrupt", f"frame {frame.index}: fluorescence image {image.shape} {image.dtype}")
