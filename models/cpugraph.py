@@ -31,6 +31,7 @@ each rewrite against the original graph on one input before using it (``SegModel
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import cv2
@@ -133,7 +134,7 @@ def _rewrite(data: bytes) -> Rewritten:
             consts[n.output[0]] = numpy_helper.to_array(value)
     producers = {o: n for n in g.node for o in n.output}
     outputs = [o.name for o in g.output]
-    consumed = {t for n in g.node for t in n.input}
+    uses = Counter(t for n in g.node for t in n.input)  # how many nodes read each tensor
 
     # 2. Outputs made by a final x2 upsample of a convolution: the convolution writes the output.
     cut: dict[str, str] = {}  # the convolution's tensor -> the output's name
@@ -143,10 +144,9 @@ def _rewrite(data: bytes) -> Rewritten:
         if rs is None or not _is_final_upsample(rs, consts):
             continue
         conv = producers.get(rs.input[0])
-        uses = sum(rs.input[0] in n.input for n in g.node)
         # Only an output nothing else reads: a node reading the upsampled logits would get them
         # at half size.
-        if conv is None or conv.op_type != "Conv" or uses != 1 or rs.input[0] in outputs or name in consumed:
+        if conv is None or conv.op_type != "Conv" or uses[rs.input[0]] != 1 or rs.input[0] in outputs or uses[name]:
             continue
         cut[rs.input[0]] = name
         drop.add(id(rs))

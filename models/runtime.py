@@ -86,6 +86,11 @@ class ModelInfo:
     uv_mean: float | None = None
     uv_std: float | None = None
 
+    @property
+    def takes_uv(self) -> bool:
+        """A stage of the model needs the fluorescence image beside the colour frame."""
+        return self.finder.takes_uv or self.parts.takes_uv
+
 
 def default_model_path() -> Path:
     return Path(str(resources.files("scallop.models").joinpath(DEFAULT_MODEL_NAME)))
@@ -110,6 +115,12 @@ def _json(meta: dict, key: str, path: str):
         raise ModelError(f"{path}: model metadata '{key}' is not valid JSON: {raw[:60]!r}") from None
 
 
+def _first_line(e: BaseException) -> str:
+    """An untyped library error in one line (onnx and onnxruntime write several)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """A model file's metadata, read without starting a session (cheap: for checks before a
     line starts); :class:`ModelError` for a file that is not a model this runtime reads."""
@@ -121,9 +132,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # onnx raises protobuf's own errors for a file that is not a model
-        raise ModelError(
-            f"{p}: not a loadable ONNX model ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})"
-        ) from None
+        raise ModelError(f"{p}: not a loadable ONNX model ({_first_line(e)})") from None
     return parse_metadata({m.key: m.value for m in proto.metadata_props}, str(p))
 
 
@@ -228,7 +237,7 @@ class SegModel:
         try:
             self.session = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
-            raise ModelError(f"{p}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+            raise ModelError(f"{p}: not a loadable ONNX model ({_first_line(e)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = parse_metadata(meta, str(p))
         names = {i.name for i in self.session.get_inputs()}
@@ -254,7 +263,8 @@ class SegModel:
         # The finder's input as declared: a graph exported for one frame size takes no other,
         # not even for the empty batch fed while the parts stage runs.
         self._finder_shape = next(i.shape for i in self.session.get_inputs() if i.name == self.info.finder.input)
-        eh, ew = (d if isinstance(d, int) and d > 0 else m for d in self._finder_shape[2:])
+        self._finder_fixed = [d if isinstance(d, int) and d > 0 else None for d in self._finder_shape[2:]]
+        eh, ew = (d or m for d in self._finder_fixed)
         self._empty_frame = np.zeros((0, self.info.finder.planes, eh, ew), np.float32)
         # The graph rewritten for onnxruntime's CPU kernels (models/cpugraph.py), used only when
         # it gives the file's own outputs on a test input; ``rewrite=False`` (bench vision
@@ -280,8 +290,7 @@ class SegModel:
             rng = np.random.default_rng(0)
             fi, pa = self.info.finder, self.info.parts
             m = max(fi.multiple, 16)
-            fixed = [d if isinstance(d, int) and d > 0 else None for d in self._finder_shape[2:]]
-            h, w = fixed[0] or 4 * m, fixed[1] or 6 * m
+            h, w = self._finder_fixed[0] or 4 * m, self._finder_fixed[1] or 6 * m
             feeds = (
                 ({fi.input: rng.random((1, fi.planes, h, w), np.float32), pa.input: self._empty_crops}, fi),
                 ({fi.input: self._empty_frame, pa.input: rng.random((2, pa.planes, pa.size, pa.size), np.float32)}, pa),
@@ -294,7 +303,7 @@ class SegModel:
                 if got.shape != want.shape or not float(np.abs(got - want).max()) <= 1e-3:
                     raise ValueError(f"output {st.output!r} differs from the file's")
         except Exception as e:  # any failure leaves the file's own graph, which is correct
-            why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            why = _first_line(e)
             self.graph = f"as in the file (its rewrite failed the check: {why})"
             _log.warning("%s: running the graph as it is (its CPU rewrite is not used: %s)", p, why)
             return
@@ -313,7 +322,7 @@ class SegModel:
     @property
     def takes_uv(self) -> bool:
         """A stage of this model needs the fluorescence image (``uv``) beside the colour frame."""
-        return self.info.finder.takes_uv or self.info.parts.takes_uv
+        return self.info.takes_uv
 
     def missing_uv(self, what: str = "") -> MissingChannelError:
         """The error for a call without the fluorescence image this model needs."""
@@ -353,9 +362,9 @@ class SegModel:
 
     def check_frame(self, size_hw: tuple[int, int]) -> None:
         """Refuse a finder input of ``size_hw`` (H, W) the graph cannot take (it fixes another size)."""
-        shape = next(i.shape for i in self.session.get_inputs() if i.name == self.info.finder.input)
-        for d, n, what in zip(shape[2:], size_hw, ("height", "width")):
-            if isinstance(d, int) and d > 0 and d != n:
+        shape = self._finder_shape  # read once at load: this runs for every frame
+        for d, n, what in zip(self._finder_fixed, size_hw, ("height", "width")):
+            if d is not None and d != n:
                 raise ModelError(
                     f"{self.info.path}: the model's {self.info.finder.input!r} input is fixed at {shape[2]}x{shape[3]} "
                     f"(HxW) but frames at this scale give {size_hw[0]}x{size_hw[1]}: its {what} does not fit; "

@@ -201,6 +201,16 @@ def _not_a_file(p: Path, what: str = "image file") -> str:
     return f"no such {what}"
 
 
+def _refuse_too_large(p: Path, size: tuple[int, int] | None, max_pixels: int, what: str) -> None:
+    """An image of more than ``max_pixels`` by its header (``size``), refused before decoding."""
+    if size is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        shown = f"{w}x{h} ({w * h / 1e6:.0f} megapixels)" if h > 1 else f"{w / 1e6:.0f} megapixels"
+        raise ImageTooLargeError(
+            f"{p}: {what} is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
+        )
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file. An image
     of more than ``max_pixels`` is refused from its header, before any decoding."""
@@ -208,12 +218,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     if not p.is_file():
         raise CameraNotFoundError(f"{p}: {_not_a_file(p)}")
     size = image_size(p)
-    if size is not None and size[0] * size[1] > max_pixels:
-        w, h = size
-        shown = f"{w}x{h} ({w * h / 1e6:.0f} megapixels)" if h > 1 else f"{w / 1e6:.0f} megapixels"
-        raise ImageTooLargeError(
-            f"{p}: image is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
-        )
+    _refuse_too_large(p, size, max_pixels, "image")
     data = np.fromfile(str(p), dtype=np.uint8)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
@@ -238,10 +243,7 @@ def read_fluorescence(
         raise CameraNotFoundError(f"{p}: {_not_a_file(p, 'fluorescence image file')}")
     h, w = size_hw
     size = image_size(p)
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise ImageTooLargeError(
-            f"{p}: fluorescence image is {size[0]}x{size[1]}, above the {MAX_IMAGE_PIXELS / 1e6:g} megapixel limit"
-        )
+    _refuse_too_large(p, size, MAX_IMAGE_PIXELS, "fluorescence image")
     if size is not None and size != (w, h):
         raise CorruptFrameError(
             f"{p}: fluorescence image is {size[0]}x{size[1]} but {against} is {w}x{h}"

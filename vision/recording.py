@@ -110,12 +110,24 @@ class RecordedFrame:
     uv_missing: str = ""  # why the frame had no fluorescence partner (version 2)
 
 
+def read_description(folder: str | os.PathLike) -> dict:
+    """A recording's ``recording.json``, checked (format, version, the fluorescence part), without
+    its index; a :class:`RecordingError` when it cannot be used."""
+    p = Path(folder)
+    meta = _read_meta(p)
+    _checked_setup(p, meta)
+    return meta
+
+
 def recording_setup(folder: str | os.PathLike) -> str:
     """The fluorescence set-up a recording was made with ("none" for a version 1 recording),
     from its description alone; a :class:`RecordingError` when that is unreadable."""
-    p = Path(folder)
-    meta = _read_meta(p)
-    return _setup_of(p, meta)
+    return setup_of(read_description(folder))
+
+
+def setup_of(meta: dict) -> str:
+    """The fluorescence set-up of a checked description (:func:`read_description`)."""
+    return meta["fluorescence"]["setup"] if meta["version"] == VERSION_UV else "none"
 
 
 def _read_meta(p: Path) -> dict:
@@ -138,7 +150,7 @@ def _read_meta(p: Path) -> dict:
     return meta
 
 
-def _setup_of(p: Path, meta: dict) -> str:
+def _checked_setup(p: Path, meta: dict) -> str:
     if meta["version"] == VERSION:
         return "none"
     fl = meta.get("fluorescence")
@@ -201,7 +213,7 @@ class RecordingWriter:
         self._csv = (self.folder / INDEX).open("w", newline="", encoding="utf-8")
         self._w = csv.writer(self._csv)
         self._w.writerow(COLUMNS + (UV_COLUMNS if fluorescence != "none" else ()))
-        self._csv.flush()  # a recording killed before its first 50 frames still has its columns
+        self._csv.flush()  # a recording killed before its first frame still has its columns
         self._t0: float | None = None
         self.frames = 0
         self.resolution: tuple[int, int] | None = None
@@ -241,30 +253,28 @@ class RecordingWriter:
     def _partner(self, frame: Frame) -> tuple:
         """The row's fluorescence columns, its exposure written beside the frame's image."""
         ex = frame.extra.get("fluorescence")
-        why = "" if ex is not None else str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure")
-        img = np.asarray(ex.image) if ex is not None else None
-        if img is not None and (img.ndim != 2 or img.dtype != np.uint8):
-            why = f"its fluorescence exposure came as {img.shape} {img.dtype}, not one 8-bit plane"
-        elif img is not None and not math.isfinite(float(ex.timestamp)):
-            why = "its fluorescence exposure's time is not known"
-        elif img is not None and img.size == 0:
-            why = "its fluorescence exposure came empty"
-        elif img is not None and self.uv_resolution not in (None, (img.shape[1], img.shape[0])):
-            w, h = self.uv_resolution
-            why = f"its fluorescence exposure came {img.shape[1]}x{img.shape[0]}, the recording's are {w}x{h}"
+        if ex is None:
+            return self._no_partner(str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure"))
+        img = np.asarray(ex.image)
         # One odd exposure is that frame's partner lost, kept with the reason: never the shift's
         # recording stopped (the line drops such a pair the same way).
-        ok, buf = False, None
-        if img is not None and not why:
-            try:
-                ok, buf = cv2.imencode(".png", img)
-            except cv2.error:
-                ok = False
-            if not ok:
-                why = "its fluorescence exposure could not be encoded"
-        if why:
-            self.uv_missing += 1
-            return ("", "", "", "", why)
+        if img.ndim != 2 or img.dtype != np.uint8:
+            return self._no_partner(f"its fluorescence exposure came as {img.shape} {img.dtype}, not one 8-bit plane")
+        if not math.isfinite(float(ex.timestamp)):
+            return self._no_partner("its fluorescence exposure's time is not known")
+        if img.size == 0:
+            return self._no_partner("its fluorescence exposure came empty")
+        if self.uv_resolution not in (None, (img.shape[1], img.shape[0])):
+            w, h = self.uv_resolution
+            return self._no_partner(
+                f"its fluorescence exposure came {img.shape[1]}x{img.shape[0]}, the recording's are {w}x{h}"
+            )
+        try:
+            ok, buf = cv2.imencode(".png", img)
+        except cv2.error:
+            ok = False
+        if not ok:
+            return self._no_partner("its fluorescence exposure could not be encoded")
         if self.uv_resolution is None:  # the first partner kept sets the recording's size
             self.uv_resolution = (img.shape[1], img.shape[0])
         name = f"{UV_FOLDER}/{self.frames:06d}.png"
@@ -277,6 +287,10 @@ class RecordingWriter:
             int(getattr(ex, "index", 0)),
             "",
         )
+
+    def _no_partner(self, why: str) -> tuple:
+        self.uv_missing += 1
+        return ("", "", "", "", why)
 
     def _write_meta(self) -> None:
         meta = {
@@ -318,7 +332,7 @@ def read_index(folder: str | os.PathLike) -> tuple[dict, list[RecordedFrame]]:
     if not is_recording(p):
         raise CameraNotFoundError(f"recording {p}: not a recording folder (no {META} and {INDEX})")
     meta = _read_meta(p)
-    with_uv = _setup_of(p, meta) != "none"
+    with_uv = _checked_setup(p, meta) != "none"
     frames: list[RecordedFrame] = []
     try:
         with (p / INDEX).open(encoding="utf-8", newline="") as raw:
@@ -399,6 +413,8 @@ class RecordingCamera(Camera):
         self._t0 = 0.0
         self._size: tuple[int, int] = (0, 0)
         self._uv_size: list[int] | None = None
+        self.setup = "none"  # the fluorescence set-up it was made with, once connected
+        self._root = self.folder.resolve()
         self.dropped = 0
 
     @property
@@ -415,6 +431,8 @@ class RecordingCamera(Camera):
 
     def connect(self) -> None:
         self.meta, self.frames = read_index(self.folder)
+        self.setup = setup_of(self.meta)
+        self._root = self.folder.resolve()
         self._check_inside(self.folder / self.frames[0].image)
         first = read_image(self.folder / self.frames[0].image)
         self._size = (first.shape[1], first.shape[0])
@@ -478,14 +496,9 @@ class RecordingCamera(Camera):
 
     def _check_inside(self, path: Path) -> None:
         """A file the index names, followed through any link, must still lie in the recording."""
-        real, root = path.resolve(), self.folder.resolve()
+        real, root = path.resolve(), self._root
         if real != root and root not in real.parents:
             raise CorruptFrameError(f"camera {self._name}: {path} leads outside the recording (to {real})")
-
-    @property
-    def setup(self) -> str:
-        """The fluorescence set-up the recording was made with ("none": colour only)."""
-        return _setup_of(self.folder, self.meta) if self.meta else "none"
 
     def _attach_partner(self, frame: Frame, rec: RecordedFrame, due: float) -> None:
         """The partner exposure as recorded, on the replay's clock as the frame is; a partner

@@ -126,11 +126,11 @@ def check_fluorescence_camera(cfg: LineConfig) -> Check | None:
     if is_recording(cfg.camera.source):
         # The line takes each frame's partner from the recording and never opens the device.
         from scallop.app.backends import check_recording_channel
-        from scallop.vision.recording import RecordingError, read_index
+        from scallop.vision.recording import RecordingError, read_description
 
         try:
             check_recording_channel(cfg)
-            meta, _ = read_index(cfg.camera.source)
+            meta = read_description(cfg.camera.source)
         except RecordingError as e:
             return Check("fluorescence channel", FAIL, str(e), "record it again, or give another recording")
         except ScallopError as e:

@@ -295,8 +295,7 @@ class EncodedCamera(Camera):
             return
         t = ex.timestamp - self.latency_s
         try:
-            count, _, _ = self._count_and_rate(t)
+            count = self._count_and_rate(t)[0]
         except (EncoderGapError, EncoderStalledError):
-            frame.extra["fluorescence"] = replace(ex, timestamp=t)
-            return
+            count = None
         frame.extra["fluorescence"] = replace(ex, timestamp=t, encoder=count)

@@ -12,8 +12,8 @@ Record what the line's camera sees, each frame with its exposure time and its be
 count, into a recording folder (docs/dataset-format.md, "Recordings"). The camera and the
 encoder are those of the line configuration ([camera], [camera.encoder]); frames whose
 exposure time or count is not known are left out and counted. With [camera.fluorescence] each
-frame's fluorescence exposure is kept beside it as taken (x.uv.png), or why it had none, and
-a replay pairs and registers it as the line did.
+frame's fluorescence exposure is kept with it as taken (fluorescence/NNNNNN.png), or why it had
+none, and a replay pairs and registers it as the line did.
 
 A recording is what a shift looks like to the line: 'scallop replay' plays it through the
 line offline, as fast as the machine allows; as [camera] source of a line configuration it

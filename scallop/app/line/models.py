@@ -54,13 +54,14 @@ def line_model_path(cfg) -> Path:
 
 def check_model_file(cfg) -> None:
     """Refuse, before the record's run is opened, a start the model's file alone would refuse
-    (:func:`line_model_path`). Loading it is left to the line's start."""
+    (:func:`line_model_path`): missing, not a model, or needing a channel the line has not. Its
+    metadata is read here; loading it is left to the line's start."""
     from scallop.app.line.channel import NEEDS_CHANNEL
     from scallop.errors import ConfigError
     from scallop.models.runtime import read_model_info
 
     info = read_model_info(line_model_path(cfg))  # the words the runtime would use
-    if (info.finder.takes_uv or info.parts.takes_uv) and not cfg.camera.fluorescence.enabled:
+    if info.takes_uv and not cfg.camera.fluorescence.enabled:
         raise ConfigError(NEEDS_CHANNEL)
 
 
