@@ -90,7 +90,13 @@ def test_instances_are_the_blobs_around_their_cores():
     seeds[24:26, 14:16] = 2
     seeds[24:26, 34:36] = 3
     fg[5:15, 17:20] = True  # a fragment 2 px from the first blob
-    lab = Pipeline._assign(fg, seeds, 3)
+    # Core labels 5, 7, 9 (a dropped core's label 8 maps to 0) kept as scallops 1, 2, 3; one
+    # pixel of each core stands for it.
+    cores = np.zeros_like(seeds)
+    for core_label, scallop in ((5, 1), (7, 2), (9, 3)):
+        cores[seeds == scallop] = core_label
+    remap = np.array([0, 0, 0, 0, 0, 1, 0, 2, 0, 3], np.int32)
+    lab = Pipeline._assign(fg, cores, remap, (np.array([10, 15, 35]), np.array([9, 25, 24])))
     assert lab.dtype == np.int32 and lab.shape == fg.shape
     assert (lab[5:15, 5:15] == 1).all()
     assert (lab[20:30, 5:25] == 2).all() and (lab[20:30, 25:45] == 3).all()

@@ -152,15 +152,23 @@ class Pipeline:
             return img
         return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
-    def _split_merged(self, n: int, lab: np.ndarray, areas: np.ndarray):
+    def _split_merged(self, n: int, lab: np.ndarray, core: tuple[np.ndarray, np.ndarray, np.ndarray]):
         """Split core blobs that are clearly several scallops (not convex: solidity < 0.9)
         at their narrow necks: keep only pixels far from the blob's border (≥ 35 % of its
         deepest point), which separates round scallops touching or overlapping by ~10 %.
-        ``areas``: pixels per label (n,). Returns (n, lab, areas) with the new blobs appended."""
+        ``core``: the core pixels' x, y and label (raster order). Returns (n, lab, labels of
+        the core pixels) with the new blobs appended."""
+        px, py, pl = core
+        areas = np.bincount(pl, minlength=n)
         out = None
         nxt = n
         for k in np.flatnonzero(areas[1:] >= 30) + 1:
-            x, y, w, h = cv2.boundingRect(cv2.compare(lab, int(k), cv2.CMP_EQ))
+            # The blob's box from its own pixels: a compare over the whole frame per blob cost
+            # more than the rest of this loop.
+            mine = pl == k
+            xs, ys = px[mine], py[mine]
+            x, y = int(xs.min()), int(ys.min())
+            w, h = int(xs.max()) - x + 1, int(ys.max()) - y + 1
             m = (lab[y : y + h, x : x + w] == k).view(np.uint8)
             cnts, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             hull = cv2.contourArea(cv2.convexHull(np.concatenate(cnts)))
@@ -181,22 +189,23 @@ class Pipeline:
                 region[slab == j] = nxt
                 nxt += 1
         if out is None:
-            return n, lab, areas
-        return nxt, out, np.bincount(out.ravel(), minlength=nxt)
+            return n, lab, pl
+        return nxt, out, out[py, px]
 
     @staticmethod
-    def _assign(fg: np.ndarray, seeds: np.ndarray, nk: int) -> np.ndarray:
+    def _assign(fg: np.ndarray, lab: np.ndarray, remap: np.ndarray, seed_xy: tuple[np.ndarray, np.ndarray]):
         """Foreground (bool, H×W) → instance labels (int32): each connected foreground blob that
-        holds one kept core (``seeds``: 1..nk, 0 elsewhere) is that core's scallop; in a blob
-        holding several (touching scallops) every pixel goes to the nearest of its cores, which
-        splits them along the edge class the finder drew between them; a blob holding none
-        (a fragment, a sliver of a scallop at the frame's edge) is no scallop's. The distance
-        transform runs only on the blobs that need it: on the whole frame it cost more than
-        the rest of this stage."""
+        holds one kept core is that core's scallop; in a blob holding several (touching
+        scallops) every pixel goes to the nearest of its cores, which splits them along the
+        edge class the finder drew between them; a blob holding none (a fragment, a sliver of
+        a scallop at the frame's edge) is no scallop's. ``lab``: core labels, ``remap``: core
+        label → kept scallop 1..nk (0: dropped), ``seed_xy``: x and y of one pixel of each kept
+        scallop's core, in scallop order. The distance transform runs only on the blobs that
+        need it: on the whole frame it cost more than the rest of this stage."""
         nf, flab = cv2.connectedComponents(fg.view(np.uint8), connectivity=8)
-        on = seeds != 0  # cores are foreground: every seed pixel lies in some blob
-        pairs = np.unique(flab[on].astype(np.int64) * (nk + 1) + seeds[on])
-        blob, core = pairs // (nk + 1), (pairs % (nk + 1)).astype(np.int32)
+        # Cores are foreground and connected: all of a core lies in the blob of any one of its pixels.
+        blob = flab[seed_xy[1], seed_xy[0]]
+        core = np.arange(1, len(blob) + 1, dtype=np.int32)
         per_blob = np.bincount(blob, minlength=nf)
         table = np.zeros(nf, np.int32)
         single = per_blob[blob] == 1
@@ -205,7 +214,7 @@ class Pipeline:
         for j in np.flatnonzero(per_blob >= 2):
             x, y, w, h = cv2.boundingRect(cv2.compare(flab, int(j), cv2.CMP_EQ))
             inside = flab[y : y + h, x : x + w] == j
-            sd = np.where(inside, seeds[y : y + h, x : x + w], 0)
+            sd = np.where(inside, remap.take(lab[y : y + h, x : x + w]), 0)
             # Only this blob's cores are zeros of the transform: each pixel's nearest one.
             _, near = cv2.distanceTransformWithLabels(
                 (sd == 0).view(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL
@@ -228,20 +237,30 @@ class Pipeline:
         # where the finder drew the edge between them only faintly.
         core = cv2.erode(core, self._cross)
         area_px = self.coarse_mm**2
-        # Plain labelling + bincount: OpenCV's WithStats variant costs ~5x more at this size, and
-        # only the few blobs big enough to be split need a bounding box.
+        # Plain labelling, then counts and boxes from the core pixels alone (a few % of the
+        # frame): OpenCV's WithStats variant costs ~5x more at this size, a bincount over the
+        # whole label map twice as much as the labelling.
         n, lab = cv2.connectedComponents(core, connectivity=4)
-        areas = np.bincount(lab.ravel(), minlength=n)
-        n, lab, areas = self._split_merged(n, lab, areas)
+        cpts = cv2.findNonZero(core)
+        if cpts is None:
+            return None
+        cpts = cpts.reshape(-1, 2)
+        px, py = cpts[:, 0], cpts[:, 1]
+        n, lab, pl = self._split_merged(n, lab, (px, py, lab[py, px]))
+        areas = np.bincount(pl, minlength=n)
         keep = np.zeros(n, bool)
-        keep[1:] = areas[1:] * area_px >= self.config.min_core_area_mm2
+        # A label the split emptied has no pixel: never a scallop, even at a minimum area of 0.
+        keep[1:] = (areas[1:] > 0) & (areas[1:] * area_px >= self.config.min_core_area_mm2)
         nk = int(keep.sum())
         if nk == 0:
             return None
         remap = np.zeros(n, np.int32)
         remap[keep] = np.arange(1, nk + 1)
-        seeds = remap.take(lab)  # take: half the cost of fancy indexing for a lookup table
-        labels = self._assign(fg, seeds, nk)
+        # One pixel of each kept core (any will do), in the order of ``remap``.
+        anyone = np.zeros(n, np.intp)
+        anyone[pl] = np.arange(len(pl))
+        at = anyone[keep]
+        labels = self._assign(fg, lab, remap, (px[at], py[at]))
         # Per-instance sums in one pass over the labelled pixels instead of one mask per instance
         # (findNonZero: same raster order as np.nonzero, several times faster).
         pts = cv2.findNonZero(cv2.compare(labels, 0, cv2.CMP_GT))
