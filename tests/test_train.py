@@ -160,3 +160,45 @@ def test_no_uro_share_is_range_checked(capsys):
 
     assert main(["train", "--no-uro-share", "0.9", "--frames", "0"]) == 2
     assert "--no-uro-share=0.9 is out of range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("16,16,32", "expected four channel counts"),
+        ("16,16,32,x", "expected four whole numbers"),
+        ("16,16,32,3", "--parts-widths C4=3 is out of range"),
+        ("16,16,32,nan", "expected four whole numbers"),
+    ],
+)
+def test_widths_are_four_whole_channel_counts(capsys, text, want):
+    from scallop.app.cli import main
+
+    assert main(["train", "--parts-widths", text, "--frames", "0"]) == 2
+    assert want in capsys.readouterr().err
+
+
+def test_a_narrower_network_trains_exports_and_runs(material, tmp_path, capsys):
+    """The widths reach the network, its checkpoint and the exported graph, which the runtime
+    (rewrite included) runs; fine-tuning keeps a model's widths and refuses others."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from scallop.app.cli import main
+    from scallop.models.runtime import SegModel
+    from scallop.models.train import train
+
+    _, prep = material
+    cfg = TrainConfig(
+        seed=3, batch_parts=4, batch_finder=2, iters=3, warmup=1, threads=1, log_every=3,
+        finder_widths=(16, 16, 32, 48), parts_widths=(8, 16, 16, 32),
+    )  # fmt: skip
+    out = train(prep, tmp_path / "narrow.onnx", cfg, log=lambda m: None)
+    saved = torch.load(out.with_suffix(".pt"))
+    assert tuple(saved["config"]["parts_widths"]) == (8, 16, 16, 32)
+    assert saved["state_dict"]["parts.stem.0.weight"].shape[0] == 8
+    model = SegModel(str(out), threads=1)
+    logits = model.run_parts(np.zeros((2, cfg.crop, cfg.crop, 3), np.uint8))
+    assert logits.shape == (2, 4, cfg.crop, cfg.crop) and np.isfinite(logits).all()
+    for init in (out, out.with_suffix(".pt")):
+        rc = main(["train", "--init", str(init), "--parts-widths", "16,24,32,48", "--frames", "0"])
+        assert rc == 2 and "is a parts network of widths 8,16,16,32" in capsys.readouterr().err

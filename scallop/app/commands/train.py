@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +81,14 @@ def register(sub) -> None:
         help="3: colour only (the shipped model); 4: the parts stage also takes the fluorescence image",
     )
     p.add_argument("--uv-finder", action="store_true", help="with --channels 4: the finder takes it too")
+    for stage, default in (("finder", "12,24,32,48"), ("parts", "16,24,32,48")):
+        p.add_argument(
+            f"--{stage}-widths",
+            metavar="C1,C2,C3,C4",
+            help=f"channels of the {stage} network at 1/2, 1/4, 1/8 and 1/16 of its input (default {default}; "
+            "with --init a model's own): narrower networks are faster (scallop bench vision --model) and must be "
+            "trained, and checked, anew",
+        )
     p.add_argument(
         "--hard-share",
         type=float,
@@ -163,6 +172,21 @@ def split_real(sources: list[str], share: float, seed: int) -> list[tuple[str, s
     return out
 
 
+def parse_widths(key: str, text: str) -> tuple[int, int, int, int]:
+    """``C1,C2,C3,C4`` → four channel counts, each a whole number from 4 to 256."""
+    from scallop.errors import ConfigError, check_number
+
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{key}={text!r}: expected four whole numbers C1,C2,C3,C4 (e.g. 16,24,32,48)") from None
+    if len(widths) != 4:
+        raise ConfigError(f"{key}={text!r}: expected four channel counts C1,C2,C3,C4, got {len(widths)}")
+    for i, w in enumerate(widths, start=1):
+        check_number(f"{key} C{i}", w, 4, 256, integer=True)
+    return widths  # type: ignore[return-value]
+
+
 def _subset(src: str, indices: set[int], keep: bool):
     from scallop.app.evaluation import labelled_samples
 
@@ -177,7 +201,10 @@ def run(args) -> int:
     try:
         import torch
     except ImportError:
-        print("scallop train: error: torch is not installed; install the train extra: pip install -e '.[train]'")
+        print(
+            "scallop train: error: torch is not installed; install the train extra: pip install -e '.[train]'",
+            file=sys.stderr,
+        )
         return 2
     from scallop.app.evaluation import evaluate
     from scallop.errors import check_number
@@ -189,7 +216,7 @@ def run(args) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.frames < 0 or args.iters < 1 or args.workers < 0:
-        print("scallop train: error: --frames, --workers must be ≥ 0 and --iters ≥ 1")
+        print("scallop train: error: --frames, --workers must be ≥ 0 and --iters ≥ 1", file=sys.stderr)
         return 2
     check_number("--real-share", args.real_share, 0.0, 1.0)
     check_number("--holdout-share", args.holdout_share, 0.0, 0.9)
@@ -199,7 +226,10 @@ def run(args) -> int:
     if args.no_uro_share is not None:
         check_number("--no-uro-share", args.no_uro_share, 0.0, 0.5)
     if args.uv_finder and args.channels != 4:
-        print("scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4")
+        print(
+            "scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4",
+            file=sys.stderr,
+        )
         return 2
     uv_stages = (("finder", "parts") if args.uv_finder else ("parts",)) if args.channels == 4 else ()
     work = Path(args.workdir)
@@ -222,9 +252,13 @@ def run(args) -> int:
         "generator": "scallop sim dataset (whole appearance envelope, randomised per frame)",
     }
     shape = {}
+    # The network's shape and scales are the model's own, whatever the defaults say now.
+    keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
+    if args.init and Path(args.init).suffix.lower() != ".onnx":
+        # A checkpoint carries the config it was trained with (models.train writes it beside the weights).
+        saved = torch.load(args.init, map_location="cpu").get("config", {})
+        shape = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in keys}
     if args.init and Path(args.init).suffix.lower() == ".onnx":
-        # The network's shape and scales are the model's own, whatever the defaults say now.
-        keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
         shape = {
             k: (tuple(v) if isinstance(v, list) else v)
             for k, v in onnx_train_config(Path(args.init)).items()
@@ -237,9 +271,24 @@ def run(args) -> int:
         if theirs != uv_stages and theirs:
             print(
                 f"scallop train: error: {args.init} takes the fluorescence channel in {list(theirs) or 'no'} stage(s), "
-                f"this run asks for {list(uv_stages) or 'none'}: give the matching --channels / --uv-finder"
+                f"this run asks for {list(uv_stages) or 'none'}: give the matching --channels / --uv-finder",
+                file=sys.stderr,
             )
             return 2
+    for stage in ("finder", "parts"):
+        text = getattr(args, f"{stage}_widths")
+        if text is None:
+            continue
+        widths = parse_widths(f"--{stage}-widths", text)
+        if f"{stage}_widths" in shape and tuple(shape[f"{stage}_widths"]) != widths:
+            print(
+                f"scallop train: error: --{stage}-widths {text}: {args.init} is a {stage} network of widths "
+                f"{','.join(map(str, shape[f'{stage}_widths']))}; fine-tuning keeps a model's widths (train a narrower "
+                "network without --init)",
+                file=sys.stderr,
+            )
+            return 2
+        shape[f"{stage}_widths"] = widths
     cfg = TrainConfig(
         seed=args.seed,
         iters=args.iters,
@@ -288,7 +337,7 @@ def run(args) -> int:
         )
     except ValueError as e:
         bar.close(failed=True)
-        print(f"scallop train: error: {e}")
+        print(f"scallop train: error: {e}", file=sys.stderr)
         return 2
     except BaseException:
         bar.close(failed=True)
