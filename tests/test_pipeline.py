@@ -96,11 +96,47 @@ def test_instances_are_the_blobs_around_their_cores():
     for core_label, scallop in ((5, 1), (7, 2), (9, 3)):
         cores[seeds == scallop] = core_label
     remap = np.array([0, 0, 0, 0, 0, 1, 0, 2, 0, 3], np.int32)
+    cores[26:28, 24:26] = 8  # a core too small to keep, between the two: not a seed of its own
     lab = Pipeline._assign(fg, cores, remap, (np.array([10, 15, 35]), np.array([9, 25, 24])))
     assert lab.dtype == np.int32 and lab.shape == fg.shape
     assert (lab[5:15, 5:15] == 1).all()
     assert (lab[20:30, 5:25] == 2).all() and (lab[20:30, 25:45] == 3).all()
     assert (lab[5:15, 17:20] == 0).all() and (lab[~fg] == 0).all()
+
+
+def _dumbbell(h=96, w=160):
+    """Finder logits of two round scallops whose cores a bar joins: one core blob that the
+    split separates (and, in doing so, empties its label)."""
+    yy, xx = np.mgrid[:h, :w]
+    lg = np.zeros((3, h, w), np.float32)
+    lg[0] = 1.0
+    for cx in (45, 85):
+        d = np.hypot(xx - cx, yy - 48)
+        lg[2][d < 16] = 2.0
+        lg[1][d < 13] = 3.0
+    lg[1][46:51, 45:86] = 3.0
+    return lg
+
+
+@pytest.mark.parametrize("min_scallop", [0.0, 300.0])
+def test_a_split_blob_gives_its_pieces_even_with_no_minimum_core_area(pipe, min_scallop):
+    """The label a split empties is no scallop's, at any minimum area: at 0 it was kept with
+    no pixel, its centroid 0/0 (NaN) and detect() failed on it."""
+    p = Pipeline(pipe.model, PipelineConfig(threads=1, min_core_area_mm2=0.0, min_scallop_area_mm2=min_scallop))
+    labels, ks, conf, cx, cy = p._instances(_dumbbell(), (96, 160))
+    assert list(ks) == [1, 2] and np.isfinite(conf).all()
+    assert np.allclose(sorted(cx), [45, 85], atol=2) and np.allclose(cy, 48, atol=1)
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_a_frame_of_one_finder_pixel(pipe):
+    """The smallest frame: no blob, and nothing that fails (a 1x1 compare with a scalar used to
+    come back 4x1)."""
+    p = Pipeline(pipe.model, PipelineConfig(threads=1, min_core_area_mm2=0.0, min_scallop_area_mm2=0.0))
+    lg = np.zeros((3, 1, 1), np.float32)
+    lg[1] = 1.0
+    found = p._instances(lg, (1, 1))
+    assert found is not None and list(found[1]) == [1] and found[0].shape == (1, 1)
 
 
 # ------------------------------------------------------------------ normalisation

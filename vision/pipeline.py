@@ -256,14 +256,17 @@ class Pipeline:
             return None
         remap = np.zeros(n, np.int32)
         remap[keep] = np.arange(1, nk + 1)
-        # One pixel of each kept core (any will do), in the order of ``remap``.
+        # One pixel of each kept core (any will do), in the order of ``remap``: every kept label
+        # has one (``areas > 0`` above), or ``anyone`` would point it at another core's pixel.
         anyone = np.zeros(n, np.intp)
         anyone[pl] = np.arange(len(pl))
         at = anyone[keep]
         labels = self._assign(fg, lab, remap, (px[at], py[at]))
         # Per-instance sums in one pass over the labelled pixels instead of one mask per instance
         # (findNonZero: same raster order as np.nonzero, several times faster).
-        pts = cv2.findNonZero(cv2.compare(labels, 0, cv2.CMP_GT))
+        # (findNonZero takes the int32 labels, all >= 0: a compare with the scalar 0 would be
+        # read as a 4-vector against a 1x1 array.)
+        pts = cv2.findNonZero(labels)
         if pts is None:
             return None
         pts = pts.reshape(-1, 2)
