@@ -45,7 +45,7 @@ class SepConv(nn.Module):
 class TinyUNet(nn.Module):
     """Encoder at 1/2…1/16, decoder back to 1/2, logits upsampled to the input size."""
 
-    def __init__(self, n_classes: int, widths: tuple[int, int, int, int] = (16, 24, 32, 48), in_planes: int = 3):
+    def __init__(self, n_classes: int, widths: tuple[int, int, int, int] = (16, 16, 32, 48), in_planes: int = 3):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.stem = conv_bn_relu(in_planes, c1, stride=2)
@@ -84,8 +84,8 @@ class ScallopNet(nn.Module):
 
     def __init__(
         self,
-        finder_widths=(12, 24, 32, 48),
-        parts_widths=(16, 24, 32, 48),
+        finder_widths=(16, 16, 32, 48),
+        parts_widths=(16, 16, 32, 48),
         n_finder: int = 3,
         n_parts: int = 4,
         finder_planes: int = 3,

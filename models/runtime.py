@@ -308,11 +308,13 @@ class SegModel:
             _log.warning("%s: running the graph as it is (its CPU rewrite is not used: %s)", p, why)
             return
         self.session, self._upsampled = fast, done.upsampled
-        self.graph = (
-            f"rewritten for the CPU: {done.padded_convs} convolutions padded to multiples of {cpugraph.BLOCK} "
-            f"channels ({done.widened_convs} more reading padded inputs), {len(done.upsampled)} outputs upsampled "
-            "outside the graph"
+        padding = (
+            f"{done.padded_convs} convolutions padded to multiples of {cpugraph.BLOCK} channels "
+            f"({done.widened_convs} more reading padded inputs)"
+            if done.padded_convs
+            else f"no convolution needed padding to {cpugraph.BLOCK} channels"
         )
+        self.graph = f"rewritten for the CPU: {padding}, {len(done.upsampled)} outputs upsampled outside the graph"
 
     @property
     def channels(self) -> int:

@@ -60,8 +60,8 @@ class TrainConfig:
     device: str = "cpu"
     real_share: float = 0.5  # share of each batch drawn from real labelled photos (when there are sim frames too)
     freeze_bn: bool = False  # keep batch-norm statistics (fine-tuning from an ONNX model, whose are folded)
-    finder_widths: tuple[int, int, int, int] = (12, 24, 32, 48)
-    parts_widths: tuple[int, int, int, int] = (16, 24, 32, 48)
+    finder_widths: tuple[int, int, int, int] = (16, 16, 32, 48)
+    parts_widths: tuple[int, int, int, int] = (16, 16, 32, 48)
     data_description: str = ""
     log_every: int = 100
     # Stages fed the fluorescence channel as a fourth plane: () colour only (the shipped

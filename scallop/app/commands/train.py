@@ -81,7 +81,7 @@ def register(sub) -> None:
         help="3: colour only (the shipped model); 4: the parts stage also takes the fluorescence image",
     )
     p.add_argument("--uv-finder", action="store_true", help="with --channels 4: the finder takes it too")
-    for stage, default in (("finder", "12,24,32,48"), ("parts", "16,24,32,48")):
+    for stage, default in (("finder", "16,16,32,48"), ("parts", "16,16,32,48")):
         p.add_argument(
             f"--{stage}-widths",
             metavar="C1,C2,C3,C4",
