@@ -390,7 +390,9 @@ def test_empty_belt_gives_no_detections(pipe):
 
 def test_pickable_grips_keep_the_jaw_off_the_true_adductor(pipe):
     """On rendered frames every pickable grasp lies on (within 1 mm of) the true uro and the
-    2 mm jaw disk clears the true adductor; the doubt margin widens that clearance."""
+    2 mm jaw disk clears the true adductor, at the default doubt margin and a wider one. The
+    wider margin picks no more uros; it need not put each grasp farther from the true adductor
+    (the search may settle on a shallower point on another side of the uro), only off it."""
     wide = Pipeline(pipe.model, replace(pipe.config, adductor_doubt_logit=3.0))
     gaps = {"default": [], "wide": []}
     for s in _frames(12, 960, 600, 0.5, seed=23):
@@ -404,9 +406,8 @@ def test_pickable_grips_keep_the_jaw_off_the_true_adductor(pipe):
                 gaps[name].append(float(d_add[y, x]))
     assert len(gaps["default"]) >= 15
     assert min(gaps["default"]) > 2.0
-    # A wider doubt margin picks fewer or equal uros, each at least as far from the adductor.
     assert len(gaps["wide"]) <= len(gaps["default"])
-    assert min(gaps["wide"]) >= min(gaps["default"]) - 1e-6 or len(gaps["wide"]) == 0
+    assert not gaps["wide"] or min(gaps["wide"]) > 2.0
 
 
 def test_overlay_labels_are_readable_on_a_white_belt():
