@@ -392,7 +392,7 @@ def test_pickable_grips_keep_the_jaw_off_the_true_adductor(pipe):
     """On rendered frames every pickable grasp lies on (within 1 mm of) the true uro and the
     2 mm jaw disk clears the true adductor, at the default doubt margin and a wider one. The
     wider margin picks no more uros; it need not put each grasp farther from the true adductor
-    (the search may settle on a shallower point on another side of the uro), only off it."""
+    (the grasp search may settle elsewhere on the uro), only off it."""
     wide = Pipeline(pipe.model, replace(pipe.config, adductor_doubt_logit=3.0))
     gaps = {"default": [], "wide": []}
     for s in _frames(12, 960, 600, 0.5, seed=23):
