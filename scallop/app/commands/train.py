@@ -1,4 +1,4 @@
-"""``scallop train``: reproduce the shipped model from a seed, or adapt it to a line."""
+"""``scallop train``: train the model from a seed (models/README.md has the shipped files' commands), or adapt it to a line."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def register(sub) -> None:
             "Train the two-stage segmentation model and export one self-contained ONNX file.\n"
             "Needs the optional extra: pip install -e '.[train]'\n\n"
             "examples:\n"
-            "  scallop train --out runs/model.onnx                 # reproduce the shipped model (seed 0)\n"
+            "  scallop train --out runs/model.onnx                 # a model from seed 0 (the shipped files' runs:\n"
+            "                                                      # models/README.md, Training)\n"
             "  scallop train --real data/line3 --init live.onnx --frames 400 --iters 1500 --warmup 100 \\\n"
             "      --lr 5e-4 --out runs/line3.onnx            # fine-tune the live model on a line's photos\n\n"
             "Simulator frames are drawn from the seed in memory by --workers processes (frame i\n"
