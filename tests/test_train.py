@@ -155,6 +155,13 @@ def test_no_uro_share_sets_the_share_of_training_scallops_without_a_uro():
     assert sim_settings(False, 0.0, None).product.no_uro_share == 0.05
 
 
+def test_a_warmup_as_long_as_training_is_refused_before_drawing(capsys):
+    from scallop.app.cli import main
+
+    assert main(["train", "--iters", "5", "--warmup", "10", "--frames", "2400", "--workers", "0"]) == 2
+    assert "--warmup 10 must be below --iters 5" in capsys.readouterr().err
+
+
 def test_no_uro_share_is_range_checked(capsys):
     from scallop.app.cli import main
 

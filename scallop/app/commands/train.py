@@ -86,9 +86,9 @@ def register(sub) -> None:
         p.add_argument(
             f"--{stage}-widths",
             metavar="C1,C2,C3,C4",
-            help=f"channels of the {stage} network at 1/2, 1/4, 1/8 and 1/16 of its input (default {default}; "
-            "with --init a model's own): narrower networks are faster (scallop bench vision --model) and must be "
-            "trained, and checked, anew",
+            help=f"channels of the {stage} network at 1/2, 1/4, 1/8 and 1/16 of its input, each 4..256 (default "
+            f"{default}; with --init a model's own): narrower networks are faster (scallop bench vision --model), "
+            "down to 16 channels (the CPU runtime pads fewer back to 16), and must be trained, and checked, anew",
         )
     p.add_argument(
         "--hard-share",
@@ -180,9 +180,11 @@ def parse_widths(key: str, text: str) -> tuple[int, int, int, int]:
     try:
         widths = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"{key}={text!r}: expected four whole numbers C1,C2,C3,C4 (e.g. 16,24,32,48)") from None
+        raise ConfigError(
+            f"{key}={text!r}: expected four whole numbers C1,C2,C3,C4, each 4..256 (e.g. 16,16,32,48)"
+        ) from None
     if len(widths) != 4:
-        raise ConfigError(f"{key}={text!r}: expected four channel counts C1,C2,C3,C4, got {len(widths)}")
+        raise ConfigError(f"{key}={text!r}: expected four channel counts C1,C2,C3,C4, each 4..256, got {len(widths)}")
     for i, w in enumerate(widths, start=1):
         check_number(f"{key} C{i}", w, 4, 256, integer=True)
     return widths  # type: ignore[return-value]
@@ -222,6 +224,9 @@ def run(args) -> int:
     check_number("--real-share", args.real_share, 0.0, 1.0)
     check_number("--holdout-share", args.holdout_share, 0.0, 0.9)
     check_number("--warmup", args.warmup, 1, 1_000_000, integer=True)
+    if args.warmup >= args.iters:  # said now, not after minutes of drawing frames
+        print(f"scallop train: error: --warmup {args.warmup} must be below --iters {args.iters}", file=sys.stderr)
+        return 2
     check_number("--lr", args.lr, 1e-7, 1.0)
     check_number("--hard-share", args.hard_share, 0.0, 1.0)
     if args.no_uro_share is not None:
@@ -284,8 +289,8 @@ def run(args) -> int:
         if f"{stage}_widths" in shape and tuple(shape[f"{stage}_widths"]) != widths:
             print(
                 f"scallop train: error: --{stage}-widths {text}: {args.init} is a {stage} network of widths "
-                f"{','.join(map(str, shape[f'{stage}_widths']))}; fine-tuning keeps a model's widths (train a narrower "
-                "network without --init)",
+                f"{','.join(map(str, shape[f'{stage}_widths']))}; fine-tuning keeps a model's widths (train a network of "
+                "other widths without --init)",
                 file=sys.stderr,
             )
             return 2
