@@ -157,7 +157,7 @@ class Pipeline:
         at their narrow necks: keep only pixels far from the blob's border (≥ 35 % of its
         deepest point), which separates round scallops touching or overlapping by ~10 %.
         ``core``: the core pixels' x, y and label (raster order). Returns (n, lab, labels of
-        the core pixels) with the new blobs appended."""
+        the core pixels, pixels per label) with the new blobs appended."""
         px, py, pl = core
         areas = np.bincount(pl, minlength=n)
         out = None
@@ -189,8 +189,9 @@ class Pipeline:
                 region[slab == j] = nxt
                 nxt += 1
         if out is None:
-            return n, lab, pl
-        return nxt, out, out[py, px]
+            return n, lab, pl, areas
+        pl = out[py, px]
+        return nxt, out, pl, np.bincount(pl, minlength=nxt)
 
     @staticmethod
     def _assign(fg: np.ndarray, lab: np.ndarray, remap: np.ndarray, seed_xy: tuple[np.ndarray, np.ndarray]):
@@ -246,8 +247,7 @@ class Pipeline:
             return None
         cpts = cpts.reshape(-1, 2)
         px, py = cpts[:, 0], cpts[:, 1]
-        n, lab, pl = self._split_merged(n, lab, (px, py, lab[py, px]))
-        areas = np.bincount(pl, minlength=n)
+        n, lab, pl, areas = self._split_merged(n, lab, (px, py, lab[py, px]))
         keep = np.zeros(n, bool)
         # A label the split emptied has no pixel: never a scallop, even at a minimum area of 0.
         keep[1:] = (areas[1:] > 0) & (areas[1:] * area_px >= self.config.min_core_area_mm2)
