@@ -258,22 +258,22 @@ def run(args) -> int:
         "generator": "scallop sim dataset (whole appearance envelope, randomised per frame)",
     }
     shape = {}
-    # The network's shape and scales are the model's own, whatever the defaults say now.
-    keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
-    if args.init and Path(args.init).suffix.lower() != ".onnx":
-        # A checkpoint carries the config it was trained with (models.train writes it beside the weights).
-        saved = torch.load(args.init, map_location="cpu").get("config", {})
+    from_onnx = bool(args.init) and Path(args.init).suffix.lower() == ".onnx"
+    if args.init:
+        # The network's shape and scales are the model's own, whatever the defaults say now: an
+        # exported model's metadata or the config a checkpoint was trained with (models.train
+        # writes it beside the weights).
+        if from_onnx:
+            saved = onnx_train_config(Path(args.init))
+        else:
+            saved = torch.load(args.init, map_location="cpu").get("config", {})
+        keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
         shape = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in keys}
-    if args.init and Path(args.init).suffix.lower() == ".onnx":
-        shape = {
-            k: (tuple(v) if isinstance(v, list) else v)
-            for k, v in onnx_train_config(Path(args.init)).items()
-            if k in keys
-        }
+    if from_onnx:
         # Which stages take the fluorescence channel is the model's too (a colour-only model's
         # config does not name it): asking a 4-channel model for other channels is refused.
         # A colour-only model may seed a 4-channel one (the fluorescence weights start at zero).
-        theirs = tuple(onnx_train_config(Path(args.init)).get("uv_stages", ()))
+        theirs = tuple(saved.get("uv_stages", ()))
         if theirs != uv_stages and theirs:
             print(
                 f"scallop train: error: {args.init} takes the fluorescence channel in {list(theirs) or 'no'} stage(s), "
