@@ -209,3 +209,20 @@ def test_a_narrower_network_trains_exports_and_runs(material, tmp_path, capsys):
     for init in (out, out.with_suffix(".pt")):
         rc = main(["train", "--init", str(init), "--parts-widths", "16,24,32,48", "--frames", "0"])
         assert rc == 2 and "is a parts network of widths 8,16,16,32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"garbage\x00\xff", None])
+def test_a_file_that_is_no_checkpoint_is_refused_in_one_line(tmp_path, capsys, content):
+    torch = pytest.importorskip("torch")
+    from scallop.app.cli import main
+
+    bad = tmp_path / "bad.pt"
+    if content is None:
+        torch.save(torch.zeros(3), bad)  # a torch file, but no weights and config of ours
+    else:
+        bad.write_bytes(content)
+    assert main(["train", "--init", str(bad), "--frames", "0"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"scallop train: error: {bad}: not a checkpoint written by scallop train (a .pt file with its weights and config)"
+    ]

@@ -190,6 +190,22 @@ def parse_widths(key: str, text: str) -> tuple[int, int, int, int]:
     return widths  # type: ignore[return-value]
 
 
+def _checkpoint_config(torch, path: str) -> dict:
+    """The config a ``scallop train`` checkpoint (.pt) records; :class:`DataError` for a file
+    that is none (torch's own errors run to several lines of its internals)."""
+    from scallop.errors import DataError
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        saved = torch.load(path, map_location="cpu")
+    except Exception:
+        saved = None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise DataError(f"{path}: not a checkpoint written by scallop train (a .pt file with its weights and config)")
+    return saved.get("config", {})
+
+
 def _subset(src: str, indices: set[int], keep: bool):
     from scallop.app.evaluation import labelled_samples
 
@@ -266,7 +282,7 @@ def run(args) -> int:
         if from_onnx:
             saved = onnx_train_config(Path(args.init))
         else:
-            saved = torch.load(args.init, map_location="cpu").get("config", {})
+            saved = _checkpoint_config(torch, args.init)
         keys = ("finder_mm_per_px", "parts_mm_per_px", "crop", "edge_px", "finder_widths", "parts_widths")
         shape = {k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items() if k in keys}
     if from_onnx:
