@@ -87,17 +87,44 @@ def companion_path(frame: str | os.PathLike) -> Path:
     return exact
 
 
-def companion_of(frame: str | os.PathLike) -> Path | None:
+def companion_paths(frames) -> list[Path]:
+    """:func:`companion_path` of each frame, each folder listed at most once: a folder of
+    thousands of frames without companions would otherwise be listed once a frame."""
+    lowered: dict[Path, dict[str, str]] = {}
+    out = []
+    for frame in frames:
+        p = Path(frame)
+        exact = p.with_name(p.stem + COMPANION_SUFFIX)
+        if exact.exists() or exact.is_symlink():
+            out.append(exact)
+            continue
+        if p.parent not in lowered:
+            names: dict[str, str] = {}
+            try:
+                with os.scandir(p.parent) as entries:
+                    for e in entries:
+                        if is_companion(e.name):
+                            names.setdefault(e.name.lower(), e.name)  # the first, as companion_path takes it
+            except OSError:  # no such folder: the frame's own read says so
+                pass
+            lowered[p.parent] = names
+        out.append(p.with_name(lowered[p.parent].get(exact.name.lower(), exact.name)))
+    return out
+
+
+def companion_of(frame: str | os.PathLike, at: Path | None = None) -> Path | None:
     """The fluorescence companion beside ``frame`` (``x.jpg`` → ``x.uv.png``), None if absent
-    (or not a file: :func:`broken_companion` tells the two apart)."""
-    c = companion_path(frame)
+    (or not a file: :func:`broken_companion` tells the two apart). ``at``: its
+    :func:`companion_path` when already known."""
+    c = companion_path(frame) if at is None else at
     return c if c.is_file() else None
 
 
-def broken_companion(frame: str | os.PathLike) -> Path | None:
+def broken_companion(frame: str | os.PathLike, at: Path | None = None) -> Path | None:
     """Something named as ``frame``'s companion that is not a file (a folder, a dangling
-    link): a pair that cannot be read, not a frame without one. None otherwise."""
-    c = companion_path(frame)
+    link): a pair that cannot be read, not a frame without one. None otherwise. ``at``: its
+    :func:`companion_path` when already known."""
+    c = companion_path(frame) if at is None else at
     return c if not c.is_file() and (c.exists() or c.is_symlink()) else None
 
 

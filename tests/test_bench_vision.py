@@ -36,7 +36,7 @@ def test_profile_and_side_by_side_are_written(tmp_path, capsys):
     out = tmp_path / "v.json"
     argv = ["bench", "vision", "--frames", "4", "--distinct", "2", "--warmup", "1", "--scallops", "0,2"]
     argv += ["--width", "640", "--height", "480", "--profile", "--anchor", str(_anchor(tmp_path / "a.onnx"))]
-    assert main([*argv, "--files", "3", "--repeats", "2", "--out", str(out)]) == 0
+    assert main([*argv, "--files", "3", "--repeats", "2", "--jobs", "2", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["frames"] == 4 and 0 <= res["scallops_range"][0] <= res["scallops_range"][1] <= 2
     assert {"decode", "finder", "crops", "parts", "post"} <= {k[:-3] for k in res["profile"]}
@@ -44,9 +44,14 @@ def test_profile_and_side_by_side_are_written(tmp_path, capsys):
     f = res["files"]
     assert f["files"] == 3 and len(f["ratio_per_round"]) == 2 and f["ratio_of_medians"] > 0
     assert f["anchor_file"] == "a.onnx" and len(res["load_avg_before"]) == 3
-    # Both loops, both sides: the read-ahead one (scallop detect's) and file by file.
-    assert len(f["serial"]["ratio_per_round"]) == 2 and f["serial"]["scallop"]["median_ms"] > 0
-    assert "read ahead" in f["loop"] and "file by file" in f["serial"]["loop"]
+    # Three loops, both sides: worker processes (scallop detect's on a large folder, the
+    # headline), one process reading ahead (a small folder), and file by file.
+    assert f["jobs"] == 2 and len(f["scallop"]["per_round_ms"]) == len(f["anchor"]["per_round_ms"]) == 2
+    assert "worker processes" in f["loop"] and f["ratio_to_anchor_protocol"] > 0
+    assert f["workers_start_s"]["scallop"] > 0 and f["workers_start_s"]["anchor"] > 0
+    for loop in ("ahead", "serial"):
+        assert len(f[loop]["ratio_per_round"]) == 2 and f[loop]["scallop"]["median_ms"] > 0
+    assert "read ahead" in f["ahead"]["loop"] and "file by file" in f["serial"]["loop"]
     assert "faster" in capsys.readouterr().out
 
 
@@ -77,4 +82,4 @@ def test_a_bad_scallop_range_is_refused_by_name(text):
 
 def test_a_missing_anchor_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="missing.onnx"):
-        side_by_side(None, str(tmp_path / "missing.onnx"), [], 1, 1, 0.5, 1)
+        side_by_side(str(tmp_path / "missing.onnx"), [], 1, 1, 0.5, 1, 1, None)

@@ -20,8 +20,10 @@ def register(sub) -> None:
             "decode a file would cost. --anchor also times 'scallop detect' on JPEG files\n"
             "(decode included) side by side with a YOLOv8n-seg@640 ONNX on the same files\n"
             "(decode, letterbox, one run: as its README times it) and reports the ratio, for\n"
-            "two loops on both sides alike: the next file decoded on a second thread meanwhile\n"
-            "(as scallop detect reads its files), and read-then-work file by file.\n"
+            "three loops on both sides alike: worker processes side by side (as scallop detect\n"
+            "analyses a folder of 200 images or more; the headline), one process with the next\n"
+            "file decoded on a second thread meanwhile (a smaller folder), and read-then-work\n"
+            "file by file.\n"
             "The 1-minute load average is reported beside the figures: the machine may be shared.\n\n"
             "example:\n  scallop bench vision --frames 1000 --profile --json --out bench/vision.json\n"
             "  scallop bench vision --anchor PATH/yolov8n-seg_640.onnx --files 100"
@@ -47,6 +49,13 @@ def register(sub) -> None:
     p.add_argument("--anchor", metavar="ONNX", help="YOLOv8n-seg@640 ONNX to time side by side on JPEG files")
     p.add_argument("--files", type=int, default=100, help="JPEG files for the side-by-side (default 100)")
     p.add_argument("--repeats", type=int, default=2, help="rounds of the side-by-side, interleaved (default 2)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="worker processes for the side-by-side, both sides (default: as scallop detect takes for a large "
+        "folder, one per core up to 8)",
+    )
     p.add_argument("--out", default="bench/vision.json")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -130,6 +139,12 @@ def run(args) -> int:
     check_number("--frames", args.frames, 1, 10**6, integer=True)
     check_number("--distinct", args.distinct, 1, 10**4, integer=True)
     lo, hi = _scallop_range(args.scallops)
+    from scallop.app.commands.detect import MAX_AUTO_JOBS
+    from scallop.workers import usable_cores
+
+    if args.jobs is not None:
+        check_number("--jobs", args.jobs, 1, 64, integer=True)
+    jobs = args.jobs or min(usable_cores(), MAX_AUTO_JOBS)  # what scallop detect takes for a large folder
     from scallop.models.runtime import SegModel
 
     model = SegModel(args.model or None, threads=args.threads, rewrite=not args.plain_graph)
@@ -140,6 +155,12 @@ def run(args) -> int:
         from scallop.errors import ConfigError
 
         raise ConfigError("--anchor times colour JPEG files against YOLOv8n-seg: give a colour-only model for it")
+    if args.plain_graph and args.anchor:
+        from scallop.errors import ConfigError
+
+        raise ConfigError(
+            "--plain-graph and --anchor: scallop detect runs the rewritten graph; time the plain one alone"
+        )
     frames = bench_frames(args.distinct, args.width, args.height, args.mm_per_px, args.seed, lo, hi, uv=uvs)
 
     def uv_of(i: int):
@@ -192,7 +213,9 @@ def run(args) -> int:
     if args.profile:
         res["profile"] = {k: _stats(v) for k, v in stages.items()}
     if args.anchor:
-        res["files"] = side_by_side(pipe, args.anchor, frames, args.files, args.repeats, args.mm_per_px, args.threads)
+        res["files"] = side_by_side(
+            args.anchor, frames, args.files, args.repeats, args.mm_per_px, args.threads, jobs, args.model
+        )
     if not write_figures(res, args.out, args.json):
         print(
             f"{res['frames']} frames {args.width}x{args.height} in memory, {res['scallops_per_frame']} scallops/frame "
@@ -210,65 +233,109 @@ def run(args) -> int:
         if args.anchor:
             f = res["files"]
             print(
-                f"  files ({f['files']} JPEGs x {f['repeats']}, decode included): scallop detect median "
-                f"{f['scallop']['median_ms']} ms, p99 {f['scallop']['p99_ms']}; YOLOv8n-seg@640 median "
-                f"{f['anchor']['median_ms']} ms: {f['ratio_of_medians']}x faster "
-                f"(per round {', '.join(map(str, f['ratio_per_round']))}), the next file read ahead on both "
-                f"sides; read then work, file by file: {f['serial']['scallop']['median_ms']} against "
-                f"{f['serial']['anchor']['median_ms']} ms, {f['serial']['ratio_of_medians']}x; "
-                f"load avg {f['load_avg_1min']}"
+                f"  files ({f['files']} JPEGs x {f['repeats']}, decode included), {f['jobs']} worker processes on "
+                f"both sides: scallop detect {f['scallop']['median_ms']} ms a file, YOLOv8n-seg@640 "
+                f"{f['anchor']['median_ms']} ms: {f['ratio_of_medians']}x faster (per round "
+                f"{', '.join(map(str, f['ratio_per_round']))}; against the anchor as its README times it "
+                f"{f['ratio_to_anchor_protocol']}x); processes started in {f['workers_start_s']['scallop']} s"
             )
+            for loop, what in (("ahead", "one process, the next file read ahead"), ("serial", "file by file")):
+                g = f[loop]
+                print(
+                    f"    {what}: {g['scallop']['median_ms']} against {g['anchor']['median_ms']} ms, "
+                    f"{g['ratio_of_medians']}x"
+                )
+            print(f"    load avg {f['load_avg_1min']}")
     return 0
 
 
-def side_by_side(pipe, anchor: str, frames, n: int, repeats: int, mm_per_px: float, threads: int) -> dict:
-    """``scallop detect``'s per-file work (read the JPEG, detect) against the anchor's (decode,
-    letterbox to 640x640, one onnxruntime run: shared/anchors/README.md) on the same files,
-    in alternating rounds so that a change in the machine's load falls on both.
-
-    Two loops each: ``serial`` reads a file, then works on it (the anchor README's protocol);
-    the headline loop reads the next file on a second thread meanwhile, as ``scallop detect``
-    does (``scallop.imagefiles.read_ahead``), for both sides alike. A file's time there is the
-    interval between two results, so the figures are what a folder costs per file."""
-    import tempfile
-
-    import cv2
-    import numpy as np
+def _anchor_session(anchor: str, threads: int):
     import onnxruntime as ort
 
-    from scallop.errors import ConfigError, check_number
-    from scallop.imagefiles import read_ahead
-    from scallop.vision.camera import read_image
-
-    check_number("--files", n, 1, 10000, integer=True)
-    check_number("--repeats", repeats, 1, 100, integer=True)
-    if not Path(anchor).is_file():
-        raise ConfigError(f"--anchor {anchor}: no such ONNX file")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Random weights on real images make denormals, which a trained network would not.
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    sess = ort.InferenceSession(anchor, so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
+    return ort.InferenceSession(anchor, so, providers=["CPUExecutionProvider"])
 
-    def anchor_read(path):
-        return cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
 
-    def anchor_work(img):
-        h, w = img.shape[:2]
-        r = 640 / max(h, w)
-        small = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_LINEAR)
-        box = np.full((640, 640, 3), 114, np.uint8)
-        top, left = (640 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
-        box[top : top + small.shape[0], left : left + small.shape[1]] = small
-        x = cv2.dnn.blobFromImage(box, 1 / 255.0, swapRB=True)
-        sess.run(None, {name: x})
+def _anchor_read(path):
+    import cv2
+    import numpy as np
+
+    return cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _anchor_work(sess, img) -> None:
+    """The anchor's per-file work after the decode, as shared/anchors/README.md times it."""
+    import cv2
+    import numpy as np
+
+    h, w = img.shape[:2]
+    r = 640 / max(h, w)
+    small = cv2.resize(img, (round(w * r), round(h * r)), interpolation=cv2.INTER_LINEAR)
+    box = np.full((640, 640, 3), 114, np.uint8)
+    top, left = (640 - small.shape[0]) // 2, (640 - small.shape[1]) // 2
+    box[top : top + small.shape[0], left : left + small.shape[1]] = small
+    x = cv2.dnn.blobFromImage(box, 1 / 255.0, swapRB=True)
+    sess.run(None, {sess.get_inputs()[0].name: x})
+
+
+_ANCHOR: dict = {}  # a worker process's anchor session
+
+
+def _anchor_file(task: tuple[str, str]) -> None:
+    """A worker's turn on the anchor side: decode one file and run it, one thread per process."""
+    anchor, path = task
+    if anchor not in _ANCHOR:
+        _ANCHOR[anchor] = _anchor_session(anchor, 1)
+    _anchor_work(_ANCHOR[anchor], _anchor_read(path))
+
+
+def side_by_side(
+    anchor: str, frames, n: int, repeats: int, mm_per_px: float, threads: int, jobs: int, model: str | None
+) -> dict:
+    """``scallop detect``'s per-file work (read the JPEG, detect, with its network threads) against
+    the anchor's (decode,
+    letterbox to 640x640, one onnxruntime run: shared/anchors/README.md) on the same files,
+    in alternating rounds so that a change in the machine's load falls on both.
+
+    Three loops each, both sides alike in every one:
+    - ``workers`` (the headline): ``jobs`` processes side by side, each network on one thread,
+      as ``scallop detect`` analyses a folder of 200 images or more (``scallop.workers``; its
+      own per-image function). A file's time is a round's time over its files, the processes
+      started and warm (their start is reported apart);
+    - ``ahead``: one process, the next file read on a second thread meanwhile, as ``scallop
+      detect`` reads a smaller folder (``scallop.imagefiles.read_ahead``); a file's time is
+      the interval between two results;
+    - ``serial``: read a file, then work on it (the anchor README's protocol)."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from scallop.app.commands.detect import Setup, _work
+    from scallop.errors import ConfigError, check_number
+    from scallop.imagefiles import companion_paths, read_ahead
+    from scallop.vision.camera import read_image
+    from scallop.workers import WorkerPool
+
+    check_number("--files", n, 1, 10000, integer=True)
+    check_number("--repeats", repeats, 1, 100, integer=True)
+    if not Path(anchor).is_file():
+        raise ConfigError(f"--anchor {anchor}: no such ONNX file")
+    sess = _anchor_session(anchor, threads)
+    # scallop detect's own pipeline: its network threads, not the in-memory benchmark's.
+    from scallop.app.commands.detect import THREADS
+    from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+    dpipe = Pipeline(model, PipelineConfig(threads=THREADS, mm_per_px=mm_per_px))
 
     def scallop_work(img):
-        pipe.detect(img, mm_per_px=mm_per_px)
+        dpipe.detect(img, mm_per_px=mm_per_px)
 
-    sides = {"scallop": (read_image, scallop_work), "anchor": (anchor_read, anchor_work)}
+    sides = {"scallop": (read_image, scallop_work), "anchor": (_anchor_read, lambda img: _anchor_work(sess, img))}
 
     def serial(read, work, paths):
         t = []
@@ -289,6 +356,24 @@ def side_by_side(pipe, anchor: str, frames, n: int, repeats: int, mm_per_px: flo
             last = now
         return t
 
+    setup = Setup(model, THREADS, None, False, False)
+    tasks = {
+        "scallop": (
+            _work,
+            lambda paths: [(setup, p, mm_per_px, None, c) for p, c in zip(paths, companion_paths(paths))],
+        ),
+        "anchor": (_anchor_file, lambda paths: [(anchor, p) for p in paths]),
+    }
+
+    def in_workers(pool, key, paths):
+        fn, make = tasks[key]
+        items = make(paths)
+        t0 = time.perf_counter()
+        for oc in pool.map(fn, items):
+            if getattr(oc, "errors", None):
+                raise RuntimeError(f"a benchmark file failed in a worker: {oc.errors[0]}")
+        return (time.perf_counter() - t0) * 1e3 / len(items)
+
     with tempfile.TemporaryDirectory(prefix="scallop-files-") as tmp:
         paths = []
         for i in range(n):
@@ -297,14 +382,24 @@ def side_by_side(pipe, anchor: str, frames, n: int, repeats: int, mm_per_px: flo
             paths.append(str(p))
         for read, work in sides.values():  # warm both (page cache, sessions)
             serial(read, work, paths[:5])
-        load_before = _load()[0]
-        times: dict[str, dict[str, list[list[float]]]] = {
-            loop: {"scallop": [], "anchor": []} for loop in ("ahead", "serial")
-        }
-        for _ in range(repeats):
-            for loop, run_loop in (("ahead", ahead), ("serial", serial)):
-                for key, (read, work) in sides.items():
-                    times[loop][key].append(run_loop(read, work, paths))
+        with WorkerPool(jobs) as scallop_pool, WorkerPool(jobs) as anchor_pool:
+            pools = {"scallop": scallop_pool, "anchor": anchor_pool}
+            start = {}
+            for key, pool in pools.items():  # each process started and its model loaded
+                t0 = time.perf_counter()
+                in_workers(pool, key, paths[: 2 * jobs])
+                start[key] = round(time.perf_counter() - t0, 2)
+            load_before = _load()[0]
+            times: dict[str, dict[str, list[list[float]]]] = {
+                loop: {"scallop": [], "anchor": []} for loop in ("ahead", "serial")
+            }
+            per_round: dict[str, list[float]] = {"scallop": [], "anchor": []}
+            for _ in range(repeats):
+                for key, pool in pools.items():
+                    per_round[key].append(in_workers(pool, key, paths))
+                for loop, run_loop in (("ahead", ahead), ("serial", serial)):
+                    for key, (read, work) in sides.items():
+                        times[loop][key].append(run_loop(read, work, paths))
 
     def figures(t: dict[str, list[list[float]]]) -> dict:
         med = {k: [float(np.median(r)) for r in v] for k, v in t.items()}
@@ -316,12 +411,23 @@ def side_by_side(pipe, anchor: str, frames, n: int, repeats: int, mm_per_px: flo
             "ratio_per_round": [round(x / y, 2) for x, y in zip(med["anchor"], med["scallop"])],
         }
 
+    w_s, w_a = float(np.median(per_round["scallop"])), float(np.median(per_round["anchor"]))
+    serial_fig = figures(times["serial"])
     return {
         "files": n,
         "repeats": repeats,
         "anchor_file": Path(anchor).name,
-        "loop": "next file read ahead on a second thread, both sides (scallop detect's loop)",
-        **figures(times["ahead"]),
-        "serial": figures(times["serial"]) | {"loop": "read, then work, file by file (the anchor README's)"},
+        "jobs": jobs,
+        "loop": f"{jobs} worker processes on both sides, one network thread each (scallop detect on 200+ images)",
+        "scallop": {"median_ms": round(w_s, 3), "per_round_ms": [round(x, 3) for x in per_round["scallop"]]},
+        "anchor": {"median_ms": round(w_a, 3), "per_round_ms": [round(x, 3) for x in per_round["anchor"]]},
+        "ratio_of_medians": round(w_a / w_s, 2),
+        "ratio_per_round": [round(a / s, 2) for s, a in zip(per_round["scallop"], per_round["anchor"])],
+        # Against the anchor as its README times it (one process, read then run, 2 threads).
+        "ratio_to_anchor_protocol": round(serial_fig["anchor"]["median_ms"] / w_s, 2),
+        "workers_start_s": start,
+        "ahead": figures(times["ahead"])
+        | {"loop": "one process, next file read ahead on a second thread (scallop detect under 200 images)"},
+        "serial": serial_fig | {"loop": "read, then work, file by file (the anchor README's)"},
         "load_avg_1min": [load_before, _load()[0]],
     }

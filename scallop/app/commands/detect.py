@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -30,7 +31,9 @@ def register(sub) -> None:
             "x.uv.png (an image without it is an error), a colour-only one ignores them.\n"
             "An image of a data set follows its dataset.json: its x.uv.png is used when the set carries the\n"
             'fluorescence channel (version 2, "channels": ["bgr", "uv"]; then every image needs it) and left\n'
-            "alone in a colour-only set; a manifest of a version this software does not read is refused (exit 3)."
+            "alone in a colour-only set; a manifest of a version this software does not read is refused (exit 3).\n\n"
+            "A folder of many images is analysed several at once, one process per core (--jobs); the output\n"
+            "comes in the order the images were given all the same."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,29 +56,89 @@ def register(sub) -> None:
         "images of the same name from other folders)",
     )
     p.add_argument("--json", action="store_true", help="print JSON lines only")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime threads, 1..64 (default 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"onnxruntime threads per image analysed, 1..64 (default {THREADS}: meanwhile the next image is "
+        "decoded on another core, or other cores analyse images of their own)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"images analysed at once, each in a process of its own, 1..64 (default: one per core, at most "
+        f"{MAX_AUTO_JOBS}, for {MIN_IMAGES_FOR_WORKERS} images or more; else 1: a process takes about a second "
+        "to start)",
+    )
     p.set_defaults(func=run)
+
+
+# A pool of processes pays for its start (about 0.8 s a process here: interpreter, OpenCV,
+# onnxruntime, the model) from about 200 images of 1280x720 on two cores; below that one
+# process with the next image read ahead is sooner done.
+MIN_IMAGES_FOR_WORKERS = 200
+MAX_AUTO_JOBS = 8
+# One network thread an image: in one process the next JPEG is decoded on the other core
+# meanwhile, which a second onnxruntime thread would keep busy spinning between its runs
+# (scallop bench vision --anchor: 1.3x sooner a file on two cores).
+THREADS = 1
+
+
+def jobs_for(n_images: int, given: int | None) -> int:
+    """How many images are analysed at once: ``given`` (--jobs), else one per core (at most
+    ``MAX_AUTO_JOBS``) for ``MIN_IMAGES_FOR_WORKERS`` images or more, else 1."""
+    from scallop.workers import usable_cores
+
+    if given is not None:
+        return given
+    if n_images < MIN_IMAGES_FOR_WORKERS:
+        return 1
+    return min(usable_cores(), MAX_AUTO_JOBS)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What analysing one image needs, as plain data: the same in this process and in a worker."""
+
+    model: str | None  # --model, else the shipped models chosen per image
+    threads: int  # onnxruntime threads per analysis
+    calibration: str | None
+    json: bool
+    annotate: bool
+
+
+@dataclass
+class Outcome:
+    """One image's result: lines for standard output, error messages (each one failed image),
+    and the annotated image encoded as PNG (or why it could not be)."""
+
+    out: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    png: bytes | None = None
+    png_error: str = ""
 
 
 def run(args) -> int:
     from scallop.errors import ConfigError, check_number
-    from scallop.imagefiles import broken_companion, companion_of, companion_path, read_ahead
-    from scallop.vision.annotate import draw
-    from scallop.vision.camera import CameraError, read_fluorescence, read_image
-    from scallop.vision.pipeline import Pipeline, PipelineConfig
+    from scallop.imagefiles import companion_paths, read_ahead
+    from scallop.vision.camera import read_image
 
-    check_number("--threads", args.threads, 1, 64, integer=True)
+    if args.threads is not None:
+        check_number("--threads", args.threads, 1, 64, integer=True)
+    if args.jobs is not None:
+        check_number("--jobs", args.jobs, 1, 64, integer=True)
     args.images, stray = _frames_only(args.images)
     if args.mm_per_px is not None:
         check_number("--mm-per-px", args.mm_per_px, 0.05, 5.0)
         if args.calibration:
             raise ConfigError("--mm-per-px and --calibration: give one (the calibration knows the scale)")
-    to_belt, scale = None, args.mm_per_px
+    scale = args.mm_per_px
+    state: dict = {}
     if args.calibration:
         from scallop.calibration.store import load_calibration
 
-        cal = load_calibration(args.calibration)
-        to_belt = cal.pixel_to_belt
+        cal = state["calibration"] = load_calibration(args.calibration)
         scale = cal.mm_per_px_center()
     from scallop.models.dataset import set_of_image
 
@@ -93,19 +156,11 @@ def run(args) -> int:
             f"{unscaled[0]}: no image scale: pass --mm-per-px (mm on the belt per pixel), --calibration FILE, "
             "or use images of a data set whose dataset.json gives mm_per_px"
         )
-    from scallop.models.runtime import default_uv_model_path
-
-    pipes: dict[str, Pipeline] = {}
-
-    def pipeline(kind: str) -> Pipeline:
-        # Loaded when first needed: a folder of colour frames never loads the four-channel model.
-        if kind not in pipes:
-            path = args.model if kind == "given" else default_uv_model_path() if kind == "uv" else None
-            pipes[kind] = Pipeline(path, PipelineConfig(threads=args.threads))
-        return pipes[kind]
-
+    jobs = min(jobs_for(len(args.images), args.jobs), max(1, len(args.images)))
+    threads = args.threads if args.threads is not None else THREADS
+    setup = Setup(args.model, threads, args.calibration, bool(args.json), bool(args.annotate))
     if args.model:
-        pipeline("given")  # a bad --model file is refused before any image
+        _pipeline(state, setup, "given")  # a bad --model file is refused before any image
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         from scallop.app.outputs import check_output_dir
@@ -115,95 +170,168 @@ def run(args) -> int:
     for message in stray:
         print(f"scallop detect: error: {message}", file=sys.stderr)
     failed = len(stray)
+    companions = companion_paths(args.images)
     written: set[str] = set()  # annotated names of this run: images of one name from two folders
-    # The next image is decoded on a second thread while this one is analysed (the decode is a
-    # quarter of the time a 1280x720 JPEG costs here: bench vision --anchor).
-    for path, img in read_ahead(args.images, read_image):
-        if isinstance(img, CameraError):
-            print(f"scallop detect: error: {img}", file=sys.stderr)
-            failed += 1
-            continue
-        if isinstance(img, BaseException):
-            raise img
-        if to_belt is not None and img.shape[1::-1] != tuple(cal.image_size):
-            print(
-                f"scallop detect: error: {path}: image is {img.shape[1]}x{img.shape[0]} but the calibration is for "
-                f"{cal.image_size[0]}x{cal.image_size[1]}",
-                file=sys.stderr,
-            )
-            failed += 1
-            continue
-        in_set = sets[path]
-        set_uv = in_set is not None and "uv" in in_set[1]
-        colour_set = in_set is not None and not set_uv  # a x.uv.png lying there is not its data
-        companion = None if colour_set else companion_of(path)
-        broken = None if colour_set else broken_companion(path)
-        if args.model:
-            pipe = pipeline("given")
-        else:
-            pipe = pipeline("uv" if companion is not None or broken or set_uv else "colour")
-        # The fluorescence frame is read only for a model that takes it: with the colour-only
-        # model the output is what it always was.
-        takes_uv = pipe.model.takes_uv
-        uv = None
-        if takes_uv:
-            why = ""
-            if broken:
-                what = (
-                    "a folder"
-                    if broken.is_dir()
-                    else f"a link to {os.readlink(broken)}, which is not there"
-                    if broken.is_symlink() and not broken.exists()
-                    else "not a regular file"
-                )
-                why = f"{broken}: the fluorescence frame of {path} is {what}: the pair cannot be analysed"
-            elif colour_set:
-                why = (
-                    f"{path}: its data set is colour only ({in_set[0]}: channels {list(in_set[1])}), and the model "
-                    f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)"
-                )
-            elif companion is None:
-                why = (
-                    f"{path}: its fluorescence frame {companion_path(path)} is missing"
-                    + (f" (its data set {in_set[0]} carries the channel)" if set_uv else "")
-                    + f", and the model {pipe.model.info.path} takes 4 channels (colour and fluorescence)"
-                )
-            if why:
-                print(f"scallop detect: error: {why}", file=sys.stderr)
-                failed += 1
-                continue
-            try:
-                uv = read_fluorescence(companion, img.shape[:2])
-            except CameraError as e:
-                print(f"scallop detect: error: {e}", file=sys.stderr)
-                failed += 1
-                continue
-        dets = pipe.detect(img, mm_per_px=scales[path], to_belt=to_belt, uv=uv)
-        if args.json:
-            rec = dets.to_json(path, img.shape[1], img.shape[0])
-            rec["channels"] = ["bgr", "uv"] if takes_uv else ["bgr"]
-            print(json.dumps(rec), flush=True)
-        else:
-            n_ok = int(dets.pickable.sum())
-            both = " (colour and fluorescence)" if takes_uv else ""
-            print(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable{both}")
-            for i in range(len(dets)):
-                uro = (
-                    f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"
-                    if dets.uro_found[i]
-                    else "no uro"
-                )
-                why = "pickable" if dets.pickable[i] else f"not pickable: {dets.reason[i]}"
-                print(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
-        if out_dir:
-            target = out_dir / f"{_unique(Path(path).stem, written)}_det.png"
-            why = _write_png(target, draw(img, dets))
-            if why:  # a full disk or a vanished folder: said, and counted in the exit code
-                print(
-                    f"scallop detect: error: {target}: the annotated image could not be written: {why}", file=sys.stderr
-                )
-                failed += 1
+    if jobs > 1:
+        from scallop.workers import ordered_map
+
+        results = ordered_map(_work, ((setup, p, scales[p], sets[p], c) for p, c in zip(args.images, companions)), jobs)
+    else:
+        # The next image is decoded on a second thread while this one is analysed.
+        results = (
+            _analyse(state, setup, path, img, scales[path], sets[path], c)
+            for (path, img), c in zip(read_ahead(args.images, read_image), companions)
+        )
+    from scallop.workers import WorkerDiedError
+
+    done = 0
+    try:
+        for path, oc in zip(args.images, results):
+            for line in oc.out:
+                print(line, flush=args.json)
+            for message in oc.errors:
+                print(f"scallop detect: error: {message}", file=sys.stderr)
+            failed += len(oc.errors)
+            done += 1
+            if out_dir and not oc.errors:
+                target = out_dir / f"{_unique(Path(path).stem, written)}_det.png"
+                why = oc.png_error or _write_bytes(target, oc.png)
+                if why:  # a full disk or a vanished folder: said, and counted in the exit code
+                    print(
+                        f"scallop detect: error: {target}: the annotated image could not be written: {why}",
+                        file=sys.stderr,
+                    )
+                    failed += 1
+    except WorkerDiedError as e:
+        # Said, and counted: the images not analysed are named by their number, never dropped quietly.
+        print(f"scallop detect: error: {e}: {len(args.images) - done} image(s) not analysed", file=sys.stderr)
+        return 1
     return 1 if failed else 0
+
+
+_WORKER_STATE: dict = {}  # a worker process's loaded models and calibration, kept between images
+
+
+def _work(task: tuple) -> Outcome:
+    """A worker process's turn: read one image and analyse it."""
+    from scallop.vision.camera import CameraError, read_image
+
+    setup, path, scale, in_set, companion = task
+    try:
+        img = read_image(path)
+    except CameraError as e:
+        img = e
+    return _analyse(_WORKER_STATE, setup, path, img, scale, in_set, companion)
+
+
+def _pipeline(state: dict, setup: Setup, kind: str):
+    # Loaded when first needed: a folder of colour frames never loads the four-channel model.
+    from scallop.models.runtime import default_uv_model_path
+    from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+    key = ("pipeline", kind)
+    if key not in state:
+        path = setup.model if kind == "given" else default_uv_model_path() if kind == "uv" else None
+        state[key] = Pipeline(path, PipelineConfig(threads=setup.threads))
+    return state[key]
+
+
+def _analyse(state: dict, setup: Setup, path: str, img, scale: float, in_set, companion_at: Path) -> Outcome:
+    """One image (or what reading it raised) through the pipeline; ``state`` keeps what this
+    process has loaded, ``companion_at`` is where the image's fluorescence frame is or would be."""
+    from scallop.imagefiles import broken_companion, companion_of
+    from scallop.vision.camera import CameraError, read_fluorescence
+
+    oc = Outcome()
+    if isinstance(img, CameraError):
+        oc.errors.append(str(img))
+        return oc
+    if isinstance(img, BaseException):
+        raise img
+    cal, to_belt = None, None
+    if setup.calibration:
+        if "calibration" not in state:
+            from scallop.calibration.store import load_calibration
+
+            state["calibration"] = load_calibration(setup.calibration)
+        cal = state["calibration"]
+        to_belt = cal.pixel_to_belt
+        if img.shape[1::-1] != tuple(cal.image_size):
+            oc.errors.append(
+                f"{path}: image is {img.shape[1]}x{img.shape[0]} but the calibration is for "
+                f"{cal.image_size[0]}x{cal.image_size[1]}"
+            )
+            return oc
+    set_uv = in_set is not None and "uv" in in_set[1]
+    colour_set = in_set is not None and not set_uv  # a x.uv.png lying there is not its data
+    companion = None if colour_set else companion_of(path, companion_at)
+    broken = None if colour_set else broken_companion(path, companion_at)
+    if setup.model:
+        pipe = _pipeline(state, setup, "given")
+    else:
+        pipe = _pipeline(state, setup, "uv" if companion is not None or broken or set_uv else "colour")
+    # The fluorescence frame is read only for a model that takes it: with the colour-only
+    # model the output is what it always was.
+    takes_uv = pipe.model.takes_uv
+    uv = None
+    if takes_uv:
+        why = ""
+        if broken:
+            what = (
+                "a folder"
+                if broken.is_dir()
+                else f"a link to {os.readlink(broken)}, which is not there"
+                if broken.is_symlink() and not broken.exists()
+                else "not a regular file"
+            )
+            why = f"{broken}: the fluorescence frame of {path} is {what}: the pair cannot be analysed"
+        elif colour_set:
+            why = (
+                f"{path}: its data set is colour only ({in_set[0]}: channels {list(in_set[1])}), and the model "
+                f"{pipe.model.info.path} takes 4 channels (colour and fluorescence)"
+            )
+        elif companion is None:
+            why = (
+                f"{path}: its fluorescence frame {companion_at} is missing"
+                + (f" (its data set {in_set[0]} carries the channel)" if set_uv else "")
+                + f", and the model {pipe.model.info.path} takes 4 channels (colour and fluorescence)"
+            )
+        if why:
+            oc.errors.append(why)
+            return oc
+        try:
+            uv = read_fluorescence(companion, img.shape[:2])
+        except CameraError as e:
+            oc.errors.append(str(e))
+            return oc
+    dets = pipe.detect(img, mm_per_px=scale, to_belt=to_belt, uv=uv)
+    if setup.json:
+        rec = dets.to_json(path, img.shape[1], img.shape[0])
+        rec["channels"] = ["bgr", "uv"] if takes_uv else ["bgr"]
+        oc.out.append(json.dumps(rec))
+    else:
+        n_ok = int(dets.pickable.sum())
+        both = " (colour and fluorescence)" if takes_uv else ""
+        oc.out.append(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable{both}")
+        for i in range(len(dets)):
+            uro = (
+                f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"
+                if dets.uro_found[i]
+                else "no uro"
+            )
+            why = "pickable" if dets.pickable[i] else f"not pickable: {dets.reason[i]}"
+            oc.out.append(f"  #{i}: centre ({dets.center_px[i][0]:.1f}, {dets.center_px[i][1]:.1f}) px, {uro}, {why}")
+    if setup.annotate:
+        import cv2
+
+        from scallop.vision.annotate import draw
+
+        ok, buf = cv2.imencode(".png", draw(img, dets))
+        if ok:
+            oc.png = buf.tobytes()
+        else:
+            oc.png_error = "the image could not be encoded"
+    return oc
 
 
 def _unique(stem: str, taken: set[str]) -> str:
@@ -216,15 +344,10 @@ def _unique(stem: str, taken: set[str]) -> str:
     return name
 
 
-def _write_png(target: Path, image) -> str:
-    """Write ``image`` as PNG; "" when written, else why not (the system's words)."""
-    import cv2
-
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        return "the image could not be encoded"
+def _write_bytes(target: Path, data: bytes) -> str:
+    """Write ``data`` to ``target``; "" when written, else why not (the system's words)."""
     try:
-        target.write_bytes(buf.tobytes())
+        target.write_bytes(data)
     except OSError as e:
         return e.strerror or str(e)
     return ""

@@ -1,0 +1,155 @@
+"""``scallop detect`` over many images in worker processes (``--jobs``): the same output in the
+same order as one process, every failure still said and counted, a dead worker said, and the
+worker pool itself (order, errors, a killed process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from scallop.app.cli import main
+from scallop.app.commands import detect
+from scallop.imagefiles import companion_path, companion_paths
+from scallop.sim.dataset import DatasetSettings, write_dataset
+from scallop.workers import WorkerDiedError, WorkerPool, usable_cores
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Six colour frames, one cut short in the middle, a frame pair (x.jpg + x.uv.png), and a
+    frame of the same name in a second folder (annotated names must not collide)."""
+    sim = tmp_path_factory.mktemp("sim") / "set"
+    st = DatasetSettings(resolutions=[(640, 480)], scallops=(2, 4), mm_per_px=(0.5, 0.5), fluorescence=True)
+    write_dataset(sim, 4, seed=5, settings=st, workers=1)
+    frames = sorted(p for p in (sim / "images").iterdir() if not p.name.endswith(".uv.png"))
+    root = tmp_path_factory.mktemp("many")
+    a, b = root / "a", root / "b"
+    a.mkdir()
+    b.mkdir()
+    paths = []
+    for i, f in enumerate(frames[:3]):
+        img = cv2.imread(str(f))
+        p = a / f"f{i}.jpg"
+        cv2.imwrite(str(p), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        paths.append(p)
+    cut = a / "f9_cut.jpg"
+    cut.write_bytes(paths[0].read_bytes()[:300])
+    pair = a / "pair.jpg"
+    cv2.imwrite(str(pair), cv2.imread(str(frames[3])), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    shutil.copy(frames[3].with_name(frames[3].stem + ".uv.png"), a / "pair.uv.png")
+    twin = b / "f0.jpg"
+    shutil.copy(paths[1], twin)
+    return [str(paths[0]), str(cut), str(paths[1]), str(pair), str(paths[2]), str(twin)]
+
+
+def _detect(capfd, folder, out_dir, *extra):
+    rc = main(["detect", "--mm-per-px", "0.5", "--json", "--annotate", str(out_dir), *extra, *folder])
+    out, err = capfd.readouterr()
+    return rc, [json.loads(ln) for ln in out.splitlines()], err
+
+
+def test_worker_processes_give_what_one_process_gives_in_the_same_order(folder, tmp_path, capfd):
+    rc1, recs1, err1 = _detect(capfd, folder, tmp_path / "one", "--jobs", "1")
+    rc2, recs2, err2 = _detect(capfd, folder, tmp_path / "two", "--jobs", "2")
+    # The cut-short file is said once and counted (exit 1); the others are analysed all the same.
+    assert rc1 == rc2 == 1
+    assert err1.count("error:") == err2.count("error:") == 1
+    assert "f9_cut.jpg" in err2 and "Traceback" not in err2
+    assert [r["image"] for r in recs2] == [p for p in folder if "cut" not in p]
+    # One network thread a process against two in one: the same numbers bit for bit.
+    assert recs2 == recs1
+    assert [r["channels"] for r in recs2] == [["bgr"], ["bgr"], ["bgr", "uv"], ["bgr"], ["bgr"]]
+    assert sum(len(r["scallops"]) for r in recs2) >= 5
+    # Annotated images: the same names (the second f0 gets f0-2) and the same pixels.
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == ["f0-2_det.png", "f0_det.png", "f1_det.png", "f2_det.png", "pair_det.png"]
+    for n in names:
+        assert np.array_equal(cv2.imread(str(tmp_path / "one" / n)), cv2.imread(str(tmp_path / "two" / n)))
+
+
+def test_a_worker_that_dies_is_said_and_the_images_left_are_counted(folder, tmp_path, capfd, monkeypatch):
+    def dying_map(self, fn, items):
+        for i, _ in enumerate(items):
+            if i == 2:
+                raise WorkerDiedError("a worker process ended without a result (killed, or out of memory)")
+            yield detect.Outcome(out=[json.dumps({"image": f"stand-in {i}"})])
+
+    monkeypatch.setattr(WorkerPool, "map", dying_map)
+    monkeypatch.setattr(WorkerPool, "__init__", lambda self, jobs, *a: setattr(self, "_ex", None))
+    monkeypatch.setattr(WorkerPool, "close", lambda self: None)
+    rc = main(["detect", "--mm-per-px", "0.5", "--json", "--jobs", "2", *folder])
+    out, err = capfd.readouterr()
+    assert rc == 1
+    assert len(out.splitlines()) == 2
+    assert "4 image(s) not analysed" in err and "killed, or out of memory" in err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("flag, value", [("--jobs", "0"), ("--jobs", "65"), ("--threads", "0")])
+def test_jobs_and_threads_out_of_range_are_refused_before_any_image(folder, capfd, flag, value):
+    assert main(["detect", "--mm-per-px", "0.5", flag, value, *folder]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert flag in err and value in err and "1..64" in err
+
+
+def test_worker_processes_only_where_they_pay():
+    cores = min(usable_cores(), detect.MAX_AUTO_JOBS)
+    assert detect.jobs_for(detect.MIN_IMAGES_FOR_WORKERS - 1, None) == 1
+    assert detect.jobs_for(detect.MIN_IMAGES_FOR_WORKERS, None) == cores
+    assert detect.jobs_for(3, 2) == 2  # as given
+    assert detect.jobs_for(10**6, 1) == 1
+
+
+def test_companions_found_with_one_listing_per_folder(tmp_path, monkeypatch):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "B.UV.PNG", "c.uv.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d.uv.png").mkdir()  # not a file: still where d's companion is
+    frames = [tmp_path / f"{s}.jpg" for s in "abcd"]
+    want = [companion_path(f) for f in frames]
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: listed.append(p) or real(p))
+    assert companion_paths(frames) == want
+    assert [p.name for p in want] == ["a.uv.png", "B.UV.PNG", "c.uv.png", "d.uv.png"]
+    assert len(listed) <= 1
+
+
+def _square(x: int) -> int:
+    if x == 5:
+        raise ValueError("five is refused")
+    return x * x
+
+
+def _die(x: int) -> int:
+    if x == 3:
+        os._exit(9)  # as the kernel's out-of-memory killer would leave it: no result, no exception
+    return x
+
+
+def test_pool_results_in_order_and_errors_at_their_item():
+    with WorkerPool(2) as pool:
+        assert list(pool.map(_square, range(5))) == [0, 1, 4, 9, 16]
+        got = []
+        with pytest.raises(ValueError, match="five is refused"):
+            for r in pool.map(_square, range(10)):
+                got.append(r)
+        assert got == [0, 1, 4, 9, 16]
+        # The pool still works after an item's error, and for an empty input.
+        assert list(pool.map(_square, [6, 7])) == [36, 49]
+        assert list(pool.map(_square, [])) == []
+
+
+def test_pool_says_when_a_process_dies():
+    with WorkerPool(2) as pool:
+        got = []
+        with pytest.raises(WorkerDiedError, match="killed, or out of memory"):
+            for r in pool.map(_die, range(8)):
+                got.append(r)
+        assert got == list(range(len(got))) and len(got) <= 3
