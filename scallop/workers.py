@@ -31,9 +31,35 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _end_with_parent() -> None:
+    """Have the kernel end this process when its parent dies (Linux). A worker waits on a
+    queue whose other end it holds itself, so a parent killed outright would leave it waiting
+    for ever, holding a model's memory."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: the worker then ends with the pool's shutdown only
+        return
+    if os.getppid() == 1:  # the parent died before the call above took effect
+        os._exit(1)
+
+
 def _start(init: Callable | None, args: tuple) -> None:
+    import signal
+
     import cv2
 
+    # Ctrl-C is the parent's to handle (it stops handing out work and waits for what is under
+    # way); a worker that took it too would die mid-item with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     # Each process is one lane: OpenCV's own pool in every one would oversubscribe the cores.
     cv2.setNumThreads(1)
     if init is not None:

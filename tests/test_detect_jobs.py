@@ -153,3 +153,58 @@ def test_pool_says_when_a_process_dies():
             for r in pool.map(_die, range(8)):
                 got.append(r)
         assert got == list(range(len(got))) and len(got) <= 3
+
+
+def _spawned_workers() -> int:
+    """Worker processes of any multiprocessing spawn on this machine (their command line)."""
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    n += b"spawn_main" in f.read()
+            except OSError:
+                pass
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="counts processes in /proc")
+@pytest.mark.parametrize("how", ["ctrl-c", "killed"])
+def test_ctrl_c_or_a_killed_detect_leaves_no_worker_and_no_traceback(folder, tmp_path, how):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(150):
+        os.symlink(folder[0], many / f"{i:04d}.jpg")
+    before = _spawned_workers()
+    argv = [sys.executable, "-m", "scallop.app.cli", "detect", "--jobs", "2", "--mm-per-px", "0.5", "--json"]
+    p = subprocess.Popen(
+        [*argv, *sorted(str(x) for x in many.iterdir())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert p.stdout.readline().startswith(b"{")  # the workers are at it
+        if how == "ctrl-c":
+            os.killpg(p.pid, signal.SIGINT)  # as a terminal sends it: to every process of the group
+        else:
+            p.kill()
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    if how == "ctrl-c":
+        assert p.returncode == 130
+        assert b"Traceback" not in err and b"interrupted" in err
+    else:
+        assert p.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while _spawned_workers() > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _spawned_workers() <= before
