@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,21 +33,27 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
     frame = torch.zeros(1, fp, 96, 160)
     crops = torch.zeros(2, pp, S, S)
     buf = io.BytesIO()
-    torch.onnx.export(
-        net,
-        (frame, crops),
-        buf,
-        opset_version=17,
-        dynamo=False,
-        input_names=["frame", "crops"],
-        output_names=["finder_logits", "parts_logits"],
-        dynamic_axes={
-            "frame": {0: "b", 2: "h", 3: "w"},
-            "finder_logits": {0: "b", 2: "h", 3: "w"},
-            "crops": {0: "n"},
-            "parts_logits": {0: "n"},
-        },
-    )
+    with warnings.catch_warnings():
+        # The one warning tracing gives is for the upsampling's check that a level is half the
+        # one above (models/net.py): traced as a constant, it holds for every input the pipeline
+        # gives (frames padded to a multiple of 16, crops of one fixed size). Shown, it alarmed
+        # every user of ``scallop train`` with a "might be incorrect" of several lines.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            net,
+            (frame, crops),
+            buf,
+            opset_version=17,
+            dynamo=False,
+            input_names=["frame", "crops"],
+            output_names=["finder_logits", "parts_logits"],
+            dynamic_axes={
+                "frame": {0: "b", 2: "h", 3: "w"},
+                "finder_logits": {0: "b", 2: "h", 3: "w"},
+                "crops": {0: "n"},
+                "parts_logits": {0: "n"},
+            },
+        )
     model = onnx.load_from_string(buf.getvalue())
     # A colour-only model stays format version 1, its metadata what it always was (older
     # runtimes read it); one with the fluorescence channel is version 2, where each stage names
