@@ -28,8 +28,10 @@ def _anchor(path):
 
 
 def test_frames_cover_the_whole_count_range():
-    frames = bench_frames(3, 640, 480, 0.5, 7, 0, 2)
+    counts = []
+    frames = bench_frames(3, 640, 480, 0.5, 7, 0, 2, counts=counts)
     assert len(frames) == 3 and all(f.shape == (480, 640, 3) for f in frames)
+    assert counts == [0, 1, 2]  # the scallops in view, as asked for frame by frame
 
 
 def test_profile_and_side_by_side_are_written(tmp_path, capsys):
@@ -38,7 +40,9 @@ def test_profile_and_side_by_side_are_written(tmp_path, capsys):
     argv += ["--width", "640", "--height", "480", "--profile", "--anchor", str(_anchor(tmp_path / "a.onnx"))]
     assert main([*argv, "--files", "3", "--repeats", "2", "--jobs", "2", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["frames"] == 4 and 0 <= res["scallops_range"][0] <= res["scallops_range"][1] <= 2
+    # The frames' own scallops (0, 1, 0, 1 cycled), beside what the pipeline found in them.
+    assert res["frames"] == 4 and res["scallops_range"] == [0, 1] and res["scallops_per_frame"] == 0.5
+    assert res["detections_per_frame"] >= 0
     assert {"decode", "finder", "crops", "parts", "post"} <= {k[:-3] for k in res["profile"]}
     assert all(v["p99_ms"] >= v["median_ms"] > 0 for v in res["profile"].values())
     f = res["files"]
