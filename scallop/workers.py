@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -31,12 +33,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_jobs(key: str, value: object) -> int:
+    """A number of worker processes: 1 up to the cores this process may use. More would only
+    share the same cores, each holding a model in memory (about 170 MB)."""
+    from scallop.errors import check_number
+
+    cores = usable_cores()
+    note = f" (the cores this process may use: {cores}; more processes than cores only share them)"
+    return int(check_number(key, value, 1, cores, integer=True, note=note))
+
+
 def _end_with_parent() -> None:
     """Have the kernel end this process when its parent dies (Linux). A worker waits on a
     queue whose other end it holds itself, so a parent killed outright would leave it waiting
     for ever, holding a model's memory."""
     import ctypes
-    import signal
     import sys
 
     if not sys.platform.startswith("linux"):
@@ -52,18 +63,38 @@ def _end_with_parent() -> None:
 
 
 def _start(init: Callable | None, args: tuple) -> None:
-    import signal
-
     import cv2
 
-    # Ctrl-C is the parent's to handle (it stops handing out work and waits for what is under
-    # way); a worker that took it too would die mid-item with a traceback of its own.
+    # Ctrl-C is the parent's to handle. Workers start with it blocked (_QuietSpawn); ignored
+    # too, where a platform did not carry the block over.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_parent()
     # Each process is one lane: OpenCV's own pool in every one would oversubscribe the cores.
     cv2.setNumThreads(1)
     if init is not None:
         init(*args)
+
+
+class _QuietProcess(mp.get_context("spawn").Process):  # type: ignore[misc]
+    def start(self) -> None:
+        # A terminal's Ctrl-C goes to every process of the group, these too, and a Python still
+        # starting up prints a traceback for it. Blocked while the process is made, SIGINT stays
+        # blocked in it (the mask is inherited), and arrives here afterwards if one came.
+        if threading.current_thread() is not threading.main_thread():
+            return super().start()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _QuietSpawn(type(mp.get_context("spawn"))):  # type: ignore[misc]
+    Process = _QuietProcess
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 class WorkerPool:
@@ -74,17 +105,41 @@ class WorkerPool:
         self.jobs = jobs
         # spawn, not fork: a forked child can inherit a locked OpenCV or onnxruntime thread pool.
         self._ex = ProcessPoolExecutor(
-            jobs, mp_context=mp.get_context("spawn"), initializer=_start, initargs=(initializer, initargs)
+            jobs, mp_context=_QuietSpawn(), initializer=_start, initargs=(initializer, initargs)
         )
+        # A SIGTERM (a service manager, ``timeout``) would end this process on the spot and leave
+        # the pool's queues to the resource tracker, which then warns of leaked semaphores;
+        # as an exit it unwinds through close() instead. Put back when the pool closes.
+        self._old_term = None
+        if threading.current_thread() is threading.main_thread():
+            self._old_term = signal.signal(signal.SIGTERM, _terminated)
 
     def __enter__(self) -> WorkerPool:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(now=exc_type is not None)
 
-    def close(self) -> None:
-        self._ex.shutdown(wait=True, cancel_futures=True)
+    def close(self, now: bool = False) -> None:
+        """Stop the processes: after their work (the default), or ``now`` (an error, Ctrl-C, a
+        SIGTERM: what they are on is thrown away, and waiting for it could be cut short by a
+        second Ctrl-C, leaving the pool half shut and the exit waiting for ever)."""
+        # Already stopping: a second Ctrl-C (two quick presses) is not let through to cut the
+        # stop short. Killing the processes takes no waiting, so nothing is left to interrupt.
+        quiet = now and threading.current_thread() is threading.main_thread()
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN) if quiet else None
+        try:
+            if now:
+                procs = getattr(self._ex, "_processes", None) or {}  # the executor has no public handle
+                for p in list(procs.values()):
+                    p.kill()
+            self._ex.shutdown(wait=True, cancel_futures=True)
+        finally:
+            if old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+            if self._old_term is not None:
+                signal.signal(signal.SIGTERM, self._old_term)
+                self._old_term = None
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         """``fn(item)`` for each item, in order (``fn`` and the items must pickle: a

@@ -84,6 +84,11 @@ def test_a_bad_scallop_range_is_refused_by_name(text):
         _scallop_range(text)
 
 
+def test_jobs_without_an_anchor_is_refused(capsys):
+    assert main(["bench", "vision", "--frames", "1", "--jobs", "1"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+
+
 def test_a_missing_anchor_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="missing.onnx"):
         side_by_side(str(tmp_path / "missing.onnx"), [], 1, 1, 0.5, 1, 1, None)

@@ -120,6 +120,10 @@ def _main(argv: list[str] | None) -> int:
         rc = args.func(args)
         sys.stdout.flush()  # output still buffered for a pipe fails here, not at the interpreter's exit
     except KeyboardInterrupt:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            # Stopping already: a second Ctrl-C (two quick presses) would cut this short with
+            # a traceback. main() leaves it ignored to the end, as it does after any command.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError as e:
