@@ -232,3 +232,20 @@ def test_stopping_detect_leaves_no_worker_and_no_traceback(folder, tmp_path, how
     while _spawned_workers() > before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _spawned_workers() <= before
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_stray_companion_is_reported_at_its_place(folder, tmp_path, capfd, jobs):
+    if int(jobs) > usable_cores():
+        pytest.skip("two worker processes need two cores")
+    lone = tmp_path / "lone.uv.png"
+    last = tmp_path / "last.uv.png"
+    for p in (lone, last):
+        cv2.imwrite(str(p), np.zeros((8, 8), np.uint8))
+    # folder[1] is the cut-short file: its error, then the stray one given after it, then the
+    # one given last, after every image.
+    argv = [*folder[:2], str(lone), *folder[2:], str(last)]
+    assert main(["detect", "--mm-per-px", "0.5", "--json", "--jobs", jobs, *argv]) == 1
+    err = capfd.readouterr().err.splitlines()
+    assert len(err) == 3
+    assert "f9_cut.jpg" in err[0] and "lone.uv.png" in err[1] and "last.uv.png" in err[2]

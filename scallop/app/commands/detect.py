@@ -169,9 +169,16 @@ def run(args) -> int:
         from scallop.app.outputs import check_output_dir
 
         check_output_dir(out_dir, "the annotated images")  # before any image is analysed
-    # A companion given without its frame is reported like an unreadable image: the others go on.
-    for message in stray:
-        print(f"scallop detect: error: {message}", file=sys.stderr)
+    # A companion given without its frame is reported like an unreadable image, at its place
+    # among the images given: the others go on.
+    strays: dict[int, list[str]] = {}
+    for before, message in stray:
+        strays.setdefault(before, []).append(message)
+
+    def say_strays(at: int) -> None:
+        for message in strays.pop(at, []):
+            print(f"scallop detect: error: {message}", file=sys.stderr)
+
     failed = len(stray)
     companions = companion_paths(args.images)
     written: set[str] = set()  # annotated names of this run: images of one name from two folders
@@ -190,6 +197,7 @@ def run(args) -> int:
     done = 0
     try:
         for path, oc in zip(args.images, results):
+            say_strays(done)
             for line in oc.out:
                 print(line, flush=args.json)
             for message in oc.errors:
@@ -208,7 +216,10 @@ def run(args) -> int:
     except WorkerDiedError as e:
         # Said, and counted: the images not analysed are named by their number, never dropped quietly.
         print(f"scallop detect: error: {e}: {len(args.images) - done} image(s) not analysed", file=sys.stderr)
+        for at in sorted(strays):
+            say_strays(at)
         return 1
+    say_strays(done)
     return 1 if failed else 0
 
 
@@ -315,7 +326,10 @@ def _analyse(state: dict, setup: Setup, path: str, img, scale: float, in_set, co
     else:
         n_ok = int(dets.pickable.sum())
         both = " (colour and fluorescence)" if takes_uv else ""
-        oc.out.append(f"{path}: {len(dets)} scallops, {int(dets.uro_found.sum())} uros found, {n_ok} pickable{both}")
+        n, nu = len(dets), int(dets.uro_found.sum())
+        oc.out.append(
+            f"{path}: {n} scallop{'' if n == 1 else 's'}, {nu} uro{'' if nu == 1 else 's'} found, {n_ok} pickable{both}"
+        )
         for i in range(len(dets)):
             uro = (
                 f"grasp ({dets.grasp_px[i][0]:.1f}, {dets.grasp_px[i][1]:.1f}) px, conf {dets.uro_confidence[i]:.2f}"
@@ -367,8 +381,9 @@ def _scale(path: str, given: float | None) -> float | None:
     return check_scale_option(given, own[0], f"{own[1]}: mm_per_px")
 
 
-def _frames_only(paths: list[str]) -> tuple[list[str], list[str]]:
-    """(the frames, why each stray companion was left out). A shell glob (``dir/*``) brings each
+def _frames_only(paths: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
+    """(the frames, (how many frames come before it, why) for each stray companion left out).
+    A shell glob (``dir/*``) brings each
     frame's fluorescence companion ``x.uv.png`` along: it is not a frame. Given beside its
     frame it is left out quietly; given without one it is reported (exit 1, the others go on)."""
     from scallop.imagefiles import COMPANION_SUFFIX, frame_of, is_companion
@@ -382,7 +397,10 @@ def _frames_only(paths: list[str]) -> tuple[list[str], list[str]]:
         frame = frame_of(p)
         if frame is None or str(frame.resolve()) not in given:
             stray.append(
-                f"{p}: a fluorescence companion (*{COMPANION_SUFFIX}), not a frame: give its colour frame "
-                f"({Path(p).name[: -len(COMPANION_SUFFIX)]}.jpg or .png) instead"
+                (
+                    len(out),
+                    f"{p}: a fluorescence companion (*{COMPANION_SUFFIX}), not a frame: give its colour frame "
+                    f"({Path(p).name[: -len(COMPANION_SUFFIX)]}.jpg or .png) instead",
+                )
             )
     return out, stray
