@@ -38,7 +38,9 @@ def export_onnx(net, path: Path, cfg: TrainConfig, extra_meta: dict) -> None:
         # one above (models/net.py): traced as a constant, it holds for every input the pipeline
         # gives (frames padded to a multiple of 16, crops of one fixed size). Shown, it alarmed
         # every user of ``scallop train`` with a "might be incorrect" of several lines.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings(
+            "ignore", message="Converting a tensor to a Python boolean", category=torch.jit.TracerWarning
+        )
         torch.onnx.export(
             net,
             (frame, crops),

@@ -43,10 +43,12 @@ def check_jobs(key: str, value: object) -> int:
     return int(check_number(key, value, 1, cores, integer=True, note=note))
 
 
-def _end_with_parent() -> None:
-    """Have the kernel end this process when its parent dies (Linux). A worker waits on a
-    queue whose other end it holds itself, so a parent killed outright would leave it waiting
-    for ever, holding a model's memory."""
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel end this process when its parent (pid ``parent``) dies (Linux). A worker
+    waits on a queue whose other end it holds itself, so a parent killed outright would leave it
+    waiting for ever, holding a model's memory. (The kernel watches the parent's thread that
+    started the worker: the pool hands out work, and so starts its workers, from the thread
+    that calls :meth:`WorkerPool.map`.)"""
     import ctypes
     import sys
 
@@ -58,17 +60,17 @@ def _end_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # no prctl: the worker then ends with the pool's shutdown only
         return
-    if os.getppid() == 1:  # the parent died before the call above took effect
+    if os.getppid() != parent:  # the parent died before the call above took effect
         os._exit(1)
 
 
-def _start(init: Callable | None, args: tuple) -> None:
+def _start(parent: int, init: Callable | None, args: tuple) -> None:
     import cv2
 
     # Ctrl-C is the parent's to handle. Workers start with it blocked (_QuietSpawn); ignored
     # too, where a platform did not carry the block over.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with_parent()
+    _end_with_parent(parent)
     # Each process is one lane: OpenCV's own pool in every one would oversubscribe the cores.
     cv2.setNumThreads(1)
     if init is not None:
@@ -80,8 +82,6 @@ class _QuietProcess(mp.get_context("spawn").Process):  # type: ignore[misc]
         # A terminal's Ctrl-C goes to every process of the group, these too, and a Python still
         # starting up prints a traceback for it. Blocked while the process is made, SIGINT stays
         # blocked in it (the mask is inherited), and arrives here afterwards if one came.
-        if threading.current_thread() is not threading.main_thread():
-            return super().start()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             super().start()
@@ -93,8 +93,44 @@ class _QuietSpawn(type(mp.get_context("spawn"))):  # type: ignore[misc]
     Process = _QuietProcess
 
 
+# SIGTERM while any pool is open: an exit that unwinds through the pools' close() (see
+# WorkerPool). One handler for all the pools of the process, counted, so that pools closed in
+# any order, or from another thread, leave the handler found before the first one.
+_term_lock = threading.Lock()
+_term_pools = 0
+_term_before: object = None
+
+
 def _terminated(signum, frame):
-    raise SystemExit(128 + signum)
+    if _term_pools > 0:
+        raise SystemExit(128 + signum)
+    # Every pool closed, but the handler could not be put back (closed from another thread):
+    # do what the handler before it would have done.
+    before = _term_before
+    if callable(before):
+        before(signum, frame)
+    elif before != signal.SIG_IGN:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+def _hold_term() -> bool:
+    global _term_pools, _term_before
+    if threading.current_thread() is not threading.main_thread():
+        return False  # only the main thread may set a handler; the pool works without it
+    with _term_lock:
+        if _term_pools == 0 and signal.getsignal(signal.SIGTERM) is not _terminated:
+            _term_before = signal.signal(signal.SIGTERM, _terminated)
+        _term_pools += 1
+    return True
+
+
+def _release_term() -> None:
+    global _term_pools
+    with _term_lock:
+        _term_pools -= 1
+        if _term_pools == 0 and _term_before is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _term_before)  # (None: set outside Python; ours then acts as default)
 
 
 class WorkerPool:
@@ -105,14 +141,12 @@ class WorkerPool:
         self.jobs = jobs
         # spawn, not fork: a forked child can inherit a locked OpenCV or onnxruntime thread pool.
         self._ex = ProcessPoolExecutor(
-            jobs, mp_context=_QuietSpawn(), initializer=_start, initargs=(initializer, initargs)
+            jobs, mp_context=_QuietSpawn(), initializer=_start, initargs=(os.getpid(), initializer, initargs)
         )
         # A SIGTERM (a service manager, ``timeout``) would end this process on the spot and leave
         # the pool's queues to the resource tracker, which then warns of leaked semaphores;
-        # as an exit it unwinds through close() instead. Put back when the pool closes.
-        self._old_term = None
-        if threading.current_thread() is threading.main_thread():
-            self._old_term = signal.signal(signal.SIGTERM, _terminated)
+        # as an exit it unwinds through close() instead. Put back when the last pool closes.
+        self._holds_term = _hold_term()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -137,9 +171,9 @@ class WorkerPool:
         finally:
             if old_int is not None:
                 signal.signal(signal.SIGINT, old_int)
-            if self._old_term is not None:
-                signal.signal(signal.SIGTERM, self._old_term)
-                self._old_term = None
+            if self._holds_term:
+                self._holds_term = False
+                _release_term()
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         """``fn(item)`` for each item, in order (``fn`` and the items must pickle: a
@@ -152,7 +186,8 @@ class WorkerPool:
 
         def died() -> WorkerDiedError:
             return WorkerDiedError(
-                f"a worker process ended without a result (killed, or out of memory) after {done} item(s) done"
+                f"a worker process ended unexpectedly (killed, out of memory, or it could not start) after "
+                f"{done} item(s) done"
             )
 
         it = iter(items)

@@ -65,7 +65,7 @@ def test_worker_processes_give_what_one_process_gives_in_the_same_order(folder, 
     assert err1.count("error:") == err2.count("error:") == 1
     assert "f9_cut.jpg" in err2 and "Traceback" not in err2
     assert [r["image"] for r in recs2] == [p for p in folder if "cut" not in p]
-    # One network thread a process against two in one: the same numbers bit for bit.
+    # Two processes against one, each image analysed alike: the same numbers bit for bit.
     assert recs2 == recs1
     assert [r["channels"] for r in recs2] == [["bgr"], ["bgr"], ["bgr", "uv"], ["bgr"], ["bgr"]]
     assert sum(len(r["scallops"]) for r in recs2) >= 5
@@ -82,7 +82,9 @@ def test_a_worker_that_dies_is_said_and_the_images_left_are_counted(folder, tmp_
     def dying_map(self, fn, items):
         for i, _ in enumerate(items):
             if i == 2:
-                raise WorkerDiedError("a worker process ended without a result (killed, or out of memory)")
+                raise WorkerDiedError(
+                    "a worker process ended unexpectedly (killed, out of memory, or it could not start)"
+                )
             yield detect.Outcome(out=[json.dumps({"image": f"stand-in {i}"})])
 
     monkeypatch.setattr(WorkerPool, "map", dying_map)
@@ -92,7 +94,7 @@ def test_a_worker_that_dies_is_said_and_the_images_left_are_counted(folder, tmp_
     out, err = capfd.readouterr()
     assert rc == 1
     assert len(out.splitlines()) == 2
-    assert "4 image(s) not analysed" in err and "killed, or out of memory" in err
+    assert "4 image(s) not analysed" in err and "killed, out of memory" in err
     assert "Traceback" not in err and "internal error" not in err
 
 
@@ -161,7 +163,7 @@ def test_pool_results_in_order_and_errors_at_their_item():
 def test_pool_says_when_a_process_dies():
     with WorkerPool(2) as pool:
         got = []
-        with pytest.raises(WorkerDiedError, match="killed, or out of memory"):
+        with pytest.raises(WorkerDiedError, match="killed, out of memory"):
             for r in pool.map(_die, range(8)):
                 got.append(r)
         assert got == list(range(len(got))) and len(got) <= 3
@@ -249,3 +251,40 @@ def test_a_stray_companion_is_reported_at_its_place(folder, tmp_path, capfd, job
     err = capfd.readouterr().err.splitlines()
     assert len(err) == 3
     assert "f9_cut.jpg" in err[0] and "lone.uv.png" in err[1] and "last.uv.png" in err[2]
+
+
+def test_pools_put_the_sigterm_handler_back_in_any_order():
+    import signal
+    import threading
+
+    before = signal.getsignal(signal.SIGTERM)
+    a, b = WorkerPool(1), WorkerPool(1)  # no work given: no process started
+    a.close()
+    assert signal.getsignal(signal.SIGTERM) is not before  # b still open: a SIGTERM exits through it
+    b.close()
+    assert signal.getsignal(signal.SIGTERM) == before
+    # Closed from another thread (a generator freed there): the handler cannot be put back
+    # from it, and acts as the one before it would.
+    c = WorkerPool(1)
+    t = threading.Thread(target=c.close)
+    t.start()
+    t.join()
+    from scallop import workers
+
+    assert workers._term_pools == 0  # so the handler left behind no longer turns SIGTERM into an exit of ours
+    signal.signal(signal.SIGTERM, before)
+
+
+@two_cores
+def test_worker_processes_give_the_belt_millimetres_of_a_calibration_alike(folder, capfd):
+    from pathlib import Path
+
+    cal = Path(__file__).resolve().parents[1] / "docs" / "examples" / "genicam-fake" / "calibration.json"
+    recs = {}
+    for jobs in ("1", "2"):
+        rc = main(["detect", "--calibration", str(cal), "--json", "--jobs", jobs, *folder])
+        out, err = capfd.readouterr()
+        assert rc == 1 and err.count("error:") == 1  # the cut-short file
+        recs[jobs] = [json.loads(ln) for ln in out.splitlines()]
+    assert recs["1"] == recs["2"]
+    assert any("center_mm" in s for r in recs["2"] for s in r["scallops"])

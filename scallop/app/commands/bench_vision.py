@@ -20,10 +20,11 @@ def register(sub) -> None:
             "decode a file would cost. --anchor also times 'scallop detect' on JPEG files\n"
             "(decode included) side by side with a YOLOv8n-seg@640 ONNX on the same files\n"
             "(decode, letterbox, one run: as its README times it) and reports the ratio, for\n"
-            "three loops on both sides alike: worker processes side by side (as scallop detect\n"
-            "analyses a folder of 100 images or more; the headline), one process with the next\n"
-            "file decoded on a second thread meanwhile (a smaller folder), and read-then-work\n"
-            "file by file.\n"
+            "three loops, each the same on both sides: worker processes side by side, one network\n"
+            "thread each (as scallop detect analyses a folder of 100 images or more; the headline),\n"
+            "one process with the next file decoded on a second thread meanwhile (a smaller\n"
+            "folder), and read-then-work file by file. In the last two each side keeps its own\n"
+            "network threads: scallop detect's one, the anchor README's --threads (2).\n"
             "The 1-minute load average is reported beside the figures: the machine may be shared.\n\n"
             "example:\n  scallop bench vision --frames 1000 --profile --json --out bench/vision.json\n"
             "  scallop bench vision --anchor PATH/yolov8n-seg_640.onnx --files 100"
@@ -313,12 +314,24 @@ def _anchor_work(sess, img) -> None:
 _ANCHOR: dict = {}  # a worker process's anchor session
 
 
-def _anchor_file(task: tuple[str, str]) -> None:
-    """A worker's turn on the anchor side: decode one file and run it, one thread per process."""
-    anchor, path = task
+def _anchor_load(anchor: str) -> None:
+    """A worker's start on the anchor side: its session, one thread per process."""
     if anchor not in _ANCHOR:
         _ANCHOR[anchor] = _anchor_session(anchor, 1)
+
+
+def _anchor_file(task: tuple[str, str]) -> None:
+    """A worker's turn on the anchor side: decode one file and run it."""
+    anchor, path = task
+    _anchor_load(anchor)
     _anchor_work(_ANCHOR[anchor], _anchor_read(path))
+
+
+def _scallop_load(model: str | None) -> None:
+    """A worker's start on our side: the pipeline ``scallop detect``'s workers load for colour frames."""
+    from scallop.app.commands.detect import _WORKER_STATE, THREADS, Setup, _pipeline
+
+    _pipeline(_WORKER_STATE, Setup(model, THREADS, None, False, False), "given" if model else "colour")
 
 
 def side_by_side(
@@ -329,15 +342,19 @@ def side_by_side(
     letterbox to 640x640, one onnxruntime run: shared/anchors/README.md) on the same files,
     in alternating rounds so that a change in the machine's load falls on both.
 
-    Three loops each, both sides alike in every one:
+    Three loops, each the same on both sides:
     - ``workers`` (the headline): ``jobs`` processes side by side, each network on one thread,
       as ``scallop detect`` analyses a folder of 100 images or more (``scallop.workers``; its
       own per-image function). A file's time is a round's time over its files, the processes
-      started and warm (their start is reported apart);
+      started, their models loaded and warm (their start is reported apart);
     - ``ahead``: one process, the next file read on a second thread meanwhile, as ``scallop
       detect`` reads a smaller folder (``scallop.imagefiles.read_ahead``); a file's time is
       the interval between two results;
-    - ``serial``: read a file, then work on it (the anchor README's protocol)."""
+    - ``serial``: read a file, then work on it (the anchor README's protocol).
+    In the last two each side runs with its own network threads: scallop detect's (one) and
+    the anchor README's (``threads``). ``ratio_to_anchor_protocol`` sets the workers' figure
+    against the anchor timed by its README (serial): what a folder costs with ``scallop detect``
+    against what the reference costs as defined, not a like-for-like loop."""
     import tempfile
 
     import cv2
@@ -410,13 +427,19 @@ def side_by_side(
             paths.append(str(p))
         for read, work in sides.values():  # warm both (page cache, sessions)
             serial(read, work, paths[:5])
-        with WorkerPool(jobs) as scallop_pool, WorkerPool(jobs) as anchor_pool:
+        start = {}
+        t0 = time.perf_counter()
+        # Every process loads its model as it starts (whichever images it then gets), and does
+        # a first image or two before the rounds.
+        with (
+            WorkerPool(jobs, _scallop_load, (model,)) as scallop_pool,
+            WorkerPool(jobs, _anchor_load, (anchor,)) as anchor_pool,
+        ):
             pools = {"scallop": scallop_pool, "anchor": anchor_pool}
-            start = {}
-            for key, pool in pools.items():  # each process started and its model loaded
-                t0 = time.perf_counter()
+            for key, pool in pools.items():
                 in_workers(pool, key, paths[: 2 * jobs])
                 start[key] = round(time.perf_counter() - t0, 2)
+                t0 = time.perf_counter()
             load_before = _load()[0]
             times: dict[str, dict[str, list[list[float]]]] = {
                 loop: {"scallop": [], "anchor": []} for loop in ("ahead", "serial")

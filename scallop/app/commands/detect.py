@@ -164,6 +164,8 @@ def run(args) -> int:
     setup = Setup(args.model, threads, args.calibration, bool(args.json), bool(args.annotate))
     if args.model:
         _pipeline(state, setup, "given")  # a bad --model file is refused before any image
+        if jobs > 1:
+            state.clear()  # the workers load their own: this one would only hold memory
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir:
         from scallop.app.outputs import check_output_dir
@@ -219,6 +221,10 @@ def run(args) -> int:
         for at in sorted(strays):
             say_strays(at)
         return 1
+    finally:
+        # Now, not when the frame is freed: the workers stop and the pool's handlers go back
+        # before anything else runs (an error on the way out, another command in this process).
+        results.close()
     say_strays(done)
     return 1 if failed else 0
 
