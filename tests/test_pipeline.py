@@ -442,3 +442,36 @@ def test_overlay_labels_are_readable_on_a_white_belt():
     region = out[200 - th - base - 12 : 198, 200 : 200 + tw + 6].astype(int).mean(axis=2)
     dark, bright = (region < 60).mean(), (region > 200).mean()
     assert dark > 0.5 and bright > 0.05, (dark, bright)
+
+
+@pytest.mark.parametrize("roi_of_s", [1.5, 2.5, 1.25, 137 / 128, 1.0, 0.9375])
+def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, roi_of_s):
+    """The squares are shrunk together in one INTER_AREA call: every crop must equal the
+    resample of its own window alone (edge squares with their replicated border too)."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (300, 420, 3), np.uint8)
+    S = pipe.crop
+    roi = int(round(S * roi_of_s))
+    corners = [(10, 20), (-roi // 3, 40), (420 - roi // 2, 300 - roi // 4), (150, -7), (200, 100)]
+    out = np.empty((len(corners), S, S, 3), np.uint8)
+    pipe._crops(img, corners, roi, out)
+    for (x0, y0), got in zip(corners, out):
+        pad = cv2.copyMakeBorder(img, 400, 400, 400, 400, cv2.BORDER_REPLICATE)
+        win = pad[y0 + 400 : y0 + 400 + roi, x0 + 400 : x0 + 400 + roi]
+        if roi > S:
+            want = cv2.resize(win, (S, S), interpolation=cv2.INTER_AREA)
+        elif roi == S:
+            want = win
+        else:
+            step = roi / S
+            M = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])
+            want = cv2.warpAffine(
+                img, M, (S, S), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+            )
+        assert np.array_equal(got, want)
+    # The fluorescence image (one plane) goes the same way.
+    uv = img[..., 0].copy()
+    out_uv = np.empty((len(corners), S, S), np.uint8)
+    pipe._crops(uv, corners, roi, out_uv)
+    if roi >= S:  # (the warp's single-plane path is OpenCV's own, not ours)
+        assert np.array_equal(out_uv, out[..., 0])

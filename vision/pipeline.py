@@ -296,32 +296,50 @@ class Pipeline:
 
     # ------------------------------------------------------------------ main
     def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
-        """Resample the image square [x0, x0+roi)×[y0, y0+roi) into ``out`` (S×S): area
-        averaging when shrinking (as the fine frame was made in training), bilinear when
-        enlarging; the frame's edge pixels are repeated outside it."""
+        """One crop: :meth:`_crops` of the square at (x0, y0) into ``out`` (S×S)."""
+        self._crops(image, [(x0, y0)], roi, out[None])
+
+    def _crops(self, image: np.ndarray, corners, roi: int, out: np.ndarray) -> None:
+        """Resample each image square [x0, x0+roi)×[y0, y0+roi) of ``corners`` into ``out[i]``
+        (N×S×S): area averaging when shrinking (as the fine frame was made in training),
+        bilinear when enlarging; the frame's edge pixels are repeated outside it."""
         S = self.crop
         H, W = image.shape[:2]
         if roi < S:  # enlarging: bilinear, border handled by the warp
             step = roi / S
-            M = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])
-            cv2.warpAffine(
-                image,
-                M,
-                (S, S),
-                dst=out,
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
+            for (x0, y0), o in zip(corners, out):
+                M = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])
+                cv2.warpAffine(
+                    image,
+                    M,
+                    (S, S),
+                    dst=o,
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
             return
-        a, b = max(x0, 0), max(y0, 0)
-        c, d = min(x0 + roi, W), min(y0 + roi, H)
-        win = image[b:d, a:c]
-        if (a, b, c, d) != (x0, y0, x0 + roi, y0 + roi):
-            win = cv2.copyMakeBorder(win, b - y0, y0 + roi - d, a - x0, x0 + roi - c, cv2.BORDER_REPLICATE)
-        if roi == S:
-            out[...] = win
-        else:
-            cv2.resize(win, (S, S), dst=out, interpolation=cv2.INTER_AREA)
+        # The squares stacked one above the other and shrunk in one resample: square i's rows
+        # end at row (i+1)*roi, which lands on crop row (i+1)*S exactly (roi/S is a multiple of
+        # 1/S, exact in binary), so no output pixel averages across two squares and each gets
+        # the weights it would get alone: the same crops as one resample each, in one call.
+        n = len(corners)
+        stack = (
+            out.reshape(n * S, S, *out.shape[3:])
+            if roi == S
+            else np.empty((n * roi, roi, *image.shape[2:]), image.dtype)
+        )
+        for i, (x0, y0) in enumerate(corners):
+            a, b = max(x0, 0), max(y0, 0)
+            c, d = min(x0 + roi, W), min(y0 + roi, H)
+            dst = stack[i * roi : (i + 1) * roi]
+            if (a, b, c, d) != (x0, y0, x0 + roi, y0 + roi):
+                cv2.copyMakeBorder(
+                    image[b:d, a:c], b - y0, y0 + roi - d, a - x0, x0 + roi - c, cv2.BORDER_REPLICATE, dst=dst
+                )
+            else:
+                dst[...] = image[b:d, a:c]
+        if roi != S:
+            cv2.resize(stack, (S, n * S), dst=out.reshape(n * S, S, *out.shape[3:]), interpolation=cv2.INTER_AREA)
 
     def detect(
         self,
@@ -396,15 +414,17 @@ class Pipeline:
         crops = np.empty((n, S, S, 3), np.uint8)
         uv_crops = np.empty((n, S, S), np.uint8) if uv_parts else None
         origins = np.empty((n, 2))
+        corners = []
         for i in range(n):
             cx = (cxs[i] + 0.5) / g - 0.5
             cy = (cys[i] + 0.5) / g - 0.5
             x0 = int(round(cx + 0.5 - (half + 0.5) * step))
             y0 = int(round(cy + 0.5 - (half + 0.5) * step))
-            self._crop(image, x0, y0, roi, crops[i])
-            if uv_crops is not None:  # the same square, the same resampling
-                self._crop(uv, x0, y0, roi, uv_crops[i])
+            corners.append((x0, y0))
             origins[i] = (x0 + 0.5 * step - 0.5, y0 + 0.5 * step - 0.5)
+        self._crops(image, corners, roi, crops)
+        if uv_crops is not None:  # the same squares, the same resampling
+            self._crops(uv, corners, roi, uv_crops)
         t4 = clock()
         tm["crops_ms"] = (t4 - t3) * 1e3
         logits = self.model.run_parts(crops, uv_crops)
