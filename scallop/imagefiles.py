@@ -72,24 +72,14 @@ def companion_path(frame: str | os.PathLike) -> Path:
     """Where the fluorescence companion of ``frame`` is or would be (``x.jpg`` → ``x.uv.png``).
     A companion named in other letter case (``X.UV.PNG``, as some camera PCs write) is found
     too: every reader counts such a file as a companion, never a frame, so its frame must find it."""
-    p = Path(frame)
-    exact = p.with_name(p.stem + COMPANION_SUFFIX)
-    if exact.exists() or exact.is_symlink():
-        return exact
-    want = exact.name.lower()
-    try:
-        with os.scandir(p.parent) as entries:
-            for e in entries:
-                if e.name.lower() == want:
-                    return p.with_name(e.name)
-    except OSError:  # no such folder: the frame's own read says so
-        pass
-    return exact
+    return companion_paths([frame])[0]
 
 
 def companion_paths(frames) -> list[Path]:
-    """:func:`companion_path` of each frame, each folder listed at most once: a folder of
-    thousands of frames without companions would otherwise be listed once a frame."""
+    """:func:`companion_path` of each frame: the exact name if something is there, else the
+    first companion of the folder named so in other letter case, else the exact name. Each
+    folder is listed at most once: a folder of thousands of frames without companions would
+    otherwise be listed once a frame."""
     lowered: dict[Path, dict[str, str]] = {}
     out = []
     for frame in frames:
@@ -104,7 +94,7 @@ def companion_paths(frames) -> list[Path]:
                 with os.scandir(p.parent) as entries:
                     for e in entries:
                         if is_companion(e.name):
-                            names.setdefault(e.name.lower(), e.name)  # the first, as companion_path takes it
+                            names.setdefault(e.name.lower(), e.name)  # the first in the listing
             except OSError:  # no such folder: the frame's own read says so
                 pass
             lowered[p.parent] = names
