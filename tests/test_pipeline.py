@@ -301,7 +301,7 @@ def test_crop_pixels_sit_where_the_mapping_says(pipe, mm_per_px, bias):
     step = roi / S
     x0, y0 = 12, 20
     out = np.empty((S, S, 3), np.uint8)
-    pipe._crop(img, x0, y0, roi, out)
+    pipe._crops(img, [(x0, y0)], roi, out[None])
     ox, oy = x0 + 0.5 * step - 0.5, y0 + 0.5 * step - 0.5
     ix, iy = ox + np.arange(S) * step, oy + np.arange(S) * step
     inside_x = (ix > 1) & (ix < W - 2)
@@ -320,7 +320,7 @@ def test_crop_outside_the_frame_repeats_edge_pixels(pipe):
     S = pipe.crop
     out = np.empty((S, S, 3), np.uint8)
     roi = int(round(S * pipe.fine_mm / 0.5))
-    pipe._crop(img, -roi // 2, 10, roi, out)
+    pipe._crops(img, [(-roi // 2, 10)], roi, out[None])
     # The part left of the frame shows the replicated bright column.
     assert (out[:40, : S // 4 - 2] == 200).all()
     assert (out[:40, S // 2 + 4 :] == 0).all()

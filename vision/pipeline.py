@@ -295,10 +295,6 @@ class Pipeline:
         return dets.with_belt_mapping(to_belt) if to_belt is not None else dets
 
     # ------------------------------------------------------------------ main
-    def _crop(self, image: np.ndarray, x0: int, y0: int, roi: int, out: np.ndarray) -> None:
-        """One crop: :meth:`_crops` of the square at (x0, y0) into ``out`` (S×S)."""
-        self._crops(image, [(x0, y0)], roi, out[None])
-
     def _crops(self, image: np.ndarray, corners, roi: int, out: np.ndarray) -> None:
         """Resample each image square [x0, x0+roi)×[y0, y0+roi) of ``corners`` into ``out[i]``
         (N×S×S): area averaging when shrinking (as the fine frame was made in training),
