@@ -153,19 +153,19 @@ def run(args) -> int:
     check_number("--frames", args.frames, 1, 10**6, integer=True)
     check_number("--distinct", args.distinct, 1, 10**4, integer=True)
     lo, hi = _scallop_range(args.scallops)
-    from scallop.app.commands.detect import MAX_AUTO_JOBS
-    from scallop.workers import usable_cores
+    from scallop.app.commands.detect import folder_jobs
+    from scallop.errors import ConfigError
+    from scallop.workers import check_jobs
 
     if args.jobs is not None:
-        from scallop.workers import check_jobs
-
         if not args.anchor:
-            from scallop.errors import ConfigError
-
             raise ConfigError("--jobs sets the worker processes of the files side by side: give --anchor too")
-
         check_jobs("--jobs", args.jobs)
-    jobs = args.jobs or min(usable_cores(), MAX_AUTO_JOBS)  # what scallop detect takes for a large folder
+    if args.plain_graph and args.anchor:
+        raise ConfigError(
+            "--plain-graph and --anchor: scallop detect runs the rewritten graph; time the plain one alone"
+        )
+    jobs = args.jobs or folder_jobs()  # what scallop detect takes for a large folder
     from scallop.models.runtime import SegModel
 
     model = SegModel(args.model or None, threads=args.threads, rewrite=not args.plain_graph)
@@ -173,15 +173,7 @@ def run(args) -> int:
     # A four-channel model is timed with its fluorescence images, as the line feeds it.
     uvs: list | None = [] if pipe.takes_uv else None
     if uvs is not None and args.anchor:
-        from scallop.errors import ConfigError
-
         raise ConfigError("--anchor times colour JPEG files against YOLOv8n-seg: give a colour-only model for it")
-    if args.plain_graph and args.anchor:
-        from scallop.errors import ConfigError
-
-        raise ConfigError(
-            "--plain-graph and --anchor: scallop detect runs the rewritten graph; time the plain one alone"
-        )
     placed: list[int] = []
     frames = bench_frames(
         args.distinct, args.width, args.height, args.mm_per_px, args.seed, lo, hi, uv=uvs, counts=placed

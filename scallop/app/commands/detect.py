@@ -87,14 +87,17 @@ THREADS = 1
 
 
 def jobs_for(n_images: int, given: int | None) -> int:
-    """How many images are analysed at once: ``given`` (--jobs), else one per core (at most
-    ``MAX_AUTO_JOBS``) for ``MIN_IMAGES_FOR_WORKERS`` images or more, else 1."""
-    from scallop.workers import usable_cores
-
+    """How many images are analysed at once: ``given`` (--jobs), else :func:`folder_jobs` for
+    ``MIN_IMAGES_FOR_WORKERS`` images or more, else 1."""
     if given is not None:
         return given
-    if n_images < MIN_IMAGES_FOR_WORKERS:
-        return 1
+    return 1 if n_images < MIN_IMAGES_FOR_WORKERS else folder_jobs()
+
+
+def folder_jobs() -> int:
+    """The worker processes for a large folder: one per core, at most ``MAX_AUTO_JOBS``."""
+    from scallop.workers import usable_cores
+
     return min(usable_cores(), MAX_AUTO_JOBS)
 
 
