@@ -191,12 +191,19 @@ class WorkerPool:
             )
 
         it = iter(items)
+        end = object()
+
+        def submit_next() -> bool:
+            item = next(it, end)
+            if item is end:
+                return False
+            pending.append(self._ex.submit(fn, item))
+            return True
+
         try:
             try:
-                for item in it:
-                    pending.append(self._ex.submit(fn, item))
-                    if len(pending) >= 2 * self.jobs:
-                        break
+                while len(pending) < 2 * self.jobs and submit_next():
+                    pass
             except BrokenProcessPool:
                 raise died() from None
             while pending:
@@ -206,9 +213,7 @@ class WorkerPool:
                     raise died() from None
                 broken = False
                 try:
-                    for item in it:
-                        pending.append(self._ex.submit(fn, item))
-                        break
+                    submit_next()
                 except BrokenProcessPool:
                     broken = True  # this result still counts; the items after it do not get done
                 done += 1
