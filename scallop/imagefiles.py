@@ -77,7 +77,8 @@ def companion_path(frame: str | os.PathLike) -> Path:
 
 def companion_paths(frames) -> list[Path]:
     """:func:`companion_path` of each frame: the exact name if something is there, else the
-    first companion of the folder named so in other letter case, else the exact name. Each
+    companion of the folder named so in other letter case (the first in name order), else the
+    exact name. Each
     folder is listed at most once: a folder of thousands of frames without companions would
     otherwise be listed once a frame."""
     lowered: dict[Path, dict[str, str]] = {}
@@ -94,7 +95,10 @@ def companion_paths(frames) -> list[Path]:
                 with os.scandir(p.parent) as entries:
                     for e in entries:
                         if is_companion(e.name):
-                            names.setdefault(e.name.lower(), e.name)  # the first in the listing
+                            # Of two names in other letter case, the first in name order: the
+                            # same pick on every disk, whatever order it lists a folder in.
+                            low = e.name.lower()
+                            names[low] = min(names.get(low, e.name), e.name)
             except OSError:  # no such folder: the frame's own read says so
                 pass
             lowered[p.parent] = names

@@ -288,3 +288,64 @@ def test_worker_processes_give_the_belt_millimetres_of_a_calibration_alike(folde
         recs[jobs] = [json.loads(ln) for ln in out.splitlines()]
     assert recs["1"] == recs["2"]
     assert any("center_mm" in s for r in recs["2"] for s in r["scallops"])
+
+
+def test_a_symlink_loop_among_the_images_is_that_images_error_only(folder, tmp_path, capfd):
+    loop = tmp_path / "self.jpg"
+    loop.symlink_to(loop)
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(loop), folder[0]]) == 1
+    out, err = capfd.readouterr()
+    assert [json.loads(ln)["image"] for ln in out.splitlines()] == [folder[0]]
+    assert "self.jpg" in err and len(err.splitlines()) == 1 and "internal error" not in err
+
+
+def test_annotate_never_writes_over_an_image_given(folder, tmp_path, capfd):
+    src = tmp_path / "a.jpg"
+    shutil.copy(folder[0], src)
+    victim = tmp_path / "a_det.png"  # an image given, named as a's annotation would be
+    cv2.imwrite(str(victim), cv2.imread(folder[2]))
+    before = victim.read_bytes()
+    assert main(["detect", "--mm-per-px", "0.5", "--annotate", str(tmp_path), str(src), str(victim)]) == 1
+    err = capfd.readouterr().err
+    assert victim.read_bytes() == before
+    assert "a_det.png" in err and "not written over" in err
+    assert (tmp_path / "a_det_det.png").is_file()  # the other one was written
+
+
+def test_an_annotated_image_cut_short_by_a_full_disk_is_removed(folder, tmp_path, capfd, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    def half_then_full(self, data):
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    out_dir = tmp_path / "ann"
+    out_dir.mkdir()
+    assert main(["detect", "--mm-per-px", "0.5", "--annotate", str(out_dir), folder[0]]) == 1
+    assert "No space left on device" in capfd.readouterr().err
+    assert list(out_dir.iterdir()) == []
+
+
+def test_of_two_companions_in_other_letter_case_the_first_in_name_order_is_taken(tmp_path, monkeypatch):
+    (tmp_path / "h.jpg").write_bytes(b"x")
+    for name in ("h.uv.PNG", "h.UV.png"):
+        (tmp_path / name).write_bytes(b"x")
+    real = os.scandir
+
+    class Reversed:  # a disk that lists the folder the other way round
+        def __init__(self, p):
+            self._it = real(p)
+            self._entries = sorted(self._it, key=lambda e: e.name, reverse=True)
+
+        def __enter__(self):
+            return iter(self._entries)
+
+        def __exit__(self, *a):
+            self._it.close()
+
+    for listing in (real, Reversed):
+        monkeypatch.setattr(os, "scandir", listing)
+        assert companion_path(tmp_path / "h.jpg").name == "h.UV.png"  # "U" sorts before "u"

@@ -187,6 +187,10 @@ def run(args) -> int:
     failed = len(stray)
     companions = companion_paths(args.images)
     written: set[str] = set()  # annotated names of this run: images of one name from two folders
+    # What was given (and the fluorescence frames beside it) is never an annotated image's target.
+    inputs = (
+        {os.path.realpath(p) for p in args.images} | {os.path.realpath(c) for c in companions} if out_dir else set()
+    )
     if jobs > 1:
         from scallop.workers import ordered_map
 
@@ -211,7 +215,11 @@ def run(args) -> int:
             done += 1
             if out_dir and not oc.errors:
                 target = out_dir / f"{_unique(Path(path).stem, written)}_det.png"
-                why = oc.png_error or _write_bytes(target, oc.png)
+                why = oc.png_error or (
+                    "it is one of the images given, and is not written over"
+                    if os.path.realpath(target) in inputs
+                    else _write_bytes(target, oc.png)
+                )
                 if why:  # a full disk or a vanished folder: said, and counted in the exit code
                     print(
                         f"scallop detect: error: {target}: the annotated image could not be written: {why}",
@@ -371,10 +379,15 @@ def _unique(stem: str, taken: set[str]) -> str:
 
 
 def _write_bytes(target: Path, data: bytes) -> str:
-    """Write ``data`` to ``target``; "" when written, else why not (the system's words)."""
+    """Write ``data`` to ``target``; "" when written, else why not (the system's words). A
+    file cut short (a full disk) is removed: an annotated image that is there is whole."""
     try:
         target.write_bytes(data)
     except OSError as e:
+        try:
+            target.unlink(missing_ok=True)
+        except OSError:
+            pass
         return e.strerror or str(e)
     return ""
 
@@ -397,14 +410,16 @@ def _frames_only(paths: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
     frame it is left out quietly; given without one it is reported (exit 1, the others go on)."""
     from scallop.imagefiles import COMPANION_SUFFIX, frame_of, is_companion
 
-    given = {str(Path(p).resolve()) for p in paths}
+    # realpath, not Path.resolve: a symlink loop among the names is that one image's error
+    # when its turn comes, not a stop of the whole run.
+    given = {os.path.realpath(p) for p in paths}
     out, stray = [], []
     for p in paths:
         if not is_companion(p):
             out.append(p)
             continue
         frame = frame_of(p)
-        if frame is None or str(frame.resolve()) not in given:
+        if frame is None or os.path.realpath(frame) not in given:
             stray.append(
                 (
                     len(out),
