@@ -28,6 +28,16 @@ def test_gap_is_the_distance_from_the_uro_to_the_adductor(gap_px):
     assert got == pytest.approx(gap_px + 1, abs=0.05)
 
 
+def test_a_uro_overlapping_the_adductor_mask_is_at_zero():
+    """The pipeline passes the wider "might be adductor" mask, which often overlaps the uro:
+    the distance is then 0, as the transform gives it."""
+    uro, box, add = _masks(0)
+    add[38, 30] = True  # one adductor pixel under the uro
+    assert uro_adductor_gap(uro, box, add, reach_px=20) == 0.0
+    d = cv2.distanceTransform(cv2.compare(add.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    assert float(d[uro > 0].min()) == 0.0
+
+
 def test_no_adductor_within_reach_is_infinite():
     uro, box, add = _masks(30)
     assert math.isinf(uro_adductor_gap(uro, box, add, reach_px=5))

@@ -33,7 +33,16 @@ from scallop.vision.detections import (
     REASON_TOO_CLOSE,
     Detections,
 )
-from scallop.vision.grasp import grasp_point, max_of, neighbour_px, not_first, softmax_rows, uro_adductor_gap, wins
+from scallop.vision.grasp import (
+    grasp_point,
+    max_of,
+    neighbour_px,
+    not_first,
+    softmax_box,
+    softmax_rows,
+    uro_adductor_gap,
+    wins,
+)
 
 # Class indices fixed by the metadata check in models.runtime (names must start like this).
 F_BG, F_CORE, F_EDGE = 0, 1, 2
@@ -466,17 +475,19 @@ class Pipeline:
         fw, fh = int(round(W * r_fine)), int(round(H * r_fine))
         margin_fine = cfg.border_margin_mm / self.fine_mm
         g = s / self.coarse_mm  # coarse px per image px
-        ar = self._arange * step
-        lim_y, lim_x = lab_pad.shape[0] - 1, lab_pad.shape[1] - 1
+        # Where each crop's pixel centres fall in the padded coarse labels (nearest), every crop
+        # at once: rows (N, S) and columns (N, S), non-decreasing along each crop.
+        at = np.round((self._arange * step + origins[:, :, None] + 0.5) * g - 0.5).astype(np.intp) + 1
+        np.maximum(at, 0, out=at)
+        np.minimum(at[:, 0], lab_pad.shape[1] - 1, out=at[:, 0])
+        np.minimum(at[:, 1], lab_pad.shape[0] - 1, out=at[:, 1])
         rows = []
         for i, k in enumerate(ks):
             ox, oy = origins[i]
-            # Instance labels resampled onto the crop's pixel grid (nearest).
-            ix = np.round((ar + ox + 0.5) * g - 0.5).astype(np.intp) + 1
-            iy = np.round((ar + oy + 0.5) * g - 0.5).astype(np.intp) + 1
-            np.minimum(np.maximum(ix, 0, out=ix), lim_x, out=ix)
-            np.minimum(np.maximum(iy, 0, out=iy), lim_y, out=iy)
-            lc = lab_pad.take(iy, axis=0).take(ix, axis=1)
+            # Instance labels resampled onto the crop's pixel grid (nearest), gathered from the
+            # few coarse pixels the crop covers rather than from whole rows of the label map.
+            ix, iy = at[i]
+            lc = lab_pad[iy[0] : iy[-1] + 1, ix[0] : ix[-1] + 1].take(iy - iy[0], axis=0).take(ix - ix[0], axis=1)
             mine = (lc == k).view(np.uint8)
             mx, my, mw, mh = cv2.boundingRect(mine)
             if mw == 0:
@@ -545,7 +556,7 @@ class Pipeline:
             areas = ust[1:, cv2.CC_STAT_AREA] * mm2 if nu > 1 else None
             if nu <= 1 or areas.max() < cfg.min_uro_area_mm2:
                 # Only here (a few scallops in ten) is the softmax over the whole mask worth it.
-                ev = float(softmax_rows([logits[i, c, y0:y1, x0:x1][own] for c in range(logits.shape[1])], P_URO).max())
+                ev = float(softmax_box(logits[i, :, y0:y1, x0:x1], P_URO)[own].max())
                 row["uevid"] = ev
                 row["reason"] = REASON_HIDDEN_URO if ev > cfg.hidden_uro_probability else REASON_NO_URO
             else:
@@ -562,16 +573,16 @@ class Pipeline:
                 # of the true adductor, at 1.5 none nearer than 2.5 mm (bench accuracy reports it).
                 box = (i, slice(y0, y1), slice(x0, x1))
                 add_near = ch[P_ADDUCTOR][box] + cfg.adductor_doubt_logit >= max_of([c[box] for c in rivals])
+                add_near &= own
                 ubox = (ux + cx_, uy + cy_, cw_, ch_)
-                py, px, gap = grasp_point(
-                    comp, ubox, add_near & own, mm_c, cfg, neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
-                )
-                touch = uro_adductor_gap(comp, ubox, add_near & own, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
+                near = neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
+                py, px, gap = grasp_point(comp, ubox, add_near, mm_c, cfg, near)
+                touch = uro_adductor_gap(comp, ubox, add_near, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
                 # Over the blob's own box: the same pixels in the same order as over the crop.
                 bx0, by0 = ux + cx_, uy + cy_
                 cm = comp[by0 : by0 + ch_, bx0 : bx0 + cw_].view(bool)
                 ys_, xs_ = slice(y0 + by0, y0 + by0 + ch_), slice(x0 + bx0, x0 + bx0 + cw_)
-                uconf = float(softmax_rows([logits[i, c, ys_, xs_][cm] for c in range(logits.shape[1])], P_URO).mean())
+                uconf = float(softmax_box(logits[i, :, ys_, xs_], P_URO)[cm].mean())
                 px, py = px + x0, py + y0
                 ucx, ucy = ucen[best] + (ux + x0, uy + y0)
                 row.update(
@@ -600,9 +611,11 @@ class Pipeline:
                     or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])
                 ):
                     row["reason"] = REASON_AMBIGUOUS
-                else:
+                elif near is not None:
                     # A neighbour's pixel closer than the clearance lies in this window around the
-                    # grasp (neighbours anywhere in the crop count, not only inside our box).
+                    # grasp (neighbours anywhere in the crop count, not only inside our box). With
+                    # ``near`` None no other scallop lies within a wider window around the whole
+                    # uro box (neighbour_px), which holds this one: nothing to look for.
                     r = int(np.ceil(cfg.clearance_mm / mm_c))
                     wy0, wx0 = max(py - r, 0), max(px - r, 0)
                     win = lc[wy0 : py + r + 1, wx0 : px + r + 1]
