@@ -234,6 +234,11 @@ class SegModel:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The pool's threads spin between the operators of a run (the stages hand work to
+        # each other in microseconds), but not after it: left to spin, they kept the second
+        # core busy through the whole post-processing and the next frame's resize, two cores
+        # for one frame's work at the same speed (bench vision reports the CPU time).
+        so.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self.session = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
