@@ -3,6 +3,7 @@ replace, crops sit where the geometry says, and detections on rendered frames ma
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import cv2
@@ -16,6 +17,14 @@ from scallop.vision.pipeline import Pipeline, PipelineConfig
 @pytest.fixture(scope="module")
 def pipe():
     return Pipeline(None, PipelineConfig(threads=1))
+
+
+@pytest.fixture(scope="module")
+def pipe2(pipe):
+    """The same pipeline allowed two cores: the big resamples split over two threads."""
+    two = copy.copy(pipe)
+    two._two_lanes = True
+    return two
 
 
 # ------------------------------------------------------------------ class masks without argmax
@@ -64,27 +73,45 @@ def test_softmax_box_is_safe_from_overflow():
 
 # ------------------------------------------------------------------ finder input and instances
 @pytest.mark.parametrize("factor", [0.5, 0.25, 0.125])
-def test_halving_resize_equals_area_averaging_at_powers_of_two(factor):
+def test_halving_resize_equals_area_averaging_at_powers_of_two(pipe, factor):
     """2:1 bilinear steps average 2x2 blocks: INTER_AREA's numbers to one grey level."""
     rng = np.random.default_rng(3)
     img = rng.integers(0, 256, size=(720, 1280, 3), dtype=np.uint8)
-    got = Pipeline._resize(img, factor)
+    got = pipe._resize(img, factor)
     ref = cv2.resize(img, (int(1280 * factor), int(720 * factor)), interpolation=cv2.INTER_AREA)
     assert got.shape == ref.shape
     assert np.abs(got.astype(int) - ref).max() <= 1
 
 
 @pytest.mark.parametrize("factor", [0.15, 0.4, 0.37])
-def test_halvings_then_area_stay_near_area_averaging_at_other_factors(factor):
+def test_halvings_then_area_stay_near_area_averaging_at_other_factors(pipe, factor):
     """Not the same numbers (a block's edge blurs over one more pixel), but close on a picture
     with the frequencies a camera passes: about one grey level on average (bench hard at 0.3 and
     0.8 mm/px showed no figure worse for it)."""
     rng = np.random.default_rng(5)
     img = cv2.GaussianBlur(rng.integers(0, 256, size=(720, 1280, 3), dtype=np.uint8), (0, 0), 2.0)
-    got = Pipeline._resize(img, factor)
+    got = pipe._resize(img, factor)
     ref = cv2.resize(img, got.shape[1::-1], interpolation=cv2.INTER_AREA)
     d = np.abs(got.astype(int) - ref)
     assert d.mean() < 1.5 and np.percentile(d, 99) <= 5
+
+
+@pytest.mark.parametrize(
+    ("shape", "factor"),
+    [
+        ((720, 1280, 3), 0.25),
+        ((720, 1280, 3), 0.5),
+        ((720, 1280, 3), 0.15),
+        ((1080, 1920, 3), 0.375),
+        ((484, 642), 0.2),
+    ],
+)
+def test_two_lanes_resize_the_frame_to_the_same_pixels(pipe, pipe2, shape, factor):
+    """The frame's first halving split over two threads gives the very pixels of one call."""
+    rng = np.random.default_rng(len(shape) + int(factor * 100))
+    img = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    one, two = pipe._resize(img, factor), pipe2._resize(img, factor)
+    assert one.shape == two.shape and np.array_equal(one, two)
 
 
 @pytest.mark.parametrize(
@@ -96,9 +123,9 @@ def test_halvings_then_area_stay_near_area_averaging_at_other_factors(factor):
         ((100, 80), 2.0, (200, 160)),
     ],
 )
-def test_resize_gives_the_rounded_size_at_any_factor(shape, factor, want):
+def test_resize_gives_the_rounded_size_at_any_factor(pipe, shape, factor, want):
     img = np.full(shape, 77, np.uint8)  # one grey level: any averaging keeps it
-    got = Pipeline._resize(img, factor)
+    got = pipe._resize(img, factor)
     assert got.shape == want and (got == 77).all()
 
 
@@ -467,10 +494,13 @@ def test_overlay_labels_are_readable_on_a_white_belt():
     assert dark > 0.5 and bright > 0.05, (dark, bright)
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize("roi_of_s", [1.5, 2.5, 1.25, 137 / 128, 1.0, 0.9375])
-def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, roi_of_s):
-    """The squares are shrunk together in one INTER_AREA call: every crop must equal the
-    resample of its own window alone (edge squares with their replicated border too)."""
+def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, pipe2, roi_of_s, lanes):
+    """The squares are shrunk together in one INTER_AREA call (two, one a thread, with two
+    lanes): every crop must equal the resample of its own window alone (edge squares with
+    their replicated border too)."""
+    pipe = pipe2 if lanes == 2 else pipe
     rng = np.random.default_rng(5)
     img = rng.integers(0, 256, (300, 420, 3), np.uint8)
     S = pipe.crop
