@@ -154,6 +154,25 @@ def test_instances_are_the_blobs_around_their_cores():
     assert (lab[5:15, 17:20] == 0).all() and (lab[~fg] == 0).all()
 
 
+@pytest.mark.parametrize("specks", [0, 300])
+def test_instances_with_hundreds_of_foreground_fragments(specks):
+    """Past 255 blobs (a belt full of grit) the blob-to-scallop table no longer fits OpenCV's
+    8-bit lookup: the same labels come from the general path."""
+    fg = np.zeros((80, 200), bool)
+    cores = np.zeros((80, 200), np.int32)
+    fg[5:25, 5:25] = True
+    cores[12:16, 12:16] = 1
+    fg[40:70, 150:190] = True
+    cores[50:56, 160:166] = 2
+    for i in range(specks):  # isolated one-pixel fragments, nobody's
+        fg[30 + 2 * (i // 60), 2 * (i % 60) + 10] = True
+    remap = np.array([0, 1, 2], np.int32)
+    lab = Pipeline._assign(fg, cores, remap, (np.array([12, 160]), np.array([12, 50])))
+    assert cv2.connectedComponents(fg.view(np.uint8), connectivity=8)[0] == 3 + specks
+    assert (lab[5:25, 5:25] == 1).all() and (lab[40:70, 150:190] == 2).all()
+    assert int((lab > 0).sum()) == 20 * 20 + 30 * 40
+
+
 def _dumbbell(h=96, w=160):
     """Finder logits of two round scallops whose cores a bar joins: one core blob that the
     split separates (and, in doing so, empties its label)."""
