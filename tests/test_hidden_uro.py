@@ -126,6 +126,28 @@ def test_uro_success_splits_into_picked_and_diverted_near_the_adductor(grasp, pi
     assert s["counts"]["uro_on_picked"] == counts[1]
 
 
+@pytest.mark.parametrize(
+    "grasp, mm_per_px, near",
+    [
+        # The adductor spans rows and columns 30..39: a grasp at column 28 is 2 px from it.
+        ((28, 35), 1.0, 0),  # exactly the jaws' 2 mm: not inside them
+        ((28, 35), 0.99, 1),  # 1.98 mm
+        ((27, 35), 0.5, 1),  # 3 px at 0.5 mm/px: 1.5 mm
+        ((29, 35), 1.0, 1),  # 1 mm
+        ((26, 32), 0.5, 0),  # 4 px: 2.0 mm exactly
+    ],
+)
+def test_near_the_adductor_is_strictly_inside_the_jaws_radius(grasp, mm_per_px, near):
+    """A grasp exactly the jaws' radius from the labelled adductor is not within it (the
+    transform's root of a perfect square is exact in float32)."""
+    parts, inst, facts = _truth()
+    parts[20:25, 20:25] = 1
+    parts[32:36, 22:30] = 4  # the uro, beside the adductor, under the grasps
+    t = score_frame(_dets([((30, 30), grasp, True, "")]), parts, inst, facts, mm_per_px=mm_per_px)
+    assert t.grasp_near_adductor == near
+    assert t.adductor_mm[0] == pytest.approx((30 - grasp[0]) * mm_per_px, abs=1e-5)
+
+
 def test_scorer_shares_are_unknown_without_scallops_to_divide_by():
     s = Tally().summary()
     assert s["uro_passed"] is None and s["uro_to_rework"] is None and s["no_uro_to_rework"] is None
