@@ -3,7 +3,8 @@ replace, crops sit where the geometry says, and detections on rendered frames ma
 
 from __future__ import annotations
 
-import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import cv2
@@ -21,9 +22,9 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def pipe2(pipe):
-    """The same pipeline allowed two cores: the big resamples split over two threads."""
-    two = copy.copy(pipe)
-    two._two_lanes = True
+    """The same model allowed two cores: the big resamples split over two threads."""
+    two = Pipeline(pipe.model, PipelineConfig(threads=2))
+    assert two._two_lanes and not pipe._two_lanes
     return two
 
 
@@ -48,7 +49,7 @@ def test_class_masks_batched_axis():
     assert np.array_equal(wins(ch, 2), lg.argmax(1) == 2)
 
 
-@pytest.mark.parametrize("shape", [(4, 1, 1), (4, 7, 5), (3, 30, 40), (5, 2, 90)])
+@pytest.mark.parametrize("shape", [(4, 1, 1), (4, 7, 5), (3, 30, 40), (5, 2, 90), (8, 1, 1), (9, 1, 1), (9, 2, 3)])
 def test_softmax_box_equals_softmax_rows_bit_for_bit(shape):
     """The pipeline's uro confidence and evidence are compared with thresholds: the block form
     must give the very float32 numbers of the per-pixel form, not merely close ones."""
@@ -114,6 +115,66 @@ def test_two_lanes_resize_the_frame_to_the_same_pixels(pipe, pipe2, shape, facto
     assert one.shape == two.shape and np.array_equal(one, two)
 
 
+def _corners_and_frame():
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 256, (720, 1280, 3), np.uint8)
+    return img, [(10, 20), (-40, 40), (1200, 650), (300, -7), (600, 300), (900, 100), (50, 500)]
+
+
+def test_the_second_lane_busy_or_gone_leaves_the_work_to_the_caller(pipe, pipe2, monkeypatch):
+    """A lane kept from the core (or, after a fork, without its thread) never holds a frame
+    up: its half is done by the caller; a lane refusing work (the interpreter shutting down)
+    likewise. Same pixels either way."""
+    import scallop.vision.pipeline as vp
+
+    img, corners = _corners_and_frame()
+    want = pipe._resize(img, 0.25)
+    crops_want = np.empty((len(corners), pipe.crop, pipe.crop, 3), np.uint8)
+    pipe._crops(img, corners, 192, crops_want)
+    release = threading.Event()
+    vp._second_lane().submit(release.wait, 30)  # the lane's only thread, stuck
+    try:
+        assert np.array_equal(pipe2._resize(img, 0.25), want)
+        got = np.empty_like(crops_want)
+        pipe2._crops(img, corners, 192, got)
+        assert np.array_equal(got, crops_want)
+    finally:
+        release.set()
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    monkeypatch.setattr(vp, "_second_lane", lambda: closed)
+    assert np.array_equal(pipe2._resize(img, 0.25), want)
+
+
+def test_pipelines_on_several_threads_share_the_second_lane(pipe, pipe2):
+    """The line's threads may analyse at once: each frame still gets its own pixels."""
+    img, corners = _corners_and_frame()
+    frames = [np.roll(img, 37 * k, axis=1) for k in range(4)]
+    want = [pipe._resize(f, 0.25) for f in frames]
+    crops_want = []
+    for f in frames:
+        c = np.empty((len(corners), pipe.crop, pipe.crop, 3), np.uint8)
+        pipe._crops(f, corners, 192, c)
+        crops_want.append(c)
+    bad = []
+
+    def work(k):
+        for _ in range(25):
+            if not np.array_equal(pipe2._resize(frames[k], 0.25), want[k]):
+                bad.append(("resize", k))
+            c = np.empty_like(crops_want[k])
+            pipe2._crops(frames[k], corners, 192, c)
+            if not np.array_equal(c, crops_want[k]):
+                bad.append(("crops", k))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not bad and not any(t.is_alive() for t in threads)
+
+
 @pytest.mark.parametrize(
     ("shape", "factor", "want"),
     [
@@ -154,10 +215,10 @@ def test_instances_are_the_blobs_around_their_cores():
     assert (lab[5:15, 17:20] == 0).all() and (lab[~fg] == 0).all()
 
 
-@pytest.mark.parametrize("specks", [0, 300])
+@pytest.mark.parametrize("specks", [0, 253, 254, 300])
 def test_instances_with_hundreds_of_foreground_fragments(specks):
-    """Past 255 blobs (a belt full of grit) the blob-to-scallop table no longer fits OpenCV's
-    8-bit lookup: the same labels come from the general path."""
+    """Past 256 labels (255 blobs and the belt: a belt full of grit) the blob-to-scallop table
+    no longer fits OpenCV's 8-bit lookup: the same labels come from the general path."""
     fg = np.zeros((80, 200), bool)
     cores = np.zeros((80, 200), np.int32)
     fg[5:25, 5:25] = True

@@ -53,7 +53,12 @@ def softmax_box(block: np.ndarray, c: int) -> np.ndarray:
     gathering each plane through a mask first costs more than the arithmetic. The same float32
     steps in the same order (the sum over classes runs plane by plane), so the same values."""
     e = np.exp(block - block.max(axis=0))
-    return e[c] / e.sum(axis=0)
+    # Summed plane by plane, as softmax_rows does: numpy's own sum over the classes would pair
+    # them up (a different rounding) where a block is one pixel and there are 8 classes or more.
+    t = e[0].copy()
+    for x in e[1:]:
+        t += x
+    return e[c] / t
 
 
 def not_first(ch: list[np.ndarray]) -> np.ndarray:

@@ -16,11 +16,13 @@ by the very calls that resample the colour image; a colour-only model ignores it
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -61,13 +63,40 @@ def _second_lane() -> ThreadPoolExecutor:
     first halving, the crops' shrink) while the calling thread does the other half, when the
     pipeline may use two cores (``PipelineConfig.threads``). OpenCV's own pool would do it, but
     the application leaves that pool off (``scallop.workers.opencv_in_calling_threads``): on
-    the pipeline's many small images its hand-offs cost more than they save. Started on first
-    use and kept for the process's life, as onnxruntime's and OpenCV's own threads are."""
+    the pipeline's many small images its hand-offs cost more than they save. Started by the
+    first pipeline allowed two cores, from the thread that builds it (whose priority it
+    inherits), and kept for the process's life, as onnxruntime's and OpenCV's own threads are."""
     global _lane
     with _lane_lock:
         if _lane is None:
             _lane = ThreadPoolExecutor(1, thread_name_prefix=HELPER_THREAD)
+            _lane.submit(int)  # the thread starts now, not on the first frame
         return _lane
+
+
+def _forget_lane() -> None:
+    # A forked child inherits the executor but not its thread: the child starts its own.
+    global _lane, _lane_lock
+    _lane, _lane_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_lane)
+
+
+def _in_two(first: Callable[[], object], rest: Callable[[], object]) -> None:
+    """``first`` on the second lane while this thread runs ``rest``. Where the lane has not
+    started ``first`` by the time ``rest`` is done (its thread kept from the core by other
+    work) or cannot take it (the interpreter shutting down), this thread runs it after all:
+    never much slower than one thread alone."""
+    try:
+        job = _second_lane().submit(first)
+    except RuntimeError:  # no new work once the interpreter has begun to shut down
+        job = None
+    rest()
+    if job is None or job.cancel():
+        first()
+    else:
+        job.result()
 
 
 @dataclass
@@ -141,9 +170,15 @@ class Pipeline:
         self._k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         self._arange = np.arange(self.crop, dtype=np.float64)
-        self._two_lanes = self.config.threads >= 2
+        if self.config.threads >= 2:
+            _second_lane()
         # Milliseconds spent in each stage of the last detect() call (for benchmarks).
         self.timings: dict[str, float] = {}
+
+    @property
+    def _two_lanes(self) -> bool:
+        """The two big resamples split over this thread and the second lane (``_in_two``)."""
+        return self.config.threads >= 2
 
     @property
     def takes_uv(self) -> bool:
@@ -175,9 +210,10 @@ class Pipeline:
             # very pixels of one call.
             half = np.empty((h // 2, w // 2, *img.shape[2:]), img.dtype)
             q = h // 4
-            top = _second_lane().submit(cv2.resize, img[: 2 * q], (w // 2, q), half[:q], interpolation=cv2.INTER_LINEAR)
-            cv2.resize(img[2 * q :], (w // 2, h // 2 - q), dst=half[q:], interpolation=cv2.INTER_LINEAR)
-            top.result()
+            _in_two(
+                partial(cv2.resize, img[: 2 * q], (w // 2, q), half[:q], interpolation=cv2.INTER_LINEAR),
+                partial(cv2.resize, img[2 * q :], (w // 2, h // 2 - q), half[q:], interpolation=cv2.INTER_LINEAR),
+            )
             img, h, w = half, h // 2, w // 2
         # Area averaging, first by exact halvings: a 2:1 bilinear resample samples midway between
         # two pixels, i.e. averages each 2x2 block as INTER_AREA does (to one grey level of
@@ -381,18 +417,13 @@ class Pipeline:
         if roi != S:
             flat = out.reshape(n * S, S, *out.shape[3:])
             h = n // 2 if self._two_lanes else 0
-            # Squares are independent (above): the first h on the second thread, meanwhile
-            # the rest on this one.
-            first = (
-                _second_lane().submit(
-                    cv2.resize, stack[: h * roi], (S, h * S), flat[: h * S], interpolation=cv2.INTER_AREA
+            rest = partial(cv2.resize, stack[h * roi :], (S, (n - h) * S), flat[h * S :], interpolation=cv2.INTER_AREA)
+            if h:  # squares are independent (above): the first h on the second lane
+                _in_two(
+                    partial(cv2.resize, stack[: h * roi], (S, h * S), flat[: h * S], interpolation=cv2.INTER_AREA), rest
                 )
-                if h
-                else None
-            )
-            cv2.resize(stack[h * roi :], (S, (n - h) * S), dst=flat[h * S :], interpolation=cv2.INTER_AREA)
-            if first is not None:
-                first.result()
+            else:
+                rest()
 
     def detect(
         self,
