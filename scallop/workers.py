@@ -64,26 +64,15 @@ def _end_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def opencv_in_calling_threads() -> None:
-    """OpenCV's own thread pool off for this process: each call runs in the thread that makes
-    it. The pipeline's images are small (a 320x180 label map, a uro's box), and on them the
-    pool's hand-offs cost more than they save: with it, on 2 cores, a frame's post-processing
-    took 0.15 ms more and its instance labelling 0.07 ms more (the parallel connected-component
-    labellings), for 0.2 ms less on the frame's resize, which the pipeline now splits over two
-    threads itself (vision/pipeline.py). The line, ``scallop detect`` and ``bench vision``
-    (which times what the line runs) call this."""
+def _start(parent: int, init: Callable | None, args: tuple) -> None:
     import cv2
 
-    cv2.setNumThreads(1)
-
-
-def _start(parent: int, init: Callable | None, args: tuple) -> None:
     # Ctrl-C is the parent's to handle. Workers start with it blocked (_QuietSpawn); ignored
     # too, where a platform did not carry the block over.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _end_with_parent(parent)
     # Each process is one lane: OpenCV's own pool in every one would oversubscribe the cores.
-    opencv_in_calling_threads()
+    cv2.setNumThreads(1)
     if init is not None:
         init(*args)
 

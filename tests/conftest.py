@@ -2,8 +2,7 @@
 
 * ``no_leaked_threads`` (autouse): a test that leaves threads or asyncio tasks running fails.
   Threads get a short grace period to finish; mark a test ``@pytest.mark.allow_leaks`` only
-  with a comment saying why. The vision's one process-wide thread (``LONG_LIVED``, kept for
-  the process's life by design, as OpenCV's and onnxruntime's own are) is not a leak.
+  with a comment saying why.
 * ``fake_line``: a :class:`scallop.app.line_api.LineAPI` double for the operator screen's tests.
 * ``fast_users``: the simulator's users (operator 1111, engineer 2222) with a cheap scrypt
   cost so tests do not spend their time hashing.
@@ -21,11 +20,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from scallop.vision.pipeline import HELPER_THREAD
 from tests.helpers import CHROMEDRIVER, CHROMIUM
 
 LEAK_GRACE_S = 2.0
-LONG_LIVED = HELPER_THREAD
 
 
 def pytest_configure(config):
@@ -59,11 +56,7 @@ def no_leaked_threads(request):
     yield
     deadline = time.monotonic() + LEAK_GRACE_S
     while True:
-        threads = [
-            t
-            for t in threading.enumerate()
-            if t not in threads_before and t.is_alive() and not t.name.startswith(LONG_LIVED)
-        ]
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         tasks = _pending_tasks() - tasks_before
         if (not threads and not tasks) or time.monotonic() > deadline:
             break

@@ -3,8 +3,6 @@ replace, crops sit where the geometry says, and detections on rendered frames ma
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import cv2
@@ -18,14 +16,6 @@ from scallop.vision.pipeline import Pipeline, PipelineConfig
 @pytest.fixture(scope="module")
 def pipe():
     return Pipeline(None, PipelineConfig(threads=1))
-
-
-@pytest.fixture(scope="module")
-def pipe2(pipe):
-    """The same model allowed two cores: the big resamples split over two threads."""
-    two = Pipeline(pipe.model, PipelineConfig(threads=2))
-    assert two._two_lanes and not pipe._two_lanes
-    return two
 
 
 # ------------------------------------------------------------------ class masks without argmax
@@ -72,6 +62,37 @@ def test_softmax_box_is_safe_from_overflow():
     assert softmax_box(blk, 0)[0, 0] == 1.0 and softmax_box(blk, 1)[0, 0] == 0.0
 
 
+def _blob_masks():
+    one = np.zeros((9, 12), np.uint8)
+    cv2.ellipse(one, (6, 4), (5, 3), 20, 0, 360, 1, -1)
+    ring = np.ones((7, 7), np.uint8)
+    ring[2:5, 2:5] = 0  # a hole: still one blob
+    diagonal = np.eye(6, dtype=np.uint8)  # 8-connected only
+    two = np.zeros((5, 9), np.uint8)
+    two[0:2, 0:3] = 1
+    two[3:5, 5:9] = 1
+    rng = np.random.default_rng(2)
+    specks = (rng.random((20, 25)) < 0.3).astype(np.uint8)
+    specks[0, 0] = specks[-1, -1] = 1
+    return [np.ones((1, 1), np.uint8), one, ring, diagonal, two, specks]
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_blob_stats_equal_opencv_connected_components(k):
+    """One uro blob takes the short way (a border trace and the moments); every mask must give
+    OpenCV's labels, areas, boxes and centroids, to the bit."""
+    from scallop.vision.pipeline import _blobs
+
+    mask = _blob_masks()[k]
+    x, y, w, h = cv2.boundingRect(mask)
+    mask = mask[y : y + h, x : x + w]
+    n, lab, st, cen = _blobs(mask)
+    n0, lab0, st0, cen0 = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    assert n == n0 and np.array_equal(st[1:], st0[1:]) and np.array_equal(cen[1:], cen0[1:])
+    for j in range(1, n):
+        assert np.array_equal(lab == j, lab0 == j)
+
+
 # ------------------------------------------------------------------ finder input and instances
 @pytest.mark.parametrize("factor", [0.5, 0.25, 0.125])
 def test_halving_resize_equals_area_averaging_at_powers_of_two(pipe, factor):
@@ -95,84 +116,6 @@ def test_halvings_then_area_stay_near_area_averaging_at_other_factors(pipe, fact
     ref = cv2.resize(img, got.shape[1::-1], interpolation=cv2.INTER_AREA)
     d = np.abs(got.astype(int) - ref)
     assert d.mean() < 1.5 and np.percentile(d, 99) <= 5
-
-
-@pytest.mark.parametrize(
-    ("shape", "factor"),
-    [
-        ((720, 1280, 3), 0.25),
-        ((720, 1280, 3), 0.5),
-        ((720, 1280, 3), 0.15),
-        ((1080, 1920, 3), 0.375),
-        ((484, 642), 0.2),
-    ],
-)
-def test_two_lanes_resize_the_frame_to_the_same_pixels(pipe, pipe2, shape, factor):
-    """The frame's first halving split over two threads gives the very pixels of one call."""
-    rng = np.random.default_rng(len(shape) + int(factor * 100))
-    img = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    one, two = pipe._resize(img, factor), pipe2._resize(img, factor)
-    assert one.shape == two.shape and np.array_equal(one, two)
-
-
-def _corners_and_frame():
-    rng = np.random.default_rng(11)
-    img = rng.integers(0, 256, (720, 1280, 3), np.uint8)
-    return img, [(10, 20), (-40, 40), (1200, 650), (300, -7), (600, 300), (900, 100), (50, 500)]
-
-
-def test_the_second_lane_busy_or_gone_leaves_the_work_to_the_caller(pipe, pipe2, monkeypatch):
-    """A lane kept from the core (or, after a fork, without its thread) never holds a frame
-    up: its half is done by the caller; a lane refusing work (the interpreter shutting down)
-    likewise. Same pixels either way."""
-    import scallop.vision.pipeline as vp
-
-    img, corners = _corners_and_frame()
-    want = pipe._resize(img, 0.25)
-    crops_want = np.empty((len(corners), pipe.crop, pipe.crop, 3), np.uint8)
-    pipe._crops(img, corners, 192, crops_want)
-    release = threading.Event()
-    vp._second_lane().submit(release.wait, 30)  # the lane's only thread, stuck
-    try:
-        assert np.array_equal(pipe2._resize(img, 0.25), want)
-        got = np.empty_like(crops_want)
-        pipe2._crops(img, corners, 192, got)
-        assert np.array_equal(got, crops_want)
-    finally:
-        release.set()
-    closed = ThreadPoolExecutor(1)
-    closed.shutdown()
-    monkeypatch.setattr(vp, "_second_lane", lambda: closed)
-    assert np.array_equal(pipe2._resize(img, 0.25), want)
-
-
-def test_pipelines_on_several_threads_share_the_second_lane(pipe, pipe2):
-    """The line's threads may analyse at once: each frame still gets its own pixels."""
-    img, corners = _corners_and_frame()
-    frames = [np.roll(img, 37 * k, axis=1) for k in range(4)]
-    want = [pipe._resize(f, 0.25) for f in frames]
-    crops_want = []
-    for f in frames:
-        c = np.empty((len(corners), pipe.crop, pipe.crop, 3), np.uint8)
-        pipe._crops(f, corners, 192, c)
-        crops_want.append(c)
-    bad = []
-
-    def work(k):
-        for _ in range(25):
-            if not np.array_equal(pipe2._resize(frames[k], 0.25), want[k]):
-                bad.append(("resize", k))
-            c = np.empty_like(crops_want[k])
-            pipe2._crops(frames[k], corners, 192, c)
-            if not np.array_equal(c, crops_want[k]):
-                bad.append(("crops", k))
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not bad and not any(t.is_alive() for t in threads)
 
 
 @pytest.mark.parametrize(
@@ -574,13 +517,10 @@ def test_overlay_labels_are_readable_on_a_white_belt():
     assert dark > 0.5 and bright > 0.05, (dark, bright)
 
 
-@pytest.mark.parametrize("lanes", [1, 2])
 @pytest.mark.parametrize("roi_of_s", [1.5, 2.5, 1.25, 137 / 128, 1.0, 0.9375])
-def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, pipe2, roi_of_s, lanes):
-    """The squares are shrunk together in one INTER_AREA call (two, one a thread, with two
-    lanes): every crop must equal the resample of its own window alone (edge squares with
-    their replicated border too)."""
-    pipe = pipe2 if lanes == 2 else pipe
+def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, roi_of_s):
+    """The squares are shrunk together in one INTER_AREA call: every crop must equal the
+    resample of its own window alone (edge squares with their replicated border too)."""
     rng = np.random.default_rng(5)
     img = rng.integers(0, 256, (300, 420, 3), np.uint8)
     S = pipe.crop

@@ -16,13 +16,9 @@ by the very calls that resample the colour image; a colour-only model ignores it
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
 import cv2
 import numpy as np
@@ -51,52 +47,6 @@ from scallop.vision.grasp import (
 # Class indices fixed by the metadata check in models.runtime (names must start like this).
 F_BG, F_CORE, F_EDGE = 0, 1, 2
 P_BG, P_MEAT, P_ADDUCTOR, P_URO = 0, 1, 2, 3
-
-# Name of the one thread a process keeps for the pipeline's second core (``_second_lane``).
-HELPER_THREAD = "scallop-vision-lane"
-_lane: ThreadPoolExecutor | None = None
-_lane_lock = threading.Lock()
-
-
-def _second_lane() -> ThreadPoolExecutor:
-    """One thread for the process that takes half of the two big resamples of a frame (its
-    first halving, the crops' shrink) while the calling thread does the other half, when the
-    pipeline may use two cores (``PipelineConfig.threads``). OpenCV's own pool would do it, but
-    the application leaves that pool off (``scallop.workers.opencv_in_calling_threads``): on
-    the pipeline's many small images its hand-offs cost more than they save. Started by the
-    first pipeline allowed two cores, from the thread that builds it (whose priority it
-    inherits), and kept for the process's life, as onnxruntime's and OpenCV's own threads are."""
-    global _lane
-    with _lane_lock:
-        if _lane is None:
-            _lane = ThreadPoolExecutor(1, thread_name_prefix=HELPER_THREAD)
-            _lane.submit(int)  # the thread starts now, not on the first frame
-        return _lane
-
-
-def _forget_lane() -> None:
-    # A forked child inherits the executor but not its thread: the child starts its own.
-    global _lane, _lane_lock
-    _lane, _lane_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_lane)
-
-
-def _in_two(first: Callable[[], object], rest: Callable[[], object]) -> None:
-    """``first`` on the second lane while this thread runs ``rest``. Where the lane has not
-    started ``first`` by the time ``rest`` is done (its thread kept from the core by other
-    work) or cannot take it (the interpreter shutting down), this thread runs it after all:
-    never much slower than one thread alone."""
-    try:
-        job = _second_lane().submit(first)
-    except RuntimeError:  # no new work once the interpreter has begun to shut down
-        job = None
-    rest()
-    if job is None or job.cancel():
-        first()
-    else:
-        job.result()
 
 
 @dataclass
@@ -154,6 +104,22 @@ class PipelineConfig:
         check_range("shadow_cpu_share", self.shadow_cpu_share, 0.05, 1.0)
 
 
+def _blobs(mask: np.ndarray):
+    """``cv2.connectedComponentsWithStats(mask, connectivity=8)`` of a 0/1 uint8 mask whose
+    pixels all lie in it (its own bounding box). Most uro masks are one blob: then the same
+    labels, stats and centroid (exact sums over the same pixels) come from one border trace
+    and the moments, without OpenCV's labelling, whose parallel version costs more than the
+    whole of this on a uro's few hundred pixels."""
+    if len(cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]) != 1:
+        return cv2.connectedComponentsWithStats(mask, connectivity=8)
+    m = cv2.moments(mask, True)
+    h, w = mask.shape
+    area = int(m["m00"])
+    stats = np.array([[0, 0, w, h, h * w - area], [0, 0, w, h, area]], np.int32)
+    # The background's centroid is never read.
+    return 2, mask, stats, np.array([[np.nan, np.nan], [m["m10"] / m["m00"], m["m01"] / m["m00"]]])
+
+
 class Pipeline:
     def __init__(self, model: SegModel | str | None = None, config: PipelineConfig | None = None):
         self.config = config or PipelineConfig()
@@ -170,15 +136,8 @@ class Pipeline:
         self._k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
         self._arange = np.arange(self.crop, dtype=np.float64)
-        if self.config.threads >= 2:
-            _second_lane()
         # Milliseconds spent in each stage of the last detect() call (for benchmarks).
         self.timings: dict[str, float] = {}
-
-    @property
-    def _two_lanes(self) -> bool:
-        """The two big resamples split over this thread and the second lane (``_in_two``)."""
-        return self.config.threads >= 2
 
     @property
     def takes_uv(self) -> bool:
@@ -197,24 +156,14 @@ class Pipeline:
         self.model.check_frame(self.finder_size(width, height, mm_per_px))
 
     # ------------------------------------------------------------------ helpers
-    def _resize(self, img: np.ndarray, factor: float) -> np.ndarray:
+    @staticmethod
+    def _resize(img: np.ndarray, factor: float) -> np.ndarray:
         if abs(factor - 1.0) < 1e-6:
             return img
         h, w = img.shape[:2]
         size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
         if factor > 1:
             return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
-        if self._two_lanes and h % 4 == 0 and w % 2 == 0 and w // 2 >= size[0] and h // 2 >= size[1]:
-            # The first halving reads the whole frame: its two halves on two threads. Output
-            # row j reads input rows 2j and 2j+1 only, so halves split at an even row give the
-            # very pixels of one call.
-            half = np.empty((h // 2, w // 2, *img.shape[2:]), img.dtype)
-            q = h // 4
-            _in_two(
-                partial(cv2.resize, img[: 2 * q], (w // 2, q), half[:q], interpolation=cv2.INTER_LINEAR),
-                partial(cv2.resize, img[2 * q :], (w // 2, h // 2 - q), half[q:], interpolation=cv2.INTER_LINEAR),
-            )
-            img, h, w = half, h // 2, w // 2
         # Area averaging, first by exact halvings: a 2:1 bilinear resample samples midway between
         # two pixels, i.e. averages each 2x2 block as INTER_AREA does (to one grey level of
         # rounding), at a quarter of INTER_AREA's cost on a 1280x720 frame (0.28 against 1.06 ms
@@ -415,15 +364,7 @@ class Pipeline:
             else:
                 dst[...] = image[b:d, a:c]
         if roi != S:
-            flat = out.reshape(n * S, S, *out.shape[3:])
-            h = n // 2 if self._two_lanes else 0
-            rest = partial(cv2.resize, stack[h * roi :], (S, (n - h) * S), flat[h * S :], interpolation=cv2.INTER_AREA)
-            if h:  # squares are independent (above): the first h on the second lane
-                _in_two(
-                    partial(cv2.resize, stack[: h * roi], (S, h * S), flat[: h * S], interpolation=cv2.INTER_AREA), rest
-                )
-            else:
-                rest()
+            cv2.resize(stack, (S, n * S), dst=out.reshape(n * S, S, *out.shape[3:]), interpolation=cv2.INTER_AREA)
 
     def detect(
         self,
@@ -631,7 +572,8 @@ class Pipeline:
             ux, uy, uw, uh = cv2.boundingRect(uro)
             nu = 0
             if uw:
-                nu, ulab, ust, ucen = cv2.connectedComponentsWithStats(uro[uy : uy + uh, ux : ux + uw], connectivity=8)
+                ub = uro[uy : uy + uh, ux : ux + uw]
+                nu, ulab, ust, ucen = _blobs(ub)
             areas = ust[1:, cv2.CC_STAT_AREA] * mm2 if nu > 1 else None
             if nu <= 1 or areas.max() < cfg.min_uro_area_mm2:
                 # Only here (a few scallops in ten) is the softmax over the whole mask worth it.

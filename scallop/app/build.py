@@ -9,7 +9,6 @@ from scallop.app.config import LineConfig
 from scallop.app.line import Line
 from scallop.app.line.models import check_model_file
 from scallop.app.record import RecordWriter, default_db_path
-from scallop.workers import opencv_in_calling_threads
 
 
 def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, backend=None) -> Line:
@@ -28,7 +27,6 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
     # record's runs.
     backend.check()
     check_model_file(config)
-    opencv_in_calling_threads()  # the line's vision, on the cores it shares with everything else
     path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None

@@ -167,9 +167,7 @@ def run(args) -> int:
         )
     jobs = args.jobs or folder_jobs()  # what scallop detect takes for a large folder
     from scallop.models.runtime import SegModel
-    from scallop.workers import opencv_in_calling_threads
 
-    opencv_in_calling_threads()  # as the line runs it (build_line)
     model = SegModel(args.model or None, threads=args.threads, rewrite=not args.plain_graph)
     pipe = Pipeline(model, PipelineConfig(threads=args.threads, mm_per_px=args.mm_per_px))
     # A four-channel model is timed with its fluorescence images, as the line feeds it.

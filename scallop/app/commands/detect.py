@@ -165,9 +165,6 @@ def run(args) -> int:
     jobs = min(jobs_for(len(args.images), args.jobs), max(1, len(args.images)))
     threads = args.threads if args.threads is not None else THREADS
     setup = Setup(args.model, threads, args.calibration, bool(args.json), bool(args.annotate))
-    from scallop.workers import opencv_in_calling_threads
-
-    opencv_in_calling_threads()  # as in each worker: one lane per process, the decode on its own
     if args.model:
         _pipeline(state, setup, "given")  # a bad --model file is refused before any image
         if jobs > 1:
