@@ -25,7 +25,9 @@ def register(sub) -> None:
             "one process with the next file decoded on a second thread meanwhile (a smaller\n"
             "folder), and read-then-work file by file. In the last two each side keeps its own\n"
             "network threads: scallop detect's one, the anchor README's --threads (2).\n"
-            "The 1-minute load average is reported beside the figures: the machine may be shared.\n\n"
+            "The 1-minute load average is reported beside the figures: the machine may be shared;\n"
+            "so is the CPU time a frame takes over all the process's threads (what the vision\n"
+            "leaves of the cores for the rest of the line).\n\n"
             "example:\n  scallop bench vision --frames 1000 --profile --json --out bench/vision.json\n"
             "  scallop bench vision --anchor PATH/yolov8n-seg_640.onnx --files 100"
         ),
