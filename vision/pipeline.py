@@ -267,7 +267,9 @@ class Pipeline:
         # Plain labelling, then counts and boxes from the core pixels alone (a few % of the
         # frame): OpenCV's WithStats variant costs ~5x more at this size, a bincount over the
         # whole label map twice as much as the labelling.
-        n, lab = cv2.connectedComponents(core, connectivity=4)
+        # SAUF for 4-connectivity: the same labels as OpenCV's default (Spaghetti), a quarter
+        # faster on this map with OpenCV's pool.
+        n, lab = cv2.connectedComponentsWithAlgorithm(core, 4, cv2.CV_32S, cv2.CCL_SAUF)
         cpts = cv2.findNonZero(core)
         if cpts is None:
             return None
