@@ -74,10 +74,13 @@ def _blob_masks():
     rng = np.random.default_rng(2)
     specks = (rng.random((20, 25)) < 0.3).astype(np.uint8)
     specks[0, 0] = specks[-1, -1] = 1
-    return [np.ones((1, 1), np.uint8), one, ring, diagonal, two, specks]
+    nested = np.ones((9, 9), np.uint8)
+    nested[2:7, 2:7] = 0
+    nested[4, 4] = 1  # a speck inside the ring's hole: two blobs, one outer border
+    return [np.ones((1, 1), np.uint8), one, ring, diagonal, two, specks, nested]
 
 
-@pytest.mark.parametrize("k", range(6))
+@pytest.mark.parametrize("k", range(7))
 def test_blob_stats_equal_opencv_connected_components(k):
     """One uro blob takes the short way (a border trace and the moments); every mask must give
     OpenCV's labels, areas, boxes and centroids, to the bit."""
