@@ -45,7 +45,7 @@ def test_profile_and_side_by_side_are_written(tmp_path, capsys):
     assert res["detections_per_frame"] >= 0
     # CPU of every thread while analysing (a loaded machine may leave a core waiting), at most
     # all cores; per frame against the frame's wall time.
-    assert 0 < res["cpu_ms_per_frame"] and 0.2 <= res["cores_busy"] <= res["cpus"] + 0.05
+    assert 0 < res["cpu_ms_per_frame"] and 0 < res["cores_busy"] <= res["cpus"] + 0.05
     assert res["cores_busy"] == pytest.approx(res["cpu_ms_per_frame"] / res["mean_ms"], abs=0.02)
     assert {"decode", "finder", "crops", "parts", "post"} <= {k[:-3] for k in res["profile"]}
     assert all(v["p99_ms"] >= v["median_ms"] > 0 for v in res["profile"].values())

@@ -94,6 +94,8 @@ def test_blob_stats_equal_opencv_connected_components(k):
     assert n == n0 and np.array_equal(st[1:], st0[1:]) and np.array_equal(cen[1:], cen0[1:])
     for j in range(1, n):
         assert np.array_equal(lab == j, lab0 == j)
+    # One blob without a hole takes the short way (the mask itself as its labels).
+    assert (lab is mask) == (k in (0, 1, 3))
 
 
 # ------------------------------------------------------------------ finder input and instances

@@ -106,10 +106,12 @@ class PipelineConfig:
 
 def _blobs(mask: np.ndarray):
     """``cv2.connectedComponentsWithStats(mask, connectivity=8)`` of a 0/1 uint8 mask whose
-    pixels all lie in it (its own bounding box). Most uro masks are one blob without a hole:
-    then the same labels, stats and centroid (exact sums over the same pixels) come from one
-    border trace and the moments, without OpenCV's labelling, whose parallel version costs
-    more than the whole of this on a uro's few hundred pixels."""
+    pixels all lie in it (its own bounding box), as far as the caller reads it: the blobs'
+    labels, stats and centroids (label 0, the background, is not read). Most uro masks are one
+    blob without a hole: then the same numbers (exact sums over the same pixels) come from one
+    border trace and the moments, with the mask itself as the label image, without OpenCV's
+    labelling, whose parallel version costs more than the whole of this on a uro's few
+    hundred pixels."""
     # Every border, outer or of a hole, is one contour: a single one is a single blob with no
     # hole. (Outer borders alone would miss a speck lying inside another blob's hole.)
     if len(cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]) != 1:
