@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scallop.vision.grasp import grasp_point, neighbour_px, not_first, softmax_box, softmax_rows, wins
+from scallop.vision.grasp import grasp_point, neighbour_px, not_first, softmax_rows, wins
 from scallop.vision.pipeline import Pipeline, PipelineConfig
 
 
@@ -40,26 +40,27 @@ def test_class_masks_batched_axis():
 
 
 @pytest.mark.parametrize("shape", [(4, 1, 1), (4, 7, 5), (3, 30, 40), (5, 2, 90), (8, 1, 1), (9, 1, 1), (9, 2, 3)])
-def test_softmax_box_equals_softmax_rows_bit_for_bit(shape):
-    """The pipeline's uro confidence and evidence are compared with thresholds: the block form
-    must give the very float32 numbers of the per-pixel form, not merely close ones."""
+def test_softmax_over_a_box_then_masked_equals_softmax_over_the_masked_pixels(shape):
+    """The pipeline's uro confidence and evidence take the softmax over a blob's whole box, then
+    its pixels; compared with thresholds, they must be the very float32 numbers of the softmax
+    over the blob's pixels gathered first, not merely close ones."""
     rng = np.random.default_rng(sum(shape))
     blk = (rng.normal(size=shape) * 6).astype(np.float32)
     blk[:, 0, 0] = 3.0  # a pixel where every class ties
     mask = rng.random(shape[1:]) < 0.6
     mask[0, 0] = True
     for c in range(shape[0]):
-        got = softmax_box(blk, c)
+        got = softmax_rows(list(blk), c)
         assert got.shape == shape[1:] and got.dtype == np.float32
         want = softmax_rows([blk[k][mask] for k in range(shape[0])], c)
         assert np.array_equal(got[mask], want)
-    assert softmax_box(blk, 0)[0, 0] == pytest.approx(1.0 / shape[0])
-    assert np.allclose(sum(softmax_box(blk, c) for c in range(shape[0])), 1.0, atol=1e-6)
+    assert softmax_rows(list(blk), 0)[0, 0] == pytest.approx(1.0 / shape[0])
+    assert np.allclose(sum(softmax_rows(list(blk), c) for c in range(shape[0])), 1.0, atol=1e-6)
 
 
-def test_softmax_box_is_safe_from_overflow():
+def test_softmax_is_safe_from_overflow():
     blk = np.array([[[1000.0]], [[-1000.0]], [[0.0]]], np.float32)
-    assert softmax_box(blk, 0)[0, 0] == 1.0 and softmax_box(blk, 1)[0, 0] == 0.0
+    assert softmax_rows(list(blk), 0)[0, 0] == 1.0 and softmax_rows(list(blk), 1)[0, 0] == 0.0
 
 
 def _blob_masks():

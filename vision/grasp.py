@@ -47,20 +47,6 @@ def softmax_rows(rows: list[np.ndarray], c: int) -> np.ndarray:
     return e[c] / t
 
 
-def softmax_box(block: np.ndarray, c: int) -> np.ndarray:
-    """``softmax_rows`` of every pixel of a small (C, h, w) block of logit planes, in a handful
-    of whole-block operations: on a uro's box (a few hundred pixels) the per-call overhead of
-    gathering each plane through a mask first costs more than the arithmetic. The same float32
-    steps in the same order (the sum over classes runs plane by plane), so the same values."""
-    e = np.exp(block - block.max(axis=0))
-    # Summed plane by plane, as softmax_rows does: numpy's own sum over the classes would pair
-    # them up (a different rounding) where a block is one pixel and there are 8 classes or more.
-    t = e[0].copy()
-    for x in e[1:]:
-        t += x
-    return e[c] / t
-
-
 def not_first(ch: list[np.ndarray]) -> np.ndarray:
     """``argmax over ch != 0``: some later class beats class 0 strictly."""
     return max_of(ch[1:]) > ch[0]

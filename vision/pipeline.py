@@ -38,7 +38,6 @@ from scallop.vision.grasp import (
     max_of,
     neighbour_px,
     not_first,
-    softmax_box,
     softmax_rows,
     uro_adductor_gap,
     wins,
@@ -583,7 +582,7 @@ class Pipeline:
             areas = ust[1:, cv2.CC_STAT_AREA] * mm2 if nu > 1 else None
             if nu <= 1 or areas.max() < cfg.min_uro_area_mm2:
                 # Only here (a few scallops in ten) is the softmax over the whole mask worth it.
-                ev = float(softmax_box(logits[i, :, y0:y1, x0:x1], P_URO)[own].max())
+                ev = float(softmax_rows(list(logits[i, :, y0:y1, x0:x1]), P_URO)[own].max())
                 row["uevid"] = ev
                 row["reason"] = REASON_HIDDEN_URO if ev > cfg.hidden_uro_probability else REASON_NO_URO
             else:
@@ -609,7 +608,9 @@ class Pipeline:
                 bx0, by0 = ux + cx_, uy + cy_
                 cm = comp[by0 : by0 + ch_, bx0 : bx0 + cw_].view(bool)
                 ys_, xs_ = slice(y0 + by0, y0 + by0 + ch_), slice(x0 + bx0, x0 + bx0 + cw_)
-                uconf = float(softmax_box(logits[i, :, ys_, xs_], P_URO)[cm].mean())
+                # The softmax over the whole box, then the blob's pixels: elementwise, so the same
+                # numbers as over the blob's pixels gathered first, without four masked gathers.
+                uconf = float(softmax_rows(list(logits[i, :, ys_, xs_]), P_URO)[cm].mean())
                 px, py = px + x0, py + y0
                 ucx, ucy = ucen[best] + (ux + x0, uy + y0)
                 row.update(
