@@ -333,11 +333,25 @@ def _anchor_file(task: tuple[str, str]) -> None:
     _anchor_work(_ANCHOR[anchor], _anchor_read(path))
 
 
-def _scallop_load(model: str | None) -> None:
-    """A worker's start on our side: the pipeline ``scallop detect``'s workers load for colour frames."""
-    from scallop.app.commands.detect import _WORKER_STATE, THREADS, Setup, _pipeline
+def _detect_setup(model: str | None):
+    """What ``scallop detect`` (its network threads, no calibration, text output) works with."""
+    from scallop.app.commands.detect import THREADS, Setup
 
-    _pipeline(_WORKER_STATE, Setup(model, THREADS, None, False, False), "given" if model else "colour")
+    return Setup(model, THREADS, None, False, False)
+
+
+def _detect_pipeline(state: dict, model: str | None):
+    """The pipeline ``scallop detect`` loads for colour frames, kept in ``state``."""
+    from scallop.app.commands.detect import _pipeline
+
+    return _pipeline(state, _detect_setup(model), "given" if model else "colour")
+
+
+def _scallop_load(model: str | None) -> None:
+    """A worker's start on our side: the pipeline ``scallop detect``'s workers load."""
+    from scallop.app.commands.detect import _WORKER_STATE
+
+    _detect_pipeline(_WORKER_STATE, model)
 
 
 def side_by_side(
@@ -366,7 +380,7 @@ def side_by_side(
     import cv2
     import numpy as np
 
-    from scallop.app.commands.detect import Setup, _work
+    from scallop.app.commands.detect import _work
     from scallop.errors import ConfigError, check_number
     from scallop.imagefiles import companion_paths, read_ahead
     from scallop.vision.camera import read_image
@@ -378,10 +392,7 @@ def side_by_side(
         raise ConfigError(f"--anchor {anchor}: no such ONNX file")
     sess = _anchor_session(anchor, threads)
     # scallop detect's own pipeline: its network threads, not the in-memory benchmark's.
-    from scallop.app.commands.detect import THREADS
-    from scallop.vision.pipeline import Pipeline, PipelineConfig
-
-    dpipe = Pipeline(model, PipelineConfig(threads=THREADS, mm_per_px=mm_per_px))
+    dpipe = _detect_pipeline({}, model)
 
     def scallop_work(img):
         dpipe.detect(img, mm_per_px=mm_per_px)
@@ -407,7 +418,7 @@ def side_by_side(
             last = now
         return t
 
-    setup = Setup(model, THREADS, None, False, False)
+    setup = _detect_setup(model)
     tasks = {
         "scallop": (
             _work,
