@@ -96,3 +96,36 @@ def test_jobs_without_an_anchor_is_refused(capsys):
 def test_a_missing_anchor_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="missing.onnx"):
         side_by_side(str(tmp_path / "missing.onnx"), [], 1, 1, 0.5, 1, 1, None)
+
+
+def test_an_unwritable_out_is_refused_before_the_benchmark_runs(tmp_path, capsys, monkeypatch):
+    """Every benchmark: --out is checked first, not after minutes of work whose figures are lost."""
+    import scallop.app.commands.bench_vision as bv
+
+    monkeypatch.setattr(bv, "bench_frames", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(["bench", "vision", "--frames", "5", "--out", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a folder" in err and "Traceback" not in err
+    assert main(["bench", "accuracy", "--frames", "2", "--out", str(tmp_path)]) == 3
+    assert "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["junk", "two inputs"])
+def test_an_anchor_that_is_no_one_image_network_is_refused_up_front(tmp_path, capsys, monkeypatch, kind):
+    import scallop.app.commands.bench_vision as bv
+
+    if kind == "junk":
+        anchor = tmp_path / "a.onnx"
+        anchor.write_text("not a model")
+        want = "not a loadable ONNX model"
+    else:
+        from scallop.models.runtime import default_model_path
+
+        anchor = default_model_path()  # our own model: two inputs
+        want = "the anchor takes one image"
+    monkeypatch.setattr(bv, "bench_frames", lambda *a, **k: pytest.fail("the benchmark ran"))
+    out = tmp_path / "v.json"
+    assert main(["bench", "vision", "--frames", "5", "--anchor", str(anchor), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--anchor {anchor}" in err and want in err and "internal error" not in err
+    assert not out.exists()

@@ -167,6 +167,10 @@ def run(args) -> int:
         raise ConfigError(
             "--plain-graph and --anchor: scallop detect runs the rewritten graph; time the plain one alone"
         )
+    if args.anchor:  # refused before minutes of frames in memory, not after them
+        check_number("--files", args.files, 1, 10000, integer=True)
+        check_number("--repeats", args.repeats, 1, 100, integer=True)
+        _anchor_session(args.anchor, args.threads)
     jobs = args.jobs or folder_jobs()  # what scallop detect takes for a large folder
     from scallop.models.runtime import SegModel
 
@@ -285,14 +289,31 @@ def run(args) -> int:
 
 
 def _anchor_session(anchor: str, threads: int):
+    """The anchor's onnxruntime session; a file that is not a one-image network is refused,
+    naming --anchor (the anchor is YOLOv8n-seg@640: one input, (1, 3, 640, 640))."""
     import onnxruntime as ort
 
+    from scallop.errors import ConfigError
+    from scallop.models.runtime import _first_line
+
+    if not Path(anchor).is_file():
+        raise ConfigError(f"--anchor {anchor}: no such ONNX file")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Random weights on real images make denormals, which a trained network would not.
     so.add_session_config_entry("session.set_denormal_as_zero", "1")
-    return ort.InferenceSession(anchor, so, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(anchor, so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
+        raise ConfigError(f"--anchor {anchor}: not a loadable ONNX model ({_first_line(e)})") from None
+    ins = sess.get_inputs()
+    if len(ins) != 1 or len(ins[0].shape) != 4 or ins[0].shape[1] != 3:
+        raise ConfigError(
+            f"--anchor {anchor}: its inputs are {[(i.name, i.shape) for i in ins]}; the anchor takes one "
+            "image, (1, 3, 640, 640), as YOLOv8n-seg@640 does"
+        )
+    return sess
 
 
 def _anchor_read(path):
@@ -381,15 +402,10 @@ def side_by_side(
     import numpy as np
 
     from scallop.app.commands.detect import _work
-    from scallop.errors import ConfigError, check_number
     from scallop.imagefiles import companion_paths, read_ahead
     from scallop.vision.camera import read_image
     from scallop.workers import WorkerPool
 
-    check_number("--files", n, 1, 10000, integer=True)
-    check_number("--repeats", repeats, 1, 100, integer=True)
-    if not Path(anchor).is_file():
-        raise ConfigError(f"--anchor {anchor}: no such ONNX file")
     sess = _anchor_session(anchor, threads)
     # scallop detect's own pipeline: its network threads, not the in-memory benchmark's.
     dpipe = _detect_pipeline({}, model)
