@@ -35,7 +35,7 @@ from scallop.calibration.errors import (
     ImageError,
     NotEnoughViewsError,
 )
-from scallop.imagefiles import frame_files, no_frames_message
+from scallop.imagefiles import decode_color, frame_files, no_frames_message
 
 # Limits, stated to the engineer with every verdict.
 MAX_EDGE_PX = 4.5  # 10–90 % edge width; a sharp print measures 1–2.5 px
@@ -216,8 +216,10 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray | None:
-    """A photo as (H, W, 3) uint8 BGR, or None when it cannot be decoded. OpenCV's own log
-    lines about broken files are silenced: the caller reports the file in one line."""
+    """A photo as (H, W, 3) uint8 BGR, or None when it cannot be decoded, a JPEG damaged
+    inside its data included (its corners past the damage would be shifted or missing).
+    OpenCV's own log lines about broken files are silenced: the caller reports the file in one
+    line."""
     data = np.fromfile(str(path), dtype=np.uint8)
     if not data.size:
         return None
@@ -225,7 +227,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray | None:
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        return decode_color(data)[0]
     finally:
         log.setLogLevel(level)
 

@@ -34,6 +34,7 @@ from scallop.imagefiles import (
     IMAGE_SUFFIXES,
     TRUNCATED_PNG,
     companion_path,
+    decode_color,
     fluorescence_file_problem,
     frame_files,
     no_frames_message,
@@ -323,7 +324,9 @@ def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     why = fluorescence_file_problem(path, data) if uv else TRUNCATED_PNG.format(path) if truncated_png(data) else ""
     if why:
         raise DatasetError(why)
-    img = cv2.imdecode(data, flags)
+    img, damage = decode_color(data) if flags == cv2.IMREAD_COLOR else (cv2.imdecode(data, flags), "")
+    if damage:
+        raise DatasetError(f"{path}: {damage}")
     if img is None:
         raise DatasetError(f"{path}: not a readable image (corrupt or unsupported)")
     return img

@@ -15,6 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 #: What a frame file may end in (lower case); OpenCV reads all of them.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: The fluorescence companion of ``x.<suffix>`` is ``x`` + this.
@@ -38,6 +41,76 @@ def truncated_png(data) -> bool:
     if PNG_END in bytes(data[-65536:]):
         return False
     return PNG_END not in (data.tobytes() if hasattr(data, "tobytes") else bytes(data))
+
+
+JPEG_SOI = b"\xff\xd8\xff"
+CUT_JPEG = "JPEG file cut short (its data ends before the picture does): its copy or its writing was interrupted; copy it again"
+DAMAGED_JPEG = (
+    "JPEG data damaged ({}): the decoder would make up part of the picture (grey or shifted blocks); "
+    "copy the file again, or take the picture again"
+)
+
+
+def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """``data`` (a file's bytes as uint8) decoded to (H, W, 3) uint8 BGR, as OpenCV's
+    ``imdecode(data, IMREAD_COLOR)`` gives it: ``(image, "")``, ``(None, "")`` when no decoder
+    reads it, or ``(None, why)`` for a JPEG cut short or damaged inside its data (``why``: what
+    to tell the user after the file's name).
+
+    OpenCV decodes a JPEG damaged inside its data anyway (libjpeg only warns, on stderr): the
+    picture past the damage comes out grey or shifted, and a scallop there would silently go
+    missing from the answer. JPEGs are therefore decoded by libjpeg-turbo through ``simplejpeg``
+    in strict mode, where such a warning is an error; the same library with the same settings
+    (accurate integer DCT, smooth chroma upsampling) as OpenCV's, so the pixels are the same
+    (tests/test_image_decode.py). Where OpenCV would turn the picture (an EXIF orientation) or
+    convert an unusual colour space, the file is checked that way and then left to OpenCV."""
+    if bytes(data[:3]) != JPEG_SOI:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+    import simplejpeg
+
+    buf = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
+    try:
+        space = simplejpeg.decode_jpeg_header(buf)[2]
+        if space in ("YCbCr", "Gray") and not _exif_turns(buf):
+            return simplejpeg.decode_jpeg(buf, "BGR"), ""
+        # Checked strictly in its own colour space, then decoded by OpenCV as before.
+        simplejpeg.decode_jpeg(buf, "CMYK" if space in ("CMYK", "YCCK") else "BGR")
+    except ValueError as e:
+        why = str(e).strip().rstrip(".").removeprefix("Corrupt JPEG data: ") or "unreadable"
+        # Not damage: a kind of JPEG this decoder does not convert, which OpenCV may read.
+        if why.startswith("Premature end of JPEG file"):
+            return None, CUT_JPEG
+        if not why.startswith(("Unsupported color conversion", "Unsupported JPEG process")):
+            return None, DAMAGED_JPEG.format(why)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+
+
+def _exif_turns(buf: bytes) -> bool:
+    """The JPEG's header carries an EXIF block whose orientation is not "as stored" (a phone
+    photo): OpenCV turns such a picture upright. Only the segments before the image data are
+    walked (a few hundred bytes for a camera's frame, which has no EXIF)."""
+    i, n = 2, len(buf)
+    while i + 4 <= n and buf[i] == 0xFF:
+        marker = buf[i + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: no more header segments
+            return False
+        size = int.from_bytes(buf[i + 2 : i + 4], "big")
+        if marker == 0xE1 and buf[i + 4 : i + 10] == b"Exif\x00\x00":
+            import io
+
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(buf)) as im:
+                    return im.getexif().get(0x0112, 1) not in (1, None)
+            except Exception:  # an EXIF block Pillow cannot parse: leave the turning to OpenCV
+                return True
+        i += 2 + size
+    # A header that cannot be walked to its image data: OpenCV decides, as before.
+    return True
 
 
 def fluorescence_file_problem(path: str | os.PathLike, data) -> str:

@@ -27,6 +27,7 @@ from scallop.errors import DeviceError
 from scallop.imagefiles import (
     EMPTY_FILE,
     TRUNCATED_PNG,
+    decode_color,
     fluorescence_file_problem,
     frame_files,
     no_frames_message,
@@ -224,7 +225,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
         raise CorruptFrameError(EMPTY_FILE.format(p))
     if truncated_png(data):
         raise CorruptFrameError(TRUNCATED_PNG.format(p))
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    img, damage = decode_color(data)
+    if damage:
+        raise CorruptFrameError(f"{p}: {damage}")
     if img is None:
         raise CorruptFrameError(f"{p}: not a readable image (corrupt or unsupported format)")
     return img

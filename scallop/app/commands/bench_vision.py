@@ -150,6 +150,7 @@ def run(args) -> int:
 
     from scallop.app.commands.bench import write_figures
     from scallop.errors import check_number
+    from scallop.imagefiles import decode_color
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
     check_number("--frames", args.frames, 1, 10**6, integer=True)
@@ -201,7 +202,7 @@ def run(args) -> int:
         img = frames[i % len(frames)]
         if jpegs:
             t0 = time.perf_counter()
-            cv2.imdecode(jpegs[i % len(jpegs)], cv2.IMREAD_COLOR)
+            decode_color(jpegs[i % len(jpegs)])  # as scallop detect reads a file
             stages.setdefault("decode_ms", []).append((time.perf_counter() - t0) * 1e3)
         c0, t0 = time.process_time(), time.perf_counter()
         d = pipe.detect(img, uv=uv_of(i))
@@ -317,10 +318,10 @@ def _anchor_session(anchor: str, threads: int):
 
 
 def _anchor_read(path):
-    import cv2
-    import numpy as np
+    # The same reading as scallop's side (scallop detect's): the decode costs the same on both.
+    from scallop.vision.camera import read_image
 
-    return cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    return read_image(path)
 
 
 def _anchor_work(sess, img) -> None:

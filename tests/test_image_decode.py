@@ -1,0 +1,143 @@
+"""JPEG frames damaged inside their data are refused, not analysed half made up.
+
+OpenCV decodes such a file anyway (libjpeg only warns on stderr) and fills the picture past the
+damage with grey or shifted blocks: a scallop there vanished from ``scallop detect``'s answer
+with exit 0. ``scallop.imagefiles.decode_color`` decodes JPEGs strictly, with the same pixels as
+OpenCV where the file is whole.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from scallop.app.cli import main
+from scallop.imagefiles import CUT_JPEG, decode_color
+
+
+def _scene(h: int = 360, w: int = 640, seed: int = 0) -> np.ndarray:
+    """A belt-like picture with detail everywhere: gradients, discs, noise (seeded)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.dstack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 127 // (w + h)) + 60]).astype(np.uint8)
+    for _ in range(12):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.circle(img, c, int(rng.integers(10, 60)), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return cv2.add(img, rng.integers(0, 12, img.shape, dtype=np.uint8))
+
+
+def _jpeg(img: np.ndarray, *params: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, list(params))
+    assert ok
+    return buf.reshape(-1)
+
+
+def _damaged(buf: np.ndarray, how: str = "zeros") -> np.ndarray:
+    """What a failing copy or disk does to a file's middle: a 4 KiB run of zeros (a lost block),
+    512 bytes of 0xFF (erased flash), or 512 bytes gone."""
+    mid = len(buf) // 2
+    if how == "dropped":
+        return np.concatenate([buf[:mid], buf[mid + 512 :]])
+    out = buf.copy()
+    if how == "erased":
+        out[mid : mid + 512] = 0xFF
+    else:
+        out[mid : mid + 4096] = 0
+    return out
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        (cv2.IMWRITE_JPEG_QUALITY, 75),
+        (cv2.IMWRITE_JPEG_QUALITY, 90),
+        (cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+        (cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        (cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, 4),
+    ],
+)
+def test_whole_jpeg_gives_opencvs_pixels(params):
+    buf = _jpeg(_scene(), *params)
+    img, why = decode_color(buf)
+    assert why == ""
+    np.testing.assert_array_equal(img, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+
+
+def test_grey_png_and_unreadable_as_opencv():
+    grey = _jpeg(cv2.cvtColor(_scene(), cv2.COLOR_BGR2GRAY))
+    img, why = decode_color(grey)
+    assert why == "" and img.shape == (360, 640, 3)
+    np.testing.assert_array_equal(img, cv2.imdecode(grey, cv2.IMREAD_COLOR))
+    png = cv2.imencode(".png", _scene())[1].reshape(-1)
+    np.testing.assert_array_equal(decode_color(png)[0], _scene())
+    assert decode_color(np.frombuffer(b"not an image", np.uint8)) == (None, "")
+
+
+def test_exif_orientation_and_cmyk_left_to_opencv():
+    """A phone photo turned by its EXIF orientation, and a CMYK JPEG: the same as OpenCV gives."""
+    rgb = cv2.cvtColor(_scene(120, 200), cv2.COLOR_BGR2RGB)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: to be shown a quarter turn clockwise
+    b = io.BytesIO()
+    Image.fromarray(rgb).save(b, "JPEG", exif=exif.tobytes())
+    buf = np.frombuffer(b.getvalue(), np.uint8)
+    img, why = decode_color(buf)
+    assert why == "" and img.shape == (200, 120, 3)
+    np.testing.assert_array_equal(img, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+    b = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(b, "JPEG")
+    buf = np.frombuffer(b.getvalue(), np.uint8)
+    img, why = decode_color(buf)
+    assert why == ""
+    np.testing.assert_array_equal(img, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+
+
+def test_damaged_and_cut_jpegs_are_refused():
+    buf = _jpeg(_scene(720, 1280), cv2.IMWRITE_JPEG_QUALITY, 90)
+    bad = _damaged(buf)
+    # The hazard: OpenCV returns a whole-sized picture whose lower part is made up.
+    made_up = cv2.imdecode(bad, cv2.IMREAD_COLOR)
+    assert made_up is not None and made_up.shape == (720, 1280, 3)
+    assert not np.array_equal(made_up, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+    for damaged in (bad, _damaged(buf, "erased"), _damaged(buf, "dropped")):
+        img, why = decode_color(damaged)
+        assert img is None and why.startswith("JPEG data damaged (") and "copy the file again" in why
+    img, why = decode_color(buf[: len(buf) * 2 // 3])
+    assert img is None and why == CUT_JPEG
+
+
+def test_detect_refuses_a_damaged_jpeg_and_goes_on(tmp_path, capfd):
+    """Before: the damaged file was analysed (a scallop past the damage lost) with exit 0, and
+    libjpeg's warning went to stderr in its own words."""
+    buf = _jpeg(_scene(720, 1280), cv2.IMWRITE_JPEG_QUALITY, 90)
+    bad = _damaged(buf)
+    assert decode_color(bad)[0] is None
+    (tmp_path / "a_whole.jpg").write_bytes(buf.tobytes())
+    (tmp_path / "b_damaged.jpg").write_bytes(bad.tobytes())
+    rc = main(["detect", str(tmp_path / "a_whole.jpg"), str(tmp_path / "b_damaged.jpg"), "--mm-per-px", "0.5"])
+    out, err = capfd.readouterr()
+    assert rc == 1  # an unreadable image: said, the others analysed (scallop detect --help)
+    assert "a_whole.jpg:" in out and "scallops" in out
+    assert "b_damaged.jpg: JPEG data damaged (" in err and "b_damaged.jpg:" not in out
+    # One line of ours for it; nothing of libjpeg's on a line of its own.
+    assert [ln for ln in err.splitlines() if ln.strip()] == [
+        ln for ln in err.splitlines() if ln.startswith("scallop detect: ")
+    ]
+    assert "Corrupt JPEG data" not in err and "Traceback" not in err
+
+
+def test_data_set_and_calibration_readers_refuse_it(tmp_path):
+    from scallop.calibration.intrinsics import load_image
+    from scallop.models.dataset import DatasetError, _read_image
+
+    bad = _damaged(_jpeg(_scene(720, 1280), cv2.IMWRITE_JPEG_QUALITY, 90))
+    p = tmp_path / "x.jpg"
+    p.write_bytes(bad.tobytes())
+    with pytest.raises(DatasetError, match=r"x.jpg: JPEG data damaged \("):
+        _read_image(p, cv2.IMREAD_COLOR)
+    # A calibration photo damaged so is unreadable (its corners past the damage would be shifted).
+    assert load_image(p) is None
