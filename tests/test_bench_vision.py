@@ -88,6 +88,17 @@ def test_a_bad_scallop_range_is_refused_by_name(text):
         _scallop_range(text)
 
 
+@pytest.mark.parametrize(
+    "opt, value",
+    [("--warmup", "-3"), ("--mm-per-px", "nan"), ("--width", "100000"), ("--height", "0"), ("--threads", "0")],
+)
+def test_bad_options_are_refused_by_their_own_names(opt, value, capsys):
+    """Not in the words of the config keys they feed (``threads=0``, ``resolutions[0].width``)."""
+    assert main(["bench", "vision", "--frames", "1", opt, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{opt}={value}" in err and "resolutions" not in err
+
+
 def test_jobs_without_an_anchor_is_refused(capsys):
     assert main(["bench", "vision", "--frames", "1", "--jobs", "1"]) == 2
     assert "--jobs" in capsys.readouterr().err

@@ -154,7 +154,13 @@ def run(args) -> int:
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
     check_number("--frames", args.frames, 1, 10**6, integer=True)
+    check_number("--warmup", args.warmup, 0, 10**5, integer=True)
     check_number("--distinct", args.distinct, 1, 10**4, integer=True)
+    # The options by their own names (the renderer and the pipeline would name their config keys).
+    check_number("--width", args.width, 640, 1920, integer=True)
+    check_number("--height", args.height, 480, 1080, integer=True)
+    check_number("--mm-per-px", args.mm_per_px, 0.05, 5)
+    check_number("--threads", args.threads, 1, 64, integer=True)
     lo, hi = _scallop_range(args.scallops)
     from scallop.app.commands.detect import folder_jobs
     from scallop.errors import ConfigError
