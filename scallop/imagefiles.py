@@ -71,18 +71,41 @@ def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
     buf = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
     try:
         space = simplejpeg.decode_jpeg_header(buf)[2]
-        if space in ("YCbCr", "Gray") and not _exif_turns(buf):
-            return simplejpeg.decode_jpeg(buf, "BGR"), ""
-        # Checked strictly in its own colour space, then decoded by OpenCV as before.
-        simplejpeg.decode_jpeg(buf, "CMYK" if space in ("CMYK", "YCCK") else "BGR")
+    except ValueError:
+        # A header this decoder cannot size (sampling factors outside its table, or a header cut
+        # short): OpenCV reads it, or says it cannot, as before; its data is not checked.
+        return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+    plain = space in ("YCbCr", "Gray") and not _exif_turns(buf)
+    try:
+        img = simplejpeg.decode_jpeg(buf, "BGR" if plain or space not in ("CMYK", "YCCK") else "CMYK")
     except ValueError as e:
         why = str(e).strip().rstrip(".").removeprefix("Corrupt JPEG data: ") or "unreadable"
-        # Not damage: a kind of JPEG this decoder does not convert, which OpenCV may read.
-        if why.startswith("Premature end of JPEG file"):
+        if "Premature end of JPEG file" in why:
             return None, CUT_JPEG
-        if not why.startswith(("Unsupported color conversion", "Unsupported JPEG process")):
+        if _zero_padding_before_end(buf, why):  # a whole picture, as some encoders pad it
+            img = simplejpeg.decode_jpeg(buf, "BGR", strict=False) if plain else None
+        elif why.startswith("Unsupported") and "marker" not in why:
+            # Not damage: a kind of JPEG this decoder does not read (12-bit samples, a colour
+            # conversion); OpenCV may read it, or says it cannot. A bad marker is damage.
+            return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+        else:
             return None, DAMAGED_JPEG.format(why)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+    # Turned by its EXIF orientation or in another colour space: checked above, OpenCV's picture.
+    return (img if plain else cv2.imdecode(data, cv2.IMREAD_COLOR)), ""
+
+
+def _zero_padding_before_end(buf: bytes, why: str) -> bool:
+    """libjpeg's complaint ``why`` is "N extraneous bytes before marker 0xd9" and those N bytes,
+    just before the file's end marker, are zeros: padding after a whole picture (some hardware
+    encoders write it), not data cut out of it."""
+    import re
+
+    m = re.fullmatch(r"(\d+) extraneous bytes before marker 0xd9", why)
+    end = buf.rfind(b"\xff\xd9")
+    if not m or end < 0:
+        return False
+    n = int(m.group(1))
+    return 0 < n <= end and not any(buf[end - n : end])
 
 
 def _exif_turns(buf: bytes) -> bool:

@@ -141,3 +141,26 @@ def test_data_set_and_calibration_readers_refuse_it(tmp_path):
         _read_image(p, cv2.IMREAD_COLOR)
     # A calibration photo damaged so is unreadable (its corners past the damage would be shifted).
     assert load_image(p) is None
+
+
+def test_zero_padding_before_the_end_marker_is_a_whole_picture():
+    """Some hardware encoders pad the data with zeros before the end marker: libjpeg complains
+    of "extraneous bytes", but the picture is whole (OpenCV's pixels), so it is not refused.
+    The same count of other bytes there is damage."""
+    buf = _jpeg(_scene(), cv2.IMWRITE_JPEG_QUALITY, 90)
+    assert bytes(buf[-2:]) == b"\xff\xd9"
+    padded = np.concatenate([buf[:-2], np.zeros(16, np.uint8), buf[-2:]])
+    img, why = decode_color(padded)
+    assert why == ""
+    np.testing.assert_array_equal(img, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+    junk = np.concatenate([buf[:-2], np.arange(1, 17, dtype=np.uint8), buf[-2:]])
+    img, why = decode_color(junk)
+    assert img is None and "extraneous bytes" in why
+
+
+def test_a_header_cut_short_is_left_to_opencv():
+    """Too little of a file to know its size: unreadable, as OpenCV says (the caller's message),
+    not "damaged" in a library's words."""
+    buf = _jpeg(_scene(), cv2.IMWRITE_JPEG_QUALITY, 90)
+    for n in (3, 100):
+        assert decode_color(buf[:n]) == (None, "")
