@@ -554,3 +554,73 @@ def test_crops_stacked_in_one_resample_equal_one_resample_each(pipe, roi_of_s):
     pipe._crops(uv, corners, roi, out_uv)
     if roi >= S:  # (the warp's single-plane path is OpenCV's own, not ours)
         assert np.array_equal(out_uv, out[..., 0])
+
+
+def test_grasp_is_centred_where_the_uro_is_sure(pipe):
+    """A uro mask whose far end (from the adductor) is unsure, as where it runs on under a
+    mantle flap: the jaws go to the farthest point among the sure pixels deep enough, not to
+    the unsure end; with nothing sure, or the rule off (0), the choice is the old one."""
+    mm = 0.5
+    uro = np.zeros((60, 80), np.uint8)
+    uro[20:32, 10:70] = 1  # 30 x 6 mm
+    add = np.zeros((60, 80), bool)
+    add[10:45, 0:8] = True  # adductor off its left end
+    box = cv2.boundingRect(uro)
+    x, y, w, h = box
+    prob = np.full((h, w), 0.99, np.float32)
+    prob[:, 40:] = 0.6  # the right third: unsure
+    cfg = pipe.config
+    assert cfg.grip_uro_probability == 0.9
+    py0, px0, gap0 = grasp_point(uro, box, add, mm, cfg)
+    assert px0 >= x + 40  # farthest from the adductor: the unsure end
+    py, px, gap = grasp_point(uro, box, add, mm, cfg, None, prob)
+    assert uro[py, px] == 1 and prob[py - y, px - x] >= 0.9
+    assert px == x + 39 and gap >= cfg.min_adductor_gap_mm  # the farthest sure column
+    assert grasp_point(uro, box, add, mm, cfg, None, np.full((h, w), 0.6, np.float32)) == (py0, px0, gap0)
+    off = PipelineConfig(grip_uro_probability=0.0)
+    assert grasp_point(uro, box, add, mm, off, None, prob) == (py0, px0, gap0)
+    # Sure pixels too shallow for any grip depth tried: the old choice, not a grasp on the edge.
+    shallow = np.full((h, w), 0.6, np.float32)
+    shallow[0, :] = 0.99
+    tight = PipelineConfig(min_grip_depth_mm=1.0)
+    assert grasp_point(uro, box, add, mm, tight, None, shallow) == grasp_point(uro, box, add, mm, tight)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5, float("inf")])
+def test_grip_uro_probability_is_a_checked_share(bad):
+    with pytest.raises(ValueError, match="grip_uro_probability"):
+        PipelineConfig(grip_uro_probability=bad)
+
+
+def test_sure_comes_before_a_neighbours_clearance(pipe):
+    """Sure and clear of a neighbour where both can be had; else sure (judged too_close later);
+    never the unsure fold because a few clear and sure pixels failed the adductor's gap."""
+    mm = 0.5
+    uro = np.zeros((60, 80), np.uint8)
+    uro[20:32, 10:70] = 1
+    add = np.zeros((60, 80), bool)
+    add[10:45, 0:8] = True
+    box = cv2.boundingRect(uro)
+    x, y, w, h = box
+    prob = np.full((h, w), 0.99, np.float32)
+    prob[:, 40:] = 0.6  # the far third unsure
+    near = np.full((h, w), 2.0, np.float32)  # a neighbour close along the middle ...
+    near[:, 45:] = 30.0  # ... clear at the unsure far end
+    near[:, :2] = 30.0  # and two clear, sure columns next to the adductor: too near it to grip
+    py, px, gap = grasp_point(uro, box, add, mm, pipe.config, near, prob)
+    assert prob[py - y, px - x] >= 0.9 and px == x + 39 and gap >= pipe.config.min_adductor_gap_mm
+    near[:, 30:40] = 30.0  # clear and sure columns far enough from the adductor: taken
+    py, px, gap = grasp_point(uro, box, add, mm, pipe.config, near, prob)
+    assert prob[py - y, px - x] >= 0.9 and near[py - y, px - x] == 30.0 and px == x + 39
+
+
+def test_without_adductor_the_grasp_stays_on_the_sure_part(pipe):
+    mm = 0.5
+    uro = np.zeros((60, 80), np.uint8)
+    uro[20:32, 10:70] = 1
+    box = cv2.boundingRect(uro)
+    x, y, w, h = box
+    prob = np.full((h, w), 0.6, np.float32)
+    prob[:, :30] = 0.99
+    py, px, gap = grasp_point(uro, box, np.zeros((60, 80), bool), mm, pipe.config, None, prob)
+    assert gap == float("inf") and uro[py, px] == 1 and prob[py - y, px - x] >= 0.9

@@ -51,6 +51,7 @@ SECTIONS = {
         "adductor_doubt_logit",
         "border_margin_mm",
         "second_uro_ratio",
+        "grip_uro_probability",
     ],
     "runtime": ["tick_s", "frame_queue", "stall_alarm_s", "inference_latency_s", "accept_redo_calibration"],
     "record": ["snapshot_budget_mb", "path"],

@@ -59,6 +59,7 @@ def grasp_point(
     mm_px: float,
     cfg: PipelineConfig,
     neighbour_px: np.ndarray | None = None,
+    uro_prob: np.ndarray | None = None,
 ) -> tuple[int, int, float]:
     """Where to grip the uro: well inside it (a centroid can fall outside a bent, kidney
     uro) and as far from the adductor as that allows — the uro touches the adductor at
@@ -71,6 +72,9 @@ def grasp_point(
     in pixels to the nearest pixel of another scallop (None: none near); when a touching
     neighbour lies close, pixels at least ``clearance_mm`` from it are preferred, so the
     jaws close on the far part of the uro rather than next to the other scallop's meat.
+    ``uro_prob``: on the box, each pixel's probability of being uro; where some pixel inside
+    the uro reaches ``cfg.grip_uro_probability`` the jaws are centred among those first (a mask
+    running on under a mantle flap is less sure there, and its far end lies on the fold).
     Returns (row, col, distance to the adductor in mm)."""
     x, y, w, h = box
     # Depth inside the uro on its box only. The 2-pixel zero border stands for everything
@@ -83,17 +87,33 @@ def grasp_point(
     clear = None
     if neighbour_px is not None:
         clear = (neighbour_px >= cfg.clearance_mm / mm_px + 0.5) & (du > 0)
+        if not clear.any():
+            clear = None
+    # Where the jaws may be centred, pass by pass: where the uro is sure and the jaws clear a
+    # touching neighbour, then where the uro is sure, then where they clear the neighbour, then
+    # anywhere (judged too_close later). Sure comes before clear: a grasp beside a neighbour is
+    # only diverted (too_close), one on a mantle fold leaves the uro on the scallop.
+    passes: list[np.ndarray | None] = []
+    if uro_prob is not None and cfg.grip_uro_probability > 0:
+        sure = (uro_prob >= cfg.grip_uro_probability) & (du > 0)
+        if sure.any():
+            if clear is not None and (clear & sure).any():
+                passes.append(clear & sure)
+            passes.append(sure)
+    if clear is not None:
+        passes.append(clear)
+    passes.append(None)
     if not adductor.any():
-        score = du if clear is None or not clear.any() else np.where(clear, du, -1.0)
+        allowed = passes[0]
+        score = du if allowed is None else np.where(allowed, du, -1.0)
         py, px = np.unravel_index(int(score.argmax()), score.shape)
         return py + y, px + x, float("inf")
     da = cv2.distanceTransform(cv2.compare(adductor.view(np.uint8), 0, cv2.CMP_EQ), cv2.DIST_L2, 5)[
         y : y + h, x : x + w
     ]
-    # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps; first only
-    # where the jaws also clear a touching neighbour, then anywhere (judged too_close later).
+    # From the jaw radius down to the shallowest grip allowed, in 0.5 mm steps.
     depths = np.arange(cfg.grip_clearance_mm, cfg.min_grip_depth_mm - 1e-9, -0.5)
-    for allowed in (clear, None) if clear is not None and clear.any() else (None,):
+    for allowed in passes:
         for depth_mm in depths if len(depths) else (cfg.min_grip_depth_mm,):
             need = min(depth_mm / mm_px, 0.8 * deepest)
             ok = du >= need if allowed is None else (du >= need) & allowed

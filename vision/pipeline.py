@@ -64,11 +64,15 @@ class PipelineConfig:
     # uro (a sliver beside a mantle flap, the flap's glow in the fluorescence channel): the
     # scallop is "hidden_uro" and goes to rework. Set from bench hard (models/README.md); 1 turns
     # the rule off (a float32 softmax reaches exactly 1.0, so "at least" could not).
-    hidden_uro_probability: float = 0.3
+    hidden_uro_probability: float = 0.15
     second_uro_ratio: float = 0.6  # a second uro blob this large → ambiguous
     clearance_mm: float = 5.0  # another scallop this close to the grasp → too_close
     grip_clearance_mm: float = 2.0  # the gripper's jaw radius: grasp at least this deep in the uro
     min_grip_depth_mm: float = 0.5  # …or down to this deep, when deeper points are too near the adductor
+    # The jaws are centred where the uro is at least this likely, when it is somewhere deep enough:
+    # at 0.8-1 mm/px the mask of a uro under a mantle flap runs on under the fold at lower odds,
+    # and the point farthest from the adductor fell there, on the fold (bench hard). 0 turns it off.
+    grip_uro_probability: float = 0.9
     min_adductor_gap_mm: float = 2.75  # jaw radius + mask error: closer to the adductor → ambiguous
     # Every uro touches the adductor (appearance spec, The product): a dark blob farther from it
     # is debris, an eye dot or a shadow, not a uro → ambiguous (bench hard measures it).
@@ -95,6 +99,7 @@ class PipelineConfig:
         check_range("clearance_mm", self.clearance_mm, 0.0, 100.0)
         check_range("grip_clearance_mm", self.grip_clearance_mm, 0.0, 20.0)
         check_range("min_grip_depth_mm", self.min_grip_depth_mm, 0.0, 20.0)
+        check_share("grip_uro_probability", self.grip_uro_probability)
         check_range("min_adductor_gap_mm", self.min_adductor_gap_mm, 0.0, 30.0)
         check_range("max_uro_adductor_gap_mm", self.max_uro_adductor_gap_mm, 0.0, 100.0)
         check_range("adductor_doubt_logit", self.adductor_doubt_logit, 0.0, 20.0)
@@ -602,15 +607,16 @@ class Pipeline:
                 add_near &= own
                 ubox = (ux + cx_, uy + cy_, cw_, ch_)
                 near = neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
-                py, px, gap = grasp_point(comp, ubox, add_near, mm_c, cfg, near)
-                touch = uro_adductor_gap(comp, ubox, add_near, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
                 # Over the blob's own box: the same pixels in the same order as over the crop.
                 bx0, by0 = ux + cx_, uy + cy_
                 cm = comp[by0 : by0 + ch_, bx0 : bx0 + cw_].view(bool)
                 ys_, xs_ = slice(y0 + by0, y0 + by0 + ch_), slice(x0 + bx0, x0 + bx0 + cw_)
                 # The softmax over the whole box, then the blob's pixels: elementwise, so the same
                 # numbers as over the blob's pixels gathered first, without four masked gathers.
-                uconf = float(softmax_rows(list(logits[i, :, ys_, xs_]), P_URO)[cm].mean())
+                pu = softmax_rows(list(logits[i, :, ys_, xs_]), P_URO)
+                py, px, gap = grasp_point(comp, ubox, add_near, mm_c, cfg, near, pu)
+                touch = uro_adductor_gap(comp, ubox, add_near, cfg.max_uro_adductor_gap_mm / mm_c) * mm_c
+                uconf = float(pu[cm].mean())
                 px, py = px + x0, py + y0
                 ucx, ucy = ucen[best] + (ux + x0, uy + y0)
                 row.update(
