@@ -164,3 +164,16 @@ def test_a_header_cut_short_is_left_to_opencv():
     buf = _jpeg(_scene(), cv2.IMWRITE_JPEG_QUALITY, 90)
     for n in (3, 100):
         assert decode_color(buf[:n]) == (None, "")
+
+
+def test_detect_keeps_a_name_with_a_newline_on_one_line(tmp_path, capfd):
+    """A newline in a file's name is shown escaped: every output line is one image or one error."""
+    buf = _jpeg(_scene(720, 1280), cv2.IMWRITE_JPEG_QUALITY, 90)
+    good, bad = tmp_path / "a\nb.jpg", tmp_path / "c\nd.jpg"
+    good.write_bytes(buf.tobytes())
+    bad.write_bytes(_damaged(buf).tobytes())
+    assert main(["detect", str(good), str(bad), "--mm-per-px", "0.5"]) == 1
+    out, err = capfd.readouterr()
+    assert out.splitlines()[0].startswith(str(tmp_path / "a\\nb.jpg") + ": ")
+    assert err.splitlines() == [ln for ln in err.splitlines() if ln.startswith("scallop detect: error: ")]
+    assert len(err.splitlines()) == 1 and "c\\nd.jpg: JPEG data damaged" in err

@@ -182,7 +182,7 @@ def run(args) -> int:
 
     def say_strays(at: int) -> None:
         for message in strays.pop(at, []):
-            print(f"scallop detect: error: {message}", file=sys.stderr)
+            print(f"scallop detect: error: {_one_line(message)}", file=sys.stderr)
 
     failed = len(stray)
     companions = companion_paths(args.images)
@@ -208,9 +208,9 @@ def run(args) -> int:
         for path, oc in zip(args.images, results):
             say_strays(done)
             for line in oc.out:
-                print(line, flush=args.json)
+                print(_one_line(line), flush=args.json)
             for message in oc.errors:
-                print(f"scallop detect: error: {message}", file=sys.stderr)
+                print(f"scallop detect: error: {_one_line(message)}", file=sys.stderr)
             failed += len(oc.errors)
             done += 1
             if out_dir and not oc.errors:
@@ -222,7 +222,7 @@ def run(args) -> int:
                 )
                 if why:  # a full disk or a vanished folder: said, and counted in the exit code
                     print(
-                        f"scallop detect: error: {target}: the annotated image could not be written: {why}",
+                        _one_line(f"scallop detect: error: {target}: the annotated image could not be written: {why}"),
                         file=sys.stderr,
                     )
                     failed += 1
@@ -366,6 +366,15 @@ def _analyse(state: dict, setup: Setup, path: str, img, scale: float, in_set, co
         else:
             oc.png_error = "the image could not be encoded"
     return oc
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line whatever a file's name holds: a newline or other control character
+    in a name is shown escaped (``\\n``), as ``ls`` does, so every line of the output is one
+    image or one error (the JSON lines are escaped already)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _unique(stem: str, taken: set[str]) -> str:
