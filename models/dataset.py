@@ -408,6 +408,26 @@ class Dataset:
                 return _scale(mm, where), where
         return None
 
+    def check_labels(self, most: int = 5) -> None:
+        """Every ``labels/<name>.json`` read and its scale checked before any image is: the files
+        that cannot be used are named together in one error (the first ``most`` of them and how
+        many more), not one a run."""
+        bad = []
+        for name in self.names:
+            path = self.root / "labels" / f"{name}.json"
+            if path.is_file():
+                try:
+                    self.own_scale(name, _read_json(path))
+                except (DatasetError, OSError) as e:
+                    bad.append(str(e) if isinstance(e, DatasetError) else f"{path}: cannot be read ({e.strerror})")
+        if bad:
+            more = f"; and {len(bad) - most} more" if len(bad) > most else ""
+            raise DatasetError(
+                f"{len(bad)} label file{'' if len(bad) == 1 else 's'} of {self.root} cannot be used: "
+                + "; ".join(bad[:most])
+                + more
+            )
+
     def check_scale_option(self, mm_per_px: float | None) -> None:
         """Refuse, before any image is read, a --mm-per-px that conflicts with a scale the set
         gives (:func:`check_scale_option`)."""

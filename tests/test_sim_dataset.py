@@ -414,3 +414,22 @@ def test_reader_checks_the_channel_files(uv_set, tmp_path):
         with pytest.raises(DatasetError, match=r"000002\.uv\.png: " + why):
             ds.load("000002")
         assert ds.load("000003").uv is not None
+
+
+def test_eval_names_every_bad_label_file_at_once(tmp_path, capsys):
+    """A set with seven unusable label files: one error naming five and counting the rest,
+    before any image is analysed (was: the first one, one run at a time)."""
+    from scallop.app.cli import main
+    from scallop.sim.dataset import DatasetSettings, write_dataset
+
+    root = tmp_path / "set"
+    write_dataset(root, 8, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    labels = sorted((root / "labels").iterdir())
+    for p in labels[:6]:
+        p.write_text("{not json")
+    labels[6].write_text('{"mm_per_px": "nan"}')
+    assert main(["eval", str(root)]) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "7 label files of" in err and "cannot be used" in err and "; and 2 more" in err
+    assert str(labels[0]) in err and "not valid JSON" in err

@@ -47,10 +47,12 @@ def labelled_samples(source: str | Path, mm_per_px: float | None = None) -> tupl
         coco = CocoSet(p, mm_per_px)
         return len(coco), coco.samples()
     if p.is_dir():
-        from scallop.models.dataset import iter_dataset, list_names, read_manifest
+        from scallop.models.dataset import iter_dataset, load_dataset
 
-        read_manifest(p)
-        return len(list_names(p)), iter_dataset(p, mm_per_px=mm_per_px)
+        # Every label file checked before the first image: all the bad ones named at once.
+        ds = load_dataset(p)
+        ds.check_labels()
+        return len(ds), iter_dataset(p, mm_per_px=mm_per_px)
     raise DataError(f"{p}: no such labelled set (a COCO .json file or a data-set folder)")
 
 
