@@ -53,6 +53,15 @@ class StateError(ScallopError, RuntimeError):
     http_status = 409
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line whatever it quotes: a newline or other control character (a file's
+    name may hold one) is shown escaped (``\\n``), as ``ls`` does, so each line a command prints
+    is one message."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fmt(v: float) -> str:
     # An integer bound exactly (a seed's 4294967295, not 4.29497e+09).
     return str(v) if isinstance(v, int) else f"{v:g}"

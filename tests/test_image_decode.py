@@ -177,3 +177,10 @@ def test_detect_keeps_a_name_with_a_newline_on_one_line(tmp_path, capfd):
     assert out.splitlines()[0].startswith(str(tmp_path / "a\\nb.jpg") + ": ")
     assert err.splitlines() == [ln for ln in err.splitlines() if ln.startswith("scallop detect: error: ")]
     assert len(err.splitlines()) == 1 and "c\\nd.jpg: JPEG data damaged" in err
+
+
+def test_any_commands_error_stays_on_one_line(tmp_path, capfd):
+    """The command line's one error line escapes a newline a name brings in (scallop eval here)."""
+    assert main(["eval", str(tmp_path / "no\nset")]) == 3
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scallop eval: error: ") and "no\\nset" in err

@@ -157,15 +157,17 @@ def _stdout_closed() -> bool:
 
 
 def _failed(args, e: BaseException, debug: bool) -> int:
+    from scallop.errors import one_line
+
     code = exit_code(e)
     if debug:
         traceback.print_exc()
     if code == 1:
         # Not the user's input: a fault of the program. One line still, with where to look.
         hint = "" if debug else " (run again with --debug to see where)"
-        print(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+        print(one_line(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}"), file=sys.stderr)
     else:
-        print(f"scallop {args.command}: error: {e}", file=sys.stderr)
+        print(one_line(f"scallop {args.command}: error: {e}"), file=sys.stderr)
     return code
 
 

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scallop.errors import one_line
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -182,7 +184,7 @@ def run(args) -> int:
 
     def say_strays(at: int) -> None:
         for message in strays.pop(at, []):
-            print(f"scallop detect: error: {_one_line(message)}", file=sys.stderr)
+            print(f"scallop detect: error: {one_line(message)}", file=sys.stderr)
 
     failed = len(stray)
     companions = companion_paths(args.images)
@@ -208,9 +210,9 @@ def run(args) -> int:
         for path, oc in zip(args.images, results):
             say_strays(done)
             for line in oc.out:
-                print(_one_line(line), flush=args.json)
+                print(one_line(line), flush=args.json)
             for message in oc.errors:
-                print(f"scallop detect: error: {_one_line(message)}", file=sys.stderr)
+                print(f"scallop detect: error: {one_line(message)}", file=sys.stderr)
             failed += len(oc.errors)
             done += 1
             if out_dir and not oc.errors:
@@ -222,7 +224,7 @@ def run(args) -> int:
                 )
                 if why:  # a full disk or a vanished folder: said, and counted in the exit code
                     print(
-                        _one_line(f"scallop detect: error: {target}: the annotated image could not be written: {why}"),
+                        one_line(f"scallop detect: error: {target}: the annotated image could not be written: {why}"),
                         file=sys.stderr,
                     )
                     failed += 1
@@ -366,15 +368,6 @@ def _analyse(state: dict, setup: Setup, path: str, img, scale: float, in_set, co
         else:
             oc.png_error = "the image could not be encoded"
     return oc
-
-
-def _one_line(text: str) -> str:
-    """``text`` on one line whatever a file's name holds: a newline or other control character
-    in a name is shown escaped (``\\n``), as ``ls`` does, so every line of the output is one
-    image or one error (the JSON lines are escaped already)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _unique(stem: str, taken: set[str]) -> str:
