@@ -77,7 +77,7 @@ def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
         return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
     plain = space in ("YCbCr", "Gray") and not _exif_turns(buf)
     try:
-        img = simplejpeg.decode_jpeg(buf, "BGR" if plain or space not in ("CMYK", "YCCK") else "CMYK")
+        img = simplejpeg.decode_jpeg(buf, "CMYK" if space in ("CMYK", "YCCK") else "BGR")
     except ValueError as e:
         why = str(e).strip().rstrip(".").removeprefix("Corrupt JPEG data: ") or "unreadable"
         if "Premature end of JPEG file" in why:

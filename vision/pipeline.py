@@ -608,7 +608,7 @@ class Pipeline:
                 ubox = (ux + cx_, uy + cy_, cw_, ch_)
                 near = neighbour_px(lc, k, ubox, x0, y0, cfg.clearance_mm / mm_c)
                 # Over the blob's own box: the same pixels in the same order as over the crop.
-                bx0, by0 = ux + cx_, uy + cy_
+                bx0, by0 = ubox[:2]
                 cm = comp[by0 : by0 + ch_, bx0 : bx0 + cw_].view(bool)
                 ys_, xs_ = slice(y0 + by0, y0 + by0 + ch_), slice(x0 + bx0, x0 + bx0 + cw_)
                 # The softmax over the whole box, then the blob's pixels: elementwise, so the same
