@@ -207,6 +207,21 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _read_labels(path: Path) -> dict:
+    """A sample's ``labels/<name>.json``, its shape checked; {} when there is none. Something
+    else under that name (a folder, a link to nothing) is an error, not a missing file."""
+    if not path.is_file():
+        if path.exists() or path.is_symlink():
+            what = "a folder" if path.is_dir() else "not a readable file (a link to nothing?)"
+            raise DatasetError(f"{path}: {what}, not a label file")
+        return {}
+    labels = _read_json(path)
+    facts = labels.get("scallops")
+    if facts is not None and not (isinstance(facts, list) and all(isinstance(f, dict) for f in facts)):
+        raise DatasetError(f"{path}: scallops must be a list of objects, one a scallop")
+    return labels
+
+
 def _scale(mm: object, where: Path) -> float:
     return float(check_number(f"{where}: mm_per_px", mm, 0.05, 5.0, error=DatasetError))
 
@@ -401,7 +416,7 @@ class Dataset:
         None when neither does."""
         labels_path = self.root / "labels" / f"{name}.json"
         if labels is None:
-            labels = _read_json(labels_path) if labels_path.is_file() else {}
+            labels = _read_labels(labels_path)
         for mm, where in ((labels.get("mm_per_px"), labels_path), (self.manifest.get("mm_per_px"), None)):
             if mm is not None:
                 where = where or self.root / "dataset.json"
@@ -415,11 +430,12 @@ class Dataset:
         bad = []
         for name in self.names:
             path = self.root / "labels" / f"{name}.json"
-            if path.is_file():
-                try:
-                    self.own_scale(name, _read_json(path))
-                except (DatasetError, OSError) as e:
-                    bad.append(str(e) if isinstance(e, DatasetError) else f"{path}: cannot be read ({e.strerror})")
+            try:
+                self.own_scale(name, _read_labels(path))
+            except DatasetError as e:
+                bad.append(str(e))
+            except OSError as e:
+                bad.append(f"{path}: cannot be read ({e.strerror})")
         if bad:
             more = f"; and {len(bad) - most} more" if len(bad) > most else ""
             raise DatasetError(
@@ -473,7 +489,7 @@ class Dataset:
             inst = derive_instances(parts)
         uv = self._load_uv(img_path, (h, w)) if "uv" in self.channels else None
         labels_path = self.root / "labels" / f"{name}.json"
-        labels = _read_json(labels_path) if labels_path.is_file() else {}
+        labels = _read_labels(labels_path)
         own = self.own_scale(name, labels)
         if own is not None:
             mm = check_scale_option(mm_per_px, own[0], f"{own[1]}: mm_per_px")

@@ -417,19 +417,30 @@ def test_reader_checks_the_channel_files(uv_set, tmp_path):
 
 
 def test_eval_names_every_bad_label_file_at_once(tmp_path, capsys):
-    """A set with seven unusable label files: one error naming five and counting the rest,
-    before any image is analysed (was: the first one, one run at a time)."""
+    """A set with nine unusable label files (not JSON, a NaN scale, facts that are no list of
+    objects, a folder in a label file's place): one error naming five and counting the rest,
+    before any image is analysed (was: the first one, one run at a time, and an internal error
+    for the facts)."""
     from scallop.app.cli import main
+    from scallop.models.dataset import DatasetError, load_dataset
     from scallop.sim.dataset import DatasetSettings, write_dataset
 
     root = tmp_path / "set"
-    write_dataset(root, 8, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    write_dataset(root, 10, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
     labels = sorted((root / "labels").iterdir())
     for p in labels[:6]:
         p.write_text("{not json")
     labels[6].write_text('{"mm_per_px": "nan"}')
+    labels[7].write_text('{"mm_per_px": 0.5, "scallops": "lots"}')
+    labels[8].unlink()
+    labels[8].mkdir()
     assert main(["eval", str(root)]) == 3
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "7 label files of" in err and "cannot be used" in err and "; and 2 more" in err
+    assert "9 label files of" in err and "cannot be used" in err and "; and 4 more" in err
     assert str(labels[0]) in err and "not valid JSON" in err
+    ds = load_dataset(root)
+    with pytest.raises(DatasetError, match="scallops must be a list of objects"):
+        ds.load(labels[7].stem)
+    with pytest.raises(DatasetError, match="a folder, not a label file"):
+        ds.load(labels[8].stem)
