@@ -32,13 +32,12 @@ from scallop.errors import ConfigError, DataError, check_number
 from scallop.imagefiles import (
     EMPTY_FILE,
     IMAGE_SUFFIXES,
-    TRUNCATED_PNG,
     companion_path,
     decode_color,
     fluorescence_file_problem,
     frame_files,
     no_frames_message,
-    truncated_png,
+    png_damage,
 )
 
 DATASET_FORMAT = "scallop-dataset"
@@ -336,9 +335,9 @@ def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8)
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
-    why = fluorescence_file_problem(path, data) if uv else TRUNCATED_PNG.format(path) if truncated_png(data) else ""
+    why = fluorescence_file_problem(path, data) if uv else png_damage(data)
     if why:
-        raise DatasetError(why)
+        raise DatasetError(why if uv else f"{path}: {why}")
     img, damage = decode_color(data) if flags == cv2.IMREAD_COLOR else (cv2.imdecode(data, flags), "")
     if damage:
         raise DatasetError(f"{path}: {damage}")

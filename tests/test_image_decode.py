@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from scallop.app.cli import main
-from scallop.imagefiles import CUT_JPEG, decode_color
+from scallop.imagefiles import CUT_JPEG, CUT_PNG, decode_color, png_damage
 
 
 def _scene(h: int = 360, w: int = 640, seed: int = 0) -> np.ndarray:
@@ -164,6 +164,78 @@ def test_a_header_cut_short_is_left_to_opencv():
     buf = _jpeg(_scene(), cv2.IMWRITE_JPEG_QUALITY, 90)
     for n in (3, 100):
         assert decode_color(buf[:n]) == (None, "")
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def _with_text_chunk(png: bytes) -> bytes:
+    """``png`` with a tEXt chunk (an ancillary one, which libpng only warns about) after IHDR."""
+    import struct
+    import zlib
+
+    body = b"tEXt" + b"Comment\0belt 3"
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+    return png[:33] + chunk + png[33:]
+
+
+def test_a_png_damaged_anywhere_is_refused_by_its_checksums(capfd):
+    """PNG, unlike JPEG, carries a CRC per chunk: a flipped bit in the pixel data was refused by
+    libpng with its own line on stderr ("libpng error: IDAT: CRC error") before ours, and one in
+    an ancillary chunk only warned. Every chunk's checksum is checked first now."""
+    img = _scene(120, 200)
+    whole = _with_text_chunk(_png(img))
+    assert png_damage(whole) == "" and png_damage(np.frombuffer(whole, np.uint8)) == ""
+    np.testing.assert_array_equal(decode_color(np.frombuffer(whole, np.uint8))[0], img)
+    idat = whole.index(b"IDAT")
+    text = whole.index(b"tEXt")
+    for at, chunk in ((idat + 40, "IDAT"), (text + 6, "tEXt")):
+        bad = bytearray(whole)
+        bad[at] ^= 0x10
+        why = png_damage(bytes(bad))
+        assert why.startswith(f"PNG data damaged (chunk {chunk} at byte {idat - 4 if chunk == 'IDAT' else text - 4}")
+        assert "copy the file again" in why
+        assert decode_color(np.frombuffer(bytes(bad), np.uint8)) == (None, why)
+    # A length field hit: the chunk runs past the file's end, or claims the impossible.
+    bad = bytearray(whole)
+    bad[idat - 4] = 0x7F
+    assert png_damage(bytes(bad)) == CUT_PNG
+    bad[idat - 4] = 0xFF
+    assert "claims 4" in png_damage(bytes(bad))
+    # Cut anywhere, the last byte included; bytes after the end chunk are a trailer, allowed.
+    for n in (8, 20, idat + 100, len(whole) - 1):
+        assert png_damage(whole[:n]) == CUT_PNG
+    assert png_damage(whole + b"\0" * 100) == ""
+    assert png_damage(b"") == "" and png_damage(b"GIF89a") == ""  # no PNG: not this check's to say
+    assert "libpng" not in capfd.readouterr().err
+
+
+def test_every_reader_names_a_damaged_png_without_libpngs_words(tmp_path, capfd):
+    from scallop.calibration.intrinsics import load_image
+    from scallop.models.dataset import DatasetError, _read_image
+    from scallop.vision.camera import CorruptFrameError, read_fluorescence, read_image
+
+    colour = bytearray(_png(_scene(120, 200)))
+    colour[colour.index(b"IDAT") + 60] ^= 0x01
+    (tmp_path / "x.png").write_bytes(bytes(colour))
+    grey = bytearray(_png(_scene(120, 200)[:, :, 1]))
+    grey[grey.index(b"IDAT") + 60] ^= 0x01
+    (tmp_path / "x.uv.png").write_bytes(bytes(grey))
+    with pytest.raises(CorruptFrameError, match=r"x.png: PNG data damaged \(chunk IDAT"):
+        read_image(tmp_path / "x.png")
+    with pytest.raises(CorruptFrameError, match=r"x.uv.png: PNG data damaged \(chunk IDAT"):
+        read_fluorescence(tmp_path / "x.uv.png", (120, 200))
+    for flags, uv in ((cv2.IMREAD_COLOR, False), (cv2.IMREAD_UNCHANGED, False), (cv2.IMREAD_UNCHANGED, True)):
+        name = "x.uv.png" if uv else "x.png"
+        with pytest.raises(DatasetError, match=rf"{name}: PNG data damaged \("):
+            _read_image(tmp_path / name, flags, uv=uv)
+    assert load_image(tmp_path / "x.png") is None
+    assert main(["detect", "--mm-per-px", "0.5", str(tmp_path / "x.png")]) == 1
+    err = capfd.readouterr().err
+    assert "x.png: PNG data damaged (chunk IDAT" in err and "libpng" not in err
 
 
 def test_detect_keeps_a_name_with_a_newline_on_one_line(tmp_path, capfd):

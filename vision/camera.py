@@ -26,12 +26,10 @@ import numpy as np
 from scallop.errors import DeviceError
 from scallop.imagefiles import (
     EMPTY_FILE,
-    TRUNCATED_PNG,
     decode_color,
     fluorescence_file_problem,
     frame_files,
     no_frames_message,
-    truncated_png,
 )
 from scallop.vision.stamps import FrameStamper
 
@@ -223,8 +221,6 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
     data = np.fromfile(str(p), dtype=np.uint8)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
-    if truncated_png(data):
-        raise CorruptFrameError(TRUNCATED_PNG.format(p))
     img, damage = decode_color(data)
     if damage:
         raise CorruptFrameError(f"{p}: {damage}")
