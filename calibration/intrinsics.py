@@ -35,6 +35,7 @@ from scallop.calibration.errors import (
     ImageError,
     NotEnoughViewsError,
 )
+from scallop.errors import one_line
 from scallop.imagefiles import decode_color, frame_files, no_frames_message
 
 # Limits, stated to the engineer with every verdict.
@@ -233,8 +234,14 @@ def load_image(path: str | os.PathLike) -> np.ndarray | None:
 
 
 def read_views(paths: Iterable[str | os.PathLike]) -> list[tuple[str, np.ndarray | None]]:
-    """(name, image) for every photo; image is None when the file cannot be decoded."""
-    return [(p.name or str(p), load_image(p)) for p in list_images(paths)]
+    """(name, image) for every photo; image is None when the file cannot be decoded.
+
+    A photo is named by its file name, or by its path as given where two photos from different
+    folders share a name (a rejection must say which one); a newline or other control character
+    in it is shown escaped, so every line that names a photo stays one line."""
+    files = list_images(paths)
+    short = Counter(p.name for p in files)
+    return [(one_line(p.name if p.name and short[p.name] == 1 else str(p)), load_image(p)) for p in files]
 
 
 def capture_views(

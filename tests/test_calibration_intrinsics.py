@@ -167,6 +167,23 @@ def test_corrupt_file_on_disk_is_named(tmp_path):
         read_views([tmp_path])
 
 
+def test_photos_are_named_so_a_rejection_says_which_file(tmp_path):
+    """By file name; by path where two folders hold the same name; control characters escaped
+    (a rejection line printed with a newline in it read as two)."""
+    for sub in ("left", "right"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "right" / "b\nc.png").write_bytes(b"")
+    views = read_views([tmp_path / "left", tmp_path / "right"])
+    assert views == [
+        (str(tmp_path / "left" / "a.png"), None),
+        (str(tmp_path / "right" / "a.png"), None),
+        ("b\\nc.png", None),
+    ]
+    r = calibrate_intrinsics(views + read_views([REAL]), "chessboard:9x6:25", skip_bad=True)
+    assert [x.image for x in r.rejected[:3]] == [n for n, _ in views]
+
+
 # ------------------------------------------------------------------ simulator truth
 @pytest.fixture(scope="module")
 def sim_camera():
