@@ -217,6 +217,20 @@ def test_eval_makes_the_reports_folders_and_prints_the_figures_before_writing_it
     assert report.read_text(encoding="utf-8").startswith("<!doctype html>")
 
 
+def test_a_failed_eval_leaves_no_empty_report_folder(tmp_path, capsys):
+    """The up-front check made the report's folders, and a run that then failed (here: no such
+    set) left them behind, empty. The folders the check makes for its probe are removed again
+    (only if still empty), and the report's writer makes them when it writes."""
+    report = tmp_path / "new" / "sub" / "r.html"
+    assert main(["eval", str(tmp_path / "no-such-set"), "--report", str(report)]) == 3
+    assert "no such labelled set" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "keep.txt").write_text("someone's file")
+    assert main(["eval", str(tmp_path / "no-such-set"), "--report", str(report)]) == 3
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["keep.txt"]
+
+
 # ---------------------------------------------------------------- --mm-per-px is a fallback
 CONFLICT = (
     "--mm-per-px 0.6 conflicts with the set's own scale 0.5 mm/px ({where}: mm_per_px): --mm-per-px only gives "

@@ -21,12 +21,16 @@ def check_output_file(path: Path, what: str, example: str) -> None:
     ``what``: the file in the message ("the report"); ``example``: a file name to suggest."""
     if path.is_dir():
         raise DataError(f"{path}: cannot write {what}: it is a folder (give a file name, e.g. {example})")
-    _check_writable(path, path.parent, what, existing=path if path.exists() else None)
+    _check_writable(path, path.parent, what, existing=path if path.exists() else None, keep_folder=False)
 
 
-def _check_writable(shown: Path, folder: Path, what: str, existing: Path | None = None) -> None:
+def _check_writable(
+    shown: Path, folder: Path, what: str, existing: Path | None = None, keep_folder: bool = True
+) -> None:
     """``folder`` can take a new file (and ``existing``, a file in it, can be written); errors
-    name ``shown``. The folder is made here (the writer would make it anyway). A probe file is
+    name ``shown``. The folder is made here; with ``keep_folder`` False the folders made are
+    removed again after the probe (a file's writer makes them when it writes: a run that fails
+    before then leaves no empty folder behind). A probe file is
     created in it and removed again, which is the one test a superuser's permissions cannot
     fool and what a writer that writes a temporary file and renames it needs (a writable file in
     a read-only folder passes an append test but not that)."""
@@ -37,6 +41,7 @@ def _check_writable(shown: Path, folder: Path, what: str, existing: Path | None 
     above = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if above is not None and not above.is_dir():
         raise refuse(f"{above} is a file, not a folder")
+    made = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -53,3 +58,10 @@ def _check_writable(shown: Path, folder: Path, what: str, existing: Path | None 
         raise refuse(
             f"{e.strerror or e} (check the folder's owner and permissions, or a disk mounted read-only)"
         ) from None
+    finally:
+        if not keep_folder:
+            for p in made:
+                try:
+                    p.rmdir()
+                except OSError:  # something was put there meanwhile: it is not ours to remove
+                    break
