@@ -444,3 +444,44 @@ def test_eval_names_every_bad_label_file_at_once(tmp_path, capsys):
         ds.load(labels[7].stem)
     with pytest.raises(DatasetError, match="a folder, not a label file"):
         ds.load(labels[8].stem)
+
+
+def test_eval_names_every_unreadable_image_and_gives_no_figures(tmp_path, capsys, monkeypatch):
+    """Three of eight images damaged (a JPEG cut short, a PNG mask whose checksum fails, an
+    empty image): one error names all three and gives no figures, which would not be the whole
+    set's (was: the first one, one run at a time). Once one image is unreadable the rest are only
+    read, not analysed."""
+    from scallop.app import evaluation
+    from scallop.app.cli import main
+    from scallop.sim.dataset import DatasetSettings, write_dataset
+    from scallop.vision.pipeline import Pipeline
+
+    root = tmp_path / "set"
+    write_dataset(root, 8, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    images = sorted((root / "images").iterdir())
+    images[1].write_bytes(images[1].read_bytes()[: images[1].stat().st_size // 2])
+    mask = root / "parts" / f"{images[4].stem}.png"
+    data = bytearray(mask.read_bytes())
+    data[data.index(b"IDAT") + 20] ^= 0x04
+    mask.write_bytes(bytes(data))
+    images[6].write_bytes(b"")
+    analysed = []
+    real = Pipeline.detect
+
+    def counting(self, image, *a, **k):
+        analysed.append(image.shape)
+        return real(self, image, *a, **k)
+
+    monkeypatch.setattr(Pipeline, "detect", counting)
+    assert main(["eval", str(root), "--report", str(tmp_path / "r" / "r.html")]) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "3 of 8 images cannot be scored, so no figures are given" in err
+    assert (
+        f"{images[1]}: " in err and f"{mask}: PNG data damaged (chunk IDAT" in err and f"{images[6]}: empty file" in err
+    )
+    assert len(analysed) == 1  # the one image before the first unreadable one
+    assert not (tmp_path / "r").exists()
+    # The loaders are what evaluate() walks: one per image, each raising for its own image only.
+    n, loaders = evaluation.labelled_loaders(root)
+    assert n == 8 and loaders[0]().name == images[0].stem

@@ -17,6 +17,7 @@ import html
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -40,19 +41,28 @@ FAILURE_WEIGHT = {
 
 def labelled_samples(source: str | Path, mm_per_px: float | None = None) -> tuple[int, Iterator[Sample]]:
     """(number of images, the samples) of a COCO file or a data-set folder."""
+    n, loaders = labelled_loaders(source, mm_per_px)
+    return n, (load() for load in loaders)
+
+
+def labelled_loaders(source: str | Path, mm_per_px: float | None = None) -> tuple[int, list[Callable[[], Sample]]]:
+    """(number of images, one function per image that reads and checks its sample) of a COCO
+    file or a data-set folder: an image that cannot be read raises a :class:`DataError` naming
+    it, and the caller may go on to the next (:func:`evaluate` names every such image)."""
     p = Path(source)
     if p.is_file():
         from scallop.app.labels import CocoSet
 
         coco = CocoSet(p, mm_per_px)
-        return len(coco), coco.samples()
+        return len(coco), [partial(coco.load, im) for im in coco.images]
     if p.is_dir():
-        from scallop.models.dataset import iter_dataset, load_dataset
+        from scallop.models.dataset import load_dataset
 
         # Every label file checked before the first image: all the bad ones named at once.
         ds = load_dataset(p)
         ds.check_labels()
-        return len(ds), iter_dataset(p, mm_per_px=mm_per_px)
+        ds.check_scale_option(mm_per_px)
+        return len(ds), [partial(ds.load, name, mm_per_px) for name in ds.names]
     raise DataError(f"{p}: no such labelled set (a COCO .json file or a data-set folder)")
 
 
@@ -121,15 +131,29 @@ def evaluate(
         pipe = Pipeline(str(model) if model else None, cfg)
     # A source is a path, or (name, count, samples) already opened (the held-out part of a set).
     opened = [
-        (Path(s[0]), s[1], s[2]) if isinstance(s, tuple) else (Path(s), *labelled_samples(s, mm_per_px))
+        (Path(s[0]), s[1], (partial(_given, sample) for sample in s[2]))
+        if isinstance(s, tuple)
+        else (Path(s), *labelled_loaders(s, mm_per_px))
         for s in sources
     ]
     total_n = sum(n for _, n, _ in opened)
     total, by_scale, by_condition, by_gonad = Tally(), {}, {}, {}
     worst: list = []
+    unreadable: list[str] = []
     done = 0
-    for src, _, samples in opened:
-        for s in samples:
+    for src, _, loaders in opened:
+        for load in loaders:
+            try:
+                s = load()
+            except DataError as e:
+                # Figures without this image would pass for the set's: none are given. The
+                # remaining images are only read, so that one run names every unreadable one.
+                unreadable.append(str(e))
+            if unreadable:
+                done += 1
+                if progress:
+                    progress(done, total_n)
+                continue
             dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0, uv=s.uv)
             frame = f"{src.name}/{s.name}"
             t = score_frame(dets, s.parts, s.instances, s.scallops, s.mm_per_px, frame=frame)
@@ -150,6 +174,13 @@ def evaluate(
             done += 1
             if progress:
                 progress(done, total_n)
+    if unreadable:
+        more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise DataError(
+            f"{len(unreadable)} of {total_n} images cannot be scored, so no figures are given (they would not "
+            f"be the whole set's): " + "; ".join(unreadable[:5]) + more + ". Copy them again, or remove them "
+            "from the set"
+        )
     summary = total.summary()
     summary["per_scale"] = {k: _short(v.summary()) for k, v in sorted(by_scale.items())}
     if by_condition:
@@ -158,6 +189,10 @@ def evaluate(
         summary["per_gonad"] = {k: _per_scallop(v) for k, v in sorted(by_gonad.items())}
     ranked = [(c, f, w, j) for c, _, f, w, j in sorted(worst, key=lambda x: (-x[0], x[1]))]
     return Evaluation(summary, ranked, total.failures, pipe.model.info.path)
+
+
+def _given(sample: Sample) -> Sample:
+    return sample
 
 
 # Gonad kinds in the simulator's per-scallop facts (``gonad``).
