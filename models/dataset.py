@@ -315,10 +315,9 @@ def scale_source_of_image(image: str | os.PathLike) -> tuple[float, Path] | None
     manifest_path, manifest, _ = found
     p = Path(os.path.abspath(image))
     labels = p.parent.parent / "labels" / f"{p.stem}.json"
-    if labels.is_file():
-        mm = _read_json(labels).get("mm_per_px")
-        if mm is not None:
-            return _scale(mm, labels), labels
+    mm = _read_labels(labels).get("mm_per_px")  # a folder or a dead link there is an error
+    if mm is not None:
+        return _scale(mm, labels), labels
     # Else the manifest, already read and checked above.
     mm = manifest.get("mm_per_px")
     return None if mm is None else (_scale(mm, manifest_path), manifest_path)

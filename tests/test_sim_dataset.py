@@ -485,3 +485,32 @@ def test_eval_names_every_unreadable_image_and_gives_no_figures(tmp_path, capsys
     # The loaders are what evaluate() walks: one per image, each raising for its own image only.
     n, loaders = evaluation.labelled_loaders(root)
     assert n == 8 and loaders[0]().name == images[0].stem
+
+
+def test_detect_over_a_sets_images_says_a_broken_label_file_at_its_turn_and_goes_on(tmp_path, capsys):
+    """An image whose label file cannot be used (not JSON; a folder in its place, which was
+    taken for a missing file and the set's scale used) is that image's error, said at its turn,
+    exit 1: the other images are analysed (was: the whole run stopped before the first image)."""
+    from scallop.app.cli import main
+    from scallop.sim.dataset import DatasetSettings, write_dataset
+
+    root = tmp_path / "set"
+    write_dataset(root, 4, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    images = sorted(str(p) for p in (root / "images").iterdir())
+    labels = sorted((root / "labels").iterdir())
+    labels[1].write_text("{not json")
+    labels[2].unlink()
+    labels[2].mkdir()
+    stray = tmp_path / "z.uv.png"
+    stray.write_bytes(b"")
+    assert main(["detect", "--json", images[0], images[1], images[2], str(stray), images[3]]) == 1
+    out, err = capsys.readouterr()
+    assert [json.loads(ln)["image"] for ln in out.splitlines()] == [images[0], images[3]]
+    said = err.strip().splitlines()
+    assert len(said) == 3 and all(ln.startswith("scallop detect: error: ") for ln in said)
+    assert str(labels[1]) in said[0] and "not valid JSON" in said[0]
+    assert said[1].endswith(f"{labels[2]}: a folder, not a label file")
+    assert str(stray) in said[2] and "fluorescence companion" in said[2]
+    # A usage error is still said up front: a --mm-per-px that conflicts with the set's scale.
+    assert main(["detect", "--json", "--mm-per-px", "0.9", images[0], images[3]]) == 2
+    assert "conflicts with the set's own scale" in capsys.readouterr().err

@@ -21,8 +21,9 @@ def register(sub) -> None:
             "example:\n  scallop detect --mm-per-px 0.5 --json --annotate out/ frame1.png frame2.jpg\n\n"
             "With --json, one JSON object per image on stdout, one per line, nothing else.\n"
             "An unreadable image is reported on stderr and the exit code is 1 after the others are done;\n"
-            "so is a fluorescence frame x.uv.png given without its colour frame, and a pair whose x.uv.png\n"
-            "cannot be read (a folder, the wrong size).\n\n"
+            "so is a fluorescence frame x.uv.png given without its colour frame, a pair whose x.uv.png\n"
+            "cannot be read (a folder, the wrong size), and an image of a data set whose labels/NAME.json\n"
+            "cannot be used.\n\n"
             "The image scale on the belt is never guessed: it comes from --calibration; else, for images\n"
             "of a data set (ROOT/images/NAME), from its labels/NAME.json or dataset.json; else from\n"
             "--mm-per-px. A --mm-per-px more than 1 % off a data set's own scale is refused (exit 2).\n\n"
@@ -126,7 +127,7 @@ class Outcome:
 
 
 def run(args) -> int:
-    from scallop.errors import ConfigError, check_number
+    from scallop.errors import ConfigError, DataError, check_number
     from scallop.imagefiles import companion_paths, read_ahead
     from scallop.vision.camera import read_image
 
@@ -156,7 +157,14 @@ def run(args) -> int:
     sets = {path: set_of_image(path) for path in args.images}
     # Every image's scale before the model loads: a missing one is refused up front, not after
     # half the images are done. Sizes in mm are what tell a uro from an eye dot: never a guess.
-    scales = {path: scale if args.calibration else _scale(path, scale) for path in args.images}
+    scales, unusable = {}, {}
+    for path in args.images:
+        try:
+            scales[path] = scale if args.calibration else _scale(path, scale)
+        except DataError as e:  # this image's label file: its error, at its turn; the others go on
+            unusable[path] = str(e)
+    if unusable:
+        args.images, stray = _without(args.images, unusable, stray)
     # A name that is no file is reported as such when its turn comes (exit 1), not as unscaled.
     unscaled = [path for path, s in scales.items() if s is None and Path(path).is_file()]
     if unscaled:
@@ -403,6 +411,21 @@ def _scale(path: str, given: float | None) -> float | None:
     if own is None:
         return given
     return check_scale_option(given, own[0], f"{own[1]}: mm_per_px")
+
+
+def _without(
+    paths: list[str], unusable: dict[str, str], stray: list[tuple[int, str]]
+) -> tuple[list[str], list[tuple[int, str]]]:
+    """``paths`` without the ``unusable`` ones (path: why), and ``stray`` (how many frames come
+    before it, why) with each of them added at its place, so that its error is said where its
+    turn would have come; the places of the earlier strays counted again without them."""
+    kept_before = [0]
+    for p in paths:
+        kept_before.append(kept_before[-1] + (p not in unusable))
+    # In the order given: a stray said before the frame it came before (0 before 1).
+    said = [(kept_before[at], at, 0, why) for at, why in stray]
+    said += [(kept_before[i], i, 1, unusable[p]) for i, p in enumerate(paths) if p in unusable]
+    return [p for p in paths if p not in unusable], [(at, why) for at, _, _, why in sorted(said)]
 
 
 def _frames_only(paths: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
