@@ -113,12 +113,59 @@ def test_jobs_and_threads_out_of_range_are_refused_before_any_image(folder, capf
     assert f"{flag}={value}" in err and allowed in err and len(err.splitlines()) == 1
 
 
-def test_worker_processes_only_where_they_pay():
+def test_worker_processes_only_where_they_pay(monkeypatch):
+    from scallop import workers
+
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: None)  # the memory's share: below
     cores = min(usable_cores(), detect.MAX_AUTO_JOBS)
     assert detect.jobs_for(detect.MIN_IMAGES_FOR_WORKERS - 1, None) == 1
     assert detect.jobs_for(detect.MIN_IMAGES_FOR_WORKERS, None) == cores
     assert detect.jobs_for(3, 2) == 2  # as given
     assert detect.jobs_for(10**6, 1) == 1
+
+
+def test_workers_are_no_more_than_the_memory_holds(folder, capfd, monkeypatch):
+    """Each worker holds the models (about 140 MB measured, 300 reserved): by default no more
+    than half the memory available now holds, and a --jobs past all of it is refused, naming
+    the memory (a worker the system kills for memory loses its images)."""
+    from scallop import workers
+
+    monkeypatch.setattr(workers, "usable_cores", lambda: 8)
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: 1000.0)
+    assert detect.folder_jobs() == 1  # 500 MB for workers: one
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: 1300.0)
+    assert detect.folder_jobs() == 2
+    assert workers.check_jobs("--jobs", 4) == 4
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: 100.0)
+    assert detect.folder_jobs() == 1  # never none: one process always runs
+    assert main(["detect", "--mm-per-px", "0.5", "--jobs", "2", *folder]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert "--jobs=2: the memory available now (100 MB) holds 1 worker(s) of about 300 MB each" in err
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: None)  # not Linux: the cores decide
+    assert detect.folder_jobs() == detect.MAX_AUTO_JOBS
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_control_groups_memory_limit_counts(tmp_path, monkeypatch, version):
+    """In a container the memory limit of its control group, not the machine's free memory,
+    is what a worker may take; the group's folder is the mount's root there."""
+    from scallop import workers
+
+    root = tmp_path / "cgroup"
+    base = root / "memory" if version == 1 else root
+    base.mkdir(parents=True)
+    names = ("memory.limit_in_bytes", "memory.usage_in_bytes") if version == 1 else ("memory.max", "memory.current")
+    (base / names[0]).write_text(f"{2 * 2**30}\n")
+    (base / names[1]).write_text(f"{512 * 2**20}\n")
+    proc = tmp_path / "cgroup-of-self"
+    proc.write_text("4:memory:/some/container\n" if version == 1 else "0::/some/container\n")
+    monkeypatch.setattr(workers, "_PROC_CGROUP", str(proc))
+    monkeypatch.setattr(workers, "_CGROUP_ROOT", str(root))
+    assert workers._cgroup_memory_left() == 1536 * 2**20
+    assert workers.available_memory_mb() <= 1536
+    (base / names[0]).write_text("max\n" if version == 2 else f"{2**63 - 4096}\n")  # no limit
+    assert workers._cgroup_memory_left() is None
 
 
 def test_companions_found_with_one_listing_per_folder(tmp_path, monkeypatch):

@@ -70,8 +70,9 @@ def register(sub) -> None:
         "--jobs",
         type=int,
         default=None,
-        help=f"images analysed at once, each in a process of its own, 1..the cores (default: one per core, at most "
-        f"{MAX_AUTO_JOBS}, for {MIN_IMAGES_FOR_WORKERS} images or more; else 1: a process takes about a second "
+        help=f"images analysed at once, each in a process of its own, 1..the cores, as many as the memory "
+        f"available holds at about 300 MB each (default: one per core, at most {MAX_AUTO_JOBS} and half the "
+        f"memory available, for {MIN_IMAGES_FOR_WORKERS} images or more; else 1: a process takes about a second "
         "to start)",
     )
     p.set_defaults(func=run)
@@ -98,10 +99,12 @@ def jobs_for(n_images: int, given: int | None) -> int:
 
 
 def folder_jobs() -> int:
-    """The worker processes for a large folder: one per core, at most ``MAX_AUTO_JOBS``."""
-    from scallop.workers import usable_cores
+    """The worker processes for a large folder: one per core, at most ``MAX_AUTO_JOBS``, and
+    no more than half the memory available now holds (the line's PC runs other things)."""
+    from scallop.workers import AUTO_MEMORY_SHARE, memory_jobs, usable_cores
 
-    return min(usable_cores(), MAX_AUTO_JOBS)
+    fits = memory_jobs(AUTO_MEMORY_SHARE)
+    return min(usable_cores(), MAX_AUTO_JOBS, fits if fits is not None else MAX_AUTO_JOBS)
 
 
 @dataclass(frozen=True)
