@@ -36,8 +36,11 @@ from scallop.imagefiles import (
     decode_color,
     fluorescence_file_problem,
     frame_files,
+    image_size,
+    is_frame,
     no_frames_message,
     png_damage,
+    too_large,
 )
 
 DATASET_FORMAT = "scallop-dataset"
@@ -193,7 +196,9 @@ def derive_facts(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
 
 def _not_there(path: Path) -> str:
     """Why ``path`` is not a file, in words."""
-    return "a folder, not an image file" if path.is_dir() else "missing"
+    if path.is_dir():
+        return "a folder, not an image file"
+    return "a link to nothing (its target is gone)" if path.is_symlink() else "missing"
 
 
 def _read_json(path: Path) -> dict:
@@ -291,8 +296,12 @@ def _manifest_of_image(image: str | os.PathLike) -> tuple[Path, dict, tuple[str,
     """(the path, the checked manifest, the channels) of the data set an image belongs to."""
     p = Path(os.path.abspath(image))  # "x.png" run from inside images/ is still in its set
     path = p.parent.parent / "dataset.json"
-    if p.parent.name != "images" or not path.is_file():
+    if p.parent.name != "images" or not (path.exists() or path.is_symlink()):
         return None
+    if not path.is_file():
+        # The set is there but its manifest cannot be read: not an image in no data set.
+        what = "a folder" if path.is_dir() else "a link to nothing (its target is gone)"
+        raise DatasetError(f"{path}: {what}, not a data set's manifest")
     m = check_manifest(path)
     return path, m, manifest_channels(m, path)
 
@@ -331,6 +340,10 @@ def scale_of_image(image: str | os.PathLike) -> float | None:
 
 
 def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
+    # By its header, before reading: a file claiming a vast picture would take gigabytes decoded.
+    why = too_large(image_size(path))
+    if why:
+        raise DatasetError(f"{path}: {why}")
     data = np.fromfile(str(path), np.uint8)
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
@@ -360,7 +373,8 @@ class Dataset:
     def _manifest(self) -> dict:
         path = self.root / "dataset.json"
         if not path.is_file():
-            raise DatasetError(f"{path}: missing (a data set starts with a dataset.json manifest)")
+            what = _not_there(path).replace("an image file", "a manifest")
+            raise DatasetError(f"{path}: {what} (a data set starts with a dataset.json manifest)")
         return check_manifest(path)
 
     def _channels(self, m: dict) -> tuple[str, ...]:
@@ -373,6 +387,12 @@ class Dataset:
         img_dir = self.root / "images"
         if not img_dir.is_dir():
             raise DatasetError(f"{img_dir}: missing (images go in an images/ folder)")
+        # A frame's name on something that is no file (a folder, a link whose target is gone):
+        # an image lost from the set, said, not left out of the figures without a word.
+        lost = sorted(p for p in img_dir.iterdir() if is_frame(p) and not p.is_file())
+        if lost:
+            more = f" (and {len(lost) - 1} more)" if len(lost) > 1 else ""
+            raise DatasetError(f"{lost[0]}: {_not_there(lost[0])}{more}: every image of a set must be readable")
         images: dict[str, Path] = {}
         for p in frame_files(img_dir, IMAGE_SUFFIXES):
             if p.stem in images:
@@ -381,10 +401,19 @@ class Dataset:
         if not images:
             raise DatasetError(no_frames_message(img_dir, IMAGE_SUFFIXES))
         for name in images:
-            if not (self.root / "parts" / f"{name}.png").is_file():
-                raise DatasetError(
-                    f"{self.root / 'parts' / (name + '.png')}: missing (every image needs its part labels)"
-                )
+            parts = self.root / "parts" / f"{name}.png"
+            if not parts.is_file():
+                raise DatasetError(f"{parts}: {_not_there(parts)} (every image needs its part labels)")
+        # Part labels without their image: an image gone from the set (the count in dataset.json
+        # is optional, and would otherwise be what tells).
+        parts_dir = self.root / "parts"
+        orphans = sorted(p for p in parts_dir.glob("*.png") if p.stem not in images) if parts_dir.is_dir() else []
+        if orphans:
+            more = f" (and {len(orphans) - 1} more)" if len(orphans) > 1 else ""
+            raise DatasetError(
+                f"{orphans[0]}: part labels without their image (images/{orphans[0].stem}.*){more}: "
+                "an image is missing from the set; put it back, or remove its labels too"
+            )
         if "uv" in self.channels:
             for path in images.values():
                 uv = self._uv_path(path)
@@ -472,6 +501,9 @@ class Dataset:
         if int(parts.max()) >= len(PART_NAMES):
             raise DatasetError(f"{parts_path}: label {int(parts.max())} is unknown (allowed 0..{len(PART_NAMES) - 1})")
         inst_path = self.root / "instances" / f"{name}.png"
+        if not inst_path.is_file() and (inst_path.exists() or inst_path.is_symlink()):
+            # Not a missing file (instances are optional): one that cannot be read.
+            raise DatasetError(f"{inst_path}: {_not_there(inst_path)}")
         if inst_path.is_file():
             inst = _read_image(inst_path, cv2.IMREAD_UNCHANGED)
             if inst.ndim != 2 or inst.dtype not in (np.uint8, np.uint16):

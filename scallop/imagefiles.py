@@ -65,6 +65,43 @@ def png_damage(data) -> str:
     return CUT_PNG
 
 
+# 50 megapixels: twice a 6K industrial sensor. Decoded, that is 150 MB of BGR; a 20000x20000
+# file (1.2 GB decoded, several GB while OpenCV works on it) is refused before decoding.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the file's header, without decoding it (Pillow reads only the
+    header on open); None when the format is not one Pillow knows."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+        except Image.DecompressionBombError as e:
+            # Pillow's own bomb check fired first; its message carries the pixel count.
+            import re
+
+            m = re.search(r"\((\d+) pixels\)", str(e))
+            return (int(m.group(1)) if m else 2**31, 1)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return None
+
+
+def too_large(size: tuple[int, int] | None, max_pixels: int = MAX_IMAGE_PIXELS, what: str = "image") -> str:
+    """Why an image of ``size`` (its header's, :func:`image_size`) is refused before decoding,
+    to say after its file's name; "" when it is not larger than ``max_pixels``."""
+    if size is None or size[0] * size[1] <= max_pixels:
+        return ""
+    w, h = size
+    shown = f"{w}x{h} ({w * h / 1e6:.0f} megapixels)" if h > 1 else f"{w / 1e6:.0f} megapixels"
+    return f"{what} is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
+
+
 JPEG_SOI = b"\xff\xd8\xff"
 CUT_JPEG = "JPEG file cut short (its data ends before the picture does): its copy or its writing was interrupted; copy it again"
 DAMAGED_JPEG = (

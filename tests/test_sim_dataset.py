@@ -514,3 +514,99 @@ def test_detect_over_a_sets_images_says_a_broken_label_file_at_its_turn_and_goes
     # A usage error is still said up front: a --mm-per-px that conflicts with the set's scale.
     assert main(["detect", "--json", "--mm-per-px", "0.9", images[0], images[3]]) == 2
     assert "conflicts with the set's own scale" in capsys.readouterr().err
+
+
+def _set_of(tmp_path, n=4):
+    from scallop.sim.dataset import DatasetSettings, write_dataset
+
+    root = tmp_path / "set"
+    write_dataset(root, n, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    return root
+
+
+@pytest.mark.parametrize("how", ["dead link", "folder"])
+def test_an_image_that_is_no_file_is_named_not_left_out_of_the_figures(tmp_path, capsys, how):
+    """With no count in dataset.json (the minimal set), an image replaced by a folder or a link
+    whose target is gone was left out and the figures given over the rest, exit 0."""
+    from scallop.app.cli import main
+
+    root = _set_of(tmp_path)
+    man = json.loads((root / "dataset.json").read_text())
+    man.pop("count")
+    (root / "dataset.json").write_text(json.dumps(man))
+    img = sorted((root / "images").iterdir())[1]
+    img.unlink()
+    img.symlink_to(tmp_path / "gone.jpg") if how == "dead link" else img.mkdir()
+    assert main(["eval", str(root), "--report", str(tmp_path / "r.html")]) == 3
+    err = capsys.readouterr().err
+    want = "a link to nothing (its target is gone)" if how == "dead link" else "a folder, not an image file"
+    assert f"{img}: {want}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_part_labels_without_their_image_say_an_image_is_gone(tmp_path):
+    from scallop.models.dataset import DatasetError, load_dataset
+
+    root = _set_of(tmp_path)
+    man = json.loads((root / "dataset.json").read_text())
+    man.pop("count")
+    (root / "dataset.json").write_text(json.dumps(man))
+    img = sorted((root / "images").iterdir())[2]
+    img.unlink()
+    with pytest.raises(DatasetError, match=rf"parts/{img.stem}.png: part labels without their image"):
+        load_dataset(root)
+
+
+@pytest.mark.parametrize("how", ["dead link", "folder"])
+def test_instances_or_parts_that_are_no_file_are_named(tmp_path, how):
+    """Instance labels are optional, so a folder or dead link in their place was taken for
+    none and the outlines made up from the part labels; part labels so were called missing."""
+    from scallop.models.dataset import DatasetError, load_dataset
+
+    root = _set_of(tmp_path)
+    inst = sorted((root / "instances").iterdir())[1]
+    inst.unlink()
+    inst.symlink_to(tmp_path / "gone.png") if how == "dead link" else inst.mkdir()
+    want = "a link to nothing" if how == "dead link" else "a folder"
+    with pytest.raises(DatasetError, match=rf"instances/{inst.stem}.png: {want}"):
+        load_dataset(root).load(inst.stem)
+    parts = root / "parts" / f"{inst.stem}.png"
+    parts.unlink()
+    parts.symlink_to(tmp_path / "gone.png") if how == "dead link" else parts.mkdir()
+    with pytest.raises(DatasetError, match=rf"parts/{inst.stem}.png: {want}.*every image needs its part labels"):
+        load_dataset(root)
+
+
+def test_a_mask_claiming_a_vast_picture_is_refused_by_its_header(tmp_path, capsys):
+    """A PNG whose header (with a right checksum) claims 100000x100000 pixels: OpenCV's own
+    assertion came out as an internal error, and 20000x20000 took about 900 MB before that."""
+    import struct
+    import zlib
+
+    from scallop.app.cli import main
+
+    root = _set_of(tmp_path)
+    mask = sorted((root / "parts").iterdir())[0]
+    b = bytearray(mask.read_bytes())
+    body = b"IHDR" + struct.pack(">II", 100000, 100000) + bytes(b[24:29])
+    b[12:33] = body + struct.pack(">I", zlib.crc32(body))
+    mask.write_bytes(bytes(b))
+    assert main(["eval", str(root), "--report", str(tmp_path / "r.html")]) == 3
+    err = capsys.readouterr().err
+    assert f"{mask}: image is 10000 megapixels, above the 50 megapixel limit" in err
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("how", ["dead link", "folder"])
+def test_detect_refuses_an_image_of_a_set_whose_manifest_is_no_file(tmp_path, capsys, how):
+    """Was: taken for an image in no data set, its labels' scale ignored for --mm-per-px."""
+    from scallop.app.cli import main
+
+    root = _set_of(tmp_path, 2)
+    (root / "dataset.json").unlink()
+    (root / "dataset.json").symlink_to(tmp_path / "gone.json") if how == "dead link" else (
+        root / "dataset.json"
+    ).mkdir()
+    img = sorted((root / "images").iterdir())[0]
+    assert main(["detect", "--mm-per-px", "0.5", str(img)]) == 3
+    err = capsys.readouterr().err
+    assert f"{root / 'dataset.json'}: " in err and "not a data set's manifest" in err

@@ -26,10 +26,13 @@ import numpy as np
 from scallop.errors import DeviceError
 from scallop.imagefiles import (
     EMPTY_FILE,
+    MAX_IMAGE_PIXELS,
     decode_color,
     fluorescence_file_problem,
     frame_files,
+    image_size,
     no_frames_message,
+    too_large,
 )
 from scallop.vision.stamps import FrameStamper
 
@@ -159,35 +162,8 @@ class Camera(abc.ABC):
             raise CameraNotConnectedError(f"camera {name}: read() before connect()")
 
 
-# 50 megapixels: twice a 6K industrial sensor. Decoded, that is 150 MB of BGR; a 20000x20000
-# file (1.2 GB decoded, several GB while OpenCV works on it) is refused before decoding.
-MAX_IMAGE_PIXELS = 50_000_000
-
-
 class ImageTooLargeError(CorruptFrameError):
     """An image file whose header announces more pixels than the budget: refused unread."""
-
-
-def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) from the file's header, without decoding it (Pillow reads only the
-    header on open); None when the format is not one Pillow knows."""
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                return int(im.size[0]), int(im.size[1])
-        except Image.DecompressionBombError as e:
-            # Pillow's own bomb check fired first; its message carries the pixel count.
-            import re
-
-            m = re.search(r"\((\d+) pixels\)", str(e))
-            return (int(m.group(1)) if m else 2**31, 1)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return None
 
 
 def _not_a_file(p: Path, what: str = "image file") -> str:
@@ -202,12 +178,9 @@ def _not_a_file(p: Path, what: str = "image file") -> str:
 
 def _refuse_too_large(p: Path, size: tuple[int, int] | None, max_pixels: int, what: str) -> None:
     """An image of more than ``max_pixels`` by its header (``size``), refused before decoding."""
-    if size is not None and size[0] * size[1] > max_pixels:
-        w, h = size
-        shown = f"{w}x{h} ({w * h / 1e6:.0f} megapixels)" if h > 1 else f"{w / 1e6:.0f} megapixels"
-        raise ImageTooLargeError(
-            f"{p}: {what} is {shown}, above the {max_pixels / 1e6:g} megapixel limit: scale it down first"
-        )
+    why = too_large(size, max_pixels, what)
+    if why:
+        raise ImageTooLargeError(f"{p}: {why}")
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
