@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from scallop.calibration.errors import (
     NotEnoughViewsError,
 )
 from scallop.errors import one_line
-from scallop.imagefiles import decode_color, frame_files, no_frames_message
+from scallop.imagefiles import decode_color, frame_files, image_size, no_frames_message, too_large
 
 # Limits, stated to the engineer with every verdict.
 MAX_EDGE_PX = 4.5  # 10–90 % edge width; a sharp print measures 1–2.5 px
@@ -199,16 +199,26 @@ class IntrinsicsResult:
 
 # ==================================================================== inputs
 def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand folders (their image files in name order) and keep files as given."""
+    """Expand folders (their image files in name order) and keep files as given. A photo
+    given twice (its folder and itself) is taken once: as two views it would weigh double."""
     out: list[Path] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+
     for p in map(Path, paths):
         if p.is_dir():
             files = frame_files(p)
             if not files:
                 raise ImageError(no_frames_message(p))
-            out.extend(files)
+            for f in files:
+                add(f)
         elif p.is_file():
-            out.append(p)
+            add(p)
         else:
             raise ImageError(f"{p}: no such file or folder")
     if not out:
@@ -217,31 +227,50 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray | None:
-    """A photo as (H, W, 3) uint8 BGR, or None when it cannot be decoded, a JPEG damaged
-    inside its data included (its corners past the damage would be shifted or missing).
-    OpenCV's own log lines about broken files are silenced: the caller reports the file in one
-    line."""
+    """A photo as (H, W, 3) uint8 BGR, or None when it cannot be used (:func:`read_photo`)."""
+    return read_photo(path)[0]
+
+
+def read_photo(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
+    """``(photo, "")``, or ``(None, why)`` when it cannot be used: empty, claiming more than
+    ``MAX_IMAGE_PIXELS`` in its header, undecodable, or a JPEG or PNG damaged inside its data
+    (its corners past the damage would be shifted or missing). OpenCV's own log lines about
+    broken files are silenced: the caller reports the file in one line."""
+    why = too_large(image_size(path))
+    if why:
+        return None, why
     data = np.fromfile(str(path), dtype=np.uint8)
     if not data.size:
-        return None
+        return None, "empty file (0 bytes)"
     log = cv2.utils.logging
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_SILENT)
     try:
-        return decode_color(data)[0]
+        img, why = decode_color(data)
     finally:
         log.setLogLevel(level)
+    return (img, "") if img is not None else (None, why or "not a readable image (corrupt or unsupported format)")
 
 
-def read_views(paths: Iterable[str | os.PathLike]) -> list[tuple[str, np.ndarray | None]]:
-    """(name, image) for every photo; image is None when the file cannot be decoded.
+def read_views(
+    paths: Iterable[str | os.PathLike], reasons: dict[str, str] | None = None
+) -> list[tuple[str, np.ndarray | None]]:
+    """(name, image) for every photo; image is None when the file cannot be used, and then
+    ``reasons`` (when given) gets why, under its name.
 
     A photo is named by its file name, or by its path as given where two photos from different
     folders share a name (a rejection must say which one); a newline or other control character
     in it is shown escaped, so every line that names a photo stays one line."""
     files = list_images(paths)
     short = Counter(p.name for p in files)
-    return [(one_line(p.name if p.name and short[p.name] == 1 else str(p)), load_image(p)) for p in files]
+    out = []
+    for p in files:
+        name = one_line(p.name if p.name and short[p.name] == 1 else str(p))
+        img, why = read_photo(p)
+        if img is None and reasons is not None:
+            reasons[name] = why
+        out.append((name, img))
+    return out
 
 
 def capture_views(
@@ -335,8 +364,10 @@ def calibrate_intrinsics(
     outlier_floor_px: float = OUTLIER_FLOOR_PX,
     model: str = "auto",
     flags: int = 0,
+    reasons: Mapping[str, str] | None = None,
 ) -> IntrinsicsResult:
-    """Calibrate from ``(name, image)`` pairs (image None = unreadable file).
+    """Calibrate from ``(name, image)`` pairs (image None = unreadable file; ``reasons``: why,
+    by name, as :func:`read_views` gives it).
 
     model: "auto" (k1 k2 p1 p2, plus k3 only when it lowers the RMS by K3_MIN_GAIN), "k3"
     (OpenCV's default five coefficients), or "no-k3". ``dist`` always holds five numbers.
@@ -351,13 +382,14 @@ def calibrate_intrinsics(
     rejected: list[Rejection] = []
 
     unreadable = [name for name, img in views if img is None]
+    reasons = reasons or {}
     if unreadable and not skip_bad:
         raise ImageError(
-            f"{unreadable[0]}: not a readable image (corrupt or unsupported format)"
+            f"{unreadable[0]}: {reasons.get(unreadable[0], 'not a readable image (corrupt or unsupported format)')}"
             + (f", and {len(unreadable) - 1} more" if len(unreadable) > 1 else "")
             + "; remove it or pass --skip-bad to calibrate without it"
         )
-    rejected += [Rejection(n, REASON_UNREADABLE, "cannot be decoded") for n in unreadable]
+    rejected += [Rejection(n, REASON_UNREADABLE, reasons.get(n, "cannot be decoded")) for n in unreadable]
     readable = [(n, img) for n, img in views if img is not None]
     if not readable:
         raise ImageError(f"none of the {len(views)} photos can be read as an image")

@@ -99,7 +99,11 @@ def test_skip_bad_turns_stops_into_rejections(capsys, tmp_path):
     rc, out, err = run(capsys, "intrinsics", "--board", BOARD, "--json", "--skip-bad", d)
     assert rc == 3 and json.loads(out)["verdict"] == "redo"  # four views: a REDO step exits non-zero
     assert json.loads(out)["views_rejected"] == [
-        {"image": "zz_broken.jpg", "reason": "unreadable image", "detail": "cannot be decoded"}
+        {
+            "image": "zz_broken.jpg",
+            "reason": "unreadable image",
+            "detail": "not a readable image (corrupt or unsupported format)",
+        }
     ]
 
 

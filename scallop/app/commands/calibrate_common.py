@@ -131,16 +131,16 @@ def capture_board_frame(args, board, out: Out, tries: int = 150):
 def read_one(path: str):
     """One photo as BGR, with a CalibrationError naming it when it cannot be read."""
     from scallop.calibration.errors import ImageError
-    from scallop.calibration.intrinsics import load_image
+    from scallop.calibration.intrinsics import read_photo
 
     p = Path(path)
     if p.is_dir():
         raise ImageError(f"{p}: a folder, not a photo: name the photo files in it")
     if not p.is_file():
         raise ImageError(f"{p}: no such photo")
-    img = load_image(p)
+    img, why = read_photo(p)
     if img is None:
-        raise ImageError(f"{p}: not a readable image (corrupt or unsupported format)")
+        raise ImageError(f"{p}: {why}")
     return img
 
 

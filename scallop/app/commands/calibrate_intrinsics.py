@@ -79,6 +79,7 @@ def run(args) -> int:
         existing = load(args.out, require=())  # refuse to overwrite something that is not ours
 
     out.say(f"step 1/3  collecting views of {board}")
+    reasons: dict[str, str] = {}  # why each unreadable photo is
     if args.camera:
         if not (3 <= args.views <= 200):
             raise CalibrationError(f"views={args.views} is out of range: allowed 3..200")
@@ -91,12 +92,17 @@ def run(args) -> int:
         if not views:
             raise CalibrationError(f"no {board} seen in {args.max_frames} frames from camera {args.camera}")
     else:
-        views = read_views(args.photos)
+        views = read_views(args.photos, reasons)
     out.say(f"  {len(views)} photos")
 
     out.say("step 2/3  detecting the board and solving")
     res = calibrate_intrinsics(
-        views, board, skip_bad=args.skip_bad, max_edge_px=args.max_edge_px or MAX_EDGE_PX, model=args.model
+        views,
+        board,
+        skip_bad=args.skip_bad,
+        max_edge_px=args.max_edge_px or MAX_EDGE_PX,
+        model=args.model,
+        reasons=reasons,
     )
     out.say(f"  {len(res.views)} views used, {len(res.rejected)} rejected")
     for r in res.rejected:
