@@ -26,11 +26,10 @@ COMPANION_SUFFIX = ".uv.png"
 EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The closing chunk, whole: length 0, type, CRC.
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 CUT_PNG = "PNG file cut short (no end marker): its copy or its writing was interrupted; copy it again"
-DAMAGED_PNG = (
-    "PNG data damaged ({}): the file's own checksum does not match its data; copy the file again, "
-    "or take the picture again"
-)
+DAMAGED_PNG = "PNG data damaged ({}): copy the file again, or take the picture again"
 
 
 def png_damage(data) -> str:
@@ -46,16 +45,21 @@ def png_damage(data) -> str:
 
     buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
     if bytes(buf[:8]) != PNG_SIGNATURE:
-        return ""
+        # A PNG's first chunk where it belongs, after 8 bytes that are not its signature.
+        return DAMAGED_PNG.format("its signature, the first 8 bytes") if bytes(buf[12:16]) == b"IHDR" else ""
     pos, n = 8, len(buf)
     while pos + 8 <= n:
         length = int.from_bytes(buf[pos : pos + 4], "big")
         kind = bytes(buf[pos + 4 : pos + 8])
-        name = kind.decode("latin-1") if kind.isalpha() else repr(kind)[2:-1]
+        name = "".join(chr(c) if 32 < c < 127 and c != 92 else f"\\x{c:02x}" for c in kind)
         if length > 0x7FFFFFFF:  # the format's own limit: a damaged length field
-            return DAMAGED_PNG.format(f"chunk {name} claims {length} bytes")
+            return DAMAGED_PNG.format(f"chunk {name} at byte {pos} claims {length} bytes")
         end = pos + 8 + length
         if end + 4 > n:
+            # Past the end: a copy cut short, unless the file's closing chunk is still there
+            # after this one, whose length field is then what is damaged.
+            if bytes(buf[-12:]) == PNG_END or PNG_END in bytes(buf[pos + 8 :]):
+                return DAMAGED_PNG.format(f"chunk {name} at byte {pos}: its length runs past the file's end chunk")
             return CUT_PNG
         if zlib.crc32(buf[pos + 4 : end]) != int.from_bytes(buf[end : end + 4], "big"):
             return DAMAGED_PNG.format(f"chunk {name} at byte {pos} fails its checksum")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from scallop.app.cli import main
-from scallop.imagefiles import CUT_JPEG, CUT_PNG, decode_color, png_damage
+from scallop.imagefiles import CUT_JPEG, CUT_PNG, DAMAGED_PNG, decode_color, png_damage
 
 
 def _scene(h: int = 360, w: int = 640, seed: int = 0) -> np.ndarray:
@@ -199,12 +199,22 @@ def test_a_png_damaged_anywhere_is_refused_by_its_checksums(capfd):
         assert why.startswith(f"PNG data damaged (chunk {chunk} at byte {idat - 4 if chunk == 'IDAT' else text - 4}")
         assert "copy the file again" in why
         assert decode_color(np.frombuffer(bytes(bad), np.uint8)) == (None, why)
-    # A length field hit: the chunk runs past the file's end, or claims the impossible.
+    # A length field hit: the chunk runs past the file's end chunk (damage, not a cut), or
+    # claims the impossible; the signature hit; a chunk type with a backslash shown once.
     bad = bytearray(whole)
     bad[idat - 4] = 0x7F
-    assert png_damage(bytes(bad)) == CUT_PNG
+    assert png_damage(bytes(bad)) == DAMAGED_PNG.format(
+        f"chunk IDAT at byte {idat - 4}: its length runs past the file's end chunk"
+    )
     bad[idat - 4] = 0xFF
-    assert "claims 4" in png_damage(bytes(bad))
+    assert f"chunk IDAT at byte {idat - 4} claims 4" in png_damage(bytes(bad))
+    bad = bytearray(whole)
+    bad[1] ^= 0x02
+    assert png_damage(bytes(bad)) == DAMAGED_PNG.format("its signature, the first 8 bytes")
+    assert decode_color(np.frombuffer(bytes(bad), np.uint8))[1].startswith("PNG data damaged (its signature")
+    bad = bytearray(whole)
+    bad[idat + 3] = ord("\\")
+    assert png_damage(bytes(bad)).startswith("PNG data damaged (chunk IDA\\x5c at byte")
     # Cut anywhere, the last byte included; bytes after the end chunk are a trailer, allowed.
     for n in (8, 20, idat + 100, len(whole) - 1):
         assert png_damage(whole[:n]) == CUT_PNG
