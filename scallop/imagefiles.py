@@ -48,6 +48,7 @@ def png_damage(data) -> str:
         # A PNG's first chunk where it belongs, after 8 bytes that are not its signature.
         return DAMAGED_PNG.format("its signature, the first 8 bytes") if bytes(buf[12:16]) == b"IHDR" else ""
     pos, n = 8, len(buf)
+    order = _PngOrder()
     while pos + 8 <= n:
         length = int.from_bytes(buf[pos : pos + 4], "big")
         kind = bytes(buf[pos + 4 : pos + 8])
@@ -63,10 +64,67 @@ def png_damage(data) -> str:
             return CUT_PNG
         if zlib.crc32(buf[pos + 4 : end]) != int.from_bytes(buf[end : end + 4], "big"):
             return DAMAGED_PNG.format(f"chunk {name} at byte {pos} fails its checksum")
+        why = order.see(kind, bytes(buf[pos + 8 : end]))
+        if why:
+            return DAMAGED_PNG.format(f"chunk {name} at byte {pos}: {why}")
         if kind == b"IEND":
             return ""
         pos = end + 4
     return CUT_PNG
+
+
+# Bit depths each PNG colour type allows (the PNG specification, IHDR).
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+
+
+class _PngOrder:
+    """The critical chunks' rules of the PNG specification, checked chunk by chunk in the
+    order read, so that what libpng would refuse in its own words on stderr ("IHDR: out of
+    place", "unhandled critical chunk", "Invalid bit depth in IHDR", "Not enough image data"
+    for image data cut by another chunk) is said in ours. The image data itself is not
+    inflated here (that costs most of a decode): a zlib stream broken under right checksums,
+    which only a faulty writer makes, is left to the decoder."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.colour = -1
+
+    def see(self, kind: bytes, body: bytes) -> str:
+        first = not self.seen
+        prev = self.seen[-1] if self.seen else b""
+        self.seen.append(kind)
+        if first and kind != b"IHDR":
+            return "the header chunk IHDR must come first"
+        if kind == b"IHDR":
+            if not first:
+                return "a second header"
+            if len(body) != 13:
+                return f"a header of {len(body)} bytes, not 13"
+            w, h = int.from_bytes(body[0:4], "big"), int.from_bytes(body[4:8], "big")
+            depth, colour, comp, filt, lace = body[8:13]
+            if not (0 < w < 2**31 and 0 < h < 2**31):
+                return f"a picture of {w}x{h} pixels"
+            if depth not in _PNG_DEPTHS.get(colour, ()):
+                return f"bit depth {depth} with colour type {colour} is no PNG"
+            if comp or filt or lace > 1:
+                return "a compression, filter or interlace method PNG does not have"
+            self.colour = colour
+            return ""
+        if kind == b"PLTE" and b"IDAT" in self.seen:
+            return "the palette comes after the image data"
+        if kind == b"IDAT" and b"IDAT" in self.seen[:-1] and prev != b"IDAT":
+            return "the image data is cut in two by another chunk"
+        if kind == b"IDAT" and self.colour == 3 and b"PLTE" not in self.seen:
+            return "a palette picture without its palette"
+        if kind == b"IEND":
+            if b"IDAT" not in self.seen:
+                return "no image data"
+            if body:
+                return "the end chunk carries data"
+        if kind[:1].isupper() and kind not in (b"IHDR", b"PLTE", b"IDAT", b"IEND"):
+            # A critical chunk no decoder here knows: the picture cannot be read without it.
+            return "a critical chunk this software does not know"
+        return ""
 
 
 # 50 megapixels: twice a 6K industrial sensor. Decoded, that is 150 MB of BGR; a 20000x20000

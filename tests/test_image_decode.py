@@ -223,6 +223,60 @@ def test_a_png_damaged_anywhere_is_refused_by_its_checksums(capfd):
     assert "libpng" not in capfd.readouterr().err
 
 
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 8
+    while pos < len(png):
+        n = int.from_bytes(png[pos : pos + 4], "big")
+        out.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return out
+
+
+def _build(chunks) -> bytes:
+    """A PNG of these (type, body) chunks, each with its right checksum."""
+    import struct
+    import zlib
+
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)) for kind, body in chunks
+    )
+
+
+def test_a_png_breaking_the_chunk_rules_under_right_checksums_is_refused_in_our_words(capfd):
+    """What libpng refuses (or warns about) in its own words on stderr, a faulty writer's PNG
+    with right checksums: said in one line instead; every valid order still passes."""
+    import zlib
+
+    ok = cv2.imencode(".png", _scene(60, 80))[1].tobytes()
+    ihdr, idat, iend = _chunks(ok)
+    assert (ihdr[0], idat[0], iend[0]) == (b"IHDR", b"IDAT", b"IEND")
+    half = len(idat[1]) // 2
+    split = [ihdr, (b"IDAT", idat[1][:half]), (b"IDAT", idat[1][half:]), iend]
+    assert png_damage(_build(split)) == ""  # image data in two chunks, one after the other
+    np.testing.assert_array_equal(decode_color(np.frombuffer(_build(split), np.uint8))[0], _scene(60, 80))
+    text = (b"tEXt", b"Comment\0x")
+    assert png_damage(_build([ihdr, text, idat, text, iend])) == ""
+    bd7 = (b"IHDR", ihdr[1][:8] + bytes([7]) + ihdr[1][9:])
+    cases = {
+        "bit depth 7 with colour type 2 is no PNG": [bd7, idat, iend],
+        "the header chunk IHDR must come first": [text, ihdr, idat, iend],
+        "a second header": [ihdr, ihdr, idat, iend],
+        "the image data is cut in two by another chunk": [ihdr, split[1], text, split[2], iend],
+        "no image data": [ihdr, iend],
+        "the end chunk carries data": [ihdr, idat, (b"IEND", b"x")],
+        "a critical chunk this software does not know": [ihdr, (b"ABCD", b"1"), idat, iend],
+        "the palette comes after the image data": [ihdr, idat, (b"PLTE", bytes(6)), iend],
+        "a palette picture without its palette": [(b"IHDR", ihdr[1][:9] + bytes([3]) + ihdr[1][10:]), idat, iend],
+    }
+    for why, chunks in cases.items():
+        got = png_damage(_build(chunks))
+        assert got.startswith("PNG data damaged (chunk ") and f": {why})" in got, (why, got)
+        assert decode_color(np.frombuffer(_build(chunks), np.uint8)) == (None, got)
+    # The image data itself is left to the decoder (inflating it costs most of a decode).
+    assert png_damage(_build([ihdr, (b"IDAT", zlib.compress(b"\0" * 10)), iend])) == ""
+    assert "libpng" not in capfd.readouterr().err
+
+
 def test_every_reader_names_a_damaged_png_without_libpngs_words(tmp_path, capfd):
     from scallop.calibration.intrinsics import load_image
     from scallop.models.dataset import DatasetError, _read_image
