@@ -624,3 +624,73 @@ def test_without_adductor_the_grasp_stays_on_the_sure_part(pipe):
     prob[:, :30] = 0.99
     py, px, gap = grasp_point(uro, box, np.zeros((60, 80), bool), mm, pipe.config, None, prob)
     assert gap == float("inf") and uro[py, px] == 1 and prob[py - y, px - x] >= 0.9
+
+
+def _second_adductor_case(pipe, radius_px):
+    """One rendered scallop, and the reason the pipeline gives it when the parts network's
+    logits get a second adductor disc of ``radius_px`` crop pixels painted far from its uro
+    (what an outline holding two touching scallops shows)."""
+    from scallop.sim.dataset import DatasetSettings, random_sample
+    from scallop.vision.pipeline import P_ADDUCTOR, P_MEAT, P_URO
+
+    st = replace(DatasetSettings(), resolutions=[(640, 480)], mm_per_px=(0.5, 0.5), scallops=(1, 1))
+    s = next(
+        s
+        for s in (random_sample(i, 21, st) for i in range(20))
+        if s.truth.scallops and not s.truth.scallops[0].cut_by_border and s.truth.scallops[0].uro_present
+    )
+    real = pipe.model.run_parts
+
+    def painted(crops, uv=None):
+        out = real(crops, uv).copy()
+        if radius_px:
+            cls = out[0].argmax(0)
+            meat = (cls == P_MEAT).astype(np.uint8)
+            inside = cv2.distanceTransform(meat, cv2.DIST_L2, 5)
+            far = cv2.distanceTransform((cls != P_URO).astype(np.uint8), cv2.DIST_L2, 5)
+            score = np.where(inside >= radius_px + 1, far, -1)
+            y, x = np.unravel_index(int(score.argmax()), score.shape)
+            assert score[y, x] > 3 * radius_px  # room for the disc, away from the uro
+            disc = np.zeros(cls.shape, np.uint8)
+            cv2.circle(disc, (int(x), int(y)), radius_px, 1, -1)
+            out[0, P_ADDUCTOR][disc > 0] = out[0].max(0)[disc > 0] + 5.0
+        return out
+
+    pipe.model.run_parts = painted
+    try:
+        d = pipe.detect(s.image, mm_per_px=s.truth.mm_per_px)
+    finally:
+        pipe.model.run_parts = real
+    assert len(d) == 1 and d.uro_found[0]
+    return d.reason[0]
+
+
+def test_an_outline_with_two_adductors_is_ambiguous():
+    """Two touching scallops seen as one outline hold two adductors: the uro may be the other
+    scallop's, and the pull, from the middle of both adductors, would drag it across meat. A
+    second adductor blob as large as the smallest kept (``min_adductor_area_mm2``, 60 mm²) makes
+    the scallop ``ambiguous``; a speck of adductor does not."""
+    pipe = Pipeline(None, PipelineConfig(threads=1))
+    alone = _second_adductor_case(pipe, 0)
+    assert alone == ""  # pickable as it is
+    # 7 crop pixels at 0.75 mm: about 150 px, 86 mm²; 3 px: about 29 px, 16 mm².
+    assert _second_adductor_case(pipe, 7) == "ambiguous"
+    assert _second_adductor_case(pipe, 3) == alone
+    # The same disc under a larger minimum: not a second adductor, nothing else changed.
+    big = Pipeline(pipe.model, PipelineConfig(threads=1, min_adductor_area_mm2=100.0))
+    assert _second_adductor_case(big, 7) == alone
+
+
+def test_second_blob_size():
+    from scallop.vision.pipeline import _second_blob_px
+
+    m = np.zeros((40, 60), np.uint8)
+    assert _second_blob_px(m) == 0
+    m[2:12, 2:12] = 1  # 100 px
+    assert _second_blob_px(m) == 0
+    m[20:25, 40:45] = 1  # 25 px
+    m[30:33, 5:8] = 1  # 9 px
+    assert _second_blob_px(m) == 25
+    m[12, 12] = 1  # touching diagonally: one blob with the first (8-connected)
+    m[13:16, 13:16] = 1
+    assert _second_blob_px(m) == 25
