@@ -66,35 +66,77 @@ _CGROUP_ROOT = "/sys/fs/cgroup"
 
 
 def _cgroup_memory_left() -> int | None:
-    """Bytes the memory control group of this process may still take (its limit less what it
-    holds), None without a limit. cgroup v2 (``memory.max``) or v1 (``memory.limit_in_bytes``);
-    inside a container the group's own folder is the mount's root, not the path the process
-    file names."""
+    """Bytes the memory control groups of this process may still take, None without a limit:
+    for each limit on its group or a group above it (a container's, a systemd slice's), the
+    limit less what that group holds, page cache the kernel would drop first not counted (a
+    folder of images read fills it); the least of them. cgroup v2 (``memory.max``) or v1
+    (``memory.limit_in_bytes``, its ``memory.stat`` giving the limits above); inside a
+    container the group's own folder is the mount's root, not the path the process file names."""
     try:
         with open(_PROC_CGROUP, encoding="ascii") as f:
             entries = [ln.rstrip("\n").split(":", 2) for ln in f]
     except OSError:
         return None
+    left: list[int] = []
     for hid, controllers, path in (e for e in entries if len(e) == 3):
         if hid == "0" and controllers == "":
-            root, files = _CGROUP_ROOT, ("memory.max", "memory.current")
+            left += _v2_left(path)
         elif "memory" in controllers.split(","):
-            root, files = f"{_CGROUP_ROOT}/memory", ("memory.limit_in_bytes", "memory.usage_in_bytes")
-        else:
+            left += _v1_left(path)
+    return max(0, min(left)) if left else None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _stat(path: str) -> dict[str, int]:
+    try:
+        with open(path, encoding="ascii") as f:
+            return {k: int(v) for k, v in (ln.split() for ln in f if len(ln.split()) == 2)}
+    except (OSError, ValueError):
+        return {}
+
+
+def _v2_left(path: str) -> list[int]:
+    """What each limited group from this one up to the mount's root leaves (cgroup v2)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    # The path as named, then (inside a container, where the group is the mount's root) the root.
+    for base in (_CGROUP_ROOT + "".join("/" + p for p in parts), _CGROUP_ROOT):
+        if _read_int(f"{base}/memory.current") is None:
             continue
-        for base in (root + path.rstrip("/"), root):
-            try:
-                with open(f"{base}/{files[0]}", encoding="ascii") as f:
-                    limit = f.read().strip()
-                with open(f"{base}/{files[1]}", encoding="ascii") as f:
-                    used = int(f.read().strip())
-            except (OSError, ValueError):
-                continue
-            # "max" (v2) or a page-rounded 2**63 (v1): no limit.
-            if limit != "max" and int(limit) < 2**60:
-                return max(0, int(limit) - used)
-            break
-    return None
+        out, here = [], base
+        while True:
+            limit, used = _read_int(f"{here}/memory.max"), _read_int(f"{here}/memory.current")
+            if limit is not None and used is not None:
+                out.append(limit - (used - _stat(f"{here}/memory.stat").get("inactive_file", 0)))
+            if here == _CGROUP_ROOT:
+                return out
+            here = here.rsplit("/", 1)[0]
+    return []
+
+
+def _v1_left(path: str) -> list[int]:
+    """What the group's limit, or a limit above it, leaves (cgroup v1: ``memory.stat`` gives
+    the least limit of the hierarchy, and the cache to leave out)."""
+    root = f"{_CGROUP_ROOT}/memory"
+    for base in (root + path.rstrip("/"), root):
+        used = _read_int(f"{base}/memory.usage_in_bytes")
+        if used is None:
+            continue
+        st = _stat(f"{base}/memory.stat")
+        limits = [v for v in (_read_int(f"{base}/memory.limit_in_bytes"), st.get("hierarchical_memory_limit")) if v]
+        limit = min(limits) if limits else None
+        # A page-rounded 2**63: no limit.
+        if limit is None or limit >= 2**60:
+            return []
+        return [limit - (used - st.get("total_inactive_file", 0))]
+    return []
 
 
 def memory_jobs(share: float = 1.0) -> int | None:
@@ -113,11 +155,13 @@ def check_jobs(key: str, value: object) -> int:
     cores = usable_cores()
     note = f" (the cores this process may use: {cores}; more processes than cores only share them)"
     jobs = int(check_number(key, value, 1, cores, integer=True, note=note))
-    fits = memory_jobs()
-    if fits is not None and jobs > fits:
+    mb = available_memory_mb()
+    if mb is not None and jobs > max(1, int(mb // WORKER_MEMORY_MB)):
+        fits = int(mb // WORKER_MEMORY_MB)
+        holds = f"holds {fits} worker(s)" if fits else "holds not one worker"
         raise ConfigError(
-            f"{key}={jobs}: the memory available now ({available_memory_mb():.0f} MB) holds {fits} worker(s) of "
-            f"about {WORKER_MEMORY_MB} MB each: give --jobs {fits} or fewer, or free memory"
+            f"{key}={jobs}: the memory available now ({mb:.0f} MB) {holds} of about {WORKER_MEMORY_MB} MB each: "
+            f"give --jobs {max(1, fits)}{' or fewer' if fits > 1 else ''}, or free memory"
         )
     return jobs
 

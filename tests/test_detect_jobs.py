@@ -14,6 +14,7 @@ import pytest
 
 from scallop.app.cli import main
 from scallop.app.commands import detect
+from scallop.errors import ConfigError
 from scallop.imagefiles import companion_path, companion_paths
 from scallop.sim.dataset import DatasetSettings, write_dataset
 from scallop.workers import WorkerDiedError, WorkerPool, usable_cores
@@ -141,7 +142,14 @@ def test_workers_are_no_more_than_the_memory_holds(folder, capfd, monkeypatch):
     assert main(["detect", "--mm-per-px", "0.5", "--jobs", "2", *folder]) == 2
     out, err = capfd.readouterr()
     assert out == "" and len(err.splitlines()) == 1
-    assert "--jobs=2: the memory available now (100 MB) holds 1 worker(s) of about 300 MB each" in err
+    assert (
+        "--jobs=2: the memory available now (100 MB) holds not one worker of about 300 MB each: give --jobs 1," in err
+    )
+    monkeypatch.setattr(workers, "available_memory_mb", lambda: 950.0)
+    with pytest.raises(
+        ConfigError, match=r"\(950 MB\) holds 3 worker\(s\) of about 300 MB each: give --jobs 3 or fewer"
+    ):
+        workers.check_jobs("--jobs", 4)
     monkeypatch.setattr(workers, "available_memory_mb", lambda: None)  # not Linux: the cores decide
     assert detect.folder_jobs() == detect.MAX_AUTO_JOBS
 
@@ -149,23 +157,42 @@ def test_workers_are_no_more_than_the_memory_holds(folder, capfd, monkeypatch):
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_control_groups_memory_limit_counts(tmp_path, monkeypatch, version):
     """In a container the memory limit of its control group, not the machine's free memory,
-    is what a worker may take; the group's folder is the mount's root there."""
+    is what a worker may take (the group's folder is the mount's root there); page cache the
+    kernel drops first is not counted as taken, and a limit on a group above counts too."""
     from scallop import workers
 
     root = tmp_path / "cgroup"
-    base = root / "memory" if version == 1 else root
-    base.mkdir(parents=True)
-    names = ("memory.limit_in_bytes", "memory.usage_in_bytes") if version == 1 else ("memory.max", "memory.current")
-    (base / names[0]).write_text(f"{2 * 2**30}\n")
-    (base / names[1]).write_text(f"{512 * 2**20}\n")
-    proc = tmp_path / "cgroup-of-self"
-    proc.write_text("4:memory:/some/container\n" if version == 1 else "0::/some/container\n")
-    monkeypatch.setattr(workers, "_PROC_CGROUP", str(proc))
+    mb = 2**20
+    if version == 1:
+        base = root / "memory"
+        base.mkdir(parents=True)
+        (base / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # none on the group itself
+        (base / "memory.usage_in_bytes").write_text(f"{3900 * mb}\n")
+        (base / "memory.stat").write_text(
+            f"cache {3100 * mb}\nhierarchical_memory_limit {4096 * mb}\ntotal_inactive_file {3000 * mb}\n"
+        )
+        proc = "4:memory:/some/container\n"
+    else:
+        base = root / "slice" / "box"
+        base.mkdir(parents=True)
+        (base / "memory.max").write_text("max\n")
+        (base / "memory.current").write_text(f"{3900 * mb}\n")
+        (base / "memory.stat").write_text(f"anon {900 * mb}\ninactive_file {3000 * mb}\n")
+        (root / "slice" / "memory.max").write_text(f"{4096 * mb}\n")  # the slice above limits it
+        (root / "slice" / "memory.current").write_text(f"{3900 * mb}\n")
+        (root / "slice" / "memory.stat").write_text(f"inactive_file {3000 * mb}\n")
+        proc = "0::/slice/box\n"
+    (tmp_path / "cgroup-of-self").write_text(proc)
+    monkeypatch.setattr(workers, "_PROC_CGROUP", str(tmp_path / "cgroup-of-self"))
     monkeypatch.setattr(workers, "_CGROUP_ROOT", str(root))
-    assert workers._cgroup_memory_left() == 1536 * 2**20
-    assert workers.available_memory_mb() <= 1536
-    (base / names[0]).write_text("max\n" if version == 2 else f"{2**63 - 4096}\n")  # no limit
-    assert workers._cgroup_memory_left() is None
+    # 4096 MB limit, 3900 MB held of which 3000 MB is cache to drop: 3196 MB left, not 196.
+    assert workers._cgroup_memory_left() == 3196 * mb
+    assert workers.available_memory_mb() <= 3196
+    if version == 1:
+        (base / "memory.stat").write_text(f"hierarchical_memory_limit {2**63 - 4096}\n")
+    else:
+        (root / "slice" / "memory.max").write_text("max\n")
+    assert workers._cgroup_memory_left() is None  # no limit anywhere
 
 
 def test_companions_found_with_one_listing_per_folder(tmp_path, monkeypatch):
@@ -396,3 +423,14 @@ def test_of_two_companions_in_other_letter_case_the_first_in_name_order_is_taken
     for listing in (real, Reversed):
         monkeypatch.setattr(os, "scandir", listing)
         assert companion_path(tmp_path / "h.jpg").name == "h.UV.png"  # "U" sorts before "u"
+
+
+def test_unusable_images_and_strays_keep_the_order_given():
+    """Strays at one place keep their order whatever their messages say (they were sorted by
+    text once an unusable image was taken out), and each unusable image is said where its
+    turn would have come."""
+    paths = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    stray = [(1, "z stray"), (1, "b stray"), (3, "y stray")]
+    kept, said = detect._without(paths, {"b.jpg": "b broken", "c.jpg": "c broken"}, stray)
+    assert kept == ["a.jpg", "d.jpg"]
+    assert said == [(1, "z stray"), (1, "b stray"), (1, "b broken"), (1, "c broken"), (1, "y stray")]

@@ -428,7 +428,8 @@ def _without(
     # In the order given: a stray said before the frame it came before (0 before 1).
     said = [(kept_before[at], at, 0, why) for at, why in stray]
     said += [(kept_before[i], i, 1, unusable[p]) for i, p in enumerate(paths) if p in unusable]
-    return [p for p in paths if p not in unusable], [(at, why) for at, _, _, why in sorted(said)]
+    said.sort(key=lambda t: t[:3])  # never by the message: strays at one place keep their order
+    return [p for p in paths if p not in unusable], [(at, why) for at, _, _, why in said]
 
 
 def _frames_only(paths: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
