@@ -241,7 +241,7 @@ def read_photo(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
         return None, why
     data = np.fromfile(str(path), dtype=np.uint8)
     if not data.size:
-        return None, "empty file (0 bytes)"
+        return None, "empty file (0 bytes): its copy or its writing was cut short; copy it again"
     log = cv2.utils.logging
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_SILENT)

@@ -347,7 +347,8 @@ def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     data = np.fromfile(str(path), np.uint8)
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
-    why = fluorescence_file_problem(path, data) if uv else png_damage(data)
+    # (decode_color checks a colour PNG itself: once is enough on the training's path.)
+    why = fluorescence_file_problem(path, data) if uv else "" if flags == cv2.IMREAD_COLOR else png_damage(data)
     if why:
         raise DatasetError(why if uv else f"{path}: {why}")
     img, damage = decode_color(data) if flags == cv2.IMREAD_COLOR else (cv2.imdecode(data, flags), "")

@@ -204,7 +204,9 @@ def test_an_unreadable_photo_is_rejected_with_its_readers_reason(tmp_path, capsy
     views = read_views([tmp_path], reasons)
     assert sorted(reasons) == ["crc.png", "cut.jpg", "empty.png"]
     assert reasons["crc.png"].startswith("PNG data damaged (chunk IDAT")
-    assert reasons["empty.png"] == "empty file (0 bytes)" and reasons["cut.jpg"].startswith("JPEG file cut short")
+    assert reasons["empty.png"].startswith("empty file (0 bytes)") and reasons["cut.jpg"].startswith(
+        "JPEG file cut short"
+    )
     r = calibrate_intrinsics(views, "chessboard:9x6:25", skip_bad=True, reasons=reasons)
     assert {x.image: x.detail for x in r.rejected if x.reason == REASON_UNREADABLE} == reasons
     with pytest.raises(ImageError, match=r"crc.png: PNG data damaged \(chunk IDAT.*and 2 more; remove it"):

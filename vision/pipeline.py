@@ -137,7 +137,9 @@ def _second_blob_px(mask: np.ndarray) -> int:
     scallop is ``ambiguous``. On the hard sets (11 243 detections, 4 scales, the scale told
     0.9x, 1x and 1.1x) no outline of one scallop had a second adductor blob over 43 mm², and 40
     of the 330 outlines holding two scallops had one of 60 mm² or more (8 of their 10 pickable)."""
-    if len(cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]) < 2:
+    # Every border, outer or of a hole, is one contour: a single one is one blob without a
+    # hole (outer borders alone would miss a blob lying inside another's hole).
+    if len(cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]) < 2:
         return 0
     areas = np.sort(cv2.connectedComponentsWithStats(mask, connectivity=8)[2][1:, cv2.CC_STAT_AREA])
     return int(areas[-2]) if len(areas) > 1 else 0

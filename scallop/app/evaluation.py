@@ -129,9 +129,10 @@ def evaluate(
     else:
         cfg = config or PipelineConfig(threads=threads)
         pipe = Pipeline(str(model) if model else None, cfg)
-    # A source is a path, or (name, count, samples) already opened (the held-out part of a set).
+    # A source is a path, or (name, count, loaders or samples) already opened (the held-out
+    # part of a set: its loaders, so that every unreadable image of it is named too).
     opened = [
-        (Path(s[0]), s[1], (partial(_given, sample) for sample in s[2]))
+        (Path(s[0]), s[1], (x if callable(x) else partial(_given, x) for x in s[2]))
         if isinstance(s, tuple)
         else (Path(s), *labelled_loaders(s, mm_per_px))
         for s in sources
@@ -178,8 +179,8 @@ def evaluate(
         more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
         raise DataError(
             f"{len(unreadable)} of {total_n} images cannot be scored, so no figures are given (they would not "
-            f"be the whole set's): " + "; ".join(unreadable[:5]) + more + ". Copy them again, or remove them "
-            "from the set"
+            f"be the whole set's): " + "; ".join(unreadable[:5]) + more + ". Copy them again, or remove each "
+            "image from the set with its parts/, instances/ and labels/ files"
         )
     summary = total.summary()
     summary["per_scale"] = {k: _short(v.summary()) for k, v in sorted(by_scale.items())}

@@ -41,13 +41,21 @@ def _check_writable(
     above = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if above is not None and not above.is_dir():
         raise refuse(f"{above} is a file, not a folder")
-    made = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise refuse(f"cannot make its folder {folder} ({e.strerror or e})") from None
+    made: list[Path] = []  # the folders this call made, deepest first: only these are removed
     probe = folder / f".{shown.name}.probe-{os.getpid()}"
     try:
+        # One level at a time, so that what is removed again is only what this call made (not
+        # a folder another run made meanwhile, nor one it made above a level that failed).
+        for level in reversed([folder, *folder.parents]):
+            if level.is_dir():
+                continue
+            try:
+                level.mkdir()
+                made.insert(0, level)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise refuse(f"cannot make its folder {folder} ({e.strerror or e})") from None
         if existing is not None:
             with open(existing, "a", encoding="utf-8"):  # appends nothing: the file stays as it is
                 pass

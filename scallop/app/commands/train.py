@@ -206,11 +206,13 @@ def _checkpoint_config(torch, path: str) -> dict:
     return saved.get("config", {})
 
 
-def _subset(src: str, indices: set[int], keep: bool):
-    from scallop.app.evaluation import labelled_samples
+def _subset(src: str, indices: set[int], keep: bool) -> list:
+    """The loaders (:func:`scallop.app.evaluation.labelled_loaders`) of the images of ``src``
+    whose index is in ``indices`` (``keep``) or not: only those images are read."""
+    from scallop.app.evaluation import labelled_loaders
 
-    _, samples = labelled_samples(src)
-    return (s for i, s in enumerate(samples) if (i in indices) == keep)
+    _, loaders = labelled_loaders(src)
+    return [load for i, load in enumerate(loaders) if (i in indices) == keep]
 
 
 def run(args) -> int:
@@ -335,7 +337,7 @@ def run(args) -> int:
     )
     prep = prepare_dirs([Path(d) for d in args.sim_data], [], cfg, prep)
     for src, held in split:
-        prepare(_subset(src, held, keep=False), cfg, True, prep)
+        prepare((load() for load in _subset(src, held, keep=False)), cfg, True, prep)
     print(
         f"prepared {len(prep.finder_imgs)} frames, {len(prep.parts_imgs)} scallop crops in {time.time() - t0:.0f} s",
         flush=True,
