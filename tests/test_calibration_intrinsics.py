@@ -167,8 +167,15 @@ def test_corrupt_file_on_disk_is_named(tmp_path):
         read_views([tmp_path])
 
 
-@needs_real
-def test_photos_are_named_so_a_rejection_says_which_file(tmp_path):
+def _board_photos(folder, camera, n):
+    """``n`` simulated photos of a 9x6 chessboard written as PNG files into ``folder``."""
+    folder.mkdir(exist_ok=True)
+    for name, img in intrinsics_views(camera, "chessboard:9x6:25", n, seed=1):
+        cv2.imwrite(str(folder / name), img)
+    return sorted(folder.glob("*.png"))
+
+
+def test_photos_are_named_so_a_rejection_says_which_file(tmp_path, sim_camera):
     """By file name; by path where two folders hold the same name; control characters escaped
     (a rejection line printed with a newline in it read as two)."""
     for sub in ("left", "right"):
@@ -181,24 +188,22 @@ def test_photos_are_named_so_a_rejection_says_which_file(tmp_path):
         (str(tmp_path / "right" / "a.png"), None),
         ("b\\nc.png", None),
     ]
-    r = calibrate_intrinsics(views + read_views([REAL]), "chessboard:9x6:25", skip_bad=True)
+    good = read_views([_board_photos(tmp_path / "good", sim_camera, 6)[0].parent])
+    r = calibrate_intrinsics(views + good, "chessboard:9x6:25", skip_bad=True)
     assert [x.image for x in r.rejected[:3]] == [n for n, _ in views]
 
 
-@needs_real
-def test_an_unreadable_photo_is_rejected_with_its_readers_reason(tmp_path, capsys):
+def test_an_unreadable_photo_is_rejected_with_its_readers_reason(tmp_path, capsys, sim_camera):
     """Every reader said why (a PNG's failed checksum, a cut, an empty file); calibration said
     only "cannot be decoded"."""
     from scallop.app.cli import main
 
-    good = sorted(REAL.glob("*.jpg"))[:8]
-    for p in good:
-        (tmp_path / p.name).write_bytes(p.read_bytes())
+    good = _board_photos(tmp_path, sim_camera, 8)
     png = bytearray(cv2.imencode(".png", np.full((40, 60, 3), 90, np.uint8))[1].tobytes())
     png[png.index(b"IDAT") + 8] ^= 0x20
     (tmp_path / "crc.png").write_bytes(bytes(png))
     (tmp_path / "empty.png").write_bytes(b"")
-    jpg = good[0].read_bytes()
+    jpg = cv2.imencode(".jpg", cv2.imread(str(good[0])))[1].tobytes()
     (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
     reasons: dict[str, str] = {}
     views = read_views([tmp_path], reasons)
@@ -211,17 +216,19 @@ def test_an_unreadable_photo_is_rejected_with_its_readers_reason(tmp_path, capsy
     assert {x.image: x.detail for x in r.rejected if x.reason == REASON_UNREADABLE} == reasons
     with pytest.raises(ImageError, match=r"crc.png: PNG data damaged \(chunk IDAT.*and 2 more; remove it"):
         calibrate_intrinsics(views, "chessboard:9x6:25", reasons=reasons)
-    assert main(["calibrate", "intrinsics", "--board", "chessboard:9x6:25", "--skip-bad", str(tmp_path)]) in (0, 1, 2)
+    assert main(["calibrate", "intrinsics", "--board", "chessboard:9x6:25", "--skip-bad", str(tmp_path)]) in (
+        0,
+        1,
+        2,
+        3,
+    )
     out = capsys.readouterr().out
     assert "rejected cut.jpg: unreadable image (JPEG file cut short" in out and "libpng" not in out
 
 
-@needs_real
-def test_a_photo_given_twice_is_one_view(tmp_path):
-    for p in sorted(REAL.glob("*.jpg"))[:4]:
-        (tmp_path / p.name).write_bytes(p.read_bytes())
-    one = sorted(tmp_path.iterdir())[0]
-    views = read_views([tmp_path, one, tmp_path / ".." / tmp_path.name / one.name])
+def test_a_photo_given_twice_is_one_view(tmp_path, sim_camera):
+    photos = _board_photos(tmp_path, sim_camera, 4)
+    views = read_views([tmp_path, photos[0], tmp_path / ".." / tmp_path.name / photos[0].name])
     assert len(views) == 4
 
 
