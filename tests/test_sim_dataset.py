@@ -516,11 +516,17 @@ def test_detect_over_a_sets_images_says_a_broken_label_file_at_its_turn_and_goes
     assert "conflicts with the set's own scale" in capsys.readouterr().err
 
 
-def _set_of(tmp_path, n=4):
+def _set_of(tmp_path, n=4, count=True):
+    """A small simulated set; ``count`` False: its dataset.json without the optional count
+    (the minimal set, where nothing else tells that an image went missing)."""
     from scallop.sim.dataset import DatasetSettings, write_dataset
 
     root = tmp_path / "set"
     write_dataset(root, n, seed=5, settings=DatasetSettings(resolutions=[(640, 480)], scallops=(1, 2)))
+    if not count:
+        man = json.loads((root / "dataset.json").read_text())
+        man.pop("count")
+        (root / "dataset.json").write_text(json.dumps(man))
     return root
 
 
@@ -530,10 +536,7 @@ def test_an_image_that_is_no_file_is_named_not_left_out_of_the_figures(tmp_path,
     whose target is gone was left out and the figures given over the rest, exit 0."""
     from scallop.app.cli import main
 
-    root = _set_of(tmp_path)
-    man = json.loads((root / "dataset.json").read_text())
-    man.pop("count")
-    (root / "dataset.json").write_text(json.dumps(man))
+    root = _set_of(tmp_path, count=False)
     img = sorted((root / "images").iterdir())[1]
     img.unlink()
     img.symlink_to(tmp_path / "gone.jpg") if how == "dead link" else img.mkdir()
@@ -546,10 +549,7 @@ def test_an_image_that_is_no_file_is_named_not_left_out_of_the_figures(tmp_path,
 def test_part_labels_without_their_image_say_an_image_is_gone(tmp_path):
     from scallop.models.dataset import DatasetError, load_dataset
 
-    root = _set_of(tmp_path)
-    man = json.loads((root / "dataset.json").read_text())
-    man.pop("count")
-    (root / "dataset.json").write_text(json.dumps(man))
+    root = _set_of(tmp_path, count=False)
     img = sorted((root / "images").iterdir())[2]
     img.unlink()
     with pytest.raises(DatasetError, match=rf"parts/{img.stem}.png: part labels without their image"):
