@@ -194,7 +194,7 @@ def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
     convert an unusual colour space, the file is checked that way and then left to OpenCV."""
     if bytes(data[:3]) != JPEG_SOI:
         why = png_damage(data)
-        return (None, why) if why else (cv2.imdecode(data, cv2.IMREAD_COLOR), "")
+        return (None, why) if why else (_opencv_colour(data), "")
     import simplejpeg
 
     buf = data.tobytes() if hasattr(data, "tobytes") else bytes(data)
@@ -203,7 +203,7 @@ def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
     except ValueError:
         # A header this decoder cannot size (sampling factors outside its table, or a header cut
         # short): OpenCV reads it, or says it cannot, as before; its data is not checked.
-        return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+        return _opencv_colour(data), ""
     plain = space in ("YCbCr", "Gray") and not _exif_turns(buf)
     try:
         img = simplejpeg.decode_jpeg(buf, "CMYK" if space in ("CMYK", "YCCK") else "BGR")
@@ -216,11 +216,21 @@ def decode_color(data: np.ndarray) -> tuple[np.ndarray | None, str]:
         elif why.startswith("Unsupported") and "marker" not in why:
             # Not damage: a kind of JPEG this decoder does not read (12-bit samples, a colour
             # conversion); OpenCV may read it, or says it cannot. A bad marker is damage.
-            return cv2.imdecode(data, cv2.IMREAD_COLOR), ""
+            return _opencv_colour(data), ""
         else:
             return None, DAMAGED_JPEG.format(why)
     # Turned by its EXIF orientation or in another colour space: checked above, OpenCV's picture.
-    return (img if plain else cv2.imdecode(data, cv2.IMREAD_COLOR)), ""
+    return (img if plain else _opencv_colour(data)), ""
+
+
+def _opencv_colour(data) -> np.ndarray | None:
+    """OpenCV's colour picture of ``data``, None where it cannot read it: its own checks (an
+    image past its pixel limit, say) raise rather than return None, and would reach the user
+    as an internal error."""
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
 
 
 def _zero_padding_before_end(buf: bytes, why: str) -> bool:

@@ -320,3 +320,17 @@ def test_any_commands_error_stays_on_one_line(tmp_path, capfd):
     assert main(["eval", str(tmp_path / "no\nset")]) == 3
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith("scallop eval: error: ") and "no\\nset" in err
+
+
+def test_a_picture_past_opencvs_own_limit_is_unreadable_not_an_exception():
+    """A whole PNG whose header claims 100000x100000 pixels: OpenCV raises its own assertion
+    rather than returning None, which reached the user as an internal error where no size
+    check came first."""
+    import struct
+    import zlib
+
+    ihdr, idat, iend = _chunks(cv2.imencode(".png", _scene(8, 8))[1].tobytes())
+    body = struct.pack(">II", 100000, 100000) + ihdr[1][8:]
+    assert len(body) == 13 and zlib.crc32(b"IHDR" + body) >= 0
+    img, why = decode_color(np.frombuffer(_build([(b"IHDR", body), idat, iend]), np.uint8))
+    assert img is None and why == ""
