@@ -78,6 +78,13 @@ CORNERS_LIMITS = (50, 20)  # corners
 # overlap: 0.05 mm with the hull over 63 % of the overlap, 0.3 mm at 35 %, 0.6 mm at 7 % (one
 # board), while the corners' own residuals stayed at 0.13–0.17 mm: they cannot show it.
 COVERAGE_LIMITS = (0.5, 0.25)  # share of the overlap inside the corners' hull
+# With the fluorescence camera's intrinsics, its pose on the belt is fitted to its corners: a
+# lens file that fits its photos leaves each corner within a fraction of a pixel of that pose
+# (0.25 px worst on the commissioning rehearsal), another camera's file tens of pixels (54 px
+# worst for the colour camera's photos stretched to the fluorescence camera's size), and the
+# baseline and parallax it gives are then wrong (538 mm instead of 172: 12.6 mm off per 10 mm
+# of height, not 1.3). The mapping on the board's plane does not show it: a homography fits.
+POSE_FIT_LIMITS = (1.0, 2.5)  # px, worst corner against the fitted pose
 # The fluorescence camera seeing less than this share of the colour frame is noted: scallops
 # outside the overlap get no channel.
 OVERLAP_NOTE_BELOW = 0.95
@@ -324,6 +331,8 @@ class FluorescenceResult:
     fluo_camera:    the fluorescence camera's pose on the belt (with its intrinsics only).
     parallax_mm_per_10mm: how far a point 10 mm above that plane lands from where the colour
                     camera sees it, in the middle of the overlap (with the pose only).
+    pose_fit_px:    worst corner, in fluorescence pixels, against that pose: whether the
+                    intrinsics given are this camera's (``POSE_FIT_LIMITS``).
     """
 
     registration: Registration
@@ -347,6 +356,7 @@ class FluorescenceResult:
     fluo_camera: CameraModel | None = None
     colour_camera: CameraModel | None = None
     parallax_mm_per_10mm: float | None = None
+    pose_fit_px: float | None = None
     when: str = ""
 
     @property
@@ -384,7 +394,19 @@ class FluorescenceResult:
         return [float(np.max(self.residuals_mm[self.corner_pair == k])) for k in range(self.pairs)]
 
     def figures(self) -> list[Figure]:
-        return [
+        pose = (
+            [
+                Figure(
+                    "fluorescence camera: its intrinsics against its photos, worst corner",
+                    self.pose_fit_px,
+                    "px",
+                    *POSE_FIT_LIMITS,
+                )
+            ]
+            if self.pose_fit_px is not None
+            else []
+        )
+        return pose + [
             Figure("worst corner residual on the belt", self.residual_max_mm, "mm", *RESIDUAL_MAX_LIMITS),
             Figure("pairs of photos", self.pairs, "", *PAIRS_LIMITS, higher_is_better=True),
             Figure("corners used", len(self.residuals_mm), "", *CORNERS_LIMITS, higher_is_better=True),
@@ -423,6 +445,7 @@ class FluorescenceResult:
             "plane_z_mm": self.plane_z_mm,
             "baseline_mm": _r(self.baseline_mm, 2),
             "parallax_mm_per_10mm": _r(self.parallax_mm_per_10mm, 4),
+            "pose_fit_max_px": _r(self.pose_fit_px, 4),
             "lens": "intrinsics" if self.registration.fluo_K is not None else "taken as distortion-free",
             "board": self.board,
             "notes": self.notes,
@@ -484,6 +507,7 @@ class FluorescenceResult:
             sec["t"] = self.fluo_camera.t.tolist()
             sec["baseline_mm"] = self.baseline_mm
             sec["parallax_mm_per_10mm"] = self.parallax_mm_per_10mm
+            sec["pose_fit_max_px"] = self.pose_fit_px
         return sec
 
 
@@ -722,10 +746,13 @@ def register_fluorescence(
     except ValueError:
         fluo_scale = float("nan")
 
-    fluo_cam, parallax = None, None
+    fluo_cam, parallax, pose_fit = None, None, None
     if fK is not None:
         belt = cal.pixel_to_belt(raw_c, z_mm=thick)
-        fluo_cam = _solve_pose(np.column_stack([belt, np.full(len(belt), thick)]), raw_f, fK, fdist, fluo_size)
+        xyz = np.column_stack([belt, np.full(len(belt), thick)])
+        fluo_cam = _solve_pose(xyz, raw_f, fK, fdist, fluo_size)
+        if fluo_cam is not None:
+            pose_fit = float(np.max(np.linalg.norm(fluo_cam.project(xyz) - raw_f, axis=1)))
     if fluo_cam is not None:
         # A point 10 mm above the board's face in the middle of the overlap: where the colour
         # camera sees it, against where its fluorescence pixel lands through the registration.
@@ -750,6 +777,13 @@ def register_fluorescence(
         notes.append(
             "no intrinsics for the fluorescence camera: its lens is taken to be distortion-free, and any "
             "distortion it has shows in the residuals (give them with --fluorescence-intrinsics)"
+        )
+    if pose_fit is not None and pose_fit > POSE_FIT_LIMITS[0]:
+        notes.append(
+            f"the fluorescence camera's intrinsics do not fit its photos (a corner {pose_fit:.1f} px from the pose "
+            "fitted to them): they are another camera's, or its lens was refocused or its resolution changed; "
+            "the baseline and parallax above are then wrong: calibrate its intrinsics again "
+            "('scallop calibrate intrinsics', docs/fluorescence.md)"
         )
     if overlap_share < OVERLAP_NOTE_BELOW:
         notes.append(
@@ -786,6 +820,7 @@ def register_fluorescence(
         fluo_camera=fluo_cam,
         colour_camera=cal.camera,
         parallax_mm_per_10mm=parallax,
+        pose_fit_px=pose_fit,
         when=_now(),
     )
 

@@ -30,7 +30,7 @@ from scallop.calibration.errors import (
     RedoVerdictError,
     StalePartError,
 )
-from scallop.calibration.fluorescence import Registration, plane_homography, register_fluorescence
+from scallop.calibration.fluorescence import POSE_FIT_LIMITS, Registration, plane_homography, register_fluorescence
 from scallop.calibration.store import RUNTIME_PARTS, LineCalibration
 from scallop.sim.boards import flat_pose, render_board
 from scallop.sim.commission import true_calibration
@@ -206,6 +206,28 @@ def test_the_cameras_poses_register_any_plane_and_tell_the_parallax(colour_cal):
     a = cv2.perspectiveTransform(ideal, Registration.from_calibration(cal, z_mm=0.0).homography).reshape(-1, 2)
     b = cv2.perspectiveTransform(ideal, H0).reshape(-1, 2)
     assert np.max(np.linalg.norm(a - b, axis=1)) <= TRUTH_PX
+
+
+def test_another_cameras_intrinsics_are_redo_not_a_wrong_parallax(colour_cal):
+    """The mapping on the board's plane fits whatever lens file is given, so a file of another
+    camera went through as GOOD with a baseline and parallax far off (an outside try: 538 mm
+    and 12.6 mm per 10 mm for a true 172 and 1.3). The pose fitted with the given intrinsics
+    does not fit the corners then: that figure makes it REDO and says why."""
+    right = register_fluorescence(*pairs(), BOARD, colour_cal, thickness_mm=THICK, fluo_intrinsics=fluo_intrinsics())
+    assert right.pose_fit_px is not None and right.pose_fit_px <= 0.5 and right.verdict == "good"
+    K, dist, size = fluo_intrinsics()
+    stretched = K.copy()
+    stretched[1, 1] *= 4 / 3  # the focal lengths of a camera whose picture was 3/4 as tall
+    stretched[1, 2] *= 4 / 3
+    wrong = register_fluorescence(
+        *pairs(), BOARD, colour_cal, thickness_mm=THICK, fluo_intrinsics=(stretched, dist, size)
+    )
+    # The plane's own figures would not have refused it: only the pose does.
+    assert [f for f in wrong.figures()[1:] if f.verdict == "redo"] == []
+    assert wrong.pose_fit_px > POSE_FIT_LIMITS[1] and wrong.verdict == "redo"
+    assert any("intrinsics do not fit its photos" in n for n in wrong.notes)
+    assert wrong.to_json()["pose_fit_max_px"] == pytest.approx(wrong.pose_fit_px, abs=1e-3)
+    assert wrong.section()["pose_fit_max_px"] == wrong.pose_fit_px
 
 
 def test_another_height_needs_the_fluorescence_cameras_pose(colour_cal):
