@@ -106,6 +106,20 @@ def test_pairs_too_far_apart_or_without_a_partner_are_dropped_and_alarmed_when_i
     assert wide.pair(cam.read()) is not None and not alarms.is_active(ALARM)
 
 
+def test_a_window_exactly_the_frame_interval_keeps_every_pair():
+    """max_pair_ms equal to the frame interval is allowed by the loader ("at least the frame
+    interval"), but float rounding of the two stamps put some pairs a hair past it: dropped
+    as "apart", and after a few the channel was alarmed lost."""
+    w = _world(ALTERNATE)
+    cam = SimCamera(w)
+    cam.connect()
+    alarms = Alarms()
+    ch = _input(w, alarms, max_pair_ms=w.config.fluorescence.frame_interval_ms, alarm_after=3)
+    for _ in range(40):
+        ch.pair(cam.read())
+    assert ch.pairs == 40 and not ch.dropped and not alarms.is_active(ALARM)
+
+
 def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     w = _world(ALTERNATE)
     cam = SimCamera(w)

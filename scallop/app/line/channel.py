@@ -113,7 +113,9 @@ class FluorescenceInput:
         if exp is None:
             return self._drop("missing", str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure"))
         dt = float(exp.timestamp) - float(frame.timestamp)
-        if not abs(dt) <= self.max_pair_s:
+        # A microsecond of slack: two stamps a whole window apart differ by it plus float
+        # rounding (20 ms from t = 3.6 s is 20.0000000000002 ms), and the window is "at most".
+        if not abs(dt) <= self.max_pair_s + 1e-6:
             return self._drop(
                 "apart",
                 f"frame {frame.index}: its fluorescence exposure is {dt * 1e3:+.1f} ms from it, more than "
