@@ -112,7 +112,12 @@ class SimCamera(Camera):
             )
             if w.fluorescence is not None and self._no_uv > 0:
                 self._no_uv -= 1
-                extra["fluorescence_missing"] = "the UV light did not fire (injected fault)"
+                # What fails differs with the optics: the strobe of one camera, or a camera of its own.
+                extra["fluorescence_missing"] = (
+                    "the UV light did not fire (injected fault)"
+                    if w.fluorescence.setup == "alternate"
+                    else "the fluorescence camera gave no frame (injected fault)"
+                )
             elif strobe_off:
                 # Both frames lit white: what AlternateFramesCamera says of such a pair.
                 extra["fluorescence_missing"] = (

@@ -120,6 +120,20 @@ def test_a_window_exactly_the_frame_interval_keeps_every_pair():
     assert ch.pairs == 40 and not ch.dropped and not alarms.is_active(ALARM)
 
 
+@pytest.mark.parametrize(
+    ("setup", "blamed"), [(ALTERNATE, "the UV light did not fire"), (SECOND, "the fluorescence camera gave no frame")]
+)
+def test_a_lost_fluorescence_frame_blames_the_part_the_optics_have(setup, blamed):
+    """A second camera has no strobe: its outage named the UV light, pointing the operator at
+    the wrong part."""
+    w = _world(setup)
+    cam = SimCamera(w)
+    cam.connect()
+    cam.lose_fluorescence(1)
+    frame = cam.read()
+    assert frame.extra["fluorescence_missing"] == f"{blamed} (injected fault)"
+
+
 def test_a_pair_whose_belt_travel_is_unknown_is_dropped():
     w = _world(ALTERNATE)
     cam = SimCamera(w)
