@@ -476,7 +476,9 @@ def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_w
     assert len(halves) == 2 and all(", diverted " in ln for ln in halves), halves
     write_report(s, tmp_path)
     page = (tmp_path / "index.html").read_text()
-    assert "The same scallops with and without the fluorescence channel" in page
+    assert "The same scenario and seed with and without the fluorescence channel" in page
+    # How many scallops each run saw, first: a run that held its infeed sees fewer.
+    assert "<tr><td>scallops past the arms</td><td>25</td><td>25</td></tr>" in page
     assert "with the channel (colour and fluorescence)" in page and "picks into meat" in page
     # The pairs, and why frames had none, on the page as in the summary.
     assert "Fluorescence channel (alternate strobed frames)" in page and "frame pairs analysed" in page

@@ -237,6 +237,10 @@ def _channel_table(s: dict, tr, n, language: str) -> str:
         return lambda x: n((x.get("picks_by_grade") or {}).get(g, 0))
 
     rows = [
+        # How many each run saw: the same seed and scenario, but a run that held its infeed (the
+        # channel lost) lets fewer scallops past in the same time.
+        row("report.processed", lambda x: n(x.get("processed"))),
+        row("report.with_uro", lambda x: n(x.get("with_uro"))),
         row("report.removal_rate", lambda x: i18n.percent(language, x.get("uro_removal_rate"), 2)),
         row("report.uro_left", lambda x: n(x.get("missed"))),
         row("report.meat_picks", grade("meat_hit")),
