@@ -82,11 +82,11 @@ def check_number(
     are refused whatever the bounds: a NaN compares false with everything, so a range check
     alone would let it through and switch the check it feeds off."""
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise error(f"{key}={value!r}: expected {'an integer' if integer else 'a number'}")
-    if integer and int(value) != value:
-        raise error(f"{key}={value!r}: expected an integer")
+        raise error(f"{key}={value!r}: expected {'an integer' if integer else 'a number'}{_allowed(lo, hi)}{note}")
     if not math.isfinite(float(value)):
         raise error(f"{key}={value!r} is not a finite number{_allowed(lo, hi)}{note}")
+    if integer and int(value) != value:
+        raise error(f"{key}={value!r}: expected an integer{_allowed(lo, hi)}{note}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise error(f"{key}={value!r} is out of range{_allowed(lo, hi)}{note}")
     return value

@@ -127,3 +127,24 @@ def test_run_exits_non_zero_when_the_record_kept_rows_elsewhere(tmp_path):
 
     with pytest.raises(RecordError, match=r"^the production record is incomplete: 336 row\(s\)"):
         exit_status(Line)
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (float("nan"), "k=nan is not a finite number: allowed 1..10"),
+        (float("inf"), "k=inf is not a finite number: allowed 1..10"),
+        (2.5, "k=2.5: expected an integer: allowed 1..10"),
+        ("3", "k='3': expected an integer: allowed 1..10"),
+        (True, "k=True: expected an integer: allowed 1..10"),
+        (11, "k=11 is out of range: allowed 1..10"),
+    ],
+)
+def test_an_integer_setting_is_refused_with_its_range_whatever_the_value(value, said):
+    """NaN for an integer setting raised Python's own ValueError ("cannot convert float NaN to
+    integer"), which reached the user as an internal error; the other refusals lacked the range."""
+    from scallop.errors import check_number
+
+    with pytest.raises(ConfigError) as e:
+        check_number("k", value, 1, 10, integer=True)
+    assert str(e.value) == said
