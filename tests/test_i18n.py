@@ -132,3 +132,15 @@ def test_numbers_and_unknowns(language, value, digits, text):
 def test_percent_is_unknown_not_zero():
     assert i18n.percent("en", 0.991) == "99.1 %" and i18n.percent("ja", 0.991) == "99.1%"
     assert i18n.percent("en", None) == "–" and i18n.percent("ja", None) == "不明"
+
+
+def test_every_reason_a_scenario_report_can_show_is_in_words():
+    """The report's "Not picked, by reason" showed the raw key vision_missed (and would have
+    for line_waiting_camera and the other states the line can be in while a scallop goes by)."""
+    from scallop.app import i18n
+    from scallop.app.line.states import LineState
+
+    for language in i18n.LANGUAGES:
+        words = i18n.catalogue(language)
+        for key in ["vision_missed", *(f"line_{s.value}" for s in LineState)]:
+            assert f"reason.{key}" in words, (language, key)
