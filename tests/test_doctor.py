@@ -154,7 +154,9 @@ def test_a_second_camera_registered_above_the_board_needs_its_pose(line, tmp_pat
     from scallop.sim.commission import true_calibration
     from tests.test_sim_fluorescence import SECOND
 
-    sim = {"fluorescence": SECOND}
+    # Seeing the whole colour frame (SECOND's 800x600 at 0.45 mm/px sees 42 % of this line's
+    # 1280x720 at 0.5: refused, less than half; test_line_channel has that case).
+    sim = {"fluorescence": SECOND | {"width": 1280, "height": 960, "mm_per_px": 0.6}}
     part = true_calibration(build(SimConfig, sim), []).data["fluorescence"]
     fl = {"setup": "second_camera", "source": "sim", "max_pair_ms": 2.0, "alarm_after": 5}
     cfg = line | {"sim": sim, "camera": {"fluorescence": fl | {"register_height_mm": 15.0}}}

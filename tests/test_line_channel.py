@@ -287,10 +287,12 @@ SECOND_LINE = {"setup": "second_camera", "source": "sim", "max_pair_ms": 2.0, "a
 def test_a_simulated_line_with_a_second_camera_reads_the_channel(tmp_path):
     from tests.helpers import make_line
 
+    # One that sees the whole colour frame (SECOND sees 43 % of the line's: refused, below).
+    wide = SECOND | {"width": 1280, "height": 960, "mm_per_px": 0.6}
     line = make_line(
         tmp_path,
         overrides={
-            "sim": {"fluorescence": SECOND},
+            "sim": {"fluorescence": wide},
             "camera": {"fluorescence": SECOND_LINE | {"register_height_mm": 0.0}},
         },
     )
@@ -661,3 +663,47 @@ def test_a_second_cameras_pair_window_is_checked_against_its_own_range(value, wo
         FluorescenceSection(
             setup="second_camera", source="1", alarm_after=5, max_pair_ms=value, register_height_mm=15.0
         )
+
+
+@pytest.mark.parametrize(("centre_x", "refused"), [(6.0, False), (900.0, True)])
+def test_a_second_camera_looking_elsewhere_is_refused_not_alarmed_dark(centre_x, refused):
+    """A second camera that sees none of the colour frame was taken: the line then alarmed the
+    channel dark and blamed the UV light. Its registration now says what it sees, and the line
+    (its start, the simulator's check, scallop doctor) refuses less than half the frame."""
+    from scallop.app.backends import MIN_FLUORESCENCE_OVERLAP, fluorescence_registration
+    from scallop.errors import ConfigError
+
+    w = _world({**SECOND, "center_x_mm": centre_x})
+    section = FluorescenceSection(
+        setup="second_camera", source="sim", alarm_after=5, max_pair_ms=5.0, register_height_mm=0.0
+    )
+    cal = true_calibration(w.config, [])
+    if not refused:
+        reg = fluorescence_registration(cal, section)
+        assert np.mean(reg.overlap()[1]) >= MIN_FLUORESCENCE_OVERLAP
+        return
+    with pytest.raises(ConfigError, match=r"the fluorescence camera sees 0 % of the colour frame .*at least 50 %"):
+        fluorescence_registration(cal, section)
+
+
+def test_a_simulated_second_camera_with_a_calibration_file_needs_its_fluorescence_part(tmp_path):
+    """The simulator checks a calibration file named in the configuration as the real line
+    will: with a second camera, one without the fluorescence part was taken by scallop sim run
+    and refused only by scallop doctor."""
+    from scallop.app.backends import SimBackend
+    from scallop.app.config import load_config
+    from scallop.calibration.errors import CalibrationError
+
+    second = {
+        "setup": "second_camera",
+        "source": "sim",
+        "max_pair_ms": 5.0,
+        "alarm_after": 5,
+        "register_height_mm": 0.0,
+    }
+    cfg = load_config(overrides={"sim": {"fluorescence": SECOND}, "camera": {"fluorescence": second}})
+    plain = true_calibration(SimConfig(camera=cfg.sim.camera), [])  # no channel: no fluorescence part
+    assert not plain.has("fluorescence")
+    cfg.runtime.calibration = str(plain.save(tmp_path / "line.json"))
+    with pytest.raises(CalibrationError, match="has no fluorescence calibration"):
+        SimBackend(cfg).check()

@@ -281,11 +281,27 @@ def fluorescence_registration(cal, section):
     from scallop.calibration.fluorescence import Registration
 
     try:
-        return Registration.at_height(cal, section.register_height_mm)
+        reg = Registration.at_height(cal, section.register_height_mm)
     except MissingPartError as e:
         raise MissingPartError(
             f"camera.fluorescence.register_height_mm = {section.register_height_mm:g}: {e}"
         ) from None
+    share = float(np.mean(reg.overlap()[1]))
+    if share < MIN_FLUORESCENCE_OVERLAP:
+        # Not a channel gone dark (what the line would alarm, blaming the UV light): a camera
+        # looking elsewhere. Scallops outside the overlap get no channel at all.
+        raise ConfigError(
+            f"the fluorescence camera sees {100 * share:.0f} % of the colour frame (registered at "
+            f"camera.fluorescence.register_height_mm = {section.register_height_mm:g} mm; at least "
+            f"{100 * MIN_FLUORESCENCE_OVERLAP:.0f} % is needed): aim it at the colour camera's view, then redo "
+            "'scallop calibrate fluorescence'"
+        )
+    return reg
+
+
+#: The least share of the colour frame a second, fluorescence camera must see for the line to
+#: run with it: below, most scallops would be analysed without their channel.
+MIN_FLUORESCENCE_OVERLAP = 0.5
 
 
 class ReplayBackend(HardwareBackend):
@@ -412,7 +428,9 @@ class SimBackend(Backend):
 
         return load_calibration(
             cfg.runtime.calibration,
-            require=("intrinsics", "belt", "encoder"),
+            # As the real line will: a second camera needs the file's fluorescence part too.
+            require=("intrinsics", "belt", "encoder")
+            + (("fluorescence",) if cfg.camera.fluorescence.setup == "second_camera" else ()),
             accept_redo=cfg.runtime.accept_redo_calibration,
         )
 
