@@ -284,7 +284,23 @@ def fluorescence_file_problem(path: str | os.PathLike, data) -> str:
         held = " (it holds JPEG data)" if bytes(data[:3]) == b"\xff\xd8\xff" else ""
         return f"{path}: not a PNG file{held}: a fluorescence frame is stored lossless as PNG, whatever its name says"
     why = png_damage(data)
-    return f"{path}: {why}" if why else ""
+    if why:
+        return f"{path}: {why}"
+    # Whole: then its header says what it holds (IHDR, always the first chunk, checked above).
+    depth, colour = int(data[24]), int(data[25])
+    if (depth, colour) != (8, 0):
+        kinds = {
+            0: "grey",
+            2: "colour (RGB)",
+            3: "palette colour",
+            4: "grey with an alpha channel",
+            6: "colour with alpha",
+        }
+        return (
+            f"{path}: a fluorescence frame is one channel of 8-bit grey levels, this PNG holds "
+            f"{depth}-bit {kinds.get(colour, 'unknown')} data: save it as 8-bit greyscale"
+        )
+    return ""
 
 
 def is_companion(path: str | os.PathLike) -> bool:

@@ -223,3 +223,22 @@ def test_calibrate_fluorescence_checks_the_thickness_before_the_photos(tmp_path,
     )
     assert rc == 2
     assert "--thickness-mm" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [("LA", "8-bit grey with an alpha channel"), ("1", "1-bit grey"), ("P", r"\d-bit palette colour")],
+)
+def test_a_companion_that_is_no_8_bit_grey_png_is_named_for_what_it_holds(tmp_path, mode, said):
+    """Grey with alpha was called "4 channel(s)" (OpenCV's reading of it), and a 1-bit PNG was
+    taken: a fluorescence frame is one channel of 8-bit grey levels (the spec's "Files")."""
+    from PIL import Image
+
+    from scallop.vision.camera import CorruptFrameError, read_fluorescence
+
+    p = tmp_path / "x.uv.png"
+    Image.new(mode, (40, 30)).save(p)
+    with pytest.raises(CorruptFrameError, match=f"this PNG holds {said} data: save it as 8-bit greyscale"):
+        read_fluorescence(p, (30, 40))
+    Image.new("L", (40, 30), 7).save(p)
+    assert read_fluorescence(p, (30, 40)).max() == 7

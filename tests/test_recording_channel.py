@@ -100,8 +100,8 @@ def test_a_damaged_partner_leaves_its_frame_without_the_channel_and_says_why(tmp
     assert why[1].startswith("the recorded fluorescence frame cannot be used") and "000001.png" in why[1]
     assert "is 20x20 but the recording's fluorescence frames is 40x30" in why[3]
     assert "JPEG" in why[4]
-    assert "one 8-bit channel, this one is 3 channel(s) of uint8" in why[5]
-    assert "one 8-bit channel, this one is 1 channel(s) of uint16" in why[6]
+    assert "this PNG holds 8-bit colour (RGB) data" in why[5]
+    assert "this PNG holds 16-bit grey data" in why[6]
     assert all("fluorescence" not in g.extra for g in got[1:])
 
 

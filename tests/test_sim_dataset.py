@@ -401,11 +401,15 @@ def test_reader_checks_the_channel_files(uv_set, tmp_path):
     for bad, why in (
         (
             np.zeros((480, 640, 3), np.uint8),
-            r"must be an 8-bit single-channel fluorescence frame, got shape \(480, 640, 3\)",
+            r"a fluorescence frame is one channel of 8-bit grey levels, this PNG holds 8-bit colour \(RGB\) data",
         ),
         (
             np.zeros((480, 640), np.uint16),
-            r"must be an 8-bit single-channel fluorescence frame, got shape \(480, 640\) uint16",
+            r"a fluorescence frame is one channel of 8-bit grey levels, this PNG holds 16-bit grey data",
+        ),
+        (
+            np.zeros((480, 640, 4), np.uint8),
+            r"a fluorescence frame is one channel of 8-bit grey levels, this PNG holds 8-bit colour with alpha data",
         ),
         (np.zeros((80, 100), np.uint8), r"size 100x80 differs from its image 640x480"),
     ):
