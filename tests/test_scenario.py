@@ -460,9 +460,14 @@ def test_the_shift_check_passes_with_its_test_pieces_before_production():
 
 @pytest.mark.timeout(300)
 def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_without_it_beside(tmp_path):
-    s = run_scenario(load_scenario("fluorescence"), tmp_path, scallops=25)
+    notes = []
+    s = run_scenario(
+        load_scenario("fluorescence"), tmp_path, scallops=25, progress=lambda done, note: notes.append(note)
+    )
     assert_accounted(s)
     assert s["model"] == "(shipped, colour and fluorescence)"
+    # The second run's progress says it is that one (its counts start from 0 again).
+    assert notes and not notes[0].startswith("colour only: ") and notes[-1].startswith("colour only: t=")
     ch = s["channel"]
     # The first frame comes before the PLC leaves its safe state (UV off): no pair.
     assert ch["setup"] == "alternate" and ch["pairs"] > 20 and ch["dropped"] == {"missing": 1}

@@ -170,13 +170,15 @@ COMPARED = (
 
 
 def _without_channel(sc: Scenario, seed: int, spec, progress, chunk_s: float) -> dict:
-    """The same scallops (same seed) with the shipped colour-only model: the channel's worth."""
+    """The same scenario and seed with the shipped colour-only model: the channel's worth."""
     from scallop.models.runtime import default_model_path
 
     if not sc.line_config().camera.fluorescence.enabled:
         raise ScenarioError("scenario.compare_without_channel needs [line.camera.fluorescence]")
     plain = dataclasses.replace(sc, spec=dataclasses.replace(spec, compare_without_channel=False, failure_frames=0))
-    other = run_scenario(plain, seed=seed, model=str(default_model_path()), progress=progress, chunk_s=chunk_s)
+    # Its progress is said as such: the counts start again from 0 for this second run.
+    labelled = None if progress is None else (lambda done, note: progress(done, f"colour only: {note}"))
+    other = run_scenario(plain, seed=seed, model=str(default_model_path()), progress=labelled, chunk_s=chunk_s)
     return {k: other.get(k) for k in COMPARED} | {"model": "(shipped, colour only)"}
 
 
