@@ -137,12 +137,8 @@ def _second_blob_px(mask: np.ndarray) -> int:
     scallop is ``ambiguous``. On the hard sets (11 243 detections, 4 scales, the scale told
     0.9x, 1x and 1.1x) no outline of one scallop had a second adductor blob over 43 mm², and 40
     of the 330 outlines holding two scallops had one of 60 mm² or more (8 of their 10 pickable)."""
-    # Every border, outer or of a hole, is one contour: a single one is one blob without a
-    # hole (outer borders alone would miss a blob lying inside another's hole).
-    if len(cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[0]) < 2:
-        return 0
-    areas = np.sort(cv2.connectedComponentsWithStats(mask, connectivity=8)[2][1:, cv2.CC_STAT_AREA])
-    return int(areas[-2]) if len(areas) > 1 else 0
+    n, _, stats, _ = _blobs(mask)  # its blob areas are exact whatever the mask's box
+    return int(np.sort(stats[1:n, cv2.CC_STAT_AREA])[-2]) if n > 2 else 0
 
 
 class Pipeline:
@@ -644,9 +640,6 @@ class Pipeline:
                 )
                 add_u8 = add.view(np.uint8)
                 na = cv2.countNonZero(add_u8)
-                two_adductors = na * mm2 >= 2 * cfg.min_adductor_area_mm2 and _second_blob_px(add_u8) * mm2 >= (
-                    cfg.min_adductor_area_mm2
-                )
                 if na * mm2 >= cfg.min_adductor_area_mm2:
                     ma = cv2.moments(add_u8, True)
                     v = np.array(
@@ -663,7 +656,11 @@ class Pipeline:
                     or gap < cfg.min_adductor_gap_mm
                     or touch > cfg.max_uro_adductor_gap_mm
                     or (len(order) > 1 and areas[order[1]] >= cfg.second_uro_ratio * areas[order[0]])
-                    or two_adductors
+                    # Two adductors in one outline (_second_blob_px): looked for last, when it decides.
+                    or (
+                        na * mm2 >= 2 * cfg.min_adductor_area_mm2
+                        and _second_blob_px(add_u8) * mm2 >= cfg.min_adductor_area_mm2
+                    )
                 ):
                     row["reason"] = REASON_AMBIGUOUS
                 elif near is not None:
