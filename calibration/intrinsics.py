@@ -36,7 +36,7 @@ from scallop.calibration.errors import (
     NotEnoughViewsError,
 )
 from scallop.errors import one_line
-from scallop.imagefiles import decode_color, frame_files, image_size, no_frames_message, too_large
+from scallop.imagefiles import EMPTY, decode_color, frame_files, image_size, no_frames_message, too_large
 
 # Limits, stated to the engineer with every verdict.
 MAX_EDGE_PX = 4.5  # 10–90 % edge width; a sharp print measures 1–2.5 px
@@ -226,11 +226,6 @@ def list_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray | None:
-    """A photo as (H, W, 3) uint8 BGR, or None when it cannot be used (:func:`read_photo`)."""
-    return read_photo(path)[0]
-
-
 def read_photo(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
     """``(photo, "")``, or ``(None, why)`` when it cannot be used: empty, claiming more than
     ``MAX_IMAGE_PIXELS`` in its header, undecodable, or a JPEG or PNG damaged inside its data
@@ -241,7 +236,7 @@ def read_photo(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
         return None, why
     data = np.fromfile(str(path), dtype=np.uint8)
     if not data.size:
-        return None, "empty file (0 bytes): its copy or its writing was cut short; copy it again"
+        return None, EMPTY
     log = cv2.utils.logging
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_SILENT)

@@ -194,10 +194,10 @@ def derive_facts(parts: np.ndarray, instances: np.ndarray) -> list[dict]:
     return out
 
 
-def _not_there(path: Path) -> str:
-    """Why ``path`` is not a file, in words."""
+def _not_there(path: Path, what: str = "an image file") -> str:
+    """Why ``path`` is not a file (``what`` it should be), in words."""
     if path.is_dir():
-        return "a folder, not an image file"
+        return f"a folder, not {what}"
     return "a link to nothing (its target is gone)" if path.is_symlink() else "missing"
 
 
@@ -374,8 +374,9 @@ class Dataset:
     def _manifest(self) -> dict:
         path = self.root / "dataset.json"
         if not path.is_file():
-            what = _not_there(path).replace("an image file", "a manifest")
-            raise DatasetError(f"{path}: {what} (a data set starts with a dataset.json manifest)")
+            raise DatasetError(
+                f"{path}: {_not_there(path, 'a manifest')} (a data set starts with a dataset.json manifest)"
+            )
         return check_manifest(path)
 
     def _channels(self, m: dict) -> tuple[str, ...]:

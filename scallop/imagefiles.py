@@ -23,7 +23,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: The fluorescence companion of ``x.<suffix>`` is ``x`` + this.
 COMPANION_SUFFIX = ".uv.png"
 # An empty file is not damaged data: something stopped writing it (a copy cut short, a full disk).
-EMPTY_FILE = "{}: empty file (0 bytes): its copy or its writing was cut short; copy it again"
+EMPTY = "empty file (0 bytes): its copy or its writing was cut short; copy it again"
+EMPTY_FILE = "{}: " + EMPTY
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The closing chunk, whole: length 0, type, CRC.

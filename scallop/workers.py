@@ -105,9 +105,8 @@ def _stat(path: str) -> dict[str, int]:
 
 def _v2_left(path: str) -> list[int]:
     """What each limited group from this one up to the mount's root leaves (cgroup v2)."""
-    parts = [p for p in path.strip("/").split("/") if p]
     # The path as named, then (inside a container, where the group is the mount's root) the root.
-    for base in (_CGROUP_ROOT + "".join("/" + p for p in parts), _CGROUP_ROOT):
+    for base in (_CGROUP_ROOT + path.rstrip("/"), _CGROUP_ROOT):
         if _read_int(f"{base}/memory.current") is None:
             continue
         out, here = [], base
@@ -156,8 +155,8 @@ def check_jobs(key: str, value: object) -> int:
     note = f" (the cores this process may use: {cores}; more processes than cores only share them)"
     jobs = int(check_number(key, value, 1, cores, integer=True, note=note))
     mb = available_memory_mb()
-    if mb is not None and jobs > max(1, int(mb // WORKER_MEMORY_MB)):
-        fits = int(mb // WORKER_MEMORY_MB)
+    fits = None if mb is None else int(mb // WORKER_MEMORY_MB)
+    if fits is not None and jobs > max(1, fits):
         holds = f"holds {fits} worker(s)" if fits else "holds not one worker"
         raise ConfigError(
             f"{key}={jobs}: the memory available now ({mb:.0f} MB) {holds} of about {WORKER_MEMORY_MB} MB each: "

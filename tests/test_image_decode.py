@@ -131,7 +131,7 @@ def test_detect_refuses_a_damaged_jpeg_and_goes_on(tmp_path, capfd):
 
 
 def test_data_set_and_calibration_readers_refuse_it(tmp_path):
-    from scallop.calibration.intrinsics import load_image
+    from scallop.calibration.intrinsics import read_photo
     from scallop.models.dataset import DatasetError, _read_image
 
     bad = _damaged(_jpeg(_scene(720, 1280), cv2.IMWRITE_JPEG_QUALITY, 90))
@@ -140,7 +140,7 @@ def test_data_set_and_calibration_readers_refuse_it(tmp_path):
     with pytest.raises(DatasetError, match=r"x.jpg: JPEG data damaged \("):
         _read_image(p, cv2.IMREAD_COLOR)
     # A calibration photo damaged so is unreadable (its corners past the damage would be shifted).
-    assert load_image(p) is None
+    assert read_photo(p)[0] is None
 
 
 def test_zero_padding_before_the_end_marker_is_a_whole_picture():
@@ -278,7 +278,7 @@ def test_a_png_breaking_the_chunk_rules_under_right_checksums_is_refused_in_our_
 
 
 def test_every_reader_names_a_damaged_png_without_libpngs_words(tmp_path, capfd):
-    from scallop.calibration.intrinsics import load_image
+    from scallop.calibration.intrinsics import read_photo
     from scallop.models.dataset import DatasetError, _read_image
     from scallop.vision.camera import CorruptFrameError, read_fluorescence, read_image
 
@@ -296,7 +296,7 @@ def test_every_reader_names_a_damaged_png_without_libpngs_words(tmp_path, capfd)
         name = "x.uv.png" if uv else "x.png"
         with pytest.raises(DatasetError, match=rf"{name}: PNG data damaged \("):
             _read_image(tmp_path / name, flags, uv=uv)
-    assert load_image(tmp_path / "x.png") is None
+    assert read_photo(tmp_path / "x.png")[0] is None
     assert main(["detect", "--mm-per-px", "0.5", str(tmp_path / "x.png")]) == 1
     err = capfd.readouterr().err
     assert "x.png: PNG data damaged (chunk IDAT" in err and "libpng" not in err

@@ -129,12 +129,10 @@ def evaluate(
     else:
         cfg = config or PipelineConfig(threads=threads)
         pipe = Pipeline(str(model) if model else None, cfg)
-    # A source is a path, or (name, count, loaders or samples) already opened (the held-out
-    # part of a set: its loaders, so that every unreadable image of it is named too).
+    # A source is a path, or (name, count, loaders) already opened (the held-out part of a set,
+    # :func:`labelled_loaders` of it: every unreadable image of it is named too).
     opened = [
-        (Path(s[0]), s[1], (x if callable(x) else partial(_given, x) for x in s[2]))
-        if isinstance(s, tuple)
-        else (Path(s), *labelled_loaders(s, mm_per_px))
+        (Path(s[0]), s[1], s[2]) if isinstance(s, tuple) else (Path(s), *labelled_loaders(s, mm_per_px))
         for s in sources
     ]
     total_n = sum(n for _, n, _ in opened)
@@ -190,10 +188,6 @@ def evaluate(
         summary["per_gonad"] = {k: _per_scallop(v) for k, v in sorted(by_gonad.items())}
     ranked = [(c, f, w, j) for c, _, f, w, j in sorted(worst, key=lambda x: (-x[0], x[1]))]
     return Evaluation(summary, ranked, total.failures, pipe.model.info.path)
-
-
-def _given(sample: Sample) -> Sample:
-    return sample
 
 
 # Gonad kinds in the simulator's per-scallop facts (``gonad``).
