@@ -787,8 +787,9 @@ def register_fluorescence(
         )
     if overlap_share < OVERLAP_NOTE_BELOW:
         notes.append(
-            f"the fluorescence camera sees {100 * overlap_share:.0f} % of the colour frame: scallops outside "
-            "that part get no fluorescence channel"
+            f"the fluorescence camera sees {100 * overlap_share:.0f} % of the colour frame: scallops reaching "
+            "outside that part get no fluorescence channel, and a line reading it sends those it finds without a uro "
+            "to rework"
         )
     if not reg.exact_as_homography and plain_max > RESIDUAL_MAX_LIMITS[0]:
         notes.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -121,3 +122,45 @@ def test_bench_hard_scores_every_condition_at_each_scale_error(tmp_path, capsys)
     assert len(res["load_avg_1min"]) == 2 and all(math.isfinite(x) for x in res["load_avg_1min"])
     labels = json.loads(next((tmp_path / "sets" / "0.50mm" / "all" / "labels").glob("*.json")).read_text())
     assert labels["conditions"] == [f"hard:{c}" for c in HARD_CONDITIONS] and abs(labels["mm_per_px"] - 0.5) < 0.05
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--unseen", "1.5"], r"--unseen=1\.5"),
+        (["--unseen", "nan"], r"--unseen"),
+        # A colour-only model has no channel to lose.
+        (["--unseen", "0.5", "--fluorescence"], r"--unseen 0\.5: the model does not read the fluorescence channel"),
+    ],
+)
+def test_unseen_is_checked(tmp_path, capsys, extra, words):
+    args = ["bench", "hard", "--frames", "1", "--scales", "0.5", "--scale-errors", "1", "--workers", "1"]
+    assert main([*args, "--data", str(tmp_path / "sets"), "--out", str(tmp_path / "h.json"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert re.search(words, err), err
+    assert not (tmp_path / "sets").exists()  # refused before rendering anything
+
+
+def test_a_fluorescence_camera_blind_to_the_frame_sends_no_uro_to_rework_not_on(tmp_path):
+    """Scored as a line whose second camera sees none of the frame: no scallop found is passed
+    on as clean (outside_channel instead), so none with a uro is let go as "no uro"."""
+    from scallop.app.evaluation import evaluate
+    from scallop.models.runtime import default_uv_model_path
+    from scallop.vision.pipeline import Pipeline, PipelineConfig
+
+    args = ["bench", "hard", "--frames", "2", "--scales", "0.5", "--scale-errors", "1", "--workers", "1"]
+    uv = ["--model", str(default_uv_model_path()), "--fluorescence", "--data", str(tmp_path / "sets")]
+    assert main([*args, *uv, "--unseen", "1", "--out", str(tmp_path / "h.json"), "--json"]) == 0
+    res = json.loads((tmp_path / "h.json").read_text())
+    assert res["unseen_share"] == 1.0 and res["channels"] == ["bgr", "uv"]
+    pipe = Pipeline(str(default_uv_model_path()), PipelineConfig(threads=1))
+    sets = sorted(p for p in (tmp_path / "sets" / "0.50mm").iterdir() if p.is_dir())
+    seen = evaluate(pipe, sets, keep_worst=0).summary
+    blind = evaluate(pipe, sets, keep_worst=0, unseen_share=1.0).summary
+    a, b = seen["counts"], blind["counts"]
+    # Measured: 8 scallops without a uro, 1 of them to rework with the channel, all 8 blind.
+    assert a["without_uro"] == b["without_uro"] == b["no_uro_to_rework"] > a["no_uro_to_rework"]
+    assert b["uro_passed"] == 0 and b["no_uro_grasped"] == 0
+    # The bench's cell is the same scoring.
+    cell = res["per_scale"]["0.5"]["1x"]
+    assert cell["no_uro_to_rework"] == 1.0 and cell["uro_passed"] == 0.0

@@ -50,6 +50,13 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
     )
 
 
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """Pixels within one of the border between True and False in ``mask``."""
+    m = mask.view(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    return (cv2.dilate(m, k) != cv2.erode(m, k)).view(bool)
+
+
 @pytest.mark.parametrize(
     ("setup", "camera", "tol"),
     [
@@ -71,9 +78,15 @@ def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol
     for _ in range(4):
         for _ in range(3):  # a second apart: scallops in view
             frame = cam.read()
-        uv = ch.pair(frame)
+        got = ch.pair(frame)
         truth = frame.extra["fluorescence"]
-        assert uv is not None and uv.shape == frame.image.shape[:2] and uv.dtype == np.uint8
+        assert got is not None
+        uv = got.image
+        assert uv.shape == frame.image.shape[:2] and uv.dtype == np.uint8
+        # What the line takes for seen is what the simulated exposure covered (to its edge pixel).
+        seen = np.ones(uv.shape, bool) if got.seen is None else got.seen
+        off = seen != truth.coverage
+        assert not (off & ~_edge(truth.coverage)).any()
         # Inside the part both saw, a pixel or so from its edge.
         inner = truth.coverage.copy()
         inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False
@@ -204,9 +217,9 @@ def test_a_second_cameras_frame_without_a_count_is_moved_by_the_belt_speed_over_
     fr = frame.extra["fluorescence"]
     # The same stamp: no travel between the two exposures.
     frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp, None)
-    uv = ch.pair(frame)
-    assert uv is not None and ch.last_dt_ms == pytest.approx(0.0) and ch.last_shift_mm == 0.0
-    assert np.array_equal(uv, fr.registered)
+    got = ch.pair(frame)
+    assert got is not None and ch.last_dt_ms == pytest.approx(0.0) and ch.last_shift_mm == 0.0
+    assert np.array_equal(got.image, fr.registered)
     frame = cam.read()
     fr = frame.extra["fluorescence"]
     frame.extra["fluorescence"] = ChannelExposure(fr.image, fr.timestamp + 0.0015, None)

@@ -140,9 +140,9 @@ class SlowPipeline:
         self.go = threading.Event()
         self.calls = 0
 
-    def detect(self, image, mm_per_px=None, uv=None):
+    def detect(self, image, mm_per_px=None, uv=None, uv_seen=None):
         self.calls += 1
-        self.uv = uv
+        self.uv, self.uv_seen = uv, uv_seen
         self.go.wait(5.0)
         return self.result
 
@@ -163,10 +163,11 @@ def test_the_shadow_never_waits_it_skips_frames_while_busy_and_out_of_its_share(
         sh.share = 0.25
         taken = sum(sh.offer(frame, d, 0.5) and sh.wait_idle() for _ in range(8))
         assert taken == 2 and sh.figures()["skipped_sample"] == 6
-        # The fluorescence image the live model read reaches the candidate with its frame.
+        # The fluorescence image the live model read reaches the candidate with its frame, and
+        # so does the part of the frame it covers.
         sh.share = 1.0
-        uv = np.zeros((4, 4), np.uint8)
-        assert sh.offer(frame, d, 0.5, uv) and sh.wait_idle() and pipe.uv is uv
+        uv, seen = np.zeros((4, 4), np.uint8), np.ones((4, 4), bool)
+        assert sh.offer(frame, d, 0.5, uv, seen) and sh.wait_idle() and pipe.uv is uv and pipe.uv_seen is seen
         # A candidate that reads the channel skips a frame without it (never a failure).
         pipe.takes_uv = True
         assert not sh.offer(frame, d, 0.5) and sh.figures()["skipped_no_channel"] == 1

@@ -610,3 +610,46 @@ def test_the_fault_log_reads_in_the_reports_language_and_unreached_faults_say_so
     assert "<li>2 s: faults[0] something new</li>" in render_html(_summary(fault_log=other), "en")
     # A summary written before the log had its words (no "action") still renders, in the log's own.
     assert "<li>40 s: faults[0] arm1 server down</li>" in render_html(_summary(), "en")
+
+
+@pytest.mark.timeout(300)
+def test_scallops_riding_where_a_second_camera_does_not_see_go_to_rework_never_on_as_clean(tmp_path):
+    """A second camera that misses a band of the belt along its length: the scallops riding
+    there are never seen by it, and the four-channel model, given no glow there, can call a
+    scallop with a uro clean. Those it finds without a uro are diverted as outside_channel;
+    the rest are decided as usual, and the channel is not taken for dark for want of glow
+    where it cannot see."""
+    sc = load_scenario("fluorescence")
+    line = dict(sc.line)
+    # 768 x 576 mm seen, shifted 250 mm across the belt: of the colour view's 360 mm, a band of
+    # 142 mm along one edge is not seen (61 % of the frame is).
+    line["sim"] = line["sim"] | {
+        "product": line["sim"]["product"] | {"no_uro_share": 0.3},
+        "fluorescence": {
+            "setup": "second_camera",
+            "exposure_ratio": 2.5,
+            "noise_sigma": 4.0,
+            "width": 1280,
+            "height": 960,
+            "mm_per_px": 0.6,
+            "center_x_mm": 0.0,
+            "center_y_mm": 250.0,
+        },
+    }
+    line["camera"] = line["camera"] | {
+        "fluorescence": {
+            "setup": "second_camera",
+            "source": "sim",
+            "max_pair_ms": 2.0,
+            "alarm_after": 5,
+            "register_height_mm": 0.0,
+        }
+    }
+    sc = dataclasses.replace(sc, line=line, spec=dataclasses.replace(sc.spec, compare_without_channel=False))
+    s = run_scenario(sc, tmp_path, scallops=80)
+    assert_accounted(s)
+    ch = s["channel"]
+    assert ch["setup"] == "second_camera" and not ch["dark"] and not ch["lost"]
+    out = s["outcomes"]
+    assert out.get("skipped:outside_channel", 0) >= 5
+    assert s["uro_escaped"] == 0

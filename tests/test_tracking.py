@@ -86,6 +86,11 @@ def test_best_view_prefers_pickable_and_confident_then_central():
         (["too_close", "no_uro"], "too_close"),
         # Among the views that saw one, the most common reason.
         (["ambiguous", "too_close", "too_close", "no_uro"], "too_close"),
+        # "No uro" where the fluorescence camera did not see speaks only when no view saw more:
+        # one it saw whole decides (passed on as clean only when it says so).
+        (["outside_channel", "no_uro", "outside_channel"], "no_uro"),
+        (["outside_channel", "hidden_uro"], "hidden_uro"),
+        (["outside_channel", "outside_channel"], "outside_channel"),
     ],
 )
 def test_no_pickable_view_gives_the_agreed_reason_and_no_uro_only_when_every_view_says_it(reasons, agreed):

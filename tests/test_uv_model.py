@@ -7,6 +7,7 @@ that the channel reaches the network, not that it finds uros."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -395,3 +396,51 @@ def test_the_shipped_four_channel_model_finds_uros_seen_only_in_fluorescence(tmp
     assert main(["detect", "--mm-per-px", "0.5", "--json", str(tmp_path / "x.png")]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["channels"] == ["bgr"] and all(r["uro"] is None for r in rec["scallops"])
+
+
+def test_no_uro_where_the_fluorescence_camera_did_not_see_is_outside_channel_never_clean(tmp_path):
+    """The channel registered onto the colour frame is 0 where the fluorescence camera did not
+    see. A scallop found without a uro that reaches there is ``outside_channel`` (diverted),
+    never ``no_uro`` (passed on as clean); every other verdict, and every scallop the camera
+    saw whole, is as without the mask. A colour-only model ignores the mask."""
+    from scallop.models.runtime import default_uv_model_path
+    from scallop.vision.detections import REASON_NO_URO, REASON_OUTSIDE_CHANNEL
+
+    root = tmp_path / "set"
+    product = {"no_uro_share": 0.5, "hidden_uro_share": 0.0}
+    settings = DatasetSettings(
+        resolutions=[(640, 480)], mm_per_px=(0.5, 0.5), scallops=(5, 7), fluorescence=True, touch_share=0.0
+    )
+    settings.product = dataclasses.replace(settings.product, **product)
+    write_dataset(root, 4, seed=41, settings=settings)
+    four = Pipeline(str(default_uv_model_path()), PipelineConfig(threads=1))
+    colour = Pipeline(None, PipelineConfig(threads=1))
+    kinds = {"outside": 0, "reaching_other": 0, "seen_whole": 0}
+    for s in load_dataset(root):
+        h, w = s.uv.shape
+        seen = np.ones((h, w), bool)
+        seen[:, : w // 2] = False  # the left half unseen: registration left 0 there
+        uv = np.where(seen, s.uv, 0).astype(np.uint8)
+        plain = four.detect(s.image, mm_per_px=s.mm_per_px, uv=uv)
+        masked = four.detect(s.image, mm_per_px=s.mm_per_px, uv=uv, uv_seen=seen)
+        assert len(plain) == len(masked)  # the finder reads colour only: the same scallops
+        for i in range(len(plain)):
+            reaches = bool((plain.contours[i][:, 0] < w // 2).any())
+            if reaches and not plain.cut_by_border[i] and plain.reason[i] == REASON_NO_URO:
+                assert masked.reason[i] == REASON_OUTSIDE_CHANNEL and not masked.pickable[i]
+                kinds["outside"] += 1
+            else:
+                assert masked.reason[i] == plain.reason[i] and masked.pickable[i] == plain.pickable[i]
+                np.testing.assert_array_equal(masked.grasp_px[i], plain.grasp_px[i])
+                kinds["reaching_other" if reaches else "seen_whole"] += 1
+        # Seen everywhere: nothing changes.
+        every = four.detect(s.image, mm_per_px=s.mm_per_px, uv=s.uv, uv_seen=np.ones((h, w), bool))
+        assert list(every.reason) == list(four.detect(s.image, mm_per_px=s.mm_per_px, uv=s.uv).reason)
+        c = colour.detect(s.image, mm_per_px=s.mm_per_px, uv=uv, uv_seen=seen)
+        assert REASON_OUTSIDE_CHANNEL not in set(c.reason)
+    print(kinds)
+    assert kinds["outside"] >= 3 and kinds["reaching_other"] >= 1 and kinds["seen_whole"] >= 3, kinds
+    with pytest.raises(ValueError, match=r"fluorescence camera's view as \(H, W\) bool"):
+        four.detect(s.image, mm_per_px=s.mm_per_px, uv=s.uv, uv_seen=seen.astype(np.uint8))
+    with pytest.raises(ValueError, match=r"fluorescence camera's view as \(H, W\) bool"):
+        four.detect(s.image, mm_per_px=s.mm_per_px, uv=s.uv, uv_seen=seen[:10])

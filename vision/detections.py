@@ -23,6 +23,9 @@ class VisionReason(StrEnum):
     CUT_BY_BORDER = "cut_by_border"  # partly outside the image: its grasp would be a guess
     TOO_CLOSE = "too_close"  # a touching neighbour lies where the jaws would close
     AMBIGUOUS = "ambiguous"  # a uro, but no grasp far enough from the adductor
+    # No uro found, but partly or wholly where the fluorescence camera does not see, by a model
+    # that reads the channel: with no glow to go by, "no uro" cannot be told, so it goes to rework.
+    OUTSIDE_CHANNEL = "outside_channel"
 
 
 REASON_NO_URO = VisionReason.NO_URO.value
@@ -30,6 +33,7 @@ REASON_HIDDEN_URO = VisionReason.HIDDEN_URO.value
 REASON_CUT = VisionReason.CUT_BY_BORDER.value
 REASON_TOO_CLOSE = VisionReason.TOO_CLOSE.value
 REASON_AMBIGUOUS = VisionReason.AMBIGUOUS.value
+REASON_OUTSIDE_CHANNEL = VisionReason.OUTSIDE_CHANNEL.value
 REASONS = tuple(r.value for r in VisionReason)
 
 

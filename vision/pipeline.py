@@ -30,6 +30,7 @@ from scallop.vision.detections import (
     REASON_CUT,
     REASON_HIDDEN_URO,
     REASON_NO_URO,
+    REASON_OUTSIDE_CHANNEL,
     REASON_TOO_CLOSE,
     Detections,
 )
@@ -139,6 +140,31 @@ def _second_blob_px(mask: np.ndarray) -> int:
     of the 330 outlines holding two scallops had one of 60 mm² or more (8 of their 10 pickable)."""
     n, _, stats, _ = _blobs(mask)  # its blob areas are exact whatever the mask's box
     return int(np.sort(stats[1:n, cv2.CC_STAT_AREA])[-2]) if n > 2 else 0
+
+
+def _outside_channel(rows: list[dict], seen: np.ndarray) -> None:
+    """Rows of whole scallops found without a uro whose outline reaches pixels the
+    fluorescence camera did not see become ``outside_channel``: a model reading the channel
+    was given 0 there, no glow, so its "no uro" cannot be trusted. Its other verdicts stand:
+    with the channel zeroed on the hard sets the shipped four-channel model picked no scallop
+    without a uro and brought no jaws near an adductor, but let up to 5.4 % of uros go as
+    "no uro" (2.7 % with the channel). Rows cut by the border keep their reason, which decides
+    nothing while a whole view exists. The outline's box is looked at first: in the usual frame
+    the camera saw all of it."""
+    H, W = seen.shape
+    for r in rows:
+        if r["cut"] or r["reason"] != REASON_NO_URO:
+            continue
+        x0, y0, x1, y1 = r["xyxy"]
+        x0, y0 = max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0)
+        x1, y1 = min(int(np.ceil(x1)), W), min(int(np.ceil(y1)), H)
+        box = seen[y0:y1, x0:x1]
+        if box.all():
+            continue
+        inside = np.zeros(box.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(r["contour"] - (x0, y0)).astype(np.int32)], 1)
+        if (inside.view(bool) & ~box).any():
+            r["reason"] = REASON_OUTSIDE_CHANNEL
 
 
 class Pipeline:
@@ -396,6 +422,7 @@ class Pipeline:
         to_belt: Callable[[np.ndarray], np.ndarray] | None = None,
         outlines: bool = False,
         uv: np.ndarray | None = None,
+        uv_seen: np.ndarray | None = None,
     ) -> Detections:
         """Find scallops and uros in a BGR frame.
 
@@ -405,7 +432,10 @@ class Pipeline:
         pre-annotations of a labelling export, not needed on the line). ``uv``: the frame's
         fluorescence image, (H, W) uint8 registered to ``image``'s pixels; a model that takes
         the channel needs it (:class:`~scallop.models.runtime.MissingChannelError` without
-        it), a colour-only model ignores it.
+        it), a colour-only model ignores it. ``uv_seen``: (H, W) bool, the pixels the
+        fluorescence camera saw (None: all of them); for a model that reads the channel, a
+        whole scallop reaching where it saw nothing is ``outside_channel``, never ``no_uro``
+        (its uro could lie where nothing could glow); its other verdicts stand.
         """
         if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {getattr(image, 'shape', None)}")
@@ -418,6 +448,13 @@ class Pipeline:
                     f"expected the fluorescence image as (H, W) uint8 on the colour image's {image.shape[1]}x"
                     f"{image.shape[0]} pixels, got {getattr(uv, 'shape', None)} {getattr(uv, 'dtype', None)}"
                 )
+            if uv_seen is not None and (uv_seen.shape != uv.shape or uv_seen.dtype != bool):
+                raise ValueError(
+                    f"expected the fluorescence camera's view as (H, W) bool on the colour image's pixels, got "
+                    f"{getattr(uv_seen, 'shape', None)} {getattr(uv_seen, 'dtype', None)}"
+                )
+        else:
+            uv_seen = None  # a colour-only model does not go by the channel
         clock = time.perf_counter
         t0 = clock()
         tm = self.timings = {}
@@ -479,6 +516,8 @@ class Pipeline:
         t5 = clock()
         tm["parts_ms"] = (t5 - t4) * 1e3
         rows = self._rows(logits, ks, confs, origins, step, s, lab_pad, (W, H), outlines)
+        if uv_seen is not None:
+            _outside_channel(rows, uv_seen)
         tm["post_ms"] = (clock() - t5) * 1e3
         if not rows:
             return self._empty(to_belt)

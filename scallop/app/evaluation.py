@@ -116,11 +116,14 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     config=None,
     scale_error: float = 1.0,
+    unseen_share: float = 0.0,
 ) -> Evaluation:
     """Score ``model`` (a path, None for the shipped model, or a ready Pipeline) on every image
     of ``sources``. ``config``: the pipeline's thresholds (the line's [vision] table).
     ``scale_error``: the model is told each image's scale times this (a drifted calibration);
-    the scoring keeps the true scale."""
+    the scoring keeps the true scale. ``unseen_share``: the share of each frame's width, from
+    its left edge, that the fluorescence camera is taken not to see: the channel is 0 there, as
+    the line registers it, and the detector is told (``detect(uv_seen=)``)."""
     from scallop.vision.evaluate import Tally, score_frame
     from scallop.vision.pipeline import Pipeline, PipelineConfig
 
@@ -153,7 +156,14 @@ def evaluate(
                 if progress:
                     progress(done, total_n)
                 continue
-            dets = pipe.detect(s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0, uv=s.uv)
+            uv, seen = s.uv, None
+            if unseen_share > 0 and uv is not None:
+                seen = np.ones(uv.shape, bool)
+                seen[:, : int(round(unseen_share * uv.shape[1]))] = False
+                uv = np.where(seen, uv, 0).astype(np.uint8)
+            dets = pipe.detect(
+                s.image, mm_per_px=s.mm_per_px * scale_error, outlines=keep_worst > 0, uv=uv, uv_seen=seen
+            )
             frame = f"{src.name}/{s.name}"
             t = score_frame(dets, s.parts, s.instances, s.scallops, s.mm_per_px, frame=frame)
             total.add(t)

@@ -120,10 +120,11 @@ class Shadow:
         self._thread.start()
 
     # ------------------------------------------------------------------ the frame loop's side
-    def offer(self, frame, live_dets, mm_per_px: float, uv=None) -> bool:
+    def offer(self, frame, live_dets, mm_per_px: float, uv=None, uv_seen=None) -> bool:
         """Hand the frame over if it is its turn and the shadow is idle (never waits). ``uv``:
         the registered fluorescence image the live model read, for a candidate that reads it
-        too (a colour-only one ignores it; one that needs it skips a frame without it)."""
+        too (a colour-only one ignores it; one that needs it skips a frame without it), and
+        ``uv_seen`` the pixels it covers."""
         if uv is None and getattr(self.pipeline, "takes_uv", False):
             self._count(skipped_no_channel=1)
             return False
@@ -136,7 +137,7 @@ class Shadow:
             if self._busy or self._job is not None:
                 self._count(skipped_busy=1)
                 return False
-            self._job = (frame, live_dets, mm_per_px, uv)
+            self._job = (frame, live_dets, mm_per_px, uv, uv_seen)
             self._cond.notify()
         return True
 
@@ -225,9 +226,9 @@ class Shadow:
             if self.cpu_share < 1:
                 self._sleep(took * (1.0 / self.cpu_share - 1.0))
 
-    def _compare(self, frame, live_dets, mm_per_px: float, uv=None) -> None:
+    def _compare(self, frame, live_dets, mm_per_px: float, uv=None, uv_seen=None) -> None:
         t0 = time.perf_counter()
-        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px, uv=uv)
+        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px, uv=uv, uv_seen=uv_seen)
         self.ms.append((time.perf_counter() - t0) * 1e3)
         a = compare(live_dets, cand, mm_per_px)
         self._count(

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scallop.app.line.states import LineReason
-from scallop.vision.detections import REASON_AMBIGUOUS, REASON_CUT, REASON_NO_URO, Detections
+from scallop.vision.detections import (
+    REASON_AMBIGUOUS,
+    REASON_CUT,
+    REASON_NO_URO,
+    REASON_OUTSIDE_CHANNEL,
+    Detections,
+)
 
 # The tracker's own skip reason: the one pickable view is contradicted by the others.
 REASON_VIEWS_DISAGREE = LineReason.VIEWS_DISAGREE.value
@@ -95,12 +101,16 @@ class Track:
     def best_view(self) -> View:
         """The pickable view with the most confident uro, nearest the image centre; when no
         view is pickable, the one whose reason the whole views agree on most (a cut view
-        only speaks when the scallop was never seen whole), where ``no_uro`` counts only when
+        only speaks when the scallop was never seen whole, one partly outside the fluorescence
+        camera's view only when no other was wholly inside), where ``no_uro`` counts only when
         every one of them says it."""
         pickable = [v for v in self.views if v.pickable]
         if pickable:
             return max(pickable, key=lambda v: v.confidence - 0.2 * v.centrality)
         pool = [v for v in self.views if not v.cut] or self.views
+        # "No uro" where the fluorescence camera did not see (outside_channel) speaks only when
+        # no other view does: one it saw whole says more than any number it saw in part.
+        pool = [v for v in pool if v.reason != REASON_OUTSIDE_CHANNEL] or pool
         reasons = [v.reason for v in pool]
         if any(r != REASON_NO_URO for r in reasons):
             # One view that saw a uro, or a glimpse of one, outvotes any number that saw none:

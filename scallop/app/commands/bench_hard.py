@@ -73,6 +73,14 @@ def register(sub) -> None:
         help="render the sets with the fluorescence channel (the colour frames are the same): needed by a "
         "four-channel model, ignored by a colour-only one, so both can be scored on the same sets",
     )
+    p.add_argument(
+        "--unseen",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --fluorescence and a four-channel model: the share of each frame's width (from the left) the "
+        "fluorescence camera does not see, its channel 0 there as the line registers it (default 0; 1: none of it)",
+    )
     p.add_argument("--data", metavar="DIR", help="keep the rendered sets here (reused when present)")
     p.add_argument("--workers", type=int, default=2, help="processes rendering the sets (default 2)")
     p.add_argument("--out", default="bench/hard.json", help="where the figures are written")
@@ -251,7 +259,7 @@ def misses(figures: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from scallop.errors import check_seed
+    from scallop.errors import ConfigError, check_range, check_seed
 
     check_seed("--seed", args.seed)  # numpy's seeding refuses a negative one
     import tempfile
@@ -267,18 +275,22 @@ def run(args) -> int:
     load_before = os.getloadavg()[0]
     tmp = None if args.data else tempfile.TemporaryDirectory(prefix="scallop-hard-")
     root = Path(args.data or tmp.name)
+    check_range("--unseen", args.unseen, 0.0, 1.0)
     pipe = Pipeline(args.model, cfg)
     if pipe.takes_uv and not args.fluorescence:
-        from scallop.errors import ConfigError
-
         raise ConfigError("the model reads the fluorescence channel: add --fluorescence (sets rendered with it)")
+    if args.unseen and not pipe.takes_uv:
+        raise ConfigError(f"--unseen {args.unseen:g}: the model does not read the fluorescence channel")
     sets = hard_sets(root, scales, args.frames, args.seed, args.workers, args.fluorescence)
     per_scale: dict = {}
     missed: list[str] = []
     for mm, dirs in sets.items():
         row = per_scale[f"{mm:g}"] = {}
         for err in errors:
-            sums = {d.name: evaluate(pipe, [d], keep_worst=0, scale_error=err).summary for d in dirs}
+            sums = {
+                d.name: evaluate(pipe, [d], keep_worst=0, scale_error=err, unseen_share=args.unseen).summary
+                for d in dirs
+            }
             by_set = {k: cell(v) for k, v in sums.items()}
             fig = pooled(list(by_set.values())) | {"per_condition": by_set, "per_gonad": per_gonad(sums.values())}
             row[f"{err:g}x"] = fig
@@ -304,11 +316,13 @@ def run(args) -> int:
         "model": args.model or f"shipped ({Path(pipe.model.info.path).name})",
         "channels": ["bgr", "uv"] if pipe.takes_uv else ["bgr"],
         "fluorescence_sets": args.fluorescence,
+        "unseen_share": args.unseen,
         "seconds": round(time.time() - t0, 1),
         "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if not write_figures(res, args.out, args.json):
-        print(f"hard scenes, {args.frames} frames per set, scales {', '.join(f'{s:g}' for s in scales)} mm/px:")
+        unseen = f", the fluorescence camera blind over {100 * args.unseen:g} % of each frame" if args.unseen else ""
+        print(f"hard scenes, {args.frames} frames per set, scales {', '.join(f'{s:g}' for s in scales)} mm/px{unseen}:")
         print(
             f"  {'mm/px':>5} {'scale':>5} {'recall':>8} {'uro ok':>8} {'>= jaws':>8} {'small':>7}"
             f" {'picked':>8} {'div. add.':>9} {'no-uro picked':>14} {'pickable':>8} {'near add.':>9}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -52,6 +53,20 @@ MAX_MAPS = 8  # registration maps kept (about 7 MB each at 1280×720)
 # A partner's count may differ from what the belt's speed says by this much plus the travel itself
 # (standing still to twice the speed): only a count no belt could give is refused.
 COUNT_SLACK_MM = 3.0
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A colour frame's fluorescence image, registered.
+
+    image: (H, W) uint8 on the colour frame's pixels, 0 where the fluorescence camera saw
+           nothing.
+    seen:  (H, W) bool, the colour pixels it saw; None when it saw all of them. Scallops
+           reaching outside it are ``outside_channel`` (``Pipeline.detect(uv_seen=)``).
+    """
+
+    image: np.ndarray
+    seen: np.ndarray | None = None
 
 
 class FluorescenceInput:
@@ -101,14 +116,14 @@ class FluorescenceInput:
         self.last_scallops: int | None = None  # whole scallops in the last analysed frame
         self.dark = False
         self._last_colour: tuple[float, int] | None = None  # (time, belt count) of the last frame
-        self._maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self._maps: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         self._latest: np.ndarray | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ per frame
-    def pair(self, frame: Frame) -> np.ndarray | None:
-        """The frame's fluorescence image on its pixels ((H, W) uint8), or None when it has no
-        good partner (counted and alarmed)."""
+    def pair(self, frame: Frame) -> Registered | None:
+        """The frame's fluorescence image on its pixels, or None when it has no good partner
+        (counted and alarmed)."""
         exp = frame.extra.get("fluorescence")
         if exp is None:
             return self._drop("missing", str(frame.extra.get("fluorescence_missing") or "no fluorescence exposure"))
@@ -159,7 +174,7 @@ class FluorescenceInput:
                 f"frame {frame.index}: fluorescence image {image.shape[1]}x{image.shape[0]}, {where} "
                 f"{want[0]}x{want[1]}",
             )
-        mx, my = self._registration(shift)
+        mx, my, seen = self._registration(shift, want)
         uv = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         glow = glow_level(uv)
         with self._lock:
@@ -171,7 +186,7 @@ class FluorescenceInput:
             self._latest = uv
         if not self.dark:
             self.alarms.clear(ALARM)
-        return uv
+        return Registered(uv, seen)
 
     def _belt_speed(self, frame: Frame) -> float | None:
         """Belt speed (mm/s, along +x) from this colour frame's count and the last one's."""
@@ -234,7 +249,13 @@ class FluorescenceInput:
         """Pairs have stopped coming (``alarm_after`` dropped in a row), or the channel is dark."""
         return self.in_a_row >= self.alarm_after or self.dark
 
-    def _registration(self, shift_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    def _registration(
+        self, shift_mm: float, fluo_wh: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The remap maps for a belt travel of ``shift_mm`` between the two exposures, and the
+        colour pixels whose sample lies on the fluorescence image (``fluo_wh``): None when all
+        do. A second camera aimed a little elsewhere, or the strip the belt brought in between
+        alternate frames, is not seen."""
         key = round(shift_mm / SHIFT_STEP_MM) * SHIFT_STEP_MM
         hit = self._maps.get(key)
         if hit is None:
@@ -254,7 +275,10 @@ class FluorescenceInput:
 
             if len(self._maps) >= MAX_MAPS:  # a belt changing speed: a new shift per frame
                 self._maps.pop(next(iter(self._maps)))
-            hit = self._maps[key] = interpolated_maps(cam.image_size, colour_to_fluo)
+            mx, my = interpolated_maps(cam.image_size, colour_to_fluo)
+            fw, fh = fluo_wh
+            seen = (mx >= 0) & (mx <= fw - 1) & (my >= 0) & (my <= fh - 1)
+            hit = self._maps[key] = (mx, my, None if seen.all() else seen)
         return hit
 
     # ------------------------------------------------------------------ the screen

@@ -56,7 +56,7 @@ from scallop.app.tracking import Tracker
 from scallop.errors import StateError
 from scallop.robot.belt import ConveyorTracker
 from scallop.vision.camera import Frame
-from scallop.vision.detections import Detections
+from scallop.vision.detections import REASON_OUTSIDE_CHANNEL, Detections
 from scallop.vision.pipeline import Pipeline
 
 log = logging.getLogger("scallop.line")
@@ -228,12 +228,15 @@ class Line:
         jitter = frame.extra.get("stamp_jitter_s")
         if jitter is not None:
             self.stats.timing("stamp_jitter", jitter * 1e3)
-        uv = self.channel.pair(frame) if self.channel is not None else None
-        if uv is None and self.needs_channel:
+        paired = self.channel.pair(frame) if self.channel is not None else None
+        if paired is None and self.needs_channel:
             self.frames_without_channel += 1  # skipped, never analysed with a stand-in (channel.py)
             return
+        uv, seen = (paired.image, paired.seen) if paired is not None else (None, None)
         try:
-            dets = self.pipeline.detect(frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt, uv=uv)
+            dets = self.pipeline.detect(
+                frame.image, mm_per_px=self._scale, to_belt=cam.pixel_to_belt, uv=uv, uv_seen=seen
+            )
         except Exception as e:  # a bad frame must not kill the line
             self._frames_bad += 1
             self._vision_failures += 1
@@ -253,7 +256,9 @@ class Line:
         count = belt.counts(frame.encoder)
         whole = ~dets.cut_by_border if len(dets) else np.zeros(0, bool)
         if uv is not None:
-            self.channel.saw(int(whole.sum()))  # scallops in view and no glow: a dark channel
+            # Scallops in view and no glow: a dark channel. Only those the channel saw can glow.
+            outside = dets.reason == REASON_OUTSIDE_CHANNEL if len(dets) else whole
+            self.channel.saw(int((whole & ~outside).sum()))
         fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:
@@ -278,7 +283,7 @@ class Line:
             self.shift.check.saw(len(dets) + self.tracker.open_count())
         self.publisher.frame(frame.image, dets)
         # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
-        self.models.on_frame(frame, dets, self._scale, uv)
+        self.models.on_frame(frame, dets, self._scale, uv, seen)
 
     def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
         """Alarm an encoder the image contradicts (control lock held); when it starts, the open

@@ -178,13 +178,14 @@ class ModelLoop:
             )
 
     # ------------------------------------------------------------------ per frame
-    def on_frame(self, frame, dets, scale: float, uv=None) -> None:
-        """An analysed frame (``uv``: the registered fluorescence image the live model was
-        given with it): offered to the capture and the shadow candidate."""
+    def on_frame(self, frame, dets, scale: float, uv=None, uv_seen=None) -> None:
+        """An analysed frame (``uv``, ``uv_seen``: the registered fluorescence image the live
+        model was given with it, and the pixels it covers): offered to the capture and the
+        shadow candidate."""
         if self.capture is not None:
             self.capture.on_analysed(frame, dets, scale, uv=uv)
         if self.shadow is not None:
-            self.shadow.offer(frame, dets, scale, uv)
+            self.shadow.offer(frame, dets, scale, uv, uv_seen)
             if self.clock.now() >= self._shadow_row_at:
                 self._shadow_row()
 
