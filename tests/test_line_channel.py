@@ -9,7 +9,7 @@ import pytest
 
 from scallop.app.alarms import Alarms
 from scallop.app.config import FluorescenceSection, LineConfig, build
-from scallop.app.line.channel import ALARM, FluorescenceInput
+from scallop.app.line.channel import ALARM, SEEN_MARGIN_MM, FluorescenceInput
 from scallop.calibration.fluorescence import Registration
 from scallop.errors import ConfigError
 from scallop.robot.belt import Belt
@@ -50,13 +50,6 @@ def _input(world: SimWorld, alarms: Alarms, max_pair_ms: float = 30.0, alarm_aft
     )
 
 
-def _edge(mask: np.ndarray) -> np.ndarray:
-    """Pixels within one of the border between True and False in ``mask``."""
-    m = mask.view(np.uint8)
-    k = np.ones((3, 3), np.uint8)
-    return (cv2.dilate(m, k) != cv2.erode(m, k)).view(bool)
-
-
 @pytest.mark.parametrize(
     ("setup", "camera", "tol"),
     [
@@ -67,6 +60,8 @@ def _edge(mask: np.ndarray) -> np.ndarray:
         (SECOND, {}, 1.5),
         # Lens distortion: the registration undistorts, maps and distorts again, exactly.
         (SECOND, {"distortion": [-0.2, 0.05, 0.0, 0.0, 0.0], "tilt_deg": 8.0}, 1.5),
+        # Aimed 80 mm downstream: a band of the colour frame it does not see.
+        (SECOND | {"center_x_mm": 80.0}, {}, 1.5),
     ],
 )
 def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol):
@@ -83,10 +78,16 @@ def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol
         assert got is not None
         uv = got.image
         assert uv.shape == frame.image.shape[:2] and uv.dtype == np.uint8
-        # What the line takes for seen is what the simulated exposure covered (to its edge pixel).
+        # What the line takes for seen is what the simulated exposure covered, less a margin
+        # along the part it did not (parallax and blur): never more.
         seen = np.ones(uv.shape, bool) if got.seen is None else got.seen
-        off = seen != truth.coverage
-        assert not (off & ~_edge(truth.coverage)).any()
+        more = seen & ~truth.coverage
+        more[0], more[-1], more[:, 0], more[:, -1] = False, False, False, False  # -1e-6 px outside (rounding)
+        assert not more.any()
+        r = int(np.ceil(SEEN_MARGIN_MM / w.camera_model.mm_per_px_center())) + 1
+        inner = cv2.erode(truth.coverage.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).view(bool)
+        assert not (inner & ~seen).any()
+        assert (got.seen is None) == bool(truth.coverage.all())
         # Inside the part both saw, a pixel or so from its edge.
         inner = truth.coverage.copy()
         inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False
@@ -663,6 +664,42 @@ def test_a_dark_channel_is_caught_although_its_pairs_come(tmp_path, monkeypatch)
         line.close()
 
 
+def test_scallops_the_fluorescence_camera_did_not_see_do_not_make_the_channel_dark(tmp_path, monkeypatch):
+    """No glow where the camera does not see is no sign of a dark channel: scallops found
+    outside_channel are not counted by the dark check (30 s of them, no glow, no alarm)."""
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    orig = SimCamera.read
+
+    def read(self):
+        f = orig(self)
+        fl = f.extra.get("fluorescence")
+        if fl is not None:
+            fl.image = np.zeros_like(fl.image)
+        return f
+
+    monkeypatch.setattr(SimCamera, "read", read)
+    detect = line.pipeline.detect
+
+    def blind(*a, **k):  # as if the camera saw none of these scallops
+        d = detect(*a, **k)
+        whole = ~d.cut_by_border if len(d) else np.zeros(0, bool)
+        d.reason[whole] = "outside_channel"
+        d.pickable[whole] = False
+        return d
+
+    monkeypatch.setattr(line.pipeline, "detect", blind)
+    try:
+        line.start("t")
+        line.run_stepped(30.0)
+        assert line.frames > 40 and line.channel.last_scallops == 0
+        assert not line.channel.dark and not line.alarms.is_active(ALARM) and line.state == "running"
+        assert line.summary()["skipped_by_reason"].get("outside_channel", 0) > 5
+    finally:
+        line.close()
+
+
 @pytest.mark.parametrize(
     "value, words",
     [
@@ -720,3 +757,40 @@ def test_a_simulated_second_camera_with_a_calibration_file_needs_its_fluorescenc
     cfg.runtime.calibration = str(plain.save(tmp_path / "line.json"))
     with pytest.raises(CalibrationError, match="has no fluorescence calibration"):
         SimBackend(cfg).check()
+
+
+@pytest.mark.parametrize(("centre_y", "refused"), [(0.0, False), (250.0, True)])
+def test_a_finder_reading_the_channel_is_refused_where_the_second_camera_misses_part_of_the_view(centre_y, refused):
+    """A finder that reads the channel could leave a scallop unfound where the fluorescence
+    camera does not see: undecided, it would pass the gate unchecked. Refused at the start;
+    a finder on colour alone (the shipped four-channel model's), or alternate frames, is not."""
+    from types import SimpleNamespace
+
+    from scallop.app.backends import fluorescence_registration
+    from scallop.app.line.channel import check_finder_sees, open_channel
+
+    wide = SECOND | {"width": 1280, "height": 960, "mm_per_px": 0.6, "center_x_mm": 0.0, "center_y_mm": centre_y}
+    w = _world(wide, width=1280, height=720)
+    section = FluorescenceSection(
+        setup="second_camera", source="sim", alarm_after=5, max_pair_ms=2.0, register_height_mm=0.0
+    )
+    reg = fluorescence_registration(true_calibration(w.config, []), section)
+
+    def model(finder_uv: bool):
+        info = SimpleNamespace(finder=SimpleNamespace(takes_uv=finder_uv))
+        return SimpleNamespace(model=SimpleNamespace(info=info), takes_uv=True)
+
+    check_finder_sees(model(False), reg)
+    check_finder_sees(model(True), None)  # alternate frames
+    backend = SimpleNamespace(fluorescence_registration=reg, camera_model=w.camera_model, belt=Belt(10.0, 1))
+    if not refused:
+        check_finder_sees(model(True), reg)
+        assert open_channel(section, backend, model(True), Alarms()) is not None
+        return
+    with pytest.raises(
+        ValueError,
+        match=r"its finder reads the fluorescence channel, and the fluorescence camera sees 6\d\.\d % of the colour frame",
+    ):
+        check_finder_sees(model(True), reg)
+    with pytest.raises(ConfigError, match=r"^the live model: its finder reads the fluorescence channel"):
+        open_channel(section, backend, model(True), Alarms())

@@ -269,11 +269,18 @@ def test_a_frame_read_with_the_fluorescence_channel_is_kept_with_its_companion(t
     sure, unsure = dets([(10, 10, True, "", 10)]), dets([(10, 10, False, "hidden_uro", 10)])
     cap.on_analysed(frame(0), sure, 0.5, uv=uv)
     cap.on_analysed(frame(1), unsure, 0.5)  # a colour-only frame (the pair was dropped)
+    # The fluorescence camera saw three quarters of frame 2: its JSON says so, and a scallop
+    # found there without a uro makes it worth a labeller's look.
+    seen = np.ones((48, 64), bool)
+    seen[:, 48:] = False
+    cap.on_analysed(frame(2), dets([(10, 10, False, "outside_channel", 10)]), 0.5, uv=uv, uv_seen=seen)
     threading.Event().wait(0.1)
     session = cap.session
     _, frames, _ = read_capture(session)
-    (img0, meta0), (img1, meta1) = frames
+    (img0, meta0), (img1, meta1), (_, meta2) = frames
     assert meta0["fluorescence"] is True and meta1["fluorescence"] is False and meta1["why"] == ["hidden_uro"]
+    assert (meta0["fluorescence_seen_share"], meta1["fluorescence_seen_share"]) == (1.0, None)
+    assert meta2["fluorescence_seen_share"] == 0.75 and meta2["why"] == ["outside_channel"]
     assert np.array_equal(cv2.imread(str(companion_of(img0)), cv2.IMREAD_UNCHANGED), uv)
     assert companion_of(img1) is None
     assert cap.bytes == sum(p.stat().st_size for p in (session / "frames").iterdir())

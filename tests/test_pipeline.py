@@ -694,3 +694,43 @@ def test_second_blob_size():
     m[12, 12] = 1  # touching diagonally: one blob with the first (8-connected)
     m[13:16, 13:16] = 1
     assert _second_blob_px(m) == 25
+
+
+def test_outside_channel_looks_at_every_piece_of_the_mask_and_only_at_whole_no_uro_rows():
+    from scallop.vision.pipeline import _outside_channel
+
+    seen = np.ones((100, 200), bool)
+    seen[:, 150:] = False  # the fluorescence camera does not see x >= 150
+
+    def sq(x0, y0, x1, y1):
+        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float)
+
+    def row(pieces, reason="no_uro", cut=False):
+        allx = np.concatenate(pieces)
+        r = {"cut": cut, "reason": reason, "contour": pieces[0]}
+        r["xyxy"] = (allx[:, 0].min() - 0.5, allx[:, 1].min() - 0.5, allx[:, 0].max() + 0.5, allx[:, 1].max() + 0.5)
+        if len(pieces) > 1:
+            r["pieces"] = pieces
+        return r
+
+    rows = [
+        row([sq(10, 10, 60, 60)]),  # seen whole
+        row([sq(10, 10, 60, 60), sq(148, 10, 152, 14)]),  # a small piece reaches the blind part
+        row([sq(100, 10, 160, 60)]),  # its outline reaches it
+        row([sq(100, 10, 160, 60)], reason="hidden_uro"),  # a verdict other than no uro stands
+        row([sq(100, 10, 160, 60)], reason=""),  # so does a pick
+        row([sq(100, 10, 160, 60)], cut=True),  # a cut view decides nothing anyway
+        # Its box reaches the blind part, the outline does not (an L whose corner is cut off).
+        row([np.array([[100, 10], [149, 10], [149, 30], [120, 30], [120, 60], [100, 60]], float)]),
+    ]
+    rows[-1]["xyxy"] = (99.5, 9.5, 155.0, 60.5)
+    _outside_channel(rows, seen)
+    assert [r["reason"] for r in rows] == [
+        "no_uro",
+        "outside_channel",
+        "outside_channel",
+        "hidden_uro",
+        "",
+        "no_uro",
+        "no_uro",
+    ]

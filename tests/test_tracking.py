@@ -89,7 +89,7 @@ def test_best_view_prefers_pickable_and_confident_then_central():
         # "No uro" where the fluorescence camera did not see speaks only when no view saw more:
         # one it saw whole decides (passed on as clean only when it says so).
         (["outside_channel", "no_uro", "outside_channel"], "no_uro"),
-        (["outside_channel", "hidden_uro"], "hidden_uro"),
+        (["outside_channel", "outside_channel", "hidden_uro"], "hidden_uro"),
         (["outside_channel", "outside_channel"], "outside_channel"),
     ],
 )

@@ -150,7 +150,8 @@ def _outside_channel(rows: list[dict], seen: np.ndarray) -> None:
     without a uro and brought no jaws near an adductor, but let up to 5.4 % of uros go as
     "no uro" (2.7 % with the channel). Rows cut by the border keep their reason, which decides
     nothing while a whole view exists. The outline's box is looked at first: in the usual frame
-    the camera saw all of it."""
+    the camera saw all of it. Every piece of the scallop's mask counts, not only the largest
+    (the uro is looked for in all of them)."""
     H, W = seen.shape
     for r in rows:
         if r["cut"] or r["reason"] != REASON_NO_URO:
@@ -162,7 +163,8 @@ def _outside_channel(rows: list[dict], seen: np.ndarray) -> None:
         if box.all():
             continue
         inside = np.zeros(box.shape, np.uint8)
-        cv2.fillPoly(inside, [np.round(r["contour"] - (x0, y0)).astype(np.int32)], 1)
+        pieces = r.get("pieces") or [r["contour"]]
+        cv2.fillPoly(inside, [np.round(c - (x0, y0)).astype(np.int32) for c in pieces], 1)
         if (inside.view(bool) & ~box).any():
             r["reason"] = REASON_OUTSIDE_CHANNEL
 
@@ -617,6 +619,8 @@ class Pipeline:
             cnts, _ = cv2.findContours(own_u8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cnt = max(cnts, key=cv2.contourArea).reshape(-1, 2) + (x0, y0)
             row["contour"] = cnt * step + (ox, oy)
+            if len(cnts) > 1:  # every piece of the mask, for _outside_channel (the uro may be in any)
+                row["pieces"] = [(c.reshape(-1, 2) + (x0, y0)) * step + (ox, oy) for c in cnts]
             if outlines:
                 row["parts"] = {
                     name: [

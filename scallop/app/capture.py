@@ -64,7 +64,7 @@ def unsure_reasons(dets, min_uro_confidence: float, low_margin: float) -> list[s
     why = set()
     for i in range(len(dets)):
         r = str(dets.reason[i])
-        if r in ("ambiguous", "no_uro", "hidden_uro"):
+        if r in ("ambiguous", "no_uro", "hidden_uro", "outside_channel"):
             why.add(r)
         if dets.uro_found[i] and abs(float(dets.uro_confidence[i]) - min_uro_confidence) < low_margin:
             why.add("low_margin")
@@ -188,10 +188,17 @@ class FrameCapture:
 
     # ------------------------------------------------------------------ the frame loop's side
     def on_analysed(
-        self, frame, dets, mm_per_px: float, extra_reasons: tuple[str, ...] = (), uv: np.ndarray | None = None
+        self,
+        frame,
+        dets,
+        mm_per_px: float,
+        extra_reasons: tuple[str, ...] = (),
+        uv: np.ndarray | None = None,
+        uv_seen: np.ndarray | None = None,
     ) -> bool:
         """Keep this frame or not (no I/O here); True when it was queued. ``uv``: the
-        registered fluorescence image the model read with it, kept beside the frame."""
+        registered fluorescence image the model read with it, kept beside the frame;
+        ``uv_seen``: the pixels of it the fluorescence camera saw (None: all)."""
         if self.session is None or frame.index in self._recent:
             return False
         self.offered += 1
@@ -202,7 +209,8 @@ class FrameCapture:
             # Evenly spread: frame k of the session is kept when k·share crosses a whole number.
             if share <= 0 or int(self._seen * share) == int((self._seen - 1) * share):
                 return False
-        item = (self.session, frame, dets, mm_per_px, why, self.model(), uv)
+        seen_share = None if uv is None else 1.0 if uv_seen is None else float(np.mean(uv_seen))
+        item = (self.session, frame, dets, mm_per_px, why, self.model(), uv, seen_share)
         try:
             self._q.put_nowait(item)
         except queue.Full:
@@ -272,7 +280,15 @@ class FrameCapture:
                 )
 
     def _write_frame(
-        self, session: Path, frame, dets, mm_per_px: float, why: list, model: dict, uv: np.ndarray | None
+        self,
+        session: Path,
+        frame,
+        dets,
+        mm_per_px: float,
+        why: list,
+        model: dict,
+        uv: np.ndarray | None,
+        seen_share: float | None = None,
     ) -> None:
         ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
@@ -296,6 +312,9 @@ class FrameCapture:
             "model": model,
             "why": why or ["routine"],
             "fluorescence": uv is not None,
+            # Where the fluorescence camera did not see, NAME.uv.png is 0 as the model read it: a
+            # tool reading the pair offline takes that for no glow (docs/dataset-format.md).
+            "fluorescence_seen_share": None if seen_share is None else round(seen_share, 4),
             "detections": detections_json(dets, self.belt_mm(frame.encoder) if frame.encoder is not None else 0.0),
         }
         data = json.dumps(meta, indent=1).encode()

@@ -86,7 +86,7 @@ def compare(live, cand, mm_per_px: float) -> FrameAgreement:
 
 class Shadow:
     """See the module doc. ``pipeline``: the candidate's Pipeline (one onnxruntime thread);
-    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px, uv)`` is
+    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px, uv, uv_seen)`` is
     called from the shadow's thread (the capture queues the frame)."""
 
     def __init__(
@@ -243,4 +243,4 @@ class Shadow:
             disagreement_frames=int(a.disagrees),
         )
         if a.disagrees and self.on_disagreement is not None:
-            self.on_disagreement(frame, live_dets, mm_per_px, uv)
+            self.on_disagreement(frame, live_dets, mm_per_px, uv, uv_seen)

@@ -50,6 +50,16 @@ BELT_DARK_MAX = 10.0
 # uro, so two of them in one frame is already rare, ten such frames in a row not a real belt.
 DARK_FRAMES, DARK_SCALLOPS = 10, 2
 MAX_MAPS = 8  # registration maps kept (about 7 MB each at 1280×720)
+# The seen part of the frame is taken this much smaller than where the registration lands on the
+# fluorescence image: it registers the belt at one height (register_height_mm, the scallops'
+# tops), and a uro up to 10 mm above or below that lands off by the parallax (1.9 mm in the
+# simulated rig, cameras 128 mm apart; about 4.5 mm with cameras 300 mm apart at 700 mm); the UV
+# exposure's longer motion blur (the spec: up to 12 px) smears a uro's glow by half that each way
+# of where it was registered. Scallops that near the edge get the benefit of no doubt: rework.
+SEEN_MARGIN_MM = 5.0
+# Registered samples this far (px) outside the fluorescence image still count as on it: float
+# rounding puts the image's own first row or column a hair outside it (-1e-6).
+SEEN_TOLERANCE_PX = 1.0 / 32.0
 # A partner's count may differ from what the belt's speed says by this much plus the travel itself
 # (standing still to twice the speed): only a count no belt could give is refused.
 COUNT_SLACK_MM = 3.0
@@ -276,9 +286,18 @@ class FluorescenceInput:
             if len(self._maps) >= MAX_MAPS:  # a belt changing speed: a new shift per frame
                 self._maps.pop(next(iter(self._maps)))
             mx, my = interpolated_maps(cam.image_size, colour_to_fluo)
-            fw, fh = fluo_wh
-            seen = (mx >= 0) & (mx <= fw - 1) & (my >= 0) & (my <= fh - 1)
-            hit = self._maps[key] = (mx, my, None if seen.all() else seen)
+            t = SEEN_TOLERANCE_PX
+            fw, fh = fluo_wh[0] - 1 + t, fluo_wh[1] - 1 + t
+            seen = (mx >= -t) & (mx <= fw) & (my >= -t) & (my <= fh)
+            if seen.all():
+                seen = None
+            else:
+                # Eroded away from the unseen part only: beyond the frame's own edge is no
+                # blind part (erode's default border leaves the edge as it is).
+                r = int(np.ceil(SEEN_MARGIN_MM / cam.mm_per_px_center()))
+                disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+                seen = cv2.erode(seen.view(np.uint8), disk).view(bool)
+            hit = self._maps[key] = (mx, my, seen)
         return hit
 
     # ------------------------------------------------------------------ the screen
@@ -341,13 +360,36 @@ NEEDS_CHANNEL = (
 )
 
 
+def check_finder_sees(pipeline, registration: Registration | None) -> None:
+    """ValueError when ``pipeline``'s finder reads the channel and a second camera
+    (``registration``) does not see the whole colour frame. Such a finder looks for scallops by
+    their glow too: where the camera does not see, one could go unfound, so undecided, and
+    pass the reject gate unchecked (``outside_channel`` covers only scallops found). Alternate
+    frames (no registration) miss only the strip the belt brings in at the downstream edge, of
+    scallops whole in the frames before."""
+    if registration is None or not pipeline.model.info.finder.takes_uv:
+        return
+    share = float(np.mean(registration.overlap()[1]))
+    if share < 1.0:
+        raise ValueError(
+            f"its finder reads the fluorescence channel, and the fluorescence camera sees {100 * share:.1f} % of "
+            "the colour frame: a scallop elsewhere could go unfound and pass unchecked. Use a model whose finder "
+            "reads colour only (the shipped four-channel model's does), or aim the camera to see the whole view"
+        )
+
+
 def open_channel(section, backend, pipeline, alarms: Alarms) -> FluorescenceInput | None:
     """The line's fluorescence input for ``[camera.fluorescence]`` (None when it is "none");
-    a model that needs the channel on a line without one is refused at the start."""
+    a model that needs the channel on a line without one is refused at the start, and so is one
+    whose finder reads it where the camera does not see the whole frame (:func:`check_finder_sees`)."""
     if not section.enabled:
         if pipeline.takes_uv:
             raise ConfigError(NEEDS_CHANNEL)
         return None
+    try:
+        check_finder_sees(pipeline, backend.fluorescence_registration)
+    except ValueError as e:
+        raise ConfigError(f"the live model: {e}") from None
     try:
         return FluorescenceInput(
             section.setup,

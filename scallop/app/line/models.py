@@ -170,12 +170,16 @@ class ModelLoop:
         raise ConfigError(f"{key}={name!r}: no such model file")
 
     def _check_channel(self, pipe: Pipeline) -> None:
-        """A model that reads the fluorescence channel, on a line without it, is refused."""
+        """A model that reads the fluorescence channel, on a line without it, is refused; so is
+        one whose finder reads it where the camera does not see the whole frame."""
+        from scallop.app.line.channel import check_finder_sees
+
         if pipe.takes_uv and not self.config.camera.fluorescence.enabled:
             raise ValueError(
                 "it reads the fluorescence channel, which this line does not have ([camera.fluorescence] "
                 'setup = "none"): use a colour-only model'
             )
+        check_finder_sees(pipe, self.backend.fluorescence_registration)
 
     # ------------------------------------------------------------------ per frame
     def on_frame(self, frame, dets, scale: float, uv=None, uv_seen=None) -> None:
@@ -183,15 +187,17 @@ class ModelLoop:
         model was given with it, and the pixels it covers): offered to the capture and the
         shadow candidate."""
         if self.capture is not None:
-            self.capture.on_analysed(frame, dets, scale, uv=uv)
+            self.capture.on_analysed(frame, dets, scale, uv=uv, uv_seen=uv_seen)
         if self.shadow is not None:
             self.shadow.offer(frame, dets, scale, uv, uv_seen)
             if self.clock.now() >= self._shadow_row_at:
                 self._shadow_row()
 
-    def _disagreement(self, frame, dets, mm_per_px: float, uv=None) -> None:
+    def _disagreement(self, frame, dets, mm_per_px: float, uv=None, uv_seen=None) -> None:
         if self.capture is not None:
-            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",), uv=uv)
+            self.capture.on_analysed(
+                frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",), uv=uv, uv_seen=uv_seen
+            )
 
     def _shadow_row(self) -> None:
         self._shadow_row_at = self.clock.now() + SHADOW_ROW_S

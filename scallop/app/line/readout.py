@@ -29,7 +29,9 @@ class Readout:
         c, reasons = self.line.ledger.totals()
         known = self.line.ledger.verifier is not None
         picked, failed, removed = c.get("picked", 0), c.get("failed", 0), c.get("uro_removed", 0)
-        with_uro = picked + failed + sum(v for k, v in reasons.items() if k != "no_uro")
+        # Skipped for a uro, or for one that could not be ruled out, count against the rate;
+        # "no uro" and "no uro seen, outside the fluorescence camera's view" do not.
+        with_uro = picked + failed + sum(v for k, v in reasons.items() if k not in ("no_uro", "outside_channel"))
         return {
             "seen": c.get("seen", 0),
             "tracking": self.line.tracker.open_count() if self.line.tracker is not None else 0,

@@ -236,7 +236,7 @@ class Accounting:
         elif (
             oc.result == "skipped"
             and row.had_uro
-            and oc.reason in ("no_uro", "hidden_uro", "ambiguous", "views_disagree", "too_close")
+            and oc.reason in ("no_uro", "hidden_uro", "ambiguous", "views_disagree", "too_close", "outside_channel")
         ):
             # Only a failure if no other track of the scallop gets it picked: decided when it
             # has gone past the arms (the frame is kept until then).
