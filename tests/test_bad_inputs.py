@@ -148,3 +148,29 @@ def test_an_integer_setting_is_refused_with_its_range_whatever_the_value(value, 
     with pytest.raises(ConfigError) as e:
         check_number("k", value, 1, 10, integer=True)
     assert str(e.value) == said
+
+
+@pytest.mark.parametrize(
+    ("table", "said"),
+    [
+        # The class checks the range only (2.5 lies in it): the range still comes with the refusal.
+        ({"ui": {"port": 2.5}}, "ui: port=2.5: expected an integer: allowed 0..65535"),
+        ({"runtime": {"frame_queue": 7.5}}, "runtime: frame_queue=7.5: expected an integer: allowed 1..64"),
+        # The class checks an integer with its range: its own words.
+        ({"vision": {"threads": 2.5}}, "vision: threads=2.5: expected an integer: allowed 1..64"),
+        ({"vision": {"threads": float("nan")}}, "vision: threads=nan is not a finite number: allowed 1..64"),
+        (
+            {"camera": {"fluorescence": {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 2.5}}},
+            "camera.fluorescence: alarm_after=2.5: expected an integer: allowed 1..1000",
+        ),
+    ],
+)
+def test_a_fraction_or_nan_for_an_integer_key_in_the_file_is_refused_with_the_keys_range(table, said):
+    """The file's types are checked before the classes check their ranges: a fraction for an
+    integer key said only "expected an integer". It is never taken; the range is asked of the
+    class's own check."""
+    from scallop.app.config import load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=table)
+    assert str(e.value) == said
