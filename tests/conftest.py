@@ -165,6 +165,9 @@ class FakeLine:
             "glow_min": 100.0,
             "belt_level": float(self.UV_BELT),
             "glow_level": 196.0,
+            "misregistered": False,
+            "registration_offset_mm": [0.3, -0.4],
+            "registration_limit_mm": 2.0,
         }
         status.update(kw)
         if not status["pairs"]:  # as on the line: the levels are measured on the newest pair

@@ -141,6 +141,7 @@ def test_commissioning_with_a_second_fluorescence_camera(capsys, tmp_path, monke
         "dropped": {},
         "lost": False,
         "dark": False,
+        "misregistered": False,
     }
 
 

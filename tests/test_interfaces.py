@@ -130,6 +130,8 @@ def full_snapshot() -> LineSnapshot:
             "dropped": {"missing": 3, "apart": 1},
             "lost": False,
             "dark": False,
+            "misregistered": False,
+            "registration_offset_mm": [0.3, -0.4],
             "belt_level": 4.0,
             "glow_level": 212.0,
         },

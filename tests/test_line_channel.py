@@ -3,6 +3,8 @@ simulator's exact one, the alarms, and the two real camera set-ups (docs/fluores
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -328,6 +330,7 @@ def test_a_simulated_line_with_a_second_camera_reads_the_channel(tmp_path):
             "dropped": {},
             "lost": False,
             "dark": False,
+            "misregistered": False,
         }
         metrics = line.metrics_text()
         assert f"scallop_fluorescence_pairs_total {float(st['pairs'])}" in metrics
@@ -794,3 +797,92 @@ def test_a_finder_reading_the_channel_is_refused_where_the_second_camera_misses_
         check_finder_sees(model(True), reg)
     with pytest.raises(ConfigError, match=r"^the live model: its finder reads the fluorescence channel"):
         open_channel(section, backend, model(True), Alarms())
+
+
+def _uros(shift_px: tuple[int, int], seed: int = 0):
+    """A colour frame with dark uros on pale meat, and the channel with them glowing, shifted by
+    ``shift_px`` (x, y): what a registration that far off gives."""
+    rng = np.random.default_rng(seed)
+    img = np.full((480, 640, 3), 190, np.uint8)
+    uv = np.zeros((480, 640), np.uint8)
+    centres = rng.uniform((60, 60), (580, 420), (6, 2))
+    for (x, y), ang in zip(centres, rng.uniform(0, 180, 6)):
+        c = (int(x), int(y))
+        cv2.ellipse(img, c, (18, 7), float(ang), 0, 360, (40, 50, 60), -1)
+        cv2.ellipse(uv, (c[0] + shift_px[0], c[1] + shift_px[1]), (18, 7), float(ang), 0, 360, 170, -1)
+    img = cv2.add(img, rng.integers(0, 12, img.shape, dtype=np.uint8))
+    uv = cv2.add(uv, rng.integers(0, 10, uv.shape, dtype=np.uint8))
+    return img, uv, centres
+
+
+def test_the_glow_is_checked_to_sit_on_the_uros_and_a_shifted_channel_is_blind_until_it_is_back():
+    from scallop.app.line.channel import REG_ALARM, REG_MIN_UROS, REG_OFF_MM
+
+    w = _world(ALTERNATE)
+    alarms = Alarms()
+    ch = _input(w, alarms)
+    mm = 0.5
+    for k in range(REG_MIN_UROS):  # 2 uros a frame: enough after half as many frames
+        img, uv, centres = _uros((0, 0), seed=k)
+        ch.check_registration(img, uv, None, centres, mm)
+    assert np.hypot(*ch.offset_mm) < 0.2 and not ch.misregistered and not ch.blind
+    # Knocked 8 px (4 mm) along x and 2 px across: measured, alarmed, blind.
+    for k in range(REG_MIN_UROS):
+        img, uv, centres = _uros((8, 2), seed=100 + k)
+        ch.check_registration(img, uv, None, centres, mm)
+    assert ch.offset_mm == pytest.approx((4.0, 1.0), abs=0.3)
+    assert ch.misregistered and ch.blind and ch.lost
+    a = alarms.get(REG_ALARM)
+    assert a.active and a.severity == "critical" and f"{REG_OFF_MM:g} mm is the limit" in a.text
+    # Raised as the median crossed the limit, the uros of both kinds still in it.
+    assert re.match(r"fluorescence registration off: the glow lies [2-4]\.\d mm from the uros", a.text), a.text
+    st = ch.status()
+    assert st["misregistered"] and st["registration_offset_mm"] == pytest.approx([4.0, 1.0], abs=0.3)
+    # Put right: taken back once the median is under 1 mm again.
+    for k in range(40):
+        img, uv, centres = _uros((0, 0), seed=200 + k)
+        ch.check_registration(img, uv, None, centres, mm)
+    assert not ch.misregistered and not alarms.is_active(REG_ALARM)
+    # Uros whose window the camera did not wholly see, or that reach past the frame, say nothing.
+    before = len(ch._offsets)
+    img, uv, centres = _uros((8, 2), seed=7)
+    ch.check_registration(img, uv, np.zeros(uv.shape, bool), centres, mm)
+    ch.check_registration(img, uv, None, np.array([[5.0, 5.0], [np.nan, 3.0]]), mm)
+    assert len(ch._offsets) == before
+
+
+def test_a_line_whose_glow_moved_off_the_uros_waits_and_diverts_until_it_is_back(tmp_path, monkeypatch):
+    """The channel shifted 10 px (5 mm) after 8 s, as a knocked camera would: the line sees the
+    glow beside the uros, alarms it and waits (the gate diverts); shifted back, it goes on."""
+    from scallop.app.line.channel import REG_ALARM
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    orig = SimCamera.read
+    shift = {"px": 0}
+
+    def read(self):
+        f = orig(self)
+        fl = f.extra.get("fluorescence")
+        if fl is not None and shift["px"]:
+            fl.image = np.roll(fl.image, shift["px"], axis=1)
+        return f
+
+    monkeypatch.setattr(SimCamera, "read", read)
+    try:
+        line.start("t")
+        line.run_stepped(8.0)
+        assert line.state == "running" and not line.channel.misregistered
+        shift["px"] = 10
+        line.run_stepped(30.0)
+        a = line.alarms.get(REG_ALARM)
+        assert line.channel.misregistered and a.active and a.severity == "critical"
+        assert line.state == "waiting_camera"
+        assert line.channel_status()["registration_offset_mm"][0] == pytest.approx(5.0, abs=0.5)
+        assert "scallop_fluorescence_misregistered 1.0" in line.metrics_text()
+        shift["px"] = 0
+        line.run_stepped(30.0)
+        assert not line.channel.misregistered and not line.alarms.is_active(REG_ALARM)
+        assert line.state == "running"
+    finally:
+        line.close()

@@ -419,6 +419,9 @@ def test_the_fluorescence_figures_are_json(client, fake_line):
         "glow_min": 100.0,
         "belt_level": 6.0,
         "glow_level": 196.0,
+        "misregistered": False,
+        "registration_offset_mm": [0.3, -0.4],
+        "registration_limit_mm": 2.0,
     }
 
 

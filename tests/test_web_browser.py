@@ -260,18 +260,28 @@ def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, 
     assert text(browser, "uv-timing") == "last pair: 20.0 ms apart, belt moved 6.0 mm between the exposures"
     assert text(browser, "uv-belt") == "belt level 14.0: belt too bright: stray white light or filter missing"
     assert text(browser, "uv-glow") == "glow level 196.0: uros glow"
+    assert text(browser, "uv-reg") == "glow 0.5 mm from the uros: on the uros"
     assert not visible(browser, "uv-lost")
     assert browser.execute_script("return window.__i18nMissing") == []
     browser.save_screenshot(str(artifacts_dir / "engineer-fluorescence-en.png"))
 
     # Live: the figures and the image follow the line while the panel is open.
-    line.with_channel(pairs=121, lost=True, dropped_in_a_row=5, glow_level=40.0)
+    line.with_channel(pairs=121, lost=True, dropped_in_a_row=5, glow_level=40.0, registration_offset_mm=None)
     wait_for(browser, lambda: visible(browser, "uv-lost"), what="channel lost")
     wait_for(browser, lambda: uv.get_attribute("data-pairs") == "121", what="the newer image")
     assert text(browser, "uv-glow") == "glow level 40.0: no glow: UV light weak or off"
     assert text(browser, "uv-belt") == "belt level 6.0: belt dark"
+    assert text(browser, "uv-reg") == "glow on the uros: not measured yet (needs 15 uros)"
     red = browser.execute_script("return getComputedStyle(document.getElementById('uv-lost')).backgroundColor")
     assert red == "rgb(224, 27, 27)"  # --red
+    # The glow beside the uros: the camera moved.
+    line.with_channel(pairs=121, registration_offset_mm=[4.0, 1.0], misregistered=True, lost=True)
+    reg = browser.find_element("id", "uv-reg")
+    wait_for(browser, lambda: "off the uros" in reg.text, what="registration off")
+    assert (
+        reg.text == "glow 4.1 mm from the uros: off the uros: the fluorescence camera has moved or is calibrated wrong"
+    )
+    assert reg.get_attribute("data-verdict") == "bad"
     # An empty view has nothing to glow: no verdict, rather than a red "UV off".
     line.with_channel(pairs=122, glow_level=7.0, scallops_in_view=0, glow_needs_scallops=2)
     glow = browser.find_element("id", "uv-glow")

@@ -12,6 +12,7 @@ docs/interfaces.md lists them and tests/test_interfaces.py fails when the two di
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -172,6 +173,13 @@ class SnapshotCollector(Collector):
         )
         lost = GaugeMetricFamily(f"{p}_fluorescence_lost", "1 while the channel is lost (alarm_after frames in a row).")
         dark = GaugeMetricFamily(f"{p}_fluorescence_dark", "1 while the channel is dark (scallops in view, no glow).")
+        misreg = GaugeMetricFamily(
+            f"{p}_fluorescence_misregistered", "1 while the glow does not sit on the uros the colour camera sees."
+        )
+        offset = GaugeMetricFamily(
+            f"{p}_fluorescence_offset_mm",
+            "How far the glow lies from the uros the colour camera sees (median of the last uros).",
+        )
         levels = GaugeMetricFamily(
             f"{p}_fluorescence_level", "The last pair's grey levels: belt (median) and glow.", labels=["what"]
         )
@@ -181,10 +189,13 @@ class SnapshotCollector(Collector):
                 dropped.add_metric((reason,), n)
             lost.add_metric((), 1 if ch["lost"] else 0)
             dark.add_metric((), 1 if ch["dark"] else 0)
+            misreg.add_metric((), 1 if ch.get("misregistered") else 0)
+            if ch.get("registration_offset_mm") is not None:
+                offset.add_metric((), math.hypot(*ch["registration_offset_mm"]))
             for what, key in (("belt", "belt_level"), ("glow", "glow_level")):
                 if ch.get(key) is not None:
                     levels.add_metric((what,), ch[key])
-        yield from (pairs, dropped, lost, dark, levels)
+        yield from (pairs, dropped, lost, dark, misreg, offset, levels)
 
     def _models(self) -> Iterator[Metric]:
         p, snap = self.prefix, self.snap

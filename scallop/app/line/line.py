@@ -259,6 +259,11 @@ class Line:
             # Scallops in view and no glow: a dark channel. Only those the channel saw can glow.
             outside = dets.reason == REASON_OUTSIDE_CHANNEL if len(dets) else whole
             self.channel.saw(int((whole & ~outside).sum()))
+            if len(dets):
+                # The glow must sit on the uros the colour frame shows: the surest first.
+                mine = np.nonzero(whole & ~outside & dets.uro_found)[0]
+                mine = mine[np.argsort(-dets.uro_confidence[mine])]
+                self.channel.check_registration(frame.image, uv, seen, dets.uro_center_px[mine], self._scale)
         fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:
@@ -363,7 +368,8 @@ class Line:
             return
         # During the shift check only the test pieces go under the camera: the feeder is held.
         self.reject.hold_infeed = "shift_check" if self.shift is not None and self.shift.check.running else ""
-        self.reject.feed_while_blind = self.needs_channel and self.channel.dark
+        # A dark or misregistered channel can only be seen to come back with scallops in view.
+        self.reject.feed_while_blind = self.needs_channel and (self.channel.dark or self.channel.misregistered)
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
         self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())

@@ -102,7 +102,7 @@ class Readout:
             out["capture"] = self.line.models.capture.status()
         channel = self.line.channel_status()
         if channel is not None:
-            out["channel"] = {k: channel[k] for k in ("setup", "pairs", "dropped", "lost", "dark")}
+            out["channel"] = {k: channel[k] for k in ("setup", "pairs", "dropped", "lost", "dark", "misregistered")}
         for obs in self.line.observers:
             summary = getattr(obs, "summary", None)
             if summary is not None:

@@ -499,6 +499,15 @@ function renderChannel(c) {
   const few = c.scallops_in_view != null && c.scallops_in_view < c.glow_needs_scallops;
   levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow",
     few ? t("uv.few_scallops", { n: num(c.scallops_in_view) }) : null);
+  // Where the glow lies from the uros the colour camera sees: measured once enough uros passed.
+  const off = c.registration_offset_mm;
+  if (off) {
+    levelLine("uv-reg", "uv.reg", Math.hypot(off[0], off[1]), (v) => v <= c.registration_limit_mm,
+      "uv.reg_ok", "uv.reg_off");
+  } else {
+    $("uv-reg").dataset.verdict = "unknown";
+    setText("uv-reg", t("uv.reg_none"));
+  }
   $("uv-lost").hidden = !c.lost;
 }
 
