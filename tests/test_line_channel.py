@@ -636,21 +636,28 @@ def test_frames_without_their_pair_are_blind_stretches_the_gate_diverts(monkeypa
     assert s["dispositions"]["diverted"] >= s["with_uro"] - s["uro_removed"]
 
 
-def test_a_dark_channel_is_caught_although_its_pairs_come(tmp_path, monkeypatch):
-    from tests.helpers import make_line
-
-    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+def _alter_channel(monkeypatch, change) -> None:
+    """Every fluorescence exposure the simulated camera hands over goes through ``change``
+    (image -> image), as a fault between the UV light and the line would alter it."""
     orig = SimCamera.read
-    dark = {"on": False}
 
     def read(self):
         f = orig(self)
         fl = f.extra.get("fluorescence")
-        if dark["on"] and fl is not None:
-            fl.image = np.zeros_like(fl.image)  # the UV light dead, the strobe still running
+        if fl is not None:
+            fl.image = change(fl.image)
         return f
 
     monkeypatch.setattr(SimCamera, "read", read)
+
+
+def test_a_dark_channel_is_caught_although_its_pairs_come(tmp_path, monkeypatch):
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path, overrides=LINE_CHANNEL)
+    dark = {"on": False}
+    # The UV light dead, the strobe still running.
+    _alter_channel(monkeypatch, lambda im: np.zeros_like(im) if dark["on"] else im)
     try:
         line.start("t")
         line.run_stepped(8.0)
@@ -673,16 +680,7 @@ def test_scallops_the_fluorescence_camera_did_not_see_do_not_make_the_channel_da
     from tests.helpers import make_line
 
     line = make_line(tmp_path, overrides=LINE_CHANNEL)
-    orig = SimCamera.read
-
-    def read(self):
-        f = orig(self)
-        fl = f.extra.get("fluorescence")
-        if fl is not None:
-            fl.image = np.zeros_like(fl.image)
-        return f
-
-    monkeypatch.setattr(SimCamera, "read", read)
+    _alter_channel(monkeypatch, np.zeros_like)
     detect = line.pipeline.detect
 
     def blind(*a, **k):  # as if the camera saw none of these scallops
@@ -858,17 +856,8 @@ def test_a_line_whose_glow_moved_off_the_uros_waits_and_diverts_until_it_is_back
     from tests.helpers import make_line
 
     line = make_line(tmp_path, overrides=LINE_CHANNEL)
-    orig = SimCamera.read
     shift = {"px": 0}
-
-    def read(self):
-        f = orig(self)
-        fl = f.extra.get("fluorescence")
-        if fl is not None and shift["px"]:
-            fl.image = np.roll(fl.image, shift["px"], axis=1)
-        return f
-
-    monkeypatch.setattr(SimCamera, "read", read)
+    _alter_channel(monkeypatch, lambda im: np.roll(im, shift["px"], axis=1))
     try:
         line.start("t")
         line.run_stepped(8.0)
