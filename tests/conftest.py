@@ -168,6 +168,8 @@ class FakeLine:
             "misregistered": False,
             "registration_offset_mm": [0.3, -0.4],
             "registration_limit_mm": 2.0,
+            "registration_misses": 0.05,
+            "registration_needs_uros": 15,
         }
         status.update(kw)
         if not status["pairs"]:  # as on the line: the levels are measured on the newest pair

@@ -819,34 +819,67 @@ def test_the_glow_is_checked_to_sit_on_the_uros_and_a_shifted_channel_is_blind_u
     w = _world(ALTERNATE)
     alarms = Alarms()
     ch = _input(w, alarms)
-    mm = 0.5
-    for k in range(REG_MIN_UROS):  # 2 uros a frame: enough after half as many frames
-        img, uv, centres = _uros((0, 0), seed=k)
-        ch.check_registration(img, uv, None, centres, mm)
-    assert np.hypot(*ch.offset_mm) < 0.2 and not ch.misregistered and not ch.blind
+    ch.last_glow = 170.0  # the frame glows (pair() measures it)
+
+    def feed(shift, frames, seed, decides=True):
+        for k in range(frames):  # 2 uros a frame
+            img, uv, centres = _uros(shift, seed=seed + k)
+            ch.check_registration(img, uv, None, centres, decides)
+
+    feed((0, 0), REG_MIN_UROS, 0)
+    assert np.hypot(*ch.offset_mm) < 0.2 and ch.miss_share == 0 and not ch.misregistered and not ch.blind
     # Knocked 8 px (4 mm) along x and 2 px across: measured, alarmed, blind.
-    for k in range(REG_MIN_UROS):
-        img, uv, centres = _uros((8, 2), seed=100 + k)
-        ch.check_registration(img, uv, None, centres, mm)
-    assert ch.offset_mm == pytest.approx((4.0, 1.0), abs=0.3)
+    feed((8, 2), REG_MIN_UROS, 100)
     assert ch.misregistered and ch.blind and ch.lost
     a = alarms.get(REG_ALARM)
     assert a.active and a.severity == "critical" and f"{REG_OFF_MM:g} mm is the limit" in a.text
-    # Raised as the median crossed the limit, the uros of both kinds still in it.
     assert re.match(r"fluorescence registration off: the glow lies [2-4]\.\d mm from the uros", a.text), a.text
+    assert "register_height_mm is not the uros' height" in a.text
+    feed((8, 2), REG_MIN_UROS, 150)  # fresh uros only, after the change
+    assert ch.offset_mm == pytest.approx((4.0, 1.0), abs=0.3)
     st = ch.status()
     assert st["misregistered"] and st["registration_offset_mm"] == pytest.approx([4.0, 1.0], abs=0.3)
-    # Put right: taken back once the median is under 1 mm again.
-    for k in range(40):
-        img, uv, centres = _uros((0, 0), seed=200 + k)
-        ch.check_registration(img, uv, None, centres, mm)
+    # Half put right, 1.5 mm: under the limit, not under the way back (1 mm): still off.
+    feed((3, 0), 30, 200)
+    assert ch.misregistered and 1.0 < ch.offset_mm[0] < 2.0
+    # Put right: taken back.
+    feed((0, 0), 30, 300)
     assert not ch.misregistered and not alarms.is_active(REG_ALARM)
-    # Uros whose window the camera did not wholly see, or that reach past the frame, say nothing.
+    # Moved 20 mm: the glow leaves the uros' windows altogether. No shift to measure, but the
+    # uros with no glow on them while the frame glows say it.
+    feed((40, 0), 30, 400)
+    assert ch.misregistered and ch.miss_share > 0.5
+    text = alarms.get(REG_ALARM).text
+    assert re.match(
+        r"fluorescence registration off: \d+ % of the last 40 uros the colour camera sees have no glow", text
+    )
+    # Moved further while alarmed: it stays alarmed (fresh misses, not the old samples).
+    feed((160, 0), 30, 500)
+    assert ch.misregistered and alarms.is_active(REG_ALARM)
+    feed((0, 0), 30, 600)
+    assert not ch.misregistered
+    # A dark frame says nothing here (the dark check's): no misses counted.
+    ch.last_glow = 20.0
     before = len(ch._offsets)
-    img, uv, centres = _uros((8, 2), seed=7)
-    ch.check_registration(img, uv, np.zeros(uv.shape, bool), centres, mm)
-    ch.check_registration(img, uv, None, np.array([[5.0, 5.0], [np.nan, 3.0]]), mm)
+    for k in range(5):
+        img, uv, centres = _uros((0, 0), seed=700 + k)
+        ch.check_registration(img, np.zeros_like(uv), None, centres, True)
     assert len(ch._offsets) == before
+    ch.last_glow = 170.0
+    # Uros whose window the camera did not wholly see, or that reach past the frame, say nothing.
+    img, uv, centres = _uros((8, 2), seed=7)
+    ch.check_registration(img, uv, np.zeros(uv.shape, bool), centres, True)
+    ch.check_registration(img, uv, None, np.array([[5.0, 5.0], [np.nan, 3.0]]), True)
+    assert len(ch._offsets) == before
+    # With a colour-only live model the channel decides nothing: a warning, saying so.
+    other = Alarms()
+    ch2 = _input(w, other)
+    ch2.last_glow = 170.0
+    for k in range(REG_MIN_UROS):
+        img, uv, centres = _uros((8, 2), seed=800 + k)
+        ch2.check_registration(img, uv, None, centres, False)
+    a = other.get(REG_ALARM)
+    assert ch2.misregistered and a.severity == "warning" and "The live model reads colour only" in a.text
 
 
 def test_a_line_whose_glow_moved_off_the_uros_waits_and_diverts_until_it_is_back(tmp_path, monkeypatch):
@@ -866,12 +899,12 @@ def test_a_line_whose_glow_moved_off_the_uros_waits_and_diverts_until_it_is_back
         line.run_stepped(30.0)
         a = line.alarms.get(REG_ALARM)
         assert line.channel.misregistered and a.active and a.severity == "critical"
-        assert line.state == "waiting_camera"
+        assert line.state == "waiting_camera" and line.reject.feed_while_blind  # the feeder runs, all to rework
         assert line.channel_status()["registration_offset_mm"][0] == pytest.approx(5.0, abs=0.5)
         assert "scallop_fluorescence_misregistered 1.0" in line.metrics_text()
         shift["px"] = 0
         line.run_stepped(30.0)
         assert not line.channel.misregistered and not line.alarms.is_active(REG_ALARM)
-        assert line.state == "running"
+        assert line.state == "running" and not line.reject.feed_while_blind
     finally:
         line.close()

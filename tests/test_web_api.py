@@ -422,6 +422,8 @@ def test_the_fluorescence_figures_are_json(client, fake_line):
         "misregistered": False,
         "registration_offset_mm": [0.3, -0.4],
         "registration_limit_mm": 2.0,
+        "registration_misses": 0.05,
+        "registration_needs_uros": 15,
     }
 
 

@@ -282,6 +282,13 @@ def test_engineer_panel_shows_the_fluorescence_channel_while_it_is_open(screen, 
         reg.text == "glow 4.1 mm from the uros: off the uros: the fluorescence camera has moved or is calibrated wrong"
     )
     assert reg.get_attribute("data-verdict") == "bad"
+    # Back under the limit but not yet under the way back: the line's verdict, not the figure's.
+    line.with_channel(pairs=121, registration_offset_mm=[1.5, 0.0], misregistered=True, lost=True)
+    wait_for(browser, lambda: reg.text.startswith("glow 1.5 mm"), what="1.5 mm")
+    assert reg.get_attribute("data-verdict") == "bad" and "off the uros" in reg.text
+    # No shift to measure: the glow left the uros altogether.
+    line.with_channel(pairs=121, registration_offset_mm=None, misregistered=True, lost=True)
+    wait_for(browser, lambda: reg.text.startswith("no glow on the uros"), what="no glow on the uros")
     # An empty view has nothing to glow: no verdict, rather than a red "UV off".
     line.with_channel(pairs=122, glow_level=7.0, scallops_in_view=0, glow_needs_scallops=2)
     glow = browser.find_element("id", "uv-glow")

@@ -135,7 +135,7 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         for probe in (data[key], math.nan):
             try:
                 cls(**kwargs, **{key: probe})
-            except (ValueError, TypeError) as e:
+            except Exception as e:  # whatever the class's own check raises, its words are only read
                 text = str(e)
                 if probe is data[key] and text.startswith(f"{key}="):
                     raise ConfigError(f"{where}{text}") from None

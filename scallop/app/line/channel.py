@@ -23,6 +23,7 @@ A camera backend hands the partner over as taken (``frame.extra["fluorescence"]`
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -64,15 +65,21 @@ SEEN_TOLERANCE_PX = 1.0 / 32.0
 # and glows in the channel, so around each uro found the shift between the two (phase correlation
 # of the colour's darkness with the glow, in a window REG_WINDOW_MM either side of it) is how far
 # the registration is off there. On the hard sets, registered right, it is within 0.5 mm per uro
-# (interquartile, 0.5 and 1.0 mm/px) and its median 0.1 mm; the channel shifted 5 mm reads 4.9 mm.
-# The median of the last REG_UROS uros (at least REG_MIN_UROS) beyond REG_OFF_MM makes the channel
-# misregistered: a uro is 5 mm across at its narrowest, so its glow would lie mostly beside it.
-# Below REG_BACK_MM again it is taken back. Measured on at most REG_PER_FRAME uros a frame (about
-# 0.1 ms); peaks weaker than REG_MIN_RESPONSE (a uro that barely glows) say nothing.
+# (interquartile, 0.5 and 1.0 mm/px) and its median 0.1–0.2 mm; the channel shifted 5 mm reads
+# 4.9 mm. Shifted 15 mm or more, the glow leaves the window: 87–100 % of the uros then have none
+# around them (no 3x3 patch at GLOW_MIN) or only a shape unlike theirs (a correlation peak under
+# REG_MIN_RESPONSE), against 0–11 % registered right; such a uro is a *miss* when the frame glows
+# elsewhere (a dark frame is the dark check's). Over the last REG_UROS uros (at least
+# REG_MIN_UROS): a median shift beyond REG_OFF_MM (a uro is 5 mm across at its narrowest, so its
+# glow would lie mostly beside it) or more than REG_MISS_SHARE misses make the channel
+# misregistered; it is taken back once fresh uros (the samples are dropped at each change) give
+# a median under REG_BACK_MM and fewer than REG_MISS_BACK misses. At most REG_PER_FRAME uros a
+# frame, the surest first (about 0.13 ms a frame at 0.5 mm/px).
 REG_ALARM = "camera.fluorescence_registration"
 REG_WINDOW_MM = 12.0
 REG_UROS, REG_MIN_UROS = 40, 15
 REG_OFF_MM, REG_BACK_MM = 2.0, 1.0
+REG_MISS_SHARE, REG_MISS_BACK = 0.5, 0.25
 REG_PER_FRAME = 2
 REG_MIN_RESPONSE = 0.2
 # A partner's count may differ from what the belt's speed says by this much plus the travel itself
@@ -141,8 +148,10 @@ class FluorescenceInput:
         self.last_scallops: int | None = None  # whole scallops in the last analysed frame
         self.dark = False
         self.misregistered = False
-        self._offsets: deque[tuple[float, float]] = deque(maxlen=REG_UROS)  # mm, image x and y
+        # Per uro measured: the glow's shift from it (mm, image x and y), or None (a miss).
+        self._offsets: deque[tuple[float, float] | None] = deque(maxlen=REG_UROS)
         self.offset_mm: tuple[float, float] | None = None  # median of _offsets, once enough
+        self.miss_share: float | None = None  # of _offsets: uros with no glow on them
         self._hann: dict[int, np.ndarray] = {}
         self._last_colour: tuple[float, int] | None = None  # (time, belt count) of the last frame
         self._maps: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
@@ -253,62 +262,91 @@ class FluorescenceInput:
                 )
 
     def check_registration(
-        self,
-        image: np.ndarray,
-        uv: np.ndarray,
-        seen: np.ndarray | None,
-        uro_centres_px: np.ndarray,
-        mm_per_px: float,
+        self, image: np.ndarray, uv: np.ndarray, seen: np.ndarray | None, uro_centres_px: np.ndarray, decides: bool
     ) -> None:
         """Whether the glow sits on the uros: ``uro_centres_px`` (N, 2), uros found whole in the
         colour frame ``image`` with its registered channel ``uv`` (``seen``: where it saw). A
-        camera knocked on its mount, a calibration of another camera or an encoder counting
-        wrong puts the glow beside the uros, where a model reading the channel looks for them;
-        nothing else on the line would notice. Misregistered, the channel is blind (the line
-        waits; the gate diverts) until the glow is back on the uros."""
-        r = int(round(REG_WINDOW_MM / mm_per_px))
+        camera knocked on its mount, a calibration of another camera, a second camera registered
+        at another height than the uros', or an encoder counting wrong puts the glow beside the
+        uros, where a model reading the channel looks for them; nothing else on the line would
+        notice. Misregistered, the channel is blind (the line waits; the gate diverts) until the
+        glow is back on the uros. ``decides``: the live model reads the channel (else the alarm
+        is a warning: only the frames kept for labelling carry it)."""
         h, w = uv.shape
+        frame_glows = self.last_glow is not None and self.last_glow >= GLOW_MIN
         took = 0
         for cx, cy in np.round(np.asarray(uro_centres_px, float).reshape(-1, 2)):
             if took >= REG_PER_FRAME:
                 break
             if not (np.isfinite(cx) and np.isfinite(cy)):
                 continue
+            # The scale where the uro lies: a tilted camera's differs across the view.
+            mm = float(self.camera.mm_per_px_at([[cx, cy]])[0])
+            r = int(round(REG_WINDOW_MM / mm))
             x0, y0 = int(cx) - r, int(cy) - r
             if x0 < 0 or y0 < 0 or x0 + 2 * r > w or y0 + 2 * r > h:
                 continue
             box = (slice(y0, y0 + 2 * r), slice(x0, x0 + 2 * r))
             if seen is not None and not seen[box].all():
                 continue
+            glow = uv[box]
+            if cv2.blur(glow, (3, 3)).max() < GLOW_MIN:
+                if frame_glows:
+                    took += 1
+                    self._offsets.append(None)
+                continue
             took += 1
             dark = 255.0 - cv2.cvtColor(image[box], cv2.COLOR_BGR2GRAY).astype(np.float32)
-            glow = uv[box].astype(np.float32)
+            glow = glow.astype(np.float32)
             hann = self._hann.get(r)
             if hann is None:
                 hann = self._hann[r] = cv2.createHanningWindow((2 * r, 2 * r), cv2.CV_32F)
             (dx, dy), response = cv2.phaseCorrelate(dark - dark.mean(), glow - glow.mean(), hann)
-            if response >= REG_MIN_RESPONSE:
-                self._offsets.append((dx * mm_per_px, dy * mm_per_px))
-        if len(self._offsets) < REG_MIN_UROS:
+            self._offsets.append((dx * mm, dy * mm) if response >= REG_MIN_RESPONSE else None)
+        n = len(self._offsets)
+        if n < REG_MIN_UROS:
             return
-        dx, dy = np.median(np.asarray(self._offsets), axis=0)
-        off = float(np.hypot(dx, dy))
+        found = [o for o in self._offsets if o is not None]
+        misses = (n - len(found)) / n
+        median = tuple(float(v) for v in np.median(np.asarray(found), axis=0)) if found else None
+        off = math.hypot(*median) if median is not None else math.inf
         with self._lock:
-            self.offset_mm = (float(dx), float(dy))
-        if not self.misregistered and off > REG_OFF_MM:
+            self.offset_mm = median
+            self.miss_share = misses
+        if not self.misregistered and (off > REG_OFF_MM or misses > REG_MISS_SHARE):
             self.misregistered = True
-            self.alarms.raise_(
-                REG_ALARM,
-                "critical",
-                "camera",
-                f"fluorescence registration off: the glow lies {off:.1f} mm from the uros the colour camera sees "
-                f"(median of the last {len(self._offsets)} uros; {REG_OFF_MM:g} mm is the limit): the fluorescence "
-                "camera has moved on its mount, the calibration is not this camera's, or the belt counts are off. "
-                "Scallops go to rework until it is put right: 'scallop calibrate fluorescence'",
-                params={"offset": f"{off:.1f}"},
+            self._offsets.clear()  # taken back on fresh uros only
+            where = (
+                f"the glow lies {off:.1f} mm from the uros the colour camera sees (median of the last {n} uros; "
+                f"{REG_OFF_MM:g} mm is the limit)"
+                if off > REG_OFF_MM and math.isfinite(off)
+                else f"{100 * misses:.0f} % of the last {n} uros the colour camera sees have no glow on them, "
+                "while the frame glows elsewhere"
             )
-        elif self.misregistered and off < REG_BACK_MM:
+            causes = (
+                "the fluorescence camera has moved on its mount, the calibration is not this camera's, "
+                "camera.fluorescence.register_height_mm is not the uros' height, or the belt counts are off"
+            )
+            if decides:
+                self.alarms.raise_(
+                    REG_ALARM,
+                    "critical",
+                    "camera",
+                    f"fluorescence registration off: {where}: {causes}. Scallops go to rework until it is put "
+                    "right: 'scallop calibrate fluorescence'",
+                )
+            else:
+                self.alarms.raise_(
+                    REG_ALARM,
+                    "warning",
+                    "camera",
+                    f"fluorescence registration off: {where}: {causes}. The live model reads colour only; the "
+                    "fluorescence frames kept for labelling are off: 'scallop calibrate fluorescence'",
+                    code="camera.fluorescence_registration_colour_only",
+                )
+        elif self.misregistered and off < REG_BACK_MM and misses < REG_MISS_BACK:
             self.misregistered = False
+            self._offsets.clear()
             self.alarms.clear(REG_ALARM)
 
     @property
@@ -410,6 +448,8 @@ class FluorescenceInput:
                 if self.offset_mm is None
                 else [round(self.offset_mm[0], 2), round(self.offset_mm[1], 2)],
                 "registration_limit_mm": REG_OFF_MM,
+                "registration_misses": None if self.miss_share is None else round(self.miss_share, 3),
+                "registration_needs_uros": REG_MIN_UROS,
                 "last_dt_ms": None if self.last_dt_ms is None else round(self.last_dt_ms, 2),
                 "last_shift_mm": None if self.last_shift_mm is None else round(self.last_shift_mm, 2),
                 # The healthy limits, so the screen judges the levels by the line's own.

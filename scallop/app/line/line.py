@@ -263,7 +263,7 @@ class Line:
                 # The glow must sit on the uros the colour frame shows: the surest first.
                 mine = np.nonzero(whole & ~outside & dets.uro_found)[0]
                 mine = mine[np.argsort(-dets.uro_confidence[mine])]
-                self.channel.check_registration(frame.image, uv, seen, dets.uro_center_px[mine], self._scale)
+                self.channel.check_registration(frame.image, uv, seen, dets.uro_center_px[mine], self.needs_channel)
         fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:

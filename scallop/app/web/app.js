@@ -500,13 +500,16 @@ function renderChannel(c) {
   levelLine("uv-glow", "uv.glow", c.glow_level, (v) => v >= c.glow_min, "uv.glowing", "uv.no_glow",
     few ? t("uv.few_scallops", { n: num(c.scallops_in_view) }) : null);
   // Where the glow lies from the uros the colour camera sees: measured once enough uros passed.
+  // The verdict is the line's own (its limits, with the way back under a lower one).
   const off = c.registration_offset_mm;
   if (off) {
-    levelLine("uv-reg", "uv.reg", Math.hypot(off[0], off[1]), (v) => v <= c.registration_limit_mm,
-      "uv.reg_ok", "uv.reg_off");
+    levelLine("uv-reg", "uv.reg", Math.hypot(off[0], off[1]), () => !c.misregistered, "uv.reg_ok", "uv.reg_off");
+  } else if (c.misregistered) {
+    $("uv-reg").dataset.verdict = "bad";
+    setText("uv-reg", t("uv.reg_no_glow"));
   } else {
     $("uv-reg").dataset.verdict = "unknown";
-    setText("uv-reg", t("uv.reg_none"));
+    setText("uv-reg", t("uv.reg_none", { n: num(c.registration_needs_uros) }));
   }
   $("uv-lost").hidden = !c.lost;
 }
