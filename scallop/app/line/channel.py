@@ -66,20 +66,22 @@ SEEN_TOLERANCE_PX = 1.0 / 32.0
 # of the colour's darkness with the glow, in a window REG_WINDOW_MM either side of it) is how far
 # the registration is off there. On the hard sets, registered right, it is within 0.5 mm per uro
 # (interquartile, 0.5 and 1.0 mm/px) and its median 0.1–0.2 mm; the channel shifted 5 mm reads
-# 4.9 mm. Shifted 15 mm or more, the glow leaves the window: 87–100 % of the uros then have none
-# around them (no 3x3 patch at GLOW_MIN) or only a shape unlike theirs (a correlation peak under
-# REG_MIN_RESPONSE), against 0–11 % registered right; such a uro is a *miss* when the frame glows
-# elsewhere (a dark frame is the dark check's). Over the last REG_UROS uros (at least
-# REG_MIN_UROS): a median shift beyond REG_OFF_MM (a uro is 5 mm across at its narrowest, so its
-# glow would lie mostly beside it) or more than REG_MISS_SHARE misses make the channel
-# misregistered; it is taken back once fresh uros (the samples are dropped at each change) give
-# a median under REG_BACK_MM and fewer than REG_MISS_BACK misses. At most REG_PER_FRAME uros a
-# frame, the surest first (about 0.13 ms a frame at 0.5 mm/px).
+# 4.9 mm. Shifted 25 mm or more, the glow leaves the window: 95–96 % of the uros the four-channel
+# model found then had no 3x3 patch at REG_MISS_GLOW in theirs, against 0–0.6 % registered right
+# (a uro glows 110–240, less under a flap: 14 % of them are under 100 at 1.0 mm/px). Such a uro,
+# or one whose window holds only a shape unlike its own (a correlation peak under
+# REG_MIN_RESPONSE), is a *miss* when the frame glows elsewhere (a dark frame is the dark
+# check's). Over the last REG_UROS uros (at least REG_MIN_UROS): a median shift beyond REG_OFF_MM
+# (a uro is 5 mm across at its narrowest, so its glow would lie mostly beside it) or more than
+# REG_MISS_SHARE misses make the channel misregistered; it is taken back once fresh uros (the
+# samples are dropped at each change) give a median under REG_BACK_MM and fewer than REG_MISS_BACK
+# misses. At most REG_PER_FRAME uros a frame, the surest first (about 0.13 ms a frame at 0.5 mm/px).
 REG_ALARM = "camera.fluorescence_registration"
 REG_WINDOW_MM = 12.0
 REG_UROS, REG_MIN_UROS = 40, 15
 REG_OFF_MM, REG_BACK_MM = 2.0, 1.0
 REG_MISS_SHARE, REG_MISS_BACK = 0.5, 0.25
+REG_MISS_GLOW = 60.0
 REG_PER_FRAME = 2
 REG_MIN_RESPONSE = 0.2
 # A partner's count may differ from what the belt's speed says by this much plus the travel itself
@@ -290,7 +292,7 @@ class FluorescenceInput:
             if seen is not None and not seen[box].all():
                 continue
             glow = uv[box]
-            if cv2.blur(glow, (3, 3)).max() < GLOW_MIN:
+            if cv2.blur(glow, (3, 3)).max() < REG_MISS_GLOW:
                 if frame_glows:
                     took += 1
                     self._offsets.append(None)
