@@ -163,6 +163,11 @@ def test_an_integer_setting_is_refused_with_its_range_whatever_the_value(value, 
             {"camera": {"fluorescence": {"setup": "alternate", "max_pair_ms": 25.0, "alarm_after": 2.5}}},
             "camera.fluorescence: alarm_after=2.5: expected an integer: allowed 1..1000",
         ),
+        # The class's words come after its own prefix.
+        (
+            {"camera": {"encoder": {"source": "modbus", "host": "127.0.0.1", "device_id": 2.5}}},
+            "camera.encoder: device_id=2.5: expected an integer: allowed 0..255",
+        ),
     ],
 )
 def test_a_fraction_or_nan_for_an_integer_key_in_the_file_is_refused_with_the_keys_range(table, said):
@@ -174,3 +179,17 @@ def test_a_fraction_or_nan_for_an_integer_key_in_the_file_is_refused_with_the_ke
     with pytest.raises(ConfigError) as e:
         load_config(overrides=table)
     assert str(e.value) == said
+
+
+def test_an_integer_key_checked_under_its_arms_name_keeps_the_name_and_gives_the_range():
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.config import load_config, to_dict
+
+    arm = to_dict(default_sim_arms(1)[0]) | {"watchdog_ms": float("nan")}
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"arms": [arm]})
+    assert str(e.value) == "arms[0]: arm 'arm1': watchdog_ms=nan is not a finite number: allowed 100..65535"
+    arm["watchdog_ms"] = 500.5  # inside the range, which does not ask for an integer
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides={"arms": [arm]})
+    assert str(e.value) == "arms[0]: arm 'arm1': watchdog_ms=500.5: expected an integer: allowed 100..65535"

@@ -137,11 +137,13 @@ def build(cls: type, data: dict, path: str = "") -> Any:
                 cls(**kwargs, **{key: probe})
             except Exception as e:  # whatever the class's own check raises, its words are only read
                 text = str(e)
-                if probe is data[key] and text.startswith(f"{key}="):
+                if probe is data[key] and f"{key}={data[key]!r}" in text:
                     raise ConfigError(f"{where}{text}") from None
                 finite = f"{key}=nan is not a finite number"
-                if probe is not data[key] and text.startswith(finite) and text != finite:
-                    raise ConfigError(f"{where}{key}={data[key]!r}: expected an integer{text[len(finite) :]}") from None
+                at = text.find(finite)
+                if probe is not data[key] and at >= 0 and len(text) > at + len(finite):
+                    said = f"{key}={data[key]!r}: expected an integer{text[at + len(finite) :]}"
+                    raise ConfigError(f"{where}{text[:at]}{said}") from None
         raise err
     try:
         return cls(**kwargs)
