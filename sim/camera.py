@@ -16,13 +16,16 @@ Frame indices count exposures, so frames lost to ``drop_next`` or an overflowing
 show as gaps in ``Frame.index``, as with a real camera's frame counter.
 
 Fault hooks for tests of the line: ``drop_next(n)``, ``stall(duration_s)``, ``corrupt_next()``,
-``lose_fluorescence(n)``.
+``lose_fluorescence(n)``, ``knock_fluorescence(shift_mm)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
+
+import numpy as np
 
 from scallop.sim.world import SimWorld
 from scallop.vision.camera import Camera, CameraError, CorruptFrameError, Frame
@@ -72,6 +75,7 @@ class SimCamera(Camera):
         self._drop = 0
         self._corrupt = False
         self._no_uv = 0
+        self._uv_shift_mm = 0.0
         self._stall_until = -math.inf
         self.dropped = 0  # exposures never delivered (drop_next, buffer overflow)
 
@@ -126,6 +130,8 @@ class SimCamera(Camera):
                 )
             elif self.world.fluorescence is not None:
                 fl = self.world.render_fluorescence(t_exp)
+                if self._uv_shift_mm:
+                    fl = _moved(fl, self._uv_shift_mm)
                 # The pair is whole only once its second exposure is over (alternate frames).
                 if fl.timestamp > self.clock.now():
                     self.clock.sleep(fl.timestamp - self.clock.now())
@@ -156,6 +162,15 @@ class SimCamera(Camera):
             raise ValueError(f"n={n} must be ≥ 0")
         with self._lock:
             self._no_uv += int(n)
+
+    def knock_fluorescence(self, shift_mm: float) -> None:
+        """From the next frame on, the fluorescence camera's images are moved ``shift_mm``
+        along the belt from where its calibration puts them (a camera knocked on its mount; the
+        strobe's belt counts off, for alternate frames); 0 sets it back."""
+        if not math.isfinite(shift_mm):
+            raise ValueError(f"shift_mm={shift_mm!r} is not a finite number")
+        with self._lock:
+            self._uv_shift_mm = float(shift_mm)
 
     def corrupt_next(self) -> None:
         """The next read raises CorruptFrameError once."""
@@ -231,3 +246,15 @@ class SimCamera(Camera):
         index = self._index
         self._index += 1
         return t, index
+
+
+def _moved(fl, shift_mm: float):
+    """``fl`` with its image moved ``shift_mm`` along its x axis (what enters at the edge is 0,
+    no glow); the simulator's exact registration (``registered``) stays the truth."""
+    px = int(round(shift_mm / fl.camera.mm_per_px_center()))
+    img = np.zeros_like(fl.image)
+    if px >= 0:
+        img[:, px:] = fl.image[:, : img.shape[1] - px]
+    else:
+        img[:, :px] = fl.image[:, -px:]
+    return dataclasses.replace(fl, image=img)

@@ -12,6 +12,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scallop.app.cli import main
@@ -494,6 +495,41 @@ def test_the_fluorescence_scenario_runs_the_channel_and_sets_the_same_scallops_w
     assert (
         "標準モデル（カラー＋蛍光）" in page and "(shipped" not in page and "蛍光チャンネル（交互ストロボ撮影）" in page
     )
+
+
+@pytest.mark.timeout(300)
+def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_loses_no_uro():
+    """The glow moved 5 mm off the uros, pairs still coming and bright: only the registration
+    check can see it. The line waits (the gate diverts) and goes on once it is set back."""
+    s = run_scenario(load_scenario("faults_fluorescence_shift"), duration_s=90.0)
+    assert_accounted(s)
+    assert [e["event"] for e in s["fault_log"]] == [
+        "faults[0] fluorescence_shift 5 mm",
+        "faults[0] fluorescence_shift back",
+    ]
+    ch = s["channel"]
+    assert not ch["misregistered"] and not ch["lost"] and ch["dropped"] == {"missing": 1}
+    assert np.hypot(*ch["registration_offset_mm"]) < 0.5  # back on the uros
+    # Waiting: from a few frames after the knock until a few after it is set back.
+    assert s["frames_by_line_state"].get("waiting_camera", 0) >= 30
+    assert s["uro_escaped"] == 0 and s["dispositions"]["passed"] == 0 and s["adductor_hits"] == 0
+    assert picks_after(s, 15.0) > 0 and picks_after(s, 70.0) > 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        (
+            {"kind": "fluorescence_shift", "at_s": 4.0, "duration_s": 9.0},
+            r"shift_mm is required for a fluorescence_shift",
+        ),
+        ({"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 500.0}, r"shift_mm=500\.0 is out of range"),
+        ({"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 5.0, "frames": 3}, r"frames: a fluorescence_shift"),
+    ],
+)
+def test_a_fluorescence_shift_is_checked(fault, words):
+    with pytest.raises(ScenarioError, match=words):
+        parse_scenario(scenario() | {"faults": [fault]})
 
 
 def test_every_fault_kind_has_a_shipped_scenario():

@@ -62,6 +62,20 @@ class FaultScript:
                 "fluorescence_drop",
                 frames=f.frames,
             )
+        elif f.kind == "fluorescence_shift":
+            add(
+                f.at_s,
+                f"faults[{i}] fluorescence_shift {f.shift_mm:g} mm",
+                once(lambda: camera.knock_fluorescence(f.shift_mm)),
+                "fluorescence_shift",
+                shift=f"{f.shift_mm:g}",
+            )
+            add(
+                f.end_s,
+                f"faults[{i}] fluorescence_shift back",
+                once(lambda: camera.knock_fluorescence(0.0)),
+                "fluorescence_shift_back",
+            )
         elif f.kind == "camera_stall":
             add(
                 f.at_s,

@@ -40,6 +40,7 @@ FaultKind = Literal[
     "camera_drop",
     "camera_stall",
     "fluorescence_drop",
+    "fluorescence_shift",
     "estop_restart",
     "belt_stop",
 ]
@@ -53,6 +54,7 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "camera_drop": ("frames",),
     "camera_stall": ("duration_s",),
     "fluorescence_drop": ("frames",),
+    "fluorescence_shift": ("shift_mm", "duration_s"),
     "estop_restart": ("duration_s", "arms", "reset_after_s"),
     "belt_stop": ("duration_s", "ramp_s"),
     "plc_disconnect": ("duration_s", "reset_after_s"),
@@ -125,6 +127,9 @@ class FaultSpec:
     camera_stall: the camera delivers nothing for ``duration_s``.
     fluorescence_drop: the next ``frames`` colour frames come without their fluorescence
       exposure (the UV strobe or the second camera failing); needs ``[line.camera.fluorescence]``.
+    fluorescence_shift: the fluorescence images move ``shift_mm`` along the belt from where the
+      calibration puts them, for ``duration_s`` (a camera knocked on its mount, then set back);
+      needs ``[line.camera.fluorescence]``.
     estop_restart: e-stop pressed (the line's and, with ``arms``, every arm's); released after
       ``duration_s``, then the operator resets and restarts the line ``reset_after_s`` later.
     belt_stop: the belt ramps down over ``ramp_s``, stands for ``duration_s`` and ramps back
@@ -143,6 +148,7 @@ class FaultSpec:
     reset_after_s: float = 1.0
     arms: bool = True
     ramp_s: float = 0.5
+    shift_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -152,6 +158,9 @@ class FaultSpec:
         check_range("frames", self.frames, 1, 10000)
         check_range("reset_after_s", self.reset_after_s, 0.0, 600.0)
         check_range("ramp_s", self.ramp_s, 0.01, 60.0)
+        check_range("shift_mm", self.shift_mm, -200.0, 200.0)
+        if self.kind == "fluorescence_shift" and self.shift_mm == 0:
+            raise ValueError("shift_mm is required for a fluorescence_shift (allowed -200..200 mm, not 0)")
 
     @property
     def end_s(self) -> float:
@@ -168,6 +177,7 @@ class FaultSpec:
             "camera_drop": f"camera drops {self.frames} frames",
             "camera_stall": f"camera stalled for {self.duration_s:g} s",
             "fluorescence_drop": f"fluorescence channel drops {self.frames} frames",
+            "fluorescence_shift": f"fluorescence camera knocked {self.shift_mm:g} mm for {self.duration_s:g} s",
             "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
             "belt_stop": f"belt stops for {self.duration_s:g} s",
             "plc_disconnect": f"line PLC disconnected for {self.duration_s:g} s",
@@ -293,10 +303,8 @@ def check_channel_faults(faults: list[FaultSpec], cfg: LineConfig, where: str = 
     """A fault on the fluorescence channel needs a line that has one: refused at load, and at
     the run for a scenario built in code (``where``: the file, or "")."""
     for i, f in enumerate(faults):
-        if f.kind == "fluorescence_drop" and not cfg.camera.fluorescence.enabled:
-            raise ScenarioError(
-                f"{where}faults[{i}]: fluorescence_drop needs [line.camera.fluorescence] (a channel to lose)"
-            )
+        if f.kind in ("fluorescence_drop", "fluorescence_shift") and not cfg.camera.fluorescence.enabled:
+            raise ScenarioError(f"{where}faults[{i}]: {f.kind} needs [line.camera.fluorescence] (a channel to lose)")
 
 
 def parse_scenario(data: dict, source: str = "") -> Scenario:
