@@ -834,7 +834,8 @@ def test_the_glow_is_checked_to_sit_on_the_uros_and_a_shifted_channel_is_blind_u
     a = alarms.get(REG_ALARM)
     assert a.active and a.severity == "critical" and f"{REG_OFF_MM:g} mm is the limit" in a.text
     assert re.match(r"fluorescence registration off: the glow lies [2-4]\.\d mm from the uros", a.text), a.text
-    assert "register_height_mm is not the uros' height" in a.text
+    # Alternate frames: one camera, so the belt's travel between the two exposures is to blame.
+    assert "the encoder's counts" in a.text and "register_height_mm" not in a.text
     feed((8, 2), REG_MIN_UROS, 150)  # fresh uros only, after the change
     assert ch.offset_mm == pytest.approx((4.0, 1.0), abs=0.3)
     st = ch.status()
@@ -871,6 +872,19 @@ def test_the_glow_is_checked_to_sit_on_the_uros_and_a_shifted_channel_is_blind_u
     ch.check_registration(img, uv, np.zeros(uv.shape, bool), centres, True)
     ch.check_registration(img, uv, None, np.array([[5.0, 5.0], [np.nan, 3.0]]), True)
     assert len(ch._offsets) == before
+    # A second camera: its mount, its calibration or its registration height.
+    second = Alarms()
+    ch3 = _input(_world(SECOND), second)
+    ch3.last_glow = 170.0
+    for k in range(REG_MIN_UROS):
+        img, uv, centres = _uros((8, 2), seed=900 + k)
+        ch3.check_registration(img, uv, None, centres, True)
+    text = second.get(REG_ALARM).text
+    assert (
+        "the fluorescence camera has moved on its mount" in text
+        and "register_height_mm is not the uros' height" in text
+    )
+    assert text.endswith("'scallop calibrate fluorescence'")
     # With a colour-only live model the channel decides nothing: a warning, saying so.
     other = Alarms()
     ch2 = _input(w, other)

@@ -508,7 +508,7 @@ def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_l
         "faults[0] fluorescence_shift back",
     ]
     ch = s["channel"]
-    assert not ch["misregistered"] and not ch["lost"] and ch["dropped"] == {"missing": 1}
+    assert ch["setup"] == "second_camera" and not ch["misregistered"] and not ch["lost"] and ch["dropped"] == {}
     assert np.hypot(*ch["registration_offset_mm"]) < 0.5  # back on the uros
     # Waiting: from a few frames after the knock until a few after it is set back.
     assert s["frames_by_line_state"].get("waiting_camera", 0) >= 30
@@ -524,12 +524,28 @@ def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_l
             r"shift_mm is required for a fluorescence_shift",
         ),
         ({"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 500.0}, r"shift_mm=500\.0 is out of range"),
+        (
+            {"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 0.0},
+            r"shift_mm=0 is not allowed: a fluorescence_shift moves",
+        ),
         ({"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 5.0, "frames": 3}, r"frames: a fluorescence_shift"),
     ],
 )
 def test_a_fluorescence_shift_is_checked(fault, words):
     with pytest.raises(ScenarioError, match=words):
         parse_scenario(scenario() | {"faults": [fault]})
+
+
+def test_a_fluorescence_shift_needs_a_line_with_the_channel():
+    from scallop.app.scenario.spec import FaultSpec
+
+    sc = dataclasses.replace(
+        load_scenario("faults_camera"), faults=[FaultSpec(at_s=1.0, kind="fluorescence_shift", shift_mm=5.0)]
+    )
+    with pytest.raises(
+        ScenarioError, match=r"fluorescence_shift needs .*\[line.sim.fluorescence\] \(a channel to move\)"
+    ):
+        run_scenario(sc, duration_s=2.0)
 
 
 def test_every_fault_kind_has_a_shipped_scenario():

@@ -325,17 +325,25 @@ class FluorescenceInput:
                 else f"{100 * misses:.0f} % of the last {n} uros the colour camera sees have no glow on them, "
                 "while the frame glows elsewhere"
             )
-            causes = (
-                "the fluorescence camera has moved on its mount, the calibration is not this camera's, "
-                "camera.fluorescence.register_height_mm is not the uros' height, or the belt counts are off"
-            )
+            if self.setup == "second_camera":
+                causes = (
+                    "the fluorescence camera has moved on its mount, the calibration is not this camera's, or "
+                    "camera.fluorescence.register_height_mm is not the uros' height"
+                )
+                fix = "'scallop calibrate fluorescence'"
+            else:  # one camera: nothing between the two exposures but the belt's travel
+                causes = (
+                    "the belt travel between the colour and the UV exposure is off: the encoder's counts, "
+                    "or the counts latched at the two exposures"
+                )
+                fix = "check the encoder ('scallop calibrate encoder') and the strobe's timing"
             if decides:
                 self.alarms.raise_(
                     REG_ALARM,
                     "critical",
                     "camera",
                     f"fluorescence registration off: {where}: {causes}. Scallops go to rework until it is put "
-                    "right: 'scallop calibrate fluorescence'",
+                    f"right: {fix}",
                 )
             else:
                 self.alarms.raise_(
@@ -343,7 +351,7 @@ class FluorescenceInput:
                     "warning",
                     "camera",
                     f"fluorescence registration off: {where}: {causes}. The live model reads colour only; the "
-                    "fluorescence frames kept for labelling are off: 'scallop calibrate fluorescence'",
+                    f"fluorescence frames kept for labelling are off: {fix}",
                     code="camera.fluorescence_registration_colour_only",
                 )
         elif self.misregistered and off < REG_BACK_MM and misses < REG_MISS_BACK:

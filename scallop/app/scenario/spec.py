@@ -148,7 +148,7 @@ class FaultSpec:
     reset_after_s: float = 1.0
     arms: bool = True
     ramp_s: float = 0.5
-    shift_mm: float = 0.0
+    shift_mm: float | None = None  # fluorescence_shift only
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -158,9 +158,14 @@ class FaultSpec:
         check_range("frames", self.frames, 1, 10000)
         check_range("reset_after_s", self.reset_after_s, 0.0, 600.0)
         check_range("ramp_s", self.ramp_s, 0.01, 60.0)
-        check_range("shift_mm", self.shift_mm, -200.0, 200.0)
-        if self.kind == "fluorescence_shift" and self.shift_mm == 0:
-            raise ValueError("shift_mm is required for a fluorescence_shift (allowed -200..200 mm, not 0)")
+        if self.kind == "fluorescence_shift":
+            if self.shift_mm is None:
+                raise ValueError("shift_mm is required for a fluorescence_shift (allowed -200..200 mm, not 0)")
+            check_range("shift_mm", self.shift_mm, -200.0, 200.0)
+            if self.shift_mm == 0:
+                raise ValueError(
+                    "shift_mm=0 is not allowed: a fluorescence_shift moves the images (-200..200 mm, not 0)"
+                )
 
     @property
     def end_s(self) -> float:
@@ -304,7 +309,10 @@ def check_channel_faults(faults: list[FaultSpec], cfg: LineConfig, where: str = 
     the run for a scenario built in code (``where``: the file, or "")."""
     for i, f in enumerate(faults):
         if f.kind in ("fluorescence_drop", "fluorescence_shift") and not cfg.camera.fluorescence.enabled:
-            raise ScenarioError(f"{where}faults[{i}]: {f.kind} needs [line.camera.fluorescence] (a channel to lose)")
+            what = "a channel to lose" if f.kind == "fluorescence_drop" else "a channel to move"
+            raise ScenarioError(
+                f"{where}faults[{i}]: {f.kind} needs [line.camera.fluorescence] and [line.sim.fluorescence] ({what})"
+            )
 
 
 def parse_scenario(data: dict, source: str = "") -> Scenario:
