@@ -182,7 +182,7 @@ class FaultSpec:
             "camera_drop": f"camera drops {self.frames} frames",
             "camera_stall": f"camera stalled for {self.duration_s:g} s",
             "fluorescence_drop": f"fluorescence channel drops {self.frames} frames",
-            "fluorescence_shift": f"fluorescence camera knocked {self.shift_mm:g} mm for {self.duration_s:g} s",
+            "fluorescence_shift": f"fluorescence camera knocked {self.shift_mm or 0:g} mm for {self.duration_s:g} s",
             "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
             "belt_stop": f"belt stops for {self.duration_s:g} s",
             "plc_disconnect": f"line PLC disconnected for {self.duration_s:g} s",
