@@ -90,6 +90,7 @@ def test_the_line_registers_the_channel_as_the_simulator_does(setup, camera, tol
         inner = cv2.erode(truth.coverage.view(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)).view(bool)
         assert not (inner & ~seen).any()
         assert (got.seen is None) == bool(truth.coverage.all())
+        assert got.seen_share == pytest.approx(float(seen.mean()))  # what a kept frame's record says
         # Inside the part both saw, a pixel or so from its edge.
         inner = truth.coverage.copy()
         inner[:4], inner[-4:], inner[:, :4], inner[:, -4:] = False, False, False, False

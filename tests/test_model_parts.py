@@ -16,6 +16,7 @@ import pytest
 
 from scallop.app.capture import CaptureSettings, FrameCapture
 from scallop.app.config import load_config
+from scallop.app.line.channel import Registered
 from scallop.app.registry import PromotionRefused, Registry, gate, wilson
 from scallop.app.shadow import Shadow, compare
 from scallop.errors import ConfigError, StateError
@@ -167,7 +168,9 @@ def test_the_shadow_never_waits_it_skips_frames_while_busy_and_out_of_its_share(
         # so does the part of the frame it covers.
         sh.share = 1.0
         uv, seen = np.zeros((4, 4), np.uint8), np.ones((4, 4), bool)
-        assert sh.offer(frame, d, 0.5, uv, seen) and sh.wait_idle() and pipe.uv is uv and pipe.uv_seen is seen
+        assert (
+            sh.offer(frame, d, 0.5, Registered(uv, seen)) and sh.wait_idle() and pipe.uv is uv and pipe.uv_seen is seen
+        )
         # A candidate that reads the channel skips a frame without it (never a failure).
         pipe.takes_uv = True
         assert not sh.offer(frame, d, 0.5) and sh.figures()["skipped_no_channel"] == 1
@@ -267,13 +270,13 @@ def test_a_frame_read_with_the_fluorescence_channel_is_kept_with_its_companion(t
     cap.start()
     uv = np.tile(np.arange(64, dtype=np.uint8), (48, 1))  # every grey level kept as it was
     sure, unsure = dets([(10, 10, True, "", 10)]), dets([(10, 10, False, "hidden_uro", 10)])
-    cap.on_analysed(frame(0), sure, 0.5, uv=uv)
+    cap.on_analysed(frame(0), sure, 0.5, channel=Registered(uv))
     cap.on_analysed(frame(1), unsure, 0.5)  # a colour-only frame (the pair was dropped)
     # The fluorescence camera saw three quarters of frame 2: its JSON says so, and a scallop
     # found there without a uro makes it worth a labeller's look.
     seen = np.ones((48, 64), bool)
     seen[:, 48:] = False
-    cap.on_analysed(frame(2), dets([(10, 10, False, "outside_channel", 10)]), 0.5, uv=uv, uv_seen=seen)
+    cap.on_analysed(frame(2), dets([(10, 10, False, "outside_channel", 10)]), 0.5, channel=Registered(uv, seen, 0.75))
     threading.Event().wait(0.1)
     session = cap.session
     _, frames, _ = read_capture(session)
@@ -286,7 +289,7 @@ def test_a_frame_read_with_the_fluorescence_channel_is_kept_with_its_companion(t
     assert cap.bytes == sum(p.stat().st_size for p in (session / "frames").iterdir())
     # Past the budget, an unsure frame replaces the routine frame 0, companion and all.
     for i in range(2, 40):
-        cap.on_analysed(frame(i), unsure, 0.5, uv=uv)
+        cap.on_analysed(frame(i), unsure, 0.5, channel=Registered(uv))
         threading.Event().wait(0.02)
     cap.stop()
     assert cap.dropped["replaced"] >= 1 and not (session / "frames" / "00000000.uv.png").exists()

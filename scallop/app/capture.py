@@ -193,12 +193,12 @@ class FrameCapture:
         dets,
         mm_per_px: float,
         extra_reasons: tuple[str, ...] = (),
-        uv: np.ndarray | None = None,
-        uv_seen: np.ndarray | None = None,
+        channel=None,
     ) -> bool:
-        """Keep this frame or not (no I/O here); True when it was queued. ``uv``: the
-        registered fluorescence image the model read with it, kept beside the frame;
-        ``uv_seen``: the pixels of it the fluorescence camera saw (None: all)."""
+        """Keep this frame or not (no I/O here); True when it was queued. ``channel``: the
+        registered fluorescence image the model read with it
+        (:class:`~scallop.app.line.channel.Registered`), kept beside the frame with the share
+        of it the fluorescence camera saw."""
         if self.session is None or frame.index in self._recent:
             return False
         self.offered += 1
@@ -209,8 +209,7 @@ class FrameCapture:
             # Evenly spread: frame k of the session is kept when k·share crosses a whole number.
             if share <= 0 or int(self._seen * share) == int((self._seen - 1) * share):
                 return False
-        seen_share = None if uv is None else 1.0 if uv_seen is None else float(np.mean(uv_seen))
-        item = (self.session, frame, dets, mm_per_px, why, self.model(), uv, seen_share)
+        item = (self.session, frame, dets, mm_per_px, why, self.model(), channel)
         try:
             self._q.put_nowait(item)
         except queue.Full:
@@ -287,9 +286,9 @@ class FrameCapture:
         mm_per_px: float,
         why: list,
         model: dict,
-        uv: np.ndarray | None,
-        seen_share: float | None = None,
+        channel,
     ) -> None:
+        uv = None if channel is None else channel.image
         ok, jpg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise OSError("JPEG encoding failed")
@@ -314,7 +313,7 @@ class FrameCapture:
             "fluorescence": uv is not None,
             # Where the fluorescence camera did not see, NAME.uv.png is 0 as the model read it: a
             # tool reading the pair offline takes that for no glow (docs/dataset-format.md).
-            "fluorescence_seen_share": None if seen_share is None else round(seen_share, 4),
+            "fluorescence_seen_share": None if channel is None else round(channel.seen_share, 4),
             "detections": detections_json(dets, self.belt_mm(frame.encoder) if frame.encoder is not None else 0.0),
         }
         data = json.dumps(meta, indent=1).encode()

@@ -86,7 +86,7 @@ def compare(live, cand, mm_per_px: float) -> FrameAgreement:
 
 class Shadow:
     """See the module doc. ``pipeline``: the candidate's Pipeline (one onnxruntime thread);
-    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px, uv, uv_seen)`` is
+    ``model``: its ``{"name", "sha256"}``; ``on_disagreement(frame, live_dets, mm_per_px, channel)`` is
     called from the shadow's thread (the capture queues the frame)."""
 
     def __init__(
@@ -120,12 +120,12 @@ class Shadow:
         self._thread.start()
 
     # ------------------------------------------------------------------ the frame loop's side
-    def offer(self, frame, live_dets, mm_per_px: float, uv=None, uv_seen=None) -> bool:
-        """Hand the frame over if it is its turn and the shadow is idle (never waits). ``uv``:
-        the registered fluorescence image the live model read, for a candidate that reads it
-        too (a colour-only one ignores it; one that needs it skips a frame without it), and
-        ``uv_seen`` the pixels it covers."""
-        if uv is None and getattr(self.pipeline, "takes_uv", False):
+    def offer(self, frame, live_dets, mm_per_px: float, channel=None) -> bool:
+        """Hand the frame over if it is its turn and the shadow is idle (never waits).
+        ``channel``: the registered fluorescence image the live model read
+        (:class:`~scallop.app.line.channel.Registered`), for a candidate that reads it too (a
+        colour-only one ignores it; one that needs it skips a frame without it)."""
+        if channel is None and getattr(self.pipeline, "takes_uv", False):
             self._count(skipped_no_channel=1)
             return False
         self._offered += 1
@@ -137,7 +137,7 @@ class Shadow:
             if self._busy or self._job is not None:
                 self._count(skipped_busy=1)
                 return False
-            self._job = (frame, live_dets, mm_per_px, uv, uv_seen)
+            self._job = (frame, live_dets, mm_per_px, channel)
             self._cond.notify()
         return True
 
@@ -226,9 +226,10 @@ class Shadow:
             if self.cpu_share < 1:
                 self._sleep(took * (1.0 / self.cpu_share - 1.0))
 
-    def _compare(self, frame, live_dets, mm_per_px: float, uv=None, uv_seen=None) -> None:
+    def _compare(self, frame, live_dets, mm_per_px: float, channel=None) -> None:
         t0 = time.perf_counter()
-        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px, uv=uv, uv_seen=uv_seen)
+        uv, seen = (None, None) if channel is None else (channel.image, channel.seen)
+        cand = self.pipeline.detect(frame.image, mm_per_px=mm_per_px, uv=uv, uv_seen=seen)
         self.ms.append((time.perf_counter() - t0) * 1e3)
         a = compare(live_dets, cand, mm_per_px)
         self._count(
@@ -243,4 +244,4 @@ class Shadow:
             disagreement_frames=int(a.disagrees),
         )
         if a.disagrees and self.on_disagreement is not None:
-            self.on_disagreement(frame, live_dets, mm_per_px, uv, uv_seen)
+            self.on_disagreement(frame, live_dets, mm_per_px, channel)

@@ -97,10 +97,12 @@ class Registered:
            nothing.
     seen:  (H, W) bool, the colour pixels it saw; None when it saw all of them. Scallops
            reaching outside it are ``outside_channel`` (``Pipeline.detect(uv_seen=)``).
+    seen_share: the share of the colour pixels it saw (what a kept frame's record says).
     """
 
     image: np.ndarray
     seen: np.ndarray | None = None
+    seen_share: float = 1.0
 
 
 class FluorescenceInput:
@@ -156,7 +158,7 @@ class FluorescenceInput:
         self.miss_share: float | None = None  # of _offsets: uros with no glow on them
         self._hann: dict[int, np.ndarray] = {}
         self._last_colour: tuple[float, int] | None = None  # (time, belt count) of the last frame
-        self._maps: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self._maps: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray | None, float]] = {}
         self._latest: np.ndarray | None = None
         self._lock = threading.Lock()
 
@@ -214,7 +216,7 @@ class FluorescenceInput:
                 f"frame {frame.index}: fluorescence image {image.shape[1]}x{image.shape[0]}, {where} "
                 f"{want[0]}x{want[1]}",
             )
-        mx, my, seen = self._registration(shift, want)
+        mx, my, seen, seen_share = self._registration(shift, want)
         uv = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         glow = glow_level(uv)
         with self._lock:
@@ -226,7 +228,7 @@ class FluorescenceInput:
             self._latest = uv
         if not self.dark:
             self.alarms.clear(ALARM)
-        return Registered(uv, seen)
+        return Registered(uv, seen, seen_share)
 
     def _belt_speed(self, frame: Frame) -> float | None:
         """Belt speed (mm/s, along +x) from this colour frame's count and the last one's."""
@@ -338,22 +340,17 @@ class FluorescenceInput:
                 )
                 fix = "check the encoder ('scallop calibrate encoder') and the strobe's timing"
             if decides:
-                self.alarms.raise_(
-                    REG_ALARM,
-                    "critical",
-                    "camera",
-                    f"fluorescence registration off: {where}: {causes}. Scallops go to rework until it is put "
-                    f"right: {fix}",
-                )
+                severity, code, then = "critical", "", "Scallops go to rework until it is put right"
             else:
-                self.alarms.raise_(
-                    REG_ALARM,
-                    "warning",
-                    "camera",
-                    f"fluorescence registration off: {where}: {causes}. The live model reads colour only; the "
-                    f"fluorescence frames kept for labelling are off: {fix}",
-                    code="camera.fluorescence_registration_colour_only",
-                )
+                severity, code = "warning", "camera.fluorescence_registration_colour_only"
+                then = "The live model reads colour only; the fluorescence frames kept for labelling are off"
+            self.alarms.raise_(
+                REG_ALARM,
+                severity,
+                "camera",
+                f"fluorescence registration off: {where}: {causes}. {then}: {fix}",
+                code=code,
+            )
         elif self.misregistered and off < REG_BACK_MM and misses < REG_MISS_BACK:
             self.misregistered = False
             self._offsets.clear()
@@ -388,10 +385,10 @@ class FluorescenceInput:
 
     def _registration(
         self, shift_mm: float, fluo_wh: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The remap maps for a belt travel of ``shift_mm`` between the two exposures, and the
-        colour pixels whose sample lies on the fluorescence image (``fluo_wh``): None when all
-        do. A second camera aimed a little elsewhere, or the strip the belt brought in between
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+        """The remap maps for a belt travel of ``shift_mm`` between the two exposures, the
+        colour pixels whose sample lies on the fluorescence image (``fluo_wh``; None when all
+        do) and their share. A second camera aimed a little elsewhere, or the strip the belt brought in between
         alternate frames, is not seen."""
         key = round(shift_mm / SHIFT_STEP_MM) * SHIFT_STEP_MM
         hit = self._maps.get(key)
@@ -416,6 +413,7 @@ class FluorescenceInput:
             t = SEEN_TOLERANCE_PX
             fw, fh = fluo_wh[0] - 1 + t, fluo_wh[1] - 1 + t
             seen = (mx >= -t) & (mx <= fw) & (my >= -t) & (my <= fh)
+            share = 1.0
             if seen.all():
                 seen = None
             else:
@@ -424,7 +422,8 @@ class FluorescenceInput:
                 r = int(np.ceil(SEEN_MARGIN_MM / cam.mm_per_px_center()))
                 disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
                 seen = cv2.erode(seen.view(np.uint8), disk).view(bool)
-            hit = self._maps[key] = (mx, my, seen)
+                share = float(np.mean(seen))
+            hit = self._maps[key] = (mx, my, seen, share)
         return hit
 
     # ------------------------------------------------------------------ the screen

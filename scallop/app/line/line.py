@@ -288,7 +288,7 @@ class Line:
             self.shift.check.saw(len(dets) + self.tracker.open_count())
         self.publisher.frame(frame.image, dets)
         # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
-        self.models.on_frame(frame, dets, self._scale, uv, seen)
+        self.models.on_frame(frame, dets, self._scale, paired)
 
     def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
         """Alarm an encoder the image contradicts (control lock held); when it starts, the open

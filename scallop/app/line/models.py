@@ -182,22 +182,20 @@ class ModelLoop:
         check_finder_sees(pipe, self.backend.fluorescence_registration)
 
     # ------------------------------------------------------------------ per frame
-    def on_frame(self, frame, dets, scale: float, uv=None, uv_seen=None) -> None:
-        """An analysed frame (``uv``, ``uv_seen``: the registered fluorescence image the live
-        model was given with it, and the pixels it covers): offered to the capture and the
-        shadow candidate."""
+    def on_frame(self, frame, dets, scale: float, channel=None) -> None:
+        """An analysed frame (``channel``: the registered fluorescence image the live model
+        was given with it, :class:`~scallop.app.line.channel.Registered`): offered to the
+        capture and the shadow candidate."""
         if self.capture is not None:
-            self.capture.on_analysed(frame, dets, scale, uv=uv, uv_seen=uv_seen)
+            self.capture.on_analysed(frame, dets, scale, channel=channel)
         if self.shadow is not None:
-            self.shadow.offer(frame, dets, scale, uv, uv_seen)
+            self.shadow.offer(frame, dets, scale, channel)
             if self.clock.now() >= self._shadow_row_at:
                 self._shadow_row()
 
-    def _disagreement(self, frame, dets, mm_per_px: float, uv=None, uv_seen=None) -> None:
+    def _disagreement(self, frame, dets, mm_per_px: float, channel=None) -> None:
         if self.capture is not None:
-            self.capture.on_analysed(
-                frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",), uv=uv, uv_seen=uv_seen
-            )
+            self.capture.on_analysed(frame, dets, mm_per_px, extra_reasons=("shadow_disagreement",), channel=channel)
 
     def _shadow_row(self) -> None:
         self._shadow_row_at = self.clock.now() + SHADOW_ROW_S
