@@ -27,8 +27,13 @@ from scallop.models.dataset import DatasetError, Sample, load_dataset
 
 FINDER_CLASSES = ("background", "core", "edge")
 PARTS_CLASSES = ("background", "meat", "adductor", "uro")
-# Data-set part labels (0 bg, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill) → parts classes.
-PART_TO_CLASS = np.array([0, 1, 1, 2, 3, 1] + [0] * 250, np.uint8)
+# Data-set part labels (0 bg, 1 mantle, 2 gonad, 3 adductor, 4 uro, 5 gill) → parts targets: the
+# classes, and GILL_MEAT for gill. Gills are meat to the network, but the striated band is what it
+# most often took for a uro on a scallop without one (models/README.md), so the target keeps them
+# apart for the loss to weigh (TrainConfig.gill_weight).
+MEAT = 1
+GILL_MEAT = 4
+PART_TO_CLASS = np.array([0, MEAT, MEAT, 2, 3, GILL_MEAT] + [0] * 250, np.uint8)
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 # The fluorescence plane is mostly dark (belt 0–10, meat 5–45 grey levels) with the uro at
@@ -67,6 +72,8 @@ class TrainConfig:
     # Stages fed the fluorescence channel as a fourth plane: () colour only (the shipped
     # model), ("parts",), or ("finder", "parts"). Needs samples with ``uv`` (version 2 sets).
     uv_stages: tuple[str, ...] = ()
+    # Weight of gill pixels in the parts loss, against 1 for the rest of the meat.
+    gill_weight: float = 1.0
 
     def __post_init__(self) -> None:
         stages = tuple(self.uv_stages)  # a list when read back from a model's train_config
@@ -87,7 +94,7 @@ class Prepared:
     finder_tgts: list = field(default_factory=list)  # (h, w) uint8 finder classes
     finder_real: list = field(default_factory=list)  # per image: a real labelled photo (else a sim frame)
     parts_imgs: list = field(default_factory=list)  # fine patches (P, P, 3|4) uint8
-    parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes
+    parts_tgts: list = field(default_factory=list)  # (P, P) uint8 parts classes, GILL_MEAT for gill
     parts_real: list = field(default_factory=list)
 
     def extend(self, other: Prepared) -> None:
@@ -295,12 +302,23 @@ def to_tensor(x: np.ndarray, device: str = "cpu"):
     return (t - mean) / std
 
 
-def _loss(logits, target, weights, dice_class: int | None):
+def _loss(logits, target, weights, dice_class: int | None, gill_weight: float = 1.0):
+    """Weighted cross-entropy (the weighted mean, as torch takes it), plus a soft Dice term on
+    ``dice_class``. In parts targets GILL_MEAT is meat whose pixels weigh ``gill_weight`` times
+    as much (finder targets never hold it)."""
     import torch
     import torch.nn.functional as F
 
     t = torch.from_numpy(target).to(logits.device, non_blocking=True).long()
-    loss = F.cross_entropy(logits, t, weight=torch.tensor(weights, device=logits.device))
+    w = torch.tensor(weights, device=logits.device)
+    gill = t == GILL_MEAT
+    t = torch.where(gill, MEAT, t)
+    if gill_weight == 1.0:
+        loss = F.cross_entropy(logits, t, weight=w)
+    else:
+        scale = torch.where(gill, float(gill_weight), 1.0)
+        each = F.cross_entropy(logits, t, weight=w, reduction="none")  # w[t] · −log p[t]
+        loss = (each * scale).sum() / (w[t] * scale).sum()
     if dice_class is not None:
         p = logits.softmax(1)[:, dice_class]
         g = (t == dice_class).float()
@@ -428,7 +446,7 @@ def train(
             xp, yp, xf, yf = next(batches)
             lf, lp = net(to_tensor(xf, device), to_tensor(xp, device))
             loss_f = _loss(lf, yf, wf, None)
-            loss_p = _loss(lp, yp, wp, 3)
+            loss_p = _loss(lp, yp, wp, 3, cfg.gill_weight)
             opt.zero_grad(set_to_none=True)
             (loss_f + loss_p).backward()
             opt.step()

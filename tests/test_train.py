@@ -8,6 +8,9 @@ import pytest
 
 from scallop.models.dataset import Sample
 from scallop.models.train import (
+    GILL_MEAT,
+    MEAT,
+    PART_TO_CLASS,
     Batcher,
     Prepared,
     TrainConfig,
@@ -48,7 +51,7 @@ def test_prepare_one_extracts_one_patch_per_scallop(material):
     P = int(cfg.crop * 1.5)
     assert len(prep.parts_imgs) >= 3
     assert all(p.shape == (P, P, 3) for p in prep.parts_imgs)
-    assert all(t.shape == (P, P) and t.max() <= 3 for t in prep.parts_tgts)
+    assert all(t.shape == (P, P) and t.max() <= GILL_MEAT for t in prep.parts_tgts)
     # Finder images are at the finder scale: 1280-wide 0.5 mm/px frame → 320 px at 2 mm/px.
     s = random_sample(0, 5)
     h, w = s.image.shape[:2]
@@ -166,6 +169,47 @@ def test_a_warmup_as_long_as_training_is_refused_before_drawing(capsys):
 
     assert main(["train", "--iters", "5", "--warmup", "10", "--frames", "2400", "--workers", "0"]) == 2
     assert "--warmup 10 must be below --iters 5" in capsys.readouterr().err
+
+
+def test_gill_is_meat_kept_apart_in_the_parts_targets():
+    # bg, mantle, gonad, adductor, uro, gill
+    assert PART_TO_CLASS[:6].tolist() == [0, MEAT, MEAT, 2, 3, GILL_MEAT]
+
+
+def test_gill_pixels_are_meat_to_the_loss_and_weigh_gill_weight():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from scallop.models.train import _loss
+
+    rng = np.random.default_rng(7)
+    logits = torch.from_numpy(rng.normal(size=(2, 4, 6, 6)).astype(np.float32))
+    target = rng.integers(0, 4, size=(2, 6, 6)).astype(np.uint8)
+    target[0, :2] = GILL_MEAT
+    weights = [1.0, 1.0, 1.5, 3.0]
+    as_meat = torch.from_numpy(np.where(target == GILL_MEAT, MEAT, target)).long()
+    plain = F.cross_entropy(logits, as_meat, weight=torch.tensor(weights))
+    # Weight 1: exactly torch's weighted cross-entropy with gill taken as meat.
+    assert float(_loss(logits, target, weights, None)) == pytest.approx(float(plain), rel=1e-6)
+    # Weight 4: the weighted mean with gill pixels counted four times.
+    nll = -torch.log_softmax(logits, 1).gather(1, as_meat[:, None])[:, 0].numpy()
+    w = np.asarray(weights)[as_meat.numpy()] * np.where(target == GILL_MEAT, 4.0, 1.0)
+    want = float((w * nll).sum() / w.sum())
+    assert float(_loss(logits, target, weights, None, 4.0)) == pytest.approx(want, rel=1e-5)
+    # The Dice term sees gill as meat too: adding it changes nothing about which pixels are uro.
+    with_dice = float(_loss(logits, target, weights, 3, 4.0))
+    p = torch.softmax(logits, 1)[:, 3]
+    g = (as_meat == 3).float()
+    dice = 1.0 - (2 * (p * g).sum() + 1.0) / (p.sum() + g.sum() + 1.0)
+    assert with_dice == pytest.approx(want + float(dice), rel=1e-5)
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "21"])
+def test_gill_weight_is_range_checked(capsys, value):
+    from scallop.app.cli import main
+
+    assert main(["train", "--gill-weight", value, "--frames", "0"]) == 2
+    assert f"--gill-weight={value}" in capsys.readouterr().err
 
 
 def test_no_uro_share_is_range_checked(capsys):

@@ -104,6 +104,13 @@ def register(sub) -> None:
         help="share of simulator scallops drawn without a uro (default: the data sets' 0.05; the line sees "
         "5-10 %%): more of them teaches the model what is not a uro (gills, dark debris, shadows)",
     )
+    p.add_argument(
+        "--gill-weight",
+        type=float,
+        default=1.0,
+        help="weight of gill pixels in the parts loss, against 1 for other meat (default 1): the gills' striated "
+        "band is what the model most often takes for a uro on a scallop without one",
+    )
     p.set_defaults(func=run)
 
 
@@ -249,6 +256,7 @@ def run(args) -> int:
     check_number("--hard-share", args.hard_share, 0.0, 1.0)
     if args.no_uro_share is not None:
         check_number("--no-uro-share", args.no_uro_share, 0.0, 0.5)
+    check_number("--gill-weight", args.gill_weight, 1.0, 20.0)
     if args.uv_finder and args.channels != 4:
         print(
             "scallop train: error: --uv-finder feeds the fluorescence channel to the finder: it needs --channels 4",
@@ -325,6 +333,7 @@ def run(args) -> int:
         real_share=args.real_share,
         data_description=json.dumps(desc),
         uv_stages=uv_stages,
+        gill_weight=args.gill_weight,
         **shape,
     )
     t0 = time.time()
