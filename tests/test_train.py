@@ -82,7 +82,7 @@ def test_batch_i_depends_only_on_seed_and_i(material):
     assert not np.array_equal(a[8][0], xa[0])
     xp, yp, xf, yf = xa
     assert xp.shape == (4, cfg.crop, cfg.crop, 3) and xp.dtype == np.uint8
-    assert yp.shape == (4, cfg.crop, cfg.crop) and yp.max() <= 3
+    assert yp.shape == (4, cfg.crop, cfg.crop) and yp.max() <= GILL_MEAT
     assert xf.shape == (2, cfg.finder_patch, cfg.finder_patch, 3)
     assert yf.shape == (2, cfg.finder_patch, cfg.finder_patch) and yf.max() <= 2
 
