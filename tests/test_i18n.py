@@ -99,7 +99,7 @@ def test_every_alarm_key_raised_in_the_line_is_a_cause_in_the_catalogue():
         keys |= set(re.findall(r'_raise\(\s*"([\w.]+)"', path.read_text(encoding="utf-8")))
         # Keys named once as constants (scallop/app/line/frames.py) and the encoder's by kind.
         keys |= set(re.findall(r'^[A-Z_]+ = "((?:camera|encoder)\.[\w.]+)"$', path.read_text(encoding="utf-8"), re.M))
-    keys |= {f"encoder.{kind}" for kind in ("frozen", "mismatch", "impossible")}
+    keys |= {f"encoder.{kind}" for kind in ("frozen", "mismatch", "impossible", "scale")}
     assert {"camera.no_frames", "encoder.stalled", "line.estop", "record.database"} <= keys
     missing = sorted(k for k in keys if not i18n.has(f"alarm.{k}"))
     assert not missing, missing

@@ -101,6 +101,7 @@ def full_snapshot() -> LineSnapshot:
         dispositions={"picked": 600, "passed": 150, "diverted": 48, "not_diverted": 2},
         per_minute=61.5,
         removal_rate=0.95,
+        belt_scale=1.012,
         frames=36000,
         frames_dropped=12,
         latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scallop.app.alarms import Alarms
-from scallop.app.line.beltcheck import FROZEN, IMPOSSIBLE, MISMATCH, BeltCheck
+from scallop.app.line.beltcheck import FROZEN, IMPOSSIBLE, MISMATCH, SCALE, BeltCheck
 from scallop.app.line.frames import FrameReader
 from scallop.app.stats import Stats
 from scallop.robot.belt import Belt
@@ -70,6 +70,55 @@ def test_a_counter_at_the_wrong_scale_is_a_mismatch_and_impossible_counts_fault_
     for k in range(3):
         fault = check.update(0.6 + 0.1 * k, 100_500 + 300 * k, np.zeros((0, 2)))
     assert fault is None
+
+
+def drift(check: BeltCheck, steps: int, camera: float, counts: float = 1.0, start: int = 0):
+    """Frames 0.1 s apart, the belt 30 mm a frame: the camera sees ``camera`` × the true
+    millimetres (a calibration off in scale), the counter counts ``counts`` × the true travel."""
+    out = []
+    for k in range(start, start + steps):
+        true = scene(30.0 * k, 50, -30, 90)
+        out.append(check.update(0.1 * k, int(round(30.0 * k * counts * 10)), camera * true))
+    return out
+
+
+def test_camera_and_counts_at_one_scale_read_a_ratio_of_one():
+    check = BeltCheck(BELT)
+    assert drift(check, 30, 1.0) == [None] * 30
+    assert check.scale_ratio == pytest.approx(1.0, abs=1e-9) and check.faults == []
+
+
+def test_a_camera_off_in_scale_by_8_percent_stops_picking_though_every_frame_pair_agrees():
+    check = BeltCheck(BELT)
+    # 2.4 mm a frame: inside the per-frame tolerance (5 mm + 5 %), so the counts stay trusted.
+    assert drift(check, 30, 1.08) == [None] * 30 and check.trusted
+    assert [f.kind for f in check.faults] == [SCALE]
+    assert "camera sees the belt move +8.0 % farther than the encoder counts" in check.faults[0].text
+    assert check.scale_ratio == pytest.approx(1.08, abs=1e-6)
+    # Set right again (a camera remounted): fresh pairs take it back, stale ones do not.
+    drift(check, 3, 1.0, start=30)
+    assert check.faults
+    drift(check, 20, 1.0, start=33)
+    assert check.faults == [] and check.scale_ratio == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("camera, counts, fault", [(1.04, 1.0, False), (1.0, 0.92, True), (0.93, 1.0, True)])
+def test_the_scale_check_allows_5_percent_either_way(camera, counts, fault):
+    # 4 % is what an outline 25 mm above the belt reads under a camera 650 mm up; a slipping
+    # wheel counting 8 % short reads 1/0.92 = +8.7 %.
+    check = BeltCheck(BELT)
+    drift(check, 40, camera, counts)
+    assert check.scale_ratio == pytest.approx(camera / counts, abs=1e-3)
+    assert bool(check.faults) is fault
+
+
+def test_scallops_a_pair_could_mix_up_are_left_out_of_the_scale():
+    check = BeltCheck(BELT)
+    for k in range(30):
+        # Two scallops in one lane 10 mm apart: each has two candidates 60 mm back.
+        pts = np.array([[-200.0 + 30 * k, 50.0], [-190.0 + 30 * k, 50.0]])
+        check.update(0.1 * k, 300 * k, pts)
+    assert check.scale_ratio is None
 
 
 class FlakyCamera(Camera):

@@ -86,6 +86,9 @@ class LineSnapshot:
     lot: str = ""  # the production lot in force ('' = none set)
     shift_check: dict = field(default_factory=dict)  # scallop.app.line.shift.ShiftCheck.status()
     channel: dict = field(default_factory=dict)  # the fluorescence channel's figures (channel_status()), {} without one
+    # Camera millimetres over counted millimetres along the belt (median of recent scallop pairs,
+    # scallop.app.line.beltcheck); None until enough pairs were seen.
+    belt_scale: float | None = None
 
 
 class LineAPI(Protocol):

@@ -121,6 +121,12 @@ class SnapshotCollector(Collector):
             yield GaugeMetricFamily(
                 f"{p}_uro_removal_ratio", "Uros removed / scallops with a uro (0..1).", value=snap.removal_rate
             )
+        if snap.belt_scale is not None:
+            yield GaugeMetricFamily(
+                f"{p}_belt_scale_ratio",
+                "Camera millimetres over encoder millimetres along the belt (1 when the calibrations agree).",
+                value=snap.belt_scale,
+            )
         yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the line started.", value=snap.uptime_s)
         state = GaugeMetricFamily(f"{p}_line_state", "1 for the line's current state.", labels=["state"])
         _one_hot(state, (), _STATES, snap.state)

@@ -24,10 +24,28 @@ A frozen or mismatching counter is cleared by ``clear_after`` agreeing frame pai
 impossible counts by ``clear_after`` plausible frames in a row. With nothing on the belt
 nothing can be checked, and nothing is picked either. A belt that really stopped agrees with
 a counter that stopped: that is no fault.
+
+**Scale** (a slow drift the per-frame tolerance lets through): every whole scallop is also paired
+with its sighting in the newest frame at least ``scale_span_mm`` of counted travel earlier, and
+the ratio of the two distances (camera millimetres over counted millimetres) goes into a window
+of the last ``scale_samples``. Their median is ``scale_ratio``: 1 when the camera's calibration
+and the encoder's millimetres per count agree. Off by more than ``scale_limit`` (once
+``scale_min_samples`` are in) is a fault, *scale*: either the camera no longer sees the belt at
+the scale it was calibrated at (moved, refocused, another camera's file), which misplaces every
+target and moves the vision's millimetre thresholds, or the counts no longer measure the belt (a
+slipping wheel), which misplaces every pick downstream in proportion to the distance to the arm.
+Either way the picks go where the uros are not. It clears on fresh pairs only, once their median
+is within ``scale_clear``.
+
+Why 5 %: the line maps scallop centres on the belt plane, and the scallops' outline lies a little
+above it, so a real line reads a ratio a little above 1 (camera height over camera height less
+the outline's height: 1.7 % for 10 mm at 600 mm); a camera that drifted enough to matter to the
+vision (models/README.md: the figures at 0.9× and 1.1× the scale) is well beyond it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,11 +55,12 @@ from scallop.robot.belt import Belt
 FROZEN = "frozen"
 MISMATCH = "mismatch"
 IMPOSSIBLE = "impossible"
+SCALE = "scale"
 
 
 @dataclass
 class BeltFault:
-    kind: str  # FROZEN, MISMATCH or IMPOSSIBLE
+    kind: str  # FROZEN, MISMATCH, IMPOSSIBLE or SCALE
     text: str  # the operator's words
 
 
@@ -56,8 +75,23 @@ class BeltCheck:
         tol_share: float = 0.05,
         fault_after: int = 3,
         clear_after: int = 3,
+        scale_span_mm: float = 60.0,
+        scale_pair_share: float = 0.2,
+        scale_samples: int = 40,
+        scale_min_samples: int = 15,
+        scale_limit: float = 0.05,
+        scale_clear: float = 0.025,
     ) -> None:
         self.belt = belt
+        self.scale_span_mm = scale_span_mm
+        self.scale_pair_share = scale_pair_share
+        self.scale_min_samples = scale_min_samples
+        self.scale_limit = scale_limit
+        self.scale_clear = scale_clear
+        self.scale_fault: BeltFault | None = None
+        self.scale_ratio: float | None = None  # camera mm / counted mm, median of the window
+        self._ratios: deque[float] = deque(maxlen=scale_samples)
+        self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=512)
         self.max_speed_mm_s = max_speed_mm_s
         self.backward_mm = backward_mm
         self.pair_dy_mm = pair_dy_mm
@@ -73,6 +107,11 @@ class BeltCheck:
         self._plausible = 0
         self._last_disagreement = ""
         self.pairs_checked = 0
+
+    @property
+    def faults(self) -> list[BeltFault]:
+        """Every fault that holds now: the counts' own, and the scale's."""
+        return [f for f in (self.fault, self.scale_fault) if f is not None]
 
     @property
     def trusted(self) -> bool:
@@ -100,6 +139,7 @@ class BeltCheck:
         self._plausible += 1
         if self.fault is not None and self.fault.kind == IMPOSSIBLE and self._plausible >= self.clear_after:
             self.fault = None
+        self._scale(int(count), centers)
         verdict = self._compare(prev[2], centers, travel)
         if verdict is True:
             self.suspect = False
@@ -122,6 +162,45 @@ class BeltCheck:
                     kind, f"{what} ({self._last_disagreement}): counter frozen or misread; picking stopped"
                 )
         return self.fault
+
+    def _scale(self, count: int, centers: np.ndarray) -> None:
+        """Pairs over at least ``scale_span_mm`` of travel into the window; the scale fault."""
+        self._history.append((count, centers))
+        ref = None
+        for i in range(len(self._history) - 2, -1, -1):
+            travel = self.belt.mm(count - self._history[i][0])
+            if abs(travel) >= self.scale_span_mm:
+                ref = (travel, self._history[i][1])
+                for _ in range(i):  # older frames are never the newest far enough back again
+                    self._history.popleft()
+                break
+        if ref is None or not len(centers) or not len(ref[1]):
+            return
+        travel, before = ref
+        dx = centers[:, None, 0] - before[None, :, 0]
+        ok = (np.abs(centers[:, None, 1] - before[None, :, 1]) < self.pair_dy_mm) & (
+            np.abs(dx - travel) <= self.scale_pair_share * abs(travel)
+        )
+        # Only a scallop with exactly one candidate, itself no other's candidate: two scallops
+        # in one lane a pair could mix up would bias the median.
+        ok &= (ok.sum(1) == 1)[:, None] & (ok.sum(0) == 1)[None, :]
+        self._ratios.extend((dx[ok] / travel).tolist())
+        if len(self._ratios) < self.scale_min_samples:
+            return
+        self.scale_ratio = ratio = float(np.median(self._ratios))
+        off = ratio - 1.0
+        if self.scale_fault is None and abs(off) > self.scale_limit:
+            self.scale_fault = BeltFault(
+                SCALE,
+                f"camera sees the belt move {100 * off:+.1f} % {'farther' if off > 0 else 'less far'} than the "
+                f"encoder counts (median of {len(self._ratios)} scallop pairs over {abs(travel):.0f} mm of travel, "
+                f"allowed ±{100 * self.scale_limit:g} %): the camera moved or its calibration is not this set-up's, "
+                "or the encoder's millimetres per count changed (a slipping wheel); picks would land off the "
+                "uros; picking stopped",
+            )
+            self._ratios.clear()  # it is taken back on fresh pairs only
+        elif self.scale_fault is not None and abs(off) <= self.scale_clear:
+            self.scale_fault = None
 
     def _compare(self, before: np.ndarray, now: np.ndarray, travel: float) -> bool | None:
         """True: a scallop moved by the counted travel; False: none did and one moved otherwise;

@@ -264,12 +264,12 @@ class Line:
                 mine = np.nonzero(whole & ~outside & dets.uro_found)[0]
                 mine = mine[np.argsort(-dets.uro_confidence[mine])]
                 self.channel.check_registration(frame.image, uv, seen, dets.uro_center_px[mine], self.needs_channel)
-        fault = self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
+        self.belt_check.update(frame.timestamp, count, dets.center_mm[whole] if len(dets) else [])
         done: list[ScallopOutcome] = []
         with self.control.lock:
             self.frames += 1
             self.reader.analysed(frame.timestamp)
-            done += self._belt_fault(fault)
+            done += self._belt_fault(self.belt_check.faults)
             if self.belt_check.trusted:
                 # Suspect counts never reach the arms' belt model: a frozen counter would make
                 # it think the belt stopped, and a pick already planned would close on nothing.
@@ -290,13 +290,14 @@ class Line:
         # Neither waits: the capture queues the frame (or drops it), the shadow takes it if idle.
         self.models.on_frame(frame, dets, self._scale, paired)
 
-    def _belt_fault(self, fault: BeltFault | None) -> list[ScallopOutcome]:
+    def _belt_fault(self, faults: list[BeltFault]) -> list[ScallopOutcome]:
         """Alarm an encoder the image contradicts (control lock held); when it starts, the open
         tracks and queued picks planned on its counts are recorded, not picked."""
         done: list[ScallopOutcome] = []
-        for kind in ("frozen", "mismatch", "impossible"):
+        for kind in ("frozen", "mismatch", "impossible", "scale"):
             key = f"encoder.{kind}"
-            if fault is not None and fault.kind == kind:
+            fault = next((f for f in faults if f.kind == kind), None)
+            if fault is not None:
                 if not self.alarms.is_active(key):
                     done += self._flush_tracks(LineReason.ENCODER_FAULT)
                 self.alarms.raise_(key, "critical", "camera", fault.text)
@@ -312,7 +313,7 @@ class Line:
             # A model that needs the channel is blind from the first frame without a good pair:
             # the scallops under the camera meanwhile are not seen, so the gate must divert them.
             blind = self.needs_channel and self.channel.blind
-            self.control.inputs(self.reader.usable and self.belt_check.fault is None and not blind)
+            self.control.inputs(self.reader.usable and not self.belt_check.faults and not blind)
 
     def finished(self, done: list[ScallopOutcome]) -> None:
         """Finished decisions: each gets its disposition (the gate is asked for the scallops
@@ -368,8 +369,12 @@ class Line:
             return
         # During the shift check only the test pieces go under the camera: the feeder is held.
         self.reject.hold_infeed = "shift_check" if self.shift is not None and self.shift.check.running else ""
-        # A dark or misregistered channel can only be seen to come back with scallops in view.
-        self.reject.feed_while_blind = self.needs_channel and (self.channel.dark or self.channel.misregistered)
+        # A dark or misregistered channel, or belt counts the camera contradicts, can only be
+        # seen to come back with scallops in view (with the feeder held, a counter put right
+        # would wait for ever on an empty belt).
+        self.reject.feed_while_blind = (
+            self.needs_channel and (self.channel.dark or self.channel.misregistered)
+        ) or bool(self.belt_check.faults)
         active = [a for a in self.alarms.visible() if a.active]
         critical = any(a.severity == "critical" and not a.acked for a in active)
         self.reject.service(self.state, critical, any(a.severity != "info" for a in active), self.demand.share())

@@ -69,6 +69,7 @@ class Readout:
             arms=arms,
             alarms=self.line.alarms.visible(),
             channel=self.line.channel_status() or {},
+            belt_scale=self.line.belt_check.scale_ratio if self.line.belt_check is not None else None,
             **self.tally(),
             **self.line.models.figures(),
             **(self.line.shift.status() if self.line.shift is not None else {}),

@@ -111,7 +111,7 @@ class RejectGate:
         self._camera_to_gate_counts = (
             0.0 if config is None else (config.gate_x_mm + config.gate_lead_mm - view_x_lo) * belt.counts_per_mm
         )
-        self.feed_while_blind = False  # set by the line while its fluorescence channel is dark
+        self.feed_while_blind = False  # set by the line while it waits for evidence only scallops bring
         self._blind_until: float | None = None
         self._was_blind = True  # from the start: nothing before it was seen
         if config is None:
@@ -252,8 +252,8 @@ class RejectGate:
         # (it may carry its uro), no more come until it is seen to.
         gate_ok = self.status is not None and self.status.gate_state != GateState.FAULT
         waiting = self.waiting_for_a_person()
-        # A dark fluorescence channel is only seen to come back with scallops in view: they keep
-        # coming while it is dark, every one to rework through the open gate.
+        # A dark fluorescence channel (or belt counts in doubt) is only seen to come back with
+        # scallops in view: they keep coming meanwhile, every one to rework through the open gate.
         probing = state == LineState.WAITING_CAMERA and self.feed_while_blind and self.config.gate_fitted
         run = (state == LineState.RUNNING or probing) and gate_ok and not (waiting and not self.config.gate_fitted)
         run = run and not self.hold_infeed
