@@ -25,6 +25,7 @@ import dataclasses
 import math
 import threading
 
+import cv2
 import numpy as np
 
 from scallop.sim.world import SimWorld
@@ -76,6 +77,7 @@ class SimCamera(Camera):
         self._corrupt = False
         self._no_uv = 0
         self._uv_shift_mm = 0.0
+        self._scale = 1.0
         self._stall_until = -math.inf
         self.dropped = 0  # exposures never delivered (drop_next, buffer overflow)
 
@@ -106,6 +108,8 @@ class SimCamera(Camera):
                 self._corrupt = False
                 raise CorruptFrameError(f"camera sim: frame {index} arrived corrupt (injected fault)")
             image, truth = self.world.render(t_exp)
+            if self._scale != 1.0:
+                image = _scaled(image, self._scale)
             extra = {"truth": truth, "travel_mm": truth.travel_mm}
             w = self.world
             strobe_off = (
@@ -171,6 +175,15 @@ class SimCamera(Camera):
             raise ValueError(f"shift_mm={shift_mm!r} is not a finite number")
         with self._lock:
             self._uv_shift_mm = float(shift_mm)
+
+    def rescale(self, scale: float) -> None:
+        """From the next frame on, the colour images are ``scale`` times as large about their
+        centre as the calibration says (the camera moved nearer the belt, or refocused); 1
+        sets it back. The fluorescence images are left as they are."""
+        if not math.isfinite(scale) or not 0.5 <= scale <= 2.0:
+            raise ValueError(f"scale={scale!r} is not allowed: 0.5..2")
+        with self._lock:
+            self._scale = float(scale)
 
     def corrupt_next(self) -> None:
         """The next read raises CorruptFrameError once."""
@@ -246,6 +259,14 @@ class SimCamera(Camera):
         index = self._index
         self._index += 1
         return t, index
+
+
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """``image`` magnified ``scale`` times about its centre (what enters at the edge: the border
+    pixels repeated, as a belt wider than the view would look)."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), 0.0, scale)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _moved(fl, shift_mm: float):

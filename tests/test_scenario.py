@@ -516,9 +516,27 @@ def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_l
     assert picks_after(s, 15.0) > 0 and picks_after(s, 70.0) > 0
 
 
+@pytest.mark.timeout(300)
+def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_back():
+    """6 % nearer the belt: every frame pair still agrees with the counts within the per-frame
+    tolerance, so only the belt check's scale sees it. Before it does, a few picks land beside
+    their uros (failed, diverted); none on an adductor, and none after."""
+    s = run_scenario(load_scenario("faults_camera_scale"), duration_s=90.0)
+    assert_accounted(s)
+    assert [e["event"] for e in s["fault_log"]] == ["faults[0] camera_scale 1.06", "faults[0] camera_scale back"]
+    assert s["frames_by_line_state"].get("waiting_camera", 0) >= 20
+    assert s["outcomes"].get("skipped:encoder_fault", 0) >= 1 and s["outcomes"].get("line_waiting_camera", 0) >= 5
+    assert s["adductor_hits"] == 0 and s["uro_escaped"] == 0
+    assert picks_after(s, 70.0) > 0  # back by itself, the feeder having run while it waited
+
+
 @pytest.mark.parametrize(
     ("fault", "words"),
     [
+        ({"kind": "camera_scale", "at_s": 4.0}, r"scale is required for a camera_scale"),
+        ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.5}, r"scale=1\.5 is out of range"),
+        ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.0}, r"scale=1 is not allowed"),
+        ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.05, "frames": 3}, r"frames: a camera_scale"),
         (
             {"kind": "fluorescence_shift", "at_s": 4.0, "duration_s": 9.0},
             r"shift_mm is required for a fluorescence_shift",
@@ -531,7 +549,7 @@ def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_l
         ({"kind": "fluorescence_shift", "at_s": 4.0, "shift_mm": 5.0, "frames": 3}, r"frames: a fluorescence_shift"),
     ],
 )
-def test_a_fluorescence_shift_is_checked(fault, words):
+def test_a_camera_scale_and_a_fluorescence_shift_are_checked(fault, words):
     with pytest.raises(ScenarioError, match=words):
         parse_scenario(scenario() | {"faults": [fault]})
 

@@ -76,6 +76,15 @@ class FaultScript:
                 once(lambda: camera.knock_fluorescence(0.0)),
                 "fluorescence_shift_back",
             )
+        elif f.kind == "camera_scale":
+            add(
+                f.at_s,
+                f"faults[{i}] camera_scale {f.scale:g}",
+                once(lambda: camera.rescale(f.scale)),
+                "camera_scale",
+                scale=f"{f.scale:g}",
+            )
+            add(f.end_s, f"faults[{i}] camera_scale back", once(lambda: camera.rescale(1.0)), "camera_scale_back")
         elif f.kind == "camera_stall":
             add(
                 f.at_s,

@@ -260,6 +260,7 @@ def _fault_words(language: str, f: dict, run_s: float | None = None) -> str:
         duration=f"{f.get('duration_s', 0):g}",
         frames=f.get("frames", 0),
         shift=f"{f.get('shift_mm') or 0:g}",
+        scale=f"{f.get('scale') or 0:g}",
     )
     words = i18n.t(language, "report.fault_at", at=f"{f['at_s']:g}", what=what)
     if run_s is not None and f["at_s"] > run_s:

@@ -39,6 +39,7 @@ FaultKind = Literal[
     "heartbeat_stall",
     "camera_drop",
     "camera_stall",
+    "camera_scale",
     "fluorescence_drop",
     "fluorescence_shift",
     "estop_restart",
@@ -53,6 +54,7 @@ FAULT_KEYS: dict[str, tuple[str, ...]] = {
     "heartbeat_stall": ("arm", "duration_s"),
     "camera_drop": ("frames",),
     "camera_stall": ("duration_s",),
+    "camera_scale": ("scale", "duration_s"),
     "fluorescence_drop": ("frames",),
     "fluorescence_shift": ("shift_mm", "duration_s"),
     "estop_restart": ("duration_s", "arms", "reset_after_s"),
@@ -125,6 +127,9 @@ class FaultSpec:
     heartbeat_stall: the arm's heartbeat freezes for ``duration_s``.
     camera_drop: the next ``frames`` exposures are never delivered.
     camera_stall: the camera delivers nothing for ``duration_s``.
+    camera_scale: the colour camera's images are ``scale`` times as large about their centre as
+      its calibration says, for ``duration_s`` (a camera moved nearer the belt or refocused,
+      then set back).
     fluorescence_drop: the next ``frames`` colour frames come without their fluorescence
       exposure (the UV strobe or the second camera failing); needs ``[line.camera.fluorescence]``.
     fluorescence_shift: the fluorescence images move ``shift_mm`` along the belt from where the
@@ -149,6 +154,7 @@ class FaultSpec:
     arms: bool = True
     ramp_s: float = 0.5
     shift_mm: float | None = None  # fluorescence_shift only
+    scale: float | None = None  # camera_scale only
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -158,6 +164,12 @@ class FaultSpec:
         check_range("frames", self.frames, 1, 10000)
         check_range("reset_after_s", self.reset_after_s, 0.0, 600.0)
         check_range("ramp_s", self.ramp_s, 0.01, 60.0)
+        if self.kind == "camera_scale":
+            if self.scale is None:
+                raise ValueError("scale is required for a camera_scale (allowed 0.8..1.25, not 1)")
+            check_range("scale", self.scale, 0.8, 1.25)
+            if self.scale == 1:
+                raise ValueError("scale=1 is not allowed: a camera_scale changes the images' scale (0.8..1.25, not 1)")
         if self.kind == "fluorescence_shift":
             if self.shift_mm is None:
                 raise ValueError("shift_mm is required for a fluorescence_shift (allowed -200..200 mm, not 0)")
@@ -181,6 +193,7 @@ class FaultSpec:
             "heartbeat_stall": f"arm {self.arm or '(first)'} heartbeat stalled for {self.duration_s:g} s",
             "camera_drop": f"camera drops {self.frames} frames",
             "camera_stall": f"camera stalled for {self.duration_s:g} s",
+            "camera_scale": f"camera images at {self.scale or 0:g}× their calibrated scale for {self.duration_s:g} s",
             "fluorescence_drop": f"fluorescence channel drops {self.frames} frames",
             "fluorescence_shift": f"fluorescence camera knocked {self.shift_mm or 0:g} mm for {self.duration_s:g} s",
             "estop_restart": f"e-stop for {self.duration_s:g} s, then reset and restart",
