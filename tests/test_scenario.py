@@ -528,6 +528,10 @@ def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_
     assert s["outcomes"].get("skipped:encoder_fault", 0) >= 1 and s["outcomes"].get("line_waiting_camera", 0) >= 5
     assert s["adductor_hits"] == 0 and s["uro_escaped"] == 0
     assert picks_after(s, 70.0) > 0  # back by itself, the feeder having run while it waited
+    # The report says what the line saw: the alarm, from after the move to after the set-back.
+    (scale,) = [a for a in s["alarms"] if a["alarm"] == "encoder.scale"]
+    assert scale["severity"] == "critical" and 30.0 < scale["from_s"] < 60.0 < scale["to_s"] < 90.0
+    assert "+5.9 % farther than the encoder counts" in scale["text"]
 
 
 @pytest.mark.parametrize(
@@ -633,8 +637,18 @@ def test_the_report_in_japanese_has_no_english_words_of_its_own():
     from scallop.app import i18n
     from scallop.app.scenario import render_html
 
-    page = render_html(_summary(), "ja")
+    alarm = {
+        "alarm": "encoder.scale",
+        "severity": "critical",
+        "text": "camera sees the belt move +5.9 %",
+        "params": {"detail": "camera sees the belt move +5.9 %"},
+        "from_s": 47.5,
+        "to_s": 71.3,
+    }
+    page = render_html(_summary(alarms=[alarm, alarm | {"alarm": "", "to_s": None}]), "ja")
     assert '<html lang="ja">' in page and "シナリオ nominal" in page
+    assert "<li>47.5〜71.3 秒、重大：カメラとベルトのカウンタで、ベルトの進んだ距離が合いません。" in page
+    assert "<li>47.5 秒から終わりまで、重大：camera sees the belt move +5.9 %</li>" in page  # no words of its own
     assert "<b>不明</b><span>ウロ除去率</span>" in page and "ウロ残り（実際）" in page
     assert "ラインが非常停止の間だけ見えた" in page and "ピック: ウロ除去" in page
     assert "アーム （最初） が 5 秒切断" in page

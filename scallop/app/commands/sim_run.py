@@ -149,6 +149,15 @@ def format_summary(s: dict) -> str:
                 + f", adductor hits {x['adductor_hits']}, uro escaped {x.get('uro_escaped')}"
                 + f", diverted {(x.get('dispositions') or {}).get('diverted', 0)}"
             )
+    spans = s.get("alarms") or []
+    if spans:
+        said = [
+            f"{a['alarm'] or a['text'][:40]} ({a['severity']}) {a['from_s']:g}–"
+            + ("end" if a["to_s"] is None else f"{a['to_s']:g}")
+            + " s"
+            for a in spans[:8]
+        ]
+        lines.append("  alarms: " + "; ".join(said) + (f"; and {len(spans) - 8} more" if len(spans) > 8 else ""))
     c = s["checks"]
     lines.append(
         f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "

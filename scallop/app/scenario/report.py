@@ -146,6 +146,9 @@ def render_html(s: dict, language: str = "en") -> str:
         or f"<li>{e(tr('report.none'))}</li>"
     )
     flog = "".join("<li>" + e(_log_words(language, ev)) + "</li>" for ev in s["fault_log"])
+    raised = "".join("<li>" + e(_alarm_words(language, a)) + "</li>" for a in s.get("alarms") or [])
+    if raised:
+        flog += f"</ul><h3>{e(tr('report.alarms'))}</h3><ul>{raised}"
     skipped = "".join(
         f"<tr><td>{e(i18n.t(language, 'reason.' + k) if i18n.has('reason.' + k) else k)}</td><td>{n(v)}</td></tr>"
         for k, v in s["skipped"].items()
@@ -280,6 +283,18 @@ def _log_words(language: str, ev: dict) -> str:
         params["arm"] = i18n.t(language, "report.first_arm")
     what = i18n.t(language, key, **params)
     return i18n.t(language, "report.log_entry", t=f"{ev['t']:g}", fault=int(ev.get("fault", 0)) + 1, what=what)
+
+
+def _alarm_words(language: str, a: dict) -> str:
+    """One alarm the line raised, in the words the operator's screen gives it."""
+    code = a.get("alarm") or ""
+    what = i18n.t(language, f"alarm.{code}", **a.get("params", {})) if code and i18n.has(f"alarm.{code}") else a["text"]
+    severity = i18n.t(language, f"severity.{a['severity']}")
+    if a.get("to_s") is None:
+        return i18n.t(language, "report.alarm_open", start=f"{a['from_s']:g}", severity=severity, what=what)
+    return i18n.t(
+        language, "report.alarm_span", start=f"{a['from_s']:g}", end=f"{a['to_s']:g}", severity=severity, what=what
+    )
 
 
 def _bar_colour(outcome: str) -> str:

@@ -103,6 +103,7 @@ def run_scenario(
     t_wall0 = time.perf_counter()
     clock = VirtualClock()
     line = build_line(cfg, rec_path, seed=seed, clock=clock)
+    alarms = AlarmSpans(line.alarms, clock)
     crash = None
     try:
         line.open()
@@ -142,6 +143,7 @@ def run_scenario(
         line.stop("scenario")
         acct.collect()
         summary = _summarise(acct, faults, sc, cfg, seed, t_virtual, loop_wall, t_setup, crash)
+        summary["alarms"] = alarms.spans(t0)
     finally:
         line.close()
         if tmp is not None:
@@ -150,6 +152,37 @@ def run_scenario(
     if spec.compare_without_channel:
         summary["without_channel"] = _without_channel(sc, seed, spec, progress, chunk_s)
     return summary
+
+
+class AlarmSpans:
+    """Each alarm the line raised during the run, from when it was raised to when its condition
+    went (virtual time): the report says what the line saw, not only what the scenario did. It
+    listens beside the record (the alarms' ``on_change``), which it leaves in place."""
+
+    def __init__(self, alarms, clock) -> None:
+        self.clock = clock
+        self._by_id: dict[int, dict] = {}
+        self._next = alarms.on_change
+        alarms.on_change = self._saw
+
+    def _saw(self, a) -> None:
+        now = self.clock.now()
+        span = self._by_id.setdefault(
+            a.id, {"alarm": a.code, "severity": a.severity, "text": a.text, "params": dict(a.params), "from": now}
+        )
+        if not a.active and "to" not in span:
+            span["to"] = now
+        if self._next is not None:
+            self._next(a)
+
+    def spans(self, t0: float) -> list[dict]:
+        """[{alarm (catalogue code, "" for none), severity, text, params, from_s, to_s (None: still
+        active at the end)}], in the order raised."""
+        return [
+            {k: v for k, v in s.items() if k not in ("from", "to")}
+            | {"from_s": round(s["from"] - t0, 1), "to_s": round(s["to"] - t0, 1) if "to" in s else None}
+            for s in sorted(self._by_id.values(), key=lambda s: s["from"])
+        ]
 
 
 # What the report sets side by side with and without the fluorescence channel.
@@ -363,5 +396,10 @@ def _nice_bin(span: float) -> float:
 
 
 def deterministic_view(summary: dict) -> dict:
-    """The summary without wall-clock figures: the same scenario and seed give the same."""
-    return {k: v for k, v in summary.items() if k not in WALL_TIME_KEYS and not k.startswith("_")}
+    """The summary without wall-clock figures: the same scenario and seed give the same. An
+    alarm's words may name what the run was given by the system (an arm's port), so of the
+    alarms only what was raised, how severe, and when are kept."""
+    out = {k: v for k, v in summary.items() if k not in WALL_TIME_KEYS and not k.startswith("_")}
+    if "alarms" in out:
+        out["alarms"] = [{k: a[k] for k in ("alarm", "severity", "from_s", "to_s")} for a in out["alarms"]]
+    return out
