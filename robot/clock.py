@@ -14,6 +14,10 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None:
         """Wait ``seconds`` of this clock's time."""
 
+    def wall(self) -> float:
+        """Seconds since the epoch: the time a person reads (the record's rows, alarms),
+        advancing as ``now()`` does."""
+
 
 class SystemClock:
     """Wall-clock time (time.monotonic)."""
@@ -24,3 +28,6 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def wall(self) -> float:
+        return time.time()

@@ -16,16 +16,23 @@ thread scheduling.
 from __future__ import annotations
 
 import threading
+import time
 
 
 class VirtualClock:
-    def __init__(self, start: float = 0.0, auto_advance: bool = True) -> None:
-        self._t = float(start)
+    def __init__(self, start: float = 0.0, auto_advance: bool = True, epoch: float | None = None) -> None:
+        self._t = self._start = float(start)
+        # The wall time ``start`` stands for (default: when the clock was made): a simulated
+        # run's record then spans its virtual time, and a day's report reads its rates.
+        self._epoch = time.time() if epoch is None else float(epoch)
         self.auto_advance = auto_advance
         self._cond = threading.Condition()
 
     def now(self) -> float:
         return self._t
+
+    def wall(self) -> float:
+        return self._epoch + (self._t - self._start)
 
     def advance(self, dt: float) -> float:
         if dt < 0:

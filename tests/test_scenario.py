@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -517,11 +518,11 @@ def test_a_knocked_fluorescence_camera_holds_the_line_until_it_is_set_back_and_l
 
 
 @pytest.mark.timeout(300)
-def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_back():
+def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_back(tmp_path):
     """6 % nearer the belt: every frame pair still agrees with the counts within the per-frame
     tolerance, so only the belt check's scale sees it. Before it does, a few picks land beside
     their uros (failed, diverted); none on an adductor, and none after."""
-    s = run_scenario(load_scenario("faults_camera_scale"), duration_s=90.0)
+    s = run_scenario(load_scenario("faults_camera_scale"), duration_s=90.0, report_dir=tmp_path)
     assert_accounted(s)
     assert [e["event"] for e in s["fault_log"]] == ["faults[0] camera_scale 1.06", "faults[0] camera_scale back"]
     assert s["frames_by_line_state"].get("waiting_camera", 0) >= 20
@@ -532,6 +533,14 @@ def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_
     (scale,) = [a for a in s["alarms"] if a["alarm"] == "encoder.scale"]
     assert scale["severity"] == "critical" and 30.0 < scale["from_s"] < 60.0 < scale["to_s"] < 90.0
     assert "+5.9 % farther than the encoder counts" in scale["text"]
+    # The record is stamped on the run's own (virtual) time: its rows span the 90 s, not the
+    # few seconds the run took, so a day's report reads the line's rates.
+    con = sqlite3.connect(tmp_path / "record" / "record.sqlite")
+    first, last, n = con.execute("SELECT min(time), max(time), count(*) FROM scallops").fetchone()
+    (raised,) = con.execute("SELECT time FROM alarms WHERE text LIKE 'camera sees the belt move%'").fetchone()
+    (started,) = con.execute("SELECT started FROM runs").fetchone()
+    con.close()
+    assert n > 30 and last - first > 60.0 and raised - started == pytest.approx(scale["from_s"], abs=1.0)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
         snapshot_budget_bytes=int(config.record.snapshot_budget_mb * 1e6),
         on_alarm=on_alarm,
         retention=config.record.retention(),
+        wall_clock=backend.clock.wall,
     )
     line = Line(config, backend, record=writer)
     return line

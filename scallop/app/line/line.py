@@ -70,8 +70,8 @@ class Line:
         self.clock = backend.clock
         self.stats = Stats()
         self.control = LineControl(self.clock)
-        self.publisher = Publisher(None, record, config.runtime.snapshot_doubtful)
-        self.alarms = Alarms(on_change=self.publisher.alarm)
+        self.publisher = Publisher(None, record, config.runtime.snapshot_doubtful, self.clock.wall)
+        self.alarms = Alarms(on_change=self.publisher.alarm, wall_clock=self.clock.wall)
         self.recipe = config.recipe
         self.frames = 0
         self._frames_bad = 0  # frames that reached vision but could not be used

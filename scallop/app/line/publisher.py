@@ -22,8 +22,9 @@ from scallop.vision.detections import REASON_AMBIGUOUS, Detections
 
 
 class Publisher:
-    def __init__(self, belt: Belt, record=None, snapshot_doubtful: bool = True) -> None:
+    def __init__(self, belt: Belt, record=None, snapshot_doubtful: bool = True, wall_clock=time.time) -> None:
         self.belt = belt
+        self.wall_clock = wall_clock  # the line clock's wall time: a simulated run's rows span its virtual time
         self.record = record
         self.snapshot_doubtful = snapshot_doubtful
         self._lock = threading.Lock()
@@ -87,7 +88,7 @@ class Publisher:
         radius = t.radius_mm
         rec = ScallopRecord(
             track_id=int(oc.track_id),
-            time=time.time(),
+            time=self.wall_clock(),
             encoder_mm=float(self.belt.mm(v.encoder)),
             result=oc.result,
             skip_reason=oc.reason if oc.result == Result.SKIPPED else "",
