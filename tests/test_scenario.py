@@ -528,6 +528,8 @@ def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_
     assert s["frames_by_line_state"].get("waiting_camera", 0) >= 20
     assert s["outcomes"].get("skipped:encoder_fault", 0) >= 1 and s["outcomes"].get("line_waiting_camera", 0) >= 5
     assert s["adductor_hits"] == 0 and s["uro_escaped"] == 0
+    # Every uro left on went to rework through the gate: missed, but none let go.
+    assert s["missed"] > 0 and s["uro_to_rework"] == s["missed"]
     assert picks_after(s, 70.0) > 0  # back by itself, the feeder having run while it waited
     # The report says what the line saw: the alarm, from after the move to after the set-back.
     (scale,) = [a for a in s["alarms"] if a["alarm"] == "encoder.scale"]

@@ -110,7 +110,13 @@ def format_summary(s: dict) -> str:
         ),
         f"  uro removed {s['uro_removed']}/{s['with_uro']}"
         + ("" if rate is None else f" ({100 * rate:.2f} %)")
-        + f", missed {s['missed']}, adductor hits {s['adductor_hits']}",
+        + f", missed {s['missed']}"
+        + (
+            f" (to rework {s['uro_to_rework']}, escaped {s['uro_escaped']})"
+            if s.get("uro_to_rework") is not None
+            else ""
+        )
+        + f", adductor hits {s['adductor_hits']}",
         f"  throughput {s['throughput_per_min']:g}/min, capacity {s['capacity']['total_per_min']:g}/min"
         f" ({100 * (s['throughput_share_of_capacity'] or 0):.1f} %), arm busy "
         + ", ".join(f"{k} {100 * v:.1f} %" for k, v in s["arm_utilisation"].items()),

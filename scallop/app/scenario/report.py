@@ -127,6 +127,7 @@ def render_html(s: dict, language: str = "en") -> str:
         ("report.uro_removed", n(s["uro_removed"])),
         ("report.removal_rate", i18n.percent(language, s["uro_removal_rate"], 2)),
         ("report.uro_left", n(s["missed"])),
+        ("report.uro_to_rework", n(s.get("uro_to_rework"))),
         ("report.missed_picks", n(screen_missed)),
         ("report.adductor_hits", n(s["adductor_hits"])),
         ("report.uro_escaped", n(s.get("uro_escaped"))),

@@ -239,6 +239,8 @@ def _summarise(
     dispositions = Counter(end_of(r) for r in processed) if acct.gate_x is not None else None
     escaped = [r.id for r in with_uro if r.has_uro and not r.diverted] if acct.gate_x is not None else None
     missed = sum(1 for r in with_uro if r.has_uro)
+    # Of those, the ones the gate sent to rework: a person's look, not a uro let go.
+    to_rework = sum(1 for r in with_uro if r.has_uro and r.diverted) if acct.gate_x is not None else None
     skipped = Counter()
     for k, n in outcomes.items():
         if not k.startswith("picked:"):
@@ -341,6 +343,7 @@ def _summarise(
         "outcomes": dict(sorted(outcomes.items())),
         # Where each processed scallop ended, judged at the reject gate (None: no gate simulated).
         "dispositions": None if dispositions is None else {d: dispositions.get(d, 0) for d in END_KINDS},
+        "uro_to_rework": to_rework,
         "uro_escaped": None if escaped is None else len(escaped),
         "uro_escaped_ids": escaped,
         # The start-of-shift check with test pieces, when the scenario's line requires one.
