@@ -227,6 +227,7 @@ class FakeLine:
                 alarms=[replace(a) for a in self.alarms],
                 lot=getattr(self, "lot", ""),
                 shift_check=dict(getattr(self, "shift_check", {})),
+                belt_scale=getattr(self, "belt_scale", None),
             )
 
     def latest_jpeg(self):

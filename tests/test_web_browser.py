@@ -226,6 +226,11 @@ def test_engineer_page_refuses_bad_input_with_the_servers_words(screen):
     wait_for(browser, lambda: line.config["belt"]["speed_mm_s"] == 300, what="config applied")
     wait_for(browser, lambda: '"speed_mm_s": 300' in text(browser, "config-view"))
     assert not visible(browser, "uv-box")  # this line has no fluorescence channel
+    # The belt check's scale: not known until scallops rode a moving belt, then the line's figure.
+    scale = "belt scale, camera over encoder: "
+    assert text(browser, "belt-scale") == scale + "not measured yet (it needs scallops on a moving belt)"
+    line.belt_scale = 0.988
+    wait_for(browser, lambda: text(browser, "belt-scale") == scale + "0.988 (-1.2 %; picking stops beyond ±5 %)")
 
 
 def _requests(server, route: str) -> float:

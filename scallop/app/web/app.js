@@ -372,6 +372,10 @@ function renderLatency(d) {
   $("latency").textContent = t("engineer.latency", {
     stages: parts.join(" · ") || t("value.unknown"), frames: num(d.frames), dropped: num(d.frames_dropped),
   });
+  // The line's own drift check: how far the camera says the belt moved against the encoder.
+  const r = d.belt_scale;
+  setText("belt-scale", r === null || r === undefined ? t("engineer.belt_scale_none")
+    : t("engineer.belt_scale", { ratio: num(r, 3), off: (r >= 1 ? "+" : "") + num(100 * (r - 1), 1) }));
 }
 
 function toggleCapture() {
