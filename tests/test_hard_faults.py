@@ -202,6 +202,7 @@ def test_signals_in_a_burst_stop_the_line_cleanly(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a SIGABRT then prints every thread's stack
     )
     try:
         line = proc.stderr.readline()
@@ -210,7 +211,13 @@ def test_signals_in_a_burst_stop_the_line_cleanly(tmp_path):
         for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
             proc.send_signal(sig)
             time.sleep(0.05)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Say where it hung: what it printed, and the threads still alive (faulthandler).
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=10)
+            pytest.fail(f"scallop run did not stop within 30 s of the signals; its stderr:\n{err[-6000:]}")
     finally:
         proc.kill()
     assert proc.returncode == 0, err
