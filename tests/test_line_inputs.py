@@ -112,6 +112,30 @@ def test_the_scale_check_allows_5_percent_either_way(camera, counts, fault):
     assert bool(check.faults) is fault
 
 
+def test_a_change_of_scale_while_the_line_runs_is_held_to_the_runs_own_first_reading():
+    # 4 % off 1 is inside what a real line's parallax needs; 4 % off what this run read is not.
+    check = BeltCheck(BELT)
+    drift(check, 30, 1.0)
+    assert check.scale_baseline == pytest.approx(1.0, abs=1e-9) and check.faults == []
+    drift(check, 30, 1.04, start=30)
+    assert [f.kind for f in check.faults] == [SCALE]
+    assert "+4.0 % farther than the encoder counts, +4.0 % since the start of this run" in check.faults[0].text
+    # A line that starts 4 % off reads that as its own and is held to it.
+    check = BeltCheck(BELT)
+    drift(check, 60, 1.04)
+    assert check.faults == [] and check.scale_baseline == pytest.approx(1.04, abs=1e-6)
+
+
+def test_a_stopped_belt_adds_no_copies_of_one_pair():
+    check = BeltCheck(BELT)
+    drift(check, 16, 1.0)
+    n = len(check._ratios)
+    for k in range(100):  # the belt stands, the camera runs on; one frame reads its scallops 4 mm off
+        shift = 4.0 if k == 3 else 0.0
+        check.update(2.0 + 0.1 * k, 4500, scene(450.0 + shift, 50, -30, 90))
+    assert len(check._ratios) == n and check.faults == []
+
+
 def test_scallops_a_pair_could_mix_up_are_left_out_of_the_scale():
     check = BeltCheck(BELT)
     for k in range(30):

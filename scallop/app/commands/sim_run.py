@@ -158,9 +158,8 @@ def format_summary(s: dict) -> str:
     spans = s.get("alarms") or []
     if spans:
         said = [
-            f"{a['alarm'] or a['text'][:40]} ({a['severity']}) {a['from_s']:g}–"
-            + ("end" if a["to_s"] is None else f"{a['to_s']:g}")
-            + " s"
+            f"{a['alarm'] or a['text'][:40]} ({a['severity']}) "
+            + (f"{a['from_s']:g} s to the end" if a["to_s"] is None else f"{a['from_s']:g}–{a['to_s']:g} s")
             for a in spans[:8]
         ]
         lines.append("  alarms: " + "; ".join(said) + (f"; and {len(spans) - 8} more" if len(spans) > 8 else ""))

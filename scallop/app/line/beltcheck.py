@@ -25,22 +25,29 @@ impossible counts by ``clear_after`` plausible frames in a row. With nothing on 
 nothing can be checked, and nothing is picked either. A belt that really stopped agrees with
 a counter that stopped: that is no fault.
 
-**Scale** (a slow drift the per-frame tolerance lets through): every whole scallop is also paired
-with its sighting in the newest frame at least ``scale_span_mm`` of counted travel earlier, and
-the ratio of the two distances (camera millimetres over counted millimetres) goes into a window
-of the last ``scale_samples``. Their median is ``scale_ratio``: 1 when the camera's calibration
-and the encoder's millimetres per count agree. Off by more than ``scale_limit`` (once
-``scale_min_samples`` are in) is a fault, *scale*: either the camera no longer sees the belt at
-the scale it was calibrated at (moved, refocused, another camera's file), which misplaces every
-target and moves the vision's millimetre thresholds, or the counts no longer measure the belt (a
-slipping wheel), which misplaces every pick downstream in proportion to the distance to the arm.
-Either way the picks go where the uros are not. It clears on fresh pairs only, once their median
-is within ``scale_clear``.
+**Scale** (a drift the per-frame tolerance lets through): once per ``scale_span_mm`` of counted
+travel, every whole scallop is paired with its sighting in the newest frame at least that far
+back, and the ratio of the two distances (camera millimetres over counted millimetres) goes into a
+window of the last ``scale_samples`` (sampling by travel, not by frame: a stopped belt adds no
+copies of one pair, nor a fast camera forty of one scallop). Their median is ``scale_ratio``: 1
+when the camera's calibration and the encoder's millimetres per count agree. Two limits make the
+*scale* fault (once ``scale_min_samples`` are in):
 
-Why 5 %: the line maps scallop centres on the belt plane, and the scallops' outline lies a little
-above it, so a real line reads a ratio a little above 1 (camera height over camera height less
-the outline's height: 1.7 % for 10 mm at 600 mm); a camera that drifted enough to matter to the
-vision (models/README.md: the figures at 0.9× and 1.1× the scale) is well beyond it.
+* off 1 by more than ``scale_limit`` (5 %): the line was wrong from its start (another set-up's
+  calibration file, a camera moved while the line was off);
+* off the run's own first reading (``scale_baseline``, the median of its first
+  ``scale_samples`` pairs with no fault) by more than ``scale_drift`` (2.5 %): it changed while
+  the line ran (a camera knocked, refocused, a wheel starting to slip).
+
+Either way the picks go where the uros are not: a camera off in scale misplaces every target and
+moves the vision's millimetre thresholds (4 % already put jaws on adductors in the simulator), a
+slipping wheel misplaces every pick downstream in proportion to the distance to the arm. It
+clears on fresh pairs only, once their median is within half of both limits.
+
+Why two limits: the line maps scallop centres on the belt plane, and the scallops' outlines lie
+above it, so a real line reads a ratio a little above 1 (camera height over camera height less the
+outline's height: 1.7 % for 10 mm at 600 mm). Against 1 only a limit wide enough for that can be
+set; against the run's own reading, a tight one.
 """
 
 from __future__ import annotations
@@ -77,20 +84,24 @@ class BeltCheck:
         clear_after: int = 3,
         scale_span_mm: float = 60.0,
         scale_pair_share: float = 0.2,
-        scale_samples: int = 40,
-        scale_min_samples: int = 15,
+        scale_samples: int = 24,
+        scale_min_samples: int = 12,
         scale_limit: float = 0.05,
-        scale_clear: float = 0.025,
+        scale_drift: float = 0.025,
     ) -> None:
         self.belt = belt
         self.scale_span_mm = scale_span_mm
         self.scale_pair_share = scale_pair_share
+        self.scale_samples = scale_samples
         self.scale_min_samples = scale_min_samples
         self.scale_limit = scale_limit
-        self.scale_clear = scale_clear
+        self.scale_drift = scale_drift
         self.scale_fault: BeltFault | None = None
         self.scale_ratio: float | None = None  # camera mm / counted mm, median of the window
+        self.scale_baseline: float | None = None  # the run's first reading
         self._ratios: deque[float] = deque(maxlen=scale_samples)
+        self._first: list[float] = []  # the samples the baseline is taken from
+        self._sampled_at: int | None = None  # the count of the last frame that gave samples
         self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=512)
         self.max_speed_mm_s = max_speed_mm_s
         self.backward_mm = backward_mm
@@ -166,6 +177,8 @@ class BeltCheck:
     def _scale(self, count: int, centers: np.ndarray) -> None:
         """Pairs over at least ``scale_span_mm`` of travel into the window; the scale fault."""
         self._history.append((count, centers))
+        if self._sampled_at is not None and abs(self.belt.mm(count - self._sampled_at)) < self.scale_span_mm:
+            return
         ref = None
         for i in range(len(self._history) - 2, -1, -1):
             travel = self.belt.mm(count - self._history[i][0])
@@ -184,22 +197,39 @@ class BeltCheck:
         # Only a scallop with exactly one candidate, itself no other's candidate: two scallops
         # in one lane a pair could mix up would bias the median.
         ok &= (ok.sum(1) == 1)[:, None] & (ok.sum(0) == 1)[None, :]
-        self._ratios.extend((dx[ok] / travel).tolist())
+        ratios = (dx[ok] / travel).tolist()
+        if not ratios:
+            return
+        self._sampled_at = count
+        self._ratios.extend(ratios)
+        if self.scale_fault is None and self.scale_baseline is None:
+            self._first.extend(ratios)
         if len(self._ratios) < self.scale_min_samples:
             return
         self.scale_ratio = ratio = float(np.median(self._ratios))
+        if self.scale_baseline is None and len(self._first) >= self.scale_samples:
+            first = float(np.median(self._first))
+            if abs(first - 1.0) <= self.scale_limit:
+                self.scale_baseline = first
+            self._first.clear()
         off = ratio - 1.0
-        if self.scale_fault is None and abs(off) > self.scale_limit:
+        moved = 0.0 if self.scale_baseline is None else ratio / self.scale_baseline - 1.0
+        if self.scale_fault is None and (abs(off) > self.scale_limit or abs(moved) > self.scale_drift):
+            since = (
+                f", {100 * moved:+.1f} % since the start of this run (allowed ±{100 * self.scale_drift:g} %)"
+                if self.scale_baseline is not None and abs(moved) > self.scale_drift
+                else f" (allowed ±{100 * self.scale_limit:g} %)"
+            )
             self.scale_fault = BeltFault(
                 SCALE,
                 f"camera sees the belt move {100 * off:+.1f} % {'farther' if off > 0 else 'less far'} than the "
-                f"encoder counts (median of {len(self._ratios)} scallop pairs over {abs(travel):.0f} mm of travel, "
-                f"allowed ±{100 * self.scale_limit:g} %): the camera moved or its calibration is not this set-up's, "
-                "or the encoder's millimetres per count changed (a slipping wheel); picks would land off the "
-                "uros; picking stopped",
+                f"encoder counts{since}, median of {len(self._ratios)} scallop pairs over {abs(travel):.0f} mm of "
+                "travel: the camera moved or its calibration is not this set-up's, or the encoder's millimetres "
+                "per count changed (a slipping wheel); picks would land off the uros",
             )
             self._ratios.clear()  # it is taken back on fresh pairs only
-        elif self.scale_fault is not None and abs(off) <= self.scale_clear:
+            self._first.clear()
+        elif self.scale_fault is not None and abs(off) <= self.scale_limit / 2 and abs(moved) <= self.scale_drift / 2:
             self.scale_fault = None
 
     def _compare(self, before: np.ndarray, now: np.ndarray, travel: float) -> bool | None:
