@@ -82,6 +82,22 @@ def drift(check: BeltCheck, steps: int, camera: float, counts: float = 1.0, star
     return out
 
 
+def test_a_scallop_leaving_the_view_is_not_paired_with_one_entering_its_lane():
+    # Frames 183 mm apart, the view from -320 to 320 mm: the scallop at 104 mm is cut by the
+    # downstream edge in the next frame, and a new one in its lane sits at 230 mm (vision did not
+    # see it whole upstream). Counted as a disagreement, the frame would go untracked.
+    leaving, entering = np.array([[104.1, -71.2]]), np.array([[230.5, -72.9]])
+    for view, suspect in ((None, True), ((-320.0, 320.0), False)):
+        check = BeltCheck(BELT, view_x=view, radius_mm=37.5)
+        check.update(0.0, 0, leaving)
+        check.update(0.6, 1830, entering)
+        assert check.suspect is suspect
+    # A counter that froze is still caught with the view known: the scallop stays in view.
+    check = BeltCheck(BELT, view_x=(-320.0, 320.0), radius_mm=37.5)
+    faults = run(check, 6, lambda k: 0.0, lambda k: 30.0 * k)
+    assert faults[-1].kind == FROZEN
+
+
 def test_camera_and_counts_at_one_scale_read_a_ratio_of_one():
     check = BeltCheck(BELT)
     assert drift(check, 30, 1.0) == [None] * 30

@@ -88,8 +88,14 @@ class BeltCheck:
         scale_min_samples: int = 12,
         scale_limit: float = 0.05,
         scale_drift: float = 0.025,
+        view_x: tuple[float, float] | None = None,
+        radius_mm: float = 0.0,
     ) -> None:
         self.belt = belt
+        # The belt-frame x the image covers, and the largest scallop radius: a scallop that the
+        # counted travel takes (partly) out of the view is no evidence by its absence.
+        self.view_x = view_x
+        self.radius_mm = radius_mm
         self.scale_span_mm = scale_span_mm
         self.scale_pair_share = scale_pair_share
         self.scale_samples = scale_samples
@@ -235,6 +241,14 @@ class BeltCheck:
     def _compare(self, before: np.ndarray, now: np.ndarray, travel: float) -> bool | None:
         """True: a scallop moved by the counted travel; False: none did and one moved otherwise;
         None: no scallop seen in both frames."""
+        if self.view_x is not None:
+            lo, hi = self.view_x
+            # Only the scallops the counts say are whole in both frames can be paired: one that
+            # left (or entered) the view meanwhile would be paired with another in its lane.
+            before = before[
+                (before[:, 0] + travel + self.radius_mm <= hi) & (before[:, 0] + travel - self.radius_mm >= lo)
+            ]
+            now = now[(now[:, 0] - travel - self.radius_mm >= lo) & (now[:, 0] - travel + self.radius_mm <= hi)]
         if not len(before) or not len(now):
             return None
         dx = now[:, None, 0] - before[None, :, 0]

@@ -146,7 +146,9 @@ class Line:
         if b.camera_error:
             self.reader.lost(b.camera_error)
         self.channel = open_channel(cc.fluorescence, b, self.pipeline, self.alarms)
-        self.belt_check = BeltCheck(belt)
+        self.belt_check = BeltCheck(
+            belt, view_x=cam.view_x_range(), radius_mm=max(r.product_size_mm[1] for r in self.config.recipes) / 2
+        )
         self.observers = list(b.observers) + self.observers
         self.publisher.say_how_the_last_run_ended(self.alarms)
         self.shift = Shift(self.config.shift_check, self.alarms, self.publisher, self.clock, self.record)
@@ -279,6 +281,10 @@ class Line:
             if self.control.tracking and self.belt_check.trusted:
                 decisions = self.tracker.update(dets, count, frame.timestamp, frame.index, frame.image.shape[1::-1])
                 done += self._decide(decisions)
+            elif self.control.tracking and len(dets) and self.reject is not None:
+                # Counts in doubt for this frame pair (not yet a fault): nothing is tracked on
+                # them, so a scallop seen only in this frame would pass the gate undecided.
+                self.reject.doubt()
             self.sync_inputs()
         self.finished(done)
         t2 = time.perf_counter()

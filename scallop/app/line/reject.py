@@ -112,6 +112,11 @@ class RejectGate:
             0.0 if config is None else (config.gate_x_mm + config.gate_lead_mm - view_x_lo) * belt.counts_per_mm
         )
         self.feed_while_blind = False  # set by the line while it waits for evidence only scallops bring
+        # Frames the line analysed but could not track (counts in doubt for a frame pair): what
+        # they showed is decided by no one, so the gate treats that moment as blind. Only the
+        # frame thread adds, only service() reads.
+        self._doubts = 0
+        self._doubts_seen = 0
         self._blind_until: float | None = None
         self._was_blind = True  # from the start: nothing before it was seen
         if config is None:
@@ -198,6 +203,10 @@ class RejectGate:
         return ""
 
     # ------------------------------------------------------------------ the PLC
+    def doubt(self) -> None:
+        """A frame with scallops in it was not tracked: divert everything under the camera now."""
+        self._doubts += 1
+
     def hold_reason(self) -> str:
         """Why no new pick may be sent on the PLC's account ("" when they may)."""
         return self._plc_reason
@@ -237,7 +246,9 @@ class RejectGate:
         # scallop that went under the camera meanwhile has passed the gate, and after a PLC
         # outage until every request owed to the PLC is in.
         now = self.belt_count_now()
-        vouched = state in VOUCHED and now is not None
+        doubts = self._doubts
+        vouched = state in VOUCHED and now is not None and doubts == self._doubts_seen
+        self._doubts_seen = doubts
         if not vouched:
             self._blind_until = None if now is None else now + self._camera_to_gate_counts
         elif self._blind_until is None and self._was_blind:
