@@ -118,6 +118,32 @@ def test_a_divert_is_asked_for_the_count_at_the_gate_or_refused_when_too_late():
         plc.close()
 
 
+def test_a_frame_the_line_could_not_track_holds_the_gate_open_for_what_was_under_the_camera():
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    belt = Belt(10.0, -1)
+    plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()
+    now_count = {"c": 30_000.0}
+    gate = RejectGate(plc_config(plc), belt, Alarms(), clock, lambda: now_count["c"], lambda: 300.0)
+    try:
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        now_count["c"] = 50_000.0  # what went under the camera before the start has passed the gate
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        assert gate.client.outputs.gate_mode == GateMode.AUTO
+        gate.doubt()  # a frame with scallops, not tracked
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        assert gate.client.outputs.gate_mode == GateMode.DIVERT_ALL
+        # Held open until the belt under the camera then has passed the gate (1040 mm here).
+        now_count["c"] = 50_000.0 + 10_000.0
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        assert gate.client.outputs.gate_mode == GateMode.DIVERT_ALL
+        now_count["c"] = 50_000.0 + 10_500.0
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        assert gate.client.outputs.gate_mode == GateMode.AUTO
+    finally:
+        gate.close()
+        plc.close()
+
+
 def test_a_feeder_that_stands_while_asked_to_run_is_a_warning():
     class StuckFeeder(SimPlc):
         feeder_running = property(lambda self: False)

@@ -383,6 +383,7 @@ def test_belt_stop_stops_the_flow_and_it_resumes():
     speeds = s["time_series"]["belt_speed_mm_s"]
     assert min(speeds) == 0.0 and speeds[-1] == 300.0
     assert picks_after(s, 22.0) > 0
+    assert s["uro_escaped"] == 0 and "vision_missed" not in s["outcomes"], s["outcomes"]
 
 
 @needs_model
