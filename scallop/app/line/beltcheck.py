@@ -18,7 +18,10 @@ its centre moves along the belt by exactly the belt travel the counts say.
 
 Until a fault is confirmed, a frame pair that disagrees makes the counts *suspect* (and they
 stay so until a pair agrees): the line tracks nothing on suspect counts, so a counter that
-froze does not leave ghost tracks behind while the evidence builds up.
+froze does not leave ghost tracks behind while the evidence builds up, and the reject gate
+diverts what was under the camera in such a frame (no one decided on it). Only scallops the
+counted travel keeps whole in view in both frames are paired (``view_x``, ``radius_mm``): one
+leaving the view would otherwise be paired with a new one entering its lane.
 
 A frozen or mismatching counter is cleared by ``clear_after`` agreeing frame pairs in a row;
 impossible counts by ``clear_after`` plausible frames in a row. With nothing on the belt
