@@ -168,6 +168,9 @@ def test_an_integer_setting_is_refused_with_its_range_whatever_the_value(value, 
             {"camera": {"encoder": {"source": "modbus", "host": "127.0.0.1", "device_id": 2.5}}},
             "camera.encoder: device_id=2.5: expected an integer: allowed 0..255",
         ),
+        # Words or a boolean for a number: the range too.
+        ({"camera": {"fps": "x"}}, "camera: fps='x': expected a number: allowed 0..1000"),
+        ({"ui": {"port": "80"}}, "ui: port='80': expected an integer: allowed 0..65535"),
     ],
 )
 def test_a_fraction_or_nan_for_an_integer_key_in_the_file_is_refused_with_the_keys_range(table, said):

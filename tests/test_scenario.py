@@ -552,6 +552,7 @@ def test_a_camera_moved_off_its_calibrated_scale_holds_the_line_until_it_is_set_
         ({"kind": "camera_scale", "at_s": 4.0}, r"scale is required for a camera_scale"),
         ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.5}, r"scale=1\.5 is out of range"),
         ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.0}, r"scale=1 is not allowed"),
+        ({"kind": "camera_scale", "at_s": 4.0, "scale": "1.06"}, r"scale='1\.06': expected a number: allowed 0\.8"),
         ({"kind": "camera_scale", "at_s": 4.0, "scale": 1.05, "frames": 3}, r"frames: a camera_scale"),
         (
             {"kind": "fluorescence_shift", "at_s": 4.0, "duration_s": 9.0},

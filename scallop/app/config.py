@@ -113,9 +113,10 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         try:
             kwargs[key] = _convert(value, hints[key], full)
         except ConfigError as e:
-            if fractional is not None or not (isinstance(value, float) and _takes_int(hints[key])):
+            if fractional is not None or _number_kind(hints[key]) is None:
                 raise
-            fractional = (key, e)  # 2.5 or nan for an integer: its range is said below, if the class has one
+            # 2.5 or nan for an integer, a string for a number: its range is said below, if the class has one
+            fractional = (key, e)
     missing = [
         n
         for n, f in fields.items()
@@ -132,23 +133,37 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         # type error.
         key, err = fractional
         where = f"{path}: " if path else ""
-        for probe in (data[key], math.nan):
+        given = data[key]
+        # The value itself only where it is a number (2.5 for an integer): a class's check
+        # handed a string would word the string as a number it refuses.
+        for probe in (
+            (given, math.nan) if isinstance(given, (int, float)) and not isinstance(given, bool) else (math.nan,)
+        ):
             try:
                 cls(**kwargs, **{key: probe})
             except Exception as e:  # whatever the class's own check raises, its words are only read
                 text = str(e)
-                if probe is data[key] and f"{key}={data[key]!r}" in text:
+                if probe is given and f"{key}={given!r}" in text:
                     raise ConfigError(f"{where}{text}") from None
                 finite = f"{key}=nan is not a finite number"
                 at = text.find(finite)
-                if probe is not data[key] and at >= 0 and len(text) > at + len(finite):
-                    said = f"{key}={data[key]!r}: expected an integer{text[at + len(finite) :]}"
+                if probe is not given and at >= 0 and len(text) > at + len(finite):
+                    said = f"{key}={given!r}: expected {_number_kind(hints[key])}{text[at + len(finite) :]}"
                     raise ConfigError(f"{where}{text[:at]}{said}") from None
         raise err
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:  # ConfigError too: __post_init__ knows the key, not its path
         raise ConfigError(f"{path + ': ' if path else ''}{e}") from None
+
+
+def _number_kind(tp: Any) -> str | None:
+    """What a numeric field expects, in words ("an integer", "a number"); None for any other."""
+    if _takes_int(tp):
+        return "an integer"
+    if tp is float or (get_origin(tp) in (typing.Union, types.UnionType) and float in get_args(tp)):
+        return "a number"
+    return None
 
 
 def _takes_int(tp: Any) -> bool:
