@@ -44,6 +44,11 @@ class FaultScript:
 
             return run
 
+        def set_then_back(what: str, setter: Callable[[float], None], value: float, normal: float, **params) -> None:
+            # ``setter(value)`` from at_s to end_s, then ``setter(normal)``.
+            add(f.at_s, f"faults[{i}] {f.kind} {what}", once(lambda: setter(value)), f.kind, **params)
+            add(f.end_s, f"faults[{i}] {f.kind} back", once(lambda: setter(normal)), f"{f.kind}_back")
+
         if f.kind == "belt_stop":
             return  # in the belt's speed profile
         if f.kind == "camera_drop":
@@ -63,28 +68,10 @@ class FaultScript:
                 frames=f.frames,
             )
         elif f.kind == "fluorescence_shift":
-            add(
-                f.at_s,
-                f"faults[{i}] fluorescence_shift {f.shift_mm:g} mm",
-                once(lambda: camera.knock_fluorescence(f.shift_mm)),
-                "fluorescence_shift",
-                shift=f"{f.shift_mm:g}",
-            )
-            add(
-                f.end_s,
-                f"faults[{i}] fluorescence_shift back",
-                once(lambda: camera.knock_fluorescence(0.0)),
-                "fluorescence_shift_back",
-            )
+            shift = f"{f.shift_mm:g}"
+            set_then_back(f"{shift} mm", camera.knock_fluorescence, f.shift_mm, 0.0, shift=shift)
         elif f.kind == "camera_scale":
-            add(
-                f.at_s,
-                f"faults[{i}] camera_scale {f.scale:g}",
-                once(lambda: camera.rescale(f.scale)),
-                "camera_scale",
-                scale=f"{f.scale:g}",
-            )
-            add(f.end_s, f"faults[{i}] camera_scale back", once(lambda: camera.rescale(1.0)), "camera_scale_back")
+            set_then_back(f"{f.scale:g}", camera.rescale, f.scale, 1.0, scale=f"{f.scale:g}")
         elif f.kind == "camera_stall":
             add(
                 f.at_s,
