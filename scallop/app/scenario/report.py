@@ -148,8 +148,6 @@ def render_html(s: dict, language: str = "en") -> str:
     )
     flog = "".join("<li>" + e(_log_words(language, ev)) + "</li>" for ev in s["fault_log"])
     raised = "".join("<li>" + e(_alarm_words(language, a)) + "</li>" for a in s.get("alarms") or [])
-    if raised:
-        flog += f"</ul><h3>{e(tr('report.alarms'))}</h3><ul>{raised}"
     skipped = "".join(
         f"<tr><td>{e(i18n.t(language, 'reason.' + k) if i18n.has('reason.' + k) else k)}</td><td>{n(v)}</td></tr>"
         for k, v in s["skipped"].items()
@@ -193,6 +191,7 @@ def render_html(s: dict, language: str = "en") -> str:
         h_faults=e(tr("report.faults")),
         faults=faults,
         fault_log=flog,
+        alarms=f"<h3>{e(tr('report.alarms'))}</h3><ul>{raised}</ul>" if raised else "",
         errors=(f"<h3>{e(tr('report.errors'))}</h3><ul>" + errors + "</ul>") if errors else "",
         h_checks=e(tr("report.checks")),
         checks=checks,
