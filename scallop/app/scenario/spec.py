@@ -165,19 +165,20 @@ class FaultSpec:
         check_range("reset_after_s", self.reset_after_s, 0.0, 600.0)
         check_range("ramp_s", self.ramp_s, 0.01, 60.0)
         if self.kind == "camera_scale":
-            if self.scale is None:
-                raise ValueError("scale is required for a camera_scale (allowed 0.8..1.25, not 1)")
-            check_range("scale", self.scale, 0.8, 1.25)
-            if self.scale == 1:
-                raise ValueError("scale=1 is not allowed: a camera_scale changes the images' scale (0.8..1.25, not 1)")
+            self._held("scale", 0.8, 1.25, 1.0, "", "changes the images' scale")
         if self.kind == "fluorescence_shift":
-            if self.shift_mm is None:
-                raise ValueError("shift_mm is required for a fluorescence_shift (allowed -200..200 mm, not 0)")
-            check_range("shift_mm", self.shift_mm, -200.0, 200.0)
-            if self.shift_mm == 0:
-                raise ValueError(
-                    "shift_mm=0 is not allowed: a fluorescence_shift moves the images (-200..200 mm, not 0)"
-                )
+            self._held("shift_mm", -200.0, 200.0, 0.0, " mm", "moves the images")
+
+    def _held(self, key: str, lo: float, hi: float, normal: float, unit: str, does: str) -> None:
+        """A fault that holds a setting away from ``normal``: its value is required, in range,
+        and not ``normal`` (which would be no fault)."""
+        value = getattr(self, key)
+        allowed = f"{lo:g}..{hi:g}{unit}, not {normal:g}"
+        if value is None:
+            raise ValueError(f"{key} is required for a {self.kind} (allowed {allowed})")
+        check_range(key, value, lo, hi)
+        if value == normal:
+            raise ValueError(f"{key}={normal:g} is not allowed: a {self.kind} {does} ({allowed})")
 
     @property
     def end_s(self) -> float:
