@@ -159,16 +159,12 @@ def build(cls: type, data: dict, path: str = "") -> Any:
 
 def _number_kind(tp: Any) -> str | None:
     """What a numeric field expects, in words ("an integer", "a number"); None for any other."""
-    if _takes_int(tp):
-        return "an integer"
-    if tp is float or (get_origin(tp) in (typing.Union, types.UnionType) and float in get_args(tp)):
-        return "a number"
-    return None
+    return "an integer" if _takes(tp, int) else "a number" if _takes(tp, float) else None
 
 
-def _takes_int(tp: Any) -> bool:
-    """``int``, or an optional one (``int | None``)."""
-    return tp is int or (get_origin(tp) in (typing.Union, types.UnionType) and int in get_args(tp))
+def _takes(tp: Any, kind: type) -> bool:
+    """``kind``, or an optional one (``kind | None``)."""
+    return tp is kind or (get_origin(tp) in (typing.Union, types.UnionType) and kind in get_args(tp))
 
 
 def to_dict(obj: Any) -> Any:
