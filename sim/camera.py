@@ -16,7 +16,7 @@ Frame indices count exposures, so frames lost to ``drop_next`` or an overflowing
 show as gaps in ``Frame.index``, as with a real camera's frame counter.
 
 Fault hooks for tests of the line: ``drop_next(n)``, ``stall(duration_s)``, ``corrupt_next()``,
-``lose_fluorescence(n)``, ``knock_fluorescence(shift_mm)``.
+``lose_fluorescence(n)``, ``knock_fluorescence(shift_mm)``, ``rescale(scale)``.
 """
 
 from __future__ import annotations
