@@ -115,10 +115,10 @@ class Line:
         cam = b.camera_model
         self._scale = cam.mm_per_px_center()
         self.pipeline.check_frame(*cam.image_size, self._scale)  # a model that cannot take these frames: refused now
-        _, exit_x = cam.view_x_range()
+        view_x = cam.view_x_range()  # belt-frame x the image covers: the tracker, the belt check, the gate
         belt = b.belt
         self.publisher.belt = belt
-        self.tracker = Tracker(travel_of=belt.mm, exit_x=exit_x)
+        self.tracker = Tracker(travel_of=belt.mm, exit_x=view_x[1])
         self.arms = ArmDrivers(
             b.arm_configs,
             ConveyorTracker(belt.mm_per_count),
@@ -147,7 +147,7 @@ class Line:
             self.reader.lost(b.camera_error)
         self.channel = open_channel(cc.fluorescence, b, self.pipeline, self.alarms)
         self.belt_check = BeltCheck(
-            belt, view_x=cam.view_x_range(), radius_mm=max(r.product_size_mm[1] for r in self.config.recipes) / 2
+            belt, view_x=view_x, radius_mm=max(r.product_size_mm[1] for r in self.config.recipes) / 2
         )
         self.observers = list(b.observers) + self.observers
         self.publisher.say_how_the_last_run_ended(self.alarms)
@@ -163,7 +163,7 @@ class Line:
             belt_count_now=lambda: sched.tracker.count_at(self.clock.now()) if sched.tracker.ready else None,
             belt_speed=lambda: sched.tracker.speed_mm_s if sched.tracker.ready else 0.0,
             event=self.publisher.event,
-            view_x_lo=cam.view_x_range()[0],
+            view_x_lo=view_x[0],
             on_lot=lambda lot: self.shift.set_lot(lot, "plc"),
         )
         if self.channel is not None and self.channel.setup == "alternate" and self.reject.client is not None:
