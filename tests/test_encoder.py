@@ -312,7 +312,9 @@ def test_unwrapper_numbers():
 def test_counter_rollover_is_unwrapped(servers, words, word_order, register, signed, start, rate):
     clock = ManualClock()
     srv = servers(clock, lambda t: start + round(rate * t), words=words, word_order=word_order, register=register)
-    enc = ModbusEncoder(srv.config(signed=signed))
+    # Unwrapping is the point here, not the timeout: a loaded 2-core CI machine once let the first
+    # answer of a fresh server take longer than the 0.05 s the timeout tests use.
+    enc = ModbusEncoder(srv.config(signed=signed, timeout_s=1.0))
     enc.connect()
     try:
         got, want = [], []
