@@ -228,6 +228,7 @@ class FakeLine:
                 lot=getattr(self, "lot", ""),
                 shift_check=dict(getattr(self, "shift_check", {})),
                 belt_scale=getattr(self, "belt_scale", None),
+                all_to_rework=dict(getattr(self, "all_to_rework", {})),
             )
 
     def latest_jpeg(self):

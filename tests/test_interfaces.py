@@ -102,6 +102,7 @@ def full_snapshot() -> LineSnapshot:
         per_minute=61.5,
         removal_rate=0.95,
         belt_scale=1.012,
+        all_to_rework={"why": "waiting_camera", "for_s": 75.0},
         frames=36000,
         frames_dropped=12,
         latency_ms={"inference": {"p50": 11.5, "p99": 19.0}, "modbus": {"p50": 1.2, "p99": 3.4}},

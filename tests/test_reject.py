@@ -165,3 +165,54 @@ def test_a_feeder_that_stands_while_asked_to_run_is_a_warning():
     finally:
         gate.close()
         plc.close()
+
+
+def test_the_gate_held_open_is_told_with_its_cause_and_recorded_spell_by_spell():
+    """Everything to rework says so: the screen's cause while the gate is held open, an event
+    when a spell begins and one with its length when it ends, the seconds in all."""
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()
+    now_count = {"c": 30_000.0}
+    events = []
+    gate = RejectGate(
+        plc_config(plc),
+        Belt(10.0, -1),
+        Alarms(),
+        clock,
+        lambda: now_count["c"],
+        lambda: 300.0,
+        event=lambda kind, user, detail=None: events.append((clock.now(), kind, detail)),
+    )
+
+    def serve(state, advance=1.0):
+        clock.advance(advance)
+        gate.service(state=state, critical_unacked=False, warnings=False)
+
+    try:
+        serve("stopped", 0.0)
+        assert gate.all_to_rework == "stopped" and gate.rework_status("stopped") == {}  # idle: no banner
+        serve("running")  # started: what was on the belt before goes to rework
+        assert gate.rework_status("running") == {"why": "stopped", "for_s": 1.0}
+        now_count["c"] = 50_000.0  # past the camera-to-gate travel
+        serve("running")
+        assert gate.client.outputs.gate_mode == GateMode.AUTO and gate.rework_status("running") == {}
+        assert events == [
+            (10.0, "all_to_rework", {"why": "stopped"}),
+            (12.0, "gate_auto", {"after": "stopped", "held_s": 2.0}),
+        ]
+        serve("waiting_camera", 5.0)  # an encoder or camera alarm
+        assert gate.rework_status("waiting_camera") == {"why": "waiting_camera", "for_s": 0.0}
+        serve("running", 3.0)  # back; catching up keeps the cause that opened it
+        assert gate.rework_status("running") == {"why": "waiting_camera", "for_s": 3.0}
+        gate.doubt()
+        serve("running")
+        assert gate.all_to_rework == "counts_in_doubt"
+        now_count["c"] = 70_000.0
+        serve("running")
+        assert gate.rework_status("running") == {} and gate.all_to_rework == ""
+        assert [e[1] for e in events] == ["all_to_rework", "gate_auto", "all_to_rework", "gate_auto"]
+        assert events[-1][2] == {"after": "counts_in_doubt", "held_s": 5.0}
+        assert gate.summary()["all_to_rework"] == {"spells": 2, "seconds": 7.0, "now": ""}
+    finally:
+        gate.close()
+        plc.close()

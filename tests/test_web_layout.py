@@ -128,6 +128,8 @@ def busy(line) -> None:
     a = line.raise_alarm("warning", "arm left: reset failed", "arm:left", "arm.reset_failed", arm="left", detail="x")
     line.ack_alarm(a.id, "maria")
     line.raise_alarm("critical", "arm right: heartbeat stalled", "arm:right", "arm.stalled", arm="right", detail="")
+    # The gate held open after a camera outage: its banner, the longest words on the screen.
+    line.all_to_rework = {"why": "waiting_camera", "for_s": 754.0}
 
 
 @pytest.fixture
@@ -180,6 +182,9 @@ def test_everything_an_operator_needs_is_on_the_panel(busy_screen, browser, arti
     assert browser.find_element("id", "n-seen").text == "12,847"
     banner = browser.find_element("id", "critical-text").text
     assert banner == i18n.t(language, "alarm.banner", text=i18n.t(language, "alarm.arm.stalled", arm="right"))
+    rework = browser.find_element("id", "all-rework-text").text
+    why = i18n.t(language, "rework_why.waiting_camera")
+    assert rework == i18n.t(language, "screen.all_to_rework", why=why, minutes="12"), rework
 
     # The PIN pad fits too, with the E-STOP still on top.
     browser.find_element("id", "btn-stop").click()

@@ -89,6 +89,9 @@ class LineSnapshot:
     # Camera millimetres over counted millimetres along the belt (median of recent scallop pairs,
     # scallop.app.line.beltcheck); None until enough pairs were seen.
     belt_scale: float | None = None
+    # The reject gate held open, every scallop to rework: {"why": code, "for_s": seconds}
+    # (scallop.app.line.reject.RejectGate.rework_status); {} while it diverts scallop by scallop.
+    all_to_rework: dict = field(default_factory=dict)
 
 
 class LineAPI(Protocol):

@@ -127,6 +127,11 @@ class SnapshotCollector(Collector):
                 "Camera millimetres over encoder millimetres along the belt (1 when the calibrations agree).",
                 value=snap.belt_scale,
             )
+        yield GaugeMetricFamily(
+            f"{p}_all_to_rework",
+            "1 while the reject gate is held open and every scallop goes to the rework lane.",
+            value=1.0 if snap.all_to_rework else 0.0,
+        )
         yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the line started.", value=snap.uptime_s)
         state = GaugeMetricFamily(f"{p}_line_state", "1 for the line's current state.", labels=["state"])
         _one_hot(state, (), _STATES, snap.state)

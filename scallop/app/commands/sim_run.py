@@ -130,6 +130,9 @@ def format_summary(s: dict) -> str:
             + f"; uro escaped {s['uro_escaped']}"
             + (f" (scallops {', '.join(map(str, s['uro_escaped_ids']))})" if s["uro_escaped"] else "")
         )
+        held = (s.get("line") or {}).get("all_to_rework") or {}
+        if held.get("spells"):
+            lines.append(f"  gate held open (all to rework): {held['seconds']:g} s in {held['spells']} spells")
     check = s.get("shift_check") or {}
     if check.get("required"):
         res = check.get("result") or {}

@@ -70,6 +70,7 @@ class Readout:
             alarms=self.line.alarms.visible(),
             channel=self.line.channel_status() or {},
             belt_scale=self.line.belt_check.scale_ratio if self.line.belt_check is not None else None,
+            all_to_rework=self.line.reject.rework_status(self.line.state) if self.line.reject is not None else {},
             **self.tally(),
             **self.line.models.figures(),
             **(self.line.shift.status() if self.line.shift is not None else {}),

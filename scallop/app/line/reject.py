@@ -119,6 +119,12 @@ class RejectGate:
         self._doubts_seen = 0
         self._blind_until: float | None = None
         self._was_blind = True  # from the start: nothing before it was seen
+        # Why the gate is held open, every scallop to rework ('' while it diverts scallop by
+        # scallop), since when (clock time), and the seconds of earlier such spells: the
+        # operator must know that the rework lane takes everything, the record when and why.
+        self.all_to_rework = ""
+        self._all_to_rework_since: float | None = None
+        self._all_to_rework_s = 0.0
         if config is None:
             self.alarms.raise_(
                 "plc.none",
@@ -247,7 +253,8 @@ class RejectGate:
         # outage until every request owed to the PLC is in.
         now = self.belt_count_now()
         doubts = self._doubts
-        vouched = state in VOUCHED and now is not None and doubts == self._doubts_seen
+        doubts_new = doubts != self._doubts_seen
+        vouched = state in VOUCHED and now is not None and not doubts_new
         self._doubts_seen = doubts
         if not vouched:
             self._blind_until = None if now is None else now + self._camera_to_gate_counts
@@ -258,6 +265,7 @@ class RejectGate:
         if vouched and self._blind_until is not None and now >= self._blind_until:
             self._blind_until = None
         mode = GateMode.AUTO if not blind and not self._recovering else GateMode.DIVERT_ALL
+        self._spell(mode, state, now, doubts_new)
         # The feeder runs only while the line runs and the gate can divert: with the gate in
         # fault, or none fitted and a scallop the line could not divert waiting for a person
         # (it may carry its uro), no more come until it is seen to.
@@ -298,6 +306,47 @@ class RejectGate:
         self._lot_number = st.lot_number
         self._inputs(st)
         self._confirmations(st)
+
+    def _spell(self, mode: GateMode, state, now: float | None, doubts_new: bool) -> None:
+        """Keep ``all_to_rework`` (a code the screen words: ``ALL_TO_REWORK_WHY``) and record
+        each spell of the gate held open, with its cause and how long it lasted."""
+        if mode != GateMode.DIVERT_ALL:
+            if self._all_to_rework_since is not None:
+                held = self.clock.now() - self._all_to_rework_since
+                self._all_to_rework_s += held
+                self.event("gate_auto", "system", {"after": self.all_to_rework, "held_s": round(held, 1)})
+            self._all_to_rework_since, self.all_to_rework = None, ""
+            return
+        if self._recovering or self.error:
+            why = "plc_lost"
+        elif now is None:
+            why = "no_belt_count"
+        elif doubts_new:
+            why = "counts_in_doubt"
+        elif state not in VOUCHED:
+            why = LineState(state).value
+        else:
+            # Vouched again, what went under the camera meanwhile still on its way to the gate:
+            # the spell keeps the cause that opened it (at a start, the line's state before).
+            why = self.all_to_rework or LineState.STOPPED.value
+        if self._all_to_rework_since is None:
+            self._all_to_rework_since = self.clock.now()
+            self.counts["all_to_rework_spells"] += 1
+            self.event("all_to_rework", "system", {"why": why})
+        self.all_to_rework = why
+
+    def rework_status(self, state) -> dict:
+        """For the screen: ``{"why": code, "for_s": seconds}`` while the gate is held open with
+        scallops on their way ({} otherwise, and on a stopped line: the feeder holds, and the
+        gate stays open only for what might still come)."""
+        if self._all_to_rework_since is None or state == LineState.STOPPED:
+            return {}
+        return {"why": self.all_to_rework, "for_s": round(self.clock.now() - self._all_to_rework_since, 1)}
+
+    def all_to_rework_s(self) -> float:
+        """Seconds the gate has been held open so far, the current spell included."""
+        now = self.clock.now()
+        return self._all_to_rework_s + (0.0 if self._all_to_rework_since is None else now - self._all_to_rework_since)
 
     def _drop_passed(self) -> None:
         now = self.belt_count_now()
@@ -414,6 +463,12 @@ class RejectGate:
         return {
             "dispositions": {d: self.counts.get(d, 0) for d in DISPOSITIONS},
             "diverts_unconfirmed": self.counts.get("unconfirmed", 0),
+            # Spells of the gate held open (every scallop to rework) and their seconds in all.
+            "all_to_rework": {
+                "spells": self.counts.get("all_to_rework_spells", 0),
+                "seconds": round(self.all_to_rework_s(), 1),
+                "now": self.all_to_rework,
+            },
             "infeed_changes": {k[7:]: v for k, v in self.counts.items() if k.startswith("infeed_")},
             "not_diverted_reasons": dict(self.not_diverted_reasons),
             "plc": None if self.config is None else {"connected": not self.error, "error": self.error},

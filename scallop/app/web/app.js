@@ -546,6 +546,14 @@ function render(d) {
   setText("n-diverted", num(disp.diverted || 0));
   setText("n-not-diverted", num(disp.not_diverted || 0));
   $("not-diverted-box").hidden = !disp.not_diverted;
+  // The gate held open: the rework lane takes every scallop, whatever the counts above say.
+  const rw = d.all_to_rework || {};
+  $("all-rework").hidden = !rw.why;
+  if (rw.why) {
+    setText("all-rework-text", t("screen.all_to_rework", {
+      why: tOr("rework_why." + rw.why, rw.why.replace(/_/g, " ")), minutes: num(Math.floor(rw.for_s / 60)),
+    }));
+  }
 
   const reasons = Object.entries(d.skipped_by_reason || {}).sort((a, b) => b[1] - a[1]);
   const sl = $("skip-list");
