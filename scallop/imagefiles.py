@@ -322,18 +322,20 @@ def frame_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
 
 def companion_path(frame: str | os.PathLike) -> Path:
     """Where the fluorescence companion of ``frame`` is or would be (``x.jpg`` → ``x.uv.png``).
-    A companion named in other letter case (``X.UV.PNG``, as some camera PCs write) is found
-    too: every reader counts such a file as a companion, never a frame, so its frame must find it."""
+    A companion whose suffix is in other letter case (``X.UV.PNG`` beside ``X.JPG``, as some
+    camera PCs write) is found too: every reader counts such a file as a companion, never a
+    frame, so its frame must find it. The name before the suffix must be the frame's own, letter
+    for letter: ``a.jpg`` never takes ``A.uv.png``, which is ``A.jpg``'s."""
     return companion_paths([frame])[0]
 
 
 def companion_paths(frames) -> list[Path]:
-    """:func:`companion_path` of each frame: the exact name if something is there, else the
-    companion of the folder named so in other letter case (the first in name order), else the
-    exact name. Each
-    folder is listed at most once: a folder of thousands of frames without companions would
-    otherwise be listed once a frame."""
-    lowered: dict[Path, dict[str, str]] = {}
+    """:func:`companion_path` of each frame: the exact name if something is there, else a
+    companion of the same stem with its suffix in other letter case (the first in name order),
+    else the exact name. Each folder is listed at most once: a folder of thousands of frames
+    without companions would otherwise be listed once a frame."""
+    n = len(COMPANION_SUFFIX)
+    by_stem: dict[Path, dict[str, str]] = {}
     out = []
     for frame in frames:
         p = Path(frame)
@@ -341,20 +343,20 @@ def companion_paths(frames) -> list[Path]:
         if exact.exists() or exact.is_symlink():
             out.append(exact)
             continue
-        if p.parent not in lowered:
+        if p.parent not in by_stem:
             names: dict[str, str] = {}
             try:
                 with os.scandir(p.parent) as entries:
                     for e in entries:
                         if is_companion(e.name):
-                            # Of two names in other letter case, the first in name order: the
-                            # same pick on every disk, whatever order it lists a folder in.
-                            low = e.name.lower()
-                            names[low] = min(names.get(low, e.name), e.name)
+                            # Of two suffixes in other letter case, the first name in name order:
+                            # the same pick on every disk, whatever order it lists a folder in.
+                            stem = e.name[:-n]
+                            names[stem] = min(names.get(stem, e.name), e.name)
             except OSError:  # no such folder: the frame's own read says so
                 pass
-            lowered[p.parent] = names
-        out.append(p.with_name(lowered[p.parent].get(exact.name.lower(), exact.name)))
+            by_stem[p.parent] = names
+        out.append(p.with_name(by_stem[p.parent].get(p.stem, exact.name)))
     return out
 
 
@@ -375,13 +377,27 @@ def broken_companion(frame: str | os.PathLike, at: Path | None = None) -> Path |
 
 
 def frame_of(companion: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Path | None:
-    """The frame a companion belongs to (``x.uv.png`` → ``x.jpg``, …), None if none is there."""
+    """The frame a companion belongs to (``x.uv.png`` → ``x.jpg``, ``x.Jpg``, …), None if none is
+    there: the same name before the suffix, letter for letter, and an image suffix in any
+    letter case (as :func:`companion_path` pairs them)."""
     p = Path(companion)
     stem = p.name[: -len(COMPANION_SUFFIX)]
     for s in suffixes:
-        for cand in (p.with_name(stem + s), p.with_name(stem + s.upper())):
-            if cand.is_file():
-                return cand
+        cand = p.with_name(stem + s)
+        if cand.is_file():
+            return cand
+    try:
+        with os.scandir(p.parent) as entries:
+            found = sorted(
+                e.name
+                for e in entries
+                if e.name[: len(e.name) - len(Path(e.name).suffix)] == stem and is_frame(e.name, suffixes)
+            )
+    except OSError:
+        return None
+    for name in found:
+        if (p.parent / name).is_file():
+            return p.parent / name
     return None
 
 

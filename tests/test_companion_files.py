@@ -72,6 +72,33 @@ def test_a_companion_in_mixed_case_is_found_too(uv_set, tmp_path):
     assert companion_of(frame) is not None and companion_of(frame).name.lower() == "x.uv.png"
 
 
+def test_a_frame_never_takes_the_companion_of_a_name_in_other_letter_case(uv_set, tmp_path, capsys):
+    """``a.jpg`` beside ``A.jpg`` + ``A.uv.png``: A's fluorescence is not a's (an outside try saw
+    a.jpg analysed with it, silently); the stem is matched letter for letter, the suffix in any case."""
+    frame = _pair(uv_set, tmp_path / "aA")
+    big = frame.with_name("A" + frame.suffix)
+    frame.rename(big)
+    (tmp_path / "aA" / "x.uv.png").rename(tmp_path / "aA" / "A.uv.png")
+    small = big.with_name("a" + big.suffix)
+    shutil.copy(big, small)
+    assert companion_of(small) is None and companion_of(big).name == "A.uv.png"
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(big), str(small)]) == 0
+    recs = {r["image"].rsplit("/", 1)[-1]: r["channels"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert recs == {big.name: ["bgr", "uv"], small.name: ["bgr"]}
+
+
+def test_a_frame_with_its_suffix_in_mixed_case_keeps_its_companion_quietly(uv_set, tmp_path, capsys):
+    frame = _pair(uv_set, tmp_path / "Jpg")
+    odd = frame.with_name("x" + frame.suffix[:2] + frame.suffix[2:].upper())  # x.pNG / x.jPG
+    frame.rename(odd)
+    uv = tmp_path / "Jpg" / "x.uv.png"
+    # Given beside its frame (a glob brings both): the frame analysed with it, the companion skipped.
+    assert main(["detect", "--mm-per-px", "0.5", "--json", str(odd), str(uv)]) == 0
+    out = capsys.readouterr()
+    assert [json.loads(ln)["channels"] for ln in out.out.splitlines()] == [["bgr", "uv"]]
+    assert "error" not in out.err
+
+
 def test_a_png_with_bytes_after_its_end_is_whole_and_one_cut_in_its_last_bytes_is_not(tmp_path, capfd):
     from scallop.vision.camera import CorruptFrameError, read_image
 
