@@ -165,6 +165,10 @@ class SimPlc(ModbusSimServer):
             # Held open: every scallop to rework (requests still fire, into an open gate).
             if self.gate_fitted and not self.jammed:
                 self._gate_open(t, SCAN_S, 0, 0)
+            elif self.gate_fitted and self.sensor_fitted and self.gate_state != GateState.FAULT:
+                # Commanded open and the sensor does not see it open (plc-interface.md, section 5).
+                self.gate_state, self.gate_fault = GateState.FAULT, GateFault.NOT_CONFIRMED
+                self._open_until = None
             if self.safe_state:
                 return
         elif self._open_until is not None and t >= self._open_until:

@@ -106,9 +106,13 @@ class DocPlc:
             self.queue.clear()
         if self.safe or self.r[GATE_MODE] == DIVERT_ALL:
             if self.gate and not self.jammed:
-                self.state = OPEN
+                if self.state != FAULT:
+                    self.state = OPEN
                 if not self.opened or self.opened[-1][1] != 0:
                     self.opened.append((t, 0))
+            elif self.gate and self.sensor and self.state != FAULT:
+                # Held open, and the sensor does not see it open: NOT_CONFIRMED (section 5).
+                self.state, self.fault = FAULT, NOT_CONFIRMED
             if self.safe:
                 return
         elif self.state == OPEN and self.open_until is None and self.opened and self.opened[-1][1] == 0:

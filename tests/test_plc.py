@@ -143,6 +143,23 @@ def test_a_jammed_gate_is_a_fault_until_reset(rig):
     assert st.gate_state == GateState.READY and st.gate_fault == GateFault.NONE
 
 
+def test_a_gate_that_jams_while_held_open_is_a_fault_at_once(rig):
+    """Held open (DIVERT_ALL) is commanded open: a gate the sensor does not see open faults
+    then, not only when a single divert comes due (plc-interface.md, section 5)."""
+    clock, plc, client = rig
+    client.set_outputs(Infeed.RUN, StackLight.AMBER, False, GateMode.DIVERT_ALL)
+    st = step(clock, client, 0.1)
+    assert st.gate_state == GateState.OPEN
+    plc.jam_gate()
+    st = step(clock, client, 0.1)
+    assert st.gate_state == GateState.FAULT and st.gate_fault == GateFault.NOT_CONFIRMED
+    assert not plc.gate_open_during(clock.now() - 0.02, clock.now())
+    plc.jam_gate(False)
+    client.reset_gate()
+    st = step(clock, client, 0.1)
+    assert st.gate_state == GateState.OPEN and st.gate_fault == GateFault.NONE
+
+
 def test_a_request_for_a_count_already_past_is_a_late_fault(rig):
     clock, plc, client = rig
     client.set_outputs(Infeed.RUN, StackLight.GREEN, False, GateMode.AUTO)

@@ -283,3 +283,38 @@ def test_queuing_a_divert_never_waits_for_the_plcs_link():
         release.set()
         client.close()
         server.close()
+
+
+def test_a_gate_that_fails_while_held_open_is_one_alarm_for_what_reached_it_since():
+    """The line's reject gate against the document's PLC: held open while the line waits for its
+    camera, the gate jams; the line knows no scallop of that spell one by one, so one critical
+    alarm, to be acknowledged before the feeder runs, says what went on and since when."""
+    from scallop.app.alarms import Alarms
+    from scallop.app.line.reject import RejectGate
+    from scallop.robot.belt import Belt
+
+    clock = VirtualClock(start=50.0, auto_advance=False)
+    plc = DocPlc(clock, lambda t: int(round(t * CPS)))
+    server = RawModbusServer(plc, late_s=0.3)
+    alarms = Alarms()
+    gate = RejectGate(plc_config(server.port, 0.15), Belt(1.0, 1), alarms, clock, lambda: 5000.0, lambda: 300.0)
+    try:
+        for _ in range(4):
+            clock.advance(0.05)
+            gate.service(state="waiting_camera", critical_unacked=False, warnings=True)
+        assert gate.status.gate_state == GateState.OPEN and gate.all_to_rework == "waiting_camera"
+        plc.jammed = True
+        for _ in range(3):
+            clock.advance(0.05)
+            gate.service(state="waiting_camera", critical_unacked=False, warnings=True)
+        assert gate.status.gate_state == GateState.FAULT and gate.status.gate_fault == GateFault.NOT_CONFIRMED
+        a = alarms.get("plc.held_open_failed.1")
+        assert a is not None and a.severity == "critical" and a.code == "plc.held_open_failed"
+        assert "NOT_CONFIRMED" in a.text and a.params["since"] in a.text
+        assert gate.waiting_for_a_person() and gate.summary()["held_open_failed"] == 1
+        clock.advance(0.05)
+        gate.service(state="waiting_camera", critical_unacked=True, warnings=True)
+        assert alarms.get("plc.held_open_failed.2") is None  # one alarm for one failure
+    finally:
+        gate.close()
+        server.close()

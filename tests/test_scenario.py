@@ -451,6 +451,33 @@ def test_a_jammed_gate_names_every_scallop_it_let_through():
 
 @needs_model
 @pytest.mark.timeout(300)
+def test_a_gate_that_jams_while_held_open_says_what_went_on_after_it():
+    """The camera stalls (every scallop to rework through the held-open gate) and the gate jams
+    meanwhile: the line knows none of those scallops one by one, so a critical alarm says that
+    what reached the gate from its last good poll on went on (an outside try saw uros escape in
+    silence: the PLC only faulted when a single divert came due)."""
+    from scallop.app.scenario.spec import FaultSpec
+
+    sc = load_scenario("faults_gate")
+    faults = [
+        FaultSpec(at_s=8.0, kind="camera_stall", duration_s=10.0),
+        FaultSpec(at_s=10.0, kind="gate_jam", duration_s=6.0, reset_after_s=1.0),
+    ]
+    s = run_scenario(dataclasses.replace(sc, faults=faults), model=MODEL, duration_s=30.0)
+    assert s["checks"]["accounted"] and s["checks"]["dispositions_reconcile"] and not s["errors"]
+    failed = [a for a in s["alarms"] if a["alarm"] == "plc.held_open_failed"]
+    assert len(failed) == 1 and failed[0]["severity"] == "critical" and 10.0 <= failed[0]["from_s"] <= 10.2, failed
+    assert s["line"]["held_open_failed"] == 1
+    # Whatever escaped, escaped while that alarm stood or was named scallop by scallop.
+    named = s["line"]["dispositions"]["not_diverted"] + s["line"]["diverts_unconfirmed"]
+    assert s["uro_escaped"] <= named or all(failed[0]["from_s"] <= t for t in s["uro_escaped_times"]), (
+        s["uro_escaped_ids"],
+        s.get("uro_escaped_times"),
+    )
+
+
+@needs_model
+@pytest.mark.timeout(300)
 def test_the_shift_check_passes_with_its_test_pieces_before_production():
     s = run_scenario(load_scenario("shift_check"), model=MODEL, duration_s=40.0)
     assert_accounted(s)

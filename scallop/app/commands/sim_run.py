@@ -95,7 +95,10 @@ def run(args) -> int:
         print(format_summary(public))
         if page is not None:
             print(f"report: {page}")
-    ok = summary["complete"] and summary["checks"]["accounted"] and not summary["checks"]["duplicate_target_picks"]
+    c = summary["checks"]
+    # A uro that left without an alarm saying so fails the run, like a scallop not accounted for.
+    ok = c["accounted"] and not c["duplicate_target_picks"] and not c.get("escaped_unalarmed")
+    ok = ok and summary["complete"]
     return 0 if ok else 1
 
 
@@ -170,6 +173,7 @@ def format_summary(s: dict) -> str:
     lines.append(
         f"  checks: accounted={c['accounted']} duplicate picks={c['duplicate_target_picks']} "
         f"undecided={c['undecided']} phantom tracks={c['phantom_tracks']}"
+        + (f" uro escaped without an alarm={c['escaped_unalarmed']}" if c.get("escaped_unalarmed") else "")
     )
     if not s["complete"]:
         lines.append("  INCOMPLETE: " + (s["crash"] or "the scallop count was not reached in time"))

@@ -64,6 +64,13 @@ def disposition_of(oc: ScallopOutcome) -> Disposition:
     return Disposition.DIVERTED
 
 
+def _hms(t: float) -> str:
+    """A wall-clock time as the operator's screen shows it (local time, to the second)."""
+    import time
+
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
 class RejectGate:
     """``belt_count_now()`` is the line's belt count now (extrapolated; None when unknown)."""
 
@@ -102,6 +109,7 @@ class RejectGate:
         self._requested: deque[tuple[int, int, float]] = deque()
         self._gate_faulted = False
         self._last_ok_count: float | None = None
+        self._last_ok_wall = _hms(clock.wall())  # when the gate was last seen out of fault
         self._plc_reason = ""  # why picking is held on the PLC's account ("" = it is not)
         self._feed_mode = Infeed.RUN
         self.hold_infeed = ""  # why the line holds the feeder itself ('' = it does not): the shift check
@@ -385,9 +393,25 @@ class RejectGate:
                         f"the reject gate failed while diverting scallop {tid}: it may have gone on with its uro; "
                         "take it off the belt by hand",
                     )
+        if faulted and not self._gate_faulted and self.client.outputs.gate_mode == GateMode.DIVERT_ALL:
+            # Held open, the line knows none of those scallops one by one: what reached the gate
+            # since it was last seen working went on, and a person must take it off.
+            self.counts["held_open_failed"] += 1
+            since = self._last_ok_wall
+            self.event("held_open_failed", "system", {"since": since, "fault": GateFault(st.gate_fault).name})
+            self._person(
+                "plc.held_open_failed",
+                self.counts["held_open_failed"],
+                f"the reject gate failed ({GateFault(st.gate_fault).name}) while it was held open for every "
+                f"scallop to go to rework: the scallops that reached it since {since} went on and may carry "
+                "their uro; take them off the belt past the gate",
+                since=since,
+            )
         self._gate_faulted = faulted
         if not faulted and now is not None:
             self._last_ok_count = now
+        if not faulted:
+            self._last_ok_wall = _hms(self.clock.wall())
             while self._requested and self._requested[0][2] < now - slack:
                 self._requested.popleft()
 
@@ -463,6 +487,8 @@ class RejectGate:
         return {
             "dispositions": {d: self.counts.get(d, 0) for d in DISPOSITIONS},
             "diverts_unconfirmed": self.counts.get("unconfirmed", 0),
+            # The gate failed while held open: what reached it since went on, unnamed (alarmed).
+            "held_open_failed": self.counts.get("held_open_failed", 0),
             # Spells of the gate held open (every scallop to rework) and their seconds in all.
             "all_to_rework": {
                 "spells": self.counts.get("all_to_rework_spells", 0),

@@ -47,6 +47,7 @@ class ScallopTruth:
     population: bool = True  # the line's to handle (see the module docstring)
     t_obs: float = -math.inf  # time of the last observation (x was there then)
     diverted: bool = False  # crossed the reject gate's line while the gate was open
+    t_gate: float | None = None  # when its centre crossed the reject gate's line (virtual s)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Accounting:
                     if row.x < self.gate_x and math.isfinite(row.t_obs) and x > row.x:
                         t_cross = row.t_obs + (self.gate_x - row.x) / (x - row.x) * (t - row.t_obs)
                     row.diverted = self.plc.gate_open_during(t_cross, t_cross)
+                    row.t_gate = t_cross
                 row.x, row.has_uro, row.t_obs = x, s.has_uro, t
                 if self.candidates:
                     self._settle(row)

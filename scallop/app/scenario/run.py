@@ -144,6 +144,7 @@ def run_scenario(
         acct.collect()
         summary = _summarise(acct, faults, sc, cfg, seed, t_virtual, loop_wall, t_setup, crash)
         summary["alarms"] = alarms.spans(t0)
+        summary["checks"]["escaped_unalarmed"] = _escaped_unalarmed(acct, summary)
     finally:
         line.close()
         if tmp is not None:
@@ -152,6 +153,30 @@ def run_scenario(
     if spec.compare_without_channel:
         summary["without_channel"] = _without_channel(sc, seed, spec, progress, chunk_s)
     return summary
+
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+# Alarms that name a scallop the line could not divert (its track in their params), and the one
+# that says the gate failed while held open, for every scallop reaching it since then.
+NAMING_ALARMS = ("plc.not_diverted", "plc.unconfirmed", "plc.divert_missed")
+HELD_OPEN_FAILED = "plc.held_open_failed"
+
+
+def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
+    """Scallops that left with their uro without a critical alarm saying so: neither one naming
+    its track, nor one standing when it crossed the gate that said every scallop reaching the gate
+    then went on. Any is a failed run (the exit status): the line must divert or say so."""
+    ids, times = summary.get("uro_escaped_ids") or [], summary.get("uro_escaped_times") or []
+    alarms = summary.get("alarms") or []
+    named = {a["params"].get("track") for a in alarms if a["alarm"] in NAMING_ALARMS}
+    spans = [(a["from_s"], a["to_s"]) for a in alarms if a["alarm"] == HELD_OPEN_FAILED]
+    silent = 0
+    for sid, t in zip(ids, times):
+        tracks = {oc.track_id for oc in acct.truth[sid].outcomes}
+        covered = any(lo <= t and (hi is None or t <= hi) for lo, hi in spans)
+        silent += not (tracks & named) and not covered
+    return silent
 
 
 class AlarmSpans:
@@ -170,6 +195,9 @@ class AlarmSpans:
         span = self._by_id.setdefault(
             a.id, {"alarm": a.code, "severity": a.severity, "text": a.text, "params": dict(a.params), "from": now}
         )
+        if a.active and "to" not in span and SEVERITY_RANK.get(a.severity, 0) > SEVERITY_RANK.get(span["severity"], 0):
+            # Raised again more severe (a warning that became critical): the span says the worst.
+            span.update(alarm=a.code, severity=a.severity, text=a.text, params=dict(a.params))
         if not a.active and "to" not in span:
             span["to"] = now
         if self._next is not None:
@@ -237,7 +265,8 @@ def _summarise(
     with_uro = [r for r in processed if r.had_uro]
     uro_removed = sum(1 for r in with_uro if not r.has_uro)
     dispositions = Counter(end_of(r) for r in processed) if acct.gate_x is not None else None
-    escaped = [r.id for r in with_uro if r.has_uro and not r.diverted] if acct.gate_x is not None else None
+    gone = [r for r in with_uro if r.has_uro and not r.diverted] if acct.gate_x is not None else None
+    escaped = None if gone is None else [r.id for r in gone]
     missed = sum(1 for r in with_uro if r.has_uro)
     # Of those, the ones the gate sent to rework: a person's look, not a uro let go.
     to_rework = sum(1 for r in with_uro if r.has_uro and r.diverted) if acct.gate_x is not None else None
@@ -346,6 +375,8 @@ def _summarise(
         "uro_to_rework": to_rework,
         "uro_escaped": None if escaped is None else len(escaped),
         "uro_escaped_ids": escaped,
+        # When each crossed the gate's line, in seconds from the start (as the alarms' from_s).
+        "uro_escaped_times": None if gone is None else [round(r.t_gate - acct.t0, 2) for r in gone],
         # The start-of-shift check with test pieces, when the scenario's line requires one.
         "shift_check": line_sum.get("shift_check"),
         "throughput_per_min": round(tp, 2),
