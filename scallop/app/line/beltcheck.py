@@ -45,7 +45,11 @@ when the camera's calibration and the encoder's millimetres per count agree. Two
 Either way the picks go where the uros are not: a camera off in scale misplaces every target and
 moves the vision's millimetre thresholds (4 % already put jaws on adductors in the simulator), a
 slipping wheel misplaces every pick downstream in proportion to the distance to the arm. It
-clears on fresh pairs only, once their median is within half of both limits.
+clears on fresh pairs only, once their median is within half of both limits. A first reading
+more than ``scale_drift`` off 1 is suspect itself (``scale_warning``: a warning that the line
+still picks); when a "changed" fault then meets fresh pairs within half the drift of 1, that
+reading came from a camera moved before the run and set back since: it is dropped
+(``rebased``), the fault clears, and the next fresh pairs make the run's reading.
 
 Why two limits: the line maps scallop centres on the belt plane, and the scallops' outlines lie
 above it, so a real line reads a ratio a little above 1 (camera height over camera height less the
@@ -108,6 +112,8 @@ class BeltCheck:
         self.scale_fault: BeltFault | None = None
         self.scale_ratio: float | None = None  # camera mm / counted mm, median of the window
         self.scale_baseline: float | None = None  # the run's first reading
+        self.scale_warning = ""  # words when that reading is off 1 by more than the drift
+        self.rebased = 0  # first readings dropped: taken from a camera moved, set back since
         self._ratios: deque[float] = deque(maxlen=scale_samples)
         self._first: list[float] = []  # the samples the baseline is taken from
         self._sampled_at: int | None = None  # the count of the last frame that gave samples
@@ -240,6 +246,32 @@ class BeltCheck:
             self._first.clear()
         elif self.scale_fault is not None and abs(off) <= self.scale_limit / 2 and abs(moved) <= self.scale_drift / 2:
             self.scale_fault = None
+        elif (
+            self.scale_fault is not None
+            and self.scale_baseline is not None
+            and abs(self.scale_baseline - 1.0) > self.scale_drift
+            and abs(off) <= self.scale_drift / 2
+        ):
+            # The run's first reading was itself off the calibration by more than the drift, and
+            # fresh pairs now agree with the calibration: that reading came from a camera already
+            # moved (set back since), not from this set-up. It is dropped and taken again.
+            self.scale_fault = None
+            self.scale_baseline = None
+            self.rebased += 1
+        self.scale_warning = self._start_warning()
+
+    def _start_warning(self) -> str:
+        """Words for a run whose first reading is off the calibration by more than the drift
+        (within the 5 % it still picks: parallax alone can read so on some set-ups), "" if not."""
+        b = self.scale_baseline
+        if b is None or abs(b - 1.0) <= self.scale_drift:
+            return ""
+        return (
+            f"the belt scale this run read at its start is {100 * (b - 1.0):+.1f} % off the calibration (camera "
+            f"millimetres over encoder millimetres {b:.3f}; more than ±{100 * self.scale_drift:g} % is more than "
+            "parallax should give): if the camera was moved or refocused, or the encoder wheel changed, the picks "
+            "land off the uros; have the camera's calibration and the encoder's millimetres per count checked"
+        )
 
     def _compare(self, before: np.ndarray, now: np.ndarray, travel: float) -> bool | None:
         """True: a scallop moved by the counted travel; False: none did and one moved otherwise;

@@ -309,6 +309,11 @@ class Line:
                 self.alarms.raise_(key, "critical", "camera", fault.text)
             else:
                 self.alarms.clear(key)
+        warning = self.belt_check.scale_warning
+        if warning:
+            self.alarms.raise_("encoder.scale_start", "warning", "camera", warning)
+        else:
+            self.alarms.clear("encoder.scale_start")
         return done
 
     def sync_inputs(self) -> None:
