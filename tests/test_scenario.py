@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from scallop.app.scenario import (
     svg_lines,
     write_report,
 )
+from scallop.app.scenario.faults import FaultScript
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -411,6 +413,27 @@ def test_a_lost_fluorescence_channel_holds_the_line_until_it_is_back_and_loses_n
     # analysing it, then goes on by itself.
     assert s["frames_by_line_state"].get("waiting_camera", 0) >= 10
     assert s["uro_escaped"] == 0 and picks_after(s, 16.0) > 0
+
+
+def test_two_faults_of_one_kind_at_once_are_refused_and_one_ending_as_the_next_begins_does_not_undo_it():
+    # An outside try: a 1.02 move inside a 1.06 one set the camera back to 1 at its end, while
+    # the log and the report said 1.06 held.
+    scale = {"kind": "camera_scale", "scale": 1.06, "at_s": 25.0, "duration_s": 30.0}
+    with pytest.raises(ScenarioError, match=r"faults\[1\]: camera_scale from 28 to 33 s overlaps faults\[0\]"):
+        parse_scenario(scenario() | {"faults": [scale, scale | {"scale": 1.02, "at_s": 28.0, "duration_s": 5.0}]})
+    arm = {"kind": "arm_disconnect", "at_s": 5.0, "duration_s": 5.0}
+    with pytest.raises(ScenarioError, match=r"one arm_disconnect at a time"):
+        parse_scenario(scenario() | {"faults": [arm, arm | {"at_s": 8.0, "arm": "arm1"}]})
+    # Touching: the earlier one's end runs first at 35 s, then the later one's start.
+    later = scale | {"scale": 0.94, "at_s": 35.0, "duration_s": 5.0}
+    sc = parse_scenario(scenario() | {"faults": [later, scale | {"duration_s": 10.0}]})
+    camera = types.SimpleNamespace(rescale=lambda v: seen.append(v))
+    seen: list[float] = []
+    line = types.SimpleNamespace(backend=types.SimpleNamespace(camera=camera), config=None)
+    script = FaultScript(line, sc.faults, 0.0)
+    for t in (25.0, 35.0, 40.0):
+        script.tick(t)
+    assert seen == [1.06, 1.0, 0.94, 1.0]
 
 
 def test_a_fault_refuses_the_keys_of_other_kinds_and_a_channel_fault_needs_the_channel():

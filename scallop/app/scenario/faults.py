@@ -18,7 +18,7 @@ class FaultScript:
     def __init__(self, line, faults: list[FaultSpec], t0: float) -> None:
         self.line = line
         self.t0 = t0
-        self.events: list[tuple[float, int, dict, Callable[[], bool]]] = []
+        self.events: list[tuple[float, tuple[int, int], dict, Callable[[], bool]]] = []
         self.log: list[dict] = []
         self.errors: list[str] = []
         for i, f in enumerate(faults):
@@ -31,11 +31,13 @@ class FaultScript:
         backend = line.backend
         camera = backend.camera
 
-        def add(t: float, what: str, fn: Callable[[], bool], action: str = "", **params) -> None:
+        def add(t: float, what: str, fn: Callable[[], bool], action: str = "", back: bool = False, **params) -> None:
             # ``what``: the log's own words (stable, for comparisons); ``action`` and its
             # ``params``: the report's, from the message catalogue (report.log.<action>).
+            # At one instant a fault's end runs before another's start: one that ends as the
+            # next begins must not undo it.
             entry = {"event": what, "fault": i, "action": action, "params": params}
-            self.events.append((t0 + t, len(self.events), entry, fn))
+            self.events.append((t0 + t, (0 if back else 1, len(self.events)), entry, fn))
 
         def once(fn: Callable[[], None]) -> Callable[[], bool]:
             def run() -> bool:
@@ -47,7 +49,7 @@ class FaultScript:
         def set_then_back(what: str, setter: Callable[[float], None], value: float, normal: float, **params) -> None:
             # ``setter(value)`` from at_s to end_s, then ``setter(normal)``.
             add(f.at_s, f"faults[{i}] {f.kind} {what}", once(lambda: setter(value)), f.kind, **params)
-            add(f.end_s, f"faults[{i}] {f.kind} back", once(lambda: setter(normal)), f"{f.kind}_back")
+            add(f.end_s, f"faults[{i}] {f.kind} back", once(lambda: setter(normal)), f"{f.kind}_back", back=True)
 
         if f.kind == "belt_stop":
             return  # in the belt's speed profile

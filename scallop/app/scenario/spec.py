@@ -366,7 +366,22 @@ def parse_scenario(data: dict, source: str = "") -> Scenario:
             )
         if f.kind in ARM_FAULTS and not f.arm:
             fl[i] = dataclasses.replace(f, arm=names[0])
+    _check_overlaps(fl, where)
     return sc
+
+
+def _check_overlaps(faults: list[FaultSpec], where: str) -> None:
+    """Two faults of one kind (on one arm) at once are refused: the first one's end would undo
+    the second (a camera set back to its calibration while a later move should hold), and the
+    report would say what the line never saw."""
+    spans = [(i, f) for i, f in enumerate(faults) if f.end_s > f.at_s]
+    for a, (i, f) in enumerate(spans):
+        for j, g in spans[a + 1 :]:
+            if f.kind == g.kind and f.arm == g.arm and f.at_s < g.end_s and g.at_s < f.end_s:
+                raise ScenarioError(
+                    f"{where}faults[{j}]: {g.kind} from {g.at_s:g} to {g.end_s:g} s overlaps faults[{i}] "
+                    f"({f.at_s:g} to {f.end_s:g} s): one {f.kind} at a time (end one before the next begins)"
+                )
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
