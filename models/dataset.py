@@ -30,6 +30,7 @@ import numpy as np
 
 from scallop.errors import ConfigError, DataError, check_number
 from scallop.imagefiles import (
+    COMPANION_SUFFIX,
     EMPTY_FILE,
     IMAGE_SUFFIXES,
     companion_path,
@@ -37,6 +38,7 @@ from scallop.imagefiles import (
     fluorescence_file_problem,
     frame_files,
     image_size,
+    is_companion,
     is_frame,
     no_frames_message,
     png_damage,
@@ -344,7 +346,10 @@ def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     why = too_large(image_size(path))
     if why:
         raise DatasetError(f"{path}: {why}")
-    data = np.fromfile(str(path), np.uint8)
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError as e:  # there, but not readable (permissions, a disk error): named, as a label file is
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from None
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
     # (decode_color checks a colour PNG itself: once is enough on the training's path.)
@@ -417,6 +422,15 @@ class Dataset:
                 "an image is missing from the set; put it back, or remove its labels too"
             )
         if "uv" in self.channels:
+            # A fluorescence frame without its image: an image gone from the set, as above.
+            n = len(COMPANION_SUFFIX)
+            strays = sorted(p for p in img_dir.iterdir() if is_companion(p) and p.name[:-n] not in images)
+            if strays:
+                more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
+                raise DatasetError(
+                    f"{strays[0]}: a fluorescence frame without its image (images/{strays[0].name[:-n]}.*){more}: "
+                    "an image is missing from the set; put it back, or remove its fluorescence frame too"
+                )
             for path in images.values():
                 uv = self._uv_path(path)
                 if not uv.is_file():

@@ -269,3 +269,37 @@ def test_a_companion_that_is_no_8_bit_grey_png_is_named_for_what_it_holds(tmp_pa
         read_fluorescence(p, (30, 40))
     Image.new("L", (40, 30), 7).save(p)
     assert read_fluorescence(p, (30, 40)).max() == 7
+
+
+@pytest.mark.parametrize("which", ["frame", "companion"])
+def test_a_file_there_but_unreadable_is_that_images_error_and_the_others_are_analysed(
+    uv_set, tmp_path, capsys, monkeypatch, which
+):
+    """No permission to read it (an outside try as a user without root's override): that image's
+    error, named, exit 1 after the others, as the help says; it stopped the whole run before."""
+    frame = _pair(uv_set, tmp_path / "perm")
+    other = sorted(p for p in (uv_set / "images").iterdir() if not p.name.endswith(".uv.png"))[1]
+    shutil.copy(other, tmp_path / "perm" / f"y{other.suffix}")
+    locked = frame if which == "frame" else tmp_path / "perm" / "x.uv.png"
+    real = np.fromfile
+
+    def fromfile(path, *a, **k):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(np, "fromfile", fromfile)
+    y = tmp_path / "perm" / f"y{other.suffix}"
+    assert main(["detect", "--mm-per-px", "0.5", "--jobs", "1", "--json", str(frame), str(y)]) == 1
+    out = capsys.readouterr()
+    assert [json.loads(ln)["image"] for ln in out.out.splitlines()] == [str(y)]
+    assert out.err.strip() == f"scallop detect: error: {locked}: cannot be read (Permission denied)"
+
+
+def test_a_fluorescence_frame_without_its_image_in_a_set_with_the_channel_is_refused(uv_set, tmp_path, capsys):
+    root = tmp_path / "stray"
+    shutil.copytree(uv_set, root)
+    shutil.copy(next((root / "images").glob("*.uv.png")), root / "images" / "orphan.uv.png")
+    assert main(["eval", str(root)]) == 3
+    err = capsys.readouterr().err
+    assert f"{root / 'images' / 'orphan.uv.png'}: a fluorescence frame without its image (images/orphan.*)" in err

@@ -183,6 +183,15 @@ def _refuse_too_large(p: Path, size: tuple[int, int] | None, max_pixels: int, wh
         raise ImageTooLargeError(f"{p}: {why}")
 
 
+def _file_bytes(p: Path) -> np.ndarray:
+    """The file's bytes; a file that is there but cannot be read (no permission, an I/O error on
+    the disk) is this file's error, named, so the images after it are still analysed."""
+    try:
+        return np.fromfile(str(p), dtype=np.uint8)
+    except OSError as e:
+        raise CorruptFrameError(f"{p}: cannot be read ({e.strerror or e})") from None
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 BGR, with an error that names the file. An image
     of more than ``max_pixels`` is refused from its header, before any decoding."""
@@ -191,7 +200,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> n
         raise CameraNotFoundError(f"{p}: {_not_a_file(p)}")
     size = image_size(p)
     _refuse_too_large(p, size, max_pixels, "image")
-    data = np.fromfile(str(p), dtype=np.uint8)
+    data = _file_bytes(p)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
     img, damage = decode_color(data)
@@ -221,7 +230,7 @@ def read_fluorescence(
             f"{p}: fluorescence image is {size[0]}x{size[1]} but {against} is {w}x{h}"
             + (": it must be registered to the colour frame's pixels" if against == "its colour frame" else "")
         )
-    data = np.fromfile(str(p), dtype=np.uint8)
+    data = _file_bytes(p)
     if not data.size:
         raise CorruptFrameError(EMPTY_FILE.format(p))
     why = fluorescence_file_problem(p, data)
