@@ -345,14 +345,11 @@ def lr_factor(it: int, warmup: int, total: int) -> float:
     return 0.02 + 0.98 * 0.5 * (1.0 + np.cos(np.pi * t))
 
 
-def prepare_dirs(
-    sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None
-) -> Prepared:
-    """Material from data-set folders; real photos make ``cfg.real_share`` of each batch.
-    Streamed: full-resolution frames are large, only the extracted material is kept. With
-    ``cfg.uv_stages`` every set must carry the fluorescence channel (version 2): one that does
-    not is refused before any is read."""
-    prep = into if into is not None else Prepared()
+def open_sets(sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig) -> list:
+    """The data-set folders opened and checked, each with whether it is real photos: with
+    ``cfg.uv_stages`` every set must carry the fluorescence channel (version 2). Called before
+    anything is drawn, so a set that cannot be used is refused in a second, not after minutes
+    of simulator frames."""
     sets = [(load_dataset(d), False) for d in sim_dirs] + [(load_dataset(d), True) for d in real_dirs]
     if cfg.uv_stages:
         for ds, _ in sets:
@@ -363,7 +360,17 @@ def prepare_dirs(
                     'stage takes them) trains only on version 2 sets with channels ["bgr", "uv"] '
                     "(scallop sim dataset --fluorescence)"
                 )
-    for ds, real in sets:
+    return sets
+
+
+def prepare_dirs(
+    sim_dirs: list[Path], real_dirs: list[Path], cfg: TrainConfig, into: Prepared | None = None, opened=None
+) -> Prepared:
+    """Material from data-set folders; real photos make ``cfg.real_share`` of each batch.
+    Streamed: full-resolution frames are large, only the extracted material is kept. The sets
+    are those of :func:`open_sets` (``opened``, when the caller opened them first)."""
+    prep = into if into is not None else Prepared()
+    for ds, real in opened if opened is not None else open_sets(sim_dirs, real_dirs, cfg):
         prepare(ds, cfg, real, prep)
     return prep
 

@@ -259,6 +259,32 @@ def test_a_four_channel_training_refuses_a_version_1_set(tmp_path):
     s = next(iter(load_dataset(root)))
     with pytest.raises(DatasetError, match="no fluorescence image"):
         prepare_one(s, cfg)
+    # From the command line: refused before any simulator frame is drawn (an outside try waited
+    # minutes of drawing for this refusal).
+    import scallop.app.commands.train as train_cmd
+    from scallop.app.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("drew simulator frames before checking --sim-data")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_cmd, "sim_material", never)
+        assert (
+            main(
+                [
+                    "train",
+                    "--channels",
+                    "4",
+                    "--sim-data",
+                    str(root),
+                    "--frames",
+                    "20",
+                    "--out",
+                    str(tmp_path / "m.onnx"),
+                ]
+            )
+            == 3
+        )
     with pytest.raises(ValueError, match="allowed stage names"):
         TrainConfig(uv_stages=("crops",))
 

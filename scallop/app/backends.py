@@ -380,12 +380,18 @@ def default_sim_arms(n: int = 1) -> list[ArmConfig]:
     return out
 
 
-def default_sim_plc(arms: list[ArmConfig]) -> PlcConfig:
-    """The simulator's line PLC: its gate 450 mm past the last pick window (a failed pick is
-    known by then), opening when a scallop's centre is 40 mm from it, for 400 ms."""
+def default_sim_plc(arms: list[ArmConfig], belt_speed_mm_s: float = 300.0) -> PlcConfig:
+    """The simulator's line PLC: its gate past the last pick window by 1.5 s of belt travel, at
+    least 450 mm (a failed pick is known by then: at 800 mm/s, 450 mm left a decision 0.56 s,
+    and an outside try saw scallops reach the gate before theirs came), opening when a
+    scallop's centre is 40 mm from it, for 400 ms."""
     last = max(a.pick_window_x_mm[1] for a in arms)
     return PlcConfig(
-        gate_x_mm=last + 450.0, gate_lead_mm=40.0, gate_open_ms=400, heartbeat_timeout_s=1.0, watchdog_ms=1000
+        gate_x_mm=last + max(450.0, 1.5 * belt_speed_mm_s),
+        gate_lead_mm=40.0,
+        gate_open_ms=400,
+        heartbeat_timeout_s=1.0,
+        watchdog_ms=1000,
     )
 
 
@@ -465,7 +471,7 @@ class SimBackend(Backend):
                 sim.start()
                 self.sim_arms.append(sim)
                 self.arm_configs.append(replace(a, transport=sim.transport_config()))
-            plc = cfg.plc or default_sim_plc(self.arm_configs)
+            plc = cfg.plc or default_sim_plc(self.arm_configs, cfg.sim.belt.speed_mm_s)
             if plc.transport is None:
                 self.sim_plc = SimPlc(
                     self.clock, self.world.encoder_at, profile=plc.profile, gate_fitted=plc.gate_fitted

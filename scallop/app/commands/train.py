@@ -237,7 +237,7 @@ def run(args) -> int:
     from scallop.app.evaluation import evaluate
     from scallop.errors import check_number
     from scallop.models.onnx_io import onnx_train_config
-    from scallop.models.train import TrainConfig, prepare, prepare_dirs, train
+    from scallop.models.train import TrainConfig, open_sets, prepare, prepare_dirs, train
     from scallop.sim.dataset import write_dataset
 
     device = args.device
@@ -336,6 +336,8 @@ def run(args) -> int:
         gill_weight=args.gill_weight,
         **shape,
     )
+    # The given sets first: one that cannot be used is refused before minutes of drawing.
+    opened = open_sets([Path(d) for d in args.sim_data], [], cfg)
     t0 = time.time()
     prep = (
         sim_material(
@@ -344,7 +346,7 @@ def run(args) -> int:
         if args.frames
         else None
     )
-    prep = prepare_dirs([Path(d) for d in args.sim_data], [], cfg, prep)
+    prep = prepare_dirs([], [], cfg, prep, opened=opened)
     for src, held in split:
         prepare((load() for load in _subset(src, held, keep=False)), cfg, True, prep)
     print(
