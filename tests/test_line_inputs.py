@@ -167,6 +167,29 @@ def test_a_first_reading_from_a_camera_already_moved_is_warned_and_dropped_when_
     assert [f.kind for f in check.faults] == [SCALE] and check.rebased == 0 and check.scale_warning == ""
 
 
+def test_a_knocked_camera_is_caught_by_five_pairs_off_the_same_way_and_one_odd_frame_is_not():
+    """The window's median turns only when half its 24 pairs are new (about 10 s on a line): the
+    recent pairs, five from three sightings or more all past the drift one way, stop it sooner."""
+    check = BeltCheck(BELT)
+    drift(check, 60, 1.0)
+    assert check.scale_baseline == pytest.approx(1.0) and not check.faults
+    seen = None
+    for k in range(60, 90):
+        drift(check, 1, 1.03, start=k)
+        if check.faults and seen is None:
+            seen = k - 60
+    # Three scallops a sighting, a sighting every other frame: the third sighting after the move.
+    assert seen is not None and seen <= 6, seen
+    assert "median of 9 recent scallop pairs, each off the same way" in check.faults[0].text, check.faults[0].text
+    # One frame whose scallops all read 6 % off (a glitch) is one sighting: no fault.
+    check = BeltCheck(BELT)
+    drift(check, 60, 1.0)
+    for k in range(60, 100):
+        true = scene(30.0 * k, 50, -30, 90)
+        check.update(0.1 * k, 300 * k, true * (1.06 if k == 70 else 1.0))
+    assert check.faults == []
+
+
 def test_a_stopped_belt_adds_no_copies_of_one_pair():
     check = BeltCheck(BELT)
     drift(check, 16, 1.0)
