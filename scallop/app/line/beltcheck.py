@@ -77,6 +77,13 @@ IMPOSSIBLE = "impossible"
 SCALE = "scale"
 
 
+def _pct(share: float, limit: float) -> str:
+    """``share`` in percent with its sign, one decimal, or two where one would read as the
+    limit itself ("+5.0 % ... allowed ±5 %" for 5.04 % over a limit of 5)."""
+    one = f"{100 * share:+.1f}"
+    return f"{100 * share:+.2f}" if abs(float(one)) == round(100 * limit, 1) else one
+
+
 @dataclass
 class BeltFault:
     kind: str  # FROZEN, MISMATCH, IMPOSSIBLE or SCALE
@@ -256,13 +263,13 @@ class BeltCheck:
                 else (f"median of {len(self._ratios)} scallop pairs")
             )
             since = (
-                f", {100 * moved:+.1f} % since the start of this run (allowed ±{100 * self.scale_drift:g} %)"
+                f", {_pct(moved, self.scale_drift)} % since the start of this run (allowed ±{100 * self.scale_drift:g} %)"
                 if self.scale_baseline is not None and abs(moved) > self.scale_drift
                 else f" (allowed ±{100 * self.scale_limit:g} %)"
             )
             self.scale_fault = BeltFault(
                 SCALE,
-                f"camera sees the belt move {100 * off:+.1f} % {'farther' if off > 0 else 'less far'} than the "
+                f"camera sees the belt move {_pct(off, self.scale_limit)} % {'farther' if off > 0 else 'less far'} than the "
                 f"encoder counts{since}, {pairs} over {abs(travel):.0f} mm of "
                 "travel: the camera moved or its calibration is not this set-up's, or the encoder's millimetres "
                 "per count changed (a slipping wheel); picks would land off the uros",

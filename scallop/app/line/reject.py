@@ -64,6 +64,15 @@ def disposition_of(oc: ScallopOutcome) -> Disposition:
     return Disposition.DIVERTED
 
 
+def _why_divert(oc: ScallopOutcome) -> str:
+    """Why a scallop needed diverting, in words: its reason, or what the pick check saw."""
+    if oc.reason:
+        return oc.reason
+    if oc.result == Result.PICKED and oc.grade not in (None, GRADE_URO_REMOVED):
+        return f"the pick check saw {oc.grade.replace('_', ' ')}"
+    return oc.result
+
+
 def _hms(t: float) -> str:
     """A wall-clock time as the operator's screen shows it (local time, to the second)."""
     import time
@@ -160,7 +169,7 @@ class RejectGate:
                 self._person(
                     "plc.not_diverted",
                     oc.track_id,
-                    f"scallop {oc.track_id} needed diverting ({oc.reason or oc.result}) and was not: {why}. "
+                    f"scallop {oc.track_id} needed diverting ({_why_divert(oc)}) and was not: {why}. "
                     "Take it off the belt by hand",
                     why=why,
                 )

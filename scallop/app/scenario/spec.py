@@ -176,7 +176,7 @@ class FaultSpec:
         allowed = f"{lo:g}..{hi:g}{unit}, not {normal:g}"
         if value is None:
             raise ValueError(f"{key} is required for a {self.kind} (allowed {allowed})")
-        check_range(key, value, lo, hi)
+        check_range(key, value, lo, hi, note=f", not {normal:g}")
         if value == normal:
             raise ValueError(f"{key}={normal:g} is not allowed: a {self.kind} {does} ({allowed})")
 
