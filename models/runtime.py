@@ -128,7 +128,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
 
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"{p}: no such model file")
+        raise ModelError(f"{p}: {_not_a_model_file(p)}")
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # onnx raises protobuf's own errors for a file that is not a model
@@ -216,6 +216,13 @@ def parse_metadata(meta: dict, path: str) -> ModelInfo:
     )
 
 
+def _not_a_model_file(p: Path) -> str:
+    """Why ``p`` is no model file, in words: a folder is called one (give the .onnx file in it)."""
+    if p.is_dir():
+        return "a folder, not a model file: give the .onnx file"
+    return "no such model file"
+
+
 class SegModel:
     """The two-stage segmentation model in one ONNX file.
 
@@ -228,7 +235,7 @@ class SegModel:
 
         p = Path(path) if path is not None else default_model_path()
         if not p.is_file():
-            raise ModelError(f"{p}: no such model file")
+            raise ModelError(f"{p}: {_not_a_model_file(p)}")
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(1, int(threads))
         so.inter_op_num_threads = 1

@@ -303,3 +303,15 @@ def test_a_fluorescence_frame_without_its_image_in_a_set_with_the_channel_is_ref
     assert main(["eval", str(root)]) == 3
     err = capsys.readouterr().err
     assert f"{root / 'images' / 'orphan.uv.png'}: a fluorescence frame without its image (images/orphan.*)" in err
+
+
+def test_a_folder_given_as_the_model_is_called_a_folder(uv_set, tmp_path, capsys):
+    frame = _pair(uv_set, tmp_path / "m")
+    assert main(["detect", "--mm-per-px", "0.5", "--model", str(tmp_path / "m"), str(frame)]) == 3
+    assert "a folder, not a model file: give the .onnx file" in capsys.readouterr().err
+
+
+def test_bench_accuracy_renders_the_channel_for_a_four_channel_model(tmp_path, capsys):
+    out = tmp_path / "acc.json"
+    assert main(["bench", "accuracy", "--frames", "2", "--model", str(default_uv_model_path()), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["frames"] == 2

@@ -74,13 +74,18 @@ def run(args) -> int:
     dirs = [Path(d) for d in args.data]
     tmp = None
     if not dirs:
+        from scallop.models.runtime import read_model_info
+
+        # A four-channel model is scored on frames rendered with their fluorescence images (the
+        # colour frames are the same either way), as the line feeds it.
+        uv = bool(args.model) and read_model_info(args.model).takes_uv
         tmp = tempfile.TemporaryDirectory(prefix="scallop-acc-")
         write_dataset(
             Path(tmp.name),
             n=args.frames,
             seed=args.seed,
             overwrite=True,
-            settings=DatasetSettings(mm_per_px=(args.mm_per_px, args.mm_per_px)),
+            settings=DatasetSettings(mm_per_px=(args.mm_per_px, args.mm_per_px), fluorescence=uv),
             workers=2,
         )
         dirs = [Path(tmp.name)]
