@@ -328,3 +328,44 @@ def test_the_state_says_waiting_camera_and_figures_not_known_are_unknown(tmp_pat
     con = sqlite3.connect(tmp_path / "record.sqlite")
     assert con.execute("SELECT COUNT(*) FROM scallops WHERE uro_found = 1 AND uro_x_mm IS NULL").fetchone()[0] == 0
     con.close()
+
+
+def test_a_belt_scale_reading_is_kept_for_its_calibration_and_holds_the_next_run_from_its_start(tmp_path):
+    """The run's first reading goes into the record for its calibration file; the next run with
+    the same file starts from it (a camera moved while the line was off is held to 2.5 %, not
+    5 %), one with another file or another encoder scale reads afresh."""
+    from scallop.app.line.line import belt_scale_key, kept_belt_scale
+    from scallop.sim.config import SimConfig
+    from scallop.sim.world import camera_model_from_config
+    from tests.helpers import make_line, write_line_calibration
+
+    cal = tmp_path / "line-calibration.json"
+    write_line_calibration(cal, camera_model_from_config(SimConfig().camera))
+    over = {"runtime": {"tick_s": 0.02, "calibration": str(cal)}}
+    line = make_line(tmp_path, overrides=over)
+    try:
+        assert line.belt_check.scale_baseline is None
+        line.start("test")
+        line.run_stepped(40.0)
+        first = line.belt_check.scale_baseline
+    finally:
+        line.close()
+    assert first == pytest.approx(1.0, abs=0.005)
+    line = make_line(tmp_path, overrides=over)
+    try:
+        assert line.belt_check.scale_baseline == pytest.approx(first, abs=1e-5)
+        key = line._scale_key
+    finally:
+        line.close()
+    assert belt_scale_key("", BELT) == "" and key == belt_scale_key(str(cal), line.backend.belt)
+    assert belt_scale_key(str(cal), Belt(counts_per_mm=10.5, direction=1)) != belt_scale_key(str(cal), BELT)
+    # The kept reading names when it was taken, and a stranger's or a nonsense one is not used.
+    rec = type("R", (), {"last_events": {"belt_scale": {"time": 0.0, "detail": {"calibration": "k", "ratio": 1.01}}}})
+    assert kept_belt_scale(rec, "k")[0] == 1.01 and kept_belt_scale(rec, "other") == (None, "")
+    rec.last_events["belt_scale"]["detail"]["ratio"] = float("nan")
+    assert kept_belt_scale(rec, "k") == (None, "")
+    # Held to it from the first pairs: 3 % off the kept reading is the fault at once.
+    check = BeltCheck(BELT, kept_baseline=1.0, kept_note="2026-12-05 10:00")
+    drift(check, 30, 1.03)
+    assert [f.kind for f in check.faults] == [SCALE]
+    assert "since the reading kept for this calibration (2026-12-05 10:00)" in check.faults[0].text

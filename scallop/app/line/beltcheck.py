@@ -111,6 +111,8 @@ class BeltCheck:
         scale_fast_events: int = 3,
         view_x: tuple[float, float] | None = None,
         radius_mm: float = 0.0,
+        kept_baseline: float | None = None,
+        kept_note: str = "",
     ) -> None:
         self.belt = belt
         # The belt-frame x the image covers, and the largest scallop radius: a scallop that the
@@ -125,7 +127,10 @@ class BeltCheck:
         self.scale_drift = scale_drift
         self.scale_fault: BeltFault | None = None
         self.scale_ratio: float | None = None  # camera mm / counted mm, median of the window
-        self.scale_baseline: float | None = None  # the run's first reading
+        # The run's first reading, or the one an earlier run of this calibration kept (``kept_note``
+        # says when): a camera moved while the line was off is then held to the tight limit too.
+        self.scale_baseline: float | None = kept_baseline
+        self._since = f"the reading kept for this calibration ({kept_note})" if kept_baseline else ""
         self.scale_warning = ""  # words when that reading is off 1 by more than the drift
         self.rebased = 0  # first readings dropped: taken from a camera moved, set back since
         self._ratios: deque[float] = deque(maxlen=scale_samples)
@@ -263,7 +268,8 @@ class BeltCheck:
                 else (f"median of {len(self._ratios)} scallop pairs")
             )
             since = (
-                f", {_pct(moved, self.scale_drift)} % since the start of this run (allowed ±{100 * self.scale_drift:g} %)"
+                f", {_pct(moved, self.scale_drift)} % since {self._since or 'the start of this run'} "
+                f"(allowed ±{100 * self.scale_drift:g} %)"
                 if self.scale_baseline is not None and abs(moved) > self.scale_drift
                 else f" (allowed ±{100 * self.scale_limit:g} %)"
             )
@@ -290,6 +296,7 @@ class BeltCheck:
             # moved (set back since), not from this set-up. It is dropped and taken again.
             self.scale_fault = None
             self.scale_baseline = None
+            self._since = ""
             self.rebased += 1
         self.scale_warning = self._start_warning()
 

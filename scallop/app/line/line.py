@@ -29,6 +29,7 @@ import logging
 import math
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -60,6 +61,38 @@ from scallop.vision.detections import REASON_OUTSIDE_CHANNEL, Detections
 from scallop.vision.pipeline import Pipeline
 
 log = logging.getLogger("scallop.line")
+
+
+def belt_scale_key(calibration: str, belt) -> str:
+    """What a belt-scale reading belongs to: the line calibration file's contents and the
+    encoder's counts per millimetre ("" without a calibration file: the simulator's own camera,
+    whose runs start afresh). A new calibration, or another encoder scale, starts a new reading."""
+    if not calibration:
+        return ""
+    import hashlib
+
+    try:
+        data = Path(calibration).read_bytes()
+    except OSError:
+        return ""  # the backend's own load says what is wrong with it
+    return hashlib.sha256(data + repr(float(belt.counts_per_mm)).encode()).hexdigest()[:16]
+
+
+def kept_belt_scale(record, key: str) -> tuple[float | None, str]:
+    """The belt-scale reading an earlier run kept for ``key`` (the record's newest ``belt_scale``
+    event), and when it was taken, or (None, "")."""
+    if not key or record is None:
+        return None, ""
+    ev = getattr(record, "last_events", {}).get("belt_scale") or {}
+    detail = ev.get("detail") or {}
+    ratio = detail.get("ratio")
+    if detail.get("calibration") != key or not isinstance(ratio, (int, float)) or not 0.8 <= ratio <= 1.25:
+        return None, ""
+    import datetime
+
+    when = ev.get("time")
+    note = datetime.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M") if isinstance(when, (int, float)) else "?"
+    return float(ratio), note
 
 
 class Line:
@@ -146,9 +179,16 @@ class Line:
         if b.camera_error:
             self.reader.lost(b.camera_error)
         self.channel = open_channel(cc.fluorescence, b, self.pipeline, self.alarms)
+        self._scale_key = belt_scale_key(self.config.runtime.calibration, belt)
+        kept, note = kept_belt_scale(self.record, self._scale_key)
         self.belt_check = BeltCheck(
-            belt, view_x=view_x, radius_mm=max(r.product_size_mm[1] for r in self.config.recipes) / 2
+            belt,
+            view_x=view_x,
+            radius_mm=max(r.product_size_mm[1] for r in self.config.recipes) / 2,
+            kept_baseline=kept,
+            kept_note=note,
         )
+        self._scale_kept = kept
         self.observers = list(b.observers) + self.observers
         self.publisher.say_how_the_last_run_ended(self.alarms)
         self.shift = Shift(self.config.shift_check, self.alarms, self.publisher, self.clock, self.record)
@@ -309,6 +349,11 @@ class Line:
                 self.alarms.raise_(key, "critical", "camera", fault.text)
             else:
                 self.alarms.clear(key)
+        b = self.belt_check.scale_baseline
+        if b is not None and b != self._scale_kept and self._scale_key:
+            # This calibration's reading, kept for the next runs (the record's carried events).
+            self._scale_kept = b
+            self.publisher.event("belt_scale", "system", {"calibration": self._scale_key, "ratio": round(b, 5)})
         warning = self.belt_check.scale_warning
         if warning:
             self.alarms.raise_("encoder.scale_start", "warning", "camera", warning)

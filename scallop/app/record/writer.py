@@ -812,7 +812,7 @@ def _last_run(con: sqlite3.Connection) -> dict | None:
 
 
 # Events whose last occurrence a new run carries over (RecordWriter.last_events).
-CARRIED_EVENTS = ("lot", "shift_check", "shift_check_override")
+CARRIED_EVENTS = ("lot", "shift_check", "shift_check_override", "belt_scale")
 
 
 def _last_events(con: sqlite3.Connection, kinds: tuple[str, ...]) -> dict[str, dict]:
