@@ -206,13 +206,14 @@ class SimCamera(Camera):
         driver serves the arms until then and reads the frame when it is due."""
         with self._lock:
             now = self.clock.now()
-            if now < self._stall_until:
-                # Nothing arrives before the stall ends (never, for an open-ended stall): the
-                # driver keeps serving the arms and notices the silence itself.
-                return self._stall_until
+            if self._stall_until == math.inf:
+                return math.inf  # an open-ended stall: the driver serves the arms and notices the silence
             if self._last_t is None:
-                return now
-            t = self._next_after(self._last_t)
+                return max(now, self._stall_until)
+            # The trigger starts again from a stall's end: the first exposure comes an interval after
+            # it (said as such: a driver told the stall's end read then and waited a whole interval
+            # inside read(), its arms unserved, long enough at a slow belt for their watchdogs).
+            t = self._next_after(max(self._last_t, self._stall_until))
             for _ in range(self._drop):  # exposures that will never be delivered
                 t = self._next_after(t)
             return max(now, t)
@@ -220,6 +221,8 @@ class SimCamera(Camera):
     def _wait_out_stall(self) -> None:
         now = self.clock.now()
         if now >= self._stall_until:
+            if self._last_t is not None and self._last_t < self._stall_until:
+                self._last_t = self._stall_until  # a stall that ended meanwhile: its exposures are lost too
             return
         self.clock.sleep(min(self.read_timeout_s, self._stall_until - now))
         if self.clock.now() < self._stall_until:

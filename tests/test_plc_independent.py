@@ -312,6 +312,7 @@ def test_a_gate_that_fails_while_held_open_is_one_alarm_for_what_reached_it_sinc
         assert a is not None and a.severity == "critical" and a.code == "plc.held_open_failed"
         assert "NOT_CONFIRMED" in a.text and a.params["since"] in a.text
         assert gate.waiting_for_a_person() and gate.summary()["held_open_failed"] == 1
+        assert gate.rework_status("waiting_camera") == {}  # a jammed gate sends nothing to rework
         clock.advance(0.05)
         gate.service(state="waiting_camera", critical_unacked=True, warnings=True)
         assert alarms.get("plc.held_open_failed.2") is None  # one alarm for one failure

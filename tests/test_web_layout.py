@@ -184,7 +184,8 @@ def test_everything_an_operator_needs_is_on_the_panel(busy_screen, browser, arti
     assert banner == i18n.t(language, "alarm.banner", text=i18n.t(language, "alarm.arm.stalled", arm="right"))
     rework = browser.find_element("id", "all-rework-text").text
     why = i18n.t(language, "rework_why.waiting_camera")
-    assert rework == i18n.t(language, "screen.all_to_rework", why=why, minutes="12"), rework
+    since = i18n.t(language, "rework_since.minutes", n="12")
+    assert rework == i18n.t(language, "screen.all_to_rework", why=why, since=since), rework
 
     # The PIN pad fits too, with the E-STOP still on top.
     browser.find_element("id", "btn-stop").click()

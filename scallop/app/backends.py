@@ -451,7 +451,12 @@ class SimBackend(Backend):
         cal = self._calibration()
         if cal is not None:
             self.accepted_redo = cal.accepted_redo
-        self.world = SimWorld(cfg.sim, seed=self.seed, clock=self.clock)
+        # Scallops stay in the world until past the reject gate: where they end is judged there
+        # (a gate farther down than the world kept them made a fast belt's scallops never arrive).
+        plc = cfg.plc or default_sim_plc(cfg.arms or default_sim_arms(1), cfg.sim.belt.speed_mm_s)
+        keep = max(cfg.sim.belt.keep_downstream_mm, plc.gate_x_mm + 300.0)
+        sim = replace(cfg.sim, belt=replace(cfg.sim.belt, keep_downstream_mm=keep))
+        self.world = SimWorld(sim, seed=self.seed, clock=self.clock)
         self.camera = SimCamera(self.world)
         self.camera.connect()
         e = cfg.sim.encoder

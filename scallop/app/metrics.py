@@ -129,7 +129,8 @@ class SnapshotCollector(Collector):
             )
         yield GaugeMetricFamily(
             f"{p}_all_to_rework",
-            "1 while the reject gate is held open and every scallop goes to the rework lane.",
+            "1 while the reject gate is held open and every scallop reaching it goes to the rework lane (the line "
+            "running or waiting; 0 stopped, without a gate, or with the gate in fault).",
             value=1.0 if snap.all_to_rework else 0.0,
         )
         yield GaugeMetricFamily(f"{p}_uptime_seconds", "Seconds since the line started.", value=snap.uptime_s)

@@ -98,7 +98,9 @@ def run(args) -> int:
     c = summary["checks"]
     # A uro that left without an alarm saying so fails the run, like a scallop not accounted for.
     ok = c["accounted"] and not c["duplicate_target_picks"] and not c.get("escaped_unalarmed")
-    ok = ok and summary["complete"]
+    # Scallops went by and none reached the gate's judgement: every check passed with nothing checked.
+    went_by = ((summary.get("line") or {}).get("truth") or {}).get("passed", 0)
+    ok = ok and summary["complete"] and (summary["processed"] > 0 or not went_by)
     return 0 if ok else 1
 
 

@@ -46,6 +46,10 @@ from scallop.vision.detections import VisionReason
 # The only reason to let a scallop through unpicked: vision saw it whole, with no uro.
 PASS_REASONS = frozenset({VisionReason.NO_URO.value})
 
+# Why the line holds the gate open mid-run, the camera or the counts in doubt: without a gate, what
+# passes then goes on unchecked (the start's and a stop's own spells are not: the feeder held).
+BLIND_CAUSES = frozenset({"waiting_camera", "counts_in_doubt"})
+
 # The line's states in which what passes the gate is vouched for scallop by scallop; in any
 # other the gate is held open (everything to rework).
 VOUCHED = frozenset({LineState.RUNNING, LineState.PAUSED, LineState.STOPPING})
@@ -118,7 +122,11 @@ class RejectGate:
         self._requested: deque[tuple[int, int, float]] = deque()
         self._gate_faulted = False
         self._last_ok_count: float | None = None
-        self._last_ok_wall = _hms(clock.wall())  # when the gate was last seen out of fault
+        self._last_ok_wall = clock.wall()  # when the gate was last seen out of fault
+        self._held_failed = False  # this spell's gate failure is alarmed
+        self._blind_alarmed = False  # this spell's scallops gone on without a gate are alarmed
+        self._held_since: float | None = None  # belt count from which the PLC showed the gate held open
+        self._spell_wall: float | None = None  # when the gate was last held open (wall clock)
         self._plc_reason = ""  # why picking is held on the PLC's account ("" = it is not)
         self._feed_mode = Infeed.RUN
         self.hold_infeed = ""  # why the line holds the feeder itself ('' = it does not): the shift check
@@ -140,6 +148,7 @@ class RejectGate:
         # scallop), since when (clock time), and the seconds of earlier such spells: the
         # operator must know that the rework lane takes everything, the record when and why.
         self.all_to_rework = ""
+        self._spell_cause = ""  # what opened the current spell (all_to_rework: what holds it now)
         self._all_to_rework_since: float | None = None
         self._all_to_rework_s = 0.0
         if config is None:
@@ -211,9 +220,11 @@ class RejectGate:
         if now is not None:
             margin = self.MIN_LEAD_S * max(0.0, self.belt_speed()) * self.belt.counts_per_mm
             if count < now + margin:
-                if self.client.outputs.gate_mode == GateMode.DIVERT_ALL and (
-                    st is None or st.gate_state == GateState.OPEN
-                ):
+                # Too late for a request of its own: diverted only if the PLC had shown the gate held
+                # open (for every scallop) before this one's count came (an outside try saw a
+                # scallop counted so while the hold had just been asked for, the gate still shut).
+                held = self._held_since
+                if self.client.outputs.gate_mode == GateMode.DIVERT_ALL and held is not None and count >= held:
                     oc.extra["divert"] = "the gate was held open"
                     return ""
                 return "it had reached the gate before the decision came"
@@ -263,8 +274,6 @@ class RejectGate:
     def service(self, state: LineState, critical_unacked: bool, warnings: bool, load: float | None = None) -> None:
         """Poll the PLC, beat, and set its outputs from the line's state (the robot I/O loop);
         ``load``: the share of the arms' capacity the arrivals ask for (back-pressure)."""
-        if self.client is None:
-            return
         # The gate stays open while the line cannot vouch for what passes, then until every
         # scallop that went under the camera meanwhile has passed the gate, and after a PLC
         # outage until every request owed to the PLC is in.
@@ -283,6 +292,8 @@ class RejectGate:
             self._blind_until = None
         mode = GateMode.AUTO if not blind and not self._recovering else GateMode.DIVERT_ALL
         self._spell(mode, state, now, doubts_new)
+        if self.client is None:
+            return  # no PLC: the spells are still told (what passed unseen went on)
         # The feeder runs only while the line runs and the gate can divert: with the gate in
         # fault, or none fitted and a scallop the line could not divert waiting for a person
         # (it may carry its uro), no more come until it is seen to.
@@ -312,6 +323,13 @@ class RejectGate:
             self._lost(str(e))
             return
         self.status = st
+        # The hold confirmed by the PLC: asked for before this poll, and the gate open in it. From
+        # the belt count of the first such poll on, what reaches the gate goes to rework.
+        if mode == GateMode.DIVERT_ALL and st.gate_state == GateState.OPEN and not st.safe_state:
+            if self._held_since is None:
+                self._held_since = self.belt_count_now()
+        else:
+            self._held_since = None
         if self.error:
             self.event("plc_back", "system", {"after": self.error})
         self.error = ""
@@ -331,32 +349,58 @@ class RejectGate:
             if self._all_to_rework_since is not None:
                 held = self.clock.now() - self._all_to_rework_since
                 self._all_to_rework_s += held
-                self.event("gate_auto", "system", {"after": self.all_to_rework, "held_s": round(held, 1)})
+                self.event("gate_auto", "system", {"after": self._spell_cause, "held_s": round(held, 1)})
             self._all_to_rework_since, self.all_to_rework = None, ""
             return
         if self._recovering or self.error:
             why = "plc_lost"
-        elif now is None:
-            why = "no_belt_count"
-        elif doubts_new:
-            why = "counts_in_doubt"
         elif state not in VOUCHED:
             why = LineState(state).value
+        elif doubts_new:
+            why = "counts_in_doubt"
         else:
-            # Vouched again, what went under the camera meanwhile still on its way to the gate:
-            # the spell keeps the cause that opened it (at a start, the line's state before).
+            # Vouched again (or starting, the count not known yet), what went under the camera
+            # meanwhile still on its way to the gate: the spell keeps its cause (at a start, the
+            # line's state before it: what was on the belt then).
             why = self.all_to_rework or LineState.STOPPED.value
         if self._all_to_rework_since is None:
             self._all_to_rework_since = self.clock.now()
+            self._spell_wall = self.clock.wall()
+            self._spell_cause = why
+            self._blind_alarmed = False
             self.counts["all_to_rework_spells"] += 1
             self.event("all_to_rework", "system", {"why": why})
         self.all_to_rework = why
+        gate = self.config is not None and self.config.gate_fitted
+        if why in BLIND_CAUSES and not gate and not self._blind_alarmed:
+            # No gate to send them to rework: what passed the camera unseen went on, and only a
+            # person can take it off (one alarm a spell; the feeder holds meanwhile).
+            self._blind_alarmed = True
+            self.counts["blind_no_gate"] += 1
+            since = _hms(self._spell_wall)
+            self.event("blind_no_gate", "system", {"since": since, "why": why})
+            self._person(
+                "plc.blind_no_gate",
+                self.counts["blind_no_gate"],
+                f"the line could not vouch for what passed under the camera from {since} ({why.replace('_', ' ')}) "
+                "and no reject gate is fitted: those scallops went on unchecked and may carry their uro; take "
+                "them off the belt",
+                since=since,
+            )
 
     def rework_status(self, state) -> dict:
         """For the screen: ``{"why": code, "for_s": seconds}`` while the gate is held open with
         scallops on their way ({} otherwise, and on a stopped line: the feeder holds, and the
         gate stays open only for what might still come)."""
         if self._all_to_rework_since is None or state == LineState.STOPPED:
+            return {}
+        if (
+            self.config is None
+            or not self.config.gate_fitted
+            or (self.status is not None and self.status.gate_state != GateState.OPEN)
+        ):
+            # No gate, or one in fault (its own critical alarm says so): nothing goes to rework by
+            # itself, and the banner would say what is not so.
             return {}
         return {"why": self.all_to_rework, "for_s": round(self.clock.now() - self._all_to_rework_since, 1)}
 
@@ -390,10 +434,18 @@ class RejectGate:
         # The line's count is extrapolated from its frames, the PLC's read from the encoder:
         # a request is judged with this much slack either side (the belt's travel in 0.2 s).
         slack = 0.2 * max(0.0, self.belt_speed()) * self.belt.counts_per_mm
-        if faulted and not self._gate_faulted and now is not None:
-            lo = self._last_ok_count - slack if self._last_ok_count is not None else -math.inf
+        if faulted and now is not None:
+            # At the fault: the requests due since the last good poll; while it lasts, each one as
+            # its count comes (the PLC marks them done without opening: an outside try saw a divert
+            # queued before the fault fire into the jammed gate, its scallop gone on unnamed).
+            lo = -math.inf
+            if not self._gate_faulted and self._last_ok_count is not None:
+                lo = self._last_ok_count - slack
+            keep: deque[tuple[int, int, float]] = deque()
             for seq, tid, count in self._requested:
-                if lo <= count <= now + slack:
+                if count > now + slack:
+                    keep.append((seq, tid, count))
+                elif count >= lo:
                     self.counts["unconfirmed"] += 1
                     self.event("divert_unconfirmed", "system", {"track": tid, "seq": seq})
                     self._person(
@@ -402,27 +454,38 @@ class RejectGate:
                         f"the reject gate failed while diverting scallop {tid}: it may have gone on with its uro; "
                         "take it off the belt by hand",
                     )
-        if faulted and not self._gate_faulted and self.client.outputs.gate_mode == GateMode.DIVERT_ALL:
-            # Held open, the line knows none of those scallops one by one: what reached the gate
-            # since it was last seen working went on, and a person must take it off.
-            self.counts["held_open_failed"] += 1
-            since = self._last_ok_wall
-            self.event("held_open_failed", "system", {"since": since, "fault": GateFault(st.gate_fault).name})
-            self._person(
-                "plc.held_open_failed",
-                self.counts["held_open_failed"],
-                f"the reject gate failed ({GateFault(st.gate_fault).name}) while it was held open for every "
-                f"scallop to go to rework: the scallops that reached it since {since} went on and may carry "
-                "their uro; take them off the belt past the gate",
-                since=since,
-            )
+            self._requested = keep
         self._gate_faulted = faulted
         if not faulted and now is not None:
             self._last_ok_count = now
         if not faulted:
-            self._last_ok_wall = _hms(self.clock.wall())
-            while self._requested and self._requested[0][2] < now - slack:
+            self._last_ok_wall = self.clock.wall()
+            while now is not None and self._requested and self._requested[0][2] < now - slack:
                 self._requested.popleft()
+        self._held_open_check(st)
+
+    def _held_open_check(self, st: PlcStatus) -> None:
+        """The gate in fault while it is held open for every scallop to go to rework: the line knows
+        none of those scallops one by one, so what reached the gate since the later of its last good
+        poll and the spell's start went on, and a person must take it off (one alarm a spell)."""
+        if self.client.outputs.gate_mode != GateMode.DIVERT_ALL or st.gate_state != GateState.FAULT:
+            self._held_failed = False
+            return
+        if self._held_failed:
+            return
+        self._held_failed = True
+        self.counts["held_open_failed"] += 1
+        since = _hms(max(self._last_ok_wall, self._spell_wall or self._last_ok_wall))
+        fault = GateFault(st.gate_fault).name
+        self.event("held_open_failed", "system", {"since": since, "fault": fault})
+        self._person(
+            "plc.held_open_failed",
+            self.counts["held_open_failed"],
+            f"the reject gate failed ({fault}) while it was held open for every scallop to go to rework: the "
+            f"scallops that reached it since {since} went on and may carry their uro; take them off the belt "
+            "past the gate",
+            since=since,
+        )
 
     def _lost(self, why: str) -> None:
         if not self.error:
@@ -498,6 +561,8 @@ class RejectGate:
             "diverts_unconfirmed": self.counts.get("unconfirmed", 0),
             # The gate failed while held open: what reached it since went on, unnamed (alarmed).
             "held_open_failed": self.counts.get("held_open_failed", 0),
+            # Blind spells on a line without a gate: what passed then went on unchecked (alarmed).
+            "blind_no_gate": self.counts.get("blind_no_gate", 0),
             # Spells of the gate held open (every scallop to rework) and their seconds in all.
             "all_to_rework": {
                 "spells": self.counts.get("all_to_rework_spells", 0),

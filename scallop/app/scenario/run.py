@@ -160,7 +160,7 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 # Alarms that name a scallop the line could not divert (its track in their params), and the one
 # that says the gate failed while held open, for every scallop reaching it since then.
 NAMING_ALARMS = ("plc.not_diverted", "plc.unconfirmed", "plc.divert_missed")
-HELD_OPEN_FAILED = "plc.held_open_failed"
+HELD_OPEN_FAILED = ("plc.held_open_failed", "plc.blind_no_gate")
 
 
 def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
@@ -169,11 +169,12 @@ def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
     then went on. Any is a failed run (the exit status): the line must divert or say so."""
     ids, times = summary.get("uro_escaped_ids") or [], summary.get("uro_escaped_times") or []
     alarms = summary.get("alarms") or []
-    named = {a["params"].get("track") for a in alarms if a["alarm"] in NAMING_ALARMS}
-    spans = [(a["from_s"], a["to_s"]) for a in alarms if a["alarm"] == HELD_OPEN_FAILED]
+    # (The alarms keep their parameters as text: a track is compared as such.)
+    named = {str(a["params"].get("track")) for a in alarms if a["alarm"] in NAMING_ALARMS}
+    spans = [(a["from_s"], a["to_s"]) for a in alarms if a["alarm"] in HELD_OPEN_FAILED]
     silent = 0
     for sid, t in zip(ids, times):
-        tracks = {oc.track_id for oc in acct.truth[sid].outcomes}
+        tracks = {str(oc.track_id) for oc in acct.truth[sid].outcomes}
         covered = any(lo <= t and (hi is None or t <= hi) for lo, hi in spans)
         silent += not (tracks & named) and not covered
     return silent

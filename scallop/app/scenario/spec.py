@@ -374,13 +374,20 @@ def _check_overlaps(faults: list[FaultSpec], where: str) -> None:
     """Two faults of one kind (on one arm) at once are refused: the first one's end would undo
     the second (a camera set back to its calibration while a later move should hold), and the
     report would say what the line never saw."""
-    spans = [(i, f) for i, f in enumerate(faults) if f.end_s > f.at_s]
+
+    def until(f: FaultSpec) -> float:
+        # An operator's reset after the fault is part of it: a second fault of the kind before it
+        # would be reset (and its alarms acknowledged) by the first one's operator.
+        return f.end_s + (f.reset_after_s if "reset_after_s" in FAULT_KEYS[f.kind] else 0.0)
+
+    spans = [(i, f) for i, f in enumerate(faults) if until(f) > f.at_s]
     for a, (i, f) in enumerate(spans):
         for j, g in spans[a + 1 :]:
-            if f.kind == g.kind and f.arm == g.arm and f.at_s < g.end_s and g.at_s < f.end_s:
+            if f.kind == g.kind and f.arm == g.arm and f.at_s < until(g) and g.at_s < until(f):
                 raise ScenarioError(
-                    f"{where}faults[{j}]: {g.kind} from {g.at_s:g} to {g.end_s:g} s overlaps faults[{i}] "
-                    f"({f.at_s:g} to {f.end_s:g} s): one {f.kind} at a time (end one before the next begins)"
+                    f"{where}faults[{j}]: {g.kind} from {g.at_s:g} to {until(g):g} s overlaps faults[{i}] "
+                    f"({f.at_s:g} to {until(f):g} s, its reset included): one {f.kind} at a time (end one, and "
+                    "its reset, before the next begins)"
                 )
 
 

@@ -550,8 +550,10 @@ function render(d) {
   const rw = d.all_to_rework || {};
   $("all-rework").hidden = !rw.why;
   if (rw.why) {
+    const since = rw.for_s < 60 ? t("rework_since.seconds", { n: num(Math.floor(rw.for_s)) })
+      : t("rework_since.minutes", { n: num(Math.floor(rw.for_s / 60)) });
     setText("all-rework-text", t("screen.all_to_rework", {
-      why: tOr("rework_why." + rw.why, rw.why.replace(/_/g, " ")), minutes: num(Math.floor(rw.for_s / 60)),
+      why: tOr("rework_why." + rw.why, rw.why.replace(/_/g, " ")), since,
     }));
   }
 
