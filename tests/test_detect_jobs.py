@@ -196,7 +196,8 @@ def test_a_control_groups_memory_limit_counts(tmp_path, monkeypatch, version):
 
 
 def test_companions_found_with_one_listing_per_folder(tmp_path, monkeypatch):
-    for name in ("a.jpg", "b.jpg", "c.jpg", "B.UV.PNG", "c.uv.png"):
+    # b's companion with its suffix in capitals (the stem is b's own, letter for letter).
+    for name in ("a.jpg", "b.jpg", "c.jpg", "b.UV.PNG", "c.uv.png"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "d.uv.png").mkdir()  # not a file: still where d's companion is
     frames = [tmp_path / f"{s}.jpg" for s in "abcd"]
@@ -205,7 +206,7 @@ def test_companions_found_with_one_listing_per_folder(tmp_path, monkeypatch):
     real = os.scandir
     monkeypatch.setattr(os, "scandir", lambda p: listed.append(p) or real(p))
     assert companion_paths(frames) == want
-    assert [p.name for p in want] == ["a.uv.png", "B.UV.PNG", "c.uv.png", "d.uv.png"]
+    assert [p.name for p in want] == ["a.uv.png", "b.UV.PNG", "c.uv.png", "d.uv.png"]
     assert len(listed) <= 1
 
 

@@ -218,3 +218,47 @@ def test_the_gate_held_open_is_told_with_its_cause_and_recorded_spell_by_spell()
     finally:
         gate.close()
         plc.close()
+
+
+def test_without_a_plc_a_blind_spell_is_one_alarm_and_no_banner():
+    """No PLC at all (so no gate): what passes under the camera while the line cannot vouch for it
+    goes on unchecked, and one critical alarm says so (the PLC's absence is no cause of its own)."""
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    alarms = Alarms()
+    gate = RejectGate(None, Belt(10.0, 1), alarms, clock, lambda: 30_000.0, lambda: 300.0)
+    gate.service(state="running", critical_unacked=False, warnings=False)
+    assert gate.all_to_rework == "" and alarms.get("plc.blind_no_gate.1") is None  # nothing to catch up: no gate
+    clock.advance(1.0)
+    gate.service(state="waiting_camera", critical_unacked=False, warnings=True)
+    a = alarms.get("plc.blind_no_gate.1")
+    assert a is not None and a.severity == "critical" and "no reject gate is fitted" in a.text
+    assert gate.rework_status("waiting_camera") == {}  # nothing goes to rework: no banner saying so
+    gate.service(state="waiting_camera", critical_unacked=True, warnings=True)
+    assert gate.summary()["blind_no_gate"] == 1
+
+
+def test_a_gate_jammed_before_the_line_ever_ran_is_no_alarm_of_scallops_gone_on_and_the_banner_starts_at_start():
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()
+    now_count = {"c": 30_000.0}
+    alarms = Alarms()
+    gate = RejectGate(plc_config(plc), Belt(10.0, -1), alarms, clock, lambda: now_count["c"], lambda: 300.0)
+    try:
+        plc.jam_gate()
+        for _ in range(6):  # a gate jammed since the last shift, the line stopped at launch
+            clock.advance(100.0)
+            gate.service(state="stopped", critical_unacked=False, warnings=False)
+        assert alarms.is_active("plc.gate") and alarms.get("plc.held_open_failed.1") is None
+        plc.jam_gate(False)
+        gate.reset()
+        clock.advance(0.1)
+        gate.service(state="stopped", critical_unacked=True, warnings=True)
+        clock.advance(0.1)
+        gate.service(state="running", critical_unacked=False, warnings=False)  # START after 10 min stopped
+        clock.advance(0.1)
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        st = gate.rework_status("running")
+        assert st["why"] == "stopped" and st["for_s"] <= 0.2, st  # not the minutes it stood stopped
+    finally:
+        gate.close()
+        plc.close()

@@ -529,11 +529,8 @@ def test_a_gate_that_jams_while_held_open_says_what_went_on_after_it():
     assert len(failed) == 1 and failed[0]["severity"] == "critical" and 10.0 <= failed[0]["from_s"] <= 10.2, failed
     assert s["line"]["held_open_failed"] == 1
     # Whatever escaped, escaped while that alarm stood or was named scallop by scallop.
-    named = s["line"]["dispositions"]["not_diverted"] + s["line"]["diverts_unconfirmed"]
-    assert s["uro_escaped"] <= named or all(failed[0]["from_s"] <= t for t in s["uro_escaped_times"]), (
-        s["uro_escaped_ids"],
-        s.get("uro_escaped_times"),
-    )
+    assert s["uro_escaped"] > 0 and s["checks"]["escaped_unalarmed"] == 0, (s["uro_escaped_ids"], s["alarms"])
+    assert all(failed[0]["from_s"] - 0.3 <= t for t in s["uro_escaped_times"]), s["uro_escaped_times"]
 
 
 @needs_model

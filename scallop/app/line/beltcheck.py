@@ -328,8 +328,9 @@ class BeltCheck:
         b = self.scale_baseline
         if b is None or abs(b - 1.0) <= self.scale_drift:
             return ""
+        what = self._since or "the belt scale this run read at its start"
         return (
-            f"the belt scale this run read at its start is {100 * (b - 1.0):+.1f} % off the calibration (camera "
+            f"{what} is {100 * (b - 1.0):+.1f} % off the calibration (camera "
             f"millimetres over encoder millimetres {b:.3f}; more than ±{100 * self.scale_drift:g} % is more than "
             "parallax should give): if the camera was moved or refocused, or the encoder wheel changed, the picks "
             "land off the uros; have the camera's calibration and the encoder's millimetres per count checked"

@@ -173,9 +173,9 @@ class Drivers:
                 line.service_plc()
                 stop.wait(PLC_PERIOD_S)
 
-        loops = [("capture", capture), ("inference", inference)]
-        if line.reject is not None and line.reject.client is not None:
-            loops.append(("plc", plc))
+        # The PLC loop runs without a PLC too: the shift check's clock and what the line says of
+        # scallops it could not vouch for (no gate to send them to rework) live in it.
+        loops = [("capture", capture), ("inference", inference), ("plc", plc)]
         self.threads = [threading.Thread(target=guard(n, f), name=f"line-{n}", daemon=True) for n, f in loops]
         for t in self.threads:
             t.start()

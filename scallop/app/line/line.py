@@ -350,7 +350,9 @@ class Line:
             else:
                 self.alarms.clear(key)
         b = self.belt_check.scale_baseline
-        if b is not None and b != self._scale_kept and self._scale_key:
+        # Only a reading within the drift of 1 is kept: one already warned of (a camera perhaps
+        # moved before the run) would hold the next, well-set run to it.
+        if b is not None and b != self._scale_kept and self._scale_key and not self.belt_check.scale_warning:
             # This calibration's reading, kept for the next runs (the record's carried events).
             self._scale_kept = b
             self.publisher.event("belt_scale", "system", {"calibration": self._scale_key, "ratio": round(b, 5)})

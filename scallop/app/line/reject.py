@@ -115,7 +115,7 @@ class RejectGate:
         self.status: PlcStatus | None = None
         self.error = "" if config is not None else "no line PLC is configured"
         self.counts: Counter = Counter()
-        self._lock = threading.Lock()  # dispose() runs in the frame and arm loops, service() in the PLC's
+        self._lock = threading.RLock()  # dispose() runs in the frame and arm loops, service() in the PLC's
         self.not_diverted_reasons: Counter = Counter()
         self._recovering = False  # the PLC was lost: the gate stays held open until it has caught up
         # (divert seq, track id, belt count at the gate) not yet judged, in the order asked.
@@ -149,6 +149,9 @@ class RejectGate:
         # operator must know that the rework lane takes everything, the record when and why.
         self.all_to_rework = ""
         self._spell_cause = ""  # what opened the current spell (all_to_rework: what holds it now)
+        self._shown_since: float | None = None  # when the spell's banner began (the line not stopped)
+        self._prev_mode = GateMode.DIVERT_ALL  # the mode written before the last poll (the PLC starts so)
+        self._ran = False  # the line has vouched for what passes since this program started
         self._all_to_rework_since: float | None = None
         self._all_to_rework_s = 0.0
         if config is None:
@@ -287,6 +290,7 @@ class RejectGate:
         elif self._blind_until is None and self._was_blind:
             self._blind_until = now + self._camera_to_gate_counts
         self._was_blind = not vouched
+        self._ran = self._ran or vouched
         blind = not vouched or (self._blind_until is not None and now < self._blind_until)
         if vouched and self._blind_until is not None and now >= self._blind_until:
             self._blind_until = None
@@ -325,7 +329,10 @@ class RejectGate:
         self.status = st
         # The hold confirmed by the PLC: asked for before this poll, and the gate open in it. From
         # the belt count of the first such poll on, what reaches the gate goes to rework.
-        if mode == GateMode.DIVERT_ALL and st.gate_state == GateState.OPEN and not st.safe_state:
+        # (Written before the previous poll too: a PLC scan has seen it, and the gate open now is
+        # its hold, not a single divert's opening.)
+        held_now = mode == GateMode.DIVERT_ALL and self._prev_mode == GateMode.DIVERT_ALL
+        if held_now and st.gate_state == GateState.OPEN and not st.safe_state:
             if self._held_since is None:
                 self._held_since = self.belt_count_now()
         else:
@@ -341,6 +348,7 @@ class RejectGate:
         self._lot_number = st.lot_number
         self._inputs(st)
         self._confirmations(st)
+        self._prev_mode = mode
 
     def _spell(self, mode: GateMode, state, now: float | None, doubts_new: bool) -> None:
         """Keep ``all_to_rework`` (a code the screen words: ``ALL_TO_REWORK_WHY``) and record
@@ -350,14 +358,13 @@ class RejectGate:
                 held = self.clock.now() - self._all_to_rework_since
                 self._all_to_rework_s += held
                 self.event("gate_auto", "system", {"after": self._spell_cause, "held_s": round(held, 1)})
-            self._all_to_rework_since, self.all_to_rework = None, ""
+            self._all_to_rework_since, self.all_to_rework, self._shown_since = None, "", None
             return
-        if self._recovering or self.error:
+        blind_cause = LineState(state).value if state not in VOUCHED else "counts_in_doubt" if doubts_new else ""
+        if self.client is not None and (self._recovering or self.error):
             why = "plc_lost"
-        elif state not in VOUCHED:
-            why = LineState(state).value
-        elif doubts_new:
-            why = "counts_in_doubt"
+        elif blind_cause:
+            why = blind_cause
         else:
             # Vouched again (or starting, the count not known yet), what went under the camera
             # meanwhile still on its way to the gate: the spell keeps its cause (at a start, the
@@ -368,41 +375,50 @@ class RejectGate:
             self._spell_wall = self.clock.wall()
             self._spell_cause = why
             self._blind_alarmed = False
-            self.counts["all_to_rework_spells"] += 1
+            self._shown_since = None
+            with self._lock:
+                self.counts["all_to_rework_spells"] += 1
             self.event("all_to_rework", "system", {"why": why})
+        if self._shown_since is None and state != LineState.STOPPED:
+            self._shown_since = self.clock.now()  # the banner's time: not the hours the line stood stopped
         self.all_to_rework = why
-        gate = self.config is not None and self.config.gate_fitted
-        if why in BLIND_CAUSES and not gate and not self._blind_alarmed:
+        if blind_cause in BLIND_CAUSES and not self._gate_fitted() and not self._blind_alarmed:
             # No gate to send them to rework: what passed the camera unseen went on, and only a
             # person can take it off (one alarm a spell; the feeder holds meanwhile).
             self._blind_alarmed = True
-            self.counts["blind_no_gate"] += 1
+            with self._lock:
+                self.counts["blind_no_gate"] += 1
             since = _hms(self._spell_wall)
-            self.event("blind_no_gate", "system", {"since": since, "why": why})
+            self.event("blind_no_gate", "system", {"since": since, "why": blind_cause})
             self._person(
                 "plc.blind_no_gate",
                 self.counts["blind_no_gate"],
-                f"the line could not vouch for what passed under the camera from {since} ({why.replace('_', ' ')}) "
+                f"the line could not vouch for what passed under the camera from {since} ({blind_cause.replace('_', ' ')}) "
                 "and no reject gate is fitted: those scallops went on unchecked and may carry their uro; take "
                 "them off the belt",
                 since=since,
             )
 
+    def _gate_fitted(self) -> bool:
+        """A gate the line can send scallops to rework with: configured, and the PLC not saying
+        it has none."""
+        if self.config is None or not self.config.gate_fitted:
+            return False
+        return self.status is None or self.status.gate_state != GateState.NOT_FITTED
+
     def rework_status(self, state) -> dict:
         """For the screen: ``{"why": code, "for_s": seconds}`` while the gate is held open with
         scallops on their way ({} otherwise, and on a stopped line: the feeder holds, and the
         gate stays open only for what might still come)."""
-        if self._all_to_rework_since is None or state == LineState.STOPPED:
+        # (Read once: the PLC loop may end the spell between two reads.)
+        since, why, st = self._shown_since, self.all_to_rework, self.status
+        if since is None or not why or state == LineState.STOPPED:
             return {}
-        if (
-            self.config is None
-            or not self.config.gate_fitted
-            or (self.status is not None and self.status.gate_state != GateState.OPEN)
-        ):
+        if not self._gate_fitted() or (st is not None and st.gate_state != GateState.OPEN):
             # No gate, or one in fault (its own critical alarm says so): nothing goes to rework by
             # itself, and the banner would say what is not so.
             return {}
-        return {"why": self.all_to_rework, "for_s": round(self.clock.now() - self._all_to_rework_since, 1)}
+        return {"why": why, "for_s": round(max(0.0, self.clock.now() - since), 1)}
 
     def all_to_rework_s(self) -> float:
         """Seconds the gate has been held open so far, the current spell included."""
@@ -468,13 +484,17 @@ class RejectGate:
         """The gate in fault while it is held open for every scallop to go to rework: the line knows
         none of those scallops one by one, so what reached the gate since the later of its last good
         poll and the spell's start went on, and a person must take it off (one alarm a spell)."""
-        if self.client.outputs.gate_mode != GateMode.DIVERT_ALL or st.gate_state != GateState.FAULT:
+        held = GateMode.DIVERT_ALL in (self.client.outputs.gate_mode, self._prev_mode)  # now, or up to now
+        if not held or st.gate_state != GateState.FAULT:
             self._held_failed = False
             return
-        if self._held_failed:
+        if self._held_failed or not self._ran:
+            # (Not before the line ever vouched for what passes: nothing it saw went on, and a gate
+            # jammed since the last shift is its own critical alarm.)
             return
         self._held_failed = True
-        self.counts["held_open_failed"] += 1
+        with self._lock:
+            self.counts["held_open_failed"] += 1
         since = _hms(max(self._last_ok_wall, self._spell_wall or self._last_ok_wall))
         fault = GateFault(st.gate_fault).name
         self.event("held_open_failed", "system", {"since": since, "fault": fault})
@@ -493,6 +513,7 @@ class RejectGate:
         self.error = why
         self.status = None
         self._recovering = True
+        self._held_since = None  # the hold is known again only from the PLC's next answers
         self._plc_reason = LineReason.PLC_LOST.value
         self.alarms.raise_(
             "plc.lost",
@@ -556,20 +577,21 @@ class RejectGate:
             self.client.close()
 
     def summary(self) -> dict:
+        counts = dict(self.counts)  # (one copy: the PLC loop may add a key meanwhile)
         return {
-            "dispositions": {d: self.counts.get(d, 0) for d in DISPOSITIONS},
-            "diverts_unconfirmed": self.counts.get("unconfirmed", 0),
+            "dispositions": {d: counts.get(d, 0) for d in DISPOSITIONS},
+            "diverts_unconfirmed": counts.get("unconfirmed", 0),
             # The gate failed while held open: what reached it since went on, unnamed (alarmed).
-            "held_open_failed": self.counts.get("held_open_failed", 0),
+            "held_open_failed": counts.get("held_open_failed", 0),
             # Blind spells on a line without a gate: what passed then went on unchecked (alarmed).
-            "blind_no_gate": self.counts.get("blind_no_gate", 0),
+            "blind_no_gate": counts.get("blind_no_gate", 0),
             # Spells of the gate held open (every scallop to rework) and their seconds in all.
             "all_to_rework": {
-                "spells": self.counts.get("all_to_rework_spells", 0),
+                "spells": counts.get("all_to_rework_spells", 0),
                 "seconds": round(self.all_to_rework_s(), 1),
                 "now": self.all_to_rework,
             },
-            "infeed_changes": {k[7:]: v for k, v in self.counts.items() if k.startswith("infeed_")},
+            "infeed_changes": {k[7:]: v for k, v in counts.items() if k.startswith("infeed_")},
             "not_diverted_reasons": dict(self.not_diverted_reasons),
             "plc": None if self.config is None else {"connected": not self.error, "error": self.error},
         }

@@ -37,6 +37,8 @@ class FaultScript:
             # At one instant a fault's end runs before another's start: one that ends as the
             # next begins must not undo it.
             entry = {"event": what, "fault": i, "action": action, "params": params}
+            # Every fault's end is such an end (the stall released, the server back, the gate freed).
+            back = back or (t == f.end_s and f.end_s > f.at_s)
             self.events.append((t0 + t, (0 if back else 1, len(self.events)), entry, fn))
 
         def once(fn: Callable[[], None]) -> Callable[[], bool]:

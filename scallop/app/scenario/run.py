@@ -161,6 +161,7 @@ SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 # that says the gate failed while held open, for every scallop reaching it since then.
 NAMING_ALARMS = ("plc.not_diverted", "plc.unconfirmed", "plc.divert_missed")
 HELD_OPEN_FAILED = ("plc.held_open_failed", "plc.blind_no_gate")
+SPAN_SLACK_S = 0.3
 
 
 def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
@@ -175,7 +176,9 @@ def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
     silent = 0
     for sid, t in zip(ids, times):
         tracks = {str(oc.track_id) for oc in acct.truth[sid].outcomes}
-        covered = any(lo <= t and (hi is None or t <= hi) for lo, hi in spans)
+        # The spans are to 0.1 s, the crossings to 0.01 s; and such an alarm speaks of what reached
+        # the gate from the PLC's last good poll on, up to a poll period before it was raised.
+        covered = any(lo - SPAN_SLACK_S <= t and (hi is None or t <= hi + SPAN_SLACK_S) for lo, hi in spans)
         silent += not (tracks & named) and not covered
     return silent
 
