@@ -277,6 +277,9 @@ def test_stopping_detect_leaves_no_worker_and_no_traceback(folder, tmp_path, how
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # Ctrl-C as a terminal's foreground job has it: a run started in the background of a
+        # non-interactive shell (nohup … &) inherits SIGINT ignored, and the presses would do nothing.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         if how == "ctrl-c while starting":
