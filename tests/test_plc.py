@@ -191,7 +191,7 @@ def test_config_values_are_checked(key, value, words):
 def test_a_plc_table_without_its_gate_says_what_is_missing():
     from scallop.app.config import load_config
 
-    with pytest.raises(ConfigError, match=r"plc\.gate_x_mm, plc\.gate_open_ms: required, not given"):
+    with pytest.raises(ConfigError, match=r"^plc: gate_x_mm, gate_open_ms required, not given"):
         load_config(None, {"plc": {"gate_lead_mm": 40.0, "heartbeat_timeout_s": 1.0, "watchdog_ms": 1000}})
     cfg = load_config(
         None,

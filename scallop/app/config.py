@@ -123,8 +123,12 @@ def build(cls: type, data: dict, path: str = "") -> Any:
         if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        where = f"{path}." if path else ""
-        raise ConfigError(f"{', '.join(where + n for n in missing)}: required, not given")
+        if len(missing) == 1 or not path:
+            where = f"{path}." if path else ""
+            raise ConfigError(f"{', '.join(where + n for n in missing)}: required, not given")
+        # Several: named once under their table, so a caller that puts its own table in front of
+        # the message (a scenario's line.) names them all right.
+        raise ConfigError(f"{path}: {', '.join(missing)} required, not given")
     if fractional is not None:
         # Never kept: the class's own check of the key is asked only for the allowed range its
         # message gives. With the value itself (nan: "not a finite number, allowed 1..1000"),
