@@ -35,6 +35,7 @@ from scallop.imagefiles import (
     IMAGE_SUFFIXES,
     companion_path,
     decode_color,
+    file_bytes,
     fluorescence_file_problem,
     frame_files,
     image_size,
@@ -346,10 +347,9 @@ def _read_image(path: Path, flags: int, uv: bool = False) -> np.ndarray:
     why = too_large(image_size(path))
     if why:
         raise DatasetError(f"{path}: {why}")
-    try:
-        data = np.fromfile(str(path), np.uint8)
-    except OSError as e:  # there, but not readable (permissions, a disk error): named, as a label file is
-        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from None
+    data, why = file_bytes(path)
+    if data is None:  # there, but not readable (permissions, a disk error): named, as a label file is
+        raise DatasetError(why)
     if not data.size:
         raise DatasetError(EMPTY_FILE.format(path))
     # (decode_color checks a colour PNG itself: once is enough on the training's path.)

@@ -140,6 +140,16 @@ class _PngOrder:
 MAX_IMAGE_PIXELS = 50_000_000
 
 
+def file_bytes(path: str | os.PathLike) -> tuple[np.ndarray | None, str]:
+    """The file's bytes, or None and why it cannot be read: there, but no permission or a disk
+    error. Each reader raises its own error with the words, naming the file, and goes on to the
+    next image (an unreadable one stopped a whole ``scallop detect`` run)."""
+    try:
+        return np.fromfile(str(path), dtype=np.uint8), ""
+    except OSError as e:
+        return None, f"{path}: cannot be read ({e.strerror or e})"
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(width, height) from the file's header, without decoding it (Pillow reads only the
     header on open); None when the format is not one Pillow knows."""
@@ -388,11 +398,7 @@ def frame_of(companion: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUF
             return cand
     try:
         with os.scandir(p.parent) as entries:
-            found = sorted(
-                e.name
-                for e in entries
-                if e.name[: len(e.name) - len(Path(e.name).suffix)] == stem and is_frame(e.name, suffixes)
-            )
+            found = sorted(e.name for e in entries if Path(e.name).stem == stem and is_frame(e.name, suffixes))
     except OSError:
         return None
     for name in found:

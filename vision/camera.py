@@ -28,6 +28,7 @@ from scallop.imagefiles import (
     EMPTY_FILE,
     MAX_IMAGE_PIXELS,
     decode_color,
+    file_bytes,
     fluorescence_file_problem,
     frame_files,
     image_size,
@@ -184,12 +185,11 @@ def _refuse_too_large(p: Path, size: tuple[int, int] | None, max_pixels: int, wh
 
 
 def _file_bytes(p: Path) -> np.ndarray:
-    """The file's bytes; a file that is there but cannot be read (no permission, an I/O error on
-    the disk) is this file's error, named, so the images after it are still analysed."""
-    try:
-        return np.fromfile(str(p), dtype=np.uint8)
-    except OSError as e:
-        raise CorruptFrameError(f"{p}: cannot be read ({e.strerror or e})") from None
+    """The file's bytes; one there but unreadable is this image's error (:func:`file_bytes`)."""
+    data, why = file_bytes(p)
+    if data is None:
+        raise CorruptFrameError(why)
+    return data
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

@@ -386,17 +386,14 @@ class RejectGate:
             # No gate to send them to rework: what passed the camera unseen went on, and only a
             # person can take it off (one alarm a spell; the feeder holds meanwhile).
             self._blind_alarmed = True
-            with self._lock:
-                self.counts["blind_no_gate"] += 1
             since = _hms(self._spell_wall)
-            self.event("blind_no_gate", "system", {"since": since, "why": blind_cause})
-            self._person(
-                "plc.blind_no_gate",
-                self.counts["blind_no_gate"],
+            self._span_alarm(
+                "blind_no_gate",
+                since,
                 f"the line could not vouch for what passed under the camera from {since} ({blind_cause.replace('_', ' ')}) "
                 "and no reject gate is fitted: those scallops went on unchecked and may carry their uro; take "
                 "them off the belt",
-                since=since,
+                why=blind_cause,
             )
 
     def _gate_fitted(self) -> bool:
@@ -493,19 +490,25 @@ class RejectGate:
             # jammed since the last shift is its own critical alarm.)
             return
         self._held_failed = True
-        with self._lock:
-            self.counts["held_open_failed"] += 1
         since = _hms(max(self._last_ok_wall, self._spell_wall or self._last_ok_wall))
         fault = GateFault(st.gate_fault).name
-        self.event("held_open_failed", "system", {"since": since, "fault": fault})
-        self._person(
-            "plc.held_open_failed",
-            self.counts["held_open_failed"],
+        self._span_alarm(
+            "held_open_failed",
+            since,
             f"the reject gate failed ({fault}) while it was held open for every scallop to go to rework: the "
             f"scallops that reached it since {since} went on and may carry their uro; take them off the belt "
             "past the gate",
-            since=since,
+            fault=fault,
         )
+
+    def _span_alarm(self, kind: str, since: str, text: str, **detail) -> None:
+        """Scallops gone on since ``since`` that the line knows none of one by one: counted, in the
+        record (event ``kind``), and a person's critical alarm ``plc.<kind>.<n>``."""
+        with self._lock:
+            self.counts[kind] += 1
+            n = self.counts[kind]
+        self.event(kind, "system", {"since": since, **detail})
+        self._person(f"plc.{kind}", n, text, since=since)
 
     def _lost(self, why: str) -> None:
         if not self.error:

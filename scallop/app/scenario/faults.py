@@ -31,14 +31,14 @@ class FaultScript:
         backend = line.backend
         camera = backend.camera
 
-        def add(t: float, what: str, fn: Callable[[], bool], action: str = "", back: bool = False, **params) -> None:
+        def add(t: float, what: str, fn: Callable[[], bool], action: str = "", **params) -> None:
             # ``what``: the log's own words (stable, for comparisons); ``action`` and its
             # ``params``: the report's, from the message catalogue (report.log.<action>).
             # At one instant a fault's end runs before another's start: one that ends as the
             # next begins must not undo it.
             entry = {"event": what, "fault": i, "action": action, "params": params}
-            # Every fault's end is such an end (the stall released, the server back, the gate freed).
-            back = back or (t == f.end_s and f.end_s > f.at_s)
+            # A fault's end (the camera set back, the stall released, the server back, the gate freed).
+            back = t == f.end_s and f.end_s > f.at_s
             self.events.append((t0 + t, (0 if back else 1, len(self.events)), entry, fn))
 
         def once(fn: Callable[[], None]) -> Callable[[], bool]:
@@ -51,7 +51,7 @@ class FaultScript:
         def set_then_back(what: str, setter: Callable[[float], None], value: float, normal: float, **params) -> None:
             # ``setter(value)`` from at_s to end_s, then ``setter(normal)``.
             add(f.at_s, f"faults[{i}] {f.kind} {what}", once(lambda: setter(value)), f.kind, **params)
-            add(f.end_s, f"faults[{i}] {f.kind} back", once(lambda: setter(normal)), f"{f.kind}_back", back=True)
+            add(f.end_s, f"faults[{i}] {f.kind} back", once(lambda: setter(normal)), f"{f.kind}_back")
 
         if f.kind == "belt_stop":
             return  # in the belt's speed profile

@@ -157,10 +157,11 @@ def run_scenario(
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
-# Alarms that name a scallop the line could not divert (its track in their params), and the one
-# that says the gate failed while held open, for every scallop reaching it since then.
+# Alarms that name a scallop the line could not divert (its track in their params), and those that
+# speak of every scallop reaching the gate over a span (it failed while held open; no gate while
+# the line was blind), none of them known one by one.
 NAMING_ALARMS = ("plc.not_diverted", "plc.unconfirmed", "plc.divert_missed")
-HELD_OPEN_FAILED = ("plc.held_open_failed", "plc.blind_no_gate")
+SPAN_ALARMS = ("plc.held_open_failed", "plc.blind_no_gate")
 SPAN_SLACK_S = 0.3
 
 
@@ -172,7 +173,7 @@ def _escaped_unalarmed(acct: Accounting, summary: dict) -> int:
     alarms = summary.get("alarms") or []
     # (The alarms keep their parameters as text: a track is compared as such.)
     named = {str(a["params"].get("track")) for a in alarms if a["alarm"] in NAMING_ALARMS}
-    spans = [(a["from_s"], a["to_s"]) for a in alarms if a["alarm"] in HELD_OPEN_FAILED]
+    spans = [(a["from_s"], a["to_s"]) for a in alarms if a["alarm"] in SPAN_ALARMS]
     silent = 0
     for sid, t in zip(ids, times):
         tracks = {str(oc.track_id) for oc in acct.truth[sid].outcomes}
