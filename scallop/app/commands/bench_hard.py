@@ -126,6 +126,14 @@ def pipeline_config(pairs: list[str]):
         raise ConfigError(f"--set: {e}") from None
 
 
+def set_seed_of(seed: int, mm: float, condition: int) -> int:
+    """The seed of one scale's set of one condition: from the scale itself, not from its place in
+    ``--scales``, so ``--scales 0.8,1`` renders (and reuses) the same scenes as the full run. The
+    default scales keep the seeds they always had (their order in SCALES)."""
+    k = SCALES.index(mm) if mm in SCALES else 10 * round(mm * 100)
+    return seed + 100 * k + condition
+
+
 def hard_sets(
     root: Path, scales, frames: int, seed: int, workers: int, fluorescence: bool = False
 ) -> dict[float, list[Path]]:
@@ -143,11 +151,11 @@ def hard_sets(
         male_share=0.45, upside_down_share=0.12, no_uro_share=0.12, gill_share=0.4, hidden_uro_share=0.25
     )
     out: dict[float, list[Path]] = {}
-    for k, mm in enumerate(scales):
+    for mm in scales:
         dirs = []
         for j, hard in enumerate([(c,) for c in HARD_CONDITIONS] + [HARD_CONDITIONS]):
             d = root / f"{mm:.2f}mm" / ("all" if len(hard) > 1 else hard[0])
-            set_seed = seed + 100 * k + j
+            set_seed = set_seed_of(seed, mm, j)
             man = d / "dataset.json"
             have = json.loads(man.read_text()) if man.exists() else {}
             gen = have.get("generator", {})
