@@ -126,6 +126,7 @@ def test_the_model_checked_is_the_one_the_line_would_run(line, tmp_path):
     # The hidden-uro rule switched off in the configuration: the line would alarm; so does the doctor.
     status, text = statuses(line | {"vision": {"hidden_uro_probability": 1.0}})["model"]
     assert status == WARN and "hidden_uro_probability = 1: scallops whose uro is seen too little" in text
+    assert "set it back to 0.15" in text
     uv = str(default_uv_model_path())
     status, text = statuses(line | {"vision": {"model": uv}})["model"]
     assert status == FAIL and "reads the fluorescence channel, which this line does not have" in text

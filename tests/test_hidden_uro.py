@@ -214,7 +214,9 @@ def test_switching_the_rule_off_is_allowed_but_never_silent(tmp_path):
     try:
         a = line.alarms.get("vision.hidden_uro_off")
         assert a.active and a.severity == "warning" and "hidden_uro_probability = 1" in a.text
-        line.update_config({"vision.hidden_uro_probability": 0.3}, "suzuki")
+        # Back to the shipped value, the one the alarm names (not stop 35's 0.3).
+        assert a.text.endswith("set it back to 0.15") and a.params["default"] == "0.15"
+        line.update_config({"vision.hidden_uro_probability": 0.15}, "suzuki")
         assert not line.alarms.is_active("vision.hidden_uro_off")
         line.update_config({"vision.hidden_uro_probability": 0.95}, "suzuki")
         assert line.alarms.is_active("vision.hidden_uro_off")

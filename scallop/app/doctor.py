@@ -371,7 +371,7 @@ def check_model(cfg: LineConfig) -> Check:
         )
     reads = "colour and fluorescence" if pipe.takes_uv else "colour only" + (", the channel unread" if channel else "")
     found = f"{path.name} loads ({reads}), sha256 {digest[:16]}"
-    from scallop.app.line.settings import HIDDEN_URO_OFF
+    from scallop.app.line.settings import HIDDEN_URO_OFF, hidden_uro_default
 
     p = cfg.vision.hidden_uro_probability
     if p >= HIDDEN_URO_OFF:
@@ -381,7 +381,7 @@ def check_model(cfg: LineConfig) -> Check:
             WARN,
             f"{found}; vision.hidden_uro_probability = {p:g}: scallops whose uro is seen too little to grip "
             "pass on as clean",
-            "set it back to 0.3 (docs/interfaces.md)",
+            f"set it back to {hidden_uro_default()} (docs/interfaces.md)",
         )
     return Check("model", OK, found)
 

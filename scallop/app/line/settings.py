@@ -68,19 +68,27 @@ def update_config(line: Line, changes: dict, user: str) -> dict:
 HIDDEN_URO_OFF = 0.9
 
 
+def hidden_uro_default() -> str:
+    """The value to set the rule back to: the shipped one (it moved, 0.3 → 0.15, in stop 36)."""
+    from scallop.vision.pipeline import PipelineConfig
+
+    return f"{PipelineConfig.hidden_uro_probability:g}"
+
+
 def check_food_safety_rules(line: Line) -> None:
     """A vision threshold that switches a food-safety rule off is allowed (an engineer may need
     it to diagnose), but never silently: an alarm stays while it is set."""
     p = line.config.vision.hidden_uro_probability
     if p >= HIDDEN_URO_OFF:
+        back = hidden_uro_default()
         line.alarms.raise_(
             "vision.hidden_uro_off",
             "warning",
             "vision",
             f"vision.hidden_uro_probability = {p:g}: scallops whose uro is seen too little to grip pass on "
-            "as clean; set it back to 0.3",
+            f"as clean; set it back to {back}",
             code="vision.hidden_uro_off",
-            params={"value": f"{p:g}"},
+            params={"value": f"{p:g}", "default": back},
         )
     else:
         line.alarms.clear("vision.hidden_uro_off")
