@@ -307,3 +307,22 @@ def test_a_real_line_missing_what_the_line_needs_to_start_fails_its_configuratio
     status, text = statuses(real)["configuration"]
     assert status == FAIL and "its frames carry no belt counts" in text
     assert "configuration" not in statuses(line)  # the simulator: nothing of the kind to check
+
+
+def test_a_camera_coarser_than_the_model_was_measured_at_is_warned(line, tmp_path):
+    """The shipped model's figures span 0.3–1.0 mm/px; a camera calibrated at 1.4 mm/px (a lens
+    too wide, a camera mounted too high) is warned, as the line alarms it."""
+    import numpy as np
+
+    from scallop.calibration.camera_model import CameraModel
+
+    cam = camera_model_from_config(SimConfig().camera)
+    K = cam.K.copy()
+    K[:2, :2] *= cam.mm_per_px_center() / 1.4  # a shorter focal length: more mm per pixel
+    coarse = CameraModel(K, cam.dist, cam.R, cam.t, cam.image_size)
+    assert np.isclose(coarse.mm_per_px_center(), 1.4, rtol=0.01)
+    cal = write_line_calibration(tmp_path / "coarse.json", coarse)
+    status, text = statuses(line | {"runtime": {"calibration": str(cal)}})["model"]
+    assert status == WARN and "the camera sees the belt at 1.40 mm/px, outside the 0.3–1 mm/px" in text
+    assert "'scallop eval'" in text
+    assert statuses(line)["model"][0] == OK  # the same model at the simulator's 0.5 mm/px

@@ -222,3 +222,46 @@ def test_switching_the_rule_off_is_allowed_but_never_silent(tmp_path):
         assert line.alarms.is_active("vision.hidden_uro_off")
     finally:
         line.close()
+
+
+def test_a_scale_the_model_was_not_measured_at_raises_a_warning_until_it_is_back(tmp_path):
+    """The line knows the scales its model's figures cover (their bins in the model file): a
+    camera outside them is not refused, never silent either."""
+    from scallop.app.evaluation import measured_scales
+    from scallop.app.line import settings
+    from tests.helpers import make_line
+
+    line = make_line(tmp_path / "a")
+    try:
+        assert measured_scales(line.pipeline.model.info.meta) == (0.3, 1.0)
+        assert not line.alarms.is_active("vision.scale_untested")  # the simulator's 0.5 mm/px
+        line._scale = 1.25
+        settings.check_model_scale(line)
+        a = line.alarms.get("vision.scale_untested")
+        assert a.active and a.severity == "warning"
+        assert a.params == {"scale": "1.25", "low": "0.3", "high": "1"}
+        assert "1.25 mm per pixel, outside the 0.3–1 mm/px the model scallop-seg was measured at" in a.text
+        line._scale = 0.5
+        settings.check_model_scale(line)
+        assert not line.alarms.is_active("vision.scale_untested")
+    finally:
+        line.close()
+
+
+@pytest.mark.parametrize(
+    "meta, span",
+    [
+        ({"scallop.app.metrics": '{"per_scale": {"0.4-0.5": {"frames": 3}, "0.9-1.0": {"frames": 1}}}'}, (0.4, 1.0)),
+        ({"scallop.metrics": '{"per_scale": {"1.2-1.3": {"frames": 2}}}'}, (1.2, 1.3)),  # older files
+        ({"scallop.app.metrics": '{"per_scale": {"0.4-0.5": {"frames": 0}}}'}, None),  # a bin with no frames
+        ({}, None),
+        ({"scallop.app.metrics": "not json"}, None),
+        ({"scallop.app.metrics": '{"per_scale": {"a-b": {"frames": 1}}}'}, None),
+        ({"scallop.app.metrics": '{"per_scale": {"0.5-nan": {"frames": 1}}}'}, None),
+        ({"scallop.app.metrics": '{"per_scale": [1, 2]}'}, None),
+    ],
+)
+def test_measured_scales_reads_the_bins_or_says_none(meta, span):
+    from scallop.app.evaluation import measured_scales
+
+    assert measured_scales(meta) == span

@@ -383,7 +383,37 @@ def check_model(cfg: LineConfig) -> Check:
             "pass on as clean",
             f"set it back to {hidden_uro_default()} (docs/interfaces.md)",
         )
+    untested = _scale_untested(cfg, pipe)
+    if untested:  # as the line's vision.scale_untested alarm
+        return Check(
+            "model",
+            WARN,
+            f"{found}; {untested}",
+            "set the camera's height or lens back (docs/cameras.md, Resolution), or measure the model at "
+            "this scale ('scallop eval' on labelled frames from this camera)",
+        )
     return Check("model", OK, found)
+
+
+def _scale_untested(cfg: LineConfig, pipe) -> str:
+    """The calibrated camera's scale when it lies outside the scales the model was measured at
+    ("" when inside, or when there is no calibration to read: the calibration check says why)."""
+    if not cfg.runtime.calibration:
+        return ""  # the simulator's camera stays within 0.3–1.0 mm/px (sim.camera.mm_per_px)
+    from scallop.app.backends import load_line_calibration
+    from scallop.app.evaluation import measured_scales
+    from scallop.calibration.errors import CalibrationError
+
+    span = measured_scales(pipe.model.info.meta)
+    try:
+        scale = load_line_calibration(cfg, arms=False).mm_per_px_center()
+    except (CalibrationError, ConfigError, OSError, ValueError):
+        return ""
+    if span is None or span[0] - 1e-9 <= scale <= span[1] + 1e-9:
+        return ""
+    return (
+        f"the camera sees the belt at {scale:.2f} mm/px, outside the {span[0]:g}–{span[1]:g} mm/px it was measured at"
+    )
 
 
 def check_disk(cfg: LineConfig) -> Check:

@@ -99,6 +99,22 @@ def scale_bin(mm_per_px: float) -> str:
     return f"{lo:.1f}-{lo + 0.1:.1f}"
 
 
+def measured_scales(meta: dict) -> tuple[float, float] | None:
+    """The span of image scales (mm/px) a model's own figures were measured over: the scale
+    bins of the validation ``scallop train``, ``scallop eval`` or ``bench accuracy`` wrote into
+    its metadata (``scallop.app.metrics``, or ``scallop.metrics`` in older files). None when the
+    file carries no such figures."""
+    for key in ("scallop.app.metrics", "scallop.metrics"):
+        try:
+            bins = json.loads(meta[key])["per_scale"]
+            spans = [tuple(float(v) for v in b.split("-")) for b, fig in bins.items() if fig.get("frames")]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if spans and all(len(s) == 2 and np.isfinite(s).all() and s[0] < s[1] for s in spans):
+            return min(s[0] for s in spans), max(s[1] for s in spans)
+    return None
+
+
 @dataclass
 class Evaluation:
     summary: dict

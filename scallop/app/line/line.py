@@ -194,6 +194,7 @@ class Line:
         self.shift = Shift(self.config.shift_check, self.alarms, self.publisher, self.clock, self.record)
         self.models.open(self._scale)
         settings.check_food_safety_rules(self)
+        settings.check_model_scale(self)
         sched = self.arms.scheduler
         self.reject = RejectGate(
             b.plc_config,
@@ -260,6 +261,7 @@ class Line:
             with self.control.lock:
                 # Between two frames: the one before had the old model, this one the new.
                 self.pipeline = self.models.swap(self.config.vision)
+                settings.check_model_scale(self)
         t0 = time.perf_counter()
         cam, belt = self.backend.camera_model, self.backend.belt
         problem = frame_problem(frame, cam, belt, self.config.runtime.max_count_error_mm)

@@ -92,3 +92,29 @@ def check_food_safety_rules(line: Line) -> None:
         )
     else:
         line.alarms.clear("vision.hidden_uro_off")
+
+
+def check_model_scale(line: Line) -> None:
+    """The camera's scale against the scales the live model was measured at (its own figures'
+    bins, 0.3–1.0 mm/px for the shipped ones): outside them its figures say nothing, and a uro
+    shrinks to a few pixels on a coarser camera. Not refused (a plant may measure the model there
+    with ``scallop eval``, which then writes that bin), never silent: a warning alarm while it
+    lasts. Run at the start and whenever another model goes live."""
+    from scallop.app.evaluation import measured_scales
+
+    span = measured_scales(line.pipeline.model.info.meta)
+    s = line._scale
+    if span is not None and not (span[0] - 1e-9 <= s <= span[1] + 1e-9):
+        lo, hi = (f"{v:g}" for v in span)
+        line.alarms.raise_(
+            "vision.scale_untested",
+            "warning",
+            "vision",
+            f"the camera sees the belt at {s:.2f} mm per pixel, outside the {lo}–{hi} mm/px the model "
+            f"{line.models.model.get('name', '')} was measured at: its accuracy is unknown there; set the "
+            "camera back (docs/cameras.md, Resolution) or measure the model at this scale ('scallop eval')",
+            code="vision.scale_untested",
+            params={"scale": f"{s:.2f}", "low": lo, "high": hi},
+        )
+    else:
+        line.alarms.clear("vision.scale_untested")
