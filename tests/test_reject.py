@@ -262,3 +262,58 @@ def test_a_gate_jammed_before_the_line_ever_ran_is_no_alarm_of_scallops_gone_on_
     finally:
         gate.close()
         plc.close()
+
+
+def test_a_pick_still_unresolved_near_the_gate_is_diverted_before_its_outcome_comes():
+    """An arm gone off the network mid-pick reports the pick when it is back, seconds later: by
+    then its scallop has passed the gate (an outside try: one undiverted scallop each time a
+    cable was pulled). The gate diverts a pick still unresolved as its scallop nears the gate;
+    whatever the arm says afterwards, the scallop is in the rework lane, and asked for once."""
+    clock = VirtualClock(start=10.0, auto_advance=False)
+    belt = Belt(10.0, -1)
+    plc = SimPlc(clock, lambda t: -int(round(t * 3000))).start()  # 300 mm/s
+    now_count = {"c": 30_000.0}
+    # Gate count of a scallop at u: (1000 - 40 - u) * 10. Scallop 7 is due at 30 900 (0.3 s away,
+    # inside the lookahead of 0.35 s at 300 mm/s = 1050 counts), 8 at 32 000 (0.67 s), both picks
+    # handed to an arm and unresolved; 9 also due soon, already finished.
+    picked_late, failed_late = outcome(7, "", u=960.0 - 3090.0), outcome(8, "", u=960.0 - 3200.0)
+    pending = {7: picked_late, 8: failed_late}
+    gate = RejectGate(
+        plc_config(plc),
+        belt,
+        Alarms(),
+        clock,
+        lambda: now_count["c"],
+        lambda: 300.0,
+        pending=lambda: list(pending.values()),
+    )
+    try:
+        for c in (10_000.0, 30_000.0, 30_000.0, 30_000.0):  # past the start's hold; written, then read
+            now_count["c"] = c
+            clock.advance(0.05)
+            gate.service(state="running", critical_unacked=False, warnings=False)
+        assert list(gate.client.sent) == [(1, 7, -30_900)]  # 8 is not near yet
+        clock.advance(0.05)
+        gate.service(state="running", critical_unacked=False, warnings=False)
+        assert len(gate.client.sent) == 1  # asked for once
+        # The arm comes back: it had finished the pick. The scallop is in the rework lane all the same.
+        picked_late.result = "picked"
+        del pending[7]
+        gate.dispose([picked_late])
+        assert picked_late.extra["disposition"] == "diverted"
+        assert picked_late.extra["divert"] == "its pick was not known to be done when it reached the gate"
+        # 8 nears the gate unresolved: diverted too; its failure, when it comes, asks for nothing more.
+        now_count["c"] = 31_000.0
+        for _ in range(2):
+            clock.advance(0.05)
+            gate.service(state="running", critical_unacked=False, warnings=False)
+        assert [s[1] for s in gate.client.sent] == [7, 8]
+        failed_late.result, failed_late.reason = "failed", "arm_unknown"
+        del pending[8]
+        gate.dispose([failed_late])
+        assert failed_late.extra["disposition"] == "diverted" and len(gate.client.sent) == 2
+        s = gate.summary()
+        assert s["unresolved_diverted"] == 2 and s["dispositions"]["not_diverted"] == 0
+    finally:
+        gate.close()
+        plc.close()

@@ -308,6 +308,20 @@ def test_arm_disconnect_and_return_same_seed_same_numbers():
 
 @needs_model
 @pytest.mark.timeout(300)
+def test_a_pick_cut_by_the_arm_leaving_the_network_is_diverted_before_its_outcome_is_known():
+    """At 40 s the arm drops off the network mid-pick (seed 11): its watchdog aborts the pick, and
+    the line hears of it only when the arm is back, 5 s later, after the scallop passed the gate.
+    It was let go ("not diverted", alarmed); now the gate diverts it as it nears, unresolved."""
+    s = run_scenario(short("faults_arm", at_s=40.0), model=MODEL, duration_s=50.0)
+    assert_accounted(s)
+    assert s["outcomes"]["failed:arm_aborted"] == 1
+    line = s["line"]
+    assert line["unresolved_diverted"] == 1 and line["dispositions"]["not_diverted"] == 0
+    assert s["uro_escaped"] == 0
+
+
+@needs_model
+@pytest.mark.timeout(300)
 def test_heartbeat_stall_holds_new_picks_until_it_is_back():
     # Run by count: the run ends when the 15th scallop has gone past the arm.
     s = run_scenario(short("faults_heartbeat"), model=MODEL, scallops=15)

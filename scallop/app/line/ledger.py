@@ -261,6 +261,12 @@ class PickLedger:
         with self._lock:
             return len(self.pending)
 
+    def pending_outcomes(self) -> list[ScallopOutcome]:
+        """The picks handed on and not resolved yet (a copy: the reject gate reads it from the
+        PLC's loop)."""
+        with self._lock:
+            return list(self.pending.values())
+
 
 def pull_angle_deg(pull) -> float | None:
     return None if pull is None else float(math.degrees(math.atan2(pull[1], pull[0])))

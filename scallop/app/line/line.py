@@ -206,6 +206,7 @@ class Line:
             event=self.publisher.event,
             view_x_lo=view_x[0],
             on_lot=lambda lot: self.shift.set_lot(lot, "plc"),
+            pending=self.ledger.pending_outcomes,
         )
         if self.channel is not None and self.channel.setup == "alternate" and self.reject.client is not None:
             self.reject.client.set_uv_strobe(True)  # the PLC switches the lights in turn (plc-interface.md)

@@ -101,6 +101,7 @@ class RejectGate:
         event: Callable[[str, str, dict | None], None] = lambda *a: None,
         view_x_lo: float = 0.0,
         on_lot: Callable[[str], None] = lambda lot: None,
+        pending: Callable[[], list[ScallopOutcome]] = lambda: [],
     ) -> None:
         self.config = config
         self.belt = belt
@@ -110,6 +111,10 @@ class RejectGate:
         self.belt_speed = belt_speed
         self.event = event
         self.on_lot = on_lot  # the PLC set a production lot
+        # Picks handed to an arm whose outcome is not known yet (the ledger's pending ones), and
+        # those of them diverted before it was: track id -> the count at the gate.
+        self.pending = pending
+        self._prediverted: dict[int, float] = {}
         self._lot_number = 0
         self.client = PlcClient(config, clock, direction=belt.direction) if config is not None else None
         self.status: PlcStatus | None = None
@@ -172,7 +177,12 @@ class RejectGate:
 
     def _dispose_one(self, oc: ScallopOutcome) -> None:
         d = disposition_of(oc)
-        if d == Disposition.DIVERTED:
+        if self._prediverted.pop(oc.track_id, None) is not None:
+            # Its divert went out before its pick's outcome was known (the gate came first): it
+            # goes to rework whatever the arm says now, a completed pick included.
+            oc.extra["divert"] = "its pick was not known to be done when it reached the gate"
+            d = Disposition.DIVERTED
+        elif d == Disposition.DIVERTED:
             why = self._divert(oc)
             if why:
                 d = Disposition.NOT_DIVERTED
@@ -239,6 +249,34 @@ class RejectGate:
             oc.extra["divert"] = "queued while the line PLC was not answering"
         return ""
 
+    # A pick still unresolved this long (PLC period, link, scan) before its scallop's count at the
+    # gate is diverted: its request then still arrives MIN_LEAD_S ahead.
+    UNRESOLVED_LOOKAHEAD_S = 0.35
+
+    def _divert_unresolved(self, now: float | None) -> None:
+        """Divert the scallops whose pick is still unresolved as they near the gate: an arm gone
+        off the network mid-pick (its outcome comes when it is back, seconds later), an arm
+        stuck busy, a result not read yet. The gate stands past the arms so that a pick's outcome
+        is known before its scallop gets there; when it is not, the scallop may carry its uro
+        (an outside try saw each such scallop go on, alarmed only when the arm came back). A
+        completed pick diverted so costs a look in the rework lane."""
+        if now is None:
+            return
+        cfg = self.config
+        ahead = self.UNRESOLVED_LOOKAHEAD_S * max(0.0, self.belt_speed()) * self.belt.counts_per_mm
+        for oc in self.pending():
+            count = (cfg.gate_x_mm - cfg.gate_lead_mm - float(oc.decision.track.u)) * self.belt.counts_per_mm
+            if count > now + ahead:
+                continue
+            with self._lock:  # dispose() (the frame and arm loops) may end it meanwhile
+                if oc.result or oc.track_id in self._prediverted or self._divert(oc):
+                    # Ended, asked for already, or nothing could be asked for: its outcome, when
+                    # it comes, is alarmed as not diverted.
+                    continue
+                self._prediverted[oc.track_id] = count
+                self.counts["unresolved_diverted"] += 1
+            self.event("divert_unresolved", "system", {"track": oc.track_id})
+
     # ------------------------------------------------------------------ the PLC
     def doubt(self) -> None:
         """A frame with scallops in it was not tracked: divert everything under the camera now."""
@@ -298,6 +336,7 @@ class RejectGate:
         self._spell(mode, state, now, doubts_new)
         if self.client is None:
             return  # no PLC: the spells are still told (what passed unseen went on)
+        self._divert_unresolved(now)
         # The feeder runs only while the line runs and the gate can divert: with the gate in
         # fault, or none fitted and a scallop the line could not divert waiting for a person
         # (it may carry its uro), no more come until it is seen to.
@@ -584,6 +623,9 @@ class RejectGate:
         return {
             "dispositions": {d: counts.get(d, 0) for d in DISPOSITIONS},
             "diverts_unconfirmed": counts.get("unconfirmed", 0),
+            # Diverted as they neared the gate with their pick's outcome not known (an arm gone
+            # off the network mid-pick, stuck busy): the arm's word came too late to trust.
+            "unresolved_diverted": counts.get("unresolved_diverted", 0),
             # The gate failed while held open: what reached it since went on, unnamed (alarmed).
             "held_open_failed": counts.get("held_open_failed", 0),
             # Blind spells on a line without a gate: what passed then went on unchecked (alarmed).
