@@ -59,6 +59,7 @@ from scallop.robot.errors import (
     RobotConfigError,
     RobotDisconnectedError,
     RobotError,
+    StateFileError,
 )
 from scallop.robot.planning import WAYPOINTS, PickPlan, Workspace
 from scallop.robot.protocol import (
@@ -165,6 +166,9 @@ class ArmClient:
         self._arm_hb: int | None = None
         self._arm_hb_changed = 0.0
         self.alarm: str | None = None
+        # Why the state file cannot be written ('' = it can); tried again every STORE_RETRY_S.
+        self.store_error = ""
+        self._store_retry_at = 0.0
         self._was_connected = False
         self._fault_seen = False
         self._offsets: deque[tuple[float, float]] = deque(maxlen=20)  # (rtt, offset_s)
@@ -558,6 +562,7 @@ class ArmClient:
             self._fault_seen = False
             ev.append(ArmEvent("fault_cleared", now, detail=f"arm {self.name!r}: {st.state.name}"))
         ev.extend(self._track(st))
+        ev.extend(self._retry_store(now))
         return ev
 
     def _track(self, st: ArmStatus) -> list[ArmEvent]:
@@ -600,6 +605,7 @@ class ArmClient:
         return (
             self.transport.connected
             and self.alarm is None
+            and not self.store_error
             and not self._holding
             and not self._awaiting_program
             and st is not None
@@ -611,8 +617,8 @@ class ArmClient:
 
     @property
     def state_name(self) -> str:
-        """For operator screens: idle, picking, disconnected, comm_error, stalled, fault,
-        estop, starting."""
+        """For operator screens: idle, picking, disconnected, comm_error, stalled, state_file
+        (its state file cannot be written), fault, estop, starting."""
         st = self.status
         if not self.transport.connected or st is None:
             return "disconnected"
@@ -625,6 +631,8 @@ class ArmClient:
             return "comm_error"  # it answers, but with errors, for a while now
         if self.alarm:
             return "stalled"
+        if self.store_error:
+            return "state_file"
         return {
             ArmState.IDLE: "idle",
             ArmState.BUSY: "picking",
@@ -736,9 +744,45 @@ class ArmClient:
         while wire_seq(n) in held or wire_seq(n) in self.pending:
             n += 1
         # Persist BEFORE the commit: a crash after the commit must not reuse the number.
-        self.seq_store.save(n)
+        self._save_counter(n)
         self._counter = n
         return wire_seq(n)
+
+    STORE_RETRY_S = 1.0
+
+    def _save_counter(self, n: int) -> None:
+        """Write the counter to the state file; a disk that refuses (full, read-only, gone)
+        stops this arm's commands with :class:`StateFileError` until a write succeeds again
+        (an outside try: an unhandled OSError here stopped the whole line for good)."""
+        try:
+            self.seq_store.save(n)
+        except OSError as e:
+            why = e.strerror or str(e)
+            new = not self.store_error
+            self.store_error = (
+                f"arm {self.name!r}: cannot write its state file {self.seq_store.path} ({why}); "
+                "no new picks until it can be written"
+            )
+            now = self.clock.now()
+            self._store_retry_at = now + self.STORE_RETRY_S
+            if new:
+                self._deferred.append(ArmEvent("state_file_error", now, detail=self.store_error))
+            raise StateFileError(self.store_error) from None
+
+    def _retry_store(self, now: float) -> list[ArmEvent]:
+        """While the state file cannot be written, try again (rarely); the arm takes picks as
+        soon as it can."""
+        if not self.store_error:
+            return []
+        if now < self._store_retry_at:
+            return []
+        was = self.store_error
+        try:
+            self._save_counter(self._counter)
+        except StateFileError:
+            return []
+        self.store_error = ""
+        return [ArmEvent("state_file_back", now, detail=f"arm {self.name!r}: its state file is written again ({was})")]
 
     def _send(self, cmd_type: CommandType, words: list[int], plan: PickPlan | None) -> int:
         blk = self._blk("command")

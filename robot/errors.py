@@ -127,3 +127,8 @@ class ProtocolError(RobotError, DeviceError):
 class ArmNotReady(ProtocolError):
     """The arm's controller answers but its robot program is not running (yet): its
     ``interface_version`` is 0 or it reports STARTING. The link is kept and read until it is."""
+
+
+class StateFileError(RobotError, DeviceError):
+    """The controller cannot write its command sequence counter (``state_file``): no command
+    may be sent until it can, or a restart could reuse a number the arm already holds."""

@@ -353,3 +353,45 @@ def test_after_a_crash_the_screen_says_the_line_came_back_and_why(tmp_path):
         assert line.state == "stopped"  # it waits for an operator's Start
     finally:
         line.close()
+
+
+def test_an_arm_whose_state_file_cannot_be_written_stops_picking_with_an_alarm_and_resumes(tmp_path):
+    """The command counter must be on disk before a commit (a restart may not reuse it). A disk
+    that refuses it (full, read-only; here a file where its folder should be) stopped the whole
+    line for good with a traceback in an outside try; now only that arm stops taking picks,
+    named in an alarm, the scallops meanwhile go to rework, and it picks again once it can write."""
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.config import to_dict
+
+    arm = to_dict(default_sim_arms(1)[0]) | {"state_file": str(tmp_path / "state" / "arm1.seq")}
+    line = make_line(tmp_path, overrides={"arms": [arm]})
+    try:
+        line.start("t")
+        line.run_stepped(14.0)
+        before = line.summary()["picked"]
+        assert before > 2
+        import shutil
+
+        shutil.rmtree(tmp_path / "state")
+        (tmp_path / "state").write_text("not a folder")  # every write of the counter now fails
+        line.run_stepped(8.0)
+        a = line.alarms.get("arm:arm1")
+        assert a is not None and a.active and a.code == "arm.state_file" and a.severity == "critical"
+        assert "cannot write its state file" in a.text and "arm1.seq" in a.text
+        assert line.state.value == "running"
+        stalled = line.summary()
+        assert stalled["picked"] <= before + 1  # at most the pick already committed
+        (tmp_path / "state").unlink()
+        line.run_stepped(8.0)
+        assert not line.alarms.is_active("arm:arm1")
+        assert line.summary()["picked"] > stalled["picked"]
+        assert (tmp_path / "state" / "arm1.seq").exists()
+    finally:
+        line.close()
+    s = line.summary()
+    assert s["seen"] == s["picked"] + s["skipped"] + s.get("failed", 0)
+    assert s["dispositions"]["not_diverted"] == 0
+    kinds = [r[0] for r in sqlite3.connect(tmp_path / "record.sqlite").execute("SELECT kind FROM events")]
+    assert kinds.count("arm_state_file_error") == 1 and kinds.count("arm_state_file_back") == 1
+    ex = executed_targets(line)
+    assert len(ex) == len(set(ex))

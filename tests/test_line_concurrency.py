@@ -52,3 +52,55 @@ def test_a_slow_arm_holds_up_neither_the_other_arm_nor_the_screen(tmp_path):
         assert {a.name: a.connected for a in snap.arms} == {"arm1": True, "arm2": True}
     finally:
         line.close()
+
+
+def test_a_stage_that_crashed_runs_again_once_the_line_is_reset(tmp_path):
+    """A stage that crashes faults the line (never half-working); the operator's RESET and START
+    bring it back. An outside try saw the reset line show "running" with the crashed arm stage
+    gone for good: nothing decided, nothing picked, no alarm."""
+    cfg = load_config(overrides={"sim": {"arrivals": {"rate_per_s": 1.5}}})
+    line = build_line(cfg, tmp_path / "record.sqlite", seed=3, clock=SystemClock())
+    line.open()
+    try:
+        crashes = {"arm": 1, "inference": 0}  # the inference stage's armed once the arm's is over
+        serve, process = line.arms.serve, line.process_frame
+
+        def serve_once_broken(lane, active=True):
+            if crashes["arm"] and line.summary()["picked"] >= 1:
+                crashes["arm"] -= 1
+                raise RuntimeError("the arm stage broke")
+            return serve(lane, active)
+
+        def process_once_broken(frame):
+            if crashes["inference"]:
+                crashes["inference"] -= 1
+                raise RuntimeError("the inference stage broke")
+            return process(frame)
+
+        line.arms.serve = serve_once_broken
+        line.process_frame = process_once_broken
+        line.start("test")
+        line.run_threaded()
+        for stage in ("arm arm1", "inference"):
+            t_end = time.monotonic() + 15.0
+            while line.state.value != "fault" and time.monotonic() < t_end:
+                time.sleep(0.05)
+            assert line.state.value == "fault" and f"{stage} stage crashed" in line.alarms.get("line.crash").text
+            picked = line.summary()["picked"]
+            time.sleep(1.5)  # as an operator: the arm's watchdog has stopped it, RESET resets it too
+            line.reset("test")
+            line.start("test")
+            t_end = time.monotonic() + 15.0
+            while line.summary()["picked"] <= picked and time.monotonic() < t_end:
+                time.sleep(0.05)
+            assert line.summary()["picked"] > picked, (
+                f"nothing picked after the {stage} stage was reset",
+                line.health(),
+                [a.text for a in line.alarms.visible() if a.active],
+                line.summary()["seen"],
+                line.state,
+            )
+            crashes["inference"] = stage == "arm arm1"
+        assert line.state.value == "running" and line.health()["ok"]
+    finally:
+        line.close()

@@ -27,7 +27,18 @@ if TYPE_CHECKING:
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 _STATES = ("stopped", "starting", "running", "waiting_camera", "paused", "stopping", "estop", "fault")
-_ARM_STATES = ("idle", "picking", "disconnected", "fault", "estop", "homing")
+_ARM_STATES = (
+    "idle",
+    "picking",
+    "starting",
+    "disconnected",
+    "comm_error",
+    "stalled",
+    "state_file",
+    "fault",
+    "estop",
+    "homing",
+)
 _SEVERITIES = ("info", "warning", "critical")
 _QUANTILES = {"p50": "0.5", "p90": "0.9", "p95": "0.95", "p99": "0.99"}
 

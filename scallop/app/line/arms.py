@@ -43,6 +43,7 @@ ARM_ALARM_TEXT = {
     "stalled": "arm {arm}: its heartbeat stopped (robot program stopped or hung); no new picks",
     "fault": "arm {arm}: stopped by a fault: {fault}. Clear the cause, then acknowledge this alarm to reset the arm",
     "estop": "arm {arm}: emergency stop pressed on the arm. Release it, then acknowledge this alarm to reset the arm",
+    "state_file": "{error}: free space on that disk or make the folder writable; picking resumes by itself",
 }
 # The cause the screen shows for each (alarm.<code> in scallop/app/web/i18n, with {arm} and {detail}).
 ARM_ALARM_CODE = {state: f"arm.{state}" for state in ARM_ALARM_TEXT}
@@ -54,7 +55,8 @@ ARM_ALARM_AFTER_S = 1.0
 ARM_EVENT_TEXT = {
     "restarted": "arm {arm}: the robot program restarted ({why}); {lost} command(s) it held have an unknown "
     "outcome. Picking resumes by itself",
-    "reset_refused": "arm {arm}: RESET refused ({why}). Release the e-stop or clear the cause, then acknowledge again",
+    "reset_refused": "arm {arm}: RESET refused ({why}). Release the e-stop or clear the cause, then acknowledge this "
+    "alarm (or press RESET) to try again",
 }
 FAULT_TEXT = {
     FaultCode.NONE: "no cause given by the arm",
@@ -77,6 +79,8 @@ RECORD_KIND = {
     "restarted": "arm_restarted",
     "abandoned": "arm_command_abandoned",
     "commit_confirmed": "arm_commit_resolved",
+    "state_file_error": "arm_state_file_error",
+    "state_file_back": "arm_state_file_back",
 }
 
 RecordFn = Callable[[str, str, dict], None]
@@ -156,21 +160,25 @@ class ArmDrivers:
         stop: threading.Event,
         on_error: Callable[[str, BaseException], None],
         beat: Callable[[str], None] = lambda _loop: None,
+        restart_s: float = 1.0,
     ) -> list[threading.Thread]:
         """A thread per arm serving it every tick (commanding it while ``active()``, only
         reading it otherwise); ``after()`` runs after each service (it hands the results on).
-        An unexpected error ends that arm's thread through ``on_error`` (the line faults: it
-        never carries on half-working)."""
+        An unexpected error goes to ``on_error`` (the line faults: it never carries on
+        half-working) and the thread serves on after ``restart_s``: in fault it only reads the
+        arm, so the line's RESET sees the arm's own state and resets it."""
 
         def loop(lane: ArmLane) -> None:
-            try:
-                while not stop.is_set():
-                    beat(f"arm {lane.name}")
-                    self.serve(lane, active())
-                    after()
-                    stop.wait(self.tick_s)
-            except Exception as e:
-                on_error(f"arm {lane.name}", e)
+            while not stop.is_set():
+                try:
+                    while not stop.is_set():
+                        beat(f"arm {lane.name}")
+                        self.serve(lane, active())
+                        after()
+                        stop.wait(self.tick_s)
+                except Exception as e:
+                    on_error(f"arm {lane.name}", e)
+                    stop.wait(restart_s)
 
         self._threads = [
             threading.Thread(target=loop, args=(lane,), name=f"line-arm-{lane.name}", daemon=True)
@@ -208,14 +216,7 @@ class ArmDrivers:
                     if e.result == ResultCode.REJECTED
                     else f"the arm answered {result}"
                 )
-                self.alarms.raise_(
-                    f"{key}.reset",
-                    "warning",
-                    key,
-                    ARM_EVENT_TEXT["reset_refused"].format(arm=arm, why=why),
-                    code="arm.reset_failed",
-                    params={"arm": arm, "detail": why},
-                )
+                self._reset_alarm(arm, why)
             return
         kind = RECORD_KIND.get(e.kind)
         if kind is None:
@@ -256,13 +257,9 @@ class ArmDrivers:
             if self.clock.now() - since[1] < ARM_ALARM_AFTER_S and not self.alarms.is_active(key):
                 return
             fault = FAULT_TEXT[status.fault_code] if status is not None else FAULT_TEXT[FaultCode.NONE]
-            text = ARM_ALARM_TEXT[st].format(
-                arm=c.name,
-                where=c.transport.config.describe(),
-                error=c.last_error or "not connected yet",
-                fault=fault,
-            )
-            detail = fault if st in ("fault", "estop") else (c.last_error or "")
+            error = c.store_error if st == "state_file" else (c.last_error or "not connected yet")
+            text = ARM_ALARM_TEXT[st].format(arm=c.name, where=c.transport.config.describe(), error=error, fault=fault)
+            detail = fault if st in ("fault", "estop") else (error if st == "state_file" else c.last_error or "")
             a = self.alarms.raise_(
                 key, "critical", key, text, code=ARM_ALARM_CODE[st], params={"arm": c.name, "detail": detail}
             )
@@ -314,19 +311,28 @@ class ArmDrivers:
             seq = c.reset_fault()
         except RobotError as e:
             self.record("arm_reset_failed", user, {"arm": name, "detail": str(e)})
-            self.alarms.raise_(
-                f"arm:{name}.reset",
-                "warning",
-                f"arm:{name}",
-                ARM_EVENT_TEXT["reset_refused"].format(arm=name, why=str(e)),
-                code="arm.reset_failed",
-                params={"arm": name, "detail": str(e)},
-            )
+            self._reset_alarm(name, str(e))
             return False
         with self._lock:
             self._resets[(name, seq)] = user
         self.record("arm_reset", user, {"arm": name, "seq": seq})
         return True
+
+    def _reset_alarm(self, arm: str, why: str) -> None:
+        """RESET refused: a warning whose acknowledgement sends RESET again, as its words say (an
+        outside try acknowledged it as told and nothing was sent). Each refusal is a new alarm:
+        the one acknowledged to try again must not hide the next refusal."""
+        self.alarms.clear(f"arm:{arm}.reset")
+        a = self.alarms.raise_(
+            f"arm:{arm}.reset",
+            "warning",
+            f"arm:{arm}",
+            ARM_EVENT_TEXT["reset_refused"].format(arm=arm, why=why),
+            code="arm.reset_failed",
+            params={"arm": arm, "detail": why},
+        )
+        with self._lock:
+            self._fault_alarms[a.id] = arm
 
     def reset_faults(self, user: str) -> list[str]:
         """RESET every arm in fault or e-stop (RESET also takes an arm out of ESTOP once its

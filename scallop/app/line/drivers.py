@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # How often the line PLC is polled and its heartbeat sent (docs/plc-interface.md: about 50 ms).
 PLC_PERIOD_S = 0.05
+# A stage that crashed goes round its loop again after this (the line in fault meanwhile).
+RESTART_AFTER_CRASH_S = 1.0
 
 
 class Drivers:
@@ -156,10 +158,16 @@ class Drivers:
 
         def guard(name, fn):
             def run():
-                try:
-                    fn()
-                except Exception as e:
-                    line.fail(name, e)
+                while not stop.is_set():
+                    try:
+                        fn()
+                        return
+                    except Exception as e:
+                        line.fail(name, e)
+                    # The stage goes on (the line stays in fault until an operator resets it, and
+                    # every stage does in fault what it always does there): an outside try saw a
+                    # reset line show "running" with its crashed stage gone for good.
+                    stop.wait(RESTART_AFTER_CRASH_S)
 
             return run
 

@@ -195,9 +195,16 @@ class PickLedger:
             ]
 
     def fail_pending(self, reason: str) -> list[ScallopOutcome]:
-        """Picks handed to the scheduler and not yet resolved end as failed (never lost)."""
+        """Picks handed to the scheduler and not yet resolved end as failed (never lost); one
+        no arm holds (a stage crashed while sending it, before any arm had it) as skipped: a
+        failed row names its arm, and the record refused one without (an outside try lost it)."""
         with self._lock:
-            return [self._finish(self.pending.pop(tid), Result.FAILED, reason) for tid in list(self.pending)]
+            out = []
+            for tid in list(self.pending):
+                oc = self.pending.pop(tid)
+                held = oc.arm or self.holder(tid)
+                out.append(self._finish(oc, Result.FAILED if held else Result.SKIPPED, reason))
+            return out
 
     def _tally(self, arm: str) -> ArmTally:
         t = self.arms.get(arm)
