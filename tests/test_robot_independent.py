@@ -509,7 +509,23 @@ def test_the_line_through_every_fault_never_picks_twice_and_resumes_by_itself(tm
             alarm = arm_alarm("emergency stop pressed on the arm")
             web.post(f"/api/alarms/{alarm.id}/ack", headers=h)
             run(0.3)
-            assert arm_alarm("RESET refused")
+            refused = arm_alarm("RESET refused")
+            assert "acknowledge this alarm (or press RESET) to try again" in refused.text
+            # Still pressed: acknowledging it tries again, and the new refusal is a new alarm.
+            web.post(f"/api/alarms/{refused.id}/ack", headers=h)
+            run(0.3)
+            again = arm_alarm("RESET refused")
+            assert again.id != refused.id and not again.acked
+            robot.release_estop()
+            # As its words say (an outside try acknowledged it and nothing was sent).
+            assert web.post(f"/api/alarms/{again.id}/ack", headers=h).status_code == 200
+            run(0.3)
+            assert line.snapshot().arms[0].state in ("idle", "picking") and line.state == "running"
+            ready["arm e-stop, RESET by acknowledging the refusal"] = robot.ready_at[-1]
+            run(3.0)
+            # The same from the screen's RESET button.
+            robot.press_estop()
+            run(1.5)
             robot.release_estop()
             assert web.post("/api/reset", headers=h).status_code == 200  # RESET while the line runs
             run(0.3)
@@ -553,7 +569,7 @@ def test_the_line_through_every_fault_never_picks_twice_and_resumes_by_itself(tm
     # Picking resumed within 2 s of the arm being ready, every time.
     waits = dict(zip(ready, resume_times(robot, list(ready.values()))))
     print("time to resume after the arm is ready (s):", {k: round(v, 3) for k, v in waits.items()})
-    assert len(waits) == 6 and max(waits.values()) <= 2.0, waits
+    assert len(waits) == 7 and max(waits.values()) <= 2.0, waits
     # The tiles told the truth all along.
     assert {"picking", "fault", "estop", "disconnected"} <= seen_states, seen_states
     # The record has the robot's side of the story.
