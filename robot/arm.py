@@ -169,6 +169,10 @@ class ArmClient:
         # Why the state file cannot be written ('' = it can); tried again every STORE_RETRY_S.
         self.store_error = ""
         self._store_retry_at = 0.0
+        # A command long past the end its plan gave it ('' = none): an arm stuck busy.
+        self.stuck = ""
+        # The status contradicts itself (a fault code while IDLE or BUSY): no commands meanwhile.
+        self.inconsistent = ""
         self._was_connected = False
         self._fault_seen = False
         self._offsets: deque[tuple[float, float]] = deque(maxlen=20)  # (rtt, offset_s)
@@ -561,9 +565,54 @@ class ArmClient:
         elif self._fault_seen:
             self._fault_seen = False
             ev.append(ArmEvent("fault_cleared", now, detail=f"arm {self.name!r}: {st.state.name}"))
+        ev.extend(self._consistency(st))
         ev.extend(self._track(st))
+        ev.extend(self._stuck_check(now))
         ev.extend(self._retry_store(now))
         return ev
+
+    # A command still not done this long after the end its plan gave it (or, for one without a
+    # plan, after its commit plus NO_PLAN_S): the arm is stuck, it gets nothing new.
+    STUCK_AFTER_S = 3.0
+    NO_PLAN_S = 10.0
+
+    def _stuck_check(self, now: float) -> list[ArmEvent]:
+        """An arm that reports BUSY for ever with its heartbeat running (an outside try held it
+        so) took no new command and said nothing: alarmed now, its picks go to rework."""
+        late = None
+        for p in self.pending.values():  # the oldest first: the one the arm is on
+            end = p.plan.t_end if p.plan is not None else p.t_commit + self.NO_PLAN_S
+            if now > end + self.STUCK_AFTER_S:
+                late = (p, now - end)
+            break
+        if late is not None and not self.stuck:
+            p, over = late
+            what = "pick" if p.plan is not None else p.cmd_type.name
+            self.stuck = (
+                f"arm {self.name!r}: its {what} (seq {p.seq}) is not done {over:.1f} s after it should have "
+                "ended; no new picks until it is"
+            )
+            return [ArmEvent("stuck", now, p.seq, detail=self.stuck)]
+        if late is None and self.stuck:
+            was, self.stuck = self.stuck, ""
+            return [ArmEvent("stuck_cleared", now, detail=f"done at last ({was})")]
+        return []
+
+    def _consistency(self, st: ArmStatus) -> list[ArmEvent]:
+        """A fault code belongs to FAULT or ESTOP (docs/robot-interface.md §3); with IDLE or BUSY
+        the status cannot be trusted: no command is sent (an outside try saw such an arm taken
+        for healthy, its fault alarm cleared, a pick sent into NOT_READY)."""
+        bad = st.fault_code != FaultCode.NONE and st.state not in (ArmState.FAULT, ArmState.ESTOP)
+        if bad and not self.inconsistent:
+            self.inconsistent = (
+                f"arm {self.name!r} reports {st.state.name} with fault code {st.fault_code.name}: "
+                "a status that contradicts itself; no new picks until it does not"
+            )
+            self.last_error = self.inconsistent
+            return [ArmEvent("error", st.t, detail=self.inconsistent)]
+        if not bad:
+            self.inconsistent = ""
+        return []
 
     def _track(self, st: ArmStatus) -> list[ArmEvent]:
         ev: list[ArmEvent] = []
@@ -606,6 +655,8 @@ class ArmClient:
             self.transport.connected
             and self.alarm is None
             and not self.store_error
+            and not self.stuck
+            and not self.inconsistent
             and not self._holding
             and not self._awaiting_program
             and st is not None
@@ -618,7 +669,8 @@ class ArmClient:
     @property
     def state_name(self) -> str:
         """For operator screens: idle, picking, disconnected, comm_error, stalled, state_file
-        (its state file cannot be written), fault, estop, starting."""
+        (its state file cannot be written), stuck (a command long overdue), fault, estop,
+        starting."""
         st = self.status
         if not self.transport.connected or st is None:
             return "disconnected"
@@ -629,10 +681,14 @@ class ArmClient:
             and self.clock.now() - self._failing_since >= self.config.arm_heartbeat_timeout_s
         ):
             return "comm_error"  # it answers, but with errors, for a while now
+        if self.inconsistent:
+            return "comm_error"
         if self.alarm:
             return "stalled"
         if self.store_error:
             return "state_file"
+        if self.stuck:
+            return "stuck"
         return {
             ArmState.IDLE: "idle",
             ArmState.BUSY: "picking",

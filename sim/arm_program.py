@@ -171,6 +171,7 @@ class ArmProgram:
         self._wd_written_t = -math.inf  # a watchdog_ms written later fires no earlier than then
         self._program_start_t: float | None = None  # restart_program(start_after_s=...) pending
         self._hb_stall_t: float | None = None
+        self._busy_hold = False  # hold_busy(): the command in hand never ends
         self._estop = False
         self._now = self.boot_t
         # Logs.
@@ -252,9 +253,10 @@ class ArmProgram:
             if ex is not None:
                 if ex.t_grip is not None and not ex.graded:
                     cands.append((ex.t_grip, 1, "grip"))
-                if self._chains(ex):
+                if self._chains(ex) and not self._busy_hold:
                     cands.append((ex.t_release, 2, "chain"))
-                cands.append((ex.rec.t_done, 3, "done"))
+                if not self._busy_hold:
+                    cands.append((ex.rec.t_done, 3, "done"))
             elif self._pending_seq() is not None and self.state != ArmState.STARTING:
                 since = self.fault_since if self.state in (ArmState.FAULT, ArmState.ESTOP) else self.idle_since
                 cands.append((max(self._cmd_changed_t + self.params.poll_period_s, since), 4, "ack"))
@@ -474,6 +476,17 @@ class ArmProgram:
             return [r.seq for r in self.records]
 
     # ================================================================== fault injection
+    def hold_busy(self, on: bool = True) -> None:
+        """Stay BUSY on the command in hand (its done deferred) while its heartbeat runs on: a
+        robot program stuck in a move. Off: it finishes then, late."""
+        with self._lock:
+            now = self.clock.now()
+            self._advance(now)
+            self._busy_hold = on
+            ex = self._exec
+            if not on and ex is not None and ex.rec.t_done < now:
+                ex.rec.t_done = now
+
     def stall_heartbeat(self, on: bool = True) -> None:
         """Freeze (or resume) arm_heartbeat from now on."""
         with self._lock:

@@ -395,3 +395,35 @@ def test_an_arm_whose_state_file_cannot_be_written_stops_picking_with_an_alarm_a
     assert kinds.count("arm_state_file_error") == 1 and kinds.count("arm_state_file_back") == 1
     ex = executed_targets(line)
     assert len(ex) == len(set(ex))
+
+
+def test_an_arm_stuck_busy_with_its_heartbeat_running_is_alarmed_and_given_nothing(tmp_path):
+    """An outside try's arm reported BUSY for 9 s, heartbeat running, taking nothing: the tile
+    said "picking", no alarm, a pick committed behind the stuck one ended LATE and its scallop
+    went on undiverted. Now the arm is alarmed once its pick is 3 s past its planned end, gets
+    nothing new, and every scallop meanwhile goes to rework."""
+    line = make_line(tmp_path)
+    arm = line.backend.sim_arms[0]
+    try:
+        line.start("t")
+        line.run_stepped(14.0)
+        arm.hold_busy(True)
+        line.run_stepped(10.0)
+        a = line.alarms.get("arm:arm1")
+        assert a is not None and a.active and a.code == "arm.stuck" and a.severity == "critical"
+        assert "is not done" in a.text and "after it should have ended" in a.text
+        assert line.snapshot().arms[0].state == "stuck"
+        taken = len(arm.executed_seqs())
+        line.run_stepped(4.0)
+        assert len(arm.executed_seqs()) == taken  # nothing new while it is stuck
+        arm.hold_busy(False)
+        line.run_stepped(8.0)
+        assert not line.alarms.is_active("arm:arm1")
+        assert len(arm.executed_seqs()) > taken
+    finally:
+        line.close()
+    s = line.summary()
+    assert s["dispositions"]["not_diverted"] == 0
+    assert s["seen"] == s["picked"] + s["skipped"] + s.get("failed", 0)
+    kinds = [r[0] for r in sqlite3.connect(tmp_path / "record.sqlite").execute("SELECT kind FROM events")]
+    assert kinds.count("arm_stuck") == 1 and kinds.count("arm_stuck_cleared") == 1

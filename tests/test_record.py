@@ -602,3 +602,62 @@ def test_a_start_refused_for_what_its_model_file_holds_leaves_no_run_in_the_reco
     else:
         assert code == 2 and len(err) == 1 and "the model needs the fluorescence channel" in err[0], err
     assert not (tmp_path / "rec").exists()  # no record, no snapshots: nothing of a run
+
+
+def test_a_hung_disk_refuses_a_pick_within_the_intent_limit_and_withdraws_its_late_row(db, monkeypatch):
+    """The pick intent is written in the arm's thread before its commit; a disk that hangs (an
+    outside try froze it) held that thread, so the arm's heartbeat stopped and its watchdog
+    faulted it. Now the pick is refused within INTENT_TIMEOUT_S, alarmed, and the row that lands
+    when the disk answers again is closed as never sent."""
+    disk = threading.Event()
+    real = RecordWriter._insert_intent
+
+    def hung(self, *a):
+        disk.wait(10.0)
+        return real(self, *a)
+
+    monkeypatch.setattr(RecordWriter, "_insert_intent", hung)
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        t0 = time.monotonic()
+        with pytest.raises(RecordError, match="did not answer within 0.5 s"):
+            w.pick_intent(1, "arm1")
+        assert time.monotonic() - t0 < 1.0  # inside the arm's 1 s watchdog
+        # Still hung: the next one is refused at once, not queued behind it.
+        t0 = time.monotonic()
+        with pytest.raises(RecordError, match="has not answered for more than 0.5 s"):
+            w.pick_intent(2, "arm1")
+        assert time.monotonic() - t0 < 0.1
+        assert alarms.keys() == ["record.picks"] and w.stats()["picks_refused"] == 2
+        disk.set()
+        time.sleep(0.2)
+        row = w.pick_intent(3, "arm1")  # answering again
+        assert row and alarms.keys(False) == ["record.picks"]
+    with sqlite3.connect(db) as con:
+        got = con.execute("SELECT track_id, state, result FROM picks ORDER BY id").fetchall()
+    # 1's row landed late, closed as never sent; 2 never reached the disk; 3 closed at the run's end.
+    assert got[0] == (1, "done", "not_sent") and [g[0] for g in got] == [1, 3]
+
+
+def test_a_writer_stuck_on_its_disk_is_alarmed_while_it_lasts(db, monkeypatch):
+    disk = threading.Event()
+    real = RecordWriter._write_batch
+
+    def hung(self, con, items):
+        disk.wait(10.0)
+        return real(self, con, items)
+
+    monkeypatch.setattr(RecordWriter, "_write_batch", hung)
+    monkeypatch.setattr(RecordWriter, "STALL_ALARM_S", 0.2)
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        w.scallop(rec(1))
+        time.sleep(0.1)
+        w.stalled()
+        assert alarms.keys() == []
+        time.sleep(0.2)
+        w.stalled()
+        assert alarms.keys() == ["record.database"] and "has not answered for 0.2 s" in alarms.calls[0][2]
+        disk.set()
+        assert w.flush(5)
+        assert alarms.keys(False) == ["record.database"]

@@ -736,3 +736,27 @@ def test_corrupt_state_file_is_named(tmp_path):
     store.save(41)
     assert SeqStore(tmp_path / "sub" / "s.json").load() == 41
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["s.json"]  # no temp file left
+
+
+def test_a_status_that_contradicts_itself_gets_no_command(arms, clients, clock):
+    """docs/robot-interface.md §3: a fault code belongs to FAULT or ESTOP. An arm reporting
+    IDLE or BUSY with one was taken for healthy in an outside try (its fault alarm cleared, a
+    pick sent into NOT_READY); now it is a comm error until its status agrees with itself."""
+    from scallop.robot.arm import FaultCode
+
+    arm = start_arm(arms, clock)
+    c = client_for(clients, arm, clock)
+    c.connect()
+    c.poll()
+    assert c.can_accept() and c.state_name == "idle"
+    arm.fault_code = FaultCode.GRIPPER  # IDLE with a gripper fault
+    clock.advance(0.05)
+    ev = c.poll()
+    assert not c.can_accept() and c.state_name == "comm_error"
+    assert [e.detail for e in ev if e.kind == "error"] == [
+        "arm 'arm' reports IDLE with fault code GRIPPER: a status that contradicts itself; no new picks until it does not"
+    ]
+    arm.fault_code = FaultCode.NONE
+    clock.advance(0.05)
+    c.poll()
+    assert c.can_accept() and c.state_name == "idle"

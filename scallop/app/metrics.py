@@ -35,6 +35,7 @@ _ARM_STATES = (
     "comm_error",
     "stalled",
     "state_file",
+    "stuck",
     "fault",
     "estop",
     "homing",

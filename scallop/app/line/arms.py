@@ -44,6 +44,7 @@ ARM_ALARM_TEXT = {
     "fault": "arm {arm}: stopped by a fault: {fault}. Clear the cause, then acknowledge this alarm to reset the arm",
     "estop": "arm {arm}: emergency stop pressed on the arm. Release it, then acknowledge this alarm to reset the arm",
     "state_file": "{error}: free space on that disk or make the folder writable; picking resumes by itself",
+    "stuck": "{error}: check the arm (its scallops go to rework meanwhile)",
 }
 # The cause the screen shows for each (alarm.<code> in scallop/app/web/i18n, with {arm} and {detail}).
 ARM_ALARM_CODE = {state: f"arm.{state}" for state in ARM_ALARM_TEXT}
@@ -81,6 +82,8 @@ RECORD_KIND = {
     "commit_confirmed": "arm_commit_resolved",
     "state_file_error": "arm_state_file_error",
     "state_file_back": "arm_state_file_back",
+    "stuck": "arm_stuck",
+    "stuck_cleared": "arm_stuck_cleared",
 }
 
 RecordFn = Callable[[str, str, dict], None]
@@ -257,9 +260,10 @@ class ArmDrivers:
             if self.clock.now() - since[1] < ARM_ALARM_AFTER_S and not self.alarms.is_active(key):
                 return
             fault = FAULT_TEXT[status.fault_code] if status is not None else FAULT_TEXT[FaultCode.NONE]
-            error = c.store_error if st == "state_file" else (c.last_error or "not connected yet")
+            own = {"state_file": c.store_error, "stuck": c.stuck}.get(st)
+            error = own or c.last_error or "not connected yet"
             text = ARM_ALARM_TEXT[st].format(arm=c.name, where=c.transport.config.describe(), error=error, fault=fault)
-            detail = fault if st in ("fault", "estop") else (error if st == "state_file" else c.last_error or "")
+            detail = fault if st in ("fault", "estop") else (own or c.last_error or "")
             a = self.alarms.raise_(
                 key, "critical", key, text, code=ARM_ALARM_CODE[st], params={"arm": c.name, "detail": detail}
             )

@@ -421,6 +421,8 @@ class Line:
     def service_plc(self) -> None:
         """The line PLC: heartbeat, outputs from the line's state, its inputs and alarms. While
         it holds picking (lost, safety circuit open) targets still queued are not sent."""
+        if self.record is not None:
+            self.record.stalled()  # a record disk that hangs is said at once, not at its next error
         if self.shift is not None:
             if self.shift.check.tick(self.tracker.next_id) is False:
                 self._check_failed()

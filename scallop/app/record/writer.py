@@ -15,6 +15,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -63,7 +65,12 @@ class RecordWriter:
     SIDE_MAX = 10_000  # alarms and events waiting; past it they are dropped (and counted)
     CLOSE_RETRIES = 3  # database failures tolerated after close() before the rest goes to the spill file
     SNAPSHOT_BACKLOG = 256  # rows waiting past which new rows keep no frame (the memory is the rows')
-    INTENT_TIMEOUT_S = 1.0  # a pick intent waits this long for the database before the pick is refused
+    # A pick intent waits this long for the database before the pick is refused: the arm's
+    # thread waits on it, and its heartbeat must reach the arm within the arm's watchdog (1 s by
+    # default). A disk that hangs (an outside try froze it) no longer stops the heartbeat.
+    INTENT_TIMEOUT_S = 0.5
+    # The writer thread busy on one batch this long: its disk is not answering (alarmed).
+    STALL_ALARM_S = 5.0
 
     def __init__(
         self,
@@ -114,8 +121,11 @@ class RecordWriter:
         self._own_alarm_id = 0
         self._own_alarms: dict[str, Alarm] = {}
         self._closed = False
-        self._intent_con: sqlite3.Connection | None = None
+        self._intent_con: sqlite3.Connection | None = None  # used by the intent worker only
         self._intent_lock = threading.Lock()
+        self._intent_worker = _Worker("record-intent")
+        self._intent_late: Future | None = None  # a write given up on, still running
+        self._busy_since: float | None = None  # monotonic: the writer thread's current batch began
         self.spill_path: Path | None = None  # where rows the database refused at close went
         self.retention = retention
         self._next_maintenance = 0.0  # monotonic; retention and the disk check run in the writer thread
@@ -201,32 +211,78 @@ class RecordWriter:
         if self._closed:
             raise RecordError("the record writer is closed")
         gx, gy = (None, None) if grasp_xy is None else (float(grasp_xy[0]), float(grasp_xy[1]))
+        limit = self.INTENT_TIMEOUT_S
         with self._intent_lock:
+            late = self._intent_late
+            if late is not None and not late.done():
+                self._refuse_intent(track_id, f"its disk has not answered for more than {limit:g} s")
+            fut = self._intent_worker.submit(self._insert_intent, track_id, arm, gx, gy)
             try:
-                if self._intent_con is None:
-                    con = _connect(self.path)
-                    # The one row a crash or power cut must not lose: synced at each commit.
-                    con.execute("PRAGMA synchronous=FULL")
-                    con.execute(f"PRAGMA busy_timeout={int(self.INTENT_TIMEOUT_S * 1000)}")
-                    self._intent_con = con
-                cur = self._intent_con.execute(
-                    "INSERT INTO picks (run_id, track_id, arm, time, grasp_x_mm, grasp_y_mm, state, lot)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
-                    (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy, self.lot),
-                )
-                row_id = int(cur.lastrowid)
+                row_id = fut.result(timeout=limit)
+            except FutureTimeout:
+                # Its row may still land: marked as never sent once it does (same worker, in order).
+                self._intent_late = fut
+                self._intent_worker.submit(self._withdraw_late_intent, fut)
+                self._refuse_intent(track_id, f"its disk did not answer within {limit:g} s")
             except (sqlite3.Error, OSError) as e:
-                self._count("picks_refused")
-                self._close_intent_con()
-                self._raise(
-                    "record.picks",
-                    "critical",
-                    f"production record cannot be written ({_why(e)}): no picks are sent until it can",
-                )
-                raise RecordError(f"{self.path}: the pick of scallop {track_id} could not be recorded ({e})") from None
+                self._refuse_intent(track_id, _why(e))
         self._count("picks_recorded")
         self._clear("record.picks")
         return row_id
+
+    def _refuse_intent(self, track_id: int, why: str) -> None:
+        self._count("picks_refused")
+        self._raise(
+            "record.picks",
+            "critical",
+            f"production record cannot be written ({why}): no picks are sent until it can",
+        )
+        raise RecordError(f"{self.path}: the pick of scallop {track_id} could not be recorded ({why})") from None
+
+    def _insert_intent(self, track_id: int, arm: str, gx: float | None, gy: float | None) -> int:
+        """The intent worker: one synced row. Its connection lives and dies in that thread."""
+        try:
+            if self._intent_con is None:
+                con = _connect(self.path)
+                # The one row a crash or power cut must not lose: synced at each commit.
+                con.execute("PRAGMA synchronous=FULL")
+                con.execute(f"PRAGMA busy_timeout={int(self.INTENT_TIMEOUT_S * 1000)}")
+                self._intent_con = con
+            cur = self._intent_con.execute(
+                "INSERT INTO picks (run_id, track_id, arm, time, grasp_x_mm, grasp_y_mm, state, lot)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
+                (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy, self.lot),
+            )
+            return int(cur.lastrowid)
+        except (sqlite3.Error, OSError):
+            self._close_intent_con()
+            raise
+
+    def _withdraw_late_intent(self, fut: Future) -> None:
+        """An intent written after its pick was refused: never sent, closed as such (left
+        'sending' it would read as a pick of unknown outcome)."""
+        if fut.exception() is not None or self._intent_con is None:
+            return
+        try:
+            self._intent_con.execute(
+                "UPDATE picks SET state='done', result='not_sent', ended=? WHERE id=? AND state='sending'",
+                (self.wall_clock(), fut.result()),
+            )
+        except (sqlite3.Error, OSError):
+            self._close_intent_con()
+
+    def stalled(self) -> None:
+        """Called often from any thread: a batch the writer thread has been on for more than
+        STALL_ALARM_S is a disk that does not answer (hung, a dead network share): alarmed
+        (an outside try froze the disk and the screen said nothing). Clears with the next batch
+        written."""
+        since = self._busy_since
+        if since is not None and time.monotonic() - since > self.STALL_ALARM_S:
+            self._raise(
+                "record.database",
+                "critical",
+                f"production record: its disk has not answered for {self.STALL_ALARM_S:g} s ({self.path})",
+            )
 
     def _close_intent_con(self) -> None:
         if self._intent_con is not None:
@@ -315,7 +371,12 @@ class RecordWriter:
                     break
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._intent_lock:
-            self._close_intent_con()
+            done = self._intent_worker.submit(self._close_intent_con)
+            try:
+                done.result(timeout=max(0.1, deadline - time.monotonic()))
+            except FutureTimeout:
+                pass  # stuck on a hung disk: its thread is a daemon, the process may still end
+            self._intent_worker.stop()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -395,15 +456,18 @@ class RecordWriter:
                     # markers were taken, so writing it in this batch keeps flush() honest.
                     pending[:0] = self._side
                     self._side.clear()
+            self._busy_since = time.monotonic()
             try:
                 if con is None:
                     con = open_db(self.path, create=True)
                 self._write_batch(con, pending)
                 self._maintain()  # never raises: a failure here must not make the batch written twice
+                self._busy_since = None
                 self._clear("record.database")
                 if self._alarm_state.get("record.queue_full") and self._q.qsize() < self._q.maxsize // 2:
                     self._clear("record.queue_full")
             except (sqlite3.Error, RecordError, OSError) as e:
+                self._busy_since = None
                 self._count("db_errors")
                 self._raise("record.database", "critical", f"production record cannot be written: {e}")
                 if con is not None:
@@ -866,3 +930,33 @@ def write_snapshot_file(path: Path, data: bytes) -> None:
     """Write one snapshot (a module function so tests can make the disk "full")."""
     with open(path, "xb") as f:
         f.write(data)
+
+
+class _Worker:
+    """One daemon thread running what it is given, in order (a stdlib pool's threads are joined
+    at exit: one stuck on a hung disk would keep the program from ending)."""
+
+    def __init__(self, name: str) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        f: Future = Future()
+        self._q.put((f, fn, args))
+        return f
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            f, fn, args = item
+            if not f.set_running_or_notify_cancel():
+                continue
+            try:
+                f.set_result(fn(*args))
+            except BaseException as e:
+                f.set_exception(e)
