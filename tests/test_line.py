@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
@@ -427,3 +428,24 @@ def test_an_arm_stuck_busy_with_its_heartbeat_running_is_alarmed_and_given_nothi
     assert s["seen"] == s["picked"] + s["skipped"] + s.get("failed", 0)
     kinds = [r[0] for r in sqlite3.connect(tmp_path / "record.sqlite").execute("SELECT kind FROM events")]
     assert kinds.count("arm_stuck") == 1 and kinds.count("arm_stuck_cleared") == 1
+
+
+def test_an_error_the_arm_repeats_at_every_poll_is_recorded_once_per_ten_seconds(tmp_path):
+    """An outside try's arm answered every status read wrongly for 75 s: 6 967 identical
+    arm_error rows. Now one, then one per 10 s with how many it stands for."""
+    line = make_line(tmp_path)
+    arm = line.backend.sim_arms[0]
+    try:
+        line.start("t")
+        line.run_stepped(5.0)
+        arm.exception_replies(4, n=10_000)  # SERVER_DEVICE_FAILURE to every request
+        line.run_stepped(12.0)
+        arm.exception_replies(4, n=0)
+        line.run_stepped(3.0)
+        line.record.flush(5.0)
+    finally:
+        line.close()
+    con = sqlite3.connect(tmp_path / "record.sqlite")
+    errors = [json.loads(d) for (d,) in con.execute("SELECT detail FROM events WHERE kind = 'arm_error'")]
+    assert 2 <= len(errors) <= 4, len(errors)
+    assert any(e.get("repeats_before", 0) > 50 for e in errors)

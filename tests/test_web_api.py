@@ -719,3 +719,33 @@ def test_snapshot_metrics_cover_the_snapshot(fake_line):
         fams["scallop_stage_latency_seconds"]
     )
     assert ("scallop_alarms_unacked", {"severity": "critical"}, 1.0) in samples(fams["scallop_alarms_unacked"])
+
+
+def test_a_start_refused_for_a_busy_port_never_touches_the_arm(tmp_path, monkeypatch, capsys):
+    """An outside try's `scallop run` stopped on "Address already in use" after it had
+    connected its arm and sent MOVE_READY: the arm then faulted on its watchdog and waited for
+    an operator. The screen's address is taken before any device opens."""
+    from scallop.app.backends import default_sim_arms
+    from scallop.app.cli import main
+    from scallop.app.config import load_config, to_dict
+    from scallop.robot.clock import SystemClock
+    from scallop.sim.arm import SimArm
+
+    arm = SimArm(default_sim_arms(1)[0], clock=SystemClock()).start()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    over = {
+        "arms": [to_dict(default_sim_arms(1)[0]) | {"transport": to_dict(arm.transport_config())}],
+        "record": {"path": str(tmp_path / "record.sqlite")},
+    }
+    monkeypatch.setattr("scallop.app.config.load_config", lambda path=None: load_config(overrides=over))
+    try:
+        rc = main(["run", "--port", str(port), "--duration", "2", "--no-browser", "--start"])
+        assert rc != 0
+        assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+        assert arm.write_log == []  # not a heartbeat, not a command
+    finally:
+        busy.close()
+        arm.close()

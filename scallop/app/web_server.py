@@ -19,6 +19,24 @@ class WebError(DeviceError):
     """The screen cannot be served (address in use, server did not start); the message says why."""
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """Take the screen's address now (port 0: any free one). The line program does so before
+    it opens any device: a start refused because the port is in use must not have moved an
+    arm first (an outside try found its arm left in watchdog fault by such a start)."""
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise WebError(f"cannot serve on {host}:{port}: unknown host ({e.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise WebError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
 class WebServer:
     """uvicorn serving one app from a background thread; ``stop()`` ends streams and joins it."""
 
@@ -32,7 +50,10 @@ class WebServer:
         start_timeout_s: float = 10.0,
         certfile: str | Path | None = None,
         keyfile: str | Path | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """``sock``: the address already taken with :func:`bind` (the line program takes it
+        before it opens any device)."""
         import uvicorn
 
         if (certfile is None) != (keyfile is None):
@@ -43,17 +64,8 @@ class WebServer:
         self.tls = certfile is not None
 
         self.app = app
-        try:
-            family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        except socket.gaierror as e:
-            raise WebError(f"cannot serve on {host}:{port}: unknown host ({e.strerror})") from None
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as e:
-            sock.close()
-            raise WebError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+        if sock is None:
+            sock = bind(host, port)
         self._sock = sock
         self.host = host
         self.port = sock.getsockname()[1]

@@ -71,7 +71,7 @@ def run(args) -> int:
     from scallop.app.build import build_line
     from scallop.app.config import load_config
     from scallop.app.web import create_app
-    from scallop.app.web_server import serve
+    from scallop.app.web_server import bind, serve
     from scallop.errors import check_duration, check_number, check_seed
     from scallop.robot.clock import SystemClock
 
@@ -97,7 +97,12 @@ def run(args) -> int:
     # virtual time are `scallop sim run`).
     # Before anything opens: a screen on the network with only the published PINs must not start.
     users = screen_users(cfg.ui.users_file, cfg.real_devices(), host)
-    line = build_line(cfg, args.record, seed=args.seed or 0, clock=SystemClock())
+    sock = bind(host, port)  # before any device opens: a refused start moves nothing
+    try:
+        line = build_line(cfg, args.record, seed=args.seed or 0, clock=SystemClock())
+    except BaseException:
+        sock.close()
+        raise
     try:
         line.open()
         if args.lot is not None:
@@ -118,8 +123,9 @@ def run(args) -> int:
             language=ui.language,
         )
         tls = {"certfile": ui.tls_certfile, "keyfile": ui.tls_keyfile} if ui.tls_certfile else {}
-        server = serve(app, host, port, **tls)
+        server = serve(app, host, port, sock=sock, **tls)
     except BaseException:
+        sock.close()
         line.close()
         raise
     if not ui.users_file:

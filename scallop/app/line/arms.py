@@ -52,6 +52,8 @@ ARM_ALARM_CODE = {state: f"arm.{state}" for state in ARM_ALARM_TEXT}
 # after RESET, and a heartbeat late once under load is not worth an operator's attention. The
 # arm client refuses picks at once either way (can_accept), so this delays only the alarm.
 ARM_ALARM_AFTER_S = 1.0
+# An arm's error repeated word for word within this is counted, not recorded again.
+ERROR_REPEAT_S = 10.0
 # Alarms about something that happened to an arm, by cause.
 ARM_EVENT_TEXT = {
     "restarted": "arm {arm}: the robot program restarted ({why}); {lost} command(s) it held have an unknown "
@@ -120,6 +122,7 @@ class ArmDrivers:
         self._fault_alarms: dict[int, str] = {}  # id of an arm's fault/e-stop alarm -> the arm
         self._alarm_since: dict[str, tuple[str, float]] = {}  # arm -> (state, first seen)
         self._held = False  # the line holds its arms (e-stop, fault): no heartbeat goes out
+        self._last_error: dict[tuple[str, str], list] = {}  # (arm, detail) -> [when recorded, repeats since]
 
     @property
     def lanes(self) -> list[ArmLane]:
@@ -225,6 +228,21 @@ class ArmDrivers:
         if kind is None:
             return  # acks and pick results: the scallops table has them
         detail: dict = {"arm": arm, "detail": e.detail}
+        if e.kind == "error":
+            # The same error again at every poll (a register value out of range stays so) is one
+            # row per ERROR_REPEAT_S with how many it stands for: an outside try wrote 6 967
+            # identical rows in 75 s.
+            now = self.clock.now()
+            key = (arm, e.detail)
+            last = self._last_error.get(key)
+            if last is not None and now - last[0] < ERROR_REPEAT_S:
+                last[1] += 1
+                return
+            if last is not None and last[1]:
+                detail["repeats_before"] = last[1]
+            if len(self._last_error) > 1000:
+                self._last_error.clear()
+            self._last_error[key] = [now, 0]
         if e.seq:
             detail["seq"] = e.seq
         if e.kind == "abandoned":
