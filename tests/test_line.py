@@ -181,6 +181,18 @@ def test_bad_config_is_refused_with_the_key(tmp_path):
         load_config(p)
 
 
+@pytest.mark.parametrize("text", ["", "\n\n", "# the line's settings\n"])
+def test_a_configuration_file_that_holds_nothing_is_refused_not_run_as_the_simulator(tmp_path, text):
+    """An emptied line.toml (a power cut mid-save) brought up the simulator behind a screen
+    saying "running" in an outside try."""
+    from scallop.app.config import ConfigError
+
+    p = tmp_path / "line.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=r"line.toml: the file holds no settings \(empty, or comments only\)"):
+        load_config(p)
+
+
 def test_corrupt_frame_is_skipped_with_an_alarm_and_the_loop_goes_on(tmp_path):
     line = make_line(tmp_path)
     try:
@@ -449,3 +461,25 @@ def test_an_error_the_arm_repeats_at_every_poll_is_recorded_once_per_ten_seconds
     errors = [json.loads(d) for (d,) in con.execute("SELECT detail FROM events WHERE kind = 'arm_error'")]
     assert 2 <= len(errors) <= 4, len(errors)
     assert any(e.get("repeats_before", 0) > 50 for e in errors)
+
+
+def test_a_registry_not_found_is_started_afresh_with_a_warning_never_silently(tmp_path):
+    """Right on a first start; after a lost disk it means the plant's promoted models are gone
+    and the shipped one runs (an outside try: no alarm, no event)."""
+    reg = tmp_path / "registry"
+    line = make_line(tmp_path / "a", overrides={"models": {"registry": str(reg)}})
+    try:
+        a = line.alarms.get("vision.registry_new")
+        assert a is not None and a.active and a.severity == "warning"
+        assert f"models.registry = {reg}: no registry there" in a.text and "scallop restore" in a.text
+        line.record.flush(5.0)
+    finally:
+        line.close()
+    con = sqlite3.connect(tmp_path / "a" / "record.sqlite")
+    actions = [json.loads(d)["action"] for (d,) in con.execute("SELECT detail FROM events WHERE kind = 'model'")]
+    assert actions == ["new_registry"]
+    again = make_line(tmp_path / "b", overrides={"models": {"registry": str(reg)}})
+    try:
+        assert again.alarms.get("vision.registry_new") is None  # the registry is there now
+    finally:
+        again.close()

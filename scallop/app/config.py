@@ -195,6 +195,8 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a text file (expected TOML)") from None
+    except OSError as e:  # no permission, an I/O error: in words, not as [Errno 13]
+        raise DataError(f"{p}: cannot be read ({e.strerror or e}); check its permissions and disk") from None
 
 
 # ---------------------------------------------------------------------------- the line
@@ -674,6 +676,15 @@ def migrate(data: dict, source: str = "") -> dict:
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> LineConfig:
     """The line's configuration from a TOML file (None: the built-in simulator line)."""
     data = load_toml(path) if path else {"config_version": CONFIG_VERSION}
+    if path and not data:
+        # A line.toml emptied (a power cut mid-save, a copy gone wrong) ran the simulator with
+        # a screen saying "running" in an outside try: the simulator is asked for by leaving
+        # --config out, never by a file that holds nothing.
+        raise ConfigError(
+            f"{path}: the file holds no settings (empty, or comments only); restore it from a backup "
+            "('scallop restore') or write it again (docs/configuration.md). The built-in simulator runs "
+            "without --config"
+        )
     if overrides:
         data = {**data, **overrides}
     try:

@@ -105,7 +105,25 @@ class ModelLoop:
         cfg = self.config
         if cfg.models.registry:
             self.registry = Registry(cfg.models.registry)
+            new = not self.registry.index_path.exists()
             e = self.registry.ensure_live()
+            if new:
+                # Right on a first start; after a lost or unmounted disk it means the models the
+                # plant promoted are gone and the shipped one runs: never without a word (an
+                # outside try deleted the folder and the line started the shipped model silently).
+                self.alarms.raise_(
+                    "vision.registry_new",
+                    "warning",
+                    "vision",
+                    f"models.registry = {cfg.models.registry}: no registry there, a new one was started with "
+                    f"the shipped model {e.name} live; if this line ran another model before, restore the "
+                    "registry from a backup ('scallop restore') and promote it again",
+                    code="vision.registry_new",
+                    params={"registry": str(cfg.models.registry), "model": e.name},
+                )
+                self.publisher.event(
+                    "model", "system", {"model": e.name, "sha256": e.sha256, "from": "", "action": "new_registry"}
+                )
             self._registry_stamp = self.registry.stamp()
             self.model = {"name": e.name, "sha256": e.sha256}
             return Pipeline(str(e.path), cfg.vision)
