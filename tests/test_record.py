@@ -661,3 +661,29 @@ def test_a_writer_stuck_on_its_disk_is_alarmed_while_it_lasts(db, monkeypatch):
         disk.set()
         assert w.flush(5)
         assert alarms.keys(False) == ["record.database"]
+
+
+def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_and_named(tmp_path):
+    """An outside try deleted the record's folder mid-run: every row went on into a file no
+    longer there, no alarm, exit 0. Now the loss is a critical alarm for the rest of the run, a
+    new record holds the run from then on, and problems() names it (the line exits non-zero)."""
+    import shutil
+
+    db = tmp_path / "rec" / "record.sqlite"
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        for i in range(5):
+            w.scallop(rec(i))
+        assert w.flush(5)
+        shutil.rmtree(db.parent)
+        for i in range(5, 8):
+            w.scallop(rec(i))
+        assert w.flush(5)
+        assert alarms.keys() == ["record.file_gone"] and "5 row(s) of this run" in alarms.calls[0][2]
+        assert w.stats()["lost_with_file"] == 5
+        assert "deleted or replaced during the run: 5 row(s)" in w.problems()[0]
+        run_id = w.run_id
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT id, ended IS NOT NULL FROM runs").fetchall() == [(run_id, 1)]

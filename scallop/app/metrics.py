@@ -63,6 +63,7 @@ _RECORD_COUNTS = (
     ("picks_refused", "Picks not sent because their intent could not be committed."),
     ("spilled", "Rows the database refused at close, saved to a spill file."),
     ("lost", "Rows neither written nor saved."),
+    ("lost_with_file", "Rows written to a record file deleted or replaced while the line ran."),
     ("snapshots_written", "Snapshot frames kept."),
     ("snapshots_deleted", "Snapshots deleted to stay in budget."),
     ("snapshot_failures", "Snapshot frames that could not be written."),

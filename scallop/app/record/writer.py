@@ -114,6 +114,7 @@ class RecordWriter:
             snapshots_deleted=0,
             snapshot_failures=0,
             snapshot_bytes=0,
+            lost_with_file=0,
         )
         self._alarm_state: dict[str, bool] = {}
         self._side: deque[Any] = deque()
@@ -123,7 +124,7 @@ class RecordWriter:
         self._closed = False
         self._intent_con: sqlite3.Connection | None = None  # used by the intent worker only
         self._intent_lock = threading.Lock()
-        self._intent_worker = _Worker("record-intent")
+        self._intent_worker: _Worker | None = None  # started with the first pick intent
         self._intent_late: Future | None = None  # a write given up on, still running
         self._busy_since: float | None = None  # monotonic: the writer thread's current batch began
         self.spill_path: Path | None = None  # where rows the database refused at close went
@@ -131,6 +132,8 @@ class RecordWriter:
         self._next_maintenance = 0.0  # monotonic; retention and the disk check run in the writer thread
         self._next_disk_check = 0.0
         self._lock_fd: int | None = None  # held while the run lives: a start that finds it free saw a crash
+        self._file_id: tuple[int, int] | None = None  # the record's file as opened (a replaced one is found)
+        self._written_to_file = 0  # rows written before the file now in use (one replaced mid-run)
         self.last_events: dict[str, dict] = {}
 
         con = open_db(self.path, create=True)
@@ -148,6 +151,7 @@ class RecordWriter:
             self.run_id = int(cur.lastrowid)
             self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
             con.execute("COMMIT")
+            self._file_id = _file_id(self.path)
         except (sqlite3.Error, OSError) as e:
             if con.in_transaction:
                 con.execute("ROLLBACK")
@@ -216,6 +220,8 @@ class RecordWriter:
             late = self._intent_late
             if late is not None and not late.done():
                 self._refuse_intent(track_id, f"its disk has not answered for more than {limit:g} s")
+            if self._intent_worker is None:
+                self._intent_worker = _Worker("record-intent")
             fut = self._intent_worker.submit(self._insert_intent, track_id, arm, gx, gy)
             try:
                 row_id = fut.result(timeout=limit)
@@ -271,6 +277,44 @@ class RecordWriter:
         except (sqlite3.Error, OSError):
             self._close_intent_con()
 
+    def _file_gone(self, con: sqlite3.Connection | None) -> sqlite3.Connection:
+        """The record's file was deleted or replaced under the running line (an outside try
+        deleted its folder: every row went on into a file no longer there, no alarm, exit 0).
+        A new record is started at the same place with this run's row, the loss is alarmed for
+        the rest of the run and named at its end (non-zero exit)."""
+        if con is not None:
+            try:
+                con.close()
+            except sqlite3.Error:
+                pass
+        with self._stats_lock:
+            gone = self._stats["written"] - self._written_to_file
+            self._written_to_file = self._stats["written"]
+            self._stats["lost_with_file"] += gone
+        self._raise(
+            "record.file_gone",
+            "critical",
+            f"the production record {self.path} was deleted or replaced while the line ran: the {gone} "
+            "row(s) of this run written to it before are gone with it; a new record is started there",
+        )
+        new = open_db(self.path, create=True)  # its folder again too; raises what stands in the way
+        new.execute(
+            "INSERT OR IGNORE INTO runs (id, started, host, note, pid, version) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                self.wall_clock(),
+                socket.gethostname(),
+                "record file replaced mid-run",
+                os.getpid(),
+                program_version(),
+            ),
+        )
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
+        self._file_id = _file_id(self.path)
+        return new
+
     def stalled(self) -> None:
         """Called often from any thread: a batch the writer thread has been on for more than
         STALL_ALARM_S is a disk that does not answer (hung, a dead network share): alarmed
@@ -305,6 +349,11 @@ class RecordWriter:
             )
         if s["lost"]:
             out.append(f"{s['lost']} row(s) could not be written to {self.path} nor saved anywhere")
+        if s["lost_with_file"]:
+            out.append(
+                f"{self.path} was deleted or replaced during the run: {s['lost_with_file']} row(s) written to it "
+                "before are gone with it (a backup may hold them)"
+            )
         if s["queued"] and self._closed:
             out.append(f"{s['queued']} row(s) were still waiting when the writer stopped")
         return out
@@ -371,12 +420,13 @@ class RecordWriter:
                     break
         self._thread.join(max(0.0, deadline - time.monotonic()))
         with self._intent_lock:
-            done = self._intent_worker.submit(self._close_intent_con)
-            try:
-                done.result(timeout=max(0.1, deadline - time.monotonic()))
-            except FutureTimeout:
-                pass  # stuck on a hung disk: its thread is a daemon, the process may still end
-            self._intent_worker.stop()
+            if self._intent_worker is not None:
+                done = self._intent_worker.submit(self._close_intent_con)
+                try:
+                    done.result(timeout=max(0.1, deadline - time.monotonic()))
+                except FutureTimeout:
+                    pass  # stuck on a hung disk: its thread is a daemon, the process may still end
+                self._intent_worker.stop()
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -458,6 +508,8 @@ class RecordWriter:
                     self._side.clear()
             self._busy_since = time.monotonic()
             try:
+                if self._file_id is not None and _file_id(self.path) != self._file_id:
+                    con = self._file_gone(con)
                 if con is None:
                     con = open_db(self.path, create=True)
                 self._write_batch(con, pending)
@@ -829,6 +881,15 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
         con.execute("ROLLBACK")
         raise
     return counts
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the record's file; None when it is not there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _run_lock_path(db: Path, run_id: int) -> Path:
