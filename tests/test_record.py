@@ -687,3 +687,20 @@ def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_a
         assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT id, ended IS NOT NULL FROM runs").fetchall() == [(run_id, 1)]
+
+
+def test_a_snapshot_folder_that_cannot_be_made_is_a_warning_not_a_failed_start(db, tmp_path):
+    """An outside try's start stopped on "internal error" (a read-only or blocked snapshot
+    folder) and left a crashed run in the record at every try."""
+    blocker = tmp_path / "snaps"
+    blocker.write_text("a file where the folder should be")
+    alarms = Alarms()
+    with RecordWriter(db, snapshot_dir=blocker / "frames", on_alarm=alarms) as w:
+        assert alarms.keys() == ["record.snapshot_disk"] and "cannot be used" in alarms.calls[0][2]
+        assert w.scallop(rec(1), snapshot_jpeg=b"\xff\xd8jpeg")
+        assert w.flush(5)
+        assert w.stats()["snapshot_failures"] == 1
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [1]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT crashed, ended IS NOT NULL FROM runs").fetchall() == [(0, 1)]

@@ -163,12 +163,22 @@ class RecordWriter:
         self.lot = lot if isinstance(lot, str) else ""  # stamped on every row from now on
         self._snap_files: deque[tuple[str, int]] = deque()  # (name, bytes), oldest first
         if self.snapshot_dir is not None:
-            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
-            for p in sorted(self.snapshot_dir.glob("*.jpg")):
-                try:
-                    self._snap_files.append((p.name, p.stat().st_size))
-                except OSError:
-                    pass
+            try:
+                self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+                for p in sorted(self.snapshot_dir.glob("*.jpg")):
+                    try:
+                        self._snap_files.append((p.name, p.stat().st_size))
+                    except OSError:
+                        pass
+            except OSError as e:
+                # As a full snapshot disk mid-run: a warning, the line carries on without frames (an
+                # outside try's start ended in "internal error", a crashed run left each time).
+                self._raise(
+                    "record.snapshot_disk",
+                    "warning",
+                    f"snapshot frames are not being kept ({self.snapshot_dir} cannot be used: {e.strerror or e}); "
+                    "the line carries on",
+                )
             self._stats["snapshot_bytes"] = sum(s for _, s in self._snap_files)
 
         self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
