@@ -146,3 +146,30 @@ def test_a_damaged_or_foreign_file_is_refused_before_anything_is_written(line_fi
     with pytest.raises(DataError, match="calibration file the configuration names is not there"):
         (etc / "calibration.json").unlink()
         backup(cfg_path, tmp_path / "again.tar.gz")
+
+
+def test_a_backup_goes_only_where_a_folder_is_and_never_leaves_half_a_file(line_files, tmp_path, monkeypatch):
+    """Outside try: a backup to an unmounted USB stick's folder was made on the PC's own disk
+    and reported written; one that filled the disk left a .partial behind, with "internal error"."""
+    import errno
+
+    from scallop.errors import DataError
+
+    cfg_path, _, _ = line_files
+    with pytest.raises(DataError, match=r"no such folder \(is the USB stick or share mounted\?\); nothing written"):
+        backup(cfg_path, tmp_path / "usb" / "b.tar.gz")
+    assert not (tmp_path / "usb").exists()
+    with pytest.raises(DataError, match=r"is a folder; name the backup file in it"):
+        backup(cfg_path, tmp_path)
+    real = tarfile.TarFile.addfile
+
+    def full(self, info, f=None):
+        if info.name == "record.sqlite":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, info, f)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", full)
+    out = tmp_path / "b.tar.gz"
+    with pytest.raises(DataError, match=r"b.tar.gz: the backup could not be written \(No space left on device\)"):
+        backup(cfg_path, out)
+    assert sorted(p.name for p in tmp_path.glob("b.tar.gz*")) == []

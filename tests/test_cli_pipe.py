@@ -4,10 +4,13 @@ error with its one line."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import sys
+
+import pytest
 
 from scallop.app import cli
 
@@ -61,3 +64,17 @@ def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capsys):
 
 def test_output_to_a_reader_that_stays_is_unchanged(capsys):
     assert cli.main(["sim", "list"]) == 0 and "nominal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT])
+def test_a_disk_that_refuses_is_the_users_error_not_the_programs(capsys, code):
+    """A full or read-only disk under any command was "internal error", exit 1 (an outside try:
+    report --csv, users add, sim run --report); it is the plant's disk: exit 3, in its words."""
+    from types import SimpleNamespace
+
+    e = OSError(code, os.strerror(code), "/media/usb/x.csv")
+    assert cli.exit_code(e) == 3
+    assert cli._failed(SimpleNamespace(command="report"), e, debug=False) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("scallop report: error: ") and os.strerror(code) in err and "internal" not in err
+    assert cli.exit_code(OSError(errno.EBADF, "Bad file descriptor")) == 1  # that one is the program's

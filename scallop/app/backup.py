@@ -131,14 +131,23 @@ def backup(config_path: str | Path, out: str | Path) -> dict:
         "members": entries,
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise DataError(f"{out}: is a folder; name the backup file in it (e.g. {out / 'line-backup.tar.gz'})")
+    if not out.parent.is_dir():
+        # Never made here: a USB stick not mounted at /media/usb would get the backup on the line
+        # PC's own disk, reported as written (an outside try).
+        raise DataError(f"{out.parent}: no such folder (is the USB stick or share mounted?); nothing written")
     tmp = out.with_name(out.name + ".partial")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name, data in [("manifest.json", json.dumps(manifest, indent=2).encode()), *members.items()]:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name, data in [("manifest.json", json.dumps(manifest, indent=2).encode()), *members.items()]:
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(data), int(time.time()), 0o600
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # no half backup left to be mistaken for one
+        raise DataError(f"{out}: the backup could not be written ({e.strerror or e}); nothing written") from None
     return manifest
 
 

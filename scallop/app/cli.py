@@ -21,6 +21,7 @@ prints the installed package's version.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -95,7 +96,14 @@ def exit_code(e: BaseException) -> int:
         return e.exit_code
     if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return DataError.exit_code
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        # The disk, not the program: full, read-only, failing (an outside try saw "internal
+        # error" for a full disk under backup, report, users and sim run --report).
+        return DataError.exit_code
     return 1
+
+
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
 def main(argv: list[str] | None = None) -> int:
