@@ -286,7 +286,10 @@ class ArmClient:
         d_arm -= ARM_CLOCK_MODULUS // 2
         d_ctl = (st.t - prev.t) * 1000.0
         if d_arm < -CLOCK_BACK_MS or d_arm - d_ctl > CLOCK_JUMP_MS + 1e-3 * abs(d_ctl):
-            why.append(f"its clock went from {prev.arm_time_ms} to {st.arm_time_ms} ms in {d_ctl / 1000.0:.1f} s")
+            why.append(
+                f"its clock went {'back' if d_arm < 0 else 'forward'} from {prev.arm_time_ms} to {st.arm_time_ms} ms "
+                f"in {d_ctl / 1000.0:.1f} s (a restart, or a clock set: either way what it held is not known)"
+            )
         unresolved = self._uncertain.seq if self._uncertain is not None else None
         # ack_seq only ever moves to a number committed to it, done_seq also to what it had taken.
         ours = {self._last_commit, self._arm_cmd_seq, unresolved, *self.pending, *self._recent} - {None}
