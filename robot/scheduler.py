@@ -149,6 +149,7 @@ class Scheduler:
         self.errors: deque[str] = deque(maxlen=200)
         # Called (arm name, plan) before each commit, outside the lock; raising refuses it.
         self.before_commit: Callable[[str, PickPlan], None] | None = None
+        self.not_sent: Callable[[str, PickPlan], None] | None = None
         self._new_events: list[tuple[str, ArmEvent]] = []  # since the last take_events()
 
     # ------------------------------------------------------------------ input
@@ -286,6 +287,7 @@ class Scheduler:
                     q.sending = ""
                     q.excluded.add(lane.name)
                     self.errors.append(str(e))
+                self._not_sent(lane, plan)
                 continue
             except CommitUncertain as e:
                 # The arm client holds it now: its events say whether it was committed, may
@@ -301,12 +303,24 @@ class Scheduler:
                     self.errors.append(str(e))
                     if isinstance(e, RobotCommError):
                         self._new_events.append((lane.name, ArmEvent("error", self.clock.now(), detail=str(e))))
+                self._not_sent(lane, plan)
                 return
             with self._lock:
                 del self.queue[q.target.id]
                 lane.inflight[seq] = plan
                 lane.submitted += 1
             return
+
+    def _not_sent(self, lane: ArmLane, plan: PickPlan) -> None:
+        """``not_sent(arm, plan)`` (when set): a pick whose ``before_commit`` ran was not
+        committed after all (the arm refused the block, the state file could not be written);
+        the target stays queued and may go out again with a ``before_commit`` of its own."""
+        if self.not_sent is not None:
+            try:
+                self.not_sent(lane.name, plan)
+            except Exception as e:  # bookkeeping only: the pick itself is settled
+                with self._lock:
+                    self.errors.append(str(e))
 
     def _before_commit(self, lane: ArmLane, q: _Queued, plan: PickPlan) -> bool:
         """The ``before_commit`` hook (I/O: outside the lock). False: the pick is refused and

@@ -483,3 +483,36 @@ def test_a_registry_not_found_is_started_afresh_with_a_warning_never_silently(tm
         assert again.alarms.get("vision.registry_new") is None  # the registry is there now
     finally:
         again.close()
+
+
+def test_a_pick_whose_commit_never_went_out_is_one_row_not_two(tmp_path):
+    """Its intent is recorded before the commit; the commit failing (the arm refused the block),
+    the scallop went out again with a second intent, and both rows read 'picked' at the end (an
+    outside try: 41 picked rows for 39 picks). The first is now closed as not sent."""
+    from scallop.robot.arm import ArmClient
+    from scallop.robot.errors import ModbusExceptionError
+
+    line = make_line(tmp_path)
+    client = line.arms.clients[0]
+    real = ArmClient.submit
+    failed = []
+
+    def refuse_once(plan):
+        if not failed:
+            failed.append(plan.target.id)
+            raise ModbusExceptionError(4, 16, 24, 59, "arm1")  # the block write refused
+        return real(client, plan)
+
+    client.submit = refuse_once
+    try:
+        line.start("t")
+        line.run_stepped(20.0)
+        line.record.flush(5.0)
+    finally:
+        line.close()
+    con = sqlite3.connect(tmp_path / "record.sqlite")
+    rows = con.execute("SELECT track_id, state, result FROM picks ORDER BY id").fetchall()
+    mine = [r for r in rows if r[0] == failed[0]]
+    assert mine[0] == (failed[0], "done", "not_sent") and len(mine) == 2 and mine[1][2] != "not_sent"
+    picked = con.execute("SELECT COUNT(*) FROM picks WHERE result = 'picked'").fetchone()[0]
+    assert picked == len(executed_targets(line))

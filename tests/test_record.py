@@ -704,3 +704,27 @@ def test_a_snapshot_folder_that_cannot_be_made_is_a_warning_not_a_failed_start(d
         assert [r["track_id"] for r in rd.scallops()] == [1]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT crashed, ended IS NOT NULL FROM runs").fetchall() == [(0, 1)]
+
+
+def test_a_pick_intent_is_closed_with_what_became_of_its_scallop(db):
+    """The arm that picked it: the result; one that passed it to an arm that picked it:
+    handed_on; one whose pick no arm took up (LATE on a one-arm line): the scallop's reason
+    (an outside try read handed_on there, for an arm with nobody downstream)."""
+    with RecordWriter(db) as w:
+        w.pick_intent(1, "left")
+        w.pick_intent(1, "right")
+        w.scallop(rec(1, arm="right"))
+        w.pick_intent(2, "left")
+        w.scallop(rec(2, result="skipped", skip_reason="arm_late", arm="", uro_removed=None))
+        row = w.pick_intent(3, "left")
+        w.withdraw_intent(row)
+        assert w.flush(5)
+        time.sleep(0.1)
+    with sqlite3.connect(db) as con:
+        got = con.execute("SELECT track_id, arm, state, result FROM picks ORDER BY id").fetchall()
+    assert got == [
+        (1, "left", "done", "handed_on"),
+        (1, "right", "done", "picked"),
+        (2, "left", "done", "arm_late"),
+        (3, "left", "done", "not_sent"),
+    ]

@@ -100,6 +100,7 @@ class Line:
         self.config = config
         self.backend = backend
         self.record = record
+        self._intents: dict[str, tuple[int, int]] = {}  # arm -> (track, pick intent row) last recorded
         self.clock = backend.clock
         self.stats = Stats()
         self.control = LineControl(self.clock)
@@ -164,6 +165,7 @@ class Line:
         if self.record is not None:
             # The arm is never sent a pick the record does not hold (docs/interfaces.md, picks).
             self.arms.scheduler.before_commit = self._record_pick
+            self.arms.scheduler.not_sent = self._withdraw_pick
         self.ledger = PickLedger(self.clock, belt, self.stats, verifier=b.verifier, holder=self.arms.scheduler.holder)
         cc = self.config.camera
         self.reader = FrameReader(
@@ -216,7 +218,16 @@ class Line:
         """Commit the pick's intent to the record before its arm's commit (raises if it cannot:
         the scheduler then skips the target, and the record raises its alarm)."""
         t = plan.target
-        self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
+        row = self.record.pick_intent(t.id, arm, (float(t.xy_mm[0]), float(t.xy_mm[1])))
+        self._intents[arm] = (t.id, row)  # a failed commit follows at once: the last one is enough
+
+    def _withdraw_pick(self, arm: str, plan) -> None:
+        """Its intent was recorded, its commit never went out: closed as not sent (a second
+        intent for the same scallop, when it goes out again, would otherwise be a second row
+        reading 'picked': an outside try counted 41 picked rows for 39 picks)."""
+        tid, row = self._intents.pop(arm, (None, None))
+        if tid == plan.target.id:
+            self.record.withdraw_intent(row)
 
     def close(self) -> None:
         if self.state not in (LineState.ESTOP, LineState.FAULT):

@@ -274,6 +274,16 @@ class RecordWriter:
             self._close_intent_con()
             raise
 
+    def withdraw_intent(self, row_id: int) -> None:
+        """A recorded intent whose commit never went out: closed as ``not_sent`` (by the intent
+        worker, in order after the intent itself; nothing waits on it)."""
+        with self._intent_lock:
+            if self._intent_worker is None or self._closed:
+                return
+            f: Future = Future()
+            f.set_result(int(row_id))
+            self._intent_worker.submit(self._withdraw_late_intent, f)
+
     def _withdraw_late_intent(self, fut: Future) -> None:
         """An intent written after its pick was refused: never sent, closed as such (left
         'sending' it would read as a pick of unknown outcome)."""
@@ -773,10 +783,12 @@ _SQL = {
 }
 
 # A scallop's row closes its pick intents: the arm that held it gets the scallop's result, an
-# arm that passed it on downstream (late, refused) gets 'handed_on'.
+# arm that passed it on to another that picked it (late, refused) gets 'handed_on', and one
+# whose pick no arm took up gets the scallop's reason ('arm_late' on a one-arm line; an outside
+# try read 'handed_on' there, for an arm with nobody downstream).
 _CLOSE_INTENTS = (
-    "UPDATE picks SET state='done', result=CASE WHEN arm=? THEN ? ELSE 'handed_on' END, ended=?"
-    " WHERE run_id=? AND track_id=? AND state='sending'"
+    "UPDATE picks SET state='done', result=CASE WHEN arm=?1 THEN ?2 WHEN ?1='' THEN ?6 ELSE 'handed_on' END,"
+    " ended=?3 WHERE run_id=?4 AND track_id=?5 AND state='sending'"
 )
 
 
@@ -849,7 +861,17 @@ def insert_scallop(con: sqlite3.Connection, params: tuple) -> bool:
     except sqlite3.IntegrityError:
         return False
     cols = dict(zip(_SCALLOP_COLS, params))
-    con.execute(_CLOSE_INTENTS, (cols["arm"], cols["result"], cols["time"], cols["run_id"], cols["track_id"]))
+    con.execute(
+        _CLOSE_INTENTS,
+        (
+            cols["arm"],
+            cols["result"],
+            cols["time"],
+            cols["run_id"],
+            cols["track_id"],
+            cols["skip_reason"] or cols["result"],
+        ),
+    )
     return True
 
 
