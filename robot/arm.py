@@ -227,6 +227,7 @@ class ArmClient:
             # than the back-off allows (a TCP connect alone never resets it).
             self.transport.close()
             self._note_error(e)
+            e.in_handshake = True  # it answered, then refused: poll() reports it as an error of its own
             raise
         self.transport.confirm()
         self._was_connected = True
@@ -496,6 +497,10 @@ class ArmClient:
                 if self._was_connected:
                     self._was_connected = False
                     ev.append(ArmEvent("disconnected", now, detail=str(e)))
+                elif getattr(e, "in_handshake", False):
+                    # It answered and refused the handshake (a write of watchdog_ms answered with
+                    # an exception): an error of its own, not one more refused connection.
+                    ev.append(ArmEvent("error", now, detail=str(e)))
                 return ev
         if self._uncertain is not None:
             # Read the arm's sequence registers before anything else.

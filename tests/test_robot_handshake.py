@@ -722,7 +722,9 @@ def test_interface_version_mismatch_is_refused(arms, clients, clock, tmp_path):
     with pytest.raises(ProtocolError, match=r"reports interface_version=3 but profile 'generic' is version 2"):
         c.connect()
     assert not c.connected  # no half-open link left behind
-    assert c.poll() == [] and not c.connected
+    # Polled again, the handshake is refused again: an error event of its own (the record has it).
+    ev = c.poll()
+    assert [e.kind for e in ev] == ["error"] and "interface_version=3" in ev[0].detail and not c.connected
 
 
 def test_corrupt_state_file_is_named(tmp_path):

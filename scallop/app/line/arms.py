@@ -136,6 +136,8 @@ class ArmDrivers:
                 lane.client.connect()
             except RobotError as e:
                 self.record("arm_error", "system", {"arm": lane.name, "detail": str(e)})
+            else:  # every link event is in the record, the run's first connection too
+                self.record("arm_connected", "system", {"arm": lane.name, "detail": lane.client.transport.where})
             self._alarm(lane.client)
 
     def close(self) -> None:
