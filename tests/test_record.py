@@ -231,6 +231,7 @@ def test_full_queue_drops_counts_and_alarms_without_blocking(db, monkeypatch):
 
 
 def test_database_errors_are_retried_and_alarmed(db, monkeypatch):
+    monkeypatch.setattr(RecordWriter, "ALARM_QUIET_S", 0.0)  # cleared at the first good write
     fails = {"n": 2}
     real = RecordWriter._write_batch
 
@@ -609,6 +610,7 @@ def test_a_hung_disk_refuses_a_pick_within_the_intent_limit_and_withdraws_its_la
     outside try froze it) held that thread, so the arm's heartbeat stopped and its watchdog
     faulted it. Now the pick is refused within INTENT_TIMEOUT_S, alarmed, and the row that lands
     when the disk answers again is closed as never sent."""
+    monkeypatch.setattr(RecordWriter, "ALARM_QUIET_S", 0.0)  # cleared at the first good write
     disk = threading.Event()
     real = RecordWriter._insert_intent
 
@@ -640,6 +642,7 @@ def test_a_hung_disk_refuses_a_pick_within_the_intent_limit_and_withdraws_its_la
 
 
 def test_a_writer_stuck_on_its_disk_is_alarmed_while_it_lasts(db, monkeypatch):
+    monkeypatch.setattr(RecordWriter, "ALARM_QUIET_S", 0.0)  # cleared at the first good write
     disk = threading.Event()
     real = RecordWriter._write_batch
 
@@ -728,3 +731,30 @@ def test_a_pick_intent_is_closed_with_what_became_of_its_scallop(db):
         (2, "left", "done", "arm_late"),
         (3, "left", "done", "not_sent"),
     ]
+
+
+def test_a_disk_that_fails_every_other_write_is_one_alarm_until_it_has_been_quiet(db, monkeypatch):
+    """A nearly full disk lets some batches through: each cleared the alarm and the next failure
+    raised it again (an outside try: 8 in 30 s). It now clears after ALARM_QUIET_S of success."""
+    real = RecordWriter._write_batch
+    n = {"i": 0}
+
+    def every_other(self, con, items):
+        n["i"] += 1
+        if n["i"] % 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, con, items)
+
+    monkeypatch.setattr(RecordWriter, "_write_batch", every_other)
+    monkeypatch.setattr(RecordWriter, "ALARM_QUIET_S", 0.5)
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms, retry_s=0.01) as w:
+        for i in range(6):
+            w.scallop(rec(i))
+            assert w.flush(5)
+        assert alarms.keys(True) == ["record.database"] and alarms.keys(False) == []
+        monkeypatch.setattr(RecordWriter, "_write_batch", real)
+        time.sleep(0.6)
+        w.scallop(rec(99))
+        assert w.flush(5)
+        assert alarms.keys(False) == ["record.database"]

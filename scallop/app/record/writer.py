@@ -117,6 +117,7 @@ class RecordWriter:
             lost_with_file=0,
         )
         self._alarm_state: dict[str, bool] = {}
+        self._failed_at: dict[str, float] = {}  # monotonic: the last failure behind a quiet-cleared alarm
         self._side: deque[Any] = deque()
         self._side_lock = threading.Lock()
         self._own_alarm_id = 0
@@ -243,7 +244,7 @@ class RecordWriter:
             except (sqlite3.Error, OSError) as e:
                 self._refuse_intent(track_id, _why(e))
         self._count("picks_recorded")
-        self._clear("record.picks")
+        self._clear_quiet("record.picks")
         return row_id
 
     def _refuse_intent(self, track_id: int, why: str) -> None:
@@ -472,11 +473,24 @@ class RecordWriter:
         with self._stats_lock:
             self._stats[key] += n
 
+    # A database alarm clears only after this long without the failure: a nearly full disk lets
+    # some batches through, and each one cleared the alarm (an outside try: 8 raised and cleared
+    # in 30 s, 8 entries on the screen).
+    ALARM_QUIET_S = 10.0
+    _QUIET_KEYS = ("record.database", "record.picks")
+
     def _raise(self, key: str, severity: str, text: str) -> None:
+        if key in self._QUIET_KEYS:
+            self._failed_at[key] = time.monotonic()
         if self._alarm_state.get(key):
             return
         self._alarm_state[key] = True
         self._notify(key, severity, text, True)
+
+    def _clear_quiet(self, key: str) -> None:
+        """Clear ``key`` once its failure has not come back for ALARM_QUIET_S."""
+        if self._alarm_state.get(key) and time.monotonic() - self._failed_at.get(key, -1e18) >= self.ALARM_QUIET_S:
+            self._clear(key)
 
     def _clear(self, key: str) -> None:
         if not self._alarm_state.get(key):
@@ -535,7 +549,7 @@ class RecordWriter:
                 self._write_batch(con, pending)
                 self._maintain()  # never raises: a failure here must not make the batch written twice
                 self._busy_since = None
-                self._clear("record.database")
+                self._clear_quiet("record.database")
                 if self._alarm_state.get("record.queue_full") and self._q.qsize() < self._q.maxsize // 2:
                     self._clear("record.queue_full")
             except (sqlite3.Error, RecordError, OSError) as e:
