@@ -108,6 +108,12 @@ def test_a_spill_written_before_lots_is_imported_with_empty_lots(tmp_path):
         assert con.execute("SELECT lot FROM events WHERE kind='start' AND user='op'").fetchall() == [("",)]
         with pytest.raises(RecordError, match="not a row of a spill file"):
             import_spill(con, [json.dumps({"table": "events", "params": old_event[:3]})], "spill.jsonl")
+        # Another record's spill (its run 2 is not here): refused, nothing added (an outside try
+        # imported one and record check said nothing).
+        foreign = [json.dumps({"table": "events", "params": [2, *old_event[1:]]})]
+        with pytest.raises(RecordError, match=r"spill.jsonl: its rows are of run 2, which this record does not hold"):
+            import_spill(con, foreign, "spill.jsonl")
+        assert con.execute("SELECT COUNT(*) FROM events WHERE run_id = 2").fetchone() == (0,)
     finally:
         con.close()
 

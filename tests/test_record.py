@@ -758,3 +758,26 @@ def test_a_disk_that_fails_every_other_write_is_one_alarm_until_it_has_been_quie
         w.scallop(rec(99))
         assert w.flush(5)
         assert alarms.keys(False) == ["record.database"]
+
+
+def test_record_check_finds_its_spills_kept_away_and_picks_left_sending(db, tmp_path, monkeypatch):
+    """Spills the record's folder refused go to the service's logs folder (its private /tmp is
+    removed when the service stops); record check lists them, and a pick left 'sending' in a run
+    that ended (outside try: "findings: none" for both)."""
+    from scallop.app.record.check import check_record
+    from scallop.app.record.writer import spill_folders, spill_tag
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.setenv("LOGS_DIRECTORY", str(logs))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert spill_folders()[0] == logs
+    with RecordWriter(db) as w:
+        w.pick_intent(5, "arm1")  # its scallop's row never comes
+        run = w.run_id
+    mine = logs / f"{db.name}.unwritten-run{run}-{spill_tag(db)}-pid1.jsonl"
+    mine.write_text('{"table": "events", "params": []}\n')
+    (logs / f"{db.name}.unwritten-run{run}-deadbeef-pid1.jsonl").write_text("{}\n")  # another record's
+    c = check_record(db)
+    assert [f["file"] for f in c.spill_files] == [str(mine)]
+    assert [p["track_id"] for p in c.unknown_picks] == [5] and c.findings

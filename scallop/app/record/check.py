@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from scallop.app.record.schema import RecordError, open_db
-from scallop.app.record.writer import run_is_live
+from scallop.app.record.writer import run_is_live, spill_folders, spill_tag
 
 
 @dataclass
@@ -76,17 +76,24 @@ def check_record(path: str | Path) -> RecordCheck:
             elif crashed or ended is None:
                 out.crashed.append({"run": rid, "started": started, "ended": ended, "marked": bool(crashed)})
         if has_v2:
-            open_runs = {c["run"] for c in out.crashed if not c["marked"]}
+            # 'sending' in a run that is not running now was never closed by its scallop's row:
+            # a crash, or a run that ended without it (an outside try found one nobody reported).
             for rid, tid, arm, tm, state in con.execute(
                 "SELECT run_id, track_id, arm, time, state FROM picks WHERE state IN ('unknown', 'sending') ORDER BY id"
             ):
-                if state == "unknown" or rid in open_runs:
+                if state == "unknown" or rid not in out.running:
                     out.unknown_picks.append({"run": rid, "track_id": tid, "arm": arm, "time": tm})
     except sqlite3.DatabaseError as e:
         raise RecordError(f"{p}: cannot be read as a production record ({e})") from None
     finally:
         con.close()
-    for f in sorted(p.parent.glob(f"{p.name}.unwritten-run*.jsonl")):
+    # Beside the record, and where the writer puts them when that folder refuses them too (their
+    # names carry this record's tag: another record's are not listed).
+    tag = spill_tag(p)
+    found = sorted(p.parent.glob(f"{p.name}.unwritten-run*.jsonl"))
+    for d in spill_folders():
+        found += sorted(d.glob(f"{p.name}.unwritten-run*-{tag}-pid*.jsonl"))
+    for f in found:
         with f.open(encoding="utf-8", errors="replace") as fh:
             out.spill_files.append({"file": str(f), "rows": sum(1 for line in fh if line.strip())})
     return out

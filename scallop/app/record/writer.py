@@ -664,9 +664,9 @@ class RecordWriter:
         name = f"{self.path.name}.unwritten-run{self.run_id}.jsonl"
         # In the shared temporary folder the name also says which record and which process:
         # another line's (or an earlier database's) rows must never be appended to these.
-        tag = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:8]
+        tag = spill_tag(self.path)
         elsewhere = f"{self.path.name}.unwritten-run{self.run_id}-{tag}-pid{os.getpid()}.jsonl"
-        for path in (self.path.parent / name, Path(tempfile.gettempdir()) / elsewhere):
+        for path in (self.path.parent / name, *(d / elsewhere for d in spill_folders())):
             try:
                 with open(path, "a", encoding="utf-8") as f:
                     f.write("\n".join(lines) + "\n")
@@ -862,6 +862,25 @@ def _row(run_id: int, it: tuple) -> tuple[str, tuple]:
     return "events", (run_id, t, k, user, detail, lot)
 
 
+def spill_tag(path: Path) -> str:
+    """The record's mark in the name of a spill file kept away from it."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:8]
+
+
+def spill_folders() -> list[Path]:
+    """Where rows go when the record's own folder refuses them too, in order: the service's
+    logs and state folders (systemd's LOGS_DIRECTORY, STATE_DIRECTORY: they outlive the
+    service, where the unit's private /tmp is removed when it stops), then the temporary
+    folder."""
+    out: list[Path] = []
+    for env in ("LOGS_DIRECTORY", "STATE_DIRECTORY"):
+        for d in os.environ.get(env, "").split(":"):
+            if d and Path(d) not in out:
+                out.append(Path(d))
+    out.append(Path(tempfile.gettempdir()))
+    return out
+
+
 def _spill_row(run_id: int, it: tuple) -> dict:
     table, params = _row(run_id, it)
     return {"table": table, "params": list(params)}
@@ -914,6 +933,16 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
         if want is None or len(params) != want:
             raise RecordError(f"{where} line {n}: not a row of a spill file (table {table!r})")
         rows.append((table, params))
+    # Every row names its run (the first column): a run this record does not hold means the
+    # spill came from another record (an outside try imported one and `record check` was silent).
+    runs = {int(p[0]) for _, p in rows if isinstance(p[0], int)}
+    have = {r[0] for r in con.execute("SELECT id FROM runs")}
+    if runs - have or any(not isinstance(p[0], int) for _, p in rows):
+        missing = ", ".join(str(r) for r in sorted(runs - have)) or "none named"
+        raise RecordError(
+            f"{where}: its rows are of run {missing}, which this record does not hold: the spill file belongs to "
+            "another record (import it into the record named in its file name)"
+        )
     con.execute("BEGIN")
     try:
         for table, params in rows:
