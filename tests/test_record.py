@@ -677,11 +677,13 @@ def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_a
     with RecordWriter(db, on_alarm=alarms) as w:
         for i in range(5):
             w.scallop(rec(i))
+        w.pick_intent(4, "left")  # the intents' own connection is open on the file about to go
         assert w.flush(5)
         shutil.rmtree(db.parent)
         for i in range(5, 8):
             w.scallop(rec(i))
         assert w.flush(5)
+        w.pick_intent(8, "left")  # and this one to the new file
         assert alarms.keys() == ["record.file_gone"] and "5 row(s) of this run" in alarms.calls[0][2]
         assert w.stats()["lost_with_file"] == 5
         assert "deleted or replaced during the run: 5 row(s)" in w.problems()[0]
@@ -690,6 +692,7 @@ def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_a
         assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT id, ended IS NOT NULL FROM runs").fetchall() == [(run_id, 1)]
+        assert con.execute("SELECT track_id FROM picks").fetchall() == [(8,)]
 
 
 def test_a_snapshot_folder_that_cannot_be_made_is_a_warning_not_a_failed_start(db, tmp_path):

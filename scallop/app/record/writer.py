@@ -127,6 +127,7 @@ class RecordWriter:
         self._intent_lock = threading.Lock()
         self._intent_worker: _Worker | None = None  # started with the first pick intent
         self._intent_late: Future | None = None  # a write given up on, still running
+        self._intent_stale = False  # the intent connection is on a file since replaced
         self._busy_since: float | None = None  # monotonic: the writer thread's current batch began
         self.spill_path: Path | None = None  # where rows the database refused at close went
         self.retention = retention
@@ -259,6 +260,9 @@ class RecordWriter:
     def _insert_intent(self, track_id: int, arm: str, gx: float | None, gy: float | None) -> int:
         """The intent worker: one synced row. Its connection lives and dies in that thread."""
         try:
+            if self._intent_stale:  # the record's file was replaced: this connection writes into the old one
+                self._intent_stale = False
+                self._close_intent_con()
             if self._intent_con is None:
                 con = _connect(self.path)
                 # The one row a crash or power cut must not lose: synced at each commit.
@@ -334,6 +338,7 @@ class RecordWriter:
             os.close(self._lock_fd)
         self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
         self._file_id = _file_id(self.path)
+        self._intent_stale = True  # pick intents too go to the new file from now on
         return new
 
     def stalled(self) -> None:
