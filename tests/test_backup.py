@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import tarfile
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,33 @@ def test_a_backup_goes_only_where_a_folder_is_and_never_leaves_half_a_file(line_
     with pytest.raises(DataError, match=r"b.tar.gz: the backup could not be written \(No space left on device\)"):
         backup(cfg_path, out)
     assert sorted(p.name for p in tmp_path.glob("b.tar.gz*")) == []
+
+
+def test_a_restore_that_runs_out_of_disk_names_what_it_restored_and_leaves_no_half_file(
+    line_files, tmp_path, monkeypatch
+):
+    import errno
+    import os
+
+    from scallop.errors import DataError
+
+    cfg_path, etc, var = line_files
+    out = tmp_path / "backup.tar.gz"
+    backup(cfg_path, out)
+    shutil.rmtree(var)
+    real = Path.write_bytes
+
+    def full_for_the_record(self, data):
+        if self.name.startswith("record.sqlite"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_the_record)
+    with pytest.raises(
+        DataError, match=r"the record could not be restored \(No space left on device\); restored so far: "
+    ):
+        restore(out, cfg_path, force=True)
+    assert not list(var.glob("*.restoring"))
+    monkeypatch.undo()
+    assert [r for r, _ in restore(out, cfg_path, force=True)][-1] == "record"
+    assert os.path.getsize(var / "record.sqlite") > 0

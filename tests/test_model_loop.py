@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,57 @@ def test_capture_label_eval_finetune_shadow_promote_rollback(tmp_path, capsys):
     assert history[-1]["action"] == "promote_refused" and history[-1]["model"] == "untrained"
     assert json.loads((reg / "registry.json").read_text())["live"] == shipped
     assert Path(reg / "models" / "untrained.onnx").is_file()
+
+
+def test_a_capture_disk_that_takes_every_other_write_is_one_alarm(tmp_path, monkeypatch):
+    """A nearly full capture disk: each write it took cleared the alarm, the next raised it (an
+    outside try: 10 alarm rows in 22 s). It clears after DISK_QUIET_S without a failure."""
+    import errno
+    import threading
+
+    import scallop.app.capture as cap_mod
+    from scallop.app.alarms import Alarms
+    from scallop.app.capture import CaptureSettings, FrameCapture
+
+    class HalfFull:
+        n = 0
+
+        def write(self, text):
+            HalfFull.n += 1
+            if HalfFull.n % 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    alarms = Alarms()
+    monkeypatch.setattr(cap_mod, "DISK_QUIET_S", 0.3)
+    cap = FrameCapture(
+        CaptureSettings(
+            folder=tmp_path / "cap", budget_bytes=10**6, routine_share=0.1, low_margin=0.05, min_uro_confidence=0.8
+        ),
+        alarms,
+        lambda: {"name": "m", "sha256": "x"},
+        lambda raw: float(raw),
+    )
+    cap._outcomes = HalfFull()
+    worker = threading.Thread(target=cap._run)
+    worker.start()
+    try:
+        for _ in range(8):
+            cap._q.put(("outcomes", [{"track": 1}]))
+        while not cap._q.empty():
+            time.sleep(0.01)
+        time.sleep(0.05)
+        raised = [a for a in alarms.visible() if a.code == "capture.disk" or "captured frames" in a.text]
+        assert len(raised) == 1 and raised[0].active and cap.dropped["disk"] == 4
+        HalfFull.n = 1  # the disk takes everything from now on
+        time.sleep(0.35)
+        cap._q.put(("outcomes", [{"track": 2}]))
+        while not cap._q.empty():
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert not alarms.is_active("capture.disk")
+    finally:
+        cap._q.put(None)
+        worker.join(5)

@@ -270,7 +270,20 @@ def test_close_does_not_hang_on_a_dead_database(db, monkeypatch):
     # Nothing is lost without a word: the rows the database refused are beside it, and said so.
     assert w.stats()["spilled"] == 5 and w.stats()["lost"] == 0
     assert w.spill_path == db.with_name(f"{db.name}.unwritten-run{w.run_id}.jsonl")
-    assert len(w.spill_path.read_text().splitlines()) == 5
+    lines = w.spill_path.read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[-1])["table"] == "run_end"  # the rows, then the run's end
+    # Imported once the disk takes it again: the rows, and the run ended in order (it read
+    # "crashed" for good in an outside try).
+    monkeypatch.undo()
+    from scallop.app.record.schema import open_db
+    from scallop.app.record.writer import import_spill
+
+    con = open_db(db, create=True)
+    try:
+        assert import_spill(con, lines, str(w.spill_path))["scallops"] == 5
+        assert con.execute("SELECT ended IS NOT NULL, crashed FROM runs WHERE id=?", (w.run_id,)).fetchone() == (1, 0)
+    finally:
+        con.close()
     assert "5 row(s) could not be written" in w.problems()[0] and "scallop record import" in w.problems()[0]
     assert alarms.keys() == ["record.database"] and "disk is full" in alarms.calls[0][2]
 
@@ -784,3 +797,33 @@ def test_record_check_finds_its_spills_kept_away_and_picks_left_sending(db, tmp_
     c = check_record(db)
     assert [f["file"] for f in c.spill_files] == [str(mine)]
     assert [p["track_id"] for p in c.unknown_picks] == [5] and c.findings
+
+
+def test_record_import_refuses_a_spill_marked_for_another_record(tmp_path, capsys):
+    """Both records had a run 1: the run check let another record's spill in (outside try)."""
+    from scallop.app.cli import main
+    from scallop.app.record.writer import spill_tag
+
+    a, b = tmp_path / "a" / "record.sqlite", tmp_path / "b" / "record.sqlite"
+    for db in (a, b):
+        with RecordWriter(db):
+            pass
+    spill = tmp_path / f"record.sqlite.unwritten-run1-{spill_tag(a)}-pid7.jsonl"
+    spill.write_text(json.dumps({"table": "events", "params": [1, T0, "start", "op", "{}", ""]}) + "\n")
+    assert main(["record", "import", str(spill), "--db", str(b)]) == 3
+    assert f"belongs to another record (its mark {spill_tag(a)}" in capsys.readouterr().err
+    assert main(["record", "import", str(spill), "--db", str(a)]) == 0
+
+
+def test_a_warning_the_record_gave_before_the_line_was_there_reaches_the_line(tmp_path):
+    """The unwritable snapshot folder's warning was given while the line was being built, to
+    nobody (outside try)."""
+    from tests.helpers import make_line
+
+    (tmp_path / "blocked").write_text("a file where the snapshot folder should be")
+    line = make_line(tmp_path / "run", overrides={"record": {"snapshot_dir": str(tmp_path / "blocked" / "snaps")}})
+    try:
+        a = line.alarms.get("record.snapshot_disk")
+        assert a is not None and a.active and a.severity == "warning" and "cannot be used" in a.text
+    finally:
+        line.close()

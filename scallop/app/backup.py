@@ -216,15 +216,23 @@ def restore(path: str | Path, config_path: str | Path, force: bool = False) -> l
         raise ConfigError(f"restore would overwrite {', '.join(clash)}: move them away or pass --force")
     done = []
     for role, target, data in writes:
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".restoring")
-        tmp.write_bytes(data)
-        if role in ("users", "record"):
-            tmp.chmod(0o600)
-        if role == "record":
-            # The old database's write-ahead log would be replayed onto the restored one.
-            for side in ("-wal", "-shm"):
-                Path(str(target) + side).unlink(missing_ok=True)
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            if role in ("users", "record"):
+                tmp.chmod(0o600)
+            if role == "record":
+                # The old database's write-ahead log would be replayed onto the restored one.
+                for side in ("-wal", "-shm"):
+                    Path(str(target) + side).unlink(missing_ok=True)
+            os.replace(tmp, target)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)  # a full disk left record.sqlite.restoring behind (outside try)
+            so_far = ", ".join(f"{r} ({t})" for r, t in done) or "nothing"
+            raise DataError(
+                f"{target}: the {role} could not be restored ({e.strerror or e}); restored so far: {so_far}. "
+                "Free space and run the restore again with --force"
+            ) from None
         done.append((role, target))
     return done

@@ -30,13 +30,15 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
     path = Path(record_path or config.record.path or default_db_path())  # its folder: made (or refused) by the writer
     snap_dir = Path(config.record.snapshot_dir) if config.record.snapshot_dir else path.parent / "snapshots"
     line = None
+    early: list[tuple] = []  # what the writer said before the line was there (its snapshot folder)
 
     def on_alarm(key, severity, text, active):
-        if line is not None:
-            if active:
-                line.alarms.raise_(key, severity, "record", text)
-            else:
-                line.alarms.clear(key)
+        if line is None:
+            early.append((key, severity, text, active))
+        elif active:
+            line.alarms.raise_(key, severity, "record", text)
+        else:
+            line.alarms.clear(key)
 
     writer = RecordWriter(
         path,
@@ -47,4 +49,6 @@ def build_line(config: LineConfig, record_path=None, seed: int = 0, clock=None, 
         wall_clock=backend.clock.wall,
     )
     line = Line(config, backend, record=writer)
+    for a in early:  # an outside try's unwritable snapshot folder was warned to nobody
+        on_alarm(*a)
     return line

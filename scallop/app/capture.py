@@ -111,6 +111,7 @@ class FrameCapture:
         self.kept_unsure = 0
         self.offered = 0
         self.dropped: Counter = Counter()  # queue, budget, disk
+        self._disk_failed_at = -1e18  # monotonic: the last write the disk refused
         self.bytes = self._folder_bytes()
         self._seen = 0  # frames offered since the session started (routine sampling)
         self._thread: threading.Thread | None = None
@@ -267,8 +268,12 @@ class FrameCapture:
                         self._outcomes.flush()
                 else:
                     self._write_frame(*item)
-                self.alarms.clear("capture.disk")
+                if time.monotonic() - self._disk_failed_at >= DISK_QUIET_S:
+                    # Only after a while without failures: a nearly full disk takes some frames,
+                    # and each one cleared the alarm (an outside try: 10 alarm rows in 22 s).
+                    self.alarms.clear("capture.disk")
             except OSError as e:
+                self._disk_failed_at = time.monotonic()
                 self.dropped["disk"] += 1
                 self.alarms.raise_(
                     "capture.disk",
@@ -344,9 +349,17 @@ class FrameCapture:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk left .part files behind (outside try)
+        raise
+
+
+# A capture.disk alarm clears only after this long without a failed write.
+DISK_QUIET_S = 10.0
 
 
 # ---------------------------------------------------------------------------- reading a capture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -54,7 +55,7 @@ def run_check(args) -> int:
 
 def run_import(args) -> int:
     from scallop.app.record import RecordError, open_db
-    from scallop.app.record.writer import import_spill
+    from scallop.app.record.writer import import_spill, spill_tag
 
     spill = Path(args.spill)
     if not spill.is_file():
@@ -66,6 +67,14 @@ def run_import(args) -> int:
         db = spill.with_name(name[: name.index(".unwritten-run")])
     else:
         raise RecordError(f"{spill}: not named like a spill file (RECORD.unwritten-runN.jsonl): pass --db")
+    m = re.search(r"\.unwritten-run\d+-([0-9a-f]{8})-pid\d+\.jsonl$", name)
+    if m and m.group(1) != spill_tag(db):
+        # Kept away from its record, the file's name carries that record's mark (an outside try
+        # imported another record's spill into one that also had a run 1).
+        raise RecordError(
+            f"{spill}: this spill belongs to another record (its mark {m.group(1)}, {db}'s is {spill_tag(db)}): "
+            "pass --db with the record it was written for"
+        )
     try:
         lines = spill.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

@@ -579,7 +579,7 @@ class RecordWriter:
                         with self._side_lock:
                             pending.extend(self._side)
                             self._side.clear()
-                        self._spill([it for it in pending if isinstance(it, tuple)])
+                        self._spill([it for it in pending if isinstance(it, tuple)], run_end=True)
                         for it in pending:
                             if isinstance(it, _Flush):
                                 it.done.set()
@@ -599,7 +599,7 @@ class RecordWriter:
                 con.execute("UPDATE runs SET ended=? WHERE id=?", (self.wall_clock(), self.run_id))
                 con.close()
             except sqlite3.Error:
-                pass
+                self._spill([], run_end=True)  # the import ends the run, or it reads "crashed" for good
             else:
                 self._release_run_lock()
 
@@ -660,12 +660,16 @@ class RecordWriter:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _spill(self, items: list[tuple]) -> None:
+    def _spill(self, items: list[tuple], run_end: bool = False) -> None:
         """Rows the database still refuses at close, as JSON lines beside it (or, when that
-        disk refuses too, in the temporary folder), for ``scallop record import``."""
-        if not items:
+        disk refuses too, in the temporary folder), for ``scallop record import``; with
+        ``run_end`` the run's end too (an outside try's run stopped in order on a full disk read
+        "crashed" for good after its rows were imported)."""
+        if not items and not run_end:
             return
         lines = [json.dumps(_spill_row(self.run_id, it), default=str) for it in items]
+        if run_end:
+            lines.append(json.dumps({"table": "run_end", "params": [self.run_id, self.wall_clock()]}))
         name = f"{self.path.name}.unwritten-run{self.run_id}.jsonl"
         # In the shared temporary folder the name also says which record and which process:
         # another line's (or an earlier database's) rows must never be appended to these.
@@ -882,6 +886,11 @@ def spill_folders() -> list[Path]:
         for d in os.environ.get(env, "").split(":"):
             if d and Path(d) not in out:
                 out.append(Path(d))
+    # The shipped unit's folders, also when the one looking is an engineer's shell (no systemd
+    # environment there: an outside try's `record check` missed a spill in /var/log/scallop).
+    for d in (Path("/var/log/scallop"), Path("/var/lib/scallop")):
+        if d not in out and d.is_dir():
+            out.append(d)
     out.append(Path(tempfile.gettempdir()))
     return out
 
@@ -929,7 +938,7 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
         want = (
             len(_SCALLOP_COLS)
             if table == "scallops"
-            else {"alarms": 12, "events": 6, "shadow": len(SHADOW_COLS)}.get(table)
+            else {"alarms": 12, "events": 6, "shadow": len(SHADOW_COLS), "run_end": 2}.get(table)
         )
         # A spill written before schema 5 lacks the lot (and a scallop its disposition): ''.
         older = {"scallops": 2, "alarms": 1, "events": 1}.get(table, 0)
@@ -953,6 +962,9 @@ def import_spill(con: sqlite3.Connection, lines: list[str], where: str) -> dict[
         for table, params in rows:
             if table == "scallops":
                 counts["scallops" if insert_scallop(con, params) else "duplicates"] += 1
+            elif table == "run_end":
+                # It stopped in order: not a crash, whatever a start meanwhile took it for.
+                con.execute("UPDATE runs SET ended=?, crashed=0 WHERE id=?", (params[1], params[0]))
             else:
                 con.execute(_SQL[table], params)
                 counts[table] += 1
