@@ -662,6 +662,7 @@ class ArmClient:
         return (
             self.transport.connected
             and self.alarm is None
+            and self._failing_since is None  # its last read answered properly (not a failing one)
             and not self.store_error
             and not self.stuck
             and not self.inconsistent

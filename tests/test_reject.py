@@ -302,6 +302,9 @@ def test_a_pick_still_unresolved_near_the_gate_is_diverted_before_its_outcome_co
         gate.dispose([picked_late])
         assert picked_late.extra["disposition"] == "diverted"
         assert picked_late.extra["divert"] == "its pick was not known to be done when it reached the gate"
+        # Good product to rework is safe but never silent: on a healthy arm, the gate is too near.
+        warn = gate.alarms.get("plc.gate_near")
+        assert warn.active and warn.severity == "warning" and warn.text.startswith("1 picked scallop(s) went to rework")
         # 8 nears the gate unresolved: diverted too; its failure, when it comes, asks for nothing more.
         now_count["c"] = 31_000.0
         for _ in range(2):
@@ -313,7 +316,7 @@ def test_a_pick_still_unresolved_near_the_gate_is_diverted_before_its_outcome_co
         gate.dispose([failed_late])
         assert failed_late.extra["disposition"] == "diverted" and len(gate.client.sent) == 2
         s = gate.summary()
-        assert s["unresolved_diverted"] == 2 and s["dispositions"]["not_diverted"] == 0
+        assert s["unresolved_diverted"] == 2 and s["picked_to_rework"] == 1 and s["dispositions"]["not_diverted"] == 0
     finally:
         gate.close()
         plc.close()

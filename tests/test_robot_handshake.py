@@ -762,3 +762,20 @@ def test_a_status_that_contradicts_itself_gets_no_command(arms, clients, clock):
     clock.advance(0.05)
     c.poll()
     assert c.can_accept() and c.state_name == "idle"
+
+
+def test_no_command_goes_while_the_arms_status_cannot_be_read(arms, clients, clock):
+    """A second outside try saw a commit go out 0.7 s into a spell of refused status reads (the
+    arm shown as answering with errors only after 0.5 s): its last read must have answered."""
+    arm = start_arm(arms, clock)
+    c = client_for(clients, arm, clock)
+    c.connect()
+    c.poll()
+    assert c.can_accept()
+    arm.exception_replies(6, n=1)  # SERVER DEVICE BUSY to the next request: the status read
+    clock.advance(0.05)
+    c.poll()
+    assert not c.can_accept() and c.state_name != "comm_error"  # not yet an alarm, already no command
+    clock.advance(0.05)
+    c.poll()
+    assert c.can_accept()
