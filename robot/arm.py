@@ -588,11 +588,11 @@ class ArmClient:
         """An arm that reports BUSY for ever with its heartbeat running (an outside try held it
         so) took no new command and said nothing: alarmed now, its picks go to rework."""
         late = None
-        for p in self.pending.values():  # the oldest first: the one the arm is on
+        p = next(iter(self.pending.values()), None)  # the oldest: the one the arm is on
+        if p is not None:
             end = p.plan.t_end if p.plan is not None else p.t_commit + self.NO_PLAN_S
             if now > end + self.STUCK_AFTER_S:
                 late = (p, now - end)
-            break
         if late is not None and not self.stuck:
             p, over = late
             what = "pick" if p.plan is not None else p.cmd_type.name

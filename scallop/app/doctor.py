@@ -401,15 +401,15 @@ def _scale_untested(cfg: LineConfig, pipe) -> str:
     if not cfg.runtime.calibration:
         return ""  # the simulator's camera stays within 0.3–1.0 mm/px (sim.camera.mm_per_px)
     from scallop.app.backends import load_line_calibration
-    from scallop.app.evaluation import measured_scales
+    from scallop.app.evaluation import scale_outside_measured
     from scallop.calibration.errors import CalibrationError
 
-    span = measured_scales(pipe.model.info.meta)
     try:
         scale = load_line_calibration(cfg, arms=False).mm_per_px_center()
     except (CalibrationError, ConfigError, OSError, ValueError):
         return ""
-    if span is None or span[0] - 1e-9 <= scale <= span[1] + 1e-9:
+    span = scale_outside_measured(pipe.model.info.meta, scale)
+    if span is None:
         return ""
     return (
         f"the camera sees the belt at {scale:.2f} mm/px, outside the {span[0]:g}–{span[1]:g} mm/px it was measured at"

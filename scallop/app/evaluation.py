@@ -115,6 +115,15 @@ def measured_scales(meta: dict) -> tuple[float, float] | None:
     return None
 
 
+def scale_outside_measured(meta: dict, mm_per_px: float) -> tuple[float, float] | None:
+    """The span of :func:`measured_scales` when ``mm_per_px`` lies outside it (None when inside,
+    or when the model carries no figures): the line's warning and the doctor's, one test."""
+    span = measured_scales(meta)
+    if span is None or span[0] - 1e-9 <= mm_per_px <= span[1] + 1e-9:
+        return None
+    return span
+
+
 @dataclass
 class Evaluation:
     summary: dict

@@ -100,11 +100,11 @@ def check_model_scale(line: Line) -> None:
     shrinks to a few pixels on a coarser camera. Not refused (a plant may measure the model there
     with ``scallop eval``, which then writes that bin), never silent: a warning alarm while it
     lasts. Run at the start and whenever another model goes live."""
-    from scallop.app.evaluation import measured_scales
+    from scallop.app.evaluation import scale_outside_measured
 
-    span = measured_scales(line.pipeline.model.info.meta)
     s = line._scale
-    if span is not None and not (span[0] - 1e-9 <= s <= span[1] + 1e-9):
+    span = scale_outside_measured(line.pipeline.model.info.meta, s)
+    if span is not None:
         lo, hi = (f"{v:g}" for v in span)
         line.alarms.raise_(
             "vision.scale_untested",

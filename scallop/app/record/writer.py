@@ -285,19 +285,22 @@ class RecordWriter:
         with self._intent_lock:
             if self._intent_worker is None or self._closed:
                 return
-            f: Future = Future()
-            f.set_result(int(row_id))
-            self._intent_worker.submit(self._withdraw_late_intent, f)
+            self._intent_worker.submit(self._mark_not_sent, int(row_id))
 
     def _withdraw_late_intent(self, fut: Future) -> None:
         """An intent written after its pick was refused: never sent, closed as such (left
         'sending' it would read as a pick of unknown outcome)."""
-        if fut.exception() is not None or self._intent_con is None:
+        if fut.exception() is None:
+            self._mark_not_sent(fut.result())
+
+    def _mark_not_sent(self, row_id: int) -> None:
+        """The intent worker: close an intent whose commit never went out."""
+        if self._intent_con is None:
             return
         try:
             self._intent_con.execute(
                 "UPDATE picks SET state='done', result='not_sent', ended=? WHERE id=? AND state='sending'",
-                (self.wall_clock(), fut.result()),
+                (self.wall_clock(), row_id),
             )
         except (sqlite3.Error, OSError):
             self._close_intent_con()
