@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import signal
 import sys
 import threading
@@ -185,7 +187,7 @@ def run(args) -> int:
     return exit_status(line)
 
 
-def supervise(line, stop: threading.Event, duration: float | None, on_tick=None) -> None:
+def supervise(line, stop: StopRequest | threading.Event, duration: float | None, on_tick=None) -> None:
     """Until ``stop`` (or ``duration``): tell systemd the line is up, ping its watchdog while
     the line's loops are alive (a hung line is then restarted), and note wall-clock jumps (a
     clock set by hand, NTP stepping it) in the record: the record's times would jump with it.
@@ -226,23 +228,68 @@ def supervise(line, stop: threading.Event, duration: float | None, on_tick=None)
 CLOCK_JUMP_S = 2.0
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by the first SIGTERM or SIGINT: the line then stops cleanly. A service
+class StopRequest:
+    """A stop asked for, settable from a signal handler. A ``threading.Event`` is not: its
+    ``set()`` takes the lock that ``wait()`` holds for a moment as it returns, and a handler
+    runs in the main thread, possibly right there, so a signal then hangs the program for good
+    (CI caught one: a SIGTERM landing as the supervisor's one-second wait ran out). This takes
+    no lock: a flag, and a byte down a pipe (the self-pipe trick) to wake ``wait()`` at once."""
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)  # a handler must never block: one byte already wakes the reader
+        self._poll = select.poll()  # not select(): that one refuses a descriptor numbered past 1023
+        self._poll.register(self._r, select.POLLIN)
+
+    def set(self) -> None:
+        self._flag = True
+        try:
+            os.write(self._w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full of earlier wake-ups (or closed): the flag is what counts
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float) -> bool:
+        """True as soon as a stop is asked for, False after ``timeout`` seconds without one."""
+        if not self._flag:
+            self._poll.poll(max(0.0, timeout) * 1000.0)  # a signal retries it (PEP 475); the byte ends it
+        return self._flag
+
+    def close(self) -> None:
+        """Only once no handler can set it any more: a write to a closed descriptor number
+        could land in whatever file was opened under that number since."""
+        os.close(self._r)
+        os.close(self._w)
+
+
+def stop_on_signals() -> StopRequest:
+    """A stop request set by the first SIGTERM or SIGINT: the line then stops cleanly. A service
     manager and an impatient operator both send more than one; the later ones are noted and
-    change nothing (raising in the middle of the stop would cut the record short)."""
-    stop = threading.Event()
+    change nothing (raising in the middle of the stop would cut the record short). The handler
+    writes with ``os.write``: a ``print`` could land inside another write to stderr and raise."""
+    stop = StopRequest()
 
     def handler(signum, _frame):
         if stop.is_set():
-            print(f"{signal.Signals(signum).name}: already stopping, please wait …", file=sys.stderr, flush=True)
+            _say(f"{signal.Signals(signum).name}: already stopping, please wait …\n")
             return
         stop.set()
-        print("stopping …", file=sys.stderr, flush=True)
+        _say("stopping …\n")
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handler)
     return stop
+
+
+def _say(text: str) -> None:
+    try:
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass  # no stderr to tell (closed by the service manager): the stop goes on regardless
 
 
 def exit_status(line) -> int:
