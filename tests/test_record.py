@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -706,6 +707,120 @@ def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_a
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT id, ended IS NOT NULL FROM runs").fetchall() == [(run_id, 1)]
         assert con.execute("SELECT track_id FROM picks").fetchall() == [(8,)]
+
+
+def _damage(db: Path, table: str = "scallops") -> None:
+    """Real damage SQLite itself detects: the table's root page pointed at an index's page (as
+    a torn write of the schema page would), the schema cookie bumped so an open writer sees it."""
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        idx = con.execute("SELECT rootpage FROM sqlite_master WHERE type='index' ORDER BY rootpage").fetchone()[0]
+        version = con.execute("PRAGMA schema_version").fetchone()[0]
+        con.execute("PRAGMA writable_schema=ON")
+        con.execute("UPDATE sqlite_master SET rootpage=? WHERE name=?", (idx, table))
+        con.execute(f"PRAGMA schema_version={version + 1}")
+    finally:
+        con.close()
+
+
+def test_a_record_found_damaged_mid_run_is_set_aside_and_the_batch_goes_to_a_new_one(tmp_path):
+    """An outside try: a record with damaged pages took the line's start, then every row went to
+    a spill file with advice to import it into the same damaged record."""
+    db = tmp_path / "rec" / "record.sqlite"
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms, wall_clock=lambda: 1_796_000_000.0) as w:
+        for i in range(5):
+            w.scallop(rec(i))
+        assert w.flush(5)
+        _damage(db)
+        for i in range(5, 8):
+            w.scallop(rec(i))
+        assert w.flush(5)
+        run_id = w.run_id
+    aside = sorted(p.name for p in db.parent.glob("record.sqlite.damaged-*"))
+    assert aside == [Path(w.set_aside[0]).name] and aside[0].startswith("record.sqlite.damaged-2026")
+    assert alarms.keys() == ["record.damaged"] and aside[0] in alarms.calls[0][2]
+    assert "malformed" in alarms.calls[0][2]
+    s = w.stats()
+    assert (s["written"], s["in_damaged_file"], s["spilled"], s["lost"]) == (8, 5, 0, 0)
+    assert w.problems() == [
+        f"{db} was found damaged during the run and set aside as {aside[0]}: 5 row(s) of this run went into it "
+        "before (read them there with 'scallop record check', or restore the last backup)"
+    ]
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT id, ended IS NOT NULL FROM runs").fetchall() == [(run_id, 1)]
+
+
+def test_a_disk_that_damages_every_new_record_gets_the_database_alarm_not_a_folder_of_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(RecordWriter, "MAX_SET_ASIDE", 1)
+    db = tmp_path / "record.sqlite"
+    alarms = Alarms()
+    w = RecordWriter(db, on_alarm=alarms, retry_s=0.05)
+    w.scallop(rec(1))
+    assert w.flush(5)
+    _damage(db)
+    w.scallop(rec(2))
+    assert w.flush(5)  # the first: set aside, a new record
+    _damage(db)
+    w.scallop(rec(3))
+    assert not w.flush(0.5)  # the second: refused, retried, alarmed
+    w.close(5)
+    assert len(w.set_aside) == 1 and len(list(tmp_path.glob("record.sqlite.damaged-*"))) == 1
+    assert alarms.keys() == ["record.damaged", "record.database"] and w.stats()["spilled"] == 1
+
+
+def test_a_record_damaged_before_the_start_is_set_aside_and_the_run_loses_nothing(tmp_path):
+    db = tmp_path / "record.sqlite"
+    with RecordWriter(db) as w:
+        w.scallop(rec(1))
+    _damage(db, "runs")  # the start's own insert meets it
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        w.scallop(rec(2))
+        assert w.flush(5)
+    assert alarms.keys() == ["record.damaged"] and "at start" in alarms.calls[0][2]
+    assert w.problems() == [] and len(w.set_aside) == 1 and Path(w.set_aside[0]).is_file()
+    with Record(db) as rd:
+        assert [r["track_id"] for r in rd.scallops()] == [2]
+
+
+def test_a_pick_intent_meeting_a_damaged_record_has_it_set_aside_and_the_next_pick_recorded(tmp_path):
+    """The picks table alone damaged: scallop rows still go in, so only the intent sees it."""
+    db = tmp_path / "record.sqlite"
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        w.pick_intent(1, "left")
+        _damage(db, "picks")
+        with pytest.raises(RecordError, match="pick of scallop 2 could not be recorded"):
+            w.pick_intent(2, "left")
+        w.scallop(rec(3))
+        assert w.flush(5)  # the writer moved it aside before this batch
+        assert w.pick_intent(4, "left") > 0
+    assert sorted(alarms.keys()) == ["record.damaged", "record.picks"]  # the writer may be first
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT track_id FROM picks").fetchall() == [(4,)]
+
+
+def test_record_check_names_the_damage_in_a_line_not_sqlites_hundred(tmp_path, capsys):
+    db = tmp_path / "record.sqlite"
+    with RecordWriter(db) as w:
+        for i in range(300):
+            w.scallop(rec(i))
+    _damage(db)
+    assert main(["record", "check", "--db", str(db)]) == 3
+    err = capsys.readouterr().err
+    assert "the record is damaged (database disk image is malformed); restore the last backup" in err
+    assert len(err) < 600
+
+
+def test_sqlites_integrity_report_is_told_as_its_first_finding_and_a_count():
+    from scallop.app.record.check import _damage_summary
+
+    report = ["*** in database main ***\nOn tree page 106 cell 44: Rowid 118 out of order\nPage 7: never used", "x"]
+    assert _damage_summary(report) == "On tree page 106 cell 44: Rowid 118 out of order, and 2 more finding(s)"
+    assert _damage_summary(["*** in database main ***"]) == "damaged"
 
 
 def test_a_snapshot_folder_that_cannot_be_made_is_a_warning_not_a_failed_start(db, tmp_path):

@@ -64,6 +64,7 @@ _RECORD_COUNTS = (
     ("spilled", "Rows the database refused at close, saved to a spill file."),
     ("lost", "Rows neither written nor saved."),
     ("lost_with_file", "Rows written to a record file deleted or replaced while the line ran."),
+    ("in_damaged_file", "Rows of this run written to a record found damaged and set aside mid-run."),
     ("snapshots_written", "Snapshot frames kept."),
     ("snapshots_deleted", "Snapshots deleted to stay in budget."),
     ("snapshot_failures", "Snapshot frames that could not be written."),

@@ -63,10 +63,11 @@ def check_record(path: str | Path) -> RecordCheck:
     try:
         version = con.execute("PRAGMA user_version").fetchone()[0]
         problems = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
-        integrity = "ok" if problems == ["ok"] else "; ".join(problems[:5])
+        integrity = "ok" if problems == ["ok"] else _damage_summary(problems)
         out = RecordCheck(str(p), version, integrity)
         if integrity != "ok":
-            raise RecordError(f"{p}: the record is damaged: {integrity}")
+            # (An outside try got SQLite's hundred lines of page numbers, on one line.)
+            raise RecordError(_damaged(p, integrity))
         out.runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         has_v2 = version >= 2
         cols = "id, started, ended, crashed" if has_v2 else "id, started, ended, 0"
@@ -84,6 +85,8 @@ def check_record(path: str | Path) -> RecordCheck:
                 if state == "unknown" or rid not in out.running:
                     out.unknown_picks.append({"run": rid, "track_id": tid, "arm": arm, "time": tm})
     except sqlite3.DatabaseError as e:
+        if str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+            raise RecordError(_damaged(p, str(e))) from None
         raise RecordError(f"{p}: cannot be read as a production record ({e})") from None
     finally:
         con.close()
@@ -97,3 +100,21 @@ def check_record(path: str | Path) -> RecordCheck:
         with f.open(encoding="utf-8", errors="replace") as fh:
             out.spill_files.append({"file": str(f), "rows": sum(1 for line in fh if line.strip())})
     return out
+
+
+def _damaged(p: Path, why: str) -> str:
+    return (
+        f"{p}: the record is damaged ({why}); restore the last backup ('scallop restore') or move the file "
+        "aside for the line to start a new one (a running line does so by itself, under another name, when its "
+        "writes meet the damage)"
+    )
+
+
+def _damage_summary(problems: list[str]) -> str:
+    """SQLite's integrity report in a few words: its first finding and how many there are."""
+    lines = [ln.strip() for row in problems for ln in str(row).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("***")]
+    if not lines:
+        return "damaged"
+    more = f", and {len(lines) - 1} more finding(s)" if len(lines) > 1 else ""
+    return f"{lines[0]}{more}"

@@ -71,6 +71,9 @@ class RecordWriter:
     INTENT_TIMEOUT_S = 0.5
     # The writer thread busy on one batch this long: its disk is not answering (alarmed).
     STALL_ALARM_S = 5.0
+    # Damaged records set aside in one run at most: a disk that damages every new one too is
+    # failing, and gets the database alarm and the spill file, not a folder of set-aside files.
+    MAX_SET_ASIDE = 3
 
     def __init__(
         self,
@@ -115,6 +118,7 @@ class RecordWriter:
             snapshot_failures=0,
             snapshot_bytes=0,
             lost_with_file=0,
+            in_damaged_file=0,
         )
         self._alarm_state: dict[str, bool] = {}
         self._failed_at: dict[str, float] = {}  # monotonic: the last failure behind a quiet-cleared alarm
@@ -128,6 +132,8 @@ class RecordWriter:
         self._intent_worker: _Worker | None = None  # started with the first pick intent
         self._intent_late: Future | None = None  # a write given up on, still running
         self._intent_stale = False  # the intent connection is on a file since replaced
+        # (why, file id): the intent worker found the record damaged; the writer thread sets it aside
+        self._damage_seen: tuple[str, tuple[int, int] | None] | None = None
         self._busy_since: float | None = None  # monotonic: the writer thread's current batch began
         self.spill_path: Path | None = None  # where rows the database refused at close went
         self.retention = retention
@@ -138,28 +144,23 @@ class RecordWriter:
         self._written_to_file = 0  # rows written before the file now in use (one replaced mid-run)
         self.last_events: dict[str, dict] = {}
 
-        con = open_db(self.path, create=True)
+        self.set_aside: list[str] = []  # damaged records moved out of the way during this run
         try:
-            # One transaction: no other start sees this run before its lock is held.
-            con.execute("BEGIN IMMEDIATE")
-            self.crashed_runs = mark_crashed_runs(con, self.path)
-            self.previous_run = _last_run(con)
-            # What the line carries over a restart: the lot in production, the last shift check.
-            self.last_events = _last_events(con, CARRIED_EVENTS)
-            cur = con.execute(
-                "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
-                (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
-            )
-            self.run_id = int(cur.lastrowid)
-            self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
-            con.execute("COMMIT")
-            self._file_id = _file_id(self.path)
-        except (sqlite3.Error, OSError) as e:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise RecordError(f"{self.path}: cannot write the production record ({_why(e)})") from None
-        finally:
-            con.close()
+            self._start_run(note)
+        except RecordError as e:
+            why = _damage(e.__context__)
+            if why is None:
+                raise
+            # A damaged record let the line start and then spilled every row, with advice to
+            # import them into a file that could never take them (an outside try).
+            try:
+                self._set_aside_damaged(why, mid_run=False)
+            except OSError as e2:
+                raise RecordError(
+                    f"{self.path}: the production record is damaged ({why}) and cannot be moved aside to start "
+                    f"a new one: {e2.strerror or e2}"
+                ) from None
+            self._start_run(note)
 
         lot = self.last_events.get("lot", {}).get("detail", {}).get("lot", "")
         self.lot = lot if isinstance(lot, str) else ""  # stamped on every row from now on
@@ -185,6 +186,55 @@ class RecordWriter:
 
         self._thread = threading.Thread(target=self._run, name="record-writer", daemon=True)
         self._thread.start()
+
+    def _start_run(self, note: str) -> None:
+        con = open_db(self.path, create=True)
+        try:
+            # One transaction: no other start sees this run before its lock is held.
+            con.execute("BEGIN IMMEDIATE")
+            self.crashed_runs = mark_crashed_runs(con, self.path)
+            self.previous_run = _last_run(con)
+            # What the line carries over a restart: the lot in production, the last shift check.
+            self.last_events = _last_events(con, CARRIED_EVENTS)
+            cur = con.execute(
+                "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
+                (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
+            )
+            self.run_id = int(cur.lastrowid)
+            self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
+            con.execute("COMMIT")
+            self._file_id = _file_id(self.path)
+        except (sqlite3.Error, OSError) as e:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise RecordError(f"{self.path}: cannot write the production record ({_why(e)})") from None
+        finally:
+            con.close()
+
+    def _set_aside_damaged(self, why: str, mid_run: bool) -> None:
+        """Move a damaged record (SQLite's own verdict: pages that do not hold together) out of
+        the way, with its journal files, and name it in a critical alarm; the caller starts a new
+        one in its place. Nothing is deleted: what is still readable in it stays there for an
+        engineer (``scallop record check``, a backup to restore)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.wall_clock()))
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
+        # The journal goes with its database: a new record beside an old -wal would read it as its own.
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{aside}{suffix}")
+        self.set_aside.append(str(aside))
+        when = "during the run" if mid_run else "at start"
+        self._raise(
+            "record.damaged",
+            "critical",
+            f"the production record {self.path} is damaged ({why}): it is kept as {aside.name} and a new "
+            f"record is started in its place {when}; its older rows are in the last backup",
+        )
 
     # -- producer side (any thread, never blocks)
 
@@ -275,8 +325,16 @@ class RecordWriter:
                 (self.run_id, int(track_id), str(arm), self.wall_clock(), gx, gy, self.lot),
             )
             return int(cur.lastrowid)
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError) as e:
             self._close_intent_con()
+            why = _damage(e)
+            if why is not None:
+                # The writer thread sets it aside (one thread moves files); woken for it.
+                self._damage_seen = (why, self._file_id)
+                try:
+                    self._q.put_nowait(_WAKE)
+                except queue.Full:
+                    pass
             raise
 
     def withdraw_intent(self, row_id: int) -> None:
@@ -325,17 +383,29 @@ class RecordWriter:
             f"the production record {self.path} was deleted or replaced while the line ran: the {gone} "
             "row(s) of this run written to it before are gone with it; a new record is started there",
         )
+        return self._new_record_in_place("record file replaced mid-run")
+
+    def _damaged_mid_run(self, con: sqlite3.Connection | None, why: str) -> sqlite3.Connection:
+        """SQLite found the record's pages damaged under the running line: set aside (its rows
+        of this run are named at the end: they may still be read there) and a new record started."""
+        if con is not None:
+            try:
+                con.close()
+            except sqlite3.Error:
+                pass
+        self._damage_seen = None
+        with self._stats_lock:
+            self._stats["in_damaged_file"] += self._stats["written"] - self._written_to_file
+            self._written_to_file = self._stats["written"]
+        self._set_aside_damaged(why, mid_run=True)
+        return self._new_record_in_place(f"record damaged mid-run, set aside as {Path(self.set_aside[-1]).name}")
+
+    def _new_record_in_place(self, note: str) -> sqlite3.Connection:
+        """A new record at the record's path holding this run (same id) from now on."""
         new = open_db(self.path, create=True)  # its folder again too; raises what stands in the way
         new.execute(
             "INSERT OR IGNORE INTO runs (id, started, host, note, pid, version) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                self.run_id,
-                self.wall_clock(),
-                socket.gethostname(),
-                "record file replaced mid-run",
-                os.getpid(),
-                program_version(),
-            ),
+            (self.run_id, self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
         )
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -382,6 +452,12 @@ class RecordWriter:
             out.append(
                 f"{self.path} was deleted or replaced during the run: {s['lost_with_file']} row(s) written to it "
                 "before are gone with it (a backup may hold them)"
+            )
+        if s["in_damaged_file"]:
+            out.append(
+                f"{self.path} was found damaged during the run and set aside as {Path(self.set_aside[-1]).name}: "
+                f"{s['in_damaged_file']} row(s) of this run went into it before (read them there with "
+                "'scallop record check', or restore the last backup)"
             )
         if s["queued"] and self._closed:
             out.append(f"{s['queued']} row(s) were still waiting when the writer stopped")
@@ -552,9 +628,19 @@ class RecordWriter:
             try:
                 if self._file_id is not None and _file_id(self.path) != self._file_id:
                     con = self._file_gone(con)
+                seen = self._damage_seen
+                if seen is not None and seen[1] == self._file_id and len(self.set_aside) < self.MAX_SET_ASIDE:
+                    con = self._damaged_mid_run(con, seen[0])
                 if con is None:
                     con = open_db(self.path, create=True)
-                self._write_batch(con, pending)
+                try:
+                    self._write_batch(con, pending)
+                except (sqlite3.Error, RecordError) as e:
+                    why = _damage(e if isinstance(e, sqlite3.Error) else e.__context__)
+                    if why is None or len(self.set_aside) >= self.MAX_SET_ASIDE:
+                        raise
+                    con = self._damaged_mid_run(con, why)
+                    self._write_batch(con, pending)  # the same batch, into the new record
                 self._maintain()  # never raises: a failure here must not make the batch written twice
                 self._busy_since = None
                 self._clear_quiet("record.database")
@@ -1074,6 +1160,15 @@ def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:
         con.execute("UPDATE runs SET ended=?, crashed=1 WHERE id=?", (last, rid))
         con.execute("UPDATE picks SET state='unknown' WHERE run_id=? AND state='sending'", (rid,))
     return crashed
+
+
+def _damage(e: BaseException | None) -> str | None:
+    """SQLite's words when ``e`` says the record's pages are damaged (SQLITE_CORRUPT and its
+    kinds), else None. Not "not a database": at start that is a wrong path (refused, the file
+    left alone); mid-run a replaced file, which the file check finds."""
+    if isinstance(e, sqlite3.DatabaseError) and str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+        return str(e)
+    return None
 
 
 def _why(e: BaseException) -> str:
