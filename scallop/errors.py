@@ -12,7 +12,8 @@ This module sits at the namespace root, below every package: ``vision``, ``robot
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from numbers import Real
 
 
@@ -51,6 +52,19 @@ class StateError(ScallopError, RuntimeError):
 
     exit_code = 5
     http_status = 409
+
+
+@contextmanager
+def naming_file(path: object) -> Iterator[None]:
+    """An OSError inside names ``path`` when it names no file of its own: a write() or close()
+    on a full disk says only "No space left on device" (an outside try could not tell which
+    file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
 
 
 def one_line(text: str) -> str:

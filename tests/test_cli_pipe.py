@@ -78,3 +78,37 @@ def test_a_disk_that_refuses_is_the_users_error_not_the_programs(capsys, code):
     err = capsys.readouterr().err
     assert err.startswith("scallop report: error: ") and os.strerror(code) in err and "internal" not in err
     assert cli.exit_code(OSError(errno.EBADF, "Bad file descriptor")) == 1  # that one is the program's
+
+
+def test_a_full_disk_under_report_csv_names_the_file_and_leaves_no_half_csv(tmp_path, monkeypatch, capsys):
+    """A write() on a full disk names no file ("[Errno 28] No space left on device", an outside
+    try could not tell which); the message says which, and the CSV is not left half written."""
+    from scallop.app.record import RecordWriter
+    from scallop.app.record.reader import Record
+
+    db = tmp_path / "record.sqlite"
+    RecordWriter(db).close()
+
+    def full(self, f, *a):
+        f.write("time,track_id\n")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Record, "_write_csv", full)
+    out = tmp_path / "day.csv"
+    assert cli.main(["report", "--db", str(db), "--csv", str(out)]) == 3
+    assert capsys.readouterr().err.strip() == f"scallop report: error: {out}: No space left on device"
+    assert sorted(p.name for p in tmp_path.iterdir() if "csv" in p.name) == []
+
+
+def test_naming_file_names_only_errors_that_name_nothing():
+    from scallop.errors import naming_file
+
+    with pytest.raises(OSError) as ei, naming_file("/x/users.json"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (ei.value.errno, ei.value.filename) == (errno.ENOSPC, "/x/users.json")
+    with pytest.raises(FileNotFoundError) as ei, naming_file("/x/users.json"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/y/other")
+    assert ei.value.filename == "/y/other"  # its own file kept
+    with pytest.raises(ValueError), naming_file("/x"):
+        raise ValueError("not a disk error")
+    assert cli._words(OSError(errno.EROFS, "Read-only file system", "/x/a.csv")) == "/x/a.csv: Read-only file system"

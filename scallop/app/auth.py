@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from scallop.errors import ConfigError, DataError, ScallopError
+from scallop.errors import ConfigError, DataError, ScallopError, naming_file
 
 Role = Literal["operator", "engineer"]
 ROLES: tuple[str, ...] = ("operator", "engineer")
@@ -186,7 +186,7 @@ class UserStore:
         # the PIN hashes are never readable by others, not even for a moment.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with naming_file(p), os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=2)
                 f.write("\n")
                 f.flush()

@@ -175,8 +175,17 @@ def _failed(args, e: BaseException, debug: bool) -> int:
         hint = "" if debug else " (run again with --debug to see where)"
         print(one_line(f"scallop {args.command}: internal error: {type(e).__name__}: {e}{hint}"), file=sys.stderr)
     else:
-        print(one_line(f"scallop {args.command}: error: {e}"), file=sys.stderr)
+        print(one_line(f"scallop {args.command}: error: {_words(e)}"), file=sys.stderr)
     return code
+
+
+def _words(e: BaseException) -> str:
+    """An OSError as "FILE: what" (the disk's words after the file, as the shell's tools say it),
+    not Python's "[Errno 28] No space left on device: 'FILE'"."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None and type(e).__str__ is OSError.__str__:
+        other = f" → {e.filename2}" if e.filename2 is not None else ""
+        return f"{e.filename}{other}: {e.strerror}"
+    return str(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

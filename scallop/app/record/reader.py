@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -13,7 +14,7 @@ from typing import TextIO
 
 from scallop.app.line.states import DISPOSITIONS
 from scallop.app.record.schema import RecordError, open_db
-from scallop.errors import ConfigError
+from scallop.errors import ConfigError, naming_file
 
 
 @dataclass
@@ -320,8 +321,16 @@ class Record:
             p = Path(out)
             if p.parent and not p.parent.is_dir():
                 raise FileNotFoundError(f"{p.parent}: no such folder for the CSV file")
-            with p.open("w", newline="", encoding="utf-8") as f:
-                return self._write_csv(f, start, end, lot)
+            # Written beside and renamed: a full disk leaves no half CSV to be taken for the day's.
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.partial")
+            try:
+                with naming_file(p), tmp.open("w", newline="", encoding="utf-8") as f:
+                    n = self._write_csv(f, start, end, lot)
+                os.replace(tmp, p)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            return n
         return self._write_csv(out, start, end, lot)
 
     def _write_csv(self, f: TextIO, start: float, end: float, lot: str | None) -> int:
