@@ -728,7 +728,7 @@ def test_a_record_found_damaged_mid_run_is_set_aside_and_the_batch_goes_to_a_new
     a spill file with advice to import it into the same damaged record."""
     db = tmp_path / "rec" / "record.sqlite"
     alarms = Alarms()
-    with RecordWriter(db, on_alarm=alarms, wall_clock=lambda: 1_796_000_000.0) as w:
+    with RecordWriter(db, on_alarm=alarms) as w:
         for i in range(5):
             w.scallop(rec(i))
         assert w.flush(5)
@@ -738,14 +738,14 @@ def test_a_record_found_damaged_mid_run_is_set_aside_and_the_batch_goes_to_a_new
         assert w.flush(5)
         run_id = w.run_id
     aside = sorted(p.name for p in db.parent.glob("record.sqlite.damaged-*"))
-    assert aside == [Path(w.set_aside[0]).name] and aside[0].startswith("record.sqlite.damaged-2026")
+    assert aside == [Path(w.set_aside[0]).name] and aside[0].startswith("record.sqlite.damaged-20")
     assert alarms.keys() == ["record.damaged"] and aside[0] in alarms.calls[0][2]
     assert "malformed" in alarms.calls[0][2]
     s = w.stats()
     assert (s["written"], s["in_damaged_file"], s["spilled"], s["lost"]) == (8, 5, 0, 0)
     assert w.problems() == [
         f"{db} was found damaged during the run and set aside as {aside[0]}: 5 row(s) of this run went into it "
-        "before (read them there with 'scallop record check', or restore the last backup)"
+        "before and may not all be readable there (keep that file for an engineer)"
     ]
     with Record(db) as rd:
         assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
@@ -784,6 +784,17 @@ def test_a_record_damaged_before_the_start_is_set_aside_and_the_run_loses_nothin
     assert w.problems() == [] and len(w.set_aside) == 1 and Path(w.set_aside[0]).is_file()
     with Record(db) as rd:
         assert [r["track_id"] for r in rd.scallops()] == [2]
+
+
+def test_a_record_whose_first_page_is_gone_is_refused_with_what_to_do_and_left_where_it_is(tmp_path):
+    """Not set aside: "not a database" is also what a wrong [record] path to another file gives."""
+    db = tmp_path / "record.sqlite"
+    RecordWriter(db).close()
+    with db.open("r+b") as f:
+        f.write(bytes(range(256)) * 16)
+    with pytest.raises(RecordError, match=r"not a database\); if it was the line's record, its disk damaged it"):
+        RecordWriter(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.sqlite"]
 
 
 def test_a_pick_intent_meeting_a_damaged_record_has_it_set_aside_and_the_next_pick_recorded(tmp_path):

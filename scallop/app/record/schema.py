@@ -226,6 +226,13 @@ def _open_failed(p: Path, e: sqlite3.Error, create: bool) -> RecordError:
     if isinstance(e, sqlite3.OperationalError):
         # Locked, unreadable, a disk error: the file may be a fine record that cannot be used now.
         return RecordError(f"{p}: cannot open the production record ({e})")
+    if str(getattr(e, "sqlite_errorname", "")).startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        # Not moved aside by itself, as a damaged record is (the writer does that): a wrong
+        # [record] path may name somebody's other file. Its owner decides.
+        return RecordError(
+            f"{p}: not a production record ({e}); if it was the line's record, its disk damaged it: restore the "
+            "last backup ('scallop restore'), or move the file aside for the line to start a new one"
+        )
     return RecordError(f"{p}: not a production record ({e})")
 
 

@@ -216,7 +216,7 @@ class RecordWriter:
         the way, with its journal files, and name it in a critical alarm; the caller starts a new
         one in its place. Nothing is deleted: what is still readable in it stays there for an
         engineer (``scallop record check``, a backup to restore)."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(self.wall_clock()))
+        stamp = time.strftime("%Y%m%dT%H%M%S")  # the computer's time: a replay's virtual clock names no file
         aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
         n = 1
         while aside.exists():
@@ -456,8 +456,8 @@ class RecordWriter:
         if s["in_damaged_file"]:
             out.append(
                 f"{self.path} was found damaged during the run and set aside as {Path(self.set_aside[-1]).name}: "
-                f"{s['in_damaged_file']} row(s) of this run went into it before (read them there with "
-                "'scallop record check', or restore the last backup)"
+                f"{s['in_damaged_file']} row(s) of this run went into it before and may not all be readable "
+                "there (keep that file for an engineer)"
             )
         if s["queued"] and self._closed:
             out.append(f"{s['queued']} row(s) were still waiting when the writer stopped")
