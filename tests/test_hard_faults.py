@@ -224,6 +224,39 @@ def test_a_signal_at_any_moment_of_the_wait_stops_without_hanging():
     assert r.stderr.count("stopping …") == 200 and "Traceback" not in r.stderr
 
 
+def test_a_sigterm_while_the_line_opens_stops_it_cleanly_once_it_is_up(tmp_path):
+    """An outside try: a SIGTERM after the run's row was written but before the screen was up
+    killed the program (-15), and the next start marked the run crashed."""
+    db = tmp_path / "record.sqlite"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("scallop")), "run", "--no-browser", "--port", "0", "--record", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the run's row is there: the line is opening
+            try:
+                with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as con:
+                    if con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]:
+                        break
+            except sqlite3.Error:
+                pass
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping …" in err and "Traceback" not in err
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT ended IS NOT NULL, crashed FROM runs").fetchall() == [(1, 0)]
+    finally:
+        con.close()
+
+
 def test_signals_in_a_burst_stop_the_line_cleanly(tmp_path):
     db = tmp_path / "record.sqlite"
     proc = subprocess.Popen(

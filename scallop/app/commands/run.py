@@ -100,6 +100,10 @@ def run(args) -> int:
     # Before anything opens: a screen on the network with only the published PINs must not start.
     users = screen_users(cfg.ui.users_file, cfg.real_devices(), host)
     sock = bind(host, port)  # before any device opens: a refused start moves nothing
+    # From here on the run is in the record: a SIGTERM while the devices open (a service
+    # restarted as it starts) killed the program there and left the run 'crashed' (an outside
+    # try). It now asks for the stop, which comes as soon as the line is up.
+    stop = stop_on_signals()
     try:
         line = build_line(cfg, args.record, seed=args.seed or 0, clock=SystemClock())
     except BaseException:
@@ -161,7 +165,6 @@ def run(args) -> int:
             webbrowser.open(server.url)
         except Exception:
             pass
-    stop = stop_on_signals()
     bar = None
     if args.capture:
         from scallop.app.progress import Progress
