@@ -698,9 +698,9 @@ def test_a_record_file_deleted_under_the_running_line_is_alarmed_started_again_a
             w.scallop(rec(i))
         assert w.flush(5)
         w.pick_intent(8, "left")  # and this one to the new file
-        assert alarms.keys() == ["record.file_gone"] and "5 row(s) of this run" in alarms.calls[0][2]
-        assert w.stats()["lost_with_file"] == 5
-        assert "deleted or replaced during the run: 5 row(s)" in w.problems()[0]
+        assert alarms.keys() == ["record.file_gone"] and "6 row(s) of this run" in alarms.calls[0][2]
+        assert w.stats()["lost_with_file"] == 6  # 5 scallops and a pick's intent
+        assert "deleted or replaced during the run: 6 row(s)" in w.problems()[0]
         run_id = w.run_id
     with Record(db) as rd:
         assert [r["track_id"] for r in rd.scallops()] == [5, 6, 7]
@@ -731,20 +731,22 @@ def test_a_record_found_damaged_mid_run_is_set_aside_and_the_batch_goes_to_a_new
     with RecordWriter(db, on_alarm=alarms) as w:
         for i in range(5):
             w.scallop(rec(i))
+        w.event("start", "system")  # every row of the run counts, not only scallops (an outside
+        w.pick_intent(4, "left")  # try's run left its start and two intents there, and exited 0)
         assert w.flush(5)
         _damage(db)
         for i in range(5, 8):
             w.scallop(rec(i))
         assert w.flush(5)
         run_id = w.run_id
-    aside = sorted(p.name for p in db.parent.glob("record.sqlite.damaged-*"))
+    aside = sorted(p.name for p in db.parent.glob("record.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm")))
     assert aside == [Path(w.set_aside[0]).name] and aside[0].startswith("record.sqlite.damaged-20")
     assert alarms.keys() == ["record.damaged"] and aside[0] in alarms.calls[0][2]
     assert "malformed" in alarms.calls[0][2]
     s = w.stats()
-    assert (s["written"], s["in_damaged_file"], s["spilled"], s["lost"]) == (8, 5, 0, 0)
+    assert (s["written"], s["in_damaged_file"], s["spilled"], s["lost"]) == (8, 7, 0, 0)
     assert w.problems() == [
-        f"{db} was found damaged during the run and set aside as {aside[0]}: 5 row(s) of this run went into it "
+        f"{db} was found damaged during the run and set aside as {aside[0]}: 7 row(s) of this run went into it "
         "before and may not all be readable there (keep that file for an engineer)"
     ]
     with Record(db) as rd:
@@ -795,6 +797,29 @@ def test_a_record_whose_first_page_is_gone_is_refused_with_what_to_do_and_left_w
     with pytest.raises(RecordError, match=r"not a database\); if it was the line's record, its disk damaged it"):
         RecordWriter(db)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["record.sqlite"]
+
+
+def test_a_first_page_lost_under_the_running_line_is_damage_to_its_own_record_set_aside(tmp_path):
+    """An outside try: page 1 overwritten mid-run stopped every pick for the rest of the run
+    ("file is not a database"), nothing set aside. The file was this run's own a moment ago."""
+    db = tmp_path / "record.sqlite"
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        w.scallop(rec(1))
+        assert w.flush(5)
+        with db.open("r+b") as f:
+            f.write(bytes(range(256)) * 16)
+        with pytest.raises(RecordError, match="could not be recorded"):
+            w.pick_intent(2, "left")  # a fresh connection reads page 1
+        w.scallop(rec(3))
+        assert w.flush(5)
+        assert w.pick_intent(4, "left") > 0
+    damaged = [c for c in alarms.calls if c[0] == "record.damaged"]
+    assert len(damaged) == 1 and "(file is not a database)" in damaged[0][2]
+    assert len(w.set_aside) == 1
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT track_id FROM picks").fetchall() == [(4,)]
+        assert con.execute("SELECT track_id FROM scallops").fetchall() == [(3,)]
 
 
 def test_a_pick_intent_meeting_a_damaged_record_has_it_set_aside_and_the_next_pick_recorded(tmp_path):

@@ -327,7 +327,7 @@ class RecordWriter:
             return int(cur.lastrowid)
         except (sqlite3.Error, OSError) as e:
             self._close_intent_con()
-            why = _damage(e)
+            why = _damage(e, ours=True)
             if why is not None:
                 # The writer thread sets it aside (one thread moves files); woken for it.
                 self._damage_seen = (why, self._file_id)
@@ -374,8 +374,8 @@ class RecordWriter:
             except sqlite3.Error:
                 pass
         with self._stats_lock:
-            gone = self._stats["written"] - self._written_to_file
-            self._written_to_file = self._stats["written"]
+            gone = self._rows_of_run() - self._written_to_file
+            self._written_to_file = self._rows_of_run()
             self._stats["lost_with_file"] += gone
         self._raise(
             "record.file_gone",
@@ -384,6 +384,13 @@ class RecordWriter:
             "row(s) of this run written to it before are gone with it; a new record is started there",
         )
         return self._new_record_in_place("record file replaced mid-run")
+
+    def _rows_of_run(self) -> int:
+        """Rows this run has put in the record so far, of every kind (the stats lock held):
+        an outside try's damaged record held the run's start event and two pick intents, and
+        the run, counting scallops only, exited 0."""
+        s = self._stats
+        return s["written"] + s["alarms_written"] + s["events_written"] + s["picks_recorded"]
 
     def _damaged_mid_run(self, con: sqlite3.Connection | None, why: str) -> sqlite3.Connection:
         """SQLite found the record's pages damaged under the running line: set aside (its rows
@@ -395,8 +402,8 @@ class RecordWriter:
                 pass
         self._damage_seen = None
         with self._stats_lock:
-            self._stats["in_damaged_file"] += self._stats["written"] - self._written_to_file
-            self._written_to_file = self._stats["written"]
+            self._stats["in_damaged_file"] += self._rows_of_run() - self._written_to_file
+            self._written_to_file = self._rows_of_run()
         self._set_aside_damaged(why, mid_run=True)
         return self._new_record_in_place(f"record damaged mid-run, set aside as {Path(self.set_aside[-1]).name}")
 
@@ -636,7 +643,7 @@ class RecordWriter:
                 try:
                     self._write_batch(con, pending)
                 except (sqlite3.Error, RecordError) as e:
-                    why = _damage(e if isinstance(e, sqlite3.Error) else e.__context__)
+                    why = _damage(e if isinstance(e, sqlite3.Error) else e.__context__, ours=True)
                     if why is None or len(self.set_aside) >= self.MAX_SET_ASIDE:
                         raise
                     con = self._damaged_mid_run(con, why)
@@ -1162,11 +1169,13 @@ def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:
     return crashed
 
 
-def _damage(e: BaseException | None) -> str | None:
+def _damage(e: BaseException | None, ours: bool = False) -> str | None:
     """SQLite's words when ``e`` says the record's pages are damaged (SQLITE_CORRUPT and its
-    kinds), else None. Not "not a database": at start that is a wrong path (refused, the file
-    left alone); mid-run a replaced file, which the file check finds."""
-    if isinstance(e, sqlite3.DatabaseError) and str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+    kinds), else None. "Not a database" (its first page gone) too when the file is ``ours``:
+    the one this run has been writing (same inode). Not at start: a wrong [record] path to
+    somebody's other file says the same, and that file is not to be moved."""
+    name = str(getattr(e, "sqlite_errorname", "")) if isinstance(e, sqlite3.DatabaseError) else ""
+    if name.startswith("SQLITE_CORRUPT") or (ours and name == "SQLITE_NOTADB"):
         return str(e)
     return None
 
