@@ -773,7 +773,7 @@ def test_a_disk_that_damages_every_new_record_gets_the_database_alarm_not_a_fold
     assert alarms.keys() == ["record.damaged", "record.database"] and w.stats()["spilled"] == 1
 
 
-def test_a_record_damaged_before_the_start_is_set_aside_and_the_run_loses_nothing(tmp_path):
+def test_a_record_damaged_before_the_start_is_set_aside_and_the_run_loses_nothing(tmp_path, capsys):
     db = tmp_path / "record.sqlite"
     with RecordWriter(db) as w:
         w.scallop(rec(1))
@@ -786,6 +786,11 @@ def test_a_record_damaged_before_the_start_is_set_aside_and_the_run_loses_nothin
     assert w.problems() == [] and len(w.set_aside) == 1 and Path(w.set_aside[0]).is_file()
     with Record(db) as rd:
         assert [r["track_id"] for r in rd.scallops()] == [2]
+    # The new record is sound; the check still tells of the one set aside (findings: exit 1).
+    capsys.readouterr()
+    assert main(["record", "check", "--db", str(db)]) == 1
+    out = capsys.readouterr().out
+    assert f"a damaged record set aside beside it by the line: {w.set_aside[0]}" in out and "findings: yes" in out
 
 
 def test_a_record_whose_first_page_is_gone_is_refused_with_what_to_do_and_left_where_it_is(tmp_path):

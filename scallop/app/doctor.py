@@ -446,6 +446,7 @@ def check_record(cfg: LineConfig) -> Check:
     found = (
         f"{path}: schema {rep.schema_version}, {rep.runs} runs, {len(rep.crashed)} crashed, "
         f"{len(rep.unknown_picks)} picks of unknown outcome, {len(rep.spill_files)} spill files"
+        + (f", {len(rep.set_aside)} damaged record(s) set aside beside it" if rep.set_aside else "")
     )
     if rep.findings:
         return Check("record", WARN, found, "see 'scallop record check' for when and which scallops")

@@ -22,12 +22,13 @@ class RecordCheck:
     crashed: list[dict] = field(default_factory=list)  # {"run", "started", "ended", "marked"}
     unknown_picks: list[dict] = field(default_factory=list)  # {"run", "track_id", "arm", "time"}
     spill_files: list[dict] = field(default_factory=list)  # {"file", "rows"}
+    set_aside: list[str] = field(default_factory=list)  # damaged records the line moved beside it
 
     @property
     def findings(self) -> bool:
         """Something an engineer should look at (a crash, a pick of unknown outcome, rows not
-        in the record)."""
-        return bool(self.crashed or self.unknown_picks or self.spill_files)
+        in the record, a damaged record the line set aside)."""
+        return bool(self.crashed or self.unknown_picks or self.spill_files or self.set_aside)
 
     def to_dict(self) -> dict:
         return asdict(self) | {"findings": self.findings}
@@ -51,6 +52,11 @@ class RecordCheck:
             lines.append(
                 f"  {f['rows']} row(s) not in the record, kept in {f['file']}: "
                 f"add them with 'scallop record import {f['file']}'"
+            )
+        for f in self.set_aside:
+            lines.append(
+                f"  a damaged record set aside beside it by the line: {f} (restore the last backup for its rows; "
+                "delete it once it is no longer wanted)"
             )
         lines.append("  findings: " + ("yes" if self.findings else "none"))
         return "\n".join(lines)
@@ -99,6 +105,11 @@ def check_record(path: str | Path) -> RecordCheck:
     for f in found:
         with f.open(encoding="utf-8", errors="replace") as fh:
             out.spill_files.append({"file": str(f), "rows": sum(1 for line in fh if line.strip())})
+    # (After a set-aside the new record is sound: an outside try saw "findings: none" the next
+    # morning, the damaged file and its alarm told nowhere else.)
+    out.set_aside = sorted(
+        str(f) for f in p.parent.glob(f"{p.name}.damaged-*") if not f.name.endswith(("-wal", "-shm"))
+    )
     return out
 
 
