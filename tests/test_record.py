@@ -827,6 +827,32 @@ def test_a_first_page_lost_under_the_running_line_is_damage_to_its_own_record_se
         assert con.execute("SELECT track_id FROM scallops").fetchall() == [(3,)]
 
 
+def test_a_record_truncated_to_nothing_is_told_not_silently_started_over(tmp_path):
+    db = tmp_path / "record.sqlite"
+    db.write_bytes(b"")
+    alarms = Alarms()
+    with RecordWriter(db, on_alarm=alarms) as w:
+        assert w.run_id == 1
+    assert alarms.keys() == ["record.emptied"] and "was an empty file" in alarms.calls[0][2]
+
+
+def test_a_start_that_cannot_make_the_record_leaves_no_empty_file_for_the_next(tmp_path, monkeypatch):
+    """A full disk left a 0-byte record.sqlite, which the next start took for a new record."""
+    import scallop.app.record.schema as schema
+
+    real = schema._connect
+
+    def full(path, write=True):
+        real(path, write).close()  # the file is made, then the disk refuses
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(schema, "_connect", full)
+    db = tmp_path / "record.sqlite"
+    with pytest.raises(RecordError, match="database or disk is full"):
+        RecordWriter(db)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_pick_intent_meeting_a_damaged_record_has_it_set_aside_and_the_next_pick_recorded(tmp_path):
     """The picks table alone damaged: scallop rows still go in, so only the intent sees it."""
     db = tmp_path / "record.sqlite"

@@ -251,6 +251,7 @@ def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
         if why:
             raise RecordError(f"{p}: cannot write the production record: {why}")
     con = None
+    new = create and not p.exists()
     try:
         con = _connect(p, write=create)
         version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -274,6 +275,10 @@ def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
     except sqlite3.Error as e:
         if con is not None:
             con.close()
+        if new:
+            # Made here and left empty (a full disk): the next start would take it for a record.
+            for side in ("", "-wal", "-shm"):
+                Path(f"{p}{side}").unlink(missing_ok=True)
         raise _open_failed(p, e, create) from None
     except RecordError:
         con.close()

@@ -146,6 +146,12 @@ class RecordWriter:
 
         self.set_aside: list[str] = []  # damaged records moved out of the way during this run
         try:
+            # SQLite takes an empty file for a new database: a record truncated to nothing (a
+            # disk's doing) started over, run ids from 1, without a word (an outside try).
+            emptied = self.path.is_file() and self.path.stat().st_size == 0
+        except OSError:
+            emptied = False
+        try:
             self._start_run(note)
         except RecordError as e:
             why = _damage(e.__context__)
@@ -162,6 +168,13 @@ class RecordWriter:
                 ) from None
             self._start_run(note)
 
+        if emptied:
+            self._raise(
+                "record.emptied",
+                "critical",
+                f"the production record {self.path} was an empty file: a new record was started in it; if it held "
+                "production rows, they are gone from this disk and the last backup has them",
+            )
         lot = self.last_events.get("lot", {}).get("detail", {}).get("lot", "")
         self.lot = lot if isinstance(lot, str) else ""  # stamped on every row from now on
         self._snap_files: deque[tuple[str, int]] = deque()  # (name, bytes), oldest first
