@@ -880,6 +880,9 @@ def test_record_check_names_the_damage_in_a_line_not_sqlites_hundred(tmp_path, c
     err = capsys.readouterr().err
     assert "the record is damaged (database disk image is malformed); restore the last backup" in err
     assert len(err) < 600
+    assert main(["record", "check", "--db", str(db), "--json"]) == 3  # a program gets its object too
+    out = json.loads(capsys.readouterr().out)
+    assert out["findings"] is True and "damaged" in out["error"] and out["path"] == str(db)
 
 
 def test_sqlites_integrity_report_is_told_as_its_first_finding_and_a_count():
@@ -974,10 +977,10 @@ def test_record_check_finds_its_spills_kept_away_and_picks_left_sending(db, tmp_
         w.pick_intent(5, "arm1")  # its scallop's row never comes
         run = w.run_id
     mine = logs / f"{db.name}.unwritten-run{run}-{spill_tag(db)}-pid1.jsonl"
-    mine.write_text('{"table": "events", "params": []}\n')
+    mine.write_text('{"table": "events", "params": []}\n{"table": "run_end", "params": [1, 0]}\n')
     (logs / f"{db.name}.unwritten-run{run}-deadbeef-pid1.jsonl").write_text("{}\n")  # another record's
     c = check_record(db)
-    assert [f["file"] for f in c.spill_files] == [str(mine)]
+    assert [(f["file"], f["rows"]) for f in c.spill_files] == [(str(mine), 1)]  # the run's end is no row
     assert [p["track_id"] for p in c.unknown_picks] == [5] and c.findings
 
 

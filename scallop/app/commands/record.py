@@ -45,10 +45,19 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
-    from scallop.app.record import default_db_path
+    from scallop.app.record import RecordError, default_db_path
     from scallop.app.record.check import check_record
 
-    rep = check_record(args.db or default_db_path())
+    path = args.db or default_db_path()
+    try:
+        rep = check_record(path)
+    except RecordError as e:
+        if not args.json:
+            raise
+        # A program reading --json gets its object on a damaged record too (an outside try got
+        # nothing on stdout), with the same exit code and the words on stderr.
+        print(json.dumps({"path": str(path), "error": str(e), "findings": True}))
+        raise
     print(json.dumps(rep.to_dict()) if args.json else rep.format())
     return 1 if rep.findings else 0
 

@@ -3,6 +3,7 @@ which rows are waiting in spill files (``scallop record check``)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -104,7 +105,9 @@ def check_record(path: str | Path) -> RecordCheck:
         found += sorted(d.glob(f"{p.name}.unwritten-run*-{tag}-pid*.jsonl"))
     for f in found:
         with f.open(encoding="utf-8", errors="replace") as fh:
-            out.spill_files.append({"file": str(f), "rows": sum(1 for line in fh if line.strip())})
+            # Rows, as the line counts them: not the mark of the run's end that a spill may carry.
+            rows = sum(1 for line in fh if line.strip() and _spilled_table(line) != "run_end")
+            out.spill_files.append({"file": str(f), "rows": rows})
     # (After a set-aside the new record is sound: an outside try saw "findings: none" the next
     # morning, the damaged file and its alarm told nowhere else.)
     out.set_aside = sorted(
@@ -129,3 +132,11 @@ def _damage_summary(problems: list[str]) -> str:
         return "damaged"
     more = f", and {len(lines) - 1} more finding(s)" if len(lines) > 1 else ""
     return f"{lines[0]}{more}"
+
+
+def _spilled_table(line: str) -> str | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None  # a line cut short: a row all the same, which the import names
+    return row.get("table") if isinstance(row, dict) else None
