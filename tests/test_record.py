@@ -853,6 +853,26 @@ def test_a_start_that_cannot_make_the_record_leaves_no_empty_file_for_the_next(t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_damage_in_the_runs_last_moments_is_found_as_it_ends_not_by_the_next_start(tmp_path):
+    """An outside try: page 1 overwritten 0.05 s before the stop; the writer's cached pages hid
+    it, the run ended 0, and the next start refused the record holding that run's rows."""
+    db = tmp_path / "record.sqlite"
+    alarms = Alarms()
+    w = RecordWriter(db, on_alarm=alarms)
+    for i in range(4):
+        w.scallop(rec(i))
+    assert w.flush(5)
+    with db.open("r+b") as f:
+        f.write(bytes(range(256)) * 16)
+    w.close()
+    assert alarms.keys() == ["record.damaged"] and "(file is not a database)" in alarms.calls[0][2]
+    assert w.stats()["in_damaged_file"] == 4 and "4 row(s) of this run" in w.problems()[0]
+    with sqlite3.connect(db) as con:  # the new record: the run, ended, and what the line can still say
+        assert con.execute("SELECT ended IS NOT NULL, started > 0 FROM runs").fetchall() == [(1, 1)]
+    with RecordWriter(db) as w2:  # the next start takes it
+        assert w2.run_id == w.run_id + 1
+
+
 def test_a_pick_intent_meeting_a_damaged_record_has_it_set_aside_and_the_next_pick_recorded(tmp_path):
     """The picks table alone damaged: scallop rows still go in, so only the intent sees it."""
     db = tmp_path / "record.sqlite"
@@ -883,6 +903,24 @@ def test_record_check_names_the_damage_in_a_line_not_sqlites_hundred(tmp_path, c
     assert main(["record", "check", "--db", str(db), "--json"]) == 3  # a program gets its object too
     out = json.loads(capsys.readouterr().out)
     assert out["findings"] is True and "damaged" in out["error"] and out["path"] == str(db)
+
+
+def test_report_on_a_damaged_record_says_so_not_internal_error(tmp_path, capsys):
+    db = tmp_path / "record.sqlite"
+    with RecordWriter(db) as w:
+        for i in range(300):
+            w.scallop(rec(i))
+    with sqlite3.connect(db) as con:  # the scallops' leaf pages: the schema still reads, the rows do not
+        leaves = [r[0] for r in con.execute("SELECT pageno FROM dbstat WHERE name='scallops' AND pagetype='leaf'")]
+    con.close()
+    with db.open("r+b") as f:
+        for page in leaves:
+            f.seek((page - 1) * 4096 + 8)
+            f.write(bytes((page * 7 + k) % 256 for k in range(512)))
+    day = datetime.fromtimestamp(T0).strftime("%Y-%m-%d")  # the rows' day: the read meets the damage
+    assert main(["report", "--db", str(db), "--shift", day]) == 3
+    err = capsys.readouterr().err
+    assert "damaged" in err and "restore the last backup" in err and "internal error" not in err
 
 
 def test_sqlites_integrity_report_is_told_as_its_first_finding_and_a_count():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
+from pathlib import Path
 
 DESCRIPTION = """\
 Summarise one production day, or one production lot, from the line's record (SQLite):
@@ -60,14 +62,23 @@ def run(args: argparse.Namespace) -> int:
     whole_lot = args.shift is None and args.lot is not None
     if not whole_lot:
         start, end, label = shift_range(args.shift or "today", args.day_start)  # a bad day is a usage error first
-    with Record(db) as rec:
-        if whole_lot:
-            start, end = rec.span(args.lot)  # the whole lot, whenever it ran
-            label = f"lot {args.lot}"
-        # Per lot; a day with no scallops still gets its one summary (its alarms, its checks).
-        lots = [args.lot] if args.lot is not None or not args.by_lot else (rec.lots(start, end) or [None])
-        summaries = [rec.summary(start, end, label, lot) for lot in lots]
-        n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
+    try:
+        with Record(db) as rec:
+            if whole_lot:
+                start, end = rec.span(args.lot)  # the whole lot, whenever it ran
+                label = f"lot {args.lot}"
+            # Per lot; a day with no scallops still gets its one summary (its alarms, its checks).
+            lots = [args.lot] if args.lot is not None or not args.by_lot else (rec.lots(start, end) or [None])
+            summaries = [rec.summary(start, end, label, lot) for lot in lots]
+            n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
+    except sqlite3.DatabaseError as e:
+        if not str(getattr(e, "sqlite_errorname", "")).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            raise
+        from scallop.app.record import RecordError
+        from scallop.app.record.check import damaged_message
+
+        # Damage met mid-read was "internal error", exit 1 (an outside try).
+        raise RecordError(damaged_message(Path(db), str(e))) from None
     if args.json:
         body = [s.to_dict() for s in summaries] if args.by_lot else summaries[0].to_dict()
         print(json.dumps(body), file=out)

@@ -74,7 +74,7 @@ def check_record(path: str | Path) -> RecordCheck:
         out = RecordCheck(str(p), version, integrity)
         if integrity != "ok":
             # (An outside try got SQLite's hundred lines of page numbers, on one line.)
-            raise RecordError(_damaged(p, integrity))
+            raise RecordError(damaged_message(p, integrity))
         out.runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         has_v2 = version >= 2
         cols = "id, started, ended, crashed" if has_v2 else "id, started, ended, 0"
@@ -93,7 +93,7 @@ def check_record(path: str | Path) -> RecordCheck:
                     out.unknown_picks.append({"run": rid, "track_id": tid, "arm": arm, "time": tm})
     except sqlite3.DatabaseError as e:
         if str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
-            raise RecordError(_damaged(p, str(e))) from None
+            raise RecordError(damaged_message(p, str(e))) from None
         raise RecordError(f"{p}: cannot be read as a production record ({e})") from None
     finally:
         con.close()
@@ -116,7 +116,7 @@ def check_record(path: str | Path) -> RecordCheck:
     return out
 
 
-def _damaged(p: Path, why: str) -> str:
+def damaged_message(p: Path, why: str) -> str:
     return (
         f"{p}: the record is damaged ({why}); restore the last backup ('scallop restore') or move the file "
         "aside for the line to start a new one (a running line does so by itself, under another name, when its "

@@ -209,9 +209,10 @@ class RecordWriter:
             self.previous_run = _last_run(con)
             # What the line carries over a restart: the lot in production, the last shift check.
             self.last_events = _last_events(con, CARRIED_EVENTS)
+            self._started = self.wall_clock()
             cur = con.execute(
                 "INSERT INTO runs (started, host, note, pid, version) VALUES (?, ?, ?, ?, ?)",
-                (self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
+                (self._started, socket.gethostname(), note, os.getpid(), program_version()),
             )
             self.run_id = int(cur.lastrowid)
             self._lock_fd = _try_lock(_run_lock_path(self.path, self.run_id))
@@ -425,7 +426,7 @@ class RecordWriter:
         new = open_db(self.path, create=True)  # its folder again too; raises what stands in the way
         new.execute(
             "INSERT OR IGNORE INTO runs (id, started, host, note, pid, version) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.run_id, self.wall_clock(), socket.gethostname(), note, os.getpid(), program_version()),
+            (self.run_id, self._started, socket.gethostname(), note, os.getpid(), program_version()),
         )
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -651,9 +652,9 @@ class RecordWriter:
                 seen = self._damage_seen
                 if seen is not None and seen[1] == self._file_id and len(self.set_aside) < self.MAX_SET_ASIDE:
                     con = self._damaged_mid_run(con, seen[0])
-                if con is None:
-                    con = open_db(self.path, create=True)
                 try:
+                    if con is None:
+                        con = open_db(self.path, create=True)
                     self._write_batch(con, pending)
                 except (sqlite3.Error, RecordError) as e:
                     why = _damage(e if isinstance(e, sqlite3.Error) else e.__context__, ours=True)
@@ -704,13 +705,38 @@ class RecordWriter:
             if stop:
                 break
         if con is not None:
+            self._end_run(con)
+
+    def _end_run(self, con: sqlite3.Connection) -> None:
+        """Mark the run ended, then read the record back with a fresh connection: damage that
+        came in the run's last moments hid behind this connection's cached pages, and the run
+        ended 0 on a record the next start refused, its rows inside (an outside try)."""
+        try:
+            con.execute("UPDATE runs SET ended=? WHERE id=?", (self.wall_clock(), self.run_id))
+            con.close()
+            why = self._unreadable()
+            if why is not None and len(self.set_aside) < self.MAX_SET_ASIDE:
+                new = self._damaged_mid_run(None, why)
+                new.execute("UPDATE runs SET ended=? WHERE id=?", (self.wall_clock(), self.run_id))
+                new.close()
+        except (sqlite3.Error, RecordError, OSError):
+            self._spill([], run_end=True)  # the import ends the run, or it reads "crashed" for good
+        else:
+            self._release_run_lock()
+
+    def _unreadable(self) -> str | None:
+        """SQLite's words if the record no longer reads as this run's (damaged), else None."""
+        if _file_id(self.path) != self._file_id:
+            return None  # deleted or replaced since the last batch: not damage to this run's file
+        try:
+            c = _connect(self.path)  # not read-only: the last one out removes the -wal and -shm
             try:
-                con.execute("UPDATE runs SET ended=? WHERE id=?", (self.wall_clock(), self.run_id))
-                con.close()
-            except sqlite3.Error:
-                self._spill([], run_end=True)  # the import ends the run, or it reads "crashed" for good
-            else:
-                self._release_run_lock()
+                row = c.execute("SELECT id FROM runs WHERE id=?", (self.run_id,)).fetchone()
+            finally:
+                c.close()
+        except sqlite3.Error as e:
+            return _damage(e, ours=True)
+        return None if row is not None else "this run's row no longer reads back"
 
     MAINTENANCE_EVERY_S = 6 * 3600.0
     DISK_CHECK_EVERY_S = 60.0
