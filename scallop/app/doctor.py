@@ -449,7 +449,7 @@ def check_record(cfg: LineConfig) -> Check:
         + (f", {len(rep.set_aside)} damaged record(s) set aside beside it" if rep.set_aside else "")
     )
     if rep.findings:
-        return Check("record", WARN, found, "see 'scallop record check' for when and which scallops")
+        return Check("record", WARN, found, "see 'scallop record check' for which runs, scallops and files")
     return Check("record", OK, found)
 
 

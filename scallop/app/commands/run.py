@@ -69,6 +69,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # First: a SIGTERM while the devices opened (a service restarted as it starts) killed the
+    # program there and left its run 'crashed' (an outside try), and one during the start
+    # before that ended it as -15. Either now asks for the stop, which comes once the line is up.
+    stop = stop_on_signals()
     from scallop.app.auth import screen_users
     from scallop.app.build import build_line
     from scallop.app.config import load_config
@@ -100,10 +104,6 @@ def run(args) -> int:
     # Before anything opens: a screen on the network with only the published PINs must not start.
     users = screen_users(cfg.ui.users_file, cfg.real_devices(), host)
     sock = bind(host, port)  # before any device opens: a refused start moves nothing
-    # From here on the run is in the record: a SIGTERM while the devices open (a service
-    # restarted as it starts) killed the program there and left the run 'crashed' (an outside
-    # try). It now asks for the stop, which comes as soon as the line is up.
-    stop = stop_on_signals()
     try:
         line = build_line(cfg, args.record, seed=args.seed or 0, clock=SystemClock())
     except BaseException:
