@@ -291,3 +291,19 @@ def test_signals_in_a_burst_stop_the_line_cleanly(tmp_path):
         assert con.execute("SELECT ended IS NOT NULL, crashed FROM runs").fetchall() == [(1, 0)]
     finally:
         con.close()
+
+
+def test_what_the_record_found_as_the_line_opened_is_in_the_services_journal(tmp_path):
+    """A record emptied (or damaged) before the start: the screen showed the alarm, the journal
+    (stderr) and the summary said nothing (an outside try)."""
+    db = tmp_path / "record.sqlite"
+    db.write_bytes(b"")
+    r = subprocess.run(
+        [str(Path(sys.executable).with_name("scallop")), "run", "--duration", "1", "--no-browser", "--port", "0"]
+        + ["--record", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"critical: the production record {db} was an empty file" in r.stderr

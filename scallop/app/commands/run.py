@@ -139,6 +139,12 @@ def run(args) -> int:
     else:
         note = ""
     print(f"operator screen: {server.url}{note}", file=sys.stderr, flush=True)
+    for a in line.alarms.visible():
+        if a.source == "record":
+            # What the record found as it opened (a damaged or emptied file set aside): the
+            # screen shows it, and so does the service's journal (an outside try saw neither
+            # on stderr nor in the summary).
+            print(f"{a.severity}: {a.text}", file=sys.stderr, flush=True)
     if start_how is None:
         print(
             f"the line waits for an operator's Start on the screen (real devices: {', '.join(cfg.real_devices())})",
