@@ -869,6 +869,8 @@ def test_damage_in_the_runs_last_moments_is_found_as_it_ends_not_by_the_next_sta
     assert w.stats()["in_damaged_file"] == 4 and "4 row(s) of this run" in w.problems()[0]
     with sqlite3.connect(db) as con:  # the new record: the run, ended, and what the line can still say
         assert con.execute("SELECT ended IS NOT NULL, started > 0 FROM runs").fetchall() == [(1, 1)]
+        kind, detail = con.execute("SELECT kind, detail FROM events").fetchone()
+        assert kind == "record_damaged" and json.loads(detail)["rows"] == 4
     with RecordWriter(db) as w2:  # the next start takes it
         assert w2.run_id == w.run_id + 1
 

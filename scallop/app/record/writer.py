@@ -717,6 +717,17 @@ class RecordWriter:
             why = self._unreadable()
             if why is not None and len(self.set_aside) < self.MAX_SET_ASIDE:
                 new = self._damaged_mid_run(None, why)
+                # The alarm has no writer left to record it (an outside try found the new record
+                # silent): the event says it in the record itself.
+                detail = {
+                    "set_aside": Path(self.set_aside[-1]).name,
+                    "why": why,
+                    "rows": self.stats()["in_damaged_file"],
+                }
+                new.execute(
+                    _SQL["events"],
+                    (self.run_id, self.wall_clock(), "record_damaged", "system", json.dumps(detail), self.lot),
+                )
                 new.execute("UPDATE runs SET ended=? WHERE id=?", (self.wall_clock(), self.run_id))
                 new.close()
         except (sqlite3.Error, RecordError, OSError):
