@@ -72,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
             summaries = [rec.summary(start, end, label, lot) for lot in lots]
             n = rec.export_csv(args.csv, start, end, args.lot) if args.csv else None
     except sqlite3.DatabaseError as e:
-        if not str(getattr(e, "sqlite_errorname", "")).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-            raise
         from scallop.app.record import RecordError
         from scallop.app.record.check import damaged_message
+        from scallop.app.record.schema import damage_words
+
+        if damage_words(e) is None:
+            raise
 
         # Damage met mid-read was "internal error", exit 1 (an outside try).
         raise RecordError(damaged_message(Path(db), str(e))) from None

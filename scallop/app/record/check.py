@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from scallop.app.record.schema import RecordError, open_db
+from scallop.app.record.schema import JOURNAL_SUFFIXES, RecordError, damage_words, open_db
 from scallop.app.record.writer import run_is_live, spill_folders, spill_tag
 
 
@@ -92,7 +92,7 @@ def check_record(path: str | Path) -> RecordCheck:
                 if state == "unknown" or rid not in out.running:
                     out.unknown_picks.append({"run": rid, "track_id": tid, "arm": arm, "time": tm})
     except sqlite3.DatabaseError as e:
-        if str(getattr(e, "sqlite_errorname", "")).startswith("SQLITE_CORRUPT"):
+        if damage_words(e, first_page_too=False) is not None:
             raise RecordError(damaged_message(p, str(e))) from None
         raise RecordError(f"{p}: cannot be read as a production record ({e})") from None
     finally:
@@ -111,7 +111,7 @@ def check_record(path: str | Path) -> RecordCheck:
     # (After a set-aside the new record is sound: an outside try saw "findings: none" the next
     # morning, the damaged file and its alarm told nowhere else.)
     out.set_aside = sorted(
-        str(f) for f in p.parent.glob(f"{p.name}.damaged-*") if not f.name.endswith(("-wal", "-shm"))
+        str(f) for f in p.parent.glob(f"{p.name}.damaged-*") if not f.name.endswith(JOURNAL_SUFFIXES)
     )
     return out
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scallop.app.record.schema import open_db
+from scallop.app.record.schema import JOURNAL_SUFFIXES, open_db
 
 DAY_S = 86400.0
 TABLES = ("scallops", "picks", "alarms", "events")
@@ -133,7 +133,7 @@ def delete_old_archives(db: Path, policy: RetentionPolicy, now: float, report: R
         except ValueError:
             continue
         if _year_bounds(year)[1] < now - policy.archive_keep_days * DAY_S:
-            for side in ("", "-wal", "-shm"):
+            for side in ("", *JOURNAL_SUFFIXES):
                 Path(str(p) + side).unlink(missing_ok=True)
             report.archives_deleted.append(str(p))
 

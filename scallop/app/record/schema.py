@@ -219,6 +219,19 @@ def _unwritable(p: Path) -> str | None:
     return None
 
 
+# The files SQLite keeps beside a database in WAL mode: they go (or move) with it.
+JOURNAL_SUFFIXES = ("-wal", "-shm")
+
+
+def damage_words(e: BaseException | None, first_page_too: bool = True) -> str | None:
+    """SQLite's words when ``e`` says a database's pages are damaged (SQLITE_CORRUPT and its
+    kinds, and, with ``first_page_too``, "not a database": its first page gone), else None."""
+    name = str(getattr(e, "sqlite_errorname", "")) if isinstance(e, sqlite3.DatabaseError) else ""
+    if name.startswith("SQLITE_CORRUPT") or (first_page_too and name == "SQLITE_NOTADB"):
+        return str(e)
+    return None
+
+
 def _open_failed(p: Path, e: sqlite3.Error, create: bool) -> RecordError:
     why = _unwritable(p) if create else None
     if why:
@@ -226,7 +239,7 @@ def _open_failed(p: Path, e: sqlite3.Error, create: bool) -> RecordError:
     if isinstance(e, sqlite3.OperationalError):
         # Locked, unreadable, a disk error: the file may be a fine record that cannot be used now.
         return RecordError(f"{p}: cannot open the production record ({e})")
-    if str(getattr(e, "sqlite_errorname", "")).startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+    if damage_words(e) is not None:
         # Not moved aside by itself, as a damaged record is (the writer does that): a wrong
         # [record] path may name somebody's other file. Its owner decides.
         return RecordError(
@@ -277,7 +290,7 @@ def open_db(path: str | Path, *, create: bool) -> sqlite3.Connection:
             con.close()
         if new:
             # Made here and left empty (a full disk): the next start would take it for a record.
-            for side in ("", "-wal", "-shm"):
+            for side in ("", *JOURNAL_SUFFIXES):
                 Path(f"{p}{side}").unlink(missing_ok=True)
         raise _open_failed(p, e, create) from None
     except RecordError:

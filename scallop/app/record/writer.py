@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from scallop.app.record.retention import RetentionPolicy, apply_retention, free_mb
 from scallop.app.record.rows import ScallopRecord, check_lot
-from scallop.app.record.schema import _SCALLOP_COLS, SHADOW_COLS, RecordError, _connect, open_db
+from scallop.app.record.schema import (
+    _SCALLOP_COLS,
+    JOURNAL_SUFFIXES,
+    SHADOW_COLS,
+    RecordError,
+    _connect,
+    damage_words,
+    open_db,
+)
 from scallop.app.version import program_version
 
 if TYPE_CHECKING:
@@ -154,7 +162,8 @@ class RecordWriter:
         try:
             self._start_run(note)
         except RecordError as e:
-            why = _damage(e.__context__)
+            # Not "not a database": at start a wrong [record] path to somebody's file says it too.
+            why = damage_words(e.__context__, first_page_too=False)
             if why is None:
                 raise
             # A damaged record let the line start and then spilled every row, with advice to
@@ -237,7 +246,7 @@ class RecordWriter:
             n += 1
             aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
         # The journal goes with its database: a new record beside an old -wal would read it as its own.
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", *JOURNAL_SUFFIXES):
             src = Path(f"{self.path}{suffix}")
             if src.exists():
                 os.replace(src, f"{aside}{suffix}")
@@ -341,7 +350,7 @@ class RecordWriter:
             return int(cur.lastrowid)
         except (sqlite3.Error, OSError) as e:
             self._close_intent_con()
-            why = _damage(e, ours=True)
+            why = damage_words(e)
             if why is not None:
                 # The writer thread sets it aside (one thread moves files); woken for it.
                 self._damage_seen = (why, self._file_id)
@@ -382,14 +391,10 @@ class RecordWriter:
         deleted its folder: every row went on into a file no longer there, no alarm, exit 0).
         A new record is started at the same place with this run's row, the loss is alarmed for
         the rest of the run and named at its end (non-zero exit)."""
-        if con is not None:
-            try:
-                con.close()
-            except sqlite3.Error:
-                pass
+        _close_quietly(con)
         with self._stats_lock:
-            gone = self._rows_of_run() - self._written_to_file
-            self._written_to_file = self._rows_of_run()
+            rows = self._rows_of_run()
+            gone, self._written_to_file = rows - self._written_to_file, rows
             self._stats["lost_with_file"] += gone
         self._raise(
             "record.file_gone",
@@ -409,15 +414,12 @@ class RecordWriter:
     def _damaged_mid_run(self, con: sqlite3.Connection | None, why: str) -> sqlite3.Connection:
         """SQLite found the record's pages damaged under the running line: set aside (its rows
         of this run are named at the end: they may still be read there) and a new record started."""
-        if con is not None:
-            try:
-                con.close()
-            except sqlite3.Error:
-                pass
+        _close_quietly(con)
         self._damage_seen = None
         with self._stats_lock:
-            self._stats["in_damaged_file"] += self._rows_of_run() - self._written_to_file
-            self._written_to_file = self._rows_of_run()
+            rows = self._rows_of_run()
+            self._stats["in_damaged_file"] += rows - self._written_to_file
+            self._written_to_file = rows
         self._set_aside_damaged(why, mid_run=True)
         return self._new_record_in_place(f"record damaged mid-run, set aside as {Path(self.set_aside[-1]).name}")
 
@@ -449,12 +451,8 @@ class RecordWriter:
             )
 
     def _close_intent_con(self) -> None:
-        if self._intent_con is not None:
-            try:
-                self._intent_con.close()
-            except sqlite3.Error:
-                pass
-            self._intent_con = None
+        _close_quietly(self._intent_con)
+        self._intent_con = None
 
     def problems(self) -> list[str]:
         """What this run's record could not keep, in words (empty when everything was written)."""
@@ -657,7 +655,7 @@ class RecordWriter:
                         con = open_db(self.path, create=True)
                     self._write_batch(con, pending)
                 except (sqlite3.Error, RecordError) as e:
-                    why = _damage(e if isinstance(e, sqlite3.Error) else e.__context__, ours=True)
+                    why = damage_words(e if isinstance(e, sqlite3.Error) else e.__context__)
                     if why is None or len(self.set_aside) >= self.MAX_SET_ASIDE:
                         raise
                     con = self._damaged_mid_run(con, why)
@@ -671,12 +669,8 @@ class RecordWriter:
                 self._busy_since = None
                 self._count("db_errors")
                 self._raise("record.database", "critical", f"production record cannot be written: {e}")
-                if con is not None:
-                    try:
-                        con.close()
-                    except sqlite3.Error:
-                        pass
-                    con = None
+                _close_quietly(con)
+                con = None
                 if self._closed:
                     closing_failures += 1
                     if closing_failures >= self.CLOSE_RETRIES:
@@ -746,7 +740,7 @@ class RecordWriter:
             finally:
                 c.close()
         except sqlite3.Error as e:
-            return _damage(e, ours=True)
+            return damage_words(e)
         return None if row is not None else "this run's row no longer reads back"
 
     MAINTENANCE_EVERY_S = 6 * 3600.0
@@ -1219,15 +1213,13 @@ def mark_crashed_runs(con: sqlite3.Connection, db: Path) -> list[int]:
     return crashed
 
 
-def _damage(e: BaseException | None, ours: bool = False) -> str | None:
-    """SQLite's words when ``e`` says the record's pages are damaged (SQLITE_CORRUPT and its
-    kinds), else None. "Not a database" (its first page gone) too when the file is ``ours``:
-    the one this run has been writing (same inode). Not at start: a wrong [record] path to
-    somebody's other file says the same, and that file is not to be moved."""
-    name = str(getattr(e, "sqlite_errorname", "")) if isinstance(e, sqlite3.DatabaseError) else ""
-    if name.startswith("SQLITE_CORRUPT") or (ours and name == "SQLITE_NOTADB"):
-        return str(e)
-    return None
+def _close_quietly(con: sqlite3.Connection | None) -> None:
+    """Close a connection being given up on: its failure is already what is being handled."""
+    if con is not None:
+        try:
+            con.close()
+        except sqlite3.Error:
+            pass
 
 
 def _why(e: BaseException) -> str:
